@@ -1,0 +1,23 @@
+"""nbbn: exact streaming per-channel statistics and BatchNorm-style normalization.
+
+Kernels are compiled by Numba on first use (and cached on disk), never at import.
+"""
+
+from __future__ import annotations
+
+from .backends import BackendUnavailableError
+from .batchnorm import BatchNorm
+from .normalizer import Normalizer, normalize
+from .running_stats import RunningStats, channel_stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "BatchNorm",
+    "Normalizer",
+    "RunningStats",
+    "channel_stats",
+    "normalize",
+    "__version__",
+]

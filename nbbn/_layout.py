@@ -1,0 +1,129 @@
+"""Input validation and the canonical (outer, channels, inner) view of an N-d array.
+
+Every kernel sees a 3-d array ``(O, C, I)``: the axes before ``channel_axis`` merged
+into O, the axes after it merged into I. For a contiguous array (channels-first or
+channels-last, any ndim) that view is free. When the strides do not allow a view, the
+array is cut into slabs along one axis and each slab is copied to a contiguous buffer
+of bounded size, so a strided view of a memory map never turns into one huge copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+SLAB_BYTES = 64 * 2**20  # upper bound of one contiguous copy made for a non-viewable input
+
+
+def check_dtype(dtype: np.dtype, what: str = "input") -> None:
+    """Accept real floating (16/32/64-bit) and integer dtypes; TypeError otherwise."""
+    ok = (dtype.kind == "f" and dtype.itemsize in (2, 4, 8)) or dtype.kind in "iu"
+    if not ok:
+        raise TypeError(
+            f"{what} must have a real floating (float16/32/64) or integer dtype, "
+            f"got dtype {dtype} ({_kind_name(dtype)})"
+        )
+
+
+def _kind_name(dtype: np.dtype) -> str:
+    names = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes",
+             "M": "datetime", "m": "timedelta", "V": "void/structured", "f": "float"}
+    return names.get(dtype.kind, dtype.kind)
+
+
+def as_array(x, what: str = "input") -> np.ndarray:
+    """``np.asarray`` without copying (memmaps become plain views), plus the dtype check."""
+    if isinstance(x, np.ndarray):
+        arr = x.view(np.ndarray) if type(x) is not np.ndarray else x
+    else:
+        arr = np.asarray(x)
+    check_dtype(arr.dtype, what)
+    return arr
+
+
+def normalize_axis(channel_axis: int, ndim: int) -> int:
+    """Return ``channel_axis`` as a non-negative axis of an ``ndim``-d array, or raise."""
+    if ndim < 1:
+        raise ValueError("expected an array with at least 1 dimension, got a 0-d array (a scalar)")
+    if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
+        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
+    if not -ndim <= channel_axis < ndim:
+        raise ValueError(
+            f"channel_axis={channel_axis} is out of range for an array with ndim={ndim} "
+            f"(valid: {-ndim} to {ndim - 1})"
+        )
+    return int(channel_axis) % ndim
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """An input array seen as (O, C, I) pieces, ready for a kernel."""
+
+    array: np.ndarray  # the validated input, original shape
+    axis: int  # non-negative channel axis
+    outer: int
+    channels: int
+    inner: int
+
+    @property
+    def size(self) -> int:
+        return self.outer * self.channels * self.inner
+
+    def view3(self) -> np.ndarray | None:
+        """The (O, C, I) view of the input, or None when its strides do not allow one."""
+        a = self.array
+        if not a.dtype.isnative:
+            return None
+        try:
+            return a.reshape((self.outer, self.channels, self.inner), copy=False)
+        except ValueError:
+            return None
+
+    def pieces(self) -> Iterator[tuple[np.ndarray, tuple]]:
+        """Yield ``(x3, index)``: 3-d pieces covering the input, and where each came from.
+
+        One piece (a view) when possible; otherwise contiguous copies of slabs of at most
+        ``SLAB_BYTES`` taken along a non-channel axis (``index`` selects the slab in the
+        original array, for writing results back).
+        """
+        v = self.view3()
+        if v is not None:
+            yield v, (Ellipsis,)
+            return
+        a = self.array
+        slab_axis = 0 if self.axis != 0 else 1
+        per_index = a.nbytes // max(1, a.shape[slab_axis])
+        step = max(1, SLAB_BYTES // max(1, per_index))
+        native = a.dtype.newbyteorder("=")
+        for start in range(0, a.shape[slab_axis], step):
+            index = (slice(None),) * slab_axis + (slice(start, start + step),)
+            slab = np.ascontiguousarray(a[index], dtype=native)
+            o, c, i = _split_shape(slab.shape, self.axis)
+            yield slab.reshape(o, c, i), index
+
+
+def _split_shape(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    return (
+        int(np.prod(shape[:axis], dtype=np.int64)),
+        int(shape[axis]),
+        int(np.prod(shape[axis + 1 :], dtype=np.int64)),
+    )
+
+
+def canonical(x, channel_axis: int, what: str = "input") -> Canonical:
+    """Validate ``x`` and describe it as (O, C, I) around ``channel_axis``."""
+    arr = as_array(x, what)
+    axis = normalize_axis(channel_axis, arr.ndim)
+    o, c, i = _split_shape(arr.shape, axis)
+    return Canonical(arr, axis, o, c, i)
+
+
+def channel_vector(v, n: int | None, name: str) -> np.ndarray:
+    """A per-channel parameter as a float64 (C,) array; ValueError on a wrong shape."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        want = f"shape ({n},)" if n is not None else "a 1-d array"
+        raise ValueError(f"{name} must be {want}, got shape {a.shape}")
+    return a

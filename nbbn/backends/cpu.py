@@ -1,0 +1,152 @@
+"""The CPU backend: picks a kernel, a partition count and serial or parallel execution.
+
+The public classes call two operations, which every backend provides:
+
+* ``batch_stats(canonical, policy) -> BatchStats``: per-channel statistics of one array;
+* ``affine(canonical, a, s, b, out)``: ``out = (x - a[c]) * s[c] + b[c]``.
+
+Both accept the :class:`~nbbn._layout.Canonical` description of the input, so that a
+backend only ever sees 3-d (O, C, I) pieces.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+
+from .._layout import Canonical
+from . import cpu_normalize as kn
+from . import cpu_stats as ks
+from ._stats import BatchStats, merge_stats
+
+name = "cpu"
+
+MAX_PARTS = 64  # fixed upper bound: the partitioning never depends on the thread count
+MIN_PART_ELEMENTS = 1 << 16  # below this many elements per partition, run serially
+
+_workqueue_lock = threading.Lock()
+
+
+@contextmanager
+def _parallel_allowed():
+    """Yield True when a parallel kernel may run now.
+
+    numba's ``workqueue`` threading layer aborts the process when two Python threads
+    launch parallel kernels at once; under it, a second concurrent caller runs the
+    serial kernel instead. ``omp`` and ``tbb`` are thread-safe and never wait here.
+    """
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: be careful
+        layer = "workqueue"
+    if layer != "workqueue":
+        yield True
+        return
+    got = _workqueue_lock.acquire(blocking=False)
+    try:
+        yield got
+    finally:
+        if got:
+            _workqueue_lock.release()
+
+
+def _nparts(size: int, units: int) -> int:
+    return int(max(1, min(MAX_PARTS, units, size // MIN_PART_ELEMENTS)))
+
+
+def _half(x3: np.ndarray):
+    """float16 reaches the kernels as its uint16 bits plus the ``half=True`` marker."""
+    if x3.dtype == np.float16:
+        return x3.view(np.uint16), True
+    return x3, None
+
+
+def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
+    nchan = x3.shape[1]
+    out = BatchStats.empty(nchan)
+    if x3.size == 0:
+        return out
+    if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
+        x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
+    data, half = _half(x3)
+    args = (policy,)
+    if x3.shape[2] == 1:
+        rows = x3.shape[0]
+        k = max(1, -(-ks.TILE_MIN // nchan))
+        rpb = k * max(1, ks.CL_BLOCK // (k * nchan))
+        nparts = _nparts(x3.size, -(-rows // rpb))
+        kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
+        args = (data.reshape(-1), nchan, half, policy)
+    else:
+        bpr = -(-x3.shape[2] // ks.ROW_BLOCK)
+        nparts = _nparts(x3.size, x3.shape[0] * nchan * bpr)
+        kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
+        args = (data, half, policy)
+    with _parallel_allowed() as parallel:
+        kernel = kernels[1] if (parallel and nparts > 1) else kernels[0]
+        kernel(*args, nparts, *out.arrays())
+    return out
+
+
+def batch_stats(can: Canonical, policy: int) -> BatchStats:
+    """Per-channel statistics of one input array (all its pieces merged)."""
+    total = None
+    for x3, _ in can.pieces():
+        part = _piece_stats(x3, policy)
+        total = part if total is None else merge_stats(total, part)
+    return total if total is not None else BatchStats.empty(can.channels)
+
+
+def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | None:
+    if out.dtype not in (np.float32, np.float64) or not out.dtype.isnative:
+        return None
+    try:
+        return out.reshape(shape3, copy=False)
+    except ValueError:
+        return None
+
+
+def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
+    data, half = _half(x3)
+    nchan = x3.shape[1]
+    flat = x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous
+    with _parallel_allowed() as parallel:
+        parallel = parallel and x3.size >= 2 * MIN_PART_ELEMENTS
+        if flat:
+            ta, ts, tb = kn.tile_params(a, s, b)
+            kernel = kn.affine_channels_last_parallel if parallel else kn.affine_channels_last_serial
+            kernel(data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1))
+        else:
+            kernel = (
+                kn.affine_channels_first_parallel if parallel else kn.affine_channels_first_serial
+            )
+            kernel(data, half, a, s, b, o3)
+
+
+def affine(can: Canonical, a: np.ndarray, s: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input."""
+    x = can.array
+    # Exact aliasing (out is x, or the same memory with the same layout) is safe for an
+    # elementwise kernel; any other overlap goes through a temporary.
+    overlap = np.may_share_memory(x, out) and not (
+        x.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+        and x.strides == out.strides
+        and x.dtype.itemsize == out.dtype.itemsize
+    )
+    target_all = np.empty(out.shape, np.float32 if out.dtype == np.float16 else out.dtype) if (
+        overlap
+    ) else out
+    for x3, index in can.pieces():
+        dst = target_all[index]
+        o3 = _out_view3(dst, x3.shape)
+        if o3 is None:
+            o3 = np.empty(x3.shape, np.float64 if dst.dtype.itemsize >= 8 else np.float32)
+            _run_affine(x3, a, s, b, o3)
+            dst[...] = o3.reshape(dst.shape)
+        else:
+            _run_affine(x3, a, s, b, o3)
+    if overlap:
+        out[...] = target_all

@@ -1,0 +1,75 @@
+"""CPU kernels for the per-channel affine map ``out = (x - a[c]) * s[c] + b[c]``.
+
+The normalizer uses ``a = mean, s = weight / sqrt(var + eps), b = bias``; its inverse
+uses ``a = bias, s = 1 / s, b = mean``. The arithmetic is float64 whatever the input,
+and the mean is subtracted before scaling, so the result is within an ulp or two of a
+float64 computation even when |mean| >> std (folding into ``x * scale + shift`` in
+float32 would lose about 1e-3 at mean/std = 1e4). Rounding to the output dtype
+happens once, on store.
+
+Layouts mirror the statistics kernels: (O, C, L) rows cut into blocks for
+channels-first (any strides), and flat tiles of ``k * C`` elements with tiled
+parameters for C-contiguous channels-last data.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .._numerics import to_float64
+
+ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
+TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
+CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
+
+
+def _affine_channels_first(x, half, a, s, b, out):
+    no, nchan, length = x.shape
+    bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
+    units = no * nchan * bpr
+    for u in numba.prange(units):
+        row = u // bpr
+        lo = (u - row * bpr) * ROW_BLOCK
+        hi = min(length, lo + ROW_BLOCK)
+        o = row // nchan
+        c = row - o * nchan
+        src = x[o, c, lo:hi]
+        dst = out[o, c, lo:hi]
+        ac = a[c]
+        sc = s[c]
+        bc = b[c]
+        for i in range(hi - lo):
+            dst[i] = (to_float64(src[i], half) - ac) * sc + bc
+
+
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf):
+    tile = ta.size
+    nrows = xf.size // nchan
+    k = tile // nchan
+    rpu = k * max(1, CL_ROWS_PER_UNIT // k)  # rows per unit, a multiple of k
+    units = (nrows + rpu - 1) // rpu
+    for u in numba.prange(units):
+        e = u * rpu * nchan
+        e1 = min(nrows, (u + 1) * rpu) * nchan
+        while e < e1:
+            w = min(tile, e1 - e)
+            src = xf[e : e + w]
+            dst = outf[e : e + w]
+            for t in range(w):
+                dst[t] = (to_float64(src[t], half) - ta[t]) * ts[t] + tb[t]
+            e += w
+
+
+def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
+    """Repeat the (C,) parameter vectors ``k`` times so that one tile is >= TILE_MIN long."""
+    nchan = a.shape[0]
+    k = max(1, -(-TILE_MIN // nchan))
+    return np.tile(a, k), np.tile(s, k), np.tile(b, k)
+
+
+_OPTS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+affine_channels_first_parallel = numba.njit(parallel=True, **_OPTS)(_affine_channels_first)
+affine_channels_first_serial = numba.njit(**_OPTS)(_affine_channels_first)
+affine_channels_last_parallel = numba.njit(parallel=True, **_OPTS)(_affine_channels_last)
+affine_channels_last_serial = numba.njit(**_OPTS)(_affine_channels_last)

@@ -1,0 +1,238 @@
+"""CPU kernels for per-channel batch statistics (count, mean, M2, min, max).
+
+Two layouts, both reducing to per-channel results of shape (C,):
+
+* ``stats_channels_first(x, ...)`` for ``x`` of shape (O, C, L) with any strides:
+  each row ``x[o, c]`` is cut into blocks of ``ROW_BLOCK`` elements.
+* ``stats_channels_last(xf, C, ...)`` for a C-contiguous (M, C) array passed flat:
+  rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
+  loop is long and unit-stride even for C = 3.
+
+Numerics: every block is reduced with two passes over cache-resident data (sum,
+then squared deviations from the block mean), and the blocks are combined with
+Chan's merge into one accumulator per partition; partitions are merged in a fixed
+order at the end. The partition count depends only on the shape, never on the
+thread count, so results are bit-for-bit reproducible.
+
+The fast path assumes finite data; a block whose sum is not finite (NaN or inf
+inside) is redone by ``_block_slow``, which applies the NaN policy exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .._numerics import chan_merge, fmaximum, fminimum, merge_max, merge_min, to_float64
+
+POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
+POLICY_OMIT = 1  # NaN is skipped per channel
+
+ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one two-pass block
+TILE_MIN = 64  # channels-last: a tile holds at least this many elements
+CL_BLOCK = 16384  # channels-last: elements per two-pass block (a multiple of the tile)
+
+# reassoc lets LLVM vectorize the sums, nsz the min/max; no nnan/ninf, so NaN checks stay valid.
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_slow(r, start, n, step, half, policy):
+    """Exact statistics of ``r[start + i * step]`` for i < n, with NaN/inf handling."""
+    cnt = 0
+    s = numba.float64(0)
+    nnan = 0
+    ninf = 0
+    mn = numba.float64(np.inf)
+    mx = numba.float64(-np.inf)
+    for i in range(n):
+        v = to_float64(r[start + i * step], half)
+        if v != v:
+            nnan += 1
+            if policy == POLICY_OMIT:
+                continue
+        elif math.isinf(v):
+            ninf += 1
+        cnt += 1
+        s += v
+        mn = merge_min(mn, v)
+        mx = merge_max(mx, v)
+    if cnt == 0:
+        return 0, numba.float64(0), numba.float64(0), mn, mx, nnan, ninf
+    mean = s / cnt
+    q = numba.float64(0)
+    for i in range(n):
+        v = to_float64(r[start + i * step], half)
+        if v != v and policy == POLICY_OMIT:
+            continue
+        d = v - mean
+        q += d * d
+    return cnt, mean, q, mn, mx, nnan, ninf
+
+
+@numba.njit(inline="always")
+def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf):
+    """Fold the per-partition accumulators (P, C) into the outputs (C,), in order."""
+    nparts, nchan = pn.shape
+    for c in range(nchan):
+        n = numba.int64(0)
+        m = numba.float64(0)
+        q = numba.float64(0)
+        lo = numba.float64(np.inf)
+        hi = numba.float64(-np.inf)
+        a = numba.int64(0)
+        b = numba.int64(0)
+        for p in range(nparts):
+            n, m, q = chan_merge(n, m, q, pn[p, c], pmean[p, c], pm2[p, c])
+            lo = merge_min(lo, pmn[p, c])
+            hi = merge_max(hi, pmx[p, c])
+            a += pnan[p, c]
+            b += pinf[p, c]
+        cnt[c] = n
+        mean[c] = m
+        m2[c] = q
+        mn[c] = lo
+        mx[c] = hi
+        nnan[c] = a
+        ninf[c] = b
+
+
+def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+    no, nchan, length = x.shape
+    bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
+    units = no * nchan * bpr
+    pn = np.zeros((nparts, nchan), np.int64)
+    pmean = np.zeros((nparts, nchan))
+    pm2 = np.zeros((nparts, nchan))
+    pmn = np.full((nparts, nchan), np.inf)
+    pmx = np.full((nparts, nchan), -np.inf)
+    pnan = np.zeros((nparts, nchan), np.int64)
+    pinf = np.zeros((nparts, nchan), np.int64)
+    for p in numba.prange(nparts):
+        u0 = (units * p) // nparts
+        u1 = (units * (p + 1)) // nparts
+        for u in range(u0, u1):
+            row = u // bpr
+            lo = (u - row * bpr) * ROW_BLOCK
+            hi = min(length, lo + ROW_BLOCK)
+            o = row // nchan
+            c = row - o * nchan
+            r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
+            n = hi - lo
+            s = numba.float64(0)
+            bmn = numba.float64(np.inf)
+            bmx = numba.float64(-np.inf)
+            for i in range(n):
+                v = to_float64(r[i], half)
+                s += v
+                bmn = fminimum(bmn, v)
+                bmx = fmaximum(bmx, v)
+            if math.isfinite(s):
+                bm = s / n
+                q = numba.float64(0)
+                for i in range(n):
+                    d = to_float64(r[i], half) - bm
+                    q += d * d
+                bnan = 0
+                binf = 0
+            else:
+                n, bm, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
+            pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(pn[p, c], pmean[p, c], pm2[p, c], n, bm, q)
+            pmn[p, c] = merge_min(pmn[p, c], bmn)
+            pmx[p, c] = merge_max(pmx[p, c], bmx)
+            pnan[p, c] += bnan
+            pinf[p, c] += binf
+    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+
+
+def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+    nrows = xf.size // nchan
+    k = max(1, (TILE_MIN + nchan - 1) // nchan)
+    tile = k * nchan
+    rpb = k * max(1, CL_BLOCK // tile)  # rows per block, a multiple of k
+    nblocks = (nrows + rpb - 1) // rpb
+    pn = np.zeros((nparts, nchan), np.int64)
+    pmean = np.zeros((nparts, nchan))
+    pm2 = np.zeros((nparts, nchan))
+    pmn = np.full((nparts, nchan), np.inf)
+    pmx = np.full((nparts, nchan), -np.inf)
+    pnan = np.zeros((nparts, nchan), np.int64)
+    pinf = np.zeros((nparts, nchan), np.int64)
+    for p in numba.prange(nparts):
+        b0 = (nblocks * p) // nparts
+        b1 = (nblocks * (p + 1)) // nparts
+        ts = np.empty(tile)
+        tmn = np.empty(tile)
+        tmx = np.empty(tile)
+        tq = np.empty(tile)
+        tmean = np.empty(tile)
+        for b in range(b0, b1):
+            r0 = b * rpb
+            r1 = min(nrows, r0 + rpb)
+            e0 = r0 * nchan
+            e1 = r1 * nchan
+            ts[:] = 0.0
+            tmn[:] = np.inf
+            tmx[:] = -np.inf
+            e = e0
+            while e < e1:
+                w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
+                seg = xf[e : e + w]
+                for t in range(w):
+                    v = to_float64(seg[t], half)
+                    ts[t] += v
+                    tmn[t] = fminimum(tmn[t], v)
+                    tmx[t] = fmaximum(tmx[t], v)
+                e += w
+            n = r1 - r0
+            for c in range(nchan):  # fold the k copies of each channel; mean of the block
+                s = ts[c]
+                for j in range(1, k):
+                    s += ts[j * nchan + c]
+                tmean[c] = s / n
+                ts[c] = s
+            for j in range(1, k):
+                for c in range(nchan):
+                    tmean[j * nchan + c] = tmean[c]
+            tq[:] = 0.0
+            e = e0
+            while e < e1:
+                w = min(tile, e1 - e)
+                seg = xf[e : e + w]
+                for t in range(w):
+                    d = to_float64(seg[t], half) - tmean[t]
+                    tq[t] += d * d
+                e += w
+            for c in range(nchan):
+                q = tq[c]
+                bmn = tmn[c]
+                bmx = tmx[c]
+                for j in range(1, k):
+                    q += tq[j * nchan + c]
+                    bmn = fminimum(bmn, tmn[j * nchan + c])
+                    bmx = fmaximum(bmx, tmx[j * nchan + c])
+                bn = n
+                bm = tmean[c]
+                bnan = 0
+                binf = 0
+                if not math.isfinite(ts[c]):
+                    bn, bm, q, bmn, bmx, bnan, binf = _block_slow(xf, e0 + c, n, nchan, half, policy)
+                pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
+                    pn[p, c], pmean[p, c], pm2[p, c], bn, bm, q
+                )
+                pmn[p, c] = merge_min(pmn[p, c], bmn)
+                pmx[p, c] = merge_max(pmx[p, c], bmx)
+                pnan[p, c] += bnan
+                pinf[p, c] += binf
+    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+
+
+# One source, two targets: the serial build avoids waking the thread pool for small
+# batches (and is the safe choice inside foreign thread pools).
+_OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+stats_channels_first_parallel = numba.njit(parallel=True, **_OPTS)(_stats_channels_first)
+stats_channels_first_serial = numba.njit(**_OPTS)(_stats_channels_first)
+stats_channels_last_parallel = numba.njit(parallel=True, **_OPTS)(_stats_channels_last)
+stats_channels_last_serial = numba.njit(**_OPTS)(_stats_channels_last)

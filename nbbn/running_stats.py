@@ -1,0 +1,355 @@
+"""``RunningStats``: exact pooled per-channel statistics over a stream of batches."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import backends
+from ._layout import canonical
+from .backends._stats import BatchStats, merge_into, merge_stats
+from .backends.cpu_stats import POLICY_OMIT, POLICY_PROPAGATE
+
+NAN_POLICIES = ("propagate", "omit", "raise")
+FORMAT_NAME = "nbbn.RunningStats"
+FORMAT_VERSION = 1
+_ARRAY_FIELDS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
+
+
+def _check_policy(nan_policy: str) -> str:
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    return nan_policy
+
+
+def _check_axis(channel_axis) -> int:
+    if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
+        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
+    return int(channel_axis)
+
+
+class RunningStats:
+    """Exact per-channel count, mean, variance, min and max over a stream of batches.
+
+    Each :meth:`update` reduces a batch over every axis except ``channel_axis`` and
+    merges the batch's statistics into a float64 state with Chan's pairwise formula,
+    so the result equals the statistics of the concatenated data up to rounding,
+    however the data was split (unlike an exponential moving average).
+
+    Parameters
+    ----------
+    channel_axis : int, default 1
+        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last).
+    nan_policy : {"propagate", "omit", "raise"}, default "propagate"
+        "propagate": a NaN makes its channel's mean, variance, min and max NaN (as numpy
+        and torch). "omit": NaNs are skipped per channel, so counts may differ between
+        channels (as scikit-learn's ``StandardScaler``). "raise": a batch holding a NaN
+        or an infinity raises ``ValueError`` and is not applied.
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+        Where the kernels run; "auto" follows the input array.
+
+    Examples
+    --------
+    >>> import numpy as np, nbbn
+    >>> rs = nbbn.RunningStats(channel_axis=1)
+    >>> for batch in np.split(np.arange(24.0).reshape(4, 3, 2), 2):
+    ...     _ = rs.update(batch)
+    >>> rs.mean
+    array([ 9., 11., 13.])
+    """
+
+    def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
+                 backend: str = "auto") -> None:
+        self.channel_axis = _check_axis(channel_axis)
+        self.nan_policy = _check_policy(nan_policy)
+        self.backend = backends.check_name(backend)
+        self._state: BatchStats | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ updating
+    def update(self, batch) -> RunningStats:
+        """Merge the statistics of ``batch`` (any ndim >= 1) into the running state.
+
+        The update applies whole or not at all: on any error the state is unchanged.
+        Several threads may call ``update`` on one object at once; the kernels release
+        the GIL and only the final merge is serialized.
+
+        Returns
+        -------
+        RunningStats
+            ``self``, so that calls can be chained.
+        """
+        can = canonical(batch, self.channel_axis, "batch")
+        self._check_channels(can.channels, "batch")
+        if can.size == 0:
+            return self
+        backend = backends.resolve(self.backend, batch)
+        policy = POLICY_OMIT if self.nan_policy == "omit" else POLICY_PROPAGATE
+        st = backend.batch_stats(can, policy)
+        if self.nan_policy == "raise":
+            self._raise_on_nonfinite(st)
+        with self._lock:
+            self._check_channels(can.channels, "batch")  # another thread may have started
+            if self._state is None:
+                self._state = st
+            else:
+                merge_into(*self._state.arrays(), *st.arrays())
+        return self
+
+    @staticmethod
+    def _raise_on_nonfinite(st: BatchStats) -> None:
+        bad = np.flatnonzero((st.nan > 0) | (st.inf > 0))
+        if bad.size:
+            shown = ", ".join(str(c) for c in bad[:10]) + (", ..." if bad.size > 10 else "")
+            raise ValueError(
+                f"nan_policy='raise': the batch holds {int(st.nan.sum())} NaN and "
+                f"{int(st.inf.sum())} infinite values (channels {shown}); expected finite "
+                "values only. The running statistics were not changed."
+            )
+
+    def _check_channels(self, nchan: int, what: str) -> None:
+        state = self._state
+        if state is not None and state.num_channels != nchan:
+            raise ValueError(
+                f"{what} has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"but the running statistics have {state.num_channels} channels"
+            )
+
+    def reset(self) -> None:
+        """Forget all data (``num_channels`` becomes None again)."""
+        with self._lock:
+            self._state = None
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: RunningStats) -> RunningStats:
+        """A new ``RunningStats`` with the exact statistics of both inputs' data."""
+        if not isinstance(other, RunningStats):
+            raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
+        out = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend=self.backend)
+        a, b = self._snapshot(), other._snapshot()
+        if a is not None and b is not None:
+            self._check_channels(b.num_channels, "the other RunningStats")
+            out._state = merge_stats(a, b)
+        else:
+            out._state = a if a is not None else b
+        return out
+
+    def __add__(self, other: RunningStats) -> RunningStats:
+        if not isinstance(other, RunningStats):
+            return NotImplemented
+        return self.merge(other)
+
+    def __iadd__(self, other: RunningStats) -> RunningStats:
+        if not isinstance(other, RunningStats):
+            return NotImplemented
+        b = other._snapshot()
+        if b is None:
+            return self
+        with self._lock:
+            self._check_channels(b.num_channels, "the other RunningStats")
+            if self._state is None:
+                self._state = b
+            else:
+                merge_into(*self._state.arrays(), *b.arrays())
+        return self
+
+    def _snapshot(self) -> BatchStats | None:
+        with self._lock:
+            return None if self._state is None else self._state.copy()
+
+    # ------------------------------------------------------------------ results
+    @property
+    def num_channels(self) -> int | None:
+        """Number of channels, or None before the first non-empty update."""
+        st = self._state
+        return None if st is None else st.num_channels
+
+    def _field(self, name: str) -> np.ndarray:
+        st = self._state
+        if st is None:
+            return np.zeros(0, np.int64 if name in ("count", "nan", "inf") else np.float64)
+        return getattr(st, name).copy()
+
+    @property
+    def count(self) -> np.ndarray:
+        """Values counted per channel (int64; NaNs excluded under ``nan_policy="omit"``)."""
+        return self._field("count")
+
+    @property
+    def nan_count(self) -> np.ndarray:
+        """NaNs seen per channel (int64), whatever the policy."""
+        return self._field("nan")
+
+    def _masked(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float64, copy=True)
+        values[~valid] = np.nan
+        return values
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-channel mean (float64; NaN for channels with no values)."""
+        st = self._state
+        if st is None:
+            return np.zeros(0)
+        return self._masked(st.mean, st.count > 0)
+
+    def variance(self, ddof: int = 0) -> np.ndarray:
+        """Per-channel variance ``M2 / (count - ddof)``; ``ddof=1`` is the unbiased one.
+
+        Channels with ``count <= ddof`` give NaN.
+        """
+        st = self._state
+        if st is None:
+            return np.zeros(0)
+        if ddof < 0:
+            raise ValueError(f"ddof must be >= 0, got {ddof}")
+        denom = st.count - ddof
+        valid = denom > 0
+        out = np.full(st.count.shape, np.nan)
+        np.divide(st.m2, denom, out=out, where=valid)
+        return out
+
+    @property
+    def var(self) -> np.ndarray:
+        """Per-channel population variance (ddof=0, float64)."""
+        return self.variance(0)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-channel population standard deviation (ddof=0, float64)."""
+        return np.sqrt(self.variance(0))
+
+    @property
+    def min(self) -> np.ndarray:
+        """Per-channel minimum (float64; NaN for channels with no values)."""
+        st = self._state
+        return np.zeros(0) if st is None else self._masked(st.min, st.count > 0)
+
+    @property
+    def max(self) -> np.ndarray:
+        """Per-channel maximum (float64; NaN for channels with no values)."""
+        st = self._state
+        return np.zeros(0) if st is None else self._masked(st.max, st.count > 0)
+
+    def to_normalizer(self, eps: float = 1e-5, weight=None, bias=None):
+        """The frozen normalizer ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+        from .normalizer import Normalizer
+
+        if self._state is None:
+            raise ValueError("to_normalizer() needs statistics: call update() with data first")
+        return Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
+                          channel_axis=self.channel_axis, backend=self.backend)
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
+        st = self._snapshot() or BatchStats.empty(0)
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "channel_axis": self.channel_axis,
+            "nan_policy": self.nan_policy,
+            "count": st.count,
+            "mean": st.mean,
+            "m2": st.m2,
+            "min": st.min,
+            "max": st.max,
+            "nan_count": st.nan,
+            "inf_count": st.inf,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, *, backend: str = "auto") -> RunningStats:
+        """Rebuild a ``RunningStats`` from :meth:`to_dict` output (validated)."""
+        missing = [k for k in ("version", "channel_axis", "nan_policy", *_ARRAY_FIELDS)
+                   if k not in d]
+        if missing:
+            raise ValueError(f"RunningStats data is missing the fields {missing}")
+        version = int(np.asarray(d["version"]))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"RunningStats data has format version {version}, newer than this nbbn "
+                f"supports ({FORMAT_VERSION}); upgrade nbbn"
+            )
+        rs = cls(int(np.asarray(d["channel_axis"])), nan_policy=str(np.asarray(d["nan_policy"])),
+                 backend=backend)
+        arrays = [np.asarray(d[k]) for k in _ARRAY_FIELDS]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1 or arrays[0].ndim != 1:
+            raise ValueError(f"RunningStats arrays must all have one shape (C,), got {shapes}")
+        count = arrays[0]
+        if count.dtype.kind not in "iu" or (count < 0).any():
+            raise ValueError("RunningStats count must hold non-negative integers")
+        if count.shape[0] > 0:
+            rs._state = BatchStats(
+                count.astype(np.int64),
+                *(a.astype(np.float64) for a in arrays[1:5]),
+                *(a.astype(np.int64) for a in arrays[5:]),
+            )
+        return rs
+
+    def save(self, path) -> None:
+        """Write the state to an ``.npz`` file atomically (temp file, fsync, rename).
+
+        The file carries the format name and version and a SHA-256 checksum of its
+        contents, checked by :meth:`load`.
+        """
+        d = self.to_dict()
+        d["checksum"] = _checksum(d)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **d)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, *, backend: str = "auto") -> RunningStats:
+        """Read a file written by :meth:`save`; a corrupt or foreign file raises ValueError."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path}: not a readable nbbn statistics file ({exc})") from exc
+        if str(d.get("format", "")) != FORMAT_NAME:
+            raise ValueError(f"{path}: not an nbbn RunningStats file (no format marker)")
+        if "checksum" not in d or str(d["checksum"]) != _checksum(d):
+            raise ValueError(f"{path}: checksum mismatch, the file is corrupt")
+        return cls.from_dict(d, backend=backend)
+
+    def __repr__(self) -> str:
+        return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
+                f" num_channels={self.num_channels}, count={self.count.tolist()[:8]})")
+
+
+def _checksum(d: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(k for k in d if k != "checksum"):
+        a = np.ascontiguousarray(np.asarray(d[key]))
+        h.update(key.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def channel_stats(x, channel_axis: int = 1, *, nan_policy: str = "propagate",
+                  backend: str = "auto") -> RunningStats:
+    """Per-channel statistics of one array, as a :class:`RunningStats`.
+
+    Equivalent to ``RunningStats(channel_axis, nan_policy=...).update(x)``.
+    """
+    return RunningStats(channel_axis, nan_policy=nan_policy, backend=backend).update(x)
