@@ -9,8 +9,8 @@ of bounded size, so a strided view of a memory map never turns into one huge cop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,15 +57,21 @@ def normalize_axis(channel_axis: int, ndim: int) -> int:
     return int(channel_axis) % ndim
 
 
-@dataclass(frozen=True)
 class Canonical:
-    """An input array seen as (O, C, I) pieces, ready for a kernel."""
+    """An input array seen as (O, C, I) pieces, ready for a kernel.
 
-    array: np.ndarray  # the validated input, original shape
-    axis: int  # non-negative channel axis
-    outer: int
-    channels: int
-    inner: int
+    ``array`` is the validated input in its original shape, ``axis`` the non-negative
+    channel axis, and ``outer * channels * inner`` its size.
+    """
+
+    __slots__ = ("array", "axis", "outer", "channels", "inner")
+
+    def __init__(self, array: np.ndarray, axis: int, outer: int, channels: int, inner: int):
+        self.array = array
+        self.axis = axis
+        self.outer = outer
+        self.channels = channels
+        self.inner = inner
 
     @property
     def size(self) -> int:
@@ -105,11 +111,7 @@ class Canonical:
 
 
 def _split_shape(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
-    return (
-        int(np.prod(shape[:axis], dtype=np.int64)),
-        int(shape[axis]),
-        int(np.prod(shape[axis + 1 :], dtype=np.int64)),
-    )
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
 def canonical(x, channel_axis: int, what: str = "input") -> Canonical:

@@ -225,7 +225,7 @@ def random_array(rng, shape, dtype, channel_axis=1, spread=True) -> np.ndarray:
             ii = np.iinfo(dtype)
             span = int(ii.max) - int(ii.min)
             lo = int(ii.min) + (i % 4) * (span // 8)
-            hi = lo + span // 2 + (i % 2) * (span // 4)
+            hi = lo + span // 2 + (i % 2) * (span // 8)
             om[i] = rng.integers(lo, hi, size=om[i].shape, dtype=dtype, endpoint=True)
     return out
 
@@ -305,3 +305,45 @@ def assert_output(y, ref64, name="output"):
         assert_close(y, ref64, rtol=1e-12, atol=1e-12, name=name)
     else:
         assert_ulps(y, ref64, 1.0, name=name)
+
+
+# --------------------------------------------------------------------------- layouts
+
+# name -> (base shape builder, base channel axis, view function, view channel axis)
+# The data is generated on a C-contiguous base with per-channel offsets along the base's
+# channel axis, then viewed; the view's channel axis is where that base axis ends up.
+LAYOUTS = {
+    "channels_first": (lambda c: (4, c, 5, 6), 1, lambda a: a, 1),
+    "channels_last": (lambda c: (4, 5, 6, c), 3, lambda a: a, -1),
+    "channels_last_pos_axis": (lambda c: (4, 5, 6, c), 3, lambda a: a, 3),
+    "channels_first_neg_axis": (lambda c: (4, c, 5, 6), 1, lambda a: a, -3),
+    "axis0": (lambda c: (c, 4, 7), 0, lambda a: a, 0),
+    "middle_of_5d": (lambda c: (2, 3, c, 4, 5), 2, lambda a: a, 2),
+    "one_d": (lambda c: (c,), 0, lambda a: a, 0),
+    "one_d_neg_axis": (lambda c: (c,), 0, lambda a: a, -1),
+    "two_d": (lambda c: (9, c), 1, lambda a: a, 1),
+    "two_d_axis0": (lambda c: (c, 9), 0, lambda a: a, 0),
+    "three_d_ncl": (lambda c: (5, c, 11), 1, lambda a: a, 1),
+    "three_d_nlc": (lambda c: (5, 11, c), 2, lambda a: a, -1),
+    "strided": (lambda c: (8, 2 * c, 10, 12), 1, lambda a: a[::2, ::2, ::3, 1::2], 1),
+    "strided_channels_last": (lambda c: (8, 10, 12, c + 2), 3, lambda a: a[1::2, ::3, :, 1:-1], 3),
+    "nhwc_transposed_to_nchw": (lambda c: (4, 5, 6, c), 3, lambda a: a.transpose(0, 3, 1, 2), 1),
+    "nchw_transposed_to_nhwc": (lambda c: (4, c, 5, 6), 1, lambda a: a.transpose(0, 2, 3, 1), -1),
+    "full_transpose": (lambda c: (4, c, 5, 6), 1, lambda a: a.T, 2),
+    "fortran_order": (lambda c: (4, c, 5, 6), 1, np.asfortranarray, 1),
+    "negative_strides": (lambda c: (4, c, 5, 6), 1, lambda a: a[::-1, :, ::-1, ::-2], 1),
+    "negative_channel_stride": (lambda c: (4, c, 5, 6), 1, lambda a: a[:, ::-1], 1),
+    "negative_channels_last": (lambda c: (4, 5, 6, c), 3, lambda a: a[::-1, :, :, ::-1], -1),
+    "broadcast_zero_strides": (
+        lambda c: (1, c, 1, 6), 1, lambda a: np.broadcast_to(a, (4, a.shape[1], 5, 6)), 1
+    ),
+}
+
+
+def make_layout(name, rng, dtype, c):
+    """(array view, channel_axis) for the named layout with ``c`` channels."""
+    shape_fn, base_axis, view, axis = LAYOUTS[name]
+    base = random_array(rng, shape_fn(c), dtype, channel_axis=base_axis)
+    x = view(base)
+    assert x.shape[axis] == c, (name, x.shape, axis)
+    return x, axis

@@ -38,11 +38,21 @@ class BatchStats:
             np.zeros(nchan, np.int64),
         )
 
+    @classmethod
+    def uninitialized(cls, nchan: int) -> BatchStats:
+        """Arrays for a kernel to fill completely."""
+        i = np.empty((3, nchan), np.int64)
+        f = np.empty((4, nchan))
+        return cls(i[0], f[0], f[1], f[2], f[3], i[1], i[2])
+
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
 
     def copy(self) -> BatchStats:
-        return BatchStats(*(a.copy() for a in self.arrays()))
+        out = BatchStats.uninitialized(self.num_channels)
+        for dst, src in zip(out.arrays(), self.arrays()):
+            dst[...] = src
+        return out
 
     @property
     def num_channels(self) -> int:

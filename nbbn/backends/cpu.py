@@ -28,6 +28,7 @@ MAX_PARTS = 64  # fixed upper bound: the partitioning never depends on the threa
 MIN_PART_ELEMENTS = 1 << 16  # below this many elements per partition, run serially
 
 _workqueue_lock = threading.Lock()
+_threadsafe_layer = False  # becomes True once numba reports omp or tbb
 
 
 @contextmanager
@@ -38,11 +39,13 @@ def _parallel_allowed():
     launch parallel kernels at once; under it, a second concurrent caller runs the
     serial kernel instead. ``omp`` and ``tbb`` are thread-safe and never wait here.
     """
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet: be careful
-        layer = "workqueue"
-    if layer != "workqueue":
+    global _threadsafe_layer
+    if not _threadsafe_layer:
+        try:
+            _threadsafe_layer = numba.threading_layer() != "workqueue"
+        except ValueError:  # no parallel kernel has run yet: be careful
+            pass
+    if _threadsafe_layer:
         yield True
         return
     got = _workqueue_lock.acquire(blocking=False)
@@ -66,9 +69,9 @@ def _half(x3: np.ndarray):
 
 def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     nchan = x3.shape[1]
-    out = BatchStats.empty(nchan)
     if x3.size == 0:
-        return out
+        return BatchStats.empty(nchan)
+    out = BatchStats.uninitialized(nchan)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
         x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
     data, half = _half(x3)
@@ -85,14 +88,19 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
         nparts = _nparts(x3.size, x3.shape[0] * nchan * bpr)
         kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
         args = (data, half, policy)
+    if nparts == 1:
+        kernels[0](*args, nparts, *out.arrays())
+        return out
     with _parallel_allowed() as parallel:
-        kernel = kernels[1] if (parallel and nparts > 1) else kernels[0]
-        kernel(*args, nparts, *out.arrays())
+        kernels[1 if parallel else 0](*args, nparts, *out.arrays())
     return out
 
 
 def batch_stats(can: Canonical, policy: int) -> BatchStats:
     """Per-channel statistics of one input array (all its pieces merged)."""
+    view = can.view3()
+    if view is not None:
+        return _piece_stats(view, policy)
     total = None
     for x3, _ in can.pieces():
         part = _piece_stats(x3, policy)

@@ -24,6 +24,8 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .._numerics import chan_merge, fmaximum, fminimum, merge_max, merge_min, to_float64
 
@@ -70,6 +72,78 @@ def _block_slow(r, start, n, step, half, policy):
         d = v - mean
         q += d * d
     return cnt, mean, q, mn, mx, nnan, ninf
+
+
+def block_fast(r, half):  # pragma: no cover - replaced by the overload in jitted code
+    """Statistics of one cache-resident block ``r`` (1-d, 0-based), fast path.
+
+    Returns ``(ok, mean, m2, min, max)``; ``ok`` is False when the block holds a NaN or
+    an infinity, and the caller then redoes it with ``_block_slow``.
+    """
+    raise NotImplementedError
+
+
+@overload(block_fast, inline="always")
+def _block_fast_impl(r, half):
+    dt = r.dtype
+    if isinstance(dt, types.Integer) and dt.bitwidth <= 16 and isinstance(half, types.NoneType):
+        # Small integers: exact integer sums of v and v*v in one pass (int32 lanes for
+        # 8-bit data: 8192 * 255**2 < 2**31), so M2 = (n * S2 - S**2) / n is computed from
+        # an exact integer numerator and rounded once. This is not the cancelling
+        # E[x^2] - E[x]^2 in floating point: no rounding happens before the division.
+        acc = np.int32 if dt.bitwidth <= 8 else np.int64
+
+        def impl(r, half):
+            n = r.size
+            s = acc(0)
+            s2 = acc(0)
+            mn = acc(r[0])
+            mx = acc(r[0])
+            for i in range(n):
+                v = acc(r[i])
+                s = acc(s + v)
+                s2 = acc(s2 + v * v)
+                mn = v if v < mn else mn
+                mx = v if v > mx else mx
+            num = np.int64(n) * np.int64(s2) - np.int64(s) * np.int64(s)
+            return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
+                numba.float64(mx)
+
+        return impl
+
+    native_minmax = isinstance(dt, types.Float) and isinstance(half, types.NoneType)
+
+    def impl(r, half):
+        # Two passes over the block: the float64 sum gives the block mean, then the sum
+        # of squared deviations from it. min/max in the input's float type when it is
+        # float32/64 (twice the SIMD lanes for float32), else in float64.
+        n = r.size
+        s = numba.float64(0)
+        if native_minmax:
+            bmn = r[0]
+            bmx = r[0]
+        else:
+            bmn = to_float64(r[0], half)
+            bmx = bmn
+        for i in range(n):
+            v = to_float64(r[i], half)
+            s += v
+            if native_minmax:
+                bmn = fminimum(bmn, r[i])
+                bmx = fmaximum(bmx, r[i])
+            else:
+                bmn = fminimum(bmn, v)
+                bmx = fmaximum(bmx, v)
+        if not math.isfinite(s):
+            return False, s, s, numba.float64(bmn), numba.float64(bmx)
+        bm = s / n
+        q = numba.float64(0)
+        for i in range(n):
+            d = to_float64(r[i], half) - bm
+            q += d * d
+        return True, bm, q, numba.float64(bmn), numba.float64(bmx)
+
+    return impl
 
 
 @numba.njit(inline="always")
@@ -121,23 +195,10 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
             c = row - o * nchan
             r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
             n = hi - lo
-            s = numba.float64(0)
-            bmn = numba.float64(np.inf)
-            bmx = numba.float64(-np.inf)
-            for i in range(n):
-                v = to_float64(r[i], half)
-                s += v
-                bmn = fminimum(bmn, v)
-                bmx = fmaximum(bmx, v)
-            if math.isfinite(s):
-                bm = s / n
-                q = numba.float64(0)
-                for i in range(n):
-                    d = to_float64(r[i], half) - bm
-                    q += d * d
-                bnan = 0
-                binf = 0
-            else:
+            ok, bm, q, bmn, bmx = block_fast(r, half)
+            bnan = 0
+            binf = 0
+            if not ok:
                 n, bm, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
             pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(pn[p, c], pmean[p, c], pm2[p, c], n, bm, q)
             pmn[p, c] = merge_min(pmn[p, c], bmn)

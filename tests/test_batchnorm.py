@@ -1,0 +1,184 @@
+"""nbbn.BatchNorm against a pure-numpy model of torch's BatchNorm semantics (no torch needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbbn
+from reference import (
+    RefBatchNorm,
+    assert_close,
+    random_array,
+    ref_normalize,
+    ref_stats,
+    ref_stats_many,
+)
+
+RTOL = 1e-10
+
+
+def _shape(kind, n, c, rng, channels_last=False):
+    spatial = {"1d2": (), "1d3": (int(rng.integers(2, 6)),), "2d": (3, int(rng.integers(2, 5))),
+               "3d": (2, 3, int(rng.integers(1, 4)))}[kind]
+    return (n, *spatial, c) if channels_last else (n, c, *spatial)
+
+
+def _assert_bn_matches(bn, ref):
+    assert bn.training == ref.training
+    if ref.running_mean is None:
+        assert bn.running_mean is None and bn.running_var is None
+        assert bn.num_batches_tracked is None
+    else:
+        assert isinstance(bn.running_mean, np.ndarray) and bn.running_mean.dtype == np.float64
+        assert isinstance(bn.running_var, np.ndarray) and bn.running_var.dtype == np.float64
+        assert_close(bn.running_mean, ref.running_mean, rtol=RTOL, atol=1e-12, name="running_mean")
+        assert_close(bn.running_var, ref.running_var, rtol=RTOL, name="running_var")
+        assert int(bn.num_batches_tracked) == ref.num_batches_tracked
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("kind", ["1d2", "1d3", "2d", "3d"])
+def test_stream_matches_reference(kind, momentum, affine, track, channels_last, backend, rng):
+    c = 3
+    axis = -1 if channels_last else 1
+    bn = nbbn.BatchNorm(c, eps=1e-5, momentum=momentum, affine=affine, track_running_stats=track,
+                        channel_axis=axis, backend=backend)
+    ref = RefBatchNorm(c, 1e-5, momentum, affine, track, channel_axis=axis)
+    if affine:
+        w, b = rng.uniform(0.5, 2.0, c), rng.standard_normal(c)
+        bn.load_state_dict({**bn.state_dict(), "weight": w, "bias": b})
+        ref.weight, ref.bias = w, b
+    for step in range(12):
+        n = int(rng.integers(2, 7))
+        x = random_array(rng, _shape(kind, n, c, rng, channels_last), "float64", channel_axis=axis)
+        y = bn(x)
+        assert y.dtype == np.float64 and y.shape == x.shape
+        assert_close(y, ref(x), rtol=RTOL, atol=1e-10, name=f"train output step {step}")
+        _assert_bn_matches(bn, ref)
+    bn.eval()
+    ref.training = False
+    assert bn.training is False
+    for step in range(3):
+        x = random_array(rng, _shape(kind, 4, c, rng, channels_last), "float64", channel_axis=axis)
+        assert_close(bn(x), ref(x), rtol=RTOL, atol=1e-10, name=f"eval output step {step}")
+        _assert_bn_matches(bn, ref)
+
+
+def test_defaults_and_buffers(backend):
+    bn = nbbn.BatchNorm(4, backend=backend)
+    assert bn.training is True
+    np.testing.assert_array_equal(bn.weight, np.ones(4))
+    np.testing.assert_array_equal(bn.bias, np.zeros(4))
+    np.testing.assert_array_equal(bn.running_mean, np.zeros(4))
+    np.testing.assert_array_equal(bn.running_var, np.ones(4))
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert getattr(bn, name).dtype == np.float64, name
+    assert int(bn.num_batches_tracked) == 0
+    bn2 = nbbn.BatchNorm(4, affine=False, track_running_stats=False, backend=backend)
+    assert bn2.weight is None and bn2.bias is None
+    assert bn2.running_mean is None and bn2.running_var is None and bn2.num_batches_tracked is None
+
+
+def test_train_eval_toggles(backend):
+    bn = nbbn.BatchNorm(2, backend=backend)
+    assert bn.eval() is bn or bn.eval() is None  # returns self like torch, or nothing
+    assert bn.training is False
+    bn.train()
+    assert bn.training is True
+    bn.train(False)
+    assert bn.training is False
+    bn.train(mode=True)
+    assert bn.training is True
+
+
+def test_classic_walkthrough(backend):
+    """BatchNorm2d(3) on a (4, 3, 2, 2) batch: running_mean = 0.1 * batch mean,
+    running_var = 0.9 + 0.1 * unbiased batch variance (independent formulas)."""
+    x = np.arange(48, dtype=np.float32).reshape(4, 3, 2, 2) ** 1.5 / 7.0
+    bn = nbbn.BatchNorm(3, backend=backend)
+    y = bn(x)
+    assert y.dtype == np.float32
+    xc = np.moveaxis(x.astype(np.float64), 1, 0).reshape(3, -1)
+    np.testing.assert_allclose(bn.running_mean, 0.1 * xc.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * xc.var(axis=1, ddof=1), rtol=1e-12)
+    assert int(bn.num_batches_tracked) == 1
+    zc = np.moveaxis(y.astype(np.float64), 1, 0).reshape(3, -1)
+    np.testing.assert_allclose(zc.mean(axis=1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(zc.var(axis=1), xc.var(axis=1) / (xc.var(axis=1) + 1e-5), rtol=1e-5)
+
+
+def test_float32_output_dtype_and_accuracy(backend, rng):
+    x = random_array(rng, (5, 3, 4, 4), "float32")
+    bn = nbbn.BatchNorm(3, backend=backend)
+    y = bn(x)
+    assert y.dtype == np.float32
+    st = ref_stats(x, 1)
+    ref = ref_normalize(x, st.mean, st.var, eps=1e-5)
+    assert_close(y, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_state_dict_keys(backend):
+    cases = {
+        (True, True): {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"},
+        (True, False): {"weight", "bias"},
+        (False, True): {"running_mean", "running_var", "num_batches_tracked"},
+        (False, False): set(),
+    }
+    for (affine, track), keys in cases.items():
+        bn = nbbn.BatchNorm(3, affine=affine, track_running_stats=track, backend=backend)
+        assert set(bn.state_dict()) == keys, (affine, track)
+
+
+def test_state_dict_round_trip(backend, rng):
+    bn = nbbn.BatchNorm(3, momentum=0.3, backend=backend)
+    for _ in range(3):
+        bn(random_array(rng, (4, 3, 5), "float64"))
+    sd = bn.state_dict()
+    bn2 = nbbn.BatchNorm(3, momentum=0.3, backend=backend)
+    bn2.load_state_dict(sd)
+    for k in sd:
+        np.testing.assert_array_equal(np.asarray(bn2.state_dict()[k]), np.asarray(sd[k]), err_msg=k)
+    assert int(bn2.num_batches_tracked) == 3
+    x = random_array(rng, (4, 3, 5), "float64")
+    bn.eval()
+    bn2.eval()
+    np.testing.assert_array_equal(bn(x), bn2(x))
+
+
+def test_load_running_stats_and_to_normalizer(backend, rng):
+    batches = [random_array(rng, (n, 3, 4, 2), "float32") for n in (2, 5, 3)]
+    rs = nbbn.RunningStats(1, backend=backend)
+    for b in batches:
+        rs.update(b)
+    bn = nbbn.BatchNorm(3, backend=backend)
+    w, b_ = rng.uniform(0.5, 2.0, 3), rng.standard_normal(3)
+    bn.load_state_dict({**bn.state_dict(), "weight": w, "bias": b_})
+    bn.load_running_stats(rs)
+    ref = ref_stats_many(batches, 1)
+    np.testing.assert_array_equal(bn.running_mean, rs.mean)
+    np.testing.assert_array_equal(bn.running_var, rs.variance(ddof=1))
+    assert_close(bn.running_var, ref.variance(1), rtol=1e-12, name="running_var")
+    bn.eval()
+    x = random_array(rng, (3, 3, 4, 2), "float64")
+    expect = ref_normalize(x, ref.mean, ref.variance(1), w, b_, 1e-5)
+    assert_close(bn(x), expect, rtol=1e-10, atol=1e-10, name="eval output")
+    norm = bn.to_normalizer()
+    assert isinstance(norm, nbbn.Normalizer)
+    assert_close(norm(x), bn(x), rtol=1e-12, atol=1e-12, name="to_normalizer output")
+    # channels-last BatchNorm gives a channels-last normalizer
+    bnl = nbbn.BatchNorm(3, channel_axis=-1, backend=backend)
+    bnl.load_running_stats(rs)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    expect_l = ref_normalize(xl, ref.mean, ref.variance(1), None, None, 1e-5, -1)
+    assert_close(bnl.to_normalizer()(xl), expect_l, rtol=1e-10, atol=1e-10)
+
+
+def test_eps_used(backend, rng):
+    x = random_array(rng, (3, 2, 4), "float64")
+    bn = nbbn.BatchNorm(2, eps=0.5, backend=backend)
+    st = ref_stats(x, 1)
+    assert_close(bn(x), ref_normalize(x, st.mean, st.var, eps=0.5), rtol=1e-12, atol=1e-12)

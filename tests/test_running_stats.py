@@ -1,0 +1,573 @@
+"""RunningStats and channel_stats against the float64 reference, per dtype, layout and nan_policy."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import nbbn
+from reference import (
+    ALL_DTYPES,
+    LAYOUTS,
+    assert_close,
+    assert_stats,
+    make_layout,
+    random_array,
+    ref_stats,
+    ref_stats_many,
+    stats_rtol,
+)
+
+# Layouts crossed with every dtype; the others run with float32 only.
+MAIN_LAYOUTS = {"channels_first": ((4, 3, 5, 6), 1), "channels_last": ((4, 5, 6, 3), -1)}
+
+
+def _mb(layout, c):
+    if layout == "channels_first":
+        return ((1 if c >= 64 else 2), c, 96, 90), 1
+    if c == 300:
+        return (200, 300), -1  # 60000 elements, (N, C)
+    rows = 17000 // c + 1
+    return (rows // 10 + 1, 2, 5, c), -1  # NHWC with > 16384 elements
+
+
+def _stats(x, channel_axis, backend, nan_policy="propagate"):
+    return nbbn.RunningStats(channel_axis, nan_policy=nan_policy, backend=backend).update(x)
+
+
+# --------------------------------------------------------------------------- dtypes x layouts
+
+
+@pytest.mark.parametrize("layout", list(MAIN_LAYOUTS))
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_update_dtype_layout(dtype, layout, backend, rng):
+    shape, axis = MAIN_LAYOUTS[layout]
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    rs = _stats(x, axis, backend)
+    ref = ref_stats(x, axis)
+    assert rs.num_channels == 3
+    assert_stats(rs, ref, stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("layout", list(MAIN_LAYOUTS))
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_channel_stats_dtype_layout(dtype, layout, backend, rng):
+    shape, axis = MAIN_LAYOUTS[layout]
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    rs = nbbn.channel_stats(x, channel_axis=axis, backend=backend)
+    assert isinstance(rs, nbbn.RunningStats)
+    assert_stats(rs, ref_stats(x, axis), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("c", [1, 3, 64, 300])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8", "float16"])
+def test_multiblock(dtype, layout, c, backend, rng):
+    shape, axis = _mb(layout, c)
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    if layout == "channels_first":
+        assert x.shape[-1] * x.shape[-2] > 8192
+    else:
+        assert x.size > 16384
+    rs = _stats(x, axis, backend)
+    assert_stats(rs, ref_stats(x, axis), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts_float32(layout, backend, rng):
+    x, axis = make_layout(layout, rng, "float32", 5)
+    rs = _stats(x, axis, backend)
+    assert rs.num_channels == 5
+    assert_stats(rs, ref_stats(x, axis), stats_rtol("float32"))
+
+
+@pytest.mark.parametrize("layout", ["strided", "negative_strides", "nchw_transposed_to_nhwc"])
+@pytest.mark.parametrize("dtype", ["float64", "uint8", "int16"])
+def test_views_other_dtypes(layout, dtype, backend, rng):
+    x, axis = make_layout(layout, rng, dtype, 3)
+    assert_stats(_stats(x, axis, backend), ref_stats(x, axis), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2", ">i2", ">u4", ">i8"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_big_endian(dtype, layout, backend, rng):
+    shape, axis = MAIN_LAYOUTS[layout]
+    native = random_array(rng, shape, np.dtype(dtype).newbyteorder("="), channel_axis=axis)
+    x = native.astype(dtype)
+    assert not x.dtype.isnative
+    rs = _stats(x, axis, backend)
+    ref = ref_stats(native, axis)
+    assert_stats(rs, ref, stats_rtol(native.dtype))
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_read_only(layout, backend, rng):
+    shape, axis = MAIN_LAYOUTS[layout]
+    x = random_array(rng, shape, "float32", channel_axis=axis)
+    x.setflags(write=False)
+    rs = _stats(x, axis, backend)
+    assert_stats(rs, ref_stats(x, axis), 1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_memmap(layout, dtype, backend, rng, tmp_path):
+    shape, axis = MAIN_LAYOUTS[layout]
+    data = random_array(rng, shape, dtype, channel_axis=axis)
+    path = tmp_path / "x.dat"
+    mm = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    mm[...] = data
+    mm.flush()
+    del mm
+    x = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    rs = _stats(x, axis, backend)
+    assert_stats(rs, ref_stats(data, axis), stats_rtol(dtype))
+    # a strided view of the memmap too
+    view = x[:, :, ::2] if layout == "channels_first" else x[:, ::2]
+    rs2 = _stats(view, axis, backend)
+    assert_stats(rs2, ref_stats(np.asarray(view), axis), stats_rtol(dtype))
+    del x, view
+
+
+# --------------------------------------------------------------------------- nan policy
+
+
+def _with_specials(rng, dtype, layout, big=False):
+    """float data with NaN/inf in chosen channels (C = 6):
+    0: clean; 1: a few NaN; 2: all NaN; 3: +inf and finite; 4: +inf and -inf; 5: NaN and inf."""
+    c = 6
+    if big:
+        shape, axis = _mb(layout, c)
+    else:
+        shape, axis = ((3, c, 4, 5), 1) if layout == "channels_first" else ((3, 4, 5, c), -1)
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    xm = np.moveaxis(x, axis, 0).reshape(c, -1)  # a view for contiguous x
+    assert np.shares_memory(xm, x)
+    m = xm.shape[1]
+    xm[1, rng.choice(m, size=3, replace=False)] = np.nan
+    xm[1, m - 1] = np.nan  # in the last block too
+    xm[2, :] = np.nan
+    xm[3, rng.choice(m, size=2, replace=False)] = np.inf
+    xm[4, 0] = np.inf
+    xm[4, m - 1] = -np.inf
+    xm[5, 1] = np.nan
+    xm[5, m // 2] = -np.inf
+    return x, axis
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_nan_policy(dtype, layout, nan_policy, backend, rng):
+    x, axis = _with_specials(rng, dtype, layout)
+    rs = _stats(x, axis, backend, nan_policy)
+    ref = ref_stats(x, axis, nan_policy)
+    assert rs.nan_policy == nan_policy
+    assert_stats(rs, ref, stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_nan_policy_multiblock(layout, nan_policy, backend, rng):
+    x, axis = _with_specials(rng, "float32", layout, big=True)
+    rs = _stats(x, axis, backend, nan_policy)
+    assert_stats(rs, ref_stats(x, axis, nan_policy), 1e-6)
+
+
+def test_nan_semantics_explicit(backend):
+    """Independent of the reference: the numpy functions named in the issue."""
+    x = np.array([[1.0, np.nan, 3.0, 4.0], [np.nan, np.nan, np.nan, np.nan], [1.0, 2.0, 3.0, 4.0]])
+    omit = _stats(x, 0, backend, "omit")
+    np.testing.assert_array_equal(omit.count, [3, 0, 4])
+    np.testing.assert_allclose(omit.mean[[0, 2]], [8 / 3, 2.5], rtol=1e-15)
+    np.testing.assert_allclose(omit.var[[0, 2]], [np.nanvar(x[0]), np.var(x[2])], rtol=1e-14)
+    np.testing.assert_array_equal(omit.min, [1.0, np.nan, 1.0])
+    np.testing.assert_array_equal(omit.max, [4.0, np.nan, 4.0])
+    assert np.isnan(omit.mean[1]) and np.isnan(omit.var[1]) and np.isnan(omit.std[1])
+    prop = _stats(x, 0, backend, "propagate")
+    np.testing.assert_array_equal(prop.count, [4, 4, 4])
+    for name in ("mean", "var", "min", "max"):
+        v = getattr(prop, name)
+        assert np.isnan(v[0]) and np.isnan(v[1]) and not np.isnan(v[2]), name
+
+
+def test_inf_semantics_explicit(backend):
+    x = np.array([[1.0, np.inf, 3.0], [np.inf, -np.inf, 0.0], [-np.inf, -np.inf, 1.0]])
+    for policy in ("propagate", "omit"):
+        rs = _stats(x, 0, backend, policy)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(rs.mean, np.mean(x, axis=1))
+            np.testing.assert_array_equal(rs.var, np.var(x, axis=1))
+        np.testing.assert_array_equal(rs.min, np.min(x, axis=1))
+        np.testing.assert_array_equal(rs.max, np.max(x, axis=1))
+        np.testing.assert_array_equal(rs.count, [3, 3, 3])
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_raise_policy_clean_data(layout, backend, rng):
+    shape, axis = MAIN_LAYOUTS[layout]
+    x = random_array(rng, shape, "float32", channel_axis=axis)
+    rs = _stats(x, axis, backend, "raise")
+    assert rs.nan_policy == "raise"
+    assert_stats(rs, ref_stats(x, axis), 1e-6)
+
+
+def test_omit_counts_across_updates(backend, rng):
+    batches = []
+    for n in (3, 5, 2):
+        b = rng.standard_normal((n, 4, 7))
+        b[rng.random(b.shape) < 0.2] = np.nan
+        batches.append(b)
+    rs = nbbn.RunningStats(1, nan_policy="omit", backend=backend)
+    for b in batches:
+        rs.update(b)
+    assert_stats(rs, ref_stats_many(batches, 1, "omit"), 1e-12)
+
+
+# --------------------------------------------------------------------------- streaming / merge
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_stream_of_batches(layout, backend, rng):
+    axis = 1 if layout == "channels_first" else -1
+    batches = []
+    for n in (1, 7, 2, 30, 5):
+        shape = (n, 4, 3, 5) if axis == 1 else (n, 3, 5, 4)
+        batches.append(random_array(rng, shape, "float64", channel_axis=axis))
+    rs = nbbn.RunningStats(axis, backend=backend)
+    for b in batches:
+        assert rs.update(b) is rs
+    assert_stats(rs, ref_stats_many(batches, axis), 1e-12)
+
+
+def test_stream_mixed_dtypes_and_layout_views(backend, rng):
+    b1 = random_array(rng, (3, 4, 6), "uint8")
+    b2 = random_array(rng, (5, 4, 6), "float32")
+    b3 = random_array(rng, (2, 4, 9), "float64")[:, :, ::-2]
+    b4 = random_array(rng, (6, 4, 2), "int16")
+    rs = nbbn.RunningStats(1, backend=backend)
+    rs.update(b1).update(b2).update(b3).update(b4)
+    assert_stats(rs, ref_stats_many([b1, b2, b3, b4], 1), 1e-6)
+
+
+def test_merge_operators(backend, rng):
+    a_data = random_array(rng, (5, 3, 4), "float64")
+    b_data = random_array(rng, (9, 3, 2), "float64")
+    a = nbbn.RunningStats(1, backend=backend).update(a_data)
+    b = nbbn.RunningStats(1, backend=backend).update(b_data)
+    a_before, b_before = a.to_dict(), b.to_dict()
+    ref = ref_stats_many([a_data, b_data], 1)
+
+    m = a.merge(b)
+    assert isinstance(m, nbbn.RunningStats) and m is not a and m is not b
+    assert_stats(m, ref, 1e-12)
+    s = a + b
+    assert isinstance(s, nbbn.RunningStats) and s is not a and s is not b
+    assert_stats(s, ref, 1e-12)
+    _assert_dict_equal(a.to_dict(), a_before)
+    _assert_dict_equal(b.to_dict(), b_before)
+
+    a_id = id(a)
+    a += b
+    assert id(a) == a_id
+    assert_stats(a, ref, 1e-12)
+    _assert_dict_equal(b.to_dict(), b_before)
+
+
+def test_merge_with_empty_state(backend, rng):
+    x = random_array(rng, (4, 3, 5), "float64")
+    a = nbbn.RunningStats(1, backend=backend).update(x)
+    empty = nbbn.RunningStats(1, backend=backend)
+    ref = ref_stats(x, 1)
+    assert_stats(a.merge(empty), ref, 1e-12)
+    assert_stats(empty.merge(a), ref, 1e-12)
+    e2 = nbbn.RunningStats(1, backend=backend)
+    e2 += a
+    assert_stats(e2, ref, 1e-12)
+    assert e2.num_channels == 3
+
+
+def test_merge_channel_with_zero_count(backend):
+    """omit-policy states with a zero-count channel merge like an empty part."""
+    x = np.array([[1.0, 2.0, 3.0], [np.nan, np.nan, np.nan]])
+    y = np.array([[4.0, 5.0], [6.0, 8.0]])
+    a = _stats(x, 0, backend, "omit")
+    b = _stats(y, 0, backend, "omit")
+    for m in (a.merge(b), b.merge(a)):
+        np.testing.assert_array_equal(m.count, [5, 2])
+        np.testing.assert_allclose(m.mean, [3.0, 7.0], rtol=1e-15)
+        np.testing.assert_allclose(m.var, [2.0, 1.0], rtol=1e-14)
+        np.testing.assert_array_equal(m.min, [1.0, 6.0])
+        np.testing.assert_array_equal(m.max, [5.0, 8.0])
+
+
+def test_update_is_chan_exact_for_merge_order(backend, rng):
+    """update(a); update(b) equals channel_stats(a) + channel_stats(b)."""
+    a = random_array(rng, (6, 5, 7), "float32")
+    b = random_array(rng, (2, 5, 3), "float32")
+    serial = nbbn.RunningStats(1, backend=backend).update(a).update(b)
+    merged = nbbn.channel_stats(a, backend=backend) + nbbn.channel_stats(b, backend=backend)
+    ref = ref_stats_many([a, b], 1)
+    assert_stats(serial, ref, 1e-12)
+    assert_stats(merged, ref, 1e-12)
+
+
+# --------------------------------------------------------------------------- accessors
+
+
+def test_variance_ddof_and_std(backend, rng):
+    x = random_array(rng, (7, 4, 3), "float64")
+    rs = _stats(x, 1, backend)
+    ref = ref_stats(x, 1)
+    assert_close(rs.variance(), ref.var, rtol=1e-12, name="variance()")
+    assert_close(rs.variance(ddof=0), ref.var, rtol=1e-12, name="variance(0)")
+    assert_close(rs.variance(ddof=1), ref.variance(1), rtol=1e-12, name="variance(1)")
+    rows = np.moveaxis(x, 1, 0).reshape(4, -1)
+    np.testing.assert_allclose(rs.variance(ddof=1), np.var(rows, axis=1, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(rs.std, np.std(rows, axis=1), rtol=1e-12)
+    assert rs.variance(ddof=1).dtype == np.float64
+
+
+def test_attributes(backend):
+    rs = nbbn.RunningStats(-1, nan_policy="omit", backend=backend)
+    assert rs.channel_axis == -1
+    assert rs.nan_policy == "omit"
+    assert rs.num_channels is None
+    rs.update(np.zeros((3, 7), np.float32))
+    assert rs.num_channels == 7
+    assert rs.count.shape == (7,)
+    rs2 = nbbn.RunningStats(backend=backend)
+    assert rs2.channel_axis == 1 and rs2.nan_policy == "propagate"
+
+
+def test_reset(backend, rng):
+    x = random_array(rng, (4, 3, 5), "float64")
+    y = random_array(rng, (2, 3, 2), "float64")
+    rs = nbbn.RunningStats(1, backend=backend).update(x)
+    rs.reset()
+    rs.update(y)
+    assert_stats(rs, ref_stats(y, 1), 1e-12)
+    # after reset, a different channel count is accepted as a fresh start
+    rs.reset()
+    z = random_array(rng, (2, 5, 2), "float64")
+    rs.update(z)
+    assert_stats(rs, ref_stats(z, 1), 1e-12)
+
+
+@pytest.mark.parametrize("layout", ["one_d", "two_d", "two_d_axis0"])
+def test_small_ndim(layout, backend, rng):
+    x, axis = make_layout(layout, rng, "float64", 4)
+    rs = _stats(x, axis, backend)
+    assert_stats(rs, ref_stats(x, axis), 1e-12)
+    if layout == "one_d":
+        np.testing.assert_array_equal(rs.count, np.ones(4, np.int64))
+        np.testing.assert_array_equal(rs.var, np.zeros(4))
+        np.testing.assert_array_equal(rs.mean, x)
+
+
+@pytest.mark.parametrize("shape,axis", [((0, 3, 4), 1), ((2, 3, 0), 1), ((0, 3), -1), ((5, 0, 3), -1)])
+def test_empty_batch_is_noop(shape, axis, backend, rng):
+    c = shape[axis]
+    first_shape = (2, c, 4) if axis == 1 else (2, 4, c) if len(shape) == 3 else (2, c)
+    rs = nbbn.RunningStats(axis, backend=backend).update(random_array(rng, first_shape, "float32", axis))
+    before = rs.to_dict()
+    assert rs.update(np.empty(shape, np.float32)) is rs
+    _assert_dict_equal(rs.to_dict(), before)
+
+
+# --------------------------------------------------------------------------- to_dict / save
+
+
+def _assert_dict_equal(d1, d2):
+    assert set(d1) == set(d2), (sorted(d1), sorted(d2))
+    for k in d1:
+        a, b = d1[k], d2[k]
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.dtype == b.dtype, (k, a.dtype, b.dtype)
+            np.testing.assert_array_equal(a, b, err_msg=k)
+        else:
+            assert a == b, (k, a, b)
+
+
+def _assert_same_state(r1, r2):
+    for name in ("count", "mean", "var", "min", "max"):
+        np.testing.assert_array_equal(getattr(r1, name), getattr(r2, name), err_msg=name)
+    assert r1.channel_axis == r2.channel_axis
+    assert r1.nan_policy == r2.nan_policy
+    assert r1.num_channels == r2.num_channels
+
+
+def test_to_dict_from_dict(backend, rng):
+    x = random_array(rng, (4, 3, 5), "float64")
+    x[0, 1, 0] = np.nan
+    rs = _stats(x, 1, backend, "omit")
+    d = rs.to_dict()
+    for k, v in d.items():
+        assert isinstance(v, (np.ndarray, int, float, str, type(None), np.integer)), (k, type(v))
+    rs2 = nbbn.RunningStats.from_dict(d)
+    _assert_same_state(rs, rs2)
+    _assert_dict_equal(rs2.to_dict(), d)
+    # the restored state keeps streaming exactly like the original
+    y = random_array(rng, (2, 3, 5), "float64")
+    rs.update(y)
+    rs2.update(y)
+    _assert_same_state(rs, rs2)
+
+
+def test_save_load(backend, rng, tmp_path):
+    x = random_array(rng, (4, 5, 6), "float32", channel_axis=-1)
+    rs = _stats(x, -1, backend, "omit")
+    path = tmp_path / "stats.npz"
+    rs.save(path)
+    assert sorted(os.listdir(tmp_path)) == ["stats.npz"]  # atomic write leaves no temp file
+    rs2 = nbbn.RunningStats.load(path)
+    _assert_same_state(rs, rs2)
+    _assert_dict_equal(rs2.to_dict(), rs.to_dict())
+    # str paths work and overwrite
+    rs.update(x)
+    rs.save(str(path))
+    assert sorted(os.listdir(tmp_path)) == ["stats.npz"]
+    _assert_same_state(rs, nbbn.RunningStats.load(str(path)))
+
+
+def test_save_load_empty_state(tmp_path):
+    rs = nbbn.RunningStats(2, nan_policy="raise")
+    rs.save(tmp_path / "e.npz")
+    rs2 = nbbn.RunningStats.load(tmp_path / "e.npz")
+    assert rs2.num_channels is None
+    assert rs2.channel_axis == 2 and rs2.nan_policy == "raise"
+
+
+# --------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_mean_small_std(dtype, layout, backend, rng):
+    """|mean| = 1e4 * std: var within 1e-6 (float32) / 1e-12 (float64) of the two-pass value."""
+    c = 3
+    shape, axis = _mb(layout, c)
+    base = rng.standard_normal(shape)
+    xm = np.moveaxis(base, axis, 0)
+    for i, (mu, sd) in enumerate([(1e4, 1.0), (-3e7, 3e3), (2.5e-3, 2.5e-7)]):
+        xm[i] = xm[i] * sd + mu
+    x = base.astype(dtype)
+    ref = ref_stats(x, axis)
+    assert np.all(np.abs(ref.mean) > 5e3 * ref.std)
+    rs = _stats(x, axis, backend)
+    rtol = stats_rtol(dtype)
+    assert_stats(rs, ref, rtol, mean_atol=rtol * ref.std)
+    # and streamed in uneven batches
+    rs2 = nbbn.RunningStats(axis, backend=backend)
+    n = x.shape[0]
+    cuts = sorted({0, 1, n // 3, n // 2 + 1, n})
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        rs2.update(x[a:b])
+    assert_stats(rs2, ref, rtol, mean_atol=rtol * ref.std)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int64"])
+def test_constant_channels_var_exactly_zero(dtype, layout, backend):
+    """Constant channels give var == 0 exactly, including values whose sums round."""
+    c = 4
+    shape, axis = _mb(layout, c)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        values = [0.1, 1e4 + 0.1, -3.7, 1.0 / 3.0]
+    else:
+        ii = np.iinfo(dt)
+        values = [ii.max, ii.min, ii.max // 3, 7]
+    x = np.empty(shape, dtype=dt)
+    xm = np.moveaxis(x, axis, 0)
+    for i, v in enumerate(values):
+        xm[i] = np.asarray(v).astype(dt)
+    expect = np.array([np.asarray(v).astype(dt) for v in values], dtype=np.float64)
+    rs = _stats(x, axis, backend)
+    np.testing.assert_array_equal(rs.var, np.zeros(c))
+    np.testing.assert_array_equal(rs.std, np.zeros(c))
+    np.testing.assert_array_equal(rs.min, expect)
+    np.testing.assert_array_equal(rs.max, expect)
+    assert_close(rs.mean, expect, rtol=2 * np.finfo(np.float64).eps, name="mean")
+    # streaming uneven batches of the same constants (merges of different-size parts)
+    rs2 = nbbn.RunningStats(axis, backend=backend)
+    n = x.shape[0]
+    for a, b in [(0, 1), (1, 3), (3, n)]:
+        rs2.update(x[a:b])
+    np.testing.assert_array_equal(rs2.var, np.zeros(c))
+    np.testing.assert_array_equal(rs2.variance(ddof=1), np.zeros(c))
+
+
+def _state_keys(d, rs):
+    """Find the count, mean and M2 entries of ``to_dict()`` by value (names are not contract)."""
+
+    def find(pred, what):
+        keys = [k for k, v in d.items() if isinstance(v, np.ndarray) and v.shape == rs.count.shape and pred(v)]
+        assert len(keys) == 1, f"cannot identify the {what} entry of to_dict(): {sorted(d)}"
+        return keys[0]
+
+    m2 = rs.var * rs.count
+    kc = find(lambda v: v.dtype.kind in "iu" and np.array_equal(v, rs.count), "count")
+    km = find(lambda v: v.dtype.kind == "f" and np.array_equal(v, rs.mean), "mean")
+    km2 = find(lambda v: v.dtype.kind == "f" and np.allclose(v, m2, rtol=1e-12, atol=0), "M2")
+    kmin = find(lambda v: v.dtype.kind == "f" and np.array_equal(v, rs.min), "min")
+    kmax = find(lambda v: v.dtype.kind == "f" and np.array_equal(v, rs.max), "max")
+    return kc, km, km2, kmin, kmax
+
+
+def _synthetic_state(template, count, mean, var, lo, hi):
+    d = template.to_dict()
+    kc, km, km2, kmin, kmax = _state_keys(d, template)
+    d = dict(d)
+    d[kc] = np.asarray(count, dtype=np.int64)
+    d[km] = np.asarray(mean, dtype=np.float64)
+    d[km2] = np.asarray(var, dtype=np.float64) * np.asarray(count, dtype=np.float64)
+    d[kmin] = np.asarray(lo, dtype=np.float64)
+    d[kmax] = np.asarray(hi, dtype=np.float64)
+    return nbbn.RunningStats.from_dict(d)
+
+
+def _exact_merge(na, ma, m2a, nb, mb, m2b):
+    """Chan's merge in exact rational arithmetic, rounded once to float64."""
+    na, nb = int(na), int(nb)
+    ma, m2a, mb, m2b = (Fraction(float(v)) for v in (ma, m2a, mb, m2b))
+    n = na + nb
+    mean = (na * ma + nb * mb) / n
+    m2 = m2a + m2b + (mb - ma) ** 2 * Fraction(na * nb, n)
+    return n, float(mean), float(m2 / n)
+
+
+def test_large_counts(backend, rng):
+    """Streams of 10^9+ values per channel: int64 counts, merged values against the formula."""
+    template = _stats(np.array([[1.0, 2.0, 3.0], [5.0, 7.0, 11.0], [-1.0, 0.5, 4.0]]), 0, backend)
+    na = np.array([3_000_000_000, 5_000_000_007, 2**40])
+    ma, va = np.array([1.5, -2.25, 1e3]), np.array([4.0, 0.25, 9.0])
+    nb = np.array([2_000_000_001, 17, 2**41 + 3])
+    mb, vb = np.array([1.5 + 1e-6, 7.0, -1e3]), np.array([4.5, 0.5, 16.0])
+    a = _synthetic_state(template, na, ma, va, ma - 10, ma + 10)
+    b = _synthetic_state(template, nb, mb, vb, mb - 20, mb + 5)
+    np.testing.assert_array_equal(a.count, na)
+    for m in (a.merge(b), b + a):
+        assert m.count.dtype == np.int64
+        np.testing.assert_array_equal(m.count, na + nb)
+        for c in range(3):
+            n, mean, var = _exact_merge(na[c], ma[c], va[c] * na[c], nb[c], mb[c], vb[c] * nb[c])
+            assert int(m.count[c]) == n
+            np.testing.assert_allclose(m.mean[c], mean, rtol=1e-12)
+            np.testing.assert_allclose(m.var[c], var, rtol=1e-12)
+        np.testing.assert_array_equal(m.min, np.minimum(ma - 10, mb - 20))
+        np.testing.assert_array_equal(m.max, np.maximum(ma + 10, mb + 5))
+    # a small batch on top of a huge state
+    y = random_array(rng, (4, 3), "float64", channel_axis=1)
+    big = _synthetic_state(template, na, ma, va, ma - 10, ma + 10)
+    big.update(y)
+    ry = ref_stats(y, 1)
+    np.testing.assert_array_equal(big.count, na + 4)
+    for c in range(3):
+        _, mean, var = _exact_merge(na[c], ma[c], va[c] * na[c], 4, ry.mean[c], ry.m2[c])
+        np.testing.assert_allclose(big.mean[c], mean, rtol=1e-12)
+        np.testing.assert_allclose(big.var[c], var, rtol=1e-12)
