@@ -118,22 +118,28 @@ def _measure_bandwidth(nbytes_read: int, nbytes_copy: int, repeats: int) -> dict
     import numpy as np
 
     read_sum, copy = _bw_kernels()
+    n = max(repeats, 5)
     a = np.ones(max(1, nbytes_read // 4), dtype=np.float32)
-    t_read, _ = _median_time(lambda _: read_sum(a), max(repeats, 3))
+    t_read_med, t_read_all = _median_time(lambda _: read_sum(a), n)
+    rb = a.nbytes
     del a
     src = np.ones(max(1, nbytes_copy // 4), dtype=np.float32)
     dst = np.empty_like(src)
-    t_copy, _ = _median_time(lambda _: copy(src, dst), max(repeats, 3))
+    t_copy_med, t_copy_all = _median_time(lambda _: copy(src, dst), n)
     moved = src.nbytes + dst.nbytes
     del src, dst
-    rb = max(1, nbytes_read // 4) * 4
+    # The machine's capability: the best of the repeats (as STREAM reports it); the ops
+    # are reported as medians, so the percentages lean against nbbn, never for it.
+    t_read, t_copy = min(t_read_all), min(t_copy_all)
     return {
         "read_bytes": rb,
         "read_ms": t_read * 1e3,
         "read_gbps": rb / t_read / 1e9,
+        "read_gbps_median": rb / t_read_med / 1e9,
         "copy_bytes": moved,
         "copy_ms": t_copy * 1e3,
         "copy_gbps": moved / t_copy / 1e9,
+        "copy_gbps_median": moved / t_copy_med / 1e9,
     }
 
 
@@ -180,6 +186,70 @@ def _environment(torch_mod) -> dict[str, Any]:
         env["torch"] = torch_mod.__version__
         env["torch_threads"] = torch_mod.get_num_threads()
     return env
+
+
+class _CpuMonitor:
+    """CPU time that other processes (and the hypervisor, as steal) took during the run.
+
+    Reads the aggregate ``cpu`` line of /proc/stat (Linux only; elsewhere it reports None)
+    and subtracts this process's own CPU time, children included. On a shared 2-core
+    machine a busy neighbour makes every parallel kernel wait for its core, so the bench
+    prints this next to its numbers.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import resource
+
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        v = [int(t) for t in fields[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = sum(v[i] for i in (0, 1, 2, 5, 6) if i < len(v)) / hz  # user nice system irq softirq
+        steal = (v[7] if len(v) > 7 else 0) / hz
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            ru = resource.getrusage(who)
+            own += ru.ru_utime + ru.ru_stime
+        return time.perf_counter(), busy, steal, own
+
+    def report(self) -> dict[str, Any] | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        if wall <= 0:
+            return None
+        other = max(0.0, (end[1] - self.start[1]) - (end[3] - self.start[3]))
+        return {
+            "wall_s": wall,
+            "own_cpus": (end[3] - self.start[3]) / wall,
+            "other_cpus": other / wall,
+            "steal_cpus": (end[2] - self.start[2]) / wall,
+        }
+
+
+def _wait_for_quiet(max_wait_s: float, threshold: float = 0.1, window_s: float = 1.0) -> float:
+    """Wait until other processes use under ``threshold`` cores over ``window_s``; at most
+    ``max_wait_s`` seconds. Returns the seconds waited (0 when already quiet or unmeasurable)."""
+    t0 = time.perf_counter()
+    while True:
+        m = _CpuMonitor()
+        if m.start is None:
+            return 0.0
+        time.sleep(window_s)
+        r = m.report()
+        waited = time.perf_counter() - t0
+        if r is None or r["other_cpus"] + r["steal_cpus"] < threshold or waited >= max_wait_s:
+            return waited - window_s if waited > window_s else 0.0
 
 
 # ------------------------------------------------------------------- data and peers
@@ -287,14 +357,18 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
     bn_note = ""
     t_bn: float | None = None
     y_nbytes = x.size * out_dtype.itemsize
+    t_bn_alloc: float | None = None
     try:
         bn = nbbn.BatchNorm(c, eps=EPS, momentum=0.1, channel_axis=ca)
-        t_bn, _ = _median_time(lambda _: bn(x), repeats)
+        # timed like the normalizer, into a preallocated out=; bn(x) allocating y is recorded too
+        t_bn, _ = _median_time(lambda _: bn(x, out=out), repeats)
+        t_bn_alloc, _ = _median_time(lambda _: bn(x), repeats)
     except (TypeError, ValueError) as e:  # e.g. an input dtype BatchNorm does not take
         bn_note = f"nbbn BatchNorm: {type(e).__name__}: {e}"
     r_stats = row("stats", t_stats, x.nbytes, "read")
     r_norm = row("normalizer", t_norm, x.nbytes + out.nbytes, "copy")
     r_bn = row("batchnorm_train", t_bn, 2 * x.nbytes + y_nbytes, "copy", bn_note)
+    r_bn["time_alloc_ms"] = None if t_bn_alloc is None else t_bn_alloc * 1e3
     del rs
 
     # --- numpy -------------------------------------------------------------------
@@ -310,13 +384,12 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
 
     t_np_norm, _ = _median_time(np_norm, repeats)
 
-    def np_bn(_):  # batch statistics, then the same normalize (into a new array)
+    def np_bn(_):  # batch statistics, then the same normalize into out=
         m = x.mean(axis=axes, keepdims=True)
         v = x.var(axis=axes, keepdims=True)
-        y = np.subtract(x, m, dtype=out_dtype)
-        y *= (weight.reshape(bsh) / np.sqrt(v + EPS)).astype(out_dtype)
-        y += b32
-        return y
+        np.subtract(x, m.astype(out_dtype), out=out)
+        np.multiply(out, (weight.reshape(bsh) / np.sqrt(v + EPS)).astype(out_dtype), out=out)
+        np.add(out, b32, out=out)
 
     t_np_bn, _ = _median_time(np_bn, repeats)
     peers(r_stats, t_np_stats, None)
@@ -386,13 +459,17 @@ def _bench_small(quick: bool, torch) -> dict[str, Any]:
     x = rng.standard_normal(SMALL_SHAPE, dtype=np.float32)
     c = SMALL_SHAPE[1]
     rs = nbbn.RunningStats(channel_axis=1)
-    res: dict[str, Any] = {"shape": list(SMALL_SHAPE), "dtype": "float32", "calls": blocks * per_block}
+    res: dict[str, Any] = {
+        "shape": list(SMALL_SHAPE),
+        "dtype": "float32",
+        "calls": blocks * per_block,
+    }
     res["update_us"] = _per_call_us(lambda: rs.update(x), blocks, per_block)
     norm = nbbn.Normalizer(np.zeros(c), np.ones(c), channel_axis=1)
     out = np.empty_like(x)
     res["normalizer_us"] = _per_call_us(lambda: norm(x, out=out), blocks, per_block)
     bn = nbbn.BatchNorm(c)
-    res["batchnorm_train_us"] = _per_call_us(lambda: bn(x), blocks, per_block)
+    res["batchnorm_train_us"] = _per_call_us(lambda: bn(x, out=out), blocks, per_block)
     res["numpy_stats_us"] = _per_call_us(
         lambda: (x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))), blocks, per_block
     )
@@ -451,7 +528,9 @@ def _bench_startup() -> dict[str, Any]:
                 res[phase] = {"error": (p.stderr or p.stdout).strip().splitlines()[-1:]}
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            r["first_calls_s"] = r["first_update_s"] + r["first_normalizer_s"] + r["first_batchnorm_s"]
+            r["first_calls_s"] = (
+                r["first_update_s"] + r["first_normalizer_s"] + r["first_batchnorm_s"]
+            )
             r["process_wall_s"] = wall
             res[phase] = r
     return res
@@ -483,6 +562,12 @@ def _print_table(rows: list[dict[str, Any]], say) -> None:
             f" {_fmt(r['torch_ms'], '9.2f'):>9}"
             f" {_fmt(r['speedup_torch'], '7.1f') + 'x' if r['speedup_torch'] else '-':>8}"
         )
+    alloc = [r for r in rows if r.get("time_alloc_ms") is not None]
+    if alloc:
+        say("  batchnorm_train without out= (bn(x) allocates y each call): " + "; ".join(
+            f"{_shape_str(r['shape'])} {r['dtype']} {r['layout']} {r['time_alloc_ms']:.2f} ms"
+            for r in alloc
+        ))
     notes = sorted({r["note"] for r in rows if r["note"]})
     for n in notes:
         say(f"  note: {n}")
@@ -497,12 +582,15 @@ def run_bench(
     quick: bool = False,
     use_torch: bool = True,
     startup: bool = True,
+    wait_quiet_s: float = 0.0,
     file: TextIO | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark, print its table to ``file``, optionally write JSON; return the results.
 
     ``shapes`` is a list of ``(shape, dtype, layout, channel_axis)`` with layout one of
     "NCHW", "NHWC", "NC" (default: the issue's five shapes, tiny ones with ``quick``).
+    ``wait_quiet_s`` > 0 waits up to that long before each shape for other processes to go
+    idle (on a shared machine a busy neighbour slows every parallel kernel).
     """
     import gc
 
@@ -524,6 +612,7 @@ def run_bench(
         except ImportError:
             torch = None
     t_start = time.perf_counter()
+    monitor = _CpuMonitor()
     env = _environment(torch)
     say(f"nbbn bench  {env['date']}")
     say(f"cpu: {env['cpu']}  ({env['cpu_count']} logical cpus, {env['cpus_usable']} usable;"
@@ -545,15 +634,27 @@ def run_bench(
             del prev
             gc.collect()
         out_itemsize = x.dtype.itemsize if x.dtype.kind == "f" else 4
+        waited = _wait_for_quiet(wait_quiet_s) if wait_quiet_s > 0 else 0.0
+        shape_monitor = _CpuMonitor()
         bw = _measure_bandwidth(x.nbytes, x.size * out_itemsize, repeats)
         bw.update({"shape": list(shape), "dtype": dtype, "layout": layout})
         bws.append(bw)
+        shape_rows = _bench_shape(spec, x, repeats, torch, bw, say)
+        rows.extend(shape_rows)
+        busy = shape_monitor.report()
+        other = None if busy is None else busy["other_cpus"] + busy["steal_cpus"]
+        bw["other_cpus"] = other
+        bw["waited_for_quiet_s"] = waited
+        for r in shape_rows:
+            r["other_cpus"] = other
         say(
             f"[{i + 1}/{len(shapes)}] {_shape_str(shape)} {dtype} {layout}"
             f" ({x.nbytes / 1e6:.1f} MB): read bw {bw['read_gbps']:.2f} GB/s,"
-            f" copy bw {bw['copy_gbps']:.2f} GB/s (read + write)"
+            f" copy bw {bw['copy_gbps']:.2f} GB/s (read + write), best of the repeats;"
+            + (" other processes used -" if other is None else
+               f" other processes used {other:.2f} cores meanwhile")
+            + (f" (waited {waited:.0f} s for quiet)" if waited >= 1 else "")
         )
-        rows.extend(_bench_shape(spec, x, repeats, torch, bw, say))
         # keep an NCHW float array for a following NHWC shape of the same data
         nxt = shapes[i + 1] if i + 1 < len(shapes) else None
         prev = x if (nxt is not None and nxt[2] == "NHWC" and layout == "NCHW") else None
@@ -564,8 +665,11 @@ def run_bench(
     say("")
     say("GB/s: stats = bytes of x read; normalizer = x read + out written;"
         " batchnorm_train = 2 reads of x + 1 write of y.")
+    say("nbbn normalizer and batchnorm_train (and numpy's) write into a preallocated out=;"
+        " torch's F.batch_norm allocates its output.")
     say("% bw: of the read bandwidth (stats) or the copy bandwidth (normalizer, batchnorm_train)"
-        " measured for that shape; vs numpy / vs torch: peer time / nbbn time.")
+        " measured for that shape (best of the repeats);")
+    say("vs numpy / vs torch: peer median time / nbbn median time.")
     say("numpy: x.mean+x.var | subtract/multiply/add with out= | mean+var then normalize;"
         " torch: var_mean | F.batch_norm(training=False) | F.batch_norm(training=True)")
     say("")
@@ -577,7 +681,7 @@ def run_bench(
         f"small batch {_shape_str(small['shape'])} float32, median per call over"
         f" {small['calls']} calls: update {small['update_us']:.2f} us,"
         f" normalizer(out=) {small['normalizer_us']:.2f} us,"
-        f" batchnorm train {small['batchnorm_train_us']:.2f} us;"
+        f" batchnorm train(out=) {small['batchnorm_train_us']:.2f} us;"
         f" numpy mean+var {small['numpy_stats_us']:.2f} us"
         + (f", torch var_mean {small['torch_stats_us']:.2f} us" if small["torch_stats_us"] else "")
     )
@@ -594,8 +698,10 @@ def run_bench(
                 say(f"  {label}: FAILED: {r['error']}")
                 continue
             say(
-                f"  {label}: import {r['import_s']:.2f} s, first update {r['first_update_s']:.2f} s,"
-                f" normalizer {r['first_normalizer_s']:.2f} s, batchnorm {r['first_batchnorm_s']:.2f} s;"
+                f"  {label}: import {r['import_s']:.2f} s,"
+                f" first update {r['first_update_s']:.2f} s,"
+                f" normalizer {r['first_normalizer_s']:.2f} s,"
+                f" batchnorm {r['first_batchnorm_s']:.2f} s;"
                 f" process wall {r['process_wall_s']:.2f} s"
             )
 
@@ -606,8 +712,16 @@ def run_bench(
     except Exception:  # no parallel kernel ran yet
         env["numba_threading_layer"] = None
     elapsed = time.perf_counter() - t_start
+    load = monitor.report()
     say("")
     say(f"numba threading layer: {env['numba_threading_layer']}; bench took {elapsed:.0f} s")
+    if load is not None:
+        say(
+            f"cpu use during the run (in cores, averaged): this bench {load['own_cpus']:.2f},"
+            f" other processes {load['other_cpus']:.2f}, hypervisor steal {load['steal_cpus']:.2f}"
+            + ("  <- the machine was busy: the numbers above are pessimistic"
+               if load["other_cpus"] + load["steal_cpus"] > 0.1 else "")
+        )
 
     result = {
         "env": env,
@@ -618,6 +732,7 @@ def run_bench(
         "small_batch": small,
         "startup": start,
         "elapsed_s": elapsed,
+        "cpu_load": load,
     }
     if json_path is not None:
         _write_json(json_path, result)

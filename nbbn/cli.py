@@ -79,6 +79,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-torch", action="store_true", help="do not compare against torch")
     p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each shape, wait up to SECONDS for other processes to go idle (default: 0)",
+    )
+    p.add_argument(
         "--no-startup",
         action="store_true",
         help="skip the compile-time / warm-start measurement in subprocesses",
@@ -98,6 +105,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         json_path=args.json,
         use_torch=not args.no_torch,
         startup=not args.no_startup,
+        wait_quiet_s=args.wait_quiet,
         file=sys.stdout,
     )
     return 0

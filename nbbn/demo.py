@@ -71,7 +71,7 @@ def run_demo(
     use_torch: bool = True,
     file: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Run the demo, print it to ``file`` and return the numbers (``result["ok"]`` is the verdict)."""
+    """Run the demo, print it to ``file``, return the numbers; ``result["ok"]`` is the verdict."""
     import numpy as np
 
     import nbbn
@@ -94,7 +94,8 @@ def run_demo(
     # First call compiles the kernels (or loads them from the on-disk cache): not timed below.
     t0 = time.perf_counter()
     warm = nbbn.RunningStats(channel_axis=1)
-    warm.update(np.zeros((2, CHANNELS, 4, 4), np.float32)).update(np.ones((1, CHANNELS, 4, 4), np.float32))
+    warm.update(np.zeros((2, CHANNELS, 4, 4), np.float32))
+    warm.update(np.ones((1, CHANNELS, 4, 4), np.float32))  # the merge into an existing state
     first_call = time.perf_counter() - t0
 
     # Pass 1: nbbn update (timed alone) + float64 sums, counts, min, max of the reference.
@@ -161,7 +162,8 @@ def run_demo(
     say(
         f"  max relative error: mean {float(err_mean.max()):.3e}, var {float(err_var.max()):.3e}"
         f" (per channel var: {', '.join(f'{e:.2e}' for e in err_var)});"
-        f" counts {'equal' if counts_ok else 'DIFFER'}, min/max {'exact' if minmax_ok else 'DIFFER'}"
+        f" counts {'equal' if counts_ok else 'DIFFER'},"
+        f" min/max {'exact' if minmax_ok else 'DIFFER'}"
         f" -> {'OK' if stats_ok else 'FAIL'} (tolerance {VAR_TOL:g})"
     )
     gbps = total / t_update / 1e9 if t_update > 0 else math.inf

@@ -57,7 +57,7 @@ def test_normalizer_dtype_layout(dtype, layout, backend, rng):
 
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("layout", list(MAIN_LAYOUTS))
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int32"])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_normalize_function(dtype, layout, affine, backend, rng):
     shape, axis = MAIN_LAYOUTS[layout]
     x = random_array(rng, shape, dtype, channel_axis=axis)

@@ -144,8 +144,8 @@ def _with_specials(rng, dtype, layout, big=False):
     else:
         shape, axis = ((3, c, 4, 5), 1) if layout == "channels_first" else ((3, 4, 5, c), -1)
     x = random_array(rng, shape, dtype, channel_axis=axis)
-    xm = np.moveaxis(x, axis, 0).reshape(c, -1)  # a view for contiguous x
-    assert np.shares_memory(xm, x)
+    moved = np.moveaxis(x, axis, 0)
+    xm = np.array(moved).reshape(c, -1)  # channel-major copy; written back below
     m = xm.shape[1]
     xm[1, rng.choice(m, size=3, replace=False)] = np.nan
     xm[1, m - 1] = np.nan  # in the last block too
@@ -155,6 +155,7 @@ def _with_specials(rng, dtype, layout, big=False):
     xm[4, m - 1] = -np.inf
     xm[5, 1] = np.nan
     xm[5, m // 2] = -np.inf
+    moved[...] = xm.reshape(moved.shape)
     return x, axis
 
 
@@ -562,10 +563,10 @@ def test_large_counts(backend, rng):
         np.testing.assert_array_equal(m.min, np.minimum(ma - 10, mb - 20))
         np.testing.assert_array_equal(m.max, np.maximum(ma + 10, mb + 5))
     # a small batch on top of a huge state
-    y = random_array(rng, (4, 3), "float64", channel_axis=1)
+    y = random_array(rng, (3, 4), "float64", channel_axis=0)
     big = _synthetic_state(template, na, ma, va, ma - 10, ma + 10)
     big.update(y)
-    ry = ref_stats(y, 1)
+    ry = ref_stats(y, 0)
     np.testing.assert_array_equal(big.count, na + 4)
     for c in range(3):
         _, mean, var = _exact_merge(na[c], ma[c], va[c] * na[c], 4, ry.mean[c], ry.m2[c])

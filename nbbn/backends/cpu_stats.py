@@ -26,8 +26,17 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
-from .._numerics import chan_merge, fmaximum, fminimum, merge_max, merge_min, to_float64
+from .._numerics import (
+    chan_merge,
+    fmaximum,
+    fminimum,
+    is_finite_bits,
+    merge_max,
+    merge_min,
+    to_float64,
+)
 
 POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
 POLICY_OMIT = 1  # NaN is skipped per channel
@@ -64,6 +73,8 @@ def _block_slow(r, start, n, step, half, policy):
     if cnt == 0:
         return 0, numba.float64(0), numba.float64(0), mn, mx, nnan, ninf
     mean = s / cnt
+    if mn == mx and ninf == 0:  # constant finite values: exact mean, M2 exactly 0
+        return cnt, mn, numba.float64(0), mn, mx, nnan, ninf
     q = numba.float64(0)
     for i in range(n):
         v = to_float64(r[start + i * step], half)
@@ -134,8 +145,11 @@ def _block_fast_impl(r, half):
             else:
                 bmn = fminimum(bmn, v)
                 bmx = fmaximum(bmx, v)
-        if not math.isfinite(s):
+        if not is_finite_bits(s):
             return False, s, s, numba.float64(bmn), numba.float64(bmx)
+        if bmn == bmx:  # a constant block: its mean is exact and its M2 exactly 0
+            return True, numba.float64(bmn), numba.float64(0), numba.float64(bmn), \
+                numba.float64(bmx)
         bm = s / n
         q = numba.float64(0)
         for i in range(n):
@@ -144,6 +158,31 @@ def _block_fast_impl(r, half):
         return True, bm, q, numba.float64(bmn), numba.float64(bmx)
 
     return impl
+
+
+def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
+    """An element as the type min/max are tracked in (see ``_minmax_empty``)."""
+    raise NotImplementedError
+
+
+@overload(_minmax_value, inline="always")
+def _minmax_value_impl(v, half):
+    if isinstance(v, types.Float) and isinstance(half, types.NoneType):
+        return lambda v, half: v
+    return lambda v, half: to_float64(v, half)
+
+
+def _minmax_empty(n, xf, half):  # pragma: no cover - replaced by the overload
+    """Scratch for min/max: the input's own float type (twice the lanes for float32)."""
+    raise NotImplementedError
+
+
+@overload(_minmax_empty)
+def _minmax_empty_impl(n, xf, half):
+    if isinstance(xf.dtype, types.Float) and isinstance(half, types.NoneType):
+        dt = as_dtype(xf.dtype)
+        return lambda n, xf, half: np.empty(n, dt)
+    return lambda n, xf, half: np.empty(n, np.float64)
 
 
 @numba.njit(inline="always")
@@ -225,8 +264,8 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
         ts = np.empty(tile)
-        tmn = np.empty(tile)
-        tmx = np.empty(tile)
+        tmn = _minmax_empty(tile, xf, half)
+        tmx = _minmax_empty(tile, xf, half)
         tq = np.empty(tile)
         tmean = np.empty(tile)
         for b in range(b0, b1):
@@ -238,12 +277,28 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
             tmn[:] = np.inf
             tmx[:] = -np.inf
             e = e0
+            while e + 4 * tile <= e1:  # four tiles at once: a quarter of the accumulator traffic
+                s0 = xf[e : e + tile]
+                s1 = xf[e + tile : e + 2 * tile]
+                s2 = xf[e + 2 * tile : e + 3 * tile]
+                s3 = xf[e + 3 * tile : e + 4 * tile]
+                for t in range(tile):
+                    ts[t] += (to_float64(s0[t], half) + to_float64(s1[t], half)) + (
+                        to_float64(s2[t], half) + to_float64(s3[t], half)
+                    )
+                    v0 = _minmax_value(s0[t], half)
+                    v1 = _minmax_value(s1[t], half)
+                    v2 = _minmax_value(s2[t], half)
+                    v3 = _minmax_value(s3[t], half)
+                    tmn[t] = fminimum(tmn[t], fminimum(fminimum(v0, v1), fminimum(v2, v3)))
+                    tmx[t] = fmaximum(tmx[t], fmaximum(fmaximum(v0, v1), fmaximum(v2, v3)))
+                e += 4 * tile
             while e < e1:
                 w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
                 seg = xf[e : e + w]
                 for t in range(w):
-                    v = to_float64(seg[t], half)
-                    ts[t] += v
+                    ts[t] += to_float64(seg[t], half)
+                    v = _minmax_value(seg[t], half)
                     tmn[t] = fminimum(tmn[t], v)
                     tmx[t] = fmaximum(tmx[t], v)
                 e += w
@@ -259,6 +314,19 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
                     tmean[j * nchan + c] = tmean[c]
             tq[:] = 0.0
             e = e0
+            while e + 4 * tile <= e1:
+                s0 = xf[e : e + tile]
+                s1 = xf[e + tile : e + 2 * tile]
+                s2 = xf[e + 2 * tile : e + 3 * tile]
+                s3 = xf[e + 3 * tile : e + 4 * tile]
+                for t in range(tile):
+                    m = tmean[t]
+                    d0 = to_float64(s0[t], half) - m
+                    d1 = to_float64(s1[t], half) - m
+                    d2 = to_float64(s2[t], half) - m
+                    d3 = to_float64(s3[t], half) - m
+                    tq[t] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+                e += 4 * tile
             while e < e1:
                 w = min(tile, e1 - e)
                 seg = xf[e : e + w]
@@ -268,17 +336,20 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
                 e += w
             for c in range(nchan):
                 q = tq[c]
-                bmn = tmn[c]
-                bmx = tmx[c]
+                bmn = numba.float64(tmn[c])
+                bmx = numba.float64(tmx[c])
                 for j in range(1, k):
                     q += tq[j * nchan + c]
-                    bmn = fminimum(bmn, tmn[j * nchan + c])
-                    bmx = fmaximum(bmx, tmx[j * nchan + c])
+                    bmn = fminimum(bmn, numba.float64(tmn[j * nchan + c]))
+                    bmx = fmaximum(bmx, numba.float64(tmx[j * nchan + c]))
                 bn = n
                 bm = tmean[c]
+                if bmn == bmx:  # a constant block: exact mean, M2 exactly 0
+                    bm = bmn
+                    q = numba.float64(0)
                 bnan = 0
                 binf = 0
-                if not math.isfinite(ts[c]):
+                if not is_finite_bits(ts[c]):
                     bn, bm, q, bmn, bmx, bnan, binf = _block_slow(xf, e0 + c, n, nchan, half, policy)
                 pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
                     pn[p, c], pmean[p, c], pm2[p, c], bn, bm, q

@@ -1,0 +1,377 @@
+"""Every bad input gets a clear error, and leaves the state exactly as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbbn
+from conftest import BACKENDS, cuda_available
+
+BAD_DTYPES = [
+    (np.zeros((2, 3, 4), bool), "bool"),
+    (np.zeros((2, 3, 4), np.complex64), "complex64"),
+    (np.zeros((2, 3, 4), np.complex128), "complex128"),
+    (np.zeros((2, 3, 4), object), "object"),
+    (np.zeros((2, 3, 4), "U3"), r"U3|str"),
+    (np.zeros((2, 3, 4), "S2"), r"S2|bytes"),
+    (np.zeros((2, 3, 4), "datetime64[s]"), "datetime64"),
+    (np.zeros((2, 3, 4), "timedelta64[ms]"), "timedelta64"),
+]
+BAD_DTYPE_IDS = [d for _, d in BAD_DTYPES]
+
+
+def _state(rs):
+    return rs.to_dict()
+
+
+def _assert_unchanged(before, after):
+    assert set(before) == set(after), (sorted(before), sorted(after))
+    for k in before:
+        a, b = before[k], after[k]
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=k)
+            assert np.asarray(a).dtype == np.asarray(b).dtype, k
+        else:
+            assert a == b, (k, a, b)
+
+
+def _fresh(backend, axis=1, policy="propagate", data=True):
+    rs = nbbn.RunningStats(axis, nan_policy=policy, backend=backend)
+    if data:
+        rng = np.random.default_rng(0)
+        shape = (4, 3, 5) if axis in (1, -2) else (4, 5, 3)
+        rs.update(rng.standard_normal(shape))
+    return rs
+
+
+def _bn_state(bn):
+    return {k: np.array(v, copy=True) for k, v in bn.state_dict().items()}
+
+
+def _assert_bn_unchanged(bn, before):
+    after = _bn_state(bn)
+    assert set(after) == set(before)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("x,name", BAD_DTYPES, ids=BAD_DTYPE_IDS)
+def test_update_bad_dtype(x, name, backend):
+    rs = _fresh(backend)
+    before = _state(rs)
+    with pytest.raises(TypeError, match=name):
+        rs.update(x)
+    _assert_unchanged(before, _state(rs))
+    empty = nbbn.RunningStats(backend=backend)
+    with pytest.raises(TypeError, match=name):
+        empty.update(x)
+    assert empty.num_channels is None
+
+
+@pytest.mark.parametrize("x,name", BAD_DTYPES, ids=BAD_DTYPE_IDS)
+def test_channel_stats_bad_dtype(x, name, backend):
+    with pytest.raises(TypeError, match=name):
+        nbbn.channel_stats(x, backend=backend)
+
+
+@pytest.mark.parametrize("x,name", BAD_DTYPES, ids=BAD_DTYPE_IDS)
+def test_normalizer_bad_dtype(x, name, backend):
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), backend=backend)
+    with pytest.raises(TypeError, match=name):
+        norm(x)
+    with pytest.raises(TypeError, match=name):
+        nbbn.normalize(x, np.zeros(3), np.ones(3), backend=backend)
+
+
+@pytest.mark.parametrize("x,name", BAD_DTYPES[:3], ids=BAD_DTYPE_IDS[:3])
+def test_batchnorm_bad_dtype(x, name, backend):
+    bn = nbbn.BatchNorm(3, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(TypeError, match=name):
+        bn(x)
+    _assert_bn_unchanged(bn, before)
+
+
+# --------------------------------------------------------------------------- shapes / axes
+
+
+def test_zero_d_input(backend):
+    rs = _fresh(backend)
+    before = _state(rs)
+    with pytest.raises(ValueError, match=r"0-d|scalar|ndim|dimension"):
+        rs.update(np.array(3.0))
+    _assert_unchanged(before, _state(rs))
+    with pytest.raises(ValueError, match=r"0-d|scalar|ndim|dimension"):
+        rs.update(np.float32(3.0))
+    _assert_unchanged(before, _state(rs))
+    with pytest.raises(ValueError, match=r"0-d|scalar|ndim|dimension"):
+        nbbn.channel_stats(np.array(1.0), backend=backend)
+    with pytest.raises(ValueError, match=r"0-d|scalar|ndim|dimension"):
+        nbbn.normalize(np.array(1.0), np.zeros(1), np.ones(1), backend=backend)
+
+
+@pytest.mark.parametrize("axis", [4, 7, -5])
+def test_channel_axis_out_of_range(axis, backend):
+    x = np.zeros((2, 3, 4, 5), np.float32)
+    rs = nbbn.RunningStats(axis, backend=backend)
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*{axis})(?=.*\b4\b)"):
+        rs.update(x)
+    assert rs.num_channels is None
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*{axis})(?=.*\b4\b)"):
+        nbbn.channel_stats(x, channel_axis=axis, backend=backend)
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=axis, backend=backend)
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*{axis})(?=.*\b4\b)"):
+        norm(x)
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*{axis})(?=.*\b4\b)"):
+        nbbn.normalize(x, np.zeros(3), np.ones(3), channel_axis=axis, backend=backend)
+    bn = nbbn.BatchNorm(3, channel_axis=axis, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*{axis})(?=.*\b4\b)"):
+        bn(x)
+    _assert_bn_unchanged(bn, before)
+
+
+def test_channel_axis_out_of_range_keeps_state(backend):
+    rs = _fresh(backend, axis=2)  # state from a (4, 5, 3) batch: 3 channels
+    before = _state(rs)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b2\b)(?=.*\b1\b)"):
+        rs.update(np.zeros(5))  # a 1-d array has no axis 2
+    _assert_unchanged(before, _state(rs))
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_channel_count_mismatch(axis, backend):
+    rs = _fresh(backend, axis=axis)
+    before = _state(rs)
+    bad = np.zeros((2, 7, 5)) if axis == 1 else np.zeros((2, 5, 7))
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b7\b)(?=.*\b3\b)"):
+        rs.update(bad)
+    _assert_unchanged(before, _state(rs))
+
+
+def test_merge_channel_mismatch(backend):
+    a = _fresh(backend)
+    b = nbbn.RunningStats(1, backend=backend).update(np.ones((2, 4, 3)))
+    a_before, b_before = _state(a), _state(b)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b4\b)(?=.*\b3\b)"):
+        a.merge(b)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b4\b)(?=.*\b3\b)"):
+        a + b
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b4\b)(?=.*\b3\b)"):
+        a += b
+    _assert_unchanged(a_before, _state(a))
+    _assert_unchanged(b_before, _state(b))
+
+
+def test_invalid_nan_policy():
+    with pytest.raises(ValueError, match="nan_policy"):
+        nbbn.RunningStats(nan_policy="ignore")
+    with pytest.raises(ValueError, match="nan_policy"):
+        nbbn.channel_stats(np.zeros((2, 3)), nan_policy="drop")
+
+
+def test_invalid_backend_name():
+    with pytest.raises(ValueError, match="tpu"):
+        nbbn.RunningStats(backend="tpu").update(np.zeros((2, 3)))
+
+
+@pytest.mark.skipif("cuda" in BACKENDS and cuda_available(), reason="CUDA backend is available")
+def test_cuda_backend_unavailable_is_clear():
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises((RuntimeError, ImportError), match="(?i)cuda"):
+        nbbn.RunningStats(backend="cuda").update(x)
+    with pytest.raises((RuntimeError, ImportError), match="(?i)cuda"):
+        nbbn.channel_stats(x, backend="cuda")
+    with pytest.raises((RuntimeError, ImportError), match="(?i)cuda"):
+        nbbn.Normalizer(np.zeros(3), np.ones(3), backend="cuda")(x)
+    with pytest.raises((RuntimeError, ImportError), match="(?i)cuda"):
+        nbbn.normalize(x, np.zeros(3), np.ones(3), backend="cuda")
+    with pytest.raises((RuntimeError, ImportError), match="(?i)cuda"):
+        nbbn.BatchNorm(3, backend="cuda")(x)
+
+
+# --------------------------------------------------------------------------- nan_policy="raise"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_raise_policy(dtype, layout, bad, backend):
+    axis = 1 if layout == "channels_first" else -1
+    rs = _fresh(backend, axis=axis, policy="raise")
+    before = _state(rs)
+    shape = (3, 3, 4) if axis == 1 else (3, 4, 3)
+    x = np.ones(shape, dtype)
+    x[2, 1, 2] = bad  # one bad value, late in the batch
+    with pytest.raises(ValueError, match=r"(?i)nan|inf|finite"):
+        rs.update(x)
+    _assert_unchanged(before, _state(rs))
+    fresh = nbbn.RunningStats(axis, nan_policy="raise", backend=backend)
+    with pytest.raises(ValueError, match=r"(?i)nan|inf|finite"):
+        fresh.update(x)
+    assert fresh.num_channels is None
+    with pytest.raises(ValueError, match=r"(?i)nan|inf|finite"):
+        nbbn.channel_stats(x, axis, nan_policy="raise", backend=backend)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_raise_policy_in_last_block_of_big_batch(layout, backend):
+    """A NaN in the very last element of a multi-block batch: nothing of the batch applies."""
+    axis = 1 if layout == "channels_first" else -1
+    shape = (2, 3, 96, 90) if axis == 1 else (1000, 2, 5, 3)
+    rs = _fresh(backend, axis=axis, policy="raise")
+    before = _state(rs)
+    x = np.ones(shape, np.float32)
+    x.reshape(-1)[-1] = np.nan
+    with pytest.raises(ValueError, match=r"(?i)nan"):
+        rs.update(x)
+    _assert_unchanged(before, _state(rs))
+
+
+# --------------------------------------------------------------------------- empty batches
+
+
+def test_empty_batch_no_op_every_policy(backend):
+    for policy in ("propagate", "omit", "raise"):
+        rs = _fresh(backend, policy=policy)
+        before = _state(rs)
+        rs.update(np.empty((0, 3, 5)))
+        rs.update(np.empty((4, 3, 0), np.float16))
+        _assert_unchanged(before, _state(rs))
+
+
+# --------------------------------------------------------------------------- normalizer
+
+
+def test_normalizer_mismatched_param_lengths(backend):
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b4\b)"):
+        nbbn.Normalizer(np.zeros(3), np.ones(4), backend=backend)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b2\b)"):
+        nbbn.Normalizer(np.zeros(3), np.ones(3), weight=np.ones(2), backend=backend)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b5\b)"):
+        nbbn.Normalizer(np.zeros(3), np.ones(3), bias=np.ones(5), backend=backend)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b4\b)"):
+        nbbn.normalize(np.zeros((2, 3)), np.zeros(3), np.ones(4), backend=backend)
+    with pytest.raises(ValueError):
+        nbbn.Normalizer(np.zeros((3, 1)), np.ones((3, 1)), backend=backend)
+
+
+def test_normalizer_negative_var(backend):
+    with pytest.raises(ValueError, match=r"(?i)var"):
+        nbbn.Normalizer(np.zeros(3), np.array([1.0, -0.5, 2.0]), backend=backend)
+    with pytest.raises(ValueError, match=r"(?i)var"):
+        nbbn.normalize(np.zeros((2, 3)), np.zeros(3), np.array([1.0, -1e-300, 2.0]),
+                       backend=backend)
+
+
+@pytest.mark.parametrize("eps", [-1e-5, -1.0])
+def test_normalizer_negative_eps(eps, backend):
+    with pytest.raises(ValueError, match="eps"):
+        nbbn.Normalizer(np.zeros(3), np.ones(3), eps=eps, backend=backend)
+    with pytest.raises(ValueError, match="eps"):
+        nbbn.normalize(np.zeros((2, 3)), np.zeros(3), np.ones(3), eps=eps, backend=backend)
+    rs = _fresh(backend)
+    with pytest.raises(ValueError, match="eps"):
+        rs.to_normalizer(eps=eps)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_normalizer_wrong_channel_count(axis, backend):
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=axis, backend=backend)
+    x = np.zeros((2, 5, 4)) if axis == 1 else np.zeros((2, 4, 5))
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b5\b)(?=.*\b3\b)"):
+        norm(x)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b5\b)(?=.*\b3\b)"):
+        norm.inverse(x)
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b5\b)(?=.*\b3\b)"):
+        nbbn.normalize(x, np.zeros(3), np.ones(3), channel_axis=axis, backend=backend)
+
+
+def test_normalizer_bad_out(backend):
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), backend=backend)
+    x = np.ones((2, 3, 4), np.float32)
+    for out in (np.empty((2, 3, 5), np.float32), np.empty((2, 3), np.float32),
+                np.empty((3, 2, 4), np.float32)):
+        sentinel = out.copy()
+        with pytest.raises(ValueError, match="shape"):
+            norm(x, out=out)
+        np.testing.assert_array_equal(out, sentinel)
+    for dt in (np.int32, np.uint8, np.complex64, bool):
+        out = np.zeros(x.shape, dt)
+        with pytest.raises(ValueError, match=np.dtype(dt).name):
+            norm(x, out=out)
+        np.testing.assert_array_equal(out, np.zeros(x.shape, dt))
+    with pytest.raises(ValueError, match="shape"):
+        nbbn.normalize(x, np.zeros(3), np.ones(3), out=np.empty((2, 3, 5), np.float32),
+                       backend=backend)
+    with pytest.raises(ValueError, match="int"):
+        norm.inverse(x, out=np.zeros(x.shape, np.int16))
+    # the input is never touched by a rejected call
+    np.testing.assert_array_equal(x, np.ones((2, 3, 4), np.float32))
+
+
+# --------------------------------------------------------------------------- batchnorm
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5])
+def test_batchnorm_bad_eps(eps, backend):
+    with pytest.raises(ValueError, match="eps"):
+        nbbn.BatchNorm(3, eps=eps, backend=backend)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1), (1, 3, 1, 1), (1, 3, 1, 1, 1)])
+def test_batchnorm_one_value_per_channel(shape, backend):
+    bn = nbbn.BatchNorm(3, backend=backend)
+    bn(np.random.default_rng(0).standard_normal((4, 3) + shape[2:]))
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match=r"(?i)more than 1 value|1 value"):
+        bn(np.ones(shape, np.float32))
+    _assert_bn_unchanged(bn, before)
+    # eval mode with running stats accepts a single value
+    bn.eval()
+    y = bn(np.ones(shape, np.float32))
+    assert y.shape == shape
+    _assert_bn_unchanged(bn, before)
+
+
+def test_batchnorm_one_value_channels_last(backend):
+    bn = nbbn.BatchNorm(3, channel_axis=-1, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match=r"(?i)1 value"):
+        bn(np.ones((1, 1, 1, 3)))
+    _assert_bn_unchanged(bn, before)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_batchnorm_wrong_channel_count(axis, backend):
+    bn = nbbn.BatchNorm(3, channel_axis=axis, backend=backend)
+    before = _bn_state(bn)
+    x = np.ones((4, 5, 2)) if axis == 1 else np.ones((4, 2, 5))
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b5\b)(?=.*\b3\b)"):
+        bn(x)
+    _assert_bn_unchanged(bn, before)
+    bn.eval()
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b5\b)(?=.*\b3\b)"):
+        bn(x)
+
+
+def test_batchnorm_raise_keeps_nbt(backend):
+    bn = nbbn.BatchNorm(3, backend=backend)
+    bn(np.random.default_rng(1).standard_normal((4, 3, 2)))
+    assert int(bn.num_batches_tracked) == 1
+    with pytest.raises(TypeError):
+        bn(np.ones((4, 3, 2), np.complex128))
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_load_running_stats_channel_mismatch(backend):
+    bn = nbbn.BatchNorm(4, backend=backend)
+    before = _bn_state(bn)
+    rs = _fresh(backend)  # 3 channels
+    with pytest.raises(ValueError, match=r"(?s)(?=.*\b4\b)(?=.*\b3\b)"):
+        bn.load_running_stats(rs)
+    _assert_bn_unchanged(bn, before)

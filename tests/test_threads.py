@@ -1,0 +1,126 @@
+"""Concurrent update() calls on one RunningStats give the serial result."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import nbbn
+from reference import assert_stats, random_array, ref_stats_many
+
+NTHREADS = 4
+
+
+def _run_threads(fn, args_per_thread):
+    barrier = threading.Barrier(len(args_per_thread))
+
+    def wrapped(args):
+        barrier.wait()
+        return fn(*args)
+
+    with ThreadPoolExecutor(len(args_per_thread)) as pool:
+        return list(pool.map(wrapped, args_per_thread))
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small_batches", "parallel_kernels"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_concurrent_updates_equal_serial(layout, big, backend, rng):
+    axis = 1 if layout == "channels_first" else -1
+    c = 3
+    per_thread = 3 if big else 12
+    batches = []
+    for _ in range(NTHREADS * per_thread):
+        n = int(rng.integers(1, 5))
+        spatial = (96, 90) if big else (3, int(rng.integers(1, 4)))
+        shape = (n, c, *spatial) if axis == 1 else (n, *spatial, c)
+        batches.append(random_array(rng, shape, "float64", channel_axis=axis))
+    serial = nbbn.RunningStats(axis, backend=backend)
+    for b in batches:
+        serial.update(b)
+    shared = nbbn.RunningStats(axis, backend=backend)
+    chunks = [(batches[i::NTHREADS],) for i in range(NTHREADS)]
+
+    def work(mine):
+        for b in mine:
+            assert shared.update(b) is shared
+
+    _run_threads(work, chunks)
+    ref = ref_stats_many(batches, axis)
+    assert_stats(serial, ref, 1e-12)
+    assert_stats(shared, ref, 1e-12)
+    np.testing.assert_array_equal(shared.count, serial.count)
+    np.testing.assert_array_equal(shared.min, serial.min)
+    np.testing.assert_array_equal(shared.max, serial.max)
+    np.testing.assert_allclose(shared.mean, serial.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(shared.var, serial.var, rtol=1e-12)
+
+
+def test_concurrent_mixed_dtypes_and_layouts(backend, rng):
+    """Threads feed different dtypes and memory layouts (same channel count) at once."""
+    c = 4
+    kinds = [
+        lambda: random_array(rng, (3, c, 5), "uint8"),
+        lambda: random_array(rng, (2, c, 7), "float32"),
+        lambda: np.ascontiguousarray(random_array(rng, (3, 6, c), "float16", -1).transpose(0, 2, 1)),
+        lambda: random_array(rng, (4, c, 9), "int16")[:, :, ::-2],
+    ]
+    per_thread = [[kinds[t]() for _ in range(8)] for t in range(len(kinds))]
+    shared = nbbn.RunningStats(1, backend=backend)
+
+    def work(mine):
+        for b in mine:
+            shared.update(b)
+
+    _run_threads(work, [(p,) for p in per_thread])
+    all_batches = [b for p in per_thread for b in p]
+    assert_stats(shared, ref_stats_many(all_batches, 1), 1e-6)
+
+
+def test_concurrent_first_update_and_channel_mismatch(backend):
+    """Racing first updates with different channel counts: exactly one count wins, every
+    other update either applies whole or raises ValueError, and the result is consistent."""
+    rs = nbbn.RunningStats(1, backend=backend)
+    a = np.ones((2, 3, 4))
+    b = np.full((2, 5, 4), 2.0)
+    errors = []
+
+    def work(x):
+        for _ in range(10):
+            try:
+                rs.update(x)
+            except ValueError as exc:
+                errors.append(str(exc))
+
+    _run_threads(work, [(a,), (b,), (a,), (b,)])
+    c = rs.num_channels
+    assert c in (3, 5)
+    assert len(errors) == 20  # the two threads with the losing channel count failed every time
+    np.testing.assert_array_equal(rs.count, np.full(c, 20 * 8))
+    np.testing.assert_array_equal(rs.mean, np.full(c, 1.0 if c == 3 else 2.0))
+    np.testing.assert_array_equal(rs.var, np.zeros(c))
+
+
+def test_concurrent_merges_into_one(backend, rng):
+    parts = [nbbn.channel_stats(random_array(rng, (5, 3, 4), "float64"), backend=backend)
+             for _ in range(16)]
+    datas = []
+    total = nbbn.RunningStats(1, backend=backend)
+
+    def work(mine):
+        for p in mine:
+            nonlocal total
+            total += p  # in-place merge under the lock; `total` is always the same object
+
+    obj = total
+    _run_threads(work, [(parts[i::NTHREADS],) for i in range(NTHREADS)])
+    assert total is obj
+    serial = nbbn.RunningStats(1, backend=backend)
+    for p in parts:
+        serial += p
+    np.testing.assert_array_equal(total.count, serial.count)
+    np.testing.assert_allclose(total.mean, serial.mean, rtol=1e-12)
+    np.testing.assert_allclose(total.var, serial.var, rtol=1e-12)
+    del datas

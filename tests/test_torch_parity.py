@@ -1,0 +1,203 @@
+"""nbbn.BatchNorm against torch.nn.BatchNorm{1,2,3}d (CPU): outputs, buffers, state_dict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import nbbn  # noqa: E402
+from reference import assert_close, ref_stats  # noqa: E402
+
+TORCH_BN = {"1d2": torch.nn.BatchNorm1d, "1d3": torch.nn.BatchNorm1d,
+            "2d": torch.nn.BatchNorm2d, "3d": torch.nn.BatchNorm3d}
+# float32 torch vs float64 nbbn buffers: rtol ~1e-5; float64 torch: tight.
+TOL = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-10, atol=1e-10)}
+
+
+def _spatial(kind, rng):
+    return {"1d2": (), "1d3": (int(rng.integers(1, 7)),),
+            "2d": (int(rng.integers(1, 5)), int(rng.integers(2, 5))),
+            "3d": (int(rng.integers(1, 3)), 2, int(rng.integers(1, 4)))}[kind]
+
+
+def _batch(rng, kind, c, dtype, n=None):
+    n = int(rng.integers(2, 9)) if n is None else n
+    shape = (n, c, *_spatial(kind, rng))
+    loc = rng.uniform(-3, 3, c).reshape((1, c) + (1,) * (len(shape) - 2))
+    scale = rng.uniform(0.5, 2, c).reshape(loc.shape)
+    return (rng.standard_normal(shape) * scale + loc).astype(dtype)
+
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _out_tol(x, mean, var, weight, dtype, eps=1e-5):
+    """Output tolerance: torch float32 computes x - mean in float32, an absolute error of
+    ~ulp(max|x|) that the division by sqrt(var + eps) amplifies (large when a small batch
+    has a tiny variance). float64 torch is held to 1e-10."""
+    if dtype == "float64":
+        return TOL["float64"]
+    c = len(mean)
+    xm = np.moveaxis(np.asarray(x, np.float64), 1, 0).reshape(c, -1)
+    w = np.ones(c) if weight is None else np.abs(np.asarray(weight, np.float64))
+    amp = (np.abs(xm).max(axis=1) + np.abs(mean)) / np.sqrt(np.asarray(var, np.float64) + eps)
+    atol = 1e-5 + 8 * EPS32 * amp * w
+    return dict(rtol=1e-5, atol=atol.reshape((1, c) + (1,) * (np.ndim(x) - 2)))
+
+
+def _tnp(t):
+    return t.detach().cpu().numpy()
+
+
+def _to_nbbn_layout(x, channels_last):
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if channels_last else x
+
+
+def _from_nbbn_layout(y, channels_last):
+    return np.moveaxis(y, -1, 1) if channels_last else y
+
+
+def _compare_buffers(bn, tbn, tol):
+    if tbn.running_mean is None:
+        assert bn.running_mean is None and bn.running_var is None
+        assert bn.num_batches_tracked is None
+        return
+    assert bn.running_mean.dtype == np.float64 and bn.running_var.dtype == np.float64
+    assert_close(bn.running_mean, _tnp(tbn.running_mean), name="running_mean", **tol)
+    assert_close(bn.running_var, _tnp(tbn.running_var), name="running_var", **tol)
+    assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channels_first", "channels_last"])
+@pytest.mark.parametrize("track", [True, False], ids=["track", "notrack"])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "mNone"])
+@pytest.mark.parametrize("kind", list(TORCH_BN))
+def test_stream_parity(kind, momentum, affine, track, channels_last, dtype, backend, rng):
+    c = 4
+    tdtype = torch.float32 if dtype == "float32" else torch.float64
+    tol = TOL[dtype]
+    tbn = TORCH_BN[kind](c, eps=1e-5, momentum=momentum, affine=affine,
+                         track_running_stats=track).to(tdtype)
+    bn = nbbn.BatchNorm(c, eps=1e-5, momentum=momentum, affine=affine, track_running_stats=track,
+                        channel_axis=-1 if channels_last else 1, backend=backend)
+    if affine:
+        w, b = rng.uniform(0.5, 2.0, c), rng.standard_normal(c)
+        with torch.no_grad():
+            tbn.weight.copy_(torch.from_numpy(w))
+            tbn.bias.copy_(torch.from_numpy(b))
+        bn.load_state_dict({**bn.state_dict(), "weight": w, "bias": b})
+    with torch.no_grad():
+        weight = bn.weight if affine else None
+        for step in range(20):
+            x = _batch(rng, kind, c, dtype)
+            ty = _tnp(tbn(torch.from_numpy(x)))
+            y = bn(_to_nbbn_layout(x, channels_last))
+            assert y.dtype == np.dtype(dtype)
+            st = ref_stats(x, 1)
+            otol = _out_tol(x, st.mean, st.var, weight, dtype)
+            assert_close(_from_nbbn_layout(y, channels_last), ty, name=f"train step {step}", **otol)
+            _compare_buffers(bn, tbn, tol)
+        tbn.eval()
+        bn.eval()
+        assert bn.training is False
+        for step in range(3):
+            x = _batch(rng, kind, c, dtype)
+            ty = _tnp(tbn(torch.from_numpy(x)))
+            y = bn(_to_nbbn_layout(x, channels_last))
+            if track:
+                otol = _out_tol(x, bn.running_mean, bn.running_var, weight, dtype)
+            else:
+                st = ref_stats(x, 1)
+                otol = _out_tol(x, st.mean, st.var, weight, dtype)
+            assert_close(_from_nbbn_layout(y, channels_last), ty, name=f"eval step {step}", **otol)
+            _compare_buffers(bn, tbn, tol)
+        # back to training: running stats continue from where they were
+        tbn.train()
+        bn.train()
+        x = _batch(rng, kind, c, dtype)
+        ty = _tnp(tbn(torch.from_numpy(x)))
+        y = bn(_to_nbbn_layout(x, channels_last))
+        st = ref_stats(x, 1)
+        otol = _out_tol(x, st.mean, st.var, weight, dtype)
+        assert_close(_from_nbbn_layout(y, channels_last), ty, name="train again", **otol)
+        _compare_buffers(bn, tbn, tol)
+
+
+@pytest.mark.parametrize("kind", ["1d2", "2d"])
+def test_state_dict_to_torch_and_back(kind, backend, rng):
+    c = 3
+    bn = nbbn.BatchNorm(c, momentum=0.2, backend=backend)
+    bn.load_state_dict({**bn.state_dict(), "weight": rng.uniform(0.5, 2, c),
+                        "bias": rng.standard_normal(c)})
+    for _ in range(5):
+        bn(_batch(rng, kind, c, "float32"))
+    sd = bn.state_dict()
+    assert set(sd) == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    tbn = TORCH_BN[kind](c, momentum=0.2)
+    tbn.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in sd.items()})
+    assert int(tbn.num_batches_tracked) == 5
+    tbn.eval()
+    bn.eval()
+    x = _batch(rng, kind, c, "float32")
+    with torch.no_grad():
+        assert_close(bn(x), _tnp(tbn(torch.from_numpy(x))), rtol=1e-5, atol=1e-5, name="eval")
+
+    # torch -> nbbn: train torch further, load its tensors (float32) into a fresh nbbn
+    tbn.train()
+    with torch.no_grad():
+        for _ in range(3):
+            tbn(torch.from_numpy(_batch(rng, kind, c, "float32")))
+    bn2 = nbbn.BatchNorm(c, momentum=0.2, backend=backend)
+    bn2.load_state_dict(tbn.state_dict())
+    assert int(bn2.num_batches_tracked) == 8
+    for k in ("weight", "bias", "running_mean", "running_var"):
+        got = getattr(bn2, k)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float64, k
+        np.testing.assert_array_equal(got, _tnp(tbn.state_dict()[k]).astype(np.float64), err_msg=k)
+    tbn.eval()
+    bn2.eval()
+    x = _batch(rng, kind, c, "float32")
+    with torch.no_grad():
+        assert_close(bn2(x), _tnp(tbn(torch.from_numpy(x))), rtol=1e-5, atol=1e-5, name="eval 2")
+
+
+def test_state_dict_without_affine_or_tracking_loads_into_torch(backend, rng):
+    for affine, track in [(False, True), (True, False), (False, False)]:
+        bn = nbbn.BatchNorm(3, affine=affine, track_running_stats=track, backend=backend)
+        bn(_batch(rng, "2d", 3, "float32"))
+        tbn = torch.nn.BatchNorm2d(3, affine=affine, track_running_stats=track)
+        tbn.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in bn.state_dict().items()})
+        bn2 = nbbn.BatchNorm(3, affine=affine, track_running_stats=track, backend=backend)
+        bn2.load_state_dict(tbn.state_dict())
+        assert set(bn2.state_dict()) == set(tbn.state_dict())
+
+
+def test_precise_bn_matches_torch_cumulative_average(backend, rng):
+    """load_running_stats(rs) with equal-size batches equals torch's momentum=None running_mean,
+    and its running_var is the unbiased variance of the whole stream."""
+    c = 3
+    batches = [rng.standard_normal((4, c, 3, 2)) * 2 + rng.uniform(-3, 3) for _ in range(6)]
+    rs = nbbn.RunningStats(1, backend=backend)
+    tbn = torch.nn.BatchNorm2d(c, momentum=None).double()
+    with torch.no_grad():
+        for b in batches:
+            rs.update(b)
+            tbn(torch.from_numpy(b))
+    bn = nbbn.BatchNorm(c, backend=backend)
+    bn.load_running_stats(rs)
+    assert_close(bn.running_mean, _tnp(tbn.running_mean), rtol=1e-12, atol=1e-12)
+    whole = np.concatenate(batches)
+    ref = ref_stats(whole, 1)
+    assert_close(bn.running_var, ref.variance(1), rtol=1e-12)
+
+
+def test_one_value_per_channel_like_torch(backend):
+    x = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError):
+        torch.nn.BatchNorm1d(3)(torch.from_numpy(x))
+    with pytest.raises(ValueError):
+        nbbn.BatchNorm(3, backend=backend)(x)
