@@ -289,7 +289,7 @@ def assert_stats(rs, ref: RefStats, rtol: float, mean_atol=None):
 
 
 def assert_ulps(y, ref64, ulps=1.0, name="output"):
-    """``y`` (float16/32) within ``ulps`` units in the last place of ``ref64`` rounded to y's dtype."""
+    """``y`` (float16/32) within ``ulps`` ulp of ``ref64`` rounded to y's dtype."""
     y = np.asarray(y)
     dt = y.dtype.newbyteorder("=")
     with np.errstate(all="ignore"):

@@ -275,3 +275,18 @@ def test_bench_without_torch_custom_shapes(tmp_path):
         json.dumps(res["results"])
     )
     assert "torch not used" in buf.getvalue()
+
+
+def test_bench_float64_against_torch():
+    pytest.importorskip("torch")
+    buf = io.StringIO()
+    res = bench.run_bench(
+        shapes=[((50, 3), "float64", "NC", -1), ((2, 4, 3, 5), "float64", "NHWC", -1)],
+        repeats=1,
+        startup=False,
+        file=buf,
+    )
+    assert res["env"]["torch"] is not None
+    for r in res["results"]:
+        assert r["torch_ms"] > 0
+        assert math.isclose(r["speedup_torch"], r["torch_ms"] / r["time_ms"], rel_tol=1e-9)

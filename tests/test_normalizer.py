@@ -11,7 +11,6 @@ from reference import (
     LAYOUTS,
     assert_close,
     assert_output,
-    assert_ulps,
     make_layout,
     random_array,
     ref_inverse,

@@ -30,7 +30,9 @@ def datasets(draw, max_rows=40, max_channels=4):
 @st.composite
 def split_points(draw, n):
     """Sorted cut points 0 = p0 < p1 < ... < pk = n (non-empty pieces)."""
-    inner = draw(st.lists(st.integers(1, n - 1), unique=True, max_size=min(8, n - 1))) if n > 1 else []
+    if n == 1:
+        return [0, 1]
+    inner = draw(st.lists(st.integers(1, n - 1), unique=True, max_size=min(8, n - 1)))
     return [0, *sorted(inner), n]
 
 

@@ -1,4 +1,4 @@
-"""RunningStats and channel_stats against the float64 reference, per dtype, layout and nan_policy."""
+"""RunningStats and channel_stats against the float64 reference: dtypes, layouts, nan_policy."""
 
 from __future__ import annotations
 
@@ -369,11 +369,14 @@ def test_small_ndim(layout, backend, rng):
         np.testing.assert_array_equal(rs.mean, x)
 
 
-@pytest.mark.parametrize("shape,axis", [((0, 3, 4), 1), ((2, 3, 0), 1), ((0, 3), -1), ((5, 0, 3), -1)])
+@pytest.mark.parametrize(
+    "shape,axis", [((0, 3, 4), 1), ((2, 3, 0), 1), ((0, 3), -1), ((5, 0, 3), -1)]
+)
 def test_empty_batch_is_noop(shape, axis, backend, rng):
     c = shape[axis]
     first_shape = (2, c, 4) if axis == 1 else (2, 4, c) if len(shape) == 3 else (2, c)
-    rs = nbbn.RunningStats(axis, backend=backend).update(random_array(rng, first_shape, "float32", axis))
+    first = random_array(rng, first_shape, "float32", axis)
+    rs = nbbn.RunningStats(axis, backend=backend).update(first)
     before = rs.to_dict()
     assert rs.update(np.empty(shape, np.float32)) is rs
     _assert_dict_equal(rs.to_dict(), before)
@@ -507,7 +510,8 @@ def _state_keys(d, rs):
     """Find the count, mean and M2 entries of ``to_dict()`` by value (names are not contract)."""
 
     def find(pred, what):
-        keys = [k for k, v in d.items() if isinstance(v, np.ndarray) and v.shape == rs.count.shape and pred(v)]
+        keys = [k for k, v in d.items()
+                if isinstance(v, np.ndarray) and v.shape == rs.count.shape and pred(v)]
         assert len(keys) == 1, f"cannot identify the {what} entry of to_dict(): {sorted(d)}"
         return keys[0]
 

@@ -64,7 +64,9 @@ def test_concurrent_mixed_dtypes_and_layouts(backend, rng):
     kinds = [
         lambda: random_array(rng, (3, c, 5), "uint8"),
         lambda: random_array(rng, (2, c, 7), "float32"),
-        lambda: np.ascontiguousarray(random_array(rng, (3, 6, c), "float16", -1).transpose(0, 2, 1)),
+        lambda: np.ascontiguousarray(
+            random_array(rng, (3, 6, c), "float16", -1).transpose(0, 2, 1)
+        ),
         lambda: random_array(rng, (4, c, 9), "int16")[:, :, ::-2],
     ]
     per_thread = [[kinds[t]() for _ in range(8)] for t in range(len(kinds))]
@@ -106,7 +108,6 @@ def test_concurrent_first_update_and_channel_mismatch(backend):
 def test_concurrent_merges_into_one(backend, rng):
     parts = [nbbn.channel_stats(random_array(rng, (5, 3, 4), "float64"), backend=backend)
              for _ in range(16)]
-    datas = []
     total = nbbn.RunningStats(1, backend=backend)
 
     def work(mine):
@@ -123,4 +124,3 @@ def test_concurrent_merges_into_one(backend, rng):
     np.testing.assert_array_equal(total.count, serial.count)
     np.testing.assert_allclose(total.mean, serial.mean, rtol=1e-12)
     np.testing.assert_allclose(total.var, serial.var, rtol=1e-12)
-    del datas
