@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 __all__ = [
     "chan_merge",
     "merge_min",
     "merge_max",
-    "fminimum",
-    "fmaximum",
+    "fmin_fast",
+    "fmax_fast",
     "to_float64",
     "half_bits_to_float64",
 ]
@@ -117,7 +115,7 @@ def to_float64(value, half):  # pragma: no cover - replaced by the overload in j
     raise NotImplementedError("to_float64 is only callable from jitted code")
 
 
-@overload(to_float64)
+@overload(to_float64, inline="always")
 def _to_float64_impl(value, half):
     # The *type* of ``half`` selects the decoder at compile time, so one kernel source
     # serves float16 (passed as uint16 bits with half=True) and every other dtype
@@ -127,8 +125,16 @@ def _to_float64_impl(value, half):
     return lambda value, half: half_bits_to_float64(value)
 
 
-def _llvm_binary_float(name):
-    """A numba intrinsic for the LLVM float intrinsic ``llvm.<name>.f32/f64``."""
+def _llvm_select_float(op):
+    """``b if b <op> a else a`` as one flagged compare and select (CPU target only).
+
+    The ``nnan nsz`` flags on the compare and the select let LLVM turn a loop over it
+    into a vectorized min/max reduction (plain ``vminps``/``vmaxps``), which a
+    compare-and-select in Python source never becomes. The price: with a NaN operand
+    the result is an unspecified value. Use it only in fast paths whose NaN blocks are
+    detected independently (by an integer test of the sum) and recomputed, and never
+    branch on its result before that test.
+    """
 
     @intrinsic
     def _impl(typingctx, a, b):
@@ -137,19 +143,14 @@ def _llvm_binary_float(name):
         sig = a(a, b)
 
         def codegen(context, builder, signature, args):
-            lty = args[0].type
-            fnty = ir.FunctionType(lty, [lty, lty])
-            suffix = "f64" if isinstance(lty, ir.DoubleType) else "f32"
-            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.{suffix}")
-            return builder.call(fn, args)
+            x, y = args
+            take_y = builder.fcmp_ordered(op, y, x, flags=("nnan", "nsz"))
+            return builder.select(take_y, y, x, flags=("nnan", "nsz"))
 
         return sig, codegen
 
     return _impl
 
 
-# NaN-propagating min/max (IEEE 754-2019 minimum/maximum). Unlike a compare-and-select
-# in Python source, LLVM vectorizes reductions over these intrinsics, which is what
-# keeps the statistics kernels at memory speed. CPU target only.
-fminimum = _llvm_binary_float("minimum")
-fmaximum = _llvm_binary_float("maximum")
+fmin_fast = _llvm_select_float("<")
+fmax_fast = _llvm_select_float(">")

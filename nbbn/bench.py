@@ -119,11 +119,12 @@ def _measure_bandwidth(nbytes_read: int, nbytes_copy: int, repeats: int) -> dict
 
     read_sum, copy = _bw_kernels()
     n = max(repeats, 5)
-    a = np.ones(max(1, nbytes_read // 4), dtype=np.float32)
+    rng = np.random.default_rng(7)  # distinct pages: nothing a host could deduplicate
+    a = rng.random(max(1, nbytes_read // 4), dtype=np.float32)
     t_read_med, t_read_all = _median_time(lambda _: read_sum(a), n)
     rb = a.nbytes
     del a
-    src = np.ones(max(1, nbytes_copy // 4), dtype=np.float32)
+    src = rng.random(max(1, nbytes_copy // 4), dtype=np.float32)
     dst = np.empty_like(src)
     t_copy_med, t_copy_all = _median_time(lambda _: copy(src, dst), n)
     moved = src.nbytes + dst.nbytes
@@ -408,10 +409,11 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
         def tin():
             return t.float() if conv else t
 
-        rm = torch.from_numpy(mean.astype(np.float32))
-        rv = torch.from_numpy(var.astype(np.float32))
-        tw = torch.from_numpy(weight.astype(np.float32))
-        tb = torch.from_numpy(bias.astype(np.float32))
+        tdt = np.float32 if conv else x.dtype  # parameters in the dtype torch computes in
+        rm = torch.from_numpy(mean.astype(tdt))
+        rv = torch.from_numpy(var.astype(tdt))
+        tw = torch.from_numpy(weight.astype(tdt))
+        tb = torch.from_numpy(bias.astype(tdt))
         with torch.no_grad():
             t_t_stats, _ = _median_time(
                 lambda _: torch.var_mean(tin(), dim=dims, correction=0), repeats
@@ -549,6 +551,7 @@ def _print_table(rows: list[dict[str, Any]], say) -> None:
     head = (
         f"{'op':<16} {'shape':<16} {'dtype':<7} {'layout':<6} {'time ms':>9} {'GB/s':>7}"
         f" {'% bw':>6} {'numpy ms':>9} {'vs numpy':>8} {'torch ms':>9} {'vs torch':>8}"
+        f" {'busy':>5}"
     )
     say(head)
     say("-" * len(head))
@@ -561,6 +564,7 @@ def _print_table(rows: list[dict[str, Any]], say) -> None:
             f" {_fmt(r['speedup_numpy'], '7.1f') + 'x' if r['speedup_numpy'] else '-':>8}"
             f" {_fmt(r['torch_ms'], '9.2f'):>9}"
             f" {_fmt(r['speedup_torch'], '7.1f') + 'x' if r['speedup_torch'] else '-':>8}"
+            f" {_fmt(r.get('other_cpus'), '5.2f'):>5}"
         )
     alloc = [r for r in rows if r.get("time_alloc_ms") is not None]
     if alloc:
@@ -636,10 +640,22 @@ def run_bench(
         out_itemsize = x.dtype.itemsize if x.dtype.kind == "f" else 4
         waited = _wait_for_quiet(wait_quiet_s) if wait_quiet_s > 0 else 0.0
         shape_monitor = _CpuMonitor()
+        # bandwidth before and after the shape's ops; the better of the two is the ceiling
         bw = _measure_bandwidth(x.nbytes, x.size * out_itemsize, repeats)
         bw.update({"shape": list(shape), "dtype": dtype, "layout": layout})
         bws.append(bw)
         shape_rows = _bench_shape(spec, x, repeats, torch, bw, say)
+        after = _measure_bandwidth(x.nbytes, x.size * out_itemsize, repeats)
+        bw["read_gbps_before"], bw["copy_gbps_before"] = bw["read_gbps"], bw["copy_gbps"]
+        bw["read_gbps_after"], bw["copy_gbps_after"] = after["read_gbps"], after["copy_gbps"]
+        for kind in ("read", "copy"):
+            if after[f"{kind}_gbps"] > bw[f"{kind}_gbps"]:
+                bw[f"{kind}_gbps"] = after[f"{kind}_gbps"]
+                bw[f"{kind}_ms"] = after[f"{kind}_ms"]
+        for r in shape_rows:  # percentages against the final ceiling
+            if r["gbps"] is not None:
+                ref = bw["read_gbps"] if r["bw_kind"] == "read" else bw["copy_gbps"]
+                r["pct_bw"] = 100.0 * r["gbps"] / ref
         rows.extend(shape_rows)
         busy = shape_monitor.report()
         other = None if busy is None else busy["other_cpus"] + busy["steal_cpus"]
@@ -650,7 +666,9 @@ def run_bench(
         say(
             f"[{i + 1}/{len(shapes)}] {_shape_str(shape)} {dtype} {layout}"
             f" ({x.nbytes / 1e6:.1f} MB): read bw {bw['read_gbps']:.2f} GB/s,"
-            f" copy bw {bw['copy_gbps']:.2f} GB/s (read + write), best of the repeats;"
+            f" copy bw {bw['copy_gbps']:.2f} GB/s (read + write), best of the repeats"
+            f" before and after (read {bw['read_gbps_before']:.1f} / {bw['read_gbps_after']:.1f},"
+            f" copy {bw['copy_gbps_before']:.1f} / {bw['copy_gbps_after']:.1f});"
             + (" other processes used -" if other is None else
                f" other processes used {other:.2f} cores meanwhile")
             + (f" (waited {waited:.0f} s for quiet)" if waited >= 1 else "")
@@ -668,14 +686,18 @@ def run_bench(
     say("nbbn normalizer and batchnorm_train (and numpy's) write into a preallocated out=;"
         " torch's F.batch_norm allocates its output.")
     say("% bw: of the read bandwidth (stats) or the copy bandwidth (normalizer, batchnorm_train)"
-        " measured for that shape (best of the repeats);")
-    say("vs numpy / vs torch: peer median time / nbbn median time.")
+        " measured for that shape (best of the repeats, before and after its ops);")
+    say("vs numpy / vs torch: peer median time / nbbn median time; busy: cores used by other"
+        " processes while that shape ran (above ~0.1 the row is slowed by a neighbour).")
     say("numpy: x.mean+x.var | subtract/multiply/add with out= | mean+var then normalize;"
         " torch: var_mean | F.batch_norm(training=False) | F.batch_norm(training=True)")
     say("")
     _print_table(rows, say)
 
+    small_monitor = _CpuMonitor()
     small = _bench_small(quick, torch)
+    busy = small_monitor.report()
+    small["other_cpus"] = None if busy is None else busy["other_cpus"] + busy["steal_cpus"]
     say("")
     say(
         f"small batch {_shape_str(small['shape'])} float32, median per call over"
@@ -684,6 +706,8 @@ def run_bench(
         f" batchnorm train(out=) {small['batchnorm_train_us']:.2f} us;"
         f" numpy mean+var {small['numpy_stats_us']:.2f} us"
         + (f", torch var_mean {small['torch_stats_us']:.2f} us" if small["torch_stats_us"] else "")
+        + ("" if small["other_cpus"] is None else
+           f" (other processes used {small['other_cpus']:.2f} cores meanwhile)")
     )
 
     start: dict[str, Any] | None = None
@@ -715,12 +739,20 @@ def run_bench(
     load = monitor.report()
     say("")
     say(f"numba threading layer: {env['numba_threading_layer']}; bench took {elapsed:.0f} s")
+    measured = [b.get("other_cpus") for b in bws] + [small.get("other_cpus")]
+    measured = [v for v in measured if v is not None]
+    worst = max(measured) if measured else None
     if load is not None:
         say(
-            f"cpu use during the run (in cores, averaged): this bench {load['own_cpus']:.2f},"
-            f" other processes {load['other_cpus']:.2f}, hypervisor steal {load['steal_cpus']:.2f}"
-            + ("  <- the machine was busy: the numbers above are pessimistic"
-               if load["other_cpus"] + load["steal_cpus"] > 0.1 else "")
+            f"cpu use over the whole run incl. any waits (cores, averaged): this bench"
+            f" {load['own_cpus']:.2f}, other processes {load['other_cpus']:.2f},"
+            f" hypervisor steal {load['steal_cpus']:.2f}"
+        )
+    if worst is not None:
+        say(
+            f"busiest measured phase: other processes used {worst:.2f} cores"
+            + ("  <- a neighbour was busy: the rows marked busy > 0.1 are pessimistic"
+               if worst > 0.1 else " (a quiet machine)")
         )
 
     result = {
@@ -733,6 +765,7 @@ def run_bench(
         "startup": start,
         "elapsed_s": elapsed,
         "cpu_load": load,
+        "max_other_cpus_measured": worst,
     }
     if json_path is not None:
         _write_json(json_path, result)

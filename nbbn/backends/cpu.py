@@ -82,7 +82,7 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
         rpb = k * max(1, ks.CL_BLOCK // (k * nchan))
         nparts = _nparts(x3.size, -(-rows // rpb))
         kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
-        args = (data.reshape(-1), nchan, half, policy)
+        args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype))
     else:
         bpr = -(-x3.shape[2] // ks.ROW_BLOCK)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * bpr)

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from .._numerics import to_float64
+from ._jit import serial_and_parallel
 
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
@@ -69,7 +70,9 @@ def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
 
 
 _OPTS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-affine_channels_first_parallel = numba.njit(parallel=True, **_OPTS)(_affine_channels_first)
-affine_channels_first_serial = numba.njit(**_OPTS)(_affine_channels_first)
-affine_channels_last_parallel = numba.njit(parallel=True, **_OPTS)(_affine_channels_last)
-affine_channels_last_serial = numba.njit(**_OPTS)(_affine_channels_last)
+affine_channels_first_serial, affine_channels_first_parallel = serial_and_parallel(
+    _affine_channels_first, **_OPTS
+)
+affine_channels_last_serial, affine_channels_last_parallel = serial_and_parallel(
+    _affine_channels_last, **_OPTS
+)

@@ -8,13 +8,20 @@ Two layouts, both reducing to per-channel results of shape (C,):
   rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
   loop is long and unit-stride even for C = 3.
 
-Numerics: every block is reduced with two passes over cache-resident data (sum,
-then squared deviations from the block mean), and the blocks are combined with
-Chan's merge into one accumulator per partition; partitions are merged in a fixed
-order at the end. The partition count depends only on the shape, never on the
+Numerics: each cache-sized block is reduced on its own (see ``block_fast`` and the
+channels-last kernel: exact integer sums for 8/16-bit integers, a shifted single pass
+for float32 and channels-last data, two passes otherwise), and the blocks are combined
+with Chan's merge into one accumulator per partition; partitions are merged in a
+fixed order at the end. The partition count depends only on the shape, never on the
 thread count, so results are bit-for-bit reproducible.
 
-The fast path assumes finite data; a block whose sum is not finite (NaN or inf
+Shifted sums: with a shift K close to the block mean, ``M2 = sum(d*d) - sum(d)**2 / n``
+for ``d = x - K`` loses ``log10(sum(d*d) / M2)`` digits of float64. K is the channel's
+running mean (or the block's first value); a block whose ratio ``sum(d*d) / M2``
+exceeds the dtype's limit is recomputed with its own mean as the shift, so the loss is
+bounded: at most ~6 digits for float32/float16 input (1e6), ~1.2 for the rest (16).
+
+The fast paths assume finite data; a block whose sums are not finite (NaN or inf
 inside) is redone by ``_block_slow``, which applies the NaN policy exactly.
 """
 
@@ -30,23 +37,33 @@ from numba.np.numpy_support import as_dtype
 
 from .._numerics import (
     chan_merge,
-    fmaximum,
-    fminimum,
+    fmax_fast,
+    fmin_fast,
     is_finite_bits,
     merge_max,
     merge_min,
     to_float64,
 )
+from ._jit import serial_and_parallel
 
 POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
 POLICY_OMIT = 1  # NaN is skipped per channel
 
-ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one two-pass block
-TILE_MIN = 64  # channels-last: a tile holds at least this many elements
-CL_BLOCK = 16384  # channels-last: elements per two-pass block (a multiple of the tile)
+ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
+TILE_MIN = 1024  # channels-last: a tile holds at least this many elements (see design.md)
+CL_BLOCK = 65536  # channels-last: elements per block (a multiple of the tile)
 
-# reassoc lets LLVM vectorize the sums, nsz the min/max; no nnan/ninf, so NaN checks stay valid.
+RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 input
+RATIO_LIMIT_HIGH = 16.0  # ... and for float64 and integer input (tolerance 1e-12)
+
+# reassoc lets LLVM vectorize the sums, nsz the min/max; no nnan/ninf, and the
+# finiteness tests are integer tests on the bits (see _numerics.is_finite_bits).
 _FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+def ratio_limit(dtype: np.dtype) -> float:
+    """The shifted-sum cancellation limit for an input dtype (see the module doc)."""
+    return RATIO_LIMIT_LOW if dtype in (np.float16, np.float32) else RATIO_LIMIT_HIGH
 
 
 @numba.njit(cache=True, nogil=True)
@@ -60,7 +77,7 @@ def _block_slow(r, start, n, step, half, policy):
     mx = numba.float64(-np.inf)
     for i in range(n):
         v = to_float64(r[start + i * step], half)
-        if v != v:
+        if math.isnan(v):
             nnan += 1
             if policy == POLICY_OMIT:
                 continue
@@ -78,24 +95,43 @@ def _block_slow(r, start, n, step, half, policy):
     q = numba.float64(0)
     for i in range(n):
         v = to_float64(r[start + i * step], half)
-        if v != v and policy == POLICY_OMIT:
+        if policy == POLICY_OMIT and math.isnan(v):
             continue
         d = v - mean
         q += d * d
     return cnt, mean, q, mn, mx, nnan, ninf
 
 
-def block_fast(r, half):  # pragma: no cover - replaced by the overload in jitted code
+@numba.njit(nogil=True, fastmath=_FASTMATH)
+def _f32_shifted_pass(r, k):
+    """Sums of d = r - k and d*d in float64 (d is exact), min and max in float32."""
+    sd = numba.float64(0)
+    sq = numba.float64(0)
+    bmn = r[0]
+    bmx = r[0]
+    kd = numba.float64(k)
+    for i in range(r.size):
+        v = r[i]
+        d = numba.float64(v) - kd
+        sd += d
+        sq += d * d
+        bmn = fmin_fast(bmn, v)
+        bmx = fmax_fast(bmx, v)
+    return sd, sq, bmn, bmx
+
+
+def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
     """Statistics of one cache-resident block ``r`` (1-d, 0-based), fast path.
 
-    Returns ``(ok, mean, m2, min, max)``; ``ok`` is False when the block holds a NaN or
-    an infinity, and the caller then redoes it with ``_block_slow``.
+    ``shift`` is a float64 hint for the block mean (NaN when there is none). Returns
+    ``(ok, mean, m2, min, max)``; ``ok`` is False when the block holds a NaN or an
+    infinity, and the caller then redoes it with ``_block_slow``.
     """
     raise NotImplementedError
 
 
 @overload(block_fast, inline="always")
-def _block_fast_impl(r, half):
+def _block_fast_impl(r, half, shift):
     dt = r.dtype
     if isinstance(dt, types.Integer) and dt.bitwidth <= 16 and isinstance(half, types.NoneType):
         # Small integers: exact integer sums of v and v*v in one pass (int32 lanes for
@@ -104,7 +140,7 @@ def _block_fast_impl(r, half):
         # E[x^2] - E[x]^2 in floating point: no rounding happens before the division.
         acc = np.int32 if dt.bitwidth <= 8 else np.int64
 
-        def impl(r, half):
+        def impl_int(r, half, shift):
             n = r.size
             s = acc(0)
             s2 = acc(0)
@@ -120,14 +156,37 @@ def _block_fast_impl(r, half):
             return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
                 numba.float64(mx)
 
-        return impl
+        return impl_int
+
+    if dt == types.float32 and isinstance(half, types.NoneType):
+        # float32: one pass of d = x - K in float64 (exact for float32 x and K), sums of
+        # d and d*d in float64, min/max in float32 lanes. The data streams from memory
+        # once and each element costs one conversion. If K was far from the block mean,
+        # the block is redone with its mean as K.
+        def impl_f32(r, half, shift):
+            n = r.size
+            k = np.float32(shift) if is_finite_bits(shift) else r[0]
+            sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
+            if not (is_finite_bits(sq) and is_finite_bits(sd)):
+                return False, sq, sq, sq, sq  # NaN/inf inside: min/max unspecified
+            if bmn == bmx:
+                return True, numba.float64(bmn), numba.float64(0), numba.float64(bmn), \
+                    numba.float64(bmx)
+            q = sq - sd * sd / n
+            if q * RATIO_LIMIT_LOW < sq:  # K far from the block mean: again, with the mean
+                k = np.float32(numba.float64(k) + sd / n)
+                sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
+                q = sq - sd * sd / n
+            return True, numba.float64(k) + sd / n, max(q, 0.0), numba.float64(bmn), \
+                numba.float64(bmx)
+
+        return impl_f32
 
     native_minmax = isinstance(dt, types.Float) and isinstance(half, types.NoneType)
 
-    def impl(r, half):
-        # Two passes over the block: the float64 sum gives the block mean, then the sum
-        # of squared deviations from it. min/max in the input's float type when it is
-        # float32/64 (twice the SIMD lanes for float32), else in float64.
+    def impl(r, half, shift):
+        # float64, float16 and wide integers: two passes over the block, the float64 sum
+        # for the block mean, then the sum of squared deviations from it.
         n = r.size
         s = numba.float64(0)
         if native_minmax:
@@ -140,13 +199,13 @@ def _block_fast_impl(r, half):
             v = to_float64(r[i], half)
             s += v
             if native_minmax:
-                bmn = fminimum(bmn, r[i])
-                bmx = fmaximum(bmx, r[i])
+                bmn = fmin_fast(bmn, r[i])
+                bmx = fmax_fast(bmx, r[i])
             else:
-                bmn = fminimum(bmn, v)
-                bmx = fmaximum(bmx, v)
-        if not is_finite_bits(s):
-            return False, s, s, numba.float64(bmn), numba.float64(bmx)
+                bmn = fmin_fast(bmn, v)
+                bmx = fmax_fast(bmx, v)
+        if not is_finite_bits(s):  # NaN/inf inside: bmn/bmx are unspecified, redo the block
+            return False, s, s, s, s
         if bmn == bmx:  # a constant block: its mean is exact and its M2 exactly 0
             return True, numba.float64(bmn), numba.float64(0), numba.float64(bmn), \
                 numba.float64(bmx)
@@ -183,6 +242,49 @@ def _minmax_empty_impl(n, xf, half):
         dt = as_dtype(xf.dtype)
         return lambda n, xf, half: np.empty(n, dt)
     return lambda n, xf, half: np.empty(n, np.float64)
+
+
+@numba.njit(nogil=True, fastmath=_FASTMATH)
+def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
+    """One pass over the rows ``xf[e0:e1]`` (whole tiles, then a partial one):
+    per tile slot t, sums of d = x - tk[t] and d*d, and min/max."""
+    tile = tk.size
+    sd[:] = 0.0
+    sq[:] = 0.0
+    tmn[:] = np.inf
+    tmx[:] = -np.inf
+    e = e0
+    while e + 4 * tile <= e1:  # four tiles at once: a quarter of the accumulator traffic
+        s0 = xf[e : e + tile]
+        s1 = xf[e + tile : e + 2 * tile]
+        s2 = xf[e + 2 * tile : e + 3 * tile]
+        s3 = xf[e + 3 * tile : e + 4 * tile]
+        for t in range(tile):
+            k = tk[t]
+            d0 = to_float64(s0[t], half) - k
+            d1 = to_float64(s1[t], half) - k
+            d2 = to_float64(s2[t], half) - k
+            d3 = to_float64(s3[t], half) - k
+            sd[t] += (d0 + d1) + (d2 + d3)
+            sq[t] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            v0 = _minmax_value(s0[t], half)
+            v1 = _minmax_value(s1[t], half)
+            v2 = _minmax_value(s2[t], half)
+            v3 = _minmax_value(s3[t], half)
+            tmn[t] = fmin_fast(tmn[t], fmin_fast(fmin_fast(v0, v1), fmin_fast(v2, v3)))
+            tmx[t] = fmax_fast(tmx[t], fmax_fast(fmax_fast(v0, v1), fmax_fast(v2, v3)))
+        e += 4 * tile
+    while e < e1:
+        w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
+        seg = xf[e : e + w]
+        for t in range(w):
+            d = to_float64(seg[t], half) - tk[t]
+            sd[t] += d
+            sq[t] += d * d
+            v = _minmax_value(seg[t], half)
+            tmn[t] = fmin_fast(tmn[t], v)
+            tmx[t] = fmax_fast(tmx[t], v)
+        e += w
 
 
 @numba.njit(inline="always")
@@ -234,7 +336,8 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
             c = row - o * nchan
             r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
             n = hi - lo
-            ok, bm, q, bmn, bmx = block_fast(r, half)
+            shift = pmean[p, c] if pn[p, c] > 0 else np.nan
+            ok, bm, q, bmn, bmx = block_fast(r, half, shift)
             bnan = 0
             binf = 0
             if not ok:
@@ -247,7 +350,8 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
     _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
 
 
-def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
+                         cnt, mean, m2, mn, mx, nnan, ninf):
     nrows = xf.size // nchan
     k = max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
@@ -263,94 +367,68 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
     for p in numba.prange(nparts):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
-        ts = np.empty(tile)
+        tk = np.empty(tile)
+        sd = np.empty(tile)
+        sq = np.empty(tile)
         tmn = _minmax_empty(tile, xf, half)
         tmx = _minmax_empty(tile, xf, half)
-        tq = np.empty(tile)
-        tmean = np.empty(tile)
+        kc = np.empty(nchan)
         for b in range(b0, b1):
             r0 = b * rpb
             r1 = min(nrows, r0 + rpb)
             e0 = r0 * nchan
             e1 = r1 * nchan
-            ts[:] = 0.0
-            tmn[:] = np.inf
-            tmx[:] = -np.inf
-            e = e0
-            while e + 4 * tile <= e1:  # four tiles at once: a quarter of the accumulator traffic
-                s0 = xf[e : e + tile]
-                s1 = xf[e + tile : e + 2 * tile]
-                s2 = xf[e + 2 * tile : e + 3 * tile]
-                s3 = xf[e + 3 * tile : e + 4 * tile]
-                for t in range(tile):
-                    ts[t] += (to_float64(s0[t], half) + to_float64(s1[t], half)) + (
-                        to_float64(s2[t], half) + to_float64(s3[t], half)
-                    )
-                    v0 = _minmax_value(s0[t], half)
-                    v1 = _minmax_value(s1[t], half)
-                    v2 = _minmax_value(s2[t], half)
-                    v3 = _minmax_value(s3[t], half)
-                    tmn[t] = fminimum(tmn[t], fminimum(fminimum(v0, v1), fminimum(v2, v3)))
-                    tmx[t] = fmaximum(tmx[t], fmaximum(fmaximum(v0, v1), fmaximum(v2, v3)))
-                e += 4 * tile
-            while e < e1:
-                w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
-                seg = xf[e : e + w]
-                for t in range(w):
-                    ts[t] += to_float64(seg[t], half)
-                    v = _minmax_value(seg[t], half)
-                    tmn[t] = fminimum(tmn[t], v)
-                    tmx[t] = fmaximum(tmx[t], v)
-                e += w
             n = r1 - r0
-            for c in range(nchan):  # fold the k copies of each channel; mean of the block
-                s = ts[c]
-                for j in range(1, k):
-                    s += ts[j * nchan + c]
-                tmean[c] = s / n
-                ts[c] = s
-            for j in range(1, k):
-                for c in range(nchan):
-                    tmean[j * nchan + c] = tmean[c]
-            tq[:] = 0.0
-            e = e0
-            while e + 4 * tile <= e1:
-                s0 = xf[e : e + tile]
-                s1 = xf[e + tile : e + 2 * tile]
-                s2 = xf[e + 2 * tile : e + 3 * tile]
-                s3 = xf[e + 3 * tile : e + 4 * tile]
-                for t in range(tile):
-                    m = tmean[t]
-                    d0 = to_float64(s0[t], half) - m
-                    d1 = to_float64(s1[t], half) - m
-                    d2 = to_float64(s2[t], half) - m
-                    d3 = to_float64(s3[t], half) - m
-                    tq[t] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-                e += 4 * tile
-            while e < e1:
-                w = min(tile, e1 - e)
-                seg = xf[e : e + w]
-                for t in range(w):
-                    d = to_float64(seg[t], half) - tmean[t]
-                    tq[t] += d * d
-                e += w
+            for c in range(nchan):  # shift: the running mean, else the block's first row
+                if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
+                    kc[c] = pmean[p, c]
+                else:
+                    kc[c] = to_float64(xf[e0 + c], half)
+            for attempt in range(2):
+                for j in range(k):
+                    for c in range(nchan):
+                        tk[j * nchan + c] = kc[c]
+                _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
+                retry = False
+                for c in range(nchan):  # fold the k copies of each channel
+                    a = sd[c]
+                    q = sq[c]
+                    for j in range(1, k):
+                        a += sd[j * nchan + c]
+                        q += sq[j * nchan + c]
+                    sd[c] = a
+                    sq[c] = q
+                    if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
+                        if (q - a * a / n) * limit < q:
+                            retry = True
+                if not retry:
+                    break
+                for c in range(nchan):  # far from the shift: redo with the block means
+                    if is_finite_bits(sd[c]):
+                        kc[c] = tk[c] + sd[c] / n
             for c in range(nchan):
-                q = tq[c]
+                a = sd[c]
+                q = sq[c]
                 bmn = numba.float64(tmn[c])
                 bmx = numba.float64(tmx[c])
                 for j in range(1, k):
-                    q += tq[j * nchan + c]
-                    bmn = fminimum(bmn, numba.float64(tmn[j * nchan + c]))
-                    bmx = fmaximum(bmx, numba.float64(tmx[j * nchan + c]))
+                    bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
+                    bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
                 bn = n
-                bm = tmean[c]
-                if bmn == bmx:  # a constant block: exact mean, M2 exactly 0
-                    bm = bmn
-                    q = numba.float64(0)
                 bnan = 0
                 binf = 0
-                if not is_finite_bits(ts[c]):
+                if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
                     bn, bm, q, bmn, bmx, bnan, binf = _block_slow(xf, e0 + c, n, nchan, half, policy)
+                elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
+                    bm = bmn
+                    q = numba.float64(0)
+                else:
+                    bm = tk[c] + a / n
+                    q = q - a * a / n
+                    if q * limit < sq[c]:  # still cancelling after the retry: exact redo
+                        bn, bm, q, bmn, bmx, bnan, binf = _block_slow(
+                            xf, e0 + c, n, nchan, half, policy
+                        )
                 pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
                     pn[p, c], pmean[p, c], pm2[p, c], bn, bm, q
                 )
@@ -364,7 +442,9 @@ def _stats_channels_last(xf, nchan, half, policy, nparts, cnt, mean, m2, mn, mx,
 # One source, two targets: the serial build avoids waking the thread pool for small
 # batches (and is the safe choice inside foreign thread pools).
 _OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-stats_channels_first_parallel = numba.njit(parallel=True, **_OPTS)(_stats_channels_first)
-stats_channels_first_serial = numba.njit(**_OPTS)(_stats_channels_first)
-stats_channels_last_parallel = numba.njit(parallel=True, **_OPTS)(_stats_channels_last)
-stats_channels_last_serial = numba.njit(**_OPTS)(_stats_channels_last)
+stats_channels_first_serial, stats_channels_first_parallel = serial_and_parallel(
+    _stats_channels_first, **_OPTS
+)
+stats_channels_last_serial, stats_channels_last_parallel = serial_and_parallel(
+    _stats_channels_last, **_OPTS
+)
