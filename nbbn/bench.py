@@ -113,6 +113,26 @@ def _median_time(fn: Callable[[Any], Any], repeats: int, setup: Callable[[], Any
     return statistics.median(times), times
 
 
+def _paired_pct(fn: Callable[[Any], Any], nbytes: int, bw_fn: Callable[[], Any],
+                bw_bytes: int, repeats: int, setup: Callable[[], Any] | None = None) -> float:
+    """Median over ``repeats`` of (op GB/s) / (bandwidth kernel GB/s) timed back to back.
+
+    The bandwidth of a shared host drifts (here between about 35 and 60 GB/s within
+    seconds); a ratio taken from adjacent calls compares the two at the same moment.
+    """
+    ratios = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        bw_fn()
+        t_bw = time.perf_counter() - t0
+        arg = setup() if setup else None
+        t0 = time.perf_counter()
+        fn(arg)
+        t_op = time.perf_counter() - t0
+        ratios.append((nbytes / t_op) / (bw_bytes / t_bw))
+    return 100.0 * statistics.median(ratios)
+
+
 def _measure_bandwidth(nbytes_read: int, nbytes_copy: int, repeats: int) -> dict[str, Any]:
     """Read bandwidth over ``nbytes_read`` bytes and copy bandwidth copying ``nbytes_copy``."""
     import numpy as np
@@ -317,6 +337,7 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
             "gbps": None if t is None else nbytes / t / 1e9,
             "bw_kind": bw_kind,
             "pct_bw": None,
+            "pct_bw_paired": None,
             "numpy_ms": None,
             "speedup_numpy": None,
             "torch_ms": None,
@@ -371,6 +392,26 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
     r_bn = row("batchnorm_train", t_bn, 2 * x.nbytes + y_nbytes, "copy", bn_note)
     r_bn["time_alloc_ms"] = None if t_bn_alloc is None else t_bn_alloc * 1e3
     del rs
+
+    # --- the same ops interleaved with the bandwidth kernels (same-moment ratios) -----
+    read_sum, copy = _bw_kernels()
+    a = np.random.default_rng(7).random(max(1, x.nbytes // 4), dtype=np.float32)
+    src = np.random.default_rng(8).random(max(1, out.nbytes // 4), dtype=np.float32)
+    dst = np.empty_like(src)
+    r_stats["pct_bw_paired"] = _paired_pct(
+        lambda rs_: rs_.update(x), x.nbytes, lambda: read_sum(a), a.nbytes, repeats,
+        lambda: nbbn.RunningStats(channel_axis=ca),
+    )
+    r_norm["pct_bw_paired"] = _paired_pct(
+        lambda _: norm(x, out=out), r_norm["bytes"], lambda: copy(src, dst), 2 * src.nbytes,
+        repeats,
+    )
+    if t_bn is not None:
+        r_bn["pct_bw_paired"] = _paired_pct(
+            lambda _: bn(x, out=out), r_bn["bytes"], lambda: copy(src, dst), 2 * src.nbytes,
+            repeats,
+        )
+    del a, src, dst
 
     # --- numpy -------------------------------------------------------------------
     t_np_stats, _ = _median_time(lambda _: (x.mean(axis=axes), x.var(axis=axes)), repeats)
@@ -550,7 +591,7 @@ def _shape_str(shape: Sequence[int]) -> str:
 def _print_table(rows: list[dict[str, Any]], say) -> None:
     head = (
         f"{'op':<16} {'shape':<16} {'dtype':<7} {'layout':<6} {'time ms':>9} {'GB/s':>7}"
-        f" {'% bw':>6} {'numpy ms':>9} {'vs numpy':>8} {'torch ms':>9} {'vs torch':>8}"
+        f" {'% bw':>6} {'% pair':>6} {'numpy ms':>9} {'vs numpy':>8} {'torch ms':>9} {'vs torch':>8}"
         f" {'busy':>5}"
     )
     say(head)
@@ -560,6 +601,7 @@ def _print_table(rows: list[dict[str, Any]], say) -> None:
             f"{r['op']:<16} {_shape_str(r['shape']):<16} {r['dtype']:<7} {r['layout']:<6}"
             f" {_fmt(r['time_ms'], '9.3f'):>9} {_fmt(r['gbps'], '7.2f'):>7}"
             f" {_fmt(r['pct_bw'], '5.0f') + '%' if r['pct_bw'] is not None else '-':>6}"
+            f" {_fmt(r.get('pct_bw_paired'), '5.0f') + '%' if r.get('pct_bw_paired') else '-':>6}"
             f" {_fmt(r['numpy_ms'], '9.2f'):>9}"
             f" {_fmt(r['speedup_numpy'], '7.1f') + 'x' if r['speedup_numpy'] else '-':>8}"
             f" {_fmt(r['torch_ms'], '9.2f'):>9}"
@@ -687,6 +729,8 @@ def run_bench(
         " torch's F.batch_norm allocates its output.")
     say("% bw: of the read bandwidth (stats) or the copy bandwidth (normalizer, batchnorm_train)"
         " measured for that shape (best of the repeats, before and after its ops);")
+    say("% pair: the same ratio taken call by call, each nbbn call right after a bandwidth-kernel"
+        " call over the same bytes (median of the pairs): the fair figure on a shared host.")
     say("vs numpy / vs torch: peer median time / nbbn median time; busy: cores used by other"
         " processes while that shape ran (above ~0.1 the row is slowed by a neighbour).")
     say("numpy: x.mean+x.var | subtract/multiply/add with out= | mean+var then normalize;"

@@ -52,6 +52,7 @@ POLICY_OMIT = 1  # NaN is skipped per channel
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 1024  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 65536  # channels-last: elements per block (a multiple of the tile)
+GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
 RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 input
 RATIO_LIMIT_HIGH = 16.0  # ... and for float64 and integer input (tolerance 1e-12)
@@ -254,26 +255,26 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
     tmn[:] = np.inf
     tmx[:] = -np.inf
     e = e0
-    while e + 4 * tile <= e1:  # four tiles at once: a quarter of the accumulator traffic
-        s0 = xf[e : e + tile]
-        s1 = xf[e + tile : e + 2 * tile]
-        s2 = xf[e + 2 * tile : e + 3 * tile]
-        s3 = xf[e + 3 * tile : e + 4 * tile]
+    while e + GROUP * tile <= e1:  # GROUP tiles at once, accumulated in registers
+        grp = xf[e : e + GROUP * tile]
         for t in range(tile):
             k = tk[t]
-            d0 = to_float64(s0[t], half) - k
-            d1 = to_float64(s1[t], half) - k
-            d2 = to_float64(s2[t], half) - k
-            d3 = to_float64(s3[t], half) - k
-            sd[t] += (d0 + d1) + (d2 + d3)
-            sq[t] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-            v0 = _minmax_value(s0[t], half)
-            v1 = _minmax_value(s1[t], half)
-            v2 = _minmax_value(s2[t], half)
-            v3 = _minmax_value(s3[t], half)
-            tmn[t] = fmin_fast(tmn[t], fmin_fast(fmin_fast(v0, v1), fmin_fast(v2, v3)))
-            tmx[t] = fmax_fast(tmx[t], fmax_fast(fmax_fast(v0, v1), fmax_fast(v2, v3)))
-        e += 4 * tile
+            a = numba.float64(0)
+            q = numba.float64(0)
+            lo = _minmax_value(grp[t], half)
+            hi = lo
+            for j in range(GROUP):
+                v = grp[j * tile + t]
+                d = to_float64(v, half) - k
+                a += d
+                q += d * d
+                lo = fmin_fast(lo, _minmax_value(v, half))
+                hi = fmax_fast(hi, _minmax_value(v, half))
+            sd[t] += a
+            sq[t] += q
+            tmn[t] = fmin_fast(tmn[t], lo)
+            tmx[t] = fmax_fast(tmx[t], hi)
+        e += GROUP * tile
     while e < e1:
         w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
         seg = xf[e : e + w]
