@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import BACKENDS, cuda_available
 
 import nbbn
-from conftest import BACKENDS, cuda_available
 
 BAD_DTYPES = [
     (np.zeros((2, 3, 4), bool), "bool"),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import nbbn
 from reference import (
     RefBatchNorm,
     assert_close,
@@ -14,6 +12,8 @@ from reference import (
     ref_stats,
     ref_stats_many,
 )
+
+import nbbn
 
 RTOL = 1e-10
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import nbbn
 from reference import (
     ALL_DTYPES,
     LAYOUTS,
@@ -18,6 +16,8 @@ from reference import (
     ref_out_dtype,
     ref_stats,
 )
+
+import nbbn
 
 MAIN_LAYOUTS = {"channels_first": ((4, 3, 5, 6), 1), "channels_last": ((4, 5, 6, 3), -1)}
 

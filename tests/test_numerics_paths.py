@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import assert_stats, ref_stats, stats_rtol
 
 import nbbn
 from nbbn.backends import cpu_stats
-
-from reference import assert_stats, ref_stats, stats_rtol
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

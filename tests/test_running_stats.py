@@ -7,8 +7,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-import nbbn
 from reference import (
     ALL_DTYPES,
     LAYOUTS,
@@ -20,6 +18,8 @@ from reference import (
     ref_stats_many,
     stats_rtol,
 )
+
+import nbbn
 
 # Layouts crossed with every dtype; the others run with float32 only.
 MAIN_LAYOUTS = {"channels_first": ((4, 3, 5, 6), 1), "channels_last": ((4, 5, 6, 3), -1)}

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from reference import assert_stats, random_array, ref_stats_many
 
 import nbbn
-from reference import assert_stats, random_array, ref_stats_many
 
 NTHREADS = 4
 

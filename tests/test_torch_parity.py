@@ -7,8 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import nbbn  # noqa: E402
 from reference import assert_close, ref_stats  # noqa: E402
+
+import nbbn  # noqa: E402
 
 TORCH_BN = {"1d2": torch.nn.BatchNorm1d, "1d3": torch.nn.BatchNorm1d,
             "2d": torch.nn.BatchNorm2d, "3d": torch.nn.BatchNorm3d}
