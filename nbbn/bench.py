@@ -143,12 +143,10 @@ def _measure_bandwidth(nbytes_read: int, nbytes_copy: int, repeats: int) -> dict
     a = rng.random(max(1, nbytes_read // 4), dtype=np.float32)
     t_read_med, t_read_all = _median_time(lambda _: read_sum(a), n)
     rb = a.nbytes
-    del a
     src = rng.random(max(1, nbytes_copy // 4), dtype=np.float32)
     dst = np.empty_like(src)
     t_copy_med, t_copy_all = _median_time(lambda _: copy(src, dst), n)
     moved = src.nbytes + dst.nbytes
-    del src, dst
     # The machine's capability: the best of the repeats (as STREAM reports it); the ops
     # are reported as medians, so the percentages lean against nbbn, never for it.
     t_read, t_copy = min(t_read_all), min(t_copy_all)
@@ -411,7 +409,6 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
             lambda _: bn(x, out=out), r_bn["bytes"], lambda: copy(src, dst), 2 * src.nbytes,
             repeats,
         )
-    del a, src, dst
 
     # --- numpy -------------------------------------------------------------------
     t_np_stats, _ = _median_time(lambda _: (x.mean(axis=axes), x.var(axis=axes)), repeats)
@@ -474,7 +471,6 @@ def _bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any], say) -> list[
         peers(r_bn, None, t_t_bn, tnote)
         del t
         time.sleep(0.3)  # let torch's OpenMP workers stop spinning before the next shape
-    del out
     return rows
 
 

@@ -125,7 +125,9 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
         parallel = parallel and x3.size >= 2 * MIN_PART_ELEMENTS
         if flat:
             ta, ts, tb = kn.tile_params(a, s, b)
-            kernel = kn.affine_channels_last_parallel if parallel else kn.affine_channels_last_serial
+            kernel = (
+                kn.affine_channels_last_parallel if parallel else kn.affine_channels_last_serial
+            )
             kernel(data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1))
         else:
             kernel = (

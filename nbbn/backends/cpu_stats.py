@@ -343,7 +343,9 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
             binf = 0
             if not ok:
                 n, bm, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
-            pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(pn[p, c], pmean[p, c], pm2[p, c], n, bm, q)
+            pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
+                pn[p, c], pmean[p, c], pm2[p, c], n, bm, q
+            )
             pmn[p, c] = merge_min(pmn[p, c], bmn)
             pmx[p, c] = merge_max(pmx[p, c], bmx)
             pnan[p, c] += bnan
@@ -419,7 +421,9 @@ def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
                 bnan = 0
                 binf = 0
                 if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
-                    bn, bm, q, bmn, bmx, bnan, binf = _block_slow(xf, e0 + c, n, nchan, half, policy)
+                    bn, bm, q, bmn, bmx, bnan, binf = _block_slow(
+                        xf, e0 + c, n, nchan, half, policy
+                    )
                 elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
                     bm = bmn
                     q = numba.float64(0)
