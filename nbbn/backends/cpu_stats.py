@@ -50,8 +50,8 @@ POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("rai
 POLICY_OMIT = 1  # NaN is skipped per channel
 
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
-TILE_MIN = 1024  # channels-last: a tile holds at least this many elements (see design.md)
-CL_BLOCK = 65536  # channels-last: elements per block (a multiple of the tile)
+TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
+CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
 RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 input
