@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,8 @@ class BatchNorm:
         return out
 
     def _update_running(self, batch_mean: np.ndarray, batch_var_unbiased: np.ndarray) -> None:
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
         self.num_batches_tracked += 1
         f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         self.running_mean = (1.0 - f) * self.running_mean + f * batch_mean
@@ -132,11 +135,13 @@ class BatchNorm:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Copies of the parameters and buffers under torch's key names."""
-        d = {}
+        d: dict[str, np.ndarray] = {}
         if self.affine:
+            assert self.weight is not None and self.bias is not None
             d["weight"] = self.weight.copy()
             d["bias"] = self.bias.copy()
         if self.track_running_stats:
+            assert self.running_mean is not None and self.running_var is not None
             d["running_mean"] = self.running_mean.copy()
             d["running_var"] = self.running_var.copy()
             d["num_batches_tracked"] = np.array(self.num_batches_tracked, dtype=np.int64)
@@ -151,7 +156,7 @@ class BatchNorm:
                 f"state_dict keys do not match: missing {sorted(expected - got)}, "
                 f"unexpected {sorted(got - expected)}"
             )
-        new = {}
+        new: dict[str, Any] = {}
         for key in expected:
             v = _to_numpy(d[key])
             if key == "num_batches_tracked":

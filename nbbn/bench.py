@@ -178,6 +178,7 @@ def _environment(torch_mod) -> dict[str, Any]:
     import numba
     import numpy as np
 
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -191,7 +192,7 @@ def _environment(torch_mod) -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threads": numba.get_num_threads(),
         "torch": None,
         "torch_threads": None,
     }
@@ -647,7 +648,7 @@ def run_bench(
         shapes = QUICK_SHAPES if quick else FULL_SHAPES
     if repeats is None:
         repeats = 2 if quick else 7
-    torch = None
+    torch: Any = None
     if use_torch:
         try:
             import torch  # noqa: F811
@@ -779,8 +780,9 @@ def run_bench(
     load = monitor.report()
     say("")
     say(f"numba threading layer: {env['numba_threading_layer']}; bench took {elapsed:.0f} s")
-    measured = [b.get("other_cpus") for b in bws] + [small.get("other_cpus")]
-    measured = [v for v in measured if v is not None]
+    measured = [
+        v for v in [b.get("other_cpus") for b in bws] + [small.get("other_cpus")] if v is not None
+    ]
     worst = max(measured) if measured else None
     if load is not None:
         say(

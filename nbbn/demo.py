@@ -232,6 +232,7 @@ def _walkthrough(seed: int, use_torch: bool, say) -> dict[str, Any]:
             tbn.train()
             with torch.no_grad():
                 torch_y = tbn(torch.from_numpy(x)).numpy().astype(np.float64)
+            assert tbn.running_mean is not None and tbn.running_var is not None
             torch_rm = tbn.running_mean.numpy().astype(np.float64)
             torch_rv = tbn.running_var.numpy().astype(np.float64)
             torch_note = f"torch {torch.__version__} BatchNorm2d(3)"
@@ -241,7 +242,7 @@ def _walkthrough(seed: int, use_torch: bool, say) -> dict[str, Any]:
     d_y = float(np.max(np.abs(y.astype(np.float64) - y_ref)))
     ok = d_rm <= WALK_TOL and d_rv <= WALK_TOL and d_y <= 1e-5
     d_torch = None
-    if torch_rm is not None:
+    if torch_rm is not None and torch_rv is not None and torch_y is not None:
         d_torch = float(
             max(
                 np.max(np.abs(rm - torch_rm)),

@@ -75,7 +75,7 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
         x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
     data, half = _half(x3)
-    args = (policy,)
+    args: tuple
     if x3.shape[2] == 1:
         rows = x3.shape[0]
         k = max(1, -(-ks.TILE_MIN // nchan))
