@@ -288,6 +288,20 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
         e += w
 
 
+@numba.njit
+def _partition_accumulators(nparts, nchan):
+    """Empty (count, mean, M2, min, max, NaNs, infs) accumulators, one row per partition."""
+    return (
+        np.zeros((nparts, nchan), np.int64),
+        np.zeros((nparts, nchan)),
+        np.zeros((nparts, nchan)),
+        np.full((nparts, nchan), np.inf),
+        np.full((nparts, nchan), -np.inf),
+        np.zeros((nparts, nchan), np.int64),
+        np.zeros((nparts, nchan), np.int64),
+    )
+
+
 @numba.njit(inline="always")
 def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf):
     """Fold the per-partition accumulators (P, C) into the outputs (C,), in order."""
@@ -319,13 +333,7 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
     no, nchan, length = x.shape
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
     units = no * nchan * bpr
-    pn = np.zeros((nparts, nchan), np.int64)
-    pmean = np.zeros((nparts, nchan))
-    pm2 = np.zeros((nparts, nchan))
-    pmn = np.full((nparts, nchan), np.inf)
-    pmx = np.full((nparts, nchan), -np.inf)
-    pnan = np.zeros((nparts, nchan), np.int64)
-    pinf = np.zeros((nparts, nchan), np.int64)
+    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
         u0 = (units * p) // nparts
         u1 = (units * (p + 1)) // nparts
@@ -360,13 +368,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
     tile = k * nchan
     rpb = k * max(1, CL_BLOCK // tile)  # rows per block, a multiple of k
     nblocks = (nrows + rpb - 1) // rpb
-    pn = np.zeros((nparts, nchan), np.int64)
-    pmean = np.zeros((nparts, nchan))
-    pm2 = np.zeros((nparts, nchan))
-    pmn = np.full((nparts, nchan), np.inf)
-    pmx = np.full((nparts, nchan), -np.inf)
-    pnan = np.zeros((nparts, nchan), np.int64)
-    pinf = np.zeros((nparts, nchan), np.int64)
+    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
