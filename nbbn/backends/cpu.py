@@ -77,10 +77,8 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     data, half = _half(x3)
     args: tuple
     if x3.shape[2] == 1:
-        rows = x3.shape[0]
-        k = max(1, -(-ks.TILE_MIN // nchan))
-        rpb = k * max(1, ks.CL_BLOCK // (k * nchan))
-        nparts = _nparts(x3.size, -(-rows // rpb))
+        rpb = ks.channels_last_geometry(nchan)[2]
+        nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype))
     else:

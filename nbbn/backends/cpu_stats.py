@@ -361,12 +361,19 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
     _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
 
 
+@numba.njit
+def channels_last_geometry(nchan):
+    """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
+    elements, and whole tiles per block of about ``CL_BLOCK`` elements."""
+    k = max(1, (TILE_MIN + nchan - 1) // nchan)
+    tile = k * nchan
+    return k, tile, k * max(1, CL_BLOCK // tile)
+
+
 def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
                          cnt, mean, m2, mn, mx, nnan, ninf):
     nrows = xf.size // nchan
-    k = max(1, (TILE_MIN + nchan - 1) // nchan)
-    tile = k * nchan
-    rpb = k * max(1, CL_BLOCK // tile)  # rows per block, a multiple of k
+    k, tile, rpb = channels_last_geometry(nchan)
     nblocks = (nrows + rpb - 1) // rpb
     pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
