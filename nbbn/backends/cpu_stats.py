@@ -145,14 +145,15 @@ def _block_fast_impl(r, half, shift):
             n = r.size
             s = acc(0)
             s2 = acc(0)
-            mn = acc(r[0])
-            mx = acc(r[0])
+            mn = r[0]  # min/max in the input's own type: 4x the lanes of int32 for uint8
+            mx = r[0]
             for i in range(n):
-                v = acc(r[i])
+                w = r[i]
+                v = acc(w)
                 s = acc(s + v)
                 s2 = acc(s2 + v * v)
-                mn = v if v < mn else mn
-                mx = v if v > mx else mx
+                mn = w if w < mn else mn
+                mx = w if w > mx else mx
             num = np.int64(n) * np.int64(s2) - np.int64(s) * np.int64(s)
             return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
                 numba.float64(mx)
