@@ -43,12 +43,18 @@ def as_array(x, what: str = "input") -> np.ndarray:
     return arr
 
 
+def check_axis(channel_axis) -> int:
+    """``channel_axis`` as a Python int; TypeError for anything but an integer."""
+    if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
+        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
+    return int(channel_axis)
+
+
 def normalize_axis(channel_axis: int, ndim: int) -> int:
     """Return ``channel_axis`` as a non-negative axis of an ``ndim``-d array, or raise."""
     if ndim < 1:
         raise ValueError("expected an array with at least 1 dimension, got a 0-d array (a scalar)")
-    if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
-        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
+    channel_axis = check_axis(channel_axis)
     if not -ndim <= channel_axis < ndim:
         raise ValueError(
             f"channel_axis={channel_axis} is out of range for an array with ndim={ndim} "

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._layout import canonical, channel_vector
+from ._layout import canonical, channel_vector, check_axis
 from .backends.cpu_stats import POLICY_PROPAGATE
-from .normalizer import Normalizer, check_eps, prepare_out
+from .normalizer import Normalizer, affine_scale, check_eps, prepare_out
 
 _STATE_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -64,7 +64,7 @@ class BatchNorm:
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.channel_axis = int(channel_axis)
+        self.channel_axis = check_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.training = True
         self.weight = np.ones(self.num_features) if self.affine else None
@@ -117,11 +117,9 @@ class BatchNorm:
             var = st.m2 / n
             if self.training and self.track_running_stats:
                 self._update_running(mean, st.m2 / (n - 1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = weight / np.sqrt(var + self.eps)
+        scale = affine_scale(weight, var, self.eps)
         if can.size:
-            backend.affine(can, mean, scale, bias,
-                           out if type(out) is np.ndarray else out.view(np.ndarray))
+            backend.affine(can, mean, scale, bias, out)
         return out
 
     def _update_running(self, batch_mean: np.ndarray, batch_var_unbiased: np.ndarray) -> None:

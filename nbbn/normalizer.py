@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import backends
-from ._layout import canonical, channel_vector
+from ._layout import canonical, channel_vector, check_axis
 
 
 def result_dtype(dtype: np.dtype) -> np.dtype:
@@ -68,12 +68,10 @@ class Normalizer:
         self.var = var.copy()
         self.weight = np.ones(nchan) if weight is None else channel_vector(weight, nchan, "weight")
         self.bias = np.zeros(nchan) if bias is None else channel_vector(bias, nchan, "bias")
-        if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
-            raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
-        self.channel_axis = int(channel_axis)
+        self.channel_axis = check_axis(channel_axis)
         self.backend = backends.check_name(backend)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.scale = self.weight / np.sqrt(self.var + self.eps)
+        self.scale = affine_scale(self.weight, self.var, self.eps)
+        with np.errstate(divide="ignore"):
             self._inv_scale = 1.0 / self.scale
 
     @property
@@ -98,12 +96,18 @@ class Normalizer:
         out = prepare_out(out, can.array, what)
         backend = backends.resolve(self.backend, x)
         if can.size:
-            backend.affine(can, a, s, b, out if type(out) is np.ndarray else out.view(np.ndarray))
+            backend.affine(can, a, s, b, out)
         return out
 
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "
                 f"channel_axis={self.channel_axis})")
+
+
+def affine_scale(weight: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
+    """``weight / sqrt(var + eps)`` in float64 (inf where var + eps is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return weight / np.sqrt(var + eps)
 
 
 def prepare_out(out, x: np.ndarray, what: str = "x") -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backends
-from ._layout import canonical
+from ._layout import canonical, check_axis
 from .backends._stats import BatchStats, merge_into, merge_stats
 from .backends.cpu_stats import POLICY_OMIT, POLICY_PROPAGATE
 
@@ -25,12 +25,6 @@ def _check_policy(nan_policy: str) -> str:
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     return nan_policy
-
-
-def _check_axis(channel_axis) -> int:
-    if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
-        raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
-    return int(channel_axis)
 
 
 class RunningStats:
@@ -65,7 +59,7 @@ class RunningStats:
 
     def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto") -> None:
-        self.channel_axis = _check_axis(channel_axis)
+        self.channel_axis = check_axis(channel_axis)
         self.nan_policy = _check_policy(nan_policy)
         self.backend = backends.check_name(backend)
         self._state: BatchStats | None = None

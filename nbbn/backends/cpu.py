@@ -137,6 +137,8 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
 def affine(can: Canonical, a: np.ndarray, s: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input."""
     x = can.array
+    if type(out) is not np.ndarray:  # np.memmap and other subclasses: a plain view
+        out = out.view(np.ndarray)
     # Exact aliasing (out is x, or the same memory with the same layout) is safe for an
     # elementwise kernel; any other overlap goes through a temporary.
     overlap = np.may_share_memory(x, out) and not (
