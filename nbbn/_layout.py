@@ -37,6 +37,11 @@ def as_array(x, what: str = "input") -> np.ndarray:
     """``np.asarray`` without copying (memmaps become plain views), plus the dtype check."""
     if isinstance(x, np.ndarray):
         arr = x.view(np.ndarray) if type(x) is not np.ndarray else x
+    elif getattr(type(x), "__cuda_ndarray__", False) or hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(
+            f"{what} is a GPU array ({type(x).__name__}) but backend='cpu' was asked for: "
+            "use backend='auto' or 'cuda', or copy it to the host first"
+        )
     else:
         arr = np.asarray(x)
     check_dtype(arr.dtype, what)

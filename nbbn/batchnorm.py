@@ -10,7 +10,7 @@ import numpy as np
 from . import backends
 from ._layout import canonical, channel_vector, check_axis
 from .backends.cpu_stats import POLICY_PROPAGATE
-from .normalizer import Normalizer, affine_scale, check_eps, prepare_out
+from .normalizer import Normalizer, affine_scale, check_eps, prepare_out, result_dtype
 
 _STATE_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -67,14 +67,15 @@ class BatchNorm:
         self.channel_axis = check_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.training = True
+        self._running_dev = None
         self.weight = np.ones(self.num_features) if self.affine else None
         self.bias = np.zeros(self.num_features) if self.affine else None
         if self.track_running_stats:
-            self.running_mean: np.ndarray | None = np.zeros(self.num_features)
-            self.running_var: np.ndarray | None = np.ones(self.num_features)
+            self._running_mean: np.ndarray | None = np.zeros(self.num_features)
+            self._running_var: np.ndarray | None = np.ones(self.num_features)
             self.num_batches_tracked: int | None = 0
         else:
-            self.running_mean = self.running_var = None
+            self._running_mean = self._running_var = None
             self.num_batches_tracked = None
 
     # ------------------------------------------------------------------ modes
@@ -90,26 +91,18 @@ class BatchNorm:
     # ------------------------------------------------------------------ forward
     def __call__(self, x, out=None):
         """Normalize ``x`` (and, in training mode, update the running statistics)."""
-        can = canonical(x, self.channel_axis, "input")
-        if can.channels != self.num_features:
-            raise ValueError(
-                f"input has {can.channels} channels along channel_axis={self.channel_axis}, "
-                f"expected num_features={self.num_features}"
-            )
-        out = prepare_out(out, can.array, "input")
         backend = backends.resolve(self.backend, x)
-        weight = self.weight if self.affine else np.ones(self.num_features)
-        bias = self.bias if self.affine else np.zeros(self.num_features)
+        if backend.name == "cuda":
+            return self._forward_device(backend, x, out)
+        can = canonical(x, self.channel_axis, "input")
+        self._check_input(can.channels, can.outer * can.inner, can.array.shape)
+        out = prepare_out(out, can.array, "input")
+        weight, bias = self._affine_params()
         use_batch_stats = self.training or not self.track_running_stats
         if not use_batch_stats:
             mean, var = self.running_mean, self.running_var
         else:
             n = can.outer * can.inner
-            if n == 1:
-                raise ValueError(
-                    "Expected more than 1 value per channel when training, got input size "
-                    f"{tuple(can.array.shape)}"
-                )
             if n == 0:
                 return out
             st = backend.batch_stats(can, POLICY_PROPAGATE)
@@ -121,6 +114,79 @@ class BatchNorm:
         if can.size:
             backend.affine(can, mean, scale, bias, out)
         return out
+
+    def _check_input(self, nchan: int, n: int, shape) -> None:
+        if nchan != self.num_features:
+            raise ValueError(
+                f"input has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"expected num_features={self.num_features}"
+            )
+        if n == 1 and (self.training or not self.track_running_stats):
+            raise ValueError(
+                "Expected more than 1 value per channel when training, got input size "
+                f"{tuple(shape)}"
+            )
+
+    def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:
+        weight = self.weight if self.affine else np.ones(self.num_features)
+        bias = self.bias if self.affine else np.zeros(self.num_features)
+        return weight, bias
+
+    def _forward_device(self, backend, x, out):
+        """The forward pass on the GPU; the running buffers stay on the device between
+        training steps and come back to the host when read."""
+        can = backend.canonical(x, self.channel_axis, "input")
+        self._check_input(can.channels, can.outer * can.inner, can.shape)
+        target, dev = backend.prepare_out(out, can, result_dtype(can.dtype), "input")
+        weight, bias = self._affine_params()
+        if can.size == 0:
+            return backend.result(target, dev, can)
+        if self.training or not self.track_running_stats:
+            running, factor = None, 0.0
+            if self.training and self.track_running_stats:
+                assert self.num_batches_tracked is not None
+                if self._running_dev is None:
+                    self._running_dev = backend.to_device(
+                        np.stack([self._running_mean, self._running_var]), can.stream)
+                running = self._running_dev
+                self.num_batches_tracked += 1
+                factor = 1.0 / self.num_batches_tracked if self.momentum is None \
+                    else self.momentum
+            backend.batchnorm_train(can, self.eps, weight, bias, running, factor, dev)
+        else:
+            scale = affine_scale(weight, self.running_var, self.eps)
+            backend.affine(can, backend.prepare_params(self.running_mean, scale, bias), dev)
+        return backend.result(target, dev, can)
+
+    # running buffers: host arrays, or a device copy after a GPU training step
+    @property
+    def running_mean(self) -> np.ndarray | None:
+        self._pull_running()
+        return self._running_mean
+
+    @running_mean.setter
+    def running_mean(self, value) -> None:
+        self._pull_running()
+        self._running_mean = value
+
+    @property
+    def running_var(self) -> np.ndarray | None:
+        self._pull_running()
+        return self._running_var
+
+    @running_var.setter
+    def running_var(self, value) -> None:
+        self._pull_running()
+        self._running_var = value
+
+    def _pull_running(self) -> None:
+        dev = self.__dict__.get("_running_dev")
+        if dev is not None:
+            from .backends import cuda
+
+            host = cuda.to_host(dev)
+            self._running_dev = None
+            self._running_mean, self._running_var = host[0].copy(), host[1].copy()
 
     def _update_running(self, batch_mean: np.ndarray, batch_var_unbiased: np.ndarray) -> None:
         assert self.running_mean is not None and self.running_var is not None

@@ -73,6 +73,7 @@ class Normalizer:
         self.scale = affine_scale(self.weight, self.var, self.eps)
         with np.errstate(divide="ignore"):
             self._inv_scale = 1.0 / self.scale
+        self._device_params: dict = {}  # CUDA backend: parameters kept on the device
 
     @property
     def num_channels(self) -> int:
@@ -87,17 +88,34 @@ class Normalizer:
         return self._apply(y, out, self.bias, self._inv_scale, self.mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
-        can = canonical(x, self.channel_axis, what)
-        if can.channels != self.num_channels:
-            raise ValueError(
-                f"{what} has {can.channels} channels along channel_axis={self.channel_axis}, "
-                f"but the normalizer has {self.num_channels}"
-            )
-        out = prepare_out(out, can.array, what)
         backend = backends.resolve(self.backend, x)
+        if backend.name == "cuda":
+            return self._apply_device(backend, x, out, a, s, b, what)
+        can = canonical(x, self.channel_axis, what)
+        self._check_channels(can.channels, what)
+        out = prepare_out(out, can.array, what)
         if can.size:
             backend.affine(can, a, s, b, out)
         return out
+
+    def _check_channels(self, nchan: int, what: str) -> None:
+        if nchan != self.num_channels:
+            raise ValueError(
+                f"{what} has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"but the normalizer has {self.num_channels}"
+            )
+
+    def _apply_device(self, backend, x, out, a, s, b, what):
+        """The map on the GPU; the output is of the input's kind (numpy for numpy input)."""
+        can = backend.canonical(x, self.channel_axis, what)
+        self._check_channels(can.channels, what)
+        target, dev = backend.prepare_out(out, can, result_dtype(can.dtype), what)
+        if can.size:
+            params = self._device_params.get(what)
+            if params is None:  # uploaded once per direction, reused by every call
+                params = self._device_params[what] = backend.prepare_params(a, s, b)
+            backend.affine(can, params, dev)
+        return backend.result(target, dev, can)
 
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "

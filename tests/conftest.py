@@ -1,18 +1,30 @@
-"""Shared fixtures: the backend list (CUDA joins by adding "cuda" to BACKENDS) and an rng."""
+"""Shared fixtures: the backends under test and an rng.
+
+Every backend-dependent test runs on "cpu" and, when numba-cuda is installed, on
+"cuda": on a real GPU when the machine has an NVIDIA driver, otherwise in Numba's CUDA
+simulator, switched on here before anything imports numba (``NUMBA_ENABLE_CUDASIM``
+is read once, at import). Set ``NUMBA_ENABLE_CUDASIM=0`` or ``1`` to choose yourself.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
 import zlib
 
-import numpy as np
-import pytest
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # make ``import reference`` work from any rootdir
 
-BACKENDS = ["cpu"]
+HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+BACKENDS = ["cpu", "cuda"] if HAVE_NUMBA_CUDA else ["cpu"]
 
 
 def cuda_available() -> bool:
@@ -38,3 +50,14 @@ def rng(request):
     """A generator seeded from the test id, so that each test is reproducible on its own."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+SIM_MAX_ELEMENTS = 20_000  # larger arrays take minutes in the CUDA simulator
+
+
+def skip_large_for_simulator(backend: str, size: int) -> None:
+    """Skip a test whose input is too large for the CUDA simulator (one Python thread per
+    GPU thread); the CUDA kernels' block and partition logic is exercised on small
+    shapes with a patched launch configuration in ``test_cuda.py``."""
+    if backend == "cuda" and SIMULATOR and size > SIM_MAX_ELEMENTS:
+        pytest.skip(f"{size} elements are too many for the CUDA simulator")

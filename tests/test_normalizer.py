@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from conftest import skip_large_for_simulator
 from reference import (
     ALL_DTYPES,
     LAYOUTS,
@@ -93,6 +96,7 @@ def test_normalizer_multiblock(dtype, layout, c, backend, rng):
         shape, axis = ((1 if c >= 64 else 2), c, 96, 90), 1
     else:
         shape, axis = ((200, 300), -1) if c == 300 else ((17000 // c // 10 + 1, 2, 5, c), -1)
+    skip_large_for_simulator(backend, math.prod(shape))
     x = random_array(rng, shape, dtype, channel_axis=axis)
     mean, var, weight, bias = _params(rng, x, axis)
     y = nbbn.Normalizer(mean, var, weight=weight, bias=bias, channel_axis=axis, backend=backend)(x)

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import SIMULATOR  # noqa: E402
 from reference import assert_close, ref_stats  # noqa: E402
 
 import nbbn  # noqa: E402
@@ -78,6 +79,8 @@ def _compare_buffers(bn, tbn, tol):
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "mNone"])
 @pytest.mark.parametrize("kind", list(TORCH_BN))
 def test_stream_parity(kind, momentum, affine, track, channels_last, dtype, backend, rng):
+    if backend == "cuda" and SIMULATOR and (kind in ("1d3", "3d") or dtype == "float64"):
+        pytest.skip("a quarter of the matrix on the CUDA simulator (1d2 and 2d, float32)")
     c = 4
     tdtype = torch.float32 if dtype == "float32" else torch.float64
     tol = TOL[dtype]
@@ -93,7 +96,7 @@ def test_stream_parity(kind, momentum, affine, track, channels_last, dtype, back
         bn.load_state_dict({**bn.state_dict(), "weight": w, "bias": b})
     with torch.no_grad():
         weight = bn.weight if affine else None
-        for step in range(20):
+        for step in range(6 if backend == "cuda" and SIMULATOR else 20):
             x = _batch(rng, kind, c, dtype)
             ty = _tnp(tbn(torch.from_numpy(x)))
             y = bn(_to_nbbn_layout(x, channels_last))

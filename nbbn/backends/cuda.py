@@ -1,0 +1,331 @@
+"""The CUDA backend: launch configuration, device state, and the operations on it.
+
+Imported by :func:`nbbn.backends.resolve` only when a device array or
+``backend="cuda"`` asks for it (``import nbbn`` never imports ``numba.cuda``). The
+operations mirror the CPU backend's, on device data:
+
+* ``canonical(x, axis, what)``: validate and wrap the input (:mod:`.cuda_arrays`);
+* ``accumulate(state, can, policy) -> DeviceStats``: batch statistics merged into a
+  running state that stays on the device (two launches);
+* ``batch_stats(can, policy) -> DeviceStats``: the batch's own statistics;
+* ``prepare_params(a, s, b)``, ``prepare_out(out, can, what)``, ``affine(...)`` and
+  ``result(...)``: the per-channel affine map into an output of the input's kind;
+* ``batchnorm_train(...)``: statistics, affine parameters, running-buffer update and
+  the normalized output, in three launches.
+
+Only per-channel numbers cross to the host, and only when the state is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda
+
+from . import cuda_kernels as kk
+from ._stats import BatchStats
+from .cuda_arrays import SIMULATOR, DeviceInput, canonical, empty_like_input, overlaps, user_out
+
+__all__ = ["name", "canonical", "accumulate", "batch_stats", "DeviceStats", "LaunchConfig"]
+
+name = "cuda"
+
+
+@dataclass
+class LaunchConfig:
+    """Block size and how the work is cut into blocks.
+
+    ``threads`` per block (a power of two); a channel's values are cut into parts of at
+    least ``block_elements`` values, and at most ``max_blocks`` blocks run per launch.
+    """
+
+    threads: int
+    block_elements: int
+    max_blocks: int
+
+
+def _default_config() -> LaunchConfig:
+    if SIMULATOR:  # each simulated thread is a Python thread: small blocks, few of them
+        return LaunchConfig(threads=8, block_elements=64, max_blocks=8)
+    sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+    return LaunchConfig(threads=256, block_elements=8192, max_blocks=8 * sms)
+
+
+_config: LaunchConfig | None = None
+
+
+def config() -> LaunchConfig:
+    global _config
+    if _config is None:
+        _config = _default_config()
+    return _config
+
+
+def set_config(cfg: LaunchConfig | None) -> None:
+    """Replace the launch configuration (None: back to the default); for tests and tuning."""
+    global _config
+    _config = cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(threads: int):
+    return kk.make_kernels(threads)
+
+
+# ---------------------------------------------------------------------------- state
+@dataclass
+class DeviceStats:
+    """``BatchStats`` on the device: int64 (3, C) [count, nan, inf] and float64 (4, C)
+    [mean, M2, min, max], plus the stream that last wrote them."""
+
+    ints: object
+    floats: object
+    stream: object = 0
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.ints.shape[1])
+
+    @classmethod
+    def from_host(cls, st: BatchStats, stream=0) -> DeviceStats:
+        ints = np.stack([st.count, st.nan, st.inf]).astype(np.int64)
+        floats = np.stack([st.mean, st.m2, st.min, st.max]).astype(np.float64)
+        return cls(cuda.to_device(ints, stream=stream), cuda.to_device(floats, stream=stream),
+                   stream)
+
+    def to_host(self) -> BatchStats:
+        ints = self.ints.copy_to_host(stream=self.stream)
+        floats = self.floats.copy_to_host(stream=self.stream)
+        _sync(self.stream)
+        return BatchStats(ints[0], floats[0], floats[1], floats[2], floats[3], ints[1], ints[2])
+
+    def follow(self, stream) -> None:
+        """Order later work on ``stream`` after the work already queued on the state."""
+        if stream is not self.stream:
+            _sync(self.stream)
+            self.stream = stream
+
+
+def _sync(stream) -> None:
+    if stream == 0 or stream is None:
+        cuda.synchronize()
+    else:
+        stream.synchronize()
+
+
+# ------------------------------------------------------------------------ workspace
+_local = threading.local()  # one workspace per thread: concurrent calls never share one
+
+
+def _workspace(key, make):
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    ws = cache.get(key)
+    if ws is None:
+        if len(cache) > 32:
+            cache.clear()
+        ws = cache[key] = make()
+    return ws
+
+
+def _parts_arrays(nchan: int, nparts: int, stream):
+    """The per-block results: int64 (3, C, parts) and float64 (4, C, parts)."""
+    return _workspace(("parts", nchan, nparts, id(stream)), lambda: (
+        cuda.device_array((3, nchan, nparts), np.int64, stream=stream),
+        cuda.device_array((4, nchan, nparts), np.float64, stream=stream)))
+
+
+def _nparts(per_channel: int, groups: int, cfg: LaunchConfig) -> int:
+    """Parts per channel group: enough blocks to fill the device, none too small."""
+    by_size = -(-per_channel // cfg.block_elements)
+    return int(max(1, min(by_size, max(1, cfg.max_blocks // groups))))
+
+
+def _launch_partials(can: DeviceInput):
+    """Launch the per-block reduction; returns the (C, parts) workspace arrays."""
+    cfg = config()
+    kern = _kernels(cfg.threads)
+    v = can.checked_view()
+    nchan = can.channels
+    if can.channels_last:
+        lanes = min(nchan, cfg.threads)
+        tiles = -(-nchan // lanes)
+        nparts = _nparts(can.outer * lanes, tiles, cfg)
+        parts = _parts_arrays(nchan, nparts, can.stream)
+        kern.partial_cl[tiles * nparts, cfg.threads, can.stream](v, nparts, lanes, *parts)
+    else:
+        nparts = _nparts(can.outer * can.inner, nchan, cfg)
+        parts = _parts_arrays(nchan, nparts, can.stream)
+        kern.partial_cf[nchan * nparts, cfg.threads, can.stream](v, nparts, *parts)
+    return parts
+
+
+def _per_channel_grid(nchan: int) -> tuple[int, int]:
+    threads = min(128, config().threads)
+    return -(-nchan // threads), threads
+
+
+def empty_state(nchan: int, stream=0) -> DeviceStats:
+    return DeviceStats.from_host(BatchStats.empty(nchan), stream)
+
+
+def accumulate(state: DeviceStats | None, can: DeviceInput, policy: int) -> DeviceStats:
+    """Merge the statistics of ``can`` into ``state`` (created when None), on the device:
+    two launches, no allocation after the first call."""
+    if state is None:
+        state = empty_state(can.channels, can.stream)
+    state.follow(can.stream)
+    parts = _launch_partials(can)
+    bi, bf = _workspace(("batch", can.channels, id(can.stream)),
+                        lambda: _new_stats_arrays(can.channels, can.stream))
+    grid, threads = _per_channel_grid(can.channels)
+    kk.finalize[grid, threads, can.stream](policy, *parts, bi, bf, True, state.ints,
+                                           state.floats)
+    return state
+
+
+def _new_stats_arrays(nchan: int, stream):
+    return (cuda.device_array((3, nchan), np.int64, stream=stream),
+            cuda.device_array((4, nchan), np.float64, stream=stream))
+
+
+def batch_stats(can: DeviceInput, policy: int) -> DeviceStats:
+    """The statistics of one input, as a new ``DeviceStats``."""
+    parts = _launch_partials(can)
+    bi, bf = _new_stats_arrays(can.channels, can.stream)
+    grid, threads = _per_channel_grid(can.channels)
+    # merge=False: the state arguments are not touched, any arrays of the right type do
+    kk.finalize[grid, threads, can.stream](policy, *parts, bi, bf, False, bi, bf)
+    return DeviceStats(bi, bf, can.stream)
+
+
+def merge(state: DeviceStats | None, batch: DeviceStats) -> DeviceStats:
+    """Merge ``batch`` into ``state`` on the device (``state`` None: ``batch`` itself)."""
+    if state is None:
+        return batch
+    state.follow(batch.stream)
+    grid, threads = _per_channel_grid(state.num_channels)
+    kk.merge_state[grid, threads, state.stream](state.ints, state.floats, batch.ints,
+                                                batch.floats)
+    return state
+
+
+# --------------------------------------------------------------------------- affine
+class DeviceParams:
+    """The per-channel ``[a, s, b]`` of the affine map on the device (float64 (3, C))."""
+
+    def __init__(self, a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0):
+        self.packed = cuda.to_device(np.stack([a, s, b]).astype(np.float64), stream=stream)
+
+
+def prepare_params(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> DeviceParams:
+    return DeviceParams(a, s, b)
+
+
+def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
+    """``(user array, device array)``; ``out=None`` allocates one of the input's kind."""
+    if out is None:
+        if can.kind == "numpy":
+            dev = cuda.device_array(can.shape, dtype)
+            return None, dev
+        return empty_like_input(can, dtype)
+    target, dev = user_out(out, can, what)
+    shape = tuple(int(n) for n in dev.shape)
+    if shape != can.shape:
+        raise ValueError(f"out must have the shape of {what} {can.shape}, got {shape}")
+    dt = np.dtype(dev.dtype)
+    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
+        raise ValueError(f"out must have a float16/32/64 dtype, got {dt}")
+    return target, dev
+
+
+def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
+    """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
+    x = can.checked_view()
+    o = _out_view(can, out_dev)
+    tmp = None
+    if overlaps(can.dev, out_dev):  # a partial overlap: write through a temporary
+        tmp = cuda.device_array(can.shape, np.dtype(out_dev.dtype), stream=can.stream)
+        o = _out_view(can, tmp)
+    cfg = config()
+    if can.channels_last:
+        lanes = min(can.channels, cfg.threads)
+        tiles = -(-can.channels // lanes)
+        nparts = _nparts(can.outer * lanes, tiles, cfg)
+        kk.affine_cl[tiles * nparts, cfg.threads, can.stream](x, params.packed, o, nparts,
+                                                              lanes)
+    else:
+        span = cfg.threads * 8
+        bpr = -(-can.inner // span)
+        kk.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
+            x, params.packed, o, bpr, span)
+    if tmp is not None:
+        _copy_device(tmp, out_dev, can)
+
+
+def _out_view(can: DeviceInput, dev):
+    from .cuda_arrays import reshaped
+
+    shape = (can.outer, can.channels) if can.channels_last else (
+        can.outer, can.channels, can.inner)
+    v = reshaped(dev, shape)
+    if v is None:
+        raise ValueError("out cannot be seen as (outer, channel, inner) without a copy; "
+                         "pass a contiguous device array")
+    return v
+
+
+def _copy_device(src, dst, can: DeviceInput) -> None:
+    """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1)."""
+    ident = DeviceParams(np.zeros(can.channels), np.ones(can.channels), np.zeros(can.channels))
+    staged = DeviceInput(src, src, "numba", can.stream, can.axis, can.outer, can.channels,
+                         can.inner)
+    affine(staged, ident, dst)
+
+
+def result(target, out_dev, can: DeviceInput):
+    """What the user gets back: the output of the input's kind (numpy for numpy input)."""
+    if can.kind != "numpy":
+        return target
+    host = out_dev.copy_to_host(stream=can.stream)
+    _sync(can.stream)
+    if target is None:
+        return host
+    target[...] = host
+    return target
+
+
+# ------------------------------------------------------------------------ batchnorm
+def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.ndarray,
+                    running, factor: float, out_dev) -> None:
+    """Training-mode forward on the device: statistics, parameters, running update, map.
+
+    ``running`` is a float64 (2, C) device array [running_mean, running_var], updated in
+    place, or None when the running statistics are not tracked.
+    """
+    nchan = can.channels
+    parts = _launch_partials(can)
+    params = _workspace(("bn", nchan, id(can.stream)),
+                        lambda: DeviceParams(np.zeros(nchan), np.ones(nchan), np.zeros(nchan),
+                                             can.stream))
+    wb = cuda.to_device(np.stack([weight, bias]).astype(np.float64), stream=can.stream)
+    update = running is not None
+    grid, threads = _per_channel_grid(nchan)
+    kk.finalize_bn[grid, threads, can.stream](
+        *parts, float(eps), wb, params.packed, update, float(factor),
+        running if update else params.packed)
+    affine(can, params, out_dev)
+
+
+def to_device(host: np.ndarray, stream=0):
+    return cuda.to_device(np.ascontiguousarray(host), stream=stream)
+
+
+def to_host(dev, stream=0) -> np.ndarray:
+    host = dev.copy_to_host(stream=stream)
+    _sync(stream)
+    return host

@@ -1,0 +1,200 @@
+"""Device arrays in and out: Numba device arrays, CuPy arrays, torch CUDA tensors.
+
+Inputs are wrapped, without a copy, as Numba device arrays through
+``__cuda_array_interface__`` (Numba's own device arrays, which under the simulator
+have no such attribute, are taken as they are). The wrapper remembers the input's
+kind and stream, so that outputs are allocated as the same kind of array and the
+kernels run on the stream the input library uses. A numpy input (``backend="cuda"``
+with host data) is copied to the device, and results are copied back to numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+from numba.core import config
+
+from .._layout import check_dtype, normalize_axis
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+_streams: dict[int, object] = {}  # external streams by handle, created once
+
+
+def is_numba_device_array(x) -> bool:
+    return bool(getattr(type(x), "__cuda_ndarray__", False))
+
+
+def _kind(x) -> str:
+    if is_numba_device_array(x):
+        return "numba"
+    module = type(x).__module__.split(".")[0]
+    return module if module in ("torch", "cupy") else "cai"
+
+
+def _stream_of(desc: dict):
+    handle = desc.get("stream")
+    if handle is None or SIMULATOR:
+        return 0
+    stream = _streams.get(handle)
+    if stream is None:
+        stream = _streams[handle] = cuda.external_stream(handle)
+    return stream
+
+
+def as_device(x):
+    """``(device array, stream, kind)`` for a device input, without copying it."""
+    if is_numba_device_array(x):
+        return x, x.stream, "numba"
+    desc = x.__cuda_array_interface__
+    dev = cuda.from_cuda_array_interface(desc, owner=x, sync=False)
+    return dev, _stream_of(desc), _kind(x)
+
+
+def shape_of(dev) -> tuple[int, ...]:
+    return tuple(int(n) for n in dev.shape)
+
+
+def reshaped(dev, shape: tuple[int, ...]):
+    """A view of ``dev`` with a new shape, or None when its strides do not allow one."""
+    if SIMULATOR:
+        try:
+            return type(dev)(dev._ary.reshape(shape, copy=False), stream=dev.stream)
+        except ValueError:
+            return None
+    # Let numpy work out the strides on a stand-in array that has no data.
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, dev.dtype), shape_of(dev), dev.strides)
+    try:
+        view = probe.reshape(shape, copy=False)
+    except ValueError:
+        return None
+    return type(dev)(shape, view.strides, dev.dtype, stream=dev.stream, gpu_data=dev.gpu_data)
+
+
+class DeviceInput:
+    """A validated input on the device, seen as (outer, channels, inner) around its axis.
+
+    ``array`` is what the user passed, ``dev`` its Numba device array (for a numpy input,
+    a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy".
+    """
+
+    __slots__ = ("array", "dev", "kind", "stream", "axis", "outer", "channels", "inner",
+                 "view3")
+
+    def __init__(self, array, dev, kind, stream, axis, outer, channels, inner):
+        self.view3 = None
+        self.array = array
+        self.dev = dev
+        self.kind = kind
+        self.stream = stream
+        self.axis = axis
+        self.outer = outer
+        self.channels = channels
+        self.inner = inner
+
+    @property
+    def size(self) -> int:
+        return self.outer * self.channels * self.inner
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return shape_of(self.dev)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.dev.dtype)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.inner == 1
+
+    def view(self):
+        """The (O, C, I) view, or (M, C) when the channel axis is the last one; None
+        when the strides allow no such view."""
+        if self.view3 is None:
+            shape = (self.outer, self.channels) if self.channels_last else (
+                self.outer, self.channels, self.inner)
+            self.view3 = reshaped(self.dev, shape)
+        return self.view3
+
+    def checked_view(self):
+        v = self.view()
+        if v is None:
+            raise ValueError(
+                f"this {self.kind} device array (shape {self.shape}, strides "
+                f"{tuple(self.dev.strides)}) cannot be seen as (outer, channel, inner) "
+                "without a copy; pass a contiguous device array"
+            )
+        return v
+
+
+def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
+    """Validate ``x`` (a device array, or host data to be copied) for the CUDA kernels."""
+    if is_numba_device_array(x) or hasattr(x, "__cuda_array_interface__"):
+        dev, stream, kind = as_device(x)
+        check_dtype(np.dtype(dev.dtype), what)
+    else:
+        from .._layout import as_array
+
+        host = as_array(x, what)
+        host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
+        stream, kind = 0, "numpy"
+        dev = cuda.to_device(host)
+    shape = shape_of(dev)
+    axis = normalize_axis(channel_axis, len(shape))
+    can = DeviceInput(x, dev, kind, stream, axis, math.prod(shape[:axis]), shape[axis],
+                      math.prod(shape[axis + 1 :]))
+    if can.size and kind in ("torch", "cupy") and can.view() is None:
+        # strides that no (O, C, I) view expresses: the library's own device copy
+        y = x.contiguous() if kind == "torch" else __import__("cupy").ascontiguousarray(x)
+        can.dev = as_device(y)[0]
+        can.view3 = None
+    return can
+
+
+def empty_like_input(can: DeviceInput, dtype: np.dtype):
+    """``(user array, device array)``: a new output of the input's kind and shape."""
+    shape = can.shape
+    if can.kind == "torch":
+        import torch
+
+        dt = {2: torch.float16, 4: torch.float32, 8: torch.float64}[dtype.itemsize]
+        out = torch.empty(shape, dtype=dt, device=can.array.device)
+        return out, as_device(out)[0]
+    if can.kind == "cupy":
+        import cupy
+
+        out = cupy.empty(shape, dtype)
+        return out, as_device(out)[0]
+    dev = cuda.device_array(shape, dtype, stream=can.stream)
+    return dev, dev
+
+
+def user_out(out, can: DeviceInput, what: str):
+    """``(user array, device array)`` for a user's ``out=`` (validated)."""
+    if can.kind == "numpy":
+        if not isinstance(out, np.ndarray):
+            raise ValueError(
+                f"out must be a numpy array for a numpy {what}, got {type(out).__name__}")
+        dev = cuda.device_array(out.shape, out.dtype.newbyteorder("="))
+        return out, dev
+    if not (is_numba_device_array(out) or hasattr(out, "__cuda_array_interface__")):
+        raise ValueError(
+            f"out must be a device array for a device {what}, got {type(out).__name__}")
+    dev = as_device(out)[0]
+    return out, dev
+
+
+def overlaps(a, b) -> bool:
+    """True when two device arrays may share memory but are not the same view."""
+    if SIMULATOR:
+        same = (a._ary.__array_interface__["data"][0] == b._ary.__array_interface__["data"][0]
+                and a._ary.strides == b._ary.strides)
+        return np.may_share_memory(a._ary, b._ary) and not same
+    pa = a.__cuda_array_interface__["data"][0]
+    pb = b.__cuda_array_interface__["data"][0]
+    if pa == pb and tuple(a.strides) == tuple(b.strides):
+        return False
+    return pa < pb + b.alloc_size and pb < pa + a.alloc_size

@@ -1,0 +1,55 @@
+"""Compile every CUDA kernel to PTX for sm_90 without a GPU, for every input dtype.
+
+Catches what the simulator cannot: code that the CUDA target does not support (the
+simulator runs kernels as Python). Needs numba-cuda, CUDA's libnvvm and NVRTC (for
+example ``pip install "nvidia-cuda-nvrtc>=13,<14"`` and ``CUDA_HOME`` pointing at a
+toolkit with nvvm). Run it without NUMBA_ENABLE_CUDASIM: about a minute.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from numba import cuda, types
+
+from nbbn.backends import cuda_kernels as kk
+
+CC = (9, 0)
+DTYPES = [types.float16, types.float32, types.float64, types.uint8, types.int8, types.uint16,
+          types.int16, types.int32, types.uint32, types.int64, types.uint64]
+
+
+def main() -> int:
+    t0 = time.perf_counter()
+    k = kk.make_kernels(256)
+    i64, f64, b1 = types.int64, types.float64, types.boolean
+    parts = (types.int64[:, :, ::1], types.float64[:, :, ::1])
+    stats = (types.int64[:, ::1], types.float64[:, ::1])
+    params = types.float64[:, ::1]
+    n = 0
+    for dt in DTYPES:
+        for layout in ("C", "A"):
+            cuda.compile_ptx(k.partial_cf.py_func, (types.Array(dt, 3, layout), i64) + parts,
+                             cc=CC)
+            cuda.compile_ptx(k.partial_cl.py_func,
+                             (types.Array(dt, 2, layout), i64, i64) + parts, cc=CC)
+            n += 2
+            for odt in (types.float16, types.float32, types.float64):
+                cuda.compile_ptx(kk.affine_cf.py_func, (types.Array(dt, 3, layout), params,
+                                 types.Array(odt, 3, layout), i64, i64), cc=CC)
+                cuda.compile_ptx(kk.affine_cl.py_func, (types.Array(dt, 2, layout), params,
+                                 types.Array(odt, 2, layout), i64, i64), cc=CC)
+                n += 2
+        print(f"{dt}: ok", flush=True)
+    cuda.compile_ptx(kk.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)
+    cuda.compile_ptx(kk.merge_state.py_func, stats + stats, cc=CC)
+    cuda.compile_ptx(kk.finalize_bn.py_func, parts + (f64, params, params, b1, f64, params),
+                     cc=CC)
+    print(f"{n + 3} kernels compiled to PTX for sm_{CC[0]}{CC[1]} in "
+          f"{time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

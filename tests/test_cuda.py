@@ -1,0 +1,324 @@
+"""The CUDA backend: device arrays in and out, state on the device, block geometry.
+
+Runs in Numba's CUDA simulator on machines without a GPU (see conftest.py), with a
+patched launch configuration so that small arrays still use several blocks per
+channel, several channel tiles and partial last blocks. Every result is compared with
+the CPU backend and with the float64 reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import HAVE_NUMBA_CUDA, SIMULATOR
+from reference import (
+    assert_close,
+    assert_output,
+    assert_stats,
+    random_array,
+    ref_normalize,
+    ref_stats,
+    stats_rtol,
+)
+
+import nbbn
+
+pytestmark = pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    from numba import cuda as nb_cuda
+
+    if not nb_cuda.is_available():
+        pytest.skip("no CUDA GPU and the simulator is off")
+    return nb_cuda
+
+
+@pytest.fixture
+def small_blocks():
+    """Blocks of 32 threads, parts of >= 16 values, at most 6 blocks: a 40-channel
+    channels-last array then needs two channel tiles (the second one partial), and a
+    few hundred values per channel several parts with a partial last block."""
+    from nbbn.backends import cuda as backend
+
+    backend.set_config(backend.LaunchConfig(threads=32, block_elements=16, max_blocks=6))
+    yield backend.config()
+    backend.set_config(None)
+
+
+GEOMETRIES = {
+    "cf_several_parts": ((3, 2, 7, 11), 1),  # 231 values per channel, 3 parts of 77
+    "cf_one_row": ((1, 3, 100), 1),  # a single (C, L) image: parts split one row
+    "cf_channel_axis0": ((2, 5, 9), 0),  # O = 1, long inner rows
+    "cl_partial_tile": ((50, 40), -1),  # 40 channels > 32 threads: two tiles
+    "cl_small_c": ((3, 29, 3), -1),  # C = 3: 10 rows per block step, partial last step
+    "cl_middle_axis": ((7, 4, 1), 1),  # inner = 1: the channels-last kernel
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint8", "int16", "int64"])
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_stats_geometries(geometry, dtype, cuda, small_blocks, rng):
+    shape, axis = GEOMETRIES[geometry]
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    gpu = nbbn.channel_stats(cuda.to_device(x), axis)
+    assert_stats(gpu, ref_stats(x, axis), stats_rtol(dtype))
+    cpu = nbbn.channel_stats(x, axis, backend="cpu")
+    np.testing.assert_array_equal(gpu.count, cpu.count)
+    np.testing.assert_array_equal(gpu.min, cpu.min)
+    np.testing.assert_array_equal(gpu.max, cpu.max)
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_normalizer_geometries(geometry, cuda, small_blocks, rng):
+    shape, axis = GEOMETRIES[geometry]
+    x = random_array(rng, shape, "float32", channel_axis=axis)
+    c = shape[axis]
+    mean, var = rng.normal(size=c), rng.uniform(0.5, 2.0, c)
+    w, b = rng.normal(size=c), rng.normal(size=c)
+    norm = nbbn.Normalizer(mean, var, weight=w, bias=b, channel_axis=axis)
+    y = norm(cuda.to_device(x))
+    assert nbbn.backends.is_device_array(y)
+    assert_output(y.copy_to_host(), ref_normalize(x, mean, var, w, b, channel_axis=axis))
+    back = norm.inverse(y).copy_to_host()
+    assert_close(back, x, rtol=1e-5, atol=1e-5, name="inverse")
+
+
+def test_accuracy_large_mean(cuda, small_blocks, rng):
+    """float32 data with mean = 1e4 x std: variance within 1e-6 of float64 on the same
+    values (the per-thread shift keeps the cancellation bounded)."""
+    x = (1e4 + rng.normal(size=(4, 3, 300))).astype(np.float32)
+    rs = nbbn.channel_stats(cuda.to_device(x))
+    ref = ref_stats(x, 1)
+    assert_close(rs.var, ref.var, rtol=1e-6, name="var")
+    assert_close(rs.mean, ref.mean, rtol=1e-12, name="mean")
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_nan_inf_like_cpu(nan_policy, cuda, small_blocks, rng):
+    x = rng.normal(size=(6, 5, 40))
+    x[1, 0, 3] = np.nan  # channel 0: a NaN
+    x[2, 1, 5] = np.inf  # channel 1: +inf
+    x[3, 2, 7], x[4, 2, 9] = np.inf, -np.inf  # channel 2: both signs
+    x[:, 3, :] = np.nan  # channel 3: nothing but NaN
+    x[0, 4, 0] = -np.inf  # channel 4: -inf and a NaN
+    x[5, 4, 39] = np.nan
+    gpu = nbbn.channel_stats(cuda.to_device(x), nan_policy=nan_policy)
+    cpu = nbbn.channel_stats(x, nan_policy=nan_policy, backend="cpu")
+    for name in ("count", "nan_count", "mean", "var", "min", "max"):
+        np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=1e-12,
+                                   equal_nan=True, err_msg=name)
+
+
+def test_nan_policy_raise_leaves_state(cuda, rng):
+    rs = nbbn.RunningStats(nan_policy="raise")
+    good = rng.normal(size=(4, 3, 5))
+    rs.update(cuda.to_device(good))
+    bad = good.copy()
+    bad[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="nan_policy='raise'"):
+        rs.update(cuda.to_device(bad))
+    assert_stats(rs, ref_stats(good), 1e-12)
+
+
+def test_state_stays_on_device_and_moves(cuda, small_blocks, rng):
+    from nbbn.backends import cuda as backend
+
+    batches = [rng.normal(size=(3, 4, 30)) for _ in range(4)]
+    rs = nbbn.RunningStats()
+    rs.update(cuda.to_device(batches[0]))
+    rs.update(cuda.to_device(batches[1]))
+    assert isinstance(rs._state, backend.DeviceStats)
+    assert rs.num_channels == 4
+    rs.update(batches[2])  # a numpy batch: the CPU backend, the state comes to the host
+    assert not isinstance(rs._state, backend.DeviceStats)
+    rs.update(cuda.to_device(batches[3]))  # and back to the device
+    assert isinstance(rs._state, backend.DeviceStats)
+    assert_stats(rs, ref_stats(np.concatenate(batches)), 1e-12)
+    cpu = nbbn.RunningStats(backend="cpu")
+    for b in batches:
+        cpu.update(b)
+    merged = rs + cpu  # merge, save, to_dict work from device state too
+    assert_stats(merged, ref_stats(np.concatenate(batches * 2)), 1e-12)
+    d = rs.to_dict()
+    np.testing.assert_array_equal(d["count"], cpu.count)
+
+
+def test_numpy_input_with_backend_cuda_returns_numpy(cuda, rng):
+    x = rng.normal(size=(4, 3, 6)).astype(np.float32)
+    rs = nbbn.channel_stats(x, backend="cuda")
+    assert_stats(rs, ref_stats(x), 1e-6)
+    y = nbbn.normalize(x, rs.mean, rs.var, backend="cuda")
+    assert type(y) is np.ndarray and y.dtype == np.float32
+    assert_output(y, ref_normalize(x, rs.mean, rs.var))
+    out = np.empty_like(x)
+    assert nbbn.normalize(x, rs.mean, rs.var, out=out, backend="cuda") is out
+    assert_output(out, ref_normalize(x, rs.mean, rs.var))
+
+
+def test_out_device_array_and_in_place(cuda, rng):
+    x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    mean, var = rng.normal(size=3), rng.uniform(1, 2, 3)
+    ref = ref_normalize(x, mean, var)
+    d = cuda.to_device(x)
+    out = cuda.device_array(x.shape, np.float64)
+    assert nbbn.normalize(d, mean, var, out=out) is out
+    assert_output(out.copy_to_host().astype(np.float32), ref)
+    assert nbbn.normalize(d, mean, var, out=d) is d  # in place
+    assert_output(d.copy_to_host(), ref)
+    with pytest.raises(ValueError, match="device array"):
+        nbbn.normalize(cuda.to_device(x), mean, var, out=np.empty_like(x))
+    with pytest.raises(ValueError, match="shape"):
+        nbbn.normalize(cuda.to_device(x), mean, var, out=cuda.device_array((2, 3), np.float32))
+
+
+def test_uint8_output_is_float32(cuda, rng):
+    x = rng.integers(0, 256, size=(3, 3, 8), dtype=np.uint8)
+    rs = nbbn.channel_stats(cuda.to_device(x))
+    y = rs.to_normalizer()(cuda.to_device(x))
+    assert np.dtype(y.dtype) == np.float32
+    assert_output(y.copy_to_host(), ref_normalize(x, rs.mean, rs.var))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_batchnorm_like_cpu(momentum, axis, cuda, small_blocks, rng):
+    shape = (6, 3, 10) if axis == 1 else (6, 10, 3)
+    gpu = nbbn.BatchNorm(3, momentum=momentum, channel_axis=axis)
+    cpu = nbbn.BatchNorm(3, momentum=momentum, channel_axis=axis, backend="cpu")
+    gpu.weight[:] = cpu.weight[:] = rng.normal(size=3)
+    for step in range(3):
+        x = (rng.normal(size=shape) * (step + 1) + step).astype(np.float32)
+        y = gpu(cuda.to_device(x))
+        assert_close(y.copy_to_host(), cpu(x), rtol=1e-5, atol=1e-5, name="train output")
+    assert gpu.num_batches_tracked == cpu.num_batches_tracked == 3
+    assert_close(gpu.running_mean, cpu.running_mean, rtol=1e-12, name="running_mean")
+    assert_close(gpu.running_var, cpu.running_var, rtol=1e-12, name="running_var")
+    gpu.eval()
+    cpu.eval()
+    x = rng.normal(size=shape).astype(np.float32)
+    assert_close(gpu(cuda.to_device(x)).copy_to_host(), cpu(x), rtol=1e-6, atol=1e-6,
+                 name="eval output")
+
+
+def test_batchnorm_untracked_and_buffers_round_trip(cuda, rng):
+    bn = nbbn.BatchNorm(2, track_running_stats=False)
+    x = rng.normal(size=(5, 2, 4)).astype(np.float32)
+    y = bn(cuda.to_device(x)).copy_to_host()
+    ref = nbbn.BatchNorm(2, track_running_stats=False, backend="cpu")(x)
+    assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    tracked = nbbn.BatchNorm(2)
+    tracked(cuda.to_device(x))
+    tracked.running_mean[:] = 0.0  # the host copy is the one the user edits
+    tracked.running_var = np.full(2, 4.0)
+    d = tracked.state_dict()
+    np.testing.assert_array_equal(d["running_mean"], np.zeros(2))
+    np.testing.assert_array_equal(d["running_var"], np.full(2, 4.0))
+
+
+def test_bad_input_leaves_state(cuda, rng):
+    rs = nbbn.RunningStats()
+    x = rng.normal(size=(4, 3, 5))
+    rs.update(cuda.to_device(x))
+    before = rs.to_dict()
+    with pytest.raises(ValueError, match="channels"):
+        rs.update(cuda.to_device(rng.normal(size=(4, 2, 5))))
+    with pytest.raises(TypeError, match="dtype"):
+        rs.update(cuda.to_device(np.zeros((4, 3, 5), np.complex64)))
+    # every other element of the last axis: the inner axes (4, 3) do not merge
+    strided = cuda.to_device(rng.normal(size=(4, 3, 4, 5)))[:, :, :, ::2]
+    with pytest.raises(ValueError, match="without a copy"):
+        rs.update(strided)
+    after = rs.to_dict()
+    for key in ("count", "mean", "m2", "min", "max"):
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_strided_device_view(cuda, rng):
+    """A sliced device array whose strides still give an (O, C, I) view."""
+    x = rng.normal(size=(6, 3, 8))
+    d = cuda.to_device(x)[::2]
+    assert_stats(nbbn.channel_stats(d), ref_stats(x[::2]), 1e-12)
+
+
+def test_empty_batch(cuda):
+    rs = nbbn.RunningStats()
+    rs.update(cuda.to_device(np.zeros((0, 3, 4), np.float32)))
+    assert rs.num_channels is None
+    y = nbbn.normalize(cuda.to_device(np.zeros((0, 3), np.float32)), np.zeros(3), np.ones(3))
+    assert tuple(y.shape) == (0, 3)
+
+
+def test_cuda_unavailable_messages(monkeypatch):
+    from nbbn import backends
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(nbbn.BackendUnavailableError, match="numba-cuda"):
+        nbbn.channel_stats(np.zeros((2, 3)), backend="cuda")
+    monkeypatch.undo()
+    from numba import cuda as nb_cuda
+    from numba.core import config
+
+    monkeypatch.setattr(config, "ENABLE_CUDASIM", False)
+    monkeypatch.setattr(nb_cuda, "is_available", lambda: False)
+    with pytest.raises(nbbn.BackendUnavailableError, match="no usable GPU"):
+        backends.resolve("cuda")
+
+
+def test_import_does_not_import_numba_cuda():
+    code = ("import sys, numpy as np, nbbn; nbbn.channel_stats(np.ones((2, 3)));"
+            "nbbn.normalize(np.ones((2, 3)), np.zeros(3), np.ones(3));"
+            "assert 'numba.cuda' not in sys.modules, 'numba.cuda imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(SIMULATOR, reason="torch and CuPy device arrays need a real GPU")
+@pytest.mark.parametrize("library", ["torch", "cupy"])
+def test_library_round_trip(library, cuda, rng):
+    lib = pytest.importorskip(library)
+    x = rng.normal(size=(4, 3, 5, 5)).astype(np.float32)
+    if library == "torch":
+        if not lib.cuda.is_available():
+            pytest.skip("torch has no CUDA")
+        d = lib.from_numpy(x).cuda()
+
+        def host(a):
+            return a.cpu().numpy()
+
+        kind = lib.Tensor
+    else:
+        d = lib.asarray(x)
+        host = lib.asnumpy
+        kind = lib.ndarray
+    rs = nbbn.channel_stats(d)
+    assert_stats(rs, ref_stats(x), 1e-6)
+    y = rs.to_normalizer()(d)
+    assert isinstance(y, kind)
+    assert_output(host(y), ref_normalize(x, rs.mean, rs.var))
+    bn = nbbn.BatchNorm(3)
+    assert isinstance(bn(d), kind)
+
+
+def test_backend_cpu_refuses_device_array(cuda):
+    d = cuda.to_device(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match="GPU array"):
+        nbbn.channel_stats(d, backend="cpu")
+    with pytest.raises(TypeError, match="GPU array"):
+        nbbn.normalize(d, np.zeros(3), np.ones(3), backend="cpu")
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_outlier_first_value_per_thread(axis, cuda, small_blocks, rng):
+    """Each thread's shift is its first value; make those values outliers 1e6 std away
+    (on a mean of 5e4) and check the bounded cancellation keeps float64 accuracy."""
+    x = 5e4 + rng.standard_normal((8, 3, 96))
+    x[:, :, :32] += 1e6  # with 32 threads per block, every thread's first value
+    if axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    rs = nbbn.channel_stats(cuda.to_device(x), axis)
+    assert_stats(rs, ref_stats(x, axis), 1e-12)
