@@ -8,6 +8,7 @@ from __future__ import annotations
 from .backends import BackendUnavailableError
 from .batchnorm import BatchNorm
 from .normalizer import Normalizer, normalize
+from .pipeline import fit, transform
 from .running_stats import RunningStats, channel_stats
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __all__ = [
     "Normalizer",
     "RunningStats",
     "channel_stats",
+    "fit",
     "normalize",
+    "transform",
     "__version__",
 ]

@@ -18,22 +18,43 @@ __all__ = ["main", "build_parser"]
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="stream a synthetic NCHW dataset through RunningStats; BatchNorm2d walk-through",
+        help="fit a synthetic uint8 image dataset on disk; table, plot, BatchNorm2d walk-through",
         description=(
-            "Stream a synthetic float32 NCHW image dataset, generated batch by batch, through "
-            "nbbn.RunningStats; print the per-channel statistics, the largest relative error "
-            "against a float64 two-pass reference and the throughput of the update calls. Then "
+            "Write a synthetic image-like uint8 dataset (.npy shards, a few hundred MB) to a "
+            "temporary folder, fit it with nbbn.fit (progress bar, checkpoint), print the "
+            "per-channel table and the largest relative error against a float64 reference "
+            "computed independently, write a plot of the statistics, remove the folder, then "
             "reproduce the classic PyTorch BatchNorm2d(3) walk-through on a (4, 3, 2, 2) batch."
         ),
     )
     p.add_argument(
         "--size-mb",
         type=float,
-        default=400.0,
+        default=300.0,
         metavar="MB",
         help="approximate size of the synthetic dataset in MB (default: %(default)s)",
     )
+    p.add_argument(
+        "--layout",
+        choices=["nchw", "nhwc"],
+        default="nchw",
+        help="layout of the shards, channel axis 1 or -1 (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        default="nbbn-demo-stats.png",
+        help="where to write the plot of the statistics (default: %(default)s)",
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        default=None,
+        help="folder in which the temporary dataset folder is made (default: the system's)",
+    )
     p.add_argument(
         "--no-torch", action="store_true", help="do not import torch for the walk-through"
     )
@@ -41,18 +62,235 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    error = None
     if not args.size_mb > 0:
-        print("nbbn demo: --size-mb must be positive", file=sys.stderr)
+        error = f"--size-mb must be positive, got {args.size_mb:g}"
+    elif args.workdir is not None and not Path(args.workdir).is_dir():
+        error = f"--workdir {args.workdir}: no such folder"
+    elif not args.no_plot and not Path(args.plot).resolve().parent.is_dir():
+        error = f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist"
+    if error:
+        print(f"nbbn demo: error: {error}", file=sys.stderr)
         return 2
     from .demo import run_demo
 
-    result = run_demo(
-        total_bytes=int(args.size_mb * 1e6),
-        seed=args.seed,
-        use_torch=not args.no_torch,
-        file=sys.stdout,
-    )
+    try:
+        result = run_demo(
+            args.size_mb,
+            seed=args.seed,
+            layout=args.layout,
+            plot=None if args.no_plot else args.plot,
+            progress=not args.no_progress,
+            workdir=args.workdir,
+            use_torch=not args.no_torch,
+            file=sys.stdout,
+        )
+    except KeyboardInterrupt:  # the fit's checkpoint went with the temporary folder:
+        raise KeyboardInterrupt from None  # nothing to resume, just "interrupted"
+    except OSError as exc:  # e.g. no space left for the dataset in the temporary folder
+        if getattr(args, "debug", False):
+            raise
+        print(f"nbbn demo: error: {exc} (try --workdir DIR or a smaller --size-mb)",
+              file=sys.stderr)
+        return 2
     return 0 if result["ok"] else 1
+
+
+# -------------------------------------------------------------------------- info
+def _load_stats(path: str):
+    """``RunningStats.load(path)``; a missing file is a ValueError that says what was expected.
+
+    Errors propagate to ``main``, which prints them as one line (exit status 2) or, with
+    ``--debug``, with the traceback.
+    """
+    from .running_stats import RunningStats
+
+    try:
+        return RunningStats.load(path)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path}: no such file (expected a statistics .npz written by `nbbn fit -o`)"
+        ) from None
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="print a statistics file: per-channel table and mean=[...], std=[...] lists",
+        description=(
+            "Print the per-channel count, mean, std, min and max of a statistics file "
+            "written by `nbbn fit -o` or RunningStats.save, its format version, and "
+            "ready-to-paste mean=[...], std=[...] lists for torchvision.transforms.Normalize "
+            "(also divided by 255 when the values look like 8-bit pixels)."
+        ),
+    )
+    p.add_argument("stats", metavar="STATS", help="statistics file (.npz)")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    stats = _load_stats(args.stats)
+    from .info import describe, file_version
+
+    print(describe(stats, args.stats, version=file_version(args.stats)))
+    return 0
+
+
+# -------------------------------------------------------------------------- plot
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw a statistics file as a PNG (needs matplotlib: pip install 'nbbn[plot]')",
+        description=(
+            "Draw the per-channel mean with +-std error bars and min/max markers, and the "
+            "std per channel, of a statistics file as a PNG (many channels: lines and a "
+            "shaded band). Needs matplotlib: pip install 'nbbn[plot]'."
+        ),
+    )
+    p.add_argument("stats", metavar="STATS", help="statistics file (.npz)")
+    p.add_argument(
+        "-o", "--output", metavar="PNG", default=None,
+        help="the PNG to write (default: STATS with the suffix .png)",
+    )
+    p.add_argument("--title", default=None, help="figure title (default: channels and counts)")
+    p.add_argument("--dpi", type=int, default=120, help="resolution (default: %(default)s)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.output) if args.output else Path(args.stats).with_suffix(".png")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the folder {out.parent} does not exist")
+    if args.dpi < 10:
+        raise ValueError(f"--dpi must be at least 10, got {args.dpi}")
+    stats = _load_stats(args.stats)
+    from .plot import plot_stats
+
+    plot_stats(stats, out, title=args.title, dpi=args.dpi)  # ImportError: no matplotlib
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="per-channel statistics of a whole dataset (.npy, .npz, folder of shards, zarr, h5)",
+        description=(
+            "Read SOURCE in batches along axis 0 (constant memory, a reader thread overlapping "
+            "reading and computing) and print its per-channel count, mean, std, min and max. "
+            "SOURCE is a .npy file (memory-mapped), a .npz file (--key names the array), a "
+            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset. With "
+            "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
+            "result is bit for bit that of an uninterrupted fit."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="the data: path, folder or glob")
+    p.add_argument("--channel-axis", type=int, default=1, metavar="AXIS",
+                   help="the channel axis (not 0, the batch axis; default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="ROWS",
+                   help="rows per batch (default: about 64 MB per batch)")
+    p.add_argument("--nan-policy", choices=["propagate", "omit", "raise"], default="propagate",
+                   help="what NaNs do (default: %(default)s)")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="keep the progress in this file (atomic writes every few seconds)")
+    p.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
+                   help="seconds between checkpoint writes (default: 5; 0: every batch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint (starts over if the file does not exist)")
+    p.add_argument("--key", default=None, metavar="NAME",
+                   help="the array in a .npz/HDF5 file or zarr group")
+    p.add_argument("-o", "--output", metavar="STATS", default=None,
+                   help="write the statistics to this .npz file (read by `nbbn info`)")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="how to print the statistics (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline import CHECKPOINT_INTERVAL_S, fit
+    from .report import format_json, format_table
+
+    if args.resume and args.checkpoint is None:
+        raise ValueError("--resume needs --checkpoint PATH (the file to continue from)")
+    if args.output is not None and not Path(args.output).resolve().parent.is_dir():
+        # checked before the fit, not after hours of it
+        raise FileNotFoundError(f"-o {args.output}: the folder {Path(args.output).parent} "
+                                "does not exist")
+    interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
+                else args.checkpoint_interval)
+    stats = fit(args.source, args.channel_axis, batch_size=args.batch_size,
+                nan_policy=args.nan_policy, progress=not args.no_progress,
+                checkpoint=args.checkpoint, resume=args.resume, key=args.key,
+                checkpoint_interval=interval)
+    if args.output is not None:
+        stats.save(args.output)
+        print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
+    text = format_json(stats) if args.format == "json" else format_table(stats)
+    print(text.rstrip("\n"))
+    return 0
+
+
+# --------------------------------------------------------------------- transform
+def _add_transform(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transform",
+        help="normalize a whole dataset with fitted statistics into a .npy or .zarr",
+        description=(
+            "Write (x - mean) / sqrt(var + eps) per channel for every row of SOURCE to OUT "
+            "(.npy, written to a temporary file and renamed when complete, or .zarr), batch "
+            "by batch in constant memory. SOURCE is read as by `nbbn fit`; OUT must not be "
+            "SOURCE."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="the data: path, folder or glob")
+    p.add_argument("--stats", required=True, metavar="STATS",
+                   help="statistics file written by `nbbn fit -o`")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .npy or .zarr")
+    p.add_argument("--dtype", choices=["float16", "float32", "float64"], default=None,
+                   help="output dtype (default: the input's if floating, else float32)")
+    p.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
+                   help="the channel axis (default: the one the statistics were fitted with)")
+    p.add_argument("--eps", type=float, default=1e-5,
+                   help="added to the variance (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="ROWS",
+                   help="rows per batch (default: about 64 MB per batch)")
+    p.add_argument("--key", default=None, metavar="NAME",
+                   help="the array in a .npz/HDF5 file or zarr group")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_transform)
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline import transform
+
+    stats = _load_stats(args.stats)
+    result = transform(
+        args.source,
+        stats,
+        args.output,
+        channel_axis=args.channel_axis,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        dtype=args.dtype,
+        key=args.key,
+        eps=args.eps,
+    )
+    if isinstance(result, Path):
+        import numpy as np
+
+        result = np.load(result, mmap_mode="r")
+    print(f"wrote {args.output}: shape {tuple(result.shape)}, dtype {result.dtype}")
+    return 0
 
 
 # -------------------------------------------------------------------------- bench
@@ -90,6 +328,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the compile-time / warm-start measurement in subprocesses",
     )
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
+        "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
+    )
+    p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
+                   help="size of each --pipeline case in GB (default: 4)")
+    p.add_argument("--workdir", metavar="DIR", default=None,
+                   help="folder for the --pipeline files (default: the system's temp folder)")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
+                   "against the device's bandwidth and torch (default: %(default)s)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -97,6 +348,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.pipeline:
+        import json
+
+        from .bench_pipeline import run_pipeline_bench
+
+        result = run_pipeline_bench(sys.stdout, args.quick, args.repeats,
+                                    size_gb=args.pipeline_gb, workdir=args.workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return 0
+    if args.backend == "cuda":
+        from .bench_cuda import run_cuda_bench
+
+        run_cuda_bench(quick=args.quick, repeats=args.repeats, json_path=args.json,
+                       use_torch=not args.no_torch, file=sys.stdout)
+        return 0
     from .bench import run_bench
 
     run_bench(
@@ -112,7 +380,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_bench]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
+    _add_fit,
+    _add_transform,
+    _add_info,
+    _add_plot,
+    _add_bench,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,9 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="nbbn: exact streaming per-channel statistics and BatchNorm with Numba.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of errors (also after the subcommand)")
     sub = parser.add_subparsers(title="subcommands", dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(sub)
+    for p in sub.choices.values():  # `nbbn fit --debug ...` works as well
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return parser
 
 
@@ -136,7 +416,44 @@ def _version() -> str:
         return "unknown"
 
 
+# Commands that read the user's files: their ValueError, TypeError, OSError and
+# ImportError (a missing optional extra) are user errors, reported in one line.
+_USER_DATA_COMMANDS = ("fit", "transform", "info", "plot")
+_USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: ``path: reason`` for OSErrors, the message otherwise."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        text += " (" + " ".join(str(n) for n in notes) + ")"
+    return " ".join(text.split())
+
+
+def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace, argv: list[str]) -> None:
+    """Say how far an interrupted fit got and the exact command that resumes it."""
+    import shlex
+
+    from .pipeline import FitInterrupted
+
+    cmd = args.command
+    if not isinstance(exc, FitInterrupted):
+        print(f"nbbn {cmd}: interrupted", file=sys.stderr)
+    elif exc.checkpoint is None:
+        print(f"nbbn {cmd}: interrupted after {exc.rows_done:,} rows; without --checkpoint "
+              "the fit cannot be resumed", file=sys.stderr)
+    else:
+        again = ["nbbn", *argv] + ([] if "--resume" in argv else ["--resume"])
+        print(f"nbbn {cmd}: interrupted after {exc.rows_done:,} rows; progress saved in "
+              f"{exc.checkpoint}. Resume with:\n  {shlex.join(again)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -144,11 +461,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, args, argv)
         return 130
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
+    except _USER_ERRORS as exc:
+        if args.command not in _USER_DATA_COMMANDS:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"nbbn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ class RunningStats:
         self.channel_axis = check_axis(channel_axis)
         self.nan_policy = _check_policy(nan_policy)
         self.backend = backends.check_name(backend)
-        self._state: BatchStats | None = None
+        self._state = None  # BatchStats on the host, DeviceStats (CUDA backend) on a GPU
+        self._host_cache = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ updating
@@ -78,12 +80,14 @@ class RunningStats:
         RunningStats
             ``self``, so that calls can be chained.
         """
+        backend = backends.resolve(self.backend, batch)
+        policy = POLICY_OMIT if self.nan_policy == "omit" else POLICY_PROPAGATE
+        if backend.name == "cuda":
+            return self._update_device(backend, batch, policy)
         can = canonical(batch, self.channel_axis, "batch")
         self._check_channels(can.channels, "batch")
         if can.size == 0:
             return self
-        backend = backends.resolve(self.backend, batch)
-        policy = POLICY_OMIT if self.nan_policy == "omit" else POLICY_PROPAGATE
         st = backend.batch_stats(can, policy)
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(st)
@@ -92,8 +96,48 @@ class RunningStats:
             if self._state is None:
                 self._state = st
             else:
-                merge_into(*self._state.arrays(), *st.arrays())
+                merge_into(*self._host_locked().arrays(), *st.arrays())
+            self._host_cache = None
         return self
+
+    def _update_device(self, backend, batch, policy: int) -> RunningStats:
+        """``update`` on the GPU: the state moves to (and stays on) the device."""
+        can = backend.canonical(batch, self.channel_axis, "batch")
+        self._check_channels(can.channels, "batch")
+        if can.size == 0:
+            return self
+        if self.nan_policy == "raise":
+            st = backend.batch_stats(can, policy)
+            self._raise_on_nonfinite(st.to_host())
+        with self._lock:
+            self._check_channels(can.channels, "batch")
+            state = self._state
+            if state is not None and isinstance(state, BatchStats):
+                state = backend.DeviceStats.from_host(state, can.stream)
+            if self.nan_policy == "raise":
+                self._state = backend.merge(state, st)
+            else:
+                self._state = backend.accumulate(state, can, policy)
+            self._host_cache = None
+        return self
+
+    def _host_locked(self) -> BatchStats:
+        """The state as host arrays, moving it to the host (the caller holds the lock)."""
+        st = self._state
+        if st is not None and not isinstance(st, BatchStats):
+            st = self._state = st.to_host()
+        return st
+
+    def _host(self) -> BatchStats | None:
+        """The state as host arrays for reading (a cached copy when it is on the device)."""
+        st = self._state
+        if st is None or isinstance(st, BatchStats):
+            return st
+        cached = self._host_cache
+        if cached is None or cached[0] is not st:
+            with self._lock:
+                cached = self._host_cache = (st, st.to_host())
+        return cached[1]
 
     @staticmethod
     def _raise_on_nonfinite(st: BatchStats) -> None:
@@ -118,6 +162,7 @@ class RunningStats:
         """Forget all data (``num_channels`` becomes None again)."""
         with self._lock:
             self._state = None
+            self._host_cache = None
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: RunningStats) -> RunningStats:
@@ -149,12 +194,14 @@ class RunningStats:
             if self._state is None:
                 self._state = b
             else:
-                merge_into(*self._state.arrays(), *b.arrays())
+                merge_into(*self._host_locked().arrays(), *b.arrays())
+            self._host_cache = None
         return self
 
     def _snapshot(self) -> BatchStats | None:
+        st = self._host()
         with self._lock:
-            return None if self._state is None else self._state.copy()
+            return None if st is None else st.copy()
 
     # ------------------------------------------------------------------ results
     @property
@@ -164,7 +211,7 @@ class RunningStats:
         return None if st is None else st.num_channels
 
     def _field(self, name: str) -> np.ndarray:
-        st = self._state
+        st = self._host()
         if st is None:
             return np.zeros(0, np.int64 if name in ("count", "nan", "inf") else np.float64)
         return getattr(st, name).copy()
@@ -187,7 +234,7 @@ class RunningStats:
     @property
     def mean(self) -> np.ndarray:
         """Per-channel mean (float64; NaN for channels with no values)."""
-        st = self._state
+        st = self._host()
         if st is None:
             return np.zeros(0)
         return self._masked(st.mean, st.count > 0)
@@ -197,7 +244,7 @@ class RunningStats:
 
         Channels with ``count <= ddof`` give NaN.
         """
-        st = self._state
+        st = self._host()
         if st is None:
             return np.zeros(0)
         if ddof < 0:
@@ -221,13 +268,13 @@ class RunningStats:
     @property
     def min(self) -> np.ndarray:
         """Per-channel minimum (float64; NaN for channels with no values)."""
-        st = self._state
+        st = self._host()
         return np.zeros(0) if st is None else self._masked(st.min, st.count > 0)
 
     @property
     def max(self) -> np.ndarray:
         """Per-channel maximum (float64; NaN for channels with no values)."""
-        st = self._state
+        st = self._host()
         return np.zeros(0) if st is None else self._masked(st.max, st.count > 0)
 
     def to_normalizer(self, eps: float = 1e-5, weight=None, bias=None):
@@ -312,9 +359,13 @@ class RunningStats:
     def load(cls, path, *, backend: str = "auto") -> RunningStats:
         """Read a file written by :meth:`save`; a corrupt or foreign file raises ValueError."""
         try:
-            with np.load(path, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as exc:
+            with open(path, "rb") as f:  # closed on every error (np.load leaks it on some)
+                z = np.load(f, allow_pickle=False)
+                if not isinstance(z, np.lib.npyio.NpzFile):
+                    raise ValueError("it holds one .npy array, expected an .npz archive")
+                with z:
+                    d = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise ValueError(f"{path}: not a readable nbbn statistics file ({exc})") from exc

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SIMULATOR
 from reference import assert_stats, ref_stats, stats_rtol
 
 import nbbn
-from conftest import SIMULATOR
 from nbbn.backends import cpu_stats
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import skip_large_for_simulator
 from reference import (
     ALL_DTYPES,
     LAYOUTS,
@@ -67,6 +69,7 @@ def test_channel_stats_dtype_layout(dtype, layout, backend, rng):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "uint8", "float16"])
 def test_multiblock(dtype, layout, c, backend, rng):
     shape, axis = _mb(layout, c)
+    skip_large_for_simulator(backend, math.prod(shape))
     x = random_array(rng, shape, dtype, channel_axis=axis)
     if layout == "channels_first":
         assert x.shape[-1] * x.shape[-2] > 8192
@@ -412,7 +415,7 @@ def test_to_dict_from_dict(backend, rng):
     d = rs.to_dict()
     for k, v in d.items():
         assert isinstance(v, (np.ndarray, int, float, str, type(None), np.integer)), (k, type(v))
-    rs2 = nbbn.RunningStats.from_dict(d)
+    rs2 = nbbn.RunningStats.from_dict(d, backend=backend)
     _assert_same_state(rs, rs2)
     _assert_dict_equal(rs2.to_dict(), d)
     # the restored state keeps streaming exactly like the original

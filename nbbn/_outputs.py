@@ -1,0 +1,168 @@
+"""Where :func:`nbbn.transform` writes: a ``.npy`` file, a zarr array, or an array.
+
+A writer gives, for each range of output rows, an array to normalize into
+(``view(lo, hi)``), is told when those rows are done (``written``), and at the end
+either ``commit()`` or ``abort()``. A ``.npy`` output is written to a temporary file in
+the same folder (created by ``np.lib.format.open_memmap``, then memory-mapped in
+shared mode) and renamed over the target only when complete; the written pages are
+unmapped after each batch so the resident memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import mmap
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .sources import _import_extra
+
+_TMP_SUFFIX = ".nbbn-tmp"
+
+
+class Writer:
+    """Base: ``view``, ``written``, ``commit``, ``abort`` and the ``result`` to return."""
+
+    result: object = None
+
+    def view(self, lo: int, hi: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def written(self, lo: int, hi: int, rows: np.ndarray) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class ArrayWriter(Writer):
+    """Into a numpy array (or ``np.memmap``) given by the user."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = self.result = out
+
+    def view(self, lo, hi):
+        return self.out[lo:hi]
+
+
+class NpyWriter(Writer):
+    """Into a new ``.npy`` file, through a temporary file renamed at the end."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.result = path
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
+                                        dir=path.parent)
+        os.close(fd)
+        self.f = None
+        self.mm: mmap.mmap | None = None
+        self.array: np.ndarray | None = None
+        try:
+            m = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=shape)
+            offset = int(m.offset)
+            del m
+            self.f = open(self.tmp, "r+b")  # noqa: SIM115 (closed by commit/abort)
+            if math.prod(shape):
+                self.mm = mmap.mmap(self.f.fileno(), 0)
+                self.array = np.frombuffer(self.mm, dtype, count=math.prod(shape),
+                                           offset=offset).reshape(shape)
+            else:
+                self.array = np.empty(shape, dtype)
+        except BaseException:
+            self.abort()
+            raise
+        self.offset = offset
+        self.row_bytes = dtype.itemsize * math.prod(shape[1:])
+
+    def view(self, lo, hi):
+        assert self.array is not None
+        return self.array[lo:hi]
+
+    def written(self, lo, hi, rows):
+        page = mmap.PAGESIZE
+        a = (self.offset + lo * self.row_bytes) // page * page
+        b = (self.offset + hi * self.row_bytes) // page * page
+        if b > a and self.mm is not None and hasattr(self.mm, "madvise"):
+            # shared mapping: the data stays in the page cache, only our mapping goes
+            self.mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+
+    def _close(self) -> None:
+        self.array = None
+        if self.mm is not None:
+            with contextlib.suppress(BufferError):
+                self.mm.close()
+            self.mm = None
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def commit(self):
+        if self.mm is not None:
+            self.mm.flush()
+        if self.f is not None:
+            os.fsync(self.f.fileno())
+        self._close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        self._close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+class ZarrWriter(Writer):
+    """Into a zarr array: each batch is normalized into a buffer, then assigned."""
+
+    def __init__(self, z) -> None:
+        self.z = self.result = z
+        self.buf: np.ndarray | None = None
+
+    def view(self, lo, hi):
+        shape = (hi - lo, *self.z.shape[1:])
+        if self.buf is None or self.buf.shape[0] < shape[0]:
+            self.buf = np.empty(shape, self.z.dtype)
+        return self.buf[: hi - lo]
+
+    def written(self, lo, hi, rows):
+        self.z[lo:hi] = rows
+
+
+def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -> Writer:
+    """A writer for ``out`` (a ``.npy``/``.zarr`` path, a numpy array or a zarr array)."""
+    if isinstance(out, (str, os.PathLike)):
+        path = Path(out)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{out}: the folder {path.parent} does not exist")
+        if path.suffix == ".npy":
+            return NpyWriter(path, shape, dtype)
+        if path.suffix == ".zarr":
+            zarr = _import_extra("zarr", "zarr", "writing zarr")
+            chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
+            z = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+            return ZarrWriter(z)
+        raise ValueError(f"out={out!r}: expected a path ending in .npy or .zarr")
+    if isinstance(out, np.ndarray):
+        _check_out_array(out, shape)
+        return ArrayWriter(out)
+    if type(out).__module__.startswith("zarr") and hasattr(out, "shape"):
+        _check_out_array(out, shape)
+        return ZarrWriter(out)
+    raise TypeError(f"out must be a .npy or .zarr path, a numpy array or a zarr array, "
+                    f"got {type(out).__name__}")
+
+
+def _check_out_array(out, shape: tuple[int, ...]) -> None:
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected the source's {shape}")
+    dt = np.dtype(out.dtype)
+    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
+        raise ValueError(f"out must have a float16/32/64 dtype, got {dt}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is read-only")

@@ -1,0 +1,237 @@
+"""Checkpoint files of :func:`nbbn.fit`: the statistics so far and where the fit stands.
+
+A checkpoint is an ``.npz`` file (no pickles) holding
+
+* ``format`` (``"nbbn.Checkpoint"``) and ``version`` (:data:`FORMAT_VERSION`);
+* ``stats.<field>``: the :meth:`RunningStats.to_dict` state (count, mean, M2, min, max,
+  NaN and infinity counts per channel, channel_axis, nan_policy);
+* ``meta``: a JSON text with the position (next shard and row), the source's
+  fingerprint, the fit's settings (batch size, key), the rows and bytes done and
+  whether the fit is complete;
+* ``checksum``: SHA-256 over every other entry (name, dtype, shape and bytes).
+
+It is written atomically: a temporary file in the same folder, flushed and
+``fsync``-ed, renamed over the old checkpoint with ``os.replace``, then the folder is
+``fsync``-ed; so after a crash (SIGKILL, power loss) the checkpoint is the old one or the
+new one, never a mix. Loading refuses, with a :class:`CheckpointError` that says which,
+a file that is truncated or corrupt, has a wrong checksum, is from a newer nbbn, or
+lacks fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .running_stats import RunningStats, _checksum
+
+FORMAT_NAME = "nbbn.Checkpoint"
+FORMAT_VERSION = 1
+_TMP_SUFFIX = ".nbbn-tmp"
+_META_FIELDS = ("position", "fingerprint", "settings", "rows_done", "bytes_done", "complete")
+_DELAY_ENV = "NBBN_TEST_CHECKPOINT_DELAY"  # tests: seconds to sleep before the rename
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: corrupt, truncated, too new, or for other data."""
+
+
+@dataclass
+class Checkpoint:
+    """The content of a checkpoint file.
+
+    Attributes
+    ----------
+    stats : RunningStats
+        The statistics of every row before ``position``.
+    position : dict
+        ``{"shard": int, "row": int, "name": str, "digest": str or None}``: the next row
+        to read.
+    fingerprint : dict or None
+        The source's fingerprint (None for an iterable source).
+    settings : dict
+        ``batch_size``, ``key``, ``channel_axis`` and ``nan_policy`` of the fit.
+    rows_done, bytes_done : int
+        Rows and bytes counted so far.
+    complete : bool
+        True once the whole source has been counted.
+    """
+
+    stats: RunningStats
+    position: dict
+    fingerprint: dict | None
+    settings: dict
+    rows_done: int = 0
+    bytes_done: int = 0
+    complete: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    entries: dict[str, Any] = {
+        "format": np.asarray(FORMAT_NAME),
+        "version": np.asarray(FORMAT_VERSION),
+    }
+    for k, v in ckpt.stats.to_dict().items():
+        entries[f"stats.{k}"] = np.asarray(v)
+    meta = {
+        "position": ckpt.position,
+        "fingerprint": ckpt.fingerprint,
+        "settings": ckpt.settings,
+        "rows_done": int(ckpt.rows_done),
+        "bytes_done": int(ckpt.bytes_done),
+        "complete": bool(ckpt.complete),
+        "written_unix": time.time(),
+        **ckpt.extra,
+    }
+    entries["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
+    entries["checksum"] = np.asarray(_checksum(entries))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **entries)
+            f.flush()
+            os.fsync(f.fileno())
+        delay = os.environ.get(_DELAY_ENV)
+        if delay:
+            time.sleep(float(delay))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(path) -> list[str]:
+    """Delete temporary files left by a checkpoint write that was killed; return them."""
+    path = Path(path)
+    pattern = os.path.join(glob.escape(str(path.parent)),
+                           f".{glob.escape(path.name)}.*{_TMP_SUFFIX}")
+    removed = []
+    for tmp in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+            removed.append(tmp)
+    return removed
+
+
+def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
+    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no file at ``path``.
+    CheckpointError
+        The file is truncated or corrupt (not a readable zip, wrong checksum), is not an
+        nbbn checkpoint, has a newer format version, or lacks fields.
+    """
+    where = f"checkpoint {path}"
+    with open(path, "rb") as f:  # our own handle: np.load leaks its own on some errors
+        try:
+            z = np.load(f, allow_pickle=False)
+            d = {k: z[k] for k in z.files} if hasattr(z, "files") else None
+        except Exception as exc:  # zipfile, zlib and numpy raise many kinds
+            raise CheckpointError(
+                f"{where} is truncated or corrupt and cannot be read ({type(exc).__name__}: "
+                f"{exc}); delete it to start the fit over") from exc
+    if d is None:
+        raise CheckpointError(f"{where} is a .npy array, not an nbbn checkpoint")
+    fmt = str(d.get("format", ""))
+    if fmt != FORMAT_NAME:
+        what = "a statistics file" if fmt == "nbbn.RunningStats" else "not an nbbn checkpoint"
+        raise CheckpointError(f"{where} is {what} (format {fmt!r}, expected {FORMAT_NAME!r})")
+    try:
+        version = int(d["version"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{where} has no valid format version") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} has format version {version}, newer than this nbbn reads "
+            f"({FORMAT_VERSION}); upgrade nbbn to resume it")
+    missing = [k for k in ("meta", "checksum") if k not in d]
+    if missing:
+        raise CheckpointError(f"{where} is missing the fields {missing}")
+    if str(d["checksum"]) != _checksum(d):
+        raise CheckpointError(
+            f"{where} is corrupt: its SHA-256 checksum does not match its content; "
+            "delete it to start the fit over")
+    try:
+        meta = json.loads(str(d["meta"]))
+    except ValueError as exc:
+        raise CheckpointError(f"{where} has unreadable metadata ({exc})") from exc
+    missing = [k for k in _META_FIELDS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{where} is missing the fields {missing}")
+    stats_d = {k[len("stats."):]: v for k, v in d.items() if k.startswith("stats.")}
+    try:
+        stats = RunningStats.from_dict(stats_d, backend=backend)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{where} holds invalid statistics: {exc}") from exc
+    pos = meta["position"]
+    if not (isinstance(pos, dict) and isinstance(pos.get("shard"), int)
+            and isinstance(pos.get("row"), int) and pos["shard"] >= 0 and pos["row"] >= 0):
+        raise CheckpointError(f"{where} has an invalid position {pos!r}")
+    return Checkpoint(stats, pos, meta["fingerprint"], meta["settings"],
+                      int(meta["rows_done"]), int(meta["bytes_done"]), bool(meta["complete"]))
+
+
+def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int) -> None:
+    """Raise CheckpointError naming the first difference in the shards already read.
+
+    Shards ``0 .. read_upto`` (the last one possibly in part) have been counted, so they
+    must be unchanged; shards after them may differ or be new, since they will be read
+    as they are now (e.g. a corrupt shard that stopped the fit, since replaced).
+    """
+    where = f"checkpoint {path}"
+    if current is not None:
+        current = json.loads(json.dumps(current))  # the types a saved fingerprint has
+    if saved is None and current is None:
+        return
+    if saved is None or current is None:
+        kinds = ("an iterable", "files or arrays")
+        was, now = kinds if saved is None else kinds[::-1]
+        raise CheckpointError(f"{where} was written for {was}, but the source is {now}")
+    if saved.get("kind") != current.get("kind"):
+        raise CheckpointError(f"{where} was written for a different kind of source "
+                              f"({saved.get('kind')} vs {current.get('kind')})")
+    a, b = saved.get("shards", []), current.get("shards", [])
+    n = min(read_upto + 1, len(a))
+    if len(b) < n:
+        raise CheckpointError(
+            f"{where} has counted {n} shards, but the source now has only {len(b)}: the data "
+            "changed (or this is another source); refusing to resume")
+    for i, (x, y) in enumerate(zip(a[:n], b[:n])):
+        for k in sorted(set(x) | set(y)):
+            if x.get(k) != y.get(k):
+                raise CheckpointError(
+                    f"{where} does not match the source: shard {i} ({y.get('name')}), already "
+                    f"counted, now has {k} {y.get(k)!r}, but the checkpoint recorded "
+                    f"{x.get(k)!r}; the data changed (or this is another source); refusing to "
+                    "resume")

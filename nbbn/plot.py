@@ -1,0 +1,134 @@
+"""``nbbn plot``: a PNG of per-channel statistics (matplotlib, optional extra ``nbbn[plot]``).
+
+matplotlib is imported on first use only, and only its object-oriented API with the Agg
+canvas is used (no pyplot, no global backend state), so plotting works on a machine
+without a display and inside other programs that use matplotlib themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MANY_CHANNELS", "PlotUnavailableError", "plot_stats"]
+
+# Up to this many channels the top panel draws one error bar per channel with every
+# channel labelled; above it, a line with a shaded +-std band and thinned tick labels.
+MANY_CHANNELS = 48
+
+
+class PlotUnavailableError(ImportError):
+    """matplotlib is not installed (install the ``nbbn[plot]`` extra)."""
+
+
+def _matplotlib():
+    """The ``Figure`` class and ``MaxNLocator``, or a clear error naming the extra."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as exc:
+        raise PlotUnavailableError(
+            "plotting needs matplotlib, which is not installed: pip install 'nbbn[plot]'"
+            f" (import failed: {exc})"
+        ) from None
+    return Figure, MaxNLocator
+
+
+def plot_stats(
+    stats,
+    path,
+    *,
+    title: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Write a PNG of the per-channel mean, standard deviation, minimum and maximum.
+
+    The top panel shows the mean of each channel with ``mean +- std`` (population
+    standard deviation) and the minimum and maximum as markers; the bottom panel shows
+    the standard deviation alone (log scale when it spans more than two decades). Up to
+    ``MANY_CHANNELS`` channels are drawn as error bars with every channel labelled, more
+    as lines with a shaded band and thinned tick labels, so 3 and 512 channels both read.
+
+    Parameters
+    ----------
+    stats : RunningStats
+        The statistics to draw (at least one channel).
+    path : str or os.PathLike
+        The PNG file to write (its folder must exist).
+    title : str, optional
+        Figure title; default: the number of channels and values per channel.
+    channel_names : sequence of str, optional
+        Tick labels of the channels (drawn when there are at most ``MANY_CHANNELS``).
+    dpi : int, default 120
+        Resolution of the PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    PlotUnavailableError
+        matplotlib is not installed.
+    ValueError
+        ``stats`` holds no channels.
+    """
+    nchan = stats.num_channels
+    if not nchan:
+        raise ValueError("the statistics hold no channels (no data was fitted): nothing to plot")
+    if channel_names is not None and len(channel_names) != nchan:
+        raise ValueError(f"channel_names has {len(channel_names)} names for {nchan} channels")
+    Figure, MaxNLocator = _matplotlib()
+    mean, std, lo, hi = stats.mean, stats.std, stats.min, stats.max
+    count = stats.count
+    ch = np.arange(nchan)
+    many = nchan > MANY_CHANNELS
+
+    width = 6.4 if not many else min(16.0, 6.4 + nchan / 80)
+    fig = Figure(figsize=(width, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+    if many:
+        top.fill_between(ch, mean - std, mean + std, color="C0", alpha=0.25, lw=0,
+                         label="mean ± std")
+        top.plot(ch, mean, color="C0", lw=1.2, label="mean")
+        top.plot(ch, lo, color="C2", lw=0.6, alpha=0.8, label="min")
+        top.plot(ch, hi, color="C3", lw=0.6, alpha=0.8, label="max")
+        bottom.plot(ch, std, color="C1", lw=1.0)
+        top.xaxis.set_major_locator(MaxNLocator(nbins=16, integer=True))
+        top.set_xlim(-0.5, nchan - 0.5)
+    else:
+        top.errorbar(ch, mean, yerr=std, fmt="o", color="C0", capsize=6 if nchan <= 8 else 3,
+                     ms=6, lw=1.5, label="mean ± std")
+        top.scatter(ch, lo, marker="v", color="C2", zorder=3, label="min")
+        top.scatter(ch, hi, marker="^", color="C3", zorder=3, label="max")
+        bottom.bar(ch, std, color="C1", width=0.6)
+        top.set_xticks(ch, None if channel_names is None else list(channel_names))
+        if nchan > 16:
+            bottom.tick_params(axis="x", labelrotation=90, labelsize=7)
+        top.set_xlim(-0.6, nchan - 0.4)
+
+    finite_std = std[np.isfinite(std) & (std > 0)]
+    if finite_std.size and finite_std.max() / finite_std.min() > 100:
+        bottom.set_yscale("log")
+    top.set_ylabel("value")
+    top.grid(True, axis="y", alpha=0.3)
+    handles = dict(zip(*reversed(top.get_legend_handles_labels())))
+    order = [k for k in ("mean ± std", "mean", "min", "max") if k in handles]
+    fig.legend([handles[k] for k in order], order, loc="outside lower center", fontsize=8,
+               ncols=4, frameon=False)
+    bottom.set_ylabel("std")
+    bottom.set_xlabel("channel")
+    bottom.grid(True, axis="y", alpha=0.3)
+    if title is None:
+        counts = np.unique(count)
+        per = f"{int(counts[0]):,} values per channel" if counts.size == 1 else (
+            f"{int(count.min()):,}-{int(count.max()):,} values per channel")
+        title = f"nbbn statistics: {nchan} channel{'s' if nchan != 1 else ''}, {per}"
+    fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path

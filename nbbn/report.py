@@ -1,0 +1,105 @@
+"""Text reports of a :class:`~nbbn.RunningStats`: the per-channel table and JSON.
+
+Used by ``nbbn fit`` and ``nbbn info``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+__all__ = ["format_json", "format_table"]
+
+_COLUMNS = ("channel", "count", "mean", "std", "min", "max")
+
+
+def _num(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.6g}"
+
+
+def format_table(stats, max_rows: int = 32) -> str:
+    """The per-channel count, mean, std (ddof=0), min and max as an aligned text table.
+
+    Parameters
+    ----------
+    stats : RunningStats
+    max_rows : int, default 32
+        With more channels than this, only the first and last ``max_rows // 2`` rows are
+        shown, followed by a summary line (ranges of the mean and std over all channels).
+
+    Returns
+    -------
+    str
+        The table, ending with a newline; "no data" when the statistics are empty.
+    """
+    n = stats.num_channels or 0
+    if n == 0:
+        return "no data: the statistics are empty\n"
+    count, mean, std = stats.count, stats.mean, stats.std
+    mn, mx, nan = stats.min, stats.max, stats.nan_count
+    show_nan = bool(nan.any())
+    if n > max_rows:
+        half = max(1, max_rows // 2)
+        shown = list(range(half)) + [-1] + list(range(n - half, n))
+    else:
+        shown = list(range(n))
+    header = [*_COLUMNS, *(("nan",) if show_nan else ())]
+    rows = []
+    for c in shown:
+        if c < 0:
+            rows.append(["..."] + [""] * (len(header) - 1))
+            continue
+        row = [str(c), str(int(count[c])), _num(mean[c]), _num(std[c]), _num(mn[c]),
+               _num(mx[c])]
+        if show_nan:
+            row.append(str(int(nan[c])))
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    if n > max_rows:
+        lines.append(_summary(n, len(shown) - 1, count, mean, std, mn, mx))
+    return "\n".join(lines) + "\n"
+
+
+def _summary(n, shown, count, mean, std, mn, mx) -> str:
+    with np.errstate(invalid="ignore"):
+        def rng(a):
+            ok = a[~np.isnan(a)]
+            return f"{_num(ok.min())} .. {_num(ok.max())}" if ok.size else "nan"
+
+        return (f"{n} channels ({n - shown} not shown): count {int(count.min())} .. "
+                f"{int(count.max())}, mean {rng(mean)}, std {rng(std)}, min {rng(mn)}, "
+                f"max {rng(mx)}")
+
+
+def _clean(a: np.ndarray) -> list:
+    """A JSON-safe list: NaN and infinities become null (JSON has no non-finite numbers)."""
+    out = []
+    for v in a.tolist():
+        out.append(None if isinstance(v, float) and not math.isfinite(v) else v)
+    return out
+
+
+def format_json(stats) -> str:
+    """The statistics as a JSON object (non-finite values as null).
+
+    Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, and per-channel lists
+    ``count``, ``mean``, ``var`` (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``.
+    """
+    d = {
+        "num_channels": stats.num_channels or 0,
+        "channel_axis": stats.channel_axis,
+        "nan_policy": stats.nan_policy,
+        "count": [int(v) for v in stats.count],
+        "mean": _clean(stats.mean),
+        "var": _clean(stats.var),
+        "std": _clean(stats.std),
+        "min": _clean(stats.min),
+        "max": _clean(stats.max),
+        "nan_count": [int(v) for v in stats.nan_count],
+    }
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
+    return "{\n" + body + "\n}"

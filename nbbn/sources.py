@@ -1,0 +1,522 @@
+"""Data sources for :func:`nbbn.fit` and :func:`nbbn.transform`: batches along axis 0.
+
+:func:`open_source` turns what the user passes into a :class:`Source`: a list of
+*shards* (one array, or one file of a sharded dataset), each read in batches of rows
+along axis 0. Every batch carries its position (shard index and row range), so a fit can
+stop after any batch and resume exactly there, and file sources have a fingerprint
+(path, size, modification time, shape and dtype of each shard) that a checkpoint
+records and a resume compares.
+
+How each kind is read:
+
+* numpy arrays (and ``np.memmap``): batches are views, nothing is copied.
+* ``.npy`` files: memory-mapped; a batch is a view of the mapping (no copy). Before a
+  batch is handed out the reader asks the kernel to read its pages ahead
+  (``posix_fadvise``), and after it has been used its pages are unmapped again
+  (``madvise(MADV_DONTNEED)``; the data stays in the page cache), so the resident
+  memory stays at about two batches whatever the file size.
+* ``.npz`` files: the member named by ``key`` is *streamed*: zip members cannot be
+  memory-mapped, so rows are read (and, for a compressed file, decompressed) in order
+  into a reused buffer, one batch at a time; the member is never read whole. A resume
+  inside a compressed member decompresses up to the resume point again. Fortran-ordered
+  members (whose rows are not contiguous) are the exception: they are read whole.
+* directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
+  the other; empty shards are skipped; every non-empty shard must have the same shape
+  after axis 0 (the row count may differ).
+* zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
+  ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
+* any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
+  batch (split into ``batch_size`` rows when one is given); ``key`` picks an element of
+  tuple or dict items (``key=0`` for the ``x`` of ``(x, y)``). CPU torch tensors become
+  numpy arrays without a copy; CUDA tensors and other device arrays are passed on
+  as they are. Items must be fresh arrays: the next item is fetched while the current
+  one is used. An iterable has no fingerprint; instead a digest of the items' shapes,
+  dtypes and first rows is kept, and a resume re-iterates it from the start, skips the
+  items already counted and refuses to continue if their digest differs (a shuffled or
+  different iterable).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._shards import (
+    ArrayShard,
+    NpyShard,
+    NpzShard,
+    Shard,
+    Slot,
+    _is_device_array,
+    _is_torch,
+    as_batch_array,
+    file_fingerprint,
+)
+
+BATCH_BYTES = 64 * 2**20
+"""Target size of one batch when ``batch_size`` is not given (64 MiB)."""
+
+SHARD_SUFFIXES = (".npy", ".npz")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
+_GLOB_CHARS = "*?["
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency needed for this kind of source is not installed."""
+
+
+def _import_extra(module: str, extra: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"reading {what} needs the {module} package, which is not installed: "
+            f"pip install 'nbbn[{extra}]'"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass
+class Position:
+    """Where a pass over a source stands: the next row to read is ``row`` of ``shard``.
+
+    ``digest`` is, for iterable sources only, the digest of the items up to and
+    including ``shard`` (see the module docstring); None otherwise.
+    """
+
+    shard: int = 0
+    row: int = 0
+    digest: str | None = None
+
+
+@dataclass
+class Batch:
+    """Rows ``start:stop`` of shard number ``shard``, as an array in ``data``."""
+
+    data: Any
+    shard: int
+    start: int
+    stop: int
+    nbytes: int
+    digest: str | None = None
+    slot: Slot | None = None
+    cleanup: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def done(self) -> None:
+        """Drop the data (and release mapped pages); call once the batch has been used."""
+        self.data = None
+        if self.cleanup is not None:
+            self.cleanup()
+            self.cleanup = None
+
+
+Acquire = Callable[[], Slot]
+
+
+# ---------------------------------------------------------------------------- source
+class Source:
+    """Shards read one after the other along axis 0 (see :func:`open_source`).
+
+    Attributes
+    ----------
+    shards : list of Shard
+    description : str
+        What the source is, for messages.
+    """
+
+    def __init__(self, shards: list[Shard], description: str, channel_axis=None) -> None:
+        self.shards = shards
+        self.description = description
+        self.row_shape, self.dtype = _common_row_shape(shards, channel_axis)
+
+    @property
+    def rows(self) -> int | None:
+        """Total rows (None when unknown, as for an iterable)."""
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def nbytes(self) -> int | None:
+        return sum(s.rows * s.row_bytes for s in self.shards)
+
+    @property
+    def row_bytes(self) -> int | None:
+        if self.row_shape is None or self.dtype is None:
+            return None
+        return math.prod(self.row_shape) * self.dtype.itemsize
+
+    def default_batch_size(self) -> int | None:
+        """Rows per batch for about :data:`BATCH_BYTES` per batch."""
+        rb = self.row_bytes
+        return max(1, BATCH_BYTES // max(1, rb)) if rb is not None else None
+
+    def shard_offsets(self) -> list[int]:
+        """The global index of each shard's first row."""
+        out, total = [], 0
+        for s in self.shards:
+            out.append(total)
+            total += s.rows
+        return out
+
+    def close(self) -> None:
+        """Close the files the shards hold open."""
+        for s in self.shards:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def fingerprint(self) -> dict | None:
+        """Per-shard identity (path, size, mtime_ns, shape, dtype) for checkpoint checks."""
+        return {"kind": type(self).__name__, "shards": [s.fingerprint() for s in self.shards]}
+
+    def batches(self, batch_size: int | None, start: Position, acquire: Acquire
+                ) -> Generator[Batch, None, None]:
+        """Yield batches of ``batch_size`` rows from ``start`` on (batches never span shards).
+
+        ``acquire()`` is called before each batch is read and blocks while the allowed
+        number of batches is in use; the slot it returns travels with the batch.
+        """
+        bs = batch_size or self.default_batch_size() or 1
+        if start.shard > len(self.shards) or (
+                start.shard < len(self.shards) and start.row > self.shards[start.shard].rows):
+            raise ValueError(f"position {start} is beyond the end of {self.description}")
+        for index in range(start.shard, len(self.shards)):
+            shard = self.shards[index]
+            row = start.row if index == start.shard else 0
+            if shard.size == 0 or row >= shard.rows:
+                continue
+            reader = shard.open()
+            try:
+                while row < shard.rows:
+                    stop = min(row + bs, shard.rows)
+                    slot = acquire()
+                    data, cleanup = reader.read(row, stop, slot)
+                    yield Batch(data, index, row, stop, (stop - row) * shard.row_bytes,
+                                slot=slot, cleanup=cleanup)
+                    row = stop
+            finally:
+                reader.close()
+
+
+class IterableSource(Source):
+    """Any iterable of arrays; items are batches (see the module docstring)."""
+
+    def __init__(self, iterable, key=None, description: str | None = None,
+                 channel_axis=None) -> None:
+        self.iterable = iterable
+        self.key = key
+        self.channel_axis = channel_axis
+        self.shards = []
+        self.description = description or f"an iterable ({type(iterable).__name__})"
+        self.row_shape, self.dtype = None, None
+
+    @property
+    def rows(self) -> int | None:
+        return None
+
+    @property
+    def nbytes(self) -> int | None:
+        return None
+
+    def default_batch_size(self) -> int | None:
+        return None
+
+    def fingerprint(self) -> dict | None:
+        return None
+
+    def batches(self, batch_size, start, acquire):
+        digest = hashlib.sha256()
+        first: tuple[int, Shard] | None = None
+        index = -1
+        for index, item in enumerate(self.iterable):
+            arr = _pick(item, self.key, index)
+            shard = ArrayShard(arr, f"item {index}")
+            _digest_item(digest, arr)
+            if index < start.shard:
+                continue
+            if (index == start.shard and start.digest is not None
+                    and digest.hexdigest() != start.digest):
+                raise ValueError(
+                    f"{self.description} does not yield the items it yielded when the "
+                    f"checkpoint was written (their shapes, dtypes or first rows differ in "
+                    f"items 0-{index}): the checkpoint cannot be resumed with it"
+                )
+            if shard.size:
+                if first is None:
+                    first = (index, shard)
+                else:
+                    _check_same_rows(first[1], shard, self.channel_axis)
+            row = start.row if index == start.shard else 0
+            bs = batch_size or shard.rows
+            hexdigest = digest.hexdigest()
+            while shard.size and row < shard.rows:
+                stop = min(row + bs, shard.rows)
+                slot = acquire()
+                data = arr if (row, stop) == (0, shard.rows) else arr[row:stop]
+                yield Batch(data, index, row, stop, (stop - row) * shard.row_bytes,
+                            digest=hexdigest, slot=slot)
+                data = None
+                row = stop
+            arr = item = None
+        if (start.shard or start.row) and index < start.shard:
+            raise ValueError(
+                f"{self.description} ended after {index + 1} items, but the checkpoint is at "
+                f"item {start.shard}: it is not the iterable the checkpoint was written for"
+            )
+
+
+def _digest_item(h, arr) -> None:
+    h.update(repr((tuple(int(n) for n in arr.shape), str(arr.dtype))).encode())
+    if isinstance(arr, np.ndarray) and arr.size:
+        h.update(np.ascontiguousarray(arr[:1]).tobytes())
+
+
+def _pick(item, key, index: int):
+    """The array in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
+    if isinstance(item, (tuple, list)):
+        if key is None:
+            raise ValueError(
+                f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
+                "elements (e.g. (x, y) from a DataLoader); pass key=0 (--key 0) to pick x")
+        item = item[int(key)]
+    elif isinstance(item, dict):
+        if key is None or key not in item:
+            raise ValueError(f"item {index} of the iterable is a dict with keys {list(item)}; "
+                             "name the array with key=...")
+        item = item[key]
+    elif key is not None:
+        raise ValueError(f"key={key!r} was given but item {index} is a {type(item).__name__}, "
+                         "not a tuple, list or dict")
+    return as_batch_array(item, f"item {index}")
+
+
+def _common_row_shape(shards: list[Shard], channel_axis) -> tuple:
+    """The shape after axis 0 shared by all non-empty shards, and their common dtype."""
+    ref: Shard | None = None
+    dtypes = []
+    for s in shards:
+        if s.size == 0:
+            continue
+        dtypes.append(s.dtype)
+        if ref is None:
+            ref = s
+        else:
+            _check_same_rows(ref, s, channel_axis)
+    if ref is None:
+        if not shards:
+            return None, None
+        s0 = shards[0]
+        return s0.row_shape, s0.dtype
+    return ref.row_shape, np.result_type(*dtypes)
+
+
+def _check_same_rows(ref: Shard, s: Shard, channel_axis) -> None:
+    if s.row_shape == ref.row_shape:
+        return
+    shape, ref_shape = (s.rows, *s.row_shape), (ref.rows, *ref.row_shape)
+    if channel_axis is not None and len(shape) == len(ref_shape):
+        ax = channel_axis % len(shape) if -len(shape) <= channel_axis < len(shape) else None
+        if ax is not None and ax > 0 and shape[ax] != ref_shape[ax]:
+            raise ValueError(
+                f"shard {s.name} has {shape[ax]} channels along channel_axis={channel_axis} "
+                f"(shape {shape}), but {ref.name} has {ref_shape[ax]} (shape {ref_shape}); "
+                "every shard must have the same channels")
+    raise ValueError(
+        f"shard {s.name} has shape {shape}, but {ref.name} has shape {ref_shape}: every shard "
+        "must have the same shape after axis 0 (only the number of rows may differ)")
+
+
+# ----------------------------------------------------------------------- open_source
+def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
+    """Describe ``source`` as a :class:`Source` (see the module docstring for the kinds).
+
+    Parameters
+    ----------
+    source : array, path, list of paths, zarr array, h5py dataset or iterable of arrays
+        A path may name a ``.npy``, ``.npz``, HDF5 (``file.h5:dataset``) file, a zarr
+        store, a directory of ``.npy``/``.npz`` shards, or a glob pattern of them.
+    key : str or int, optional
+        The array in an ``.npz`` file, an HDF5 file or a zarr group, or the element of
+        tuple/dict items of an iterable (``key=0`` for ``(x, y)`` batches).
+    channel_axis : int, optional
+        Only used to word the error when shards differ in their channel count.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist or a glob matches nothing.
+    ValueError, TypeError
+        The data cannot be read as numeric arrays, or shards do not match.
+    MissingExtraError
+        zarr or h5py is needed and not installed.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(os.fspath(source), key, channel_axis)
+    if isinstance(source, (list, tuple)) and source and all(
+            isinstance(p, (str, os.PathLike)) for p in source):
+        paths = [os.fspath(p) for p in source]
+        return Source(_file_shards(paths, key), f"{len(paths)} files", channel_axis)
+    if isinstance(source, np.ndarray) or _is_torch(source) or _is_device_array(source):
+        return Source([ArrayShard(as_batch_array(source, "source"))], "an array", channel_axis)
+    module = type(source).__module__
+    if module.startswith(("zarr", "h5py")):
+        return Source([_container_shard(source, key)], _describe_container(source),
+                      channel_axis)
+    if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
+        return Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
+    if hasattr(source, "__iter__"):
+        if isinstance(source, (bytes, dict)):
+            raise TypeError(f"cannot read batches from a {type(source).__name__}")
+        return IterableSource(source, key, channel_axis=channel_axis)
+    raise TypeError(
+        f"cannot read batches from a {type(source).__name__}: expected an array, a path "
+        "(.npy, .npz, .h5, .zarr, a folder or glob of shards), a zarr array, an h5py dataset "
+        "or an iterable of arrays")
+
+
+def _open_path(path: str, key, channel_axis) -> Source:
+    if not os.path.exists(path):
+        if any(ch in path for ch in _GLOB_CHARS):
+            paths = sorted(p for p in glob.glob(path) if p.endswith(SHARD_SUFFIXES))
+            if not paths:
+                raise FileNotFoundError(f"{path}: the pattern matches no .npy or .npz file")
+            return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
+        h5path, sep, dataset = path.rpartition(":")
+        if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
+            return Source([_hdf5_shard(h5path, dataset)], path, channel_axis)
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    p = Path(path)
+    if p.is_dir():
+        if p.suffix == ".zarr" or any((p / m).exists() for m in (".zarray", "zarr.json",
+                                                                 ".zgroup")):
+            return Source([_zarr_shard(path, key)], path, channel_axis)
+        paths = sorted(str(q) for q in p.iterdir()
+                       if q.suffix in SHARD_SUFFIXES and q.is_file())
+        if not paths:
+            raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
+        return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
+    return Source(_file_shards([path], key), path, channel_axis)
+
+
+def _file_shards(paths: list[str], key) -> list[Shard]:
+    shards: list[Shard] = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            magic = f.read(8)
+        if magic.startswith(b"\x93NUMPY"):
+            shards.append(NpyShard(path))
+        elif magic.startswith(b"PK"):
+            shards.append(NpzShard(path, None if key is None else str(key)))
+        elif magic.startswith(b"\x89HDF"):
+            shards.append(_hdf5_shard(path, key))
+        else:
+            raise ValueError(
+                f"{path}: not a .npy, .npz or HDF5 file (expected numpy's .npy/.npz format)")
+    return shards
+
+
+def _zarr_shard(path: str, key) -> Shard:
+    zarr = _import_extra("zarr", "zarr", "zarr stores")
+    node = zarr.open(path, mode="r")
+    name = path if key is None else f"{path}/{key}"
+    if not hasattr(node, "shape"):
+        node = _group_member(node, key, path)
+    files = _tree_fingerprint(path)
+    return ArrayShard(node, name, files)
+
+
+def _hdf5_shard(path: str, dataset) -> Shard:
+    h5py = _import_extra("h5py", "hdf5", "HDF5 files")
+    f = h5py.File(path, "r")
+    try:
+        node = _group_member(f, dataset, path) if dataset is not None else _only_dataset(f, path)
+        return ArrayShard(node, f"{path}:{node.name}",
+                          {**file_fingerprint(path), "dataset": node.name}, owner=f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _only_dataset(f, path: str):
+    names: list[str] = []
+    f.visititems(lambda n, obj: names.append(n) if hasattr(obj, "shape") else None)
+    if len(names) != 1:
+        raise ValueError(f"{path} holds {len(names)} datasets {names[:20]}; name one as "
+                         f"{path}:NAME or with key=...")
+    return f[names[0]]
+
+
+def _group_member(group, key, where: str):
+    if key is None:
+        members = list(group.keys())
+        raise ValueError(f"{where} is a group with members {members[:20]}; name one with key=...")
+    try:
+        node = group[str(key)]
+    except KeyError:
+        raise ValueError(f"{where} has no array {key!r}; it holds {list(group.keys())[:20]}") \
+            from None
+    if not hasattr(node, "shape"):
+        raise ValueError(f"{where}/{key} is a group, not an array")
+    return node
+
+
+def _container_shard(obj, key) -> Shard:
+    """A zarr or h5py object given directly: an array, or a group with ``key``."""
+    node = obj if hasattr(obj, "shape") else _group_member(obj, key, _describe_container(obj))
+    files = None
+    module = type(obj).__module__
+    if module.startswith("h5py"):
+        files = {**file_fingerprint(node.file.filename), "dataset": node.name}
+    elif module.startswith("zarr"):
+        root = _zarr_local_root(node)
+        if root is not None:
+            files = _tree_fingerprint(root)
+            files["array"] = str(getattr(node, "path", ""))
+    return ArrayShard(node, _describe_container(node), files)
+
+
+def _describe_container(obj) -> str:
+    name = getattr(obj, "name", None) or getattr(obj, "path", None) or ""
+    return f"{type(obj).__module__.split('.')[0]} {type(obj).__name__} {name}".strip()
+
+
+def _zarr_local_root(node) -> str | None:
+    store = getattr(node, "store", None)
+    for attr in ("root", "path", "dir_path"):
+        root = getattr(store, attr, None)
+        if root is not None and os.path.isdir(str(root)):
+            return str(root)
+    return None
+
+
+def _tree_fingerprint(root: str) -> dict:
+    """Files, total size and latest mtime under a folder (a zarr store's chunks)."""
+    count = size = newest = 0
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            st = os.stat(os.path.join(dirpath, n))
+            count += 1
+            size += st.st_size
+            newest = max(newest, st.st_mtime_ns)
+    return {"path": os.path.abspath(root), "files": count, "size": size, "mtime_ns": newest}

@@ -1,0 +1,186 @@
+"""``nbbn fit`` and ``nbbn transform`` on the command line: output, files, exit statuses.
+
+User errors print one line ``nbbn <cmd>: error: ...`` to stderr and exit with 2, without
+a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    return env
+
+
+def same_bits(a, b) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return all(np.asarray(da[k]).tobytes() == np.asarray(db[k]).tobytes() for k in da)
+
+
+@pytest.fixture
+def data_file(tmp_path, rng):
+    x = (rng.standard_normal((300, 3, 4, 4)) * 10 + 50).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path / "x.npy"
+
+
+# ----------------------------------------------------------------------------- fit
+def test_fit_prints_table_and_writes_stats(data_file, tmp_path, capsys):
+    out = tmp_path / "stats.npz"
+    assert main(["fit", str(data_file), "--batch-size", "64", "-o", str(out),
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    stats = nbbn.RunningStats.load(out)
+    assert same_bits(stats, nbbn.fit(data_file, batch_size=64, progress=False))
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["channel", "count", "mean", "std", "min", "max"]
+    for c in range(3):
+        fields = lines[1 + c].split()
+        assert int(fields[0]) == c and int(fields[1]) == 300 * 16
+        np.testing.assert_allclose(float(fields[2]), stats.mean[c], rtol=1e-5)
+        np.testing.assert_allclose(float(fields[3]), stats.std[c], rtol=1e-5)
+    assert f"wrote {out}" in captured.err
+
+
+def test_fit_json_and_options(tmp_path, rng, capsys):
+    x = rng.standard_normal((40, 5, 2))
+    x[3, 1, 0] = np.nan
+    np.savez(tmp_path / "d.npz", feats=x, labels=np.arange(40))
+    assert main(["fit", str(tmp_path / "d.npz"), "--key", "feats", "--nan-policy", "omit",
+                 "--format", "json", "--no-progress"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    stats = nbbn.fit(x, nan_policy="omit", progress=False)
+    assert d["count"] == stats.count.tolist() and d["nan_count"] == [0, 1, 0, 0, 0]
+    np.testing.assert_allclose(d["mean"], stats.mean, rtol=1e-12)
+    np.testing.assert_allclose(d["std"], stats.std, rtol=1e-12)
+
+
+def test_fit_progress_bar_shows_rows_and_rate(data_file, capsys):
+    assert main(["fit", str(data_file)]) == 0
+    err = capsys.readouterr().err
+    assert "nbbn fit" in err and "300 rows" in err and "B/s" in err
+
+
+def test_fit_channels_last_folder(tmp_path, rng, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    parts = [rng.integers(0, 256, (n, 5, 5, 3), dtype=np.uint8) for n in (4, 0, 9)]
+    for i, p in enumerate(parts):
+        np.save(d / f"{i:03d}.npy", p)
+    assert main(["fit", str(d), "--channel-axis", "-1", "--no-progress", "--format",
+                 "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["count"] == [13 * 25] * 3 and got["channel_axis"] == -1
+
+
+# ----------------------------------------------------------------------- transform
+def test_transform_writes_normalized_npy(data_file, tmp_path, capsys):
+    stats_path = tmp_path / "stats.npz"
+    assert main(["fit", str(data_file), "-o", str(stats_path), "--no-progress"]) == 0
+    out = tmp_path / "y.npy"
+    assert main(["transform", str(data_file), "--stats", str(stats_path), "-o", str(out),
+                 "--dtype", "float64", "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    stats = nbbn.RunningStats.load(stats_path)
+    x = np.load(data_file)
+    y = np.load(out)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, stats.to_normalizer()(x, out=np.empty(x.shape)))
+
+
+# ----------------------------------------------------------------------- user errors
+def user_error(argv, capsys, *match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    cmd = argv[0] if not argv[0].startswith("-") else argv[1]
+    assert len(lines) == 1 and lines[0].startswith(f"nbbn {cmd}: error: "), err
+    assert "Traceback" not in err
+    for m in match:
+        assert m in lines[0], err
+    return lines[0]
+
+
+def test_user_errors_one_line_exit_2(data_file, tmp_path, capsys, rng):
+    user_error(["fit", str(tmp_path / "missing.npy")], capsys, "missing.npy", "no such file")
+    (tmp_path / "junk.npy").write_bytes(b"\x00" * 64)
+    user_error(["fit", str(tmp_path / "junk.npy")], capsys, "junk.npy", "not a .npy")
+    user_error(["fit", str(data_file), "--channel-axis", "0"], capsys, "channel_axis=0")
+    user_error(["fit", str(data_file), "--channel-axis", "7"], capsys, "out of range")
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    user_error(["fit", str(tmp_path / "s.npy")], capsys, "string")
+    (tmp_path / "bad.ckpt").write_bytes(b"PK\x03\x04garbage")
+    user_error(["fit", str(data_file), "--checkpoint", str(tmp_path / "bad.ckpt"), "--resume",
+                "--no-progress"], capsys, "bad.ckpt", "truncated or corrupt")
+    user_error(["fit", str(data_file), "-o", str(tmp_path / "no" / "s.npz")], capsys,
+               "does not exist")
+    user_error(["fit", str(data_file), "--resume"], capsys, "--checkpoint")
+    user_error(["transform", str(data_file), "--stats", str(tmp_path / "none.npz"), "-o",
+                str(tmp_path / "y.npy")], capsys, "none.npz")
+    nbbn.fit(data_file, progress=False).save(tmp_path / "stats.npz")
+    user_error(["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"), "-o",
+                str(data_file), "--no-progress"], capsys, "own input")
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    for argv in (["--debug", "fit", str(tmp_path / "missing.npy")],
+                 ["fit", str(tmp_path / "missing.npy"), "--debug"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "FileNotFoundError" in err
+        assert err.strip().splitlines()[-1].startswith("nbbn fit: error: ")
+
+
+def test_user_error_in_a_real_process(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "nbbn", "fit", str(tmp_path / "nope.npy")],
+                         capture_output=True, text=True, env=_env(), check=False)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == f"nbbn fit: error: {tmp_path / 'nope.npy'}: no such file or folder"
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
+    """SIGINT stops the fit with exit 130 and the exact command; running it finishes."""
+    x = rng.standard_normal((20000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ck, out = tmp_path / "fit.ckpt", tmp_path / "stats.npz"
+    cmd = [sys.executable, "-m", "nbbn", "fit", str(tmp_path / "x.npy"), "--batch-size", "100",
+           "--checkpoint", str(ck), "--checkpoint-interval", "0", "-o", str(out),
+           "--no-progress"]
+    env = {**_env(), "NBBN_TEST_CHECKPOINT_DELAY": "0.01"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert "interrupted after" in stderr and "Resume with:" in stderr
+    again = shlex.split(stderr.strip().splitlines()[-1])
+    assert again[0] == "nbbn" and again[-1] == "--resume"
+    assert again[1:-1] == cmd[3:]
+    res = subprocess.run([sys.executable, "-m", "nbbn", *again[1:]], env=_env(),
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert same_bits(nbbn.RunningStats.load(out),
+                     nbbn.fit(tmp_path / "x.npy", batch_size=100, progress=False))

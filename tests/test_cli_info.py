@@ -1,0 +1,190 @@
+"""``nbbn info``: the table, the format version, the paste lists, and one-line user errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn.cli import main
+from nbbn.info import normalize_lists, paste_number
+from nbbn.running_stats import FORMAT_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lists(text: str) -> list[tuple[list[float], list[float]]]:
+    """Every ``mean=[...], std=[...]`` pair in ``text``, evaluated as Python would."""
+    pairs = []
+    for m in re.finditer(r"mean=(\[.*?\]), std=(\[.*?\])", text):
+        pairs.append(tuple(eval(g, {"float": float}) for g in m.groups()))
+    return pairs
+
+
+@pytest.fixture
+def uint8_stats(tmp_path, rng):
+    x = rng.integers(10, 250, size=(16, 3, 8, 8), dtype=np.uint8)
+    path = tmp_path / "stats.npz"
+    nbbn.channel_stats(x, channel_axis=1).save(path)
+    return path, x
+
+
+def test_info_table_version_and_lists(uint8_stats, capsys):
+    path, x = uint8_stats
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"format version {FORMAT_VERSION}" in out
+    assert "3 channels" in out and "channel_axis=1" in out and "nan_policy='propagate'" in out
+    x64 = x.astype(np.float64)
+    mean, std = x64.mean(axis=(0, 2, 3)), x64.std(axis=(0, 2, 3))
+
+    header = re.search(r"^\s*channel\s+count\s+mean\s+std\s+min\s+max\s*$", out, re.MULTILINE)
+    assert header, out
+    rows = out[header.end():].strip().splitlines()[:3]
+    for c, line in enumerate(rows):
+        ch, count, m, s, lo, hi = line.split()
+        assert (int(ch), int(count)) == (c, x[:, c].size)
+        assert math.isclose(float(m), mean[c], rel_tol=1e-5)
+        assert math.isclose(float(s), std[c], rel_tol=1e-5)
+        assert (float(lo), float(hi)) == (x[:, c].min(), x[:, c].max())
+
+    (m_plain, s_plain), (m_255, s_255) = _lists(out)  # pixel units, then / 255
+    # rounded at the 6th significant digit of the std: within 5e-6 std
+    assert np.all(np.abs(np.array(m_plain) - mean) <= 5e-6 * std)
+    np.testing.assert_allclose(s_plain, std, rtol=5e-6)
+    assert np.all(np.abs(np.array(m_255) - mean / 255) <= 5e-6 * std / 255)
+    np.testing.assert_allclose(s_255, std / 255, rtol=5e-6)
+    assert "ToTensor()" in out
+
+
+def test_info_float_data_has_no_255_lists(tmp_path, rng, capsys):
+    x = rng.standard_normal((100, 4))
+    path = tmp_path / "f.npz"
+    nbbn.channel_stats(x, channel_axis=-1).save(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert len(_lists(out)) == 1 and "ToTensor()" not in out
+    assert "channel_axis=-1" in out
+
+
+def test_info_many_channels_summarized(tmp_path, rng, capsys):
+    x = rng.standard_normal((20, 3000)) + np.arange(3000)
+    path = tmp_path / "many.npz"
+    nbbn.channel_stats(x, channel_axis=1).save(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3000 channels" in out
+    assert re.search(r"^3000 channels \(\d+ not shown\)", out, re.MULTILINE)  # summary line
+    table_lines = [ln for ln in out.splitlines() if re.match(r"^\s+\d+\s+20\s", ln)]
+    assert 2 <= len(table_lines) <= 64  # the table is shortened, the lists are complete
+    (means, stds), = _lists(out)
+    assert len(means) == len(stds) == 3000
+
+
+def test_info_nan_and_empty(tmp_path, rng, capsys):
+    x = rng.standard_normal((30, 3))
+    x[:, 1] = np.nan
+    path = tmp_path / "nan.npz"
+    nbbn.channel_stats(x, channel_axis=1, nan_policy="omit").save(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "NaNs seen: 30 in 1 channels" in out
+    (means, stds), = _lists(out)  # an empty channel pastes as float("nan")
+    assert math.isnan(means[1]) and math.isnan(stds[1]) and not math.isnan(means[0])
+
+    nbbn.RunningStats().save(tmp_path / "empty.npz")
+    assert main(["info", str(tmp_path / "empty.npz")]) == 0
+    assert "0 channels" in capsys.readouterr().out
+
+
+def test_paste_number_keeps_the_digits_that_matter():
+    assert paste_number(0.48500001, 0.229) == "0.485"
+    assert paste_number(123.675, 58.395) == "123.675"
+    # a mean of 1e4 std keeps digits down to the 6th of the std
+    assert paste_number(1000.0123456789, 0.1) == "1000.012346"
+    assert paste_number(-1000.0123456789, 0.9) == "-1000.012346"  # 0.900000
+    assert paste_number(-1000.0123456789, 1.1) == "-1000.01235"  # 1.10000
+    assert paste_number(0.001234567, 100.0) == "0.001"  # the 6th digit of 100.000
+    for v, s in [(1000.0123456789, 0.1), (3.3333333, 7.77777), (-5.0e-3, 1.0e-9)]:
+        assert abs(float(paste_number(v, s)) - v) <= 5e-6 * s
+    assert paste_number(0.0, 1.0) == "0.0"
+    assert paste_number(float("nan"), 1.0) == 'float("nan")'
+    assert paste_number(float("inf"), float("inf")) == 'float("inf")'
+    assert paste_number(2.5e-7, 2.5e-7) == "2.5e-07"
+
+
+def test_normalize_lists_divides(rng):
+    st = nbbn.channel_stats(rng.integers(0, 256, size=(50, 3), dtype=np.uint8), channel_axis=1)
+    (m, s), = _lists(normalize_lists(st, divide_by=255))
+    assert np.all(np.abs(np.array(m) - st.mean / 255) <= 5e-6 * st.std / 255)
+    np.testing.assert_allclose(s, st.std / 255, rtol=5e-6)
+
+
+def _damage(path: Path, how: str) -> None:
+    """Turn a good stats file at ``path`` into a bad one (or none)."""
+    data = path.read_bytes()
+    if how == "missing":
+        path.unlink()
+    elif how == "corrupt":  # one byte flipped in the middle
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0xFF
+        path.write_bytes(bytes(b))
+    elif how == "truncated":
+        path.write_bytes(data[:200])
+    elif how == "text":
+        path.write_text("hello")
+    elif how == "foreign-npz":
+        np.savez(path, x=np.zeros(3))
+    elif how == "directory":
+        path.unlink()
+        path.mkdir()
+
+
+@pytest.mark.parametrize(
+    "how, needle",
+    [
+        ("missing", "no such file"),
+        ("corrupt", "stats.npz"),
+        ("truncated", "not a readable nbbn statistics file"),
+        ("text", "not a readable nbbn statistics file"),
+        ("foreign-npz", "not an nbbn RunningStats file"),
+        ("directory", "not a readable nbbn statistics file"),
+    ],
+)
+def test_info_user_errors_exit_2_one_line(tmp_path, rng, capsys, how, needle):
+    path = tmp_path / "stats.npz"
+    nbbn.channel_stats(rng.standard_normal((10, 3)), 1).save(path)
+    _damage(path, how)
+    assert main(["info", str(path)]) == 2
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1, cap.err
+    assert lines[0].startswith("nbbn info: error: ") and needle in lines[0]
+    assert "Traceback" not in cap.err and cap.out == ""
+
+
+def test_info_npy_file_is_refused(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+    assert main(["info", str(tmp_path / "a.npy")]) == 2
+    assert "expected an .npz archive" in capsys.readouterr().err
+
+
+def test_info_subprocess_exit_status(tmp_path, uint8_stats):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    cmd = [sys.executable, "-m", "nbbn", "info"]
+    p = subprocess.run([*cmd, str(uint8_stats[0])], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "mean=[" in p.stdout
+    p = subprocess.run([*cmd, str(tmp_path / "nope.npz")], env=env, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "no such file" in p.stderr and p.stdout == ""

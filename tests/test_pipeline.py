@@ -1,0 +1,279 @@
+"""``nbbn.fit`` and ``nbbn.transform`` end to end: results, outputs, memory, progress."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reference import ref_normalize, ref_stats_many, stats_rtol
+
+import nbbn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fit(src, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.fit(src, **kw)
+
+
+def transform(src, stats, out, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.transform(src, stats, out, **kw)
+
+
+def same_bits(a: nbbn.RunningStats, b: nbbn.RunningStats) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return all(np.asarray(da[k]).tobytes() == np.asarray(db[k]).tobytes() for k in da)
+
+
+# ---------------------------------------------------------------------------- fit
+def test_fit_equals_updates_in_the_same_batches(tmp_path, rng):
+    """The pipeline applies exactly the batches a hand-written loop would, in order."""
+    x = (rng.standard_normal((1001, 3, 7)) * 5 + 100).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    by_hand = nbbn.RunningStats(1)
+    for i in range(0, len(x), 64):
+        by_hand.update(x[i:i + 64])
+    assert same_bits(fit(tmp_path / "x.npy", batch_size=64), by_hand)
+    ref = ref_stats_many([x])
+    stats = fit(tmp_path / "x.npy")
+    np.testing.assert_allclose(stats.mean, ref.mean, rtol=stats_rtol(x.dtype))
+    np.testing.assert_allclose(stats.var, ref.var, rtol=10 * stats_rtol(x.dtype))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_fit_nan_policy(tmp_path, rng, nan_policy):
+    x = rng.standard_normal((50, 2, 3))
+    x[7, 1, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    stats = fit(tmp_path / "x.npy", batch_size=8, nan_policy=nan_policy)
+    ref = ref_stats_many([x], 1, nan_policy)
+    np.testing.assert_array_equal(stats.count, ref.count)
+    np.testing.assert_allclose(stats.mean, ref.mean, rtol=1e-12, equal_nan=True)
+    assert stats.nan_count.tolist() == [0, 1]
+
+
+def test_fit_nan_policy_raise_names_the_rows(rng):
+    x = rng.standard_normal((30, 2))
+    x[17, 0] = np.nan
+    with pytest.raises(ValueError, match=r"rows 16-24: nan_policy='raise'"):
+        fit(x, batch_size=8, nan_policy="raise")
+
+
+def test_fit_argument_errors(rng):
+    x = rng.standard_normal((10, 3))
+    with pytest.raises(ValueError, match="axis 0 of the 2-d data"):
+        fit(x, channel_axis=0)
+    with pytest.raises(ValueError, match="out of range"):
+        fit(x, channel_axis=2)
+    with pytest.raises(ValueError, match="is 1-d"):
+        fit(np.arange(5.0), channel_axis=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(x, batch_size=0)
+    with pytest.raises(ValueError, match="nan_policy"):
+        fit(x, nan_policy="skip")
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        fit(x, resume=True)
+    with pytest.raises(TypeError, match="cannot read batches from a int"):
+        fit(3)
+
+
+def test_fit_empty_sources(tmp_path):
+    np.save(tmp_path / "e.npy", np.zeros((0, 3)))
+    assert fit(tmp_path / "e.npy").num_channels is None
+    assert fit(iter([])).num_channels is None
+
+
+def test_reader_error_reaches_the_caller_and_names_the_shard(tmp_path, rng):
+    d = tmp_path / "d"
+    d.mkdir()
+    np.save(d / "a.npy", rng.standard_normal((20, 2)))
+    np.savez_compressed(d / "b.npz", rng.standard_normal((4000, 2)))
+    data = (d / "b.npz").read_bytes()
+    (d / "b.npz").write_bytes(data[:40] + bytes(len(data) - 80) + data[-40:])  # zeroed inside
+    with pytest.raises(Exception, match=r"b\.npz"):
+        fit(d, batch_size=5)
+
+
+def test_progress_bar_on_stderr(tmp_path, capsys, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((100, 3)))
+    nbbn.fit(tmp_path / "x.npy", progress=True)
+    err = capsys.readouterr().err
+    assert "nbbn fit" in err and "100%" in err and "100 rows" in err
+
+
+def test_import_nbbn_imports_no_optional_library():
+    code = ("import sys, nbbn; print(sorted(m for m in ('tqdm', 'zarr', 'h5py', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# -------------------------------------------------------------------------- memory
+def test_memory_stays_bounded(tmp_path, rng):
+    """A file 16x the batch: numpy allocations stay at two batches (npy and npz).
+
+    An .npy batch is a view of the mapping (nothing allocated); an .npz member is read
+    into two reused batch buffers, through pieces of at most 1 MiB.
+    """
+    x = rng.standard_normal((8192, 4, 256)).astype(np.float32)  # 32 MiB
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    batch_rows = 512
+    batch_bytes = batch_rows * 4 * 256 * 4  # 2 MiB
+    for path in ("x.npy", "x.npz"):
+        fit(tmp_path / path, batch_size=8192)  # compile outside the measurement
+        tracemalloc.start()
+        try:
+            fit(tmp_path / path, batch_size=batch_rows)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 2 * batch_bytes + 2**20 + 2**18, (path, peak, batch_bytes)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_resident_memory_stays_bounded(tmp_path):
+    """The mapped pages of a .npy are released after each batch (resident set, not malloc)."""
+    code = r"""
+import sys, numpy as np, nbbn
+path = sys.argv[1]
+x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(2048, 16, 1024))
+x[:] = 1.5
+x.flush(); del x
+nbbn.fit(np.ones((4, 16, 8), np.float32), progress=False)
+def status(k):
+    for line in open("/proc/self/status"):
+        if line.startswith(k + ":"):
+            return int(line.split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS")
+nbbn.fit(path, batch_size=64, progress=False)
+print(status("VmHWM") - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.npy")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    grew = int(out.split()[-1])
+    batch = 64 * 16 * 1024 * 4  # 4 MiB; the file is 128 MiB
+    assert grew < 3 * batch + 24 * 2**20, grew
+
+
+# ----------------------------------------------------------------------- transform
+@pytest.mark.parametrize("dtype_in, dtype_out, want",
+                         [("float32", None, "float32"), ("uint8", None, "float32"),
+                          ("float64", None, "float64"), ("uint8", "float16", "float16"),
+                          ("float32", "float64", "float64")])
+def test_transform_npy_equals_normalizer(tmp_path, rng, dtype_in, dtype_out, want):
+    x = (rng.standard_normal((203, 3, 4)) * 30 + 100).clip(0, 255).astype(dtype_in)
+    np.save(tmp_path / "x.npy", x)
+    stats = fit(x)
+    out = transform(tmp_path / "x.npy", stats, tmp_path / "y.npy", batch_size=50,
+                    dtype=dtype_out)
+    assert out == tmp_path / "y.npy"
+    y = np.load(out)
+    assert y.dtype == np.dtype(want)
+    norm = stats.to_normalizer()
+    expect = norm(x, out=np.empty(x.shape, want))
+    np.testing.assert_array_equal(y, expect)
+    close = ref_normalize(x, stats.mean, stats.var).astype(want)
+    np.testing.assert_allclose(y, close, rtol=2e-3 if want == "float16" else 1e-6, atol=1e-6)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".nbbn-tmp")]
+
+
+def test_transform_shards_into_one_file_and_channels_last(tmp_path, rng):
+    parts = [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in (9, 0, 30)]
+    d = tmp_path / "d"
+    d.mkdir()
+    for i, p in enumerate(parts):
+        np.save(d / f"{i}.npy", p)
+    stats = fit(d, channel_axis=-1)
+    y = np.load(transform(d, stats, tmp_path / "y.npy", batch_size=7))
+    x = np.concatenate(parts)
+    np.testing.assert_array_equal(y, stats.to_normalizer()(x))
+
+
+def test_transform_outputs_array_zarr_and_normalizer(tmp_path, rng):
+    x = rng.standard_normal((77, 2, 5)).astype(np.float32)
+    norm = nbbn.Normalizer([1.0, -1.0], [4.0, 0.25], weight=[2.0, 1.0], bias=[0.5, 0.0])
+    out = np.empty_like(x)
+    assert transform(x, norm, out, batch_size=10) is out
+    np.testing.assert_array_equal(out, norm(x))
+    zarr = pytest.importorskip("zarr")
+    z = transform(x, norm, tmp_path / "y.zarr", batch_size=10)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "y.zarr"), mode="r")[:],
+                                  norm(x))
+    assert z.shape == x.shape
+    nbbn.channel_stats(x).save(tmp_path / "s.npz")
+    y = transform(x, str(tmp_path / "s.npz"), np.empty_like(x), eps=0.0)
+    np.testing.assert_array_equal(y, nbbn.channel_stats(x).to_normalizer(eps=0.0)(x))
+
+
+def test_transform_refuses_to_overwrite_its_input(tmp_path, rng):
+    x = rng.standard_normal((20, 3))
+    np.save(tmp_path / "x.npy", x)
+    stats = fit(x)
+    with pytest.raises(ValueError, match="does not overwrite its own input"):
+        transform(tmp_path / "x.npy", stats, tmp_path / "x.npy")
+    os.link(tmp_path / "x.npy", tmp_path / "link.npy")
+    with pytest.raises(ValueError, match="does not overwrite its own input"):
+        transform(tmp_path / "x.npy", stats, tmp_path / "link.npy")
+    with pytest.raises(ValueError, match="shares memory"):
+        transform(x, stats, x)
+    with pytest.raises(ValueError, match="shares memory"):
+        transform(x, stats, x[:, :])
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)
+
+
+def test_transform_errors(tmp_path, rng):
+    x = rng.standard_normal((20, 3))
+    stats = fit(x)
+    with pytest.raises(ValueError, match="has 4 channels.*statistics have 3"):
+        transform(np.zeros((5, 4)), stats, np.empty((5, 4)))
+    with pytest.raises(ValueError, match="float16, float32 or float64"):
+        transform(x, stats, tmp_path / "y.npy", dtype="int8")
+    with pytest.raises(ValueError, match=r"\.npy or \.zarr"):
+        transform(x, stats, tmp_path / "y.bin")
+    with pytest.raises(ValueError, match="shape"):
+        transform(x, stats, np.empty((19, 3)))
+    with pytest.raises(TypeError, match="iterable"):
+        transform(iter([x]), stats, tmp_path / "y.npy")
+    with pytest.raises(ValueError, match="empty"):
+        transform(x, nbbn.RunningStats(), tmp_path / "y.npy")
+    assert not os.path.exists(tmp_path / "y.npy")
+
+
+def test_transform_failure_leaves_no_partial_output(tmp_path, rng):
+    x = rng.standard_normal((40, 3))
+    d = tmp_path / "d"
+    d.mkdir()
+    np.save(d / "a.npy", x)
+    np.savez_compressed(d / "b.npz", rng.standard_normal((4000, 3)))
+    data = (d / "b.npz").read_bytes()
+    (d / "b.npz").write_bytes(data[:40] + bytes(len(data) - 80) + data[-40:])
+    with pytest.raises(Exception, match=r"b\.npz"):
+        transform(d, fit(x), tmp_path / "y.npy", batch_size=8)
+    assert os.listdir(tmp_path) == ["d"]
+
+
+# ---------------------------------------------------------------------- benchmark
+def test_pipeline_benchmark_smoke(tmp_path):
+    """``nbbn bench --pipeline`` runs end to end on tiny files (timings not checked)."""
+    import io
+
+    from nbbn.bench_pipeline import run_pipeline_bench
+
+    out = io.StringIO()
+    res = run_pipeline_bench(out, quick=True, repeats=1, size_gb=0.004, workdir=str(tmp_path))
+    assert [c["case"] for c in res["cases"]] == ["float32 .npy", "uint8, 100 .npy shards"]
+    for c in res["cases"]:
+        assert c["fit_gbps"] > 0 and c["memory_gbps"] > 0 and c["peak_rss"] > 0
+    assert "ratio" in out.getvalue() and os.listdir(tmp_path) == []

@@ -1,0 +1,122 @@
+"""``nbbn plot`` and ``nbbn.plot.plot_stats``: PNGs for few and many channels, clear errors."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn.cli import main
+from nbbn.plot import MANY_CHANNELS, PlotUnavailableError, plot_stats
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _stats(nchan: int, rng) -> nbbn.RunningStats:
+    scale = np.exp(rng.normal(0, 1, nchan))
+    x = rng.standard_normal((64, nchan, 8)) * scale[None, :, None] + rng.normal(0, 3, nchan)[
+        None, :, None
+    ]
+    return nbbn.channel_stats(x, channel_axis=1)
+
+
+def _check_png(path, min_bytes: int) -> np.ndarray:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > min_bytes
+    from matplotlib.image import imread
+
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 500
+    colors = np.unique(img.reshape(-1, img.shape[2]), axis=0)
+    assert len(colors) > 50  # something was drawn: not a blank canvas
+    return img
+
+
+@pytest.mark.parametrize("nchan", [3, MANY_CHANNELS + 1, 512])
+def test_plot_stats_writes_a_png(tmp_path, rng, nchan):
+    pytest.importorskip("matplotlib")
+    path = plot_stats(_stats(nchan, rng), tmp_path / "s.png")
+    assert path == tmp_path / "s.png"
+    img = _check_png(path, 10_000)
+    if nchan > MANY_CHANNELS:  # many channels: a wider figure
+        assert img.shape[1] > img.shape[0]
+
+
+def test_plot_stats_options(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    st = _stats(3, rng)
+    small = plot_stats(st, tmp_path / "a.png", title="RGB", channel_names=["R", "G", "B"], dpi=50)
+    big = plot_stats(st, tmp_path / "b.png", dpi=150)
+    from matplotlib.image import imread
+
+    assert imread(small).shape[0] < imread(big).shape[0]
+    with pytest.raises(ValueError, match="2 names for 3 channels"):
+        plot_stats(st, tmp_path / "c.png", channel_names=["R", "G"])
+
+
+def test_plot_stats_empty_and_nan(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="no channels"):
+        plot_stats(nbbn.RunningStats(), tmp_path / "e.png")
+    # an all-NaN channel under nan_policy="omit" has no statistics: drawn as a gap
+    x = rng.standard_normal((50, 4))
+    x[:, 2] = np.nan
+    st = nbbn.channel_stats(x, channel_axis=1, nan_policy="omit")
+    _check_png(plot_stats(st, tmp_path / "n.png"), 5_000)
+
+
+def test_cli_plot(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    stats = tmp_path / "stats.npz"
+    _stats(512, rng).save(stats)
+    out = tmp_path / "many.png"
+    assert main(["plot", str(stats), "-o", str(out), "--title", "512 channels"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    _check_png(out, 10_000)
+    # default output: next to the stats file
+    assert main(["plot", str(stats)]) == 0
+    _check_png(tmp_path / "stats.png", 10_000)
+
+
+def _one_error_line(capsys, *needles: str) -> str:
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1, cap.err
+    assert lines[0].startswith("nbbn plot: error: ")
+    assert "Traceback" not in cap.err
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def test_cli_plot_user_errors(tmp_path, rng, capsys):
+    stats = tmp_path / "stats.npz"
+    _stats(3, rng).save(stats)
+    assert main(["plot", str(tmp_path / "missing.npz")]) == 2
+    _one_error_line(capsys, "missing.npz", "no such file")
+    assert main(["plot", str(stats), "-o", str(tmp_path / "nowhere" / "x.png")]) == 2
+    _one_error_line(capsys, "does not exist")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    assert main(["plot", str(tmp_path / "array.npy")]) == 2
+    _one_error_line(capsys, "not a readable nbbn statistics file")
+
+
+def test_cli_plot_empty_stats(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    nbbn.RunningStats().save(tmp_path / "empty.npz")
+    assert main(["plot", str(tmp_path / "empty.npz")]) == 2
+    _one_error_line(capsys, "no channels")
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path, rng, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if absent
+    with pytest.raises(PlotUnavailableError, match=r"pip install 'nbbn\[plot\]'"):
+        plot_stats(_stats(3, rng), tmp_path / "x.png")
+    stats = tmp_path / "stats.npz"
+    _stats(3, rng).save(stats)
+    assert main(["plot", str(stats)]) == 2
+    _one_error_line(capsys, "matplotlib", "pip install 'nbbn[plot]'")
+    assert not (tmp_path / "stats.png").exists()

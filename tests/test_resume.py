@@ -1,0 +1,317 @@
+"""Checkpoints and resume: bit-for-bit equal to an uninterrupted fit, refused when unsafe.
+
+The crash test runs ``python -m nbbn fit --checkpoint`` in a subprocess, kills it with
+SIGKILL at random moments and in the middle of checkpoint writes, restarts it with
+``--resume`` each time and compares the final statistics file bit for bit with an
+uninterrupted fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn import _shards
+from nbbn.checkpoint import CheckpointError, load_checkpoint
+from nbbn.pipeline import FitInterrupted
+from nbbn.running_stats import _checksum
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fit(src, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.fit(src, **kw)
+
+
+def same_bits(a, b) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return all(np.asarray(da[k]).tobytes() == np.asarray(db[k]).tobytes() for k in da)
+
+
+@pytest.fixture
+def shards(tmp_path, rng):
+    d = tmp_path / "data"
+    d.mkdir()
+    for i, n in enumerate((50, 0, 73, 31)):
+        x = (rng.standard_normal((n, 3, 4)) * 2 + 5).astype(np.float32)
+        if i == 0:  # a compressed zip member: a resume inside it seeks in the stream
+            np.savez_compressed(d / f"s{i}.npz", x)
+        else:
+            np.save(d / f"s{i}.npy", x)
+    return d
+
+
+def interrupt_at_read(monkeypatch, k: int) -> None:
+    """Send SIGINT (Ctrl-C) to this process at the k-th batch read (.npy or .npz shard)."""
+    calls = {"n": 0}
+    for cls in (_shards._NpyReader, _shards._NpzReader):
+
+        def read(self, start, stop, slot, _orig=cls.read):
+            calls["n"] += 1
+            if calls["n"] == k:
+                os.kill(os.getpid(), signal.SIGINT)
+            return _orig(self, start, stop, slot)
+
+        monkeypatch.setattr(cls, "read", read)
+
+
+# -------------------------------------------------------------------------- resume
+def test_ctrl_c_then_resume_is_bit_for_bit(shards, tmp_path, monkeypatch):
+    whole = fit(shards, batch_size=9)
+    ck = tmp_path / "fit.ckpt"
+    rows = []
+    for k in (3, 4, 2):
+        interrupt_at_read(monkeypatch, k)
+        with pytest.raises(FitInterrupted, match=r"resume=True") as e:
+            fit(shards, batch_size=9, checkpoint=ck, resume=True)
+        c = load_checkpoint(ck)
+        assert c.rows_done == e.value.rows_done and not c.complete
+        assert e.value.stats.count[0] == c.rows_done * 4
+        rows.append(c.rows_done)
+    assert rows == sorted(rows) and 0 < rows[0] < 50  # the first stop is inside s0.npz
+    monkeypatch.undo()
+    resumed = fit(shards, checkpoint=ck, resume=True)  # the batch size comes from the file
+    assert same_bits(resumed, whole)
+    assert load_checkpoint(ck).complete
+    assert same_bits(fit(shards, checkpoint=ck, resume=True), whole)  # complete: no change
+
+
+def test_ctrl_c_without_checkpoint_keeps_the_partial_stats(shards, monkeypatch):
+    interrupt_at_read(monkeypatch, 4)  # read 4 waits for two batches to be done
+    with pytest.raises(FitInterrupted, match="cannot be resumed") as e:
+        fit(shards, batch_size=9)
+    assert e.value.checkpoint is None and e.value.stats.count[0] == e.value.rows_done * 4 > 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_error_midway_saves_progress_and_resume_reads_the_fixed_shard(shards, tmp_path):
+    good = np.load(shards / "s3.npy")
+    bad = good.copy()
+    bad[5, 1, 2] = np.nan
+    np.save(shards / "s3.npy", bad)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(ValueError, match=r"s3\.npy, rows 0-20: nan_policy='raise'") as e:
+        fit(shards, batch_size=20, checkpoint=ck, nan_policy="raise")
+    if sys.version_info >= (3, 11):
+        assert "saved to" in " ".join(e.value.__notes__)
+    assert load_checkpoint(ck).rows_done == 50 + 73
+    np.save(shards / "s3.npy", good)  # a shard not read yet may change
+    assert same_bits(fit(shards, checkpoint=ck, resume=True, nan_policy="raise"),
+                     fit(shards, batch_size=20, nan_policy="raise"))
+
+
+def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
+    parts = [rng.standard_normal((n, 2)) for n in (10, 20, 5, 30)]
+
+    def gen(order, stop_at=None):
+        for i, j in enumerate(order):
+            if i == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield parts[j]
+
+    ck = tmp_path / "it.ckpt"
+    with pytest.raises(FitInterrupted):
+        fit(gen(range(4), stop_at=2), batch_size=7, checkpoint=ck, checkpoint_interval=0)
+    pos = load_checkpoint(ck).position
+    assert pos["digest"] and pos["shard"] >= 1
+    with pytest.raises(ValueError, match="does not yield the items"):
+        fit(gen([1, 0, 2, 3]), batch_size=7, checkpoint=ck, resume=True)
+    assert same_bits(fit(gen(range(4)), checkpoint=ck, resume=True),
+                     fit(gen(range(4)), batch_size=7))
+
+
+def test_resume_without_file_starts_over_and_existing_file_needs_resume(shards, tmp_path,
+                                                                         capsys):
+    ck = tmp_path / "fit.ckpt"
+    assert same_bits(nbbn.fit(shards, checkpoint=ck, resume=True), fit(shards))
+    assert "starting from the beginning" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="already exists.*resume=True"):
+        fit(shards, checkpoint=ck)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fit(shards, checkpoint=tmp_path / "no" / "such.ckpt")
+
+
+def test_stale_temporary_files_are_removed(shards, tmp_path):
+    stale = tmp_path / ".fit.ckpt.abc123.nbbn-tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.ckpt.abc123.nbbn-tmp"
+    other.write_bytes(b"not ours")
+    fit(shards, checkpoint=tmp_path / "fit.ckpt")
+    assert not stale.exists() and other.exists()
+
+
+# ------------------------------------------------------------------------ refusals
+@pytest.fixture
+def ckpt(shards, tmp_path, monkeypatch):
+    """A checkpoint of an interrupted fit of ``shards`` (batch size 9)."""
+    ck = tmp_path / "fit.ckpt"
+    interrupt_at_read(monkeypatch, 4)
+    with pytest.raises(FitInterrupted):
+        fit(shards, batch_size=9, checkpoint=ck)
+    monkeypatch.undo()
+    return ck
+
+
+def rewrite(path: Path, change) -> None:
+    """Load the checkpoint's entries, let ``change`` edit them, save (checksum updated)."""
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    change(d)
+    if "checksum" in d:
+        d["checksum"] = np.asarray(_checksum(d))
+    with open(path, "wb") as f:
+        np.savez(f, **d)
+
+
+def test_truncated_or_corrupt_checkpoint_refused(shards, ckpt):
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    middle = len(data) // 2
+    ckpt.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_checksum_mismatch_refused(shards, ckpt):
+    with np.load(ckpt) as z:
+        d = {k: z[k] for k in z.files}
+    d["stats.mean"] = d["stats.mean"] + 1.0
+    with open(ckpt, "wb") as f:
+        np.savez(f, **d)
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_newer_version_and_missing_fields_refused(shards, ckpt):
+    original = ckpt.read_bytes()
+    rewrite(ckpt, lambda d: d.update(version=np.asarray(99)))
+    with pytest.raises(CheckpointError, match="version 99, newer"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(original)
+    rewrite(ckpt, lambda d: d.pop("meta"))
+    with pytest.raises(CheckpointError, match=r"missing the fields \['meta'\]"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+    def drop_position(d):
+        meta = json.loads(str(d["meta"]))
+        del meta["position"]
+        d["meta"] = np.asarray(json.dumps(meta))
+
+    ckpt.write_bytes(original)
+    rewrite(ckpt, drop_position)
+    with pytest.raises(CheckpointError, match=r"missing the fields \['position'\]"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(original)
+    rewrite(ckpt, lambda d: d.pop("stats.m2"))
+    with pytest.raises(CheckpointError, match="missing the fields"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_statistics_file_is_not_a_checkpoint(shards, tmp_path):
+    fit(shards).save(tmp_path / "stats.npz")
+    with pytest.raises(CheckpointError, match="is a statistics file"):
+        fit(shards, checkpoint=tmp_path / "stats.npz", resume=True)
+
+
+def test_changed_data_refused(shards, ckpt, rng):
+    counted = shards / "s0.npz"
+    np.savez_compressed(counted, rng.standard_normal((50, 3, 4)).astype(np.float32))
+    os.utime(counted, ns=(1, 1))
+    with pytest.raises(CheckpointError, match=r"shard 0 .*s0\.npz.*refusing"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_other_source_refused(shards, ckpt, rng):
+    with pytest.raises(CheckpointError, match="does not match the source"):
+        fit(rng.standard_normal((100, 3, 4)), checkpoint=ckpt, resume=True)
+    with pytest.raises(CheckpointError, match="for files or arrays, but the source is an iter"):
+        fit(iter([np.zeros((2, 3, 4))]), checkpoint=ckpt, resume=True)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"channel_axis": -1}, "channel_axis=1, but this fit has channel_axis=-1"),
+    ({"nan_policy": "omit"}, "nan_policy='propagate'"),
+    ({"batch_size": 10}, "batch_size=9, but batch_size=10"),
+])
+def test_other_settings_refused(shards, ckpt, change, match):
+    with pytest.raises(CheckpointError, match=match):
+        fit(shards, checkpoint=ckpt, resume=True, **change)
+
+
+# ---------------------------------------------------------------- crash safety
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    return env
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_for_bit(tmp_path):
+    """Kill ``nbbn fit`` at random times and inside checkpoint writes; resume; compare."""
+    rng = np.random.default_rng(1234)
+    d = tmp_path / "data"
+    d.mkdir()
+    for i in range(6):
+        np.save(d / f"part_{i}.npy",
+                (rng.standard_normal((6000, 4, 8)) * 3 + i).astype(np.float32))
+    work = tmp_path / "work"
+    work.mkdir()
+    ck, out = work / "fit.ckpt", work / "stats.npz"
+    cmd = [sys.executable, "-m", "nbbn", "fit", str(d), "--batch-size", "300",
+           "--checkpoint", str(ck), "--checkpoint-interval", "0", "--resume",
+           "--no-progress", "-o", str(out)]
+    env = {**_env(), "NBBN_TEST_CHECKPOINT_DELAY": "0.015"}  # a wide write window
+    whole = fit(d, batch_size=300)
+
+    def temps() -> set[str]:
+        return {p.name for p in work.iterdir() if p.name.endswith(".nbbn-tmp")}
+
+    pick = random.Random(99)
+    seen_rows, killed_in_write = [], 0
+    for attempt in range(6):
+        left = temps()  # a killed write leaves its temp file; the next run removes it
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        if attempt % 2:
+            # inside a checkpoint write, after at least one write of this run completed
+            names: set[str] = set()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                now = temps() - left
+                names |= now
+                if now and len(names) >= 2:
+                    break
+                time.sleep(0.001)
+        else:  # any moment: start-up (attempt 0), reading, computing or writing
+            time.sleep(pick.uniform(0.1, 0.8) if attempt == 0 else pick.uniform(1.0, 2.5))
+        in_write = bool(temps() - left)
+        proc.send_signal(signal.SIGKILL)
+        if proc.wait() == 0:
+            break
+        killed_in_write += in_write
+        if ck.exists():  # the checkpoint on disk is always a whole, valid one
+            seen_rows.append(load_checkpoint(ck).rows_done)
+    assert killed_in_write >= 3
+    assert len(seen_rows) >= 3 and seen_rows[0] > 0
+    assert seen_rows == sorted(seen_rows) and seen_rows[-1] > seen_rows[0]  # nothing lost
+
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert same_bits(nbbn.RunningStats.load(out), whole)
+    assert not [p for p in work.iterdir() if p.name.endswith(".nbbn-tmp")]

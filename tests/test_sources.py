@@ -1,0 +1,252 @@
+"""Source adapters of ``nbbn.fit``: every kind of source gives the statistics of its data.
+
+The expected statistics come from the float64 reference (``reference.ref_stats_many``)
+on the concatenated data; the batch boundaries (batch sizes that do not divide the
+shard lengths, shards of different lengths, empty shards) must not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from reference import ref_stats_many, stats_rtol
+
+import nbbn
+from nbbn.sources import MissingExtraError, Position, Slot, open_source
+
+
+def check(stats, parts, channel_axis=1, nan_policy="propagate"):
+    """``stats`` equals the reference statistics of the concatenation of ``parts``."""
+    parts = [np.asarray(p) for p in parts if np.asarray(p).size]
+    ref = ref_stats_many(parts, channel_axis, nan_policy)
+    rtol = stats_rtol(parts[0].dtype)
+    np.testing.assert_array_equal(stats.count, ref.count)
+    np.testing.assert_allclose(stats.mean, ref.mean, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(stats.var, ref.var, rtol=rtol * 10, atol=1e-12)
+    np.testing.assert_array_equal(stats.min, ref.min)
+    np.testing.assert_array_equal(stats.max, ref.max)
+
+
+def fit(src, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.fit(src, **kw)
+
+
+@pytest.fixture
+def data(rng):
+    return (rng.standard_normal((203, 3, 5)) * 3 + 7).astype(np.float32)
+
+
+BATCH_SIZES = [1, 7, 64, 1000, None]
+
+
+# ------------------------------------------------------------------------- arrays
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_numpy_array(data, batch_size):
+    check(fit(data, batch_size=batch_size), [data])
+
+
+def test_memmap_and_channels_last(tmp_path, rng):
+    x = rng.integers(0, 256, (97, 4, 4, 3), dtype=np.uint8)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=x.dtype, shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    check(fit(mm, channel_axis=-1, batch_size=10), [x], channel_axis=-1)
+    check(fit(np.load(tmp_path / "x.npy", mmap_mode="r"), channel_axis=-1), [x], -1)
+
+
+def test_torch_tensor_source(data):
+    torch = pytest.importorskip("torch")
+    check(fit(torch.from_numpy(data), batch_size=50), [data])
+
+
+# -------------------------------------------------------------------------- files
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_npy_file(tmp_path, data, batch_size):
+    np.save(tmp_path / "x.npy", data)
+    check(fit(tmp_path / "x.npy", batch_size=batch_size), [data])
+
+
+def test_npy_fortran_order_and_big_endian(tmp_path, data):
+    np.save(tmp_path / "f.npy", np.asfortranarray(data))
+    check(fit(str(tmp_path / "f.npy"), batch_size=9), [data])
+    np.save(tmp_path / "b.npy", data.astype(">f4"))
+    check(fit(str(tmp_path / "b.npy"), batch_size=9), [data])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("batch_size", [7, None])
+def test_npz_member_streamed(tmp_path, data, compressed, batch_size):
+    save = np.savez_compressed if compressed else np.savez
+    save(tmp_path / "x.npz", images=data, labels=np.arange(len(data)))
+    check(fit(tmp_path / "x.npz", key="images", batch_size=batch_size), [data])
+    save(tmp_path / "one.npz", data)  # a single member needs no key
+    check(fit(tmp_path / "one.npz", batch_size=batch_size), [data])
+
+
+def test_npz_fortran_member(tmp_path, data):
+    np.savez(tmp_path / "f.npz", a=np.asfortranarray(data))
+    check(fit(tmp_path / "f.npz", batch_size=11), [data])
+
+
+def test_npz_errors_name_the_members(tmp_path, data):
+    np.savez(tmp_path / "x.npz", images=data, labels=np.arange(3))
+    with pytest.raises(ValueError, match=r"holds 2 arrays.*images.*key="):
+        fit(tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=r"no array 'nope'"):
+        fit(tmp_path / "x.npz", key="nope")
+
+
+def test_folder_of_shards(tmp_path, rng):
+    """Sorted by name, .npy and .npz mixed, empty shards, different row counts."""
+    parts = [rng.integers(-50, 50, (n, 2, 3)).astype(np.int16) for n in (5, 0, 17, 1, 30)]
+    d = tmp_path / "shards"
+    d.mkdir()
+    for i, p in enumerate(parts):
+        if i % 2:
+            np.savez(d / f"part_{i:02d}.npz", p)
+        else:
+            np.save(d / f"part_{i:02d}.npy", p)
+    np.save(d / "part_99.npy", np.zeros((0,), np.float64))  # empty, any shape
+    (d / "README.txt").write_text("not a shard")
+    for bs in (1, 4, 16, None):
+        check(fit(d, batch_size=bs), parts)
+    check(fit(str(d / "part_0*"), batch_size=4), parts)  # a glob
+    check(fit([d / "part_00.npy", d / "part_02.npy"]), [parts[0], parts[2]])  # a list
+
+
+def test_shard_channel_mismatch_names_the_shard(tmp_path, rng):
+    d = tmp_path / "s"
+    d.mkdir()
+    np.save(d / "a.npy", rng.standard_normal((4, 3, 2)))
+    np.save(d / "b.npy", rng.standard_normal((4, 4, 2)))
+    with pytest.raises(ValueError, match=r"b\.npy has 4 channels along channel_axis=1.*a\.npy"):
+        fit(d)
+    np.save(d / "b.npy", rng.standard_normal((4, 3, 5)))
+    with pytest.raises(ValueError, match=r"b\.npy has shape \(4, 3, 5\).*same shape after axis 0"):
+        fit(d)
+
+
+def test_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        fit(tmp_path / "missing.npy")
+    with pytest.raises(FileNotFoundError, match="matches no"):
+        fit(str(tmp_path / "*.npy"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .npy or .npz"):
+        fit(tmp_path / "empty")
+    (tmp_path / "junk.npy").write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="not a .npy"):
+        fit(tmp_path / "junk.npy")
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    with pytest.raises(TypeError, match="string"):
+        fit(tmp_path / "s.npy")
+    np.save(tmp_path / "t.npy", np.zeros((100, 3)))
+    (tmp_path / "t.npy").write_bytes((tmp_path / "t.npy").read_bytes()[:500])
+    with pytest.raises(ValueError, match="truncated"):
+        fit(tmp_path / "t.npy")
+
+
+# ---------------------------------------------------------------- zarr and HDF5
+def test_zarr_sources(tmp_path, data):
+    zarr = pytest.importorskip("zarr")
+    z = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=data.shape, dtype=data.dtype,
+                        chunks=(16, 3, 5))
+    z[:] = data
+    check(fit(tmp_path / "a.zarr", batch_size=10), [data])
+    check(fit(z, batch_size=None), [data])
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("x", shape=data.shape, dtype=data.dtype, chunks=(50, 3, 5))[:] = data
+    check(fit(tmp_path / "g.zarr", key="x", batch_size=33), [data])
+    with pytest.raises(ValueError, match="group with members"):
+        fit(tmp_path / "g.zarr")
+
+
+def test_hdf5_sources(tmp_path, data):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["grp/x"] = data
+        f["y"] = np.arange(5.0)
+    check(fit(f"{tmp_path / 'a.h5'}:grp/x", batch_size=10), [data])
+    check(fit(tmp_path / "a.h5", key="grp/x"), [data])
+    with pytest.raises(ValueError, match="holds 2 datasets"):
+        fit(tmp_path / "a.h5")
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        check(fit(f["grp/x"], batch_size=64), [data])
+
+
+@pytest.mark.parametrize("module, extra", [("zarr", "zarr"), ("h5py", "hdf5")])
+def test_missing_extra_names_it(tmp_path, monkeypatch, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    if module == "zarr":
+        (tmp_path / "a.zarr").mkdir()
+        path = tmp_path / "a.zarr"
+    else:
+        path = tmp_path / "a.h5"
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(MissingExtraError, match=rf"pip install 'nbbn\[{extra}\]'"):
+        fit(path)
+
+
+# ---------------------------------------------------------------------- iterables
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_generator_of_arrays(rng, batch_size):
+    parts = [rng.standard_normal((n, 2, 3)) for n in (10, 0, 3, 25)]
+    check(fit((p for p in parts), batch_size=batch_size), parts)
+
+
+def test_iterable_tuples_dicts_and_key(rng):
+    parts = [rng.standard_normal((n, 3)) for n in (4, 9)]
+    pairs = [(p, np.zeros(len(p))) for p in parts]
+    check(fit(pairs, key=0), parts)
+    check(fit([{"x": p} for p in parts], key="x"), parts)
+    with pytest.raises(ValueError, match="key=0"):
+        fit(pairs)
+
+
+def test_torch_dataloader(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((70, 3, 4, 4)).astype(np.float32)
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.arange(70))
+    loader = torch.utils.data.DataLoader(ds, batch_size=16)
+    check(fit(loader, key=0), [x])
+    check(fit(loader, key=0, batch_size=5), [x])
+
+
+def test_iterable_shape_mismatch_names_the_item(rng):
+    parts = [rng.standard_normal((3, 2)), rng.standard_normal((3, 5))]
+    with pytest.raises(ValueError, match=r"item 1 has 5 channels"):
+        fit(iter(parts))
+
+
+def test_iterable_non_numeric_item():
+    with pytest.raises(TypeError, match=r"item 1.*string"):
+        fit(iter([np.zeros((2, 2)), np.array([["a", "b"]])]))
+
+
+# -------------------------------------------------------------- positions, fingerprint
+def test_batches_from_a_position(tmp_path, rng):
+    parts = [rng.standard_normal((n, 2)) for n in (5, 7)]
+    for i, p in enumerate(parts):
+        np.save(tmp_path / f"{i}.npy", p)
+    src = open_source(tmp_path)
+    slots = iter(Slot, None)
+    got = [(b.shard, b.start, b.stop) for b in src.batches(3, Position(0, 3), lambda: next(slots))]
+    assert got == [(0, 3, 5), (1, 0, 3), (1, 3, 6), (1, 6, 7)]
+    first = next(src.batches(3, Position(1, 6), lambda: next(slots)))
+    np.testing.assert_array_equal(first.data, parts[1][6:])
+
+
+def test_fingerprint_follows_the_files(tmp_path, data):
+    np.save(tmp_path / "x.npy", data)
+    fp = open_source(tmp_path / "x.npy").fingerprint()
+    (shard,) = fp["shards"]
+    assert shard["path"] == os.path.abspath(tmp_path / "x.npy")
+    assert shard["shape"] == list(data.shape) and shard["dtype"] == "float32"
+    assert open_source(tmp_path / "x.npy").fingerprint() == fp
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    assert open_source(tmp_path / "x.npy").fingerprint() != fp
+    assert open_source(iter([data])).fingerprint() is None
