@@ -312,7 +312,9 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
     params = _workspace(("bn", nchan, id(can.stream)),
                         lambda: DeviceParams(np.zeros(nchan), np.ones(nchan), np.zeros(nchan),
                                              can.stream))
-    wb = cuda.to_device(np.stack([weight, bias]).astype(np.float64), stream=can.stream)
+    wb = _workspace(("wb", nchan, id(can.stream)),
+                    lambda: cuda.device_array((2, nchan), np.float64, stream=can.stream))
+    wb.copy_to_device(np.stack([weight, bias]).astype(np.float64), stream=can.stream)
     update = running is not None
     grid, threads = _per_channel_grid(nchan)
     kk.finalize_bn[grid, threads, can.stream](
