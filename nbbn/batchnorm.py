@@ -127,7 +127,7 @@ class BatchNorm:
                 f"{tuple(shape)}"
             )
 
-    def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:
+    def _affine_params(self) -> tuple[Any, Any]:
         weight = self.weight if self.affine else np.ones(self.num_features)
         bias = self.bias if self.affine else np.zeros(self.num_features)
         return weight, bias

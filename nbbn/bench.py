@@ -588,7 +588,8 @@ def _shape_str(shape: Sequence[int]) -> str:
 def _print_table(rows: list[dict[str, Any]], say) -> None:
     head = (
         f"{'op':<16} {'shape':<16} {'dtype':<7} {'layout':<6} {'time ms':>9} {'GB/s':>7}"
-        f" {'% bw':>6} {'% pair':>6} {'numpy ms':>9} {'vs numpy':>8} {'torch ms':>9} {'vs torch':>8}"
+        f" {'% bw':>6} {'% pair':>6} {'numpy ms':>9} {'vs numpy':>8}"
+        f" {'torch ms':>9} {'vs torch':>8}"
         f" {'busy':>5}"
     )
     say(head)

@@ -222,7 +222,7 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
     from .backends import resolve
 
     resolve("cuda")  # a clear error when numba-cuda or the GPU is missing
-    sim = bool(config.ENABLE_CUDASIM)
+    sim = bool(getattr(config, "ENABLE_CUDASIM", 0))
     say = lambda s="": print(s, file=file, flush=True)  # noqa: E731
     repeats = repeats or (2 if quick or sim else 20)
     torch = _torch_cuda() if use_torch and not sim else None

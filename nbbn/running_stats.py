@@ -8,6 +8,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,9 @@ class RunningStats:
         self.channel_axis = check_axis(channel_axis)
         self.nan_policy = _check_policy(nan_policy)
         self.backend = backends.check_name(backend)
-        self._state = None  # BatchStats on the host, DeviceStats (CUDA backend) on a GPU
-        self._host_cache = None
+        # BatchStats on the host, or a DeviceStats (CUDA backend) on a GPU
+        self._state: Any = None
+        self._host_cache: tuple | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ updating
@@ -121,7 +123,7 @@ class RunningStats:
             self._host_cache = None
         return self
 
-    def _host_locked(self) -> BatchStats:
+    def _host_locked(self) -> Any:
         """The state as host arrays, moving it to the host (the caller holds the lock)."""
         st = self._state
         if st is not None and not isinstance(st, BatchStats):

@@ -54,7 +54,7 @@ def _cuda() -> ModuleType:
         )
     from numba.core import config
 
-    if not config.ENABLE_CUDASIM:
+    if not getattr(config, "ENABLE_CUDASIM", 0):
         from numba import cuda as nb_cuda
 
         if not nb_cuda.is_available():

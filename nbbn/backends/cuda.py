@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import cuda
@@ -81,9 +82,9 @@ class DeviceStats:
     """``BatchStats`` on the device: int64 (3, C) [count, nan, inf] and float64 (4, C)
     [mean, M2, min, max], plus the stream that last wrote them."""
 
-    ints: object
-    floats: object
-    stream: object = 0
+    ints: Any
+    floats: Any
+    stream: Any = 0
 
     @property
     def num_channels(self) -> int:

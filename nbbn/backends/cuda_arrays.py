@@ -18,7 +18,7 @@ from numba.core import config
 
 from .._layout import check_dtype, normalize_axis
 
-SIMULATOR = bool(config.ENABLE_CUDASIM)
+SIMULATOR = bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 _streams: dict[int, object] = {}  # external streams by handle, created once
 
