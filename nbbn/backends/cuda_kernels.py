@@ -44,7 +44,12 @@ UNROLL = 4  # loads in flight per thread and loop step
 
 @cuda.jit(device=True, inline=True)
 def chan_merge(na, ma, m2a, nb, mb, m2b):
-    """Chan's exact merge of two (count, mean, M2) triples (as ``_numerics.chan_merge``)."""
+    """Chan's exact merge of two (count, mean, M2) triples, as ``_numerics.chan_merge``.
+
+    A CUDA copy rather than a call of the ``@njit`` original: numba-cuda compiles
+    ``@njit`` functions for the GPU only with a device present, so kernels calling them
+    could not be compiled to PTX without a card (``scripts/cuda_ptx_check.py``).
+    """
     if nb == 0:
         return na, ma, m2a
     if na == 0:
@@ -86,6 +91,22 @@ def accumulate(v, k, nf, s1, s2, mn, mx, nnan, ninf):
     if math.isnan(v):
         return k, nf, s1, s2, mn, mx, nnan + 1, ninf
     return k, nf, s1, s2, min(mn, v), max(mx, v), nnan, ninf + 1
+
+
+@cuda.jit(device=True, inline=True)
+def accumulate4(v0, v1, v2, v3, k, nf, s1, s2, mn, mx, nnan, ninf):
+    """``accumulate`` four values, loaded together for memory-level parallelism."""
+    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx, nnan, ninf)
+    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v1, k, nf, s1, s2, mn, mx, nnan, ninf)
+    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v2, k, nf, s1, s2, mn, mx, nnan, ninf)
+    return accumulate(v3, k, nf, s1, s2, mn, mx, nnan, ninf)
+
+
+@cuda.jit(device=True, inline=True)
+def empty_accumulator():
+    """(shift, finite count, shifted sum, shifted sum of squares, min, max, NaNs, infs)."""
+    return (numba.float64(0), numba.int64(0), numba.float64(0), numba.float64(0),
+            numba.float64(math.inf), numba.float64(-math.inf), numba.int64(0), numba.int64(0))
 
 
 @cuda.jit(device=True, inline=True)
@@ -189,14 +210,7 @@ def make_kernels(threads: int) -> SimpleNamespace:
         total = x.shape[0] * length
         j0 = (total * p) // nparts
         j1 = (total * (p + 1)) // nparts
-        k = numba.float64(0)
-        s1 = numba.float64(0)
-        s2 = numba.float64(0)
-        mn = numba.float64(math.inf)
-        mx = numba.float64(-math.inf)
-        nf = numba.int64(0)
-        nnan = numba.int64(0)
-        ninf = numba.int64(0)
+        k, nf, s1, s2, mn, mx, nnan, ninf = empty_accumulator()
         o = j0 // length
         while o * length < j1:
             lo = max(j0 - o * length, 0)
@@ -207,14 +221,8 @@ def make_kernels(threads: int) -> SimpleNamespace:
                 v1 = numba.float64(x[o, c, i + T])
                 v2 = numba.float64(x[o, c, i + 2 * T])
                 v3 = numba.float64(x[o, c, i + 3 * T])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v1, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v2, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v3, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
+                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate4(v0, v1, v2, v3, k, nf, s1, s2,
+                                                                mn, mx, nnan, ninf)
                 i += UNROLL * T
             while i < hi:
                 v0 = numba.float64(x[o, c, i])
@@ -250,14 +258,7 @@ def make_kernels(threads: int) -> SimpleNamespace:
         lane = t % lanes
         r = t // lanes
         c = tile * lanes + lane
-        k = numba.float64(0)
-        s1 = numba.float64(0)
-        s2 = numba.float64(0)
-        mn = numba.float64(math.inf)
-        mx = numba.float64(-math.inf)
-        nf = numba.int64(0)
-        nnan = numba.int64(0)
-        ninf = numba.int64(0)
+        k, nf, s1, s2, mn, mx, nnan, ninf = empty_accumulator()
         if r < rows and c < nchan:
             m = (nrows * p) // nparts + r
             m1 = (nrows * (p + 1)) // nparts
@@ -266,14 +267,8 @@ def make_kernels(threads: int) -> SimpleNamespace:
                 v1 = numba.float64(x[m + rows, c])
                 v2 = numba.float64(x[m + 2 * rows, c])
                 v3 = numba.float64(x[m + 3 * rows, c])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v1, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v2, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v3, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
+                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate4(v0, v1, v2, v3, k, nf, s1, s2,
+                                                                mn, mx, nnan, ninf)
                 m += UNROLL * rows
             while m < m1:
                 v0 = numba.float64(x[m, c])
