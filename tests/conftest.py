@@ -22,6 +22,14 @@ import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # make ``import reference`` work from any rootdir
 
+try:  # CI runs hypothesis with a fixed seed (NBBN_HYPOTHESIS_PROFILE=ci in .ci/run)
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True)
+    _hypothesis_settings.load_profile(os.environ.get("NBBN_HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # pragma: no cover - hypothesis comes with the test extra
+    pass
+
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 BACKENDS = ["cpu", "cuda"] if HAVE_NUMBA_CUDA else ["cpu"]
