@@ -152,7 +152,7 @@ def make_kernels(threads: int) -> SimpleNamespace:
     T = threads
 
     @cuda.jit(device=True, inline=True)
-    def block_reduce(t, lanes, rows, sn, smean, sm2, smn, smx, snan, sinf):
+    def block_reduce(t, lanes, rows, si, sf):
         """Merge the ``rows`` entries of each of ``lanes`` lanes (entry r of lane l is
         ``t = r * lanes + l``) into entry 0 of the lane, in a fixed tree order."""
         step = 1
@@ -161,47 +161,38 @@ def make_kernels(threads: int) -> SimpleNamespace:
             r = t // lanes
             if t < lanes * rows and r % (2 * step) == 0 and r + step < rows:
                 u = t + step * lanes
-                sn[t], smean[t], sm2[t] = chan_merge(sn[t], smean[t], sm2[t],
-                                                     sn[u], smean[u], sm2[u])
-                smn[t] = min(smn[t], smn[u])
-                smx[t] = max(smx[t], smx[u])
-                snan[t] += snan[u]
-                sinf[t] += sinf[u]
+                si[0, t], sf[0, t], sf[1, t] = chan_merge(si[0, t], sf[0, t], sf[1, t],
+                                                          si[0, u], sf[0, u], sf[1, u])
+                sf[2, t] = min(sf[2, t], sf[2, u])
+                sf[3, t] = max(sf[3, t], sf[3, u])
+                si[1, t] += si[1, u]
+                si[2, t] += si[2, u]
             step *= 2
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf,
-                     sn, smean, sm2, smn, smx, snan, sinf):
+    def store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf):
         mean, m2 = shifted_to_m2(k, nf, s1, s2)
-        sn[t] = nf
-        smean[t] = mean
-        sm2[t] = m2
-        smn[t] = mn
-        smx[t] = mx
-        snan[t] = nnan
-        sinf[t] = ninf
+        si[0, t] = nf
+        si[1, t] = nnan
+        si[2, t] = ninf
+        sf[0, t] = mean
+        sf[1, t] = m2
+        sf[2, t] = mn
+        sf[3, t] = mx
 
     @cuda.jit(device=True, inline=True)
-    def write_part(pi, pf, c, p, t, sn, smean, sm2, smn, smx, snan, sinf):
-        pi[0, c, p] = sn[t]
-        pi[1, c, p] = snan[t]
-        pi[2, c, p] = sinf[t]
-        pf[0, c, p] = smean[t]
-        pf[1, c, p] = sm2[t]
-        pf[2, c, p] = smn[t]
-        pf[3, c, p] = smx[t]
+    def write_part(pi, pf, c, p, t, si, sf):
+        for j in range(3):
+            pi[j, c, p] = si[j, t]
+        for j in range(4):
+            pf[j, c, p] = sf[j, t]
 
     @cuda.jit
     def partial_cf(x, nparts, pi, pf):
         """Block b reduces part ``b % nparts`` of channel ``b // nparts`` of x (O, C, I)."""
-        sn = cuda.shared.array(T, numba.int64)
-        smean = cuda.shared.array(T, numba.float64)
-        sm2 = cuda.shared.array(T, numba.float64)
-        smn = cuda.shared.array(T, numba.float64)
-        smx = cuda.shared.array(T, numba.float64)
-        snan = cuda.shared.array(T, numba.int64)
-        sinf = cuda.shared.array(T, numba.int64)
+        si = cuda.shared.array((3, T), numba.int64)  # per thread: [count, NaNs, infs]
+        sf = cuda.shared.array((4, T), numba.float64)  # per thread: [mean, M2, min, max]
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         c = b // nparts
@@ -230,10 +221,10 @@ def make_kernels(threads: int) -> SimpleNamespace:
                                                                nnan, ninf)
                 i += T
             o += 1
-        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, sn, smean, sm2, smn, smx, snan, sinf)
-        block_reduce(t, 1, T, sn, smean, sm2, smn, smx, snan, sinf)
+        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf)
+        block_reduce(t, 1, T, si, sf)
         if t == 0:
-            write_part(pi, pf, c, p, 0, sn, smean, sm2, smn, smx, snan, sinf)
+            write_part(pi, pf, c, p, 0, si, sf)
 
     @cuda.jit
     def partial_cl(x, nparts, lanes, pi, pf):
@@ -241,13 +232,8 @@ def make_kernels(threads: int) -> SimpleNamespace:
         lanes) over row part ``b % nparts``; thread t reads channel ``t % lanes`` of rows
         ``t // lanes``, ``+ rows``, ... so each thread keeps to one channel and a warp
         reads consecutive addresses."""
-        sn = cuda.shared.array(T, numba.int64)
-        smean = cuda.shared.array(T, numba.float64)
-        sm2 = cuda.shared.array(T, numba.float64)
-        smn = cuda.shared.array(T, numba.float64)
-        smx = cuda.shared.array(T, numba.float64)
-        snan = cuda.shared.array(T, numba.int64)
-        sinf = cuda.shared.array(T, numba.int64)
+        si = cuda.shared.array((3, T), numba.int64)  # per thread: [count, NaNs, infs]
+        sf = cuda.shared.array((4, T), numba.float64)  # per thread: [mean, M2, min, max]
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         tile = b // nparts
@@ -275,10 +261,10 @@ def make_kernels(threads: int) -> SimpleNamespace:
                 k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx,
                                                                nnan, ninf)
                 m += rows
-        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, sn, smean, sm2, smn, smx, snan, sinf)
-        block_reduce(t, lanes, rows, sn, smean, sm2, smn, smx, snan, sinf)
+        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf)
+        block_reduce(t, lanes, rows, si, sf)
         if r == 0 and c < nchan:
-            write_part(pi, pf, c, p, t, sn, smean, sm2, smn, smx, snan, sinf)
+            write_part(pi, pf, c, p, t, si, sf)
 
     return SimpleNamespace(threads=T, partial_cf=partial_cf, partial_cl=partial_cl)
 
