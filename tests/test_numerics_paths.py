@@ -55,7 +55,7 @@ def test_small_integers_extremes_exact(backend, dtype):
     # The integer path sums v and v*v exactly; the extremes of the type over a full
     # block must neither overflow the accumulators nor lose the last bit.
     info = np.iinfo(dtype)
-    length = cpu_stats.ROW_BLOCK * 2 + 5
+    length = cpu_stats.row_block(np.dtype(dtype)) * 2 + 5
     x = np.empty((2, 2, length), dtype)
     x[:, 0] = info.max
     x[:, 1, ::2] = info.min

@@ -77,12 +77,12 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     data, half = _half(x3)
     args: tuple
     if x3.shape[2] == 1:
-        rpb = ks.channels_last_geometry(nchan)[2]
+        rpb = ks.channels_last_geometry(nchan, ks.cl_simd(x3.dtype, nchan))[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype))
     else:
-        bpr = -(-x3.shape[2] // ks.ROW_BLOCK)
+        bpr = -(-x3.shape[2] // ks.row_block(x3.dtype))
         nparts = _nparts(x3.size, x3.shape[0] * nchan * bpr)
         kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
         args = (data, half, policy)

@@ -45,6 +45,7 @@ from .._numerics import (
     to_float64,
 )
 from ._jit import serial_and_parallel
+from .cpu_simd import CL_LANES, HAVE_AVX512BW, MAX_BYTES, cl_rows_f32, u8_sums
 
 POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
 POLICY_OMIT = 1  # NaN is skipped per channel
@@ -53,6 +54,9 @@ ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
+
+ROW_BLOCK_U8 = 65536  # ... for uint8 on AVX-512BW (cpu_simd): the block costs less per byte
+assert ROW_BLOCK_U8 <= MAX_BYTES
 
 RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 input
 RATIO_LIMIT_HIGH = 16.0  # ... and for float64 and integer input (tolerance 1e-12)
@@ -134,6 +138,18 @@ def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
 @overload(block_fast, inline="always")
 def _block_fast_impl(r, half, shift):
     dt = r.dtype
+    if dt == types.uint8 and HAVE_AVX512BW and isinstance(half, types.NoneType):
+        # uint8 on AVX-512BW: the same exact integer sums, on whole 64-byte vectors
+        # (cpu_simd), in int64 for blocks of up to ROW_BLOCK_U8 elements.
+        def impl_u8(r, half, shift):
+            n = r.size
+            s, s2, mn, mx = u8_sums(r)
+            num = np.int64(n) * s2 - s * s
+            return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
+                numba.float64(mx)
+
+        return impl_u8
+
     if isinstance(dt, types.Integer) and dt.bitwidth <= 16 and isinstance(half, types.NoneType):
         # Small integers: exact integer sums of v and v*v in one pass (int32 lanes for
         # 8-bit data: 8192 * 255**2 < 2**31), so M2 = (n * S2 - S**2) / n is computed from
@@ -221,6 +237,23 @@ def _block_fast_impl(r, half, shift):
     return impl
 
 
+def row_block(dtype: np.dtype) -> int:
+    """Elements of one channels-first row reduced as one block, for an input dtype."""
+    return ROW_BLOCK_U8 if dtype == np.uint8 and HAVE_AVX512BW else ROW_BLOCK
+
+
+def _row_block(x, half):  # pragma: no cover - replaced by the overload
+    """``row_block`` in jitted code (float16 arrives as uint16 bits, so no change)."""
+    raise NotImplementedError
+
+
+@overload(_row_block, inline="always")
+def _row_block_impl(x, half):
+    if x.dtype == types.uint8 and HAVE_AVX512BW and isinstance(half, types.NoneType):
+        return lambda x, half: ROW_BLOCK_U8
+    return lambda x, half: ROW_BLOCK
+
+
 def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
     """An element as the type min/max are tracked in (see ``_minmax_empty``)."""
     raise NotImplementedError
@@ -289,6 +322,49 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
         e += w
 
 
+def cl_simd(dtype: np.dtype, nchan: int) -> bool:
+    """Whether channels-last input of this dtype and channel count takes the
+    explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``."""
+    return HAVE_AVX512BW and dtype == np.float32 and nchan % CL_LANES == 0
+
+
+def _cl_simd_dtype(xf, half):  # pragma: no cover - replaced by the overload
+    """``cl_simd``'s dtype test at compile time (the channel test is at run time)."""
+    raise NotImplementedError
+
+
+@overload(_cl_simd_dtype, inline="always")
+def _cl_simd_dtype_impl(xf, half):
+    ok = HAVE_AVX512BW and xf.dtype == types.float32 and isinstance(half, types.NoneType)
+    return lambda xf, half: ok
+
+
+def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
+    """``_cl_pass``, or the SIMD chunk kernel when ``simd`` (float32, k = 1 tiles)."""
+    raise NotImplementedError
+
+
+@overload(_cl_pass_any)
+def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
+    if not (HAVE_AVX512BW and xf.dtype == types.float32 and isinstance(half, types.NoneType)):
+        def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
+            _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
+
+        return portable
+
+    def impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
+        if not simd:
+            _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
+            return
+        sd[:] = 0.0
+        sq[:] = 0.0
+        tmn[:] = np.inf
+        tmx[:] = -np.inf
+        cl_rows_f32(xf, nchan, e0 // nchan, e1 // nchan, xf.size // nchan, tk, sd, sq, tmn, tmx)
+
+    return impl
+
+
 @numba.njit
 def _partition_accumulators(nparts, nchan):
     """Empty (count, mean, M2, min, max, NaNs, infs) accumulators, one row per partition."""
@@ -332,7 +408,8 @@ def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, m
 
 def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
     no, nchan, length = x.shape
-    bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
+    rb = _row_block(x, half)
+    bpr = max(1, (length + rb - 1) // rb)
     units = no * nchan * bpr
     pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
@@ -340,8 +417,8 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
         u1 = (units * (p + 1)) // nparts
         for u in range(u0, u1):
             row = u // bpr
-            lo = (u - row * bpr) * ROW_BLOCK
-            hi = min(length, lo + ROW_BLOCK)
+            lo = (u - row * bpr) * rb
+            hi = min(length, lo + rb)
             o = row // nchan
             c = row - o * nchan
             r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
@@ -363,9 +440,12 @@ def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, 
 
 
 @numba.njit
-def channels_last_geometry(nchan):
+def channels_last_geometry(nchan, simd):
     """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
-    elements, and whole tiles per block of about ``CL_BLOCK`` elements."""
+    elements, and whole tiles per block of about ``CL_BLOCK`` elements. The SIMD
+    chunk kernel (``simd``) works on whole rows: k = 1."""
+    if simd:
+        return 1, nchan, max(1, CL_BLOCK // nchan)
     k = max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
     return k, tile, k * max(1, CL_BLOCK // tile)
@@ -374,7 +454,8 @@ def channels_last_geometry(nchan):
 def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
                          cnt, mean, m2, mn, mx, nnan, ninf):
     nrows = xf.size // nchan
-    k, tile, rpb = channels_last_geometry(nchan)
+    simd = _cl_simd_dtype(xf, half) and nchan % CL_LANES == 0
+    k, tile, rpb = channels_last_geometry(nchan, simd)
     nblocks = (nrows + rpb - 1) // rpb
     pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
@@ -401,7 +482,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
                 for j in range(k):
                     for c in range(nchan):
                         tk[j * nchan + c] = kc[c]
-                _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
+                _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan)
                 retry = False
                 for c in range(nchan):  # fold the k copies of each channel
                     a = sd[c]

@@ -1,0 +1,252 @@
+"""Explicit SIMD for the uint8 statistics block, where LLVM's auto-vectorizer falls short.
+
+For a uint8 block the exact statistics need four integer reductions: the sum, the sum
+of squares, the minimum and the maximum. Auto-vectorized, the loop widens every byte
+to an int32 lane (16 lanes per 512-bit register), so the sums cost eight vector
+operations per 64 bytes and the kernel is compute-bound at about 25 G values/s per
+core from L2. Three AVX-512BW instructions do the same work on whole 64-byte vectors,
+at about 70 G values/s per core from L2 (docs/benchmarks.md):
+
+* ``vpsadbw`` against zero: the sum of each 8 bytes, as 8 int64 lanes (one op for 64 values);
+* ``vpmaddwd`` of the 16-bit lanes holding the even bytes (a mask) and the odd bytes
+  (a shift) with themselves: ``x[2i]**2 + x[2i+1]**2`` as 16 int32 lanes (two ops for
+  64 values; LLVM fuses each with its add into ``vpdpwssd`` where VNNI exists);
+* ``vpminub`` / ``vpmaxub`` for the minimum and maximum.
+
+``u8_block_sums`` emits that loop as LLVM IR (x86 intrinsics for the sums, generic
+``llvm.umin``/``llvm.umax`` for the extremes). It is used only when the compile
+target has AVX-512BW (``HAVE_AVX512BW``); elsewhere the portable loop in
+``cpu_stats.block_fast`` runs. All sums are exact integers, so both paths give
+identical results.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm_binding
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils, config
+from numba.extending import intrinsic
+
+
+def _target_has_avx512bw() -> bool:
+    """True when numba compiles for this host (no ``NUMBA_CPU_NAME`` override) and the
+    host has AVX-512BW: the intrinsics below can then be selected."""
+    if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+        return False
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("avx512bw", False))
+    except Exception:  # pragma: no cover - exotic hosts
+        return False
+
+
+HAVE_AVX512BW = _target_has_avx512bw()
+
+# Bytes per vector, vectors per loop iteration, and the most iterations one call may
+# run: each int32 lane of a squares accumulator gains at most 2 * 255**2 per
+# iteration, and 16384 * 130050 < 2**31. So one call reduces at most 2 MiB.
+VEC = 64
+UNROLL = 2
+MAX_ITERATIONS = 16384
+MAX_BYTES = VEC * UNROLL * MAX_ITERATIONS
+
+_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_V64I8 = ir.VectorType(_I8, 64)
+_V32I16 = ir.VectorType(_I16, 32)
+_V16I32 = ir.VectorType(_I32, 16)
+_V8I64 = ir.VectorType(_I64, 8)
+_V16I64 = ir.VectorType(_I64, 16)
+
+
+def _declare(builder, name, ret, args):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+@intrinsic
+def u8_block_sums(typingctx, arr, nit):
+    """``(sum, sum of squares, min, max)`` of the first ``VEC * UNROLL * nit`` bytes of ``arr``.
+
+    ``arr`` is a 1-d uint8 array with unit stride (checked by the caller) and ``nit`` at
+    most ``MAX_ITERATIONS``; ``nit = 0`` gives ``(0, 0, 255, 0)``.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8):
+        return None
+    sig = types.UniTuple(types.int64, 4)(arr, nit)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        n = context.cast(builder, args[1], signature.args[1], types.int64)
+        psad = _declare(builder, "llvm.x86.avx512.psad.bw.512", _V8I64, [_V64I8, _V64I8])
+        pmadd = _declare(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32, [_V32I16, _V32I16])
+        umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
+        umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
+
+        # UNROLL vectors per iteration, each with accumulators of its own: the fused
+        # vpdpwssd has a latency of several cycles, and one chain would be the bottleneck.
+        acc_s = [cgutils.alloca_once_value(builder, ir.Constant(_V8I64, None))
+                 for _ in range(UNROLL)]
+        acc_q = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None))
+                 for _ in range(2 * UNROLL)]
+        acc_lo = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, [255] * 64))
+        acc_hi = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, None))
+        zero = ir.Constant(_V64I8, None)
+        with cgutils.for_range(builder, n) as loop:
+            base = builder.mul(loop.index, ir.Constant(_I64, VEC * UNROLL))
+            for u in range(UNROLL):
+                off = builder.add(base, ir.Constant(_I64, VEC * u))
+                ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
+                v = builder.load(ptr, align=1, typ=_V64I8)
+                sad = builder.call(psad, [v, zero])
+                builder.store(builder.add(builder.load(acc_s[u]), sad), acc_s[u])
+                v16 = builder.bitcast(v, _V32I16)  # even bytes in the low halves of 16-bit lanes
+                even = builder.and_(v16, ir.Constant(_V32I16, [0xFF] * 32))
+                odd = builder.lshr(v16, ir.Constant(_V32I16, [8] * 32))
+                for h, w in enumerate((even, odd)):
+                    q = acc_q[2 * u + h]
+                    builder.store(builder.add(builder.load(q), builder.call(pmadd, [w, w])), q)
+                builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
+                builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
+        sum_s = builder.load(acc_s[0])
+        for a in acc_s[1:]:
+            sum_s = builder.add(sum_s, builder.load(a))
+        sum_q = builder.zext(builder.load(acc_q[0]), _V16I64)
+        for a in acc_q[1:]:
+            sum_q = builder.add(sum_q, builder.zext(builder.load(a), _V16I64))
+
+        red_add64 = _declare(builder, "llvm.vector.reduce.add.v8i64", _I64, [_V8I64])
+        red_add64q = _declare(builder, "llvm.vector.reduce.add.v16i64", _I64, [_V16I64])
+        red_umin = _declare(builder, "llvm.vector.reduce.umin.v64i8", _I8, [_V64I8])
+        red_umax = _declare(builder, "llvm.vector.reduce.umax.v64i8", _I8, [_V64I8])
+        s = builder.call(red_add64, [sum_s])
+        q = builder.call(red_add64q, [sum_q])
+        lo = builder.zext(builder.call(red_umin, [builder.load(acc_lo)]), _I64)
+        hi = builder.zext(builder.call(red_umax, [builder.load(acc_hi)]), _I64)
+        return context.make_tuple(builder, signature.return_type, (s, q, lo, hi))
+
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def u8_sums(r):
+    """Exact ``(sum, sum of squares, min, max)`` of a uint8 block of at most
+    ``MAX_BYTES`` elements: whole iterations through ``u8_block_sums`` when the block
+    has unit stride, the rest (and strided blocks) in a scalar loop."""
+    n = r.size
+    nit = n // (VEC * UNROLL) if r.strides[0] == 1 else 0
+    s, q, lo, hi = u8_block_sums(r, nit)
+    for i in range(nit * VEC * UNROLL, n):
+        v = numba.int64(r[i])
+        s += v
+        q += v * v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return s, q, lo, hi
+
+
+# ---------------------------------------------------------------------------------------
+# Channels-last float32: a chunk of channels, accumulated in registers over many rows.
+#
+# The portable channels-last kernel (cpu_stats._cl_pass) vectorizes across the channels
+# of a tile and keeps its accumulators in memory; from DRAM it ran at ~16 GB/s per core
+# against ~26 for channels-first. Here a chunk of CL_LANES * CL_VECTORS channels keeps
+# its sums of d = x - k and d*d (float64) and its min/max (float32) in registers while
+# the loop walks CL_ROWS rows (stride C). Each chunk pass re-reads lines that the first
+# pass brought into L2, and every row step prefetches (into L2) the same chunk
+# ``prefetch_rows`` rows ahead, which is the next group's: DRAM streams one group ahead
+# of the arithmetic instead of stalling it (without the prefetch, C = 256 ran at 8 GB/s).
+
+CL_LANES = 16  # float32 lanes of one vector: chunks are whole vectors, so C % 16 == 0
+CL_VECTORS = 4  # vectors per chunk (64 channels: 8 + 8 + 4 + 4 = 24 zmm accumulators)
+CL_ROWS = 256  # rows per group: CL_ROWS * C * 4 bytes stay in L2 for the chunk passes
+
+_F32, _F64 = ir.FloatType(), ir.DoubleType()
+_VF32 = ir.VectorType(_F32, CL_LANES)
+_VF64 = ir.VectorType(_F64, CL_LANES)
+_PTR8 = ir.PointerType(_I8)
+
+
+def _make_cl_chunk(nvec: int):
+    @intrinsic
+    def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx):
+        """Accumulate rows ``r0 <= r < r1`` of the flat (M, nchan) float32 ``xf`` for the
+        channels ``c0 <= c < c0 + 16 * nvec`` into ``sd`` (sum of x - tk), ``sq`` (sum of
+        squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the caller
+        detects NaN/inf from the sums). ``xf`` must be C-contiguous."""
+        if not (isinstance(xf, types.Array) and xf.dtype == types.float32):
+            return None
+        sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx)
+
+        def codegen(context, builder, signature, args):
+            sa = signature.args
+            x, tka, sda, sqa, mna, mxa = (
+                context.make_array(sa[i])(context, builder, args[i]) for i in (0, 6, 7, 8, 9, 10)
+            )
+            nc, first, row0, row1, ahead = (
+                context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5)
+            )
+            fma = _declare(builder, "llvm.fma.v16f64", _VF64, [_VF64] * 3)
+            prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
+                                [_PTR8, _I32, _I32, _I32])
+
+            def vec_ptr(arr, index, vt):
+                return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
+
+            offs = [builder.add(first, ir.Constant(_I64, CL_LANES * v)) for v in range(nvec)]
+            ks = [builder.load(vec_ptr(tka, o, _VF64), align=8, typ=_VF64) for o in offs]
+            acc = []
+            for o in offs:
+                acc.append(tuple(
+                    cgutils.alloca_once_value(
+                        builder, builder.load(vec_ptr(a, o, vt), align=al, typ=vt))
+                    for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
+                                      (mxa, _VF32, 4))
+                ))
+            with cgutils.for_range(builder, builder.sub(row1, row0)) as loop:
+                base = builder.add(builder.mul(builder.add(row0, loop.index), nc), first)
+                ahead_base = builder.add(base, builder.mul(ahead, nc))
+                for v in range(nvec):
+                    lane0 = ir.Constant(_I64, CL_LANES * v)
+                    pf = builder.bitcast(builder.gep(x.data, [builder.add(ahead_base, lane0)]), _PTR8)
+                    builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
+                    xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32), align=4,
+                                      typ=_VF32)
+                    s, q, lo, hi = acc[v]
+                    d = builder.fsub(builder.fpext(xv, _VF64), ks[v])
+                    builder.store(builder.fadd(builder.load(s), d), s)
+                    builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
+                    cur = builder.load(lo)
+                    builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
+                    cur = builder.load(hi)
+                    builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
+            for o, slots in zip(offs, acc):
+                for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
+                                           (8, 8, 4, 4), slots):
+                    builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return cl_chunk
+
+
+cl_chunk_wide = _make_cl_chunk(CL_VECTORS)
+cl_chunk_one = _make_cl_chunk(1)
+
+
+@numba.njit(inline="always")
+def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
+    """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf``
+    (``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``, ``mn``, ``mx``,
+    in groups of ``CL_ROWS`` rows, chunk by chunk."""
+    wide = CL_LANES * CL_VECTORS
+    for g0 in range(r0, r1, CL_ROWS):
+        g1 = min(r1, g0 + CL_ROWS)
+        ahead = CL_ROWS if g1 + CL_ROWS <= nrows else 0  # never prefetch past the array
+        c0 = 0
+        while c0 + wide <= nchan:
+            cl_chunk_wide(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            c0 += wide
+        while c0 < nchan:
+            cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            c0 += CL_LANES

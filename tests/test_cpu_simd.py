@@ -1,0 +1,100 @@
+"""The explicit-SIMD kernels (nbbn/backends/cpu_simd.py) against exact references:
+the uint8 block sums, and the channels-last float32 chunk kernel through the public API.
+
+Runs only where numba compiles for a host with AVX-512BW; elsewhere the portable loops
+of cpu_stats serve these inputs and the other tests cover them.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from reference import assert_stats, ref_stats, stats_rtol
+
+import nbbn
+from nbbn.backends import cpu_simd, cpu_stats
+
+pytestmark = pytest.mark.skipif(not cpu_simd.HAVE_AVX512BW, reason="needs AVX-512BW")
+
+
+@numba.njit
+def _sums(r):
+    return cpu_simd.u8_sums(r)
+
+
+def _exact(x):
+    w = x.astype(np.int64)
+    return int(w.sum()), int((w * w).sum()), int(w.min()), int(w.max())
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 127, 128, 129, 1000, 65536, 65536 + 77])
+def test_u8_sums_exact(rng, n):
+    x = rng.integers(0, 256, n, dtype=np.uint8)
+    assert tuple(int(v) for v in _sums(x)) == _exact(x)
+
+
+def test_u8_sums_extremes_at_the_limit():
+    # MAX_BYTES of 255: the int32 lanes of the squares are as full as they may get.
+    x = np.full(cpu_simd.MAX_BYTES, 255, np.uint8)
+    x[12345] = 0
+    assert tuple(int(v) for v in _sums(x)) == _exact(x)
+
+
+def test_u8_sums_strided_and_offset(rng):
+    x = rng.integers(0, 256, 70001, dtype=np.uint8)
+    for view in (x[1:], x[::2], x[::-1], x[3:-5]):
+        assert tuple(int(v) for v in _sums(view)) == _exact(view)
+
+
+def test_uint8_rows_use_the_wide_block():
+    assert cpu_stats.row_block(np.dtype(np.uint8)) == cpu_stats.ROW_BLOCK_U8
+    assert cpu_stats.row_block(np.dtype(np.int8)) == cpu_stats.ROW_BLOCK
+
+
+def test_channel_stats_uint8_long_rows(rng):
+    x = rng.integers(0, 256, (3, 4, cpu_stats.ROW_BLOCK_U8 + 999), dtype=np.uint8)
+    x[1, 2, 5] = 0
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), 1e-12)
+
+
+# Channel counts: one wide chunk, wide chunks plus single vectors, single vectors only,
+# and a count the SIMD kernel does not take (not a multiple of 16).
+@pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24])
+def test_channels_last_float32_chunks(rng, nchan):
+    assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == (nchan % 16 == 0)
+    m = 3 * cpu_simd.CL_ROWS + 37  # several row groups, a partial last one
+    x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
+         + rng.uniform(-100, 100, nchan)).astype(np.float32)
+    x[:, 1] = 7.25  # a constant channel: var exactly 0
+    x[:, 2] = 1e4 + x[:, 2] / 1e2  # mean = 1e4 x std: the shift must hold it
+    rs = nbbn.channel_stats(x, -1, backend="cpu")
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
+    assert rs.var[1] == 0.0
+
+
+def test_channels_last_float32_many_blocks_and_offset_view(rng):
+    # More rows than one block (CL_BLOCK elements), in several updates, from a view whose
+    # data starts 4 bytes past an allocation: the vector loads are unaligned.
+    nchan = 80
+    rows = cpu_stats.CL_BLOCK // nchan * 2 + 300
+    base = rng.standard_normal(rows * nchan + 1).astype(np.float32)
+    x = base[1:].reshape(rows, nchan)
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:1000]).update(x[1000:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_channels_last_float32_nan_inf(rng, nan_policy):
+    nchan = 64
+    x = rng.standard_normal((700, nchan)).astype(np.float32)
+    x[5, 3] = np.nan
+    x[600, 3] = np.nan
+    x[10, 20] = np.inf
+    x[11, 21] = -np.inf
+    x[::7, 40] = np.nan
+    rs = nbbn.channel_stats(x, -1, nan_policy=nan_policy, backend="cpu")
+    assert_stats(rs, ref_stats(x, -1, nan_policy), stats_rtol(np.float32))
