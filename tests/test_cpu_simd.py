@@ -10,7 +10,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-
 from reference import assert_stats, ref_stats, stats_rtol
 
 import nbbn
