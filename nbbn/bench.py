@@ -34,6 +34,7 @@ FULL_SHAPES: list[tuple[tuple[int, ...], str, str, int]] = [
     ((64, 256, 56, 56), "float32", "NCHW", 1),
     ((64, 56, 56, 256), "float32", "NHWC", -1),
     ((256, 3, 224, 224), "uint8", "NCHW", 1),
+    ((256, 224, 224, 3), "uint8", "NHWC", -1),  # HWC images, as PIL/OpenCV give them
     ((256, 3, 224, 224), "float32", "NCHW", 1),
     ((1_000_000, 64), "float32", "NC", -1),
 ]
@@ -41,6 +42,7 @@ QUICK_SHAPES: list[tuple[tuple[int, ...], str, str, int]] = [
     ((4, 16, 8, 8), "float32", "NCHW", 1),
     ((4, 8, 8, 16), "float32", "NHWC", -1),
     ((4, 3, 16, 16), "uint8", "NCHW", 1),
+    ((4, 16, 16, 3), "uint8", "NHWC", -1),
     ((4, 3, 16, 16), "float32", "NCHW", 1),
     ((2_000, 64), "float32", "NC", -1),
 ]
@@ -632,7 +634,8 @@ def run_bench(
     """Run the benchmark, print its table to ``file``, optionally write JSON; return the results.
 
     ``shapes`` is a list of ``(shape, dtype, layout, channel_axis)`` with layout one of
-    "NCHW", "NHWC", "NC" (default: the issue's five shapes, tiny ones with ``quick``).
+    "NCHW", "NHWC", "NC" (default: the issue's five shapes plus HWC uint8 images, tiny
+    ones with ``quick``).
     ``wait_quiet_s`` > 0 waits up to that long before each shape for other processes to go
     idle (on a shared machine a busy neighbour slows every parallel kernel).
     """

@@ -97,3 +97,25 @@ def test_channels_last_float32_nan_inf(rng, nan_policy):
     x[::7, 40] = np.nan
     rs = nbbn.channel_stats(x, -1, nan_policy=nan_policy, backend="cpu")
     assert_stats(rs, ref_stats(x, -1, nan_policy), stats_rtol(np.float32))
+
+
+# Channels-last uint8: periods of 1 (C = 1, 4, 64), 3 (C = 3, 48), 5 and 125 vectors,
+# and C = 1021 whose period (1021 vectors) the SIMD kernel leaves to the portable one.
+@pytest.mark.parametrize("nchan", [1, 3, 4, 5, 48, 64, 1000, 1021])
+def test_channels_last_uint8_periods(rng, nchan):
+    assert cpu_stats.u8_cl_simd(np.dtype(np.uint8), nchan) == (nchan != 1021)
+    rows = cpu_stats.U8CL_BLOCK // nchan * 2 + 333  # two blocks and a partial one
+    x = rng.integers(0, 256, (rows, nchan), dtype=np.uint8)
+    x[: rows // 3, 0] = 255  # a full block of 255s in channel 0: the largest lane sums
+    x[rows // 2, -1] = 0
+    rs = nbbn.channel_stats(x, -1, backend="cpu")
+    assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+def test_channels_last_uint8_images_in_updates(rng):
+    # HWC images, as PIL and OpenCV produce them, streamed in batches of odd sizes.
+    x = rng.integers(0, 256, (7, 33, 35, 3), dtype=np.uint8)
+    x[2, :, :, 1] = 17  # one image with a constant channel
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:2]).update(x[2:3]).update(x[3:])
+    assert_stats(rs, ref_stats(x, -1), 1e-12)

@@ -76,7 +76,12 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
         x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
     data, half = _half(x3)
     args: tuple
-    if x3.shape[2] == 1:
+    if x3.shape[2] == 1 and ks.u8_cl_simd(x3.dtype, nchan):
+        rpb = ks.u8_cl_geometry(nchan)[2]
+        nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
+        kernels = (ks.stats_channels_last_u8_serial, ks.stats_channels_last_u8_parallel)
+        args = (data.reshape(-1), nchan)
+    elif x3.shape[2] == 1:
         rpb = ks.channels_last_geometry(nchan, ks.cl_simd(x3.dtype, nchan))[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)

@@ -258,3 +258,75 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
         while c0 < nchan:
             cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
             c0 += CL_LANES
+
+
+# ---------------------------------------------------------------------------------------
+# Channels-last uint8 (HWC images): exact integer sums per byte position.
+#
+# With C channels interleaved, the channel of a byte repeats every lcm(64, C) bytes, a
+# "period" of P = C / gcd(C, 64) vectors. Pass k of ``u8_cl_pass`` reads vector k of
+# every period of a block (so vector k's 64 positions always hold the same channels)
+# and keeps positional accumulators: the four bytes of each 32-bit lane split apart
+# (a mask and shifts), summed into int32 lanes and squared with ``vpmaddwd`` (the upper
+# 16 bits are zero, so each lane gains x**2), plus positional ``vpminub``/``vpmaxub``.
+# The caller folds the positions into channels (position p of vector k is channel
+# (64 k + p) % C). P passes re-read the block from L2.
+
+U8CL_MAX_ITERATIONS = 33000  # each int32 lane gains at most 255**2 per iteration
+U8CL_LANES = 64 + 64 + 4 * 16 + 4 * 16  # the int64 results: min, max, sums, squares
+
+
+@intrinsic
+def u8_cl_pass(typingctx, arr, start, nper, period, out):
+    """Reduce the vectors at ``arr[start + j * period : ... + 64]`` for ``j < nper``
+    (``nper <= U8CL_MAX_ITERATIONS``) into ``out`` (int64, ``U8CL_LANES``): 64 minima,
+    64 maxima by byte position, then 4 x 16 sums and 4 x 16 sums of squares, where
+    entry ``s * 16 + i`` belongs to byte position ``4 * i + s``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+            and isinstance(out, types.Array) and out.dtype == types.int64):
+        return None
+    sig = types.void(arr, start, nper, period, out)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        ary = context.make_array(sa[0])(context, builder, args[0])
+        res = context.make_array(sa[4])(context, builder, args[4])
+        first, n, step = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3))
+        pmadd = _declare(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32, [_V32I16, _V32I16])
+        umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
+        umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
+        acc_s = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None)) for _ in range(4)]
+        acc_q = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None)) for _ in range(4)]
+        acc_lo = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, [255] * 64))
+        acc_hi = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, None))
+        byte = ir.Constant(_V16I32, [0xFF] * 16)
+        with cgutils.for_range(builder, n) as loop:
+            off = builder.add(first, builder.mul(loop.index, step))
+            ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
+            v = builder.load(ptr, align=1, typ=_V64I8)
+            w = builder.bitcast(v, _V16I32)
+            for s in range(4):
+                b = w if s == 0 else builder.lshr(w, ir.Constant(_V16I32, [8 * s] * 16))
+                if s < 3:
+                    b = builder.and_(b, byte)
+                builder.store(builder.add(builder.load(acc_s[s]), b), acc_s[s])
+                h = builder.bitcast(b, _V32I16)
+                sq = builder.call(pmadd, [h, h])
+                builder.store(builder.add(builder.load(acc_q[s]), sq), acc_q[s])
+            builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
+            builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
+
+        def put(index, vec, width):
+            wide = builder.zext(vec, ir.VectorType(_I64, width))
+            ptr = builder.bitcast(builder.gep(res.data, [ir.Constant(_I64, index)]),
+                                  ir.VectorType(_I64, width).as_pointer())
+            builder.store(wide, ptr, align=8)
+
+        put(0, builder.load(acc_lo), 64)
+        put(64, builder.load(acc_hi), 64)
+        for s in range(4):
+            put(128 + 16 * s, builder.load(acc_s[s]), 16)
+            put(192 + 16 * s, builder.load(acc_q[s]), 16)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -45,7 +45,16 @@ from .._numerics import (
     to_float64,
 )
 from ._jit import serial_and_parallel
-from .cpu_simd import CL_LANES, HAVE_AVX512BW, MAX_BYTES, cl_rows_f32, u8_sums
+from .cpu_simd import (
+    CL_LANES,
+    HAVE_AVX512BW,
+    MAX_BYTES,
+    U8CL_LANES,
+    U8CL_MAX_ITERATIONS,
+    cl_rows_f32,
+    u8_cl_pass,
+    u8_sums,
+)
 
 POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
 POLICY_OMIT = 1  # NaN is skipped per channel
@@ -535,6 +544,84 @@ def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
     _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
 
 
+U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
+U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, 64))
+assert U8CL_BLOCK // 64 <= U8CL_MAX_ITERATIONS
+
+
+def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
+    """Whether channels-last input takes ``_stats_channels_last_u8``."""
+    return (HAVE_AVX512BW and dtype == np.uint8
+            and nchan // math.gcd(nchan, 64) <= U8CL_MAX_PERIOD)
+
+
+@numba.njit
+def u8_cl_geometry(nchan):
+    """``(vectors per period, period bytes, rows per block)`` for channels-last uint8."""
+    nvec = nchan // math.gcd(nchan, 64)
+    period = 64 * nvec
+    return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
+
+
+def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+    """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
+    exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
+    the last partial period of a block in a scalar loop."""
+    nrows = xf.size // nchan
+    nvec, period, rpb = u8_cl_geometry(nchan)
+    nblocks = (nrows + rpb - 1) // rpb
+    chan = np.empty(period, np.int64)  # the channel of each byte of a period
+    for j in range(period):
+        chan[j] = j % nchan
+    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
+    for p in numba.prange(nparts):
+        b0 = (nblocks * p) // nparts
+        b1 = (nblocks * (p + 1)) // nparts
+        lanes = np.empty(U8CL_LANES, np.int64)
+        s = np.empty(nchan, np.int64)
+        q = np.empty(nchan, np.int64)
+        lo = np.empty(nchan, np.int64)
+        hi = np.empty(nchan, np.int64)
+        for b in range(b0, b1):
+            r0 = b * rpb
+            r1 = min(nrows, r0 + rpb)
+            e0 = r0 * nchan
+            e1 = r1 * nchan
+            s[:] = 0
+            q[:] = 0
+            lo[:] = 255
+            hi[:] = 0
+            nper = (e1 - e0) // period
+            if nper > 0:
+                for k in range(nvec):
+                    u8_cl_pass(xf, e0 + 64 * k, nper, period, lanes)
+                    for pos in range(64):  # vector k's byte positions are fixed channels
+                        c = chan[64 * k + pos]
+                        lo[c] = min(lo[c], lanes[pos])
+                        hi[c] = max(hi[c], lanes[64 + pos])
+                    for t in range(64):  # entry t: byte position 4 * (t % 16) + t // 16
+                        c = chan[64 * k + 4 * (t & 15) + (t >> 4)]
+                        s[c] += lanes[128 + t]
+                        q[c] += lanes[192 + t]
+            for e in range(e0 + nper * period, e1):  # the rest: less than one period
+                c = chan[e - e0 - nper * period]
+                v = numba.int64(xf[e])
+                s[c] += v
+                q[c] += v * v
+                lo[c] = min(lo[c], v)
+                hi[c] = max(hi[c], v)
+            n = r1 - r0
+            for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
+                bm = numba.float64(s[c]) / n
+                bq = numba.float64(np.int64(n) * q[c] - s[c] * s[c]) / n
+                pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
+                    pn[p, c], pmean[p, c], pm2[p, c], n, bm, bq
+                )
+                pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c]))
+                pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c]))
+    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+
+
 # One source, two targets: the serial build avoids waking the thread pool for small
 # batches (and is the safe choice inside foreign thread pools).
 _OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
@@ -543,4 +630,7 @@ stats_channels_first_serial, stats_channels_first_parallel = serial_and_parallel
 )
 stats_channels_last_serial, stats_channels_last_parallel = serial_and_parallel(
     _stats_channels_last, **_OPTS
+)
+stats_channels_last_u8_serial, stats_channels_last_u8_parallel = serial_and_parallel(
+    _stats_channels_last_u8, **_OPTS
 )
