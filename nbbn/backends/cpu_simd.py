@@ -1,4 +1,11 @@
-"""Explicit SIMD for the uint8 statistics block, where LLVM's auto-vectorizer falls short.
+"""Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
+
+Three kernels, each used only when numba targets a host with AVX-512BW
+(``HAVE_AVX512BW``; elsewhere the portable loops of ``cpu_stats`` run):
+
+* ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
+* ``cl_rows_f32``: channels-last float32, a chunk of 64 channels in registers;
+* ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position.
 
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
 of squares, the minimum and the maximum. Auto-vectorized, the loop widens every byte
