@@ -82,15 +82,16 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
         kernels = (ks.stats_channels_last_u8_serial, ks.stats_channels_last_u8_parallel)
         args = (data.reshape(-1), nchan)
     elif x3.shape[2] == 1:
-        rpb = ks.channels_last_geometry(nchan, ks.cl_simd(x3.dtype, nchan))[2]
+        simd = ks.cl_simd(x3.dtype, nchan)
+        rpb = ks.channels_last_geometry(nchan, simd)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
-        args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype))
+        args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
     else:
-        bpr = -(-x3.shape[2] // ks.row_block(x3.dtype))
-        nparts = _nparts(x3.size, x3.shape[0] * nchan * bpr)
+        rb = ks.row_block(x3.dtype)
+        nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))
         kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
-        args = (data, half, policy)
+        args = (data, half, policy, rb)
     if nparts == 1:
         kernels[0](*args, nparts, *out.arrays())
         return out

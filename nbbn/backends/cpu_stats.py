@@ -247,20 +247,9 @@ def _block_fast_impl(r, half, shift):
 
 
 def row_block(dtype: np.dtype) -> int:
-    """Elements of one channels-first row reduced as one block, for an input dtype."""
+    """Elements of one channels-first row reduced as one block, for an input dtype
+    (the ``rb`` argument of the channels-first kernels)."""
     return ROW_BLOCK_U8 if dtype == np.uint8 and HAVE_AVX512BW else ROW_BLOCK
-
-
-def _row_block(x, half):  # pragma: no cover - replaced by the overload
-    """``row_block`` in jitted code (float16 arrives as uint16 bits, so no change)."""
-    raise NotImplementedError
-
-
-@overload(_row_block, inline="always")
-def _row_block_impl(x, half):
-    if x.dtype == types.uint8 and HAVE_AVX512BW and isinstance(half, types.NoneType):
-        return lambda x, half: ROW_BLOCK_U8
-    return lambda x, half: ROW_BLOCK
 
 
 def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
@@ -333,19 +322,9 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
 
 def cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input of this dtype and channel count takes the
-    explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``."""
+    explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
+    (the ``simd`` argument of the channels-last kernels)."""
     return HAVE_AVX512BW and dtype == np.float32 and nchan % CL_LANES == 0
-
-
-def _cl_simd_dtype(xf, half):  # pragma: no cover - replaced by the overload
-    """``cl_simd``'s dtype test at compile time (the channel test is at run time)."""
-    raise NotImplementedError
-
-
-@overload(_cl_simd_dtype, inline="always")
-def _cl_simd_dtype_impl(xf, half):
-    ok = HAVE_AVX512BW and xf.dtype == types.float32 and isinstance(half, types.NoneType)
-    return lambda xf, half: ok
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -355,7 +334,8 @@ def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma
 
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
-    if not (HAVE_AVX512BW and xf.dtype == types.float32 and isinstance(half, types.NoneType)):
+    # the SIMD kernel types only for float32: other dtypes compile without it
+    if not (HAVE_AVX512BW and xf.dtype == types.float32):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 
@@ -415,9 +395,8 @@ def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, m
         ninf[c] = b
 
 
-def _stats_channels_first(x, half, policy, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+def _stats_channels_first(x, half, policy, rb, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
     no, nchan, length = x.shape
-    rb = _row_block(x, half)
     bpr = max(1, (length + rb - 1) // rb)
     units = no * nchan * bpr
     pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
@@ -460,10 +439,9 @@ def channels_last_geometry(nchan, simd):
     return k, tile, k * max(1, CL_BLOCK // tile)
 
 
-def _stats_channels_last(xf, nchan, half, policy, limit, nparts,
+def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts,
                          cnt, mean, m2, mn, mx, nnan, ninf):
     nrows = xf.size // nchan
-    simd = _cl_simd_dtype(xf, half) and nchan % CL_LANES == 0
     k, tile, rpb = channels_last_geometry(nchan, simd)
     nblocks = (nrows + rpb - 1) // rpb
     pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
