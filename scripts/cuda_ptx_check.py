@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 from numba import cuda, types
 
 from nbbn.backends import cuda_kernels as kk
@@ -22,29 +23,35 @@ DTYPES = [types.float16, types.float32, types.float64, types.uint8, types.int8, 
 
 def main() -> int:
     t0 = time.perf_counter()
-    k = kk.make_kernels(256)
     i64, f64, b1 = types.int64, types.float64, types.boolean
     parts = (types.int64[:, :, ::1], types.float64[:, :, ::1])
     stats = (types.int64[:, ::1], types.float64[:, ::1])
     params = types.float64[:, ::1]
     n = 0
     for dt in DTYPES:
+        npdt = np.dtype(str(dt))
+        k = kk.make_kernels(256, kk.family(npdt), kk.unroll(npdt))
+        a = kk.make_affine_kernels(kk.affine_unroll(npdt))
+        flat = types.Array(dt, 1, "C")
+        cuda.compile_ptx(k.partial_cl.py_func, (flat,) + (i64,) * 6 + parts, cc=CC)
+        n += 1
         for layout in ("C", "A"):
             cuda.compile_ptx(k.partial_cf.py_func, (types.Array(dt, 3, layout), i64) + parts,
                              cc=CC)
-            cuda.compile_ptx(k.partial_cl.py_func,
-                             (types.Array(dt, 2, layout), i64, i64) + parts, cc=CC)
-            n += 2
-            for odt in (types.float16, types.float32, types.float64):
-                cuda.compile_ptx(kk.affine_cf.py_func, (types.Array(dt, 3, layout), params,
+            n += 1
+        for odt in (types.float16, types.float32, types.float64):
+            for layout in ("C", "A"):
+                cuda.compile_ptx(a.affine_cf.py_func, (types.Array(dt, 3, layout), params,
                                  types.Array(odt, 3, layout), i64, i64), cc=CC)
-                cuda.compile_ptx(kk.affine_cl.py_func, (types.Array(dt, 2, layout), params,
-                                 types.Array(odt, 2, layout), i64, i64), cc=CC)
-                n += 2
+                n += 1
+            cuda.compile_ptx(a.affine_cl.py_func, (flat, i64, i64, params,
+                             types.Array(odt, 1, "C")) + (i64,) * 6, cc=CC)
+            n += 1
         print(f"{dt}: ok", flush=True)
-    cuda.compile_ptx(kk.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)
+    ck = kk.make_channel_kernels(128)
+    cuda.compile_ptx(ck.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)
     cuda.compile_ptx(kk.merge_state.py_func, stats + stats, cc=CC)
-    cuda.compile_ptx(kk.finalize_bn.py_func, parts + (f64, params, params, b1, f64, params),
+    cuda.compile_ptx(ck.finalize_bn.py_func, parts + (f64, params, params, b1, f64, params),
                      cc=CC)
     print(f"{n + 3} kernels compiled to PTX for sm_{CC[0]}{CC[1]} in "
           f"{time.perf_counter() - t0:.0f} s")

@@ -37,6 +37,8 @@ def close(got, exp, rtol, what):
 def data(shape, dtype, rng, mean=3.0):
     if np.dtype(dtype).kind in "iu":
         info = np.iinfo(dtype)
+        if info.bits <= 16:  # the exact integer kernels: the whole range, extremes included
+            return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
         lo, hi = max(info.min, -1000), min(info.max, 1000)
         return rng.integers(lo, hi, size=shape, dtype=dtype)
     return (rng.standard_normal(shape) * 2 + mean).astype(dtype)
@@ -45,7 +47,7 @@ def data(shape, dtype, rng, mean=3.0):
 SHAPES = [((3, 5, 7, 9), 1), ((7, 6, 5, 3), -1), ((40, 300), -1), ((2, 300, 17), 1)] if SMALL \
     else [((16, 64, 33, 35), 1), ((16, 33, 35, 64), -1), ((8, 3, 224, 224), 1),
           ((8, 224, 224, 3), -1), ((100_003, 64), -1), ((3, 1000, 7), 1), ((1, 3, 1_000_001), 1)]
-DTYPES = ["float32", "float64", "float16", "uint8", "int16", "int64"]
+DTYPES = ["float32", "float64", "float16", "uint8", "int16", "uint16", "int64"]
 
 
 def stats_case(shape, axis, dtype):

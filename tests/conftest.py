@@ -53,6 +53,16 @@ def backend(request):
     return request.param
 
 
+@pytest.fixture(scope="module")
+def cuda():
+    """``numba.cuda`` (on a GPU, or the simulator); skips when neither is usable."""
+    from numba import cuda as nb_cuda
+
+    if not nb_cuda.is_available():
+        pytest.skip("no CUDA GPU and the simulator is off")
+    return nb_cuda
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded from the test id, so that each test is reproducible on its own."""

@@ -30,15 +30,6 @@ import nbbn
 pytestmark = pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
 
 
-@pytest.fixture(scope="module")
-def cuda():
-    from numba import cuda as nb_cuda
-
-    if not nb_cuda.is_available():
-        pytest.skip("no CUDA GPU and the simulator is off")
-    return nb_cuda
-
-
 @pytest.fixture
 def small_blocks():
     """Blocks of 32 threads, parts of >= 16 values, at most 6 blocks: a 40-channel
@@ -46,7 +37,8 @@ def small_blocks():
     few hundred values per channel several parts with a partial last block."""
     from nbbn.backends import cuda as backend
 
-    backend.set_config(backend.LaunchConfig(threads=32, block_elements=16, max_blocks=6))
+    backend.set_config(backend.LaunchConfig(threads=32, block_elements=16, max_blocks=6,
+                                            merge_blocks=3))
     yield backend.config()
     backend.set_config(None)
 
@@ -58,10 +50,14 @@ GEOMETRIES = {
     "cl_partial_tile": ((50, 40), -1),  # 40 channels > 32 threads: two tiles
     "cl_small_c": ((3, 29, 3), -1),  # C = 3: 10 rows per block step, partial last step
     "cl_middle_axis": ((7, 4, 1), 1),  # inner = 1: the channels-last kernel
+    # long enough for whole unrolled groups (up to 16 loads per thread) before the tail
+    "cf_long_rows": ((1, 2, 1100), 1),  # 3 parts of 733 values: 22-23 per thread
+    "cl_long": ((700, 3), -1),  # 6 parts of 116 rows, 10 rows per block step
 }
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint8", "int16", "int64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "uint8", "int16", "uint16",
+                                   "int64"])
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
 def test_stats_geometries(geometry, dtype, cuda, small_blocks, rng):
     shape, axis = GEOMETRIES[geometry]

@@ -41,18 +41,30 @@ class LaunchConfig:
 
     ``threads`` per block (a power of two); a channel's values are cut into parts of at
     least ``block_elements`` values, and at most ``max_blocks`` blocks run per launch.
+    ``merge_threads`` (a power of two) merge one channel's parts in ``finalize``, which
+    runs ``merge_blocks`` blocks (None: one per channel; the simulator pays per block).
+    ``unroll`` fixes the loads per thread and group for every dtype (the simulator's
+    default, 2, keeps its Python threads short); None takes ``cuda_kernels.unroll``.
     """
 
     threads: int
     block_elements: int
     max_blocks: int
+    merge_threads: int = 4
+    merge_blocks: int | None = None  # finalize blocks; None: one per channel
+    unroll: int | None = None  # loads per thread and group; None: by dtype (32 bytes)
+
+
+BLOCKS_PER_SM = 24  # statistics blocks per multiprocessor and launch (see design.md)
 
 
 def _default_config() -> LaunchConfig:
     if SIMULATOR:  # each simulated thread is a Python thread: small blocks, few of them
-        return LaunchConfig(threads=8, block_elements=64, max_blocks=8)
+        return LaunchConfig(threads=4, block_elements=64, max_blocks=8, merge_threads=1,
+                            merge_blocks=1, unroll=2)
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    return LaunchConfig(threads=256, block_elements=8192, max_blocks=8 * sms)
+    return LaunchConfig(threads=256, block_elements=8192, max_blocks=BLOCKS_PER_SM * sms,
+                        merge_threads=128)
 
 
 _config: LaunchConfig | None = None
@@ -72,8 +84,24 @@ def set_config(cfg: LaunchConfig | None) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(threads: int):
-    return kk.make_kernels(threads)
+def _kernels(threads: int, unroll: int | None, dtype: np.dtype):
+    """The statistics kernels for inputs of ``dtype`` (one set per kernel family)."""
+    return _family_kernels(threads, kk.family(dtype), unroll or kk.unroll(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _family_kernels(threads: int, fam: str, unroll: int):
+    return kk.make_kernels(threads, fam, unroll)
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_kernels(threads: int):
+    return kk.make_channel_kernels(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def _affine_kernels(unroll: int):
+    return kk.make_affine_kernels(unroll)
 
 
 # ---------------------------------------------------------------------------- state
@@ -146,19 +174,33 @@ def _nparts(per_channel: int, groups: int, cfg: LaunchConfig) -> int:
     return int(max(1, min(by_size, max(1, cfg.max_blocks // groups))))
 
 
+def _lanes(nchan: int, cfg: LaunchConfig) -> int:
+    """Channels per block in the channels-last kernels: at most 32.
+
+    Every block writes one part record (56 bytes) per channel it covers, so the records
+    of a launch take ``blocks * lanes * 56`` bytes: with all 256 channels of an NHWC
+    input in one tile and 24 blocks per SM they would be 22% of a 205 MB input, with
+    tiles of 32 channels 3%. A warp still reads 32 consecutive channels (128 bytes of
+    float32) per row.
+    """
+    return min(nchan, 32, cfg.threads)
+
+
 def _launch_partials(can: DeviceInput):
     """Launch the per-block reduction; returns the (C, parts) workspace arrays."""
     cfg = config()
-    kern = _kernels(cfg.threads)
-    v = can.checked_view()
+    kern = _kernels(cfg.threads, cfg.unroll, can.dtype)
     nchan = can.channels
     if can.channels_last:
-        lanes = min(nchan, cfg.threads)
+        flat, s0, s1 = can.checked_flat()
+        lanes = _lanes(nchan, cfg)
         tiles = -(-nchan // lanes)
         nparts = _nparts(can.outer * lanes, tiles, cfg)
         parts = _parts_arrays(nchan, nparts, can.stream)
-        kern.partial_cl[tiles * nparts, cfg.threads, can.stream](v, nparts, lanes, *parts)
+        kern.partial_cl[tiles * nparts, cfg.threads, can.stream](
+            flat, can.outer, nchan, s0, s1, nparts, lanes, *parts)
     else:
+        v = can.checked_view()
         nparts = _nparts(can.outer * can.inner, nchan, cfg)
         parts = _parts_arrays(nchan, nparts, can.stream)
         kern.partial_cf[nchan * nparts, cfg.threads, can.stream](v, nparts, *parts)
@@ -183,10 +225,19 @@ def accumulate(state: DeviceStats | None, can: DeviceInput, policy: int) -> Devi
     parts = _launch_partials(can)
     bi, bf = _workspace(("batch", can.channels, id(can.stream)),
                         lambda: _new_stats_arrays(can.channels, can.stream))
-    grid, threads = _per_channel_grid(can.channels)
-    kk.finalize[grid, threads, can.stream](policy, *parts, bi, bf, True, state.ints,
-                                           state.floats)
+    _finalize(can)(policy, *parts, bi, bf, True, state.ints, state.floats)
     return state
+
+
+def _finalize(can: DeviceInput):
+    """The finalize kernel configured for one block per channel of ``can``."""
+    cfg = config()
+    return _channel_kernels(cfg.merge_threads).finalize[_merge_grid(can.channels, cfg),
+                                                         cfg.merge_threads, can.stream]
+
+
+def _merge_grid(nchan: int, cfg: LaunchConfig) -> int:
+    return max(1, min(nchan, cfg.merge_blocks or nchan))
 
 
 def _new_stats_arrays(nchan: int, stream):
@@ -198,9 +249,8 @@ def batch_stats(can: DeviceInput, policy: int) -> DeviceStats:
     """The statistics of one input, as a new ``DeviceStats``."""
     parts = _launch_partials(can)
     bi, bf = _new_stats_arrays(can.channels, can.stream)
-    grid, threads = _per_channel_grid(can.channels)
     # merge=False: the state arguments are not touched, any arrays of the right type do
-    kk.finalize[grid, threads, can.stream](policy, *parts, bi, bf, False, bi, bf)
+    _finalize(can)(policy, *parts, bi, bf, False, bi, bf)
     return DeviceStats(bi, bf, can.stream)
 
 
@@ -246,24 +296,27 @@ def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
 
 def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
-    x = can.checked_view()
-    o = _out_view(can, out_dev)
+    target = out_dev
     tmp = None
     if overlaps(can.dev, out_dev):  # a partial overlap: write through a temporary
-        tmp = cuda.device_array(can.shape, np.dtype(out_dev.dtype), stream=can.stream)
-        o = _out_view(can, tmp)
+        tmp = target = cuda.device_array(can.shape, np.dtype(out_dev.dtype),
+                                         stream=can.stream)
+    o = _out_view(can, target)
     cfg = config()
+    kern = _affine_kernels(cfg.unroll or kk.affine_unroll(can.dtype))
     if can.channels_last:
-        lanes = min(can.channels, cfg.threads)
+        xf, xs0, xs1 = can.checked_flat()
+        of, os0, os1 = _out_flat(o)
+        lanes = _lanes(can.channels, cfg)
         tiles = -(-can.channels // lanes)
         nparts = _nparts(can.outer * lanes, tiles, cfg)
-        kk.affine_cl[tiles * nparts, cfg.threads, can.stream](x, params.packed, o, nparts,
-                                                              lanes)
+        kern.affine_cl[tiles * nparts, cfg.threads, can.stream](
+            xf, xs0, xs1, params.packed, of, os0, os1, can.outer, can.channels, nparts, lanes)
     else:
-        span = cfg.threads * 8
+        span = cfg.threads * max(kern.unroll, 8)  # 1-4 groups per thread
         bpr = -(-can.inner // span)
-        kk.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
-            x, params.packed, o, bpr, span)
+        kern.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
+            can.checked_view(), params.packed, o, bpr, span)
     if tmp is not None:
         _copy_device(tmp, out_dev, can)
 
@@ -278,6 +331,16 @@ def _out_view(can: DeviceInput, dev):
         raise ValueError("out cannot be seen as (outer, channel, inner) without a copy; "
                          "pass a contiguous device array")
     return v
+
+
+def _out_flat(o):
+    from .cuda_arrays import flat_view
+
+    f = flat_view(o)
+    if f is None:
+        raise ValueError("out has a negative or zero row stride; pass a contiguous device "
+                         "array")
+    return f
 
 
 def _copy_device(src, dst, can: DeviceInput) -> None:
@@ -317,8 +380,9 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
                     lambda: cuda.device_array((2, nchan), np.float64, stream=can.stream))
     wb.copy_to_device(np.stack([weight, bias]).astype(np.float64), stream=can.stream)
     update = running is not None
-    grid, threads = _per_channel_grid(nchan)
-    kk.finalize_bn[grid, threads, can.stream](
+    cfg = config()
+    _channel_kernels(cfg.merge_threads).finalize_bn[_merge_grid(nchan, cfg), cfg.merge_threads,
+                                                    can.stream](
         *parts, float(eps), wb, params.packed, update, float(factor),
         running if update else params.packed)
     affine(can, params, out_dev)

@@ -73,6 +73,28 @@ def reshaped(dev, shape: tuple[int, ...]):
     return type(dev)(shape, view.strides, dev.dtype, stream=dev.stream, gpu_data=dev.gpu_data)
 
 
+def flat_view(v):
+    """``(flat, s0, s1)`` for a 2-d device array ``v`` (M, C): a 1-d unit-stride array
+    over ``v``'s memory, with value (m, c) at ``flat[m * s0 + c * s1]``; None when a
+    stride is negative, not a whole number of items, or 0 along rows (M > 1)."""
+    item = np.dtype(v.dtype).itemsize
+    m, c = shape_of(v)
+    strides = tuple(int(s) for s in v.strides)
+    if any(s < 0 or s % item for s in strides):
+        return None
+    s0, s1 = strides[0] // item, strides[1] // item
+    if m <= 1:
+        s0 = max(s0, 1)  # a single row: any positive step reads it once
+    elif s0 == 0:
+        return None
+    span = 0 if m == 0 or c == 0 else (m - 1) * s0 + (c - 1) * s1 + 1
+    if SIMULATOR:
+        base = np.lib.stride_tricks.as_strided(v._ary, shape=(span,), strides=(item,))
+        return type(v)(base, stream=v.stream), s0, s1
+    flat = type(v)((span,), (item,), v.dtype, stream=v.stream, gpu_data=v.gpu_data)
+    return flat, s0, s1
+
+
 class DeviceInput:
     """A validated input on the device, seen as (outer, channels, inner) around its axis.
 
@@ -81,10 +103,11 @@ class DeviceInput:
     """
 
     __slots__ = ("array", "dev", "kind", "stream", "axis", "outer", "channels", "inner",
-                 "view3")
+                 "view3", "flat3")
 
     def __init__(self, array, dev, kind, stream, axis, outer, channels, inner):
         self.view3 = None
+        self.flat3 = None
         self.array = array
         self.dev = dev
         self.kind = kind
@@ -119,6 +142,30 @@ class DeviceInput:
             self.view3 = reshaped(self.dev, shape)
         return self.view3
 
+    def flat(self):
+        """``(flat, s0, s1)`` (see :func:`flat_view`) of the channels-last (M, C) view, or
+        None."""
+        if self.flat3 is None:
+            v = self.view()
+            self.flat3 = None if v is None else flat_view(v)
+        return self.flat3
+
+    def viewable(self) -> bool:
+        """True when the kernels can read the input in place."""
+        if self.channels_last:
+            return self.flat() is not None
+        return self.view() is not None
+
+    def checked_flat(self):
+        f = self.flat()
+        if f is None:
+            self.checked_view()
+            raise ValueError(
+                f"this {self.kind} device array (shape {self.shape}, strides "
+                f"{tuple(self.dev.strides)}) has a negative or zero row stride; pass a "
+                "contiguous device array")
+        return f
+
     def checked_view(self):
         v = self.view()
         if v is None:
@@ -146,11 +193,11 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     axis = normalize_axis(channel_axis, len(shape))
     can = DeviceInput(x, dev, kind, stream, axis, math.prod(shape[:axis]), shape[axis],
                       math.prod(shape[axis + 1 :]))
-    if can.size and kind in ("torch", "cupy") and can.view() is None:
+    if can.size and kind in ("torch", "cupy") and not can.viewable():
         # strides that no (O, C, I) view expresses: the library's own device copy
         y = x.contiguous() if kind == "torch" else __import__("cupy").ascontiguousarray(x)
         can.dev = as_device(y)[0]
-        can.view3 = None
+        can.view3 = can.flat3 = None
     return can
 
 

@@ -10,24 +10,39 @@ Statistics are computed in two launches:
 
 1. ``partial_cf`` / ``partial_cl`` (channels-first (O, C, I) / channels-last (M, C)):
    each block reduces a fixed, contiguous part of a channel's values. Each thread
-   accumulates ``d = v - k`` and ``d * d`` in float64 with its own shift ``k``, the
-   first finite value it reads; because ``k`` is one of the values summed,
-   ``sum(d*d) / M2 <= n + 1`` for the thread's ``n`` values, so the shifted formula
-   loses at most ``log10(n + 1)`` of float64's 16 digits (about 2.5 for the ~250 values
-   a thread reads), whatever the mean. Threads are then merged with Chan's formula in a
-   shared-memory tree, and thread 0 writes the block's (count, mean, M2, min, max, NaN
-   count, inf count) to a (C, parts) workspace.
-2. ``finalize`` (one thread per channel) merges the parts in a fixed order, applies
-   the NaN/inf rules of the CPU backend, writes the batch statistics and, when asked,
-   merges them into the running state with the same formula (``finalize_bn`` instead
-   produces BatchNorm's affine parameters and updates its running buffers).
+   sweeps its values (:func:`float_sweep` or :func:`exact_sweep`), then the block's
+   threads are merged with Chan's formula in a shared-memory tree and thread 0 writes
+   the block's (count, mean, M2, min, max, NaN count, inf count) to a (C, parts)
+   workspace.
+2. ``finalize`` (one block per channel) merges the channel's parts in a fixed tree,
+   applies the NaN/inf rules of the CPU backend, writes the batch statistics and, when
+   asked, merges them into the running state with the same formula (``finalize_bn``
+   instead produces BatchNorm's affine parameters and updates its running buffers).
 
+How a thread accumulates depends on the input dtype (a *family*, :func:`family`):
+
+* ``"float32"`` (float16 and float32 input) and ``"float64"`` (float64, and the 32- and
+  64-bit integers, read through float64 as on the CPU): ``d = v - k`` and ``d * d`` are
+  summed in float64 with the thread's own shift ``k``, its first finite value. Because
+  ``k`` is one of the values summed, ``sum(d*d) / M2 <= n + 1`` for the thread's ``n``
+  values, so the shifted formula loses at most ``log10(n + 1)`` of float64's 16 digits
+  (about 2.5 for the ~250 values a thread reads), whatever the mean. Values come in
+  groups of ``unroll`` loads; a group whose values are all finite (the common case)
+  takes a branch-free path with min/max in the input's precision, a group with a NaN
+  or an infinity takes the careful per-value path that counts them.
+* ``"exact8"`` / ``"exact16"`` (8- and 16-bit integers): integer sums of ``v`` and
+  ``v * v``, exact, in 32-bit registers flushed to 64-bit totals every ``CHUNK`` values
+  per thread; the thread's M2 is ``(n * sum(v*v) - sum(v)**2) / n``, computed exactly
+  in int64 and rounded once.
+
+Indices into the data are unsigned: Numba adds a negative-index wraparound to every
+signed index, which here cost more instructions than the statistics themselves.
 Results are reproducible: the partitioning depends only on the shape and the launch
 configuration, and every merge happens in a fixed order.
 
-The kernels are built by :func:`make_kernels` for a given block size, a compile-time
-constant of the shared arrays (256 threads on a GPU, fewer in tests under the
-simulator, where each thread is a Python thread).
+The kernels are built by :func:`make_kernels` for a block size (a compile-time
+constant of the shared arrays: 256 threads on a GPU, fewer in tests under the
+simulator, where each thread is a Python thread) and a family.
 """
 
 from __future__ import annotations
@@ -36,12 +51,39 @@ import math
 from types import SimpleNamespace
 
 import numba
+import numpy as np
 from numba import cuda
 
 POLICY_OMIT = 1  # same values as cpu_stats.POLICY_*
-UNROLL = 4  # loads in flight per thread and loop step
+CHUNK = 4096  # values per thread between flushes of the 32-bit integer sums
+
+FAMILIES = ("float32", "float64", "exact8", "exact16")
 
 
+def family(dtype: np.dtype) -> str:
+    """The kernel family that reads ``dtype`` (see the module docstring)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return "float64" if dtype.itemsize == 8 else "float32"
+    if dtype.itemsize == 1:
+        return "exact8"
+    if dtype.itemsize == 2:
+        return "exact16"
+    return "float64"
+
+
+def unroll(dtype: np.dtype) -> int:
+    """Loads in flight per thread and loop step: 32 bytes, and at least 4 loads."""
+    return max(4, min(16, 32 // np.dtype(dtype).itemsize))
+
+
+def affine_unroll(dtype: np.dtype) -> int:
+    """Loads in flight per thread for the affine map: 32 bytes, 4 to 8 values (they are
+    held as float64 until stored)."""
+    return max(4, min(8, 32 // np.dtype(dtype).itemsize))
+
+
+# ------------------------------------------------------------- shared device helpers
 @cuda.jit(device=True, inline=True)
 def chan_merge(na, ma, m2a, nb, mb, m2b):
     """Chan's exact merge of two (count, mean, M2) triples, as ``_numerics.chan_merge``.
@@ -82,7 +124,8 @@ def nan_max(a, b):
 
 @cuda.jit(device=True, inline=True)
 def accumulate(v, k, nf, s1, s2, mn, mx, nnan, ninf):
-    """Add one value: finite values to the shifted sums, NaN and inf to their counts."""
+    """Add one float64 value the careful way: finite values to the shifted sums (the
+    first one becomes the shift), NaN and inf to their counts, inf to min/max."""
     if math.isfinite(v):
         if nf == 0:
             k = v
@@ -91,22 +134,6 @@ def accumulate(v, k, nf, s1, s2, mn, mx, nnan, ninf):
     if math.isnan(v):
         return k, nf, s1, s2, mn, mx, nnan + 1, ninf
     return k, nf, s1, s2, min(mn, v), max(mx, v), nnan, ninf + 1
-
-
-@cuda.jit(device=True, inline=True)
-def accumulate4(v0, v1, v2, v3, k, nf, s1, s2, mn, mx, nnan, ninf):
-    """``accumulate`` four values, loaded together for memory-level parallelism."""
-    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx, nnan, ninf)
-    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v1, k, nf, s1, s2, mn, mx, nnan, ninf)
-    k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v2, k, nf, s1, s2, mn, mx, nnan, ninf)
-    return accumulate(v3, k, nf, s1, s2, mn, mx, nnan, ninf)
-
-
-@cuda.jit(device=True, inline=True)
-def empty_accumulator():
-    """(shift, finite count, shifted sum, shifted sum of squares, min, max, NaNs, infs)."""
-    return (numba.float64(0), numba.int64(0), numba.float64(0), numba.float64(0),
-            numba.float64(math.inf), numba.float64(-math.inf), numba.int64(0), numba.int64(0))
 
 
 @cuda.jit(device=True, inline=True)
@@ -147,10 +174,170 @@ def apply_policy(policy, nf, mean, m2, mn, mx, nnan, ninf):
     return cnt, mean, m2, mn, mx
 
 
-def make_kernels(threads: int) -> SimpleNamespace:
-    """Compile-on-first-use kernels for blocks of ``threads`` threads (a power of two)."""
-    T = threads
+# --------------------------------------------------------------- per-thread sweeps
+def _float_sweep(native, U):
+    """init/sweep/finish for the float families: values read as ``native`` (float32 or
+    float64), ``U`` loads per group."""
+    big = native(math.inf)
 
+    @cuda.jit(device=True, inline=True)
+    def init():
+        # (shift, finite count, sum d, sum d*d, fast min, fast max, careful min,
+        #  careful max, NaNs, infs)
+        return (numba.float64(0), numba.int64(0), numba.float64(0), numba.float64(0),
+                big, -big, numba.float64(math.inf), numba.float64(-math.inf),
+                numba.int64(0), numba.int64(0))
+
+    @cuda.jit(device=True, inline=True)
+    def take(vals, nvalid, acc):
+        """Add ``vals[:nvalid]``; ``vals[nvalid:]`` hold the shift (d = 0, and a value
+        already seen, so min and max are unchanged)."""
+        k, nf, s1, s2, mn, mx, mnc, mxc, nnan, ninf = acc
+        ok = nf > 0
+        for u in range(U):
+            ok = ok & math.isfinite(vals[u])
+        if ok:  # all finite and the shift is set: no branch per value
+            for u in range(U):
+                d = numba.float64(vals[u]) - k
+                s1 += d
+                s2 += d * d
+                mn = min(mn, vals[u])
+                mx = max(mx, vals[u])
+            nf += nvalid
+        else:
+            for u in range(U):  # constant bounds keep vals in registers
+                if u < nvalid:
+                    k, nf, s1, s2, mnc, mxc, nnan, ninf = accumulate(
+                        numba.float64(vals[u]), k, nf, s1, s2, mnc, mxc, nnan, ninf)
+        return k, nf, s1, s2, mn, mx, mnc, mxc, nnan, ninf
+
+    @cuda.jit(device=True, inline=True)
+    def sweep(a, i, end, step, acc):
+        """Accumulate ``a[i], a[i + step], ...`` below ``end`` (uint64 indices), ``U``
+        loads in flight; the last, partial group masked rather than one load at a time."""
+        vals = cuda.local.array(U, native)
+        span = step * numba.uint64(U - 1)
+        while i + span < end:
+            for u in range(U):
+                vals[u] = native(a[i])
+                i += step
+            acc = take(vals, U, acc)
+        if i < end:
+            kn = native(acc[0])
+            nvalid = 0
+            for u in range(U):
+                if i < end:
+                    vals[u] = native(a[i])
+                    nvalid += 1
+                else:
+                    vals[u] = kn
+                i += step
+            acc = take(vals, nvalid, acc)
+        return acc
+
+    @cuda.jit(device=True, inline=True)
+    def finish(acc):
+        """(finite count, mean, M2, min, max, NaNs, infs) of the thread's values."""
+        k, nf, s1, s2, mn, mx, mnc, mxc, nnan, ninf = acc
+        mean, m2 = shifted_to_m2(k, nf, s1, s2)
+        return (nf, mean, m2, min(mnc, numba.float64(mn)), max(mxc, numba.float64(mx)),
+                nnan, ninf)
+
+    return init, sweep, finish
+
+
+def _exact_sweep(bits, U):
+    """init/sweep/finish for 8- and 16-bit integers: exact integer sums."""
+    acc_t = numba.int32 if bits == 8 else numba.int64  # holds CHUNK values' sum of squares
+    # n * sum(v*v) and sum(v)**2 fit in int64 below this count (v*v < 2**(2 * bits))
+    exact_below = 2 ** ((62 - 2 * bits) // 2)
+
+    @cuda.jit(device=True, inline=True)
+    def init():
+        # (count, sum v, sum v*v, min, max)
+        return (numba.int64(0), numba.int64(0), numba.int64(0), numba.int32(2**31 - 1),
+                numba.int32(-(2**31)))
+
+    @cuda.jit(device=True, inline=True)
+    def take(vals, a1, a2, mn, mx):
+        for u in range(U):
+            v = vals[u]
+            a1 = acc_t(a1 + v)
+            a2 = acc_t(a2 + numba.int64(v) * v)  # int64: a 16-bit square overflows int32
+            mn = min(mn, v)
+            mx = max(mx, v)
+        return a1, a2, mn, mx
+
+    @cuda.jit(device=True, inline=True)
+    def sweep(a, i, end, step, acc):
+        """As the float sweep; the sums of a chunk of ``CHUNK`` values per thread are
+        kept in ``acc_t`` and then added to the int64 totals."""
+        n, t1, t2, mn, mx = acc
+        vals = cuda.local.array(U, numba.int32)
+        span = step * numba.uint64(U - 1)
+        while i < end:
+            stop = min(end, i + step * numba.uint64(CHUNK))
+            a1 = acc_t(0)
+            a2 = acc_t(0)
+            while i + span < stop:
+                for u in range(U):
+                    vals[u] = numba.int32(a[i])
+                    i += step
+                a1, a2, mn, mx = take(vals, a1, a2, mn, mx)
+                n += U
+            if i < stop:  # the masked last group: missing values repeat the first one,
+                v0 = numba.int32(a[i])  # which is then taken out of the sums again
+                nvalid = 0
+                for u in range(U):
+                    if i < stop:
+                        vals[u] = numba.int32(a[i])
+                        nvalid += 1
+                        i += step  # stops at stop: the next chunk starts there
+                    else:
+                        vals[u] = v0
+                a1, a2, mn, mx = take(vals, a1, a2, mn, mx)
+                extra = numba.int32(U - nvalid)
+                a1 = acc_t(a1 - extra * v0)
+                a2 = acc_t(a2 - numba.int64(extra) * v0 * v0)
+                n += nvalid
+            t1 += numba.int64(a1)
+            t2 += numba.int64(a2)
+        return n, t1, t2, mn, mx
+
+    @cuda.jit(device=True, inline=True)
+    def finish(acc):
+        n, t1, t2, mn, mx = acc
+        if n == 0:
+            return (numba.int64(0), numba.float64(0), numba.float64(0),
+                    numba.float64(math.inf), numba.float64(-math.inf), numba.int64(0),
+                    numba.int64(0))
+        fn = numba.float64(n)
+        if n < exact_below:
+            m2 = numba.float64(n * t2 - t1 * t1) / fn
+        else:  # never for the per-thread counts of any launch nbbn makes
+            m2 = numba.float64(t2) - numba.float64(t1) * (numba.float64(t1) / fn)
+            if m2 < 0.0:
+                m2 = numba.float64(0)
+        return (n, numba.float64(t1) / fn, m2, numba.float64(mn), numba.float64(mx),
+                numba.int64(0), numba.int64(0))
+
+    return init, sweep, finish
+
+
+def _family_sweep(fam: str, U: int):
+    if fam == "float32":
+        return _float_sweep(numba.float32, U)
+    if fam == "float64":
+        return _float_sweep(numba.float64, U)
+    if fam == "exact8":
+        return _exact_sweep(8, U)
+    if fam == "exact16":
+        return _exact_sweep(16, U)
+    raise ValueError(f"unknown kernel family {fam!r}")
+
+
+# ------------------------------------------------------------------ block reduction
+def _block_helpers(T: int):
     @cuda.jit(device=True, inline=True)
     def block_reduce(t, lanes, rows, si, sf):
         """Merge the ``rows`` entries of each of ``lanes`` lanes (entry r of lane l is
@@ -171,8 +358,8 @@ def make_kernels(threads: int) -> SimpleNamespace:
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf):
-        mean, m2 = shifted_to_m2(k, nf, s1, s2)
+    def store_thread(t, res, si, sf):
+        nf, mean, m2, mn, mx, nnan, ninf = res
         si[0, t] = nf
         si[1, t] = nnan
         si[2, t] = ninf
@@ -182,15 +369,52 @@ def make_kernels(threads: int) -> SimpleNamespace:
         sf[3, t] = mx
 
     @cuda.jit(device=True, inline=True)
-    def write_part(pi, pf, c, p, t, si, sf):
-        for j in range(3):
-            pi[j, c, p] = si[j, t]
-        for j in range(4):
-            pf[j, c, p] = sf[j, t]
+    def channel_parts(c, pi, pf, si, sf):
+        """Merge channel c's parts (pi int64 (3, C, parts) [finite count, NaNs, infs],
+        pf float64 (4, C, parts) [mean, M2, min, max]) with the block's T threads: thread
+        t takes parts t, t + T, ... in order, then a fixed tree. Entry 0 of (si, sf)
+        holds the result after the call."""
+        t = cuda.threadIdx.x
+        nf = numba.int64(0)
+        mean = numba.float64(0)
+        m2 = numba.float64(0)
+        mn = numba.float64(math.inf)
+        mx = numba.float64(-math.inf)
+        nnan = numba.int64(0)
+        ninf = numba.int64(0)
+        p = t
+        while p < pi.shape[2]:
+            nf, mean, m2 = chan_merge(nf, mean, m2, pi[0, c, p], pf[0, c, p], pf[1, c, p])
+            mn = min(mn, pf[2, c, p])
+            mx = max(mx, pf[3, c, p])
+            nnan += pi[1, c, p]
+            ninf += pi[2, c, p]
+            p += T
+        store_thread(t, (nf, mean, m2, mn, mx, nnan, ninf), si, sf)
+        block_reduce(t, 1, T, si, sf)
+
+    return block_reduce, store_thread, channel_parts
+
+
+@cuda.jit(device=True, inline=True)
+def write_part(pi, pf, c, p, t, si, sf):
+    for j in range(3):
+        pi[j, c, p] = si[j, t]
+    for j in range(4):
+        pf[j, c, p] = sf[j, t]
+
+
+def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleNamespace:
+    """Compile-on-first-use statistics kernels for blocks of ``threads`` threads (a power
+    of two), for inputs of family ``fam``, ``unroll`` loads per thread and step."""
+    T = threads
+    init, sweep, finish = _family_sweep(fam, unroll)
+    block_reduce, store_thread, _ = _block_helpers(T)
 
     @cuda.jit
     def partial_cf(x, nparts, pi, pf):
-        """Block b reduces part ``b % nparts`` of channel ``b // nparts`` of x (O, C, I)."""
+        """Block b reduces part ``b % nparts`` of channel ``b // nparts`` of x (O, C, I):
+        the values ``j0 <= o * I + i < j1`` of the channel, row by row."""
         si = cuda.shared.array((3, T), numba.int64)  # per thread: [count, NaNs, infs]
         sf = cuda.shared.array((4, T), numba.float64)  # per thread: [mean, M2, min, max]
         b = cuda.blockIdx.x
@@ -201,97 +425,55 @@ def make_kernels(threads: int) -> SimpleNamespace:
         total = x.shape[0] * length
         j0 = (total * p) // nparts
         j1 = (total * (p + 1)) // nparts
-        k, nf, s1, s2, mn, mx, nnan, ninf = empty_accumulator()
+        acc = init()
         o = j0 // length
         while o * length < j1:
             lo = max(j0 - o * length, 0)
             hi = min(j1 - o * length, length)
-            i = lo + t
-            while i + (UNROLL - 1) * T < hi:
-                v0 = numba.float64(x[o, c, i])
-                v1 = numba.float64(x[o, c, i + T])
-                v2 = numba.float64(x[o, c, i + 2 * T])
-                v3 = numba.float64(x[o, c, i + 3 * T])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate4(v0, v1, v2, v3, k, nf, s1, s2,
-                                                                mn, mx, nnan, ninf)
-                i += UNROLL * T
-            while i < hi:
-                v0 = numba.float64(x[o, c, i])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                i += T
+            acc = sweep(x[o, c], numba.uint64(lo + t), numba.uint64(hi), numba.uint64(T),
+                        acc)
             o += 1
-        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf)
+        store_thread(t, finish(acc), si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
             write_part(pi, pf, c, p, 0, si, sf)
 
     @cuda.jit
-    def partial_cl(x, nparts, lanes, pi, pf):
-        """Channels-last x (M, C): block b covers channels ``(b // nparts) * lanes`` + [0,
+    def partial_cl(xf, nrows, nchan, s0, s1, nparts, lanes, pi, pf):
+        """Channels-last data (M, C) seen through a flat 1-d array ``xf`` (value (m, c) at
+        ``m * s0 + c * s1``): block b covers channels ``(b // nparts) * lanes`` + [0,
         lanes) over row part ``b % nparts``; thread t reads channel ``t % lanes`` of rows
         ``t // lanes``, ``+ rows``, ... so each thread keeps to one channel and a warp
-        reads consecutive addresses."""
-        si = cuda.shared.array((3, T), numba.int64)  # per thread: [count, NaNs, infs]
-        sf = cuda.shared.array((4, T), numba.float64)  # per thread: [mean, M2, min, max]
+        reads consecutive addresses. Flat indices let the compiler step a pointer
+        instead of multiplying a row index by a stride for every value."""
+        si = cuda.shared.array((3, T), numba.int64)
+        sf = cuda.shared.array((4, T), numba.float64)
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         tile = b // nparts
         p = b - tile * nparts
-        nrows = x.shape[0]
-        nchan = x.shape[1]
         rows = T // lanes
         lane = t % lanes
         r = t // lanes
         c = tile * lanes + lane
-        k, nf, s1, s2, mn, mx, nnan, ninf = empty_accumulator()
+        acc = init()
         if r < rows and c < nchan:
-            m = (nrows * p) // nparts + r
+            m0 = (nrows * p) // nparts + r
             m1 = (nrows * (p + 1)) // nparts
-            while m + (UNROLL - 1) * rows < m1:
-                v0 = numba.float64(x[m, c])
-                v1 = numba.float64(x[m + rows, c])
-                v2 = numba.float64(x[m + 2 * rows, c])
-                v3 = numba.float64(x[m + 3 * rows, c])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate4(v0, v1, v2, v3, k, nf, s1, s2,
-                                                                mn, mx, nnan, ninf)
-                m += UNROLL * rows
-            while m < m1:
-                v0 = numba.float64(x[m, c])
-                k, nf, s1, s2, mn, mx, nnan, ninf = accumulate(v0, k, nf, s1, s2, mn, mx,
-                                                               nnan, ninf)
-                m += rows
-        store_thread(t, k, nf, s1, s2, mn, mx, nnan, ninf, si, sf)
+            base = numba.uint64(c * s1)
+            st = numba.uint64(s0)
+            acc = sweep(xf, base + numba.uint64(m0) * st, base + numba.uint64(m1) * st,
+                        numba.uint64(rows) * st, acc)
+        store_thread(t, finish(acc), si, sf)
         block_reduce(t, lanes, rows, si, sf)
         if r == 0 and c < nchan:
             write_part(pi, pf, c, p, t, si, sf)
 
-    return SimpleNamespace(threads=T, partial_cf=partial_cf, partial_cl=partial_cl)
+    return SimpleNamespace(threads=T, family=fam, unroll=unroll, partial_cf=partial_cf,
+                           partial_cl=partial_cl)
 
 
-@cuda.jit(device=True, inline=True)
-def merge_parts(c, pi, pf):
-    """Merge channel c's parts in order: (nf, mean, M2, min, max, NaN count, inf count).
-
-    ``pi`` is int64 (3, C, parts) [finite count, NaN count, inf count] and ``pf``
-    float64 (4, C, parts) [mean, M2, min, max], as the partial kernels write them.
-    """
-    nf = numba.int64(0)
-    mean = numba.float64(0)
-    m2 = numba.float64(0)
-    mn = numba.float64(math.inf)
-    mx = numba.float64(-math.inf)
-    nnan = numba.int64(0)
-    ninf = numba.int64(0)
-    for p in range(pi.shape[2]):
-        nf, mean, m2 = chan_merge(nf, mean, m2, pi[0, c, p], pf[0, c, p], pf[1, c, p])
-        mn = min(mn, pf[2, c, p])
-        mx = max(mx, pf[3, c, p])
-        nnan += pi[1, c, p]
-        ninf += pi[2, c, p]
-    return nf, mean, m2, mn, mx, nnan, ninf
-
-
+# ------------------------------------------------------------- per-channel kernels
 @cuda.jit(device=True, inline=True)
 def merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf):
     """Merge one channel's statistics into the state: int64 (3, C) [count, NaN, inf] and
@@ -303,23 +485,59 @@ def merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf):
     si[2, c] += ninf
 
 
-@cuda.jit
-def finalize(policy, pi, pf, bi, bf, merge, si, sf):
-    """Batch statistics per channel into (bi, bf); with ``merge``, also into (si, sf)."""
-    c = cuda.grid(1)
-    if c >= pi.shape[1]:
-        return
-    nf, mean, m2, mn, mx, nnan, ninf = merge_parts(c, pi, pf)
-    cnt, mean, m2, mn, mx = apply_policy(policy, nf, mean, m2, mn, mx, nnan, ninf)
-    bi[0, c] = cnt
-    bi[1, c] = nnan
-    bi[2, c] = ninf
-    bf[0, c] = mean
-    bf[1, c] = m2
-    bf[2, c] = mn
-    bf[3, c] = mx
-    if merge:
-        merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf)
+def make_channel_kernels(threads: int) -> SimpleNamespace:
+    """The kernels that finish the statistics: blocks of ``threads`` that each merge the
+    parts of one channel at a time."""
+    T = threads
+    _, store_thread, channel_parts = _block_helpers(T)
+
+    @cuda.jit
+    def finalize(policy, pi, pf, bi, bf, merge, si, sf):
+        """Batch statistics per channel into (bi, bf); with ``merge``, also into the state
+        (si, sf). Block b takes channels b, b + gridDim.x, ..."""
+        ti = cuda.shared.array((3, T), numba.int64)
+        tf = cuda.shared.array((4, T), numba.float64)
+        c = cuda.blockIdx.x
+        while c < pi.shape[1]:  # the same for all threads of a block
+            channel_parts(c, pi, pf, ti, tf)
+            if cuda.threadIdx.x == 0:
+                cnt, mean, m2, mn, mx = apply_policy(policy, ti[0, 0], tf[0, 0], tf[1, 0],
+                                                     tf[2, 0], tf[3, 0], ti[1, 0], ti[2, 0])
+                nnan = ti[1, 0]
+                ninf = ti[2, 0]
+                store_thread(c, (cnt, mean, m2, mn, mx, nnan, ninf), bi, bf)  # same layout
+                if merge:
+                    merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf)
+            cuda.syncthreads()  # entry 0 is read before the next channel overwrites it
+            c += cuda.gridDim.x
+
+    @cuda.jit
+    def finalize_bn(pi, pf, eps, wb, params, update, factor, running):
+        """BatchNorm training step, block b for channels b, b + gridDim.x, ...: batch mean
+        and biased variance to the affine parameters ``params = [mean, weight /
+        sqrt(var + eps), bias]`` (float64 (3, C)), from ``wb = [weight, bias]``; with
+        ``update``, ``running = [mean, var]`` moves by ``factor`` towards the batch mean
+        and unbiased variance."""
+        ti = cuda.shared.array((3, T), numba.int64)
+        tf = cuda.shared.array((4, T), numba.float64)
+        c = cuda.blockIdx.x
+        while c < pi.shape[1]:
+            channel_parts(c, pi, pf, ti, tf)
+            if cuda.threadIdx.x == 0:
+                cnt, mean, m2, mn, mx = apply_policy(0, ti[0, 0], tf[0, 0], tf[1, 0],
+                                                     tf[2, 0], tf[3, 0], ti[1, 0], ti[2, 0])
+                n = numba.float64(cnt)
+                params[0, c] = mean
+                params[1, c] = wb[0, c] / math.sqrt(m2 / n + eps)
+                params[2, c] = wb[1, c]
+                if update:
+                    keep = 1.0 - factor
+                    running[0, c] = keep * running[0, c] + factor * mean
+                    running[1, c] = keep * running[1, c] + factor * (m2 / (n - 1.0))
+            cuda.syncthreads()
+            c += cuda.gridDim.x
+
+    return SimpleNamespace(threads=T, finalize=finalize, finalize_bn=finalize_bn)
 
 
 @cuda.jit
@@ -332,69 +550,76 @@ def merge_state(si, sf, bi, bf):
                      bi[2, c])
 
 
-@cuda.jit
-def finalize_bn(pi, pf, eps, wb, params, update, factor, running):
-    """BatchNorm training step: batch mean and biased variance to the affine parameters
-    ``params = [mean, weight / sqrt(var + eps), bias]`` (float64 (3, C)), from
-    ``wb = [weight, bias]``; with ``update``, ``running = [mean, var]`` moves by
-    ``factor`` towards the batch mean and unbiased variance."""
-    c = cuda.grid(1)
-    if c >= pi.shape[1]:
-        return
-    nf, mean, m2, mn, mx, nnan, ninf = merge_parts(c, pi, pf)
-    cnt, mean, m2, mn, mx = apply_policy(0, nf, mean, m2, mn, mx, nnan, ninf)
-    n = numba.float64(cnt)
-    params[0, c] = mean
-    params[1, c] = wb[0, c] / math.sqrt(m2 / n + eps)
-    params[2, c] = wb[1, c]
-    if update:
-        keep = 1.0 - factor
-        running[0, c] = keep * running[0, c] + factor * mean
-        running[1, c] = keep * running[1, c] + factor * (m2 / (n - 1.0))
+# --------------------------------------------------------------------------- affine
+def make_affine_kernels(unroll: int) -> SimpleNamespace:
+    """``out = (x - a[c]) * s[c] + b[c]`` in float64, ``params = [a, s, b]`` (float64
+    (3, C)). Each thread loads ``unroll`` values before it stores any: the compiler may
+    not move a load above a store to ``out``, which could alias ``x``."""
+    U = unroll
 
+    @cuda.jit(device=True, inline=True)
+    def map_flat(x, i, end, step, out, k, kstep, ac, sc, bc):
+        """out[k] = f(x[i]) for i = i, i + step, ... below end and k = k, k + kstep, ...
+        (uint64, 1-d views); the last group masked rather than one load at a time."""
+        vals = cuda.local.array(U, numba.float64)
+        span = step * numba.uint64(U - 1)
+        while i + span < end:
+            for u in range(U):
+                vals[u] = numba.float64(x[i])
+                i += step
+            for u in range(U):
+                out[k] = (vals[u] - ac) * sc + bc
+                k += kstep
+        if i < end:
+            j = i
+            for u in range(U):
+                if j < end:
+                    vals[u] = numba.float64(x[j])
+                j += step
+            for u in range(U):
+                if i < end:
+                    out[k] = (vals[u] - ac) * sc + bc
+                i += step
+                k += kstep
 
-@cuda.jit
-def affine_cf(x, params, out, bpr, span):
-    """out[o, c, i] = (x - a[c]) * s[c] + b[c] in float64, with ``params = [a, s, b]``
-    (float64 (3, C)); block = (row, span chunk)."""
-    blk = cuda.blockIdx.x
-    row = blk // bpr
-    q = blk - row * bpr
-    nchan = x.shape[1]
-    o = row // nchan
-    c = row - o * nchan
-    length = x.shape[2]
-    ac = params[0, c]
-    sc = params[1, c]
-    bc = params[2, c]
-    step = cuda.blockDim.x
-    i = q * span + cuda.threadIdx.x
-    hi = min(length, (q + 1) * span)
-    while i < hi:
-        out[o, c, i] = (numba.float64(x[o, c, i]) - ac) * sc + bc
-        i += step
+    @cuda.jit
+    def affine_cf(x, params, out, bpr, span):
+        """x (O, C, I): block = (row (o, c), chunk of ``span`` values of the row)."""
+        blk = cuda.blockIdx.x
+        row = blk // bpr
+        q = blk - row * bpr
+        nchan = x.shape[1]
+        o = row // nchan
+        c = row - o * nchan
+        lo = q * span + cuda.threadIdx.x
+        hi = min(x.shape[2], (q + 1) * span)
+        step = numba.uint64(cuda.blockDim.x)
+        map_flat(x[o, c], numba.uint64(lo), numba.uint64(hi), step, out[o, c],
+                 numba.uint64(lo), step, params[0, c], params[1, c], params[2, c])
 
+    @cuda.jit
+    def affine_cl(xf, xs0, xs1, params, of, os0, os1, nrows, nchan, nparts, lanes):
+        """Channels-last (M, C) through flat 1-d arrays (value (m, c) of x at ``m * xs0 +
+        c * xs1``, of out at ``m * os0 + c * os1``): thread t keeps to channel ``t %
+        lanes`` (see partial_cl)."""
+        blk = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        tile = blk // nparts
+        p = blk - tile * nparts
+        rows = cuda.blockDim.x // lanes
+        lane = t % lanes
+        r = t // lanes
+        c = tile * lanes + lane
+        if r >= rows or c >= nchan:
+            return
+        m0 = numba.uint64((nrows * p) // nparts + r)
+        m1 = numba.uint64((nrows * (p + 1)) // nparts)
+        xb = numba.uint64(c * xs1)
+        ob = numba.uint64(c * os1)
+        xst = numba.uint64(xs0)
+        ost = numba.uint64(os0)
+        step = numba.uint64(rows)
+        map_flat(xf, xb + m0 * xst, xb + m1 * xst, step * xst, of, ob + m0 * ost, step * ost,
+                 params[0, c], params[1, c], params[2, c])
 
-@cuda.jit
-def affine_cl(x, params, out, nparts, lanes):
-    """Channels-last x (M, C): thread t keeps to channel ``t % lanes`` (see partial_cl)."""
-    blk = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    tile = blk // nparts
-    p = blk - tile * nparts
-    nrows = x.shape[0]
-    nchan = x.shape[1]
-    rows = cuda.blockDim.x // lanes
-    lane = t % lanes
-    r = t // lanes
-    c = tile * lanes + lane
-    if r >= rows or c >= nchan:
-        return
-    ac = params[0, c]
-    sc = params[1, c]
-    bc = params[2, c]
-    m = (nrows * p) // nparts + r
-    m1 = (nrows * (p + 1)) // nparts
-    while m < m1:
-        out[m, c] = (numba.float64(x[m, c]) - ac) * sc + bc
-        m += rows
+    return SimpleNamespace(unroll=U, affine_cf=affine_cf, affine_cl=affine_cl)
