@@ -34,7 +34,8 @@ def main() -> int:
         a = kk.make_affine_kernels(kk.affine_unroll(npdt))
         flat = types.Array(dt, 1, "C")
         cuda.compile_ptx(k.partial_cl.py_func, (flat,) + (i64,) * 6 + parts, cc=CC)
-        n += 1
+        cuda.compile_ptx(k.partial_rows.py_func, (flat,) + (i64,) * 7 + parts, cc=CC)
+        n += 2
         for layout in ("C", "A"):
             cuda.compile_ptx(k.partial_cf.py_func, (types.Array(dt, 3, layout), i64) + parts,
                              cc=CC)
@@ -44,9 +45,12 @@ def main() -> int:
                 cuda.compile_ptx(a.affine_cf.py_func, (types.Array(dt, 3, layout), params,
                                  types.Array(odt, 3, layout), i64, i64), cc=CC)
                 n += 1
-            cuda.compile_ptx(a.affine_cl.py_func, (flat, i64, i64, params,
-                             types.Array(odt, 1, "C")) + (i64,) * 6, cc=CC)
-            n += 1
+            oflat = types.Array(odt, 1, "C")
+            cuda.compile_ptx(a.affine_cl.py_func, (flat, i64, i64, params, oflat)
+                             + (i64,) * 6, cc=CC)
+            cuda.compile_ptx(a.affine_rows.py_func, (flat, i64, i64, i64, params, oflat)
+                             + (i64,) * 6, cc=CC)
+            n += 2
         print(f"{dt}: ok", flush=True)
     ck = kk.make_channel_kernels(128)
     cuda.compile_ptx(ck.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)

@@ -95,11 +95,15 @@ def main(names: list[str]) -> int:
               f"(affine: {kk.affine_unroll(npdt)})")
         report("partial_cf", k.partial_cf.py_func, (types.Array(dt, 3, "C"), i64) + parts)
         report("partial_cl", k.partial_cl.py_func, (flat,) + (i64,) * 6 + parts)
+        report("partial_rows", k.partial_rows.py_func, (flat,) + (i64,) * 7 + parts)
         out = types.float64 if name == "float64" else types.float32
         report(f"affine_cf -> {out}", a.affine_cf.py_func,
                (types.Array(dt, 3, "C"), params, types.Array(out, 3, "C"), i64, i64))
+        oflat = types.Array(out, 1, "C")
         report(f"affine_cl -> {out}", a.affine_cl.py_func,
-               (flat, i64, i64, params, types.Array(out, 1, "C")) + (i64,) * 6)
+               (flat, i64, i64, params, oflat) + (i64,) * 6)
+        report(f"affine_rows -> {out}", a.affine_rows.py_func,
+               (flat, i64, i64, i64, params, oflat) + (i64,) * 6)
     return 0
 
 

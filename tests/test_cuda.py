@@ -53,6 +53,9 @@ GEOMETRIES = {
     # long enough for whole unrolled groups (up to 16 loads per thread) before the tail
     "cf_long_rows": ((1, 2, 1100), 1),  # 3 parts of 733 values: 22-23 per thread
     "cl_long": ((700, 3), -1),  # 6 parts of 116 rows, 10 rows per block step
+    # rows shorter than a block (32 threads): threads take positions of several rows
+    "cf_short_rows": ((41, 3, 5), 1),  # 6 rows per step, 2 parts with a partial step
+    "cf_short_rows_4d": ((300, 2, 3, 3), 1),  # I = 9: 3 rows per step, 3 parts
 }
 
 
@@ -240,6 +243,18 @@ def test_strided_device_view(cuda, rng):
     x = rng.normal(size=(6, 3, 8))
     d = cuda.to_device(x)[::2]
     assert_stats(nbbn.channel_stats(d), ref_stats(x[::2]), 1e-12)
+
+
+def test_short_rows_strided_view(cuda, small_blocks, rng):
+    """Every other sample of (O, C, I) with I < threads: the short-row kernels step over
+    rows 2 * C * I apart, for the statistics and the normalizer (x and out)."""
+    x = rng.normal(size=(60, 3, 7))
+    d = cuda.to_device(x)[::2]
+    rs = nbbn.channel_stats(d)
+    assert_stats(rs, ref_stats(x[::2]), 1e-12)
+    out = cuda.device_array((60, 3, 7), np.float32)[1::2]
+    y = nbbn.normalize(d, rs.mean, rs.var, out=out)
+    assert_output(y.copy_to_host(), ref_normalize(x[::2], rs.mean, rs.var))
 
 
 def test_empty_batch(cuda):

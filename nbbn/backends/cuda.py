@@ -28,7 +28,15 @@ from numba import cuda
 
 from . import cuda_kernels as kk
 from ._stats import BatchStats
-from .cuda_arrays import SIMULATOR, DeviceInput, canonical, empty_like_input, overlaps, user_out
+from .cuda_arrays import (
+    SIMULATOR,
+    DeviceInput,
+    canonical,
+    empty_like_input,
+    flat_view,
+    overlaps,
+    user_out,
+)
 
 __all__ = ["name", "canonical", "accumulate", "batch_stats", "DeviceStats", "LaunchConfig"]
 
@@ -192,19 +200,32 @@ def _launch_partials(can: DeviceInput):
     kern = _kernels(cfg.threads, cfg.unroll, can.dtype)
     nchan = can.channels
     if can.channels_last:
-        flat, s0, s1 = can.checked_flat()
+        flat, (s0, s1) = can.checked_flat()
         lanes = _lanes(nchan, cfg)
         tiles = -(-nchan // lanes)
         nparts = _nparts(can.outer * lanes, tiles, cfg)
         parts = _parts_arrays(nchan, nparts, can.stream)
         kern.partial_cl[tiles * nparts, cfg.threads, can.stream](
             flat, can.outer, nchan, s0, s1, nparts, lanes, *parts)
+    elif _short_rows(can, cfg):
+        flat, (s0, s1, s2) = can.flat()
+        nparts = max(1, min(_nparts(can.outer * can.inner, nchan, cfg), can.outer))
+        parts = _parts_arrays(nchan, nparts, can.stream)
+        kern.partial_rows[nchan * nparts, cfg.threads, can.stream](
+            flat, can.outer, nchan, can.inner, s0, s1, s2, nparts, *parts)
     else:
         v = can.checked_view()
         nparts = _nparts(can.outer * can.inner, nchan, cfg)
         parts = _parts_arrays(nchan, nparts, can.stream)
         kern.partial_cf[nchan * nparts, cfg.threads, can.stream](v, nparts, *parts)
     return parts
+
+
+def _short_rows(can: DeviceInput, cfg: LaunchConfig) -> bool:
+    """Channels-first rows shorter than a block: the kernels that give each thread a
+    position in the row and step over rows (a block per row would leave most of its
+    threads idle and give the others one value each)."""
+    return 1 < can.inner < cfg.threads and can.flat() is not None
 
 
 def _per_channel_grid(nchan: int) -> tuple[int, int]:
@@ -305,13 +326,21 @@ def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
     cfg = config()
     kern = _affine_kernels(cfg.unroll or kk.affine_unroll(can.dtype))
     if can.channels_last:
-        xf, xs0, xs1 = can.checked_flat()
-        of, os0, os1 = _out_flat(o)
+        xf, (xs0, xs1) = can.checked_flat()
+        of, (os0, os1) = _out_flat(o)
         lanes = _lanes(can.channels, cfg)
         tiles = -(-can.channels // lanes)
         nparts = _nparts(can.outer * lanes, tiles, cfg)
         kern.affine_cl[tiles * nparts, cfg.threads, can.stream](
             xf, xs0, xs1, params.packed, of, os0, os1, can.outer, can.channels, nparts, lanes)
+    elif _short_rows(can, cfg) and flat_view(o) is not None:
+        xf, (xs0, xs1, xs2) = can.flat()
+        of, (os0, os1, os2) = _out_flat(o)
+        per_block = cfg.threads * max(kern.unroll, 8)  # values, as a chunk of affine_cf
+        nparts = max(1, min(can.outer, -(-(can.outer * can.inner) // per_block)))
+        kern.affine_rows[can.channels * nparts, cfg.threads, can.stream](
+            xf, xs0, xs1, xs2, params.packed, of, os0, os1, os2, can.outer, can.inner,
+            nparts)
     else:
         span = cfg.threads * max(kern.unroll, 8)  # 1-4 groups per thread
         bpr = -(-can.inner // span)
@@ -334,8 +363,6 @@ def _out_view(can: DeviceInput, dev):
 
 
 def _out_flat(o):
-    from .cuda_arrays import flat_view
-
     f = flat_view(o)
     if f is None:
         raise ValueError("out has a negative or zero row stride; pass a contiguous device "

@@ -74,25 +74,26 @@ def reshaped(dev, shape: tuple[int, ...]):
 
 
 def flat_view(v):
-    """``(flat, s0, s1)`` for a 2-d device array ``v`` (M, C): a 1-d unit-stride array
-    over ``v``'s memory, with value (m, c) at ``flat[m * s0 + c * s1]``; None when a
-    stride is negative, not a whole number of items, or 0 along rows (M > 1)."""
+    """``(flat, strides)`` for a device array ``v`` of shape (M, ...): a 1-d unit-stride
+    array over ``v``'s memory, with ``v[m, j, ...]`` at ``flat[m * s0 + j * s1 + ...]``
+    (strides in items); None when a stride is negative, not a whole number of items, or
+    0 along the first axis (M > 1). The kernels step along the first axis."""
     item = np.dtype(v.dtype).itemsize
-    m, c = shape_of(v)
-    strides = tuple(int(s) for s in v.strides)
-    if any(s < 0 or s % item for s in strides):
+    shape = shape_of(v)
+    byte_strides = tuple(int(s) for s in v.strides)
+    if any(s < 0 or s % item for s in byte_strides):
         return None
-    s0, s1 = strides[0] // item, strides[1] // item
-    if m <= 1:
-        s0 = max(s0, 1)  # a single row: any positive step reads it once
-    elif s0 == 0:
+    strides = [s // item for s in byte_strides]
+    if shape[0] <= 1:
+        strides[0] = max(strides[0], 1)  # a single row: any positive step reads it once
+    elif strides[0] == 0:
         return None
-    span = 0 if m == 0 or c == 0 else (m - 1) * s0 + (c - 1) * s1 + 1
+    span = 0 if 0 in shape else 1 + sum((n - 1) * s for n, s in zip(shape, strides))
     if SIMULATOR:
         base = np.lib.stride_tricks.as_strided(v._ary, shape=(span,), strides=(item,))
-        return type(v)(base, stream=v.stream), s0, s1
+        return type(v)(base, stream=v.stream), tuple(strides)
     flat = type(v)((span,), (item,), v.dtype, stream=v.stream, gpu_data=v.gpu_data)
-    return flat, s0, s1
+    return flat, tuple(strides)
 
 
 class DeviceInput:
@@ -143,8 +144,7 @@ class DeviceInput:
         return self.view3
 
     def flat(self):
-        """``(flat, s0, s1)`` (see :func:`flat_view`) of the channels-last (M, C) view, or
-        None."""
+        """``(flat, strides)`` (see :func:`flat_view`) of :meth:`view`, or None."""
         if self.flat3 is None:
             v = self.view()
             self.flat3 = None if v is None else flat_view(v)

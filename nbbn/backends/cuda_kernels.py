@@ -469,8 +469,36 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         if r == 0 and c < nchan:
             write_part(pi, pf, c, p, t, si, sf)
 
+    @cuda.jit
+    def partial_rows(xf, nrows, nchan, inner, s0, s1, s2, nparts, pi, pf):
+        """Channels-first data (O, C, I) with short rows (I < T), value (o, c, i) at
+        ``xf[o * s0 + c * s1 + i * s2]``: block b reduces the rows of part ``b % nparts``
+        of channel ``b // nparts``; thread t reads position ``t % I`` of rows ``t // I``,
+        ``+ T // I``, ..., so ``(T // I) * I`` threads work instead of I."""
+        si = cuda.shared.array((3, T), numba.int64)
+        sf = cuda.shared.array((4, T), numba.float64)
+        b = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        c = b // nparts
+        p = b - c * nparts
+        rows = T // inner
+        r = t // inner
+        i = t - r * inner
+        acc = init()
+        if r < rows:
+            o0 = (nrows * p) // nparts + r
+            o1 = (nrows * (p + 1)) // nparts
+            base = numba.uint64(c * s1 + i * s2)
+            st = numba.uint64(s0)
+            acc = sweep(xf, base + numba.uint64(o0) * st, base + numba.uint64(o1) * st,
+                        numba.uint64(rows) * st, acc)
+        store_thread(t, finish(acc), si, sf)
+        block_reduce(t, 1, T, si, sf)
+        if t == 0:
+            write_part(pi, pf, c, p, 0, si, sf)
+
     return SimpleNamespace(threads=T, family=fam, unroll=unroll, partial_cf=partial_cf,
-                           partial_cl=partial_cl)
+                           partial_cl=partial_cl, partial_rows=partial_rows)
 
 
 # ------------------------------------------------------------- per-channel kernels
@@ -622,4 +650,30 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
         map_flat(xf, xb + m0 * xst, xb + m1 * xst, step * xst, of, ob + m0 * ost, step * ost,
                  params[0, c], params[1, c], params[2, c])
 
-    return SimpleNamespace(unroll=U, affine_cf=affine_cf, affine_cl=affine_cl)
+    @cuda.jit
+    def affine_rows(xf, xs0, xs1, xs2, params, of, os0, os1, os2, nrows, inner, nparts):
+        """Channels-first (O, C, I) with short rows (I < threads), through flat 1-d
+        arrays (strides in items): block b maps the rows of part ``b % nparts`` of
+        channel ``b // nparts``, thread t position ``t % I`` of rows ``t // I``, ``+
+        threads // I``, ... (see partial_rows)."""
+        blk = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        c = blk // nparts
+        p = blk - c * nparts
+        rows = cuda.blockDim.x // inner
+        r = t // inner
+        i = t - r * inner
+        if r >= rows:
+            return
+        o0 = numba.uint64((nrows * p) // nparts + r)
+        o1 = numba.uint64((nrows * (p + 1)) // nparts)
+        xb = numba.uint64(c * xs1 + i * xs2)
+        ob = numba.uint64(c * os1 + i * os2)
+        xst = numba.uint64(xs0)
+        ost = numba.uint64(os0)
+        step = numba.uint64(rows)
+        map_flat(xf, xb + o0 * xst, xb + o1 * xst, step * xst, of, ob + o0 * ost, step * ost,
+                 params[0, c], params[1, c], params[2, c])
+
+    return SimpleNamespace(unroll=U, affine_cf=affine_cf, affine_cl=affine_cl,
+                           affine_rows=affine_rows)
