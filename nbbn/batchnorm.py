@@ -155,7 +155,8 @@ class BatchNorm:
             backend.batchnorm_train(can, self.eps, weight, bias, running, factor, dev)
         else:
             scale = affine_scale(weight, self.running_var, self.eps)
-            backend.affine(can, backend.prepare_params(self.running_mean, scale, bias), dev)
+            params = backend.cached_params(self.running_mean, scale, bias, can.stream)
+            backend.affine(can, params, dev)
         return backend.result(target, dev, can)
 
     # running buffers: host arrays, or a device copy after a GPU training step

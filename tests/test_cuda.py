@@ -193,6 +193,8 @@ def test_batchnorm_like_cpu(momentum, axis, cuda, small_blocks, rng):
     gpu.weight[:] = cpu.weight[:] = rng.normal(size=3)
     for step in range(3):
         x = (rng.normal(size=shape) * (step + 1) + step).astype(np.float32)
+        if step == 2:  # parameters edited in place between steps reach the device
+            gpu.bias[:] = cpu.bias[:] = rng.normal(size=3)
         y = gpu(cuda.to_device(x))
         assert_close(y.copy_to_host(), cpu(x), rtol=1e-5, atol=1e-5, name="train output")
     assert gpu.num_batches_tracked == cpu.num_batches_tracked == 3
@@ -203,6 +205,11 @@ def test_batchnorm_like_cpu(momentum, axis, cuda, small_blocks, rng):
     x = rng.normal(size=shape).astype(np.float32)
     assert_close(gpu(cuda.to_device(x)).copy_to_host(), cpu(x), rtol=1e-6, atol=1e-6,
                  name="eval output")
+    gpu.weight[:] *= 2.0  # eval parameters are uploaded again when they change
+    cpu.weight[:] *= 2.0
+    gpu.running_var = cpu.running_var = cpu.running_var * 3.0
+    assert_close(gpu(cuda.to_device(x)).copy_to_host(), cpu(x), rtol=1e-6, atol=1e-6,
+                 name="eval output after edits")
 
 
 def test_batchnorm_untracked_and_buffers_round_trip(cuda, rng):

@@ -298,6 +298,34 @@ def prepare_params(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> DeviceParams:
     return DeviceParams(a, s, b)
 
 
+class _Uploaded:
+    """Per-channel parameters already on the device (see :func:`cached_params`)."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed):
+        self.packed = packed
+
+
+def _upload(key, host: np.ndarray, stream):
+    """A float64 device copy of ``host``, kept per thread, key and stream, and copied
+    again only when the values change: a copy from pageable host memory first waits
+    for the stream, which would cost every call its overlap with the GPU."""
+    entry = _workspace((key, host.shape, id(stream)), lambda: [
+        cuda.device_array(host.shape, np.float64, stream=stream), None])
+    dev, last = entry
+    if last is None or not np.array_equal(last, host):
+        dev.copy_to_device(host, stream=stream)
+        entry[1] = host.copy()
+    return dev
+
+
+def cached_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0) -> _Uploaded:
+    """``prepare_params`` for parameters that are recomputed on every call but rarely
+    change (BatchNorm in eval mode): uploaded only when their values change."""
+    return _Uploaded(_upload("params", np.stack([a, s, b]).astype(np.float64), stream))
+
+
 def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
     """``(user array, device array)``; ``out=None`` allocates one of the input's kind."""
     if out is None:
@@ -315,7 +343,7 @@ def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
     return target, dev
 
 
-def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
+def affine(can: DeviceInput, params: DeviceParams | _Uploaded, out_dev) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
     target = out_dev
     tmp = None
@@ -403,9 +431,7 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
     params = _workspace(("bn", nchan, id(can.stream)),
                         lambda: DeviceParams(np.zeros(nchan), np.ones(nchan), np.zeros(nchan),
                                              can.stream))
-    wb = _workspace(("wb", nchan, id(can.stream)),
-                    lambda: cuda.device_array((2, nchan), np.float64, stream=can.stream))
-    wb.copy_to_device(np.stack([weight, bias]).astype(np.float64), stream=can.stream)
+    wb = _upload("wb", np.stack([weight, bias]).astype(np.float64), can.stream)
     update = running is not None
     cfg = config()
     _channel_kernels(cfg.merge_threads).finalize_bn[_merge_grid(nchan, cfg), cfg.merge_threads,
