@@ -340,3 +340,24 @@ def test_outlier_first_value_per_thread(axis, cuda, small_blocks, rng):
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     rs = nbbn.channel_stats(cuda.to_device(x), axis)
     assert_stats(rs, ref_stats(x, axis), 1e-12)
+
+
+def test_view_strides_match_numpy(rng):
+    """The (O, C, I) view strides used on a GPU (computed on a data-less stand-in and
+    cached per layout) equal numpy's reshape of the same layout, or both refuse."""
+    from nbbn.backends.cuda_arrays import _view_strides
+
+    for _ in range(300):
+        shape = tuple(int(n) for n in rng.integers(1, 5, rng.integers(1, 5)))
+        base = np.zeros(tuple(2 * n for n in shape), np.float32)
+        a = base[tuple(slice(0, 2 * n, int(rng.integers(1, 3))) for n in shape)]
+        a = a[tuple(slice(0, n) for n in shape)]
+        if rng.random() < 0.3:
+            a = a.transpose(rng.permutation(a.ndim))
+        ax = int(rng.integers(0, a.ndim))
+        new = (int(np.prod(a.shape[:ax])), a.shape[ax], int(np.prod(a.shape[ax + 1:])))
+        try:
+            expected = a.reshape(new, copy=False).strides
+        except ValueError:
+            expected = None
+        assert _view_strides(a.shape, a.strides, 4, new) == expected

@@ -10,6 +10,7 @@ with host data) is copied to the device, and results are copied back to numpy.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -57,6 +58,19 @@ def shape_of(dev) -> tuple[int, ...]:
     return tuple(int(n) for n in dev.shape)
 
 
+@functools.lru_cache(maxsize=256)
+def _view_strides(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int,
+                  new_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The strides of a reshape without a copy, or None (numpy works them out on a
+    stand-in array that has no data; cached, as a batch stream repeats one layout)."""
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.dtype(f"V{itemsize}")), shape,
+                                            strides)
+    try:
+        return probe.reshape(new_shape, copy=False).strides
+    except ValueError:
+        return None
+
+
 def reshaped(dev, shape: tuple[int, ...]):
     """A view of ``dev`` with a new shape, or None when its strides do not allow one."""
     if SIMULATOR:
@@ -64,13 +78,12 @@ def reshaped(dev, shape: tuple[int, ...]):
             return type(dev)(dev._ary.reshape(shape, copy=False), stream=dev.stream)
         except ValueError:
             return None
-    # Let numpy work out the strides on a stand-in array that has no data.
-    probe = np.lib.stride_tricks.as_strided(np.zeros(1, dev.dtype), shape_of(dev), dev.strides)
-    try:
-        view = probe.reshape(shape, copy=False)
-    except ValueError:
+    dtype = np.dtype(dev.dtype)
+    strides = _view_strides(shape_of(dev), tuple(int(s) for s in dev.strides),
+                            dtype.itemsize, shape)
+    if strides is None:
         return None
-    return type(dev)(shape, view.strides, dev.dtype, stream=dev.stream, gpu_data=dev.gpu_data)
+    return type(dev)(shape, strides, dtype, stream=dev.stream, gpu_data=dev.gpu_data)
 
 
 def flat_view(v):
