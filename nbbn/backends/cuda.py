@@ -288,23 +288,21 @@ def merge(state: DeviceStats | None, batch: DeviceStats) -> DeviceStats:
 
 # --------------------------------------------------------------------------- affine
 class DeviceParams:
-    """The per-channel ``[a, s, b]`` of the affine map on the device (float64 (3, C))."""
-
-    def __init__(self, a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0):
-        self.packed = cuda.to_device(np.stack([a, s, b]).astype(np.float64), stream=stream)
-
-
-def prepare_params(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> DeviceParams:
-    return DeviceParams(a, s, b)
-
-
-class _Uploaded:
-    """Per-channel parameters already on the device (see :func:`cached_params`)."""
+    """The per-channel ``[a, s, b]`` of the affine map on the device: ``packed``, a
+    float64 (3, C) device array."""
 
     __slots__ = ("packed",)
 
     def __init__(self, packed):
         self.packed = packed
+
+
+def _pack(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.stack([a, s, b]).astype(np.float64)
+
+
+def prepare_params(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> DeviceParams:
+    return DeviceParams(cuda.to_device(_pack(a, s, b)))
 
 
 def _upload(key, host: np.ndarray, stream):
@@ -320,10 +318,10 @@ def _upload(key, host: np.ndarray, stream):
     return dev
 
 
-def cached_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0) -> _Uploaded:
+def cached_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0) -> DeviceParams:
     """``prepare_params`` for parameters that are recomputed on every call but rarely
     change (BatchNorm in eval mode): uploaded only when their values change."""
-    return _Uploaded(_upload("params", np.stack([a, s, b]).astype(np.float64), stream))
+    return DeviceParams(_upload("params", _pack(a, s, b), stream))
 
 
 def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
@@ -343,7 +341,7 @@ def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
     return target, dev
 
 
-def affine(can: DeviceInput, params: DeviceParams | _Uploaded, out_dev) -> None:
+def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
     target = out_dev
     tmp = None
@@ -353,27 +351,28 @@ def affine(can: DeviceInput, params: DeviceParams | _Uploaded, out_dev) -> None:
     o = _out_view(can, target)
     cfg = config()
     kern = _affine_kernels(cfg.unroll or kk.affine_unroll(can.dtype))
+    chunk = cfg.threads * max(kern.unroll, 8)  # values per block: 1-4 groups per thread
+    short = _short_rows(can, cfg)
+    oflat = flat_view(o) if short or can.channels_last else None
     if can.channels_last:
         xf, (xs0, xs1) = can.checked_flat()
-        of, (os0, os1) = _out_flat(o)
+        of, (os0, os1) = _checked_out_flat(oflat)
         lanes = _lanes(can.channels, cfg)
         tiles = -(-can.channels // lanes)
         nparts = _nparts(can.outer * lanes, tiles, cfg)
         kern.affine_cl[tiles * nparts, cfg.threads, can.stream](
             xf, xs0, xs1, params.packed, of, os0, os1, can.outer, can.channels, nparts, lanes)
-    elif _short_rows(can, cfg) and flat_view(o) is not None:
+    elif short and oflat is not None:
         xf, (xs0, xs1, xs2) = can.flat()
-        of, (os0, os1, os2) = _out_flat(o)
-        per_block = cfg.threads * max(kern.unroll, 8)  # values, as a chunk of affine_cf
-        nparts = max(1, min(can.outer, -(-(can.outer * can.inner) // per_block)))
+        of, (os0, os1, os2) = oflat
+        nparts = max(1, min(can.outer, -(-(can.outer * can.inner) // chunk)))
         kern.affine_rows[can.channels * nparts, cfg.threads, can.stream](
             xf, xs0, xs1, xs2, params.packed, of, os0, os1, os2, can.outer, can.inner,
             nparts)
     else:
-        span = cfg.threads * max(kern.unroll, 8)  # 1-4 groups per thread
-        bpr = -(-can.inner // span)
+        bpr = -(-can.inner // chunk)
         kern.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
-            can.checked_view(), params.packed, o, bpr, span)
+            can.checked_view(), params.packed, o, bpr, chunk)
     if tmp is not None:
         _copy_device(tmp, out_dev, can)
 
@@ -390,8 +389,7 @@ def _out_view(can: DeviceInput, dev):
     return v
 
 
-def _out_flat(o):
-    f = flat_view(o)
+def _checked_out_flat(f):
     if f is None:
         raise ValueError("out has a negative or zero row stride; pass a contiguous device "
                          "array")
@@ -400,7 +398,8 @@ def _out_flat(o):
 
 def _copy_device(src, dst, can: DeviceInput) -> None:
     """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1)."""
-    ident = DeviceParams(np.zeros(can.channels), np.ones(can.channels), np.zeros(can.channels))
+    ident = prepare_params(np.zeros(can.channels), np.ones(can.channels),
+                           np.zeros(can.channels))
     staged = DeviceInput(src, src, "numba", can.stream, can.axis, can.outer, can.channels,
                          can.inner)
     affine(staged, ident, dst)
@@ -428,9 +427,9 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
     """
     nchan = can.channels
     parts = _launch_partials(can)
-    params = _workspace(("bn", nchan, id(can.stream)),
-                        lambda: DeviceParams(np.zeros(nchan), np.ones(nchan), np.zeros(nchan),
-                                             can.stream))
+    params = _workspace(("bn", nchan, id(can.stream)),  # written by finalize_bn
+                        lambda: DeviceParams(cuda.device_array((3, nchan), np.float64,
+                                                               stream=can.stream)))
     wb = _upload("wb", np.stack([weight, bias]).astype(np.float64), can.stream)
     update = running is not None
     cfg = config()

@@ -397,6 +397,16 @@ def _block_helpers(T: int):
 
 
 @cuda.jit(device=True, inline=True)
+def row_span(nrows, p, nparts, r, base, st):
+    """Flat (start, end) uint64 indices of row ``r`` and the end of part ``p`` of
+    ``nparts`` over ``nrows`` rows ``st`` items apart, from ``base``."""
+    m0 = numba.uint64((nrows * p) // nparts + r)
+    m1 = numba.uint64((nrows * (p + 1)) // nparts)
+    stride = numba.uint64(st)
+    return base + m0 * stride, base + m1 * stride
+
+
+@cuda.jit(device=True, inline=True)
 def write_part(pi, pf, c, p, t, si, sf):
     for j in range(3):
         pi[j, c, p] = si[j, t]
@@ -458,12 +468,8 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         c = tile * lanes + lane
         acc = init()
         if r < rows and c < nchan:
-            m0 = (nrows * p) // nparts + r
-            m1 = (nrows * (p + 1)) // nparts
-            base = numba.uint64(c * s1)
-            st = numba.uint64(s0)
-            acc = sweep(xf, base + numba.uint64(m0) * st, base + numba.uint64(m1) * st,
-                        numba.uint64(rows) * st, acc)
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1), s0)
+            acc = sweep(xf, start, end, numba.uint64(rows * s0), acc)
         store_thread(t, finish(acc), si, sf)
         block_reduce(t, lanes, rows, si, sf)
         if r == 0 and c < nchan:
@@ -486,12 +492,8 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         i = t - r * inner
         acc = init()
         if r < rows:
-            o0 = (nrows * p) // nparts + r
-            o1 = (nrows * (p + 1)) // nparts
-            base = numba.uint64(c * s1 + i * s2)
-            st = numba.uint64(s0)
-            acc = sweep(xf, base + numba.uint64(o0) * st, base + numba.uint64(o1) * st,
-                        numba.uint64(rows) * st, acc)
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1 + i * s2), s0)
+            acc = sweep(xf, start, end, numba.uint64(rows * s0), acc)
         store_thread(t, finish(acc), si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
@@ -640,15 +642,10 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
         c = tile * lanes + lane
         if r >= rows or c >= nchan:
             return
-        m0 = numba.uint64((nrows * p) // nparts + r)
-        m1 = numba.uint64((nrows * (p + 1)) // nparts)
-        xb = numba.uint64(c * xs1)
-        ob = numba.uint64(c * os1)
-        xst = numba.uint64(xs0)
-        ost = numba.uint64(os0)
-        step = numba.uint64(rows)
-        map_flat(xf, xb + m0 * xst, xb + m1 * xst, step * xst, of, ob + m0 * ost, step * ost,
-                 params[0, c], params[1, c], params[2, c])
+        start, end = row_span(nrows, p, nparts, r, numba.uint64(c * xs1), xs0)
+        ostart, _ = row_span(nrows, p, nparts, r, numba.uint64(c * os1), os0)
+        map_flat(xf, start, end, numba.uint64(rows * xs0), of, ostart,
+                 numba.uint64(rows * os0), params[0, c], params[1, c], params[2, c])
 
     @cuda.jit
     def affine_rows(xf, xs0, xs1, xs2, params, of, os0, os1, os2, nrows, inner, nparts):
@@ -665,15 +662,10 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
         i = t - r * inner
         if r >= rows:
             return
-        o0 = numba.uint64((nrows * p) // nparts + r)
-        o1 = numba.uint64((nrows * (p + 1)) // nparts)
-        xb = numba.uint64(c * xs1 + i * xs2)
-        ob = numba.uint64(c * os1 + i * os2)
-        xst = numba.uint64(xs0)
-        ost = numba.uint64(os0)
-        step = numba.uint64(rows)
-        map_flat(xf, xb + o0 * xst, xb + o1 * xst, step * xst, of, ob + o0 * ost, step * ost,
-                 params[0, c], params[1, c], params[2, c])
+        start, end = row_span(nrows, p, nparts, r, numba.uint64(c * xs1 + i * xs2), xs0)
+        ostart, _ = row_span(nrows, p, nparts, r, numba.uint64(c * os1 + i * os2), os0)
+        map_flat(xf, start, end, numba.uint64(rows * xs0), of, ostart,
+                 numba.uint64(rows * os0), params[0, c], params[1, c], params[2, c])
 
     return SimpleNamespace(unroll=U, affine_cf=affine_cf, affine_cl=affine_cl,
                            affine_rows=affine_rows)
