@@ -5,8 +5,13 @@ Kernels are compiled by Numba on first use (and cached on disk), never at import
 
 from __future__ import annotations
 
-from .backends import BackendUnavailableError
 from .batchnorm import BatchNorm
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    FitInterrupted,
+    MissingExtraError,
+)
 from .normalizer import Normalizer, normalize
 from .pipeline import fit, transform
 from .running_stats import RunningStats, channel_stats
@@ -16,6 +21,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "BatchNorm",
+    "CheckpointError",
+    "FitInterrupted",
+    "MissingExtraError",
     "Normalizer",
     "RunningStats",
     "channel_stats",

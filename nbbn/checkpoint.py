@@ -32,17 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from .running_stats import RunningStats, _checksum
+from .errors import CheckpointError
+from ._statsfile import checksum as _checksum
+from .running_stats import RunningStats
 
 FORMAT_NAME = "nbbn.Checkpoint"
 FORMAT_VERSION = 1
 _TMP_SUFFIX = ".nbbn-tmp"
 _META_FIELDS = ("position", "fingerprint", "settings", "rows_done", "bytes_done", "complete")
 _DELAY_ENV = "NBBN_TEST_CHECKPOINT_DELAY"  # tests: seconds to sleep before the rename
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used: corrupt, truncated, too new, or for other data."""
 
 
 @dataclass

@@ -438,7 +438,7 @@ def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace, argv: list[st
     """Say how far an interrupted fit got and the exact command that resumes it."""
     import shlex
 
-    from .pipeline import FitInterrupted
+    from .errors import FitInterrupted
 
     cmd = args.command
     if not isinstance(exc, FitInterrupted):

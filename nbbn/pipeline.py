@@ -26,12 +26,12 @@ import numpy as np
 from ._layout import check_axis, normalize_axis
 from .checkpoint import (
     Checkpoint,
-    CheckpointError,
     check_fingerprint,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
 )
+from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer, result_dtype
 from .running_stats import RunningStats, _check_policy
 from .sources import Acquire, Batch, IterableSource, Position, Slot, Source, open_source
@@ -43,34 +43,6 @@ READ_AHEAD = 2
 """Batches alive at once: the one being computed on and the one being read."""
 
 __all__ = ["CHECKPOINT_INTERVAL_S", "FitInterrupted", "fit", "transform"]
-
-
-class FitInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped :func:`fit` after a whole batch; the progress was saved.
-
-    Attributes
-    ----------
-    stats : RunningStats
-        The statistics of the rows counted before the interruption.
-    checkpoint : pathlib.Path or None
-        The checkpoint written (None if ``fit`` had no ``checkpoint``).
-    rows_done : int
-        Rows counted, including those of earlier runs of a resumed fit.
-    """
-
-    def __init__(self, stats: RunningStats, checkpoint: Path | None, rows_done: int) -> None:
-        self.stats = stats
-        self.checkpoint = checkpoint
-        self.rows_done = rows_done
-        if checkpoint is not None:
-            msg = (f"fit interrupted after {rows_done:,} rows; checkpoint saved to {checkpoint}. "
-                   f"Resume with nbbn.fit(<same source>, checkpoint={str(checkpoint)!r}, "
-                   "resume=True) (command line: the same `nbbn fit` command with --resume)")
-        else:
-            msg = (f"fit interrupted after {rows_done:,} rows; no checkpoint was set, so it "
-                   "cannot be resumed (the partial statistics are in this exception's .stats; "
-                   "pass checkpoint=PATH to make a fit resumable)")
-        super().__init__(msg)
 
 
 # ------------------------------------------------------------------------ machinery

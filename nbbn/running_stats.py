@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import backends
 from ._layout import canonical, check_axis
+from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from .backends._stats import BatchStats, merge_into, merge_stats
 from .backends.cpu_stats import POLICY_OMIT, POLICY_PROPAGATE
 
 NAN_POLICIES = ("propagate", "omit", "raise")
-FORMAT_NAME = "nbbn.RunningStats"
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
 
@@ -342,55 +337,16 @@ class RunningStats:
         The file carries the format name and version and a SHA-256 checksum of its
         contents, checked by :meth:`load`.
         """
-        d = self.to_dict()
-        d["checksum"] = _checksum(d)
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **d)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_stats(path, self.to_dict())
 
     @classmethod
     def load(cls, path, *, backend: str = "auto") -> RunningStats:
         """Read a file written by :meth:`save`; a corrupt or foreign file raises ValueError."""
-        try:
-            with open(path, "rb") as f:  # closed on every error (np.load leaks it on some)
-                z = np.load(f, allow_pickle=False)
-                if not isinstance(z, np.lib.npyio.NpzFile):
-                    raise ValueError("it holds one .npy array, expected an .npz archive")
-                with z:
-                    d = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"{path}: not a readable nbbn statistics file ({exc})") from exc
-        if str(d.get("format", "")) != FORMAT_NAME:
-            raise ValueError(f"{path}: not an nbbn RunningStats file (no format marker)")
-        if "checksum" not in d or str(d["checksum"]) != _checksum(d):
-            raise ValueError(f"{path}: checksum mismatch, the file is corrupt")
-        return cls.from_dict(d, backend=backend)
+        return cls.from_dict(read_stats(path), backend=backend)
 
     def __repr__(self) -> str:
         return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
                 f" num_channels={self.num_channels}, count={self.count.tolist()[:8]})")
-
-
-def _checksum(d: dict) -> str:
-    h = hashlib.sha256()
-    for key in sorted(k for k in d if k != "checksum"):
-        a = np.ascontiguousarray(np.asarray(d[key]))
-        h.update(key.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def channel_stats(x, channel_axis: int = 1, *, nan_policy: str = "propagate",

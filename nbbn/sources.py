@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MissingExtraError
 from ._shards import (
     ArrayShard,
     NpyShard,
@@ -67,10 +68,6 @@ BATCH_BYTES = 64 * 2**20
 SHARD_SUFFIXES = (".npy", ".npz")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _GLOB_CHARS = "*?["
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency needed for this kind of source is not installed."""
 
 
 def _import_extra(module: str, extra: str, what: str):

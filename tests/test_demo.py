@@ -181,7 +181,7 @@ def test_demo_subprocess_with_progress_bar(tmp_path):
 
 
 def test_demo_interrupted_during_the_fit(tmp_path, monkeypatch, capsys):
-    from nbbn.pipeline import FitInterrupted
+    from nbbn import FitInterrupted
 
     real_fit = nbbn.fit
 

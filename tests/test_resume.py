@@ -22,9 +22,10 @@ import pytest
 
 import nbbn
 from nbbn import _shards
-from nbbn.checkpoint import CheckpointError, load_checkpoint
-from nbbn.pipeline import FitInterrupted
-from nbbn.running_stats import _checksum
+from nbbn import CheckpointError
+from nbbn.checkpoint import load_checkpoint
+from nbbn import FitInterrupted
+from nbbn._statsfile import checksum as _checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 

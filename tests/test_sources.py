@@ -15,7 +15,8 @@ import pytest
 from reference import ref_stats_many, stats_rtol
 
 import nbbn
-from nbbn.sources import MissingExtraError, Position, Slot, open_source
+from nbbn import MissingExtraError
+from nbbn.sources import Position, Slot, open_source
 
 
 def check(stats, parts, channel_axis=1, nan_policy="propagate"):

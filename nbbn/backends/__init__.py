@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from ..errors import BackendUnavailableError
+
 BACKENDS = ("auto", "cpu", "cuda")
-
-
-class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run here (missing GPU, driver or package)."""
 
 
 def check_name(backend: str) -> str:

@@ -1,0 +1,56 @@
+"""The exceptions nbbn raises on purpose, all exported from ``nbbn``.
+
+Bad input (a wrong dtype, shape, axis or parameter) raises the built-in ``TypeError`` or
+``ValueError`` with a message that says what was expected and what came; these classes
+are for the cases a caller may want to catch by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BackendUnavailableError", "CheckpointError", "FitInterrupted", "MissingExtraError"]
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (missing GPU, driver or package)."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency needed for this kind of data is not installed.
+
+    The message names the ``pip install 'nbbn[extra]'`` command that installs it.
+    """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: corrupt, truncated, too new, or for other data."""
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`nbbn.fit` after a whole batch; the progress was saved.
+
+    Attributes
+    ----------
+    stats : RunningStats
+        The statistics of the rows counted before the interruption.
+    checkpoint : pathlib.Path or None
+        The checkpoint written (None if ``fit`` had no ``checkpoint``).
+    rows_done : int
+        Rows counted, including those of earlier runs of a resumed fit.
+    """
+
+    def __init__(self, stats: Any, checkpoint: Path | None, rows_done: int) -> None:
+        self.stats = stats
+        self.checkpoint = checkpoint
+        self.rows_done = rows_done
+        if checkpoint is not None:
+            msg = (f"fit interrupted after {rows_done:,} rows; checkpoint saved to {checkpoint}. "
+                   f"Resume with nbbn.fit(<same source>, checkpoint={str(checkpoint)!r}, "
+                   "resume=True) (command line: the same `nbbn fit` command with --resume)")
+        else:
+            msg = (f"fit interrupted after {rows_done:,} rows; no checkpoint was set, so it "
+                   "cannot be resumed (the partial statistics are in this exception's .stats; "
+                   "pass checkpoint=PATH to make a fit resumable)")
+        super().__init__(msg)
