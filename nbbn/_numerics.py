@@ -1,9 +1,9 @@
-"""Scalar numerics shared by every kernel: Chan's merge, NaN-propagating min/max, loads.
+"""Scalar numerics of the CPU kernels: Chan's merge, NaN-propagating min/max, loads.
 
-Each function here is a small ``@njit(inline="always")`` function so that the CPU
-kernels (and, later, the CUDA kernels as device functions) share one source for
-the merge arithmetic. Nothing here is compiled at import: numba compiles these
-when the first kernel that calls them is compiled.
+The merge arithmetic is the CPU build of :mod:`nbbn._merge` (the CUDA kernels compile
+the same source as device functions); the rest are small ``@njit(inline="always")``
+helpers. Importing this module imports numba but compiles nothing: numba compiles
+these when the first kernel that calls them is compiled.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
+from . import _merge
+
 __all__ = [
     "chan_merge",
+    "dd_mean",
+    "int_mean",
+    "two_sum",
     "merge_min",
     "merge_max",
     "fmin_fast",
@@ -47,44 +52,24 @@ def is_nan_bits(x):
     return (np.float64(x).view(np.uint64) & _ABS_MASK) > _EXP_MASK
 
 
-@numba.njit(inline="always")
-def chan_merge(na, ma, m2a, nb, mb, m2b):
-    """Merge two (count, mean, M2) triples exactly (Chan, Golub & LeVeque 1979).
-
-    ``na`` and ``nb`` are integer counts; the result count is ``na + nb``. Empty
-    parts are returned unchanged, so the merge never divides by zero.
-    """
-    if nb == 0:
-        return na, ma, m2a
-    if na == 0:
-        return nb, mb, m2b
-    n = na + nb
-    fb = numba.float64(nb) / numba.float64(n)
-    d = mb - ma
-    if is_finite_bits(d):
-        mean = ma + d * fb
-    else:
-        # inf/NaN means (or a difference that overflows): the weighted form gives
-        # inf for two infinities of one sign and NaN for opposite signs, as numpy does.
-        mean = ma * (numba.float64(na) / numba.float64(n)) + mb * fb
-    m2 = m2a + m2b + d * d * numba.float64(na) * fb
-    return n, mean, m2
+# The merge arithmetic (nbbn/_merge.py), compiled for the CPU. fastmath=False is
+# explicit: a numba callee that sets no fastmath option inherits its caller's, and the
+# kernels' ``reassoc`` folds two_sum's error term to 0 and ``math.isfinite`` to True.
+_merge_cpu = _merge.build(numba.njit(fastmath=False))
+two_sum = _merge_cpu.two_sum
+dd_mean = _merge_cpu.dd_mean
+chan_merge = _merge_cpu.chan_merge
+merge_min = _merge_cpu.nan_min
+merge_max = _merge_cpu.nan_max
 
 
 @numba.njit(inline="always")
-def merge_min(a, b):
-    """``min`` that propagates NaN (as ``np.minimum``)."""
-    if is_nan_bits(a) or is_nan_bits(b):
-        return np.nan
-    return a if a <= b else b
-
-
-@numba.njit(inline="always")
-def merge_max(a, b):
-    """``max`` that propagates NaN (as ``np.maximum``)."""
-    if is_nan_bits(a) or is_nan_bits(b):
-        return np.nan
-    return a if a >= b else b
+def int_mean(s, n):
+    """The mean ``s / n`` of integers with an exact integer sum ``s``, as ``(hi, lo)``:
+    the quotient and remainder are exact integers, so only the remainder's share rounds."""
+    q = s // n
+    r = s - q * n
+    return dd_mean(numba.float64(q), numba.float64(r) / numba.float64(n))
 
 
 _TWO_POW_112 = 5.192296858534828e33  # 2.0 ** 112: rebias a half exponent into float32

@@ -8,11 +8,9 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._layout import canonical, channel_vector, check_axis
-from .backends.cpu_stats import POLICY_PROPAGATE
-from .normalizer import Normalizer, affine_scale, check_eps, prepare_out, result_dtype
-
-_STATE_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+from ._affine import affine_scale
+from ._layout import channel_vector, check_axis
+from .normalizer import Normalizer, check_eps
 
 
 def _to_numpy(v) -> np.ndarray:
@@ -29,8 +27,10 @@ class BatchNorm:
     batch mean and the biased batch variance, and updates the running buffers as
     ``r = (1 - momentum) * r + momentum * stat`` with the unbiased batch variance
     (``momentum=None``: cumulative average with factor ``1 / num_batches_tracked``).
-    In eval mode it normalizes with the running buffers. Buffers and parameters are
-    float64 numpy arrays; statistics are computed exactly in float64.
+    As in torch, every training call counts in ``num_batches_tracked``, an empty batch
+    too (which changes nothing else). In eval mode it normalizes with the running
+    buffers. Buffers and parameters are float64 numpy arrays; statistics are computed
+    exactly in float64.
 
     Parameters
     ----------
@@ -39,6 +39,7 @@ class BatchNorm:
     eps : float, default 1e-5
         Added to the variance; must be > 0.
     momentum : float or None, default 0.1
+        The running buffers' update factor; None for a cumulative average.
     affine : bool, default True
         Learnable-style ``weight`` (ones) and ``bias`` (zeros) parameters.
     track_running_stats : bool, default True
@@ -47,11 +48,26 @@ class BatchNorm:
     channel_axis : int, default 1
         ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last.
     backend : {"auto", "cpu", "cuda"}, default "auto"
+        Where the kernels run; "auto" follows the input array.
+    bias : bool, default True
+        With ``affine=True``, ``bias=False`` keeps ``weight`` but no ``bias`` (zero), as
+        torch's keyword of the same name: the state_dict then has no "bias".
+
+    Examples
+    --------
+    >>> import numpy as np, nbbn
+    >>> bn = nbbn.BatchNorm(3)
+    >>> x = np.arange(48.0).reshape(4, 3, 2, 2)
+    >>> y = bn(x)
+    >>> bn.running_mean
+    array([1.95, 2.15, 2.35])
+    >>> bn.num_batches_tracked
+    1
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
-                 channel_axis: int = 1, backend: str = "auto") -> None:
+                 channel_axis: int = 1, backend: str = "auto", bias: bool = True) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
                 or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
@@ -67,16 +83,14 @@ class BatchNorm:
         self.channel_axis = check_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.training = True
-        self._running_dev = None
-        self.weight = np.ones(self.num_features) if self.affine else None
-        self.bias = np.zeros(self.num_features) if self.affine else None
-        if self.track_running_stats:
-            self._running_mean: np.ndarray | None = np.zeros(self.num_features)
-            self._running_var: np.ndarray | None = np.ones(self.num_features)
-            self.num_batches_tracked: int | None = 0
-        else:
-            self._running_mean = self._running_var = None
-            self.num_batches_tracked = None
+        c = self.num_features
+        self.weight: np.ndarray | None = np.ones(c) if self.affine else None
+        self.bias: np.ndarray | None = np.zeros(c) if self.affine and bias else None
+        # [running_mean, running_var] (2, C): float64 on the host, or a backend's buffer
+        # on its device after a training step there
+        self._running: Any = np.stack([np.zeros(c), np.ones(c)]) \
+            if self.track_running_stats else None
+        self.num_batches_tracked: int | None = 0 if self.track_running_stats else None
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> BatchNorm:
@@ -90,120 +104,110 @@ class BatchNorm:
 
     # ------------------------------------------------------------------ forward
     def __call__(self, x, out=None):
-        """Normalize ``x`` (and, in training mode, update the running statistics)."""
-        backend = backends.resolve(self.backend, x)
-        if backend.name == "cuda":
-            return self._forward_device(backend, x, out)
-        can = canonical(x, self.channel_axis, "input")
-        self._check_input(can.channels, can.outer * can.inner, can.array.shape)
-        out = prepare_out(out, can.array, "input")
-        weight, bias = self._affine_params()
-        use_batch_stats = self.training or not self.track_running_stats
-        if not use_batch_stats:
-            mean, var = self.running_mean, self.running_var
-        else:
-            n = can.outer * can.inner
-            if n == 0:
-                return out
-            st = backend.batch_stats(can, POLICY_PROPAGATE)
-            mean = st.mean
-            var = st.m2 / n
-            if self.training and self.track_running_stats:
-                self._update_running(mean, st.m2 / (n - 1))
-        scale = affine_scale(weight, var, self.eps)
-        if can.size:
-            backend.affine(can, mean, scale, bias, out)
-        return out
+        """Normalize ``x`` (and, in training mode, update the running statistics).
 
-    def _check_input(self, nchan: int, n: int, shape) -> None:
-        if nchan != self.num_features:
+        Parameters
+        ----------
+        x : array_like
+            Input with ``num_features`` channels along ``channel_axis``.
+        out : array, optional
+            Where to write the result (as for :meth:`Normalizer.__call__`).
+
+        Returns
+        -------
+        array
+            The normalized input, of the input's array type.
+        """
+        be = backends.resolve(self.backend, x)
+        inp = be.prepare(x, self.channel_axis, "input")
+        n = inp.outer * inp.inner
+        use_batch_stats = self.training or not self.track_running_stats
+        if inp.channels != self.num_features:
             raise ValueError(
-                f"input has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"input has {inp.channels} channels along channel_axis={self.channel_axis}, "
                 f"expected num_features={self.num_features}"
             )
-        if n == 1 and (self.training or not self.track_running_stats):
+        if n == 1 and use_batch_stats:
             raise ValueError(
                 "Expected more than 1 value per channel when training, got input size "
-                f"{tuple(shape)}"
+                f"{tuple(inp.array.shape)}"
             )
+        dst = be.prepare_out(out, inp, "input")
+        weight, bias = self._affine_params()
+        running, factor = None, 0.0
+        if self.training and self.track_running_stats:
+            assert self.num_batches_tracked is not None
+            self.num_batches_tracked += 1  # as torch: before it looks at the batch
+            factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+            if n:
+                running = self._running = be.running(self._running, inp)
+        if n == 0:
+            return be.result(dst)
+        if use_batch_stats:
+            be.batchnorm_train(inp, self.eps, weight, bias, running, factor, dst)
+        else:
+            mean, var = self._host_running()
+            params = be.params(mean, affine_scale(weight, var, self.eps), bias, inp)
+            be.affine(inp, params, dst)
+        return be.result(dst)
 
-    def _affine_params(self) -> tuple[Any, Any]:
-        weight = self.weight if self.affine else np.ones(self.num_features)
-        bias = self.bias if self.affine else np.zeros(self.num_features)
+    def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self.num_features
+        weight = self.weight if self.weight is not None else np.ones(c)
+        bias = self.bias if self.bias is not None else np.zeros(c)
         return weight, bias
 
-    def _forward_device(self, backend, x, out):
-        """The forward pass on the GPU; the running buffers stay on the device between
-        training steps and come back to the host when read."""
-        can = backend.canonical(x, self.channel_axis, "input")
-        self._check_input(can.channels, can.outer * can.inner, can.shape)
-        target, dev = backend.prepare_out(out, can, result_dtype(can.dtype), "input")
-        weight, bias = self._affine_params()
-        if can.size == 0:
-            return backend.result(target, dev, can)
-        if self.training or not self.track_running_stats:
-            running, factor = None, 0.0
-            if self.training and self.track_running_stats:
-                assert self.num_batches_tracked is not None
-                if self._running_dev is None:
-                    self._running_dev = backend.to_device(
-                        np.stack([self._running_mean, self._running_var]), can.stream)
-                running = self._running_dev
-                self.num_batches_tracked += 1
-                factor = 1.0 / self.num_batches_tracked if self.momentum is None \
-                    else self.momentum
-            backend.batchnorm_train(can, self.eps, weight, bias, running, factor, dev)
-        else:
-            scale = affine_scale(weight, self.running_var, self.eps)
-            params = backend.cached_params(self.running_mean, scale, bias, can.stream)
-            backend.affine(can, params, dev)
-        return backend.result(target, dev, can)
-
     # running buffers: host arrays, or a device copy after a GPU training step
+    def _host_running(self) -> np.ndarray:
+        """The (2, C) running buffer on the host (brought back from a device)."""
+        self._running = backends.to_host(self._running)
+        return self._running
+
     @property
     def running_mean(self) -> np.ndarray | None:
-        self._pull_running()
-        return self._running_mean
+        """Running mean per channel (float64; None without ``track_running_stats``)."""
+        return None if self._running is None else self._host_running()[0]
 
     @running_mean.setter
     def running_mean(self, value) -> None:
-        self._pull_running()
-        self._running_mean = value
+        self._set_running(0, value, "running_mean")
 
     @property
     def running_var(self) -> np.ndarray | None:
-        self._pull_running()
-        return self._running_var
+        """Running unbiased variance per channel (float64; None without
+        ``track_running_stats``)."""
+        return None if self._running is None else self._host_running()[1]
 
     @running_var.setter
     def running_var(self, value) -> None:
-        self._pull_running()
-        self._running_var = value
+        self._set_running(1, value, "running_var")
 
-    def _pull_running(self) -> None:
-        dev = self.__dict__.get("_running_dev")
-        if dev is not None:
-            from .backends import cuda
+    def _set_running(self, row: int, value, name: str) -> None:
+        if self._running is None:
+            raise ValueError(f"this BatchNorm has track_running_stats=False: no {name}")
+        v = channel_vector(_to_numpy(value), self.num_features, name)
+        self._host_running()[row] = v
 
-            host = cuda.to_host(dev)
-            self._running_dev = None
-            self._running_mean, self._running_var = host[0].copy(), host[1].copy()
-
-    def _update_running(self, batch_mean: np.ndarray, batch_var_unbiased: np.ndarray) -> None:
-        assert self.running_mean is not None and self.running_var is not None
-        assert self.num_batches_tracked is not None
-        self.num_batches_tracked += 1
-        f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        self.running_mean = (1.0 - f) * self.running_mean + f * batch_mean
-        self.running_var = (1.0 - f) * self.running_var + f * batch_var_unbiased
+    def __getstate__(self) -> dict:
+        d = self.__dict__.copy()
+        d["_running"] = None if self._running is None else self._host_running().copy()
+        return d
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Copies of the parameters and buffers under torch's key names."""
+        """Copies of the parameters and buffers under torch's key names.
+
+        Returns
+        -------
+        dict
+            "weight" and "bias" (with ``affine``; no "bias" with ``bias=False``),
+            "running_mean", "running_var" and "num_batches_tracked" (with
+            ``track_running_stats``), as numpy arrays.
+        """
         d: dict[str, np.ndarray] = {}
-        if self.affine:
-            assert self.weight is not None and self.bias is not None
+        if self.weight is not None:
             d["weight"] = self.weight.copy()
+        if self.bias is not None:
             d["bias"] = self.bias.copy()
         if self.track_running_stats:
             assert self.running_mean is not None and self.running_var is not None
@@ -213,7 +217,13 @@ class BatchNorm:
         return d
 
     def load_state_dict(self, d: dict) -> None:
-        """Load parameters and buffers from numpy arrays or torch tensors (all or nothing)."""
+        """Load parameters and buffers from numpy arrays or torch tensors (all or nothing).
+
+        Parameters
+        ----------
+        d : dict
+            The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
+        """
         expected = set(self.state_dict())
         got = set(d)
         if got != expected:
@@ -261,6 +271,7 @@ class BatchNorm:
                           bias=self.bias, channel_axis=self.channel_axis, backend=self.backend)
 
     def __repr__(self) -> str:
+        extra = ", bias=False" if self.affine and self.bias is None else ""
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                f"channel_axis={self.channel_axis})")
+                f"channel_axis={self.channel_axis}{extra})")

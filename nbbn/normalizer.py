@@ -7,17 +7,13 @@ import math
 import numpy as np
 
 from . import backends
-from ._layout import canonical, channel_vector, check_axis
-
-
-def result_dtype(dtype: np.dtype) -> np.dtype:
-    """Output dtype for an input dtype: floating stays (native order), integer gives float32."""
-    if dtype.kind == "f":
-        return dtype.newbyteorder("=")
-    return np.dtype(np.float32)
+from ._affine import affine_scale
+from ._layout import channel_vector, check_axis
 
 
 def check_eps(eps, *, strict: bool) -> float:
+    """``eps`` as a float; TypeError for a non-number, ValueError unless finite and
+    ``>= 0`` (``> 0`` when ``strict``)."""
     try:
         value = float(eps)
     except (TypeError, ValueError):
@@ -40,12 +36,20 @@ class Normalizer:
     mean, var : array_like, shape (C,)
         Per-channel mean and (biased or unbiased, your choice) variance; var >= 0.
     eps : float, default 1e-5
-        Added to the variance; must be >= 0.
+        Added to the variance; must be >= 0. With ``eps=0`` (scikit-learn's
+        ``StandardScaler`` has no eps) a channel whose variance is 0 is scaled by 1, as
+        scikit-learn does for constant features: it maps to ``bias``, not inf or NaN.
     weight, bias : array_like, shape (C,), optional
         Affine parameters (default 1 and 0).
     channel_axis : int, default 1
         The channel axis of the arrays this normalizer is applied to.
     backend : {"auto", "cpu", "cuda"}, default "auto"
+        Where the map runs; "auto" follows the input array.
+
+    Attributes
+    ----------
+    scale : numpy.ndarray
+        ``weight / sqrt(var + eps)`` per channel (``weight`` where ``var + eps == 0``).
 
     Examples
     --------
@@ -53,6 +57,9 @@ class Normalizer:
     >>> norm = nbbn.Normalizer([1.0, 2.0], [4.0, 1.0], eps=0.0)
     >>> norm(np.array([[3.0, 2.0]]))
     array([[1., 0.]])
+    >>> nbbn.Normalizer([5.0], [0.0], eps=0.0)(np.array([[5.0], [6.0]]))  # constant channel
+    array([[0.],
+           [1.]])
     """
 
     def __init__(self, mean, var, *, eps: float = 1e-5, weight=None, bias=None,
@@ -73,74 +80,52 @@ class Normalizer:
         self.scale = affine_scale(self.weight, self.var, self.eps)
         with np.errstate(divide="ignore"):
             self._inv_scale = 1.0 / self.scale
-        self._device_params: dict = {}  # CUDA backend: parameters kept on the device
 
     @property
     def num_channels(self) -> int:
+        """Number of channels C."""
         return self.mean.shape[0]
 
     def __call__(self, x, out=None):
-        """Normalize ``x``; ``out`` (same shape, floating dtype) may be ``x`` itself."""
+        """Normalize ``x``: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
+
+        Parameters
+        ----------
+        x : array_like
+            Input with ``num_channels`` channels along ``channel_axis``; a numpy array, or
+            a device array for the CUDA backend.
+        out : array, optional
+            Where to write the result: same shape, a float16/32/64 dtype, of the input's
+            kind; may be ``x`` itself. Default: a new array, of ``x``'s dtype when it is
+            floating and float32 for integer input.
+
+        Returns
+        -------
+        array
+            ``out``, or the new array, of the input's array type.
+        """
         return self._apply(x, out, self.mean, self.scale, self.bias, "x")
 
     def inverse(self, y, out=None):
-        """Undo the normalization: ``x = (y - bias) / scale + mean``."""
+        """Undo the normalization: ``x = (y - bias) / scale + mean`` (see ``__call__``)."""
         return self._apply(y, out, self.bias, self._inv_scale, self.mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
-        backend = backends.resolve(self.backend, x)
-        if backend.name == "cuda":
-            return self._apply_device(backend, x, out, a, s, b, what)
-        can = canonical(x, self.channel_axis, what)
-        self._check_channels(can.channels, what)
-        out = prepare_out(out, can.array, what)
-        if can.size:
-            backend.affine(can, a, s, b, out)
-        return out
-
-    def _check_channels(self, nchan: int, what: str) -> None:
-        if nchan != self.num_channels:
+        be = backends.resolve(self.backend, x)
+        inp = be.prepare(x, self.channel_axis, what)
+        if inp.channels != self.num_channels:
             raise ValueError(
-                f"{what} has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"{what} has {inp.channels} channels along channel_axis={self.channel_axis}, "
                 f"but the normalizer has {self.num_channels}"
             )
-
-    def _apply_device(self, backend, x, out, a, s, b, what):
-        """The map on the GPU; the output is of the input's kind (numpy for numpy input)."""
-        can = backend.canonical(x, self.channel_axis, what)
-        self._check_channels(can.channels, what)
-        target, dev = backend.prepare_out(out, can, result_dtype(can.dtype), what)
-        if can.size:
-            params = self._device_params.get(what)
-            if params is None:  # uploaded once per direction, reused by every call
-                params = self._device_params[what] = backend.prepare_params(a, s, b)
-            backend.affine(can, params, dev)
-        return backend.result(target, dev, can)
+        dst = be.prepare_out(out, inp, what)
+        if inp.size:
+            be.affine(inp, be.params(a, s, b, inp), dst)
+        return be.result(dst)
 
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "
                 f"channel_axis={self.channel_axis})")
-
-
-def affine_scale(weight: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
-    """``weight / sqrt(var + eps)`` in float64 (inf where var + eps is 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return weight / np.sqrt(var + eps)
-
-
-def prepare_out(out, x: np.ndarray, what: str = "x") -> np.ndarray:
-    """Validate a user's ``out=`` array, or allocate one of the default result dtype."""
-    if out is None:
-        return np.empty(x.shape, result_dtype(x.dtype))
-    if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.shape != x.shape:
-        raise ValueError(f"out must have the shape of {what} {x.shape}, got {out.shape}")
-    if out.dtype.kind != "f" or out.dtype.itemsize not in (2, 4, 8):
-        raise ValueError(f"out must have a float16/32/64 dtype, got {out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    return out
 
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps: float = 1e-5,

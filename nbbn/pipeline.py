@@ -32,8 +32,10 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .errors import CheckpointError, FitInterrupted
-from .normalizer import Normalizer, result_dtype
-from .running_stats import RunningStats, _check_policy
+from ._affine import result_dtype
+from .normalizer import Normalizer
+from ._policy import check_policy as _check_policy
+from .running_stats import RunningStats
 from .sources import Acquire, Batch, IterableSource, Position, Slot, Source, open_source
 
 CHECKPOINT_INTERVAL_S = 5.0

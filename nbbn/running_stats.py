@@ -8,20 +8,13 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._layout import canonical, check_axis
+from ._layout import check_axis
+from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
-from .backends._stats import BatchStats, merge_into, merge_stats
-from .backends.cpu_stats import POLICY_OMIT, POLICY_PROPAGATE
+from .backends._stats import BatchStats
 
-NAN_POLICIES = ("propagate", "omit", "raise")
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
-
-
-def _check_policy(nan_policy: str) -> str:
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-    return nan_policy
 
 
 class RunningStats:
@@ -31,6 +24,9 @@ class RunningStats:
     merges the batch's statistics into a float64 state with Chan's pairwise formula,
     so the result equals the statistics of the concatenated data up to rounding,
     however the data was split (unlike an exponential moving average).
+
+    A ``RunningStats`` can be pickled and deep-copied (the copy is independent), so
+    worker processes can send their statistics back to be merged with ``+``.
 
     Parameters
     ----------
@@ -51,89 +47,85 @@ class RunningStats:
     >>> for batch in np.split(np.arange(24.0).reshape(4, 3, 2), 2):
     ...     _ = rs.update(batch)
     >>> rs.mean
-    array([ 9., 11., 13.])
+    array([ 9.5, 11.5, 13.5])
+    >>> rs.count
+    array([8, 8, 8])
     """
 
     def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto") -> None:
         self.channel_axis = check_axis(channel_axis)
-        self.nan_policy = _check_policy(nan_policy)
+        self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
-        # BatchStats on the host, or a DeviceStats (CUDA backend) on a GPU
+        # BatchStats on the host, or a backend's state on its device
         self._state: Any = None
         self._host_cache: tuple | None = None
         self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        st = self._snapshot()
+        return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
+                "backend": self.backend, "state": st}
+
+    def __setstate__(self, d: dict) -> None:
+        self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
+                      backend=d["backend"])
+        self._state = d["state"]
 
     # ------------------------------------------------------------------ updating
     def update(self, batch) -> RunningStats:
         """Merge the statistics of ``batch`` (any ndim >= 1) into the running state.
 
         The update applies whole or not at all: on any error the state is unchanged.
-        Several threads may call ``update`` on one object at once; the kernels release
-        the GIL and only the final merge is serialized.
+        Several threads may call ``update`` on one object at once; the kernels run
+        outside the state's lock (and release the GIL) and only the final merge is
+        serialized.
+
+        Parameters
+        ----------
+        batch : array_like
+            Values along ``channel_axis`` are channels; every other axis is reduced. A
+            numpy array (any dtype of float16/32/64 or integers, any strides), or a device
+            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend.
 
         Returns
         -------
         RunningStats
             ``self``, so that calls can be chained.
+
+        Raises
+        ------
+        TypeError
+            ``batch`` has a dtype that is not real floating or integer.
+        ValueError
+            ``batch`` has a channel count other than the state's, ``channel_axis`` is out
+            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity.
         """
-        backend = backends.resolve(self.backend, batch)
-        policy = POLICY_OMIT if self.nan_policy == "omit" else POLICY_PROPAGATE
-        if backend.name == "cuda":
-            return self._update_device(backend, batch, policy)
-        can = canonical(batch, self.channel_axis, "batch")
-        self._check_channels(can.channels, "batch")
-        if can.size == 0:
+        be = backends.resolve(self.backend, batch)
+        inp = be.prepare(batch, self.channel_axis, "batch")
+        self._check_channels(inp.channels, "batch")
+        if inp.size == 0:
             return self
-        st = backend.batch_stats(can, policy)
+        part = be.reduce(inp, policy_code(self.nan_policy))
         if self.nan_policy == "raise":
-            self._raise_on_nonfinite(st)
+            self._raise_on_nonfinite(be.summary(part))
         with self._lock:
-            self._check_channels(can.channels, "batch")  # another thread may have started
-            if self._state is None:
-                self._state = st
-            else:
-                merge_into(*self._host_locked().arrays(), *st.arrays())
+            self._check_channels(inp.channels, "batch")  # another thread may have started
+            self._state = be.merge(self._state, part)
             self._host_cache = None
         return self
-
-    def _update_device(self, backend, batch, policy: int) -> RunningStats:
-        """``update`` on the GPU: the state moves to (and stays on) the device."""
-        can = backend.canonical(batch, self.channel_axis, "batch")
-        self._check_channels(can.channels, "batch")
-        if can.size == 0:
-            return self
-        if self.nan_policy == "raise":
-            st = backend.batch_stats(can, policy)
-            self._raise_on_nonfinite(st.to_host())
-        with self._lock:
-            self._check_channels(can.channels, "batch")
-            state = self._state
-            if state is not None and isinstance(state, BatchStats):
-                state = backend.DeviceStats.from_host(state, can.stream)
-            if self.nan_policy == "raise":
-                self._state = backend.merge(state, st)
-            else:
-                self._state = backend.accumulate(state, can, policy)
-            self._host_cache = None
-        return self
-
-    def _host_locked(self) -> Any:
-        """The state as host arrays, moving it to the host (the caller holds the lock)."""
-        st = self._state
-        if st is not None and not isinstance(st, BatchStats):
-            st = self._state = st.to_host()
-        return st
 
     def _host(self) -> BatchStats | None:
-        """The state as host arrays for reading (a cached copy when it is on the device)."""
+        """The state as host arrays for reading (cached while the state does not change)."""
         st = self._state
-        if st is None or isinstance(st, BatchStats):
-            return st
+        if st is None:
+            return None
         cached = self._host_cache
         if cached is None or cached[0] is not st:
             with self._lock:
-                cached = self._host_cache = (st, st.to_host())
+                st = self._state
+                cached = self._host_cache = (st, backends.to_host(st))
         return cached[1]
 
     @staticmethod
@@ -163,16 +155,25 @@ class RunningStats:
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: RunningStats) -> RunningStats:
-        """A new ``RunningStats`` with the exact statistics of both inputs' data."""
+        """A new ``RunningStats`` with the exact statistics of both inputs' data.
+
+        Parameters
+        ----------
+        other : RunningStats
+            Statistics with the same channel count (or none).
+
+        Returns
+        -------
+        RunningStats
+            New statistics with ``self``'s settings; neither input changes.
+        """
         if not isinstance(other, RunningStats):
             raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
         out = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend=self.backend)
         a, b = self._snapshot(), other._snapshot()
-        if a is not None and b is not None:
+        if b is not None:
             self._check_channels(b.num_channels, "the other RunningStats")
-            out._state = merge_stats(a, b)
-        else:
-            out._state = a if a is not None else b
+        out._state = b if a is None else a if b is None else _host_merge(a, b)
         return out
 
     def __add__(self, other: RunningStats) -> RunningStats:
@@ -188,14 +189,12 @@ class RunningStats:
             return self
         with self._lock:
             self._check_channels(b.num_channels, "the other RunningStats")
-            if self._state is None:
-                self._state = b
-            else:
-                merge_into(*self._host_locked().arrays(), *b.arrays())
+            self._state = b if self._state is None else _host_merge(self._state, b)
             self._host_cache = None
         return self
 
     def _snapshot(self) -> BatchStats | None:
+        """An independent host copy of the state (None when empty)."""
         st = self._host()
         with self._lock:
             return None if st is None else st.copy()
@@ -294,6 +293,7 @@ class RunningStats:
             "nan_policy": self.nan_policy,
             "count": st.count,
             "mean": st.mean,
+            "mean_lo": st.mean_lo,
             "m2": st.m2,
             "min": st.min,
             "max": st.max,
@@ -323,12 +323,18 @@ class RunningStats:
         count = arrays[0]
         if count.dtype.kind not in "iu" or (count < 0).any():
             raise ValueError("RunningStats count must hold non-negative integers")
+        # mean_lo (the rest of the mean below float64's rounding) came with nbbn 0.2;
+        # files without it read as exact float64 means
+        mean_lo = np.asarray(d.get("mean_lo", np.zeros_like(arrays[1], np.float64)))
+        if mean_lo.shape != count.shape:
+            raise ValueError(f"RunningStats mean_lo must have shape {count.shape}, "
+                             f"got {mean_lo.shape}")
         if count.shape[0] > 0:
-            rs._state = BatchStats(
-                count.astype(np.int64),
-                *(a.astype(np.float64) for a in arrays[1:5]),
-                *(a.astype(np.int64) for a in arrays[5:]),
-            )
+            count, mean, m2, mn, mx, nnan, ninf = arrays
+            f64 = np.float64
+            rs._state = BatchStats(count.astype(np.int64), mean.astype(f64),
+                                   mean_lo.astype(f64), m2.astype(f64), mn.astype(f64),
+                                   mx.astype(f64), nnan.astype(np.int64), ninf.astype(np.int64))
         return rs
 
     def save(self, path) -> None:
@@ -347,6 +353,11 @@ class RunningStats:
     def __repr__(self) -> str:
         return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
                 f" num_channels={self.num_channels}, count={self.count.tolist()[:8]})")
+
+
+def _host_merge(a, b: BatchStats) -> BatchStats:
+    """``b`` merged into ``a`` (a state of any backend, replaced by host statistics)."""
+    return backends.resolve("cpu").merge(a, b)
 
 
 def channel_stats(x, channel_axis: int = 1, *, nan_policy: str = "propagate",

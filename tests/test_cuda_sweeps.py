@@ -1,8 +1,8 @@
 """One thread's sweep in the CUDA statistics kernels, against exact arithmetic.
 
 Each case launches a one-thread kernel that runs a family's ``init``/``sweep``/
-``finish`` over ``a[i:end:step]`` and compares (count, mean, M2, min, max, NaNs, infs)
-with numpy or exact integers. The lengths cover no full group, whole groups and a
+``finish`` over ``a[i:end:step]`` and compares (count, mean + mean_lo, M2, min, max,
+NaNs, infs) with numpy or exact integers. The lengths cover no full group, whole groups and a
 masked last group; float data puts NaN and inf in the first value, the main groups and
 the masked tail; integer data reaches each dtype's extremes, and a patched ``CHUNK``
 makes the 32-bit sums flush many times.
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not i
 
 
 def run_sweep(cuda, fam, unroll, a, i, end, step):
-    """(ints [count, NaNs, infs], floats [mean, M2, min, max]) of one thread's sweep."""
+    """(ints [count, NaNs, infs], floats [mean, M2, min, max, mean_lo]) of one thread's
+    sweep."""
     import numba
 
     from nbbn.backends import cuda_kernels as kk
@@ -31,15 +32,16 @@ def run_sweep(cuda, fam, unroll, a, i, end, step):
     def probe(a, i, end, step, ints, floats):
         r = finish(sweep(a, numba.uint64(i), numba.uint64(end), numba.uint64(step), init()))
         ints[0] = r[0]
-        ints[1] = r[5]
-        ints[2] = r[6]
+        ints[1] = r[6]
+        ints[2] = r[7]
         floats[0] = r[1]
-        floats[1] = r[2]
-        floats[2] = r[3]
-        floats[3] = r[4]
+        floats[1] = r[3]
+        floats[2] = r[4]
+        floats[3] = r[5]
+        floats[4] = r[2]
 
     ints = np.zeros(3, np.int64)
-    floats = np.zeros(4, np.float64)
+    floats = np.zeros(5, np.float64)
     d_ints, d_floats = cuda.to_device(ints), cuda.to_device(floats)
     probe[1, 1](cuda.to_device(a), i, end, step, d_ints, d_floats)
     return d_ints.copy_to_host(), d_floats.copy_to_host()
@@ -100,7 +102,10 @@ def test_exact_sweep(span, dtype, chunk, cuda, rng, monkeypatch):
                              a, i, end, step)
     v = a[i:end:step]
     assert ints.tolist() == [v.size, 0, 0]
-    assert floats[0] == float(Fraction(sum(int(x) for x in v), v.size))
+    mean = Fraction(sum(int(x) for x in v), v.size)
+    # the mean as hi + lo: hi within an ulp, hi + lo within 2**-53 of the exact mean
+    assert abs(floats[0] - float(mean)) <= np.spacing(abs(float(mean)))
+    assert abs(Fraction(floats[0]) + Fraction(floats[4]) - mean) <= Fraction(1, 2**53)
     assert floats[1] == float(exact_m2(v))  # exact, rounded once
     assert (floats[2], floats[3]) == (v.min(), v.max())
 

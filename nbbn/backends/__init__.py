@@ -1,27 +1,104 @@
-"""Backend selection. A backend is a module with ``batch_stats`` and ``affine``.
+"""Backends: the operations every compute backend offers, and how one is chosen.
 
-``resolve(backend, x)`` maps the user's ``backend=`` keyword ("auto", "cpu", "cuda")
-and the input array to a backend module: ``nbbn.backends.cpu`` for host arrays,
-``nbbn.backends.cuda`` for device arrays (or ``backend="cuda"``). The CUDA module,
-and with it ``numba.cuda``, is imported only then, never by ``import nbbn``.
+A backend is a module that satisfies :class:`Backend`. The public classes
+(``RunningStats``, ``Normalizer``, ``BatchNorm``) hold no backend-specific code: they
+validate their own arguments, :func:`resolve` a backend once per call, and call its
+operations, in this order:
+
+1. ``prepare(x, channel_axis, what)``: validate the input (dtype, ndim, axis) and see it
+   as ``(outer, channels, inner)``; the result has ``channels``, ``outer``, ``inner``
+   and ``size``, and remembers the caller's array type for ``result``.
+2. Statistics: ``reduce(inp, policy)`` computes the batch's statistics (outside any
+   lock; a device backend may leave them on the device), ``summary(part)`` brings them
+   to the host as a :class:`~nbbn.backends._stats.BatchStats` when the caller must look
+   at them (``nan_policy="raise"``), and ``merge(state, part)`` merges them into a
+   running state (under the caller's lock) and returns the new state. A state is a
+   ``BatchStats`` on the host or a backend's own object on its device; every state
+   has ``num_channels`` and ``to_host()``, and ``merge`` accepts a state from any
+   backend (the state lives where the last update ran).
+3. The affine map ``out = (x - a[c]) * s[c] + b[c]``: ``prepare_out(out, inp, what)``
+   validates the caller's ``out=`` (or allocates one of the input's kind),
+   ``params(a, s, b, inp)`` puts the (C,) parameter vectors where the kernels read them
+   (cached by the device backend), ``affine(inp, params, out)`` runs it and
+   ``result(out)`` returns what the caller gets back, of the input's array type.
+4. BatchNorm training: ``running(buffer, inp)`` moves the (2, C) running-statistics
+   buffer to the backend, and ``batchnorm_train(inp, eps, weight, bias, running,
+   factor, out)`` computes the batch statistics, updates ``running`` in place and
+   writes the normalized output.
+
+Array types: host arrays (numpy, memmaps, anything ``np.asarray`` takes) go to
+``backends.cpu``; device arrays (anything with ``__cuda_array_interface__``: torch CUDA
+tensors, CuPy, Numba device arrays) to ``backends.cuda``. A new array type is one
+new module: a backend when it computes differently (e.g. a lazy Dask reduction), or an
+entry in :data:`ROUTES` plus an adapter in its backend's ``prepare``/``result`` when it
+only needs converting (e.g. torch CPU tensors). Backend modules are imported by
+:func:`resolve` only when needed: ``import nbbn`` imports neither numba nor
+``numba.cuda``.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
 
 from ..errors import BackendUnavailableError
+from ._stats import BatchStats
 
 BACKENDS = ("auto", "cpu", "cuda")
 
+__all__ = ["BACKENDS", "Backend", "BackendUnavailableError", "BatchStats", "check_name",
+           "is_device_array", "resolve", "to_host"]
+
+
+class Backend(Protocol):
+    """The operations of a compute backend (see the module docstring for the flow)."""
+
+    name: str
+
+    def prepare(self, x: Any, channel_axis: int, what: str) -> Any:
+        """The validated input seen as (outer, channels, inner)."""
+
+    def reduce(self, inp: Any, policy: int) -> Any:
+        """The statistics of one input (on the backend's device)."""
+
+    def summary(self, part: Any) -> BatchStats:
+        """The statistics of ``reduce`` as host arrays."""
+
+    def merge(self, state: Any, part: Any) -> Any:
+        """``part`` merged into ``state`` (None, or a state of any backend)."""
+
+    def prepare_out(self, out: Any, inp: Any, what: str) -> Any:
+        """The output of the affine map: the caller's ``out`` validated, or a new one."""
+
+    def params(self, a: np.ndarray, s: np.ndarray, b: np.ndarray, inp: Any) -> Any:
+        """The affine map's (C,) float64 parameters, where the kernels read them."""
+
+    def affine(self, inp: Any, params: Any, out: Any) -> None:
+        """``out = (x - a[c]) * s[c] + b[c]``; ``out`` may be the input itself."""
+
+    def result(self, out: Any) -> Any:
+        """What the caller gets back for ``out``: an array of the input's type."""
+
+    def running(self, buffer: Any, inp: Any) -> Any:
+        """BatchNorm's (2, C) float64 running buffer, moved to this backend."""
+
+    def batchnorm_train(self, inp: Any, eps: float, weight: np.ndarray, bias: np.ndarray,
+                        running: Any, factor: float, out: Any) -> None:
+        """BatchNorm's training forward: batch statistics, running update, output."""
+
 
 def check_name(backend: str) -> str:
+    """Return ``backend`` if it is one of :data:`BACKENDS`, else raise ValueError."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
 
 
-def is_device_array(x) -> bool:
+def is_device_array(x: Any) -> bool:
     """True for arrays in GPU memory: anything with ``__cuda_array_interface__`` (CuPy,
     torch CUDA tensors, numba device arrays) and numba's device arrays under the CUDA
     simulator, which lack that attribute but carry the ``__cuda_ndarray__`` marker."""
@@ -29,19 +106,41 @@ def is_device_array(x) -> bool:
         x, "__cuda_array_interface__")
 
 
-def resolve(backend: str, x=None) -> ModuleType:
-    """The backend module for ``backend`` ("auto" looks at where ``x`` lives)."""
+ROUTES: list[tuple[Callable[[Any], bool], str]] = [(is_device_array, "cuda")]
+"""``(test, backend name)`` pairs that ``backend="auto"`` tries in order on the input;
+anything else runs on "cpu"."""
+
+
+def resolve(backend: str, x: Any = None) -> Backend:
+    """The backend module for ``backend`` ("auto" looks at the type of ``x``).
+
+    Raises
+    ------
+    ValueError
+        ``backend`` is not one of :data:`BACKENDS`.
+    BackendUnavailableError
+        The backend cannot run here (says what is missing).
+    """
     check_name(backend)
     if backend == "auto":
-        backend = "cuda" if x is not None and is_device_array(x) else "cpu"
+        backend = next((name for test, name in ROUTES if x is not None and test(x)), "cpu")
     if backend == "cuda":
         return _cuda()
-    from . import cpu
-
-    return cpu
+    return _module("cpu")
 
 
-def _cuda() -> ModuleType:
+def to_host(obj: Any) -> Any:
+    """A state or buffer as host data: ``obj.to_host()`` for backend objects, ``obj``
+    itself for numpy arrays and None."""
+    return obj.to_host() if hasattr(obj, "to_host") else obj
+
+
+def _module(name: str) -> Any:
+    module: ModuleType = importlib.import_module(f"{__name__}.{name}")
+    return module
+
+
+def _cuda() -> Backend:
     """``nbbn.backends.cuda``, or BackendUnavailableError saying what is missing."""
     import importlib.util
 
@@ -61,6 +160,4 @@ def _cuda() -> ModuleType:
                 "GPU or driver (numba.cuda.is_available() is False). Set "
                 "NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels in numba's simulator."
             )
-    from . import cuda
-
-    return cuda
+    return _module("cuda")

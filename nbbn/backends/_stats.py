@@ -1,25 +1,24 @@
-"""Per-channel statistics as plain arrays, and their exact merge.
+"""Per-channel statistics as plain host arrays: the state format every backend shares.
 
-``BatchStats`` is what a backend returns for one batch and also the layout of
-``RunningStats``' state: count (int64), mean, M2 (sum of squared deviations), min and
-max (float64), plus the number of NaNs and infinities seen (int64). ``merge_into`` is
-Chan's pairwise merge applied channel by channel, in one compiled call.
+``BatchStats`` is what the CPU backend computes for one batch, the layout of
+``RunningStats``' state on the host, and what a device state becomes when it is read:
+count (int64), mean as ``mean + mean_lo`` (float64 pair, see :mod:`nbbn._merge`), M2
+(sum of squared deviations), min and max (float64), and the numbers of NaNs and
+infinities seen (int64). numpy only: the compiled merge lives in the CPU backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import numba
 import numpy as np
-
-from .._numerics import chan_merge, merge_max, merge_min
 
 
 @dataclass
 class BatchStats:
     count: np.ndarray  # int64 (C,)
-    mean: np.ndarray  # float64 (C,)
+    mean: np.ndarray  # float64 (C,): the mean rounded to float64
+    mean_lo: np.ndarray  # float64 (C,): the rest, mean + mean_lo being the exact mean
     m2: np.ndarray  # float64 (C,)
     min: np.ndarray  # float64 (C,), +inf where count == 0
     max: np.ndarray  # float64 (C,), -inf where count == 0
@@ -28,24 +27,23 @@ class BatchStats:
 
     @classmethod
     def empty(cls, nchan: int) -> BatchStats:
-        return cls(
-            np.zeros(nchan, np.int64),
-            np.zeros(nchan),
-            np.zeros(nchan),
-            np.full(nchan, np.inf),
-            np.full(nchan, -np.inf),
-            np.zeros(nchan, np.int64),
-            np.zeros(nchan, np.int64),
-        )
+        """Statistics of no data: counts 0, min +inf, max -inf."""
+        out = cls.uninitialized(nchan)
+        for name in ("count", "mean", "mean_lo", "m2", "nan", "inf"):
+            getattr(out, name)[:] = 0
+        out.min[:] = np.inf
+        out.max[:] = -np.inf
+        return out
 
     @classmethod
     def uninitialized(cls, nchan: int) -> BatchStats:
-        """Arrays for a kernel to fill completely."""
+        """Arrays for a kernel to fill completely (views of one int and one float block)."""
         i = np.empty((3, nchan), np.int64)
-        f = np.empty((4, nchan))
-        return cls(i[0], f[0], f[1], f[2], f[3], i[1], i[2])
+        f = np.empty((5, nchan))
+        return cls(i[0], f[0], f[1], f[2], f[3], f[4], i[1], i[2])
 
     def arrays(self) -> tuple[np.ndarray, ...]:
+        """The fields in declaration order: the argument order of the kernels."""
         return tuple(getattr(self, f.name) for f in fields(self))
 
     def copy(self) -> BatchStats:
@@ -54,24 +52,10 @@ class BatchStats:
             dst[...] = src
         return out
 
+    def to_host(self) -> BatchStats:
+        """Itself: host statistics are already on the host (see ``DeviceStats``)."""
+        return self
+
     @property
     def num_channels(self) -> int:
         return self.count.shape[0]
-
-
-@numba.njit(cache=True, nogil=True)
-def merge_into(cnt, mean, m2, mn, mx, nnan, ninf, bcnt, bmean, bm2, bmn, bmx, bnan, binf):
-    """Merge the second set of (C,) arrays into the first, in place."""
-    for c in range(cnt.shape[0]):
-        cnt[c], mean[c], m2[c] = chan_merge(cnt[c], mean[c], m2[c], bcnt[c], bmean[c], bm2[c])
-        mn[c] = merge_min(mn[c], bmn[c])
-        mx[c] = merge_max(mx[c], bmx[c])
-        nnan[c] += bnan[c]
-        ninf[c] += binf[c]
-
-
-def merge_stats(a: BatchStats, b: BatchStats) -> BatchStats:
-    """A new ``BatchStats`` holding the exact merge of ``a`` and ``b``."""
-    out = a.copy()
-    merge_into(*out.arrays(), *b.arrays())
-    return out

@@ -1,12 +1,11 @@
-"""The CPU backend: picks a kernel, a partition count and serial or parallel execution.
+"""The CPU backend: the :class:`~nbbn.backends.Backend` operations on host arrays.
 
-The public classes call two operations, which every backend provides:
-
-* ``batch_stats(canonical, policy) -> BatchStats``: per-channel statistics of one array;
-* ``affine(canonical, a, s, b, out)``: ``out = (x - a[c]) * s[c] + b[c]``.
-
-Both accept the :class:`~nbbn._layout.Canonical` description of the input, so that a
-backend only ever sees 3-d (O, C, I) pieces.
+Inputs are validated and described as (O, C, I) by :func:`nbbn._layout.canonical`
+(a :class:`~nbbn._layout.Canonical`), so the kernels only ever see 3-d pieces. This
+module picks a kernel, a partition count and serial or parallel execution; the
+kernels are in ``cpu_stats`` (statistics) and ``cpu_normalize`` (the affine map).
+Statistics are host :class:`BatchStats`; states that live on a device are brought to
+the host by ``merge``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,13 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from .._layout import Canonical
+from .._affine import affine_scale, check_out, result_dtype
+from .._layout import Canonical, canonical
+from .._numerics import chan_merge, merge_max, merge_min
+from .._policy import POLICY_PROPAGATE
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
-from ._stats import BatchStats, merge_stats
+from ._stats import BatchStats
 
 name = "cpu"
 
@@ -100,7 +102,13 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     return out
 
 
-def batch_stats(can: Canonical, policy: int) -> BatchStats:
+# ------------------------------------------------------------------ statistics
+def prepare(x, channel_axis: int, what: str) -> Canonical:
+    """Validate a host array and describe it as (O, C, I) around ``channel_axis``."""
+    return canonical(x, channel_axis, what)
+
+
+def reduce(can: Canonical, policy: int) -> BatchStats:
     """Per-channel statistics of one input array (all its pieces merged)."""
     view = can.view3()
     if view is not None:
@@ -108,8 +116,35 @@ def batch_stats(can: Canonical, policy: int) -> BatchStats:
     total = None
     for x3, _ in can.pieces():
         part = _piece_stats(x3, policy)
-        total = part if total is None else merge_stats(total, part)
+        total = part if total is None else merge(total, part)
     return total if total is not None else BatchStats.empty(can.channels)
+
+
+def summary(part: BatchStats) -> BatchStats:
+    return part
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_into(cnt, mean, mlo, m2, mn, mx, nnan, ninf,
+                bcnt, bmean, bmlo, bm2, bmn, bmx, bnan, binf):
+    """Merge the second set of (C,) arrays into the first, in place."""
+    for c in range(cnt.shape[0]):
+        cnt[c], mean[c], mlo[c], m2[c] = chan_merge(cnt[c], mean[c], mlo[c], m2[c],
+                                                    bcnt[c], bmean[c], bmlo[c], bm2[c])
+        mn[c] = merge_min(mn[c], bmn[c])
+        mx[c] = merge_max(mx[c], bmx[c])
+        nnan[c] += bnan[c]
+        ninf[c] += binf[c]
+
+
+def merge(state, part: BatchStats) -> BatchStats:
+    """``part`` merged into ``state`` (None, host statistics, or a device state, which
+    is brought to the host first); ``part`` itself when there is no state yet."""
+    if state is None:
+        return part
+    host = state.to_host()
+    _merge_into(*host.arrays(), *part.arrays())
+    return host
 
 
 def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | None:
@@ -140,8 +175,29 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
             kernel(data, half, a, s, b, o3)
 
 
-def affine(can: Canonical, a: np.ndarray, s: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+# ------------------------------------------------------------------ affine map
+def prepare_out(out, can: Canonical, what: str) -> np.ndarray:
+    """The caller's ``out`` (a numpy array, validated) or a new array of the result dtype."""
+    x = can.array
+    if out is None:
+        return np.empty(x.shape, result_dtype(x.dtype))
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"out must be a numpy array, got {type(out).__name__}")
+    check_out(out.shape, out.dtype, out.flags.writeable, x.shape, what)
+    return out
+
+
+def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical):
+    return a, s, b
+
+
+def result(out: np.ndarray) -> np.ndarray:
+    return out
+
+
+def affine(can: Canonical, params, out: np.ndarray) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input."""
+    a, s, b = params
     x = can.array
     if type(out) is not np.ndarray:  # np.memmap and other subclasses: a plain view
         out = out.view(np.ndarray)
@@ -166,3 +222,23 @@ def affine(can: Canonical, a: np.ndarray, s: np.ndarray, b: np.ndarray, out: np.
             _run_affine(x3, a, s, b, o3)
     if overlap:
         out[...] = target_all
+
+
+# ------------------------------------------------------------------ BatchNorm
+def running(buffer, can: Canonical) -> np.ndarray:
+    """BatchNorm's (2, C) running buffer on the host."""
+    return buffer.to_host() if hasattr(buffer, "to_host") else buffer
+
+
+def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndarray,
+                    running: np.ndarray | None, factor: float, out: np.ndarray) -> None:
+    """Batch statistics (biased variance to normalize with), the running update with
+    the unbiased variance (``running`` (2, C) in place, or None), then the affine map:
+    two reads of x and one write."""
+    st = reduce(can, POLICY_PROPAGATE)
+    n = can.outer * can.inner
+    if running is not None:
+        keep = 1.0 - factor
+        running[0] = keep * running[0] + factor * st.mean
+        running[1] = keep * running[1] + factor * (st.m2 / (n - 1))
+    affine(can, (st.mean, affine_scale(weight, st.m2 / n, eps), bias), out)

@@ -37,8 +37,10 @@ from numba.np.numpy_support import as_dtype
 
 from .._numerics import (
     chan_merge,
+    dd_mean,
     fmax_fast,
     fmin_fast,
+    int_mean,
     is_finite_bits,
     merge_max,
     merge_min,
@@ -56,8 +58,7 @@ from .cpu_simd import (
     u8_sums,
 )
 
-POLICY_PROPAGATE = 0  # NaN counts as a value and poisons mean/var/min/max ("raise" also uses this)
-POLICY_OMIT = 1  # NaN is skipped per channel
+from .._policy import POLICY_OMIT
 
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
@@ -101,19 +102,26 @@ def _block_slow(r, start, n, step, half, policy):
         s += v
         mn = merge_min(mn, v)
         mx = merge_max(mx, v)
+    zero = numba.float64(0)
     if cnt == 0:
-        return 0, numba.float64(0), numba.float64(0), mn, mx, nnan, ninf
+        return 0, zero, zero, zero, mn, mx, nnan, ninf
     mean = s / cnt
     if mn == mx and ninf == 0:  # constant finite values: exact mean, M2 exactly 0
-        return cnt, mn, numba.float64(0), mn, mx, nnan, ninf
+        return cnt, mn, zero, zero, mn, mx, nnan, ninf
+    if not is_finite_bits(mean):  # NaN or inf inside: the policy rules, no second pass
+        return cnt, mean, zero, mean - mean, mn, mx, nnan, ninf
+    # corrected two-pass: the sum of deviations c repairs the rounding of the first mean
+    c = numba.float64(0)
     q = numba.float64(0)
     for i in range(n):
         v = to_float64(r[start + i * step], half)
         if policy == POLICY_OMIT and math.isnan(v):
             continue
         d = v - mean
+        c += d
         q += d * d
-    return cnt, mean, q, mn, mx, nnan, ninf
+    hi, lo = dd_mean(mean, c / cnt)
+    return cnt, hi, lo, max(q - c * (c / cnt), zero), mn, mx, nnan, ninf
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH)
@@ -138,8 +146,9 @@ def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
     """Statistics of one cache-resident block ``r`` (1-d, 0-based), fast path.
 
     ``shift`` is a float64 hint for the block mean (NaN when there is none). Returns
-    ``(ok, mean, m2, min, max)``; ``ok`` is False when the block holds a NaN or an
-    infinity, and the caller then redoes it with ``_block_slow``.
+    ``(ok, mean, mean_lo, m2, min, max)`` (the mean as ``mean + mean_lo``, see
+    ``nbbn/_merge.py``); ``ok`` is False when the block holds a NaN or an infinity, and
+    the caller then redoes it with ``_block_slow``.
     """
     raise NotImplementedError
 
@@ -154,8 +163,8 @@ def _block_fast_impl(r, half, shift):
             n = r.size
             s, s2, mn, mx = u8_sums(r)
             num = np.int64(n) * s2 - s * s
-            return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
-                numba.float64(mx)
+            hi, lo = int_mean(s, n)
+            return True, hi, lo, numba.float64(num) / n, numba.float64(mn), numba.float64(mx)
 
         return impl_u8
 
@@ -180,8 +189,8 @@ def _block_fast_impl(r, half, shift):
                 mn = w if w < mn else mn
                 mx = w if w > mx else mx
             num = np.int64(n) * np.int64(s2) - np.int64(s) * np.int64(s)
-            return True, numba.float64(s) / n, numba.float64(num) / n, numba.float64(mn), \
-                numba.float64(mx)
+            hi, lo = int_mean(np.int64(s), n)
+            return True, hi, lo, numba.float64(num) / n, numba.float64(mn), numba.float64(mx)
 
         return impl_int
 
@@ -194,18 +203,19 @@ def _block_fast_impl(r, half, shift):
             n = r.size
             k = np.float32(shift) if is_finite_bits(shift) else r[0]
             sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
+            zero = numba.float64(0)
             if not (is_finite_bits(sq) and is_finite_bits(sd)):
-                return False, sq, sq, sq, sq  # NaN/inf inside: min/max unspecified
+                return False, sq, sq, sq, sq, sq  # NaN/inf inside: min/max unspecified
             if bmn == bmx:
-                return True, numba.float64(bmn), numba.float64(0), numba.float64(bmn), \
+                return True, numba.float64(bmn), zero, zero, numba.float64(bmn), \
                     numba.float64(bmx)
             q = sq - sd * sd / n
             if q * RATIO_LIMIT_LOW < sq:  # K far from the block mean: again, with the mean
                 k = np.float32(numba.float64(k) + sd / n)
                 sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
                 q = sq - sd * sd / n
-            return True, numba.float64(k) + sd / n, max(q, 0.0), numba.float64(bmn), \
-                numba.float64(bmx)
+            hi, lo = dd_mean(numba.float64(k), sd / n)
+            return True, hi, lo, max(q, zero), numba.float64(bmn), numba.float64(bmx)
 
         return impl_f32
 
@@ -213,8 +223,11 @@ def _block_fast_impl(r, half, shift):
 
     def impl(r, half, shift):
         # float64, float16 and wide integers: two passes over the block, the float64 sum
-        # for the block mean, then the sum of squared deviations from it.
+        # for the block mean, then the sums of the deviations from it and of their
+        # squares: the "corrected two-pass" algorithm, whose correction term c repairs
+        # the rounding of the first mean (it matters when |mean| >> std).
         n = r.size
+        zero = numba.float64(0)
         s = numba.float64(0)
         if native_minmax:
             bmn = r[0]
@@ -232,16 +245,20 @@ def _block_fast_impl(r, half, shift):
                 bmn = fmin_fast(bmn, v)
                 bmx = fmax_fast(bmx, v)
         if not is_finite_bits(s):  # NaN/inf inside: bmn/bmx are unspecified, redo the block
-            return False, s, s, s, s
+            return False, s, s, s, s, s
         if bmn == bmx:  # a constant block: its mean is exact and its M2 exactly 0
-            return True, numba.float64(bmn), numba.float64(0), numba.float64(bmn), \
+            return True, numba.float64(bmn), zero, zero, numba.float64(bmn), \
                 numba.float64(bmx)
         bm = s / n
+        c = numba.float64(0)
         q = numba.float64(0)
         for i in range(n):
             d = to_float64(r[i], half) - bm
+            c += d
             q += d * d
-        return True, bm, q, numba.float64(bmn), numba.float64(bmx)
+        hi, lo = dd_mean(bm, c / n)
+        return True, hi, lo, max(q - c * (c / n), zero), numba.float64(bmn), \
+            numba.float64(bmx)
 
     return impl
 
@@ -356,9 +373,11 @@ def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
 
 @numba.njit
 def _partition_accumulators(nparts, nchan):
-    """Empty (count, mean, M2, min, max, NaNs, infs) accumulators, one row per partition."""
+    """Empty (count, mean, mean_lo, M2, min, max, NaNs, infs) accumulators, one row per
+    partition."""
     return (
         np.zeros((nparts, nchan), np.int64),
+        np.zeros((nparts, nchan)),
         np.zeros((nparts, nchan)),
         np.zeros((nparts, nchan)),
         np.full((nparts, nchan), np.inf),
@@ -369,25 +388,28 @@ def _partition_accumulators(nparts, nchan):
 
 
 @numba.njit(inline="always")
-def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf):
+def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
+                      cnt, mean, mlo, m2, mn, mx, nnan, ninf):
     """Fold the per-partition accumulators (P, C) into the outputs (C,), in order."""
     nparts, nchan = pn.shape
     for c in range(nchan):
         n = numba.int64(0)
         m = numba.float64(0)
+        ml = numba.float64(0)
         q = numba.float64(0)
         lo = numba.float64(np.inf)
         hi = numba.float64(-np.inf)
         a = numba.int64(0)
         b = numba.int64(0)
         for p in range(nparts):
-            n, m, q = chan_merge(n, m, q, pn[p, c], pmean[p, c], pm2[p, c])
+            n, m, ml, q = chan_merge(n, m, ml, q, pn[p, c], pmean[p, c], plo[p, c], pm2[p, c])
             lo = merge_min(lo, pmn[p, c])
             hi = merge_max(hi, pmx[p, c])
             a += pnan[p, c]
             b += pinf[p, c]
         cnt[c] = n
         mean[c] = m
+        mlo[c] = ml
         m2[c] = q
         mn[c] = lo
         mx[c] = hi
@@ -395,11 +417,12 @@ def _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, m
         ninf[c] = b
 
 
-def _stats_channels_first(x, half, policy, rb, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+def _stats_channels_first(x, half, policy, rb, nparts,
+                          cnt, mean, mlo, m2, mn, mx, nnan, ninf):
     no, nchan, length = x.shape
     bpr = max(1, (length + rb - 1) // rb)
     units = no * nchan * bpr
-    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
+    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
         u0 = (units * p) // nparts
         u1 = (units * (p + 1)) // nparts
@@ -412,19 +435,20 @@ def _stats_channels_first(x, half, policy, rb, nparts, cnt, mean, m2, mn, mx, nn
             r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
             n = hi - lo
             shift = pmean[p, c] if pn[p, c] > 0 else np.nan
-            ok, bm, q, bmn, bmx = block_fast(r, half, shift)
+            ok, bm, bl, q, bmn, bmx = block_fast(r, half, shift)
             bnan = 0
             binf = 0
             if not ok:
-                n, bm, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
-            pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
-                pn[p, c], pmean[p, c], pm2[p, c], n, bm, q
+                n, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
+            pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
+                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, q
             )
             pmn[p, c] = merge_min(pmn[p, c], bmn)
             pmx[p, c] = merge_max(pmx[p, c], bmx)
             pnan[p, c] += bnan
             pinf[p, c] += binf
-    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
+                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
 
 
 @numba.njit
@@ -440,11 +464,11 @@ def channels_last_geometry(nchan, simd):
 
 
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts,
-                         cnt, mean, m2, mn, mx, nnan, ninf):
+                         cnt, mean, mlo, m2, mn, mx, nnan, ninf):
     nrows = xf.size // nchan
     k, tile, rpb = channels_last_geometry(nchan, simd)
     nblocks = (nrows + rpb - 1) // rpb
-    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
+    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
@@ -499,27 +523,29 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts,
                 bnan = 0
                 binf = 0
                 if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
-                    bn, bm, q, bmn, bmx, bnan, binf = _block_slow(
+                    bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                         xf, e0 + c, n, nchan, half, policy
                     )
                 elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
                     bm = bmn
+                    bl = numba.float64(0)
                     q = numba.float64(0)
                 else:
-                    bm = tk[c] + a / n
+                    bm, bl = dd_mean(tk[c], a / n)
                     q = q - a * a / n
                     if q * limit < sq[c]:  # still cancelling after the retry: exact redo
-                        bn, bm, q, bmn, bmx, bnan, binf = _block_slow(
+                        bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                             xf, e0 + c, n, nchan, half, policy
                         )
-                pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
-                    pn[p, c], pmean[p, c], pm2[p, c], bn, bm, q
+                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
+                    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], bn, bm, bl, q
                 )
                 pmn[p, c] = merge_min(pmn[p, c], bmn)
                 pmx[p, c] = merge_max(pmx[p, c], bmx)
                 pnan[p, c] += bnan
                 pinf[p, c] += binf
-    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
+                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
@@ -541,7 +567,7 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
 
 
-def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, m2, mn, mx, nnan, ninf):
+def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, mlo, m2, mn, mx, nnan, ninf):
     """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
     exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
     the last partial period of a block in a scalar loop."""
@@ -551,7 +577,7 @@ def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, m2, mn, mx, nnan, ninf
     chan = np.empty(period, np.int64)  # the channel of each byte of a period
     for j in range(period):
         chan[j] = j % nchan
-    pn, pmean, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
+    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
     for p in numba.prange(nparts):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
@@ -590,14 +616,15 @@ def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, m2, mn, mx, nnan, ninf
                 hi[c] = max(hi[c], v)
             n = r1 - r0
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
-                bm = numba.float64(s[c]) / n
+                bm, bl = int_mean(s[c], n)
                 bq = numba.float64(np.int64(n) * q[c] - s[c] * s[c]) / n
-                pn[p, c], pmean[p, c], pm2[p, c] = chan_merge(
-                    pn[p, c], pmean[p, c], pm2[p, c], n, bm, bq
+                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
+                    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, bq
                 )
                 pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c]))
                 pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c]))
-    _merge_partitions(pn, pmean, pm2, pmn, pmx, pnan, pinf, cnt, mean, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
+                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
 
 
 # One source, two targets: the serial build avoids waking the thread pool for small

@@ -1,19 +1,13 @@
-"""The CUDA backend: launch configuration, device state, and the operations on it.
+"""The CUDA backend: the :class:`~nbbn.backends.Backend` operations on device arrays.
 
 Imported by :func:`nbbn.backends.resolve` only when a device array or
-``backend="cuda"`` asks for it (``import nbbn`` never imports ``numba.cuda``). The
-operations mirror the CPU backend's, on device data:
-
-* ``canonical(x, axis, what)``: validate and wrap the input (:mod:`.cuda_arrays`);
-* ``accumulate(state, can, policy) -> DeviceStats``: batch statistics merged into a
-  running state that stays on the device (two launches);
-* ``batch_stats(can, policy) -> DeviceStats``: the batch's own statistics;
-* ``prepare_params(a, s, b)``, ``prepare_out(out, can, what)``, ``affine(...)`` and
-  ``result(...)``: the per-channel affine map into an output of the input's kind;
-* ``batchnorm_train(...)``: statistics, affine parameters, running-buffer update and
-  the normalized output, in three launches.
-
-Only per-channel numbers cross to the host, and only when the state is read.
+``backend="cuda"`` asks for it (``import nbbn`` never imports ``numba.cuda``). Inputs
+are wrapped without a copy by :mod:`.cuda_arrays`; the kernels are in
+:mod:`.cuda_kernels`. Statistics stay on the device: ``reduce`` launches the per-block
+reduction, ``merge`` the kernel that finishes it and merges it into a
+:class:`DeviceStats` (two launches per update); the affine map is one launch and
+BatchNorm's training forward three. Only per-channel numbers cross to the host, and
+only when a state is read (``summary``, ``DeviceStats.to_host``).
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from .._affine import check_out, result_dtype
 from . import cuda_kernels as kk
 from ._stats import BatchStats
 from .cuda_arrays import (
@@ -38,7 +33,8 @@ from .cuda_arrays import (
     user_out,
 )
 
-__all__ = ["name", "canonical", "accumulate", "batch_stats", "DeviceStats", "LaunchConfig"]
+__all__ = ["name", "prepare", "reduce", "summary", "merge", "prepare_out", "params",
+           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig"]
 
 name = "cuda"
 
@@ -115,8 +111,8 @@ def _affine_kernels(unroll: int):
 # ---------------------------------------------------------------------------- state
 @dataclass
 class DeviceStats:
-    """``BatchStats`` on the device: int64 (3, C) [count, nan, inf] and float64 (4, C)
-    [mean, M2, min, max], plus the stream that last wrote them."""
+    """``BatchStats`` on the device: int64 (3, C) [count, nan, inf] and float64 (5, C)
+    [mean, mean_lo, M2, min, max], plus the stream that last wrote them."""
 
     ints: Any
     floats: Any
@@ -129,7 +125,7 @@ class DeviceStats:
     @classmethod
     def from_host(cls, st: BatchStats, stream=0) -> DeviceStats:
         ints = np.stack([st.count, st.nan, st.inf]).astype(np.int64)
-        floats = np.stack([st.mean, st.m2, st.min, st.max]).astype(np.float64)
+        floats = np.stack([st.mean, st.mean_lo, st.m2, st.min, st.max]).astype(np.float64)
         return cls(cuda.to_device(ints, stream=stream), cuda.to_device(floats, stream=stream),
                    stream)
 
@@ -137,7 +133,7 @@ class DeviceStats:
         ints = self.ints.copy_to_host(stream=self.stream)
         floats = self.floats.copy_to_host(stream=self.stream)
         _sync(self.stream)
-        return BatchStats(ints[0], floats[0], floats[1], floats[2], floats[3], ints[1], ints[2])
+        return BatchStats(ints[0], *floats, ints[1], ints[2])
 
     def follow(self, stream) -> None:
         """Order later work on ``stream`` after the work already queued on the state."""
@@ -151,6 +147,24 @@ def _sync(stream) -> None:
         cuda.synchronize()
     else:
         stream.synchronize()
+
+
+# ------------------------------------------------------------------------ launches
+_SIM_LOCK = threading.RLock()
+
+
+def _sim_serial(fn):
+    """Serialize ``fn``'s kernel launches under the simulator, whose launches from two
+    Python threads at once share its global block/thread state (a GPU needs no lock)."""
+    if not SIMULATOR:
+        return fn
+
+    @functools.wraps(fn)
+    def serialized(*args, **kwargs):
+        with _SIM_LOCK:
+            return fn(*args, **kwargs)
+
+    return serialized
 
 
 # ------------------------------------------------------------------------ workspace
@@ -170,10 +184,10 @@ def _workspace(key, make):
 
 
 def _parts_arrays(nchan: int, nparts: int, stream):
-    """The per-block results: int64 (3, C, parts) and float64 (4, C, parts)."""
+    """The per-block results: int64 (3, C, parts) and float64 (5, C, parts)."""
     return _workspace(("parts", nchan, nparts, id(stream)), lambda: (
         cuda.device_array((3, nchan, nparts), np.int64, stream=stream),
-        cuda.device_array((4, nchan, nparts), np.float64, stream=stream)))
+        cuda.device_array((5, nchan, nparts), np.float64, stream=stream)))
 
 
 def _nparts(per_channel: int, groups: int, cfg: LaunchConfig) -> int:
@@ -194,6 +208,7 @@ def _lanes(nchan: int, cfg: LaunchConfig) -> int:
     return min(nchan, 32, cfg.threads)
 
 
+@_sim_serial
 def _launch_partials(can: DeviceInput):
     """Launch the per-block reduction; returns the (C, parts) workspace arrays."""
     cfg = config()
@@ -228,26 +243,27 @@ def _short_rows(can: DeviceInput, cfg: LaunchConfig) -> bool:
     return 1 < can.inner < cfg.threads and can.flat() is not None
 
 
-def _per_channel_grid(nchan: int) -> tuple[int, int]:
-    threads = min(128, config().threads)
-    return -(-nchan // threads), threads
-
-
 def empty_state(nchan: int, stream=0) -> DeviceStats:
     return DeviceStats.from_host(BatchStats.empty(nchan), stream)
 
 
-def accumulate(state: DeviceStats | None, can: DeviceInput, policy: int) -> DeviceStats:
-    """Merge the statistics of ``can`` into ``state`` (created when None), on the device:
-    two launches, no allocation after the first call."""
-    if state is None:
-        state = empty_state(can.channels, can.stream)
-    state.follow(can.stream)
-    parts = _launch_partials(can)
-    bi, bf = _workspace(("batch", can.channels, id(can.stream)),
-                        lambda: _new_stats_arrays(can.channels, can.stream))
-    _finalize(can)(policy, *parts, bi, bf, True, state.ints, state.floats)
-    return state
+# ------------------------------------------------------------------ statistics
+prepare = canonical
+
+
+@dataclass
+class DevicePartial:
+    """The per-block results of one input (in this thread's workspace) and how to
+    finish them: what ``reduce`` returns, ``summary`` and ``merge`` take."""
+
+    parts: tuple
+    can: DeviceInput
+    policy: int
+
+
+def reduce(can: DeviceInput, policy: int) -> DevicePartial:
+    """Launch the per-block reduction of ``can`` (one launch, asynchronous)."""
+    return DevicePartial(_launch_partials(can), can, policy)
 
 
 def _finalize(can: DeviceInput):
@@ -263,26 +279,32 @@ def _merge_grid(nchan: int, cfg: LaunchConfig) -> int:
 
 def _new_stats_arrays(nchan: int, stream):
     return (cuda.device_array((3, nchan), np.int64, stream=stream),
-            cuda.device_array((4, nchan), np.float64, stream=stream))
+            cuda.device_array((5, nchan), np.float64, stream=stream))
 
 
-def batch_stats(can: DeviceInput, policy: int) -> DeviceStats:
-    """The statistics of one input, as a new ``DeviceStats``."""
-    parts = _launch_partials(can)
+@_sim_serial
+def summary(part: DevicePartial) -> BatchStats:
+    """The batch's own statistics on the host (one launch and a copy)."""
+    can = part.can
     bi, bf = _new_stats_arrays(can.channels, can.stream)
     # merge=False: the state arguments are not touched, any arrays of the right type do
-    _finalize(can)(policy, *parts, bi, bf, False, bi, bf)
-    return DeviceStats(bi, bf, can.stream)
+    _finalize(can)(part.policy, *part.parts, bi, bf, False, bi, bf)
+    return DeviceStats(bi, bf, can.stream).to_host()
 
 
-def merge(state: DeviceStats | None, batch: DeviceStats) -> DeviceStats:
-    """Merge ``batch`` into ``state`` on the device (``state`` None: ``batch`` itself)."""
+@_sim_serial
+def merge(state, part: DevicePartial) -> DeviceStats:
+    """Finish ``part`` and merge it into ``state`` on the device (one launch). A host
+    state is uploaded first, None starts from empty statistics."""
+    can = part.can
     if state is None:
-        return batch
-    state.follow(batch.stream)
-    grid, threads = _per_channel_grid(state.num_channels)
-    kk.merge_state[grid, threads, state.stream](state.ints, state.floats, batch.ints,
-                                                batch.floats)
+        state = empty_state(can.channels, can.stream)
+    elif isinstance(state, BatchStats):
+        state = DeviceStats.from_host(state, can.stream)
+    state.follow(can.stream)
+    bi, bf = _workspace(("batch", can.channels, id(can.stream)),
+                        lambda: _new_stats_arrays(can.channels, can.stream))
+    _finalize(can)(part.policy, *part.parts, bi, bf, True, state.ints, state.floats)
     return state
 
 
@@ -295,14 +317,6 @@ class DeviceParams:
 
     def __init__(self, packed):
         self.packed = packed
-
-
-def _pack(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.stack([a, s, b]).astype(np.float64)
-
-
-def prepare_params(a: np.ndarray, s: np.ndarray, b: np.ndarray) -> DeviceParams:
-    return DeviceParams(cuda.to_device(_pack(a, s, b)))
 
 
 def _upload(key, host: np.ndarray, stream):
@@ -318,31 +332,55 @@ def _upload(key, host: np.ndarray, stream):
     return dev
 
 
-def cached_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream=0) -> DeviceParams:
-    """``prepare_params`` for parameters that are recomputed on every call but rarely
-    change (BatchNorm in eval mode): uploaded only when their values change."""
-    return DeviceParams(_upload("params", _pack(a, s, b), stream))
+def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: DeviceInput) -> DeviceParams:
+    """``[a, s, b]`` on the device, uploaded only when the values change (per thread,
+    stream and parameter arrays: a normalizer's parameters are uploaded once)."""
+    packed = np.stack([a, s, b]).astype(np.float64)
+    return DeviceParams(_upload(("params", id(a), id(s), id(b)), packed, can.stream))
 
 
-def prepare_out(out, can: DeviceInput, dtype: np.dtype, what: str):
-    """``(user array, device array)``; ``out=None`` allocates one of the input's kind."""
+@dataclass
+class DeviceOutput:
+    """An output of the affine map: ``target`` what the caller gets (None: a host copy
+    of ``dev`` for a numpy input without ``out=``), ``dev`` the device array written."""
+
+    target: Any
+    dev: Any
+    can: DeviceInput
+
+
+def prepare_out(out, can: DeviceInput, what: str) -> DeviceOutput:
+    """The caller's ``out`` (validated) or a new output of the input's kind."""
     if out is None:
+        dtype = result_dtype(can.dtype)
         if can.kind == "numpy":
-            dev = cuda.device_array(can.shape, dtype)
-            return None, dev
-        return empty_like_input(can, dtype)
+            return DeviceOutput(None, cuda.device_array(can.shape, dtype), can)
+        return DeviceOutput(*empty_like_input(can, dtype), can)
     target, dev = user_out(out, can, what)
-    shape = tuple(int(n) for n in dev.shape)
-    if shape != can.shape:
-        raise ValueError(f"out must have the shape of {what} {can.shape}, got {shape}")
-    dt = np.dtype(dev.dtype)
-    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
-        raise ValueError(f"out must have a float16/32/64 dtype, got {dt}")
-    return target, dev
+    check_out(tuple(int(n) for n in dev.shape), np.dtype(dev.dtype), True, can.shape, what)
+    return DeviceOutput(target, dev, can)
 
 
-def affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
+def result(out: DeviceOutput):
+    """What the caller gets back: the output of the input's kind (numpy for numpy input)."""
+    can = out.can
+    if can.kind != "numpy":
+        return out.target
+    host = out.dev.copy_to_host(stream=can.stream)
+    _sync(can.stream)
+    if out.target is None:
+        return host
+    out.target[...] = host
+    return out.target
+
+
+def affine(can: DeviceInput, params: DeviceParams, out: DeviceOutput) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
+    _affine(can, params, out.dev)
+
+
+@_sim_serial
+def _affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
     target = out_dev
     tmp = None
     if overlaps(can.dev, out_dev):  # a partial overlap: write through a temporary
@@ -398,32 +436,48 @@ def _checked_out_flat(f):
 
 def _copy_device(src, dst, can: DeviceInput) -> None:
     """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1)."""
-    ident = prepare_params(np.zeros(can.channels), np.ones(can.channels),
-                           np.zeros(can.channels))
+    ident = DeviceParams(cuda.to_device(np.stack([np.zeros(can.channels),
+                                                  np.ones(can.channels),
+                                                  np.zeros(can.channels)])))
     staged = DeviceInput(src, src, "numba", can.stream, can.axis, can.outer, can.channels,
                          can.inner)
-    affine(staged, ident, dst)
-
-
-def result(target, out_dev, can: DeviceInput):
-    """What the user gets back: the output of the input's kind (numpy for numpy input)."""
-    if can.kind != "numpy":
-        return target
-    host = out_dev.copy_to_host(stream=can.stream)
-    _sync(can.stream)
-    if target is None:
-        return host
-    target[...] = host
-    return target
+    _affine(staged, ident, dst)
 
 
 # ------------------------------------------------------------------------ batchnorm
+class DeviceBuffer:
+    """BatchNorm's (2, C) float64 running buffer [mean, var] on the device."""
+
+    __slots__ = ("dev", "stream")
+
+    def __init__(self, dev, stream) -> None:
+        self.dev = dev
+        self.stream = stream
+
+    def to_host(self) -> np.ndarray:
+        host = self.dev.copy_to_host(stream=self.stream)
+        _sync(self.stream)
+        return host
+
+
+def running(buffer, can: DeviceInput) -> DeviceBuffer:
+    """The running buffer on the device (uploaded when it is on the host)."""
+    if isinstance(buffer, DeviceBuffer):
+        if buffer.stream is not can.stream:
+            _sync(buffer.stream)
+            buffer.stream = can.stream
+        return buffer
+    host = np.ascontiguousarray(buffer, dtype=np.float64)
+    return DeviceBuffer(cuda.to_device(host, stream=can.stream), can.stream)
+
+
+@_sim_serial
 def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.ndarray,
-                    running, factor: float, out_dev) -> None:
+                    running: DeviceBuffer | None, factor: float, out: DeviceOutput) -> None:
     """Training-mode forward on the device: statistics, parameters, running update, map.
 
-    ``running`` is a float64 (2, C) device array [running_mean, running_var], updated in
-    place, or None when the running statistics are not tracked.
+    ``running`` (the float64 (2, C) [running_mean, running_var]) is updated in place, or
+    None when the running statistics are not tracked.
     """
     nchan = can.channels
     parts = _launch_partials(can)
@@ -436,15 +490,5 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
     _channel_kernels(cfg.merge_threads).finalize_bn[_merge_grid(nchan, cfg), cfg.merge_threads,
                                                     can.stream](
         *parts, float(eps), wb, params.packed, update, float(factor),
-        running if update else params.packed)
-    affine(can, params, out_dev)
-
-
-def to_device(host: np.ndarray, stream=0):
-    return cuda.to_device(np.ascontiguousarray(host), stream=stream)
-
-
-def to_host(dev, stream=0) -> np.ndarray:
-    host = dev.copy_to_host(stream=stream)
-    _sync(stream)
-    return host
+        running.dev if running is not None else params.packed)
+    _affine(can, params, out.dev)

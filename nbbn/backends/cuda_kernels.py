@@ -54,7 +54,9 @@ import numba
 import numpy as np
 from numba import cuda
 
-POLICY_OMIT = 1  # same values as cpu_stats.POLICY_*
+from .. import _merge
+from .._policy import POLICY_OMIT
+
 CHUNK = 4096  # values per thread between flushes of the 32-bit integer sums
 
 FAMILIES = ("float32", "float64", "exact8", "exact16")
@@ -84,42 +86,14 @@ def affine_unroll(dtype: np.dtype) -> int:
 
 
 # ------------------------------------------------------------- shared device helpers
-@cuda.jit(device=True, inline=True)
-def chan_merge(na, ma, m2a, nb, mb, m2b):
-    """Chan's exact merge of two (count, mean, M2) triples, as ``_numerics.chan_merge``.
-
-    A CUDA copy rather than a call of the ``@njit`` original: numba-cuda compiles
-    ``@njit`` functions for the GPU only with a device present, so kernels calling them
-    could not be compiled to PTX without a card (``scripts/cuda_ptx_check.py``).
-    """
-    if nb == 0:
-        return na, ma, m2a
-    if na == 0:
-        return nb, mb, m2b
-    n = na + nb
-    fb = numba.float64(nb) / numba.float64(n)
-    d = mb - ma
-    if math.isfinite(d):
-        mean = ma + d * fb
-    else:  # infinite means: inf for one sign, NaN for opposite signs (as numpy)
-        mean = ma * (numba.float64(na) / numba.float64(n)) + mb * fb
-    return n, mean, m2a + m2b + d * d * numba.float64(na) * fb
-
-
-@cuda.jit(device=True, inline=True)
-def nan_min(a, b):
-    """``min`` that propagates NaN (as ``np.minimum``)."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    return a if a <= b else b
-
-
-@cuda.jit(device=True, inline=True)
-def nan_max(a, b):
-    """``max`` that propagates NaN (as ``np.maximum``)."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    return a if a >= b else b
+# The merge arithmetic (nbbn/_merge.py) compiled as device functions: the same source as
+# the CPU kernels' (numba-cuda compiles @njit functions for a GPU only with a device
+# present, so the CPU build could not be compiled to PTX without a card).
+_merge_dev = _merge.build(cuda.jit(device=True))
+dd_mean = _merge_dev.dd_mean
+chan_merge = _merge_dev.chan_merge
+nan_min = _merge_dev.nan_min
+nan_max = _merge_dev.nan_max
 
 
 @cuda.jit(device=True, inline=True)
@@ -138,18 +112,19 @@ def accumulate(v, k, nf, s1, s2, mn, mx, nnan, ninf):
 
 @cuda.jit(device=True, inline=True)
 def shifted_to_m2(k, nf, s1, s2):
-    """(mean, M2) of ``nf`` finite values from their sums shifted by ``k``."""
+    """(mean, mean_lo, M2) of ``nf`` finite values from their sums shifted by ``k``."""
     if nf == 0:
-        return numba.float64(0), numba.float64(0)
+        return numba.float64(0), numba.float64(0), numba.float64(0)
     fn = numba.float64(nf)
     m2 = s2 - s1 * (s1 / fn)
     if m2 < 0.0:
         m2 = numba.float64(0)
-    return k + s1 / fn, m2
+    hi, lo = dd_mean(k, s1 / fn)
+    return hi, lo, m2
 
 
 @cuda.jit(device=True, inline=True)
-def apply_policy(policy, nf, mean, m2, mn, mx, nnan, ninf):
+def apply_policy(policy, nf, mean, mlo, m2, mn, mx, nnan, ninf):
     """Batch statistics from the finite part plus the NaN/inf counts (CPU rules).
 
     Under "omit" NaNs are skipped; otherwise a NaN counts as a value and makes the
@@ -160,7 +135,7 @@ def apply_policy(policy, nf, mean, m2, mn, mx, nnan, ninf):
     if policy != POLICY_OMIT:
         cnt += nnan
         if nnan > 0:
-            return cnt, math.nan, math.nan, math.nan, math.nan
+            return cnt, math.nan, numba.float64(0), math.nan, math.nan, math.nan
     if ninf > 0:
         pos = mx == math.inf
         neg = mn == -math.inf
@@ -170,8 +145,8 @@ def apply_policy(policy, nf, mean, m2, mn, mx, nnan, ninf):
             mean = math.inf
         else:
             mean = -math.inf
-        return cnt, mean, math.nan, mn, mx
-    return cnt, mean, m2, mn, mx
+        return cnt, mean, numba.float64(0), math.nan, mn, mx
+    return cnt, mean, mlo, m2, mn, mx
 
 
 # --------------------------------------------------------------- per-thread sweeps
@@ -237,10 +212,10 @@ def _float_sweep(native, U):
 
     @cuda.jit(device=True, inline=True)
     def finish(acc):
-        """(finite count, mean, M2, min, max, NaNs, infs) of the thread's values."""
+        """(finite count, mean, mean_lo, M2, min, max, NaNs, infs) of the thread's values."""
         k, nf, s1, s2, mn, mx, mnc, mxc, nnan, ninf = acc
-        mean, m2 = shifted_to_m2(k, nf, s1, s2)
-        return (nf, mean, m2, min(mnc, numba.float64(mn)), max(mxc, numba.float64(mx)),
+        mean, mlo, m2 = shifted_to_m2(k, nf, s1, s2)
+        return (nf, mean, mlo, m2, min(mnc, numba.float64(mn)), max(mxc, numba.float64(mx)),
                 nnan, ninf)
 
     return init, sweep, finish
@@ -308,18 +283,20 @@ def _exact_sweep(bits, U):
     def finish(acc):
         n, t1, t2, mn, mx = acc
         if n == 0:
-            return (numba.int64(0), numba.float64(0), numba.float64(0),
+            return (numba.int64(0), numba.float64(0), numba.float64(0), numba.float64(0),
                     numba.float64(math.inf), numba.float64(-math.inf), numba.int64(0),
                     numba.int64(0))
         fn = numba.float64(n)
+        q = t1 // n  # the mean as exact quotient plus the remainder's share
+        hi, lo = dd_mean(numba.float64(q), numba.float64(t1 - q * n) / fn)
         if n < exact_below:
             m2 = numba.float64(n * t2 - t1 * t1) / fn
         else:  # never for the per-thread counts of any launch nbbn makes
             m2 = numba.float64(t2) - numba.float64(t1) * (numba.float64(t1) / fn)
             if m2 < 0.0:
                 m2 = numba.float64(0)
-        return (n, numba.float64(t1) / fn, m2, numba.float64(mn), numba.float64(mx),
-                numba.int64(0), numba.int64(0))
+        return (n, hi, lo, m2, numba.float64(mn), numba.float64(mx), numba.int64(0),
+                numba.int64(0))
 
     return init, sweep, finish
 
@@ -348,10 +325,11 @@ def _block_helpers(T: int):
             r = t // lanes
             if t < lanes * rows and r % (2 * step) == 0 and r + step < rows:
                 u = t + step * lanes
-                si[0, t], sf[0, t], sf[1, t] = chan_merge(si[0, t], sf[0, t], sf[1, t],
-                                                          si[0, u], sf[0, u], sf[1, u])
-                sf[2, t] = min(sf[2, t], sf[2, u])
-                sf[3, t] = max(sf[3, t], sf[3, u])
+                si[0, t], sf[0, t], sf[1, t], sf[2, t] = chan_merge(
+                    si[0, t], sf[0, t], sf[1, t], sf[2, t], si[0, u], sf[0, u], sf[1, u],
+                    sf[2, u])
+                sf[3, t] = min(sf[3, t], sf[3, u])
+                sf[4, t] = max(sf[4, t], sf[4, u])
                 si[1, t] += si[1, u]
                 si[2, t] += si[2, u]
             step *= 2
@@ -359,24 +337,27 @@ def _block_helpers(T: int):
 
     @cuda.jit(device=True, inline=True)
     def store_thread(t, res, si, sf):
-        nf, mean, m2, mn, mx, nnan, ninf = res
+        nf, mean, mlo, m2, mn, mx, nnan, ninf = res
         si[0, t] = nf
         si[1, t] = nnan
         si[2, t] = ninf
         sf[0, t] = mean
-        sf[1, t] = m2
-        sf[2, t] = mn
-        sf[3, t] = mx
+        sf[1, t] = mlo
+        sf[2, t] = m2
+        sf[3, t] = mn
+        sf[4, t] = mx
 
     @cuda.jit(device=True, inline=True)
     def channel_parts(c, pi, pf, si, sf):
         """Merge channel c's parts (pi int64 (3, C, parts) [finite count, NaNs, infs],
-        pf float64 (4, C, parts) [mean, M2, min, max]) with the block's T threads: thread
+        pf float64 (5, C, parts) [mean, mean_lo, M2, min, max]) with the block's T
+        threads: thread
         t takes parts t, t + T, ... in order, then a fixed tree. Entry 0 of (si, sf)
         holds the result after the call."""
         t = cuda.threadIdx.x
         nf = numba.int64(0)
         mean = numba.float64(0)
+        mlo = numba.float64(0)
         m2 = numba.float64(0)
         mn = numba.float64(math.inf)
         mx = numba.float64(-math.inf)
@@ -384,13 +365,14 @@ def _block_helpers(T: int):
         ninf = numba.int64(0)
         p = t
         while p < pi.shape[2]:
-            nf, mean, m2 = chan_merge(nf, mean, m2, pi[0, c, p], pf[0, c, p], pf[1, c, p])
-            mn = min(mn, pf[2, c, p])
-            mx = max(mx, pf[3, c, p])
+            nf, mean, mlo, m2 = chan_merge(nf, mean, mlo, m2, pi[0, c, p], pf[0, c, p],
+                                           pf[1, c, p], pf[2, c, p])
+            mn = min(mn, pf[3, c, p])
+            mx = max(mx, pf[4, c, p])
             nnan += pi[1, c, p]
             ninf += pi[2, c, p]
             p += T
-        store_thread(t, (nf, mean, m2, mn, mx, nnan, ninf), si, sf)
+        store_thread(t, (nf, mean, mlo, m2, mn, mx, nnan, ninf), si, sf)
         block_reduce(t, 1, T, si, sf)
 
     return block_reduce, store_thread, channel_parts
@@ -410,7 +392,7 @@ def row_span(nrows, p, nparts, r, base, st):
 def write_part(pi, pf, c, p, t, si, sf):
     for j in range(3):
         pi[j, c, p] = si[j, t]
-    for j in range(4):
+    for j in range(5):
         pf[j, c, p] = sf[j, t]
 
 
@@ -426,7 +408,7 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         """Block b reduces part ``b % nparts`` of channel ``b // nparts`` of x (O, C, I):
         the values ``j0 <= o * I + i < j1`` of the channel, row by row."""
         si = cuda.shared.array((3, T), numba.int64)  # per thread: [count, NaNs, infs]
-        sf = cuda.shared.array((4, T), numba.float64)  # per thread: [mean, M2, min, max]
+        sf = cuda.shared.array((5, T), numba.float64)  # [mean, mean_lo, M2, min, max]
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         c = b // nparts
@@ -457,7 +439,7 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         reads consecutive addresses. Flat indices let the compiler step a pointer
         instead of multiplying a row index by a stride for every value."""
         si = cuda.shared.array((3, T), numba.int64)
-        sf = cuda.shared.array((4, T), numba.float64)
+        sf = cuda.shared.array((5, T), numba.float64)
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         tile = b // nparts
@@ -482,7 +464,7 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         of channel ``b // nparts``; thread t reads position ``t % I`` of rows ``t // I``,
         ``+ T // I``, ..., so ``(T // I) * I`` threads work instead of I."""
         si = cuda.shared.array((3, T), numba.int64)
-        sf = cuda.shared.array((4, T), numba.float64)
+        sf = cuda.shared.array((5, T), numba.float64)
         b = cuda.blockIdx.x
         t = cuda.threadIdx.x
         c = b // nparts
@@ -505,12 +487,13 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
 
 # ------------------------------------------------------------- per-channel kernels
 @cuda.jit(device=True, inline=True)
-def merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf):
+def merge_into_state(si, sf, c, cnt, mean, mlo, m2, mn, mx, nnan, ninf):
     """Merge one channel's statistics into the state: int64 (3, C) [count, NaN, inf] and
-    float64 (4, C) [mean, M2, min, max]."""
-    si[0, c], sf[0, c], sf[1, c] = chan_merge(si[0, c], sf[0, c], sf[1, c], cnt, mean, m2)
-    sf[2, c] = nan_min(sf[2, c], mn)
-    sf[3, c] = nan_max(sf[3, c], mx)
+    float64 (5, C) [mean, mean_lo, M2, min, max]."""
+    si[0, c], sf[0, c], sf[1, c], sf[2, c] = chan_merge(si[0, c], sf[0, c], sf[1, c],
+                                                        sf[2, c], cnt, mean, mlo, m2)
+    sf[3, c] = nan_min(sf[3, c], mn)
+    sf[4, c] = nan_max(sf[4, c], mx)
     si[1, c] += nnan
     si[2, c] += ninf
 
@@ -526,18 +509,20 @@ def make_channel_kernels(threads: int) -> SimpleNamespace:
         """Batch statistics per channel into (bi, bf); with ``merge``, also into the state
         (si, sf). Block b takes channels b, b + gridDim.x, ..."""
         ti = cuda.shared.array((3, T), numba.int64)
-        tf = cuda.shared.array((4, T), numba.float64)
+        tf = cuda.shared.array((5, T), numba.float64)
         c = cuda.blockIdx.x
         while c < pi.shape[1]:  # the same for all threads of a block
             channel_parts(c, pi, pf, ti, tf)
             if cuda.threadIdx.x == 0:
-                cnt, mean, m2, mn, mx = apply_policy(policy, ti[0, 0], tf[0, 0], tf[1, 0],
-                                                     tf[2, 0], tf[3, 0], ti[1, 0], ti[2, 0])
+                cnt, mean, mlo, m2, mn, mx = apply_policy(
+                    policy, ti[0, 0], tf[0, 0], tf[1, 0], tf[2, 0], tf[3, 0], tf[4, 0],
+                    ti[1, 0], ti[2, 0])
                 nnan = ti[1, 0]
                 ninf = ti[2, 0]
-                store_thread(c, (cnt, mean, m2, mn, mx, nnan, ninf), bi, bf)  # same layout
+                res = (cnt, mean, mlo, m2, mn, mx, nnan, ninf)
+                store_thread(c, res, bi, bf)  # the same layout
                 if merge:
-                    merge_into_state(si, sf, c, cnt, mean, m2, mn, mx, nnan, ninf)
+                    merge_into_state(si, sf, c, cnt, mean, mlo, m2, mn, mx, nnan, ninf)
             cuda.syncthreads()  # entry 0 is read before the next channel overwrites it
             c += cuda.gridDim.x
 
@@ -549,13 +534,14 @@ def make_channel_kernels(threads: int) -> SimpleNamespace:
         ``update``, ``running = [mean, var]`` moves by ``factor`` towards the batch mean
         and unbiased variance."""
         ti = cuda.shared.array((3, T), numba.int64)
-        tf = cuda.shared.array((4, T), numba.float64)
+        tf = cuda.shared.array((5, T), numba.float64)
         c = cuda.blockIdx.x
         while c < pi.shape[1]:
             channel_parts(c, pi, pf, ti, tf)
             if cuda.threadIdx.x == 0:
-                cnt, mean, m2, mn, mx = apply_policy(0, ti[0, 0], tf[0, 0], tf[1, 0],
-                                                     tf[2, 0], tf[3, 0], ti[1, 0], ti[2, 0])
+                cnt, mean, _, m2, mn, mx = apply_policy(
+                    0, ti[0, 0], tf[0, 0], tf[1, 0], tf[2, 0], tf[3, 0], tf[4, 0], ti[1, 0],
+                    ti[2, 0])
                 n = numba.float64(cnt)
                 params[0, c] = mean
                 params[1, c] = wb[0, c] / math.sqrt(m2 / n + eps)
@@ -568,16 +554,6 @@ def make_channel_kernels(threads: int) -> SimpleNamespace:
             c += cuda.gridDim.x
 
     return SimpleNamespace(threads=T, finalize=finalize, finalize_bn=finalize_bn)
-
-
-@cuda.jit
-def merge_state(si, sf, bi, bf):
-    """Merge batch statistics (bi, bf) into the state (si, sf), one thread per channel."""
-    c = cuda.grid(1)
-    if c >= si.shape[1]:
-        return
-    merge_into_state(si, sf, c, bi[0, c], bf[0, c], bf[1, c], bf[2, c], bf[3, c], bi[1, c],
-                     bi[2, c])
 
 
 # --------------------------------------------------------------------------- affine
