@@ -296,3 +296,20 @@ def test_to_normalizer(axis, backend, rng):
     st = ref_stats(z, axis)
     np.testing.assert_allclose(st.mean, 0.0, atol=1e-12)
     np.testing.assert_allclose(st.var, rs.var / (rs.var + 1e-5), rtol=1e-10)
+
+
+def test_eps_zero_constant_channel_gets_scale_one(backend):
+    """eps=0 (scikit-learn's StandardScaler has none) with a zero-variance channel:
+    scale 1, as scikit-learn's rule for constant features, instead of inf or NaN."""
+    x = np.array([[5.0, 1.0], [5.0, 3.0], [5.0, 2.0]])
+    rs = nbbn.channel_stats(x, -1)
+    norm = rs.to_normalizer(eps=0.0, bias=[0.25, 0.0])
+    assert norm.scale.tolist() == [1.0, 1.0 / np.sqrt(rs.var[1])]
+    y = nbbn.normalize(x, rs.mean, rs.var, eps=0.0, bias=[0.25, 0.0], channel_axis=-1,
+                       backend=backend)
+    assert np.isfinite(y).all()
+    assert y[:, 0].tolist() == [0.25, 0.25, 0.25]
+    assert_close(y[:, 1], (x[:, 1] - 2.0) / np.sqrt(2.0 / 3.0), rtol=1e-15)
+    back = nbbn.Normalizer(rs.mean, rs.var, eps=0.0, bias=[0.25, 0.0], channel_axis=-1,
+                           backend=backend).inverse(y)
+    assert_close(back, x, rtol=1e-15)

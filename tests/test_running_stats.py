@@ -579,3 +579,59 @@ def test_large_counts(backend, rng):
         _, mean, var = _exact_merge(na[c], ma[c], va[c] * na[c], 4, ry.mean[c], ry.m2[c])
         np.testing.assert_allclose(big.mean[c], mean, rtol=1e-12)
         np.testing.assert_allclose(big.var[c], var, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- pickling
+
+
+def _same_stats(a, b):
+    for name in ("count", "mean", "var", "min", "max", "nan_count"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_deepcopy_and_pickle(nan_policy, backend, rng):
+    """A RunningStats (with its lock) deep-copies and pickles; the copy is independent
+    of the original, also when the state lives on the device."""
+    import copy
+    import pickle
+
+    x = random_array(rng, (4, 3, 5), "float32")
+    x[0, 1, 0] = np.nan
+    rs = nbbn.channel_stats(x, 1, nan_policy=nan_policy, backend=backend)
+    for clone in (copy.deepcopy(rs), pickle.loads(pickle.dumps(rs))):
+        _same_stats(clone, rs)
+        assert (clone.channel_axis, clone.nan_policy, clone.backend) == \
+            (1, nan_policy, backend)
+        more = random_array(rng, (2, 3, 5), "float32")
+        clone.update(more)
+        clone += rs
+        assert rs.count.tolist() == [20, 20 if nan_policy == "propagate" else 19, 20]
+        assert clone.count.tolist() == [50, 50 if nan_policy == "propagate" else 48, 50]
+    assert pickle.loads(pickle.dumps(nbbn.RunningStats())).num_channels is None
+
+
+def test_unpickled_in_another_process(tmp_path, rng):
+    """What a worker process does: unpickle statistics, update and merge them, and send
+    them back pickled; the result equals the same work done here."""
+    import pickle
+    import subprocess
+    import sys
+
+    a = random_array(rng, (5, 3, 7), "float64")
+    b = random_array(rng, (4, 3, 7), "float64")
+    np.save(tmp_path / "b.npy", b)
+    rs = nbbn.channel_stats(a)
+    code = (
+        "import pickle, sys, numpy as np, nbbn\n"
+        "rs = pickle.loads(sys.stdin.buffer.read())\n"
+        f"b = np.load({str(tmp_path / 'b.npy')!r})\n"
+        "rs.update(b)\n"
+        "both = rs + nbbn.channel_stats(b)\n"
+        "sys.stdout.buffer.write(pickle.dumps((rs, both)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(rs),
+                          capture_output=True, check=True, timeout=300)
+    got, both = pickle.loads(done.stdout)
+    _same_stats(got, nbbn.channel_stats(a).update(b))
+    assert_stats(both, ref_stats(np.concatenate([a, b, b]), 1), 1e-12)

@@ -205,3 +205,49 @@ def test_one_value_per_channel_like_torch(backend):
         torch.nn.BatchNorm1d(3)(torch.from_numpy(x))
     with pytest.raises(ValueError):
         nbbn.BatchNorm(3, backend=backend)(x)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_empty_training_batch_counts_as_torch(momentum, backend, rng):
+    """torch adds 1 to num_batches_tracked before it looks at the batch, so an empty
+    training batch counts (and changes nothing else); with momentum=None that halves
+    the weight of the next batch."""
+    tbn = torch.nn.BatchNorm2d(3, momentum=momentum).double()
+    bn = nbbn.BatchNorm(3, momentum=momentum, backend=backend)
+    empty = np.zeros((0, 3, 2, 2))
+    x = _batch(rng, "2d", 3, "float64", n=4)
+    y_empty = bn(empty)
+    assert y_empty.shape == (0, 3, 2, 2)
+    tbn(torch.from_numpy(empty))
+    assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked) == 1
+    y = bn(x)
+    ty = tbn(torch.from_numpy(x))
+    assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked) == 2
+    assert_close(bn.running_mean, _tnp(tbn.running_mean), **TOL["float64"])
+    assert_close(bn.running_var, _tnp(tbn.running_var), **TOL["float64"])
+    assert_close(y, _tnp(ty), **TOL["float64"])
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_bias_false_state_dict_with_torch(affine, backend, rng):
+    """torch's ``bias=False`` keyword: a weight and no bias; state_dicts load both ways
+    and the outputs agree."""
+    tbn = torch.nn.BatchNorm2d(3, affine=affine, bias=False).double()
+    if affine:
+        with torch.no_grad():
+            tbn.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+    x = _batch(rng, "2d", 3, "float64", n=5)
+    tbn(torch.from_numpy(x))  # a training step: the buffers move
+    bn = nbbn.BatchNorm(3, affine=affine, bias=False, backend=backend)
+    assert set(bn.state_dict()) == set(tbn.state_dict())
+    bn.load_state_dict(tbn.state_dict())
+    x2 = _batch(rng, "2d", 3, "float64", n=5)
+    assert_close(bn(x2), _tnp(tbn(torch.from_numpy(x2))), **TOL["float64"])
+    bn.eval()
+    tbn.eval()
+    assert_close(bn(x2), _tnp(tbn(torch.from_numpy(x2))), **TOL["float64"])
+    back = torch.nn.BatchNorm2d(3, affine=affine, bias=False).double()
+    back.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
+                          bn.state_dict().items()})
+    assert_close(_tnp(back.running_var), bn.running_var, **TOL["float64"])
+    assert "bias=False" in repr(bn) if affine else True

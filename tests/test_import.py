@@ -1,0 +1,32 @@
+"""``import nbbn`` stays light: no numba (kernels are built on first use), no extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return out.stdout.split()
+
+
+def test_import_nbbn_loads_no_numba():
+    assert _loaded_after("import nbbn") == []
+
+
+def test_cli_parser_loads_no_numba():
+    assert _loaded_after("import nbbn.cli; nbbn.cli.build_parser()") == []
+
+
+def test_public_objects_built_without_numba():
+    """Constructing the public classes compiles nothing: numba loads on the first call
+    that computes."""
+    code = ("import numpy as np, nbbn\n"
+            "nbbn.RunningStats(-1, nan_policy='omit'); nbbn.BatchNorm(3).eval()\n"
+            "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)")
+    assert _loaded_after(code) == []
