@@ -33,11 +33,19 @@ def _kind_name(dtype: np.dtype) -> str:
     return names.get(dtype.kind, dtype.kind)
 
 
+def is_device_array(x) -> bool:
+    """True for arrays in GPU memory: anything with ``__cuda_array_interface__`` (CuPy,
+    torch CUDA tensors, numba device arrays) and numba's device arrays under the CUDA
+    simulator, which lack that attribute but carry the ``__cuda_ndarray__`` marker."""
+    return bool(getattr(type(x), "__cuda_ndarray__", False)) or hasattr(
+        x, "__cuda_array_interface__")
+
+
 def as_array(x, what: str = "input") -> np.ndarray:
     """``np.asarray`` without copying (memmaps become plain views), plus the dtype check."""
     if isinstance(x, np.ndarray):
         arr = x.view(np.ndarray) if type(x) is not np.ndarray else x
-    elif getattr(type(x), "__cuda_ndarray__", False) or hasattr(x, "__cuda_array_interface__"):
+    elif is_device_array(x):
         raise TypeError(
             f"{what} is a GPU array ({type(x).__name__}) but backend='cpu' was asked for: "
             "use backend='auto' or 'cuda', or copy it to the host first"

@@ -60,7 +60,7 @@ class BatchNorm:
     >>> x = np.arange(48.0).reshape(4, 3, 2, 2)
     >>> y = bn(x)
     >>> bn.running_mean
-    array([1.95, 2.15, 2.35])
+    array([1.95, 2.35, 2.75])
     >>> bn.num_batches_tracked
     1
     """

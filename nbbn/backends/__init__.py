@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._layout import is_device_array
 from ..errors import BackendUnavailableError
 from ._stats import BatchStats
 
@@ -96,14 +97,6 @@ def check_name(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
-
-
-def is_device_array(x: Any) -> bool:
-    """True for arrays in GPU memory: anything with ``__cuda_array_interface__`` (CuPy,
-    torch CUDA tensors, numba device arrays) and numba's device arrays under the CUDA
-    simulator, which lack that attribute but carry the ``__cuda_ndarray__`` marker."""
-    return bool(getattr(type(x), "__cuda_ndarray__", False)) or hasattr(
-        x, "__cuda_array_interface__")
 
 
 ROUTES: list[tuple[Callable[[Any], bool], str]] = [(is_device_array, "cuda")]

@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda
 from numba.core import config
 
-from .._layout import check_dtype, normalize_axis
+from .._layout import check_dtype, is_device_array, normalize_axis
 
 SIMULATOR = bool(getattr(config, "ENABLE_CUDASIM", 0))
 
@@ -192,7 +192,7 @@ class DeviceInput:
 
 def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     """Validate ``x`` (a device array, or host data to be copied) for the CUDA kernels."""
-    if is_numba_device_array(x) or hasattr(x, "__cuda_array_interface__"):
+    if is_device_array(x):
         dev, stream, kind = as_device(x)
         check_dtype(np.dtype(dev.dtype), what)
     else:
@@ -240,7 +240,7 @@ def user_out(out, can: DeviceInput, what: str):
                 f"out must be a numpy array for a numpy {what}, got {type(out).__name__}")
         dev = cuda.device_array(out.shape, out.dtype.newbyteorder("="))
         return out, dev
-    if not (is_numba_device_array(out) or hasattr(out, "__cuda_array_interface__")):
+    if not is_device_array(out):
         raise ValueError(
             f"out must be a device array for a device {what}, got {type(out).__name__}")
     dev = as_device(out)[0]
