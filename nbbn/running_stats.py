@@ -331,10 +331,8 @@ class RunningStats:
                              f"got {mean_lo.shape}")
         if count.shape[0] > 0:
             count, mean, m2, mn, mx, nnan, ninf = arrays
-            f64 = np.float64
-            rs._state = BatchStats(count.astype(np.int64), mean.astype(f64),
-                                   mean_lo.astype(f64), m2.astype(f64), mn.astype(f64),
-                                   mx.astype(f64), nnan.astype(np.int64), ninf.astype(np.int64))
+            rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
+                                               min=mn, max=mx, nan=nnan, inf=ninf)
         return rs
 
     def save(self, path) -> None:

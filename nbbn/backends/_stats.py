@@ -1,56 +1,65 @@
 """Per-channel statistics as plain host arrays: the state format every backend shares.
 
 ``BatchStats`` is what the CPU backend computes for one batch, the layout of
-``RunningStats``' state on the host, and what a device state becomes when it is read:
-count (int64), mean as ``mean + mean_lo`` (float64 pair, see :mod:`nbbn._merge`), M2
-(sum of squared deviations), min and max (float64), and the numbers of NaNs and
-infinities seen (int64). numpy only: the compiled merge lives in the CPU backend.
+``RunningStats``' state on the host, and what a device state becomes when it is read.
+It is two blocks, in the same layout as the CUDA backend's ``DeviceStats``:
+
+* ``ints``, int64 (3, C): count, NaNs seen, infinities seen;
+* ``floats``, float64 (5, C): the mean as ``mean + mean_lo`` (a double-double, see
+  :mod:`nbbn._merge`), M2 (sum of squared deviations), min, max.
+
+Kernels take the two blocks (two arguments instead of eight: numba's dispatch costs
+per argument, which shows on tiny batches). numpy only: the compiled merge lives in the
+CPU backend.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
+INT_FIELDS = ("count", "nan", "inf")
+FLOAT_FIELDS = ("mean", "mean_lo", "m2", "min", "max")
 
-@dataclass
+
 class BatchStats:
-    count: np.ndarray  # int64 (C,)
-    mean: np.ndarray  # float64 (C,): the mean rounded to float64
-    mean_lo: np.ndarray  # float64 (C,): the rest, mean + mean_lo being the exact mean
-    m2: np.ndarray  # float64 (C,)
-    min: np.ndarray  # float64 (C,), +inf where count == 0
-    max: np.ndarray  # float64 (C,), -inf where count == 0
-    nan: np.ndarray  # int64 (C,): NaNs seen (skipped under nan_policy="omit")
-    inf: np.ndarray  # int64 (C,): +-inf seen
+    """Per-channel count, mean (double-double), M2, min, max, NaN and inf counts.
+
+    Parameters
+    ----------
+    ints : numpy.ndarray
+        int64 (3, C): count (NaNs excluded under "omit"), NaNs seen, infinities seen.
+    floats : numpy.ndarray
+        float64 (5, C): mean, mean_lo, M2, min (+inf where count is 0), max (-inf).
+    """
+
+    __slots__ = ("ints", "floats")
+
+    def __init__(self, ints: np.ndarray, floats: np.ndarray) -> None:
+        self.ints = ints
+        self.floats = floats
 
     @classmethod
     def empty(cls, nchan: int) -> BatchStats:
         """Statistics of no data: counts 0, min +inf, max -inf."""
-        out = cls.uninitialized(nchan)
-        for name in ("count", "mean", "mean_lo", "m2", "nan", "inf"):
-            getattr(out, name)[:] = 0
-        out.min[:] = np.inf
-        out.max[:] = -np.inf
-        return out
+        floats = np.zeros((5, nchan))
+        floats[3] = np.inf
+        floats[4] = -np.inf
+        return cls(np.zeros((3, nchan), np.int64), floats)
 
     @classmethod
     def uninitialized(cls, nchan: int) -> BatchStats:
-        """Arrays for a kernel to fill completely (views of one int and one float block)."""
-        i = np.empty((3, nchan), np.int64)
-        f = np.empty((5, nchan))
-        return cls(i[0], f[0], f[1], f[2], f[3], f[4], i[1], i[2])
+        """Blocks for a kernel to fill completely."""
+        return cls(np.empty((3, nchan), np.int64), np.empty((5, nchan)))
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """The fields in declaration order: the argument order of the kernels."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+    @classmethod
+    def from_fields(cls, **fields: np.ndarray) -> BatchStats:
+        """Statistics from (C,) arrays named as the properties (all eight)."""
+        return cls(np.array([fields[k] for k in INT_FIELDS], np.int64),
+                   np.array([fields[k] for k in FLOAT_FIELDS], np.float64))
 
     def copy(self) -> BatchStats:
-        out = BatchStats.uninitialized(self.num_channels)
-        for dst, src in zip(out.arrays(), self.arrays()):
-            dst[...] = src
-        return out
+        """An independent copy."""
+        return BatchStats(self.ints.copy(), self.floats.copy())
 
     def to_host(self) -> BatchStats:
         """Itself: host statistics are already on the host (see ``DeviceStats``)."""
@@ -58,4 +67,18 @@ class BatchStats:
 
     @property
     def num_channels(self) -> int:
-        return self.count.shape[0]
+        """Number of channels C."""
+        return int(self.ints.shape[1])
+
+    count = property(lambda self: self.ints[0], doc="Values counted (int64 (C,)).")
+    nan = property(lambda self: self.ints[1], doc="NaNs seen (int64 (C,)).")
+    inf = property(lambda self: self.ints[2], doc="Infinities seen (int64 (C,)).")
+    mean = property(lambda self: self.floats[0], doc="The mean rounded to float64.")
+    mean_lo = property(lambda self: self.floats[1], doc="The rest of the mean.")
+    m2 = property(lambda self: self.floats[2], doc="Sums of squared deviations.")
+    min = property(lambda self: self.floats[3], doc="Minima (+inf where count is 0).")
+    max = property(lambda self: self.floats[4], doc="Maxima (-inf where count is 0).")
+
+    def __repr__(self) -> str:
+        return (f"BatchStats(count={self.count.tolist()}, mean={self.mean.tolist()}, "
+                f"m2={self.m2.tolist()})")

@@ -95,10 +95,10 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
         kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
         args = (data, half, policy, rb)
     if nparts == 1:
-        kernels[0](*args, nparts, *out.arrays())
+        kernels[0](*args, nparts, out.ints, out.floats)
         return out
     with _parallel_allowed() as parallel:
-        kernels[1 if parallel else 0](*args, nparts, *out.arrays())
+        kernels[1 if parallel else 0](*args, nparts, out.ints, out.floats)
     return out
 
 
@@ -125,16 +125,15 @@ def summary(part: BatchStats) -> BatchStats:
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge_into(cnt, mean, mlo, m2, mn, mx, nnan, ninf,
-                bcnt, bmean, bmlo, bm2, bmn, bmx, bnan, binf):
-    """Merge the second set of (C,) arrays into the first, in place."""
-    for c in range(cnt.shape[0]):
-        cnt[c], mean[c], mlo[c], m2[c] = chan_merge(cnt[c], mean[c], mlo[c], m2[c],
-                                                    bcnt[c], bmean[c], bmlo[c], bm2[c])
-        mn[c] = merge_min(mn[c], bmn[c])
-        mx[c] = merge_max(mx[c], bmx[c])
-        nnan[c] += bnan[c]
-        ninf[c] += binf[c]
+def _merge_into(si, sf, bi, bf):
+    """Merge the statistics blocks (bi, bf) into (si, sf) in place (``BatchStats``)."""
+    for c in range(si.shape[1]):
+        si[0, c], sf[0, c], sf[1, c], sf[2, c] = chan_merge(
+            si[0, c], sf[0, c], sf[1, c], sf[2, c], bi[0, c], bf[0, c], bf[1, c], bf[2, c])
+        sf[3, c] = merge_min(sf[3, c], bf[3, c])
+        sf[4, c] = merge_max(sf[4, c], bf[4, c])
+        si[1, c] += bi[1, c]
+        si[2, c] += bi[2, c]
 
 
 def merge(state, part: BatchStats) -> BatchStats:
@@ -143,7 +142,7 @@ def merge(state, part: BatchStats) -> BatchStats:
     if state is None:
         return part
     host = state.to_host()
-    _merge_into(*host.arrays(), *part.arrays())
+    _merge_into(host.ints, host.floats, part.ints, part.floats)
     return host
 
 

@@ -388,9 +388,9 @@ def _partition_accumulators(nparts, nchan):
 
 
 @numba.njit(inline="always")
-def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
-                      cnt, mean, mlo, m2, mn, mx, nnan, ninf):
-    """Fold the per-partition accumulators (P, C) into the outputs (C,), in order."""
+def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats):
+    """Fold the per-partition accumulators (P, C) into the outputs, in order: ``ints``
+    (3, C) [count, NaNs, infs] and ``floats`` (5, C) [mean, mean_lo, M2, min, max]."""
     nparts, nchan = pn.shape
     for c in range(nchan):
         n = numba.int64(0)
@@ -407,18 +407,17 @@ def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
             hi = merge_max(hi, pmx[p, c])
             a += pnan[p, c]
             b += pinf[p, c]
-        cnt[c] = n
-        mean[c] = m
-        mlo[c] = ml
-        m2[c] = q
-        mn[c] = lo
-        mx[c] = hi
-        nnan[c] = a
-        ninf[c] = b
+        ints[0, c] = n
+        ints[1, c] = a
+        ints[2, c] = b
+        floats[0, c] = m
+        floats[1, c] = ml
+        floats[2, c] = q
+        floats[3, c] = lo
+        floats[4, c] = hi
 
 
-def _stats_channels_first(x, half, policy, rb, nparts,
-                          cnt, mean, mlo, m2, mn, mx, nnan, ninf):
+def _stats_channels_first(x, half, policy, rb, nparts, ints, floats):
     no, nchan, length = x.shape
     bpr = max(1, (length + rb - 1) // rb)
     units = no * nchan * bpr
@@ -447,8 +446,7 @@ def _stats_channels_first(x, half, policy, rb, nparts,
             pmx[p, c] = merge_max(pmx[p, c], bmx)
             pnan[p, c] += bnan
             pinf[p, c] += binf
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
-                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
 @numba.njit
@@ -463,8 +461,7 @@ def channels_last_geometry(nchan, simd):
     return k, tile, k * max(1, CL_BLOCK // tile)
 
 
-def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts,
-                         cnt, mean, mlo, m2, mn, mx, nnan, ninf):
+def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts, ints, floats):
     nrows = xf.size // nchan
     k, tile, rpb = channels_last_geometry(nchan, simd)
     nblocks = (nrows + rpb - 1) // rpb
@@ -544,8 +541,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts,
                 pmx[p, c] = merge_max(pmx[p, c], bmx)
                 pnan[p, c] += bnan
                 pinf[p, c] += binf
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
-                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
@@ -567,7 +563,7 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
 
 
-def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, mlo, m2, mn, mx, nnan, ninf):
+def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
     """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
     exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
     the last partial period of a block in a scalar loop."""
@@ -623,8 +619,7 @@ def _stats_channels_last_u8(xf, nchan, nparts, cnt, mean, mlo, m2, mn, mx, nnan,
                 )
                 pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c]))
                 pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c]))
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf,
-                      cnt, mean, mlo, m2, mn, mx, nnan, ninf)
+    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
 # One source, two targets: the serial build avoids waking the thread pool for small

@@ -124,16 +124,14 @@ class DeviceStats:
 
     @classmethod
     def from_host(cls, st: BatchStats, stream=0) -> DeviceStats:
-        ints = np.stack([st.count, st.nan, st.inf]).astype(np.int64)
-        floats = np.stack([st.mean, st.mean_lo, st.m2, st.min, st.max]).astype(np.float64)
-        return cls(cuda.to_device(ints, stream=stream), cuda.to_device(floats, stream=stream),
-                   stream)
+        return cls(cuda.to_device(np.ascontiguousarray(st.ints), stream=stream),
+                   cuda.to_device(np.ascontiguousarray(st.floats), stream=stream), stream)
 
     def to_host(self) -> BatchStats:
         ints = self.ints.copy_to_host(stream=self.stream)
         floats = self.floats.copy_to_host(stream=self.stream)
         _sync(self.stream)
-        return BatchStats(ints[0], *floats, ints[1], ints[2])
+        return BatchStats(ints, floats)
 
     def follow(self, stream) -> None:
         """Order later work on ``stream`` after the work already queued on the state."""
