@@ -2,49 +2,47 @@
 
 An ``.npz`` archive (no pickles) holding the :meth:`RunningStats.to_dict` entries, whose
 ``format`` entry names it, and a ``checksum`` entry: SHA-256 over every other entry
-(name, dtype, shape and bytes), checked on reading.
+(name, dtype, shape and bytes), checked on reading. Written atomically by
+:mod:`nbbn._durable` (temporary file, fsync, rename), which also removes the
+temporary files a killed save left beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
+
+from ._durable import checksum, remove_stale_temps, write_checked_npz
+
+__all__ = ["FORMAT_NAME", "checksum", "read_stats", "write_stats"]
 
 FORMAT_NAME = "nbbn.RunningStats"
 
 
-def checksum(d: dict) -> str:
-    """SHA-256 over the entries of ``d`` except ``"checksum"`` (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for key in sorted(k for k in d if k != "checksum"):
-        a = np.ascontiguousarray(np.asarray(d[key]))
-        h.update(key.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def write_stats(path, d: dict) -> None:
-    """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically."""
-    d = {**d, "checksum": checksum(d)}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **d)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically.
+
+    Temporary files that earlier saves to ``path`` left (a killed process) are removed
+    first. The file gets the permissions ``open()`` would give it (see
+    :mod:`nbbn._durable`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file to write; its folder must exist.
+    d : dict
+        The :meth:`RunningStats.to_dict` entries.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    OSError
+        The file cannot be written; an old file at ``path`` is kept.
+    """
+    remove_stale_temps(path)
+    write_checked_npz(path, d)
 
 
 def read_stats(path) -> dict:

@@ -820,17 +820,11 @@ def run_bench(
 
 
 def _write_json(path, result: dict[str, Any]) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".nbbn-bench-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from ._durable import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(result, f, indent=2, default=_json_default)
+        f.write("\n")
 
 
 def _json_default(o):

@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._durable import remove_stale_temps
 from ._layout import check_axis, normalize_axis
-from .checkpoint import (
-    Checkpoint,
-    check_fingerprint,
-    load_checkpoint,
-    remove_stale_temps,
-    save_checkpoint,
-)
+from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer, result_dtype
 from .running_stats import RunningStats, _check_policy

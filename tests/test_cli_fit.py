@@ -22,6 +22,7 @@ import nbbn
 from nbbn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+SLOW_WRITES = Path(__file__).resolve().parent / "slow_writes.py"  # nbbn with slow renames
 
 
 def _env() -> dict[str, str]:
@@ -162,11 +163,10 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
     x = rng.standard_normal((20000, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     ck, out = tmp_path / "fit.ckpt", tmp_path / "stats.npz"
-    cmd = [sys.executable, "-m", "nbbn", "fit", str(tmp_path / "x.npy"), "--batch-size", "100",
-           "--checkpoint", str(ck), "--checkpoint-interval", "0", "-o", str(out),
-           "--no-progress"]
-    env = {**_env(), "NBBN_TEST_CHECKPOINT_DELAY": "0.01"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    args = ["fit", str(tmp_path / "x.npy"), "--batch-size", "100", "--checkpoint", str(ck),
+            "--checkpoint-interval", "0", "-o", str(out), "--no-progress"]
+    cmd = [sys.executable, str(SLOW_WRITES), "0.01", *args]  # slow checkpoint writes
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
     while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -178,7 +178,7 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
     assert "interrupted after" in stderr and "Resume with:" in stderr
     again = shlex.split(stderr.strip().splitlines()[-1])
     assert again[0] == "nbbn" and again[-1] == "--resume"
-    assert again[1:-1] == cmd[3:]
+    assert again[1:-1] == args
     res = subprocess.run([sys.executable, "-m", "nbbn", *again[1:]], env=_env(),
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
