@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._durable import checksum, write_checked_npz
+from ._statsfile import file_kind
 from .errors import CheckpointError
 from .running_stats import RunningStats
 
@@ -129,15 +130,21 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     """
     where = f"checkpoint {path}"
     with open(path, "rb") as f:  # our own handle: np.load leaks its own on some errors
+        kind = file_kind(f.read(64))
+        if kind == "an empty file":
+            raise CheckpointError(f"{where} is empty: truncated or corrupt; delete it to start "
+                                  "the fit over")
+        if kind is not None:
+            raise CheckpointError(f"{where} is not an nbbn checkpoint (expected an .npz "
+                                  f"archive written by nbbn.fit; this is {kind})")
+        f.seek(0)
         try:
-            z = np.load(f, allow_pickle=False)
-            d = {k: z[k] for k in z.files} if hasattr(z, "files") else None
+            with np.load(f, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
         except Exception as exc:  # zipfile, zlib and numpy raise many kinds
             raise CheckpointError(
                 f"{where} is truncated or corrupt and cannot be read ({type(exc).__name__}: "
                 f"{exc}); delete it to start the fit over") from exc
-    if d is None:
-        raise CheckpointError(f"{where} is a .npy array, not an nbbn checkpoint")
     fmt = str(d.get("format", ""))
     if fmt != FORMAT_NAME:
         what = "a statistics file" if fmt == "nbbn.RunningStats" else "not an nbbn checkpoint"
