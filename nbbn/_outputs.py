@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ._durable import Replacement, remove_stale_temps
-from .sources import _import_extra
+from ._shards_zarr_h5 import import_extra
+from ._wording import Param, worded
 
 
 class Writer:
@@ -173,11 +174,12 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
         if path.suffix == ".zarr":
-            zarr = _import_extra("zarr", "zarr", "writing zarr")
+            zarr = import_extra("zarr", "zarr", "writing zarr arrays")
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
             z = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
             return ZarrWriter(z)
-        raise ValueError(f"out={out!r}: expected a path ending in .npy or .zarr")
+        raise worded(ValueError, "{out}: expected a path ending in .npy or .zarr",
+                     out=Param("out", os.fspath(out)))
     if isinstance(out, np.ndarray):
         _check_out_array(out, shape)
         return ArrayWriter(out)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import nbbn
-from nbbn import CheckpointError, FitInterrupted, _shards
+from nbbn import CheckpointError, FitInterrupted, _shards_npy
 from nbbn._durable import checksum as _checksum
 from nbbn.checkpoint import load_checkpoint
 
@@ -57,7 +57,7 @@ def shards(tmp_path, rng):
 def interrupt_at_read(monkeypatch, k: int) -> None:
     """Send SIGINT (Ctrl-C) to this process at the k-th batch read (.npy or .npz shard)."""
     calls = {"n": 0}
-    for cls in (_shards._NpyReader, _shards._NpzReader):
+    for cls in (_shards_npy._NpyReader, _shards_npy._NpzReader):
 
         def read(self, start, stop, slot, _orig=cls.read):
             calls["n"] += 1
