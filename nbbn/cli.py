@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 # --------------------------------------------------------------------------- demo
@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if error:
         print(f"nbbn demo: error: {error}", file=sys.stderr)
         return 2
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     try:
         result = run_demo(
@@ -351,7 +351,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.pipeline:
         import json
 
-        from .bench_pipeline import run_pipeline_bench
+        from .tools.bench_pipeline import run_pipeline_bench
 
         result = run_pipeline_bench(sys.stdout, args.quick, args.repeats,
                                     size_gb=args.pipeline_gb, workdir=args.workdir)
@@ -360,12 +360,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 json.dump(result, f, indent=1)
         return 0
     if args.backend == "cuda":
-        from .bench_cuda import run_cuda_bench
+        from .tools.bench_cuda import run_cuda_bench
 
         run_cuda_bench(quick=args.quick, repeats=args.repeats, json_path=args.json,
                        use_torch=not args.no_torch, file=sys.stdout)
         return 0
-    from .bench import run_bench
+    from .tools.bench import run_bench
 
     run_bench(
         quick=args.quick,
@@ -412,7 +412,7 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("nbbn")
-    except Exception:  # not installed (e.g. run from a source tree via PYTHONPATH)
+    except Exception:  # noqa: BLE001 - not installed (e.g. a source tree on PYTHONPATH)
         return "unknown"
 
 

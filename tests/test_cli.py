@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbbn import bench
 from nbbn.cli import main
+from nbbn.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def test_bad_values_are_rejected(capsys, argv):
 def test_import_cli_is_light():
     code = (
         "import sys, nbbn.cli; "
-        "print(sorted(m for m in ('torch', 'matplotlib', 'nbbn.demo', 'nbbn.bench', 'nbbn.plot')"
+        "print(sorted(m for m in ('torch', 'matplotlib', 'nbbn.tools', 'nbbn.plot')"
         " if m in sys.modules))"
     )
     p = subprocess.run(
