@@ -425,6 +425,19 @@ def _subcommand(parser: argparse.ArgumentParser, name: str | None
     return None
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parse_args``, except that arguments a subcommand does not know are reported by
+    the subcommand's parser: its usage and ``nbbn fit: error: ...``, exit status 2."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = _subcommand(parser, args.command)
+        first = argv.index(extras[0]) if extras[0] in argv else len(argv)
+        if sub is not None and args.command in argv[:first]:
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -455,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
