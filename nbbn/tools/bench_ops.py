@@ -206,16 +206,16 @@ def bench_shape(spec, x, repeats: int, torch, bw: dict[str, Any]) -> list[dict[s
     src = np.random.default_rng(8).random(max(1, out.nbytes // 4), dtype=np.float32)
     dst = np.empty_like(src)
     r_stats["pct_bw_paired"] = paired_pct(
-        lambda rs_: rs_.update(x), x.nbytes, lambda: read_sum(a), a.nbytes, repeats,
+        lambda rs_: rs_.update(x), x.nbytes, (lambda: read_sum(a), a.nbytes), repeats,
         lambda: nbbn.RunningStats(channel_axis=ca),
     )
     r_norm["pct_bw_paired"] = paired_pct(
-        lambda _: norm(x, out=out), r_norm["bytes"], lambda: copy(src, dst), 2 * src.nbytes,
+        lambda _: norm(x, out=out), r_norm["bytes"], (lambda: copy(src, dst), 2 * src.nbytes),
         repeats,
     )
     if t_bn is not None:
         r_bn["pct_bw_paired"] = paired_pct(
-            lambda _: bn(x, out=out), r_bn["bytes"], lambda: copy(src, dst), 2 * src.nbytes,
+            lambda _: bn(x, out=out), r_bn["bytes"], (lambda: copy(src, dst), 2 * src.nbytes),
             repeats,
         )
 

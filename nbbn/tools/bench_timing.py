@@ -102,8 +102,8 @@ def median_time(fn: Callable[[Any], Any], repeats: int, setup: Callable[[], Any]
     return statistics.median(times), times
 
 
-def paired_pct(fn: Callable[[Any], Any], nbytes: int, bw_fn: Callable[[], Any],
-                bw_bytes: int, repeats: int, setup: Callable[[], Any] | None = None) -> float:
+def paired_pct(fn: Callable[[Any], Any], nbytes: int, kernel: tuple[Callable[[], Any], int],
+               repeats: int, setup: Callable[[], Any] | None = None) -> float:
     """Median over ``repeats`` of (op GB/s) / (bandwidth kernel GB/s) timed back to back.
 
     The bandwidth of a shared host drifts (here between about 35 and 60 GB/s within
@@ -115,10 +115,8 @@ def paired_pct(fn: Callable[[Any], Any], nbytes: int, bw_fn: Callable[[], Any],
         The operation, called with ``setup()``'s result.
     nbytes : int
         Bytes the operation moves.
-    bw_fn : callable
-        The bandwidth kernel's call.
-    bw_bytes : int
-        Bytes the kernel moves.
+    kernel : tuple of (callable, int)
+        The bandwidth kernel's call and the bytes it moves.
     repeats : int
         Pairs timed.
     setup : callable, optional
@@ -129,6 +127,7 @@ def paired_pct(fn: Callable[[Any], Any], nbytes: int, bw_fn: Callable[[], Any],
     float
         The median ratio, in percent.
     """
+    bw_fn, bw_bytes = kernel
     ratios = []
     for _ in range(repeats):
         t0 = time.perf_counter()
