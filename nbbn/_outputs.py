@@ -3,9 +3,11 @@
 A writer gives, for each range of output rows, an array to normalize into
 (``view(lo, hi)``), is told when those rows are done (``written``), and at the end
 either ``commit()`` or ``abort()``. A ``.npy`` output is written to a temporary file in
-the same folder (created by ``np.lib.format.open_memmap``, then memory-mapped in
-shared mode) and renamed over the target only when complete; the written pages are
-unmapped after each batch so the resident memory stays bounded.
+the same folder (a :class:`nbbn._durable.Replacement`, filled through
+``np.lib.format.open_memmap`` and a shared memory map) and renamed over the target
+only when complete, with the permissions ``np.save`` would give it; temporary files
+that a killed transform left beside the target are removed first. The written pages
+are unmapped after each batch so the resident memory stays bounded.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import contextlib
 import math
 import mmap
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .sources import _import_extra
-
-_TMP_SUFFIX = ".nbbn-tmp"
+from ._durable import Replacement, remove_stale_temps
+from ._shards_zarr_h5 import import_extra
+from ._wording import Param, worded
 
 
 class Writer:
@@ -53,22 +54,30 @@ class ArrayWriter(Writer):
 
 
 class NpyWriter(Writer):
-    """Into a new ``.npy`` file, through a temporary file renamed at the end."""
+    """Into a new ``.npy`` file, through a temporary file renamed at the end.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The ``.npy`` file; replaced only by :meth:`commit`.
+    shape : tuple of int
+        The array's shape.
+    dtype : numpy.dtype
+        The array's dtype.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.path = path
         self.result = path
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
-                                        dir=path.parent)
-        os.close(fd)
+        self.file = Replacement(path)  # the temporary file: self.file.path
         self.f = None
         self.mm: mmap.mmap | None = None
         self.array: np.ndarray | None = None
         try:
-            m = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=shape)
+            m = np.lib.format.open_memmap(self.file.path, mode="w+", dtype=dtype, shape=shape)
             offset = int(m.offset)
             del m
-            self.f = open(self.tmp, "r+b")  # noqa: SIM115 (closed by commit/abort)
+            self.f = open(self.file.path, "r+b")  # noqa: SIM115 (closed by commit/abort)
             if math.prod(shape):
                 self.mm = mmap.mmap(self.f.fileno(), 0)
                 self.array = np.frombuffer(self.mm, dtype, count=math.prod(shape),
@@ -106,15 +115,12 @@ class NpyWriter(Writer):
     def commit(self):
         if self.mm is not None:
             self.mm.flush()
-        if self.f is not None:
-            os.fsync(self.f.fileno())
         self._close()
-        os.replace(self.tmp, self.path)
+        self.file.commit()  # fsync, rename, fsync of the folder
 
     def abort(self):
         self._close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+        self.file.abort()
 
 
 class ZarrWriter(Writer):
@@ -135,19 +141,45 @@ class ZarrWriter(Writer):
 
 
 def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -> Writer:
-    """A writer for ``out`` (a ``.npy``/``.zarr`` path, a numpy array or a zarr array)."""
+    """A writer for ``out`` (a ``.npy``/``.zarr`` path, a numpy array or a zarr array).
+
+    Parameters
+    ----------
+    out : path, numpy array or zarr array
+        Where to write.
+    shape : tuple of int
+        The output's shape (the source's).
+    dtype : numpy.dtype
+        The output's dtype (for a path).
+    batch_rows : int
+        Rows per batch (a new zarr array's chunk length).
+
+    Returns
+    -------
+    Writer
+        A writer to fill, then ``commit()`` or ``abort()``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of a path does not exist.
+    ValueError, TypeError
+        ``out`` is of another kind, shape or dtype.
+    """
     if isinstance(out, (str, os.PathLike)):
         path = Path(out)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"{out}: the folder {path.parent} does not exist")
         if path.suffix == ".npy":
+            remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
         if path.suffix == ".zarr":
-            zarr = _import_extra("zarr", "zarr", "writing zarr")
+            zarr = import_extra("zarr", "zarr", "writing zarr arrays")
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
             z = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
             return ZarrWriter(z)
-        raise ValueError(f"out={out!r}: expected a path ending in .npy or .zarr")
+        raise worded(ValueError, "{out}: expected a path ending in .npy or .zarr",
+                     out=Param("out", os.fspath(out)))
     if isinstance(out, np.ndarray):
         _check_out_array(out, shape)
         return ArrayWriter(out)

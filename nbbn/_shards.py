@@ -3,15 +3,19 @@
 A :class:`Shard` knows its rows, row shape, dtype and fingerprint; ``open()`` gives a
 :class:`ShardReader` whose ``read(start, stop, slot)`` returns the rows and a cleanup
 function to call once they have been used.
+
+This module holds the base classes, :class:`Slot` (a reused batch buffer) and
+:class:`ArrayShard` (anything sliceable: numpy, zarr, h5py, device arrays). The file
+shards are in :mod:`nbbn._shards_npy` (``.npy`` memory maps, streamed ``.npz``
+members) and :mod:`nbbn._shards_zarr_h5` (zarr stores and HDF5 files, opened as
+``ArrayShard``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import mmap
 import os
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +31,20 @@ class Slot:
         self._buf: np.ndarray | None = None
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialized array of ``shape`` and ``dtype`` in this slot's buffer."""
+        """An uninitialized array of ``shape`` and ``dtype`` in this slot's buffer.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The array's shape.
+        dtype : numpy.dtype
+            Its dtype.
+
+        Returns
+        -------
+        numpy.ndarray
+            A view of the buffer (grown when too small); valid until the next call.
+        """
         nbytes = math.prod(shape) * dtype.itemsize
         if self._buf is None or self._buf.nbytes < nbytes:
             self._buf = None
@@ -73,6 +90,18 @@ class ShardReader:
 
 
 def file_fingerprint(path: str) -> dict:
+    """The identity of a file for a checkpoint: absolute path, size, ``mtime_ns``.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+
+    Returns
+    -------
+    dict
+        ``{"path", "size", "mtime_ns"}``.
+    """
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -126,171 +155,26 @@ class _SliceReader(ShardReader):
         return part, None
 
 
-class NpyShard(Shard):
-    """A ``.npy`` file, memory-mapped; batches are views whose pages are released after use."""
-
-    def __init__(self, path: str) -> None:
-        self.path = self.name = path
-        # only the header is read here (np.load(mmap_mode="r") would map the file just to
-        # parse it); the data is mapped when the shard is read
-        with open(path, "rb") as f:
-            shape, fortran, self.dtype = _read_npy_header(f, path)
-            self.offset = f.tell()
-            size = os.fstat(f.fileno()).st_size
-        if len(shape) < 1:
-            raise ValueError(f"{path}: holds a 0-d array (a scalar); expected rows along axis 0")
-        self.rows, self.row_shape = shape[0], shape[1:]
-        need = self.offset + self.size * self.dtype.itemsize
-        if size < need:
-            raise ValueError(f"{path}: not a readable .npy file (the file has {size} bytes, its "
-                             f"header promises {need}: truncated?)")
-        self.fortran = bool(fortran and len(shape) > 1)
-
-    def fingerprint(self) -> dict:
-        return {**super().fingerprint(), **file_fingerprint(self.path)}
-
-    def open(self) -> ShardReader:
-        return _NpyReader(self)
-
-
-class _NpyReader(ShardReader):
-    def __init__(self, shard: NpyShard) -> None:
-        self.s = shard
-        self.f = open(shard.path, "rb")  # noqa: SIM115 (closed by close())
-        self.mm: mmap.mmap | None = None
-        self.array: np.ndarray | None = None
-        if shard.size:
-            # copy-on-write (never written): writable views use the same compiled kernels
-            # as in-memory arrays (numba compiles read-only arrays separately)
-            self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_COPY)
-            # frombuffer keeps the buffer exported while any view lives, so close() cannot
-            # unmap memory a batch still uses (np.ndarray(buffer=...) would not)
-            flat = np.frombuffer(self.mm, shard.dtype, count=shard.size, offset=shard.offset)
-            shape = (shard.rows, *shard.row_shape)
-            self.array = (flat.reshape(shape[::-1]).T if shard.fortran else flat.reshape(shape))
-
-    def _span(self, start: int, stop: int) -> tuple[int, int]:
-        rb = self.s.row_bytes
-        return self.s.offset + start * rb, self.s.offset + stop * rb
-
-    def read(self, start, stop, slot):
-        assert self.array is not None
-        if self.s.fortran:  # rows are not contiguous in the file: no page hints
-            return self.array[start:stop], None
-        lo, hi = self._span(start, stop)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self.f.fileno(), lo, hi - lo, os.POSIX_FADV_WILLNEED)
-        return self.array[start:stop], lambda: self._release(lo, hi)
-
-    def _release(self, lo: int, hi: int) -> None:
-        """Unmap the pages wholly inside [lo, hi): they leave our resident set, not the cache."""
-        page = mmap.PAGESIZE
-        a, b = lo // page * page, hi // page * page
-        if b > a and self.mm is not None and not self.mm.closed and hasattr(self.mm, "madvise"):
-            self.mm.madvise(mmap.MADV_DONTNEED, a, b - a)
-
-    def close(self) -> None:
-        self.array = None
-        if self.mm is not None:
-            try:
-                self.mm.close()
-            except BufferError:  # a view is still alive somewhere; the GC unmaps it later
-                pass
-        self.f.close()
-
-
-class NpzShard(Shard):
-    """One member of a ``.npz`` file, streamed in order (zip members cannot be mapped)."""
-
-    def __init__(self, path: str, key: str | None) -> None:
-        self.path = path
-        try:
-            with zipfile.ZipFile(path) as zf:
-                members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-                if key is None:
-                    if len(members) != 1:
-                        raise ValueError(
-                            f"{path} holds {len(members)} arrays {members}; name one with key=..."
-                            " (--key on the command line)")
-                    key = members[0]
-                if key not in members:
-                    raise ValueError(f"{path} has no array {key!r}; it holds {members}")
-                with zf.open(key + ".npy") as f:
-                    shape, fortran, dtype = _read_npy_header(f, f"{path}[{key}]")
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
-        self.key = str(key)
-        self.name = f"{path}[{key}]"
-        if len(shape) < 1:
-            raise ValueError(f"{self.name}: holds a 0-d array (a scalar); expected rows")
-        self.rows, self.row_shape = shape[0], tuple(shape[1:])
-        self.dtype = dtype
-        self.fortran = bool(fortran and len(shape) > 1)
-
-    def fingerprint(self) -> dict:
-        return {**super().fingerprint(), **file_fingerprint(self.path), "key": self.key}
-
-    def open(self) -> ShardReader:
-        return _NpzReader(self)
-
-
-def _read_npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except ValueError as exc:
-        raise ValueError(f"{name}: not a readable .npy array ({exc})") from exc
-    check_dtype(dtype, name)
-    return tuple(int(n) for n in shape), bool(fortran), dtype
-
-
-_READ_PIECE = 2**20
-
-
-class _NpzReader(ShardReader):
-    def __init__(self, shard: NpzShard) -> None:
-        self.s = shard
-        self.zf = zipfile.ZipFile(shard.path)
-        self.f = self.zf.open(shard.key + ".npy")
-        _read_npy_header(self.f, shard.name)
-        self.data_start = self.f.tell()
-        self.row = 0
-        self.whole: np.ndarray | None = None
-        if shard.fortran:  # rows are not contiguous: read the member whole, once
-            self.f.seek(0)
-            self.whole = np.lib.format.read_array(self.f, allow_pickle=False)
-
-    def read(self, start, stop, slot):
-        if self.whole is not None:
-            return self.whole[start:stop], None
-        if start != self.row:
-            self.f.seek(self.data_start + start * self.s.row_bytes)
-        out = slot.array((stop - start, *self.s.row_shape), self.s.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        got = 0
-        while got < len(view):
-            # in pieces: a zip member's readinto() goes through a bytes object of that size
-            n = self.f.readinto(view[got:got + _READ_PIECE])
-            if not n:
-                raise ValueError(f"{self.s.name}: the file ends early (truncated?)")
-            got += n
-        self.row = stop
-        return out, None
-
-    def close(self) -> None:
-        self.whole = None
-        self.f.close()
-        self.zf.close()
-
-
 def as_batch_array(x, what: str = "batch"):
-    """A numpy array for ``x``; CPU torch tensors without a copy, device arrays unchanged."""
+    """A numpy array for ``x``; CPU torch tensors without a copy, device arrays unchanged.
+
+    Parameters
+    ----------
+    x : array-like, torch tensor or device array
+        One batch.
+    what : str, default "batch"
+        What ``x`` is, for the dtype error.
+
+    Returns
+    -------
+    array
+        A numpy array (or the device array as it is).
+
+    Raises
+    ------
+    TypeError
+        The dtype is not a real number type.
+    """
     if isinstance(x, np.ndarray):
         check_dtype(x.dtype, what)
         return x

@@ -2,66 +2,139 @@
 
 An ``.npz`` archive (no pickles) holding the :meth:`RunningStats.to_dict` entries, whose
 ``format`` entry names it, and a ``checksum`` entry: SHA-256 over every other entry
-(name, dtype, shape and bytes), checked on reading.
+(name, dtype, shape and bytes), checked on reading. Written atomically by
+:mod:`nbbn._durable` (temporary file, fsync, rename), which also removes the
+temporary files a killed save left beside it.
+
+Reading looks at the first bytes before ``np.load``, so a file of another kind (text,
+a ``.npy`` array, an HDF5 file, an empty file) is named for what it is rather than
+reported with numpy's message about pickles.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
+from ._durable import checksum, remove_stale_temps, write_checked_npz
+
+__all__ = ["FORMAT_NAME", "checksum", "file_kind", "read_stats", "write_stats"]
+
 FORMAT_NAME = "nbbn.RunningStats"
+EXPECTED = "an .npz archive written by `nbbn fit -o` or RunningStats.save"
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
 
 
-def checksum(d: dict) -> str:
-    """SHA-256 over the entries of ``d`` except ``"checksum"`` (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for key in sorted(k for k in d if k != "checksum"):
-        a = np.ascontiguousarray(np.asarray(d[key]))
-        h.update(key.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+class _Foreign(Exception):
+    """An archive that is not a statistics file (raised and caught inside read_stats)."""
+
+
+def file_kind(head: bytes) -> str | None:
+    """What a file is that does not start like a zip archive, from its first bytes.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (64 are plenty).
+
+    Returns
+    -------
+    str or None
+        None for a zip archive (an ``.npz``); otherwise a description such as
+        ``"an empty file"``, ``"a .npy array"``, ``"a text file"``.
+    """
+    if head.startswith(_ZIP_MAGIC):
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith(_NPY_MAGIC):
+        return "a .npy array (one array, not an archive of statistics)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file"
+    if head.startswith(b"\x89PNG"):
+        return "a PNG image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n\f" for c in text):
+        return "a text file"
+    return f"a file of another format (it starts with the bytes {head[:8].hex(' ')})"
 
 
 def write_stats(path, d: dict) -> None:
-    """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically."""
-    d = {**d, "checksum": checksum(d)}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **d)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically.
+
+    Temporary files that earlier saves to ``path`` left (a killed process) are removed
+    first. The file gets the permissions ``open()`` would give it (see
+    :mod:`nbbn._durable`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file to write; its folder must exist.
+    d : dict
+        The :meth:`RunningStats.to_dict` entries.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    OSError
+        The file cannot be written; an old file at ``path`` is kept.
+    """
+    remove_stale_temps(path)
+    write_checked_npz(path, d)
 
 
 def read_stats(path) -> dict:
-    """The checked entries of a file written by :func:`write_stats`; ValueError otherwise."""
-    try:
-        with open(path, "rb") as f:  # closed on every error (np.load leaks it on some)
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one .npy array, expected an .npz archive")
-            with z:
+    """The checked entries of a file written by :func:`write_stats`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The statistics file.
+
+    Returns
+    -------
+    dict
+        Its entries, ``checksum`` included.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no file at ``path``.
+    ValueError
+        The file is not an nbbn statistics file (another kind of file, an ``.npz``
+        without the format marker), is truncated or corrupt, or fails its checksum.
+    """
+    not_ours = f"{path}: not an nbbn statistics file (expected {EXPECTED}"
+    if os.path.isdir(path):
+        raise ValueError(f"{not_ours}; this is a folder)")
+    with open(path, "rb") as f:  # closed on every error (np.load leaks it on some)
+        kind = file_kind(f.read(64))
+        if kind is not None:
+            raise ValueError(f"{not_ours}; this is {kind})")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if "format" not in z.files:
+                    shown = ", ".join(z.files[:8]) + (", ..." if len(z.files) > 8 else "")
+                    raise _Foreign(f"{not_ours}; this is a zip/.npz archive without the "
+                                   f"format marker, holding [{shown}])")
                 d = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable nbbn statistics file ({exc})") from exc
-    if str(d.get("format", "")) != FORMAT_NAME:
-        raise ValueError(f"{path}: not an nbbn RunningStats file (no format marker)")
+        except _Foreign as exc:
+            raise ValueError(str(exc)) from None
+        except Exception as exc:  # zipfile, zlib and numpy raise many kinds
+            raise ValueError(f"{path}: not a readable nbbn statistics file, truncated or "
+                             f"corrupt ({type(exc).__name__}: {exc})") from exc
+    fmt = str(d.get("format", ""))
+    if fmt != FORMAT_NAME:
+        what = "an nbbn checkpoint" if fmt == "nbbn.Checkpoint" else f"format {fmt!r}"
+        raise ValueError(f"{not_ours}; this is {what}, expected format {FORMAT_NAME!r})")
     if "checksum" not in d or str(d["checksum"]) != checksum(d):
         raise ValueError(f"{path}: checksum mismatch, the file is corrupt")
     return d

@@ -10,37 +10,31 @@ A checkpoint is an ``.npz`` file (no pickles) holding
   whether the fit is complete;
 * ``checksum``: SHA-256 over every other entry (name, dtype, shape and bytes).
 
-It is written atomically: a temporary file in the same folder, flushed and
-``fsync``-ed, renamed over the old checkpoint with ``os.replace``, then the folder is
-``fsync``-ed; so after a crash (SIGKILL, power loss) the checkpoint is the old one or the
-new one, never a mix. Loading refuses, with a :class:`CheckpointError` that says which,
+It is written atomically by :mod:`nbbn._durable`: a temporary file in the same folder,
+flushed and ``fsync``-ed, renamed over the old checkpoint with ``os.replace``, then the
+folder is ``fsync``-ed; so after a crash (SIGKILL, power loss) the checkpoint is the old
+one or the new one, never a mix. Loading refuses, with a :class:`CheckpointError` that says which,
 a file that is truncated or corrupt, has a wrong checksum, is from a newer nbbn, or
 lacks fields.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._durable import checksum, write_checked_npz
+from ._statsfile import file_kind
 from .errors import CheckpointError
-from ._statsfile import checksum as _checksum
 from .running_stats import RunningStats
 
 FORMAT_NAME = "nbbn.Checkpoint"
 FORMAT_VERSION = 1
-_TMP_SUFFIX = ".nbbn-tmp"
 _META_FIELDS = ("position", "fingerprint", "settings", "rows_done", "bytes_done", "complete")
-_DELAY_ENV = "NBBN_TEST_CHECKPOINT_DELAY"  # tests: seconds to sleep before the rename
 
 
 @dataclass
@@ -75,8 +69,22 @@ class Checkpoint:
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder)."""
-    path = Path(path)
+    """Write ``ckpt`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file; its folder must exist.
+    ckpt : Checkpoint
+        What to write.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    OSError
+        The file cannot be written; the previous checkpoint is kept.
+    """
     entries: dict[str, Any] = {
         "format": np.asarray(FORMAT_NAME),
         "version": np.asarray(FORMAT_VERSION),
@@ -94,53 +102,23 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         **ckpt.extra,
     }
     entries["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
-    entries["checksum"] = np.asarray(_checksum(entries))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        delay = os.environ.get(_DELAY_ENV)
-        if delay:
-            time.sleep(float(delay))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temps(path) -> list[str]:
-    """Delete temporary files left by a checkpoint write that was killed; return them."""
-    path = Path(path)
-    pattern = os.path.join(glob.escape(str(path.parent)),
-                           f".{glob.escape(path.name)}.*{_TMP_SUFFIX}")
-    removed = []
-    for tmp in glob.glob(pattern):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-            removed.append(tmp)
-    return removed
+    write_checked_npz(path, entries)
 
 
 def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+        The backend of the statistics returned.
+
+    Returns
+    -------
+    Checkpoint
+        The statistics, position, fingerprint and settings it holds.
 
     Raises
     ------
@@ -152,15 +130,21 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     """
     where = f"checkpoint {path}"
     with open(path, "rb") as f:  # our own handle: np.load leaks its own on some errors
+        kind = file_kind(f.read(64))
+        if kind == "an empty file":
+            raise CheckpointError(f"{where} is empty: truncated or corrupt; delete it to start "
+                                  "the fit over")
+        if kind is not None:
+            raise CheckpointError(f"{where} is not an nbbn checkpoint (expected an .npz "
+                                  f"archive written by nbbn.fit; this is {kind})")
+        f.seek(0)
         try:
-            z = np.load(f, allow_pickle=False)
-            d = {k: z[k] for k in z.files} if hasattr(z, "files") else None
+            with np.load(f, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
         except Exception as exc:  # zipfile, zlib and numpy raise many kinds
             raise CheckpointError(
                 f"{where} is truncated or corrupt and cannot be read ({type(exc).__name__}: "
                 f"{exc}); delete it to start the fit over") from exc
-    if d is None:
-        raise CheckpointError(f"{where} is a .npy array, not an nbbn checkpoint")
     fmt = str(d.get("format", ""))
     if fmt != FORMAT_NAME:
         what = "a statistics file" if fmt == "nbbn.RunningStats" else "not an nbbn checkpoint"
@@ -176,7 +160,7 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     missing = [k for k in ("meta", "checksum") if k not in d]
     if missing:
         raise CheckpointError(f"{where} is missing the fields {missing}")
-    if str(d["checksum"]) != _checksum(d):
+    if str(d["checksum"]) != checksum(d):
         raise CheckpointError(
             f"{where} is corrupt: its SHA-256 checksum does not match its content; "
             "delete it to start the fit over")
@@ -206,6 +190,21 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
     Shards ``0 .. read_upto`` (the last one possibly in part) have been counted, so they
     must be unchanged; shards after them may differ or be new, since they will be read
     as they are now (e.g. a corrupt shard that stopped the fit, since replaced).
+
+    Parameters
+    ----------
+    saved, current : dict or None
+        The fingerprint in the checkpoint and that of the source now (None: an iterable).
+    path : str or os.PathLike
+        The checkpoint, for the message.
+    read_upto : int
+        The shard the checkpoint's position is in.
+
+    Raises
+    ------
+    CheckpointError
+        The source is of another kind, has fewer shards than were counted, or a counted
+        shard changed.
     """
     where = f"checkpoint {path}"
     if current is not None:

@@ -11,7 +11,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["main", "build_parser"]
+from ._cli_errors import USER_DATA_COMMANDS, USER_ERRORS, interrupted_message, one_line
+
+__all__ = ["build_parser", "main"]
 
 
 # --------------------------------------------------------------------------- demo
@@ -74,7 +76,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if error:
         print(f"nbbn demo: error: {error}", file=sys.stderr)
         return 2
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     try:
         result = run_demo(
@@ -218,8 +220,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .pipeline import CHECKPOINT_INTERVAL_S, fit
     from .report import format_json, format_table
 
-    if args.resume and args.checkpoint is None:
-        raise ValueError("--resume needs --checkpoint PATH (the file to continue from)")
     if args.output is not None and not Path(args.output).resolve().parent.is_dir():
         # checked before the fit, not after hours of it
         raise FileNotFoundError(f"-o {args.output}: the folder {Path(args.output).parent} "
@@ -351,7 +351,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.pipeline:
         import json
 
-        from .bench_pipeline import run_pipeline_bench
+        from .tools.bench_pipeline import run_pipeline_bench
 
         result = run_pipeline_bench(sys.stdout, args.quick, args.repeats,
                                     size_gb=args.pipeline_gb, workdir=args.workdir)
@@ -360,12 +360,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 json.dump(result, f, indent=1)
         return 0
     if args.backend == "cuda":
-        from .bench_cuda import run_cuda_bench
+        from .tools.bench_cuda import run_cuda_bench
 
         run_cuda_bench(quick=args.quick, repeats=args.repeats, json_path=args.json,
                        use_torch=not args.no_torch, file=sys.stdout)
         return 0
-    from .bench import run_bench
+    from .tools.bench import run_bench
 
     run_bench(
         quick=args.quick,
@@ -391,6 +391,15 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nbbn`` argument parser, with one subparser per subcommand.
+
+    Building it imports neither numpy nor numba (``nbbn --help`` stays fast).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each subcommand's namespace has ``func``, the function that runs it.
+    """
     parser = argparse.ArgumentParser(
         prog="nbbn",
         description="nbbn: exact streaming per-channel statistics and BatchNorm with Numba.",
@@ -407,73 +416,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str | None
+                ) -> argparse.ArgumentParser | None:
+    """The subparser of the subcommand ``name`` (None when there is none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name) if name is not None else None
+    return None
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parse_args``, except that arguments a subcommand does not know are reported by
+    the subcommand's parser: its usage and ``nbbn fit: error: ...``, exit status 2."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = _subcommand(parser, args.command)
+        first = argv.index(extras[0]) if extras[0] in argv else len(argv)
+        if sub is not None and args.command in argv[:first]:
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
 
         return version("nbbn")
-    except Exception:  # not installed (e.g. run from a source tree via PYTHONPATH)
+    except Exception:  # noqa: BLE001 - not installed (e.g. a source tree on PYTHONPATH)
         return "unknown"
 
 
-# Commands that read the user's files: their ValueError, TypeError, OSError and
-# ImportError (a missing optional extra) are user errors, reported in one line.
-_USER_DATA_COMMANDS = ("fit", "transform", "info", "plot")
-_USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
-
-
-def _one_line(exc: BaseException) -> str:
-    """The error as one line: ``path: reason`` for OSErrors, the message otherwise."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc) or type(exc).__name__
-    notes = getattr(exc, "__notes__", None)
-    if notes:
-        text += " (" + " ".join(str(n) for n in notes) + ")"
-    return " ".join(text.split())
-
-
-def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace, argv: list[str]) -> None:
-    """Say how far an interrupted fit got and the exact command that resumes it."""
-    import shlex
-
-    from .errors import FitInterrupted
-
-    cmd = args.command
-    if not isinstance(exc, FitInterrupted):
-        print(f"nbbn {cmd}: interrupted", file=sys.stderr)
-    elif exc.checkpoint is None:
-        print(f"nbbn {cmd}: interrupted after {exc.rows_done:,} rows; without --checkpoint "
-              "the fit cannot be resumed", file=sys.stderr)
-    else:
-        again = ["nbbn", *argv] + ([] if "--resume" in argv else ["--resume"])
-        print(f"nbbn {cmd}: interrupted after {exc.rows_done:,} rows; progress saved in "
-              f"{exc.checkpoint}. Resume with:\n  {shlex.join(again)}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nbbn ARGV...``; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``nbbn`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when a demo's check failed, 2 for a usage or user error (one
+        line on stderr; ``--debug`` adds the traceback), 130 after Ctrl-C.
+
+    Raises
+    ------
+    SystemExit
+        From argparse: ``--help``, ``--version`` and usage errors (status 2).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args))
     except KeyboardInterrupt as exc:
-        _interrupted(exc, args, argv)
+        print(interrupted_message(exc, args.command, argv), file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
-    except _USER_ERRORS as exc:
-        if args.command not in _USER_DATA_COMMANDS:
+    except USER_ERRORS as exc:
+        if args.command not in USER_DATA_COMMANDS:
             raise
         if args.debug:
             import traceback
 
             traceback.print_exc()
-        print(f"nbbn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        line = one_line(exc, _subcommand(parser, args.command))
+        print(f"nbbn {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -1,200 +1,61 @@
 """``nbbn.fit`` and ``nbbn.transform``: whole datasets in constant memory, resumable.
 
-A reader thread produces the batches of a :mod:`source <nbbn.sources>` (mapping pages,
-decompressing, slicing zarr/HDF5, pulling from an iterable) while the calling thread
-computes on the previous batch; the kernels release the GIL. At most two batches exist
-at a time (one in use, one read ahead), so memory stays at about two batches.
+A reader thread (:mod:`nbbn._reader`) produces the batches of a
+:mod:`source <nbbn.sources>` (mapping pages, decompressing, slicing zarr/HDF5, pulling
+from an iterable) while the calling thread computes on the previous batch; the kernels
+release the GIL. At most two batches exist at a time (one in use, one read ahead), so
+memory stays at about two batches.
 
 Batches are applied in source order by one thread, so the merge order is fixed: a fit
-resumed from a checkpoint gives the same bits as an uninterrupted one (same batch size,
-same backend). Ctrl-C stops after the current batch, writes a checkpoint and raises
-:class:`FitInterrupted`, whose message says how to resume.
+resumed from a checkpoint (:mod:`nbbn.checkpoint`) gives the same bits as an
+uninterrupted one (same batch size, same backend). Ctrl-C (:mod:`nbbn._interrupt`)
+stops after the current batch, writes a checkpoint and raises :class:`FitInterrupted`,
+whose message says how to resume. Errors that name a parameter are raised through
+:mod:`nbbn._wording`, so that ``nbbn fit`` can name its options instead.
 """
 
 from __future__ import annotations
 
-import queue
-import signal
-import sys
-import threading
+import contextlib
+import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ._layout import check_axis, normalize_axis
-from .checkpoint import (
-    Checkpoint,
-    check_fingerprint,
-    load_checkpoint,
-    remove_stale_temps,
-    save_checkpoint,
-)
-from .errors import CheckpointError, FitInterrupted
 from ._affine import result_dtype
+from ._durable import remove_stale_temps
+from ._interrupt import SigintGuard
+from ._layout import check_axis
+from ._outputs import Writer, open_writer
+from ._progress import Progress, say
+from ._reader import Prefetcher
+from ._wording import Param, add_note, worded
+from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
+from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer
-from ._policy import check_policy as _check_policy
 from .running_stats import RunningStats
-from .sources import Acquire, Batch, IterableSource, Position, Slot, Source, open_source
+from .sources import Batch, IterableSource, Position, Source, open_source
 
 CHECKPOINT_INTERVAL_S = 5.0
 """Default seconds between two checkpoint writes of :func:`fit`."""
 
-READ_AHEAD = 2
-"""Batches alive at once: the one being computed on and the one being read."""
-
 __all__ = ["CHECKPOINT_INTERVAL_S", "FitInterrupted", "fit", "transform"]
 
-
-# ------------------------------------------------------------------------ machinery
-class _Stopped(BaseException):
-    """Raised inside the reader's generator when the pipeline is shutting down."""
+_RESUME = Param("resume", True)
 
 
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_END = object()
-
-
-class _Prefetcher:
-    """Run a batch generator in a reader thread with at most ``depth`` batches alive."""
-
-    def __init__(self, make: Callable[[Acquire], Generator[Batch, None, None]],
-                 depth: int = READ_AHEAD):
-        self._free: queue.Queue[Slot] = queue.Queue()
-        for _ in range(depth):
-            self._free.put(Slot())
-        self._ready: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._gen = make(self._acquire)
-        self._thread = threading.Thread(target=self._run, name="nbbn-reader", daemon=True)
-        self._thread.start()
-
-    def _acquire(self) -> Slot:
-        while True:
-            if self._stop.is_set():
-                raise _Stopped
-            try:
-                return self._free.get(timeout=0.05)
-            except queue.Empty:
-                continue
-
-    def _run(self) -> None:
-        try:
-            for batch in self._gen:
-                self._ready.put(batch)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self._ready.put(_Failed(exc))
-            return
-        finally:
-            self._gen.close()
-        self._ready.put(_END)
-
-    def get(self) -> Batch | None:
-        """The next batch, None at the end; re-raises an error of the reader."""
-        item = self._ready.get()
-        if item is _END:
-            self._ready.put(_END)
-            return None
-        if isinstance(item, _Failed):
-            self._ready.put(item)
-            raise item.exc
-        return item
-
-    def release(self, batch: Batch) -> None:
-        """The batch has been used: drop it and let the reader fill its slot again."""
-        slot = batch.slot
-        batch.slot = None
-        batch.done()
-        if slot is not None:
-            self._free.put(slot)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)  # a reader stuck in a user iterable is left (daemon)
-        while True:
-            try:
-                item = self._ready.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Batch):
-                item.done()
-
-
-class _SigintGuard:
-    """Turn Ctrl-C into a flag while a batch is computed, so the state and position agree.
-
-    While the main thread waits for the reader, nothing is half-done, so Ctrl-C raises
-    KeyboardInterrupt at once. Outside the main thread (or with a custom SIGINT
-    handler installed) this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.pending = False
-        self.waiting = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            old = signal.getsignal(signal.SIGINT)
-            if old is not signal.SIG_IGN and old is not None:
-                self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        self.pending = True
-        if self.waiting:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-class _Progress:
-    """A tqdm bar counting bytes (so its rate reads in GB/s) with rows as a postfix."""
-
-    def __init__(self, enabled: bool, desc: str, total_bytes: int | None, initial_bytes: int,
-                 rows: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from tqdm import tqdm
-
-        tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self.bar = tqdm(total=total_bytes, initial=initial_bytes, desc=desc, unit="B",
-                        unit_scale=True, unit_divisor=1000, file=sys.stderr, dynamic_ncols=True,
-                        mininterval=0.2 if tty else 5.0, smoothing=0.1)
-        self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
-
-    def update(self, nbytes: int, rows: int) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
-            self.bar.update(nbytes)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _say(enabled: bool, msg: str) -> None:
-    if enabled:
-        print(f"nbbn: {msg}", file=sys.stderr, flush=True)
-
-
+# ------------------------------------------------------------------------- checks
 def _check_batch_size(batch_size) -> int | None:
     if batch_size is None:
         return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        raise worded(ValueError, "{batch_size} must be a positive integer, got {got!r}",
+                     batch_size=Param("batch_size"), got=batch_size)
     return int(batch_size)
 
 
@@ -208,21 +69,60 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
         raise ValueError(
             f"{src.description} is 1-d: batches are taken along axis 0, so there is no channel "
             "axis; reshape the data to (N, 1) for a single channel")
-    axis = normalize_axis(channel_axis, ndim)
-    if axis == 0:
-        raise ValueError(
-            f"channel_axis={channel_axis} is axis 0 of the {ndim}-d data, the axis batches are "
-            "taken along; the channels must be on another axis (1 for (N, C, ...), -1 for "
-            "(N, ..., C))")
+    axis = Param("channel_axis", channel_axis)
+    if not -ndim <= channel_axis < ndim:
+        raise worded(ValueError, "{axis} is out of range for the {ndim}-d data of {what} "
+                     "(valid: {lo} to {hi})", axis=axis, ndim=ndim, what=src.description,
+                     lo=-ndim, hi=ndim - 1)
+    if channel_axis % ndim == 0:
+        raise worded(ValueError, "{axis} is axis 0 of the {ndim}-d data, the axis batches are "
+                     "taken along; the channels must be on another axis (1 for (N, C, ...), "
+                     "-1 for (N, ..., C))", axis=axis, ndim=ndim)
 
 
-def _batch_error(src: Source, batch: Batch, exc: Exception) -> Exception:
-    """The same error, saying which shard and rows it came from."""
-    name = src.shards[batch.shard].name if batch.shard < len(src.shards) else \
-        f"item {batch.shard}"
-    if type(exc) in (ValueError, TypeError):
-        return type(exc)(f"{name}, rows {batch.start}-{batch.stop}: {exc}")
-    return exc
+@contextlib.contextmanager
+def _naming_rows(src: Source, batch: Batch) -> Iterator[None]:
+    """A ValueError or TypeError of a batch's computation says which shard and rows."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if type(exc) not in (ValueError, TypeError):  # a subclass keeps its own message
+            raise
+        name = src.shards[batch.shard].name if batch.shard < len(src.shards) else \
+            f"item {batch.shard}"
+        raise worded(type(exc), "{name}, rows {start}-{stop}: {error}", name=name,
+                     start=batch.start, stop=batch.stop, error=exc) from exc
+
+
+# ---------------------------------------------------------------------------- fit
+@dataclass(frozen=True)
+class FitSettings:
+    """The validated arguments of one :func:`fit` call.
+
+    Attributes
+    ----------
+    channel_axis : int
+    nan_policy : str
+    batch_size : int or None
+        None: the checkpoint's, or about 64 MiB per batch.
+    key : str, int or None
+    backend : str
+    progress : bool
+    checkpoint : pathlib.Path or None
+    resume : bool
+    interval : float
+        Seconds between checkpoint writes.
+    """
+
+    channel_axis: int
+    nan_policy: str
+    batch_size: int | None
+    key: Any
+    backend: str
+    progress: bool
+    checkpoint: Path | None
+    resume: bool
+    interval: float
 
 
 # ---------------------------------------------------------------------------- fit
@@ -282,129 +182,168 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         nbbn, or for another source or other settings.
     """
     channel_axis = check_axis(channel_axis)
-    _check_policy(nan_policy)
     batch_size = _check_batch_size(batch_size)
     if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+        raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
+                     resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
     if not checkpoint_interval >= 0:
-        raise ValueError(f"checkpoint_interval must be >= 0, got {checkpoint_interval!r}")
+        raise worded(ValueError, "{interval} must be >= 0, got {got!r}",
+                     interval=Param("checkpoint_interval"), got=checkpoint_interval)
     RunningStats(channel_axis, nan_policy=nan_policy, backend=backend)  # validate names
+    cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
+                      None if checkpoint is None else Path(checkpoint), bool(resume),
+                      float(checkpoint_interval))
     src = open_source(source, key=key, channel_axis=channel_axis)
     try:
-        return _fit(src, channel_axis, batch_size, nan_policy, progress,
-                    None if checkpoint is None else Path(checkpoint), resume, key, backend,
-                    float(checkpoint_interval))
+        _check_source_axis(src, channel_axis)
+        run = _FitRun(src, cfg)
+        run.start()
+        return run.run()
     finally:
         src.close()
 
 
-def _fit(src: Source, channel_axis, batch_size, nan_policy, progress, ckpt_path, resume, key,
-         backend, interval) -> RunningStats:
-    _check_source_axis(src, channel_axis)
-    stats = RunningStats(channel_axis, nan_policy=nan_policy, backend=backend)
-    start = Position()
-    rows_done = bytes_done = 0
-    fingerprint = src.fingerprint() if ckpt_path is not None else None
-    settings = {"channel_axis": channel_axis, "nan_policy": nan_policy,
-                "key": key, "batch_size": batch_size or src.default_batch_size()}
-    if ckpt_path is not None:
-        if ckpt_path.exists():
-            if not resume:
-                raise CheckpointError(
-                    f"checkpoint {ckpt_path} already exists (it may hold the progress of an "
-                    "interrupted fit); pass resume=True (--resume) to continue it, or delete it "
-                    "to start over")
-            ck = load_checkpoint(ckpt_path, backend=backend)
-            settings = _resumed_settings(ck, settings, batch_size, ckpt_path)
-            check_fingerprint(ck.fingerprint, fingerprint, ckpt_path, ck.position["shard"])
-            stats, rows_done, bytes_done = ck.stats, ck.rows_done, ck.bytes_done
-            start = Position(ck.position["shard"], ck.position["row"],
-                             ck.position.get("digest"))
+class _FitRun:
+    """One fit: the statistics, the position and the counters, and its checkpoint writes."""
+
+    def __init__(self, src: Source, cfg: FitSettings) -> None:
+        self.src, self.cfg = src, cfg
+        self.stats = RunningStats(cfg.channel_axis, nan_policy=cfg.nan_policy,
+                                  backend=cfg.backend)
+        self.pos = Position()
+        self.rows_done = self.bytes_done = 0
+        self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
+        self.settings = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
+                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size()}
+
+    def start(self) -> None:
+        """Take the state of an existing checkpoint (``resume``), or check it may be made."""
+        path, cfg = self.cfg.checkpoint, self.cfg
+        if path is None:
+            return
+        if path.exists():
+            if not cfg.resume:
+                raise worded(CheckpointError, "checkpoint {path} already exists (it may hold "
+                             "the progress of an interrupted fit); pass {resume} to continue "
+                             "it, or delete it to start over", path=path, resume=_RESUME)
+            ck = load_checkpoint(path, backend=cfg.backend)
+            self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path)
+            check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
+            self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
+            self.pos = Position(ck.position["shard"], ck.position["row"],
+                                ck.position.get("digest"))
             done = " (complete; only shards added since are read)" if ck.complete else ""
-            _say(progress, f"resuming from {ckpt_path} after {rows_done:,} rows{done}")
+            say(cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
         else:
-            if not ckpt_path.parent.is_dir():
-                raise FileNotFoundError(f"checkpoint {ckpt_path}: the folder "
-                                        f"{ckpt_path.parent} does not exist")
-            if resume:
-                _say(progress, f"no checkpoint at {ckpt_path} yet; starting from the beginning")
-        remove_stale_temps(ckpt_path)
+            if not path.parent.is_dir():
+                raise FileNotFoundError(f"checkpoint {path}: the folder {path.parent} does "
+                                        "not exist")
+            if cfg.resume:
+                say(cfg.progress, f"no checkpoint at {path} yet; starting from the beginning")
+        remove_stale_temps(path)
 
-    pos = start
+    def write(self, complete: bool = False) -> None:
+        """Write the checkpoint: the statistics so far and the next row to read.
 
-    def write(complete: bool = False) -> None:
-        name = src.shards[pos.shard].name if pos.shard < len(src.shards) else None
+        Parameters
+        ----------
+        complete : bool, default False
+            The whole source has been counted.
+        """
+        pos, shards = self.pos, self.src.shards
+        name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
-        save_checkpoint(ckpt_path, Checkpoint(stats, position, fingerprint, settings,
-                                              rows_done, bytes_done, complete))
+        save_checkpoint(self.cfg.checkpoint, Checkpoint(
+            self.stats, position, self.fingerprint, self.settings, self.rows_done,
+            self.bytes_done, complete))
 
-    bs = settings["batch_size"]
-    iterable = isinstance(src, IterableSource)
-    bar = _Progress(progress, "nbbn fit", src.nbytes, bytes_done, rows_done)
-    guard = _SigintGuard()
-    pf = None
-    last_write = time.monotonic()
-    dirty = interrupted = in_batch = False
-    try:
-        with guard:
-            guard.waiting = True  # nothing applied yet: Ctrl-C may stop at once
-            pf = _Prefetcher(lambda acquire: src.batches(bs, start, acquire))
-            while True:
-                guard.waiting = True
-                batch = pf.get()
-                guard.waiting = False
-                if batch is None:
-                    break
-                in_batch = True
-                try:
-                    if iterable:
-                        _check_source_axis(src, channel_axis, batch.data.ndim)
-                    stats.update(batch.data)
-                except Exception as exc:
-                    in_batch = False
-                    new = _batch_error(src, batch, exc)
-                    if new is exc:
-                        raise
-                    raise new from exc
-                pos = Position(batch.shard, batch.stop, batch.digest)
-                rows_done += batch.rows
-                bytes_done += batch.nbytes
-                dirty = True
-                in_batch = False
-                pf.release(batch)
-                bar.update(batch.nbytes, rows_done)
-                if guard.pending:
-                    interrupted = True
-                    break
-                if ckpt_path is not None and time.monotonic() - last_write >= interval:
-                    write()
-                    dirty = False
-                    last_write = time.monotonic()
-    except KeyboardInterrupt:
-        if in_batch:  # not from our guard (another thread's fit): the batch may be half-done
+    def apply(self, batch: Batch) -> None:
+        """Count one batch and move the position past it.
+
+        Parameters
+        ----------
+        batch : Batch
+            The next batch of the source.
+        """
+        with _naming_rows(self.src, batch):
+            if isinstance(self.src, IterableSource):
+                _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
+            self.stats.update(batch.data)
+        self.pos = Position(batch.shard, batch.stop, batch.digest)
+        self.rows_done += batch.rows
+        self.bytes_done += batch.nbytes
+
+    def run(self) -> RunningStats:
+        """Read and count every batch from the position on; checkpoint as configured.
+
+        Returns
+        -------
+        RunningStats
+            The statistics of the whole source.
+
+        Raises
+        ------
+        FitInterrupted
+            Ctrl-C, after the current batch (and the checkpoint write).
+        """
+        cfg, src, start = self.cfg, self.src, self.pos
+        bs = self.settings["batch_size"]
+        bar = Progress(cfg.progress, "nbbn fit", src.nbytes, self.bytes_done, self.rows_done)
+        guard = SigintGuard()
+        pf = None
+        last_write = time.monotonic()
+        dirty = interrupted = in_batch = False
+        try:
+            with guard:
+                guard.waiting = True  # nothing applied yet: Ctrl-C may stop at once
+                pf = Prefetcher(lambda acquire: src.batches(bs, start, acquire))
+                while True:
+                    guard.waiting = True
+                    batch = pf.get()
+                    guard.waiting = False
+                    if batch is None:
+                        break
+                    in_batch = True
+                    self.apply(batch)
+                    dirty, in_batch = True, False
+                    pf.release(batch)
+                    bar.update(batch.nbytes, self.rows_done)
+                    if guard.pending:
+                        interrupted = True
+                        break
+                    if cfg.checkpoint is not None and time.monotonic() - last_write >= \
+                            cfg.interval:
+                        self.write()
+                        dirty, last_write = False, time.monotonic()
+        except KeyboardInterrupt:
+            if in_batch:  # not from our guard (another thread's fit): the batch may be half-done
+                raise
+            interrupted = True  # while waiting for the reader: nothing is half-applied
+        except BaseException as exc:
+            if cfg.checkpoint is not None and dirty:
+                self._save_after_error(exc)
             raise
-        interrupted = True  # while waiting for the reader: nothing is half-applied
-    except BaseException as exc:
-        if ckpt_path is not None and dirty:
-            try:
-                write()
-                if hasattr(exc, "add_note"):
-                    exc.add_note(f"nbbn: the statistics of the {rows_done:,} rows before the "
-                                 f"error were saved to {ckpt_path}; resume=True continues")
-            except Exception:  # noqa: BLE001, S110 - the original error matters more
-                pass
-        raise
-    finally:
-        if pf is not None:
-            pf.close()
-        bar.close()
-    if interrupted:
-        if ckpt_path is not None:
-            write()
-        raise FitInterrupted(stats, ckpt_path, rows_done)
-    if ckpt_path is not None:
-        write(complete=True)
-    return stats
+        finally:
+            if pf is not None:
+                pf.close()
+            bar.close()
+        if interrupted:
+            if cfg.checkpoint is not None:
+                self.write()
+            raise FitInterrupted(self.stats, cfg.checkpoint, self.rows_done)
+        if cfg.checkpoint is not None:
+            self.write(complete=True)
+        return self.stats
+
+    def _save_after_error(self, exc: BaseException) -> None:
+        """Keep the rows counted before an error; a note on ``exc`` says so."""
+        try:
+            self.write()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            return
+        add_note(exc, "nbbn: the statistics of the {rows:,} rows before the error were saved "
+                 "to {path}; {resume} continues", rows=self.rows_done,
+                 path=self.cfg.checkpoint, resume=_RESUME)
 
 
 def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
@@ -412,14 +351,15 @@ def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
     saved = dict(ck.settings)
     for name in ("channel_axis", "nan_policy", "key"):
         if saved.get(name) != settings[name]:
-            raise CheckpointError(
-                f"checkpoint {path} was written with {name}={saved.get(name)!r}, but this fit "
-                f"has {name}={settings[name]!r}; use the same settings to resume")
+            raise worded(CheckpointError, "checkpoint {path} was written with {saved}, but this "
+                         "fit has {given}; use the same settings to resume", path=path,
+                         saved=Param(name, saved.get(name)), given=Param(name, settings[name]))
     if batch_size is not None and saved.get("batch_size") != batch_size:
-        raise CheckpointError(
-            f"checkpoint {path} was written with batch_size={saved.get('batch_size')}, but "
-            f"batch_size={batch_size} was given; resume with the same batch size (or none) "
-            "so the result is the same as an uninterrupted fit")
+        raise worded(CheckpointError, "checkpoint {path} was written with {saved}, but {given} "
+                     "was given; resume with the same batch size (or none) so the result is "
+                     "the same as an uninterrupted fit", path=path,
+                     saved=Param("batch_size", saved.get("batch_size")),
+                     given=Param("batch_size", batch_size))
     return saved
 
 
@@ -458,12 +398,22 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     -------
     pathlib.Path or array
         ``Path(out)`` for a ``.npy`` path, otherwise the array written.
+
+    Raises
+    ------
+    ValueError, TypeError
+        The source, statistics, output or dtype do not fit together (channels, shape,
+        dtype), ``out`` is the source itself, or the source is an iterable.
     """
     norm = _as_normalizer(stats_or_normalizer, channel_axis, eps)
     batch_size = _check_batch_size(batch_size)
     src = open_source(source, key=key, channel_axis=norm.channel_axis)
     try:
-        return _transform(src, norm, out, batch_size, progress, dtype)
+        shape, out_dtype = _output_of(src, norm, dtype)
+        _refuse_own_input(src, out)
+        bs = batch_size or src.default_batch_size() or 1
+        writer = open_writer(out, shape, out_dtype, bs)
+        return _write_all(src, norm, writer, bs, progress)
     finally:
         src.close()
 
@@ -485,9 +435,8 @@ def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
                     f"statistics file, got {type(obj).__name__}")
 
 
-def _transform(src: Source, norm: Normalizer, out, batch_size, progress, dtype):
-    from ._outputs import open_writer
-
+def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], np.dtype]:
+    """The output's shape and dtype, after checking that the source and statistics agree."""
     if isinstance(src, IterableSource):
         raise TypeError("transform cannot write an iterable source: the number of rows must be "
                         "known up front; apply the Normalizer to each batch yourself")
@@ -495,33 +444,33 @@ def _transform(src: Source, norm: Normalizer, out, batch_size, progress, dtype):
         raise ValueError(f"{src.description} holds no data")
     _check_source_axis(src, norm.channel_axis)
     shape = (src.rows, *src.row_shape)
-    nchan = shape[normalize_axis(norm.channel_axis, len(shape))]
+    nchan = shape[norm.channel_axis % len(shape)]
     if nchan != norm.num_channels:
-        raise ValueError(f"{src.description} has {nchan} channels along channel_axis="
-                         f"{norm.channel_axis} (rows of shape {src.row_shape}), but the "
-                         f"statistics have {norm.num_channels}")
+        raise worded(ValueError, "{what} has {nchan} channels along {axis} (rows of shape "
+                     "{row_shape}), but the statistics have {want}", what=src.description,
+                     nchan=nchan, axis=Param("channel_axis", norm.channel_axis),
+                     row_shape=src.row_shape, want=norm.num_channels)
     out_dtype = result_dtype(np.dtype(src.dtype)) if dtype is None else np.dtype(dtype)
     if out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
-        raise ValueError(f"dtype must be float16, float32 or float64, got {out_dtype}")
-    _refuse_own_input(src, out)
-    bs = batch_size or src.default_batch_size() or 1
-    writer = open_writer(out, shape, out_dtype, bs)
+        raise worded(ValueError, "{dtype} must be float16, float32 or float64, got {got}",
+                     dtype=Param("dtype"), got=out_dtype)
+    return shape, out_dtype
+
+
+def _write_all(src: Source, norm: Normalizer, writer: Writer, bs: int, progress: bool):
+    """Normalize every batch into ``writer``; commit at the end, abort on any error."""
     offsets = src.shard_offsets()
-    bar = _Progress(progress, "nbbn transform", src.nbytes, 0, 0)
-    pf = _Prefetcher(lambda acquire: src.batches(bs, Position(), acquire))
     rows = 0
+    bar = pf = None
     try:
+        bar = Progress(progress, "nbbn transform", src.nbytes, 0, 0)
+        pf = Prefetcher(lambda acquire: src.batches(bs, Position(), acquire))
         while (batch := pf.get()) is not None:
             lo = offsets[batch.shard] + batch.start
             hi = lo + batch.rows
             dst = writer.view(lo, hi)
-            try:
+            with _naming_rows(src, batch):
                 norm(batch.data, out=dst)
-            except Exception as exc:
-                new = _batch_error(src, batch, exc)
-                if new is exc:
-                    raise
-                raise new from exc
             writer.written(lo, hi, dst)
             rows += batch.rows
             pf.release(batch)
@@ -529,18 +478,18 @@ def _transform(src: Source, norm: Normalizer, out, batch_size, progress, dtype):
         pf.close()
         writer.commit()
     except BaseException:
-        pf.close()
+        if pf is not None:
+            pf.close()
         writer.abort()
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return writer.result
 
 
 def _refuse_own_input(src: Source, out) -> None:
     """Raise ValueError when ``out`` is (or shares memory with) one of the inputs."""
-    import os
-
     if isinstance(out, (str, os.PathLike)):
         target = os.path.realpath(out)
         for fp in (src.fingerprint() or {}).get("shards", []):
@@ -554,8 +503,9 @@ def _refuse_own_input(src: Source, out) -> None:
                 except OSError:
                     same = False
             if same:
-                raise ValueError(f"out={str(out)!r} is the input {fp.get('name')}: transform "
-                                 "does not overwrite its own input; write to another path")
+                raise worded(ValueError, "{out} is the input {name}: transform does not "
+                             "overwrite its own input; write to another path",
+                             out=Param("out", os.fspath(out)), name=fp.get("name"))
         return
     for shard in src.shards:
         a = getattr(shard, "array", None)

@@ -60,11 +60,14 @@ def format_table(stats, max_rows: int = 32) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     if n > max_rows:
-        lines.append(_summary(n, len(shown) - 1, count, mean, std, mn, mx))
+        lines.append(_summary(stats, len(shown) - 1))
     return "\n".join(lines) + "\n"
 
 
-def _summary(n, shown, count, mean, std, mn, mx) -> str:
+def _summary(stats, shown: int) -> str:
+    """The line after a shortened table: ranges over all channels."""
+    n, count = stats.num_channels, stats.count
+    mean, std, mn, mx = stats.mean, stats.std, stats.min, stats.max
     with np.errstate(invalid="ignore"):
         def rng(a):
             ok = a[~np.isnan(a)]

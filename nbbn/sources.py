@@ -49,18 +49,20 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingExtraError
 from ._shards import (
     ArrayShard,
-    NpyShard,
-    NpzShard,
     Shard,
     Slot,
     _is_device_array,
     _is_torch,
     as_batch_array,
-    file_fingerprint,
 )
+from ._shards_npy import NpyShard, NpzShard
+from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
+from ._wording import Param, worded
+
+__all__ = ["BATCH_BYTES", "Batch", "IterableSource", "Position", "Slot", "Source",
+           "open_source"]
 
 BATCH_BYTES = 64 * 2**20
 """Target size of one batch when ``batch_size`` is not given (64 MiB)."""
@@ -68,18 +70,6 @@ BATCH_BYTES = 64 * 2**20
 SHARD_SUFFIXES = (".npy", ".npz")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _GLOB_CHARS = "*?["
-
-
-def _import_extra(module: str, extra: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"reading {what} needs the {module} package, which is not installed: "
-            f"pip install 'nbbn[{extra}]'"
-        ) from exc
 
 
 # --------------------------------------------------------------------------- batches
@@ -189,6 +179,20 @@ class Source:
 
         ``acquire()`` is called before each batch is read and blocks while the allowed
         number of batches is in use; the slot it returns travels with the batch.
+
+        Parameters
+        ----------
+        batch_size : int or None
+            Rows per batch (None: about :data:`BATCH_BYTES` per batch).
+        start : Position
+            The first row to read.
+        acquire : callable
+            Returns the :class:`Slot` of the next batch.
+
+        Yields
+        ------
+        Batch
+            The rows, their shard and row range, and their slot.
         """
         bs = batch_size or self.default_batch_size() or 1
         if start.shard > len(self.shards) or (
@@ -289,18 +293,20 @@ def _pick(item, key, index: int):
     """The array in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
     if isinstance(item, (tuple, list)):
         if key is None:
-            raise ValueError(
-                f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
-                "elements (e.g. (x, y) from a DataLoader); pass key=0 (--key 0) to pick x")
+            raise worded(ValueError, "item {index} of the iterable is a {kind} of {n} elements "
+                         "(e.g. (x, y) from a DataLoader); pass {key} to pick x", index=index,
+                         kind=type(item).__name__, n=len(item), key=Param("key", 0))
         item = item[int(key)]
     elif isinstance(item, dict):
         if key is None or key not in item:
-            raise ValueError(f"item {index} of the iterable is a dict with keys {list(item)}; "
-                             "name the array with key=...")
+            raise worded(ValueError, "item {index} of the iterable is a dict with keys {keys}; "
+                         "name the array with {key}", index=index, keys=list(item),
+                         key=Param("key", placeholder="..."))
         item = item[key]
     elif key is not None:
-        raise ValueError(f"key={key!r} was given but item {index} is a {type(item).__name__}, "
-                         "not a tuple, list or dict")
+        raise worded(ValueError, "{key} was given but item {index} is a {kind}, not a tuple, "
+                     "list or dict", key=Param("key", key), index=index,
+                     kind=type(item).__name__)
     return as_batch_array(item, f"item {index}")
 
 
@@ -331,10 +337,11 @@ def _check_same_rows(ref: Shard, s: Shard, channel_axis) -> None:
     if channel_axis is not None and len(shape) == len(ref_shape):
         ax = channel_axis % len(shape) if -len(shape) <= channel_axis < len(shape) else None
         if ax is not None and ax > 0 and shape[ax] != ref_shape[ax]:
-            raise ValueError(
-                f"shard {s.name} has {shape[ax]} channels along channel_axis={channel_axis} "
-                f"(shape {shape}), but {ref.name} has {ref_shape[ax]} (shape {ref_shape}); "
-                "every shard must have the same channels")
+            raise worded(ValueError, "shard {name} has {n} channels along {axis} (shape "
+                         "{shape}), but {ref} has {ref_n} (shape {ref_shape}); every shard "
+                         "must have the same channels", name=s.name, n=shape[ax],
+                         axis=Param("channel_axis", channel_axis), shape=shape, ref=ref.name,
+                         ref_n=ref_shape[ax], ref_shape=ref_shape)
     raise ValueError(
         f"shard {s.name} has shape {shape}, but {ref.name} has shape {ref_shape}: every shard "
         "must have the same shape after axis 0 (only the number of rows may differ)")
@@ -354,6 +361,11 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
         tuple/dict items of an iterable (``key=0`` for ``(x, y)`` batches).
     channel_axis : int, optional
         Only used to word the error when shards differ in their channel count.
+
+    Returns
+    -------
+    Source
+        The shards of ``source`` (an :class:`IterableSource` for an iterable).
 
     Raises
     ------
@@ -376,7 +388,7 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
         return Source([ArrayShard(as_batch_array(source, "source"))], "an array", channel_axis)
     module = type(source).__module__
     if module.startswith(("zarr", "h5py")):
-        return Source([_container_shard(source, key)], _describe_container(source),
+        return Source([container_shard(source, key)], describe_container(source),
                       channel_axis)
     if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
         return Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
@@ -399,13 +411,13 @@ def _open_path(path: str, key, channel_axis) -> Source:
             return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
         h5path, sep, dataset = path.rpartition(":")
         if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
-            return Source([_hdf5_shard(h5path, dataset)], path, channel_axis)
+            return Source([hdf5_shard(h5path, dataset)], path, channel_axis)
         raise FileNotFoundError(f"{path}: no such file or folder")
     p = Path(path)
     if p.is_dir():
         if p.suffix == ".zarr" or any((p / m).exists() for m in (".zarray", "zarr.json",
                                                                  ".zgroup")):
-            return Source([_zarr_shard(path, key)], path, channel_axis)
+            return Source([zarr_shard(path, key)], path, channel_axis)
         paths = sorted(str(q) for q in p.iterdir()
                        if q.suffix in SHARD_SUFFIXES and q.is_file())
         if not paths:
@@ -426,94 +438,8 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
         elif magic.startswith(b"PK"):
             shards.append(NpzShard(path, None if key is None else str(key)))
         elif magic.startswith(b"\x89HDF"):
-            shards.append(_hdf5_shard(path, key))
+            shards.append(hdf5_shard(path, key))
         else:
             raise ValueError(
                 f"{path}: not a .npy, .npz or HDF5 file (expected numpy's .npy/.npz format)")
     return shards
-
-
-def _zarr_shard(path: str, key) -> Shard:
-    zarr = _import_extra("zarr", "zarr", "zarr stores")
-    node = zarr.open(path, mode="r")
-    name = path if key is None else f"{path}/{key}"
-    if not hasattr(node, "shape"):
-        node = _group_member(node, key, path)
-    files = _tree_fingerprint(path)
-    return ArrayShard(node, name, files)
-
-
-def _hdf5_shard(path: str, dataset) -> Shard:
-    h5py = _import_extra("h5py", "hdf5", "HDF5 files")
-    f = h5py.File(path, "r")
-    try:
-        node = _group_member(f, dataset, path) if dataset is not None else _only_dataset(f, path)
-        return ArrayShard(node, f"{path}:{node.name}",
-                          {**file_fingerprint(path), "dataset": node.name}, owner=f)
-    except BaseException:
-        f.close()
-        raise
-
-
-def _only_dataset(f, path: str):
-    names: list[str] = []
-    f.visititems(lambda n, obj: names.append(n) if hasattr(obj, "shape") else None)
-    if len(names) != 1:
-        raise ValueError(f"{path} holds {len(names)} datasets {names[:20]}; name one as "
-                         f"{path}:NAME or with key=...")
-    return f[names[0]]
-
-
-def _group_member(group, key, where: str):
-    if key is None:
-        members = list(group.keys())
-        raise ValueError(f"{where} is a group with members {members[:20]}; name one with key=...")
-    try:
-        node = group[str(key)]
-    except KeyError:
-        raise ValueError(f"{where} has no array {key!r}; it holds {list(group.keys())[:20]}") \
-            from None
-    if not hasattr(node, "shape"):
-        raise ValueError(f"{where}/{key} is a group, not an array")
-    return node
-
-
-def _container_shard(obj, key) -> Shard:
-    """A zarr or h5py object given directly: an array, or a group with ``key``."""
-    node = obj if hasattr(obj, "shape") else _group_member(obj, key, _describe_container(obj))
-    files = None
-    module = type(obj).__module__
-    if module.startswith("h5py"):
-        files = {**file_fingerprint(node.file.filename), "dataset": node.name}
-    elif module.startswith("zarr"):
-        root = _zarr_local_root(node)
-        if root is not None:
-            files = _tree_fingerprint(root)
-            files["array"] = str(getattr(node, "path", ""))
-    return ArrayShard(node, _describe_container(node), files)
-
-
-def _describe_container(obj) -> str:
-    name = getattr(obj, "name", None) or getattr(obj, "path", None) or ""
-    return f"{type(obj).__module__.split('.')[0]} {type(obj).__name__} {name}".strip()
-
-
-def _zarr_local_root(node) -> str | None:
-    store = getattr(node, "store", None)
-    for attr in ("root", "path", "dir_path"):
-        root = getattr(store, attr, None)
-        if root is not None and os.path.isdir(str(root)):
-            return str(root)
-    return None
-
-
-def _tree_fingerprint(root: str) -> dict:
-    """Files, total size and latest mtime under a folder (a zarr store's chunks)."""
-    count = size = newest = 0
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            st = os.stat(os.path.join(dirpath, n))
-            count += 1
-            size += st.st_size
-            newest = max(newest, st.st_mtime_ns)
-    return {"path": os.path.abspath(root), "files": count, "size": size, "mtime_ns": newest}

@@ -22,6 +22,7 @@ import nbbn
 from nbbn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+SLOW_WRITES = Path(__file__).resolve().parent / "slow_writes.py"  # nbbn with slow renames
 
 
 def _env() -> dict[str, str]:
@@ -124,8 +125,10 @@ def test_user_errors_one_line_exit_2(data_file, tmp_path, capsys, rng):
     user_error(["fit", str(tmp_path / "missing.npy")], capsys, "missing.npy", "no such file")
     (tmp_path / "junk.npy").write_bytes(b"\x00" * 64)
     user_error(["fit", str(tmp_path / "junk.npy")], capsys, "junk.npy", "not a .npy")
-    user_error(["fit", str(data_file), "--channel-axis", "0"], capsys, "channel_axis=0")
-    user_error(["fit", str(data_file), "--channel-axis", "7"], capsys, "out of range")
+    user_error(["fit", str(data_file), "--channel-axis", "0"], capsys, "--channel-axis 0 is "
+               "axis 0")
+    user_error(["fit", str(data_file), "--channel-axis", "7"], capsys, "--channel-axis 7 is out "
+               "of range")
     np.save(tmp_path / "s.npy", np.array(["a", "b"]))
     user_error(["fit", str(tmp_path / "s.npy")], capsys, "string")
     (tmp_path / "bad.ckpt").write_bytes(b"PK\x03\x04garbage")
@@ -139,6 +142,78 @@ def test_user_errors_one_line_exit_2(data_file, tmp_path, capsys, rng):
     nbbn.fit(data_file, progress=False).save(tmp_path / "stats.npz")
     user_error(["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"), "-o",
                 str(data_file), "--no-progress"], capsys, "own input")
+
+
+# ------------------------------------------------------------ the command line's words
+def test_existing_checkpoint_needs_resume_in_cli_words(data_file, tmp_path, capsys):
+    """The library says resume=True, the command line --resume (never both)."""
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(data_file, checkpoint=ck, progress=False)
+    line = user_error(["fit", str(data_file), "--checkpoint", str(ck), "--no-progress"], capsys,
+                      "already exists", "pass --resume to continue it")
+    assert "resume=True" not in line
+    with pytest.raises(nbbn.CheckpointError) as e:
+        nbbn.fit(data_file, checkpoint=ck, progress=False)
+    assert "pass resume=True to continue it" in str(e.value) and "--resume" not in str(e.value)
+
+
+def test_parameter_errors_speak_options(data_file, tmp_path, capsys, rng):
+    """Every error naming a parameter names the option through the CLI."""
+    lines = [
+        user_error(["fit", str(data_file), "--resume"], capsys,
+                   "--resume needs --checkpoint PATH"),
+        user_error(["fit", str(data_file), "--batch-size", "0"], capsys,
+                   "--batch-size must be a positive integer, got 0"),
+        user_error(["fit", str(data_file), "--checkpoint", str(tmp_path / "c.ckpt"),
+                    "--checkpoint-interval", "-1"], capsys, "--checkpoint-interval must be >= 0"),
+    ]
+    np.savez(tmp_path / "two.npz", a=np.zeros((3, 2)), b=np.zeros((3, 2)))
+    lines.append(user_error(["fit", str(tmp_path / "two.npz")], capsys,
+                            "holds 2 arrays", "name one with --key NAME"))
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(data_file, checkpoint=ck, batch_size=50, progress=False)
+    lines += [
+        user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
+                    "--channel-axis", "-3", "--no-progress"], capsys,
+                   "written with --channel-axis 1, but this fit has --channel-axis -3"),
+        user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
+                    "--nan-policy", "omit", "--no-progress"], capsys,
+                   "written with --nan-policy propagate, but this fit has --nan-policy omit"),
+        user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
+                    "--key", "x", "--no-progress"], capsys,
+                   "written with no --key, but this fit has --key x"),
+        user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
+                    "--batch-size", "7", "--no-progress"], capsys,
+                   "written with --batch-size 50, but --batch-size 7 was given"),
+    ]
+    nbbn.fit(data_file, progress=False).save(tmp_path / "stats.npz")
+    lines += [
+        user_error(["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"), "-o",
+                    str(data_file), "--no-progress"], capsys,
+                   f"-o {data_file} is the input"),
+        user_error(["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"), "-o",
+                    str(tmp_path / "y.txt"), "--no-progress"], capsys,
+                   f"-o {tmp_path / 'y.txt'}: expected a path ending in .npy or .zarr"),
+        user_error(["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"), "-o",
+                    str(tmp_path / "y.npy"), "--channel-axis", "2", "--no-progress"], capsys,
+                   "has 4 channels along --channel-axis 2"),
+    ]
+    for line in lines:
+        for python in ("resume=", "checkpoint=", "key=", "batch_size", "channel_axis",
+                       "nan_policy", "out=", "checkpoint_interval"):
+            assert python not in line, line
+
+
+def test_note_after_an_error_speaks_options(tmp_path, capsys, rng):
+    x = rng.standard_normal((30, 3))
+    x[25, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    line = user_error(["fit", str(tmp_path / "x.npy"), "--nan-policy", "raise", "--batch-size",
+                       "10", "--checkpoint", str(tmp_path / "fit.ckpt"), "--no-progress"],
+                      capsys, "x.npy, rows 20-30")
+    if sys.version_info >= (3, 11):  # exceptions have notes from 3.11 on
+        assert "saved to" in line and "--resume continues" in line
+    assert "resume=True" not in line
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
@@ -162,11 +237,10 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
     x = rng.standard_normal((20000, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     ck, out = tmp_path / "fit.ckpt", tmp_path / "stats.npz"
-    cmd = [sys.executable, "-m", "nbbn", "fit", str(tmp_path / "x.npy"), "--batch-size", "100",
-           "--checkpoint", str(ck), "--checkpoint-interval", "0", "-o", str(out),
-           "--no-progress"]
-    env = {**_env(), "NBBN_TEST_CHECKPOINT_DELAY": "0.01"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    args = ["fit", str(tmp_path / "x.npy"), "--batch-size", "100", "--checkpoint", str(ck),
+            "--checkpoint-interval", "0", "-o", str(out), "--no-progress"]
+    cmd = [sys.executable, str(SLOW_WRITES), "0.01", *args]  # slow checkpoint writes
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
     while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -178,7 +252,7 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
     assert "interrupted after" in stderr and "Resume with:" in stderr
     again = shlex.split(stderr.strip().splitlines()[-1])
     assert again[0] == "nbbn" and again[-1] == "--resume"
-    assert again[1:-1] == cmd[3:]
+    assert again[1:-1] == args
     res = subprocess.run([sys.executable, "-m", "nbbn", *again[1:]], env=_env(),
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr

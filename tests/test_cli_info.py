@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -153,9 +154,9 @@ def _damage(path: Path, how: str) -> None:
         ("missing", "no such file"),
         ("corrupt", "stats.npz"),
         ("truncated", "not a readable nbbn statistics file"),
-        ("text", "not a readable nbbn statistics file"),
-        ("foreign-npz", "not an nbbn RunningStats file"),
-        ("directory", "not a readable nbbn statistics file"),
+        ("text", "not an nbbn statistics file"),
+        ("foreign-npz", "not an nbbn statistics file"),
+        ("directory", "this is a folder"),
     ],
 )
 def test_info_user_errors_exit_2_one_line(tmp_path, rng, capsys, how, needle):
@@ -174,6 +175,45 @@ def test_info_npy_file_is_refused(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.zeros((4, 3)))
     assert main(["info", str(tmp_path / "a.npy")]) == 2
     assert "expected an .npz archive" in capsys.readouterr().err
+
+
+def _saved(save, *args, **kw) -> bytes:
+    """What ``np.save``/``np.savez`` write, as bytes (to put under any file name)."""
+    buf = io.BytesIO()
+    save(buf, *args, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content, came", [
+    (b"remember to fit the data\n", "this is a text file"),
+    (_saved(np.save, np.zeros((4, 3))), "this is a .npy array"),
+    (_saved(np.save, np.array([{}, []], dtype=object)), "this is a .npy array"),
+    (_saved(np.savez, x=np.zeros(3), labels=np.arange(2)),
+     "a zip/.npz archive without the format marker, holding [x, labels]"),
+    (b"", "this is an empty file"),
+    (bytes(range(256)), "a file of another format"),
+], ids=["text", "npy", "object-npy", "foreign-npz", "empty", "binary"])
+def test_not_a_statistics_file_says_what_came(tmp_path, capsys, content, came):
+    """The message names what was expected and what came, never numpy's pickle text."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        nbbn.RunningStats.load(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: not an nbbn statistics file (expected an .npz archive "
+                          "written by `nbbn fit -o` or RunningStats.save"), msg
+    assert came in msg and "pickle" not in msg
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbbn info: error: ") and came in err and "pickle" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_checkpoint_is_not_a_statistics_file(tmp_path, capsys, rng):
+    x = rng.standard_normal((20, 3))
+    nbbn.fit(x, checkpoint=tmp_path / "fit.ckpt", progress=False)
+    assert main(["info", str(tmp_path / "fit.ckpt")]) == 2
+    assert "this is an nbbn checkpoint" in capsys.readouterr().err
 
 
 def test_info_subprocess_exit_status(tmp_path, uint8_stats):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import nbbn
-from nbbn import demo
 from nbbn.cli import main
+from nbbn.tools import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 

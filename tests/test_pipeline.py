@@ -269,7 +269,7 @@ def test_pipeline_benchmark_smoke(tmp_path):
     """``nbbn bench --pipeline`` runs end to end on tiny files (timings not checked)."""
     import io
 
-    from nbbn.bench_pipeline import run_pipeline_bench
+    from nbbn.tools.bench_pipeline import run_pipeline_bench
 
     out = io.StringIO()
     res = run_pipeline_bench(out, quick=True, repeats=1, size_gb=0.004, workdir=str(tmp_path))

@@ -101,7 +101,7 @@ def test_cli_plot_user_errors(tmp_path, rng, capsys):
     _one_error_line(capsys, "does not exist")
     np.save(tmp_path / "array.npy", np.zeros(3))
     assert main(["plot", str(tmp_path / "array.npy")]) == 2
-    _one_error_line(capsys, "not a readable nbbn statistics file")
+    _one_error_line(capsys, "not an nbbn statistics file", "this is a .npy array")
 
 
 def test_cli_plot_empty_stats(tmp_path, capsys):

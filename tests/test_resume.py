@@ -1,7 +1,9 @@
 """Checkpoints and resume: bit-for-bit equal to an uninterrupted fit, refused when unsafe.
 
-The crash test runs ``python -m nbbn fit --checkpoint`` in a subprocess, kills it with
-SIGKILL at random moments and in the middle of checkpoint writes, restarts it with
+The crash test runs ``nbbn fit --checkpoint`` in a subprocess (through
+``tests/slow_writes.py``, which slows the rename that commits a file so that the write
+window is wide), kills it with SIGKILL at random moments and in the middle of
+checkpoint writes, restarts it with
 ``--resume`` each time and compares the final statistics file bit for bit with an
 uninterrupted fit.
 """
@@ -21,13 +23,12 @@ import numpy as np
 import pytest
 
 import nbbn
-from nbbn import _shards
-from nbbn import CheckpointError
+from nbbn import CheckpointError, FitInterrupted, _shards_npy
+from nbbn._durable import checksum as _checksum
 from nbbn.checkpoint import load_checkpoint
-from nbbn import FitInterrupted
-from nbbn._statsfile import checksum as _checksum
 
 ROOT = Path(__file__).resolve().parents[1]
+SLOW_WRITES = Path(__file__).resolve().parent / "slow_writes.py"  # nbbn with slow renames
 
 
 def fit(src, **kw):
@@ -56,7 +57,7 @@ def shards(tmp_path, rng):
 def interrupt_at_read(monkeypatch, k: int) -> None:
     """Send SIGINT (Ctrl-C) to this process at the k-th batch read (.npy or .npz shard)."""
     calls = {"n": 0}
-    for cls in (_shards._NpyReader, _shards._NpzReader):
+    for cls in (_shards_npy._NpyReader, _shards_npy._NpzReader):
 
         def read(self, start, stop, slot, _orig=cls.read):
             calls["n"] += 1
@@ -274,10 +275,10 @@ def test_sigkill_at_random_moments_then_resume_is_bit_for_bit(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     ck, out = work / "fit.ckpt", work / "stats.npz"
-    cmd = [sys.executable, "-m", "nbbn", "fit", str(d), "--batch-size", "300",
-           "--checkpoint", str(ck), "--checkpoint-interval", "0", "--resume",
-           "--no-progress", "-o", str(out)]
-    env = {**_env(), "NBBN_TEST_CHECKPOINT_DELAY": "0.015"}  # a wide write window
+    args = ["fit", str(d), "--batch-size", "300", "--checkpoint", str(ck),
+            "--checkpoint-interval", "0", "--resume", "--no-progress", "-o", str(out)]
+    cmd = [sys.executable, str(SLOW_WRITES), "0.015", *args]  # a wide write window
+    env = _env()
     whole = fit(d, batch_size=300)
 
     def temps() -> set[str]:

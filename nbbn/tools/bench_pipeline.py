@@ -103,7 +103,7 @@ print(json.dumps(out))
 
 def _child(mode: str, path: str, repeats: int) -> dict[str, Any]:
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-c", _CHILD, mode, path, str(repeats)],
                           capture_output=True, text=True, env=env, check=False)

@@ -40,6 +40,16 @@ def geometry(total_bytes: int) -> tuple[int, list[int]]:
 
     224 x 224 images by default; tiny sizes (tests) use 32 x 32 images so that the
     dataset still spans several shards, the last one shorter than the others.
+
+    Parameters
+    ----------
+    total_bytes : int
+        About how much data the dataset holds.
+
+    Returns
+    -------
+    tuple of (int, list of int)
+        The image side in pixels and the number of images of each shard.
     """
     side = 224
     n_images = round(total_bytes / (CHANNELS * side * side))
@@ -51,7 +61,22 @@ def geometry(total_bytes: int) -> tuple[int, list[int]]:
 
 
 def make_shard(rng, n: int, side: int, layout: str):
-    """One shard of ``n`` synthetic uint8 images in ``layout`` ("nchw" or "nhwc")."""
+    """One shard of ``n`` synthetic uint8 images in ``layout`` ("nchw" or "nhwc").
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The data's generator.
+    n, side : int
+        Images and their side in pixels.
+    layout : {"nchw", "nhwc"}
+        Channels first or last.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 images, ``(n, 3, side, side)`` or ``(n, side, side, 3)``.
+    """
     import numpy as np
 
     shape = (n, CHANNELS, side, side) if layout == "nchw" else (n, side, side, CHANNELS)
@@ -71,7 +96,24 @@ def make_shard(rng, n: int, side: int, layout: str):
 
 
 def write_dataset(folder: Path, total_bytes: int, seed: int, layout: str):
-    """Write the shards; return (shard paths, per-channel histograms (C, 256), bytes)."""
+    """Write the dataset's ``.npy`` shards into ``folder``.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        An existing, empty folder.
+    total_bytes : int
+        About how much data to write.
+    seed : int
+        The data's seed.
+    layout : {"nchw", "nhwc"}
+        Channels first or last.
+
+    Returns
+    -------
+    tuple
+        (shard paths, per-channel histograms of shape (C, 256), bytes written).
+    """
     import numpy as np
 
     side, sizes = geometry(total_bytes)
@@ -92,7 +134,18 @@ def write_dataset(folder: Path, total_bytes: int, seed: int, layout: str):
 
 
 def reference_from_histograms(hist) -> dict[str, Any]:
-    """Exact count, min and max and float64 mean and variance from per-channel histograms."""
+    """Exact count, min and max and float64 mean and variance from per-channel histograms.
+
+    Parameters
+    ----------
+    hist : numpy.ndarray
+        Counts of shape (C, 256): how often each uint8 value occurs per channel.
+
+    Returns
+    -------
+    dict
+        ``count``, ``mean``, ``var``, ``min``, ``max``: arrays of C values.
+    """
     import numpy as np
 
     values = np.arange(hist.shape[1], dtype=np.float64)
@@ -145,12 +198,18 @@ def run_demo(
         Compare the walk-through with ``torch.nn.BatchNorm2d`` when torch is installed.
     file : text stream, optional
         Where to print (default: ``sys.stdout``).
+
+    Returns
+    -------
+    dict
+        The measured numbers (statistics, errors against the reference, throughput,
+        the walk-through's results) and ``ok``, True when every check passed.
     """
     import numpy as np
 
     import nbbn
 
-    from .report import format_table
+    from ..report import format_table
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
@@ -242,14 +301,14 @@ def run_demo(
             f" min/max {'exact' if minmax_ok else 'DIFFER'}"
             f" -> {'OK' if stats_ok else 'FAIL'} (tolerance {VAR_TOL:g})"
         )
-        from .info import normalize_lists
+        from ..info import normalize_lists
 
         say("torchvision.transforms.Normalize for these images after ToTensor() (/ 255):")
         say("  " + normalize_lists(stats, divide_by=255.0))
 
         plot_path = None
         if plot is not None:
-            from .plot import PlotUnavailableError, plot_stats
+            from ..plot import PlotUnavailableError, plot_stats
 
             try:
                 title = f"nbbn demo: {len(sizes)} uint8 shards, {nbytes / 1e6:.0f} MB"

@@ -18,18 +18,30 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numba
 import numpy as np
 from numba import cuda
 
-from .bench import FULL_SHAPES, QUICK_SHAPES, SMALL_SHAPE
+from .bench_ops import FULL_SHAPES, QUICK_SHAPES, SMALL_SHAPE
 
 SIM_SHAPES = [((2, 4, 6, 6), "float32", "NCHW", 1), ((2, 6, 6, 4), "float32", "NHWC", -1),
               ((40, 8), "float32", "NC", -1)]
 BW_BYTES = 1 << 30
 EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every measurement of one run needs: numba.cuda, torch (or None), the timer
+    and the number of repeats."""
+
+    cuda: Any
+    torch: Any
+    timeit: Callable[[Callable[[], Any], int], float]
+    repeats: int
 
 
 def _versions(cuda) -> dict[str, Any]:
@@ -79,7 +91,8 @@ def _timer(cuda, sim: bool):
     return run
 
 
-def _bandwidth(cuda, torch, timeit, repeats: int, nbytes: int) -> dict[str, float]:
+def _bandwidth(run: _Run, nbytes: int) -> dict[str, Any]:
+    cuda, torch, timeit, repeats = run.cuda, run.torch, run.timeit, run.repeats
     n = nbytes // 4
     src = cuda.to_device(np.ones(n, np.float32))
     dst = cuda.device_array(n, np.float32)
@@ -128,7 +141,7 @@ def _torch_cuda():
 
 
 def _device_data(cuda, spec, seed: int):
-    shape, dtype, layout, axis = spec
+    shape, dtype, _, _ = spec
     rng = np.random.default_rng(seed)
     if dtype == "uint8":
         host = rng.integers(0, 256, size=shape, dtype=np.uint8)
@@ -137,9 +150,10 @@ def _device_data(cuda, spec, seed: int):
     return cuda.to_device(host)
 
 
-def _bench_shape(cuda, torch, spec, timeit, repeats: int, bw: dict, seed: int) -> list[dict]:
+def _bench_shape(run: _Run, spec, bw: dict, seed: int) -> list[dict]:
     import nbbn
 
+    cuda, torch, timeit, repeats = run.cuda, run.torch, run.timeit, run.repeats
     shape, dtype, layout, axis = spec
     x = _device_data(cuda, spec, seed)
     c = shape[axis]
@@ -157,7 +171,7 @@ def _bench_shape(cuda, torch, spec, timeit, repeats: int, bw: dict, seed: int) -
     }
     ref: dict[str, Callable[[], Any]] = {}
     if torch is not None and dtype != "uint8":
-        import torch.nn.functional as F  # noqa: N812
+        import torch.nn.functional as F
 
         t = torch.as_tensor(x, device="cuda")
         if axis in (-1, len(shape) - 1):  # channels-last: torch wants (N, C, ...) views
@@ -186,10 +200,11 @@ def _bench_shape(cuda, torch, spec, timeit, repeats: int, bw: dict, seed: int) -
     return rows
 
 
-def _overhead(cuda, torch, calls: int) -> dict[str, float]:
+def _overhead(run: _Run, calls: int) -> dict[str, float]:
     """Host time per call (us) for a tiny batch, with one synchronize at the end."""
     import nbbn
 
+    cuda, torch = run.cuda, run.torch
     x = cuda.to_device(np.ones(SMALL_SHAPE, np.float32))
     out = cuda.device_array(SMALL_SHAPE, np.float32)
     rs = nbbn.RunningStats()
@@ -216,30 +231,59 @@ def _overhead(cuda, torch, calls: int) -> dict[str, float]:
 
 def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path=None,
                    use_torch: bool = True, file: TextIO) -> dict[str, Any]:
-    """Run the GPU benchmark, print the table to ``file``, return (and save) the results."""
+    """Run the GPU benchmark, print the table to ``file``, return (and save) the results.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Small shapes and few repeats (the simulator always runs its smoke-test shapes).
+    repeats : int, optional
+        Timed calls per measurement, the median is reported (default 20; 2 with
+        ``quick`` or in the simulator).
+    json_path : path, optional
+        Also write the results there as JSON.
+    use_torch : bool, default True
+        Compare against torch when it has CUDA.
+    file : text stream
+        Where the report is printed.
+
+    Returns
+    -------
+    dict
+        ``info``, ``bandwidth``, ``rows`` (per op and shape), ``overhead``,
+        ``simulator`` and ``repeats``.
+
+    Raises
+    ------
+    BackendUnavailableError
+        numba-cuda or a GPU is missing.
+    """
     from numba.core import config
 
-    from .backends import resolve
+    from ..backends import resolve
 
     resolve("cuda")  # a clear error when numba-cuda or the GPU is missing
     sim = bool(getattr(config, "ENABLE_CUDASIM", 0))
-    say = lambda s="": print(s, file=file, flush=True)  # noqa: E731
+
+    def say(s: str = "") -> None:
+        print(s, file=file, flush=True)
+
     repeats = repeats or (2 if quick or sim else 20)
     torch = _torch_cuda() if use_torch and not sim else None
-    timeit = _timer(cuda, sim)
+    run = _Run(cuda, torch, _timer(cuda, sim), repeats)
     info = _versions(cuda)
     if torch is not None:
         info["torch"] = torch.__version__
     say(f"nbbn bench --backend cuda on {info.get('device')}"
         f"{' (CUDA SIMULATOR: times are meaningless)' if sim else ''}")
     say("  " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "device"))
-    bw = _bandwidth(cuda, torch, timeit, repeats, (1 << 20) if quick or sim else BW_BYTES)
+    bw = _bandwidth(run, (1 << 20) if quick or sim else BW_BYTES)
     say(f"  read bandwidth {bw['read_GBps']:.0f} GB/s ({bw['read_method']}), "
         f"copy bandwidth {bw['copy_GBps']:.0f} GB/s (device-to-device, read + write)")
     shapes = SIM_SHAPES if sim else (QUICK_SHAPES if quick else FULL_SHAPES)
     rows: list[dict] = []
     for i, spec in enumerate(shapes):
-        rows.extend(_bench_shape(cuda, torch, spec, timeit, repeats, bw, seed=i))
+        rows.extend(_bench_shape(run, spec, bw, seed=i))
     say()
     head = (f"{'op':<16} {'shape':<17} {'dtype':<7} {'layout':<5} {'time us':>9} {'GB/s':>8}"
             f" {'% read':>7} {'% copy':>7} {'torch us':>9} {'vs torch':>8}")
@@ -251,7 +295,7 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
         say(f"{r['op']:<16} {'x'.join(map(str, r['shape'])):<17} {r['dtype']:<7} "
             f"{r['layout']:<5} {r['time_ms'] * 1e3:9.1f} {r['gbps']:8.0f} "
             f"{r['pct_read_bw']:6.0f}% {r['pct_copy_bw']:6.0f}% {tms:>9} {vs:>8}")
-    overhead = _overhead(cuda, torch, calls=20 if sim else 2000)
+    overhead = _overhead(run, calls=20 if sim else 2000)
     say()
     say(f"host overhead per call, {SMALL_SHAPE} float32: " + ", ".join(
         f"{k[:-3]} {v:.1f} us" for k, v in overhead.items()))

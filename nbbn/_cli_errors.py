@@ -1,0 +1,124 @@
+"""How ``nbbn`` reports errors: one line in the command line's terms, and interruptions.
+
+A user error of a subcommand that reads the user's files is printed as one line
+``nbbn CMD: error: ...`` (exit status 2). Messages the library raised through
+:mod:`nbbn._wording` name Python parameters (``resume=True``, ``batch_size``); here
+they are spelled as the subcommand's options instead (``--resume``, ``--batch-size``),
+found in the subcommand's parser by their ``dest``. Ctrl-C prints how far a fit got
+and the exact command that resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Callable
+
+from ._wording import Param, python_spelling, spell, spell_notes
+
+__all__ = ["USER_DATA_COMMANDS", "USER_ERRORS", "cli_speller", "interrupted_message",
+           "one_line"]
+
+# Commands that read the user's files: their ValueError, TypeError, OSError and
+# ImportError (a missing optional extra) are user errors, reported in one line.
+USER_DATA_COMMANDS = ("fit", "transform", "info", "plot")
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+# How the library's Python parameter names read as options (see nbbn._wording): by
+# default the subcommand's option with the same dest (batch_size -> --batch-size).
+_PARAM_DESTS = {"out": "output", "stats_or_normalizer": "stats"}
+
+
+def cli_speller(sub: argparse.ArgumentParser | None) -> Callable[[Param], str]:
+    """How a subcommand spells the library's parameters.
+
+    Parameters
+    ----------
+    sub : argparse.ArgumentParser or None
+        The subcommand's parser (None: only the library's spelling).
+
+    Returns
+    -------
+    callable
+        ``Param -> str``: ``--resume``, ``--batch-size 64``, ``no --key``,
+        ``--key NAME``; a parameter the subcommand has no option for keeps the
+        library's spelling (``key=0``).
+    """
+    actions = {a.dest: a for a in (sub._actions if sub is not None else [])}
+
+    def speller(p: Param) -> str:
+        action = actions.get(_PARAM_DESTS.get(p.name, p.name))
+        if action is None:  # not an option of this command: the library's spelling
+            return python_spelling(p)
+        if not action.option_strings:  # a positional argument
+            return str(p.value) if p.has_value else str(action.metavar or action.dest.upper())
+        flag = action.option_strings[0]
+        if p.placeholder is not None and not p.has_value:
+            return f"{flag} {action.metavar or p.placeholder!s}"
+        if not p.has_value:
+            return flag
+        if action.nargs == 0:  # an on/off flag: --resume
+            return flag if p.value else f"no {flag}"
+        if p.value is None:
+            return f"no {flag}"
+        return f"{flag} {shlex.quote(str(p.value))}"
+
+    return speller
+
+
+def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> str:
+    """The error as one line in the command line's terms.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error.
+    sub : argparse.ArgumentParser, optional
+        The subcommand's parser: parameters named in the message are spelled as its
+        options (``resume=True`` -> ``--resume``).
+
+    Returns
+    -------
+    str
+        ``path: reason`` for an OSError with a file name, otherwise the message; its
+        notes follow in parentheses; whitespace collapsed to single spaces.
+    """
+    speller = cli_speller(sub)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = spell(exc, speller) or type(exc).__name__
+    notes = spell_notes(exc, speller)
+    if notes:
+        text += " (" + " ".join(notes) + ")"
+    return " ".join(text.split())
+
+
+def interrupted_message(exc: KeyboardInterrupt, command: str, argv: list[str]) -> str:
+    """How far an interrupted command got and, for a fit, the exact command that resumes it.
+
+    Parameters
+    ----------
+    exc : KeyboardInterrupt
+        The interruption (a :class:`~nbbn.FitInterrupted` after a fit's batch).
+    command : str
+        The subcommand (``"fit"``).
+    argv : list of str
+        The arguments after ``nbbn``, repeated in the resume command.
+
+    Returns
+    -------
+    str
+        The message for stderr.
+    """
+    from .errors import FitInterrupted
+
+    if not isinstance(exc, FitInterrupted):
+        return f"nbbn {command}: interrupted"
+    if exc.checkpoint is None:
+        return (f"nbbn {command}: interrupted after {exc.rows_done:,} rows; without "
+                "--checkpoint the fit cannot be resumed")
+    again = ["nbbn", *argv] + ([] if "--resume" in argv else ["--resume"])
+    return (f"nbbn {command}: interrupted after {exc.rows_done:,} rows; progress saved in "
+            f"{exc.checkpoint}. Resume with:\n  {shlex.join(again)}")

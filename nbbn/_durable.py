@@ -1,0 +1,357 @@
+"""Durable files: every file nbbn writes for the user is the old one or the new one, whole.
+
+Statistics files (``RunningStats.save``, ``nbbn fit -o``), checkpoints, the ``.npy``
+output of ``nbbn.transform`` and the bench's JSON are all written through a
+:class:`Replacement`:
+
+1. A temporary file is created in the target's folder, named
+   ``.{name}.{8 hex digits}.nbbn-tmp`` (:data:`TMP_SUFFIX`; one pattern for every
+   writer, so :func:`remove_stale_temps` finds what a killed writer left).
+2. The writer fills it, by path (a memory map) or through :meth:`Replacement.open`.
+3. :meth:`Replacement.commit` ``fsync``-s the file, renames it over the target with
+   ``os.replace`` (atomic on POSIX and Windows), then ``fsync``-s the folder (best
+   effort: a no-op where folders cannot be opened). After a crash or a power loss the
+   target is the old file or the new one, never a mix. :meth:`Replacement.abort` (or an
+   error inside ``with``) removes the temporary file and leaves the target as it was.
+
+Permissions: the temporary file is created with ``os.open(..., 0o666)``, so the kernel
+applies the process's umask exactly as it does for ``open(path, "w")`` or ``np.save``
+(0644 under umask 022, 0600 under 077; a folder's default ACL applies too).
+``tempfile.mkstemp`` would give 0600 whatever the umask. The umask itself is never
+read: reading it portably means ``os.umask(x)`` followed by ``os.umask(old)``, which
+changes a process-wide setting for a moment and races with other threads creating
+files. When the target already exists its permission bits are copied to the new file,
+as writing over it with ``open`` would keep them.
+
+A writer holds an exclusive ``flock`` on its temporary file until the rename (where
+``fcntl`` exists), so :func:`remove_stale_temps` removes the files of writers that
+died, never the one a live writer in another process is filling.
+
+:func:`checksum` is the SHA-256 that statistics files and checkpoints carry over their
+``.npz`` entries, and :func:`write_checked_npz` writes such a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+try:
+    import fcntl
+except ImportError:  # Windows: an open file cannot be deleted there anyway
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["TMP_SUFFIX", "Replacement", "atomic_write", "checksum", "remove_stale_temps",
+           "write_checked_npz"]
+
+TMP_SUFFIX = ".nbbn-tmp"
+"""The suffix of every temporary file nbbn writes (``.{name}.{random}.nbbn-tmp``)."""
+
+_ATTEMPTS = 100
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    """Temporary names of ``name``: the random part has no dot, so ``a.npz``'s pattern does
+    not match the temporary files of ``a.npz.bak`` (``tempfile``'s names of earlier nbbn
+    versions, ``[a-z0-9_]{8}``, match too)."""
+    return re.compile(rf"\.{re.escape(name)}\.\w+{re.escape(TMP_SUFFIX)}\Z")
+
+
+def _rename(src: str, dst: str) -> None:
+    """The rename that commits a file. One function, so that a test can slow it down to
+    hit the write window (see tests/slow_writes.py)."""
+    os.replace(src, dst)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _existing_mode(path: Path) -> int | None:
+    """The permission bits of the regular file at ``path``, None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def _lock(fd: int, path: str) -> bool:
+    """Take the writer's lock on a new temporary file; False if a cleaner removed it first."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner looks at this very file
+    except OSError:  # a file system without locks
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+class Replacement:
+    """A temporary file beside ``target`` that replaces it on :meth:`commit`.
+
+    Use it as a context manager (commit on success, abort on an error) or call
+    :meth:`commit` / :meth:`abort` yourself; both may be called more than once.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The file to write. Its folder must exist.
+
+    Attributes
+    ----------
+    target : pathlib.Path
+        The file replaced on commit.
+    path : pathlib.Path
+        The temporary file, empty at first, to be filled by the caller (by path, or
+        through :meth:`open`).
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``target`` does not exist.
+    OSError
+        The temporary file cannot be created (permissions, disk full).
+    """
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        folder = self.target.parent
+        mode = _existing_mode(self.target)
+        for _ in range(_ATTEMPTS):
+            tmp = folder / _temp_name(self.target.name)
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                             0o666)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                if not folder.is_dir():
+                    raise FileNotFoundError(
+                        f"{self.target}: the folder {folder} does not exist") from None
+                raise
+            except OSError as exc:  # name the target, not the temporary file
+                raise type(exc)(exc.errno, exc.strerror, str(self.target)) from None
+            if _lock(fd, str(tmp)):
+                break
+            os.close(fd)
+        else:  # pragma: no cover - 100 collisions of 32 random bits
+            raise FileExistsError(f"{self.target}: no free temporary name in {folder}")
+        self.path = tmp
+        self._fd: int | None = fd
+        if mode is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, mode)
+
+    def open(self, mode: str = "wb") -> IO[Any]:
+        """The temporary file opened for writing from its start (close it before commit).
+
+        Parameters
+        ----------
+        mode : {"wb", "w"}, default "wb"
+            Binary, or text in UTF-8.
+
+        Returns
+        -------
+        file object
+            A new handle on the temporary file; closing it keeps the lock.
+        """
+        if mode not in ("wb", "w"):
+            raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+        return open(self.path, mode, encoding=None if "b" in mode else "utf-8")
+
+    def commit(self) -> None:
+        """``fsync`` the temporary file, rename it over the target, ``fsync`` the folder.
+
+        Raises
+        ------
+        OSError
+            The data cannot be made durable or the rename fails; the temporary file is
+            removed and the target left as it was.
+        """
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+            _rename(str(self.path), str(self.target))
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self._fd)
+        self._fd = None
+        _fsync_dir(self.target.parent)
+
+    def abort(self) -> None:
+        """Remove the temporary file; the target stays as it was."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+@contextlib.contextmanager
+def atomic_write(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write ``target`` through a file object; it is replaced only when the block ends well.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The file to write (its folder must exist).
+    mode : {"wb", "w"}, default "wb"
+        Binary, or text in UTF-8.
+
+    Yields
+    ------
+    file object
+        The temporary file, open for writing.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``target`` does not exist.
+    """
+    with Replacement(target) as rep, rep.open(mode) as f:
+        yield f
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
+    """Delete the temporary files of ``target`` that dead writers left; return their paths.
+
+    A temporary file that a live writer holds locked is left alone.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The file whose temporary files (``.{name}.*.nbbn-tmp`` beside it) are removed.
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    target = Path(target)
+    folder = target.parent
+    pattern = _temp_pattern(target.name)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if pattern.match(name) is None:
+            continue
+        path = os.path.join(folder, name)
+        if fcntl is None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # gone already, or not ours to judge
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live writer
+            os.close(fd)
+            continue
+        except OSError:  # a file system without locks: it was a temporary file all the same
+            pass
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def checksum(d: dict) -> str:
+    """SHA-256 over the entries of ``d`` except ``"checksum"`` (names, dtypes, shapes, bytes).
+
+    Parameters
+    ----------
+    d : dict
+        ``.npz`` entries: names to arrays (or values ``np.asarray`` takes).
+
+    Returns
+    -------
+    str
+        The hexadecimal digest.
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    for key in sorted(k for k in d if k != "checksum"):
+        a = np.ascontiguousarray(np.asarray(d[key]))
+        h.update(key.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_checked_npz(target: str | os.PathLike[str], entries: dict) -> None:
+    """Write ``entries`` and their :func:`checksum` (entry ``"checksum"``) as an ``.npz``.
+
+    Atomically, through a :class:`Replacement`: ``target`` is the old file or the new
+    one, never a mix.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The file to write (its folder must exist).
+    entries : dict
+        Names to arrays; no object arrays (the file is read without pickles).
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``target`` does not exist.
+    OSError
+        The file cannot be written; the old one is kept.
+    """
+    import numpy as np
+
+    entries = {**entries, "checksum": np.asarray(checksum(entries))}
+    with atomic_write(target) as f:
+        np.savez(f, **entries)

@@ -1,0 +1,58 @@
+"""Ctrl-C during :func:`nbbn.fit`: stop after the current batch, never inside one.
+
+While a batch is being applied the statistics and the position in the source must
+change together, so :class:`SigintGuard` turns SIGINT into a flag the fit checks after
+each batch (then it writes a checkpoint and raises ``FitInterrupted``). While the fit
+waits for the reader nothing is half-done, so Ctrl-C raises ``KeyboardInterrupt`` at
+once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["SigintGuard"]
+
+
+class SigintGuard:
+    """Turn Ctrl-C into a flag while a batch is computed, so the state and position agree.
+
+    Use as a context manager around the fit's loop; set :attr:`waiting` to True while
+    nothing is half-done (Ctrl-C then raises ``KeyboardInterrupt`` at once) and read
+    :attr:`pending` after each batch. Outside the main thread (or when SIGINT is
+    ignored) this does nothing.
+
+    Attributes
+    ----------
+    pending : bool
+        Ctrl-C was pressed while a batch was being applied.
+    waiting : bool
+        Set by the caller: True while nothing is half-done.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.waiting = False
+        self._old: Any = None
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            old = signal.getsignal(signal.SIGINT)
+            if old is not signal.SIG_IGN and old is not None:
+                self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+        if self.waiting:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None

@@ -1,0 +1,75 @@
+"""The progress bar of :func:`nbbn.fit` and :func:`nbbn.transform`, and their status lines.
+
+tqdm is imported only when a bar is shown. The bar counts bytes (so its rate reads in
+GB/s) and shows the rows done as a postfix; on a terminal it redraws every 0.2 s,
+into a log file every 5 s.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["Progress", "say"]
+
+
+def say(enabled: bool, msg: str) -> None:
+    """Print ``nbbn: msg`` to stderr when ``enabled`` (the fit's ``progress``).
+
+    Parameters
+    ----------
+    enabled : bool
+        Print or not.
+    msg : str
+        The line, without the ``nbbn:`` prefix.
+    """
+    if enabled:
+        print(f"nbbn: {msg}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A tqdm bar counting bytes (so its rate reads in GB/s) with rows as a postfix.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: every method does nothing (and tqdm is not imported).
+    desc : str
+        The bar's label (``"nbbn fit"``).
+    total_bytes : int or None
+        The bytes to go through (None: unknown, as for an iterable).
+    initial_bytes, rows : int
+        Bytes and rows already done (a resumed fit).
+    """
+
+    def __init__(self, enabled: bool, desc: str, total_bytes: int | None, initial_bytes: int,
+                 rows: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from tqdm import tqdm
+
+        tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.bar = tqdm(total=total_bytes, initial=initial_bytes, desc=desc, unit="B",
+                        unit_scale=True, unit_divisor=1000, file=sys.stderr, dynamic_ncols=True,
+                        mininterval=0.2 if tty else 5.0, smoothing=0.1)
+        self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+
+    def update(self, nbytes: int, rows: int) -> None:
+        """Count ``nbytes`` more bytes; ``rows`` is the new total of rows.
+
+        Parameters
+        ----------
+        nbytes : int
+            Bytes of the batch just done.
+        rows : int
+            Rows done in all.
+        """
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+            self.bar.update(nbytes)
+
+    def close(self) -> None:
+        """Finish the bar (idempotent)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

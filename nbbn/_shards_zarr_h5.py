@@ -1,0 +1,207 @@
+"""zarr and HDF5 shards: stores, files and groups opened as :class:`~nbbn._shards.ArrayShard`.
+
+Batches are read by slicing the zarr array or h5py dataset. A zarr store's fingerprint
+covers every file under it (count, total size, newest modification time); an HDF5
+dataset's covers its file and the dataset's name. zarr and h5py are optional extras
+(``pip install 'nbbn[zarr]'``, ``'nbbn[hdf5]'``), imported only here, on first use,
+through :func:`import_extra`, whose error names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from ._shards import ArrayShard, Shard, file_fingerprint
+from ._wording import Param, worded
+from .errors import MissingExtraError
+
+__all__ = ["container_shard", "describe_container", "hdf5_shard", "import_extra",
+           "zarr_shard"]
+
+
+def import_extra(module: str, extra: str, what: str):
+    """Import an optional dependency, or say which extra installs it.
+
+    Parameters
+    ----------
+    module : str
+        The module to import (``"zarr"``, ``"h5py"``).
+    extra : str
+        The nbbn extra that installs it (``"zarr"``, ``"hdf5"``).
+    what : str
+        What needs it, for the message (``"reading zarr stores"``).
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    MissingExtraError
+        The module is not installed; the message names ``pip install 'nbbn[extra]'``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{what} needs the {module} package, which is not installed: "
+            f"pip install 'nbbn[{extra}]'"
+        ) from exc
+
+
+def zarr_shard(path: str, key) -> Shard:
+    """The zarr array at ``path`` as a shard.
+
+    Parameters
+    ----------
+    path : str
+        A zarr store (a folder).
+    key : str or None
+        The array in a group (None: the store is an array).
+
+    Returns
+    -------
+    Shard
+        An ``ArrayShard`` whose fingerprint covers every file of the store.
+
+    Raises
+    ------
+    MissingExtraError
+        zarr is not installed.
+    ValueError
+        The store is a group and ``key`` names no array of it.
+    """
+    zarr = import_extra("zarr", "zarr", "reading zarr stores")
+    node = zarr.open(path, mode="r")
+    name = path if key is None else f"{path}/{key}"
+    if not hasattr(node, "shape"):
+        node = _group_member(node, key, path)
+    files = _tree_fingerprint(path)
+    return ArrayShard(node, name, files)
+
+
+def hdf5_shard(path: str, dataset) -> Shard:
+    """The dataset ``dataset`` of the HDF5 file ``path`` as a shard.
+
+    Parameters
+    ----------
+    path : str
+        The HDF5 file.
+    dataset : str or None
+        The dataset's name (None: the file's only dataset).
+
+    Returns
+    -------
+    Shard
+        An ``ArrayShard`` that keeps the file open until it is closed.
+
+    Raises
+    ------
+    MissingExtraError
+        h5py is not installed.
+    ValueError
+        ``dataset`` names no dataset, or None was given for a file of several.
+    """
+    h5py = import_extra("h5py", "hdf5", "reading HDF5 files")
+    f = h5py.File(path, "r")
+    try:
+        node = _group_member(f, dataset, path) if dataset is not None else _only_dataset(f, path)
+        return ArrayShard(node, f"{path}:{node.name}",
+                          {**file_fingerprint(path), "dataset": node.name}, owner=f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def container_shard(obj, key) -> Shard:
+    """A zarr or h5py object given directly, as a shard.
+
+    Parameters
+    ----------
+    obj : zarr or h5py array or group
+        The data, or a group holding it.
+    key : str or None
+        The array in a group.
+
+    Returns
+    -------
+    Shard
+        An ``ArrayShard``, fingerprinted by its file (h5py) or local store (zarr).
+    """
+    node = obj if hasattr(obj, "shape") else _group_member(obj, key, describe_container(obj))
+    files = None
+    module = type(obj).__module__
+    if module.startswith("h5py"):
+        files = {**file_fingerprint(node.file.filename), "dataset": node.name}
+    elif module.startswith("zarr"):
+        root = _zarr_local_root(node)
+        if root is not None:
+            files = _tree_fingerprint(root)
+            files["array"] = str(getattr(node, "path", ""))
+    return ArrayShard(node, describe_container(node), files)
+
+
+def describe_container(obj) -> str:
+    """What a container object is, for messages.
+
+    Parameters
+    ----------
+    obj : object
+        A zarr or h5py object.
+
+    Returns
+    -------
+    str
+        ``"zarr Array /name"``, ``"h5py Dataset /name"``.
+    """
+    name = getattr(obj, "name", None) or getattr(obj, "path", None) or ""
+    return f"{type(obj).__module__.split('.')[0]} {type(obj).__name__} {name}".strip()
+
+
+def _only_dataset(f, path: str):
+    names: list[str] = []
+    f.visititems(lambda n, obj: names.append(n) if hasattr(obj, "shape") else None)
+    if len(names) != 1:
+        raise worded(ValueError, "{path} holds {n} datasets {names}; name one as {path}:NAME "
+                     "or with {key}", path=path, n=len(names), names=names[:20],
+                     key=Param("key", placeholder="..."))
+    return f[names[0]]
+
+
+def _group_member(group, key, where: str):
+    if key is None:
+        members = list(group.keys())
+        raise worded(ValueError, "{where} is a group with members {members}; name one with "
+                     "{key}", where=where, members=members[:20],
+                     key=Param("key", placeholder="..."))
+    try:
+        node = group[str(key)]
+    except KeyError:
+        raise ValueError(f"{where} has no array {key!r}; it holds {list(group.keys())[:20]}") \
+            from None
+    if not hasattr(node, "shape"):
+        raise ValueError(f"{where}/{key} is a group, not an array")
+    return node
+
+
+def _zarr_local_root(node) -> str | None:
+    store = getattr(node, "store", None)
+    for attr in ("root", "path", "dir_path"):
+        root = getattr(store, attr, None)
+        if root is not None and os.path.isdir(str(root)):
+            return str(root)
+    return None
+
+
+def _tree_fingerprint(root: str) -> dict:
+    """Files, total size and latest mtime under a folder (a zarr store's chunks)."""
+    count = size = newest = 0
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            st = os.stat(os.path.join(dirpath, n))
+            count += 1
+            size += st.st_size
+            newest = max(newest, st.st_mtime_ns)
+    return {"path": os.path.abspath(root), "files": count, "size": size, "mtime_ns": newest}

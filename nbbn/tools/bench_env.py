@@ -1,0 +1,168 @@
+"""The machine a bench runs on: CPU model, versions, and how busy other processes are.
+
+:func:`environment` records the CPU, the Python, numpy, numba, torch and nbbn versions
+and thread counts. :class:`CpuMonitor` measures the CPU time other processes (and the
+hypervisor, as steal) took during a phase, from ``/proc/stat`` (Linux; elsewhere it
+reports None); :func:`wait_for_quiet` waits for a quiet machine before a measurement.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from typing import Any
+
+__all__ = ["CpuMonitor", "cpu_model", "environment", "wait_for_quiet"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor elsewhere).
+
+    Returns
+    -------
+    str
+        E.g. ``"AMD EPYC 7B13"``; ``"unknown"`` when nothing says.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(torch_mod) -> dict[str, Any]:
+    """The machine and the versions a bench ran with.
+
+    Parameters
+    ----------
+    torch_mod : module or None
+        torch, when it is compared against.
+
+    Returns
+    -------
+    dict
+        ``date``, ``cpu``, ``cpu_count``, ``cpus_usable``, ``platform``, ``python``,
+        ``numpy``, ``numba``, ``numba_threads``, ``torch``, ``torch_threads``, ``nbbn``.
+    """
+    import numba
+    import numpy as np
+
+    usable: int | None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "torch": None,
+        "torch_threads": None,
+    }
+    try:
+        from importlib.metadata import version
+
+        env["nbbn"] = version("nbbn")
+    except Exception:  # noqa: BLE001 - any failure means "not installed"
+        env["nbbn"] = "unknown (not installed)"
+    if torch_mod is not None:
+        env["torch"] = torch_mod.__version__
+        env["torch_threads"] = torch_mod.get_num_threads()
+    return env
+
+
+class CpuMonitor:
+    """CPU time that other processes (and the hypervisor, as steal) took during the run.
+
+    Reads the aggregate ``cpu`` line of /proc/stat (Linux only; elsewhere it reports None)
+    and subtracts this process's own CPU time, children included. On a shared 2-core
+    machine a busy neighbour makes every parallel kernel wait for its core, so the bench
+    prints this next to its numbers.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import resource
+
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        v = [int(t) for t in fields[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = sum(v[i] for i in (0, 1, 2, 5, 6) if i < len(v)) / hz  # user nice system irq softirq
+        steal = (v[7] if len(v) > 7 else 0) / hz
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            ru = resource.getrusage(who)
+            own += ru.ru_utime + ru.ru_stime
+        return time.perf_counter(), busy, steal, own
+
+    def report(self) -> dict[str, Any] | None:
+        """CPU use since the monitor was made, in cores.
+
+        Returns
+        -------
+        dict or None
+            ``wall_s``, ``own_cpus``, ``other_cpus``, ``steal_cpus``; None where
+            ``/proc/stat`` cannot be read.
+        """
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        if wall <= 0:
+            return None
+        other = max(0.0, (end[1] - self.start[1]) - (end[3] - self.start[3]))
+        return {
+            "wall_s": wall,
+            "own_cpus": (end[3] - self.start[3]) / wall,
+            "other_cpus": other / wall,
+            "steal_cpus": (end[2] - self.start[2]) / wall,
+        }
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.1, window_s: float = 1.0) -> float:
+    """Wait until other processes use under ``threshold`` cores over ``window_s``.
+
+    Parameters
+    ----------
+    max_wait_s : float
+        Give up after this long.
+    threshold : float, default 0.1
+        Cores other processes may use.
+    window_s : float, default 1.0
+        The window the use is measured over.
+
+    Returns
+    -------
+    float
+        Seconds waited (0 when already quiet or unmeasurable).
+    """
+    t0 = time.perf_counter()
+    while True:
+        m = CpuMonitor()
+        if m.start is None:
+            return 0.0
+        time.sleep(window_s)
+        r = m.report()
+        waited = time.perf_counter() - t0
+        if r is None or r["other_cpus"] + r["steal_cpus"] < threshold or waited >= max_wait_s:
+            return waited - window_s if waited > window_s else 0.0

@@ -1,0 +1,207 @@
+"""Durable files (nbbn._durable): statistics files, checkpoints and ``transform``'s ``.npy``.
+
+Each is written through a temporary file renamed over the target: the permissions are
+those ``open()`` gives under the umask, a failed write leaves the old file and no
+temporary file, and the temporary files dead writers left are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn import _durable
+from nbbn._durable import TMP_SUFFIX, Replacement, atomic_write, remove_stale_temps
+
+ROOT = Path(__file__).resolve().parents[1]
+POSIX = os.name == "posix"
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (restored afterwards)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def temps(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(TMP_SUFFIX))
+
+
+X = np.random.default_rng(0).standard_normal((10, 3))
+
+
+def write_save(path: Path) -> None:
+    nbbn.channel_stats(X, 1).save(path)
+
+
+def write_checkpoint(path: Path) -> None:
+    """A fit with a checkpoint, resumed (and so rewritten) when the file exists."""
+    nbbn.fit(X, checkpoint=path, resume=path.exists(), progress=False)
+
+
+def write_transform(path: Path) -> None:
+    nbbn.transform(X, nbbn.channel_stats(X, 1), path, progress=False)
+
+
+WRITERS = {"save": write_save, "checkpoint": write_checkpoint, "transform": write_transform}
+NAMES = {"save": "stats.npz", "checkpoint": "fit.ckpt", "transform": "y.npy"}
+
+
+# ------------------------------------------------------------------------ permissions
+@pytest.mark.skipif(not POSIX, reason="POSIX permissions")
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("mask, want", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_get_the_mode_open_gives(tmp_path, umask, writer, mask, want):
+    umask(mask)
+    path = tmp_path / NAMES[writer]
+    WRITERS[writer](path)
+    assert mode(path) == want
+    with open(tmp_path / "by_open", "w"):  # what open() gives, for comparison
+        pass
+    assert mode(tmp_path / "by_open") == want
+    assert temps(tmp_path) == []
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX permissions")
+@pytest.mark.parametrize("writer", WRITERS)
+def test_an_existing_files_mode_is_kept(tmp_path, umask, writer):
+    """Writing over a file keeps its permissions, as open(path, "w") would."""
+    umask(0o022)
+    path = tmp_path / NAMES[writer]
+    WRITERS[writer](path)
+    os.chmod(path, 0o640)
+    WRITERS[writer](path)
+    assert mode(path) == 0o640
+
+
+# ------------------------------------------------------------------ failures midway
+def test_a_save_that_fails_midway_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "stats.npz"
+    write_save(path)
+    before = path.read_bytes()
+
+    def savez_then_fail(f, **entries):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and temps(tmp_path) == []
+    nbbn.RunningStats.load(path)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_failed_rename_keeps_the_old_file(tmp_path, monkeypatch, writer):
+    path = tmp_path / NAMES[writer]
+    WRITERS[writer](path)
+    before = path.read_bytes()
+
+    def fail(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_durable, "_rename", fail)
+    with pytest.raises(OSError, match="Input/output error"):
+        WRITERS[writer](path)
+    assert path.read_bytes() == before and temps(tmp_path) == []
+
+
+def test_a_transform_that_fails_midway_keeps_the_old_output(tmp_path, rng):
+    d = tmp_path / "data"
+    d.mkdir()
+    x = rng.standard_normal((40, 3))
+    np.save(d / "a.npy", x)
+    np.save(d / "b.npy", x)
+    out = tmp_path / "y.npy"
+    stats = nbbn.channel_stats(x, 1)
+    nbbn.transform(d, stats, out, progress=False)
+    before = out.read_bytes()
+    (d / "b.npy").write_bytes((d / "b.npy").read_bytes()[:200])  # truncated: read fails
+    with pytest.raises(ValueError, match="b.npy"):
+        nbbn.transform(d, stats, out, progress=False, batch_size=8)
+    assert out.read_bytes() == before and temps(tmp_path) == []
+
+
+def test_replacement_commits_or_aborts(tmp_path):
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("new, half")
+        raise RuntimeError("stop")
+    assert target.read_text() == "old" and temps(tmp_path) == []
+    rep = Replacement(target)
+    assert re.fullmatch(r"\.t\.txt\.[0-9a-f]{8}\.nbbn-tmp", rep.path.name)
+    rep.path.write_text("new")
+    assert target.read_text() == "old"
+    rep.commit()
+    rep.commit()  # a second commit or abort does nothing
+    rep.abort()
+    assert target.read_text() == "new" and temps(tmp_path) == []
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"the folder .*no does not exist"):
+        write_save(tmp_path / "no" / "stats.npz")
+
+
+# ------------------------------------------------------------------- stale temporaries
+def test_stale_temps_of_a_save_are_removed(tmp_path):
+    ours = [tmp_path / ".stats.npz.1f2e3d4c.nbbn-tmp", tmp_path / ".stats.npz.ab_12x9q.nbbn-tmp"]
+    others = [tmp_path / ".stats.npz.bak.1f2e3d4c.nbbn-tmp",  # the temp of stats.npz.bak
+              tmp_path / ".other.npz.1f2e3d4c.nbbn-tmp", tmp_path / "stats.npz.nbbn-tmp"]
+    for p in ours + others:
+        p.write_bytes(b"half a file")
+    write_save(tmp_path / "stats.npz")
+    assert not any(p.exists() for p in ours) and all(p.exists() for p in others)
+
+
+def test_one_temp_name_pattern_for_every_writer(tmp_path, monkeypatch):
+    seen = []
+    rename = _durable._rename
+    monkeypatch.setattr(_durable, "_rename", lambda a, b: (seen.append((a, b)), rename(a, b)))
+    for writer, fn in WRITERS.items():
+        fn(tmp_path / NAMES[writer])
+    assert {Path(b).name for _, b in seen} == set(NAMES.values())
+    for src, dst in seen:
+        assert re.fullmatch(rf"\.{re.escape(Path(dst).name)}\.[0-9a-f]{{8}}\.nbbn-tmp",
+                            Path(src).name)
+
+
+@pytest.mark.skipif(not POSIX, reason="flock")
+def test_a_live_writers_temp_is_not_removed(tmp_path):
+    """A temporary file another process is still writing (it holds the lock) survives."""
+    target = tmp_path / "stats.npz"
+    code = ("import sys, time; from nbbn._durable import Replacement; "
+            "r = Replacement(sys.argv[1]); print(r.path, flush=True); time.sleep(30)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(proc.stdout.readline().strip())
+        dead = tmp_path / ".stats.npz.00000000.nbbn-tmp"
+        dead.write_bytes(b"left by a killed writer")
+        assert remove_stale_temps(target) == [str(dead)]
+        assert live.exists() and not dead.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    time.sleep(0.05)
+    assert remove_stale_temps(target) == [str(live)]  # its writer is gone now
