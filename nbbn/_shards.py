@@ -195,7 +195,7 @@ def _is_torch(x) -> bool:
 
 
 def _is_device_array(x) -> bool:
-    from .backends import is_device_array
+    from ._layout import is_device_array
 
     return is_device_array(x)
 

@@ -48,7 +48,7 @@ class FitInterrupted(KeyboardInterrupt):
         if checkpoint is not None:
             msg = (f"fit interrupted after {rows_done:,} rows; checkpoint saved to {checkpoint}. "
                    f"Resume with nbbn.fit(<same source>, checkpoint={str(checkpoint)!r}, "
-                   "resume=True) (command line: the same `nbbn fit` command with --resume)")
+                   "resume=True)")
         else:
             msg = (f"fit interrupted after {rows_done:,} rows; no checkpoint was set, so it "
                    "cannot be resumed (the partial statistics are in this exception's .stats; "

@@ -121,14 +121,6 @@ def test_cli_module_imports_no_numba_nor_numpy():
     assert p.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=False, reason="needs the numba-free core: `import nbbn` imports "
-                   "numba through the backends")
-def test_build_parser_does_not_import_numba():
-    p = _fresh_python("import nbbn.cli, sys; nbbn.cli.build_parser(); "
-                      "assert 'numba' not in sys.modules, 'numba imported'")
-    assert p.returncode == 0, p.stderr
-
-
 def test_import_cli_is_light():
     code = (
         "import sys, nbbn.cli; "
