@@ -14,7 +14,7 @@ from .normalizer import Normalizer, check_eps
 
 
 def _to_numpy(v) -> np.ndarray:
-    """numpy arrays as they are; torch tensors (any device) through ``.detach().cpu()``."""
+    """NumPy arrays as they are; torch tensors (any device) through ``.detach().cpu()``."""
     if hasattr(v, "detach") and hasattr(v, "cpu"):
         v = v.detach().cpu().numpy()
     return np.asarray(v)

@@ -224,7 +224,7 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
         raise CheckpointError(
             f"{where} has counted {n} shards, but the source now has only {len(b)}: the data "
             "changed (or this is another source); refusing to resume")
-    for i, (x, y) in enumerate(zip(a[:n], b[:n])):
+    for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True)):
         for k in sorted(set(x) | set(y)):
             if x.get(k) != y.get(k):
                 raise CheckpointError(

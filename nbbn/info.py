@@ -41,7 +41,7 @@ def normalize_lists(stats, *, divide_by: float = 1.0) -> str:
     """
     mean = stats.mean / divide_by
     std = stats.std / divide_by
-    m = ", ".join(paste_number(v, s) for v, s in zip(mean, std))
+    m = ", ".join(paste_number(v, s) for v, s in zip(mean, std, strict=True))
     s = ", ".join(paste_number(v, v) for v in std)
     return f"mean=[{m}], std=[{s}]"
 

@@ -116,7 +116,7 @@ def plot_stats(
         bottom.set_yscale("log")
     top.set_ylabel("value")
     top.grid(True, axis="y", alpha=0.3)
-    handles = dict(zip(*reversed(top.get_legend_handles_labels())))
+    handles = dict(zip(*reversed(top.get_legend_handles_labels()), strict=True))
     order = [k for k in ("mean ± std", "mean", "min", "max") if k in handles]
     fig.legend([handles[k] for k in order], order, loc="outside lower center", fontsize=8,
                ncols=4, frameon=False)

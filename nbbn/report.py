@@ -57,8 +57,8 @@ def format_table(stats, max_rows: int = 32) -> str:
             row.append(str(int(nan[c])))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if n > max_rows:
         lines.append(_summary(stats, len(shown) - 1))
     return "\n".join(lines) + "\n"

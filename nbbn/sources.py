@@ -101,6 +101,7 @@ class Batch:
 
     @property
     def rows(self) -> int:
+        """Rows in this batch."""
         return self.stop - self.start
 
     def done(self) -> None:
@@ -137,10 +138,12 @@ class Source:
 
     @property
     def nbytes(self) -> int | None:
+        """Bytes of all shards (None when unknown)."""
         return sum(s.rows * s.row_bytes for s in self.shards)
 
     @property
     def row_bytes(self) -> int | None:
+        """Bytes of one row (None before the row shape is known)."""
         if self.row_shape is None or self.dtype is None:
             return None
         return math.prod(self.row_shape) * self.dtype.itemsize
@@ -230,19 +233,24 @@ class IterableSource(Source):
 
     @property
     def rows(self) -> int | None:
+        """Rows of all shards (None: an iterable's length is not known)."""
         return None
 
     @property
     def nbytes(self) -> int | None:
+        """Bytes of all shards (None when unknown)."""
         return None
 
     def default_batch_size(self) -> int | None:
+        """None: each item of an iterable is a batch."""
         return None
 
     def fingerprint(self) -> dict | None:
+        """None: an iterable is checked by a digest of its items instead."""
         return None
 
     def batches(self, batch_size, start, acquire):
+        """Each item as a batch (split into ``batch_size`` rows when given), from ``start``."""
         digest = hashlib.sha256()
         first: tuple[int, Shard] | None = None
         index = -1

@@ -83,7 +83,7 @@ def test_any_split_any_order(data, d, backend):
     """update() over any split of the rows, in any order, gives the statistics of the whole."""
     ref, mean_atol, var_atol = _tolerances(data)
     cuts = d.draw(split_points(data.shape[0]))
-    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     order = d.draw(st.permutations(range(len(pieces))))
     rs = nbbn.RunningStats(1, backend=backend)
     for i in order:
@@ -97,7 +97,7 @@ def test_any_merge_tree(data, d, backend):
     """channel_stats of the pieces merged along any binary tree give the whole's statistics."""
     ref, mean_atol, var_atol = _tolerances(data)
     cuts = d.draw(split_points(data.shape[0]))
-    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     order = d.draw(st.permutations(range(len(pieces))))
     parts = [nbbn.channel_stats(pieces[i], 1, backend=backend) for i in order]
     _check(_build_tree(d.draw, parts), ref, mean_atol, var_atol, "tree")
@@ -136,7 +136,7 @@ def test_dict_and_file_round_trip_exact(data, policy, axis, nan_rows, d, backend
         data[:nan_rows, 0] = np.nan
     rs = nbbn.RunningStats(axis, nan_policy=policy, backend=backend)
     cuts = d.draw(split_points(data.shape[0]))
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         piece = data[a:b] if axis != 0 else np.ascontiguousarray(data[a:b].T)
         rs.update(piece)
     d1 = rs.to_dict()

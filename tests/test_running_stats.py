@@ -472,7 +472,7 @@ def test_large_mean_small_std(dtype, layout, backend, rng):
     rs2 = nbbn.RunningStats(axis, backend=backend)
     n = x.shape[0]
     cuts = sorted({0, 1, n // 3, n // 2 + 1, n})
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         rs2.update(x[a:b])
     assert_stats(rs2, ref, rtol, mean_atol=rtol * ref.std)
 

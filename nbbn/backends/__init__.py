@@ -41,7 +41,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -90,6 +90,14 @@ class Backend(Protocol):
     def batchnorm_train(self, inp: Any, eps: float, weight: np.ndarray, bias: np.ndarray,
                         running: Any, factor: float, out: Any) -> None:
         """BatchNorm's training forward: batch statistics, running update, output."""
+
+
+if TYPE_CHECKING:  # mypy checks that both modules implement the protocol
+    from . import cpu as _cpu_module
+    from . import cuda as _cuda_module
+
+    _cpu_backend: Backend = _cpu_module
+    _cuda_backend: Backend = _cuda_module
 
 
 def check_name(backend: str) -> str:

@@ -121,6 +121,7 @@ def reduce(can: Canonical, policy: int) -> BatchStats:
 
 
 def summary(part: BatchStats) -> BatchStats:
+    """The batch statistics of ``reduce`` on the host: they already are."""
     return part
 
 
@@ -187,10 +188,12 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray:
 
 
 def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical):
+    """The affine parameters as they are: the CPU kernels read host arrays."""
     return a, s, b
 
 
 def result(out: np.ndarray) -> np.ndarray:
+    """The output array itself (numpy in, numpy out)."""
     return out
 
 

@@ -233,9 +233,9 @@ def _make_cl_chunk(nvec: int):
                     builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
                     cur = builder.load(hi)
                     builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
-            for o, slots in zip(offs, acc):
+            for o, slots in zip(offs, acc, strict=True):
                 for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
-                                           (8, 8, 4, 4), slots):
+                                           (8, 8, 4, 4), slots, strict=True):
                     builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
             return context.get_dummy_value()
 

@@ -46,6 +46,7 @@ from .._numerics import (
     merge_min,
     to_float64,
 )
+from .._policy import POLICY_OMIT
 from ._jit import serial_and_parallel
 from .cpu_simd import (
     CL_LANES,
@@ -57,8 +58,6 @@ from .cpu_simd import (
     u8_cl_pass,
     u8_sums,
 )
-
-from .._policy import POLICY_OMIT
 
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)

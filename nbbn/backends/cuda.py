@@ -87,23 +87,23 @@ def set_config(cfg: LaunchConfig | None) -> None:
     _config = cfg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(threads: int, unroll: int | None, dtype: np.dtype):
     """The statistics kernels for inputs of ``dtype`` (one set per kernel family)."""
     return _family_kernels(threads, kk.family(dtype), unroll or kk.unroll(dtype))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _family_kernels(threads: int, fam: str, unroll: int):
     return kk.make_kernels(threads, fam, unroll)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _channel_kernels(threads: int):
     return kk.make_channel_kernels(threads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _affine_kernels(unroll: int):
     return kk.make_affine_kernels(unroll)
 
@@ -120,14 +120,17 @@ class DeviceStats:
 
     @property
     def num_channels(self) -> int:
+        """Number of channels C."""
         return int(self.ints.shape[1])
 
     @classmethod
     def from_host(cls, st: BatchStats, stream=0) -> DeviceStats:
+        """Upload host statistics (on ``stream``)."""
         return cls(cuda.to_device(np.ascontiguousarray(st.ints), stream=stream),
                    cuda.to_device(np.ascontiguousarray(st.floats), stream=stream), stream)
 
     def to_host(self) -> BatchStats:
+        """The statistics as host ``BatchStats`` (waits for the stream)."""
         ints = self.ints.copy_to_host(stream=self.stream)
         floats = self.floats.copy_to_host(stream=self.stream)
         _sync(self.stream)
@@ -353,7 +356,8 @@ def prepare_out(out, can: DeviceInput, what: str) -> DeviceOutput:
         dtype = result_dtype(can.dtype)
         if can.kind == "numpy":
             return DeviceOutput(None, cuda.device_array(can.shape, dtype), can)
-        return DeviceOutput(*empty_like_input(can, dtype), can)
+        target, dev = empty_like_input(can, dtype)
+        return DeviceOutput(target, dev, can)
     target, dev = user_out(out, can, what)
     check_out(tuple(int(n) for n in dev.shape), np.dtype(dev.dtype), True, can.shape, what)
     return DeviceOutput(target, dev, can)

@@ -25,6 +25,7 @@ _streams: dict[int, object] = {}  # external streams by handle, created once
 
 
 def is_numba_device_array(x) -> bool:
+    """True for Numba's own device arrays (also under the simulator)."""
     return bool(getattr(type(x), "__cuda_ndarray__", False))
 
 
@@ -55,6 +56,7 @@ def as_device(x):
 
 
 def shape_of(dev) -> tuple[int, ...]:
+    """The shape of a device array as a tuple of Python ints."""
     return tuple(int(n) for n in dev.shape)
 
 
@@ -101,7 +103,7 @@ def flat_view(v):
         strides[0] = max(strides[0], 1)  # a single row: any positive step reads it once
     elif strides[0] == 0:
         return None
-    span = 0 if 0 in shape else 1 + sum((n - 1) * s for n, s in zip(shape, strides))
+    span = 0 if 0 in shape else 1 + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
     if SIMULATOR:
         base = np.lib.stride_tricks.as_strided(v._ary, shape=(span,), strides=(item,))
         return type(v)(base, stream=v.stream), tuple(strides)
@@ -133,18 +135,22 @@ class DeviceInput:
 
     @property
     def size(self) -> int:
+        """Number of values."""
         return self.outer * self.channels * self.inner
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the device array."""
         return shape_of(self.dev)
 
     @property
     def dtype(self) -> np.dtype:
+        """Dtype of the device array."""
         return np.dtype(self.dev.dtype)
 
     @property
     def channels_last(self) -> bool:
+        """True when the channel axis is the last one (inner == 1)."""
         return self.inner == 1
 
     def view(self):
@@ -170,6 +176,7 @@ class DeviceInput:
         return self.view() is not None
 
     def checked_flat(self):
+        """:meth:`flat`, or ValueError saying why the kernels cannot read the input."""
         f = self.flat()
         if f is None:
             self.checked_view()
@@ -180,6 +187,7 @@ class DeviceInput:
         return f
 
     def checked_view(self):
+        """:meth:`view`, or ValueError saying why the kernels cannot read the input."""
         v = self.view()
         if v is None:
             raise ValueError(

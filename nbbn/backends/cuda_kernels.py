@@ -390,6 +390,7 @@ def row_span(nrows, p, nparts, r, base, st):
 
 @cuda.jit(device=True, inline=True)
 def write_part(pi, pf, c, p, t, si, sf):
+    """Copy thread ``t``'s entry of (si, sf) to part ``p`` of channel ``c``."""
     for j in range(3):
         pi[j, c, p] = si[j, t]
     for j in range(5):
@@ -590,7 +591,7 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
 
     @cuda.jit
     def affine_cf(x, params, out, bpr, span):
-        """x (O, C, I): block = (row (o, c), chunk of ``span`` values of the row)."""
+        """Input x (O, C, I): block = (row (o, c), chunk of ``span`` values of a row)."""
         blk = cuda.blockIdx.x
         row = blk // bpr
         q = blk - row * bpr

@@ -152,7 +152,7 @@ def reference_from_histograms(hist) -> dict[str, Any]:
     count = hist.sum(axis=1)
     total = (hist * np.arange(hist.shape[1], dtype=np.int64)).sum(axis=1)  # exact integers
     mean = total / count
-    var = np.array([(h * (values - m) ** 2).sum() for h, m in zip(hist, mean)]) / count
+    var = np.array([(h * (values - m) ** 2).sum() for h, m in zip(hist, mean, strict=True)]) / count
     seen = hist > 0
     return {
         "count": count,
