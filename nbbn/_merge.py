@@ -36,7 +36,8 @@ def build(jit) -> SimpleNamespace:
     """The merge functions compiled with ``jit`` (a decorator), as a namespace:
 
     ``two_sum(a, b)``, ``dd_mean(hi, lo)``, ``chan_merge(na, ha, la, m2a, nb, hb, lb,
-    m2b)``, ``nan_min(a, b)``, ``nan_max(a, b)``.
+    m2b)``, ``nan_min(a, b)``, ``nan_max(a, b)``, and ``store(si, sf, j, ...)``, which
+    writes one record in the layout every backend shares.
     """
     two_sum = jit(_two_sum)
 
@@ -82,5 +83,18 @@ def build(jit) -> SimpleNamespace:
             return a + b
         return a if a >= b else b
 
+    def store(si, sf, j, n, hi, lo, m2, mn, mx, nnan, ninf):
+        """Write record ``j`` of the statistics layout: ``si`` int (3, ...) [count, NaNs,
+        infs], ``sf`` float (5, ...) [mean, mean_lo, M2, min, max] (``BatchStats``,
+        ``DeviceStats``, the kernels' workspaces)."""
+        si[0, j] = n
+        si[1, j] = nnan
+        si[2, j] = ninf
+        sf[0, j] = hi
+        sf[1, j] = lo
+        sf[2, j] = m2
+        sf[3, j] = mn
+        sf[4, j] = mx
+
     return SimpleNamespace(two_sum=two_sum, dd_mean=dd_mean_c, chan_merge=jit(chan_merge),
-                           nan_min=jit(nan_min), nan_max=jit(nan_max))
+                           nan_min=jit(nan_min), nan_max=jit(nan_max), store=jit(store))

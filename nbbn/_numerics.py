@@ -22,6 +22,7 @@ __all__ = [
     "two_sum",
     "merge_min",
     "merge_max",
+    "store_stats",
     "fmin_fast",
     "fmax_fast",
     "to_float64",
@@ -61,6 +62,7 @@ dd_mean = _merge_cpu.dd_mean
 chan_merge = _merge_cpu.chan_merge
 merge_min = _merge_cpu.nan_min
 merge_max = _merge_cpu.nan_max
+store_stats = _merge_cpu.store
 
 
 @numba.njit(inline="always")

@@ -44,6 +44,7 @@ from .._numerics import (
     is_finite_bits,
     merge_max,
     merge_min,
+    store_stats,
     to_float64,
 )
 from .._policy import POLICY_OMIT
@@ -406,14 +407,7 @@ def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats):
             hi = merge_max(hi, pmx[p, c])
             a += pnan[p, c]
             b += pinf[p, c]
-        ints[0, c] = n
-        ints[1, c] = a
-        ints[2, c] = b
-        floats[0, c] = m
-        floats[1, c] = ml
-        floats[2, c] = q
-        floats[3, c] = lo
-        floats[4, c] = hi
+        store_stats(ints, floats, c, n, m, ml, q, lo, hi, a, b)
 
 
 def _stats_channels_first(x, half, policy, rb, nparts, ints, floats):

@@ -94,6 +94,7 @@ dd_mean = _merge_dev.dd_mean
 chan_merge = _merge_dev.chan_merge
 nan_min = _merge_dev.nan_min
 nan_max = _merge_dev.nan_max
+store_stats = _merge_dev.store
 
 
 @cuda.jit(device=True, inline=True)
@@ -338,14 +339,7 @@ def _block_helpers(T: int):
     @cuda.jit(device=True, inline=True)
     def store_thread(t, res, si, sf):
         nf, mean, mlo, m2, mn, mx, nnan, ninf = res
-        si[0, t] = nf
-        si[1, t] = nnan
-        si[2, t] = ninf
-        sf[0, t] = mean
-        sf[1, t] = mlo
-        sf[2, t] = m2
-        sf[3, t] = mn
-        sf[4, t] = mx
+        store_stats(si, sf, t, nf, mean, mlo, m2, mn, mx, nnan, ninf)
 
     @cuda.jit(device=True, inline=True)
     def channel_parts(c, pi, pf, si, sf):
