@@ -147,7 +147,8 @@ class BatchNorm:
             be.batchnorm_train(inp, self.eps, weight, bias, running, factor, dst)
         else:
             mean, var = self._host_running()
-            params = be.params(mean, affine_scale(weight, var, self.eps), bias, inp)
+            params = be.params(mean, affine_scale(weight, var, self.eps), bias, inp,
+                               (id(self), "eval"))
             be.affine(inp, params, dst)
         return be.result(dst)
 

@@ -120,7 +120,7 @@ class Normalizer:
             )
         dst = be.prepare_out(out, inp, what)
         if inp.size:
-            be.affine(inp, be.params(a, s, b, inp), dst)
+            be.affine(inp, be.params(a, s, b, inp, (id(self), what)), dst)
         return be.result(dst)
 
     def __repr__(self) -> str:

@@ -18,8 +18,9 @@ operations, in this order:
    backend (the state lives where the last update ran).
 3. The affine map ``out = (x - a[c]) * s[c] + b[c]``: ``prepare_out(out, inp, what)``
    validates the caller's ``out=`` (or allocates one of the input's kind),
-   ``params(a, s, b, inp)`` puts the (C,) parameter vectors where the kernels read them
-   (cached by the device backend), ``affine(inp, params, out)`` runs it and
+   ``params(a, s, b, inp, owner)`` puts the (C,) parameter vectors where the kernels
+   read them (the device backend keeps one copy per ``owner``, e.g. ``(id(normalizer),
+   "x")``, and uploads again only when the values change), ``affine(inp, params, out)`` runs it and
    ``result(out)`` returns what the caller gets back, of the input's array type.
 4. BatchNorm training: ``running(buffer, inp)`` moves the (2, C) running-statistics
    buffer to the backend, and ``batchnorm_train(inp, eps, weight, bias, running,
@@ -39,7 +40,7 @@ only needs converting (e.g. torch CPU tensors). Backend modules are imported by
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,7 +76,8 @@ class Backend(Protocol):
     def prepare_out(self, out: Any, inp: Any, what: str) -> Any:
         """The output of the affine map: the caller's ``out`` validated, or a new one."""
 
-    def params(self, a: np.ndarray, s: np.ndarray, b: np.ndarray, inp: Any) -> Any:
+    def params(self, a: np.ndarray, s: np.ndarray, b: np.ndarray, inp: Any,
+               owner: Hashable) -> Any:
         """The affine map's (C,) float64 parameters, where the kernels read them."""
 
     def affine(self, inp: Any, params: Any, out: Any) -> None:

@@ -11,6 +11,7 @@ the host by ``merge``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable
 from contextlib import contextmanager
 
 import numba
@@ -187,7 +188,7 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray:
     return out
 
 
-def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical):
+def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical, owner: Hashable):
     """The affine parameters as they are: the CPU kernels read host arrays."""
     return a, s, b
 

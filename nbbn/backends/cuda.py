@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,11 +334,13 @@ def _upload(key, host: np.ndarray, stream):
     return dev
 
 
-def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: DeviceInput) -> DeviceParams:
-    """``[a, s, b]`` on the device, uploaded only when the values change (per thread,
-    stream and parameter arrays: a normalizer's parameters are uploaded once)."""
+def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: DeviceInput,
+           owner: Hashable) -> DeviceParams:
+    """``[a, s, b]`` on the device: one copy per ``owner`` (the object and direction
+    they belong to), thread and stream, uploaded again only when the values change (a
+    normalizer's parameters once; BatchNorm's eval map, recomputed on every call, too)."""
     packed = np.stack([a, s, b]).astype(np.float64)
-    return DeviceParams(_upload(("params", id(a), id(s), id(b)), packed, can.stream))
+    return DeviceParams(_upload(("params", owner), packed, can.stream))
 
 
 @dataclass
