@@ -30,3 +30,18 @@ def test_public_objects_built_without_numba():
             "nbbn.RunningStats(-1, nan_policy='omit'); nbbn.BatchNorm(3).eval()\n"
             "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)")
     assert _loaded_after(code) == []
+
+
+def test_public_exceptions_exported_and_documented():
+    """Everything a public function raises on purpose is importable from nbbn and on the
+    API page."""
+    from pathlib import Path
+
+    import nbbn
+
+    api = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    for name in ("BackendUnavailableError", "CheckpointError", "FitInterrupted",
+                 "MissingExtraError"):
+        assert name in nbbn.__all__
+        assert issubclass(getattr(nbbn, name), BaseException)
+        assert f"::: nbbn.{name}" in api
