@@ -1,8 +1,10 @@
 """The explicit-SIMD kernels (nbbn/backends/cpu_simd.py) against exact references:
 the uint8 block sums, and the channels-last float32 chunk kernel through the public API.
 
-Runs only where numba compiles for a host with AVX-512BW; elsewhere the portable loops
-of cpu_stats serve these inputs and the other tests cover them.
+Runs where numba compiles for AVX-512BW or AVX2 (``cpu_simd.SIMD_LEVEL``); CI also runs
+it with ``NBBN_SIMD=avx2`` (the AVX2 code on an AVX-512 host), and the numerics tests
+with ``NBBN_SIMD=none`` (the portable loops). The level detection itself is tested on
+any host.
 """
 
 from __future__ import annotations
@@ -15,7 +17,43 @@ from reference import assert_stats, ref_stats, stats_rtol
 import nbbn
 from nbbn.backends import cpu_simd, cpu_stats
 
-pytestmark = pytest.mark.skipif(not cpu_simd.HAVE_AVX512BW, reason="needs AVX-512BW")
+needs_simd = pytest.mark.skipif(not cpu_simd.HAVE_SIMD, reason="numba targets no AVX2/AVX-512")
+
+
+@pytest.mark.parametrize("name,features,level", [
+    (None, "+avx2,+fma,+avx512f,+avx512bw", "avx512"),
+    (None, "+avx2,+fma,-avx512f", "avx2"),
+    (None, "+avx2", "none"),  # no FMA: the float kernel's fma would be a libm call
+    ("znver3", None, "avx2"),
+    ("haswell", None, "avx2"),
+    ("skylake-avx512", None, "avx512"),
+    ("generic", None, "none"),
+    ("neoverse-v1", None, "none"),
+])
+def test_level_follows_numba_target(name, features, level):
+    assert cpu_simd.target_level(name, features) == level
+
+
+def test_nbbn_simd_caps_the_level(monkeypatch):
+    from numba.core import config
+
+    host = cpu_simd.target_level(getattr(config, "CPU_NAME", None),
+                                 getattr(config, "CPU_FEATURES", None))
+    monkeypatch.setenv("NBBN_SIMD", "none")
+    assert cpu_simd.simd_level() == "none"
+    monkeypatch.setenv("NBBN_SIMD", "avx2")
+    assert cpu_simd.simd_level() == ("avx2" if host != "none" else "none")
+    monkeypatch.setenv("NBBN_SIMD", "avx512")
+    assert cpu_simd.simd_level() == host
+    monkeypatch.setenv("NBBN_SIMD", "sse9")
+    with pytest.raises(ValueError, match="NBBN_SIMD"):
+        cpu_simd.simd_level()
+
+
+def test_kernels_named_by_level():
+    """Each level's kernels have cache entries of their own."""
+    assert cpu_stats.stats_channels_first_parallel.py_func.__name__.endswith(
+        f"_{cpu_simd.SIMD_LEVEL}_parallel")
 
 
 @numba.njit
@@ -28,12 +66,14 @@ def _exact(x):
     return int(w.sum()), int((w * w).sum()), int(w.min()), int(w.max())
 
 
+@needs_simd
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 127, 128, 129, 1000, 65536, 65536 + 77])
 def test_u8_sums_exact(rng, n):
     x = rng.integers(0, 256, n, dtype=np.uint8)
     assert tuple(int(v) for v in _sums(x)) == _exact(x)
 
 
+@needs_simd
 def test_u8_sums_extremes_at_the_limit():
     # MAX_BYTES of 255: the int32 lanes of the squares are as full as they may get.
     x = np.full(cpu_simd.MAX_BYTES, 255, np.uint8)
@@ -41,12 +81,14 @@ def test_u8_sums_extremes_at_the_limit():
     assert tuple(int(v) for v in _sums(x)) == _exact(x)
 
 
+@needs_simd
 def test_u8_sums_strided_and_offset(rng):
     x = rng.integers(0, 256, 70001, dtype=np.uint8)
     for view in (x[1:], x[::2], x[::-1], x[3:-5]):
         assert tuple(int(v) for v in _sums(view)) == _exact(view)
 
 
+@needs_simd
 def test_uint8_rows_use_the_wide_block():
     assert cpu_stats.row_block(np.dtype(np.uint8)) == cpu_stats.ROW_BLOCK_U8
     assert cpu_stats.row_block(np.dtype(np.int8)) == cpu_stats.ROW_BLOCK
@@ -60,10 +102,11 @@ def test_channel_stats_uint8_long_rows(rng):
 
 
 # Channel counts: one wide chunk, wide chunks plus single vectors, single vectors only,
-# and a count the SIMD kernel does not take (not a multiple of 16).
+# and a count the AVX-512 kernel does not take (not a multiple of 16; AVX2 does).
 @pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24])
 def test_channels_last_float32_chunks(rng, nchan):
-    assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == (nchan % 16 == 0)
+    assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == (
+        cpu_simd.HAVE_SIMD and nchan % cpu_simd.CL_LANES == 0)
     m = 3 * cpu_simd.CL_ROWS + 37  # several row groups, a partial last one
     x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
          + rng.uniform(-100, 100, nchan)).astype(np.float32)
@@ -103,7 +146,8 @@ def test_channels_last_float32_nan_inf(rng, nan_policy):
 # and C = 1021 whose period (1021 vectors) the SIMD kernel leaves to the portable one.
 @pytest.mark.parametrize("nchan", [1, 3, 4, 5, 48, 64, 1000, 1021])
 def test_channels_last_uint8_periods(rng, nchan):
-    assert cpu_stats.u8_cl_simd(np.dtype(np.uint8), nchan) == (nchan != 1021)
+    assert cpu_stats.u8_cl_simd(np.dtype(np.uint8), nchan) == (
+        cpu_simd.HAVE_SIMD and nchan != 1021)
     rows = cpu_stats.U8CL_BLOCK // nchan * 2 + 333  # two blocks and a partial one
     x = rng.integers(0, 256, (rows, nchan), dtype=np.uint8)
     x[: rows // 3, 0] = 255  # a full block of 255s in channel 0: the largest lane sums

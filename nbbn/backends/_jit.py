@@ -24,8 +24,11 @@ def _renamed(fn, suffix: str):
     return copy
 
 
-def serial_and_parallel(fn, **options):
-    """``(serial, parallel)`` dispatchers of ``fn``, each with a cache of its own."""
-    serial = numba.njit(**options)(_renamed(fn, "_serial"))
-    parallel = numba.njit(parallel=True, **options)(_renamed(fn, "_parallel"))
+def serial_and_parallel(fn, tag: str = "", **options):
+    """``(serial, parallel)`` dispatchers of ``fn``, each with a cache of its own; a
+    ``tag`` (a compile-time choice baked into the code, such as the SIMD level) goes
+    into the names too, so builds for different choices never share a cache entry."""
+    prefix = f"_{tag}" if tag else ""
+    serial = numba.njit(**options)(_renamed(fn, prefix + "_serial"))
+    parallel = numba.njit(parallel=True, **options)(_renamed(fn, prefix + "_parallel"))
     return serial, parallel

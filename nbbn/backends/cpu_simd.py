@@ -1,7 +1,15 @@
 """Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
 
-Three kernels, each used only when numba targets a host with AVX-512BW
-(``HAVE_AVX512BW``; elsewhere the portable loops of ``cpu_stats`` run):
+Three kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
+FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from numba's
+target (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, else the host) and capped by the
+environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
+"avx2" the AVX2 code on an AVX-512 host; the tests run under both). The kernels are
+written on generic LLVM vector types (64-byte vectors of bytes, 16 or 8 float lanes),
+which LLVM lowers to zmm or ymm registers; the only x86-specific intrinsics are the
+integer ``psadbw`` and ``pmaddwd``, taken as one 512-bit instruction or two 256-bit
+ones by level (:func:`_psadbw`, :func:`_pmaddwd`). The compiled kernels of each level
+have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
 * ``cl_rows_f32``: channels-last float32, a chunk of 64 channels in registers;
@@ -21,13 +29,15 @@ at about 70 G values/s per core from L2 (docs/benchmarks.md):
 * ``vpminub`` / ``vpmaxub`` for the minimum and maximum.
 
 ``u8_block_sums`` emits that loop as LLVM IR (x86 intrinsics for the sums, generic
-``llvm.umin``/``llvm.umax`` for the extremes). It is used only when the compile
-target has AVX-512BW (``HAVE_AVX512BW``); elsewhere the portable loop in
-``cpu_stats.block_fast`` runs. All sums are exact integers, so both paths give
+``llvm.umin``/``llvm.umax`` for the extremes); on AVX2 each 64-byte vector is two
+``vpsadbw``/``vpmaddwd`` of 32 bytes. Elsewhere the portable loop in
+``cpu_stats.block_fast`` runs. All sums are exact integers, so every path gives
 identical results.
 """
 
 from __future__ import annotations
+
+import os
 
 import llvmlite.binding as llvm_binding
 import numba
@@ -37,20 +47,59 @@ from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 
-def _target_has_avx512bw() -> bool:
-    """True when numba compiles for this host (no ``NUMBA_CPU_NAME`` override) and the
-    host has AVX-512BW: the intrinsics below can then be selected."""
-    # numba sets these config attributes at run time (mypy cannot see them)
-    if getattr(config, "CPU_NAME", None) is not None or \
-            getattr(config, "CPU_FEATURES", None) is not None:
-        return False
+LEVELS = ("none", "avx2", "avx512")
+
+# CPU names numba may be told to target (NUMBA_CPU_NAME), by the widest level nbbn uses
+# on them; a name not listed gets the portable loops (always correct).
+_AVX512_CPUS = {"skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                "icelake-server", "tigerlake", "rocketlake", "sapphirerapids",
+                "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids",
+                "znver4", "znver5", "x86-64-v4"}
+_AVX2_CPUS = {"haswell", "broadwell", "skylake", "kabylake", "coffeelake", "cometlake",
+              "alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s",
+              "lunarlake", "pantherlake", "gracemont", "sierraforest", "grandridge",
+              "clearwaterforest", "znver1", "znver2", "znver3", "bdver4", "x86-64-v3"}
+
+
+def _level_of_features(features) -> str:
+    """The level a set of LLVM feature names supports."""
+    if {"avx512bw", "avx512f", "fma"} <= features:
+        return "avx512"
+    if {"avx2", "fma"} <= features:
+        return "avx2"
+    return "none"
+
+
+def target_level(cpu_name: str | None = None, cpu_features: str | None = None) -> str:
+    """The SIMD level of numba's compile target: from ``NUMBA_CPU_FEATURES`` when set
+    (``+avx2,+fma,...``), else from ``NUMBA_CPU_NAME`` (a table of known CPUs), else the
+    host's features."""
+    if cpu_features:
+        return _level_of_features({f[1:] for f in cpu_features.split(",") if f.startswith("+")})
+    if cpu_name and cpu_name != "host":
+        if cpu_name in _AVX512_CPUS:
+            return "avx512"
+        return "avx2" if cpu_name in _AVX2_CPUS else "none"
     try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512bw", False))
+        host = llvm_binding.get_host_cpu_features()
     except Exception:  # pragma: no cover - exotic hosts
-        return False
+        return "none"
+    return _level_of_features({k for k, on in host.items() if on})
 
 
-HAVE_AVX512BW = _target_has_avx512bw()
+def simd_level() -> str:
+    """:func:`target_level`, capped by ``NBBN_SIMD`` (none, avx2, avx512 or auto)."""
+    level = target_level(getattr(config, "CPU_NAME", None), getattr(config, "CPU_FEATURES", None))
+    cap = os.environ.get("NBBN_SIMD", "auto").strip().lower() or "auto"
+    if cap == "auto":
+        return level
+    if cap not in LEVELS:
+        raise ValueError(f"NBBN_SIMD must be one of auto, {', '.join(LEVELS)}; got {cap!r}")
+    return LEVELS[min(LEVELS.index(level), LEVELS.index(cap))]
+
+
+SIMD_LEVEL = simd_level()
+HAVE_SIMD = SIMD_LEVEL != "none"
 
 # Bytes per vector, vectors per loop iteration, and the most iterations one call may
 # run: each int32 lane of a squares accumulator gains at most 2 * 255**2 per
@@ -72,6 +121,46 @@ def _declare(builder, name, ret, args):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
 
+def _halves(builder, v, n):
+    """The two halves of an ``n``-lane vector."""
+    lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2),
+                                                  list(range(n // 2))))
+    hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2),
+                                                  list(range(n // 2, n))))
+    return lo, hi
+
+
+def _concat(builder, a, b, n):
+    """Two ``n``-lane vectors as one of ``2 n`` lanes."""
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 2 * n),
+                                                    list(range(2 * n))))
+
+
+def _psadbw(builder, v):
+    """``vpsadbw`` of a <64 x i8> against zero: the sums of its 8-byte groups, <8 x i64>."""
+    zero = ir.Constant(_V64I8, None)
+    if SIMD_LEVEL == "avx512":
+        psad = _declare(builder, "llvm.x86.avx512.psad.bw.512", _V8I64, [_V64I8, _V64I8])
+        return builder.call(psad, [v, zero])
+    v32 = ir.VectorType(_I8, 32)
+    psad = _declare(builder, "llvm.x86.avx2.psad.bw", ir.VectorType(_I64, 4), [v32, v32])
+    z = ir.Constant(v32, None)
+    lo, hi = _halves(builder, v, 64)
+    return _concat(builder, builder.call(psad, [lo, z]), builder.call(psad, [hi, z]), 4)
+
+
+def _pmaddwd(builder, a, b):
+    """``vpmaddwd`` of two <32 x i16>: ``a[2i] b[2i] + a[2i+1] b[2i+1]``, <16 x i32>."""
+    if SIMD_LEVEL == "avx512":
+        pmadd = _declare(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32, [_V32I16, _V32I16])
+        return builder.call(pmadd, [a, b])
+    v16 = ir.VectorType(_I16, 16)
+    pmadd = _declare(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8), [v16, v16])
+    alo, ahi = _halves(builder, a, 32)
+    blo, bhi = _halves(builder, b, 32)
+    return _concat(builder, builder.call(pmadd, [alo, blo]), builder.call(pmadd, [ahi, bhi]), 8)
+
+
 @intrinsic
 def u8_block_sums(typingctx, arr, nit):
     """``(sum, sum of squares, min, max)`` of the first ``VEC * UNROLL * nit`` bytes of ``arr``.
@@ -86,8 +175,6 @@ def u8_block_sums(typingctx, arr, nit):
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         n = context.cast(builder, args[1], signature.args[1], types.int64)
-        psad = _declare(builder, "llvm.x86.avx512.psad.bw.512", _V8I64, [_V64I8, _V64I8])
-        pmadd = _declare(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32, [_V32I16, _V32I16])
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
 
@@ -99,21 +186,20 @@ def u8_block_sums(typingctx, arr, nit):
                  for _ in range(2 * UNROLL)]
         acc_lo = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, [255] * 64))
         acc_hi = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, None))
-        zero = ir.Constant(_V64I8, None)
         with cgutils.for_range(builder, n) as loop:
             base = builder.mul(loop.index, ir.Constant(_I64, VEC * UNROLL))
             for u in range(UNROLL):
                 off = builder.add(base, ir.Constant(_I64, VEC * u))
                 ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
                 v = builder.load(ptr, align=1, typ=_V64I8)
-                sad = builder.call(psad, [v, zero])
+                sad = _psadbw(builder, v)
                 builder.store(builder.add(builder.load(acc_s[u]), sad), acc_s[u])
                 v16 = builder.bitcast(v, _V32I16)  # even bytes in the low halves of 16-bit lanes
                 even = builder.and_(v16, ir.Constant(_V32I16, [0xFF] * 32))
                 odd = builder.lshr(v16, ir.Constant(_V32I16, [8] * 32))
                 for h, w in enumerate((even, odd)):
                     q = acc_q[2 * u + h]
-                    builder.store(builder.add(builder.load(q), builder.call(pmadd, [w, w])), q)
+                    builder.store(builder.add(builder.load(q), _pmaddwd(builder, w, w)), q)
                 builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
                 builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
         sum_s = builder.load(acc_s[0])
@@ -167,8 +253,11 @@ def u8_sums(r):
 # prefetch, C = 256 ran at 8 GB/s; groups of 128 rows beat 64 and 256 by a few percent
 # on this machine).
 
-CL_LANES = 16  # float32 lanes of one vector: chunks are whole vectors, so C % 16 == 0
-CL_VECTORS = 4  # vectors per chunk (64 channels: 8 + 8 + 4 + 4 = 24 zmm accumulators)
+# float32 lanes of one vector (chunks are whole vectors, so C % CL_LANES == 0) and
+# vectors per chunk: AVX-512 16 x 4 (64 channels: 8 + 8 + 4 + 4 = 24 zmm accumulators),
+# AVX2 8 x 2 (16 channels: 4 + 4 + 2 + 2 = 12 ymm accumulators of 16)
+CL_LANES = 16 if SIMD_LEVEL == "avx512" else 8
+CL_VECTORS = 4 if SIMD_LEVEL == "avx512" else 2
 CL_GROUP_BYTES = 131072  # bytes per row group: it and the prefetched next one stay in L2
 CL_ROWS = 128  # at most this many rows per group (C <= 256) ...
 CL_MIN_ROWS = 16  # ... and at least this many (C > 2048)
@@ -198,7 +287,7 @@ def _make_cl_chunk(nvec: int):
             nc, first, row0, row1, ahead = (
                 context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5)
             )
-            fma = _declare(builder, "llvm.fma.v16f64", _VF64, [_VF64] * 3)
+            fma = _declare(builder, f"llvm.fma.v{CL_LANES}f64", _VF64, [_VF64] * 3)
             prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
                                 [_PTR8, _I32, _I32, _I32])
 
@@ -299,7 +388,6 @@ def u8_cl_pass(typingctx, arr, start, nper, period, out):
         ary = context.make_array(sa[0])(context, builder, args[0])
         res = context.make_array(sa[4])(context, builder, args[4])
         first, n, step = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3))
-        pmadd = _declare(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32, [_V32I16, _V32I16])
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
         acc_s = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None)) for _ in range(4)]
@@ -318,7 +406,7 @@ def u8_cl_pass(typingctx, arr, start, nper, period, out):
                     b = builder.and_(b, byte)
                 builder.store(builder.add(builder.load(acc_s[s]), b), acc_s[s])
                 h = builder.bitcast(b, _V32I16)
-                sq = builder.call(pmadd, [h, h])
+                sq = _pmaddwd(builder, h, h)
                 builder.store(builder.add(builder.load(acc_q[s]), sq), acc_q[s])
             builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
             builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)

@@ -51,7 +51,8 @@ from .._policy import POLICY_OMIT
 from ._jit import serial_and_parallel
 from .cpu_simd import (
     CL_LANES,
-    HAVE_AVX512BW,
+    HAVE_SIMD,
+    SIMD_LEVEL,
     MAX_BYTES,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
@@ -65,7 +66,7 @@ TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see 
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
-ROW_BLOCK_U8 = 65536  # ... for uint8 on AVX-512BW (cpu_simd): the block costs less per byte
+ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
 assert ROW_BLOCK_U8 <= MAX_BYTES
 
 RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 input
@@ -156,8 +157,8 @@ def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
 @overload(block_fast, inline="always")
 def _block_fast_impl(r, half, shift):
     dt = r.dtype
-    if dt == types.uint8 and HAVE_AVX512BW and isinstance(half, types.NoneType):
-        # uint8 on AVX-512BW: the same exact integer sums, on whole 64-byte vectors
+    if dt == types.uint8 and HAVE_SIMD and isinstance(half, types.NoneType):
+        # uint8 on AVX-512BW or AVX2: the same exact integer sums, on whole 64-byte vectors
         # (cpu_simd), in int64 for blocks of up to ROW_BLOCK_U8 elements.
         def impl_u8(r, half, shift):
             n = r.size
@@ -266,7 +267,7 @@ def _block_fast_impl(r, half, shift):
 def row_block(dtype: np.dtype) -> int:
     """Elements of one channels-first row reduced as one block, for an input dtype
     (the ``rb`` argument of the channels-first kernels)."""
-    return ROW_BLOCK_U8 if dtype == np.uint8 and HAVE_AVX512BW else ROW_BLOCK
+    return ROW_BLOCK_U8 if dtype == np.uint8 and HAVE_SIMD else ROW_BLOCK
 
 
 def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
@@ -341,7 +342,7 @@ def cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input of this dtype and channel count takes the
     explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
     (the ``simd`` argument of the channels-last kernels)."""
-    return HAVE_AVX512BW and dtype == np.float32 and nchan % CL_LANES == 0
+    return HAVE_SIMD and dtype == np.float32 and nchan % CL_LANES == 0
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -352,7 +353,7 @@ def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
     # the SIMD kernel types only for float32: other dtypes compile without it
-    if not (HAVE_AVX512BW and xf.dtype == types.float32):
+    if not (HAVE_SIMD and xf.dtype == types.float32):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 
@@ -544,7 +545,7 @@ assert U8CL_BLOCK // 64 <= U8CL_MAX_ITERATIONS
 
 def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input takes ``_stats_channels_last_u8``."""
-    return (HAVE_AVX512BW and dtype == np.uint8
+    return (HAVE_SIMD and dtype == np.uint8
             and nchan // math.gcd(nchan, 64) <= U8CL_MAX_PERIOD)
 
 
@@ -616,8 +617,10 @@ def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
 
 
 # One source, two targets: the serial build avoids waking the thread pool for small
-# batches (and is the safe choice inside foreign thread pools).
-_OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+# batches (and is the safe choice inside foreign thread pools). The SIMD level is part
+# of the names: the kernels of each level have disk-cache entries of their own, so a
+# process run with NBBN_SIMD=none never loads the AVX-512 build of an earlier one.
+_OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", tag=SIMD_LEVEL)
 stats_channels_first_serial, stats_channels_first_parallel = serial_and_parallel(
     _stats_channels_first, **_OPTS
 )
