@@ -46,7 +46,6 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
-
 LEVELS = ("none", "avx2", "avx512")
 
 # CPU names numba may be told to target (NUMBA_CPU_NAME), by the widest level nbbn uses

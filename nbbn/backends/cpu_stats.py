@@ -52,8 +52,8 @@ from ._jit import serial_and_parallel
 from .cpu_simd import (
     CL_LANES,
     HAVE_SIMD,
-    SIMD_LEVEL,
     MAX_BYTES,
+    SIMD_LEVEL,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
     cl_rows_f32,
