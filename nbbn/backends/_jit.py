@@ -24,7 +24,7 @@ def _renamed(fn, suffix: str):
     return copy
 
 
-def serial_and_parallel(fn, tag: str = "", **options):
+def serial_and_parallel(fn, *, tag: str = "", **options):
     """``(serial, parallel)`` dispatchers of ``fn``, each with a cache of its own; a
     ``tag`` (a compile-time choice baked into the code, such as the SIMD level) goes
     into the names too, so builds for different choices never share a cache entry."""

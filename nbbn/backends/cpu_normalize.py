@@ -14,6 +14,8 @@ parameters for C-contiguous channels-last data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -69,7 +71,7 @@ def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
     return np.tile(a, k), np.tile(s, k), np.tile(b, k)
 
 
-_OPTS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+_OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 affine_channels_first_serial, affine_channels_first_parallel = serial_and_parallel(
     _affine_channels_first, **_OPTS
 )

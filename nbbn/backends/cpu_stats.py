@@ -28,6 +28,7 @@ inside) is redone by ``_block_slow``, which applies the NaN policy exactly.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -620,7 +621,8 @@ def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
 # batches (and is the safe choice inside foreign thread pools). The SIMD level is part
 # of the names: the kernels of each level have disk-cache entries of their own, so a
 # process run with NBBN_SIMD=none never loads the AVX-512 build of an earlier one.
-_OPTS = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy", tag=SIMD_LEVEL)
+_OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy",
+                             tag=SIMD_LEVEL)
 stats_channels_first_serial, stats_channels_first_parallel = serial_and_parallel(
     _stats_channels_first, **_OPTS
 )
