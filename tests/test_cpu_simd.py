@@ -52,8 +52,7 @@ def test_nbbn_simd_caps_the_level(monkeypatch):
 
 def test_kernels_named_by_level():
     """Each level's kernels have cache entries of their own."""
-    assert cpu_stats.stats_channels_first_parallel.py_func.__name__.endswith(
-        f"_{cpu_simd.SIMD_LEVEL}_parallel")
+    assert cpu_stats.stats_channels_first.py_func.__name__.endswith(f"_{cpu_simd.SIMD_LEVEL}")
 
 
 @numba.njit

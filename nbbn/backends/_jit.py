@@ -1,11 +1,11 @@
-"""Compiling one kernel source for two targets: serial and ``parallel=True``.
+"""Compiling one kernel source under a name of its own.
 
 numba's on-disk cache names its index after the Python function (module, qualified
-name, first line) and keys the entries by signature, not by compile options. Two
-dispatchers built from one function object would share the index, and whichever
-build was cached first would be loaded by both: a "parallel" kernel silently running
-on one thread. Each build therefore gets its own copy of the function with its own
-qualified name, hence its own cache index.
+name, first line) and keys the entries by signature, not by compile options or by the
+module globals a kernel's code was specialized on. Two dispatchers built from one
+function object would share the index, and whichever build was cached first would be
+loaded by both. :func:`tagged` therefore compiles a copy of the function whose name
+carries a tag (the SIMD level the code was generated for): one cache index per tag.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ def _renamed(fn, suffix: str):
     return copy
 
 
-def serial_and_parallel(fn, *, tag: str = "", **options):
-    """``(serial, parallel)`` dispatchers of ``fn``, each with a cache of its own; a
-    ``tag`` (a compile-time choice baked into the code, such as the SIMD level) goes
-    into the names too, so builds for different choices never share a cache entry."""
-    prefix = f"_{tag}" if tag else ""
-    serial = numba.njit(**options)(_renamed(fn, prefix + "_serial"))
-    parallel = numba.njit(parallel=True, **options)(_renamed(fn, prefix + "_parallel"))
-    return serial, parallel
+def tagged(fn, tag: str, **options):
+    """``numba.njit(**options)`` of a copy of ``fn`` named ``<name>_<tag>``."""
+    return numba.njit(**options)(_renamed(fn, f"_{tag}"))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 from .._affine import affine_scale, check_out, result_dtype
 from .._layout import Canonical, canonical
-from .._numerics import chan_merge, merge_max, merge_min
 from .._policy import POLICY_PROPAGATE
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
@@ -28,39 +27,61 @@ from ._stats import BatchStats
 name = "cpu"
 
 MAX_PARTS = 64  # fixed upper bound: the partitioning never depends on the thread count
-MIN_PART_ELEMENTS = 1 << 16  # below this many elements per partition, run serially
+MIN_PART_ELEMENTS = 1 << 16  # a partition holds at least this many elements
+THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all the work
 
-_workqueue_lock = threading.Lock()
-_threadsafe_layer = False  # becomes True once numba reports omp or tbb
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-@contextmanager
-def _parallel_allowed():
-    """Yield True when a parallel kernel may run now.
+def threads() -> int:
+    """Threads the kernels use: numba's thread count (``NUMBA_NUM_THREADS``, default the
+    CPUs this process may use)."""
+    return max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
 
-    numba's ``workqueue`` threading layer aborts the process when two Python threads
-    launch parallel kernels at once; under it, a second concurrent caller runs the
-    serial kernel instead. ``omp`` and ``tbb`` are thread-safe and never wait here.
-    """
-    global _threadsafe_layer
-    if not _threadsafe_layer:
-        try:
-            _threadsafe_layer = numba.threading_layer() != "workqueue"
-        except ValueError:  # no parallel kernel has run yet: be careful
-            pass
-    if _threadsafe_layer:
-        yield True
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, threads() - 1), thread_name_prefix="nbbn")
+        return _pool
+
+
+def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int) -> None:
+    """``kernel(*head, t, nt, *tail)`` for the chunks ``t < nt`` of the work: on the
+    calling thread alone below ``THREADED_MIN_ELEMENTS``, else spread over
+    ``min(threads(), chunks)`` threads, the calling one included. The kernels release
+    the GIL, and their results do not depend on ``nt`` (the work is cut into partitions
+    by the shape alone), so any thread count gives the same bits. The pool is nbbn's own
+    (no numba threading layer), so calls from many threads at once are safe."""
+    nt = min(threads(), chunks) if size >= THREADED_MIN_ELEMENTS else 1
+    if nt <= 1:
+        kernel(*head, 0, 1, *tail)
         return
-    got = _workqueue_lock.acquire(blocking=False)
+    def chunk(t: int) -> None:
+        kernel(*head, t, nt, *tail)
+
+    futures = [_executor().submit(chunk, t) for t in range(1, nt)]
     try:
-        yield got
+        chunk(0)
     finally:
-        if got:
-            _workqueue_lock.release()
+        for f in futures:
+            f.result()
 
 
 def _nparts(size: int, units: int) -> int:
     return int(max(1, min(MAX_PARTS, units, size // MIN_PART_ELEMENTS)))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: kernels see one array type whether or not the caller's array is
+    writable (a memory map and an in-memory array share one compiled kernel)."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 def _half(x3: np.ndarray):
@@ -74,32 +95,34 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     nchan = x3.shape[1]
     if x3.size == 0:
         return BatchStats.empty(nchan)
-    out = BatchStats.uninitialized(nchan)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
         x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
     data, half = _half(x3)
+    data = _readonly(data)
     args: tuple
     if x3.shape[2] == 1 and ks.u8_cl_simd(x3.dtype, nchan):
         rpb = ks.u8_cl_geometry(nchan)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
-        kernels = (ks.stats_channels_last_u8_serial, ks.stats_channels_last_u8_parallel)
+        kernel = ks.stats_channels_last_u8
         args = (data.reshape(-1), nchan)
     elif x3.shape[2] == 1:
         simd = ks.cl_simd(x3.dtype, nchan)
         rpb = ks.channels_last_geometry(nchan, simd)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
-        kernels = (ks.stats_channels_last_serial, ks.stats_channels_last_parallel)
+        kernel = ks.stats_channels_last
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
     else:
         rb = ks.row_block(x3.dtype)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))
-        kernels = (ks.stats_channels_first_serial, ks.stats_channels_first_parallel)
+        kernel = ks.stats_channels_first
         args = (data, half, policy, rb)
+    pi = np.empty((nparts, 3, nchan), np.int64)
+    pf = np.empty((nparts, 5, nchan))
+    _run(kernel, args, (pi, pf), x3.size, nparts)
     if nparts == 1:
-        kernels[0](*args, nparts, out.ints, out.floats)
-        return out
-    with _parallel_allowed() as parallel:
-        kernels[1 if parallel else 0](*args, nparts, out.ints, out.floats)
+        return BatchStats(pi[0], pf[0])
+    out = BatchStats.uninitialized(nchan)
+    ks.fold(pi, pf, out.ints, out.floats)
     return out
 
 
@@ -126,25 +149,15 @@ def summary(part: BatchStats) -> BatchStats:
     return part
 
 
-@numba.njit(cache=True, nogil=True)
-def _merge_into(si, sf, bi, bf):
-    """Merge the statistics blocks (bi, bf) into (si, sf) in place (``BatchStats``)."""
-    for c in range(si.shape[1]):
-        si[0, c], sf[0, c], sf[1, c], sf[2, c] = chan_merge(
-            si[0, c], sf[0, c], sf[1, c], sf[2, c], bi[0, c], bf[0, c], bf[1, c], bf[2, c])
-        sf[3, c] = merge_min(sf[3, c], bf[3, c])
-        sf[4, c] = merge_max(sf[4, c], bf[4, c])
-        si[1, c] += bi[1, c]
-        si[2, c] += bi[2, c]
-
-
 def merge(state, part: BatchStats) -> BatchStats:
     """``part`` merged into ``state`` (None, host statistics, or a device state, which
     is brought to the host first); ``part`` itself when there is no state yet."""
     if state is None:
         return part
     host = state.to_host()
-    _merge_into(host.ints, host.floats, part.ints, part.floats)
+    # a merge is the fold of two partitions: one compiled kernel for both
+    ks.fold(np.stack((host.ints, part.ints)), np.stack((host.floats, part.floats)),
+            host.ints, host.floats)
     return host
 
 
@@ -159,21 +172,14 @@ def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | No
 
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
     data, half = _half(x3)
+    data = _readonly(data)
     nchan = x3.shape[1]
-    flat = x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous
-    with _parallel_allowed() as parallel:
-        parallel = parallel and x3.size >= 2 * MIN_PART_ELEMENTS
-        if flat:
-            ta, ts, tb = kn.tile_params(a, s, b)
-            kernel = (
-                kn.affine_channels_last_parallel if parallel else kn.affine_channels_last_serial
-            )
-            kernel(data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1))
-        else:
-            kernel = (
-                kn.affine_channels_first_parallel if parallel else kn.affine_channels_first_serial
-            )
-            kernel(data, half, a, s, b, o3)
+    if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
+        ta, ts, tb = kn.tile_params(a, s, b)
+        head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1))
+        _run(kn.affine_channels_last, head, (), x3.size, threads())
+    else:
+        _run(kn.affine_channels_first, (data, half, a, s, b, o3), (), x3.size, threads())
 
 
 # ------------------------------------------------------------------ affine map

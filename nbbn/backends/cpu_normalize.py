@@ -20,18 +20,18 @@ import numba
 import numpy as np
 
 from .._numerics import to_float64
-from ._jit import serial_and_parallel
 
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
 
 
-def _affine_channels_first(x, half, a, s, b, out):
+def _affine_channels_first(x, half, a, s, b, out, t, nt):
+    """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``."""
     no, nchan, length = x.shape
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
     units = no * nchan * bpr
-    for u in numba.prange(units):
+    for u in range((units * t) // nt, (units * (t + 1)) // nt):
         row = u // bpr
         lo = (u - row * bpr) * ROW_BLOCK
         hi = min(length, lo + ROW_BLOCK)
@@ -46,21 +46,22 @@ def _affine_channels_first(x, half, a, s, b, out):
             dst[i] = (to_float64(src[i], half) - ac) * sc + bc
 
 
-def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf):
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, t, nt):
+    """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf``."""
     tile = ta.size
     nrows = xf.size // nchan
     k = tile // nchan
     rpu = k * max(1, CL_ROWS_PER_UNIT // k)  # rows per unit, a multiple of k
     units = (nrows + rpu - 1) // rpu
-    for u in numba.prange(units):
+    for u in range((units * t) // nt, (units * (t + 1)) // nt):
         e = u * rpu * nchan
         e1 = min(nrows, (u + 1) * rpu) * nchan
         while e < e1:
             w = min(tile, e1 - e)
             src = xf[e : e + w]
             dst = outf[e : e + w]
-            for t in range(w):
-                dst[t] = (to_float64(src[t], half) - ta[t]) * ts[t] + tb[t]
+            for j in range(w):
+                dst[j] = (to_float64(src[j], half) - ta[j]) * ts[j] + tb[j]
             e += w
 
 
@@ -71,10 +72,7 @@ def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
     return np.tile(a, k), np.tile(s, k), np.tile(b, k)
 
 
+# Serial kernels called on chunks of the work by the CPU backend's threads.
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-affine_channels_first_serial, affine_channels_first_parallel = serial_and_parallel(
-    _affine_channels_first, **_OPTS
-)
-affine_channels_last_serial, affine_channels_last_parallel = serial_and_parallel(
-    _affine_channels_last, **_OPTS
-)
+affine_channels_first = numba.njit(**_OPTS)(_affine_channels_first)
+affine_channels_last = numba.njit(**_OPTS)(_affine_channels_last)

@@ -49,7 +49,7 @@ from .._numerics import (
     to_float64,
 )
 from .._policy import POLICY_OMIT
-from ._jit import serial_and_parallel
+from ._jit import tagged
 from .cpu_simd import (
     CL_LANES,
     HAVE_SIMD,
@@ -373,28 +373,30 @@ def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
     return impl
 
 
-@numba.njit
-def _partition_accumulators(nparts, nchan):
-    """Empty (count, mean, mean_lo, M2, min, max, NaNs, infs) accumulators, one row per
-    partition."""
-    return (
-        np.zeros((nparts, nchan), np.int64),
-        np.zeros((nparts, nchan)),
-        np.zeros((nparts, nchan)),
-        np.zeros((nparts, nchan)),
-        np.full((nparts, nchan), np.inf),
-        np.full((nparts, nchan), -np.inf),
-        np.zeros((nparts, nchan), np.int64),
-        np.zeros((nparts, nchan), np.int64),
-    )
-
-
 @numba.njit(inline="always")
-def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats):
-    """Fold the per-partition accumulators (P, C) into the outputs, in order: ``ints``
-    (3, C) [count, NaNs, infs] and ``floats`` (5, C) [mean, mean_lo, M2, min, max]."""
-    nparts, nchan = pn.shape
-    for c in range(nchan):
+def _partitions(pi, pf, t, nt):
+    """Chunk ``t`` of ``nt`` of the partitions of the accumulators ``pi`` (P, 3, C) and
+    ``pf`` (P, 5, C) (``BatchStats``' layout per partition): ``(p0, p1)``, initialized to
+    empty statistics, and the accumulators as (P, C) views by field."""
+    nparts = pi.shape[0]
+    p0 = (nparts * t) // nt
+    p1 = (nparts * (t + 1)) // nt
+    for p in range(p0, p1):
+        pi[p, :, :] = 0
+        pf[p, 0:3, :] = 0.0
+        pf[p, 3, :] = np.inf
+        pf[p, 4, :] = -np.inf
+    return (p0, p1, pi[:, 0], pf[:, 0], pf[:, 1], pf[:, 2], pf[:, 3], pf[:, 4], pi[:, 1],
+            pi[:, 2])
+
+
+@numba.njit(cache=True, nogil=True)
+def fold(pi, pf, ints, floats):
+    """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C) into ``ints``
+    (3, C) and ``floats`` (5, C), in partition order (also the merge of a state and a
+    batch: two partitions)."""
+    nparts = pi.shape[0]
+    for c in range(pi.shape[2]):
         n = numba.int64(0)
         m = numba.float64(0)
         ml = numba.float64(0)
@@ -404,20 +406,22 @@ def _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats):
         a = numba.int64(0)
         b = numba.int64(0)
         for p in range(nparts):
-            n, m, ml, q = chan_merge(n, m, ml, q, pn[p, c], pmean[p, c], plo[p, c], pm2[p, c])
-            lo = merge_min(lo, pmn[p, c])
-            hi = merge_max(hi, pmx[p, c])
-            a += pnan[p, c]
-            b += pinf[p, c]
+            n, m, ml, q = chan_merge(n, m, ml, q, pi[p, 0, c], pf[p, 0, c], pf[p, 1, c],
+                                     pf[p, 2, c])
+            lo = merge_min(lo, pf[p, 3, c])
+            hi = merge_max(hi, pf[p, 4, c])
+            a += pi[p, 1, c]
+            b += pi[p, 2, c]
         store_stats(ints, floats, c, n, m, ml, q, lo, hi, a, b)
 
 
-def _stats_channels_first(x, half, policy, rb, nparts, ints, floats):
+def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
     no, nchan, length = x.shape
+    nparts = pi.shape[0]
     bpr = max(1, (length + rb - 1) // rb)
     units = no * nchan * bpr
-    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
-    for p in numba.prange(nparts):
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    for p in range(p0, p1):
         u0 = (units * p) // nparts
         u1 = (units * (p + 1)) // nparts
         for u in range(u0, u1):
@@ -441,7 +445,6 @@ def _stats_channels_first(x, half, policy, rb, nparts, ints, floats):
             pmx[p, c] = merge_max(pmx[p, c], bmx)
             pnan[p, c] += bnan
             pinf[p, c] += binf
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
 @numba.njit
@@ -456,12 +459,13 @@ def channels_last_geometry(nchan, simd):
     return k, tile, k * max(1, CL_BLOCK // tile)
 
 
-def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts, ints, floats):
+def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
     nrows = xf.size // nchan
+    nparts = pi.shape[0]
     k, tile, rpb = channels_last_geometry(nchan, simd)
     nblocks = (nrows + rpb - 1) // rpb
-    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
-    for p in numba.prange(nparts):
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
         tk = np.empty(tile)
@@ -536,7 +540,6 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nparts, ints, flo
                 pmx[p, c] = merge_max(pmx[p, c], bmx)
                 pnan[p, c] += bnan
                 pinf[p, c] += binf
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
@@ -558,7 +561,7 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
 
 
-def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
+def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
     """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
     exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
     the last partial period of a block in a scalar loop."""
@@ -568,8 +571,9 @@ def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
     chan = np.empty(period, np.int64)  # the channel of each byte of a period
     for j in range(period):
         chan[j] = j % nchan
-    pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partition_accumulators(nparts, nchan)
-    for p in numba.prange(nparts):
+    nparts = pi.shape[0]
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
         lanes = np.empty(U8CL_LANES, np.int64)
@@ -614,21 +618,14 @@ def _stats_channels_last_u8(xf, nchan, nparts, ints, floats):
                 )
                 pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c]))
                 pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c]))
-    _merge_partitions(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, ints, floats)
 
 
-# One source, two targets: the serial build avoids waking the thread pool for small
-# batches (and is the safe choice inside foreign thread pools). The SIMD level is part
-# of the names: the kernels of each level have disk-cache entries of their own, so a
-# process run with NBBN_SIMD=none never loads the AVX-512 build of an earlier one.
-_OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy",
-                             tag=SIMD_LEVEL)
-stats_channels_first_serial, stats_channels_first_parallel = serial_and_parallel(
-    _stats_channels_first, **_OPTS
-)
-stats_channels_last_serial, stats_channels_last_parallel = serial_and_parallel(
-    _stats_channels_last, **_OPTS
-)
-stats_channels_last_u8_serial, stats_channels_last_u8_parallel = serial_and_parallel(
-    _stats_channels_last_u8, **_OPTS
-)
+# Serial kernels, each called on a chunk of the partitions (``t`` of ``nt``) by the
+# CPU backend's threads (the kernels release the GIL); no parallel=True build, which
+# would double the compilations of a cold start. The SIMD level is part of the names:
+# the kernels of each level have disk-cache entries of their own, so a process run with
+# NBBN_SIMD=none never loads the AVX-512 build of an earlier one.
+_OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+stats_channels_first = tagged(_stats_channels_first, SIMD_LEVEL, **_OPTS)
+stats_channels_last = tagged(_stats_channels_last, SIMD_LEVEL, **_OPTS)
+stats_channels_last_u8 = tagged(_stats_channels_last_u8, SIMD_LEVEL, **_OPTS)

@@ -145,7 +145,6 @@ def run_bench(
         start = bench_startup()
         print_startup(say, start)
 
-    env["numba_threading_layer"] = _threading_layer()
     elapsed = time.perf_counter() - t_start
     load = monitor.report()
     measured = [
@@ -209,15 +208,6 @@ def _import_torch() -> Any:
     except ImportError:
         return None
     return torch
-
-
-def _threading_layer() -> str | None:
-    try:
-        import numba
-
-        return numba.threading_layer()
-    except Exception:  # noqa: BLE001 - no parallel kernel ran yet
-        return None
 
 
 def _write_json(path, result: dict[str, Any]) -> None:

@@ -17,6 +17,31 @@ from typing import Any
 __all__ = ["CpuMonitor", "cpu_model", "environment", "wait_for_quiet"]
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512vbmi", "asimd", "sve", "sve2")
+"""The CPU flags that matter to nbbn's kernels, printed with every benchmark."""
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`SIMD_FLAGS` this CPU has (``/proc/cpuinfo`` flags or features).
+
+    Returns
+    -------
+    list of str
+        In :data:`SIMD_FLAGS` order; empty where ``/proc/cpuinfo`` is missing.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in SIMD_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; the platform's processor elsewhere).
 
@@ -47,10 +72,14 @@ def environment(torch_mod) -> dict[str, Any]:
     -------
     dict
         ``date``, ``cpu``, ``cpu_count``, ``cpus_usable``, ``platform``, ``python``,
-        ``numpy``, ``numba``, ``numba_threads``, ``torch``, ``torch_threads``, ``nbbn``.
+        ``numpy``, ``numba``, ``cpu_flags``, ``simd_level`` (of nbbn's kernels),
+        ``numba_cpu_name`` (``NUMBA_CPU_NAME``), ``threads`` (nbbn's), ``torch``,
+        ``torch_threads``, ``nbbn``.
     """
     import numba
     import numpy as np
+
+    from ..backends import cpu, cpu_simd
 
     usable: int | None
     try:
@@ -66,7 +95,10 @@ def environment(torch_mod) -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
-        "numba_threads": numba.get_num_threads(),
+        "cpu_flags": cpu_flags(),
+        "simd_level": cpu_simd.SIMD_LEVEL,
+        "numba_cpu_name": getattr(numba.config, "CPU_NAME", None),
+        "threads": cpu.threads(),
         "torch": None,
         "torch_threads": None,
     }

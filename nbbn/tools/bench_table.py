@@ -105,8 +105,11 @@ def print_header(say: Say, env: dict[str, Any], repeats: int, quick: bool) -> No
     """
     say(f"nbbn bench  {env['date']}")
     say(f"cpu: {env['cpu']}  ({env['cpu_count']} logical cpus, {env['cpus_usable']} usable;"
-        f" numba threads {env['numba_threads']}"
+        f" nbbn threads {env['threads']}"
         + (f", torch threads {env['torch_threads']})" if env["torch"] is not None else ")"))
+    target = env["numba_cpu_name"] or "host"
+    say(f"cpu flags: {' '.join(env['cpu_flags']) or '-'}; nbbn SIMD level {env['simd_level']}"
+        f" (numba target: {target})")
     say(f"python {env['python']}  numpy {env['numpy']}  numba {env['numba']}"
         f"  torch {env['torch'] or 'not used'}  nbbn {env['nbbn']}  ({env['platform']})")
     say(f"median of {repeats} timed calls after one warm-up call"
@@ -223,14 +226,14 @@ def print_startup(say: Say, start: dict[str, Any]) -> None:
 
 def print_load(say: Say, env: dict[str, Any], elapsed: float, load: dict[str, Any] | None,
                worst: float | None) -> None:
-    """The threading layer, the run's duration and how busy the machine was.
+    """The run's duration and how busy the machine was.
 
     Parameters
     ----------
     say : callable
         Prints one line (``print`` to the bench's output).
     env : dict
-        The environment, with ``numba_threading_layer``.
+        The environment.
     elapsed : float
         Seconds the bench took.
     load : dict or None
@@ -239,7 +242,7 @@ def print_load(say: Say, env: dict[str, Any], elapsed: float, load: dict[str, An
         The most cores other processes used in a measured phase.
     """
     say("")
-    say(f"numba threading layer: {env['numba_threading_layer']}; bench took {elapsed:.0f} s")
+    say(f"bench took {elapsed:.0f} s")
     if load is not None:
         say(
             f"cpu use over the whole run incl. any waits (cores, averaged): this bench"

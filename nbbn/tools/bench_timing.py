@@ -1,7 +1,10 @@
 """Timing for ``nbbn bench``: the memory-bandwidth kernels, medians and paired ratios.
 
-* The read bandwidth is a Numba parallel sum and the copy bandwidth a Numba parallel
-  copy over :data:`N_PARTS` partitions, compiled on first use, outside any timed region.
+* The read bandwidth is a Numba sum and the copy bandwidth a Numba copy over
+  :data:`N_PARTS` partitions, spread over the threads of nbbn's CPU backend the way its
+  kernels are (serial kernels on chunks, ``cpu._run``), compiled on first use, outside
+  any timed region. Using numba's own ``parallel=True`` instead would pit its threading
+  layer's spinning workers against nbbn's threads right before each timed call.
 * :func:`median_time` times an operation (median of the repeats, after a warm-up
   call); :func:`paired_pct` times it right after a bandwidth kernel, call by call, so
   that the ratio compares the two at the same moment on a shared host;
@@ -25,7 +28,7 @@ _kernels: dict[str, Callable[..., Any]] = {}
 
 
 def bw_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Compile (lazily) a parallel sum and a parallel copy over ``N_PARTS`` partitions.
+    """Compile (lazily) a sum and a copy over ``N_PARTS`` partitions, on nbbn's threads.
 
     Each partition takes a slice and loops over it with a unit-stride range: indexing
     ``a[i]`` for i in ``range(lo, hi)`` instead does not vectorize in Numba.
@@ -39,33 +42,37 @@ def bw_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
         import numba
         import numpy as np
 
-        @numba.njit(parallel=True, fastmath=True, nogil=True)
-        def read_sum(a):
+        from ..backends import cpu
+
+        @numba.njit(fastmath=True, nogil=True)
+        def read_chunk(a, t, nt, part):
             n = a.size
-            part = np.zeros(N_PARTS)
-            for p in numba.prange(N_PARTS):
-                lo = n * p // N_PARTS
-                hi = n * (p + 1) // N_PARTS
-                seg = a[lo:hi]
+            for p in range(N_PARTS * t // nt, N_PARTS * (t + 1) // nt):
+                seg = a[n * p // N_PARTS: n * (p + 1) // N_PARTS]
                 s = np.float32(0)
                 for i in range(seg.size):
                     s += seg[i]
                 part[p] = s
-            return part.sum()
 
-        @numba.njit(parallel=True, fastmath=True, nogil=True)
-        def copy(src, dst):
+        @numba.njit(fastmath=True, nogil=True)
+        def copy_chunk(src, dst, t, nt):
             n = src.size
-            for p in numba.prange(N_PARTS):
-                lo = n * p // N_PARTS
-                hi = n * (p + 1) // N_PARTS
-                s = src[lo:hi]
-                d = dst[lo:hi]
+            for p in range(N_PARTS * t // nt, N_PARTS * (t + 1) // nt):
+                s = src[n * p // N_PARTS: n * (p + 1) // N_PARTS]
+                d = dst[n * p // N_PARTS: n * (p + 1) // N_PARTS]
                 for i in range(s.size):
                     d[i] = s[i]
 
+        def read_sum(a):
+            part = np.zeros(N_PARTS)
+            cpu._run(read_chunk, (a,), (part,), a.size, N_PARTS)
+            return part.sum()
+
+        def copy(src, dst):
+            cpu._run(copy_chunk, (src, dst), (), src.size, N_PARTS)
+
         # compile and start the thread pool now, outside any timed region
-        a = np.ones(1 << 16, dtype=np.float32)
+        a = np.ones(cpu.THREADED_MIN_ELEMENTS, dtype=np.float32)
         b = np.empty_like(a)
         for _ in range(20):
             read_sum(a)
