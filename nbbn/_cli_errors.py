@@ -21,7 +21,7 @@ __all__ = ["USER_DATA_COMMANDS", "USER_ERRORS", "cli_speller", "interrupted_mess
 
 # Commands that read the user's files: their ValueError, TypeError, OSError and
 # ImportError (a missing optional extra) are user errors, reported in one line.
-USER_DATA_COMMANDS = ("fit", "transform", "info", "plot")
+USER_DATA_COMMANDS = ("fit", "transform", "info", "plot", "warmup")
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
 

@@ -66,6 +66,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ._compile_notice import announce_compiles
+
+    announce_compiles()
     error = None
     if not args.size_mb > 0:
         error = f"--size-mb must be positive, got {args.size_mb:g}"
@@ -217,7 +220,10 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ._compile_notice import announce_compiles
     from .pipeline import CHECKPOINT_INTERVAL_S, fit
+
+    announce_compiles()
     from .report import format_json, format_table
 
     if args.output is not None and not Path(args.output).resolve().parent.is_dir():
@@ -271,8 +277,10 @@ def _add_transform(sub: argparse._SubParsersAction) -> None:
 def _cmd_transform(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ._compile_notice import announce_compiles
     from .pipeline import transform
 
+    announce_compiles()
     stats = _load_stats(args.stats)
     result = transform(
         args.source,
@@ -379,6 +387,47 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ warmup
+_WARMUP_DTYPES = ("float16", "float32", "float64", "uint8", "int8", "uint16", "int16", "int32",
+                  "uint32", "int64", "uint64")
+
+
+def _add_warmup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "warmup",
+        help="compile the CPU kernels now (numba's disk cache), e.g. in a container image",
+        description=(
+            "Compile the CPU kernels for the given input dtypes and layouts and store them "
+            "in numba's disk cache (NUMBA_CACHE_DIR, default __pycache__ beside nbbn), so "
+            "that later processes load them instead of compiling on their first batch. "
+            "Each case runs the statistics (a batch and a merge), the normalizer and "
+            "BatchNorm on a tiny array; a case already built takes a fraction of a second."
+        ),
+    )
+    p.add_argument("--dtypes", default="float32,uint8", metavar="LIST",
+                   help="comma-separated input dtypes, or 'all' (default: %(default)s)")
+    p.add_argument("--layouts", default="nchw,nhwc", metavar="LIST",
+                   help="comma-separated: nchw (channels-first), nhwc (channels-last, also "
+                   "(N, C) tables) (default: %(default)s)")
+    p.set_defaults(func=_cmd_warmup)
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    import time
+
+    from ._compile_notice import announce_compiles
+    from .tools.warmup import warmup
+
+    dtypes = _WARMUP_DTYPES if args.dtypes == "all" else \
+        tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
+    layouts = tuple(v.strip().lower() for v in args.layouts.split(",") if v.strip())
+    announce_compiles()
+    t0 = time.perf_counter()
+    done = warmup(dtypes, layouts, file=sys.stdout)
+    print(f"nbbn warmup: {len(done)} cases ready in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
@@ -387,6 +436,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_info,
     _add_plot,
     _add_bench,
+    _add_warmup,
 ]
 
 

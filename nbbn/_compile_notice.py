@@ -1,0 +1,82 @@
+"""One line on stderr when numba compiles one of nbbn's kernels (not when it loads one).
+
+The first use of a kernel family for an input type costs a compilation of a second or
+two (then it is cached on disk). The command line says so, so that a slow first batch
+is not read as slow speed::
+
+    nbbn: compiling the statistics kernel for float32 channels-first input (once; cached)
+
+It listens to numba's ``numba:compile`` event, which numba fires only on a cache miss;
+loads from the disk cache stay silent. Only the top-level kernels are named (the
+functions they call compile inside them), and each family and input type once per
+process. :func:`announce_compiles` is called by the CLI's computing subcommands.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+_FAMILIES = {
+    "_stats_channels_first": "statistics kernel for {} channels-first input",
+    "_stats_channels_last": "statistics kernel for {} channels-last input",
+    "_stats_channels_last_u8": "statistics kernel for {} channels-last input",
+    "fold": "statistics merge",
+    "_affine_channels_first": "normalizer kernel for {} channels-first input",
+    "_affine_channels_last": "normalizer kernel for {} channels-last input",
+}
+_installed = False
+_lock = threading.Lock()
+
+
+def _family(name: str) -> str | None:
+    """The family text of a kernel name (the stats kernels carry a SIMD-level suffix)."""
+    for level in ("_avx512", "_avx2", "_none"):
+        if name.endswith(level):
+            name = name[: -len(level)]
+            break
+    return _FAMILIES.get(name)
+
+
+def describe(name: str, args: tuple) -> str | None:
+    """The words for a compilation of the kernel ``name`` for numba argument types
+    ``args`` (None for functions that are not one of nbbn's top-level kernels)."""
+    text = _family(name)
+    if text is None:
+        return None
+    dtype = str(getattr(args[0], "dtype", "")) if args else ""
+    if len(args) > 1 and str(args[1]) in ("bool", "Literal[bool](True)"):
+        dtype = "float16"  # float16 arrives as uint16 bits with half=True
+    return text.format(dtype or "?")
+
+
+def announce_compiles(file: TextIO | None = None) -> None:
+    """Print one line per kernel family and input type that numba compiles from now on
+    in this process (idempotent; a no-op where numba's event API is missing)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        try:
+            from numba.core import event
+        except ImportError:  # pragma: no cover - numba without the event API
+            return
+        seen: set[str] = set()
+
+        class _Notice(event.Listener):
+            def on_start(self, ev) -> None:
+                data = ev.data or {}
+                dispatcher = data.get("dispatcher")
+                name = getattr(getattr(dispatcher, "py_func", None), "__name__", "")
+                words = describe(name, tuple(data.get("args", ())))
+                if words is not None and words not in seen:
+                    seen.add(words)
+                    print(f"nbbn: compiling the {words} (once; cached)",
+                          file=file or sys.stderr, flush=True)
+
+            def on_end(self, ev) -> None:
+                pass
+
+        event.register("numba:compile", _Notice())
+        _installed = True

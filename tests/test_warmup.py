@@ -1,0 +1,50 @@
+"""``nbbn warmup`` and the one-line notice of a compilation on the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nbbn._compile_notice import describe
+
+
+def _nbbn(args, cache_dir):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    return subprocess.run([sys.executable, "-m", "nbbn", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_warmup_compiles_once_then_loads(tmp_path):
+    """A cold cache: each kernel family announced once; a second process loads them from
+    the disk cache and announces nothing."""
+    first = _nbbn(["warmup", "--dtypes", "int16", "--layouts", "nchw,nhwc"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    notices = [line for line in first.stderr.splitlines() if line.startswith("nbbn: compiling")]
+    assert "nbbn: compiling the statistics kernel for int16 channels-first input " \
+           "(once; cached)" in notices
+    assert any("normalizer kernel for int16 channels-last" in n for n in notices)
+    assert len(notices) == len(set(notices))
+    assert "2 cases ready" in first.stdout
+    again = _nbbn(["warmup", "--dtypes", "int16", "--layouts", "nchw,nhwc"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "compiling" not in again.stderr
+
+
+def test_warmup_refuses_unknown_names(tmp_path):
+    p = _nbbn(["warmup", "--dtypes", "complex64"], tmp_path)
+    assert p.returncode == 2
+    assert "nbbn warmup: error: unknown dtype or layout ['complex64']" in p.stderr
+
+
+@pytest.mark.parametrize("name,args,words", [
+    ("_stats_channels_first_avx2", ("array(float32, 3d, C)", "none"),
+     "statistics kernel for ? channels-first input"),
+    ("_stats_channels_last_u8_none", (), "statistics kernel for ? channels-last input"),
+    ("fold", (), "statistics merge"),
+    ("chan_merge", (), None),
+])
+def test_describe_names_top_level_kernels_only(name, args, words):
+    assert describe(name, args) == words
