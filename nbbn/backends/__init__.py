@@ -138,8 +138,13 @@ def to_host(obj: Any) -> Any:
     return obj.to_host() if hasattr(obj, "to_host") else obj
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
 def _module(name: str) -> Any:
-    module: ModuleType = importlib.import_module(f"{__name__}.{name}")
+    module = _loaded.get(name)
+    if module is None:
+        module = _loaded[name] = importlib.import_module(f"{__name__}.{name}")
     return module
 
 

@@ -122,7 +122,7 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
     if nparts == 1:
         return BatchStats(pi[0], pf[0])
     out = BatchStats.uninitialized(nchan)
-    ks.fold(pi, pf, out.ints, out.floats)
+    ks.fold(pi, pf, out.ints, out.floats, False)
     return out
 
 
@@ -155,9 +155,8 @@ def merge(state, part: BatchStats) -> BatchStats:
     if state is None:
         return part
     host = state.to_host()
-    # a merge is the fold of two partitions: one compiled kernel for both
-    ks.fold(np.stack((host.ints, part.ints)), np.stack((host.floats, part.floats)),
-            host.ints, host.floats)
+    # a merge is the batch folded into the state: one compiled kernel for both
+    ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats, True)
     return host
 
 

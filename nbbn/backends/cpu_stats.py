@@ -391,10 +391,10 @@ def _partitions(pi, pf, t, nt):
 
 
 @numba.njit(cache=True, nogil=True)
-def fold(pi, pf, ints, floats):
-    """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C) into ``ints``
-    (3, C) and ``floats`` (5, C), in partition order (also the merge of a state and a
-    batch: two partitions)."""
+def fold(pi, pf, ints, floats, into):
+    """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
+    order, into ``ints`` (3, C) and ``floats`` (5, C): merged into what they hold when
+    ``into`` (a state merging a batch: ``pi = batch.ints[None]``), else replacing it."""
     nparts = pi.shape[0]
     for c in range(pi.shape[2]):
         n = numba.int64(0)
@@ -405,6 +405,15 @@ def fold(pi, pf, ints, floats):
         hi = numba.float64(-np.inf)
         a = numba.int64(0)
         b = numba.int64(0)
+        if into:
+            n = ints[0, c]
+            a = ints[1, c]
+            b = ints[2, c]
+            m = floats[0, c]
+            ml = floats[1, c]
+            q = floats[2, c]
+            lo = floats[3, c]
+            hi = floats[4, c]
         for p in range(nparts):
             n, m, ml, q = chan_merge(n, m, ml, q, pi[p, 0, c], pf[p, 0, c], pf[p, 1, c],
                                      pf[p, 2, c])
