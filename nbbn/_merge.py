@@ -1,7 +1,7 @@
 """The merge arithmetic of every kernel, written once and compiled for each target.
 
 :func:`build` compiles these plain-Python sources with a target's decorator:
-``numba.njit`` for the CPU kernels (:mod:`nbbn._numerics`) and
+``numba.njit`` for the CPU kernels (:mod:`nbbn.backends.cpu_numerics`) and
 ``numba.cuda.jit(device=True)`` for the CUDA kernels
 (:mod:`nbbn.backends.cuda_kernels`). Importing this module imports no numba.
 

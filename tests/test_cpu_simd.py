@@ -21,9 +21,10 @@ needs_simd = pytest.mark.skipif(not cpu_simd.HAVE_SIMD, reason="numba targets no
 
 
 @pytest.mark.parametrize("name,features,level", [
-    (None, "+avx2,+fma,+avx512f,+avx512bw", "avx512"),
-    (None, "+avx2,+fma,-avx512f", "avx2"),
-    (None, "+avx2", "none"),  # no FMA: the float kernel's fma would be a libm call
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", "avx512"),
+    (None, "+avx2,+fma,+f16c,-avx512f", "avx2"),
+    (None, "+avx2,+f16c", "none"),  # no FMA: the float kernel's fma would be a libm call
+    (None, "+avx2,+fma", "none"),  # no F16C: float16 conversions would be libcalls
     ("znver3", None, "avx2"),
     ("haswell", None, "avx2"),
     ("skylake-avx512", None, "avx512"),

@@ -23,6 +23,7 @@ from .._policy import POLICY_PROPAGATE
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from ._stats import BatchStats
+from .cpu_simd import HAVE_SIMD
 
 name = "cpu"
 
@@ -161,24 +162,31 @@ def merge(state, part: BatchStats) -> BatchStats:
 
 
 def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | None:
-    if out.dtype not in (np.float32, np.float64) or not out.dtype.isnative:
+    """``out`` as (O, C, I) for the kernels to write: float32/float64, and float16 as its
+    uint16 bits where the kernels convert in hardware (F16C); None: write through a
+    temporary."""
+    half = out.dtype == np.float16 and HAVE_SIMD
+    if out.dtype not in (np.float32, np.float64) and not half or not out.dtype.isnative:
         return None
     try:
-        return out.reshape(shape3, copy=False)
+        o3 = out.reshape(shape3, copy=False)
     except ValueError:
         return None
+    return o3.view(np.uint16) if half else o3
 
 
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
     data, half = _half(x3)
     data = _readonly(data)
+    out_half = True if o3.dtype == np.uint16 else None
     nchan = x3.shape[1]
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
-        head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1))
+        head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half)
         _run(kn.affine_channels_last, head, (), x3.size, threads())
     else:
-        _run(kn.affine_channels_first, (data, half, a, s, b, o3), (), x3.size, threads())
+        head = (data, half, a, s, b, o3, out_half)
+        _run(kn.affine_channels_first, head, (), x3.size, threads())
 
 
 # ------------------------------------------------------------------ affine map

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
-from .._numerics import to_float64
+from ._jit import tagged
+from .cpu_numerics import store_float, to_float64
+from .cpu_simd import SIMD_LEVEL
 
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
 
 
-def _affine_channels_first(x, half, a, s, b, out, t, nt):
+def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt):
     """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``."""
     no, nchan, length = x.shape
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
@@ -43,10 +44,10 @@ def _affine_channels_first(x, half, a, s, b, out, t, nt):
         sc = s[c]
         bc = b[c]
         for i in range(hi - lo):
-            dst[i] = (to_float64(src[i], half) - ac) * sc + bc
+            store_float(dst, i, (to_float64(src[i], half) - ac) * sc + bc, out_half)
 
 
-def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, t, nt):
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt):
     """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf``."""
     tile = ta.size
     nrows = xf.size // nchan
@@ -61,7 +62,8 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, t, nt):
             src = xf[e : e + w]
             dst = outf[e : e + w]
             for j in range(w):
-                dst[j] = (to_float64(src[j], half) - ta[j]) * ts[j] + tb[j]
+                store_float(dst, j, (to_float64(src[j], half) - ta[j]) * ts[j] + tb[j],
+                            out_half)
             e += w
 
 
@@ -72,7 +74,8 @@ def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
     return np.tile(a, k), np.tile(s, k), np.tile(b, k)
 
 
-# Serial kernels called on chunks of the work by the CPU backend's threads.
+# Serial kernels called on chunks of the work by the CPU backend's threads, named by
+# SIMD level (float16 conversions are F16C instructions at the SIMD levels).
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-affine_channels_first = numba.njit(**_OPTS)(_affine_channels_first)
-affine_channels_last = numba.njit(**_OPTS)(_affine_channels_last)
+affine_channels_first = tagged(_affine_channels_first, SIMD_LEVEL, **_OPTS)
+affine_channels_last = tagged(_affine_channels_last, SIMD_LEVEL, **_OPTS)

@@ -62,9 +62,9 @@ _AVX2_CPUS = {"haswell", "broadwell", "skylake", "kabylake", "coffeelake", "come
 
 def _level_of_features(features) -> str:
     """The level a set of LLVM feature names supports."""
-    if {"avx512bw", "avx512f", "fma"} <= features:
+    if {"avx512bw", "avx512f", "fma", "f16c"} <= features:
         return "avx512"
-    if {"avx2", "fma"} <= features:
+    if {"avx2", "fma", "f16c"} <= features:
         return "avx2"
     return "none"
 
@@ -239,6 +239,40 @@ def u8_sums(r):
 
 
 # ---------------------------------------------------------------------------------------
+# float16 <-> float32 in hardware (F16C, part of both SIMD levels): numba's CPU target has
+# no float16 type, so float16 data travels as its uint16 bits. At the SIMD levels LLVM
+# turns these conversions into vcvtph2ps/vcvtps2ph, 8 or 16 values per instruction in
+# vectorized loops; without F16C they would be calls to compiler-rt routines that numba
+# may not link, so the portable level keeps cpu_numerics' bit-manipulating decoder.
+
+_HALF = ir.HalfType()
+
+
+@intrinsic
+def half_bits_to_f32(typingctx, h):
+    """The float32 value (exact) of the float16 whose bits are ``h`` (uint16)."""
+    if not (isinstance(h, types.Integer) and h.bitwidth == 16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], _HALF), ir.FloatType())
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def f32_to_half_bits(typingctx, f):
+    """The bits (uint16) of ``f`` (float32) rounded to float16, to nearest even."""
+    if f != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], _HALF), _I16)
+
+    return types.uint16(f), codegen
+
+
+# ---------------------------------------------------------------------------------------
 # Channels-last float32: a chunk of channels, accumulated in registers over many rows.
 #
 # The portable channels-last kernel (cpu_stats._cl_pass) vectorizes across the channels
@@ -264,6 +298,8 @@ CL_MIN_ROWS = 16  # ... and at least this many (C > 2048)
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 _VF32 = ir.VectorType(_F32, CL_LANES)
 _VF64 = ir.VectorType(_F64, CL_LANES)
+_VI16 = ir.VectorType(_I16, CL_LANES)
+_VHALF = ir.VectorType(ir.HalfType(), CL_LANES)
 _PTR8 = ir.PointerType(_I8)
 
 
@@ -274,8 +310,9 @@ def _make_cl_chunk(nvec: int):
         channels ``c0 <= c < c0 + 16 * nvec`` into ``sd`` (sum of x - tk), ``sq`` (sum of
         squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the caller
         detects NaN/inf from the sums). ``xf`` must be C-contiguous."""
-        if not (isinstance(xf, types.Array) and xf.dtype == types.float32):
-            return None
+        if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
+            return None  # float32, or the bits of float16 (converted by F16C)
+        half = xf.dtype == types.uint16
         sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx)
 
         def codegen(context, builder, signature, args):
@@ -311,8 +348,13 @@ def _make_cl_chunk(nvec: int):
                     pf = builder.gep(x.data, [builder.add(ahead_base, lane0)])
                     pf = builder.bitcast(pf, _PTR8)
                     builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
-                    xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32), align=4,
-                                      typ=_VF32)
+                    if half:
+                        raw = builder.load(vec_ptr(x, builder.add(base, lane0), _VI16),
+                                           align=2, typ=_VI16)
+                        xv = builder.fpext(builder.bitcast(raw, _VHALF), _VF32)
+                    else:
+                        xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32),
+                                          align=4, typ=_VF32)
                     s, q, lo, hi = acc[v]
                     d = builder.fsub(builder.fpext(xv, _VF64), ks[v])
                     builder.store(builder.fadd(builder.load(s), d), s)

@@ -36,7 +36,10 @@ from numba import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .._numerics import (
+from .._policy import POLICY_OMIT
+from ._jit import tagged
+from .cpu_numerics import (
+    as_float32,
     chan_merge,
     dd_mean,
     fmax_fast,
@@ -48,8 +51,6 @@ from .._numerics import (
     store_stats,
     to_float64,
 )
-from .._policy import POLICY_OMIT
-from ._jit import tagged
 from .cpu_simd import (
     CL_LANES,
     HAVE_SIMD,
@@ -74,7 +75,7 @@ RATIO_LIMIT_LOW = 1e6  # shifted-sum cancellation allowed for float32/float16 in
 RATIO_LIMIT_HIGH = 16.0  # ... and for float64 and integer input (tolerance 1e-12)
 
 # reassoc lets LLVM vectorize the sums, nsz the min/max; no nnan/ninf, and the
-# finiteness tests are integer tests on the bits (see _numerics.is_finite_bits).
+# finiteness tests are integer tests on the bits (see cpu_numerics.is_finite_bits).
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
@@ -127,15 +128,16 @@ def _block_slow(r, start, n, step, half, policy):
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH)
-def _f32_shifted_pass(r, k):
-    """Sums of d = r - k and d*d in float64 (d is exact), min and max in float32."""
+def _f32_shifted_pass(r, k, half):
+    """Sums of d = r - k and d*d in float64 (d is exact), min and max in float32 (``r``
+    float32, or float16 bits with ``half=True``)."""
     sd = numba.float64(0)
     sq = numba.float64(0)
-    bmn = r[0]
-    bmx = r[0]
+    bmn = as_float32(r[0], half)
+    bmx = bmn
     kd = numba.float64(k)
     for i in range(r.size):
-        v = r[i]
+        v = as_float32(r[i], half)
         d = numba.float64(v) - kd
         sd += d
         sq += d * d
@@ -196,15 +198,17 @@ def _block_fast_impl(r, half, shift):
 
         return impl_int
 
-    if dt == types.float32 and isinstance(half, types.NoneType):
-        # float32: one pass of d = x - K in float64 (exact for float32 x and K), sums of
-        # d and d*d in float64, min/max in float32 lanes. The data streams from memory
-        # once and each element costs one conversion. If K was far from the block mean,
-        # the block is redone with its mean as K.
+    if (dt == types.float32 and isinstance(half, types.NoneType)) or (
+            HAVE_SIMD and not isinstance(half, types.NoneType)):
+        # float32 (and float16, converted to float32 by F16C at the SIMD levels): one
+        # pass of d = x - K in float64 (exact for float32 x and K), sums of d and d*d in
+        # float64, min/max in float32 lanes. The data streams from memory once and each
+        # element costs one conversion. If K was far from the block mean, the block is
+        # redone with its mean as K.
         def impl_f32(r, half, shift):
             n = r.size
-            k = np.float32(shift) if is_finite_bits(shift) else r[0]
-            sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
+            k = np.float32(shift) if is_finite_bits(shift) else as_float32(r[0], half)
+            sd, sq, bmn, bmx = _f32_shifted_pass(r, k, half)
             zero = numba.float64(0)
             if not (is_finite_bits(sq) and is_finite_bits(sd)):
                 return False, sq, sq, sq, sq, sq  # NaN/inf inside: min/max unspecified
@@ -214,7 +218,7 @@ def _block_fast_impl(r, half, shift):
             q = sq - sd * sd / n
             if q * RATIO_LIMIT_LOW < sq:  # K far from the block mean: again, with the mean
                 k = np.float32(numba.float64(k) + sd / n)
-                sd, sq, bmn, bmx = _f32_shifted_pass(r, k)
+                sd, sq, bmn, bmx = _f32_shifted_pass(r, k, half)
                 q = sq - sd * sd / n
             hi, lo = dd_mean(numba.float64(k), sd / n)
             return True, hi, lo, max(q, zero), numba.float64(bmn), numba.float64(bmx)
@@ -280,6 +284,8 @@ def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
 def _minmax_value_impl(v, half):
     if isinstance(v, types.Float) and isinstance(half, types.NoneType):
         return lambda v, half: v
+    if HAVE_SIMD and not isinstance(half, types.NoneType):  # float16 in float32 lanes
+        return lambda v, half: as_float32(v, half)
     return lambda v, half: to_float64(v, half)
 
 
@@ -293,6 +299,8 @@ def _minmax_empty_impl(n, xf, half):
     if isinstance(xf.dtype, types.Float) and isinstance(half, types.NoneType):
         dt = as_dtype(xf.dtype)
         return lambda n, xf, half: np.empty(n, dt)
+    if HAVE_SIMD and not isinstance(half, types.NoneType):
+        return lambda n, xf, half: np.empty(n, np.float32)
     return lambda n, xf, half: np.empty(n, np.float64)
 
 
@@ -343,7 +351,7 @@ def cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input of this dtype and channel count takes the
     explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
     (the ``simd`` argument of the channels-last kernels)."""
-    return HAVE_SIMD and dtype == np.float32 and nchan % CL_LANES == 0
+    return HAVE_SIMD and dtype in (np.float32, np.float16) and nchan % CL_LANES == 0
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -353,8 +361,8 @@ def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma
 
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
-    # the SIMD kernel types only for float32: other dtypes compile without it
-    if not (HAVE_SIMD and xf.dtype == types.float32):
+    # the SIMD kernel types only for float32 and float16: other dtypes compile without it
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or not isinstance(half, types.NoneType))):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 

@@ -25,6 +25,11 @@ FULL_SHAPES: list[tuple[tuple[int, ...], str, str, int]] = [
     ((256, 224, 224, 3), "uint8", "NHWC", -1),  # HWC images, as PIL/OpenCV give them
     ((256, 3, 224, 224), "float32", "NCHW", 1),
     ((1_000_000, 64), "float32", "NC", -1),
+    # the weak cases of channels-last: float16 and float64, C = 3 float32, C = 1024
+    ((64, 56, 56, 256), "float16", "NHWC", -1),
+    ((32, 56, 56, 256), "float64", "NHWC", -1),
+    ((256, 224, 224, 3), "float32", "NHWC", -1),
+    ((50_000, 1024), "float32", "NC", -1),
 ]
 QUICK_SHAPES: list[tuple[tuple[int, ...], str, str, int]] = [
     ((4, 16, 8, 8), "float32", "NCHW", 1),
@@ -33,6 +38,10 @@ QUICK_SHAPES: list[tuple[tuple[int, ...], str, str, int]] = [
     ((4, 16, 16, 3), "uint8", "NHWC", -1),
     ((4, 3, 16, 16), "float32", "NCHW", 1),
     ((2_000, 64), "float32", "NC", -1),
+    ((4, 8, 8, 16), "float16", "NHWC", -1),
+    ((4, 8, 8, 16), "float64", "NHWC", -1),
+    ((4, 16, 16, 3), "float32", "NHWC", -1),
+    ((64, 1024), "float32", "NC", -1),
 ]
 SMALL_SHAPE = (8, 16, 4, 4)
 EPS = 1e-5

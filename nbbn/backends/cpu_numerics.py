@@ -13,7 +13,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from . import _merge
+from .. import _merge
+from .cpu_simd import HAVE_SIMD, f32_to_half_bits, half_bits_to_f32
 
 __all__ = [
     "chan_merge",
@@ -26,6 +27,8 @@ __all__ = [
     "fmin_fast",
     "fmax_fast",
     "to_float64",
+    "as_float32",
+    "store_float",
     "half_bits_to_float64",
 ]
 
@@ -109,7 +112,39 @@ def _to_float64_impl(value, half):
     # (half=None), and the compiled kernels stay cacheable on disk.
     if isinstance(half, types.NoneType):
         return lambda value, half: numba.float64(value)
+    if HAVE_SIMD:  # F16C in hardware
+        return lambda value, half: numba.float64(half_bits_to_f32(value))
     return lambda value, half: half_bits_to_float64(value)
+
+
+def as_float32(value, half):  # pragma: no cover - replaced by the overload
+    """A float32 element as it is, or float16 bits (``half=True``) as float32 (F16C)."""
+    raise NotImplementedError("as_float32 is only callable from jitted code")
+
+
+@overload(as_float32, inline="always")
+def _as_float32_impl(value, half):
+    if isinstance(half, types.NoneType):
+        return lambda value, half: value
+    return lambda value, half: half_bits_to_f32(value)
+
+
+def store_float(out, i, value, half):  # pragma: no cover - replaced by the overload
+    """``out[i] = value`` (float64), or its float16 bits when ``half`` is True (then
+    ``out`` is the uint16 view of a float16 array; only at the SIMD levels)."""
+    raise NotImplementedError("store_float is only callable from jitted code")
+
+
+@overload(store_float, inline="always")
+def _store_float_impl(out, i, value, half):
+    if isinstance(half, types.NoneType):
+        def store(out, i, value, half):
+            out[i] = value
+        return store
+
+    def store_half(out, i, value, half):  # float64 -> float32 -> float16, as numpy's cast
+        out[i] = f32_to_half_bits(np.float32(value))
+    return store_half
 
 
 def _llvm_select_float(op):
