@@ -22,6 +22,7 @@ from .._layout import Canonical, canonical
 from .._policy import POLICY_PROPAGATE
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
+from . import to_host
 from ._stats import BatchStats
 from .cpu_simd import HAVE_SIMD
 
@@ -243,7 +244,7 @@ def affine(can: Canonical, params, out: np.ndarray) -> None:
 # ------------------------------------------------------------------ BatchNorm
 def running(buffer, can: Canonical) -> np.ndarray:
     """BatchNorm's (2, C) running buffer on the host."""
-    return buffer.to_host() if hasattr(buffer, "to_host") else buffer
+    return to_host(buffer)
 
 
 def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndarray,
