@@ -2,9 +2,9 @@
 the uint8 block sums, and the channels-last float32 chunk kernel through the public API.
 
 Runs where numba compiles for AVX-512BW or AVX2 (``cpu_simd.SIMD_LEVEL``); CI also runs
-it with ``NBBN_SIMD=avx2`` (the AVX2 code on an AVX-512 host), and the numerics tests
-with ``NBBN_SIMD=none`` (the portable loops). The level detection itself is tested on
-any host.
+it, with the uint8/float16/float32 numerics tests, under ``NUMBA_CPU_NAME=haswell`` (the
+AVX2 code, when the host can run it) and ``NUMBA_CPU_NAME=generic`` (the portable
+loops). The level detection itself is tested on any host.
 """
 
 from __future__ import annotations
