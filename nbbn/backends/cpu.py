@@ -19,6 +19,7 @@ import numpy as np
 
 from .._affine import affine_scale, check_out, result_dtype
 from .._layout import Canonical, canonical
+from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
     TensorOutput,
     empty_tensor_out,
@@ -26,7 +27,6 @@ from .._torch_arrays import (
     is_tensor,
     numpy_to_bf16_bits,
 )
-from .._policy import POLICY_PROPAGATE
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from . import to_host
