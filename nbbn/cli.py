@@ -342,6 +342,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--torch", action="store_true",
+                   help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
+                   "Normalizer; bfloat16)")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
@@ -356,6 +359,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.torch:
+        import json
+
+        from .tools.bench_torch import run_torch_bench
+
+        result = run_torch_bench(sys.stdout, args.quick, args.repeats)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return 0
     if args.pipeline:
         import json
 
