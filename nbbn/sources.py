@@ -26,10 +26,13 @@ How each kind is read:
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
-  batch (split into ``batch_size`` rows when one is given); ``key`` picks an element of
-  tuple or dict items (``key=0`` for the ``x`` of ``(x, y)``). CPU torch tensors become
-  numpy arrays without a copy; CUDA tensors and other device arrays are passed on
-  as they are. Items must be fresh arrays: the next item is fetched while the current
+  batch (split into ``batch_size`` rows when one is given), or a sample counted as a
+  batch of one with ``batched=False`` (``nbbn._datasets``: torch Datasets, whose items
+  are samples); items may differ in shape, not in their channel count; ``key`` picks an
+  element of tuple or dict items (``key=0`` for the ``x`` of ``(x, y)``). CPU torch
+  tensors become numpy arrays without a copy (bfloat16 tensors stay tensors, which the
+  CPU kernels read natively); CUDA tensors and other device arrays are passed on as
+  they are. Items must be fresh arrays: the next item is fetched while the current
   one is used. An iterable has no fingerprint; instead a digest of the items' shapes,
   dtypes and first rows is kept, and a resume re-iterates it from the start, skips the
   items already counted and refuses to continue if their digest differs (a shuffled or

@@ -184,3 +184,14 @@ def test_bfloat16_on_the_cuda_backend_is_refused(cuda):
         nbbn.RunningStats(backend="cuda").update(x)
     with pytest.raises(TypeError, match="CPU backend only"):
         nbbn.Normalizer([0.0] * 3, [1.0] * 3, backend="cuda")(x)
+
+
+def test_bench_torch_smoke():
+    """``nbbn bench --torch`` runs (tiny shapes): every measurement gives its rows."""
+    import io
+
+    from nbbn.tools.bench_torch import MEASUREMENTS, run_torch_bench
+
+    result = run_torch_bench(io.StringIO(), quick=True, repeats=1)
+    for title, _ in MEASUREMENTS:
+        assert result[title] and all(r["tensor_ms"] > 0 for r in result[title])

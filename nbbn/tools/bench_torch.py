@@ -115,6 +115,27 @@ def bench_normalizer_tensors(shapes: list[Shape], repeats: int) -> list[dict]:
     return rows
 
 
+def bench_call_overhead(shapes: list[Shape], repeats: int) -> list[dict]:
+    """What a tensor costs per call on top of the numpy path: ``update`` and
+    ``Normalizer`` on a small float32 batch (16, 3, 8, 8), ``50 * repeats`` pairs (the
+    large shapes above hide a few microseconds in their noise)."""
+    import torch
+
+    import nbbn
+
+    shape = (16, 3, 8, 8)
+    x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+    t = torch.from_numpy(x)
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3))
+    rows = []
+    for op, fn in (("update", partial(_update, 1)), ("normalizer", norm)):
+        tn, tt, ratio = paired_ratio(partial(fn, x), partial(fn, t), 50 * repeats)
+        rows.append(dict(op=op, shape=list(shape), dtype="float32", layout="NCHW",
+                         numpy_ms=tn * 1e3, tensor_ms=tt * 1e3, ratio=ratio,
+                         gbps=x.nbytes / tt / 1e9, extra_us=(tt - tn) * 1e6))
+    return rows
+
+
 def _median(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     fn()
     times = []
@@ -128,6 +149,7 @@ def _median(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
 MEASUREMENTS: list[tuple[str, Callable[[list[Shape], int], list[dict]]]] = [
     ("RunningStats.update: tensor vs numpy path", bench_update_tensors),
     ("Normalizer: tensor vs numpy path", bench_normalizer_tensors),
+    ("Per call: update, then Normalizer, on a small batch", bench_call_overhead),
 ]
 """``(title, function)`` pairs that :func:`run_torch_bench` runs in order."""
 
@@ -171,6 +193,7 @@ def run_torch_bench(file: TextIO | None = None, quick: bool = False,
             num = "-" if r["numpy_ms"] is None else f"{r['numpy_ms']:.3f}"
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
             print(f"{'x'.join(map(str, r['shape'])):>20} {r['dtype']:>9} {r['layout']:>6} "
-                  f"{num:>9} {r['tensor_ms']:>9.3f} {ratio:>6} {r['gbps']:>6.1f}", file=file,
-                  flush=True)
+                  f"{num:>9} {r['tensor_ms']:>9.3f} {ratio:>6} {r['gbps']:>6.1f}"
+                  + (f"  tensor +{r['extra_us']:.1f} us/call" if "extra_us" in r else ""),
+                  file=file, flush=True)
     return result
