@@ -147,7 +147,7 @@ class ArrayShard(Shard):
 class _SliceReader(ShardReader):
     def __init__(self, array) -> None:
         self.array = array
-        self.numpy = isinstance(array, np.ndarray)
+        self.numpy = isinstance(array, np.ndarray) or _is_torch(array)  # bfloat16 tensors
 
     def read(self, start, stop, slot):
         part = self.array[start:stop]

@@ -134,6 +134,11 @@ def test_bfloat16_samples():
     tensors = [torch.from_numpy(a).to(torch.bfloat16) for a in images]
     rs = nbbn.fit(tensors, batched=False, progress=False)
     _check(rs, [t.float().numpy() for t in tensors], 0)
+    batch = torch.stack([t[:, :3, :3] for t in tensors])  # one bfloat16 tensor, in batches
+    want = list(batch.float().numpy())
+    _check(nbbn.fit(batch, batch_size=2, progress=False), want, 0)
+    _check(nbbn.fit(DataLoader(TensorDataset(batch), batch_size=2), key=0, progress=False),
+           want, 0)
 
 
 def test_resume_a_dataset(tmp_path):
