@@ -362,11 +362,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.torch:
         import json
 
+        from ._durable import atomic_write
         from .tools.bench_torch import run_torch_bench
 
         result = run_torch_bench(sys.stdout, args.quick, args.repeats)
         if args.json:
-            with open(args.json, "w") as f:
+            with atomic_write(args.json, "w") as f:
                 json.dump(result, f, indent=1)
         return 0
     if args.pipeline:
