@@ -178,6 +178,18 @@ class Counted:
         """The highest shard index with counted rows (for the fingerprint check)."""
         return max([self.pos.shard, *self.ranges])
 
+    def shards(self) -> set[int]:
+        """The indices of the shards with counted rows."""
+        return set(range(self.pos.shard + (self.pos.row > 0))) | set(self.ranges)
+
+
+def _only(fingerprint: dict | None, keep: set[int]) -> dict | None:
+    """A source's fingerprint with the shards not in ``keep`` blanked (not compared)."""
+    if fingerprint is None:
+        return None
+    shards = fingerprint.get("shards", [])
+    return {**fingerprint, "shards": [s if i in keep else {} for i, s in enumerate(shards)]}
+
 
 def plan_parts(src: Source, counted: Counted | None = None,
                part_bytes: int | None = None) -> list[Part]:
@@ -277,16 +289,18 @@ def _open_recipe(recipe: tuple) -> Shard:
 
 
 # ------------------------------------------------------------------- on a worker
-_first_lock = threading.Lock()
-_process: dict[str, Any] = {"first": True, "compiled": 0, "listening": False}
+_listen_lock = threading.Lock()
+_listening = False
+_compiles = threading.local()  # .n: nbbn kernels numba compiled in this thread
 
 
 def _count_compiles() -> None:
-    """Count numba's compilations of nbbn kernels in this process (cache loads are not)."""
-    with _first_lock:
-        if _process["listening"]:
+    """Count numba's compilations of nbbn kernels per thread (cache loads are not)."""
+    global _listening
+    with _listen_lock:
+        if _listening:
             return
-        _process["listening"] = True
+        _listening = True
     from numba.core import event
 
     from ._compile_notice import describe
@@ -296,7 +310,7 @@ def _count_compiles() -> None:
             data = ev.data or {}
             name = getattr(getattr(data.get("dispatcher"), "py_func", None), "__name__", "")
             if describe(name, tuple(data.get("args", ()))) is not None:
-                _process["compiled"] += 1
+                _compiles.n = getattr(_compiles, "n", 0) + 1
 
         def on_end(self, ev) -> None:
             pass
@@ -329,8 +343,9 @@ def count_part(recipe: tuple, start: int, stop: int, opts: dict) -> dict:
     -------
     dict
         ``stats`` (a :class:`~nbbn.RunningStats`), ``rows``, ``worker``, ``seconds``,
-        and for the first part of a worker process ``first_call_s`` (the first
-        ``update``: compilation or disk-cache load) and ``compiled`` (kernels compiled).
+        ``first_call_s`` (the part's first ``update``: on a fresh worker process this
+        includes loading the kernels from the disk cache, or compiling them) and
+        ``compiled`` (the kernels numba compiled for this part).
 
     Raises
     ------
@@ -340,8 +355,7 @@ def count_part(recipe: tuple, start: int, stop: int, opts: dict) -> dict:
     from .backends import cpu
 
     _count_compiles()
-    with _first_lock:
-        first, _process["first"] = _process["first"], False
+    compiled = getattr(_compiles, "n", 0)
     t0 = time.perf_counter()
     first_call = None
     stats = RunningStats(opts["channel_axis"], nan_policy=opts["nan_policy"],
@@ -366,17 +380,15 @@ def count_part(recipe: tuple, start: int, stop: int, opts: dict) -> dict:
                 data = None
                 if cleanup is not None:
                     cleanup()
-            if first and first_call is None:
+            if first_call is None:
                 first_call = time.perf_counter() - t
             row = end
     finally:
         reader.close()
         shard.close()
-    rec: dict[str, Any] = {"stats": stats, "rows": stop - start, "worker": _worker_name(),
-                           "seconds": time.perf_counter() - t0}
-    if first:
-        rec.update(first_call_s=first_call, compiled=_process["compiled"])
-    return rec
+    return {"stats": stats, "rows": stop - start, "worker": _worker_name(),
+            "seconds": time.perf_counter() - t0, "first_call_s": first_call,
+            "compiled": getattr(_compiles, "n", 0) - compiled}
 
 
 # ---------------------------------------------------------------------- clients
@@ -505,7 +517,10 @@ class _ClusterRun(_FitRun):
             raise CheckpointError(f"checkpoint {path} has invalid parts_done {ranges!r}")
         self.pos = Position(ck.position["shard"], ck.position["row"])
         self.counted = Counted(self.pos, ranges)
-        check_fingerprint(ck.fingerprint, self.fingerprint, path, self.counted.last_shard())
+        # counted shards must be unchanged; the others (one that failed, say) may change
+        keep = self.counted.shards()
+        check_fingerprint(_only(ck.fingerprint, keep), _only(self.fingerprint, keep), path,
+                          self.counted.last_shard())
         self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
         done = " (complete; only shards added since are read)" if ck.complete else ""
         say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
@@ -526,11 +541,11 @@ class _ClusterRun(_FitRun):
         self.counted.add(part.shard, part.start, part.stop)
         self.rows_done += part.stop - part.start
         self.bytes_done += part.nbytes
-        w = self.workers.setdefault(rec["worker"], {"parts": 0, "seconds": 0.0})
+        w = self.workers.setdefault(rec["worker"], {"parts": 0, "seconds": 0.0, "compiled": 0,
+                                                    "first_call_s": rec["first_call_s"]})
         w["parts"] += 1
         w["seconds"] += rec["seconds"]
-        if "first_call_s" in rec:
-            w.update(first_call_s=rec["first_call_s"], compiled=rec["compiled"])
+        w["compiled"] += rec["compiled"]
 
     def run_on(self, client) -> RunningStats:
         """Count every remaining part on ``client``'s workers; checkpoint as configured.
@@ -617,13 +632,10 @@ class _ClusterRun(_FitRun):
         return took
 
     def _report(self) -> None:
-        """One line per worker: parts counted, and the cost of its first call."""
+        """One line per worker: parts counted, its first call's cost, kernels compiled."""
         for name, w in sorted(self.workers.items()):
-            first = ""
-            if w.get("first_call_s") is not None:
-                n = w["compiled"]
-                how = f"{n} kernel{'s' * (n != 1)} compiled" if n else "kernels from the disk cache"
-                first = f"; first call {w['first_call_s']:.2f} s ({how})"
-            say(self.cfg.progress, f"worker {name}: {w['parts']} parts in "
-                f"{w['seconds']:.2f} s{first}")
+            n = w["compiled"]
+            how = f"{n} kernel{'s' * (n != 1)} compiled" if n else "no kernel compiled"
+            say(self.cfg.progress, f"worker {name}: {w['parts']} parts in {w['seconds']:.2f} s; "
+                f"first call {w['first_call_s']:.2f} s ({how})")
 
