@@ -1,11 +1,14 @@
 """``nbbn.fit(source, client=...)``: the parts of a file source counted on dask.distributed.
 
-The source's shards are cut into *parts* (:func:`plan_parts`): a ``.npz`` member is one
-part (it can only be streamed from its start), a ``.npy`` file is cut into row ranges
-of about :data:`PART_BYTES`, a zarr array or HDF5 dataset into row ranges made of
-whole chunks along axis 0. Each part is one task, :func:`count_part`: the worker opens
-the file itself (the client sends a small recipe: the path, never data), reads the
-rows in batches of the fit's batch size, and returns a record with a
+The source's shards are cut into *pieces* and the pieces grouped into *parts*
+(:func:`plan_parts`): a ``.npz`` member is one piece (it can only be streamed from its
+start), a ``.npy`` file is cut into row ranges of about the part size, a zarr array or
+HDF5 dataset into row ranges made of whole chunks along axis 0; consecutive small
+pieces (small files) are grouped until a part holds about the part size, which is
+:data:`PART_BYTES` or less, so that every worker thread gets about four parts. Each
+part is one task, :func:`count_part`: the worker opens the files itself (the client
+sends small recipes: paths, never data), reads the rows in batches of the fit's batch
+size, and returns a record with a
 :class:`~nbbn.RunningStats` of a few hundred bytes. The client merges the records as
 they complete (Chan's merge, exact float64), so the merge order follows the
 completion order: the result equals a single-process fit to about 1e-16 relative, not
@@ -56,18 +59,28 @@ PART_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- parts
+MIN_PART_BYTES = 16 * 2**20
+"""Parts are made smaller than :data:`PART_BYTES` to give each worker thread about four,
+but not smaller than this (16 MiB)."""
+
+
 @dataclass(frozen=True)
 class Part:
-    """Rows ``start:stop`` of shard number ``shard`` (``nbytes`` of data): one task."""
+    """One task: rows ``start:stop`` of shard ``shard`` for each ``(shard, start, stop)``
+    of ``pieces`` (``nbytes`` of data in all)."""
 
-    shard: int
-    start: int
-    stop: int
+    pieces: tuple[tuple[int, int, int], ...]
     nbytes: int
+
+    @property
+    def rows(self) -> int:
+        """Rows in all pieces."""
+        return sum(stop - start for _, start, stop in self.pieces)
 
 
 def _rows_per_part(shard: Shard, part_bytes: int) -> int:
-    """The rows of one part: whole shard (npz), whole chunks (zarr/HDF5), or a range."""
+    """The rows of one piece: the whole shard (npz), or at least ``part_bytes`` in whole
+    chunks (zarr/HDF5) or rows (npy)."""
     if isinstance(shard, NpzShard):
         return max(1, shard.rows)
     chunk = 1
@@ -75,7 +88,7 @@ def _rows_per_part(shard: Shard, part_bytes: int) -> int:
         chunks = getattr(shard.array, "chunks", None)
         if chunks:
             chunk = max(1, int(chunks[0]))
-    return max(1, part_bytes // max(1, shard.row_bytes * chunk)) * chunk
+    return max(1, -(-part_bytes // max(1, shard.row_bytes * chunk))) * chunk
 
 
 class Counted:
@@ -207,12 +220,15 @@ def plan_parts(src: Source, counted: Counted | None = None,
     Returns
     -------
     list of Part
-        Row ranges, each inside one shard, cut at multiples of the shard's part size
-        (so zarr/HDF5 parts hold whole chunks); empty shards have none.
+        Pieces are row ranges inside one shard, cut at multiples of the shard's piece
+        size (so zarr/HDF5 pieces hold whole chunks); empty shards have none.
+        Consecutive pieces are grouped into one part until it reaches ``part_bytes``.
     """
     counted = counted or Counted()
     target = PART_BYTES if part_bytes is None else part_bytes
-    parts = []
+    parts: list[Part] = []
+    group: list[tuple[int, int, int]] = []
+    size = 0
     for i, shard in enumerate(src.shards):
         if shard.size == 0:
             continue
@@ -221,8 +237,14 @@ def plan_parts(src: Source, counted: Counted | None = None,
             row = lo
             while row < hi:
                 stop = min(hi, (row // step + 1) * step)
-                parts.append(Part(i, row, stop, (stop - row) * shard.row_bytes))
+                group.append((i, row, stop))
+                size += (stop - row) * shard.row_bytes
+                if size >= target:
+                    parts.append(Part(tuple(group), size))
+                    group, size = [], 0
                 row = stop
+    if group:
+        parts.append(Part(tuple(group), size))
     return parts
 
 
@@ -327,15 +349,13 @@ def _worker_name() -> str:
         return f"pid {os.getpid()}"
 
 
-def count_part(recipe: tuple, start: int, stop: int, opts: dict) -> dict:
-    """One task, on a worker: the statistics of rows ``start:stop`` of a shard.
+def count_part(pieces: list[tuple[tuple, int, int]], opts: dict) -> dict:
+    """One task, on a worker: the statistics of rows ``start:stop`` of some shards.
 
     Parameters
     ----------
-    recipe : tuple
-        From :func:`shard_recipe`.
-    start, stop : int
-        The rows.
+    pieces : list of (recipe, start, stop)
+        A shard's recipe (from :func:`shard_recipe`) and the rows to read of it.
     opts : dict
         ``channel_axis``, ``nan_policy``, ``backend``, ``batch_size`` of the fit.
 
@@ -360,33 +380,36 @@ def count_part(recipe: tuple, start: int, stop: int, opts: dict) -> dict:
     first_call = None
     stats = RunningStats(opts["channel_axis"], nan_policy=opts["nan_policy"],
                          backend=opts["backend"])
-    shard = _open_recipe(recipe)
-    reader = shard.open()
     slot = Slot()
-    try:
-        row = start
-        while row < stop:
-            end = min(row + opts["batch_size"], stop)
-            data, cleanup = reader.read(row, end, slot)
-            t = time.perf_counter()
-            try:
-                with cpu.thread_limit(1):
-                    stats.update(data)
-            except (ValueError, TypeError) as exc:
-                if type(exc) not in (ValueError, TypeError):
-                    raise
-                raise type(exc)(f"{shard.name}, rows {row}-{end}: {exc}") from None
-            finally:
-                data = None
-                if cleanup is not None:
-                    cleanup()
-            if first_call is None:
-                first_call = time.perf_counter() - t
-            row = end
-    finally:
-        reader.close()
-        shard.close()
-    return {"stats": stats, "rows": stop - start, "worker": _worker_name(),
+    rows = 0
+    for recipe, start, stop in pieces:
+        shard = _open_recipe(recipe)
+        reader = shard.open()
+        try:
+            row = start
+            while row < stop:
+                end = min(row + opts["batch_size"], stop)
+                data, cleanup = reader.read(row, end, slot)
+                t = time.perf_counter()
+                try:
+                    with cpu.thread_limit(1):
+                        stats.update(data)
+                except (ValueError, TypeError) as exc:
+                    if type(exc) not in (ValueError, TypeError):
+                        raise
+                    raise type(exc)(f"{shard.name}, rows {row}-{end}: {exc}") from None
+                finally:
+                    data = None
+                    if cleanup is not None:
+                        cleanup()
+                if first_call is None:
+                    first_call = time.perf_counter() - t
+                row = end
+        finally:
+            reader.close()
+            shard.close()
+        rows += stop - start
+    return {"stats": stats, "rows": rows, "worker": _worker_name(),
             "seconds": time.perf_counter() - t0, "first_call_s": first_call,
             "compiled": getattr(_compiles, "n", 0) - compiled}
 
@@ -538,8 +561,9 @@ class _ClusterRun(_FitRun):
     def take(self, part: Part, rec: dict) -> None:
         """Merge one part's record into the statistics and mark its rows counted."""
         self.stats += rec["stats"]
-        self.counted.add(part.shard, part.start, part.stop)
-        self.rows_done += part.stop - part.start
+        for shard, start, stop in part.pieces:
+            self.counted.add(shard, start, stop)
+        self.rows_done += part.rows
         self.bytes_done += part.nbytes
         w = self.workers.setdefault(rec["worker"], {"parts": 0, "seconds": 0.0, "compiled": 0,
                                                     "first_call_s": rec["first_call_s"]})
@@ -563,10 +587,14 @@ class _ClusterRun(_FitRun):
         from distributed import as_completed
 
         cfg = self.cfg
-        parts = plan_parts(self.src, self.counted)
+        nthreads = client.nthreads()
+        if not nthreads:
+            raise RuntimeError(f"the cluster at {client.scheduler.address} has no workers")
+        left = sum(p.nbytes for p in plan_parts(self.src, self.counted))
+        target = min(PART_BYTES, max(MIN_PART_BYTES, left // (4 * sum(nthreads.values()))))
+        parts = plan_parts(self.src, self.counted, target)
         opts = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
                 "backend": cfg.backend, "batch_size": self.settings["batch_size"]}
-        nthreads = client.nthreads()
         say(cfg.progress, f"{len(parts)} parts on {len(nthreads)} workers "
             f"({sum(nthreads.values())} threads) at {client.scheduler.address}")
         bar = Progress(cfg.progress, "nbbn fit", self.src.nbytes, self.bytes_done,
@@ -578,7 +606,8 @@ class _ClusterRun(_FitRun):
         try:
             with guard:
                 guard.waiting = True
-                pending = {client.submit(count_part, self.recipes[p.shard], p.start, p.stop,
+                pending = {client.submit(count_part, [(self.recipes[s], lo, hi)
+                                                      for s, lo, hi in p.pieces],
                                          opts, pure=False): p for p in parts}
                 for fut in as_completed(list(pending), loop=client.loop):
                     rec = fut.result()

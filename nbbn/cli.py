@@ -364,6 +364,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
+                   "single-threaded workers vs in one process (needs nbbn[dask])")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
@@ -384,6 +387,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        return 0
+    if args.distributed:
+        from .tools.bench_distributed import run_distributed_bench
+
+        run_distributed_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir)
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench

@@ -84,15 +84,18 @@ def test_parts_follow_files_and_chunks(tmp_path, rng, monkeypatch):
     arrays = _shards(tmp_path / "d", rng)
     src = open_source(tmp_path / "d")
     parts = nd.plan_parts(src, part_bytes=20 * arrays[0][0].nbytes)
-    # .npy files cut every 20 rows, the .npz (shard 4) whole, the empty shard skipped
-    assert [(p.shard, p.start, p.stop) for p in parts] == [
-        (0, 0, 20), (0, 20, 40), (1, 0, 7), (2, 0, 20), (2, 20, 33), (4, 0, 25),
-        (5, 0, 20), (5, 20, 40), (5, 40, 60), (5, 60, 61)]
+    # .npy files cut every 20 rows, the .npz (shard 4) whole, the empty shard skipped;
+    # pieces grouped until a part holds 20 rows
+    assert [p.pieces for p in parts] == [
+        ((0, 0, 20),), ((0, 20, 40),), ((1, 0, 7), (2, 0, 20)), ((2, 20, 33), (4, 0, 25)),
+        ((5, 0, 20),), ((5, 20, 40),), ((5, 40, 60),), ((5, 60, 61),)]
+    assert [p.rows for p in parts] == [20, 20, 27, 38, 20, 20, 20, 1]
     z = zarr.create_array(store=str(tmp_path / "z.zarr"), shape=(50, 3), chunks=(6, 3),
                           dtype="f4")
     zsrc = open_source(tmp_path / "z.zarr")
-    assert [(p.start, p.stop) for p in nd.plan_parts(zsrc, part_bytes=13 * 12)] == [
-        (0, 12), (12, 24), (24, 36), (36, 48), (48, 50)]  # whole chunks of 6 rows
+    # 13 rows asked: parts of whole chunks of 6 rows, at least 13 rows
+    assert [p.pieces for p in nd.plan_parts(zsrc, part_bytes=13 * 12)] == [
+        ((0, 0, 18),), ((0, 18, 36),), ((0, 36, 50),)]
     del z
 
 
@@ -175,7 +178,7 @@ def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng,
     assert "were saved" in "".join(getattr(info.value, "__notes__", []))
     monkeypatch.setattr(nd._ClusterRun, "take", take)
     saved = load_checkpoint(ck)
-    first_two = sum(p.stop - p.start for p in calls[:2])
+    first_two = sum(p.rows for p in calls[:2])
     assert first_two <= saved.rows_done < sum(len(a) for a in arrays)
     assert saved.stats.count[0] == saved.rows_done * 16
     planned = []
@@ -183,7 +186,7 @@ def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng,
     monkeypatch.setattr(nd, "plan_parts", lambda *a, **k: planned.append(plan(*a, **k))
                         or planned[-1])
     got = nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True, progress=False)
-    counted = sum(p.stop - p.start for p in planned[0])
+    counted = sum(p.rows for p in planned[0])
     assert counted + saved.rows_done == sum(len(a) for a in arrays)  # nothing read twice
     assert len(planned[0]) <= total - 2
     assert_stats(got, ref_stats_many(arrays, 1), RTOL)
