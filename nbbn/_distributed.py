@@ -629,6 +629,8 @@ class _ClusterRun(_FitRun):
                 raise
             interrupted = True
         except BaseException as exc:
+            if in_part:  # the statistics and the rows counted may disagree: save nothing
+                raise
             dirty = self._take_finished(pending) or dirty
             if cfg.checkpoint is not None and dirty:
                 self._save_after_error(exc)

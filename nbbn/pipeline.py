@@ -171,8 +171,8 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         ``dask.distributed`` cluster: a ``Client``, a scheduler address, or ``"local"`` for
         a ``LocalCluster`` of one single-threaded worker process per CPU (``pip install
         'nbbn[dask]'``). Each worker reads its own parts; the statistics equal a fit
-        without ``client`` to 1e-12 relative (the merge order differs). See
-        :func:`nbbn._distributed.fit_on_cluster`.
+        without ``client`` to 1e-12 relative (the merge order differs). See "Fitting
+        files on a cluster" in the documentation.
 
     Returns
     -------
