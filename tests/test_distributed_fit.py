@@ -7,6 +7,7 @@ single-process fit (1e-12 relative: the merge order follows the completion order
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -239,16 +240,25 @@ def test_checkpoints_across_kinds_of_fit(client, tmp_path, rng):
 
 
 # ------------------------------------------------------------------------------ CLI
-def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys):
+def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys, monkeypatch):
     arrays = _shards(tmp_path / "d", rng)
     out = tmp_path / "stats.npz"
     assert main(["fit", str(tmp_path / "d"), "--scheduler", client.scheduler.address,
                  "--no-progress", "-o", str(out)]) == 0
     assert_stats(nbbn.RunningStats.load(out), ref_stats_many(arrays, 1), RTOL)
     out.unlink()
-    assert main(["fit", str(tmp_path / "d"), "--workers", "1", "-o", str(out)]) == 0
+    started = []
+
+    @contextlib.contextmanager
+    def fixture_cluster(n):  # the module's cluster stands in for a new one of n workers
+        started.append(n)
+        yield client
+
+    monkeypatch.setattr(nd, "local_client", fixture_cluster)
+    assert main(["fit", str(tmp_path / "d"), "--workers", "3", "-o", str(out)]) == 0
+    assert started == [3]
     assert_stats(nbbn.RunningStats.load(out), ref_stats_many(arrays, 1), RTOL)
-    assert "parts on 1 workers" in capsys.readouterr().err
+    assert "parts on 2 workers" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "d"), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
