@@ -112,6 +112,15 @@ def test_refusals_without_a_cluster(tmp_path, rng):
         nbbn.fit(tmp_path / "x.npy", client=3, progress=False)
 
 
+def test_worker_refuses_a_different_file(tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)).astype(np.float32))
+    recipe = nd.shard_recipe(open_source(tmp_path / "x.npy").shards[0])
+    assert nd._open_recipe(recipe).rows == 10
+    np.save(tmp_path / "x.npy", rng.standard_normal((12, 3)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match="sees a different file"):
+        nd._open_recipe(recipe)
+
+
 def test_missing_extra_names_it(tmp_path, rng, monkeypatch):
     np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)).astype(np.float32))
     monkeypatch.setitem(sys.modules, "distributed", None)
@@ -159,7 +168,10 @@ def test_zarr_and_hdf5_chunks_on_a_cluster(client, tmp_path, rng, monkeypatch):
         assert_stats(got, ref, RTOL)
 
 
-def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng, monkeypatch):
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng, monkeypatch,
+                                                          stop):
+    """An error in the client (or Ctrl-C: FitInterrupted) after 2 parts."""
     arrays = _shards(tmp_path / "d", rng)
     ck = tmp_path / "fit.ckpt"
     monkeypatch.setattr(nd, "PART_BYTES", 10 * arrays[0][0].nbytes)
@@ -170,15 +182,18 @@ def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng,
         def update(self, nbytes, rows):  # called after each part is merged
             calls.append(rows)
             if len(calls) == 2:
-                raise RuntimeError("injected after 2 parts")
+                raise stop("injected after 2 parts")
 
     monkeypatch.setattr(nd, "Progress", StoppingBar)
     # tiny parts all finish at once: keep the parts that finished after the error out
     monkeypatch.setattr(nd._ClusterRun, "_take_finished", lambda self, pending: False)
-    with pytest.raises(RuntimeError, match="injected") as info:
+    with pytest.raises(RuntimeError if stop is RuntimeError else nbbn.FitInterrupted) as info:
         nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, checkpoint_interval=0,
                  progress=False)
-    assert "were saved" in "".join(getattr(info.value, "__notes__", []))
+    if stop is RuntimeError:
+        assert "were saved" in "".join(getattr(info.value, "__notes__", []))
+    else:
+        assert info.value.rows_done == calls[1] and "resume=True" in str(info.value)
     monkeypatch.setattr(nd, "Progress", Progress)
     saved = load_checkpoint(ck)
     assert saved.rows_done == calls[1] < sum(len(a) for a in arrays)
