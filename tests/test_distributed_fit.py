@@ -148,7 +148,9 @@ def test_cluster_fit_equals_single_process(client, tmp_path, rng, monkeypatch, c
     assert_stats(got, ref_stats_many(arrays, axis), RTOL)
     err = capsys.readouterr().err
     assert "parts on 2 workers" in err
-    assert "first call" in err  # each worker process reports its first call
+    # each worker reports its first call; the kernels this process just compiled (or
+    # loaded) for the single-process fit come from numba's disk cache there
+    assert err.count("first call") == err.count("(no kernel compiled)") >= 1
 
 
 def test_zarr_and_hdf5_chunks_on_a_cluster(client, tmp_path, rng, monkeypatch):
