@@ -72,15 +72,17 @@ class NormalizerModule(torch.nn.Module):
             axis = axis + x.dim()
         shape = [1] * x.dim()
         shape[axis] = -1
-        dt = self.mean.dtype
-        y = ((x.to(dt) - self.mean.view(shape)) - self.mean_lo.view(shape)) \
-            * self.scale.view(shape) + self.bias.view(shape)
+        dt = self.mean.dtype  # type: ignore[union-attr]
+        mean, lo = self.mean.view(shape), self.mean_lo.view(shape)  # type: ignore[operator]
+        scale, bias = self.scale.view(shape), self.bias.view(shape)  # type: ignore[operator]
+        y = ((x.to(dt) - mean) - lo) * scale + bias  # type: ignore[arg-type]
         if x.is_floating_point():
             return y.to(x.dtype)
         return y
 
     def extra_repr(self) -> str:
-        return f"num_channels={self.mean.shape[0]}, channel_axis={self.channel_axis}"
+        n = len(self.mean)  # type: ignore[arg-type]
+        return f"num_channels={n}, channel_axis={self.channel_axis}"
 
 
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,

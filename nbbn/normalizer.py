@@ -124,7 +124,7 @@ class Normalizer:
         return be.result(dst)
 
     def to_torch(self, *, dtype=None, device=None):
-        """This normalizer as a ``torch.nn.Module`` (buffers; mean-first form).
+        """The normalizer as a ``torch.nn.Module`` (buffers; mean-first form).
 
         Parameters
         ----------

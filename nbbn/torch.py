@@ -112,8 +112,8 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     return result
 
 
-def _bn_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    layers = []
+def _bn_layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
+    layers: list[tuple[str, Any]] = []
     for name, m in model.named_modules():
         if _is_bn(m):
             check_initialized(m, f"BatchNorm layer {name!r}")
@@ -199,7 +199,7 @@ def _merge_ranks(stats: dict[str, RunningStats], calls: dict[str, int]
     return merged, total
 
 
-def _write(layers: list[tuple[str, torch.nn.Module]], stats: dict[str, RunningStats],
+def _write(layers: list[tuple[str, Any]], stats: dict[str, RunningStats],
            calls: dict[str, int]) -> None:
     """Write all buffers, after checking all of them (all or nothing)."""
     values = {}
