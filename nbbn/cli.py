@@ -349,6 +349,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
+    p.add_argument("--torch", action="store_true",
+                   help="instead: the PyTorch measurements (nbbn.torch.recompute_bn_stats)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -356,6 +358,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.torch:
+        from .tools.bench_precise_bn import run_precise_bn_bench
+
+        run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
+        return 0
     if args.pipeline:
         import json
 

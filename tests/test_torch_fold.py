@@ -104,7 +104,8 @@ def test_fuse_bn_matches_unfused(torch_bn, rng):
         ref = bn(conv(x))
         fused = nt.fuse_bn(conv, bn if torch_bn else nbbn.BatchNorm.from_torch(bn))
         _close(fused(x), ref, 1e-13)
-        fused32 = nt.fuse_bn(conv.float(), bn.float() if torch_bn else nbbn.BatchNorm.from_torch(bn))
+        bn32 = bn.float() if torch_bn else nbbn.BatchNorm.from_torch(bn)
+        fused32 = nt.fuse_bn(conv.float(), bn32)
         assert fused32.weight.dtype == torch.float32
         _close(fused32(x.float()), ref, 1e-5)
     with pytest.raises(ValueError, match="eval"):
