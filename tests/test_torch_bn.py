@@ -255,3 +255,15 @@ def test_distributed_gloo_two_ranks(tmp_path):
         np.testing.assert_allclose(buf[f"{name}.running_var"].numpy(),
                                    single.get_submodule(name).running_var.numpy(), rtol=1e-6)
         assert int(buf[f"{name}.num_batches_tracked"]) == len(torch.split(_data(), bs))
+
+
+def test_bench_smoke():
+    import io
+
+    from nbbn.tools.bench_precise_bn import run_precise_bn_bench
+
+    out = io.StringIO()
+    res = run_precise_bn_bench(quick=True, repeats=1, file=out)
+    assert res["speed"]["nbbn_over_forward"] > 0
+    assert res["accuracy"]["nbbn"] < 1e-6  # the float32 rounding of the buffer
+    assert "recompute_bn_stats" in out.getvalue()

@@ -51,7 +51,7 @@ def bench_recompute_speed(quick: bool, repeats: int, file: TextIO) -> dict[str, 
 
     import nbbn.torch as nt
 
-    n_batches, bs, hw = (4, 16, 16) if quick else (16, 64, 32)
+    n_batches, bs, hw = (4, 16, 16) if quick else (8, 32, 32)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(bs, 3, hw, hw, generator=g) for _ in range(n_batches)]
     net = _net(torch)
@@ -149,6 +149,6 @@ def run_precise_bn_bench(quick: bool = False, repeats: int | None = None,
                          file: TextIO | None = None) -> dict[str, Any]:
     """Both measurements; printed to ``file`` (default stdout) and returned as a dict."""
     out = sys.stdout if file is None else file
-    repeats = repeats or (3 if quick else 9)
+    repeats = repeats or (3 if quick else 7)
     return {"speed": bench_recompute_speed(quick, repeats, out),
             "accuracy": bench_recompute_accuracy(quick, out)}
