@@ -124,7 +124,7 @@ def test_num_samples_tuples_and_device():
     y = torch.zeros(N)
     net, ref_net = _net(), _net()
     batches = [(a, b) for a, b in zip(torch.split(x, 7), torch.split(y, 7), strict=True)]
-    got = nt.recompute_bn_stats(net, batches, num_samples=17, device="cpu", progress=False)
+    got = nt.recompute_bn_stats(net, batches, num_samples=17, device="cpu", progress=True)
     ref = _reference(ref_net, [x[0:7], x[7:14], x[14:17]])
     for name, (mean, var, _) in ref.items():
         assert got[name].count[0] == ref[name][2]
@@ -257,10 +257,25 @@ def test_distributed_gloo_two_ranks(tmp_path):
         assert int(buf[f"{name}.num_batches_tracked"]) == len(torch.split(_data(), bs))
 
 
+def test_bfloat16_and_float64_models():
+    x = _data()
+    for dtype in (torch.bfloat16, torch.float64):
+        net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).to(dtype)
+        xd = x.to(dtype)
+        got = nt.recompute_bn_stats(net, torch.split(xd, 7), progress=False)["0"]
+        a = xd.double().numpy().transpose(1, 0, 2, 3).reshape(3, -1)
+        assert _rel(got.mean, a.mean(axis=1)) <= 1e-12
+        assert _rel(got.variance(ddof=1), a.var(axis=1, ddof=1)) <= 1e-12
+        assert net[0].running_var.dtype == dtype
+
+
 def test_bench_smoke():
     import io
 
+    from nbbn.cli import build_parser
     from nbbn.tools.bench_precise_bn import run_precise_bn_bench
+
+    assert build_parser().parse_args(["bench", "--torch"]).torch
 
     out = io.StringIO()
     res = run_precise_bn_bench(quick=True, repeats=1, file=out)
