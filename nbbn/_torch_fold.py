@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._torch_modules import _is_bn, check_initialized, torch
+from ._torch_modules import BatchNorm, _is_bn, check_initialized, torch
 
 __all__ = ["fold_normalizer", "fuse_bn"]
 
@@ -148,7 +148,7 @@ def fuse_bn(layer: Any, bn: Any) -> Any:
         check_initialized(bn, "bn")
         mean, var = _f64(bn.running_mean), _f64(bn.running_var)
         gamma, beta = _f64(bn.weight), _f64(bn.bias)
-    elif type(bn).__name__ == "BatchNorm" and hasattr(bn, "to_normalizer"):
+    elif isinstance(bn, BatchNorm):
         mean, var, gamma, beta = bn.running_mean, bn.running_var, bn.weight, bn.bias
     else:
         raise TypeError(f"expected a BatchNorm module, got {type(bn).__name__}")

@@ -72,6 +72,20 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         No data, an uninitialized lazy layer, or ``num_samples < 1``.
     TypeError
         An item of ``data`` is not a tensor or a tuple/list starting with one.
+
+    Notes
+    -----
+    Under ``torch.distributed`` every rank of the default group must call it (the
+    statistics are gathered collectively), each with its own share of the data.
+
+    Examples
+    --------
+    >>> import torch, nbbn.torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    >>> x = torch.randn(10, 3, 5, 5)
+    >>> stats = nbbn.torch.recompute_bn_stats(net, torch.split(x, 4), progress=False)
+    >>> stats["1"].count.tolist(), int(net[1].num_batches_tracked)
+    ([250, 250, 250, 250], 3)
     """
     if num_samples is not None and (isinstance(num_samples, bool) or int(num_samples) < 1):
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
