@@ -190,3 +190,18 @@ def test_normalizer_to_torch(channel_axis, rng):
     u8 = torch.from_numpy(rng.integers(0, 255, shape, dtype=np.uint8))
     assert module.float()(u8).dtype == torch.float32
     np.testing.assert_allclose(module(u8).numpy(), norm(u8.numpy()), rtol=1e-6)
+
+
+def test_fold_and_fuse_a_whole_model(rng):
+    """normalizer -> conv -> BatchNorm as one conv, against the unfused model in float64."""
+    torch.manual_seed(2)
+    norm = _normalizer(rng, 3)
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="replicate").double()
+    bn = nn.BatchNorm2d(4).double()
+    with torch.no_grad():
+        bn(conv(_apply64(norm, torch.from_numpy(rng.normal(5, 3, (8, 3, 6, 6))))))
+    unfused = nn.Sequential(norm.to_torch(dtype=torch.float64), conv, bn).eval()
+    fused = nt.fuse_bn(nt.fold_normalizer(conv, norm), bn.eval())
+    x = torch.from_numpy(rng.normal(5, 3, (2, 3, 6, 6)))
+    with torch.no_grad():
+        _close(fused(x), unfused(x), 1e-12)
