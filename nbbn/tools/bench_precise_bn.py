@@ -80,11 +80,13 @@ def bench_recompute_speed(quick: bool, repeats: int, file: TextIO) -> dict[str, 
             [a / b for a, b in zip(times["update_bn"], times["forward"], strict=True)]),
     }
     m = res["median_s"]
+    res["nbbn_median_over_forward_median"] = m["nbbn"] / m["forward"]
     print(f"precise BN, conv net 3x(Conv+BN+ReLU), {n_batches} batches of {bs}x3x{hw}x{hw} "
           f"float32, {res['threads']} torch threads, median of {repeats}:", file=file)
     print(f"  forward passes only {m['forward'] * 1e3:8.1f} ms", file=file)
     print(f"  recompute_bn_stats  {m['nbbn'] * 1e3:8.1f} ms   "
-          f"x{res['nbbn_over_forward']:.3f} of forward (median of paired ratios)", file=file)
+          f"x{res['nbbn_over_forward']:.3f} of forward (median of paired ratios; ratio of "
+          f"medians {res['nbbn_median_over_forward_median']:.3f})", file=file)
     print(f"  swa_utils.update_bn {m['update_bn'] * 1e3:8.1f} ms   "
           f"x{res['update_bn_over_forward']:.3f} of forward", file=file)
     return res
