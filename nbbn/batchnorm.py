@@ -214,7 +214,7 @@ class BatchNorm:
             "running_mean", "running_var" and "num_batches_tracked" (with
             ``track_running_stats``).
         """
-        if tensors or (tensors is None and "torch" in sys.modules):
+        if tensors or (tensors is None and sys.modules.get("torch") is not None):
             from ._torch_modules import state_tensors
 
             return state_tensors(self)

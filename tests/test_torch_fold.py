@@ -205,3 +205,24 @@ def test_fold_and_fuse_a_whole_model(rng):
     x = torch.from_numpy(rng.normal(5, 3, (2, 3, 6, 6)))
     with torch.no_grad():
         _close(fused(x), unfused(x), 1e-12)
+
+
+def test_missing_torch_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, nbbn\n"
+            "assert isinstance(nbbn.BatchNorm(2).state_dict()['weight'], np.ndarray)\n"
+            "for call in (lambda: nbbn.Normalizer([0.0], [1.0]).to_torch(),\n"
+            "             lambda: nbbn.BatchNorm(2).state_dict(tensors=True),\n"
+            "             lambda: __import__('nbbn.torch')):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except nbbn.MissingExtraError as e:\n"
+            "        assert \"pip install 'nbbn[torch]'\" in str(e), e\n"
+            "    else:\n"
+            "        raise AssertionError('no MissingExtraError')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
