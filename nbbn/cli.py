@@ -373,6 +373,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
+    p.add_argument("--torch", action="store_true",
+                   help="instead: the PyTorch measurements (nbbn.torch.recompute_bn_stats)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -390,6 +392,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with atomic_write(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        from .tools.bench_precise_bn import run_precise_bn_bench
+
+        run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
         return 0
     if args.pipeline:
         import json

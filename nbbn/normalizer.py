@@ -125,6 +125,27 @@ class Normalizer:
             be.affine(inp, be.params(a, s, b, inp, (id(self), what)), dst)
         return be.result(dst)
 
+    def to_torch(self, *, dtype=None, device=None):
+        """The normalizer as a ``torch.nn.Module`` (buffers; mean-first form).
+
+        Parameters
+        ----------
+        dtype : torch.dtype, optional
+            The buffers' dtype and that of the arithmetic (default float32, torch's
+            default dtype); the mean is kept as two numbers of that dtype.
+        device : optional
+            The buffers' device.
+
+        Returns
+        -------
+        nbbn.torch.NormalizerModule
+            ``y = ((x - mean) - mean_lo) * scale + bias`` along ``channel_axis``;
+            scriptable (``torch.jit.script``) and exportable (``torch.export``).
+        """
+        from ._torch_modules import normalizer_to_torch
+
+        return normalizer_to_torch(self, dtype, device)
+
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "
                 f"channel_axis={self.channel_axis})")

@@ -28,7 +28,8 @@ def test_public_objects_built_without_numba():
     that computes."""
     code = ("import numpy as np, nbbn\n"
             "nbbn.RunningStats(-1, nan_policy='omit'); nbbn.BatchNorm(3).eval()\n"
-            "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)")
+            "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)\n"
+            "nbbn.BatchNorm(3).state_dict()")  # numpy arrays while torch is not imported
     assert _loaded_after(code) == []
 
 
