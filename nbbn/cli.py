@@ -362,7 +362,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--torch", action="store_true",
                    help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
-                   "Normalizer; bfloat16)")
+                   "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats against the "
+                   "bare forward passes")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
@@ -373,8 +374,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
-    p.add_argument("--torch", action="store_true",
-                   help="instead: the PyTorch measurements (nbbn.torch.recompute_bn_stats)")
     p.set_defaults(func=_cmd_bench)
 
 
