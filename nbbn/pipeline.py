@@ -78,6 +78,12 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
         raise worded(ValueError, "{axis} is axis 0 of the {ndim}-d data, the axis batches are "
                      "taken along; the channels must be on another axis (1 for (N, C, ...), "
                      "-1 for (N, ..., C))", axis=axis, ndim=ndim)
+    names = getattr(src, "channel_names", None)
+    if names is not None and channel_axis % ndim != ndim - 1:  # a table: columns are channels
+        raise worded(ValueError, "the channels of {what} are its columns {names}, on the last "
+                     "axis of its {ndim}-d batches; pass {last} (or leave the default for a "
+                     "2-d table), not {axis}", what=src.description, names=list(names[:8]),
+                     ndim=ndim, last=Param("channel_axis", -1), axis=axis)
 
 
 @contextlib.contextmanager
@@ -129,7 +135,7 @@ class FitSettings:
 def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
-        checkpoint_interval: float = CHECKPOINT_INTERVAL_S) -> RunningStats:
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S, columns=None) -> RunningStats:
     """Per-channel statistics of a whole dataset, read in batches along axis 0.
 
     Parameters
@@ -166,6 +172,12 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         Passed to :class:`~nbbn.RunningStats`.
     checkpoint_interval : float, default 5.0
         Seconds between checkpoint writes (0: after every batch).
+    columns : sequence of str, optional
+        For a table (a Parquet or CSV file, folder or glob, a pandas/polars DataFrame, an
+        Arrow table, an ``xarray.Dataset``): the columns to read, default every numeric
+        one. A table's columns are its channels and its rows the samples: the default
+        ``channel_axis=1`` (or -1) is its column axis, and any other axis is an error.
+        The column names become :attr:`RunningStats.channel_names`.
 
     Returns
     -------
@@ -193,7 +205,7 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
     cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
                       None if checkpoint is None else Path(checkpoint), bool(resume),
                       float(checkpoint_interval))
-    src = open_source(source, key=key, channel_axis=channel_axis)
+    src = open_source(source, key=key, channel_axis=channel_axis, columns=columns)
     try:
         _check_source_axis(src, channel_axis)
         run = _FitRun(src, cfg)
@@ -209,7 +221,8 @@ class _FitRun:
     def __init__(self, src: Source, cfg: FitSettings) -> None:
         self.src, self.cfg = src, cfg
         self.stats = RunningStats(cfg.channel_axis, nan_policy=cfg.nan_policy,
-                                  backend=cfg.backend)
+                                  backend=cfg.backend,
+                                  channel_names=getattr(src, "channel_names", None))
         self.pos = Position()
         self.rows_done = self.bytes_done = 0
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
