@@ -45,6 +45,7 @@ import numpy as np
 
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
+from ._wording import Param, worded
 from .sources import BATCH_BYTES, Acquire, Batch, Position, Source
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "READ_AHEAD_ROW_GROUPS", "TableSource",
@@ -106,7 +107,7 @@ class TableSource(Source):
     def __init__(self, shards: list[TableShard], description: str,
                  channel_names: Sequence[str],
                  reader: _RowGroupReader | None = None) -> None:
-        self.shards = list(shards)
+        self.shards: list[TableShard] = list(shards)  # type: ignore[assignment]
         self.description = description
         self.channel_names = tuple(channel_names)
         self._reader = reader
@@ -223,10 +224,11 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         if other:
             shown = ", ".join(f"{c!r} ({k})" for c, k in list(other.items())[:8])
             more = ", ..." if len(other) > 8 else ""
-            raise ValueError(
-                f"{what} has non-numeric columns {shown}{more}: only integer and floating "
-                f"columns can be channels; pass columns=[...] to choose among the numeric "
-                f"ones {_names(numeric)}")
+            raise worded(ValueError, "{what} has non-numeric columns {shown}: only integer "
+                         "and floating columns can be channels; pass {columns} to choose "
+                         "among the numeric ones {numeric}", what=what, shown=shown + more,
+                         columns=Param("columns", placeholder="[...]"),
+                         numeric=_names(numeric))
         chosen = numeric
     else:
         if isinstance(columns, str):
@@ -319,11 +321,13 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
     elif is_table(source):
         table = open_table(source, columns)
     if table is None and columns is not None:
-        raise ValueError(f"columns={columns!r} was given, but the source is not a table "
-                         "(Parquet, CSV, a DataFrame, an Arrow table or an xarray.Dataset)")
+        raise worded(ValueError, "{columns} was given, but the source is not a table (Parquet, "
+                     "CSV, a DataFrame, an Arrow table or an xarray.Dataset)",
+                     columns=Param("columns", columns))
     if table is not None and key is not None:
-        raise ValueError(f"key={key!r} was given, but {table.description} is a table: "
-                         "choose its columns with columns=[...]")
+        raise worded(ValueError, "{key} was given, but {what} is a table: choose its columns "
+                     "with {columns}", key=Param("key", key), what=table.description,
+                     columns=Param("columns", placeholder="[...]"))
     return table
 
 

@@ -416,7 +416,8 @@ def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
                   ) -> tuple[str, ...] | None:
     """The channel names of a merge: equal names, or one side's when the other has none."""
     if a is not None and b is not None and a != b:
-        diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                    min(len(a), len(b)))
         raise ValueError(f"cannot merge statistics of different channels: channel_names "
                          f"{_shown(a)} and {_shown(b)} (first difference at channel {diff})")
     return a if a is not None else b
