@@ -13,8 +13,9 @@ Kinds (:func:`open_table`, :func:`open_table_path`):
   dimensions, and batches are taken along the first one (``(n, ..., C)`` batches).
 * Parquet files (and folders or globs of them): one shard per row group, so a checkpoint
   records the row group and the row in it; only the selected columns are read, and
-  several row groups are read ahead at once by a small thread pool (pyarrow releases
-  the GIL while it decodes).
+  :data:`READ_AHEAD_ROW_GROUPS` row groups are read at once by a small thread pool
+  while the statistics of the previous one are computed (pyarrow releases the GIL and
+  decodes the columns of a row group in parallel in its own pool).
 * CSV/TSV files (``.csv``, ``.tsv``, ``.csv.gz``): streamed by ``pyarrow.csv.open_csv``
   in blocks; the numeric columns (as inferred from the first block) are read as float64,
   so that a later decimal point or empty field in an integer column is not an error.
@@ -53,8 +54,10 @@ __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "READ_AHEAD_ROW_GROUPS", "TableSo
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
-READ_AHEAD_ROW_GROUPS = 3
+READ_AHEAD_ROW_GROUPS = 2
 """Parquet row groups read at once (and held in memory) ahead of the computation."""
+PARQUET_THREADS = True
+"""Whether pyarrow decodes the columns of one row group in parallel (its own pool)."""
 CSV_BLOCK_BYTES = 16 * 2**20
 """Bytes of CSV text parsed per block (pyarrow's default is 1 MB)."""
 
@@ -567,7 +570,8 @@ class _RowGroupReader:
         if pf is None:
             cache.clear()
             pf = cache[path] = pq.ParquetFile(path)
-        return pf.read_row_group(self.groups[index], columns=self.columns, use_threads=False)
+        return pf.read_row_group(self.groups[index], columns=self.columns,
+                                 use_threads=PARQUET_THREADS)
 
     def pieces(self, index: int) -> Iterator[Piece]:
         if self._pool is None:

@@ -348,6 +348,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
+    p.add_argument("--tabular", action="store_true",
+                   help="instead: nbbn.fit of a Parquet file of float32 columns vs pyarrow "
+                   "reading it (1 GB; 64 MB with --quick; --pipeline-gb sets the size)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
@@ -360,6 +363,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.tabular:
+        from .tools.bench import _write_json
+        from .tools.bench_tabular import run_tabular_bench
+
+        result = run_tabular_bench(sys.stdout, args.quick, args.repeats,
+                                   size_gb=args.pipeline_gb, workdir=args.workdir)
+        if args.json:
+            _write_json(args.json, result)
+        return 0
     if args.pipeline:
         import json
 

@@ -341,3 +341,14 @@ def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
     assert "non-numeric columns 'name'" in err and "--columns A,B,..." in err
     assert len(err.strip().splitlines()) == 1
 
+
+
+def test_tabular_benchmark_smoke(tmp_path):
+    from io import StringIO
+
+    from nbbn.tools.bench_tabular import run_tabular_bench
+
+    out = StringIO()
+    result = run_tabular_bench(out, repeats=1, size_gb=0.002, workdir=str(tmp_path))
+    assert result["check_rel_error"] < 1e-9 and result["ratio_fit_to_read_table"] > 0
+    assert "nbbn.fit / pyarrow read_table" in out.getvalue()
