@@ -321,6 +321,13 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
     table = None
     if isinstance(source, (str, os.PathLike)):
         table = open_table_path(os.fspath(source), columns)
+    elif isinstance(source, (list, tuple)) and source and all(
+            isinstance(p, (str, os.PathLike)) and _table_kind(os.fspath(p)) for p in source):
+        paths = [os.fspath(p) for p in source]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no such file")
+        table = _open_files(paths, columns, f"{len(paths)} files")
     elif is_table(source):
         table = open_table(source, columns)
     if table is None and columns is not None:
@@ -502,10 +509,13 @@ def open_table_path(path: str, columns=None) -> TableSource | None:
         return None
     if not paths:
         return None
+    return _open_files(paths, columns, path if len(paths) == 1 else f"{path} ({len(paths)} files)")
+
+
+def _open_files(paths: list[str], columns, what: str) -> TableSource:
     kinds = {_table_kind(p) for p in paths}
     if len(kinds) > 1:
-        raise ValueError(f"{path} mixes Parquet and CSV files; fit them separately")
-    what = path if len(paths) == 1 else f"{path} ({len(paths)} files)"
+        raise ValueError(f"{what} mixes Parquet and CSV files; fit them separately")
     if kinds == {"parquet"}:
         return _parquet(paths, columns, what)
     return _csv(paths, columns, what)

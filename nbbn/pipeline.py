@@ -453,6 +453,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if isinstance(src, IterableSource):
         raise TypeError("transform cannot write an iterable source: the number of rows must be "
                         "known up front; apply the Normalizer to each batch yourself")
+    if src.rows is None:  # a CSV file
+        raise TypeError(f"transform cannot write {src.description}: its number of rows is "
+                        "not known up front")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     _check_source_axis(src, norm.channel_axis)

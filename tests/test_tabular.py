@@ -96,7 +96,7 @@ def test_parquet_folder_and_glob_of_files_in_order(tmp_path, rng):
     pq.write_table(arrow_table(b), d / "part-1.parquet", row_group_size=64)
     both = {k: np.concatenate([a[k], b[k]]) for k in a}
     ref = reference(both, ("i64", "f32"), "omit")
-    for src in (d, str(d / "*.parquet")):
+    for src in (d, str(d / "*.parquet"), [d / "part-0.parquet", d / "part-1.parquet"]):
         stats = fit(src, columns=["i64", "f32"], nan_policy="omit")
         assert_matches(stats, ref, ("i64", "f32"))
     # the second file lacks a column the first one has
@@ -351,4 +351,4 @@ def test_tabular_benchmark_smoke(tmp_path):
     out = StringIO()
     result = run_tabular_bench(out, repeats=1, size_gb=0.002, workdir=str(tmp_path))
     assert result["check_rel_error"] < 1e-9 and result["ratio_fit_to_read_table"] > 0
-    assert "nbbn.fit / pyarrow read_table" in out.getvalue()
+    assert "the faster of the two" in out.getvalue()

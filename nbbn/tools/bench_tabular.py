@@ -13,8 +13,9 @@ Then, alternating so that both see the same load on a shared machine, each timed
 
 Reported: GB/s of float32 values for each (median), the CPU time of the process (all
 threads; on a loaded machine the wall time also counts the waits for a core), and the
-ratio of the fit to ``read_table`` for each pair, median (target >= 70%), with the fit's
-result checked against a float64 reference of one column.
+fit's throughput relative to each pyarrow read and to the faster of the two, taken
+per round (the fit against the reads just before it) and then the median (target >=
+70%), with the fit's result checked against a float64 reference of one column.
 """
 
 from __future__ import annotations
@@ -122,22 +123,35 @@ def run_tabular_bench(file: TextIO, quick: bool = False, repeats: int | None = N
                 fn()
                 times[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)
-        ratios = [r / f for r, f in zip(times["pyarrow read_table"], times["nbbn.fit"],
-                                        strict=True)]
-        result: dict[str, Any] = {"rows": rows, "columns": COLUMNS, "bytes": data_bytes,
-                                  "file_bytes": os.path.getsize(path), "repeats": repeats,
-                                  "cpu": cpu_model(), "times_s": times, "cpu_s": cpu,
-                                  "ratio_fit_to_read_table": statistics.median(ratios),
-                                  "check_rel_error": float(err)}
+        fit_t = times["nbbn.fit"]
+        rt, ib = times["pyarrow read_table"], times["pyarrow iter_batches"]
+
+        def ratio(ref: list[float]) -> float:  # per pair (same moment), then the median
+            return statistics.median(r / f for r, f in zip(ref, fit_t, strict=True))
+
+        result: dict[str, Any] = {
+            "rows": rows, "columns": COLUMNS, "bytes": data_bytes,
+            "file_bytes": os.path.getsize(path), "repeats": repeats, "cpu": cpu_model(),
+            "times_s": times, "cpu_s": cpu,
+            "ratio_fit_to_read_table": ratio(rt), "ratio_fit_to_iter_batches": ratio(ib),
+            "ratio_fit_to_best_read": ratio([min(a, b) for a, b in zip(rt, ib, strict=True)]),
+            "cpu_ratio_best_read_to_fit": min(statistics.median(cpu[k]) for k in
+                                              ("pyarrow read_table", "pyarrow iter_batches"))
+            / statistics.median(cpu["nbbn.fit"]),
+            "check_rel_error": float(err)}
         print(f"{'':24}{'median s':>10}{'GB/s':>8}{'CPU s':>8}", file=file)
         for name, ts in times.items():
             med = statistics.median(ts)
             result[f"gbps {name}"] = data_bytes / med / 1e9
             print(f"{name:24}{med:10.3f}{data_bytes / med / 1e9:8.2f}"
                   f"{statistics.median(cpu[name]):8.2f}", file=file)
-        pct = 100 * result["ratio_fit_to_read_table"]
-        print(f"nbbn.fit / pyarrow read_table: {pct:.0f}% (median of {repeats} pairs; target "
-              f">= 70%); last column against float64: relative error {err:.1e}", file=file)
+        print(f"nbbn.fit throughput / pyarrow's (median of {repeats} alternated runs, each "
+              f"against the reads just before it): read_table "
+              f"{100 * result['ratio_fit_to_read_table']:.0f}%, iter_batches "
+              f"{100 * result['ratio_fit_to_iter_batches']:.0f}%, the faster of the two "
+              f"{100 * result['ratio_fit_to_best_read']:.0f}% (target >= 70%); CPU time: "
+              f"{100 * result['cpu_ratio_best_read_to_fit']:.0f}%", file=file)
+        print(f"last column against a float64 reference: relative error {err:.1e}", file=file)
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
