@@ -320,6 +320,19 @@ def test_fortran_ordered_table_read_as_columns(rng):
         np.testing.assert_allclose(s.var, ref.var, rtol=1e-6)
 
 
+def test_transform_of_a_parquet_file_and_csv_refused(tmp_path, rng):
+    c = columns(rng)
+    table = arrow_table(c).select(["f64", "f32"])
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=64)
+    stats = fit(tmp_path / "t.parquet", nan_policy="omit")
+    out = nbbn.transform(tmp_path / "t.parquet", stats, tmp_path / "y.npy", progress=False)
+    x = np.stack([table.column(i).to_numpy() for i in range(2)], axis=1)
+    np.testing.assert_array_equal(np.load(out), stats.to_normalizer()(x))
+    pacsv.write_csv(table, tmp_path / "t.csv")
+    with pytest.raises(TypeError, match="number of rows is not known"):
+        nbbn.transform(tmp_path / "t.csv", stats, tmp_path / "z.npy", progress=False)
+
+
 # ------------------------------------------------------------------------------- CLI
 def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
     from nbbn.cli import main
