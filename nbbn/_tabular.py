@@ -178,7 +178,8 @@ class TableSource(Source):
                 np.copyto(buf[c, at:at + k], np.asarray(a), casting="same_kind")
             at += k
         data = np.moveaxis(buf, 0, -1)
-        return Batch(data, index, first, first + n, data.nbytes, slot=slot)
+        nbytes = n * (self.row_bytes or 0)  # in the units of ``nbytes`` (the schema's dtype)
+        return Batch(data, index, first, first + n, nbytes, slot=slot)
 
     def close(self) -> None:
         """Stop the row groups still being read ahead (files are opened per pass)."""

@@ -140,11 +140,12 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
 
     Parameters
     ----------
-    source : array, path, zarr array, h5py dataset or iterable of arrays
+    source : array, path, zarr array, h5py dataset, table or iterable of arrays
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
-        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``).
+        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
+        a table (see ``columns``).
     channel_axis : int, default 1
         The channel axis of the data (not 0: batches are taken along axis 0).
     batch_size : int, optional

@@ -34,6 +34,9 @@ How each kind is read:
   dtypes and first rows is kept, and a resume re-iterates it from the start, skips the
   items already counted and refuses to continue if their digest differs (a shuffled or
   different iterable).
+* tables (Parquet and CSV files, folders and globs of them, pandas and polars
+  DataFrames, Arrow tables, ``xarray.Dataset``): their numeric columns are the
+  channels, read as ``(rows, C)`` batches (:mod:`nbbn._tabular`).
 """
 
 from __future__ import annotations

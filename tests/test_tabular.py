@@ -86,6 +86,8 @@ def test_parquet_with_nulls_matches_reference(tmp_path, rng, nan_policy):
     assert_matches(stats, reference(c, nan_policy=nan_policy))
     missing = [0, c["f64_missing"].sum(), c["i64_missing"].sum()]
     np.testing.assert_array_equal(stats.nan_count, missing)
+    with pytest.raises(ValueError, match=r"t\.parquet row group 0, rows 0-37: nan_policy='raise'"):
+        fit(tmp_path / "t.parquet", columns=list(NUMERIC), nan_policy="raise", batch_size=37)
 
 
 def test_parquet_folder_and_glob_of_files_in_order(tmp_path, rng):
