@@ -135,7 +135,8 @@ class FitSettings:
 def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
-        checkpoint_interval: float = CHECKPOINT_INTERVAL_S, columns=None) -> RunningStats:
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
+        columns=None) -> RunningStats:
     """Per-channel statistics of a whole dataset, read in batches along axis 0.
 
     Parameters
@@ -173,6 +174,13 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         Passed to :class:`~nbbn.RunningStats`.
     checkpoint_interval : float, default 5.0
         Seconds between checkpoint writes (0: after every batch).
+    client : distributed.Client, str or None, optional
+        Spread the source's files (or zarr/HDF5 chunks) over the workers of a
+        ``dask.distributed`` cluster: a ``Client``, a scheduler address, or ``"local"`` for
+        a ``LocalCluster`` of one single-threaded worker process per CPU (``pip install
+        'nbbn[dask]'``). Each worker reads its own parts; the statistics equal a fit
+        without ``client`` to 1e-12 relative (the merge order differs). See "Fitting
+        files on a cluster" in the documentation.
     columns : sequence of str, optional
         For a table (a Parquet or CSV file, folder or glob, a pandas/polars DataFrame, an
         Arrow table, an ``xarray.Dataset``): the columns to read, default every numeric
@@ -184,7 +192,7 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
     -------
     RunningStats
         The statistics of every row of the source; bit for bit the same whether or not
-        the fit was interrupted and resumed.
+        the fit was interrupted and resumed (without ``client``).
 
     Raises
     ------
@@ -209,6 +217,13 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
     src = open_source(source, key=key, channel_axis=channel_axis, columns=columns)
     try:
         _check_source_axis(src, channel_axis)
+        if client is not None and getattr(src, "channel_names", None) is not None:
+            raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
+                            f"fit {src.description} without client")
+        if client is not None:
+            from ._distributed import fit_on_cluster
+
+            return fit_on_cluster(src, cfg, client)
         run = _FitRun(src, cfg)
         run.start()
         return run.run()
@@ -242,12 +257,7 @@ class _FitRun:
                              "it, or delete it to start over", path=path, resume=_RESUME)
             ck = load_checkpoint(path, backend=cfg.backend)
             self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path)
-            check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
-            self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
-            self.pos = Position(ck.position["shard"], ck.position["row"],
-                                ck.position.get("digest"))
-            done = " (complete; only shards added since are read)" if ck.complete else ""
-            say(cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
+            self.resume_from(ck, path)
         else:
             if not path.parent.is_dir():
                 raise FileNotFoundError(f"checkpoint {path}: the folder {path.parent} does "
@@ -255,6 +265,20 @@ class _FitRun:
             if cfg.resume:
                 say(cfg.progress, f"no checkpoint at {path} yet; starting from the beginning")
         remove_stale_temps(path)
+
+    def resume_from(self, ck: Checkpoint, path: Path) -> None:
+        """Take the statistics and position of ``ck``, after checking the source."""
+        if ck.extra.get("parts_done"):
+            raise CheckpointError(
+                f"checkpoint {path} was written by a distributed fit that counted parts of the "
+                "source out of order; resume it on a cluster (client=..., nbbn fit --workers N "
+                "or --scheduler ADDRESS)")
+        check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
+        self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
+        self.pos = Position(ck.position["shard"], ck.position["row"],
+                            ck.position.get("digest"))
+        done = " (complete; only shards added since are read)" if ck.complete else ""
+        say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
 
     def write(self, complete: bool = False) -> None:
         """Write the checkpoint: the statistics so far and the next row to read.

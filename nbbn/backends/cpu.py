@@ -10,8 +10,9 @@ the host by ``merge``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -34,19 +35,34 @@ THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all 
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_local = threading.local()  # .limit: thread_limit() of the calling thread
 
 
 def threads() -> int:
     """Threads the kernels use: numba's thread count (``NUMBA_NUM_THREADS``, default the
-    CPUs this process may use)."""
-    return max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+    CPUs this process may use), or fewer inside :func:`thread_limit`."""
+    n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+    limit = getattr(_local, "limit", None)
+    return n if limit is None else min(n, limit)
+
+
+@contextlib.contextmanager
+def thread_limit(n: int) -> Iterator[None]:
+    """Calls from this thread use at most ``n`` threads (a dask worker's task: 1)."""
+    old = getattr(_local, "limit", None)
+    _local.limit = max(1, int(n))
+    try:
+        yield
+    finally:
+        _local.limit = old
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, threads() - 1), thread_name_prefix="nbbn")
+            n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+            _pool = ThreadPoolExecutor(max(1, n - 1), thread_name_prefix="nbbn")
         return _pool
 
 
