@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ class RunningStats:
     """
 
     def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
-                 backend: str = "auto", channel_names=None) -> None:
+                 backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
         self.channel_axis = check_axis(channel_axis)
         self._names: tuple[str, ...] | None = _check_names(channel_names, None)
         self.nan_policy = check_policy(nan_policy)
@@ -229,7 +230,7 @@ class RunningStats:
         return self._names
 
     @channel_names.setter
-    def channel_names(self, names) -> None:
+    def channel_names(self, names: Sequence[str] | None) -> None:
         self._names = _check_names(names, self.num_channels)
 
     @property
