@@ -10,6 +10,7 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_axis
+from ._torch_arrays import check_no_grad
 from .normalizer import Normalizer, check_eps
 
 
@@ -118,6 +119,7 @@ class BatchNorm:
         array
             The normalized input, of the input's array type.
         """
+        check_no_grad(x, "input")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
         n = inp.outer * inp.inner

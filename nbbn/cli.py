@@ -365,6 +365,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--torch", action="store_true",
+                   help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
+                   "Normalizer; bfloat16)")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--tabular", action="store_true",
@@ -393,6 +396,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                    size_gb=args.pipeline_gb, workdir=args.workdir)
         if args.json:
             _write_json(args.json, result)
+        return 0
+    if args.torch:
+        import json
+
+        from ._durable import atomic_write
+        from .tools.bench_torch import run_torch_bench
+
+        result = run_torch_bench(sys.stdout, args.quick, args.repeats)
+        if args.json:
+            with atomic_write(args.json, "w") as f:
+                json.dump(result, f, indent=1)
         return 0
     if args.pipeline:
         import json

@@ -9,6 +9,7 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_axis
+from ._torch_arrays import check_no_grad
 
 
 def check_eps(eps, *, strict: bool) -> float:
@@ -111,6 +112,7 @@ class Normalizer:
         return self._apply(y, out, self.bias, self._inv_scale, self.mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
+        check_no_grad(x, what)
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, what)
         if inp.channels != self.num_channels:

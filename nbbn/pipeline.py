@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._affine import result_dtype
+from ._datasets import default_batched, open_items
 from ._durable import remove_stale_temps
 from ._interrupt import SigintGuard
 from ._layout import check_axis
@@ -118,6 +119,8 @@ class FitSettings:
     resume : bool
     interval : float
         Seconds between checkpoint writes.
+    batched : bool
+        The items of an iterable are batches (False: samples).
     """
 
     channel_axis: int
@@ -129,6 +132,7 @@ class FitSettings:
     checkpoint: Path | None
     resume: bool
     interval: float
+    batched: bool = True
 
 
 # ---------------------------------------------------------------------------- fit
@@ -136,17 +140,18 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
-        columns=None) -> RunningStats:
+        batched: bool | None = None, columns=None) -> RunningStats:
     """Per-channel statistics of a whole dataset, read in batches along axis 0.
 
     Parameters
     ----------
-    source : array, path, zarr array, h5py dataset, table or iterable of arrays
+    source : array, path, zarr array, h5py dataset, table, iterable of arrays or Dataset
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
         dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
-        a table (see ``columns``).
+        a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
+        ``columns``).
     channel_axis : int, default 1
         The channel axis of the data (not 0: batches are taken along axis 0).
     batch_size : int, optional
@@ -181,6 +186,15 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         'nbbn[dask]'``). Each worker reads its own parts; the statistics equal a fit
         without ``client`` to 1e-12 relative (the merge order differs). See "Fitting
         files on a cluster" in the documentation.
+    batched : bool, optional
+        Whether the items of an iterable are batches (True) or samples without a batch
+        axis (False; each counted as a batch of one, so ``channel_axis`` keeps its
+        meaning: 1 for CHW samples, -1 for HWC). Default: samples for a torch ``Dataset``
+        (map-style, read in order by a few threads, or iterable), batches for a
+        ``DataLoader`` (samples when its ``batch_size`` is None) and for any other
+        iterable. ``batched=True`` with a Dataset is refused. Items may differ in shape
+        (images of different sizes); only their channel count must agree. The channel
+        count found is printed when ``progress`` is on, and shown by the result's repr.
     columns : sequence of str, optional
         For a table (a Parquet or CSV file, folder or glob, a pandas/polars DataFrame, an
         Arrow table, an ``xarray.Dataset``): the columns to read, default every numeric
@@ -211,10 +225,17 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         raise worded(ValueError, "{interval} must be >= 0, got {got!r}",
                      interval=Param("checkpoint_interval"), got=checkpoint_interval)
     RunningStats(channel_axis, nan_policy=nan_policy, backend=backend)  # validate names
+    batched = default_batched(source, batched)
+    if not batched and batch_size is not None:
+        raise worded(ValueError, "{batch_size} does not apply to samples ({batched}): each "
+                     "sample is counted as it comes", batch_size=Param("batch_size", batch_size),
+                     batched=Param("batched", False))
     cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
                       None if checkpoint is None else Path(checkpoint), bool(resume),
-                      float(checkpoint_interval))
-    src = open_source(source, key=key, channel_axis=channel_axis, columns=columns)
+                      float(checkpoint_interval), batched)
+    src = open_source(source, key=key, channel_axis=channel_axis, columns=columns) \
+        if batched else open_items(source, key=key, channel_axis=channel_axis,
+                                   batched=False)
     try:
         _check_source_axis(src, channel_axis)
         if client is not None and getattr(src, "channel_names", None) is not None:
@@ -240,10 +261,12 @@ class _FitRun:
                                   backend=cfg.backend,
                                   channel_names=getattr(src, "channel_names", None))
         self.pos = Position()
+        self.channels_said = False
         self.rows_done = self.bytes_done = 0
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
         self.settings = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
-                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size()}
+                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size(),
+                         "batched": cfg.batched}
 
     def start(self) -> None:
         """Take the state of an existing checkpoint (``resume``), or check it may be made."""
@@ -307,6 +330,13 @@ class _FitRun:
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
             self.stats.update(batch.data)
+            if not self.channels_said and isinstance(self.src, IterableSource):
+                self.channels_said = True
+                what = "batches" if self.cfg.batched else "samples"
+                shape = tuple(batch.data.shape)[0 if self.cfg.batched else 1:]
+                say(self.cfg.progress, f"{self.src.description}: {self.stats.num_channels} "
+                    f"channels along channel_axis={self.cfg.channel_axis} (items read as "
+                    f"{what}, the first of shape {shape})")
         self.pos = Position(batch.shard, batch.stop, batch.digest)
         self.rows_done += batch.rows
         self.bytes_done += batch.nbytes
@@ -387,7 +417,8 @@ class _FitRun:
 def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
     """The checkpoint's settings, after checking that this call agrees with them."""
     saved = dict(ck.settings)
-    for name in ("channel_axis", "nan_policy", "key"):
+    saved.setdefault("batched", True)  # checkpoints from before samples were read
+    for name in ("channel_axis", "nan_policy", "key", "batched"):
         if saved.get(name) != settings[name]:
             raise worded(CheckpointError, "checkpoint {path} was written with {saved}, but this "
                          "fit has {given}; use the same settings to resume", path=path,

@@ -46,3 +46,11 @@ def test_public_exceptions_exported_and_documented():
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api
+
+
+def test_numpy_work_loads_no_torch():
+    """Tensors are recognised without importing torch (a tensor implies the caller did)."""
+    code = ("import numpy as np, nbbn\nx = np.ones((4, 3, 2), np.float32)\n"
+            "rs = nbbn.RunningStats().update(x); rs.to_normalizer()(x)\n"
+            "nbbn.fit([x[0], x[1]], batched=False, progress=False)")
+    assert "torch" not in _loaded_after(code)
