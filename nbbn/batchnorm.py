@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backends
 from ._affine import affine_scale
-from ._layout import channel_vector, check_axis
+from ._layout import channel_vector, check_channel_axis
 from .normalizer import Normalizer, check_eps
 
 
@@ -67,7 +67,7 @@ class BatchNorm:
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
-                 channel_axis: int = 1, backend: str = "auto", bias: bool = True) -> None:
+                 channel_axis: int | str = 1, backend: str = "auto", bias: bool = True) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
                 or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
@@ -80,7 +80,7 @@ class BatchNorm:
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.channel_axis = check_axis(channel_axis)
+        self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.training = True
         c = self.num_features

@@ -10,8 +10,9 @@ the host by ``merge``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -34,12 +35,26 @@ THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all 
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_serial = threading.local()
 
 
 def threads() -> int:
     """Threads the kernels use: numba's thread count (``NUMBA_NUM_THREADS``, default the
     CPUs this process may use)."""
     return max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+
+
+@contextlib.contextmanager
+def serial() -> Iterator[None]:
+    """Within this block, this thread's kernels run on this thread alone (Dask tasks:
+    the scheduler's threads or workers already use the cores; nested threads would
+    oversubscribe them). Results are the same bits either way."""
+    before = getattr(_serial, "on", False)
+    _serial.on = True
+    try:
+        yield
+    finally:
+        _serial.on = before
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -58,6 +73,8 @@ def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int) -> None:
     by the shape alone), so any thread count gives the same bits. The pool is nbbn's own
     (no numba threading layer), so calls from many threads at once are safe."""
     nt = min(threads(), chunks) if size >= THREADED_MIN_ELEMENTS else 1
+    if getattr(_serial, "on", False):
+        nt = 1
     if nt <= 1:
         kernel(*head, 0, 1, *tail)
         return
@@ -129,7 +146,7 @@ def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
 
 
 # ------------------------------------------------------------------ statistics
-def prepare(x, channel_axis: int, what: str) -> Canonical:
+def prepare(x, channel_axis: int | str, what: str) -> Canonical:
     """Validate a host array and describe it as (O, C, I) around ``channel_axis``."""
     return canonical(x, channel_axis, what)
 
