@@ -167,13 +167,17 @@ def lazy_affine(inp: DaskInput, a: np.ndarray, s: np.ndarray, b: np.ndarray,
     x = inp.array
     return x.map_blocks(_affine_block, np.asarray(a, np.float64), np.asarray(s, np.float64),
                         np.asarray(b, np.float64), caxis=inp.axis, out_dtype=dtype, dtype=dtype,
-                        meta=np.empty((0,) * x.ndim, dtype), name="nbbn-affine")
+                        meta=np.empty((0,) * x.ndim, dtype), token="nbbn-affine")
 
 
 # ------------------------------------------------------------------ statistics
 def prepare(x, channel_axis: int | str, what: str) -> DaskInput:
     """Validate a dask array (dtype, axis) without computing anything."""
     check_dtype(np.dtype(x.dtype), what)
+    if any(np.isnan(n) for n in x.shape):
+        raise ValueError(
+            f"the dask array {what} has unknown chunk sizes (shape {x.shape}): call "
+            f"x.compute_chunk_sizes() first, or compute the filtered array")
     return DaskInput(x, normalize_axis(channel_axis, x.ndim))
 
 
