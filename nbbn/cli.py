@@ -344,6 +344,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
+    p.add_argument("--dask", action="store_true",
+                   help="instead: nbbn.dask.channel_stats of 4 GB of float32 .npy chunks on a "
+                   "LocalCluster(2 x 1) vs in-memory updates and dask's mean/var (64 MB with "
+                   "--quick; size: --pipeline-gb)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
@@ -356,6 +360,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.dask:
+        import json
+
+        from .tools.bench_dask import run_dask_bench
+
+        result = run_dask_bench(sys.stdout, args.quick, args.repeats, args.pipeline_gb,
+                                args.workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return 0
     if args.pipeline:
         import json
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm")
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed", "xarray")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -45,3 +45,9 @@ def test_public_exceptions_exported_and_documented():
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api
+
+
+def test_dask_and_xarray_loaded_only_when_used():
+    """``nbbn.dask`` and a named channel axis import neither dask nor xarray."""
+    code = "import nbbn.dask, nbbn\nnbbn.RunningStats('band'); nbbn.Normalizer([0.0], [1.0])"
+    assert _loaded_after(code) == []
