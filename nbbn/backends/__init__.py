@@ -29,7 +29,9 @@ operations, in this order:
 
 Array types: host arrays (numpy, memmaps, anything ``np.asarray`` takes) go to
 ``backends.cpu``; device arrays (anything with ``__cuda_array_interface__``: torch CUDA
-tensors, CuPy, Numba device arrays) to ``backends.cuda``. A new array type is one
+tensors, CuPy, Numba device arrays) to ``backends.cuda``; dask arrays to
+``backends.dask`` (a chunked reduction, lazy outputs); xarray DataArrays to
+``backends.xarray``, which runs their data on one of the others. A new array type is one
 new module: a backend when it computes differently (e.g. a lazy Dask reduction), or an
 entry in :data:`ROUTES` plus an adapter in its backend's ``prepare``/``result`` when it
 only needs converting (e.g. torch CPU tensors). Backend modules are imported by
