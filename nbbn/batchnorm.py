@@ -45,8 +45,9 @@ class BatchNorm:
     track_running_stats : bool, default True
         Keep ``running_mean``/``running_var``/``num_batches_tracked``; without them the
         batch statistics are used in eval mode too.
-    channel_axis : int, default 1
-        ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last.
+    channel_axis : int or str, default 1
+        ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last; a dimension name
+        for xarray DataArrays.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the kernels run; "auto" follows the input array.
     bias : bool, default True

@@ -41,8 +41,9 @@ class Normalizer:
         scikit-learn does for constant features: it maps to ``bias``, not inf or NaN.
     weight, bias : array_like, shape (C,), optional
         Affine parameters (default 1 and 0).
-    channel_axis : int, default 1
-        The channel axis of the arrays this normalizer is applied to.
+    channel_axis : int or str, default 1
+        The channel axis of the arrays this normalizer is applied to (a dimension name
+        for xarray DataArrays). Dask arrays give lazy dask arrays, DataArrays DataArrays.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the map runs; "auto" follows the input array.
 

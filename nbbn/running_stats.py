@@ -30,8 +30,9 @@ class RunningStats:
 
     Parameters
     ----------
-    channel_axis : int, default 1
-        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last).
+    channel_axis : int or str, default 1
+        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last), or
+        a dimension name for xarray DataArrays (``"band"``).
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"
         "propagate": a NaN makes its channel's mean, variance, min and max NaN (as numpy
         and torch). "omit": NaNs are skipped per channel, so counts may differ between
@@ -89,8 +90,9 @@ class RunningStats:
         ----------
         batch : array_like
             Values along ``channel_axis`` are channels; every other axis is reduced. A
-            numpy array (any dtype of float16/32/64 or integers, any strides), or a device
-            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend.
+            numpy array (any dtype of float16/32/64 or integers, any strides), a device
+            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend, a dask array
+            (reduced chunk by chunk on the active dask scheduler) or an xarray DataArray.
 
         Returns
         -------
