@@ -127,6 +127,16 @@ def test_chunkings(scheduler, chunks, rng):
                 nbbn.channel_stats(x, 1))
 
 
+def test_zarr_chunks(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    x = random_array(rng, (10, 4, 3), "uint8", channel_axis=-1)
+    z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=x.shape, dtype=x.dtype,
+                        chunks=(3, 4, 3))
+    z[...] = x
+    _same_stats(nbbn.channel_stats(da.from_zarr(str(tmp_path / "x.zarr")), -1),
+                nbbn.channel_stats(x, -1))
+
+
 def test_update_merges_into_state(rng):
     a = random_array(rng, (8, 3), "float32", channel_axis=1)
     b = random_array(rng, (5, 3), "float32", channel_axis=1)
