@@ -113,9 +113,9 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     records = lazy_records(arr, axis, policy_code(nan_policy), split_every)
     if arr.size == 0:
         records = np.empty(0)
-    return dask.delayed(_running_stats, pure=True)(records, channel_axis, nan_policy, coord,
-                                                   dask_key_name=f"nbbn-running-stats-"
-                                                   f"{dask.base.tokenize(records, nan_policy)}")
+    # a key of its own per call: the records' finalize task gets a new key each time
+    return dask.delayed(_running_stats, pure=False)(
+        records, channel_axis, nan_policy, coord)
 
 
 def transform(x, norm, out, dtype=None):
