@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._layout import check_axis
+from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from .backends._stats import BatchStats
@@ -31,8 +31,9 @@ class RunningStats:
 
     Parameters
     ----------
-    channel_axis : int, default 1
-        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last).
+    channel_axis : int or str, default 1
+        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last), or
+        a dimension name for xarray DataArrays (``"band"``).
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"
         "propagate": a NaN makes its channel's mean, variance, min and max NaN (as numpy
         and torch). "omit": NaNs are skipped per channel, so counts may differ between
@@ -55,9 +56,9 @@ class RunningStats:
     array([8, 8, 8])
     """
 
-    def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
+    def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
-        self.channel_axis = check_axis(channel_axis)
+        self.channel_axis = check_channel_axis(channel_axis)
         self._names: tuple[str, ...] | None = _check_names(channel_names, None)
         self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
@@ -65,17 +66,21 @@ class RunningStats:
         self._state: Any = None
         self._host_cache: tuple | None = None
         self._lock = threading.Lock()
+        # (dimension name, coordinate or None) of the channels of an xarray input
+        self._channel_coord: tuple | None = None
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
-                "backend": self.backend, "state": st, "channel_names": self._names}
+                "backend": self.backend, "state": st, "channel_names": self._names,
+                "channel_coord": self._channel_coord}
 
     def __setstate__(self, d: dict) -> None:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
                       backend=d["backend"], channel_names=d.get("channel_names"))
         self._state = d["state"]
+        self._channel_coord = d.get("channel_coord")
 
     # ------------------------------------------------------------------ updating
     def update(self, batch) -> RunningStats:
@@ -90,8 +95,9 @@ class RunningStats:
         ----------
         batch : array_like
             Values along ``channel_axis`` are channels; every other axis is reduced. A
-            numpy array (any dtype of float16/32/64 or integers, any strides), or a device
-            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend.
+            numpy array (any dtype of float16/32/64 or integers, any strides), a device
+            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend, a dask array
+            (reduced chunk by chunk on the active dask scheduler) or an xarray DataArray.
 
         Returns
         -------
@@ -118,6 +124,7 @@ class RunningStats:
             self._check_channels(inp.channels, "batch")  # another thread may have started
             self._state = be.merge(self._state, part)
             self._host_cache = None
+            self._channel_coord = getattr(inp, "channel_coord", self._channel_coord)
         return self
 
     def _host(self) -> BatchStats | None:
@@ -186,6 +193,7 @@ class RunningStats:
         nchan = None if first is None else first.num_channels
         out._names = _check_names(_merged_names(self._names, other._names), nchan)
         out._state = b if a is None else a if b is None else _host_merge(a, b)
+        out._channel_coord = self._channel_coord or other._channel_coord
         return out
 
     def __add__(self, other: RunningStats) -> RunningStats:
@@ -315,6 +323,27 @@ class RunningStats:
         return Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
                           channel_axis=self.channel_axis, backend=self.backend)
 
+    def to_xarray(self, dim: str | None = None):
+        """The statistics as an ``xarray.Dataset`` over the channel dimension.
+
+        Variables ``count``, ``mean``, ``var``, ``std``, ``min``, ``max``,
+        ``nan_count``; the channel coordinate of the last xarray input, when it had one.
+
+        Parameters
+        ----------
+        dim : str, optional
+            The channel dimension's name. Default: that of the last xarray input,
+            ``channel_axis`` when it is a name, else ``"channel"``.
+
+        Returns
+        -------
+        xarray.Dataset
+            Needs xarray (``pip install 'nbbn[xarray]'``).
+        """
+        from ._xarray import stats_dataset
+
+        return stats_dataset(self, dim, self._channel_coord)
+
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
@@ -349,8 +378,9 @@ class RunningStats:
                 f"RunningStats data has format version {version}, newer than this nbbn "
                 f"supports ({FORMAT_VERSION}); upgrade nbbn"
             )
-        rs = cls(int(np.asarray(d["channel_axis"])), nan_policy=str(np.asarray(d["nan_policy"])),
-                 backend=backend)
+        axis = np.asarray(d["channel_axis"])  # a dimension name (str) for xarray data
+        rs = cls(str(axis) if axis.dtype.kind == "U" else int(axis),
+                 nan_policy=str(np.asarray(d["nan_policy"])), backend=backend)
         arrays = [np.asarray(d[k]) for k in _ARRAY_FIELDS]
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1 or arrays[0].ndim != 1:
@@ -435,7 +465,7 @@ def _host_merge(a, b: BatchStats) -> BatchStats:
     return backends.resolve("cpu").merge(a, b)
 
 
-def channel_stats(x, channel_axis: int = 1, *, nan_policy: str = "propagate",
+def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                   backend: str = "auto") -> RunningStats:
     """Per-channel statistics of one array, as a :class:`RunningStats`.
 
