@@ -440,6 +440,8 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     if isinstance(source, np.ndarray) or _is_torch(source) or _is_device_array(source):
         return Source([ArrayShard(as_batch_array(source, "source"))], "an array", channel_axis)
     module = type(source).__module__
+    if module.startswith("dask.array") and hasattr(source, "chunks"):
+        return ChunkedSource(source, channel_axis)
     if module.startswith(("zarr", "h5py")):
         return Source([container_shard(source, key)], describe_container(source),
                       channel_axis)
@@ -453,6 +455,27 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
         f"cannot read batches from a {type(source).__name__}: expected an array, a path "
         "(.npy, .npz, .h5, .zarr, a folder or glob of shards), a zarr array, an h5py dataset "
         "or an iterable of arrays")
+
+
+class ChunkedSource(Source):
+    """A dask array read along its chunks: one shard per block of rows of its axis-0
+    chunks, a batch per block by default, so each chunk is computed once (on the active
+    dask scheduler) and never twice for two batches."""
+
+    def __init__(self, x, channel_axis=None) -> None:
+        if any(math.isnan(n) for n in x.shape):
+            raise ValueError("a dask array with unknown chunk sizes: call "
+                             "x.compute_chunk_sizes() first")
+        bounds = np.cumsum((0,) + tuple(x.chunks[0]))
+        shards: list[Shard] = [
+            ArrayShard(x[a:b], f"rows {a}:{b}", files={"dask_name": x.name, "rows": [a, b]})
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+        super().__init__(shards or [ArrayShard(x)],
+                         f"a dask array in {len(shards)} chunks of rows", channel_axis)
+
+    def default_batch_size(self) -> int | None:
+        """The largest block of rows: a batch never cuts a chunk."""
+        return max((s.rows for s in self.shards), default=1) or 1
 
 
 def _open_path(path: str, key, channel_axis) -> Source:

@@ -277,3 +277,17 @@ def test_workers_respect_their_threads(client, rng):
 
     assert set(client.run(probe).values()) == {0}
 
+
+
+def test_fit_reads_each_chunk_once(rng):
+    """``nbbn.fit`` of a dask array follows its axis-0 chunks: a batch per block of rows
+    (the default), so no chunk is computed twice; the statistics equal the reference."""
+    x = random_array(rng, (50, 3, 4, 4), "float32", channel_axis=1)
+    _calls.clear()
+    dx = da.from_array(x, chunks=(15, 2, 4, 4)).map_blocks(
+        _counted, dtype=x.dtype, meta=np.empty((0, 0, 0, 0), x.dtype))
+    with dask.config.set(scheduler="synchronous"):
+        rs = nbbn.fit(dx, progress=False)
+    assert len(_calls) == 8  # 4 blocks of rows x 2 channel chunks, each once
+    assert_stats(rs, ref_stats(x, 1), 1e-12)
+    assert "4 chunks of rows" in nbbn.sources.open_source(dx).description
