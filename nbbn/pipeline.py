@@ -62,6 +62,8 @@ def _check_batch_size(batch_size) -> int | None:
 def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) -> None:
     """``channel_axis`` must exist in the data and not be axis 0 (the batch axis)."""
     if ndim is None:
+        if hasattr(src, "check_channel_axis"):  # an ImageSource: (1, H, W, C) batches
+            return src.check_channel_axis(channel_axis)
         if src.row_shape is None or not any(s.size for s in src.shards):
             return
         ndim = 1 + len(src.row_shape)
@@ -126,7 +128,7 @@ class FitSettings:
 
 
 # ---------------------------------------------------------------------------- fit
-def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
+def fit(source, channel_axis: int | None = None, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S) -> RunningStats:
@@ -139,8 +141,9 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
         dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``).
-    channel_axis : int, default 1
-        The channel axis of the data (not 0: batches are taken along axis 0).
+    channel_axis : int, optional
+        The channel axis of the data (not 0: batches are taken along axis 0). Default
+        1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
     batch_size : int, optional
         Rows per batch; default about 64 MiB of data per batch (for an iterable: each
         item as it comes). A resumed fit uses the checkpoint's batch size.
@@ -181,6 +184,10 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         The checkpoint exists without ``resume``, or is corrupt, truncated, from a newer
         nbbn, or for another source or other settings.
     """
+    if channel_axis is None:
+        from ._images import looks_like_images
+
+        channel_axis = -1 if looks_like_images(source) else 1
     channel_axis = check_axis(channel_axis)
     batch_size = _check_batch_size(batch_size)
     if resume and checkpoint is None:
@@ -268,7 +275,11 @@ class _FitRun:
         with _naming_rows(self.src, batch):
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
-            self.stats.update(batch.data)
+            account = getattr(batch, "account", None)  # an image: pixels, histogram, skips
+            if account is not None:
+                account(self.stats)
+            else:
+                self.stats.update(batch.data)
         self.pos = Position(batch.shard, batch.stop, batch.digest)
         self.rows_done += batch.rows
         self.bytes_done += batch.nbytes

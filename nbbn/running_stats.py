@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
+from ._histogram import Histogram
 from ._layout import check_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
@@ -40,6 +41,16 @@ class RunningStats:
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the kernels run; "auto" follows the input array.
 
+    Attributes
+    ----------
+    histogram : Histogram or None
+        Exact per-channel counts of every level, kept by a fit of images with
+        ``histogram=True`` (:class:`~nbbn.ImageSource`; ``histogram.percentile(q)``).
+        :meth:`update` does not count into it; saved and loaded with the statistics;
+        merging keeps it only when both sides have one.
+    skipped : list of str
+        ``"file: reason"`` for each file a fit left out (``on_error="skip"``).
+
     Examples
     --------
     >>> import numpy as np, nbbn
@@ -61,17 +72,21 @@ class RunningStats:
         self._state: Any = None
         self._host_cache: tuple | None = None
         self._lock = threading.Lock()
+        self.histogram: Histogram | None = None
+        self.skipped: list[str] = []
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
-                "backend": self.backend, "state": st}
+                "backend": self.backend, "state": st, "histogram": self.histogram,
+                "skipped": list(self.skipped)}
 
     def __setstate__(self, d: dict) -> None:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
                       backend=d["backend"])
         self._state = d["state"]
+        self.histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
 
     # ------------------------------------------------------------------ updating
     def update(self, batch) -> RunningStats:
@@ -100,13 +115,20 @@ class RunningStats:
             ``batch`` has a dtype that is not real floating or integer.
         ValueError
             ``batch`` has a channel count other than the state's, ``channel_axis`` is out
-            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity.
+            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity, or the
+            statistics keep a :attr:`histogram` that ``batch`` cannot be counted in.
         """
+        return self._update(batch, None)
+
+    def _update(self, batch, counts) -> RunningStats:
+        """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
         if inp.size == 0:
             return self
+        if self.histogram is not None and counts is None:
+            counts = _histogram_counts(self.histogram, batch, self.channel_axis)
         part = be.reduce(inp, policy_code(self.nan_policy))
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
@@ -114,6 +136,8 @@ class RunningStats:
             self._check_channels(inp.channels, "batch")  # another thread may have started
             self._state = be.merge(self._state, part)
             self._host_cache = None
+            if counts is not None and self.histogram is not None:
+                self.histogram.counts += counts
         return self
 
     def _host(self) -> BatchStats | None:
@@ -152,6 +176,7 @@ class RunningStats:
         with self._lock:
             self._state = None
             self._host_cache = None
+            self.histogram, self.skipped = None, []
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: RunningStats) -> RunningStats:
@@ -174,6 +199,7 @@ class RunningStats:
         if b is not None:
             self._check_channels(b.num_channels, "the other RunningStats")
         out._state = b if a is None else a if b is None else _host_merge(a, b)
+        out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         return out
 
     def __add__(self, other: RunningStats) -> RunningStats:
@@ -189,8 +215,11 @@ class RunningStats:
             return self
         with self._lock:
             self._check_channels(b.num_channels, "the other RunningStats")
+            hist = _merged_extras(self, other)
             self._state = b if self._state is None else _host_merge(self._state, b)
             self._host_cache = None
+            self.histogram = hist
+            self.skipped = self.skipped + other.skipped
         return self
 
     def _snapshot(self) -> BatchStats | None:
@@ -286,7 +315,12 @@ class RunningStats:
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
         st = self._snapshot() or BatchStats.empty(0)
-        return {
+        extras: dict = {}
+        if self.histogram is not None:
+            extras["histogram"] = self.histogram.counts.copy()
+        if self.skipped:
+            extras["skipped"] = np.array(self.skipped, dtype=str)
+        return extras | {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "channel_axis": self.channel_axis,
@@ -333,6 +367,12 @@ class RunningStats:
             count, mean, m2, mn, mx, nnan, ninf = arrays
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
                                                min=mn, max=mx, nan=nnan, inf=ninf)
+        if "histogram" in d:
+            rs.histogram = Histogram(d["histogram"])
+            if rs.histogram.num_channels != count.shape[0]:
+                raise ValueError(f"RunningStats histogram has {rs.histogram.num_channels} "
+                                 f"channels, the statistics {count.shape[0]}")
+        rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
 
     def save(self, path) -> None:
@@ -351,6 +391,32 @@ class RunningStats:
     def __repr__(self) -> str:
         return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
                 f" num_channels={self.num_channels}, count={self.count.tolist()[:8]})")
+
+
+def _histogram_counts(hist: Histogram, batch, channel_axis: int) -> np.ndarray:
+    """The histogram counts of ``batch``, or ValueError when it cannot be counted."""
+    if not isinstance(batch, np.ndarray) or batch.dtype != (np.uint8 if hist.bits == 8
+                                                            else np.uint16):
+        raise ValueError(f"these statistics keep a {hist.bits}-bit histogram (a fit of images "
+                         f"with histogram=True), so update() takes uint{hist.bits} numpy "
+                         f"arrays only, got {type(batch).__name__} {getattr(batch, 'dtype', '')};"
+                         " set .histogram = None first to drop it")
+    part = Histogram.empty(hist.num_channels, batch.dtype)
+    part.add(np.moveaxis(batch, channel_axis, -1))
+    return part.counts
+
+
+def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
+    """The histogram of merged statistics: the sum, when both sides have one."""
+    if b._state is None:
+        return a.histogram
+    if a._state is None:
+        return None if b.histogram is None else b.histogram.copy()
+    if a.histogram is None or b.histogram is None:
+        return None
+    out = a.histogram.copy()
+    out += b.histogram
+    return out
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:

@@ -20,6 +20,8 @@ How each kind is read:
   into a reused buffer, one batch at a time; the member is never read whole. A resume
   inside a compressed member decompresses up to the resume point again. Fortran-ordered
   members (whose rows are not contiguous) are the exception: they are read whole.
+* image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
+  list of JPEG, PNG, WebP, TIFF or BMP files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
   the other; empty shards are skipped; every non-empty shard must have the same shape
   after axis 0 (the row count may differ).
@@ -386,6 +388,10 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
     """
     if isinstance(source, Source):
         return source
+    from ._images import ImageSource, looks_like_images
+
+    if looks_like_images(source):  # image files: a folder, glob, list or file
+        return ImageSource(source)
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), key, channel_axis)
     if isinstance(source, (list, tuple)) and source and all(
