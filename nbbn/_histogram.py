@@ -131,3 +131,26 @@ def bins_of(dtype) -> int:
     if dt not in BINS:
         raise ValueError(f"histograms count uint8 or uint16 values, got {dt}")
     return BINS[dt]
+
+
+PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
+"""The percentiles ``nbbn info`` prints when the statistics hold a histogram."""
+
+
+def describe_extras(stats) -> list[str]:
+    """The lines ``nbbn info`` adds for a histogram (percentiles) and skipped files."""
+    lines = []
+    hist = stats.histogram
+    if hist is not None:
+        pct = hist.percentile(PERCENTILES)
+        lines += ["", f"exact percentiles per channel ({hist.bits}-bit histogram, numpy's "
+                  "'linear' method):",
+                  "  " + "q".rjust(6) + "".join(f"{c:>12d}" for c in range(hist.num_channels))]
+        for q, row in zip(PERCENTILES, pct, strict=True):
+            lines.append("  " + f"{q:g}".rjust(6) + "".join(f"{v:12.6g}" for v in row))
+    if stats.skipped:
+        lines += ["", f"{len(stats.skipped)} files were skipped by the fit:"]
+        lines += [f"  {s}" for s in stats.skipped[:20]]
+        if len(stats.skipped) > 20:
+            lines.append(f"  ... and {len(stats.skipped) - 20} more")
+    return lines

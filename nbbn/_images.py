@@ -193,8 +193,13 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what decoders raise
-        raise ImageError(f"{path}: cannot decode the image ({type(exc).__name__}: "
-                         f"{exc})") from exc
+        if type(exc).__name__ == "UnidentifiedImageError":
+            raise ImageError(f"{path}: not an image file (Pillow cannot identify its "
+                             "format)") from exc
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise ImageError(f"{path}: cannot read the file ({exc.strerror})") from exc
+        raise ImageError(f"{path}: cannot decode the image, truncated or corrupt "
+                         f"({type(exc).__name__}: {exc})") from exc
     return arr
 
 

@@ -177,6 +177,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     plot_stats(stats, out, title=args.title, dpi=args.dpi)  # ImportError: no matplotlib
     print(f"wrote {out}")
+    if stats.histogram is not None:
+        from .plot import plot_histogram
+
+        print(f"wrote {plot_histogram(stats, out.with_suffix('.histogram.png'), dpi=args.dpi)}")
     return 0
 
 
@@ -189,14 +193,16 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
             "Read SOURCE in batches along axis 0 (constant memory, a reader thread overlapping "
             "reading and computing) and print its per-channel count, mean, std, min and max. "
             "SOURCE is a .npy file (memory-mapped), a .npz file (--key names the array), a "
-            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset. With "
+            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, or "
+            "image files: a folder (searched recursively), a glob or one file of JPEG, PNG, "
+            "WebP, TIFF or BMP images, counted as decoded, without resizing. With "
             "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
             "result is bit for bit that of an uninterrupted fit."
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="the data: path, folder or glob")
-    p.add_argument("--channel-axis", type=int, default=1, metavar="AXIS",
-                   help="the channel axis (not 0, the batch axis; default: %(default)s)")
+    p.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
+                   help="the channel axis (not 0, the batch axis; default: 1, -1 for images)")
     p.add_argument("--batch-size", type=int, default=None, metavar="ROWS",
                    help="rows per batch (default: about 64 MB per batch)")
     p.add_argument("--nan-policy", choices=["propagate", "omit", "raise"], default="propagate",
@@ -214,6 +220,19 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table",
                    help="how to print the statistics (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("images (pip install 'nbbn[images]')")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoding threads (default: the CPUs available)")
+    g.add_argument("--mode", choices=["RGB", "RGBA", "L", "LA"], default=None,
+                   help="convert every image to this mode (default: keep each file's channels)")
+    g.add_argument("--histogram", action="store_true",
+                   help="also count every level per channel: exact percentiles in `nbbn info`")
+    g.add_argument("--size", default=None, metavar="S|HxW",
+                   help="resize first (shorter side S, or HxW): the statistics as a model sees "
+                        "them, another quantity than the dataset's (default: no resizing)")
+    g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="a file that cannot be decoded: stop, or skip it and list it at the "
+                        "end (default: %(default)s)")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -232,7 +251,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                 "does not exist")
     interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
-    stats = fit(args.source, args.channel_axis, batch_size=args.batch_size,
+    source = args.source
+    if (args.workers, args.mode, args.size) != (None, None, None) or args.histogram \
+            or args.on_error != "raise":
+        from ._images import ImageSource
+
+        size = None if args.size is None else tuple(int(v) for v in args.size.split("x"))
+        source = ImageSource(source, workers=args.workers, mode=args.mode,
+                             size=size[0] if size is not None and len(size) == 1 else size,
+                             histogram=args.histogram, on_error=args.on_error,
+                             progress=not args.no_progress)
+    stats = fit(source, args.channel_axis, batch_size=args.batch_size,
                 nan_policy=args.nan_policy, progress=not args.no_progress,
                 checkpoint=args.checkpoint, resume=args.resume, key=args.key,
                 checkpoint_interval=interval)
@@ -241,6 +270,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
     text = format_json(stats) if args.format == "json" else format_table(stats)
     print(text.rstrip("\n"))
+    if stats.skipped:
+        print(f"nbbn fit: skipped {len(stats.skipped)} files:", *stats.skipped, sep="\n  ",
+              file=sys.stderr)
     return 0
 
 
