@@ -117,9 +117,9 @@ def _list_images(source) -> tuple[list[str], str]:
             dirs.sort()
             found.extend(os.path.join(root, f) for f in files if _is_image_name(f))
         if not found:
-            raise FileNotFoundError(f"{path}: the folder holds no image files (searched "
-                                    f"recursively for {', '.join(IMAGE_SUFFIXES)}) and no "
-                                    ".npy or .npz files")
+            raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files and no "
+                                    "image files (searched recursively for "
+                                    f"{', '.join(IMAGE_SUFFIXES)})")
         return sorted(found), f"{path} ({len(found)} images)"
     if os.path.isfile(path):
         return [path], path
@@ -365,9 +365,10 @@ class ImageSource(Source):
 
     Examples
     --------
-    >>> import nbbn  # doctest: +SKIP
-    >>> stats = nbbn.fit(nbbn.ImageSource("photos/", mode="RGB", histogram=True))
-    >>> stats.histogram.percentile([1, 50, 99])  # exact, per channel
+    >>> import nbbn
+    >>> src = nbbn.ImageSource("photos/", mode="RGB", histogram=True)  # doctest: +SKIP
+    >>> stats = nbbn.fit(src)  # doctest: +SKIP
+    >>> stats.histogram.percentile([1, 50, 99])  # exact, per channel  # doctest: +SKIP
     """
 
     def __init__(self, source, *, mode: str | None = None, size=None,
@@ -391,11 +392,11 @@ class ImageSource(Source):
 
             raise MissingExtraError("jpeg_decoder='simplejpeg' needs simplejpeg: "
                                     "pip install 'nbbn[images]'")
-        _pillow()  # a missing Pillow is reported now, not in the reader thread
         self.mode, self.histogram, self.on_error = mode, bool(histogram), on_error
         self.jpeg_decoder, self.progress = jpeg_decoder, progress
         self.workers = int(workers) if workers is not None else _cpus()
         paths, self.description = _list_images(source)
+        _pillow()  # a missing Pillow is reported now, not in the reader thread
         self.paths = paths
         self.shards = [_ImageFile(p) for p in paths]  # type: ignore[misc]
         stats = [os.stat(p) for p in paths]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm")
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "PIL", "simplejpeg")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -41,7 +41,7 @@ def test_public_exceptions_exported_and_documented():
 
     api = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
     for name in ("BackendUnavailableError", "CheckpointError", "FitInterrupted",
-                 "MissingExtraError"):
+                 "ImageError", "MissingExtraError"):
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api
