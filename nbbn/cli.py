@@ -378,6 +378,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
+    p.add_argument("--images", type=int, nargs="?", const=2000, default=None, metavar="N",
+                   help="instead: nbbn fit of N generated JPEGs (default 2000; 40 with --quick) "
+                   "against decoding alone and the common float64 recipe")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
@@ -388,6 +391,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.images is not None:
+        from .tools.bench_images import run_images_bench
+
+        run_images_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir,
+                         count=40 if args.quick else args.images, json_path=args.json)
+        return 0
     if args.pipeline:
         import json
 
