@@ -18,6 +18,8 @@ __all__ = ["BINS", "Histogram"]
 BINS = {np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536}
 """Bins per channel for each pixel dtype (one per level)."""
 
+_ROWS_PER_CALL = 2**31  # pixels per kernel call (its uint32 tables hold up to 2**32 - 1)
+
 
 class Histogram:
     """Exact per-channel counts of each level of 8-bit or 16-bit values.
@@ -67,15 +69,19 @@ class Histogram:
 
     def add(self, pixels: np.ndarray) -> None:
         """Count ``pixels`` ((..., C) channels-last uint8/uint16 of this depth) in place."""
-        from .backends.cpu_histogram import count_levels
+        from .backends.cpu_histogram import count_levels, count_levels_rgb
 
-        if bins_of(pixels.dtype) != self.counts.shape[1] or pixels.shape[-1] != \
-                self.num_channels:
+        c = self.num_channels
+        if bins_of(pixels.dtype) != self.counts.shape[1] or pixels.shape[-1] != c:
             raise ValueError(f"cannot count {pixels.dtype} values with {pixels.shape[-1]} "
-                             f"channels in a {self.bits}-bit histogram of "
-                             f"{self.num_channels} channels")
-        flat = np.ascontiguousarray(pixels).reshape(-1, self.num_channels)
-        count_levels(flat, self.counts)
+                             f"channels in a {self.bits}-bit histogram of {c} channels")
+        flat = np.ascontiguousarray(pixels).reshape(-1)
+        step = c * _ROWS_PER_CALL
+        for lo in range(0, flat.size, step):  # the kernels' uint32 tables stay exact
+            if c == 3:
+                count_levels_rgb(flat[lo:lo + step], self.counts)
+            else:
+                count_levels(flat[lo:lo + step], c, self.counts)
 
     def __iadd__(self, other: Histogram) -> Histogram:
         if other.counts.shape != self.counts.shape:
