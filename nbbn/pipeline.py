@@ -451,6 +451,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if isinstance(src, IterableSource):
         raise TypeError("transform cannot write an iterable source: the number of rows must be "
                         "known up front; apply the Normalizer to each batch yourself")
+    if hasattr(src, "check_channel_axis"):  # an ImageSource
+        raise TypeError(f"transform does not write images ({src.description}): apply the "
+                        "Normalizer to each decoded image yourself")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     _check_source_axis(src, norm.channel_axis)
