@@ -262,5 +262,8 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "exact percentiles per channel" in text and "1 files were skipped" in text
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(out)]) == 0
+    assert (tmp_path / "s.histogram.png").stat().st_size > 1000
     assert main(["fit", str(d), "--no-progress"]) == 2
     assert "zz.png: not an image file" in capsys.readouterr().err
