@@ -428,8 +428,11 @@ class ImageSource(Source):
     def check_channel_axis(self, channel_axis: int) -> None:
         """Images are ``(1, H, W, C)`` batches: the channel axis must be -1 (or 3)."""
         if channel_axis not in (-1, 3):
-            raise ValueError(f"{self.description}: images are read as (1, H, W, C) batches, "
-                             f"so the channel axis is -1; got channel_axis={channel_axis}")
+            from ._wording import Param, worded
+
+            raise worded(ValueError, "{what}: images are read as (1, H, W, C) batches, so the "
+                         "channel axis is -1 (the default for images); got {axis}",
+                         what=self.description, axis=Param("channel_axis", channel_axis))
 
     def fingerprint(self) -> dict | None:
         """One entry: a digest of the sorted list (paths, sizes, mtimes) and the settings."""

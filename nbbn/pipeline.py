@@ -140,7 +140,8 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
-        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``).
+        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
+        image files (a folder, glob or list; :class:`~nbbn.ImageSource` for its options).
     channel_axis : int, optional
         The channel axis of the data (not 0: batches are taken along axis 0). Default
         1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
