@@ -220,9 +220,16 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table",
                    help="how to print the statistics (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                         help="count the files on the workers of this dask.distributed "
+                              "scheduler (tcp://host:8786; equal to a fit without it to 1e-12, "
+                              "not bit for bit); needs nbbn[dask]")
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="count the files on a local dask.distributed cluster of N "
+                              "single-threaded worker processes; needs nbbn[dask]. For image "
+                              "files: N decoding threads (default: the CPUs available)")
     g = p.add_argument_group("images (pip install 'nbbn[images]')")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding threads (default: the CPUs available)")
     g.add_argument("--mode", choices=["RGB", "RGBA", "L", "LA"], default=None,
                    help="convert every image to this mode (default: keep each file's channels)")
     g.add_argument("--histogram", action="store_true",
@@ -251,20 +258,25 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                 "does not exist")
     interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
-    source = args.source
-    if (args.workers, args.mode, args.size) != (None, None, None) or args.histogram \
-            or args.on_error != "raise":
-        from ._images import ImageSource
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    import contextlib
 
-        size = None if args.size is None else tuple(int(v) for v in args.size.split("x"))
-        source = ImageSource(source, workers=args.workers, mode=args.mode,
-                             size=size[0] if size is not None and len(size) == 1 else size,
-                             histogram=args.histogram, on_error=args.on_error,
-                             progress=not args.no_progress)
-    stats = fit(source, args.channel_axis, batch_size=args.batch_size,
-                nan_policy=args.nan_policy, progress=not args.no_progress,
-                checkpoint=args.checkpoint, resume=args.resume, key=args.key,
-                checkpoint_interval=interval)
+    from ._images import looks_like_images
+
+    with contextlib.ExitStack() as stack:
+        source, client = args.source, args.scheduler
+        if (args.mode, args.size) != (None, None) or args.histogram \
+                or args.on_error != "raise" or looks_like_images(source):
+            source = _image_source(args)  # --workers: decoding threads
+        elif args.workers is not None:
+            from ._distributed import local_client
+
+            client = stack.enter_context(local_client(args.workers))
+        stats = fit(source, args.channel_axis, batch_size=args.batch_size,
+                    nan_policy=args.nan_policy, progress=not args.no_progress,
+                    checkpoint=args.checkpoint, resume=args.resume, key=args.key,
+                    checkpoint_interval=interval, client=client)
     if args.output is not None:
         stats.save(args.output)
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
@@ -274,6 +286,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"nbbn fit: skipped {len(stats.skipped)} files:", *stats.skipped, sep="\n  ",
               file=sys.stderr)
     return 0
+
+
+def _image_source(args: argparse.Namespace):
+    """The ImageSource of ``nbbn fit``'s image options (``--workers``: decoding threads)."""
+    from ._images import ImageSource
+
+    if args.scheduler is not None:
+        raise ValueError("--scheduler does not apply to image files: they are decoded by "
+                         "threads of this process (--workers N)")
+    size = None if args.size is None else tuple(int(v) for v in args.size.split("x"))
+    return ImageSource(args.source, workers=args.workers, mode=args.mode,
+                       size=size[0] if size is not None and len(size) == 1 else size,
+                       histogram=args.histogram, on_error=args.on_error,
+                       progress=not args.no_progress)
 
 
 # --------------------------------------------------------------------- transform
@@ -374,10 +400,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--torch", action="store_true",
+                   help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
+                   "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
+                   "single-threaded workers vs in one process (needs nbbn[dask])")
     p.add_argument("--images", type=int, nargs="?", const=2000, default=None, metavar="N",
                    help="instead: nbbn fit of N generated JPEGs (default 2000; 40 with --quick) "
                    "against decoding alone and the common float64 recipe")
@@ -397,6 +429,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         run_images_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir,
                          count=40 if args.quick else args.images, json_path=args.json)
         return 0
+    if args.torch:
+        import json
+
+        from ._durable import atomic_write
+        from .tools.bench_torch import run_torch_bench
+
+        result = run_torch_bench(sys.stdout, args.quick, args.repeats)
+        if args.json:
+            with atomic_write(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        from .tools.bench_precise_bn import run_precise_bn_bench
+
+        run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
+        return 0
     if args.pipeline:
         import json
 
@@ -407,6 +453,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        return 0
+    if args.distributed:
+        from .tools.bench_distributed import run_distributed_bench
+
+        run_distributed_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir)
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench
