@@ -50,7 +50,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 MODES = ("RGB", "RGBA", "L", "LA")
 """The modes ``mode=`` may name (Pillow's names: L is one gray channel)."""
 
-_SHARD_SUFFIXES = (".npy", ".npz")
+_SHARD_SUFFIXES = (".npy", ".npz", ".parquet", ".pq", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
+"""Files that make a folder or glob another kind of source (shards, tables)."""
 _GLOB_CHARS = "*?["
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _KEEP = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK", "1": "L",
@@ -66,8 +67,8 @@ def looks_like_images(source) -> bool:
     """Whether :func:`~nbbn.sources.open_source` reads ``source`` as images.
 
     True for an :class:`ImageSource`; a path to an image file; a folder that is not a
-    zarr store and holds no ``.npy``/``.npz`` file at its top level; a glob that
-    matches images and no ``.npy``/``.npz`` file; a list of image paths.
+    zarr store and holds no ``.npy``/``.npz``/Parquet/CSV file at its top level; a glob
+    that matches images and none of those; a list of image paths.
 
     Parameters
     ----------
@@ -91,14 +92,14 @@ def looks_like_images(source) -> bool:
             return False
         with os.scandir(path) as it:
             names = [e.name for e in it]
-        return not any(n.endswith(_SHARD_SUFFIXES) or n in (".zarray", "zarr.json", ".zgroup")
-                       for n in names)
+        return not any(n.lower().endswith(_SHARD_SUFFIXES)
+                       or n in (".zarray", "zarr.json", ".zgroup") for n in names)
     if os.path.exists(path):
         return _is_image_name(path)
     if any(ch in path for ch in _GLOB_CHARS):
         found = glob.glob(path, recursive=True)
         return any(_is_image_name(p) for p in found) and not any(
-            p.endswith(_SHARD_SUFFIXES) for p in found)
+            p.lower().endswith(_SHARD_SUFFIXES) for p in found)
     return False
 
 

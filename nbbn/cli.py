@@ -193,9 +193,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
             "Read SOURCE in batches along axis 0 (constant memory, a reader thread overlapping "
             "reading and computing) and print its per-channel count, mean, std, min and max. "
             "SOURCE is a .npy file (memory-mapped), a .npz file (--key names the array), a "
-            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, or "
-            "image files: a folder (searched recursively), a glob or one file of JPEG, PNG, "
-            "WebP, TIFF or BMP images, counted as decoded, without resizing. With "
+            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, a "
+            "table: a Parquet or CSV file (or a folder or glob of them), whose numeric "
+            "columns are the channels (--columns chooses them), or image files: a folder "
+            "(searched recursively), a glob or one file of JPEG, PNG, WebP, TIFF or BMP "
+            "images, counted as decoded, without resizing. With "
             "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
             "result is bit for bit that of an uninterrupted fit."
         ),
@@ -215,6 +217,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="continue from --checkpoint (starts over if the file does not exist)")
     p.add_argument("--key", default=None, metavar="NAME",
                    help="the array in a .npz/HDF5 file or zarr group")
+    p.add_argument("--columns", default=None, metavar="A,B,...",
+                   help="Parquet/CSV: the columns to read (default: every numeric column)")
     p.add_argument("-o", "--output", metavar="STATS", default=None,
                    help="write the statistics to this .npz file (read by `nbbn info`)")
     p.add_argument("--format", choices=["table", "json"], default="table",
@@ -276,7 +280,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         stats = fit(source, args.channel_axis, batch_size=args.batch_size,
                     nan_policy=args.nan_policy, progress=not args.no_progress,
                     checkpoint=args.checkpoint, resume=args.resume, key=args.key,
-                    checkpoint_interval=interval, client=client)
+                    checkpoint_interval=interval, client=client,
+                    columns=args.columns)
     if args.output is not None:
         stats.save(args.output)
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
@@ -402,9 +407,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--torch", action="store_true",
                    help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
-                   "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats")
+                   "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats against the "
+                   "bare forward passes")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
+    p.add_argument("--tabular", action="store_true",
+                   help="instead: nbbn.fit of a Parquet file of float32 columns vs pyarrow "
+                   "reading it (1 GB; 64 MB with --quick; --pipeline-gb sets the size)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
     p.add_argument("--distributed", action="store_true",
@@ -428,6 +437,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         run_images_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir,
                          count=40 if args.quick else args.images, json_path=args.json)
+        return 0
+    if args.tabular:
+        from .tools.bench import _write_json
+        from .tools.bench_tabular import run_tabular_bench
+
+        result = run_tabular_bench(sys.stdout, args.quick, args.repeats,
+                                   size_gb=args.pipeline_gb, workdir=args.workdir)
+        if args.json:
+            _write_json(args.json, result)
         return 0
     if args.torch:
         import json

@@ -81,6 +81,12 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
         raise worded(ValueError, "{axis} is axis 0 of the {ndim}-d data, the axis batches are "
                      "taken along; the channels must be on another axis (1 for (N, C, ...), "
                      "-1 for (N, ..., C))", axis=axis, ndim=ndim)
+    names = getattr(src, "channel_names", None)
+    if names is not None and channel_axis % ndim != ndim - 1:  # a table: columns are channels
+        raise worded(ValueError, "the channels of {what} are its columns {names}, on the last "
+                     "axis of its {ndim}-d batches; pass {last} (or leave the default for a "
+                     "2-d table), not {axis}", what=src.description, names=list(names[:8]),
+                     ndim=ndim, last=Param("channel_axis", -1), axis=axis)
 
 
 @contextlib.contextmanager
@@ -136,18 +142,18 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
-        batched: bool | None = None) -> RunningStats:
+        batched: bool | None = None, columns=None) -> RunningStats:
     """Per-channel statistics of a whole dataset, read in batches along axis 0.
 
     Parameters
     ----------
-    source : array, path, zarr array, h5py dataset, iterable of arrays or Dataset
+    source : array, path, zarr array, h5py dataset, table, iterable of arrays or Dataset
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
         dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
-        a torch ``Dataset`` (its items are samples; see ``batched``);
-        image files (a folder, glob or list; :class:`~nbbn.ImageSource` for its options).
+        a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
+        ``columns``); image files (a folder, glob or list; :class:`~nbbn.ImageSource`).
     channel_axis : int, optional
         The channel axis of the data (not 0: batches are taken along axis 0). Default
         1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
@@ -192,6 +198,12 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         iterable. ``batched=True`` with a Dataset is refused. Items may differ in shape
         (images of different sizes); only their channel count must agree. The channel
         count found is printed when ``progress`` is on, and shown by the result's repr.
+    columns : sequence of str, optional
+        For a table (a Parquet or CSV file, folder or glob, a pandas/polars DataFrame, an
+        Arrow table, an ``xarray.Dataset``): the columns to read, default every numeric
+        one. A table's columns are its channels and its rows the samples: the default
+        ``channel_axis=1`` (or -1) is its column axis, and any other axis is an error.
+        The column names become :attr:`RunningStats.channel_names`.
 
     Returns
     -------
@@ -228,10 +240,14 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
     cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
                       None if checkpoint is None else Path(checkpoint), bool(resume),
                       float(checkpoint_interval), batched)
-    src = open_source(source, key=key, channel_axis=channel_axis) if batched else open_items(
-        source, key=key, channel_axis=channel_axis, batched=False)
+    src = open_source(source, key=key, channel_axis=channel_axis, columns=columns) \
+        if batched else open_items(source, key=key, channel_axis=channel_axis,
+                                   batched=False)
     try:
         _check_source_axis(src, channel_axis)
+        if client is not None and getattr(src, "channel_names", None) is not None:
+            raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
+                            f"fit {src.description} without client")
         if client is not None:
             from ._distributed import fit_on_cluster
 
@@ -249,7 +265,8 @@ class _FitRun:
     def __init__(self, src: Source, cfg: FitSettings) -> None:
         self.src, self.cfg = src, cfg
         self.stats = RunningStats(cfg.channel_axis, nan_policy=cfg.nan_policy,
-                                  backend=cfg.backend)
+                                  backend=cfg.backend,
+                                  channel_names=getattr(src, "channel_names", None))
         self.pos = Position()
         self.channels_said = False
         self.rows_done = self.bytes_done = 0
@@ -506,6 +523,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if hasattr(src, "check_channel_axis"):  # an ImageSource
         raise TypeError(f"transform does not write images ({src.description}): apply the "
                         "Normalizer to each decoded image yourself")
+    if src.rows is None:  # a CSV file
+        raise TypeError(f"transform cannot write {src.description}: its number of rows is "
+                        "not known up front")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     _check_source_axis(src, norm.channel_axis)

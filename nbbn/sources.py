@@ -39,6 +39,9 @@ How each kind is read:
   dtypes and first rows is kept, and a resume re-iterates it from the start, skips the
   items already counted and refuses to continue if their digest differs (a shuffled or
   different iterable).
+* tables (Parquet and CSV files, folders and globs of them, pandas and polars
+  DataFrames, Arrow tables, ``xarray.Dataset``): their numeric columns are the
+  channels, read as ``(rows, C)`` batches (:mod:`nbbn._tabular`).
 """
 
 from __future__ import annotations
@@ -392,7 +395,8 @@ def _check_same_rows(ref: Shard, s: Shard, channel_axis) -> None:
 
 
 # ----------------------------------------------------------------------- open_source
-def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
+def open_source(source, *, key=None, channel_axis: int | None = None,
+                columns=None) -> Source:
     """Describe ``source`` as a :class:`Source` (see the module docstring for the kinds).
 
     Parameters
@@ -405,6 +409,9 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
         tuple/dict items of an iterable (``key=0`` for ``(x, y)`` batches).
     channel_axis : int, optional
         Only used to word the error when shards differ in their channel count.
+    columns : sequence of str or str, optional
+        The columns of a table to read (Parquet, CSV, DataFrames, Arrow tables,
+        ``xarray.Dataset``; see :mod:`nbbn._tabular`); default every numeric column.
 
     Returns
     -------
@@ -423,9 +430,12 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
     if isinstance(source, Source):
         return source
     from ._images import ImageSource, looks_like_images
+    from ._tabular import open_any
 
     if looks_like_images(source):  # image files: a folder, glob, list or file
         return ImageSource(source)
+    if (table := open_any(source, columns, key)) is not None:
+        return table
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), key, channel_axis)
     if isinstance(source, (list, tuple)) and source and all(

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed",
-         "PIL", "simplejpeg")
+         "pyarrow", "pandas", "polars", "xarray", "PIL",
+         "simplejpeg")
 
 
 def _loaded_after(code: str) -> list[str]:

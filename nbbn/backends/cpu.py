@@ -125,7 +125,10 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     if x3.size == 0:
         return BatchStats.empty(nchan)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
-        x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
+        rows = x3[:, :, 0]  # only 2-d strided channels-last views land here; a table's
+        # columns one after the other (pandas' to_numpy(), nbbn's table batches) are read
+        # as channels-first (1, C, M) without a copy
+        x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
     data, half = _half(x3, bf16)
     data = _readonly(data)
     args: tuple
