@@ -71,10 +71,19 @@ def check_axis(channel_axis) -> int:
     return int(channel_axis)
 
 
-def normalize_axis(channel_axis: int, ndim: int) -> int:
+def check_channel_axis(channel_axis) -> int | str:
+    """``channel_axis`` as a Python int, or a dimension name (str) for xarray inputs."""
+    return channel_axis if isinstance(channel_axis, str) else check_axis(channel_axis)
+
+
+def normalize_axis(channel_axis: int | str, ndim: int) -> int:
     """Return ``channel_axis`` as a non-negative axis of an ``ndim``-d array, or raise."""
     if ndim < 1:
         raise ValueError("expected an array with at least 1 dimension, got a 0-d array (a scalar)")
+    if isinstance(channel_axis, str):
+        raise TypeError(
+            f"channel_axis={channel_axis!r} is a dimension name, but the input has no named "
+            "dimensions (only an xarray DataArray has them): pass the axis as an int")
     channel_axis = check_axis(channel_axis)
     if not -ndim <= channel_axis < ndim:
         raise ValueError(
@@ -146,7 +155,7 @@ def _split_shape(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
-def canonical(x, channel_axis: int, what: str = "input") -> Canonical:
+def canonical(x, channel_axis: int | str, what: str = "input") -> Canonical:
     """Validate ``x`` and describe it as (O, C, I) around ``channel_axis`` (a torch CPU
     tensor as the array over its memory, bfloat16 as its uint16 bits)."""
     tensor, bf16 = None, False

@@ -88,6 +88,10 @@ class NormalizerModule(torch.nn.Module):
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,
                         device: Any = None) -> NormalizerModule:
     """The module of :meth:`nbbn.Normalizer.to_torch`."""
+    if isinstance(norm.channel_axis, str):
+        raise TypeError(
+            f"this Normalizer's channel_axis is the dimension name {norm.channel_axis!r}: a "
+            "torch module needs an int axis (set norm.channel_axis to the axis number first)")
     return NormalizerModule(norm.mean, norm.scale, norm.bias, norm.channel_axis, dtype, device)
 
 

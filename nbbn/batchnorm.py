@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends
 from ._affine import affine_scale
-from ._layout import channel_vector, check_axis
+from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad
 from .normalizer import Normalizer, check_eps
 
@@ -47,8 +47,9 @@ class BatchNorm:
     track_running_stats : bool, default True
         Keep ``running_mean``/``running_var``/``num_batches_tracked``; without them the
         batch statistics are used in eval mode too.
-    channel_axis : int, default 1
-        ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last.
+    channel_axis : int or str, default 1
+        ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last; a dimension name
+        for xarray DataArrays.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the kernels run; "auto" follows the input array.
     bias : bool, default True
@@ -69,7 +70,7 @@ class BatchNorm:
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
-                 channel_axis: int = 1, backend: str = "auto", bias: bool = True) -> None:
+                 channel_axis: int | str = 1, backend: str = "auto", bias: bool = True) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
                 or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
@@ -82,7 +83,7 @@ class BatchNorm:
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.channel_axis = check_axis(channel_axis)
+        self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.training = True
         c = self.num_features

@@ -414,6 +414,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tabular", action="store_true",
                    help="instead: nbbn.fit of a Parquet file of float32 columns vs pyarrow "
                    "reading it (1 GB; 64 MB with --quick; --pipeline-gb sets the size)")
+    p.add_argument("--dask", action="store_true",
+                   help="instead: nbbn.dask.channel_stats of 4 GB of float32 .npy chunks on a "
+                   "LocalCluster(2 x 1) vs in-memory updates and dask's mean/var (64 MB with "
+                   "--quick; size: --pipeline-gb)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
     p.add_argument("--distributed", action="store_true",
@@ -460,6 +464,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .tools.bench_precise_bn import run_precise_bn_bench
 
         run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
+    if args.dask:
+        import json
+
+        from .tools.bench_dask import run_dask_bench
+
+        result = run_dask_bench(sys.stdout, args.quick, args.repeats, args.pipeline_gb,
+                                args.workdir)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
         return 0
     if args.pipeline:
         import json

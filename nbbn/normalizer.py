@@ -8,7 +8,7 @@ import numpy as np
 
 from . import backends
 from ._affine import affine_scale
-from ._layout import channel_vector, check_axis
+from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad
 
 
@@ -42,8 +42,9 @@ class Normalizer:
         scikit-learn does for constant features: it maps to ``bias``, not inf or NaN.
     weight, bias : array_like, shape (C,), optional
         Affine parameters (default 1 and 0).
-    channel_axis : int, default 1
-        The channel axis of the arrays this normalizer is applied to.
+    channel_axis : int or str, default 1
+        The channel axis of the arrays this normalizer is applied to (a dimension name
+        for xarray DataArrays). Dask arrays give lazy dask arrays, DataArrays DataArrays.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the map runs; "auto" follows the input array.
 
@@ -64,7 +65,7 @@ class Normalizer:
     """
 
     def __init__(self, mean, var, *, eps: float = 1e-5, weight=None, bias=None,
-                 channel_axis: int = 1, backend: str = "auto") -> None:
+                 channel_axis: int | str = 1, backend: str = "auto") -> None:
         mean = channel_vector(mean, None, "mean")
         nchan = mean.shape[0]
         var = channel_vector(var, nchan, "var")
@@ -76,7 +77,7 @@ class Normalizer:
         self.var = var.copy()
         self.weight = np.ones(nchan) if weight is None else channel_vector(weight, nchan, "weight")
         self.bias = np.zeros(nchan) if bias is None else channel_vector(bias, nchan, "bias")
-        self.channel_axis = check_axis(channel_axis)
+        self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.scale = affine_scale(self.weight, self.var, self.eps)
         with np.errstate(divide="ignore"):
@@ -152,7 +153,7 @@ class Normalizer:
 
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps: float = 1e-5,
-              channel_axis: int = 1, out=None, backend: str = "auto"):
+              channel_axis: int | str = 1, out=None, backend: str = "auto"):
     """One-shot ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
 
     See :class:`Normalizer` for the parameters and the numerics.

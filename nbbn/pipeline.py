@@ -35,6 +35,7 @@ from ._outputs import Writer, open_writer
 from ._progress import Progress, say
 from ._reader import Prefetcher
 from ._wording import Param, add_note, worded
+from .backends import is_dask_array
 from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer
@@ -487,10 +488,15 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     """
     norm = _as_normalizer(stats_or_normalizer, channel_axis, eps)
     batch_size = _check_batch_size(batch_size)
-    src = open_source(source, key=key, channel_axis=norm.channel_axis)
+    axis = norm.channel_axis
+    src = open_source(source, key=key, channel_axis=axis if isinstance(axis, int) else None)
     try:
         shape, out_dtype = _output_of(src, norm, dtype)
         _refuse_own_input(src, out)
+        if is_dask_array(source):  # written through dask, chunk by chunk
+            from .dask import transform as dask_transform
+
+            return dask_transform(source, norm, out, out_dtype)
         bs = batch_size or src.default_batch_size() or 1
         writer = open_writer(out, shape, out_dtype, bs)
         return _write_all(src, norm, writer, bs, progress)
@@ -528,9 +534,12 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
                         "not known up front")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
-    _check_source_axis(src, norm.channel_axis)
+    axis = norm.channel_axis
+    if isinstance(axis, str):
+        raise TypeError(f"transform needs an int channel_axis, got the dimension name {axis!r}")
+    _check_source_axis(src, axis)
     shape = (src.rows, *src.row_shape)
-    nchan = shape[norm.channel_axis % len(shape)]
+    nchan = shape[axis % len(shape)]
     if nchan != norm.num_channels:
         raise worded(ValueError, "{what} has {nchan} channels along {axis} (rows of shape "
                      "{row_shape}), but the statistics have {want}", what=src.description,

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends
 from ._histogram import Histogram
-from ._layout import check_axis
+from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from .backends._stats import BatchStats
@@ -32,8 +32,9 @@ class RunningStats:
 
     Parameters
     ----------
-    channel_axis : int, default 1
-        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last).
+    channel_axis : int or str, default 1
+        The axis that indexes channels (``1`` for NCHW/NCL, ``-1`` for channels-last), or
+        a dimension name for xarray DataArrays (``"band"``).
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"
         "propagate": a NaN makes its channel's mean, variance, min and max NaN (as numpy
         and torch). "omit": NaNs are skipped per channel, so counts may differ between
@@ -66,9 +67,9 @@ class RunningStats:
     array([8, 8, 8])
     """
 
-    def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
+    def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
-        self.channel_axis = check_axis(channel_axis)
+        self.channel_axis = check_channel_axis(channel_axis)
         self._names: tuple[str, ...] | None = _check_names(channel_names, None)
         self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
@@ -78,19 +79,23 @@ class RunningStats:
         self._lock = threading.Lock()
         self.histogram: Histogram | None = None
         self.skipped: list[str] = []
+        # (dimension name, coordinate or None) of the channels of an xarray input
+        self._channel_coord: tuple | None = None
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
                 "backend": self.backend, "state": st, "channel_names": self._names,
-                "histogram": self.histogram, "skipped": list(self.skipped)}
+                "channel_coord": self._channel_coord, "histogram": self.histogram,
+                "skipped": list(self.skipped)}
 
     def __setstate__(self, d: dict) -> None:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
                       backend=d["backend"], channel_names=d.get("channel_names"))
         self._state = d["state"]
         self.histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
+        self._channel_coord = d.get("channel_coord")
 
     # ------------------------------------------------------------------ updating
     def update(self, batch) -> RunningStats:
@@ -105,8 +110,9 @@ class RunningStats:
         ----------
         batch : array_like
             Values along ``channel_axis`` are channels; every other axis is reduced. A
-            numpy array (any dtype of float16/32/64 or integers, any strides), or a device
-            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend.
+            numpy array (any dtype of float16/32/64 or integers, any strides), a device
+            array (torch CUDA tensor, CuPy, Numba) for the CUDA backend, a dask array
+            (reduced chunk by chunk on the active dask scheduler) or an xarray DataArray.
 
         Returns
         -------
@@ -142,6 +148,7 @@ class RunningStats:
             self._host_cache = None
             if counts is not None and self.histogram is not None:
                 self.histogram.counts += counts
+            self._channel_coord = getattr(inp, "channel_coord", self._channel_coord)
         return self
 
     def _host(self) -> BatchStats | None:
@@ -212,6 +219,7 @@ class RunningStats:
         out._names = _check_names(_merged_names(self._names, other._names), nchan)
         out._state = b if a is None else a if b is None else _host_merge(a, b)
         out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
+        out._channel_coord = self._channel_coord or other._channel_coord
         return out
 
     def __add__(self, other: RunningStats) -> RunningStats:
@@ -344,6 +352,27 @@ class RunningStats:
         return Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
                           channel_axis=self.channel_axis, backend=self.backend)
 
+    def to_xarray(self, dim: str | None = None):
+        """The statistics as an ``xarray.Dataset`` over the channel dimension.
+
+        Variables ``count``, ``mean``, ``var``, ``std``, ``min``, ``max``,
+        ``nan_count``; the channel coordinate of the last xarray input, when it had one.
+
+        Parameters
+        ----------
+        dim : str, optional
+            The channel dimension's name. Default: that of the last xarray input,
+            ``channel_axis`` when it is a name, else ``"channel"``.
+
+        Returns
+        -------
+        xarray.Dataset
+            Needs xarray (``pip install 'nbbn[xarray]'``).
+        """
+        from ._xarray import stats_dataset
+
+        return stats_dataset(self, dim, self._channel_coord)
+
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
@@ -383,8 +412,9 @@ class RunningStats:
                 f"RunningStats data has format version {version}, newer than this nbbn "
                 f"supports ({FORMAT_VERSION}); upgrade nbbn"
             )
-        rs = cls(int(np.asarray(d["channel_axis"])), nan_policy=str(np.asarray(d["nan_policy"])),
-                 backend=backend)
+        axis = np.asarray(d["channel_axis"])  # a dimension name (str) for xarray data
+        rs = cls(str(axis) if axis.dtype.kind == "U" else int(axis),
+                 nan_policy=str(np.asarray(d["nan_policy"])), backend=backend)
         arrays = [np.asarray(d[k]) for k in _ARRAY_FIELDS]
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1 or arrays[0].ndim != 1:
@@ -470,10 +500,10 @@ def _shown(names: tuple[str, ...], limit: int = 8) -> str:
     return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
 
 
-def _histogram_counts(hist: Histogram, batch, channel_axis: int) -> np.ndarray:
+def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.ndarray:
     """The histogram counts of ``batch``, or ValueError when it cannot be counted."""
-    if not isinstance(batch, np.ndarray) or batch.dtype != (np.uint8 if hist.bits == 8
-                                                            else np.uint16):
+    if not isinstance(batch, np.ndarray) or not isinstance(channel_axis, int) or \
+            batch.dtype != (np.uint8 if hist.bits == 8 else np.uint16):
         raise ValueError(f"these statistics keep a {hist.bits}-bit histogram (a fit of images "
                          f"with histogram=True), so update() takes uint{hist.bits} numpy "
                          f"arrays only, got {type(batch).__name__} {getattr(batch, 'dtype', '')};"
@@ -501,7 +531,7 @@ def _host_merge(a, b: BatchStats) -> BatchStats:
     return backends.resolve("cpu").merge(a, b)
 
 
-def channel_stats(x, channel_axis: int = 1, *, nan_policy: str = "propagate",
+def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                   backend: str = "auto") -> RunningStats:
     """Per-channel statistics of one array, as a :class:`RunningStats`.
 

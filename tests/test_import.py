@@ -56,3 +56,7 @@ def test_numpy_work_loads_no_torch():
             "rs = nbbn.RunningStats().update(x); rs.to_normalizer()(x)\n"
             "nbbn.fit([x[0], x[1]], batched=False, progress=False)")
     assert "torch" not in _loaded_after(code)
+def test_dask_and_xarray_loaded_only_when_used():
+    """``nbbn.dask`` and a named channel axis import neither dask nor xarray."""
+    code = "import nbbn.dask, nbbn\nnbbn.RunningStats('band'); nbbn.Normalizer([0.0], [1.0])"
+    assert _loaded_after(code) == []

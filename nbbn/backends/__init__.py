@@ -29,7 +29,9 @@ operations, in this order:
 
 Array types: host arrays (numpy, memmaps, anything ``np.asarray`` takes) go to
 ``backends.cpu``; device arrays (anything with ``__cuda_array_interface__``: torch CUDA
-tensors, CuPy, Numba device arrays) to ``backends.cuda``. A new array type is one
+tensors, CuPy, Numba device arrays) to ``backends.cuda``; dask arrays to
+``backends.dask`` (a chunked reduction, lazy outputs); xarray DataArrays to
+``backends.xarray``, which runs their data on one of the others. A new array type is one
 new module: a backend when it computes differently (e.g. a lazy Dask reduction), or an
 entry in :data:`ROUTES` plus an adapter in its backend's ``prepare``/``result`` when it
 only needs converting (e.g. torch CPU tensors). Backend modules are imported by
@@ -61,7 +63,7 @@ class Backend(Protocol):
 
     name: str
 
-    def prepare(self, x: Any, channel_axis: int, what: str) -> Any:
+    def prepare(self, x: Any, channel_axis: int | str, what: str) -> Any:
         """The validated input seen as (outer, channels, inner)."""
 
     def reduce(self, inp: Any, policy: int) -> Any:
@@ -97,9 +99,13 @@ class Backend(Protocol):
 if TYPE_CHECKING:  # mypy checks that both modules implement the protocol
     from . import cpu as _cpu_module
     from . import cuda as _cuda_module
+    from . import dask as _dask_module
+    from . import xarray as _xarray_module
 
     _cpu_backend: Backend = _cpu_module
     _cuda_backend: Backend = _cuda_module
+    _dask_backend: Backend = _dask_module
+    _xarray_backend: Backend = _xarray_module
 
 
 def check_name(backend: str) -> str:
@@ -109,9 +115,22 @@ def check_name(backend: str) -> str:
     return backend
 
 
-ROUTES: list[tuple[Callable[[Any], bool], str]] = [(is_device_array, "cuda")]
+def is_xarray(x) -> bool:
+    """True for an ``xarray.DataArray`` (tested without importing xarray)."""
+    return type(x).__module__.startswith("xarray") and hasattr(x, "dims") \
+        and hasattr(x, "variable")
+
+
+def is_dask_array(x) -> bool:
+    """True for a ``dask.array.Array`` (tested without importing dask)."""
+    return type(x).__module__.startswith("dask.array") and hasattr(x, "__dask_graph__")
+
+
+ROUTES: list[tuple[Callable[[Any], bool], str]] = [
+    (is_xarray, "xarray"), (is_dask_array, "dask"), (is_device_array, "cuda")]
 """``(test, backend name)`` pairs that ``backend="auto"`` tries in order on the input;
-anything else runs on "cpu"."""
+anything else runs on "cpu". "xarray" unwraps a DataArray and runs its data on the
+backend that fits it; "dask" reduces dask arrays chunk by chunk."""
 
 
 def resolve(backend: str, x: Any = None) -> Backend:
@@ -129,7 +148,7 @@ def resolve(backend: str, x: Any = None) -> Backend:
         backend = next((name for test, name in ROUTES if x is not None and test(x)), "cpu")
     if backend == "cuda":
         return _cuda()
-    return _module("cpu")
+    return _module(backend)  # "cpu", or a route's module ("dask", "xarray")
 
 
 def to_host(obj: Any) -> Any:

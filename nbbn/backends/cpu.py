@@ -65,6 +65,13 @@ def thread_limit(n: int) -> Iterator[None]:
         _local.limit = old
 
 
+def serial() -> contextlib.AbstractContextManager[None]:
+    """Within this block, this thread's kernels run on this thread alone (Dask tasks:
+    the scheduler's threads or workers already use the cores; nested threads would
+    oversubscribe them). Results are the same bits either way: ``thread_limit(1)``."""
+    return thread_limit(1)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
@@ -85,6 +92,7 @@ def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int) -> None:
     if nt <= 1:
         kernel(*head, 0, 1, *tail)
         return
+
     def chunk(t: int) -> None:
         kernel(*head, t, nt, *tail)
 
@@ -159,7 +167,7 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
 
 
 # ------------------------------------------------------------------ statistics
-def prepare(x, channel_axis: int, what: str) -> Canonical:
+def prepare(x, channel_axis: int | str, what: str) -> Canonical:
     """Validate a host array and describe it as (O, C, I) around ``channel_axis``."""
     return canonical(x, channel_axis, what)
 

@@ -1,0 +1,45 @@
+"""xarray outputs of statistics: :meth:`RunningStats.to_xarray` (xarray imported here,
+on first use; ``pip install 'nbbn[xarray]'``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._shards_zarr_h5 import import_extra
+
+__all__ = ["stats_dataset"]
+
+
+def stats_dataset(rs: Any, dim: str | None, coord: tuple | None):
+    """``rs``'s statistics as an ``xarray.Dataset`` over the channel dimension.
+
+    Parameters
+    ----------
+    rs : RunningStats
+        The statistics.
+    dim : str or None
+        The channel dimension's name; None: ``coord``'s, a named ``channel_axis``, or
+        ``"channel"``.
+    coord : tuple or None
+        ``(dimension name, coordinate values or None)`` of the last xarray input.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``count``, ``mean``, ``var``, ``std``, ``min``, ``max``, ``nan_count`` over
+        ``dim``, with the coordinate when its length matches; attrs ``channel_axis``
+        and ``nan_policy``.
+    """
+    xr = import_extra("xarray", "xarray", "RunningStats.to_xarray()")
+    if dim is None:
+        dim = coord[0] if coord else (rs.channel_axis if isinstance(rs.channel_axis, str)
+                                      else "channel")
+    fields = {"count": rs.count, "mean": rs.mean, "var": rs.var, "std": rs.std,
+              "min": rs.min, "max": rs.max, "nan_count": rs.nan_count}
+    coords = {}
+    if coord is not None and coord[1] is not None and len(coord[1]) == len(rs.count):
+        coords[dim] = np.asarray(coord[1])
+    return xr.Dataset({k: (dim, v) for k, v in fields.items()}, coords=coords,
+                      attrs={"channel_axis": rs.channel_axis, "nan_policy": rs.nan_policy})

@@ -1,0 +1,178 @@
+"""Lazy statistics for Dask: ``nbbn.dask.channel_stats`` composes with other dask work.
+
+``RunningStats.update(x)`` and ``nbbn.channel_stats(x)`` on a dask array compute at
+once (one reduction on the active scheduler). :func:`channel_stats` here builds the
+same reduction and returns a ``dask.delayed.Delayed`` that computes to a
+:class:`~nbbn.RunningStats`, so it can be computed together with other results
+(``dask.compute(stats, other)``) in one pass over the data. Needs
+``pip install 'nbbn[dask]'``.
+
+Examples
+--------
+>>> import dask, dask.array as da, numpy as np, nbbn.dask
+>>> x = da.from_array(np.arange(24.0).reshape(4, 3, 2), chunks=(2, 3, 2))
+>>> lazy = nbbn.dask.channel_stats(x, channel_axis=1)
+>>> lazy.compute().mean
+array([ 9.5, 11.5, 13.5])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._layout import check_channel_axis
+from ._policy import check_policy, policy_code
+from ._shards_zarr_h5 import import_extra
+from .running_stats import RunningStats
+
+__all__ = ["channel_stats"]
+
+
+def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
+    """``x`` (a dask array, an xarray DataArray, or any array) as a dask array, its
+    non-negative channel axis and its channel coordinate (xarray)."""
+    da = import_extra("dask.array", "dask", "nbbn.dask")
+    from ._layout import check_dtype, normalize_axis
+    from .backends import is_dask_array, is_xarray
+
+    coord = None
+    if is_xarray(x):
+        from .backends.xarray import channel_coord, channel_index
+
+        axis = channel_index(x, channel_axis)
+        coord = channel_coord(x, axis)
+        x = x.data
+    else:
+        axis = channel_axis
+    if not is_dask_array(x):
+        x = da.asarray(x)
+    check_dtype(np.dtype(x.dtype), "x")
+    return x, normalize_axis(axis, x.ndim), coord
+
+
+def _running_stats(records: np.ndarray, channel_axis, nan_policy: str,
+                   coord: tuple | None) -> RunningStats:
+    """The computed records as a ``RunningStats`` (the last task of the graph)."""
+    from .backends.dask import records_to_stats
+
+    rs = RunningStats(channel_axis, nan_policy=nan_policy)
+    rs._channel_coord = coord
+    if records.size:
+        st = records_to_stats(records)
+        if nan_policy == "raise":
+            rs._raise_on_nonfinite(st)
+        rs._state = st
+    return rs
+
+
+def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
+                  split_every: int | None = None):
+    """Per-channel statistics of a dask array, lazily: a ``Delayed`` ``RunningStats``.
+
+    Each chunk is reduced by nbbn's CPU kernels to float64 records per channel (count,
+    double-double mean, M2, min, max, NaN and inf counts), merged with Chan's formula
+    in a tree of ``split_every`` records; the result equals the in-memory
+    ``channel_stats`` to about 1e-15 relative (the merge order differs).
+
+    Parameters
+    ----------
+    x : dask.array.Array or xarray.DataArray
+        The data (other arrays are wrapped with ``dask.array.asarray``).
+    channel_axis : int or str, default 1
+        The channel axis; a dimension name for a DataArray.
+    nan_policy : {"propagate", "omit", "raise"}, default "propagate"
+        As for :class:`~nbbn.RunningStats`; "raise" raises ``ValueError`` when the
+        result is computed.
+    split_every : int, optional
+        Records merged per task of the tree (dask's default when None).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to a :class:`~nbbn.RunningStats` with ``channel_axis`` and
+        ``nan_policy``; nothing is computed before ``.compute()`` / ``dask.compute``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A dtype that is not real floating or integer, an axis out of range or not a
+        dimension of the DataArray (at once, before any computation).
+    MissingExtraError
+        dask is not installed.
+    """
+    channel_axis = check_channel_axis(channel_axis)
+    check_policy(nan_policy)
+    arr, axis, coord = _dask_array(x, channel_axis)
+    import dask
+
+    from .backends.dask import lazy_records
+
+    records = lazy_records(arr, axis, policy_code(nan_policy), split_every)
+    if arr.size == 0:
+        records = np.empty(0)
+    # a key of its own per call: the records' finalize task gets a new key each time
+    return dask.delayed(_running_stats, pure=False)(
+        records, channel_axis, nan_policy, coord)
+
+
+def transform(x, norm, out, dtype=None):
+    """``nbbn.transform`` of a dask array: the lazy normalized array stored through dask
+    into ``out`` (a ``.npy``/``.zarr`` path, a numpy or zarr array), chunk by chunk on
+    the active scheduler (called by :func:`nbbn.transform`, which checks the rest)."""
+    from ._outputs import NpyWriter, open_writer
+
+    y = norm(x)
+    if dtype is not None:
+        y = y.astype(dtype)
+    if isinstance(out, (str, Path)) and str(out).endswith(".zarr"):
+        y = _regular_chunks(y)
+        y.to_zarr(str(out), overwrite=True)
+        return import_extra("zarr", "zarr", "writing zarr arrays").open_array(str(out), mode="r")
+    writer = open_writer(out, tuple(y.shape), np.dtype(y.dtype), max(1, y.chunks[0][0]))
+    try:
+        if isinstance(writer, NpyWriter):
+            target: Any = _NpyRegion(str(writer.file.path), writer.offset, tuple(y.shape),
+                                     np.dtype(y.dtype).str)
+        else:
+            target = writer.result
+        import dask.array as da
+
+        if hasattr(target, "chunks") and not isinstance(target, np.ndarray):
+            y = y.rechunk(target.chunks)  # a zarr array: one task per zarr chunk, no races
+        da.store(y, target, lock=False)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.result
+
+
+def _regular_chunks(y):
+    """``y`` rechunked where its chunks are uneven (zarr needs regular chunks)."""
+    uneven = {i: max(c) for i, c in enumerate(y.chunks) if len(set(c[:-1])) > 1
+              or (len(c) > 1 and c[-1] > c[0])}
+    return y.rechunk(uneven) if uneven else y
+
+
+class _NpyRegion:
+    """A picklable ``da.store`` target: the data of a ``.npy`` file (header already
+    written), opened as a memory map by whichever process writes a region (every
+    worker must see the file: a local cluster, or a shared file system)."""
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = len(shape)
+
+    def __setitem__(self, key, value) -> None:
+        m = np.memmap(self.path, self.dtype, "r+", self.offset, self.shape)
+        try:
+            m[key] = value
+            m.flush()
+        finally:
+            del m

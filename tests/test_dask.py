@@ -1,0 +1,279 @@
+"""Dask arrays: statistics as one dask reduction, lazy outputs, transform through dask.
+
+Each statistics test runs on the synchronous and threaded schedulers and on a
+``LocalCluster`` of 2 worker processes x 1 thread (module-scoped: started once), and
+compares with the in-memory path (same kernels, other merge order: 1e-12) and the
+float64 reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import sys
+
+import numpy as np
+import pytest
+from reference import assert_stats, random_array, ref_stats, stats_rtol
+
+import nbbn
+import nbbn.dask
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+SCHEDULERS = ["sync", "threads", "cluster"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, worker_dashboard_address=None) as c, \
+            distributed.Client(c, set_as_default=False) as cl:
+        yield cl
+
+
+@pytest.fixture(params=SCHEDULERS)
+def scheduler(request):
+    """Run the test's dask computations on this scheduler."""
+    if request.param == "cluster":
+        cl = request.getfixturevalue("client")
+        with dask.config.set(scheduler=cl):
+            yield request.param
+    else:
+        with dask.config.set(scheduler="synchronous" if request.param == "sync" else "threads"):
+            yield request.param
+
+
+def _same_stats(rs, ref, rtol=1e-12):
+    """``rs`` equals the in-memory ``ref`` (counts, min, max exactly; mean/var 1e-12)."""
+    np.testing.assert_array_equal(rs.count, ref.count)
+    np.testing.assert_array_equal(rs.nan_count, ref.nan_count)
+    np.testing.assert_array_equal(rs.min, ref.min)
+    np.testing.assert_array_equal(rs.max, ref.max)
+    fin = np.isfinite(ref.mean)
+    np.testing.assert_array_equal(rs.mean[~fin], ref.mean[~fin])  # NaN, inf
+    scale = np.abs(ref.mean[fin]) + ref.std[fin]
+    assert (np.abs(rs.mean[fin] - ref.mean[fin]) <= rtol * scale).all()
+    np.testing.assert_allclose(rs.var, ref.var, rtol=rtol, atol=0)
+
+
+# channels-last chunks split the channel axis (2 + 1)
+LAYOUTS = {"nchw": ((6, 3, 4, 5), 1, (2, 3, 2, 5)), "nhwc": ((6, 4, 5, 3), -1, (4, 2, 5, 2))}
+
+
+# ------------------------------------------------------------------ statistics
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])  # the dtype families
+def test_stats_dtypes_layouts(scheduler, dtype, layout, rng):
+    shape, axis, chunks = LAYOUTS[layout]
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    dx = da.from_array(x, chunks=chunks)
+    rs = nbbn.channel_stats(dx, axis)
+    _same_stats(rs, nbbn.channel_stats(x, axis))
+    assert_stats(rs, ref_stats(x, axis), stats_rtol(dtype))
+    lazy = nbbn.dask.channel_stats(dx, axis)
+    _same_stats(lazy.compute(), rs, rtol=0)
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit", "raise"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_policies(scheduler, nan_policy, layout, rng):
+    shape, axis, chunks = LAYOUTS[layout]
+    x = random_array(rng, shape, "float32", channel_axis=axis)
+    dx = da.from_array(x, chunks=chunks)
+    clean = nbbn.RunningStats(axis, nan_policy=nan_policy).update(dx)
+    _same_stats(clean, nbbn.channel_stats(x, axis, nan_policy=nan_policy))
+    x = x.copy()
+    x.reshape(-1)[::7] = np.nan
+    x.reshape(-1)[3] = np.inf
+    dx = da.from_array(x, chunks=chunks)
+    if nan_policy == "raise":
+        before = clean.to_dict()
+        with pytest.raises(ValueError, match="nan_policy='raise'"):
+            clean.update(dx)
+        for k, v in before.items():  # the state is as it was
+            np.testing.assert_array_equal(clean.to_dict()[k], v)
+        with pytest.raises(ValueError, match="nan_policy='raise'"):
+            nbbn.dask.channel_stats(dx, axis, nan_policy="raise").compute()
+        return
+    rs = nbbn.RunningStats(axis, nan_policy=nan_policy).update(dx)
+    _same_stats(rs, nbbn.channel_stats(x, axis, nan_policy=nan_policy))
+    _same_stats(nbbn.dask.channel_stats(dx, axis, nan_policy=nan_policy).compute(), rs, 0)
+
+
+def test_float32_cancellation(scheduler, rng):
+    """The issue's case: float32, mean 1e4, std 1, chunks of 100,000 rows, where dask's
+    own var keeps float32 chunk moments; held to 1e-12 against float64 (here 400,000
+    rows: the same chunking, a fifth of the data)."""
+    x = (1e4 + rng.standard_normal((400_000, 3))).astype(np.float32)
+    ref = np.var(x.astype(np.float64), axis=0)
+    rs = nbbn.channel_stats(da.from_array(x, chunks=(100_000, 3)), -1)
+    assert np.abs(rs.var / ref - 1).max() < 1e-12
+
+
+@pytest.mark.parametrize("chunks", [
+    ((1, 2, 3), (3,), (1, 3, 1), (5,)),          # uneven
+    ((3, 3), (1, 2), (4, 1), (2, 3)),             # chunks split the channel axis
+    ((0, 4, 0, 2), (3,), (0, 5), (5,)),           # empty chunks
+    ((6,), (3,), (5,), (5,)),                     # a single chunk
+])
+def test_chunkings(scheduler, chunks, rng):
+    x = random_array(rng, (6, 3, 5, 5), "float64", channel_axis=1)
+    dx = da.from_array(x, chunks=chunks)
+    _same_stats(nbbn.channel_stats(dx, 1), nbbn.channel_stats(x, 1))
+    _same_stats(nbbn.dask.channel_stats(dx, 1, split_every=2).compute(),
+                nbbn.channel_stats(x, 1))
+
+
+def test_zarr_chunks(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    x = random_array(rng, (10, 4, 3), "uint8", channel_axis=-1)
+    z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=x.shape, dtype=x.dtype,
+                        chunks=(3, 4, 3))
+    z[...] = x
+    _same_stats(nbbn.channel_stats(da.from_zarr(str(tmp_path / "x.zarr")), -1),
+                nbbn.channel_stats(x, -1))
+
+
+def test_update_merges_into_state(rng):
+    a = random_array(rng, (8, 3), "float32", channel_axis=1)
+    b = random_array(rng, (5, 3), "float32", channel_axis=1)
+    rs = nbbn.RunningStats(1).update(a).update(da.from_array(b, chunks=2))
+    _same_stats(rs, nbbn.channel_stats(np.concatenate([a, b]), 1))
+    with pytest.raises(ValueError, match="4 channels"):
+        rs.update(da.zeros((2, 4), chunks=1))
+
+
+# ------------------------------------------------------------------ laziness
+_calls: list[int] = []
+
+
+def _counted(block):
+    _calls.append(1)
+    return block
+
+
+def test_graphs_compute_nothing(rng):
+    _calls.clear()
+    x = random_array(rng, (8, 3, 4), "float32", channel_axis=1)
+    dx = da.from_array(x, chunks=(2, 2, 4)).map_blocks(_counted, dtype=x.dtype,
+                                                        meta=np.empty((0, 0, 0), x.dtype))
+    lazy = nbbn.dask.channel_stats(dx, 1)
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3))
+    y = norm(dx)
+    z = nbbn.normalize(dx, np.zeros(3), np.ones(3))
+    bn = nbbn.BatchNorm(3).eval()
+    w = bn(dx)
+    inv = norm.inverse(y)
+    assert _calls == []
+    from dask.delayed import Delayed
+
+    assert isinstance(lazy, Delayed)
+    for out in (y, z, w, inv):
+        assert isinstance(out, da.Array) and out.chunks == dx.chunks
+    with dask.config.set(scheduler="synchronous"):
+        rs, = dask.compute(lazy)
+    assert _calls and rs.count.tolist() == [32, 32, 32]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8", "float64"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lazy_normalizer_equals_eager(scheduler, dtype, layout, rng):
+    shape, axis, chunks = LAYOUTS[layout]
+    x = random_array(rng, shape, dtype, channel_axis=axis)
+    c = x.shape[axis]
+    norm = nbbn.Normalizer(rng.normal(size=c), rng.uniform(1, 2, c), weight=rng.normal(size=c),
+                           bias=rng.normal(size=c), channel_axis=axis)
+    dx = da.from_array(x, chunks=chunks)
+    y = norm(dx)
+    want = norm(x)
+    assert y.dtype == want.dtype
+    np.testing.assert_array_equal(y.compute(), want)
+    if dtype != "uint8":
+        np.testing.assert_array_equal(norm.inverse(y).compute(), norm.inverse(want))
+
+
+def test_batchnorm(scheduler, rng):
+    x = random_array(rng, (6, 3, 4, 5), "float32", channel_axis=1)
+    dx = da.from_array(x, chunks=(2, 2, 4, 5))
+    lazy_bn, bn = nbbn.BatchNorm(3), nbbn.BatchNorm(3)
+    y = lazy_bn(dx)  # training: the statistics are computed now, the output is lazy
+    want = bn(x)
+    np.testing.assert_allclose(lazy_bn.running_var, bn.running_var, rtol=1e-12)
+    np.testing.assert_allclose(y.compute(), want, rtol=1e-5, atol=1e-6)
+    lazy_bn.eval()
+    bn.eval()
+    np.testing.assert_allclose(lazy_bn(dx).compute(), bn(x), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ transform
+@pytest.mark.parametrize("suffix", [".npy", ".zarr"])
+def test_transform_dask_source(scheduler, suffix, tmp_path, rng):
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    x = random_array(rng, (9, 3, 4), "uint8", channel_axis=1)
+    rs = nbbn.channel_stats(x, 1)
+    out = tmp_path / f"out{suffix}"
+    got = nbbn.transform(da.from_array(x, chunks=((2, 4, 3), 2, 4)), rs, out)
+    want = rs.to_normalizer()(x)
+    data = np.load(got) if suffix == ".npy" else np.asarray(got[...])
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary left
+
+
+def test_transform_into_arrays(rng):
+    x = random_array(rng, (7, 3), "float64", channel_axis=1)
+    rs = nbbn.channel_stats(x, 1)
+    out = np.empty((7, 3))
+    assert nbbn.transform(da.from_array(x, chunks=3), rs, out) is out
+    np.testing.assert_array_equal(out, rs.to_normalizer()(x))
+
+
+# ------------------------------------------------------------------ errors, workers
+def test_bad_input_is_refused_before_computing():
+    with pytest.raises(TypeError, match="dtype bool"):
+        nbbn.channel_stats(da.zeros((4, 3), dtype=bool, chunks=2), 1)
+    with pytest.raises(TypeError, match="dtype bool"):
+        nbbn.dask.channel_stats(da.zeros((4, 3), dtype=bool, chunks=2), 1)
+    with pytest.raises(ValueError, match="out of range"):
+        nbbn.dask.channel_stats(da.zeros((4, 3), chunks=2), 2)
+    with pytest.raises(TypeError, match="dimension name"):
+        nbbn.channel_stats(da.zeros((4, 3), chunks=2), "band")
+    with pytest.raises(ValueError, match="out= is not supported"):
+        nbbn.normalize(da.zeros((4, 3), chunks=2), np.zeros(3), np.ones(3), out=np.empty((4, 3)))
+    x = da.arange(12.0, chunks=4).reshape(4, 3)
+    unknown = x[x[:, 0] > 3]  # rows of unknown count
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        nbbn.channel_stats(unknown, 1)
+
+
+def test_chunk_functions_pickle_by_reference():
+    from nbbn.backends import dask as bd
+
+    f = functools.partial(bd._chunk_stats, caxis=1, policy=0)
+    assert len(pickle.dumps(f)) < 300  # a reference to the module-level function
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.raises(nbbn.MissingExtraError, match=r"nbbn\[dask\]"):
+        nbbn.dask.channel_stats(np.zeros((2, 3)), 1)
+
+
+def test_workers_respect_their_threads(client, rng):
+    """A task runs the kernels on its worker thread alone (no nested pool threads)."""
+    def probe():
+        import threading
+
+        from nbbn.backends import cpu
+
+        before = threading.active_count()
+        with cpu.serial():
+            cpu.reduce(cpu.prepare(np.ones((1 << 21, 2), np.float32), 1, "x"), 0)
+        return threading.active_count() - before
+
+    assert set(client.run(probe).values()) == {0}
+

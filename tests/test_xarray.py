@@ -1,0 +1,123 @@
+"""xarray DataArrays: channel_axis by dimension name, DataArray out, statistics as a
+Dataset, dask-backed DataArrays kept lazy."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+from reference import random_array
+
+import nbbn
+
+xr = pytest.importorskip("xarray")
+
+
+def _data(rng, dtype="float32"):
+    x = random_array(rng, (4, 3, 5, 6), dtype, channel_axis=1)
+    return xr.DataArray(x, dims=("time", "band", "y", "x"), name="radiance",
+                        coords={"band": ["red", "green", "blue"], "time": np.arange(4)},
+                        attrs={"units": "W m-2"})
+
+
+def _same_labels(out, x):
+    assert isinstance(out, xr.DataArray)
+    assert out.dims == x.dims and out.name == x.name and out.attrs == x.attrs
+    assert set(out.coords) == set(x.coords)
+    for k in x.coords:
+        np.testing.assert_array_equal(out.coords[k].values, x.coords[k].values)
+
+
+def test_channel_axis_by_name(rng):
+    x = _data(rng)
+    rs = nbbn.channel_stats(x, "band")
+    want = nbbn.channel_stats(x.values, 1)
+    for f in ("count", "mean", "var", "min", "max"):
+        np.testing.assert_array_equal(getattr(rs, f), getattr(want, f))
+    by_int = nbbn.RunningStats(1).update(x)
+    np.testing.assert_array_equal(by_int.mean, want.mean)
+    transposed = x.transpose("time", "y", "x", "band")  # the name follows the dimension
+    np.testing.assert_allclose(nbbn.channel_stats(transposed, "band").var, want.var,
+                               rtol=1e-12)
+
+
+def test_outputs_are_dataarrays(rng):
+    x = _data(rng, "uint8")
+    rs = nbbn.channel_stats(x, "band")
+    norm = rs.to_normalizer()
+    y = norm(x)
+    _same_labels(y, x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.values, nbbn.Normalizer(rs.mean, rs.var)(x.values))
+    _same_labels(norm.inverse(y), x)
+    _same_labels(nbbn.normalize(x, rs.mean, rs.var, channel_axis="band"), x)
+    bn = nbbn.BatchNorm(3, channel_axis="band")
+    _same_labels(bn(x), x)
+    _same_labels(bn.eval()(x), x)
+    out = xr.zeros_like(x, dtype=np.float64)
+    res = norm(x, out=out)  # out= may be a DataArray: its data is written
+    want = nbbn.Normalizer(rs.mean, rs.var)(x.values, out=np.empty(x.shape))
+    np.testing.assert_array_equal(out.values, want)
+    _same_labels(res, x)
+
+
+def test_to_xarray(rng):
+    x = _data(rng)
+    rs = nbbn.channel_stats(x, "band")
+    ds = rs.to_xarray()
+    assert isinstance(ds, xr.Dataset) and ds.sizes == {"band": 3}
+    assert ds["band"].values.tolist() == ["red", "green", "blue"]
+    for f in ("count", "mean", "var", "std", "min", "max", "nan_count"):
+        np.testing.assert_array_equal(ds[f].values, getattr(rs, f))
+    assert ds.attrs["channel_axis"] == "band"
+    again = pickle.loads(pickle.dumps(rs))  # the coordinate travels with the statistics
+    assert again.to_xarray()["band"].values.tolist() == ["red", "green", "blue"]
+    assert (rs + rs).to_xarray()["band"].values.tolist() == ["red", "green", "blue"]
+    plain = nbbn.channel_stats(x.values, 1).to_xarray()
+    assert plain.sizes == {"channel": 3} and "channel" not in plain.coords
+    assert nbbn.channel_stats(x.values, 1).to_xarray(dim="c").sizes == {"c": 3}
+
+
+def test_named_axis_saved_and_loaded(rng, tmp_path):
+    rs = nbbn.channel_stats(_data(rng), "band")
+    rs.save(tmp_path / "s.npz")
+    back = nbbn.RunningStats.load(tmp_path / "s.npz")
+    assert back.channel_axis == "band"
+    np.testing.assert_array_equal(back.var, rs.var)
+
+
+def test_dask_backed_stays_lazy(rng):
+    pytest.importorskip("dask.array")
+    import nbbn.dask
+
+    x = _data(rng)
+    xd = x.chunk({"time": 2, "band": 2})
+    rs = nbbn.channel_stats(xd, "band")
+    np.testing.assert_allclose(rs.var, nbbn.channel_stats(x, "band").var, rtol=1e-12)
+    y = rs.to_normalizer()(xd)
+    _same_labels(y, x)
+    assert type(y.data).__module__.startswith("dask")  # still lazy
+    np.testing.assert_array_equal(y.values, rs.to_normalizer()(x).values)
+    lazy = nbbn.dask.channel_stats(xd, "band").compute()
+    assert lazy.to_xarray()["band"].values.tolist() == ["red", "green", "blue"]
+
+
+def test_bad_names(rng):
+    x = _data(rng)
+    with pytest.raises(ValueError, match="'wavelength' is not a dimension"):
+        nbbn.channel_stats(x, "wavelength")
+    rs = nbbn.RunningStats("band")
+    with pytest.raises(TypeError, match="dimension name"):
+        rs.update(x.values)
+    assert rs.num_channels is None
+    with pytest.raises(TypeError, match="channel_axis must be an int"):
+        nbbn.RunningStats(1.5)
+
+
+def test_missing_xarray_names_the_extra(rng, monkeypatch):
+    rs = nbbn.channel_stats(_data(rng).values, 1)
+    monkeypatch.setitem(sys.modules, "xarray", None)
+    with pytest.raises(nbbn.MissingExtraError, match=r"nbbn\[xarray\]"):
+        rs.to_xarray()
