@@ -250,6 +250,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
             raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
                             f"fit {src.description} without client")
         if client is not None:
+            if hasattr(src, "check_channel_axis"):  # an ImageSource
+                raise ValueError(f"{src.description}: image files are decoded by threads of "
+                                 "this process (ImageSource(workers=N)), not on a cluster; "
+                                 "fit them without client")
             from ._distributed import fit_on_cluster
 
             return fit_on_cluster(src, cfg, client)

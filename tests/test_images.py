@@ -237,6 +237,8 @@ def test_bad_arguments_and_sources(tmp_path):
         fit(str(empty))
     with pytest.raises(FileNotFoundError, match="matches no image"):
         ImageSource(str(tmp_path / "*.jpg"))
+    with pytest.raises(ValueError, match="not on a cluster"):
+        fit(str(tmp_path), client="tcp://127.0.0.1:1")
     with pytest.raises(TypeError, match="transform does not write images"):
         nbbn.transform(str(tmp_path), nbbn.RunningStats(-1).update(np.zeros((1, 3), np.uint8)),
                        str(tmp_path / "o.npy"))
