@@ -5,11 +5,13 @@ Kernels are compiled by Numba on first use (and cached on disk), never at import
 
 from __future__ import annotations
 
+from ._images import ImageSource
 from .batchnorm import BatchNorm
 from .errors import (
     BackendUnavailableError,
     CheckpointError,
     FitInterrupted,
+    ImageError,
     MissingExtraError,
 )
 from .normalizer import Normalizer, normalize
@@ -23,6 +25,8 @@ __all__ = [
     "BatchNorm",
     "CheckpointError",
     "FitInterrupted",
+    "ImageError",
+    "ImageSource",
     "MissingExtraError",
     "Normalizer",
     "RunningStats",

@@ -177,6 +177,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     plot_stats(stats, out, title=args.title, dpi=args.dpi)  # ImportError: no matplotlib
     print(f"wrote {out}")
+    if stats.histogram is not None:
+        from .plot import plot_histogram
+
+        print(f"wrote {plot_histogram(stats, out.with_suffix('.histogram.png'), dpi=args.dpi)}")
     return 0
 
 
@@ -189,16 +193,18 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
             "Read SOURCE in batches along axis 0 (constant memory, a reader thread overlapping "
             "reading and computing) and print its per-channel count, mean, std, min and max. "
             "SOURCE is a .npy file (memory-mapped), a .npz file (--key names the array), a "
-            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, or a "
+            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, a "
             "table: a Parquet or CSV file (or a folder or glob of them), whose numeric "
-            "columns are the channels (--columns chooses them). With "
+            "columns are the channels (--columns chooses them), or image files: a folder "
+            "(searched recursively), a glob or one file of JPEG, PNG, WebP, TIFF or BMP "
+            "images, counted as decoded, without resizing. With "
             "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
             "result is bit for bit that of an uninterrupted fit."
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="the data: path, folder or glob")
-    p.add_argument("--channel-axis", type=int, default=1, metavar="AXIS",
-                   help="the channel axis (not 0, the batch axis; default: %(default)s)")
+    p.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
+                   help="the channel axis (not 0, the batch axis; default: 1, -1 for images)")
     p.add_argument("--batch-size", type=int, default=None, metavar="ROWS",
                    help="rows per batch (default: about 64 MB per batch)")
     p.add_argument("--nan-policy", choices=["propagate", "omit", "raise"], default="propagate",
@@ -225,7 +231,19 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                               "not bit for bit); needs nbbn[dask]")
     cluster.add_argument("--workers", type=int, default=None, metavar="N",
                          help="count the files on a local dask.distributed cluster of N "
-                              "single-threaded worker processes; needs nbbn[dask]")
+                              "single-threaded worker processes; needs nbbn[dask]. For image "
+                              "files: N decoding threads (default: the CPUs available)")
+    g = p.add_argument_group("images (pip install 'nbbn[images]')")
+    g.add_argument("--mode", choices=["RGB", "RGBA", "L", "LA"], default=None,
+                   help="convert every image to this mode (default: keep each file's channels)")
+    g.add_argument("--histogram", action="store_true",
+                   help="also count every level per channel: exact percentiles in `nbbn info`")
+    g.add_argument("--size", default=None, metavar="S|HxW",
+                   help="resize first (shorter side S, or HxW): the statistics as a model sees "
+                        "them, another quantity than the dataset's (default: no resizing)")
+    g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="a file that cannot be decoded: stop, or skip it and list it at the "
+                        "end (default: %(default)s)")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -248,13 +266,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     import contextlib
 
+    from ._images import looks_like_images
+
     with contextlib.ExitStack() as stack:
-        client = args.scheduler
-        if args.workers is not None:
+        source, client = args.source, args.scheduler
+        if (args.mode, args.size) != (None, None) or args.histogram \
+                or args.on_error != "raise" or looks_like_images(source):
+            source = _image_source(args)  # --workers: decoding threads
+        elif args.workers is not None:
             from ._distributed import local_client
 
             client = stack.enter_context(local_client(args.workers))
-        stats = fit(args.source, args.channel_axis, batch_size=args.batch_size,
+        stats = fit(source, args.channel_axis, batch_size=args.batch_size,
                     nan_policy=args.nan_policy, progress=not args.no_progress,
                     checkpoint=args.checkpoint, resume=args.resume, key=args.key,
                     checkpoint_interval=interval, client=client,
@@ -264,7 +287,24 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
     text = format_json(stats) if args.format == "json" else format_table(stats)
     print(text.rstrip("\n"))
+    if stats.skipped:
+        print(f"nbbn fit: skipped {len(stats.skipped)} files:", *stats.skipped, sep="\n  ",
+              file=sys.stderr)
     return 0
+
+
+def _image_source(args: argparse.Namespace):
+    """The ImageSource of ``nbbn fit``'s image options (``--workers``: decoding threads)."""
+    from ._images import ImageSource
+
+    if args.scheduler is not None:
+        raise ValueError("--scheduler does not apply to image files: they are decoded by "
+                         "threads of this process (--workers N)")
+    size = None if args.size is None else tuple(int(v) for v in args.size.split("x"))
+    return ImageSource(args.source, workers=args.workers, mode=args.mode,
+                       size=size[0] if size is not None and len(size) == 1 else size,
+                       histogram=args.histogram, on_error=args.on_error,
+                       progress=not args.no_progress)
 
 
 # --------------------------------------------------------------------- transform
@@ -383,6 +423,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
                    "single-threaded workers vs in one process (needs nbbn[dask])")
+    p.add_argument("--images", type=int, nargs="?", const=2000, default=None, metavar="N",
+                   help="instead: nbbn fit of N generated JPEGs (default 2000; 40 with --quick) "
+                   "against decoding alone and the common float64 recipe")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
@@ -393,6 +436,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.images is not None:
+        from .tools.bench_images import run_images_bench
+
+        run_images_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir,
+                         count=40 if args.quick else args.images, json_path=args.json)
+        return 0
     if args.tabular:
         from .tools.bench import _write_json
         from .tools.bench_tabular import run_tabular_bench

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BackendUnavailableError", "CheckpointError", "FitInterrupted", "MissingExtraError"]
+__all__ = ["BackendUnavailableError", "CheckpointError", "FitInterrupted", "ImageError",
+           "MissingExtraError"]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -26,6 +27,10 @@ class MissingExtraError(ImportError):
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be used: corrupt, truncated, too new, or for other data."""
+
+
+class ImageError(ValueError):
+    """An image file cannot be decoded, or does not fit the others; the message names it."""
 
 
 class FitInterrupted(KeyboardInterrupt):

@@ -86,4 +86,8 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
     if _looks_8bit(stats):
         lines.append("for 8-bit data that ToTensor() scales to [0, 1] (the values above / 255):")
         lines.append("  " + normalize_lists(stats, divide_by=255.0))
+    if stats.histogram is not None or stats.skipped:
+        from ._histogram import describe_extras
+
+        lines += describe_extras(stats)
     return "\n".join(lines)

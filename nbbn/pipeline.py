@@ -64,6 +64,8 @@ def _check_batch_size(batch_size) -> int | None:
 def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) -> None:
     """``channel_axis`` must exist in the data and not be axis 0 (the batch axis)."""
     if ndim is None:
+        if hasattr(src, "check_channel_axis"):  # an ImageSource: (1, H, W, C) batches
+            return src.check_channel_axis(channel_axis)
         if src.row_shape is None or not any(s.size for s in src.shards):
             return
         ndim = 1 + len(src.row_shape)
@@ -137,7 +139,7 @@ class FitSettings:
 
 
 # ---------------------------------------------------------------------------- fit
-def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
+def fit(source, channel_axis: int | None = None, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
@@ -152,9 +154,10 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
         dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
         a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
-        ``columns``).
-    channel_axis : int, default 1
-        The channel axis of the data (not 0: batches are taken along axis 0).
+        ``columns``); image files (a folder, glob or list; :class:`~nbbn.ImageSource`).
+    channel_axis : int, optional
+        The channel axis of the data (not 0: batches are taken along axis 0). Default
+        1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
     batch_size : int, optional
         Rows per batch; default about 64 MiB of data per batch (for an iterable: each
         item as it comes). A resumed fit uses the checkpoint's batch size.
@@ -217,6 +220,10 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         The checkpoint exists without ``resume``, or is corrupt, truncated, from a newer
         nbbn, or for another source or other settings.
     """
+    if channel_axis is None:
+        from ._images import looks_like_images
+
+        channel_axis = -1 if looks_like_images(source) else 1
     channel_axis = check_axis(channel_axis)
     batch_size = _check_batch_size(batch_size)
     if resume and checkpoint is None:
@@ -243,6 +250,10 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
             raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
                             f"fit {src.description} without client")
         if client is not None:
+            if hasattr(src, "check_channel_axis"):  # an ImageSource
+                raise ValueError(f"{src.description}: image files are decoded by threads of "
+                                 "this process (ImageSource(workers=N)), not on a cluster; "
+                                 "fit them without client")
             from ._distributed import fit_on_cluster
 
             return fit_on_cluster(src, cfg, client)
@@ -330,7 +341,11 @@ class _FitRun:
         with _naming_rows(self.src, batch):
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
-            self.stats.update(batch.data)
+            account = getattr(batch, "account", None)  # an image: pixels, histogram, skips
+            if account is not None:
+                account(self.stats)
+            else:
+                self.stats.update(batch.data)
             if not self.channels_said and isinstance(self.src, IterableSource):
                 self.channels_said = True
                 what = "batches" if self.cfg.batched else "samples"
@@ -515,6 +530,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if isinstance(src, IterableSource):
         raise TypeError("transform cannot write an iterable source: the number of rows must be "
                         "known up front; apply the Normalizer to each batch yourself")
+    if hasattr(src, "check_channel_axis"):  # an ImageSource
+        raise TypeError(f"transform does not write images ({src.description}): apply the "
+                        "Normalizer to each decoded image yourself")
     if src.rows is None:  # a CSV file
         raise TypeError(f"transform cannot write {src.description}: its number of rows is "
                         "not known up front")

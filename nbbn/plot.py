@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MANY_CHANNELS", "PlotUnavailableError", "plot_stats"]
+__all__ = ["MANY_CHANNELS", "PlotUnavailableError", "plot_histogram", "plot_stats"]
 
 # Up to this many channels the top panel draws one error bar per channel with every
 # channel labelled; above it, a line with a shaded +-std band and thinned tick labels.
@@ -129,6 +129,58 @@ def plot_stats(
             f"{int(count.min()):,}-{int(count.max()):,} values per channel")
         title = f"nbbn statistics: {nchan} channel{'s' if nchan != 1 else ''}, {per}"
     fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
+    """Write a PNG of the per-channel histograms of ``stats.histogram`` (exact counts).
+
+    One line per channel (log-scaled counts when they span more than three decades),
+    with the 1st, 50th and 99th percentiles marked. 16-bit histograms are drawn summed
+    into 256 bins of 256 levels each (the file keeps every level).
+
+    Parameters
+    ----------
+    stats : RunningStats
+        Statistics with a histogram (a fit of images with ``histogram=True``).
+    path : str or os.PathLike
+        The PNG file to write.
+    dpi : int, default 120
+        Resolution of the PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    hist = stats.histogram
+    if hist is None:
+        raise ValueError("the statistics hold no histogram (fit images with histogram=True)")
+    Figure, _ = _matplotlib()
+    counts = hist.counts
+    step = counts.shape[1] // 256
+    shown = counts.reshape(counts.shape[0], 256, step).sum(axis=2)
+    levels = np.arange(256) * step
+    colors = {3: ("C3", "C2", "C0"), 4: ("C3", "C2", "C0", "0.4")}.get(
+        hist.num_channels, tuple(f"C{i % 10}" for i in range(hist.num_channels)))
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    pct = hist.percentile([1, 50, 99])
+    for c in range(hist.num_channels):
+        ax.plot(levels, shown[c], color=colors[c], lw=1.0, label=f"channel {c}")
+        for v in pct[:, c]:
+            ax.axvline(v, color=colors[c], lw=0.6, ls=":")
+    positive = shown[shown > 0]
+    if positive.size and positive.max() / positive.min() > 1000:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"level ({hist.bits}-bit)" + ("" if step == 1 else f", bins of {step}"))
+    ax.set_ylabel("count")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.suptitle("nbbn histogram per channel (dotted: 1st, 50th, 99th percentiles)",
+                 fontsize=11)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
     return path

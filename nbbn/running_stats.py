@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
+from ._histogram import Histogram
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
@@ -44,6 +45,16 @@ class RunningStats:
     channel_names : sequence of str, optional
         A name per channel (a table's column names); see :attr:`channel_names`.
 
+    Attributes
+    ----------
+    histogram : Histogram or None
+        Exact per-channel counts of every level, kept by a fit of images with
+        ``histogram=True`` (:class:`~nbbn.ImageSource`; ``histogram.percentile(q)``).
+        :meth:`update` does not count into it; saved and loaded with the statistics;
+        merging keeps it only when both sides have one.
+    skipped : list of str
+        ``"file: reason"`` for each file a fit left out (``on_error="skip"``).
+
     Examples
     --------
     >>> import numpy as np, nbbn
@@ -66,6 +77,8 @@ class RunningStats:
         self._state: Any = None
         self._host_cache: tuple | None = None
         self._lock = threading.Lock()
+        self.histogram: Histogram | None = None
+        self.skipped: list[str] = []
         # (dimension name, coordinate or None) of the channels of an xarray input
         self._channel_coord: tuple | None = None
 
@@ -74,12 +87,14 @@ class RunningStats:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
                 "backend": self.backend, "state": st, "channel_names": self._names,
-                "channel_coord": self._channel_coord}
+                "channel_coord": self._channel_coord, "histogram": self.histogram,
+                "skipped": list(self.skipped)}
 
     def __setstate__(self, d: dict) -> None:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
                       backend=d["backend"], channel_names=d.get("channel_names"))
         self._state = d["state"]
+        self.histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
         self._channel_coord = d.get("channel_coord")
 
     # ------------------------------------------------------------------ updating
@@ -110,13 +125,20 @@ class RunningStats:
             ``batch`` has a dtype that is not real floating or integer.
         ValueError
             ``batch`` has a channel count other than the state's, ``channel_axis`` is out
-            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity.
+            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity, or the
+            statistics keep a :attr:`histogram` that ``batch`` cannot be counted in.
         """
+        return self._update(batch, None)
+
+    def _update(self, batch, counts) -> RunningStats:
+        """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
         if inp.size == 0:
             return self
+        if self.histogram is not None and counts is None:
+            counts = _histogram_counts(self.histogram, batch, self.channel_axis)
         part = be.reduce(inp, policy_code(self.nan_policy))
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
@@ -124,6 +146,8 @@ class RunningStats:
             self._check_channels(inp.channels, "batch")  # another thread may have started
             self._state = be.merge(self._state, part)
             self._host_cache = None
+            if counts is not None and self.histogram is not None:
+                self.histogram.counts += counts
             self._channel_coord = getattr(inp, "channel_coord", self._channel_coord)
         return self
 
@@ -168,6 +192,7 @@ class RunningStats:
         with self._lock:
             self._state = None
             self._host_cache = None
+            self.histogram, self.skipped = None, []
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: RunningStats) -> RunningStats:
@@ -193,6 +218,7 @@ class RunningStats:
         nchan = None if first is None else first.num_channels
         out._names = _check_names(_merged_names(self._names, other._names), nchan)
         out._state = b if a is None else a if b is None else _host_merge(a, b)
+        out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         out._channel_coord = self._channel_coord or other._channel_coord
         return out
 
@@ -213,9 +239,12 @@ class RunningStats:
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
             self._names = _check_names(names, nchan)
+            hist = _merged_extras(self, other)
             if b is not None:
                 self._state = b if mine is None else _host_merge(mine, b)
                 self._host_cache = None
+            self.histogram = hist
+            self.skipped = self.skipped + other.skipped
         return self
 
     def _snapshot(self) -> BatchStats | None:
@@ -348,7 +377,12 @@ class RunningStats:
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
         st = self._snapshot() or BatchStats.empty(0)
-        return {
+        extras: dict = {}
+        if self.histogram is not None:
+            extras["histogram"] = self.histogram.counts.copy()
+        if self.skipped:
+            extras["skipped"] = np.array(self.skipped, dtype=str)
+        return extras | {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "channel_axis": self.channel_axis,
@@ -404,6 +438,12 @@ class RunningStats:
             count, mean, m2, mn, mx, nnan, ninf = arrays
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
                                                min=mn, max=mx, nan=nnan, inf=ninf)
+        if "histogram" in d:
+            rs.histogram = Histogram(d["histogram"])
+            if rs.histogram.num_channels != count.shape[0]:
+                raise ValueError(f"RunningStats histogram has {rs.histogram.num_channels} "
+                                 f"channels, the statistics {count.shape[0]}")
+        rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
 
     def save(self, path) -> None:
@@ -458,6 +498,32 @@ def _shown(names: tuple[str, ...], limit: int = 8) -> str:
     """``names`` for a message, shortened after ``limit``."""
     more = ", ..." if len(names) > limit else ""
     return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
+
+
+def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.ndarray:
+    """The histogram counts of ``batch``, or ValueError when it cannot be counted."""
+    if not isinstance(batch, np.ndarray) or not isinstance(channel_axis, int) or \
+            batch.dtype != (np.uint8 if hist.bits == 8 else np.uint16):
+        raise ValueError(f"these statistics keep a {hist.bits}-bit histogram (a fit of images "
+                         f"with histogram=True), so update() takes uint{hist.bits} numpy "
+                         f"arrays only, got {type(batch).__name__} {getattr(batch, 'dtype', '')};"
+                         " set .histogram = None first to drop it")
+    part = Histogram.empty(hist.num_channels, batch.dtype)
+    part.add(np.moveaxis(batch, channel_axis, -1))
+    return part.counts
+
+
+def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
+    """The histogram of merged statistics: the sum, when both sides have one."""
+    if b._state is None:
+        return a.histogram
+    if a._state is None:
+        return None if b.histogram is None else b.histogram.copy()
+    if a.histogram is None or b.histogram is None:
+        return None
+    out = a.histogram.copy()
+    out += b.histogram
+    return out
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:

@@ -20,6 +20,8 @@ How each kind is read:
   into a reused buffer, one batch at a time; the member is never read whole. A resume
   inside a compressed member decompresses up to the resume point again. Fortran-ordered
   members (whose rows are not contiguous) are the exception: they are read whole.
+* image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
+  list of JPEG, PNG, WebP, TIFF or BMP files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
   the other; empty shards are skipped; every non-empty shard must have the same shape
   after axis 0 (the row count may differ).
@@ -427,8 +429,11 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     """
     if isinstance(source, Source):
         return source
+    from ._images import ImageSource, looks_like_images
     from ._tabular import open_any
 
+    if looks_like_images(source):  # image files: a folder, glob, list or file
+        return ImageSource(source)
     if (table := open_any(source, columns, key)) is not None:
         return table
     if isinstance(source, (str, os.PathLike)):

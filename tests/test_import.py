@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed",
-         "pyarrow", "pandas", "polars", "xarray")
+         "pyarrow", "pandas", "polars", "xarray", "PIL",
+         "simplejpeg")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -43,7 +44,7 @@ def test_public_exceptions_exported_and_documented():
 
     api = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
     for name in ("BackendUnavailableError", "CheckpointError", "FitInterrupted",
-                 "MissingExtraError"):
+                 "ImageError", "MissingExtraError"):
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api

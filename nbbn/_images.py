@@ -1,0 +1,514 @@
+"""Image files as a source of :func:`nbbn.fit`: a folder, a glob or a list of images.
+
+:class:`ImageSource` lists the image files (JPEG, PNG, WebP, TIFF, BMP; a folder is
+searched recursively; names sorted), decodes them with a pool of worker threads and
+hands each decoded image to the fit as one batch of shape ``(1, H, W, C)`` (so images of
+different sizes need no resizing; the channels are the last axis). The fit counts the
+pixels with nbbn's exact integer kernels (uint8 or uint16 values), and, with
+``histogram=True``, the exact count of every level per channel (:mod:`nbbn._histogram`),
+computed in the worker that decoded the image.
+
+Decoders: JPEG files go to simplejpeg (libjpeg-turbo) when it is installed, every other
+file (and JPEG without simplejpeg, or CMYK JPEG) to Pillow; both release the GIL while
+decoding, so the workers are threads (``docs/benchmarks.md`` has the measurement).
+Pillow decodes JPEG with the same libjpeg-turbo settings (islow DCT, fancy upsampling),
+so both give the same pixels on this project's machines; they may differ by one level
+elsewhere.
+
+Order and resume: images are counted one by one in the order of the sorted list, so
+a fit's position is an index into it. The source's fingerprint is a digest of the list
+(absolute paths, sizes, modification times) and of the settings that change the pixels
+(``mode``, ``size``, ``histogram``): a checkpoint resumes only on the same list.
+
+Optional libraries (Pillow, simplejpeg) are imported on first use; a missing Pillow
+raises :class:`~nbbn.MissingExtraError` naming the ``images`` extra.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections import deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._histogram import Histogram, bins_of
+from ._progress import say
+from .errors import ImageError
+from .sources import Acquire, Batch, Position, Source
+
+__all__ = ["IMAGE_SUFFIXES", "MODES", "ImageSource", "decode_image", "looks_like_images"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+"""File name endings (any case) taken as images in folders and globs."""
+
+MODES = ("RGB", "RGBA", "L", "LA")
+"""The modes ``mode=`` may name (Pillow's names: L is one gray channel)."""
+
+_SHARD_SUFFIXES = (".npy", ".npz", ".parquet", ".pq", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
+"""Files that make a folder or glob another kind of source (shards, tables)."""
+_GLOB_CHARS = "*?["
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_KEEP = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK", "1": "L",
+         "PA": "RGBA"}
+
+
+# ----------------------------------------------------------------------- what is an image
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def looks_like_images(source) -> bool:
+    """Whether :func:`~nbbn.sources.open_source` reads ``source`` as images.
+
+    True for an :class:`ImageSource`; a path to an image file; a folder that is not a
+    zarr store and holds no ``.npy``/``.npz``/Parquet/CSV file at its top level; a glob
+    that matches images and none of those; a list of image paths.
+
+    Parameters
+    ----------
+    source : object
+        What was passed to ``fit``.
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(source, ImageSource):
+        return True
+    if isinstance(source, (list, tuple)):
+        return bool(source) and all(isinstance(p, (str, os.PathLike))
+                                    and _is_image_name(os.fspath(p)) for p in source)
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        if path.rstrip("/").endswith(".zarr"):
+            return False
+        with os.scandir(path) as it:
+            names = [e.name for e in it]
+        return not any(n.lower().endswith(_SHARD_SUFFIXES)
+                       or n in (".zarray", "zarr.json", ".zgroup") for n in names)
+    if os.path.exists(path):
+        return _is_image_name(path)
+    if any(ch in path for ch in _GLOB_CHARS):
+        found = glob.glob(path, recursive=True)
+        return any(_is_image_name(p) for p in found) and not any(
+            p.lower().endswith(_SHARD_SUFFIXES) for p in found)
+    return False
+
+
+def _list_images(source) -> tuple[list[str], str]:
+    """The sorted image paths of a folder (recursive), glob, list or single file."""
+    if isinstance(source, (list, tuple)):
+        paths = [os.fspath(p) for p in source]
+        for p in paths:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"{p}: no such file")
+        return paths, f"{len(paths)} image files"
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        found: list[str] = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            found.extend(os.path.join(root, f) for f in files if _is_image_name(f))
+        if not found:
+            raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files and no "
+                                    "image files (searched recursively for "
+                                    f"{', '.join(IMAGE_SUFFIXES)})")
+        return sorted(found), f"{path} ({len(found)} images)"
+    if os.path.isfile(path):
+        return [path], path
+    if any(ch in path for ch in _GLOB_CHARS):
+        found = sorted(p for p in glob.glob(path, recursive=True)
+                       if os.path.isfile(p) and _is_image_name(p))
+        if not found:
+            raise FileNotFoundError(f"{path}: the pattern matches no image file "
+                                    f"({', '.join(IMAGE_SUFFIXES)})")
+        return found, f"{path} ({len(found)} images)"
+    raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+# --------------------------------------------------------------------------- decoding
+def _pillow():
+    from ._shards_zarr_h5 import import_extra
+
+    return import_extra("PIL.Image", "images", "reading image files")
+
+
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def decode_image(path: str, mode: str | None = None, size=None, *,
+                 jpeg_decoder: str = "auto") -> np.ndarray:
+    """The pixels of one image file as an ``(H, W, C)`` uint8 or uint16 array.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    mode : {"RGB", "RGBA", "L", "LA"} or None
+        Convert to this mode; None keeps the file's own channels (palette images become
+        RGB or RGBA, 1-bit images L). 16-bit values converted to a mode are scaled to
+        8 bits as ``round(v / 257)``.
+    size : int or (int, int), optional
+        Resize (Pillow, bilinear with antialiasing, as torchvision's ``Resize``): an int
+        is the length of the shorter side, a pair is ``(height, width)``.
+    jpeg_decoder : {"auto", "simplejpeg", "pillow"}
+        "auto": simplejpeg for JPEG files when it is installed.
+
+    Returns
+    -------
+    ndarray
+        uint8 (8-bit files) or uint16 (16-bit grayscale PNG and TIFF) pixels.
+
+    Raises
+    ------
+    ImageError
+        The file cannot be decoded (truncated, not an image) or has a mode nbbn does
+        not read (32-bit integer or float pixels).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        arr = None
+        if data.startswith(_JPEG_MAGIC) and jpeg_decoder != "pillow" and mode in (
+                None, "RGB", "L"):
+            sj = _simplejpeg()
+            if sj is not None:
+                arr = _decode_simplejpeg(sj, data, mode)
+        if arr is None:
+            arr = _decode_pillow(data, mode)
+        if size is not None:
+            arr = _resize(arr, size)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what decoders raise
+        if type(exc).__name__ == "UnidentifiedImageError":
+            raise ImageError(f"{path}: not an image file (Pillow cannot identify its "
+                             "format)") from exc
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise ImageError(f"{path}: cannot read the file ({exc.strerror})") from exc
+        raise ImageError(f"{path}: cannot decode the image, truncated or corrupt "
+                         f"({type(exc).__name__}: {exc})") from exc
+    return arr
+
+
+def _decode_simplejpeg(sj, data: bytes, mode: str | None) -> np.ndarray | None:
+    colorspace = sj.decode_jpeg_header(data)[2]
+    if colorspace not in ("Gray", "YCbCr", "RGB"):
+        return None  # CMYK/YCCK: Pillow
+    gray = mode == "L" or (mode is None and colorspace == "Gray")
+    return sj.decode_jpeg(data, colorspace="GRAY" if gray else "RGB")
+
+
+def _decode_pillow(data: bytes, mode: str | None) -> np.ndarray:
+    import io
+
+    image_mod = _pillow()
+    im = image_mod.open(io.BytesIO(data))
+    im.load()
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.uint16)  # native byte order
+        if mode is None:
+            return arr[..., None]
+        eight = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        im = image_mod.fromarray(eight)
+    if mode is None:
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode in _KEEP:
+            if _KEEP[im.mode] != im.mode:
+                im = im.convert(_KEEP[im.mode])
+        else:
+            raise ImageError(f"pixels of mode {im.mode} are not read (8- and 16-bit images "
+                             "only); pass a mode such as 'RGB' to convert them")
+    elif im.mode != mode:
+        im = im.convert(mode)
+    arr = np.asarray(im)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _resize(arr: np.ndarray, size) -> np.ndarray:
+    image_mod = _pillow()
+    h, w = arr.shape[:2]
+    if isinstance(size, int):
+        short, long_ = (h, w) if h <= w else (w, h)
+        other = int(size * long_ / short)
+        th, tw = (size, other) if h <= w else (other, size)
+    else:
+        th, tw = size
+    chans = arr.shape[2]
+    im = image_mod.fromarray(arr[..., 0] if chans == 1 else arr)
+    out = np.asarray(im.resize((tw, th), image_mod.Resampling.BILINEAR))
+    return out[..., None] if out.ndim == 2 else out
+
+
+# ----------------------------------------------------------------------------- batches
+@dataclass
+class ImageBatch(Batch):
+    """One image as a ``(1, H, W, C)`` batch, or a skipped file (``data`` None).
+
+    Attributes
+    ----------
+    counts : ndarray or None
+        The image's histogram counts (``histogram=True``), computed by the worker.
+    skipped : str or None
+        ``"path: reason"`` of a file skipped under ``on_error="skip"``.
+    skip_mismatch : bool
+        Skip (instead of raising) when the image's channels or depth differ from the
+        statistics'.
+    """
+
+    counts: np.ndarray | None = None
+    skipped: str | None = None
+    skip_mismatch: bool = False
+    path: str = ""
+
+    def account(self, stats) -> None:
+        """Count this image in ``stats`` (a RunningStats): pixels, histogram, or a skip.
+
+        Nothing changes on an error: the checks come before the update.
+        """
+        if self.skipped is not None:
+            stats.skipped.append(self.skipped)
+            return
+        problem = self._mismatch(stats)
+        if problem is not None:
+            if self.skip_mismatch:
+                stats.skipped.append(f"{self.path}: {problem}")
+                return
+            raise ImageError(f"{self.path}: {problem}")
+        if self.counts is not None and stats.histogram is None:
+            stats.histogram = Histogram(np.zeros_like(self.counts))
+        try:
+            stats._update(self.data, self.counts)
+        except BaseException:
+            if stats.num_channels is None:
+                stats.histogram = None
+            raise
+
+    def _mismatch(self, stats) -> str | None:
+        """Why the image cannot join ``stats`` (channels, depth, histogram), or None."""
+        chans, dtype = self.data.shape[-1], self.data.dtype
+        if stats.num_channels is not None and stats.num_channels != chans:
+            return (f"the image has {chans} channel{'s' * (chans != 1)}, but the images "
+                    f"counted before it have {stats.num_channels}; pass mode='RGB' (--mode "
+                    "RGB) to convert every file to one mode")
+        hist = stats.histogram
+        if self.counts is not None:
+            if hist is None and stats.num_channels is not None:
+                return ("the statistics so far have no histogram (the checkpoint was written "
+                        "without histogram=True)")
+            if hist is not None and hist.counts.shape[1] != bins_of(dtype):
+                return (f"the image is {dtype.itemsize * 8}-bit, but the images counted "
+                        f"before it are {hist.bits}-bit; pass a mode such as 'RGB' "
+                        "(--mode RGB) to convert every file to 8 bits")
+        return None
+
+
+class _ImageFile:
+    """A shard of an :class:`ImageSource`: one file (only its name is needed)."""
+
+    __slots__ = ("name",)
+    rows = 1
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class ImageSource(Source):
+    """Image files (a folder, searched recursively, a glob, or a list) as a fit source.
+
+    Each image is one batch of shape ``(1, H, W, C)`` in the order of the sorted file
+    names; fit it with ``channel_axis=-1`` (:func:`nbbn.fit`'s default for images).
+
+    Parameters
+    ----------
+    source : path, glob or list of paths
+        A folder (every ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.tif``, ``.tiff``,
+        ``.bmp`` file below it, any case), a glob pattern, a list of image files or
+        one image file.
+    mode : {"RGB", "RGBA", "L", "LA"}, optional
+        Convert every image to this mode. Default: keep each file's channels; a file
+        whose channel count differs from the others' is an error naming it.
+    size : int or (int, int), optional
+        Resize before counting (int: the shorter side; pair: height, width). The
+        statistics are then those of the resized pixels, "as the model sees them": a
+        different quantity from the dataset's statistics (resizing smooths, which lowers
+        the standard deviation). Default: no resizing.
+    workers : int, optional
+        Decoding threads (default: the CPUs this process may use).
+    histogram : bool, default False
+        Also count every level per channel (``RunningStats.histogram``: 256 bins for
+        8-bit images, 65,536 for 16-bit), which gives exact percentiles.
+    on_error : {"raise", "skip"}, default "raise"
+        A file that cannot be decoded (truncated, not an image) or does not match the
+        others: "raise" stops with an :class:`~nbbn.ImageError` naming it; "skip"
+        leaves it out, prints it, and lists it in ``RunningStats.skipped``.
+    jpeg_decoder : {"auto", "simplejpeg", "pillow"}, default "auto"
+        "auto": simplejpeg (libjpeg-turbo) for JPEG when installed, else Pillow.
+    progress : bool, default True
+        Print a line for each skipped file.
+
+    Examples
+    --------
+    >>> import nbbn
+    >>> src = nbbn.ImageSource("photos/", mode="RGB", histogram=True)  # doctest: +SKIP
+    >>> stats = nbbn.fit(src)  # doctest: +SKIP
+    >>> stats.histogram.percentile([1, 50, 99])  # exact, per channel  # doctest: +SKIP
+    """
+
+    def __init__(self, source, *, mode: str | None = None, size=None,
+                 workers: int | None = None, histogram: bool = False,
+                 on_error: str = "raise", jpeg_decoder: str = "auto",
+                 progress: bool = True) -> None:
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} or None (keep each "
+                             f"file's channels), got {mode!r}")
+        self.size = _check_size(size)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(
+                workers, (int, np.integer)) or workers < 1):
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if jpeg_decoder not in ("auto", "simplejpeg", "pillow"):
+            raise ValueError("jpeg_decoder must be 'auto', 'simplejpeg' or 'pillow', got "
+                             f"{jpeg_decoder!r}")
+        if jpeg_decoder == "simplejpeg" and _simplejpeg() is None:
+            from .errors import MissingExtraError
+
+            raise MissingExtraError("jpeg_decoder='simplejpeg' needs simplejpeg: "
+                                    "pip install 'nbbn[images]'")
+        self.mode, self.histogram, self.on_error = mode, bool(histogram), on_error
+        self.jpeg_decoder, self.progress = jpeg_decoder, progress
+        self.workers = int(workers) if workers is not None else _cpus()
+        paths, self.description = _list_images(source)
+        _pillow()  # a missing Pillow is reported now, not in the reader thread
+        self.paths = paths
+        self.shards = [_ImageFile(p) for p in paths]  # type: ignore[misc]
+        stats = [os.stat(p) for p in paths]
+        self.sizes = [s.st_size for s in stats]
+        self._digest = hashlib.sha256(repr([
+            (os.path.abspath(p), s.st_size, s.st_mtime_ns) for p, s in zip(paths, stats,
+                                                                           strict=True)
+        ]).encode()).hexdigest()
+        self.row_shape, self.dtype = None, None
+
+    # ------------------------------------------------------------------ Source API
+    @property
+    def rows(self) -> int | None:
+        """Number of images."""
+        return len(self.paths)
+
+    @property
+    def nbytes(self) -> int | None:
+        """Bytes of the files (the progress bar counts file bytes read)."""
+        return sum(self.sizes)
+
+    def default_batch_size(self) -> int | None:
+        """1: each image is a batch."""
+        return 1
+
+    def close(self) -> None:
+        """Nothing is held open between fits."""
+
+    def check_channel_axis(self, channel_axis: int) -> None:
+        """Images are ``(1, H, W, C)`` batches: the channel axis must be -1 (or 3)."""
+        if channel_axis not in (-1, 3):
+            from ._wording import Param, worded
+
+            raise worded(ValueError, "{what}: images are read as (1, H, W, C) batches, so the "
+                         "channel axis is -1 (the default for images); got {axis}",
+                         what=self.description, axis=Param("channel_axis", channel_axis))
+
+    def fingerprint(self) -> dict | None:
+        """One entry: a digest of the sorted list (paths, sizes, mtimes) and the settings."""
+        return {"kind": "ImageSource", "shards": [{
+            "name": f"the sorted list of the {len(self.paths)} image files of "
+                    f"{self.description}",
+            "files": len(self.paths), "digest": self._digest, "mode": self.mode,
+            "size": None if self.size is None else list(np.atleast_1d(self.size).tolist()),
+            "histogram": self.histogram}]}
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode image ``index`` (in a worker thread) and count its histogram."""
+        arr = decode_image(self.paths[index], self.mode, self.size,
+                           jpeg_decoder=self.jpeg_decoder)
+        counts = None
+        if self.histogram:
+            if arr.dtype not in (np.uint8, np.uint16):
+                raise ImageError(f"{self.paths[index]}: a histogram needs 8- or 16-bit "
+                                 f"pixels, the image has {arr.dtype}")
+            counts = Histogram.of(arr).counts
+        return arr, counts
+
+    def batches(self, batch_size: int | None, start: Position, acquire: Acquire
+                ) -> Generator[Batch, None, None]:
+        """Decoded images from ``start`` on, one per batch, in the order of the list.
+
+        Up to ``2 * workers`` images are decoded ahead by the worker threads.
+        """
+        first = start.shard + (1 if start.row >= 1 else 0)
+        skip = self.on_error == "skip"
+        ex = ThreadPoolExecutor(self.workers, thread_name_prefix="nbbn-decode")
+        pending: deque[tuple[int, Future]] = deque()
+        nxt = first
+        try:
+            while True:
+                while nxt < len(self.paths) and len(pending) < 2 * self.workers:
+                    pending.append((nxt, ex.submit(self._load, nxt)))
+                    nxt += 1
+                if not pending:
+                    return
+                index, fut = pending.popleft()
+                path = self.paths[index]
+                try:
+                    arr, counts = fut.result()
+                except ImageError as exc:
+                    if not skip:
+                        raise
+                    reason = str(exc).removeprefix(f"{path}: ")
+                    say(self.progress, f"skipped {path}: {reason}")
+                    yield ImageBatch(None, index, 0, 1, self.sizes[index], slot=acquire(),
+                                     skipped=f"{path}: {reason}", path=path)
+                    continue
+                slot = acquire()
+                yield ImageBatch(arr[None], index, 0, 1, self.sizes[index], slot=slot,
+                                 counts=counts, skip_mismatch=skip, path=path)
+                arr = counts = None
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_size(size) -> Any:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    if isinstance(size, Sequence) and len(size) == 2 and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
+            for s in size):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(f"size must be a positive int (the shorter side) or a pair (height, "
+                     f"width), got {size!r}")
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,271 @@
+"""Image sources: exact statistics and histograms of decoded pixels, errors, resume, CLI.
+
+Small generated files (JPEG, PNG 8/16-bit, grayscale, RGBA, WebP, TIFF, BMP, a
+truncated file, a non-image file, mixed sizes). The reference is float64 numpy over
+the pixels of the *same* decoder, decoded here directly (simplejpeg for JPEG, Pillow
+for the rest): different JPEG decoders may differ by one level.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+PIL_Image = pytest.importorskip("PIL.Image")
+simplejpeg = pytest.importorskip("simplejpeg")
+
+import nbbn  # noqa: E402
+from nbbn import ImageError, ImageSource, _images  # noqa: E402
+from nbbn._histogram import Histogram  # noqa: E402
+from nbbn.cli import main  # noqa: E402
+
+
+def fit(src, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.fit(src, **kw)
+
+
+def smooth(rng, h, w, c, dtype=np.uint8):
+    """An image with structure (gradients plus noise), so JPEG keeps it interesting."""
+    top = np.iinfo(dtype).max
+    y, x = np.mgrid[0:h, 0:w]
+    base = [(x * top // max(w - 1, 1)), (y * top // max(h - 1, 1)), ((x + y) * 37) % (top + 1),
+            np.full((h, w), top // 2)]
+    img = np.stack(base[:c], -1).astype(np.int64) + rng.integers(-top // 8, top // 8,
+                                                                  (h, w, c))
+    return np.clip(img, 0, top).astype(dtype).squeeze(-1 if c == 1 else ())
+
+
+def save(img, path, **kw):
+    PIL_Image.fromarray(img).save(path, **kw)
+    return str(path)
+
+
+def pillow_pixels(path, mode=None):
+    im = PIL_Image.open(path)
+    if mode is not None:
+        im = im.convert(mode)
+    a = np.asarray(im)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def jpeg_pixels(path):
+    with open(path, "rb") as f:
+        return simplejpeg.decode_jpeg(f.read(), colorspace="RGB")
+
+
+def check_exact(stats, pixels):
+    """``stats`` against float64 numpy over the (N, C) pixels of every image."""
+    ref = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pixels]).astype(np.float64)
+    np.testing.assert_array_equal(stats.count, np.full(ref.shape[1], ref.shape[0]))
+    np.testing.assert_allclose(stats.mean, ref.mean(0), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(stats.var, ref.var(0), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(stats.min, ref.min(0))
+    np.testing.assert_array_equal(stats.max, ref.max(0))
+    return ref
+
+
+@pytest.fixture
+def rgb_folder(tmp_path, rng):
+    """JPEG, PNG, WebP (lossless), TIFF and BMP RGB images of mixed sizes, in subfolders."""
+    d = tmp_path / "imgs"
+    (d / "b").mkdir(parents=True)
+    files = [save(smooth(rng, 21, 34, 3), d / "a0.jpg", quality=90),
+             save(smooth(rng, 17, 9, 3), d / "b" / "a1.JPEG", quality=75),
+             save(smooth(rng, 30, 20, 3), d / "b" / "a2.png"),
+             save(smooth(rng, 12, 40, 3), d / "a3.webp", lossless=True),
+             save(smooth(rng, 8, 8, 3), d / "a4.tif"),
+             save(smooth(rng, 5, 13, 3), d / "a5.bmp")]
+    (d / "labels.txt").write_text("not an image, and not named like one\n")
+    return d, sorted(files)
+
+
+def reference_pixels(path):
+    return jpeg_pixels(path) if path.lower().endswith((".jpg", ".jpeg")) else \
+        pillow_pixels(path)
+
+
+def test_folder_exact_against_float64_of_same_decoder(rgb_folder):
+    d, files = rgb_folder
+    stats = fit(str(d))  # a folder of images; channel_axis -1 by default
+    assert stats.channel_axis == -1 and stats.histogram is None and stats.skipped == []
+    check_exact(stats, [reference_pixels(f) for f in files])
+
+
+def test_histogram_bincount_and_percentiles(rgb_folder):
+    d, files = rgb_folder
+    stats = fit(ImageSource(d, histogram=True, workers=2))
+    ref = np.concatenate([reference_pixels(f).reshape(-1, 3) for f in files])
+    counts = np.stack([np.bincount(ref[:, c], minlength=256) for c in range(3)])
+    np.testing.assert_array_equal(stats.histogram.counts, counts)
+    q = [0, 0.1, 1, 25, 50, 77.7, 99, 100]
+    np.testing.assert_allclose(stats.histogram.percentile(q), np.percentile(ref, q, axis=0),
+                               rtol=1e-13, atol=1e-12)
+
+
+def test_pillow_jpeg_decoder_and_list_and_glob(rgb_folder):
+    d, files = rgb_folder
+    jpegs = [f for f in files if f.lower().endswith((".jpg", ".jpeg"))]
+    stats = fit(ImageSource(jpegs, jpeg_decoder="pillow"))
+    check_exact(stats, [pillow_pixels(f) for f in jpegs])
+    stats = fit(os.path.join(d, "**", "*.png"))  # a glob
+    check_exact(stats, [pillow_pixels(f) for f in files if f.endswith(".png")])
+
+
+def test_sixteen_bit_gray_png_and_tiff(tmp_path, rng):
+    files = [save(smooth(rng, 20, 11, 1, np.uint16), tmp_path / "g0.png"),
+             save(smooth(rng, 7, 15, 1, np.uint16), tmp_path / "g1.tiff")]
+    stats = fit(ImageSource(tmp_path, histogram=True))
+    pixels = [pillow_pixels(f) for f in files]
+    assert all(p.dtype == np.uint16 for p in pixels)
+    ref = check_exact(stats, pixels)
+    assert stats.histogram.bits == 16
+    np.testing.assert_array_equal(stats.histogram.counts[0],
+                                  np.bincount(ref[:, 0].astype(np.int64), minlength=65536))
+    # mode="L" scales 16-bit values to 8 bits as round(v / 257)
+    stats8 = fit(ImageSource(tmp_path, mode="L"))
+    check_exact(stats8, [np.round(p / 257.0) for p in pixels])
+
+
+def test_own_channels_kept_mismatch_named_mode_converts(tmp_path, rng):
+    gray = save(smooth(rng, 9, 9, 1), tmp_path / "a.png")
+    rgba = save(smooth(rng, 9, 6, 4), tmp_path / "b.png")
+    with pytest.raises(ImageError, match=r"b\.png: the image has 4 channels.*have 1"):
+        fit(str(tmp_path))
+    stats = fit(ImageSource(tmp_path, on_error="skip"))
+    check_exact(stats, [pillow_pixels(gray)])
+    assert len(stats.skipped) == 1 and stats.skipped[0].startswith(rgba)
+    stats = fit(ImageSource(tmp_path, mode="RGB"))
+    check_exact(stats, [pillow_pixels(gray, "RGB"), pillow_pixels(rgba, "RGB")])
+    stats = fit(ImageSource(rgba))  # RGBA kept as 4 channels
+    check_exact(stats, [pillow_pixels(rgba)])
+
+
+def test_bad_files_named_or_skipped_and_listed(rgb_folder, tmp_path):
+    d, files = rgb_folder
+    with open(files[0], "rb") as f:
+        data = f.read()
+    (d / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (d / "fake.png").write_text("hello")
+    with pytest.raises(ImageError, match=r"cut\.jpg: cannot decode the image, truncated"):
+        fit(str(d))
+    stats = fit(ImageSource(d, on_error="skip", histogram=True))
+    check_exact(stats, [reference_pixels(f) for f in files])
+    assert [s.split(":")[0] for s in stats.skipped] == [str(d / "cut.jpg"), str(d / "fake.png")]
+    assert "not an image file" in stats.skipped[1]
+    stats.save(tmp_path / "s.npz")
+    back = nbbn.RunningStats.load(tmp_path / "s.npz")
+    assert back.skipped == stats.skipped
+    np.testing.assert_array_equal(back.histogram.counts, stats.histogram.counts)
+
+
+def test_resume_after_interruption_is_bit_for_bit(rgb_folder, tmp_path, monkeypatch):
+    d, files = rgb_folder
+    whole = fit(ImageSource(d, histogram=True))
+    account = _images.ImageBatch.account
+
+    def ctrl_c_at_image_2(self, stats):
+        if self.shard == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while image 2 is counted
+        account(self, stats)
+
+    monkeypatch.setattr(_images.ImageBatch, "account", ctrl_c_at_image_2)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(nbbn.FitInterrupted) as info:
+        fit(ImageSource(d, histogram=True), checkpoint=ck, checkpoint_interval=0)
+    monkeypatch.undo()
+    done = sum(reference_pixels(f).shape[0] * reference_pixels(f).shape[1] for f in files[:3])
+    assert int(info.value.stats.count[0]) == done
+    resumed = fit(ImageSource(d, histogram=True), checkpoint=ck, resume=True)
+    da, db = whole.to_dict(), resumed.to_dict()
+    assert da.keys() == db.keys()
+    for k in da:
+        assert np.array_equal(np.asarray(da[k]), np.asarray(db[k])), k
+    # another list of files, or other settings: refused
+    with pytest.raises(nbbn.CheckpointError, match="digest"):
+        fit(ImageSource(files[:3], histogram=True), checkpoint=ck, resume=True)
+    with pytest.raises(nbbn.CheckpointError, match="histogram"):
+        fit(ImageSource(d), checkpoint=ck, resume=True)
+
+
+def test_size_resizes_like_pillow(rgb_folder):
+    d, files = rgb_folder
+    stats = fit(ImageSource(d, size=(6, 7), jpeg_decoder="pillow"))
+    resized = [np.asarray(PIL_Image.open(f).convert("RGB").resize((7, 6),
+                                                                  PIL_Image.Resampling.BILINEAR))
+               for f in files]
+    check_exact(stats, resized)
+    assert int(stats.count[0]) == 6 * 7 * len(files)
+
+
+def test_histogram_object_merge_update_and_checks(rng):
+    a = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (2, 5, 3), dtype=np.uint8)
+    s1, s2 = nbbn.RunningStats(-1), nbbn.RunningStats(-1)
+    s1.histogram, s2.histogram = Histogram.empty(3, np.uint8), Histogram.empty(3, np.uint8)
+    s1.update(a)
+    s2.update(b)
+    both = np.concatenate([a, b]).reshape(-1, 3)
+    want = np.stack([np.bincount(both[:, c], minlength=256) for c in range(3)])
+    np.testing.assert_array_equal((s1 + s2).histogram.counts, want)
+    s1 += s2
+    np.testing.assert_array_equal(s1.histogram.counts, want)
+    before = s1.to_dict()
+    with pytest.raises(ValueError, match="8-bit histogram"):
+        s1.update(a.astype(np.float32))
+    after = s1.to_dict()
+    assert all(np.array_equal(np.asarray(before[k]), np.asarray(after[k])) for k in before)
+    with pytest.raises(ValueError, match=r"in \[0, 100\]"):
+        s1.histogram.percentile(101)
+    assert np.isnan(Histogram.empty(2, np.uint16).percentile(50)).all()
+
+
+def test_bad_arguments_and_sources(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    for kw, match in [({"mode": "CMYK"}, "mode must be"), ({"workers": 0}, "workers"),
+                      ({"size": (3,)}, "size"), ({"on_error": "ignore"}, "on_error")]:
+        with pytest.raises(ValueError, match=match):
+            ImageSource(tmp_path, **kw)
+    with pytest.raises(ValueError, match="channel axis is -1"):
+        fit(str(tmp_path), channel_axis=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .npy or .npz files and no image files"):
+        fit(str(empty))
+    with pytest.raises(FileNotFoundError, match="matches no image"):
+        ImageSource(str(tmp_path / "*.jpg"))
+    with pytest.raises(ValueError, match="not on a cluster"):
+        fit(str(tmp_path), client="tcp://127.0.0.1:1")
+    with pytest.raises(TypeError, match="transform does not write images"):
+        nbbn.transform(str(tmp_path), nbbn.RunningStats(-1).update(np.zeros((1, 3), np.uint8)),
+                       str(tmp_path / "o.npy"))
+
+
+def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(nbbn.MissingExtraError, match=r"nbbn\[images\]"):
+        ImageSource(tmp_path)
+
+
+def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
+    d, files = rgb_folder
+    (d / "zz.png").write_text("junk")
+    out = tmp_path / "s.npz"
+    assert main(["fit", str(d), "--histogram", "--workers", "2", "--mode", "RGB",
+                 "--on-error", "skip", "-o", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 files" in err and "zz.png" in err
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "exact percentiles per channel" in text and "1 files were skipped" in text
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(out)]) == 0
+    assert (tmp_path / "s.histogram.png").stat().st_size > 1000
+    assert main(["fit", str(d), "--no-progress"]) == 2
+    assert "zz.png: not an image file" in capsys.readouterr().err
