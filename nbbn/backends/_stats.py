@@ -60,7 +60,7 @@ class BatchStats:
         return cls(np.empty((3, nchan), np.int64), np.empty((5, nchan)))
 
     @classmethod
-    def from_fields(cls, **fields: np.ndarray) -> BatchStats:
+    def from_fields(cls, **fields: np.ndarray | None) -> BatchStats:
         """Statistics from (C,) arrays named as the properties (all eight, and
         optionally ``weight``)."""
         weight = fields.get("weight")

@@ -36,7 +36,7 @@ from .cuda_arrays import (
 )
 
 __all__ = ["name", "prepare", "reduce", "summary", "merge", "prepare_out", "params",
-           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig"]
+           "reduce_weighted", "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig"]
 
 name = "cuda"
 
