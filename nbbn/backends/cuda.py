@@ -36,7 +36,8 @@ from .cuda_arrays import (
 )
 
 __all__ = ["name", "prepare", "reduce", "summary", "merge", "prepare_out", "params",
-           "reduce_weighted", "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig"]
+           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig",
+           "reduce_weighted"]
 
 name = "cuda"
 
