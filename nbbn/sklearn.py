@@ -240,8 +240,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ transforming
     def _normalizer(self, nfeat: int) -> Normalizer:
-        mean = self.mean_ if self.with_mean else np.zeros(nfeat)
-        scale = self.scale_ if self.with_std else np.ones(nfeat)
+        mean = self.mean_ if self.with_mean and self.mean_ is not None else np.zeros(nfeat)
+        scale = self.scale_ if self.with_std and self.scale_ is not None else np.ones(nfeat)
         # (x - mean) * (1 / scale): var 1 and eps 0 make the normalizer's scale the weight
         return Normalizer(mean, np.ones(nfeat), eps=0.0, weight=1.0 / scale,
                           channel_axis=self.channel_axis, backend="cpu")
