@@ -131,25 +131,23 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 or self.ddof < 0):
             raise ValueError(f"ddof must be an int >= 0, got {self.ddof!r}")
 
-    def _validate(self, X, *, reset: bool, fit: bool = False, writeable: bool = False):
+    def _validate(self, X, *, reset: bool, writeable: bool = False):
         """``X`` as a float32/float64 numpy array, its features checked against ``fit``.
 
         2-d input goes through scikit-learn's ``validate_data`` (feature names,
         ``n_features_in_``, its error messages); N-d numpy arrays through
-        ``check_array`` with the features on ``channel_axis``. In ``fit`` the
-        infinities are found by nbbn's kernels instead of a pass of their own.
+        ``check_array`` with the features on ``channel_axis``. Infinities (and NaNs
+        under "raise") are not looked for here: nbbn's statistics kernels count them
+        (:meth:`_refuse_nonfinite`), on all threads, in the pass ``fit`` makes anyway.
         """
-        finite: bool | str = "allow-nan" if self.nan_policy != "raise" else True
-        if fit:
-            finite = False
         if getattr(X, "ndim", 2) <= 2:
             X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
-                              ensure_all_finite=finite, force_writeable=writeable)
+                              ensure_all_finite=False, force_writeable=writeable)
             if self.channel_axis not in (1, -1):
                 raise ValueError(f"channel_axis={self.channel_axis} does not fit 2-d input, "
                                  "whose features are axis 1: use channel_axis=-1 or 1")
             return X
-        X = check_array(X, dtype=_FLOAT_DTYPES, ensure_all_finite=finite, allow_nd=True,
+        X = check_array(X, dtype=_FLOAT_DTYPES, ensure_all_finite=False, allow_nd=True,
                         force_writeable=writeable, estimator=self, input_name="X")
         if not -X.ndim < self.channel_axis < X.ndim or self.channel_axis % X.ndim == 0:
             raise ValueError(f"channel_axis={self.channel_axis} is not a features axis of "
@@ -203,22 +201,38 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         self._check_params()
         first = not hasattr(self, "n_samples_seen_")
-        X = self._validate(X, reset=first, fit=True)
+        X = self._validate(X, reset=first)
         batch = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
         batch.update(X, sample_weight=sample_weight)
         if sample_weight is not None and not np.asarray(sample_weight, np.float64).any():
             raise ValueError("sample_weight holds only zero weights: at least one weight "
                              "must be > 0 (as scikit-learn)")
-        inf = batch.inf_count
-        if inf.any():
-            feats = np.flatnonzero(inf)
-            shown = ", ".join(str(f) for f in feats[:10]) + (", ..." if feats.size > 10 else "")
-            raise ValueError(f"Input X contains infinity ({int(inf.sum())} values, in features "
-                             f"{shown}); expected finite values, or NaN (nan_policy="
-                             f"{self.nan_policy!r}). The fitted statistics were not changed.")
+        self._refuse_nonfinite(batch, " The fitted statistics were not changed.")
         stats = batch if first else self.stats_ + batch
         self._set_fitted(stats)
         return self
+
+    def _refuse_nonfinite(self, batch: RunningStats, note: str = "") -> None:
+        """ValueError when the statistics of a batch counted an infinity (scikit-learn's
+        rule; a NaN too under ``nan_policy="raise"``, which ``update`` refused already
+        in ``fit``)."""
+        bad = batch.inf_count
+        what = "infinity"
+        if self.nan_policy == "raise" and not bad.any():
+            bad, what = batch.nan_count, "NaN"
+        if bad.any():
+            feats = np.flatnonzero(bad)
+            shown = ", ".join(str(f) for f in feats[:10]) + (", ..." if feats.size > 10 else "")
+            raise ValueError(f"Input X contains {what} ({int(bad.sum())} values, in features "
+                             f"{shown}); expected finite values, or NaN (nan_policy="
+                             f"{self.nan_policy!r}).{note}")
+
+    def _checked(self, X, copy: bool):
+        """``X`` validated for ``transform``/``inverse_transform``: features, dtype, and
+        no infinity (counted by nbbn's statistics kernel: one read on all threads)."""
+        X = self._validate(X, reset=False, writeable=not copy)
+        self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+        return X
 
     def _set_fitted(self, stats: RunningStats) -> None:
         count = stats.count
@@ -263,7 +277,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         copy = self.copy if copy is None else copy
-        X = self._validate(X, reset=False, writeable=not copy)
+        X = self._checked(X, copy)
         norm = self._normalizer(self.n_features_in_)
         return norm(X, out=None if copy else X)
 
@@ -284,5 +298,5 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         copy = self.copy if copy is None else copy
-        X = self._validate(X, reset=False, writeable=not copy)
+        X = self._checked(X, copy)
         return self._normalizer(self.n_features_in_).inverse(X, out=None if copy else X)

@@ -201,6 +201,8 @@ def test_ddof_and_nan_policies(rng):
     assert np.isnan(prop.mean_[1]) and np.isfinite(prop.mean_[[0, 2]]).all()
     with pytest.raises(ValueError, match="NaN"):
         StandardScaler(nan_policy="raise").fit(X)
+    with pytest.raises(ValueError, match="NaN"):
+        StandardScaler(nan_policy="raise").fit(X[:3]).transform(X)
 
 
 def test_bad_input_leaves_the_fit_unchanged(rng):
@@ -213,6 +215,9 @@ def test_bad_input_leaves_the_fit_unchanged(rng):
         sc.partial_fit(bad)
     with pytest.raises(ValueError, match="features"):
         sc.partial_fit(X[:, :2])
+    for method in (sc.transform, sc.inverse_transform):
+        with pytest.raises(ValueError, match="infinity"):
+            method(bad)
     with pytest.raises(ValueError, match="sample_weight"):
         sc.partial_fit(X, sample_weight=-np.ones(20))
     np.testing.assert_array_equal(sc.mean_, before[0])
