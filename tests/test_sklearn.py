@@ -249,3 +249,16 @@ def test_in_a_pipeline(rng):
     ours = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
     theirs = make_pipeline(SkScaler(), LogisticRegression()).fit(X, y)
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_bench_sklearn_smoke(tmp_path, capsys):
+    """``nbbn bench --sklearn`` runs (tiny shape; speed is never asserted)."""
+    import json
+
+    from nbbn.cli import main
+
+    path = tmp_path / "b.json"
+    assert main(["bench", "--sklearn", "--quick", "--repeats", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["fit", "transform"]
+    assert "transform" in capsys.readouterr().out
