@@ -13,6 +13,8 @@ import pickle
 import numpy as np
 import pytest
 from conftest import HAVE_NUMBA_CUDA
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference import assert_close, assert_stats, ref_stats, stats_rtol
 
 import nbbn
@@ -200,3 +202,22 @@ def test_many_chunks_give_the_same_statistics(rng, monkeypatch):
     monkeypatch.setattr(cpu_weighted, "CHUNK_BYTES", 1000)  # rows of 120 bytes: 8 per chunk
     rs = nbbn.RunningStats(1).update(x, sample_weight=w)
     assert_stats(_as_repeated(rs), ref_stats(np.repeat(x, w, axis=0), 1), rtol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.floats(-1e6, 1e6, width=32)), min_size=1,
+                max_size=40),
+       st.integers(0, 40), st.floats(1e-3, 1e3))
+def test_split_and_merge_never_change_the_answer(rows, cut, spread):
+    """Any integer weights, any split into two weighted states merged with `+`: the
+    statistics of the repeated rows."""
+    w = np.array([r[0] for r in rows])
+    x = np.array([[r[1], r[1] * spread] for r in rows])
+    cut = min(cut, len(rows))
+    a = nbbn.RunningStats(-1).update(x[:cut], sample_weight=w[:cut])
+    b = nbbn.RunningStats(-1).update(x[cut:], sample_weight=w[cut:])
+    merged = a + b
+    if w.sum() == 0:
+        assert merged.num_channels is None or not merged.count.any()
+        return
+    assert_stats(_as_repeated(merged), ref_stats(np.repeat(x, w, axis=0), -1), rtol=1e-12)
