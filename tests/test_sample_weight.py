@@ -221,3 +221,11 @@ def test_split_and_merge_never_change_the_answer(rows, cut, spread):
         assert merged.num_channels is None or not merged.count.any()
         return
     assert_stats(_as_repeated(merged), ref_stats(np.repeat(x, w, axis=0), -1), rtol=1e-12)
+
+
+def test_report_shows_weight_sums():
+    from nbbn.report import format_json, format_table
+
+    rs = nbbn.RunningStats(-1).update(np.ones((3, 2)), sample_weight=[0.25, 1.0, 2.0])
+    assert "3.25" in format_table(rs)
+    assert '"count": [3.25, 3.25]' in format_json(rs)
