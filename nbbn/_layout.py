@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ._torch_arrays import host_view, is_cpu_tensor
+
 SLAB_BYTES = 64 * 2**20  # upper bound of one contiguous copy made for a non-viewable input
 
 
@@ -45,6 +47,12 @@ def as_array(x, what: str = "input") -> np.ndarray:
     """``np.asarray`` without copying (memmaps become plain views), plus the dtype check."""
     if isinstance(x, np.ndarray):
         arr = x.view(np.ndarray) if type(x) is not np.ndarray else x
+    elif is_cpu_tensor(x):
+        arr, bf16 = host_view(x, what)
+        if bf16:
+            raise TypeError(
+                f"{what} is a bfloat16 tensor: bfloat16 is read natively by the CPU backend "
+                "only; for backend='cuda' convert it first (.float())")
     elif is_device_array(x):
         raise TypeError(
             f"{what} is a GPU array ({type(x).__name__}) but backend='cpu' was asked for: "
@@ -80,12 +88,17 @@ class Canonical:
     """An input array seen as (O, C, I) pieces, ready for a kernel.
 
     ``array`` is the validated input in its original shape, ``axis`` the non-negative
-    channel axis, and ``outer * channels * inner`` its size.
+    channel axis, and ``outer * channels * inner`` its size. For a torch CPU tensor,
+    ``tensor`` is the caller's tensor and ``array`` the numpy array over its memory
+    (uint16 bits when ``bf16``: the input is bfloat16).
     """
 
-    __slots__ = ("array", "axis", "outer", "channels", "inner")
+    __slots__ = ("array", "axis", "outer", "channels", "inner", "tensor", "bf16")
 
-    def __init__(self, array: np.ndarray, axis: int, outer: int, channels: int, inner: int):
+    def __init__(self, array: np.ndarray, axis: int, outer: int, channels: int, inner: int,
+                 tensor=None, bf16: bool = False):
+        self.tensor = tensor
+        self.bf16 = bf16
         self.array = array
         self.axis = axis
         self.outer = outer
@@ -134,11 +147,16 @@ def _split_shape(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 def canonical(x, channel_axis: int, what: str = "input") -> Canonical:
-    """Validate ``x`` and describe it as (O, C, I) around ``channel_axis``."""
+    """Validate ``x`` and describe it as (O, C, I) around ``channel_axis`` (a torch CPU
+    tensor as the array over its memory, bfloat16 as its uint16 bits)."""
+    tensor, bf16 = None, False
+    if is_cpu_tensor(x):
+        tensor = x
+        x, bf16 = host_view(x, what)
     arr = as_array(x, what)
     axis = normalize_axis(channel_axis, arr.ndim)
     o, c, i = _split_shape(arr.shape, axis)
-    return Canonical(arr, axis, o, c, i)
+    return Canonical(arr, axis, o, c, i, tensor, bf16)
 
 
 def channel_vector(v, n: int | None, name: str) -> np.ndarray:

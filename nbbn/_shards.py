@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._layout import check_dtype
+from ._torch_arrays import host_view
 
 
 class Slot:
@@ -146,7 +147,7 @@ class ArrayShard(Shard):
 class _SliceReader(ShardReader):
     def __init__(self, array) -> None:
         self.array = array
-        self.numpy = isinstance(array, np.ndarray)
+        self.numpy = isinstance(array, np.ndarray) or _is_torch(array)  # bfloat16 tensors
 
     def read(self, start, stop, slot):
         part = self.array[start:stop]
@@ -180,8 +181,11 @@ def as_batch_array(x, what: str = "batch"):
         return x
     if _is_torch(x):
         if x.device.type == "cpu":
-            x = x.detach().cpu().numpy()
-            check_dtype(x.dtype, what)
+            arr, bf16 = host_view(x, what)
+            if bf16:  # no numpy dtype: the tensor itself (RunningStats reads it natively)
+                return x.detach()
+            check_dtype(arr.dtype, what)
+            return arr
         return x
     if _is_device_array(x):
         return x
@@ -203,7 +207,8 @@ def _is_device_array(x) -> bool:
 def _dtype_of(array, name: str) -> np.dtype:
     dt = array.dtype
     if _is_torch(array):
-        dt = np.dtype(str(dt).removeprefix("torch."))
+        name = str(dt).removeprefix("torch.")
+        dt = np.dtype(np.uint16 if name == "bfloat16" else name)  # bfloat16: its 2 bytes
     dt = np.dtype(dt)
     check_dtype(dt, name)
     return dt

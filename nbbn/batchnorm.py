@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_axis
+from ._torch_arrays import check_no_grad
 from .normalizer import Normalizer, check_eps
 
 
@@ -118,6 +120,7 @@ class BatchNorm:
         array
             The normalized input, of the input's array type.
         """
+        check_no_grad(x, "input")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
         n = inp.outer * inp.inner
@@ -195,16 +198,28 @@ class BatchNorm:
         return d
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
+    def state_dict(self, *, tensors: bool | None = None) -> dict:
         """Copies of the parameters and buffers under torch's key names.
+
+        Parameters
+        ----------
+        tensors : bool, optional
+            True: torch CPU tensors (float64, ``num_batches_tracked`` int64), which
+            ``torch.nn.BatchNorm2d(C).load_state_dict`` takes; False: numpy arrays.
+            Default: tensors when torch has been imported in this process (as it is
+            wherever a torch module is at hand), numpy arrays otherwise.
 
         Returns
         -------
         dict
             "weight" and "bias" (with ``affine``; no "bias" with ``bias=False``),
             "running_mean", "running_var" and "num_batches_tracked" (with
-            ``track_running_stats``), as numpy arrays.
+            ``track_running_stats``).
         """
+        if tensors or (tensors is None and sys.modules.get("torch") is not None):
+            from ._torch_modules import state_tensors
+
+            return state_tensors(self)
         d: dict[str, np.ndarray] = {}
         if self.weight is not None:
             d["weight"] = self.weight.copy()
@@ -225,7 +240,7 @@ class BatchNorm:
         d : dict
             The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
         """
-        expected = set(self.state_dict())
+        expected = set(self.state_dict(tensors=False))
         got = set(d)
         if got != expected:
             raise ValueError(
@@ -270,6 +285,47 @@ class BatchNorm:
                              "there is no frozen normalizer")
         return Normalizer(self.running_mean, self.running_var, eps=self.eps, weight=self.weight,
                           bias=self.bias, channel_axis=self.channel_axis, backend=self.backend)
+
+    @classmethod
+    def from_torch(cls, module, *, backend: str = "auto") -> BatchNorm:
+        """A ``BatchNorm`` with the settings, state and mode of a torch module.
+
+        Parameters
+        ----------
+        module : torch.nn.BatchNorm1d, BatchNorm2d, BatchNorm3d or SyncBatchNorm
+            An initialized module (a lazy one after its first forward pass).
+        backend : {"auto", "cpu", "cuda"}, default "auto"
+            The new object's backend.
+
+        Returns
+        -------
+        BatchNorm
+            ``channel_axis=1``, float64 copies of the parameters and buffers.
+        """
+        from ._torch_modules import batchnorm_from_torch
+
+        return batchnorm_from_torch(module, backend)
+
+    def to_torch(self, dim: int = 2, *, dtype=None, device=None):
+        """A ``torch.nn.BatchNorm{dim}d`` with this object's settings, state and mode.
+
+        Parameters
+        ----------
+        dim : {1, 2, 3}, default 2
+            ``BatchNorm1d`` for (N, C) or (N, C, L) input, ``BatchNorm2d`` for
+            (N, C, H, W), ``BatchNorm3d`` for (N, C, D, H, W).
+        dtype, device : optional
+            As for the torch constructor (default float32 on the CPU); the float64
+            values are rounded once to ``dtype``.
+
+        Returns
+        -------
+        torch.nn.Module
+            A new module (needs ``channel_axis=1``: torch reads channels on axis 1).
+        """
+        from ._torch_modules import batchnorm_to_torch
+
+        return batchnorm_to_torch(self, dim, dtype, device)
 
     def __repr__(self) -> str:
         extra = ", bias=False" if self.affine and self.bias is None else ""

@@ -56,6 +56,9 @@ class Checkpoint:
         Rows and bytes counted so far.
     complete : bool
         True once the whole source has been counted.
+    extra : dict
+        Further metadata: ``parts_done`` for a distributed fit (rows after ``position``
+        already counted, see :mod:`nbbn._distributed`).
     """
 
     stats: RunningStats
@@ -180,8 +183,10 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     if not (isinstance(pos, dict) and isinstance(pos.get("shard"), int)
             and isinstance(pos.get("row"), int) and pos["shard"] >= 0 and pos["row"] >= 0):
         raise CheckpointError(f"{where} has an invalid position {pos!r}")
+    extra = {k: v for k, v in meta.items() if k not in (*_META_FIELDS, "written_unix")}
     return Checkpoint(stats, pos, meta["fingerprint"], meta["settings"],
-                      int(meta["rows_done"]), int(meta["bytes_done"]), bool(meta["complete"]))
+                      int(meta["rows_done"]), int(meta["bytes_done"]), bool(meta["complete"]),
+                      extra)
 
 
 def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int) -> None:

@@ -189,7 +189,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
             "Read SOURCE in batches along axis 0 (constant memory, a reader thread overlapping "
             "reading and computing) and print its per-channel count, mean, std, min and max. "
             "SOURCE is a .npy file (memory-mapped), a .npz file (--key names the array), a "
-            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset. With "
+            "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, or a "
+            "table: a Parquet or CSV file (or a folder or glob of them), whose numeric "
+            "columns are the channels (--columns chooses them). With "
             "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
             "result is bit for bit that of an uninterrupted fit."
         ),
@@ -209,11 +211,21 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="continue from --checkpoint (starts over if the file does not exist)")
     p.add_argument("--key", default=None, metavar="NAME",
                    help="the array in a .npz/HDF5 file or zarr group")
+    p.add_argument("--columns", default=None, metavar="A,B,...",
+                   help="Parquet/CSV: the columns to read (default: every numeric column)")
     p.add_argument("-o", "--output", metavar="STATS", default=None,
                    help="write the statistics to this .npz file (read by `nbbn info`)")
     p.add_argument("--format", choices=["table", "json"], default="table",
                    help="how to print the statistics (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                         help="count the files on the workers of this dask.distributed "
+                              "scheduler (tcp://host:8786; equal to a fit without it to 1e-12, "
+                              "not bit for bit); needs nbbn[dask]")
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="count the files on a local dask.distributed cluster of N "
+                              "single-threaded worker processes; needs nbbn[dask]")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -232,10 +244,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                                 "does not exist")
     interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
-    stats = fit(args.source, args.channel_axis, batch_size=args.batch_size,
-                nan_policy=args.nan_policy, progress=not args.no_progress,
-                checkpoint=args.checkpoint, resume=args.resume, key=args.key,
-                checkpoint_interval=interval)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        client = args.scheduler
+        if args.workers is not None:
+            from ._distributed import local_client
+
+            client = stack.enter_context(local_client(args.workers))
+        stats = fit(args.source, args.channel_axis, batch_size=args.batch_size,
+                    nan_policy=args.nan_policy, progress=not args.no_progress,
+                    checkpoint=args.checkpoint, resume=args.resume, key=args.key,
+                    checkpoint_interval=interval, client=client,
+                    columns=args.columns)
     if args.output is not None:
         stats.save(args.output)
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
@@ -342,13 +365,23 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--torch", action="store_true",
+                   help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
+                   "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats against the "
+                   "bare forward passes")
     p.add_argument("--sklearn", action="store_true",
                    help="instead: nbbn.sklearn.StandardScaler fit/transform against "
                    "scikit-learn's on (1,000,000, 64) float32")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
+    p.add_argument("--tabular", action="store_true",
+                   help="instead: nbbn.fit of a Parquet file of float32 columns vs pyarrow "
+                   "reading it (1 GB; 64 MB with --quick; --pipeline-gb sets the size)")
     p.add_argument("--workdir", metavar="DIR", default=None,
                    help="folder for the --pipeline files (default: the system's temp folder)")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
+                   "single-threaded workers vs in one process (needs nbbn[dask])")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU benchmark on device arrays, timed with CUDA events, "
                    "against the device's bandwidth and torch (default: %(default)s)")
@@ -359,6 +392,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.tabular:
+        from .tools.bench import _write_json
+        from .tools.bench_tabular import run_tabular_bench
+
+        result = run_tabular_bench(sys.stdout, args.quick, args.repeats,
+                                   size_gb=args.pipeline_gb, workdir=args.workdir)
+        if args.json:
+            _write_json(args.json, result)
+        return 0
+    if args.torch:
+        import json
+
+        from ._durable import atomic_write
+        from .tools.bench_torch import run_torch_bench
+
+        result = run_torch_bench(sys.stdout, args.quick, args.repeats)
+        if args.json:
+            with atomic_write(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        from .tools.bench_precise_bn import run_precise_bn_bench
+
+        run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
+        return 0
     if args.pipeline:
         import json
 
@@ -369,6 +425,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        return 0
+    if args.distributed:
+        from .tools.bench_distributed import run_distributed_bench
+
+        run_distributed_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir)
         return 0
     if args.sklearn:
         from .tools.bench_sklearn import run_sklearn_bench

@@ -9,6 +9,7 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_axis
+from ._torch_arrays import check_no_grad
 
 
 def check_eps(eps, *, strict: bool) -> float:
@@ -111,6 +112,7 @@ class Normalizer:
         return self._apply(y, out, self.bias, self._inv_scale, self.mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
+        check_no_grad(x, what)
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, what)
         if inp.channels != self.num_channels:
@@ -122,6 +124,27 @@ class Normalizer:
         if inp.size:
             be.affine(inp, be.params(a, s, b, inp, (id(self), what)), dst)
         return be.result(dst)
+
+    def to_torch(self, *, dtype=None, device=None):
+        """The normalizer as a ``torch.nn.Module`` (buffers; mean-first form).
+
+        Parameters
+        ----------
+        dtype : torch.dtype, optional
+            The buffers' dtype and that of the arithmetic (default float32, torch's
+            default dtype); the mean is kept as two numbers of that dtype.
+        device : optional
+            The buffers' device.
+
+        Returns
+        -------
+        nbbn.torch.NormalizerModule
+            ``y = ((x - mean) - mean_lo) * scale + bias`` along ``channel_axis``;
+            scriptable (``torch.jit.script``) and exportable (``torch.export``).
+        """
+        from ._torch_modules import normalizer_to_torch
+
+        return normalizer_to_torch(self, dtype, device)
 
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "

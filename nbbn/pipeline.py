@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._affine import result_dtype
+from ._datasets import default_batched, open_items
 from ._durable import remove_stale_temps
 from ._interrupt import SigintGuard
 from ._layout import check_axis
@@ -78,6 +79,12 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
         raise worded(ValueError, "{axis} is axis 0 of the {ndim}-d data, the axis batches are "
                      "taken along; the channels must be on another axis (1 for (N, C, ...), "
                      "-1 for (N, ..., C))", axis=axis, ndim=ndim)
+    names = getattr(src, "channel_names", None)
+    if names is not None and channel_axis % ndim != ndim - 1:  # a table: columns are channels
+        raise worded(ValueError, "the channels of {what} are its columns {names}, on the last "
+                     "axis of its {ndim}-d batches; pass {last} (or leave the default for a "
+                     "2-d table), not {axis}", what=src.description, names=list(names[:8]),
+                     ndim=ndim, last=Param("channel_axis", -1), axis=axis)
 
 
 @contextlib.contextmanager
@@ -112,6 +119,8 @@ class FitSettings:
     resume : bool
     interval : float
         Seconds between checkpoint writes.
+    batched : bool
+        The items of an iterable are batches (False: samples).
     """
 
     channel_axis: int
@@ -123,22 +132,26 @@ class FitSettings:
     checkpoint: Path | None
     resume: bool
     interval: float
+    batched: bool = True
 
 
 # ---------------------------------------------------------------------------- fit
 def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
-        checkpoint_interval: float = CHECKPOINT_INTERVAL_S) -> RunningStats:
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
+        batched: bool | None = None, columns=None) -> RunningStats:
     """Per-channel statistics of a whole dataset, read in batches along axis 0.
 
     Parameters
     ----------
-    source : array, path, zarr array, h5py dataset or iterable of arrays
+    source : array, path, zarr array, h5py dataset, table, iterable of arrays or Dataset
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
-        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``).
+        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
+        a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
+        ``columns``).
     channel_axis : int, default 1
         The channel axis of the data (not 0: batches are taken along axis 0).
     batch_size : int, optional
@@ -166,12 +179,34 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         Passed to :class:`~nbbn.RunningStats`.
     checkpoint_interval : float, default 5.0
         Seconds between checkpoint writes (0: after every batch).
+    client : distributed.Client, str or None, optional
+        Spread the source's files (or zarr/HDF5 chunks) over the workers of a
+        ``dask.distributed`` cluster: a ``Client``, a scheduler address, or ``"local"`` for
+        a ``LocalCluster`` of one single-threaded worker process per CPU (``pip install
+        'nbbn[dask]'``). Each worker reads its own parts; the statistics equal a fit
+        without ``client`` to 1e-12 relative (the merge order differs). See "Fitting
+        files on a cluster" in the documentation.
+    batched : bool, optional
+        Whether the items of an iterable are batches (True) or samples without a batch
+        axis (False; each counted as a batch of one, so ``channel_axis`` keeps its
+        meaning: 1 for CHW samples, -1 for HWC). Default: samples for a torch ``Dataset``
+        (map-style, read in order by a few threads, or iterable), batches for a
+        ``DataLoader`` (samples when its ``batch_size`` is None) and for any other
+        iterable. ``batched=True`` with a Dataset is refused. Items may differ in shape
+        (images of different sizes); only their channel count must agree. The channel
+        count found is printed when ``progress`` is on, and shown by the result's repr.
+    columns : sequence of str, optional
+        For a table (a Parquet or CSV file, folder or glob, a pandas/polars DataFrame, an
+        Arrow table, an ``xarray.Dataset``): the columns to read, default every numeric
+        one. A table's columns are its channels and its rows the samples: the default
+        ``channel_axis=1`` (or -1) is its column axis, and any other axis is an error.
+        The column names become :attr:`RunningStats.channel_names`.
 
     Returns
     -------
     RunningStats
         The statistics of every row of the source; bit for bit the same whether or not
-        the fit was interrupted and resumed.
+        the fit was interrupted and resumed (without ``client``).
 
     Raises
     ------
@@ -190,12 +225,26 @@ def fit(source, channel_axis: int = 1, *, batch_size: int | None = None,
         raise worded(ValueError, "{interval} must be >= 0, got {got!r}",
                      interval=Param("checkpoint_interval"), got=checkpoint_interval)
     RunningStats(channel_axis, nan_policy=nan_policy, backend=backend)  # validate names
+    batched = default_batched(source, batched)
+    if not batched and batch_size is not None:
+        raise worded(ValueError, "{batch_size} does not apply to samples ({batched}): each "
+                     "sample is counted as it comes", batch_size=Param("batch_size", batch_size),
+                     batched=Param("batched", False))
     cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
                       None if checkpoint is None else Path(checkpoint), bool(resume),
-                      float(checkpoint_interval))
-    src = open_source(source, key=key, channel_axis=channel_axis)
+                      float(checkpoint_interval), batched)
+    src = open_source(source, key=key, channel_axis=channel_axis, columns=columns) \
+        if batched else open_items(source, key=key, channel_axis=channel_axis,
+                                   batched=False)
     try:
         _check_source_axis(src, channel_axis)
+        if client is not None and getattr(src, "channel_names", None) is not None:
+            raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
+                            f"fit {src.description} without client")
+        if client is not None:
+            from ._distributed import fit_on_cluster
+
+            return fit_on_cluster(src, cfg, client)
         run = _FitRun(src, cfg)
         run.start()
         return run.run()
@@ -209,12 +258,15 @@ class _FitRun:
     def __init__(self, src: Source, cfg: FitSettings) -> None:
         self.src, self.cfg = src, cfg
         self.stats = RunningStats(cfg.channel_axis, nan_policy=cfg.nan_policy,
-                                  backend=cfg.backend)
+                                  backend=cfg.backend,
+                                  channel_names=getattr(src, "channel_names", None))
         self.pos = Position()
+        self.channels_said = False
         self.rows_done = self.bytes_done = 0
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
         self.settings = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
-                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size()}
+                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size(),
+                         "batched": cfg.batched}
 
     def start(self) -> None:
         """Take the state of an existing checkpoint (``resume``), or check it may be made."""
@@ -228,12 +280,7 @@ class _FitRun:
                              "it, or delete it to start over", path=path, resume=_RESUME)
             ck = load_checkpoint(path, backend=cfg.backend)
             self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path)
-            check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
-            self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
-            self.pos = Position(ck.position["shard"], ck.position["row"],
-                                ck.position.get("digest"))
-            done = " (complete; only shards added since are read)" if ck.complete else ""
-            say(cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
+            self.resume_from(ck, path)
         else:
             if not path.parent.is_dir():
                 raise FileNotFoundError(f"checkpoint {path}: the folder {path.parent} does "
@@ -241,6 +288,20 @@ class _FitRun:
             if cfg.resume:
                 say(cfg.progress, f"no checkpoint at {path} yet; starting from the beginning")
         remove_stale_temps(path)
+
+    def resume_from(self, ck: Checkpoint, path: Path) -> None:
+        """Take the statistics and position of ``ck``, after checking the source."""
+        if ck.extra.get("parts_done"):
+            raise CheckpointError(
+                f"checkpoint {path} was written by a distributed fit that counted parts of the "
+                "source out of order; resume it on a cluster (client=..., nbbn fit --workers N "
+                "or --scheduler ADDRESS)")
+        check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
+        self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
+        self.pos = Position(ck.position["shard"], ck.position["row"],
+                            ck.position.get("digest"))
+        done = " (complete; only shards added since are read)" if ck.complete else ""
+        say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
 
     def write(self, complete: bool = False) -> None:
         """Write the checkpoint: the statistics so far and the next row to read.
@@ -269,6 +330,13 @@ class _FitRun:
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
             self.stats.update(batch.data)
+            if not self.channels_said and isinstance(self.src, IterableSource):
+                self.channels_said = True
+                what = "batches" if self.cfg.batched else "samples"
+                shape = tuple(batch.data.shape)[0 if self.cfg.batched else 1:]
+                say(self.cfg.progress, f"{self.src.description}: {self.stats.num_channels} "
+                    f"channels along channel_axis={self.cfg.channel_axis} (items read as "
+                    f"{what}, the first of shape {shape})")
         self.pos = Position(batch.shard, batch.stop, batch.digest)
         self.rows_done += batch.rows
         self.bytes_done += batch.nbytes
@@ -349,7 +417,8 @@ class _FitRun:
 def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
     """The checkpoint's settings, after checking that this call agrees with them."""
     saved = dict(ck.settings)
-    for name in ("channel_axis", "nan_policy", "key"):
+    saved.setdefault("batched", True)  # checkpoints from before samples were read
+    for name in ("channel_axis", "nan_policy", "key", "batched"):
         if saved.get(name) != settings[name]:
             raise worded(CheckpointError, "checkpoint {path} was written with {saved}, but this "
                          "fit has {given}; use the same settings to resume", path=path,
@@ -440,6 +509,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if isinstance(src, IterableSource):
         raise TypeError("transform cannot write an iterable source: the number of rows must be "
                         "known up front; apply the Normalizer to each batch yourself")
+    if src.rows is None:  # a CSV file
+        raise TypeError(f"transform cannot write {src.description}: its number of rows is "
+                        "not known up front")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     _check_source_axis(src, norm.channel_axis)

@@ -40,12 +40,15 @@ def format_table(stats, max_rows: int = 32) -> str:
     count, mean, std = stats.count, stats.mean, stats.std
     mn, mx, nan = stats.min, stats.max, stats.nan_count
     show_nan = bool(nan.any())
+    names = getattr(stats, "channel_names", None)
     if n > max_rows:
         half = max(1, max_rows // 2)
         shown = list(range(half)) + [-1] + list(range(n - half, n))
     else:
         shown = list(range(n))
     header = [*_COLUMNS, *(("nan",) if show_nan else ())]
+    if names is not None:
+        header.insert(1, "name")
     rows = []
     for c in shown:
         if c < 0:
@@ -55,10 +58,15 @@ def format_table(stats, max_rows: int = 32) -> str:
                _num(mx[c])]
         if show_nan:
             row.append(str(int(nan[c])))
+        if names is not None:
+            row.insert(1, names[c])
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    just = ["ljust" if h == "name" else "rjust" for h in header]
+    lines = ["  ".join(getattr(h, j)(w) for h, w, j in zip(header, widths, just, strict=True))
+             .rstrip()]
+    lines += ["  ".join(getattr(v, j)(w) for v, w, j in zip(r, widths, just, strict=True))
+              .rstrip() for r in rows]
     if n > max_rows:
         lines.append(_summary(stats, len(shown) - 1))
     return "\n".join(lines) + "\n"
@@ -94,13 +102,16 @@ def _clean(a: np.ndarray) -> list:
 def format_json(stats) -> str:
     """The statistics as a JSON object (non-finite values as null).
 
-    Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, and per-channel lists
-    ``count``, ``mean``, ``var`` (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``.
+    Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, ``channel_names`` (only
+    when the channels have names), and per-channel lists ``count``, ``mean``, ``var``
+    (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``.
     """
     d = {
         "num_channels": stats.num_channels or 0,
         "channel_axis": stats.channel_axis,
         "nan_policy": stats.nan_policy,
+        **({} if getattr(stats, "channel_names", None) is None else
+           {"channel_names": list(stats.channel_names)}),
         "count": [int(v) if float(v).is_integer() else float(v) for v in stats.count],
         "mean": _clean(stats.mean),
         "var": _clean(stats.var),

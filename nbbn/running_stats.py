@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,8 @@ class RunningStats:
         or an infinity raises ``ValueError`` and is not applied.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the kernels run; "auto" follows the input array.
+    channel_names : sequence of str, optional
+        A name per channel (a table's column names); see :attr:`channel_names`.
 
     Examples
     --------
@@ -54,8 +57,9 @@ class RunningStats:
     """
 
     def __init__(self, channel_axis: int = 1, *, nan_policy: str = "propagate",
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
         self.channel_axis = check_axis(channel_axis)
+        self._names: tuple[str, ...] | None = _check_names(channel_names, None)
         self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
         # BatchStats on the host, or a backend's state on its device
@@ -67,11 +71,11 @@ class RunningStats:
     def __getstate__(self) -> dict:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
-                "backend": self.backend, "state": st}
+                "backend": self.backend, "state": st, "channel_names": self._names}
 
     def __setstate__(self, d: dict) -> None:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
-                      backend=d["backend"])
+                      backend=d["backend"], channel_names=d.get("channel_names"))
         self._state = d["state"]
 
     # ------------------------------------------------------------------ updating
@@ -160,6 +164,11 @@ class RunningStats:
             )
 
     def _check_channels(self, nchan: int, what: str) -> None:
+        names = self._names
+        if names is not None and len(names) != nchan:
+            raise ValueError(f"{what} has {nchan} channels along channel_axis="
+                             f"{self.channel_axis}, but channel_names has {len(names)} names "
+                             f"{_shown(names)}")
         state = self._state
         if state is not None and state.num_channels != nchan:
             raise ValueError(
@@ -193,6 +202,9 @@ class RunningStats:
         a, b = self._snapshot(), other._snapshot()
         if b is not None:
             self._check_channels(b.num_channels, "the other RunningStats")
+        first = a if a is not None else b
+        nchan = None if first is None else first.num_channels
+        out._names = _check_names(_merged_names(self._names, other._names), nchan)
         out._state = b if a is None else a if b is None else _host_merge(a, b)
         return out
 
@@ -204,13 +216,18 @@ class RunningStats:
     def __iadd__(self, other: RunningStats) -> RunningStats:
         if not isinstance(other, RunningStats):
             return NotImplemented
+        names = _merged_names(self._names, other._names)
         b = other._snapshot()
-        if b is None:
-            return self
         with self._lock:
-            self._check_channels(b.num_channels, "the other RunningStats")
-            self._state = b if self._state is None else _host_merge(self._state, b)
-            self._host_cache = None
+            if b is not None:
+                self._check_channels(b.num_channels, "the other RunningStats")
+            mine = self._state
+            nchan = b.num_channels if b is not None else \
+                None if mine is None else mine.num_channels
+            self._names = _check_names(names, nchan)
+            if b is not None:
+                self._state = b if mine is None else _host_merge(mine, b)
+                self._host_cache = None
         return self
 
     def _snapshot(self) -> BatchStats | None:
@@ -220,6 +237,22 @@ class RunningStats:
             return None if st is None else st.copy()
 
     # ------------------------------------------------------------------ results
+    @property
+    def channel_names(self) -> tuple[str, ...] | None:
+        """A name per channel (a tuple of str), or None when the channels have no names.
+
+        :func:`nbbn.fit` sets it to the column names of a table (Parquet, CSV, a
+        DataFrame) or the data variables of an ``xarray.Dataset``. It is saved with the
+        statistics, shown by ``nbbn info``, and kept by merging: merging statistics whose
+        names differ is a ``ValueError``; statistics without names take the other's.
+        Assigning checks that there is one str per channel (any sequence; None clears it).
+        """
+        return self._names
+
+    @channel_names.setter
+    def channel_names(self, names: Sequence[str] | None) -> None:
+        self._names = _check_names(names, self.num_channels)
+
     @property
     def num_channels(self) -> int | None:
         """Number of channels, or None before the first non-empty update."""
@@ -340,6 +373,8 @@ class RunningStats:
             "max": st.max,
             "nan_count": st.nan,
             "inf_count": st.inf,
+            **({} if self._names is None else
+               {"channel_names": np.asarray(self._names, dtype=np.str_)}),
             **weight,
         }
 
@@ -371,6 +406,12 @@ class RunningStats:
         if mean_lo.shape != count.shape:
             raise ValueError(f"RunningStats mean_lo must have shape {count.shape}, "
                              f"got {mean_lo.shape}")
+        if "channel_names" in d:  # optional (nbbn 0.2): older files have none
+            names = np.asarray(d["channel_names"])
+            if names.dtype.kind != "U" or names.shape != count.shape:
+                raise ValueError(f"RunningStats channel_names must be {count.shape[0]} str, "
+                                 f"got dtype {names.dtype} and shape {names.shape}")
+            rs._names = tuple(str(n) for n in names)
         # weight (the weight sums of weighted statistics) is present only when weighted
         weight = d.get("weight")
         if weight is not None:
@@ -400,8 +441,44 @@ class RunningStats:
         return cls.from_dict(read_stats(path), backend=backend)
 
     def __repr__(self) -> str:
+        names = "" if self._names is None else f", channel_names={_shown(self._names)}"
         return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
-                f" num_channels={self.num_channels}, count={self.count.tolist()[:8]})")
+                f" num_channels={self.num_channels}{names}, count={self.count.tolist()[:8]})")
+
+
+def _check_names(names, nchan: int | None) -> tuple[str, ...] | None:
+    """``names`` as a tuple of str (None stays None); one per channel when ``nchan`` is known."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"channel_names must be a sequence of str (one per channel) or None, "
+                        f"got {type(names).__name__}")
+    out = tuple(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"channel_names must all be str, got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
+    if nchan is not None and len(out) != nchan:
+        raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
+                         f"{nchan} channels")
+    return out
+
+
+def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
+                  ) -> tuple[str, ...] | None:
+    """The channel names of a merge: equal names, or one side's when the other has none."""
+    if a is not None and b is not None and a != b:
+        diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                    min(len(a), len(b)))
+        raise ValueError(f"cannot merge statistics of different channels: channel_names "
+                         f"{_shown(a)} and {_shown(b)} (first difference at channel {diff})")
+    return a if a is not None else b
+
+
+def _shown(names: tuple[str, ...], limit: int = 8) -> str:
+    """``names`` for a message, shortened after ``limit``."""
+    more = ", ..." if len(names) > limit else ""
+    return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:

@@ -26,14 +26,20 @@ How each kind is read:
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
-  batch (split into ``batch_size`` rows when one is given); ``key`` picks an element of
-  tuple or dict items (``key=0`` for the ``x`` of ``(x, y)``). CPU torch tensors become
-  numpy arrays without a copy; CUDA tensors and other device arrays are passed on
-  as they are. Items must be fresh arrays: the next item is fetched while the current
+  batch (split into ``batch_size`` rows when one is given), or a sample counted as a
+  batch of one with ``batched=False`` (``nbbn._datasets``: torch Datasets, whose items
+  are samples); items may differ in shape, not in their channel count; ``key`` picks an
+  element of tuple or dict items (``key=0`` for the ``x`` of ``(x, y)``). CPU torch
+  tensors become numpy arrays without a copy (bfloat16 tensors stay tensors, which the
+  CPU kernels read natively); CUDA tensors and other device arrays are passed on as
+  they are. Items must be fresh arrays: the next item is fetched while the current
   one is used. An iterable has no fingerprint; instead a digest of the items' shapes,
   dtypes and first rows is kept, and a resume re-iterates it from the start, skips the
   items already counted and refuses to continue if their digest differs (a shuffled or
   different iterable).
+* tables (Parquet and CSV files, folders and globs of them, pandas and polars
+  DataFrames, Arrow tables, ``xarray.Dataset``): their numeric columns are the
+  channels, read as ``(rows, C)`` batches (:mod:`nbbn._tabular`).
 """
 
 from __future__ import annotations
@@ -220,12 +226,15 @@ class Source:
 
 
 class IterableSource(Source):
-    """Any iterable of arrays; items are batches (see the module docstring)."""
+    """Any iterable of arrays; items are batches, or samples when not ``batched`` (see the
+    module docstring). Items may differ in shape; only their channel count must agree."""
 
     def __init__(self, iterable, key=None, description: str | None = None,
-                 channel_axis=None) -> None:
+                 channel_axis=None, batched: bool = True) -> None:
         self.iterable = iterable
         self.key = key
+        self.batched = batched
+        self._first: Shard | None = None
         self.channel_axis = channel_axis
         self.shards = []
         self.description = description or f"an iterable ({type(iterable).__name__})"
@@ -252,11 +261,10 @@ class IterableSource(Source):
     def batches(self, batch_size, start, acquire):
         """Each item as a batch (split into ``batch_size`` rows when given), from ``start``."""
         digest = hashlib.sha256()
-        first: tuple[int, Shard] | None = None
+        self._first = None
         index = -1
         for index, item in enumerate(self.iterable):
-            arr = _pick(item, self.key, index)
-            shard = ArrayShard(arr, f"item {index}")
+            arr = self._array(item, index)
             _digest_item(digest, arr)
             if index < start.shard:
                 continue
@@ -267,28 +275,42 @@ class IterableSource(Source):
                     f"checkpoint was written (their shapes, dtypes or first rows differ in "
                     f"items 0-{index}): the checkpoint cannot be resumed with it"
                 )
-            if shard.size:
-                if first is None:
-                    first = (index, shard)
-                else:
-                    _check_same_rows(first[1], shard, self.channel_axis)
-            row = start.row if index == start.shard else 0
-            bs = batch_size or shard.rows
-            hexdigest = digest.hexdigest()
-            while shard.size and row < shard.rows:
-                stop = min(row + bs, shard.rows)
-                slot = acquire()
-                data = arr if (row, stop) == (0, shard.rows) else arr[row:stop]
-                yield Batch(data, index, row, stop, (stop - row) * shard.row_bytes,
-                            digest=hexdigest, slot=slot)
-                data = None
-                row = stop
+            yield from self._item_batches(arr, index, start, batch_size, digest.hexdigest(),
+                                          acquire)
             arr = item = None
         if (start.shard or start.row) and index < start.shard:
             raise ValueError(
                 f"{self.description} ended after {index + 1} items, but the checkpoint is at "
                 f"item {start.shard}: it is not the iterable the checkpoint was written for"
             )
+
+    def _array(self, item, index: int):
+        """The array of one item (``key`` applied), a sample as a batch of one."""
+        arr = _pick(item, self.key, index)
+        if not self.batched:
+            from ._datasets import as_sample
+
+            arr = as_sample(arr)
+        return arr
+
+    def _item_batches(self, arr, index: int, start, batch_size, hexdigest: str, acquire):
+        """The batches of item ``index`` (its channel count checked against the first's)."""
+        shard = ArrayShard(arr, f"item {index}")
+        if shard.size:
+            if self._first is None:
+                self._first = shard
+            else:
+                _check_same_channels(self._first, shard, self.channel_axis)
+        row = start.row if index == start.shard else 0
+        bs = batch_size or shard.rows
+        while shard.size and row < shard.rows:
+            stop = min(row + bs, shard.rows)
+            slot = acquire()
+            data = arr if (row, stop) == (0, shard.rows) else arr[row:stop]
+            yield Batch(data, index, row, stop, (stop - row) * shard.row_bytes,
+                        digest=hexdigest, slot=slot)
+            data = None
+            row = stop
 
 
 def _digest_item(h, arr) -> None:
@@ -338,6 +360,21 @@ def _common_row_shape(shards: list[Shard], channel_axis) -> tuple:
     return ref.row_shape, np.result_type(*dtypes)
 
 
+def _check_same_channels(ref: Shard, s: Shard, channel_axis) -> None:
+    """Items of an iterable may differ in shape (images of different sizes), not in their
+    channel count along ``channel_axis``."""
+    shape, ref_shape = (s.rows, *s.row_shape), (ref.rows, *ref.row_shape)
+    if channel_axis is None or not all(-len(t) <= channel_axis < len(t)
+                                       for t in (shape, ref_shape)):
+        return  # the fit reports an axis out of range for the item itself
+    n, ref_n = shape[channel_axis], ref_shape[channel_axis]
+    if n != ref_n:
+        raise worded(ValueError, "{name} has {n} channels along {axis} (shape {shape}), but "
+                     "{ref} has {ref_n} (shape {ref_shape}); every item must have the same "
+                     "channels", name=s.name, n=n, axis=Param("channel_axis", channel_axis),
+                     shape=shape, ref=ref.name, ref_n=ref_n, ref_shape=ref_shape)
+
+
 def _check_same_rows(ref: Shard, s: Shard, channel_axis) -> None:
     if s.row_shape == ref.row_shape:
         return
@@ -356,7 +393,8 @@ def _check_same_rows(ref: Shard, s: Shard, channel_axis) -> None:
 
 
 # ----------------------------------------------------------------------- open_source
-def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
+def open_source(source, *, key=None, channel_axis: int | None = None,
+                columns=None) -> Source:
     """Describe ``source`` as a :class:`Source` (see the module docstring for the kinds).
 
     Parameters
@@ -369,6 +407,9 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
         tuple/dict items of an iterable (``key=0`` for ``(x, y)`` batches).
     channel_axis : int, optional
         Only used to word the error when shards differ in their channel count.
+    columns : sequence of str or str, optional
+        The columns of a table to read (Parquet, CSV, DataFrames, Arrow tables,
+        ``xarray.Dataset``; see :mod:`nbbn._tabular`); default every numeric column.
 
     Returns
     -------
@@ -386,6 +427,10 @@ def open_source(source, *, key=None, channel_axis: int | None = None) -> Source:
     """
     if isinstance(source, Source):
         return source
+    from ._tabular import open_any
+
+    if (table := open_any(source, columns, key)) is not None:
+        return table
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), key, channel_axis)
     if isinstance(source, (list, tuple)) and source and all(

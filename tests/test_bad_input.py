@@ -46,7 +46,7 @@ def _fresh(backend, axis=1, policy="propagate", data=True):
 
 
 def _bn_state(bn):
-    return {k: np.array(v, copy=True) for k, v in bn.state_dict().items()}
+    return {k: np.array(v, copy=True) for k, v in bn.state_dict(tensors=False).items()}
 
 
 def _assert_bn_unchanged(bn, before):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "sklearn")
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed",
+         "pyarrow", "pandas", "polars", "xarray", "sklearn")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -28,7 +29,8 @@ def test_public_objects_built_without_numba():
     that computes."""
     code = ("import numpy as np, nbbn\n"
             "nbbn.RunningStats(-1, nan_policy='omit'); nbbn.BatchNorm(3).eval()\n"
-            "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)")
+            "nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)\n"
+            "nbbn.BatchNorm(3).state_dict()")  # numpy arrays while torch is not imported
     assert _loaded_after(code) == []
 
 
@@ -45,6 +47,14 @@ def test_public_exceptions_exported_and_documented():
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api
+
+
+def test_numpy_work_loads_no_torch():
+    """Tensors are recognised without importing torch (a tensor implies the caller did)."""
+    code = ("import numpy as np, nbbn\nx = np.ones((4, 3, 2), np.float32)\n"
+            "rs = nbbn.RunningStats().update(x); rs.to_normalizer()(x)\n"
+            "nbbn.fit([x[0], x[1]], batched=False, progress=False)")
+    assert "torch" not in _loaded_after(code)
 
 
 def test_sklearn_module_without_scikit_learn_names_the_extra():

@@ -229,3 +229,14 @@ def test_report_shows_weight_sums():
     rs = nbbn.RunningStats(-1).update(np.ones((3, 2)), sample_weight=[0.25, 1.0, 2.0])
     assert "3.25" in format_table(rs)
     assert '"count": [3.25, 3.25]' in format_json(rs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_cpu_tensors(rng, dtype):
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(rng.standard_normal((30, 3, 4)).astype(np.float32) * 5 + 10)
+    t = t.to(getattr(torch, dtype))
+    w = rng.integers(0, 3, 30)
+    rs = nbbn.RunningStats(1).update(t, sample_weight=w)
+    x = t.float().numpy()  # the exact values (bfloat16 widens exactly)
+    assert_stats(_as_repeated(rs), ref_stats(np.repeat(x, w, axis=0), 1), rtol=1e-12)

@@ -10,8 +10,9 @@ the host by ``merge``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -20,10 +21,18 @@ import numpy as np
 from .._affine import affine_scale, check_out, result_dtype
 from .._layout import Canonical, canonical
 from .._policy import POLICY_PROPAGATE
+from .._torch_arrays import (
+    TensorOutput,
+    empty_tensor_out,
+    host_view,
+    is_tensor,
+    numpy_to_bf16_bits,
+)
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from . import to_host
 from ._stats import BatchStats
+from .cpu_numerics import BF16
 from .cpu_simd import HAVE_SIMD
 
 name = "cpu"
@@ -34,19 +43,34 @@ THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all 
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_local = threading.local()  # .limit: thread_limit() of the calling thread
 
 
 def threads() -> int:
     """Threads the kernels use: numba's thread count (``NUMBA_NUM_THREADS``, default the
-    CPUs this process may use)."""
-    return max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+    CPUs this process may use), or fewer inside :func:`thread_limit`."""
+    n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+    limit = getattr(_local, "limit", None)
+    return n if limit is None else min(n, limit)
+
+
+@contextlib.contextmanager
+def thread_limit(n: int) -> Iterator[None]:
+    """Calls from this thread use at most ``n`` threads (a dask worker's task: 1)."""
+    old = getattr(_local, "limit", None)
+    _local.limit = max(1, int(n))
+    try:
+        yield
+    finally:
+        _local.limit = old
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, threads() - 1), thread_name_prefix="nbbn")
+            n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
+            _pool = ThreadPoolExecutor(max(1, n - 1), thread_name_prefix="nbbn")
         return _pool
 
 
@@ -86,23 +110,29 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
-def _half(x3: np.ndarray):
-    """float16 reaches the kernels as its uint16 bits plus the ``half=True`` marker."""
+def _half(x3: np.ndarray, bf16: bool = False):
+    """float16 reaches the kernels as its uint16 bits plus the ``half=True`` marker,
+    bfloat16 (``bf16``) as its uint16 bits plus the ``half=BF16`` marker."""
+    if bf16:
+        return x3, BF16
     if x3.dtype == np.float16:
         return x3.view(np.uint16), True
     return x3, None
 
 
-def _piece_stats(x3: np.ndarray, policy: int) -> BatchStats:
+def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     nchan = x3.shape[1]
     if x3.size == 0:
         return BatchStats.empty(nchan)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
-        x3 = np.ascontiguousarray(x3)  # only 2-d strided channels-last views land here
-    data, half = _half(x3)
+        rows = x3[:, :, 0]  # only 2-d strided channels-last views land here; a table's
+        # columns one after the other (pandas' to_numpy(), nbbn's table batches) are read
+        # as channels-first (1, C, M) without a copy
+        x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
+    data, half = _half(x3, bf16)
     data = _readonly(data)
     args: tuple
-    if x3.shape[2] == 1 and ks.u8_cl_simd(x3.dtype, nchan):
+    if x3.shape[2] == 1 and not bf16 and ks.u8_cl_simd(x3.dtype, nchan):
         rpb = ks.u8_cl_geometry(nchan)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernel = ks.stats_channels_last_u8
@@ -138,10 +168,10 @@ def reduce(can: Canonical, policy: int) -> BatchStats:
     """Per-channel statistics of one input array (all its pieces merged)."""
     view = can.view3()
     if view is not None:
-        return _piece_stats(view, policy)
+        return _piece_stats(view, policy, can.bf16)
     total = None
     for x3, _ in can.pieces():
-        part = _piece_stats(x3, policy)
+        part = _piece_stats(x3, policy, can.bf16)
         total = part if total is None else merge(total, part)
     return total if total is not None else BatchStats.empty(can.channels)
 
@@ -173,12 +203,14 @@ def merge(state, part: BatchStats) -> BatchStats:
     return host
 
 
-def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | None:
-    """``out`` as (O, C, I) for the kernels to write: float32/float64, and float16 as its
-    uint16 bits where the kernels convert in hardware (F16C); None: write through a
-    temporary."""
+def _out_view3(out: np.ndarray, shape3: tuple[int, int, int], bf16: bool = False
+               ) -> np.ndarray | None:
+    """``out`` as (O, C, I) for the kernels to write: float32/float64, float16 as its
+    uint16 bits where the kernels convert in hardware (F16C), bfloat16 bits (``bf16``:
+    ``out`` is their uint16 view); None: write through a temporary."""
     half = out.dtype == np.float16 and HAVE_SIMD
-    if out.dtype not in (np.float32, np.float64) and not half or not out.dtype.isnative:
+    if out.dtype not in (np.float32, np.float64) and not (half or bf16) or not (
+            out.dtype.isnative):
         return None
     try:
         o3 = out.reshape(shape3, copy=False)
@@ -187,10 +219,11 @@ def _out_view3(out: np.ndarray, shape3: tuple[int, int, int]) -> np.ndarray | No
     return o3.view(np.uint16) if half else o3
 
 
-def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
-    data, half = _half(x3)
+def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
+                out_bf16: bool = False) -> None:
+    data, half = _half(x3, bf16)
     data = _readonly(data)
-    out_half = True if o3.dtype == np.uint16 else None
+    out_half = BF16 if out_bf16 else True if o3.dtype == np.uint16 else None
     nchan = x3.shape[1]
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
@@ -202,13 +235,22 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------ affine map
-def prepare_out(out, can: Canonical, what: str) -> np.ndarray:
-    """The caller's ``out`` (a numpy array, validated) or a new array of the result dtype."""
+def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
+    """The caller's ``out`` (a numpy array or CPU tensor, validated) or a new array of the
+    result dtype (a tensor for a tensor input: bfloat16 stays bfloat16)."""
     x = can.array
     if out is None:
+        if can.tensor is not None:
+            return empty_tensor_out(can.tensor, x.shape, None if can.bf16 else
+                                    result_dtype(x.dtype))
         return np.empty(x.shape, result_dtype(x.dtype))
+    if is_tensor(out) and out.device.type == "cpu":
+        arr, bf16 = host_view(out, "out")
+        dt = np.dtype(np.float32) if bf16 else arr.dtype  # bfloat16: a floating out
+        check_out(arr.shape, dt, True, x.shape, what)
+        return TensorOutput(arr, out, bf16)
     if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a numpy array, got {type(out).__name__}")
+        raise ValueError(f"out must be a numpy array or a CPU tensor, got {type(out).__name__}")
     check_out(out.shape, out.dtype, out.flags.writeable, x.shape, what)
     return out
 
@@ -218,15 +260,18 @@ def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical, owner: H
     return a, s, b
 
 
-def result(out: np.ndarray) -> np.ndarray:
-    """The output array itself (numpy in, numpy out)."""
-    return out
+def result(out: np.ndarray | TensorOutput):
+    """The output array itself (numpy in, numpy out), or its tensor (tensor in, tensor out)."""
+    return out.target if isinstance(out, TensorOutput) else out
 
 
-def affine(can: Canonical, params, out: np.ndarray) -> None:
+def affine(can: Canonical, params, out: np.ndarray | TensorOutput) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input."""
     a, s, b = params
     x = can.array
+    out_bf16 = False
+    if isinstance(out, TensorOutput):
+        out_bf16, out = out.bf16, out.array
     if type(out) is not np.ndarray:  # np.memmap and other subclasses: a plain view
         out = out.view(np.ndarray)
     # Exact aliasing (out is x, or the same memory with the same layout) is safe for an
@@ -241,13 +286,14 @@ def affine(can: Canonical, params, out: np.ndarray) -> None:
     ) else out
     for x3, index in can.pieces():
         dst = target_all[index]
-        o3 = _out_view3(dst, x3.shape)
+        o3 = _out_view3(dst, x3.shape, out_bf16)
         if o3 is None:
             o3 = np.empty(x3.shape, np.float64 if dst.dtype.itemsize >= 8 else np.float32)
-            _run_affine(x3, a, s, b, o3)
-            dst[...] = o3.reshape(dst.shape)
+            _run_affine(x3, a, s, b, o3, can.bf16)
+            dst[...] = numpy_to_bf16_bits(o3).reshape(dst.shape) if out_bf16 else o3.reshape(
+                dst.shape)
         else:
-            _run_affine(x3, a, s, b, o3)
+            _run_affine(x3, a, s, b, o3, can.bf16, out_bf16)
     if overlap:
         out[...] = target_all
 
@@ -259,7 +305,8 @@ def running(buffer, can: Canonical) -> np.ndarray:
 
 
 def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndarray,
-                    running: np.ndarray | None, factor: float, out: np.ndarray) -> None:
+                    running: np.ndarray | None, factor: float,
+                    out: np.ndarray | TensorOutput) -> None:
     """Batch statistics (biased variance to normalize with), the running update with
     the unbiased variance (``running`` (2, C) in place, or None), then the affine map:
     two reads of x and one write."""

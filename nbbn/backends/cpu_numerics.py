@@ -30,7 +30,19 @@ __all__ = [
     "as_float32",
     "store_float",
     "half_bits_to_float64",
+    "BF16",
+    "is_bf16",
 ]
+
+BF16 = np.uint8(16)
+"""The ``half`` marker of bfloat16 input or output (its uint16 bits): ``None`` marks a
+native dtype, ``True`` float16 bits, and this integer bfloat16 bits; the marker's numba
+*type* picks the decoder when a kernel is compiled."""
+
+
+def is_bf16(half) -> bool:
+    """True when the numba type of a ``half`` marker says bfloat16 (see :data:`BF16`)."""
+    return isinstance(half, types.Integer)
 
 
 _EXP_MASK = np.uint64(0x7FF0000000000000)
@@ -100,6 +112,22 @@ def half_bits_to_float64(h):
     return numba.float64(bits.view(np.float32)) * scale * sign
 
 
+@numba.njit(inline="always")
+def bf16_bits_to_f32(h):
+    """The float32 value (exact) of the bfloat16 whose bits are ``h``: its top 16 bits."""
+    return np.uint32(np.uint32(h) << np.uint32(16)).view(np.float32)
+
+
+@numba.njit(inline="always")
+def f32_to_bf16_bits(f):
+    """The bits of float32 ``f`` rounded to bfloat16 to nearest even, as torch rounds
+    (any NaN becomes the quiet NaN 0x7FC0); written with selects, no branches."""
+    u = np.float32(f).view(np.uint32)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.uint16(np.uint32(0x7FC0) if nan else rounded)
+
+
 def to_float64(value, half):  # pragma: no cover - replaced by the overload in jitted code
     """Read one array element as float64; ``half`` is ``None`` or ``True`` (float16 bits)."""
     raise NotImplementedError("to_float64 is only callable from jitted code")
@@ -112,13 +140,16 @@ def _to_float64_impl(value, half):
     # (half=None), and the compiled kernels stay cacheable on disk.
     if isinstance(half, types.NoneType):
         return lambda value, half: numba.float64(value)
+    if is_bf16(half):
+        return lambda value, half: numba.float64(bf16_bits_to_f32(value))
     if HAVE_SIMD:  # F16C in hardware
         return lambda value, half: numba.float64(half_bits_to_f32(value))
     return lambda value, half: half_bits_to_float64(value)
 
 
 def as_float32(value, half):  # pragma: no cover - replaced by the overload
-    """A float32 element as it is, or float16 bits (``half=True``) as float32 (F16C)."""
+    """A float32 element as it is, float16 bits (``half=True``) as float32 (F16C), or
+    bfloat16 bits (``half=BF16``) as float32."""
     raise NotImplementedError("as_float32 is only callable from jitted code")
 
 
@@ -126,12 +157,15 @@ def as_float32(value, half):  # pragma: no cover - replaced by the overload
 def _as_float32_impl(value, half):
     if isinstance(half, types.NoneType):
         return lambda value, half: value
+    if is_bf16(half):
+        return lambda value, half: bf16_bits_to_f32(value)
     return lambda value, half: half_bits_to_f32(value)
 
 
 def store_float(out, i, value, half):  # pragma: no cover - replaced by the overload
     """``out[i] = value`` (float64), or its float16 bits when ``half`` is True (then
-    ``out`` is the uint16 view of a float16 array; only at the SIMD levels)."""
+    ``out`` is the uint16 view of a float16 array; only at the SIMD levels), or its
+    bfloat16 bits when ``half`` is BF16 (float64 -> float32 -> bfloat16, as torch)."""
     raise NotImplementedError("store_float is only callable from jitted code")
 
 
@@ -141,6 +175,10 @@ def _store_float_impl(out, i, value, half):
         def store(out, i, value, half):
             out[i] = value
         return store
+    if is_bf16(half):
+        def store_bf16(out, i, value, half):
+            out[i] = f32_to_bf16_bits(np.float32(value))
+        return store_bf16
 
     def store_half(out, i, value, half):  # float64 -> float32 -> float16, as numpy's cast
         out[i] = f32_to_half_bits(np.float32(value))

@@ -45,6 +45,7 @@ from .cpu_numerics import (
     fmax_fast,
     fmin_fast,
     int_mean,
+    is_bf16,
     is_finite_bits,
     merge_max,
     merge_min,
@@ -198,7 +199,7 @@ def _block_fast_impl(r, half, shift):
 
         return impl_int
 
-    if (dt == types.float32 and isinstance(half, types.NoneType)) or (
+    if (dt == types.float32 and isinstance(half, types.NoneType)) or is_bf16(half) or (
             HAVE_SIMD and not isinstance(half, types.NoneType)):
         # float32 (and float16, converted to float32 by F16C at the SIMD levels): one
         # pass of d = x - K in float64 (exact for float32 x and K), sums of d and d*d in
@@ -284,8 +285,8 @@ def _minmax_value(v, half):  # pragma: no cover - replaced by the overload
 def _minmax_value_impl(v, half):
     if isinstance(v, types.Float) and isinstance(half, types.NoneType):
         return lambda v, half: v
-    if HAVE_SIMD and not isinstance(half, types.NoneType):  # float16 in float32 lanes
-        return lambda v, half: as_float32(v, half)
+    if is_bf16(half) or HAVE_SIMD and not isinstance(half, types.NoneType):
+        return lambda v, half: as_float32(v, half)  # float16/bfloat16 in float32 lanes
     return lambda v, half: to_float64(v, half)
 
 
@@ -299,7 +300,7 @@ def _minmax_empty_impl(n, xf, half):
     if isinstance(xf.dtype, types.Float) and isinstance(half, types.NoneType):
         dt = as_dtype(xf.dtype)
         return lambda n, xf, half: np.empty(n, dt)
-    if HAVE_SIMD and not isinstance(half, types.NoneType):
+    if is_bf16(half) or HAVE_SIMD and not isinstance(half, types.NoneType):
         return lambda n, xf, half: np.empty(n, np.float32)
     return lambda n, xf, half: np.empty(n, np.float64)
 
@@ -362,7 +363,7 @@ def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
     # the SIMD kernel types only for float32 and float16: other dtypes compile without it
-    if not (HAVE_SIMD and (xf.dtype == types.float32 or not isinstance(half, types.NoneType))):
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 

@@ -156,7 +156,7 @@ def merge(state: BatchStats, part: BatchStats) -> BatchStats:
 CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
 
 
-def _piece(x3: np.ndarray, w: np.ndarray, policy: int) -> BatchStats:
+def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
     whole rows converted to float64 C-contiguous read-only arrays (one compiled kernel
     for every input dtype and layout, and bounded extra memory)."""
@@ -166,7 +166,10 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int) -> BatchStats:
     step = max(1, CHUNK_BYTES // per_row)  # rows (of weight) per chunk
     total: BatchStats | None = None
     for r0 in range(0, w.shape[0], step):
-        chunk = np.ascontiguousarray(x3[r0 * rpw:(r0 + step) * rpw], dtype=np.float64)
+        src = x3[r0 * rpw:(r0 + step) * rpw]
+        if bf16:  # bfloat16 bits: the high half of a float32
+            src = (src.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        chunk = np.ascontiguousarray(src, dtype=np.float64)
         if chunk.flags.writeable:  # one compiled type for writable and read-only input
             chunk = chunk.view()
             chunk.flags.writeable = False
@@ -188,7 +191,7 @@ def reduce(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
         w = weight if index == (Ellipsis,) else weight[index[0]]
         if x3.size == 0:
             continue
-        part = _piece(x3, w, policy)
+        part = _piece(x3, w, policy, can.bf16)
         total = part if total is None else merge(total, part)
     if total is None:
         total = BatchStats.empty(can.channels)

@@ -50,6 +50,12 @@ def as_device(x):
     """``(device array, stream, kind)`` for a device input, without copying it."""
     if is_numba_device_array(x):
         return x, x.stream, "numba"
+    if getattr(x, "requires_grad", False):  # a torch tensor: its values, not its graph
+        x = x.detach()
+    if str(getattr(x, "dtype", "")) == "torch.bfloat16":
+        raise TypeError(
+            "bfloat16 tensors are read natively by the CPU backend only; the CUDA kernels "
+            "do not decode bfloat16 yet: convert the tensor first (.float() or .half())")
     desc = x.__cuda_array_interface__
     dev = cuda.from_cuda_array_interface(desc, owner=x, sync=False)
     return dev, _stream_of(desc), _kind(x)

@@ -1,0 +1,97 @@
+"""torch CPU tensors in and out of the CPU backend, without importing torch.
+
+A CPU tensor is seen as the numpy array over its memory (``Tensor.numpy()``, no copy;
+a tensor that requires grad is detached first, which shares the memory too). bfloat16
+has no numpy dtype: its tensor is viewed as int16 and then as numpy uint16, the bits
+the kernels decode (a bfloat16 is the top 16 bits of a float32). Outputs for tensor
+inputs are new tensors (or the caller's ``out=`` tensor), written through the same kind
+of view.
+
+torch is never imported here: a tensor can only exist once the caller imported torch,
+so ``sys.modules`` is where this module finds it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TensorOutput", "check_no_grad", "empty_tensor_out", "host_view", "is_cpu_tensor",
+           "is_tensor", "numpy_to_bf16_bits"]
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def is_tensor(x) -> bool:
+    """True for a ``torch.Tensor`` (any device)."""
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_cpu_tensor(x) -> bool:
+    """True for a ``torch.Tensor`` in host memory."""
+    return is_tensor(x) and x.device.type == "cpu"
+
+
+def check_no_grad(x, what: str) -> None:
+    """Refuse a tensor that requires grad while autograd records (``torch.is_grad_enabled``):
+    nbbn's output would carry no gradient, silently. Statistics do not call this: they
+    only read the values."""
+    if is_tensor(x) and x.requires_grad and _torch().is_grad_enabled():
+        raise RuntimeError(
+            f"{what} is a tensor that requires grad, but nbbn's output carries no gradient "
+            "(its kernels are not part of autograd's graph). Call it under "
+            "`with torch.no_grad():`, or pass `.detach()` of the tensor")
+
+
+def host_view(x, what: str) -> tuple[np.ndarray, bool]:
+    """``(array, bf16)``: the numpy array over a CPU tensor's memory (detached, no copy),
+    and whether it holds bfloat16 bits (then the array is their uint16 view)."""
+    torch = _torch()
+    t = x.detach()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16), True
+    try:
+        return t.numpy(), False
+    except TypeError as exc:  # a dtype numpy does not have (float8, quantized, ...)
+        raise TypeError(
+            f"{what} must have a real floating (float16/32/64, bfloat16) or integer dtype, "
+            f"got {t.dtype}") from exc
+
+
+class TensorOutput:
+    """An output the CPU kernels write through ``array`` (a numpy view, uint16 bits for
+    bfloat16 when ``bf16``) and the caller gets back as ``target`` (a tensor)."""
+
+    __slots__ = ("array", "target", "bf16")
+
+    def __init__(self, array: np.ndarray, target: Any, bf16: bool) -> None:
+        self.array = array
+        self.target = target
+        self.bf16 = bf16
+
+
+def empty_tensor_out(like, shape: tuple[int, ...], dtype: np.dtype | None) -> TensorOutput:
+    """A new CPU tensor of ``shape`` for the output of ``like``: bfloat16 when ``dtype``
+    is None (bfloat16 input), else the torch dtype of ``dtype``."""
+    torch = _torch()
+    if dtype is None:
+        t = torch.empty(shape, dtype=torch.bfloat16, device=like.device)
+        return TensorOutput(t.view(torch.int16).numpy().view(np.uint16), t, True)
+    t = torch.from_numpy(np.empty(shape, dtype))
+    return TensorOutput(t.numpy(), t, False)
+
+
+def numpy_to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32/float64 values as bfloat16 bits (uint16), rounded as torch rounds
+    (float64 to float32 first, then to nearest even; NaN as 0x7FC0)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    bits = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    bits[(u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)] = 0x7FC0
+    return bits

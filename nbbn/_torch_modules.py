@@ -1,0 +1,148 @@
+"""nbbn objects as torch modules and back: ``Normalizer.to_torch``, ``BatchNorm.from_torch``,
+``BatchNorm.to_torch`` and the tensors of ``BatchNorm.state_dict``.
+
+Imported only by :mod:`nbbn.torch` and by those methods, never by ``import nbbn``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import MissingExtraError
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - torch comes with the test extra
+    raise MissingExtraError(
+        "nbbn's PyTorch interop needs torch: pip install 'nbbn[torch]'") from exc
+
+from .batchnorm import BatchNorm  # noqa: E402
+from .normalizer import Normalizer  # noqa: E402
+
+__all__ = ["NormalizerModule", "batchnorm_from_torch", "batchnorm_to_torch", "state_tensors"]
+
+_TORCH_BN = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}
+
+
+class NormalizerModule(torch.nn.Module):
+    """A frozen :class:`nbbn.Normalizer` as a torch module (``Normalizer.to_torch()``).
+
+    ``y = ((x - mean) - mean_lo) * scale + bias`` per channel, the mean subtracted first
+    (as nbbn does) and split into two numbers of the buffers' dtype (``mean`` rounded,
+    ``mean_lo`` the rest), so that a float32 module keeps about float32's relative
+    precision of ``x - mean`` even when ``|mean| >> std``. The arithmetic runs in the
+    buffers' dtype (``module.double()`` for float64); the output has the input's dtype
+    when that is floating, the buffers' dtype otherwise (nbbn's rule). Works with
+    ``torch.jit.script`` and ``torch.export.export``.
+
+    Parameters
+    ----------
+    mean, scale, bias : numpy.ndarray, shape (C,)
+        float64 per-channel mean, ``weight / sqrt(var + eps)`` and bias.
+    channel_axis : int
+        The channel axis of the inputs (negative counts from the end).
+    dtype : torch.dtype, optional
+        The buffers' dtype (default ``torch.get_default_dtype()``).
+    device : torch.device or str, optional
+        The buffers' device.
+    """
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                 channel_axis: int, dtype: torch.dtype | None = None,
+                 device: Any = None) -> None:
+        super().__init__()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        mean64 = torch.as_tensor(np.asarray(mean, np.float64))
+        hi = mean64.to(dtype)
+        lo = (mean64 - hi.to(torch.float64)).to(dtype)
+        self.channel_axis = int(channel_axis)
+        self.register_buffer("mean", hi.to(device))
+        self.register_buffer("mean_lo", lo.to(device))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float64)).to(
+            device=device, dtype=dtype))
+        self.register_buffer("bias", torch.as_tensor(np.asarray(bias, np.float64)).to(
+            device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` along ``channel_axis``."""
+        axis = self.channel_axis
+        if axis < 0:
+            axis = axis + x.dim()
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        dt = self.mean.dtype  # type: ignore[union-attr]
+        mean, lo = self.mean.view(shape), self.mean_lo.view(shape)  # type: ignore[operator]
+        scale, bias = self.scale.view(shape), self.bias.view(shape)  # type: ignore[operator]
+        y = ((x.to(dt) - mean) - lo) * scale + bias  # type: ignore[arg-type]
+        if x.is_floating_point():
+            return y.to(x.dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        n = len(self.mean)  # type: ignore[arg-type]
+        return f"num_channels={n}, channel_axis={self.channel_axis}"
+
+
+def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,
+                        device: Any = None) -> NormalizerModule:
+    """The module of :meth:`nbbn.Normalizer.to_torch`."""
+    return NormalizerModule(norm.mean, norm.scale, norm.bias, norm.channel_axis, dtype, device)
+
+
+def _is_bn(module: Any) -> bool:
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def check_initialized(module: torch.nn.Module, what: str) -> None:
+    """ValueError for a lazy module whose parameters or buffers are not created yet."""
+    if isinstance(module, torch.nn.modules.lazy.LazyModuleMixin) \
+            and module.has_uninitialized_params():
+        raise ValueError(
+            f"{what} is an uninitialized lazy module ({type(module).__name__}): run one "
+            "forward pass first so that its number of channels is known"
+        )
+
+
+def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
+    """The :class:`nbbn.BatchNorm` of :meth:`nbbn.BatchNorm.from_torch`."""
+    if not _is_bn(module):
+        raise TypeError("expected a torch BatchNorm1d/2d/3d or SyncBatchNorm module, "
+                        f"got {type(module).__name__}")
+    check_initialized(module, "module")
+    has_bias = module.bias is not None
+    bn = BatchNorm(module.num_features, eps=module.eps, momentum=module.momentum,
+                   affine=module.affine, track_running_stats=module.track_running_stats,
+                   channel_axis=1, backend=backend, bias=has_bias or not module.affine)
+    bn.load_state_dict(module.state_dict())
+    return bn.train(module.training)
+
+
+def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = None,
+                       device: Any = None) -> torch.nn.Module:
+    """The module of :meth:`nbbn.BatchNorm.to_torch`."""
+    if dim not in _TORCH_BN:
+        raise ValueError(f"dim must be 1, 2 or 3 (BatchNorm1d/2d/3d), got {dim!r}")
+    if bn.channel_axis != 1:
+        raise ValueError(
+            f"torch BatchNorm modules read channels on axis 1; this BatchNorm has "
+            f"channel_axis={bn.channel_axis} (move the channel axis of your input to 1)"
+        )
+    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    if bn.affine and bn.bias is None:
+        kwargs["bias"] = False
+    module = _TORCH_BN[dim](bn.num_features, eps=bn.eps, momentum=bn.momentum,
+                            affine=bn.affine, track_running_stats=bn.track_running_stats,
+                            **kwargs)
+    module.load_state_dict(state_tensors(bn))
+    return module.train(bn.training)
+
+
+def state_tensors(bn: BatchNorm) -> dict[str, torch.Tensor]:
+    """``bn``'s state dict as CPU tensors: float64 parameters and buffers, an int64
+    ``num_batches_tracked`` (what torch's ``load_state_dict`` takes)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in bn.state_dict(tensors=False).items():
+        out[key] = torch.from_numpy(np.array(value, copy=True))
+    return out

@@ -1,0 +1,165 @@
+"""nbbn.fit on Datasets, DataLoaders and iterables of samples: samples of different sizes
+against a float64 reference, the misread of issue 13, ``batched=``, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn.errors import CheckpointError
+
+torch = pytest.importorskip("torch")
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset  # noqa: E402
+
+
+def _images(rng, n, dtype=np.uint8, channels=3, hwc=False):
+    """``n`` images of random sizes, CHW (HWC when ``hwc``)."""
+    out = []
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(3, 17, 2))
+        a = rng.integers(0, 256, (channels, h, w)).astype(dtype)
+        out.append(np.ascontiguousarray(a.transpose(1, 2, 0)) if hwc else a)
+    return out
+
+
+def _ref(images, axis):
+    """Float64 per-channel mean and variance of all pixels of all images."""
+    flat = np.concatenate([np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+                           for a in images], axis=1).astype(np.float64)
+    return flat.shape[1], flat.mean(1), flat.var(1)
+
+
+class Images(Dataset):
+    """A map-style Dataset of (image tensor, label) items of different sizes."""
+
+    def __init__(self, images, fail_at=None):
+        self.images = images
+        self.fail_at = fail_at
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if i == self.fail_at:
+            raise OSError(f"cannot decode image {i}")
+        return torch.from_numpy(self.images[i]), i % 10
+
+
+class Stream(IterableDataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __iter__(self):
+        return (torch.from_numpy(a) for a in self.images)
+
+
+def _check(rs, images, axis, rtol=1e-12):
+    n, mean, var = _ref(images, axis)
+    np.testing.assert_array_equal(rs.count, n)
+    np.testing.assert_allclose(rs.mean, mean, rtol=rtol)
+    np.testing.assert_allclose(rs.variance(), var, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_dataset_of_chw_samples_of_different_sizes(dtype):
+    images = _images(np.random.default_rng(0), 23, dtype)
+    rs = nbbn.fit(Images(images), key=0, progress=False)
+    assert rs.num_channels == 3
+    _check(rs, images, 0)
+
+
+def test_hwc_samples_and_other_sources_of_samples():
+    images = _images(np.random.default_rng(1), 9, hwc=True)
+    _check(nbbn.fit(Images(images), -1, key=0, progress=False), images, -1)
+    _check(nbbn.fit(Stream(images), -1, progress=False), images, -1)  # IterableDataset
+    _check(nbbn.fit(images, -1, batched=False, progress=False), images, -1)  # a list
+    _check(nbbn.fit(iter(images), -1, batched=False, progress=False), images, -1)
+    loader = DataLoader(Images(images), batch_size=None)  # no automatic batching: samples
+    _check(nbbn.fit(loader, -1, key=0, progress=False), images, -1)
+
+
+def test_batches_of_different_sizes():
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(size=(int(rng.integers(1, 4)), 2, int(rng.integers(2, 9)), 5))
+               for _ in range(6)]
+    rs = nbbn.fit(iter(batches), progress=False)
+    flat = np.concatenate([np.moveaxis(b, 1, 0).reshape(2, -1) for b in batches], 1)
+    np.testing.assert_allclose(rs.mean, flat.mean(1), rtol=1e-13)
+    np.testing.assert_allclose(rs.variance(), flat.var(1), rtol=1e-12)
+    bad = [*batches, np.zeros((1, 3, 4, 5))]
+    with pytest.raises(ValueError, match=r"item 6 has 3 channels .* item 0 has 2"):
+        nbbn.fit(bad, progress=False)
+
+
+def test_the_misread_of_issue_13(capsys):
+    """``iter(dataset)`` read as batches puts H on the channel axis; the channel count
+    found is printed and in the result, and a Dataset itself is never misread."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(5.0, 2.0, (12, 3, 8, 8)).astype(np.float32))
+    ds = TensorDataset(x, torch.arange(12))
+    images = list(x.numpy())
+
+    wrong = nbbn.fit(iter(ds), key=0)
+    assert wrong.num_channels == 8 and "num_channels=8" in repr(wrong)
+    assert "8 channels along channel_axis=1 (items read as batches, the first of shape " \
+           "(3, 8, 8))" in capsys.readouterr().err
+
+    rs = nbbn.fit(ds, key=0)
+    assert "3 channels along channel_axis=1 (items read as samples" in capsys.readouterr().err
+    _check(rs, images, 0)
+    _check(nbbn.fit(iter(ds), key=0, batched=False, progress=False), images, 0)
+    loader_rs = nbbn.fit(DataLoader(ds, batch_size=5), key=0, progress=False)
+    _check(loader_rs, images, 0)
+    with pytest.raises(ValueError, match="batched=True was given for a torch Dataset"):
+        nbbn.fit(ds, key=0, batched=True)
+    with pytest.raises(ValueError, match="batched=True was given for a torch Dataset"):
+        nbbn.fit(Stream(images), batched=True)
+
+
+def test_bad_arguments():
+    images = _images(np.random.default_rng(4), 3)
+    with pytest.raises(ValueError, match="batch_size=4 does not apply to samples"):
+        nbbn.fit(Images(images), key=0, batch_size=4)
+    with pytest.raises(TypeError, match="batched=False applies to iterables"):
+        nbbn.fit(np.zeros((4, 3, 2)), batched=False)
+    with pytest.raises(TypeError, match="batched must be"):
+        nbbn.fit(images, batched="no")
+    with pytest.raises(ValueError, match="pass key=0"):
+        nbbn.fit(Images(images), progress=False)
+
+
+def test_bfloat16_samples():
+    images = [a.astype(np.float32) / 7 for a in _images(np.random.default_rng(5), 5)]
+    tensors = [torch.from_numpy(a).to(torch.bfloat16) for a in images]
+    rs = nbbn.fit(tensors, batched=False, progress=False)
+    _check(rs, [t.float().numpy() for t in tensors], 0)
+    batch = torch.stack([t[:, :3, :3] for t in tensors])  # one bfloat16 tensor, in batches
+    want = list(batch.float().numpy())
+    _check(nbbn.fit(batch, batch_size=2, progress=False), want, 0)
+    _check(nbbn.fit(DataLoader(TensorDataset(batch), batch_size=2), key=0, progress=False),
+           want, 0)
+
+
+def test_resume_a_dataset(tmp_path):
+    images = _images(np.random.default_rng(6), 17)
+    whole = nbbn.fit(Images(images), key=0, progress=False)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(OSError, match="cannot decode image 11"):
+        nbbn.fit(Images(images, fail_at=11), key=0, checkpoint=ck, checkpoint_interval=0,
+                 progress=False)
+    resumed = nbbn.fit(Images(images), key=0, checkpoint=ck, resume=True, progress=False)
+    a, b = resumed.to_dict(), whole.to_dict()
+    assert a.keys() == b.keys()
+    for name in a:  # bit for bit the uninterrupted fit
+        np.testing.assert_array_equal(a[name], b[name])
+
+    with pytest.raises(OSError):
+        nbbn.fit(Images(images, fail_at=11), key=0, checkpoint=tmp_path / "b.ckpt",
+                 checkpoint_interval=0, progress=False)
+    other = Images(images[::-1])
+    with pytest.raises(ValueError, match="does not hold the samples"):
+        nbbn.fit(other, key=0, checkpoint=tmp_path / "b.ckpt", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="batched"):
+        nbbn.fit(iter(Images(images)), key=0, checkpoint=tmp_path / "b.ckpt", resume=True,
+                 progress=False)

@@ -1,0 +1,282 @@
+"""``nbbn.fit(source, client=...)``: files counted on dask.distributed workers.
+
+One module-scoped ``LocalCluster`` (2 worker processes, 1 thread each) serves every
+cluster test. Results are compared with a float64 reference and with the
+single-process fit (1e-12 relative: the merge order follows the completion order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+import pytest
+from reference import assert_stats, ref_stats_many
+
+import nbbn
+from nbbn import _distributed as nd
+from nbbn._progress import Progress
+from nbbn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from nbbn.cli import main
+from nbbn.sources import Position, open_source
+
+distributed = pytest.importorskip("distributed")
+
+RTOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def client():
+    with nd.local_client(2) as c:
+        yield c
+
+
+def _shards(folder, rng, layout="nchw", bad=None):
+    """Five non-empty shards of uneven length (one .npz) and an empty one."""
+    folder.mkdir(exist_ok=True)
+    arrays = []
+    for i, rows in enumerate([40, 7, 33, 0, 25, 61]):
+        if layout == "nchw":
+            x = (rng.standard_normal((rows, 3, 4, 4)) * 10 + 1e3).astype(np.float32)
+        else:
+            x = rng.integers(0, 256, (rows, 4, 4, 3), dtype=np.uint8)
+        if i == bad:
+            x[rows // 2, 0, 0, 0] = np.nan
+        arrays.append(x)
+        if i == 4:
+            np.savez_compressed(folder / f"s{i}.npz", x=x)
+        else:
+            np.save(folder / f"s{i}.npy", x)
+    return arrays
+
+
+def _assert_same(got, want):
+    np.testing.assert_array_equal(got.count, want.count)
+    np.testing.assert_array_equal(got.min, want.min)
+    np.testing.assert_array_equal(got.max, want.max)
+    np.testing.assert_allclose(got.mean, want.mean, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(got.var, want.var, rtol=RTOL, atol=0)
+
+
+# ------------------------------------------------------------------ parts, no cluster
+def test_counted_remaining_and_prefix():
+    src_rows = [10, 0, 8]
+
+    class S:
+        def __init__(self, rows):
+            self.rows, self.size = rows, rows * 2
+
+    shards = [S(r) for r in src_rows]
+    c = nd.Counted(Position(0, 4), [[0, 6, 8], [2, 0, 3]])
+    assert c.remaining(0, 10) == [(4, 6), (8, 10)]
+    assert c.remaining(2, 8) == [(3, 8)]
+    assert c.normalized(shards) == (Position(0, 4), [[0, 6, 8], [2, 0, 3]])
+    c.add(0, 4, 6)
+    c.add(0, 8, 10)
+    # shard 0 complete, shard 1 empty: the prefix moves into shard 2
+    assert c.normalized(shards) == (Position(2, 3), [])
+    assert c.shards() == {0, 2}
+    c.add(2, 3, 8)
+    assert c.normalized(shards) == (Position(3, 0), [])
+
+
+def test_parts_follow_files_and_chunks(tmp_path, rng, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    arrays = _shards(tmp_path / "d", rng)
+    src = open_source(tmp_path / "d")
+    parts = nd.plan_parts(src, part_bytes=20 * arrays[0][0].nbytes)
+    # .npy files cut every 20 rows, the .npz (shard 4) whole, the empty shard skipped;
+    # pieces grouped until a part holds 20 rows
+    assert [p.pieces for p in parts] == [
+        ((0, 0, 20),), ((0, 20, 40),), ((1, 0, 7), (2, 0, 20)), ((2, 20, 33), (4, 0, 25)),
+        ((5, 0, 20),), ((5, 20, 40),), ((5, 40, 60),), ((5, 60, 61),)]
+    assert [p.rows for p in parts] == [20, 20, 27, 38, 20, 20, 20, 1]
+    z = zarr.create_array(store=str(tmp_path / "z.zarr"), shape=(50, 3), chunks=(6, 3),
+                          dtype="f4")
+    zsrc = open_source(tmp_path / "z.zarr")
+    # 13 rows asked: parts of whole chunks of 6 rows, at least 13 rows
+    assert [p.pieces for p in nd.plan_parts(zsrc, part_bytes=13 * 12)] == [
+        ((0, 0, 18),), ((0, 18, 36),), ((0, 36, 50),)]
+    del z
+
+
+def test_refusals_without_a_cluster(tmp_path, rng):
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match="not read from a file"):
+        nbbn.fit(x, client="local", progress=False)
+    with pytest.raises(TypeError, match="cannot be split between workers"):
+        nbbn.fit(iter([x]), client="local", progress=False)
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(TypeError, match="client must be"):
+        nbbn.fit(tmp_path / "x.npy", client=3, progress=False)
+
+
+def test_worker_refuses_a_different_file(tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)).astype(np.float32))
+    recipe = nd.shard_recipe(open_source(tmp_path / "x.npy").shards[0])
+    assert nd._open_recipe(recipe).rows == 10
+    np.save(tmp_path / "x.npy", rng.standard_normal((12, 3)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match="sees a different file"):
+        nd._open_recipe(recipe)
+
+
+def test_missing_extra_names_it(tmp_path, rng, monkeypatch):
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)).astype(np.float32))
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(nbbn.MissingExtraError, match=r"nbbn\[dask\]"):
+        nbbn.fit(tmp_path / "x.npy", client="local", progress=False)
+
+
+def test_thread_limit():
+    from nbbn.backends import cpu
+
+    with cpu.thread_limit(1):
+        assert cpu.threads() == 1
+    assert cpu.threads() >= 1
+
+
+# ---------------------------------------------------------------------- on a cluster
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_cluster_fit_equals_single_process(client, tmp_path, rng, monkeypatch, capsys, layout):
+    axis = 1 if layout == "nchw" else -1
+    arrays = _shards(tmp_path / "d", rng, layout)
+    single = nbbn.fit(tmp_path / "d", axis, progress=False)
+    monkeypatch.setattr(nd, "PART_BYTES", 16 * arrays[0][0].nbytes)  # files in parts
+    got = nbbn.fit(tmp_path / "d", axis, client=client, batch_size=9)
+    _assert_same(got, single)
+    assert_stats(got, ref_stats_many(arrays, axis), RTOL)
+    err = capsys.readouterr().err
+    assert "parts on 2 workers" in err
+    # each worker reports its first call; the kernels this process just compiled (or
+    # loaded) for the single-process fit come from numba's disk cache there
+    assert err.count("first call") == err.count("(no kernel compiled)") >= 1
+
+
+def test_zarr_and_hdf5_chunks_on_a_cluster(client, tmp_path, rng, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    h5py = pytest.importorskip("h5py")
+    x = (rng.standard_normal((90, 3, 4, 4)) * 3 - 500).astype(np.float32)
+    z = zarr.create_array(store=str(tmp_path / "x.zarr"), shape=x.shape, chunks=(8, 3, 4, 4),
+                          dtype="f4")
+    z[...] = x
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("g/x", data=x, chunks=(8, 3, 4, 4))
+    monkeypatch.setattr(nd, "PART_BYTES", 20 * x[0].nbytes)  # 2 chunks per part
+    ref = ref_stats_many([x], 1)
+    for source in (tmp_path / "x.zarr", f"{tmp_path / 'x.h5'}:g/x"):
+        got = nbbn.fit(source, client=client, progress=False)
+        _assert_same(got, nbbn.fit(source, progress=False))
+        assert_stats(got, ref, RTOL)
+
+
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+def test_stopped_after_k_parts_resumes_without_recounting(client, tmp_path, rng, monkeypatch,
+                                                          stop):
+    """An error in the client (or Ctrl-C: FitInterrupted) after 2 parts."""
+    arrays = _shards(tmp_path / "d", rng)
+    ck = tmp_path / "fit.ckpt"
+    monkeypatch.setattr(nd, "PART_BYTES", 10 * arrays[0][0].nbytes)
+    total = len(nd.plan_parts(open_source(tmp_path / "d")))
+    calls = []
+
+    class StoppingBar(nd.Progress):
+        def update(self, nbytes, rows):  # called after each part is merged
+            calls.append(rows)
+            if len(calls) == 2:
+                raise stop("injected after 2 parts")
+
+    monkeypatch.setattr(nd, "Progress", StoppingBar)
+    # tiny parts all finish at once: keep the parts that finished after the error out
+    monkeypatch.setattr(nd._ClusterRun, "_take_finished", lambda self, pending: False)
+    with pytest.raises(RuntimeError if stop is RuntimeError else nbbn.FitInterrupted) as info:
+        nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, checkpoint_interval=0,
+                 progress=False)
+    if stop is RuntimeError:
+        assert "were saved" in "".join(getattr(info.value, "__notes__", []))
+    else:
+        assert info.value.rows_done == calls[1] and "resume=True" in str(info.value)
+    monkeypatch.setattr(nd, "Progress", Progress)
+    saved = load_checkpoint(ck)
+    assert saved.rows_done == calls[1] < sum(len(a) for a in arrays)
+    assert saved.stats.count[0] == saved.rows_done * 16
+    planned = []
+    plan = nd.plan_parts
+    monkeypatch.setattr(nd, "plan_parts", lambda *a, **k: planned.append(plan(*a, **k))
+                        or planned[-1])
+    got = nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True, progress=False)
+    counted = sum(p.rows for p in planned[0])
+    assert counted + saved.rows_done == sum(len(a) for a in arrays)  # nothing read twice
+    assert len(planned[0]) < total
+    assert_stats(got, ref_stats_many(arrays, 1), RTOL)
+    assert load_checkpoint(ck).complete
+
+
+def test_worker_failure_then_resume(client, tmp_path, rng):
+    arrays = _shards(tmp_path / "d", rng, bad=2)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(ValueError, match=r"s2\.npy, rows 0-33: .*NaN"):
+        nbbn.fit(tmp_path / "d", client=client, nan_policy="raise", checkpoint=ck,
+                 checkpoint_interval=0, progress=False)
+    arrays[2] = np.nan_to_num(arrays[2])  # the failed shard, never counted, is replaced
+    np.save(tmp_path / "d" / "s2.npy", arrays[2])
+    got = nbbn.fit(tmp_path / "d", client=client, nan_policy="raise", checkpoint=ck,
+                   resume=True, progress=False)
+    assert_stats(got, ref_stats_many(arrays, 1), RTOL)
+
+
+def test_checkpoints_across_kinds_of_fit(client, tmp_path, rng):
+    """A checkpoint with rows counted out of order resumes on a cluster only; an
+    ordinary one resumes on a cluster too."""
+    arrays = _shards(tmp_path / "d", rng)
+    src = open_source(tmp_path / "d")
+    settings = {"channel_axis": 1, "nan_policy": "propagate", "key": None,
+                "batch_size": src.default_batch_size()}
+    ref = ref_stats_many(arrays, 1)
+    # shard 2 counted, shards 0-1 not: out of order
+    ck = tmp_path / "gap.ckpt"
+    save_checkpoint(ck, Checkpoint(nbbn.RunningStats(1).update(arrays[2]),
+                                   {"shard": 0, "row": 0, "name": None, "digest": None},
+                                   src.fingerprint(), settings, len(arrays[2]),
+                                   arrays[2].nbytes, extra={"parts_done": [[2, 0, 33]]}))
+    with pytest.raises(nbbn.CheckpointError, match="out of order"):
+        nbbn.fit(tmp_path / "d", checkpoint=ck, resume=True, progress=False)
+    assert_stats(nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True,
+                          progress=False), ref, RTOL)
+    # an ordinary checkpoint: everything before shard 2, row 10
+    ck = tmp_path / "seq.ckpt"
+    done = [*arrays[:2], arrays[2][:10]]
+    stats = nbbn.RunningStats(1)
+    for a in done:
+        stats.update(a)
+    save_checkpoint(ck, Checkpoint(stats, {"shard": 2, "row": 10, "name": None, "digest": None},
+                                   src.fingerprint(), settings, sum(len(a) for a in done),
+                                   sum(a.nbytes for a in done)))
+    assert_stats(nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True,
+                          progress=False), ref, RTOL)
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys, monkeypatch):
+    arrays = _shards(tmp_path / "d", rng)
+    out = tmp_path / "stats.npz"
+    assert main(["fit", str(tmp_path / "d"), "--scheduler", client.scheduler.address,
+                 "--no-progress", "-o", str(out)]) == 0
+    assert_stats(nbbn.RunningStats.load(out), ref_stats_many(arrays, 1), RTOL)
+    out.unlink()
+    started = []
+
+    @contextlib.contextmanager
+    def fixture_cluster(n):  # the module's cluster stands in for a new one of n workers
+        started.append(n)
+        yield client
+
+    monkeypatch.setattr(nd, "local_client", fixture_cluster)
+    assert main(["fit", str(tmp_path / "d"), "--workers", "3", "-o", str(out)]) == 0
+    assert started == [3]
+    assert_stats(nbbn.RunningStats.load(out), ref_stats_many(arrays, 1), RTOL)
+    assert "parts on 2 workers" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "d"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "d"), "--workers", "2", "--scheduler", "tcp://x:1"])

@@ -1,0 +1,369 @@
+"""Tables as sources: Parquet, CSV, DataFrames, Arrow tables and xarray Datasets.
+
+Every result is compared with the float64 reference of ``reference.py`` computed from
+the numpy columns the test generated (missing values as NaN), never with numbers
+written here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from reference import ref_stats_rows
+
+import nbbn
+from nbbn import MissingExtraError
+from nbbn.checkpoint import load_checkpoint
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pacsv = pytest.importorskip("pyarrow.csv")
+
+NUMERIC = ("f32", "f64", "i64")
+N = 230
+
+
+def fit(src, *args, **kw):
+    kw.setdefault("progress", False)
+    return nbbn.fit(src, *args, **kw)
+
+
+def same_bits(a, b) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return da.keys() == db.keys() and all(
+        np.asarray(da[k]).tobytes() == np.asarray(db[k]).tobytes() for k in da)
+
+
+def columns(rng, n: int = N) -> dict:
+    """Three numeric columns (float64 and int64 with missing values), two others."""
+    f32 = (rng.standard_normal(n) * 3 + 100).astype(np.float32)
+    f64 = rng.standard_normal(n) * 1e3 - 5
+    i64 = rng.integers(-50, 10_000, n)
+    return {"f32": f32, "f64": f64, "i64": i64,
+            "f64_missing": rng.random(n) < 0.1, "i64_missing": rng.random(n) < 0.1,
+            "name": np.array([f"row{i}" for i in range(n)]), "flag": rng.random(n) < 0.5}
+
+
+def arrow_table(c: dict):
+    return pa.table({
+        "f32": pa.array(c["f32"]),
+        "name": pa.array(c["name"]),
+        "f64": pa.array(c["f64"], mask=c["f64_missing"]),
+        "i64": pa.array(c["i64"], mask=c["i64_missing"]),
+        "flag": pa.array(c["flag"]),
+    })
+
+
+def reference(c: dict, names=NUMERIC, nan_policy="propagate"):
+    """float64 rows, one per channel, missing values as NaN."""
+    rows = []
+    for name in names:
+        v = np.asarray(c[name], dtype=np.float64).copy()
+        if f"{name}_missing" in c:
+            v[c[f"{name}_missing"]] = np.nan
+        rows.append(v)
+    return ref_stats_rows(np.stack(rows), nan_policy)
+
+
+def assert_matches(stats, ref, names=NUMERIC, rtol=1e-12):
+    assert stats.channel_names == tuple(names)
+    np.testing.assert_array_equal(stats.count, ref.count)
+    for field in ("mean", "var", "min", "max"):
+        np.testing.assert_allclose(getattr(stats, field), getattr(ref, field), rtol=rtol,
+                                   equal_nan=True, err_msg=field)
+
+
+# -------------------------------------------------------------------------- Parquet
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_parquet_with_nulls_matches_reference(tmp_path, rng, nan_policy):
+    c = columns(rng)
+    pq.write_table(arrow_table(c), tmp_path / "t.parquet", row_group_size=50)
+    stats = fit(tmp_path / "t.parquet", columns=list(NUMERIC), nan_policy=nan_policy,
+                batch_size=37)
+    assert_matches(stats, reference(c, nan_policy=nan_policy))
+    missing = [0, c["f64_missing"].sum(), c["i64_missing"].sum()]
+    np.testing.assert_array_equal(stats.nan_count, missing)
+    with pytest.raises(ValueError, match=r"t\.parquet row group 0, rows 0-37: nan_policy='raise'"):
+        fit(tmp_path / "t.parquet", columns=list(NUMERIC), nan_policy="raise", batch_size=37)
+
+
+def test_parquet_folder_and_glob_of_files_in_order(tmp_path, rng):
+    a, b = columns(rng, 120), columns(rng, 90)
+    d = tmp_path / "parts"
+    d.mkdir()
+    pq.write_table(arrow_table(a), d / "part-0.parquet", row_group_size=40)
+    pq.write_table(arrow_table(b), d / "part-1.parquet", row_group_size=64)
+    both = {k: np.concatenate([a[k], b[k]]) for k in a}
+    ref = reference(both, ("i64", "f32"), "omit")
+    for src in (d, str(d / "*.parquet"), [d / "part-0.parquet", d / "part-1.parquet"]):
+        stats = fit(src, columns=["i64", "f32"], nan_policy="omit")
+        assert_matches(stats, ref, ("i64", "f32"))
+    # the second file lacks a column the first one has
+    pq.write_table(arrow_table(b).drop(["f32"]), d / "part-1.parquet")
+    with pytest.raises(ValueError, match=r"part-1\.parquet has no column \['f32'\]"):
+        fit(d, columns=["i64", "f32"])
+
+
+def test_parquet_resume_after_an_error_records_the_row_group(tmp_path, rng, monkeypatch):
+    """A failed row-group read keeps the rows before it; the checkpoint names the row
+    group; the resumed fit equals an uninterrupted one bit for bit."""
+    from nbbn import _tabular
+
+    c = columns(rng)
+    path = tmp_path / "t.parquet"
+    pq.write_table(arrow_table(c), path, row_group_size=50)
+    kw = {"columns": ["f32", "f64"], "batch_size": 30, "nan_policy": "omit"}
+    whole = fit(path, **kw)
+    ck = tmp_path / "fit.ckpt"
+    orig = _tabular._RowGroupReader._read
+
+    def failing(self, index):
+        if index == 3:
+            raise OSError("disk gone")
+        return orig(self, index)
+
+    monkeypatch.setattr(_tabular._RowGroupReader, "_read", failing)
+    with pytest.raises(ValueError, match="row group 3: cannot read it"):
+        fit(path, checkpoint=ck, **kw)
+    saved = load_checkpoint(ck)
+    assert saved.rows_done == 150 and not saved.complete
+    assert saved.position["shard"] == 2 and saved.position["row"] == 50
+    assert saved.position["name"].endswith("row group 2")
+    assert saved.stats.channel_names == ("f32", "f64")
+    monkeypatch.undo()
+    kw.pop("batch_size")  # a resumed fit takes the checkpoint's
+    with pytest.raises(nbbn.CheckpointError, match="now has columns"):
+        fit(path, checkpoint=ck, resume=True, **{**kw, "columns": ["f64", "f32"]})
+    assert same_bits(fit(path, checkpoint=ck, resume=True, **kw), whole)
+    assert load_checkpoint(ck).complete
+
+
+def test_parquet_resume_inside_a_row_group_and_changed_file_refused(tmp_path, rng, monkeypatch):
+    from nbbn import FitInterrupted, _tabular
+
+    c = columns(rng)
+    path = tmp_path / "t.parquet"
+    pq.write_table(arrow_table(c), path, row_group_size=100)
+    kw = {"columns": list(NUMERIC), "batch_size": 30}
+    whole = fit(path, **kw)
+    ck = tmp_path / "fit.ckpt"
+    calls = {"n": 0}
+    orig = _tabular.TableSource._batch
+
+    def batch(self, *args):  # Ctrl-C before the 4th batch (rows 90-100 of row group 0)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(self, *args)
+
+    monkeypatch.setattr(_tabular.TableSource, "_batch", batch)
+    with pytest.raises(FitInterrupted):
+        fit(path, checkpoint=ck, **kw)
+    pos = load_checkpoint(ck).position  # batches 1-3 (or 4) of row group 0 were counted
+    assert pos["shard"] == 0 and pos["row"] in (30, 60, 90, 100)
+    monkeypatch.undo()
+    assert same_bits(fit(path, checkpoint=ck, resume=True, columns=list(NUMERIC)), whole)
+    pq.write_table(arrow_table(columns(rng)), path, row_group_size=100)
+    with pytest.raises(nbbn.CheckpointError, match="does not match the source"):
+        fit(path, checkpoint=ck, resume=True, columns=list(NUMERIC))
+
+
+# ------------------------------------------------------------------------------ CSV
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_csv_with_nulls_matches_reference(tmp_path, rng, nan_policy):
+    """Empty fields are missing values; an integer column with them is read as float64."""
+    c = columns(rng)
+    table = arrow_table(c)
+    pacsv.write_csv(table, tmp_path / "t.csv")  # shortest round-trip decimals
+    names = ("f64", "i64")
+    stats = fit(tmp_path / "t.csv", columns=list(names), nan_policy=nan_policy, batch_size=64)
+    assert_matches(stats, reference(c, names, nan_policy), names)
+    # a TSV, and the default: every numeric column, but there are two others
+    pacsv.write_csv(table.select(["f64", "i64"]), tmp_path / "t.tsv",
+                    pacsv.WriteOptions(delimiter="\t"))
+    assert_matches(fit(tmp_path / "t.tsv", nan_policy=nan_policy),
+                   reference(c, names, nan_policy), names)
+    with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(string\), 'flag' "
+                                         r"\(bool\).*numeric ones \['f32', 'f64', 'i64'\]"):
+        fit(tmp_path / "t.csv")
+
+
+def test_csv_resume_skips_the_counted_rows(tmp_path, rng, monkeypatch):
+    from nbbn import FitInterrupted, _tabular
+
+    c = columns(rng)
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(arrow_table(c).select(["f64", "i64"]), path)
+    whole = fit(path, batch_size=40, nan_policy="omit")
+    ck = tmp_path / "fit.ckpt"
+    calls = {"n": 0}
+    orig = _tabular.TableSource._batch
+
+    def batch(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(self, *args)
+
+    monkeypatch.setattr(_tabular.TableSource, "_batch", batch)
+    with pytest.raises(FitInterrupted):
+        fit(path, batch_size=40, nan_policy="omit", checkpoint=ck)
+    assert load_checkpoint(ck).position["row"] % 40 == 0 < load_checkpoint(ck).rows_done
+    monkeypatch.undo()
+    assert same_bits(fit(path, checkpoint=ck, resume=True, nan_policy="omit"), whole)
+
+
+def test_csv_bad_value_later_names_the_file(tmp_path, monkeypatch):
+    from nbbn import _tabular
+
+    monkeypatch.setattr(_tabular, "CSV_BLOCK_BYTES", 256)  # types come from the 1st block
+    lines = ["a,b"] + [f"{i},{i * 0.5}" for i in range(50)] + ["7,oops"]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"t\.csv, after data row \d+: .*oops"):
+        fit(tmp_path / "t.csv")
+
+
+# ------------------------------------------------------------------ errors, options
+def test_column_errors_name_the_columns(tmp_path, rng):
+    c = columns(rng)
+    pq.write_table(arrow_table(c), tmp_path / "t.parquet")
+    p = tmp_path / "t.parquet"
+    with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(string\), 'flag'"):
+        fit(p)
+    with pytest.raises(ValueError, match=r"column \['name'\] is not numeric \(string\)"):
+        fit(p, columns=["f32", "name"])
+    with pytest.raises(ValueError, match=r"has no column \['nope'\] \(its columns: \['f32'"):
+        fit(p, columns=["nope"])
+    with pytest.raises(ValueError, match="names a column twice"):
+        fit(p, columns="f32,f32")
+    with pytest.raises(ValueError, match=r"key='x' was given, but .* is a table"):
+        fit(p, columns=["f32"], key="x")
+    with pytest.raises(ValueError, match="columns=.* but the source is not a table"):
+        fit(np.zeros((4, 2)), columns=["a"])
+    # a table's channels are its columns: any axis but the last is refused
+    with pytest.raises(ValueError, match="out of range"):
+        fit(p, 2, columns=["f32"])
+    stats = fit(p, -1, columns=["f64", "f32"])
+    assert stats.channel_names == ("f64", "f32") and stats.channel_axis == -1
+
+
+def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'nbbn\[tabular\]'"):
+        fit(tmp_path / "t.parquet")
+
+
+# --------------------------------------------------------------- in-memory tables
+def test_pandas_dataframe_with_names_and_missing_values(rng):
+    pd = pytest.importorskip("pandas")
+    c = columns(rng)
+    i64 = pd.array(c["i64"], dtype="Int64")
+    i64[c["i64_missing"]] = pd.NA
+    f64 = np.where(c["f64_missing"], np.nan, c["f64"])
+    df = pd.DataFrame({"f32": c["f32"], "name": c["name"], "f64": f64, "i64": i64})
+    with pytest.raises(ValueError, match=r"non-numeric columns 'name'"):
+        fit(df)
+    stats = fit(df, columns=list(NUMERIC), nan_policy="omit", batch_size=50)
+    assert_matches(stats, reference(c, nan_policy="omit"))
+    # the default channel_axis=1 is the column axis of a table
+    stats = fit(df.drop(columns="name"), nan_policy="omit")
+    assert_matches(stats, reference(c, nan_policy="omit"))
+
+
+def test_polars_and_arrow_tables_with_names(rng):
+    pl = pytest.importorskip("polars")
+    c = columns(rng)
+    table = arrow_table(c)
+    ref = reference(c, ("i64", "f64"), "omit")
+    stats = fit(table, columns=["i64", "f64"], nan_policy="omit")
+    assert_matches(stats, ref, ("i64", "f64"))
+    batch = table.select(["i64", "f64"]).to_batches()[0]
+    assert_matches(fit(batch, nan_policy="omit"), ref, ("i64", "f64"))
+    df = pl.from_arrow(table)
+    with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(dtype String\)"):
+        fit(df)
+    assert_matches(fit(df, columns=["i64", "f64"], nan_policy="omit", batch_size=64), ref,
+                   ("i64", "f64"))
+
+
+def test_xarray_dataset_variables_are_channels(rng):
+    xr = pytest.importorskip("xarray")
+    u = (rng.standard_normal((40, 3)) * 2 + 7).astype(np.float32)
+    v = rng.standard_normal((40, 3)) - 3
+    ds = xr.Dataset({"u": (("time", "x"), u), "v": (("time", "x"), v),
+                     "label": (("time",), np.array(["a"] * 40))})
+    stats = fit(ds, -1, columns=["v", "u"], batch_size=16)
+    ref = ref_stats_rows(np.stack([v.ravel(), u.astype(np.float64).ravel()]))
+    assert_matches(stats, ref, ("v", "u"))
+    with pytest.raises(ValueError, match=r"channels of an xarray.Dataset are its columns "
+                                         r"\['v', 'u'\], on the last axis"):
+        fit(ds, columns=["v", "u"])  # the default channel_axis=1 is not the last axis here
+    with pytest.raises(ValueError, match="must have the same dimensions"):
+        fit(ds.assign(w=(("x",), np.zeros(3))), -1, columns=["u", "w"])
+
+
+def test_fortran_ordered_table_read_as_columns(rng):
+    """A (rows, C) array whose columns lie one after the other (pandas' to_numpy())
+    gives the statistics of its columns."""
+    x = np.asfortranarray(rng.standard_normal((300, 4)) * [1, 10, 100, 1000])
+    for dt in (np.float64, np.float32):
+        a = np.asfortranarray(x.astype(dt))
+        ref = ref_stats_rows(a.T.astype(np.float64))
+        s = nbbn.channel_stats(a, -1)
+        np.testing.assert_allclose(s.mean, ref.mean, rtol=1e-6)
+        np.testing.assert_allclose(s.var, ref.var, rtol=1e-6)
+
+
+def test_transform_of_a_parquet_file_and_csv_refused(tmp_path, rng):
+    c = columns(rng)
+    table = arrow_table(c).select(["f64", "f32"])
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=64)
+    stats = fit(tmp_path / "t.parquet", nan_policy="omit")
+    out = nbbn.transform(tmp_path / "t.parquet", stats, tmp_path / "y.npy", progress=False)
+    x = np.stack([table.column(i).to_numpy() for i in range(2)], axis=1)
+    np.testing.assert_array_equal(np.load(out), stats.to_normalizer()(x))
+    pacsv.write_csv(table, tmp_path / "t.csv")
+    with pytest.raises(TypeError, match="number of rows is not known"):
+        nbbn.transform(tmp_path / "t.csv", stats, tmp_path / "z.npy", progress=False)
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
+    from nbbn.cli import main
+
+    c = columns(rng)
+    pq.write_table(arrow_table(c), tmp_path / "t.parquet", row_group_size=64)
+    out = tmp_path / "s.npz"
+    assert main(["fit", str(tmp_path / "t.parquet"), "--columns", "f32,i64",
+                 "--nan-policy", "omit", "--no-progress", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "name" in text.splitlines()[0] and " f32 " in text and " i64 " in text
+    assert nbbn.RunningStats.load(out).channel_names == ("f32", "i64")
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert [ln.split()[1] for ln in info.splitlines()[3:5]] == ["f32", "i64"]
+    pacsv.write_csv(arrow_table(c), tmp_path / "t.csv")
+    assert main(["fit", str(tmp_path / "t.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "non-numeric columns 'name'" in err and "--columns A,B,..." in err
+    assert len(err.strip().splitlines()) == 1
+
+
+
+def test_tabular_benchmark_smoke(tmp_path):
+    from io import StringIO
+
+    from nbbn.tools.bench_tabular import run_tabular_bench
+
+    out = StringIO()
+    result = run_tabular_bench(out, repeats=1, size_gb=0.002, workdir=str(tmp_path))
+    assert result["check_rel_error"] < 1e-9 and result["ratio_fit_to_read_table"] > 0
+    assert "the faster of the two" in out.getvalue()

@@ -1,0 +1,284 @@
+"""``nbbn.torch.recompute_bn_stats``: exact precise BN against a float64 reference over all
+activations, batching, torch.distributed (gloo, 2 spawned processes), restoring state."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import nbbn.torch as nt  # noqa: E402
+
+N = 45  # 45 = 6 * 7 + 3: batch size 7 leaves a ragged last batch
+
+
+def _net(seed: int = 0):
+    torch.manual_seed(seed)
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 5, 3), nn.BatchNorm2d(5, momentum=None), nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Conv2d(5, 4, 1), nn.BatchNorm2d(4),
+    )
+    with torch.no_grad():  # running buffers far from the answer
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.fill_(7.0)
+                m.running_var.fill_(0.25)
+    return net.eval()
+
+
+def _data(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, 3, 6, 6, generator=g) * 2.0 + 3.0
+
+
+def _bn_names(net):
+    return [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _reference(net, batches):
+    """Every BatchNorm's input over the same batches (batch statistics, other modules in
+    their mode), concatenated and reduced in float64 by numpy."""
+    ref = copy.deepcopy(net)
+    acts: dict[str, list[np.ndarray]] = {n: [] for n in _bn_names(ref)}
+    hooks = []
+    for name in acts:
+        m = ref.get_submodule(name)
+        m.train()
+        hooks.append(m.register_forward_pre_hook(
+            lambda mod, a, name=name: acts[name].append(a[0].double().numpy())))
+    with torch.no_grad():
+        for b in batches:
+            ref(b)
+    for h in hooks:
+        h.remove()
+    out = {}
+    for name, parts in acts.items():
+        a = np.concatenate(parts).transpose(1, 0, 2, 3).reshape(len(parts[0][0]), -1)
+        mean = a.mean(axis=1)
+        var = ((a - mean[:, None]) ** 2).sum(axis=1) / (a.shape[1] - 1)
+        out[name] = (mean, var, a.shape[1])
+    return out
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32])
+def test_matches_float64_reference(batch_size):
+    net, x = _net(), _data()
+    batches = list(torch.split(x, batch_size))
+    ref = _reference(net, batches)
+    got = nt.recompute_bn_stats(net, batches, progress=False)
+    assert sorted(got) == sorted(ref)
+    for name, (mean, var, count) in ref.items():
+        m = net.get_submodule(name)
+        rs = got[name]
+        assert (rs.count == count).all()
+        assert _rel(rs.mean, mean) <= 1e-12 and _rel(rs.variance(ddof=1), var) <= 1e-12
+        # float32 buffers: one rounding of the exact values
+        assert _rel(m.running_mean.numpy(), mean) <= 1e-6, name
+        assert _rel(m.running_var.numpy(), var) <= 1e-6, name
+        assert int(m.num_batches_tracked) == len(batches)
+        assert m.momentum == (None if name == "4" else 0.1)
+    assert not net.training and not any(m.training for m in net.modules())
+    assert all(not m._forward_pre_hooks for m in net.modules())
+
+
+def test_same_buffers_for_any_batching():
+    """A BatchNorm's input that does not depend on the batching gives the same statistics
+    for batch sizes 1, 7 (ragged last batch) and 32: exactly for a BatchNorm on the data,
+    to float32 rounding after a conv (torch's float32 conv rounds differently for other
+    batch sizes). torch's update_bn weighs every batch equally, so its ragged last batch
+    moves the result. (Deeper layers see inputs normalized with batch statistics, which
+    depend on the batch size, as in training.)"""
+    x = _data()
+    results = []
+    for bs in (1, 7, 32, N):
+        on_data, net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)), _net()
+        exact = nt.recompute_bn_stats(on_data, torch.split(x, bs), progress=False)["0"]
+        got = nt.recompute_bn_stats(net, torch.split(x, bs), progress=False)["1"]
+        results.append((exact.mean, exact.variance(ddof=1), on_data[0].running_var.clone(),
+                        got.mean, got.variance(ddof=1)))
+    last = results[-1]
+    for mean, var, buf, conv_mean, conv_var in results[:-1]:
+        np.testing.assert_allclose(mean, last[0], rtol=1e-14)
+        np.testing.assert_allclose(var, last[1], rtol=1e-14)
+        assert torch.equal(buf, last[2])
+        assert _rel(conv_mean, last[3]) <= 1e-6 and _rel(conv_var, last[4]) <= 1e-6
+    swa = _net()
+    torch.optim.swa_utils.update_bn(torch.split(x, 7), swa)
+    assert _rel(swa[1].running_var.numpy(), last[4]) > 1e-3
+
+
+def test_num_samples_tuples_and_device():
+    x = _data()
+    y = torch.zeros(N)
+    net, ref_net = _net(), _net()
+    batches = [(a, b) for a, b in zip(torch.split(x, 7), torch.split(y, 7), strict=True)]
+    got = nt.recompute_bn_stats(net, batches, num_samples=17, device="cpu", progress=True)
+    ref = _reference(ref_net, [x[0:7], x[7:14], x[14:17]])
+    for name, (mean, var, _) in ref.items():
+        assert got[name].count[0] == ref[name][2]
+        assert _rel(got[name].mean, mean) <= 1e-12 and _rel(got[name].variance(1), var) <= 1e-12
+    assert int(net[1].num_batches_tracked) == 3
+
+
+def test_sync_lazy_and_untracked_layers():
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4), nn.LazyBatchNorm2d(),
+                        nn.BatchNorm2d(4, track_running_stats=False))
+    x = _data()
+    with pytest.raises(ValueError, match="uninitialized lazy"):
+        nt.recompute_bn_stats(net, [x], progress=False)
+    net(x[:4])  # initializes the lazy layer
+    ref = _reference_any(net, [x[:20], x[20:]])
+    got = nt.recompute_bn_stats(net, [x[:20], x[20:]], progress=False)
+    assert sorted(got) == ["1", "2"]
+    for name in ("1", "2"):
+        # the mean of a normalized input is ~0: compare it on the scale of the std
+        np.testing.assert_allclose(got[name].mean, ref[name][0], rtol=1e-12,
+                                   atol=1e-12 * np.sqrt(ref[name][1].max()))
+        assert _rel(got[name].variance(ddof=1), ref[name][1]) <= 1e-12
+        assert _rel(net.get_submodule(name).running_var.numpy(), ref[name][1]) <= 1e-6
+
+
+def _reference_any(net, batches):
+    acts: dict[str, list] = {}
+    ref = copy.deepcopy(net).train()
+    for name, m in ref.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            acts[name] = []
+            m.register_forward_pre_hook(lambda mod, a, n=name: acts[n].append(a[0].double()))
+    with torch.no_grad():
+        for b in batches:
+            ref(b)
+    out = {}
+    for name, parts in acts.items():
+        a = torch.cat(parts).transpose(0, 1).reshape(parts[0].shape[1], -1).numpy()
+        out[name] = (a.mean(axis=1), a.var(axis=1, ddof=1))
+    return out
+
+
+class _Boom(torch.nn.Module):
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.calls, self.after = 0, after
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("boom")
+        return x
+
+
+def test_exception_restores_modes_hooks_and_buffers():
+    net = _net()
+    net.append(_Boom(after=2))
+    net[0].train()  # a mixed set of modes
+    net[6].train()
+    modes = [m.training for m in net.modules()]
+    momenta = [m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    state = copy.deepcopy(net.state_dict())
+    pre_hooks = {id(m): len(m._forward_pre_hooks) for m in net.modules()}
+    with pytest.raises(RuntimeError, match="boom"):
+        nt.recompute_bn_stats(net, torch.split(_data(), 7), progress=False)
+    assert [m.training for m in net.modules()] == modes
+    assert [m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)] == momenta
+    assert {id(m): len(m._forward_pre_hooks) for m in net.modules()} == pre_hooks
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_bad_data_leaves_buffers():
+    net = _net()
+    state = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match="no samples"):
+        nt.recompute_bn_stats(net, [], progress=False)
+    with pytest.raises(TypeError, match="tensor"):
+        nt.recompute_bn_stats(net, [np.zeros((2, 3, 6, 6), np.float32)], progress=False)
+    with pytest.raises(ValueError, match="num_samples"):
+        nt.recompute_bn_stats(net, [_data()], num_samples=0, progress=False)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert nt.recompute_bn_stats(torch.nn.Linear(2, 2), [torch.zeros(1, 2)]) == {}
+
+
+# ------------------------------------------------------------------ torch.distributed
+def _dist_worker(rank: int, world: int, folder: str, batch_size: int) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                            world_size=world)
+    try:
+        net = _net()
+        batches = list(torch.split(_data(), batch_size))[rank::world]
+        got = nt.recompute_bn_stats(net, batches, progress=False)
+        out = {"buffers": net.state_dict(),
+               "stats": {k: (rs.mean, rs.variance(ddof=1)) for k, rs in got.items()}}
+        torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_gloo_two_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    bs = 4
+    single = _net()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: torch's float32 conv rounds per thread count
+    try:
+        want = nt.recompute_bn_stats(single, torch.split(_data(), bs), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(_dist_worker, args=(2, str(tmp_path), bs), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for k, v in ranks[0]["buffers"].items():
+        assert torch.equal(v, ranks[1]["buffers"][k]), k  # identical on every rank
+    for name, rs in want.items():
+        for r in ranks:
+            mean, var = r["stats"][name]
+            assert np.array_equal(mean, ranks[0]["stats"][name][0])
+            np.testing.assert_allclose(mean, rs.mean, rtol=1e-12)
+            np.testing.assert_allclose(var, rs.variance(ddof=1), rtol=1e-12)
+        buf = ranks[0]["buffers"]
+        np.testing.assert_allclose(buf[f"{name}.running_var"].numpy(),
+                                   single.get_submodule(name).running_var.numpy(), rtol=1e-6)
+        assert int(buf[f"{name}.num_batches_tracked"]) == len(torch.split(_data(), bs))
+
+
+def test_bfloat16_and_float64_models():
+    x = _data()
+    for dtype in (torch.bfloat16, torch.float64):
+        net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).to(dtype)
+        xd = x.to(dtype)
+        got = nt.recompute_bn_stats(net, torch.split(xd, 7), progress=False)["0"]
+        a = xd.double().numpy().transpose(1, 0, 2, 3).reshape(3, -1)
+        assert _rel(got.mean, a.mean(axis=1)) <= 1e-12
+        assert _rel(got.variance(ddof=1), a.var(axis=1, ddof=1)) <= 1e-12
+        assert net[0].running_var.dtype == dtype
+
+
+def test_bench_smoke():
+    import io
+
+    from nbbn.cli import build_parser
+    from nbbn.tools.bench_precise_bn import run_precise_bn_bench
+
+    assert build_parser().parse_args(["bench", "--torch"]).torch
+
+    out = io.StringIO()
+    res = run_precise_bn_bench(quick=True, repeats=1, file=out)
+    assert res["speed"]["nbbn_over_forward"] > 0
+    assert res["accuracy"]["nbbn"] < 1e-6  # the float32 rounding of the buffer
+    assert "recompute_bn_stats" in out.getvalue()

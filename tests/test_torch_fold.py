@@ -1,0 +1,228 @@
+"""``nbbn.torch.fold_normalizer`` / ``fuse_bn`` against the unfused layers (float64
+references), the padding caveat, and nbbn objects as torch modules both ways."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import nbbn  # noqa: E402
+import nbbn.torch as nt  # noqa: E402
+
+nn = torch.nn
+
+
+def _normalizer(rng, c, channel_axis=1, offset=5.0):
+    return nbbn.Normalizer(rng.normal(offset, 2.0, c), rng.uniform(0.5, 4.0, c), eps=1e-3,
+                           weight=rng.uniform(0.5, 2.0, c), bias=rng.normal(0, 1, c),
+                           channel_axis=channel_axis)
+
+
+def _apply64(norm, x):
+    """The normalizer applied to a float64 tensor in float64 numpy."""
+    return torch.from_numpy(norm(x.double().numpy()))
+
+
+def _close(a, b, rtol):
+    a, b = a.double(), b.double()
+    err = float((a - b).abs().max() / b.abs().max())
+    assert err <= rtol, err
+
+
+LAYERS = [
+    ("conv1d", lambda: nn.Conv1d(4, 6, 3), (5, 4, 9)),
+    ("conv2d-groups", lambda: nn.Conv2d(4, 6, 3, stride=2, groups=2), (3, 4, 9, 8)),
+    ("conv2d-reflect", lambda: nn.Conv2d(4, 5, 3, padding=1, padding_mode="reflect"),
+     (3, 4, 7, 7)),
+    ("conv3d-nobias", lambda: nn.Conv3d(4, 3, 2, bias=False), (2, 4, 4, 5, 3)),
+    ("linear", lambda: nn.Linear(4, 7), (6, 4)),
+]
+
+
+@pytest.mark.parametrize("make, shape", [p[1:] for p in LAYERS], ids=[p[0] for p in LAYERS])
+def test_fold_normalizer_matches_unfused(make, shape, rng):
+    torch.manual_seed(0)
+    layer = make()
+    norm = _normalizer(rng, 4)
+    x = torch.from_numpy(rng.normal(5.0, 3.0, shape))
+    with torch.no_grad():
+        ref = layer.double()(_apply64(norm, x))  # float64 layer on float64 normalized input
+        folded64 = nt.fold_normalizer(layer, norm)  # already float64: the fold's own math
+        assert folded64.weight.dtype == torch.float64 and folded64.bias is not None
+        _close(folded64(x), ref, 1e-13)
+        layer32 = layer.float()
+        folded = nt.fold_normalizer(layer32, norm)
+        assert type(folded) is type(layer) and folded.weight.dtype == torch.float32
+        _close(folded(x.float()), ref, 1e-5)
+    assert layer32.weight.dtype == torch.float32  # the original is not changed
+
+
+def test_fold_zero_padding_caveat(rng):
+    layer = nn.Conv2d(3, 4, 3, padding=1).double()
+    norm = _normalizer(rng, 3)
+    with pytest.raises(ValueError, match="pads with zeros"):
+        nt.fold_normalizer(layer, norm)
+    folded = nt.fold_normalizer(layer, norm, strict=False)
+    x = torch.from_numpy(rng.normal(5.0, 3.0, (2, 3, 6, 6)))
+    with torch.no_grad():
+        ref, got = layer(_apply64(norm, x)), folded(x)
+    _close(got[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], 1e-13)  # exact inside
+    border = (got - ref)[..., 0, :].abs().min()
+    assert border > 1e-3  # a padded zero is not a normalized zero
+    # a normalizer that maps 0 to 0 folds exactly with zero padding
+    centred = nbbn.Normalizer(np.zeros(3), np.full(3, 4.0), eps=0.0)
+    with torch.no_grad():
+        _close(nt.fold_normalizer(layer, centred)(x), layer(_apply64(centred, x)), 1e-13)
+
+
+def test_fold_bad_input(rng):
+    with pytest.raises(ValueError, match="channels"):
+        nt.fold_normalizer(nn.Conv2d(3, 4, 1), _normalizer(rng, 4))
+    with pytest.raises(ValueError, match="channel_axis"):
+        nt.fold_normalizer(nn.Conv2d(3, 4, 1), _normalizer(rng, 3, channel_axis=-1))
+    with pytest.raises(TypeError, match="Conv"):
+        nt.fold_normalizer(nn.ConvTranspose2d(3, 4, 1), _normalizer(rng, 3))
+    linear = nt.fold_normalizer(nn.Linear(3, 2), _normalizer(rng, 3, channel_axis=-1))
+    assert isinstance(linear, nn.Linear)
+
+
+@pytest.mark.parametrize("torch_bn", [True, False])
+def test_fuse_bn_matches_unfused(torch_bn, rng):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, 3, groups=1).double()
+    bn = nn.BatchNorm2d(5).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.from_numpy(rng.normal(3, 1, 5)))
+        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.1, 3, 5)))
+        bn.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2, 5)))
+        bn.bias.copy_(torch.from_numpy(rng.normal(0, 1, 5)))
+    bn.eval()
+    x = torch.from_numpy(rng.normal(0, 1, (2, 3, 7, 7)))
+    with torch.no_grad():
+        ref = bn(conv(x))
+        fused = nt.fuse_bn(conv, bn if torch_bn else nbbn.BatchNorm.from_torch(bn))
+        _close(fused(x), ref, 1e-13)
+        bn32 = bn.float() if torch_bn else nbbn.BatchNorm.from_torch(bn)
+        fused32 = nt.fuse_bn(conv.float(), bn32)
+        assert fused32.weight.dtype == torch.float32
+        _close(fused32(x.float()), ref, 1e-5)
+    with pytest.raises(ValueError, match="eval"):
+        nt.fuse_bn(conv, bn.train())
+    with pytest.raises(ValueError, match="channels"):
+        nt.fuse_bn(nn.Linear(3, 4), nn.BatchNorm1d(5).eval())
+
+
+# ------------------------------------------------------------------ modules both ways
+@pytest.mark.parametrize("dim, shape", [(1, (6, 3)), (2, (4, 3, 5, 5)), (3, (2, 3, 3, 4, 2))])
+def test_batchnorm_from_and_to_torch(dim, shape, rng):
+    tbn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dim](3, momentum=0.3)
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor([0.5, 1.5, 2.0]))
+        tbn.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        for _ in range(3):
+            tbn(torch.from_numpy(rng.normal(2, 3, shape)).float())
+    bn = nbbn.BatchNorm.from_torch(tbn)
+    assert bn.training and bn.momentum == 0.3 and bn.num_batches_tracked == 3
+    for key, value in tbn.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(bn.state_dict(tensors=False)[key]),
+                                      value.numpy())
+    x = rng.normal(2, 3, shape).astype(np.float32)
+    with torch.no_grad():
+        tbn.eval()
+        np.testing.assert_allclose(bn.eval()(x), tbn(torch.from_numpy(x)).numpy(), atol=1e-5)
+    back = bn.to_torch(dim)
+    assert type(back) is type(tbn) and not back.training and back.momentum == 0.3
+    for key, value in tbn.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    # torch modules load nbbn's state_dict as it is
+    fresh = type(tbn)(3)
+    fresh.load_state_dict(bn.state_dict())
+    assert int(fresh.num_batches_tracked) == 3
+    np.testing.assert_array_equal(fresh.running_var.numpy(), tbn.running_var.numpy())
+
+
+def test_state_dict_kinds_and_variants():
+    bn = nbbn.BatchNorm(3, bias=False)
+    sd = bn.state_dict()  # torch is imported here: tensors
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    assert sd["running_mean"].dtype == torch.float64 and sd["num_batches_tracked"].dim() == 0
+    assert all(isinstance(v, np.ndarray) for v in bn.state_dict(tensors=False).values())
+    t = bn.to_torch(2)
+    assert t.bias is None and t.weight is not None
+    nn.BatchNorm2d(3, bias=False).load_state_dict(sd)
+    assert nbbn.BatchNorm.from_torch(t).bias is None
+    plain = nbbn.BatchNorm(2, affine=False, track_running_stats=False, momentum=None)
+    t2 = plain.to_torch(1, dtype=torch.float64)
+    assert not t2.affine and not t2.track_running_stats and t2.momentum is None
+    nb = nbbn.BatchNorm.from_torch(nn.SyncBatchNorm(4))
+    assert nb.num_features == 4
+    with pytest.raises(ValueError, match="channel_axis"):
+        nbbn.BatchNorm(3, channel_axis=-1).to_torch()
+    with pytest.raises(ValueError, match="uninitialized"):
+        nbbn.BatchNorm.from_torch(nn.LazyBatchNorm2d())
+    with pytest.raises(TypeError, match="BatchNorm"):
+        nbbn.BatchNorm.from_torch(nn.LayerNorm(3))
+
+
+# torch 2.13 deprecates TorchScript; the module still scripts
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_normalizer_to_torch(channel_axis, rng):
+    norm = _normalizer(rng, 3, channel_axis=channel_axis, offset=1e4)
+    shape = (4, 3, 5, 6) if channel_axis == 1 else (4, 5, 6, 3)
+    x = rng.normal(1e4, 1.0, shape)  # |mean| = 1e4 std: the mean is kept as hi + lo
+    ref = norm(x)
+    module = norm.to_torch()
+    assert {k for k, _ in module.named_buffers()} == {"mean", "mean_lo", "scale", "bias"}
+    got = module(torch.from_numpy(x.astype(np.float32)))
+    assert got.dtype == torch.float32
+    # float32 input is off by its own rounding (|x| ~ 1e4: ulp 1e-3) times the scale
+    ref32 = norm(x.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(got.numpy(), ref32, rtol=0, atol=1e-5 * np.abs(ref32).max())
+    module64 = norm.to_torch(dtype=torch.float64)
+    np.testing.assert_allclose(module64(torch.from_numpy(x)).numpy(), ref, rtol=0, atol=1e-12)
+    scripted = torch.jit.script(norm.to_torch())
+    exported = torch.export.export(norm.to_torch(), (torch.from_numpy(x).float(),)).module()
+    xt = torch.from_numpy(x).float()
+    assert torch.equal(scripted(xt), got) and torch.equal(exported(xt), got)
+    u8 = torch.from_numpy(rng.integers(0, 255, shape, dtype=np.uint8))
+    assert module.float()(u8).dtype == torch.float32
+    np.testing.assert_allclose(module(u8).numpy(), norm(u8.numpy()), rtol=1e-6)
+
+
+def test_fold_and_fuse_a_whole_model(rng):
+    """normalizer -> conv -> BatchNorm as one conv, against the unfused model in float64."""
+    torch.manual_seed(2)
+    norm = _normalizer(rng, 3)
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="replicate").double()
+    bn = nn.BatchNorm2d(4).double()
+    with torch.no_grad():
+        bn(conv(_apply64(norm, torch.from_numpy(rng.normal(5, 3, (8, 3, 6, 6))))))
+    unfused = nn.Sequential(norm.to_torch(dtype=torch.float64), conv, bn).eval()
+    fused = nt.fuse_bn(nt.fold_normalizer(conv, norm), bn.eval())
+    x = torch.from_numpy(rng.normal(5, 3, (2, 3, 6, 6)))
+    with torch.no_grad():
+        _close(fused(x), unfused(x), 1e-12)
+
+
+def test_missing_torch_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, nbbn\n"
+            "assert isinstance(nbbn.BatchNorm(2).state_dict()['weight'], np.ndarray)\n"
+            "for call in (lambda: nbbn.Normalizer([0.0], [1.0]).to_torch(),\n"
+            "             lambda: nbbn.BatchNorm(2).state_dict(tensors=True),\n"
+            "             lambda: __import__('nbbn.torch')):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except nbbn.MissingExtraError as e:\n"
+            "        assert \"pip install 'nbbn[torch]'\" in str(e), e\n"
+            "    else:\n"
+            "        raise AssertionError('no MissingExtraError')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,197 @@
+"""torch CPU tensors in and out: statistics, Normalizer and BatchNorm on tensors of every
+dtype (bfloat16 included) against float64 references, requires-grad tensors, bfloat16
+rounding, strided and in-place tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbbn
+
+torch = pytest.importorskip("torch")
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
+LAYOUTS = [("nchw", 1), ("nhwc", -1)]
+
+
+def _tensor(dtype, layout, rng, shape=(5, 3, 9, 7)):
+    """Values exactly representable in ``dtype``, in NCHW or NHWC."""
+    v = rng.normal(3.0, 2.0, shape)
+    if dtype == torch.uint8:
+        v = np.clip(v * 40 + 100, 0, 255)
+    t = torch.from_numpy(v).to(dtype)
+    return t.permute(0, 2, 3, 1).contiguous() if layout == "nhwc" else t
+
+
+def _ref(t, axis):
+    """Float64 per-channel mean, variance, min and max of a tensor's values."""
+    a = t.double().numpy()
+    axis = axis % a.ndim
+    a = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+    return a.mean(1), a.var(1), a.min(1), a.max(1)
+
+
+def _expand(v, axis, ndim):
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+@pytest.mark.parametrize("layout,axis", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_round_trip(dtype, layout, axis):
+    rng = np.random.default_rng(1)
+    x = _tensor(dtype, layout, rng)
+    before = x.clone()
+    rs = nbbn.RunningStats(channel_axis=axis).update(x)
+    mean, var, mn, mx = _ref(x, axis)
+    np.testing.assert_allclose(rs.mean, mean, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(rs.variance(), var, rtol=1e-12)
+    np.testing.assert_array_equal(rs.min, mn)
+    np.testing.assert_array_equal(rs.max, mx)
+
+    norm = rs.to_normalizer(eps=1e-5)
+    y = norm(x)
+    assert isinstance(y, torch.Tensor) and y.device == x.device
+    want = dtype if dtype.is_floating_point else torch.float32
+    assert y.dtype == want and y.shape == x.shape
+    # the normalizer alone: its own statistics (checked above) in a float64 reference
+    m, v = _expand(rs.mean, axis, 4), _expand(rs.variance(), axis, 4)
+    ref = (x.double().numpy() - m) / np.sqrt(v + 1e-5)
+    eps = torch.finfo(want).eps
+    np.testing.assert_allclose(y.double().numpy(), ref, rtol=eps, atol=8 * eps)
+    assert torch.equal(x, before)  # the input is read, never written
+
+    back = norm.inverse(y)
+    assert isinstance(back, torch.Tensor) and back.dtype == want
+    np.testing.assert_allclose(back.double().numpy(), x.double().numpy(), rtol=4 * eps,
+                               atol=4 * eps * 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_batchnorm_on_tensors(dtype):
+    rng = np.random.default_rng(2)
+    x = _tensor(dtype, "nchw", rng)
+    bn = nbbn.BatchNorm(3, momentum=None)
+    y = bn(x)
+    assert isinstance(y, torch.Tensor) and y.dtype == dtype
+    mean, var, _, _ = _ref(x, 1)
+    n = x.numel() // 3
+    np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-13)
+    np.testing.assert_allclose(bn.running_var, var * n / (n - 1), rtol=1e-12)
+    ref = (x.double().numpy() - _expand(mean, 1, 4)) / np.sqrt(_expand(var, 1, 4) + 1e-5)
+    eps = torch.finfo(dtype).eps
+    np.testing.assert_allclose(y.double().numpy(), ref, rtol=eps, atol=eps)
+    if dtype == torch.float32:  # the tensor path is the numpy path: the same bits
+        bn2 = nbbn.BatchNorm(3, momentum=None)
+        np.testing.assert_array_equal(bn2(x.numpy()), y.numpy())
+        bn.eval()
+        bn2.eval()
+        np.testing.assert_array_equal(bn2(x.numpy()), bn(x).numpy())
+
+
+def test_bfloat16_output_rounds_to_nearest_even_as_torch():
+    """float32 values written as bfloat16 by the kernels (contiguous out) and by the
+    numpy fallback (an out that cannot be viewed as (O, C, I)): torch's bits."""
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, (4, 2, 64), dtype=np.uint64).astype(np.uint32)
+    bits[0, 0, :8] = [0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001,  # ties, near-ties
+                      0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x807FFFFF]  # overflow, subnormal
+    bits[0, 1, :4] = [0x7F800000, 0xFF800000, 0x7FC00001, 0xFFFFFFFF]  # inf, NaN
+    x = torch.from_numpy(bits.view(np.float32))
+    norm = nbbn.Normalizer([0.0, 0.0], [1.0, 1.0], eps=0.0)  # the identity
+    want = x.to(torch.bfloat16)
+    nan = torch.isnan(x)  # torch's own NaN bits differ between its scalar and vector code
+    assert nan.any()
+    out = torch.empty(x.shape, dtype=torch.bfloat16)
+    wide = torch.zeros(4, 2, 128, dtype=torch.bfloat16)
+    strided = wide[:, :, ::2]
+    for dst in (out, strided):
+        assert norm(x, out=dst) is dst
+        assert torch.equal(torch.isnan(dst), nan)
+        np.testing.assert_array_equal(dst[~nan].view(torch.int16).numpy(),
+                                      want[~nan].view(torch.int16).numpy())
+
+
+def test_bfloat16_special_values_in_statistics():
+    x = torch.tensor([[1.0, 2.0], [float("inf"), 3.0], [float("nan"), -4.0], [0.5, 5.0]],
+                     dtype=torch.bfloat16)
+    rs = nbbn.RunningStats(nan_policy="omit").update(x)
+    np.testing.assert_array_equal(rs.count, [3, 4])
+    assert rs.max[0] == np.inf and rs.min[0] == 0.5
+    np.testing.assert_allclose(rs.mean[1], 1.5)
+    assert np.isnan(nbbn.RunningStats().update(x).mean[0])
+
+
+def test_requires_grad():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 10, 10)
+    h = conv(x)
+    assert h.requires_grad
+    rs = nbbn.RunningStats().update(h)  # the values are read, detached
+    mean, var, _, _ = _ref(h.detach(), 1)
+    np.testing.assert_allclose(rs.mean, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rs.variance(), var, rtol=1e-12)
+    np.testing.assert_allclose(nbbn.fit(h, progress=False).mean, rs.mean, rtol=1e-15)
+
+    norm = rs.to_normalizer()
+    bn = nbbn.BatchNorm(4)
+    for fn in (norm, norm.inverse, bn):
+        with pytest.raises(RuntimeError, match=r"torch.no_grad\(\).*\.detach\(\)"):
+            fn(h)
+    assert bn.num_batches_tracked == 0 and bn.running_mean.tolist() == [0.0] * 4
+    with torch.no_grad():
+        y = norm(h)
+    assert isinstance(y, torch.Tensor) and not y.requires_grad
+    np.testing.assert_array_equal(norm(h.detach()).numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_strided_and_in_place(dtype):
+    rng = np.random.default_rng(4)
+    base = _tensor(dtype, "nchw", rng, (4, 3, 8, 10))
+    x = base.permute(0, 3, 2, 1)[:, ::2]  # channels last, a strided view: no (O, C, I) view
+    rs = nbbn.RunningStats(channel_axis=-1).update(x)
+    mean, var, _, _ = _ref(x, -1)
+    np.testing.assert_allclose(rs.mean, mean, rtol=1e-13)
+    np.testing.assert_allclose(rs.variance(), var, rtol=1e-12)
+    norm = rs.to_normalizer(eps=0.0)
+    y = norm(x)
+    assert y.dtype == dtype
+    z = x.clone()
+    assert norm(z, out=z) is z
+    assert torch.equal(z, y)
+
+
+def test_tensor_out_checks():
+    x = torch.ones(2, 3, 4)
+    norm = nbbn.Normalizer([0.0] * 3, [1.0] * 3)
+    with pytest.raises(ValueError, match="shape"):
+        norm(x, out=torch.empty(2, 3, 5))
+    with pytest.raises(TypeError, match="bool"):
+        nbbn.RunningStats().update(torch.ones(2, 3, dtype=torch.bool))
+    y = norm(x, out=np.empty((2, 3, 4), np.float64))  # a numpy out stays numpy
+    assert isinstance(y, np.ndarray)
+
+
+def test_bfloat16_on_the_cuda_backend_is_refused(cuda):
+    """The CUDA kernels do not decode bfloat16 (yet): a clear error, never its bits read
+    as integers."""
+    x = torch.ones(4, 3, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bfloat16 is read natively by the CPU backend only"):
+        nbbn.RunningStats(backend="cuda").update(x)
+    with pytest.raises(TypeError, match="CPU backend only"):
+        nbbn.Normalizer([0.0] * 3, [1.0] * 3, backend="cuda")(x)
+
+
+def test_bench_torch_smoke():
+    """``nbbn bench --torch`` runs (tiny shapes): every measurement gives its rows."""
+    import io
+
+    from nbbn.tools.bench_torch import MEASUREMENTS, run_torch_bench
+
+    result = run_torch_bench(io.StringIO(), quick=True, repeats=1)
+    for title, _ in MEASUREMENTS:
+        assert result[title] and all(r["tensor_ms"] > 0 for r in result[title])
