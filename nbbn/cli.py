@@ -409,6 +409,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="instead: nbbn on torch CPU tensors against the numpy paths (update, "
                    "Normalizer; bfloat16), and nbbn.torch.recompute_bn_stats against the "
                    "bare forward passes")
+    p.add_argument("--sklearn", action="store_true",
+                   help="instead: nbbn.sklearn.StandardScaler fit/transform against "
+                   "scikit-learn's on (1,000,000, 64) float32")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--tabular", action="store_true",
@@ -490,6 +493,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .tools.bench_distributed import run_distributed_bench
 
         run_distributed_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir)
+        return 0
+    if args.sklearn:
+        from .tools.bench_sklearn import run_sklearn_bench
+
+        run_sklearn_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench

@@ -54,7 +54,7 @@ def format_table(stats, max_rows: int = 32) -> str:
         if c < 0:
             rows.append(["..."] + [""] * (len(header) - 1))
             continue
-        row = [str(c), str(int(count[c])), _num(mean[c]), _num(std[c]), _num(mn[c]),
+        row = [str(c), _count(count[c]), _num(mean[c]), _num(std[c]), _num(mn[c]),
                _num(mx[c])]
         if show_nan:
             row.append(str(int(nan[c])))
@@ -81,9 +81,14 @@ def _summary(stats, shown: int) -> str:
             ok = a[~np.isnan(a)]
             return f"{_num(ok.min())} .. {_num(ok.max())}" if ok.size else "nan"
 
-        return (f"{n} channels ({n - shown} not shown): count {int(count.min())} .. "
-                f"{int(count.max())}, mean {rng(mean)}, std {rng(std)}, min {rng(mn)}, "
+        return (f"{n} channels ({n - shown} not shown): count {_count(count.min())} .. "
+                f"{_count(count.max())}, mean {rng(mean)}, std {rng(std)}, min {rng(mn)}, "
                 f"max {rng(mx)}")
+
+
+def _count(v) -> str:
+    """A count: an integer, or the weight sum of weighted statistics as it is."""
+    return str(int(v)) if float(v).is_integer() else _num(float(v))
 
 
 def _clean(a: np.ndarray) -> list:
@@ -107,7 +112,7 @@ def format_json(stats) -> str:
         "nan_policy": stats.nan_policy,
         **({} if getattr(stats, "channel_names", None) is None else
            {"channel_names": list(stats.channel_names)}),
-        "count": [int(v) for v in stats.count],
+        "count": [int(v) if float(v).is_integer() else float(v) for v in stats.count],
         "mean": _clean(stats.mean),
         "var": _clean(stats.var),
         "std": _clean(stats.std),

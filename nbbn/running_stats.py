@@ -13,6 +13,7 @@ from ._histogram import Histogram
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
+from ._weights import check_sample_weight
 from .backends._stats import BatchStats
 
 FORMAT_VERSION = 1
@@ -98,7 +99,7 @@ class RunningStats:
         self._channel_coord = d.get("channel_coord")
 
     # ------------------------------------------------------------------ updating
-    def update(self, batch) -> RunningStats:
+    def update(self, batch, sample_weight=None) -> RunningStats:
         """Merge the statistics of ``batch`` (any ndim >= 1) into the running state.
 
         The update applies whole or not at all: on any error the state is unchanged.
@@ -113,6 +114,11 @@ class RunningStats:
             numpy array (any dtype of float16/32/64 or integers, any strides), a device
             array (torch CUDA tensor, CuPy, Numba) for the CUDA backend, a dask array
             (reduced chunk by chunk on the active dask scheduler) or an xarray DataArray.
+        sample_weight : array_like of shape (N,), optional
+            Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
+            ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent. The
+            statistics become weighted (``count`` reports the sum of the weights, as
+            scikit-learn's ``n_samples_seen_``). CPU backend only.
 
         Returns
         -------
@@ -126,25 +132,42 @@ class RunningStats:
         ValueError
             ``batch`` has a channel count other than the state's, ``channel_axis`` is out
             of range, or (``nan_policy="raise"``) it holds a NaN or an infinity, or the
-            statistics keep a :attr:`histogram` that ``batch`` cannot be counted in.
+            statistics keep a :attr:`histogram` that ``batch`` cannot be counted in;
+            ``sample_weight`` has another shape than (N,), a negative or non-finite
+            weight, or ``channel_axis`` is 0.
+        BackendUnavailableError
+            ``sample_weight`` with a device array (no weighted GPU kernels).
         """
-        return self._update(batch, None)
+        return self._update(batch, None, sample_weight)
 
-    def _update(self, batch, counts) -> RunningStats:
+    def _update(self, batch, counts, sample_weight=None) -> RunningStats:
         """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
+        weight = None
+        if sample_weight is not None:
+            if self.histogram is not None:
+                raise ValueError("sample_weight with statistics that keep a histogram: the "
+                                 "histogram counts values, not weights")
+            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
         if inp.size == 0:
             return self
         if self.histogram is not None and counts is None:
             counts = _histogram_counts(self.histogram, batch, self.channel_axis)
-        part = be.reduce(inp, policy_code(self.nan_policy))
+        if weight is None:
+            part = be.reduce(inp, policy_code(self.nan_policy))
+        else:
+            part = be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
             self._check_channels(inp.channels, "batch")  # another thread may have started
-            self._state = be.merge(self._state, part)
+            if getattr(self._state, "weight", None) is not None:
+                # a weighted state is merged on the host (device states hold no weights)
+                self._state = _host_merge(self._state, be.summary(part))
+            else:
+                self._state = be.merge(self._state, part)
             self._host_cache = None
             if counts is not None and self.histogram is not None:
                 self.histogram.counts += counts
@@ -284,13 +307,32 @@ class RunningStats:
 
     @property
     def count(self) -> np.ndarray:
-        """Values counted per channel (int64; NaNs excluded under ``nan_policy="omit"``)."""
+        """Values counted per channel (int64; NaNs excluded under ``nan_policy="omit"``).
+
+        Once weighted data was merged (``update(x, sample_weight=w)``), the weighted
+        count: the sum of the weights of the values counted (float64), as
+        scikit-learn's ``n_samples_seen_``.
+        """
+        st = self._host()
+        if st is not None and st.weight is not None:
+            return st.weight.copy()
         return self._field("count")
+
+    @property
+    def weighted(self) -> bool:
+        """True once weighted data (``sample_weight``) was merged into the statistics."""
+        st = self._host()
+        return st is not None and st.weight is not None
 
     @property
     def nan_count(self) -> np.ndarray:
         """NaNs seen per channel (int64), whatever the policy."""
         return self._field("nan")
+
+    @property
+    def inf_count(self) -> np.ndarray:
+        """Infinities seen per channel (int64), whatever the policy."""
+        return self._field("inf")
 
     def _masked(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         values = values.astype(np.float64, copy=True)
@@ -308,14 +350,15 @@ class RunningStats:
     def variance(self, ddof: int = 0) -> np.ndarray:
         """Per-channel variance ``M2 / (count - ddof)``; ``ddof=1`` is the unbiased one.
 
-        Channels with ``count <= ddof`` give NaN.
+        Channels with ``count <= ddof`` give NaN. For weighted statistics ``count`` is the
+        sum of the weights (frequency weights, as ``numpy.cov(fweights=...)``).
         """
         st = self._host()
         if st is None:
             return np.zeros(0)
         if ddof < 0:
             raise ValueError(f"ddof must be >= 0, got {ddof}")
-        denom = st.count - ddof
+        denom = st.weight_sum() - ddof
         valid = denom > 0
         out = np.full(st.count.shape, np.nan)
         np.divide(st.m2, denom, out=out, where=valid)
@@ -382,6 +425,7 @@ class RunningStats:
             extras["histogram"] = self.histogram.counts.copy()
         if self.skipped:
             extras["skipped"] = np.array(self.skipped, dtype=str)
+        weight = {} if st.weight is None else {"weight": st.weight}
         return extras | {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -397,6 +441,7 @@ class RunningStats:
             "inf_count": st.inf,
             **({} if self._names is None else
                {"channel_names": np.asarray(self._names, dtype=np.str_)}),
+            **weight,
         }
 
     @classmethod
@@ -434,10 +479,19 @@ class RunningStats:
                 raise ValueError(f"RunningStats channel_names must be {count.shape[0]} str, "
                                  f"got dtype {names.dtype} and shape {names.shape}")
             rs._names = tuple(str(n) for n in names)
+        # weight (the weight sums of weighted statistics) is present only when weighted
+        weight = d.get("weight")
+        if weight is not None:
+            weight = np.asarray(weight)
+            if (weight.shape != count.shape or weight.dtype.kind != "f"
+                    or not np.isfinite(weight).all() or (weight < 0).any()):
+                raise ValueError(f"RunningStats weight must hold finite non-negative floats "
+                                 f"of shape {count.shape}, got {weight.dtype} {weight.shape}")
         if count.shape[0] > 0:
             count, mean, m2, mn, mx, nnan, ninf = arrays
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
-                                               min=mn, max=mx, nan=nnan, inf=ninf)
+                                               min=mn, max=mx, nan=nnan, inf=ninf,
+                                               weight=weight)
         if "histogram" in d:
             rs.histogram = Histogram(d["histogram"])
             if rs.histogram.num_channels != count.shape[0]:

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed",
-         "pyarrow", "pandas", "polars", "xarray", "PIL",
-         "simplejpeg")
+         "pyarrow", "pandas", "polars", "xarray", "PIL", "simplejpeg", "sklearn")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -56,7 +55,23 @@ def test_numpy_work_loads_no_torch():
             "rs = nbbn.RunningStats().update(x); rs.to_normalizer()(x)\n"
             "nbbn.fit([x[0], x[1]], batched=False, progress=False)")
     assert "torch" not in _loaded_after(code)
+
+
 def test_dask_and_xarray_loaded_only_when_used():
     """``nbbn.dask`` and a named channel axis import neither dask nor xarray."""
     code = "import nbbn.dask, nbbn\nnbbn.RunningStats('band'); nbbn.Normalizer([0.0], [1.0])"
     assert _loaded_after(code) == []
+
+
+def test_sklearn_module_without_scikit_learn_names_the_extra():
+    """``nbbn.sklearn`` imports scikit-learn, and says which extra to install when it is
+    missing."""
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import nbbn\n"
+            "try:\n"
+            "    import nbbn.sklearn\n"
+            "except nbbn.MissingExtraError as e:\n"
+            "    print('MissingExtraError', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.startswith("MissingExtraError") and "nbbn[sklearn]" in out.stdout

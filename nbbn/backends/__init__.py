@@ -16,6 +16,8 @@ operations, in this order:
    ``BatchStats`` on the host or a backend's own object on its device; every state
    has ``num_channels`` and ``to_host()``, and ``merge`` accepts a state from any
    backend (the state lives where the last update ran).
+   ``reduce_weighted(inp, policy, weight)`` is ``reduce`` with float64 frequency
+   weights per row along axis 0 (the CUDA backend raises ``BackendUnavailableError``).
 3. The affine map ``out = (x - a[c]) * s[c] + b[c]``: ``prepare_out(out, inp, what)``
    validates the caller's ``out=`` (or allocates one of the input's kind),
    ``params(a, s, b, inp, owner)`` puts the (C,) parameter vectors where the kernels
@@ -68,6 +70,9 @@ class Backend(Protocol):
 
     def reduce(self, inp: Any, policy: int) -> Any:
         """The statistics of one input (on the backend's device)."""
+
+    def reduce_weighted(self, inp: Any, policy: int, weight: np.ndarray) -> Any:
+        """The statistics of one input with float64 weights per row along axis 0."""
 
     def summary(self, part: Any) -> BatchStats:
         """The statistics of ``reduce`` as host arrays."""

@@ -187,6 +187,16 @@ def reduce(inp: DaskInput, policy: int) -> BatchStats:
     return records_to_stats(lazy_records(inp.array, inp.axis, policy).compute())
 
 
+def reduce_weighted(inp: DaskInput, policy: int, weight: np.ndarray) -> BatchStats:
+    """Weighted statistics of a dask array are not implemented: a clear error."""
+    from ..errors import BackendUnavailableError
+
+    raise BackendUnavailableError(
+        "sample_weight is not supported for dask arrays: update with a numpy array "
+        "(e.g. per chunk: rs.update(np.asarray(block), sample_weight=w)), or without "
+        "sample_weight")
+
+
 def summary(part: BatchStats) -> BatchStats:
     """The computed statistics are host arrays already."""
     return part

@@ -62,6 +62,7 @@ class XInput:
     channels = property(lambda self: self.data.channels)
     inner = property(lambda self: self.data.inner)
     size = property(lambda self: self.data.size)
+    axis = property(lambda self: self.data.axis)
 
 
 class _Part:
@@ -95,6 +96,11 @@ def prepare(x, channel_axis: int | str, what: str) -> XInput:
 def reduce(inp: XInput, policy: int) -> _Part:
     """The data's statistics on its backend."""
     return _Part(inp.be, inp.be.reduce(inp.data, policy))
+
+
+def reduce_weighted(inp: XInput, policy: int, weight: np.ndarray) -> _Part:
+    """The data's weighted statistics on its backend."""
+    return _Part(inp.be, inp.be.reduce_weighted(inp.data, policy, weight))
 
 
 def summary(part: _Part):
