@@ -114,7 +114,7 @@ def _steps(g: Graph, x: str, hi: np.ndarray, lo: np.ndarray | None, scale: np.nd
     return y
 
 
-def batchnorm(g: Graph, x: str, aff: Affine, param_dtype: np.dtype = np.float32) -> str:
+def batchnorm(g: Graph, x: str, aff: Affine, param_dtype: Any = np.float32) -> str:
     """One ``BatchNormalization`` (channels on axis 1) computing the map:
     ``mean``, ``scale`` and ``bias`` as they are, ``var = 1`` and ``epsilon = 0``, so
     ``1 / sqrt(var + epsilon)`` is exactly 1 in any runtime; the parameters are
@@ -146,3 +146,24 @@ def folded(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dty
     y = g.op("Mul", [x, g.const("scale", _shaped(aff.scale, cshape, dtype))])
     b = aff.bias - aff.mean * aff.scale
     return g.op("Add", [y, g.const("offset", _shaped(b, cshape, dtype))])
+
+
+def exact_div(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtype) -> str:
+    """The issue's split-mean form ``Sub(x, hi)``, ``Sub(., lo)``, ``Div(., std)`` (bias 0
+    assumed): the same passes as :func:`exact`, a little less accurate (``Div`` by a
+    rounded std puts its largest relative errors where the output's ulp is smallest)."""
+    hi = aff.mean.astype(dtype)
+    y = g.op("Sub", [x, g.const("shift_hi", _shaped(hi, cshape, dtype))])
+    y = g.op("Sub", [y, g.const("shift_lo", _shaped(aff.mean - hi, cshape, dtype))])
+    return g.op("Div", [y, g.const("std", _shaped(1.0 / aff.scale, cshape, dtype))])
+
+
+def sub_batchnorm(g: Graph, x: str, aff: Affine) -> str:
+    """Two passes instead of three: ``Sub(x, hi)``, then one ``BatchNormalization`` with
+    ``bias = float32(-lo * scale)`` (bias 0 assumed). onnxruntime computes it as
+    ``(x - hi) * scale + bias``, which rounds ``(x - hi) * scale`` before the ``lo`` term
+    is added: where they cancel (x next to the mean) the error grows past 2 ulp."""
+    hi = aff.mean.astype(np.float32)
+    t = g.op("Sub", [x, g.const("shift_hi", hi)])
+    nb = Affine(np.zeros_like(aff.mean), aff.scale, -(aff.mean - hi) * aff.scale)
+    return batchnorm(g, t, nb)

@@ -342,6 +342,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--onnx", action="store_true",
+                   help="instead: onnxruntime with nbbn's exact graph vs Sub/Div on "
+                   "(1,000,000, 64) float32, and the ONNX forms' accuracy (needs nbbn[onnx])")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--workdir", metavar="DIR", default=None,
@@ -356,6 +359,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    if args.onnx:
+        from .tools.bench_onnx import run_onnx_bench
+
+        run_onnx_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
+        return 0
     if args.pipeline:
         import json
 

@@ -250,7 +250,9 @@ def register_skl2onnx(estimator: type | None = None) -> None:
     from skl2onnx.shape_calculators.scaler import calculate_sklearn_scaler_output_shapes
 
     if estimator is None:
-        from .sklearn import StandardScaler as estimator  # type: ignore[import-not-found]
+        from . import sklearn  # type: ignore[attr-defined]
+
+        estimator = sklearn.StandardScaler
     skl2onnx.update_registered_converter(
         estimator, f"Nbbn{estimator.__name__}", calculate_sklearn_scaler_output_shapes,
         _convert)
