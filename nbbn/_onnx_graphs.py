@@ -167,3 +167,4 @@ def sub_batchnorm(g: Graph, x: str, aff: Affine) -> str:
     t = g.op("Sub", [x, g.const("shift_hi", hi)])
     nb = Affine(np.zeros_like(aff.mean), aff.scale, -(aff.mean - hi) * aff.scale)
     return batchnorm(g, t, nb)
+

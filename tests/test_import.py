@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm")
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "onnx", "onnxruntime",
+         "skl2onnx")
 
 
 def _loaded_after(code: str) -> list[str]:

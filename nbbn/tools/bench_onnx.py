@@ -124,22 +124,28 @@ def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
     x = (aff.mean + rng.standard_normal(shape) / aff.scale).astype(np.float32)
     contenders = {name: session(FORMS[name], aff)
                   for name in ("Sub/Div", EXACT, "split, Sub BatchNorm", "BatchNormalization")}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(repeats + 1):
         for name, sess in contenders.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sess.run(None, {"x": x})
             if r:
-                times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["Sub/Div"])
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    base_wall, base_cpu = statistics.median(wall["Sub/Div"]), statistics.median(cpu["Sub/Div"])
     print(f"onnxruntime {ort.__version__} on {cpu_model()} ({os.cpu_count()} CPUs), float32 "
-          f"{shape}, medians of {repeats} (sessions run in turn)", file=file)
+          f"{shape}, medians of {repeats} (sessions run in turn); wall time, and CPU time "
+          "of this process (all its threads)", file=file)
     result: dict[str, Any] = {"shape": list(shape), "repeats": repeats, "cpu": cpu_model(),
                               "onnxruntime": ort.__version__, "speed": {}}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:<26} {med * 1e3:9.1f} ms  {med / base:5.2f}x Sub/Div", file=file)
-        result["speed"][name] = {"median_s": med, "ratio": med / base, "times_s": ts}
+    for name in contenders:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:<26} {w * 1e3:8.1f} ms {w / base_wall:5.2f}x Sub/Div   CPU "
+              f"{c * 1e3:8.1f} ms {c / base_cpu:5.2f}x", file=file)
+        result["speed"][name] = {"median_s": w, "ratio": w / base_wall, "cpu_median_s": c,
+                                 "cpu_ratio": c / base_cpu, "times_s": wall[name],
+                                 "cpu_times_s": cpu[name]}
     table = accuracy_table(n=10_000 if quick else 100_000)
     print("\nmax abs error against float64 (float32 input, 16 channels, std 1e-2..1e2):",
           file=file)
