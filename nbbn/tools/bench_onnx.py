@@ -77,15 +77,20 @@ def standardization(ratio: float, channels: int, rng: np.random.Generator) -> Af
     return Affine(mean, 1.0 / std, np.zeros(channels))
 
 
-def accuracy_table(n: int = 100_000, channels: int = 16, ratios=RATIOS,
-                   seed: int = 0) -> dict[float, dict[str, tuple[float, float]]]:
+def accuracy_table(n: int = 100_000, channels: int = 16, ratios=RATIOS, seed: int = 0,
+                   near: int = 0) -> dict[float, dict[str, tuple[float, float]]]:
     """``{ratio: {form: (max abs error, max error in float32 ulp)}}`` of every form in
-    :data:`FORMS`, run by onnxruntime on ``n`` rows of float32 data."""
+    :data:`FORMS`, run by onnxruntime on ``n`` rows of float32 data; with ``near``, the
+    first ``2 * near + 1`` rows are the float32 numbers nearest each channel's mean
+    (where ``x - mean`` cancels)."""
     rng = np.random.default_rng(seed)
     table: dict[float, dict[str, tuple[float, float]]] = {}
     for ratio in ratios:
         aff = standardization(ratio, channels, rng)
         x = (aff.mean + rng.standard_normal((n, channels)) / aff.scale).astype(np.float32)
+        hi = aff.mean.astype(np.float32)
+        for i, k in enumerate(range(-near, near + 1)[:n]):
+            x[i] = hi + k * np.spacing(np.abs(hi))
         ref = (x.astype(np.float64) - aff.mean) * aff.scale
         ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
         row = {}
