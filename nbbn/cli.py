@@ -342,6 +342,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="instead: nbbn.fit on a float32 .npy and on 100 uint8 shards in the page cache "
         "vs in-memory updates, and peak memory (4 GB each; 64/32 MB with --quick)",
     )
+    p.add_argument("--sklearn", action="store_true",
+                   help="instead: nbbn.sklearn.StandardScaler fit/transform against "
+                   "scikit-learn's on (1,000,000, 64) float32")
     p.add_argument("--onnx", action="store_true",
                    help="instead: onnxruntime with nbbn's exact graph vs Sub/Div on "
                    "(1,000,000, 64) float32, and the ONNX forms' accuracy (needs nbbn[onnx])")
@@ -374,6 +377,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        return 0
+    if args.sklearn:
+        from .tools.bench_sklearn import run_sklearn_bench
+
+        run_sklearn_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench

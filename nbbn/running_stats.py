@@ -11,6 +11,7 @@ from . import backends
 from ._layout import check_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
+from ._weights import check_sample_weight
 from .backends._stats import BatchStats
 
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ class RunningStats:
         self._state = d["state"]
 
     # ------------------------------------------------------------------ updating
-    def update(self, batch) -> RunningStats:
+    def update(self, batch, sample_weight=None) -> RunningStats:
         """Merge the statistics of ``batch`` (any ndim >= 1) into the running state.
 
         The update applies whole or not at all: on any error the state is unchanged.
@@ -88,6 +89,11 @@ class RunningStats:
             Values along ``channel_axis`` are channels; every other axis is reduced. A
             numpy array (any dtype of float16/32/64 or integers, any strides), or a device
             array (torch CUDA tensor, CuPy, Numba) for the CUDA backend.
+        sample_weight : array_like of shape (N,), optional
+            Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
+            ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent. The
+            statistics become weighted (``count`` reports the sum of the weights, as
+            scikit-learn's ``n_samples_seen_``). CPU backend only.
 
         Returns
         -------
@@ -100,19 +106,33 @@ class RunningStats:
             ``batch`` has a dtype that is not real floating or integer.
         ValueError
             ``batch`` has a channel count other than the state's, ``channel_axis`` is out
-            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity.
+            of range, or (``nan_policy="raise"``) it holds a NaN or an infinity;
+            ``sample_weight`` has another shape than (N,), a negative or non-finite
+            weight, or ``channel_axis`` is 0.
+        BackendUnavailableError
+            ``sample_weight`` with a device array (no weighted GPU kernels).
         """
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
+        weight = None
+        if sample_weight is not None:
+            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
         if inp.size == 0:
             return self
-        part = be.reduce(inp, policy_code(self.nan_policy))
+        if weight is None:
+            part = be.reduce(inp, policy_code(self.nan_policy))
+        else:
+            part = be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
             self._check_channels(inp.channels, "batch")  # another thread may have started
-            self._state = be.merge(self._state, part)
+            if getattr(self._state, "weight", None) is not None:
+                # a weighted state is merged on the host (device states hold no weights)
+                self._state = _host_merge(self._state, be.summary(part))
+            else:
+                self._state = be.merge(self._state, part)
             self._host_cache = None
         return self
 
@@ -214,13 +234,32 @@ class RunningStats:
 
     @property
     def count(self) -> np.ndarray:
-        """Values counted per channel (int64; NaNs excluded under ``nan_policy="omit"``)."""
+        """Values counted per channel (int64; NaNs excluded under ``nan_policy="omit"``).
+
+        Once weighted data was merged (``update(x, sample_weight=w)``), the weighted
+        count: the sum of the weights of the values counted (float64), as
+        scikit-learn's ``n_samples_seen_``.
+        """
+        st = self._host()
+        if st is not None and st.weight is not None:
+            return st.weight.copy()
         return self._field("count")
+
+    @property
+    def weighted(self) -> bool:
+        """True once weighted data (``sample_weight``) was merged into the statistics."""
+        st = self._host()
+        return st is not None and st.weight is not None
 
     @property
     def nan_count(self) -> np.ndarray:
         """NaNs seen per channel (int64), whatever the policy."""
         return self._field("nan")
+
+    @property
+    def inf_count(self) -> np.ndarray:
+        """Infinities seen per channel (int64), whatever the policy."""
+        return self._field("inf")
 
     def _masked(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         values = values.astype(np.float64, copy=True)
@@ -238,14 +277,15 @@ class RunningStats:
     def variance(self, ddof: int = 0) -> np.ndarray:
         """Per-channel variance ``M2 / (count - ddof)``; ``ddof=1`` is the unbiased one.
 
-        Channels with ``count <= ddof`` give NaN.
+        Channels with ``count <= ddof`` give NaN. For weighted statistics ``count`` is the
+        sum of the weights (frequency weights, as ``numpy.cov(fweights=...)``).
         """
         st = self._host()
         if st is None:
             return np.zeros(0)
         if ddof < 0:
             raise ValueError(f"ddof must be >= 0, got {ddof}")
-        denom = st.count - ddof
+        denom = st.weight_sum() - ddof
         valid = denom > 0
         out = np.full(st.count.shape, np.nan)
         np.divide(st.m2, denom, out=out, where=valid)
@@ -286,6 +326,7 @@ class RunningStats:
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
         st = self._snapshot() or BatchStats.empty(0)
+        weight = {} if st.weight is None else {"weight": st.weight}
         return {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -299,6 +340,7 @@ class RunningStats:
             "max": st.max,
             "nan_count": st.nan,
             "inf_count": st.inf,
+            **weight,
         }
 
     @classmethod
@@ -329,10 +371,19 @@ class RunningStats:
         if mean_lo.shape != count.shape:
             raise ValueError(f"RunningStats mean_lo must have shape {count.shape}, "
                              f"got {mean_lo.shape}")
+        # weight (the weight sums of weighted statistics) is present only when weighted
+        weight = d.get("weight")
+        if weight is not None:
+            weight = np.asarray(weight)
+            if (weight.shape != count.shape or weight.dtype.kind != "f"
+                    or not np.isfinite(weight).all() or (weight < 0).any()):
+                raise ValueError(f"RunningStats weight must hold finite non-negative floats "
+                                 f"of shape {count.shape}, got {weight.dtype} {weight.shape}")
         if count.shape[0] > 0:
             count, mean, m2, mn, mx, nnan, ninf = arrays
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
-                                               min=mn, max=mx, nan=nnan, inf=ninf)
+                                               min=mn, max=mx, nan=nnan, inf=ninf,
+                                               weight=weight)
         return rs
 
     def save(self, path) -> None:

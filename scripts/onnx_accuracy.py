@@ -1,4 +1,4 @@
-"""The accuracy table of the ONNX forms of a standardization (docs/onnx.md).
+"""The accuracy table of the ONNX forms of a standardization (docs/sklearn.md, ONNX).
 
 For each mean/std (1e2, 1e4, 1e6): float32 data ``mean + std * N(0, 1)`` in 16 channels
 whose std spans 1e-2..1e2, each form built by ``nbbn.tools.bench_onnx`` and run by

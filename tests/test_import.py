@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "onnx", "onnxruntime",
-         "skl2onnx")
+HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "sklearn", "onnx",
+         "onnxruntime", "skl2onnx")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -46,3 +46,17 @@ def test_public_exceptions_exported_and_documented():
         assert name in nbbn.__all__
         assert issubclass(getattr(nbbn, name), BaseException)
         assert f"::: nbbn.{name}" in api
+
+
+def test_sklearn_module_without_scikit_learn_names_the_extra():
+    """``nbbn.sklearn`` imports scikit-learn, and says which extra to install when it is
+    missing."""
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import nbbn\n"
+            "try:\n"
+            "    import nbbn.sklearn\n"
+            "except nbbn.MissingExtraError as e:\n"
+            "    print('MissingExtraError', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.startswith("MissingExtraError") and "nbbn[sklearn]" in out.stdout

@@ -241,55 +241,40 @@ def test_import_is_lazy_and_missing_extra(monkeypatch):
 
 
 # ----------------------------------------------------------------- skl2onnx
-def _nbbn_shaped_scaler():
-    """A class standing in for nbbn.sklearn.StandardScaler: its public fitted attributes."""
-    base = pytest.importorskip("sklearn.base")
-
-    class NbbnShapedScaler(base.TransformerMixin, base.BaseEstimator):
-        def __init__(self, with_mean=True, with_std=True, channel_axis=-1):
-            self.with_mean, self.with_std = with_mean, with_std
-            self.channel_axis = channel_axis
-
-        def fit(self, X, y=None):
-            X = np.asarray(X, np.float64)
-            self.mean_, self.var_ = X.mean(0), X.var(0)
-            self.scale_ = np.where(self.var_ == 0, 1.0, np.sqrt(self.var_))
-            self.n_features_in_ = X.shape[1]
-            return self
-
-        def transform(self, X):
-            return ((np.asarray(X, np.float64) - self.mean_) / self.scale_).astype(X.dtype)
-
-    return NbbnShapedScaler
-
-
 def test_skl2onnx_pipeline():
     skl2onnx = pytest.importorskip("skl2onnx")
     pipeline = pytest.importorskip("sklearn.pipeline")
     linear = pytest.importorskip("sklearn.linear_model")
-    scaler = _nbbn_shaped_scaler()
-    nbbn_onnx.register_skl2onnx(scaler)
+    from nbbn.sklearn import StandardScaler
+
+    nbbn_onnx.register_skl2onnx()
     rng = np.random.default_rng(12)
     mean, var, _, _ = make_params(rng, 4, 1e5)
     x = sample(rng, mean, var, (400, 4), -1)
     y = (x[:, 0] - mean[0] > 0).astype(np.int64)
-    # the scaler alone: the exact graph, within 2 ulp
-    sc = scaler().fit(x)
+
+    def run_any(model, data):
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: data})
+
+    # the scaler alone: the exact graph, within 2 ulp (float64 input: Sub, Mul in float64)
+    sc = StandardScaler().fit(x)
     model = skl2onnx.to_onnx(sc, x[:1])
     assert [n.op_type for n in model.graph.node] == ["Sub", "Sub", "Mul"]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    assert ulps(out, (x.astype(np.float64) - sc.mean_) / sc.scale_) <= 2.0
+    ref = (x.astype(np.float64) - sc.mean_) / sc.scale_
+    assert ulps(run_any(model, x)[0], ref) <= 2.0
+    x64 = x.astype(np.float64)
+    out64 = run_any(skl2onnx.to_onnx(sc, x64[:1]), x64)[0]
+    assert out64.dtype == np.float64 and np.abs(out64 - ref).max() <= 1e-12 * np.abs(ref).max()
     # in a pipeline with a classifier
-    pipe = pipeline.make_pipeline(scaler(), linear.LogisticRegression())
-    pipe.fit(x, y)
-    model = skl2onnx.to_onnx(pipe, x[:1], options={"zipmap": False})
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    labels, proba = sess.run(None, {sess.get_inputs()[0].name: x})
+    pipe = pipeline.make_pipeline(StandardScaler(), linear.LogisticRegression()).fit(x, y)
+    labels, proba = run_any(skl2onnx.to_onnx(pipe, x[:1], options={"zipmap": False}), x)
     assert np.array_equal(labels, pipe.predict(x))
     assert np.abs(proba - pipe.predict_proba(x)).max() < 1e-5
+    nd = StandardScaler(channel_axis=2).fit(x.reshape(100, 1, 16))
     with pytest.raises(ValueError, match="channel_axis must be -1 or 1"):
-        skl2onnx.to_onnx(scaler(channel_axis=0).fit(x), x[:1])
+        skl2onnx.to_onnx(nd, np.zeros((1, 16), np.float32))
 
 
 # ----------------------------------------------------------------- table and bench
@@ -304,7 +289,7 @@ def test_accuracy_table_and_docs():
             # the usual forms lose accuracy as mean/std grows
             assert row[name][0] > (3 if ratio < 1e4 else 100) * exact_abs, (ratio, name)
     docs = Path(__file__).parents[1] / "docs"
-    text = (docs / "onnx.md").read_text()
+    text = (docs / "sklearn.md").read_text()
     assert "## ONNX" in text
     assert bench_onnx.format_table(table).splitlines()[0] in text
 

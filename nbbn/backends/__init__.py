@@ -67,6 +67,9 @@ class Backend(Protocol):
     def reduce(self, inp: Any, policy: int) -> Any:
         """The statistics of one input (on the backend's device)."""
 
+    def reduce_weighted(self, inp: Any, policy: int, weight: np.ndarray) -> Any:
+        """The statistics of one input with float64 weights per row along axis 0."""
+
     def summary(self, part: Any) -> BatchStats:
         """The statistics of ``reduce`` as host arrays."""
 

@@ -6,7 +6,11 @@ It is two blocks, in the same layout as the CUDA backend's ``DeviceStats``:
 
 * ``ints``, int64 (3, C): count, NaNs seen, infinities seen;
 * ``floats``, float64 (5, C): the mean as ``mean + mean_lo`` (a double-double, see
-  :mod:`nbbn._merge`), M2 (sum of squared deviations), min, max.
+  :mod:`nbbn._merge`), M2 (sum of squared deviations), min, max;
+* ``weight``, float64 (C,) or None: the sum of the sample weights of the values
+  counted, once any weighted data was merged (``RunningStats.update(x,
+  sample_weight=w)``); None means every value weighs 1 (the weight sum is ``count``).
+  The mean and M2 are then weighted, and ``count`` counts the values of nonzero weight.
 
 Kernels take the two blocks (two arguments instead of eight: numba's dispatch costs
 per argument, which shows on tiny batches). numpy only: the compiled merge lives in the
@@ -30,13 +34,17 @@ class BatchStats:
         int64 (3, C): count (NaNs excluded under "omit"), NaNs seen, infinities seen.
     floats : numpy.ndarray
         float64 (5, C): mean, mean_lo, M2, min (+inf where count is 0), max (-inf).
+    weight : numpy.ndarray or None
+        float64 (C,): the weight sums of weighted statistics; None for unweighted ones.
     """
 
-    __slots__ = ("ints", "floats")
+    __slots__ = ("ints", "floats", "weight")
 
-    def __init__(self, ints: np.ndarray, floats: np.ndarray) -> None:
+    def __init__(self, ints: np.ndarray, floats: np.ndarray,
+                 weight: np.ndarray | None = None) -> None:
         self.ints = ints
         self.floats = floats
+        self.weight = weight
 
     @classmethod
     def empty(cls, nchan: int) -> BatchStats:
@@ -52,14 +60,22 @@ class BatchStats:
         return cls(np.empty((3, nchan), np.int64), np.empty((5, nchan)))
 
     @classmethod
-    def from_fields(cls, **fields: np.ndarray) -> BatchStats:
-        """Statistics from (C,) arrays named as the properties (all eight)."""
+    def from_fields(cls, **fields: np.ndarray | None) -> BatchStats:
+        """Statistics from (C,) arrays named as the properties (all eight, and
+        optionally ``weight``)."""
+        weight = fields.get("weight")
         return cls(np.array([fields[k] for k in INT_FIELDS], np.int64),
-                   np.array([fields[k] for k in FLOAT_FIELDS], np.float64))
+                   np.array([fields[k] for k in FLOAT_FIELDS], np.float64),
+                   None if weight is None else np.array(weight, np.float64))
 
     def copy(self) -> BatchStats:
         """An independent copy."""
-        return BatchStats(self.ints.copy(), self.floats.copy())
+        return BatchStats(self.ints.copy(), self.floats.copy(),
+                          None if self.weight is None else self.weight.copy())
+
+    def weight_sum(self) -> np.ndarray:
+        """The weight sums (float64 (C,)): ``weight``, or ``count`` when unweighted."""
+        return self.count.astype(np.float64) if self.weight is None else self.weight
 
     def to_host(self) -> BatchStats:
         """Itself: host statistics are already on the host (see ``DeviceStats``)."""

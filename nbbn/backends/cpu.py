@@ -146,6 +146,13 @@ def reduce(can: Canonical, policy: int) -> BatchStats:
     return total if total is not None else BatchStats.empty(can.channels)
 
 
+def reduce_weighted(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
+    """Per-channel statistics of one input with a weight per row along axis 0."""
+    from . import cpu_weighted
+
+    return cpu_weighted.reduce(can, policy, weight)
+
+
 def summary(part: BatchStats) -> BatchStats:
     """The batch statistics of ``reduce`` on the host: they already are."""
     return part
@@ -157,6 +164,10 @@ def merge(state, part: BatchStats) -> BatchStats:
     if state is None:
         return part
     host = state.to_host()
+    if host.weight is not None or part.weight is not None:
+        from . import cpu_weighted
+
+        return cpu_weighted.merge(host, part)
     # a merge is the batch folded into the state: one compiled kernel for both
     ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats, True)
     return host

@@ -22,6 +22,7 @@ import numpy as np
 from numba import cuda
 
 from .._affine import check_out, result_dtype
+from ..errors import BackendUnavailableError
 from . import cuda_kernels as kk
 from ._stats import BatchStats
 from .cuda_arrays import (
@@ -35,7 +36,8 @@ from .cuda_arrays import (
 )
 
 __all__ = ["name", "prepare", "reduce", "summary", "merge", "prepare_out", "params",
-           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig"]
+           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig",
+           "reduce_weighted"]
 
 name = "cuda"
 
@@ -266,6 +268,14 @@ class DevicePartial:
 def reduce(can: DeviceInput, policy: int) -> DevicePartial:
     """Launch the per-block reduction of ``can`` (one launch, asynchronous)."""
     return DevicePartial(_launch_partials(can), can, policy)
+
+
+def reduce_weighted(can: DeviceInput, policy: int, weight: np.ndarray) -> DevicePartial:
+    """Weighted statistics are not implemented on the GPU: BackendUnavailableError."""
+    raise BackendUnavailableError(
+        "sample_weight is not supported by the CUDA backend (no weighted GPU kernels); "
+        "update with a host (numpy) array, or without sample_weight"
+    )
 
 
 def _finalize(can: DeviceInput):

@@ -1,0 +1,46 @@
+"""Sample weights: the checks of ``RunningStats.update(x, sample_weight=w)`` (numpy only).
+
+Weights are frequency weights, one per row along axis 0: a row of weight ``k`` counts
+as ``k`` copies of itself (so integer weights equal repeated rows), a row of weight 0
+as absent. The weighted kernels are in :mod:`nbbn.backends.cpu_weighted`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndarray:
+    """``sample_weight`` as a float64 (N,) array, or an error saying what was expected.
+
+    Parameters
+    ----------
+    sample_weight : array_like
+        One non-negative finite weight per row along axis 0.
+    nrows : int
+        The batch's length along axis 0.
+    channel_axis : int
+        The batch's channel axis, non-negative (it must not be axis 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(nrows,)``, C-contiguous (a copy).
+    """
+    if channel_axis == 0:
+        raise ValueError("sample_weight weighs the rows along axis 0, so channel_axis must "
+                         "not be 0 (axis 0 is the channel axis here)")
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must hold real numbers (integer or floating), got "
+                        f"dtype {w.dtype}")
+    if w.shape != (nrows,):
+        raise ValueError(f"sample_weight must have shape ({nrows},): one weight per row along "
+                         f"axis 0 of the batch; got shape {w.shape}")
+    w = np.array(w, np.float64, order="C")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"sample_weight must be finite and >= 0 (frequency weights), got "
+                         f"{w[i]!r} at row {i}")
+    return w

@@ -1,0 +1,288 @@
+"""``nbbn.sklearn.StandardScaler``: scikit-learn's ``StandardScaler`` on nbbn's kernels.
+
+A drop-in for :class:`sklearn.preprocessing.StandardScaler` (same name, parameters,
+attributes and results), computed by nbbn: the statistics are nbbn's exact float64
+state merged with Chan's formula (no sums are formed, so ``partial_fit`` does not
+overflow on any stream length or value range, scikit-learn #5602), the transform is
+one pass of nbbn's affine kernel in float64 arithmetic. Added: ``channel_axis`` for N-d
+arrays (images with ``channel_axis=1`` pool N, H, W), ``nan_policy`` and ``ddof``.
+
+Importing this module imports scikit-learn (the ``sklearn`` extra); ``import nbbn`` does
+not import it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._policy import NAN_POLICIES
+from .errors import MissingExtraError
+from .normalizer import Normalizer
+from .running_stats import RunningStats
+
+try:
+    from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+    from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingExtraError(
+        "nbbn.sklearn needs scikit-learn >= 1.6, which is not installed: "
+        "pip install 'nbbn[sklearn]'"
+    ) from exc
+
+__all__ = ["StandardScaler"]
+
+_FLOAT_DTYPES = (np.float64, np.float32)
+_EPS64 = float(np.finfo(np.float64).eps)
+_FITTED = ("n_samples_seen_", "mean_", "var_", "scale_", "stats_")
+
+
+class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Standardize features: ``z = (x - mean_) / scale_``, as scikit-learn's
+    ``StandardScaler``, with nbbn's exact streaming statistics.
+
+    The parameters, attributes and results are those of
+    :class:`sklearn.preprocessing.StandardScaler` (NaNs skipped per feature,
+    ``scale_`` 1 for constant and near-constant features by scikit-learn's bound,
+    float32 and float64 preserved, other dtypes converted to float64), plus
+    ``channel_axis`` for N-d arrays, ``nan_policy`` and ``ddof``. Sparse input is not
+    supported.
+
+    Parameters
+    ----------
+    copy : bool, default True
+        False: ``transform`` and ``inverse_transform`` write into ``X`` when it is a
+        writable float32/float64 numpy array.
+    with_mean : bool, default True
+        Center the data (``mean_`` is computed either way while ``with_std``).
+    with_std : bool, default True
+        Scale the data to unit variance.
+    channel_axis : int, default -1
+        The features axis. 2-d input has its features on axis 1 (``-1`` or ``1``);
+        for N-d numpy arrays every other axis is pooled (``channel_axis=1`` for NCHW
+        images, ``-1`` for NHWC). Axis 0 is the samples axis.
+    nan_policy : {"omit", "propagate", "raise"}, default "omit"
+        "omit": NaNs are skipped per feature (scikit-learn's behaviour; counts may then
+        differ between features); "propagate": a NaN makes its feature's statistics
+        NaN; "raise": NaN in ``fit``, ``partial_fit`` or ``transform`` is an error.
+        Infinities are always an error, as in scikit-learn.
+    ddof : int, default 0
+        ``var_ = M2 / (n_samples_seen_ - ddof)``; 1 gives the unbiased variance.
+
+    Attributes
+    ----------
+    mean_ : numpy.ndarray of shape (n_features,) or None
+        Per-feature mean (float64); None when ``with_mean`` and ``with_std`` are False.
+    var_ : numpy.ndarray of shape (n_features,) or None
+        Per-feature variance (float64, ``ddof``); None when ``with_std`` is False.
+    scale_ : numpy.ndarray of shape (n_features,) or None
+        ``sqrt(var_)``, 1 for (near-)constant features; None when ``with_std`` is False.
+    n_samples_seen_ : int or numpy.ndarray of shape (n_features,)
+        Samples counted per feature (NaNs excluded); an integer when all features have
+        the same count; the sum of the sample weights when weights were given.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : numpy.ndarray of shape (n_features_in_,)
+        Column names of a DataFrame seen in ``fit`` (only then).
+    stats_ : nbbn.RunningStats
+        The exact statistics (e.g. ``stats_.save(path)``, ``stats_.to_normalizer()``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nbbn.sklearn import StandardScaler
+    >>> X = np.array([[0.0, 1.0], [2.0, np.nan], [4.0, 3.0]])
+    >>> sc = StandardScaler().fit(X)
+    >>> sc.mean_, sc.n_samples_seen_
+    (array([2., 2.]), array([3, 2]))
+    >>> sc.transform(X)[:, 0] * sc.scale_[0]
+    array([-2.,  0.,  2.])
+    """
+
+    def __init__(self, *, copy: bool = True, with_mean: bool = True, with_std: bool = True,
+                 channel_axis: int = -1, nan_policy: str = "omit", ddof: int = 0) -> None:
+        self.copy = copy
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.channel_axis = channel_axis
+        self.nan_policy = nan_policy
+        self.ddof = ddof
+
+    def __sklearn_tags__(self):
+        """The estimator's tags: NaN allowed (but "raise"), float32/64 preserved."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.nan_policy != "raise"
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        for name in ("copy", "with_mean", "with_std"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if (not isinstance(self.channel_axis, numbers.Integral)
+                or isinstance(self.channel_axis, bool)):
+            raise TypeError(f"channel_axis must be an int, got {self.channel_axis!r}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, "
+                             f"got {self.nan_policy!r}")
+        if (not isinstance(self.ddof, numbers.Integral) or isinstance(self.ddof, bool)
+                or self.ddof < 0):
+            raise ValueError(f"ddof must be an int >= 0, got {self.ddof!r}")
+
+    def _validate(self, X, *, reset: bool, fit: bool = False, writeable: bool = False):
+        """``X`` as a float32/float64 numpy array, its features checked against ``fit``.
+
+        2-d input goes through scikit-learn's ``validate_data`` (feature names,
+        ``n_features_in_``, its error messages); N-d numpy arrays through
+        ``check_array`` with the features on ``channel_axis``. In ``fit`` the
+        infinities are found by nbbn's kernels instead of a pass of their own.
+        """
+        finite: bool | str = "allow-nan" if self.nan_policy != "raise" else True
+        if fit:
+            finite = False
+        if getattr(X, "ndim", 2) <= 2:
+            X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
+                              ensure_all_finite=finite, force_writeable=writeable)
+            if self.channel_axis not in (1, -1):
+                raise ValueError(f"channel_axis={self.channel_axis} does not fit 2-d input, "
+                                 "whose features are axis 1: use channel_axis=-1 or 1")
+            return X
+        X = check_array(X, dtype=_FLOAT_DTYPES, ensure_all_finite=finite, allow_nd=True,
+                        force_writeable=writeable, estimator=self, input_name="X")
+        if not -X.ndim < self.channel_axis < X.ndim or self.channel_axis % X.ndim == 0:
+            raise ValueError(f"channel_axis={self.channel_axis} is not a features axis of "
+                             f"{X.ndim}-d input (axis 0 is the samples axis): expected "
+                             f"1 to {X.ndim - 1} or -1 to {1 - X.ndim}")
+        nfeat = X.shape[self.channel_axis]
+        if reset:
+            self.n_features_in_ = nfeat
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif nfeat != self.n_features_in_:
+            raise ValueError(f"X has {nfeat} features along channel_axis={self.channel_axis}, "
+                             f"but StandardScaler is expecting {self.n_features_in_} "
+                             "features as input.")
+        return X
+
+    # ------------------------------------------------------------------ fitting
+    def _reset(self) -> None:
+        for name in _FITTED:
+            if hasattr(self, name):
+                delattr(self, name)
+
+    def fit(self, X, y=None, sample_weight=None) -> StandardScaler:
+        """Compute the mean and standard deviation of ``X`` (forgetting earlier fits).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features), or an N-d numpy array
+            The data; features along ``channel_axis``.
+        y : None
+            Ignored.
+        sample_weight : array_like of shape (n_samples,), optional
+            Frequency weights per sample (finite, >= 0).
+
+        Returns
+        -------
+        StandardScaler
+            ``self``.
+        """
+        self._reset()
+        return self.partial_fit(X, y, sample_weight)
+
+    def partial_fit(self, X, y=None, sample_weight=None) -> StandardScaler:
+        """Merge the statistics of the batch ``X`` into the fitted ones (exact, any
+        number of batches; see :meth:`fit` for the parameters).
+
+        Returns
+        -------
+        StandardScaler
+            ``self``; on an error the fitted state is unchanged.
+        """
+        self._check_params()
+        first = not hasattr(self, "n_samples_seen_")
+        X = self._validate(X, reset=first, fit=True)
+        batch = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
+        batch.update(X, sample_weight=sample_weight)
+        if sample_weight is not None and not np.asarray(sample_weight, np.float64).any():
+            raise ValueError("sample_weight holds only zero weights: at least one weight "
+                             "must be > 0 (as scikit-learn)")
+        inf = batch.inf_count
+        if inf.any():
+            feats = np.flatnonzero(inf)
+            shown = ", ".join(str(f) for f in feats[:10]) + (", ..." if feats.size > 10 else "")
+            raise ValueError(f"Input X contains infinity ({int(inf.sum())} values, in features "
+                             f"{shown}); expected finite values, or NaN (nan_policy="
+                             f"{self.nan_policy!r}). The fitted statistics were not changed.")
+        stats = batch if first else self.stats_ + batch
+        self._set_fitted(stats)
+        return self
+
+    def _set_fitted(self, stats: RunningStats) -> None:
+        count = stats.count
+        n = count[0] if count.min() == count.max() else count
+        mean = stats.mean
+        var = stats.variance(self.ddof)
+        scale = None
+        if self.with_std:
+            with np.errstate(over="ignore", invalid="ignore"):
+                # scikit-learn's bound for a feature indistinguishable from a constant one
+                bound = count * _EPS64 * var + (count * mean * _EPS64) ** 2
+                scale = np.sqrt(var)
+                scale[var <= bound] = 1.0
+        self.stats_ = stats
+        self.n_samples_seen_ = n
+        self.mean_ = mean if (self.with_mean or self.with_std) else None
+        self.var_ = var if self.with_std else None
+        self.scale_ = scale
+
+    # ------------------------------------------------------------------ transforming
+    def _normalizer(self, nfeat: int) -> Normalizer:
+        mean = self.mean_ if self.with_mean and self.mean_ is not None else np.zeros(nfeat)
+        scale = self.scale_ if self.with_std and self.scale_ is not None else np.ones(nfeat)
+        # (x - mean) * (1 / scale): var 1 and eps 0 make the normalizer's scale the weight
+        return Normalizer(mean, np.ones(nfeat), eps=0.0, weight=1.0 / scale,
+                          channel_axis=self.channel_axis, backend="cpu")
+
+    def transform(self, X, copy: bool | None = None):
+        """Standardize ``X``: ``(X - mean_) / scale_`` per feature.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features), or an N-d numpy array
+            The data to scale.
+        copy : bool, optional
+            Overrides the ``copy`` parameter.
+
+        Returns
+        -------
+        numpy.ndarray
+            Float32 for float32 input, else float64; NaNs stay NaN.
+        """
+        check_is_fitted(self)
+        copy = self.copy if copy is None else copy
+        X = self._validate(X, reset=False, writeable=not copy)
+        norm = self._normalizer(self.n_features_in_)
+        return norm(X, out=None if copy else X)
+
+    def inverse_transform(self, X, copy: bool | None = None):
+        """Scale back to the original representation: ``X * scale_ + mean_``.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features), or an N-d numpy array
+            Standardized data.
+        copy : bool, optional
+            Overrides the ``copy`` parameter.
+
+        Returns
+        -------
+        numpy.ndarray
+            Float32 for float32 input, else float64.
+        """
+        check_is_fitted(self)
+        copy = self.copy if copy is None else copy
+        X = self._validate(X, reset=False, writeable=not copy)
+        return self._normalizer(self.n_features_in_).inverse(X, out=None if copy else X)

@@ -1,0 +1,121 @@
+"""``nbbn bench --sklearn``: ``nbbn.sklearn.StandardScaler`` against scikit-learn's.
+
+On a (1,000,000, 64) float32 array (20,000 rows with ``quick``), in one process, each
+measurement times nbbn and its peer alternately (one call of each per repeat, after a
+warm-up call of each, so a load change on the shared machine hits both), and reports
+both medians and their ratio. Targets (issue 14): ``fit`` >= 10x and ``transform`` >= 3x
+scikit-learn's.
+
+Each measurement is one function of :data:`MEASUREMENTS`, taking the data and the
+repeat count and returning a row (:class:`Row`); another peer (e.g. onnxruntime) is
+one more function appended there.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+FULL_SHAPE = (1_000_000, 64)
+QUICK_SHAPE = (20_000, 64)
+
+
+@dataclass
+class Row:
+    """One measurement: nbbn's and the peer's median seconds and the target speed-up."""
+
+    name: str
+    peer: str
+    nbbn_s: float
+    peer_s: float
+    target: float
+
+    @property
+    def speedup(self) -> float:
+        """``peer_s / nbbn_s``."""
+        return self.peer_s / self.nbbn_s
+
+
+def alternate(ours: Callable[[], Any], peer: Callable[[], Any],
+              repeats: int) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``peer()``, timed alternately after one warm-up
+    call of each."""
+    ours()
+    peer()
+    t_ours, t_peer = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (peer, t_peer)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(t_ours), statistics.median(t_peer)
+
+
+def measure_fit(X: np.ndarray, repeats: int) -> Row:
+    """``StandardScaler().fit(X)``: nbbn's against scikit-learn's."""
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    from ..sklearn import StandardScaler
+
+    ours, peer = alternate(lambda: StandardScaler().fit(X), lambda: SkScaler().fit(X), repeats)
+    return Row("fit", "scikit-learn", ours, peer, 10.0)
+
+
+def measure_transform(X: np.ndarray, repeats: int) -> Row:
+    """``transform(X)`` (a new array) of fitted scalers: nbbn's against scikit-learn's."""
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    from ..sklearn import StandardScaler
+
+    ours_sc, peer_sc = StandardScaler().fit(X), SkScaler().fit(X)
+    ours, peer = alternate(lambda: ours_sc.transform(X), lambda: peer_sc.transform(X), repeats)
+    return Row("transform", "scikit-learn", ours, peer, 3.0)
+
+
+MEASUREMENTS: list[Callable[[np.ndarray, int], Row]] = [measure_fit, measure_transform]
+"""The measurements ``nbbn bench --sklearn`` runs, in order."""
+
+
+def make_data(shape: tuple[int, int]) -> np.ndarray:
+    """Float32 features of varied means and spreads (a few NaN-free columns of each)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(shape, dtype=np.float32)
+    X *= np.logspace(-2, 2, shape[1], dtype=np.float32)
+    X += np.linspace(-1e3, 1e3, shape[1], dtype=np.float32)
+    return X
+
+
+def run_sklearn_bench(file: TextIO, quick: bool = False, repeats: int | None = None,
+                      json_path: str | None = None) -> dict[str, Any]:
+    """Run :data:`MEASUREMENTS`, print a table to ``file``, return the results (also
+    written to ``json_path`` when given)."""
+    from .bench_env import cpu_model
+
+    shape = QUICK_SHAPE if quick else FULL_SHAPE
+    repeats = repeats or (2 if quick else 7)
+    X = make_data(shape)
+    print(f"nbbn bench --sklearn: float32 {shape}, median of {repeats} alternating runs, "
+          f"CPU {cpu_model()}", file=file)
+    print(f"{'operation':<12}{'nbbn ms':>10}{'peer ms':>10}  {'peer':<14}{'speed-up':>9}"
+          f"{'target':>8}", file=file)
+    rows = []
+    for measure in MEASUREMENTS:
+        row = measure(X, repeats)
+        rows.append(row)
+        flag = "" if row.speedup >= row.target else "  (below target)"
+        print(f"{row.name:<12}{row.nbbn_s * 1e3:>10.1f}{row.peer_s * 1e3:>10.1f}  "
+              f"{row.peer:<14}{row.speedup:>8.1f}x{row.target:>7.1f}x{flag}", file=file)
+    result = {"shape": list(shape), "dtype": "float32", "repeats": repeats, "cpu": cpu_model(),
+              "rows": [{**asdict(r), "speedup": r.speedup} for r in rows]}
+    if json_path:
+        from .._durable import atomic_write
+
+        with atomic_write(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    return result

@@ -1,0 +1,190 @@
+"""Sample weights in the core: ``RunningStats.update(x, sample_weight=w)``.
+
+Frequency weights: integer weights must equal repeated rows, float weights a float64
+weighted two-pass reference computed here, and weighted states merge with unweighted
+ones exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from conftest import HAVE_NUMBA_CUDA
+from reference import assert_close, assert_stats, ref_stats, stats_rtol
+
+import nbbn
+
+
+def _layout(rng, dtype, layout, n):
+    shape, axis = {"nchw": ((n, 3, 2, 5), 1), "nhwc": ((n, 2, 3, 4), -1),
+                   "rows": ((n, 6), -1)}[layout]
+    if np.dtype(dtype).kind == "u":
+        return rng.integers(0, 256, shape).astype(dtype), axis
+    return (rng.standard_normal(shape) * 3 + 50).astype(dtype), axis
+
+
+def _as_repeated(rs_weighted):
+    """A weighted RunningStats seen as unweighted statistics (for assert_stats)."""
+    class View:
+        count = rs_weighted.count.astype(np.int64)
+        mean, var, std = rs_weighted.mean, rs_weighted.var, rs_weighted.std
+        min, max = rs_weighted.min, rs_weighted.max
+    assert np.array_equal(View.count, rs_weighted.count)  # integral weight sums
+    return View
+
+
+def _weighted_ref(x, w, axis, omit=False):
+    """Per-channel weighted mean and variance (float64 two-pass, exact sums)."""
+    rows = np.moveaxis(np.asarray(x, np.float64), axis, 1).reshape(x.shape[0], x.shape[axis], -1)
+    mean, var, wsum = [], [], []
+    for c in range(rows.shape[1]):
+        v = rows[:, c, :]
+        ww = np.broadcast_to(w[:, None], v.shape)
+        keep = ~np.isnan(v) if omit else np.ones(v.shape, bool)
+        v, ww = v[keep], ww[keep]
+        sw = math.fsum(ww.tolist())
+        m = math.fsum((ww * v).tolist()) / sw
+        var.append(math.fsum((ww * (v - m) ** 2).tolist()) / sw)
+        mean.append(m)
+        wsum.append(sw)
+    return np.array(wsum), np.array(mean), np.array(var)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "rows"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
+def test_integer_weights_equal_repeated_rows(rng, dtype, layout):
+    x, axis = _layout(rng, dtype, layout, 40)
+    w = rng.integers(0, 4, x.shape[0])
+    rs = nbbn.RunningStats(axis).update(x, sample_weight=w)
+    assert rs.weighted and rs.count.dtype == np.float64
+    ref = ref_stats(np.repeat(x, w, axis=0), axis)
+    assert_stats(_as_repeated(rs), ref, rtol=stats_rtol(dtype))
+
+
+def test_float_weights_against_reference(rng):
+    x = rng.standard_normal((300, 4)) * [1.0, 1e-3, 1e3, 5.0] + [0.0, 1e6, -3.0, 1e9]
+    w = rng.random(300) * 3
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    wsum, mean, var = _weighted_ref(x, w, -1)
+    assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
+    assert_close(rs.mean, mean, rtol=1e-15, atol=1e-13 * np.sqrt(var), name="mean")
+    assert_close(rs.var, var, rtol=1e-12, name="var")
+    assert_close(rs.variance(ddof=1), var * wsum / (wsum - 1), rtol=1e-12, name="ddof=1")
+    np.testing.assert_array_equal(rs.min, x.min(0))
+    np.testing.assert_array_equal(rs.max, x.max(0))
+
+
+def test_weighted_and_unweighted_batches_merge_exactly(rng):
+    """Any split, any mix of weighted and unweighted batches, merged by update or `+`,
+    equals the repeated-rows statistics of the whole stream."""
+    x = (rng.standard_normal((90, 3, 4)) + 7).astype(np.float32)
+    w = rng.integers(0, 3, 90)
+    cuts = [0, 13, 14, 50, 90]
+    a, b = nbbn.RunningStats(1), nbbn.RunningStats(1)
+    for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        target = a if k % 2 else b
+        if k == 1:  # an unweighted batch: every row weighs 1
+            target.update(x[lo:hi])
+            w[lo:hi] = 1
+        else:
+            target.update(x[lo:hi], sample_weight=w[lo:hi])
+    ref = ref_stats(np.repeat(x, w, axis=0), 1)
+    for merged in (a + b, b + a, b.merge(a)):
+        assert_stats(_as_repeated(merged), ref, rtol=1e-6)
+    a += b
+    assert_stats(_as_repeated(a), ref, rtol=1e-6)
+
+
+def test_zero_weight_rows_are_absent(rng):
+    x = rng.standard_normal((20, 3))
+    x[0] = [1e9, np.nan, -1e9]  # weight 0: no count, no min/max, no NaN
+    w = np.ones(20)
+    w[0] = 0.0
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    ref = ref_stats(x[1:], -1)
+    assert_stats(_as_repeated(rs), ref, rtol=1e-12)
+    np.testing.assert_array_equal(rs.nan_count, [0, 0, 0])
+
+
+@pytest.mark.parametrize("policy", ["omit", "propagate", "raise"])
+def test_nan_policies(rng, policy):
+    x = rng.standard_normal((30, 3))
+    x[[2, 5], 1] = np.nan
+    w = rng.random(30) + 0.5
+    rs = nbbn.RunningStats(-1, nan_policy=policy)
+    if policy == "raise":
+        with pytest.raises(ValueError, match="NaN"):
+            rs.update(x, sample_weight=w)
+        assert rs.num_channels is None
+        return
+    rs.update(x, sample_weight=w)
+    np.testing.assert_array_equal(rs.nan_count, [0, 2, 0])
+    wsum, mean, var = _weighted_ref(x, w, -1, omit=True)
+    if policy == "omit":
+        assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
+        assert_close(rs.var, var, rtol=1e-12, name="var")
+    else:
+        assert np.isnan(rs.mean[1]) and np.isnan(rs.var[1])
+        assert_close(rs.var[[0, 2]], var[[0, 2]], rtol=1e-12, name="var")
+
+
+@pytest.mark.parametrize("view", ["strided", "fortran", "big-endian"])
+def test_non_contiguous_input(rng, view):
+    base = rng.standard_normal((40, 5, 3))
+    x = {"strided": base[::2, :, ::2], "fortran": np.asfortranarray(base),
+         "big-endian": base.astype(">f8")}[view]
+    w = rng.random(x.shape[0])
+    rs = nbbn.RunningStats(1).update(x, sample_weight=w)
+    wsum, mean, var = _weighted_ref(np.asarray(x, np.float64), w, 1)
+    assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
+    assert_close(rs.var, var, rtol=1e-12, name="var")
+
+
+def test_state_survives_save_load_and_pickle(rng, tmp_path):
+    x = rng.standard_normal((25, 4))
+    rs = nbbn.RunningStats(-1).update(x).update(x, sample_weight=rng.random(25))
+    rs.save(tmp_path / "s.npz")
+    for back in (nbbn.RunningStats.load(tmp_path / "s.npz"), pickle.loads(pickle.dumps(rs))):
+        assert back.weighted
+        np.testing.assert_array_equal(back.count, rs.count)
+        np.testing.assert_array_equal(back.var, rs.var)
+    plain = nbbn.RunningStats(-1).update(x)
+    assert "weight" not in plain.to_dict() and not plain.weighted  # unweighted format as before
+
+
+@pytest.mark.parametrize(("weight", "axis", "exc", "match"), [
+    (np.ones(9), -1, ValueError, r"shape \(10,\)"),
+    (np.ones((10, 1)), -1, ValueError, r"shape \(10,\)"),
+    (np.r_[np.ones(9), -1.0], -1, ValueError, ">= 0"),
+    (np.r_[np.ones(9), np.nan], -1, ValueError, "finite"),
+    (np.r_[np.ones(9), np.inf], -1, ValueError, "finite"),
+    (np.array(["a"] * 10), -1, TypeError, "real numbers"),
+    (np.ones(10), 0, ValueError, "channel_axis must not be 0"),
+])
+def test_bad_weights_leave_the_state_unchanged(rng, weight, axis, exc, match):
+    x = rng.standard_normal((10, 4))
+    rs = nbbn.RunningStats(axis).update(x)
+    before = rs.to_dict()
+    with pytest.raises(exc, match=match):
+        rs.update(x, sample_weight=weight)
+    after = rs.to_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="needs numba-cuda (GPU or simulator)")
+def test_cuda_says_weights_are_cpu_only(rng, cuda):
+    x = rng.standard_normal((6, 3))
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=np.full(6, 2.0))
+    before = rs.to_dict()
+    with pytest.raises(nbbn.BackendUnavailableError, match="sample_weight"):
+        rs.update(cuda.to_device(x), sample_weight=np.ones(6))
+    np.testing.assert_array_equal(rs.to_dict()["weight"], before["weight"])
+    # an unweighted device batch merges into the weighted state on the host
+    rs.update(cuda.to_device(x))
+    ref = ref_stats(np.concatenate([x, x, x]), -1)
+    assert_stats(_as_repeated(rs), ref, rtol=1e-12)

@@ -1,0 +1,246 @@
+"""nbbn.sklearn.StandardScaler: scikit-learn's estimator checks, and equality with
+scikit-learn's own StandardScaler on its scenarios (to 1e-12 relative, and to an exact
+float64 reference where scikit-learn's own rounding is larger)."""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from reference import assert_close, assert_ulps, ref_stats  # noqa: E402
+from sklearn.preprocessing import StandardScaler as SkScaler  # noqa: E402
+from sklearn.utils import estimator_checks as ec  # noqa: E402
+
+import nbbn  # noqa: E402
+from nbbn.sklearn import StandardScaler  # noqa: E402
+
+RTOL = 1e-12
+
+
+@ec.parametrize_with_checks([StandardScaler(), StandardScaler(with_mean=False, ddof=1)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# the pandas/polars checks transform numpy arrays with a scaler fitted on a DataFrame,
+# for which scikit-learn warns (its own StandardScaler the same): not an nbbn matter
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning",
+                            "ignore:X has feature names, but:UserWarning")
+@pytest.mark.parametrize("check", [
+    "check_set_output_transform", "check_set_output_transform_pandas",
+    "check_global_output_transform_pandas", "check_set_output_transform_polars",
+    "check_global_set_output_transform_polars", "check_transformer_get_feature_names_out",
+    "check_transformer_get_feature_names_out_pandas",
+])
+def test_sklearn_output_checks(check):
+    if "pandas" in check:
+        pytest.importorskip("pandas")
+    if "polars" in check:
+        pytest.importorskip("polars")
+    getattr(ec, check)("StandardScaler", StandardScaler())
+
+
+def _split_fit(est, X, cuts, w=None):
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        est.partial_fit(X[lo:hi], sample_weight=None if w is None else w[lo:hi])
+    return est
+
+
+def _assert_same(ours, theirs, X, rtol=RTOL):
+    n_ours, n_theirs = np.asarray(ours.n_samples_seen_), np.asarray(theirs.n_samples_seen_)
+    assert n_ours.shape == n_theirs.shape
+    assert_close(n_ours, n_theirs, rtol=1e-14, name="n_samples_seen_")
+    for name in ("mean_", "var_", "scale_"):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert_close(a, b, rtol=rtol, name=name)
+    x64 = X.astype(np.float64)
+    for method, exp64 in (("transform", (x64 - ours.mean_) / ours.scale_),
+                          ("inverse_transform", x64 * ours.scale_ + ours.mean_)):
+        got, exp = getattr(ours, method)(X), getattr(theirs, method)(X)
+        assert got.dtype == exp.dtype and got.shape == exp.shape
+        if X.dtype == np.float32:
+            # nbbn computes in float64 and rounds once; scikit-learn subtracts and divides
+            # in float32 (off by far more at large means, #12333): held to the float64 map
+            assert_ulps(got, exp64, ulps=1.0, name=method)
+        else:
+            assert_close(got, exp, rtol=1e-12, atol=1e-12, name=method)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_random_partial_fit_splits_with_nans(rng, dtype, weighted):
+    X = (rng.standard_normal((240, 5)) * [1, 10, 0.1, 3, 1e3] + [0, 5, -2, 1e3, 7]).astype(dtype)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    # dyadic weights: scikit-learn rounds weights to X's dtype and sums them in it
+    w = rng.integers(0, 16, 240) / 8 if weighted else None
+    cuts = np.unique(np.r_[0, rng.integers(1, 240, 6), 240])
+    ours = _split_fit(StandardScaler(), X, cuts, w)
+    theirs = _split_fit(SkScaler(), X, cuts, w)
+    _assert_same(ours, theirs, X)
+    if not weighted:  # and the exact statistics, NaNs skipped
+        ref = ref_stats(X, -1, nan_policy="omit")
+        np.testing.assert_array_equal(ours.n_samples_seen_, ref.count)
+        assert_close(ours.var_, ref.var, rtol=RTOL, name="var_ vs reference")
+
+
+@pytest.mark.parametrize("constant", [0.0, 0.1, 1e10, -3.0])
+def test_constant_features(rng, constant):
+    X = np.c_[np.full(50, constant), rng.standard_normal(50), np.full(50, constant)]
+    for kw in ({}, {"with_mean": False}):
+        ours, theirs = StandardScaler(**kw).fit(X), SkScaler(**kw).fit(X)
+        _assert_same(ours, theirs, X)
+        assert ours.var_[0] == 0.0 and ours.scale_[0] == 1.0
+
+
+def _exact_var(X):
+    """Per-column variance of the float values in X, computed in exact rationals."""
+    out = []
+    for col in np.asarray(X, np.float64).T:
+        xs = [Fraction(v) for v in col.tolist()]
+        mu = sum(xs) / len(xs)
+        out.append(float(sum((v - mu) ** 2 for v in xs) / len(xs)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("average", [1e-10, 1.0, 1e10])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_near_constant_features(dtype, average):
+    """scikit-learn's scenario: variance scales**2 around ``average``; a feature whose
+    variance is below its bound ``N eps var + (N eps mean)^2`` gets scale 1."""
+    n = 100
+    scales = np.array([10.0 ** i for i in range(-30, 19)], dtype=dtype)
+    X = np.empty((n, scales.size), dtype=dtype)
+    X[: n // 2] = average + scales
+    X[n // 2:] = average - scales
+    ours = StandardScaler(with_mean=False).fit(X)
+    theirs = SkScaler(with_mean=False).fit(X)
+    exact = _exact_var(X)
+    assert_close(ours.var_, exact, rtol=RTOL, name="var_ vs exact")
+    eps = np.finfo(np.float64).eps
+    bound = n * eps * exact + (n * eps * ours.mean_) ** 2
+    below, above = exact <= bound * (1 - 1e-9), exact > bound * (1 + 1e-9)
+    assert below.any() and above.any()
+    np.testing.assert_array_equal(ours.scale_[below], 1.0)
+    np.testing.assert_array_equal(theirs.scale_[below], 1.0)
+    assert_close(ours.scale_[above], np.sqrt(exact[above]), rtol=RTOL, name="scale_")
+    # equal to scikit-learn wherever its own variance is exact to 1e-13
+    good = above & (np.abs(theirs.var_ - exact) <= 1e-13 * exact)
+    assert good.sum() >= 10
+    assert_close(ours.scale_[good], theirs.scale_[good], rtol=RTOL, name="scale_ vs sklearn")
+
+
+@pytest.mark.parametrize("mean", [1e4, 1e6])
+def test_large_float32_means(rng, mean):
+    X = (mean + rng.standard_normal((400, 3)) * [1.0, 0.1, 10.0]).astype(np.float32)
+    ours, theirs = StandardScaler().fit(X), SkScaler().fit(X)
+    _assert_same(ours, theirs, X)
+    ref = ref_stats(X, -1)
+    assert_close(ours.mean_, ref.mean, rtol=1e-15, name="mean_ vs exact")
+    assert_close(ours.var_, ref.var, rtol=RTOL, name="var_ vs exact")
+    cuts = [0, 7, 150, 151, 400]
+    assert_close(_split_fit(StandardScaler(), X, cuts).var_, ref.var, rtol=RTOL,
+                 name="split var_ vs exact")
+
+
+def test_integer_input(rng):
+    X = rng.integers(-1000, 1000, (80, 4))
+    ours, theirs = StandardScaler().fit(X), SkScaler().fit(X)
+    _assert_same(ours, theirs, X)
+    assert ours.transform(X).dtype == np.float64
+
+
+def test_no_overflow_where_sklearn_partial_fit_overflows(rng):
+    """scikit-learn #5602: ``mean * n`` overflows; nbbn forms no sums."""
+    X = np.c_[np.full(1000, 1e306), rng.standard_normal(1000)]
+    cuts = list(range(0, 1001, 100))
+    ours = _split_fit(StandardScaler(), X, cuts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = _split_fit(SkScaler(), X, cuts)
+    assert not np.isfinite(theirs.mean_[0])  # the scenario: scikit-learn overflows here
+    assert ours.mean_[0] == 1e306 and ours.var_[0] == 0.0 and ours.scale_[0] == 1.0
+    np.testing.assert_array_equal(ours.transform(X)[:, 0], 0.0)
+    ref = ref_stats(X[:, 1:], -1)
+    assert_close(ours.var_[1:], ref.var, rtol=RTOL, name="var_")
+    assert_close(ours.mean_[1:], ref.mean, rtol=RTOL, atol=1e-15, name="mean_")
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((6, 3, 4, 5), 1), ((6, 4, 5, 3), -1)])
+def test_nd_images_pool_all_but_the_channel_axis(rng, shape, axis):
+    X = rng.standard_normal(shape).astype(np.float32) * 4 + 2
+    X[0, 0, 0, 0] = np.nan
+    ours = StandardScaler(channel_axis=axis).fit(X)
+    rows = np.moveaxis(X, axis, -1).reshape(-1, X.shape[axis])
+    theirs = SkScaler().fit(rows)
+    assert ours.n_features_in_ == X.shape[axis]
+    assert len(ours.get_feature_names_out()) == X.shape[axis]
+    for name in ("mean_", "var_", "scale_", "n_samples_seen_"):
+        assert_close(getattr(ours, name), getattr(theirs, name), rtol=RTOL, name=name)
+    y = ours.transform(X)
+    assert y.shape == X.shape and y.dtype == np.float32
+    assert_close(np.moveaxis(y, axis, -1).reshape(rows.shape), theirs.transform(rows),
+                 rtol=2e-7, atol=2e-6, name="transform")
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        ours.transform(np.moveaxis(X, axis, 2 if axis == 1 else 1))
+
+
+def test_ddof_and_nan_policies(rng):
+    X = rng.standard_normal((30, 3))
+    ref = ref_stats(X, -1)
+    sc = StandardScaler(ddof=1).fit(X)
+    assert_close(sc.var_, ref.var * 30 / 29, rtol=RTOL, name="var_ ddof=1")
+    X[3, 1] = np.nan
+    prop = StandardScaler(nan_policy="propagate").fit(X)
+    assert np.isnan(prop.mean_[1]) and np.isfinite(prop.mean_[[0, 2]]).all()
+    with pytest.raises(ValueError, match="NaN"):
+        StandardScaler(nan_policy="raise").fit(X)
+
+
+def test_bad_input_leaves_the_fit_unchanged(rng):
+    X = rng.standard_normal((20, 3))
+    sc = StandardScaler().fit(X)
+    before = (sc.mean_.copy(), sc.var_.copy(), sc.n_samples_seen_)
+    bad = X.copy()
+    bad[4, 2] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        sc.partial_fit(bad)
+    with pytest.raises(ValueError, match="features"):
+        sc.partial_fit(X[:, :2])
+    with pytest.raises(ValueError, match="sample_weight"):
+        sc.partial_fit(X, sample_weight=-np.ones(20))
+    np.testing.assert_array_equal(sc.mean_, before[0])
+    np.testing.assert_array_equal(sc.var_, before[1])
+    assert sc.n_samples_seen_ == before[2]
+    with pytest.raises(ValueError, match="channel_axis"):
+        StandardScaler(channel_axis=0).fit(X)
+    with pytest.raises(ValueError, match="nan_policy"):
+        StandardScaler(nan_policy="skip").fit(X)
+
+
+def test_copy_false_writes_in_place_and_stats_are_nbbn(rng):
+    X = rng.standard_normal((10, 3)) + 5
+    sc = StandardScaler(copy=False).fit(X)
+    expected = (X - sc.mean_) / sc.scale_
+    out = sc.transform(X)
+    assert out is X
+    assert_close(X, expected, rtol=1e-14, atol=1e-15, name="in place")
+    assert isinstance(sc.stats_, nbbn.RunningStats)
+    assert_close(sc.stats_.mean, sc.mean_, rtol=0.0, name="stats_")
+
+
+def test_in_a_pipeline(rng):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X = rng.standard_normal((60, 4)) * 100 + 1e4
+    y = (X[:, 0] > 1e4).astype(int)
+    ours = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    theirs = make_pipeline(SkScaler(), LogisticRegression()).fit(X, y)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
