@@ -6,8 +6,8 @@ and the skl2onnx converter into its container's nodes).
 float64 (``shift = mean - bias / scale``), the shift is split into float32 ``hi + lo``
 (``hi = float32(shift)``, ``lo = float32(shift - hi)``), and the graph is ``Sub(x, hi)``,
 ``Sub(., lo)``, ``Mul(., float32(scale))``. Near the mean ``x - hi`` is exact (Sterbenz),
-and the remaining three roundings keep the result within 2 float32 ulp of the float64
-map (docs/sklearn.md, "ONNX"). ``batchnorm`` is one ``BatchNormalization``. The other
+and the remaining three roundings keep the result within about 2 float32 ulp of the
+float64 map (docs/sklearn.md, "ONNX"). ``batchnorm`` is one ``BatchNormalization``. The other
 builders are the usual forms, kept for the accuracy table and the bench: ``subdiv``
 (skl2onnx's float64 form and its ``div`` option), ``scaler`` (``ai.onnx.ml`` Scaler,
 skl2onnx's float32 form), ``folded`` (``x * a + b``).

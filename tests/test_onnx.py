@@ -96,6 +96,18 @@ def test_scaler_exact_and_flags():
         assert ulps(y, ref) <= 2.0, (with_mean, with_std)
 
 
+def test_nbbn_scaler_on_images():
+    """nbbn's StandardScaler with channel_axis=1, fitted on NCHW images: ndim=4."""
+    from nbbn.sklearn import StandardScaler
+
+    rng = np.random.default_rng(6)
+    mean, var, _, _ = make_params(rng, 3, 1e4)
+    x = sample(rng, mean, var, (6, 3, 5, 4), 1)
+    sc = StandardScaler(channel_axis=1).fit(x)
+    ref = (x.astype(np.float64) - sc.mean_[:, None, None]) / sc.scale_[:, None, None]
+    assert ulps(run(nbbn_onnx.to_onnx(sc, ndim=4), x), ref) <= 2.0
+
+
 def test_batchnorm_eval_exact_and_batchnorm_form():
     rng = np.random.default_rng(7)
     c = 5
