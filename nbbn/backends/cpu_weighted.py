@@ -16,8 +16,9 @@ the place of the counts, so a weighted state merges with unweighted ones (whose 
 sum is their count) exactly as two unweighted states do. A row of weight 0 is absent:
 it adds nothing to any count, minimum or maximum.
 
-Kernels run on float32 and float64 pieces (other dtypes are converted to float64
-first: exact up to 2**53), one thread; the weighted path is not the fast path.
+The kernel is compiled once, for float64: the input is handed to it in chunks of whole
+rows of at most ``CHUNK_BYTES``, converted to float64 (exact for every dtype but
+integers beyond 2**53), on one thread; the weighted path is not the fast path.
 """
 
 from __future__ import annotations
@@ -152,19 +153,30 @@ def merge(state: BatchStats, part: BatchStats) -> BatchStats:
     return state
 
 
+CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
+
+
 def _piece(x3: np.ndarray, w: np.ndarray, policy: int) -> BatchStats:
-    if x3.dtype not in (np.float32, np.float64) or not x3.dtype.isnative:
-        x3 = x3.astype(np.float64)
-    x3 = np.ascontiguousarray(x3)
-    if x3.flags.writeable:  # one compiled type for writable and read-only input
-        x3 = x3.view()
-        x3.flags.writeable = False
+    """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
+    whole rows converted to float64 C-contiguous read-only arrays (one compiled kernel
+    for every input dtype and layout, and bounded extra memory)."""
     nchan = x3.shape[1]
-    out = BatchStats.uninitialized(nchan)
-    out.weight = np.empty(nchan)
-    _weighted_stats(x3, w, x3.shape[0] // w.shape[0], policy, out.ints, out.floats,
-                    out.weight)
-    return out
+    rpw = x3.shape[0] // w.shape[0]
+    per_row = max(1, rpw * nchan * x3.shape[2] * 8)
+    step = max(1, CHUNK_BYTES // per_row)  # rows (of weight) per chunk
+    total: BatchStats | None = None
+    for r0 in range(0, w.shape[0], step):
+        chunk = np.ascontiguousarray(x3[r0 * rpw:(r0 + step) * rpw], dtype=np.float64)
+        if chunk.flags.writeable:  # one compiled type for writable and read-only input
+            chunk = chunk.view()
+            chunk.flags.writeable = False
+        part = BatchStats.uninitialized(nchan)
+        part.weight = np.empty(nchan)
+        _weighted_stats(chunk, w[r0:r0 + step], rpw, policy, part.ints, part.floats,
+                        part.weight)
+        total = part if total is None else merge(total, part)
+    assert total is not None
+    return total
 
 
 def reduce(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
@@ -176,7 +188,7 @@ def reduce(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
         w = weight if index == (Ellipsis,) else weight[index[0]]
         if x3.size == 0:
             continue
-        part = _piece(x3, np.ascontiguousarray(w), policy)
+        part = _piece(x3, w, policy)
         total = part if total is None else merge(total, part)
     if total is None:
         total = BatchStats.empty(can.channels)

@@ -48,7 +48,8 @@ def alternate(ours: Callable[[], Any], peer: Callable[[], Any],
     call of each."""
     ours()
     peer()
-    t_ours, t_peer = [], []
+    t_ours: list[float] = []
+    t_peer: list[float] = []
     for _ in range(repeats):
         for fn, times in ((ours, t_ours), (peer, t_peer)):
             t0 = time.perf_counter()
