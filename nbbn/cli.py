@@ -412,6 +412,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sklearn", action="store_true",
                    help="instead: nbbn.sklearn.StandardScaler fit/transform against "
                    "scikit-learn's on (1,000,000, 64) float32")
+    p.add_argument("--onnx", action="store_true",
+                   help="instead: onnxruntime with nbbn's exact graph vs Sub/Div on "
+                   "(1,000,000, 64) float32, and the ONNX forms' accuracy (needs nbbn[onnx])")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
                    help="size of each --pipeline case in GB (default: 4)")
     p.add_argument("--tabular", action="store_true",
@@ -467,6 +470,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .tools.bench_precise_bn import run_precise_bn_bench
 
         run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
+        return 0
     if args.dask:
         import json
 
@@ -477,6 +481,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=1)
+        return 0
+    if args.onnx:
+        from .tools.bench_onnx import run_onnx_bench
+
+        run_onnx_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
         return 0
     if args.pipeline:
         import json

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 HEAVY = ("numba", "torch", "matplotlib", "zarr", "h5py", "tqdm", "dask", "distributed",
-         "pyarrow", "pandas", "polars", "xarray", "PIL", "simplejpeg", "sklearn")
+         "pyarrow", "pandas", "polars", "xarray", "PIL", "simplejpeg", "sklearn", "onnx",
+         "onnxruntime", "skl2onnx")
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -1,0 +1,162 @@
+"""``nbbn bench --onnx``: onnxruntime's time for nbbn's exact graph against the usual
+``Sub``/``Div`` graph, and the accuracy table of the ONNX forms (docs/sklearn.md, "ONNX").
+
+Speed: one float32 ``(1,000,000, 64)`` array (``(20,000, 64)`` with ``quick``), a
+standardization with means of 1e4 standard deviations; one onnxruntime session per graph
+(default options, CPU provider); the sessions are run in turn, ``repeats`` rounds after an
+untimed one, and the median of each is reported with its ratio to ``Sub``/``Div``'s.
+
+Accuracy (:func:`accuracy_table`): for each mean/std, float32 data ``mean + std * z`` in
+16 channels whose std spans 1e-2..1e2, every form run by onnxruntime, the maximum
+absolute error against the float64 map and the maximum error in float32 ulp of each
+float64 output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, TextIO
+
+import numpy as np
+
+from .. import _onnx_graphs as graphs
+from .._durable import atomic_write
+from .._onnx_graphs import Affine, Graph, counter
+from .bench_env import cpu_model
+
+FULL_SHAPE = (1_000_000, 64)
+QUICK_SHAPE = (20_000, 64)
+RATIOS = (1e2, 1e4, 1e6)
+# the columns of the accuracy table: name, builder (graph, x, affine) -> y
+FORMS = {
+    "Sub/Div": lambda g, x, a: graphs.subdiv(g, x, a, (a.channels,), np.dtype(np.float32)),
+    "ai.onnx.ml Scaler": lambda g, x, a: graphs.scaler(g, x, a),
+    "BatchNormalization": lambda g, x, a: graphs.batchnorm(g, x, a),
+    "folded x*a+b": lambda g, x, a: graphs.folded(g, x, a, (a.channels,),
+                                                  np.dtype(np.float32)),
+    "split, Sub Sub Div": lambda g, x, a: graphs.exact_div(g, x, a, (a.channels,),
+                                                           np.dtype(np.float32)),
+    "exact: split, Sub Sub Mul": lambda g, x, a: graphs.exact(g, x, a, (a.channels,),
+                                                              np.dtype(np.float32)),
+    "split, Sub BatchNorm": lambda g, x, a: graphs.sub_batchnorm(g, x, a),
+}
+EXACT = "exact: split, Sub Sub Mul"
+
+
+def session(build, aff: Affine):
+    """An onnxruntime session of the graph ``build(graph, "x", aff)`` on float32
+    ``(N, C)`` input."""
+    import onnx
+    import onnxruntime as ort
+
+    h = onnx.helper
+    g = Graph(counter())
+    g.fresh("x")
+    y = build(g, "x", aff)
+    nodes = [h.make_node(op, ins, outs, domain=dom or None, **attrs)
+             for op, ins, outs, attrs, dom in g.nodes]
+    vi = [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["N", aff.channels])
+          for n in ("x", y)]
+    graph = h.make_graph(nodes, "g", vi[:1], vi[1:],
+                         [onnx.numpy_helper.from_array(v, k) for k, v in g.constants.items()])
+    opsets = [h.make_opsetid("", 17), h.make_opsetid("ai.onnx.ml", 3)]
+    model = h.make_model(graph, opset_imports=opsets)
+    model.ir_version = h.find_min_ir_version_for(opsets)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def standardization(ratio: float, channels: int, rng: np.random.Generator) -> Affine:
+    """Means of ``ratio`` standard deviations (signs and factors 0.5..1 at random),
+    standard deviations 1e-2..1e2, as an affine map with bias 0."""
+    std = 10.0 ** rng.uniform(-2, 2, channels)
+    mean = ratio * std * rng.uniform(0.5, 1, channels) * rng.choice([-1.0, 1.0], channels)
+    return Affine(mean, 1.0 / std, np.zeros(channels))
+
+
+def accuracy_table(n: int = 100_000, channels: int = 16, ratios=RATIOS, seed: int = 0,
+                   near: int = 0) -> dict[float, dict[str, tuple[float, float]]]:
+    """``{ratio: {form: (max abs error, max error in float32 ulp)}}`` of every form in
+    :data:`FORMS`, run by onnxruntime on ``n`` rows of float32 data; with ``near``, the
+    first ``2 * near + 1`` rows are the float32 numbers nearest each channel's mean
+    (where ``x - mean`` cancels)."""
+    rng = np.random.default_rng(seed)
+    table: dict[float, dict[str, tuple[float, float]]] = {}
+    for ratio in ratios:
+        aff = standardization(ratio, channels, rng)
+        x = (aff.mean + rng.standard_normal((n, channels)) / aff.scale).astype(np.float32)
+        hi = aff.mean.astype(np.float32)
+        for i, k in enumerate(range(-near, near + 1)[:n]):
+            x[i] = hi + k * np.spacing(np.abs(hi))
+        ref = (x.astype(np.float64) - aff.mean) * aff.scale
+        ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+        row = {}
+        for name, build in FORMS.items():
+            y = session(build, aff).run(None, {"x": x})[0]
+            err = np.abs(y.astype(np.float64) - ref)
+            row[name] = (float(err.max()), float((err / ulp).max()))
+        table[ratio] = row
+    return table
+
+
+def format_table(table: dict[float, dict[str, tuple[float, float]]]) -> str:
+    """The accuracy table as markdown: max abs error per form, and the max error in
+    float32 ulp for the split-mean forms."""
+    names = list(next(iter(table.values())))
+    lines = ["| mean/std | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    for ratio, row in table.items():
+        cells = [f"{a:.1e}" + (f" ({u:.2f} ulp)" if "split" in n else "")
+                 for n, (a, u) in row.items()]
+        lines.append(f"| {ratio:.0e} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
+                   repeats: int | None = None, json_path=None) -> dict[str, Any]:
+    """Time the graphs on one array, print medians, ratios and the accuracy table;
+    optionally write the results as JSON (atomically); return them."""
+    import onnxruntime as ort
+
+    file = file or sys.stdout
+    repeats = repeats or (3 if quick else 9)
+    shape = QUICK_SHAPE if quick else FULL_SHAPE
+    rng = np.random.default_rng(0)
+    aff = standardization(1e4, shape[1], rng)
+    x = (aff.mean + rng.standard_normal(shape) / aff.scale).astype(np.float32)
+    contenders = {name: session(FORMS[name], aff)
+                  for name in ("Sub/Div", EXACT, "split, Sub BatchNorm", "BatchNormalization")}
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(repeats + 1):
+        for name, sess in contenders.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            sess.run(None, {"x": x})
+            if r:
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    base_wall, base_cpu = statistics.median(wall["Sub/Div"]), statistics.median(cpu["Sub/Div"])
+    print(f"onnxruntime {ort.__version__} on {cpu_model()} ({os.cpu_count()} CPUs), float32 "
+          f"{shape}, medians of {repeats} (sessions run in turn); wall time, and CPU time "
+          "of this process (all its threads)", file=file)
+    result: dict[str, Any] = {"shape": list(shape), "repeats": repeats, "cpu": cpu_model(),
+                              "onnxruntime": ort.__version__, "speed": {}}
+    for name in contenders:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:<26} {w * 1e3:8.1f} ms {w / base_wall:5.2f}x Sub/Div   CPU "
+              f"{c * 1e3:8.1f} ms {c / base_cpu:5.2f}x", file=file)
+        result["speed"][name] = {"median_s": w, "ratio": w / base_wall, "cpu_median_s": c,
+                                 "cpu_ratio": c / base_cpu, "times_s": wall[name],
+                                 "cpu_times_s": cpu[name]}
+    table = accuracy_table(n=10_000 if quick else 100_000)
+    print("\nmax abs error against float64 (float32 input, 16 channels, std 1e-2..1e2):",
+          file=file)
+    print(format_table(table), file=file)
+    result["accuracy"] = {f"{r:g}": row for r, row in table.items()}
+    if json_path is not None:
+        with atomic_write(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    return result

@@ -1,0 +1,320 @@
+"""``nbbn.onnx``: exported models run by onnxruntime against a float64 reference computed
+here, the skl2onnx converter, the accuracy table, the bench's smoke test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import nbbn  # noqa: E402
+import nbbn.onnx as nbbn_onnx  # noqa: E402
+from nbbn.errors import MissingExtraError  # noqa: E402
+
+RATIOS = [0.0, 1.0, 1e2, 1e4, 1e6]
+
+
+def run(model, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def reference(x, mean, var, eps, weight, bias, axis):
+    """The float64 map, one channel at a time."""
+    x64 = np.moveaxis(np.asarray(x, np.float64), axis, 0)
+    out = np.empty_like(x64)
+    for c in range(x64.shape[0]):
+        std = np.sqrt(var[c] + eps)
+        std = 1.0 if std == 0 else std
+        out[c] = (x64[c] - mean[c]) / std * weight[c] + bias[c]
+    return np.moveaxis(out, 0, axis)
+
+
+def ulps(y, ref, dtype=np.float32) -> float:
+    """The largest error in ulp of the float64 result (as ``dtype``)."""
+    spacing = np.spacing(np.abs(ref).astype(dtype)).astype(np.float64)
+    return float((np.abs(y.astype(np.float64) - ref) / spacing).max())
+
+
+def make_params(rng, c, ratio):
+    std = 10.0 ** rng.uniform(-2, 2, c)
+    mean = ratio * std * rng.uniform(0.5, 1, c) * rng.choice([-1.0, 1.0], c)
+    return mean, std ** 2, rng.normal(size=c), rng.normal(size=c)
+
+
+def sample(rng, mean, var, shape, axis, dtype=np.float32):
+    """``mean + std * N(0, 3)`` along ``axis``, with the 7 representable values nearest
+    each channel's mean in the first rows (where the cancellation is)."""
+    bshape = [1] * len(shape)
+    bshape[axis] = -1
+    m, s = mean.reshape(bshape), np.sqrt(var).reshape(bshape)
+    x = (m + 3 * s * rng.standard_normal(shape)).astype(dtype)
+    hi = mean.astype(dtype)
+    near = np.stack([hi + k * np.spacing(np.abs(hi)) for k in range(-3, 4)]).astype(dtype)
+    xc = np.moveaxis(x, axis, -1).reshape(-1, len(mean))
+    k = min(7, xc.shape[0])
+    xc[:k] = near[:k]
+    return np.moveaxis(xc.reshape(np.moveaxis(x, axis, -1).shape), -1, axis).copy()
+
+
+# ----------------------------------------------------------------- exact, float32
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_exact_within_2_ulp(ratio, layout):
+    rng = np.random.default_rng(int(ratio) % 1000 + len(layout))
+    axis = 1 if layout == "NCHW" else -1
+    c = 8
+    mean, var, weight, bias = make_params(rng, c, ratio)
+    norm = nbbn.Normalizer(mean, var, eps=1e-5, weight=weight, bias=bias, channel_axis=axis)
+    shape = (32, c, 6, 5) if axis == 1 else (32, 6, 5, c)
+    x = sample(rng, mean, var + 1e-5, shape, axis)
+    model = nbbn_onnx.to_onnx(norm)
+    ref = reference(x, mean, var, 1e-5, weight, bias, axis)
+    y = run(model, x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert ulps(y, ref) <= 2.0
+    assert [n.op_type for n in model.graph.node][-1] == "Mul"
+
+
+def test_scaler_exact_and_flags():
+    skl = pytest.importorskip("sklearn.preprocessing")
+    rng = np.random.default_rng(5)
+    mean, var, _, _ = make_params(rng, 6, 1e6)
+    x = sample(rng, mean, var, (500, 6), -1)
+    for with_mean, with_std in [(True, True), (False, True), (True, False), (False, False)]:
+        sc = skl.StandardScaler(with_mean=with_mean, with_std=with_std).fit(x.astype(np.float64))
+        m = sc.mean_ if with_mean else np.zeros(6)
+        s = sc.scale_ if with_std else np.ones(6)
+        ref = (x.astype(np.float64) - m) / s
+        y = run(nbbn_onnx.to_onnx(sc), x)
+        assert ulps(y, ref) <= 2.0, (with_mean, with_std)
+
+
+def test_nbbn_scaler_on_images():
+    """nbbn's StandardScaler fitted on NHWC images (the kernels of the 2-d tests)."""
+    from nbbn.sklearn import StandardScaler
+
+    rng = np.random.default_rng(6)
+    mean, var, _, _ = make_params(rng, 3, 1e4)
+    x = sample(rng, mean, var, (6, 5, 4, 3), -1)
+    sc = StandardScaler(channel_axis=-1).fit(x)
+    ref = (x.astype(np.float64) - sc.mean_) / sc.scale_
+    assert ulps(run(nbbn_onnx.to_onnx(sc, ndim=4), x), ref) <= 2.0
+
+
+def test_batchnorm_eval_exact_and_batchnorm_form():
+    rng = np.random.default_rng(7)
+    c = 5
+    mean, var, weight, bias = make_params(rng, c, 1e3)
+    bn = nbbn.BatchNorm(c, eps=1e-3)
+    bn.running_mean, bn.running_var = mean, var
+    bn.weight, bn.bias = weight, bias
+    with pytest.raises(ValueError, match="training mode"):
+        nbbn_onnx.to_onnx(bn)
+    bn.eval()
+    x = sample(rng, mean, var, (16, c, 4, 3), 1)
+    ref = reference(x, mean, var, 1e-3, weight, bias, 1)
+    assert ulps(run(nbbn_onnx.to_onnx(bn), x), ref) <= 2.0
+    # one BatchNormalization: the mean rounded to float32 is its whole error budget
+    model = nbbn_onnx.to_onnx(bn, form="batchnorm")
+    assert [n.op_type for n in model.graph.node] == ["BatchNormalization"]
+    err = np.abs(run(model, x) - ref)
+    scale = np.abs(weight) / np.sqrt(var + 1e-3)
+    bound = (4 * np.spacing(np.abs(mean).astype(np.float32)) * scale)[None, :, None, None] \
+        + 4 * np.spacing(np.abs(ref).astype(np.float32))
+    assert (err <= bound).all()
+    with pytest.raises(ValueError, match="track_running_stats"):
+        nbbn_onnx.to_onnx(nbbn.BatchNorm(c, track_running_stats=False).eval())
+
+
+def test_batchnorm_form_channels_last_and_float16():
+    rng = np.random.default_rng(8)
+    mean, var, weight, bias = make_params(rng, 4, 1.0)
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
+    x = sample(rng, mean, var, (3, 5, 7, 4), -1)
+    ref = reference(x, mean, var, 0.0, weight, bias, -1)
+    y = run(nbbn_onnx.to_onnx(norm, form="batchnorm"), x)
+    assert ulps(y, ref) < 64  # the usual form: fine where mean/std is small
+    y16 = run(nbbn_onnx.to_onnx(norm, form="batchnorm", dtype=np.float16), x.astype(np.float16))
+    assert y16.dtype == np.float16
+    ref16 = reference(x.astype(np.float16), mean, var, 0.0, weight, bias, -1)
+    assert ulps(y16, ref16, np.float16) <= 4
+    with pytest.raises(ValueError, match="axis 1"):
+        nbbn_onnx.to_onnx(norm, channel_axis=2, form="batchnorm")
+
+
+# ----------------------------------------------------------------- float16, float64, shapes
+@pytest.mark.parametrize("axis", [1, -1])
+def test_float16_model(axis):
+    rng = np.random.default_rng(9)
+    c = 6
+    mean, var, weight, bias = make_params(rng, c, 1e2)
+    mean = np.clip(mean, -3e4, 3e4)
+    norm = nbbn.Normalizer(mean, var, eps=1e-5, weight=weight, bias=bias, channel_axis=axis)
+    shape = (8, c, 5, 4) if axis == 1 else (8, 5, 4, c)
+    x = sample(rng, mean, var, shape, axis, np.float16)
+    model = nbbn_onnx.to_onnx(norm, dtype=np.float16)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    y = run(model, x)
+    ref = reference(x, mean, var, 1e-5, weight, bias, axis)
+    assert y.dtype == np.float16
+    # the float32 result (within 2 float32 ulp) rounded once to float16
+    err = np.abs(y.astype(np.float64) - ref)
+    assert (err <= 0.5 * np.spacing(np.abs(ref).astype(np.float16)).astype(np.float64)
+            + 2 * np.spacing(np.abs(ref).astype(np.float32))).all()
+
+
+def test_float64_model():
+    rng = np.random.default_rng(10)
+    mean, var, weight, bias = make_params(rng, 3, 1e6)
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
+    x = sample(rng, mean, var, (50, 3), -1, np.float64)
+    y = run(nbbn_onnx.to_onnx(norm, ndim=2, dtype=np.float64), x)
+    ref = reference(x, mean, var, 0.0, weight, bias, -1)
+    assert np.abs(y - ref).max() <= 1e-9 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(("axis", "ndim", "shapes"), [
+    (1, 4, [(2, 3, 4, 5), (7, 3, 1, 9)]),
+    (-1, 4, [(2, 4, 5, 3), (1, 9, 2, 3)]),
+    (1, 2, [(5, 3), (1, 3)]),
+    (1, 3, [(2, 3, 11), (4, 3, 1)]),
+    (0, 3, [(3, 4, 5), (3, 1, 2)]),
+])
+def test_dynamic_sizes_and_ranks(axis, ndim, shapes):
+    rng = np.random.default_rng(11)
+    mean, var, weight, bias = make_params(rng, 3, 1e4)
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=axis)
+    model = nbbn_onnx.to_onnx(norm, ndim=ndim)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert len(dims) == ndim and dims[axis].dim_value == 3
+    for shape in shapes:
+        x = sample(rng, mean, var, shape, axis)
+        assert ulps(run(model, x), reference(x, mean, var, 0.0, weight, bias, axis)) <= 2.0
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # wrong channel count
+        bad = list(shapes[0])
+        bad[axis] = 4
+        run(model, np.zeros(bad, np.float32))
+
+
+def test_zero_weight_and_constant_channel():
+    """weight 0 maps a channel to its bias; var + eps == 0 takes std 1 (scikit-learn)."""
+    norm = nbbn.Normalizer([1e4 + 0.1, 3.0, -2.0], [4.0, 0.0, 1.0], eps=0.0,
+                           weight=[0.0, 2.0, 1.0], bias=[5.0, 1.0, 0.0], channel_axis=-1)
+    x = np.array([[1e4, 3.0, -2.5], [1e4 + 8, 4.0, 7.0]], np.float32)
+    ref = reference(x, norm.mean, norm.var, 0.0, norm.weight, norm.bias, -1)
+    y = run(nbbn_onnx.to_onnx(norm, ndim=2), x)
+    assert ulps(y, ref) <= 2.0
+    assert [n.op_type for n in nbbn_onnx.to_onnx(norm, ndim=2).graph.node][-1] == "Add"
+
+
+# ----------------------------------------------------------------- errors
+def test_bad_arguments():
+    norm = nbbn.Normalizer([0.0, 1.0], [1.0, 1.0])
+    before = (norm.mean.copy(), norm.scale.copy())
+    cases = [
+        (dict(form="fast"), ValueError, "form must be one of"),
+        (dict(dtype=np.int32), TypeError, "float16, float32 or float64"),
+        (dict(opset=14), ValueError, "opset must be between 15"),
+        (dict(opset=1.5), TypeError, "opset must be an int"),
+        (dict(ndim=0), ValueError, "ndim must be a positive int"),
+        (dict(channel_axis=4), ValueError, "out of range"),
+        (dict(channel_axis="1"), TypeError, "channel_axis must be an int"),
+    ]
+    for kwargs, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            nbbn_onnx.to_onnx(norm, **kwargs)
+    assert np.array_equal(norm.mean, before[0]) and np.array_equal(norm.scale, before[1])
+    with pytest.raises(TypeError, match="exports an nbbn.Normalizer"):
+        nbbn_onnx.to_onnx(nbbn.RunningStats())
+    skl = pytest.importorskip("sklearn.preprocessing")
+    with pytest.raises(ValueError, match="not fitted"):
+        nbbn_onnx.to_onnx(skl.StandardScaler())
+    with pytest.raises(ValueError, match="float32's range"):
+        nbbn_onnx.to_onnx(nbbn.Normalizer([1e39], [1.0]))
+
+
+def test_import_is_lazy_and_missing_extra(monkeypatch):
+    code = ("import sys, nbbn, nbbn.onnx\n"
+            "print(' '.join(m for m in ('onnx', 'onnxruntime', 'skl2onnx', 'numba') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == []
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingExtraError, match=r"nbbn\[onnx\]"):
+        nbbn_onnx.to_onnx(nbbn.Normalizer([0.0], [1.0]))
+
+
+# ----------------------------------------------------------------- skl2onnx
+def test_skl2onnx_pipeline():
+    skl2onnx = pytest.importorskip("skl2onnx")
+    pipeline = pytest.importorskip("sklearn.pipeline")
+    linear = pytest.importorskip("sklearn.linear_model")
+    from nbbn.sklearn import StandardScaler
+
+    nbbn_onnx.register_skl2onnx()
+    rng = np.random.default_rng(12)
+    mean, var, _, _ = make_params(rng, 4, 1e5)
+    x = sample(rng, mean, var, (400, 4), -1)
+    y = (x[:, 0] - mean[0] > 0).astype(np.int64)
+
+    def run_any(model, data):
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: data})
+
+    # the scaler alone: the exact graph, within 2 ulp (float64 input: Sub, Mul in float64)
+    sc = StandardScaler().fit(x)
+    model = skl2onnx.to_onnx(sc, x[:1])
+    assert [n.op_type for n in model.graph.node] == ["Sub", "Sub", "Mul"]
+    ref = (x.astype(np.float64) - sc.mean_) / sc.scale_
+    assert ulps(run_any(model, x)[0], ref) <= 2.0
+    x64 = x.astype(np.float64)
+    out64 = run_any(skl2onnx.to_onnx(sc, x64[:1]), x64)[0]
+    assert out64.dtype == np.float64 and np.abs(out64 - ref).max() <= 1e-12 * np.abs(ref).max()
+    # in a pipeline with a classifier
+    pipe = pipeline.make_pipeline(StandardScaler(), linear.LogisticRegression()).fit(x, y)
+    labels, proba = run_any(skl2onnx.to_onnx(pipe, x[:1], options={"zipmap": False}), x)
+    assert np.array_equal(labels, pipe.predict(x))
+    assert np.abs(proba - pipe.predict_proba(x)).max() < 1e-5
+    nd = StandardScaler(channel_axis=2).fit(x.reshape(100, 1, 16))
+    with pytest.raises(ValueError, match="channel_axis must be -1 or 1"):
+        skl2onnx.to_onnx(nd, np.zeros((1, 16), np.float32))
+
+
+# ----------------------------------------------------------------- table and bench
+def test_accuracy_table_and_docs():
+    from nbbn.tools import bench_onnx
+
+    table = bench_onnx.accuracy_table(n=2000, channels=8)
+    for ratio, row in table.items():
+        exact_abs, exact_ulp = row[bench_onnx.EXACT]
+        assert exact_ulp <= 2.0
+        for name in ("Sub/Div", "ai.onnx.ml Scaler", "BatchNormalization", "folded x*a+b"):
+            # the usual forms lose accuracy as mean/std grows
+            assert row[name][0] > (3 if ratio < 1e4 else 100) * exact_abs, (ratio, name)
+    docs = Path(__file__).parents[1] / "docs"
+    text = (docs / "sklearn.md").read_text()
+    assert "## ONNX" in text
+    assert bench_onnx.format_table(table).splitlines()[0] in text
+
+
+def test_bench_onnx_quick(tmp_path, monkeypatch, capsys):
+    import json
+
+    from nbbn.cli import main
+    from nbbn.tools import bench_onnx
+
+    monkeypatch.setattr(bench_onnx, "QUICK_SHAPE", (500, 8))
+    path = tmp_path / "onnx.json"
+    assert main(["bench", "--onnx", "--quick", "--json", str(path)]) == 0
+    d = json.loads(path.read_text())
+    assert set(d["speed"]) >= {"Sub/Div", bench_onnx.EXACT}
+    assert "x Sub/Div" in capsys.readouterr().out
