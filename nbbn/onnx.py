@@ -37,7 +37,7 @@ def _onnx():
 
 
 # ---------------------------------------------------------------- what is exported
-def affine_of(obj) -> tuple[Affine, int]:
+def affine_of(obj) -> tuple[Affine, int | str]:
     """The map ``y = (x - mean) * scale + bias`` of a :class:`~nbbn.Normalizer`, a
     :class:`~nbbn.BatchNorm` in eval mode or a fitted scikit-learn-style
     ``StandardScaler`` (``mean_``, ``scale_``, ``with_mean``, ``with_std``; nbbn's or
@@ -160,6 +160,9 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
     dt, opset = _check_args(dtype, opset, form)
     aff, own_axis = affine_of(obj)
     axis = own_axis if channel_axis is None else check_axis(channel_axis)
+    if isinstance(axis, str):
+        raise TypeError(f"the {type(obj).__name__}'s channel_axis is the dimension name "
+                        f"{axis!r}: an ONNX graph needs the axis number (pass channel_axis=N)")
     if ndim is None:
         ndim = 4 if isinstance(obj, (BatchNorm, Normalizer)) else 2
     if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)) or ndim < 1:
