@@ -22,7 +22,12 @@ def say(enabled: bool, msg: str) -> None:
     msg : str
         The line, without the ``nbbn:`` prefix.
     """
-    if enabled:
+    if not enabled:
+        return
+    tq = sys.modules.get("tqdm")
+    if tq is not None and getattr(tq.tqdm, "_instances", None):
+        tq.tqdm.write(f"nbbn: {msg}", file=sys.stderr)  # above a running bar, not over it
+    else:
         print(f"nbbn: {msg}", file=sys.stderr, flush=True)
 
 
