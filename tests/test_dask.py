@@ -65,7 +65,7 @@ LAYOUTS = {"nchw": ((6, 3, 4, 5), 1, (2, 3, 2, 5)), "nhwc": ((6, 4, 5, 3), -1, (
 
 # ------------------------------------------------------------------ statistics
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])  # the dtype families
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int16"])
 def test_stats_dtypes_layouts(scheduler, dtype, layout, rng):
     shape, axis, chunks = LAYOUTS[layout]
     x = random_array(rng, shape, dtype, channel_axis=axis)
