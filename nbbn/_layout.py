@@ -50,9 +50,9 @@ def as_array(x, what: str = "input") -> np.ndarray:
     elif is_cpu_tensor(x):
         arr, bf16 = host_view(x, what)
         if bf16:
-            raise TypeError(
-                f"{what} is a bfloat16 tensor: bfloat16 is read natively by the CPU backend "
-                "only; for backend='cuda' convert it first (.float())")
+            # numpy has no bfloat16: the backends read its bits through host_view
+            raise TypeError(f"{what} is a bfloat16 tensor, which has no numpy dtype: "
+                            "convert it first (.float())")
     elif is_device_array(x):
         raise TypeError(
             f"{what} is a GPU array ({type(x).__name__}) but backend='cpu' was asked for: "

@@ -52,6 +52,26 @@ def main() -> int:
                              + (i64,) * 6, cc=CC)
             n += 2
         print(f"{dt}: ok", flush=True)
+    # bfloat16 as its uint16 bits: the "bf16" statistics family, decode/encode affine maps
+    u16 = types.Array(types.uint16, 1, "C")
+    k = kk.make_kernels(256, "bf16", kk.unroll(np.dtype(np.uint16)))
+    cuda.compile_ptx(k.partial_cl.py_func, (u16,) + (i64,) * 6 + parts, cc=CC)
+    cuda.compile_ptx(k.partial_rows.py_func, (u16,) + (i64,) * 7 + parts, cc=CC)
+    cuda.compile_ptx(k.partial_cf.py_func, (types.Array(types.uint16, 3, "A"), i64) + parts,
+                     cc=CC)
+    n += 3
+    for bf16_in, bf16_out in ((True, True), (True, False), (False, True)):
+        a = kk.make_affine_kernels(8, bf16_in, bf16_out)
+        xdt = types.uint16 if bf16_in else types.float32
+        odt = types.uint16 if bf16_out else types.float32
+        cuda.compile_ptx(a.affine_cf.py_func, (types.Array(xdt, 3, "A"), params,
+                         types.Array(odt, 3, "A"), i64, i64), cc=CC)
+        cuda.compile_ptx(a.affine_cl.py_func, (types.Array(xdt, 1, "C"), i64, i64, params,
+                         types.Array(odt, 1, "C")) + (i64,) * 6, cc=CC)
+        cuda.compile_ptx(a.affine_rows.py_func, (types.Array(xdt, 1, "C"), i64, i64, i64,
+                         params, types.Array(odt, 1, "C")) + (i64,) * 6, cc=CC)
+        n += 3
+    print("bfloat16: ok", flush=True)
     ck = kk.make_channel_kernels(128)
     cuda.compile_ptx(ck.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)
     cuda.compile_ptx(ck.finalize_bn.py_func, parts + (f64, params, params, b1, f64, params),

@@ -176,14 +176,19 @@ def test_tensor_out_checks():
     assert isinstance(y, np.ndarray)
 
 
-def test_bfloat16_on_the_cuda_backend_is_refused(cuda):
-    """The CUDA kernels do not decode bfloat16 (yet): a clear error, never its bits read
-    as integers."""
-    x = torch.ones(4, 3, dtype=torch.bfloat16)
-    with pytest.raises(TypeError, match="bfloat16 is read natively by the CPU backend only"):
-        nbbn.RunningStats(backend="cuda").update(x)
-    with pytest.raises(TypeError, match="CPU backend only"):
-        nbbn.Normalizer([0.0] * 3, [1.0] * 3, backend="cuda")(x)
+def test_bfloat16_on_the_cuda_backend(cuda):
+    """The CUDA kernels decode bfloat16 (a host tensor with backend="cuda" here; its bits
+    are copied to the device) and write bfloat16 outputs: the CPU backend's results
+    (tests/test_cuda_bf16.py checks the layouts and rounding)."""
+    x = torch.arange(12, dtype=torch.float32).reshape(4, 3).to(torch.bfloat16) / 3
+    gpu = nbbn.RunningStats(backend="cuda").update(x)
+    cpu = nbbn.RunningStats(backend="cpu").update(x)
+    np.testing.assert_allclose(gpu.mean, cpu.mean, rtol=1e-15)
+    np.testing.assert_allclose(gpu.var, cpu.var, rtol=1e-12)
+    y = nbbn.Normalizer(gpu.mean, gpu.var, backend="cuda")(x)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.bfloat16
+    assert torch.equal(y.view(torch.int16),
+                       nbbn.Normalizer(cpu.mean, cpu.var, backend="cpu")(x).view(torch.int16))
 
 
 def test_bench_torch_smoke():

@@ -31,6 +31,7 @@ from .cuda_arrays import (
     canonical,
     empty_like_input,
     flat_view,
+    is_bf16_tensor,
     overlaps,
     user_out,
 )
@@ -91,9 +92,11 @@ def set_config(cfg: LaunchConfig | None) -> None:
 
 
 @functools.cache
-def _kernels(threads: int, unroll: int | None, dtype: np.dtype):
-    """The statistics kernels for inputs of ``dtype`` (one set per kernel family)."""
-    return _family_kernels(threads, kk.family(dtype), unroll or kk.unroll(dtype))
+def _kernels(threads: int, unroll: int | None, dtype: np.dtype, bf16: bool = False):
+    """The statistics kernels for inputs of ``dtype`` (one set per kernel family;
+    ``bf16``: uint16 bfloat16 bits)."""
+    fam = "bf16" if bf16 else kk.family(dtype)
+    return _family_kernels(threads, fam, unroll or kk.unroll(dtype))
 
 
 @functools.cache
@@ -107,8 +110,8 @@ def _channel_kernels(threads: int):
 
 
 @functools.cache
-def _affine_kernels(unroll: int):
-    return kk.make_affine_kernels(unroll)
+def _affine_kernels(unroll: int, bf16_in: bool = False, bf16_out: bool = False):
+    return kk.make_affine_kernels(unroll, bf16_in, bf16_out)
 
 
 # ---------------------------------------------------------------------------- state
@@ -216,7 +219,7 @@ def _lanes(nchan: int, cfg: LaunchConfig) -> int:
 def _launch_partials(can: DeviceInput):
     """Launch the per-block reduction; returns the (C, parts) workspace arrays."""
     cfg = config()
-    kern = _kernels(cfg.threads, cfg.unroll, can.dtype)
+    kern = _kernels(cfg.threads, cfg.unroll, can.dtype, can.bf16)
     nchan = can.channels
     if can.channels_last:
         flat, (s0, s1) = can.checked_flat()
@@ -356,24 +359,28 @@ def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: DeviceInput,
 @dataclass
 class DeviceOutput:
     """An output of the affine map: ``target`` what the caller gets (None: a host copy
-    of ``dev`` for a numpy input without ``out=``), ``dev`` the device array written."""
+    of ``dev`` for a numpy input without ``out=``), ``dev`` the device array written
+    (``bf16``: a bfloat16 output, ``dev`` its uint16 bits)."""
 
     target: Any
     dev: Any
     can: DeviceInput
+    bf16: bool = False
 
 
 def prepare_out(out, can: DeviceInput, what: str) -> DeviceOutput:
     """The caller's ``out`` (validated) or a new output of the input's kind."""
-    if out is None:
-        dtype = result_dtype(can.dtype)
+    if out is None:  # bfloat16 stays bfloat16 (its bits)
+        dtype = np.dtype(np.uint16) if can.bf16 else result_dtype(can.dtype)
         if can.kind == "numpy":
-            return DeviceOutput(None, cuda.device_array(can.shape, dtype), can)
-        target, dev = empty_like_input(can, dtype)
-        return DeviceOutput(target, dev, can)
+            return DeviceOutput(None, cuda.device_array(can.shape, dtype), can, can.bf16)
+        target, dev = empty_like_input(can, dtype, can.bf16)
+        return DeviceOutput(target, dev, can, can.bf16)
     target, dev = user_out(out, can, what)
-    check_out(tuple(int(n) for n in dev.shape), np.dtype(dev.dtype), True, can.shape, what)
-    return DeviceOutput(target, dev, can)
+    bf16 = is_bf16_tensor(out)
+    check_out(tuple(int(n) for n in dev.shape), np.dtype(np.float32 if bf16 else dev.dtype),
+              True, can.shape, what)
+    return DeviceOutput(target, dev, can, bf16)
 
 
 def result(out: DeviceOutput):
@@ -383,6 +390,13 @@ def result(out: DeviceOutput):
         return out.target
     host = out.dev.copy_to_host(stream=can.stream)
     _sync(can.stream)
+    if out.bf16:  # bfloat16 bits: a host bfloat16 tensor (numpy has no such dtype)
+        import torch
+
+        if out.target is None:
+            return torch.from_numpy(host.view(np.int16)).view(torch.bfloat16)
+        out.target.view(torch.int16).copy_(torch.from_numpy(host.view(np.int16)))
+        return out.target
     if out.target is None:
         return host
     out.target[...] = host
@@ -391,11 +405,11 @@ def result(out: DeviceOutput):
 
 def affine(can: DeviceInput, params: DeviceParams, out: DeviceOutput) -> None:
     """``out = (x - a[c]) * s[c] + b[c]`` on the device; ``out`` may be the input itself."""
-    _affine(can, params, out.dev)
+    _affine(can, params, out.dev, out.bf16)
 
 
 @_sim_serial
-def _affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
+def _affine(can: DeviceInput, params: DeviceParams, out_dev, out_bf16: bool = False) -> None:
     target = out_dev
     tmp = None
     if overlaps(can.dev, out_dev):  # a partial overlap: write through a temporary
@@ -403,7 +417,7 @@ def _affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
                                          stream=can.stream)
     o = _out_view(can, target)
     cfg = config()
-    kern = _affine_kernels(cfg.unroll or kk.affine_unroll(can.dtype))
+    kern = _affine_kernels(cfg.unroll or kk.affine_unroll(can.dtype), can.bf16, out_bf16)
     chunk = cfg.threads * max(kern.unroll, 8)  # values per block: 1-4 groups per thread
     short = _short_rows(can, cfg)
     oflat = flat_view(o) if short or can.channels_last else None
@@ -427,7 +441,7 @@ def _affine(can: DeviceInput, params: DeviceParams, out_dev) -> None:
         kern.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
             can.checked_view(), params.packed, o, bpr, chunk)
     if tmp is not None:
-        _copy_device(tmp, out_dev, can)
+        _copy_device(tmp, out_dev, can, out_bf16)
 
 
 def _out_view(can: DeviceInput, dev):
@@ -449,14 +463,15 @@ def _checked_out_flat(f):
     return f
 
 
-def _copy_device(src, dst, can: DeviceInput) -> None:
-    """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1)."""
+def _copy_device(src, dst, can: DeviceInput, bf16: bool = False) -> None:
+    """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1;
+    ``bf16``: both hold bfloat16 bits, copied exactly)."""
     ident = DeviceParams(cuda.to_device(np.stack([np.zeros(can.channels),
                                                   np.ones(can.channels),
                                                   np.zeros(can.channels)])))
     staged = DeviceInput(src, src, "numba", can.stream, can.axis, can.outer, can.channels,
-                         can.inner)
-    _affine(staged, ident, dst)
+                         can.inner, bf16)
+    _affine(staged, ident, dst, bf16)
 
 
 # ------------------------------------------------------------------------ batchnorm
@@ -506,4 +521,4 @@ def batchnorm_train(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.n
                                                     can.stream](
         *parts, float(eps), wb, params.packed, update, float(factor),
         running.dev if running is not None else params.packed)
-    _affine(can, params, out.dev)
+    _affine(can, params, out.dev, out.bf16)

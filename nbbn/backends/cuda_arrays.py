@@ -6,12 +6,17 @@ have no such attribute, are taken as they are). The wrapper remembers the input'
 kind and stream, so that outputs are allocated as the same kind of array and the
 kernels run on the stream the input library uses. A numpy input (``backend="cuda"``
 with host data) is copied to the device, and results are copied back to numpy.
+
+bfloat16 tensors (CUDA, or CPU with ``backend="cuda"``) are seen as their uint16 bits
+(``x.view(torch.int16)``, relabelled unsigned) with ``bf16`` set: the kernels decode
+them on load and write bfloat16 outputs as bits, rounded as torch rounds.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 from numba import cuda
@@ -46,17 +51,23 @@ def _stream_of(desc: dict):
     return stream
 
 
+def is_bf16_tensor(x) -> bool:
+    """True for a torch bfloat16 tensor (any device)."""
+    return str(getattr(x, "dtype", "")) == "torch.bfloat16"
+
+
 def as_device(x):
-    """``(device array, stream, kind)`` for a device input, without copying it."""
+    """``(device array, stream, kind)`` for a device input, without copying it (a
+    bfloat16 tensor as the uint16 array of its bits)."""
     if is_numba_device_array(x):
         return x, x.stream, "numba"
     if getattr(x, "requires_grad", False):  # a torch tensor: its values, not its graph
         x = x.detach()
-    if str(getattr(x, "dtype", "")) == "torch.bfloat16":
-        raise TypeError(
-            "bfloat16 tensors are read natively by the CPU backend only; the CUDA kernels "
-            "do not decode bfloat16 yet: convert the tensor first (.float() or .half())")
-    desc = x.__cuda_array_interface__
+    if is_bf16_tensor(x):  # no such dtype in numba: its bits, which the kernels decode
+        x = x.view(sys.modules["torch"].int16)
+        desc = dict(x.__cuda_array_interface__, typestr="<u2")
+    else:
+        desc = x.__cuda_array_interface__
     dev = cuda.from_cuda_array_interface(desc, owner=x, sync=False)
     return dev, _stream_of(desc), _kind(x)
 
@@ -121,13 +132,16 @@ class DeviceInput:
     """A validated input on the device, seen as (outer, channels, inner) around its axis.
 
     ``array`` is what the user passed, ``dev`` its Numba device array (for a numpy input,
-    a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy".
+    a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy"; ``bf16``:
+    ``dev`` holds bfloat16 bits (uint16).
     """
 
     __slots__ = ("array", "dev", "kind", "stream", "axis", "outer", "channels", "inner",
-                 "view3", "flat3")
+                 "view3", "flat3", "bf16")
 
-    def __init__(self, array, dev, kind, stream, axis, outer, channels, inner):
+    def __init__(self, array, dev, kind, stream, axis, outer, channels, inner,
+                 bf16: bool = False):
+        self.bf16 = bf16
         self.view3 = None
         self.flat3 = None
         self.array = array
@@ -206,20 +220,22 @@ class DeviceInput:
 
 def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     """Validate ``x`` (a device array, or host data to be copied) for the CUDA kernels."""
+    bf16 = is_bf16_tensor(x)
     if is_device_array(x):
         dev, stream, kind = as_device(x)
         check_dtype(np.dtype(dev.dtype), what)
     else:
         from .._layout import as_array
+        from .._torch_arrays import host_view
 
-        host = as_array(x, what)
+        host = host_view(x, what)[0] if bf16 else as_array(x, what)  # bfloat16: its bits
         host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
         stream, kind = 0, "numpy"
         dev = cuda.to_device(host)
     shape = shape_of(dev)
     axis = normalize_axis(channel_axis, len(shape))
     can = DeviceInput(x, dev, kind, stream, axis, math.prod(shape[:axis]), shape[axis],
-                      math.prod(shape[axis + 1 :]))
+                      math.prod(shape[axis + 1 :]), bf16)
     if can.size and kind in ("torch", "cupy") and not can.viewable():
         # strides that no (O, C, I) view expresses: the library's own device copy
         y = x.contiguous() if kind == "torch" else __import__("cupy").ascontiguousarray(x)
@@ -228,13 +244,16 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     return can
 
 
-def empty_like_input(can: DeviceInput, dtype: np.dtype):
-    """``(user array, device array)``: a new output of the input's kind and shape."""
+def empty_like_input(can: DeviceInput, dtype: np.dtype, bf16: bool = False):
+    """``(user array, device array)``: a new output of the input's kind and shape
+    (``bf16``: a bfloat16 tensor, its device array the uint16 bits; torch input only)."""
     shape = can.shape
     if can.kind == "torch":
         import torch
 
         dt = {2: torch.float16, 4: torch.float32, 8: torch.float64}[dtype.itemsize]
+        if bf16:
+            dt = torch.bfloat16
         out = torch.empty(shape, dtype=dt, device=can.array.device)
         return out, as_device(out)[0]
     if can.kind == "cupy":
@@ -249,6 +268,8 @@ def empty_like_input(can: DeviceInput, dtype: np.dtype):
 def user_out(out, can: DeviceInput, what: str):
     """``(user array, device array)`` for a user's ``out=`` (validated)."""
     if can.kind == "numpy":
+        if is_bf16_tensor(out) and not is_device_array(out):  # a host bfloat16 tensor
+            return out, cuda.device_array(tuple(out.shape), np.uint16)
         if not isinstance(out, np.ndarray):
             raise ValueError(
                 f"out must be a numpy array for a numpy {what}, got {type(out).__name__}")

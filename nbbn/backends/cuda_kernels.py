@@ -30,6 +30,8 @@ How a thread accumulates depends on the input dtype (a *family*, :func:`family`)
   groups of ``unroll`` loads; a group whose values are all finite (the common case)
   takes a branch-free path with min/max in the input's precision, a group with a NaN
   or an infinity takes the careful per-value path that counts them.
+* ``"bf16"`` (bfloat16, passed as its uint16 bits): the ``"float32"`` sweep with each
+  value decoded on load (a bfloat16 widens exactly to float32).
 * ``"exact8"`` / ``"exact16"`` (8- and 16-bit integers): integer sums of ``v`` and
   ``v * v``, exact, in 32-bit registers flushed to 64-bit totals every ``CHUNK`` values
   per thread; the thread's M2 is ``(n * sum(v*v) - sum(v)**2) / n``, computed exactly
@@ -59,7 +61,7 @@ from .._policy import POLICY_OMIT
 
 CHUNK = 4096  # values per thread between flushes of the 32-bit integer sums
 
-FAMILIES = ("float32", "float64", "exact8", "exact16")
+FAMILIES = ("float32", "float64", "exact8", "exact16", "bf16")
 
 
 def family(dtype: np.dtype) -> str:
@@ -150,11 +152,43 @@ def apply_policy(policy, nf, mean, mlo, m2, mn, mx, nnan, ninf):
     return cnt, mean, mlo, m2, mn, mx
 
 
+# ------------------------------------------------------------------------ bfloat16
+# bfloat16 arrives as its uint16 bits (the top half of a float32); the "bf16" family
+# and the affine kernels built with ``bf16_in``/``bf16_out`` decode on load and encode on
+# store, as the CPU kernels do (nbbn/backends/cpu_numerics.py).
+@cuda.jit(device=True, inline=True)
+def bf16_to_f32(h):
+    """The float32 value (exact) of the bfloat16 whose uint16 bits are ``h``."""
+    return numba.uint32(numba.uint32(h) << numba.uint32(16)).view(np.float32)
+
+
+@cuda.jit(device=True, inline=True)
+def f32_to_bf16(v):
+    """The bfloat16 bits of ``v`` as torch rounds: to float32, then to nearest even
+    (overflow to inf; any NaN becomes 0x7FC0). uint64 arithmetic: no wraparound."""
+    u = numba.uint64(numba.float32(v).view(np.uint32))
+    bits = (u + numba.uint64(0x7FFF) + ((u >> numba.uint64(16)) & numba.uint64(1))) >> (
+        numba.uint64(16))
+    if (u & numba.uint64(0x7FFFFFFF)) > numba.uint64(0x7F800000):
+        bits = numba.uint64(0x7FC0)
+    return numba.uint16(bits)
+
+
 # --------------------------------------------------------------- per-thread sweeps
-def _float_sweep(native, U):
+def _float_sweep(native, U, bf16=False):
     """init/sweep/finish for the float families: values read as ``native`` (float32 or
-    float64), ``U`` loads per group."""
+    float64), ``U`` loads per group; ``bf16``: the array holds bfloat16 bits (read as
+    float32, exactly)."""
     big = native(math.inf)
+
+    if bf16:
+        @cuda.jit(device=True, inline=True)
+        def load(a, i):
+            return bf16_to_f32(a[i])
+    else:
+        @cuda.jit(device=True, inline=True)
+        def load(a, i):
+            return native(a[i])
 
     @cuda.jit(device=True, inline=True)
     def init():
@@ -195,7 +229,7 @@ def _float_sweep(native, U):
         span = step * numba.uint64(U - 1)
         while i + span < end:
             for u in range(U):
-                vals[u] = native(a[i])
+                vals[u] = load(a, i)
                 i += step
             acc = take(vals, U, acc)
         if i < end:
@@ -203,7 +237,7 @@ def _float_sweep(native, U):
             nvalid = 0
             for u in range(U):
                 if i < end:
-                    vals[u] = native(a[i])
+                    vals[u] = load(a, i)
                     nvalid += 1
                 else:
                     vals[u] = kn
@@ -307,6 +341,8 @@ def _family_sweep(fam: str, U: int):
         return _float_sweep(numba.float32, U)
     if fam == "float64":
         return _float_sweep(numba.float64, U)
+    if fam == "bf16":
+        return _float_sweep(numba.float32, U, bf16=True)
     if fam == "exact8":
         return _exact_sweep(8, U)
     if fam == "exact16":
@@ -552,11 +588,31 @@ def make_channel_kernels(threads: int) -> SimpleNamespace:
 
 
 # --------------------------------------------------------------------------- affine
-def make_affine_kernels(unroll: int) -> SimpleNamespace:
+def make_affine_kernels(unroll: int, bf16_in: bool = False,
+                        bf16_out: bool = False) -> SimpleNamespace:
     """``out = (x - a[c]) * s[c] + b[c]`` in float64, ``params = [a, s, b]`` (float64
     (3, C)). Each thread loads ``unroll`` values before it stores any: the compiler may
-    not move a load above a store to ``out``, which could alias ``x``."""
+    not move a load above a store to ``out``, which could alias ``x``. ``bf16_in`` /
+    ``bf16_out``: x / out hold bfloat16 bits (uint16), decoded / encoded as torch does."""
     U = unroll
+
+    if bf16_in:
+        @cuda.jit(device=True, inline=True)
+        def load(x, i):
+            return numba.float64(bf16_to_f32(x[i]))
+    else:
+        @cuda.jit(device=True, inline=True)
+        def load(x, i):
+            return numba.float64(x[i])
+
+    if bf16_out:
+        @cuda.jit(device=True, inline=True)
+        def store(out, k, v):
+            out[k] = f32_to_bf16(v)
+    else:
+        @cuda.jit(device=True, inline=True)
+        def store(out, k, v):
+            out[k] = v
 
     @cuda.jit(device=True, inline=True)
     def map_flat(x, i, end, step, out, k, kstep, ac, sc, bc):
@@ -566,20 +622,20 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
         span = step * numba.uint64(U - 1)
         while i + span < end:
             for u in range(U):
-                vals[u] = numba.float64(x[i])
+                vals[u] = load(x, i)
                 i += step
             for u in range(U):
-                out[k] = (vals[u] - ac) * sc + bc
+                store(out, k, (vals[u] - ac) * sc + bc)
                 k += kstep
         if i < end:
             j = i
             for u in range(U):
                 if j < end:
-                    vals[u] = numba.float64(x[j])
+                    vals[u] = load(x, j)
                 j += step
             for u in range(U):
                 if i < end:
-                    out[k] = (vals[u] - ac) * sc + bc
+                    store(out, k, (vals[u] - ac) * sc + bc)
                 i += step
                 k += kstep
 
@@ -638,5 +694,5 @@ def make_affine_kernels(unroll: int) -> SimpleNamespace:
         map_flat(xf, start, end, numba.uint64(rows * xs0), of, ostart,
                  numba.uint64(rows * os0), params[0, c], params[1, c], params[2, c])
 
-    return SimpleNamespace(unroll=U, affine_cf=affine_cf, affine_cl=affine_cl,
-                           affine_rows=affine_rows)
+    return SimpleNamespace(unroll=U, bf16_in=bf16_in, bf16_out=bf16_out, affine_cf=affine_cf,
+                           affine_cl=affine_cl, affine_rows=affine_rows)
