@@ -46,7 +46,7 @@ from ._shards import ArrayShard, Shard, Slot
 from ._shards_npy import NpyShard, NpzShard
 from ._shards_zarr_h5 import _zarr_local_root, import_extra
 from .checkpoint import Checkpoint, check_fingerprint, save_checkpoint
-from .errors import CheckpointError, FitInterrupted
+from .errors import CheckpointError
 from .pipeline import FitSettings, _FitRun
 from .running_stats import RunningStats
 from .sources import IterableSource, Position, Source
@@ -640,13 +640,7 @@ class _ClusterRun(_FitRun):
                 client.cancel(list(pending))
             bar.close()
         self._report()
-        if interrupted:
-            if cfg.checkpoint is not None:
-                self.write()
-            raise FitInterrupted(self.stats, cfg.checkpoint, self.rows_done)
-        if cfg.checkpoint is not None:
-            self.write(complete=True)
-        return self.stats
+        return self.finish(interrupted)
 
     def _take_finished(self, pending: dict) -> bool:
         """After an error: merge the parts that finished meanwhile (True if any)."""

@@ -411,6 +411,12 @@ class _FitRun:
             if pf is not None:
                 pf.close()
             bar.close()
+        return self.finish(interrupted)
+
+    def finish(self, interrupted: bool) -> RunningStats:
+        """The end of a run: after Ctrl-C, the checkpoint written and ``FitInterrupted``
+        raised; else the checkpoint marked complete and the statistics returned."""
+        cfg = self.cfg
         if interrupted:
             if cfg.checkpoint is not None:
                 self.write()
