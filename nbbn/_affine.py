@@ -20,6 +20,20 @@ def affine_scale(weight: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
     return weight / std
 
 
+def batchnorm_step(mean: np.ndarray, m2: np.ndarray, n: int, weight: np.ndarray,
+                   bias: np.ndarray, eps: float, running: np.ndarray | None,
+                   factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BatchNorm's training step on host batch statistics (``n`` values per channel):
+    ``running`` ((2, C) mean and unbiased variance, or None) updated in place with
+    momentum ``factor``; returns the affine parameters ``(mean, scale, bias)`` that
+    normalize with the biased variance."""
+    if running is not None:
+        keep = 1.0 - factor
+        running[0] = keep * running[0] + factor * mean
+        running[1] = keep * running[1] + factor * (m2 / (n - 1))
+    return mean, affine_scale(weight, m2 / n, eps), bias
+
+
 def result_dtype(dtype: np.dtype) -> np.dtype:
     """Output dtype for an input dtype: floating stays (native order), integer gives float32."""
     if dtype.kind == "f":

@@ -442,71 +442,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
-    if args.images is not None:
-        from .tools.bench_images import run_images_bench
-
-        run_images_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir,
-                         count=40 if args.quick else args.images, json_path=args.json)
-        return 0
-    if args.tabular:
-        from .tools.bench import _write_json
-        from .tools.bench_tabular import run_tabular_bench
-
-        result = run_tabular_bench(sys.stdout, args.quick, args.repeats,
-                                   size_gb=args.pipeline_gb, workdir=args.workdir)
+    result = _other_bench(args)
+    if result is not None:
         if args.json:
+            from .tools.bench import _write_json
+
             _write_json(args.json, result)
-        return 0
-    if args.torch:
-        import json
-
-        from ._durable import atomic_write
-        from .tools.bench_torch import run_torch_bench
-
-        result = run_torch_bench(sys.stdout, args.quick, args.repeats)
-        if args.json:
-            with atomic_write(args.json, "w") as f:
-                json.dump(result, f, indent=1)
-        from .tools.bench_precise_bn import run_precise_bn_bench
-
-        run_precise_bn_bench(quick=args.quick, repeats=args.repeats, file=sys.stdout)
-        return 0
-    if args.dask:
-        import json
-
-        from .tools.bench_dask import run_dask_bench
-
-        result = run_dask_bench(sys.stdout, args.quick, args.repeats, args.pipeline_gb,
-                                args.workdir)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=1)
-        return 0
-    if args.onnx:
-        from .tools.bench_onnx import run_onnx_bench
-
-        run_onnx_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
-        return 0
-    if args.pipeline:
-        import json
-
-        from .tools.bench_pipeline import run_pipeline_bench
-
-        result = run_pipeline_bench(sys.stdout, args.quick, args.repeats,
-                                    size_gb=args.pipeline_gb, workdir=args.workdir)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=1)
-        return 0
-    if args.distributed:
-        from .tools.bench_distributed import run_distributed_bench
-
-        run_distributed_bench(sys.stdout, args.quick, args.repeats, workdir=args.workdir)
-        return 0
-    if args.sklearn:
-        from .tools.bench_sklearn import run_sklearn_bench
-
-        run_sklearn_bench(sys.stdout, args.quick, args.repeats, json_path=args.json)
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench
@@ -526,6 +467,48 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
+
+
+def _other_bench(args: argparse.Namespace) -> dict | None:
+    """The result of the bench an "instead" option asks for (None: none asked)."""
+    out, quick, repeats, gb, workdir = (sys.stdout, args.quick, args.repeats,
+                                        args.pipeline_gb, args.workdir)
+    if args.images is not None:
+        from .tools.bench_images import run_images_bench
+
+        return run_images_bench(out, quick, repeats, workdir=workdir,
+                                count=40 if quick else args.images)
+    if args.tabular:
+        from .tools.bench_tabular import run_tabular_bench
+
+        return run_tabular_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
+    if args.torch:
+        from .tools.bench_precise_bn import run_precise_bn_bench
+        from .tools.bench_torch import run_torch_bench
+
+        return {"tensors": run_torch_bench(out, quick, repeats),
+                "precise_bn": run_precise_bn_bench(quick=quick, repeats=repeats, file=out)}
+    if args.dask:
+        from .tools.bench_dask import run_dask_bench
+
+        return run_dask_bench(out, quick, repeats, gb, workdir)
+    if args.onnx:
+        from .tools.bench_onnx import run_onnx_bench
+
+        return run_onnx_bench(out, quick, repeats)
+    if args.pipeline:
+        from .tools.bench_pipeline import run_pipeline_bench
+
+        return run_pipeline_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
+    if args.distributed:
+        from .tools.bench_distributed import run_distributed_bench
+
+        return run_distributed_bench(out, quick, repeats, workdir=workdir)
+    if args.sklearn:
+        from .tools.bench_sklearn import run_sklearn_bench
+
+        return run_sklearn_bench(out, quick, repeats)
+    return None
 
 
 # ------------------------------------------------------------------------ warmup

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from .._affine import affine_scale, check_out, result_dtype
+from .._affine import batchnorm_step, check_out, result_dtype
 from .._layout import Canonical, canonical
 from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
@@ -319,9 +319,6 @@ def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.nda
     the unbiased variance (``running`` (2, C) in place, or None), then the affine map:
     two reads of x and one write."""
     st = reduce(can, POLICY_PROPAGATE)
-    n = can.outer * can.inner
-    if running is not None:
-        keep = 1.0 - factor
-        running[0] = keep * running[0] + factor * st.mean
-        running[1] = keep * running[1] + factor * (st.m2 / (n - 1))
-    affine(can, (st.mean, affine_scale(weight, st.m2 / n, eps), bias), out)
+    params = batchnorm_step(st.mean, st.m2, can.outer * can.inner, weight, bias, eps,
+                            running, factor)
+    affine(can, params, out)

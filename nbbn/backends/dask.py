@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._affine import affine_scale, result_dtype
+from .._affine import batchnorm_step, result_dtype
 from .._layout import check_dtype, normalize_axis
 from .._policy import POLICY_PROPAGATE
 from ._stats import FLOAT_FIELDS, INT_FIELDS, BatchStats
@@ -248,9 +248,6 @@ def batchnorm_train(inp: DaskInput, eps: float, weight: np.ndarray, bias: np.nda
     """Training mode: the batch statistics are computed now (one pass of the reduction,
     the running buffers change at once, as in eager mode); the output is lazy."""
     st = reduce(inp, POLICY_PROPAGATE)
-    n = inp.outer * inp.inner
-    if running is not None:
-        keep = 1.0 - factor
-        running[0] = keep * running[0] + factor * st.mean
-        running[1] = keep * running[1] + factor * (st.m2 / (n - 1))
-    affine(inp, (st.mean, affine_scale(weight, st.m2 / n, eps), bias), out)
+    params = batchnorm_step(st.mean, st.m2, inp.outer * inp.inner, weight, bias, eps,
+                            running, factor)
+    affine(inp, params, out)

@@ -123,8 +123,7 @@ def _recipe(paths: list[str], workers: int) -> np.ndarray:
 
 def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = None, *,
                      count: int | None = None, workers: int | None = None,
-                     workdir: str | None = None, json_path: str | None = None
-                     ) -> dict[str, Any]:
+                     workdir: str | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table to ``file`` and return the results.
 
     Parameters
@@ -141,8 +140,6 @@ def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = No
         Decoding threads for every contender (default: the CPUs available).
     workdir : str, optional
         Where the temporary folder goes.
-    json_path : str, optional
-        Also write the results there as JSON.
 
     Returns
     -------
@@ -248,13 +245,6 @@ def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = No
         result = {"cpu": cpu_model(), "python": platform.python_version(), "files": files,
                   "megapixels": mp, "megabytes": size_mb, "workers": workers,
                   "repeats": repeats, "rows": rows, "ratios": ratios}
-        if json_path is not None:
-            import json
-
-            from nbbn._durable import atomic_write
-
-            with atomic_write(json_path, "w") as f:
-                json.dump(result, f, indent=1)
         return result
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,6 @@ float64 output.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import _onnx_graphs as graphs
-from .._durable import atomic_write
 from .._onnx_graphs import Affine, Graph, counter
 from .bench_env import cpu_model
 
@@ -116,9 +114,9 @@ def format_table(table: dict[float, dict[str, tuple[float, float]]]) -> str:
 
 
 def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
-                   repeats: int | None = None, json_path=None) -> dict[str, Any]:
+                   repeats: int | None = None) -> dict[str, Any]:
     """Time the graphs on one array, print medians, ratios and the accuracy table;
-    optionally write the results as JSON (atomically); return them."""
+    return them."""
     import onnxruntime as ort
 
     file = file or sys.stdout
@@ -156,7 +154,4 @@ def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
           file=file)
     print(format_table(table), file=file)
     result["accuracy"] = {f"{r:g}": row for r, row in table.items()}
-    if json_path is not None:
-        with atomic_write(json_path, "w") as f:
-            json.dump(result, f, indent=1)
     return result

@@ -13,7 +13,6 @@ one more function appended there.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -92,10 +91,9 @@ def make_data(shape: tuple[int, int]) -> np.ndarray:
     return X
 
 
-def run_sklearn_bench(file: TextIO, quick: bool = False, repeats: int | None = None,
-                      json_path: str | None = None) -> dict[str, Any]:
-    """Run :data:`MEASUREMENTS`, print a table to ``file``, return the results (also
-    written to ``json_path`` when given)."""
+def run_sklearn_bench(file: TextIO, quick: bool = False, repeats: int | None = None
+                      ) -> dict[str, Any]:
+    """Run :data:`MEASUREMENTS`, print a table to ``file``, return the results."""
     from .bench_env import cpu_model
 
     shape = QUICK_SHAPE if quick else FULL_SHAPE
@@ -114,9 +112,4 @@ def run_sklearn_bench(file: TextIO, quick: bool = False, repeats: int | None = N
               f"{row.peer:<14}{row.speedup:>8.1f}x{row.target:>7.1f}x{flag}", file=file)
     result = {"shape": list(shape), "dtype": "float32", "repeats": repeats, "cpu": cpu_model(),
               "rows": [{**asdict(r), "speedup": r.speedup} for r in rows]}
-    if json_path:
-        from .._durable import atomic_write
-
-        with atomic_write(json_path, "w") as f:
-            json.dump(result, f, indent=1)
     return result
