@@ -25,6 +25,10 @@ _FAMILIES = {
     "fold": "statistics merge",
     "_affine_channels_first": "normalizer kernel for {} channels-first input",
     "_affine_channels_last": "normalizer kernel for {} channels-last input",
+    "_affine_channels_first_inf": "normalizer kernel (counting infinities) for {} "
+                                  "channels-first input",
+    "_affine_channels_last_inf": "normalizer kernel (counting infinities) for {} "
+                                 "channels-last input",
 }
 _installed = False
 _lock = threading.Lock()
@@ -32,7 +36,7 @@ _lock = threading.Lock()
 
 def _family(name: str) -> str | None:
     """The family text of a kernel name (the stats kernels carry a SIMD-level suffix)."""
-    for level in ("_avx512", "_avx2", "_none"):
+    for level in ("_avx512", "_avx2", "_none"):  # (the *_inf kernels: "_inf_<level>")
         if name.endswith(level):
             name = name[: -len(level)]
             break

@@ -227,12 +227,28 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                              f"{shown}); expected finite values, or NaN (nan_policy="
                              f"{self.nan_policy!r}).{note}")
 
-    def _checked(self, X, copy: bool):
-        """``X`` validated for ``transform``/``inverse_transform``: features, dtype, and
-        no infinity (counted by nbbn's statistics kernel: one read on all threads)."""
+    def _mapped(self, X, copy: bool, inverse: bool):
+        """``transform`` (or, ``inverse``, ``inverse_transform``) of ``X`` after
+        validation (features, dtype), refusing infinities as scikit-learn does. A new
+        output (``copy``) is written by the normalizer kernel that also counts the
+        infinities it reads: one read of ``X``. In place (the input must not change
+        before the check) or under ``nan_policy="raise"`` (NaNs refused too), the
+        statistics kernel counts them first: two reads."""
+        from .backends import cpu
+
         X = self._validate(X, reset=False, writeable=not copy)
-        self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
-        return X
+        counted = not copy or self.nan_policy == "raise"
+        if counted:
+            self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+        norm = self._normalizer(self.n_features_in_)
+        params = (norm.bias, norm._inv_scale, norm.mean) if inverse else (
+            norm.mean, norm.scale, norm.bias)
+        inp = cpu.prepare(X, self.channel_axis, "X")
+        out = cpu.prepare_out(None if copy else X, inp, "X")
+        if inp.size and cpu.affine(inp, params, out, count_inf=not counted):
+            # (the count says there is one; the statistics say where, for the message)
+            self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+        return out
 
     def _set_fitted(self, stats: RunningStats) -> None:
         count = stats.count
@@ -276,10 +292,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Float32 for float32 input, else float64; NaNs stay NaN.
         """
         check_is_fitted(self)
-        copy = self.copy if copy is None else copy
-        X = self._checked(X, copy)
-        norm = self._normalizer(self.n_features_in_)
-        return norm(X, out=None if copy else X)
+        return self._mapped(X, self.copy if copy is None else copy, inverse=False)
 
     def inverse_transform(self, X, copy: bool | None = None):
         """Scale back to the original representation: ``X * scale_ + mean_``.
@@ -297,6 +310,4 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Float32 for float32 input, else float64.
         """
         check_is_fitted(self)
-        copy = self.copy if copy is None else copy
-        X = self._checked(X, copy)
-        return self._normalizer(self.n_features_in_).inverse(X, out=None if copy else X)
+        return self._mapped(X, self.copy if copy is None else copy, inverse=True)

@@ -262,3 +262,43 @@ def test_bench_sklearn_smoke(tmp_path, capsys):
     rows = json.loads(path.read_text())["rows"]
     assert [r["name"] for r in rows] == ["fit", "transform"]
     assert "transform" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((70, 5, 3001), 1), ((3001, 7, 50), -1)])
+def test_normalizer_kernel_counts_infinities_in_its_read(rng, dtype, shape, axis):
+    """transform's one read: the counting build of the affine kernel gives the map's
+    values and the number of infinities (NaNs not counted), on one and on two threads."""
+    from nbbn.backends import cpu
+
+    x = rng.standard_normal(shape).astype(dtype)
+    where = rng.choice(x.size, 9, replace=False)
+    x.flat[where[:3]] = np.inf
+    x.flat[where[3:6]] = -np.inf
+    x.flat[where[6:]] = np.nan
+    nchan = shape[axis]
+    a, s, b = rng.standard_normal(nchan), rng.uniform(0.5, 2, nchan), rng.standard_normal(nchan)
+    bshape = [1] * x.ndim
+    bshape[axis] = nchan
+    ref = (x.astype(np.float64) - a.reshape(bshape)) * s.reshape(bshape) + b.reshape(bshape)
+    for limit in (1, 2):
+        out = np.empty_like(x)
+        with cpu.thread_limit(limit):
+            n = cpu.affine(cpu.prepare(x, axis, "x"), (a, s, b), out, count_inf=True)
+        assert n == 6
+        eps = np.finfo(dtype).eps  # (float64: the kernel fuses the multiply-add)
+        np.testing.assert_allclose(out, ref, rtol=2 * eps, atol=8 * eps)
+    clean = np.nan_to_num(x, posinf=1.0, neginf=-1.0)
+    assert cpu.affine(cpu.prepare(clean, axis, "x"), (a, s, b), out, count_inf=True) == 0
+
+
+def test_transform_refuses_infinity_after_its_fused_read(rng):
+    """An infinity anywhere in a large X (threaded kernels) is refused by transform and
+    inverse_transform, with the features named, whatever the copy mode."""
+    X = rng.standard_normal((20000, 64)).astype(np.float32)
+    sc = StandardScaler().fit(X)
+    X[19999, 63] = -np.inf
+    for copy in (True, False):
+        for method in (sc.transform, sc.inverse_transform):
+            with pytest.raises(ValueError, match=r"infinity \(1 values, in features 63\)"):
+                method(X.copy(), copy=copy)

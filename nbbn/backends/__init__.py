@@ -87,8 +87,9 @@ class Backend(Protocol):
                owner: Hashable) -> Any:
         """The affine map's (C,) float64 parameters, where the kernels read them."""
 
-    def affine(self, inp: Any, params: Any, out: Any) -> None:
-        """``out = (x - a[c]) * s[c] + b[c]``; ``out`` may be the input itself."""
+    def affine(self, inp: Any, params: Any, out: Any) -> int | None:
+        """``out = (x - a[c]) * s[c] + b[c]``; ``out`` may be the input itself. (The CPU
+        backend's also counts infinite inputs on request, for scikit-learn's checks.)"""
 
     def result(self, out: Any) -> Any:
         """What the caller gets back for ``out``: an array of the input's type."""

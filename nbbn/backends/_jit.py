@@ -15,8 +15,9 @@ import types
 import numba
 
 
-def _renamed(fn, suffix: str):
-    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+def _renamed(fn, suffix: str, constants: dict | None = None):
+    glob = fn.__globals__ if not constants else {**fn.__globals__, **constants}
+    copy = types.FunctionType(fn.__code__, glob, fn.__name__ + suffix,
                               fn.__defaults__, fn.__closure__)
     copy.__qualname__ = fn.__qualname__ + suffix
     copy.__doc__ = fn.__doc__
@@ -24,6 +25,11 @@ def _renamed(fn, suffix: str):
     return copy
 
 
-def tagged(fn, tag: str, **options):
-    """``numba.njit(**options)`` of a copy of ``fn`` named ``<name>_<tag>``."""
-    return numba.njit(**options)(_renamed(fn, f"_{tag}"))
+def tagged(fn, tag: str, constants: dict | None = None, **options):
+    """``numba.njit(**options)`` of a copy of ``fn`` named ``<name>_<tag>``.
+
+    ``constants`` replace module globals of the copy (numba freezes globals at compile
+    time, so a ``if FLAG:`` on one of them is pruned): one source, two kernels. Give each
+    such build a tag of its own, since the cache does not see the globals.
+    """
+    return numba.njit(**options)(_renamed(fn, f"_{tag}", constants))

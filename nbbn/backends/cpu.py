@@ -227,19 +227,28 @@ def _out_view3(out: np.ndarray, shape3: tuple[int, int, int], bf16: bool = False
     return o3.view(np.uint16) if half else o3
 
 
+_NO_COUNT = np.zeros(1, np.int64)  # the ``ninf`` of the kernels that count nothing
+
+
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
-                out_bf16: bool = False) -> None:
+                out_bf16: bool = False, count_inf: bool = False) -> int:
+    """The affine kernel over one (O, C, I) piece; with ``count_inf`` (floating input)
+    the build that also counts infinite inputs, and their number is returned."""
     data, half = _half(x3, bf16)
     data = _readonly(data)
     out_half = BF16 if out_bf16 else True if o3.dtype == np.uint16 else None
     nchan = x3.shape[1]
+    count_inf = count_inf and (bf16 or x3.dtype.kind == "f")
+    ninf = np.zeros(threads(), np.int64) if count_inf else _NO_COUNT
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
         head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half)
-        _run(kn.affine_channels_last, head, (), x3.size, threads())
+        kernel = kn.affine_channels_last_inf if count_inf else kn.affine_channels_last
     else:
         head = (data, half, a, s, b, o3, out_half)
-        _run(kn.affine_channels_first, head, (), x3.size, threads())
+        kernel = kn.affine_channels_first_inf if count_inf else kn.affine_channels_first
+    _run(kernel, head, (ninf,), x3.size, threads())
+    return int(ninf.sum()) if count_inf else 0
 
 
 # ------------------------------------------------------------------ affine map
@@ -273,8 +282,11 @@ def result(out: np.ndarray | TensorOutput):
     return out.target if isinstance(out, TensorOutput) else out
 
 
-def affine(can: Canonical, params, out: np.ndarray | TensorOutput) -> None:
-    """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input."""
+def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
+           count_inf: bool = False) -> int:
+    """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input.
+    ``count_inf``: also count the infinite values of ``x`` in the same read, returned
+    (0 without it)."""
     a, s, b = params
     x = can.array
     out_bf16 = False
@@ -292,18 +304,20 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput) -> None:
     target_all = np.empty(out.shape, np.float32 if out.dtype == np.float16 else out.dtype) if (
         overlap
     ) else out
+    ninf = 0
     for x3, index in can.pieces():
         dst = target_all[index]
         o3 = _out_view3(dst, x3.shape, out_bf16)
         if o3 is None:
             o3 = np.empty(x3.shape, np.float64 if dst.dtype.itemsize >= 8 else np.float32)
-            _run_affine(x3, a, s, b, o3, can.bf16)
+            ninf += _run_affine(x3, a, s, b, o3, can.bf16, count_inf=count_inf)
             dst[...] = numpy_to_bf16_bits(o3).reshape(dst.shape) if out_bf16 else o3.reshape(
                 dst.shape)
         else:
-            _run_affine(x3, a, s, b, o3, can.bf16, out_bf16)
+            ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf)
     if overlap:
         out[...] = target_all
+    return ninf
 
 
 # ------------------------------------------------------------------ BatchNorm

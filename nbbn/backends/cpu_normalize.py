@@ -22,13 +22,16 @@ from ._jit import tagged
 from .cpu_numerics import store_float, to_float64
 from .cpu_simd import SIMD_LEVEL
 
+COUNT_INF = False  # the *_inf builds set it True: they also count infinite inputs
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
 
 
-def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt):
-    """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``."""
+def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt, ninf):
+    """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``; the ``COUNT_INF``
+    build stores the number of infinite inputs it read in ``ninf[t]``."""
+    bad = 0
     no, nchan, length = x.shape
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
     units = no * nchan * bpr
@@ -44,11 +47,18 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt):
         sc = s[c]
         bc = b[c]
         for i in range(hi - lo):
-            store_float(dst, i, (to_float64(src[i], half) - ac) * sc + bc, out_half)
+            v = to_float64(src[i], half)
+            if COUNT_INF:
+                bad += np.isinf(v)
+            store_float(dst, i, (v - ac) * sc + bc, out_half)
+    if COUNT_INF:
+        ninf[t] = bad
 
 
-def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt):
-    """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf``."""
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt, ninf):
+    """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf`` (``ninf``:
+    as in :func:`_affine_channels_first`)."""
+    bad = 0
     tile = ta.size
     nrows = xf.size // nchan
     k = tile // nchan
@@ -62,9 +72,13 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt):
             src = xf[e : e + w]
             dst = outf[e : e + w]
             for j in range(w):
-                store_float(dst, j, (to_float64(src[j], half) - ta[j]) * ts[j] + tb[j],
-                            out_half)
+                v = to_float64(src[j], half)
+                if COUNT_INF:
+                    bad += np.isinf(v)
+                store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
             e += w
+    if COUNT_INF:
+        ninf[t] = bad
 
 
 def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
@@ -79,3 +93,8 @@ def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 affine_channels_first = tagged(_affine_channels_first, SIMD_LEVEL, **_OPTS)
 affine_channels_last = tagged(_affine_channels_last, SIMD_LEVEL, **_OPTS)
+# ... and the builds that also count infinite inputs (scikit-learn's transform refuses
+# them: counting while normalizing saves the separate read a check would take)
+_INF = {"COUNT_INF": True}
+affine_channels_first_inf = tagged(_affine_channels_first, f"inf_{SIMD_LEVEL}", _INF, **_OPTS)
+affine_channels_last_inf = tagged(_affine_channels_last, f"inf_{SIMD_LEVEL}", _INF, **_OPTS)
