@@ -187,7 +187,7 @@ def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
         del exact_y, contenders
         base_wall = statistics.median(wall["Sub/Div"])
         base_cpu = statistics.median(cpu["Sub/Div"])
-        print(f"session options: {label} {options or ''}", file=file)
+        print(f"session options: {label}" + (f" {options}" if options else ""), file=file)
         speed = result["speed_by_options"][label] = {}
         for name in SPEED:
             w, c = statistics.median(wall[name]), statistics.median(cpu[name])
