@@ -10,7 +10,9 @@ and the remaining three roundings keep the result within about 2 float32 ulp of 
 float64 map (docs/sklearn.md, "ONNX"). ``batchnorm`` is one ``BatchNormalization``. The other
 builders are the usual forms, kept for the accuracy table and the bench: ``subdiv``
 (skl2onnx's float64 form and its ``div`` option), ``scaler`` (``ai.onnx.ml`` Scaler,
-skl2onnx's float32 form), ``folded`` (``x * a + b``).
+skl2onnx's float32 form), ``folded`` (``x * a + b``); ``sub_scaler`` and ``sum_mul`` are
+two-node graphs with the exact form's roundings, kept for the bench (neither is faster in
+onnxruntime: docs/sklearn.md, "ONNX").
 """
 
 from __future__ import annotations
@@ -168,3 +170,32 @@ def sub_batchnorm(g: Graph, x: str, aff: Affine) -> str:
     nb = Affine(np.zeros_like(aff.mean), aff.scale, -(aff.mean - hi) * aff.scale)
     return batchnorm(g, t, nb)
 
+
+
+def _split(aff: Affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 ``hi``, ``lo`` and ``scale`` of the split mean (bias 0 assumed)."""
+    hi = aff.mean.astype(np.float32)
+    return hi, (aff.mean - hi).astype(np.float32), aff.scale.astype(np.float32)
+
+
+def sub_scaler(g: Graph, x: str, aff: Affine) -> str:
+    """Two nodes computing what :func:`exact` computes: ``Sub(x, hi)``, then ``ai.onnx.ml``
+    Scaler with ``offset = lo`` and ``scale``, which onnxruntime evaluates per element as
+    ``float32((t - offset) * scale)``: bit for bit the three-node graph, but one call per
+    element through a ``std::function`` with an index modulo, so slower (docs/sklearn.md).
+    2-d ``(N, C)`` input only (onnxruntime takes the features from axis 1 and indexes them
+    as if they were last); bias 0 assumed."""
+    hi, lo, scale = _split(aff)
+    t = g.op("Sub", [x, g.const("shift_hi", hi)], "centered_hi")
+    return g.op("Scaler", [t], domain="ai.onnx.ml", offset=lo.tolist(), scale=scale.tolist())
+
+
+def sum_mul(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtype) -> str:
+    """Two nodes computing what :func:`exact` computes: ``Sum(x, -hi, -lo)``, then
+    ``Mul(., scale)``. onnxruntime adds a variadic ``Sum``'s inputs left to right, one pass
+    each (``(x + -hi) + -lo``, which rounds as ``(x - hi) - lo``), without its thread pool:
+    the same three passes (docs/sklearn.md). Bias 0 assumed."""
+    hi, lo, scale = _split(aff)
+    t = g.op("Sum", [x, g.const("neg_shift_hi", _shaped(-hi, cshape, dtype)),
+                     g.const("neg_shift_lo", _shaped(-lo, cshape, dtype))], "centered")
+    return g.op("Mul", [t, g.const("scale", _shaped(scale, cshape, dtype))])

@@ -8,7 +8,8 @@ The usual ONNX forms of ``(x - mean) / std`` (``Sub``/``Div``, ``ai.onnx.ml`` Sc
 accuracy as mean/std grows: about 5e-4 absolute at mean/std 1e4, 3e-3 or worse at 1e6.
 ``form="exact"`` splits the mean into a float32 ``hi + lo`` pair and subtracts both
 before scaling, which keeps every output within about 2 float32 ulp of the float64
-result (docs/sklearn.md, "ONNX", has the measured table).
+result (up to 2.7 measured, at mean/std near 1; docs/sklearn.md, "ONNX", has the
+measured table and the cases above 2 ulp).
 """
 
 from __future__ import annotations
@@ -131,8 +132,11 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
     form : {"exact", "batchnorm"}, default "exact"
         "exact": ``Sub(x, hi)``, ``Sub(., lo)``, ``Mul(., scale)`` with the bias folded
         into the mean in float64 and the mean split into float32 ``hi + lo``: within about
-        2 float32 ulp of the float64 result at any mean/std (at most 2.11 measured, at
-        the inputs next to the mean; see the docs). "batchnorm": one
+        2 float32 ulp of the float64 result at any mean/std (measured: at most 2.11 from
+        mean/std 1e2 up, at the inputs next to the mean; up to 2.7 at mean/std 0.5 to 10,
+        where ``x - hi`` is rounded too; see the docs). Two-node forms with the same
+        roundings exist (``Sub`` then ``ai.onnx.ml`` Scaler, ``Sum`` then ``Mul``) but
+        are not faster in onnxruntime (docs/sklearn.md, "Speed"). "batchnorm": one
         ``BatchNormalization`` (``var = 1``, ``epsilon = 0``) for runtimes that fuse it
         into a preceding convolution; it rounds the mean to float32 (its error grows with
         mean/std, see the docs' table); channels on axis 1 or last only.

@@ -306,6 +306,25 @@ def test_accuracy_table_and_docs():
     assert bench_onnx.format_table(table).splitlines()[0] in text
 
 
+@pytest.mark.parametrize("ratio", [1.0, 1e4, 1e6])
+def test_two_node_forms_give_the_exact_graphs_numbers(ratio):
+    """Sub + ai.onnx.ml Scaler and Sum + Mul: the exact graph's roundings in two nodes
+    (the bench times them); bit for bit its output, with and without graph optimizations."""
+    from nbbn.tools import bench_onnx
+
+    rng = np.random.default_rng(13)
+    aff = bench_onnx.standardization(ratio, 8, rng)
+    x = sample(rng, aff.mean, 1.0 / aff.scale ** 2, (300, 8), -1)
+    ref = (x.astype(np.float64) - aff.mean) * aff.scale
+    for options in ({}, {"graph_optimization_level": "ORT_DISABLE_ALL"}):
+        y = bench_onnx.session(bench_onnx.FORMS[bench_onnx.EXACT], aff, options).run(
+            None, {"x": x})[0]
+        assert ulps(y, ref) <= 3.0  # the exact graph's own bound: see docs/sklearn.md
+        for name, build in bench_onnx.SAME_AS_EXACT.items():
+            y2 = bench_onnx.session(build, aff, options).run(None, {"x": x})[0]
+            assert y2.dtype == np.float32 and np.array_equal(y2, y), (name, options)
+
+
 def test_bench_onnx_quick(tmp_path, monkeypatch, capsys):
     import json
 
@@ -316,5 +335,7 @@ def test_bench_onnx_quick(tmp_path, monkeypatch, capsys):
     path = tmp_path / "onnx.json"
     assert main(["bench", "--onnx", "--quick", "--json", str(path)]) == 0
     d = json.loads(path.read_text())
-    assert set(d["speed"]) >= {"Sub/Div", bench_onnx.EXACT}
+    assert set(d["speed"]) >= {"Sub/Div", bench_onnx.EXACT, *bench_onnx.SAME_AS_EXACT}
+    assert set(d["speed_by_options"]) == set(bench_onnx.OPTIONS)
+    assert d["same_as_exact"] == {name: True for name in bench_onnx.SAME_AS_EXACT}
     assert "x Sub/Div" in capsys.readouterr().out

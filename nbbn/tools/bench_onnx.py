@@ -3,8 +3,13 @@
 
 Speed: one float32 ``(1,000,000, 64)`` array (``(20,000, 64)`` with ``quick``), a
 standardization with means of 1e4 standard deviations; one onnxruntime session per graph
-(default options, CPU provider); the sessions are run in turn, ``repeats`` rounds after an
+and per set of session options (:data:`OPTIONS`: onnxruntime's defaults, one intra-op
+thread, graph optimizations off; the same options for every graph of a set), CPU
+provider, all sessions on one shared memory arena (so that the process holds one graph's
+buffers, not six); the sessions of a set are run in turn, ``repeats`` rounds after an
 untimed one, and the median of each is reported with its ratio to ``Sub``/``Div``'s.
+The two-node graphs that compute the exact graph's numbers (:data:`SAME_AS_EXACT`) are
+checked to give its output bit for bit.
 
 Accuracy (:func:`accuracy_table`): for each mean/std, float32 data ``mean + std * z`` in
 16 channels whose std spans 1e-2..1e2, every form run by onnxruntime, the maximum
@@ -43,11 +48,27 @@ FORMS = {
     "split, Sub BatchNorm": lambda g, x, a: graphs.sub_batchnorm(g, x, a),
 }
 EXACT = "exact: split, Sub Sub Mul"
+# two-node graphs with the exact graph's roundings (the same numbers), timed only
+SAME_AS_EXACT = {
+    "split, Sub Scaler": lambda g, x, a: graphs.sub_scaler(g, x, a),
+    "split, Sum Mul": lambda g, x, a: graphs.sum_mul(g, x, a, (a.channels,),
+                                                     np.dtype(np.float32)),
+}
+SPEED = ("Sub/Div", EXACT, *SAME_AS_EXACT, "split, Sub BatchNorm", "BatchNormalization")
+# session options of the timed sets: name -> {attribute of ort.SessionOptions: value}
+OPTIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "1 thread": {"intra_op_num_threads": 1},
+    "no graph optimizations": {"graph_optimization_level": "ORT_DISABLE_ALL"},
+}
+_SHARED_ARENA: list[bool] = []
 
 
-def session(build, aff: Affine):
+def session(build, aff: Affine, options: dict[str, Any] | None = None,
+            shared_arena: bool = False):
     """An onnxruntime session of the graph ``build(graph, "x", aff)`` on float32
-    ``(N, C)`` input."""
+    ``(N, C)`` input, with ``options`` set on its ``SessionOptions`` and, with
+    ``shared_arena``, the process's shared CPU arena."""
     import onnx
     import onnxruntime as ort
 
@@ -64,7 +85,18 @@ def session(build, aff: Affine):
     opsets = [h.make_opsetid("", 17), h.make_opsetid("ai.onnx.ml", 3)]
     model = h.make_model(graph, opset_imports=opsets)
     model.ir_version = h.find_min_ir_version_for(opsets)
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    for k, v in (options or {}).items():
+        setattr(opts, k, getattr(ort.GraphOptimizationLevel, v) if isinstance(v, str) else v)
+    if shared_arena:
+        if not _SHARED_ARENA:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                     ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({}))
+            _SHARED_ARENA.append(True)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
 
 
 def standardization(ratio: float, channels: int, rng: np.random.Generator) -> Affine:
@@ -125,30 +157,48 @@ def run_onnx_bench(file: TextIO | None = None, quick: bool = False,
     rng = np.random.default_rng(0)
     aff = standardization(1e4, shape[1], rng)
     x = (aff.mean + rng.standard_normal(shape) / aff.scale).astype(np.float32)
-    contenders = {name: session(FORMS[name], aff)
-                  for name in ("Sub/Div", EXACT, "split, Sub BatchNorm", "BatchNormalization")}
-    wall: dict[str, list[float]] = {name: [] for name in contenders}
-    cpu: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(repeats + 1):
-        for name, sess in contenders.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            sess.run(None, {"x": x})
-            if r:
-                wall[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
-    base_wall, base_cpu = statistics.median(wall["Sub/Div"]), statistics.median(cpu["Sub/Div"])
+    builders = {**FORMS, **SAME_AS_EXACT}
     print(f"onnxruntime {ort.__version__} on {cpu_model()} ({os.cpu_count()} CPUs), float32 "
           f"{shape}, medians of {repeats} (sessions run in turn); wall time, and CPU time "
           "of this process (all its threads)", file=file)
     result: dict[str, Any] = {"shape": list(shape), "repeats": repeats, "cpu": cpu_model(),
-                              "onnxruntime": ort.__version__, "speed": {}}
-    for name in contenders:
-        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        print(f"  {name:<26} {w * 1e3:8.1f} ms {w / base_wall:5.2f}x Sub/Div   CPU "
-              f"{c * 1e3:8.1f} ms {c / base_cpu:5.2f}x", file=file)
-        result["speed"][name] = {"median_s": w, "ratio": w / base_wall, "cpu_median_s": c,
-                                 "cpu_ratio": c / base_cpu, "times_s": wall[name],
-                                 "cpu_times_s": cpu[name]}
+                              "onnxruntime": ort.__version__, "speed_by_options": {},
+                              "same_as_exact": {}}
+    for label, options in OPTIONS.items():
+        contenders = {name: session(builders[name], aff, options, shared_arena=True)
+                      for name in SPEED}
+        wall: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
+        exact_y: np.ndarray | None = None
+        for r in range(repeats + 1):
+            for name, sess in contenders.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                y = sess.run(None, {"x": x})[0]
+                if r:
+                    wall[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
+                elif name == EXACT:
+                    exact_y = y
+                elif name in SAME_AS_EXACT and exact_y is not None:
+                    same = bool(np.array_equal(y, exact_y))
+                    result["same_as_exact"][name] = same and result["same_as_exact"].get(
+                        name, True)
+                del y
+        del exact_y, contenders
+        base_wall = statistics.median(wall["Sub/Div"])
+        base_cpu = statistics.median(cpu["Sub/Div"])
+        print(f"session options: {label}" + (f" {options}" if options else ""), file=file)
+        speed = result["speed_by_options"][label] = {}
+        for name in SPEED:
+            w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+            note = " (bit for bit the exact graph's output)" if name in SAME_AS_EXACT \
+                and result["same_as_exact"][name] else ""
+            print(f"  {name:<26} {w * 1e3:8.1f} ms {w / base_wall:5.2f}x Sub/Div   CPU "
+                  f"{c * 1e3:8.1f} ms {c / base_cpu:5.2f}x{note}", file=file)
+            speed[name] = {"median_s": w, "ratio": w / base_wall, "cpu_median_s": c,
+                           "cpu_ratio": c / base_cpu, "times_s": wall[name],
+                           "cpu_times_s": cpu[name]}
+    result["speed"] = result["speed_by_options"]["default"]
     table = accuracy_table(n=10_000 if quick else 100_000)
     print("\nmax abs error against float64 (float32 input, 16 channels, std 1e-2..1e2):",
           file=file)
