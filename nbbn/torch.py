@@ -34,21 +34,20 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     """Set every BatchNorm layer's running statistics to the exact statistics of its input.
 
     ``mode="batch"`` (the default): one pass over ``data`` ("precise BN", as fvcore's
-    ``update_bn_stats``): every
-    ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` layer with running statistics (a lazy one
-    once initialized) normalizes with the batch statistics, as in training, while a
-    forward pre-hook merges its input into a float64 :class:`nbbn.RunningStats` (all N x
-    spatial positions, Chan's formula). Then each layer gets ``running_mean`` = the mean,
-    ``running_var`` = the unbiased variance (as torch stores it) and
-    ``num_batches_tracked`` = the number of batches it saw. The result is the population
-    statistics of the activations of the pass, whatever the batch sizes (a ragged last
-    batch weighs by its size); under ``torch.distributed`` each rank's (count, mean, M2)
-    are gathered and merged in rank order, so every rank ends with identical buffers,
+    ``update_bn_stats``): every ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` layer with
+    running statistics (a lazy one once initialized) normalizes with the batch statistics,
+    as in training, while a forward pre-hook merges its input into a float64
+    :class:`nbbn.RunningStats` (all N x spatial positions, Chan's formula). Then each layer
+    gets ``running_mean`` = the mean, ``running_var`` = the unbiased variance (as torch
+    stores it) and ``num_batches_tracked`` = the number of batches it saw. The result is the
+    population statistics of the activations of the pass, whatever the batch sizes (a ragged
+    last batch weighs by its size); under ``torch.distributed`` each rank's (count, mean,
+    M2) are gathered and merged in rank order, so every rank ends with identical buffers,
     equal (to rounding) to one process reading all the data.
 
-    The other modules keep their mode (dropout stays off in an eval-mode model). Modes
-    and hooks are restored afterwards, and the buffers are left as they were if the pass
-    raises. Momenta are not used or changed.
+    In this mode the other modules keep their mode (dropout stays off in an eval-mode
+    model). In both modes, modes and hooks are restored afterwards, and the buffers are
+    left as they were if a pass raises. Momenta are not used or changed.
 
     ``mode="eval"``: the statistics the deployed eval-mode model sees at every BatchNorm
     input. The whole model runs in eval mode (dropout off), and the layers are collected
@@ -61,7 +60,8 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     as that layer has read its input, so ``data`` is iterated once per layer and must be
     re-iterable (a ``DataLoader``, list, tuple or ``Dataset`` of batches; a one-shot
     iterator is a ``TypeError``), yielding the same batches each time. The order is the
-    order in which the layers run on the first batch; a layer used more than once in a
+    order in which the layers run on the first batch (a layer that does not run there
+    keeps its buffers); a layer used more than once in a
     forward is collected over all its uses (the layers not yet collected, itself
     included, normalize with their old buffers in between). Under
     ``torch.distributed`` each layer's statistics are merged across the ranks before the
