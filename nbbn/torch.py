@@ -13,7 +13,9 @@ imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,24 +29,43 @@ __all__ = ["NormalizerModule", "fold_normalizer", "fuse_bn", "recompute_bn_stats
 
 
 def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: int | None = None,
-                       device: Any = None, progress: bool = True) -> dict[str, RunningStats]:
+                       device: Any = None, progress: bool = True, mode: str = "batch"
+                       ) -> dict[str, RunningStats]:
     """Set every BatchNorm layer's running statistics to the exact statistics of its input.
 
-    One pass over ``data`` ("precise BN", as fvcore's ``update_bn_stats``): every
-    ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` layer with running statistics (a lazy one
-    once initialized) normalizes with the batch statistics, as in training, while a
-    forward pre-hook merges its input into a float64 :class:`nbbn.RunningStats` (all N x
-    spatial positions, Chan's formula). Then each layer gets ``running_mean`` = the mean,
-    ``running_var`` = the unbiased variance (as torch stores it) and
-    ``num_batches_tracked`` = the number of batches it saw. The result is the population
-    statistics of the activations of the pass, whatever the batch sizes (a ragged last
-    batch weighs by its size); under ``torch.distributed`` each rank's (count, mean, M2)
-    are gathered and merged in rank order, so every rank ends with identical buffers,
+    ``mode="batch"`` (the default): one pass over ``data`` ("precise BN", as fvcore's
+    ``update_bn_stats``): every ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` layer with
+    running statistics (a lazy one once initialized) normalizes with the batch statistics,
+    as in training, while a forward pre-hook merges its input into a float64
+    :class:`nbbn.RunningStats` (all N x spatial positions, Chan's formula). Then each layer
+    gets ``running_mean`` = the mean, ``running_var`` = the unbiased variance (as torch
+    stores it) and ``num_batches_tracked`` = the number of batches it saw. The result is the
+    population statistics of the activations of the pass, whatever the batch sizes (a ragged
+    last batch weighs by its size); under ``torch.distributed`` each rank's (count, mean,
+    M2) are gathered and merged in rank order, so every rank ends with identical buffers,
     equal (to rounding) to one process reading all the data.
 
-    The other modules keep their mode (dropout stays off in an eval-mode model). Modes
-    and hooks are restored afterwards, and the buffers are left as they were if the pass
-    raises. Momenta are not used or changed.
+    In this mode the other modules keep their mode (dropout stays off in an eval-mode
+    model). In both modes, modes and hooks are restored afterwards, and the buffers are
+    left as they were if a pass raises. Momenta are not used or changed.
+
+    ``mode="eval"``: the statistics the deployed eval-mode model sees at every BatchNorm
+    input. The whole model runs in eval mode (dropout off), and the layers are collected
+    one at a time in forward order, each with every earlier BatchNorm layer already
+    normalizing with its freshly computed exact statistics (its buffers). A layer's
+    input then does not depend on the batch size or on how the data are cut (up to the
+    float32 rounding of the model's own ops), which ``mode="batch"`` cannot give past
+    the first layer (there a deeper layer's input was normalized upstream with batch
+    statistics). It costs one partial pass per layer: the pass for a layer stops as soon
+    as that layer has read its input, so ``data`` is iterated once per layer and must be
+    re-iterable (a ``DataLoader``, list, tuple or ``Dataset`` of batches; a one-shot
+    iterator is a ``TypeError``), yielding the same batches each time. The order is the
+    order in which the layers run on the first batch (a layer that does not run there
+    keeps its buffers); a layer used more than once in a
+    forward is collected over all its uses (the layers not yet collected, itself
+    included, normalize with their old buffers in between). Under
+    ``torch.distributed`` each layer's statistics are merged across the ranks before the
+    next layer's pass.
 
     Parameters
     ----------
@@ -58,7 +79,12 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     device : torch.device or str, optional
         Move each input there first (default: as it comes).
     progress : bool, default True
-        Show a progress bar on stderr.
+        Show a progress bar on stderr (one per pass in ``mode="eval"``).
+    mode : {"batch", "eval"}, default "batch"
+        ``"batch"``: one pass, BatchNorm layers normalizing with batch statistics (as in
+        training; fvcore's and detectron2's procedure). ``"eval"``: one partial pass per
+        layer through the eval-mode model, every earlier layer using its new statistics
+        (the deployed model's statistics, independent of the batching).
 
     Returns
     -------
@@ -69,9 +95,11 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     Raises
     ------
     ValueError
-        No data, an uninitialized lazy layer, or ``num_samples < 1``.
+        No data, an uninitialized lazy layer, ``num_samples < 1``, an unknown ``mode``,
+        or (``mode="eval"``) ranks whose models run their layers in different orders.
     TypeError
-        An item of ``data`` is not a tensor or a tuple/list starting with one.
+        An item of ``data`` is not a tensor or a tuple/list starting with one, or
+        (``mode="eval"``) ``data`` is a one-shot iterator.
 
     Notes
     -----
@@ -89,18 +117,22 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     """
     if num_samples is not None and (isinstance(num_samples, bool) or int(num_samples) < 1):
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if mode not in ("batch", "eval"):
+        raise ValueError(f'mode must be "batch" or "eval", got {mode!r}')
+    if mode == "eval" and (isinstance(data, Iterator) or not (
+            isinstance(data, Iterable) or hasattr(data, "__getitem__"))):
+        raise TypeError(
+            'mode="eval" reads data once per BatchNorm layer, so data must be re-iterable '
+            f"(a DataLoader, list, tuple or Dataset of batches), got a one-shot "
+            f"{type(data).__name__}: pass list(data) or the DataLoader itself")
     layers = _bn_layers(model)
     if not layers:
         return {}
+    if mode == "eval":
+        return _recompute_eval(model, layers, data, num_samples, device, progress)
     stats = {name: RunningStats(channel_axis=1) for name, _ in layers}
     calls = dict.fromkeys(stats, 0)
-    modes = [(m, m.training) for m in model.modules()]
-    saved = [(m, m.running_mean.clone(), m.running_var.clone(),
-              None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for _, m in layers]
-    handles = []
-    done = False
-    try:
+    with _restoring(model, layers) as handles:
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name)))
             m.train()
@@ -110,20 +142,141 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         stats, calls = _merge_ranks(stats, calls)
         result = {name: rs for name, rs in stats.items() if rs.num_channels is not None}
         _write(layers, result, calls)
-        done = True
+    return result
+
+
+@contextlib.contextmanager
+def _restoring(model: torch.nn.Module, layers: list[tuple[str, Any]]
+               ) -> Generator[list[Any], None, None]:
+    """Yields a list for hook handles. Afterwards the hooks are removed and every module's
+    ``training`` flag is restored one by one (not ``train()``, which recurses); if the
+    block raised, the layers' buffers are copied back as well."""
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(),
+              None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for _, m in layers]
+    handles: list[Any] = []
+    try:
+        yield handles
+    except BaseException:
+        with torch.no_grad():
+            for m, mean, var, nbt in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                if nbt is not None:
+                    m.num_batches_tracked.copy_(nbt)
+        raise
     finally:
         for h in handles:
             h.remove()
         for m, training in modes:
             m.training = training
-        if not done:
-            with torch.no_grad():
-                for m, mean, var, nbt in saved:
-                    m.running_mean.copy_(mean)
-                    m.running_var.copy_(var)
-                    if nbt is not None:
-                        m.num_batches_tracked.copy_(nbt)
+
+
+class _StopPass(Exception):
+    """Raised by a pre-hook of ``mode="eval"`` to end a forward once the layer being
+    collected has read its input: the rest of the model is not run."""
+
+
+class _LayerPass:
+    """What the pre-hooks of ``mode="eval"`` share: the layer being collected (``target``),
+    its statistics and calls, its uses per forward, and on the first forward that runs a
+    BatchNorm layer the order in which the layers run (``sequence``)."""
+
+    def __init__(self) -> None:
+        self.target: str | None = None  # the first layer to run, on the first pass
+        self.stats = RunningStats(channel_axis=1)
+        self.calls = 0
+        self.uses = 0  # the target's uses per forward; 0 (unknown): no stop
+        self.seen = 0  # the target's uses in the current forward
+        self.sequence: list[str] | None = []  # None once the order is known
+        self.order: list[str] = []
+        self.uses_per_forward: dict[str, int] = {}
+
+    def before(self) -> None:
+        """Called before each forward."""
+        if self.sequence:
+            self.found()
+        self.seen = 0
+
+    def found(self) -> None:
+        """The first forward that ran a BatchNorm layer is over: its order is the order."""
+        assert self.sequence is not None and self.target is not None
+        self.order = list(dict.fromkeys(self.sequence))
+        self.uses_per_forward = dict(Counter(self.sequence))
+        self.uses = self.uses_per_forward[self.target]
+        self.sequence = None
+
+    def start(self, name: str) -> None:
+        """Collect layer ``name`` next."""
+        self.target, self.stats, self.calls = name, RunningStats(channel_axis=1), 0
+        self.uses = self.uses_per_forward[name]
+
+    def hook(self, name: str) -> Callable[[torch.nn.Module, tuple], None]:
+        def pre_hook(module: torch.nn.Module, args: tuple) -> None:
+            if self.sequence is not None:
+                self.sequence.append(name)
+                if self.target is None:
+                    self.target = name
+            if name != self.target:
+                return
+            _read(self.stats, args[0])
+            self.calls += 1
+            self.seen += 1
+            if self.seen == self.uses:
+                raise _StopPass
+
+        return pre_hook
+
+
+def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data: Iterable,
+                    num_samples: int | None, device: Any, progress: bool
+                    ) -> dict[str, RunningStats]:
+    """``mode="eval"``: one partial pass per layer through the eval-mode model, each
+    layer's buffers written (merged over the ranks) before the next layer's pass."""
+    modules = dict(layers)
+    lp = _LayerPass()
+    result: dict[str, RunningStats] = {}
+    with _restoring(model, layers) as handles:
+        for m in model.modules():
+            m.training = False
+        for name, m in layers:
+            handles.append(m.register_forward_pre_hook(lp.hook(name)))
+        desc = "nbbn precise BN (eval), layer"
+        seen = _run(model, data, num_samples, device, progress, f"{desc} 1", lp.before)
+        if lp.sequence:
+            lp.found()
+        if seen == 0:
+            raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
+        _agree_order(lp)
+        for k, name in enumerate(lp.order):
+            if k:
+                lp.start(name)
+                _run(model, data, num_samples, device, progress,
+                     f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before)
+            merged, calls = _merge_ranks({name: lp.stats}, {name: lp.calls})
+            if merged[name].num_channels is None:
+                continue  # ran on the first batch, not in its own pass: left as it was
+            _write([(name, modules[name])], merged, calls)
+            result[name] = merged[name]
     return result
+
+
+def _agree_order(lp: _LayerPass) -> None:
+    """Under ``torch.distributed``: every rank takes the order of the first rank that ran
+    a BatchNorm layer (a ValueError on every rank if two ranks found different orders)."""
+    dist = _distributed()
+    if dist is None:
+        return
+    mine = (lp.order, lp.uses_per_forward) if lp.order else None
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    found = [g for g in gathered if g is not None]
+    if any(g != found[0] for g in found):
+        raise ValueError('mode="eval": the ranks ran their BatchNorm layers in different orders '
+                         f"(rank order: {[g and g[0] for g in gathered]})")
+    if found:
+        lp.order, lp.uses_per_forward = found[0]
 
 
 def _bn_layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
@@ -138,13 +291,17 @@ def _bn_layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
 
 def _collector(rs: RunningStats, calls: dict[str, int], name: str):
     def hook(module: torch.nn.Module, args: tuple) -> None:
-        x = args[0].detach()
-        if x.dtype == torch.bfloat16:  # numpy has no bfloat16; exact in float32
-            x = x.float()
-        rs.update(x.cpu().numpy())
+        _read(rs, args[0])
         calls[name] += 1
 
     return hook
+
+
+def _read(rs: RunningStats, x: torch.Tensor) -> None:
+    x = x.detach()
+    if x.dtype == torch.bfloat16:  # numpy has no bfloat16; exact in float32
+        x = x.float()
+    rs.update(x.cpu().numpy())
 
 
 def _input(item: Any) -> torch.Tensor:
@@ -156,9 +313,11 @@ def _input(item: Any) -> torch.Tensor:
 
 
 def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device: Any,
-         progress: bool) -> int:
-    """The forward passes; returns the number of samples read."""
-    bar = Progress(progress, "nbbn precise BN", None, 0, 0)
+         progress: bool, desc: str = "nbbn precise BN",
+         before: Callable[[], None] | None = None) -> int:
+    """The forward passes (``before`` called before each); returns the number of samples
+    read over all ranks. A forward ended by :class:`_StopPass` counts as done."""
+    bar = Progress(progress, desc, None, 0, 0)
     seen = 0
     try:
         with torch.no_grad():
@@ -170,7 +329,12 @@ def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device
                     x = x.to(device)
                 if x.shape[0] == 0:
                     continue
-                model(x)
+                if before is not None:
+                    before()
+                try:
+                    model(x)
+                except _StopPass:
+                    pass
                 seen += int(x.shape[0])
                 bar.update(x.numel() * x.element_size(), seen)
                 if num_samples is not None and seen >= num_samples:

@@ -220,11 +220,14 @@ def _dist_worker(rank: int, world: int, folder: str, batch_size: int) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
                             world_size=world)
     try:
-        net = _net()
+        net, net_eval = _net(), _net()
         batches = list(torch.split(_data(), batch_size))[rank::world]
         got = nt.recompute_bn_stats(net, batches, progress=False)
+        got_eval = nt.recompute_bn_stats(net_eval, batches, progress=False, mode="eval")
         out = {"buffers": net.state_dict(),
-               "stats": {k: (rs.mean, rs.variance(ddof=1)) for k, rs in got.items()}}
+               "stats": {k: (rs.mean, rs.variance(ddof=1)) for k, rs in got.items()},
+               "eval_buffers": net_eval.state_dict(),
+               "eval_stats": {k: (rs.mean, rs.variance(ddof=1)) for k, rs in got_eval.items()}}
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -234,11 +237,13 @@ def test_distributed_gloo_two_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     bs = 4
-    single = _net()
+    single, single_eval = _net(), _net()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers: torch's float32 conv rounds per thread count
     try:
         want = nt.recompute_bn_stats(single, torch.split(_data(), bs), progress=False)
+        want_eval = nt.recompute_bn_stats(single_eval, torch.split(_data(), bs),
+                                          progress=False, mode="eval")
     finally:
         torch.set_num_threads(threads)
     mp.spawn(_dist_worker, args=(2, str(tmp_path), bs), nprocs=2, join=True)
@@ -255,6 +260,17 @@ def test_distributed_gloo_two_ranks(tmp_path):
         np.testing.assert_allclose(buf[f"{name}.running_var"].numpy(),
                                    single.get_submodule(name).running_var.numpy(), rtol=1e-6)
         assert int(buf[f"{name}.num_batches_tracked"]) == len(torch.split(_data(), bs))
+    # mode="eval": each layer merged over the ranks before the next layer's pass
+    for k, v in ranks[0]["eval_buffers"].items():
+        assert torch.equal(v, ranks[1]["eval_buffers"][k]), k
+    assert sorted(want_eval) == sorted(ranks[0]["eval_stats"])
+    for name, rs in want_eval.items():
+        mean, var = ranks[0]["eval_stats"][name]
+        assert np.array_equal(var, ranks[1]["eval_stats"][name][1])
+        # a buffer rounded the other way upstream moves the activations by float32 rounding
+        assert _sd_close(mean, rs.mean, var, 1e-6) and _rel(var, rs.variance(ddof=1)) <= 1e-6
+        np.testing.assert_allclose(ranks[0]["eval_buffers"][f"{name}.running_var"].numpy(),
+                                   single_eval.get_submodule(name).running_var.numpy(), rtol=1e-6)
 
 
 def test_bfloat16_and_float64_models():
@@ -269,6 +285,156 @@ def test_bfloat16_and_float64_models():
         assert net[0].running_var.dtype == dtype
 
 
+# ------------------------------------------------------------------ mode="eval"
+def _eval_reference(net, x):
+    """Layer by layer in forward order: the eval-mode model run over all of ``x`` at once,
+    each BatchNorm's input reduced in float64 by numpy and written into its buffers (in
+    the model's dtype) before the next layer's input is taken."""
+    ref = copy.deepcopy(net).eval()
+    out = {}
+    for name in _bn_names(ref):
+        m = ref.get_submodule(name)
+        seen: list[np.ndarray] = []
+        h = m.register_forward_pre_hook(
+            lambda mod, a, seen=seen: seen.append(a[0].double().numpy()))
+        with torch.no_grad():
+            ref(x)
+        h.remove()
+        a = seen[0].transpose(1, 0, 2, 3).reshape(seen[0].shape[1], -1)
+        mean, var = a.mean(axis=1), ((a - a.mean(axis=1)[:, None]) ** 2).sum(1) / (a.shape[1] - 1)
+        with torch.no_grad():
+            m.running_mean.copy_(torch.from_numpy(mean))
+            m.running_var.copy_(torch.from_numpy(var))
+        out[name] = (mean, var, a.shape[1])
+    return out
+
+
+def _sd_close(mean, ref_mean, ref_var, tol):
+    """The mean to ``tol`` on the scale of the std (a mean near 0 has no relative error)."""
+    return bool(np.all(np.abs(np.asarray(mean) - ref_mean) <= tol * np.sqrt(ref_var)))
+
+
+class _Count(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eval_mode_same_buffers_for_any_batching(dtype):
+    """mode="eval" gives every layer the statistics of the deployed eval-mode model, so
+    batch sizes 1, 7 (ragged last batch), 32 (ragged) and 45 agree: to 1e-12 in a float64
+    model; in a float32 one to float32 rounding (torch's conv rounds differently per
+    batch size; measured 4e-8), against the layer-by-layer float64 reference."""
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    x = _data().to(dtype)
+    ref = _eval_reference(_net().to(dtype), x)
+    buffers = []
+    for bs in (1, 7, 32, N):
+        net = _net().to(dtype)
+        tail = _Count()
+        net.append(tail)
+        net.train(bs == 32)  # 32: dropout on; mode="eval" runs the whole model in eval mode
+        got = nt.recompute_bn_stats(net, torch.split(x, bs), progress=False, mode="eval")
+        assert sorted(got) == sorted(ref)
+        for name, (mean, var, count) in ref.items():
+            rs, m = got[name], net.get_submodule(name)
+            assert (rs.count == count).all()
+            assert _sd_close(rs.mean, mean, var, tol), (bs, name)
+            assert _rel(rs.variance(ddof=1), var) <= tol, (bs, name)
+            assert _rel(m.running_var.double().numpy(), var) <= max(tol, 1e-6)
+            assert m.running_var.dtype == dtype
+            assert int(m.num_batches_tracked) == len(torch.split(x, bs))
+        assert tail.calls == 1  # only the first forward runs to the end (the order)
+        assert all(m.training == (bs == 32) for m in net.modules())
+        assert all(not m._forward_pre_hooks for m in net.modules())
+        buffers.append({k: v for k, v in net.state_dict().items() if "running" in k})
+    for b in buffers[1:]:
+        for k, v in b.items():
+            torch.testing.assert_close(v, buffers[0][k], rtol=max(tol, 1e-6), atol=0)
+
+
+def test_eval_mode_num_samples_tuples_and_a_layer_used_twice():
+    x = _data()
+    net = _net()
+    batches = [(a, torch.zeros(len(a))) for a in torch.split(x, 7)]
+    got = nt.recompute_bn_stats(net, batches, num_samples=17, device="cpu", progress=True,
+                                mode="eval")
+    ref = _eval_reference(_net(), x[:17])
+    for name, (mean, var, count) in ref.items():
+        assert got[name].count[0] == count
+        assert _sd_close(got[name].mean, mean, var, 1e-6)
+        assert _rel(got[name].variance(ddof=1), var) <= 1e-6
+        assert int(net.get_submodule(name).num_batches_tracked) == 3
+
+    class Twice(torch.nn.Module):  # one BatchNorm used twice in a forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn, self.conv, self.head = (torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 3, 1),
+                                             torch.nn.BatchNorm2d(3))
+
+        def forward(self, x):
+            return self.head(self.bn(self.conv(self.bn(x))))
+
+    twice = Twice().eval()
+    old = copy.deepcopy(twice)
+    got = nt.recompute_bn_stats(twice, torch.split(x, 7), progress=False, mode="eval")
+    assert list(got) == ["bn", "head"]  # the order they first run in
+    assert got["bn"].count[0] == 2 * N * 36 and int(twice.bn.num_batches_tracked) == 14
+    assert got["head"].count[0] == N * 36
+    with torch.no_grad():  # both uses; the second one after the old buffers (itself)
+        both = torch.cat([x, old.conv(old.bn(x))]).double().numpy()
+    a = both.transpose(1, 0, 2, 3).reshape(3, -1)
+    assert _rel(got["bn"].variance(ddof=1), a.var(axis=1, ddof=1)) <= 1e-6
+
+
+def test_eval_mode_exception_restores_modes_hooks_and_buffers():
+    net = _net()
+    written = []
+
+    class Boom(_Boom):  # between the first and the second BatchNorm
+        def forward(self, x):
+            if self.calls == self.after:
+                written.append(net[1].running_var.clone())
+            return super().forward(x)
+
+    net.insert(3, Boom(after=3))  # the order's forward, then 2 batches of layer 2's pass
+    net[0].train()
+    net[7].train()
+    modes = [m.training for m in net.modules()]
+    state = copy.deepcopy(net.state_dict())
+    with pytest.raises(RuntimeError, match="boom"):
+        nt.recompute_bn_stats(net, torch.split(_data(), 7), progress=False, mode="eval")
+    assert not torch.equal(written[0], state["1.running_var"])  # written before the raise
+    assert [m.training for m in net.modules()] == modes
+    assert all(not m._forward_pre_hooks for m in net.modules())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_eval_mode_refuses_a_one_shot_iterator():
+    net = _net()
+    state = copy.deepcopy(net.state_dict())
+    batches = list(torch.split(_data(), 7))
+    it = iter(batches)
+    for data in (it, (b for b in batches), map(lambda b: b, batches)):
+        with pytest.raises(TypeError, match="re-iterable"):
+            nt.recompute_bn_stats(net, data, progress=False, mode="eval")
+    assert next(it) is batches[0]  # nothing was read
+    with pytest.raises(ValueError, match="mode"):
+        nt.recompute_bn_stats(net, batches, progress=False, mode="train")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # a Dataset of batches is re-iterable (by index)
+    ds = torch.utils.data.TensorDataset(torch.stack(batches[:6]))
+    got = nt.recompute_bn_stats(net, ds, progress=False, mode="eval")
+    assert int(net[1].num_batches_tracked) == 6 and got["1"].count[0] == 42 * 36
+
+
 def test_bench_smoke():
     import io
 
@@ -280,5 +446,6 @@ def test_bench_smoke():
     out = io.StringIO()
     res = run_precise_bn_bench(quick=True, repeats=1, file=out)
     assert res["speed"]["nbbn_over_forward"] > 0
+    assert res["speed"]["nbbn_eval_over_forward"] > 0
     assert res["accuracy"]["nbbn"] < 1e-6  # the float32 rounding of the buffer
     assert "recompute_bn_stats" in out.getvalue()

@@ -58,6 +58,7 @@ def bench_recompute_speed(quick: bool, repeats: int, file: TextIO) -> dict[str, 
     contenders = {
         "forward": lambda: _forward_only(torch, net, batches),
         "nbbn": lambda: nt.recompute_bn_stats(net, batches, progress=False),
+        "nbbn_eval": lambda: nt.recompute_bn_stats(net, batches, progress=False, mode="eval"),
         "update_bn": lambda: torch.optim.swa_utils.update_bn(batches, net),
     }
     times: dict[str, list[float]] = {k: [] for k in contenders}
@@ -76,6 +77,8 @@ def bench_recompute_speed(quick: bool, repeats: int, file: TextIO) -> dict[str, 
         "threads": torch.get_num_threads(),
         "median_s": {k: statistics.median(v) for k, v in times.items()},
         "nbbn_over_forward": statistics.median(ratios),
+        "nbbn_eval_over_forward": statistics.median(
+            [a / b for a, b in zip(times["nbbn_eval"], times["forward"], strict=True)]),
         "update_bn_over_forward": statistics.median(
             [a / b for a, b in zip(times["update_bn"], times["forward"], strict=True)]),
     }
@@ -87,6 +90,8 @@ def bench_recompute_speed(quick: bool, repeats: int, file: TextIO) -> dict[str, 
     print(f"  recompute_bn_stats  {m['nbbn'] * 1e3:8.1f} ms   "
           f"x{res['nbbn_over_forward']:.3f} of forward (median of paired ratios; ratio of "
           f"medians {res['nbbn_median_over_forward_median']:.3f})", file=file)
+    print(f"  mode=\"eval\"         {m['nbbn_eval'] * 1e3:8.1f} ms   "
+          f"x{res['nbbn_eval_over_forward']:.3f} of forward (3 partial passes)", file=file)
     print(f"  swa_utils.update_bn {m['update_bn'] * 1e3:8.1f} ms   "
           f"x{res['update_bn_over_forward']:.3f} of forward", file=file)
     return res
