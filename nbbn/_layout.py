@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._torch_arrays import host_view, is_cpu_tensor
+from ._torch_arrays import host_view, is_cpu_tensor, is_tensor, plain_numpy
 
 SLAB_BYTES = 64 * 2**20  # upper bound of one contiguous copy made for a non-viewable input
 
@@ -39,6 +39,8 @@ def is_device_array(x) -> bool:
     """True for arrays in GPU memory: anything with ``__cuda_array_interface__`` (CuPy,
     torch CUDA tensors, numba device arrays) and numba's device arrays under the CUDA
     simulator, which lack that attribute but carry the ``__cuda_ndarray__`` marker."""
+    if is_tensor(x):  # one property read (torch's interface property raises on the CPU)
+        return x.is_cuda
     return bool(getattr(type(x), "__cuda_ndarray__", False)) or hasattr(
         x, "__cuda_array_interface__")
 
@@ -159,9 +161,13 @@ def canonical(x, channel_axis: int | str, what: str = "input") -> Canonical:
     """Validate ``x`` and describe it as (O, C, I) around ``channel_axis`` (a torch CPU
     tensor as the array over its memory, bfloat16 as its uint16 bits)."""
     tensor, bf16 = None, False
-    if is_cpu_tensor(x):
-        tensor = x
-        x, bf16 = host_view(x, what)
+    if is_tensor(x):
+        view = plain_numpy(x)
+        if view is not None:
+            tensor, x = x, view
+        elif x.is_cpu:
+            tensor = x
+            x, bf16 = host_view(x, what)
     arr = as_array(x, what)
     axis = normalize_axis(channel_axis, arr.ndim)
     o, c, i = _split_shape(arr.shape, axis)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TensorOutput", "check_no_grad", "empty_tensor_out", "host_view", "is_cpu_tensor",
-           "is_tensor", "numpy_to_bf16_bits"]
+           "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
 
 
 def _torch() -> Any:
@@ -34,7 +34,7 @@ def is_tensor(x) -> bool:
 
 def is_cpu_tensor(x) -> bool:
     """True for a ``torch.Tensor`` in host memory."""
-    return is_tensor(x) and x.device.type == "cpu"
+    return is_tensor(x) and x.is_cpu
 
 
 def check_no_grad(x, what: str) -> None:
@@ -65,6 +65,17 @@ def host_view(x, what: str) -> tuple[np.ndarray, bool]:
             f"got {t.dtype}") from exc
 
 
+def plain_numpy(x) -> np.ndarray | None:
+    """``x.numpy()`` for the common tensor (CPU, numpy's dtype, no grad, no conjugate or
+    negative bit), else None (then :func:`host_view` sorts it out). One torch call: each
+    costs tens of microseconds when a large kernel has just evicted torch's code and data
+    from the caches, as the previous batch's kernel has."""
+    try:
+        return x.numpy()
+    except (RuntimeError, TypeError):
+        return None
+
+
 class TensorOutput:
     """An output the CPU kernels write through ``array`` (a numpy view, uint16 bits for
     bfloat16 when ``bf16``) and the caller gets back as ``target`` (a tensor)."""
@@ -84,8 +95,8 @@ def empty_tensor_out(like, shape: tuple[int, ...], dtype: np.dtype | None) -> Te
     if dtype is None:
         t = torch.empty(shape, dtype=torch.bfloat16, device=like.device)
         return TensorOutput(t.view(torch.int16).numpy().view(np.uint16), t, True)
-    t = torch.from_numpy(np.empty(shape, dtype))
-    return TensorOutput(t.numpy(), t, False)
+    a = np.empty(shape, dtype)
+    return TensorOutput(a, torch.from_numpy(a), False)
 
 
 def numpy_to_bf16_bits(a: np.ndarray) -> np.ndarray:
