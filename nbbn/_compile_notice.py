@@ -14,6 +14,7 @@ process. :func:`announce_compiles` is called by the CLI's computing subcommands.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from typing import TextIO
@@ -35,7 +36,9 @@ _lock = threading.Lock()
 
 
 def _family(name: str) -> str | None:
-    """The family text of a kernel name (the stats kernels carry a SIMD-level suffix)."""
+    """The family text of a kernel name (``<family>[_<SIMD level>]_<source tag>``, see
+    ``backends._jit.tagged``)."""
+    name = re.sub(r"_[0-9a-f]{8}$", "", name)
     for level in ("_avx512", "_avx2", "_none"):  # (the *_inf kernels: "_inf_<level>")
         if name.endswith(level):
             name = name[: -len(level)]

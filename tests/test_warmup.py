@@ -48,3 +48,25 @@ def test_warmup_refuses_unknown_names(tmp_path):
 ])
 def test_describe_names_top_level_kernels_only(name, args, words):
     assert describe(name, args) == words
+
+
+def test_kernel_names_carry_the_source_tag():
+    """Every cached kernel's name ends with the hash of the kernel sources, so a changed
+    helper module (which numba's cache does not check) gets new cache entries."""
+    import hashlib
+    from pathlib import Path
+
+    from nbbn.backends import _jit, cpu_histogram, cpu_normalize, cpu_stats, cpu_weighted
+
+    here = Path(_jit.__file__).parent
+    digest = hashlib.sha1()
+    for path in [*sorted(here.glob("*.py")), here.parent / "_merge.py",
+                 here.parent / "_policy.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    assert _jit.SOURCE_TAG == digest.hexdigest()[:8]
+    kernels = [cpu_stats.fold, cpu_stats.stats_channels_first, cpu_stats._block_slow,
+               cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf,
+               cpu_weighted._weighted_stats, cpu_histogram.count_levels]
+    for k in kernels:
+        assert k.py_func.__name__.endswith("_" + _jit.SOURCE_TAG), k.py_func.__name__
+    assert len({k.py_func.__qualname__ for k in kernels}) == len(kernels)

@@ -6,13 +6,33 @@ module globals a kernel's code was specialized on. Two dispatchers built from on
 function object would share the index, and whichever build was cached first would be
 loaded by both. :func:`tagged` therefore compiles a copy of the function whose name
 carries a tag (the SIMD level the code was generated for): one cache index per tag.
+The name also carries :data:`SOURCE_TAG`, a hash of the kernel sources: the cache
+checks only the kernel's own file, and a kernel inlines helpers from other modules.
 """
 
 from __future__ import annotations
 
+import hashlib
 import types
+from pathlib import Path
 
 import numba
+
+
+def _source_tag() -> str:
+    """8 hex digits of a hash of every source a kernel's machine code depends on: the
+    backends' modules (the kernels and the helpers they inline), ``_merge`` and
+    ``_policy``. numba's cache checks only the stamp of the kernel's own file, so a
+    changed helper (``cpu_numerics``, ``cpu_simd``) would otherwise load the old build."""
+    here = Path(__file__).parent
+    digest = hashlib.sha1()
+    for path in [*sorted(here.glob("*.py")), here.parent / "_merge.py",
+                 here.parent / "_policy.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+SOURCE_TAG = _source_tag()
 
 
 def _renamed(fn, suffix: str, constants: dict | None = None):
@@ -26,10 +46,18 @@ def _renamed(fn, suffix: str, constants: dict | None = None):
 
 
 def tagged(fn, tag: str, constants: dict | None = None, **options):
-    """``numba.njit(**options)`` of a copy of ``fn`` named ``<name>_<tag>``.
+    """``numba.njit(**options)`` of a copy of ``fn`` named ``<name>_<tag>_<SOURCE_TAG>``:
+    one cache index per tag and per version of the kernel sources.
 
     ``constants`` replace module globals of the copy (numba freezes globals at compile
     time, so a ``if FLAG:`` on one of them is pruned): one source, two kernels. Give each
     such build a tag of its own, since the cache does not see the globals.
     """
-    return numba.njit(**options)(_renamed(fn, f"_{tag}", constants))
+    suffix = (f"_{tag}" if tag else "") + f"_{SOURCE_TAG}"
+    return numba.njit(**options)(_renamed(fn, suffix, constants))
+
+
+def cached(**options):
+    """Decorator: ``numba.njit(cache=True, **options)`` through :func:`tagged` (no SIMD
+    tag, the source tag only), for the kernels that are not built per SIMD level."""
+    return lambda fn: tagged(fn, "", cache=True, **options)

@@ -8,11 +8,12 @@ increments; the caller keeps ``N`` below 2**32 per call so the tables cannot ove
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ._jit import cached
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+
+@cached(nogil=True, boundscheck=False)
 def count_levels_rgb(xf, out):  # pragma: no cover - compiled
     """Three channels (RGB): one table per channel and parity, loops unrolled."""
     n = xf.size // 3
@@ -34,7 +35,7 @@ def count_levels_rgb(xf, out):  # pragma: no cover - compiled
             out[j, v] += np.int64(t[j, v]) + np.int64(t[j + 3, v])
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+@cached(nogil=True, boundscheck=False)
 def count_levels(xf, c, out):  # pragma: no cover - compiled
     """Any channel count ``c``."""
     n = xf.size // c

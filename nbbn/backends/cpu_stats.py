@@ -37,7 +37,7 @@ from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .._policy import POLICY_OMIT
-from ._jit import tagged
+from ._jit import cached, tagged
 from .cpu_numerics import (
     as_float32,
     chan_merge,
@@ -85,7 +85,7 @@ def ratio_limit(dtype: np.dtype) -> float:
     return RATIO_LIMIT_LOW if dtype in (np.float16, np.float32) else RATIO_LIMIT_HIGH
 
 
-@numba.njit(cache=True, nogil=True)
+@cached(nogil=True)
 def _block_slow(r, start, n, step, half, policy):
     """Exact statistics of ``r[start + i * step]`` for i < n, with NaN/inf handling."""
     cnt = 0
@@ -399,7 +399,7 @@ def _partitions(pi, pf, t, nt):
             pi[:, 2])
 
 
-@numba.njit(cache=True, nogil=True)
+@cached(nogil=True)
 def fold(pi, pf, ints, floats, into):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
     order, into ``ints`` (3, C) and ``floats`` (5, C): merged into what they hold when

@@ -30,13 +30,14 @@ import numpy as np
 
 from .._layout import Canonical
 from .._policy import POLICY_OMIT
+from ._jit import cached
 from ._stats import BatchStats
 from .cpu_numerics import chan_merge, dd_mean, merge_max, merge_min
 
 __all__ = ["merge", "reduce"]
 
 
-@numba.njit(cache=True, nogil=True)
+@cached(nogil=True)
 def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compiled
     """Statistics of ``x`` (O, C, I) with weights ``w[o // rpw]`` into ``si`` (3, C),
     ``sf`` (5, C) and ``sw`` (C,), replacing what they hold."""
@@ -126,7 +127,7 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
         sw[c] = wsum[c]
 
 
-@numba.njit(cache=True, nogil=True)
+@cached(nogil=True)
 def _merge_weighted(si, sf, sw, pi, pf, pw):  # pragma: no cover - compiled
     """Merge the part ``(pi, pf, pw)`` into the state ``(si, sf, sw)`` in place."""
     for c in range(si.shape[1]):
