@@ -323,6 +323,7 @@ LAYOUTS = {
     "one_d_neg_axis": (lambda c: (c,), 0, lambda a: a, -1),
     "two_d": (lambda c: (9, c), 1, lambda a: a, 1),
     "two_d_axis0": (lambda c: (c, 9), 0, lambda a: a, 0),
+    "two_d_fortran": (lambda c: (9, c), 1, np.asfortranarray, 1),  # pandas' to_numpy()
     "three_d_ncl": (lambda c: (5, c, 11), 1, lambda a: a, 1),
     "three_d_nlc": (lambda c: (5, 11, c), 2, lambda a: a, -1),
     "strided": (lambda c: (8, 2 * c, 10, 12), 1, lambda a: a[::2, ::2, ::3, 1::2], 1),

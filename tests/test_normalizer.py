@@ -313,3 +313,20 @@ def test_eps_zero_constant_channel_gets_scale_one(backend):
     back = nbbn.Normalizer(rs.mean, rs.var, eps=0.0, bias=[0.25, 0.0], channel_axis=-1,
                            backend=backend).inverse(y)
     assert_close(back, x, rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
+def test_column_major_table_keeps_its_layout(dtype, rng):
+    """A 2-d table stored column by column (pandas' to_numpy(), scikit-learn's input) is
+    mapped column by column, and the new output is laid out as the input (numpy's
+    order="K"); an explicit C-ordered ``out`` is written correctly too."""
+    x = np.asfortranarray(random_array(rng, (3001, 7), dtype, channel_axis=1))
+    mean, var, weight, bias = _params(rng, x, 1)
+    norm = nbbn.Normalizer(mean, var, weight=weight, bias=bias, channel_axis=-1)
+    ref = ref_normalize(x, mean, var, weight, bias, 1e-5, 1)
+    y = norm(x)
+    assert y.flags.f_contiguous and y.dtype == (np.float64 if dtype == "float64" else np.float32)
+    assert_output(y, ref)
+    out = np.empty(x.shape, y.dtype)
+    assert_output(norm(x, out=out), ref)
+    assert_output(norm.inverse(y), ref_inverse(y, mean, var, weight, bias, 1e-5, 1))

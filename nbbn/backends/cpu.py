@@ -230,6 +230,11 @@ def _out_view3(out: np.ndarray, shape3: tuple[int, int, int], bf16: bool = False
 _NO_COUNT = np.zeros(1, np.int64)  # the ``ninf`` of the kernels that count nothing
 
 
+def _columns(a3: np.ndarray) -> bool:
+    """An (N, C, 1) view whose channels are contiguous columns (C, N)."""
+    return a3[:, :, 0].T.flags.c_contiguous
+
+
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
                 out_bf16: bool = False, count_inf: bool = False) -> int:
     """The affine kernel over one (O, C, I) piece; with ``count_inf`` (floating input)
@@ -240,6 +245,12 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
     nchan = x3.shape[1]
     count_inf = count_inf and (bf16 or x3.dtype.kind == "f")
     ninf = np.zeros(threads(), np.int64) if count_inf else _NO_COUNT
+    if x3.shape[2] == 1 and not x3.flags.c_contiguous and _columns(x3) and _columns(o3):
+        # a 2-d table stored column by column (Fortran order: pandas' to_numpy(), a
+        # transposed array) and an output laid out the same: (1, C, N) channels-first
+        # rows, as the statistics read it (one element per row would crawl)
+        data, o3 = data[:, :, 0].T[np.newaxis], o3[:, :, 0].T[np.newaxis]
+        x3 = data
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
         head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half)
@@ -260,7 +271,9 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
         if can.tensor is not None:
             return empty_tensor_out(can.tensor, x.shape, None if can.bf16 else
                                     result_dtype(x.dtype))
-        return np.empty(x.shape, result_dtype(x.dtype))
+        # laid out as the input (numpy's order="K"): a column-major table stays one, and
+        # the kernels read and write both the same way
+        return np.empty_like(x, result_dtype(x.dtype))
     if is_tensor(out) and out.device.type == "cpu":
         arr, bf16 = host_view(out, "out")
         dt = np.dtype(np.float32) if bf16 else arr.dtype  # bfloat16: a floating out
