@@ -12,7 +12,7 @@ ones by level (:func:`_psadbw`, :func:`_pmaddwd`). The compiled kernels of each 
 have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
-* ``cl_rows_f32``: channels-last float32, a chunk of 64 channels in registers;
+* ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers;
 * ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position.
 
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
@@ -44,7 +44,7 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 LEVELS = ("none", "avx2", "avx512")
 
@@ -273,7 +273,8 @@ def f32_to_half_bits(typingctx, f):
 
 
 # ---------------------------------------------------------------------------------------
-# Channels-last float32: a chunk of channels, accumulated in registers over many rows.
+# Channels-last float32 (and float16 through F16C): a chunk of channels, accumulated in
+# registers over many rows.
 #
 # The portable channels-last kernel (cpu_stats._cl_pass) vectorizes across the channels
 # of a tile and keeps its accumulators in memory; from DRAM it ran at ~16 GB/s per core
@@ -318,16 +319,12 @@ def _make_cl_chunk(nvec: int):
     def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx):
         """Accumulate rows ``r0 <= r < r1`` of the flat (M, nchan) ``xf`` for the
         channels ``c0 <= c < c0 + CL_LANES * nvec`` into ``sd`` (sum of x - tk), ``sq``
-        (sum of squares), ``mn``/``mx`` (float32, float64 for float64 ``xf``;
-        unspecified where a NaN was met: the caller detects NaN/inf from the sums).
-        ``xf`` (float32, float64, or float16 bits as uint16) must be C-contiguous."""
-        if not (isinstance(xf, types.Array)
-                and xf.dtype in (types.float32, types.float64, types.uint16)):
-            return None  # float32, float64, or the bits of float16 (converted by F16C)
+        (sum of squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the
+        caller detects NaN/inf from the sums). ``xf`` (float32, or float16 bits as
+        uint16) must be C-contiguous."""
+        if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
+            return None  # float32, or the bits of float16 (converted by F16C)
         half = xf.dtype == types.uint16
-        f64 = xf.dtype == types.float64
-        _VMM = _VF64 if f64 else _VF32  # min/max lanes: the data's own float type
-        mm_align = 8 if f64 else 4
         sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx)
 
         def codegen(context, builder, signature, args):
@@ -358,11 +355,11 @@ def _make_cl_chunk(nvec: int):
                 acc.append(tuple(
                     cgutils.alloca_once_value(
                         builder, builder.load(vec_ptr(a, o, vt), align=al, typ=vt))
-                    for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VMM, mm_align),
-                                      (mxa, _VMM, mm_align))
+                    for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
+                                      (mxa, _VF32, 4))
                 ))
             # one prefetch per cache line of the chunk's row
-            line_elems = 64 // (2 if half else 8 if f64 else 4)
+            line_elems = 64 // (2 if half else 4)
             nlines = max(1, nvec * CL_LANES // line_elems)
             with cgutils.for_range(builder, builder.sub(row1, row0)) as loop:
                 base = builder.add(builder.mul(builder.add(row0, loop.index), nc), first)
@@ -379,11 +376,10 @@ def _make_cl_chunk(nvec: int):
                                            align=2, typ=_VI16)
                         xv = builder.fpext(builder.bitcast(raw, _VHALF), _VF32)
                     else:
-                        xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VMM if f64
-                                                  else _VF32), align=mm_align, typ=_VMM)
+                        xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32),
+                                          align=4, typ=_VF32)
                     s, q, lo, hi = acc[v]
-                    xd = xv if f64 else builder.fpext(xv, _VF64)
-                    d = builder.call(fma, [xd, one, negks[v]])  # x - k
+                    d = builder.call(fma, [builder.fpext(xv, _VF64), one, negks[v]])  # x - k
                     builder.store(builder.call(fma, [d, one, builder.load(s)]), s)  # sd + d
                     builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
                     cur = builder.load(lo)
@@ -391,8 +387,8 @@ def _make_cl_chunk(nvec: int):
                     cur = builder.load(hi)
                     builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
             for o, slots in zip(offs, acc, strict=True):
-                for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VMM, _VMM),
-                                           (8, 8, mm_align, mm_align), slots, strict=True):
+                for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
+                                           (8, 8, 4, 4), slots, strict=True):
                     builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
             return context.get_dummy_value()
 
@@ -403,40 +399,25 @@ def _make_cl_chunk(nvec: int):
 
 cl_chunk_wide = _make_cl_chunk(CL_VECTORS)
 cl_chunk_one = _make_cl_chunk(1)
-# float64: each CL_LANES-lane vector takes twice the registers (sums and min/max all
-# float64): 2 vectors of 16 lanes on AVX-512 (16 + 4 zmm), 1 of 8 on AVX2 (8 + 2 ymm)
-CL_VECTORS_F64 = max(1, CL_VECTORS // 2)
-cl_chunk_wide_f64 = _make_cl_chunk(CL_VECTORS_F64) if CL_VECTORS_F64 > 1 else cl_chunk_one
 
 
-def cl_rows(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):  # pragma: no cover - overload
-    """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) array ``xf`` (float32,
-    float64 or float16 bits; ``nchan % CL_LANES == 0``) into the per-channel ``sd``,
-    ``sq``, ``mn``, ``mx``, in groups of about ``CL_GROUP_BYTES``, chunk by chunk."""
-    raise NotImplementedError
-
-
-@overload(cl_rows, inline="always")
-def _cl_rows_impl(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
-    f64 = xf.dtype == types.float64
-    chunk = cl_chunk_wide_f64 if f64 else cl_chunk_wide
-    wide = CL_LANES * (CL_VECTORS_F64 if f64 else CL_VECTORS)
-    itemsize = xf.dtype.bitwidth // 8
-
-    def impl(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
-        rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (itemsize * nchan)))
-        for g0 in range(r0, r1, rows):
-            g1 = min(r1, g0 + rows)
-            ahead = rows if g1 + rows <= nrows else 0  # never prefetch past the array
-            c0 = 0
-            while c0 + wide <= nchan:
-                chunk(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
-                c0 += wide
-            while c0 < nchan:
-                cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
-                c0 += CL_LANES
-
-    return impl
+@numba.njit(inline="always")
+def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
+    """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf``
+    (``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``, ``mn``, ``mx``,
+    in groups of about ``CL_GROUP_BYTES``, chunk by chunk."""
+    wide = CL_LANES * CL_VECTORS
+    rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (xf.itemsize * nchan)))
+    for g0 in range(r0, r1, rows):
+        g1 = min(r1, g0 + rows)
+        ahead = rows if g1 + rows <= nrows else 0  # never prefetch past the array
+        c0 = 0
+        while c0 + wide <= nchan:
+            cl_chunk_wide(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            c0 += wide
+        while c0 < nchan:
+            cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            c0 += CL_LANES
 
 
 # ---------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from .cpu_simd import (
     SIMD_LEVEL,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
-    cl_rows,
+    cl_rows_f32,
     u8_cl_pass,
     u8_sums,
 )
@@ -352,7 +352,7 @@ def cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input of this dtype and channel count takes the
     explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
     (the ``simd`` argument of the channels-last kernels)."""
-    return HAVE_SIMD and dtype in (np.float32, np.float16, np.float64) and nchan % CL_LANES == 0
+    return HAVE_SIMD and dtype in (np.float32, np.float16) and nchan % CL_LANES == 0
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -363,8 +363,7 @@ def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
     # the SIMD kernel types only for float32 and float16: other dtypes compile without it
-    if not (HAVE_SIMD and (xf.dtype in (types.float32, types.float64)
-                           or isinstance(half, types.Boolean))):
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 
@@ -378,7 +377,7 @@ def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
         sq[:] = 0.0
         tmn[:] = np.inf
         tmx[:] = -np.inf
-        cl_rows(xf, nchan, e0 // nchan, e1 // nchan, xf.size // nchan, tk, sd, sq, tmn, tmx)
+        cl_rows_f32(xf, nchan, e0 // nchan, e1 // nchan, xf.size // nchan, tk, sd, sq, tmn, tmx)
 
     return impl
 
