@@ -187,3 +187,15 @@ def test_channels_last_float16_chunks(rng, nchan):
     assert rs.var[1] == 0.0
     one = nbbn.channel_stats(x, -1, nan_policy="omit", backend="cpu")
     assert_stats(one, ref_stats(x, -1, "omit"), stats_rtol(np.float16))
+
+
+def test_channels_last_float32_wide_rows_many_blocks(rng):
+    # C = 1024: blocks of CL_BLOCK_ROWS rows (more than CL_BLOCK elements), two of them
+    # and a partial one, each merged into the running statistics; groups of 32 rows.
+    nchan = 1024
+    rows = 2 * cpu_stats.CL_BLOCK_ROWS + 301
+    x = (rng.standard_normal((rows, nchan)) * 3 + rng.uniform(-50, 50, nchan)).astype(np.float32)
+    x[:, 5] = 1e4 + x[:, 5] / 1e2  # mean >> std
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:777]).update(x[777:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
