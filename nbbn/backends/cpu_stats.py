@@ -67,7 +67,7 @@ from .cpu_simd import (
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
-CL_BLOCK_ROWS = 1024  # ... and rows per block at least, with the SIMD kernel (see below)
+CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
 ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
