@@ -163,3 +163,39 @@ def test_channels_last_uint8_images_in_updates(rng):
     rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
     rs.update(x[:2]).update(x[2:3]).update(x[3:])
     assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+# float16 channels-last takes the chunk kernel too (through F16C, groups of
+# CL_GROUP_BYTES by its own item size). One array covers wide chunks and single vectors,
+# several row groups, a constant channel, a mean far from the shift (the retry), a poor
+# first-row shift, and NaN/inf (the exact redo), in two updates and in one call.
+@pytest.mark.parametrize("nchan", [48, 80])
+def test_channels_last_float16_chunks(rng, nchan):
+    assert cpu_stats.cl_simd(np.dtype(np.float16), nchan) == cpu_simd.HAVE_SIMD
+    m = 2 * cpu_simd.CL_ROWS + 37
+    x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
+         + rng.uniform(-100, 100, nchan)).astype(np.float16)
+    x[:, 1] = 7.25  # a constant channel: var exactly 0
+    x[:, 2] = 1e3 + x[:, 2] / 1e2  # mean >> std: the shift must hold it
+    x[:50, 3] = -60000  # the first rows far from the rest: K (the first row) is poor
+    x[7, 5] = np.nan
+    x[9, 6] = np.inf
+    x[[3, 200], 7] = [np.inf, -np.inf]
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:101]).update(x[101:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float16))
+    assert rs.var[1] == 0.0
+    one = nbbn.channel_stats(x, -1, nan_policy="omit", backend="cpu")
+    assert_stats(one, ref_stats(x, -1, "omit"), stats_rtol(np.float16))
+
+
+def test_channels_last_float32_wide_rows_many_blocks(rng):
+    # C = 1024: blocks of CL_BLOCK_ROWS rows (more than CL_BLOCK elements), two of them
+    # and a partial one, each merged into the running statistics; groups of 32 rows.
+    nchan = 1024
+    rows = 2 * cpu_stats.CL_BLOCK_ROWS + 301
+    x = (rng.standard_normal((rows, nchan)) * 3 + rng.uniform(-50, 50, nchan)).astype(np.float32)
+    x[:, 5] = 1e4 + x[:, 5] / 1e2  # mean >> std
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:777]).update(x[777:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))

@@ -12,7 +12,7 @@ ones by level (:func:`_psadbw`, :func:`_pmaddwd`). The compiled kernels of each 
 have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
-* ``cl_rows_f32``: channels-last float32, a chunk of 64 channels in registers;
+* ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers;
 * ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position.
 
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
@@ -273,7 +273,8 @@ def f32_to_half_bits(typingctx, f):
 
 
 # ---------------------------------------------------------------------------------------
-# Channels-last float32: a chunk of channels, accumulated in registers over many rows.
+# Channels-last float32 (and float16 through F16C): a chunk of channels, accumulated in
+# registers over many rows.
 #
 # The portable channels-last kernel (cpu_stats._cl_pass) vectorizes across the channels
 # of a tile and keeps its accumulators in memory; from DRAM it ran at ~16 GB/s per core
@@ -303,13 +304,24 @@ _VHALF = ir.VectorType(ir.HalfType(), CL_LANES)
 _PTR8 = ir.PointerType(_I8)
 
 
+def _opaque_splat(builder, value: float, n: int):
+    """An ``n``-lane vector of ``value`` that LLVM cannot see is a constant: the scalar
+    passes through an empty inline asm (an x86 register constraint: the SIMD levels are
+    x86-only), so ``fma(a, 1.0, b)`` stays an FMA instead of being folded into an add."""
+    one = builder.asm(ir.FunctionType(_F64, [_F64]), "", "=x,0", [ir.Constant(_F64, value)],
+                      False)
+    vec = builder.insert_element(ir.Constant(ir.VectorType(_F64, n), None), one, _I32(0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, n), [0] * n))
+
+
 def _make_cl_chunk(nvec: int):
     @intrinsic
     def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx):
-        """Accumulate rows ``r0 <= r < r1`` of the flat (M, nchan) float32 ``xf`` for the
-        channels ``c0 <= c < c0 + 16 * nvec`` into ``sd`` (sum of x - tk), ``sq`` (sum of
-        squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the caller
-        detects NaN/inf from the sums). ``xf`` must be C-contiguous."""
+        """Accumulate rows ``r0 <= r < r1`` of the flat (M, nchan) ``xf`` for the
+        channels ``c0 <= c < c0 + CL_LANES * nvec`` into ``sd`` (sum of x - tk), ``sq``
+        (sum of squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the
+        caller detects NaN/inf from the sums). ``xf`` (float32, or float16 bits as
+        uint16) must be C-contiguous."""
         if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
             return None  # float32, or the bits of float16 (converted by F16C)
         half = xf.dtype == types.uint16
@@ -326,12 +338,18 @@ def _make_cl_chunk(nvec: int):
             fma = _declare(builder, f"llvm.fma.v{CL_LANES}f64", _VF64, [_VF64] * 3)
             prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
                                 [_PTR8, _I32, _I32, _I32])
+            # x - k and the running sum of it as FMAs with an opaque 1.0 (exact: the same
+            # roundings as the sub and the add): they run on the FMA pipes, which the
+            # sums of squares alone left half idle, while the conversions and min/max
+            # keep the add pipes busy (see design.md)
+            one = _opaque_splat(builder, 1.0, CL_LANES)
 
             def vec_ptr(arr, index, vt):
                 return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
 
             offs = [builder.add(first, ir.Constant(_I64, CL_LANES * v)) for v in range(nvec)]
             ks = [builder.load(vec_ptr(tka, o, _VF64), align=8, typ=_VF64) for o in offs]
+            negks = [builder.fneg(k) for k in ks]
             acc = []
             for o in offs:
                 acc.append(tuple(
@@ -340,14 +358,19 @@ def _make_cl_chunk(nvec: int):
                     for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
                                       (mxa, _VF32, 4))
                 ))
+            # one prefetch per cache line of the chunk's row
+            line_elems = 64 // (2 if half else 4)
+            nlines = max(1, nvec * CL_LANES // line_elems)
             with cgutils.for_range(builder, builder.sub(row1, row0)) as loop:
                 base = builder.add(builder.mul(builder.add(row0, loop.index), nc), first)
                 ahead_base = builder.add(base, builder.mul(ahead, nc))
-                for v in range(nvec):
-                    lane0 = ir.Constant(_I64, CL_LANES * v)
-                    pf = builder.gep(x.data, [builder.add(ahead_base, lane0)])
+                for li in range(nlines):
+                    pf = builder.gep(x.data, [builder.add(ahead_base,
+                                                          ir.Constant(_I64, line_elems * li))])
                     pf = builder.bitcast(pf, _PTR8)
                     builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
+                for v in range(nvec):
+                    lane0 = ir.Constant(_I64, CL_LANES * v)
                     if half:
                         raw = builder.load(vec_ptr(x, builder.add(base, lane0), _VI16),
                                            align=2, typ=_VI16)
@@ -356,8 +379,8 @@ def _make_cl_chunk(nvec: int):
                         xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32),
                                           align=4, typ=_VF32)
                     s, q, lo, hi = acc[v]
-                    d = builder.fsub(builder.fpext(xv, _VF64), ks[v])
-                    builder.store(builder.fadd(builder.load(s), d), s)
+                    d = builder.call(fma, [builder.fpext(xv, _VF64), one, negks[v]])  # x - k
+                    builder.store(builder.call(fma, [d, one, builder.load(s)]), s)  # sd + d
                     builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
                     cur = builder.load(lo)
                     builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
@@ -384,7 +407,7 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
     (``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``, ``mn``, ``mx``,
     in groups of about ``CL_GROUP_BYTES``, chunk by chunk."""
     wide = CL_LANES * CL_VECTORS
-    rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (4 * nchan)))
+    rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (xf.itemsize * nchan)))
     for g0 in range(r0, r1, rows):
         g1 = min(r1, g0 + rows)
         ahead = rows if g1 + rows <= nrows else 0  # never prefetch past the array

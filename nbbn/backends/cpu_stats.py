@@ -67,6 +67,7 @@ from .cpu_simd import (
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
+CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
 ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
@@ -469,9 +470,12 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
 def channels_last_geometry(nchan, simd):
     """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
     elements, and whole tiles per block of about ``CL_BLOCK`` elements. The SIMD
-    chunk kernel (``simd``) works on whole rows: k = 1."""
+    chunk kernel (``simd``) works on whole rows: k = 1, and at least ``CL_BLOCK_ROWS``
+    rows per block: it streams a block in row groups, so a block need not fit a cache,
+    and each block costs a per-channel shift, retry test and merge (with 256 rows of
+    C = 1024 that cost as much time as reading the rows)."""
     if simd:
-        return 1, nchan, max(1, CL_BLOCK // nchan)
+        return 1, nchan, max(CL_BLOCK_ROWS, CL_BLOCK // nchan)
     k = max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
     return k, tile, k * max(1, CL_BLOCK // tile)
