@@ -53,7 +53,10 @@ def test_nbbn_simd_caps_the_level(monkeypatch):
 
 def test_kernels_named_by_level():
     """Each level's kernels have cache entries of their own."""
-    assert cpu_stats.stats_channels_first.py_func.__name__.endswith(f"_{cpu_simd.SIMD_LEVEL}")
+    from nbbn.backends._jit import SOURCE_TAG
+
+    name = cpu_stats.stats_channels_first.py_func.__name__
+    assert name.endswith(f"_{cpu_simd.SIMD_LEVEL}_{SOURCE_TAG}")
 
 
 @numba.njit
