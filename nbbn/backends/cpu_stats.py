@@ -60,7 +60,7 @@ from .cpu_simd import (
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
     cl_rows_f32,
-    u8_cl_pass,
+    u8_cl_pass_best,
     u8_sums,
 )
 
@@ -579,16 +579,32 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
 
 
+@numba.njit(inline="always")
+def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
+    """Add the bytes ``xf[a:b]`` of a block starting at ``e0`` into the channel sums."""
+    for e in range(a, b):
+        c = (e - e0) % nchan
+        v = numba.int64(xf[e])
+        s[c] += v
+        q[c] += v * v
+        lo[c] = min(lo[c], v)
+        hi[c] = max(hi[c], v)
+
+
 def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
-    """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
-    exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
-    the last partial period of a block in a scalar loop."""
+    """Channels-last uint8 (``xf`` flat, C-contiguous): per block, whole periods from the
+    first 64-byte aligned address on, the exact integer sums by byte position
+    (``cpu_simd.u8_cl_pass``), folded into channels; the bytes before that address and
+    after the last whole period in a scalar loop."""
     nrows = xf.size // nchan
     nvec, period, rpb = u8_cl_geometry(nchan)
     nblocks = (nrows + rpb - 1) // rpb
+    # blocks start at multiples of 64 bytes from xf[0], so one offset aligns every block's
+    # vectors: a vector split over two cache lines costs two reads from L1
+    head = (-xf.ctypes.data) % 64
     chan = np.empty(period, np.int64)  # the channel of each byte of a period
     for j in range(period):
-        chan[j] = j % nchan
+        chan[j] = (head + j) % nchan
     nparts = pi.shape[0]
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
     for p in range(p0, p1):
@@ -608,25 +624,20 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             q[:] = 0
             lo[:] = 255
             hi[:] = 0
-            nper = (e1 - e0) // period
+            v0 = min(e1, e0 + head)  # the vectors' first byte
+            nper = (e1 - v0) // period
             if nper > 0:
                 for k in range(nvec):
-                    u8_cl_pass(xf, e0 + 64 * k, nper, period, lanes)
+                    u8_cl_pass_best(xf, v0 + 64 * k, nper, period, lanes)
                     for pos in range(64):  # vector k's byte positions are fixed channels
                         c = chan[64 * k + pos]
                         lo[c] = min(lo[c], lanes[pos])
                         hi[c] = max(hi[c], lanes[64 + pos])
-                    for t in range(64):  # entry t: byte position 4 * (t % 16) + t // 16
-                        c = chan[64 * k + 4 * (t & 15) + (t >> 4)]
-                        s[c] += lanes[128 + t]
-                        q[c] += lanes[192 + t]
-            for e in range(e0 + nper * period, e1):  # the rest: less than one period
-                c = chan[e - e0 - nper * period]
-                v = numba.int64(xf[e])
-                s[c] += v
-                q[c] += v * v
-                lo[c] = min(lo[c], v)
-                hi[c] = max(hi[c], v)
+                        s[c] += lanes[128 + pos]
+                        q[c] += lanes[192 + pos]
+            # the rest: the bytes before v0, and less than a period after the vectors
+            _u8_cl_scalar(xf, e0, v0, e0, nchan, s, q, lo, hi)
+            _u8_cl_scalar(xf, v0 + nper * period, e1, e0, nchan, s, q, lo, hi)
             n = r1 - r0
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
                 bm, bl = int_mean(s[c], n)
