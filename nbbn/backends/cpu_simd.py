@@ -420,7 +420,7 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
 # The previous form (four byte phases of 32-bit lanes: a shift or mask, an add and a
 # vpmaddwd with its add each) took 20 operations and ran at 22 GB/s per core from L2.
 
-U8CL_MAX_ITERATIONS = 16384  # each uint32 lane of squares gains at most 2 * 255**2 each
+U8CL_MAX_ITERATIONS = 32768  # each uint32 lane of squares gains at most 2 * 255**2 each
 U8CL_FLUSH = 256  # vectors between flushes of the 16-bit sums
 # vectors per step, each with squares accumulators of its own: the fused vpdpwssd
 # (VNNI) has a latency of several cycles, and one chain per accumulator would be the
@@ -437,22 +437,47 @@ def _u8_store(builder, res, index, vec, width):
     builder.store(builder.zext(vec, v64) if vec.type != v64 else vec, ptr, align=8)
 
 
+def _keep_mask(builder, kept, width, ty, positions=None):
+    """A <width x ty> of all-ones where the lane's byte position (``positions``, else the
+    lane index) is below ``kept`` (i64), zeros elsewhere."""
+    pos = ir.Constant(ir.VectorType(_I64, width), positions or list(range(width)))
+    splat = builder.insert_element(ir.Constant(ir.VectorType(_I64, width), None), kept,
+                                   ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, width),
+                                                             [0] * width))
+    return builder.sext(builder.icmp_signed("<", pos, splat), ir.VectorType(ty, width))
+
+
+def _u8_load(builder, ary, off, ahead):
+    """The <64 x i8> at byte ``off`` of ``ary``, prefetching (into L2) ``ahead`` bytes on."""
+    prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
+    builder.call(prefetch, [builder.gep(ary.data, [builder.add(off, ahead)]), _I32(0), _I32(2),
+                            _I32(1)])
+    ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
+    return builder.load(ptr, align=1, typ=_V64I8)
+
+
 @intrinsic
-def u8_cl_pass(typingctx, arr, start, nper, period, out):
-    """Reduce the vectors at ``arr[start + j * period : ... + 64]`` for ``j < nper``
+def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
+    """Reduce the vectors at ``arr[start + j * step : ... + 64]`` for ``j < nper``
     (``nper <= U8CL_MAX_ITERATIONS``) into ``out`` (int64, ``U8CL_LANES``), by byte
     position p < 64: minima at ``out[p]``, maxima at ``out[64 + p]``, sums at
-    ``out[128 + p]`` and sums of squares at ``out[192 + p]``."""
+    ``out[128 + p]`` and sums of squares at ``out[192 + p]``. The sums leave out the
+    positions ``p >= keep`` (the next vector's first bytes, when ``step < 64``); the
+    minima and maxima take them. Each load prefetches the byte ``ahead`` bytes further
+    (the next block's; 0: none)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
             and isinstance(out, types.Array) and out.dtype == types.int64):
         return None
-    sig = types.void(arr, start, nper, period, out)
+    sig = types.void(arr, start, nper, step, keep, ahead, out)
 
     def codegen(context, builder, signature, args):
         sa = signature.args
         ary = context.make_array(sa[0])(context, builder, args[0])
-        res = context.make_array(sa[4])(context, builder, args[4])
-        first, n, step = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3))
+        res = context.make_array(sa[6])(context, builder, args[6])
+        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
+                                      for i in (1, 2, 3, 4, 5))
+        keep_mask = _keep_mask(builder, kept, 64, _I8)
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
         v32i64 = ir.VectorType(_I64, 32)
@@ -468,11 +493,10 @@ def u8_cl_pass(typingctx, arr, start, nper, period, out):
         flush = ir.Constant(_I64, U8CL_FLUSH)
         nchunks = builder.udiv(builder.add(n, ir.Constant(_I64, U8CL_FLUSH - 1)), flush)
         def vector(j, q4):  # one vector's work, its squares into the accumulators q4
-            off = builder.add(first, builder.mul(j, step))
-            ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
-            v = builder.load(ptr, align=1, typ=_V64I8)
-            v16 = builder.bitcast(v, _V32I16)
-            v32 = builder.bitcast(v, _V16I32)
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist)
+            kv = builder.and_(v, keep_mask)
+            v16 = builder.bitcast(kv, _V32I16)
+            v32 = builder.bitcast(kv, _V16I32)
             even = builder.and_(v16, low_byte)  # bytes 2i, zero-extended in 16-bit lanes
             odd = builder.lshr(v16, ir.Constant(_V32I16, [8] * 32))  # bytes 2i+1
             for w, x in zip(acc_w, (even, odd), strict=True):
@@ -575,19 +599,21 @@ _T_POSITION = [[16 * (d // 4) + 4 * k + d % 4 for d in range(16)] for k in range
 
 
 @intrinsic
-def u8_cl_pass_vnni(typingctx, arr, start, nper, period, out):
+def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
     """:func:`u8_cl_pass` with VNNI (the same arguments and results); ``nper`` at most
     ``U8CL_MAX_ITERATIONS``."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
             and isinstance(out, types.Array) and out.dtype == types.int64):
         return None
-    sig = types.void(arr, start, nper, period, out)
+    sig = types.void(arr, start, nper, step, keep, ahead, out)
 
     def codegen(context, builder, signature, args):
         sa = signature.args
         ary = context.make_array(sa[0])(context, builder, args[0])
-        res = context.make_array(sa[4])(context, builder, args[4])
-        first, n, step = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3))
+        res = context.make_array(sa[6])(context, builder, args[6])
+        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
+                                      for i in (1, 2, 3, 4, 5))
+        keep_masks = [_keep_mask(builder, kept, 16, _I32, _T_POSITION[k]) for k in range(4)]
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
         dpbusd = _declare(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
@@ -601,9 +627,7 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, period, out):
         zero = ir.Constant(_V64I8, None)
 
         def load(j):
-            off = builder.add(first, builder.mul(j, step))
-            ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
-            v = builder.load(ptr, align=1, typ=_V64I8)
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist)
             builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
             builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
             return v
@@ -614,6 +638,7 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, period, out):
             for k in range(4):
                 t = builder.bitcast(_unpack(builder, ab[k // 2], cd[k // 2], 32, k % 2 == 1),
                                     _V16I32)
+                t = builder.and_(t, keep_masks[k])  # positions >= keep: left out
                 s, q = acc_s[k], acc_q[k]
                 builder.store(builder.call(dpbusd, [builder.load(s), t, ones]), s)
                 builder.store(builder.call(dpbusd, [builder.load(q), t, builder.xor(t, flip)]),

@@ -562,7 +562,10 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
 U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, 64))
+U8CL_PIXELS_MAX = 16  # ... the most channels read as whole pixels per vector (>= 52 bytes)
+U8CL_PIXELS_BLOCK = 1048576  # ... and their blocks (read once: fewer per-block folds)
 assert U8CL_BLOCK // 64 <= U8CL_MAX_ITERATIONS
+assert U8CL_PIXELS_BLOCK // 52 + 1 <= U8CL_MAX_ITERATIONS
 
 
 def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
@@ -573,10 +576,14 @@ def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
 
 @numba.njit
 def u8_cl_geometry(nchan):
-    """``(vectors per period, period bytes, rows per block)`` for channels-last uint8."""
+    """``(passes, step, rows per block, period bytes)`` for channels-last uint8: one pass
+    over vectors ``step = 64 - 64 % C`` bytes apart (whole pixels each) for C <=
+    ``U8CL_PIXELS_MAX``, else one pass per vector of a period (``step`` = the period)."""
     nvec = nchan // math.gcd(nchan, 64)
     period = 64 * nvec
-    return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
+    if nchan <= U8CL_PIXELS_MAX:
+        return 1, 64 - 64 % nchan, (period // nchan) * max(1, U8CL_PIXELS_BLOCK // period), period
+    return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period), period
 
 
 @numba.njit(inline="always")
@@ -597,7 +604,8 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
     (``cpu_simd.u8_cl_pass``), folded into channels; the bytes before that address and
     after the last whole period in a scalar loop."""
     nrows = xf.size // nchan
-    nvec, period, rpb = u8_cl_geometry(nchan)
+    passes, step, rpb, period = u8_cl_geometry(nchan)
+    keep = min(step, 64)  # bytes of a vector that are its own (the rest: the next one's)
     nblocks = (nrows + rpb - 1) // rpb
     # blocks start at multiples of 64 bytes from xf[0], so one offset aligns every block's
     # vectors: a vector split over two cache lines costs two reads from L1
@@ -625,10 +633,16 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             lo[:] = 255
             hi[:] = 0
             v0 = min(e1, e0 + head)  # the vectors' first byte
-            nper = (e1 - v0) // period
+            if passes == 1:  # vectors of whole pixels, all 64 bytes inside the block
+                nper = (e1 - v0 - 64) // step + 1 if e1 - v0 >= 64 else 0
+            else:  # whole periods
+                nper = (e1 - v0) // period
+            # passes over a period: prefetch the next block while this one is reduced
+            # from L2 (if it is a whole one); a single pass streams without help
+            ahead = rpb * nchan if passes > 1 and (b + 2) * rpb <= nrows else 0
             if nper > 0:
-                for k in range(nvec):
-                    u8_cl_pass_best(xf, v0 + 64 * k, nper, period, lanes)
+                for k in range(passes):
+                    u8_cl_pass_best(xf, v0 + 64 * k, nper, step, keep, ahead, lanes)
                     for pos in range(64):  # vector k's byte positions are fixed channels
                         c = chan[64 * k + pos]
                         lo[c] = min(lo[c], lanes[pos])
@@ -637,7 +651,7 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
                         q[c] += lanes[192 + pos]
             # the rest: the bytes before v0, and less than a period after the vectors
             _u8_cl_scalar(xf, e0, v0, e0, nchan, s, q, lo, hi)
-            _u8_cl_scalar(xf, v0 + nper * period, e1, e0, nchan, s, q, lo, hi)
+            _u8_cl_scalar(xf, v0 + nper * step, e1, e0, nchan, s, q, lo, hi)
             n = r1 - r0
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
                 bm, bl = int_mean(s[c], n)
