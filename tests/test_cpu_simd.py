@@ -163,3 +163,120 @@ def test_channels_last_uint8_images_in_updates(rng):
     rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
     rs.update(x[:2]).update(x[2:3]).update(x[3:])
     assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+# --- channels-last uint8, the kernels themselves (issue 11): whole-pixel vectors and
+# periods, against exact int64 references by byte position
+@pytest.mark.parametrize("name,features,vnni", [
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vnni", True),
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", False),
+    (None, "+avx2,+fma,+f16c,+avxvnni", False),  # the level is avx2: no 512-bit kernel
+    ("znver4", None, True),
+    ("icelake-server", None, True),
+    ("skylake-avx512", None, False),
+    ("znver3", None, False),
+    ("generic", None, False),
+])
+def test_vnni_follows_numba_target(name, features, vnni):
+    assert cpu_simd.target_vnni(name, features) == vnni
+
+
+@numba.njit
+def _u8_pass(arr, start, nper, step, keep, out):
+    cpu_simd.u8_cl_pass(arr, start, nper, step, keep, 0, out)
+
+
+@numba.njit
+def _u8_pass_vnni(arr, start, nper, step, keep, out):
+    cpu_simd.u8_cl_pass_vnni(arr, start, nper, step, keep, 0, out)
+
+
+def _u8_pass_reference(x, start, nper, step, keep):
+    vecs = np.array([x[start + j * step: start + j * step + 64] for j in range(nper)],
+                    np.uint8).reshape(nper, 64)
+    w = vecs.astype(np.int64)
+    w[:, keep:] *= 0  # the sums leave out positions >= keep; min/max take them
+    lo = vecs.min(0) if nper else np.full(64, 255)
+    hi = vecs.max(0) if nper else np.zeros(64)
+    return np.concatenate([lo, hi, w.sum(0), (w * w).sum(0)]).astype(np.int64)
+
+
+_U8_PASS_CASES = [  # (start, nper, step, keep): contiguous, whole pixels, periods
+    (0, 0, 64, 64), (0, 1, 64, 64), (5, 3, 64, 64), (0, 4, 64, 64), (3, 5, 64, 64),
+    (0, 255, 64, 64), (1, 256, 64, 64), (0, 257, 64, 64), (7, 515, 64, 64),  # flushes
+    (0, 37, 63, 63), (2, 41, 60, 60), (1, 10, 52, 52), (64, 7, 192, 64), (11, 6, 320, 64),
+]
+
+
+@needs_simd
+@pytest.mark.parametrize("vnni", [False, True])
+def test_u8_cl_pass_exact(rng, vnni):
+    if vnni and not cpu_simd.HAVE_VNNI:
+        pytest.skip("numba targets no AVX-512 VNNI")
+    kernel = _u8_pass_vnni if vnni else _u8_pass
+    x = rng.integers(0, 256, 40000, dtype=np.uint8)
+    out = np.empty(cpu_simd.U8CL_LANES, np.int64)
+    for start, nper, step, keep in _U8_PASS_CASES:
+        kernel(x, start, nper, step, keep, out)
+        np.testing.assert_array_equal(out, _u8_pass_reference(x, start, nper, step, keep),
+                                      err_msg=f"{start, nper, step, keep}")
+
+
+@needs_simd
+@pytest.mark.parametrize("vnni", [False, True])
+def test_u8_cl_pass_largest_sums(vnni):
+    # U8CL_MAX_ITERATIONS vectors of 255s (one 0): the 16-bit sums flushed at their
+    # limit, the 32-bit squares as full as they may get
+    if vnni and not cpu_simd.HAVE_VNNI:
+        pytest.skip("numba targets no AVX-512 VNNI")
+    kernel = _u8_pass_vnni if vnni else _u8_pass
+    n = cpu_simd.U8CL_MAX_ITERATIONS
+    x = np.full(64 * n, 255, np.uint8)
+    x[64 * 1000 + 5] = 0
+    out = np.empty(cpu_simd.U8CL_LANES, np.int64)
+    kernel(x, 0, n, 64, 64, out)
+    np.testing.assert_array_equal(out[128:], _u8_pass_reference(x, 0, n, 64, 64)[128:])
+    assert out[5] == 0 and out[6] == 255 and out[64 + 5] == 255
+
+
+def test_uint8_hwc_geometry():
+    for nchan in (1, 2, 3, 4, 5, 7, 16):
+        passes, step, rpb, period = cpu_stats.u8_cl_geometry(nchan)
+        assert (passes, step % nchan, (rpb * nchan) % 64) == (1, 0, 0)
+        assert step > 64 - nchan
+    passes, step, rpb, period = cpu_stats.u8_cl_geometry(24)  # 24 = 8 * 3: a period of 3
+    assert (passes, step, period, (rpb * 24) % 192) == (3, 192, 192, 0)
+
+
+# Channels-last uint8 through the public API: every channel count the whole-pixel pass
+# takes (C <= 16) and a few period counts; two blocks and a partial one; data starting
+# at each offset from a 64-byte boundary that matters (the kernel aligns its vectors)
+@pytest.mark.parametrize("nchan", [1, 2, 3, 4, 5, 7, 16, 17, 24])
+def test_channels_last_uint8_blocks_and_offsets(rng, nchan):
+    rpb = cpu_stats.u8_cl_geometry(nchan)[2]
+    rows = 2 * rpb + 77 if nchan in (3, 17) else rpb // 4 + 77  # two blocks: sizes vary
+    base = rng.integers(0, 256, rows * nchan + 128, dtype=np.uint8)
+    aligned = (-base.ctypes.data) % 64  # the first aligned byte, one past it, one before
+    for start in (aligned, aligned + 1, aligned + 63):
+        x = base[start: start + rows * nchan].reshape(rows, nchan)
+        x[: rows // 5, 0] = 255  # the largest lane sums in channel 0
+        rs = nbbn.channel_stats(x, -1, backend="cpu")
+        assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 21, 22, 85, 86, 1000])
+def test_channels_last_uint8_short_rows(rng, rows):
+    # fewer bytes than a vector, a vector's worth, a few vectors and a tail (C = 3)
+    x = rng.integers(0, 256, (rows, 3), dtype=np.uint8)
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu").update(x[: rows // 2])
+    rs.update(x[rows // 2:])
+    assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+def test_channels_last_uint8_views(rng):
+    # views the channels-last kernel does not take directly: strided rows, reversed
+    # channels, a sliced channel range
+    x = rng.integers(0, 256, (301, 40, 3), dtype=np.uint8)
+    for view in (x[::2], x[:, :, ::-1], x[:, ::3, 1:], x[::-1]):
+        rs = nbbn.channel_stats(view, -1, backend="cpu")
+        assert_stats(rs, ref_stats(view, -1), 1e-12)
