@@ -191,34 +191,51 @@ def _u8_pass_vnni(arr, start, nper, step, keep, out):
     cpu_simd.u8_cl_pass_vnni(arr, start, nper, step, keep, 0, out)
 
 
-def _u8_pass_reference(x, start, nper, step, keep):
-    vecs = np.array([x[start + j * step: start + j * step + 64] for j in range(nper)],
-                    np.uint8).reshape(nper, 64)
+def _u8_pass_reference(x, start, nper, step, keep, width):
+    """The results of a pass over vectors of ``width`` bytes, in the same layout (positions
+    from ``width`` to 64 of each section: zeros)."""
+    vecs = np.array([x[start + j * step: start + j * step + width] for j in range(nper)],
+                    np.uint8).reshape(nper, width)
     w = vecs.astype(np.int64)
     w[:, keep:] *= 0  # the sums leave out positions >= keep; min/max take them
-    lo = vecs.min(0) if nper else np.full(64, 255)
-    hi = vecs.max(0) if nper else np.zeros(64)
-    return np.concatenate([lo, hi, w.sum(0), (w * w).sum(0)]).astype(np.int64)
+    lo = vecs.min(0) if nper else np.full(width, 255)
+    hi = vecs.max(0) if nper else np.zeros(width)
+    out = np.zeros((4, 64), np.int64)
+    out[:, :width] = [lo, hi, w.sum(0), (w * w).sum(0)]
+    return out.reshape(-1)
 
 
-_U8_PASS_CASES = [  # (start, nper, step, keep): contiguous, whole pixels, periods
-    (0, 0, 64, 64), (0, 1, 64, 64), (5, 3, 64, 64), (0, 4, 64, 64), (3, 5, 64, 64),
-    (0, 255, 64, 64), (1, 256, 64, 64), (0, 257, 64, 64), (7, 515, 64, 64),  # flushes
-    (0, 37, 63, 63), (2, 41, 60, 60), (1, 10, 52, 52), (64, 7, 192, 64), (11, 6, 320, 64),
-]
+def _u8_pass_cases(width):  # (start, nper, step, keep): contiguous, whole pixels, periods
+    return [
+        (0, 0, width, width), (0, 1, width, width), (5, 3, width, width),
+        (0, 4, width, width), (3, 5, width, width),  # VNNI groups of 4 and the rest
+        (0, 255, width, width), (1, 256, width, width), (0, 257, width, width),
+        (7, 515, width, width),  # the 16-bit sums flushed every 256 vectors
+        (0, 37, width - 1, width - 1), (2, 41, width - 4, width - 4),
+        (1, 10, width - 10, width - 10), (64, 7, 3 * width, width), (11, 6, 5 * width, width),
+    ]
+
+
+def _u8_kernel(vnni):
+    if vnni and not cpu_simd.HAVE_VNNI:
+        pytest.skip("numba targets no AVX-512 VNNI")
+    return (_u8_pass_vnni, 64) if vnni else (_u8_pass, cpu_simd.U8CL_VEC)
+
+
+def _sections(out, width):
+    return out.reshape(4, 64)[:, :width]
 
 
 @needs_simd
 @pytest.mark.parametrize("vnni", [False, True])
 def test_u8_cl_pass_exact(rng, vnni):
-    if vnni and not cpu_simd.HAVE_VNNI:
-        pytest.skip("numba targets no AVX-512 VNNI")
-    kernel = _u8_pass_vnni if vnni else _u8_pass
+    kernel, width = _u8_kernel(vnni)
     x = rng.integers(0, 256, 40000, dtype=np.uint8)
     out = np.empty(cpu_simd.U8CL_LANES, np.int64)
-    for start, nper, step, keep in _U8_PASS_CASES:
+    for start, nper, step, keep in _u8_pass_cases(width):
         kernel(x, start, nper, step, keep, out)
-        np.testing.assert_array_equal(out, _u8_pass_reference(x, start, nper, step, keep),
+        ref = _u8_pass_reference(x, start, nper, step, keep, width)
+        np.testing.assert_array_equal(_sections(out, width), _sections(ref, width),
                                       err_msg=f"{start, nper, step, keep}")
 
 
@@ -227,25 +244,25 @@ def test_u8_cl_pass_exact(rng, vnni):
 def test_u8_cl_pass_largest_sums(vnni):
     # U8CL_MAX_ITERATIONS vectors of 255s (one 0): the 16-bit sums flushed at their
     # limit, the 32-bit squares as full as they may get
-    if vnni and not cpu_simd.HAVE_VNNI:
-        pytest.skip("numba targets no AVX-512 VNNI")
-    kernel = _u8_pass_vnni if vnni else _u8_pass
+    kernel, width = _u8_kernel(vnni)
     n = cpu_simd.U8CL_MAX_ITERATIONS
-    x = np.full(64 * n, 255, np.uint8)
-    x[64 * 1000 + 5] = 0
+    x = np.full(width * n, 255, np.uint8)
+    x[width * 1000 + 5] = 0
     out = np.empty(cpu_simd.U8CL_LANES, np.int64)
-    kernel(x, 0, n, 64, 64, out)
-    np.testing.assert_array_equal(out[128:], _u8_pass_reference(x, 0, n, 64, 64)[128:])
+    kernel(x, 0, n, width, width, out)
+    ref = _u8_pass_reference(x, 0, n, width, width, width)
+    np.testing.assert_array_equal(_sections(out, width), _sections(ref, width))
     assert out[5] == 0 and out[6] == 255 and out[64 + 5] == 255
 
 
 def test_uint8_hwc_geometry():
-    for nchan in (1, 2, 3, 4, 5, 7, 16):
+    vec = cpu_simd.U8CL_VEC
+    for nchan in (1, 2, 3, 4, 5, 7, 11, 16):
         passes, step, rpb, period = cpu_stats.u8_cl_geometry(nchan)
-        assert (passes, step % nchan, (rpb * nchan) % 64) == (1, 0, 0)
-        assert step > 64 - nchan
+        assert (passes, step % nchan, (rpb * nchan) % vec) == (1, 0, 0)
+        assert vec - nchan < step <= vec
     passes, step, rpb, period = cpu_stats.u8_cl_geometry(24)  # 24 = 8 * 3: a period of 3
-    assert (passes, step, period, (rpb * 24) % 192) == (3, 192, 192, 0)
+    assert (passes, step, period, (rpb * 24) % period) == (3, 3 * vec, 3 * vec, 0)
 
 
 # Channels-last uint8 through the public API: every channel count the whole-pixel pass

@@ -1,6 +1,6 @@
 """Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
 
-Three kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
+Three kernel families, each used only when numba's compile target has AVX-512BW or AVX2 (with
 FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from numba's
 target (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, else the host) and capped by the
 environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
@@ -8,12 +8,14 @@ environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_st
 written on generic LLVM vector types (64-byte vectors of bytes, 16 or 8 float lanes),
 which LLVM lowers to zmm or ymm registers; the only x86-specific intrinsics are the
 integer ``psadbw`` and ``pmaddwd``, taken as one 512-bit instruction or two 256-bit
-ones by level (:func:`_psadbw`, :func:`_pmaddwd`). The compiled kernels of each level
+ones by level (:func:`_psadbw`, :func:`_pmaddwd`), and ``vpdpbusd`` where the target
+has AVX-512 VNNI (:data:`HAVE_VNNI`). The compiled kernels of each level
 have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
 * ``cl_rows_f32``: channels-last float32, a chunk of 64 channels in registers;
-* ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position.
+* ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position
+  (``u8_cl_pass_vnni``: the same with AVX-512 VNNI's ``vpdpbusd``).
 
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
 of squares, the minimum and the maximum. Auto-vectorized, the loop widens every byte
@@ -400,14 +402,15 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
 # ---------------------------------------------------------------------------------------
 # Channels-last uint8 (HWC images): exact integer sums per byte position.
 #
-# With C channels interleaved, the channel of a byte repeats every lcm(64, C) bytes, a
-# "period" of P = C / gcd(C, 64) vectors. Pass k of ``u8_cl_pass`` reads vector k of
-# every period of a block (so vector k's 64 positions always hold the same channels)
-# and keeps positional accumulators; the caller folds the positions into channels
-# (position p of vector k is channel (64 k + p) % C). P passes re-read the block from L2.
+# The caller (cpu_stats._stats_channels_last_u8) reads vectors that all have the same
+# channel at each byte position: ``step = 64 - 64 % C`` bytes apart (whole pixels; the
+# sums keep the first ``keep = step`` positions) for small C, else vector k of every
+# period of P = C / gcd(C, 64) vectors (pass k of P, ``step`` = the period). The kernels
+# keep positional accumulators; the caller folds the positions into channels.
 #
-# Per 64-byte vector, 12 vector operations (16 without VNNI, where each vpmaddwd and its
-# add are two):
+# The positions ``p >= keep`` of a vector are bytes of the next one: their positional
+# sums are dropped at the end, so no vector is masked. ``u8_cl_pass``, per 64-byte
+# vector, 12 vector operations (16 without VNNI, where each vpmaddwd and its add are two):
 # * sums in 16-bit lanes: the even bytes (a mask) and the odd bytes (a 16-bit shift)
 #   added to two <32 x i16> accumulators, flushed into int64 every U8CL_FLUSH vectors
 #   (255 * 256 < 2**16);
@@ -427,6 +430,9 @@ U8CL_FLUSH = 256  # vectors between flushes of the 16-bit sums
 # bottleneck; without VNNI the vpmaddwd and its add are independent, and AVX2's 16
 # registers hold one set
 U8CL_UNROLL = 2 if SIMD_LEVEL == "avx512" else 1
+# bytes per vector: 64 on AVX-512; 32 on AVX2, whose 16 registers hold the positional
+# accumulators of 32 bytes (8) but not of 64 (16, and the loop spilled)
+U8CL_VEC = 64 if SIMD_LEVEL == "avx512" else 32
 U8CL_LANES = 4 * 64  # the int64 results: min, max, sums, squares, by byte position
 
 
@@ -437,10 +443,9 @@ def _u8_store(builder, res, index, vec, width):
     builder.store(builder.zext(vec, v64) if vec.type != v64 else vec, ptr, align=8)
 
 
-def _keep_mask(builder, kept, width, ty, positions=None):
-    """A <width x ty> of all-ones where the lane's byte position (``positions``, else the
-    lane index) is below ``kept`` (i64), zeros elsewhere."""
-    pos = ir.Constant(ir.VectorType(_I64, width), positions or list(range(width)))
+def _keep_mask(builder, kept, width, ty):
+    """A <width x ty> of all-ones in the lanes below ``kept`` (i64), zeros elsewhere."""
+    pos = ir.Constant(ir.VectorType(_I64, width), list(range(width)))
     splat = builder.insert_element(ir.Constant(ir.VectorType(_I64, width), None), kept,
                                    ir.Constant(_I32, 0))
     splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, width),
@@ -448,24 +453,25 @@ def _keep_mask(builder, kept, width, ty, positions=None):
     return builder.sext(builder.icmp_signed("<", pos, splat), ir.VectorType(ty, width))
 
 
-def _u8_load(builder, ary, off, ahead):
-    """The <64 x i8> at byte ``off`` of ``ary``, prefetching (into L2) ``ahead`` bytes on."""
+def _u8_load(builder, ary, off, ahead, vt=_V64I8):
+    """The vector (``vt``) at byte ``off`` of ``ary``, prefetching (into L2) ``ahead``
+    bytes on."""
     prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
     builder.call(prefetch, [builder.gep(ary.data, [builder.add(off, ahead)]), _I32(0), _I32(2),
                             _I32(1)])
-    ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
-    return builder.load(ptr, align=1, typ=_V64I8)
+    ptr = builder.bitcast(builder.gep(ary.data, [off]), vt.as_pointer())
+    return builder.load(ptr, align=1, typ=vt)
 
 
 @intrinsic
 def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
-    """Reduce the vectors at ``arr[start + j * step : ... + 64]`` for ``j < nper``
+    """Reduce the vectors at ``arr[start + j * step : ... + U8CL_VEC]`` for ``j < nper``
     (``nper <= U8CL_MAX_ITERATIONS``) into ``out`` (int64, ``U8CL_LANES``), by byte
-    position p < 64: minima at ``out[p]``, maxima at ``out[64 + p]``, sums at
+    position p < U8CL_VEC: minima at ``out[p]``, maxima at ``out[64 + p]``, sums at
     ``out[128 + p]`` and sums of squares at ``out[192 + p]``. The sums leave out the
-    positions ``p >= keep`` (the next vector's first bytes, when ``step < 64``); the
-    minima and maxima take them. Each load prefetches the byte ``ahead`` bytes further
-    (the next block's; 0: none)."""
+    positions ``p >= keep`` (the next vector's first bytes, when ``step < U8CL_VEC``);
+    the minima and maxima take them. Each load prefetches the byte ``ahead`` bytes
+    further (the next block's; 0: none)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
             and isinstance(out, types.Array) and out.dtype == types.int64):
         return None
@@ -477,35 +483,45 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
         res = context.make_array(sa[6])(context, builder, args[6])
         first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
                                       for i in (1, 2, 3, 4, 5))
-        keep_mask = _keep_mask(builder, kept, 64, _I8)
-        umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
-        umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
-        v32i64 = ir.VectorType(_I64, 32)
+        wd = U8CL_VEC  # bytes per vector; words, dwords:
+        vb, vw, vd = (ir.VectorType(t, wd // k) for t, k in ((_I8, 1), (_I16, 2), (_I32, 4)))
+        keep_mask = _keep_mask(builder, kept, wd, _I64)
+        umin = _declare(builder, f"llvm.umin.v{wd}i8", vb, [vb, vb])
+        umax = _declare(builder, f"llvm.umax.v{wd}i8", vb, [vb, vb])
+        if wd == 64:
+            def pmaddwd(x):
+                return _pmaddwd(builder, x, x)
+        else:
+            madd = _declare(builder, "llvm.x86.avx2.pmadd.wd", vd, [vw, vw])
+
+            def pmaddwd(x):
+                return builder.call(madd, [x, x])
+        vsum = ir.VectorType(_I64, wd // 2)
         # squares: even words, byte 4i+2 alone, odd words, byte 4i+3 alone
-        acc_q = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None))
+        acc_q = [cgutils.alloca_once_value(builder, ir.Constant(vd, None))
                  for _ in range(4 * U8CL_UNROLL)]
-        acc_s = [cgutils.alloca_once_value(builder, ir.Constant(v32i64, None)) for _ in range(2)]
-        acc_w = [cgutils.alloca_once(builder, _V32I16) for _ in range(2)]  # 16-bit sums
-        acc_lo = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, [255] * 64))
-        acc_hi = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, None))
-        low_byte = ir.Constant(_V32I16, [0xFF] * 32)
-        third_byte = ir.Constant(_V16I32, [0xFF0000] * 16)
+        acc_s = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(2)]
+        acc_w = [cgutils.alloca_once(builder, vw) for _ in range(2)]  # 16-bit sums
+        acc_lo = cgutils.alloca_once_value(builder, ir.Constant(vb, [255] * wd))
+        acc_hi = cgutils.alloca_once_value(builder, ir.Constant(vb, None))
+        low_byte = ir.Constant(vw, [0xFF] * (wd // 2))
+        third_byte = ir.Constant(vd, [0xFF0000] * (wd // 4))
         flush = ir.Constant(_I64, U8CL_FLUSH)
         nchunks = builder.udiv(builder.add(n, ir.Constant(_I64, U8CL_FLUSH - 1)), flush)
+
         def vector(j, q4):  # one vector's work, its squares into the accumulators q4
-            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist)
-            kv = builder.and_(v, keep_mask)
-            v16 = builder.bitcast(kv, _V32I16)
-            v32 = builder.bitcast(kv, _V16I32)
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist, vb)
+            v16 = builder.bitcast(v, vw)
+            v32 = builder.bitcast(v, vd)
             even = builder.and_(v16, low_byte)  # bytes 2i, zero-extended in 16-bit lanes
-            odd = builder.lshr(v16, ir.Constant(_V32I16, [8] * 32))  # bytes 2i+1
+            odd = builder.lshr(v16, ir.Constant(vw, [8] * (wd // 2)))  # bytes 2i+1
             for w, x in zip(acc_w, (even, odd), strict=True):
                 builder.store(builder.add(builder.load(w), x), w)
-            b2 = builder.bitcast(builder.and_(v32, third_byte), _V32I16)  # bytes 4i+2
-            b3 = builder.bitcast(builder.lshr(v32, ir.Constant(_V16I32, [24] * 16)),
-                                 _V32I16)  # bytes 4i+3
+            b2 = builder.bitcast(builder.and_(v32, third_byte), vw)  # bytes 4i+2
+            b3 = builder.bitcast(builder.lshr(v32, ir.Constant(vd, [24] * (wd // 4))),
+                                 vw)  # bytes 4i+3
             for q, x in zip(q4, (even, b2, odd, b3), strict=True):
-                builder.store(builder.add(builder.load(q), _pmaddwd(builder, x, x)), q)
+                builder.store(builder.add(builder.load(q), pmaddwd(x)), q)
             builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
             builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
 
@@ -515,7 +531,7 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
             left = builder.sub(n, j0)
             count = builder.select(builder.icmp_unsigned("<", left, flush), left, flush)
             for w in acc_w:
-                builder.store(ir.Constant(_V32I16, None), w)
+                builder.store(ir.Constant(vw, None), w)
             whole = builder.udiv(count, unroll)
             with cgutils.for_range(builder, whole) as loop:
                 j = builder.add(j0, builder.mul(loop.index, unroll))
@@ -525,30 +541,31 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
                 vector(builder.add(j0, builder.add(builder.mul(whole, unroll), loop.index)),
                        acc_q[:4])
             for s, w in zip(acc_s, acc_w, strict=True):
-                builder.store(builder.add(builder.load(s), builder.zext(builder.load(w), v32i64)),
+                builder.store(builder.add(builder.load(s), builder.zext(builder.load(w), vsum)),
                               s)
 
-        _u8_store(builder, res, 0, builder.load(acc_lo), 64)
-        _u8_store(builder, res, 64, builder.load(acc_hi), 64)
+        _u8_store(builder, res, 0, builder.load(acc_lo), wd)
+        _u8_store(builder, res, 64, builder.load(acc_hi), wd)
         # sums: position 2i is even word i, 2i+1 odd word i
-        inter = ir.Constant(ir.VectorType(_I32, 64), [k // 2 + 32 * (k % 2) for k in range(64)])
+        half, quarter = wd // 2, wd // 4
+        inter = ir.Constant(ir.VectorType(_I32, wd), [k // 2 + half * (k % 2) for k in range(wd)])
         sums = builder.shuffle_vector(builder.load(acc_s[0]), builder.load(acc_s[1]), inter)
-        _u8_store(builder, res, 128, sums, 64)
-        # squares (uint32: at most 16384 * 2 * 255**2 < 2**32) by position 4i + b
-        v16i64 = ir.VectorType(_I64, 16)
-        qs = [builder.zext(builder.load(q), v16i64) for q in acc_q]
+        _u8_store(builder, res, 128, builder.and_(sums, keep_mask), wd)
+        # squares (uint32: at most U8CL_MAX_ITERATIONS * 2 * 255**2 < 2**32) by position
+        vq = ir.VectorType(_I64, quarter)
+        qs = [builder.zext(builder.load(q), vq) for q in acc_q]
         for u in range(1, U8CL_UNROLL):
             qs[:4] = [builder.add(a, b) for a, b in zip(qs[:4], qs[4 * u: 4 * u + 4], strict=True)]
         qe, q2, qo, q3 = qs[:4]
         parts = (builder.sub(qe, q2), builder.sub(qo, q3), q2, q3)  # bytes 4i, +1, +2, +3
-        lo = builder.shuffle_vector(parts[0], parts[1], ir.Constant(
-            ir.VectorType(_I32, 32), [k // 2 + 16 * (k % 2) for k in range(32)]))
-        hi = builder.shuffle_vector(parts[2], parts[3], ir.Constant(
-            ir.VectorType(_I32, 32), [k // 2 + 16 * (k % 2) for k in range(32)]))
+        pair = ir.Constant(ir.VectorType(_I32, half), [k // 2 + quarter * (k % 2)
+                                                       for k in range(half)])
+        lo = builder.shuffle_vector(parts[0], parts[1], pair)
+        hi = builder.shuffle_vector(parts[2], parts[3], pair)
         # lo holds (4i, 4i+1) at 2i, 2i+1; hi holds (4i+2, 4i+3): interleave pairs
-        order = [32 * ((k % 4) // 2) + 2 * (k // 4) + k % 2 for k in range(64)]
-        squares = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), order))
-        _u8_store(builder, res, 192, squares, 64)
+        order = [half * ((k % 4) // 2) + 2 * (k // 4) + k % 2 for k in range(wd)]
+        squares = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, wd), order))
+        _u8_store(builder, res, 192, builder.and_(squares, keep_mask), wd)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -613,7 +630,7 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
         res = context.make_array(sa[6])(context, builder, args[6])
         first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
                                       for i in (1, 2, 3, 4, 5))
-        keep_masks = [_keep_mask(builder, kept, 16, _I32, _T_POSITION[k]) for k in range(4)]
+        keep_mask = _keep_mask(builder, kept, 64, _I64)
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
         dpbusd = _declare(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
@@ -638,7 +655,6 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
             for k in range(4):
                 t = builder.bitcast(_unpack(builder, ab[k // 2], cd[k // 2], 32, k % 2 == 1),
                                     _V16I32)
-                t = builder.and_(t, keep_masks[k])  # positions >= keep: left out
                 s, q = acc_s[k], acc_q[k]
                 builder.store(builder.call(dpbusd, [builder.load(s), t, ones]), s)
                 builder.store(builder.call(dpbusd, [builder.load(q), t, builder.xor(t, flip)]),
@@ -669,8 +685,8 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
         sums = by_position(acc_s)
         squares = builder.add(by_position(acc_q),
                               builder.mul(sums, ir.Constant(v64i64, [128] * 64)))
-        _u8_store(builder, res, 128, sums, 64)
-        _u8_store(builder, res, 192, squares, 64)
+        _u8_store(builder, res, 128, builder.and_(sums, keep_mask), 64)
+        _u8_store(builder, res, 192, builder.and_(squares, keep_mask), 64)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -59,6 +59,7 @@ from .cpu_simd import (
     SIMD_LEVEL,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
+    U8CL_VEC,
     cl_rows_f32,
     u8_cl_pass_best,
     u8_sums,
@@ -561,28 +562,32 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
-U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, 64))
-U8CL_PIXELS_MAX = 16  # ... the most channels read as whole pixels per vector (>= 52 bytes)
-U8CL_PIXELS_BLOCK = 1048576  # ... and their blocks (read once: fewer per-block folds)
-assert U8CL_BLOCK // 64 <= U8CL_MAX_ITERATIONS
-assert U8CL_PIXELS_BLOCK // 52 + 1 <= U8CL_MAX_ITERATIONS
+U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, VEC))
+U8CL_PIXELS_MAX = 16  # ... the most channels read as whole pixels (>= 52 of 64 bytes)
+# ... and their blocks (read once: fewer per-block folds than 256 KB, 1 MiB on AVX-512)
+U8CL_PIXELS_BLOCK = 1048576 if U8CL_VEC == 64 else 524288
+assert U8CL_BLOCK // U8CL_VEC <= U8CL_MAX_ITERATIONS
+assert U8CL_PIXELS_BLOCK // min(U8CL_VEC - U8CL_VEC % c for c in range(1, U8CL_PIXELS_MAX + 1)) \
+    < U8CL_MAX_ITERATIONS
 
 
 def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input takes ``_stats_channels_last_u8``."""
     return (HAVE_SIMD and dtype == np.uint8
-            and nchan // math.gcd(nchan, 64) <= U8CL_MAX_PERIOD)
+            and nchan // math.gcd(nchan, U8CL_VEC) <= U8CL_MAX_PERIOD)
 
 
 @numba.njit
 def u8_cl_geometry(nchan):
-    """``(passes, step, rows per block, period bytes)`` for channels-last uint8: one pass
-    over vectors ``step = 64 - 64 % C`` bytes apart (whole pixels each) for C <=
-    ``U8CL_PIXELS_MAX``, else one pass per vector of a period (``step`` = the period)."""
-    nvec = nchan // math.gcd(nchan, 64)
-    period = 64 * nvec
+    """``(passes, step, rows per block, period bytes)`` for channels-last uint8 and
+    vectors of ``U8CL_VEC`` bytes: one pass over vectors ``step = U8CL_VEC - U8CL_VEC % C``
+    bytes apart (whole pixels each) for C <= ``U8CL_PIXELS_MAX``, else one pass per
+    vector of a period (``step`` = the period). Blocks are whole periods."""
+    nvec = nchan // math.gcd(nchan, U8CL_VEC)
+    period = U8CL_VEC * nvec
     if nchan <= U8CL_PIXELS_MAX:
-        return 1, 64 - 64 % nchan, (period // nchan) * max(1, U8CL_PIXELS_BLOCK // period), period
+        return (1, U8CL_VEC - U8CL_VEC % nchan,
+                (period // nchan) * max(1, U8CL_PIXELS_BLOCK // period), period)
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period), period
 
 
@@ -599,17 +604,18 @@ def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
 
 
 def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
-    """Channels-last uint8 (``xf`` flat, C-contiguous): per block, whole periods from the
-    first 64-byte aligned address on, the exact integer sums by byte position
+    """Channels-last uint8 (``xf`` flat, C-contiguous): per block, from the first address
+    aligned to the vector size on, the exact integer sums by byte position
     (``cpu_simd.u8_cl_pass``), folded into channels; the bytes before that address and
     after the last whole period in a scalar loop."""
     nrows = xf.size // nchan
     passes, step, rpb, period = u8_cl_geometry(nchan)
-    keep = min(step, 64)  # bytes of a vector that are its own (the rest: the next one's)
+    vec = U8CL_VEC
+    keep = min(step, vec)  # bytes of a vector that are its own (the rest: the next one's)
     nblocks = (nrows + rpb - 1) // rpb
-    # blocks start at multiples of 64 bytes from xf[0], so one offset aligns every block's
-    # vectors: a vector split over two cache lines costs two reads from L1
-    head = (-xf.ctypes.data) % 64
+    # blocks start at multiples of the vector size from xf[0], so one offset aligns every
+    # block's vectors: a vector split over two cache lines costs two reads from L1
+    head = (-xf.ctypes.data) % vec
     chan = np.empty(period, np.int64)  # the channel of each byte of a period
     for j in range(period):
         chan[j] = (head + j) % nchan
@@ -633,8 +639,8 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             lo[:] = 255
             hi[:] = 0
             v0 = min(e1, e0 + head)  # the vectors' first byte
-            if passes == 1:  # vectors of whole pixels, all 64 bytes inside the block
-                nper = (e1 - v0 - 64) // step + 1 if e1 - v0 >= 64 else 0
+            if passes == 1:  # vectors of whole pixels, all their bytes inside the block
+                nper = (e1 - v0 - vec) // step + 1 if e1 - v0 >= vec else 0
             else:  # whole periods
                 nper = (e1 - v0) // period
             # passes over a period: prefetch the next block while this one is reduced
@@ -642,9 +648,9 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             ahead = rpb * nchan if passes > 1 and (b + 2) * rpb <= nrows else 0
             if nper > 0:
                 for k in range(passes):
-                    u8_cl_pass_best(xf, v0 + 64 * k, nper, step, keep, ahead, lanes)
-                    for pos in range(64):  # vector k's byte positions are fixed channels
-                        c = chan[64 * k + pos]
+                    u8_cl_pass_best(xf, v0 + vec * k, nper, step, keep, ahead, lanes)
+                    for pos in range(vec):  # vector k's byte positions are fixed channels
+                        c = chan[vec * k + pos]
                         lo[c] = min(lo[c], lanes[pos])
                         hi[c] = max(hi[c], lanes[64 + pos])
                         s[c] += lanes[128 + pos]
