@@ -1,6 +1,6 @@
 """Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
 
-Three kernel families, each used only when numba's compile target has AVX-512BW or AVX2 (with
+Three kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
 FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from numba's
 target (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, else the host) and capped by the
 environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
