@@ -399,6 +399,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the compile-time / warm-start measurement in subprocesses",
     )
+    p.add_argument("--only", default=None, metavar="DTYPE:LAYOUT,...",
+                   help="only the shapes of these dtypes and layouts, e.g. uint8:NHWC")
     p.add_argument(
         "--pipeline",
         action="store_true",
@@ -457,7 +459,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from .tools.bench import run_bench
 
+    shapes = None
+    if args.only:
+        from .tools.bench_ops import FULL_SHAPES, QUICK_SHAPES
+
+        want = {(d.lower(), lay.upper()) for d, _, lay in
+                (w.strip().partition(":") for w in args.only.split(","))}
+        shapes = [s for s in (QUICK_SHAPES if args.quick else FULL_SHAPES) if s[1:3] in want]
+        if not shapes:
+            print(f"nbbn bench: --only {args.only!r} matches no shape", file=sys.stderr)
+            return 2
     run_bench(
+        shapes,
         quick=args.quick,
         repeats=args.repeats,
         json_path=args.json,

@@ -136,6 +136,16 @@ def test_import_cli_is_light():
 
 
 # ---------------------------------------------------------------------------- bench
+def test_bench_only_selects_shapes(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--no-startup", "--no-torch", "--json", str(path)]
+    assert main([*args, "--only", "uint8:nhwc"]) == 0
+    d = json.loads(path.read_text())
+    assert {(r["dtype"], r["layout"]) for r in d["results"]} == {("uint8", "NHWC")}
+    assert main([*args, "--only", "uint8:NCDHW"]) == 2
+    assert "matches no shape" in capsys.readouterr().err
+
+
 def test_bench_quick_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(path)]) == 0

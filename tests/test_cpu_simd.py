@@ -202,3 +202,136 @@ def test_channels_last_float32_wide_rows_many_blocks(rng):
     rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
     rs.update(x[:777]).update(x[777:])
     assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
+
+# --- channels-last uint8, the kernels themselves (issue 11): whole-pixel vectors and
+# periods, against exact int64 references by byte position
+@pytest.mark.parametrize("name,features,vnni", [
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vnni", True),
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", False),
+    (None, "+avx2,+fma,+f16c,+avxvnni", False),  # the level is avx2: no 512-bit kernel
+    ("znver4", None, True),
+    ("icelake-server", None, True),
+    ("skylake-avx512", None, False),
+    ("znver3", None, False),
+    ("generic", None, False),
+])
+def test_vnni_follows_numba_target(name, features, vnni):
+    assert cpu_simd.target_vnni(name, features) == vnni
+
+
+@numba.njit
+def _u8_pass(arr, start, nper, step, keep, out):
+    cpu_simd.u8_cl_pass(arr, start, nper, step, keep, 0, out)
+
+
+@numba.njit
+def _u8_pass_vnni(arr, start, nper, step, keep, out):
+    cpu_simd.u8_cl_pass_vnni(arr, start, nper, step, keep, 0, out)
+
+
+def _u8_pass_reference(x, start, nper, step, keep, width):
+    """The results of a pass over vectors of ``width`` bytes, in the same layout (positions
+    from ``width`` to 64 of each section: zeros)."""
+    vecs = np.array([x[start + j * step: start + j * step + width] for j in range(nper)],
+                    np.uint8).reshape(nper, width)
+    w = vecs.astype(np.int64)
+    w[:, keep:] *= 0  # the sums leave out positions >= keep; min/max take them
+    lo = vecs.min(0) if nper else np.full(width, 255)
+    hi = vecs.max(0) if nper else np.zeros(width)
+    out = np.zeros((4, 64), np.int64)
+    out[:, :width] = [lo, hi, w.sum(0), (w * w).sum(0)]
+    return out.reshape(-1)
+
+
+def _u8_pass_cases(width):  # (start, nper, step, keep): contiguous, whole pixels, periods
+    return [
+        (0, 0, width, width), (0, 1, width, width), (5, 3, width, width),
+        (0, 4, width, width), (3, 5, width, width),  # VNNI groups of 4 and the rest
+        (0, 255, width, width), (1, 256, width, width), (0, 257, width, width),
+        (7, 515, width, width),  # the 16-bit sums flushed every 256 vectors
+        (0, 37, width - 1, width - 1), (2, 41, width - 4, width - 4),
+        (1, 10, width - 10, width - 10), (64, 7, 3 * width, width), (11, 6, 5 * width, width),
+    ]
+
+
+def _u8_kernel(vnni):
+    if vnni and not cpu_simd.HAVE_VNNI:
+        pytest.skip("numba targets no AVX-512 VNNI")
+    return (_u8_pass_vnni, 64) if vnni else (_u8_pass, cpu_simd.U8CL_VEC)
+
+
+def _sections(out, width):
+    return out.reshape(4, 64)[:, :width]
+
+
+@needs_simd
+@pytest.mark.parametrize("vnni", [False, True])
+def test_u8_cl_pass_exact(rng, vnni):
+    kernel, width = _u8_kernel(vnni)
+    x = rng.integers(0, 256, 40000, dtype=np.uint8)
+    out = np.empty(cpu_simd.U8CL_LANES, np.int64)
+    for start, nper, step, keep in _u8_pass_cases(width):
+        kernel(x, start, nper, step, keep, out)
+        ref = _u8_pass_reference(x, start, nper, step, keep, width)
+        np.testing.assert_array_equal(_sections(out, width), _sections(ref, width),
+                                      err_msg=f"{start, nper, step, keep}")
+
+
+@needs_simd
+@pytest.mark.parametrize("vnni", [False, True])
+def test_u8_cl_pass_largest_sums(vnni):
+    # U8CL_MAX_ITERATIONS vectors of 255s (one 0): the 16-bit sums flushed at their
+    # limit, the 32-bit squares as full as they may get
+    kernel, width = _u8_kernel(vnni)
+    n = cpu_simd.U8CL_MAX_ITERATIONS
+    x = np.full(width * n, 255, np.uint8)
+    x[width * 1000 + 5] = 0
+    out = np.empty(cpu_simd.U8CL_LANES, np.int64)
+    kernel(x, 0, n, width, width, out)
+    ref = _u8_pass_reference(x, 0, n, width, width, width)
+    np.testing.assert_array_equal(_sections(out, width), _sections(ref, width))
+    assert out[5] == 0 and out[6] == 255 and out[64 + 5] == 255
+
+
+def test_uint8_hwc_geometry():
+    vec = cpu_simd.U8CL_VEC
+    for nchan in (1, 2, 3, 4, 5, 7, 11, 16):
+        passes, step, rpb, period = cpu_stats.u8_cl_geometry(nchan)
+        assert (passes, step % nchan, (rpb * nchan) % vec) == (1, 0, 0)
+        assert vec - nchan < step <= vec
+    passes, step, rpb, period = cpu_stats.u8_cl_geometry(24)  # 24 = 8 * 3: a period of 3
+    assert (passes, step, period, (rpb * 24) % period) == (3, 3 * vec, 3 * vec, 0)
+
+
+# Channels-last uint8 through the public API: every channel count the whole-pixel pass
+# takes (C <= 16) and a few period counts; two blocks and a partial one; data starting
+# at each offset from a 64-byte boundary that matters (the kernel aligns its vectors)
+@pytest.mark.parametrize("nchan", [1, 2, 3, 4, 5, 7, 16, 17, 24])
+def test_channels_last_uint8_blocks_and_offsets(rng, nchan):
+    rpb = cpu_stats.u8_cl_geometry(nchan)[2]
+    rows = 2 * rpb + 77 if nchan in (3, 17) else rpb // 4 + 77  # two blocks: sizes vary
+    base = rng.integers(0, 256, rows * nchan + 128, dtype=np.uint8)
+    aligned = (-base.ctypes.data) % 64  # the first aligned byte, one past it, one before
+    for start in (aligned, aligned + 1, aligned + 63):
+        x = base[start: start + rows * nchan].reshape(rows, nchan)
+        x[: rows // 5, 0] = 255  # the largest lane sums in channel 0
+        rs = nbbn.channel_stats(x, -1, backend="cpu")
+        assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 21, 22, 85, 86, 1000])
+def test_channels_last_uint8_short_rows(rng, rows):
+    # fewer bytes than a vector, a vector's worth, a few vectors and a tail (C = 3)
+    x = rng.integers(0, 256, (rows, 3), dtype=np.uint8)
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu").update(x[: rows // 2])
+    rs.update(x[rows // 2:])
+    assert_stats(rs, ref_stats(x, -1), 1e-12)
+
+
+def test_channels_last_uint8_views(rng):
+    # views the channels-last kernel does not take directly: strided rows, reversed
+    # channels, a sliced channel range
+    x = rng.integers(0, 256, (301, 40, 3), dtype=np.uint8)
+    for view in (x[::2], x[:, :, ::-1], x[:, ::3, 1:], x[::-1]):
+        rs = nbbn.channel_stats(view, -1, backend="cpu")
+        assert_stats(rs, ref_stats(view, -1), 1e-12)

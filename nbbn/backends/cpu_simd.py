@@ -8,12 +8,14 @@ environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_st
 written on generic LLVM vector types (64-byte vectors of bytes, 16 or 8 float lanes),
 which LLVM lowers to zmm or ymm registers; the only x86-specific intrinsics are the
 integer ``psadbw`` and ``pmaddwd``, taken as one 512-bit instruction or two 256-bit
-ones by level (:func:`_psadbw`, :func:`_pmaddwd`). The compiled kernels of each level
+ones by level (:func:`_psadbw`, :func:`_pmaddwd`), and ``vpdpbusd`` where the target
+has AVX-512 VNNI (:data:`HAVE_VNNI`). The compiled kernels of each level
 have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
 * ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers;
-* ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position.
+* ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position
+  (``u8_cl_pass_vnni``: the same with AVX-512 VNNI's ``vpdpbusd``).
 
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
 of squares, the minimum and the maximum. Auto-vectorized, the loop widens every byte
@@ -423,69 +425,294 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
 # ---------------------------------------------------------------------------------------
 # Channels-last uint8 (HWC images): exact integer sums per byte position.
 #
-# With C channels interleaved, the channel of a byte repeats every lcm(64, C) bytes, a
-# "period" of P = C / gcd(C, 64) vectors. Pass k of ``u8_cl_pass`` reads vector k of
-# every period of a block (so vector k's 64 positions always hold the same channels)
-# and keeps positional accumulators: the four bytes of each 32-bit lane split apart
-# (a mask and shifts), summed into int32 lanes and squared with ``vpmaddwd`` (the upper
-# 16 bits are zero, so each lane gains x**2), plus positional ``vpminub``/``vpmaxub``.
-# The caller folds the positions into channels (position p of vector k is channel
-# (64 k + p) % C). P passes re-read the block from L2.
+# The caller (cpu_stats._stats_channels_last_u8) reads vectors that all have the same
+# channel at each byte position: ``step = 64 - 64 % C`` bytes apart (whole pixels; the
+# sums keep the first ``keep = step`` positions) for small C, else vector k of every
+# period of P = C / gcd(C, 64) vectors (pass k of P, ``step`` = the period). The kernels
+# keep positional accumulators; the caller folds the positions into channels.
+#
+# The positions ``p >= keep`` of a vector are bytes of the next one: their positional
+# sums are dropped at the end, so no vector is masked. ``u8_cl_pass``, per 64-byte
+# vector, 12 vector operations (16 without VNNI, where each vpmaddwd and its add are two):
+# * sums in 16-bit lanes: the even bytes (a mask) and the odd bytes (a 16-bit shift)
+#   added to two <32 x i16> accumulators, flushed into int64 every U8CL_FLUSH vectors
+#   (255 * 256 < 2**16);
+# * squares with ``vpmaddwd`` in 32-bit lanes, whose pairs of 16-bit halves mix byte
+#   positions 4i and 4i+2 (even) or 4i+1 and 4i+3 (odd): the even and odd words
+#   squared give x[4i]**2 + x[4i+2]**2 and x[4i+1]**2 + x[4i+3]**2, and the bytes 4i+2
+#   and 4i+3 alone (a 32-bit mask, a 32-bit shift) squared give the second terms, which
+#   are subtracted at the end;
+# * ``vpminub``/``vpmaxub`` by position.
+# The previous form (four byte phases of 32-bit lanes: a shift or mask, an add and a
+# vpmaddwd with its add each) took 20 operations and ran at 22 GB/s per core from L2.
 
-U8CL_MAX_ITERATIONS = 33000  # each int32 lane gains at most 255**2 per iteration
-U8CL_LANES = 64 + 64 + 4 * 16 + 4 * 16  # the int64 results: min, max, sums, squares
+U8CL_MAX_ITERATIONS = 32768  # each uint32 lane of squares gains at most 2 * 255**2 each
+U8CL_FLUSH = 256  # vectors between flushes of the 16-bit sums
+# vectors per step, each with squares accumulators of its own: the fused vpdpwssd
+# (VNNI) has a latency of several cycles, and one chain per accumulator would be the
+# bottleneck; without VNNI the vpmaddwd and its add are independent, and AVX2's 16
+# registers hold one set
+U8CL_UNROLL = 2 if SIMD_LEVEL == "avx512" else 1
+# bytes per vector: 64 on AVX-512; 32 on AVX2, whose 16 registers hold the positional
+# accumulators of 32 bytes (8) but not of 64 (16, and the loop spilled)
+U8CL_VEC = 64 if SIMD_LEVEL == "avx512" else 32
+U8CL_LANES = 4 * 64  # the int64 results: min, max, sums, squares, by byte position
+
+
+def _u8_store(builder, res, index, vec, width):
+    """Store a <width x iN> vector, zero-extended to int64, at ``res[index:]``."""
+    v64 = ir.VectorType(_I64, width)
+    ptr = builder.bitcast(builder.gep(res.data, [ir.Constant(_I64, index)]), v64.as_pointer())
+    builder.store(builder.zext(vec, v64) if vec.type != v64 else vec, ptr, align=8)
+
+
+def _keep_mask(builder, kept, width, ty):
+    """A <width x ty> of all-ones in the lanes below ``kept`` (i64), zeros elsewhere."""
+    pos = ir.Constant(ir.VectorType(_I64, width), list(range(width)))
+    splat = builder.insert_element(ir.Constant(ir.VectorType(_I64, width), None), kept,
+                                   ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_I32, width),
+                                                             [0] * width))
+    return builder.sext(builder.icmp_signed("<", pos, splat), ir.VectorType(ty, width))
+
+
+def _u8_load(builder, ary, off, ahead, vt=_V64I8):
+    """The vector (``vt``) at byte ``off`` of ``ary``, prefetching (into L2) ``ahead``
+    bytes on."""
+    prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
+    builder.call(prefetch, [builder.gep(ary.data, [builder.add(off, ahead)]), _I32(0), _I32(2),
+                            _I32(1)])
+    ptr = builder.bitcast(builder.gep(ary.data, [off]), vt.as_pointer())
+    return builder.load(ptr, align=1, typ=vt)
 
 
 @intrinsic
-def u8_cl_pass(typingctx, arr, start, nper, period, out):
-    """Reduce the vectors at ``arr[start + j * period : ... + 64]`` for ``j < nper``
-    (``nper <= U8CL_MAX_ITERATIONS``) into ``out`` (int64, ``U8CL_LANES``): 64 minima,
-    64 maxima by byte position, then 4 x 16 sums and 4 x 16 sums of squares, where
-    entry ``s * 16 + i`` belongs to byte position ``4 * i + s``."""
+def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
+    """Reduce the vectors at ``arr[start + j * step : ... + U8CL_VEC]`` for ``j < nper``
+    (``nper <= U8CL_MAX_ITERATIONS``) into ``out`` (int64, ``U8CL_LANES``), by byte
+    position p < U8CL_VEC: minima at ``out[p]``, maxima at ``out[64 + p]``, sums at
+    ``out[128 + p]`` and sums of squares at ``out[192 + p]``. The sums leave out the
+    positions ``p >= keep`` (the next vector's first bytes, when ``step < U8CL_VEC``);
+    the minima and maxima take them. Each load prefetches the byte ``ahead`` bytes
+    further (the next block's; 0: none)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
             and isinstance(out, types.Array) and out.dtype == types.int64):
         return None
-    sig = types.void(arr, start, nper, period, out)
+    sig = types.void(arr, start, nper, step, keep, ahead, out)
 
     def codegen(context, builder, signature, args):
         sa = signature.args
         ary = context.make_array(sa[0])(context, builder, args[0])
-        res = context.make_array(sa[4])(context, builder, args[4])
-        first, n, step = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3))
+        res = context.make_array(sa[6])(context, builder, args[6])
+        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
+                                      for i in (1, 2, 3, 4, 5))
+        wd = U8CL_VEC  # bytes per vector; words, dwords:
+        vb, vw, vd = (ir.VectorType(t, wd // k) for t, k in ((_I8, 1), (_I16, 2), (_I32, 4)))
+        keep_mask = _keep_mask(builder, kept, wd, _I64)
+        umin = _declare(builder, f"llvm.umin.v{wd}i8", vb, [vb, vb])
+        umax = _declare(builder, f"llvm.umax.v{wd}i8", vb, [vb, vb])
+        if wd == 64:
+            def pmaddwd(x):
+                return _pmaddwd(builder, x, x)
+        else:
+            madd = _declare(builder, "llvm.x86.avx2.pmadd.wd", vd, [vw, vw])
+
+            def pmaddwd(x):
+                return builder.call(madd, [x, x])
+        vsum = ir.VectorType(_I64, wd // 2)
+        # squares: even words, byte 4i+2 alone, odd words, byte 4i+3 alone
+        acc_q = [cgutils.alloca_once_value(builder, ir.Constant(vd, None))
+                 for _ in range(4 * U8CL_UNROLL)]
+        acc_s = [cgutils.alloca_once_value(builder, ir.Constant(vsum, None)) for _ in range(2)]
+        acc_w = [cgutils.alloca_once(builder, vw) for _ in range(2)]  # 16-bit sums
+        acc_lo = cgutils.alloca_once_value(builder, ir.Constant(vb, [255] * wd))
+        acc_hi = cgutils.alloca_once_value(builder, ir.Constant(vb, None))
+        low_byte = ir.Constant(vw, [0xFF] * (wd // 2))
+        third_byte = ir.Constant(vd, [0xFF0000] * (wd // 4))
+        flush = ir.Constant(_I64, U8CL_FLUSH)
+        nchunks = builder.udiv(builder.add(n, ir.Constant(_I64, U8CL_FLUSH - 1)), flush)
+
+        def vector(j, q4):  # one vector's work, its squares into the accumulators q4
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist, vb)
+            v16 = builder.bitcast(v, vw)
+            v32 = builder.bitcast(v, vd)
+            even = builder.and_(v16, low_byte)  # bytes 2i, zero-extended in 16-bit lanes
+            odd = builder.lshr(v16, ir.Constant(vw, [8] * (wd // 2)))  # bytes 2i+1
+            for w, x in zip(acc_w, (even, odd), strict=True):
+                builder.store(builder.add(builder.load(w), x), w)
+            b2 = builder.bitcast(builder.and_(v32, third_byte), vw)  # bytes 4i+2
+            b3 = builder.bitcast(builder.lshr(v32, ir.Constant(vd, [24] * (wd // 4))),
+                                 vw)  # bytes 4i+3
+            for q, x in zip(q4, (even, b2, odd, b3), strict=True):
+                builder.store(builder.add(builder.load(q), pmaddwd(x)), q)
+            builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
+            builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
+
+        unroll = ir.Constant(_I64, U8CL_UNROLL)
+        with cgutils.for_range(builder, nchunks) as chunk:
+            j0 = builder.mul(chunk.index, flush)
+            left = builder.sub(n, j0)
+            count = builder.select(builder.icmp_unsigned("<", left, flush), left, flush)
+            for w in acc_w:
+                builder.store(ir.Constant(vw, None), w)
+            whole = builder.udiv(count, unroll)
+            with cgutils.for_range(builder, whole) as loop:
+                j = builder.add(j0, builder.mul(loop.index, unroll))
+                for u in range(U8CL_UNROLL):
+                    vector(builder.add(j, ir.Constant(_I64, u)), acc_q[4 * u: 4 * u + 4])
+            with cgutils.for_range(builder, builder.urem(count, unroll)) as loop:
+                vector(builder.add(j0, builder.add(builder.mul(whole, unroll), loop.index)),
+                       acc_q[:4])
+            for s, w in zip(acc_s, acc_w, strict=True):
+                builder.store(builder.add(builder.load(s), builder.zext(builder.load(w), vsum)),
+                              s)
+
+        _u8_store(builder, res, 0, builder.load(acc_lo), wd)
+        _u8_store(builder, res, 64, builder.load(acc_hi), wd)
+        # sums: position 2i is even word i, 2i+1 odd word i
+        half, quarter = wd // 2, wd // 4
+        inter = ir.Constant(ir.VectorType(_I32, wd), [k // 2 + half * (k % 2) for k in range(wd)])
+        sums = builder.shuffle_vector(builder.load(acc_s[0]), builder.load(acc_s[1]), inter)
+        _u8_store(builder, res, 128, builder.and_(sums, keep_mask), wd)
+        # squares (uint32: at most U8CL_MAX_ITERATIONS * 2 * 255**2 < 2**32) by position
+        vq = ir.VectorType(_I64, quarter)
+        qs = [builder.zext(builder.load(q), vq) for q in acc_q]
+        for u in range(1, U8CL_UNROLL):
+            qs[:4] = [builder.add(a, b) for a, b in zip(qs[:4], qs[4 * u: 4 * u + 4], strict=True)]
+        qe, q2, qo, q3 = qs[:4]
+        parts = (builder.sub(qe, q2), builder.sub(qo, q3), q2, q3)  # bytes 4i, +1, +2, +3
+        pair = ir.Constant(ir.VectorType(_I32, half), [k // 2 + quarter * (k % 2)
+                                                       for k in range(half)])
+        lo = builder.shuffle_vector(parts[0], parts[1], pair)
+        hi = builder.shuffle_vector(parts[2], parts[3], pair)
+        # lo holds (4i, 4i+1) at 2i, 2i+1; hi holds (4i+2, 4i+3): interleave pairs
+        order = [half * ((k % 4) // 2) + 2 * (k // 4) + k % 2 for k in range(wd)]
+        squares = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, wd), order))
+        _u8_store(builder, res, 192, builder.and_(squares, keep_mask), wd)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Channels-last uint8 with AVX-512 VNNI (Ice Lake, Cascade Lake, Zen 4 and later): four
+# vectors of one phase, ``a b c d`` (same channels at each byte position), transposed by
+# byte and word unpacks (``vpunpck*``, within 128-bit lanes) into four vectors whose
+# 32-bit lanes hold ``(a[p], b[p], c[p], d[p])`` for one position p each; then one
+# ``vpdpbusd`` (unsigned bytes times signed bytes, four products summed into an int32
+# lane) against ones gives the sums, and one against ``x - 128`` (a sign flip) gives
+# ``x * (x - 128)``, so that ``x**2 = x * (x - 128) + 128 x``. Per vector: two unpacks,
+# a flip, two ``vpdpbusd``, ``vpminub``/``vpmaxub``: 7 operations instead of 12.
+
+_NO_VNNI_AVX512_CPUS = {"skylake-avx512", "cannonlake", "x86-64-v4"}
+
+
+def target_vnni(cpu_name: str | None = None, cpu_features: str | None = None) -> bool:
+    """Whether numba's compile target has AVX-512 VNNI (as :func:`target_level` reads it)."""
+    if target_level(cpu_name, cpu_features) != "avx512":
+        return False
+    if cpu_features:
+        return "+avx512vnni" in cpu_features.split(",")
+    if cpu_name and cpu_name != "host":
+        return cpu_name not in _NO_VNNI_AVX512_CPUS
+    try:
+        return bool(llvm_binding.get_host_cpu_features().get("avx512vnni", False))
+    except Exception:  # pragma: no cover - exotic hosts
+        return False
+
+
+HAVE_VNNI = SIMD_LEVEL == "avx512" and target_vnni(getattr(config, "CPU_NAME", None),
+                                                   getattr(config, "CPU_FEATURES", None))
+
+
+def _unpack(builder, a, b, lanes, high):
+    """``vpunpckl*``/``vpunpckh*`` of two 512-bit vectors of ``lanes`` elements:
+    per 128-bit lane, the low (or high) halves of ``a`` and ``b`` interleaved."""
+    per = lanes // 4  # elements per 128-bit lane
+    base = per // 2 if high else 0
+    mask = [(lane * per + base + i // 2) + (lanes if i % 2 else 0)
+            for lane in range(4) for i in range(per)]
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, lanes), mask))
+
+
+# position of the byte that lane ``4 L + i`` of transposed vector k holds: 16 L + 4 k + i
+_T_POSITION = [[16 * (d // 4) + 4 * k + d % 4 for d in range(16)] for k in range(4)]
+
+
+@intrinsic
+def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
+    """:func:`u8_cl_pass` with VNNI (the same arguments and results); ``nper`` at most
+    ``U8CL_MAX_ITERATIONS``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+            and isinstance(out, types.Array) and out.dtype == types.int64):
+        return None
+    sig = types.void(arr, start, nper, step, keep, ahead, out)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        ary = context.make_array(sa[0])(context, builder, args[0])
+        res = context.make_array(sa[6])(context, builder, args[6])
+        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
+                                      for i in (1, 2, 3, 4, 5))
+        keep_mask = _keep_mask(builder, kept, 64, _I64)
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
+        dpbusd = _declare(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
+                          [_V16I32, _V16I32, _V16I32])
         acc_s = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None)) for _ in range(4)]
         acc_q = [cgutils.alloca_once_value(builder, ir.Constant(_V16I32, None)) for _ in range(4)]
         acc_lo = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, [255] * 64))
         acc_hi = cgutils.alloca_once_value(builder, ir.Constant(_V64I8, None))
-        byte = ir.Constant(_V16I32, [0xFF] * 16)
-        with cgutils.for_range(builder, n) as loop:
-            off = builder.add(first, builder.mul(loop.index, step))
-            ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
-            v = builder.load(ptr, align=1, typ=_V64I8)
-            w = builder.bitcast(v, _V16I32)
-            for s in range(4):
-                b = w if s == 0 else builder.lshr(w, ir.Constant(_V16I32, [8 * s] * 16))
-                if s < 3:
-                    b = builder.and_(b, byte)
-                builder.store(builder.add(builder.load(acc_s[s]), b), acc_s[s])
-                h = builder.bitcast(b, _V32I16)
-                sq = _pmaddwd(builder, h, h)
-                builder.store(builder.add(builder.load(acc_q[s]), sq), acc_q[s])
+        ones = ir.Constant(_V16I32, [0x01010101] * 16)
+        flip = ir.Constant(_V16I32, [-0x7F7F7F80] * 16)  # 0x80808080: x - 128 as int8
+        zero = ir.Constant(_V64I8, None)
+
+        def load(j):
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist)
             builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
             builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
+            return v
 
-        def put(index, vec, width):
-            wide = builder.zext(vec, ir.VectorType(_I64, width))
-            ptr = builder.bitcast(builder.gep(res.data, [ir.Constant(_I64, index)]),
-                                  ir.VectorType(_I64, width).as_pointer())
-            builder.store(wide, ptr, align=8)
+        def group(a, b, c, d):
+            ab = [builder.bitcast(_unpack(builder, a, b, 64, h), _V32I16) for h in (False, True)]
+            cd = [builder.bitcast(_unpack(builder, c, d, 64, h), _V32I16) for h in (False, True)]
+            for k in range(4):
+                t = builder.bitcast(_unpack(builder, ab[k // 2], cd[k // 2], 32, k % 2 == 1),
+                                    _V16I32)
+                s, q = acc_s[k], acc_q[k]
+                builder.store(builder.call(dpbusd, [builder.load(s), t, ones]), s)
+                builder.store(builder.call(dpbusd, [builder.load(q), t, builder.xor(t, flip)]),
+                              q)
 
-        put(0, builder.load(acc_lo), 64)
-        put(64, builder.load(acc_hi), 64)
-        for s in range(4):
-            put(128 + 16 * s, builder.load(acc_s[s]), 16)
-            put(192 + 16 * s, builder.load(acc_q[s]), 16)
+        four = ir.Constant(_I64, 4)
+        whole = builder.udiv(n, four)
+        with cgutils.for_range(builder, whole) as loop:
+            j = builder.mul(loop.index, four)
+            group(*(load(builder.add(j, ir.Constant(_I64, u))) for u in range(4)))
+        with cgutils.for_range(builder, builder.urem(n, four)) as loop:  # 0-3 vectors left
+            group(load(builder.add(builder.mul(whole, four), loop.index)), zero, zero, zero)
+
+        _u8_store(builder, res, 0, builder.load(acc_lo), 64)
+        _u8_store(builder, res, 64, builder.load(acc_hi), 64)
+        v64i64 = ir.VectorType(_I64, 64)
+        order = [0] * 64  # by position, from the four accumulators one after the other
+        for k in range(4):
+            for d in range(16):
+                order[_T_POSITION[k][d]] = 16 * k + d
+        mask = ir.Constant(ir.VectorType(_I32, 64), order)
+
+        def by_position(accs):
+            wide = [builder.sext(builder.load(a), ir.VectorType(_I64, 16)) for a in accs]
+            v32 = [_concat(builder, wide[0], wide[1], 16), _concat(builder, wide[2], wide[3], 16)]
+            return builder.shuffle_vector(v32[0], v32[1], mask)
+
+        sums = by_position(acc_s)
+        squares = builder.add(by_position(acc_q),
+                              builder.mul(sums, ir.Constant(v64i64, [128] * 64)))
+        _u8_store(builder, res, 128, builder.and_(sums, keep_mask), 64)
+        _u8_store(builder, res, 192, builder.and_(squares, keep_mask), 64)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+u8_cl_pass_best = u8_cl_pass_vnni if HAVE_VNNI else u8_cl_pass  # what cpu_stats calls

@@ -59,8 +59,9 @@ from .cpu_simd import (
     SIMD_LEVEL,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
+    U8CL_VEC,
     cl_rows_f32,
-    u8_cl_pass,
+    u8_cl_pass_best,
     u8_sums,
 )
 
@@ -565,34 +566,63 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
-U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, 64))
-assert U8CL_BLOCK // 64 <= U8CL_MAX_ITERATIONS
+U8CL_MAX_PERIOD = 128  # ... and the most vectors per period it takes (C / gcd(C, VEC))
+U8CL_PIXELS_MAX = 16  # ... the most channels read as whole pixels (>= 52 of 64 bytes)
+# ... and their blocks (read once: fewer per-block folds than 256 KB, 1 MiB on AVX-512)
+U8CL_PIXELS_BLOCK = 1048576 if U8CL_VEC == 64 else 524288
+assert U8CL_BLOCK // U8CL_VEC <= U8CL_MAX_ITERATIONS
+assert U8CL_PIXELS_BLOCK // min(U8CL_VEC - U8CL_VEC % c for c in range(1, U8CL_PIXELS_MAX + 1)) \
+    < U8CL_MAX_ITERATIONS
 
 
 def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input takes ``_stats_channels_last_u8``."""
     return (HAVE_SIMD and dtype == np.uint8
-            and nchan // math.gcd(nchan, 64) <= U8CL_MAX_PERIOD)
+            and nchan // math.gcd(nchan, U8CL_VEC) <= U8CL_MAX_PERIOD)
 
 
 @numba.njit
 def u8_cl_geometry(nchan):
-    """``(vectors per period, period bytes, rows per block)`` for channels-last uint8."""
-    nvec = nchan // math.gcd(nchan, 64)
-    period = 64 * nvec
-    return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period)
+    """``(passes, step, rows per block, period bytes)`` for channels-last uint8 and
+    vectors of ``U8CL_VEC`` bytes: one pass over vectors ``step = U8CL_VEC - U8CL_VEC % C``
+    bytes apart (whole pixels each) for C <= ``U8CL_PIXELS_MAX``, else one pass per
+    vector of a period (``step`` = the period). Blocks are whole periods."""
+    nvec = nchan // math.gcd(nchan, U8CL_VEC)
+    period = U8CL_VEC * nvec
+    if nchan <= U8CL_PIXELS_MAX:
+        return (1, U8CL_VEC - U8CL_VEC % nchan,
+                (period // nchan) * max(1, U8CL_PIXELS_BLOCK // period), period)
+    return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period), period
+
+
+@numba.njit(inline="always")
+def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
+    """Add the bytes ``xf[a:b]`` of a block starting at ``e0`` into the channel sums."""
+    for e in range(a, b):
+        c = (e - e0) % nchan
+        v = numba.int64(xf[e])
+        s[c] += v
+        q[c] += v * v
+        lo[c] = min(lo[c], v)
+        hi[c] = max(hi[c], v)
 
 
 def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
-    """Channels-last uint8 (``xf`` flat, C-contiguous): per block of whole periods, the
-    exact integer sums by byte position (``cpu_simd.u8_cl_pass``), folded into channels;
-    the last partial period of a block in a scalar loop."""
+    """Channels-last uint8 (``xf`` flat, C-contiguous): per block, from the first address
+    aligned to the vector size on, the exact integer sums by byte position
+    (``cpu_simd.u8_cl_pass``), folded into channels; the bytes before that address and
+    after the last whole period in a scalar loop."""
     nrows = xf.size // nchan
-    nvec, period, rpb = u8_cl_geometry(nchan)
+    passes, step, rpb, period = u8_cl_geometry(nchan)
+    vec = U8CL_VEC
+    keep = min(step, vec)  # bytes of a vector that are its own (the rest: the next one's)
     nblocks = (nrows + rpb - 1) // rpb
+    # blocks start at multiples of the vector size from xf[0], so one offset aligns every
+    # block's vectors: a vector split over two cache lines costs two reads from L1
+    head = (-xf.ctypes.data) % vec
     chan = np.empty(period, np.int64)  # the channel of each byte of a period
     for j in range(period):
-        chan[j] = j % nchan
+        chan[j] = (head + j) % nchan
     nparts = pi.shape[0]
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
     for p in range(p0, p1):
@@ -612,25 +642,26 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             q[:] = 0
             lo[:] = 255
             hi[:] = 0
-            nper = (e1 - e0) // period
+            v0 = min(e1, e0 + head)  # the vectors' first byte
+            if passes == 1:  # vectors of whole pixels, all their bytes inside the block
+                nper = (e1 - v0 - vec) // step + 1 if e1 - v0 >= vec else 0
+            else:  # whole periods
+                nper = (e1 - v0) // period
+            # passes over a period: prefetch the next block while this one is reduced
+            # from L2 (if it is a whole one); a single pass streams without help
+            ahead = rpb * nchan if passes > 1 and (b + 2) * rpb <= nrows else 0
             if nper > 0:
-                for k in range(nvec):
-                    u8_cl_pass(xf, e0 + 64 * k, nper, period, lanes)
-                    for pos in range(64):  # vector k's byte positions are fixed channels
-                        c = chan[64 * k + pos]
+                for k in range(passes):
+                    u8_cl_pass_best(xf, v0 + vec * k, nper, step, keep, ahead, lanes)
+                    for pos in range(vec):  # vector k's byte positions are fixed channels
+                        c = chan[vec * k + pos]
                         lo[c] = min(lo[c], lanes[pos])
                         hi[c] = max(hi[c], lanes[64 + pos])
-                    for t in range(64):  # entry t: byte position 4 * (t % 16) + t // 16
-                        c = chan[64 * k + 4 * (t & 15) + (t >> 4)]
-                        s[c] += lanes[128 + t]
-                        q[c] += lanes[192 + t]
-            for e in range(e0 + nper * period, e1):  # the rest: less than one period
-                c = chan[e - e0 - nper * period]
-                v = numba.int64(xf[e])
-                s[c] += v
-                q[c] += v * v
-                lo[c] = min(lo[c], v)
-                hi[c] = max(hi[c], v)
+                        s[c] += lanes[128 + pos]
+                        q[c] += lanes[192 + pos]
+            # the rest: the bytes before v0, and less than a period after the vectors
+            _u8_cl_scalar(xf, e0, v0, e0, nchan, s, q, lo, hi)
+            _u8_cl_scalar(xf, v0 + nper * step, e1, e0, nchan, s, q, lo, hi)
             n = r1 - r0
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
                 bm, bl = int_mean(s[c], n)
