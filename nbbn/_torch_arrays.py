@@ -41,7 +41,8 @@ def check_no_grad(x, what: str) -> None:
     """Refuse a tensor that requires grad while autograd records (``torch.is_grad_enabled``):
     nbbn's output would carry no gradient, silently. Statistics do not call this: they
     only read the values."""
-    if is_tensor(x) and x.requires_grad and _torch().is_grad_enabled():
+    if type(x) is not np.ndarray and is_tensor(x) and x.requires_grad and (
+            _torch().is_grad_enabled()):
         raise RuntimeError(
             f"{what} is a tensor that requires grad, but nbbn's output carries no gradient "
             "(its kernels are not part of autograd's graph). Call it under "

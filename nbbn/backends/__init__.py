@@ -151,7 +151,8 @@ def resolve(backend: str, x: Any = None) -> Backend:
     """
     check_name(backend)
     if backend == "auto":
-        backend = next((name for test, name in ROUTES if x is not None and test(x)), "cpu")
+        backend = "cpu" if type(x) is np.ndarray else next(
+            (name for test, name in ROUTES if x is not None and test(x)), "cpu")
     if backend == "cuda":
         return _cuda()
     return _module(backend)  # "cpu", or a route's module ("dask", "xarray")
