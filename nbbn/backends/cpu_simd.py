@@ -486,6 +486,24 @@ def _u8_load(builder, ary, off, ahead, vt=_V64I8):
     return builder.load(ptr, align=1, typ=vt)
 
 
+def _u8_pass_signature(arr, start, nper, step, keep, ahead, out):
+    """The typing of the uint8 channels-last passes (None: not theirs)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+            and isinstance(out, types.Array) and out.dtype == types.int64):
+        return None
+    return types.void(arr, start, nper, step, keep, ahead, out)
+
+
+def _u8_pass_args(context, builder, signature, args):
+    """The arguments of a uint8 channels-last pass in LLVM: the input and output array
+    structs, then ``start, nper, step, keep, ahead`` as int64."""
+    sa = signature.args
+    ary = context.make_array(sa[0])(context, builder, args[0])
+    res = context.make_array(sa[6])(context, builder, args[6])
+    ints = (context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5))
+    return (ary, res, *ints)
+
+
 @intrinsic
 def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
     """Reduce the vectors at ``arr[start + j * step : ... + U8CL_VEC]`` for ``j < nper``
@@ -495,17 +513,13 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
     positions ``p >= keep`` (the next vector's first bytes, when ``step < U8CL_VEC``);
     the minima and maxima take them. Each load prefetches the byte ``ahead`` bytes
     further (the next block's; 0: none)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
-            and isinstance(out, types.Array) and out.dtype == types.int64):
+    sig = _u8_pass_signature(arr, start, nper, step, keep, ahead, out)
+    if sig is None:
         return None
-    sig = types.void(arr, start, nper, step, keep, ahead, out)
 
     def codegen(context, builder, signature, args):
-        sa = signature.args
-        ary = context.make_array(sa[0])(context, builder, args[0])
-        res = context.make_array(sa[6])(context, builder, args[6])
-        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
-                                      for i in (1, 2, 3, 4, 5))
+        ary, res, first, n, step, kept, dist = _u8_pass_args(context, builder, signature,
+                                                             args)
         wd = U8CL_VEC  # bytes per vector; words, dwords:
         vb, vw, vd = (ir.VectorType(t, wd // k) for t, k in ((_I8, 1), (_I16, 2), (_I32, 4)))
         keep_mask = _keep_mask(builder, kept, wd, _I64)
@@ -642,17 +656,13 @@ _T_POSITION = [[16 * (d // 4) + 4 * k + d % 4 for d in range(16)] for k in range
 def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
     """:func:`u8_cl_pass` with VNNI (the same arguments and results); ``nper`` at most
     ``U8CL_MAX_ITERATIONS``."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
-            and isinstance(out, types.Array) and out.dtype == types.int64):
+    sig = _u8_pass_signature(arr, start, nper, step, keep, ahead, out)
+    if sig is None:
         return None
-    sig = types.void(arr, start, nper, step, keep, ahead, out)
 
     def codegen(context, builder, signature, args):
-        sa = signature.args
-        ary = context.make_array(sa[0])(context, builder, args[0])
-        res = context.make_array(sa[6])(context, builder, args[6])
-        first, n, step, kept, dist = (context.cast(builder, args[i], sa[i], types.int64)
-                                      for i in (1, 2, 3, 4, 5))
+        ary, res, first, n, step, kept, dist = _u8_pass_args(context, builder, signature,
+                                                             args)
         keep_mask = _keep_mask(builder, kept, 64, _I64)
         umin = _declare(builder, "llvm.umin.v64i8", _V64I8, [_V64I8, _V64I8])
         umax = _declare(builder, "llvm.umax.v64i8", _V64I8, [_V64I8, _V64I8])
