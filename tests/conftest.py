@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 import warnings
 import zlib
@@ -79,3 +80,21 @@ def skip_large_for_simulator(backend: str, size: int) -> None:
     shapes with a patched launch configuration in ``test_cuda.py``."""
     if backend == "cuda" and SIMULATOR and size > SIM_MAX_ELEMENTS:
         pytest.skip(f"{size} elements are too many for the CUDA simulator")
+
+
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """The Ctrl-C tests send SIGINT to this process. A shell that starts the suite as a
+    background job without job control (``cmd &`` in a script) leaves SIGINT ignored,
+    which nbbn respects (it installs no handler then), so those tests would see no
+    interrupt: each test runs with Python's default handler instead."""
+    old = signal.getsignal(signal.SIGINT)
+    if old is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
