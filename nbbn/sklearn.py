@@ -239,16 +239,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = self._validate(X, reset=False, writeable=not copy)
         counted = not copy or self.nan_policy == "raise"
         if counted:
-            self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+            self._refuse_nonfinite_in(X)
         norm = self._normalizer(self.n_features_in_)
         params = (norm.bias, norm._inv_scale, norm.mean) if inverse else (
             norm.mean, norm.scale, norm.bias)
         inp = cpu.prepare(X, self.channel_axis, "X")
         out = cpu.prepare_out(None if copy else X, inp, "X")
         if inp.size and cpu.affine(inp, params, out, count_inf=not counted):
-            # (the count says there is one; the statistics say where, for the message)
-            self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+            self._refuse_nonfinite_in(X)  # the count says there is one; this says where
         return out
+
+    def _refuse_nonfinite_in(self, X) -> None:
+        """:meth:`_refuse_nonfinite` of the statistics of ``X`` (one read)."""
+        self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
 
     def _set_fitted(self, stats: RunningStats) -> None:
         count = stats.count

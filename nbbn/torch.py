@@ -298,10 +298,7 @@ def _collector(rs: RunningStats, calls: dict[str, int], name: str):
 
 
 def _read(rs: RunningStats, x: torch.Tensor) -> None:
-    x = x.detach()
-    if x.dtype == torch.bfloat16:  # numpy has no bfloat16; exact in float32
-        x = x.float()
-    rs.update(x.cpu().numpy())
+    rs.update(x.detach().cpu())  # a CPU tensor as it is: bfloat16 too, without a copy
 
 
 def _input(item: Any) -> torch.Tensor:
