@@ -30,7 +30,7 @@ from .._torch_arrays import (
 )
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
-from . import to_host
+from . import cpu_stream, to_host
 from ._stats import BatchStats
 from .cpu_numerics import BF16
 from .cpu_simd import HAVE_SIMD
@@ -251,12 +251,22 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
         # rows, as the statistics read it (one element per row would crawl)
         data, o3 = data[:, :, 0].T[np.newaxis], o3[:, :, 0].T[np.newaxis]
         x3 = data
+    # a float32/float64 output larger than the last-level cache, apart from the input:
+    # non-temporal stores (cpu_stream; channels-first needs contiguous output rows, long
+    # enough that their unaligned ends are a small part; channels-last short tiles of
+    # whole lines). Measured slower, so not streamed: float16/bfloat16 outputs (the
+    # conversions make those kernels compute-bound) and tiles over STREAM_PERIOD_MAX.
+    stream = (o3.itemsize >= 4 and o3.nbytes >= cpu_stream.STREAM_MIN_BYTES
+              and not np.may_share_memory(data, o3))
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
-        ta, ts, tb = kn.tile_params(a, s, b)
-        head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half)
+        stream = stream and kn.stream_period(nchan, o3.itemsize) <= kn.STREAM_PERIOD_MAX
+        ta, ts, tb = kn.tile_params(a, s, b, o3.itemsize if stream else 0)
+        head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half,
+                       stream)
         kernel = kn.affine_channels_last_inf if count_inf else kn.affine_channels_last
     else:
-        head = (data, half, a, s, b, o3, out_half)
+        stream = stream and o3.strides[2] == o3.itemsize and x3.shape[2] >= 1024
+        head = (data, half, a, s, b, o3, out_half, stream)
         kernel = kn.affine_channels_first_inf if count_inf else kn.affine_channels_first
     _run(kernel, head, (ninf,), x3.size, threads())
     return int(ninf.sum()) if count_inf else 0

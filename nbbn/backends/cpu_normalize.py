@@ -14,6 +14,7 @@ parameters for C-contiguous channels-last data.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,20 +22,28 @@ import numpy as np
 from ._jit import tagged
 from .cpu_numerics import store_float, to_float64
 from .cpu_simd import SIMD_LEVEL
+from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
 
 COUNT_INF = False  # the *_inf builds set it True: they also count infinite inputs
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
+STREAM_TILE_MIN = 64  # ... and the tiles' minimum length with a streamed output
+STREAM_PERIOD_MAX = 256  # ... not streamed when whole lines need longer tiles (C = 1024,
+# C = 1000: the parameters of a long tile crowd the buffer out of L1; 10% slower)
 
 
-def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt, ninf):
+def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf):
     """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``; the ``COUNT_INF``
-    build stores the number of infinite inputs it read in ``ninf[t]``."""
+    build stores the number of infinite inputs it read in ``ninf[t]``. ``stream``
+    (``out``'s rows contiguous): each unit goes through a buffer to non-temporal stores
+    (``cpu_stream``)."""
     bad = 0
     no, nchan, length = x.shape
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
     units = no * nchan * bpr
+    sub = max(1, STREAM_CHUNK_BYTES // out.itemsize)  # streamed: elements per buffer
+    buf = np.empty(min(sub, length) if stream else 0, out.dtype)
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         row = u // bpr
         lo = (u - row * bpr) * ROW_BLOCK
@@ -42,31 +51,63 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, t, nt, ninf):
         o = row // nchan
         c = row - o * nchan
         src = x[o, c, lo:hi]
-        dst = out[o, c, lo:hi]
         ac = a[c]
         sc = s[c]
         bc = b[c]
-        for i in range(hi - lo):
-            v = to_float64(src[i], half)
-            if COUNT_INF:
-                bad += np.isinf(v)
-            store_float(dst, i, (v - ac) * sc + bc, out_half)
+        f = 0
+        while stream and f < hi - lo:  # buffers of whole cache lines, streamed out
+            w = min(sub, hi - lo - f)
+            part = src[f : f + w]
+            tmp = buf[:w]
+            for i in range(w):
+                v = to_float64(part[i], half)
+                if COUNT_INF:
+                    bad += np.isinf(v)
+                store_float(tmp, i, (v - ac) * sc + bc, out_half)
+            stream_copy(tmp, out[o, c], lo + f)
+            f += w
+        if not stream:
+            dst = out[o, c, lo:hi]
+            for i in range(hi - lo):
+                v = to_float64(src[i], half)
+                if COUNT_INF:
+                    bad += np.isinf(v)
+                store_float(dst, i, (v - ac) * sc + bc, out_half)
+    if stream:
+        stream_fence()
     if COUNT_INF:
         ninf[t] = bad
 
 
-def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt, ninf):
-    """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf`` (``ninf``:
-    as in :func:`_affine_channels_first`)."""
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, t, nt, ninf):
+    """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf`` (``ninf``,
+    ``stream``: as in :func:`_affine_channels_first`; chunks of whole tiles)."""
     bad = 0
     tile = ta.size
     nrows = xf.size // nchan
     k = tile // nchan
     rpu = k * max(1, CL_ROWS_PER_UNIT // k)  # rows per unit, a multiple of k
     units = (nrows + rpu - 1) // rpu
+    chunk = tile * max(1, STREAM_CHUNK_BYTES // (tile * outf.itemsize))
+    buf = np.empty(chunk if stream else 0, outf.dtype)
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         e = u * rpu * nchan
         e1 = min(nrows, (u + 1) * rpu) * nchan
+        while stream and e < e1:
+            m = min(chunk, e1 - e)
+            f = 0
+            while f < m:
+                w = min(tile, m - f)
+                src = xf[e + f : e + f + w]
+                tmp = buf[f : f + w]
+                for j in range(w):
+                    v = to_float64(src[j], half)
+                    if COUNT_INF:
+                        bad += np.isinf(v)
+                    store_float(tmp, j, (v - ta[j]) * ts[j] + tb[j], out_half)
+                f += w
+            stream_copy(buf[:m], outf, e)
+            e += m
         while e < e1:
             w = min(tile, e1 - e)
             src = xf[e : e + w]
@@ -77,14 +118,30 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, t, nt, ni
                     bad += np.isinf(v)
                 store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
             e += w
+    if stream:
+        stream_fence()
     if COUNT_INF:
         ninf[t] = bad
 
 
-def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
-    """Repeat the (C,) parameter vectors ``k`` times so that one tile is >= TILE_MIN long."""
+def stream_period(nchan: int, itemsize: int) -> int:
+    """Elements of the shortest tile of whole rows and whole 64-byte output lines."""
+    lanes = 64 // itemsize
+    return nchan * lanes // math.gcd(nchan, lanes)
+
+
+def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream_itemsize: int = 0):
+    """Repeat the (C,) parameter vectors ``k`` times so that one tile is >= TILE_MIN long;
+    for a streamed output of ``stream_itemsize`` bytes per element, a tile of whole
+    output lines and >= STREAM_TILE_MIN elements (the buffer then holds whole lines:
+    with a part-line tile, the vector reads of the buffer stalled on the scalar stores
+    of each tile's tail and streaming was 1.4x slower than not)."""
     nchan = a.shape[0]
-    k = max(1, -(-TILE_MIN // nchan))
+    if stream_itemsize:
+        period = stream_period(nchan, stream_itemsize)
+        k = period // nchan * max(1, -(-STREAM_TILE_MIN // period))
+    else:
+        k = max(1, -(-TILE_MIN // nchan))
     return np.tile(a, k), np.tile(s, k), np.tile(b, k)
 
 

@@ -1,0 +1,123 @@
+"""The affine kernels' streamed outputs (non-temporal stores, ``cpu_stream``).
+
+Only outputs larger than the last-level cache are streamed; here the threshold is
+lowered to zero so that small arrays take that path, and each result is compared bit
+for bit with the ordinary stores' and against the float64 reference: misaligned
+outputs (a partial first and last cache line per buffer), channel counts whose tiles
+are and are not whole lines, rows shorter and longer than a buffer, and the build that
+counts infinities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_output, random_array, ref_normalize
+
+import nbbn
+from nbbn.backends import cpu_normalize, cpu_stream
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Run ``fn`` with the streamed and with the ordinary stores; both results."""
+    def run(fn):
+        monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 1 << 62)
+        plain = fn()
+        monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 0)
+        return fn(), plain
+    return run
+
+
+def _norm(rng, x, axis):
+    c = x.shape[axis]
+    return nbbn.Normalizer(rng.uniform(-2, 2, c), rng.uniform(0.5, 2, c), eps=1e-3,
+                           weight=rng.uniform(0.5, 2, c), bias=rng.standard_normal(c),
+                           channel_axis=axis)
+
+
+def _misaligned(shape, dtype, offset):
+    """An output of ``shape`` starting ``offset`` elements past a 64-byte boundary."""
+    dt = np.dtype(dtype)
+    raw = np.empty(int(np.prod(shape)) + 64, dt)
+    start = (-raw.ctypes.data % 64) // dt.itemsize + offset
+    return raw[start : start + int(np.prod(shape))].reshape(shape)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5])
+@pytest.mark.parametrize("nchan", [1, 3, 16, 64, 100])
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_channels_last_streamed_equals_plain(streamed, rng, dtype, nchan, offset):
+    x = random_array(rng, (2 * cpu_normalize.CL_ROWS_PER_UNIT + 37, nchan), dtype,
+                     channel_axis=-1)
+    norm = _norm(rng, x, -1)
+    out_dtype = np.float64 if dtype == "float64" else np.float32
+    got, plain = streamed(lambda: norm(x, out=_misaligned(x.shape, out_dtype, offset)))
+    np.testing.assert_array_equal(got, plain)
+    assert_output(got, ref_normalize(x, norm.mean, norm.var, norm.weight, norm.bias, 1e-3, -1))
+
+
+@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("length", [1024, 1500, cpu_normalize.ROW_BLOCK + 700])
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
+def test_channels_first_streamed_equals_plain(streamed, rng, dtype, length, offset):
+    x = random_array(rng, (2, 3, length), dtype, channel_axis=1)
+    norm = _norm(rng, x, 1)
+    got, plain = streamed(lambda: norm(x, out=_misaligned(x.shape, np.float32, offset)))
+    np.testing.assert_array_equal(got, plain)
+    assert_output(got, ref_normalize(x, norm.mean, norm.var, norm.weight, norm.bias, 1e-3, 1))
+
+
+def test_streamed_batchnorm_and_inverse(streamed, rng):
+    x = random_array(rng, (64, 24, 24, 3), "uint8", channel_axis=-1)
+
+    def both():
+        bn = nbbn.BatchNorm(3, channel_axis=-1)
+        y = bn(x)
+        return np.concatenate([y.ravel(), bn.running_mean, bn.running_var])
+
+    got, plain = streamed(both)
+    np.testing.assert_array_equal(got, plain)
+    y = random_array(rng, (3000, 5), "float32", channel_axis=-1)
+    norm = _norm(rng, y, -1)
+    got, plain = streamed(lambda: norm.inverse(y))
+    np.testing.assert_array_equal(got, plain)
+
+
+def test_streamed_count_of_infinities(streamed, rng):
+    # scikit-learn's transform counts infinities in the normalizer's own read
+    sklearn = pytest.importorskip("nbbn.sklearn")
+    x = rng.standard_normal((5000, 8)).astype(np.float32)
+    scaler = sklearn.StandardScaler().fit(x)
+    got, plain = streamed(lambda: scaler.transform(x))
+    np.testing.assert_array_equal(got, plain)
+    x[4321, 5] = np.inf
+
+    def refused():
+        with pytest.raises(ValueError, match="infinity"):
+            scaler.transform(x)
+        return np.zeros(1)
+
+    streamed(refused)
+
+
+def test_in_place_and_small_outputs_are_not_streamed(monkeypatch, rng):
+    """An output that is the input, or smaller than the threshold, takes the ordinary
+    stores (the kernels are given ``stream=False``)."""
+    calls = []
+    real = cpu_normalize.affine_channels_last
+
+    def spy(*args):
+        calls.append(args[8])  # the ``stream`` argument
+        return real(*args)
+
+    from nbbn.backends import cpu
+    monkeypatch.setattr(cpu.kn, "affine_channels_last", spy)
+    x = rng.standard_normal((4000, 3)).astype(np.float32)
+    norm = _norm(rng, x, -1)
+    norm(x)
+    monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 0)
+    norm(x)
+    norm(x, out=x)
+    norm(x.astype(np.float16))  # a float16 output is not streamed
+    assert calls == [False, True, False, False]
