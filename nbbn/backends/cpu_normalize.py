@@ -93,31 +93,22 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, t
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         e = u * rpu * nchan
         e1 = min(nrows, (u + 1) * rpu) * nchan
-        while stream and e < e1:
-            m = min(chunk, e1 - e)
+        while e < e1:  # streamed: chunks of whole tiles through the buffer
+            m = min(chunk, e1 - e) if stream else e1 - e
             f = 0
             while f < m:
                 w = min(tile, m - f)
                 src = xf[e + f : e + f + w]
-                tmp = buf[f : f + w]
+                dst = buf[f : f + w] if stream else outf[e + f : e + f + w]
                 for j in range(w):
                     v = to_float64(src[j], half)
                     if COUNT_INF:
                         bad += np.isinf(v)
-                    store_float(tmp, j, (v - ta[j]) * ts[j] + tb[j], out_half)
+                    store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
                 f += w
-            stream_copy(buf[:m], outf, e)
+            if stream:
+                stream_copy(buf[:m], outf, e)
             e += m
-        while e < e1:
-            w = min(tile, e1 - e)
-            src = xf[e : e + w]
-            dst = outf[e : e + w]
-            for j in range(w):
-                v = to_float64(src[j], half)
-                if COUNT_INF:
-                    bad += np.isinf(v)
-                store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
-            e += w
     if stream:
         stream_fence()
     if COUNT_INF:
