@@ -253,14 +253,15 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
         x3 = data
     # a float32/float64 output larger than the last-level cache, apart from the input:
     # non-temporal stores (cpu_stream; channels-first needs contiguous output rows, long
-    # enough that their unaligned ends are a small part; channels-last short tiles of
-    # whole lines). Measured slower, so not streamed: float16/bfloat16 outputs (the
-    # conversions make those kernels compute-bound) and tiles over STREAM_PERIOD_MAX.
+    # enough that their unaligned ends are a small part; channels-last rows of whole
+    # lines, so the tiles are too). Measured slower, so not streamed: float16/bfloat16
+    # outputs (the conversions make those kernels compute-bound), see STREAM_CHANNELS_MAX.
     stream = (o3.itemsize >= 4 and o3.nbytes >= cpu_stream.STREAM_MIN_BYTES
               and not np.may_share_memory(data, o3))
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
-        stream = stream and kn.stream_period(nchan, o3.itemsize) <= kn.STREAM_PERIOD_MAX
-        ta, ts, tb = kn.tile_params(a, s, b, o3.itemsize if stream else 0)
+        stream = (stream and nchan * o3.itemsize % cpu_stream.LINE_BYTES == 0
+                  and nchan <= kn.STREAM_CHANNELS_MAX)
+        ta, ts, tb = kn.tile_params(a, s, b)
         head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half,
                        stream)
         kernel = kn.affine_channels_last_inf if count_inf else kn.affine_channels_last

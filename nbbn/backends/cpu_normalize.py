@@ -14,7 +14,6 @@ parameters for C-contiguous channels-last data.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -25,12 +24,16 @@ from .cpu_simd import SIMD_LEVEL
 from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
 
 COUNT_INF = False  # the *_inf builds set it True: they also count infinite inputs
+# The kernels below keep the streamed and the plain loop apart on purpose: written as
+# one loop whose destination is ``buf[...] if stream else out[...]``, LLVM no longer
+# sees that the buffer is a fresh allocation, and streaming became 1.6x slower.
 ROW_BLOCK = 16384  # channels-first: elements of one row handled by one work unit
 TILE_MIN = 64  # channels-last: the tiled parameter vectors hold at least this many elements
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
-STREAM_TILE_MIN = 64  # ... and the tiles' minimum length with a streamed output
-STREAM_PERIOD_MAX = 256  # ... not streamed when whole lines need longer tiles (C = 1024,
-# C = 1000: the parameters of a long tile crowd the buffer out of L1; 10% slower)
+# ... streamed when its rows are whole 64-byte lines and C is at most this (C = 1024:
+# the parameters of a tile crowd the buffer out of L1, 10% slower; C = 3: 0.98-1.15x,
+# the uint8 map is compute-bound)
+STREAM_CHANNELS_MAX = 256
 
 
 def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf):
@@ -93,46 +96,41 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, t
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         e = u * rpu * nchan
         e1 = min(nrows, (u + 1) * rpu) * nchan
-        while e < e1:  # streamed: chunks of whole tiles through the buffer
-            m = min(chunk, e1 - e) if stream else e1 - e
+        while stream and e < e1:
+            m = min(chunk, e1 - e)
             f = 0
             while f < m:
                 w = min(tile, m - f)
                 src = xf[e + f : e + f + w]
-                dst = buf[f : f + w] if stream else outf[e + f : e + f + w]
+                tmp = buf[f : f + w]
                 for j in range(w):
                     v = to_float64(src[j], half)
                     if COUNT_INF:
                         bad += np.isinf(v)
-                    store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
+                    store_float(tmp, j, (v - ta[j]) * ts[j] + tb[j], out_half)
                 f += w
-            if stream:
-                stream_copy(buf[:m], outf, e)
+            stream_copy(buf[:m], outf, e)
             e += m
+        while e < e1:
+            w = min(tile, e1 - e)
+            src = xf[e : e + w]
+            dst = outf[e : e + w]
+            for j in range(w):
+                v = to_float64(src[j], half)
+                if COUNT_INF:
+                    bad += np.isinf(v)
+                store_float(dst, j, (v - ta[j]) * ts[j] + tb[j], out_half)
+            e += w
     if stream:
         stream_fence()
     if COUNT_INF:
         ninf[t] = bad
 
 
-def stream_period(nchan: int, itemsize: int) -> int:
-    """Elements of the shortest tile of whole rows and whole 64-byte output lines."""
-    lanes = 64 // itemsize
-    return nchan * lanes // math.gcd(nchan, lanes)
-
-
-def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray, stream_itemsize: int = 0):
-    """Repeat the (C,) parameter vectors ``k`` times so that one tile is >= TILE_MIN long;
-    for a streamed output of ``stream_itemsize`` bytes per element, a tile of whole
-    output lines and >= STREAM_TILE_MIN elements (the buffer then holds whole lines:
-    with a part-line tile, the vector reads of the buffer stalled on the scalar stores
-    of each tile's tail and streaming was 1.4x slower than not)."""
+def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
+    """Repeat the (C,) parameter vectors ``k`` times so that one tile is >= TILE_MIN long."""
     nchan = a.shape[0]
-    if stream_itemsize:
-        period = stream_period(nchan, stream_itemsize)
-        k = period // nchan * max(1, -(-STREAM_TILE_MIN // period))
-    else:
-        k = max(1, -(-TILE_MIN // nchan))
+    k = max(1, -(-TILE_MIN // nchan))
     return np.tile(a, k), np.tile(s, k), np.tile(b, k)
 
 

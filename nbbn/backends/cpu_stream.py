@@ -30,7 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-_LINE = 64  # bytes per non-temporal store: one cache line
+LINE_BYTES = 64  # bytes per non-temporal store: one cache line
 _V8I64 = ir.VectorType(_I64, 8)
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
@@ -72,19 +72,19 @@ def stream_copy(typingctx, src, dst, start):
                          [builder.mul(first, ir.Constant(_I64, itemsize))])
         # bytes before the first aligned line (at most all of them)
         mis = builder.and_(builder.sub(ir.Constant(_I64, 0), builder.ptrtoint(dp, _I64)),
-                           ir.Constant(_I64, _LINE - 1))
+                           ir.Constant(_I64, LINE_BYTES - 1))
         head = builder.select(builder.icmp_unsigned("<", mis, nbytes), mis, nbytes)
         cgutils.raw_memcpy(builder, dp, sp, head, 1)
-        lines = builder.udiv(builder.sub(nbytes, head), ir.Constant(_I64, _LINE))
+        lines = builder.udiv(builder.sub(nbytes, head), ir.Constant(_I64, LINE_BYTES))
         meta = builder.module.add_metadata([ir.Constant(_I32, 1)])
         with cgutils.for_range(builder, lines) as loop:
-            off = builder.add(head, builder.mul(loop.index, ir.Constant(_I64, _LINE)))
+            off = builder.add(head, builder.mul(loop.index, ir.Constant(_I64, LINE_BYTES)))
             v = builder.load(builder.bitcast(builder.gep(sp, [off]), _V8I64.as_pointer()),
                              align=1, typ=_V8I64)
             st = builder.store(v, builder.bitcast(builder.gep(dp, [off]),
-                                                  _V8I64.as_pointer()), align=_LINE)
+                                                  _V8I64.as_pointer()), align=LINE_BYTES)
             st.set_metadata("nontemporal", meta)
-        done = builder.add(head, builder.mul(lines, ir.Constant(_I64, _LINE)))
+        done = builder.add(head, builder.mul(lines, ir.Constant(_I64, LINE_BYTES)))
         cgutils.raw_memcpy(builder, builder.gep(dp, [done]), builder.gep(sp, [done]),
                            builder.sub(nbytes, done), 1)
         return context.get_dummy_value()
