@@ -103,6 +103,37 @@ def test_normalizer_multiblock(dtype, layout, c, backend, rng):
     assert_output(y, ref_normalize(x, mean, var, weight, bias, 1e-5, axis))
 
 
+def test_channels_last_tile_rule():
+    from nbbn.backends import cpu_normalize as kn
+
+    for c in range(1, 1200):
+        k = kn.tile_rows(c)
+        tile = k * c
+        assert tile >= kn.TILE_MIN, c
+        if tile % kn.TILE_ALIGN:  # whole vectors only cost too many rows
+            step = kn.TILE_ALIGN // math.gcd(c, kn.TILE_ALIGN)
+            assert step * c > kn.TILE_MAX and k == -(-kn.TILE_MIN // c), c
+        else:
+            assert tile <= max(kn.TILE_MAX, c), c
+            assert (k - kn.TILE_ALIGN // math.gcd(c, kn.TILE_ALIGN)) * c < kn.TILE_MIN, c
+
+
+@pytest.mark.parametrize("c", [1, 3, 5, 33, 100, 1000])
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32", "float64"])
+def test_channels_last_tiles_match_channels_first(dtype, c, rng):
+    """Whole tiles, then a part tile of 7 rows: the same bits as the channels-first
+    kernel on the transposed data, and the float64 reference's rounding."""
+    from nbbn.backends import cpu_normalize as kn
+
+    x = (rng.random((3 * kn.tile_rows(c) + 7, c)) * 200).astype(dtype)
+    mean, var, weight, bias = _params(rng, x, -1)
+    y = nbbn.Normalizer(mean, var, weight=weight, bias=bias, channel_axis=-1)(x)
+    y_cf = nbbn.Normalizer(mean, var, weight=weight, bias=bias,
+                           channel_axis=0)(np.ascontiguousarray(x.T))
+    np.testing.assert_array_equal(y, y_cf.T)
+    assert_output(y, ref_normalize(x, mean, var, weight, bias, channel_axis=-1))
+
+
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2", ">i2"])
 def test_normalizer_big_endian(dtype, backend, rng):
     native = random_array(rng, (3, 4, 5), np.dtype(dtype).newbyteorder("="))
