@@ -335,3 +335,46 @@ def test_channels_last_uint8_views(rng):
     for view in (x[::2], x[:, :, ::-1], x[:, ::3, 1:], x[::-1]):
         rs = nbbn.channel_stats(view, -1, backend="cpu")
         assert_stats(rs, ref_stats(view, -1), 1e-12)
+
+
+# --------------------------------------------------------------- channels-first float32 head
+@numba.njit
+def _head_sums(r, k, steps):
+    return cpu_simd.f32_shifted_sums(r, k, steps)
+
+
+@needs_simd
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_f32_shifted_sums_against_float64(rng, dtype):
+    # the AVX2-level kernel itself (it compiles at either SIMD level): sums of x - k over
+    # whole steps, an unaligned start, values far from k and of both signs
+    base = (rng.standard_normal(40 * cpu_simd.F32_STEP + 3) * 50 + 20).astype(dtype)
+    x = base[1:]
+    bits = x.view(np.uint16) if dtype == "float16" else x
+    k = float(np.float32(x[0]))
+    steps = x.size // cpu_simd.F32_STEP
+    sd, sq, mn, mx = _head_sums(bits, k, steps)
+    head = x[: steps * cpu_simd.F32_STEP].astype(np.float64)
+    d = head - k  # exact in float64
+    assert sd == pytest.approx(d.sum(), rel=1e-14, abs=1e-14 * np.abs(d).sum())
+    assert sq == pytest.approx((d * d).sum(), rel=1e-14)
+    assert (mn, mx) == (head.min(), head.max())
+    assert _head_sums(bits, k, 0)[:2] == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 3136, 8192 + 33])
+def test_channels_first_float_rows_head_and_tail(rng, dtype, length):
+    # row lengths below, at and above one step of the AVX2 head, and above one block;
+    # a strided view (no head: unit stride only), a NaN in the head and one in the tail
+    x = (rng.standard_normal((3, 4, length)) * 3 + 100).astype(dtype)
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), stats_rtol(np.dtype(dtype)))
+    view = np.repeat(x, 2, axis=2)[:, :, ::2]
+    assert_stats(nbbn.channel_stats(view, 1, backend="cpu"), ref_stats(view, 1),
+                 stats_rtol(np.dtype(dtype)))
+    y = x.copy()
+    y[0, 1, 0] = np.nan
+    y[2, 3, length - 1] = np.nan
+    rs = nbbn.channel_stats(y, 1, backend="cpu", nan_policy="omit")
+    assert_stats(rs, ref_stats(y, 1, nan_policy="omit"), stats_rtol(np.dtype(dtype)))

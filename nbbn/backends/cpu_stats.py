@@ -54,6 +54,8 @@ from .cpu_numerics import (
 )
 from .cpu_simd import (
     CL_LANES,
+    F32_HEAD,
+    F32_STEP,
     HAVE_SIMD,
     MAX_BYTES,
     SIMD_LEVEL,
@@ -61,6 +63,7 @@ from .cpu_simd import (
     U8CL_MAX_ITERATIONS,
     U8CL_VEC,
     cl_rows_f32,
+    f32_shifted_sums,
     u8_cl_pass_best,
     u8_sums,
 )
@@ -130,16 +133,43 @@ def _block_slow(r, start, n, step, half, policy):
     return cnt, hi, lo, max(q - c * (c / cnt), zero), mn, mx, nnan, ninf
 
 
+def _f32_head(r, kd, half):  # pragma: no cover - replaced by the overload
+    """``(m, sd, sq, mn, mx)``: the explicit-SIMD sums (``cpu_simd.f32_shifted_sums``,
+    AVX2 level only) over the first ``m`` elements of ``r``, whole loop steps; ``m = 0``
+    (and empty sums) where that kernel does not apply."""
+    raise NotImplementedError
+
+
+@overload(_f32_head, inline="always")
+def _f32_head_impl(r, kd, half):
+    def empty(r, kd, half):
+        return 0, numba.float64(0), numba.float64(0), np.float32(np.inf), np.float32(-np.inf)
+
+    if not (F32_HEAD and isinstance(r, types.Array) and r.ndim == 1 and (
+            (r.dtype == types.float32 and isinstance(half, types.NoneType))
+            or (r.dtype == types.uint16 and isinstance(half, types.Boolean)))):
+        return empty
+
+    def impl(r, kd, half):
+        steps = r.size // F32_STEP
+        if steps == 0 or r.strides[0] != r.itemsize:
+            return 0, numba.float64(0), numba.float64(0), np.float32(np.inf), \
+                np.float32(-np.inf)
+        sd, sq, mn, mx = f32_shifted_sums(r, kd, steps)
+        return steps * F32_STEP, sd, sq, mn, mx
+
+    return impl
+
+
 @numba.njit(nogil=True, fastmath=_FASTMATH)
 def _f32_shifted_pass(r, k, half):
     """Sums of d = r - k and d*d in float64 (d is exact), min and max in float32 (``r``
-    float32, or float16 bits with ``half=True``)."""
-    sd = numba.float64(0)
-    sq = numba.float64(0)
-    bmn = as_float32(r[0], half)
-    bmx = bmn
+    float32, or float16 bits with ``half=True``): the SIMD head, then the rest."""
     kd = numba.float64(k)
-    for i in range(r.size):
+    m, sd, sq, bmn, bmx = _f32_head(r, kd, half)
+    bmn = fmin_fast(bmn, as_float32(r[0], half))
+    bmx = fmax_fast(bmx, as_float32(r[0], half))
+    for i in range(m, r.size):
         v = as_float32(r[i], half)
         d = numba.float64(v) - kd
         sd += d
