@@ -21,7 +21,8 @@ from nbbn.backends import cpu_stats
 def _not_on_simulator(request):
     """These inputs are sized to the CPU kernels' blocks (10^5-10^6 values): too large
     for the CUDA simulator; test_cuda.py drives the CUDA kernels' shift paths."""
-    if request.node.callspec.params.get("backend") == "cuda" and SIMULATOR:
+    callspec = getattr(request.node, "callspec", None)  # absent: not parametrized
+    if callspec is not None and callspec.params.get("backend") == "cuda" and SIMULATOR:
         pytest.skip("CPU block-sized inputs are too large for the CUDA simulator")
 
 
@@ -63,3 +64,71 @@ def test_small_integers_extremes_exact(backend, dtype):
     rs = nbbn.channel_stats(x, 1, backend=backend)
     assert_stats(rs, ref_stats(x, 1), 1e-12)
     assert rs.var[0] == 0.0
+
+
+# ------------------------------------------------ channels-first short rows, in groups
+def _short_rows(rng, shape, dtype, mean=5.0, std=2.0):
+    return (mean + std * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("shape", [(2, 3, 1), (700, 5, 3), (9, 4, 49), (3, 2, 1023),
+                                   (40, 16, 16)])
+def test_channels_first_short_rows_grouped(rng, dtype, shape):
+    # groups of ROW_BLOCK // L rows (a part group at the end), all channels of a group
+    # read row by row; one group per partition at most, or several
+    x = _short_rows(rng, shape, dtype)
+    assert cpu_stats.grouped_rows(x.dtype, False, shape) == (
+        dtype == "float32" or cpu_stats.HAVE_SIMD)
+    rs = nbbn.RunningStats(channel_axis=1, backend="cpu")
+    rs.update(x[: shape[0] // 2]).update(x[shape[0] // 2:])  # the running mean as shift
+    assert_stats(rs, ref_stats(x, 1), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("ratio", [1e3, 1e5, 1e7])
+def test_channels_first_short_rows_far_from_the_shift(rng, ratio):
+    # groups of rows whose means alternate between 0 and `ratio` std: each group's shift
+    # (the partition's running mean) is far from its mean (the retry with the group
+    # means); from 1e7 on the float32 values are whole numbers and a group cancels even
+    # after the retry (the exact row-by-row redo)
+    rpg = cpu_stats.rows_per_group(49)
+    x = _short_rows(rng, (4 * rpg + 5, 3, 49), np.float64, mean=0.0, std=1.0)
+    x[rpg : 2 * rpg] += ratio
+    x[3 * rpg :] += ratio
+    x = x.astype(np.float32)
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), stats_rtol("float32"))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_channels_first_short_rows_nan_inf_constant(rng, dtype, nan_policy):
+    x = _short_rows(rng, (300, 4, 7), dtype)
+    x[5, 0, 3] = np.nan
+    x[250, 1, 6] = np.inf
+    x[:, 2] = 1.5  # a constant channel: var exactly 0
+    rs = nbbn.channel_stats(x, 1, backend="cpu", nan_policy=nan_policy)
+    assert_stats(rs, ref_stats(x, 1, nan_policy=nan_policy), stats_rtol(dtype))
+    assert rs.var[2] == 0.0 and rs.mean[2] == 1.5
+
+
+def test_channels_first_short_rows_strided_view(rng):
+    base = _short_rows(rng, (64, 6, 2, 25), np.float32)
+    x = base[::2, ::2, 1]  # (32, 3, 25) with no unit-stride axis to merge
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), stats_rtol("float32"))
+
+
+def test_channels_first_short_rows_take_the_grouped_kernel(rng, monkeypatch):
+    from nbbn.backends import cpu
+
+    calls = []
+    grouped = cpu_stats.stats_channels_first_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
+                        lambda *a: calls.append(a[3]) or grouped(*a))
+    nbbn.channel_stats(_short_rows(rng, (8, 16, 4, 4), np.float32), 1, backend="cpu")
+    assert calls == [cpu_stats.rows_per_group(16)]
+    assert cpu.ks is cpu_stats
+    nbbn.channel_stats(_short_rows(rng, (8, 16, 32, 32), np.float32), 1, backend="cpu")
+    nbbn.channel_stats(_short_rows(rng, (8, 16, 4, 4), np.float64), 1, backend="cpu")
+    assert len(calls) == 1  # 1024-element rows, and float64: the row blocks

@@ -151,6 +151,11 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         kernel = ks.stats_channels_last
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
+    elif ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
+        rpg = ks.rows_per_group(x3.shape[2])
+        nparts = _nparts(x3.size, -(-x3.shape[0] // rpg))
+        kernel = ks.stats_channels_first_grouped
+        args = (data, half, policy, rpg)
     else:
         rb = ks.row_block(x3.dtype)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))

@@ -3,7 +3,10 @@
 Two layouts, both reducing to per-channel results of shape (C,):
 
 * ``stats_channels_first(x, ...)`` for ``x`` of shape (O, C, L) with any strides:
-  each row ``x[o, c]`` is cut into blocks of ``ROW_BLOCK`` elements.
+  each row ``x[o, c]`` is cut into blocks of ``ROW_BLOCK`` elements;
+  ``stats_channels_first_grouped`` for float32/float16/bfloat16 rows shorter than
+  ``SHORT_ROW`` (CNN feature maps of 7x7 or 14x14): a block is a group of rows of one
+  channel, read in memory order with one shift per channel.
 * ``stats_channels_last(xf, C, ...)`` for a C-contiguous (M, C) array passed flat:
   rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
   loop is long and unit-stride even for C = 3.
@@ -73,6 +76,11 @@ TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see 
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
+
+# channels-first rows shorter than this are reduced in groups of rows (float32 family):
+# one block per row cost a block's setup and a merge per row, and (256, 2048, 7, 7)
+# float32 ran at 4.4 GB/s against 25 for 56x56 rows
+SHORT_ROW = 1024
 
 ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
 assert ROW_BLOCK_U8 <= MAX_BYTES
@@ -497,6 +505,128 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
             pinf[p, c] += binf
 
 
+def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
+    """Whether an (O, C, L) piece takes ``stats_channels_first_grouped``: float32,
+    bfloat16 (``bf16``) or, with F16C, float16 (the dtypes of ``block_fast``'s shifted
+    single pass), rows shorter than ``SHORT_ROW``, and more than one of them per channel."""
+    floats = bf16 or dtype == np.float32 or (dtype == np.float16 and HAVE_SIMD)
+    return floats and shape[0] > 1 and shape[2] < SHORT_ROW
+
+
+def rows_per_group(length: int) -> int:
+    """Rows of ``length`` elements per group of ``stats_channels_first_grouped``: about
+    ``ROW_BLOCK`` elements, as a block of long rows."""
+    return max(1, ROW_BLOCK // max(1, length))
+
+
+@numba.njit(nogil=True, fastmath=_FASTMATH)
+def _group_pass(x, o0, o1, kc, sd, sq, tmn, tmx, half):
+    """Per channel c, over the rows ``x[o, c]`` for ``o0 <= o < o1`` in memory order:
+    the sums of d = x - kc[c] and d*d (float64, d exact) and the min/max (float32)."""
+    sd[:] = 0.0
+    sq[:] = 0.0
+    tmn[:] = np.inf
+    tmx[:] = -np.inf
+    for o in range(o0, o1):
+        for c in range(x.shape[1]):
+            a, q, lo, hi = _f32_shifted_pass(x[o, c, :], kc[c], half)
+            sd[c] += a
+            sq[c] += q
+            tmn[c] = fmin_fast(tmn[c], lo)
+            tmx[c] = fmax_fast(tmx[c], hi)
+
+
+@numba.njit(nogil=True)
+def _rows_slow(x, o0, o1, c, half, policy):
+    """``_block_slow`` of each row ``x[o, c]``, ``o0 <= o < o1``, merged: the exact
+    statistics of a group that holds a NaN or an infinity, or still cancels."""
+    n = 0
+    m = numba.float64(0)
+    ml = numba.float64(0)
+    q = numba.float64(0)
+    lo = numba.float64(np.inf)
+    hi = numba.float64(-np.inf)
+    nnan = 0
+    ninf = 0
+    for o in range(o0, o1):
+        r = x[o, c, :]
+        bn, bm, bl, bq, bmn, bmx, bnan, binf = _block_slow(r, 0, r.size, 1, half, policy)
+        n, m, ml, q = chan_merge(n, m, ml, q, bn, bm, bl, bq)
+        lo = merge_min(lo, bmn)
+        hi = merge_max(hi, bmx)
+        nnan += bnan
+        ninf += binf
+    return n, m, ml, q, lo, hi, nnan, ninf
+
+
+def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
+    """Channels-first (O, C, L) float32/float16/bfloat16 with short rows: a block is the
+    ``rpg`` rows ``x[o0:o1, c]`` of one channel, reduced as ``_stats_channels_last``
+    reduces a block (a float32 shift per channel, one retry with the block means,
+    exact redo of non-finite or still-cancelling blocks); the rows are read in memory
+    order, all channels of a row group at a time."""
+    no, nchan, length = x.shape
+    ngroups = (no + rpg - 1) // rpg
+    nparts = pi.shape[0]
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    sd = np.empty(nchan)
+    sq = np.empty(nchan)
+    tmn = np.empty(nchan, np.float32)
+    tmx = np.empty(nchan, np.float32)
+    kc = np.empty(nchan, np.float32)
+    for p in range(p0, p1):
+        for g in range((ngroups * p) // nparts, (ngroups * (p + 1)) // nparts):
+            o0 = g * rpg
+            o1 = min(no, o0 + rpg)
+            n = (o1 - o0) * length
+            for c in range(nchan):  # shift: the running mean, else the group's first value
+                if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
+                    kc[c] = np.float32(pmean[p, c])
+                else:
+                    kc[c] = as_float32(x[o0, c, 0], half)
+            for attempt in range(2):
+                _group_pass(x, o0, o1, kc, sd, sq, tmn, tmx, half)
+                retry = False
+                for c in range(nchan):
+                    a = sd[c]
+                    q = sq[c]
+                    if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
+                        if (q - a * a / n) * RATIO_LIMIT_LOW < q:  # far from the shift
+                            retry = True
+                            kc[c] = np.float32(numba.float64(kc[c]) + a / n)
+                if not retry:
+                    break
+            for c in range(nchan):
+                a = sd[c]
+                q = sq[c]
+                bmn = numba.float64(tmn[c])
+                bmx = numba.float64(tmx[c])
+                bn = n
+                bnan = 0
+                binf = 0
+                if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
+                    bn, bm, bl, q, bmn, bmx, bnan, binf = _rows_slow(x, o0, o1, c, half, policy)
+                elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
+                    bm = bmn
+                    bl = numba.float64(0)
+                    q = numba.float64(0)
+                else:
+                    bm, bl = dd_mean(numba.float64(kc[c]), a / n)
+                    q = q - a * a / n
+                    if q * RATIO_LIMIT_LOW < sq[c]:  # still cancelling after the retry
+                        bn, bm, bl, q, bmn, bmx, bnan, binf = _rows_slow(
+                            x, o0, o1, c, half, policy)
+                    else:
+                        q = max(q, numba.float64(0))
+                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
+                    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], bn, bm, bl, q
+                )
+                pmn[p, c] = merge_min(pmn[p, c], bmn)
+                pmx[p, c] = merge_max(pmx[p, c], bmx)
+                pnan[p, c] += bnan
+                pinf[p, c] += binf
+
+
 @numba.njit
 def channels_last_geometry(nchan, simd):
     """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
@@ -710,5 +840,6 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
 # NBBN_SIMD=none never loads the AVX-512 build of an earlier one.
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 stats_channels_first = tagged(_stats_channels_first, SIMD_LEVEL, **_OPTS)
+stats_channels_first_grouped = tagged(_stats_channels_first_grouped, SIMD_LEVEL, **_OPTS)
 stats_channels_last = tagged(_stats_channels_last, SIMD_LEVEL, **_OPTS)
 stats_channels_last_u8 = tagged(_stats_channels_last_u8, SIMD_LEVEL, **_OPTS)
