@@ -72,8 +72,8 @@ def _short_rows(rng, shape, dtype, mean=5.0, std=2.0):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("shape", [(2, 3, 1), (700, 5, 3), (9, 4, 49), (3, 2, 1023),
-                                   (40, 16, 16)])
+@pytest.mark.parametrize("shape", [(40000, 2, 1), (7000, 5, 3), (200, 8, 49), (33, 2, 1023),
+                                   (300, 16, 16)])
 def test_channels_first_short_rows_grouped(rng, dtype, shape):
     # groups of ROW_BLOCK // L rows (a part group at the end), all channels of a group
     # read row by row; one group per partition at most, or several
@@ -103,9 +103,9 @@ def test_channels_first_short_rows_far_from_the_shift(rng, ratio):
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_channels_first_short_rows_nan_inf_constant(rng, dtype, nan_policy):
-    x = _short_rows(rng, (300, 4, 7), dtype)
+    x = _short_rows(rng, (3000, 4, 7), dtype)
     x[5, 0, 3] = np.nan
-    x[250, 1, 6] = np.inf
+    x[2500, 1, 6] = np.inf
     x[:, 2] = 1.5  # a constant channel: var exactly 0
     rs = nbbn.channel_stats(x, 1, backend="cpu", nan_policy=nan_policy)
     assert_stats(rs, ref_stats(x, 1, nan_policy=nan_policy), stats_rtol(dtype))
@@ -113,8 +113,8 @@ def test_channels_first_short_rows_nan_inf_constant(rng, dtype, nan_policy):
 
 
 def test_channels_first_short_rows_strided_view(rng):
-    base = _short_rows(rng, (64, 6, 2, 25), np.float32)
-    x = base[::2, ::2, 1]  # (32, 3, 25) with no unit-stride axis to merge
+    base = _short_rows(rng, (2000, 6, 2, 25), np.float32)
+    x = base[::2, ::2, 1]  # (1000, 3, 25) with no unit-stride axis to merge
     rs = nbbn.channel_stats(x, 1, backend="cpu")
     assert_stats(rs, ref_stats(x, 1), stats_rtol("float32"))
 
@@ -126,9 +126,10 @@ def test_channels_first_short_rows_take_the_grouped_kernel(rng, monkeypatch):
     grouped = cpu_stats.stats_channels_first_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
                         lambda *a: calls.append(a[3]) or grouped(*a))
-    nbbn.channel_stats(_short_rows(rng, (8, 16, 4, 4), np.float32), 1, backend="cpu")
+    nbbn.channel_stats(_short_rows(rng, (1024, 16, 4, 4), np.float32), 1, backend="cpu")
     assert calls == [cpu_stats.rows_per_group(16)]
     assert cpu.ks is cpu_stats
-    nbbn.channel_stats(_short_rows(rng, (8, 16, 32, 32), np.float32), 1, backend="cpu")
-    nbbn.channel_stats(_short_rows(rng, (8, 16, 4, 4), np.float64), 1, backend="cpu")
-    assert len(calls) == 1  # 1024-element rows, and float64: the row blocks
+    for shape, dtype in [((64, 16, 32, 32), np.float32), ((1024, 16, 4, 4), np.float64),
+                         ((8, 16, 4, 4), np.float32)]:
+        nbbn.channel_stats(_short_rows(rng, shape, dtype), 1, backend="cpu")
+    assert len(calls) == 1  # 1024-element rows, float64, a small batch: the row blocks

@@ -81,6 +81,10 @@ GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before m
 # one block per row cost a block's setup and a merge per row, and (256, 2048, 7, 7)
 # float32 ran at 4.4 GB/s against 25 for 56x56 rows
 SHORT_ROW = 1024
+# ... when the piece holds at least this many elements: a small batch's rows cost little
+# either way, and its first call then compiles the kernel that long rows use as well
+# (the grouped kernel added 0.4-0.8 s to a cold (8, 16, 4, 4) update)
+GROUPED_MIN_ELEMENTS = 1 << 16
 
 ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
 assert ROW_BLOCK_U8 <= MAX_BYTES
@@ -439,6 +443,20 @@ def _partitions(pi, pf, t, nt):
             pi[:, 2])
 
 
+@numba.njit(inline="always")
+def _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl, q, bmn, bmx,
+               bnan, binf):
+    """Merge one block's statistics into channel ``c`` of partition ``p`` (the views of
+    ``_partitions``)."""
+    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
+        pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, q
+    )
+    pmn[p, c] = merge_min(pmn[p, c], bmn)
+    pmx[p, c] = merge_max(pmx[p, c], bmx)
+    pnan[p, c] += bnan
+    pinf[p, c] += binf
+
+
 @cached(nogil=True)
 def fold(pi, pf, ints, floats, into):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
@@ -496,21 +514,18 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
             binf = 0
             if not ok:
                 n, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
-            pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
-                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, q
-            )
-            pmn[p, c] = merge_min(pmn[p, c], bmn)
-            pmx[p, c] = merge_max(pmx[p, c], bmx)
-            pnan[p, c] += bnan
-            pinf[p, c] += binf
+            _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl,
+                       q, bmn, bmx, bnan, binf)
 
 
 def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
     """Whether an (O, C, L) piece takes ``stats_channels_first_grouped``: float32,
     bfloat16 (``bf16``) or, with F16C, float16 (the dtypes of ``block_fast``'s shifted
-    single pass), rows shorter than ``SHORT_ROW``, and more than one of them per channel."""
+    single pass), rows shorter than ``SHORT_ROW``, more than one of them per channel, and
+    at least ``GROUPED_MIN_ELEMENTS`` in all."""
     floats = bf16 or dtype == np.float32 or (dtype == np.float16 and HAVE_SIMD)
-    return floats and shape[0] > 1 and shape[2] < SHORT_ROW
+    return (floats and shape[0] > 1 and shape[2] < SHORT_ROW
+            and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
 
 
 def rows_per_group(length: int) -> int:
@@ -618,13 +633,8 @@ def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
                             x, o0, o1, c, half, policy)
                     else:
                         q = max(q, numba.float64(0))
-                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
-                    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], bn, bm, bl, q
-                )
-                pmn[p, c] = merge_min(pmn[p, c], bmn)
-                pmx[p, c] = merge_max(pmx[p, c], bmx)
-                pnan[p, c] += bnan
-                pinf[p, c] += binf
+                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
+                           q, bmn, bmx, bnan, binf)
 
 
 @numba.njit
@@ -716,13 +726,8 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                         bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                             xf, e0 + c, n, nchan, half, policy
                         )
-                pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
-                    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], bn, bm, bl, q
-                )
-                pmn[p, c] = merge_min(pmn[p, c], bmn)
-                pmx[p, c] = merge_max(pmx[p, c], bmx)
-                pnan[p, c] += bnan
-                pinf[p, c] += binf
+                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
+                           q, bmn, bmx, bnan, binf)
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
