@@ -457,6 +457,23 @@ def _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl, q, bm
     pinf[p, c] += binf
 
 
+@numba.njit(inline="always")
+def _finish_shifted(k, a, q, n, bmn, bmx, limit):
+    """``(redo, mean, mean_lo, M2)`` of a block of ``n`` values from its shifted sums
+    ``a = sum(x - k)``, ``q = sum((x - k)**2)`` and its min/max, after the retry with
+    the block mean as ``k``. ``redo``: the block must be redone exactly (a NaN or an
+    infinity inside, or the sums still cancel: a negative M2 always does). A constant
+    block gets its exact mean and an M2 of exactly 0."""
+    zero = numba.float64(0)
+    if not (is_finite_bits(q) and is_finite_bits(a)):
+        return True, zero, zero, zero
+    if bmn == bmx:
+        return False, bmn, zero, zero
+    bm, bl = dd_mean(k, a / n)
+    m2 = q - a * a / n
+    return m2 * limit < q, bm, bl, m2
+
+
 @cached(nogil=True)
 def fold(pi, pf, ints, floats, into):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
@@ -619,20 +636,10 @@ def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
                 bn = n
                 bnan = 0
                 binf = 0
-                if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
+                redo, bm, bl, q = _finish_shifted(numba.float64(kc[c]), a, q, n, bmn, bmx,
+                                                  RATIO_LIMIT_LOW)
+                if redo:
                     bn, bm, bl, q, bmn, bmx, bnan, binf = _rows_slow(x, o0, o1, c, half, policy)
-                elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
-                    bm = bmn
-                    bl = numba.float64(0)
-                    q = numba.float64(0)
-                else:
-                    bm, bl = dd_mean(numba.float64(kc[c]), a / n)
-                    q = q - a * a / n
-                    if q * RATIO_LIMIT_LOW < sq[c]:  # still cancelling after the retry
-                        bn, bm, bl, q, bmn, bmx, bnan, binf = _rows_slow(
-                            x, o0, o1, c, half, policy)
-                    else:
-                        q = max(q, numba.float64(0))
                 _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
                            q, bmn, bmx, bnan, binf)
 
@@ -711,21 +718,11 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                 bn = n
                 bnan = 0
                 binf = 0
-                if not (is_finite_bits(q) and is_finite_bits(a)):  # NaN/inf: exact redo
+                redo, bm, bl, q = _finish_shifted(tk[c], a, q, n, bmn, bmx, limit)
+                if redo:
                     bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                         xf, e0 + c, n, nchan, half, policy
                     )
-                elif bmn == bmx:  # a constant block: exact mean, M2 exactly 0
-                    bm = bmn
-                    bl = numba.float64(0)
-                    q = numba.float64(0)
-                else:
-                    bm, bl = dd_mean(tk[c], a / n)
-                    q = q - a * a / n
-                    if q * limit < sq[c]:  # still cancelling after the retry: exact redo
-                        bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
-                            xf, e0 + c, n, nchan, half, policy
-                        )
                 _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
                            q, bmn, bmx, bnan, binf)
 
