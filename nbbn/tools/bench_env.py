@@ -14,7 +14,7 @@ import platform
 import time
 from typing import Any
 
-__all__ = ["CpuMonitor", "cpu_model", "environment", "wait_for_quiet"]
+__all__ = ["CpuMonitor", "cpu_line", "cpu_model", "environment", "wait_for_quiet"]
 
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -40,6 +40,15 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+def cpu_line() -> str:
+    """One line for a benchmark script's output: the CPU model, its :data:`SIMD_FLAGS`
+    and the SIMD level of nbbn's kernels (numba's target, ``NUMBA_CPU_NAME``)."""
+    from ..backends import cpu_simd
+
+    return (f"cpu: {cpu_model()}; flags: {' '.join(cpu_flags()) or '-'}; nbbn SIMD level "
+            f"{cpu_simd.SIMD_LEVEL} (numba target: {os.environ.get('NUMBA_CPU_NAME') or 'host'})")
 
 
 def cpu_model() -> str:
