@@ -92,7 +92,7 @@ def test_channels_first_short_rows_far_from_the_shift(rng, ratio):
     # means); from 1e7 on the float32 values are whole numbers and a group cancels even
     # after the retry (the exact row-by-row redo)
     rpg = cpu_stats.rows_per_group(49)
-    x = _short_rows(rng, (4 * rpg + 5, 3, 49), np.float64, mean=0.0, std=1.0)
+    x = _short_rows(rng, (4 * rpg, 3, 49), np.float64, mean=0.0, std=1.0)
     x[rpg : 2 * rpg] += ratio
     x[3 * rpg :] += ratio
     x = x.astype(np.float32)
@@ -102,14 +102,50 @@ def test_channels_first_short_rows_far_from_the_shift(rng, ratio):
 
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_channels_first_short_rows_nan_inf_constant(rng, dtype, nan_policy):
-    x = _short_rows(rng, (3000, 4, 7), dtype)
-    x[5, 0, 3] = np.nan
-    x[2500, 1, 6] = np.inf
+@pytest.mark.parametrize("length", [7, 49])  # 49: the vector pass at both SIMD levels
+def test_channels_first_short_rows_nan_inf_constant(rng, dtype, nan_policy, length):
+    x = _short_rows(rng, (21000 // length, 4, length), dtype)
+    x[5, 0, 3] = np.nan  # in a row's first vector
+    x[-500 // length, 1, length - 1] = np.inf  # in the last value (49: the scalar rest)
     x[:, 2] = 1.5  # a constant channel: var exactly 0
     rs = nbbn.channel_stats(x, 1, backend="cpu", nan_policy=nan_policy)
     assert_stats(rs, ref_stats(x, 1, nan_policy=nan_policy), stats_rtol(dtype))
     assert rs.var[2] == 0.0 and rs.mean[2] == 1.5
+
+
+@pytest.mark.parametrize("length", [31, 32, 33, 48, 49, 63, 100, 127, 128])
+def test_channels_first_short_rows_vector_pass(rng, monkeypatch, length):
+    # rows of 2 to 7 whole vectors (16 lanes with AVX-512, 8 with AVX2) take the vector
+    # pass, with and without a rest after the last vector; longer and shorter rows the
+    # plain one. Both give the exact statistics.
+    calls = []
+    grouped = cpu_stats.stats_channels_first_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
+                        lambda *a: calls.append(a[4]) or grouped(*a))
+    lanes = cpu_stats.ROW_LANES
+    x = _short_rows(rng, (-(-65536 // (4 * length)), 4, length), np.float32, mean=-3.0)
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), stats_rtol("float32"))
+    assert calls == [cpu_stats.HAVE_SIMD and 2 <= length // lanes < cpu_stats.ROW_MAX_VECTORS]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_channels_first_short_rows_one_group_sliced(rng, monkeypatch, dtype):
+    # fewer rows per channel than a group holds, and enough values for threads: the one
+    # group is cut into channel slices (partitions), folded in order afterwards
+    parts = []
+    grouped = cpu_stats.stats_channels_first_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
+                        lambda *a: parts.append(a[-1].shape[0]) or grouped(*a))
+    if not cpu_stats.grouped_rows(np.dtype(dtype), False, (40, 2048, 49)):
+        pytest.skip("float16 without F16C (NBBN_SIMD=none) keeps the row blocks")
+    x = _short_rows(rng, (40, 2048, 49), dtype, mean=100.0)
+    x[:, ::7] += 1e3  # channels far from their neighbours' shifts
+    rs = nbbn.RunningStats(channel_axis=1, backend="cpu")
+    rs.update(x[:8]).update(x[8:])
+    assert_stats(rs, ref_stats(x, 1), stats_rtol(dtype))
+    assert parts[0] == 1  # 8 rows: too few values for threads, one partition
+    assert parts[1] == 2048 * 49 * x.itemsize // cpu_stats.GROUPED_SLICE_BYTES > 1
 
 
 def test_channels_first_short_rows_strided_view(rng):

@@ -153,9 +153,14 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
     elif ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])
-        nparts = _nparts(x3.size, -(-x3.shape[0] // rpg))
+        ngroups = -(-x3.shape[0] // rpg)
+        # a single group is sliced by channels only where threads will share it
+        slices = x3.size >= THREADED_MIN_ELEMENTS
+        nparts = ks.grouped_parts(ngroups, nchan, x3[0].nbytes if slices else 0,
+                                  _nparts(x3.size, ngroups * nchan))
         kernel = ks.stats_channels_first_grouped
-        args = (data, half, policy, rpg)
+        vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize
+        args = (data, half, policy, rpg, vectors)
     else:
         rb = ks.row_block(x3.dtype)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))

@@ -1,6 +1,6 @@
 """Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
 
-Four kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
+Five kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
 FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from numba's
 target (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, else the host) and capped by the
 environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
@@ -16,6 +16,7 @@ have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 * ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers;
 * ``f32_shifted_sums``: a channels-first float32 (and float16) block with more
   accumulators than LLVM gives it (AVX2 level only, ``F32_HEAD``);
+* ``row_shifted_sums``: one short channels-first row (2 to 7 vectors: 7x7 maps);
 * ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position
   (``u8_cl_pass_vnni``: the same with AVX-512 VNNI's ``vpdpbusd``).
 
@@ -443,8 +444,57 @@ F32_ACC = 2  # 2 x (2 + 2 + 1 + 1) = 12 of AVX2's 16 ymm registers
 F32_STEP = F32_LANES * F32_ACC  # elements per loop step
 _VF32P = ir.VectorType(ir.FloatType(), F32_LANES)
 _VF64P = ir.VectorType(ir.DoubleType(), F32_LANES)
-_VI16P = ir.VectorType(_I16, F32_LANES)
-_VHALFP = ir.VectorType(ir.HalfType(), F32_LANES)
+
+
+def _shifted_sums_sig(r, k, n):
+    """The signature of the shifted-sums kernels (``f32_shifted_sums``,
+    ``row_shifted_sums``): ``r`` 1-d float32 or float16 bits (uint16); else None."""
+    if not (isinstance(r, types.Array) and r.ndim == 1
+            and r.dtype in (types.float32, types.uint16)):
+        return None
+    return types.Tuple((types.float64, types.float64, types.float32, types.float32))(r, k, n)
+
+
+def _shifted_args(context, builder, signature, args, lanes):
+    """A shifted-sums kernel's arguments: the array, the shift (float64), the count
+    (int64), and the ``lanes``-wide float64 FMA intrinsic."""
+    vt = ir.VectorType(ir.DoubleType(), lanes)
+    return (context.make_array(signature.args[0])(context, builder, args[0]),
+            context.cast(builder, args[1], signature.args[1], types.float64),
+            context.cast(builder, args[2], signature.args[2], types.int64),
+            _declare(builder, f"llvm.fma.v{lanes}f64", vt, [vt] * 3))
+
+
+def _splat(builder, value, vt):
+    """A vector of type ``vt`` with ``value`` in every lane."""
+    vec = builder.insert_element(ir.Constant(vt, None), value, _I32(0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, vt.count),
+                                                        [0] * vt.count))
+
+
+def _load_f32(builder, ptr, n, half):
+    """``n`` float32 lanes from ``ptr``: float32 values, or float16 bits (``half``)
+    converted (F16C)."""
+    if half:
+        vt = ir.VectorType(_I16, n)
+        raw = builder.load(builder.bitcast(ptr, vt.as_pointer()), align=2, typ=vt)
+        return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), n)),
+                             ir.VectorType(ir.FloatType(), n))
+    vt = ir.VectorType(ir.FloatType(), n)
+    return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4, typ=vt)
+
+
+def _shifted_step(builder, fma, xv, ks, slots):
+    """Add the float32 lanes ``xv`` into the accumulators ``slots`` = (sum of d, sum of
+    d*d, min, max) with ``d = float64(xv) - ks`` (float64 lanes)."""
+    s, q, lo, hi = slots
+    d = builder.fsub(builder.fpext(xv, ks.type), ks)
+    builder.store(builder.fadd(builder.load(s), d), s)
+    builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
+    cur = builder.load(lo)
+    builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
+    cur = builder.load(hi)
+    builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
 
 
 @intrinsic
@@ -453,25 +503,15 @@ def f32_shifted_sums(typingctx, r, k, nsteps):
     ``d = float64(x) - k`` (exact for float32 x and a float32-valued k) and min/max in
     float32; ``r`` is float32 or float16 bits (uint16), 1-d with unit stride. A NaN
     leaves min/max unspecified and makes the sums NaN (the caller redoes such blocks)."""
-    if not (isinstance(r, types.Array) and r.ndim == 1
-            and r.dtype in (types.float32, types.uint16)):
+    sig = _shifted_sums_sig(r, k, nsteps)
+    if sig is None:
         return None
     half = r.dtype == types.uint16
-    sig = types.Tuple((types.float64, types.float64, types.float32, types.float32))(
-        r, k, nsteps)
 
     def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        kd = context.cast(builder, args[1], signature.args[1], types.float64)
-        steps = context.cast(builder, args[2], signature.args[2], types.int64)
-        fma = _declare(builder, f"llvm.fma.v{F32_LANES}f64", _VF64P, [_VF64P] * 3)
+        arr, kd, steps, fma = _shifted_args(context, builder, signature, args, F32_LANES)
 
-        def splat(value, vt):
-            vec = builder.insert_element(ir.Constant(vt, None), value, _I32(0))
-            return builder.shuffle_vector(vec, vec, ir.Constant(
-                ir.VectorType(_I32, F32_LANES), [0] * F32_LANES))
-
-        ks = splat(kd, _VF64P)
+        ks = _splat(builder, kd, _VF64P)
         inits = (ir.Constant(_VF64P, [0.0] * F32_LANES), ir.Constant(_VF64P, [0.0] * F32_LANES),
                  ir.Constant(_VF32P, [float("inf")] * F32_LANES),
                  ir.Constant(_VF32P, [float("-inf")] * F32_LANES))
@@ -481,20 +521,8 @@ def f32_shifted_sums(typingctx, r, k, nsteps):
             base = builder.mul(loop.index, ir.Constant(_I64, F32_STEP))
             for a, (s, q, lo, hi) in enumerate(acc):
                 ptr = builder.gep(arr.data, [builder.add(base, ir.Constant(_I64, F32_LANES * a))])
-                if half:
-                    raw = builder.load(builder.bitcast(ptr, _VI16P.as_pointer()), align=2,
-                                       typ=_VI16P)
-                    xv = builder.fpext(builder.bitcast(raw, _VHALFP), _VF32P)
-                else:
-                    xv = builder.load(builder.bitcast(ptr, _VF32P.as_pointer()), align=4,
-                                      typ=_VF32P)
-                d = builder.fsub(builder.fpext(xv, _VF64P), ks)
-                builder.store(builder.fadd(builder.load(s), d), s)
-                builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
-                cur = builder.load(lo)
-                builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
-                cur = builder.load(hi)
-                builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
+                _shifted_step(builder, fma, _load_f32(builder, ptr, F32_LANES, half), ks,
+                              (s, q, lo, hi))
         # the accumulators folded in a fixed order, then their lanes one by one
         s, q, lo, hi = (builder.load(v) for v in acc[0])
         for a in range(1, F32_ACC):
@@ -515,6 +543,75 @@ def f32_shifted_sums(typingctx, r, k, nsteps):
             v = builder.extract_element(hi, _I32(lane))
             mx = builder.select(builder.fcmp_ordered(">", v, mx), v, mx)
         return context.make_tuple(builder, signature.return_type, [sd, sq, mn, mx])
+
+    return sig, codegen
+
+
+# ---------------------------------------------------------------------------------------
+# Short channels-first rows (CNN feature maps of 7x7 to 28x28, read in row groups by
+# cpu_stats._group_pass): one row's shifted sums per call.
+#
+# LLVM's loop for ``_f32_shifted_pass`` steps 64 values at a time (4 x 16 lanes) on
+# AVX-512, so a 49-value row ran wholly in its scalar remainder. Here whole vectors of
+# ROW_LANES values go through one set of vector accumulators, reduced at the end of the
+# row as a tree of halves (a chain of 15 lane-by-lane adds per sum would cost more than
+# the row); the caller adds the last ``n % ROW_LANES`` values one by one.
+ROW_LANES = CL_LANES  # 16 on AVX-512, 8 on AVX2
+ROW_MAX_VECTORS = 8  # rows of 2 to 7 whole vectors take it (design.md)
+_VF64R = ir.VectorType(_F64, ROW_LANES)
+
+
+def _tree(builder, v, n, op):
+    """``op`` over the ``n`` lanes of ``v`` as a tree of halves: a scalar. (Two
+    reductions sharing one tree, their halves side by side in one vector, measured
+    slower: the two-source shuffles cost more than the steps they save.)"""
+    while n > 1:
+        lo, hi = _halves(builder, v, n)
+        v = op(lo, hi)
+        n //= 2
+    return builder.extract_element(v, _I32(0))
+
+
+@intrinsic
+def row_shifted_sums(typingctx, r, k, nvec):
+    """``(sum of d, sum of d*d, min, max)`` over ``r[: nvec * ROW_LANES]`` with
+    ``d = float64(x) - k`` and min/max in float32 (``nvec >= 1``); ``r`` is float32 or
+    float16 bits (uint16), 1-d with unit stride. NaN: as ``f32_shifted_sums``."""
+    sig = _shifted_sums_sig(r, k, nvec)
+    if sig is None:
+        return None
+    half = r.dtype == types.uint16
+
+    def codegen(context, builder, signature, args):
+        arr, kd, nv, fma = _shifted_args(context, builder, signature, args, ROW_LANES)
+
+        def load(index):
+            return _load_f32(builder, builder.gep(arr.data, [index]), ROW_LANES, half)
+
+        ks = _splat(builder, kd, _VF64R)
+        first = load(ir.Constant(_I64, 0))
+        d0 = builder.fsub(builder.fpext(first, _VF64R), ks)
+        slots = (cgutils.alloca_once_value(builder, d0),
+                 cgutils.alloca_once_value(builder, builder.fmul(d0, d0)),
+                 cgutils.alloca_once_value(builder, first),
+                 cgutils.alloca_once_value(builder, first))
+        with cgutils.for_range(builder, builder.sub(nv, ir.Constant(_I64, 1))) as loop:
+            off = builder.mul(builder.add(loop.index, ir.Constant(_I64, 1)),
+                              ir.Constant(_I64, ROW_LANES))
+            _shifted_step(builder, fma, load(off), ks, slots)
+        s, q, lo, hi = slots
+
+        def vmin(a, b):
+            return builder.select(builder.fcmp_ordered("<", b, a), b, a)
+
+        def vmax(a, b):
+            return builder.select(builder.fcmp_ordered(">", b, a), b, a)
+
+        out = [_tree(builder, builder.load(s), ROW_LANES, builder.fadd),
+               _tree(builder, builder.load(q), ROW_LANES, builder.fadd),
+               _tree(builder, builder.load(lo), ROW_LANES, vmin),
+               _tree(builder, builder.load(hi), ROW_LANES, vmax)]
+        return context.make_tuple(builder, signature.return_type, out)
 
     return sig, codegen
 

@@ -6,7 +6,8 @@ Two layouts, both reducing to per-channel results of shape (C,):
   each row ``x[o, c]`` is cut into blocks of ``ROW_BLOCK`` elements;
   ``stats_channels_first_grouped`` for float32/float16/bfloat16 rows shorter than
   ``SHORT_ROW`` (CNN feature maps of 7x7 or 14x14): a block is a group of rows of one
-  channel, read in memory order with one shift per channel.
+  channel, read in memory order with one shift per channel; rows of 2 to 7 whole
+  vectors go through ``cpu_simd.row_shifted_sums``.
 * ``stats_channels_last(xf, C, ...)`` for a C-contiguous (M, C) array passed flat:
   rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
   loop is long and unit-stride even for C = 3.
@@ -61,12 +62,15 @@ from .cpu_simd import (
     F32_STEP,
     HAVE_SIMD,
     MAX_BYTES,
+    ROW_LANES,
+    ROW_MAX_VECTORS,
     SIMD_LEVEL,
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
     U8CL_VEC,
     cl_rows_f32,
     f32_shifted_sums,
+    row_shifted_sums,
     u8_cl_pass_best,
     u8_sums,
 )
@@ -85,6 +89,9 @@ SHORT_ROW = 1024
 # either way, and its first call then compiles the kernel that long rows use as well
 # (the grouped kernel added 0.4-0.8 s to a cold (8, 16, 4, 4) update)
 GROUPED_MIN_ELEMENTS = 1 << 16
+# ... and a piece of one group (fewer rows per channel than a group holds) is cut into
+# channel slices for the threads, each reading runs of at least this many bytes per row
+GROUPED_SLICE_BYTES = 65536
 
 ROW_BLOCK_U8 = 65536  # ... for uint8 with SIMD (cpu_simd): the block costs less per byte
 assert ROW_BLOCK_U8 <= MAX_BYTES
@@ -173,6 +180,20 @@ def _f32_head_impl(r, kd, half):
     return impl
 
 
+@numba.njit(inline="always")
+def _shifted_rest(r, i0, kd, sd, sq, bmn, bmx, half):
+    """Add ``r[i0:]`` to the sums of d = r - kd and d*d and the min/max, one by one
+    (the caller's fastmath flags apply: inlined)."""
+    for i in range(i0, r.size):
+        v = as_float32(r[i], half)
+        d = numba.float64(v) - kd
+        sd += d
+        sq += d * d
+        bmn = fmin_fast(bmn, v)
+        bmx = fmax_fast(bmx, v)
+    return sd, sq, bmn, bmx
+
+
 @numba.njit(nogil=True, fastmath=_FASTMATH)
 def _f32_shifted_pass(r, k, half):
     """Sums of d = r - k and d*d in float64 (d is exact), min and max in float32 (``r``
@@ -181,14 +202,7 @@ def _f32_shifted_pass(r, k, half):
     m, sd, sq, bmn, bmx = _f32_head(r, kd, half)
     bmn = fmin_fast(bmn, as_float32(r[0], half))
     bmx = fmax_fast(bmx, as_float32(r[0], half))
-    for i in range(m, r.size):
-        v = as_float32(r[i], half)
-        d = numba.float64(v) - kd
-        sd += d
-        sq += d * d
-        bmn = fmin_fast(bmn, v)
-        bmx = fmax_fast(bmx, v)
-    return sd, sq, bmn, bmx
+    return _shifted_rest(r, m, kd, sd, sq, bmn, bmx, half)
 
 
 def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
@@ -552,20 +566,79 @@ def rows_per_group(length: int) -> int:
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH)
-def _group_pass(x, o0, o1, kc, sd, sq, tmn, tmx, half):
-    """Per channel c, over the rows ``x[o, c]`` for ``o0 <= o < o1`` in memory order:
-    the sums of d = x - kc[c] and d*d (float64, d exact) and the min/max (float32)."""
-    sd[:] = 0.0
-    sq[:] = 0.0
-    tmn[:] = np.inf
-    tmx[:] = -np.inf
-    for o in range(o0, o1):
-        for c in range(x.shape[1]):
-            a, q, lo, hi = _f32_shifted_pass(x[o, c, :], kc[c], half)
+def _group_pass(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half):
+    """Per channel ``c0 <= c < c1``, over the rows ``x[o, c]`` for ``o0 <= o < o1`` in
+    memory order: the sums of d = x - kc[c] and d*d (float64, d exact) and the min/max
+    (float32)."""
+    sd[c0:c1] = 0.0
+    sq[c0:c1] = 0.0
+    tmn[c0:c1] = np.inf
+    tmx[c0:c1] = -np.inf
+    # unsigned indices, one view per o: less index arithmetic per row (16-value rows:
+    # 15% of the time with signed indices)
+    for o in range(numba.uint64(o0), numba.uint64(o1)):
+        xo = x[o]
+        for c in range(numba.uint64(c0), numba.uint64(c1)):
+            a, q, lo, hi = _f32_shifted_pass(xo[c], kc[c], half)
             sd[c] += a
             sq[c] += q
             tmn[c] = fmin_fast(tmn[c], lo)
             tmx[c] = fmax_fast(tmx[c], hi)
+
+
+def row_vectors(length: int, dtype: np.dtype, bf16: bool) -> bool:
+    """Whether rows of ``length`` elements take ``_group_pass_vectors`` (the argument
+    ``vectors`` of ``stats_channels_first_grouped``): 2 to ``ROW_MAX_VECTORS - 1`` whole
+    vectors, float32 or float16, at the SIMD levels. With one vector the reduction of
+    the accumulators costs more than it saves; from 8 on LLVM's loop (4 x 16 lanes
+    with AVX-512, more sums in flight) is faster."""
+    return (HAVE_SIMD and not bf16 and dtype in (np.float32, np.float16)
+            and 2 <= length // ROW_LANES < ROW_MAX_VECTORS)
+
+
+@numba.njit(nogil=True, fastmath=False)  # explicit: callees inherit the kernel's fastmath
+def _group_pass_vectors(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half):  # flags, and on
+    """``_group_pass`` for unit-stride rows of ``row_vectors`` length: each row's whole
+    vectors through ``cpu_simd.row_shifted_sums``, the rest one by one."""  # the inlined
+    sd[c0:c1] = 0.0  # IR they made it as slow as the loop it replaces
+    sq[c0:c1] = 0.0
+    tmn[c0:c1] = np.inf
+    tmx[c0:c1] = -np.inf
+    nvec = x.shape[2] // ROW_LANES
+    for o in range(numba.uint64(o0), numba.uint64(o1)):
+        xo = x[o]
+        for c in range(numba.uint64(c0), numba.uint64(c1)):
+            r = xo[c]
+            kd = numba.float64(kc[c])
+            a, q, lo, hi = row_shifted_sums(r, kd, nvec)
+            a, q, lo, hi = _shifted_rest(r, nvec * ROW_LANES, kd, a, q, lo, hi, half)
+            sd[c] += a
+            sq[c] += q
+            tmn[c] = fmin_fast(tmn[c], lo)
+            tmx[c] = fmax_fast(tmx[c], hi)
+
+
+def _group_pass_any(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors):  # pragma: no cover
+    """``_group_pass``, or ``_group_pass_vectors`` when ``vectors``."""
+    raise NotImplementedError
+
+
+@overload(_group_pass_any)
+def _group_pass_any_impl(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors):
+    # the vector pass compiles only where it can run (SIMD levels, float32 and float16)
+    if not (HAVE_SIMD and (x.dtype == types.float32 or isinstance(half, types.Boolean))):
+        def plain(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors):
+            _group_pass(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half)
+
+        return plain
+
+    def impl(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors):
+        if vectors:
+            _group_pass_vectors(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half)
+        else:
+            _group_pass(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half)
+
+    return impl
 
 
 @numba.njit(nogil=True)
@@ -591,12 +664,33 @@ def _rows_slow(x, o0, o1, c, half, policy):
     return n, m, ml, q, lo, hi, nnan, ninf
 
 
-def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
+def grouped_parts(ngroups: int, nchan: int, row_bytes: int, target: int) -> int:
+    """Partitions of ``stats_channels_first_grouped``, at most ``target``: ranges of
+    whole row groups, or, for a single group, slices of its channels, each reading runs
+    of at least ``GROUPED_SLICE_BYTES`` of every row ``x[o]`` (``row_bytes``). Slicing
+    several groups measured slower than whole groups (strided runs; design.md)."""
+    if ngroups > 1 or target <= 1:
+        return max(1, min(target, ngroups))
+    return max(1, min(target, nchan, row_bytes // GROUPED_SLICE_BYTES))
+
+
+@numba.njit(inline="always")
+def _grouped_part(p, nparts, ngroups, nchan):
+    """``(g0, g1, c0, c1)``: the row groups and channels of partition ``p`` (see
+    ``grouped_parts``)."""
+    if nparts <= ngroups:
+        return (ngroups * p) // nparts, (ngroups * (p + 1)) // nparts, 0, nchan
+    return 0, 1, (nchan * p) // nparts, (nchan * (p + 1)) // nparts  # one group, sliced
+
+
+def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
     """Channels-first (O, C, L) float32/float16/bfloat16 with short rows: a block is the
-    ``rpg`` rows ``x[o0:o1, c]`` of one channel, reduced as ``_stats_channels_last``
-    reduces a block (a float32 shift per channel, one retry with the block means,
-    exact redo of non-finite or still-cancelling blocks); the rows are read in memory
-    order, all channels of a row group at a time."""
+    rows ``x[o0:o1, c]`` of one channel in a group of at most ``rpg`` rows (groups of
+    equal sizes), reduced as ``_stats_channels_last`` reduces a block (a float32 shift
+    per channel, one retry with the block means, exact redo of non-finite or
+    still-cancelling blocks); the rows are read in memory order, all channels of a
+    partition's slice at a time; ``vectors``: rows of ``row_vectors`` length with unit
+    stride."""
     no, nchan, length = x.shape
     ngroups = (no + rpg - 1) // rpg
     nparts = pi.shape[0]
@@ -607,19 +701,20 @@ def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
     tmx = np.empty(nchan, np.float32)
     kc = np.empty(nchan, np.float32)
     for p in range(p0, p1):
-        for g in range((ngroups * p) // nparts, (ngroups * (p + 1)) // nparts):
-            o0 = g * rpg
-            o1 = min(no, o0 + rpg)
+        g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        for g in range(g0, g1):
+            o0 = (no * g) // ngroups
+            o1 = (no * (g + 1)) // ngroups
             n = (o1 - o0) * length
-            for c in range(nchan):  # shift: the running mean, else the group's first value
+            for c in range(c0, c1):  # shift: the running mean, else the group's first value
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
                     kc[c] = np.float32(pmean[p, c])
                 else:
                     kc[c] = as_float32(x[o0, c, 0], half)
             for attempt in range(2):
-                _group_pass(x, o0, o1, kc, sd, sq, tmn, tmx, half)
+                _group_pass_any(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors)
                 retry = False
-                for c in range(nchan):
+                for c in range(c0, c1):
                     a = sd[c]
                     q = sq[c]
                     if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
@@ -628,7 +723,7 @@ def _stats_channels_first_grouped(x, half, policy, rpg, t, nt, pi, pf):
                             kc[c] = np.float32(numba.float64(kc[c]) + a / n)
                 if not retry:
                     break
-            for c in range(nchan):
+            for c in range(c0, c1):
                 a = sd[c]
                 q = sq[c]
                 bmn = numba.float64(tmn[c])
