@@ -33,6 +33,23 @@ def test_warmup_compiles_once_then_loads(tmp_path):
     assert "compiling" not in again.stderr
 
 
+def test_warmup_covers_short_rows(tmp_path):
+    """After ``warmup`` a batch of CNN feature maps (7x7, the grouped kernel) compiles
+    nothing: the warmup takes a piece of short rows through it."""
+    first = _nbbn(["warmup", "--dtypes", "float32", "--layouts", "nchw"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "float32 channels-first input with short rows" in first.stderr
+    code = ("import numpy as np, nbbn, sys\n"
+            "from nbbn._compile_notice import announce_compiles\n"
+            "announce_compiles(sys.stderr)\n"
+            "nbbn.RunningStats(1).update(np.ones((64, 256, 7, 7), np.float32))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "compiling" not in p.stderr
+
+
 def test_warmup_refuses_unknown_names(tmp_path):
     p = _nbbn(["warmup", "--dtypes", "complex64"], tmp_path)
     assert p.returncode == 2
@@ -43,6 +60,8 @@ def test_warmup_refuses_unknown_names(tmp_path):
     ("_stats_channels_first_avx2", ("array(float32, 3d, C)", "none"),
      "statistics kernel for ? channels-first input"),
     ("_stats_channels_last_u8_none", (), "statistics kernel for ? channels-last input"),
+    ("_stats_channels_first_grouped_avx512_0123abcd", ("array(float32, 3d, C)", "none"),
+     "statistics kernel for ? channels-first input with short rows"),
     ("fold", (), "statistics merge"),
     ("chan_merge", (), None),
 ])

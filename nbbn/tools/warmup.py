@@ -3,7 +3,8 @@
 A container image or a cluster node can run it once at build time, so that the first
 ``nbbn fit`` or the first ``update`` of a service pays no compilation. Each dtype and
 layout takes one tiny array through every operation that compiles something: the
-statistics (one batch, then a merge), the normalizer and BatchNorm training.
+statistics (one batch, then a merge; channels-first also a piece of short rows, which
+has a kernel of its own), the normalizer and BatchNorm training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ DEFAULT_DTYPES = ("float32", "uint8")
 DTYPES = ("float16", "float32", "float64", "uint8", "int8", "uint16", "int16", "int32",
           "uint32", "int64", "uint64")
 LAYOUTS = {"nchw": ((4, 3, 8, 8), 1), "nhwc": ((4, 8, 8, 3), -1)}
+# channels-first pieces of short rows (CNN feature maps) and at least 65,536 values take
+# a kernel of their own (cpu_stats.stats_channels_first_grouped): one such piece, 256 KB
+SHORT_ROWS = (2, 1024, 4, 8)
 
 
 def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tuple(LAYOUTS),
@@ -54,6 +58,9 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             x = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
             t0 = time.perf_counter()
             rs = nbbn.RunningStats(axis).update(x).update(x)  # a batch, then a merge
+            if layout == "nchw":
+                short = np.zeros(SHORT_ROWS, dtype)
+                nbbn.RunningStats(axis).update(short).update(short)
             rs.to_normalizer()(x)
             nbbn.BatchNorm(3, channel_axis=axis)(x)
             seconds = time.perf_counter() - t0
