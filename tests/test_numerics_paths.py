@@ -148,6 +148,27 @@ def test_channels_first_short_rows_one_group_sliced(rng, monkeypatch, dtype):
     assert parts[1] == 2048 * 49 * x.itemsize // cpu_stats.GROUPED_SLICE_BYTES > 1
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
+def test_one_channel_rows_read_as_one_row(rng, monkeypatch, dtype):
+    # (N, 1, H, W), MNIST's layout: C-contiguous, its rows are one long row; a strided
+    # view keeps its rows
+    shapes = []
+    blocks = cpu_stats.stats_channels_first
+    monkeypatch.setattr(cpu_stats, "stats_channels_first",
+                        lambda *a: shapes.append(a[0].shape) or blocks(*a))
+    x = rng.integers(0, 256, (3000, 1, 28, 28)).astype(dtype)
+    x[7, 0, 3, 4] = 255 if dtype == "uint8" else np.nan  # a NaN: the exact redo's path
+    for view in (x, x[::2]):
+        rs = nbbn.channel_stats(view, 1, backend="cpu")
+        assert_stats(rs, ref_stats(view, 1), stats_rtol(dtype))
+    assert shapes[0] == (1, 1, x.size)
+    assert (3000, 1, 784) not in shapes
+    # the strided view keeps its rows: uint8 (and float16 without F16C) in row blocks,
+    # float32/float16 in the grouped kernel
+    grouped = cpu_stats.grouped_rows(np.dtype(dtype), False, (1500, 1, 784))
+    assert ((1500, 1, 784) in shapes) != grouped
+
+
 def test_channels_first_short_rows_strided_view(rng):
     base = _short_rows(rng, (2000, 6, 2, 25), np.float32)
     x = base[::2, ::2, 1]  # (1000, 3, 25) with no unit-stride axis to merge

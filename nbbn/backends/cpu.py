@@ -132,6 +132,10 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     nchan = x3.shape[1]
     if x3.size == 0:
         return BatchStats.empty(nchan)
+    if nchan == 1 and x3.shape[0] > 1 and x3.flags.c_contiguous:
+        # one channel (MNIST's (N, 1, 28, 28)): its rows one after the other are one
+        # long row, read in blocks instead of row by row (uint8 16 -> 36 GB/s)
+        x3 = x3.reshape(1, 1, x3.size)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
         rows = x3[:, :, 0]  # only 2-d strided channels-last views land here; a table's
         # columns one after the other (pandas' to_numpy(), nbbn's table batches) are read
