@@ -136,7 +136,7 @@ def test_channels_first_short_rows_one_group_sliced(rng, monkeypatch, dtype):
     parts = []
     grouped = cpu_stats.stats_channels_first_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
-                        lambda *a: parts.append(a[-1].shape[0]) or grouped(*a))
+                        lambda *a: a[-4] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
     if not cpu_stats.grouped_rows(np.dtype(dtype), False, (40, 2048, 49)):
         pytest.skip("float16 without F16C (NBBN_SIMD=none) keeps the row blocks")
     x = _short_rows(rng, (40, 2048, 49), dtype, mean=100.0)
@@ -163,10 +163,49 @@ def test_one_channel_rows_read_as_one_row(rng, monkeypatch, dtype):
         assert_stats(rs, ref_stats(view, 1), stats_rtol(dtype))
     assert shapes[0] == (1, 1, x.size)
     assert (3000, 1, 784) not in shapes
-    # the strided view keeps its rows: uint8 (and float16 without F16C) in row blocks,
-    # float32/float16 in the grouped kernel
-    grouped = cpu_stats.grouped_rows(np.dtype(dtype), False, (1500, 1, 784))
+    # the strided view keeps its rows: in a grouped kernel (float16 without F16C: in row
+    # blocks)
+    grouped = (cpu_stats.grouped_rows(np.dtype(dtype), False, (1500, 1, 784))
+               or cpu_stats.int_grouped_rows(np.dtype(dtype), (1500, 1, 784)))
     assert ((1500, 1, 784) in shapes) != grouped
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
+@pytest.mark.parametrize("shape", [(3000, 4, 7), (400, 3, 200), (70, 2, 1024), (40, 4, 1025)])
+def test_channels_first_short_integer_rows(rng, monkeypatch, dtype, shape):
+    # 8/16-bit integers with rows of up to 1024 values: exact integer sums added over a
+    # group's rows (uint8 rows from 128 values through the SIMD block sums), one mean and
+    # M2 per group; rows of 1025 keep the row blocks. The extremes of the type check that
+    # no sum overflows.
+    calls = []
+    grouped = cpu_stats.stats_channels_first_int_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_int_grouped",
+                        lambda *a: a[-4] == 0 and calls.append(a[1]) or grouped(*a))
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+    x[: shape[0] // 3] = info.max
+    x[shape[0] // 3 : shape[0] // 2, 1, ::2] = info.min
+    rs = nbbn.RunningStats(channel_axis=1, backend="cpu")
+    rs.update(x[:100]).update(x[100:])
+    assert_stats(rs, ref_stats(x, 1), 1e-12)
+    pieces = [x[:100].size, x[100:].size]  # one call each (thread 0) where grouped
+    assert len(calls) == (sum(n >= cpu_stats.GROUPED_MIN_ELEMENTS for n in pieces)
+                          if shape[2] <= cpu_stats.SHORT_ROW else 0)
+    const = np.full(shape, info.max, dtype)
+    rs = nbbn.channel_stats(const, 1, backend="cpu")
+    assert (rs.var == 0).all() and (rs.mean == info.max).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16"])
+def test_channels_first_short_integer_rows_one_group_sliced(rng, monkeypatch, dtype):
+    parts = []
+    grouped = cpu_stats.stats_channels_first_int_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_int_grouped",
+                        lambda *a: a[-4] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
+    x = rng.integers(0, 200, (16, 4096, 49)).astype(dtype)
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), 1e-12)
+    assert parts == [4096 * 49 * x.itemsize // cpu_stats.GROUPED_SLICE_BYTES]
 
 
 def test_channels_first_short_rows_strided_view(rng):

@@ -34,15 +34,17 @@ def test_warmup_compiles_once_then_loads(tmp_path):
 
 
 def test_warmup_covers_short_rows(tmp_path):
-    """After ``warmup`` a batch of CNN feature maps (7x7, the grouped kernel) compiles
-    nothing: the warmup takes a piece of short rows through it."""
-    first = _nbbn(["warmup", "--dtypes", "float32", "--layouts", "nchw"], tmp_path)
+    """After ``warmup`` a batch of CNN feature maps (7x7: the grouped kernels, float and
+    integer) compiles nothing: the warmup takes a piece of short rows through them."""
+    first = _nbbn(["warmup", "--dtypes", "float32,uint8", "--layouts", "nchw"], tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "float32 channels-first input with short rows" in first.stderr
+    for dtype in ("float32", "uint8"):
+        assert f"{dtype} channels-first input with short rows" in first.stderr
     code = ("import numpy as np, nbbn, sys\n"
             "from nbbn._compile_notice import announce_compiles\n"
             "announce_compiles(sys.stderr)\n"
-            "nbbn.RunningStats(1).update(np.ones((64, 256, 7, 7), np.float32))\n")
+            "for dt in (np.float32, np.uint8):\n"
+            "    nbbn.RunningStats(1).update(np.ones((64, 256, 7, 7), dt))\n")
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=env, timeout=600)

@@ -165,6 +165,14 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         kernel = ks.stats_channels_first_grouped
         vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize
         args = (data, half, policy, rpg, vectors)
+    elif ks.int_grouped_rows(x3.dtype, x3.shape):  # short integer rows: groups, exact sums
+        rpg = ks.int_rows_per_group(x3.dtype, x3.shape[2])
+        ngroups = -(-x3.shape[0] // rpg)
+        slices = x3.size >= THREADED_MIN_ELEMENTS
+        nparts = ks.grouped_parts(ngroups, nchan, x3[0].nbytes if slices else 0,
+                                  _nparts(x3.size, ngroups * nchan))
+        kernel = ks.stats_channels_first_int_grouped
+        args = (data, rpg)
     else:
         rb = ks.row_block(x3.dtype)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))

@@ -7,7 +7,8 @@ Two layouts, both reducing to per-channel results of shape (C,):
   ``stats_channels_first_grouped`` for float32/float16/bfloat16 rows shorter than
   ``SHORT_ROW`` (CNN feature maps of 7x7 or 14x14): a block is a group of rows of one
   channel, read in memory order with one shift per channel; rows of 2 to 7 whole
-  vectors go through ``cpu_simd.row_shifted_sums``.
+  vectors go through ``cpu_simd.row_shifted_sums``; ``stats_channels_first_int_grouped``
+  the same for 8/16-bit integers, with exact integer sums per group.
 * ``stats_channels_last(xf, C, ...)`` for a C-contiguous (M, C) array passed flat:
   rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
   loop is long and unit-stride even for C = 3.
@@ -68,6 +69,8 @@ from .cpu_simd import (
     U8CL_LANES,
     U8CL_MAX_ITERATIONS,
     U8CL_VEC,
+    UNROLL,
+    VEC,
     cl_rows_f32,
     f32_shifted_sums,
     row_shifted_sums,
@@ -219,41 +222,18 @@ def block_fast(r, half, shift):  # pragma: no cover - replaced by the overload
 @overload(block_fast, inline="always")
 def _block_fast_impl(r, half, shift):
     dt = r.dtype
-    if dt == types.uint8 and HAVE_SIMD and isinstance(half, types.NoneType):
-        # uint8 on AVX-512BW or AVX2: the same exact integer sums, on whole 64-byte vectors
-        # (cpu_simd), in int64 for blocks of up to ROW_BLOCK_U8 elements.
-        def impl_u8(r, half, shift):
-            n = r.size
-            s, s2, mn, mx = u8_sums(r)
-            num = np.int64(n) * s2 - s * s
-            hi, lo = int_mean(s, n)
-            return True, hi, lo, numba.float64(num) / n, numba.float64(mn), numba.float64(mx)
-
-        return impl_u8
-
     if isinstance(dt, types.Integer) and dt.bitwidth <= 16 and isinstance(half, types.NoneType):
-        # Small integers: exact integer sums of v and v*v in one pass (int32 lanes for
-        # 8-bit data: 8192 * 255**2 < 2**31), so M2 = (n * S2 - S**2) / n is computed from
-        # an exact integer numerator and rounded once. This is not the cancelling
-        # E[x^2] - E[x]^2 in floating point: no rounding happens before the division.
-        acc = np.int32 if dt.bitwidth <= 8 else np.int64
+        # Small integers: exact integer sums of v and v*v in one pass (``_int_sums``; uint8
+        # on AVX-512BW or AVX2 on whole 64-byte vectors, cpu_simd), so M2 = (n * S2 - S**2)
+        # / n is computed from an exact integer numerator and rounded once. This is not the
+        # cancelling E[x^2] - E[x]^2 in floating point: no rounding happens before the
+        # division.
+        simd = dt == types.uint8 and HAVE_SIMD
 
         def impl_int(r, half, shift):
-            n = r.size
-            s = acc(0)
-            s2 = acc(0)
-            mn = r[0]  # min/max in the input's own type: 4x the lanes of int32 for uint8
-            mx = r[0]
-            for i in range(n):
-                w = r[i]
-                v = acc(w)
-                s = acc(s + v)
-                s2 = acc(s2 + v * v)
-                mn = w if w < mn else mn
-                mx = w if w > mx else mx
-            num = np.int64(n) * np.int64(s2) - np.int64(s) * np.int64(s)
-            hi, lo = int_mean(np.int64(s), n)
-            return True, hi, lo, numba.float64(num) / n, numba.float64(mn), numba.float64(mx)
+            s, s2, mn, mx = u8_sums(r) if simd else _int_sums(r)
+            hi, lo, m2 = _int_block(s, s2, r.size)
+            return True, hi, lo, m2, numba.float64(mn), numba.float64(mx)
 
         return impl_int
 
@@ -739,6 +719,115 @@ def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
                            q, bmn, bmx, bnan, binf)
 
 
+def int_grouped_rows(dtype: np.dtype, shape: tuple[int, int, int]) -> bool:
+    """Whether an (O, C, L) piece takes ``stats_channels_first_int_grouped``: 8- and
+    16-bit integers (exact integer sums, as ``block_fast``), rows shorter than
+    ``SHORT_ROW`` or of exactly ``SHORT_ROW`` (32x32 images), more than one per channel,
+    at least ``GROUPED_MIN_ELEMENTS`` in all."""
+    return (dtype.kind in "iu" and dtype.itemsize <= 2 and shape[0] > 1
+            and shape[2] <= SHORT_ROW and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+
+
+def int_rows_per_group(dtype: np.dtype, length: int) -> int:
+    """Rows per group of ``stats_channels_first_int_grouped``: about ``row_block`` values
+    (for 16-bit integers that bound keeps ``n * sum(v*v)`` within int64)."""
+    return max(1, row_block(dtype) // max(1, length))
+
+
+U8_STEP = VEC * UNROLL  # bytes per step of cpu_simd's uint8 block sums
+
+
+def _int_sums(r):  # pragma: no cover - replaced by the overload
+    """Exact ``(sum, sum of squares, min, max)`` of an 8/16-bit integer block of at most
+    ``ROW_BLOCK`` values, as int64, in one loop (int32 lanes for 8-bit data: 8192 *
+    255**2 < 2**31; min/max in the input's own type: 4x the lanes of int32 for uint8)."""
+    raise NotImplementedError
+
+
+@overload(_int_sums, inline="always")
+def _int_sums_impl(r):
+    acc = np.int32 if r.dtype.bitwidth <= 8 else np.int64
+
+    def impl(r):
+        s = acc(0)
+        s2 = acc(0)
+        mn = r[0]
+        mx = r[0]
+        for i in range(r.size):
+            w = r[i]
+            v = acc(w)
+            s = acc(s + v)
+            s2 = acc(s2 + v * v)
+            mn = w if w < mn else mn
+            mx = w if w > mx else mx
+        return numba.int64(s), numba.int64(s2), numba.int64(mn), numba.int64(mx)
+
+    return impl
+
+
+@numba.njit(inline="always")
+def _int_block(s, s2, n):
+    """``(mean hi, mean lo, M2)`` of ``n`` integers from their exact sums ``s``, ``s2``."""
+    hi, lo = int_mean(s, n)
+    return hi, lo, numba.float64(numba.int64(n) * s2 - s * s) / n
+
+
+def _int_row_sums(r):  # pragma: no cover - replaced by the overload
+    """``_int_sums`` of a short row; uint8 rows of whole ``U8_STEP`` steps or more
+    through ``cpu_simd.u8_sums`` at the SIMD levels."""
+    raise NotImplementedError
+
+
+@overload(_int_row_sums, inline="always")
+def _int_row_sums_impl(r):
+    simd = r.dtype == types.uint8 and HAVE_SIMD
+
+    def impl(r):
+        if simd and r.size >= U8_STEP:
+            return u8_sums(r)
+        return _int_sums(r)
+
+    return impl
+
+
+def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
+    """Channels-first (O, C, L) 8/16-bit integers with short rows: a block is the rows
+    ``x[o0:o1, c]`` of one channel in a group of at most ``rpg`` rows (equal sizes, as
+    ``stats_channels_first_grouped``), its exact integer sums added row by row in memory
+    order, then one exact mean and M2 per block (``block_fast``'s integer arithmetic):
+    no merge per row."""
+    no, nchan, length = x.shape
+    ngroups = (no + rpg - 1) // rpg
+    nparts = pi.shape[0]
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    s = np.empty(nchan, np.int64)
+    s2 = np.empty(nchan, np.int64)
+    mn = np.empty(nchan, np.int64)
+    mx = np.empty(nchan, np.int64)
+    for p in range(p0, p1):
+        g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        for g in range(g0, g1):
+            o0 = (no * g) // ngroups
+            o1 = (no * (g + 1)) // ngroups
+            s[c0:c1] = 0
+            s2[c0:c1] = 0
+            mn[c0:c1] = np.iinfo(np.int64).max
+            mx[c0:c1] = np.iinfo(np.int64).min
+            for o in range(numba.uint64(o0), numba.uint64(o1)):  # (unsigned: see _group_pass)
+                xo = x[o]
+                for c in range(numba.uint64(c0), numba.uint64(c1)):
+                    a, q, lo, hi = _int_row_sums(xo[c])
+                    s[c] += a
+                    s2[c] += q
+                    mn[c] = min(mn[c], lo)
+                    mx[c] = max(mx[c], hi)
+            n = (o1 - o0) * length
+            for c in range(c0, c1):
+                hi, lo, m2 = _int_block(s[c], s2[c], n)
+                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, hi, lo, m2,
+                           numba.float64(mn[c]), numba.float64(mx[c]), 0, 0)
+
+
 @numba.njit
 def channels_last_geometry(nchan, simd):
     """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
@@ -938,5 +1027,7 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
 _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 stats_channels_first = tagged(_stats_channels_first, SIMD_LEVEL, **_OPTS)
 stats_channels_first_grouped = tagged(_stats_channels_first_grouped, SIMD_LEVEL, **_OPTS)
+stats_channels_first_int_grouped = tagged(_stats_channels_first_int_grouped, SIMD_LEVEL,
+                                          **_OPTS)
 stats_channels_last = tagged(_stats_channels_last, SIMD_LEVEL, **_OPTS)
 stats_channels_last_u8 = tagged(_stats_channels_last_u8, SIMD_LEVEL, **_OPTS)
