@@ -81,7 +81,9 @@ def _one_channel(v: np.ndarray, nan_policy: str):
     if n == 0:
         return 0, np.nan, np.nan, np.nan, np.nan
     with np.errstate(all="ignore"):
-        if np.all(np.isfinite(v)):
+        if np.all(np.isfinite(v)) and v.min() == v.max():
+            return n, float(v[0]), 0.0, float(v[0]), float(v[0])  # constant: exactly
+        if np.all(np.isfinite(v)):  # (fsum / n rounds, and 3 x 683.4378 / 3 != 683.4378)
             mean = math.fsum(v.tolist()) / n
         else:
             mean = float(np.sum(v)) / n  # inf or nan, as numpy
