@@ -201,6 +201,16 @@ def test_channels_first_short_integer_rows(rng, monkeypatch, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16"])
+@pytest.mark.parametrize("length", [7, 300])  # uint8 300: the SIMD sums' strided rest
+def test_channels_first_short_integer_rows_strided(rng, dtype, length):
+    base = rng.integers(0, 250, (60000 // length, 6, 2 * length)).astype(dtype)
+    x = base[::2, ::2, ::2]  # no axis with unit stride
+    assert cpu_stats.int_grouped_rows(x.dtype, x.shape)
+    rs = nbbn.channel_stats(x, 1, backend="cpu")
+    assert_stats(rs, ref_stats(x, 1), 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16"])
 def test_channels_first_short_integer_rows_one_group_sliced(rng, monkeypatch, dtype):
     parts = []
     grouped = cpu_stats.stats_channels_first_int_grouped

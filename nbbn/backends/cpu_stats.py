@@ -576,11 +576,14 @@ def row_vectors(length: int, dtype: np.dtype, bf16: bool) -> bool:
             and 2 <= length // ROW_LANES < ROW_MAX_VECTORS)
 
 
-@numba.njit(nogil=True, fastmath=False)  # explicit: callees inherit the kernel's fastmath
-def _group_pass_vectors(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half):  # flags, and on
+# fastmath=False explicitly: a callee without the option inherits the kernel's fastmath
+# flags, and numba's fastmath pass puts them on the inlined IR of row_shifted_sums too,
+# which made it exactly as slow as the loop it replaces (design.md)
+@numba.njit(nogil=True, fastmath=False)
+def _group_pass_vectors(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half):
     """``_group_pass`` for unit-stride rows of ``row_vectors`` length: each row's whole
-    vectors through ``cpu_simd.row_shifted_sums``, the rest one by one."""  # the inlined
-    sd[c0:c1] = 0.0  # IR they made it as slow as the loop it replaces
+    vectors through ``cpu_simd.row_shifted_sums``, the rest one by one."""
+    sd[c0:c1] = 0.0
     sq[c0:c1] = 0.0
     tmn[c0:c1] = np.inf
     tmx[c0:c1] = -np.inf
