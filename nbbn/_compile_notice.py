@@ -25,6 +25,8 @@ _FAMILIES = {
                                      "with short rows",
     "_stats_channels_first_int_grouped": "statistics kernel for {} channels-first input "
                                          "with short rows",
+    "_stats_channels_first_f64_grouped": "statistics kernel for {} channels-first input "
+                                         "with short rows",
     "_weighted_stats": "weighted statistics kernel for {} input",
     "_stats_channels_last": "statistics kernel for {} channels-last input",
     "_stats_channels_last_u8": "statistics kernel for {} channels-last input",

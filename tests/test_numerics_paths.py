@@ -222,6 +222,39 @@ def test_channels_first_short_integer_rows_one_group_sliced(rng, monkeypatch, dt
     assert parts == [4096 * 49 * x.itemsize // cpu_stats.GROUPED_SLICE_BYTES]
 
 
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("shape", [(3000, 4, 7), (300, 8, 49), (200, 3, 99), (40, 3, 100)])
+def test_channels_first_short_float64_rows(rng, monkeypatch, shape, nan_policy):
+    # float64 rows under F64_SHORT_ROW values: the corrected two-pass algorithm over a
+    # group's rows, a few channels at a time; a channel far from zero (mean/std 1e8), one
+    # with a NaN and an inf in one group, one constant; rows of 100 keep the row blocks
+    calls = []
+    grouped = cpu_stats.stats_channels_first_f64_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_f64_grouped",
+                        lambda *a: a[-4] == 0 and calls.append(a[2]) or grouped(*a))
+    x = rng.standard_normal(shape) * 3.0
+    x[:, 0] += 1e8
+    x[25, 1, 3] = np.nan  # (in the second, grouped, piece)
+    x[27, 1, 2] = np.inf
+    x[:, 2] = -2.5
+    x[:, 1, 0] += np.arange(shape[0]) * 1e3  # rows far apart within each group
+    rs = nbbn.RunningStats(channel_axis=1, backend="cpu", nan_policy=nan_policy)
+    rs.update(x[:20]).update(x[20:])
+    assert_stats(rs, ref_stats(x, 1, nan_policy=nan_policy), 1e-12)
+    assert rs.var[2] == 0.0 and rs.mean[2] == -2.5
+    grouped_piece = x[20:].size >= cpu_stats.GROUPED_MIN_ELEMENTS
+    assert len(calls) == (1 if shape[2] < cpu_stats.F64_SHORT_ROW and grouped_piece else 0)
+
+
+@pytest.mark.parametrize("dtype", ["float64"])  # (in the id)
+def test_channels_first_short_float64_rows_sliced_and_strided(rng, dtype):
+    x = rng.standard_normal((16, 4096, 49)) + 10.0  # one group, cut into channel slices
+    assert_stats(nbbn.channel_stats(x, 1, backend="cpu"), ref_stats(x, 1), 1e-12)
+    v = rng.standard_normal((8000, 6, 14))[::2, ::2, ::2]  # no unit-stride axis
+    assert cpu_stats.f64_grouped_rows(v.dtype, v.shape)
+    assert_stats(nbbn.channel_stats(v, 1, backend="cpu"), ref_stats(v, 1), 1e-12)
+
+
 def test_channels_first_short_rows_strided_view(rng):
     base = _short_rows(rng, (2000, 6, 2, 25), np.float32)
     x = base[::2, ::2, 1]  # (1000, 3, 25) with no unit-stride axis to merge

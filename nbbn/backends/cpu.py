@@ -108,6 +108,16 @@ def _nparts(size: int, units: int) -> int:
     return int(max(1, min(MAX_PARTS, units, size // MIN_PART_ELEMENTS)))
 
 
+def _grouped_nparts(x3: np.ndarray, rpg: int) -> int:
+    """Partitions of a grouped channels-first kernel for ``rpg`` rows per group
+    (``cpu_stats.grouped_parts``); a single group is cut into channel slices only where
+    threads will share it."""
+    ngroups = -(-x3.shape[0] // rpg)
+    row_bytes = x3[0].nbytes if x3.size >= THREADED_MIN_ELEMENTS else 0
+    return ks.grouped_parts(ngroups, x3.shape[1], row_bytes,
+                            _nparts(x3.size, ngroups * x3.shape[1]))
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     """A read-only view: kernels see one array type whether or not the caller's array is
     writable (a memory map and an in-memory array share one compiled kernel)."""
@@ -157,22 +167,20 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         args = (data.reshape(-1), nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
     elif ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])
-        ngroups = -(-x3.shape[0] // rpg)
-        # a single group is sliced by channels only where threads will share it
-        slices = x3.size >= THREADED_MIN_ELEMENTS
-        nparts = ks.grouped_parts(ngroups, nchan, x3[0].nbytes if slices else 0,
-                                  _nparts(x3.size, ngroups * nchan))
+        nparts = _grouped_nparts(x3, rpg)
         kernel = ks.stats_channels_first_grouped
         vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize
         args = (data, half, policy, rpg, vectors)
     elif ks.int_grouped_rows(x3.dtype, x3.shape):  # short integer rows: groups, exact sums
         rpg = ks.int_rows_per_group(x3.dtype, x3.shape[2])
-        ngroups = -(-x3.shape[0] // rpg)
-        slices = x3.size >= THREADED_MIN_ELEMENTS
-        nparts = ks.grouped_parts(ngroups, nchan, x3[0].nbytes if slices else 0,
-                                  _nparts(x3.size, ngroups * nchan))
+        nparts = _grouped_nparts(x3, rpg)
         kernel = ks.stats_channels_first_int_grouped
         args = (data, rpg)
+    elif ks.f64_grouped_rows(x3.dtype, x3.shape):  # short float64 rows: groups, two passes
+        rpg = ks.rows_per_group(x3.shape[2])
+        nparts = _grouped_nparts(x3, rpg)
+        kernel = ks.stats_channels_first_f64_grouped
+        args = (data, policy, rpg)
     else:
         rb = ks.row_block(x3.dtype)
         nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))

@@ -8,7 +8,8 @@ Two layouts, both reducing to per-channel results of shape (C,):
   ``SHORT_ROW`` (CNN feature maps of 7x7 or 14x14): a block is a group of rows of one
   channel, read in memory order with one shift per channel; rows of 2 to 7 whole
   vectors go through ``cpu_simd.row_shifted_sums``; ``stats_channels_first_int_grouped``
-  the same for 8/16-bit integers, with exact integer sums per group.
+  the same for 8/16-bit integers, with exact integer sums per group, and
+  ``stats_channels_first_f64_grouped`` for float64 rows under ``F64_SHORT_ROW``.
 * ``stats_channels_last(xf, C, ...)`` for a C-contiguous (M, C) array passed flat:
   rows are grouped ``k`` at a time into tiles of ``k * C`` elements, so the inner
   loop is long and unit-stride even for C = 3.
@@ -658,6 +659,12 @@ def grouped_parts(ngroups: int, nchan: int, row_bytes: int, target: int) -> int:
 
 
 @numba.njit(inline="always")
+def _group_rows(no, ngroups, g):
+    """``(o0, o1)``: the rows of group ``g`` of ``ngroups`` of equal sizes over ``no``."""
+    return (no * g) // ngroups, (no * (g + 1)) // ngroups
+
+
+@numba.njit(inline="always")
 def _grouped_part(p, nparts, ngroups, nchan):
     """``(g0, g1, c0, c1)``: the row groups and channels of partition ``p`` (see
     ``grouped_parts``)."""
@@ -686,8 +693,7 @@ def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
     for p in range(p0, p1):
         g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
         for g in range(g0, g1):
-            o0 = (no * g) // ngroups
-            o1 = (no * (g + 1)) // ngroups
+            o0, o1 = _group_rows(no, ngroups, g)
             n = (o1 - o0) * length
             for c in range(c0, c1):  # shift: the running mean, else the group's first value
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
@@ -810,8 +816,7 @@ def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
     for p in range(p0, p1):
         g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
         for g in range(g0, g1):
-            o0 = (no * g) // ngroups
-            o1 = (no * (g + 1)) // ngroups
+            o0, o1 = _group_rows(no, ngroups, g)
             s[c0:c1] = 0
             s2[c0:c1] = 0
             mn[c0:c1] = np.iinfo(np.int64).max
@@ -829,6 +834,95 @@ def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
                 hi, lo, m2 = _int_block(s[c], s2[c], n)
                 _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, hi, lo, m2,
                            numba.float64(mn[c]), numba.float64(mx[c]), 0, 0)
+
+
+F64_SLICE_VALUES = 32768  # float64 grouped rows: values per sub-slice (256 KB, in L2)
+# ... rows shorter than this: from DRAM the sub-slices' strided runs cost more than the
+# per-row merges they save for longer rows (L = 128: 24 / 17.7 -> 16.1 / 17.9 GB/s)
+F64_SHORT_ROW = 100
+
+
+def f64_grouped_rows(dtype: np.dtype, shape: tuple[int, int, int]) -> bool:
+    """Whether an (O, C, L) piece takes ``stats_channels_first_f64_grouped``: float64,
+    rows shorter than ``F64_SHORT_ROW``, more than one per channel, at least
+    ``GROUPED_MIN_ELEMENTS`` in all."""
+    return (dtype == np.float64 and shape[0] > 1 and shape[2] < F64_SHORT_ROW
+            and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+
+
+def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
+    """Channels-first (O, C, L) float64 with short rows: a block is the rows
+    ``x[o0:o1, c]`` of one channel in a group (as ``stats_channels_first_grouped``),
+    reduced by ``block_fast``'s corrected two-pass algorithm over all its rows: the
+    float64 sum for the mean, then the deviations' sums. The two passes go over a few
+    channels at a time (``F64_SLICE_VALUES`` per group), so that the second reads from
+    L2; a block holding NaN or inf is redone exactly row by row."""
+    no, nchan, length = x.shape
+    ngroups = (no + rpg - 1) // rpg
+    nparts = pi.shape[0]
+    p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
+    sm = np.empty(nchan)
+    bmn = np.empty(nchan)
+    bmx = np.empty(nchan)
+    sc = np.empty(nchan)
+    sq = np.empty(nchan)
+    zero = numba.float64(0)
+    for p in range(p0, p1):
+        g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        for g in range(g0, g1):
+            o0, o1 = _group_rows(no, ngroups, g)
+            n = (o1 - o0) * length
+            step = max(1, F64_SLICE_VALUES // n)
+            for cs in range(c0, c1, step):
+                ce = min(c1, cs + step)
+                for c in range(cs, ce):
+                    sm[c] = 0.0
+                    sc[c] = 0.0
+                    sq[c] = 0.0
+                    bmn[c] = x[o0, c, 0]
+                    bmx[c] = x[o0, c, 0]
+                for o in range(numba.uint64(o0), numba.uint64(o1)):  # the sums (unsigned:
+                    xo = x[o]  # see _group_pass)
+                    for c in range(numba.uint64(cs), numba.uint64(ce)):
+                        r = xo[c]
+                        a = zero
+                        lo = r[0]
+                        hi = r[0]
+                        for i in range(r.size):
+                            a += r[i]
+                            lo = fmin_fast(lo, r[i])
+                            hi = fmax_fast(hi, r[i])
+                        sm[c] += a
+                        bmn[c] = fmin_fast(bmn[c], lo)
+                        bmx[c] = fmax_fast(bmx[c], hi)
+                for c in range(cs, ce):
+                    sm[c] = sm[c] / n  # the first mean (NaN/inf: redone below)
+                for o in range(numba.uint64(o0), numba.uint64(o1)):  # the deviations
+                    xo = x[o]
+                    for c in range(numba.uint64(cs), numba.uint64(ce)):
+                        r = xo[c]
+                        bm = sm[c]
+                        a = zero
+                        q = zero
+                        for i in range(r.size):
+                            d = r[i] - bm
+                            a += d
+                            q += d * d
+                        sc[c] += a
+                        sq[c] += q
+                for c in range(cs, ce):
+                    if not is_finite_bits(sm[c]):  # NaN/inf inside: the exact redo
+                        bn, hi, lo, m2, mn, mx, bnan, binf = _rows_slow(x, o0, o1, c, None,
+                                                                        policy)
+                    elif bmn[c] == bmx[c]:  # a constant block: exact mean, M2 exactly 0
+                        bn, hi, lo, m2, mn, mx, bnan, binf = n, bmn[c], zero, zero, bmn[c], \
+                            bmx[c], 0, 0
+                    else:
+                        hi, lo = dd_mean(sm[c], sc[c] / n)
+                        m2 = max(sq[c] - sc[c] * (sc[c] / n), zero)
+                        bn, mn, mx, bnan, binf = n, bmn[c], bmx[c], 0, 0
+                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, hi, lo,
+                               m2, mn, mx, bnan, binf)
 
 
 @numba.njit
@@ -1031,6 +1125,8 @@ _OPTS: dict[str, Any] = dict(cache=True, nogil=True, fastmath=_FASTMATH, error_m
 stats_channels_first = tagged(_stats_channels_first, SIMD_LEVEL, **_OPTS)
 stats_channels_first_grouped = tagged(_stats_channels_first_grouped, SIMD_LEVEL, **_OPTS)
 stats_channels_first_int_grouped = tagged(_stats_channels_first_int_grouped, SIMD_LEVEL,
+                                          **_OPTS)
+stats_channels_first_f64_grouped = tagged(_stats_channels_first_f64_grouped, SIMD_LEVEL,
                                           **_OPTS)
 stats_channels_last = tagged(_stats_channels_last, SIMD_LEVEL, **_OPTS)
 stats_channels_last_u8 = tagged(_stats_channels_last_u8, SIMD_LEVEL, **_OPTS)
