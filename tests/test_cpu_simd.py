@@ -105,19 +105,38 @@ def test_channel_stats_uint8_long_rows(rng):
 
 
 # Channel counts: one wide chunk, wide chunks plus single vectors, single vectors only,
-# and a count the AVX-512 kernel does not take (not a multiple of 16; AVX2 does).
-@pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24])
+# counts that end in a masked vector (24 with AVX-512; 30, 100, 301; AVX2 has 8 lanes),
+# and counts left to the tile kernel (17: one lane of a second vector; 13: no whole one).
+@pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24, 30, 100, 301, 17, 13])
 def test_channels_last_float32_chunks(rng, nchan):
+    lanes = cpu_simd.CL_LANES
+    padded = -(-nchan // lanes) * lanes
     assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == (
-        cpu_simd.HAVE_SIMD and nchan % cpu_simd.CL_LANES == 0)
+        cpu_simd.HAVE_SIMD and nchan >= lanes and 4 * nchan >= 3 * padded)
     m = 3 * cpu_simd.CL_ROWS + 37  # several row groups, a partial last one
     x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
          + rng.uniform(-100, 100, nchan)).astype(np.float32)
     x[:, 1] = 7.25  # a constant channel: var exactly 0
     x[:, 2] = 1e4 + x[:, 2] / 1e2  # mean = 1e4 x std: the shift must hold it
+    x[:, -1] = -3.5  # the last channel (a masked vector's last lane) constant
+    x[:, -2] = 1e5 + x[:, -2] / 1e3
     rs = nbbn.channel_stats(x, -1, backend="cpu")
     assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
-    assert rs.var[1] == 0.0
+    assert rs.var[1] == 0.0 and rs.var[-1] == 0.0
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_channels_last_float32_masked_vector_nan_inf(rng, nan_policy):
+    # NaN and inf in the lanes of the masked last vector, the last row of the array
+    # included (its masked load must not read past the end)
+    x = rng.standard_normal((5000, 30)).astype(np.float32)
+    x[17, 29] = np.nan
+    x[-1, 28] = np.inf
+    x[-1, 29] = -7.0
+    base = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)  # unaligned, ends at
+    base[...] = x  # the end of its allocation
+    rs = nbbn.channel_stats(base, -1, backend="cpu", nan_policy=nan_policy)
+    assert_stats(rs, ref_stats(x, -1, nan_policy=nan_policy), stats_rtol(np.float32))
 
 
 def test_channels_last_float32_many_blocks_and_offset_view(rng):

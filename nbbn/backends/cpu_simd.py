@@ -13,7 +13,8 @@ has AVX-512 VNNI (:data:`HAVE_VNNI`). The compiled kernels of each level
 have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 
 * ``u8_sums``: a uint8 block's exact sums (channels-first rows), below;
-* ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers;
+* ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers
+  (``cl_chunk_masked``: the last, partial, vector of float32 channels);
 * ``f32_shifted_sums``: a channels-first float32 (and float16) block with more
   accumulators than LLVM gives it (AVX2 level only, ``F32_HEAD``);
 * ``row_shifted_sums``: one short channels-first row (2 to 7 vectors: 7x7 maps);
@@ -49,7 +50,7 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LEVELS = ("none", "avx2", "avx512")
 
@@ -319,6 +320,87 @@ def _opaque_splat(builder, value: float, n: int):
     return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, n), [0] * n))
 
 
+def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
+    """The code of ``cl_chunk`` (below) for ``nvec`` vectors; ``masked``: one vector
+    whose lanes from ``valid`` (a 12th argument) on are neither loaded nor counted."""
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        x, tka, sda, sqa, mna, mxa = (
+            context.make_array(sa[i])(context, builder, args[i]) for i in (0, 6, 7, 8, 9, 10)
+        )
+        nc, first, row0, row1, ahead = (
+            context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5)
+        )
+        fma = _declare(builder, f"llvm.fma.v{CL_LANES}f64", _VF64, [_VF64] * 3)
+        prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
+                            [_PTR8, _I32, _I32, _I32])
+        # x - k and the running sum of it as FMAs with an opaque 1.0 (exact: the same
+        # roundings as the sub and the add): they run on the FMA pipes, which the
+        # sums of squares alone left half idle, while the conversions and min/max
+        # keep the add pipes busy (see design.md)
+        one = _opaque_splat(builder, 1.0, CL_LANES)
+
+        def vec_ptr(arr, index, vt):
+            return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
+
+        offs = [builder.add(first, ir.Constant(_I64, CL_LANES * v)) for v in range(nvec)]
+        ks = [builder.load(vec_ptr(tka, o, _VF64), align=8, typ=_VF64) for o in offs]
+        negks = [builder.fneg(k) for k in ks]
+        acc = []
+        for o in offs:
+            acc.append(tuple(
+                cgutils.alloca_once_value(
+                    builder, builder.load(vec_ptr(a, o, vt), align=al, typ=vt))
+                for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
+                                  (mxa, _VF32, 4))
+            ))
+        if masked:
+            valid = context.cast(builder, args[11], sa[11], types.int64)
+            lanes = ir.Constant(ir.VectorType(_I64, CL_LANES), list(range(CL_LANES)))
+            mask = builder.icmp_signed("<", lanes, _splat(
+                builder, valid, ir.VectorType(_I64, CL_LANES)))
+            mload = _declare(builder, f"llvm.masked.load.v{CL_LANES}f32.p0", _VF32,
+                             [_VF32.as_pointer(), _I32, mask.type, _VF32])
+        # one prefetch per cache line of the chunk's row
+        line_elems = 64 // (2 if half else 4)
+        nlines = max(1, nvec * CL_LANES // line_elems)
+        with cgutils.for_range(builder, builder.sub(row1, row0)) as loop:
+            base = builder.add(builder.mul(builder.add(row0, loop.index), nc), first)
+            ahead_base = builder.add(base, builder.mul(ahead, nc))
+            for li in range(nlines):
+                pf = builder.gep(x.data, [builder.add(ahead_base,
+                                                      ir.Constant(_I64, line_elems * li))])
+                pf = builder.bitcast(pf, _PTR8)
+                builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
+            for v in range(nvec):
+                lane0 = ir.Constant(_I64, CL_LANES * v)
+                if masked:  # lanes past ``valid`` read as 0 (their shift is 0: d = 0)
+                    xv = builder.call(mload, [vec_ptr(x, builder.add(base, lane0), _VF32),
+                                              _I32(4), mask, ir.Constant(_VF32, None)])
+                elif half:
+                    raw = builder.load(vec_ptr(x, builder.add(base, lane0), _VI16),
+                                       align=2, typ=_VI16)
+                    xv = builder.fpext(builder.bitcast(raw, _VHALF), _VF32)
+                else:
+                    xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32),
+                                      align=4, typ=_VF32)
+                s, q, lo, hi = acc[v]
+                d = builder.call(fma, [builder.fpext(xv, _VF64), one, negks[v]])  # x - k
+                builder.store(builder.call(fma, [d, one, builder.load(s)]), s)  # sd + d
+                builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
+                cur = builder.load(lo)
+                builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
+                cur = builder.load(hi)
+                builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
+        for o, slots in zip(offs, acc, strict=True):
+            for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
+                                       (8, 8, 4, 4), slots, strict=True):
+                builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def _make_cl_chunk(nvec: int):
     @intrinsic
     def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx):
@@ -329,75 +411,8 @@ def _make_cl_chunk(nvec: int):
         uint16) must be C-contiguous."""
         if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
             return None  # float32, or the bits of float16 (converted by F16C)
-        half = xf.dtype == types.uint16
         sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx)
-
-        def codegen(context, builder, signature, args):
-            sa = signature.args
-            x, tka, sda, sqa, mna, mxa = (
-                context.make_array(sa[i])(context, builder, args[i]) for i in (0, 6, 7, 8, 9, 10)
-            )
-            nc, first, row0, row1, ahead = (
-                context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5)
-            )
-            fma = _declare(builder, f"llvm.fma.v{CL_LANES}f64", _VF64, [_VF64] * 3)
-            prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
-                                [_PTR8, _I32, _I32, _I32])
-            # x - k and the running sum of it as FMAs with an opaque 1.0 (exact: the same
-            # roundings as the sub and the add): they run on the FMA pipes, which the
-            # sums of squares alone left half idle, while the conversions and min/max
-            # keep the add pipes busy (see design.md)
-            one = _opaque_splat(builder, 1.0, CL_LANES)
-
-            def vec_ptr(arr, index, vt):
-                return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
-
-            offs = [builder.add(first, ir.Constant(_I64, CL_LANES * v)) for v in range(nvec)]
-            ks = [builder.load(vec_ptr(tka, o, _VF64), align=8, typ=_VF64) for o in offs]
-            negks = [builder.fneg(k) for k in ks]
-            acc = []
-            for o in offs:
-                acc.append(tuple(
-                    cgutils.alloca_once_value(
-                        builder, builder.load(vec_ptr(a, o, vt), align=al, typ=vt))
-                    for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
-                                      (mxa, _VF32, 4))
-                ))
-            # one prefetch per cache line of the chunk's row
-            line_elems = 64 // (2 if half else 4)
-            nlines = max(1, nvec * CL_LANES // line_elems)
-            with cgutils.for_range(builder, builder.sub(row1, row0)) as loop:
-                base = builder.add(builder.mul(builder.add(row0, loop.index), nc), first)
-                ahead_base = builder.add(base, builder.mul(ahead, nc))
-                for li in range(nlines):
-                    pf = builder.gep(x.data, [builder.add(ahead_base,
-                                                          ir.Constant(_I64, line_elems * li))])
-                    pf = builder.bitcast(pf, _PTR8)
-                    builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
-                for v in range(nvec):
-                    lane0 = ir.Constant(_I64, CL_LANES * v)
-                    if half:
-                        raw = builder.load(vec_ptr(x, builder.add(base, lane0), _VI16),
-                                           align=2, typ=_VI16)
-                        xv = builder.fpext(builder.bitcast(raw, _VHALF), _VF32)
-                    else:
-                        xv = builder.load(vec_ptr(x, builder.add(base, lane0), _VF32),
-                                          align=4, typ=_VF32)
-                    s, q, lo, hi = acc[v]
-                    d = builder.call(fma, [builder.fpext(xv, _VF64), one, negks[v]])  # x - k
-                    builder.store(builder.call(fma, [d, one, builder.load(s)]), s)  # sd + d
-                    builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
-                    cur = builder.load(lo)
-                    builder.store(builder.select(builder.fcmp_ordered("<", xv, cur), xv, cur), lo)
-                    cur = builder.load(hi)
-                    builder.store(builder.select(builder.fcmp_ordered(">", xv, cur), xv, cur), hi)
-            for o, slots in zip(offs, acc, strict=True):
-                for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
-                                           (8, 8, 4, 4), slots, strict=True):
-                    builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return sig, _cl_chunk_codegen(nvec, xf.dtype == types.uint16, False)
 
     return cl_chunk
 
@@ -406,11 +421,43 @@ cl_chunk_wide = _make_cl_chunk(CL_VECTORS)
 cl_chunk_one = _make_cl_chunk(1)
 
 
+@intrinsic
+def cl_chunk_masked(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx,
+                    valid):
+    """``cl_chunk_one`` for the last ``valid < CL_LANES`` channels of float32 rows: the
+    lanes past them are masked off the loads (the last row's would lie past the array)
+    and their shifts must be 0; the accumulators must have ``CL_LANES`` slots from
+    ``c0`` on (padded)."""
+    if not (isinstance(xf, types.Array) and xf.dtype == types.float32):
+        return None
+    sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx, valid)
+    return sig, _cl_chunk_codegen(1, False, True)
+
+
+def _cl_tail(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):  # pragma: no cover
+    """``cl_chunk_masked`` over the channels from ``c0`` on (float32; float16 rows are
+    whole vectors, and compile without it)."""
+    raise NotImplementedError
+
+
+@overload(_cl_tail, inline="always")
+def _cl_tail_impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):
+    if xf.dtype != types.float32:
+        return lambda xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx: None
+
+    def impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):
+        cl_chunk_masked(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, nchan - c0)
+
+    return impl
+
+
 @numba.njit(inline="always")
 def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
-    """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf``
-    (``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``, ``mn``, ``mx``,
-    in groups of about ``CL_GROUP_BYTES``, chunk by chunk."""
+    """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf`` (or
+    float16 bits with ``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``,
+    ``mn``, ``mx`` (padded to whole vectors, ``cl_pad``), in groups of about
+    ``CL_GROUP_BYTES``, chunk by chunk; the last channels of a float32 row that do not
+    fill a vector through ``cl_chunk_masked``."""
     wide = CL_LANES * CL_VECTORS
     rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (xf.itemsize * nchan)))
     for g0 in range(r0, r1, rows):
@@ -420,9 +467,11 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
         while c0 + wide <= nchan:
             cl_chunk_wide(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
             c0 += wide
-        while c0 < nchan:
+        while c0 + CL_LANES <= nchan:
             cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
             c0 += CL_LANES
+        if c0 < nchan:  # float32 with C % CL_LANES != 0 (cpu_stats.cl_simd)
+            _cl_tail(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
 
 
 # ---------------------------------------------------------------------------------------

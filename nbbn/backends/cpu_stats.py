@@ -390,8 +390,14 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
 def cl_simd(dtype: np.dtype, nchan: int) -> bool:
     """Whether channels-last input of this dtype and channel count takes the
     explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
-    (the ``simd`` argument of the channels-last kernels)."""
-    return HAVE_SIMD and dtype in (np.float32, np.float16) and nchan % CL_LANES == 0
+    (the ``simd`` argument of the channels-last kernels): whole vectors of channels, or
+    for float32 a masked last vector where at least 3/4 of the lanes read are channels
+    and there is one whole vector (two threads, 64 MB, AVX-512 code: C = 30 33 -> 44-46
+    GB/s, 100 33 -> 38-40, 300 28 -> 39-42, 24 33 -> 37; C = 17, one lane of its second
+    vector, 31 -> 16-28)."""
+    padded = -(-nchan // CL_LANES) * CL_LANES
+    return HAVE_SIMD and (dtype in (np.float32, np.float16) and nchan % CL_LANES == 0
+                          or dtype == np.float32 and nchan >= CL_LANES and 4 * nchan >= 3 * padded)
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -949,11 +955,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
     for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
-        tk = np.empty(tile)
-        sd = np.empty(tile)
-        sq = np.empty(tile)
-        tmn = _minmax_empty(tile, xf, half)
-        tmx = _minmax_empty(tile, xf, half)
+        slots = tile + CL_LANES if simd else tile  # the SIMD chunks' whole vectors
+        tk = np.zeros(slots)  # (a masked lane's shift must be 0)
+        sd = np.empty(slots)
+        sq = np.empty(slots)
+        tmn = _minmax_empty(slots, xf, half)
+        tmx = _minmax_empty(slots, xf, half)
         kc = np.empty(nchan)
         for b in range(b0, b1):
             r0 = b * rpb
