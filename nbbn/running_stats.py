@@ -198,6 +198,9 @@ class RunningStats:
             )
 
     def _check_channels(self, nchan: int, what: str) -> None:
+        state = self._state
+        if self._names is None and state is not None and state.num_channels == nchan:
+            return  # the common case, in fewer steps
         names = self._names
         if names is not None and len(names) != nchan:
             raise ValueError(f"{what} has {nchan} channels along channel_axis="
