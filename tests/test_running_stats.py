@@ -257,6 +257,21 @@ def test_stream_mixed_dtypes_and_layout_views(backend, rng):
     assert_stats(rs, ref_stats_many([b1, b2, b3, b4], 1), 1e-6)
 
 
+def test_same_shape_other_strides_and_dtypes(rng):
+    """The CPU backend keeps its kernel choice per shape, strides and dtype (``_plan``):
+    one shape seen with other strides (a transposed copy's view, a channels-last
+    float16 array) or dtypes in between must still take the right kernel each time."""
+    base = random_array(rng, (6, 32, 48), "float32")
+    other = np.ascontiguousarray(random_array(rng, (48, 32, 6), "float32").transpose(2, 1, 0))
+    strided = other.transpose(2, 1, 0).T  # the (6, 32, 48) shape, Fortran strides
+    batches = [base, strided, base.astype(np.float16), base[:, :, ::-1], base.astype(np.uint8),
+               base]
+    rs = nbbn.RunningStats(1, backend="cpu")
+    for b in batches:
+        rs.update(b)
+    assert_stats(rs, ref_stats_many(batches, 1), 1e-6)
+
+
 def test_merge_operators(backend, rng):
     a_data = random_array(rng, (5, 3, 4), "float64")
     b_data = random_array(rng, (9, 3, 2), "float64")
