@@ -9,6 +9,8 @@ loops). The level detection itself is tested on any host.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -104,15 +106,31 @@ def test_channel_stats_uint8_long_rows(rng):
     assert_stats(rs, ref_stats(x, 1), 1e-12)
 
 
-# Channel counts: one wide chunk, wide chunks plus single vectors, single vectors only,
-# counts that end in a masked vector (24 with AVX-512; 30, 100, 301; AVX2 has 8 lanes),
-# and counts left to the tile kernel (17: one lane of a second vector; 13: no whole one).
-@pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24, 30, 100, 301, 17, 13])
-def test_channels_last_float32_chunks(rng, nchan):
+def _rows_per_tile(nchan):
+    """What ``cl_simd`` should answer for float32 (see its docstring)."""
     lanes = cpu_simd.CL_LANES
     padded = -(-nchan // lanes) * lanes
-    assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == (
-        cpu_simd.HAVE_SIMD and nchan >= lanes and 4 * nchan >= 3 * padded)
+    if not cpu_simd.HAVE_SIMD:
+        return 0
+    if nchan % lanes == 0:
+        return 1
+    masked = nchan >= lanes and 4 * nchan >= 3 * padded
+    k = lanes // math.gcd(nchan, lanes)
+    tiles = k * nchan <= cpu_stats.CL_TILE_MAX
+    if masked and (cpu_simd.SIMD_LEVEL == "avx512" or not tiles):
+        return 1
+    return k if tiles else 0
+
+
+# Channel counts: one wide chunk, wide chunks plus single vectors, single vectors only,
+# counts that end in a masked vector (24 with AVX-512; 30, 100, 301; AVX2 has 8 lanes),
+# and counts read as tiles of k rows (17: one lane of a second vector; 13, 3, 5, 6: no
+# whole vector; 2 * 8 * 3 + 37 rows: the last tile partial); 131 (k * C past
+# CL_TILE_MAX on AVX-512) keeps the tile kernel.
+@pytest.mark.parametrize("nchan", [16, 48, 64, 80, 256, 24, 30, 100, 301, 17, 13, 3, 5, 6,
+                                   131])
+def test_channels_last_float32_chunks(rng, nchan):
+    assert cpu_stats.cl_simd(np.dtype(np.float32), nchan) == _rows_per_tile(nchan)
     m = 3 * cpu_simd.CL_ROWS + 37  # several row groups, a partial last one
     x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
          + rng.uniform(-100, 100, nchan)).astype(np.float32)
@@ -191,9 +209,11 @@ def test_channels_last_uint8_images_in_updates(rng):
 # CL_GROUP_BYTES by its own item size). One array covers wide chunks and single vectors,
 # several row groups, a constant channel, a mean far from the shift (the retry), a poor
 # first-row shift, and NaN/inf (the exact redo), in two updates and in one call.
-@pytest.mark.parametrize("nchan", [48, 80])
+@pytest.mark.parametrize("nchan", [48, 80, 12, 10])
 def test_channels_last_float16_chunks(rng, nchan):
-    assert cpu_stats.cl_simd(np.dtype(np.float16), nchan) == cpu_simd.HAVE_SIMD
+    lanes = cpu_simd.CL_LANES
+    k = lanes // math.gcd(nchan, lanes)
+    assert cpu_stats.cl_simd(np.dtype(np.float16), nchan) == (k if cpu_simd.HAVE_SIMD else 0)
     m = 2 * cpu_simd.CL_ROWS + 37
     x = (rng.standard_normal((m, nchan)) * rng.uniform(0.1, 10, nchan)
          + rng.uniform(-100, 100, nchan)).astype(np.float16)
@@ -209,6 +229,18 @@ def test_channels_last_float16_chunks(rng, nchan):
     assert rs.var[1] == 0.0
     one = nbbn.channel_stats(x, -1, nan_policy="omit", backend="cpu")
     assert_stats(one, ref_stats(x, -1, "omit"), stats_rtol(np.float16))
+
+
+def test_channels_last_float16_rgb_tiles(rng):
+    # HWC float16 images (C = 3): tiles of k rows through the chunk kernel, a height
+    # that leaves the last tile partial, one channel far from its shift, one constant
+    x = (rng.standard_normal((4, 37, 29, 3)) * [1.0, 0.01, 3.0] + [0.5, 300.0, 0.0]).astype(
+        np.float16)
+    x[..., 2] = -2.5
+    rs = nbbn.RunningStats(channel_axis=-1, backend="cpu")
+    rs.update(x[:1]).update(x[1:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float16))
+    assert rs.var[2] == 0.0
 
 
 def test_channels_last_float32_wide_rows_many_blocks(rng):

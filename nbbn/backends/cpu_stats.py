@@ -376,28 +376,55 @@ def _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
         e += GROUP * tile
     while e < e1:
         w = min(tile, e1 - e)  # a whole tile, or the last rows of the block
-        seg = xf[e : e + w]
-        for t in range(w):
-            d = to_float64(seg[t], half) - tk[t]
-            sd[t] += d
-            sq[t] += d * d
-            v = _minmax_value(seg[t], half)
-            tmn[t] = fmin_fast(tmn[t], v)
-            tmx[t] = fmax_fast(tmx[t], v)
+        _cl_partial(xf, e, e + w, tk, sd, sq, tmn, tmx, half)
         e += w
 
 
-def cl_simd(dtype: np.dtype, nchan: int) -> bool:
-    """Whether channels-last input of this dtype and channel count takes the
-    explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of ``_cl_pass``
-    (the ``simd`` argument of the channels-last kernels): whole vectors of channels, or
-    for float32 a masked last vector where at least 3/4 of the lanes read are channels
-    and there is one whole vector (two threads, 64 MB, AVX-512 code: C = 30 33 -> 44-46
-    GB/s, 100 33 -> 38-40, 300 28 -> 39-42, 24 33 -> 37; C = 17, one lane of its second
-    vector, 31 -> 16-28)."""
+@numba.njit(inline="always")
+def _cl_partial(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
+    """Add ``xf[e0:e1]`` (at most one tile) into the tile slots ``t < e1 - e0``."""
+    seg = xf[e0:e1]
+    for t in range(e1 - e0):
+        d = to_float64(seg[t], half) - tk[t]
+        sd[t] += d
+        sq[t] += d * d
+        v = _minmax_value(seg[t], half)
+        tmn[t] = fmin_fast(tmn[t], v)
+        tmx[t] = fmax_fast(tmx[t], v)
+
+
+CL_TILE_MAX = 1024  # channels-last SIMD tiles of k rows: at most this many elements
+
+
+def cl_simd(dtype: np.dtype, nchan: int) -> int:
+    """Rows per tile with which channels-last input of this dtype and channel count
+    takes the explicit-SIMD chunk kernel (``cpu_simd.cl_rows_f32``) instead of
+    ``_cl_pass``, 0 for none (the ``simd`` argument of the channels-last kernels).
+
+    1: whole vectors of channels, or for float32 a masked last vector where at least
+    3/4 of the lanes read are channels and there is one whole vector (two threads, 64
+    MB, AVX-512 code: C = 30 33 -> 44-46 GB/s, 100 33 -> 38-40, 300 28 -> 39-42, 24 33
+    -> 37; C = 17, one lane of its second vector, 31 -> 16-28). Other float32 and
+    float16 channel counts: k = lanes / gcd(C, lanes) rows per tile, so that a tile of
+    k * C elements is whole vectors (C = 3: 8 rows of 24 on AVX2, 16 of 48 on AVX-512),
+    read by the chunk kernel as rows of k * C "channels" whose k copies of each channel
+    are folded afterwards, as ``_cl_pass`` folds its tiles; up to ``CL_TILE_MAX``. At the
+    AVX2 level tiles come before the masked vector (Zen 2, two threads, 64 MB, GB/s:
+    C = 13 15 -> 18-21, 20 14-16 -> 19-20, 30 17 -> 20, 100 17 -> 17); AVX-512 keeps the
+    masked vector where it applies (tiles not measured there). Tiles against the tile
+    kernel on Zen 2: float32 C = 3 17 -> 23, 5 and 10 19 -> 24, 7 17 -> 21, 17 18 -> 20;
+    float16 C = 3 9 -> 17, 5 and 10 6 -> 16-17, 13 and 17 10 -> 15-16."""
+    if not HAVE_SIMD or dtype not in (np.float32, np.float16):
+        return 0
+    if nchan % CL_LANES == 0:
+        return 1
     padded = -(-nchan // CL_LANES) * CL_LANES
-    return HAVE_SIMD and (dtype in (np.float32, np.float16) and nchan % CL_LANES == 0
-                          or dtype == np.float32 and nchan >= CL_LANES and 4 * nchan >= 3 * padded)
+    masked = dtype == np.float32 and nchan >= CL_LANES and 4 * nchan >= 3 * padded
+    k = CL_LANES // math.gcd(nchan, CL_LANES)
+    tiles = k * nchan <= CL_TILE_MAX
+    if masked and (SIMD_LEVEL == "avx512" or not tiles):
+        return 1
+    return k if tiles else 0
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
@@ -422,7 +449,11 @@ def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
         sq[:] = 0.0
         tmn[:] = np.inf
         tmx[:] = -np.inf
-        cl_rows_f32(xf, nchan, e0 // nchan, e1 // nchan, xf.size // nchan, tk, sd, sq, tmn, tmx)
+        tile = simd * nchan  # k rows (whole vectors: e0 is a multiple of the tile)
+        e = e0 + (e1 - e0) // tile * tile
+        cl_rows_f32(xf, tile, e0 // tile, e // tile, xf.size // tile, tk, sd, sq, tmn, tmx)
+        if e < e1:  # the array's last rows, fewer than k
+            _cl_partial(xf, e, e1, tk, sd, sq, tmn, tmx, half)
 
     return impl
 
@@ -935,12 +966,14 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
 def channels_last_geometry(nchan, simd):
     """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
     elements, and whole tiles per block of about ``CL_BLOCK`` elements. The SIMD
-    chunk kernel (``simd``) works on whole rows: k = 1, and at least ``CL_BLOCK_ROWS``
-    rows per block: it streams a block in row groups, so a block need not fit a cache,
-    and each block costs a per-channel shift, retry test and merge (with 256 rows of
-    C = 1024 that cost as much time as reading the rows)."""
-    if simd:
-        return 1, nchan, max(CL_BLOCK_ROWS, CL_BLOCK // nchan)
+    chunk kernel (``simd``: its rows per tile, ``cl_simd``) works on tiles of k = simd
+    rows, at least ``CL_BLOCK_ROWS`` rows per block: it streams a block in row groups,
+    so a block need not fit a cache, and each block costs a per-channel shift, retry
+    test and merge (with 256 rows of C = 1024 that cost as much time as reading the
+    rows)."""
+    if simd:  # k = simd rows per tile, whole tiles per block
+        rows = max(CL_BLOCK_ROWS, CL_BLOCK // nchan)
+        return simd, simd * nchan, -(-rows // simd) * simd
     k = max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
     return k, tile, k * max(1, CL_BLOCK // tile)
