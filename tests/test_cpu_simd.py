@@ -37,6 +37,15 @@ def test_level_follows_numba_target(name, features, level):
     assert cpu_simd.target_level(name, features) == level
 
 
+def test_target_cpu_name_and_the_zen2_subtraction():
+    assert cpu_simd.target_cpu_name("haswell") == "haswell"
+    host = cpu_simd.target_cpu_name(None)
+    assert host == cpu_simd.target_cpu_name("host") and isinstance(host, str) and host
+    want = cpu_simd.target_cpu_name(getattr(numba.config, "CPU_NAME", None)) in {
+        "znver1", "znver2"}
+    assert cpu_simd.CL_SUB == want
+
+
 def test_nbbn_simd_caps_the_level(monkeypatch):
     from numba.core import config
 
