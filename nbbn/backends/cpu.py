@@ -143,12 +143,11 @@ _PLANS_MAX = 256
 
 
 def _plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
-    """``(kernel, bits, flat, tail, nparts)`` for an (O, C, L) piece: the name of the
-    statistics kernel in ``cpu_stats``, whether it reads the uint16 bits (float16),
-    whether it takes the flat array, its arguments after the data, and the partition
-    count. A function of the piece's shape, strides and dtype (and ``bf16``,
-    ``policy``), kept by them: a stream of batches of one shape decides once (small
-    batches: 2-3 us per call on Zen 2)."""
+    """``(kernel, flat, tail, nparts)`` for an (O, C, L) piece: the name of the
+    statistics kernel in ``cpu_stats``, whether it takes the flat array, its arguments
+    after the data, and the partition count. A function of the piece's shape, strides
+    and dtype (and ``bf16``, ``policy``), kept by them: a stream of batches of one
+    shape decides once (small batches: 2-3 us per call on Zen 2)."""
     key = (x3.shape, x3.strides, x3.dtype, bf16, policy)
     plan = _plans.get(key)
     if plan is None:
@@ -162,33 +161,32 @@ def _plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
 def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
     nchan = x3.shape[1]
     _, half = _half(x3, bf16)
-    bits = x3.dtype == np.float16 and not bf16
     tail: tuple
     if x3.shape[2] == 1 and not bf16 and ks.u8_cl_simd(x3.dtype, nchan):
         rpb = ks.u8_cl_geometry(nchan)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
-        return "stats_channels_last_u8", bits, True, (nchan,), nparts
+        return "stats_channels_last_u8", True, (nchan,), nparts
     if x3.shape[2] == 1:
         simd = ks.cl_simd(x3.dtype, nchan)
         rpb = ks.channels_last_geometry(nchan, simd)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
-        return "stats_channels_last", bits, True, tail, nparts
+        return "stats_channels_last", True, tail, nparts
     if ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])
         vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize
-        return ("stats_channels_first_grouped", bits, False, (half, policy, rpg, vectors),
+        return ("stats_channels_first_grouped", False, (half, policy, rpg, vectors),
                 _grouped_nparts(x3, rpg))
     if ks.int_grouped_rows(x3.dtype, x3.shape):  # short integer rows: groups, exact sums
         rpg = ks.int_rows_per_group(x3.dtype, x3.shape[2])
-        return "stats_channels_first_int_grouped", bits, False, (rpg,), _grouped_nparts(x3, rpg)
+        return "stats_channels_first_int_grouped", False, (rpg,), _grouped_nparts(x3, rpg)
     if ks.f64_grouped_rows(x3.dtype, x3.shape):  # short float64 rows: groups, two passes
         rpg = ks.rows_per_group(x3.shape[2])
-        return ("stats_channels_first_f64_grouped", bits, False, (policy, rpg),
+        return ("stats_channels_first_f64_grouped", False, (policy, rpg),
                 _grouped_nparts(x3, rpg))
     rb = ks.row_block(x3.dtype)
     nparts = _nparts(x3.size, x3.shape[0] * nchan * -(-x3.shape[2] // rb))
-    return "stats_channels_first", bits, False, (half, policy, rb), nparts
+    return "stats_channels_first", False, (half, policy, rb), nparts
 
 
 def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
@@ -204,9 +202,9 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         # columns one after the other (pandas' to_numpy(), nbbn's table batches) are read
         # as channels-first (1, C, M) without a copy
         x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
-    name, bits, flat, tail, nparts = _plan(x3, policy, bf16)
+    name, flat, tail, nparts = _plan(x3, policy, bf16)
     kernel = getattr(ks, name)  # (by name: a test's spy on the module is seen)
-    data = x3.view(np.uint16) if bits else x3
+    data = _half(x3, bf16)[0]
     data = _readonly(data.reshape(-1) if flat else data)
     pi = np.empty((nparts, 3, nchan), np.int64)
     pf = np.empty((nparts, 5, nchan))

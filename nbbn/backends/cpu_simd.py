@@ -134,6 +134,18 @@ def _declare(builder, name, ret, args):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
 
+def _prefetch(builder, ptr, locality: int) -> None:
+    """A read prefetch of the line at ``ptr``: ``locality`` 3 into L1 (``prefetcht0``),
+    2 into L2 (``prefetcht1``)."""
+    fn = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
+    builder.call(fn, [builder.bitcast(ptr, _PTR8), _I32(0), _I32(locality), _I32(1)])
+
+
+def _prefetch_l1(builder, ptr) -> None:
+    """:func:`_prefetch` into L1."""
+    _prefetch(builder, ptr, 3)
+
+
 def _halves(builder, v, n):
     """The two halves of an ``n``-lane vector."""
     lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2),
@@ -366,8 +378,6 @@ def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
             context.cast(builder, args[i], sa[i], types.int64) for i in (1, 2, 3, 4, 5)
         )
         fma = _declare(builder, f"llvm.fma.v{CL_LANES}f64", _VF64, [_VF64] * 3)
-        prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(),
-                            [_PTR8, _I32, _I32, _I32])
         # x - k and the running sum of it as FMAs with an opaque 1.0 (exact: the same
         # roundings as the sub and the add): they run on the FMA pipes, which the
         # sums of squares alone left half idle, while the conversions and min/max
@@ -412,8 +422,7 @@ def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
             for li in range(nlines):
                 e = builder.add(ahead_base, ir.Constant(_I64, line_elems * li))
                 e = builder.select(builder.icmp_signed(">", e, last), last, e)
-                pf = builder.bitcast(builder.gep(x.data, [e]), _PTR8)
-                builder.call(prefetch, [pf, _I32(0), _I32(2), _I32(1)])  # read, into L2
+                _prefetch(builder, builder.gep(x.data, [e]), 2)  # into L2
             for v in range(nvec):
                 lane0 = ir.Constant(_I64, CL_LANES * v)
                 if masked:  # lanes past ``valid`` read as 0 (their shift is 0: d = 0)
@@ -574,10 +583,6 @@ def _splat(builder, value, vt):
                                                         [0] * vt.count))
 
 
-def _prefetch_l1(builder, ptr) -> None:
-    """A read prefetch of the line at ``ptr`` into L1 (``prefetcht0``)."""
-    fn = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
-    builder.call(fn, [builder.bitcast(ptr, _PTR8), _I32(0), _I32(3), _I32(1)])
 
 
 def _load_f32(builder, ptr, n, half):
@@ -783,9 +788,7 @@ def _keep_mask(builder, kept, width, ty):
 def _u8_load(builder, ary, off, ahead, vt=_V64I8):
     """The vector (``vt``) at byte ``off`` of ``ary``, prefetching (into L2) ``ahead``
     bytes on (and into L1 ``L1_AHEAD`` bytes on)."""
-    prefetch = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
-    builder.call(prefetch, [builder.gep(ary.data, [builder.add(off, ahead)]), _I32(0), _I32(2),
-                            _I32(1)])
+    _prefetch(builder, builder.gep(ary.data, [builder.add(off, ahead)]), 2)
     if L1_AHEAD:  # and into L1, nearer
         _prefetch_l1(builder, builder.gep(ary.data, [builder.add(off, ir.Constant(_I64,
                                                                                  L1_AHEAD))]))
