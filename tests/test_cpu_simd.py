@@ -46,6 +46,16 @@ def test_target_cpu_name_and_the_zen2_subtraction():
     assert cpu_simd.CL_SUB == want
 
 
+def test_l1_prefetch_and_f32_head_by_level_and_target():
+    # both on at the AVX2 level and on non-AMD AVX-512 targets; off on Zen 4/5's
+    # AVX-512 (measured there without them) and with the portable loops
+    zen = cpu_simd.target_cpu_name(getattr(numba.config, "CPU_NAME", None)).startswith("znver")
+    level = cpu_simd.SIMD_LEVEL
+    on = level == "avx2" or (level == "avx512" and not zen)
+    assert cpu_simd.F32_HEAD == on
+    assert cpu_simd.L1_AHEAD == ((1536 if level == "avx2" else 3072) if on else 0)
+
+
 def test_nbbn_simd_caps_the_level(monkeypatch):
     from numba.core import config
 

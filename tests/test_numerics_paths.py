@@ -72,17 +72,27 @@ def _short_rows(rng, shape, dtype, mean=5.0, std=2.0):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("shape", [(40000, 2, 1), (7000, 5, 3), (200, 8, 49), (33, 2, 1023),
-                                   (300, 16, 16)])
-def test_channels_first_short_rows_grouped(rng, dtype, shape):
-    # groups of ROW_BLOCK // L rows (a part group at the end), all channels of a group
-    # read row by row; one group per partition at most, or several
+@pytest.mark.parametrize("shape", [(40000, 2, 1), (7000, 5, 3), (200, 8, 49), (66, 2, 1023),
+                                   (300, 16, 16), (24, 2, 3136), (10, 2, 8191)])
+def test_channels_first_short_rows_grouped(rng, monkeypatch, dtype, shape):
+    # groups of ROW_BLOCK // L rows (a part group at the end; one row per group from
+    # ROW_BLOCK / 2 on), all channels of a group read row by row; one group per partition
+    # at most, or several. A half of at least GROUPED_MIN_ELEMENTS is a grouped call.
+    calls = []
+    grouped = cpu_stats.stats_channels_first_grouped
+    monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
+                        lambda *a: a[-4] == 0 and calls.append(a[3]) or grouped(*a))
     x = _short_rows(rng, shape, dtype)
-    assert cpu_stats.grouped_rows(x.dtype, False, shape) == (
-        dtype == "float32" or cpu_stats.HAVE_SIMD)
+    expect = dtype == "float32" or cpu_stats.HAVE_SIMD
+    assert cpu_stats.grouped_rows(x.dtype, False, shape) == expect
     rs = nbbn.RunningStats(channel_axis=1, backend="cpu")
     rs.update(x[: shape[0] // 2]).update(x[shape[0] // 2:])  # the running mean as shift
     assert_stats(rs, ref_stats(x, 1), stats_rtol(dtype))
+    halves = [x[: shape[0] // 2], x[shape[0] // 2:]]
+    assert calls == [cpu_stats.rows_per_group(shape[2]) for h in halves
+                     if cpu_stats.grouped_rows(h.dtype, False, h.shape)]
+    if expect and shape[2] > 1000:  # both halves of the long-row shapes
+        assert len(calls) == 2
 
 
 @pytest.mark.parametrize("dtype", ["float32"])  # (in the id: CI's -k filter)
@@ -272,7 +282,7 @@ def test_channels_first_short_rows_take_the_grouped_kernel(rng, monkeypatch):
     nbbn.channel_stats(_short_rows(rng, (1024, 16, 4, 4), np.float32), 1, backend="cpu")
     assert calls == [cpu_stats.rows_per_group(16)]
     assert cpu.ks is cpu_stats
-    for shape, dtype in [((64, 16, 32, 32), np.float32), ((1024, 16, 4, 4), np.float64),
+    for shape, dtype in [((4, 16, 96, 96), np.float32), ((1024, 16, 4, 4), np.float64),
                          ((8, 16, 4, 4), np.float32)]:
         nbbn.channel_stats(_short_rows(rng, shape, dtype), 1, backend="cpu")
-    assert len(calls) == 1  # 1024-element rows, float64, a small batch: the row blocks
+    assert len(calls) == 1  # rows of a block or more, float64, a small batch: row blocks

@@ -16,7 +16,7 @@ have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 * ``cl_rows_f32``: channels-last float32 (and float16), a chunk of channels in registers
   (``cl_chunk_masked``: the last, partial, vector of float32 channels);
 * ``f32_shifted_sums``: a channels-first float32 (and float16) block with more
-  accumulators than LLVM gives it (AVX2 level only, ``F32_HEAD``);
+  accumulators than LLVM gives it (``F32_HEAD``: not on Zen 4/5's AVX-512);
 * ``row_shifted_sums``: one short channels-first row (2 to 7 vectors: 7x7 maps);
 * ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position
   (``u8_cl_pass_vnni``: the same with AVX-512 VNNI's ``vpdpbusd``).
@@ -106,20 +106,38 @@ def simd_level() -> str:
 SIMD_LEVEL = simd_level()
 HAVE_SIMD = SIMD_LEVEL != "none"
 
+
+def target_cpu_name(cpu_name: str | None = None) -> str:
+    """The CPU numba compiles for: ``NUMBA_CPU_NAME`` unless "host", else the host's."""
+    if cpu_name and cpu_name != "host":
+        return cpu_name
+    try:
+        return str(llvm_binding.get_host_cpu_name())
+    except Exception:  # pragma: no cover - exotic hosts
+        return "generic"
+
 # Bytes per vector, vectors per loop iteration, and the most iterations one call may
 # run: each int32 lane of a squares accumulator gains at most 2 * 255**2 per
 # iteration, and 16384 * 130050 < 2**31. So one call reduces at most 2 MiB.
 VEC = 64
 UNROLL = 2
 MAX_ITERATIONS = 16384
-# Bytes ahead of each load that the AVX2 kernels also prefetch into L1 (0: none): a
-# loop that computes while the hardware prefetchers alone fetch ran as if the arithmetic
-# and the DRAM waits took turns (see F32_HEAD for the float32 head's series).
-# Measured on Zen 2 only, hence not at the AVX-512 level (one machine, two threads,
-# alternating runs, GB/s): uint8 NCHW (u8_block_sums) 17.7 -> 22.2-24.1 at 1536 bytes
-# (1024: 21.0, 3072: 19.3-25.3, 4096: 20.6-22.7); uint8 HWC (u8_cl_pass) 16.5 -> 19.3-22.7
-# (768: 18.3-20.2, 3072: 19.6-21.0).
-L1_AHEAD = 1536 if SIMD_LEVEL == "avx2" else 0
+# Bytes ahead of each load that the kernels also prefetch into L1 (0: none): a loop
+# that computes while the hardware prefetchers alone fetch ran as if the arithmetic and
+# the DRAM waits took turns (see F32_HEAD for the float32 head's series). One machine,
+# two threads, alternating runs, GB/s:
+# - AVX2 level, Zen 2: uint8 NCHW (u8_block_sums) 17.7 -> 22.2-24.1 at 1536 bytes (1024:
+#   21.0, 3072: 19.3-25.3, 4096: 20.6-22.7); uint8 HWC (u8_cl_pass) 16.5 -> 19.3-22.7
+#   (768: 18.3-20.2, 3072: 19.6-21.0);
+# - AVX-512 level, an Intel Xeon (LLVM: "rocketlake"; 38 GB/s read): uint8 NCHW 16.3-16.9
+#   -> 30.6-31.4 at 1536, 30.6-32.5 at 2048, 34.8-35.8 at 3072, 34.9-35.7 at 4096; uint8
+#   HWC 22.2-22.8 -> 27.2-27.8 / 29.7-30.8 / 28.2-36.8 / 29.5-36.5; float32 NCHW (with
+#   F32_HEAD) 22.1-23.9 / 21.7-23.8 / 24.0-24.8 / 19.8.
+# Not at the AVX-512 level of AMD's Zen 4/5 (``znver*``): not measured there, where the
+# kernels read at 71-117% of the bandwidth without it (docs/benchmarks.md).
+_ZEN_AVX512 = SIMD_LEVEL == "avx512" and target_cpu_name(
+    getattr(config, "CPU_NAME", None)).startswith("znver")
+L1_AHEAD = {"avx2": 1536, "avx512": 0 if _ZEN_AVX512 else 3072}.get(SIMD_LEVEL, 0)
 MAX_BYTES = VEC * UNROLL * MAX_ITERATIONS
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -330,16 +348,6 @@ CL_MIN_ROWS = 16  # ... and at least this many (C > 2048)
 
 
 
-def target_cpu_name(cpu_name: str | None = None) -> str:
-    """The CPU numba compiles for: ``NUMBA_CPU_NAME`` unless "host", else the host's."""
-    if cpu_name and cpu_name != "host":
-        return cpu_name
-    try:
-        return str(llvm_binding.get_host_cpu_name())
-    except Exception:  # pragma: no cover - exotic hosts
-        return "generic"
-
-
 # On Zen 1/2 float adds and FMAs issue to different pipes, and the chunk loop is bound
 # by the FMA pipes (12 FMAs and 4 min/max per 16 values): there ``x - k`` is a
 # subtraction instead (float32; exact either way, the same bits). One thread, in L1,
@@ -539,8 +547,13 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
 # of F32_LANES values carry their own sums, squares, min and max: one thread, 32 KB
 # blocks from L2, AVX2 machine code on Zen 4, 5.3 -> 6.6 G values/s (float32) and
 # 4.6 -> 5.1 (float16). For AVX-512 code LLVM's own loop (4 x 8 lanes) was as fast for
-# float32 (7.2 against 7.1) and faster for float16 (6.2 against 5.6), so only the AVX2
-# level uses this kernel (``F32_HEAD``); 4 lanes x 4, 8 x 3 and 16 x 1 were slower.
+# float32 (7.2 against 7.1) and faster for float16 (6.2 against 5.6) on Zen 4, which
+# keeps LLVM's loop; 4 lanes x 4, 8 x 3 and 16 x 1 were slower. On an Intel AVX-512 host
+# (LLVM's "rocketlake": its tuning prefers 256-bit vectors, and LLVM's loop is ymm
+# there too) this kernel with the L1 prefetch below read 64x256x56x56 from DRAM at
+# 22.5 GB/s on two threads against 13.0 for LLVM's loop (9.2 without the prefetch, one
+# thread; 16 lanes x 2: 18.7, 16 x 1 and 8 x 4 slower too): ``F32_HEAD`` is on at both
+# levels except on Zen 4/5 (``_ZEN_AVX512``).
 #
 # Each loop step (one 64-byte line of float32) also prefetches the line L1_AHEAD bytes
 # ahead into L1: the hardware prefetchers alone left the loads
@@ -549,7 +562,7 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
 # series). Two threads, GB/s: no prefetch 21.6, 512 B ahead 23.3, 1024 26.0-26.7, 1536
 # 27.1-27.6, 2048 24.1-24.9, 3072 24.6-25.9 (256x3x224x224: 22.4 -> 27.6-28.9). A
 # prefetch is a hint: past the end of the array it reads nothing and cannot fault.
-F32_HEAD = SIMD_LEVEL == "avx2"
+F32_HEAD = SIMD_LEVEL == "avx2" or (SIMD_LEVEL == "avx512" and not _ZEN_AVX512)
 F32_LANES = 8
 F32_ACC = 2  # 2 x (2 + 2 + 1 + 1) = 12 of AVX2's 16 ymm registers
 F32_STEP = F32_LANES * F32_ACC  # elements per loop step

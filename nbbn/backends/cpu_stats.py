@@ -5,7 +5,7 @@ Two layouts, both reducing to per-channel results of shape (C,):
 * ``stats_channels_first(x, ...)`` for ``x`` of shape (O, C, L) with any strides:
   each row ``x[o, c]`` is cut into blocks of ``ROW_BLOCK`` elements;
   ``stats_channels_first_grouped`` for float32/float16/bfloat16 rows shorter than
-  ``SHORT_ROW`` (CNN feature maps of 7x7 or 14x14): a block is a group of rows of one
+  ``FLOAT_SHORT_ROW`` (CNN feature maps up to 90x90): a block is a group of rows of one
   channel, read in memory order with one shift per channel; rows of 2 to 7 whole
   vectors go through ``cpu_simd.row_shifted_sums``; ``stats_channels_first_int_grouped``
   the same for 8/16-bit integers, with exact integer sums per group, and
@@ -85,9 +85,13 @@ CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
-# channels-first rows shorter than this are reduced in groups of rows (float32 family):
-# one block per row cost a block's setup and a merge per row, and (256, 2048, 7, 7)
-# float32 ran at 4.4 GB/s against 25 for 56x56 rows
+# channels-first rows shorter than a block are reduced in groups of rows (float32
+# family): one block per row cost a block's setup and a merge per row, and (256, 2048,
+# 7, 7) float32 ran at 4.4 GB/s against 25 for 56x56 rows; 56x56 rows themselves ran at
+# 70-72% of the read bandwidth with a block per row, 85-86% in groups (an Intel AVX-512
+# host, docs/benchmarks.md)
+FLOAT_SHORT_ROW = ROW_BLOCK
+# ... and integer rows of at most this many values (``int_grouped_rows``)
 SHORT_ROW = 1024
 # ... when the piece holds at least this many elements: a small batch's rows cost little
 # either way, and its first call then compiles the kernel that long rows use as well
@@ -570,10 +574,10 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
 def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
     """Whether an (O, C, L) piece takes ``stats_channels_first_grouped``: float32,
     bfloat16 (``bf16``) or, with F16C, float16 (the dtypes of ``block_fast``'s shifted
-    single pass), rows shorter than ``SHORT_ROW``, more than one of them per channel, and
-    at least ``GROUPED_MIN_ELEMENTS`` in all."""
+    single pass), rows shorter than ``FLOAT_SHORT_ROW``, more than one of them per
+    channel, and at least ``GROUPED_MIN_ELEMENTS`` in all."""
     floats = bf16 or dtype == np.float32 or (dtype == np.float16 and HAVE_SIMD)
-    return (floats and shape[0] > 1 and shape[2] < SHORT_ROW
+    return (floats and shape[0] > 1 and shape[2] < FLOAT_SHORT_ROW
             and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
 
 
