@@ -26,7 +26,7 @@ def rate(x, out, k, a, s, b) -> float:
 
     def call():
         kn.affine_channels_last(x.reshape(-1), None, ta, ts, tb, nchan, out.reshape(-1), None,
-                                False, 0, 1, _NO_COUNT)
+                                False, 0, 0, 1, _NO_COUNT)
 
     call()
     best = np.inf

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._jit import tagged
+from .cpu_affine_simd import period_vectors, u8_affine_head
 from .cpu_numerics import store_float, to_float64
 from .cpu_simd import SIMD_LEVEL
 from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
@@ -91,23 +92,29 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
         ninf[t] = bad
 
 
-def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, t, nt, ninf):
+def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, nvec, t, nt,
+                          ninf):
     """Chunk ``t`` of ``nt`` of the work units of the flat channels-last ``xf`` (``ninf``,
-    ``stream``: as in :func:`_affine_channels_first`; chunks of whole tiles)."""
+    ``stream``: as in :func:`_affine_channels_first`; chunks of whole tiles). ``nvec``:
+    uint8 to float32 through ``cpu_affine_simd`` in periods of that many vectors (0:
+    not)."""
     bad = 0
     tile = ta.size
     nrows = xf.size // nchan
     k = tile // nchan
     rpu = k * max(1, CL_ROWS_PER_UNIT // k)  # rows per unit, a multiple of k
     units = (nrows + rpu - 1) // rpu
-    chunk = tile * max(1, STREAM_CHUNK_BYTES // (tile * outf.itemsize))
+    # streamed: buffered chunks of whole tiles, or with the register kernel of whole
+    # periods that are whole lines of the output
+    step = tile if nvec == 0 else 8 * nvec * 16 // math.gcd(8 * nvec, 16)
+    chunk = step * max(1, STREAM_CHUNK_BYTES // (step * outf.itemsize))
     buf = np.empty(chunk if stream else 0, outf.dtype)
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         e = u * rpu * nchan
         e1 = min(nrows, (u + 1) * rpu) * nchan
         while stream and e < e1:
             m = min(chunk, e1 - e)
-            f = 0
+            f = u8_affine_head(xf[e : e + m], buf, ta, ts, tb, 0, m, nvec)
             while f < m:
                 w = min(tile, m - f)
                 src = xf[e + f : e + f + w]
@@ -120,6 +127,7 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, t
                 f += w
             stream_copy(buf[:m], outf, e)
             e += m
+        e = u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec)  # (streamed: e == e1)
         while e < e1:
             w = min(tile, e1 - e)
             src = xf[e : e + w]
@@ -141,6 +149,13 @@ def tile_rows(nchan: int) -> int:
     step = TILE_ALIGN // math.gcd(nchan, TILE_ALIGN)  # rows per whole number of vectors
     k = step * -(-TILE_MIN // (nchan * step))
     return k if k * nchan <= TILE_MAX else -(-TILE_MIN // nchan)
+
+
+def register_periods(x: np.ndarray, out: np.ndarray, nchan: int, tile: int) -> int:
+    """``nvec`` of ``_affine_channels_last``: the vectors per period of the register
+    kernel for uint8 input and float32 output whose tiles are whole periods, else 0."""
+    nvec = period_vectors(nchan) if x.dtype == np.uint8 and out.dtype == np.float32 else 0
+    return nvec if nvec and tile % (8 * nvec) == 0 else 0
 
 
 def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
