@@ -41,48 +41,54 @@ def period_vectors(nchan: int) -> int:
     return nvec if HAVE_SIMD and nvec <= MAX_VECTORS else 0
 
 
-def _codegen(nvec: int):
+def _periods(context, builder, arrays, e0, nper, nvec: int) -> None:
+    """The loop over ``nper`` periods of ``nvec`` vectors from ``e0`` on."""
+    x, out, ta, ts, tb = arrays
+    fma = _declare(builder, f"llvm.fma.v{LANES}f64", _VF64, [_VF64] * 3)
+
+    def vec_ptr(arr, index, vt):
+        return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
+
+    params = [[builder.load(vec_ptr(p, ir.Constant(_I64, LANES * v), _VF64), align=8)
+               for v in range(nvec)] for p in (ta, ts, tb)]
+    period = ir.Constant(_I64, LANES * nvec)
+    with cgutils.for_range(builder, nper) as loop:
+        base = builder.add(e0, builder.mul(loop.index, period))
+        for v in range(nvec):
+            at = builder.add(base, ir.Constant(_I64, LANES * v))
+            raw = builder.load(vec_ptr(x, at, _VI8), align=1)
+            d = builder.fsub(builder.uitofp(raw, _VF64), params[0][v])
+            y = builder.call(fma, [d, params[1][v], params[2][v]])
+            builder.store(builder.fptrunc(y, _VF32), vec_ptr(out, at, _VF32), align=4)
+
+
+@intrinsic
+def u8_affine_periods(typingctx, x, out, ta, ts, tb, e0, nper, nvec):
+    """``out[e] = float32((x[e] - ta[j]) * ts[j] + tb[j])`` (one FMA) for the ``nper``
+    periods of ``LANES * nvec`` elements from ``e0`` on, ``j`` the position in the
+    period; ``x`` uint8 and ``out`` float32, flat and C-contiguous; ``nvec`` from 1 to
+    ``MAX_VECTORS`` (one compiled loop each, chosen by a switch), else nothing."""
+    if not (isinstance(x, types.Array) and x.dtype == types.uint8
+            and isinstance(out, types.Array) and out.dtype == types.float32):
+        return None
+    sig = types.void(x, out, ta, ts, tb, e0, nper, nvec)
+
     def codegen(context, builder, signature, args):
         sa = signature.args
-        x, out, ta, ts, tb = (context.make_array(sa[i])(context, builder, args[i])
-                              for i in range(5))
-        e0, nper = (context.cast(builder, args[i], sa[i], types.int64) for i in (5, 6))
-        fma = _declare(builder, f"llvm.fma.v{LANES}f64", _VF64, [_VF64] * 3)
-
-        def vec_ptr(arr, index, vt):
-            return builder.bitcast(builder.gep(arr.data, [index]), vt.as_pointer())
-
-        params = [[builder.load(vec_ptr(p, ir.Constant(_I64, LANES * v), _VF64), align=8)
-                   for v in range(nvec)] for p in (ta, ts, tb)]
-        period = ir.Constant(_I64, LANES * nvec)
-        with cgutils.for_range(builder, nper) as loop:
-            base = builder.add(e0, builder.mul(loop.index, period))
-            for v in range(nvec):
-                at = builder.add(base, ir.Constant(_I64, LANES * v))
-                raw = builder.load(vec_ptr(x, at, _VI8), align=1)
-                d = builder.fsub(builder.uitofp(raw, _VF64), params[0][v])
-                y = builder.call(fma, [d, params[1][v], params[2][v]])
-                builder.store(builder.fptrunc(y, _VF32), vec_ptr(out, at, _VF32), align=4)
+        arrays = [context.make_array(sa[i])(context, builder, args[i]) for i in range(5)]
+        e, n, k = (context.cast(builder, args[i], sa[i], types.int64) for i in (5, 6, 7))
+        done = builder.append_basic_block("periods_done")
+        switch = builder.switch(k, done)
+        for nv in range(1, MAX_VECTORS + 1):
+            case = builder.append_basic_block(f"periods_of_{nv}")
+            switch.add_case(ir.Constant(_I64, nv), case)
+            builder.position_at_end(case)
+            _periods(context, builder, arrays, e, n, nv)
+            builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
 
-    return codegen
-
-
-def _make(nvec: int):
-    @intrinsic
-    def u8_affine_periods(typingctx, x, out, ta, ts, tb, e0, nper):
-        """``out[e] = float32((x[e] - ta[j]) * ts[j] + tb[j])`` (one FMA) for the ``nper``
-        periods of ``LANES * nvec`` elements from ``e0`` on, ``j`` the position in the
-        period; ``x`` uint8 and ``out`` float32, flat and C-contiguous."""
-        if not (isinstance(x, types.Array) and x.dtype == types.uint8
-                and isinstance(out, types.Array) and out.dtype == types.float32):
-            return None
-        return types.void(x, out, ta, ts, tb, e0, nper), _codegen(nvec)
-
-    return u8_affine_periods
-
-
-_KERNELS = tuple(_make(n) for n in range(1, 9))
+    return sig, codegen
 
 
 def u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec):  # pragma: no cover - overloaded
@@ -95,28 +101,12 @@ def u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec):  # pragma: no cover - ove
 def _u8_affine_head_impl(xf, outf, ta, ts, tb, e, e1, nvec):
     if not (HAVE_SIMD and xf.dtype == types.uint8 and outf.dtype == types.float32):
         return lambda xf, outf, ta, ts, tb, e, e1, nvec: e
-    k1, k2, k3, k4, k5, k6, k7, k8 = _KERNELS
 
     def impl(xf, outf, ta, ts, tb, e, e1, nvec):
         if nvec == 0:
             return e
         nper = (e1 - e) // (LANES * nvec)
-        if nvec == 1:
-            k1(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 2:
-            k2(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 3:
-            k3(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 4:
-            k4(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 5:
-            k5(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 6:
-            k6(xf, outf, ta, ts, tb, e, nper)
-        elif nvec == 7:
-            k7(xf, outf, ta, ts, tb, e, nper)
-        else:
-            k8(xf, outf, ta, ts, tb, e, nper)
+        u8_affine_periods(xf, outf, ta, ts, tb, e, nper, nvec)
         return e + nper * LANES * nvec
 
     return impl
