@@ -55,7 +55,7 @@ def test_uint8_channels_last_register_kernel(both, monkeypatch, rng, nchan, offs
     got, plain, seen = both(lambda: norm(x, out=out).copy())
     np.testing.assert_array_equal(got, plain)
     assert_output(got, ref_normalize(x, norm.mean, norm.var, norm.weight, norm.bias, 1e-3, -1))
-    nvec = nchan // np.gcd(nchan, 8)
+    nvec = nchan // np.gcd(nchan, cpu_affine_simd.LANES)
     applies = cpu_simd.HAVE_SIMD and nvec <= cpu_affine_simd.MAX_VECTORS
     assert seen == [nvec if applies else 0]
 
@@ -64,7 +64,7 @@ def test_register_kernel_only_for_uint8_to_float32(rng):
     x = random_array(rng, (100, 3), "uint8", channel_axis=-1)
     f32 = np.empty(x.shape, np.float32)
     on = cpu_normalize.register_periods(x, f32, 3, 288)
-    assert on == (3 if cpu_simd.HAVE_SIMD else 0)
+    assert on == (3 if cpu_simd.HAVE_SIMD else 0)  # 3 rows of 8 or of 4 float64 lanes
     assert cpu_normalize.register_periods(x, f32, 3, 100) == 0  # tiles not whole periods
     assert cpu_normalize.register_periods(x, np.empty(x.shape), 3, 288) == 0  # float64 out
     assert cpu_normalize.register_periods(x.astype(np.int8), f32, 3, 288) == 0

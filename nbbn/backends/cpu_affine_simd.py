@@ -5,9 +5,10 @@ element from tiled vectors (``ta[j]``, ``ts[j]``, ``tb[j]``): for uint8 HWC imag
 that is 24 bytes of parameter loads per byte of input, and the loop ran at 2.2-2.5 G
 values/s per core in cache on an Intel AVX-512 host against 3.4 for the channels-first
 loop, whose parameters are scalars (docs/benchmarks.md). Here a *period* of
-``P = 8 * nvec`` elements (``nvec = C / gcd(C, 8)`` vectors of 8 float64 lanes: a whole
-number of rows) keeps its ``3 * nvec`` parameter vectors in registers, loaded once per
-call, and each vector of 8 bytes costs one load, one conversion, ``x - a``, one FMA
+``P = LANES * nvec`` elements (``nvec = C / gcd(C, LANES)`` vectors of ``LANES`` float64
+lanes, 8 on AVX-512 and 4 on AVX2: a whole number of rows) keeps its ``3 * nvec``
+parameter vectors in registers, loaded once per call, and each vector of ``LANES``
+bytes costs one load, one conversion, ``x - a``, one FMA
 ``(x - a) * s + b``, the rounding to float32 and one store: the same operations, hence
 the same bits, as the portable loop (``fastmath={"contract"}`` makes that an FMA too).
 """
@@ -23,10 +24,10 @@ from numba.extending import intrinsic, overload
 
 from .cpu_simd import HAVE_SIMD, SIMD_LEVEL, _declare
 
-LANES = 8  # float64 lanes per vector: one zmm register, or two ymm at the AVX2 level
+LANES = 8 if SIMD_LEVEL == "avx512" else 4  # float64 lanes per vector: a zmm or ymm register
 # periods of at most this many vectors: 3 x 8 parameter vectors in AVX-512's 32 zmm
-# registers; AVX2 has 16 ymm (each vector is two), so C = 3 (3 vectors) spills some
-MAX_VECTORS = 8 if SIMD_LEVEL == "avx512" else 3
+# registers, 3 x 4 in AVX2's 16 ymm
+MAX_VECTORS = 8 if SIMD_LEVEL == "avx512" else 4
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _VI8 = ir.VectorType(ir.IntType(8), LANES)

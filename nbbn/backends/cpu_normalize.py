@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._jit import tagged
-from .cpu_affine_simd import period_vectors, u8_affine_head
+from .cpu_affine_simd import LANES, period_vectors, u8_affine_head
 from .cpu_numerics import store_float, to_float64
 from .cpu_simd import SIMD_LEVEL
 from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
@@ -106,7 +106,7 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
     units = (nrows + rpu - 1) // rpu
     # streamed: buffered chunks of whole tiles, or with the register kernel of whole
     # periods that are whole lines of the output
-    step = tile if nvec == 0 else 8 * nvec * 16 // math.gcd(8 * nvec, 16)
+    step = tile if nvec == 0 else LANES * nvec * 16 // math.gcd(LANES * nvec, 16)
     chunk = step * max(1, STREAM_CHUNK_BYTES // (step * outf.itemsize))
     buf = np.empty(chunk if stream else 0, outf.dtype)
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
@@ -155,7 +155,7 @@ def register_periods(x: np.ndarray, out: np.ndarray, nchan: int, tile: int) -> i
     """``nvec`` of ``_affine_channels_last``: the vectors per period of the register
     kernel for uint8 input and float32 output whose tiles are whole periods, else 0."""
     nvec = period_vectors(nchan) if x.dtype == np.uint8 and out.dtype == np.float32 else 0
-    return nvec if nvec and tile % (8 * nvec) == 0 else 0
+    return nvec if nvec and tile % (LANES * nvec) == 0 else 0
 
 
 def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
