@@ -159,9 +159,13 @@ def register_periods(x: np.ndarray, out: np.ndarray, nchan: int, tile: int) -> i
 
 
 def tile_params(a: np.ndarray, s: np.ndarray, b: np.ndarray):
-    """Repeat the (C,) parameter vectors ``tile_rows(C)`` times: one tile each."""
-    k = tile_rows(a.shape[0])
-    return np.tile(a, k), np.tile(s, k), np.tile(b, k)
+    """Repeat the (C,) parameter vectors ``tile_rows(C)`` times: one tile each (rows of
+    one array, filled by broadcasting: a third of the time of three ``np.tile``, which
+    a small channels-last batch pays per call)."""
+    nchan = a.shape[0]
+    t = np.empty((3, tile_rows(nchan), nchan), np.result_type(a, s, b))
+    t[0], t[1], t[2] = a, s, b
+    return t[0].reshape(-1), t[1].reshape(-1), t[2].reshape(-1)
 
 
 # Serial kernels called on chunks of the work by the CPU backend's threads, named by
