@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -286,9 +287,10 @@ def _columns(a3: np.ndarray) -> bool:
 
 
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
-                out_bf16: bool = False, count_inf: bool = False) -> int:
+                out_bf16: bool = False, count_inf: bool = False, fresh: bool = False) -> int:
     """The affine kernel over one (O, C, I) piece; with ``count_inf`` (floating input)
-    the build that also counts infinite inputs, and their number is returned."""
+    the build that also counts infinite inputs, and their number is returned; ``fresh``:
+    ``o3`` was just allocated (``_FRESH``), not streamed."""
     data, half = _half(x3, bf16)
     data = _readonly(data)
     out_half = BF16 if out_bf16 else True if o3.dtype == np.uint16 else None
@@ -306,7 +308,7 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
     # enough that their unaligned ends are a small part; channels-last rows of whole
     # lines, so the tiles are too). Measured slower, so not streamed: float16/bfloat16
     # outputs (the conversions make those kernels compute-bound), see STREAM_CHANNELS_MAX.
-    stream = (o3.itemsize >= 4 and o3.nbytes >= cpu_stream.STREAM_MIN_BYTES
+    stream = (not fresh and o3.itemsize >= 4 and o3.nbytes >= cpu_stream.STREAM_MIN_BYTES
               and not np.may_share_memory(data, o3))
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
@@ -326,6 +328,15 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
 
 
 # ------------------------------------------------------------------ affine map
+# Outputs that prepare_out allocated and no kernel has written yet. Their pages are
+# zero-filled by the OS as the first stores touch them, which leaves the lines in the
+# cache: ordinary stores then cost no read from memory, and non-temporal ones would
+# evict the zeroed lines (written back) besides writing their own. So they are not
+# streamed (cpu_stream). An Intel AVX-512 host, (1000000, 64) float32, a new output:
+# streamed 49.5-54.5 ms, plain 40.3-48.9 (docs/benchmarks.md).
+_FRESH: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
     """The caller's ``out`` (a numpy array or CPU tensor, validated) or a new array of the
     result dtype (a tensor for a tensor input: bfloat16 stays bfloat16)."""
@@ -336,7 +347,9 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
                                     result_dtype(x.dtype))
         # laid out as the input (numpy's order="K"): a column-major table stays one, and
         # the kernels read and write both the same way
-        return np.empty_like(x, result_dtype(x.dtype))
+        new = np.empty_like(x, result_dtype(x.dtype))
+        _FRESH[id(new)] = new
+        return new
     if is_tensor(out) and out.device.type == "cpu":
         arr, bf16 = host_view(out, "out")
         dt = np.dtype(np.float32) if bf16 else arr.dtype  # bfloat16: a floating out
@@ -368,6 +381,7 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     out_bf16 = False
     if isinstance(out, TensorOutput):
         out_bf16, out = out.bf16, out.array
+    fresh = _FRESH.pop(id(out), None) is out
     if type(out) is not np.ndarray:  # np.memmap and other subclasses: a plain view
         out = out.view(np.ndarray)
     # Exact aliasing (out is x, or the same memory with the same layout) is safe for an
@@ -390,7 +404,7 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
             dst[...] = numpy_to_bf16_bits(o3).reshape(dst.shape) if out_bf16 else o3.reshape(
                 dst.shape)
         else:
-            ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf)
+            ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf, fresh)
     if overlap:
         out[...] = target_all
     return ninf
