@@ -351,8 +351,6 @@ CL_GROUP_BYTES = 131072 if SIMD_LEVEL != "avx512" or _ZEN_AVX512 else 65536
 CL_ROWS = CL_GROUP_BYTES // 1024  # at most this many rows per group (C <= 256) ...
 CL_MIN_ROWS = 16  # ... and at least this many (C > 2048)
 
-
-
 # On Zen 1/2 float adds and FMAs issue to different pipes, and the chunk loop is bound
 # by the FMA pipes (12 FMAs and 4 min/max per 16 values): there ``x - k`` is a
 # subtraction instead (float32; exact either way, the same bits). One thread, in L1,
@@ -599,8 +597,6 @@ def _splat(builder, value, vt):
     vec = builder.insert_element(ir.Constant(vt, None), value, _I32(0))
     return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, vt.count),
                                                         [0] * vt.count))
-
-
 
 
 def _load_f32(builder, ptr, n, half):
