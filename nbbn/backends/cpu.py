@@ -312,8 +312,7 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
               and not np.may_share_memory(data, o3))
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
         ta, ts, tb = kn.tile_params(a, s, b)
-        nvec = 0 if half is not None or out_half is not None else kn.register_periods(
-            data, o3, nchan, ta.size)
+        nvec = kn.register_periods(data, o3, nchan, ta.size)  # uint8 in, float32 out
         stream = stream and (nvec > 0 or (nchan * o3.itemsize % cpu_stream.LINE_BYTES == 0
                                           and nchan <= kn.STREAM_CHANNELS_MAX))
         head: tuple = (data.reshape(-1), half, ta, ts, tb, nchan, o3.reshape(-1), out_half,

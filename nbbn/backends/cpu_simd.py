@@ -135,8 +135,8 @@ MAX_ITERATIONS = 16384
 #   F32_HEAD) 22.1-23.9 / 21.7-23.8 / 24.0-24.8 / 19.8.
 # Not at the AVX-512 level of AMD's Zen 4/5 (``znver*``): not measured there, where the
 # kernels read at 71-117% of the bandwidth without it (docs/benchmarks.md).
-_ZEN_AVX512 = SIMD_LEVEL == "avx512" and target_cpu_name(
-    getattr(config, "CPU_NAME", None)).startswith("znver")
+_TARGET_CPU = target_cpu_name(getattr(config, "CPU_NAME", None))
+_ZEN_AVX512 = SIMD_LEVEL == "avx512" and _TARGET_CPU.startswith("znver")
 L1_AHEAD = {"avx2": 1536, "avx512": 0 if _ZEN_AVX512 else 3072}.get(SIMD_LEVEL, 0)
 MAX_BYTES = VEC * UNROLL * MAX_ITERATIONS
 
@@ -157,11 +157,6 @@ def _prefetch(builder, ptr, locality: int) -> None:
     2 into L2 (``prefetcht1``)."""
     fn = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
     builder.call(fn, [builder.bitcast(ptr, _PTR8), _I32(0), _I32(locality), _I32(1)])
-
-
-def _prefetch_l1(builder, ptr) -> None:
-    """:func:`_prefetch` into L1."""
-    _prefetch(builder, ptr, 3)
 
 
 def _halves(builder, v, n):
@@ -234,8 +229,8 @@ def u8_block_sums(typingctx, arr, nit):
             for u in range(UNROLL):
                 off = builder.add(base, ir.Constant(_I64, VEC * u))
                 if L1_AHEAD:
-                    _prefetch_l1(builder, builder.gep(ary.data, [
-                        builder.add(off, ir.Constant(_I64, L1_AHEAD))]))
+                    _prefetch(builder, builder.gep(ary.data, [
+                        builder.add(off, ir.Constant(_I64, L1_AHEAD))]), 3)  # into L1
                 ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
                 v = builder.load(ptr, align=1, typ=_V64I8)
                 sad = _psadbw(builder, v)
@@ -357,7 +352,7 @@ CL_MIN_ROWS = 16  # ... and at least this many (C > 2048)
 # Zen 2: 5.4 -> 6.8 G values/s (C = 16), 5.3 -> 6.4 (C = 256, 32 KB); from DRAM no
 # change (the loop waits on memory there); float16 (its conversions share the add
 # pipes) 4.7 -> 4.4, so float16 keeps the FMA; Zen 4 measured the FMA form faster.
-CL_SUB = target_cpu_name(getattr(config, "CPU_NAME", None)) in {"znver1", "znver2"}
+CL_SUB = _TARGET_CPU in {"znver1", "znver2"}
 
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 _VF32 = ir.VectorType(_F32, CL_LANES)
@@ -657,7 +652,7 @@ def f32_shifted_sums(typingctx, r, k, nsteps):
         ahead = ir.Constant(_I64, L1_AHEAD // (2 if half else 4))
         with cgutils.for_range(builder, steps) as loop:
             base = builder.mul(loop.index, ir.Constant(_I64, F32_STEP))
-            _prefetch_l1(builder, builder.gep(arr.data, [builder.add(base, ahead)]))
+            _prefetch(builder, builder.gep(arr.data, [builder.add(base, ahead)]), 3)  # L1
             for a, (s, q, lo, hi) in enumerate(acc):
                 ptr = builder.gep(arr.data, [builder.add(base, ir.Constant(_I64, F32_LANES * a))])
                 _shifted_step(builder, fma, _load_f32(builder, ptr, F32_LANES, half), ks,
@@ -814,8 +809,8 @@ def _u8_load(builder, ary, off, ahead, vt=_V64I8):
     bytes on (and into L1 ``L1_AHEAD`` bytes on)."""
     _prefetch(builder, builder.gep(ary.data, [builder.add(off, ahead)]), 2)
     if L1_AHEAD:  # and into L1, nearer
-        _prefetch_l1(builder, builder.gep(ary.data, [builder.add(off, ir.Constant(_I64,
-                                                                                 L1_AHEAD))]))
+        _prefetch(builder, builder.gep(ary.data, [builder.add(off, ir.Constant(_I64, L1_AHEAD))]),
+                  3)
     ptr = builder.bitcast(builder.gep(ary.data, [off]), vt.as_pointer())
     return builder.load(ptr, align=1, typ=vt)
 
