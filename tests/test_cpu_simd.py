@@ -56,6 +56,28 @@ def test_l1_prefetch_and_f32_head_by_level_and_target():
     assert cpu_simd.L1_AHEAD == ((1536 if level == "avx2" else 3072) if on else 0)
 
 
+@numba.njit
+def _prefetch_everywhere(a):
+    """prefetch_ahead from every element of ``a``, a whole array past its end, and none."""
+    for i in range(a.size + 2):
+        cpu_simd.prefetch_ahead(a, i, 64)
+    cpu_simd.prefetch_ahead(a, a.size + (1 << 20), a.size)
+    cpu_simd.prefetch_ahead(a, 0, 0)
+    cpu_simd.prefetch_line(a, a.size + (1 << 20))  # a hint: cannot fault, reads nothing
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])  # uint16: float16 bits
+def test_prefetch_ahead_at_the_end_of_strided_and_empty_arrays(rng, dtype):
+    # the affine kernels' L1 prefetch: from every position of a contiguous array and
+    # of a strided one (not prefetched), and past the end, it never faults and leaves
+    # the array as it was
+    base = rng.uniform(0, 100, 4099).astype(dtype)
+    keep = base.copy()
+    for a in (base, base[::3], base[:0], base[4000:]):
+        _prefetch_everywhere(a)
+    np.testing.assert_array_equal(base, keep)
+
+
 def test_nbbn_simd_caps_the_level(monkeypatch):
     from numba.core import config
 

@@ -22,7 +22,7 @@ import numpy as np
 from ._jit import tagged
 from .cpu_affine_simd import LANES, period_vectors, u8_affine_head
 from .cpu_numerics import store_float, to_float64
-from .cpu_simd import SIMD_LEVEL
+from .cpu_simd import SIMD_LEVEL, prefetch_ahead
 from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
 
 COUNT_INF = False  # the *_inf builds set it True: they also count infinite inputs
@@ -40,6 +40,7 @@ TILE_MIN = 256
 TILE_ALIGN = 32  # float32 lanes of two AVX-512 vectors, four AVX2 ones
 TILE_MAX = 1024
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
+PREFETCH_SPAN = 1024  # channels-first, not streamed: elements read per prefetch_ahead call
 # ... streamed when its rows are whole 64-byte lines and C is at most this (C = 1024:
 # the parameters of a tile crowd the buffer out of L1, 10% slower; C = 3: 0.98-1.15x,
 # the uint8 map is compute-bound)
@@ -71,6 +72,7 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
         while stream and f < hi - lo:  # buffers of whole cache lines, streamed out
             w = min(sub, hi - lo - f)
             part = src[f : f + w]
+            prefetch_ahead(x[o, c], lo + f, w)  # the row's next lines, past this unit too
             tmp = buf[:w]
             for i in range(w):
                 v = to_float64(part[i], half)
@@ -79,10 +81,13 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
                 store_float(tmp, i, (v - ac) * sc + bc, out_half)
             stream_copy(tmp, out[o, c], lo + f)
             f += w
-        if not stream:
-            dst = out[o, c, lo:hi]
-            for i in range(hi - lo):
-                v = to_float64(src[i], half)
+        for i0 in range(0, 0 if stream else hi - lo, PREFETCH_SPAN):
+            i1 = min(hi - lo, i0 + PREFETCH_SPAN)
+            prefetch_ahead(x[o, c], lo + i0, i1 - i0)
+            part = src[i0:i1]
+            dst = out[o, c, lo + i0 : lo + i1]
+            for i in range(i1 - i0):
+                v = to_float64(part[i], half)
                 if COUNT_INF:
                     bad += np.isinf(v)
                 store_float(dst, i, (v - ac) * sc + bc, out_half)
@@ -114,6 +119,7 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
         e1 = min(nrows, (u + 1) * rpu) * nchan
         while stream and e < e1:
             m = min(chunk, e1 - e)
+            prefetch_ahead(xf, e, m)
             f = u8_affine_head(xf[e : e + m], buf, ta, ts, tb, 0, m, nvec)
             while f < m:
                 w = min(tile, m - f)
@@ -130,6 +136,7 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
         e = u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec)  # (streamed: e == e1)
         while e < e1:
             w = min(tile, e1 - e)
+            prefetch_ahead(xf, e, w)
             src = xf[e : e + w]
             dst = outf[e : e + w]
             for j in range(w):

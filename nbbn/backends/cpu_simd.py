@@ -21,6 +21,9 @@ have names (hence numba disk-cache entries) of their own (``cpu_stats``).
 * ``u8_cl_pass``: channels-last uint8 (HWC images), exact sums by byte position
   (``u8_cl_pass_vnni``: the same with AVX-512 VNNI's ``vpdpbusd``).
 
+and ``prefetch_ahead`` (``prefetch_line``), the L1 prefetch ``L1_AHEAD`` bytes ahead
+that the affine kernels (``cpu_normalize``) call once per tile or block.
+
 For a uint8 block the exact statistics need four integer reductions: the sum, the sum
 of squares, the minimum and the maximum. Auto-vectorized, the loop widens every byte
 to an int32 lane (16 lanes per 512-bit register), so the sums cost eight vector
@@ -157,6 +160,38 @@ def _prefetch(builder, ptr, locality: int) -> None:
     2 into L2 (``prefetcht1``)."""
     fn = _declare(builder, "llvm.prefetch.p0", ir.VoidType(), [_PTR8, _I32, _I32, _I32])
     builder.call(fn, [builder.bitcast(ptr, _PTR8), _I32(0), _I32(locality), _I32(1)])
+
+
+@intrinsic
+def prefetch_line(typingctx, arr, index):
+    """Prefetch into L1 (``prefetcht0``) the line that holds ``arr[index]`` of a 1-d
+    array (by its stride). An ``index`` past the end is allowed: a prefetch is a hint,
+    it reads nothing there and cannot fault."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.int64)
+        offset = builder.mul(i, builder.extract_value(ary.strides, 0))
+        _prefetch(builder, builder.gep(builder.bitcast(ary.data, _PTR8), [offset]), 3)
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@numba.njit(inline="always")
+def prefetch_ahead(arr, start, count):
+    """Prefetch into L1 the lines of ``arr[start + a : start + a + count]`` of a 1-d
+    contiguous array, ``a`` being ``L1_AHEAD`` bytes; nothing where ``L1_AHEAD`` is 0
+    (the portable level, Zen's AVX-512), nothing of a strided array, nothing past the
+    end. Called by the affine kernels once per tile or block of their input, ahead of
+    the loop that reads it (the hardware prefetchers alone leave the loads waiting on
+    memory: design.md, "Prefetching in the affine kernels")."""
+    if L1_AHEAD and arr.strides[0] == arr.itemsize:
+        first = start + L1_AHEAD // arr.itemsize
+        for p in range(first, min(first + count, arr.size), max(1, 64 // arr.itemsize)):
+            prefetch_line(arr, p)
 
 
 def _halves(builder, v, n):
