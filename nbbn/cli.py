@@ -453,7 +453,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.backend == "cuda":
         from .tools.bench_cuda import run_cuda_bench
+        from .tools.bench_env import cpu_line
 
+        print(cpu_line(), file=sys.stdout)  # the host's CPU too
         run_cuda_bench(quick=args.quick, repeats=args.repeats, json_path=args.json,
                        use_torch=not args.no_torch, file=sys.stdout)
         return 0
@@ -482,8 +484,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_INSTEAD = ("tabular", "torch", "dask", "onnx", "pipeline", "distributed", "sklearn")
+
+
 def _other_bench(args: argparse.Namespace) -> dict | None:
-    """The result of the bench an "instead" option asks for (None: none asked)."""
+    """The result of the bench an "instead" option asks for (None: none asked), after a
+    line with the CPU model and flags (every benchmark prints them; the JSON has them
+    under ``"host"``)."""
+    if args.images is None and not any(getattr(args, k) for k in _INSTEAD):
+        return None
+    from .tools.bench_env import cpu_line, cpu_record
+
+    print(cpu_line(), file=sys.stdout, flush=True)
+    return {"host": cpu_record(), **_instead_bench(args)}
+
+
+def _instead_bench(args: argparse.Namespace) -> dict:
+    """Run the bench of the "instead" option given (one is)."""
     out, quick, repeats, gb, workdir = (sys.stdout, args.quick, args.repeats,
                                         args.pipeline_gb, args.workdir)
     if args.images is not None:
@@ -521,7 +538,7 @@ def _other_bench(args: argparse.Namespace) -> dict | None:
         from .tools.bench_sklearn import run_sklearn_bench
 
         return run_sklearn_bench(out, quick, repeats)
-    return None
+    raise AssertionError("_instead_bench called without an instead option")
 
 
 # ------------------------------------------------------------------------ warmup

@@ -259,9 +259,17 @@ def test_bench_sklearn_smoke(tmp_path, capsys):
 
     path = tmp_path / "b.json"
     assert main(["bench", "--sklearn", "--quick", "--repeats", "1", "--json", str(path)]) == 0
-    rows = json.loads(path.read_text())["rows"]
-    assert [r["name"] for r in rows] == ["fit", "transform"]
-    assert "transform" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    assert [r["name"] for r in result["rows"]] == ["fit", "transform"]
+    out = capsys.readouterr().out
+    assert "transform" in out
+    # every benchmark prints the CPU model and flags, and keeps them in its JSON
+    from nbbn.tools.bench_env import cpu_flags, cpu_model
+
+    assert out.splitlines()[0].startswith(f"cpu: {cpu_model()}; flags: ")
+    assert result["host"]["model"] == cpu_model()
+    assert result["host"]["flags"] == cpu_flags()
+    assert result["host"]["simd_level"] in ("none", "avx2", "avx512")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

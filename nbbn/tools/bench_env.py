@@ -17,8 +17,8 @@ from typing import Any
 __all__ = ["CpuMonitor", "cpu_line", "cpu_model", "environment", "wait_for_quiet"]
 
 
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-              "avx512vbmi", "asimd", "sve", "sve2")
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+              "avx512_vnni", "avx512vbmi", "asimd", "sve", "sve2")
 """The CPU flags that matter to nbbn's kernels, printed with every benchmark."""
 
 
@@ -49,6 +49,15 @@ def cpu_line() -> str:
 
     return (f"cpu: {cpu_model()}; flags: {' '.join(cpu_flags()) or '-'}; nbbn SIMD level "
             f"{cpu_simd.SIMD_LEVEL} (numba target: {os.environ.get('NUMBA_CPU_NAME') or 'host'})")
+
+
+def cpu_record() -> dict[str, Any]:
+    """What :func:`cpu_line` prints, for a benchmark's JSON: ``model``, ``flags`` (of
+    :data:`SIMD_FLAGS`), ``simd_level`` of nbbn's kernels and ``numba_target``."""
+    from ..backends import cpu_simd
+
+    return {"model": cpu_model(), "flags": cpu_flags(), "simd_level": cpu_simd.SIMD_LEVEL,
+            "numba_target": os.environ.get("NUMBA_CPU_NAME") or "host"}
 
 
 def cpu_model() -> str:
