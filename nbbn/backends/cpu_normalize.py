@@ -40,7 +40,9 @@ TILE_MIN = 256
 TILE_ALIGN = 32  # float32 lanes of two AVX-512 vectors, four AVX2 ones
 TILE_MAX = 1024
 CL_ROWS_PER_UNIT = 2048  # channels-last: minimum rows handled by one work unit
-PREFETCH_SPAN = 1024  # channels-first, not streamed: elements read per prefetch_ahead call
+# elements per prefetch_ahead call: a plain channels-first row's span, and the span of
+# whole periods the plain channels-last loop gives the uint8 register kernel at once
+PREFETCH_SPAN = 1024
 # ... streamed when its rows are whole 64-byte lines and C is at most this (C = 1024:
 # the parameters of a tile crowd the buffer out of L1, 10% slower; C = 3: 0.98-1.15x,
 # the uint8 map is compute-bound)
@@ -133,6 +135,11 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
                 f += w
             stream_copy(buf[:m], outf, e)
             e += m
+        if nvec:  # the register kernel in spans of whole periods, each prefetched ahead
+            span = LANES * nvec * max(1, PREFETCH_SPAN // (LANES * nvec))
+            while e + span <= e1:
+                prefetch_ahead(xf, e, span)
+                e = u8_affine_head(xf, outf, ta, ts, tb, e, e + span, nvec)
         e = u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec)  # (streamed: e == e1)
         while e < e1:
             w = min(tile, e1 - e)
