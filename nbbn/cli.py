@@ -484,61 +484,60 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_INSTEAD = ("tabular", "torch", "dask", "onnx", "pipeline", "distributed", "sklearn")
-
-
 def _other_bench(args: argparse.Namespace) -> dict | None:
     """The result of the bench an "instead" option asks for (None: none asked), after a
     line with the CPU model and flags (every benchmark prints them; the JSON has them
     under ``"host"``)."""
-    if args.images is None and not any(getattr(args, k) for k in _INSTEAD):
+    run = _instead_bench(args)
+    if run is None:
         return None
     from .tools.bench_env import cpu_line, cpu_record
 
     print(cpu_line(), file=sys.stdout, flush=True)
-    return {"host": cpu_record(), **_instead_bench(args)}
+    return {"host": cpu_record(), **run()}
 
 
-def _instead_bench(args: argparse.Namespace) -> dict:
-    """Run the bench of the "instead" option given (one is)."""
+def _instead_bench(args: argparse.Namespace) -> Callable[[], dict] | None:
+    """The bench of the "instead" option given, to call (None: none given)."""
     out, quick, repeats, gb, workdir = (sys.stdout, args.quick, args.repeats,
                                         args.pipeline_gb, args.workdir)
     if args.images is not None:
         from .tools.bench_images import run_images_bench
 
-        return run_images_bench(out, quick, repeats, workdir=workdir,
-                                count=40 if quick else args.images)
+        return lambda: run_images_bench(out, quick, repeats, workdir=workdir,
+                                        count=40 if quick else args.images)
     if args.tabular:
         from .tools.bench_tabular import run_tabular_bench
 
-        return run_tabular_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
+        return lambda: run_tabular_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
     if args.torch:
         from .tools.bench_precise_bn import run_precise_bn_bench
         from .tools.bench_torch import run_torch_bench
 
-        return {"tensors": run_torch_bench(out, quick, repeats),
-                "precise_bn": run_precise_bn_bench(quick=quick, repeats=repeats, file=out)}
+        return lambda: {
+            "tensors": run_torch_bench(out, quick, repeats),
+            "precise_bn": run_precise_bn_bench(quick=quick, repeats=repeats, file=out)}
     if args.dask:
         from .tools.bench_dask import run_dask_bench
 
-        return run_dask_bench(out, quick, repeats, gb, workdir)
+        return lambda: run_dask_bench(out, quick, repeats, gb, workdir)
     if args.onnx:
         from .tools.bench_onnx import run_onnx_bench
 
-        return run_onnx_bench(out, quick, repeats)
+        return lambda: run_onnx_bench(out, quick, repeats)
     if args.pipeline:
         from .tools.bench_pipeline import run_pipeline_bench
 
-        return run_pipeline_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
+        return lambda: run_pipeline_bench(out, quick, repeats, size_gb=gb, workdir=workdir)
     if args.distributed:
         from .tools.bench_distributed import run_distributed_bench
 
-        return run_distributed_bench(out, quick, repeats, workdir=workdir)
+        return lambda: run_distributed_bench(out, quick, repeats, workdir=workdir)
     if args.sklearn:
         from .tools.bench_sklearn import run_sklearn_bench
 
-        return run_sklearn_bench(out, quick, repeats)
-    raise AssertionError("_instead_bench called without an instead option")
+        return lambda: run_sklearn_bench(out, quick, repeats)
+    return None
 
 
 # ------------------------------------------------------------------------ warmup

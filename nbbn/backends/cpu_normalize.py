@@ -83,16 +83,17 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
                 store_float(tmp, i, (v - ac) * sc + bc, out_half)
             stream_copy(tmp, out[o, c], lo + f)
             f += w
-        for i0 in range(0, 0 if stream else hi - lo, PREFETCH_SPAN):
-            i1 = min(hi - lo, i0 + PREFETCH_SPAN)
-            prefetch_ahead(x[o, c], lo + i0, i1 - i0)
-            part = src[i0:i1]
-            dst = out[o, c, lo + i0 : lo + i1]
-            for i in range(i1 - i0):
-                v = to_float64(part[i], half)
-                if COUNT_INF:
-                    bad += np.isinf(v)
-                store_float(dst, i, (v - ac) * sc + bc, out_half)
+        if not stream:
+            for i0 in range(0, hi - lo, PREFETCH_SPAN):
+                i1 = min(hi - lo, i0 + PREFETCH_SPAN)
+                prefetch_ahead(x[o, c], lo + i0, i1 - i0)
+                part = src[i0:i1]
+                dst = out[o, c, lo + i0 : lo + i1]
+                for i in range(i1 - i0):
+                    v = to_float64(part[i], half)
+                    if COUNT_INF:
+                        bad += np.isinf(v)
+                    store_float(dst, i, (v - ac) * sc + bc, out_half)
     if stream:
         stream_fence()
     if COUNT_INF:

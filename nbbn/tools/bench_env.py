@@ -45,10 +45,9 @@ def cpu_flags() -> list[str]:
 def cpu_line() -> str:
     """One line for a benchmark script's output: the CPU model, its :data:`SIMD_FLAGS`
     and the SIMD level of nbbn's kernels (numba's target, ``NUMBA_CPU_NAME``)."""
-    from ..backends import cpu_simd
-
-    return (f"cpu: {cpu_model()}; flags: {' '.join(cpu_flags()) or '-'}; nbbn SIMD level "
-            f"{cpu_simd.SIMD_LEVEL} (numba target: {os.environ.get('NUMBA_CPU_NAME') or 'host'})")
+    rec = cpu_record()
+    return (f"cpu: {rec['model']}; flags: {' '.join(rec['flags']) or '-'}; nbbn SIMD level "
+            f"{rec['simd_level']} (numba target: {rec['numba_target']})")
 
 
 def cpu_record() -> dict[str, Any]:
