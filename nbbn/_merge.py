@@ -32,6 +32,20 @@ def _two_sum(a, b):
     return s, (a - (s - bb)) + (b - bb)
 
 
+def store_record(si, sf, j, n, hi, lo, m2, mn, mx, nnan, ninf):
+    """Write record ``j`` of the statistics layout: ``si`` int (3, ...) [count, NaNs,
+    infs], ``sf`` float (5, ...) [mean, mean_lo, M2, min, max] (``BatchStats``,
+    ``DeviceStats``, the kernels' workspaces)."""
+    si[0, j] = n
+    si[1, j] = nnan
+    si[2, j] = ninf
+    sf[0, j] = hi
+    sf[1, j] = lo
+    sf[2, j] = m2
+    sf[3, j] = mn
+    sf[4, j] = mx
+
+
 def build(jit) -> SimpleNamespace:
     """The merge functions compiled with ``jit`` (a decorator), as a namespace:
 
@@ -83,18 +97,6 @@ def build(jit) -> SimpleNamespace:
             return a + b
         return a if a >= b else b
 
-    def store(si, sf, j, n, hi, lo, m2, mn, mx, nnan, ninf):
-        """Write record ``j`` of the statistics layout: ``si`` int (3, ...) [count, NaNs,
-        infs], ``sf`` float (5, ...) [mean, mean_lo, M2, min, max] (``BatchStats``,
-        ``DeviceStats``, the kernels' workspaces)."""
-        si[0, j] = n
-        si[1, j] = nnan
-        si[2, j] = ninf
-        sf[0, j] = hi
-        sf[1, j] = lo
-        sf[2, j] = m2
-        sf[3, j] = mn
-        sf[4, j] = mx
-
     return SimpleNamespace(two_sum=two_sum, dd_mean=dd_mean_c, chan_merge=jit(chan_merge),
-                           nan_min=jit(nan_min), nan_max=jit(nan_max), store=jit(store))
+                           nan_min=jit(nan_min), nan_max=jit(nan_max),
+                           store=jit(store_record))

@@ -113,7 +113,9 @@ class RunningStats:
             Values along ``channel_axis`` are channels; every other axis is reduced. A
             numpy array (any dtype of float16/32/64 or integers, any strides), a device
             array (torch CUDA tensor, CuPy, Numba) for the CUDA backend, a dask array
-            (reduced chunk by chunk on the active dask scheduler) or an xarray DataArray.
+            (reduced chunk by chunk on the active dask scheduler), an xarray DataArray, or
+            a scipy sparse matrix or array (its columns are the channels, or its rows
+            with ``channel_axis=0``; the zeros it does not store count as zeros; CPU).
         sample_weight : array_like of shape (N,), optional
             Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
             ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent. The
@@ -142,6 +144,8 @@ class RunningStats:
 
     def _update(self, batch, counts, sample_weight=None) -> RunningStats:
         """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
+        if backends.is_sparse(batch):
+            return self._update_sparse(batch, sample_weight)
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
@@ -159,10 +163,15 @@ class RunningStats:
             part = be.reduce(inp, policy_code(self.nan_policy))
         else:
             part = be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
+        return self._commit(be, part, inp.channels, counts,
+                            getattr(inp, "channel_coord", self._channel_coord))
+
+    def _commit(self, be, part, nchan: int, counts, coord) -> RunningStats:
+        """Merge a batch's statistics ``part`` (of backend ``be``) into the state."""
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
-            self._check_channels(inp.channels, "batch")  # another thread may have started
+            self._check_channels(nchan, "batch")  # another thread may have started
             if getattr(self._state, "weight", None) is not None:
                 # a weighted state is merged on the host (device states hold no weights)
                 self._state = _host_merge(self._state, be.summary(part))
@@ -171,8 +180,37 @@ class RunningStats:
             self._host_cache = None
             if counts is not None and self.histogram is not None:
                 self.histogram.counts += counts
-            self._channel_coord = getattr(inp, "channel_coord", self._channel_coord)
+            self._channel_coord = coord
         return self
+
+    def _update_sparse(self, batch, sample_weight) -> RunningStats:
+        """:meth:`update` of a scipy sparse matrix: its columns (rows for
+        ``channel_axis=0``) are the channels, on the CPU."""
+        from .backends import cpu_sparse
+
+        if self.backend == "cuda":
+            raise TypeError("batch is a scipy sparse matrix, which the CPU backend reduces, "
+                            "but backend='cuda' was asked for: use backend='auto' or 'cpu'")
+        if not isinstance(self.channel_axis, int) or self.channel_axis not in (-2, -1, 0, 1):
+            raise ValueError(f"channel_axis={self.channel_axis!r} does not fit a sparse "
+                             "matrix: expected -1 or 1 (columns are channels), or 0 or -2 "
+                             "(rows)")
+        if self.histogram is not None:
+            raise ValueError("a sparse batch with statistics that keep a histogram: the "
+                             "histogram counts dense values; pass batch.toarray()")
+        x = cpu_sparse.as_compressed(batch)
+        axis = self.channel_axis % 2
+        if axis == 0:
+            x = x.T  # CSR <-> CSC, no copy: the rows become the columns
+        self._check_channels(x.shape[1], "batch")
+        weight = None
+        if sample_weight is not None:
+            weight = check_sample_weight(sample_weight, x.shape[0], axis)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            return self
+        be = backends.resolve("cpu")
+        part = cpu_sparse.reduce(x, policy_code(self.nan_policy), weight)
+        return self._commit(be, part, x.shape[1], None, self._channel_coord)
 
     def _host(self) -> BatchStats | None:
         """The state as host arrays for reading (cached while the state does not change)."""

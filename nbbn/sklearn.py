@@ -13,7 +13,9 @@ not import it.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from .normalizer import Normalizer
 from .running_stats import RunningStats
 
 try:
+    from scipy.sparse import issparse  # a dependency of scikit-learn
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
     from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -45,17 +48,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     The parameters, attributes and results are those of
     :class:`sklearn.preprocessing.StandardScaler` (NaNs skipped per feature,
     ``scale_`` 1 for constant and near-constant features by scikit-learn's bound,
-    float32 and float64 preserved, other dtypes converted to float64), plus
-    ``channel_axis`` for N-d arrays, ``nan_policy`` and ``ddof``. Sparse input is not
-    supported.
+    float32 and float64 preserved, other dtypes converted to float64; scipy sparse
+    matrices with ``with_mean=False``), plus ``channel_axis`` for N-d arrays,
+    ``nan_policy`` and ``ddof``. A call that raises leaves the fitted state as it was
+    (``fit`` too: the earlier fit is kept).
 
     Parameters
     ----------
     copy : bool, default True
         False: ``transform`` and ``inverse_transform`` write into ``X`` when it is a
-        writable float32/float64 numpy array.
+        writable float32/float64 numpy array (or CSR matrix).
     with_mean : bool, default True
-        Center the data (``mean_`` is computed either way while ``with_std``).
+        Center the data (``mean_`` is computed either way while ``with_std``). Must be
+        False for sparse input, which centering would make dense.
     with_std : bool, default True
         Scale the data to unit variance.
     channel_axis : int, default -1
@@ -113,6 +118,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """The estimator's tags: NaN allowed (but "raise"), float32/64 preserved."""
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self.nan_policy != "raise"
+        tags.input_tags.sparse = not self.with_mean  # (as scikit-learn: no centering)
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
@@ -131,8 +137,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 or self.ddof < 0):
             raise ValueError(f"ddof must be an int >= 0, got {self.ddof!r}")
 
-    def _validate(self, X, *, reset: bool, writeable: bool = False):
-        """``X`` as a float32/float64 numpy array, its features checked against ``fit``.
+    def _validate(self, X, *, reset: bool, writeable: bool = False, copy: bool = False,
+                  sparse: str | tuple[str, ...] = ("csr", "csc")):
+        """``X`` as a float32/float64 numpy array (or a CSR/CSC matrix, of the formats
+        ``sparse`` accepts), its features checked against ``fit``; a copy if ``copy``.
 
         2-d input goes through scikit-learn's ``validate_data`` (feature names,
         ``n_features_in_``, its error messages); N-d numpy arrays through
@@ -142,7 +150,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         if getattr(X, "ndim", 2) <= 2:
             X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
-                              ensure_all_finite=False, force_writeable=writeable)
+                              accept_sparse=sparse, ensure_all_finite=False,
+                              force_writeable=writeable, copy=copy)
             if self.channel_axis not in (1, -1):
                 raise ValueError(f"channel_axis={self.channel_axis} does not fit 2-d input, "
                                  "whose features are axis 1: use channel_axis=-1 or 1")
@@ -187,8 +196,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         StandardScaler
             ``self``.
         """
-        self._reset()
-        return self.partial_fit(X, y, sample_weight)
+        with self._unchanged_on_error():
+            self._reset()
+            return self.partial_fit(X, y, sample_weight)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> StandardScaler:
         """Merge the statistics of the batch ``X`` into the fitted ones (exact, any
@@ -199,9 +209,15 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         StandardScaler
             ``self``; on an error the fitted state is unchanged.
         """
+        with self._unchanged_on_error():
+            return self._partial_fit(X, sample_weight)
+
+    def _partial_fit(self, X, sample_weight) -> StandardScaler:
         self._check_params()
         first = not hasattr(self, "n_samples_seen_")
         X = self._validate(X, reset=first)
+        if issparse(X):
+            self._refuse_centering()
         batch = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
         batch.update(X, sample_weight=sample_weight)
         if sample_weight is not None and not np.asarray(sample_weight, np.float64).any():
@@ -211,6 +227,26 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         stats = batch if first else self.stats_ + batch
         self._set_fitted(stats)
         return self
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """On an error, the fitted attributes (and ``n_features_in_``,
+        ``feature_names_in_``, which validation sets first) are put back as they were."""
+        names = (*_FITTED, "n_features_in_", "feature_names_in_")
+        saved = {k: self.__dict__[k] for k in names if k in self.__dict__}
+        try:
+            yield
+        except BaseException:
+            for k in names:
+                self.__dict__.pop(k, None)
+            self.__dict__.update(saved)
+            raise
+
+    def _refuse_centering(self) -> None:
+        if self.with_mean:
+            raise ValueError("Cannot center sparse matrices: pass `with_mean=False` "
+                             "instead (centering would make every zero nonzero). See "
+                             "docstring for motivation and alternatives.")
 
     def _refuse_nonfinite(self, batch: RunningStats, note: str = "") -> None:
         """ValueError when the statistics of a batch counted an infinity (scikit-learn's
@@ -236,6 +272,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         statistics kernel counts them first: two reads."""
         from .backends import cpu
 
+        if issparse(X):
+            return self._mapped_sparse(X, copy, inverse)
         X = self._validate(X, reset=False, writeable=not copy)
         counted = not copy or self.nan_policy == "raise"
         if counted:
@@ -248,6 +286,20 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if inp.size and cpu.affine(inp, params, out, count_inf=not counted):
             self._refuse_nonfinite_in(X)  # the count says there is one; this says where
         return out
+
+    def _mapped_sparse(self, X, copy: bool, inverse: bool):
+        """:meth:`_mapped` of a sparse matrix (as scikit-learn: CSR out, no centering):
+        its stored values times ``1 / scale_`` (``scale_``, ``inverse``)."""
+        from .backends import cpu_sparse
+
+        self._refuse_centering()
+        X = self._validate(X, reset=False, writeable=True, copy=copy, sparse="csr")
+        bad = ~np.isfinite(X.data) if self.nan_policy == "raise" else np.isinf(X.data)
+        if bad.any():
+            self._refuse_nonfinite_in(X)
+        if self.with_std and self.scale_ is not None:
+            cpu_sparse.scale_columns(X, self.scale_ if inverse else 1.0 / self.scale_)
+        return X
 
     def _refuse_nonfinite_in(self, X) -> None:
         """:meth:`_refuse_nonfinite` of the statistics of ``X`` (one read)."""

@@ -204,6 +204,27 @@ def test_many_chunks_give_the_same_statistics(rng, monkeypatch):
     assert_stats(_as_repeated(rs), ref_stats(np.repeat(x, w, axis=0), 1), rtol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["rows", "nchw"])
+def test_long_streams_keep_float64_precision(rng, layout):
+    """200,000 weighted rows in one chunk: the weight sums and the squares are summed
+    with compensation, so the variance stays within a few ulp (a plain running sum left
+    1e-12 of it)."""
+    n = 200_000
+    x = rng.standard_normal((n, 3)) * [2.0, 1e-3, 50.0] + [5.0, 1e3, -7.0]
+    x[rng.random(x.shape) < 0.7] = 0.0  # spread: zeros far from the mean
+    w = rng.random(n) * 3
+    if layout == "rows":
+        rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    else:  # 2,000 images of 100 pixels, one weight per image
+        w = np.repeat(w[: n // 100], 100)
+        images = x.reshape(n // 100, 100, 3).transpose(0, 2, 1)
+        rs = nbbn.RunningStats(1).update(images, sample_weight=w[::100])
+    wsum, mean, var = _weighted_ref(x, w, -1)
+    assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
+    assert_close(rs.mean, mean, rtol=1e-15, atol=1e-15 * np.sqrt(var), name="mean")
+    assert_close(rs.var, var, rtol=1e-14, name="var")
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 4), st.floats(-1e6, 1e6, width=32)), min_size=1,
                 max_size=40),

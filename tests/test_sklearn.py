@@ -22,6 +22,8 @@ from nbbn.sklearn import StandardScaler  # noqa: E402
 RTOL = 1e-12
 
 
+# (StandardScaler() does not declare sparse input, as scikit-learn's own: it cannot
+# center sparse data; the sparse checks run on the second one)
 @ec.parametrize_with_checks([StandardScaler(), StandardScaler(with_mean=False, ddof=1)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -260,7 +262,8 @@ def test_bench_sklearn_smoke(tmp_path, capsys):
     path = tmp_path / "b.json"
     assert main(["bench", "--sklearn", "--quick", "--repeats", "1", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
-    assert [r["name"] for r in result["rows"]] == ["fit", "transform"]
+    assert [r["name"] for r in result["rows"]] == ["fit", "transform", "fit CSR",
+                                                  "transform CSR"]
     out = capsys.readouterr().out
     assert "transform" in out
     # every benchmark prints the CPU model and flags, and keeps them in its JSON

@@ -57,7 +57,7 @@ from ._stats import BatchStats
 BACKENDS = ("auto", "cpu", "cuda")
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailableError", "BatchStats", "check_name",
-           "is_device_array", "resolve", "to_host"]
+           "is_device_array", "is_sparse", "resolve", "to_host"]
 
 
 class Backend(Protocol):
@@ -125,6 +125,11 @@ def is_xarray(x) -> bool:
     """True for an ``xarray.DataArray`` (tested without importing xarray)."""
     return type(x).__module__.startswith("xarray") and hasattr(x, "dims") \
         and hasattr(x, "variable")
+
+
+def is_sparse(x) -> bool:
+    """True for a scipy sparse matrix or array (tested without importing scipy)."""
+    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
 
 
 def is_dask_array(x) -> bool:

@@ -1,0 +1,442 @@
+"""Statistics of scipy sparse matrices (CSR and CSC) per column, and their column scaling.
+
+A sparse matrix is its stored entries plus implicit zeros. Each column's statistics
+are those of its stored entries, reduced as nbbn reduces dense data (two passes
+around a shift, the column's first finite entry, so no sum of raw values is formed;
+see ``cpu_weighted``), merged with Chan's formula with a part of ``z`` zeros (mean 0,
+M2 0), where ``z`` is the number of rows (the weight of the rows) that store nothing
+in the column. The zero weight of weighted data is the total weight minus the weight
+of the rows that store an entry, both summed as double-doubles, so no rounding is
+left in it. A stored NaN is a NaN (skipped under "omit"), not a zero; duplicate
+entries are summed first (scipy's ``sum_duplicates``), as the matrix means.
+
+CSC matrices are reduced column by column; CSR matrices in row partitions whose
+per-column statistics are merged in partition order. Partitions are fixed by the
+shape, so the result does not depend on the thread count. CSR partitions hold a
+workspace per column: the partition count is bounded so that these stay under
+``WORKSPACE_BYTES``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+import numpy as np
+
+from .._merge import store_record
+from .._policy import POLICY_OMIT
+from ._jit import cached
+from ._stats import BatchStats
+from .cpu import MAX_PARTS, _readonly, _run
+from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
+from .cpu_weighted import BLOCK, kahan_add, shifted_moments
+
+__all__ = ["as_compressed", "reduce", "scale_columns"]
+
+WORKSPACE_BYTES = 32 << 20  # per-partition column statistics of a CSR reduction
+MIN_PART_ENTRIES = 1 << 17  # a partition holds at least this many stored entries
+ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
+# (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
+PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a record
+# costs as much to set up and finish as dozens of entries cost to add
+
+
+@cached(nogil=True)
+def _column_sums(w):  # pragma: no cover - compiled
+    """``(hi, lo, npos)``: the sum of ``w`` as a double-double and its count of > 0."""
+    hi = 0.0
+    lo = 0.0
+    npos = 0
+    for i in range(w.shape[0]):
+        if w[i] > 0.0:
+            npos += 1
+            hi, e = two_sum(hi, w[i])
+            lo += e
+    return hi, lo, npos
+
+
+@cached(nogil=True)
+def _csc_columns(indptr, indices, data, w, weighted, policy, total_hi, total_lo, npos,
+                 t, nt, nparts, si, sf, sw):  # pragma: no cover - compiled
+    """Columns of the partitions ``p = t, t + nt, ...`` of ``nparts`` (contiguous column
+    blocks) of a CSC matrix, stored entries and zeros, into ``si``, ``sf``, ``sw``."""
+    ncols = indptr.shape[0] - 1
+    omit = policy == POLICY_OMIT
+    for p in range(t, nparts, nt):
+        for c in range(p * ncols // nparts, (p + 1) * ncols // nparts):
+            k0 = indptr[c]
+            k1 = indptr[c + 1]
+            shift = 0.0
+            for k in range(k0, k1):
+                v = numba.float64(data[k])
+                if (not weighted or w[indices[k]] > 0.0) and math.isfinite(v):
+                    shift = v
+                    break
+            n = 0
+            nnan = 0
+            ninf = 0
+            stored = 0
+            sh = 0.0  # the stored rows' weight, and the counted values' (double-doubles)
+            sl = 0.0
+            wh = 0.0
+            wl = 0.0
+            s1 = 0.0
+            mn = np.inf
+            mx = -np.inf
+            for k in range(k0, k1):
+                wr = w[indices[k]] if weighted else 1.0
+                if wr == 0.0:
+                    continue
+                stored += 1
+                if weighted:
+                    sh, e = two_sum(sh, wr)
+                    sl += e
+                v = numba.float64(data[k])
+                if math.isnan(v):
+                    nnan += 1
+                    if omit:
+                        continue
+                elif math.isinf(v):
+                    ninf += 1
+                n += 1
+                if weighted:
+                    wh, e = two_sum(wh, wr)
+                    wl += e
+                s1 += wr * (v - shift)
+                mn = merge_min(mn, v)
+                mx = merge_max(mx, v)
+            wsum = wh + wl if weighted else numba.float64(n)
+            delta = s1 / wsum if wsum > 0.0 else 0.0
+            # the squares in blocks of BLOCK, whose sums are added with Kahan's
+            # compensation: rounding independent of the column's length
+            q = 0.0
+            qc = 0.0
+            qp = 0.0
+            e1 = 0.0
+            e1c = 0.0
+            ep = 0.0
+            inblock = 0
+            for k in range(k0, k1):
+                wr = w[indices[k]] if weighted else 1.0
+                v = numba.float64(data[k])
+                if wr == 0.0 or (omit and math.isnan(v)):
+                    continue
+                d = (v - shift) - delta
+                qp += wr * d * d
+                ep += wr * d
+                inblock += 1
+                if inblock == BLOCK:
+                    q, qc = kahan_add(q, qc, qp)
+                    e1, e1c = kahan_add(e1, e1c, ep)
+                    qp = 0.0
+                    ep = 0.0
+                    inblock = 0
+            q, qc = kahan_add(q, qc, qp)
+            e1, e1c = kahan_add(e1, e1c, ep)
+            q -= qc
+            e1 -= e1c
+            hi, lo, m2 = shifted_moments(shift, wsum, delta, q, e1)
+            n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx,
+                                                      npos - stored, weighted, total_hi,
+                                                      total_lo, sh, sl)
+            _store(si, sf, c, n, hi, lo, m2, mn, mx, nnan, ninf)
+            sw[c] = wsum
+
+
+@numba.njit(fastmath=False)
+def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo, sh, sl
+                ):  # pragma: no cover - compiled
+    """A column's stored-entry statistics merged with its ``zeros`` implicit zeros (their
+    weight: the total weight minus the stored rows' ``sh + sl``). Scalars only: a
+    compiled callee that takes arrays costs their reference counts on every call."""
+    if zeros > 0:
+        if weighted:
+            s, e = two_sum(total_hi, -sh)
+            wz = s + ((e + total_lo) - sl)
+        else:
+            wz = numba.float64(zeros)
+        wsum, hi, lo, m2 = chan_merge(wsum, hi, lo, m2, wz, 0.0, 0.0, 0.0)
+        n += zeros
+        mn = merge_min(mn, 0.0)
+        mx = merge_max(mx, 0.0)
+    return n, wsum, hi, lo, m2, mn, mx
+
+
+# column c of the statistics layout (BatchStats), inlined: the per-column loops call it
+# once per column, and a compiled callee that takes arrays costs their reference counts
+_store = numba.njit(fastmath=False, inline="always")(store_record)
+
+
+# A column's record in a CSR partition: two 64-byte cache lines of float64 (counts are
+# exact below 2**53), one per pass, so that an entry touches one line in each.
+# Line A, the first pass: FIN finite entries, SHIFT1 the first of them, S1 the sum of
+# w (x - shift) (then WSUM, the counted values' weight), NANS, INFS, SW the stored
+# rows' weight (a double-double, for the zeros' weight), NAN_W the NaNs' weight.
+# Line B, the second pass: SHIFT, DELTA (the mean's offset from it), Q and E, the sums
+# of w d^2 and w d of the deviations d from that mean (QC, EC: Kahan's compensations),
+# MIN, MAX. After the partition, SHIFT, DELTA and Q hold the mean hi, lo and M2.
+FIN, SHIFT1, S1, NANS, INFS, SW_HI, SW_LO, NAN_W = range(8)
+WSUM = S1
+SHIFT, DELTA, Q, QC, E, EC, MIN, MAX = range(8, 16)
+RECORD = 16
+_LINE = 8  # float64 per cache line
+
+
+@numba.njit(fastmath=False, inline="always")
+def _first_pass(recs, p, c, v, wr, weighted):  # pragma: no cover - compiled
+    """Entry ``v`` of weight ``wr`` into line A of column ``c``'s record in partition
+    ``p``: counts, weights and ``sum w (x - shift)``, the shift being the column's
+    first finite entry, taken when it comes (an infinity before it is infinite after
+    any shift). ``weighted`` is a constant at each call: a flag that varies at run time
+    (the NaN policy, once) made the loop five times slower, so the policy is applied
+    after it."""
+    if weighted:
+        sh, e = two_sum(recs[p, c, SW_HI], wr)
+        recs[p, c, SW_HI] = sh
+        recs[p, c, SW_LO] += e
+    if math.isfinite(v):
+        fin = recs[p, c, FIN]
+        if fin == 0.0:
+            recs[p, c, SHIFT1] = v
+        recs[p, c, FIN] = fin + 1.0
+    elif math.isnan(v):
+        recs[p, c, NANS] += 1.0
+        recs[p, c, NAN_W] += wr  # counted under "propagate" (see _csr_parts)
+        return
+    else:
+        recs[p, c, INFS] += 1.0
+    recs[p, c, S1] += wr * (v - recs[p, c, SHIFT1])
+
+
+@numba.njit(fastmath=False, inline="always")
+def _second_pass(recs, p, c, v, wr):  # pragma: no cover - compiled
+    """Entry ``v`` (not NaN) into line B: the deviations from the first pass's mean
+    (compensated sums: a partition may hold a long column), min and max."""
+    d = (v - recs[p, c, SHIFT]) - recs[p, c, DELTA]
+    recs[p, c, Q], recs[p, c, QC] = kahan_add(recs[p, c, Q], recs[p, c, QC], wr * d * d)
+    recs[p, c, E], recs[p, c, EC] = kahan_add(recs[p, c, E], recs[p, c, EC], wr * d)
+    recs[p, c, MIN] = min(recs[p, c, MIN], v)
+    recs[p, c, MAX] = max(recs[p, c, MAX], v)
+
+
+@cached(nogil=True)
+def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
+               ):  # pragma: no cover - compiled
+    """The stored entries of the partitions ``p = t, t + nt, ...`` of ``nparts`` of a
+    CSR matrix into the column records ``recs[p]`` (fields above). Unweighted, a
+    partition is a range of entries (the rows do not matter); weighted, of rows."""
+    nrows = indptr.shape[0] - 1
+    nnz = np.int64(indptr[nrows])
+    ncols = recs.shape[1]
+    omit = policy == POLICY_OMIT
+    for p in range(t, nparts, nt):
+        for c in range(ncols):
+            for f in range(_LINE):
+                recs[p, c, f] = 0.0
+        r0 = p * nrows // nparts
+        r1 = (p + 1) * nrows // nparts
+        k0 = p * nnz // nparts
+        k1 = (p + 1) * nnz // nparts
+        if weighted:
+            for r in range(r0, r1):
+                if w[r] > 0.0:
+                    for k in range(indptr[r], indptr[r + 1]):
+                        _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
+        else:
+            for k in range(k0, k1):
+                _first_pass(recs, p, indices[k], numba.float64(data[k]), 1.0, False)
+        for c in range(ncols):
+            if weighted:  # the stored rows' weight less the NaNs'
+                sh, e = two_sum(recs[p, c, SW_HI], -recs[p, c, NAN_W])
+                wsum = sh + (e + recs[p, c, SW_LO])
+            else:
+                wsum = recs[p, c, FIN] + recs[p, c, INFS]
+            recs[p, c, SHIFT] = recs[p, c, SHIFT1]
+            recs[p, c, DELTA] = recs[p, c, S1] / wsum if wsum > 0.0 else 0.0
+            recs[p, c, WSUM] = wsum
+            for f in range(Q, MIN):
+                recs[p, c, f] = 0.0
+            recs[p, c, MIN] = np.inf
+            recs[p, c, MAX] = -np.inf
+        if weighted:
+            for r in range(r0, r1):
+                if w[r] > 0.0:
+                    for k in range(indptr[r], indptr[r + 1]):
+                        v = numba.float64(data[k])
+                        if not math.isnan(v):
+                            _second_pass(recs, p, indices[k], v, w[r])
+        else:
+            for k in range(k0, k1):
+                v = numba.float64(data[k])
+                if not math.isnan(v):
+                    _second_pass(recs, p, indices[k], v, 1.0)
+        for c in range(ncols):
+            hi, lo, m2 = shifted_moments(recs[p, c, SHIFT], recs[p, c, WSUM],
+                                         recs[p, c, DELTA], recs[p, c, Q] - recs[p, c, QC],
+                                         recs[p, c, E] - recs[p, c, EC])
+            if not omit and recs[p, c, NANS] > 0.0:  # "propagate": a NaN makes all NaN
+                hi = lo = m2 = math.nan
+                recs[p, c, MIN] = recs[p, c, MAX] = math.nan
+                recs[p, c, WSUM] += recs[p, c, NAN_W] if weighted else recs[p, c, NANS]
+            recs[p, c, SHIFT] = hi
+            recs[p, c, DELTA] = lo
+            recs[p, c, Q] = m2
+
+
+@cached(nogil=True)
+def _csr_merge(recs, omit, weighted, total_hi, total_lo, npos, si, sf, sw
+               ):  # pragma: no cover - compiled
+    """The partitions' column records merged in partition order, with the zeros."""
+    for c in range(recs.shape[1]):
+        n = 0
+        nnan = 0
+        ninf = 0
+        stored = 0
+        wsum = 0.0
+        hi = 0.0
+        lo = 0.0
+        m2 = 0.0
+        mn = np.inf
+        mx = -np.inf
+        sh = 0.0
+        sl = 0.0
+        for p in range(recs.shape[0]):
+            nnan += np.int64(recs[p, c, NANS])
+            ninf += np.int64(recs[p, c, INFS])
+            fin = np.int64(recs[p, c, FIN])
+            stored += fin + np.int64(recs[p, c, INFS] + recs[p, c, NANS])
+            n += fin + np.int64(recs[p, c, INFS] + (0.0 if omit else recs[p, c, NANS]))
+            if p == 0:
+                wsum, hi, lo, m2 = (recs[p, c, WSUM], recs[p, c, SHIFT], recs[p, c, DELTA],
+                                    recs[p, c, Q])
+            else:
+                wsum, hi, lo, m2 = chan_merge(wsum, hi, lo, m2, recs[p, c, WSUM],
+                                              recs[p, c, SHIFT], recs[p, c, DELTA],
+                                              recs[p, c, Q])
+            mn = merge_min(mn, recs[p, c, MIN])
+            mx = merge_max(mx, recs[p, c, MAX])
+            sh, e = two_sum(sh, recs[p, c, SW_HI])
+            sl += e + recs[p, c, SW_LO]
+        n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx, npos - stored,
+                                                  weighted, total_hi, total_lo, sh, sl)
+        _store(si, sf, c, n, hi, lo, m2, mn, mx, nnan, ninf)
+        sw[c] = wsum
+
+
+_workspace = threading.local()  # .flat: this thread's records, kept when small enough
+
+
+def _records(nparts: int, ncols: int) -> np.ndarray:
+    """Uninitialized (nparts, ncols, RECORD) records, each starting a cache line: the
+    calling thread's buffer of the last call when it is large enough (a new one would
+    cost its page faults, more than the work of a small batch), kept up to
+    ``WORKSPACE_BYTES``."""
+    need = nparts * ncols * RECORD + _LINE
+    flat = getattr(_workspace, "flat", None)
+    if flat is None or flat.size < need:
+        flat = np.empty(need)
+        if flat.nbytes <= WORKSPACE_BYTES + 8 * _LINE:
+            _workspace.flat = flat
+    skip = (-flat.ctypes.data // 8) % _LINE
+    return flat[skip:skip + nparts * ncols * RECORD].reshape(nparts, ncols, RECORD)
+
+
+@cached(nogil=True)
+def _scale_csr(indptr, indices, data, factor, t, nt, nparts):  # pragma: no cover
+    """``data[k] *= factor[indices[k]]`` (float64 products) for the row partitions
+    ``p = t, t + nt, ...`` of ``nparts``."""
+    nrows = indptr.shape[0] - 1
+    for p in range(t, nparts, nt):
+        for k in range(indptr[p * nrows // nparts], indptr[(p + 1) * nrows // nparts]):
+            data[k] = numba.float64(data[k]) * factor[indices[k]]
+
+
+def as_compressed(x, what: str = "batch"):
+    """``x`` (a 2-d scipy sparse matrix or array) as CSR or CSC (other formats become
+    CSR) without duplicate entries (summed, on a copy), or an error saying what was
+    expected."""
+    if getattr(x, "ndim", 2) != 2:
+        raise ValueError(f"{what} is a {x.ndim}-d sparse array; expected a 2-d sparse "
+                         "matrix or array (rows, columns)")
+    if x.format not in ("csr", "csc"):
+        x = x.tocsr()
+    kind = x.dtype.kind
+    if kind not in "fiu":
+        raise TypeError(f"{what} is a sparse matrix of dtype {x.dtype}; expected real "
+                        "floating or integer values")
+    if not x.has_canonical_format:
+        x = x.copy()
+        x.sum_duplicates()
+    return x
+
+
+def _entries(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``indptr``, ``indices`` (as one integer type) and ``data`` (float32 or float64),
+    read-only: the types the kernels are compiled for."""
+    data = x.data
+    if data.dtype not in (np.float32, np.float64):
+        data = data.astype(np.float64)  # exact for integers below 2**53 and float16
+    itype = np.result_type(x.indptr.dtype, x.indices.dtype)
+    return (_readonly(x.indptr.astype(itype, copy=False)),
+            _readonly(x.indices.astype(itype, copy=False)), _readonly(data))
+
+
+def _parts(units: int, entries: int, cap: int = MAX_PARTS) -> int:
+    """Partitions for ``entries`` stored values in ``units`` (rows, columns): a power of
+    two, so that they share out evenly over 2, 4, 8, ... threads (three partitions on
+    two threads leave one thread a third of the time idle)."""
+    n = int(max(1, min(cap, units, entries // MIN_PART_ENTRIES)))
+    return 1 << (n.bit_length() - 1)
+
+
+def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
+    """Per-column statistics of a CSR or CSC matrix (:func:`as_compressed`), with
+    ``weight`` (float64 (rows,), checked) per row or unweighted."""
+    nrows, ncols = x.shape
+    indptr, indices, data = _entries(x)
+    weighted = weight is not None
+    w = np.ones(0) if weight is None else _readonly(weight)
+    if weighted:
+        total_hi, total_lo, npos = _column_sums(w)
+    else:
+        total_hi, total_lo, npos = float(nrows), 0.0, nrows
+    out = BatchStats.uninitialized(ncols)
+    sw = np.empty(ncols)
+    nnz = int(indptr[-1])
+    if x.format == "csr" and nnz < 4 * ncols:
+        # fewer entries than columns: a CSR reduction would spend its time on the
+        # columns' records (one cache miss per entry); scipy's transposition is cheaper
+        x = x.tocsc()
+        indptr, indices, data = _entries(x)
+    if x.format == "csc":
+        nparts = _parts(ncols, nnz)
+        _run(_csc_columns, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
+                            npos), (nparts, out.ints, out.floats, sw), nnz * ENTRY_WORK,
+             nparts)
+    else:
+        # enough entries per partition for its records, and all of them together no
+        # larger than WORKSPACE_BYTES
+        per_part = max(1, ncols * 8 * RECORD)
+        cap = min(MAX_PARTS, WORKSPACE_BYTES // per_part,
+                  nnz // (PART_ENTRIES_PER_COLUMN * ncols))
+        nparts = _parts(nrows if weighted else nnz, nnz, max(1, cap))
+        recs = _records(nparts, ncols)
+        _run(_csr_parts, (indptr, indices, data, w, weighted, policy), (nparts, recs),
+             nnz * ENTRY_WORK, nparts)
+        _csr_merge(recs, policy == POLICY_OMIT, weighted, total_hi, total_lo, npos,
+                   out.ints, out.floats, sw)
+    if weighted:
+        out.weight = sw
+    return out
+
+
+def scale_columns(x, factor: np.ndarray) -> None:
+    """``x``'s stored values times ``factor[column]`` in place (a CSR matrix of float32
+    or float64; the products are rounded once, from float64)."""
+    indptr, indices, _ = _entries(x)
+    nnz = int(indptr[-1])
+    nparts = _parts(x.shape[0], nnz)
+    _run(_scale_csr, (indptr, indices, x.data, np.ascontiguousarray(factor, np.float64)),
+         (nparts,), nnz, nparts)

@@ -1,0 +1,63 @@
+"""Per-column statistics of scipy sparse matrices: nbbn against scikit-learn's
+``mean_variance_axis``, over shapes from tall and narrow to short and wide.
+
+    python scripts/sparse_bench.py [REPEATS]
+
+Each row: a float32 matrix of 10,000,000 (or 100,000 / 1,000,000) stored values,
+CSR and CSC; the medians of REPEATS (default 7) alternating calls of
+``RunningStats(-1).update(X)`` and ``sklearn.utils.sparsefuncs.mean_variance_axis(X,
+0)`` after a warm-up call of each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+from scipy import sparse
+from sklearn.utils.sparsefuncs import mean_variance_axis
+
+import nbbn
+from nbbn.tools.bench_env import cpu_line
+
+SHAPES = [  # (rows, columns, stored values)
+    (33_333_333, 30, 10_000_000),
+    (1_000_000, 300, 3_000_000),
+    (1_000_000, 1_000, 10_000_000),
+    (100_000, 1_000, 1_000_000),
+    (10_000, 10_000, 1_000_000),
+    (10_000, 100_000, 10_000_000),
+    (100, 100_000, 100_000),
+]
+
+
+def main(repeats: int) -> None:
+    print(cpu_line())
+    print(f"{'shape':>20} {'stored':>11} {'format':>6} {'nbbn ms':>9} {'sklearn ms':>11} "
+          f"{'speed-up':>9}")
+    rng = np.random.default_rng(0)
+    for rows, cols, nnz in SHAPES:
+        x = sparse.random_array((rows, cols), density=nnz / rows / cols, format="csr",
+                                dtype=np.float32, rng=rng)
+        x.data = (x.data * 10 + 100).astype(np.float32)
+        for fmt in ("csr", "csc"):
+            m = x.asformat(fmt)
+            calls = (lambda m=m: nbbn.RunningStats(-1).update(m),
+                     lambda m=m: mean_variance_axis(m, 0))
+            times: list[list[float]] = [[], []]
+            for call in calls:
+                call()
+            for _ in range(repeats):
+                for call, t in zip(calls, times, strict=True):
+                    t0 = time.perf_counter()
+                    call()
+                    t.append(time.perf_counter() - t0)
+            ours, theirs = (statistics.median(t) * 1e3 for t in times)
+            print(f"{str((rows, cols)):>20} {m.nnz:>11,} {fmt:>6} {ours:>9.1f} {theirs:>11.1f} "
+                  f"{theirs / ours:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)

@@ -1,0 +1,288 @@
+"""scipy sparse matrices: ``RunningStats.update`` per column (stored entries and implicit
+zeros, NaNs, weights) against exact float64 references of the dense matrix, and
+``nbbn.sklearn.StandardScaler(with_mean=False)`` against scikit-learn's on sparse input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+sparse = pytest.importorskip("scipy.sparse")
+
+from reference import assert_close, assert_stats, ref_stats  # noqa: E402
+
+import nbbn  # noqa: E402
+from nbbn._histogram import Histogram  # noqa: E402
+from nbbn.backends import cpu  # noqa: E402
+
+RTOL = 1e-13  # float64 arithmetic on exact values: no float32 slack for float32 input
+FORMATS = ["csr", "csc", "coo", "csr_matrix", "csc_matrix"]
+
+
+def _sparse(dense: np.ndarray, fmt: str):
+    if fmt.endswith("_matrix"):
+        return getattr(sparse, fmt)(dense)
+    return sparse.csr_array(dense).asformat(fmt)
+
+
+def _data(rng, shape=(400, 7), density=0.3, nan=0.03, dtype="float64"):
+    """Sparse-looking data: most values 0, the rest around varied means (a column all
+    zeros, one with no zeros, one of large mean), NaNs sprinkled in."""
+    x = rng.standard_normal(shape) * np.logspace(-1, 2, shape[1]) + np.linspace(-5, 1e4, shape[1])
+    x[rng.random(shape) > density] = 0.0
+    x[:, 0] = 0.0
+    x[:, 1] = rng.standard_normal(shape[0]) + 3.0
+    if np.dtype(dtype).kind == "f" and nan:
+        x[rng.random(shape) < nan] = np.nan
+        x[:, 1] = np.where(np.isnan(x[:, 1]), 3.0, x[:, 1])
+    return x.astype(dtype)
+
+
+def _weighted_ref(x: np.ndarray, w: np.ndarray, omit: bool):
+    """Per-column weight sum, mean and variance with exactly rounded sums."""
+    out = []
+    for c in range(x.shape[1]):
+        v, ww = x[:, c].astype(np.float64), w.astype(np.float64)
+        keep = (~np.isnan(v) if omit else np.ones(v.shape, bool)) & (ww > 0)
+        v, ww = v[keep], ww[keep]
+        sw = math.fsum(ww.tolist())
+        m = math.fsum((ww * v).tolist()) / sw
+        out.append((sw, m, math.fsum((ww * (v - m) ** 2).tolist()) / sw))
+    return [np.array(a) for a in zip(*out, strict=True)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int32"])
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+def test_columns_match_the_dense_reference(rng, fmt, dtype, policy):
+    x = _data(rng, dtype=dtype)
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(_sparse(x, fmt))
+    assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+    np.testing.assert_array_equal(rs.nan_count, np.isnan(x.astype(float)).sum(0))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_rows_as_channels(rng, fmt):
+    x = _data(rng, (9, 300))
+    rs = nbbn.RunningStats(0, nan_policy="omit").update(_sparse(x, fmt))
+    assert_stats(rs, ref_stats(x, 0, "omit"), rtol=RTOL)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_partitions_and_threads_do_not_change_the_bits(rng, fmt):
+    # 600,000 stored values: more than one partition and the thread pool (cpu_sparse)
+    x = _data(rng, (60_000, 100), density=0.1, nan=0.001)
+    s = _sparse(x, fmt)
+    rs = nbbn.RunningStats(1, nan_policy="omit").update(s)
+    assert_stats(rs, ref_stats(x, 1, "omit"), rtol=RTOL)
+    with cpu.thread_limit(1):
+        one = nbbn.RunningStats(1, nan_policy="omit").update(s)
+    for name in ("count", "mean", "var", "min", "max"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(rs, name), err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+def test_weights(rng, fmt, policy):
+    x = _data(rng, (500, 6))
+    w = rng.random(500) * 3
+    w[::7] = 0.0  # rows of weight 0 are absent
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(_sparse(x, fmt), sample_weight=w)
+    wsum, mean, var = _weighted_ref(x, w, policy == "omit")
+    assert rs.weighted
+    assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
+    assert_close(rs.mean, mean, rtol=1e-14, atol=1e-14 * np.sqrt(var), name="mean")
+    assert_close(rs.var, var, rtol=1e-13, name="var")
+    kept = x[w > 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mn = np.nanmin(kept, 0) if policy == "omit" else kept.min(0)
+    np.testing.assert_array_equal(rs.min, mn)
+
+
+def test_integer_weights_equal_repeated_rows(rng):
+    x = _data(rng, (200, 5), nan=0)
+    w = rng.integers(0, 4, 200)
+    rs = nbbn.RunningStats(-1).update(sparse.csr_array(x), sample_weight=w)
+    ref = ref_stats(np.repeat(x, w, axis=0), -1)
+    np.testing.assert_array_equal(rs.count, ref.count)
+    assert_close(rs.mean, ref.mean, rtol=RTOL, atol=RTOL * ref.std, name="mean")
+    assert_close(rs.var, ref.var, rtol=RTOL, name="var")
+
+
+def test_weighted_zeros_of_tiny_weight_next_to_large_ones():
+    # the zeros' weight is the total less the stored rows' weight: both summed as
+    # double-doubles, so a zero of weight 1e-20 among weights of 1 still counts
+    x = np.array([[1.0], [2.0], [0.0]])
+    w = np.array([1.0, 1.0, 1e-20])
+    rs = nbbn.RunningStats(-1).update(sparse.csr_array(x), sample_weight=w)
+    assert rs.count[0] == 2.0 + 1e-20
+    assert rs.min[0] == 0.0
+    assert_close(rs.mean, [3.0 / (2.0 + 1e-20)], rtol=1e-16, name="mean")
+
+
+def test_duplicates_are_summed_and_int64_indices_read():
+    coo = sparse.coo_array((np.array([1.0, 2.0, 5.0]), (np.array([0, 0, 1]), np.array([0, 0, 1]))),
+                           shape=(3, 2))
+    rs = nbbn.RunningStats(-1).update(coo)
+    assert_stats(rs, ref_stats(coo.toarray(), -1), rtol=RTOL)
+    csr = sparse.csr_array(coo)
+    wide = sparse.csr_array((csr.data, csr.indices.astype(np.int64), csr.indptr.astype(np.int64)),
+                            shape=csr.shape)
+    assert wide.indices.dtype == np.int64
+    np.testing.assert_array_equal(nbbn.RunningStats(-1).update(wide).mean, rs.mean)
+
+
+def test_infinities_as_numpy(rng):
+    x = np.zeros((6, 3))
+    x[1, 0] = np.inf
+    x[2, 0] = 4.0
+    x[1, 1] = np.inf
+    x[2, 1] = -np.inf
+    x[3, 2] = 1.0
+    rs = nbbn.RunningStats(-1).update(sparse.csc_array(x))
+    with np.errstate(invalid="ignore"):
+        assert_close(rs.mean, x.mean(0), rtol=1e-15, name="mean")  # inf, NaN exactly
+    np.testing.assert_array_equal(rs.inf_count, [1, 2, 0])
+    assert np.isnan(rs.var[:2]).all()
+    assert_close(rs.var[2], np.var(x[:, 2]), rtol=1e-15, name="var")
+
+
+def test_sparse_and_dense_batches_merge(rng):
+    a, b = _data(rng, (300, 4)), _data(rng, (200, 4))
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(sparse.csr_array(a)).update(b)
+    assert_stats(rs, ref_stats(np.concatenate([a, b]), -1, "omit"), rtol=RTOL)
+
+
+def test_empty_and_all_zero_matrices():
+    rs = nbbn.RunningStats(-1).update(sparse.csr_array((0, 3)))
+    assert rs.num_channels is None
+    rs.update(sparse.csr_array((5, 3)))
+    np.testing.assert_array_equal(rs.count, [5, 5, 5])
+    np.testing.assert_array_equal(rs.mean, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(rs.var, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(rs.max, [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("make, kwargs, exc, match", [
+    (lambda: sparse.csr_array(np.ones((4, 3))), {"backend": "cuda"}, TypeError, "CPU backend"),
+    (lambda: sparse.csr_array(np.ones((4, 3))), {"channel_axis": 2}, ValueError,
+     "does not fit a sparse"),
+    (lambda: sparse.csr_array(np.ones((4, 3), np.complex128)), {}, TypeError, "complex"),
+    (lambda: sparse.coo_array(np.ones(4)), {}, ValueError, "1-d sparse"),
+    (lambda: sparse.csr_array(np.ones((4, 5))), {}, ValueError, "5 channels"),
+    (lambda: sparse.csr_array(np.array([[np.nan, 1.0, 2.0]])), {"nan_policy": "raise"},
+     ValueError, "NaN"),
+])
+def test_bad_input_leaves_the_state_unchanged(rng, make, kwargs, exc, match):
+    x = _data(rng, (50, 3), nan=0)
+    axis = kwargs.pop("channel_axis", -1)
+    rs = nbbn.RunningStats(-1, **kwargs)
+    if kwargs.get("backend") != "cuda":
+        rs.update(x)
+    before = rs.to_dict()
+    rs.channel_axis = axis
+    with pytest.raises(exc, match=match):
+        rs.update(make())
+    rs.channel_axis = -1
+    after = rs.to_dict()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def test_weight_and_histogram_errors(rng):
+    s = sparse.csr_array(_data(rng, (10, 3), nan=0))
+    with pytest.raises(ValueError, match=r"shape \(10,\)"):
+        nbbn.RunningStats(-1).update(s, sample_weight=np.ones(9))
+    with pytest.raises(ValueError, match="channel_axis must not be 0"):
+        nbbn.RunningStats(0).update(s, sample_weight=np.ones(3))
+    rs = nbbn.RunningStats(-1)
+    rs.histogram = Histogram(np.zeros((3, 256), np.int64))
+    with pytest.raises(ValueError, match="histogram"):
+        rs.update(s)
+
+
+# ---------------------------------------------------------------- the scikit-learn scaler
+
+sk = pytest.importorskip("sklearn.preprocessing")
+from nbbn.sklearn import StandardScaler  # noqa: E402
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scaler_matches_scikit_learn_on_sparse_splits(rng, fmt, weighted, dtype):
+    x = _data(rng, (600, 6), dtype=dtype)
+    s = _sparse(x, fmt)
+    w = rng.random(600) * 2 if weighted else None
+    ours, theirs = StandardScaler(with_mean=False), sk.StandardScaler(with_mean=False)
+    for part in np.array_split(np.arange(600), 4):
+        sw = None if w is None else w[part]
+        ours.partial_fit(s[part], sample_weight=sw)
+        theirs.partial_fit(s[part], sample_weight=sw)
+    # scikit-learn sums float32 data (and weights) in float32: held to an exact reference
+    # instead, and to scikit-learn at its own precision
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    wsum, mean, var = _weighted_ref(x, np.ones(600) if w is None else w, omit=True)
+    assert_close(np.asarray(ours.n_samples_seen_, float), wsum, rtol=1e-14,
+                 name="n_samples_seen_")
+    assert_close(np.asarray(ours.n_samples_seen_, float), np.asarray(theirs.n_samples_seen_, float),
+                 rtol=tol, name="n_samples_seen_ (scikit-learn)")
+    assert_close(ours.mean_, mean, rtol=1e-14, atol=1e-14 * np.sqrt(var), name="mean_")
+    assert_close(ours.var_, var, rtol=1e-13, name="var_")
+    assert_close(ours.var_, theirs.var_, rtol=tol, name="var_ (scikit-learn)")
+    for method in ("transform", "inverse_transform"):
+        got, exp = getattr(ours, method)(s), getattr(theirs, method)(s)
+        assert sparse.issparse(got) and got.format == "csr" and got.dtype == exp.dtype
+        assert_close(got.toarray(), exp.toarray(), rtol=1e-6 if dtype == "float32" else 1e-12,
+                     name=method)
+
+
+def test_scaler_sparse_equals_dense_and_copy_false_writes_in_place(rng):
+    x = _data(rng, (300, 5))
+    dense = StandardScaler(with_mean=False).fit(x)
+    s = sparse.csr_array(x)
+    sc = StandardScaler(with_mean=False).fit(s)
+    assert_close(sc.var_, dense.var_, rtol=RTOL, name="var_")
+    assert_close(sc.transform(s).toarray(), dense.transform(x), rtol=2 * RTOL, name="transform")
+    data = s.data.copy()
+    out = sc.transform(s, copy=False)
+    assert out.data is s.data or np.shares_memory(out.data, s.data)
+    assert not np.array_equal(s.data, data, equal_nan=True)
+
+
+def test_scaler_refuses_centering_and_infinities_keeping_its_fit(rng):
+    x = _data(rng, (100, 4), nan=0)
+    s = sparse.csr_array(x)
+    sc = StandardScaler().fit(x)
+    mean = sc.mean_.copy()
+    for call in (lambda: sc.partial_fit(s), lambda: sc.fit(s), lambda: sc.transform(s),
+                 lambda: sc.inverse_transform(s)):
+        with pytest.raises(ValueError, match="Cannot center sparse matrices"):
+            call()
+    np.testing.assert_array_equal(sc.mean_, mean)
+    bad = x.copy()
+    bad[3, 2] = np.inf
+    nc = StandardScaler(with_mean=False).fit(s)
+    with pytest.raises(ValueError, match=r"infinity \(1 values, in features 2\)"):
+        nc.transform(sparse.csr_array(bad))
+    with pytest.raises(ValueError, match="infinity"):
+        nc.fit(sparse.csr_array(bad))
+    assert_close(nc.var_, StandardScaler(with_mean=False).fit(s).var_, rtol=0, name="var_")
+
+
+def test_a_failed_fit_keeps_the_earlier_fit(rng):
+    x = rng.standard_normal((50, 3))
+    sc = StandardScaler().fit(x)
+    saved = {k: getattr(sc, k) for k in ("mean_", "var_", "scale_", "n_samples_seen_",
+                                         "n_features_in_")}
+    bad = rng.standard_normal((20, 5))
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        sc.fit(bad)
+    for k, v in saved.items():
+        np.testing.assert_array_equal(getattr(sc, k), v, err_msg=k)
+    np.testing.assert_array_equal(sc.transform(x), StandardScaler().fit(x).transform(x))
