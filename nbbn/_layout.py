@@ -60,10 +60,22 @@ def as_array(x, what: str = "input") -> np.ndarray:
             f"{what} is a GPU array ({type(x).__name__}) but backend='cpu' was asked for: "
             "use backend='auto' or 'cuda', or copy it to the host first"
         )
+    elif is_sparse(x):
+        raise TypeError(
+            f"{what} is a scipy sparse matrix ({type(x).__name__}); only statistics "
+            "(RunningStats.update) read sparse input, a map of it would store every zero: "
+            "pass x.toarray(), or scale sparse columns with "
+            "nbbn.sklearn.StandardScaler(with_mean=False)"
+        )
     else:
         arr = np.asarray(x)
     check_dtype(arr.dtype, what)
     return arr
+
+
+def is_sparse(x) -> bool:
+    """True for a scipy sparse matrix or array (tested without importing scipy)."""
+    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
 
 
 def check_axis(channel_axis) -> int:

@@ -205,6 +205,12 @@ def test_weight_and_histogram_errors(rng):
         rs.update(s)
 
 
+def test_the_normalizer_refuses_sparse_input_clearly():
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=-1)
+    with pytest.raises(TypeError, match=r"scipy sparse matrix \(csr_array\).*toarray"):
+        norm(sparse.csr_array(np.ones((2, 3))))
+
+
 # ---------------------------------------------------------------- the scikit-learn scaler
 
 sk = pytest.importorskip("sklearn.preprocessing")

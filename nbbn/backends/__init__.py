@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .._layout import is_device_array
+from .._layout import is_device_array, is_sparse
 from ..errors import BackendUnavailableError
 from ._stats import BatchStats
 
@@ -125,11 +125,6 @@ def is_xarray(x) -> bool:
     """True for an ``xarray.DataArray`` (tested without importing xarray)."""
     return type(x).__module__.startswith("xarray") and hasattr(x, "dims") \
         and hasattr(x, "variable")
-
-
-def is_sparse(x) -> bool:
-    """True for a scipy sparse matrix or array (tested without importing scipy)."""
-    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
 
 
 def is_dask_array(x) -> bool:
