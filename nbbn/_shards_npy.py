@@ -96,6 +96,9 @@ class _NpyReader(ShardReader):
         self.f.close()
 
 
+_SCIPY_SPARSE_KEYS = {"format", "shape", "data", "indices", "indptr"}  # save_npz's members
+
+
 class NpzShard(Shard):
     """One member of a ``.npz`` file, streamed in order (zip members cannot be mapped)."""
 
@@ -104,6 +107,12 @@ class NpzShard(Shard):
         try:
             with zipfile.ZipFile(path) as zf:
                 members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+                if key is None and _SCIPY_SPARSE_KEYS <= set(members):
+                    raise ValueError(
+                        f"{path} holds a scipy sparse matrix (scipy.sparse.save_npz), which "
+                        "dataset fits do not read: load it with scipy.sparse.load_npz and "
+                        "pass it to RunningStats.update (its columns are the channels, the "
+                        "zeros counted)")
                 if key is None:
                     if len(members) != 1:
                         raise worded(ValueError, "{path} holds {n} arrays {members}; name one "

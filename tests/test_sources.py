@@ -101,6 +101,13 @@ def test_npz_errors_name_the_members(tmp_path, data):
         fit(tmp_path / "x.npz", key="nope")
 
 
+def test_a_scipy_sparse_npz_is_named_as_such(tmp_path):
+    sparse = pytest.importorskip("scipy.sparse")
+    sparse.save_npz(tmp_path / "s.npz", sparse.csr_array(np.eye(4)))
+    with pytest.raises(ValueError, match=r"scipy sparse matrix.*load_npz.*RunningStats.update"):
+        fit(tmp_path / "s.npz")
+
+
 def test_folder_of_shards(tmp_path, rng):
     """Sorted by name, .npy and .npz mixed, empty shards, different row counts."""
     parts = [rng.integers(-50, 50, (n, 2, 3)).astype(np.int16) for n in (5, 0, 17, 1, 30)]
