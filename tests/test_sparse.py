@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sparse = pytest.importorskip("scipy.sparse")
 
@@ -203,6 +205,37 @@ def test_weight_and_histogram_errors(rng):
     rs.histogram = Histogram(np.zeros((3, 256), np.int64))
     with pytest.raises(ValueError, match="histogram"):
         rs.update(s)
+
+
+_VALUES = st.sampled_from([0.0, 0.0, 0.0, 1.5, -2.0, 1e3, 7.25, np.nan, np.inf, -np.inf])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 12).flatmap(lambda n: st.tuples(
+           st.lists(st.lists(_VALUES, min_size=3, max_size=3), min_size=n, max_size=n),
+           st.lists(st.integers(0, 3), min_size=n, max_size=n))),
+       st.sampled_from(["csr", "csc"]), st.sampled_from(["omit", "propagate"]),
+       st.booleans())
+def test_any_small_matrix_as_its_dense_form(rows_and_weights, fmt, policy, weighted):
+    """Empty columns and matrices, all-NaN or all-zero columns, infinities of one or both
+    signs, rows of weight 0: the statistics of the sparse form are those of the dense."""
+    rows, w = rows_and_weights
+    x = np.array(rows, np.float64).reshape(len(rows), 3)
+    w = np.array(w, np.float64) if weighted else None
+    rs = nbbn.RunningStats(-1, nan_policy=policy)
+    ref = nbbn.RunningStats(-1, nan_policy=policy)
+    with np.errstate(all="ignore"):
+        rs.update(_sparse(x, fmt), sample_weight=w)
+        ref.update(x, sample_weight=w)
+    if ref.num_channels is None:
+        assert rs.num_channels is None
+        return
+    for name in ("count", "nan_count", "inf_count", "min", "max"):
+        np.testing.assert_array_equal(getattr(rs, name), getattr(ref, name), err_msg=name)
+    with np.errstate(all="ignore"):
+        for name in ("mean", "var"):
+            assert_close(getattr(rs, name), getattr(ref, name), rtol=1e-14, atol=1e-12,
+                         name=name)
 
 
 def test_the_normalizer_refuses_sparse_input_clearly():
