@@ -43,7 +43,7 @@ from typing import Any
 from ._interrupt import SigintGuard
 from ._progress import Progress, say
 from ._shards import ArrayShard, Shard, Slot
-from ._shards_npy import NpyShard, NpzShard
+from ._shards_npy import NpyShard, NpzShard, SparseNpzShard
 from ._shards_zarr_h5 import _zarr_local_root, import_extra
 from .checkpoint import Checkpoint, check_fingerprint, save_checkpoint
 from .errors import CheckpointError
@@ -79,9 +79,9 @@ class Part:
 
 
 def _rows_per_part(shard: Shard, part_bytes: int) -> int:
-    """The rows of one piece: the whole shard (npz), or at least ``part_bytes`` in whole
-    chunks (zarr/HDF5) or rows (npy)."""
-    if isinstance(shard, NpzShard):
+    """The rows of one piece: the whole shard (npz, scipy sparse npz), or at least
+    ``part_bytes`` in whole chunks (zarr/HDF5) or rows (npy)."""
+    if isinstance(shard, (NpzShard, SparseNpzShard)):  # read whole (or streamed) anyway
         return max(1, shard.rows)
     chunk = 1
     if isinstance(shard, ArrayShard):
@@ -273,7 +273,7 @@ def shard_recipe(shard: Shard) -> tuple:
     TypeError
         The shard is not read from files (an in-memory array).
     """
-    if isinstance(shard, (NpyShard, NpzShard)):
+    if isinstance(shard, (NpyShard, NpzShard, SparseNpzShard)):
         return ("file", shard, _file_id(shard.path))
     if isinstance(shard, ArrayShard):
         a = shard.array

@@ -99,6 +99,77 @@ class _NpyReader(ShardReader):
 _SCIPY_SPARSE_KEYS = {"format", "shape", "data", "indices", "indptr"}  # save_npz's members
 
 
+def is_sparse_npz(path: str) -> bool:
+    """True for a ``.npz`` file written by ``scipy.sparse.save_npz`` (CSR or CSC)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _SCIPY_SPARSE_KEYS <= {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    except zipfile.BadZipFile:
+        return False
+
+
+class SparseNpzShard(Shard):
+    """A scipy sparse matrix saved by ``scipy.sparse.save_npz`` (CSR or CSC): rows of
+    ``shape[1]`` columns. It has no row-wise access on disk, so a reader loads it whole
+    (as CSR); a batch is a CSR slice of rows, whose statistics count the zeros it does
+    not store (:meth:`nbbn.RunningStats.update`). ``row_bytes`` is the stored bytes per
+    row (values and column indices), so batches and progress follow the file's real
+    size, not the dense one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = self.name = path
+        try:
+            with zipfile.ZipFile(path) as zf:
+                fmt = _small_member(zf, "format").item()
+                fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+                shape = tuple(int(n) for n in _small_member(zf, "shape").reshape(-1))
+                with zf.open("data.npy") as f:
+                    (nnz,), _, self.dtype = _read_npy_header(f, f"{path}[data]")
+                with zf.open("indices.npy") as f:
+                    _, _, itype = _read_npy_header(f, f"{path}[indices]")
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable scipy sparse .npz file ({exc})") from exc
+        if fmt not in ("csr", "csc") or len(shape) != 2:
+            raise ValueError(f"{path}: a scipy sparse matrix of format {fmt!r} and shape "
+                             f"{shape}; expected a 2-d CSR or CSC matrix")
+        self.format = fmt
+        self.rows, self.row_shape = int(shape[0]), (int(shape[1]),)
+        self.stored = int(nnz)
+        self._row_bytes = max(1, -(-self.stored * (self.dtype.itemsize + itype.itemsize)
+                                   // max(1, self.rows)))
+
+    @property
+    def row_bytes(self) -> int:
+        return self._row_bytes
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), **file_fingerprint(self.path), "sparse": self.format}
+
+    def open(self) -> ShardReader:
+        return _SparseReader(self)
+
+
+def _small_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
+    with zf.open(key + ".npy") as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+class _SparseReader(ShardReader):
+    def __init__(self, shard: SparseNpzShard) -> None:
+        try:
+            from scipy import sparse
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(f"{shard.path} is a scipy sparse matrix: reading it needs "
+                              "scipy (pip install scipy)") from exc
+        self.matrix = sparse.load_npz(shard.path).tocsr()
+
+    def read(self, start, stop, slot):
+        return self.matrix[start:stop], None
+
+    def close(self) -> None:
+        self.matrix = None
+
+
 class NpzShard(Shard):
     """One member of a ``.npz`` file, streamed in order (zip members cannot be mapped)."""
 
@@ -107,12 +178,6 @@ class NpzShard(Shard):
         try:
             with zipfile.ZipFile(path) as zf:
                 members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-                if key is None and _SCIPY_SPARSE_KEYS <= set(members):
-                    raise ValueError(
-                        f"{path} holds a scipy sparse matrix (scipy.sparse.save_npz), which "
-                        "dataset fits do not read: load it with scipy.sparse.load_npz and "
-                        "pass it to RunningStats.update (its columns are the channels, the "
-                        "zeros counted)")
                 if key is None:
                     if len(members) != 1:
                         raise worded(ValueError, "{path} holds {n} arrays {members}; name one "

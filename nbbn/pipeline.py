@@ -34,6 +34,7 @@ from ._layout import check_axis
 from ._outputs import Writer, open_writer
 from ._progress import Progress, say
 from ._reader import Prefetcher
+from ._shards_npy import SparseNpzShard
 from ._wording import Param, add_note, worded
 from .backends import is_dask_array
 from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
@@ -501,6 +502,12 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     axis = norm.channel_axis
     src = open_source(source, key=key, channel_axis=axis if isinstance(axis, int) else None)
     try:
+        sparse = [s.name for s in src.shards if isinstance(s, SparseNpzShard)]
+        if sparse:
+            raise ValueError(f"{sparse[0]} is a scipy sparse matrix: nbbn transform writes "
+                             "dense arrays, in which the normalized zeros would all be stored; "
+                             "fit its statistics (nbbn fit), and scale it with "
+                             "nbbn.sklearn.StandardScaler(with_mean=False)")
         shape, out_dtype = _output_of(src, norm, dtype)
         _refuse_own_input(src, out)
         if is_dask_array(source):  # written through dask, chunk by chunk

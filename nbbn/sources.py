@@ -20,6 +20,10 @@ How each kind is read:
   into a reused buffer, one batch at a time; the member is never read whole. A resume
   inside a compressed member decompresses up to the resume point again. Fortran-ordered
   members (whose rows are not contiguous) are the exception: they are read whole.
+* ``.npz`` files written by ``scipy.sparse.save_npz`` (CSR or CSC; no ``key``): the
+  matrix is loaded whole (its format has no row-wise access) as CSR, a batch is a CSR
+  slice of rows, and its statistics count the zeros it does not store; batches are
+  sized by the stored bytes per row. ``transform`` refuses them (its output is dense).
 * image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
   list of JPEG, PNG, WebP, TIFF or BMP files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
@@ -65,7 +69,7 @@ from ._shards import (
     _is_torch,
     as_batch_array,
 )
-from ._shards_npy import NpyShard, NpzShard
+from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
 from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
 from ._wording import Param, worded
 
@@ -151,10 +155,12 @@ class Source:
 
     @property
     def row_bytes(self) -> int | None:
-        """Bytes of one row (None before the row shape is known)."""
+        """Bytes of one row (None before the row shape is known): the largest of the
+        shards' (a sparse shard's is its stored bytes per row)."""
         if self.row_shape is None or self.dtype is None:
             return None
-        return math.prod(self.row_shape) * self.dtype.itemsize
+        dense = math.prod(self.row_shape) * self.dtype.itemsize
+        return max([s.row_bytes for s in self.shards if s.size] or [dense])
 
     def default_batch_size(self) -> int | None:
         """Rows per batch for about :data:`BATCH_BYTES` per batch."""
@@ -517,7 +523,8 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
         if magic.startswith(b"\x93NUMPY"):
             shards.append(NpyShard(path))
         elif magic.startswith(b"PK"):
-            shards.append(NpzShard(path, None if key is None else str(key)))
+            shards.append(SparseNpzShard(path) if key is None and is_sparse_npz(path)
+                          else NpzShard(path, None if key is None else str(key)))
         elif magic.startswith(b"\x89HDF"):
             shards.append(hdf5_shard(path, key))
         else:

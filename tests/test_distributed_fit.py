@@ -153,6 +153,17 @@ def test_cluster_fit_equals_single_process(client, tmp_path, rng, monkeypatch, c
     assert err.count("first call") == err.count("(no kernel compiled)") >= 1
 
 
+def test_scipy_sparse_shards_on_a_cluster(client, tmp_path, rng):
+    sparse = pytest.importorskip("scipy.sparse")
+    mats = [sparse.random_array((rows, 5), density=0.3, format=fmt, rng=rng)
+            for rows, fmt in ((50, "csr"), (31, "csc"), (44, "csr"))]
+    for i, m in enumerate(mats):
+        sparse.save_npz(tmp_path / f"s{i}.npz", m)
+    got = nbbn.fit(tmp_path, -1, client=client, progress=False)
+    _assert_same(got, nbbn.fit(tmp_path, -1, progress=False))
+    assert_stats(got, ref_stats_many([m.toarray() for m in mats], -1), RTOL)
+
+
 def test_zarr_and_hdf5_chunks_on_a_cluster(client, tmp_path, rng, monkeypatch):
     zarr = pytest.importorskip("zarr")
     h5py = pytest.importorskip("h5py")

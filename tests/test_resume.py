@@ -89,6 +89,31 @@ def test_ctrl_c_then_resume_is_bit_for_bit(shards, tmp_path, monkeypatch):
     assert same_bits(fit(shards, checkpoint=ck, resume=True), whole)  # complete: no change
 
 
+def test_scipy_sparse_shards_resume_bit_for_bit(tmp_path, rng, monkeypatch):
+    sparse = pytest.importorskip("scipy.sparse")
+    d = tmp_path / "sparse"
+    d.mkdir()
+    for i, fmt in enumerate(("csr", "csc")):
+        sparse.save_npz(d / f"s{i}.npz", sparse.random_array((60, 4), density=0.3,
+                                                             format=fmt, rng=rng))
+    whole = fit(d, channel_axis=-1, batch_size=7)
+    ck = tmp_path / "sparse.ckpt"
+    calls = {"n": 0}
+
+    def read(self, start, stop, slot, _orig=_shards_npy._SparseReader.read):
+        calls["n"] += 1
+        if calls["n"] == 12:  # inside the second file
+            os.kill(os.getpid(), signal.SIGINT)
+        return _orig(self, start, stop, slot)
+
+    monkeypatch.setattr(_shards_npy._SparseReader, "read", read)
+    with pytest.raises(FitInterrupted):
+        fit(d, channel_axis=-1, batch_size=7, checkpoint=ck, resume=True)
+    assert 60 < load_checkpoint(ck).rows_done < 120
+    monkeypatch.undo()
+    assert same_bits(fit(d, channel_axis=-1, checkpoint=ck, resume=True), whole)
+
+
 def test_ctrl_c_without_checkpoint_keeps_the_partial_stats(shards, monkeypatch):
     interrupt_at_read(monkeypatch, 4)  # read 4 waits for two batches to be done
     with pytest.raises(FitInterrupted, match="cannot be resumed") as e:

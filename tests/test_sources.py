@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from reference import ref_stats_many, stats_rtol
+from reference import assert_stats, ref_stats, ref_stats_many, stats_rtol
 
 import nbbn
 from nbbn import MissingExtraError
@@ -101,11 +101,25 @@ def test_npz_errors_name_the_members(tmp_path, data):
         fit(tmp_path / "x.npz", key="nope")
 
 
-def test_a_scipy_sparse_npz_is_named_as_such(tmp_path):
+def test_scipy_sparse_npz_shards(tmp_path, rng):
+    """Files of scipy.sparse.save_npz (CSR and CSC) fit as their dense forms, the zeros
+    counted; batches are sized by the stored bytes; transform refuses them."""
     sparse = pytest.importorskip("scipy.sparse")
-    sparse.save_npz(tmp_path / "s.npz", sparse.csr_array(np.eye(4)))
-    with pytest.raises(ValueError, match=r"scipy sparse matrix.*load_npz.*RunningStats.update"):
-        fit(tmp_path / "s.npz")
+    mats = [sparse.random_array((400, 6), density=d, format=f, rng=rng)
+            for d, f in ((0.2, "csr"), (0.5, "csc"), (0.05, "csr"))]
+    for i, m in enumerate(mats):
+        sparse.save_npz(tmp_path / f"s{i}.npz", m)
+    dense = np.concatenate([m.toarray() for m in mats])
+    for batch_size in (None, 37):
+        rs = fit(tmp_path, channel_axis=-1, batch_size=batch_size, progress=False)
+        assert_stats(rs, ref_stats(dense, -1), rtol=1e-13)
+    src = open_source(tmp_path, channel_axis=-1)
+    stored = max(m.nnz * (m.dtype.itemsize + m.indices.dtype.itemsize) / 400 for m in mats)
+    assert src.row_bytes == int(np.ceil(stored)) < 6 * 8
+    with pytest.raises(ValueError, match=r"s0.npz is a scipy sparse matrix.*with_mean=False"):
+        nbbn.transform(tmp_path, rs, tmp_path.parent / "out.npy", channel_axis=-1,
+                       progress=False)
+    assert not (tmp_path.parent / "out.npy").exists()
 
 
 def test_folder_of_shards(tmp_path, rng):
