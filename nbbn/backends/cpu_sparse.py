@@ -10,11 +10,11 @@ of the rows that store an entry, both summed as double-doubles, so no rounding i
 left in it. A stored NaN is a NaN (skipped under "omit"), not a zero; duplicate
 entries are summed first (scipy's ``sum_duplicates``), as the matrix means.
 
-CSC matrices are reduced column by column; CSR matrices in row partitions whose
-per-column statistics are merged in partition order. Partitions are fixed by the
-shape, so the result does not depend on the thread count. CSR partitions hold a
-workspace per column: the partition count is bounded so that these stay under
-``WORKSPACE_BYTES``.
+CSC matrices are reduced column by column; CSR matrices in partitions of their entries
+(of their rows, when weighted) whose per-column records are merged in partition order.
+Partitions are fixed by the shape, so the result does not depend on the thread count.
+A CSR partition holds a record per column (two cache lines, see ``RECORD``): the
+partition count is bounded so that these stay under ``WORKSPACE_BYTES``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ __all__ = ["as_compressed", "reduce", "scale_columns"]
 
 WORKSPACE_BYTES = 32 << 20  # per-partition column statistics of a CSR reduction
 MIN_PART_ENTRIES = 1 << 17  # a partition holds at least this many stored entries
-ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
-# (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
 PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a record
 # costs as much to set up and finish as dozens of entries cost to add
+ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
+# (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
 
 
 @cached(nogil=True)
