@@ -395,6 +395,11 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
     """Per-column statistics of a CSR or CSC matrix (:func:`as_compressed`), with
     ``weight`` (float64 (rows,), checked) per row or unweighted."""
     nrows, ncols = x.shape
+    nnz = int(x.indptr[-1])
+    if x.format == "csr" and nnz < 4 * ncols:
+        # fewer entries than columns: a CSR reduction would spend its time on the
+        # columns' records (one cache miss per entry); scipy's transposition is cheaper
+        x = x.tocsc()
     indptr, indices, data = _entries(x)
     weighted = weight is not None
     w = np.ones(0) if weight is None else _readonly(weight)
@@ -404,12 +409,6 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         total_hi, total_lo, npos = float(nrows), 0.0, nrows
     out = BatchStats.uninitialized(ncols)
     sw = np.empty(ncols)
-    nnz = int(indptr[-1])
-    if x.format == "csr" and nnz < 4 * ncols:
-        # fewer entries than columns: a CSR reduction would spend its time on the
-        # columns' records (one cache miss per entry); scipy's transposition is cheaper
-        x = x.tocsc()
-        indptr, indices, data = _entries(x)
     if x.format == "csc":
         nparts = _parts(ncols, nnz)
         _run(_csc_columns, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,

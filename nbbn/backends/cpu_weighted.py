@@ -9,17 +9,17 @@ around a shift (its first finite value), so no sum of raw values is formed:
 1. ``W = sum w``, ``S = sum w (x - s)``, ``delta = S / W``;
 2. ``d = (x - s) - delta``, ``Q = sum w d^2``, ``E = sum w d`` (the rounding left in
    ``delta``), then ``M2 = Q - E^2 / W`` and the mean ``s + (delta + E / W)`` as a
-   double-double (:func:`shifted_moments`).
-
-``W``, ``Q`` and ``E`` are summed in blocks of ``BLOCK`` values whose sums are added
-with Kahan's compensation (:func:`kahan_add`), so their rounding does not grow with the
-number of values (a plain running sum of 200,000 weighted rows left 1e-12 of the
-variance; this leaves about 1e-16). ``S`` needs no care: ``E`` corrects it.
+   double-double (:func:`shifted_moments`);
 
 and parts are merged with Chan's formula (:mod:`nbbn._merge`), the weight sums taking
 the place of the counts, so a weighted state merges with unweighted ones (whose weight
 sum is their count) exactly as two unweighted states do. A row of weight 0 is absent:
 it adds nothing to any count, minimum or maximum.
+
+``W``, ``Q`` and ``E`` are summed in blocks of ``BLOCK`` values whose sums are added
+with Kahan's compensation (:func:`kahan_add`), so their rounding does not grow with the
+number of values (a plain running sum of 200,000 weighted rows left 1e-12 of the
+variance; this leaves about 1e-16). ``S`` needs no care: ``E`` corrects it.
 
 The kernel is compiled once, for float64: the input is handed to it in chunks of whole
 rows of at most ``CHUNK_BYTES``, converted to float64 (exact for every dtype but

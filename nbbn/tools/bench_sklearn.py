@@ -14,6 +14,7 @@ one more function appended there.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -82,6 +83,7 @@ def measure_transform(X: np.ndarray, repeats: int) -> Row:
 SPARSE_COLUMNS, SPARSE_DENSITY = 1_000, 0.01
 
 
+@functools.lru_cache(maxsize=1)  # made once for both sparse measurements
 def sparse_data(nrows: int):
     """A float32 CSR matrix of ``nrows`` x ``SPARSE_COLUMNS`` with ``SPARSE_DENSITY`` of
     its values stored (10,000,000 for the full bench), of varied means and spreads."""
