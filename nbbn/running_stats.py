@@ -275,13 +275,21 @@ class RunningStats:
         if not isinstance(other, RunningStats):
             raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
         out = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend=self.backend)
-        a, b = self._snapshot(), other._snapshot()
-        if b is not None:
-            self._check_channels(b.num_channels, "the other RunningStats")
+        a = self._snapshot()
+        if a is None:
+            b = state = other._snapshot()
+            if b is not None:
+                self._check_channels(b.num_channels, "the other RunningStats")
+        else:  # ``other`` is only read by the merge: under its lock, not copied
+            with other._lock:
+                b = None if other._state is None else backends.to_host(other._state)
+                if b is not None:
+                    self._check_channels(b.num_channels, "the other RunningStats")
+                state = a if b is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
         out._names = _check_names(_merged_names(self._names, other._names), nchan)
-        out._state = b if a is None else a if b is None else _host_merge(a, b)
+        out._state = state
         out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         out._channel_coord = self._channel_coord or other._channel_coord
         return out

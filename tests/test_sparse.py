@@ -18,7 +18,7 @@ from reference import assert_close, assert_stats, ref_stats  # noqa: E402
 
 import nbbn  # noqa: E402
 from nbbn._histogram import Histogram  # noqa: E402
-from nbbn.backends import cpu  # noqa: E402
+from nbbn.backends import cpu, cpu_sparse  # noqa: E402
 
 RTOL = 1e-13  # float64 arithmetic on exact values: no float32 slack for float32 input
 FORMATS = ["csr", "csc", "coo", "csr_matrix", "csc_matrix"]
@@ -43,6 +43,16 @@ def _data(rng, shape=(400, 7), density=0.3, nan=0.03, dtype="float64"):
     return x.astype(dtype)
 
 
+ROUTES = ["csc", "blocks", "parts"]  # the ways a CSR matrix is reduced (_csr_route)
+
+
+def _force_route(mp: pytest.MonkeyPatch, route: str, block_columns: int = 2) -> None:
+    """Reduce every CSR matrix by ``route`` ("blocks": columns in blocks of
+    ``block_columns``, so that small matrices have several)."""
+    mp.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: route)
+    mp.setattr(cpu_sparse, "BLOCK_COLUMNS", block_columns)
+
+
 def _weighted_ref(x: np.ndarray, w: np.ndarray, omit: bool):
     """Per-column weight sum, mean and variance with exactly rounded sums."""
     out = []
@@ -64,6 +74,67 @@ def test_columns_match_the_dense_reference(rng, fmt, dtype, policy):
     rs = nbbn.RunningStats(-1, nan_policy=policy).update(_sparse(x, fmt))
     assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
     np.testing.assert_array_equal(rs.nan_count, np.isnan(x.astype(float)).sum(0))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_csr_route_matches_the_references(rng, monkeypatch, route, policy, weighted):
+    x = _data(rng, (300, 9), dtype="float32")
+    x[5, 4] = np.inf
+    w = None
+    if weighted:
+        w = rng.random(300) * 3
+        w[::7] = 0.0
+    _force_route(monkeypatch, route)
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x), sample_weight=w)
+    with np.errstate(all="ignore"):
+        dense = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
+    for name in ("nan_count", "inf_count", "min", "max"):
+        np.testing.assert_array_equal(getattr(rs, name), getattr(dense, name), err_msg=name)
+    if weighted:
+        with np.errstate(all="ignore"):  # the infinity
+            wsum, mean, var = _weighted_ref(x, w, policy == "omit")
+        assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
+        finite = np.isfinite(var)
+        assert_close(rs.mean[finite], mean[finite], rtol=1e-14,
+                     atol=1e-14 * np.sqrt(var[finite]), name="mean")
+        assert_close(rs.var[finite], var[finite], rtol=1e-13, name="var")
+        np.testing.assert_array_equal(np.isfinite(rs.var), finite)
+    else:
+        with np.errstate(invalid="ignore"):
+            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+
+
+def test_csr_column_blocks_give_one_partitions_bits(rng, monkeypatch):
+    # the blocked route adds each column's entries in row order, as one partition does:
+    # the same bits for any block size and thread count
+    x = _data(rng, (2000, 37), density=0.5, nan=0.01)
+    s = sparse.csr_array(x)
+    monkeypatch.setattr(cpu_sparse, "MAX_PARTS", 1)
+    monkeypatch.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: "parts")
+    one = nbbn.RunningStats(-1, nan_policy="omit").update(s)
+    for block_columns, nthreads in [(1, 2), (4, 1), (4, 2), (16, 2)]:
+        _force_route(monkeypatch, "blocks", block_columns)
+        monkeypatch.setattr(cpu, "THREADED_MIN_ELEMENTS", 1)
+        with cpu.thread_limit(nthreads):
+            rs = nbbn.RunningStats(-1, nan_policy="omit").update(s)
+        for name in ("count", "mean", "var", "min", "max"):
+            np.testing.assert_array_equal(getattr(rs, name), getattr(one, name),
+                                          err_msg=f"{name}, blocks of {block_columns}")
+
+
+def test_csr_routes_chosen_by_shape(monkeypatch):
+    # as measured (docs/benchmarks.md, "Sparse matrices"): (rows, columns, entries)
+    monkeypatch.setattr(cpu_sparse, "BLOCK_COLUMNS", 4096)
+    route = cpu_sparse._csr_route
+    assert route(100, 100_000, 100_000) == "csc"  # one entry per column
+    assert route(1_000_000, 30, 10_000_000) == "parts"  # few columns
+    assert route(10_000, 10_000, 1_000_000) == "parts"  # records in cache, 2 partitions
+    assert route(160, 10_000, 160_000) == "blocks"  # records in cache, one partition
+    assert route(1600, 100_000, 1_600_000) == "blocks"  # rows of 1,000 entries
+    assert route(160_000, 100_000, 1_600_000) == "csc"  # rows of 10, 16 per column
+    assert route(640_000, 100_000, 6_400_000) == "parts"  # rows of 10, 64 per column
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
@@ -210,21 +281,24 @@ def test_weight_and_histogram_errors(rng):
 _VALUES = st.sampled_from([0.0, 0.0, 0.0, 1.5, -2.0, 1e3, 7.25, np.nan, np.inf, -np.inf])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 12).flatmap(lambda n: st.tuples(
            st.lists(st.lists(_VALUES, min_size=3, max_size=3), min_size=n, max_size=n),
            st.lists(st.integers(0, 3), min_size=n, max_size=n))),
        st.sampled_from(["csr", "csc"]), st.sampled_from(["omit", "propagate"]),
-       st.booleans())
-def test_any_small_matrix_as_its_dense_form(rows_and_weights, fmt, policy, weighted):
+       st.booleans(), st.sampled_from(["auto", *ROUTES]))
+def test_any_small_matrix_as_its_dense_form(rows_and_weights, fmt, policy, weighted, route):
     """Empty columns and matrices, all-NaN or all-zero columns, infinities of one or both
-    signs, rows of weight 0: the statistics of the sparse form are those of the dense."""
+    signs, rows of weight 0: the statistics of the sparse form are those of the dense,
+    whichever way a CSR matrix is reduced."""
     rows, w = rows_and_weights
     x = np.array(rows, np.float64).reshape(len(rows), 3)
     w = np.array(w, np.float64) if weighted else None
     rs = nbbn.RunningStats(-1, nan_policy=policy)
     ref = nbbn.RunningStats(-1, nan_policy=policy)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), pytest.MonkeyPatch.context() as mp:
+        if route != "auto":
+            _force_route(mp, route)
         rs.update(_sparse(x, fmt), sample_weight=w)
         ref.update(x, sample_weight=w)
     if ref.num_channels is None:

@@ -10,11 +10,14 @@ of the rows that store an entry, both summed as double-doubles, so no rounding i
 left in it. A stored NaN is a NaN (skipped under "omit"), not a zero; duplicate
 entries are summed first (scipy's ``sum_duplicates``), as the matrix means.
 
-CSC matrices are reduced column by column; CSR matrices in partitions of their entries
-(of their rows, when weighted) whose per-column records are merged in partition order.
-Partitions are fixed by the shape, so the result does not depend on the thread count.
-A CSR partition holds a record per column (two cache lines, see ``RECORD``): the
-partition count is bounded so that these stay under ``WORKSPACE_BYTES``.
+CSC matrices are reduced column by column. A CSR matrix is reduced one of three ways,
+chosen by its shape (``_csr_route``): through scipy's ``tocsc()``; in partitions of its
+entries (of its rows, when weighted), each holding a record per column (two cache
+lines, see ``RECORD``; the partition count is bounded so that these stay under
+``WORKSPACE_BYTES``), merged in partition order; or, when it has many columns, in
+blocks of ``BLOCK_COLUMNS`` columns whose records stay in the cache, each block read
+row by row. Partitions and blocks are fixed by the shape, so the result does not depend
+on the thread count.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .._merge import store_record
 from .._policy import POLICY_OMIT
 from ._jit import cached
 from ._stats import BatchStats
-from .cpu import MAX_PARTS, _readonly, _run
+from .cpu import MAX_PARTS, _readonly, _run, threads
 from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
 from .cpu_weighted import BLOCK, kahan_add, shifted_moments
 
@@ -39,6 +42,10 @@ WORKSPACE_BYTES = 32 << 20  # per-partition column statistics of a CSR reduction
 MIN_PART_ENTRIES = 1 << 17  # a partition holds at least this many stored entries
 PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a record
 # costs as much to set up and finish as dozens of entries cost to add
+BLOCK_COLUMNS = 4096  # a CSR reduction's column block: its records (512 KiB) stay in L2
+BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
+CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
+PARTS_CACHED_BYTES = 2 << 20  # a partition's records this small stay in the cache
 ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
 # (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
 
@@ -221,6 +228,53 @@ def _second_pass(recs, p, c, v, wr):  # pragma: no cover - compiled
     recs[p, c, MAX] = max(recs[p, c, MAX], v)
 
 
+@numba.njit(fastmath=False, inline="always")
+def _open_first(recs, p, c):  # pragma: no cover - compiled
+    """Line A of column ``c``'s record in partition ``p``, empty."""
+    for f in range(_LINE):
+        recs[p, c, f] = 0.0
+
+
+@numba.njit(fastmath=False, inline="always")
+def _open_second(recs, p, c, weighted):  # pragma: no cover - compiled
+    """Between the passes: the counted weight and the mean's offset ``DELTA`` from the
+    shift into the record, line B emptied."""
+    if weighted:  # the stored rows' weight less the NaNs'
+        sh, e = two_sum(recs[p, c, SW_HI], -recs[p, c, NAN_W])
+        wsum = sh + (e + recs[p, c, SW_LO])
+    else:
+        wsum = recs[p, c, FIN] + recs[p, c, INFS]
+    recs[p, c, SHIFT] = recs[p, c, SHIFT1]
+    recs[p, c, DELTA] = recs[p, c, S1] / wsum if wsum > 0.0 else 0.0
+    recs[p, c, WSUM] = wsum
+    for f in range(Q, MIN):
+        recs[p, c, f] = 0.0
+    recs[p, c, MIN] = np.inf
+    recs[p, c, MAX] = -np.inf
+
+
+@numba.njit(fastmath=False, inline="always")
+def _empty(recs, p, c):  # pragma: no cover - compiled
+    """Whether the first pass met no entry of column ``c`` (each entry counts once, as
+    finite, infinite or NaN): the column's statistics are its zeros'."""
+    return recs[p, c, FIN] + recs[p, c, INFS] + recs[p, c, NANS] == 0.0
+
+
+@numba.njit(fastmath=False, inline="always")
+def _close(recs, p, c, omit, weighted):  # pragma: no cover - compiled
+    """After the second pass: the mean (hi, lo) and M2 into SHIFT, DELTA and Q."""
+    hi, lo, m2 = shifted_moments(recs[p, c, SHIFT], recs[p, c, WSUM], recs[p, c, DELTA],
+                                 recs[p, c, Q] - recs[p, c, QC],
+                                 recs[p, c, E] - recs[p, c, EC])
+    if not omit and recs[p, c, NANS] > 0.0:  # "propagate": a NaN makes all NaN
+        hi = lo = m2 = math.nan
+        recs[p, c, MIN] = recs[p, c, MAX] = math.nan
+        recs[p, c, WSUM] += recs[p, c, NAN_W] if weighted else recs[p, c, NANS]
+    recs[p, c, SHIFT] = hi
+    recs[p, c, DELTA] = lo
+    recs[p, c, Q] = m2
+
+
 @cached(nogil=True)
 def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                ):  # pragma: no cover - compiled
@@ -233,8 +287,7 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
     omit = policy == POLICY_OMIT
     for p in range(t, nparts, nt):
         for c in range(ncols):
-            for f in range(_LINE):
-                recs[p, c, f] = 0.0
+            _open_first(recs, p, c)
         r0 = p * nrows // nparts
         r1 = (p + 1) * nrows // nparts
         k0 = p * nnz // nparts
@@ -248,18 +301,7 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
             for k in range(k0, k1):
                 _first_pass(recs, p, indices[k], numba.float64(data[k]), 1.0, False)
         for c in range(ncols):
-            if weighted:  # the stored rows' weight less the NaNs'
-                sh, e = two_sum(recs[p, c, SW_HI], -recs[p, c, NAN_W])
-                wsum = sh + (e + recs[p, c, SW_LO])
-            else:
-                wsum = recs[p, c, FIN] + recs[p, c, INFS]
-            recs[p, c, SHIFT] = recs[p, c, SHIFT1]
-            recs[p, c, DELTA] = recs[p, c, S1] / wsum if wsum > 0.0 else 0.0
-            recs[p, c, WSUM] = wsum
-            for f in range(Q, MIN):
-                recs[p, c, f] = 0.0
-            recs[p, c, MIN] = np.inf
-            recs[p, c, MAX] = -np.inf
+            _open_second(recs, p, c, weighted)
         if weighted:
             for r in range(r0, r1):
                 if w[r] > 0.0:
@@ -273,16 +315,47 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                 if not math.isnan(v):
                     _second_pass(recs, p, indices[k], v, 1.0)
         for c in range(ncols):
-            hi, lo, m2 = shifted_moments(recs[p, c, SHIFT], recs[p, c, WSUM],
-                                         recs[p, c, DELTA], recs[p, c, Q] - recs[p, c, QC],
-                                         recs[p, c, E] - recs[p, c, EC])
-            if not omit and recs[p, c, NANS] > 0.0:  # "propagate": a NaN makes all NaN
-                hi = lo = m2 = math.nan
-                recs[p, c, MIN] = recs[p, c, MAX] = math.nan
-                recs[p, c, WSUM] += recs[p, c, NAN_W] if weighted else recs[p, c, NANS]
-            recs[p, c, SHIFT] = hi
-            recs[p, c, DELTA] = lo
-            recs[p, c, Q] = m2
+            _close(recs, p, c, omit, weighted)
+
+
+@numba.njit(fastmath=False, inline="always")
+def _merge_column(recs, p0, p1, c, j, omit, weighted, total_hi, total_lo, npos, si, sf,
+                  sw):  # pragma: no cover - compiled
+    """Column ``c``'s records of the partitions ``p0 <= p < p1`` merged in partition
+    order, with the zeros, into column ``j`` of ``si``, ``sf``, ``sw``."""
+    n = 0
+    nnan = 0
+    ninf = 0
+    stored = 0
+    wsum = 0.0
+    hi = 0.0
+    lo = 0.0
+    m2 = 0.0
+    mn = np.inf
+    mx = -np.inf
+    sh = 0.0
+    sl = 0.0
+    for p in range(p0, p1):
+        nnan += np.int64(recs[p, c, NANS])
+        ninf += np.int64(recs[p, c, INFS])
+        fin = np.int64(recs[p, c, FIN])
+        stored += fin + np.int64(recs[p, c, INFS] + recs[p, c, NANS])
+        n += fin + np.int64(recs[p, c, INFS] + (0.0 if omit else recs[p, c, NANS]))
+        if p == p0:
+            wsum, hi, lo, m2 = (recs[p, c, WSUM], recs[p, c, SHIFT], recs[p, c, DELTA],
+                                recs[p, c, Q])
+        else:
+            wsum, hi, lo, m2 = chan_merge(wsum, hi, lo, m2, recs[p, c, WSUM],
+                                          recs[p, c, SHIFT], recs[p, c, DELTA],
+                                          recs[p, c, Q])
+        mn = merge_min(mn, recs[p, c, MIN])
+        mx = merge_max(mx, recs[p, c, MAX])
+        sh, e = two_sum(sh, recs[p, c, SW_HI])
+        sl += e + recs[p, c, SW_LO]
+    n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx, npos - stored,
+                                              weighted, total_hi, total_lo, sh, sl)
+    _store(si, sf, j, n, hi, lo, m2, mn, mx, nnan, ninf)
+    sw[j] = wsum
 
 
 @cached(nogil=True)
@@ -290,39 +363,81 @@ def _csr_merge(recs, omit, weighted, total_hi, total_lo, npos, si, sf, sw
                ):  # pragma: no cover - compiled
     """The partitions' column records merged in partition order, with the zeros."""
     for c in range(recs.shape[1]):
-        n = 0
-        nnan = 0
-        ninf = 0
-        stored = 0
-        wsum = 0.0
-        hi = 0.0
-        lo = 0.0
-        m2 = 0.0
-        mn = np.inf
-        mx = -np.inf
-        sh = 0.0
-        sl = 0.0
-        for p in range(recs.shape[0]):
-            nnan += np.int64(recs[p, c, NANS])
-            ninf += np.int64(recs[p, c, INFS])
-            fin = np.int64(recs[p, c, FIN])
-            stored += fin + np.int64(recs[p, c, INFS] + recs[p, c, NANS])
-            n += fin + np.int64(recs[p, c, INFS] + (0.0 if omit else recs[p, c, NANS]))
-            if p == 0:
-                wsum, hi, lo, m2 = (recs[p, c, WSUM], recs[p, c, SHIFT], recs[p, c, DELTA],
-                                    recs[p, c, Q])
+        _merge_column(recs, 0, recs.shape[0], c, c, omit, weighted, total_hi, total_lo,
+                      npos, si, sf, sw)
+
+
+@numba.njit(fastmath=False, inline="always")
+def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, weighted, second
+                ):  # pragma: no cover - compiled
+    """A pass over the entries of columns ``c0 <= c < c1``, row by row from each row's
+    cursor: the first (``_first_pass``; the cursor first moved past the entries of the
+    other threads' blocks) or the ``second`` (``_second_pass``; the cursor then moved
+    past the block). ``weighted`` and ``second`` are constants at each call (see
+    ``_first_pass``)."""
+    for r in range(indptr.shape[0] - 1):
+        wr = w[r] if weighted else 1.0
+        if not wr > 0.0:
+            continue
+        k = cursors[t, r]
+        end = indptr[r + 1]
+        if not second:
+            while k < end and indices[k] < c0:
+                k += 1
+            cursors[t, r] = k
+        while k < end and indices[k] < c1:
+            v = numba.float64(data[k])
+            if not second:
+                _first_pass(recs, t, indices[k] - c0, v, wr, weighted)
+            elif not math.isnan(v):
+                _second_pass(recs, t, indices[k] - c0, v, wr)
+            k += 1
+        if second:
+            cursors[t, r] = k
+
+
+@cached(nogil=True)
+def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, npos,
+                t, nt, nblocks, recs, cursors, si, sf, sw):  # pragma: no cover - compiled
+    """The column blocks ``b = t, t + nt, ...`` of ``nblocks`` of a CSR matrix (blocks
+    of ``recs.shape[1]`` columns), each in two passes over its entries row by row into
+    this thread's records ``recs[t]`` (few enough to stay in the cache), then merged
+    with the zeros into ``si``, ``sf``, ``sw``. ``cursors[t, r]``: where row ``r``'s
+    entries of the block begin (a row's column indices are sorted). Every column's
+    entries are added in row order, as in a CSR reduction in one partition, whatever
+    the blocks and threads."""
+    ncols = si.shape[1]
+    bsize = recs.shape[1]
+    omit = policy == POLICY_OMIT
+    for r in range(indptr.shape[0] - 1):
+        cursors[t, r] = indptr[r]
+    for b in range(t, nblocks, nt):
+        c0 = b * bsize
+        c1 = min(ncols, c0 + bsize)
+        for c in range(c1 - c0):
+            _open_first(recs, t, c)
+        if weighted:
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, False)
+        else:
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False, False)
+        for c in range(c1 - c0):
+            if not _empty(recs, t, c):
+                _open_second(recs, t, c, weighted)
+        if weighted:
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, True)
+        else:
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False, True)
+        for c in range(c1 - c0):
+            if _empty(recs, t, c):  # (many, in a wide batch): the zeros alone
+                n, wsum, hi, lo, m2, mn, mx = _with_zeros(
+                    0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, weighted, total_hi,
+                    total_lo, 0.0, 0.0)
+                _store(si, sf, c0 + c, n, hi, lo, m2, mn, mx, 0, 0)
+                sw[c0 + c] = wsum
             else:
-                wsum, hi, lo, m2 = chan_merge(wsum, hi, lo, m2, recs[p, c, WSUM],
-                                              recs[p, c, SHIFT], recs[p, c, DELTA],
-                                              recs[p, c, Q])
-            mn = merge_min(mn, recs[p, c, MIN])
-            mx = merge_max(mx, recs[p, c, MAX])
-            sh, e = two_sum(sh, recs[p, c, SW_HI])
-            sl += e + recs[p, c, SW_LO]
-        n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx, npos - stored,
-                                                  weighted, total_hi, total_lo, sh, sl)
-        _store(si, sf, c, n, hi, lo, m2, mn, mx, nnan, ninf)
-        sw[c] = wsum
+                _close(recs, t, c, omit, weighted)
+                _merge_column(recs, t, t + 1, c, c0 + c, omit, weighted, total_hi,
+                              total_lo, npos, si, sf, sw)
 
 
 _workspace = threading.local()  # .flat: this thread's records, kept when small enough
@@ -391,14 +506,36 @@ def _parts(units: int, entries: int, cap: int = MAX_PARTS) -> int:
     return 1 << (n.bit_length() - 1)
 
 
+def _csr_route(nrows: int, ncols: int, nnz: int) -> str:
+    """How a CSR matrix is reduced (measured in docs/benchmarks.md, "Sparse matrices"):
+
+    - ``"csc"``: through scipy's ``tocsc()``, when it holds few entries per column
+      (records per column would cost more than its entries), or many columns (their
+      records do not stay in the cache) in rows too short for column blocks;
+    - ``"blocks"``: in column blocks (``_csr_blocks``) whose records stay in the cache,
+      when its rows hold a few entries of each block;
+    - ``"parts"``: in partitions of its entries (``_csr_parts``), each with a record
+      per column: few columns, or enough entries per column for two partitions whose
+      records stay in the cache, or many entries per column in short rows.
+    """
+    nblocks = -(-ncols // BLOCK_COLUMNS)
+    if nnz < CSC_ENTRIES_PER_COLUMN[0] * ncols:
+        return "csc"
+    if nblocks == 1 or (ncols * RECORD * 8 <= PARTS_CACHED_BYTES
+                        and nnz >= 2 * PART_ENTRIES_PER_COLUMN * ncols):
+        return "parts"
+    if nnz >= BLOCK_ROW_ENTRIES * nrows * nblocks:
+        return "blocks"
+    return "csc" if nnz < CSC_ENTRIES_PER_COLUMN[1] * ncols else "parts"
+
+
 def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
     """Per-column statistics of a CSR or CSC matrix (:func:`as_compressed`), with
     ``weight`` (float64 (rows,), checked) per row or unweighted."""
     nrows, ncols = x.shape
     nnz = int(x.indptr[-1])
-    if x.format == "csr" and nnz < 4 * ncols:
-        # fewer entries than columns: a CSR reduction would spend its time on the
-        # columns' records (one cache miss per entry); scipy's transposition is cheaper
+    route = "csc" if x.format == "csc" else _csr_route(nrows, ncols, nnz)
+    if route == "csc" and x.format == "csr":
         x = x.tocsc()
     indptr, indices, data = _entries(x)
     weighted = weight is not None
@@ -409,11 +546,19 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         total_hi, total_lo, npos = float(nrows), 0.0, nrows
     out = BatchStats.uninitialized(ncols)
     sw = np.empty(ncols)
-    if x.format == "csc":
+    if route == "csc":
         nparts = _parts(ncols, nnz)
         _run(_csc_columns, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
                             npos), (nparts, out.ints, out.floats, sw), nnz * ENTRY_WORK,
              nparts)
+    elif route == "blocks":
+        nblocks = -(-ncols // BLOCK_COLUMNS)
+        slots = min(threads(), nblocks)
+        recs = _records(slots, BLOCK_COLUMNS)
+        cursors = np.empty((slots, nrows), np.int64)
+        _run(_csr_blocks, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
+                           npos), (nblocks, recs, cursors, out.ints, out.floats, sw),
+             nnz * ENTRY_WORK, slots)  # (at most ``slots`` threads: a slot each)
     else:
         # enough entries per partition for its records, and all of them together no
         # larger than WORKSPACE_BYTES
