@@ -67,8 +67,15 @@ def build(jit) -> SimpleNamespace:
 
     def chan_merge(na, ha, la, m2a, nb, hb, lb, m2b):
         """Merge two (count, mean ``h + l``, M2) triples exactly (Chan, Golub and
-        LeVeque 1979). Counts are integers; an empty part returns the other unchanged,
-        so the merge never divides by zero."""
+        LeVeque 1979). Counts are integers (or float weights); an empty part returns
+        the other unchanged, so the merge never divides by zero.
+
+        The mean moves from the heavier part's towards the other's by ``d`` times the
+        lighter part's fraction: the rounding of that fraction and product then costs
+        at most half of ``|d|`` times 2**-53, where starting from the lighter part
+        costs up to ``|d|`` times it. The difference shows when the merged mean is much
+        smaller than ``d``: one stored value of 1e6 merged with 99,999 zeros (a sparse
+        column) has the mean 10, which the other side reaches only to about 1e-11."""
         if nb == 0:
             return na, ha, la, m2a
         if na == 0:
@@ -77,7 +84,10 @@ def build(jit) -> SimpleNamespace:
         fb = nb / n  # float64: counts are int64
         d = (hb - ha) + (lb - la)
         if math.isfinite(d):
-            hi, lo = dd_mean_c(ha, la + d * fb)
+            if nb <= na:
+                hi, lo = dd_mean_c(ha, la + d * fb)
+            else:
+                hi, lo = dd_mean_c(hb, lb - d * (na / n))
         else:
             # infinite means (or a difference that overflows): the weighted form gives
             # inf for two infinities of one sign and NaN for opposite signs, as numpy does

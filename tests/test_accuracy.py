@@ -114,3 +114,35 @@ def test_near_constant_features_like_scikit_learn(backend):
             _, var = exact_mean_var(x[:, c])
             rel = abs(Fraction(rs.var[c]) - var) / var
             assert rel <= VAR_RTOL, (avg, s, float(rel))
+
+
+@pytest.mark.parametrize("order", ["value_first", "zeros_first"])
+def test_lopsided_merge_keeps_a_small_mean_exact(backend, order):
+    """One value of 1e6 merged with 99,999 zeros (batches of one and of the rest, either
+    order): the mean, 10.0000..., is held to an ulp. Chan's update taken from the
+    lighter part moved the mean by 1e6 times a rounded fraction and missed it by 1e-11
+    (relative); taken from the heavier part, it moves it by the lighter part's share."""
+    one = np.array([[1e6 + 0.141]])
+    zeros = np.zeros((99_999, 1))
+    parts = (one, zeros) if order == "value_first" else (zeros, one)
+    rs = nbbn.RunningStats(-1, backend=backend)
+    for part in parts:
+        rs.update(part)
+    v = np.concatenate(parts)[:, 0]
+    mean, var = exact_mean_var(v)
+    assert abs(Fraction(rs.mean[0]) - mean) <= abs(mean) * Fraction(2 ** -52)
+    assert abs(Fraction(rs.var[0]) - var) <= var * Fraction(2 ** -50)
+
+
+def test_sparse_column_of_one_large_weighted_value():
+    """The same through a sparse column: one stored value of 1e6 with a small weight among
+    implicit zeros; its statistics are the stored value's merged with the zeros'."""
+    sparse = pytest.importorskip("scipy.sparse")
+    w = np.linspace(0.5, 1.5, 200)
+    w[0] = 0.007
+    x = np.zeros((200, 1))
+    x[0, 0] = 1e6 + 0.141
+    rs = nbbn.RunningStats(-1).update(sparse.csc_array(x), sample_weight=w)
+    fw = [Fraction(float(a)) for a in w]
+    mean = fw[0] * Fraction(float(x[0, 0])) / sum(fw, Fraction(0))
+    assert abs(Fraction(rs.mean[0]) - mean) <= abs(mean) * Fraction(2 ** -52)
