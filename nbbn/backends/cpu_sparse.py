@@ -1,14 +1,15 @@
 """Statistics of scipy sparse matrices (CSR and CSC) per column, and their column scaling.
 
 A sparse matrix is its stored entries plus implicit zeros. Each column's statistics
-are those of its stored entries, reduced as nbbn reduces dense data (two passes
-around a shift, the column's first finite entry, so no sum of raw values is formed;
-see ``cpu_weighted``), merged with Chan's formula with a part of ``z`` zeros (mean 0,
-M2 0), where ``z`` is the number of rows (the weight of the rows) that store nothing
-in the column. The zero weight of weighted data is the total weight minus the weight
-of the rows that store an entry, both summed as double-doubles, so no rounding is
-left in it. A stored NaN is a NaN (skipped under "omit"), not a zero; duplicate
-entries are summed first (scipy's ``sum_duplicates``), as the matrix means.
+are those of its stored entries, reduced as nbbn reduces weighted data (two passes,
+around a shift, the column's first finite entry, then around the first pass's mean, so
+no sum of raw values is formed; see ``cpu_weighted``), merged with Chan's formula
+with a part of ``z`` zeros (mean 0, M2 0), where ``z`` is the number of rows (the
+weight of the rows) that store nothing in the column. The zero weight of weighted
+data is the total weight minus the weight of the rows that store an entry, both summed
+as double-doubles, so no rounding is left in it. A stored NaN is a NaN (skipped under
+"omit"), not a zero; duplicate entries are summed first (scipy's ``sum_duplicates``),
+as the matrix means.
 
 CSC matrices are reduced column by column. A CSR matrix is reduced one of three ways,
 chosen by its shape (``_csr_route``): through scipy's ``tocsc()``; in partitions of its
@@ -34,7 +35,7 @@ from ._jit import cached
 from ._stats import BatchStats
 from .cpu import MAX_PARTS, _readonly, _run, threads
 from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
-from .cpu_weighted import BLOCK, kahan_add, shifted_moments
+from .cpu_weighted import BLOCK, kahan_add, recentre, shifted_moments
 
 __all__ = ["as_compressed", "reduce", "scale_columns"]
 
@@ -115,7 +116,7 @@ def _csc_columns(indptr, indices, data, w, weighted, policy, total_hi, total_lo,
                 mn = merge_min(mn, v)
                 mx = merge_max(mx, v)
             wsum = wh + wl if weighted else numba.float64(n)
-            delta = s1 / wsum if wsum > 0.0 else 0.0
+            shift, delta = recentre(shift, s1 / wsum if wsum > 0.0 else 0.0)
             # the squares in blocks of BLOCK, whose sums are added with Kahan's
             # compensation: rounding independent of the column's length
             q = 0.0
@@ -181,8 +182,9 @@ _store = numba.njit(fastmath=False, inline="always")(store_record)
 # Line A, the first pass: FIN finite entries, SHIFT1 the first of them, S1 the sum of
 # w (x - shift) (then WSUM, the counted values' weight), NANS, INFS, SW the stored
 # rows' weight (a double-double, for the zeros' weight), NAN_W the NaNs' weight.
-# Line B, the second pass: SHIFT, DELTA (the mean's offset from it), Q and E, the sums
-# of w d^2 and w d of the deviations d from that mean (QC, EC: Kahan's compensations),
+# Line B, the second pass: SHIFT, DELTA (the first pass's mean as a double-double,
+# ``cpu_weighted.recentre``), Q and E, the sums of w d^2 and w d of the deviations d
+# from that mean (QC, EC: Kahan's compensations),
 # MIN, MAX. After the partition, SHIFT, DELTA and Q hold the mean hi, lo and M2.
 FIN, SHIFT1, S1, NANS, INFS, SW_HI, SW_LO, NAN_W = range(8)
 WSUM = S1
@@ -237,15 +239,15 @@ def _open_first(recs, p, c):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=False, inline="always")
 def _open_second(recs, p, c, weighted):  # pragma: no cover - compiled
-    """Between the passes: the counted weight and the mean's offset ``DELTA`` from the
-    shift into the record, line B emptied."""
+    """Between the passes: the counted weight and the first pass's mean (``SHIFT`` +
+    ``DELTA``) into the record, line B emptied."""
     if weighted:  # the stored rows' weight less the NaNs'
         sh, e = two_sum(recs[p, c, SW_HI], -recs[p, c, NAN_W])
         wsum = sh + (e + recs[p, c, SW_LO])
     else:
         wsum = recs[p, c, FIN] + recs[p, c, INFS]
-    recs[p, c, SHIFT] = recs[p, c, SHIFT1]
-    recs[p, c, DELTA] = recs[p, c, S1] / wsum if wsum > 0.0 else 0.0
+    recs[p, c, SHIFT], recs[p, c, DELTA] = recentre(
+        recs[p, c, SHIFT1], recs[p, c, S1] / wsum if wsum > 0.0 else 0.0)
     recs[p, c, WSUM] = wsum
     for f in range(Q, MIN):
         recs[p, c, f] = 0.0

@@ -6,9 +6,10 @@ and its statistics carry a float64 weight sum per channel (``BatchStats.weight``
 The numerics are those of the rest of nbbn: each channel is reduced in two passes
 around a shift (its first finite value), so no sum of raw values is formed:
 
-1. ``W = sum w``, ``S = sum w (x - s)``, ``delta = S / W``;
-2. ``d = (x - s) - delta``, ``Q = sum w d^2``, ``E = sum w d`` (the rounding left in
-   ``delta``), then ``M2 = Q - E^2 / W`` and the mean ``s + (delta + E / W)`` as a
+1. ``W = sum w``, ``S = sum w (x - s)``, ``delta = S / W``, and the first mean
+   ``m = s + delta`` as a double-double ``hi + lo`` (:func:`recentre`);
+2. ``d = (x - hi) - lo``, ``Q = sum w d^2``, ``E = sum w d`` (the rounding left in
+   ``m``), then ``M2 = Q - E^2 / W`` and the mean ``hi + (lo + E / W)`` as a
    double-double (:func:`shifted_moments`);
 
 and parts are merged with Chan's formula (:mod:`nbbn._merge`), the weight sums taking
@@ -39,7 +40,7 @@ from ._jit import cached
 from ._stats import BatchStats
 from .cpu_numerics import chan_merge, dd_mean, merge_max, merge_min
 
-__all__ = ["BLOCK", "kahan_add", "merge", "reduce", "shifted_moments"]
+__all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
 
 
 BLOCK = 128  # values summed plainly before their sum is added with compensation
@@ -53,6 +54,18 @@ def kahan_add(total, comp, x):  # pragma: no cover - compiled
     y = x - comp
     t = total + y
     return t, (t - total) - y
+
+
+@numba.njit(fastmath=False)
+def recentre(shift, delta):  # pragma: no cover - compiled
+    """The second pass's centre: the first pass's mean ``shift + delta`` as a
+    double-double ``(hi, lo)`` (``(shift, delta)`` unchanged when ``delta`` is not
+    finite). Deviations from it, rather than from the shift, keep the mean's rounding
+    to about 2**-53 of the values' mean absolute deviation: a shift far from the mean
+    (a first value of 1e6 among zeros) put 2**-53 of that distance into every term."""
+    if not math.isfinite(delta):
+        return shift, delta
+    return dd_mean(shift, delta)
 
 
 @numba.njit(fastmath=False)
@@ -140,6 +153,7 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
         wsum[c] -= wsumc[c]
         if wsum[c] > 0.0:
             delta[c] = s1[c] / wsum[c]
+        shift[c], delta[c] = recentre(shift[c], delta[c])
     q = np.zeros(nchan)
     qc = np.zeros(nchan)
     e = np.zeros(nchan)
