@@ -174,6 +174,19 @@ def test_no_overflow_where_sklearn_partial_fit_overflows(rng):
     assert_close(ours.mean_[1:], ref.mean, rtol=RTOL, atol=1e-15, name="mean_")
 
 
+def test_a_batch_with_an_all_nan_feature(rng):
+    """A ``partial_fit`` batch in which a feature is all NaN adds nothing to it: the
+    fitted statistics are those of its other values (scikit-learn 1.9's update divides
+    0 by 0 there, and its ``var_`` for that feature stays NaN)."""
+    X = rng.standard_normal((12, 3)) * 2 + 5
+    X[:6, 1] = np.nan
+    ours = _split_fit(StandardScaler(), X, [0, 6, 12])
+    ref = ref_stats(X[6:, 1:2], -1)
+    assert_close(ours.mean_[1:2], ref.mean, rtol=RTOL, name="mean_")
+    assert_close(ours.var_[1:2], ref.var, rtol=RTOL, name="var_")
+    np.testing.assert_array_equal(ours.n_samples_seen_, [12, 6, 12])
+
+
 @pytest.mark.parametrize(("shape", "axis"), [((6, 3, 4, 5), 1), ((6, 4, 5, 3), -1)])
 def test_nd_images_pool_all_but_the_channel_axis(rng, shape, axis):
     X = rng.standard_normal(shape).astype(np.float32) * 4 + 2
