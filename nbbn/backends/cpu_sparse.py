@@ -47,6 +47,8 @@ BLOCK_COLUMNS = 4096  # a CSR reduction's column block: its records (512 KiB) st
 BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
 CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
 PARTS_CACHED_BYTES = 2 << 20  # a partition's records this small stay in the cache
+COLUMN_ENTRIES = 8  # a column's own work (its shift, merge with the zeros, store) costs
+# about as much as this many stored entries (for the partitions and the thread pool)
 ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
 # (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
 
@@ -548,10 +550,11 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         total_hi, total_lo, npos = float(nrows), 0.0, nrows
     out = BatchStats.uninitialized(ncols)
     sw = np.empty(ncols)
+    work = nnz + COLUMN_ENTRIES * ncols  # in stored entries
     if route == "csc":
-        nparts = _parts(ncols, nnz)
+        nparts = _parts(ncols, work)
         _run(_csc_columns, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
-                            npos), (nparts, out.ints, out.floats, sw), nnz * ENTRY_WORK,
+                            npos), (nparts, out.ints, out.floats, sw), work * ENTRY_WORK,
              nparts)
     elif route == "blocks":
         nblocks = -(-ncols // BLOCK_COLUMNS)
@@ -560,7 +563,7 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         cursors = np.empty((slots, nrows), np.int64)
         _run(_csr_blocks, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
                            npos), (nblocks, recs, cursors, out.ints, out.floats, sw),
-             nnz * ENTRY_WORK, slots)  # (at most ``slots`` threads: a slot each)
+             work * ENTRY_WORK, slots)  # (at most ``slots`` threads: a slot each)
     else:
         # enough entries per partition for its records, and all of them together no
         # larger than WORKSPACE_BYTES
