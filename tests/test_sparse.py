@@ -125,7 +125,7 @@ def test_csr_column_blocks_give_one_partitions_bits(rng, monkeypatch):
 
 
 def test_csr_routes_chosen_by_shape(monkeypatch):
-    # as measured (docs/benchmarks.md, "Sparse matrices"): (rows, columns, entries)
+    # as measured (docs/benchmarks.md, "Wide CSR matrices"): (rows, columns, entries)
     monkeypatch.setattr(cpu_sparse, "BLOCK_COLUMNS", 4096)
     route = cpu_sparse._csr_route
     assert route(100, 100_000, 100_000) == "csc"  # one entry per column
