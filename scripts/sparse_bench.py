@@ -13,9 +13,7 @@ before (so that the merge with a fitted state is in the time).
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import numpy as np
 from scipy import sparse
@@ -25,6 +23,7 @@ from sklearn.utils.sparsefuncs import mean_variance_axis
 import nbbn
 from nbbn.sklearn import StandardScaler
 from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.bench_sklearn import alternate
 
 SHAPES = [  # (rows, columns, stored values)
     (33_333_333, 30, 10_000_000),
@@ -58,22 +57,9 @@ def main(repeats: int) -> None:
             else:
                 calls = (lambda m=m: nbbn.RunningStats(-1).update(m),
                          lambda m=m: mean_variance_axis(m, 0))
-            ours, theirs = _medians_ms(calls, repeats)
+            ours, theirs = (t * 1e3 for t in alternate(*calls, repeats))
             print(f"{str((rows, cols)):>20} {m.nnz:>11,} {fmt:>11} {ours:>9.1f} "
                   f"{theirs:>11.1f} {theirs / ours:>8.1f}x")
-
-
-def _medians_ms(calls, repeats: int) -> tuple[float, ...]:
-    """The calls' medians over ``repeats`` alternating rounds after a warm-up call each."""
-    times: list[list[float]] = [[] for _ in calls]
-    for call in calls:
-        call()
-    for _ in range(repeats):
-        for call, t in zip(calls, times, strict=True):
-            t0 = time.perf_counter()
-            call()
-            t.append(time.perf_counter() - t0)
-    return tuple(statistics.median(t) * 1e3 for t in times)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ call; "auto" names the route the rule picks.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import numpy as np
 from scipy import sparse
@@ -23,18 +21,9 @@ from sklearn.utils.sparsefuncs import mean_variance_axis
 from nbbn._policy import POLICY_OMIT
 from nbbn.backends import cpu_sparse
 from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.bench_timing import median_time
 
 ROUTES = ("csc", "blocks", "parts")
-
-
-def _median_ms(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _forced(x, route: str):
@@ -61,8 +50,9 @@ def main(repeats: int) -> None:
                 x = sparse.random_array((rows, cols), density=nnz / rows / cols,
                                         format="csr", dtype=np.float32, rng=rng)
                 x.data = (x.data * 10 + 100).astype(np.float32)
-                ms = [_median_ms(lambda r=r, x=x: _forced(x, r), repeats) for r in ROUTES]
-                theirs = _median_ms(lambda x=x: mean_variance_axis(x, 0), repeats)
+                calls = [lambda _, r=r, x=x: _forced(x, r) for r in ROUTES]
+                calls.append(lambda _, x=x: mean_variance_axis(x, 0))
+                *ms, theirs = (median_time(call, repeats)[0] * 1e3 for call in calls)
                 auto = cpu_sparse._csr_route(rows, cols, x.nnz)
                 print(f"{str((rows, cols)):>20} {x.nnz:>11,} {per_col:>7} {per_row:>7} "
                       f"{auto:>6} " + " ".join(f"{t:>9.2f}" for t in ms) + f" {theirs:>10.2f}",
