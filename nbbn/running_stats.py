@@ -276,16 +276,11 @@ class RunningStats:
             raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
         out = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend=self.backend)
         a = self._snapshot()
-        if a is None:
-            b = state = other._snapshot()
+        with other._lock:  # ``other`` is read under its lock, and copied only if kept
+            b = None if other._state is None else backends.to_host(other._state)
             if b is not None:
                 self._check_channels(b.num_channels, "the other RunningStats")
-        else:  # ``other`` is only read by the merge: under its lock, not copied
-            with other._lock:
-                b = None if other._state is None else backends.to_host(other._state)
-                if b is not None:
-                    self._check_channels(b.num_channels, "the other RunningStats")
-                state = a if b is None else _host_merge(a, b)
+            state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
         out._names = _check_names(_merged_names(self._names, other._names), nchan)
