@@ -70,11 +70,12 @@ def recentre(shift, delta):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=False)
 def shifted_moments(shift, wsum, delta, q, e):  # pragma: no cover - compiled
-    """``(mean hi, mean lo, M2)`` of values of weight sum ``wsum > 0`` from the two
-    passes around ``shift``: ``delta = sum w (x - shift) / wsum``, then ``q = sum w d^2``
-    and ``e = sum w d`` of ``d = (x - shift) - delta``. An infinite value makes ``delta``
-    infinite (or NaN for both signs), and the mean is then ``shift + delta``, as numpy's
-    (``e`` is NaN); M2 is then NaN, as numpy's variance."""
+    """``(mean hi, mean lo, M2)`` of values of weight sum ``wsum > 0`` from the second
+    pass around the first pass's mean ``shift + delta`` (a double-double, from
+    :func:`recentre`): ``q = sum w d^2`` and ``e = sum w d`` of ``d = (x - shift) -
+    delta``. An infinite value makes ``delta`` infinite (or NaN for both signs), and the
+    mean is then ``shift + delta``, as numpy's (``e`` is NaN); M2 is then NaN, as
+    numpy's variance."""
     if wsum <= 0.0:
         return shift, 0.0, 0.0
     if not math.isfinite(delta):
