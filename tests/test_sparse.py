@@ -43,12 +43,17 @@ def _data(rng, shape=(400, 7), density=0.3, nan=0.03, dtype="float64"):
     return x.astype(dtype)
 
 
-ROUTES = ["csc", "blocks", "parts"]  # the ways a CSR matrix is reduced (_csr_route)
+# the ways a CSR matrix is reduced (_csr_route); "parts_ahead": partitions by the build
+# that prefetches records (_csr_parts_ahead, for records larger than L2)
+ROUTES = ["csc", "blocks", "parts", "parts_ahead"]
 
 
 def _force_route(mp: pytest.MonkeyPatch, route: str, block_columns: int = 2) -> None:
     """Reduce every CSR matrix by ``route`` ("blocks": columns in blocks of
     ``block_columns``, so that small matrices have several)."""
+    if route == "parts_ahead":
+        mp.setattr(cpu_sparse, "L2_BYTES", 0)
+        route = "parts"
     mp.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: route)
     mp.setattr(cpu_sparse, "BLOCK_COLUMNS", block_columns)
 
@@ -122,6 +127,22 @@ def test_csr_column_blocks_give_one_partitions_bits(rng, monkeypatch):
         for name in ("count", "mean", "var", "min", "max"):
             np.testing.assert_array_equal(getattr(rs, name), getattr(one, name),
                                           err_msg=f"{name}, blocks of {block_columns}")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_prefetching_partitions_give_the_same_bits(rng, monkeypatch, weighted):
+    # the build for records larger than L2 prefetches them, and changes nothing else
+    x = _data(rng, (3000, 41), density=0.3, nan=0.01)
+    s = sparse.csr_array(x)
+    w = rng.random(3000) * 2 if weighted else None
+    runs = []
+    for l2_bytes in (1 << 40, 0):
+        monkeypatch.setattr(cpu_sparse, "L2_BYTES", l2_bytes)
+        monkeypatch.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: "parts")
+        runs.append(nbbn.RunningStats(-1, nan_policy="omit").update(s, sample_weight=w))
+    for name in ("count", "mean", "var", "min", "max", "nan_count"):
+        np.testing.assert_array_equal(getattr(runs[1], name), getattr(runs[0], name),
+                                      err_msg=name)
 
 
 def test_csr_routes_chosen_by_shape(monkeypatch):

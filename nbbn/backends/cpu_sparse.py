@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 
 import numba
 import numpy as np
 
 from .._merge import store_record
 from .._policy import POLICY_OMIT
-from ._jit import cached
+from ._jit import cached, tagged
 from ._stats import BatchStats
 from .cpu import MAX_PARTS, _readonly, _run, threads
 from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
+from .cpu_simd import prefetch_line
 from .cpu_weighted import BLOCK, kahan_add, recentre, shifted_moments
 
 __all__ = ["as_compressed", "reduce", "scale_columns"]
@@ -44,6 +46,10 @@ MIN_PART_ENTRIES = 1 << 17  # a partition holds at least this many stored entrie
 PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a record
 # costs as much to set up and finish as dozens of entries cost to add
 BLOCK_COLUMNS = 4096  # a CSR reduction's column block: its records (512 KiB) stay in L2
+ENTRIES_AHEAD = 16  # a partition's pass prefetches the record of the entry this many on
+# (the _csr_parts_ahead build, for records of more than L2_BYTES: below, the prefetches
+# cost 10-18%; above, 1.1x at 1-2 MiB and 2.3-3.4x at 12 MiB on the AMD host)
+ROWS_AHEAD = 16  # a block pass prefetches the entries of the row this many rows on
 BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
 CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
 PARTS_CACHED_BYTES = 2 << 20  # a partition's records this small stay in the cache
@@ -51,6 +57,22 @@ COLUMN_ENTRIES = 8  # a column's own work (its shift, merge with the zeros, stor
 # about as much as this many stored entries (for the partitions and the thread pool)
 ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
 # (for the thread pool's threshold, cpu.THREADED_MIN_ELEMENTS)
+
+
+def _l2_bytes(default: int = 1 << 20) -> int:
+    """Bytes of L2 cache per core of this host (Linux's sysfs; ``default`` elsewhere)."""
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            break
+    return default
+
+
+L2_BYTES = _l2_bytes()
 
 
 @cached(nogil=True)
@@ -67,57 +89,77 @@ def _column_sums(w):  # pragma: no cover - compiled
     return hi, lo, npos
 
 
-@cached(nogil=True)
-def _csc_columns(indptr, indices, data, w, weighted, policy, total_hi, total_lo, npos,
-                 t, nt, nparts, si, sf, sw):  # pragma: no cover - compiled
+WEIGHTED = False  # the _csc_weighted build sets it True (tagged: a constant there)
+AHEAD = False  # and the _csr_parts_ahead build this one
+
+
+def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, nt, nparts,
+                 si, sf, sw):  # pragma: no cover - compiled
     """Columns of the partitions ``p = t, t + nt, ...`` of ``nparts`` (contiguous column
-    blocks) of a CSC matrix, stored entries and zeros, into ``si``, ``sf``, ``sw``."""
+    blocks) of a CSC matrix, stored entries and zeros, into ``si``, ``sf``, ``sw``; rows
+    weighted by ``w`` in the ``WEIGHTED`` build.
+
+    Two passes over each column's entries: the first takes the shift (the first finite
+    entry) when it comes, as ``_first_pass`` does, and skips NaNs, whose statistics
+    under "propagate" are set at the end. Written for columns of a few entries (a wide
+    batch), whose loop exits a processor cannot predict: one loop per pass, no flag
+    tested in them (``WEIGHTED`` is a constant of each build), the common case tested
+    first, and the body here rather than in an inlined helper (measured 1.3x slower).
+    The first version (a loop to find the shift, a runtime ``weighted``) took 1.4-2x as
+    long on columns of 1 to 16 entries (docs/benchmarks.md, "Wide sparse columns")."""
     ncols = indptr.shape[0] - 1
     omit = policy == POLICY_OMIT
     for p in range(t, nparts, nt):
         for c in range(p * ncols // nparts, (p + 1) * ncols // nparts):
             k0 = indptr[c]
             k1 = indptr[c + 1]
-            shift = 0.0
-            for k in range(k0, k1):
-                v = numba.float64(data[k])
-                if (not weighted or w[indices[k]] > 0.0) and math.isfinite(v):
-                    shift = v
-                    break
-            n = 0
+            if k0 == k1:  # (most columns of a wide batch): the zeros alone
+                n, wsum, hi, lo, m2, mn, mx = _with_zeros(
+                    0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, WEIGHTED, total_hi,
+                    total_lo, 0.0, 0.0)
+                _store(si, sf, c, n, hi, lo, m2, mn, mx, 0, 0)
+                sw[c] = wsum
+                continue
+            nfin = 0
             nnan = 0
             ninf = 0
-            stored = 0
             sh = 0.0  # the stored rows' weight, and the counted values' (double-doubles)
             sl = 0.0
             wh = 0.0
             wl = 0.0
+            shift = 0.0
             s1 = 0.0
             mn = np.inf
             mx = -np.inf
             for k in range(k0, k1):
-                wr = w[indices[k]] if weighted else 1.0
+                wr = w[indices[k]] if WEIGHTED else 1.0
                 if wr == 0.0:
                     continue
-                stored += 1
-                if weighted:
+                if WEIGHTED:
                     sh, e = two_sum(sh, wr)
                     sl += e
                 v = numba.float64(data[k])
-                if math.isnan(v):
+                if math.isfinite(v):
+                    if nfin == 0:
+                        shift = v  # (an infinity before it is infinite after any shift)
+                    nfin += 1
+                elif math.isnan(v):
                     nnan += 1
-                    if omit:
-                        continue
-                elif math.isinf(v):
+                    if WEIGHTED and not omit:  # (counted under "propagate")
+                        wh, e = two_sum(wh, wr)
+                        wl += e
+                    continue
+                else:
                     ninf += 1
-                n += 1
-                if weighted:
+                if WEIGHTED:
                     wh, e = two_sum(wh, wr)
                     wl += e
                 s1 += wr * (v - shift)
-                mn = merge_min(mn, v)
-                mx = merge_max(mx, v)
-            wsum = wh + wl if weighted else numba.float64(n)
+                mn = min(mn, v)  # (v is not NaN: no need for merge_min's test)
+                mx = max(mx, v)
+            stored = nfin + ninf + nnan
+            n = nfin + ninf if omit else stored
+            wsum = wh + wl if WEIGHTED else numba.float64(n)
             shift, delta = recentre(shift, s1 / wsum if wsum > 0.0 else 0.0)
             # the squares in blocks of BLOCK, whose sums are added with Kahan's
             # compensation: rounding independent of the column's length
@@ -129,9 +171,9 @@ def _csc_columns(indptr, indices, data, w, weighted, policy, total_hi, total_lo,
             ep = 0.0
             inblock = 0
             for k in range(k0, k1):
-                wr = w[indices[k]] if weighted else 1.0
+                wr = w[indices[k]] if WEIGHTED else 1.0
                 v = numba.float64(data[k])
-                if wr == 0.0 or (omit and math.isnan(v)):
+                if wr == 0.0 or math.isnan(v):
                     continue
                 d = (v - shift) - delta
                 qp += wr * d * d
@@ -145,11 +187,12 @@ def _csc_columns(indptr, indices, data, w, weighted, policy, total_hi, total_lo,
                     inblock = 0
             q, qc = kahan_add(q, qc, qp)
             e1, e1c = kahan_add(e1, e1c, ep)
-            q -= qc
-            e1 -= e1c
-            hi, lo, m2 = shifted_moments(shift, wsum, delta, q, e1)
+            hi, lo, m2 = shifted_moments(shift, wsum, delta, q - qc, e1 - e1c)
+            if nnan > 0 and not omit:  # "propagate": a NaN makes all NaN
+                hi = m2 = mn = mx = math.nan
+                lo = 0.0
             n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx,
-                                                      npos - stored, weighted, total_hi,
+                                                      npos - stored, WEIGHTED, total_hi,
                                                       total_lo, sh, sl)
             _store(si, sf, c, n, hi, lo, m2, mn, mx, nnan, ninf)
             sw[c] = wsum
@@ -177,6 +220,11 @@ def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo
 # column c of the statistics layout (BatchStats), inlined: the per-column loops call it
 # once per column, and a compiled callee that takes arrays costs their reference counts
 _store = numba.njit(fastmath=False, inline="always")(store_record)
+
+# the CSC kernel's two builds (after the helpers it calls: the weighted build's globals
+# are a copy of the module's, taken here)
+_csc_unweighted = tagged(_csc_columns, "", cache=True, nogil=True)
+_csc_weighted = tagged(_csc_columns, "weighted", {"WEIGHTED": True}, cache=True, nogil=True)
 
 
 # A column's record in a CSR partition: two 64-byte cache lines of float64 (counts are
@@ -279,16 +327,23 @@ def _close(recs, p, c, omit, weighted):  # pragma: no cover - compiled
     recs[p, c, Q] = m2
 
 
-@cached(nogil=True)
 def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                ):  # pragma: no cover - compiled
     """The stored entries of the partitions ``p = t, t + nt, ...`` of ``nparts`` of a
     CSR matrix into the column records ``recs[p]`` (fields above). Unweighted, a
-    partition is a range of entries (the rows do not matter); weighted, of rows."""
+    partition is a range of entries (the rows do not matter); weighted, of rows.
+
+    In the ``AHEAD`` build (``_csr_parts_ahead``, for records too large for the cache),
+    each entry prefetches the record line of the entry ``ENTRIES_AHEAD`` on: each
+    entry's read-modify-write of its record otherwise waits for memory, and ahead of
+    time these waits overlap (2.5-3.2x on the AMD host: docs/benchmarks.md). A run-time
+    flag instead cost 10% where it was off, and the prefetch in an inlined helper half
+    the gain."""
     nrows = indptr.shape[0] - 1
     nnz = np.int64(indptr[nrows])
     ncols = recs.shape[1]
     omit = policy == POLICY_OMIT
+    flat = recs.reshape(-1)
     for p in range(t, nparts, nt):
         for c in range(ncols):
             _open_first(recs, p, c)
@@ -296,13 +351,19 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
         r1 = (p + 1) * nrows // nparts
         k0 = p * nnz // nparts
         k1 = (p + 1) * nnz // nparts
+        kend = indptr[r1]
         if weighted:
             for r in range(r0, r1):
                 if w[r] > 0.0:
                     for k in range(indptr[r], indptr[r + 1]):
+                        if AHEAD and k + ENTRIES_AHEAD < kend:
+                            prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD])
+                                          * RECORD)
                         _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
         else:
             for k in range(k0, k1):
+                if AHEAD and k + ENTRIES_AHEAD < k1:
+                    prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
                 _first_pass(recs, p, indices[k], numba.float64(data[k]), 1.0, False)
         for c in range(ncols):
             _open_second(recs, p, c, weighted)
@@ -310,16 +371,26 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
             for r in range(r0, r1):
                 if w[r] > 0.0:
                     for k in range(indptr[r], indptr[r + 1]):
+                        if AHEAD and k + ENTRIES_AHEAD < kend:
+                            prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD])
+                                          * RECORD + _LINE)
                         v = numba.float64(data[k])
                         if not math.isnan(v):
                             _second_pass(recs, p, indices[k], v, w[r])
         else:
             for k in range(k0, k1):
+                if AHEAD and k + ENTRIES_AHEAD < k1:
+                    prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
+                                  + _LINE)
                 v = numba.float64(data[k])
                 if not math.isnan(v):
                     _second_pass(recs, p, indices[k], v, 1.0)
         for c in range(ncols):
             _close(recs, p, c, omit, weighted)
+
+# its two builds (after the helpers it calls: the AHEAD build's globals are a copy)
+_csr_parts_near = tagged(_csr_parts, "", cache=True, nogil=True)
+_csr_parts_ahead = tagged(_csr_parts, "ahead", {"AHEAD": True}, cache=True, nogil=True)
 
 
 @numba.njit(fastmath=False, inline="always")
@@ -379,7 +450,12 @@ def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, weighted, se
     other threads' blocks) or the ``second`` (``_second_pass``; the cursor then moved
     past the block). ``weighted`` and ``second`` are constants at each call (see
     ``_first_pass``)."""
-    for r in range(indptr.shape[0] - 1):
+    nrows = indptr.shape[0] - 1
+    for r in range(nrows):
+        if r + ROWS_AHEAD < nrows:  # the row ROWS_AHEAD on: its entries' lines
+            ka = cursors[t, r + ROWS_AHEAD]
+            prefetch_line(indices, ka)
+            prefetch_line(data, ka)
         wr = w[r] if weighted else 1.0
         if not wr > 0.0:
             continue
@@ -553,9 +629,9 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
     work = nnz + COLUMN_ENTRIES * ncols  # in stored entries
     if route == "csc":
         nparts = _parts(ncols, work)
-        _run(_csc_columns, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
-                            npos), (nparts, out.ints, out.floats, sw), work * ENTRY_WORK,
-             nparts)
+        _run(_csc_weighted if weighted else _csc_unweighted,
+             (indptr, indices, data, w, policy, total_hi, total_lo, npos),
+             (nparts, out.ints, out.floats, sw), work * ENTRY_WORK, nparts)
     elif route == "blocks":
         nblocks = -(-ncols // BLOCK_COLUMNS)
         slots = min(threads(), nblocks)
@@ -572,7 +648,9 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
                   nnz // (PART_ENTRIES_PER_COLUMN * ncols))
         nparts = _parts(nrows if weighted else nnz, nnz, max(1, cap))
         recs = _records(nparts, ncols)
-        _run(_csr_parts, (indptr, indices, data, w, weighted, policy), (nparts, recs),
+        ahead = ncols * RECORD * 8 > L2_BYTES
+        _run(_csr_parts_ahead if ahead else _csr_parts_near,
+             (indptr, indices, data, w, weighted, policy), (nparts, recs),
              nnz * ENTRY_WORK, nparts)
         _csr_merge(recs, policy == POLICY_OMIT, weighted, total_hi, total_lo, npos,
                    out.ints, out.floats, sw)
