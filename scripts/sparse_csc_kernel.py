@@ -4,7 +4,7 @@ thread, per column: what a wide sparse batch costs beyond its stored values.
     python scripts/sparse_csc_kernel.py [--against REV] [--repeats N]
 
 Float32 CSC matrices of 100,000 columns with 0.5 to 16 stored values per column, and a
-tall one of 100 columns; per matrix the median of N (default 21) calls, in ns per
+tall one of 100 columns; per matrix the median of N (default 21) calls in turn, in ns per
 column (for the tall one, a column's whole work), against scikit-learn's
 ``mean_variance_axis`` on the same CSC matrix (one thread too). With ``--against REV``
 the kernel of that git revision (its ``nbbn/backends/cpu_sparse.py``, the rest of nbbn
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from nbbn._policy import POLICY_OMIT
 from nbbn.backends import cpu_sparse
 from nbbn.backends._stats import BatchStats
 from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.bench_timing import interleaved
 
 SHAPES = ((100, 100_000, 50_000), (100, 100_000, 100_000), (10, 100_000, 400_000),
           (1_600, 100_000, 1_600_000), (100_000, 100, 1_000_000))
@@ -64,18 +63,6 @@ def _kernel(module, weighted: bool):
         ip, ix, d, w, weighted, POLICY_OMIT, tot, 0.0, npos, 0, 1, 1, out.ints, out.floats, sw)
 
 
-def _medians(calls: dict, repeats: int) -> dict:
-    for call in calls.values():
-        call()
-    times: dict = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", metavar="REV", help="git revision to compare with")
@@ -99,7 +86,7 @@ def main() -> None:
                                    rows, *outs[name]) for name, m in modules.items()}
             if not weighted:
                 calls["scikit-learn"] = partial(mean_variance_axis, x, 0)
-            med = _medians(calls, args.repeats)
+            med = interleaved(calls, args.repeats)
             if args.against:
                 (a, sa), (b, sb) = outs.values()
                 same = (np.array_equal(a.ints, b.ints) and np.array_equal(sa, sb)

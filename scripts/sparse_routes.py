@@ -6,13 +6,15 @@ against scikit-learn's ``mean_variance_axis``: the measurements behind the route
 Float32 matrices of 10,000 to 1,000,000 columns, 0.1 to 64 stored values per column
 in rows of 10 or 1,000 values; per matrix the medians of REPEATS (default 9) calls of
 ``cpu_sparse.reduce`` through each route ("csc": scipy's ``tocsc()`` then the CSC
-kernel, "blocks": column blocks, "parts": partitions of the entries), after a warm-up
-call; "auto" names the route the rule picks.
+kernel, "blocks": column blocks, "parts": partitions of the entries), timed in turn
+with scikit-learn's (``bench_timing.interleaved``); "auto" names the route the rule
+picks.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 from scipy import sparse
@@ -21,7 +23,7 @@ from sklearn.utils.sparsefuncs import mean_variance_axis
 from nbbn._policy import POLICY_OMIT
 from nbbn.backends import cpu_sparse
 from nbbn.tools.bench_env import cpu_line
-from nbbn.tools.bench_timing import median_time
+from nbbn.tools.bench_timing import interleaved
 
 ROUTES = ("csc", "blocks", "parts")
 
@@ -50,9 +52,9 @@ def main(repeats: int) -> None:
                 x = sparse.random_array((rows, cols), density=nnz / rows / cols,
                                         format="csr", dtype=np.float32, rng=rng)
                 x.data = (x.data * 10 + 100).astype(np.float32)
-                calls = [lambda _, r=r, x=x: _forced(x, r) for r in ROUTES]
-                calls.append(lambda _, x=x: mean_variance_axis(x, 0))
-                *ms, theirs = (median_time(call, repeats)[0] * 1e3 for call in calls)
+                calls = {r: partial(_forced, x, r) for r in ROUTES}
+                calls["sklearn"] = partial(mean_variance_axis, x, 0)
+                *ms, theirs = (t * 1e3 for t in interleaved(calls, repeats).values())
                 auto = cpu_sparse._csr_route(rows, cols, x.nnz)
                 print(f"{str((rows, cols)):>20} {x.nnz:>11,} {per_col:>7} {per_row:>7} "
                       f"{auto:>6} " + " ".join(f"{t:>9.2f}" for t in ms) + f" {theirs:>10.2f}",

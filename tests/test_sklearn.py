@@ -326,3 +326,14 @@ def test_transform_refuses_infinity_after_its_fused_read(rng):
         for method in (sc.transform, sc.inverse_transform):
             with pytest.raises(ValueError, match=r"infinity \(1 values, in features 63\)"):
                 method(X.copy(), copy=copy)
+
+
+def test_bench_calls_are_timed_in_turn_the_order_reversed():
+    """``bench_timing.interleaved``: a warm-up call of each, then rounds of one call of
+    each, every other round in reverse order, and a median per call."""
+    from nbbn.tools.bench_timing import interleaved
+
+    log: list[str] = []
+    med = interleaved({name: (lambda name=name: log.append(name)) for name in "abc"}, 4)
+    assert log == list("abc" "abc" "cba" "abc" "cba")
+    assert set(med) == set("abc") and all(t >= 0.0 for t in med.values())

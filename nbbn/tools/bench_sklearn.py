@@ -1,8 +1,9 @@
 """``nbbn bench --sklearn``: ``nbbn.sklearn.StandardScaler`` against scikit-learn's.
 
 On a (1,000,000, 64) float32 array (20,000 rows with ``quick``), in one process, each
-measurement times nbbn and its peer alternately (one call of each per repeat, after a
-warm-up call of each, so a load change on the shared machine hits both), and reports
+measurement times nbbn and its peer in turn (one call of each per repeat, the order
+reversed every other repeat, after a warm-up call of each, so a load change on the
+shared machine hits both), and reports
 both medians and their ratio. Targets (issue 14): ``fit`` >= 10x and ``transform`` >= 3x
 scikit-learn's. Then the same for a sparse CSR matrix (``with_mean=False``; 1,000
 columns, 1% stored), where nbbn aims not to be slower.
@@ -15,13 +16,13 @@ one more function appended there.
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 import numpy as np
+
+from .bench_timing import interleaved
 
 FULL_SHAPE = (1_000_000, 64)
 QUICK_SHAPE = (20_000, 64)
@@ -45,18 +46,10 @@ class Row:
 
 def alternate(ours: Callable[[], Any], peer: Callable[[], Any],
               repeats: int) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``peer()``, timed alternately after one warm-up
-    call of each."""
-    ours()
-    peer()
-    t_ours: list[float] = []
-    t_peer: list[float] = []
-    for _ in range(repeats):
-        for fn, times in ((ours, t_ours), (peer, t_peer)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(t_ours), statistics.median(t_peer)
+    """Median seconds of ``ours()`` and ``peer()``, timed in turn
+    (:func:`~nbbn.tools.bench_timing.interleaved`)."""
+    med = interleaved({"ours": ours, "peer": peer}, repeats)
+    return med["ours"], med["peer"]
 
 
 def measure_fit(X: np.ndarray, repeats: int) -> Row:

@@ -6,8 +6,10 @@
   any timed region. Using numba's own ``parallel=True`` instead would pit its threading
   layer's spinning workers against nbbn's threads right before each timed call.
 * :func:`median_time` times an operation (median of the repeats, after a warm-up
-  call); :func:`paired_pct` times it right after a bandwidth kernel, call by call, so
-  that the ratio compares the two at the same moment on a shared host;
+  call); :func:`interleaved` times several in turn, one call of each per round and the
+  order reversed every other round; :func:`paired_pct` times it right after a
+  bandwidth kernel, call by call, so that the ratio compares the two at the same moment
+  on a shared host;
   :func:`per_call_us` times a small batch's per-call overhead in blocks.
 """
 
@@ -18,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["N_PARTS", "bw_kernels", "measure_bandwidth", "median_time", "paired_pct",
-           "per_call_us"]
+__all__ = ["N_PARTS", "bw_kernels", "interleaved", "measure_bandwidth", "median_time",
+           "paired_pct", "per_call_us"]
 
 N_PARTS = 64  # partitions of the bandwidth kernels
 
@@ -107,6 +109,24 @@ def median_time(fn: Callable[[Any], Any], repeats: int, setup: Callable[[], Any]
         fn(arg)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``calls``, timed in turn: after one warm-up call of
+    each, ``repeats`` rounds of one call of each, in reverse order every other round.
+    A load change on a shared host then hits them all, and no call always runs right
+    after the same other one (a fixed order was measured to favour the second of two
+    kernels by up to 10%: docs/benchmarks.md, "The AMD host again")."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for r in range(repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def paired_pct(fn: Callable[[Any], Any], nbytes: int, kernel: tuple[Callable[[], Any], int],
