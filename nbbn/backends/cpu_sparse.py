@@ -46,9 +46,10 @@ MIN_PART_ENTRIES = 1 << 17  # a partition holds at least this many stored entrie
 PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a record
 # costs as much to set up and finish as dozens of entries cost to add
 BLOCK_COLUMNS = 4096  # a CSR reduction's column block: its records (512 KiB) stay in L2
-ENTRIES_AHEAD = 16  # a partition's pass prefetches the record of the entry this many on
+ENTRIES_AHEAD = 32  # a partition's pass prefetches the record of the entry this many on
 # (the _csr_parts_ahead build, for records of more than L2_BYTES: below, the prefetches
-# cost 10-18%; above, 1.1x at 1-2 MiB and 2.3-3.4x at 12 MiB on the AMD host)
+# cost 12-23%; above, 1.04-1.08x at 1-1.2 MiB and 3.8-4.1x at 12 MiB on the AMD host;
+# 16 entries on gave 1.23-1.31x less at 12 MiB, 64 no more than 32)
 ROWS_AHEAD = 16  # a block pass prefetches the entries of the row this many rows on
 BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
 CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
@@ -105,8 +106,9 @@ def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, 
     batch), whose loop exits a processor cannot predict: one loop per pass, no flag
     tested in them (``WEIGHTED`` is a constant of each build), the common case tested
     first, and the body here rather than in an inlined helper (measured 1.3x slower).
-    The first version (a loop to find the shift, a runtime ``weighted``) took 1.4-2x as
-    long on columns of 1 to 16 entries (docs/benchmarks.md, "Wide sparse columns")."""
+    The first version (a loop to find the shift, a runtime ``weighted``) took 1.3-1.9x
+    as long on columns of 0.5 to 16 entries (``scripts/sparse_csc_kernel.py``;
+    docs/benchmarks.md, "The AMD host again")."""
     ncols = indptr.shape[0] - 1
     omit = policy == POLICY_OMIT
     for p in range(t, nparts, nt):
@@ -336,7 +338,7 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
     In the ``AHEAD`` build (``_csr_parts_ahead``, for records too large for the cache),
     each entry prefetches the record line of the entry ``ENTRIES_AHEAD`` on: each
     entry's read-modify-write of its record otherwise waits for memory, and ahead of
-    time these waits overlap (2.5-3.2x on the AMD host: docs/benchmarks.md). A run-time
+    time these waits overlap (3.8-4.1x on the AMD host: docs/benchmarks.md). A run-time
     flag instead cost 10% where it was off, and the prefetch in an inlined helper half
     the gain."""
     nrows = indptr.shape[0] - 1
