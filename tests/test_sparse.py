@@ -146,7 +146,8 @@ def test_prefetching_partitions_give_the_same_bits(rng, monkeypatch, weighted):
 
 
 def test_csr_routes_chosen_by_shape(monkeypatch):
-    # as measured (docs/benchmarks.md, "Wide CSR matrices"): (rows, columns, entries)
+    # as measured (docs/benchmarks.md, "Wide CSR matrices", "The AMD host again"):
+    # (rows, columns, entries)
     monkeypatch.setattr(cpu_sparse, "BLOCK_COLUMNS", 4096)
     route = cpu_sparse._csr_route
     assert route(100, 100_000, 100_000) == "csc"  # one entry per column
@@ -154,6 +155,8 @@ def test_csr_routes_chosen_by_shape(monkeypatch):
     assert route(10_000, 10_000, 1_000_000) == "parts"  # records in cache, 2 partitions
     assert route(160, 10_000, 160_000) == "blocks"  # records in cache, one partition
     assert route(1600, 100_000, 1_600_000) == "blocks"  # rows of 1,000 entries
+    assert route(6400, 100_000, 6_400_000) == "parts"  # 64 per column, two partitions
+    assert route(64_000, 1_000_000, 64_000_000) == "blocks"  # two partitions too large
     assert route(160_000, 100_000, 1_600_000) == "csc"  # rows of 10, 16 per column
     assert route(640_000, 100_000, 6_400_000) == "parts"  # rows of 10, 64 per column
 

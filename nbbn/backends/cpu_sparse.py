@@ -53,7 +53,6 @@ ENTRIES_AHEAD = 32  # a partition's pass prefetches the record of the entry this
 ROWS_AHEAD = 16  # a block pass prefetches the entries of the row this many rows on
 BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
 CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
-PARTS_CACHED_BYTES = 2 << 20  # a partition's records this small stay in the cache
 COLUMN_ENTRIES = 8  # a column's own work (its shift, merge with the zeros, store) costs
 # about as much as this many stored entries (for the partitions and the thread pool)
 ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
@@ -598,12 +597,13 @@ def _csr_route(nrows: int, ncols: int, nnz: int) -> str:
       when its rows hold a few entries of each block;
     - ``"parts"``: in partitions of its entries (``_csr_parts``), each with a record
       per column: few columns, or enough entries per column for two partitions whose
-      records stay in the cache, or many entries per column in short rows.
+      records fit ``WORKSPACE_BYTES`` (those larger than L2 prefetched: faster than
+      blocks from 64 entries per column), or many entries per column in short rows.
     """
     nblocks = -(-ncols // BLOCK_COLUMNS)
     if nnz < CSC_ENTRIES_PER_COLUMN[0] * ncols:
         return "csc"
-    if nblocks == 1 or (ncols * RECORD * 8 <= PARTS_CACHED_BYTES
+    if nblocks == 1 or (2 * ncols * RECORD * 8 <= WORKSPACE_BYTES
                         and nnz >= 2 * PART_ENTRIES_PER_COLUMN * ncols):
         return "parts"
     if nnz >= BLOCK_ROW_ENTRIES * nrows * nblocks:
