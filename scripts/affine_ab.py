@@ -15,35 +15,18 @@ sides goes unpaired.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 import nbbn
 from nbbn.backends import cpu_normalize, cpu_simd
+from nbbn.tools.revision import backend_at
 
 KERNELS = ("affine_channels_first", "affine_channels_last", "affine_channels_first_inf",
            "affine_channels_last_inf")
-
-
-def load_revision(rev: str):
-    """``cpu_normalize`` as it was at ``rev``, under a module name of its own."""
-    src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/cpu_normalize.py"],
-                         check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "cpu_normalize_ab.py"
-    path.write_text(src)
-    name = "nbbn.backends.cpu_normalize_ab"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # numba's cache finds a kernel's module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -51,7 +34,7 @@ def main() -> None:
     rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 21
     shape = tuple(int(v) for v in shape_s.split("x"))
     dtype, axis = np.dtype(dtype_s), int(axis_s)
-    old_module = load_revision(rev)
+    old_module = backend_at(rev, "cpu_normalize")
     sides = {"old": {k: getattr(old_module, k) for k in KERNELS},
              "new": {k: getattr(cpu_normalize, k) for k in KERNELS}}
 

@@ -15,13 +15,8 @@ equal bit for bit.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
-import subprocess
 import sys
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -32,24 +27,10 @@ from nbbn.backends import cpu_sparse
 from nbbn.backends._stats import BatchStats
 from nbbn.tools.bench_env import cpu_line
 from nbbn.tools.bench_timing import interleaved
+from nbbn.tools.revision import backend_at
 
 SHAPES = ((100, 100_000, 50_000), (100, 100_000, 100_000), (10, 100_000, 400_000),
           (1_600, 100_000, 1_600_000), (100_000, 100, 1_000_000))
-
-
-def _module_at(rev: str):
-    """``cpu_sparse`` as of git revision ``rev``, imported under another name."""
-    src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/cpu_sparse.py"],
-                         capture_output=True, text=True, check=True).stdout
-    src = re.sub(r"^from \.\.(\w+) import", r"from nbbn.\1 import", src, flags=re.M)
-    src = re.sub(r"^from \.(\w+) import", r"from nbbn.backends.\1 import", src, flags=re.M)
-    path = Path(tempfile.mkdtemp()) / "cpu_sparse_at_rev.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _kernel(module, weighted: bool):
@@ -70,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     modules = {"nbbn": cpu_sparse}
     if args.against:
-        modules[args.against] = _module_at(args.against)
+        modules[args.against] = backend_at(args.against, "cpu_sparse")
     print(cpu_line())
     rng = np.random.default_rng(0)
     for rows, cols, nnz in SHAPES:

@@ -1,0 +1,32 @@
+"""A backend module as it was at a git revision, imported beside the current one: the
+in-process A/B scripts (``scripts/affine_ab.py``, ``scripts/sparse_csc_kernel.py``)
+time and compare its kernels with the working tree's."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["backend_at"]
+
+
+def backend_at(rev: str, module: str) -> ModuleType:
+    """``nbbn.backends.<module>`` as it was at git revision ``rev`` (read with ``git
+    show`` from the current directory's repository), imported as
+    ``nbbn.backends.<module>_ab``: its relative imports then load the current helpers,
+    so it must import the same names as they are now."""
+    src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/{module}.py"],
+                         check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"{module}_ab.py"
+    path.write_text(src)
+    name = f"nbbn.backends.{module}_ab"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded  # numba's cache finds a kernel's module by name
+    spec.loader.exec_module(loaded)
+    return loaded
