@@ -76,6 +76,22 @@ def counter() -> Callable[[str], str]:
     return fresh
 
 
+def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np.ndarray
+                ) -> None:
+    """ValueError when a constant (``aff``'s ``names``, then ``more``) overflows ``dtype``:
+    in the graph it would be an infinity, and the outputs NaN or infinite where nbbn's
+    own are finite."""
+    if np.dtype(dtype) == np.float64:
+        return
+    top = float(np.finfo(dtype).max)
+    for name, v in [(n, getattr(aff, n)) for n in names] + list(more.items()):
+        big = ~(np.abs(v) <= top)
+        if big.any():
+            raise ValueError(f"the {name} to export is beyond {np.dtype(dtype)}'s range in "
+                             f"channels {np.flatnonzero(big)[:5].tolist()}: export a float64 "
+                             "model")
+
+
 def _shaped(v: np.ndarray, cshape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.asarray(v).astype(dtype).reshape(cshape)
 
@@ -90,10 +106,7 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     zero = aff.scale == 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         shift = np.where(zero, 0.0, aff.mean - aff.bias / np.where(zero, 1.0, aff.scale))
-    big = ~(np.abs(shift) <= F32_MAX)
-    if big.any():
-        raise ValueError("mean - bias / scale is beyond float32's range in channels "
-                         f"{np.flatnonzero(big)[:5].tolist()}: export a float64 model")
+    check_range(aff, dtype, ("scale",), **{"mean - bias / scale": shift})
     hi = shift.astype(dtype).astype(np.float64)
     lo = shift - hi  # exact in float64: hi is shift rounded to fewer bits
     return _steps(g, x, hi, lo, aff.scale, np.where(zero, aff.bias, 0.0), cshape, dtype)

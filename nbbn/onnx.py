@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._layout import check_axis, normalize_axis
-from ._onnx_graphs import Affine, Graph, batchnorm, counter, exact
+from ._onnx_graphs import Affine, Graph, batchnorm, check_range, counter, exact
 from ._shards_zarr_h5 import import_extra
 from .batchnorm import BatchNorm
 from .normalizer import Normalizer
@@ -58,8 +58,12 @@ def affine_of(obj) -> tuple[Affine, int | str]:
         if not hasattr(obj, "n_features_in_"):
             raise ValueError(f"this {type(obj).__name__} is not fitted yet: call fit first")
         c = int(obj.n_features_in_)
-        mean = np.asarray(obj.mean_, np.float64) if obj.with_mean else np.zeros(c)
-        scale = 1.0 / np.asarray(obj.scale_, np.float64) if obj.with_std else np.ones(c)
+        # transform's rule: a flag switched on after fitting (set_params) finds None
+        mean_, scale_ = getattr(obj, "mean_", None), getattr(obj, "scale_", None)
+        mean = (np.asarray(mean_, np.float64) if obj.with_mean and mean_ is not None
+                else np.zeros(c))
+        scale = (1.0 / np.asarray(scale_, np.float64) if obj.with_std and scale_ is not None
+                 else np.ones(c))
         aff = Affine(mean.reshape(c), scale.reshape(c), np.zeros(c))
         axis = check_axis(getattr(obj, "channel_axis", -1))
     else:
@@ -75,12 +79,18 @@ def affine_of(obj) -> tuple[Affine, int | str]:
 
 
 def _check_args(dtype, opset, form) -> tuple[np.dtype, int]:
-    dt = np.dtype(dtype)
-    if dt not in _DTYPES:
-        raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
+    try:  # (np.dtype(None) is float64: None is refused, not read as that)
+        dt = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in _DTYPES:
+        got = repr(dtype) if dt is None else str(dt)
+        raise TypeError(f"dtype must be float16, float32 or float64, got {got}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     try:
+        if isinstance(opset, (bool, np.bool_)):
+            raise TypeError
         opset = operator.index(opset)
     except TypeError:
         raise TypeError(f"opset must be an int, got {type(opset).__name__}") from None
@@ -92,16 +102,18 @@ def _check_args(dtype, opset, form) -> tuple[np.dtype, int]:
 
 
 # ---------------------------------------------------------------- layouts
-def _batchnorm_graph(g: Graph, x: str, aff: Affine, p: int, ndim: int) -> str:
+def _batchnorm_graph(g: Graph, x: str, aff: Affine, p: int, ndim: int,
+                     param_dtype: np.dtype) -> str:
     """BatchNormalization wants (N, C, ...): axis 1 as it is, a last axis through a
     ``(-1, C)`` view of the input and back (Reshape: no copy in onnxruntime)."""
     if p == 1:
-        return batchnorm(g, x, aff)
+        return batchnorm(g, x, aff, param_dtype)
     if p == ndim - 1:
         rows = g.op("Reshape", [x, g.const("rows_shape", np.array([-1, aff.channels], np.int64))],
                     "rows")
-        return g.op("Reshape", [batchnorm(g, rows, aff), g.op("Shape", [x], "input_shape")],
-                    "unrows")
+        # allowzero: a 0 in the input's shape is a size 0, not "copy this dimension"
+        return g.op("Reshape", [batchnorm(g, rows, aff, param_dtype),
+                                g.op("Shape", [x], "input_shape")], "unrows", allowzero=1)
     raise ValueError("form='batchnorm' needs the channels on axis 1 (N, C, ...) or on the "
                      f"last axis, got channel_axis={p} of {ndim}-d input")
 
@@ -177,10 +189,11 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
     g.fresh("x")  # the names of the input and output are taken
     g.fresh("y")
     x = "x"
-    if form == "batchnorm":
-        y = _batchnorm_graph(g, x, aff, p, ndim)
+    compute = np.dtype(np.float32) if dt == np.float16 else dt
+    if form == "batchnorm":  # (a float16 model: float16 x, float32 parameters)
+        check_range(aff, compute, ("mean", "scale", "bias"))
+        y = _batchnorm_graph(g, x, aff, p, ndim, compute)
     else:
-        compute = np.dtype(np.float32) if dt == np.float16 else dt
         if compute != dt:
             x = g.op("Cast", [x], "x_float32", to=onnx.TensorProto.FLOAT)
         y = exact(g, x, aff, (aff.channels,) + (1,) * (ndim - p - 1), compute)
@@ -210,22 +223,28 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
 
 # ---------------------------------------------------------------- skl2onnx
 def _convert(scope, op, container) -> None:
-    """skl2onnx converter: the exact graph, in the input's float type (float64 input:
-    ``Sub``, ``Mul`` in float64)."""
+    """skl2onnx converter: the exact graph in the output's float type (float64: ``Sub``,
+    ``Mul`` in float64). Integer inputs are cast to it, and several inputs (skl2onnx
+    gives a DataFrame one per column) are cast and joined along the features first, as
+    skl2onnx's own scaler converter does."""
     from skl2onnx.common.data_types import guess_numpy_type, guess_proto_type
 
-    if len(op.inputs) != 1:
-        raise ValueError(f"{type(op.raw_operator).__name__} takes one input tensor, got "
-                         f"{len(op.inputs)}")
     aff, axis = affine_of(op.raw_operator)
     if axis not in (-1, 1):
         raise ValueError(f"a pipeline's data are 2-d (samples, features): channel_axis must "
                          f"be -1 or 1, got {axis}")
-    dt = np.dtype(guess_numpy_type(op.inputs[0].type))
+    dt = np.dtype(guess_numpy_type(op.outputs[0].type))
     dt = dt if dt == np.float64 else np.dtype(np.float32)
-    proto = guess_proto_type(op.inputs[0].type)
+    proto = guess_proto_type(op.outputs[0].type)
     g = Graph(scope.get_unique_variable_name)
-    y = exact(g, op.inputs[0].full_name, aff, (aff.channels,), dt)
+    xs = []
+    for v in op.inputs:
+        x = v.full_name
+        if guess_proto_type(v.type) != proto:
+            x = g.op("Cast", [x], "cast", to=proto)
+        xs.append(x)
+    x = xs[0] if len(xs) == 1 else g.op("Concat", xs, "features", axis=1)
+    y = exact(g, x, aff, (aff.channels,), dt)
     for name, v in g.constants.items():
         container.add_initializer(name, proto, list(v.shape), v.ravel().tolist())
     for i, (op_type, ins, outs, attrs, dom) in enumerate(g.nodes):
@@ -247,7 +266,9 @@ def register_skl2onnx(estimator: type | None = None) -> None:
     estimator : type, optional
         The estimator class to register (default ``nbbn.sklearn.StandardScaler``); any
         class with fitted ``mean_``, ``scale_``, ``with_mean``, ``with_std`` and
-        ``n_features_in_`` attributes converts the same way.
+        ``n_features_in_`` attributes converts the same way. Registering
+        scikit-learn's own ``StandardScaler`` replaces skl2onnx's converter for it in
+        this process (with its options, such as ``div``).
 
     Raises
     ------
@@ -261,6 +282,9 @@ def register_skl2onnx(estimator: type | None = None) -> None:
         from . import sklearn  # type: ignore[attr-defined]
 
         estimator = sklearn.StandardScaler
+    if not isinstance(estimator, type):
+        raise TypeError("register_skl2onnx takes the estimator's class (e.g. "
+                        f"StandardScaler), got an instance of {type(estimator).__name__}")
     skl2onnx.update_registered_converter(
         estimator, f"Nbbn{estimator.__name__}", calculate_sklearn_scaler_output_shapes,
         _convert)

@@ -183,13 +183,22 @@ def test_float16_model(axis):
             + 2 * np.spacing(np.abs(ref).astype(np.float32))).all()
 
 
-def test_float64_model():
+@pytest.mark.parametrize("form", nbbn_onnx.FORMS)
+@pytest.mark.parametrize("axis", [1, -1])
+def test_float64_model(form, axis):
+    """Both forms in float64, parameters included (a float32 mean in a float64
+    BatchNormalization would round it, and onnxruntime has no such kernel)."""
     rng = np.random.default_rng(10)
     mean, var, weight, bias = make_params(rng, 3, 1e6)
-    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
-    x = sample(rng, mean, var, (50, 3), -1, np.float64)
-    y = run(nbbn_onnx.to_onnx(norm, ndim=2, dtype=np.float64), x)
-    ref = reference(x, mean, var, 0.0, weight, bias, -1)
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=axis)
+    shape = (50, 3, 2) if axis == 1 else (50, 2, 3)
+    x = sample(rng, mean, var, shape, axis, np.float64)
+    model = nbbn_onnx.to_onnx(norm, ndim=3, dtype=np.float64, form=form)
+    assert {i.data_type for i in model.graph.initializer} <= {
+        onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64}
+    y = run(model, x)
+    ref = reference(x, mean, var, 0.0, weight, bias, axis)
+    assert y.dtype == np.float64
     assert np.abs(y - ref).max() <= 1e-9 * np.abs(ref).max()
 
 
@@ -218,6 +227,16 @@ def test_dynamic_sizes_and_ranks(axis, ndim, shapes):
         run(model, np.zeros(bad, np.float32))
 
 
+@pytest.mark.parametrize("form", nbbn_onnx.FORMS)
+def test_empty_axes(form):
+    """A size 0 on any axis, the channels-last batchnorm form's Reshape back included
+    (``allowzero``: a 0 in the shape is a size, not "copy this dimension")."""
+    norm = nbbn.Normalizer([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], channel_axis=-1)
+    model = nbbn_onnx.to_onnx(norm, form=form)
+    for shape in [(2, 0, 5, 3), (2, 3, 0, 3), (0, 0, 0, 3), (0, 4, 5, 3)]:
+        assert run(model, np.zeros(shape, np.float32)).shape == shape
+
+
 def test_zero_weight_and_constant_channel():
     """weight 0 maps a channel to its bias; var + eps == 0 takes std 1 (scikit-learn)."""
     norm = nbbn.Normalizer([1e4 + 0.1, 3.0, -2.0], [4.0, 0.0, 1.0], eps=0.0,
@@ -241,6 +260,9 @@ def test_bad_arguments():
         (dict(ndim=0), ValueError, "ndim must be a positive int"),
         (dict(channel_axis=4), ValueError, "out of range"),
         (dict(channel_axis="1"), TypeError, "channel_axis must be an int"),
+        (dict(dtype=None), TypeError, "float16, float32 or float64, got None"),
+        (dict(dtype=object()), TypeError, "float16, float32 or float64, got <object"),
+        (dict(opset=True), TypeError, "opset must be an int, got bool"),
     ]
     for kwargs, exc, msg in cases:
         with pytest.raises(exc, match=msg):
@@ -253,6 +275,17 @@ def test_bad_arguments():
         nbbn_onnx.to_onnx(skl.StandardScaler())
     with pytest.raises(ValueError, match="float32's range"):
         nbbn_onnx.to_onnx(nbbn.Normalizer([1e39], [1.0]))
+    # a constant that a float32 (or float16: float32 inside) graph would hold as an
+    # infinity: nbbn's outputs are finite where the graph's would be NaN
+    tiny = nbbn.Normalizer([5.0], [1e-80], eps=0.0, channel_axis=-1)
+    for kwargs in ({}, {"dtype": np.float16}, {"form": "batchnorm"}):
+        with pytest.raises(ValueError, match="scale to export is beyond float32's range"):
+            nbbn_onnx.to_onnx(tiny, ndim=2, **kwargs)
+    with pytest.raises(ValueError, match="mean to export is beyond float32's range"):
+        nbbn_onnx.to_onnx(nbbn.Normalizer([1e39], [1e78], channel_axis=-1), ndim=2,
+                          form="batchnorm")
+    assert run(nbbn_onnx.to_onnx(tiny, ndim=2, dtype=np.float64),
+               np.array([[5.0]]))[0, 0] == 0.0
 
 
 def test_import_is_lazy_and_missing_extra(monkeypatch):
@@ -302,6 +335,47 @@ def test_skl2onnx_pipeline():
     nd = StandardScaler(channel_axis=2).fit(x.reshape(100, 1, 16))
     with pytest.raises(ValueError, match="channel_axis must be -1 or 1"):
         skl2onnx.to_onnx(nd, np.zeros((1, 16), np.float32))
+    with pytest.raises(TypeError, match="the estimator's class"):
+        nbbn_onnx.register_skl2onnx(StandardScaler())
+
+
+def test_skl2onnx_integer_and_dataframe_inputs():
+    """Integer input is cast to float32 (constants float32, not truncated to integers);
+    a DataFrame's columns, one input each in skl2onnx, are cast and joined first."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    pd = pytest.importorskip("pandas")
+    from nbbn.sklearn import StandardScaler
+
+    nbbn_onnx.register_skl2onnx()
+    xi = np.array([[1, 10], [2, 20], [4, 41], [7, -3]], np.int64)
+    sc = StandardScaler().fit(xi)
+    model = skl2onnx.to_onnx(sc, xi[:1])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: xi})[0]
+    ref = (xi - sc.mean_) / sc.scale_
+    assert out.dtype == np.float32 and ulps(out, ref) <= EXACT_BOUND
+    rng = np.random.default_rng(13)
+    df = pd.DataFrame({"a": rng.normal(5e3, 2.0, 30).astype(np.float32),
+                       "b": rng.integers(0, 9, 30).astype(np.int64),
+                       "c": rng.normal(-7.0, 1e-2, 30).astype(np.float32)})
+    sc = StandardScaler().fit(df)
+    model = skl2onnx.to_onnx(sc, df[:1])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: df[[i.name]].to_numpy() for i in sess.get_inputs()}
+    out = sess.run(None, feeds)[0]
+    ref = (df.to_numpy(np.float64) - sc.mean_) / sc.scale_
+    assert out.shape == (30, 3) and ulps(out, ref) <= EXACT_BOUND
+
+
+def test_scaler_flag_switched_on_after_fitting():
+    """set_params(with_std=True) on a scaler fitted without it: scale_ is None, which
+    transform takes as 1; the export does the same."""
+    from nbbn.sklearn import StandardScaler
+
+    x = np.arange(12.0).reshape(4, 3)
+    sc = StandardScaler(with_std=False).fit(x).set_params(with_std=True)
+    y = run(nbbn_onnx.to_onnx(sc), x.astype(np.float32))
+    assert np.array_equal(y, sc.transform(x).astype(np.float32))
 
 
 # ----------------------------------------------------------------- table and bench
