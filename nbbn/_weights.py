@@ -16,7 +16,7 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
     Parameters
     ----------
     sample_weight : array_like
-        One non-negative finite weight per row along axis 0.
+        One non-negative finite weight per row along axis 0, of a finite sum.
     nrows : int
         The batch's length along axis 0.
     channel_axis : int
@@ -43,4 +43,9 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"sample_weight must be finite and >= 0 (frequency weights), got "
                          f"{w[i]!r} at row {i}")
+    with np.errstate(over="ignore"):
+        total = float(w.sum())
+    if not np.isfinite(total):
+        raise ValueError(f"sample_weight must sum to a finite float64 (the weighted count), "
+                         f"got a sum of {total} (largest weight {w.max()!r})")
     return w

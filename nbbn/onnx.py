@@ -58,12 +58,12 @@ def affine_of(obj) -> tuple[Affine, int | str]:
         if not hasattr(obj, "n_features_in_"):
             raise ValueError(f"this {type(obj).__name__} is not fitted yet: call fit first")
         c = int(obj.n_features_in_)
-        # transform's rule: a flag switched on after fitting (set_params) finds None
-        mean_, scale_ = getattr(obj, "mean_", None), getattr(obj, "scale_", None)
-        mean = (np.asarray(mean_, np.float64) if obj.with_mean and mean_ is not None
-                else np.zeros(c))
-        scale = (1.0 / np.asarray(scale_, np.float64) if obj.with_std and scale_ is not None
-                 else np.ones(c))
+        for flag, name in (("with_mean", "mean_"), ("with_std", "scale_")):
+            if getattr(obj, flag) and getattr(obj, name, None) is None:  # (set_params)
+                raise ValueError(f"this {type(obj).__name__} has {flag}=True but was fitted "
+                                 f"with {flag}=False ({name} is None): call fit again")
+        mean = np.asarray(obj.mean_, np.float64) if obj.with_mean else np.zeros(c)
+        scale = 1.0 / np.asarray(obj.scale_, np.float64) if obj.with_std else np.ones(c)
         aff = Affine(mean.reshape(c), scale.reshape(c), np.zeros(c))
         axis = check_axis(getattr(obj, "channel_axis", -1))
     else:

@@ -118,7 +118,8 @@ class RunningStats:
             with ``channel_axis=0``; the zeros it does not store count as zeros; CPU).
         sample_weight : array_like of shape (N,), optional
             Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
-            ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent. The
+            ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent (a batch
+            of weights all 0 changes nothing, as an empty one). The
             statistics become weighted (``count`` reports the sum of the weights, as
             scikit-learn's ``n_samples_seen_``). CPU backend only.
 
@@ -136,7 +137,7 @@ class RunningStats:
             of range, or (``nan_policy="raise"``) it holds a NaN or an infinity, or the
             statistics keep a :attr:`histogram` that ``batch`` cannot be counted in;
             ``sample_weight`` has another shape than (N,), a negative or non-finite
-            weight, or ``channel_axis`` is 0.
+            weight, a sum beyond float64's range, or ``channel_axis`` is 0.
         BackendUnavailableError
             ``sample_weight`` with a device array (no weighted GPU kernels).
         """
@@ -155,8 +156,8 @@ class RunningStats:
                 raise ValueError("sample_weight with statistics that keep a histogram: the "
                                  "histogram counts values, not weights")
             weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
-        if inp.size == 0:
-            return self
+        if inp.size == 0 or (weight is not None and not weight.any()):
+            return self  # (all weights 0: nothing is counted, as for an empty batch)
         if self.histogram is not None and counts is None:
             counts = _histogram_counts(self.histogram, batch, self.channel_axis)
         if weight is None:
@@ -206,7 +207,7 @@ class RunningStats:
         weight = None
         if sample_weight is not None:
             weight = check_sample_weight(sample_weight, x.shape[0], axis)
-        if x.shape[0] == 0 or x.shape[1] == 0:
+        if x.shape[0] == 0 or x.shape[1] == 0 or (weight is not None and not weight.any()):
             return self
         be = backends.resolve("cpu")
         part = cpu_sparse.reduce(x, policy_code(self.nan_policy), weight)

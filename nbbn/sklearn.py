@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,7 +27,9 @@ from .running_stats import RunningStats
 
 try:
     from scipy.sparse import issparse  # a dependency of scikit-learn
+    from sklearn import get_config
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+    from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError(
@@ -34,11 +37,17 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'nbbn[sklearn]'"
     ) from exc
 
-__all__ = ["StandardScaler"]
+__all__ = ["InvalidParameterError", "StandardScaler"]
 
-_FLOAT_DTYPES = (np.float64, np.float32)
+_FLOAT_DTYPES = (np.float64, np.float32, np.float16)  # scikit-learn's FLOAT_DTYPES
 _EPS64 = float(np.finfo(np.float64).eps)
 _FITTED = ("n_samples_seen_", "mean_", "var_", "scale_", "stats_")
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type or value: a ValueError and a TypeError, as
+    scikit-learn's own ``InvalidParameterError``, so that either ``except`` clause
+    catches it."""
 
 
 class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -48,7 +57,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     The parameters, attributes and results are those of
     :class:`sklearn.preprocessing.StandardScaler` (NaNs skipped per feature,
     ``scale_`` 1 for constant and near-constant features by scikit-learn's bound,
-    float32 and float64 preserved, other dtypes converted to float64; scipy sparse
+    float16, float32 and float64 preserved, other dtypes converted to float64; scipy sparse
     matrices with ``with_mean=False``), plus ``channel_axis`` for N-d arrays,
     ``nan_policy`` and ``ddof``. A call that raises leaves the fitted state as it was
     (``fit`` too: the earlier fit is kept).
@@ -126,32 +135,54 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _check_params(self) -> None:
         for name in ("copy", "with_mean", "with_std"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise InvalidParameterError(f"{name} must be a bool, got "
+                                            f"{getattr(self, name)!r}")
         if (not isinstance(self.channel_axis, numbers.Integral)
                 or isinstance(self.channel_axis, bool)):
-            raise TypeError(f"channel_axis must be an int, got {self.channel_axis!r}")
+            raise InvalidParameterError(f"channel_axis must be an int, got "
+                                        f"{self.channel_axis!r}")
         if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, "
-                             f"got {self.nan_policy!r}")
+            raise InvalidParameterError(f"nan_policy must be one of {NAN_POLICIES}, "
+                                        f"got {self.nan_policy!r}")
         if (not isinstance(self.ddof, numbers.Integral) or isinstance(self.ddof, bool)
                 or self.ddof < 0):
-            raise ValueError(f"ddof must be an int >= 0, got {self.ddof!r}")
+            raise InvalidParameterError(f"ddof must be an int >= 0, got {self.ddof!r}")
 
     def _validate(self, X, *, reset: bool, writeable: bool = False, copy: bool = False,
-                  sparse: str | tuple[str, ...] = ("csr", "csc")):
+                  sparse: str | tuple[str, ...] = ("csr", "csc"), names: bool = True):
         """``X`` as a float32/float64 numpy array (or a CSR/CSC matrix, of the formats
         ``sparse`` accepts), its features checked against ``fit``; a copy if ``copy``.
 
         2-d input goes through scikit-learn's ``validate_data`` (feature names,
-        ``n_features_in_``, its error messages); N-d numpy arrays through
-        ``check_array`` with the features on ``channel_axis``. Infinities (and NaNs
+        ``n_features_in_``, its error messages; without ``names``, as scikit-learn's
+        ``inverse_transform``, ``check_array`` and the feature count alone); N-d numpy
+        arrays through ``check_array`` with the features on ``channel_axis``. Array-API
+        inputs under scikit-learn's ``array_api_dispatch`` are refused clearly (nbbn
+        computes with numpy; scikit-learn's own estimators without array-API support
+        fail inside ``check_array``). Infinities (and NaNs
         under "raise") are not looked for here: nbbn's statistics kernels count them
         (:meth:`_refuse_nonfinite`), on all threads, in the pass ``fit`` makes anyway.
         """
+        if (get_config().get("array_api_dispatch") and not isinstance(X, np.ndarray)
+                and (hasattr(X, "__array_namespace__") or hasattr(X, "__dlpack__"))):
+            raise TypeError(
+                f"X is a {type(X).__module__}.{type(X).__name__} and scikit-learn's "
+                "array_api_dispatch is on, but nbbn.sklearn.StandardScaler computes with "
+                "numpy (no array API support, as its tags say): pass a numpy array, or "
+                "turn array_api_dispatch off")
         if getattr(X, "ndim", 2) <= 2:
-            X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
-                              accept_sparse=sparse, ensure_all_finite=False,
-                              force_writeable=writeable, copy=copy)
+            if names:
+                X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
+                                  accept_sparse=sparse, ensure_all_finite=False,
+                                  force_writeable=writeable, copy=copy)
+            else:
+                X = check_array(X, dtype=_FLOAT_DTYPES, accept_sparse=sparse,
+                                ensure_all_finite=False, force_writeable=writeable,
+                                copy=copy, estimator=self, input_name="X")
+                expected = int(getattr(self, "n_features_in_"))  # noqa: B009 (set by fit)
+                if X.shape[1] != expected:
+                    raise ValueError(f"X has {X.shape[1]} features, but StandardScaler is "
+                                     f"expecting {expected} features as input.")
             if self.channel_axis not in (1, -1):
                 raise ValueError(f"channel_axis={self.channel_axis} does not fit 2-d input, "
                                  "whose features are axis 1: use channel_axis=-1 or 1")
@@ -163,6 +194,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                              f"{X.ndim}-d input (axis 0 is the samples axis): expected "
                              f"1 to {X.ndim - 1} or -1 to {1 - X.ndim}")
         nfeat = X.shape[self.channel_axis]
+        if X.size == 0:  # (a zero-size pooled axis; check_array refused 0 samples)
+            raise ValueError(f"Found array with no values to pool (shape={X.shape}) while "
+                             "a minimum of 1 is required by StandardScaler.")
         if reset:
             self.n_features_in_ = nfeat
             if hasattr(self, "feature_names_in_"):
@@ -189,7 +223,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         y : None
             Ignored.
         sample_weight : array_like of shape (n_samples,), optional
-            Frequency weights per sample (finite, >= 0).
+            Frequency weights per sample (finite, >= 0; a scalar weighs every sample
+            the same, as scikit-learn).
 
         Returns
         -------
@@ -218,12 +253,18 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = self._validate(X, reset=first)
         if issparse(X):
             self._refuse_centering()
+        weight = _sample_weight(sample_weight, X.shape[0])
         batch = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
-        batch.update(X, sample_weight=sample_weight)
-        if sample_weight is not None and not np.asarray(sample_weight, np.float64).any():
-            raise ValueError("sample_weight holds only zero weights: at least one weight "
-                             "must be > 0 (as scikit-learn)")
-        self._refuse_nonfinite(batch, " The fitted statistics were not changed.")
+        batch.update(X, sample_weight=weight)
+        unchanged = " The fitted statistics were not changed."
+        if weight is not None:
+            absent = np.flatnonzero(np.asarray(weight, np.float64) == 0.0)
+            if absent.size == weight.shape[0]:
+                raise ValueError("sample_weight holds only zero weights: at least one "
+                                 "weight must be > 0 (as scikit-learn)")
+            if absent.size:  # rows the statistics skip, checked as scikit-learn checks X
+                self._refuse_nonfinite_in(X[absent], unchanged)
+        self._refuse_nonfinite(batch, unchanged)
         stats = batch if first else self.stats_ + batch
         self._set_fitted(stats)
         return self
@@ -242,9 +283,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.__dict__.update(saved)
             raise
 
-    def _refuse_centering(self) -> None:
+    def _refuse_centering(self, inverse: bool = False) -> None:
         if self.with_mean:
-            raise ValueError("Cannot center sparse matrices: pass `with_mean=False` "
+            verb = "uncenter" if inverse else "center"
+            raise ValueError(f"Cannot {verb} sparse matrices: pass `with_mean=False` "
                              "instead (centering would make every zero nonzero). See "
                              "docstring for motivation and alternatives.")
 
@@ -259,8 +301,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if bad.any():
             feats = np.flatnonzero(bad)
             shown = ", ".join(str(f) for f in feats[:10]) + (", ..." if feats.size > 10 else "")
+            allowed = "" if self.nan_policy == "raise" else " or NaN"
             raise ValueError(f"Input X contains {what} ({int(bad.sum())} values, in features "
-                             f"{shown}); expected finite values, or NaN (nan_policy="
+                             f"{shown}); expected finite values{allowed} (nan_policy="
                              f"{self.nan_policy!r}).{note}")
 
     def _mapped(self, X, copy: bool, inverse: bool):
@@ -274,7 +317,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         if issparse(X):
             return self._mapped_sparse(X, copy, inverse)
-        X = self._validate(X, reset=False, writeable=not copy)
+        X = self._validate(X, reset=False, writeable=not copy, names=not inverse)
+        if X.ndim > 2 and not inverse:
+            self._refuse_table_output(X)
         counted = not copy or self.nan_policy == "raise"
         if counted:
             self._refuse_nonfinite_in(X)
@@ -292,24 +337,42 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         its stored values times ``1 / scale_`` (``scale_``, ``inverse``)."""
         from .backends import cpu_sparse
 
-        self._refuse_centering()
-        X = self._validate(X, reset=False, writeable=True, copy=copy, sparse="csr")
+        self._refuse_centering(inverse)
+        X = self._validate(X, reset=False, writeable=True, copy=copy, sparse="csr",
+                           names=not inverse)
         bad = ~np.isfinite(X.data) if self.nan_policy == "raise" else np.isinf(X.data)
         if bad.any():
             self._refuse_nonfinite_in(X)
-        if self.with_std and self.scale_ is not None:
-            cpu_sparse.scale_columns(X, self.scale_ if inverse else 1.0 / self.scale_)
+        if self.with_std:
+            scale = self._mean_scale(X.shape[1])[1]
+            cpu_sparse.scale_columns(X, scale if inverse else 1.0 / scale)
         return X
 
-    def _refuse_nonfinite_in(self, X) -> None:
+    def _refuse_nonfinite_in(self, X, note: str = "") -> None:
         """:meth:`_refuse_nonfinite` of the statistics of ``X`` (one read)."""
-        self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X))
+        self._refuse_nonfinite(RunningStats(self.channel_axis, backend="cpu").update(X), note)
+
+    def _refuse_table_output(self, X) -> None:
+        """ValueError for N-d ``X`` when ``set_output`` (or the global setting) asks for
+        DataFrames, which are 2-d: scikit-learn would fail while wrapping the result."""
+        config = getattr(self, "_sklearn_output_config", {})
+        kind = config.get("transform", get_config().get("transform_output", "default"))
+        if kind != "default":
+            raise ValueError(f"set_output(transform={kind!r}) makes 2-d tables, but X is "
+                             f"{X.ndim}-d {X.shape}: use set_output(transform='default') "
+                             "for N-d arrays")
 
     def _set_fitted(self, stats: RunningStats) -> None:
         count = stats.count
         n = count[0] if count.min() == count.max() else count
         mean = stats.mean
         var = stats.variance(self.ddof)
+        few = np.flatnonzero(count <= self.ddof)
+        if self.with_std and self.ddof and few.size:
+            warnings.warn(f"Degrees of freedom <= 0 in features {few[:10].tolist()} "
+                          f"(n_samples_seen_ <= ddof={self.ddof}): their var_ and scale_ "
+                          "are NaN, and so is their transform", RuntimeWarning,
+                          stacklevel=4)
         scale = None
         if self.with_std:
             with np.errstate(over="ignore", invalid="ignore"):
@@ -324,9 +387,21 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.scale_ = scale
 
     # ------------------------------------------------------------------ transforming
+    def _mean_scale(self, nfeat: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``mean_`` and ``scale_`` that transforming applies (0 and 1 where the
+        flags say so); NotFittedError for a flag switched on after fitting (e.g.
+        ``set_params(with_std=True)``), where scikit-learn fails on the None."""
+        out = []
+        for flag, name, neutral in (("with_mean", "mean_", 0.0), ("with_std", "scale_", 1.0)):
+            v = getattr(self, name)
+            if getattr(self, flag) and v is None:
+                raise NotFittedError(f"{flag}=True, but this StandardScaler was fitted with "
+                                     f"{flag}=False ({name} is None): call fit again")
+            out.append(v if getattr(self, flag) else np.full(nfeat, neutral))
+        return out[0], out[1]
+
     def _normalizer(self, nfeat: int) -> Normalizer:
-        mean = self.mean_ if self.with_mean and self.mean_ is not None else np.zeros(nfeat)
-        scale = self.scale_ if self.with_std and self.scale_ is not None else np.ones(nfeat)
+        mean, scale = self._mean_scale(nfeat)
         # (x - mean) * (1 / scale): var 1 and eps 0 make the normalizer's scale the weight
         return Normalizer(mean, np.ones(nfeat), eps=0.0, weight=1.0 / scale,
                           channel_axis=self.channel_axis, backend="cpu")
@@ -366,3 +441,14 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return self._mapped(X, self.copy if copy is None else copy, inverse=True)
+
+
+def _sample_weight(sample_weight, nrows: int):
+    """scikit-learn's forms of ``sample_weight`` for the core's check: None, a scalar
+    (every row weighs it) or an (n_samples,) array, bools read as 0 and 1."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.ndim == 0 and w.dtype.kind in "biuf":
+        return np.full(nrows, w, np.float64)
+    return w.astype(np.float64) if w.dtype.kind == "b" else w

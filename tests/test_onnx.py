@@ -369,13 +369,15 @@ def test_skl2onnx_integer_and_dataframe_inputs():
 
 def test_scaler_flag_switched_on_after_fitting():
     """set_params(with_std=True) on a scaler fitted without it: scale_ is None, which
-    transform takes as 1; the export does the same."""
+    transform refuses; the export too, saying why."""
     from nbbn.sklearn import StandardScaler
 
     x = np.arange(12.0).reshape(4, 3)
     sc = StandardScaler(with_std=False).fit(x).set_params(with_std=True)
-    y = run(nbbn_onnx.to_onnx(sc), x.astype(np.float32))
-    assert np.array_equal(y, sc.transform(x).astype(np.float32))
+    with pytest.raises(ValueError, match=r"with_std=False \(scale_ is None\)"):
+        sc.transform(x)
+    with pytest.raises(ValueError, match=r"with_std=False \(scale_ is None\): call fit"):
+        nbbn_onnx.to_onnx(sc)
 
 
 # ----------------------------------------------------------------- table and bench

@@ -165,6 +165,7 @@ def test_state_survives_save_load_and_pickle(rng, tmp_path):
     (np.r_[np.ones(9), np.inf], -1, ValueError, "finite"),
     (np.array(["a"] * 10), -1, TypeError, "real numbers"),
     (np.ones(10), 0, ValueError, "channel_axis must not be 0"),
+    (np.full(10, 1e308), -1, ValueError, "sum to a finite float64"),
 ])
 def test_bad_weights_leave_the_state_unchanged(rng, weight, axis, exc, match):
     x = rng.standard_normal((10, 4))
@@ -180,12 +181,38 @@ def test_bad_weights_leave_the_state_unchanged(rng, weight, axis, exc, match):
         np.testing.assert_array_equal(before[k], after[k])
 
 
+def test_all_zero_weights_change_nothing(rng):
+    """A batch whose rows all weigh 0 is an empty batch: the state (its count's dtype,
+    ``weighted``, a fresh object's channel count) stays as it was."""
+    x = rng.standard_normal((4, 3))
+    rs = nbbn.RunningStats(-1).update(x)
+    before = rs.to_dict()
+    rs.update(x, sample_weight=np.zeros(4))
+    assert not rs.weighted and rs.count.dtype == np.int64
+    for k, v in before.items():
+        np.testing.assert_array_equal(rs.to_dict()[k], v)
+    fresh = nbbn.RunningStats(-1).update(x, sample_weight=np.zeros(4))
+    assert fresh.num_channels is None
+    fresh.update(np.ones((2, 5)))  # no channel count was fixed
+    assert fresh.num_channels == 5
+
+
+def test_an_overflowing_m2_is_infinite_not_nan():
+    """Compensated sums keep an overflowed sum infinite (a NaN compensation made it NaN):
+    the variance is inf, as numpy's and as the unweighted kernels' (sparse input:
+    tests/test_sparse.py)."""
+    x = np.array([[0.0, 1.0], [1e160, 2.0], [-1e200, 3.0]])
+    for w in (None, np.ones(3)):
+        rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+        assert rs.var[0] == np.inf and rs.var[1] == pytest.approx(2 / 3)
+
+
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="needs numba-cuda (GPU or simulator)")
 def test_cuda_says_weights_are_cpu_only(rng, cuda):
     x = rng.standard_normal((6, 3))
     rs = nbbn.RunningStats(-1).update(x, sample_weight=np.full(6, 2.0))
     before = rs.to_dict()
-    with pytest.raises(nbbn.BackendUnavailableError, match="sample_weight"):
+    with pytest.raises(nbbn.BackendUnavailableError, match="backend='cpu' or 'auto'"):
         rs.update(cuda.to_device(x), sample_weight=np.ones(6))
     np.testing.assert_array_equal(rs.to_dict()["weight"], before["weight"])
     # an unweighted device batch merges into the weighted state on the host

@@ -337,3 +337,132 @@ def test_bench_calls_are_timed_in_turn_the_order_reversed():
     med = interleaved({name: (lambda name=name: log.append(name)) for name in "abc"}, 4)
     assert log == list("abc" "abc" "cba" "abc" "cba")
     assert set(med) == set("abc") and all(t >= 0.0 for t in med.values())
+
+
+# ----------------------------------------------------------------- as scikit-learn, edge cases
+def test_zero_weight_rows_are_checked_as_scikit_learn_checks_x(rng):
+    """A weight-0 row is absent from the statistics, but its values are validated as
+    scikit-learn validates all of X: an infinity is an error (a NaN too under "raise"),
+    dense and sparse, and the fit is left as it was."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X = rng.standard_normal((6, 2))
+    w = np.r_[0.0, np.ones(5)]
+    bad = X.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        SkScaler().fit(bad, sample_weight=w)
+    sc = StandardScaler().fit(X)
+    before = sc.mean_.copy()
+    with pytest.raises(ValueError, match="contains infinity .* not changed"):
+        sc.partial_fit(bad, sample_weight=w)
+    np.testing.assert_array_equal(sc.mean_, before)
+    with pytest.raises(ValueError, match="infinity"):
+        StandardScaler(with_mean=False).fit(sparse.csr_matrix(bad), sample_weight=w)
+    nan = X.copy()
+    nan[0, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        StandardScaler(nan_policy="raise").fit(nan, sample_weight=w)
+    ours = StandardScaler().fit(nan, sample_weight=w)  # "omit": absent, as scikit-learn
+    _assert_same(ours, SkScaler().fit(nan, sample_weight=w), X)
+
+
+def test_inverse_transform_checks_no_feature_names(rng):
+    """As scikit-learn's: the round trip of a DataFrame-fitted scaler does not warn, and
+    other column names are not refused; the feature count still is."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(rng.standard_normal((5, 2)) + 3, columns=["a", "b"])
+    ours, theirs = StandardScaler().fit(df), SkScaler().fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = ours.inverse_transform(ours.transform(df))
+        swapped = ours.inverse_transform(df[["b", "a"]])
+    assert_close(back, df.to_numpy(), rtol=1e-14, atol=1e-14, name="round trip")
+    assert_close(swapped, theirs.inverse_transform(df[["b", "a"]]), rtol=1e-14,
+                 name="other names")
+    with pytest.raises(ValueError, match="expecting 2 features"):
+        ours.inverse_transform(np.ones((3, 3)))
+
+
+def test_sample_weight_as_scikit_learn_takes_it(rng):
+    """A scalar weighs every row; a bool array is 0s and 1s."""
+    X = rng.standard_normal((7, 3))
+    for w in (2.0, 3, np.array([True, False, True, True, False, True, True])):
+        _assert_same(StandardScaler().fit(X, sample_weight=w),
+                     SkScaler().fit(X, sample_weight=w), X)
+
+
+def test_float16_is_preserved_as_scikit_learn_preserves_it(rng):
+    X = (rng.standard_normal((40, 3)) * 2 + 5).astype(np.float16)
+    ours, theirs = StandardScaler().fit(X), SkScaler().fit(X)
+    assert_close(ours.mean_, X.astype(np.float64).mean(0), rtol=1e-14, name="mean_")
+    for method in ("transform", "inverse_transform"):
+        got, exp = getattr(ours, method)(X), getattr(theirs, method)(X)
+        assert got.dtype == exp.dtype == np.float16
+        assert np.abs(got.astype(np.float64) - exp).max() <= 2 * np.spacing(
+            np.abs(exp).max())
+
+
+def test_degrees_of_freedom_warning():
+    Z = np.array([[1.0, 2.0], [3.0, np.nan]])
+    with pytest.warns(RuntimeWarning, match=r"Degrees of freedom <= 0 in features \[1\]"):
+        sc = StandardScaler(ddof=1).fit(Z)
+    assert np.isfinite(sc.scale_[0]) and np.isnan(sc.scale_[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        StandardScaler(ddof=1, with_std=False).fit(Z)  # no variance: nothing to warn of
+
+
+def test_clear_errors_where_scikit_learn_fails_or_would(rng):
+    """N-d input with DataFrame output, an empty pooled axis, a flag switched on after
+    fitting, parameters (ValueError and TypeError both), the "raise" wording, sparse
+    inverse."""
+    sparse = pytest.importorskip("scipy.sparse")
+    from sklearn.exceptions import NotFittedError
+
+    from nbbn.sklearn import InvalidParameterError
+
+    imgs = rng.standard_normal((4, 3, 2, 2))
+    sc = StandardScaler(channel_axis=1).fit(imgs)
+    pytest.importorskip("pandas")
+    with pytest.raises(ValueError, match=r"makes 2-d tables, but X is 4-d"):
+        sc.set_output(transform="pandas").transform(imgs)
+    with pytest.raises(ValueError, match="no values to pool"):
+        StandardScaler(channel_axis=1).fit(np.zeros((4, 3, 0, 2)))
+    X = rng.standard_normal((5, 3))
+    for flag in ("with_mean", "with_std"):
+        fitted = StandardScaler(with_mean=False, with_std=False).fit(X)
+        with pytest.raises(NotFittedError, match=f"fitted with {flag}=False"):
+            fitted.set_params(**{flag: True}).transform(X)
+    with pytest.raises(NotFittedError, match="with_std=False"):
+        StandardScaler(with_mean=False, with_std=False).fit(X).set_params(
+            with_std=True).transform(sparse.csr_matrix(X))
+    for bad in (dict(with_mean="yes"), dict(channel_axis="x"), dict(ddof=-1)):
+        for exc in (ValueError, TypeError):
+            with pytest.raises(exc):
+                StandardScaler(**bad).fit(X)
+        with pytest.raises(InvalidParameterError):
+            StandardScaler(**bad).fit(X)
+    nan = X.copy()
+    nan[1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"expected finite values \(nan_policy='raise'\)"):
+        StandardScaler(nan_policy="raise").fit(X).transform(nan)
+    with pytest.raises(ValueError, match="Cannot uncenter sparse"):
+        StandardScaler().fit(X).inverse_transform(sparse.csr_matrix(X))
+
+
+def test_array_api_dispatch_is_refused_clearly(monkeypatch):
+    torch = pytest.importorskip("torch")
+    sklearn = pytest.importorskip("sklearn")
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    X = torch.randn(6, 3, dtype=torch.float64)
+    try:
+        context = sklearn.config_context(array_api_dispatch=True)
+        context.__enter__()
+    except (ImportError, RuntimeError) as exc:  # this scipy/array-api-compat refuses it
+        pytest.skip(f"array_api_dispatch unavailable: {exc}")
+    try:
+        with pytest.raises(TypeError, match="array_api_dispatch is on"):
+            StandardScaler().fit(X)
+    finally:
+        context.__exit__(None, None, None)
+    assert StandardScaler().fit(X.numpy()).n_features_in_ == 3  # numpy input still works

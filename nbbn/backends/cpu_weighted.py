@@ -50,10 +50,14 @@ BLOCK = 128  # values summed plainly before their sum is added with compensation
 def kahan_add(total, comp, x):  # pragma: no cover - compiled
     """``(total, comp)`` after adding ``x`` with Kahan's compensation: the sum is
     ``total - comp``, rounded about once whatever the number of terms (a plain running
-    sum of n terms of one sign drifts by up to n roundings)."""
+    sum of n terms of one sign drifts by up to n roundings); an infinite sum stays
+    infinite, with no compensation."""
     y = x - comp
     t = total + y
-    return t, (t - total) - y
+    c = (t - total) - y
+    # once the sum overflows, the compensation is inf - inf: 0 keeps the sum infinite
+    # (as a plain sum's) where a NaN compensation would make it NaN
+    return t, c if c - c == 0.0 else 0.0
 
 
 @numba.njit(fastmath=False)
@@ -81,7 +85,9 @@ def shifted_moments(shift, wsum, delta, q, e):  # pragma: no cover - compiled
     if not math.isfinite(delta):
         return shift + delta, 0.0, math.nan
     corr = e / wsum
-    m2 = q - e * corr
+    # (e^2 / wsum <= q, so an overflowed q is M2's overflow: inf, where e * corr can
+    # overflow too and inf - inf would be NaN; a NaN q stays NaN)
+    m2 = q - e * corr if q < math.inf else q
     if m2 < 0.0:  # (not max(): a NaN under "propagate" stays NaN)
         m2 = 0.0
     hi, lo = dd_mean(shift, delta + corr)

@@ -276,8 +276,9 @@ def reduce(can: DeviceInput, policy: int) -> DevicePartial:
 def reduce_weighted(can: DeviceInput, policy: int, weight: np.ndarray) -> DevicePartial:
     """Weighted statistics are not implemented on the GPU: BackendUnavailableError."""
     raise BackendUnavailableError(
-        "sample_weight is not supported by the CUDA backend (no weighted GPU kernels); "
-        "update with a host (numpy) array, or without sample_weight"
+        "sample_weight is not supported by the CUDA backend (no weighted GPU kernels): "
+        "update a RunningStats of backend='cpu' or 'auto' with a host (numpy) array, or "
+        "update without sample_weight"
     )
 
 
