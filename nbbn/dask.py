@@ -124,9 +124,14 @@ def transform(x, norm, out, dtype=None):
     the active scheduler (called by :func:`nbbn.transform`, which checks the rest)."""
     from ._outputs import NpyWriter, open_writer
 
-    y = norm(x)
-    if dtype is not None:
-        y = y.astype(dtype)
+    y = norm(x)  # (checks the channels; lazy)
+    if dtype is not None and np.dtype(dtype) != y.dtype:
+        # computed into the output dtype, as the eager path: normalizing in the default
+        # dtype and casting after would round twice (float32 precision in a float64 out)
+        from .backends import dask as dask_backend
+
+        inp = dask_backend.prepare(x, norm.channel_axis, "source")
+        y = dask_backend.lazy_affine(inp, norm.mean, norm.scale, norm.bias, np.dtype(dtype))
     if isinstance(out, (str, Path)) and str(out).endswith(".zarr"):
         y = _regular_chunks(y)
         y.to_zarr(str(out), overwrite=True)
@@ -142,12 +147,42 @@ def transform(x, norm, out, dtype=None):
 
         if hasattr(target, "chunks") and not isinstance(target, np.ndarray):
             y = y.rechunk(target.chunks)  # a zarr array: one task per zarr chunk, no races
-        da.store(y, target, lock=False)
+        if isinstance(target, np.ndarray) and not _shares_memory():
+            _store_here(y, target)
+        else:
+            da.store(y, target, lock=False)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
     return writer.result
+
+
+def _shares_memory() -> bool:
+    """Whether the active dask scheduler runs tasks in this process (threads, or the
+    synchronous one), where a task can write into a numpy array of the caller."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    return get_scheduler() in (dask.threaded.get, dask.local.get_sync)
+
+
+def _store_here(y, out: np.ndarray, budget: int = 256 << 20) -> None:
+    """``y`` computed on the active scheduler (processes, a cluster) in row slabs of
+    whole chunks of about ``budget`` bytes, each written into ``out`` here: tasks in
+    other processes would write into copies of ``out``, which ``da.store`` does not
+    detect."""
+    import dask
+
+    row_bytes = max(1, y.dtype.itemsize * int(np.prod(y.shape[1:], dtype=np.int64)))
+    bounds = np.cumsum((0, *y.chunks[0]))
+    r0 = 0
+    for i in range(1, len(bounds)):
+        if i == len(bounds) - 1 or (bounds[i + 1] - r0) * row_bytes > budget:
+            (slab,) = dask.compute(y[r0:bounds[i]])
+            out[r0:bounds[i]] = slab
+            r0 = bounds[i]
 
 
 def _regular_chunks(y):

@@ -173,6 +173,7 @@ class RunningStats:
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
             self._check_channels(nchan, "batch")  # another thread may have started
+            _check_coords(self._channel_coord, coord, "the batch")
             if getattr(self._state, "weight", None) is not None:
                 # a weighted state is merged on the host (device states hold no weights)
                 self._state = _host_merge(self._state, be.summary(part))
@@ -281,6 +282,8 @@ class RunningStats:
             b = None if other._state is None else backends.to_host(other._state)
             if b is not None:
                 self._check_channels(b.num_channels, "the other RunningStats")
+                _check_coords(self._channel_coord, other._channel_coord,
+                              "the other RunningStats")
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
@@ -303,6 +306,8 @@ class RunningStats:
         with self._lock:
             if b is not None:
                 self._check_channels(b.num_channels, "the other RunningStats")
+                _check_coords(self._channel_coord, other._channel_coord,
+                              "the other RunningStats")
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
@@ -313,6 +318,7 @@ class RunningStats:
                 self._host_cache = None
             self.histogram = hist
             self.skipped = self.skipped + other.skipped
+            self._channel_coord = self._channel_coord or other._channel_coord
         return self
 
     def _snapshot(self) -> BatchStats | None:
@@ -591,6 +597,20 @@ def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
         raise ValueError(f"cannot merge statistics of different channels: channel_names "
                          f"{_shown(a)} and {_shown(b)} (first difference at channel {diff})")
     return a if a is not None else b
+
+
+def _check_coords(mine, theirs, what: str) -> None:
+    """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
+    labels the channels of the same dimension otherwise than ``mine``: statistics are
+    merged by position, and would pool the channels of different labels."""
+    if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
+        return
+    if mine[0] == theirs[0] and not np.array_equal(mine[1], theirs[1]):
+        raise ValueError(
+            f"{what} has the {theirs[0]!r} coordinate {_shown(tuple(theirs[1].tolist()))}, "
+            f"but the statistics have {_shown(tuple(mine[1].tolist()))}: channels are "
+            f"merged by position, so the labels must match (reorder it with "
+            f".sel({theirs[0]}=[...]) first). The statistics were not changed.")
 
 
 def _shown(names: tuple[str, ...], limit: int = 8) -> str:

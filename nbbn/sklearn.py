@@ -419,7 +419,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         numpy.ndarray
-            Float32 for float32 input, else float64; NaNs stay NaN.
+            The dtype of float16, float32 and float64 input, else float64; NaNs stay NaN.
         """
         check_is_fitted(self)
         return self._mapped(X, self.copy if copy is None else copy, inverse=False)
@@ -437,7 +437,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         numpy.ndarray
-            Float32 for float32 input, else float64.
+            The dtype of float16, float32 and float64 input, else float64.
         """
         check_is_fitted(self)
         return self._mapped(X, self.copy if copy is None else copy, inverse=True)

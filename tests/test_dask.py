@@ -118,6 +118,7 @@ def test_float32_cancellation(scheduler, rng):
     ((3, 3), (1, 2), (4, 1), (2, 3)),             # chunks split the channel axis
     ((0, 4, 0, 2), (3,), (0, 5), (5,)),           # empty chunks
     ((6,), (3,), (5,), (5,)),                     # a single chunk
+    ((6,), (1, 0, 2), (5,), (5,)),                # a zero-width chunk of channels
 ])
 def test_chunkings(scheduler, chunks, rng):
     x = random_array(rng, (6, 3, 5, 5), "float64", channel_axis=1)
@@ -224,12 +225,36 @@ def test_transform_dask_source(scheduler, suffix, tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary left
 
 
-def test_transform_into_arrays(rng):
+def test_transform_into_arrays(scheduler, rng):
+    """A numpy ``out`` is written on every scheduler: on worker processes the slabs are
+    computed there and written here (tasks would write into copies of ``out``)."""
     x = random_array(rng, (7, 3), "float64", channel_axis=1)
     rs = nbbn.channel_stats(x, 1)
-    out = np.empty((7, 3))
+    out = np.zeros((7, 3))
     assert nbbn.transform(da.from_array(x, chunks=3), rs, out) is out
     np.testing.assert_array_equal(out, rs.to_normalizer()(x))
+
+
+def test_slabs_written_here_cover_every_row(monkeypatch, rng):
+    from nbbn import dask as nbbn_dask
+
+    x = random_array(rng, (23, 3, 2), "float32", channel_axis=1)
+    y = da.from_array(x, chunks=((5, 1, 7, 4, 6), 3, 2))
+    for budget in (1, 6 * 24, 13 * 24, 1 << 30):  # one chunk, ~1-2 chunks, all
+        out = np.full(x.shape, np.nan, np.float32)
+        nbbn_dask._store_here(y, out, budget)
+        np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("src", ["uint16", "float16"])
+def test_transform_computes_in_the_output_dtype(src, tmp_path, rng):
+    """A float64 output is computed in float64 from the source, as the eager path does
+    (not normalized to float32 or float16 first and cast)."""
+    x = random_array(rng, (20, 3, 4), src, channel_axis=1)
+    rs = nbbn.channel_stats(x, 1)
+    eager = nbbn.transform(x, rs, tmp_path / "e.npy", dtype="float64", progress=False)
+    lazy = nbbn.transform(da.from_array(x, chunks=7), rs, tmp_path / "k.npy", dtype="float64")
+    np.testing.assert_array_equal(np.load(lazy), np.load(eager))
 
 
 # ------------------------------------------------------------------ errors, workers

@@ -121,3 +121,48 @@ def test_missing_xarray_names_the_extra(rng, monkeypatch):
     monkeypatch.setitem(sys.modules, "xarray", None)
     with pytest.raises(nbbn.MissingExtraError, match=r"nbbn\[xarray\]"):
         rs.to_xarray()
+
+
+def test_outputs_drop_the_inputs_encoding(rng):
+    """A packed input's encoding (int16 with a scale_factor) would quantize the
+    normalized values when saved: outputs have none, as xarray's own arithmetic."""
+    x = _data(rng, "int16")
+    x.encoding = {"dtype": "int16", "scale_factor": 0.1, "_FillValue": -1}
+    rs = nbbn.channel_stats(x, "band")
+    for y in (rs.to_normalizer()(x), nbbn.BatchNorm(3, channel_axis="band")(x)):
+        assert y.encoding == {}
+    assert x.encoding["scale_factor"] == 0.1  # the input's is kept
+
+
+def test_channels_of_other_labels_are_not_merged(rng):
+    """Statistics are merged by position: a DataArray whose channel coordinate orders
+    the labels otherwise is refused (update, merge, +=), the statistics unchanged."""
+    x = _data(rng)
+    rs = nbbn.channel_stats(x, "band")
+    before = rs.mean.copy()
+    shuffled = x.isel(band=[2, 0, 1])
+    with pytest.raises(ValueError, match=r"'band' coordinate \['blue', 'red', 'green'\]"):
+        rs.update(shuffled)
+    other = nbbn.channel_stats(shuffled, "band")
+    with pytest.raises(ValueError, match="labels must match"):
+        rs + other
+    with pytest.raises(ValueError, match="labels must match"):
+        rs += other
+    np.testing.assert_array_equal(rs.mean, before)
+    rs.update(shuffled.sel(band=["red", "green", "blue"]))  # reordered: merged
+    assert rs.count[0] == 2 * x.sizes["time"] * x.sizes["y"] * x.sizes["x"]
+
+
+def test_backend_cpu_takes_dataarrays_and_dask_arrays(rng):
+    """backend="cpu" routes a DataArray (dimension names kept) and a dask array (chunk by
+    chunk, nothing loaded whole) as "auto" does: both are CPU work."""
+    x = _data(rng)
+    rs = nbbn.RunningStats("band", backend="cpu").update(x)
+    np.testing.assert_array_equal(rs.mean, nbbn.channel_stats(x, "band").mean)
+    y = nbbn.Normalizer(rs.mean, rs.var, channel_axis="band", backend="cpu")(x)
+    _same_labels(y, x)
+    da = pytest.importorskip("dask.array")
+    lazy = nbbn.Normalizer(rs.mean, rs.var, channel_axis=1, backend="cpu")(
+        da.from_array(x.values, chunks=2))
+    assert type(lazy).__module__.startswith("dask")
+    np.testing.assert_array_equal(lazy.compute(), y.values)

@@ -153,6 +153,11 @@ def resolve(backend: str, x: Any = None) -> Backend:
     if backend == "auto":
         backend = "cpu" if type(x) is np.ndarray else next(
             (name for test, name in ROUTES if x is not None and test(x)), "cpu")
+    elif backend == "cpu" and x is not None and type(x) is not np.ndarray:
+        # a DataArray and a dask array are CPU work too (chunk by chunk, or the
+        # DataArray's data): np.asarray would load a dask array whole, and a DataArray
+        # would lose its dimension names
+        backend = "xarray" if is_xarray(x) else "dask" if is_dask_array(x) else "cpu"
     if backend == "cuda":
         return _cuda()
     return _module(backend)  # "cpu", or a route's module ("dask", "xarray")

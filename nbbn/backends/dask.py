@@ -115,7 +115,10 @@ def _merge_records(recs: np.ndarray, axis=None, keepdims: bool = False, *,
     from . import cpu_stats
 
     ndim = recs.ndim
-    flat = np.moveaxis(recs, caxis, -1).reshape(-1, recs.shape[caxis])  # (P, C)
+    nchan = recs.shape[caxis]
+    if nchan == 0:  # a zero-width chunk along the channel axis: no records to merge
+        return _shaped(np.empty(0, RECORD), ndim, caxis, keepdims)
+    flat = np.moveaxis(recs, caxis, -1).reshape(-1, nchan)  # (P, C)
     pi = np.ascontiguousarray(np.stack([flat[f] for f in INT_FIELDS], axis=1))
     pf = np.ascontiguousarray(np.stack([flat[f] for f in FLOAT_FIELDS], axis=1))
     out = BatchStats.uninitialized(flat.shape[1])

@@ -131,8 +131,13 @@ def affine(inp: XInput, params, out: _Out) -> None:
 
 
 def result(out: _Out):
-    """A DataArray with the input's dims, coords, attrs and name around the output."""
-    return out.template.copy(deep=False, data=out.be.result(out.dst))
+    """A DataArray with the input's dims, coords, attrs and name around the output, and
+    no ``encoding``: the input's (a packed int16 ``scale_factor``, a ``_FillValue``)
+    would quantize the normalized values when saved, and xarray's own arithmetic drops
+    it too."""
+    y = out.template.copy(deep=False, data=out.be.result(out.dst))
+    y.encoding = {}
+    return y
 
 
 def running(buffer, inp: XInput):
