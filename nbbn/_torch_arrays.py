@@ -49,6 +49,25 @@ def check_no_grad(x, what: str) -> None:
             "`with torch.no_grad():`, or pass `.detach()` of the tensor")
 
 
+def host_values(v) -> Any:
+    """A per-channel parameter as numpy can read it: torch tensors (any device, a
+    Parameter that requires grad too) through ``.detach().cpu().numpy()``, anything
+    else as it is."""
+    if is_tensor(v):
+        return v.detach().cpu().numpy()
+    return v
+
+
+def check_out_overlap(arr: np.ndarray, what: str) -> None:
+    """ValueError for an output whose elements overlap (a stride of 0 along an axis of
+    more than one element, as ``expand`` or ``broadcast_to`` give): each would be
+    written, and in place normalized, more than once."""
+    if any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape, strict=True)):
+        raise ValueError(f"{what} has overlapping elements (a stride of 0: an expanded or "
+                         f"broadcast view, strides {arr.strides}); pass an array that owns "
+                         "each element, e.g. .contiguous() or .copy()")
+
+
 def host_view(x, what: str) -> tuple[np.ndarray, bool]:
     """``(array, bf16)``: the numpy array over a CPU tensor's memory (detached, no copy),
     and whether it holds bfloat16 bits (then the array is their uint16 view)."""
@@ -79,25 +98,42 @@ def plain_numpy(x) -> np.ndarray | None:
 
 class TensorOutput:
     """An output the CPU kernels write through ``array`` (a numpy view, uint16 bits for
-    bfloat16 when ``bf16``) and the caller gets back as ``target`` (a tensor)."""
+    bfloat16 when ``bf16``) and the caller gets back as ``target`` (a tensor); ``given``:
+    the caller's own ``out=`` (autograd is told of the write: :func:`written`)."""
 
-    __slots__ = ("array", "target", "bf16")
+    __slots__ = ("array", "target", "bf16", "given")
 
-    def __init__(self, array: np.ndarray, target: Any, bf16: bool) -> None:
+    def __init__(self, array: np.ndarray, target: Any, bf16: bool, given: bool = False
+                 ) -> None:
         self.array = array
         self.target = target
         self.bf16 = bf16
+        self.given = given
 
 
 def empty_tensor_out(like, shape: tuple[int, ...], dtype: np.dtype | None) -> TensorOutput:
     """A new CPU tensor of ``shape`` for the output of ``like``: bfloat16 when ``dtype``
     is None (bfloat16 input), else the torch dtype of ``dtype``."""
     torch = _torch()
+    # laid out as the input (a channels_last tensor gives a channels_last output, as
+    # torch's own layers), when the input has that shape (it has, but for a view)
+    same = tuple(like.shape) == tuple(shape)
     if dtype is None:
-        t = torch.empty(shape, dtype=torch.bfloat16, device=like.device)
+        t = torch.empty_like(like, dtype=torch.bfloat16) if same else torch.empty(
+            shape, dtype=torch.bfloat16, device=like.device)
         return TensorOutput(t.view(torch.int16).numpy().view(np.uint16), t, True)
+    if same:
+        t = torch.empty_like(like, dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
+        return TensorOutput(t.numpy(), t, False)
     a = np.empty(shape, dtype)
     return TensorOutput(a, torch.from_numpy(a), False)
+
+
+def written(t) -> None:
+    """Tell autograd that the tensor ``t`` was written in place (through numpy, which
+    it does not see): a graph that saved ``t`` then raises at ``backward``, as after
+    torch's own in-place operations, instead of computing wrong gradients."""
+    _torch().autograd.graph.increment_version(t)
 
 
 def numpy_to_bf16_bits(a: np.ndarray) -> np.ndarray:

@@ -11,15 +11,13 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_channel_axis
-from ._torch_arrays import check_no_grad
+from ._torch_arrays import check_no_grad, host_values
 from .normalizer import Normalizer, check_eps
 
 
 def _to_numpy(v) -> np.ndarray:
     """NumPy arrays as they are; torch tensors (any device) through ``.detach().cpu()``."""
-    if hasattr(v, "detach") and hasattr(v, "cpu"):
-        v = v.detach().cpu().numpy()
-    return np.asarray(v)
+    return np.asarray(host_values(v))
 
 
 class BatchNorm:
@@ -157,10 +155,32 @@ class BatchNorm:
         return be.result(dst)
 
     def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """``weight`` and ``bias`` as (C,) float64 arrays (ones and zeros when absent),
+        checked before a call changes any state: they are plain attributes, which a
+        user may set to anything (a list, a tensor, the wrong length)."""
         c = self.num_features
-        weight = self.weight if self.weight is not None else np.ones(c)
-        bias = self.bias if self.bias is not None else np.zeros(c)
+        weight = np.ones(c) if self.weight is None else channel_vector(
+            _to_numpy(self.weight), c, "weight")
+        bias = np.zeros(c) if self.bias is None else channel_vector(
+            _to_numpy(self.bias), c, "bias")
         return weight, bias
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (torch's
+        ``reset_running_stats``; nothing without ``track_running_stats``)."""
+        if self._running is not None:
+            c = self.num_features
+            self._running = np.stack([np.zeros(c), np.ones(c)])
+            self.num_batches_tracked = 0
+
+    def reset_parameters(self) -> None:
+        """:meth:`reset_running_stats`, then ``weight`` 1 and ``bias`` 0 (torch's
+        ``reset_parameters``)."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            self.weight = np.ones(self.num_features)
+        if self.bias is not None:
+            self.bias = np.zeros(self.num_features)
 
     # running buffers: host arrays, or a device copy after a GPU training step
     def _host_running(self) -> np.ndarray:
@@ -191,6 +211,8 @@ class BatchNorm:
         if self._running is None:
             raise ValueError(f"this BatchNorm has track_running_stats=False: no {name}")
         v = channel_vector(_to_numpy(value), self.num_features, name)
+        if row == 1 and not (v >= 0).all():  # (as load_state_dict)
+            raise ValueError(f"running_var must be >= 0, got {v[~(v >= 0)][:5].tolist()}")
         self._host_running()[row] = v
 
     def __getstate__(self) -> dict:
@@ -243,6 +265,10 @@ class BatchNorm:
         """
         expected = set(self.state_dict(tensors=False))
         got = set(d)
+        if "num_batches_tracked" in expected and "num_batches_tracked" not in got:
+            # torch before 0.4.1 saved none; torch's loader then keeps the module's own
+            d = {**d, "num_batches_tracked": self.num_batches_tracked}
+            got = set(d)
         if got != expected:
             raise ValueError(
                 f"state_dict keys do not match: missing {sorted(expected - got)}, "
@@ -284,8 +310,9 @@ class BatchNorm:
         if not self.track_running_stats:
             raise ValueError("track_running_stats=False: eval mode uses batch statistics, "
                              "there is no frozen normalizer")
-        return Normalizer(self.running_mean, self.running_var, eps=self.eps, weight=self.weight,
-                          bias=self.bias, channel_axis=self.channel_axis, backend=self.backend)
+        weight, bias = self._affine_params()
+        return Normalizer(self.running_mean, self.running_var, eps=self.eps, weight=weight,
+                          bias=bias, channel_axis=self.channel_axis, backend=self.backend)
 
     @classmethod
     def from_torch(cls, module, *, backend: str = "auto") -> BatchNorm:

@@ -9,7 +9,7 @@ import numpy as np
 from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_channel_axis
-from ._torch_arrays import check_no_grad
+from ._torch_arrays import check_no_grad, host_values
 
 
 def check_eps(eps, *, strict: bool) -> float:
@@ -66,17 +66,21 @@ class Normalizer:
 
     def __init__(self, mean, var, *, eps: float = 1e-5, weight=None, bias=None,
                  channel_axis: int | str = 1, backend: str = "auto") -> None:
-        mean = channel_vector(mean, None, "mean")
+        mean = channel_vector(host_values(mean), None, "mean")
         nchan = mean.shape[0]
-        var = channel_vector(var, nchan, "var")
+        var = channel_vector(host_values(var), nchan, "var")
         if (var < 0).any():
             bad = np.flatnonzero(var < 0)[:5].tolist()
             raise ValueError(f"var must be >= 0, got negative values in channels {bad}")
         self.eps = check_eps(eps, strict=False)
         self.mean = mean.copy()
         self.var = var.copy()
-        self.weight = np.ones(nchan) if weight is None else channel_vector(weight, nchan, "weight")
-        self.bias = np.zeros(nchan) if bias is None else channel_vector(bias, nchan, "bias")
+        # copies: the normalizer is frozen, whatever later happens to the caller's arrays
+        # (a BatchNorm's weight and bias, a torch module's parameters)
+        self.weight = np.ones(nchan) if weight is None else channel_vector(
+            host_values(weight), nchan, "weight").copy()
+        self.bias = np.zeros(nchan) if bias is None else channel_vector(
+            host_values(bias), nchan, "bias").copy()
         self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self.scale = affine_scale(self.weight, self.var, self.eps)

@@ -183,3 +183,44 @@ def test_eps_used(backend, rng):
     bn = nbbn.BatchNorm(2, eps=0.5, backend=backend)
     st = ref_stats(x, 1)
     assert_close(bn(x), ref_normalize(x, st.mean, st.var, eps=0.5), rtol=1e-12, atol=1e-12)
+
+
+def test_frozen_and_checked_parameters():
+    """A normalizer owns its parameters; weight and bias of the wrong shape are refused
+    before a call changes any state; running_var >= 0 as load_state_dict; resets."""
+    bn = nbbn.BatchNorm(2).eval()
+    norm = bn.to_normalizer()
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    y0 = norm(x).copy()
+    bn.bias[:] = 10.0
+    bn.weight[:] = 5.0
+    np.testing.assert_array_equal(norm(x), y0)
+    np.testing.assert_array_equal(norm.weight, [1.0, 1.0])
+    bn = nbbn.BatchNorm(3)
+    bn.weight = np.array([2.0, 2.0])
+    with pytest.raises(ValueError, match=r"weight must be shape \(3,\)"):
+        bn(np.random.default_rng(0).normal(5, 1, (8, 3)))
+    assert bn.num_batches_tracked == 0 and (bn.running_mean == 0).all()
+    with pytest.raises(ValueError, match="running_var must be >= 0"):
+        bn.running_var = [-1.0, 1.0, 1.0]
+    bn.weight = [2.0, 2.0, 2.0]  # any array-like of the right shape
+    bn(np.random.default_rng(0).normal(5, 1, (8, 3)))
+    assert bn.num_batches_tracked == 1 and (bn.running_mean != 0).all()
+    bn.reset_running_stats()
+    assert bn.num_batches_tracked == 0 and (bn.running_mean == 0).all() \
+        and (bn.running_var == 1).all() and bn.weight[0] == 2.0
+    bn.reset_parameters()
+    assert (bn.weight == 1).all() and (bn.bias == 0).all()
+
+
+def test_state_dict_without_num_batches_tracked():
+    """As torch's loader for checkpoints older than torch 0.4.1: the count is kept."""
+    bn = nbbn.BatchNorm(2)
+    d = bn.state_dict(tensors=False)
+    del d["num_batches_tracked"]
+    d["running_mean"] = np.array([1.0, 2.0])
+    bn.num_batches_tracked = 7
+    bn.load_state_dict(d)
+    assert bn.num_batches_tracked == 7 and bn.running_mean.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="unexpected"):
+        bn.load_state_dict({**d, "extra": np.zeros(2)})

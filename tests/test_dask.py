@@ -316,3 +316,19 @@ def test_fit_reads_each_chunk_once(rng):
     assert len(_calls) == 8  # 4 blocks of rows x 2 channel chunks, each once
     assert_stats(rs, ref_stats(x, 1), 1e-12)
     assert "4 chunks of rows" in nbbn.sources.open_source(dx).description
+
+
+def test_lazy_outputs_do_not_follow_later_changes(rng):
+    """A BatchNorm trained (or its bias edited) after a lazy output was built: the
+    output is what it was when built (its parameters are copied into the graph)."""
+    x = rng.normal(3, 2, (8, 3, 10, 10))
+    dx = da.from_array(x, chunks=(4, 3, 10, 10))
+    bn = nbbn.BatchNorm(3)
+    bn(x)
+    bn.eval()
+    expected = bn(x)
+    y = bn(dx)
+    bn.train()
+    bn(x + 100.0)
+    bn.bias[:] = 7.0
+    np.testing.assert_array_equal(y.compute(), expected)

@@ -200,3 +200,40 @@ def test_bench_torch_smoke():
     result = run_torch_bench(io.StringIO(), quick=True, repeats=1)
     for title, _ in MEASUREMENTS:
         assert result[title] and all(r["tensor_ms"] > 0 for r in result[title])
+
+
+def test_in_place_writes_are_seen_by_autograd():
+    """An ``out=`` tensor is written through numpy, which autograd does not see: nbbn
+    bumps its version, so a graph that saved it raises at backward (as after torch's
+    own in-place ops) instead of giving wrong gradients; an ``out=`` that requires grad
+    is refused."""
+    x = torch.full((4, 3), 5.0)
+    w = torch.ones(3, requires_grad=True)
+    loss = (x * w).sum()
+    nbbn.Normalizer([5.0] * 3, [1.0] * 3, eps=0.0, channel_axis=-1)(x, out=x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="out is a tensor that requires grad"):
+        nbbn.Normalizer([0.0] * 3, [1.0] * 3, channel_axis=-1)(
+            torch.ones(2, 3), out=torch.zeros(2, 3, requires_grad=True))
+
+
+def test_overlapping_outputs_are_refused():
+    x = torch.randn(1, 3, 6, 5, dtype=torch.float64).expand(4, 3, 6, 5)
+    norm = nbbn.Normalizer([1.0, 2.0, 3.0], [4.0, 4.0, 4.0], eps=0.0)
+    with pytest.raises(ValueError, match="overlapping elements"):
+        norm(x, out=x)
+    a = np.lib.stride_tricks.as_strided(np.zeros(3), (4, 3), (0, 8), writeable=True)
+    with pytest.raises(ValueError, match="overlapping elements"):
+        nbbn.Normalizer([1.0] * 3, [1.0] * 3, channel_axis=-1)(np.ones((4, 3)), out=a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_outputs_keep_channels_last(dtype):
+    x = torch.randn(4, 3, 5, 5).to(dtype).to(memory_format=torch.channels_last)
+    for layer in (nbbn.BatchNorm(3), nbbn.Normalizer([0.0] * 3, [1.0] * 3)):
+        y = layer(x)
+        assert y.dtype == dtype
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        ref = layer(x.contiguous())
+        assert ref.is_contiguous() and torch.equal(y, ref)

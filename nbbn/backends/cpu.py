@@ -24,10 +24,13 @@ from .._layout import Canonical, canonical
 from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
     TensorOutput,
+    check_no_grad,
+    check_out_overlap,
     empty_tensor_out,
     host_view,
     is_tensor,
     numpy_to_bf16_bits,
+    written,
 )
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
@@ -351,13 +354,16 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
         _FRESH[id(new)] = new
         return new
     if is_tensor(out) and out.device.type == "cpu":
+        check_no_grad(out, "out")  # (written in place: autograd would not see it)
         arr, bf16 = host_view(out, "out")
         dt = np.dtype(np.float32) if bf16 else arr.dtype  # bfloat16: a floating out
         check_out(arr.shape, dt, True, x.shape, what)
-        return TensorOutput(arr, out, bf16)
+        check_out_overlap(arr, "out")
+        return TensorOutput(arr, out, bf16, given=True)
     if not isinstance(out, np.ndarray):
         raise ValueError(f"out must be a numpy array or a CPU tensor, got {type(out).__name__}")
     check_out(out.shape, out.dtype, out.flags.writeable, x.shape, what)
+    check_out_overlap(out, "out")
     return out
 
 
@@ -367,8 +373,13 @@ def params(a: np.ndarray, s: np.ndarray, b: np.ndarray, can: Canonical, owner: H
 
 
 def result(out: np.ndarray | TensorOutput):
-    """The output array itself (numpy in, numpy out), or its tensor (tensor in, tensor out)."""
-    return out.target if isinstance(out, TensorOutput) else out
+    """The output array itself (numpy in, numpy out), or its tensor (tensor in, tensor out;
+    the caller's ``out=`` tensor marked as written in place for autograd)."""
+    if isinstance(out, TensorOutput):
+        if out.given:
+            written(out.target)
+        return out.target
+    return out
 
 
 def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,

@@ -166,10 +166,12 @@ def lazy_records(x, axis: int, policy: int, split_every: int | None = None):
 
 def lazy_affine(inp: DaskInput, a: np.ndarray, s: np.ndarray, b: np.ndarray,
                 dtype: np.dtype):
-    """``(x - a[c]) * s[c] + b[c]`` as a lazy dask array of ``dtype``, chunked as ``x``."""
+    """``(x - a[c]) * s[c] + b[c]`` as a lazy dask array of ``dtype``, chunked as ``x``.
+    The parameters are copied into the graph: a BatchNorm trained (or its bias edited)
+    before ``compute`` must not change an output already built."""
     x = inp.array
-    return x.map_blocks(_affine_block, np.asarray(a, np.float64), np.asarray(s, np.float64),
-                        np.asarray(b, np.float64), caxis=inp.axis, out_dtype=dtype, dtype=dtype,
+    return x.map_blocks(_affine_block, np.array(a, np.float64), np.array(s, np.float64),
+                        np.array(b, np.float64), caxis=inp.axis, out_dtype=dtype, dtype=dtype,
                         meta=np.empty((0,) * x.ndim, dtype), token="nbbn-affine")
 
 
