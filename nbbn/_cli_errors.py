@@ -11,6 +11,8 @@ and the exact command that resumes it.
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import shlex
 from collections.abc import Callable
 
@@ -92,7 +94,30 @@ def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> 
     notes = spell_notes(exc, speller)
     if notes:
         text += " (" + " ".join(notes) + ")"
-    return " ".join(text.split())
+    return " ".join(_respell_literals(text, sub, speller).split())
+
+
+# ``name=<Python literal>`` in a message raised without nbbn._wording (nan_policy='raise'),
+# after a space, a parenthesis or a quote mark, or at the start: not inside a path
+_LITERAL = re.compile(r"(?<![\w/\\.=-])([a-z_]+)=('[^']*'|\"[^\"]*\"|True|False|None|"
+                      r"-?\d+(?:\.\d+)?)(?![\w.])")
+
+
+def _respell_literals(text: str, sub: argparse.ArgumentParser | None,
+                      speller: Callable[[Param], str]) -> str:
+    """``text`` with ``name=value`` spelled as the option of ``sub`` whose dest is
+    ``name`` (``nan_policy='raise'`` -> ``--nan-policy raise``); other names stay."""
+    if sub is None:
+        return text
+    dests = {a.dest for a in sub._actions if a.option_strings}
+
+    def repl(m: re.Match) -> str:
+        name = _PARAM_DESTS.get(m.group(1), m.group(1))
+        if name not in dests:
+            return m.group(0)
+        return speller(Param(m.group(1), ast.literal_eval(m.group(2))))
+
+    return _LITERAL.sub(repl, text)
 
 
 def interrupted_message(exc: KeyboardInterrupt, command: str, argv: list[str]) -> str:
@@ -116,9 +141,10 @@ def interrupted_message(exc: KeyboardInterrupt, command: str, argv: list[str]) -
 
     if not isinstance(exc, FitInterrupted):
         return f"nbbn {command}: interrupted"
+    rows = f"{exc.rows_done:,} row{'s' * (exc.rows_done != 1)}"
     if exc.checkpoint is None:
-        return (f"nbbn {command}: interrupted after {exc.rows_done:,} rows; without "
+        return (f"nbbn {command}: interrupted after {rows}; without "
                 "--checkpoint the fit cannot be resumed")
     again = ["nbbn", *argv] + ([] if "--resume" in argv else ["--resume"])
-    return (f"nbbn {command}: interrupted after {exc.rows_done:,} rows; progress saved in "
+    return (f"nbbn {command}: interrupted after {rows}; progress saved in "
             f"{exc.checkpoint}. Resume with:\n  {shlex.join(again)}")

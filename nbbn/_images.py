@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ._histogram import Histogram, bins_of
+from ._histogram import Histogram
 from ._progress import say
 from .errors import ImageError
 from .sources import Acquire, Batch, Position, Source
@@ -191,8 +191,10 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
             arr = _decode_pillow(data, mode)
         if size is not None:
             arr = _resize(arr, size)
-    except ImageError:
-        raise
+    except ImageError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
+        raise ImageError(f"{path}: {exc}") from exc  # the file is named in every message
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what decoders raise
         if type(exc).__name__ == "UnidentifiedImageError":
             raise ImageError(f"{path}: not an image file (Pillow cannot identify its "
@@ -232,7 +234,7 @@ def _decode_pillow(data: bytes, mode: str | None) -> np.ndarray:
                 im = im.convert(_KEEP[im.mode])
         else:
             raise ImageError(f"pixels of mode {im.mode} are not read (8- and 16-bit images "
-                             "only); pass a mode such as 'RGB' to convert them")
+                             "only); pass a mode such as 'RGB' (--mode RGB) to convert them")
     elif im.mode != mode:
         im = im.convert(mode)
     arr = np.asarray(im)
@@ -268,12 +270,17 @@ class ImageBatch(Batch):
     skip_mismatch : bool
         Skip (instead of raising) when the image's channels or depth differ from the
         statistics'.
+    depth : dict or None
+        Shared by the batches of one pass: ``"dtype"``, the pixel dtype of the images
+        counted so far (set by the first one counted), against which each image's depth
+        is checked with or without a histogram.
     """
 
     counts: np.ndarray | None = None
     skipped: str | None = None
     skip_mismatch: bool = False
     path: str = ""
+    depth: dict | None = None
 
     def account(self, stats) -> None:
         """Count this image in ``stats`` (a RunningStats): pixels, histogram, or a skip.
@@ -297,6 +304,8 @@ class ImageBatch(Batch):
             if stats.num_channels is None:
                 stats.histogram = None
             raise
+        if self.depth is not None:
+            self.depth.setdefault("dtype", self.data.dtype)
 
     def _mismatch(self, stats) -> str | None:
         """Why the image cannot join ``stats`` (channels, depth, histogram), or None."""
@@ -306,14 +315,18 @@ class ImageBatch(Batch):
                     f"counted before it have {stats.num_channels}; pass mode='RGB' (--mode "
                     "RGB) to convert every file to one mode")
         hist = stats.histogram
-        if self.counts is not None:
-            if hist is None and stats.num_channels is not None:
-                return ("the statistics so far have no histogram (the checkpoint was written "
-                        "without histogram=True)")
-            if hist is not None and hist.counts.shape[1] != bins_of(dtype):
-                return (f"the image is {dtype.itemsize * 8}-bit, but the images counted "
-                        f"before it are {hist.bits}-bit; pass a mode such as 'RGB' "
-                        "(--mode RGB) to convert every file to 8 bits")
+        if self.counts is not None and hist is None and stats.num_channels is not None:
+            return ("the statistics so far have no histogram (the checkpoint was written "
+                    "without histogram=True)")
+        # the depth of the images counted before: the histogram's (also after a resume),
+        # else the first image counted in this pass
+        bits = hist.bits if hist is not None else None
+        if bits is None and self.depth is not None and "dtype" in self.depth:
+            bits = self.depth["dtype"].itemsize * 8
+        if bits is not None and stats.num_channels is not None and dtype.itemsize * 8 != bits:
+            return (f"the image is {dtype.itemsize * 8}-bit, but the images counted "
+                    f"before it are {bits}-bit; pass a mode such as 'RGB' "
+                    "(--mode RGB) to convert every file to 8 bits")
         return None
 
 
@@ -464,6 +477,7 @@ class ImageSource(Source):
         """
         first = start.shard + (1 if start.row >= 1 else 0)
         skip = self.on_error == "skip"
+        depth: dict = {}  # the pixel dtype of the images counted in this pass
         ex = ThreadPoolExecutor(self.workers, thread_name_prefix="nbbn-decode")
         pending: deque[tuple[int, Future]] = deque()
         nxt = first
@@ -488,7 +502,8 @@ class ImageSource(Source):
                     continue
                 slot = acquire()
                 yield ImageBatch(arr[None], index, 0, 1, self.sizes[index], slot=slot,
-                                 counts=counts, skip_mismatch=skip, path=path)
+                                 counts=counts, skip_mismatch=skip, path=path,
+                                 depth=depth)
                 arr = counts = None
         finally:
             ex.shutdown(wait=True, cancel_futures=True)

@@ -50,7 +50,8 @@ from ._wording import Param, worded
 from .sources import BATCH_BYTES, Acquire, Batch, Position, Source
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "READ_AHEAD_ROW_GROUPS", "TableSource",
-           "is_table", "open_any", "open_table", "open_table_path", "select_columns"]
+           "is_table", "looks_like_table", "open_any", "open_table", "open_table_path",
+           "select_columns"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -497,20 +498,46 @@ def open_table_path(path: str, columns=None) -> TableSource | None:
         Parquet and CSV files are mixed, the files differ in their columns, or the
         columns are not numeric (see :func:`select_columns`).
     """
-    if os.path.isdir(path):
-        files = sorted(str(q) for q in Path(path).iterdir() if q.is_file())
-        if any(f.endswith((".npy", ".npz")) for f in files):
-            return None
-        paths = [f for f in files if _table_kind(f)]
-    elif os.path.exists(path):
-        paths = [path] if _table_kind(path) else []
-    elif any(ch in path for ch in "*?["):
-        paths = sorted(p for p in glob.glob(path) if os.path.isfile(p) and _table_kind(p))
-    else:
-        return None
+    paths = _table_paths(path)
     if not paths:
         return None
     return _open_files(paths, columns, path if len(paths) == 1 else f"{path} ({len(paths)} files)")
+
+
+def _table_paths(path: str) -> list[str]:
+    """The Parquet/CSV files ``path`` names (a file, a folder, a glob); [] if not a table."""
+    if os.path.isdir(path):
+        files = sorted(str(q) for q in Path(path).iterdir() if q.is_file())
+        if any(f.endswith((".npy", ".npz")) for f in files):
+            return []
+        return [f for f in files if _table_kind(f)]
+    if os.path.exists(path):
+        return [path] if _table_kind(path) else []
+    if any(ch in path for ch in "*?["):
+        return sorted(p for p in glob.glob(path) if os.path.isfile(p) and _table_kind(p))
+    return []
+
+
+def looks_like_table(source) -> bool:
+    """Whether :func:`open_any` reads ``source`` as a table (nothing is read or imported).
+
+    Parameters
+    ----------
+    source : object
+        What :func:`nbbn.sources.open_source` is given.
+
+    Returns
+    -------
+    bool
+        True for a DataFrame, an Arrow table, an ``xarray.Dataset``, a list of Parquet or
+        CSV paths, or a path, folder or glob of such files.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return bool(_table_paths(os.fspath(source)))
+    if isinstance(source, (list, tuple)):
+        return bool(source) and all(isinstance(p, (str, os.PathLike))
+                                    and _table_kind(os.fspath(p)) for p in source)
+    return is_table(source)
 
 
 def _open_files(paths: list[str], columns, what: str) -> TableSource:
@@ -530,12 +557,19 @@ def _parquet(paths: list[str], columns, what: str) -> TableSource:
     chosen: list[str] | None = None
     files: list[str] = []
     for path in paths:
-        meta = pq.ParquetFile(path)
+        try:
+            meta = pq.ParquetFile(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: not a readable Parquet file, truncated or corrupt "
+                             f"({exc})") from exc
         schema = meta.schema_arrow
         names = list(schema.names)
         _check_unique(names, path)
         kinds = {n: _arrow_kind(t) for n, t in zip(names, schema.types, strict=True)}
         if chosen is None:
+            if columns is None:  # a stored pandas index is no channel (as pd.read_parquet)
+                index = _pandas_index_columns(schema)
+                kinds = {n: k for n, k in kinds.items() if n not in index}
             chosen = select_columns(kinds, columns, path)
         else:
             select_columns(kinds, chosen, path)  # the same columns, numeric, in every file
@@ -551,6 +585,20 @@ def _parquet(paths: list[str], columns, what: str) -> TableSource:
     groups = [int(s.fingerprint()["row_group"]) for s in shards]
     reader = _RowGroupReader(files, groups, chosen)
     return TableSource(shards, what, chosen, reader=reader)
+
+
+def _pandas_index_columns(schema) -> set[str]:
+    """The columns holding a pandas index (``index_columns`` of the pandas metadata)."""
+    import json
+
+    meta = (schema.metadata or {}).get(b"pandas")
+    if meta is None:
+        return set()
+    try:
+        index = json.loads(meta).get("index_columns", [])
+    except (ValueError, AttributeError):  # not pandas' JSON: no index to drop
+        return set()
+    return {c for c in index if isinstance(c, str)}  # a RangeIndex is a dict, not stored
 
 
 def _no_direct_read(start: int) -> Iterator[Piece]:  # pragma: no cover - never called

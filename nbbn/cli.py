@@ -170,6 +170,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.stats).with_suffix(".png")
     if not out.parent.is_dir():
         raise ValueError(f"{out}: the folder {out.parent} does not exist")
+    if out.suffix.lower() != ".png":  # the figures are written as PNG
+        raise ValueError(f"-o {out}: expected a path ending in .png (the plot is a PNG)")
     if args.dpi < 10:
         raise ValueError(f"--dpi must be at least 10, got {args.dpi}")
     stats = _load_stats(args.stats)
@@ -238,28 +240,37 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="convert every image to this mode (default: keep each file's channels)")
     g.add_argument("--histogram", action="store_true",
                    help="also count every level per channel: exact percentiles in `nbbn info`")
-    g.add_argument("--size", default=None, metavar="S|HxW",
+    g.add_argument("--size", default=None, metavar="S|HxW", type=_image_size,
                    help="resize first (shorter side S, or HxW): the statistics as a model sees "
                         "them, another quantity than the dataset's (default: no resizing)")
-    g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+    g.add_argument("--on-error", choices=["raise", "skip"], default=None,
                    help="a file that cannot be decoded: stop, or skip it and list it at the "
-                        "end (default: %(default)s)")
+                        "end (default: raise)")
     p.set_defaults(func=_cmd_fit)
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _image_size(text: str) -> int | tuple[int, int]:
+    """``--size``: ``S`` (the shorter side) or ``HxW``, positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(v.strip().isdigit() and int(v) > 0 for v in parts):
+        size = tuple(int(v) for v in parts)
+        return size[0] if len(size) == 1 else (size[0], size[1])
+    raise argparse.ArgumentTypeError(f"expected S or HxW, positive integers (224 or "
+                                     f"224x320), got {text!r}")
 
+
+_IMAGE_OPTIONS = (("mode", "--mode"), ("size", "--size"), ("histogram", "--histogram"),
+                  ("on_error", "--on-error"))
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
     from ._compile_notice import announce_compiles
     from .pipeline import CHECKPOINT_INTERVAL_S, fit
 
     announce_compiles()
     from .report import format_json, format_table
 
-    if args.output is not None and not Path(args.output).resolve().parent.is_dir():
-        # checked before the fit, not after hours of it
-        raise FileNotFoundError(f"-o {args.output}: the folder {Path(args.output).parent} "
-                                "does not exist")
+    _check_fit_paths(args)  # checked before the fit, not after hours of it
     interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
     if args.workers is not None and args.workers < 1:
@@ -270,13 +281,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     with contextlib.ExitStack() as stack:
         source, client = args.source, args.scheduler
-        if (args.mode, args.size) != (None, None) or args.histogram \
-                or args.on_error != "raise" or looks_like_images(source):
+        if looks_like_images(source) or _image_options_given(args):
             source = _image_source(args)  # --workers: decoding threads
         elif args.workers is not None:
             from ._distributed import local_client
 
             client = stack.enter_context(local_client(args.workers))
+        if args.output is not None:  # -o must not overwrite a file of the source
+            from .pipeline import refuse_own_input
+            from .sources import open_source
+
+            source = open_source(source, key=args.key, channel_axis=args.channel_axis,
+                                 columns=args.columns)
+            stack.callback(source.close)
+            refuse_own_input(source, args.output, "fit")
         stats = fit(source, args.channel_axis, batch_size=args.batch_size,
                     nan_policy=args.nan_policy, progress=not args.no_progress,
                     checkpoint=args.checkpoint, resume=args.resume, key=args.key,
@@ -288,9 +306,75 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     text = format_json(stats) if args.format == "json" else format_table(stats)
     print(text.rstrip("\n"))
     if stats.skipped:
-        print(f"nbbn fit: skipped {len(stats.skipped)} files:", *stats.skipped, sep="\n  ",
+        n = len(stats.skipped)
+        print(f"nbbn fit: skipped {n} file{'s' * (n != 1)}:", *stats.skipped, sep="\n  ",
               file=sys.stderr)
     return 0
+
+
+def _check_fit_paths(args: argparse.Namespace) -> None:
+    """``-o`` and ``--checkpoint``: a file in an existing folder, not each other, not a
+    file the next fit of the same folder or glob would read as data."""
+    import os
+    from pathlib import Path
+
+    out, ck = args.output, args.checkpoint
+    if out is not None:
+        if Path(out).is_dir():
+            raise ValueError(f"-o {out} is a folder; expected the path of the statistics "
+                             "file to write, such as stats.npz")
+        if not Path(out).resolve().parent.is_dir():
+            raise FileNotFoundError(f"-o {out}: the folder {Path(out).parent} does not exist")
+    if out is not None and ck is not None and (
+            os.path.realpath(out) == os.path.realpath(ck)
+            or (os.path.exists(out) and os.path.exists(ck) and os.path.samefile(out, ck))):
+        raise ValueError(f"-o {out} is also the --checkpoint file: the statistics would "
+                         "replace the progress that --resume reads; give them two paths")
+    # an existing -o in the source is one of its files: refuse_own_input says so
+    for flag, path in (("-o", None if out is None or os.path.exists(out) else out),
+                       ("--checkpoint", ck)):
+        if path is not None and _read_as_data(args.source, path):
+            raise ValueError(f"{flag} {path} would be read as data of {args.source} by the "
+                             "next fit of it; write it outside the folder (or pattern)")
+
+
+def _read_as_data(source: str, path: str) -> bool:
+    """Whether a file written at ``path`` would be a shard or table of ``source``: a file
+    ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, or one the
+    glob ``source`` matches."""
+    import fnmatch
+    import os
+
+    from ._images import _SHARD_SUFFIXES
+
+    if not path.lower().endswith(_SHARD_SUFFIXES):
+        return False
+    if os.path.isdir(source):
+        return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
+            os.path.realpath(source)
+    if any(ch in source for ch in "*?["):
+        return fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(source))
+    return False
+
+
+def _image_options_given(args: argparse.Namespace) -> bool:
+    """Whether image options were given for a source that does not exist (the image
+    reader then says what is missing); ValueError when they were given for a source
+    that exists and is not read as images (the options would read it as images)."""
+    import glob
+    import os
+
+    given = [flag for dest, flag in _IMAGE_OPTIONS if getattr(args, dest) not in (None, False)]
+    if not given:
+        return False
+    if not os.path.exists(args.source) and not glob.glob(args.source, recursive=True):
+        return True
+    kind = ("it holds .npy/.npz, Parquet or CSV files at its top level; name the images "
+            "with a glob such as 'DIR/**/*.jpg'" if os.path.isdir(args.source) else
+            "it is not a JPEG, PNG, WebP, TIFF or BMP file (or a folder or glob of them)")
+    verb = "applies" if len(given) == 1 else "apply"
+    raise ValueError(f"{', '.join(given)} {verb} to image files only, but {args.source} is "
+                     f"not read as images: {kind}")
 
 
 def _image_source(args: argparse.Namespace):
@@ -300,10 +384,8 @@ def _image_source(args: argparse.Namespace):
     if args.scheduler is not None:
         raise ValueError("--scheduler does not apply to image files: they are decoded by "
                          "threads of this process (--workers N)")
-    size = None if args.size is None else tuple(int(v) for v in args.size.split("x"))
-    return ImageSource(args.source, workers=args.workers, mode=args.mode,
-                       size=size[0] if size is not None and len(size) == 1 else size,
-                       histogram=args.histogram, on_error=args.on_error,
+    return ImageSource(args.source, workers=args.workers, mode=args.mode, size=args.size,
+                       histogram=args.histogram, on_error=args.on_error or "raise",
                        progress=not args.no_progress)
 
 
@@ -333,17 +415,23 @@ def _add_transform(sub: argparse._SubParsersAction) -> None:
                    help="rows per batch (default: about 64 MB per batch)")
     p.add_argument("--key", default=None, metavar="NAME",
                    help="the array in a .npz/HDF5 file or zarr group")
+    p.add_argument("--columns", default=None, metavar="A,B,...",
+                   help="Parquet/CSV: the columns to read, in the order of the statistics' "
+                        "channels (default: the column names saved with the statistics)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_transform)
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from ._compile_notice import announce_compiles
     from .pipeline import transform
 
     announce_compiles()
+    if not (math.isfinite(args.eps) and args.eps >= 0):
+        raise ValueError(f"--eps must be finite and >= 0, got {args.eps:g}")
     stats = _load_stats(args.stats)
     result = transform(
         args.source,
@@ -355,6 +443,7 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         key=args.key,
         eps=args.eps,
+        columns=args.columns,
     )
     if isinstance(result, Path):
         import numpy as np

@@ -46,7 +46,8 @@ from .sources import Batch, IterableSource, Position, Source, open_source
 CHECKPOINT_INTERVAL_S = 5.0
 """Default seconds between two checkpoint writes of :func:`fit`."""
 
-__all__ = ["CHECKPOINT_INTERVAL_S", "FitInterrupted", "fit", "transform"]
+__all__ = ["CHECKPOINT_INTERVAL_S", "FitInterrupted", "fit", "refuse_own_input",
+           "transform"]
 
 _RESUME = Param("resume", True)
 
@@ -310,7 +311,9 @@ class _FitRun:
                 "source out of order; resume it on a cluster (client=..., nbbn fit --workers N "
                 "or --scheduler ADDRESS)")
         check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
-        self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
+        if ck.stats.num_channels is not None or ck.stats.skipped:
+            self.stats = ck.stats  # else: nothing counted yet, keep the table's names
+        self.rows_done, self.bytes_done = ck.rows_done, ck.bytes_done
         self.pos = Position(ck.position["shard"], ck.position["row"],
                             ck.position.get("digest"))
         done = " (complete; only shards added since are read)" if ck.complete else ""
@@ -327,8 +330,15 @@ class _FitRun:
         pos, shards = self.pos, self.src.shards
         name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
+        stats = self.stats
+        if stats.num_channels is None and stats.channel_names is not None:
+            # nothing counted yet (an empty table): empty statistics have no channels to
+            # name, and a file with names and no channels could not be loaded again
+            stats = RunningStats(self.cfg.channel_axis, nan_policy=self.cfg.nan_policy,
+                                 backend=self.cfg.backend)
+            stats.skipped = list(self.stats.skipped)
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
-            self.stats, position, self.fingerprint, self.settings, self.rows_done,
+            stats, position, self.fingerprint, self.settings, self.rows_done,
             self.bytes_done, complete))
 
     def apply(self, batch: Batch) -> None:
@@ -458,7 +468,7 @@ def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
 # ------------------------------------------------------------------------ transform
 def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = None,
               batch_size: int | None = None, progress: bool = True, dtype=None, key=None,
-              eps: float = 1e-5):
+              eps: float = 1e-5, columns=None):
     """Normalize a whole dataset batch by batch into ``out``.
 
     Parameters
@@ -485,6 +495,11 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         The array in an ``.npz``/HDF5 file or zarr group.
     eps : float, default 1e-5
         Added to the variance when ``stats_or_normalizer`` is statistics.
+    columns : sequence of str or str, optional
+        For a table: the columns to read, in the order of the statistics' channels.
+        Default: the statistics' :attr:`~nbbn.RunningStats.channel_names` (the columns
+        they were fitted on, whatever the table's column order), or every numeric column
+        for statistics without names. A name the table lacks is an error.
 
     Returns
     -------
@@ -497,10 +512,14 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         The source, statistics, output or dtype do not fit together (channels, shape,
         dtype), ``out`` is the source itself, or the source is an iterable.
     """
+    if isinstance(stats_or_normalizer, (str, Path)):
+        stats_or_normalizer = RunningStats.load(stats_or_normalizer)
+    names = getattr(stats_or_normalizer, "channel_names", None)
     norm = _as_normalizer(stats_or_normalizer, channel_axis, eps)
     batch_size = _check_batch_size(batch_size)
     axis = norm.channel_axis
-    src = open_source(source, key=key, channel_axis=axis if isinstance(axis, int) else None)
+    src = _open_for_transform(source, key, axis if isinstance(axis, int) else None, columns,
+                              names)
     try:
         sparse = [s.name for s in src.shards if isinstance(s, SparseNpzShard)]
         if sparse:
@@ -521,9 +540,24 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         src.close()
 
 
+def _open_for_transform(source, key, axis, columns, names) -> Source:
+    """The source of a transform: a table's columns are those given, else the statistics'
+    channel names (in their order), else every numeric column."""
+    from ._tabular import looks_like_table
+
+    if columns is not None or names is None or not looks_like_table(source):
+        return open_source(source, key=key, channel_axis=axis, columns=columns)
+    try:
+        return open_source(source, key=key, channel_axis=axis, columns=list(names))
+    except ValueError as exc:
+        if type(exc) is not ValueError:
+            raise
+        raise worded(ValueError, "the statistics were fitted on the columns {names}, which "
+                     "transform reads from the table in that order: {error}",
+                     names=list(names[:12]), error=exc) from exc
+
+
 def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
-    if isinstance(obj, (str, Path)):
-        obj = RunningStats.load(obj)
     if isinstance(obj, RunningStats):
         if obj.num_channels is None:
             raise ValueError("the statistics are empty: fit some data first")
@@ -600,24 +634,53 @@ def _write_all(src: Source, norm: Normalizer, writer: Writer, bs: int, progress:
     return writer.result
 
 
+def _input_files(src: Source) -> Iterator[tuple[str, str]]:
+    """``(name, path)`` of every file ``src`` reads (image files included)."""
+    paths = getattr(src, "paths", None)  # an ImageSource: its list of files
+    if paths is not None:
+        yield from ((path, path) for path in paths)
+        return
+    for fp in (src.fingerprint() or {}).get("shards", []):
+        if fp.get("path") is not None:
+            yield fp.get("name") or fp["path"], fp["path"]
+
+
+def refuse_own_input(src: Source, out, verb: str = "transform") -> None:
+    """Raise ValueError when the path ``out`` is one of the files ``src`` reads.
+
+    Parameters
+    ----------
+    src : Source
+        The opened source.
+    out : path
+        Where the command writes (``transform``'s output, ``nbbn fit -o``).
+    verb : str, default "transform"
+        The command, for the message.
+
+    Raises
+    ------
+    ValueError
+        ``out`` is (or is a link to, or a hard link of) a file of the source.
+    """
+    target = os.path.realpath(out)
+    exists = os.path.exists(out)
+    for name, path in _input_files(src):
+        same = os.path.realpath(path) == target
+        if not same and exists:
+            try:
+                same = os.path.samefile(path, out)
+            except OSError:
+                same = False
+        if same:
+            raise worded(ValueError, "{out} is the input {name}: {verb} does not "
+                         "overwrite its own input; write to another path",
+                         out=Param("out", os.fspath(out)), name=name, verb=verb)
+
+
 def _refuse_own_input(src: Source, out) -> None:
     """Raise ValueError when ``out`` is (or shares memory with) one of the inputs."""
     if isinstance(out, (str, os.PathLike)):
-        target = os.path.realpath(out)
-        for fp in (src.fingerprint() or {}).get("shards", []):
-            path = fp.get("path")
-            if path is None:
-                continue
-            same = os.path.realpath(path) == target
-            if not same and os.path.exists(out):
-                try:
-                    same = os.path.samefile(path, out)
-                except OSError:
-                    same = False
-            if same:
-                raise worded(ValueError, "{out} is the input {name}: transform does not "
-                             "overwrite its own input; write to another path",
-                             out=Param("out", os.fspath(out)), name=fp.get("name"))
+        refuse_own_input(src, out)
         return
     for shard in src.shards:
         a = getattr(shard, "array", None)

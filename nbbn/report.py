@@ -92,15 +92,20 @@ def _count(v) -> str:
 
 
 def _clean(a: np.ndarray) -> list:
-    """A JSON-safe list: NaN and infinities become null (JSON has no non-finite numbers)."""
+    """A JSON-safe list (JSON has no non-finite numbers): NaN becomes null, +inf and -inf
+    the strings "Infinity" and "-Infinity" (which ``float()``, numpy and JavaScript's
+    ``Number()`` read back as infinities)."""
     out = []
     for v in a.tolist():
-        out.append(None if isinstance(v, float) and not math.isfinite(v) else v)
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+        out.append(v)
     return out
 
 
 def format_json(stats) -> str:
-    """The statistics as a JSON object (non-finite values as null).
+    """The statistics as a JSON object (NaN as null, infinities as "Infinity" and
+    "-Infinity").
 
     Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, ``channel_names`` (only
     when the channels have names), and per-channel lists ``count``, ``mean``, ``var``

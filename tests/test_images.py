@@ -260,7 +260,7 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert main(["fit", str(d), "--histogram", "--workers", "2", "--mode", "RGB",
                  "--on-error", "skip", "-o", str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "skipped 1 files" in err and "zz.png" in err
+    assert "skipped 1 file:" in err and "zz.png" in err
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "exact percentiles per channel" in text and "1 files were skipped" in text

@@ -1,0 +1,230 @@
+"""Guards of ``nbbn fit``/``transform``: outputs that would overwrite inputs, tables'
+column names and index, image depth and options, empty tables, option names in errors,
+infinities in JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn.cli import main
+
+
+def user_error(argv, capsys, *match):
+    """``main(argv)`` exits with 2 and prints one ``nbbn CMD: error:`` line with ``match``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nbbn {argv[0]}: error: "), err
+    for m in match:
+        assert m in lines[0], err
+    return lines[0]
+
+
+# ------------------------------------------------------------ 1. -o is the input
+def test_fit_output_is_its_own_input(tmp_path, capsys):
+    x = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    np.save(tmp_path / "x.npy", x)
+    user_error(["fit", str(tmp_path / "x.npy"), "-o", str(tmp_path / "x.npy"),
+                "--no-progress"], capsys, f"-o {tmp_path / 'x.npy'} is the input",
+               "fit does not overwrite its own input")
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)  # untouched
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(2):
+        np.save(shards / f"s{i}.npy", x)
+    user_error(["fit", str(shards), "-o", str(shards / "s0.npy"), "--no-progress"], capsys,
+               "is the input")
+    np.testing.assert_array_equal(np.load(shards / "s0.npy"), x)
+    # a new file in the fitted folder would be read as a shard by the next fit
+    user_error(["fit", str(shards), "-o", str(shards / "stats.npz"), "--no-progress"], capsys,
+               "would be read as data of")
+    assert not (shards / "stats.npz").exists()
+
+
+def test_fit_output_is_an_input_image(tmp_path, capsys):
+    pil = pytest.importorskip("PIL.Image")
+    pil.fromarray(np.full((4, 5, 3), 7, np.uint8)).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    user_error(["fit", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.png"),
+                "--no-progress"], capsys, "is the input")
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+# ----------------------------------------------- 2. transform by the saved column names
+def test_transform_table_uses_the_saved_column_names(tmp_path, capsys, rng):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": rng.standard_normal(50), "b": rng.standard_normal(50) * 10 + 3,
+                       "c": rng.standard_normal(50) * 100 - 40, "s": ["x"] * 50})
+    df.to_parquet(tmp_path / "t.parquet")
+    stats = tmp_path / "cab.npz"
+    assert main(["fit", str(tmp_path / "t.parquet"), "--columns", "c,a,b", "-o", str(stats),
+                 "--no-progress"]) == 0
+    out = tmp_path / "y.npy"
+    assert main(["transform", str(tmp_path / "t.parquet"), "--stats", str(stats), "-o",
+                 str(out), "--dtype", "float64", "--no-progress"]) == 0
+    x = df[["c", "a", "b"]].to_numpy()
+    want = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-12, atol=1e-12)
+    # a subset of the columns
+    assert main(["fit", str(tmp_path / "t.parquet"), "--columns", "c,a", "-o",
+                 str(tmp_path / "ca.npz"), "--no-progress"]) == 0
+    assert main(["transform", str(tmp_path / "t.parquet"), "--stats", str(tmp_path / "ca.npz"),
+                 "-o", str(out), "--no-progress"]) == 0
+    assert np.load(out).shape == (50, 2)
+    capsys.readouterr()
+    # a column the statistics name and the table lacks
+    df.drop(columns=["a"]).to_parquet(tmp_path / "no_a.parquet")
+    line = user_error(["transform", str(tmp_path / "no_a.parquet"), "--stats", str(stats),
+                       "-o", str(out), "--no-progress"], capsys,
+                       "fitted on the columns ['c', 'a', 'b']", "has no column ['a']")
+    assert "columns=" not in line
+
+
+def test_transform_table_error_names_the_option(tmp_path, capsys, rng):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pd.DataFrame({"a": [1.0, 2.0], "s": ["x", "y"]}).to_parquet(tmp_path / "t.parquet")
+    nbbn.fit(np.ones((3, 1)), progress=False).save(tmp_path / "s.npz")  # no names
+    line = user_error(["transform", str(tmp_path / "t.parquet"), "--stats",
+                       str(tmp_path / "s.npz"), "-o", str(tmp_path / "y.npy"),
+                       "--no-progress"], capsys, "non-numeric", "--columns")
+    assert "columns=" not in line
+
+
+# ----------------------------------------------------------- 3. image depth always
+def test_images_mixing_8_and_16_bit_are_refused_or_skipped(tmp_path, capsys):
+    pil = pytest.importorskip("PIL.Image")
+    d = tmp_path / "mix"
+    d.mkdir()
+    pil.fromarray(np.full((4, 4), 6, np.uint8)).save(d / "a8.png")
+    pil.fromarray(np.full((4, 4), 63874, np.uint16)).save(d / "b16.png")
+    user_error(["fit", str(d), "--no-progress"], capsys, "b16.png", "16-bit", "8-bit",
+               "--mode RGB")
+    out = tmp_path / "s.npz"
+    assert main(["fit", str(d), "--on-error", "skip", "--no-progress", "-o", str(out)]) == 0
+    stats = nbbn.RunningStats.load(out)
+    assert stats.count.tolist() == [16] and stats.max.tolist() == [6.0]
+    assert len(stats.skipped) == 1 and "b16.png" in stats.skipped[0]
+
+
+# ---------------------------------------------------------------- 4. empty tables
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_empty_table_writes_a_loadable_file(tmp_path, capsys, kind):
+    if kind == "csv":
+        path = tmp_path / "hdr.csv"
+        path.write_text("a,b\n")
+    else:
+        pd = pytest.importorskip("pandas")
+        pytest.importorskip("pyarrow")
+        path = tmp_path / "e.parquet"
+        pd.DataFrame({"a": np.zeros(0), "b": np.zeros(0)}).to_parquet(path)
+    out, ck = tmp_path / "s.npz", tmp_path / "fit.ckpt"
+    assert main(["fit", str(path), "-o", str(out), "--checkpoint", str(ck),
+                 "--no-progress"]) == 0
+    assert nbbn.RunningStats.load(out).num_channels is None
+    assert main(["info", str(out)]) == 0
+    # the same command resumes from the (complete) checkpoint
+    assert main(["fit", str(path), "-o", str(out), "--checkpoint", str(ck), "--resume",
+                 "--no-progress"]) == 0
+    assert "no data" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ 5. pandas index
+def test_parquet_pandas_index_is_not_a_channel(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=[10, 20, 30]).to_parquet(tmp_path / "i.parquet")
+    pd.DataFrame({"a": [1.0, 2.0]}, index=pd.Index(["x", "y"], name="id")).to_parquet(
+        tmp_path / "s.parquet")
+    for name, n in (("i.parquet", 3), ("s.parquet", 2)):
+        assert main(["fit", str(tmp_path / name), "--format", "json", "--no-progress"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["channel_names"] == ["a"] and d["count"] == [n]
+    stats = nbbn.fit(tmp_path / "i.parquet", progress=False)
+    assert stats.channel_names == ("a",)
+    # named explicitly, the index column is read
+    stats = nbbn.fit(tmp_path / "i.parquet", columns=["__index_level_0__"], progress=False)
+    assert stats.mean.tolist() == [20.0]
+
+
+# --------------------------------------------------- 6. image options on other sources
+@pytest.mark.parametrize("option", [["--histogram"], ["--mode", "RGB"], ["--size", "8"],
+                                    ["--on-error", "skip"]])
+def test_image_options_refused_for_other_sources(tmp_path, capsys, option):
+    np.save(tmp_path / "u8.npy", np.zeros((3, 2), np.uint8))
+    user_error(["fit", str(tmp_path / "u8.npy"), *option, "--no-progress"], capsys,
+               f"{option[0]} applies to image files only", "u8.npy")
+
+
+# -------------------------------------------------------- 7. -o is the checkpoint
+def test_output_equal_to_checkpoint_is_refused(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.ones((5, 2)))
+    same = str(tmp_path / "same.npz")
+    user_error(["fit", str(tmp_path / "x.npy"), "--checkpoint", same, "-o", same,
+                "--no-progress"], capsys, "also the --checkpoint")
+    assert not (tmp_path / "same.npz").exists()
+
+
+# --------------------------------------------------- 8. option names in error lines
+def test_errors_name_options_not_parameters(tmp_path, capsys):
+    x = np.ones((6, 2))
+    x[2, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    line = user_error(["fit", str(tmp_path / "x.npy"), "--nan-policy", "raise",
+                       "--no-progress"], capsys, "--nan-policy raise:")
+    assert "nan_policy" not in line
+    nbbn.fit(np.ones((3, 2)), progress=False).save(tmp_path / "s.npz")
+    line = user_error(["transform", str(tmp_path / "x.npy"), "--stats", str(tmp_path / "s.npz"),
+                       "-o", str(tmp_path / "y.npy"), "--eps", "-1"], capsys,
+                      "--eps must be finite and >= 0")
+    user_error(["fit", str(tmp_path), "-o", str(tmp_path), "--no-progress"], capsys,
+               "is a folder")
+    for bad in ("abc", "3x", "0", "2x0x3"):
+        with pytest.raises(SystemExit) as e:
+            main(["fit", str(tmp_path / "x.npy"), "--size", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --size: expected S or HxW" in err and "int()" not in err
+
+
+def test_image_and_parquet_errors_name_the_file(tmp_path, capsys):
+    pil = pytest.importorskip("PIL.Image")
+    pytest.importorskip("pyarrow")
+    pil.fromarray(np.ones((3, 3), np.float32)).save(tmp_path / "f.tif")
+    user_error(["fit", str(tmp_path / "f.tif"), "--no-progress"], capsys,
+               "f.tif: pixels of mode F", "--mode RGB")
+    (tmp_path / "z.parquet").write_bytes(b"")
+    user_error(["fit", str(tmp_path / "z.parquet"), "--no-progress"], capsys,
+               "z.parquet: not a readable Parquet file")
+
+
+# ------------------------------------------------------------------ 9. JSON infinities
+def test_json_tells_infinity_from_nan(tmp_path, capsys):
+    x = np.array([[1.0, 1.0, 1.0], [np.inf, -np.inf, np.nan], [2.0, 2.0, 2.0]])
+    np.save(tmp_path / "x.npy", x)
+    assert main(["fit", str(tmp_path / "x.npy"), "--format", "json", "--no-progress"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["max"] == ["Infinity", 2.0, None] and d["min"] == [1.0, "-Infinity", None]
+    assert d["mean"] == ["Infinity", "-Infinity", None]
+    assert float(d["max"][0]) == np.inf and float(d["min"][1]) == -np.inf
+
+
+# ------------------------------------------------------------------------ LOW items
+def test_plot_refuses_a_name_that_is_not_png(tmp_path, capsys):
+    nbbn.fit(np.ones((3, 2)), progress=False).save(tmp_path / "s.npz")
+    user_error(["plot", str(tmp_path / "s.npz"), "-o", str(tmp_path / "out.jpg")], capsys,
+               "expected a path ending in .png")
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_one_skipped_file_and_one_row_are_singular(tmp_path):
+    from nbbn._cli_errors import interrupted_message
+    from nbbn.errors import FitInterrupted
+
+    exc = FitInterrupted(nbbn.RunningStats(), None, 1)
+    assert "after 1 row;" in interrupted_message(exc, "fit", ["fit", "x.npy"])
