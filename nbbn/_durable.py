@@ -142,7 +142,9 @@ class Replacement:
     """
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
-        self.target = Path(target)
+        # a link is followed (as ``cp`` and ``open`` follow it): its file is replaced,
+        # the link kept, where a rename onto the link would replace the link itself
+        self.target = Path(os.path.realpath(target) if os.path.islink(target) else target)
         folder = self.target.parent
         mode = _existing_mode(self.target)
         for _ in range(_ATTEMPTS):

@@ -205,3 +205,20 @@ def test_a_live_writers_temp_is_not_removed(tmp_path):
         proc.stdout.close()
     time.sleep(0.05)
     assert remove_stale_temps(target) == [str(live)]  # its writer is gone now
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_a_link_is_followed_not_replaced(tmp_path):
+    """Saving to a symbolic link replaces the file it points to and keeps the link (as
+    ``cp`` and ``open`` do), where a rename onto the link would replace the link."""
+    real = tmp_path / "real.npz"
+    nbbn.RunningStats(-1).update(np.ones((2, 3))).save(real)
+    link = tmp_path / "link.npz"
+    try:
+        link.symlink_to(real)
+    except OSError:
+        pytest.skip("symbolic links not permitted")
+    nbbn.RunningStats(-1).update(np.full((4, 3), 2.0)).save(link)
+    assert link.is_symlink()
+    assert nbbn.RunningStats.load(real).count.tolist() == [4, 4, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]
