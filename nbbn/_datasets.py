@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._wording import Param, worded
+from .errors import CheckpointError
 from .sources import IterableSource, Source, _digest_item
 
 __all__ = ["DATASET_WORKERS", "DatasetSource", "as_sample", "default_batched",
@@ -110,14 +111,14 @@ class DatasetSource(IterableSource):
         self._first = None
         n = len(self.iterable)
         if start.shard > n or (start.shard == n and start.row == 0 and n):
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.description} has {n} samples, but the checkpoint is at sample "
                 f"{start.shard}: it is not the Dataset the checkpoint was written for")
         self._head = None
         if start.digest is not None and (start.shard or start.row):
             arr = self._array(self.iterable[start.shard], start.shard)
             if self.digest_at(start.shard, arr) != start.digest:
-                raise ValueError(
+                raise CheckpointError(
                     f"{self.description} does not hold the samples it held when the "
                     f"checkpoint was written (its length, first sample or sample "
                     f"{start.shard} differ): the checkpoint cannot be resumed with it")

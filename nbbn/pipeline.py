@@ -529,6 +529,12 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
                              "nbbn.sklearn.StandardScaler(with_mean=False)")
         shape, out_dtype = _output_of(src, norm, dtype)
         _refuse_own_input(src, out)
+        given = getattr(out, "dtype", None)
+        if dtype is not None and not isinstance(out, (str, os.PathLike)) and (
+                given is not None and np.dtype(given) != out_dtype):
+            raise worded(ValueError, "{dtype} is the dtype of a path's output; the array out "
+                         "is {given}, not {want}: leave {dtype} out, or pass an array of it",
+                         dtype=Param("dtype"), given=np.dtype(given), want=out_dtype)
         if is_dask_array(source):  # written through dask, chunk by chunk
             from .dask import transform as dask_transform
 
@@ -677,14 +683,33 @@ def refuse_own_input(src: Source, out, verb: str = "transform") -> None:
                          out=Param("out", os.fspath(out)), name=name, verb=verb)
 
 
+def _file_of(arr) -> str | None:
+    """The file behind an array: a numpy memory map's, or a zarr array's local store
+    (None for anything else)."""
+    name = getattr(arr, "filename", None)  # np.memmap (of a view too: its base's)
+    if name is None and isinstance(arr, np.ndarray) and isinstance(arr.base, np.memmap):
+        name = arr.base.filename
+    if name is None:
+        root = getattr(getattr(arr, "store", None), "root", None)  # zarr LocalStore
+        name = None if root is None else os.fspath(root)
+    return None if name is None else os.fspath(name)
+
+
 def _refuse_own_input(src: Source, out) -> None:
-    """Raise ValueError when ``out`` is (or shares memory with) one of the inputs."""
+    """Raise ValueError when ``out`` is (or shares memory with, or is another handle of
+    the file of) one of the inputs."""
     if isinstance(out, (str, os.PathLike)):
         refuse_own_input(src, out)
         return
+    out_file = _file_of(out)
+    if out_file is not None:  # a second memory map or zarr handle of an input file
+        refuse_own_input(src, out_file)
     for shard in src.shards:
         a = getattr(shard, "array", None)
-        if a is out or (isinstance(a, np.ndarray) and isinstance(out, np.ndarray)
-                        and np.may_share_memory(a, out)):
+        a_file = _file_of(a)
+        same_file = a_file is not None and out_file is not None and (
+            os.path.realpath(a_file) == os.path.realpath(out_file))
+        if a is out or same_file or (isinstance(a, np.ndarray) and isinstance(out, np.ndarray)
+                                     and np.may_share_memory(a, out)):
             raise ValueError("out shares memory with the input array: transform does not "
                              "overwrite its own input; pass a separate output array")

@@ -72,6 +72,7 @@ from ._shards import (
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
 from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
 from ._wording import Param, worded
+from .errors import CheckpointError
 
 __all__ = ["BATCH_BYTES", "Batch", "IterableSource", "Position", "Slot", "Source",
            "open_source"]
@@ -278,7 +279,7 @@ class IterableSource(Source):
                 continue
             if (index == start.shard and start.digest is not None
                     and digest.hexdigest() != start.digest):
-                raise ValueError(
+                raise CheckpointError(
                     f"{self.description} does not yield the items it yielded when the "
                     f"checkpoint was written (their shapes, dtypes or first rows differ in "
                     f"items 0-{index}): the checkpoint cannot be resumed with it"
@@ -448,9 +449,13 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
             isinstance(p, (str, os.PathLike)) for p in source):
         paths = [os.fspath(p) for p in source]
         return Source(_file_shards(paths, key), f"{len(paths)} files", channel_axis)
+    module = type(source).__module__
+    array_like = (isinstance(source, np.ndarray) or _is_torch(source)
+                  or _is_device_array(source) or module.startswith("dask.array"))
+    if key is not None and array_like:
+        raise _unused_key(key, "an array")
     if isinstance(source, np.ndarray) or _is_torch(source) or _is_device_array(source):
         return Source([ArrayShard(as_batch_array(source, "source"))], "an array", channel_axis)
-    module = type(source).__module__
     if module.startswith("dask.array") and hasattr(source, "chunks"):
         return ChunkedSource(source, channel_axis)
     if module.startswith(("zarr", "h5py")):
@@ -513,6 +518,14 @@ def _open_path(path: str, key, channel_axis) -> Source:
     return Source(_file_shards([path], key), path, channel_axis)
 
 
+def _unused_key(key, what: str) -> BaseException:
+    """The error for a ``key`` that names nothing in the source (it is not ignored: a
+    checkpoint would record it)."""
+    return worded(ValueError, "{key} was given, but the source is {what}: a key names an "
+                  "array in an .npz or HDF5 file or a zarr group, or an element of an "
+                  "iterable's items", key=Param("key", key), what=what)
+
+
 def _file_shards(paths: list[str], key) -> list[Shard]:
     shards: list[Shard] = []
     for path in paths:
@@ -530,4 +543,6 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
         else:
             raise ValueError(
                 f"{path}: not a .npy, .npz or HDF5 file (expected numpy's .npy/.npz format)")
+    if key is not None and shards and all(isinstance(sh, NpyShard) for sh in shards):
+        raise _unused_key(key, ".npy files" if len(shards) > 1 else "a .npy file")
     return shards

@@ -181,7 +181,7 @@ def test_parameter_errors_speak_options(data_file, tmp_path, capsys, rng):
                    "written with --nan-policy propagate, but this fit has --nan-policy omit"),
         user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
                     "--key", "x", "--no-progress"], capsys,
-                   "written with no --key, but this fit has --key x"),
+                   "--key x was given, but the source is a .npy file"),
         user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
                     "--batch-size", "7", "--no-progress"], capsys,
                    "written with --batch-size 50, but --batch-size 7 was given"),

@@ -158,7 +158,7 @@ def test_resume_a_dataset(tmp_path):
         nbbn.fit(Images(images, fail_at=11), key=0, checkpoint=tmp_path / "b.ckpt",
                  checkpoint_interval=0, progress=False)
     other = Images(images[::-1])
-    with pytest.raises(ValueError, match="does not hold the samples"):
+    with pytest.raises(CheckpointError, match="does not hold the samples"):
         nbbn.fit(other, key=0, checkpoint=tmp_path / "b.ckpt", resume=True, progress=False)
     with pytest.raises(CheckpointError, match="batched"):
         nbbn.fit(iter(Images(images)), key=0, checkpoint=tmp_path / "b.ckpt", resume=True,

@@ -230,7 +230,26 @@ def test_transform_refuses_to_overwrite_its_input(tmp_path, rng):
         transform(x, stats, x)
     with pytest.raises(ValueError, match="shares memory"):
         transform(x, stats, x[:, :])
+    # another handle of the input's file: a second memory map, a zarr array
+    for src in (tmp_path / "x.npy", np.load(tmp_path / "x.npy", mmap_mode="r")):
+        with pytest.raises(ValueError, match="does not overwrite its own input"):
+            transform(src, stats, np.load(tmp_path / "x.npy", mmap_mode="r+"))
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)
+    zarr = pytest.importorskip("zarr")
+    z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=x.shape, dtype=x.dtype)
+    z[:] = x
+    with pytest.raises(ValueError, match="does not overwrite its own input"):
+        transform(tmp_path / "x.zarr", stats,
+                  zarr.open_array(str(tmp_path / "x.zarr"), mode="r+"))
+    np.testing.assert_array_equal(z[:], x)
+
+
+def test_transform_refuses_a_dtype_the_array_out_does_not_have(rng):
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    stats = fit(x)
+    with pytest.raises(ValueError, match="the array out is float32, not float16"):
+        transform(x, stats, np.empty_like(x), dtype="float16")
+    assert transform(x, stats, np.empty_like(x), dtype="float32").dtype == np.float32
 
 
 def test_transform_errors(tmp_path, rng):
@@ -277,3 +296,16 @@ def test_pipeline_benchmark_smoke(tmp_path):
     for c in res["cases"]:
         assert c["fit_gbps"] > 0 and c["memory_gbps"] > 0 and c["peak_rss"] > 0
     assert "ratio" in out.getvalue() and os.listdir(tmp_path) == []
+
+
+def test_a_key_that_names_nothing_is_refused(tmp_path, rng):
+    """``key`` names an array of a container or an element of an item: given for an
+    array or .npy files it is an error, not ignored (a checkpoint would record it)."""
+    x = rng.standard_normal((4, 3))
+    np.save(tmp_path / "a.npy", x)
+    for src, what in ((x, "an array"), (tmp_path / "a.npy", "a .npy file"),
+                      (tmp_path, "a .npy file")):  # (a folder of one)
+        with pytest.raises(ValueError, match=f"key='x' was given, but the source is {what}"):
+            fit(src, key="x")
+    np.savez(tmp_path / "b.npz", x=x)
+    assert fit(tmp_path / "b.npz", key="x").count[0] == 4

@@ -152,7 +152,7 @@ def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
         fit(gen(range(4), stop_at=2), batch_size=7, checkpoint=ck, checkpoint_interval=0)
     pos = load_checkpoint(ck).position
     assert pos["digest"] and pos["shard"] >= 1
-    with pytest.raises(ValueError, match="does not yield the items"):
+    with pytest.raises(CheckpointError, match="does not yield the items"):
         fit(gen([1, 0, 2, 3]), batch_size=7, checkpoint=ck, resume=True)
     assert same_bits(fit(gen(range(4)), checkpoint=ck, resume=True),
                      fit(gen(range(4)), batch_size=7))
