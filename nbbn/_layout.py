@@ -156,6 +156,10 @@ class Canonical:
             yield v, (Ellipsis,)
             return
         a = self.array
+        if a.ndim == 1:  # (C,): one piece, the channels themselves
+            yield np.ascontiguousarray(a, a.dtype.newbyteorder("=")).reshape(1, -1, 1), (
+                Ellipsis,)
+            return
         slab_axis = 0 if self.axis != 0 else 1
         per_index = a.nbytes // max(1, a.shape[slab_axis])
         step = max(1, SLAB_BYTES // max(1, per_index))

@@ -137,14 +137,4 @@ def read_stats(path) -> dict:
         raise ValueError(f"{not_ours}; this is {what}, expected format {FORMAT_NAME!r})")
     if "checksum" not in d or str(d["checksum"]) != checksum(d):
         raise ValueError(f"{path}: checksum mismatch, the file is corrupt")
-    return _without_empty_names(d)
-
-
-def _without_empty_names(d: dict) -> dict:
-    """``d`` without ``channel_names`` when it holds no channel (an empty table's fit
-    names its columns, but empty statistics have no channels to name)."""
-    count = d.get("count")
-    if "channel_names" in d and count is not None and np.ndim(count) == 1 \
-            and np.shape(count)[0] == 0:
-        d = {k: v for k, v in d.items() if k != "channel_names"}
     return d

@@ -38,15 +38,15 @@ def format_table(stats, max_rows: int = 32) -> str:
     if n == 0:
         return "no data: the statistics are empty\n"
     count, mean, std = stats.count, stats.mean, stats.std
-    mn, mx, nan = stats.min, stats.max, stats.nan_count
-    show_nan = bool(nan.any())
+    mn, mx, nan, inf = stats.min, stats.max, stats.nan_count, stats.inf_count
+    show_nan, show_inf = bool(nan.any()), bool(inf.any())
     names = getattr(stats, "channel_names", None)
     if n > max_rows:
         half = max(1, max_rows // 2)
         shown = list(range(half)) + [-1] + list(range(n - half, n))
     else:
         shown = list(range(n))
-    header = [*_COLUMNS, *(("nan",) if show_nan else ())]
+    header = [*_COLUMNS, *(("nan",) if show_nan else ()), *(("inf",) if show_inf else ())]
     if names is not None:
         header.insert(1, "name")
     rows = []
@@ -58,6 +58,8 @@ def format_table(stats, max_rows: int = 32) -> str:
                _num(mx[c])]
         if show_nan:
             row.append(str(int(nan[c])))
+        if show_inf:
+            row.append(str(int(inf[c])))
         if names is not None:
             row.insert(1, names[c])
         rows.append(row)
@@ -109,7 +111,7 @@ def format_json(stats) -> str:
 
     Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, ``channel_names`` (only
     when the channels have names), and per-channel lists ``count``, ``mean``, ``var``
-    (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``.
+    (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``, ``inf_count``.
     """
     d = {
         "num_channels": stats.num_channels or 0,
@@ -124,6 +126,7 @@ def format_json(stats) -> str:
         "min": _clean(stats.min),
         "max": _clean(stats.max),
         "nan_count": [int(v) for v in stats.nan_count],
+        "inf_count": [int(v) for v in stats.inf_count],
     }
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
     return "{\n" + body + "\n}"

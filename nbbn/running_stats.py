@@ -88,7 +88,8 @@ class RunningStats:
         st = self._snapshot()
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
                 "backend": self.backend, "state": st, "channel_names": self._names,
-                "channel_coord": self._channel_coord, "histogram": self.histogram,
+                "channel_coord": self._channel_coord,
+                "histogram": None if self.histogram is None else self.histogram.copy(),
                 "skipped": list(self.skipped)}
 
     def __setstate__(self, d: dict) -> None:
@@ -221,9 +222,10 @@ class RunningStats:
             return None
         cached = self._host_cache
         if cached is None or cached[0] is not st:
-            with self._lock:
+            with self._lock:  # a copy: updates merge into the state in place
                 st = self._state
-                cached = self._host_cache = (st, backends.to_host(st))
+                host = backends.to_host(st)
+                cached = self._host_cache = (st, host.copy() if host is st else host)
         return cached[1]
 
     @staticmethod
@@ -273,6 +275,13 @@ class RunningStats:
         -------
         RunningStats
             New statistics with ``self``'s settings; neither input changes.
+
+        Raises
+        ------
+        ValueError
+            Other channel counts, names or channel coordinates, or statistics of another
+            ``nan_policy`` that counted NaNs (into "raise": NaNs or infinities), which
+            that policy treated otherwise.
         """
         if not isinstance(other, RunningStats):
             raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
@@ -284,6 +293,7 @@ class RunningStats:
                 self._check_channels(b.num_channels, "the other RunningStats")
                 _check_coords(self._channel_coord, other._channel_coord,
                               "the other RunningStats")
+                _check_policies(self.nan_policy, other.nan_policy, b)
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
@@ -308,6 +318,7 @@ class RunningStats:
                 self._check_channels(b.num_channels, "the other RunningStats")
                 _check_coords(self._channel_coord, other._channel_coord,
                               "the other RunningStats")
+                _check_policies(self.nan_policy, other.nan_policy, b)
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
@@ -404,11 +415,11 @@ class RunningStats:
         Channels with ``count <= ddof`` give NaN. For weighted statistics ``count`` is the
         sum of the weights (frequency weights, as ``numpy.cov(fweights=...)``).
         """
+        if not ddof >= 0:  # (checked whatever the state, so an empty one says so too)
+            raise ValueError(f"ddof must be >= 0, got {ddof}")
         st = self._host()
         if st is None:
             return np.zeros(0)
-        if ddof < 0:
-            raise ValueError(f"ddof must be >= 0, got {ddof}")
         denom = st.weight_sum() - ddof
         valid = denom > 0
         out = np.full(st.count.shape, np.nan)
@@ -509,6 +520,9 @@ class RunningStats:
                 f"supports ({FORMAT_VERSION}); upgrade nbbn"
             )
         axis = np.asarray(d["channel_axis"])  # a dimension name (str) for xarray data
+        if axis.ndim or axis.dtype.kind not in "iuU":
+            raise ValueError(f"RunningStats channel_axis must be an int or a dimension name, "
+                             f"got {axis!r}")
         rs = cls(str(axis) if axis.dtype.kind == "U" else int(axis),
                  nan_policy=str(np.asarray(d["nan_policy"])), backend=backend)
         arrays = [np.asarray(d[k]) for k in _ARRAY_FIELDS]
@@ -516,8 +530,12 @@ class RunningStats:
         if len(shapes) != 1 or arrays[0].ndim != 1:
             raise ValueError(f"RunningStats arrays must all have one shape (C,), got {shapes}")
         count = arrays[0]
-        if count.dtype.kind not in "iu" or (count < 0).any():
-            raise ValueError("RunningStats count must hold non-negative integers")
+        for k, a in zip(_ARRAY_FIELDS, arrays, strict=True):
+            if k in ("count", "nan_count", "inf_count") and (
+                    a.dtype.kind not in "iu" or (a < 0).any()):
+                raise ValueError(f"RunningStats {k} must hold non-negative integers")
+            if k == "m2" and (a.dtype.kind != "f" or (a < 0).any()):  # (NaN: "propagate")
+                raise ValueError("RunningStats m2 must hold floats >= 0 (or NaN)")
         # mean_lo (the rest of the mean below float64's rounding) came with nbbn 0.2;
         # files without it read as exact float64 means
         mean_lo = np.asarray(d.get("mean_lo", np.zeros_like(arrays[1], np.float64)))
@@ -526,7 +544,8 @@ class RunningStats:
                              f"got {mean_lo.shape}")
         if "channel_names" in d:  # optional (nbbn 0.2): older files have none
             names = np.asarray(d["channel_names"])
-            if names.dtype.kind != "U" or names.shape != count.shape:
+            if names.dtype.kind != "U" or names.ndim != 1 or (
+                    count.shape[0] and names.shape != count.shape):  # (empty: any number)
                 raise ValueError(f"RunningStats channel_names must be {count.shape[0]} str, "
                                  f"got dtype {names.dtype} and shape {names.shape}")
             rs._names = tuple(str(n) for n in names)
@@ -599,6 +618,25 @@ def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
     return a if a is not None else b
 
 
+def _check_policies(mine: str, theirs: str, b: BatchStats) -> None:
+    """ValueError when statistics of another ``nan_policy`` hold values that policy
+    treated otherwise: NaNs skipped ("omit") or made NaN ("propagate") cannot be turned
+    into the other's, and "raise" statistics hold no NaN or infinity. Without such
+    values the policies agree, and the merge is exact."""
+    if mine == theirs:
+        return
+    bad = b.nan > 0
+    if mine == "raise":
+        bad = bad | (b.inf > 0)
+    if bad.any():
+        chans = np.flatnonzero(bad)[:8].tolist()
+        raise ValueError(
+            f"cannot merge statistics of nan_policy={theirs!r} that counted NaN"
+            f"{' or infinite' if mine == 'raise' else ''} values (channels {chans}) into "
+            f"statistics of nan_policy={mine!r}, which treats them otherwise: merge "
+            "statistics of one policy. The statistics were not changed.")
+
+
 def _check_coords(mine, theirs, what: str) -> None:
     """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
     labels the channels of the same dimension otherwise than ``mine``: statistics are
@@ -634,8 +672,8 @@ def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.nda
 
 def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
     """The histogram of merged statistics: the sum, when both sides have one."""
-    if b._state is None:
-        return a.histogram
+    if b._state is None:  # (a copy: the merge is a new object, neither input changes)
+        return None if a.histogram is None else a.histogram.copy()
     if a._state is None:
         return None if b.histogram is None else b.histogram.copy()
     if a.histogram is None or b.histogram is None:

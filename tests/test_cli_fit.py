@@ -20,6 +20,7 @@ import pytest
 
 import nbbn
 from nbbn.cli import main
+from nbbn.report import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_WRITES = Path(__file__).resolve().parent / "slow_writes.py"  # nbbn with slow renames
@@ -65,14 +66,21 @@ def test_fit_prints_table_and_writes_stats(data_file, tmp_path, capsys):
 def test_fit_json_and_options(tmp_path, rng, capsys):
     x = rng.standard_normal((40, 5, 2))
     x[3, 1, 0] = np.nan
+    x[5, 2, 1] = np.inf
     np.savez(tmp_path / "d.npz", feats=x, labels=np.arange(40))
     assert main(["fit", str(tmp_path / "d.npz"), "--key", "feats", "--nan-policy", "omit",
                  "--format", "json", "--no-progress"]) == 0
     d = json.loads(capsys.readouterr().out)
     stats = nbbn.fit(x, nan_policy="omit", progress=False)
     assert d["count"] == stats.count.tolist() and d["nan_count"] == [0, 1, 0, 0, 0]
-    np.testing.assert_allclose(d["mean"], stats.mean, rtol=1e-12)
-    np.testing.assert_allclose(d["std"], stats.std, rtol=1e-12)
+    assert d["inf_count"] == [0, 0, 1, 0, 0] and d["max"][2] == "Infinity"
+    lines = format_table(stats).splitlines()
+    assert lines[0].split()[-2:] == ["nan", "inf"] and lines[3].split()[-2:] == ["0", "1"]
+    ok = np.isfinite(stats.mean) & np.isfinite(stats.std)
+    np.testing.assert_allclose(np.array(d["mean"], dtype=object)[ok].astype(float),
+                               stats.mean[ok], rtol=1e-12)
+    np.testing.assert_allclose(np.array(d["std"], dtype=object)[ok].astype(float),
+                               stats.std[ok], rtol=1e-12)
 
 
 def test_fit_progress_bar_shows_rows_and_rate(data_file, capsys):

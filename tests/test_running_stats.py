@@ -650,3 +650,68 @@ def test_unpickled_in_another_process(tmp_path, rng):
     got, both = pickle.loads(done.stdout)
     _same_stats(got, nbbn.channel_stats(a).update(b))
     assert_stats(both, ref_stats(np.concatenate([a, b, b]), 1), 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">i2", "<f8"])
+def test_one_d_input_of_any_byte_order(dtype):
+    x = np.arange(5.0).astype(dtype)
+    rs = nbbn.RunningStats(0).update(x).update(x[::-1])
+    np.testing.assert_array_equal(rs.count, np.full(5, 2))
+    np.testing.assert_array_equal(rs.mean, np.full(5, 2.0))  # (i + 4 - i) / 2
+    y = nbbn.Normalizer(np.zeros(5), np.ones(5), eps=0.0, channel_axis=0)(x)
+    np.testing.assert_array_equal(y, x.astype(y.dtype))
+
+
+def test_results_are_snapshots_and_merges_share_nothing():
+    """A result read before an update does not change with it (reads copy the state
+    under the lock: an update merges in place), and a merge with an empty side, or a
+    copy, has a histogram of its own."""
+    import copy
+
+    from nbbn._histogram import Histogram
+
+    x = np.arange(30, dtype=np.uint8).reshape(10, 3)
+    a = nbbn.RunningStats(-1)
+    a.histogram = Histogram.empty(3, np.uint8)
+    a.update(x)
+    count, mean = a.count, a.mean
+    a.update(x)
+    assert count.tolist() == [10, 10, 10] and a.count.tolist() == [20, 20, 20]
+    assert mean.tolist() == a.mean.tolist()
+    for other in (a + nbbn.RunningStats(-1), copy.copy(a)):
+        other.update(x)
+        assert a.histogram.counts.sum(1).tolist() == [20, 20, 20]
+        assert other.histogram.counts.sum(1).tolist() == [30, 30, 30]
+
+
+def test_merging_another_nan_policy():
+    """Statistics of another nan_policy merge when they counted no NaN (the policies
+    agree there); with NaNs (or, into "raise", infinities) they are refused."""
+    prop = nbbn.RunningStats(1).update(np.array([[1.0], [2.0]]))
+    clean = nbbn.RunningStats(1, nan_policy="omit").update(np.array([[4.0], [5.0]]))
+    assert (prop + clean).mean[0] == 3.0
+    nan = nbbn.RunningStats(1, nan_policy="omit").update(np.array([[np.nan], [5.0]]))
+    with pytest.raises(ValueError, match="nan_policy='omit' that counted NaN"):
+        prop + nan
+    raise_ = nbbn.RunningStats(1, nan_policy="raise").update(np.ones((2, 1)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        raise_ += nbbn.RunningStats(1).update(np.array([[np.inf], [1.0]]))
+    assert raise_.count[0] == 2
+
+
+def test_an_empty_state_with_names_round_trips(tmp_path):
+    e = nbbn.RunningStats(1, channel_names=["a", "b"])
+    assert nbbn.RunningStats.from_dict(e.to_dict()).channel_names == ("a", "b")
+    e.save(tmp_path / "e.npz")
+    assert nbbn.RunningStats.load(tmp_path / "e.npz").channel_names == ("a", "b")
+
+
+def test_from_dict_refuses_what_no_state_holds():
+    d = nbbn.RunningStats(-1).update(np.arange(6.0).reshape(3, 2)).to_dict()
+    for key, value, match in [("nan_count", np.array([-1, 0]), "nan_count must hold"),
+                              ("m2", np.array([-1.0, 1.0]), "m2 must hold floats >= 0"),
+                              ("channel_axis", 1.5, "channel_axis must be an int"),
+                              ("count", np.array([1.5, 3.0]), "count must hold")]:
+        with pytest.raises(ValueError, match=match):
+            nbbn.RunningStats.from_dict({**d, key: value})
+    assert nbbn.RunningStats.from_dict(d).count.tolist() == [3, 3]
