@@ -284,6 +284,11 @@ def shard_recipe(shard: Shard) -> tuple:
             root = _zarr_local_root(a)
             if root is not None:
                 return ("zarr", os.path.abspath(root), str(getattr(a, "path", "") or ""))
+        name = getattr(a, "filename", None)
+        if name is not None:  # a memory map: its workers would read the file itself
+            raise TypeError(f"a fit on a cluster (client=...) has each worker open its own "
+                            f"files; {shard.name} is a memory map of {name}: pass that "
+                            "path instead")
     raise TypeError(
         f"a fit on a cluster (client=...) has each worker read its own files, but "
         f"{shard.name} is not read from a file (an in-memory array, or a zarr store that is "
@@ -474,6 +479,9 @@ def connect(client) -> Iterator[Any]:
     """
     distributed = _distributed_module()
     if isinstance(client, distributed.Client):
+        if client.status in ("closing", "closed"):
+            raise ValueError(f"the distributed.Client is {client.status}: pass an open "
+                             "client (or a scheduler address, or 'local')")
         yield client
     elif isinstance(client, str) and client == "local":
         with local_client() as c:

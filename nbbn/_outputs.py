@@ -170,6 +170,9 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
         path = Path(out)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"{out}: the folder {path.parent} does not exist")
+        if path.suffix == ".npy" and path.is_dir():  # (found now, not at the final rename)
+            raise IsADirectoryError(f"{out} is a folder: expected the path of the .npy "
+                                    "file to write")
         if path.suffix == ".npy":
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)

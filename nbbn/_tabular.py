@@ -408,13 +408,18 @@ def _pandas(df, columns) -> TableSource:
     chosen = select_columns(kinds, columns, what)
     series = [df.iloc[:, names.index(c)] for c in chosen]
 
+    def numpy_dtype(dt) -> np.dtype:
+        """A column's values as numpy holds them: a nullable dtype's ``numpy_dtype``, a
+        sparse dtype's ``subtype`` (read dense), else the dtype itself."""
+        return np.dtype(getattr(dt, "numpy_dtype", None) or getattr(dt, "subtype", None)
+                        or dt)
+
     def column(s) -> np.ndarray:
         if s.hasnans:  # pd.NA or NaN: NaN in float64 (nullable Int64 has no other way)
             return s.to_numpy(dtype=np.float64, na_value=np.nan)
-        dt = s.dtype
-        return s.to_numpy(dtype=dt.numpy_dtype if hasattr(dt, "numpy_dtype") else dt)
+        return s.to_numpy(dtype=numpy_dtype(s.dtype))
 
-    dtypes = [np.dtype(getattr(s.dtype, "numpy_dtype", s.dtype)) for s in series]
+    dtypes = [numpy_dtype(s.dtype) for s in series]
     return _frame_source(what, len(df), chosen, dtypes,
                          lambda lo, hi: [column(s.iloc[lo:hi]) for s in series])
 

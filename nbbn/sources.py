@@ -274,7 +274,7 @@ class IterableSource(Source):
         index = -1
         for index, item in enumerate(self.iterable):
             arr = self._array(item, index)
-            _digest_item(digest, arr)
+            _digest_item(digest, arr, index)
             if index < start.shard:
                 continue
             if (index == start.shard and start.digest is not None
@@ -322,7 +322,11 @@ class IterableSource(Source):
             row = stop
 
 
-def _digest_item(h, arr) -> None:
+def _digest_item(h, arr, index: int | None = None) -> None:
+    if len(arr.shape) == 0:  # (checked here: this reads the first row before the batch)
+        where = "an item" if index is None else f"item {index}"
+        raise ValueError(f"{where} of the iterable is 0-d (a scalar, dtype {arr.dtype}): "
+                         "expected an array with at least 1 dimension (rows along axis 0)")
     h.update(repr((tuple(int(n) for n in arr.shape), str(arr.dtype))).encode())
     if isinstance(arr, np.ndarray) and arr.size:
         h.update(np.ascontiguousarray(arr[:1]).tobytes())

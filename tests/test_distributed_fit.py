@@ -110,6 +110,17 @@ def test_refusals_without_a_cluster(tmp_path, rng):
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(TypeError, match="client must be"):
         nbbn.fit(tmp_path / "x.npy", client=3, progress=False)
+    with pytest.raises(TypeError, match=r"memory map of .*x\.npy: pass that path"):
+        nbbn.fit(np.load(tmp_path / "x.npy", mmap_mode="r"), client="local", progress=False)
+
+
+def test_a_closed_client_is_refused(client, tmp_path, rng):
+    distributed = pytest.importorskip("distributed")
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)))
+    closed = distributed.Client(client.scheduler.address, set_as_default=False)
+    closed.close()
+    with pytest.raises(ValueError, match="Client is closed"):
+        nbbn.fit(tmp_path / "x.npy", client=closed, progress=False)
 
 
 def test_worker_refuses_a_different_file(tmp_path, rng):

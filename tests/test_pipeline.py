@@ -309,3 +309,14 @@ def test_a_key_that_names_nothing_is_refused(tmp_path, rng):
             fit(src, key="x")
     np.savez(tmp_path / "b.npz", x=x)
     assert fit(tmp_path / "b.npz", key="x").count[0] == 4
+
+
+def test_errors_found_before_any_work(tmp_path, rng):
+    """A folder named as the output, a 0-d item of an iterable: said up front, naming
+    what is wrong."""
+    x = rng.standard_normal((6, 3))
+    (tmp_path / "o.npy").mkdir()
+    with pytest.raises(IsADirectoryError, match="o.npy is a folder"):
+        transform(x, fit(x), tmp_path / "o.npy")
+    with pytest.raises(ValueError, match="item 1 of the iterable is 0-d"):
+        fit([x, np.float64(3.0)])

@@ -367,3 +367,12 @@ def test_tabular_benchmark_smoke(tmp_path):
     result = run_tabular_bench(out, repeats=1, size_gb=0.002, workdir=str(tmp_path))
     assert result["check_rel_error"] < 1e-9 and result["ratio_fit_to_read_table"] > 0
     assert "the faster of the two" in out.getvalue()
+
+
+def test_pandas_sparse_columns_are_read_dense():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"s": pd.arrays.SparseArray([0.0, 1.0, 0.0, np.nan]),
+                       "i": pd.arrays.SparseArray([1, 0, 0, 2]), "f": [1.0, 2.0, 3.0, 4.0]})
+    rs = nbbn.fit(df, nan_policy="omit", progress=False)
+    assert rs.count.tolist() == [3, 4, 4]
+    np.testing.assert_allclose(rs.mean, [1 / 3, 0.75, 2.5], rtol=1e-15)
