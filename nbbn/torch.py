@@ -332,6 +332,17 @@ def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device
                     model(x)
                 except _StopPass:
                     pass
+                except ValueError as exc:
+                    if x.shape[0] != 1:
+                        raise
+                    why = (f"num_samples={num_samples} cut the last batch to 1 sample"
+                           if num_samples is not None and num_samples - seen == 1
+                           and int(_input(item).shape[0]) > 1 else "a batch of 1 sample")
+                    raise ValueError(
+                        f"{why}, which a BatchNorm in training mode cannot normalize when it "
+                        "has one value per channel (BatchNorm1d on (N, C) input): use a "
+                        "num_samples that leaves no batch of 1, drop such a batch, or "
+                        f"mode='eval'. The buffers were not changed. ({exc})") from exc
                 seen += int(x.shape[0])
                 bar.update(x.numel() * x.element_size(), seen)
                 if num_samples is not None and seen >= num_samples:

@@ -449,3 +449,14 @@ def test_bench_smoke():
     assert res["speed"]["nbbn_eval_over_forward"] > 0
     assert res["accuracy"]["nbbn"] < 1e-6  # the float32 rounding of the buffer
     assert "recompute_bn_stats" in out.getvalue()
+
+
+def test_a_last_batch_of_one_sample_is_explained():
+    """mode="batch" with num_samples that leaves one sample: torch's BatchNorm1d refuses
+    it in training mode; the error says why, and the buffers are as they were."""
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    y = torch.randn(64, 3)
+    before = mlp[1].running_mean.clone()
+    with pytest.raises(ValueError, match="num_samples=33 cut the last batch to 1 sample"):
+        nt.recompute_bn_stats(mlp, [y[:32], y[32:]], num_samples=33, progress=False)
+    assert torch.equal(before, mlp[1].running_mean)
