@@ -330,15 +330,8 @@ class _FitRun:
         pos, shards = self.pos, self.src.shards
         name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
-        stats = self.stats
-        if stats.num_channels is None and stats.channel_names is not None:
-            # nothing counted yet (an empty table): empty statistics have no channels to
-            # name, and a file with names and no channels could not be loaded again
-            stats = RunningStats(self.cfg.channel_axis, nan_policy=self.cfg.nan_policy,
-                                 backend=self.cfg.backend)
-            stats.skipped = list(self.stats.skipped)
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
-            stats, position, self.fingerprint, self.settings, self.rows_done,
+            self.stats, position, self.fingerprint, self.settings, self.rows_done,
             self.bytes_done, complete))
 
     def apply(self, batch: Batch) -> None:
