@@ -114,8 +114,17 @@ def _list_images(source) -> tuple[list[str], str]:
     path = os.fspath(source)
     if os.path.isdir(path):
         found: list[str] = []
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
+        seen = {os.path.realpath(path)}
+        # linked folders are followed (as torchvision's ImageFolder and a ** glob do),
+        # each real folder once: a link to a folder above would loop
+        for root, dirs, files in os.walk(path, followlinks=True):
+            kept = []
+            for d in sorted(dirs):
+                real = os.path.realpath(os.path.join(root, d))
+                if real not in seen:
+                    seen.add(real)
+                    kept.append(d)
+            dirs[:] = kept
             found.extend(os.path.join(root, f) for f in files if _is_image_name(f))
         if not found:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files and no "
@@ -181,16 +190,16 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
     try:
         with open(path, "rb") as f:
             data = f.read()
-        arr = None
+        arr, kept = None, None
         if data.startswith(_JPEG_MAGIC) and jpeg_decoder != "pillow" and mode in (
                 None, "RGB", "L"):
             sj = _simplejpeg()
             if sj is not None:
                 arr = _decode_simplejpeg(sj, data, mode)
         if arr is None:
-            arr = _decode_pillow(data, mode)
+            arr, kept = _decode_pillow(data, mode)
         if size is not None:
-            arr = _resize(arr, size)
+            arr = _resize(arr, size, cmyk=kept == "CMYK")
     except ImageError as exc:
         if str(exc).startswith(f"{path}: "):
             raise
@@ -203,6 +212,12 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
             raise ImageError(f"{path}: cannot read the file ({exc.strerror})") from exc
         raise ImageError(f"{path}: cannot decode the image, truncated or corrupt "
                          f"({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow's DecompressionBombError is no OSError
+        if type(exc).__name__ != "DecompressionBombError":
+            raise
+        raise ImageError(f"{path}: {exc} Pillow refuses images this large by default (a "
+                         "guard against decompression bombs); to read it, raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS first") from exc
     return arr
 
 
@@ -214,7 +229,8 @@ def _decode_simplejpeg(sj, data: bytes, mode: str | None) -> np.ndarray | None:
     return sj.decode_jpeg(data, colorspace="GRAY" if gray else "RGB")
 
 
-def _decode_pillow(data: bytes, mode: str | None) -> np.ndarray:
+def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | None]:
+    """The pixels, and the Pillow mode they are in (None for 16-bit values)."""
     import io
 
     image_mod = _pillow()
@@ -223,7 +239,7 @@ def _decode_pillow(data: bytes, mode: str | None) -> np.ndarray:
     if im.mode.startswith("I;16"):
         arr = np.asarray(im).astype(np.uint16)  # native byte order
         if mode is None:
-            return arr[..., None]
+            return arr[..., None], None
         eight = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
         im = image_mod.fromarray(eight)
     if mode is None:
@@ -238,10 +254,23 @@ def _decode_pillow(data: bytes, mode: str | None) -> np.ndarray:
     elif im.mode != mode:
         im = im.convert(mode)
     arr = np.asarray(im)
-    return arr[..., None] if arr.ndim == 2 else arr
+    return (arr[..., None] if arr.ndim == 2 else arr), im.mode
 
 
-def _resize(arr: np.ndarray, size) -> np.ndarray:
+def _stat(path: str) -> os.stat_result:
+    """``os.stat``, or zeros for a file that cannot be read (a broken link, a file
+    removed since it was listed): its decoding then raises an ImageError naming it, or
+    skips it under ``on_error="skip"``, instead of the whole fit failing up front."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.stat_result((0,) * 10)
+
+
+def _resize(arr: np.ndarray, size, *, cmyk: bool = False) -> np.ndarray:
+    """``arr`` resized as torchvision's ``Resize`` resizes the Pillow image: in the
+    image's own mode (``cmyk``: four channels that are CMYK, not RGBA, whose fourth
+    channel Pillow would take as an alpha to premultiply by)."""
     image_mod = _pillow()
     h, w = arr.shape[:2]
     if isinstance(size, int):
@@ -251,7 +280,10 @@ def _resize(arr: np.ndarray, size) -> np.ndarray:
     else:
         th, tw = size
     chans = arr.shape[2]
-    im = image_mod.fromarray(arr[..., 0] if chans == 1 else arr)
+    if cmyk:
+        im = image_mod.frombytes("CMYK", (w, h), np.ascontiguousarray(arr).tobytes())
+    else:
+        im = image_mod.fromarray(arr[..., 0] if chans == 1 else arr)
     out = np.asarray(im.resize((tw, th), image_mod.Resampling.BILINEAR))
     return out[..., None] if out.ndim == 2 else out
 
@@ -413,7 +445,7 @@ class ImageSource(Source):
         _pillow()  # a missing Pillow is reported now, not in the reader thread
         self.paths = paths
         self.shards = [_ImageFile(p) for p in paths]  # type: ignore[misc]
-        stats = [os.stat(p) for p in paths]
+        stats = [_stat(p) for p in paths]
         self.sizes = [s.st_size for s in stats]
         self._digest = hashlib.sha256(repr([
             (os.path.abspath(p), s.st_size, s.st_mtime_ns) for p, s in zip(paths, stats,

@@ -335,6 +335,15 @@ def _digest_item(h, arr, index: int | None = None) -> None:
 def _pick(item, key, index: int):
     """The array in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
     if isinstance(item, (tuple, list)):
+        shapes = [tuple(v.shape) if hasattr(v, "shape") else None for v in item]
+        if len(item) > 2 and all(sh is not None and len(sh) >= 2 for sh in shapes):
+            # not (x, y): samples collated as a list (collate_fn=list, images of several
+            # sizes), whose element 0 is one sample, not the batch: key=0 would misread it
+            raise ValueError(
+                f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
+                f"arrays of shapes {shapes[:3]}{', ...' if len(item) > 3 else ''}: a batch "
+                "collated as a list of samples; pass the samples one by one "
+                "(DataLoader(batch_size=None) or the Dataset itself)")
         if key is None:
             raise worded(ValueError, "item {index} of the iterable is a {kind} of {n} elements "
                          "(e.g. (x, y) from a DataLoader); pass {key} to pick x", index=index,

@@ -269,3 +269,55 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert (tmp_path / "s.histogram.png").stat().st_size > 1000
     assert main(["fit", str(d), "--no-progress"]) == 2
     assert "zz.png: not an image file" in capsys.readouterr().err
+
+
+def test_cmyk_is_resized_as_cmyk(tmp_path, rng):
+    """size= resizes a CMYK image in its own mode (as torchvision's Resize of the Pillow
+    image); as an RGBA array its K channel was an alpha to premultiply by."""
+    flat = np.zeros((8, 8, 4), np.uint8)
+    flat[..., :3] = (200, 100, 50)
+    noisy = rng.integers(0, 256, (16, 16, 4)).astype(np.uint8)
+    for name, a, size in (("flat.tif", flat, 4), ("noisy.tif", noisy, 8)):
+        PIL_Image.frombytes("CMYK", a.shape[1::-1], a.tobytes()).save(tmp_path / name)
+        got = nbbn.fit(ImageSource(str(tmp_path / name), size=size), progress=False).mean
+        with PIL_Image.open(tmp_path / name) as im:
+            want = np.asarray(im.resize((size, size), PIL_Image.Resampling.BILINEAR))
+        np.testing.assert_array_equal(got, want.reshape(-1, 4).mean(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_linked_folders_followed_broken_links_skipped(tmp_path):
+    """A folder source follows linked folders (each real folder once, as a ** glob and
+    torchvision's ImageFolder); a broken link is an ImageError naming it, or skipped."""
+    real = tmp_path / "real"
+    real.mkdir()
+    PIL_Image.new("L", (4, 4), 9).save(real / "a.png")
+    top = tmp_path / "top"
+    top.mkdir()
+    PIL_Image.new("L", (4, 4), 3).save(top / "own.png")
+    try:
+        (top / "cls").symlink_to(real, target_is_directory=True)
+        (top / "loop").symlink_to(top, target_is_directory=True)  # followed once at most
+    except OSError:
+        pytest.skip("symbolic links not permitted")
+    assert [os.path.basename(p) for p in ImageSource(str(top)).paths] == ["a.png", "own.png"]
+    (top / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(ImageError, match="broken.png: cannot read the file"):
+        nbbn.fit(ImageSource(str(top)), progress=False)
+    rs = nbbn.fit(ImageSource(str(top), on_error="skip"), progress=False)
+    assert rs.count[0] == 32 and len(rs.skipped) == 1
+
+
+def test_an_image_beyond_pillows_limit_is_an_image_error(tmp_path, monkeypatch):
+    PIL_Image.new("L", (40, 40), 7).save(tmp_path / "huge.png")
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 > 2 x 100: a "bomb"
+    with pytest.raises(ImageError, match="huge.png: .*MAX_IMAGE_PIXELS"):
+        nbbn.fit(ImageSource(str(tmp_path)), progress=False)
+    assert len(nbbn.fit(ImageSource(str(tmp_path), on_error="skip"), progress=False).skipped) == 1
+
+
+def test_a_batch_collated_as_a_list_of_samples_is_explained(rng):
+    ims = [rng.integers(0, 256, (3, 16, w)).astype(np.uint8) for w in (20, 24, 28, 32)]
+    for key in (None, 0):
+        with pytest.raises(ValueError, match="collated as a list of samples"):
+            nbbn.fit([ims], key=key, progress=False)
