@@ -397,8 +397,8 @@ def _add_transform(sub: argparse._SubParsersAction) -> None:
         description=(
             "Write (x - mean) / sqrt(var + eps) per channel for every row of SOURCE to OUT "
             "(.npy, written to a temporary file and renamed when complete, or .zarr), batch "
-            "by batch in constant memory. SOURCE is read as by `nbbn fit`; OUT must not be "
-            "SOURCE."
+            "by batch in constant memory. SOURCE is read as by `nbbn fit` (but not images, "
+            "nor CSV files: its rows must be known up front); OUT must not be SOURCE."
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="the data: path, folder or glob")
