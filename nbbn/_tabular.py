@@ -323,8 +323,7 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
     table = None
     if isinstance(source, (str, os.PathLike)):
         table = open_table_path(os.fspath(source), columns)
-    elif isinstance(source, (list, tuple)) and source and all(
-            isinstance(p, (str, os.PathLike)) and _table_kind(os.fspath(p)) for p in source):
+    elif _table_path_list(source):
         paths = [os.fspath(p) for p in source]
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
@@ -540,9 +539,14 @@ def looks_like_table(source) -> bool:
     if isinstance(source, (str, os.PathLike)):
         return bool(_table_paths(os.fspath(source)))
     if isinstance(source, (list, tuple)):
-        return bool(source) and all(isinstance(p, (str, os.PathLike))
-                                    and _table_kind(os.fspath(p)) for p in source)
+        return _table_path_list(source)
     return is_table(source)
+
+
+def _table_path_list(source) -> bool:
+    """Whether ``source`` is a non-empty list or tuple of Parquet or CSV paths."""
+    return isinstance(source, (list, tuple)) and bool(source) and all(
+        isinstance(p, (str, os.PathLike)) and _table_kind(os.fspath(p)) for p in source)
 
 
 def _open_files(paths: list[str], columns, what: str) -> TableSource:

@@ -290,10 +290,7 @@ class RunningStats:
         with other._lock:  # ``other`` is read under its lock, and copied only if kept
             b = None if other._state is None else backends.to_host(other._state)
             if b is not None:
-                self._check_channels(b.num_channels, "the other RunningStats")
-                _check_coords(self._channel_coord, other._channel_coord,
-                              "the other RunningStats")
-                _check_policies(self.nan_policy, other.nan_policy, b)
+                self._check_mergeable(other, b)
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
@@ -315,10 +312,7 @@ class RunningStats:
         b = other._snapshot()
         with self._lock:
             if b is not None:
-                self._check_channels(b.num_channels, "the other RunningStats")
-                _check_coords(self._channel_coord, other._channel_coord,
-                              "the other RunningStats")
-                _check_policies(self.nan_policy, other.nan_policy, b)
+                self._check_mergeable(other, b)
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
@@ -331,6 +325,13 @@ class RunningStats:
             self.skipped = self.skipped + other.skipped
             self._channel_coord = self._channel_coord or other._channel_coord
         return self
+
+    def _check_mergeable(self, other: RunningStats, b: BatchStats) -> None:
+        """Before a merge of ``other`` (its host state ``b``): the same channel count,
+        channel coordinate and treatment of its NaNs, or ValueError."""
+        self._check_channels(b.num_channels, "the other RunningStats")
+        _check_coords(self._channel_coord, other._channel_coord, "the other RunningStats")
+        _check_policies(self.nan_policy, other.nan_policy, b)
 
     def _snapshot(self) -> BatchStats | None:
         """An independent host copy of the state (None when empty)."""
