@@ -33,6 +33,7 @@ channels-first data without another copy. pyarrow (Parquet, CSV, Arrow tables) i
 
 from __future__ import annotations
 
+import csv
 import glob
 import math
 import os
@@ -237,7 +238,7 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         chosen = numeric
     else:
         if isinstance(columns, str):
-            columns = [c.strip() for c in columns.split(",") if c.strip()]
+            columns = split_columns(columns, kinds)
         chosen = [str(c) for c in columns]
         missing = [c for c in chosen if c not in kinds]
         if missing:
@@ -254,6 +255,17 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         raise ValueError(f"{what} has no numeric column to read (its columns: "
                          f"{_names(list(kinds))})")
     return chosen
+
+
+def split_columns(text: str, kinds) -> list[str]:
+    """The column names in ``text``: the whole of it when a column has that name,
+    otherwise its comma-separated names, read as a CSV row so that a name holding a
+    comma can be quoted (``'"c,d",e'``, the quote right after the comma); a name is
+    stripped of surrounding blanks unless a column has the name with them."""
+    if text in kinds:
+        return [text]
+    row = next(csv.reader([text]), [])
+    return [c if c in kinds else c.strip() for c in row if c.strip()]
 
 
 def _names(names: Sequence[str], limit: int = 12) -> str:
@@ -306,7 +318,8 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
     source : object
         What :func:`nbbn.sources.open_source` was given.
     columns : sequence of str or str, optional
-        The columns to read (a str is split at commas).
+        The columns to read (a str is split at commas; quote a name that holds one,
+        ``'"c,d",e'``).
     key : optional
         Must be None for a table (``columns`` chooses its data).
 
@@ -487,7 +500,8 @@ def open_table_path(path: str, columns=None) -> TableSource | None:
         A ``.parquet``/``.pq`` or ``.csv``/``.tsv``/``.csv.gz`` file, a folder holding such
         files (and no ``.npy``/``.npz`` shards), or a glob pattern matching them.
     columns : sequence of str or str, optional
-        The columns to read (a str is split at commas); default every numeric column.
+        The columns to read (a str is split at commas; quote a name that holds one,
+        ``'"c,d",e'``); default every numeric column.
 
     Returns
     -------

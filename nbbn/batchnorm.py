@@ -37,7 +37,11 @@ class BatchNorm:
     num_features : int
         Number of channels C.
     eps : float, default 1e-5
-        Added to the variance; must be > 0.
+        Added to the variance; must be >= 0, and > 0 to normalize with batch
+        statistics (training mode, or ``track_running_stats=False``), as torch. In eval
+        mode with ``eps=0`` a channel whose running variance is 0 is scaled by ``weight``
+        alone (scikit-learn's rule for constant features), where torch's output is NaN
+        or infinite.
     momentum : float or None, default 0.1
         The running buffers' update factor; None for a cumulative average.
     affine : bool, default True
@@ -73,7 +77,7 @@ class BatchNorm:
                 or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         self.num_features = int(num_features)
-        self.eps = check_eps(eps, strict=True)
+        self.eps = check_eps(eps)
         if momentum is not None:
             momentum = float(momentum)
             if not math.isfinite(momentum):
@@ -134,6 +138,10 @@ class BatchNorm:
                 "Expected more than 1 value per channel when training, got input size "
                 f"{tuple(inp.array.shape)}"
             )
+        if use_batch_stats and self.eps == 0:
+            raise ValueError("eps must be > 0 to normalize with batch statistics (training "
+                             "mode, or track_running_stats=False), as torch; got eps=0.0. "
+                             "eval mode with running statistics accepts eps=0")
         dst = be.prepare_out(out, inp, "input")
         weight, bias = self._affine_params()
         running, factor = None, 0.0

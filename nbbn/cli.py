@@ -175,10 +175,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise ValueError(f"--dpi must be at least 10, got {args.dpi}")
     stats = _load_stats(args.stats)
-    from .plot import plot_stats
+    from .plot import plot_stats, undrawn_note
 
     plot_stats(stats, out, title=args.title, dpi=args.dpi)  # ImportError: no matplotlib
     print(f"wrote {out}")
+    note = undrawn_note(stats)
+    if note is not None:
+        print(f"  {note}")
     if stats.histogram is not None:
         from .plot import plot_histogram
 
@@ -220,7 +223,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", default=None, metavar="NAME",
                    help="the array in a .npz/HDF5 file or zarr group")
     p.add_argument("--columns", default=None, metavar="A,B,...",
-                   help="Parquet/CSV: the columns to read (default: every numeric column)")
+                   help="Parquet/CSV: the columns to read, comma-separated; quote a name that "
+                        "holds a comma: '\"c,d\",e' (default: every numeric column)")
     p.add_argument("-o", "--output", metavar="STATS", default=None,
                    help="write the statistics to this .npz file (read by `nbbn info`)")
     p.add_argument("--format", choices=["table", "json"], default="table",
@@ -416,8 +420,9 @@ def _add_transform(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", default=None, metavar="NAME",
                    help="the array in a .npz/HDF5 file or zarr group")
     p.add_argument("--columns", default=None, metavar="A,B,...",
-                   help="Parquet/CSV: the columns to read, in the order of the statistics' "
-                        "channels (default: the column names saved with the statistics)")
+                   help="Parquet/CSV: the columns to read, comma-separated (quote a name that "
+                        "holds a comma), in the order of the statistics' channels (default: "
+                        "the column names saved with the statistics)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_transform)
 

@@ -12,16 +12,15 @@ from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 
 
-def check_eps(eps, *, strict: bool) -> float:
+def check_eps(eps) -> float:
     """``eps`` as a float; TypeError for a non-number, ValueError unless finite and
-    ``>= 0`` (``> 0`` when ``strict``)."""
+    ``>= 0``."""
     try:
         value = float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None
-    if not math.isfinite(value) or value < 0 or (strict and value == 0):
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"eps must be finite and {bound}, got {eps!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
 
 
@@ -72,7 +71,7 @@ class Normalizer:
         if (var < 0).any():
             bad = np.flatnonzero(var < 0)[:5].tolist()
             raise ValueError(f"var must be >= 0, got negative values in channels {bad}")
-        self.eps = check_eps(eps, strict=False)
+        self.eps = check_eps(eps)
         self.mean = mean.copy()
         self.var = var.copy()
         # copies: the normalizer is frozen, whatever later happens to the caller's arrays

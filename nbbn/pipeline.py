@@ -558,8 +558,9 @@ def _open_for_transform(source, key, axis, columns, names) -> Source:
 
 def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
     if isinstance(obj, RunningStats):
-        if obj.num_channels is None:
-            raise ValueError("the statistics are empty: fit some data first")
+        if obj.num_channels is None or not np.any(obj.count):
+            raise ValueError("the statistics are empty (they counted no values): fit some "
+                             "data first")
         ca = obj.channel_axis if channel_axis is None else check_axis(channel_axis)
         return Normalizer(obj.mean, obj.var, eps=eps, channel_axis=ca, backend=obj.backend)
     if isinstance(obj, Normalizer):

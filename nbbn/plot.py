@@ -48,7 +48,9 @@ def plot_stats(
 
     The top panel shows the mean of each channel with ``mean +- std`` (population
     standard deviation) and the minimum and maximum as markers; the bottom panel shows
-    the standard deviation alone (log scale when it spans more than two decades). Up to
+    the standard deviation alone (log scale when it spans more than two decades).
+    Channels whose mean or std is not finite are left blank and named under the title
+    (:func:`undrawn_note`). Up to
     ``MANY_CHANNELS`` channels are drawn as error bars with every channel labelled, more
     as lines with a shaded band and thinned tick labels, so 3 and 512 channels both read.
 
@@ -61,7 +63,8 @@ def plot_stats(
     title : str, optional
         Figure title; default: the number of channels and values per channel.
     channel_names : sequence of str, optional
-        Tick labels of the channels (drawn when there are at most ``MANY_CHANNELS``).
+        Tick labels of the channels (drawn when there are at most ``MANY_CHANNELS``);
+        default ``stats.channel_names`` (a table's column names).
     dpi : int, default 120
         Resolution of the PNG.
 
@@ -80,6 +83,8 @@ def plot_stats(
     nchan = stats.num_channels
     if not nchan:
         raise ValueError("the statistics hold no channels (no data was fitted): nothing to plot")
+    if channel_names is None:
+        channel_names = stats.channel_names
     if channel_names is not None and len(channel_names) != nchan:
         raise ValueError(f"channel_names has {len(channel_names)} names for {nchan} channels")
     Figure, MaxNLocator = _matplotlib()
@@ -128,10 +133,32 @@ def plot_stats(
         per = f"{int(counts[0]):,} values per channel" if counts.size == 1 else (
             f"{int(count.min()):,}-{int(count.max()):,} values per channel")
         title = f"nbbn statistics: {nchan} channel{'s' if nchan != 1 else ''}, {per}"
-    fig.suptitle(title, fontsize=11)
+    note = undrawn_note(stats, channel_names)
+    fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+def undrawn_note(stats, channel_names: Sequence[str] | None = None) -> str | None:
+    """"not drawn: ..." naming the channels whose mean or std is not finite (no values
+    counted, a NaN, an infinity), which the plot leaves blank; None when every channel
+    is drawn."""
+    mean, std, count = stats.mean, stats.std, stats.count
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+    if not bad.size:
+        return None
+    names = channel_names if channel_names is not None else stats.channel_names
+
+    def why(c: int) -> str:
+        label = f"{names[c]!r}" if names is not None else str(c)
+        reason = ("no values" if count[c] == 0 else "NaN" if np.isnan(mean[c])
+                  else "infinite")
+        return f"{label} ({reason})"
+
+    shown = ", ".join(why(int(c)) for c in bad[:6]) + (
+        f", and {bad.size - 6} more" if bad.size > 6 else "")
+    return f"not drawn: channel{'s' if bad.size > 1 else ''} {shown}"
 
 
 def plot_histogram(stats, path, *, dpi: int = 120) -> Path:

@@ -117,10 +117,11 @@ class RunningStats:
             (reduced chunk by chunk on the active dask scheduler), an xarray DataArray, or
             a scipy sparse matrix or array (its columns are the channels, or its rows
             with ``channel_axis=0``; the zeros it does not store count as zeros; CPU).
+            An empty batch counts nothing; the first one fixes the channel count.
         sample_weight : array_like of shape (N,), optional
             Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
             ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent (a batch
-            of weights all 0 changes nothing, as an empty one). The
+            of weights all 0 counts nothing, as an empty one). The
             statistics become weighted (``count`` reports the sum of the weights, as
             scikit-learn's ``n_samples_seen_``). CPU backend only.
 
@@ -158,7 +159,9 @@ class RunningStats:
                                  "histogram counts values, not weights")
             weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
         if inp.size == 0 or (weight is not None and not weight.any()):
-            return self  # (all weights 0: nothing is counted, as for an empty batch)
+            # (all weights 0: nothing is counted, as for an empty batch)
+            return self._keep_channels(inp.channels,
+                                       getattr(inp, "channel_coord", self._channel_coord))
         if self.histogram is not None and counts is None:
             counts = _histogram_counts(self.histogram, batch, self.channel_axis)
         if weight is None:
@@ -186,6 +189,21 @@ class RunningStats:
             self._channel_coord = coord
         return self
 
+    def _keep_channels(self, nchan: int, coord) -> RunningStats:
+        """After a batch that counts nothing: the first one with channels fixes the
+        channel count (statistics of no data, count 0), so that a later batch of another
+        count is refused as after any other batch."""
+        if nchan == 0 or self._state is not None:
+            return self  # (a batch of another count was refused by _check_channels)
+        with self._lock:
+            self._check_channels(nchan, "batch")
+            _check_coords(self._channel_coord, coord, "the batch")
+            if self._state is None:
+                self._state = BatchStats.empty(nchan)
+                self._host_cache = None
+                self._channel_coord = coord
+        return self
+
     def _update_sparse(self, batch, sample_weight) -> RunningStats:
         """:meth:`update` of a scipy sparse matrix: its columns (rows for
         ``channel_axis=0``) are the channels, on the CPU."""
@@ -210,7 +228,7 @@ class RunningStats:
         if sample_weight is not None:
             weight = check_sample_weight(sample_weight, x.shape[0], axis)
         if x.shape[0] == 0 or x.shape[1] == 0 or (weight is not None and not weight.any()):
-            return self
+            return self._keep_channels(x.shape[1], self._channel_coord)
         be = backends.resolve("cpu")
         part = cpu_sparse.reduce(x, policy_code(self.nan_policy), weight)
         return self._commit(be, part, x.shape[1], None, self._channel_coord)
@@ -358,7 +376,8 @@ class RunningStats:
 
     @property
     def num_channels(self) -> int | None:
-        """Number of channels, or None before the first non-empty update."""
+        """Number of channels, or None before the first update (an empty batch of C
+        channels, shape (0, C) for example, sets it too, with counts 0)."""
         st = self._state
         return None if st is None else st.num_channels
 

@@ -140,9 +140,14 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
         stats, calls = _merge_ranks(stats, calls)
-        result = {name: rs for name, rs in stats.items() if rs.num_channels is not None}
+        result = {name: rs for name, rs in stats.items() if _counted(rs)}
         _write(layers, result, calls)
     return result
+
+
+def _counted(rs: RunningStats) -> bool:
+    """Whether a layer's statistics counted any value (empty batches count none)."""
+    return rs.num_channels is not None and bool(np.any(rs.count))
 
 
 @contextlib.contextmanager
@@ -255,7 +260,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
                 _run(model, data, num_samples, device, progress,
                      f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before)
             merged, calls = _merge_ranks({name: lp.stats}, {name: lp.calls})
-            if merged[name].num_channels is None:
+            if not _counted(merged[name]):
                 continue  # ran on the first batch, not in its own pass: left as it was
             _write([(name, modules[name])], merged, calls)
             result[name] = merged[name]

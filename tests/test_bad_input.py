@@ -317,7 +317,7 @@ def test_normalizer_bad_out(backend):
 # --------------------------------------------------------------------------- batchnorm
 
 
-@pytest.mark.parametrize("eps", [0.0, -1e-5])
+@pytest.mark.parametrize("eps", [-1e-5, float("nan"), float("inf")])
 def test_batchnorm_bad_eps(eps, backend):
     with pytest.raises(ValueError, match="eps"):
         nbbn.BatchNorm(3, eps=eps, backend=backend)

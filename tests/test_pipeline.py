@@ -88,6 +88,10 @@ def test_fit_empty_sources(tmp_path):
     np.save(tmp_path / "e.npy", np.zeros((0, 3)))
     assert fit(tmp_path / "e.npy").num_channels is None
     assert fit(iter([])).num_channels is None
+    x = np.ones((4, 3), np.float32)
+    for stats in (nbbn.RunningStats(), nbbn.RunningStats().update(np.zeros((0, 3)))):
+        with pytest.raises(ValueError, match="statistics are empty"):
+            transform(x, stats, np.empty_like(x))
 
 
 def test_reader_error_reaches_the_caller_and_names_the_shard(tmp_path, rng):

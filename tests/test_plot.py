@@ -9,7 +9,7 @@ import pytest
 
 import nbbn
 from nbbn.cli import main
-from nbbn.plot import MANY_CHANNELS, PlotUnavailableError, plot_stats
+from nbbn.plot import MANY_CHANNELS, PlotUnavailableError, plot_stats, undrawn_note
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -66,6 +66,22 @@ def test_plot_stats_empty_and_nan(tmp_path, rng):
     x[:, 2] = np.nan
     st = nbbn.channel_stats(x, channel_axis=1, nan_policy="omit")
     _check_png(plot_stats(st, tmp_path / "n.png"), 5_000)
+    assert undrawn_note(st) == "not drawn: channel 2 (no values)"
+    x[0, 0], x[0, 3] = np.nan, np.inf
+    st = nbbn.RunningStats(channel_axis=1, channel_names=list("abcd")).update(x)
+    assert undrawn_note(st) == "not drawn: channels 'a' (NaN), 'c' (NaN), 'd' (infinite)"
+    assert undrawn_note(_stats(3, rng)) is None
+
+
+def test_cli_plot_names_undrawn_channels(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    x = rng.standard_normal((50, 3))
+    x[:, 1] = np.nan
+    nbbn.channel_stats(x, channel_axis=1, nan_policy="omit").save(tmp_path / "s.json")
+    assert main(["plot", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "not drawn: channel 1 (no values)" in out
+    _check_png(tmp_path / "s.png", 5_000)
 
 
 def test_cli_plot(tmp_path, rng, capsys):

@@ -400,6 +400,36 @@ def test_empty_batch_is_noop(shape, axis, backend, rng):
     _assert_dict_equal(rs.to_dict(), before)
 
 
+@pytest.mark.parametrize("kind", ["dense", "zero_weights", "sparse"])
+def test_a_first_empty_batch_fixes_the_channel_count(kind, backend, rng):
+    """An empty first batch counts nothing but fixes the channel count, so that a later
+    batch of another count is refused as after any other batch; the statistics then
+    merge like an empty part."""
+    x = rng.standard_normal((6, 3))
+    rs = nbbn.RunningStats(-1, backend="cpu" if kind != "dense" else backend)
+    if kind == "dense":
+        rs.update(np.empty((0, 3), np.float32))
+    elif kind == "zero_weights":
+        rs.update(x[:2], sample_weight=np.zeros(2))
+    else:
+        sparse = pytest.importorskip("scipy.sparse")
+        rs.update(sparse.csr_array((0, 3)))
+    assert rs.num_channels == 3
+    np.testing.assert_array_equal(rs.count, [0, 0, 0])
+    assert np.isnan(rs.mean).all()
+    before = rs.to_dict()
+    with pytest.raises(ValueError, match="has 4 channels .* have 3 channels"):
+        rs.update(np.ones((2, 4)))
+    _assert_dict_equal(rs.to_dict(), before)
+    with pytest.raises(ValueError, match="channels"):
+        rs.merge(nbbn.channel_stats(np.ones((2, 4)), channel_axis=-1))
+    rs.update(x)
+    assert_stats(rs, ref_stats(x, -1), 1e-12)
+    # a batch with no channels fixes nothing
+    empty = nbbn.RunningStats(-1).update(np.empty((5, 0)))
+    assert empty.num_channels is None
+
+
 # --------------------------------------------------------------------------- to_dict / save
 
 

@@ -230,6 +230,26 @@ def test_csv_bad_value_later_names_the_file(tmp_path, monkeypatch):
         fit(tmp_path / "t.csv")
 
 
+def test_column_names_with_commas_and_blanks(tmp_path):
+    """A str of columns is split at commas as a CSV row: a quoted name keeps its comma;
+    a whole str that names a column is that column; blanks are stripped unless a column
+    has them."""
+    table = pa.table({"c,d": [1.0, 2.0, 4.0], " e": [3.0, 5.0, 6.0], "f": [0.0, 1.0, 1.0]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    p = tmp_path / "t.parquet"
+    assert fit(p, columns="c,d").channel_names == ("c,d",)
+    st = fit(p, columns='"c,d", f, e')
+    assert st.channel_names == ("c,d", "f", " e")
+    np.testing.assert_allclose(st.mean, [7 / 3, 2 / 3, 14 / 3])
+    with pytest.raises(ValueError, match=r"has no column \['c'"):
+        fit(p, columns="c,d,f")
+    from nbbn.cli import main
+
+    assert main(["fit", str(p), "--columns", '"c,d",f', "-o", str(tmp_path / "s.npz"),
+                 "--no-progress"]) == 0
+    assert nbbn.RunningStats.load(tmp_path / "s.npz").channel_names == ("c,d", "f")
+
+
 # ------------------------------------------------------------------ errors, options
 def test_column_errors_name_the_columns(tmp_path, rng):
     c = columns(rng)

@@ -207,6 +207,38 @@ def test_one_value_per_channel_like_torch(backend):
         nbbn.BatchNorm(3, backend=backend)(x)
 
 
+def test_eps_zero_as_torch(backend, rng):
+    """eps=0, as torch: refused when normalizing with batch statistics (state left
+    unchanged, where torch has already counted the batch); accepted in eval mode, where
+    channels of nonzero running variance match torch and a channel of zero variance is
+    scaled by 1, where torch divides by 0."""
+    tbn = torch.nn.BatchNorm2d(3, eps=0.0).double()
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor([2.0, -1.0, 0.5]))
+        tbn.bias.copy_(torch.tensor([0.25, 1.0, -3.0]))
+    bn = nbbn.BatchNorm.from_torch(tbn, backend=backend)
+    assert bn.eps == 0.0
+    x = _batch(rng, "2d", 3, "float64", n=4)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        tbn(torch.from_numpy(x))
+    for untracked in (False, True):
+        b = nbbn.BatchNorm(3, eps=0.0, track_running_stats=not untracked, backend=backend)
+        if untracked:
+            b.eval()
+        with pytest.raises(ValueError, match=r"eps must be > 0 .*got eps=0\.0"):
+            b(x)
+        assert b.num_batches_tracked == (None if untracked else 0)
+    tbn.eval()
+    with torch.no_grad():
+        tbn.running_mean.copy_(torch.tensor([1.0, -2.0, 3.0]))
+        tbn.running_var.copy_(torch.tensor([4.0, 0.0, 0.25]))
+    bn = nbbn.BatchNorm.from_torch(tbn, backend=backend)
+    y, ty = bn(x), _tnp(tbn(torch.from_numpy(x)))
+    assert not np.isfinite(ty[:, 1]).any()
+    assert_close(y[:, 1], 1.0 - (x[:, 1] + 2.0), **TOL["float64"])
+    assert_close(y[:, [0, 2]], ty[:, [0, 2]], **TOL["float64"])
+
+
 @pytest.mark.parametrize("momentum", [None, 0.1])
 def test_empty_training_batch_counts_as_torch(momentum, backend, rng):
     """torch adds 1 to num_batches_tracked before it looks at the batch, so an empty
