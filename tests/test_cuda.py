@@ -245,6 +245,83 @@ def test_bad_input_leaves_state(cuda, rng):
         np.testing.assert_array_equal(before[key], after[key])
 
 
+def _bn_state(bn):
+    return {k: np.array(v, copy=True) for k, v in bn.state_dict(tensors=False).items()}
+
+
+@pytest.mark.parametrize("case", ["out_no_view", "input_no_view", "out_read_only",
+                                  "device_out_stride0", "host_out_stride0", "cl_out_no_flat"])
+def test_batchnorm_bad_out_or_input_leaves_state(case, cuda, rng):
+    """Every reason the kernels cannot read the input or write ``out`` is found before
+    the training step changes the running buffers or ``num_batches_tracked``."""
+    x = rng.normal(size=(4, 3, 4, 5))
+    bn = nbbn.BatchNorm(3, channel_axis=-1 if case == "cl_out_no_flat" else 1,
+                        backend="cuda")
+    bn(x if case != "cl_out_no_flat" else rng.normal(size=(4, 3)))
+    before = _bn_state(bn)
+    kw: dict = {}
+    arg = cuda.to_device(x)
+    if case == "out_no_view":  # every other row of the third axis: no (O, C, I) view
+        kw["out"] = cuda.device_array((4, 3, 8, 5), np.float64)[:, :, ::2, :]
+        match = "out cannot be seen"
+    elif case == "input_no_view":
+        arg = cuda.to_device(x)[:, :, :, ::2]  # strides (480, 160, 40, 16): 3 * 16 != 40
+        match = "cannot be seen as"
+    elif case == "out_read_only":
+        arg, kw["out"] = x, np.zeros_like(x)
+        kw["out"].flags.writeable = False
+        match = "read-only"
+    elif case == "device_out_stride0":
+        kw["out"] = cuda.to_device(np.broadcast_to(np.zeros((1, 3, 4, 5)), x.shape))
+        match = "overlapping elements"
+    elif case == "host_out_stride0":
+        arg = x
+        kw["out"] = np.lib.stride_tricks.as_strided(np.zeros((1, 3, 4, 5)), x.shape,
+                                                    (0, 160, 40, 8))
+        match = "overlapping elements"
+    else:  # channels-last: rows of 3 at a row stride of -3 have no forward flat view
+        arg = cuda.to_device(rng.normal(size=(4, 3)))
+        kw["out"] = cuda.device_array((4, 3), np.float64)[::-1]
+        match = "negative or zero row stride"
+    with pytest.raises(ValueError, match=match):
+        bn(arg, **kw)
+    after = _bn_state(bn)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+
+def test_normalizer_refuses_an_overlapping_device_out(cuda, rng):
+    x = rng.normal(size=(3, 3, 4))
+    out = cuda.to_device(np.broadcast_to(np.zeros((1, 3, 4)), x.shape))
+    with pytest.raises(ValueError, match="overlapping elements"):
+        nbbn.Normalizer(np.zeros(3), np.ones(3))(cuda.to_device(x), out=out)
+
+
+def test_cpu_tensor_with_backend_cuda_gives_tensors(cuda, rng):
+    """torch in, torch out, as the CPU backend: a CPU tensor with backend="cuda" comes
+    back as a CPU tensor, and a tensor ``out=`` is written (a bfloat16 input's float32
+    ``out`` too)."""
+    torch = pytest.importorskip("torch")
+    mean, var = rng.normal(size=3), rng.uniform(1, 2, 3)
+    for dt in (torch.float32, torch.float64, torch.uint8, torch.bfloat16):
+        t = torch.from_numpy(rng.normal(4, 2, size=(2, 3, 4))).to(dt)
+        ref = nbbn.normalize(t, mean, var, backend="cpu")
+        y = nbbn.normalize(t, mean, var, backend="cuda")
+        assert isinstance(y, torch.Tensor) and y.dtype == ref.dtype and y.device.type == "cpu"
+        assert_close(y.double().numpy(), ref.double().numpy(), rtol=1e-6, atol=1e-6)
+        out = torch.empty(t.shape, dtype=torch.float32)
+        assert nbbn.normalize(t, mean, var, out=out, backend="cuda") is out
+        assert_close(out.double().numpy(), ref.double().numpy(), rtol=1e-2, atol=1e-2)
+    bn = nbbn.BatchNorm(3, backend="cuda")
+    t = torch.from_numpy(rng.normal(size=(4, 3, 5)))
+    y = bn(t)
+    assert isinstance(y, torch.Tensor)
+    assert_close(y.numpy(), nbbn.BatchNorm(3, backend="cpu")(t).numpy(), rtol=1e-12,
+                 atol=1e-12)
+    with pytest.raises(ValueError, match="numpy array or a CPU tensor for a host x, got list"):
+        nbbn.normalize(t, mean, var, out=[0.0], backend="cuda")
+
+
 def test_strided_device_view(cuda, rng):
     """A sliced device array whose strides still give an (O, C, I) view."""
     x = rng.normal(size=(6, 3, 8))
@@ -267,7 +344,11 @@ def test_short_rows_strided_view(cuda, small_blocks, rng):
 def test_empty_batch(cuda):
     rs = nbbn.RunningStats()
     rs.update(cuda.to_device(np.zeros((0, 3, 4), np.float32)))
-    assert rs.num_channels is None
+    assert rs.num_channels == 3  # counts nothing, fixes the channel count
+    np.testing.assert_array_equal(rs.count, [0, 0, 0])
+    x = np.arange(24.0).reshape(2, 3, 4)
+    rs.update(cuda.to_device(x))  # merged into the (host) statistics of no data
+    assert_stats(rs, ref_stats(x), 1e-12)
     y = nbbn.normalize(cuda.to_device(np.zeros((0, 3), np.float32)), np.zeros(3), np.ones(3))
     assert tuple(y.shape) == (0, 3)
 

@@ -22,6 +22,7 @@ import numpy as np
 from numba import cuda
 
 from .._affine import check_out, result_dtype
+from .._torch_arrays import is_cpu_tensor
 from ..errors import BackendUnavailableError
 from . import cuda_kernels as kk
 from ._stats import BatchStats
@@ -381,27 +382,36 @@ def prepare_out(out, can: DeviceInput, what: str) -> DeviceOutput:
     bf16 = is_bf16_tensor(out)
     check_out(tuple(int(n) for n in dev.shape), np.dtype(np.float32 if bf16 else dev.dtype),
               True, can.shape, what)
+    if can.size:  # the strides the kernels need, checked before anything changes
+        view = _out_view(can, dev)
+        if can.channels_last:
+            _checked_out_flat(flat_view(view))
     return DeviceOutput(target, dev, can, bf16)
 
 
 def result(out: DeviceOutput):
-    """What the caller gets back: the output of the input's kind (numpy for numpy input)."""
+    """What the caller gets back: the output of the input's kind (for host input, numpy,
+    or a CPU tensor for a CPU tensor, as the CPU backend)."""
     can = out.can
     if can.kind != "numpy":
         return out.target
     host = out.dev.copy_to_host(stream=can.stream)
     _sync(can.stream)
-    if out.bf16:  # bfloat16 bits: a host bfloat16 tensor (numpy has no such dtype)
+    target = out.target
+    if out.bf16 or is_cpu_tensor(target) or (target is None and is_cpu_tensor(can.array)):
         import torch
 
-        if out.target is None:
-            return torch.from_numpy(host.view(np.int16)).view(torch.bfloat16)
-        out.target.view(torch.int16).copy_(torch.from_numpy(host.view(np.int16)))
-        return out.target
-    if out.target is None:
+        # (bfloat16 bits: a host bfloat16 tensor, numpy has no such dtype)
+        values = torch.from_numpy(host.view(np.int16)).view(torch.bfloat16) if out.bf16 \
+            else torch.from_numpy(host)
+        if target is None:
+            return values
+        target.copy_(values)  # (a tensor's version moves: autograd sees the write)
+        return target
+    if target is None:
         return host
-    out.target[...] = host
-    return out.target
+    target[...] = host
+    return target
 
 
 def affine(can: DeviceInput, params: DeviceParams, out: DeviceOutput) -> None:

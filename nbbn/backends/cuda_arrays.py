@@ -132,7 +132,8 @@ class DeviceInput:
     """A validated input on the device, seen as (outer, channels, inner) around its axis.
 
     ``array`` is what the user passed, ``dev`` its Numba device array (for a numpy input,
-    a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy"; ``bf16``:
+    a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy" (any host
+    data: numpy, a CPU tensor, a list); ``bf16``:
     ``dev`` holds bfloat16 bits (uint16).
     """
 
@@ -236,7 +237,9 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     axis = normalize_axis(channel_axis, len(shape))
     can = DeviceInput(x, dev, kind, stream, axis, math.prod(shape[:axis]), shape[axis],
                       math.prod(shape[axis + 1 :]), bf16)
-    if can.size and kind in ("torch", "cupy") and not can.viewable():
+    if can.size and not can.viewable():
+        if kind not in ("torch", "cupy"):  # refused before anything changes
+            can.checked_flat() if can.channels_last else can.checked_view()
         # strides that no (O, C, I) view expresses: the library's own device copy
         y = x.contiguous() if kind == "torch" else __import__("cupy").ascontiguousarray(x)
         can.dev = as_device(y)[0]
@@ -266,19 +269,30 @@ def empty_like_input(can: DeviceInput, dtype: np.dtype, bf16: bool = False):
 
 
 def user_out(out, can: DeviceInput, what: str):
-    """``(user array, device array)`` for a user's ``out=`` (validated)."""
+    """``(user array, device array)`` for a user's ``out=`` (validated: a host ``out``
+    for host input, a device one for device input; elements that do not overlap; a
+    device ``out`` the kernels can write in place)."""
+    from .._torch_arrays import check_no_grad, check_out_overlap, host_view, is_cpu_tensor
+
     if can.kind == "numpy":
-        if is_bf16_tensor(out) and not is_device_array(out):  # a host bfloat16 tensor
-            return out, cuda.device_array(tuple(out.shape), np.uint16)
+        if is_cpu_tensor(out):  # a host tensor (bfloat16: the uint16 bits on the device)
+            check_no_grad(out, "out")
+            arr, bf16 = host_view(out, "out")
+            check_out_overlap(arr, "out")
+            return out, cuda.device_array(arr.shape, np.uint16 if bf16 else arr.dtype)
         if not isinstance(out, np.ndarray):
-            raise ValueError(
-                f"out must be a numpy array for a numpy {what}, got {type(out).__name__}")
+            raise ValueError(f"out must be a numpy array or a CPU tensor for a host {what}, "
+                             f"got {type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        check_out_overlap(out, "out")
         dev = cuda.device_array(out.shape, out.dtype.newbyteorder("="))
         return out, dev
     if not is_device_array(out):
         raise ValueError(
             f"out must be a device array for a device {what}, got {type(out).__name__}")
     dev = as_device(out)[0]
+    check_out_overlap(dev, "out")
     return out, dev
 
 
