@@ -266,6 +266,14 @@ def test_normalizer_negative_var(backend):
     with pytest.raises(ValueError, match=r"(?i)var"):
         nbbn.normalize(np.zeros((2, 3)), np.zeros(3), np.array([1.0, -1e-300, 2.0]),
                        backend=backend)
+    with pytest.raises(ValueError, match=r"got NaN in channels \[0\], whose mean is not NaN"):
+        nbbn.Normalizer(np.zeros(2), np.array([np.nan, 1.0]), backend=backend)
+    # a channel without statistics (mean and var NaN, as to_normalizer gives for an
+    # all-NaN channel under nan_policy="omit"): accepted, its outputs NaN
+    stats = nbbn.channel_stats(np.array([[np.nan, 1.0], [np.nan, 3.0]]), channel_axis=1,
+                               nan_policy="omit", backend=backend)
+    y = np.asarray(stats.to_normalizer()(np.ones((2, 2))))
+    assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1]).all()
 
 
 @pytest.mark.parametrize("eps", [-1e-5, -1.0])

@@ -286,3 +286,35 @@ def test_channels_first_short_rows_take_the_grouped_kernel(rng, monkeypatch):
                          ((8, 16, 4, 4), np.float32)]:
         nbbn.channel_stats(_short_rows(rng, shape, dtype), 1, backend="cpu")
     assert len(calls) == 1  # rows of a block or more, float64, a small batch: row blocks
+
+
+# shapes for each float64 statistics path: channels-last, one long row, long
+# channels-first rows, short channels-first rows (the grouped kernel), one channel
+_F64_PATHS = {"channels_last": ((20000, 2), -1), "long_rows": ((3, 2, 20000), 1),
+              "short_rows": ((4096, 2, 16), 1), "one_channel": ((4000, 1, 5), 1)}
+
+
+@pytest.mark.parametrize("path", list(_F64_PATHS))
+def test_float64_near_the_top_of_the_range(path, rng):
+    """Finite values whose sum overflows float64 keep a finite, exact mean (summed
+    scaled by 2^-64), and deviations or squares that overflow give an infinite
+    variance, not NaN, in every kernel path; nan_policy="omit" the same with NaNs."""
+    shape, axis = _F64_PATHS[path]
+    x = 1e307 * (10.0 + rng.uniform(-1, 1, shape))  # 9e307 .. 1.1e308: sums overflow
+    exact = np.moveaxis(np.ldexp(x, -64), axis, 0).reshape(shape[axis], -1).mean(axis=1)
+    for policy in ("propagate", "omit"):
+        y = x.copy()
+        if policy == "omit":
+            y.reshape(-1)[::7] = np.nan
+        rs = nbbn.channel_stats(y, axis, nan_policy=policy)
+        want = np.ldexp(np.nanmean(np.moveaxis(np.ldexp(y, -64), axis, 0).reshape(
+            shape[axis], -1), axis=1), 64) if policy == "omit" else np.ldexp(exact, 64)
+        np.testing.assert_allclose(rs.mean, want, rtol=1e-13)
+        assert np.isposinf(rs.var).all(), rs.var
+    # both signs near the top: squares and shifted deviations overflow, the sum does not
+    z = x.copy()
+    z.reshape(-1)[1::2] *= -1.0
+    rs = nbbn.channel_stats(z, axis)
+    assert np.isfinite(rs.mean).all() and np.isposinf(rs.var).all(), (rs.mean, rs.var)
+    ref = np.moveaxis(np.ldexp(z, -64), axis, 0).reshape(shape[axis], -1).mean(axis=1)
+    np.testing.assert_allclose(rs.mean, np.ldexp(ref, 64), rtol=1e-6, atol=1e296)

@@ -412,8 +412,9 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
         if o3 is None:
             o3 = np.empty(x3.shape, np.float64 if dst.dtype.itemsize >= 8 else np.float32)
             ninf += _run_affine(x3, a, s, b, o3, can.bf16, count_inf=count_inf, fresh=True)
-            dst[...] = numpy_to_bf16_bits(o3).reshape(dst.shape) if out_bf16 else o3.reshape(
-                dst.shape)
+            with np.errstate(over="ignore"):  # (beyond float16's range: inf, as the kernels)
+                dst[...] = numpy_to_bf16_bits(o3).reshape(dst.shape) if out_bf16 else \
+                    o3.reshape(dst.shape)
         else:
             ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf, fresh)
     if overlap:

@@ -8,6 +8,8 @@ these when the first kernel that calls them is compiled.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -88,6 +90,17 @@ def int_mean(s, n):
     q = s // n
     r = s - q * n
     return dd_mean(numba.float64(q), numba.float64(r) / numba.float64(n))
+
+
+@numba.njit(inline="always")
+def corrected_m2(q, c, n):
+    """M2 of the corrected two-pass algorithm, ``q - c^2 / n`` (``q`` the sum of the
+    squared deviations from a trial mean, ``c`` their sum), at least 0. An overflowed
+    ``q`` is M2's overflow (``c^2 / n <= q``): it stays inf, where ``c * (c / n)`` may
+    overflow too and ``inf - inf`` would be NaN."""
+    if q == math.inf:
+        return q
+    return max(q - c * (c / n), numba.float64(0))
 
 
 _TWO_POW_112 = 5.192296858534828e33  # 2.0 ** 112: rebias a half exponent into float32
@@ -194,7 +207,9 @@ def _store_float_impl(out, i, value, half):
             out[i] = f32_to_bf16_bits(np.float32(value))
         return store_bf16
 
-    def store_half(out, i, value, half):  # float64 -> float32 -> float16, as numpy's cast
+    # float64 -> float32 -> float16: F16C converts float32 only, and a float64 -> float16
+    # rounding done once cost 1.4-1.8x on float16 outputs (docs/numerics.md)
+    def store_half(out, i, value, half):
         out[i] = f32_to_half_bits(np.float32(value))
     return store_half
 

@@ -47,6 +47,7 @@ from ._jit import cached, tagged
 from .cpu_numerics import (
     as_float32,
     chan_merge,
+    corrected_m2,
     dd_mean,
     fmax_fast,
     fmin_fast,
@@ -144,8 +145,18 @@ def _block_slow(r, start, n, step, half, policy):
     mean = s / cnt
     if mn == mx and ninf == 0:  # constant finite values: exact mean, M2 exactly 0
         return cnt, mn, zero, zero, mn, mx, nnan, ninf
-    if not is_finite_bits(mean):  # NaN or inf inside: the policy rules, no second pass
-        return cnt, mean, zero, mean - mean, mn, mx, nnan, ninf
+    if not is_finite_bits(mean):
+        if ninf or (nnan and policy != POLICY_OMIT):  # the policy rules, no second pass
+            return cnt, mean, zero, mean - mean, mn, mx, nnan, ninf
+        # finite values whose sum overflowed: summed scaled by 2^-64 (exact above the
+        # subnormals; any count fits), the mean scaled back. ldexp, not a product by a
+        # constant: the callers' fastmath "reassoc" may factor a constant out of a sum
+        s = zero
+        for i in range(n):
+            v = to_float64(r[start + i * step], half)
+            if not math.isnan(v):
+                s += math.ldexp(v, -64)
+        mean = math.ldexp(s / cnt, 64)
     # corrected two-pass: the sum of deviations c repairs the rounding of the first mean
     c = numba.float64(0)
     q = numba.float64(0)
@@ -156,8 +167,9 @@ def _block_slow(r, start, n, step, half, policy):
         d = v - mean
         c += d
         q += d * d
-    hi, lo = dd_mean(mean, c / cnt)
-    return cnt, hi, lo, max(q - c * (c / cnt), zero), mn, mx, nnan, ninf
+    # (deviations that overflow: M2 is inf, and the mean keeps its first rounding)
+    hi, lo = dd_mean(mean, c / cnt if is_finite_bits(c) else zero)
+    return cnt, hi, lo, corrected_m2(q, c, cnt), mn, mx, nnan, ninf
 
 
 def _f32_head(r, kd, half):  # pragma: no cover - replaced by the overload
@@ -306,9 +318,10 @@ def _block_fast_impl(r, half, shift):
             d = to_float64(r[i], half) - bm
             c += d
             q += d * d
+        if not is_finite_bits(c):  # deviations that overflow: the exact redo
+            return False, c, c, c, c, c
         hi, lo = dd_mean(bm, c / n)
-        return True, hi, lo, max(q - c * (c / n), zero), numba.float64(bmn), \
-            numba.float64(bmx)
+        return True, hi, lo, corrected_m2(q, c, n), numba.float64(bmn), numba.float64(bmx)
 
     return impl
 
@@ -953,7 +966,8 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
                         sc[c] += a
                         sq[c] += q
                 for c in range(cs, ce):
-                    if not is_finite_bits(sm[c]):  # NaN/inf inside: the exact redo
+                    if not (is_finite_bits(sm[c]) and is_finite_bits(sc[c])):
+                        # NaN/inf inside, or deviations that overflow: the exact redo
                         bn, hi, lo, m2, mn, mx, bnan, binf = _rows_slow(x, o0, o1, c, None,
                                                                         policy)
                     elif bmn[c] == bmx[c]:  # a constant block: exact mean, M2 exactly 0
@@ -961,7 +975,7 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
                             bmx[c], 0, 0
                     else:
                         hi, lo = dd_mean(sm[c], sc[c] / n)
-                        m2 = max(sq[c] - sc[c] * (sc[c] / n), zero)
+                        m2 = corrected_m2(sq[c], sc[c], n)
                         bn, mn, mx, bnan, binf = n, bmn[c], bmx[c], 0, 0
                     _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, hi, lo,
                                m2, mn, mx, bnan, binf)

@@ -119,9 +119,12 @@ def shifted_to_m2(k, nf, s1, s2):
     if nf == 0:
         return numba.float64(0), numba.float64(0), numba.float64(0)
     fn = numba.float64(nf)
-    m2 = s2 - s1 * (s1 / fn)
-    if m2 < 0.0:
-        m2 = numba.float64(0)
+    if s2 == math.inf:  # M2's overflow (s1^2 / n <= s2): inf, not inf - inf = NaN
+        m2 = s2
+    else:
+        m2 = s2 - s1 * (s1 / fn)
+        if m2 < 0.0:
+            m2 = numba.float64(0)
     hi, lo = dd_mean(k, s1 / fn)
     return hi, lo, m2
 
