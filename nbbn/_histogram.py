@@ -119,12 +119,15 @@ class Histogram:
             if n == 0:
                 continue
             for i, p in enumerate(flat):
-                h = (n - 1) * p / 100.0
+                # numpy's "linear" method, operation for operation: the virtual index
+                # (n - 1) * (q / 100), and its lerp from the nearer end
+                h = (n - 1) * (p / 100.0)
                 lo = int(np.floor(h))
                 hi = min(lo + 1, n - 1)
                 v_lo = float(np.searchsorted(cum, lo, side="right"))
                 v_hi = float(np.searchsorted(cum, hi, side="right"))
-                out[i, c] = v_lo + (h - lo) * (v_hi - v_lo)
+                t, diff = h - lo, v_hi - v_lo
+                out[i, c] = v_lo + diff * t if t < 0.5 else v_hi - diff * (1 - t)
         return out[0] if qs.ndim == 0 else out
 
     def __repr__(self) -> str:

@@ -61,6 +61,10 @@ class Shard:
     rows: int
     row_shape: tuple[int, ...]
     dtype: np.dtype
+    # its data is checked only once read to the end (a zip member's CRC): rows read
+    # before that are not trusted until then (a fit that fails inside such a shard
+    # keeps the statistics from before it)
+    checked_at_end: bool = False
 
     @property
     def row_bytes(self) -> int:

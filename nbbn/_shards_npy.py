@@ -173,6 +173,8 @@ class _SparseReader(ShardReader):
 class NpzShard(Shard):
     """One member of a ``.npz`` file, streamed in order (zip members cannot be mapped)."""
 
+    checked_at_end = True  # zipfile checks the member's CRC when it reads its last bytes
+
     def __init__(self, path: str, key: str | None) -> None:
         self.path = path
         try:

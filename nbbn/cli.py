@@ -304,11 +304,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     checkpoint=args.checkpoint, resume=args.resume, key=args.key,
                     checkpoint_interval=interval, client=client,
                     columns=args.columns)
+    text = format_json(stats) if args.format == "json" else format_table(stats)
+    print(text.rstrip("\n"))  # first: shown even if the save below fails
     if args.output is not None:
         stats.save(args.output)
         print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
-    text = format_json(stats) if args.format == "json" else format_table(stats)
-    print(text.rstrip("\n"))
     if stats.skipped:
         n = len(stats.skipped)
         print(f"nbbn fit: skipped {n} file{'s' * (n != 1)}:", *stats.skipped, sep="\n  ",
@@ -322,6 +322,8 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
     import os
     from pathlib import Path
 
+    from .pipeline import check_writable_folder, read_as_data
+
     out, ck = args.output, args.checkpoint
     if out is not None:
         if Path(out).is_dir():
@@ -329,6 +331,9 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
                              "file to write, such as stats.npz")
         if not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"-o {out}: the folder {Path(out).parent} does not exist")
+        check_writable_folder(out, "-o")
+    if ck is not None and Path(ck).resolve().parent.is_dir():
+        check_writable_folder(ck, "--checkpoint")
     if out is not None and ck is not None and (
             os.path.realpath(out) == os.path.realpath(ck)
             or (os.path.exists(out) and os.path.exists(ck) and os.path.samefile(out, ck))):
@@ -337,28 +342,9 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
     # an existing -o in the source is one of its files: refuse_own_input says so
     for flag, path in (("-o", None if out is None or os.path.exists(out) else out),
                        ("--checkpoint", ck)):
-        if path is not None and _read_as_data(args.source, path):
+        if path is not None and read_as_data(args.source, path):
             raise ValueError(f"{flag} {path} would be read as data of {args.source} by the "
                              "next fit of it; write it outside the folder (or pattern)")
-
-
-def _read_as_data(source: str, path: str) -> bool:
-    """Whether a file written at ``path`` would be a shard or table of ``source``: a file
-    ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, or one the
-    glob ``source`` matches."""
-    import fnmatch
-    import os
-
-    from ._images import _SHARD_SUFFIXES
-
-    if not path.lower().endswith(_SHARD_SUFFIXES):
-        return False
-    if os.path.isdir(source):
-        return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
-            os.path.realpath(source)
-    if any(ch in source for ch in "*?["):
-        return fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(source))
-    return False
 
 
 def _image_options_given(args: argparse.Namespace) -> bool:

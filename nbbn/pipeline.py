@@ -17,6 +17,7 @@ whose message says how to resume. Errors that name a parameter are raised throug
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Iterator
@@ -231,6 +232,12 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
     if resume and checkpoint is None:
         raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
                      resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
+    if checkpoint is not None and isinstance(source, (str, os.PathLike)) and read_as_data(
+            os.fspath(source), os.fspath(checkpoint)):
+        raise worded(ValueError, "{checkpoint} would be read as data of {source} (a file "
+                     "in that folder, or one the pattern matches); write it outside",
+                     checkpoint=Param("checkpoint", os.fspath(checkpoint)),
+                     source=os.fspath(source))
     if not checkpoint_interval >= 0:
         raise worded(ValueError, "{interval} must be >= 0, got {got!r}",
                      interval=Param("checkpoint_interval"), got=checkpoint_interval)
@@ -275,11 +282,13 @@ class _FitRun:
                                   backend=cfg.backend,
                                   channel_names=getattr(src, "channel_names", None))
         self.pos = Position()
+        self.rollback: _Rollback | None = None
         self.channels_said = False
         self.rows_done = self.bytes_done = 0
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
         self.settings = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
-                         "key": cfg.key, "batch_size": cfg.batch_size or src.default_batch_size(),
+                         "key": _saved_key(cfg.key, cfg.checkpoint),
+                         "batch_size": cfg.batch_size or src.default_batch_size(),
                          "batched": cfg.batched}
 
     def start(self) -> None:
@@ -299,6 +308,7 @@ class _FitRun:
             if not path.parent.is_dir():
                 raise FileNotFoundError(f"checkpoint {path}: the folder {path.parent} does "
                                         "not exist")
+            check_writable_folder(path, "checkpoint")
             if cfg.resume:
                 say(cfg.progress, f"no checkpoint at {path} yet; starting from the beginning")
         remove_stale_temps(path)
@@ -342,6 +352,10 @@ class _FitRun:
         batch : Batch
             The next batch of the source.
         """
+        if batch.start == 0 and _checked_at_end(self.src, batch.shard):
+            # the state before a shard whose data is checked only at its end (_Rollback)
+            self.rollback = _Rollback(batch.shard, copy.deepcopy(self.stats), self.pos,
+                                      self.rows_done, self.bytes_done)
         with _naming_rows(self.src, batch):
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
@@ -430,14 +444,86 @@ class _FitRun:
         return self.stats
 
     def _save_after_error(self, exc: BaseException) -> None:
-        """Keep the rows counted before an error; a note on ``exc`` says so."""
+        """Keep the rows counted before an error; a note on ``exc`` says so. Inside a
+        shard whose data is checked only at its end (a zip member: a bad CRC surfaces
+        with its last rows), the rows from before that shard."""
+        rb, pos = self.rollback, self.pos
+        inside = rb is not None and rb.shard == pos.shard and \
+            pos.row < getattr(self.src.shards[pos.shard], "rows", pos.row + 1)
+        if inside:
+            assert rb is not None
+            self.stats, self.pos = rb.stats, rb.pos
+            self.rows_done, self.bytes_done = rb.rows_done, rb.bytes_done
         try:
             self.write()
         except Exception:  # noqa: BLE001 - the original error matters more
             return
-        add_note(exc, "nbbn: the statistics of the {rows:,} rows before the error were saved "
-                 "to {path}; {resume} continues", rows=self.rows_done,
-                 path=self.cfg.checkpoint, resume=_RESUME)
+        where = ("before {shard} were saved to {path} (the rows read from it are not kept: "
+                 "its checksum is checked only at its end)") if inside else \
+            "before the error were saved to {path}"
+        add_note(exc, "nbbn: the statistics of the {rows:,} rows " + where + "; {resume} "
+                 "continues", rows=self.rows_done, path=self.cfg.checkpoint, resume=_RESUME,
+                 shard=self.src.shards[pos.shard].name if inside else "")
+
+
+def _checked_at_end(src, shard: int) -> bool:
+    """Whether shard ``shard`` of ``src`` is checked only once read to its end."""
+    shards = getattr(src, "shards", ())
+    return shard < len(shards) and bool(getattr(shards[shard], "checked_at_end", False))
+
+
+@dataclass
+class _Rollback:
+    """A fit's state before shard ``shard``, whose data is checked only once read to its
+    end (``Shard.checked_at_end``): an error inside it saves this state, so that rows read
+    before a bad checksum surfaced are not kept."""
+
+    shard: int
+    stats: RunningStats
+    pos: Position
+    rows_done: int
+    bytes_done: int
+
+
+def read_as_data(source: str, path: str) -> bool:
+    """Whether a file written at ``path`` would be a shard or table of ``source``: a file
+    ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, or one the
+    glob ``source`` matches."""
+    import fnmatch
+
+    from ._images import _SHARD_SUFFIXES
+
+    if not path.lower().endswith(_SHARD_SUFFIXES):
+        return False
+    if os.path.isdir(source):
+        return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
+            os.path.realpath(source)
+    if any(ch in source for ch in "*?["):
+        return fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(source))
+    return False
+
+
+def check_writable_folder(path, what: str) -> None:
+    """PermissionError, before a fit, when the folder of ``path`` (a file to be written
+    after it, or during it) does not let this process create files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path}: the folder {folder} is not writable (checked "
+                              "before the fit, not after it)")
+
+
+def _saved_key(key, checkpoint):
+    """``key`` as the checkpoint saves it (JSON): numpy integers and strings as Python's;
+    TypeError up front for a key JSON cannot hold, rather than at the first write."""
+    if isinstance(key, np.integer):
+        return int(key)
+    if isinstance(key, np.str_):
+        return str(key)
+    if checkpoint is not None and key is not None and (
+            not isinstance(key, (int, str)) or isinstance(key, bool)):
+        raise TypeError(f"key={key!r} cannot be saved in a checkpoint: with checkpoint=, "
+                        f"key must be an int or a str, got {type(key).__name__}")
+    return key
 
 
 def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:

@@ -624,6 +624,10 @@ def _check_names(names, nchan: int | None) -> tuple[str, ...] | None:
     if nchan is not None and len(out) != nchan:
         raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
                          f"{nchan} channels")
+    nul = [n for n in out if n.endswith("\x00")]
+    if nul:  # numpy's str arrays, which the statistics file keeps names in, drop them
+        raise ValueError(f"channel_names cannot end in a NUL character, got {nul[0]!r}: "
+                         "the statistics file would not keep it")
     return out
 
 

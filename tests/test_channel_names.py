@@ -35,6 +35,8 @@ def test_names_are_checked_before_anything_changes(rng):
         rs.channel_names = ["a", "b", 3]
     with pytest.raises(TypeError, match="sequence of str"):
         nbbn.RunningStats(channel_names="abc")
+    with pytest.raises(ValueError, match="cannot end in a NUL character"):
+        rs.channel_names = ["a", "b", "c\x00"]  # the statistics file would drop it
     assert rs.channel_names == NAMES
     assert all(np.array_equal(before[k], v) for k, v in rs.to_dict().items())
     rs.channel_names = None

@@ -228,3 +228,30 @@ def test_one_skipped_file_and_one_row_are_singular(tmp_path):
 
     exc = FitInterrupted(nbbn.RunningStats(), None, 1)
     assert "after 1 row;" in interrupted_message(exc, "fit", ["fit", "x.npy"])
+
+
+def test_unwritable_folders_refused_before_the_fit_and_table_before_the_save(
+        tmp_path, capsys, monkeypatch):
+    """-o and --checkpoint in a folder this process cannot write are refused before the
+    fit (not after hours of it); and the table is printed before -o is written, so a
+    save that fails still shows the statistics."""
+    np.save(tmp_path / "x.npy", np.arange(12.0).reshape(4, 3))
+    import nbbn.pipeline as pipeline
+
+    ro = str(tmp_path / "ro")
+    real_access = pipeline.os.access
+    monkeypatch.setattr(pipeline.os, "access",
+                        lambda p, mode: False if str(p) == ro else real_access(p, mode))
+    (tmp_path / "ro").mkdir()
+    for flag in ("-o", "--checkpoint"):
+        user_error(["fit", str(tmp_path / "x.npy"), flag, f"{ro}/f.npz", "--no-progress"],
+                   capsys, f"{flag} {ro}/f.npz: the folder {ro} is not writable")
+
+    def failing_save(self, path):
+        raise OSError(f"{path}: disk full")
+
+    monkeypatch.setattr(nbbn.RunningStats, "save", failing_save)
+    assert main(["fit", str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.npz"),
+                 "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "disk full" in captured.err and "4.5" in captured.out  # channel 0's mean

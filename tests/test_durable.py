@@ -172,6 +172,15 @@ def test_stale_temps_of_a_save_are_removed(tmp_path):
     assert not any(p.exists() for p in ours) and all(p.exists() for p in others)
 
 
+def test_stale_temps_of_the_bench_json_are_removed(tmp_path):
+    from nbbn.tools.bench import _write_json
+
+    stale = tmp_path / ".b.json.deadbeef.nbbn-tmp"
+    stale.write_bytes(b"half a file")
+    _write_json(tmp_path / "b.json", {"x": 1})
+    assert not stale.exists() and (tmp_path / "b.json").read_text() == '{\n  "x": 1\n}\n'
+
+
 def test_one_temp_name_pattern_for_every_writer(tmp_path, monkeypatch):
     seen = []
     rename = _durable._rename

@@ -223,6 +223,19 @@ def test_histogram_object_merge_update_and_checks(rng):
     assert np.isnan(Histogram.empty(2, np.uint16).percentile(50)).all()
 
 
+def test_percentiles_are_numpys_to_the_bit(rng):
+    """Histogram.percentile is np.percentile (method "linear") operation for operation:
+    the same float64 for random counts and percentiles, and where a plain lerp from the
+    lower end differs in the last bit (101 values 0, 2, ..., 200 at q = 29)."""
+    x = np.arange(101, dtype=np.uint8).reshape(-1, 1) * 2
+    assert Histogram.of(x).percentile(29)[0] == np.percentile(x, 29, axis=0)[0]
+    for _ in range(40):
+        v = rng.integers(0, 65536, size=(int(rng.integers(1, 300)), 2)).astype(np.uint16)
+        q = np.concatenate([rng.uniform(0, 100, 30), [0, 25, 50, 99.9, 100]])
+        np.testing.assert_array_equal(Histogram.of(v).percentile(q),
+                                      np.percentile(v, q, axis=0))
+
+
 def test_bad_arguments_and_sources(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     for kw, match in [({"mode": "CMYK"}, "mode must be"), ({"workers": 0}, "workers"),

@@ -138,6 +138,60 @@ def test_error_midway_saves_progress_and_resume_reads_the_fixed_shard(shards, tm
                      fit(shards, batch_size=20, nan_policy="raise"))
 
 
+def test_a_bad_zip_checksum_keeps_none_of_the_shards_rows(tmp_path, rng):
+    """zipfile checks a member's CRC only when it reads the member's last bytes, after
+    the rows before them were counted: an error inside such a shard saves the statistics
+    from before it, so a resume once the shard is fixed (same size and mtime: restored
+    from a backup) equals an uninterrupted fit."""
+    d = tmp_path / "data"
+    d.mkdir()
+    arrays = [(rng.standard_normal((20000, 3)) + i).astype(np.float32) for i in range(3)]
+    for i, a in enumerate(arrays):
+        np.savez_compressed(d / f"s{i}.npz", x=a)
+    path = d / "s1.npz"
+    good, st = path.read_bytes(), path.stat()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # inside the deflated data
+    path.write_bytes(bytes(bad))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(Exception, match="(?i)crc|invalid|error") as e:  # zipfile's or zlib's
+        fit(d, key="x", batch_size=3000, checkpoint=ck)
+    saved = load_checkpoint(ck)
+    assert saved.rows_done == 20000  # (the position: the end of s0)
+    assert same_bits(saved.stats, fit(d / "s0.npz", key="x", batch_size=3000))
+    if sys.version_info >= (3, 11):
+        assert "rows read from it are not kept" in " ".join(e.value.__notes__)
+    path.write_bytes(good)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert same_bits(fit(d, key="x", batch_size=3000, checkpoint=ck, resume=True),
+                     fit(d, key="x", batch_size=3000))
+
+
+def test_checkpoint_settings_checked_before_the_fit(tmp_path, rng, monkeypatch):
+    """A numpy integer key is saved as an int; a key JSON cannot hold, a checkpoint the
+    next fit of the folder would read as data, and an unwritable folder are refused
+    before anything is read."""
+    items = [(rng.standard_normal((5, 3)), 0) for _ in range(4)]
+    st = fit(iter(items), key=np.int64(0), checkpoint=tmp_path / "a.ckpt")
+    assert load_checkpoint(tmp_path / "a.ckpt").settings["key"] == 0
+    assert same_bits(st, fit(iter(items), key=0))
+    with pytest.raises(TypeError, match="key must be an int or a str"):
+        fit(iter(items), key=(0,), checkpoint=tmp_path / "b.ckpt")
+    d = tmp_path / "data"
+    d.mkdir()
+    np.save(d / "s0.npy", np.ones((4, 3)))
+    with pytest.raises(ValueError, match="would be read as data of"):
+        fit(d, checkpoint=d / "ck.npz")
+    fit(d, checkpoint=d / "fit.ckpt")  # not a data file's name: allowed
+    import nbbn.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match="is not writable"):
+        fit(d, checkpoint=tmp_path / "c.ckpt")
+    assert not (tmp_path / "c.ckpt").exists()
+
+
 def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
     parts = [rng.standard_normal((n, 2)) for n in (10, 20, 5, 30)]
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .._durable import atomic_write
+from .._durable import atomic_write, remove_stale_temps
 from .bench_env import CpuMonitor, environment, wait_for_quiet
 from .bench_ops import (
     EPS,
@@ -211,6 +211,7 @@ def _import_torch() -> Any:
 
 
 def _write_json(path, result: dict[str, Any]) -> None:
+    remove_stale_temps(path)  # (what a killed run left, as every other write does)
     with atomic_write(path, "w") as f:
         json.dump(result, f, indent=2, default=_json_default)
         f.write("\n")
