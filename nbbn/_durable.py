@@ -269,7 +269,8 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     list of str
         The files removed.
     """
-    target = Path(target)
+    # a link's writes go beside the file it points to (Replacement), and so do their temps
+    target = Path(os.path.realpath(target) if os.path.islink(target) else target)
     folder = target.parent
     pattern = _temp_pattern(target.name)
     try:

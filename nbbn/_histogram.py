@@ -122,7 +122,7 @@ class Histogram:
                 # numpy's "linear" method, operation for operation: the virtual index
                 # (n - 1) * (q / 100), and its lerp from the nearer end
                 h = (n - 1) * (p / 100.0)
-                lo = int(np.floor(h))
+                lo = min(int(np.floor(h)), n - 1)  # (past the end, as rounded: the last)
                 hi = min(lo + 1, n - 1)
                 v_lo = float(np.searchsorted(cum, lo, side="right"))
                 v_hi = float(np.searchsorted(cum, hi, side="right"))

@@ -177,6 +177,10 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
         if path.suffix == ".zarr":
+            if path.is_dir() and any(path.iterdir()) and not any(
+                    (path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+                raise FileExistsError(f"{out} is a folder that is not a zarr store: writing "
+                                      "the array would delete its files; pass a new path")
             zarr = import_extra("zarr", "zarr", "writing zarr arrays")
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
             z = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import zipfile
@@ -96,46 +97,55 @@ class _NpyReader(ShardReader):
         self.f.close()
 
 
-_SCIPY_SPARSE_KEYS = {"format", "shape", "data", "indices", "indptr"}  # save_npz's members
+_SCIPY_SPARSE_KEYS = {"format", "shape", "data"}  # save_npz's members, and one of these:
+_SCIPY_INDEX_KEYS = ({"indices", "indptr"}, {"row", "col"}, {"offsets"})
+_SCIPY_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
 
 
 def is_sparse_npz(path: str) -> bool:
-    """True for a ``.npz`` file written by ``scipy.sparse.save_npz`` (CSR or CSC)."""
+    """True for a ``.npz`` file written by ``scipy.sparse.save_npz`` (any of its
+    formats: CSR, CSC, COO, BSR, DIA)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return _SCIPY_SPARSE_KEYS <= {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
     except zipfile.BadZipFile:
         return False
+    return _SCIPY_SPARSE_KEYS <= keys and any(k <= keys for k in _SCIPY_INDEX_KEYS)
 
 
 class SparseNpzShard(Shard):
-    """A scipy sparse matrix saved by ``scipy.sparse.save_npz`` (CSR or CSC): rows of
-    ``shape[1]`` columns. It has no row-wise access on disk, so a reader loads it whole
-    (as CSR); a batch is a CSR slice of rows, whose statistics count the zeros it does
-    not store (:meth:`nbbn.RunningStats.update`). ``row_bytes`` is the stored bytes per
-    row (values and column indices), so batches and progress follow the file's real
-    size, not the dense one."""
+    """A scipy sparse matrix saved by ``scipy.sparse.save_npz`` (CSR, CSC, COO, BSR or
+    DIA): rows of ``shape[1]`` columns. It has no row-wise access on disk, so a reader
+    loads it whole (as CSR); a batch is a CSR slice of rows, whose statistics count the
+    zeros it does not store (:meth:`nbbn.RunningStats.update`). ``row_bytes`` is the
+    stored bytes per row (values and indices), so batches and progress follow the
+    file's real size, not the dense one."""
 
     def __init__(self, path: str) -> None:
         self.path = self.name = path
         try:
             with zipfile.ZipFile(path) as zf:
+                keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
                 fmt = _small_member(zf, "format").item()
                 fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
                 shape = tuple(int(n) for n in _small_member(zf, "shape").reshape(-1))
                 with zf.open("data.npy") as f:
-                    (nnz,), _, self.dtype = _read_npy_header(f, f"{path}[data]")
-                with zf.open("indices.npy") as f:
-                    _, _, itype = _read_npy_header(f, f"{path}[indices]")
+                    stored_shape, _, self.dtype = _read_npy_header(f, f"{path}[data]")
+                index = next((k for k in ("indices", "col", "offsets") if k in keys), None)
+                isize = 8
+                if index is not None:
+                    with zf.open(index + ".npy") as f:
+                        isize = _read_npy_header(f, f"{path}[{index}]")[2].itemsize
         except (zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable scipy sparse .npz file ({exc})") from exc
-        if fmt not in ("csr", "csc") or len(shape) != 2:
+        if fmt not in _SCIPY_FORMATS or len(shape) != 2:
             raise ValueError(f"{path}: a scipy sparse matrix of format {fmt!r} and shape "
-                             f"{shape}; expected a 2-d CSR or CSC matrix")
+                             f"{shape}; expected a 2-d matrix of format "
+                             f"{', '.join(_SCIPY_FORMATS)}")
         self.format = fmt
         self.rows, self.row_shape = int(shape[0]), (int(shape[1]),)
-        self.stored = int(nnz)
-        self._row_bytes = max(1, -(-self.stored * (self.dtype.itemsize + itype.itemsize)
+        self.stored = math.prod(stored_shape)
+        self._row_bytes = max(1, -(-self.stored * (self.dtype.itemsize + isize)
                                    // max(1, self.rows)))
 
     @property

@@ -260,12 +260,17 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
 def split_columns(text: str, kinds) -> list[str]:
     """The column names in ``text``: the whole of it when a column has that name,
     otherwise its comma-separated names, read as a CSV row so that a name holding a
-    comma can be quoted (``'"c,d",e'``, the quote right after the comma); a name is
-    stripped of surrounding blanks unless a column has the name with them."""
+    comma can be quoted (``'"c,d", e'``); a name is stripped of surrounding blanks
+    unless a column has the name with them."""
     if text in kinds:
         return [text]
-    row = next(csv.reader([text]), [])
-    return [c if c in kinds else c.strip() for c in row if c.strip()]
+    parsed = []
+    for skip in (False, True):  # (a quote after a blank: '"a, b", "c,d"')
+        row = next(csv.reader([text], skipinitialspace=skip), [])
+        parsed.append([c if c in kinds else c.strip() for c in row if c.strip()])
+        if all(c in kinds for c in parsed[-1]):
+            return parsed[-1]
+    return parsed[0]
 
 
 def _names(names: Sequence[str], limit: int = 12) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ._affine import affine_scale
 from ._torch_modules import BatchNorm, _is_bn, check_initialized, torch
 
 __all__ = ["fold_normalizer", "fuse_bn"]
@@ -164,7 +165,7 @@ def fuse_bn(layer: Any, bn: Any) -> Any:
     c = w.shape[0]
     gamma = np.ones(c) if gamma is None else np.asarray(gamma, np.float64)
     beta = np.zeros(c) if beta is None else np.asarray(beta, np.float64)
-    s = gamma / np.sqrt(np.asarray(var, np.float64) + bn.eps)
+    s = affine_scale(gamma, var, bn.eps)  # (var + eps == 0, with eps=0: scale gamma)
     b = _f64(layer.bias)
     b = np.zeros(c) if b is None else b
     new_w = w * s.reshape((c,) + (1,) * (w.ndim - 1))

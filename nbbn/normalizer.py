@@ -35,8 +35,8 @@ class Normalizer:
     ----------
     mean, var : array_like, shape (C,)
         Per-channel mean and (biased or unbiased, your choice) variance; var >= 0 (NaN
-        only where the mean is NaN too: a channel without statistics, whose outputs
-        are NaN).
+        only where the mean is NaN or infinite too: a channel without statistics, or
+        with NaNs or infinities in its data, whose outputs are NaN or infinite).
     eps : float, default 1e-5
         Added to the variance; must be >= 0. With ``eps=0`` (scikit-learn's
         ``StandardScaler`` has no eps) a channel whose variance is 0 is scaled by 1, as
@@ -73,11 +73,11 @@ class Normalizer:
         if (var < 0).any():
             bad = np.flatnonzero(var < 0)[:5].tolist()
             raise ValueError(f"var must be >= 0, got negative values in channels {bad}")
-        if (np.isnan(var) & ~np.isnan(mean)).any():  # (both NaN: statistics of no values,
-            # or of NaNs propagated, which give NaN outputs, as numpy would)
-            bad = np.flatnonzero(np.isnan(var) & ~np.isnan(mean))[:5].tolist()
+        if (np.isnan(var) & np.isfinite(mean)).any():  # (mean NaN or inf too: statistics
+            # of no values, or of NaNs or infinities propagated, which give NaN outputs)
+            bad = np.flatnonzero(np.isnan(var) & np.isfinite(mean))[:5].tolist()
             raise ValueError(f"var must be >= 0, got NaN in channels {bad}, whose mean is "
-                             "not NaN")
+                             "finite")
         self.eps = check_eps(eps)
         self.mean = mean.copy()
         self.var = var.copy()

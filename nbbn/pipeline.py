@@ -36,6 +36,7 @@ from ._outputs import Writer, open_writer
 from ._progress import Progress, say
 from ._reader import Prefetcher
 from ._shards_npy import SparseNpzShard
+from ._torch_arrays import host_view
 from ._wording import Param, add_note, worded
 from .backends import is_dask_array
 from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
@@ -330,19 +331,33 @@ class _FitRun:
         say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
 
     def write(self, complete: bool = False) -> None:
-        """Write the checkpoint: the statistics so far and the next row to read.
+        """Write the checkpoint: the statistics so far and the next row to read. Inside a
+        shard whose data is checked only at its end (a zip member, whose CRC is checked
+        with its last bytes), the state from before that shard: a checkpoint never holds
+        rows that a later checksum error would disown (``_Rollback``).
 
         Parameters
         ----------
         complete : bool, default False
             The whole source has been counted.
         """
-        pos, shards = self.pos, self.src.shards
+        rb = self._inside_unchecked()
+        stats, pos, rows, nbytes = (rb.stats, rb.pos, rb.rows_done, rb.bytes_done) if rb \
+            else (self.stats, self.pos, self.rows_done, self.bytes_done)
+        shards = self.src.shards
         name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
-            self.stats, position, self.fingerprint, self.settings, self.rows_done,
-            self.bytes_done, complete))
+            stats, position, self.fingerprint, self.settings, rows, nbytes, complete))
+
+    def _inside_unchecked(self) -> _Rollback | None:
+        """The state before the current shard when the position is inside a shard whose
+        data is checked only at its end (None otherwise)."""
+        rb, pos = self.rollback, self.pos
+        if rb is not None and rb.shard == pos.shard and \
+                pos.row < getattr(self.src.shards[pos.shard], "rows", pos.row + 1):
+            return rb
+        return None
 
     def apply(self, batch: Batch) -> None:
         """Count one batch and move the position past it.
@@ -438,7 +453,10 @@ class _FitRun:
         if interrupted:
             if cfg.checkpoint is not None:
                 self.write()
-            raise FitInterrupted(self.stats, cfg.checkpoint, self.rows_done)
+            # (then the statistics the checkpoint holds; without one, all of them)
+            rb = self._inside_unchecked() if cfg.checkpoint is not None else None
+            raise FitInterrupted(rb.stats if rb else self.stats, cfg.checkpoint,
+                                 rb.rows_done if rb else self.rows_done)
         if cfg.checkpoint is not None:
             self.write(complete=True)
         return self.stats
@@ -447,23 +465,18 @@ class _FitRun:
         """Keep the rows counted before an error; a note on ``exc`` says so. Inside a
         shard whose data is checked only at its end (a zip member: a bad CRC surfaces
         with its last rows), the rows from before that shard."""
-        rb, pos = self.rollback, self.pos
-        inside = rb is not None and rb.shard == pos.shard and \
-            pos.row < getattr(self.src.shards[pos.shard], "rows", pos.row + 1)
-        if inside:
-            assert rb is not None
-            self.stats, self.pos = rb.stats, rb.pos
-            self.rows_done, self.bytes_done = rb.rows_done, rb.bytes_done
+        rb = self._inside_unchecked()
         try:
-            self.write()
+            self.write()  # (inside such a shard: the state before it)
         except Exception:  # noqa: BLE001 - the original error matters more
             return
         where = ("before {shard} were saved to {path} (the rows read from it are not kept: "
-                 "its checksum is checked only at its end)") if inside else \
+                 "its checksum is checked only at its end)") if rb else \
             "before the error were saved to {path}"
         add_note(exc, "nbbn: the statistics of the {rows:,} rows " + where + "; {resume} "
-                 "continues", rows=self.rows_done, path=self.cfg.checkpoint, resume=_RESUME,
-                 shard=self.src.shards[pos.shard].name if inside else "")
+                 "continues", rows=rb.rows_done if rb else self.rows_done,
+                 path=self.cfg.checkpoint, resume=_RESUME,
+                 shard=self.src.shards[self.pos.shard].name if rb else "")
 
 
 def _checked_at_end(src, shard: int) -> bool:
@@ -607,7 +620,7 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
                              "fit its statistics (nbbn fit), and scale it with "
                              "nbbn.sklearn.StandardScaler(with_mean=False)")
         shape, out_dtype = _output_of(src, norm, dtype)
-        _refuse_own_input(src, out)
+        _refuse_own_input(src, out, source)
         given = getattr(out, "dtype", None)
         if dtype is not None and not isinstance(out, (str, os.PathLike)) and (
                 given is not None and np.dtype(given) != out_dtype):
@@ -631,7 +644,17 @@ def _open_for_transform(source, key, axis, columns, names) -> Source:
     from ._tabular import looks_like_table
 
     if columns is not None or names is None or not looks_like_table(source):
-        return open_source(source, key=key, channel_axis=axis, columns=columns)
+        src = open_source(source, key=key, channel_axis=axis, columns=columns)
+        chosen = getattr(src, "channel_names", None)
+        if columns is not None and names is not None and chosen is not None and \
+                tuple(chosen) != tuple(names):
+            src.close()
+            raise worded(ValueError, "the statistics were fitted on the columns {names}, but "
+                         "{columns} names {chosen}: each column is normalized with the "
+                         "statistics of its position, so they must match (leave {columns} "
+                         "out to read the statistics' columns)", names=list(names[:12]),
+                         columns=Param("columns", placeholder="..."), chosen=list(chosen[:12]))
+        return src
     try:
         return open_source(source, key=key, channel_axis=axis, columns=list(names))
     except ValueError as exc:
@@ -748,48 +771,100 @@ def refuse_own_input(src: Source, out, verb: str = "transform") -> None:
     ValueError
         ``out`` is (or is a link to, or a hard link of) a file of the source.
     """
-    target = os.path.realpath(out)
-    exists = os.path.exists(out)
     for name, path in _input_files(src):
-        same = os.path.realpath(path) == target
-        if not same and exists:
-            try:
-                same = os.path.samefile(path, out)
-            except OSError:
-                same = False
-        if same:
-            raise worded(ValueError, "{out} is the input {name}: {verb} does not "
-                         "overwrite its own input; write to another path",
-                         out=Param("out", os.fspath(out)), name=name, verb=verb)
+        _refuse_path(path, name, out, verb)
+
+
+def _refuse_path(path, name: str, out, verb: str) -> None:
+    """ValueError when ``out`` is the input file ``path`` (a link or a hard link of it
+    too), or a folder holding it (a zarr group, written anew), or inside it (an array
+    of the input's zarr store)."""
+    target, real = os.path.realpath(out), os.path.realpath(path)
+    same = real == target
+    if not same and os.path.exists(out):
+        try:
+            same = os.path.samefile(path, out)
+        except OSError:
+            same = False
+    if same:
+        raise worded(ValueError, "{out} is the input {name}: {verb} does not "
+                     "overwrite its own input; write to another path",
+                     out=Param("out", os.fspath(out)), name=name, verb=verb)
+    shown = name if os.path.realpath(name) == real else f"{real} (of the input {name})"
+    for outer, inner, what in ((target, real, "holds"), (real, target, "is inside")):
+        if inner.startswith(outer.rstrip(os.sep) + os.sep):
+            raise worded(ValueError, "{out} {what} {shown}: {verb} does not write over or "
+                         "into its own input; write outside it",
+                         out=Param("out", os.fspath(out)), what=what, shown=shown, verb=verb)
 
 
 def _file_of(arr) -> str | None:
-    """The file behind an array: a numpy memory map's, or a zarr array's local store
-    (None for anything else)."""
+    """The file behind an array: a numpy memory map's, or a zarr array's in a local store
+    (its folder: the store's, joined with the array's path in it); None for anything
+    else."""
     name = getattr(arr, "filename", None)  # np.memmap (of a view too: its base's)
     if name is None and isinstance(arr, np.ndarray) and isinstance(arr.base, np.memmap):
         name = arr.base.filename
-    if name is None:
-        root = getattr(getattr(arr, "store", None), "root", None)  # zarr LocalStore
-        name = None if root is None else os.fspath(root)
+    if name is None and type(arr).__module__.startswith("zarr"):
+        store = getattr(arr, "store", None)
+        root = getattr(store, "root", None)  # a LocalStore
+        if root is None:  # an FsspecStore on local files (dask's from_zarr opens one)
+            root = getattr(store, "path", None)
+            root = root if isinstance(root, str) and os.path.isabs(root) else None
+        if root is not None:
+            name = os.path.join(os.fspath(root), getattr(arr, "path", "") or "")
     return None if name is None else os.fspath(name)
 
 
-def _refuse_own_input(src: Source, out) -> None:
+def _backing(obj, depth: int = 0) -> Iterator[Any]:
+    """The arrays that hold the data of ``obj``: numpy arrays (memory maps too), zarr
+    arrays; seen through CPU tensors, pandas and xarray objects and the arrays a dask
+    graph was built from (none for what holds no such array)."""
+    if depth > 3 or obj is None:
+        return
+    if isinstance(obj, np.ndarray):
+        yield obj
+        return
+    module = type(obj).__module__
+    if module.startswith("zarr"):
+        yield obj
+    elif module.startswith("torch") and getattr(obj, "is_cpu", False):
+        yield host_view(obj, "source")[0]
+    elif module.startswith("pandas") and hasattr(obj, "iloc"):
+        frame = obj.to_frame() if obj.ndim == 1 else obj
+        for col in range(frame.shape[1]):  # (numpy columns: views of their blocks)
+            yield from _backing(np.asarray(frame.iloc[:, col]), depth + 1)
+    elif module.startswith("xarray"):
+        variables = obj.data_vars.values() if hasattr(obj, "data_vars") else [obj]
+        for v in variables:
+            yield from _backing(v.data, depth + 1)
+    elif is_dask_array(obj):
+        for v in dict(obj.__dask_graph__()).values():  # the graph's source arrays
+            if isinstance(v, np.ndarray) or type(v).__module__.startswith("zarr"):
+                yield v
+
+
+def _refuse_own_input(src: Source, out, source=None) -> None:
     """Raise ValueError when ``out`` is (or shares memory with, or is another handle of
-    the file of) one of the inputs."""
+    the file of) one of the inputs: the files ``src`` reads, and the arrays behind the
+    caller's ``source`` (a dask graph's, a DataFrame's)."""
+    inputs = [a for shard in src.shards for a in _backing(getattr(shard, "array", None))]
+    inputs += list(_backing(source))
     if isinstance(out, (str, os.PathLike)):
         refuse_own_input(src, out)
+        for a in inputs:
+            if (path := _file_of(a)) is not None:
+                _refuse_path(path, path, out, "transform")
         return
     out_file = _file_of(out)
     if out_file is not None:  # a second memory map or zarr handle of an input file
         refuse_own_input(src, out_file)
-    for shard in src.shards:
-        a = getattr(shard, "array", None)
+    out_arrays = list(_backing(out))
+    for a in inputs:
         a_file = _file_of(a)
-        same_file = a_file is not None and out_file is not None and (
-            os.path.realpath(a_file) == os.path.realpath(out_file))
-        if a is out or same_file or (isinstance(a, np.ndarray) and isinstance(out, np.ndarray)
-                                     and np.may_share_memory(a, out)):
+        if out_file is not None and a_file is not None:
+            _refuse_path(a_file, a_file, out_file, "transform")
+        if any(a is o or (isinstance(a, np.ndarray) and isinstance(o, np.ndarray)
+                          and np.may_share_memory(a, o)) for o in out_arrays):
             raise ValueError("out shares memory with the input array: transform does not "
                              "overwrite its own input; pass a separate output array")

@@ -39,6 +39,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["InvalidParameterError", "StandardScaler"]
 
+
+def _sparse_frame(X) -> bool:
+    """Whether ``X`` is a pandas DataFrame of sparse columns, which scikit-learn's
+    validation turns into a sparse matrix."""
+    dtypes = getattr(X, "dtypes", None)
+    return type(X).__name__ == "DataFrame" and dtypes is not None and len(dtypes) > 0 and \
+        all(type(t).__name__ == "SparseDtype" for t in dtypes)
+
 _FLOAT_DTYPES = (np.float64, np.float32, np.float16)  # scikit-learn's FLOAT_DTYPES
 _EPS64 = float(np.finfo(np.float64).eps)
 _FITTED = ("n_samples_seen_", "mean_", "var_", "scale_", "stats_")
@@ -315,8 +323,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         statistics kernel counts them first: two reads."""
         from .backends import cpu
 
-        if issparse(X):
-            return self._mapped_sparse(X, copy, inverse)
+        if issparse(X) or _sparse_frame(X):  # (a DataFrame of sparse columns: CSR, as
+            return self._mapped_sparse(X, copy, inverse)  # scikit-learn's validation)
         X = self._validate(X, reset=False, writeable=not copy, names=not inverse)
         if X.ndim > 2 and not inverse:
             self._refuse_table_output(X)

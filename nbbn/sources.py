@@ -474,6 +474,8 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     if module.startswith(("zarr", "h5py")):
         return Source([container_shard(source, key)], describe_container(source),
                       channel_axis)
+    if module.startswith("scipy.sparse"):
+        as_batch_array(source, "source")  # TypeError: how to count it instead
     if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
         return Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
     if hasattr(source, "__iter__"):
@@ -549,7 +551,12 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
         if magic.startswith(b"\x93NUMPY"):
             shards.append(NpyShard(path))
         elif magic.startswith(b"PK"):
-            shards.append(SparseNpzShard(path) if key is None and is_sparse_npz(path)
+            sparse = is_sparse_npz(path)
+            if sparse and key is not None:
+                raise worded(ValueError, "{path} is a scipy sparse matrix (scipy.sparse."
+                             "save_npz): its members are scipy's storage, not arrays of rows; "
+                             "read it without {key}", path=path, key=Param("key", key))
+            shards.append(SparseNpzShard(path) if sparse
                           else NpzShard(path, None if key is None else str(key)))
         elif magic.startswith(b"\x89HDF"):
             shards.append(hdf5_shard(path, key))

@@ -266,8 +266,12 @@ def test_normalizer_negative_var(backend):
     with pytest.raises(ValueError, match=r"(?i)var"):
         nbbn.normalize(np.zeros((2, 3)), np.zeros(3), np.array([1.0, -1e-300, 2.0]),
                        backend=backend)
-    with pytest.raises(ValueError, match=r"got NaN in channels \[0\], whose mean is not NaN"):
+    with pytest.raises(ValueError, match=r"got NaN in channels \[0\], whose mean is finite"):
         nbbn.Normalizer(np.zeros(2), np.array([np.nan, 1.0]), backend=backend)
+    # statistics of data holding an infinity (mean inf, var NaN) are accepted, as before
+    inf_stats = nbbn.channel_stats(np.array([[np.inf, 1.0], [0.0, 3.0]]), channel_axis=1)
+    assert np.isinf(inf_stats.mean[0]) and np.isnan(inf_stats.var[0])
+    inf_stats.to_normalizer()
     # a channel without statistics (mean and var NaN, as to_normalizer gives for an
     # all-NaN channel under nan_policy="omit"): accepted, its outputs NaN
     stats = nbbn.channel_stats(np.array([[np.nan, 1.0], [np.nan, 3.0]]), channel_axis=1,

@@ -312,6 +312,10 @@ def test_cpu_tensor_with_backend_cuda_gives_tensors(cuda, rng):
         out = torch.empty(t.shape, dtype=torch.float32)
         assert nbbn.normalize(t, mean, var, out=out, backend="cuda") is out
         assert_close(out.double().numpy(), ref.double().numpy(), rtol=1e-2, atol=1e-2)
+    t = torch.from_numpy(rng.normal(size=(2, 3, 4, 5))).contiguous(
+        memory_format=torch.channels_last)  # laid out as the input, as on the CPU
+    assert nbbn.normalize(t, mean, var, backend="cuda").is_contiguous(
+        memory_format=torch.channels_last)
     bn = nbbn.BatchNorm(3, backend="cuda")
     t = torch.from_numpy(rng.normal(size=(4, 3, 5)))
     y = bn(t)

@@ -236,6 +236,24 @@ def test_percentiles_are_numpys_to_the_bit(rng):
                                       np.percentile(v, q, axis=0))
 
 
+def test_histograms_merge_with_statistics_of_empty_batches_and_huge_counts(rng):
+    """A side that saw only empty batches keeps the other's histogram (as a side that saw
+    nothing); percentile(100) of more than 2^53 values is the largest value, as numpy."""
+    x = rng.integers(0, 256, (10, 3), dtype=np.uint8)
+    a = nbbn.RunningStats(-1)
+    a.histogram = Histogram.empty(3, np.uint8)
+    a.update(x)
+    for merged in (a + nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8)),
+                   nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8)) + a):
+        np.testing.assert_array_equal(merged.histogram.counts, a.histogram.counts)
+    e = nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8))
+    e += a
+    np.testing.assert_array_equal(e.histogram.counts, a.histogram.counts)
+    counts = np.zeros((1, 256), np.int64)
+    counts[0, 3], counts[0, 7] = 1, 2**54 - 1  # (n - 1 rounds up to n in float64)
+    assert Histogram(counts).percentile(100)[0] == 7.0
+
+
 def test_bad_arguments_and_sources(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     for kw, match in [({"mode": "CMYK"}, "mode must be"), ({"workers": 0}, "workers"),

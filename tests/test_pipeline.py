@@ -324,3 +324,59 @@ def test_errors_found_before_any_work(tmp_path, rng):
         transform(x, fit(x), tmp_path / "o.npy")
     with pytest.raises(ValueError, match="item 1 of the iterable is 0-d"):
         fit([x, np.float64(3.0)])
+
+
+def test_transform_never_writes_over_or_into_its_input(tmp_path, rng):
+    """Outputs that would destroy the input are refused before anything is written: a
+    zarr group holding the input array, the store of a dask array read from zarr, an
+    array of the input's store, memory shared with a DataFrame's or DataArray's values,
+    an existing folder that is not a zarr store; and named statistics applied to other
+    columns than theirs."""
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    pd = pytest.importorskip("pandas")
+    xr = pytest.importorskip("xarray")
+    x = rng.standard_normal((40, 3)) * 2 + 5
+    stats = fit(x)
+    g = tmp_path / "g.zarr"
+    zarr.open_group(str(g), mode="w").create_array("raw", shape=x.shape, dtype="f8")[:] = x
+    for source, out, match in (
+            (g / "raw", g, "holds"),
+            (da.from_zarr(str(g / "raw")), g / "raw", "is the input|is inside"),
+            (g / "raw", zarr.open_array(str(g / "raw")), "is inside|is the input")):
+        with pytest.raises(ValueError, match=match):
+            transform(source, stats, out)
+        np.testing.assert_array_equal(zarr.open_array(str(g / "raw"))[:], x)
+    transform(g / "raw", stats, g / "other.zarr")  # a sibling array: allowed
+    np.testing.assert_array_equal(zarr.open_array(str(g / "raw"))[:], x)
+    for wrap in (lambda a: pd.DataFrame(a, copy=False), xr.DataArray):
+        b = x.copy()
+        with pytest.raises(ValueError, match="shares memory"):
+            transform(wrap(b[:-1]), stats, b[1:])
+        np.testing.assert_array_equal(b, x)
+    notes = tmp_path / "notes.zarr"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a zarr store"):
+        transform(x, stats, notes)
+    assert (notes / "keep.txt").read_text() == "mine"
+    df = pd.DataFrame({"a": x[:, 0], "b": x[:, 1]})
+    named = fit(df)
+    with pytest.raises(ValueError, match=r"fitted on the columns \['a', 'b'\], but columns"):
+        transform(df, named, tmp_path / "y.npy", columns=["b", "a"])
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_stale_temps_of_a_linked_output_are_removed(tmp_path, rng):
+    """A link's file is replaced beside the file it points to, and a killed run's
+    temporary file there is removed by the next write (docs/cli.md)."""
+    x = rng.standard_normal((10, 3))
+    real = tmp_path / "real"
+    real.mkdir()
+    np.save(real / "y.npy", np.zeros(1))
+    (tmp_path / "y.npy").symlink_to(real / "y.npy")
+    stale = real / ".y.npy.1b82d3e8.nbbn-tmp"
+    stale.write_bytes(b"half a file")
+    transform(x, fit(x), tmp_path / "y.npy")
+    assert not stale.exists() and (tmp_path / "y.npy").is_symlink()
+    assert np.load(real / "y.npy").shape == x.shape

@@ -73,15 +73,17 @@ def test_ctrl_c_then_resume_is_bit_for_bit(shards, tmp_path, monkeypatch):
     whole = fit(shards, batch_size=9)
     ck = tmp_path / "fit.ckpt"
     rows = []
-    for k in (3, 4, 2):
+    for k in (3, 9, 2):
         interrupt_at_read(monkeypatch, k)
         with pytest.raises(FitInterrupted, match=r"resume=True") as e:
             fit(shards, batch_size=9, checkpoint=ck, resume=True)
         c = load_checkpoint(ck)
         assert c.rows_done == e.value.rows_done and not c.complete
-        assert e.value.stats.count[0] == c.rows_done * 4
+        assert e.value.stats.count.sum() == c.rows_done * 12  # 3 channels of 4 per row
         rows.append(c.rows_done)
-    assert rows == sorted(rows) and 0 < rows[0] < 50  # the first stop is inside s0.npz
+    # a stop inside s0.npz keeps the state before it (a zip member's CRC is checked at its
+    # end); the next stops are inside s2.npy
+    assert rows[0] == 0 and 50 < rows[1] <= rows[2] < 50 + 73
     monkeypatch.undo()
     resumed = fit(shards, checkpoint=ck, resume=True)  # the batch size comes from the file
     assert same_bits(resumed, whole)
@@ -237,7 +239,7 @@ def test_stale_temporary_files_are_removed(shards, tmp_path):
 def ckpt(shards, tmp_path, monkeypatch):
     """A checkpoint of an interrupted fit of ``shards`` (batch size 9)."""
     ck = tmp_path / "fit.ckpt"
-    interrupt_at_read(monkeypatch, 4)
+    interrupt_at_read(monkeypatch, 9)  # inside s2.npy (s0.npz has 6 batches)
     with pytest.raises(FitInterrupted):
         fit(shards, batch_size=9, checkpoint=ck)
     monkeypatch.undo()
@@ -319,7 +321,7 @@ def test_changed_data_refused(shards, ckpt, rng):
 
 
 def test_other_source_refused(shards, ckpt, rng):
-    with pytest.raises(CheckpointError, match="does not match the source"):
+    with pytest.raises(CheckpointError, match="does not match the source|another source"):
         fit(rng.standard_normal((100, 3, 4)), checkpoint=ckpt, resume=True)
     with pytest.raises(CheckpointError, match="for files or arrays, but the source is an iter"):
         fit(iter([np.zeros((2, 3, 4))]), checkpoint=ckpt, resume=True)

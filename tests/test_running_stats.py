@@ -428,6 +428,9 @@ def test_a_first_empty_batch_fixes_the_channel_count(kind, backend, rng):
     # a batch with no channels fixes nothing
     empty = nbbn.RunningStats(-1).update(np.empty((5, 0)))
     assert empty.num_channels is None
+    # statistics of empty batches only are still empty for to_normalizer
+    with pytest.raises(ValueError, match="needs statistics"):
+        nbbn.RunningStats(-1).update(np.empty((0, 3))).to_normalizer()
 
 
 # --------------------------------------------------------------------------- to_dict / save

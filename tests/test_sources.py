@@ -122,6 +122,23 @@ def test_scipy_sparse_npz_shards(tmp_path, rng):
     assert not (tmp_path.parent / "out.npy").exists()
 
 
+@pytest.mark.parametrize("fmt", ["coo", "bsr", "dia"])
+def test_scipy_sparse_npz_of_every_format(tmp_path, rng, fmt):
+    """save_npz files in scipy's other formats fit as their dense forms too; a key (which
+    would read scipy's storage as rows) is refused."""
+    sparse = pytest.importorskip("scipy.sparse")
+    m = sparse.random_array((60, 6), density=0.3, format="csr", rng=rng).asformat(fmt)
+    sparse.save_npz(tmp_path / "m.npz", m)
+    assert_stats(fit(tmp_path / "m.npz", channel_axis=-1, progress=False),
+                 ref_stats(m.toarray(), -1), rtol=1e-13)
+    with pytest.raises(ValueError, match="is a scipy sparse matrix .* without key='data'"):
+        fit(tmp_path / "m.npz", channel_axis=-1, key="data", progress=False)
+    # in memory: one update counts it; a fit says so
+    for src in (m, [m, m]):
+        with pytest.raises(TypeError, match=r"scipy sparse .*RunningStats\(channel_axis=-1\)"):
+            fit(src, channel_axis=-1, progress=False)
+
+
 def test_folder_of_shards(tmp_path, rng):
     """Sorted by name, .npy and .npz mixed, empty shards, different row counts."""
     parts = [rng.integers(-50, 50, (n, 2, 3)).astype(np.int16) for n in (5, 0, 17, 1, 30)]

@@ -72,6 +72,29 @@ def test_an_overflowing_m2_is_infinite_not_nan(monkeypatch, route, fmt):
         assert 0.0 < rs.var[1] < 2.0
 
 
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sums_beyond_float64s_range_keep_a_finite_mean(monkeypatch, route, fmt):
+    """Stored values near +-1e308 whose sums overflow: the column is redone as dense data
+    (a scaled sum): its mean finite and exact, its variance inf, as for dense input;
+    NaNs skipped under "omit"; columns holding an infinity keep their inf mean."""
+    _force_route(monkeypatch, route)
+    x = np.zeros((400, 4))
+    x[0::4, 0], x[1::4, 0] = 1.7e308, -1.7e308  # mean 0
+    x[0::2, 1] = 1.5e308  # mean 7.5e307 with 200 zeros
+    x[:, 2] = 1.0
+    x[0::8, 3], x[1::8, 3], x[2::8, 3] = 1.6e308, 1.6e308, np.nan
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(_sparse(x, fmt))
+    np.testing.assert_array_equal(rs.mean[:3], [0.0, 7.5e307, 1.0])
+    np.testing.assert_allclose(rs.mean[3], 1.6e308 / 3.5, rtol=1e-15)  # 100 of 350
+    assert np.isposinf(rs.var[[0, 1, 3]]).all() and rs.var[2] == 0.0
+    np.testing.assert_array_equal(rs.count, [400, 400, 400, 350])
+    dense = nbbn.RunningStats(-1, nan_policy="omit").update(x)
+    np.testing.assert_allclose(rs.mean, dense.mean, rtol=1e-15)
+    x[5, 2] = np.inf
+    assert np.isposinf(nbbn.RunningStats(-1).update(_sparse(x, fmt)).mean[2])
+
+
 def _weighted_ref(x: np.ndarray, w: np.ndarray, omit: bool):
     """Per-column weight sum, mean and variance with exactly rounded sums."""
     out = []
@@ -283,6 +306,9 @@ def test_empty_and_all_zero_matrices():
     (lambda: sparse.csr_array(np.ones((4, 3))), {"channel_axis": 2}, ValueError,
      "does not fit a sparse"),
     (lambda: sparse.csr_array(np.ones((4, 3), np.complex128)), {}, TypeError, "complex"),
+    pytest.param(lambda: sparse.csr_array(np.ones((4, 3), np.longdouble)), {}, TypeError,
+                 "float16/32/64", marks=pytest.mark.skipif(
+                     np.dtype(np.longdouble).itemsize == 8, reason="longdouble is float64")),
     (lambda: sparse.coo_array(np.ones(4)), {}, ValueError, "1-d sparse"),
     (lambda: sparse.csr_array(np.ones((4, 5))), {}, ValueError, "5 channels"),
     (lambda: sparse.csr_array(np.array([[np.nan, 1.0, 2.0]])), {"nan_policy": "raise"},
@@ -403,6 +429,23 @@ def test_scaler_sparse_equals_dense_and_copy_false_writes_in_place(rng):
     out = sc.transform(s, copy=False)
     assert out.data is s.data or np.shares_memory(out.data, s.data)
     assert not np.array_equal(s.data, data, equal_nan=True)
+
+
+def test_scaler_on_a_dataframe_of_sparse_columns_as_scikit_learn(rng):
+    """scikit-learn's validation turns a DataFrame of sparse columns into CSR: fit,
+    transform, inverse_transform and fit_transform all take it, as scikit-learn's."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    x = np.where(rng.random((40, 3)) < 0.6, 0.0, rng.normal(3, 2, (40, 3)))
+    df = pd.DataFrame.sparse.from_spmatrix(sparse.csr_matrix(x), columns=["a", "b", "c"])
+    ours, theirs = StandardScaler(with_mean=False).fit(df), SkScaler(with_mean=False).fit(df)
+    for method in ("transform", "inverse_transform"):
+        got, want = getattr(ours, method)(df), getattr(theirs, method)(df)
+        assert type(got) is type(want)
+        assert_close(got.toarray(), want.toarray(), rtol=RTOL, name=method)
+    got = StandardScaler(with_mean=False).fit_transform(df)
+    assert_close(got.toarray(), theirs.transform(df).toarray(), rtol=RTOL, name="fit_transform")
 
 
 def test_scaler_refuses_centering_and_infinities_keeping_its_fit(rng):

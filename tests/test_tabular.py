@@ -240,6 +240,7 @@ def test_column_names_with_commas_and_blanks(tmp_path):
     assert fit(p, columns="c,d").channel_names == ("c,d",)
     st = fit(p, columns='"c,d", f, e')
     assert st.channel_names == ("c,d", "f", " e")
+    assert fit(p, columns='f, "c,d"').channel_names == ("f", "c,d")
     np.testing.assert_allclose(st.mean, [7 / 3, 2 / 3, 14 / 3])
     with pytest.raises(ValueError, match=r"has no column \['c'"):
         fit(p, columns="c,d,f")

@@ -226,3 +226,18 @@ def test_missing_torch_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_fuse_bn_with_eps_zero_and_a_zero_variance_as_the_bn():
+    """nbbn.BatchNorm(eps=0) scales a channel of running variance 0 by its weight; the
+    fused layer does the same (not inf or NaN weights)."""
+    lin = torch.nn.Linear(2, 3).double()
+    bn = nbbn.BatchNorm(3, eps=0.0, backend="cpu")
+    bn.running_mean = np.array([0.5, -1.0, 2.0])
+    bn.running_var = np.array([4.0, 0.0, 1.0])
+    bn.eval()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    with torch.no_grad():
+        want = bn(lin(x).numpy())
+        got = nt.fuse_bn(lin, bn)(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

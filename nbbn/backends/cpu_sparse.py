@@ -572,9 +572,9 @@ def as_compressed(x, what: str = "batch"):
     if x.format not in ("csr", "csc"):
         x = x.tocsr()
     kind = x.dtype.kind
-    if kind not in "fiu":
+    if kind not in "fiu" or (kind == "f" and x.dtype.itemsize > 8):
         raise TypeError(f"{what} is a sparse matrix of dtype {x.dtype}; expected real "
-                        "floating or integer values")
+                        "floating (float16/32/64) or integer values, as for dense input")
     if not x.has_canonical_format:
         x = x.copy()
         x.sum_duplicates()
@@ -671,7 +671,35 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
                    out.ints, out.floats, sw)
     if weighted:
         out.weight = sw
+    else:
+        _redo_overflowed(x, policy, out)
     return out
+
+
+def _redo_overflowed(x, policy: int, out: BatchStats) -> None:
+    """Columns of finite values whose mean or M2 came out NaN or infinite (sums beyond
+    float64's range, near 1e308) again through the dense kernels, which redo such a
+    block with a scaled sum: a finite mean and an infinite variance, as for dense input
+    (weighted columns are left as they are: docs/numerics.md)."""
+    mean, m2 = out.floats[0], out.floats[2]
+    finite_data = (out.ints[2] == 0) & ((out.ints[1] == 0) | (policy == POLICY_OMIT))
+    bad = np.flatnonzero(finite_data & ~(np.isfinite(mean) & (m2 == m2)))
+    if not bad.size:
+        return
+    from . import cpu
+
+    xc = x if x.format == "csc" else x.tocsc()
+    indptr, _, data = _entries(xc)
+    for j in bad.tolist():
+        vals = np.ascontiguousarray(data[indptr[j]:indptr[j + 1]])[:, np.newaxis]
+        part = cpu.reduce(cpu.prepare(vals, -1, "batch"), policy)
+        zeros = x.shape[0] - vals.shape[0]
+        if zeros:  # (the implicit zeros: count, min and max set, the rest 0)
+            z = BatchStats.empty(1)
+            z.ints[0, 0] = zeros
+            z.floats[3:, 0] = 0.0
+            part = cpu.merge(z, part)
+        out.ints[:, j], out.floats[:, j] = part.ints[:, 0], part.floats[:, 0]
 
 
 def scale_columns(x, factor: np.ndarray) -> None:

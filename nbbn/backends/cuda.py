@@ -404,8 +404,8 @@ def result(out: DeviceOutput):
         # (bfloat16 bits: a host bfloat16 tensor, numpy has no such dtype)
         values = torch.from_numpy(host.view(np.int16)).view(torch.bfloat16) if out.bf16 \
             else torch.from_numpy(host)
-        if target is None:
-            return values
+        if target is None:  # laid out as the input (channels_last stays), as on the CPU
+            target = torch.empty_like(can.array, dtype=values.dtype)
         target.copy_(values)  # (a tensor's version moves: autograd sees the write)
         return target
     if target is None:
