@@ -839,9 +839,14 @@ def _backing(obj, depth: int = 0) -> Iterator[Any]:
         for v in variables:
             yield from _backing(v.data, depth + 1)
     elif is_dask_array(obj):
-        for v in dict(obj.__dask_graph__()).values():  # the graph's source arrays
-            if isinstance(v, np.ndarray) or type(v).__module__.startswith("zarr"):
-                yield v
+        # the graph's source arrays: from_array/from_zarr keep the array in a layer of
+        # one key (the graph is not materialized: a big one would take seconds)
+        graph = obj.__dask_graph__()
+        for layer in getattr(graph, "layers", {"": graph}).values():
+            if getattr(layer, "is_materialized", lambda: True)() and len(layer) <= 16:
+                for v in layer.values():
+                    if isinstance(v, np.ndarray) or type(v).__module__.startswith("zarr"):
+                        yield v
 
 
 def _refuse_own_input(src: Source, out, source=None) -> None:
