@@ -194,10 +194,11 @@ def as_batch_array(x, what: str = "batch"):
     if _is_device_array(x):
         return x
     if type(x).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{what} is a scipy sparse {type(x).__name__}, which fits and "
-                        "iterables of batches do not read: pass it to nbbn.RunningStats("
-                        "channel_axis=-1).update(x) (one call counts it all), or save it "
-                        "with scipy.sparse.save_npz and fit the file")
+        raise TypeError(f"{what} is a scipy sparse {type(x).__name__}, which fit and "
+                        "transform do not read in memory (nor in iterables of batches): "
+                        "count its statistics with nbbn.RunningStats(channel_axis=-1)."
+                        "update(x) (one call), and scale it with nbbn.sklearn."
+                        "StandardScaler(with_mean=False)")
     a = np.asarray(x)
     check_dtype(a.dtype, what)
     return a

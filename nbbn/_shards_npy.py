@@ -98,7 +98,7 @@ class _NpyReader(ShardReader):
 
 
 _SCIPY_SPARSE_KEYS = {"format", "shape", "data"}  # save_npz's members, and one of these:
-_SCIPY_INDEX_KEYS = ({"indices", "indptr"}, {"row", "col"}, {"offsets"})
+_SCIPY_INDEX_KEYS = ({"indices", "indptr"}, {"row", "col"}, {"coords"}, {"offsets"})
 _SCIPY_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
 
 
@@ -131,7 +131,8 @@ class SparseNpzShard(Shard):
                 shape = tuple(int(n) for n in _small_member(zf, "shape").reshape(-1))
                 with zf.open("data.npy") as f:
                     stored_shape, _, self.dtype = _read_npy_header(f, f"{path}[data]")
-                index = next((k for k in ("indices", "col", "offsets") if k in keys), None)
+                index = next((k for k in ("indices", "col", "coords", "offsets")
+                              if k in keys), None)
                 isize = 8
                 if index is not None:
                     with zf.open(index + ".npy") as f:

@@ -128,8 +128,9 @@ def fuse_bn(layer: Any, bn: Any) -> Any:
     """A new layer equal to ``bn(layer(x))`` with ``bn`` in eval mode, computed in float64.
 
     ``W' = W * s`` and ``b' = (b - running_mean) * s + beta`` per output channel, with
-    ``s = gamma / sqrt(running_var + eps)``. (torch's ``fuse_conv_bn_weights`` does the
-    same in the parameters' dtype.)
+    ``s = gamma / sqrt(running_var + eps)`` (``s = gamma`` where ``running_var + eps`` is
+    0, possible with ``eps=0``: nbbn's scale-1 rule, where torch's module would divide
+    by 0). (torch's ``fuse_conv_bn_weights`` does the same in the parameters' dtype.)
 
     Parameters
     ----------

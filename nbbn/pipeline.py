@@ -749,9 +749,14 @@ def _input_files(src: Source) -> Iterator[tuple[str, str]]:
     if paths is not None:
         yield from ((path, path) for path in paths)
         return
-    for fp in (src.fingerprint() or {}).get("shards", []):
+    shards = getattr(src, "shards", [])
+    for i, fp in enumerate((src.fingerprint() or {}).get("shards", [])):
         if fp.get("path") is not None:
-            yield fp.get("name") or fp["path"], fp["path"]
+            # a zarr array: its own folder in the store (fingerprinted as the whole store),
+            # so that a sibling array of the same group may be written
+            arr = getattr(shards[i], "array", None) if i < len(shards) else None
+            own = _file_of(arr) if type(arr).__module__.startswith("zarr") else None
+            yield fp.get("name") or fp["path"], own or fp["path"]
 
 
 def refuse_own_input(src: Source, out, verb: str = "transform") -> None:

@@ -347,8 +347,10 @@ def test_transform_never_writes_over_or_into_its_input(tmp_path, rng):
         with pytest.raises(ValueError, match=match):
             transform(source, stats, out)
         np.testing.assert_array_equal(zarr.open_array(str(g / "raw"))[:], x)
-    transform(g / "raw", stats, g / "other.zarr")  # a sibling array: allowed
-    np.testing.assert_array_equal(zarr.open_array(str(g / "raw"))[:], x)
+    for source, kw in ((g / "raw", {}), (g, {"key": "raw"}),
+                       (zarr.open_array(str(g / "raw")), {})):  # a sibling array: allowed
+        transform(source, stats, g / "other.zarr", **kw)
+        np.testing.assert_array_equal(zarr.open_array(str(g / "raw"))[:], x)
     for wrap in (lambda a: pd.DataFrame(a, copy=False), xr.DataArray):
         b = x.copy()
         with pytest.raises(ValueError, match="shares memory"):
