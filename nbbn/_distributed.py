@@ -487,11 +487,41 @@ def connect(client) -> Iterator[Any]:
         with local_client() as c:
             yield c
     elif isinstance(client, str) or hasattr(client, "scheduler_address"):
+        if isinstance(client, str):
+            _check_address(client)
         with distributed.Client(client, set_as_default=False) as c:
             yield c
     else:
         raise TypeError("client must be a distributed.Client, a cluster, a scheduler address "
                         f"('tcp://host:8786') or 'local', got {type(client).__name__}")
+
+
+def _result(fut):
+    """A part's result; a worker that died while counting it (distributed's
+    ``KilledWorker``, after its retries) as a ``ConnectionError`` (an OSError, which the
+    command line reports in one line), the progress saved as after any error."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        if type(exc).__name__ != "KilledWorker":
+            raise
+        raise ConnectionError(f"a worker died while counting a part of the source, and "
+                              f"the scheduler gave the part up ({exc})") from exc
+
+
+def _check_address(address: str) -> None:
+    """ValueError for a scheduler address distributed cannot parse (it would retry for
+    its whole connect timeout, a minute, before failing)."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        protocol, location = parse_address(address)
+        if protocol in ("tcp", "tls", "ws", "wss", "ucx"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise ValueError(f"scheduler address {address!r}: {exc} (expected "
+                         "'tcp://host:8786', a 'host:port', or 'local')") from None
 
 
 # ---------------------------------------------------------------------- the fit
@@ -597,7 +627,9 @@ class _ClusterRun(_FitRun):
         cfg = self.cfg
         nthreads = client.nthreads()
         if not nthreads:
-            raise RuntimeError(f"the cluster at {client.scheduler.address} has no workers")
+            raise ConnectionError(f"the cluster at {client.scheduler.address} has no "
+                                  "workers: start some (dask worker ADDRESS), or use "
+                                  "--workers N for a local cluster")
         left = sum(p.nbytes for p in plan_parts(self.src, self.counted))
         target = min(PART_BYTES, max(MIN_PART_BYTES, left // (4 * sum(nthreads.values()))))
         parts = plan_parts(self.src, self.counted, target)
@@ -618,7 +650,7 @@ class _ClusterRun(_FitRun):
                                                       for s, lo, hi in p.pieces],
                                          opts, pure=False): p for p in parts}
                 for fut in as_completed(list(pending), loop=client.loop):
-                    rec = fut.result()
+                    rec = _result(fut)
                     guard.waiting, in_part = False, True
                     part = pending.pop(fut)
                     self.take(part, rec)

@@ -16,6 +16,7 @@ import math
 import mmap
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -172,7 +173,10 @@ class _SparseReader(ShardReader):
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(f"{shard.path} is a scipy sparse matrix: reading it needs "
                               "scipy (pip install scipy)") from exc
-        self.matrix = sparse.load_npz(shard.path).tocsr()
+        try:
+            self.matrix = sparse.load_npz(shard.path).tocsr()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ValueError(f"{shard.path}: the file is corrupt ({exc})") from exc
 
     def read(self, start, stop, slot):
         return self.matrix[start:stop], None
@@ -248,7 +252,10 @@ class _NpzReader(ShardReader):
         self.whole: np.ndarray | None = None
         if shard.fortran:  # rows are not contiguous: read the member whole, once
             self.f.seek(0)
-            self.whole = np.lib.format.read_array(self.f, allow_pickle=False)
+            try:
+                self.whole = np.lib.format.read_array(self.f, allow_pickle=False)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise ValueError(f"{shard.name}: the file is corrupt ({exc})") from exc
 
     def read(self, start, stop, slot):
         if self.whole is not None:
@@ -260,7 +267,10 @@ class _NpzReader(ShardReader):
         got = 0
         while got < len(view):
             # in pieces: a zip member's readinto() goes through a bytes object of that size
-            n = self.f.readinto(view[got:got + _READ_PIECE])
+            try:
+                n = self.f.readinto(view[got:got + _READ_PIECE])
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise ValueError(f"{self.s.name}: the file is corrupt ({exc})") from exc
             if not n:
                 raise ValueError(f"{self.s.name}: the file ends early (truncated?)")
             got += n

@@ -654,6 +654,10 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     dtypes = _WARMUP_DTYPES if args.dtypes == "all" else \
         tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     layouts = tuple(v.strip().lower() for v in args.layouts.split(",") if v.strip())
+    for flag, given in (("--dtypes", dtypes), ("--layouts", layouts)):
+        if not given:
+            raise ValueError(f"{flag} names nothing; expected a comma-separated list (or "
+                             "leave it out for the default)")
     announce_compiles()
     t0 = time.perf_counter()
     done = warmup(dtypes, layouts, file=sys.stdout)

@@ -255,3 +255,15 @@ def test_unwritable_folders_refused_before_the_fit_and_table_before_the_save(
                  "--no-progress"]) == 2
     captured = capsys.readouterr()
     assert "disk full" in captured.err and "4.5" in captured.out  # channel 0's mean
+
+
+def test_corrupt_npz_and_empty_lists_are_one_line_errors(tmp_path, capsys, rng):
+    """A .npz whose data fails its checksum (or does not inflate) is a one-line error,
+    as a truncated one; so is `nbbn warmup --dtypes ""`."""
+    np.savez_compressed(tmp_path / "b.npz", rng.standard_normal((20000, 3)))
+    data = bytearray((tmp_path / "b.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "b.npz").write_bytes(bytes(data))
+    user_error(["fit", str(tmp_path / "b.npz"), "--no-progress"], capsys,
+               "the file is corrupt")
+    user_error(["warmup", "--dtypes", ""], capsys, "--dtypes names nothing")

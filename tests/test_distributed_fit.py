@@ -114,6 +114,29 @@ def test_refusals_without_a_cluster(tmp_path, rng):
         nbbn.fit(np.load(tmp_path / "x.npy", mmap_mode="r"), client="local", progress=False)
 
 
+def test_addresses_and_dead_workers_reported_clearly(tmp_path, rng, capsys):
+    """A scheduler address distributed cannot parse is refused at once (distributed
+    itself retries for a minute); a worker that died is a ConnectionError (one line on
+    the command line)."""
+    pytest.importorskip("distributed")
+    np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)))
+    with pytest.raises(ValueError, match="missing port number"):
+        nbbn.fit(tmp_path / "x.npy", client="nonsense", progress=False)
+    assert main(["fit", str(tmp_path / "x.npy"), "--scheduler", "nonsense",
+                 "--no-progress"]) == 2
+    assert "scheduler address 'nonsense'" in capsys.readouterr().err
+
+    class KilledWorker(Exception):
+        pass
+
+    class Future:
+        def result(self):
+            raise KilledWorker("attempted to run task count_part on 3 different workers")
+
+    with pytest.raises(ConnectionError, match="a worker died .* 3 different workers"):
+        nd._result(Future())
+
+
 def test_a_closed_client_is_refused(client, tmp_path, rng):
     distributed = pytest.importorskip("distributed")
     np.save(tmp_path / "x.npy", rng.standard_normal((10, 3)))
