@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -98,6 +100,16 @@ class _NpyReader(ShardReader):
         self.f.close()
 
 
+@contextlib.contextmanager
+def _corrupt_as_value_error(name: str) -> Iterator[None]:
+    """A zip member's data that fails its CRC or does not inflate as a ValueError naming
+    the file (the command line reports it in one line)."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ValueError(f"{name}: the file is corrupt ({exc})") from exc
+
+
 _SCIPY_SPARSE_KEYS = {"format", "shape", "data"}  # save_npz's members, and one of these:
 _SCIPY_INDEX_KEYS = ({"indices", "indptr"}, {"row", "col"}, {"coords"}, {"offsets"})
 _SCIPY_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
@@ -173,10 +185,8 @@ class _SparseReader(ShardReader):
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(f"{shard.path} is a scipy sparse matrix: reading it needs "
                               "scipy (pip install scipy)") from exc
-        try:
+        with _corrupt_as_value_error(shard.path):
             self.matrix = sparse.load_npz(shard.path).tocsr()
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise ValueError(f"{shard.path}: the file is corrupt ({exc})") from exc
 
     def read(self, start, stop, slot):
         return self.matrix[start:stop], None
@@ -252,10 +262,8 @@ class _NpzReader(ShardReader):
         self.whole: np.ndarray | None = None
         if shard.fortran:  # rows are not contiguous: read the member whole, once
             self.f.seek(0)
-            try:
+            with _corrupt_as_value_error(shard.name):
                 self.whole = np.lib.format.read_array(self.f, allow_pickle=False)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise ValueError(f"{shard.name}: the file is corrupt ({exc})") from exc
 
     def read(self, start, stop, slot):
         if self.whole is not None:
@@ -267,10 +275,8 @@ class _NpzReader(ShardReader):
         got = 0
         while got < len(view):
             # in pieces: a zip member's readinto() goes through a bytes object of that size
-            try:
+            with _corrupt_as_value_error(self.s.name):
                 n = self.f.readinto(view[got:got + _READ_PIECE])
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise ValueError(f"{self.s.name}: the file is corrupt ({exc})") from exc
             if not n:
                 raise ValueError(f"{self.s.name}: the file ends early (truncated?)")
             got += n

@@ -73,11 +73,12 @@ class Normalizer:
         if (var < 0).any():
             bad = np.flatnonzero(var < 0)[:5].tolist()
             raise ValueError(f"var must be >= 0, got negative values in channels {bad}")
-        if (np.isnan(var) & np.isfinite(mean)).any():  # (mean NaN or inf too: statistics
-            # of no values, or of NaNs or infinities propagated, which give NaN outputs)
-            bad = np.flatnonzero(np.isnan(var) & np.isfinite(mean))[:5].tolist()
-            raise ValueError(f"var must be >= 0, got NaN in channels {bad}, whose mean is "
-                             "finite")
+        # (a NaN var with a NaN or infinite mean: statistics of no values, or of NaNs or
+        # infinities propagated, which give NaN outputs)
+        bad = np.flatnonzero(np.isnan(var) & np.isfinite(mean))
+        if bad.size:
+            raise ValueError(f"var must be >= 0, got NaN in channels {bad[:5].tolist()}, "
+                             "whose mean is finite")
         self.eps = check_eps(eps)
         self.mean = mean.copy()
         self.var = var.copy()

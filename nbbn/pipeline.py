@@ -42,7 +42,7 @@ from .backends import is_dask_array
 from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer
-from .running_stats import RunningStats
+from .running_stats import RunningStats, counted_nothing
 from .sources import Batch, IterableSource, Position, Source, open_source
 
 CHECKPOINT_INTERVAL_S = 5.0
@@ -667,7 +667,7 @@ def _open_for_transform(source, key, axis, columns, names) -> Source:
 
 def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
     if isinstance(obj, RunningStats):
-        if obj.num_channels is None or not np.any(obj.count):
+        if counted_nothing(obj):
             raise ValueError("the statistics are empty (they counted no values): fit some "
                              "data first")
         ca = obj.channel_axis if channel_axis is None else check_axis(channel_axis)
@@ -860,20 +860,15 @@ def _refuse_own_input(src: Source, out, source=None) -> None:
     caller's ``source`` (a dask graph's, a DataFrame's)."""
     inputs = [a for shard in src.shards for a in _backing(getattr(shard, "array", None))]
     inputs += list(_backing(source))
-    if isinstance(out, (str, os.PathLike)):
-        refuse_own_input(src, out)
-        for a in inputs:
-            if (path := _file_of(a)) is not None:
-                _refuse_path(path, path, out, "transform")
-        return
-    out_file = _file_of(out)
-    if out_file is not None:  # a second memory map or zarr handle of an input file
-        refuse_own_input(src, out_file)
-    out_arrays = list(_backing(out))
+    # a path, or the file of an array out (a second memory map or zarr handle of an input)
+    out_path = out if isinstance(out, (str, os.PathLike)) else _file_of(out)
+    if out_path is not None:
+        files = list(_input_files(src))
+        files += [(p, p) for p in map(_file_of, inputs) if p is not None]
+        for name, path in files:
+            _refuse_path(path, name, out_path, "transform")
+    out_arrays = [] if isinstance(out, (str, os.PathLike)) else list(_backing(out))
     for a in inputs:
-        a_file = _file_of(a)
-        if out_file is not None and a_file is not None:
-            _refuse_path(a_file, a_file, out_file, "transform")
         if any(a is o or (isinstance(a, np.ndarray) and isinstance(o, np.ndarray)
                           and np.may_share_memory(a, o)) for o in out_arrays):
             raise ValueError("out shares memory with the input array: transform does not "

@@ -472,7 +472,7 @@ class RunningStats:
         """The frozen normalizer ``(x - mean) / sqrt(var + eps) * weight + bias``."""
         from .normalizer import Normalizer
 
-        if _saw_nothing(self):
+        if counted_nothing(self):
             raise ValueError("to_normalizer() needs statistics: call update() with data first")
         return Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
                           channel_axis=self.channel_axis, backend=self.backend)
@@ -697,9 +697,9 @@ def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.nda
 def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
     """The histogram of merged statistics: the sum, when both sides have one (a side
     that saw no value, or only empty batches, keeps the other's)."""
-    if _saw_nothing(b):  # (a copy: the merge is a new object, neither input changes)
+    if counted_nothing(b):  # (a copy: the merge is a new object, neither input changes)
         return None if a.histogram is None else a.histogram.copy()
-    if _saw_nothing(a):
+    if counted_nothing(a):
         return None if b.histogram is None else b.histogram.copy()
     if a.histogram is None or b.histogram is None:
         return None
@@ -708,11 +708,13 @@ def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
     return out
 
 
-def _saw_nothing(rs: RunningStats) -> bool:
-    """Whether ``rs`` counted nothing: no update yet, or only empty batches (read
-    without its lock, which a caller may hold)."""
+def counted_nothing(rs: RunningStats) -> bool:
+    """Whether ``rs`` counted no value: no update yet, only empty batches, or only NaNs
+    skipped (read without its lock, which a caller may hold). Such statistics normalize
+    nothing (``to_normalizer``, ``nbbn.transform``), give precise BN nothing to write,
+    and leave a merge's histogram to the other side."""
     st = rs._state
-    return st is None or not backends.to_host(st).ints.any()
+    return st is None or not backends.to_host(st).ints[0].any()
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:

@@ -23,7 +23,7 @@ import numpy as np
 from ._progress import Progress
 from ._torch_fold import fold_normalizer, fuse_bn
 from ._torch_modules import NormalizerModule, _is_bn, check_initialized, torch
-from .running_stats import RunningStats
+from .running_stats import RunningStats, counted_nothing
 
 __all__ = ["NormalizerModule", "fold_normalizer", "fuse_bn", "recompute_bn_stats"]
 
@@ -140,14 +140,9 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
         stats, calls = _merge_ranks(stats, calls)
-        result = {name: rs for name, rs in stats.items() if _counted(rs)}
+        result = {name: rs for name, rs in stats.items() if not counted_nothing(rs)}
         _write(layers, result, calls)
     return result
-
-
-def _counted(rs: RunningStats) -> bool:
-    """Whether a layer's statistics counted any value (empty batches count none)."""
-    return rs.num_channels is not None and bool(np.any(rs.count))
 
 
 @contextlib.contextmanager
@@ -260,7 +255,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
                 _run(model, data, num_samples, device, progress,
                      f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before)
             merged, calls = _merge_ranks({name: lp.stats}, {name: lp.calls})
-            if not _counted(merged[name]):
+            if counted_nothing(merged[name]):
                 continue  # ran on the first batch, not in its own pass: left as it was
             _write([(name, modules[name])], merged, calls)
             result[name] = merged[name]
