@@ -207,6 +207,34 @@ def test_an_overflowing_m2_is_infinite_not_nan():
         assert rs.var[0] == np.inf and rs.var[1] == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+def test_values_near_the_top_of_the_range_keep_a_finite_mean(rng, policy):
+    """Finite values whose weighted deviations overflow float64 (one sign: their sum;
+    both signs: each deviation) keep a finite mean, redone scaled by 2^-64 as the
+    unweighted kernels do: the exact weighted mean (fractions) to about 2^-53 of the
+    values; the variance is inf (its true value is beyond float64), never NaN."""
+    from fractions import Fraction
+
+    top = 1e307 * (10.0 + rng.uniform(-1, 1, (400, 2)))  # 9e307 .. 1.1e308
+    top[1::2, 1] *= -1.0  # channel 1: both signs, so single deviations overflow too
+    w = rng.integers(0, 4, 400).astype(np.float64)
+    if policy == "omit":
+        top[::7, 0] = np.nan
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(top, sample_weight=w)
+    for c in range(2):
+        keep = ~np.isnan(top[:, c])
+        pairs = zip(w[keep], top[keep, c], strict=True)
+        exact = sum(Fraction(a) * Fraction(b) for a, b in pairs)
+        exact /= Fraction(w[keep].sum())
+        # (to 2^-53 of the values' size: channel 1's mean is far smaller than they are)
+        scale = np.nanmax(np.abs(top[:, c]))
+        assert abs(rs.mean[c] - float(exact)) <= 1e-15 * scale, (c, rs.mean[c], exact)
+    assert np.isposinf(rs.var).all(), rs.var
+    # as the same rows repeated (the unweighted kernels' scaled redo)
+    rep = nbbn.RunningStats(-1, nan_policy=policy).update(np.repeat(top, w.astype(int), 0))
+    np.testing.assert_allclose(rs.mean, rep.mean, rtol=0, atol=2e-15 * np.nanmax(top))
+
+
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="needs numba-cuda (GPU or simulator)")
 def test_cuda_says_weights_are_cpu_only(rng, cuda):
     x = rng.standard_normal((6, 3))

@@ -93,6 +93,16 @@ def test_sums_beyond_float64s_range_keep_a_finite_mean(monkeypatch, route, fmt):
     np.testing.assert_allclose(rs.mean, dense.mean, rtol=1e-15)
     x[5, 2] = np.inf
     assert np.isposinf(nbbn.RunningStats(-1).update(_sparse(x, fmt)).mean[2])
+    # weighted: the same redo with each stored value's weight, and the implicit zeros'
+    # weight sum (rows of weight 0 absent), equal to the dense weighted statistics
+    w = np.tile([1.0, 2.0, 0.0, 3.0, 1.0], 80)
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(_sparse(x[:, :2], fmt),
+                                                         sample_weight=w)
+    dense = nbbn.RunningStats(-1, nan_policy="omit").update(x[:, :2], sample_weight=w)
+    np.testing.assert_allclose(rs.mean, dense.mean, rtol=1e-15)
+    assert np.isfinite(rs.mean).all() and np.isposinf(rs.var).all()
+    np.testing.assert_array_equal(rs.count, dense.count)
+    np.testing.assert_array_equal(rs.to_dict()["weight"], dense.to_dict()["weight"])
 
 
 def _weighted_ref(x: np.ndarray, w: np.ndarray, omit: bool):

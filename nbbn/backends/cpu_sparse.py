@@ -671,16 +671,15 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
                    out.ints, out.floats, sw)
     if weighted:
         out.weight = sw
-    else:
-        _redo_overflowed(x, policy, out)
+    _redo_overflowed(x, policy, out, weight)
     return out
 
 
-def _redo_overflowed(x, policy: int, out: BatchStats) -> None:
+def _redo_overflowed(x, policy: int, out: BatchStats, weight: np.ndarray | None) -> None:
     """Columns of finite values whose mean or M2 came out NaN or infinite (sums beyond
     float64's range, near 1e308) again through the dense kernels, which redo such a
-    block with a scaled sum: a finite mean and an infinite variance, as for dense input
-    (weighted columns are left as they are: docs/numerics.md)."""
+    block with a scaled sum: a finite mean and an infinite variance, as for dense input.
+    ``weight``: the rows' weights (``out`` is weighted), or None."""
     mean, m2 = out.floats[0], out.floats[2]
     finite_data = (out.ints[2] == 0) & ((out.ints[1] == 0) | (policy == POLICY_OMIT))
     bad = np.flatnonzero(finite_data & ~(np.isfinite(mean) & (m2 == m2)))
@@ -689,17 +688,27 @@ def _redo_overflowed(x, policy: int, out: BatchStats) -> None:
     from . import cpu
 
     xc = x if x.format == "csc" else x.tocsc()
-    indptr, _, data = _entries(xc)
+    indptr, rows, data = _entries(xc)
     for j in bad.tolist():
         vals = np.ascontiguousarray(data[indptr[j]:indptr[j + 1]])[:, np.newaxis]
-        part = cpu.reduce(cpu.prepare(vals, -1, "batch"), policy)
-        zeros = x.shape[0] - vals.shape[0]
-        if zeros:  # (the implicit zeros: count, min and max set, the rest 0)
-            z = BatchStats.empty(1)
-            z.ints[0, 0] = zeros
+        can = cpu.prepare(vals, -1, "batch")
+        z = BatchStats.empty(1)  # the implicit zeros: count, min and max set, the rest 0
+        if weight is None:
+            part = cpu.reduce(can, policy)
+            z.ints[0, 0] = x.shape[0] - vals.shape[0]
+        else:
+            stored = np.zeros(x.shape[0], np.bool_)
+            stored[rows[indptr[j]:indptr[j + 1]]] = True
+            part = cpu.reduce_weighted(can, policy, weight[stored])
+            zw = weight[~stored]
+            z.ints[0, 0] = np.count_nonzero(zw)  # (a row of weight 0 is absent)
+            z.weight = np.array([zw.sum()])
+        if z.ints[0, 0]:
             z.floats[3:, 0] = 0.0
             part = cpu.merge(z, part)
         out.ints[:, j], out.floats[:, j] = part.ints[:, 0], part.floats[:, 0]
+        if out.weight is not None:
+            out.weight[j] = part.weight_sum()[0]
 
 
 def scale_columns(x, factor: np.ndarray) -> None:

@@ -84,7 +84,9 @@ def shifted_moments(shift, wsum, delta, q, e):  # pragma: no cover - compiled
         return shift, 0.0, 0.0
     if not math.isfinite(delta):
         return shift + delta, 0.0, math.nan
-    corr = e / wsum
+    # deviations that overflow (values of both signs near 1e308) make ``e`` inf or
+    # NaN, and ``q`` inf: M2 is inf, and the mean keeps the first pass's rounding
+    corr = e / wsum if math.isfinite(e) else 0.0
     # (e^2 / wsum <= q, so an overflowed q is M2's overflow: inf, where e * corr can
     # overflow too and inf - inf would be NaN; a NaN q stays NaN)
     m2 = q - e * corr if q < math.inf else q
@@ -92,6 +94,39 @@ def shifted_moments(shift, wsum, delta, q, e):  # pragma: no cover - compiled
         m2 = 0.0
     hi, lo = dd_mean(shift, delta + corr)
     return hi, lo, m2
+
+
+@numba.njit(fastmath=False)
+def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - compiled
+    """For the channels ``redo``: the mean as ``(shift, delta)``, a double-double, from
+    the values scaled by 2^-64 (exact above the subnormals), where their weighted sums
+    cannot overflow: a first mean of ``w * x * 2^-64`` corrected by the sum of the
+    scaled deviations from it (two passes, as the unscaled kernel), scaled back. NaNs
+    are skipped: a channel is redone only where they are omitted."""
+    no, nchan, length = x.shape
+    s = np.zeros(nchan)
+    for step in range(2):
+        for o in range(no):
+            wo = w[o // rpw]
+            if wo == 0.0:
+                continue
+            for c in range(nchan):
+                if not redo[c]:
+                    continue
+                for i in range(length):
+                    v = numba.float64(x[o, c, i])
+                    if not math.isnan(v):
+                        s[c] += wo * (math.ldexp(v, -64) - shift[c]) if step else \
+                            wo * math.ldexp(v, -64)
+        for c in range(nchan):
+            if redo[c]:
+                if step:
+                    hi, lo = dd_mean(shift[c], s[c] / wsum[c])
+                    shift[c] = math.ldexp(hi, 64)
+                    delta[c] = math.ldexp(lo, 64)
+                else:
+                    shift[c] = s[c] / wsum[c]
+                    s[c] = 0.0
 
 
 @cached(nogil=True)
@@ -155,11 +190,19 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
                 mn[c] = merge_min(mn[c], v)
                 mx[c] = merge_max(mx[c], v)
     delta = np.zeros(nchan)
+    redo = np.zeros(nchan, np.bool_)
     for c in range(nchan):
         wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
         wsum[c] -= wsumc[c]
         if wsum[c] > 0.0:
             delta[c] = s1[c] / wsum[c]
+            # finite values whose weighted deviations overflowed (both signs near
+            # 1e308): summed again scaled by 2^-64, as the unweighted kernels do
+            redo[c] = not math.isfinite(delta[c]) and ninf[c] == 0 and (
+                omit or nnan[c] == 0)
+    if redo.any():
+        _scaled_means(x, w, rpw, redo, wsum, shift, delta)
+    for c in range(nchan):
         shift[c], delta[c] = recentre(shift[c], delta[c])
     q = np.zeros(nchan)
     qc = np.zeros(nchan)
