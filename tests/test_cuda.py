@@ -427,6 +427,30 @@ def test_outlier_first_value_per_thread(axis, cuda, small_blocks, rng):
     assert_stats(rs, ref_stats(x, axis), 1e-12)
 
 
+@pytest.mark.parametrize("geometry", ["cf_several_parts", "cl_long", "cf_short_rows_4d"])
+def test_float64_near_the_top_of_the_range(geometry, cuda, small_blocks, rng):
+    """Finite float64 values whose per-thread sums overflow (one sign) or whose single
+    deviations do (both signs): each such thread redoes its values scaled by 2^-64, so
+    the mean is finite and the CPU's to about 2^-53 of the values, the variance inf
+    (its true value is beyond float64), as on the CPU; in every statistics kernel."""
+    shape, axis = GEOMETRIES[geometry]
+    x = rng.uniform(0.0, 1.7e308, shape)  # deviations from a thread's first value
+    # up to 1.7e308: their sums overflow; channel 0 both signs: single deviations too
+    ch0 = np.moveaxis(x, axis, 0)[0]
+    ch0 *= rng.choice([-1.0, 1.0], ch0.shape)
+    for policy in ("propagate", "omit"):
+        y = x.copy()
+        if policy == "omit":
+            y.reshape(-1)[::7] = np.nan
+        gpu = nbbn.channel_stats(cuda.to_device(y), axis, nan_policy=policy)
+        cpu = nbbn.channel_stats(y, axis, nan_policy=policy, backend="cpu")
+        assert np.isfinite(gpu.mean).all() and np.isposinf(gpu.var).all(), gpu
+        np.testing.assert_allclose(gpu.mean, cpu.mean, rtol=0, atol=1e-15 * 1.7e308)
+        np.testing.assert_array_equal(gpu.count, cpu.count)
+        np.testing.assert_array_equal(gpu.min, cpu.min)
+        np.testing.assert_array_equal(gpu.max, cpu.max)
+
+
 def test_view_strides_match_numpy(rng):
     """The (O, C, I) view strides used on a GPU (computed on a data-less stand-in and
     cached per layout) equal numpy's reshape of the same layout, or both refuse."""

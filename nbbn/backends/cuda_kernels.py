@@ -26,7 +26,10 @@ How a thread accumulates depends on the input dtype (a *family*, :func:`family`)
   summed in float64 with the thread's own shift ``k``, its first finite value. Because
   ``k`` is one of the values summed, ``sum(d*d) / M2 <= n + 1`` for the thread's ``n``
   values, so the shifted formula loses at most ``log10(n + 1)`` of float64's 16 digits
-  (about 2.5 for the ~250 values a thread reads), whatever the mean. Values come in
+  (about 2.5 for the ~250 values a thread reads), whatever the mean. A float64 thread
+  whose sums overflowed (finite values near 1e308) sweeps its values again scaled by
+  2^-64 (:func:`overflowed`, :func:`rescale`), as the CPU kernels redo such a block: a
+  finite mean and an infinite M2. Values come in
   groups of ``unroll`` loads; a group whose values are all finite (the common case)
   takes a branch-free path with min/max in the input's precision, a group with a NaN
   or an infinity takes the careful per-value path that counts them.
@@ -178,16 +181,21 @@ def f32_to_bf16(v):
 
 
 # --------------------------------------------------------------- per-thread sweeps
-def _float_sweep(native, U, bf16=False):
+def _float_sweep(native, U, bf16=False, scaled=False):
     """init/sweep/finish for the float families: values read as ``native`` (float32 or
     float64), ``U`` loads per group; ``bf16``: the array holds bfloat16 bits (read as
-    float32, exactly)."""
+    float32, exactly); ``scaled``: float64 values read times 2^-64 (exact above the
+    subnormals), for the redo of a thread whose sums overflowed (:func:`rescale`)."""
     big = native(math.inf)
 
     if bf16:
         @cuda.jit(device=True, inline=True)
         def load(a, i):
             return bf16_to_f32(a[i])
+    elif scaled:
+        @cuda.jit(device=True, inline=True)
+        def load(a, i):
+            return native(a[i]) * TWO_M64
     else:
         @cuda.jit(device=True, inline=True)
         def load(a, i):
@@ -339,6 +347,28 @@ def _exact_sweep(bits, U):
     return init, sweep, finish
 
 
+TWO_M64 = 2.0 ** -64
+TWO_64 = 2.0 ** 64
+TWO_128 = 2.0 ** 128
+
+
+@cuda.jit(device=True, inline=True)
+def overflowed(res):
+    """True when a thread's finite values gave a non-finite mean: float64 values near
+    1e308 whose shifted sums overflowed (float32 and integer values cannot)."""
+    return res[0] > 0 and not math.isfinite(res[1])
+
+
+@cuda.jit(device=True, inline=True)
+def rescale(res, scaled):
+    """The thread's result with the mean and M2 of its redo on values scaled by 2^-64
+    (``scaled``), scaled back: a finite mean, and an M2 that is inf where it is beyond
+    float64's range; counts, min and max stay those of the first sweep."""
+    nf, _, _, _, mn, mx, nnan, ninf = res
+    return (nf, scaled[1] * TWO_64, scaled[2] * TWO_64, scaled[3] * TWO_128, mn, mx,
+            nnan, ninf)
+
+
 def _family_sweep(fam: str, U: int):
     if fam == "float32":
         return _float_sweep(numba.float32, U)
@@ -435,6 +465,10 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
     of two), for inputs of family ``fam``, ``unroll`` loads per thread and step."""
     T = threads
     init, sweep, finish = _family_sweep(fam, unroll)
+    # float64 input: a thread whose sums overflowed redoes its values scaled by 2^-64
+    # (a constant, so the other families compile no redo)
+    REDO = fam == "float64"
+    sweep_scaled = _float_sweep(numba.float64, unroll, scaled=True)[1] if REDO else sweep
     block_reduce, store_thread, _ = _block_helpers(T)
 
     @cuda.jit
@@ -459,7 +493,18 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
             acc = sweep(x[o, c], numba.uint64(lo + t), numba.uint64(hi), numba.uint64(T),
                         acc)
             o += 1
-        store_thread(t, finish(acc), si, sf)
+        res = finish(acc)
+        if REDO and overflowed(res):
+            acc = init()
+            o = j0 // length
+            while o * length < j1:
+                lo = max(j0 - o * length, 0)
+                hi = min(j1 - o * length, length)
+                acc = sweep_scaled(x[o, c], numba.uint64(lo + t), numba.uint64(hi),
+                                   numba.uint64(T), acc)
+                o += 1
+            res = rescale(res, finish(acc))
+        store_thread(t, res, si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
             write_part(pi, pf, c, p, 0, si, sf)
@@ -486,7 +531,12 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         if r < rows and c < nchan:
             start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1), s0)
             acc = sweep(xf, start, end, numba.uint64(rows * s0), acc)
-        store_thread(t, finish(acc), si, sf)
+        res = finish(acc)
+        if REDO and overflowed(res):
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1), s0)
+            res = rescale(res, finish(sweep_scaled(xf, start, end,
+                                                   numba.uint64(rows * s0), init())))
+        store_thread(t, res, si, sf)
         block_reduce(t, lanes, rows, si, sf)
         if r == 0 and c < nchan:
             write_part(pi, pf, c, p, t, si, sf)
@@ -510,7 +560,12 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         if r < rows:
             start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1 + i * s2), s0)
             acc = sweep(xf, start, end, numba.uint64(rows * s0), acc)
-        store_thread(t, finish(acc), si, sf)
+        res = finish(acc)
+        if REDO and overflowed(res):
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1 + i * s2), s0)
+            res = rescale(res, finish(sweep_scaled(xf, start, end,
+                                                   numba.uint64(rows * s0), init())))
+        store_thread(t, res, si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
             write_part(pi, pf, c, p, 0, si, sf)
