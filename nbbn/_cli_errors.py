@@ -29,7 +29,7 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
 
 # How the library's Python parameter names read as options (see nbbn._wording): by
 # default the subcommand's option with the same dest (batch_size -> --batch-size).
-_PARAM_DESTS = {"out": "output", "stats_or_normalizer": "stats"}
+_PARAM_DESTS = {"out": "output", "stats_or_normalizer": "stats", "client": "scheduler"}
 
 
 def cli_speller(sub: argparse.ArgumentParser | None) -> Callable[[Param], str]:

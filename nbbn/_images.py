@@ -127,9 +127,12 @@ def _list_images(source) -> tuple[list[str], str]:
             dirs[:] = kept
             found.extend(os.path.join(root, f) for f in files if _is_image_name(f))
         if not found:
-            raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files and no "
-                                    "image files (searched recursively for "
-                                    f"{', '.join(IMAGE_SUFFIXES)})")
+            from ._tabular import nested_tables_note
+
+            raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files, no "
+                                    "Parquet or CSV files, and no image files (searched "
+                                    f"recursively for {', '.join(IMAGE_SUFFIXES)})"
+                                    + nested_tables_note(path))
         return sorted(found), f"{path} ({len(found)} images)"
     if os.path.isfile(path):
         return [path], path

@@ -118,7 +118,10 @@ class TableSource(Source):
         self._reader = reader
         first = self.shards[0] if self.shards else None
         self.row_shape = None if first is None else first.row_shape
-        self.dtype = None if first is None else first.dtype
+        # every file's, as for arrays: transform's default output holds them all (an
+        # int64 file before a float64 one made it float32)
+        used = [s.dtype for s in self.shards if s.rows != 0] or [s.dtype for s in self.shards]
+        self.dtype = np.result_type(*used) if used else None
 
     @property
     def rows(self) -> int | None:
@@ -245,7 +248,8 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
             raise ValueError(f"{what} has no column {_names(missing)} (its columns: "
                              f"{_names(list(kinds))})")
         if len(set(chosen)) != len(chosen):
-            raise ValueError(f"columns names a column twice: {_names(chosen)}")
+            raise worded(ValueError, "{columns} names a column twice: {chosen}",
+                         columns=Param("columns"), chosen=_names(chosen))
         bad = {c: other[c] for c in chosen if c in other}
         if bad:
             raise ValueError(f"{what}: column {_names(list(bad))} is not numeric ("
@@ -255,6 +259,28 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         raise ValueError(f"{what} has no numeric column to read (its columns: "
                          f"{_names(list(kinds))})")
     return chosen
+
+
+def same_columns(kinds: dict[str, str | None], chosen: list[str], columns, path: str,
+                 first: str) -> None:
+    """Check a later file of a folder or list against the first one's ``chosen``
+    columns: they must be there and numeric, and without ``columns`` (every column
+    read) the file may hold no other (it would be left out silently, or not, depending
+    on which file sorts first).
+
+    Raises
+    ------
+    ValueError
+        A chosen column is missing or not numeric, or (``columns=None``) ``path`` has
+        columns that ``first`` has not.
+    """
+    select_columns(kinds, chosen, path)
+    extra = [c for c in kinds if c not in set(chosen)]
+    if columns is None and extra:
+        raise worded(ValueError, "{path} has columns {extra} that {first} has not: the "
+                     "files must hold the same columns, or pass {columns} to choose "
+                     "those to read", path=path, extra=_names(extra), first=first,
+                     columns=Param("columns", placeholder="[...]"))
 
 
 def split_columns(text: str, kinds) -> list[str]:
@@ -444,8 +470,9 @@ def _pandas(df, columns) -> TableSource:
 def _polars(df, columns) -> TableSource:
     what = "a polars DataFrame"
     names = list(df.columns)
-    kinds = {n: None if (t.is_integer() or t.is_float()) else f"dtype {t}"
-             for n, t in zip(names, df.dtypes, strict=True)}
+    # (Int128 and UInt128 have no numpy dtype: not numeric here)
+    kinds = {n: None if (t.is_integer() or t.is_float()) and "128" not in str(t)
+             else f"dtype {t}" for n, t in zip(names, df.dtypes, strict=True)}
     chosen = select_columns(kinds, columns, what)
     series = [df.get_column(c) for c in chosen]
     dtypes = [np.dtype(s.slice(0, 0).to_numpy().dtype) for s in series]
@@ -541,6 +568,24 @@ def _table_paths(path: str) -> list[str]:
     return []
 
 
+def nested_tables_note(path: str) -> str:
+    """For the error of a folder that holds nothing nbbn reads: a note when its
+    subfolders hold Parquet or CSV files (a partitioned dataset, ``year=2020/...``),
+    which a folder is not searched for; "" otherwise."""
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        tables = sorted(f for f in files if _table_kind(f))
+        if root != path and tables:
+            rel = os.path.relpath(root, path)
+            depth = "*/" * (rel.count(os.sep) + 1)
+            suffix = "".join(Path(tables[0]).suffixes[-2:]) if tables[0].lower().endswith(
+                ".gz") else Path(tables[0]).suffix
+            return (f"; its subfolders hold Parquet or CSV files ({rel}), but tables are "
+                    f"read from a folder's top level only: pass a glob such as "
+                    f"{os.path.join(path, depth)}*{suffix}")
+    return ""
+
+
 def looks_like_table(source) -> bool:
     """Whether :func:`open_any` reads ``source`` as a table (nothing is read or imported).
 
@@ -594,13 +639,13 @@ def _parquet(paths: list[str], columns, what: str) -> TableSource:
         names = list(schema.names)
         _check_unique(names, path)
         kinds = {n: _arrow_kind(t) for n, t in zip(names, schema.types, strict=True)}
+        if columns is None:  # a stored pandas index is no channel (as pd.read_parquet)
+            index = _pandas_index_columns(schema)
+            kinds = {n: k for n, k in kinds.items() if n not in index}
         if chosen is None:
-            if columns is None:  # a stored pandas index is no channel (as pd.read_parquet)
-                index = _pandas_index_columns(schema)
-                kinds = {n: k for n, k in kinds.items() if n not in index}
             chosen = select_columns(kinds, columns, path)
-        else:
-            select_columns(kinds, chosen, path)  # the same columns, numeric, in every file
+        else:  # the same columns, numeric, in every file
+            same_columns(kinds, chosen, columns, path, paths[0])
         dtypes = [np.dtype(schema.field(c).type.to_pandas_dtype()) for c in chosen]
         ident = {**file_fingerprint(path), "columns": chosen}
         for g in range(meta.metadata.num_row_groups):
@@ -657,8 +702,11 @@ class _RowGroupReader:
         if pf is None:
             cache.clear()
             pf = cache[path] = pq.ParquetFile(path)
-        return pf.read_row_group(self.groups[index], columns=self.columns,
-                                 use_threads=PARQUET_THREADS)
+        table = pf.read_row_group(self.groups[index], columns=self.columns,
+                                  use_threads=PARQUET_THREADS)
+        # the top-level columns by name: a dotted name ("a.b") also matches the field b
+        # of a struct column a, which pyarrow then returns as well
+        return table.select(self.columns)
 
     def pieces(self, index: int) -> Iterator[Piece]:
         if self._pool is None:
@@ -717,7 +765,7 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
         if chosen is None:
             chosen = select_columns(kinds, columns, path)
         else:
-            select_columns(kinds, chosen, path)
+            same_columns(kinds, chosen, columns, path, paths[0])
         convert = pacsv.ConvertOptions(include_columns=chosen,
                                        column_types={c: pa.float64() for c in chosen})
         shards.append(TableShard(path, None, (len(chosen),), np.dtype(np.float64),

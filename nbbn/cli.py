@@ -282,11 +282,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import contextlib
 
     from ._images import looks_like_images
+    from ._tabular import looks_like_table
 
     with contextlib.ExitStack() as stack:
         source, client = args.source, args.scheduler
         if looks_like_images(source) or _image_options_given(args):
             source = _image_source(args)  # --workers: decoding threads
+        elif (args.workers is not None or client is not None) and looks_like_table(source):
+            # (refused before a local cluster starts)
+            raise ValueError(f"a fit on a cluster ({'--scheduler' if client else '--workers'})"
+                             f" does not read tables yet; fit {source} without it")
         elif args.workers is not None:
             from ._distributed import local_client
 

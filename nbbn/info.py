@@ -79,7 +79,8 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
     lines += ["", format_table(stats).rstrip("\n"), ""]
     nan = stats.nan_count
     if nan.any():
-        lines.append(f"NaNs seen: {int(nan.sum())} in {int(np.count_nonzero(nan))} channels"
+        nnan = int(np.count_nonzero(nan))
+        lines.append(f"NaNs seen: {int(nan.sum())} in {nnan} channel{'s' * (nnan != 1)}"
                      f" (nan_policy={stats.nan_policy!r})")
     lines.append("torchvision.transforms.Normalize, population std (ddof=0):")
     lines.append("  " + normalize_lists(stats))

@@ -257,8 +257,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
     try:
         _check_source_axis(src, channel_axis)
         if client is not None and getattr(src, "channel_names", None) is not None:
-            raise TypeError(f"a fit on a cluster (client=...) does not read tables yet; "
-                            f"fit {src.description} without client")
+            raise worded(TypeError, "a fit on a cluster ({client}) does not read tables "
+                         "yet; fit {what} without it", client=Param("client",
+                                                                    placeholder="..."),
+                         what=src.description)
         if client is not None:
             if hasattr(src, "check_channel_axis"):  # an ImageSource
                 raise ValueError(f"{src.description}: image files are decoded by threads of "

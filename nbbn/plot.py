@@ -7,6 +7,7 @@ without a display and inside other programs that use matplotlib themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,6 +91,10 @@ def plot_stats(
     Figure, MaxNLocator = _matplotlib()
     mean, std, lo, hi = stats.mean, stats.std, stats.min, stats.max
     count = stats.count
+    drawn = np.isfinite(mean) & np.isfinite(std)  # the others are named, not drawn
+    mean, std, lo, hi = (np.where(drawn, a, np.nan) for a in (mean, std, lo, hi))
+    mean, std, unit = _in_drawable_units(mean, std, lo, hi)
+    lo, hi = lo / unit, hi / unit
     ch = np.arange(nchan)
     many = nchan > MANY_CHANNELS
 
@@ -119,25 +124,40 @@ def plot_stats(
     finite_std = std[np.isfinite(std) & (std > 0)]
     if finite_std.size and finite_std.max() / finite_std.min() > 100:
         bottom.set_yscale("log")
-    top.set_ylabel("value")
+    top.set_ylabel("value" if unit == 1.0 else f"value (x {unit:.0e})")
     top.grid(True, axis="y", alpha=0.3)
     handles = dict(zip(*reversed(top.get_legend_handles_labels()), strict=True))
     order = [k for k in ("mean ± std", "mean", "min", "max") if k in handles]
     fig.legend([handles[k] for k in order], order, loc="outside lower center", fontsize=8,
                ncols=4, frameon=False)
-    bottom.set_ylabel("std")
+    bottom.set_ylabel("std" if unit == 1.0 else f"std (x {unit:.0e})")
     bottom.set_xlabel("channel")
     bottom.grid(True, axis="y", alpha=0.3)
     if title is None:
         counts = np.unique(count)
-        per = f"{int(counts[0]):,} values per channel" if counts.size == 1 else (
-            f"{int(count.min()):,}-{int(count.max()):,} values per channel")
+        per = f"{_count(counts[0])} values per channel" if counts.size == 1 else (
+            f"{_count(count.min())}-{_count(count.max())} values per channel")
         title = f"nbbn statistics: {nchan} channel{'s' if nchan != 1 else ''}, {per}"
     note = undrawn_note(stats, channel_names)
     fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+def _count(v) -> str:
+    """A count with thousands separators, or a weighted count (a weight sum) as it is."""
+    return f"{int(v):,}" if float(v).is_integer() else f"{float(v):.6g}"
+
+
+def _in_drawable_units(mean, std, lo, hi):
+    """``(mean, std, unit)`` with the values divided by ``unit``, a power of ten chosen
+    when they reach 1e150: matplotlib cannot lay out an axis whose span overflows
+    float64 (values near +-1e308), and ``mean + std`` could overflow too."""
+    finite = [np.abs(a[np.isfinite(a)]) for a in (mean, std, lo, hi)]
+    big = max((float(a.max()) for a in finite if a.size), default=0.0)
+    unit = 10.0 ** math.floor(math.log10(big)) if big >= 1e150 else 1.0
+    return mean / unit, std / unit, unit
 
 
 def undrawn_note(stats, channel_names: Sequence[str] | None = None) -> str | None:

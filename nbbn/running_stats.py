@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -533,7 +534,10 @@ class RunningStats:
                    if k not in d]
         if missing:
             raise ValueError(f"RunningStats data is missing the fields {missing}")
-        version = int(np.asarray(d["version"]))
+        stored = np.asarray(d["version"])
+        if stored.ndim or stored.dtype.kind not in "iu":
+            raise ValueError(f"RunningStats version must be an integer, got {stored!r}")
+        version = int(stored)
         if version > FORMAT_VERSION:
             raise ValueError(
                 f"RunningStats data has format version {version}, newer than this nbbn "
@@ -552,16 +556,19 @@ class RunningStats:
         count = arrays[0]
         for k, a in zip(_ARRAY_FIELDS, arrays, strict=True):
             if k in ("count", "nan_count", "inf_count") and (
-                    a.dtype.kind not in "iu" or (a < 0).any()):
-                raise ValueError(f"RunningStats {k} must hold non-negative integers")
+                    a.dtype.kind not in "iu" or (a < 0).any()
+                    or (a.size and int(a.max()) > np.iinfo(np.int64).max)):
+                raise ValueError(f"RunningStats {k} must hold non-negative integers (int64)")
+            if a.dtype.kind not in "iuf":
+                raise ValueError(f"RunningStats {k} must hold numbers, got dtype {a.dtype}")
             if k == "m2" and (a.dtype.kind != "f" or (a < 0).any()):  # (NaN: "propagate")
                 raise ValueError("RunningStats m2 must hold floats >= 0 (or NaN)")
         # mean_lo (the rest of the mean below float64's rounding) came with nbbn 0.2;
         # files without it read as exact float64 means
         mean_lo = np.asarray(d.get("mean_lo", np.zeros_like(arrays[1], np.float64)))
-        if mean_lo.shape != count.shape:
-            raise ValueError(f"RunningStats mean_lo must have shape {count.shape}, "
-                             f"got {mean_lo.shape}")
+        if mean_lo.shape != count.shape or mean_lo.dtype.kind != "f":
+            raise ValueError(f"RunningStats mean_lo must hold floats of shape {count.shape}, "
+                             f"got {mean_lo.dtype} {mean_lo.shape}")
         if "channel_names" in d:  # optional (nbbn 0.2): older files have none
             names = np.asarray(d["channel_names"])
             if names.dtype.kind != "U" or names.ndim != 1 or (
@@ -601,7 +608,11 @@ class RunningStats:
     @classmethod
     def load(cls, path, *, backend: str = "auto") -> RunningStats:
         """Read a file written by :meth:`save`; a corrupt or foreign file raises ValueError."""
-        return cls.from_dict(read_stats(path), backend=backend)
+        d = read_stats(path)
+        try:
+            return cls.from_dict(d, backend=backend)
+        except ValueError as exc:  # (the file, not only the field)
+            raise ValueError(f"{os.fspath(path)}: {exc}") from None
 
     def __repr__(self) -> str:
         names = "" if self._names is None else f", channel_names={_shown(self._names)}"

@@ -96,7 +96,7 @@ def test_info_nan_and_empty(tmp_path, rng, capsys):
     nbbn.channel_stats(x, channel_axis=1, nan_policy="omit").save(path)
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "NaNs seen: 30 in 1 channels" in out
+    assert "NaNs seen: 30 in 1 channel (" in out
     (means, stds), = _lists(out)  # an empty channel pastes as float("nan")
     assert math.isnan(means[1]) and math.isnan(stds[1]) and not math.isnan(means[0])
 
@@ -169,6 +169,27 @@ def test_info_user_errors_exit_2_one_line(tmp_path, rng, capsys, how, needle):
     assert len(lines) == 1, cap.err
     assert lines[0].startswith("nbbn info: error: ") and needle in lines[0]
     assert "Traceback" not in cap.err and cap.out == ""
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("count", np.array([2**64 - 1, 2], np.uint64), "count must hold non-negative integers"),
+    ("version", np.asarray("1.0"), "version must be an integer"),
+    ("mean", np.array(["a", "b"]), "mean must hold numbers, got dtype <U1"),
+])
+def test_a_file_with_a_valid_checksum_but_bad_fields(tmp_path, rng, capsys, field, value,
+                                                     needle):
+    """A hand-edited file (or a buggy writer's), its checksum valid: refused in one line
+    naming the file and the field (a uint64 count of 2**64 - 1 was shown as -1)."""
+    from nbbn._statsfile import write_stats
+
+    d = nbbn.channel_stats(rng.standard_normal((10, 2)), 1).to_dict()
+    d[field] = value
+    path = tmp_path / "forged.npz"
+    write_stats(path, d)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: RunningStats {needle}"):
+        nbbn.RunningStats.load(path)
+    assert main(["info", str(path)]) == 2
+    assert needle in capsys.readouterr().err
 
 
 def test_info_npy_file_is_refused(tmp_path, capsys):

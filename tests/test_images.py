@@ -264,7 +264,8 @@ def test_bad_arguments_and_sources(tmp_path):
         fit(str(tmp_path), channel_axis=1)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="holds no .npy or .npz files and no image files"):
+    with pytest.raises(FileNotFoundError, match="holds no .npy or .npz files, no Parquet or "
+                       "CSV files, and no image files"):
         fit(str(empty))
     with pytest.raises(FileNotFoundError, match="matches no image"):
         ImageSource(str(tmp_path / "*.jpg"))

@@ -73,6 +73,30 @@ def test_plot_stats_empty_and_nan(tmp_path, rng):
     assert undrawn_note(_stats(3, rng)) is None
 
 
+def test_plot_values_near_the_top_of_the_range_and_weighted_counts(tmp_path, rng):
+    """Channels at -1e308 and +1e308: drawn in units of 1e308 (matplotlib failed on an
+    axis whose span overflows float64); a channel of infinite std is named and its
+    min and max not drawn either; a weighted count is shown as it is, not truncated."""
+    pytest.importorskip("matplotlib")
+    st = nbbn.channel_stats(np.array([[-1e308, 1e308, 1e308], [-1e308, 1e308, -1e308]]), 1)
+    assert undrawn_note(st) == "not drawn: channel 2 (infinite)"
+    _check_png(plot_stats(st, tmp_path / "top.png"), 5_000)
+    from matplotlib.figure import Figure
+
+    titles = []
+    orig = Figure.suptitle
+
+    def spy(self, t, **kw):
+        titles.append(t)
+        return orig(self, t, **kw)
+
+    w = nbbn.RunningStats(1).update(rng.standard_normal((2, 2)), sample_weight=[0.25, 0.5])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "suptitle", spy)
+        plot_stats(w, tmp_path / "w.png")
+    assert titles == ["nbbn statistics: 2 channels, 0.75 values per channel"]
+
+
 def test_cli_plot_names_undrawn_channels(tmp_path, rng, capsys):
     pytest.importorskip("matplotlib")
     x = rng.standard_normal((50, 3))

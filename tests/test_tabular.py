@@ -282,6 +282,54 @@ def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
         fit(tmp_path / "t.parquet")
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_column_only_in_a_later_file_is_refused(tmp_path, rng, kind):
+    """Without columns=, the files of a folder must hold the same columns: a column
+    only in a later file was dropped silently (and refused in the other order)."""
+    write = (lambda t, p: pq.write_table(t, p)) if kind == "parquet" else pacsv.write_csv
+    x, y = rng.standard_normal(5), rng.standard_normal(5)
+    write(pa.table({"x": x}), tmp_path / f"a.{kind}")
+    write(pa.table({"y": y, "x": x}), tmp_path / f"b.{kind}")
+    with pytest.raises(ValueError, match=r"b\.\w+ has columns \['y'\] that .*a\.\w+ has not"):
+        fit(tmp_path)
+    both = fit(tmp_path, columns=["x"])  # chosen: the others are left out on purpose
+    assert both.channel_names == ("x",) and both.count.tolist() == [10]
+    os.rename(tmp_path / f"a.{kind}", tmp_path / f"c.{kind}")  # the other order
+    with pytest.raises(ValueError, match=r"c\.\w+ has no column \['y'\]"):
+        fit(tmp_path)
+
+
+def test_a_dotted_column_beside_a_struct_field(tmp_path):
+    """A column named "a.b" next to a struct a with a field b: pyarrow's read of the
+    column "a.b" returns the struct too, which reached the kernels."""
+    t = pa.table({"a.b": [10.0, 20.0], "a": pa.array([{"b": 1}, {"b": 2}])})
+    pq.write_table(t, tmp_path / "t.parquet")
+    stats = fit(tmp_path / "t.parquet", columns=["a.b"])
+    assert stats.channel_names == ("a.b",) and stats.mean.tolist() == [15.0]
+
+
+def test_transform_output_dtype_holds_every_file(tmp_path):
+    """An int64 file before a float64 one: the default output is float64 (it was the
+    first file's, float32, which rounded the float64 rows)."""
+    pq.write_table(pa.table({"x": np.arange(4, dtype=np.int64)}), tmp_path / "p1.parquet")
+    v = np.array([0.1, 1 / 3, 1e-9 + 2.0])
+    pq.write_table(pa.table({"x": v}), tmp_path / "p2.parquet")
+    stats = fit(tmp_path)
+    out = np.load(nbbn.transform(tmp_path, stats, tmp_path / "y.npy", progress=False))
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out[4:, 0], stats.to_normalizer()(v[:, None])[:, 0])
+
+
+def test_partitioned_folder_is_named_in_the_error(tmp_path):
+    for year in (2020, 2021):
+        (tmp_path / f"year={year}").mkdir()
+        pq.write_table(pa.table({"x": [1.0]}), tmp_path / f"year={year}" / "part.parquet")
+    with pytest.raises(FileNotFoundError, match=r"subfolders hold Parquet or CSV files "
+                       r"\(year=2020\).*top level only: pass a glob such as .*/\*/\*\.parquet"):
+        fit(tmp_path)
+    assert fit(str(tmp_path / "*" / "*.parquet")).count.tolist() == [2]
+
+
 # --------------------------------------------------------------- in-memory tables
 def test_pandas_dataframe_with_names_and_missing_values(rng):
     pd = pytest.importorskip("pandas")
@@ -311,6 +359,8 @@ def test_polars_and_arrow_tables_with_names(rng):
     df = pl.from_arrow(table)
     with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(dtype String\)"):
         fit(df)
+    with pytest.raises(ValueError, match=r"non-numeric columns 'w' \(dtype Int128\)"):
+        fit(pl.DataFrame({"w": pl.Series([1, 2], dtype=pl.Int128)}))  # no numpy dtype
     assert_matches(fit(df, columns=["i64", "f64"], nan_policy="omit", batch_size=64), ref,
                    ("i64", "f64"))
 
@@ -376,6 +426,12 @@ def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
     err = capsys.readouterr().err
     assert "non-numeric columns 'name'" in err and "--columns A,B,..." in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["fit", str(tmp_path / "t.csv"), "--columns", "f32,f32", "--no-progress"]) == 2
+    assert "--columns names a column twice" in capsys.readouterr().err
+    # a cluster fit of a table is refused before a local cluster is started
+    assert main(["fit", str(tmp_path / "t.csv"), "--workers", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "a fit on a cluster (--workers) does not read tables yet" in err, err
 
 
 
