@@ -10,6 +10,9 @@ loops). The level detection itself is tested on any host.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -22,19 +25,50 @@ from nbbn.backends import cpu_simd, cpu_stats
 needs_simd = pytest.mark.skipif(not cpu_simd.HAVE_SIMD, reason="numba targets no AVX2/AVX-512")
 
 
-@pytest.mark.parametrize("name,features,level", [
-    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", "avx512"),
-    (None, "+avx2,+fma,+f16c,-avx512f", "avx2"),
-    (None, "+avx2,+f16c", "none"),  # no FMA: the float kernel's fma would be a libm call
-    (None, "+avx2,+fma", "none"),  # no F16C: float16 conversions would be libcalls
-    ("znver3", None, "avx2"),
-    ("haswell", None, "avx2"),
-    ("skylake-avx512", None, "avx512"),
-    ("generic", None, "none"),
-    ("neoverse-v1", None, "none"),
+# host feature strings as numba passes them to LLVM (every feature named, + or -)
+AVX512_HOST = "+avx,+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vnni"
+AVX2_HOST = "+avx,+avx2,+fma,+f16c,-avx512f,-avx512bw,-avx512vnni"
+NO_AVX_HOST = "-avx,-avx2,+fma,+f16c,-avx512f,-avx512bw"  # NUMBA_ENABLE_AVX=0 on AVX-512
+
+
+@pytest.mark.parametrize("name,features,host,level", [
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", AVX2_HOST, "avx512"),
+    (None, "+avx2,+fma,+f16c,-avx512f", AVX512_HOST, "avx2"),
+    (None, "+avx2,+f16c", None, "none"),  # no FMA: the float kernel's fma would be a libm call
+    (None, "+avx2,+fma", None, "none"),  # no F16C: float16 conversions would be libcalls
+    # without NUMBA_CPU_FEATURES numba passes the host's features whatever the CPU name:
+    # AVX-512 code for "haswell" on an AVX-512 host, none for "skylake-avx512" on an AVX2
+    # host (the name's level made LLVM abort on an AVX-512 intrinsic)
+    ("haswell", None, AVX512_HOST, "avx512"),
+    ("skylake-avx512", None, AVX2_HOST, "avx2"),
+    (None, None, AVX512_HOST, "avx512"),
+    (None, None, NO_AVX_HOST, "none"),  # NUMBA_ENABLE_AVX=0 (and numba's default on some VMs)
+    # with no features at all (NUMBA_CPU_FEATURES="", or "generic"): the name's defaults
+    ("znver3", "", None, "avx2"),
+    ("skylake-avx512", "", None, "avx512"),
+    ("generic", "", None, "none"),
+    ("neoverse-v1", "", None, "none"),
 ])
-def test_level_follows_numba_target(name, features, level):
-    assert cpu_simd.target_level(name, features) == level
+def test_level_follows_numba_target(name, features, host, level):
+    assert cpu_simd.target_level(name, features, host) == level
+
+
+@pytest.mark.parametrize("env, level", [
+    ({"NUMBA_ENABLE_AVX": "0"}, "none"),
+    ({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx2,+fma,+f16c"}, "avx2"),
+    ({"NUMBA_CPU_NAME": "generic"}, "none"),
+])
+def test_level_of_a_numba_environment(env, level):
+    """numba's own reading of the environment (a subprocess): NUMBA_ENABLE_AVX=0 gives
+    the portable loops (it reported the host's AVX-512, and LLVM aborted on the first
+    uint8 update), and a uint8 update then runs."""
+    code = ("import numpy as np, nbbn; from nbbn.backends import cpu_simd as s; "
+            "x = np.arange(3000, dtype=np.uint8).reshape(-1, 3); "
+            "m = nbbn.RunningStats(-1).update(x).mean; "
+            "assert np.allclose(m, x.mean(0), rtol=1e-15, atol=0), m; print(s.SIMD_LEVEL)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "NBBN_SIMD": "auto", **env}, check=True)
+    assert out.stdout.split() == [level], out.stderr
 
 
 def test_target_cpu_name_and_the_zen2_subtraction():
@@ -297,18 +331,21 @@ def test_channels_last_float32_wide_rows_many_blocks(rng):
 
 # --- channels-last uint8, the kernels themselves (issue 11): whole-pixel vectors and
 # periods, against exact int64 references by byte position
-@pytest.mark.parametrize("name,features,vnni", [
-    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vnni", True),
-    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", False),
-    (None, "+avx2,+fma,+f16c,+avxvnni", False),  # the level is avx2: no 512-bit kernel
-    ("znver4", None, True),
-    ("icelake-server", None, True),
-    ("skylake-avx512", None, False),
-    ("znver3", None, False),
-    ("generic", None, False),
+@pytest.mark.parametrize("name,features,host,vnni", [
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vnni", None, True),
+    (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", None, False),
+    (None, "+avx2,+fma,+f16c,+avxvnni", None, False),  # the level is avx2: no 512-bit kernel
+    (None, None, AVX512_HOST, True),
+    # the host's features rule over the name: no VNNI on a host without it
+    ("icelake-server", None, AVX512_HOST.replace("+avx512vnni", "-avx512vnni"), False),
+    ("znver4", "", None, True),
+    ("icelake-server", "", None, True),
+    ("skylake-avx512", "", None, False),
+    ("znver3", "", None, False),
+    ("generic", "", None, False),
 ])
-def test_vnni_follows_numba_target(name, features, vnni):
-    assert cpu_simd.target_vnni(name, features) == vnni
+def test_vnni_follows_numba_target(name, features, host, vnni):
+    assert cpu_simd.target_vnni(name, features, host) == vnni
 
 
 @numba.njit

@@ -58,6 +58,13 @@ def tagged(fn, tag: str, constants: dict | None = None, **options):
 
 
 def cached(**options):
-    """Decorator: ``numba.njit(cache=True, **options)`` through :func:`tagged` (no SIMD
-    tag, the source tag only), for the kernels that are not built per SIMD level."""
-    return lambda fn: tagged(fn, "", cache=True, **options)
+    """Decorator: ``numba.njit(cache=True, **options)`` through :func:`tagged`, for the
+    kernels that are not built per SIMD level. Their code still reads float16 through
+    F16C or through the portable decoder (``cpu_numerics.to_float64``, by
+    ``HAVE_SIMD``), so the portable build is tagged "portable": an ``NBBN_SIMD=none``
+    run loaded the F16C build that an earlier run of the same host had cached."""
+    def decorate(fn):
+        from .cpu_simd import HAVE_SIMD  # (loaded by then: the kernels' helpers import it)
+
+        return tagged(fn, "" if HAVE_SIMD else "portable", cache=True, **options)
+    return decorate

@@ -1,8 +1,9 @@
 """Explicit SIMD (LLVM IR on vector types) where numba's auto-vectorized loops fall short.
 
 Five kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
-FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from numba's
-target (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, else the host) and capped by the
+FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from the
+features numba compiles with (``NUMBA_CPU_FEATURES``, else the host's, as numba reads
+them: ``NUMBA_ENABLE_AVX=0`` clears AVX; :func:`target_level`) and capped by the
 environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
 "avx2" the AVX2 code on an AVX-512 host; the tests run under both). The kernels are
 written on generic LLVM vector types (64-byte vectors of bytes, 16 or 8 float lanes),
@@ -78,21 +79,43 @@ def _level_of_features(features) -> str:
     return "none"
 
 
-def target_level(cpu_name: str | None = None, cpu_features: str | None = None) -> str:
-    """The SIMD level of numba's compile target: from ``NUMBA_CPU_FEATURES`` when set
-    (``+avx2,+fma,...``), else from ``NUMBA_CPU_NAME`` (a table of known CPUs), else the
-    host's features."""
-    if cpu_features:
-        return _level_of_features({f[1:] for f in cpu_features.split(",") if f.startswith("+")})
+def _numba_features(cpu_features: str | None, host: str | None = None) -> set | None:
+    """The features numba enables in LLVM, or None when it passes none (the CPU name's
+    defaults then apply). numba passes ``NUMBA_CPU_FEATURES`` when set, else the host's
+    whole feature string (``+a,-b,...``, every feature named, ``avx*`` cleared under
+    ``NUMBA_ENABLE_AVX=0``) whatever ``NUMBA_CPU_NAME`` is: ``NUMBA_CPU_NAME=haswell``
+    alone on an AVX-512 host still compiles AVX-512 code. ``host``: that string, for
+    tests (default: numba's own)."""
+    if cpu_features is None:
+        if host is None:
+            try:
+                from numba.core.codegen import get_host_cpu_features
+
+                host = get_host_cpu_features()
+            except Exception:  # pragma: no cover - exotic hosts
+                host = ""
+        cpu_features = host
+    if not cpu_features:
+        return None
+    return {f[1:] for f in cpu_features.split(",") if f.startswith("+")}
+
+
+def target_level(cpu_name: str | None = None, cpu_features: str | None = None,
+                 host: str | None = None) -> str:
+    """The SIMD level of numba's compile target: from the features numba passes to
+    LLVM (:func:`_numba_features`: ``NUMBA_CPU_FEATURES``, else the host's), and from
+    a table of known CPUs only where it passes none (``NUMBA_CPU_FEATURES=""``, and
+    ``NUMBA_CPU_NAME=generic``, whose default is no features). An explicit feature
+    list is read alone: a level the CPU name would add is not used (portable loops,
+    never code the target lacks)."""
+    features = _numba_features(cpu_features, host)
+    if features is not None:
+        return _level_of_features(features)
     if cpu_name and cpu_name != "host":
         if cpu_name in _AVX512_CPUS:
             return "avx512"
         return "avx2" if cpu_name in _AVX2_CPUS else "none"
-    try:
-        host = llvm_binding.get_host_cpu_features()
-    except Exception:  # pragma: no cover - exotic hosts
-        return "none"
-    return _level_of_features({k for k, on in host.items() if on})
+    return "none"
 
 
 def simd_level() -> str:
@@ -984,18 +1007,15 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
 _NO_VNNI_AVX512_CPUS = {"skylake-avx512", "cannonlake", "x86-64-v4"}
 
 
-def target_vnni(cpu_name: str | None = None, cpu_features: str | None = None) -> bool:
-    """Whether numba's compile target has AVX-512 VNNI (as :func:`target_level` reads it)."""
-    if target_level(cpu_name, cpu_features) != "avx512":
+def target_vnni(cpu_name: str | None = None, cpu_features: str | None = None,
+                host: str | None = None) -> bool:
+    """Whether numba's compile target has AVX-512 VNNI (read as :func:`target_level`)."""
+    if target_level(cpu_name, cpu_features, host) != "avx512":
         return False
-    if cpu_features:
-        return "+avx512vnni" in cpu_features.split(",")
-    if cpu_name and cpu_name != "host":
-        return cpu_name not in _NO_VNNI_AVX512_CPUS
-    try:
-        return bool(llvm_binding.get_host_cpu_features().get("avx512vnni", False))
-    except Exception:  # pragma: no cover - exotic hosts
-        return False
+    features = _numba_features(cpu_features, host)
+    if features is not None:
+        return "avx512vnni" in features
+    return bool(cpu_name) and cpu_name not in _NO_VNNI_AVX512_CPUS
 
 
 HAVE_VNNI = SIMD_LEVEL == "avx512" and target_vnni(getattr(config, "CPU_NAME", None),
