@@ -421,7 +421,7 @@ def count_part(pieces: list[tuple[tuple, int, int]], opts: dict) -> dict:
 
 # ---------------------------------------------------------------------- clients
 def _distributed_module():
-    return import_extra("distributed", "dask", "a fit on a cluster (client=...)")
+    return import_extra("distributed", "dask", "a fit on a cluster")
 
 
 def usable_cpus() -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._layout import check_dtype
 from ._shards import Shard, ShardReader, file_fingerprint
+from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
 
 
@@ -156,6 +157,8 @@ class SparseNpzShard(Shard):
             raise ValueError(f"{path}: a scipy sparse matrix of format {fmt!r} and shape "
                              f"{shape}; expected a 2-d matrix of format "
                              f"{', '.join(_SCIPY_FORMATS)}")
+        # (checked here, when the source is opened: not after a progress bar is drawn)
+        import_extra("scipy.sparse", "sparse", f"reading {path}, a scipy sparse matrix")
         self.format = fmt
         self.rows, self.row_shape = int(shape[0]), (int(shape[1]),)
         self.stored = math.prod(stored_shape)
@@ -180,11 +183,7 @@ def _small_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
 
 class _SparseReader(ShardReader):
     def __init__(self, shard: SparseNpzShard) -> None:
-        try:
-            from scipy import sparse
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(f"{shard.path} is a scipy sparse matrix: reading it needs "
-                              "scipy (pip install scipy)") from exc
+        sparse = import_extra("scipy.sparse", "sparse", f"reading {shard.path}")
         with _corrupt_as_value_error(shard.path):
             self.matrix = sparse.load_npz(shard.path).tocsr()
 

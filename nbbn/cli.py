@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._cli_errors import USER_DATA_COMMANDS, USER_ERRORS, interrupted_message, one_line
+from .errors import MissingExtraError
 
 __all__ = ["build_parser", "main"]
 
@@ -525,10 +526,47 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+# The "instead" benches: the packages each needs (module, the extra that installs it),
+# checked before anything is timed
+_BENCH_NEEDS = {
+    "pipeline": (), "distributed": (("distributed", "dask"),),
+    "images": (("PIL", "images"),), "tabular": (("pyarrow", "tabular"),),
+    "torch": (("torch", "torch"),), "dask": (("dask", "dask"), ("distributed", "dask")),
+    "onnx": (("onnx", "onnx"), ("onnxruntime", "onnx")), "sklearn": (("sklearn", "sklearn"),),
+}
+
+
+class _OptionError(ValueError):
+    """Options that do not go together (a command that reads no user data reports it in
+    one line, as a user error)."""
+
+
+def _check_bench_options(args: argparse.Namespace) -> None:
+    """One "instead" bench at most, not with ``--backend cuda`` or ``--only``, and the
+    packages it needs installed (_OptionError, MissingExtraError: one line, exit 2)."""
+    from ._shards_zarr_h5 import import_extra
+
+    modes = [m for m in _BENCH_NEEDS if getattr(args, m) not in (None, False)]
+    if len(modes) > 1:
+        raise _OptionError(f"{' and '.join('--' + m for m in modes)}: each is a bench of its "
+                         "own; run them one at a time")
+    if modes and args.backend == "cuda":
+        raise _OptionError(f"--backend cuda times the CUDA kernels; --{modes[0]} is a CPU "
+                         "bench of its own")
+    if modes and args.only:
+        raise _OptionError(f"--only picks shapes of the default bench, not of --{modes[0]}")
+    for mode in modes:
+        for module, extra in _BENCH_NEEDS[mode]:
+            import_extra(module, extra, f"nbbn bench --{mode}")
+    if args.backend == "cuda":
+        import_extra("numba_cuda", "cuda", "nbbn bench --backend cuda")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
         return 2
+    _check_bench_options(args)
     result = _other_bench(args)
     if result is not None:
         if args.json:
@@ -772,7 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
     except USER_ERRORS as exc:
-        if args.command not in USER_DATA_COMMANDS:
+        # (another command's missing extra, e.g. nbbn bench --onnx: one line too)
+        if args.command not in USER_DATA_COMMANDS and not isinstance(
+                exc, (MissingExtraError, _OptionError)):
             raise
         if args.debug:
             import traceback

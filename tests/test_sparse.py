@@ -5,6 +5,7 @@ zeros, NaNs, weights) against exact float64 references of the dense matrix, and
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -490,3 +491,13 @@ def test_a_failed_fit_keeps_the_earlier_fit(rng):
     for k, v in saved.items():
         np.testing.assert_array_equal(getattr(sc, k), v, err_msg=k)
     np.testing.assert_array_equal(sc.transform(x), StandardScaler().fit(x).transform(x))
+
+
+def test_a_sparse_npz_without_scipy_names_the_extra(tmp_path, monkeypatch):
+    """Without scipy, a scipy sparse .npz is refused when the source is opened, naming
+    the extra that installs it (it was "pip install scipy", after a progress bar)."""
+    path = tmp_path / "m.npz"
+    sparse.save_npz(path, sparse.random(20, 4, density=0.3, format="csr", random_state=0))
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import raises ImportError
+    with pytest.raises(nbbn.MissingExtraError, match=r"pip install 'nbbn\[sparse\]'"):
+        nbbn.fit(str(path), progress=False)

@@ -3,7 +3,9 @@
 Five kernels, each used only when numba's compile target has AVX-512BW or AVX2 (with
 FMA): :data:`SIMD_LEVEL` is "avx512", "avx2" or "none", decided once, from the
 features numba compiles with (``NUMBA_CPU_FEATURES``, else the host's, as numba reads
-them: ``NUMBA_ENABLE_AVX=0`` clears AVX; :func:`target_level`) and capped by the
+them: ``NUMBA_ENABLE_AVX=0`` clears the ``avx*`` features, so the level is "none",
+though features such as FMA may still let LLVM use AVX; :func:`target_level`) and
+capped by the
 environment variable ``NBBN_SIMD`` ("none" forces the portable loops of ``cpu_stats``,
 "avx2" the AVX2 code on an AVX-512 host; the tests run under both). The kernels are
 written on generic LLVM vector types (64-byte vectors of bytes, 16 or 8 float lanes),

@@ -46,7 +46,7 @@ from .bench_table import (
     print_table,
     shape_line,
 )
-from .bench_timing import measure_bandwidth
+from .bench_timing import ceiling_gbps, measure_bandwidth
 
 __all__ = ["EPS", "FULL_SHAPES", "OPS", "QUICK_SHAPES", "SMALL_SHAPE", "run_bench"]
 
@@ -191,8 +191,8 @@ def _measure_shape(spec, x, repeats: int, torch, wait_quiet_s: float
             bw[f"{kind}_ms"] = after[f"{kind}_ms"]
     for r in shape_rows:  # percentages against the final ceiling
         if r["gbps"] is not None:
-            ref = bw["read_gbps"] if r["bw_kind"] == "read" else bw["copy_gbps"]
-            r["pct_bw"] = 100.0 * r["gbps"] / ref
+            ceiling = ceiling_gbps(bw, r["bw_kind"], r["read_pass_bytes"] or 0, r["bytes"])
+            r["pct_bw"] = 100.0 * r["gbps"] / ceiling
     busy = shape_monitor.report()
     other = None if busy is None else busy["other_cpus"] + busy["steal_cpus"]
     bw["other_cpus"] = other
@@ -207,6 +207,9 @@ def _import_torch() -> Any:
         import torch
     except ImportError:
         return None
+    from ..backends import cpu
+
+    torch.set_num_threads(cpu.threads())  # the threads nbbn uses (torch: physical cores)
     return torch
 
 

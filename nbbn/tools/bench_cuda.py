@@ -12,8 +12,6 @@ simulator only the smoke-test shapes run and the times mean nothing.
 
 from __future__ import annotations
 
-import json
-import math
 import platform
 import statistics
 import time
@@ -180,7 +178,7 @@ def _bench_shape(run: _Run, spec, bw: dict, seed: int) -> list[dict]:
         rm, rv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
         w, b = torch.ones(c, device="cuda"), torch.zeros(c, device="cuda")
         ref = {
-            "stats": lambda: torch.var_mean(t, dim=dims),
+            "stats": lambda: torch.var_mean(t, dim=dims, correction=0),  # as the CPU bench
             "normalizer": lambda: F.batch_norm(t, rm, rv, w, b, training=False),
             "batchnorm_train": lambda: F.batch_norm(t, rm, rv, w, b, training=True),
         }
@@ -299,10 +297,12 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
     say()
     say(f"host overhead per call, {SMALL_SHAPE} float32: " + ", ".join(
         f"{k[:-3]} {v:.1f} us" for k, v in overhead.items()))
-    result = {"info": info, "bandwidth": bw, "rows": rows, "overhead": overhead,
-              "simulator": sim, "repeats": repeats}
+    from .bench_env import cpu_record
+
+    result = {"host": cpu_record(), "info": info, "bandwidth": bw, "rows": rows,
+              "overhead": overhead, "simulator": sim, "repeats": repeats}
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2, default=lambda o: None if o is None or (
-                isinstance(o, float) and math.isnan(o)) else str(o))
+        from .bench import _write_json  # atomic, as every bench's JSON
+
+        _write_json(json_path, result)
     return result

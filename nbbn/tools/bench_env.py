@@ -56,7 +56,21 @@ def cpu_record() -> dict[str, Any]:
     from ..backends import cpu_simd
 
     return {"model": cpu_model(), "flags": cpu_flags(), "simd_level": cpu_simd.SIMD_LEVEL,
-            "numba_target": os.environ.get("NUMBA_CPU_NAME") or "host"}
+            "numba_target": numba_target()}
+
+
+def numba_target() -> str:
+    """What numba compiles for, as set: the CPU name (``NUMBA_CPU_NAME`` or "host"),
+    ``NUMBA_CPU_FEATURES`` when given, and ``NUMBA_ENABLE_AVX=0`` when AVX is off
+    (two runs with different features must not read the same)."""
+    from numba.core import config
+
+    name = getattr(config, "CPU_NAME", None) or "host"
+    features = getattr(config, "CPU_FEATURES", None)
+    parts = [name] + ([f"features {features}"] if features else [])
+    if not getattr(config, "ENABLE_AVX", True):
+        parts.append("NUMBA_ENABLE_AVX=0")
+    return ", ".join(parts)
 
 
 def cpu_model() -> str:
@@ -115,6 +129,7 @@ def environment(torch_mod) -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         "simd_level": cpu_simd.SIMD_LEVEL,
         "numba_cpu_name": getattr(numba.config, "CPU_NAME", None),
+        "numba_target": numba_target(),
         "threads": cpu.threads(),
         "torch": None,
         "torch_threads": None,

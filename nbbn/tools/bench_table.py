@@ -78,12 +78,12 @@ def print_table(rows: list[dict[str, Any]], say: Say) -> None:
             f" {fmt(r['speedup_torch'], '7.1f') + 'x' if r['speedup_torch'] else '-':>8}"
             f" {fmt(r.get('other_cpus'), '5.2f'):>5}"
         )
-    alloc = [r for r in rows if r.get("time_alloc_ms") is not None]
-    if alloc:
-        say("  batchnorm_train without out= (bn(x) allocates y each call): " + "; ".join(
-            f"{shape_str(r['shape'])} {r['dtype']} {r['layout']} {r['time_alloc_ms']:.2f} ms"
-            for r in alloc
-        ))
+    for op, call in (("normalizer", "norm(x)"), ("batchnorm_train", "bn(x)")):
+        alloc = [r for r in rows if r["op"] == op and r.get("time_alloc_ms") is not None]
+        if alloc:  # (the time vs torch is taken against: torch allocates too)
+            say(f"  {op} without out= ({call} allocates its output each call; vs torch uses"
+                " it): " + "; ".join(f"{shape_str(r['shape'])} {r['dtype']} {r['layout']} "
+                                    f"{r['time_alloc_ms']:.2f} ms" for r in alloc))
     notes = sorted({r["note"] for r in rows if r["note"]})
     for n in notes:
         say(f"  note: {n}")
@@ -107,7 +107,7 @@ def print_header(say: Say, env: dict[str, Any], repeats: int, quick: bool) -> No
     say(f"cpu: {env['cpu']}  ({env['cpu_count']} logical cpus, {env['cpus_usable']} usable;"
         f" nbbn threads {env['threads']}"
         + (f", torch threads {env['torch_threads']})" if env["torch"] is not None else ")"))
-    target = env["numba_cpu_name"] or "host"
+    target = env.get("numba_target") or env["numba_cpu_name"] or "host"
     say(f"cpu flags: {' '.join(env['cpu_flags']) or '-'}; nbbn SIMD level {env['simd_level']}"
         f" (numba target: {target})")
     say(f"python {env['python']}  numpy {env['numpy']}  numba {env['numba']}"
@@ -162,15 +162,18 @@ def print_legend(say: Say) -> None:
     say("GB/s: stats = bytes of x read; normalizer = x read + out written;"
         " batchnorm_train = 2 reads of x + 1 write of y.")
     say("nbbn normalizer and batchnorm_train (and numpy's) write into a preallocated out=;"
-        " torch's F.batch_norm allocates its output.")
-    say("% bw: of the read bandwidth (stats) or the copy bandwidth (normalizer, batchnorm_train)"
-        " measured for that shape (best of the repeats, before and after its ops);")
+        " torch's F.batch_norm allocates its output, so vs torch is against nbbn's allocating"
+        " call (time_alloc_ms in the JSON).")
+    say("% bw: of the read bandwidth (stats), the copy bandwidth (normalizer), or a read pass"
+        " then a copy pass (batchnorm_train) measured for that shape (best of the repeats,"
+        " before and after its ops);")
     say("% pair: the same ratio taken call by call, each nbbn call right after a bandwidth-kernel"
         " call over the same bytes (median of the pairs): the fair figure on a shared host.")
     say("vs numpy / vs torch: peer median time / nbbn median time; busy: cores used by other"
         " processes while that shape ran (above ~0.1 the row is slowed by a neighbour).")
-    say("numpy: x.mean+x.var | subtract/multiply/add with out= | mean+var then normalize;"
-        " torch: var_mean | F.batch_norm(training=False) | F.batch_norm(training=True)")
+    say("numpy: x.mean+x.var | subtract/multiply/add with out= | mean+var then normalize"
+        " (float32 input summed in float32, integers via float64); torch: var_mean |"
+        " F.batch_norm(training=False) | F.batch_norm(training=True), with nbbn's thread count")
     say("")
 
 

@@ -168,6 +168,19 @@ def paired_pct(fn: Callable[[Any], Any], nbytes: int, kernel: tuple[Callable[[],
     return 100.0 * statistics.median(ratios)
 
 
+def ceiling_gbps(bw: dict[str, Any], kind: str, read_pass_bytes: int, nbytes: int) -> float:
+    """The GB/s an op of ``nbytes`` could reach on ``bw`` (:func:`measure_bandwidth`):
+    the read speed (``kind`` "read"), the copy speed ("copy"), or for "mixed" (a
+    read-only pass over ``read_pass_bytes`` bytes, then a read-and-write pass over the
+    rest: BatchNorm's training forward) the speed of each pass in turn."""
+    if kind == "read":
+        return bw["read_gbps"]
+    if kind == "copy":
+        return bw["copy_gbps"]
+    seconds = read_pass_bytes / bw["read_gbps"] + (nbytes - read_pass_bytes) / bw["copy_gbps"]
+    return nbytes / seconds
+
+
 def measure_bandwidth(nbytes_read: int, nbytes_copy: int, repeats: int) -> dict[str, Any]:
     """Read bandwidth over ``nbytes_read`` bytes and copy bandwidth copying ``nbytes_copy``.
 
