@@ -93,7 +93,12 @@ def build(jit) -> SimpleNamespace:
             # inf for two infinities of one sign and NaN for opposite signs, as numpy does
             hi = ha * (na / n) + hb * fb
             lo = 0.0
-        return n, hi, lo, m2a + m2b + d * d * na * fb
+        between = d * d * na * fb
+        if not math.isfinite(between):
+            # d * d overflowed: with weights, fb can underflow to 0 (inf * 0 = NaN) and
+            # the term be finite or inf: na * nb / n without underflow, then d twice
+            between = (d * ((na / n) * nb)) * d
+        return n, hi, lo, m2a + m2b + between
 
     def nan_min(a, b):
         """``min`` that propagates NaN (as ``np.minimum``)."""

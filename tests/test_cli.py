@@ -150,6 +150,8 @@ def test_bench_only_selects_shapes(tmp_path, capsys):
     (["--sklearn", "--onnx"], "--onnx and --sklearn: each is a bench of its own"),
     (["--backend", "cuda", "--sklearn"], "--backend cuda times the CUDA kernels"),
     (["--only", "uint8:NHWC", "--tabular"], "--only picks shapes of the default bench"),
+    (["--images", "0", "--tabular"], "--images and --tabular: each is a bench of its own"),
+    (["--images", "0"], "--images must be at least 1, got 0"),
     (["--onnx"], "pip install 'nbbn[onnx]'"),  # onnxruntime made missing below
     (["--images"], "pip install 'nbbn[images]'"),  # and Pillow
 ])

@@ -43,6 +43,11 @@ NO_AVX_HOST = "-avx,-avx2,+fma,+f16c,-avx512f,-avx512bw"  # NUMBA_ENABLE_AVX=0 o
     ("skylake-avx512", None, AVX2_HOST, "avx2"),
     (None, None, AVX512_HOST, "avx512"),
     (None, None, NO_AVX_HOST, "none"),  # NUMBA_ENABLE_AVX=0 (and numba's default on some VMs)
+    # entries apply in order, and removing a feature removes those that need it
+    (None, "+avx2,+fma,+f16c,-avx2", None, "none"),
+    (None, None, AVX512_HOST + ",-avx512f", "avx2"),
+    (None, None, AVX512_HOST + ",-avx", "none"),
+    (None, "-avx2,+avx2,+fma,+f16c", None, "avx2"),
     # with no features at all (NUMBA_CPU_FEATURES="", or "generic"): the name's defaults
     ("znver3", "", None, "avx2"),
     ("skylake-avx512", "", None, "avx512"),
@@ -336,6 +341,7 @@ def test_channels_last_float32_wide_rows_many_blocks(rng):
     (None, "+avx2,+fma,+f16c,+avx512f,+avx512bw", None, False),
     (None, "+avx2,+fma,+f16c,+avxvnni", None, False),  # the level is avx2: no 512-bit kernel
     (None, None, AVX512_HOST, True),
+    (None, None, AVX512_HOST + ",-avx512f", False),
     # the host's features rule over the name: no VNNI on a host without it
     ("icelake-server", None, AVX512_HOST.replace("+avx512vnni", "-avx512vnni"), False),
     ("znver4", "", None, True),

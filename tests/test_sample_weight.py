@@ -235,6 +235,37 @@ def test_values_near_the_top_of_the_range_keep_a_finite_mean(rng, policy):
     np.testing.assert_allclose(rs.mean, rep.mean, rtol=0, atol=2e-15 * np.nanmax(top))
 
 
+def test_huge_weights_keep_a_finite_mean_and_an_inf_or_exact_variance():
+    """Weights up to float64's range: the redo divides them by their sum (weight times
+    value overflowed in it: NaN), and a merge whose weight ratio underflows to 0 gives
+    an infinite variance where d * d overflows (inf * 0 was NaN)."""
+    rs = nbbn.RunningStats(-1).update(np.array([[2e30], [1e30]]),
+                                      sample_weight=np.array([1.0, 1e300]))
+    assert rs.mean[0] == 1e30 and rs.var[0] == pytest.approx(1e-240, rel=1e-12)
+    a = nbbn.RunningStats(-1).update(np.array([[-1e308]]), sample_weight=np.array([1e25]))
+    b = nbbn.RunningStats(-1).update(np.array([[1e308]]), sample_weight=np.array([1e-300]))
+    merged = a.merge(b)
+    assert merged.mean[0] == -1e308 and merged.var[0] == np.inf
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_an_infinity_among_values_whose_sum_overflows(weighted):
+    """The infinity decides the mean (NaN for both signs), whatever the finite values'
+    sum did: 299 values near 1e308 overflow it to +inf, and + (-inf) made the mean NaN;
+    the variance is NaN, as numpy's with an infinity."""
+    top = np.full((300, 1), 1.5e308)
+    for inf, want in ((-np.inf, -np.inf), (np.inf, np.inf)):
+        x = top.copy()
+        x[137] = inf
+        w = np.full(300, 2.0) if weighted else None
+        rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+        assert rs.mean[0] == want and np.isnan(rs.var[0]), (rs.mean, rs.var)
+    x = top.copy()
+    x[[3, 200]] = [[np.inf], [-np.inf]]
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=np.ones(300) if weighted else None)
+    assert np.isnan(rs.mean[0]) and np.isnan(rs.var[0])
+
+
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="needs numba-cuda (GPU or simulator)")
 def test_cuda_says_weights_are_cpu_only(rng, cuda):
     x = rng.standard_normal((6, 3))

@@ -22,6 +22,7 @@ from .cpu_simd import HAVE_SIMD, f32_to_half_bits, half_bits_to_f32
 __all__ = [
     "chan_merge",
     "dd_mean",
+    "inf_mean",
     "int_mean",
     "two_sum",
     "merge_min",
@@ -81,6 +82,15 @@ chan_merge = _merge_cpu.chan_merge
 merge_min = _merge_cpu.nan_min
 merge_max = _merge_cpu.nan_max
 store_stats = _merge_cpu.store
+
+
+@numba.njit(inline="always")
+def inf_mean(mn, mx):
+    """The mean of values holding infinities of one sign, or both (min ``mn``, max
+    ``mx``): that infinity, or NaN, whatever the finite values' sum did."""
+    if mn == -math.inf and mx == math.inf:
+        return math.nan
+    return mx if mx == math.inf else mn
 
 
 @numba.njit(inline="always")

@@ -99,7 +99,36 @@ def _numba_features(cpu_features: str | None, host: str | None = None) -> set | 
         cpu_features = host
     if not cpu_features:
         return None
-    return {f[1:] for f in cpu_features.split(",") if f.startswith("+")}
+    enabled: set[str] = set()
+    for entry in cpu_features.split(","):  # in order, as LLVM applies them: the last wins
+        name = entry.strip()[1:]
+        if entry.strip().startswith("+"):
+            enabled.add(name)
+        elif entry.strip().startswith("-"):  # and every feature that needs it
+            enabled -= {name} | {f for f in enabled if name in _NEEDS_ALL.get(f, ())}
+    return enabled
+
+
+# What each feature the levels read needs in LLVM (directly): "-avx" clears AVX2, FMA,
+# F16C and AVX-512 with it, and "-sse4.2" all of them
+_NEEDS = {"avx512bw": ("avx512f",), "avx512vnni": ("avx512f",), "avx512vl": ("avx512f",),
+          "avx512f": ("avx2", "fma", "f16c"), "avx2": ("avx",), "fma": ("avx",),
+          "f16c": ("avx",), "avx": ("sse4.2",), "sse4.2": ("sse4.1",), "sse4.1": ("ssse3",),
+          "ssse3": ("sse3",), "sse3": ("sse2",), "sse2": ("sse",)}
+
+
+def _all_needs(feature: str) -> frozenset:
+    out: set[str] = set()
+    todo = list(_NEEDS.get(feature, ()))
+    while todo:
+        f = todo.pop()
+        if f not in out:
+            out.add(f)
+            todo.extend(_NEEDS.get(f, ()))
+    return frozenset(out)
+
+
+_NEEDS_ALL = {f: _all_needs(f) for f in _NEEDS}
 
 
 def target_level(cpu_name: str | None = None, cpu_features: str | None = None,

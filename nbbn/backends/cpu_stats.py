@@ -51,6 +51,7 @@ from .cpu_numerics import (
     dd_mean,
     fmax_fast,
     fmin_fast,
+    inf_mean,
     int_mean,
     is_bf16,
     is_finite_bits,
@@ -147,6 +148,10 @@ def _block_slow(r, start, n, step, half, policy):
         return cnt, mn, zero, zero, mn, mx, nnan, ninf
     if not is_finite_bits(mean):
         if ninf or (nnan and policy != POLICY_OMIT):  # the policy rules, no second pass
+            if not (nnan and policy != POLICY_OMIT):
+                # the infinities' signs decide (the finite values' sum may have
+                # overflowed to the other infinity: inf - inf)
+                mean = inf_mean(mn, mx)
             return cnt, mean, zero, mean - mean, mn, mx, nnan, ninf
         # finite values whose sum overflowed: summed scaled by 2^-64 (exact above the
         # subnormals; any count fits), the mean scaled back. ldexp, not a product by a

@@ -38,7 +38,7 @@ from .._layout import Canonical
 from .._policy import POLICY_OMIT
 from ._jit import cached
 from ._stats import BatchStats
-from .cpu_numerics import chan_merge, dd_mean, merge_max, merge_min
+from .cpu_numerics import chan_merge, dd_mean, inf_mean, merge_max, merge_min
 
 __all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
 
@@ -99,12 +99,17 @@ def shifted_moments(shift, wsum, delta, q, e):  # pragma: no cover - compiled
 @numba.njit(fastmath=False)
 def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - compiled
     """For the channels ``redo``: the mean as ``(shift, delta)``, a double-double, from
-    the values scaled by 2^-64 (exact above the subnormals), where their weighted sums
-    cannot overflow: a first mean of ``w * x * 2^-64`` corrected by the sum of the
-    scaled deviations from it (two passes, as the unscaled kernel), scaled back. NaNs
-    are skipped: a channel is redone only where they are omitted."""
+    the values scaled by 2^-64 and the weights by the power of two that brings their
+    sum below 1 (both exact above the subnormals), so that no product or sum can
+    overflow (weights up to float64's range times values near 1e308): a first mean,
+    corrected by the sum of the scaled deviations from it (two passes, as the unscaled
+    kernel), scaled back. NaNs are skipped: a channel is redone only where they are
+    omitted."""
     no, nchan, length = x.shape
     s = np.zeros(nchan)
+    wexp = np.zeros(nchan, np.int64)
+    for c in range(nchan):
+        wexp[c] = math.frexp(wsum[c])[1]  # wsum = m 2^wexp, 0.5 <= m < 1
     for step in range(2):
         for o in range(no):
             wo = w[o // rpw]
@@ -113,19 +118,21 @@ def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - co
             for c in range(nchan):
                 if not redo[c]:
                     continue
+                f = math.ldexp(wo, -wexp[c])
                 for i in range(length):
                     v = numba.float64(x[o, c, i])
                     if not math.isnan(v):
-                        s[c] += wo * (math.ldexp(v, -64) - shift[c]) if step else \
-                            wo * math.ldexp(v, -64)
+                        s[c] += f * (math.ldexp(v, -64) - shift[c]) if step else \
+                            f * math.ldexp(v, -64)
         for c in range(nchan):
             if redo[c]:
+                total = math.ldexp(wsum[c], -wexp[c])
                 if step:
-                    hi, lo = dd_mean(shift[c], s[c] / wsum[c])
+                    hi, lo = dd_mean(shift[c], s[c] / total)
                     shift[c] = math.ldexp(hi, 64)
                     delta[c] = math.ldexp(lo, 64)
                 else:
-                    shift[c] = s[c] / wsum[c]
+                    shift[c] = s[c] / total
                     s[c] = 0.0
 
 
@@ -237,6 +244,8 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
         e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
         hi, lo, m2 = shifted_moments(shift[c], wsum[c], delta[c], q[c] - qc[c],
                                      e[c] - ec[c])
+        if ninf[c] and (omit or nnan[c] == 0):  # the infinities' signs decide (the
+            hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan  # finite sum may be NaN)
         si[0, c] = n[c]
         si[1, c] = nnan[c]
         si[2, c] = ninf[c]
