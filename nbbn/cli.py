@@ -550,13 +550,13 @@ def _check_bench_options(args: argparse.Namespace) -> None:
     modes = [m for m in _BENCH_NEEDS if getattr(args, m) is not None
              and getattr(args, m) is not False]
     if len(modes) > 1:
-        raise _OptionError(f"{' and '.join('--' + m for m in modes)}: each is a bench of its "
-                         "own; run them one at a time")
+        raise _OptionError(f"{' and '.join('--' + m for m in modes)}: each is a bench of "
+                           "its own; run them one at a time")
     if args.images is not None and args.images < 1:
         raise _OptionError(f"--images must be at least 1, got {args.images}")
     if modes and args.backend == "cuda":
-        raise _OptionError(f"--backend cuda times the CUDA kernels; --{modes[0]} is a CPU "
-                         "bench of its own")
+        raise _OptionError(f"--backend cuda times the CUDA kernels; --{modes[0]} is a "
+                           "CPU bench of its own")
     if modes and args.only:
         raise _OptionError(f"--only picks shapes of the default bench, not of --{modes[0]}")
     for mode in modes:
