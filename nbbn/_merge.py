@@ -95,9 +95,11 @@ def build(jit) -> SimpleNamespace:
             lo = 0.0
         between = d * d * na * fb
         if not math.isfinite(between):
-            # d * d overflowed: with weights, fb can underflow to 0 (inf * 0 = NaN) and
-            # the term be finite or inf: na * nb / n without underflow, then d twice
-            between = (d * ((na / n) * nb)) * d
+            # d * d overflowed: with weights, a share can underflow to 0 (inf * 0 =
+            # NaN) and the term be finite or inf: na * nb / n as the lighter weight
+            # times the heavier part's share (>= 1/2: no underflow), then d twice
+            t = nb * (na / n) if nb <= na else na * fb
+            between = (d * t) * d
         return n, hi, lo, m2a + m2b + between
 
     def nan_min(a, b):

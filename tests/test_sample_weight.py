@@ -244,8 +244,14 @@ def test_huge_weights_keep_a_finite_mean_and_an_inf_or_exact_variance():
     assert rs.mean[0] == 1e30 and rs.var[0] == pytest.approx(1e-240, rel=1e-12)
     a = nbbn.RunningStats(-1).update(np.array([[-1e308]]), sample_weight=np.array([1e25]))
     b = nbbn.RunningStats(-1).update(np.array([[1e308]]), sample_weight=np.array([1e-300]))
-    merged = a.merge(b)
-    assert merged.mean[0] == -1e308 and merged.var[0] == np.inf
+    for merged in (a.merge(b), b.merge(a)):  # either part first
+        assert merged.mean[0] == -1e308 and merged.var[0] == np.inf
+    x, w = np.array([[1e308], [-1e308]]), np.array([1e-320, 1e300])
+    for chunk in (8, 1 << 20):  # one row per chunk (merged), or one chunk
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("nbbn.backends.cpu_weighted.CHUNK_BYTES", chunk)
+            rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+        assert rs.mean[0] == -1e308 and rs.var[0] == np.inf, chunk
 
 
 @pytest.mark.parametrize("weighted", [False, True])
