@@ -139,6 +139,11 @@ def test_kernels_named_by_level():
 
     name = cpu_stats.stats_channels_first.py_func.__name__
     assert name.endswith(f"_{cpu_simd.SIMD_LEVEL}_{SOURCE_TAG}")
+    # the kernels not built per level still decode float16 by HAVE_SIMD: the portable
+    # build has a cache entry of its own (an NBBN_SIMD=none run loaded the F16C build)
+    slow = cpu_stats._block_slow.py_func.__name__
+    tag = "" if cpu_simd.HAVE_SIMD else "_portable"
+    assert slow == f"_block_slow{tag}_{SOURCE_TAG}", slow
 
 
 @numba.njit
