@@ -542,10 +542,13 @@ class _OptionError(ValueError):
 
 
 def _check_bench_options(args: argparse.Namespace) -> None:
-    """One "instead" bench at most, not with ``--backend cuda`` or ``--only``, and the
-    packages it needs installed (_OptionError, MissingExtraError: one line, exit 2)."""
+    """``--repeats`` at least 1; one "instead" bench at most, not with ``--backend
+    cuda`` or ``--only``, and the packages it needs installed (_OptionError,
+    MissingExtraError: one line, exit 2)."""
     from ._shards_zarr_h5 import import_extra
 
+    if args.repeats is not None and args.repeats < 1:
+        raise _OptionError(f"--repeats must be at least 1, got {args.repeats}")
     # (--images N holds a count, --images 0 included; the others are flags)
     modes = [m for m in _BENCH_NEEDS if getattr(args, m) is not None
              and getattr(args, m) is not False]
@@ -567,9 +570,6 @@ def _check_bench_options(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.repeats is not None and args.repeats < 1:
-        print("nbbn bench: --repeats must be at least 1", file=sys.stderr)
-        return 2
     _check_bench_options(args)
     result = _other_bench(args)
     if result is not None:

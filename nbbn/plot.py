@@ -146,8 +146,11 @@ def plot_stats(
 
 
 def _count(v) -> str:
-    """A count with thousands separators, or a weighted count (a weight sum) as it is."""
-    return f"{int(v):,}" if float(v).is_integer() else f"{float(v):.6g}"
+    """A count with thousands separators; a weighted count (a weight sum) as the
+    reports show it."""
+    from .report import _count as as_reported
+
+    return f"{int(v):,}" if float(v).is_integer() else as_reported(v)
 
 
 def _in_drawable_units(mean, std, lo, hi):

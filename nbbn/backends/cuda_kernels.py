@@ -460,6 +460,24 @@ def write_part(pi, pf, c, p, t, si, sf):
         pf[j, c, p] = sf[j, t]
 
 
+def _span_cf(init, sweep, T: int):
+    """A device function: thread ``t``'s accumulator over the values ``j0 <= o * I + i
+    < j1`` of channel ``c`` of x (O, C, I), row by row, swept by ``sweep``."""
+    @cuda.jit(device=True, inline=True)
+    def span(x, c, j0, j1, t):
+        length = x.shape[2]
+        acc = init()
+        o = j0 // length
+        while o * length < j1:
+            lo = max(j0 - o * length, 0)
+            hi = min(j1 - o * length, length)
+            acc = sweep(x[o, c], numba.uint64(lo + t), numba.uint64(hi), numba.uint64(T),
+                        acc)
+            o += 1
+        return acc
+    return span
+
+
 def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleNamespace:
     """Compile-on-first-use statistics kernels for blocks of ``threads`` threads (a power
     of two), for inputs of family ``fam``, ``unroll`` loads per thread and step."""
@@ -469,6 +487,7 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
     # (a constant, so the other families compile no redo)
     REDO = fam == "float64"
     sweep_scaled = _float_sweep(numba.float64, unroll, scaled=True)[1] if REDO else sweep
+    span_cf, span_cf_scaled = _span_cf(init, sweep, T), _span_cf(init, sweep_scaled, T)
     block_reduce, store_thread, _ = _block_helpers(T)
 
     @cuda.jit
@@ -485,25 +504,9 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         total = x.shape[0] * length
         j0 = (total * p) // nparts
         j1 = (total * (p + 1)) // nparts
-        acc = init()
-        o = j0 // length
-        while o * length < j1:
-            lo = max(j0 - o * length, 0)
-            hi = min(j1 - o * length, length)
-            acc = sweep(x[o, c], numba.uint64(lo + t), numba.uint64(hi), numba.uint64(T),
-                        acc)
-            o += 1
-        res = finish(acc)
+        res = finish(span_cf(x, c, j0, j1, t))
         if REDO and overflowed(res):
-            acc = init()
-            o = j0 // length
-            while o * length < j1:
-                lo = max(j0 - o * length, 0)
-                hi = min(j1 - o * length, length)
-                acc = sweep_scaled(x[o, c], numba.uint64(lo + t), numba.uint64(hi),
-                                   numba.uint64(T), acc)
-                o += 1
-            res = rescale(res, finish(acc))
+            res = rescale(res, finish(span_cf_scaled(x, c, j0, j1, t)))
         store_thread(t, res, si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
