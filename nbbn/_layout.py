@@ -48,6 +48,7 @@ def is_device_array(x) -> bool:
 def as_array(x, what: str = "input") -> np.ndarray:
     """``np.asarray`` without copying (memmaps become plain views), plus the dtype check."""
     if isinstance(x, np.ndarray):
+        check_no_mask(x, what)
         arr = x.view(np.ndarray) if type(x) is not np.ndarray else x
     elif is_cpu_tensor(x):
         arr, bf16 = host_view(x, what)
@@ -68,9 +69,33 @@ def as_array(x, what: str = "input") -> np.ndarray:
             "nbbn.sklearn.StandardScaler(with_mean=False)"
         )
     else:
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except ValueError as exc:  # numpy's words for a ragged nested list
+            raise ValueError(f"{what} is not an array: numpy could not read the "
+                             f"{type(x).__name__} as one ({exc})") from None
+        if arr.dtype.kind == "O":
+            raise TypeError(f"{what} must have a real floating (float16/32/64) or integer "
+                            f"dtype, but numpy reads the {type(x).__name__} as dtype object "
+                            "(it holds None, mixed types, or integers beyond int64/uint64)")
     check_dtype(arr.dtype, what)
     return arr
+
+
+def check_no_mask(x, what: str) -> None:
+    """TypeError for a numpy masked array with masked elements: its values there are
+    whatever the data holds, and reading them as values would count them. A masked
+    array without a masked element (as netCDF readers return) is read as its data."""
+    if type(x) is np.ndarray or not isinstance(x, np.ndarray):
+        return
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmask(x) is not np.ma.nomask \
+            and np.ma.getmask(x).any():
+        k = int(np.ma.count_masked(x))
+        raise TypeError(
+            f"{what} is a numpy masked array with {k} masked element{'s' * (k != 1)}, "
+            "which nbbn would read as values: pass x.filled(np.nan) with "
+            "nan_policy='omit' (floating data) to skip them, or x.compressed() for a "
+            "single channel")
 
 
 def is_sparse(x) -> bool:

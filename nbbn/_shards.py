@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import check_dtype
+from ._layout import check_dtype, check_no_mask
 from ._torch_arrays import host_view
 
 
@@ -199,6 +199,7 @@ def as_batch_array(x, what: str = "batch"):
                         "count its statistics with nbbn.RunningStats(channel_axis=-1)."
                         "update(x) (one call), and scale it with nbbn.sklearn."
                         "StandardScaler(with_mean=False)")
+    check_no_mask(x, what)
     a = np.asarray(x)
     check_dtype(a.dtype, what)
     return a

@@ -86,6 +86,12 @@ def write_stats(path, d: dict) -> None:
     OSError
         The file cannot be written; an old file at ``path`` is kept.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)} is a folder: name the .npz file to "
+                                "write, e.g. stats.npz inside it")
     remove_stale_temps(path)
     write_checked_npz(path, d)
 

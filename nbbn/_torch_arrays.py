@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TensorOutput", "check_no_grad", "empty_tensor_out", "host_view", "is_cpu_tensor",
-           "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
+           "host_weights", "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
 
 
 def _torch() -> Any:
@@ -58,6 +58,21 @@ def host_values(v) -> Any:
     return v
 
 
+def host_weights(v) -> Any:
+    """Per-row weights as numpy can read them: a tensor (any device, requiring grad
+    too) through ``.detach().cpu()``, bfloat16 and other dtypes numpy lacks widened to
+    float64; anything else as it is."""
+    if not is_tensor(v):
+        return v
+    t = v.detach().cpu()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    try:
+        return t.numpy()
+    except TypeError:  # (bfloat16, float8: no numpy dtype)
+        return t.double().numpy()
+
+
 def check_out_overlap(arr: np.ndarray, what: str) -> None:
     """ValueError for an output whose elements overlap (a stride of 0 along an axis of
     more than one element, as ``expand`` or ``broadcast_to`` give): each would be
@@ -68,11 +83,24 @@ def check_out_overlap(arr: np.ndarray, what: str) -> None:
                          "each element, e.g. .contiguous() or .copy()")
 
 
+def check_writable_bits(out, what: str) -> None:
+    """ValueError for an ``out=`` tensor with torch's negative or conjugate bit set (as
+    ``z.conj().imag`` gives): numpy can only reach a resolved copy of it, so a kernel
+    writing there would leave the caller's tensor as it was."""
+    if out.is_neg() or out.is_conj():
+        raise ValueError(f"{what} is a tensor with torch's negative or conjugate bit set "
+                         "(a lazy view such as z.conj().imag), which nbbn cannot write in "
+                         "place; pass a plain tensor (e.g. torch.empty_like(out)) and copy")
+
+
 def host_view(x, what: str) -> tuple[np.ndarray, bool]:
     """``(array, bf16)``: the numpy array over a CPU tensor's memory (detached, no copy),
     and whether it holds bfloat16 bits (then the array is their uint16 view)."""
     torch = _torch()
     t = x.detach()
+    if t.layout != torch.strided:
+        raise TypeError(f"{what} is a torch tensor of layout {t.layout}, not a dense one: "
+                        "pass x.to_dense()")
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     if t.dtype == torch.bfloat16:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._torch_arrays import host_weights
+
 
 def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndarray:
     """``sample_weight`` as a float64 (N,) array, or an error saying what was expected.
@@ -30,7 +32,7 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
     if channel_axis == 0:
         raise ValueError("sample_weight weighs the rows along axis 0, so channel_axis must "
                          "not be 0 (axis 0 is the channel axis here)")
-    w = np.asarray(sample_weight)
+    w = np.asarray(host_weights(sample_weight))
     if w.dtype.kind not in "iuf":
         raise TypeError(f"sample_weight must hold real numbers (integer or floating), got "
                         f"dtype {w.dtype}")

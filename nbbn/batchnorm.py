@@ -13,11 +13,29 @@ from ._affine import affine_scale
 from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 from .normalizer import Normalizer, check_eps
+from .running_stats import RunningStats
 
 
 def _to_numpy(v) -> np.ndarray:
     """NumPy arrays as they are; torch tensors (any device) through ``.detach().cpu()``."""
     return np.asarray(host_values(v))
+
+
+def _check_momentum(momentum) -> float | None:
+    """``momentum`` as a float, or None; TypeError for a non-number (a string too),
+    ValueError unless finite."""
+    if momentum is None:
+        return None
+    try:
+        if isinstance(momentum, (str, bytes)):
+            raise TypeError
+        value = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError("momentum must be a number or None, got "
+                        f"{type(momentum).__name__}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"momentum must be a finite number or None, got {momentum!r}")
+    return value
 
 
 class BatchNorm:
@@ -78,11 +96,7 @@ class BatchNorm:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         self.num_features = int(num_features)
         self.eps = check_eps(eps)
-        if momentum is not None:
-            momentum = float(momentum)
-            if not math.isfinite(momentum):
-                raise ValueError(f"momentum must be a finite number or None, got {momentum}")
-        self.momentum = momentum
+        self.momentum = _check_momentum(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.channel_axis = check_channel_axis(channel_axis)
@@ -123,6 +137,9 @@ class BatchNorm:
         array
             The normalized input, of the input's array type.
         """
+        # eps and momentum are plain attributes (``bn.momentum = 0.01`` as in torch):
+        # checked again here, before this call changes anything
+        eps, momentum = check_eps(self.eps), _check_momentum(self.momentum)
         check_no_grad(x, "input")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
@@ -134,11 +151,11 @@ class BatchNorm:
                 f"expected num_features={self.num_features}"
             )
         if n == 1 and use_batch_stats:
-            raise ValueError(
-                "Expected more than 1 value per channel when training, got input size "
-                f"{tuple(inp.array.shape)}"
-            )
-        if use_batch_stats and self.eps == 0:
+            when = "training" if self.training else \
+                "normalizing with batch statistics (track_running_stats=False)"
+            raise ValueError(f"Expected more than 1 value per channel when {when}, got "
+                             f"input size {tuple(inp.array.shape)}")
+        if use_batch_stats and eps == 0:
             raise ValueError("eps must be > 0 to normalize with batch statistics (training "
                              "mode, or track_running_stats=False), as torch; got eps=0.0. "
                              "eval mode with running statistics accepts eps=0")
@@ -148,16 +165,16 @@ class BatchNorm:
         if self.training and self.track_running_stats:
             assert self.num_batches_tracked is not None
             self.num_batches_tracked += 1  # as torch: before it looks at the batch
-            factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+            factor = 1.0 / self.num_batches_tracked if momentum is None else momentum
             if n:
                 running = self._running = be.running(self._running, inp)
         if n == 0:
             return be.result(dst)
         if use_batch_stats:
-            be.batchnorm_train(inp, self.eps, weight, bias, running, factor, dst)
+            be.batchnorm_train(inp, eps, weight, bias, running, factor, dst)
         else:
             mean, var = self._host_running()
-            params = be.params(mean, affine_scale(weight, var, self.eps), bias, inp,
+            params = be.params(mean, affine_scale(weight, var, eps), bias, inp,
                                (id(self), "eval"))
             be.affine(inp, params, dst)
         return be.result(dst)
@@ -288,7 +305,12 @@ class BatchNorm:
             if key == "num_batches_tracked":
                 if v.size != 1:
                     raise ValueError(f"num_batches_tracked must be a scalar, got shape {v.shape}")
-                new[key] = int(v.reshape(()))
+                count = v.reshape(())
+                if count.dtype.kind not in "iuf" or not np.isfinite(count) \
+                        or count != np.floor(count) or count < 0:
+                    raise ValueError("num_batches_tracked must be an integer >= 0, got "
+                                     f"{d[key]!r}")
+                new[key] = int(count)
             else:
                 new[key] = channel_vector(v, self.num_features, key).copy()
         if "running_var" in new and (new["running_var"] < 0).any():
@@ -302,6 +324,10 @@ class BatchNorm:
         ``running_mean = rs.mean`` and ``running_var = rs.variance(ddof=1)`` (unbiased,
         as torch stores it); ``num_batches_tracked`` is left as it is.
         """
+        if not isinstance(rs, RunningStats):
+            raise TypeError(f"load_running_stats takes an nbbn.RunningStats, got "
+                            f"{type(rs).__name__} (for arrays: bn.running_mean = ..., "
+                            "bn.running_var = ...)")
         if not self.track_running_stats:
             raise ValueError("this BatchNorm has track_running_stats=False: no running buffers")
         if rs.num_channels != self.num_features:
@@ -310,7 +336,10 @@ class BatchNorm:
             )
         mean, var = rs.mean, rs.variance(ddof=1)
         if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-            raise ValueError("the RunningStats hold NaN or inf (a channel with < 2 values?)")
+            bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var)))
+            raise ValueError(f"the RunningStats hold NaN or inf in channels {bad[:10].tolist()}"
+                             " (fewer than 2 values, weights summing to at most 1, or NaN "
+                             "or inf in the data?)")
         self.running_mean, self.running_var = mean, var
 
     def to_normalizer(self) -> Normalizer:

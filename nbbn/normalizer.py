@@ -13,9 +13,11 @@ from ._torch_arrays import check_no_grad, host_values
 
 
 def check_eps(eps) -> float:
-    """``eps`` as a float; TypeError for a non-number, ValueError unless finite and
-    ``>= 0``."""
+    """``eps`` as a float; TypeError for a non-number (a string too), ValueError unless
+    finite and ``>= 0``."""
     try:
+        if isinstance(eps, (str, bytes)):
+            raise TypeError
         value = float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None

@@ -387,7 +387,14 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 # scikit-learn's bound for a feature indistinguishable from a constant one
                 bound = count * _EPS64 * var + (count * mean * _EPS64) ** 2
                 scale = np.sqrt(var)
-                scale[var <= bound] = 1.0
+                # (an infinite variance, beyond float64, is not a constant feature's)
+                scale[(var <= bound) & (var < np.inf)] = 1.0
+            huge = np.flatnonzero(var == np.inf)
+            if huge.size:
+                warnings.warn(f"The variance of features {huge[:10].tolist()} overflows "
+                              "float64 (a standard deviation beyond about 1e154): their "
+                              "var_ and scale_ are inf, and their transform is 0; scale "
+                              "the data down first", RuntimeWarning, stacklevel=4)
         self.stats_ = stats
         self.n_samples_seen_ = n
         self.mean_ = mean if (self.with_mean or self.with_std) else None

@@ -387,3 +387,133 @@ def test_load_running_stats_channel_mismatch(backend):
     with pytest.raises(ValueError, match=r"(?s)(?=.*\b4\b)(?=.*\b3\b)"):
         bn.load_running_stats(rs)
     _assert_bn_unchanged(bn, before)
+
+
+# ------------------------------------------------------- attributes set after __init__
+@pytest.mark.parametrize("attr,value,error", [
+    ("eps", None, TypeError), ("eps", "1e-5", TypeError), ("eps", -10.0, ValueError),
+    ("eps", float("nan"), ValueError), ("momentum", "0.1", TypeError),
+    ("momentum", np.array([0.1, 0.2]), TypeError), ("momentum", float("inf"), ValueError),
+])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_attribute_set_later_is_checked_first(attr, value, error, training,
+                                                        backend):
+    # torch users write bn.momentum = 0.01: a bad value is refused before the call
+    # moves num_batches_tracked or the running buffers (it used to raise after both)
+    x = np.random.default_rng(2).standard_normal((8, 3))
+    bn = nbbn.BatchNorm(3, backend=backend)
+    bn(x)
+    bn.train(training)
+    before = _bn_state(bn)
+    setattr(bn, attr, value)
+    with pytest.raises(error, match=attr):
+        bn(x)
+    _assert_bn_unchanged(bn, before)
+
+
+def test_batchnorm_one_value_message_names_the_mode(backend):
+    bn = nbbn.BatchNorm(3, track_running_stats=False, backend=backend).eval()
+    with pytest.raises(ValueError, match="batch statistics"):
+        bn(np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("value", [-3, 2.7, "3", np.nan])
+def test_load_state_dict_bad_num_batches_tracked(value, backend):
+    bn = nbbn.BatchNorm(3, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match="num_batches_tracked must be an integer >= 0"):
+        bn.load_state_dict({**bn.state_dict(tensors=False), "num_batches_tracked": value})
+    _assert_bn_unchanged(bn, before)
+    bn.load_state_dict({**bn.state_dict(tensors=False), "num_batches_tracked": np.int64(7)})
+    assert bn.num_batches_tracked == 7
+
+
+def test_load_running_stats_not_running_stats(backend):
+    bn = nbbn.BatchNorm(3, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(TypeError, match="RunningStats, got ndarray"):
+        bn.load_running_stats(np.zeros(3))
+    _assert_bn_unchanged(bn, before)
+
+
+# ------------------------------------------------------------------- masked arrays
+def test_masked_array_with_masked_values_refused(backend):
+    rs = _fresh(backend, axis=-1)
+    before = _state(rs)
+    m = np.ma.masked_array(np.ones((4, 5, 3)), mask=np.zeros((4, 5, 3), bool))
+    m[0, 0, 1] = np.ma.masked
+    with pytest.raises(TypeError, match=r"masked array with 1 masked element\b.*filled"):
+        rs.update(m)
+    _assert_unchanged(before, _state(rs))
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=-1, backend=backend)
+    with pytest.raises(TypeError, match="masked array"):
+        norm(m)
+    with pytest.raises(TypeError, match="masked array"):
+        nbbn.fit(m, channel_axis=-1, progress=False)
+
+
+def test_masked_array_without_masked_values_is_its_data(backend):
+    data = np.random.default_rng(3).standard_normal((4, 5, 3))
+    a = nbbn.RunningStats(-1, backend=backend).update(np.ma.masked_array(data))
+    b = nbbn.RunningStats(-1, backend=backend).update(np.ma.masked_array(data, mask=False))
+    c = nbbn.RunningStats(-1, backend=backend).update(data)
+    for rs in (a, b):
+        np.testing.assert_array_equal(rs.mean, c.mean)
+        np.testing.assert_array_equal(rs.count, c.count)
+
+
+# ------------------------------------------------------------------ lists, paths
+def test_ragged_and_object_lists_say_what_came(backend):
+    rs = _fresh(backend, axis=-1)
+    before = _state(rs)
+    with pytest.raises(ValueError, match="not an array: numpy could not read the list"):
+        rs.update([[1.0, 2.0, 3.0], [4.0]])
+    with pytest.raises(TypeError, match="dtype object.*beyond int64"):
+        rs.update([[1, 2, 3], [4, 5, 2 ** 70]])
+    _assert_unchanged(before, _state(rs))
+
+
+def test_save_to_a_folder_or_a_non_path(tmp_path):
+    rs = _fresh("cpu")
+    with pytest.raises(IsADirectoryError, match="is a folder: name the .npz file"):
+        rs.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # (no temporary file left either)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        rs.save(5)
+
+
+# ------------------------------------------------------------------- torch inputs
+def test_torch_out_with_negative_bit_refused():
+    torch = pytest.importorskip("torch")
+    norm = nbbn.Normalizer([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], eps=0.0, channel_axis=-1,
+                           backend="cpu")
+    x = torch.arange(12.0).reshape(4, 3)
+    out = torch.zeros(4, 3, dtype=torch.complex64).conj().imag
+    assert out.is_neg()
+    with pytest.raises(ValueError, match="negative or conjugate bit"):
+        norm(x, out=out)
+    bn = nbbn.BatchNorm(3, channel_axis=-1, backend="cpu")
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match="negative or conjugate bit"):
+        bn(x, out=out)
+    _assert_bn_unchanged(bn, before)
+    plain = torch.zeros(4, 3)
+    assert norm(x, out=plain) is plain
+    np.testing.assert_array_equal(plain.numpy(), (x - torch.tensor([1.0, 2.0, 3.0])).numpy())
+
+
+def test_torch_sparse_tensor_message():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="layout torch.sparse_coo.*to_dense"):
+        nbbn.RunningStats(-1, backend="cpu").update(torch.eye(3).to_sparse())
+
+
+def test_torch_sample_weight_grad_and_bfloat16():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(4).standard_normal((8, 3))
+    w = np.arange(8.0)
+    want = nbbn.RunningStats(-1, backend="cpu").update(x, sample_weight=w)
+    for tw in (torch.tensor(w, requires_grad=True), torch.tensor(w, dtype=torch.bfloat16)):
+        got = nbbn.RunningStats(-1, backend="cpu").update(x, sample_weight=tw)
+        np.testing.assert_array_equal(got.mean, want.mean)
+        np.testing.assert_array_equal(got.count, want.count)

@@ -466,3 +466,14 @@ def test_array_api_dispatch_is_refused_clearly(monkeypatch):
     finally:
         context.__exit__(None, None, None)
     assert StandardScaler().fit(X.numpy()).n_features_in_ == 3  # numpy input still works
+
+
+def test_variance_beyond_float64_is_not_a_constant_feature():
+    # std 3e300 is a float64, its square is not: scale_ used to be the constant
+    # feature's 1 (inf <= its inf bound), and transform gave values near 1e300
+    X = np.random.default_rng(0).normal(2, 3, (50, 2)) * 1e300
+    X[:, 1] /= 1e300
+    with pytest.warns(RuntimeWarning, match=r"features \[0\] overflows float64"):
+        s = StandardScaler().fit(X)
+    assert s.var_[0] == np.inf and s.scale_[0] == np.inf
+    np.testing.assert_allclose(s.scale_[1], np.std(X[:, 1]), rtol=1e-12)

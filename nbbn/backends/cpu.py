@@ -26,6 +26,7 @@ from .._torch_arrays import (
     TensorOutput,
     check_no_grad,
     check_out_overlap,
+    check_writable_bits,
     empty_tensor_out,
     host_view,
     is_tensor,
@@ -355,6 +356,7 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
         return new
     if is_tensor(out) and out.device.type == "cpu":
         check_no_grad(out, "out")  # (written in place: autograd would not see it)
+        check_writable_bits(out, "out")
         arr, bf16 = host_view(out, "out")
         dt = np.dtype(np.float32) if bf16 else arr.dtype  # bfloat16: a floating out
         check_out(arr.shape, dt, True, x.shape, what)
