@@ -538,6 +538,8 @@ class RunningStats:
         if stored.ndim or stored.dtype.kind not in "iu":
             raise ValueError(f"RunningStats version must be an integer, got {stored!r}")
         version = int(stored)
+        if version < 1:
+            raise ValueError(f"RunningStats version must be >= 1, got {version}")
         if version > FORMAT_VERSION:
             raise ValueError(
                 f"RunningStats data has format version {version}, newer than this nbbn "
@@ -586,6 +588,13 @@ class RunningStats:
                                  f"of shape {count.shape}, got {weight.dtype} {weight.shape}")
         if count.shape[0] > 0:
             count, mean, m2, mn, mx, nnan, ninf = arrays
+            with np.errstate(invalid="ignore"):
+                bad = np.flatnonzero((count > 0) & (mn > mx))
+            if bad.size:
+                raise ValueError(f"RunningStats min exceeds max in channels "
+                                 f"{bad[:10].tolist()}, which hold values")
+            if weight is not None and ((weight > 0) != (count > 0)).any():
+                raise ValueError("RunningStats weight must be > 0 exactly where count is")
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
                                                min=mn, max=mx, nan=nnan, inf=ninf,
                                                weight=weight)

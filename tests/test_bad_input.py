@@ -517,3 +517,24 @@ def test_torch_sample_weight_grad_and_bfloat16():
         got = nbbn.RunningStats(-1, backend="cpu").update(x, sample_weight=tw)
         np.testing.assert_array_equal(got.mean, want.mean)
         np.testing.assert_array_equal(got.count, want.count)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("version", np.int64(-1), "version must be >= 1"),
+    ("min", np.array([0.0, 5.0, 0.0]), "min exceeds max in channels \\[1\\]"),
+])
+def test_from_dict_inconsistent_state(field, value, match):
+    d = _fresh("cpu").to_dict()
+    if field == "min":
+        d["max"] = np.array([1.0, 1.0, 1.0])
+    d[field] = value
+    with pytest.raises(ValueError, match=match):
+        nbbn.RunningStats.from_dict(d)
+
+
+def test_from_dict_weight_where_nothing_was_counted():
+    rs = nbbn.RunningStats(-1, backend="cpu").update(np.ones((4, 3)), sample_weight=np.ones(4))
+    d = rs.to_dict()
+    d["weight"] = np.array([4.0, 0.0, 4.0])
+    with pytest.raises(ValueError, match="weight must be > 0 exactly where count is"):
+        nbbn.RunningStats.from_dict(d)
