@@ -169,14 +169,28 @@ class Canonical:
         except ValueError:
             return None
 
-    def pieces(self) -> Iterator[tuple[np.ndarray, tuple]]:
+    def transposed(self) -> Canonical | None:
+        """The input seen through ``array.T`` (axes reversed, the channel axis mirrored),
+        when the array has no (O, C, I) view but its transpose has: a Fortran-ordered
+        array, or rows of one (a batch of a Fortran-ordered file). Statistics do not
+        depend on the order of the reduced axes, and an elementwise map written through
+        ``out.T`` is the same map; else None."""
+        a = self.array
+        if a.ndim < 3 or not a.dtype.isnative or self.view3() is not None:
+            return None
+        axis = a.ndim - 1 - self.axis
+        t = Canonical(a.T, axis, *_split_shape(a.T.shape, axis), self.tensor, self.bf16)
+        return t if t.view3() is not None else None
+
+    def pieces(self, slabs: bool = False) -> Iterator[tuple[np.ndarray, tuple]]:
         """Yield ``(x3, index)``: 3-d pieces covering the input, and where each came from.
 
-        One piece (a view) when possible; otherwise contiguous copies of slabs of at most
-        ``SLAB_BYTES`` taken along a non-channel axis (``index`` selects the slab in the
+        One piece (a view) when possible and ``slabs`` is not asked for; otherwise slabs
+        of at most ``SLAB_BYTES`` taken along a non-channel axis, each a view where it is
+        C-contiguous and a contiguous copy otherwise (``index`` selects the slab in the
         original array, for writing results back).
         """
-        v = self.view3()
+        v = None if slabs else self.view3()
         if v is not None:
             yield v, (Ellipsis,)
             return
@@ -191,9 +205,23 @@ class Canonical:
         native = a.dtype.newbyteorder("=")
         for start in range(0, a.shape[slab_axis], step):
             index = (slice(None),) * slab_axis + (slice(start, start + step),)
-            slab = np.ascontiguousarray(a[index], dtype=native)
+            slab = a[index]
+            if not (slab.flags.c_contiguous and slab.dtype.isnative):
+                slab = np.ascontiguousarray(slab, dtype=native)
             o, c, i = _split_shape(slab.shape, self.axis)
             yield slab.reshape(o, c, i), index
+            del slab  # (before the next copy: one slab at a time)
+
+
+def copied_rows(x3: np.ndarray) -> bool:
+    """True for an (O, C, 1) view whose channel rows are neither contiguous rows nor
+    contiguous columns (``x[:, ::2]``, ``x[::-1]``, RGBA's ``x[..., :3]``): the
+    channels-last kernels read contiguous rows, and one element per channels-first row
+    would crawl, so such a view is read in contiguous slabs."""
+    if x3.shape[2] != 1 or x3.shape[0] < 2:
+        return False
+    rows = x3[:, :, 0]
+    return not (rows.flags.c_contiguous or rows.flags.f_contiguous)
 
 
 def _split_shape(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._durable import Replacement, remove_stale_temps
+from ._pages import releaser
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
 
@@ -51,6 +52,11 @@ class ArrayWriter(Writer):
 
     def view(self, lo, hi):
         return self.out[lo:hi]
+
+    def written(self, lo, hi, rows):
+        release = releaser(self.out, self.out[lo:hi])  # (an np.memmap's pages)
+        if release is not None:
+            release()
 
 
 class NpyWriter(Writer):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._layout import check_dtype, check_no_mask
+from ._pages import releaser
 from ._torch_arrays import host_view
 
 
@@ -157,7 +158,8 @@ class _SliceReader(ShardReader):
         part = self.array[start:stop]
         if not self.numpy and not _is_device_array(part):
             part = np.asarray(part)  # zarr / h5py slices are numpy already; others may not be
-        return part, None
+        # an np.memmap's pages leave the resident set once the batch is done
+        return part, releaser(self.array, part) if isinstance(part, np.memmap) else None
 
 
 def as_batch_array(x, what: str = "batch"):

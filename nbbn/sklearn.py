@@ -157,9 +157,12 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise InvalidParameterError(f"ddof must be an int >= 0, got {self.ddof!r}")
 
     def _validate(self, X, *, reset: bool, writeable: bool = False, copy: bool = False,
-                  sparse: str | tuple[str, ...] = ("csr", "csc"), names: bool = True):
+                  sparse: str | tuple[str, ...] = ("csr", "csc"), names: bool = True,
+                  as_is: bool = False):
         """``X`` as a float32/float64 numpy array (or a CSR/CSC matrix, of the formats
         ``sparse`` accepts), its features checked against ``fit``; a copy if ``copy``.
+        With ``as_is``, a numpy array of integers or of byte-swapped floats stays as it
+        is (no float64 copy of the whole input): nbbn's kernels read it directly.
 
         2-d input goes through scikit-learn's ``validate_data`` (feature names,
         ``n_features_in_``, its error messages; without ``names``, as scikit-learn's
@@ -178,13 +181,17 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "array_api_dispatch is on, but nbbn.sklearn.StandardScaler computes with "
                 "numpy (no array API support, as its tags say): pass a numpy array, or "
                 "turn array_api_dispatch off")
+        dtype: tuple | None = _FLOAT_DTYPES
+        if as_is and isinstance(X, np.ndarray) and (X.dtype.kind in "iu" or (
+                X.dtype.kind == "f" and not X.dtype.isnative and X.dtype.itemsize in (2, 4, 8))):
+            dtype = None
         if getattr(X, "ndim", 2) <= 2:
             if names:
-                X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES,
+                X = validate_data(self, X, reset=reset, dtype=dtype,
                                   accept_sparse=sparse, ensure_all_finite=False,
                                   force_writeable=writeable, copy=copy)
             else:
-                X = check_array(X, dtype=_FLOAT_DTYPES, accept_sparse=sparse,
+                X = check_array(X, dtype=dtype, accept_sparse=sparse,
                                 ensure_all_finite=False, force_writeable=writeable,
                                 copy=copy, estimator=self, input_name="X")
                 expected = int(getattr(self, "n_features_in_"))  # noqa: B009 (set by fit)
@@ -195,7 +202,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"channel_axis={self.channel_axis} does not fit 2-d input, "
                                  "whose features are axis 1: use channel_axis=-1 or 1")
             return X
-        X = check_array(X, dtype=_FLOAT_DTYPES, ensure_all_finite=False, allow_nd=True,
+        X = check_array(X, dtype=dtype, ensure_all_finite=False, allow_nd=True,
                         force_writeable=writeable, estimator=self, input_name="X")
         if not -X.ndim < self.channel_axis < X.ndim or self.channel_axis % X.ndim == 0:
             raise ValueError(f"channel_axis={self.channel_axis} is not a features axis of "
@@ -258,7 +265,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _partial_fit(self, X, sample_weight) -> StandardScaler:
         self._check_params()
         first = not hasattr(self, "n_samples_seen_")
-        X = self._validate(X, reset=first)
+        X = self._validate(X, reset=first, as_is=True)
         if issparse(X):
             self._refuse_centering()
         weight = _sample_weight(sample_weight, X.shape[0])
@@ -325,7 +332,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         if issparse(X) or _sparse_frame(X):  # (a DataFrame of sparse columns: CSR, as
             return self._mapped_sparse(X, copy, inverse)  # scikit-learn's validation)
-        X = self._validate(X, reset=False, writeable=not copy, names=not inverse)
+        X = self._validate(X, reset=False, writeable=not copy, names=not inverse, as_is=True)
         if X.ndim > 2 and not inverse:
             self._refuse_table_output(X)
         counted = not copy or self.nan_policy == "raise"
@@ -335,7 +342,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         params = (norm.bias, norm._inv_scale, norm.mean) if inverse else (
             norm.mean, norm.scale, norm.bias)
         inp = cpu.prepare(X, self.channel_axis, "X")
-        out = cpu.prepare_out(None if copy else X, inp, "X")
+        # integers read as they are give a new float64 array (scikit-learn's converted
+        # copy, copy=False too); byte-swapped floats are scaled in place with copy=False
+        out = cpu.prepare_out(np.empty_like(X, np.float64) if X.dtype.kind in "iu" else
+                              None if copy else X, inp, "X")
         if inp.size and cpu.affine(inp, params, out, count_inf=not counted):
             self._refuse_nonfinite_in(X)  # the count says there is one; this says where
         return out

@@ -477,3 +477,29 @@ def test_variance_beyond_float64_is_not_a_constant_feature():
         s = StandardScaler().fit(X)
     assert s.var_[0] == np.inf and s.scale_[0] == np.inf
     np.testing.assert_allclose(s.scale_[1], np.std(X[:, 1]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int64", ">f4"])
+def test_integer_and_byte_swapped_input_not_copied(dtype):
+    # integers (and byte-swapped floats) go to the kernels as they are: fit used to
+    # make a float64 copy of the whole input first (8x the memory of uint8 images)
+    import tracemalloc
+
+    X = np.random.default_rng(5).integers(0, 256, (20000, 16)).astype(dtype)
+    ours, theirs = StandardScaler().fit(X), SkScaler().fit(X)
+    assert_close(ours.mean_, theirs.mean_, rtol=1e-12)
+    assert_close(ours.var_, theirs.var_, rtol=1e-12)
+    tracemalloc.start()
+    try:
+        StandardScaler().fit(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # (byte-swapped: a native copy, in slabs of at most 64 MiB; float64 would be 8 bytes)
+    assert peak < X.size * (3 if dtype == ">f4" else 1) * 8 // 4
+    y = ours.transform(X)
+    assert y.dtype == (np.float32 if dtype == ">f4" else np.float64)
+    assert_close(y, theirs.transform(X), rtol=1e-6 if dtype == ">f4" else 1e-12, atol=1e-6)
+    inplace = ours.transform(X, copy=False)  # (integers: a new float64 array)
+    assert (inplace is X) == (dtype == ">f4")
+    assert_close(inplace, y, rtol=0, atol=0)

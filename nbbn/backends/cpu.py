@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from .._affine import batchnorm_step, check_out, result_dtype
-from .._layout import Canonical, canonical
+from .._layout import Canonical, canonical, copied_rows
 from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
     TensorOutput,
@@ -203,9 +203,9 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         # long row, read in blocks instead of row by row (uint8 16 -> 36 GB/s)
         x3 = x3.reshape(1, 1, x3.size)
     if x3.shape[2] == 1 and not x3[:, :, 0].flags.c_contiguous:
-        rows = x3[:, :, 0]  # only 2-d strided channels-last views land here; a table's
-        # columns one after the other (pandas' to_numpy(), nbbn's table batches) are read
-        # as channels-first (1, C, M) without a copy
+        rows = x3[:, :, 0]  # a table's columns one after the other (pandas' to_numpy(),
+        # nbbn's table batches) are read as channels-first (1, C, M) without a copy;
+        # other strided rows came in contiguous slabs (reduce), or are a single row
         x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
     name, flat, tail, nparts = _plan(x3, policy, bf16)
     kernel = getattr(ks, name)  # (by name: a test's spy on the module is seen)
@@ -221,6 +221,31 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     return out
 
 
+def _gapped_rows_stats(x3: np.ndarray, policy: int, bf16: bool) -> BatchStats | None:
+    """Statistics of channels-last rows with gaps (``x[:, ::2]``, RGBA's ``x[..., :3]``,
+    reversed rows), read in place: the rows as they lie in memory, gaps included, are
+    an (O, W) C-contiguous table of W <= 2 C channels, whose statistics hold those of
+    the wanted ones (every channel is reduced on its own). Its rows all but the last
+    lie between the view's first and last elements, so in its memory; the last row is
+    read on its own. None where the rows are not so spaced (then slabs are copied)."""
+    rows = x3[:, :, 0]
+    if rows.strides[0] < 0:
+        rows = rows[::-1]  # (the order of the rows does not matter)
+    (o, c), (row_step, col_step), size = rows.shape, rows.strides, rows.itemsize
+    if col_step <= 0 or row_step % size or col_step % size:
+        return None
+    width, spacing = row_step // size, col_step // size
+    if width < (c - 1) * spacing + 1 or width > 2 * c:  # overlapping rows, or wide gaps
+        return None
+    table = np.lib.stride_tricks.as_strided(rows, (o - 1, width), (row_step, size),
+                                            writeable=False)
+    part = _piece_stats(table[:, :, np.newaxis], policy, bf16)
+    cols = np.arange(c) * spacing
+    total = BatchStats(part.ints[:, cols], part.floats[:, cols])
+    last = _piece_stats(np.ascontiguousarray(rows[-1:])[:, :, np.newaxis], policy, bf16)
+    return merge(total, last)
+
+
 # ------------------------------------------------------------------ statistics
 def prepare(x, channel_axis: int | str, what: str) -> Canonical:
     """Validate a host array and describe it as (O, C, I) around ``channel_axis``."""
@@ -230,11 +255,16 @@ def prepare(x, channel_axis: int | str, what: str) -> Canonical:
 def reduce(can: Canonical, policy: int) -> BatchStats:
     """Per-channel statistics of one input array (all its pieces merged)."""
     view = can.view3()
-    if view is not None:
+    if view is None and (flipped := can.transposed()) is not None:
+        can, view = flipped, flipped.view3()  # (Fortran order: the reduced axes reversed)
+    if view is not None and not copied_rows(view):
         return _piece_stats(view, policy, can.bf16)
+    if view is not None and (whole := _gapped_rows_stats(view, policy, can.bf16)) is not None:
+        return whole
     total = None
-    for x3, _ in can.pieces():
+    for x3, _ in can.pieces(slabs=view is not None):
         part = _piece_stats(x3, policy, can.bf16)
+        del x3  # (before the next slab is made)
         total = part if total is None else merge(total, part)
     return total if total is not None else BatchStats.empty(can.channels)
 
@@ -407,11 +437,21 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     target_all = np.empty(out.shape, np.float32 if out.dtype == np.float16 else out.dtype) if (
         overlap
     ) else out
+    target = target_all
+    view = can.view3()
+    if view is None and (flipped := can.transposed()) is not None:
+        # Fortran order: the map through both transposes (out.T is C-ordered as well
+        # when out is laid out as the input)
+        can, view, target = flipped, flipped.view3(), target_all.T
+    # one pass over the whole input where the kernels can read and write it as it lies;
+    # else slabs (bounded copies of the input and temporaries for the output)
+    whole = None if view is None else _out_view3(target, view.shape, out_bf16)
+    slabs = view is None or whole is None or not _streams(view, whole)
     ninf = 0
-    for x3, index in can.pieces():
-        dst = target_all[index]
+    for x3, index in can.pieces(slabs=slabs):
+        dst = target[index]
         o3 = _out_view3(dst, x3.shape, out_bf16)
-        if o3 is None:
+        if o3 is None or not _streams(x3, o3):
             o3 = np.empty(x3.shape, np.float64 if dst.dtype.itemsize >= 8 else np.float32)
             ninf += _run_affine(x3, a, s, b, o3, can.bf16, count_inf=count_inf, fresh=True)
             with np.errstate(over="ignore"):  # (beyond float16's range: inf, as the kernels)
@@ -419,9 +459,20 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
                     o3.reshape(dst.shape)
         else:
             ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf, fresh)
+        del x3, o3, dst  # (before the next slab is made)
     if overlap:
         out[...] = target_all
     return ninf
+
+
+def _streams(x3: np.ndarray, o3: np.ndarray) -> bool:
+    """Whether the affine kernels read ``x3`` and write ``o3`` as they lie at their
+    speed: channels-first rows (I > 1), contiguous channels-last rows on both sides, or
+    contiguous columns on both sides (a column-major table); not one element per row."""
+    if x3.shape[2] != 1 or x3.shape[0] < 2:
+        return True
+    both_rows = x3[:, :, 0].flags.c_contiguous and o3[:, :, 0].flags.c_contiguous
+    return both_rows or (_columns(x3) and _columns(o3))
 
 
 # ------------------------------------------------------------------ BatchNorm

@@ -231,6 +231,10 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
 
         host = host_view(x, what)[0] if bf16 else as_array(x, what)  # bfloat16: its bits
         host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
+        # numpy calls an array C-contiguous whatever the strides of its length-1 axes
+        # (a reversed (1, C) row keeps a negative one), and the device copy keeps them:
+        # the flat view's strides are the plain ones
+        host = host.reshape(-1).reshape(host.shape)
         stream, kind = 0, "numpy"
         dev = cuda.to_device(host)
     shape = shape_of(dev)

@@ -1,0 +1,206 @@
+"""Strided, reversed and Fortran-ordered inputs: exact results, no whole-input copies.
+
+Channels-last rows with gaps (``x[:, ::2]``, RGBA's ``x[..., :3]``, ``x[::-1]``) and
+Fortran-ordered N-d arrays used to be copied whole (a strided view of a memory map
+became one big copy) or mapped at a crawl; they are now read in place (statistics)
+or in bounded slabs (the affine map). The CPU backend's own paths: the CUDA backend
+copies host input to the device anyway.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from reference import assert_close, assert_ulps, ref_normalize, ref_stats, stats_rtol
+
+import nbbn
+from nbbn import _layout
+
+RNG = np.random.default_rng(20261203)
+_T2 = RNG.standard_normal((300, 10)).astype(np.float32) * 3 + 7
+_NCHW = RNG.standard_normal((6, 5, 7, 9)) * 2 - 1
+_U8 = RNG.integers(0, 256, (5, 7, 9, 4), dtype=np.uint8)
+
+CASES = {
+    "table[:, ::2]": (_T2[:, ::2], -1),
+    "table[:, 1::2]": (_T2[:, 1::2], -1),  # (the last row's gap lies past the view)
+    "table[:, :6]": (_T2[:, :6], -1),
+    "table[::-1]": (_T2[::-1], -1),
+    "table[::-3, ::2]": (_T2[::-3, ::2], -1),
+    "table[:, ::4] (wide gaps: slabs)": (_T2[:, ::4], -1),
+    "table F[::2]": (np.asfortranarray(_T2)[::2], -1),
+    "nhwc[:, :, ::2]": (_NCHW.transpose(0, 2, 3, 1)[:, :, ::2], -1),
+    "rgba[..., :3]": (_U8[..., :3], -1),
+    "rgba[..., 1:]": (_U8[..., 1:], -1),
+    "nchw F": (np.asfortranarray(_NCHW), 1),
+    "nchw F[1:5]": (np.asfortranarray(_NCHW)[1:5], 1),
+    "nchw F, axis 0": (np.asfortranarray(_NCHW), 0),
+    "nchw F, axis 2": (np.asfortranarray(_NCHW), 2),
+    "nhwc F float32": (np.asfortranarray(_NCHW.transpose(0, 2, 3, 1).astype(np.float32)), -1),
+    "uint8 F": (np.asfortranarray(_U8), -1),
+    "float16 F": (np.asfortranarray(_NCHW.astype(np.float16)), 1),
+}
+
+
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_statistics(name, policy):
+    x, axis = CASES[name]
+    rs = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(x)
+    ref = ref_stats(x, axis % x.ndim)
+    np.testing.assert_array_equal(rs.count, ref.count)
+    np.testing.assert_array_equal(rs.min, ref.min)
+    np.testing.assert_array_equal(rs.max, ref.max)
+    rtol = stats_rtol(x.dtype)
+    assert_close(rs.mean, ref.mean, rtol=rtol, atol=rtol, name="mean")
+    assert_close(rs.var, ref.var, rtol=rtol, name="var")
+
+
+@pytest.mark.parametrize("out_kind", ["new", "C", "F", "float64", ">f4", "strided"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_normalizer(name, out_kind):
+    x, axis = CASES[name]
+    mean, var = np.linspace(-1, 1, x.shape[axis]), np.linspace(0.5, 2, x.shape[axis])
+    norm = nbbn.Normalizer(mean, var, eps=0.0, channel_axis=axis, backend="cpu")
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+    if out_kind == "new":
+        y = norm(x)
+    else:
+        out = {"C": lambda: np.empty(x.shape, dtype),
+               "F": lambda: np.empty(x.shape, dtype, order="F"),
+               "float64": lambda: np.empty(x.shape, np.float64),
+               ">f4": lambda: np.empty(x.shape, ">f4"),
+               "strided": lambda: np.empty(x.shape[:-1] + (2 * x.shape[-1],), dtype)[..., ::2],
+               }[out_kind]()
+        y = norm(x, out=out)
+        assert y is out
+    want = ref_normalize(x, mean, var, eps=0.0, channel_axis=axis)
+    if y.dtype.itemsize == 8:
+        assert_close(y, want, rtol=1e-15, atol=1e-15)
+    else:
+        assert_ulps(y, want, ulps=1.0)
+
+
+@pytest.mark.parametrize("name", ["table[:, ::2]", "rgba[..., :3]", "nchw F", "table[::-1]"])
+def test_batchnorm(name):
+    x, axis = CASES[name]
+    bn = nbbn.BatchNorm(x.shape[axis], channel_axis=axis, backend="cpu")
+    y = bn(x)
+    ref = ref_stats(x, axis % x.ndim)
+    assert_close(bn.running_mean, 0.1 * ref.mean, rtol=1e-12, atol=1e-15)
+    want = ref_normalize(x, ref.mean, ref.var, eps=bn.eps, channel_axis=axis)
+    if y.dtype.itemsize == 8:
+        assert_close(y, want, rtol=1e-13, atol=1e-13)
+    else:
+        assert_ulps(y, want, ulps=2.0)
+
+
+def _peak(f, *args, **kwargs) -> int:
+    for _ in range(2):  # (compiling first, a merge too: the compiler's allocations are
+        f(*args, **kwargs)  # not the call's)
+    tracemalloc.start()
+    try:
+        f(*args, **kwargs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_no_whole_copies(monkeypatch):
+    # numpy reports its allocations to tracemalloc: with 64 KiB slabs, a 4 MB strided
+    # input may cost a slab or two, never a copy of itself (as it did)
+    monkeypatch.setattr(_layout, "SLAB_BYTES", 1 << 16)
+    t = RNG.standard_normal((65536, 32)).astype(np.float32)  # 8 MiB
+    rgba = RNG.integers(0, 256, (256, 256, 64, 4), dtype=np.uint8)  # 16 MiB
+    cases = [(t[:, ::2], -1), (t[::-1], -1), (t[:, ::4], -1), (rgba[..., :3], -1),
+             (np.asfortranarray(t.reshape(64, 8, 32, 128)), 1)]
+    for x, axis in cases:
+        c = x.shape[axis]
+        assert _peak(nbbn.RunningStats(axis, backend="cpu").update, x) < 1 << 18
+        norm = nbbn.Normalizer(np.zeros(c), np.ones(c), channel_axis=axis, backend="cpu")
+        out = np.empty(x.shape, np.float32)
+        assert _peak(norm, x, out=out) < 1 << 19
+        bad_out = np.empty(x.shape, ">f4")  # (no kernel writes it: temporaries)
+        assert _peak(norm, x, out=bad_out) < 1 << 19
+        np.testing.assert_array_equal(bad_out, out)
+    from nbbn._histogram import Histogram
+
+    h = Histogram.empty(3, np.uint8)
+    assert _peak(h.add, rgba[..., :3]) < 1 << 18  # (added three times)
+    assert h.counts.sum() == 3 * 3 * rgba[..., 0].size
+    np.testing.assert_array_equal(h.counts[1],
+                                  3 * np.bincount(rgba[..., 1].ravel(), minlength=256))
+
+
+# ------------------------------------------------- an np.memmap given as an array
+def _mapped_rss(path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (Linux)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                inside = len(head) >= 6 and head[-1] == str(path)
+            elif inside and head and head[0] == "Rss:":
+                total += int(head[1]) * 1024
+    return total
+
+
+def test_memmap_pages_released_by_fit_and_transform(tmp_path):
+    import os
+
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("needs Linux's /proc/self/smaps")
+    src = tmp_path / "x.npy"
+    x = np.lib.format.open_memmap(src, "w+", np.float32, (4096, 4, 256))  # 16 MiB
+    x[...] = RNG.standard_normal(x.shape, dtype=np.float32)
+    x.flush()
+    del x
+    x = np.load(src, mmap_mode="r")
+    rs = nbbn.fit(x, 1, batch_size=256, progress=False)
+    assert _mapped_rss(src) < x.nbytes // 4  # (every page was touched; 16 MiB before)
+    ref = ref_stats(np.asarray(x), 1)
+    assert_close(rs.mean, ref.mean, rtol=1e-6, atol=1e-6)
+    dst = tmp_path / "y.npy"
+    out = np.lib.format.open_memmap(dst, "w+", np.float32, x.shape)
+    nbbn.transform(x, rs, out, batch_size=256, progress=False)
+    assert _mapped_rss(dst) < out.nbytes // 4
+    out.flush()
+    want = np.asarray(rs.to_normalizer()(np.asarray(x)))
+    np.testing.assert_array_equal(np.load(dst), want)  # (nothing written was lost)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_memmap_release_skips_copy_on_write(tmp_path):
+    from nbbn._pages import releaser
+
+    path = tmp_path / "c.npy"
+    np.save(path, np.arange(4096 * 4, dtype=np.float64).reshape(-1, 4))
+    cow = np.load(path, mmap_mode="c")
+    cow[:] = -1.0  # private changes: releasing the pages would lose them
+    assert releaser(cow, cow[:2048]) is None
+    assert releaser(np.load(path, mmap_mode="r")[:, ::2], np.load(path)[:, ::2]) is None
+    assert releaser(np.zeros(8), np.zeros(8)) is None
+    ro = np.load(path, mmap_mode="r")
+    release = releaser(ro, ro[:2048])
+    assert release is not None
+    release()
+    np.testing.assert_array_equal(ro[:3], np.arange(12.0).reshape(3, 4))
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_reversed_single_row(axis, backend):
+    # a (1, 4) row of a reversed array keeps a negative stride on its length-1 axis,
+    # which numpy calls C-contiguous: the CUDA backend's device copy kept it and refused
+    # the array as "a negative or zero row stride"
+    x = np.arange(8.0).reshape(2, 4)[::-1][:1]
+    assert x.strides[0] < 0
+    rs = nbbn.RunningStats(axis, backend=backend).update(x)
+    np.testing.assert_array_equal(rs.mean, x.mean(axis=1 - axis % 2))
+    norm = nbbn.Normalizer(np.zeros(x.shape[axis]), np.ones(x.shape[axis]), eps=0.0,
+                           channel_axis=axis, backend=backend)
+    np.testing.assert_array_equal(norm(x), x)
+    one = np.arange(8.0).reshape(2, 4)[::-1, ::-1][:1, :1]
+    assert nbbn.RunningStats(-1, backend=backend).update(one).mean.tolist() == [7.0]
