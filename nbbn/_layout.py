@@ -218,7 +218,7 @@ def copied_rows(x3: np.ndarray) -> bool:
     contiguous columns (``x[:, ::2]``, ``x[::-1]``, RGBA's ``x[..., :3]``): the
     channels-last kernels read contiguous rows, and one element per channels-first row
     would crawl, so such a view is read in contiguous slabs."""
-    if x3.shape[2] != 1 or x3.shape[0] < 2:
+    if x3.shape[2] != 1 or x3.shape[0] < 2 or x3.flags.c_contiguous:
         return False
     rows = x3[:, :, 0]
     return not (rows.flags.c_contiguous or rows.flags.f_contiguous)

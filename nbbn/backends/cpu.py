@@ -446,9 +446,13 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
-    slabs = view is None or whole is None or not _streams(view, whole)
+    if view is not None and whole is not None and _streams(view, whole):
+        ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
+        if overlap:
+            out[...] = target_all
+        return ninf
     ninf = 0
-    for x3, index in can.pieces(slabs=slabs):
+    for x3, index in can.pieces(slabs=True):
         dst = target[index]
         o3 = _out_view3(dst, x3.shape, out_bf16)
         if o3 is None or not _streams(x3, o3):
@@ -469,7 +473,7 @@ def _streams(x3: np.ndarray, o3: np.ndarray) -> bool:
     """Whether the affine kernels read ``x3`` and write ``o3`` as they lie at their
     speed: channels-first rows (I > 1), contiguous channels-last rows on both sides, or
     contiguous columns on both sides (a column-major table); not one element per row."""
-    if x3.shape[2] != 1 or x3.shape[0] < 2:
+    if x3.shape[2] != 1 or x3.shape[0] < 2 or (x3.flags.c_contiguous and o3.flags.c_contiguous):
         return True
     both_rows = x3[:, :, 0].flags.c_contiguous and o3[:, :, 0].flags.c_contiguous
     return both_rows or (_columns(x3) and _columns(o3))
