@@ -77,7 +77,8 @@ def check_out_overlap(arr: np.ndarray, what: str) -> None:
     """ValueError for an output whose elements overlap (a stride of 0 along an axis of
     more than one element, as ``expand`` or ``broadcast_to`` give): each would be
     written, and in place normalized, more than once."""
-    if any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape, strict=True)):
+    if arr.size and any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape,
+                                                             strict=True)):
         raise ValueError(f"{what} has overlapping elements (a stride of 0: an expanded or "
                          f"broadcast view, strides {arr.strides}); pass an array that owns "
                          "each element, e.g. .contiguous() or .copy()")

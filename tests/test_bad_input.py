@@ -538,3 +538,20 @@ def test_from_dict_weight_where_nothing_was_counted():
     d["weight"] = np.array([4.0, 0.0, 4.0])
     with pytest.raises(ValueError, match="weight must be > 0 exactly where count is"):
         nbbn.RunningStats.from_dict(d)
+
+
+def test_masked_sample_weight_refused():
+    rs = _fresh("cpu", axis=-1)
+    before = _state(rs)
+    w = np.ma.masked_array(np.ones(4), mask=[True, False, False, False])
+    with pytest.raises(TypeError, match="sample_weight is a numpy masked array"):
+        rs.update(np.ones((4, 5, 3)), sample_weight=w)
+    _assert_unchanged(before, _state(rs))
+
+
+def test_empty_out_is_not_overlapping(backend):
+    # numpy gives an empty array zero strides: it has no elements to overlap
+    x = np.ones((4, 3), np.float32)[:0]
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=-1, backend=backend)
+    out = np.empty((0, 3), np.float32)
+    assert norm(x, out=out).shape == (0, 3)
