@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from .. import _layout
 from .._affine import batchnorm_step, check_out, result_dtype
 from .._layout import Canonical, canonical, copied_rows
 from .._policy import POLICY_PROPAGATE
@@ -262,11 +263,25 @@ def reduce(can: Canonical, policy: int) -> BatchStats:
     if view is not None and (whole := _gapped_rows_stats(view, policy, can.bf16)) is not None:
         return whole
     total = None
-    for x3, _ in can.pieces(slabs=view is not None):
+    for x3 in _row_slabs(view) if view is not None else (p for p, _ in can.pieces()):
         part = _piece_stats(x3, policy, can.bf16)
         del x3  # (before the next slab is made)
         total = part if total is None else merge(total, part)
     return total if total is not None else BatchStats.empty(can.channels)
+
+
+def _row_slabs(x3: np.ndarray) -> Iterator[np.ndarray]:
+    """An (O, C, 1) view whose rows have gaps as contiguous (n, C, 1) slabs of at most
+    ``SLAB_BYTES``, gathered by ``copy_rows`` into one buffer (each slab is used
+    before the next is gathered)."""
+    rows = x3[:, :, 0]
+    step = max(1, _layout.SLAB_BYTES // max(1, rows.shape[1] * rows.itemsize))
+    buf = np.empty((min(step, rows.shape[0]), rows.shape[1]), rows.dtype)
+    for r0 in range(0, rows.shape[0], step):
+        src = rows[r0:r0 + step]
+        dst = buf[:src.shape[0]]
+        _run(kn.copy_rows, (src, dst), (), src.size, 1 << 30)
+        yield dst[:, :, np.newaxis]
 
 
 def reduce_weighted(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
@@ -446,8 +461,13 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
-    if view is not None and whole is not None and _streams(view, whole):
-        ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
+    if view is not None and whole is not None and (_streams(view, whole)
+                                                   or view.shape[2] == 1):
+        if _streams(view, whole):
+            ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
+        else:  # channels-last rows with gaps, on either side
+            ninf = _affine_row_slabs(view, whole, (a, s, b), can.bf16, out_bf16, count_inf,
+                                     fresh)
         if overlap:
             out[...] = target_all
         return ninf
@@ -467,6 +487,35 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     if overlap:
         out[...] = target_all
     return ninf
+
+
+def _affine_row_slabs(x3: np.ndarray, o3: np.ndarray, params, bf16: bool, out_bf16: bool,
+                      count_inf: bool, fresh: bool) -> int:
+    """The affine map of (O, C, 1) views whose rows have gaps (input, output or both),
+    in slabs of rows: gathered into a contiguous buffer, mapped by the channels-last
+    kernel, scattered into the output (straight into it where its rows are
+    contiguous)."""
+    a, s, b = params
+    rows_out = o3[:, :, 0]
+    direct = rows_out.flags.c_contiguous
+    slabs = _row_slabs(x3) if copied_rows(x3) else (
+        x3[r0:r0 + _slab_rows(x3)] for r0 in range(0, x3.shape[0], _slab_rows(x3)))
+    buf = rows_out if direct else np.empty(
+        (min(_slab_rows(x3), x3.shape[0]), x3.shape[1]), o3.dtype)
+    ninf, r0 = 0, 0
+    for xs in slabs:
+        n = xs.shape[0]
+        dst = rows_out[r0:r0 + n] if direct else buf[:n]
+        ninf += _run_affine(xs, a, s, b, dst[:, :, np.newaxis], bf16, out_bf16, count_inf,
+                            fresh or not direct)
+        if not direct:
+            _run(kn.copy_rows, (dst, rows_out[r0:r0 + n]), (), dst.size, 1 << 30)
+        r0 += n
+    return ninf
+
+
+def _slab_rows(x3: np.ndarray) -> int:
+    return max(1, _layout.SLAB_BYTES // max(1, x3.shape[1] * x3.itemsize))
 
 
 def _streams(x3: np.ndarray, o3: np.ndarray) -> bool:
