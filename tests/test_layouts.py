@@ -122,9 +122,13 @@ def test_no_whole_copies(monkeypatch):
         norm = nbbn.Normalizer(np.zeros(c), np.ones(c), channel_axis=axis, backend="cpu")
         out = np.empty(x.shape, np.float32)
         assert _peak(norm, x, out=out) < 1 << 19
+        assert_ulps(out, ref_normalize(x, np.zeros(c), np.ones(c), channel_axis=axis), 1.0)
         bad_out = np.empty(x.shape, ">f4")  # (no kernel writes it: temporaries)
         assert _peak(norm, x, out=bad_out) < 1 << 19
         np.testing.assert_array_equal(bad_out, out)
+        gapped_out = np.empty(x.shape[:-1] + (2 * x.shape[-1],), np.float32)[..., ::2]
+        assert _peak(norm, x, out=gapped_out) < 1 << 19  # (scattered slab by slab)
+        np.testing.assert_array_equal(gapped_out, out)
     from nbbn._histogram import Histogram
 
     h = Histogram.empty(3, np.uint8)
