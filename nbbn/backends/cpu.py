@@ -491,14 +491,14 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
 
 def _affine_row_slabs(x3: np.ndarray, o3: np.ndarray, params, bf16: bool, out_bf16: bool,
                       count_inf: bool, fresh: bool) -> int:
-    """The affine map of (O, C, 1) views whose rows have gaps (input, output or both),
-    in slabs of rows: gathered into a contiguous buffer, mapped by the channels-last
-    kernel, scattered into the output (straight into it where its rows are
-    contiguous)."""
+    """The affine map of (O, C, 1) views whose rows are not both contiguous (rows with
+    gaps, or a column-major table on one side only), in slabs of rows: gathered into a
+    contiguous buffer, mapped by the channels-last kernel, scattered into the output
+    (straight into it where its rows are contiguous)."""
     a, s, b = params
     rows_out = o3[:, :, 0]
     direct = rows_out.flags.c_contiguous
-    slabs = _row_slabs(x3) if copied_rows(x3) else (
+    slabs = _row_slabs(x3) if not x3[:, :, 0].flags.c_contiguous else (
         x3[r0:r0 + _slab_rows(x3)] for r0 in range(0, x3.shape[0], _slab_rows(x3)))
     buf = rows_out if direct else np.empty(
         (min(_slab_rows(x3), x3.shape[0]), x3.shape[1]), o3.dtype)
