@@ -217,7 +217,8 @@ def copied_rows(x3: np.ndarray) -> bool:
     """True for an (O, C, 1) view whose channel rows are neither contiguous rows nor
     contiguous columns (``x[:, ::2]``, ``x[::-1]``, RGBA's ``x[..., :3]``): the
     channels-last kernels read contiguous rows, and one element per channels-first row
-    would crawl, so such a view is read in contiguous slabs."""
+    would crawl, so the CPU backend reads such a view as a wider contiguous table or
+    gathers it in contiguous slabs."""
     if x3.shape[2] != 1 or x3.shape[0] < 2 or x3.flags.c_contiguous:
         return False
     rows = x3[:, :, 0]
