@@ -6,14 +6,14 @@ percentile read from it is the exact percentile of every value counted: the same
 number ``np.percentile(values, q)`` gives (numpy's default "linear" method).
 
 The kernel (``backends.cpu_histogram``) is imported on first use, so this module
-imports numpy (and the layout module's slab size) only.
+imports numpy (and the layout module's slabs) only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _layout
+from ._layout import canonical
 
 __all__ = ["BINS", "Histogram"]
 
@@ -77,7 +77,9 @@ class Histogram:
         if bins_of(pixels.dtype) != self.counts.shape[1] or pixels.shape[-1] != c:
             raise ValueError(f"cannot count {pixels.dtype} values with {pixels.shape[-1]} "
                              f"channels in a {self.bits}-bit histogram of {c} channels")
-        for flat in _flat_slabs(pixels):
+        # a strided view in slabs of rows, never one copy of itself (a memory map's)
+        for x3, _ in canonical(pixels, -1).pieces(slabs=not pixels.flags.c_contiguous):
+            flat = x3.reshape(-1)
             step = c * _ROWS_PER_CALL
             for lo in range(0, flat.size, step):  # the kernels' uint32 tables stay exact
                 if c == 3:
@@ -166,14 +168,3 @@ def describe_extras(stats) -> list[str]:
             lines.append(f"  ... and {len(stats.skipped) - 20} more")
     return lines
 
-
-def _flat_slabs(pixels: np.ndarray):
-    """``pixels`` as flat C-ordered runs: itself when contiguous, else contiguous
-    copies of slabs along axis 0 of at most ``SLAB_BYTES`` (a strided view of a memory
-    map never becomes one big copy)."""
-    if pixels.flags.c_contiguous or pixels.ndim < 2:
-        yield np.ascontiguousarray(pixels).reshape(-1)
-        return
-    step = max(1, _layout.SLAB_BYTES // max(1, pixels[:1].nbytes))
-    for lo in range(0, pixels.shape[0], step):
-        yield np.ascontiguousarray(pixels[lo:lo + step]).reshape(-1)

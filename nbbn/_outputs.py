@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._durable import Replacement, remove_stale_temps
-from ._pages import releaser
+from ._pages import release_span, releaser
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
 
@@ -101,12 +101,9 @@ class NpyWriter(Writer):
         return self.array[lo:hi]
 
     def written(self, lo, hi, rows):
-        page = mmap.PAGESIZE
-        a = (self.offset + lo * self.row_bytes) // page * page
-        b = (self.offset + hi * self.row_bytes) // page * page
-        if b > a and self.mm is not None and hasattr(self.mm, "madvise"):
-            # shared mapping: the data stays in the page cache, only our mapping goes
-            self.mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+        # shared mapping: the data stays in the page cache, only our mapping goes
+        release_span(self.mm, self.offset + lo * self.row_bytes,
+                     self.offset + hi * self.row_bytes)
 
     def _close(self) -> None:
         self.array = None

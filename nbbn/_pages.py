@@ -16,7 +16,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["releaser"]
+__all__ = ["release_span", "releaser"]
+
+
+def release_span(mm: mmap.mmap | None, lo: int, hi: int) -> None:
+    """Drop ``mm``'s pages wholly inside the bytes ``[lo, hi)`` from this process (a
+    page shared with the next batch stays); nothing on a closed map or without
+    ``madvise``."""
+    page = mmap.PAGESIZE
+    a, b = lo // page * page, hi // page * page
+    if b > a and mm is not None and not mm.closed and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED, a, b - a)
 
 
 def releaser(array, part: np.ndarray) -> Callable[[], None] | None:
@@ -34,13 +44,6 @@ def releaser(array, part: np.ndarray) -> Callable[[], None] | None:
         return None
     lo = part.ctypes.data - base
     hi = lo + part.nbytes
-    page = mmap.PAGESIZE
-    a, b = lo // page * page, hi // page * page
-    if not 0 <= a < b <= len(mm):
+    if not 0 <= lo < hi <= len(mm):
         return None
-
-    def release() -> None:
-        if not mm.closed:
-            mm.madvise(mmap.MADV_DONTNEED, a, b - a)
-
-    return release
+    return lambda: release_span(mm, lo, hi)

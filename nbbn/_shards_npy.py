@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ._layout import check_dtype
+from ._pages import release_span
 from ._shards import Shard, ShardReader, file_fingerprint
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
@@ -86,10 +87,7 @@ class _NpyReader(ShardReader):
 
     def _release(self, lo: int, hi: int) -> None:
         """Unmap the pages wholly inside [lo, hi): they leave our resident set, not the cache."""
-        page = mmap.PAGESIZE
-        a, b = lo // page * page, hi // page * page
-        if b > a and self.mm is not None and not self.mm.closed and hasattr(self.mm, "madvise"):
-            self.mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+        release_span(self.mm, lo, hi)
 
     def close(self) -> None:
         self.array = None

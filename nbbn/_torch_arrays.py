@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TensorOutput", "check_no_grad", "empty_tensor_out", "host_view", "is_cpu_tensor",
-           "host_weights", "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
+           "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
 
 
 def _torch() -> Any:
@@ -50,17 +50,9 @@ def check_no_grad(x, what: str) -> None:
 
 
 def host_values(v) -> Any:
-    """A per-channel parameter as numpy can read it: torch tensors (any device, a
-    Parameter that requires grad too) through ``.detach().cpu().numpy()``, anything
-    else as it is."""
-    if is_tensor(v):
-        return v.detach().cpu().numpy()
-    return v
-
-
-def host_weights(v) -> Any:
-    """Per-row weights as numpy can read them: a tensor (any device, requiring grad
-    too) through ``.detach().cpu()``, bfloat16 and other dtypes numpy lacks widened to
+    """Per-channel parameters or per-row weights as numpy can read them: a torch tensor
+    (any device, a Parameter that requires grad too, a negative or conjugate view)
+    through ``.detach().cpu()``, bfloat16 and other dtypes numpy lacks widened to
     float64; anything else as it is."""
     if not is_tensor(v):
         return v

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._layout import check_no_mask
-from ._torch_arrays import host_weights
+from ._torch_arrays import host_values
 
 
 def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndarray:
@@ -34,7 +34,7 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
         raise ValueError("sample_weight weighs the rows along axis 0, so channel_axis must "
                          "not be 0 (axis 0 is the channel axis here)")
     check_no_mask(sample_weight, "sample_weight")
-    w = np.asarray(host_weights(sample_weight))
+    w = np.asarray(host_values(sample_weight))
     if w.dtype.kind not in "iuf":
         raise TypeError(f"sample_weight must hold real numbers (integer or floating), got "
                         f"dtype {w.dtype}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from . import backends
 from ._affine import affine_scale
 from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
-from .normalizer import Normalizer, check_eps
+from .normalizer import Normalizer, check_eps, finite_number
 from .running_stats import RunningStats
 
 
@@ -22,20 +21,9 @@ def _to_numpy(v) -> np.ndarray:
 
 
 def _check_momentum(momentum) -> float | None:
-    """``momentum`` as a float, or None; TypeError for a non-number (a string too),
-    ValueError unless finite."""
-    if momentum is None:
-        return None
-    try:
-        if isinstance(momentum, (str, bytes)):
-            raise TypeError
-        value = float(momentum)
-    except (TypeError, ValueError):
-        raise TypeError("momentum must be a number or None, got "
-                        f"{type(momentum).__name__}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"momentum must be a finite number or None, got {momentum!r}")
-    return value
+    """``momentum`` as a float, or None; TypeError for a non-number, ValueError unless
+    finite."""
+    return None if momentum is None else finite_number(momentum, "momentum", " or None")
 
 
 class BatchNorm:

@@ -12,16 +12,27 @@ from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 
 
-def check_eps(eps) -> float:
-    """``eps`` as a float; TypeError for a non-number (a string too), ValueError unless
-    finite and ``>= 0``."""
+def finite_number(value, name: str, allowed: str = "") -> float:
+    """``value`` as a finite float; TypeError for a non-number (a string too, which
+    ``float`` would parse), ValueError for NaN or an infinity. ``allowed`` names what
+    else the caller accepts, for the messages (" or None")."""
     try:
-        if isinstance(eps, (str, bytes)):
+        if isinstance(value, (str, bytes)):
             raise TypeError
-        value = float(eps)
+        number = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None
-    if not math.isfinite(value) or value < 0:
+        raise TypeError(f"{name} must be a number{allowed}, got "
+                        f"{type(value).__name__}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number{allowed}, got {value!r}")
+    return number
+
+
+def check_eps(eps) -> float:
+    """``eps`` as a float; TypeError for a non-number, ValueError unless finite and
+    ``>= 0``."""
+    value = finite_number(eps, "eps")
+    if value < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return value
 

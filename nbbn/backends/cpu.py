@@ -275,7 +275,7 @@ def _row_slabs(x3: np.ndarray) -> Iterator[np.ndarray]:
     ``SLAB_BYTES``, gathered by ``copy_rows`` into one buffer (each slab is used
     before the next is gathered)."""
     rows = x3[:, :, 0]
-    step = max(1, _layout.SLAB_BYTES // max(1, rows.shape[1] * rows.itemsize))
+    step = _slab_rows(x3)
     buf = np.empty((min(step, rows.shape[0]), rows.shape[1]), rows.dtype)
     for r0 in range(0, rows.shape[0], step):
         src = rows[r0:r0 + step]
@@ -461,16 +461,25 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
-    if view is not None and whole is not None and (_streams(view, whole)
-                                                   or view.shape[2] == 1):
-        if _streams(view, whole):
-            ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
-        else:  # channels-last rows with gaps, on either side
-            ninf = _affine_row_slabs(view, whole, (a, s, b), can.bf16, out_bf16, count_inf,
-                                     fresh)
-        if overlap:
-            out[...] = target_all
-        return ninf
+    if view is not None and whole is not None and _streams(view, whole):
+        ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
+    elif view is not None and whole is not None and view.shape[2] == 1:
+        # channels-last rows with gaps (or a column-major table) on either side
+        ninf = _affine_row_slabs(view, whole, (a, s, b), can.bf16, out_bf16, count_inf,
+                                 fresh)
+    else:
+        ninf = _affine_slabs(can, target, (a, s, b), out_bf16, count_inf, fresh)
+    if overlap:
+        out[...] = target_all
+    return ninf
+
+
+def _affine_slabs(can: Canonical, target: np.ndarray, params, out_bf16: bool,
+                  count_inf: bool, fresh: bool) -> int:
+    """The affine map of an input without a usable (O, C, I) view (or into an output
+    without one), in slabs along a non-channel axis, each written through a slab-sized
+    temporary where the output's slab has no view the kernels can write."""
+    a, s, b = params
     ninf = 0
     for x3, index in can.pieces(slabs=True):
         dst = target[index]
@@ -484,8 +493,6 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
         else:
             ninf += _run_affine(x3, a, s, b, o3, can.bf16, out_bf16, count_inf, fresh)
         del x3, o3, dst  # (before the next slab is made)
-    if overlap:
-        out[...] = target_all
     return ninf
 
 
@@ -498,10 +505,10 @@ def _affine_row_slabs(x3: np.ndarray, o3: np.ndarray, params, bf16: bool, out_bf
     a, s, b = params
     rows_out = o3[:, :, 0]
     direct = rows_out.flags.c_contiguous
+    step = _slab_rows(x3)
     slabs = _row_slabs(x3) if not x3[:, :, 0].flags.c_contiguous else (
-        x3[r0:r0 + _slab_rows(x3)] for r0 in range(0, x3.shape[0], _slab_rows(x3)))
-    buf = rows_out if direct else np.empty(
-        (min(_slab_rows(x3), x3.shape[0]), x3.shape[1]), o3.dtype)
+        x3[r0:r0 + step] for r0 in range(0, x3.shape[0], step))
+    buf = rows_out if direct else np.empty((min(step, x3.shape[0]), x3.shape[1]), o3.dtype)
     ninf, r0 = 0, 0
     for xs in slabs:
         n = xs.shape[0]
