@@ -66,14 +66,54 @@ def host_values(v) -> Any:
 
 
 def check_out_overlap(arr: np.ndarray, what: str) -> None:
-    """ValueError for an output whose elements overlap (a stride of 0 along an axis of
-    more than one element, as ``expand`` or ``broadcast_to`` give): each would be
-    written, and in place normalized, more than once."""
+    """ValueError for an output whose elements overlap: a stride of 0 along an axis of
+    more than one element (as ``expand`` or ``broadcast_to`` give), or strides that
+    make two indices meet (``as_strided``). Each such element would be written, and in
+    place normalized, more than once."""
+    flags = getattr(arr, "flags", None)
+    if flags is not None and (flags["C_CONTIGUOUS"] or flags["F_CONTIGUOUS"]):
+        return  # (a contiguous block: every element its own bytes)
     if arr.size and any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape,
                                                              strict=True)):
         raise ValueError(f"{what} has overlapping elements (a stride of 0: an expanded or "
                          f"broadcast view, strides {arr.strides}); pass an array that owns "
                          "each element, e.g. .contiguous() or .copy()")
+    why = _elements_overlap(arr) if arr.size > 1 else None
+    if why:
+        raise ValueError(f"{what} has overlapping elements (shape {arr.shape}, strides "
+                         f"{arr.strides}: {why}); pass an array that owns each element, "
+                         "e.g. .contiguous() or .copy()")
+
+
+#: Above this many elements, an output whose strides interleave is refused without
+#: listing its offsets (a conservative answer for a layout only ``as_strided`` makes).
+_OVERLAP_EXACT_LIMIT = 1 << 22
+
+
+def _elements_overlap(arr: np.ndarray) -> str | None:
+    """Why two elements of ``arr`` may share bytes, or None where none do. Axes sorted by
+    stride, each must step past everything the smaller ones span (all numpy and torch
+    layouts do); strides that interleave are settled by listing the offsets, up to a
+    size limit."""
+    itemsize = arr.dtype.itemsize
+    extent = itemsize
+    for st, n in sorted((abs(st), n) for st, n in zip(arr.strides, arr.shape, strict=True)
+                        if n > 1):
+        if st < extent:
+            break
+        extent += st * (n - 1)
+    else:
+        return None
+    if arr.size > _OVERLAP_EXACT_LIMIT:
+        return (f"interleaved strides, which nbbn checks element by element only up to "
+                f"{_OVERLAP_EXACT_LIMIT} elements")
+    offsets = np.zeros((), np.int64)
+    for st, n in zip(arr.strides, arr.shape, strict=True):
+        offsets = np.add.outer(offsets, np.arange(n, dtype=np.int64) * st)
+    starts = np.sort(offsets, axis=None)
+    if (np.diff(starts) < itemsize).any():
+        return "two indices reach the same bytes"
+    return None
 
 
 def check_writable_bits(out, what: str) -> None:

@@ -19,7 +19,8 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
     Parameters
     ----------
     sample_weight : array_like
-        One non-negative finite weight per row along axis 0, of a finite sum.
+        One non-negative finite weight per row along axis 0, of a finite sum
+        (booleans weigh 0 and 1).
     nrows : int
         The batch's length along axis 0.
     channel_axis : int
@@ -35,9 +36,9 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
                          "not be 0 (axis 0 is the channel axis here)")
     check_no_mask(sample_weight, "sample_weight")
     w = np.asarray(host_values(sample_weight))
-    if w.dtype.kind not in "iuf":
-        raise TypeError(f"sample_weight must hold real numbers (integer or floating), got "
-                        f"dtype {w.dtype}")
+    if w.dtype.kind not in "biuf":  # (booleans weigh 0 and 1, as in scikit-learn)
+        raise TypeError(f"sample_weight must hold real numbers (bool, integer or floating), "
+                        f"got dtype {w.dtype}")
     if w.shape != (nrows,):
         raise ValueError(f"sample_weight must have shape ({nrows},): one weight per row along "
                          f"axis 0 of the batch; got shape {w.shape}")

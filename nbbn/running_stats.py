@@ -124,7 +124,8 @@ class RunningStats:
             ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent (a batch
             of weights all 0 counts nothing, as an empty one). The
             statistics become weighted (``count`` reports the sum of the weights, as
-            scikit-learn's ``n_samples_seen_``). CPU backend only.
+            scikit-learn's ``n_samples_seen_``). Booleans weigh 0 and 1. CPU backend
+            only.
 
         Returns
         -------

@@ -555,3 +555,28 @@ def test_empty_out_is_not_overlapping(backend):
     norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=-1, backend=backend)
     out = np.empty((0, 3), np.float32)
     assert norm(x, out=out).shape == (0, 3)
+
+
+def test_out_with_elements_overlapping_through_strides_is_refused(backend):
+    # rows of 4 float32 at a stride of 8 bytes: row i's last two are row i+1's first two
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    buf = np.zeros(16, np.float32)
+    out = np.lib.stride_tricks.as_strided(buf, (3, 4), (8, 4))
+    bn = nbbn.BatchNorm(4, channel_axis=-1, backend=backend)
+    before = _bn_state(bn)
+    with pytest.raises(ValueError, match="two indices reach the same bytes"):
+        bn(x, out=out)
+    _assert_bn_unchanged(bn, before)
+    np.testing.assert_array_equal(buf, 0)
+
+
+def test_out_with_interleaved_strides_that_do_not_overlap_is_written(backend):
+    # row 0 at bytes 0, 8, 16; row 1 at 12, 20, 28: interleaved, no element shared
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]], np.float32)
+    buf = np.full(8, np.nan, np.float32)
+    out = np.lib.stride_tricks.as_strided(buf, (2, 3), (12, 8))
+    mean, var = np.array([1.0, -1.0, 0.5]), np.array([4.0, 1.0, 2.0])
+    got = nbbn.Normalizer(mean, var, eps=0.0, channel_axis=-1, backend=backend)(x, out=out)
+    want = (x - mean) / np.sqrt(var)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)

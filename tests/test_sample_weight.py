@@ -111,6 +111,18 @@ def test_zero_weight_rows_are_absent(rng):
     np.testing.assert_array_equal(rs.nan_count, [0, 0, 0])
 
 
+def test_boolean_weights_weigh_zero_and_one(rng):
+    x = rng.standard_normal((30, 4)).astype(np.float32)
+    keep = rng.random(30) < 0.5
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=keep)
+    ref = nbbn.RunningStats(-1).update(x[keep])
+    np.testing.assert_array_equal(rs.count, ref.count)
+    np.testing.assert_allclose(rs.mean, ref.mean, rtol=1e-13)
+    np.testing.assert_allclose(rs.var, ref.var, rtol=1e-12)
+    np.testing.assert_array_equal(rs.min, ref.min)
+    np.testing.assert_array_equal(rs.max, ref.max)
+
+
 @pytest.mark.parametrize("policy", ["omit", "propagate", "raise"])
 def test_nan_policies(rng, policy):
     x = rng.standard_normal((30, 3))
