@@ -594,7 +594,8 @@ class _ClusterRun(_FitRun):
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": None}
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
             self.stats, position, self.fingerprint, self.settings, self.rows_done,
-            self.bytes_done, complete, {"parts_done": ranges}))
+            self.bytes_done, complete, {"parts_done": ranges},
+            fingerprint_bytes=self.fingerprint_bytes))
 
     def take(self, part: Part, rec: dict) -> None:
         """Merge one part's record into the statistics and mark its rows counted."""

@@ -27,6 +27,14 @@ A writer holds an exclusive ``flock`` on its temporary file until the rename (wh
 ``fcntl`` exists), so :func:`remove_stale_temps` removes the files of writers that
 died, never the one a live writer in another process is filling.
 
+A zarr store is a folder, which ``os.replace`` cannot put over a non-empty one:
+:class:`StoreReplacement` fills a temporary folder of the same name pattern and, on
+commit, swaps it with the target in one ``renameat2(RENAME_EXCHANGE)`` (Linux), then
+removes the old store. Where the exchange is missing (another OS, a file system
+without it) the old store is first renamed aside, so a crash between the two renames
+leaves the target missing (the new store and the old one both beside it, under
+temporary names).
+
 :func:`checksum` is the SHA-256 that statistics files and checkpoints carry over their
 ``.npz`` entries, and :func:`write_checked_npz` writes such a file.
 """
@@ -34,11 +42,16 @@ died, never the one a live writer in another process is filling.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -51,8 +64,8 @@ try:
 except ImportError:  # Windows: an open file cannot be deleted there anyway
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TMP_SUFFIX", "Replacement", "atomic_write", "checksum", "remove_stale_temps",
-           "write_checked_npz"]
+__all__ = ["TMP_SUFFIX", "Replacement", "StoreReplacement", "atomic_write", "checksum",
+           "remove_stale_temps", "write_checked_npz"]
 
 TMP_SUFFIX = ".nbbn-tmp"
 """The suffix of every temporary file nbbn writes (``.{name}.{random}.nbbn-tmp``)."""
@@ -150,8 +163,7 @@ class Replacement:
         for _ in range(_ATTEMPTS):
             tmp = folder / _temp_name(self.target.name)
             try:
-                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                             0o666)
+                fd = self._create(tmp)
             except FileExistsError:
                 continue
             except FileNotFoundError:
@@ -171,6 +183,12 @@ class Replacement:
         if mode is not None:
             with contextlib.suppress(OSError):
                 os.chmod(tmp, mode)
+
+    @staticmethod
+    def _create(tmp: Path) -> int:
+        """Create the temporary file (``O_EXCL``); its descriptor."""
+        return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                       0o666)
 
     def open(self, mode: str = "wb") -> IO[Any]:
         """The temporary file opened for writing from its start (close it before commit).
@@ -201,21 +219,30 @@ class Replacement:
         if self._fd is None:
             return
         try:
-            os.fsync(self._fd)
-            _rename(str(self.path), str(self.target))
+            old = self._put_in_place()
         except BaseException:
             self.abort()
             raise
         os.close(self._fd)
         self._fd = None
         _fsync_dir(self.target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _put_in_place(self) -> Path | None:
+        """``fsync`` the temporary file and rename it over the target; where an old
+        version went when it must still be removed (None: the rename replaced it)."""
+        assert self._fd is not None
+        os.fsync(self._fd)
+        _rename(str(self.path), str(self.target))
+        return None
 
     def abort(self) -> None:
         """Remove the temporary file; the target stays as it was."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            _remove(str(self.path))
         os.close(self._fd)
         self._fd = None
 
@@ -227,6 +254,76 @@ class Replacement:
             self.commit()
         else:
             self.abort()
+
+
+class StoreReplacement(Replacement):
+    """A temporary folder beside ``target`` (a zarr store) that replaces it on
+    :meth:`commit` (swapped in, then the old store removed); :meth:`abort` removes it.
+    As :class:`Replacement` otherwise: the same names, lock, and context manager.
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The folder to write. Its parent must exist.
+
+    Attributes
+    ----------
+    target, path : pathlib.Path
+        The folder replaced on commit, and the temporary one to fill.
+    """
+
+    @staticmethod
+    def _create(tmp: Path) -> int:
+        os.mkdir(tmp)
+        return os.open(tmp, os.O_RDONLY)  # (the descriptor the writer's lock is on)
+
+    def _put_in_place(self) -> Path | None:
+        if not os.path.lexists(self.target):
+            _rename(str(self.path), str(self.target))
+            return None
+        if _exchange(str(self.path), str(self.target)):
+            return self.path  # (it holds the old store now)
+        aside = self.target.parent / _temp_name(self.target.name)
+        _rename(str(self.target), str(aside))
+        try:
+            _rename(str(self.path), str(self.target))
+        except BaseException:
+            _rename(str(aside), str(self.target))
+            raise
+        return aside
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the paths ``a`` and ``b`` atomically (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False where that call is missing or refused (then nothing
+    moved)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                      rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+@functools.cache
+def _libc():
+    """The C library when it has ``renameat2`` (glibc 2.28+), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return libc
 
 
 @contextlib.contextmanager
@@ -255,9 +352,10 @@ def atomic_write(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[I
 
 
 def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
-    """Delete the temporary files of ``target`` that dead writers left; return their paths.
+    """Delete the temporary files (and store folders) of ``target`` that dead writers
+    left; return their paths.
 
-    A temporary file that a live writer holds locked is left alone.
+    A temporary file or folder that a live writer holds locked is left alone.
 
     Parameters
     ----------
@@ -284,7 +382,7 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
         path = os.path.join(folder, name)
         if fcntl is None:
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                _remove(path)
                 removed.append(path)
             continue
         try:
@@ -299,13 +397,21 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
         except OSError:  # a file system without locks: it was a temporary file all the same
             pass
         try:
-            os.unlink(path)
+            _remove(path)
             removed.append(path)
         except OSError:
             pass
         finally:
             os.close(fd)
     return removed
+
+
+def _remove(path: str) -> None:
+    """Remove a temporary file, or a temporary folder (a zarr store) with its content."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def checksum(d: dict) -> str:

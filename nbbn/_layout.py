@@ -9,6 +9,7 @@ of bounded size, so a strided view of a memory map never turns into one huge cop
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -172,23 +173,36 @@ class Canonical:
     def transposed(self) -> Canonical | None:
         """The input seen through ``array.T`` (axes reversed, the channel axis mirrored),
         when the array has no (O, C, I) view but its transpose has: a Fortran-ordered
-        array, or rows of one (a batch of a Fortran-ordered file). Statistics do not
-        depend on the order of the reduced axes, and an elementwise map written through
-        ``out.T`` is the same map; else None."""
+        array, or rows of one (a batch of a Fortran-ordered file), whose transposed
+        view has contiguous inner runs (or rows). Statistics do not depend on the order
+        of the reduced axes, and an elementwise map written through ``out.T`` is the
+        same map; else None."""
         a = self.array
         if a.ndim < 3 or not a.dtype.isnative or self.view3() is not None:
             return None
         axis = a.ndim - 1 - self.axis
         t = Canonical(a.T, axis, *_split_shape(a.T.shape, axis), self.tensor, self.bf16)
-        return t if t.view3() is not None else None
+        v = t.view3()
+        if v is None:
+            return None
+        # only a view the kernels stream: contiguous inner runs, or contiguous rows of
+        # channels (a swapped-axes array's transpose can have neither, and crawl)
+        o, c, i = v.shape
+        size = v.itemsize
+        streams = v.strides[2] == size if i > 1 else (c == 1 or v.strides[1] == size)
+        return t if streams or o == 1 and c == 1 else None
 
-    def pieces(self, slabs: bool = False) -> Iterator[tuple[np.ndarray, tuple]]:
+    def pieces(self, slabs: bool = False,
+               item_bytes: int | None = None) -> Iterator[tuple[np.ndarray, tuple]]:
         """Yield ``(x3, index)``: 3-d pieces covering the input, and where each came from.
 
         One piece (a view) when possible and ``slabs`` is not asked for; otherwise slabs
-        of at most ``SLAB_BYTES`` taken along a non-channel axis, each a view where it is
-        C-contiguous and a contiguous copy otherwise (``index`` selects the slab in the
-        original array, for writing results back).
+        of at most ``SLAB_BYTES`` (counting ``item_bytes`` per element, by default the
+        input's item size: a caller that makes a wider temporary per slab says so), cut
+        along the non-channel axes (the first one, then, where one index of it is
+        bigger, the next ones too), each a view where it has an (O, C, I) view and a
+        contiguous copy otherwise. ``index`` (slices, one per leading axis) selects the
+        slab in the original array, for writing results back.
         """
         v = None if slabs else self.view3()
         if v is not None:
@@ -199,18 +213,50 @@ class Canonical:
             yield np.ascontiguousarray(a, a.dtype.newbyteorder("=")).reshape(1, -1, 1), (
                 Ellipsis,)
             return
-        slab_axis = 0 if self.axis != 0 else 1
-        per_index = a.nbytes // max(1, a.shape[slab_axis])
-        step = max(1, SLAB_BYTES // max(1, per_index))
         native = a.dtype.newbyteorder("=")
-        for start in range(0, a.shape[slab_axis], step):
-            index = (slice(None),) * slab_axis + (slice(start, start + step),)
+        for index in slab_index(a.shape, self.axis, item_bytes or a.itemsize):
             slab = a[index]
-            if not (slab.flags.c_contiguous and slab.dtype.isnative):
-                slab = np.ascontiguousarray(slab, dtype=native)
-            o, c, i = _split_shape(slab.shape, self.axis)
-            yield slab.reshape(o, c, i), index
-            del slab  # (before the next copy: one slab at a time)
+            shape3 = _split_shape(slab.shape, self.axis)
+            x3 = None
+            if slab.dtype.isnative:  # (a view where the slab has one: no copy)
+                with contextlib.suppress(ValueError):
+                    x3 = slab.reshape(shape3, copy=False)
+            if x3 is None:
+                x3 = np.ascontiguousarray(slab, dtype=native).reshape(shape3)
+            del slab
+            yield x3, index
+            del x3  # (before the next copy: one slab at a time)
+
+
+def slab_index(shape: tuple[int, ...], axis: int, item_bytes: int,
+               limit: int | None = None) -> Iterator[tuple[slice, ...]]:
+    """Slices that cut an array of ``shape`` into slabs of at most ``limit`` bytes
+    (``SLAB_BYTES``) holding every channel (``axis`` is never cut): steps along the
+    first non-channel axis, and where one index of an axis is bigger than ``limit``,
+    each index on its own and the next axes cut the same way. A slab bigger than
+    ``limit`` remains only where the channels alone of one position are."""
+    limit = SLAB_BYTES if limit is None else limit
+
+    def cut(d: int, prefix: tuple[slice, ...], rest: int) -> Iterator[tuple[slice, ...]]:
+        # ``rest``: bytes per index of axis d-1's slab (channels included where fixed)
+        if d == len(shape):
+            yield prefix
+            return
+        if d == axis:
+            yield from cut(d + 1, (*prefix, slice(None)), rest)
+            return
+        per_index = rest // max(1, shape[d])
+        if rest <= limit:
+            yield (*prefix, slice(None))  # (everything from d on fits)
+        elif per_index <= limit or not any(k != axis for k in range(d + 1, len(shape))):
+            step = max(1, limit // max(1, per_index))
+            for start in range(0, shape[d], step):
+                yield (*prefix, slice(start, start + step))
+        else:
+            for i in range(shape[d]):
+                yield from cut(d + 1, (*prefix, slice(i, i + 1)), per_index)
+
+    yield from cut(0, (), item_bytes * math.prod(shape))
 
 
 def copied_rows(x3: np.ndarray) -> bool:

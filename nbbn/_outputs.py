@@ -7,7 +7,9 @@ the same folder (a :class:`nbbn._durable.Replacement`, filled through
 ``np.lib.format.open_memmap`` and a shared memory map) and renamed over the target
 only when complete, with the permissions ``np.save`` would give it; temporary files
 that a killed transform left beside the target are removed first. The written pages
-are unmapped after each batch so the resident memory stays bounded.
+are unmapped after each batch so the resident memory stays bounded. A ``.zarr`` path
+is written the same way, as a folder beside the target swapped in on commit
+(:class:`nbbn._durable.StoreReplacement`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._durable import Replacement, remove_stale_temps
+from ._durable import Replacement, StoreReplacement, remove_stale_temps
 from ._pages import release_span, releaser
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
@@ -127,10 +129,13 @@ class NpyWriter(Writer):
 
 
 class ZarrWriter(Writer):
-    """Into a zarr array: each batch is normalized into a buffer, then assigned."""
+    """Into a zarr array: each batch is normalized into a buffer, then assigned. A store
+    that the transform creates at a path (``store``) is filled beside the target and
+    swapped in on commit: a failed run leaves the old store, not one half written."""
 
-    def __init__(self, z) -> None:
+    def __init__(self, z, store: StoreReplacement | None = None) -> None:
         self.z = self.result = z
+        self.store = store
         self.buf: np.ndarray | None = None
 
     def view(self, lo, hi):
@@ -141,6 +146,18 @@ class ZarrWriter(Writer):
 
     def written(self, lo, hi, rows):
         self.z[lo:hi] = rows
+
+    def commit(self):
+        if self.store is not None:
+            self.store.commit()
+            zarr = import_extra("zarr", "zarr", "writing zarr arrays")
+            self.z = self.result = zarr.open_array(str(self.store.target), mode="r+")
+            self.store = None
+
+    def abort(self):
+        if self.store is not None:
+            self.store.abort()
+            self.store = None
 
 
 def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -> Writer:
@@ -180,14 +197,16 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
         if path.suffix == ".zarr":
-            if path.is_dir() and any(path.iterdir()) and not any(
-                    (path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
-                raise FileExistsError(f"{out} is a folder that is not a zarr store: writing "
-                                      "the array would delete its files; pass a new path")
             zarr = import_extra("zarr", "zarr", "writing zarr arrays")
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
-            z = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
-            return ZarrWriter(z)
+            store = zarr_store_beside(path)
+            try:
+                z = zarr.open_array(str(store.path), mode="w", shape=shape, dtype=dtype,
+                                    chunks=chunks)
+            except BaseException:
+                store.abort()
+                raise
+            return ZarrWriter(z, store)
         raise worded(ValueError, "{out}: expected a path ending in .npy or .zarr",
                      out=Param("out", os.fspath(out)))
     if isinstance(out, np.ndarray):
@@ -198,6 +217,21 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
         return ZarrWriter(out)
     raise TypeError(f"out must be a .npy or .zarr path, a numpy array or a zarr array, "
                     f"got {type(out).__name__}")
+
+
+def zarr_store_beside(path: Path) -> StoreReplacement:
+    """A temporary store beside the ``.zarr`` path ``path``, swapped in on commit (temporary
+    stores of killed transforms removed first); an error for a folder that is not a zarr
+    store, whose files the swap would delete."""
+    if path.is_dir() and any(path.iterdir()) and not any(
+            (path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+        raise FileExistsError(f"{path} is a folder that is not a zarr store: writing the "
+                              "array would delete its files; pass a new path")
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a zarr store (a folder): writing the "
+                              "array would delete it; pass a new path")
+    remove_stale_temps(path)
+    return StoreReplacement(path)
 
 
 def _check_out_array(out, shape: tuple[int, ...]) -> None:

@@ -149,22 +149,38 @@ class BatchNorm:
                              "eval mode with running statistics accepts eps=0")
         dst = be.prepare_out(out, inp, "input")
         weight, bias = self._affine_params()
-        running, factor = None, 0.0
-        if self.training and self.track_running_stats:
+        step = self.training and self.track_running_stats
+        if step and n == 0:
             assert self.num_batches_tracked is not None
-            self.num_batches_tracked += 1  # as torch: before it looks at the batch
-            factor = 1.0 / self.num_batches_tracked if momentum is None else momentum
-            if n:
-                running = self._running = be.running(self._running, inp)
+            self.num_batches_tracked += 1  # as torch: an empty batch counts too
         if n == 0:
             return be.result(dst)
-        if use_batch_stats:
+        if not step:
+            if use_batch_stats:
+                be.batchnorm_train(inp, eps, weight, bias, None, 0.0, dst)
+            else:
+                mean, var = self._host_running()
+                params = be.params(mean, affine_scale(weight, var, eps), bias, inp,
+                                   (id(self), "eval"))
+                be.affine(inp, params, dst)
+            return be.result(dst)
+        # A training step moves num_batches_tracked and the running buffers: a failure
+        # on the way (Ctrl-C in a first call's compile, a MemoryError) puts both back,
+        # so a retried batch is not counted twice.
+        tracked, before = self.num_batches_tracked, self._running
+        assert tracked is not None
+        running = be.running(before, inp)
+        kept = backends.keep_running(running) if running is before else None
+        try:
+            self._running = running
+            self.num_batches_tracked = tracked + 1  # as torch: before it looks at the batch
+            factor = 1.0 / self.num_batches_tracked if momentum is None else momentum
             be.batchnorm_train(inp, eps, weight, bias, running, factor, dst)
-        else:
-            mean, var = self._host_running()
-            params = be.params(mean, affine_scale(weight, var, eps), bias, inp,
-                               (id(self), "eval"))
-            be.affine(inp, params, dst)
+        except BaseException:
+            if kept is not None:
+                backends.restore_running(running, kept)
+            self._running, self.num_batches_tracked = before, tracked
+            raise
         return be.result(dst)
 
     def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:

@@ -5,9 +5,12 @@ A checkpoint is an ``.npz`` file (no pickles) holding
 * ``format`` (``"nbbn.Checkpoint"``) and ``version`` (:data:`FORMAT_VERSION`);
 * ``stats.<field>``: the :meth:`RunningStats.to_dict` state (count, mean, M2, min, max,
   NaN and infinity counts per channel, channel_axis, nan_policy);
-* ``meta``: a JSON text with the position (next shard and row), the source's
-  fingerprint, the fit's settings (batch size, key), the rows and bytes done and
-  whether the fit is complete;
+* ``meta``: a JSON text with the position (next shard and row), the fit's settings
+  (batch size, key), the rows and bytes done and whether the fit is complete;
+* ``fingerprint``: the source's fingerprint, a JSON text as UTF-8 bytes (``uint8``).
+  It is encoded once per fit (:func:`encode_fingerprint`), not at every write: over
+  thousands of shards it is most of the file. Version 1 files held it in ``meta``;
+  they are read as before;
 * ``checksum``: SHA-256 over every other entry (name, dtype, shape and bytes).
 
 It is written atomically by :mod:`nbbn._durable`: a temporary file in the same folder,
@@ -33,8 +36,8 @@ from .errors import CheckpointError
 from .running_stats import RunningStats
 
 FORMAT_NAME = "nbbn.Checkpoint"
-FORMAT_VERSION = 1
-_META_FIELDS = ("position", "fingerprint", "settings", "rows_done", "bytes_done", "complete")
+FORMAT_VERSION = 2
+_META_FIELDS = ("position", "settings", "rows_done", "bytes_done", "complete")
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Checkpoint:
     extra : dict
         Further metadata: ``parts_done`` for a distributed fit (rows after ``position``
         already counted, see :mod:`nbbn._distributed`).
+    fingerprint_bytes : numpy.ndarray or None
+        ``encode_fingerprint(fingerprint)``, where the writer keeps it between writes
+        (None: encoded by :func:`save_checkpoint`).
     """
 
     stats: RunningStats
@@ -69,6 +75,15 @@ class Checkpoint:
     bytes_done: int = 0
     complete: bool = False
     extra: dict = field(default_factory=dict)
+    fingerprint_bytes: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+def encode_fingerprint(fingerprint: dict | None) -> np.ndarray:
+    """The ``fingerprint`` entry of a checkpoint: ``fingerprint``'s JSON text as UTF-8
+    bytes (a read-only ``uint8`` array, to be kept for every write of a fit)."""
+    encoded = np.frombuffer(json.dumps(fingerprint, sort_keys=True).encode(), np.uint8)
+    encoded.flags.writeable = False
+    return encoded
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> None:
@@ -96,7 +111,6 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         entries[f"stats.{k}"] = np.asarray(v)
     meta = {
         "position": ckpt.position,
-        "fingerprint": ckpt.fingerprint,
         "settings": ckpt.settings,
         "rows_done": int(ckpt.rows_done),
         "bytes_done": int(ckpt.bytes_done),
@@ -105,6 +119,8 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         **ckpt.extra,
     }
     entries["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
+    fp = ckpt.fingerprint_bytes
+    entries["fingerprint"] = encode_fingerprint(ckpt.fingerprint) if fp is None else fp
     write_checked_npz(path, entries)
 
 
@@ -172,8 +188,17 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     except ValueError as exc:
         raise CheckpointError(f"{where} has unreadable metadata ({exc})") from exc
     missing = [k for k in _META_FIELDS if k not in meta]
+    if version < 2:
+        missing += [] if "fingerprint" in meta else ["fingerprint"]
+    elif "fingerprint" not in d:
+        missing.append("fingerprint")
     if missing:
         raise CheckpointError(f"{where} is missing the fields {missing}")
+    try:
+        fingerprint = meta["fingerprint"] if version < 2 else \
+            json.loads(np.asarray(d["fingerprint"], np.uint8).tobytes().decode())
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{where} has an unreadable fingerprint ({exc})") from exc
     stats_d = {k[len("stats."):]: v for k, v in d.items() if k.startswith("stats.")}
     try:
         stats = RunningStats.from_dict(stats_d, backend=backend)
@@ -183,8 +208,9 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     if not (isinstance(pos, dict) and isinstance(pos.get("shard"), int)
             and isinstance(pos.get("row"), int) and pos["shard"] >= 0 and pos["row"] >= 0):
         raise CheckpointError(f"{where} has an invalid position {pos!r}")
-    extra = {k: v for k, v in meta.items() if k not in (*_META_FIELDS, "written_unix")}
-    return Checkpoint(stats, pos, meta["fingerprint"], meta["settings"],
+    extra = {k: v for k, v in meta.items()
+             if k not in (*_META_FIELDS, "fingerprint", "written_unix")}
+    return Checkpoint(stats, pos, fingerprint, meta["settings"],
                       int(meta["rows_done"]), int(meta["bytes_done"]), bool(meta["complete"]),
                       extra)
 

@@ -122,7 +122,7 @@ def transform(x, norm, out, dtype=None):
     """``nbbn.transform`` of a dask array: the lazy normalized array stored through dask
     into ``out`` (a ``.npy``/``.zarr`` path, a numpy or zarr array), chunk by chunk on
     the active scheduler (called by :func:`nbbn.transform`, which checks the rest)."""
-    from ._outputs import NpyWriter, open_writer
+    from ._outputs import NpyWriter, open_writer, zarr_store_beside
 
     y = norm(x)  # (checks the channels; lazy)
     if dtype is not None and np.dtype(dtype) != y.dtype:
@@ -134,8 +134,10 @@ def transform(x, norm, out, dtype=None):
         y = dask_backend.lazy_affine(inp, norm.mean, norm.scale, norm.bias, np.dtype(dtype))
     if isinstance(out, (str, Path)) and str(out).endswith(".zarr"):
         y = _regular_chunks(y)
-        y.to_zarr(str(out), overwrite=True)
-        return import_extra("zarr", "zarr", "writing zarr arrays").open_array(str(out), mode="r")
+        zarr = import_extra("zarr", "zarr", "writing zarr arrays")
+        with zarr_store_beside(Path(out)) as store:  # (swapped in whole, or the old kept)
+            y.to_zarr(str(store.path))  # (an empty folder, which holds the lock)
+        return zarr.open_array(str(out), mode="r")
     writer = open_writer(out, tuple(y.shape), np.dtype(y.dtype), max(1, y.chunks[0][0]))
     try:
         if isinstance(writer, NpyWriter):

@@ -39,7 +39,13 @@ from ._shards_npy import SparseNpzShard
 from ._torch_arrays import host_view
 from ._wording import Param, add_note, worded
 from .backends import is_dask_array
-from .checkpoint import Checkpoint, check_fingerprint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    check_fingerprint,
+    encode_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .errors import CheckpointError, FitInterrupted
 from .normalizer import Normalizer
 from .running_stats import RunningStats, counted_nothing
@@ -289,6 +295,8 @@ class _FitRun:
         self.channels_said = False
         self.rows_done = self.bytes_done = 0
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
+        self.fingerprint_bytes = None if cfg.checkpoint is None else \
+            encode_fingerprint(self.fingerprint)  # (once: it is most of each write)
         self.settings = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
                          "key": _saved_key(cfg.key, cfg.checkpoint),
                          "batch_size": cfg.batch_size or src.default_batch_size(),
@@ -350,7 +358,8 @@ class _FitRun:
         name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
-            stats, position, self.fingerprint, self.settings, rows, nbytes, complete))
+            stats, position, self.fingerprint, self.settings, rows, nbytes, complete,
+            fingerprint_bytes=self.fingerprint_bytes))
 
     def _inside_unchecked(self) -> _Rollback | None:
         """The state before the current shard when the position is inside a shard whose

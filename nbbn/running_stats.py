@@ -336,11 +336,12 @@ class RunningStats:
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
-            self._names = _check_names(names, nchan)
+            names = _check_names(names, nchan)
             hist = _merged_extras(self, other)
-            if b is not None:
+            if b is not None:  # (the last step that can fail: nothing is assigned before)
                 self._state = b if mine is None else _host_merge(mine, b)
                 self._host_cache = None
+            self._names = names
             self.histogram = hist
             self.skipped = self.skipped + other.skipped
             self._channel_coord = self._channel_coord or other._channel_coord

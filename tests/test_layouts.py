@@ -41,6 +41,14 @@ CASES = {
     "nhwc F float32": (np.asfortranarray(_NCHW.transpose(0, 2, 3, 1).astype(np.float32)), -1),
     "uint8 F": (np.asfortranarray(_U8), -1),
     "float16 F": (np.asfortranarray(_NCHW.astype(np.float16)), 1),
+    # float16 rows with gaps: gathered as their bits (numba has no float16)
+    "float16 table[:, :6]": (_T2.astype(np.float16)[:, :6], -1),
+    "float16 table[::-1]": (_T2.astype(np.float16)[::-1], -1),
+    "float16 table[:, ::-1]": (_T2.astype(np.float16)[:, ::-1], -1),
+    "float16 table[:, ::4]": (_T2.astype(np.float16)[:, ::4], -1),
+    ">f4 table[:, ::2]": (_T2.astype(">f4")[:, ::2], -1),
+    # a swapped-axes array: its transpose's view would walk one element per channel
+    "nhwc swapped": (_NCHW.transpose(0, 2, 3, 1).swapaxes(0, 1), -1),
 }
 
 
@@ -83,7 +91,8 @@ def test_normalizer(name, out_kind):
         assert_ulps(y, want, ulps=1.0)
 
 
-@pytest.mark.parametrize("name", ["table[:, ::2]", "rgba[..., :3]", "nchw F", "table[::-1]"])
+@pytest.mark.parametrize("name", ["table[:, ::2]", "rgba[..., :3]", "nchw F", "table[::-1]",
+                                  "float16 table[::-1]"])
 def test_batchnorm(name):
     x, axis = CASES[name]
     bn = nbbn.BatchNorm(x.shape[axis], channel_axis=axis, backend="cpu")
@@ -95,6 +104,32 @@ def test_batchnorm(name):
         assert_close(y, want, rtol=1e-13, atol=1e-13)
     else:
         assert_ulps(y, want, ulps=2.0)
+
+
+def test_transposed_route_only_where_it_streams():
+    t = np.zeros((40, 40, 16), np.float32)
+    assert _layout.canonical(np.asfortranarray(t), -1).transposed() is not None
+    batch = np.asfortranarray(np.zeros((10, 3, 8, 8), np.float32))[2:6]  # (rows of one)
+    assert _layout.canonical(batch, 1).transposed() is not None
+    assert _layout.canonical(t.transpose(1, 0, 2), -1).view3() is None
+    assert _layout.canonical(t.transpose(1, 0, 2), -1).transposed() is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_slab_index_covers_every_element_once_within_the_bound(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        ndim = int(rng.integers(1, 5))
+        shape = tuple(int(n) for n in rng.integers(0, 7, ndim))
+        axis, limit = int(rng.integers(0, ndim)), int(rng.integers(1, 200))
+        item = int(rng.choice([1, 2, 4, 8]))
+        cover = np.zeros(shape, np.int64)
+        for index in _layout.slab_index(shape, axis, item, limit):
+            slab = cover[index]
+            assert slab.shape[axis] == shape[axis]  # (every channel in every slab)
+            assert slab.size * item <= max(limit, shape[axis] * item), (shape, axis, limit)
+            cover[index] += 1
+        assert (cover == 1).all(), (shape, axis, limit)
 
 
 def _peak(f, *args, **kwargs) -> int:
@@ -129,6 +164,22 @@ def test_no_whole_copies(monkeypatch):
         gapped_out = np.empty(x.shape[:-1] + (2 * x.shape[-1],), np.float32)[..., ::2]
         assert _peak(norm, x, out=gapped_out) < 1 << 19  # (scattered slab by slab)
         np.testing.assert_array_equal(gapped_out, out)
+    # one index along the first axis bigger than a slab: cut along the next axes
+    one = RNG.standard_normal((1, 3, 512, 512)).astype(np.float32)[:, :, ::2, ::2]  # 3 MiB
+    assert _peak(nbbn.RunningStats(1, backend="cpu").update, one) < 1 << 18
+    assert_close(nbbn.RunningStats(1, backend="cpu").update(one).mean,
+                 ref_stats(one, 1).mean, rtol=1e-6, atol=1e-6)
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=1, backend="cpu")
+    out = np.empty(one.shape, ">f4")
+    assert _peak(norm, np.ascontiguousarray(one), out=out) < 1 << 19
+    assert_ulps(out, ref_normalize(one, np.zeros(3), np.ones(3), channel_axis=1), 1.0)
+    # temporaries wider than the input (uint8 into float64) count at their own size
+    u8 = RNG.integers(0, 256, (8192, 64), dtype=np.uint8)[:, :48]
+    norm = nbbn.Normalizer(np.zeros(48), np.ones(48), channel_axis=-1, backend="cpu")
+    for out in (np.empty((8192, 96))[:, ::2], np.empty(u8.shape, ">f8")):
+        assert _peak(norm, u8, out=out) < 1 << 19
+        assert_close(out, ref_normalize(u8, np.zeros(48), np.ones(48), channel_axis=-1),
+                     rtol=1e-15, atol=1e-15)
     from nbbn._histogram import Histogram
 
     h = Histogram.empty(3, np.uint8)

@@ -306,6 +306,32 @@ def test_newer_version_and_missing_fields_refused(shards, ckpt):
         fit(shards, checkpoint=ckpt, resume=True)
 
 
+def test_version_1_checkpoints_resume(shards, ckpt):
+    # version 1 held the fingerprint in the meta text, version 2 in an entry of its own
+    def as_version_1(d):
+        meta = json.loads(str(d["meta"]))
+        meta["fingerprint"] = json.loads(d.pop("fingerprint").tobytes().decode())
+        d["meta"] = np.asarray(json.dumps(meta))
+        d["version"] = np.asarray(1)
+
+    rewrite(ckpt, as_version_1)
+    assert same_bits(fit(shards, batch_size=9, checkpoint=ckpt, resume=True),
+                     fit(shards, batch_size=9))
+    with np.load(ckpt) as z:  # the resumed fit wrote version 2
+        assert int(z["version"]) == 2 and z["fingerprint"].dtype == np.uint8
+
+
+def test_unreadable_or_missing_fingerprint_refused(shards, ckpt):
+    original = ckpt.read_bytes()
+    rewrite(ckpt, lambda d: d.pop("fingerprint"))
+    with pytest.raises(CheckpointError, match=r"missing the fields \['fingerprint'\]"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(original)
+    rewrite(ckpt, lambda d: d.update(fingerprint=np.frombuffer(b"{not json", np.uint8)))
+    with pytest.raises(CheckpointError, match="unreadable fingerprint"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
 def test_statistics_file_is_not_a_checkpoint(shards, tmp_path):
     fit(shards).save(tmp_path / "stats.npz")
     with pytest.raises(CheckpointError, match="is a statistics file"):

@@ -169,6 +169,20 @@ def to_host(obj: Any) -> Any:
     return obj.to_host() if hasattr(obj, "to_host") else obj
 
 
+def keep_running(buffer: Any) -> Any:
+    """A copy of BatchNorm's running buffer (host or device), to put back with
+    :func:`restore_running` if a training step fails."""
+    return buffer.copy() if isinstance(buffer, np.ndarray) else buffer.keep()
+
+
+def restore_running(buffer: Any, kept: Any) -> None:
+    """Put ``kept`` (:func:`keep_running`) back into ``buffer``, in place."""
+    if isinstance(buffer, np.ndarray):
+        buffer[...] = kept
+    else:
+        buffer.restore(kept)
+
+
 _loaded: dict[str, ModuleType] = {}
 
 

@@ -15,6 +15,7 @@ import threading
 import weakref
 from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba
 import numpy as np
@@ -263,25 +264,35 @@ def reduce(can: Canonical, policy: int) -> BatchStats:
     if view is not None and (whole := _gapped_rows_stats(view, policy, can.bf16)) is not None:
         return whole
     total = None
-    for x3 in _row_slabs(view) if view is not None else (p for p, _ in can.pieces()):
+    pieces: Iterator[Any] = _row_slabs(view) if view is not None else can.pieces()
+    for piece in pieces:
+        x3: np.ndarray = piece if view is not None else piece[0]
         part = _piece_stats(x3, policy, can.bf16)
-        del x3  # (before the next slab is made)
+        del piece, x3  # (before the next slab is made: one at a time)
         total = part if total is None else merge(total, part)
     return total if total is not None else BatchStats.empty(can.channels)
 
 
-def _row_slabs(x3: np.ndarray) -> Iterator[np.ndarray]:
+def _row_slabs(x3: np.ndarray, item_bytes: int = 0) -> Iterator[np.ndarray]:
     """An (O, C, 1) view whose rows have gaps as contiguous (n, C, 1) slabs of at most
-    ``SLAB_BYTES``, gathered by ``copy_rows`` into one buffer (each slab is used
-    before the next is gathered)."""
+    ``SLAB_BYTES`` (counted at ``item_bytes`` per element where the caller's own
+    buffer is wider than the input's items), gathered by ``copy_rows`` into one buffer
+    (each slab is used before the next is gathered)."""
     rows = x3[:, :, 0]
-    step = _slab_rows(x3)
+    step = _slab_rows(x3, item_bytes)
     buf = np.empty((min(step, rows.shape[0]), rows.shape[1]), rows.dtype)
     for r0 in range(0, rows.shape[0], step):
         src = rows[r0:r0 + step]
         dst = buf[:src.shape[0]]
-        _run(kn.copy_rows, (src, dst), (), src.size, 1 << 30)
+        _copy_rows(src, dst)
         yield dst[:, :, np.newaxis]
+
+
+def _copy_rows(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src`` by ``copy_rows``, on the bits (an unsigned integer of the item
+    size: one compiled copy per size, and float16, which numba lacks, copied too)."""
+    bits = np.dtype(f"u{src.itemsize}")
+    _run(kn.copy_rows, (src.view(bits), dst.view(bits)), (), src.size, 1 << 30)
 
 
 def reduce_weighted(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
@@ -481,7 +492,9 @@ def _affine_slabs(can: Canonical, target: np.ndarray, params, out_bf16: bool,
     temporary where the output's slab has no view the kernels can write."""
     a, s, b = params
     ninf = 0
-    for x3, index in can.pieces(slabs=True):
+    # (a slab's temporary is float32 or float64: budget its bytes, not only the input's)
+    item_bytes = max(can.array.itemsize, 8 if target.dtype.itemsize >= 8 else 4)
+    for x3, index in can.pieces(slabs=True, item_bytes=item_bytes):
         dst = target[index]
         o3 = _out_view3(dst, x3.shape, out_bf16)
         if o3 is None or not _streams(x3, o3):
@@ -505,8 +518,9 @@ def _affine_row_slabs(x3: np.ndarray, o3: np.ndarray, params, bf16: bool, out_bf
     a, s, b = params
     rows_out = o3[:, :, 0]
     direct = rows_out.flags.c_contiguous
-    step = _slab_rows(x3)
-    slabs = _row_slabs(x3) if not x3[:, :, 0].flags.c_contiguous else (
+    item_bytes = 0 if direct else o3.itemsize  # (the output's buffer, where there is one)
+    step = _slab_rows(x3, item_bytes)
+    slabs = _row_slabs(x3, item_bytes) if not x3[:, :, 0].flags.c_contiguous else (
         x3[r0:r0 + step] for r0 in range(0, x3.shape[0], step))
     buf = rows_out if direct else np.empty((min(step, x3.shape[0]), x3.shape[1]), o3.dtype)
     ninf, r0 = 0, 0
@@ -516,13 +530,15 @@ def _affine_row_slabs(x3: np.ndarray, o3: np.ndarray, params, bf16: bool, out_bf
         ninf += _run_affine(xs, a, s, b, dst[:, :, np.newaxis], bf16, out_bf16, count_inf,
                             fresh or not direct)
         if not direct:
-            _run(kn.copy_rows, (dst, rows_out[r0:r0 + n]), (), dst.size, 1 << 30)
+            _copy_rows(dst, rows_out[r0:r0 + n])
         r0 += n
     return ninf
 
 
-def _slab_rows(x3: np.ndarray) -> int:
-    return max(1, _layout.SLAB_BYTES // max(1, x3.shape[1] * x3.itemsize))
+def _slab_rows(x3: np.ndarray, item_bytes: int = 0) -> int:
+    """Rows of an (O, C, 1) view per slab: ``SLAB_BYTES`` at the larger of its item
+    size and ``item_bytes``."""
+    return max(1, _layout.SLAB_BYTES // max(1, x3.shape[1] * max(x3.itemsize, item_bytes)))
 
 
 def _streams(x3: np.ndarray, o3: np.ndarray) -> bool:

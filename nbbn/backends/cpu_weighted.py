@@ -277,10 +277,12 @@ def _merge_weighted(si, sf, sw, pi, pf, pw):  # pragma: no cover - compiled
 def merge(state: BatchStats, part: BatchStats) -> BatchStats:
     """``part`` merged into the host ``state`` in place (either may be unweighted: its
     weight sum is its count); the state becomes weighted."""
-    if state.weight is None:
-        state.weight = state.count.astype(np.float64)
-    _merge_weighted(state.ints, state.floats, state.weight, part.ints, part.floats,
-                    np.ascontiguousarray(part.weight_sum()))
+    weight = state.count.astype(np.float64) if state.weight is None else state.weight
+    part_weight = np.ascontiguousarray(part.weight_sum())
+    # one kernel call, which cannot stop halfway; only once it has run is the state
+    # weighted (a failure before it, a Ctrl-C in its first compile, changes nothing)
+    _merge_weighted(state.ints, state.floats, weight, part.ints, part.floats, part_weight)
+    state.weight = weight
     return state
 
 

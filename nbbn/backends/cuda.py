@@ -500,6 +500,19 @@ class DeviceBuffer:
         _sync(self.stream)
         return host
 
+    def keep(self):
+        """A device copy (queued on the stream), to put back if a training step fails;
+        in a per-thread workspace, as the step's own arrays."""
+        dev, stream = self.dev, self.stream
+        kept = _workspace(("bn-kept", dev.shape, id(stream)),
+                          lambda: cuda.device_array(dev.shape, np.float64, stream=stream))
+        kept.copy_to_device(dev, stream=stream)
+        return kept
+
+    def restore(self, kept) -> None:
+        """Put ``kept`` (:meth:`keep`) back (queued on the stream)."""
+        self.dev.copy_to_device(kept, stream=self.stream)
+
 
 def running(buffer, can: DeviceInput) -> DeviceBuffer:
     """The running buffer on the device (uploaded when it is on the host)."""

@@ -1,0 +1,173 @@
+"""Failures in the middle of an operation, after its checks passed (a Ctrl-C in a first
+call's compile, a MemoryError, a reader's error): the state is wholly updated or left
+as it was, and an output path holds the old file or store, or the new one whole."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import nbbn
+from nbbn import _durable
+from nbbn.backends import cpu_weighted
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def _bn_state(bn):
+    return {k: np.array(v, copy=True) for k, v in bn.state_dict(tensors=False).items()}
+
+
+@pytest.mark.parametrize("where", ["statistics", "map"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_a_failed_training_step_changes_nothing(backend, monkeypatch, rng, where, momentum):
+    x1, x2 = (rng.normal(3.0, 2.0, (8, 3, 5)) for _ in range(2))
+    bn = nbbn.BatchNorm(3, momentum=momentum, backend=backend)
+    bn(x1)
+    before = _bn_state(bn)
+    be = nbbn.backends.resolve(backend, x2)
+    if backend == "cpu":
+        target = "reduce" if where == "statistics" else "affine"
+    else:  # (the device step: partial sums, then the map after the running update)
+        target = "_launch_partials" if where == "statistics" else "_affine"
+    with monkeypatch.context() as m:
+        m.setattr(be, target, _raise(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            bn(x2)
+    after = _bn_state(bn)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    # the retried batch counts once: the same buffers as a run that never failed
+    bn(x2)
+    clean = nbbn.BatchNorm(3, momentum=momentum, backend=backend)
+    clean(x1)
+    clean(x2)
+    for k, v in _bn_state(clean).items():
+        np.testing.assert_array_equal(_bn_state(bn)[k], v, err_msg=k)
+
+
+def test_a_failed_in_place_merge_keeps_the_channel_names():
+    from nbbn._histogram import Histogram
+
+    img8 = np.random.default_rng(0).integers(0, 255, (1, 4, 4, 2), dtype=np.uint8)
+    a = nbbn.RunningStats(-1)
+    a.histogram = Histogram.empty(2, np.uint8)
+    a.update(img8)
+    b = nbbn.RunningStats(-1, channel_names=["r", "g"])
+    b.histogram = Histogram.empty(2, np.uint16)
+    b.update(img8.astype(np.uint16) * 200)
+    count = a.count.copy()
+    with pytest.raises(ValueError, match="histogram"):
+        a += b
+    assert a.channel_names is None
+    np.testing.assert_array_equal(a.count, count)
+    assert a.histogram.counts.shape == (2, 256)
+
+
+def test_a_failed_weighted_merge_leaves_the_statistics_unweighted(rng, monkeypatch):
+    x = rng.normal(size=(50, 3))
+    rs = nbbn.RunningStats(-1).update(x)
+    with monkeypatch.context() as m:
+        m.setattr(cpu_weighted, "_merge_weighted", _raise(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            rs.update(x, sample_weight=np.ones(50))
+    rs.update(x)
+    clean = nbbn.RunningStats(-1).update(x).update(x)
+    assert not rs.weighted and "weight" not in rs.to_dict()
+    assert rs.count.dtype == clean.count.dtype
+    np.testing.assert_array_equal(rs.count, clean.count)
+    np.testing.assert_array_equal(rs.mean, clean.mean)
+
+
+def _temps(folder):
+    return [n for n in os.listdir(folder) if n.endswith(_durable.TMP_SUFFIX)]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_transform_to_a_zarr_path_keeps_the_old_store_on_failure(tmp_path, rng, monkeypatch,
+                                                                  exchange):
+    zarr = pytest.importorskip("zarr")
+    if not exchange:  # (a system without renameat2: the store is renamed aside first)
+        monkeypatch.setattr(_durable, "_exchange", lambda a, b: False)
+    x = rng.normal(5.0, 3.0, (100, 3)).astype(np.float32)
+    stats = nbbn.RunningStats(-1).update(x)
+    out = tmp_path / "out.zarr"
+    nbbn.transform(x, stats, out, batch_size=10, progress=False)
+    first = zarr.open_array(str(out), mode="r")[:]
+    np.testing.assert_array_equal(first, stats.to_normalizer()(x))
+
+    calls = [0]
+    real = nbbn.Normalizer.__call__
+
+    def flaky(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    other = nbbn.RunningStats(-1).update(x * 2)
+    with monkeypatch.context() as m:
+        m.setattr(nbbn.Normalizer, "__call__", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            nbbn.transform(x, other, out, batch_size=10, progress=False)
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], first)
+    assert _temps(tmp_path) == []
+
+    z = nbbn.transform(x, other, out, batch_size=10, progress=False)  # now whole
+    np.testing.assert_array_equal(z[:], other.to_normalizer()(x))
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], z[:])
+    assert _temps(tmp_path) == []
+
+
+def test_a_killed_transform_s_temporary_store_is_removed(tmp_path, rng):
+    pytest.importorskip("zarr")
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    out = tmp_path / "out.zarr"
+    stale = _durable.StoreReplacement(out)  # as a killed writer left it: unlocked
+    (stale.path / "chunk").write_bytes(b"x")
+    os.close(stale._fd)
+    stale._fd = None
+    nbbn.transform(x, nbbn.RunningStats(-1).update(x), out, progress=False)
+    assert _temps(tmp_path) == []
+
+
+def test_transform_refuses_a_zarr_path_that_is_a_file(tmp_path, rng):
+    pytest.importorskip("zarr")
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    out = tmp_path / "out.zarr"
+    out.write_bytes(b"not a store")
+    with pytest.raises(FileExistsError, match="is a file, not a zarr store"):
+        nbbn.transform(x, nbbn.RunningStats(-1).update(x), out, progress=False)
+    assert out.read_bytes() == b"not a store"
+
+
+def test_dask_transform_to_a_zarr_path_keeps_the_old_store_on_failure(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    x = rng.normal(5.0, 3.0, (100, 3)).astype(np.float32)
+    stats = nbbn.RunningStats(-1).update(x)
+    out = tmp_path / "out.zarr"
+    nbbn.transform(da.from_array(x, chunks=(25, 3)), stats, out)
+    first = zarr.open_array(str(out), mode="r")[:]
+    np.testing.assert_allclose(first, stats.to_normalizer()(x), rtol=1e-6)
+
+    def third_block_fails(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 2:
+            raise RuntimeError("a reader's error")
+        return block
+
+    bad = da.from_array(x * 2, chunks=(25, 3)).map_blocks(third_block_fails, dtype=x.dtype)
+    with pytest.raises(RuntimeError, match="a reader's error"):
+        nbbn.transform(bad, stats, out)
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], first)
+    # (tasks still running when the error came may write into the temporary store after
+    # it was removed: the next transform to the path removes what they left)
+    nbbn.transform(da.from_array(x, chunks=(25, 3)), stats, out)
+    assert _temps(tmp_path) == []
