@@ -33,16 +33,26 @@ def main() -> None:
     table = rng.standard_normal((6_553_600, 16), dtype=np.float32)  # 400 MB
     nchw = rng.standard_normal((100, 4, 512, 512), dtype=np.float32)  # 400 MB
     rgba = rng.integers(0, 255, (400, 512, 512, 4), dtype=np.uint8)  # 400 MB
+    image = rng.standard_normal((1, 3, 6144, 6144), dtype=np.float32)  # 432 MB, one image
+    cube = rng.standard_normal((400, 400, 128), dtype=np.float32)  # 78 MB
+    half = table[:, :12].astype(np.float16)  # 150 MB
     cases = {"table[:, ::2]": (table[:, ::2], -1), "table[::-1]": (table[::-1], -1),
              "table": (table, -1), "nchw Fortran": (np.asfortranarray(nchw), 1),
-             "nchw": (nchw, 1), "rgba[..., :3]": (rgba[..., :3], -1), "rgba": (rgba, -1)}
+             "nchw": (nchw, 1), "rgba[..., :3]": (rgba[..., :3], -1), "rgba": (rgba, -1),
+             # one image: slabs cut inside it; float16 rows with gaps; swapped axes
+             "image[..., ::2, ::2]": (image[:, :, ::2, ::2], 1),
+             "image[..., ::2, ::2] copy": (np.ascontiguousarray(image[:, :, ::2, ::2]), 1),
+             "f16 table[:, ::2]": (half[:, ::2], -1), "f16 table[:, ::2] copy":
+             (np.ascontiguousarray(half[:, ::2]), -1),
+             "cube.transpose(1, 0, 2)": (cube.transpose(1, 0, 2), -1),
+             "cube copy": (np.ascontiguousarray(cube.transpose(1, 0, 2)), -1)}
     for name, (x, axis) in cases.items():
         c = x.shape[axis]
         norm = nbbn.Normalizer(np.zeros(c), np.ones(c), channel_axis=axis)
         out = np.empty_like(x, dtype=np.float32)
         for what, f in 2 * [("update", lambda x=x, axis=axis: nbbn.RunningStats(axis).update(x)),
                             ("normalizer out=", lambda x=x, norm=norm, out=out: norm(x, out=out))]:
-            print(f"{name:15s} {x.nbytes / 2**20:5.0f} MB  {what:16s} {_timed(f)}")
+            print(f"{name:26s} {x.nbytes / 2**20:5.0f} MB  {what:16s} {_timed(f)}")
 
 
 if __name__ == "__main__":
