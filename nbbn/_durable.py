@@ -275,22 +275,52 @@ class StoreReplacement(Replacement):
     @staticmethod
     def _create(tmp: Path) -> int:
         os.mkdir(tmp)
+        if fcntl is None:  # (no folder descriptors, nor locks, on Windows)
+            return os.open(os.devnull, os.O_RDONLY)
         return os.open(tmp, os.O_RDONLY)  # (the descriptor the writer's lock is on)
 
     def _put_in_place(self) -> Path | None:
+        """Flush the store's files and folders, then swap it in (the folder must be the
+        one created and locked: a writer that replaced it, as zarr's ``mode="w"``
+        does, would have written where a cleaner could remove it)."""
+        assert self._fd is not None
+        if fcntl is not None and not os.path.samestat(os.stat(self.path), os.fstat(self._fd)):
+            raise OSError(f"{self.target}: the temporary store {self.path.name} was replaced "
+                          "while it was written; nothing was changed")
+        _fsync_tree(self.path)
         if not os.path.lexists(self.target):
             _rename(str(self.path), str(self.target))
             return None
         if _exchange(str(self.path), str(self.target)):
             return self.path  # (it holds the old store now)
         aside = self.target.parent / _temp_name(self.target.name)
-        _rename(str(self.target), str(aside))
-        try:
-            _rename(str(self.path), str(self.target))
-        except BaseException:
-            _rename(str(aside), str(self.target))
-            raise
+        old = None if fcntl is None else os.open(self.target, os.O_RDONLY)
+        try:  # (locked, so that a cleaner leaves the old store alone while it is aside)
+            if old is not None:
+                _lock(old, str(self.target))
+            _rename(str(self.target), str(aside))
+            try:
+                _rename(str(self.path), str(self.target))
+            except BaseException:
+                _rename(str(aside), str(self.target))
+                raise
+        finally:
+            if old is not None:
+                os.close(old)
         return aside
+
+
+def _fsync_tree(folder: Path) -> None:
+    """``fsync`` every file under ``folder``, then the folders, deepest first (what the
+    swap of a store makes visible must be on disk before it)."""
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -380,10 +410,11 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
         if pattern.match(name) is None:
             continue
         path = os.path.join(folder, name)
-        if fcntl is None:
-            with contextlib.suppress(OSError):
-                _remove(path)
-                removed.append(path)
+        if fcntl is None:  # (an open file cannot be deleted there; a folder can, so
+            if not os.path.isdir(path):  # a store, which has no lock, is left alone)
+                with contextlib.suppress(OSError):
+                    _remove(path)
+                    removed.append(path)
             continue
         try:
             fd = os.open(path, os.O_RDONLY)

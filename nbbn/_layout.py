@@ -221,7 +221,7 @@ class Canonical:
             if slab.dtype.isnative:  # (a view where the slab has one: no copy)
                 with contextlib.suppress(ValueError):
                     x3 = slab.reshape(shape3, copy=False)
-            if x3 is None:
+            if x3 is None or copied_rows(x3):  # (rows with gaps: gathered, not crawled)
                 x3 = np.ascontiguousarray(slab, dtype=native).reshape(shape3)
             del slab
             yield x3, index

@@ -201,7 +201,9 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
             store = zarr_store_beside(path)
             try:
-                z = zarr.open_array(str(store.path), mode="w", shape=shape, dtype=dtype,
+                # (mode "w-": into the empty folder as it is; "w" would replace the
+                # folder, and with it the lock that keeps cleaners away)
+                z = zarr.open_array(str(store.path), mode="w-", shape=shape, dtype=dtype,
                                     chunks=chunks)
             except BaseException:
                 store.abort()

@@ -80,7 +80,8 @@ def check_out_overlap(arr: np.ndarray, what: str) -> None:
                          "each element, e.g. .contiguous() or .copy()")
     why = _elements_overlap(arr) if arr.size > 1 else None
     if why:
-        raise ValueError(f"{what} has overlapping elements (shape {arr.shape}, strides "
+        verb = "may have" if why.startswith("interleaved") else "has"
+        raise ValueError(f"{what} {verb} overlapping elements (shape {arr.shape}, strides "
                          f"{arr.strides}: {why}); pass an array that owns each element, "
                          "e.g. .contiguous() or .copy()")
 

@@ -173,3 +173,34 @@ def test_dask_transform_to_a_zarr_path_keeps_the_old_store_on_failure(tmp_path, 
         nbbn.transform(bad, stats, out)
     np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], first)
     assert _temps(tmp_path) == []
+
+
+def test_a_live_writer_s_temporary_store_is_left_alone(tmp_path):
+    pytest.importorskip("zarr")
+    from nbbn._outputs import open_writer
+
+    out = tmp_path / "out.zarr"
+    writer = open_writer(out, (10, 3), np.dtype(np.float32), 5)
+    store = writer.store
+    # the array was created in the folder that holds the lock (zarr's mode "w" would
+    # have replaced it), so another transform's clean-up leaves it alone
+    assert os.path.samestat(os.stat(store.path), os.fstat(store._fd))
+    assert _durable.remove_stale_temps(out) == []
+    rows = writer.view(0, 10)
+    rows[...] = np.arange(30, dtype=np.float32).reshape(10, 3)
+    writer.written(0, 10, rows)
+    writer.commit()
+    np.testing.assert_array_equal(writer.result[:], np.arange(30).reshape(10, 3))
+    assert _temps(tmp_path) == []
+
+
+def test_a_replaced_temporary_store_is_not_swapped_in(tmp_path):
+    out = tmp_path / "out.zarr"
+    out.mkdir()
+    (out / "zarr.json").write_text("{}")
+    store = _durable.StoreReplacement(out)
+    os.rmdir(store.path)  # (as zarr's mode "w" does: a new folder, without the lock)
+    store.path.mkdir()
+    with pytest.raises(OSError, match="was replaced while it was written"):
+        store.commit()
+    assert (out / "zarr.json").read_text() == "{}"
