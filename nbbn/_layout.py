@@ -187,10 +187,10 @@ class Canonical:
             return None
         # only a view the kernels stream: contiguous inner runs, or contiguous rows of
         # channels (a swapped-axes array's transpose can have neither, and crawl)
-        o, c, i = v.shape
+        _, c, i = v.shape
         size = v.itemsize
         streams = v.strides[2] == size if i > 1 else (c == 1 or v.strides[1] == size)
-        return t if streams or o == 1 and c == 1 else None
+        return t if streams else None
 
     def pieces(self, slabs: bool = False,
                item_bytes: int | None = None) -> Iterator[tuple[np.ndarray, tuple]]:

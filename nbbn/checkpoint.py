@@ -188,9 +188,7 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     except ValueError as exc:
         raise CheckpointError(f"{where} has unreadable metadata ({exc})") from exc
     missing = [k for k in _META_FIELDS if k not in meta]
-    if version < 2:
-        missing += [] if "fingerprint" in meta else ["fingerprint"]
-    elif "fingerprint" not in d:
+    if "fingerprint" not in (meta if version < 2 else d):  # (version 1: in the meta text)
         missing.append("fingerprint")
     if missing:
         raise CheckpointError(f"{where} is missing the fields {missing}")
