@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -127,3 +128,37 @@ def test_concurrent_merges_into_one(backend, rng):
     np.testing.assert_array_equal(total.count, serial.count)
     np.testing.assert_allclose(total.mean, serial.mean, rtol=1e-12)
     np.testing.assert_allclose(total.var, serial.var, rtol=1e-12)
+
+
+def _child_update(x, queue) -> None:
+    rs = nbbn.RunningStats()
+    rs.update(x)
+    queue.put((rs.mean, rs.var))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_threaded_kernels(monkeypatch):
+    """A forked child (multiprocessing's fork, a DataLoader worker) of a process that
+    already ran threaded kernels: the parent's pool threads are not in the child, whose
+    threaded call waited on them forever; it gets a pool of its own."""
+    import multiprocessing
+
+    from nbbn.backends import cpu
+
+    monkeypatch.setattr(cpu.numba.config, "NUMBA_NUM_THREADS", 2)  # a pool even on one CPU
+    x = np.random.default_rng(5).normal(2.0, 3.0, (cpu.THREADED_MIN_ELEMENTS // 2, 4))
+    parent = nbbn.RunningStats()
+    parent.update(x)  # threaded: the pool's threads start here
+    assert cpu._pool is not None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_update, args=(x, queue))
+    child.start()
+    child.join(120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0
+    mean, var = queue.get(timeout=10)
+    np.testing.assert_array_equal(mean, parent.mean)
+    np.testing.assert_array_equal(var, parent.var)

@@ -11,6 +11,7 @@ the host by ``merge``.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Hashable, Iterator
@@ -77,6 +78,18 @@ def serial() -> contextlib.AbstractContextManager[None]:
     the scheduler's threads or workers already use the cores; nested threads would
     oversubscribe them). Results are the same bits either way: ``thread_limit(1)``."""
     return thread_limit(1)
+
+
+def _forget_pool() -> None:
+    """In a forked child (``multiprocessing``'s fork, a DataLoader worker): the parent's
+    pool threads do not exist there, so a chunk submitted to its pool would wait
+    forever; the child starts a pool of its own on first use."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _executor() -> ThreadPoolExecutor:
