@@ -86,7 +86,10 @@ def announce_compiles(file: TextIO | None = None) -> None:
                 words = describe(name, tuple(data.get("args", ())))
                 if words is not None and words not in seen:
                     seen.add(words)
-                    print(f"nbbn: compiling the {words} (once; cached)",
+                    from .backends import _jit
+
+                    how = "not cached: no writable folder" if _jit.no_cache else "once; cached"
+                    print(f"nbbn: compiling the {words} ({how})",
                           file=file or sys.stderr, flush=True)
 
             def on_end(self, ev) -> None:

@@ -84,3 +84,34 @@ def test_kernel_names_carry_the_source_tag():
     for k in kernels:
         assert k.py_func.__name__.endswith("_" + _jit.SOURCE_TAG), k.py_func.__name__
     assert len({k.py_func.__qualname__ for k in kernels}) == len(kernels)
+
+
+def test_kernels_run_where_numba_cannot_cache(tmp_path):
+    """A read-only install without a writable home folder: numba's ``cache=True`` finds no
+    folder to write (here: no cache locator at all) and raised on the first kernel, so
+    nothing ran. The kernels are built uncached, with one warning, and the compile
+    notice does not promise a cache."""
+    code = (
+        "import warnings, numpy as np\n"
+        "from numba.core import caching\n"
+        "impl = getattr(caching, 'CacheImpl', None) or caching._CacheImpl\n"
+        "impl._locator_classes = []\n"
+        "import nbbn\n"
+        "from nbbn._compile_notice import announce_compiles\n"
+        "announce_compiles()\n"
+        "x = np.random.default_rng(0).normal(3.0, 2.0, (50, 3))\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    rs = nbbn.RunningStats(); rs.update(x)\n"
+        "    y = nbbn.Normalizer(rs.mean, rs.var, eps=0.0)(x)\n"
+        "np.testing.assert_allclose(rs.mean, x.mean(0), rtol=1e-14)\n"
+        "np.testing.assert_allclose(y, (x - x.mean(0)) / x.std(0), rtol=1e-12, atol=1e-12)\n"
+        "print(sum('no writable folder' in str(w.message) for w in caught))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
+    assert "(not cached: no writable folder)" in out.stderr
+    assert "(once; cached)" not in out.stderr

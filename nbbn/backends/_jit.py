@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import types
+import warnings
 from pathlib import Path
 
 import numba
@@ -54,7 +55,29 @@ def tagged(fn, tag: str, constants: dict | None = None, **options):
     such build a tag of its own, since the cache does not see the globals.
     """
     suffix = (f"_{tag}" if tag else "") + f"_{SOURCE_TAG}"
-    return numba.njit(**options)(_renamed(fn, suffix, constants))
+    copy = _renamed(fn, suffix, constants)
+    try:
+        return numba.njit(**options)(copy)
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+        if not options.get("cache"):
+            raise
+        global no_cache
+        if not no_cache:  # once per process, not once per kernel
+            no_cache = True
+            warnings.warn(NO_CACHE_WARNING.format(exc), RuntimeWarning, stacklevel=2)
+        return numba.njit(**{**options, "cache": False})(copy)
+
+
+no_cache = False  # True once a kernel was built without numba's disk cache
+NO_CACHE_WARNING = (
+    "nbbn: numba has no writable folder to cache compiled kernels in ({}); kernels "
+    "are compiled again in every process (seconds on first use). Set NUMBA_CACHE_DIR to a "
+    "writable folder to keep them."
+)
+"""A read-only install (a container's read-only file system, a package folder the user
+cannot write, with no writable home folder) ran no kernel at all: numba's
+``cache=True`` raises when neither ``__pycache__`` beside the module nor its user-wide
+cache folder can be written. The kernels are then built without a disk cache."""
 
 
 def cached(**options):
