@@ -76,3 +76,17 @@ def test_sklearn_module_without_scikit_learn_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.startswith("MissingExtraError") and "nbbn[sklearn]" in out.stdout
+
+
+def test_disabled_jit_is_named():
+    """``NUMBA_DISABLE_JIT=1`` (set to debug other numba code): the kernels cannot run as
+    Python (overloads, intrinsics); the first computing call says why, where it raised
+    a bare NotImplementedError from inside a kernel."""
+    import os
+
+    code = ("import numpy as np, nbbn\n"
+            "nbbn.RunningStats().update(np.ones((4, 3)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "NUMBA_DISABLE_JIT": "1"}, timeout=120)
+    assert out.returncode != 0
+    assert "NUMBA_DISABLE_JIT is set" in out.stderr.splitlines()[-1]

@@ -35,6 +35,10 @@ def _source_tag() -> str:
 
 SOURCE_TAG = _source_tag()
 
+if getattr(numba.config, "DISABLE_JIT", False):  # the kernels use numba's overloads and intrinsics
+    raise RuntimeError("nbbn's kernels run only compiled by numba, and NUMBA_DISABLE_JIT "
+                       "is set: unset it (or set it to 0) to use nbbn")
+
 
 def _renamed(fn, suffix: str, constants: dict | None = None):
     glob = fn.__globals__ if not constants else {**fn.__globals__, **constants}
