@@ -347,8 +347,8 @@ class ImageBatch(Batch):
         chans, dtype = self.data.shape[-1], self.data.dtype
         if stats.num_channels is not None and stats.num_channels != chans:
             return (f"the image has {chans} channel{'s' * (chans != 1)}, but the images "
-                    f"counted before it have {stats.num_channels}; pass mode='RGB' (--mode "
-                    "RGB) to convert every file to one mode")
+                    f"counted before it have {stats.num_channels}; pass mode='RGB' to convert "
+                    "every file to one mode")  # (the command line says --mode RGB)
         hist = stats.histogram
         if self.counts is not None and hist is None and stats.num_channels is not None:
             return ("the statistics so far have no histogram (the checkpoint was written "

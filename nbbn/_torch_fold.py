@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._affine import affine_scale
-from ._torch_modules import BatchNorm, _is_bn, check_initialized, torch
+from ._torch_modules import BatchNorm, Normalizer, _is_bn, check_initialized, torch
 
 __all__ = ["fold_normalizer", "fuse_bn"]
 
@@ -74,9 +74,10 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
     layer : torch.nn.Conv1d, Conv2d, Conv3d or Linear
         The layer that reads the normalized input (a Conv's input channels on axis 1, a
         Linear's features on the last axis).
-    normalizer : nbbn.Normalizer
+    normalizer : nbbn.Normalizer or nbbn.BatchNorm
         With ``channel_axis=1`` for a Conv (``1`` or ``-1`` for a Linear) and as many
-        channels as the layer's inputs.
+        channels as the layer's inputs (a BatchNorm: its eval-mode map,
+        ``to_normalizer()``).
     strict : bool, default True
         Refuse (ValueError) a Conv with zero padding unless the normalizer maps 0 to 0;
         ``strict=False`` folds anyway (exact away from the borders only).
@@ -87,6 +88,14 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
         A new layer of the same class, dtype, device and mode, with a bias.
     """
     _check_layer(layer)
+    if isinstance(normalizer, BatchNorm):
+        normalizer = normalizer.to_normalizer()  # its eval-mode map
+    elif not isinstance(normalizer, Normalizer):
+        raise TypeError(
+            f"normalizer must be an nbbn.Normalizer or nbbn.BatchNorm, got "
+            f"{type(normalizer).__name__}" + (
+                " (a torch BatchNorm: nbbn.BatchNorm.from_torch(bn) first)" if _is_bn(normalizer)
+                else ""))
     is_linear = isinstance(layer, torch.nn.Linear)
     n_in = layer.in_features if is_linear else layer.in_channels
     axis = normalizer.channel_axis

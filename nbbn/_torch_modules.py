@@ -54,15 +54,18 @@ class NormalizerModule(torch.nn.Module):
                  device: Any = None) -> None:
         super().__init__()
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        mean64 = torch.as_tensor(np.asarray(mean, np.float64))
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
+                            f"torch.float64, ...), got {dtype!r}")
+        mean64 = torch.tensor(np.asarray(mean, np.float64))
         hi = mean64.to(dtype)
         lo = (mean64 - hi.to(torch.float64)).to(dtype)
         self.channel_axis = int(channel_axis)
         self.register_buffer("mean", hi.to(device))
         self.register_buffer("mean_lo", lo.to(device))
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float64)).to(
+        self.register_buffer("scale", torch.tensor(np.asarray(scale, np.float64)).to(
             device=device, dtype=dtype))
-        self.register_buffer("bias", torch.as_tensor(np.asarray(bias, np.float64)).to(
+        self.register_buffer("bias", torch.tensor(np.asarray(bias, np.float64)).to(
             device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

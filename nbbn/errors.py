@@ -59,3 +59,9 @@ class FitInterrupted(KeyboardInterrupt):
                    "cannot be resumed (the partial statistics are in this exception's .stats; "
                    "pass checkpoint=PATH to make a fit resumable)")
         super().__init__(msg)
+
+    def __reduce__(self):
+        # pickled (a fit stopped in a process pool's worker, dask, joblib) and copied with
+        # its three attributes: the default rebuilt it from the message alone and failed,
+        # and the pool reported a broken process instead
+        return type(self), (self.stats, self.checkpoint, self.rows_done)

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import backends
 from ._affine import affine_scale
+from ._labels import check_columns, check_coords, check_names, frame_columns
 from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 
@@ -37,6 +38,13 @@ def check_eps(eps) -> float:
     return value
 
 
+def _frozen(values: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy."""
+    out = np.array(values, np.float64, copy=True)
+    out.flags.writeable = False
+    return out
+
+
 class Normalizer:
     """Apply frozen per-channel statistics: ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
 
@@ -52,8 +60,10 @@ class Normalizer:
         with NaNs or infinities in its data, whose outputs are NaN or infinite).
     eps : float, default 1e-5
         Added to the variance; must be >= 0. With ``eps=0`` (scikit-learn's
-        ``StandardScaler`` has no eps) a channel whose variance is 0 is scaled by 1, as
-        scikit-learn does for constant features: it maps to ``bias``, not inf or NaN.
+        ``StandardScaler`` has no eps) a channel whose variance is exactly 0 is scaled by
+        1, as scikit-learn does for constant features: it maps to ``bias``, not inf or
+        NaN. (scikit-learn also scales by 1 a near-constant feature, whose variance is
+        within rounding of 0; ``nbbn.sklearn.StandardScaler`` does, this class does not.)
     weight, bias : array_like, shape (C,), optional
         Affine parameters (default 1 and 0).
     channel_axis : int or str, default 1
@@ -61,9 +71,19 @@ class Normalizer:
         for xarray DataArrays). Dask arrays give lazy dask arrays, DataArrays DataArrays.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the map runs; "auto" follows the input array.
+    channel_names : sequence of str, optional
+        A name per channel (:meth:`RunningStats.to_normalizer` passes the statistics'
+        :attr:`~nbbn.RunningStats.channel_names`): a pandas or polars DataFrame input
+        must then have these columns, in this order (channels are matched by position).
+        Likewise a normalizer made from statistics of DataArrays refuses a DataArray
+        whose channel coordinate orders the labels otherwise.
 
     Attributes
     ----------
+    mean, var, weight, bias : numpy.ndarray
+        The parameters, float64 copies, read-only: a normalizer is frozen (build a new
+        one for new numbers; ``channel_axis`` and ``backend`` may be set).
+    eps : float
     scale : numpy.ndarray
         ``weight / sqrt(var + eps)`` per channel (``weight`` where ``var + eps == 0``).
 
@@ -78,8 +98,12 @@ class Normalizer:
            [1.]])
     """
 
+    _channel_coord: tuple | None = None  # (dim, labels) of the statistics' DataArrays
+    _names: tuple[str, ...] | None = None
+
     def __init__(self, mean, var, *, eps: float = 1e-5, weight=None, bias=None,
-                 channel_axis: int | str = 1, backend: str = "auto") -> None:
+                 channel_axis: int | str = 1, backend: str = "auto",
+                 channel_names=None) -> None:
         mean = channel_vector(host_values(mean), None, "mean")
         nchan = mean.shape[0]
         var = channel_vector(host_values(var), nchan, "var")
@@ -92,20 +116,45 @@ class Normalizer:
         if bad.size:
             raise ValueError(f"var must be >= 0, got NaN in channels {bad[:5].tolist()}, "
                              "whose mean is finite")
-        self.eps = check_eps(eps)
-        self.mean = mean.copy()
-        self.var = var.copy()
-        # copies: the normalizer is frozen, whatever later happens to the caller's arrays
-        # (a BatchNorm's weight and bias, a torch module's parameters)
-        self.weight = np.ones(nchan) if weight is None else channel_vector(
-            host_values(weight), nchan, "weight").copy()
-        self.bias = np.zeros(nchan) if bias is None else channel_vector(
-            host_values(bias), nchan, "bias").copy()
+        self._eps = check_eps(eps)
+        # read-only copies: the normalizer is frozen, whatever later happens to the
+        # caller's arrays (a BatchNorm's weight and bias, a torch module's parameters),
+        # and its numbers are not changed behind ``scale`` (which is computed once)
+        self._mean = _frozen(mean)
+        self._var = _frozen(var)
+        self._weight = _frozen(np.ones(nchan) if weight is None else channel_vector(
+            host_values(weight), nchan, "weight"))
+        self._bias = _frozen(np.zeros(nchan) if bias is None else channel_vector(
+            host_values(bias), nchan, "bias"))
         self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
-        self.scale = affine_scale(self.weight, self.var, self.eps)
+        self._names = check_names(channel_names, nchan)
+        self._scale = _frozen(affine_scale(self._weight, self._var, self._eps))
         with np.errstate(divide="ignore"):
-            self._inv_scale = 1.0 / self.scale
+            self._inv_scale = _frozen(1.0 / self._scale)
+
+    # The numbers are read-only (a new Normalizer for new numbers): an assignment or an
+    # in-place write raises. Setting ``eps``, ``var`` or ``weight`` used to change
+    # nothing (``scale`` was computed from them once), while ``mean`` and ``bias`` took
+    # effect, and ``inverse`` kept the old ``scale``.
+    mean = property(lambda self: self._mean, doc="Per-channel mean (float64, read-only).")
+    var = property(lambda self: self._var, doc="Per-channel variance (float64, read-only).")
+    eps = property(lambda self: self._eps, doc="Added to the variance.")
+    channel_names = property(lambda self: self._names, doc="A name per channel, or None.")
+    weight = property(lambda self: self._weight, doc="Per-channel weight (read-only).")
+    bias = property(lambda self: self._bias, doc="Per-channel bias (read-only).")
+    scale = property(lambda self: self._scale,
+                     doc="``weight / sqrt(var + eps)`` per channel (read-only).")
+
+    def __setstate__(self, state: dict) -> None:
+        # a pickle's arrays come back writable: read-only again; pickles of nbbn before
+        # the numbers were read-only kept them under public names
+        for name in ("mean", "var", "eps", "weight", "bias", "scale"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        for name in ("_mean", "_var", "_weight", "_bias", "_scale", "_inv_scale"):
+            state[name] = _frozen(state[name])
+        self.__dict__.update(state)
 
     @property
     def num_channels(self) -> int:
@@ -130,16 +179,20 @@ class Normalizer:
         array
             ``out``, or the new array, of the input's array type.
         """
-        return self._apply(x, out, self.mean, self.scale, self.bias, "x")
+        return self._apply(x, out, self._mean, self._scale, self._bias, "x")
 
     def inverse(self, y, out=None):
         """Undo the normalization: ``x = (y - bias) / scale + mean`` (see ``__call__``)."""
-        return self._apply(y, out, self.bias, self._inv_scale, self.mean, "y")
+        return self._apply(y, out, self._bias, self._inv_scale, self._mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
         check_no_grad(x, what)
+        if self._names is not None and self.channel_axis in (1, -1):
+            check_columns(self._names, frame_columns(x), what, "the normalizer's statistics")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, what)
+        check_coords(self._channel_coord, getattr(inp, "channel_coord", None), what,
+                     "the normalizer's statistics")
         if inp.channels != self.num_channels:
             raise ValueError(
                 f"{what} has {inp.channels} channels along channel_axis={self.channel_axis}, "

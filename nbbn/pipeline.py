@@ -452,9 +452,13 @@ class _FitRun:
                 self._save_after_error(exc)
             raise
         finally:
-            if pf is not None:
-                pf.close()
-            bar.close()
+            # Stopping the reader waits for a slow source (up to 5 s): a second Ctrl-C
+            # meanwhile is deferred, as in a batch, so that the checkpoint is written
+            # and FitInterrupted raised (it was a bare KeyboardInterrupt, all lost).
+            with SigintGuard():
+                if pf is not None:
+                    pf.close()
+                bar.close()
         return self.finish(interrupted)
 
     def finish(self, interrupted: bool) -> RunningStats:
@@ -571,7 +575,7 @@ def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
 # ------------------------------------------------------------------------ transform
 def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = None,
               batch_size: int | None = None, progress: bool = True, dtype=None, key=None,
-              eps: float = 1e-5, columns=None):
+              eps: float | None = None, columns=None):
     """Normalize a whole dataset batch by batch into ``out``.
 
     Parameters
@@ -596,8 +600,10 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         it is floating, float32 for integer input (as :class:`~nbbn.Normalizer`).
     key : str, optional
         The array in an ``.npz``/HDF5 file or zarr group.
-    eps : float, default 1e-5
-        Added to the variance when ``stats_or_normalizer`` is statistics.
+    eps : float, optional
+        Added to the variance when ``stats_or_normalizer`` is statistics (default 1e-5).
+        A :class:`~nbbn.Normalizer` keeps its own ``eps``: giving one with it is an error
+        (it was ignored).
     columns : sequence of str or str, optional
         For a table: the columns to read, in the order of the statistics' channels.
         Default: the statistics' :attr:`~nbbn.RunningStats.channel_names` (the columns
@@ -682,8 +688,12 @@ def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
             raise ValueError("the statistics are empty (they counted no values): fit some "
                              "data first")
         ca = obj.channel_axis if channel_axis is None else check_axis(channel_axis)
-        return Normalizer(obj.mean, obj.var, eps=eps, channel_axis=ca, backend=obj.backend)
+        return Normalizer(obj.mean, obj.var, eps=1e-5 if eps is None else eps,
+                          channel_axis=ca, backend=obj.backend)
     if isinstance(obj, Normalizer):
+        if eps is not None:
+            raise ValueError(f"eps={eps!r} applies to statistics; a Normalizer keeps its own "
+                             f"(eps={obj.eps!r}): build a new Normalizer for another eps")
         if channel_axis is None or check_axis(channel_axis) == obj.channel_axis:
             return obj
         return Normalizer(obj.mean, obj.var, eps=obj.eps, weight=obj.weight, bias=obj.bias,

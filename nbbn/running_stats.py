@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backends
 from ._histogram import Histogram
+from ._labels import check_columns, check_coords, check_names, frame_columns, shown
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
@@ -72,7 +73,7 @@ class RunningStats:
     def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
         self.channel_axis = check_channel_axis(channel_axis)
-        self._names: tuple[str, ...] | None = _check_names(channel_names, None)
+        self._names: tuple[str, ...] | None = check_names(channel_names, None)
         self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
         # BatchStats on the host, or a backend's state on its device
@@ -118,7 +119,10 @@ class RunningStats:
             (reduced chunk by chunk on the active dask scheduler), an xarray DataArray, or
             a scipy sparse matrix or array (its columns are the channels, or its rows
             with ``channel_axis=0``; the zeros it does not store count as zeros; CPU).
-            An empty batch counts nothing; the first one fixes the channel count.
+            An empty batch counts nothing; the first one fixes the channel count. A
+            pandas or polars DataFrame (``channel_axis`` -1 or 1): the first batch's
+            columns become :attr:`channel_names`, and a batch whose columns differ from
+            them (another order too) is refused.
         sample_weight : array_like of shape (N,), optional
             Frequency weights, one per row along axis 0 (finite, >= 0): a row of weight
             ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent (a batch
@@ -151,6 +155,11 @@ class RunningStats:
         """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
         if backends.is_sparse(batch):
             return self._update_sparse(batch, sample_weight)
+        columns = frame_columns(batch) if self.channel_axis in (1, -1) else None
+        check_columns(self._names, columns, "the batch")  # (again under the lock)
+        return self._update_arrays(batch, counts, sample_weight, columns)
+
+    def _update_arrays(self, batch, counts, sample_weight, columns) -> RunningStats:
         be = backends.resolve(self.backend, batch)
         inp = be.prepare(batch, self.channel_axis, "batch")
         self._check_channels(inp.channels, "batch")
@@ -163,7 +172,8 @@ class RunningStats:
         if inp.size == 0 or (weight is not None and not weight.any()):
             # (all weights 0: nothing is counted, as for an empty batch)
             return self._keep_channels(inp.channels,
-                                       getattr(inp, "channel_coord", self._channel_coord))
+                                       getattr(inp, "channel_coord", self._channel_coord),
+                                       columns)
         if self.histogram is not None and counts is None:
             counts = _histogram_counts(self.histogram, batch, self.channel_axis)
         if weight is None:
@@ -171,27 +181,56 @@ class RunningStats:
         else:
             part = be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
         return self._commit(be, part, inp.channels, counts,
-                            getattr(inp, "channel_coord", self._channel_coord))
+                            getattr(inp, "channel_coord", self._channel_coord), columns)
 
-    def _commit(self, be, part, nchan: int, counts, coord) -> RunningStats:
-        """Merge a batch's statistics ``part`` (of backend ``be``) into the state."""
+    def _commit(self, be, part, nchan: int, counts, coord, columns=None) -> RunningStats:
+        """Merge a batch's statistics ``part`` (of backend ``be``) into the state;
+        ``columns``: a DataFrame batch's column names (see :meth:`_name_channels`)."""
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
             self._check_channels(nchan, "batch")  # another thread may have started
-            _check_coords(self._channel_coord, coord, "the batch")
-            if getattr(self._state, "weight", None) is not None:
-                # a weighted state is merged on the host (device states hold no weights)
-                self._state = _host_merge(self._state, be.summary(part))
-            else:
-                self._state = be.merge(self._state, part)
+            check_coords(self._channel_coord, coord, "the batch")
+            names = self._first_names(columns)
             self._host_cache = None
-            if counts is not None and self.histogram is not None:
-                self.histogram.counts += counts
-            self._channel_coord = coord
+            before = _counted(self._state)
+            try:
+                if getattr(self._state, "weight", None) is not None:
+                    # a weighted state is merged on the host (device states hold none)
+                    self._state = _host_merge(self._state, be.summary(part))
+                else:
+                    self._state = be.merge(self._state, part)
+            except BaseException:
+                # A KeyboardInterrupt can arrive just after a merge into the state in
+                # place returned (a compiled merge is never stopped halfway): the batch
+                # is then in the state, and the rest of the commit follows it.
+                if before is None or _counted(self._state) == before:
+                    raise
+                self._committed(counts, coord, names)
+                raise
+            self._committed(counts, coord, names)
         return self
 
-    def _keep_channels(self, nchan: int, coord) -> RunningStats:
+    def _committed(self, counts, coord, names) -> None:
+        """What follows a batch's merge into the state (under the lock)."""
+        self._host_cache = None
+        if counts is not None and self.histogram is not None:
+            self.histogram.counts += counts
+        self._channel_coord = coord
+        if names is not None:
+            self._names = names
+
+    def _first_names(self, columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Under the lock: a DataFrame batch's ``columns`` checked against the channel
+        names (two threads' first batches may order them differently), and returned when
+        they are to name the channels: the first batch's, as ``nbbn.fit`` of a table
+        names them (assigned by the caller once the batch is merged)."""
+        check_columns(self._names, columns, "the batch")
+        if columns is None or self._state is not None or self._names is not None:
+            return None
+        return None if any(c.endswith("\x00") for c in columns) else columns
+
+    def _keep_channels(self, nchan: int, coord, columns=None) -> RunningStats:
         """After a batch that counts nothing: the first one with channels fixes the
         channel count (statistics of no data, count 0), so that a later batch of another
         count is refused as after any other batch."""
@@ -199,11 +238,14 @@ class RunningStats:
             return self  # (a batch of another count was refused by _check_channels)
         with self._lock:
             self._check_channels(nchan, "batch")
-            _check_coords(self._channel_coord, coord, "the batch")
+            check_coords(self._channel_coord, coord, "the batch")
+            names = self._first_names(columns)
             if self._state is None:
                 self._state = BatchStats.empty(nchan)
                 self._host_cache = None
                 self._channel_coord = coord
+                if names is not None:
+                    self._names = names
         return self
 
     def _update_sparse(self, batch, sample_weight) -> RunningStats:
@@ -267,7 +309,7 @@ class RunningStats:
         if names is not None and len(names) != nchan:
             raise ValueError(f"{what} has {nchan} channels along channel_axis="
                              f"{self.channel_axis}, but channel_names has {len(names)} names "
-                             f"{_shown(names)}")
+                             f"{shown(names)}")
         state = self._state
         if state is not None and state.num_channels != nchan:
             raise ValueError(
@@ -314,7 +356,7 @@ class RunningStats:
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
-        out._names = _check_names(_merged_names(self._names, other._names), nchan)
+        out._names = check_names(_merged_names(self._names, other._names), nchan)
         out._state = state
         out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         out._channel_coord = self._channel_coord or other._channel_coord
@@ -336,7 +378,7 @@ class RunningStats:
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
-            names = _check_names(names, nchan)
+            names = check_names(names, nchan)
             hist = _merged_extras(self, other)
             if b is not None:  # (the last step that can fail: nothing is assigned before)
                 self._state = b if mine is None else _host_merge(mine, b)
@@ -351,7 +393,7 @@ class RunningStats:
         """Before a merge of ``other`` (its host state ``b``): the same channel count,
         channel coordinate and treatment of its NaNs, or ValueError."""
         self._check_channels(b.num_channels, "the other RunningStats")
-        _check_coords(self._channel_coord, other._channel_coord, "the other RunningStats")
+        check_coords(self._channel_coord, other._channel_coord, "the other RunningStats")
         _check_policies(self.nan_policy, other.nan_policy, b)
 
     def _snapshot(self) -> BatchStats | None:
@@ -366,7 +408,10 @@ class RunningStats:
         """A name per channel (a tuple of str), or None when the channels have no names.
 
         :func:`nbbn.fit` sets it to the column names of a table (Parquet, CSV, a
-        DataFrame) or the data variables of an ``xarray.Dataset``. It is saved with the
+        DataFrame) or the data variables of an ``xarray.Dataset``, and :meth:`update` to
+        the columns of a first batch that is a DataFrame; a DataFrame batch with other
+        columns is then refused, by ``update`` and by :meth:`to_normalizer`'s
+        normalizer (whose :attr:`~nbbn.Normalizer.channel_names` they become). It is saved with the
         statistics, shown by ``nbbn info``, and kept by merging: merging statistics whose
         names differ is a ``ValueError``; statistics without names take the other's.
         Assigning checks that there is one str per channel (any sequence; None clears it).
@@ -375,7 +420,7 @@ class RunningStats:
 
     @channel_names.setter
     def channel_names(self, names: Sequence[str] | None) -> None:
-        self._names = _check_names(names, self.num_channels)
+        self._names = check_names(names, self.num_channels)
 
     @property
     def num_channels(self) -> int | None:
@@ -477,8 +522,11 @@ class RunningStats:
 
         if counted_nothing(self):
             raise ValueError("to_normalizer() needs statistics: call update() with data first")
-        return Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
-                          channel_axis=self.channel_axis, backend=self.backend)
+        norm = Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
+                          channel_axis=self.channel_axis, backend=self.backend,
+                          channel_names=self._names)
+        norm._channel_coord = self._channel_coord  # a DataArray input's labels, checked
+        return norm
 
     def to_xarray(self, dim: str | None = None):
         """The statistics as an ``xarray.Dataset`` over the channel dimension.
@@ -626,31 +674,9 @@ class RunningStats:
             raise ValueError(f"{os.fspath(path)}: {exc}") from None
 
     def __repr__(self) -> str:
-        names = "" if self._names is None else f", channel_names={_shown(self._names)}"
+        names = "" if self._names is None else f", channel_names={shown(self._names)}"
         return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
                 f" num_channels={self.num_channels}{names}, count={self.count.tolist()[:8]})")
-
-
-def _check_names(names, nchan: int | None) -> tuple[str, ...] | None:
-    """``names`` as a tuple of str (None stays None); one per channel when ``nchan`` is known."""
-    if names is None:
-        return None
-    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
-        raise TypeError(f"channel_names must be a sequence of str (one per channel) or None, "
-                        f"got {type(names).__name__}")
-    out = tuple(names)
-    bad = [n for n in out if not isinstance(n, str)]
-    if bad:
-        raise TypeError(f"channel_names must all be str, got {bad[0]!r} "
-                        f"({type(bad[0]).__name__})")
-    if nchan is not None and len(out) != nchan:
-        raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
-                         f"{nchan} channels")
-    nul = [n for n in out if n.endswith("\x00")]
-    if nul:  # numpy's str arrays, which the statistics file keeps names in, drop them
-        raise ValueError(f"channel_names cannot end in a NUL character, got {nul[0]!r}: "
-                         "the statistics file would not keep it")
-    return out
 
 
 def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
@@ -660,7 +686,7 @@ def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None
         diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
                     min(len(a), len(b)))
         raise ValueError(f"cannot merge statistics of different channels: channel_names "
-                         f"{_shown(a)} and {_shown(b)} (first difference at channel {diff})")
+                         f"{shown(a)} and {shown(b)} (first difference at channel {diff})")
     return a if a is not None else b
 
 
@@ -683,24 +709,11 @@ def _check_policies(mine: str, theirs: str, b: BatchStats) -> None:
             "statistics of one policy. The statistics were not changed.")
 
 
-def _check_coords(mine, theirs, what: str) -> None:
-    """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
-    labels the channels of the same dimension otherwise than ``mine``: statistics are
-    merged by position, and would pool the channels of different labels."""
-    if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
-        return
-    if mine[0] == theirs[0] and not np.array_equal(mine[1], theirs[1]):
-        raise ValueError(
-            f"{what} has the {theirs[0]!r} coordinate {_shown(tuple(theirs[1].tolist()))}, "
-            f"but the statistics have {_shown(tuple(mine[1].tolist()))}: channels are "
-            f"merged by position, so the labels must match (reorder it with "
-            f".sel({theirs[0]}=[...]) first). The statistics were not changed.")
-
-
-def _shown(names: tuple[str, ...], limit: int = 8) -> str:
-    """``names`` for a message, shortened after ``limit``."""
-    more = ", ..." if len(names) > limit else ""
-    return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
+def _counted(state) -> int | None:
+    """The number of values a host state has seen (counted, NaN and infinite), which
+    a merge of a batch of any value changes; None for a device state (merged into a
+    new host state, never in place)."""
+    return int(state.ints.sum()) if isinstance(state, BatchStats) else None
 
 
 def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.ndarray:

@@ -94,3 +94,82 @@ def test_table_json_and_info_show_names(named):
     assert '"channel_names": ["height", "weight", "age"]' in format_json(named)
     assert "channel_names" not in format_json(nbbn.RunningStats(-1).update(np.ones((2, 3))))
     assert "height" in describe(named) and "channel_names=['height'" in repr(named)
+
+
+def _same(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def test_a_dataframe_names_the_channels_and_its_columns_are_checked(rng):
+    """``update`` of a DataFrame read its values by position: a batch with its columns
+    reordered pooled column "c" into "a". The first DataFrame names the channels (as
+    ``nbbn.fit`` of it does), and a later one with other columns is refused, whole."""
+    pd = pytest.importorskip("pandas")
+    x = rng.normal([0.0, 10.0, 100.0], 1.0, (30, 3))
+    df = pd.DataFrame(x, columns=["a", "b", "c"])
+    rs = nbbn.RunningStats().update(df)
+    assert rs.channel_names == ("a", "b", "c")
+    assert rs.channel_names == nbbn.fit(df, progress=False).channel_names
+    before = rs.to_dict()
+    with pytest.raises(ValueError, match=r"columns \['c', 'b', 'a'\].*df\[\['a', 'b', 'c'\]\]"):
+        rs.update(df[["c", "b", "a"]])
+    with pytest.raises(ValueError, match=r"columns \['a', 'b', 'd'\]"):
+        rs.update(df.rename(columns={"c": "d"}))
+    assert _same(rs.to_dict(), before)
+    rs.update(df[["a", "b", "c"]]).update(x)  # the same columns, and plain arrays
+    np.testing.assert_allclose(rs.mean, x.mean(0), rtol=1e-13)
+    unnamed = nbbn.RunningStats().update(x).update(df[["c", "b", "a"]])
+    assert unnamed.channel_names is None  # statistics of arrays: nothing to check against
+    empty = nbbn.RunningStats().update(df.iloc[:0])
+    assert empty.channel_names == ("a", "b", "c") and empty.num_channels == 3
+
+
+def test_two_first_dataframes_in_other_orders_are_not_both_taken(rng):
+    """Two threads' first batches, the same columns in two orders: one names the
+    channels, the other is refused (the check and the naming are one step under the
+    state's lock)."""
+    import threading
+
+    pd = pytest.importorskip("pandas")
+    x = rng.normal(size=(8, 3))
+    frames = [pd.DataFrame(x, columns=list(cols)) for cols in ("abc", "cba")]
+    for _ in range(20):
+        rs = nbbn.RunningStats()
+        barrier, errors = threading.Barrier(2), []
+
+        def feed(df, rs=rs, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                rs.update(df)
+            except ValueError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=feed, args=(f,)) for f in frames]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 1 and rs.count.tolist() == [8, 8, 8]
+        assert rs.channel_names in (tuple("abc"), tuple("cba"))
+
+
+def test_a_normalizer_checks_dataframe_columns_and_dataarray_labels(rng):
+    pd = pytest.importorskip("pandas")
+    x = rng.normal([0.0, 10.0, 100.0], 1.0, (30, 3))
+    df = pd.DataFrame(x, columns=["a", "b", "c"])
+    norm = nbbn.RunningStats().update(df).to_normalizer(eps=0.0)
+    assert norm.channel_names == ("a", "b", "c")
+    np.testing.assert_allclose(norm(df), (x - x.mean(0)) / x.std(0), atol=1e-12)
+    np.testing.assert_allclose(norm(x), norm(df))  # arrays: by position, unchecked
+    with pytest.raises(ValueError, match="the normalizer's statistics were fitted on"):
+        norm(df[["c", "b", "a"]])
+    with pytest.raises(ValueError, match="the normalizer's statistics were fitted on"):
+        norm.inverse(df[["c", "b", "a"]])
+    with pytest.raises(ValueError, match="channel_names has 2 names"):
+        nbbn.Normalizer([0.0] * 3, [1.0] * 3, channel_names=["a", "b"])
+    xr = pytest.importorskip("xarray")
+    da = xr.DataArray(x.T.copy(), dims=("band", "pixel"), coords={"band": ["r", "g", "b"]})
+    norm = nbbn.RunningStats("band").update(da).to_normalizer(eps=0.0)
+    np.testing.assert_allclose(norm(da).values, ((x - x.mean(0)) / x.std(0)).T, atol=1e-12)
+    with pytest.raises(ValueError, match="labels must match"):
+        norm(da.isel(band=[2, 1, 0]))

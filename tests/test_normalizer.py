@@ -361,3 +361,55 @@ def test_column_major_table_keeps_its_layout(dtype, rng):
     out = np.empty(x.shape, y.dtype)
     assert_output(norm(x, out=out), ref)
     assert_output(norm.inverse(y), ref_inverse(y, mean, var, weight, bias, 1e-5, 1))
+
+
+def test_the_numbers_are_read_only_and_stay_so_through_copies():
+    """Setting ``eps``, ``var`` or ``weight`` changed nothing (``scale`` is computed once)
+    while ``mean`` and ``bias`` took effect, and ``inverse`` kept the old scale: the
+    numbers are read-only, through pickling and copying too."""
+    import copy
+    import pickle
+
+    norm = nbbn.Normalizer([1.0, 2.0], [4.0, 1.0], eps=0.0, bias=[0.5, 0.0])
+    x = np.array([[3.0, 2.0], [1.0, 5.0]])
+    y = norm(x)
+    for twin in (norm, pickle.loads(pickle.dumps(norm)), copy.deepcopy(norm)):
+        for name in ("mean", "var", "weight", "bias", "scale"):
+            with pytest.raises(ValueError, match="read-only"):
+                getattr(twin, name)[0] = 7.0
+            with pytest.raises(AttributeError):
+                setattr(twin, name, np.zeros(2))
+        with pytest.raises(AttributeError):
+            twin.eps = 1.0
+        np.testing.assert_array_equal(twin(x), y)
+        np.testing.assert_allclose(twin.inverse(y), x, rtol=1e-15)
+    norm.channel_axis = -1  # how inputs are read may change
+    np.testing.assert_array_equal(norm(x.T.copy()), norm(x.T.copy()))
+
+
+def test_an_older_pickle_loads():
+    """A Normalizer pickled before the numbers were read-only kept them as public
+    attributes."""
+    norm = nbbn.Normalizer([1.0, 2.0], [4.0, 1.0], eps=0.0)
+    old = {"eps": 0.0, "mean": np.array([1.0, 2.0]), "var": np.array([4.0, 1.0]),
+           "weight": np.ones(2), "bias": np.zeros(2), "channel_axis": 1, "backend": "auto",
+           "scale": np.array([0.5, 1.0]), "_inv_scale": np.array([2.0, 1.0])}
+    back = nbbn.Normalizer.__new__(nbbn.Normalizer)
+    back.__setstate__(old)
+    x = np.array([[3.0, 2.0]])
+    np.testing.assert_array_equal(back(x), norm(x))
+    assert back.channel_names is None and not back.mean.flags.writeable
+
+
+def test_many_normalizers_in_turn_each_apply_their_own_numbers(rng):
+    """The CPU backend keeps the channels-last tiles of read-only parameters (a
+    Normalizer's) for a few recent normalizers: many of them in turn, and new ones made
+    where old ones were freed, each apply their own numbers."""
+    x = rng.normal(size=(5, 3))
+    for _round in range(2):
+        norms = [nbbn.Normalizer(rng.normal(size=3), rng.uniform(0.5, 2.0, 3), eps=0.0,
+                                 channel_axis=-1) for _ in range(40)]
+        for norm in norms + norms[::-1]:
+            want = (x - norm.mean) / np.sqrt(norm.var)
+            np.testing.assert_allclose(norm(x), want, rtol=1e-14, atol=1e-14)
+        del norms

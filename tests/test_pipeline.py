@@ -212,6 +212,8 @@ def test_transform_outputs_array_zarr_and_normalizer(tmp_path, rng):
     out = np.empty_like(x)
     assert transform(x, norm, out, batch_size=10) is out
     np.testing.assert_array_equal(out, norm(x))
+    with pytest.raises(ValueError, match="a Normalizer keeps its own"):
+        transform(x, norm, out, eps=1.0)  # (it was ignored, eps=-1 too)
     zarr = pytest.importorskip("zarr")
     z = transform(x, norm, tmp_path / "y.zarr", batch_size=10)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "y.zarr"), mode="r")[:],

@@ -241,3 +241,28 @@ def test_fuse_bn_with_eps_zero_and_a_zero_variance_as_the_bn():
         want = bn(lin(x).numpy())
         got = nt.fuse_bn(lin, bn)(x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_to_torch_refuses_an_integer_dtype(rng):
+    """An integer module truncated the scale (0.5 -> 0) and gave wrong outputs."""
+    norm = _normalizer(rng, 3)
+    for dtype in (torch.int64, torch.uint8, np.float32):
+        with pytest.raises(TypeError, match="floating torch dtype"):
+            norm.to_torch(dtype=dtype)
+
+
+def test_fold_normalizer_takes_a_batchnorm_and_names_what_it_takes(rng):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 4, 1).double()
+    bn = nbbn.BatchNorm(3)
+    bn(rng.normal(2.0, 3.0, (8, 3, 4, 4)))
+    bn.eval()
+    x = rng.normal(2.0, 3.0, (2, 3, 5, 5))
+    folded = nbbn.torch.fold_normalizer(conv, bn)
+    want = conv(torch.from_numpy(bn(x))).detach().numpy()
+    np.testing.assert_allclose(folded(torch.from_numpy(x)).detach().numpy(), want,
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match=r"from_torch\(bn\) first"):
+        nbbn.torch.fold_normalizer(conv, nn.BatchNorm2d(3))
+    with pytest.raises(TypeError, match="got NormalizerModule"):
+        nbbn.torch.fold_normalizer(conv, _normalizer(rng, 3).to_torch())

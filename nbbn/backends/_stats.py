@@ -40,6 +40,9 @@ class BatchStats:
 
     __slots__ = ("ints", "floats", "weight")
 
+    def __reduce__(self):  # (pickle protocols 0 and 1 cannot save __slots__ by themselves)
+        return type(self), (self.ints, self.floats, self.weight)
+
     def __init__(self, ints: np.ndarray, floats: np.ndarray,
                  weight: np.ndarray | None = None) -> None:
         self.ints = ints

@@ -1,0 +1,73 @@
+"""Channel labels: a DataFrame's column names and a DataArray's channel coordinate.
+
+Statistics and normalizers work by channel position; labels only guard them. A batch
+whose labels disagree with those the statistics (or a normalizer made from them) were
+fitted on is refused, since the channels would be pooled or normalized by position:
+``update`` of a DataFrame with reordered columns pooled column "c" into "a".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def frame_columns(x) -> tuple[str, ...] | None:
+    """A pandas or polars DataFrame's column names as str (what ``nbbn.fit`` of the table
+    records as ``channel_names``); None for anything else."""
+    if type(x).__name__ != "DataFrame" or not hasattr(x, "columns"):
+        return None
+    return tuple(str(c) for c in x.columns)
+
+
+def check_names(names, nchan: int | None) -> tuple[str, ...] | None:
+    """``names`` as a tuple of str (None stays None); one per channel when ``nchan`` is known."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"channel_names must be a sequence of str (one per channel) or None, "
+                        f"got {type(names).__name__}")
+    out = tuple(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"channel_names must all be str, got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
+    if nchan is not None and len(out) != nchan:
+        raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
+                         f"{nchan} channels")
+    nul = [n for n in out if n.endswith("\x00")]
+    if nul:  # numpy's str arrays, which the statistics file keeps names in, drop them
+        raise ValueError(f"channel_names cannot end in a NUL character, got {nul[0]!r}: "
+                         "the statistics file would not keep it")
+    return out
+
+
+def check_columns(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None,
+                  what: str, whose: str = "the statistics") -> None:
+    """ValueError when a DataFrame's columns ``theirs`` are not the names ``mine``."""
+    if mine is None or theirs is None or mine == theirs:
+        return
+    hint = (f"select them in that order first: df[{list(mine)!r}]" if sorted(mine) ==
+            sorted(theirs) else "channels are matched by position")
+    raise ValueError(f"{what} has the columns {shown(theirs)}, but {whose} were fitted on "
+                     f"{shown(mine)}: {hint}. Nothing was changed.")
+
+
+def check_coords(mine, theirs, what: str, whose: str = "the statistics") -> None:
+    """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
+    labels the channels of the same dimension otherwise than ``mine``: statistics are
+    merged, and a normalizer applied, by position, which would mix channels of
+    different labels."""
+    if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
+        return
+    if mine[0] == theirs[0] and not np.array_equal(mine[1], theirs[1]):
+        raise ValueError(
+            f"{what} has the {theirs[0]!r} coordinate {shown(tuple(theirs[1].tolist()))}, "
+            f"but {whose} have {shown(tuple(mine[1].tolist()))}: channels are "
+            f"matched by position, so the labels must match (reorder it with "
+            f".sel({theirs[0]}=[...]) first). Nothing was changed.")
+
+
+def shown(names: tuple, limit: int = 8) -> str:
+    """``names`` for a message, shortened after ``limit``."""
+    more = ", ..." if len(names) > limit else ""
+    return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
