@@ -17,7 +17,11 @@ POLICY_OMIT = 1
 
 
 def check_policy(nan_policy: str) -> str:
-    """Return ``nan_policy`` if it is one of :data:`NAN_POLICIES`, else raise ValueError."""
+    """Return ``nan_policy`` if it is one of :data:`NAN_POLICIES`; TypeError for a
+    non-str, ValueError for another str."""
+    if not isinstance(nan_policy, str):
+        raise TypeError(f"nan_policy must be a str, one of {NAN_POLICIES}, got "
+                        f"{type(nan_policy).__name__}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     return nan_policy

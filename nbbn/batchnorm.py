@@ -79,8 +79,10 @@ class BatchNorm:
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
                  channel_axis: int | str = 1, backend: str = "auto", bias: bool = True) -> None:
-        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
-                or num_features < 1:
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
+            raise TypeError(f"num_features must be a positive int, got "
+                            f"{type(num_features).__name__} {num_features!r}")  # (as torch)
+        if num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         self.num_features = int(num_features)
         self.eps = check_eps(eps)

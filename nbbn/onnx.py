@@ -181,7 +181,9 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
                         f"{axis!r}: an ONNX graph needs the axis number (pass channel_axis=N)")
     if ndim is None:
         ndim = 4 if isinstance(obj, (BatchNorm, Normalizer)) else 2
-    if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)) or ndim < 1:
+    if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)):
+        raise TypeError(f"ndim must be a positive int, got {type(ndim).__name__} {ndim!r}")
+    if ndim < 1:
         raise ValueError(f"ndim must be a positive int, got {ndim!r}")
     ndim = int(ndim)
     p = normalize_axis(axis, ndim)

@@ -64,8 +64,10 @@ _RESUME = Param("resume", True)
 def _check_batch_size(batch_size) -> int | None:
     if batch_size is None:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise worded(TypeError, "{batch_size} must be a positive integer, got {got!r}",
+                     batch_size=Param("batch_size"), got=batch_size)
+    if batch_size < 1:
         raise worded(ValueError, "{batch_size} must be a positive integer, got {got!r}",
                      batch_size=Param("batch_size"), got=batch_size)
     return int(batch_size)

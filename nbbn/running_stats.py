@@ -367,6 +367,13 @@ class RunningStats:
             return NotImplemented
         return self.merge(other)
 
+    def __radd__(self, other) -> RunningStats:
+        """``0 + stats``: ``sum(list_of_stats)`` starts from 0 (a new object, as ``+``)."""
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self.merge(RunningStats(self.channel_axis, nan_policy=self.nan_policy,
+                                           backend=self.backend))
+        return NotImplemented
+
     def __iadd__(self, other: RunningStats) -> RunningStats:
         if not isinstance(other, RunningStats):
             return NotImplemented
@@ -483,6 +490,8 @@ class RunningStats:
         Channels with ``count <= ddof`` give NaN. For weighted statistics ``count`` is the
         sum of the weights (frequency weights, as ``numpy.cov(fweights=...)``).
         """
+        if isinstance(ddof, (str, bytes)) or not isinstance(ddof, (int, float, np.number)):
+            raise TypeError(f"ddof must be a number, got {type(ddof).__name__}")
         if not ddof >= 0:  # (checked whatever the state, so an empty one says so too)
             raise ValueError(f"ddof must be >= 0, got {ddof}")
         st = self._host()

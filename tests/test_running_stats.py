@@ -748,3 +748,28 @@ def test_from_dict_refuses_what_no_state_holds():
         with pytest.raises(ValueError, match=match):
             nbbn.RunningStats.from_dict({**d, key: value})
     assert nbbn.RunningStats.from_dict(d).count.tolist() == [3, 3]
+
+
+def test_sum_of_statistics_merges_them(rng):
+    """``sum(parts)`` starts from 0: it raised TypeError (no ``0 + stats``)."""
+    xs = [rng.normal(size=(n, 3)) for n in (4, 7, 2)]
+    parts = [nbbn.RunningStats(-1).update(x) for x in xs]
+    total = sum(parts)
+    want = nbbn.RunningStats(-1).update(np.concatenate(xs))
+    assert total is not parts[0] and total.count.tolist() == [13, 13, 13]
+    np.testing.assert_allclose(total.var, want.var, rtol=1e-14)
+    with pytest.raises(TypeError):
+        1 + parts[0]
+
+
+def test_wrong_types_are_type_errors_and_wrong_values_value_errors():
+    for make in (lambda: nbbn.RunningStats(nan_policy=None), lambda: nbbn.RunningStats(backend=1),
+                 lambda: nbbn.BatchNorm("3"), lambda: nbbn.BatchNorm(3.0),
+                 lambda: nbbn.RunningStats().variance("1")):
+        with pytest.raises(TypeError):
+            make()
+    for make in (lambda: nbbn.RunningStats(nan_policy="skip"),
+                 lambda: nbbn.RunningStats(backend="gpu"),
+                 lambda: nbbn.BatchNorm(0), lambda: nbbn.RunningStats().variance(-1)):
+        with pytest.raises(ValueError):
+            make()

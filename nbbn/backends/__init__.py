@@ -115,7 +115,11 @@ if TYPE_CHECKING:  # mypy checks that both modules implement the protocol
 
 
 def check_name(backend: str) -> str:
-    """Return ``backend`` if it is one of :data:`BACKENDS`, else raise ValueError."""
+    """Return ``backend`` if it is one of :data:`BACKENDS`; TypeError for a non-str,
+    ValueError for another str."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {BACKENDS}, got "
+                        f"{type(backend).__name__}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
