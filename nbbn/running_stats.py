@@ -185,7 +185,7 @@ class RunningStats:
 
     def _commit(self, be, part, nchan: int, counts, coord, columns=None) -> RunningStats:
         """Merge a batch's statistics ``part`` (of backend ``be``) into the state;
-        ``columns``: a DataFrame batch's column names (see :meth:`_name_channels`)."""
+        ``columns``: a DataFrame batch's column names (see :meth:`_first_names`)."""
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
@@ -719,10 +719,14 @@ def _check_policies(mine: str, theirs: str, b: BatchStats) -> None:
 
 
 def _counted(state) -> int | None:
-    """The number of values a host state has seen (counted, NaN and infinite), which
-    a merge of a batch of any value changes; None for a device state (merged into a
-    new host state, never in place)."""
-    return int(state.ints.sum()) if isinstance(state, BatchStats) else None
+    """The number of values a host state's first channel has seen (counted, NaN and
+    infinite: each value is one of these), which a merge of any batch with values
+    changes; None for a device state (merged into a new host state, never in place).
+    Three scalar reads, not a sum over the channels: it runs on every update."""
+    if not isinstance(state, BatchStats):
+        return None
+    ints = state.ints
+    return int(ints[0, 0]) + int(ints[1, 0]) + int(ints[2, 0])
 
 
 def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.ndarray:
