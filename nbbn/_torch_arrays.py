@@ -173,22 +173,23 @@ class TensorOutput:
         self.given = given
 
 
-def empty_tensor_out(like, shape: tuple[int, ...], dtype: np.dtype | None) -> TensorOutput:
-    """A new CPU tensor of ``shape`` for the output of ``like``: bfloat16 when ``dtype``
-    is None (bfloat16 input), else the torch dtype of ``dtype``."""
+def empty_tensor_out(like: np.ndarray, dtype: np.dtype | None) -> TensorOutput:
+    """A new CPU tensor laid out as ``like``, the numpy view of the input tensor (a
+    channels_last tensor gives a channels_last output, as torch's own layers): of
+    ``dtype``, or bfloat16 when ``dtype`` is None (``like`` then holds bfloat16 bits).
+
+    Its memory is numpy's (``torch.from_numpy``): numpy asks Linux for transparent huge
+    pages for large arrays (``madvise``), torch's CPU allocator does not, and the first
+    write of a fresh output is what a normalizer's call pays for. A float32 output of
+    51 MB took 3-4x as long in torch's memory (docs/benchmarks.md). The one difference
+    a caller can see: such a tensor cannot be ``resize_``-d to a larger size.
+    """
     torch = _torch()
-    # laid out as the input (a channels_last tensor gives a channels_last output, as
-    # torch's own layers), when the input has that shape (it has, but for a view)
-    same = tuple(like.shape) == tuple(shape)
-    if dtype is None:
-        t = torch.empty_like(like, dtype=torch.bfloat16) if same else torch.empty(
-            shape, dtype=torch.bfloat16, device=like.device)
-        return TensorOutput(t.view(torch.int16).numpy().view(np.uint16), t, True)
-    if same:
-        t = torch.empty_like(like, dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
-        return TensorOutput(t.numpy(), t, False)
-    a = np.empty(shape, dtype)
-    return TensorOutput(a, torch.from_numpy(a), False)
+    arr = np.empty_like(like, np.uint16 if dtype is None else dtype)
+    if dtype is None:  # (torch reads int16 memory in every version; the bits are the same)
+        return TensorOutput(arr, torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16),
+                            True)
+    return TensorOutput(arr, torch.from_numpy(arr), False)
 
 
 def written(t) -> None:

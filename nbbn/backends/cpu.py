@@ -435,11 +435,12 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
     result dtype (a tensor for a tensor input: bfloat16 stays bfloat16)."""
     x = can.array
     if out is None:
-        if can.tensor is not None:
-            return empty_tensor_out(can.tensor, x.shape, None if can.bf16 else
-                                    result_dtype(x.dtype))
         # laid out as the input (numpy's order="K"): a column-major table stays one, and
         # the kernels read and write both the same way
+        if can.tensor is not None:
+            made = empty_tensor_out(x, None if can.bf16 else result_dtype(x.dtype))
+            _FRESH[id(made.array)] = made.array
+            return made
         new = np.empty_like(x, result_dtype(x.dtype))
         _FRESH[id(new)] = new
         return new
