@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import SIMULATOR
-from reference import assert_stats, ref_stats, stats_rtol
+from reference import assert_stats, ref_stats, ref_stats_many, stats_rtol
 
 import nbbn
 from nbbn.backends import cpu_stats
@@ -49,6 +49,27 @@ def test_channels_last_outlier_first_row(backend, rng, dtype, nchan):
     x = x.astype(dtype)
     rs = nbbn.channel_stats(x, -1, backend=backend)
     assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("dtype", ["float64", "int64", "uint16"])
+@pytest.mark.parametrize("nchan", [1, 3, 700])
+def test_channels_last_batches_of_few_rows(rng, dtype, nchan, nan_policy):
+    # Batches of fewer rows than a channels-last tile holds take a tile of just their
+    # rows (cpu_stats._stats_channels_last); the rows are far from the running mean,
+    # so the retry runs too, and float64 batches carry NaN and inf.
+    rows = [1, 2, 5, 1, 7, 3, 1]
+    batches = []
+    for i, n in enumerate(rows):
+        x = rng.standard_normal((n, nchan)) * 3.0 + 1e6 * (i % 3)
+        if dtype == "float64":
+            x[0, 0] = [np.nan, np.inf, 2.0][i % 3]
+        batches.append(x.astype(dtype) if dtype == "float64" else
+                       np.abs(x).astype(dtype))
+    rs = nbbn.RunningStats(channel_axis=-1, nan_policy=nan_policy, backend="cpu")
+    for x in batches:
+        rs.update(x)
+    assert_stats(rs, ref_stats_many(batches, -1, nan_policy), stats_rtol(dtype))
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16"])

@@ -1007,6 +1007,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
     k, tile, rpb = channels_last_geometry(nchan, simd)
+    if not simd and nrows < k:
+        # fewer rows than a tile holds: a tile of just those rows (one block). Setting
+        # up and folding a whole tile of TILE_MIN elements took 9-12 us of a call with a
+        # few rows (benchmarks.md)
+        k = max(nrows, 1)
+        tile = k * nchan
     nblocks = (nrows + rpb - 1) // rpb
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
     for p in range(p0, p1):
