@@ -46,7 +46,9 @@ def _family(name: str) -> str | None:
     """The family text of a kernel name (``<family>[_<SIMD level>]_<source tag>``, see
     ``backends._jit.tagged``)."""
     name = re.sub(r"_[0-9a-f]{8}$", "", name)
-    for level in ("_avx512", "_avx2", "_none"):  # (the *_inf kernels: "_inf_<level>")
+    # the SIMD level of the per-level kernels, "portable" of the others' build without
+    # F16C (_jit.cached); the *_inf kernels end "_inf_<level>"
+    for level in ("_avx512", "_avx2", "_none", "_portable"):
         if name.endswith(level):
             name = name[: -len(level)]
             break

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-F32_MAX = float(np.finfo(np.float32).max)
-
 
 @dataclass(frozen=True)
 class Affine:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ._labels import shown
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
@@ -299,9 +300,8 @@ def split_columns(text: str, kinds) -> list[str]:
     return parsed[0]
 
 
-def _names(names: Sequence[str], limit: int = 12) -> str:
-    more = ", ..." if len(names) > limit else ""
-    return "[" + ", ".join(repr(n) for n in names[:limit]) + more + "]"
+def _names(names: Sequence[str]) -> str:
+    return shown(tuple(names), 12)
 
 
 def _check_unique(names: list[str], what: str) -> None:

@@ -26,6 +26,12 @@ def _check_momentum(momentum) -> float | None:
     return None if momentum is None else finite_number(momentum, "momentum", " or None")
 
 
+
+def _check_running_var(v: np.ndarray) -> None:
+    """ValueError unless every running variance is >= 0 (NaN is refused too)."""
+    if not (v >= 0).all():
+        raise ValueError(f"running_var must be >= 0, got {v[~(v >= 0)][:5].tolist()}")
+
 class BatchNorm:
     """Batch normalization with the exact semantics of ``torch.nn.BatchNorm{1,2,3}d``.
 
@@ -242,8 +248,8 @@ class BatchNorm:
         if self._running is None:
             raise ValueError(f"this BatchNorm has track_running_stats=False: no {name}")
         v = channel_vector(_to_numpy(value), self.num_features, name)
-        if row == 1 and not (v >= 0).all():  # (as load_state_dict)
-            raise ValueError(f"running_var must be >= 0, got {v[~(v >= 0)][:5].tolist()}")
+        if row == 1:
+            _check_running_var(v)
         self._host_running()[row] = v
 
     def __getstate__(self) -> dict:
@@ -294,7 +300,8 @@ class BatchNorm:
         d : dict
             The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
         """
-        expected = set(self.state_dict(tensors=False))
+        own = self.state_dict(tensors=False)
+        expected = set(own)
         got = set(d)
         if "num_batches_tracked" in expected and "num_batches_tracked" not in got:
             # torch before 0.4.1 saved none; torch's loader then keeps the module's own
@@ -306,7 +313,7 @@ class BatchNorm:
                 f"unexpected {sorted(got - expected)}"
             )
         new: dict[str, Any] = {}
-        for key in expected:
+        for key in own:  # (the state_dict's own order, whatever the hash seed)
             v = _to_numpy(d[key])
             if key == "num_batches_tracked":
                 if v.size != 1:
@@ -319,10 +326,15 @@ class BatchNorm:
                 new[key] = int(count)
             else:
                 new[key] = channel_vector(v, self.num_features, key).copy()
-        if "running_var" in new and (new["running_var"] < 0).any():
-            raise ValueError("running_var must be >= 0")
-        for key, v in new.items():
-            setattr(self, key, v)
+        if "running_var" in new:
+            _check_running_var(new["running_var"])
+        try:
+            for key, v in new.items():
+                setattr(self, key, v)
+        except BaseException:  # (a setter's own check, a Ctrl-C: all or nothing)
+            for key, v in own.items():
+                setattr(self, key, v)
+            raise
 
     def load_running_stats(self, rs) -> None:
         """Set the running buffers from exact population statistics ("precise BN").

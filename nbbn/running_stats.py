@@ -624,13 +624,13 @@ class RunningStats:
                 raise ValueError(f"RunningStats {k} must hold numbers, got dtype {a.dtype}")
             if k == "m2" and (a.dtype.kind != "f" or (a < 0).any()):  # (NaN: "propagate")
                 raise ValueError("RunningStats m2 must hold floats >= 0 (or NaN)")
-        # mean_lo (the rest of the mean below float64's rounding) came with nbbn 0.2;
-        # files without it read as exact float64 means
+        # mean_lo (the rest of the mean below float64's rounding) came after the first
+        # files were written; files without it read as exact float64 means
         mean_lo = np.asarray(d.get("mean_lo", np.zeros_like(arrays[1], np.float64)))
         if mean_lo.shape != count.shape or mean_lo.dtype.kind != "f":
             raise ValueError(f"RunningStats mean_lo must hold floats of shape {count.shape}, "
                              f"got {mean_lo.dtype} {mean_lo.shape}")
-        if "channel_names" in d:  # optional (nbbn 0.2): older files have none
+        if "channel_names" in d:  # optional: older files have none
             names = np.asarray(d["channel_names"])
             if names.dtype.kind != "U" or names.ndim != 1 or (
                     count.shape[0] and names.shape != count.shape):  # (empty: any number)

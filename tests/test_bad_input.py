@@ -428,6 +428,37 @@ def test_load_state_dict_bad_num_batches_tracked(value, backend):
     assert bn.num_batches_tracked == 7
 
 
+def test_load_state_dict_nan_running_var_changes_nothing(backend, rng):
+    # NaN passed the loader's own check ("< 0") and then failed in the running_var
+    # setter after other keys were set (by the hash seed's order of the keys)
+    bn = nbbn.BatchNorm(3, backend=backend)
+    bn.train()(rng.standard_normal((8, 3)) * 4 + 2)
+    before = _bn_state(bn)
+    bad = {key: v + 1 for key, v in bn.state_dict(tensors=False).items()}
+    bad["running_var"] = np.array([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match=r"running_var must be >= 0, got \[nan\]"):
+        bn.load_state_dict(bad)
+    _assert_bn_unchanged(bn, before)
+
+
+def test_load_state_dict_failing_setter_restores_every_key(monkeypatch, rng):
+    bn = nbbn.BatchNorm(3)
+    bn.train()(rng.standard_normal((8, 3)) * 4 + 2)
+    before = _bn_state(bn)
+    new = {key: v + 1 for key, v in bn.state_dict(tensors=False).items()}
+
+    def refuse(self, value):
+        raise KeyboardInterrupt
+
+    # (running_var is set after weight, bias and running_mean)
+    monkeypatch.setattr(nbbn.BatchNorm, "running_var",
+                        property(nbbn.BatchNorm.running_var.fget, refuse))
+    with pytest.raises(KeyboardInterrupt):
+        bn.load_state_dict(new)
+    monkeypatch.undo()
+    _assert_bn_unchanged(bn, before)
+
+
 def test_load_running_stats_not_running_stats(backend):
     bn = nbbn.BatchNorm(3, backend=backend)
     before = _bn_state(bn)

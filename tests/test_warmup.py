@@ -58,10 +58,23 @@ def test_warmup_refuses_unknown_names(tmp_path):
     ("_stats_channels_first_grouped_avx512_0123abcd", ("array(float32, 3d, C)", "none"),
      "statistics kernel for ? channels-first input with short rows"),
     ("fold", (), "statistics merge"),
+    ("fold_portable_0123abcd", (), "statistics merge"),  # (NBBN_SIMD=none: _jit.cached)
+    ("_weighted_stats_portable_0123abcd", ("array(int16, 1d, C)",),
+     "weighted statistics kernel for ? input"),
     ("chan_merge", (), None),
 ])
 def test_describe_names_top_level_kernels_only(name, args, words):
     assert describe(name, args) == words
+
+
+def test_describe_knows_every_kernel_as_built():
+    from nbbn.backends import cpu_normalize, cpu_stats, cpu_weighted
+
+    kernels = [cpu_stats.stats_channels_first, cpu_stats.stats_channels_last,
+               cpu_stats.fold, cpu_weighted._weighted_stats,
+               cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf]
+    for kernel in kernels:
+        assert describe(kernel.py_func.__name__, ()) is not None, kernel.py_func.__name__
 
 
 def test_kernel_names_carry_the_source_tag():

@@ -63,15 +63,6 @@ def is_finite_bits(x):
     return (np.float64(x).view(np.uint64) & _EXP_MASK) != _EXP_MASK
 
 
-_ABS_MASK = np.uint64(0x7FFFFFFFFFFFFFFF)
-
-
-@numba.njit(inline="always")
-def is_nan_bits(x):
-    """``math.isnan`` on the bit pattern of a float64 (immune to fast-math folding)."""
-    return (np.float64(x).view(np.uint64) & _ABS_MASK) > _EXP_MASK
-
-
 # The merge arithmetic (nbbn/_merge.py), compiled for the CPU. fastmath=False is
 # explicit: a numba callee that sets no fastmath option inherits its caller's, and the
 # kernels' ``reassoc`` folds two_sum's error term to 0 and ``math.isfinite`` to True.

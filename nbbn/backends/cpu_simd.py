@@ -610,9 +610,9 @@ def _cl_tail_impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):
 def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
     """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf`` (or
     float16 bits with ``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``,
-    ``mn``, ``mx`` (padded to whole vectors, ``cl_pad``), in groups of about
-    ``CL_GROUP_BYTES``, chunk by chunk; the last channels of a float32 row that do not
-    fill a vector through ``cl_chunk_masked``."""
+    ``mn``, ``mx`` (padded to whole vectors: ``CL_LANES`` slots past ``nchan``), in
+    groups of about ``CL_GROUP_BYTES``, chunk by chunk; the last channels of a float32
+    row that do not fill a vector through ``cl_chunk_masked``."""
     wide = CL_LANES * CL_VECTORS
     rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (xf.itemsize * nchan)))
     for g0 in range(r0, r1, rows):

@@ -179,8 +179,9 @@ def _block_slow(r, start, n, step, half, policy):
 
 def _f32_head(r, kd, half):  # pragma: no cover - replaced by the overload
     """``(m, sd, sq, mn, mx)``: the explicit-SIMD sums (``cpu_simd.f32_shifted_sums``,
-    AVX2 level only) over the first ``m`` elements of ``r``, whole loop steps; ``m = 0``
-    (and empty sums) where that kernel does not apply."""
+    where ``F32_HEAD``: both SIMD levels, but not AVX-512 on Zen 4/5) over the first
+    ``m`` elements of ``r``, whole loop steps; ``m = 0`` (and empty sums) where that
+    kernel does not apply."""
     raise NotImplementedError
 
 

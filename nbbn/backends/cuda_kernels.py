@@ -10,7 +10,7 @@ Statistics are computed in two launches:
 
 1. ``partial_cf`` / ``partial_cl`` (channels-first (O, C, I) / channels-last (M, C)):
    each block reduces a fixed, contiguous part of a channel's values. Each thread
-   sweeps its values (:func:`float_sweep` or :func:`exact_sweep`), then the block's
+   sweeps its values (the sweeps of :func:`_float_sweep` or :func:`_exact_sweep`), then the block's
    threads are merged with Chan's formula in a shared-memory tree and thread 0 writes
    the block's (count, mean, M2, min, max, NaN count, inf count) to a (C, parts)
    workspace.
@@ -63,8 +63,6 @@ from .. import _merge
 from .._policy import POLICY_OMIT
 
 CHUNK = 4096  # values per thread between flushes of the 32-bit integer sums
-
-FAMILIES = ("float32", "float64", "exact8", "exact16", "bf16")
 
 
 def family(dtype: np.dtype) -> str:
