@@ -12,11 +12,22 @@ import numpy as np
 
 
 def frame_columns(x) -> tuple[str, ...] | None:
-    """A pandas or polars DataFrame's column names as str (what ``nbbn.fit`` of the table
-    records as ``channel_names``); None for anything else."""
-    if type(x).__name__ != "DataFrame" or not hasattr(x, "columns"):
+    """A pandas or polars DataFrame's, or a pyarrow Table's or RecordBatch's, column
+    names as str (what ``nbbn.fit`` of the table records as ``channel_names``); None for
+    anything else."""
+    kind = type(x).__name__
+    if kind in ("Table", "RecordBatch") and type(x).__module__.startswith("pyarrow"):
+        names = tuple(str(c) for c in x.column_names)
+    elif kind == "DataFrame" and hasattr(x, "columns"):
+        names = tuple(str(c) for c in x.columns)
+    else:
         return None
-    return tuple(str(c) for c in x.columns)
+    if len(set(names)) < len(names):  # (as nbbn.fit of the table refuses them)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"the {kind} has several columns named {shown(tuple(dup))}: column "
+                         "names must be unique to name the channels (pass .to_numpy() to "
+                         "read the columns by position)")
+    return names
 
 
 def check_names(names, nchan: int | None) -> tuple[str, ...] | None:

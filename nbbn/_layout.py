@@ -76,11 +76,38 @@ def as_array(x, what: str = "input") -> np.ndarray:
             raise ValueError(f"{what} is not an array: numpy could not read the "
                              f"{type(x).__name__} as one ({exc})") from None
         if arr.dtype.kind == "O":
+            arr = _nullable_pandas(x, arr)
+        if arr.dtype.kind == "O" and (bad := _non_numeric_columns(x)):
+            raise TypeError(f"{what} must hold numbers, but the {type(x).__name__} has "
+                            f"the column{'s' * (len(bad) > 1)} {', '.join(bad[:8])}: select "
+                            "the numeric columns (bool ones as .astype(float))")
+        if arr.dtype.kind == "O":
             raise TypeError(f"{what} must have a real floating (float16/32/64) or integer "
                             f"dtype, but numpy reads the {type(x).__name__} as dtype object "
                             "(it holds None, mixed types, or integers beyond int64/uint64)")
     check_dtype(arr.dtype, what)
     return arr
+
+
+def _nullable_pandas(x, arr: np.ndarray) -> np.ndarray:
+    """A pandas DataFrame or Series of numeric nullable columns (``Int64``, ``Float64``,
+    ``float64[pyarrow]``), which numpy reads as objects, as float64 with ``pd.NA`` as
+    NaN (what ``nbbn.fit`` and ``nbbn.sklearn.StandardScaler`` read of it); ``arr`` for
+    anything else."""
+    if not type(x).__module__.startswith("pandas") or _non_numeric_columns(x):
+        return arr
+    return x.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _non_numeric_columns(x) -> list[str]:
+    """A pandas DataFrame's (or Series') columns that hold no numbers, as "name (dtype)"
+    (bool ones included); empty for anything else."""
+    if not type(x).__module__.startswith("pandas"):
+        return []
+    pairs = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
+             else [(getattr(x, "name", None), getattr(x, "dtype", None))])
+    return [f"{name!r} ({dt})" for name, dt in pairs
+            if getattr(dt, "kind", "O") not in "iuf" or str(dt).lower() == "boolean"]
 
 
 def check_no_mask(x, what: str) -> None:
@@ -299,8 +326,20 @@ def canonical(x, channel_axis: int | str, what: str = "input") -> Canonical:
 
 
 def channel_vector(v, n: int | None, name: str) -> np.ndarray:
-    """A per-channel parameter as a float64 (C,) array; ValueError on a wrong shape."""
-    a = np.asarray(v, dtype=np.float64)
+    """A per-channel parameter as a float64 (C,) array; ValueError on a wrong shape,
+    TypeError for what holds no real number per channel (complex, strings, dates, a
+    masked array with masked elements)."""
+    if isinstance(v, np.ma.MaskedArray) and np.ma.getmask(v).any():
+        raise TypeError(f"{name} is a numpy masked array with masked elements, but a "
+                        f"per-channel parameter needs a value for every channel: pass "
+                        f"{name}.filled(value)")
+    a = np.asarray(v)
+    if a.dtype.kind not in "biufO":
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    try:
+        a = a.astype(np.float64)
+    except (TypeError, ValueError) as exc:  # (an object array: None, strings, complex)
+        raise TypeError(f"{name} must hold real numbers: {exc}") from exc
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         want = f"shape ({n},)" if n is not None else "a 1-d array"
         raise ValueError(f"{name} must be {want}, got shape {a.shape}")

@@ -98,12 +98,7 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
                 else ""))
     is_linear = isinstance(layer, torch.nn.Linear)
     n_in = layer.in_features if is_linear else layer.in_channels
-    axis = normalizer.channel_axis
-    if axis not in ((1, -1) if is_linear else (1,)):
-        raise ValueError(
-            f"the normalizer has channel_axis={axis}, but {type(layer).__name__} reads "
-            + ("features on the last axis (use 1 or -1)" if is_linear
-               else "channels on axis 1 (use channel_axis=1)"))
+    _check_axis(normalizer.channel_axis, layer, "the normalizer", "reads")
     if normalizer.num_channels != n_in:
         raise ValueError(f"the normalizer has {normalizer.num_channels} channels, the layer "
                          f"{n_in} input channels")
@@ -133,6 +128,17 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
     return _new_layer(layer, new_w, new_b)
 
 
+def _check_axis(axis: Any, layer: Any, what: str, verb: str) -> None:
+    """ValueError unless ``axis`` is where ``layer`` reads (or writes) its channels: axis
+    1 of a Conv, the last axis (1 or -1) of a Linear's (N, C) features."""
+    is_linear = isinstance(layer, torch.nn.Linear)
+    if axis not in ((1, -1) if is_linear else (1,)):
+        raise ValueError(
+            f"{what} has channel_axis={axis!r}, but {type(layer).__name__} {verb} "
+            + ("features on the last axis (use 1 or -1)" if is_linear
+               else "channels on axis 1 (use channel_axis=1)"))
+
+
 def fuse_bn(layer: Any, bn: Any) -> Any:
     """A new layer equal to ``bn(layer(x))`` with ``bn`` in eval mode, computed in float64.
 
@@ -160,6 +166,7 @@ def fuse_bn(layer: Any, bn: Any) -> Any:
         mean, var = _f64(bn.running_mean), _f64(bn.running_var)
         gamma, beta = _f64(bn.weight), _f64(bn.bias)
     elif isinstance(bn, BatchNorm):
+        _check_axis(bn.channel_axis, layer, "bn", "writes")
         mean, var, gamma, beta = bn.running_mean, bn.running_var, bn.weight, bn.bias
     else:
         raise TypeError(f"expected a BatchNorm module, got {type(bn).__name__}")

@@ -17,7 +17,7 @@ from .running_stats import RunningStats
 
 def _to_numpy(v) -> np.ndarray:
     """NumPy arrays as they are; torch tensors (any device) through ``.detach().cpu()``."""
-    return np.asarray(host_values(v))
+    return np.asanyarray(host_values(v))  # (a masked array stays one: channel_vector checks)
 
 
 def _check_momentum(momentum) -> float | None:
@@ -25,6 +25,23 @@ def _check_momentum(momentum) -> float | None:
     finite."""
     return None if momentum is None else finite_number(momentum, "momentum", " or None")
 
+
+
+_TRACKED_MAX = 2**63 - 2  # (one more step still fits torch's int64 buffer)
+
+
+def _check_tracked(value) -> int:
+    """``num_batches_tracked`` as an int, or ValueError: an integer in [0, 2**63 - 2]
+    (torch keeps it as an int64 tensor; one more training step must still fit)."""
+    v = _to_numpy(value)
+    if v.size != 1:
+        raise ValueError(f"num_batches_tracked must be a scalar, got shape {v.shape}")
+    count = v.reshape(())
+    if count.dtype.kind not in "iuf" or not np.isfinite(count) \
+            or count != np.floor(count) or not 0 <= int(count) <= _TRACKED_MAX:
+        raise ValueError(f"num_batches_tracked must be an integer >= 0 (at most 2**63 - 2, "
+                         f"torch's int64), got {value!r}")
+    return int(count)
 
 
 def _check_running_var(v: np.ndarray) -> None:
@@ -133,9 +150,11 @@ class BatchNorm:
         array
             The normalized input, of the input's array type.
         """
-        # eps and momentum are plain attributes (``bn.momentum = 0.01`` as in torch):
-        # checked again here, before this call changes anything
+        # eps, momentum and num_batches_tracked are plain attributes (``bn.momentum =
+        # 0.01`` as in torch): checked again here, before this call changes anything
         eps, momentum = check_eps(self.eps), _check_momentum(self.momentum)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked = _check_tracked(self.num_batches_tracked)
         check_no_grad(x, "input")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
@@ -281,10 +300,10 @@ class BatchNorm:
 
             return state_tensors(self)
         d: dict[str, np.ndarray] = {}
-        if self.weight is not None:
-            d["weight"] = self.weight.copy()
-        if self.bias is not None:
-            d["bias"] = self.bias.copy()
+        for key in ("weight", "bias"):  # (plain attributes: a list or a tensor, as forward)
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = channel_vector(_to_numpy(value), self.num_features, key).copy()
         if self.track_running_stats:
             assert self.running_mean is not None and self.running_var is not None
             d["running_mean"] = self.running_mean.copy()
@@ -314,18 +333,10 @@ class BatchNorm:
             )
         new: dict[str, Any] = {}
         for key in own:  # (the state_dict's own order, whatever the hash seed)
-            v = _to_numpy(d[key])
             if key == "num_batches_tracked":
-                if v.size != 1:
-                    raise ValueError(f"num_batches_tracked must be a scalar, got shape {v.shape}")
-                count = v.reshape(())
-                if count.dtype.kind not in "iuf" or not np.isfinite(count) \
-                        or count != np.floor(count) or count < 0:
-                    raise ValueError("num_batches_tracked must be an integer >= 0, got "
-                                     f"{d[key]!r}")
-                new[key] = int(count)
+                new[key] = _check_tracked(d[key])
             else:
-                new[key] = channel_vector(v, self.num_features, key).copy()
+                new[key] = channel_vector(_to_numpy(d[key]), self.num_features, key).copy()
         if "running_var" in new:
             _check_running_var(new["running_var"])
         try:

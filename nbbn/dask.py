@@ -26,6 +26,7 @@ import numpy as np
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._shards_zarr_h5 import import_extra
+from .backends._stats import BatchStats
 from .running_stats import RunningStats
 
 __all__ = ["channel_stats"]
@@ -54,12 +55,16 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
 
 
 def _running_stats(records: np.ndarray, channel_axis, nan_policy: str,
-                   coord: tuple | None) -> RunningStats:
-    """The computed records as a ``RunningStats`` (the last task of the graph)."""
+                   coord: tuple | None, nchan: int = 0) -> RunningStats:
+    """The computed records as a ``RunningStats`` (the last task of the graph); an
+    array of no values but ``nchan`` channels gives their empty statistics, as the
+    eager ``channel_stats`` does (the channel count is then fixed)."""
     from .backends.dask import records_to_stats
 
     rs = RunningStats(channel_axis, nan_policy=nan_policy)
     rs._channel_coord = coord
+    if not records.size and nchan:
+        rs._state = BatchStats.empty(nchan)
     if records.size:
         st = records_to_stats(records)
         if nan_policy == "raise":
@@ -115,7 +120,7 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
         records = np.empty(0)
     # a key of its own per call: the records' finalize task gets a new key each time
     return dask.delayed(_running_stats, pure=False)(
-        records, channel_axis, nan_policy, coord)
+        records, channel_axis, nan_policy, coord, arr.shape[axis])
 
 
 def transform(x, norm, out, dtype=None):

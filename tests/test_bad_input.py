@@ -417,7 +417,8 @@ def test_batchnorm_one_value_message_names_the_mode(backend):
         bn(np.zeros((1, 3)))
 
 
-@pytest.mark.parametrize("value", [-3, 2.7, "3", np.nan])
+@pytest.mark.parametrize("value", [-3, 2.7, "3", np.nan, 2**63, np.uint64(2**64 - 1), 1e300,
+                                   None])
 def test_load_state_dict_bad_num_batches_tracked(value, backend):
     bn = nbbn.BatchNorm(3, backend=backend)
     before = _bn_state(bn)
@@ -457,6 +458,59 @@ def test_load_state_dict_failing_setter_restores_every_key(monkeypatch, rng):
         bn.load_state_dict(new)
     monkeypatch.undo()
     _assert_bn_unchanged(bn, before)
+
+
+@pytest.mark.parametrize("value", [None, -1, "3", 2**63])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_num_batches_tracked_set_by_hand_is_checked_per_call(value, momentum, rng):
+    # (an AssertionError, a ZeroDivisionError, a str + int TypeError; 2**63 overflowed
+    # torch's int64 buffer in state_dict)
+    bn = nbbn.BatchNorm(3, momentum=momentum)
+    bn(rng.standard_normal((4, 3)))
+    before = _bn_state(bn)
+    bn.num_batches_tracked = value
+    with pytest.raises(ValueError, match="num_batches_tracked must be an integer >= 0"):
+        bn(rng.standard_normal((4, 3)))
+    bn.num_batches_tracked = 1
+    _assert_bn_unchanged(bn, before)
+
+
+def test_masked_or_complex_parameters_are_refused(rng):
+    """Per-channel parameters read the values under a mask, dropped an imaginary part
+    (with only numpy's warning) and parsed strings, where batches and sample weights
+    refuse such input."""
+    masked = np.ma.array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    with pytest.raises(TypeError, match=r"mean is a numpy masked array.*mean.filled"):
+        nbbn.Normalizer(masked, [1.0] * 3)
+    with pytest.raises(TypeError, match="var must hold real numbers, got dtype complex128"):
+        nbbn.Normalizer([0.0] * 3, np.ones(3, complex))
+    with pytest.raises(TypeError, match="weight must hold real numbers, got dtype <U"):
+        nbbn.Normalizer([0.0] * 3, [1.0] * 3, weight=["1", "2", "3"])
+    bn = nbbn.BatchNorm(3)
+    before = _bn_state(bn)
+    bn.bias = masked
+    with pytest.raises(TypeError, match="bias is a numpy masked array"):
+        bn(rng.standard_normal((4, 3)))
+    with pytest.raises(TypeError, match="running_mean is a numpy masked array"):
+        bn.running_mean = masked
+    bn.bias = np.zeros(3)
+    _assert_bn_unchanged(bn, before)
+    unmasked = np.ma.array([1.0, 2.0, 3.0])  # (no masked element: read as its data)
+    np.testing.assert_array_equal(nbbn.Normalizer(unmasked, [1.0] * 3).mean, [1.0, 2.0, 3.0])
+
+
+def test_state_dict_of_weights_set_as_lists_or_tensors(rng):
+    bn = nbbn.BatchNorm(3)
+    bn.weight, bn.bias = [1.0, 2.0, 3.0], (0.5, 0.5, 0.5)  # (plain attributes)
+    y = bn(rng.standard_normal((4, 3)))
+    d = bn.state_dict(tensors=False)
+    np.testing.assert_array_equal(d["weight"], [1.0, 2.0, 3.0])
+    assert d["bias"].dtype == np.float64 and d["bias"].tolist() == [0.5] * 3
+    torch = pytest.importorskip("torch")
+    bn.weight = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    expected = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    assert torch.equal(bn.state_dict()["weight"], expected)
+    assert isinstance(bn.to_torch(), torch.nn.Module) and isinstance(y, np.ndarray)
 
 
 def test_load_running_stats_not_running_stats(backend):

@@ -173,3 +173,58 @@ def test_a_normalizer_checks_dataframe_columns_and_dataarray_labels(rng):
     np.testing.assert_allclose(norm(da).values, ((x - x.mean(0)) / x.std(0)).T, atol=1e-12)
     with pytest.raises(ValueError, match="labels must match"):
         norm(da.isel(band=[2, 1, 0]))
+
+
+@pytest.mark.parametrize("kind", ["table", "record_batch"])
+def test_pyarrow_tables_name_the_channels_and_are_checked(rng, kind):
+    """A pyarrow Table (``pq.read_table``) was read by position without a check: a
+    Table with the columns reordered was pooled column into column, and normalized with
+    the other column's statistics."""
+    pa = pytest.importorskip("pyarrow")
+    make = pa.table if kind == "table" else pa.record_batch
+    x = rng.normal([1.0, 100.0], 1.0, (20, 2))
+    t = make({"price": x[:, 0], "quantity": x[:, 1]})
+    swapped = make({"quantity": x[:, 1], "price": x[:, 0]})
+    rs = nbbn.RunningStats(-1).update(t)
+    assert rs.channel_names == ("price", "quantity")
+    before = rs.to_dict()
+    with pytest.raises(ValueError, match=r"columns \['quantity', 'price'\]"):
+        rs.update(swapped)
+    assert _same(rs.to_dict(), before)
+    norm = rs.to_normalizer(eps=0.0)
+    with pytest.raises(ValueError, match="the normalizer's statistics were fitted on"):
+        norm(swapped)
+    np.testing.assert_allclose(norm(t), (x - x.mean(0)) / x.std(0), atol=1e-12)
+
+
+def test_nullable_dataframe_columns_read_as_fit_reads_them(rng):
+    """``update`` and a Normalizer refused a DataFrame of nullable columns (numpy reads
+    them as objects), which ``nbbn.fit`` and the scikit-learn scaler read with pd.NA as
+    NaN; the message blamed None or oversized integers."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": pd.array([1, None, 3, 7], dtype="Int64"),
+                       "b": [1.0, 2.0, 4.0, 8.0],
+                       "c": pd.array([1.5, 2.5, None, 0.5], dtype="Float64")})
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(df)
+    fitted = nbbn.fit(df, nan_policy="omit", progress=False)
+    np.testing.assert_array_equal(rs.count, fitted.count)
+    np.testing.assert_allclose(rs.mean, fitted.mean, rtol=1e-15)
+    np.testing.assert_allclose(rs.var, fitted.var, rtol=1e-15)
+    assert rs.channel_names == ("a", "b", "c")
+    y = rs.to_normalizer(eps=0.0)(df)
+    assert np.isnan(y[1, 0]) and np.isnan(y[2, 2]) and np.isfinite(y[0]).all()
+    with pytest.raises(TypeError, match=r"the column 'f' \(bool\): select the numeric"):
+        nbbn.RunningStats(-1).update(pd.DataFrame({"f": [True, False], "b": [1.0, 2.0]}))
+
+
+def test_duplicate_column_names_are_refused_as_fit_refuses_them(rng):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(rng.normal(size=(4, 3)), columns=["a", "b", "a"])
+    rs = nbbn.RunningStats(-1)
+    with pytest.raises(ValueError, match=r"several columns named \['a'\]"):
+        rs.update(df)
+    assert rs.num_channels is None and rs.channel_names is None
+    with pytest.raises(ValueError, match="several columns named"):
+        nbbn.fit(df, progress=False)
+    rs.update(df.to_numpy())
+    np.testing.assert_allclose(rs.mean, df.to_numpy().mean(0), rtol=1e-15)

@@ -332,3 +332,15 @@ def test_lazy_outputs_do_not_follow_later_changes(rng):
     bn(x + 100.0)
     bn.bias[:] = 7.0
     np.testing.assert_array_equal(y.compute(), expected)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 3, 0)])
+def test_an_array_of_no_values_fixes_the_channel_count_as_eagerly(shape):
+    """The lazy statistics of a zero-size array had no channel count (the eager ones:
+    3 channels of count 0), so a later batch of another count was not refused."""
+    lazy = nbbn.dask.channel_stats(da.zeros(shape, chunks=2), 1).compute()
+    eager = nbbn.channel_stats(np.zeros(shape), 1)
+    assert lazy.num_channels == eager.num_channels == 3
+    np.testing.assert_array_equal(lazy.count, eager.count)
+    with pytest.raises(ValueError, match="channels"):
+        lazy.update(np.zeros((2, 4, 1)))

@@ -209,6 +209,29 @@ def test_all_zero_weights_change_nothing(rng):
     np.testing.assert_array_equal(fresh.count, np.zeros(3, np.int64))
 
 
+def test_a_weighted_count_that_would_overflow_is_refused(rng):
+    """Each batch's weight sum was checked, the running sum not: two batches of weight
+    1.6e308 gave an infinite count and a variance of 0 (and scikit-learn's scaler a scale
+    of 0), silently."""
+    from nbbn.sklearn import StandardScaler
+
+    x = rng.normal(size=(4, 2)) * 0.1  # (M2, the weight sum times the variance, finite)
+    w = np.full(4, 4e307)
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    before = rs.to_dict()
+    for step in (lambda: rs.update(x, sample_weight=w), lambda: rs.merge(rs),
+                 lambda: rs.update(x.astype(np.float32), sample_weight=w)):
+        with pytest.raises(ValueError, match="weighted count would overflow float64"):
+            step()
+        for k, v in before.items():
+            np.testing.assert_array_equal(rs.to_dict()[k], v)
+    np.testing.assert_allclose(rs.var, x.var(0), rtol=1e-12)
+    scaler = StandardScaler().partial_fit(x, sample_weight=w)
+    with pytest.raises(ValueError, match="weighted count would overflow"):
+        scaler.partial_fit(x, sample_weight=w)
+    np.testing.assert_allclose(scaler.var_, x.var(0), rtol=1e-12)
+
+
 def test_an_overflowing_m2_is_infinite_not_nan():
     """Compensated sums keep an overflowed sum infinite (a NaN compensation made it NaN):
     the variance is inf, as numpy's and as the unweighted kernels' (sparse input:

@@ -88,6 +88,18 @@ def test_fold_bad_input(rng):
     assert isinstance(linear, nn.Linear)
 
 
+def test_fuse_bn_checks_the_channel_axis():
+    """fuse_bn folded an nbbn BatchNorm of channel_axis=-1 into a Conv's axis 1 without
+    a word (fold_normalizer refuses the same)."""
+    with pytest.raises(ValueError, match=r"bn has channel_axis=-1, but Conv2d writes "
+                                         r"channels on axis 1"):
+        nt.fuse_bn(nn.Conv2d(3, 4, 3), nbbn.BatchNorm(4, channel_axis=-1).eval())
+    with pytest.raises(ValueError, match="channel_axis=0"):
+        nt.fuse_bn(nn.Linear(3, 4), nbbn.BatchNorm(4, channel_axis=0).eval())
+    assert isinstance(nt.fuse_bn(nn.Linear(3, 4), nbbn.BatchNorm(4, channel_axis=-1).eval()),
+                      nn.Linear)
+
+
 @pytest.mark.parametrize("torch_bn", [True, False])
 def test_fuse_bn_matches_unfused(torch_bn, rng):
     torch.manual_seed(1)

@@ -279,6 +279,14 @@ def merge(state: BatchStats, part: BatchStats) -> BatchStats:
     weight sum is its count); the state becomes weighted."""
     weight = state.count.astype(np.float64) if state.weight is None else state.weight
     part_weight = np.ascontiguousarray(part.weight_sum())
+    with np.errstate(over="ignore"):
+        total = weight + part_weight
+    if not np.isfinite(total).all():  # (each side is finite: their sum overflowed)
+        c = int(np.flatnonzero(~np.isfinite(total))[0])
+        raise ValueError(
+            f"the weighted count would overflow float64: {float(weight[c])!r} + "
+            f"{float(part_weight[c])!r} in channel {c}; sample weights must keep the total "
+            "weight finite (scale them down). Nothing was changed.")
     # one kernel call, which cannot stop halfway; only once it has run is the state
     # weighted (a failure before it, a Ctrl-C in its first compile, changes nothing)
     _merge_weighted(state.ints, state.floats, weight, part.ints, part.floats, part_weight)
