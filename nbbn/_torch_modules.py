@@ -73,6 +73,9 @@ class NormalizerModule(torch.nn.Module):
         axis = self.channel_axis
         if axis < 0:
             axis = axis + x.dim()
+        if axis < 0 or axis >= x.dim():
+            raise ValueError("the input has " + str(x.dim()) + " dimensions, so it has no "
+                             "channel_axis=" + str(self.channel_axis))
         shape = [1] * x.dim()
         shape[axis] = -1
         dt = self.mean.dtype  # type: ignore[union-attr]

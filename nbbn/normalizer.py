@@ -14,12 +14,12 @@ from ._torch_arrays import check_no_grad, host_values
 
 
 def finite_number(value, name: str, allowed: str = "") -> float:
-    """``value`` as a finite float; TypeError for a non-number (a string too, which
-    ``float`` would parse), ValueError for NaN or an infinity. ``allowed`` names what
+    """``value`` as a finite float; TypeError for a non-number (a string or a bool too,
+    which ``float`` would take), ValueError for NaN or an infinity. ``allowed`` names what
     else the caller accepts, for the messages (" or None")."""
     try:
-        if isinstance(value, (str, bytes)):
-            raise TypeError
+        if isinstance(value, (str, bytes, bool, np.bool_)):  # (True is not a number here,
+            raise TypeError  # as channel_axis=True is not an axis)
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number{allowed}, got "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -530,7 +530,11 @@ class RunningStats:
         from .normalizer import Normalizer
 
         if counted_nothing(self):
-            raise ValueError("to_normalizer() needs statistics: call update() with data first")
+            why = ("no update yet" if self._state is None else
+                   "the batches so far held no values, or only NaNs skipped under "
+                   "nan_policy='omit'")
+            raise ValueError(f"to_normalizer() needs statistics of some values, but these "
+                             f"counted none ({why}): call update() with data first")
         norm = Normalizer(self.mean, self.var, eps=eps, weight=weight, bias=bias,
                           channel_axis=self.channel_axis, backend=self.backend,
                           channel_names=self._names)
@@ -589,6 +593,9 @@ class RunningStats:
     @classmethod
     def from_dict(cls, d: dict, *, backend: str = "auto") -> RunningStats:
         """Rebuild a ``RunningStats`` from :meth:`to_dict` output (validated)."""
+        if not isinstance(d, Mapping):  # (an npz file's NpzFile is a Mapping too)
+            raise TypeError(f"from_dict takes the dict of RunningStats.to_dict(), got "
+                            f"{type(d).__name__}")
         missing = [k for k in ("version", "channel_axis", "nan_policy", *_ARRAY_FIELDS)
                    if k not in d]
         if missing:

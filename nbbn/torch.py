@@ -14,6 +14,7 @@ imports this module.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
@@ -115,7 +116,12 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     >>> stats["1"].count.tolist(), int(net[1].num_batches_tracked)
     ([250, 250, 250, 250], 3)
     """
-    if num_samples is not None and (isinstance(num_samples, bool) or int(num_samples) < 1):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(
+            num_samples, numbers.Integral)):
+        raise TypeError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
     if mode not in ("batch", "eval"):
         raise ValueError(f'mode must be "batch" or "eval", got {mode!r}')

@@ -513,6 +513,25 @@ def test_state_dict_of_weights_set_as_lists_or_tensors(rng):
     assert isinstance(bn.to_torch(), torch.nn.Module) and isinstance(y, np.ndarray)
 
 
+def test_booleans_are_not_numbers_and_from_dict_takes_a_dict(rng):
+    for make in (lambda: nbbn.Normalizer([0.0], [1.0], eps=True),
+                 lambda: nbbn.BatchNorm(1, momentum=True),
+                 lambda: nbbn.BatchNorm(1, eps=np.bool_(True))):
+        with pytest.raises(TypeError, match="must be a number"):
+            make()
+    with pytest.raises(TypeError, match="from_dict takes the dict of RunningStats.to_dict"):
+        nbbn.RunningStats.from_dict(None)
+
+
+def test_to_normalizer_says_why_there_is_nothing(rng):
+    rs = nbbn.RunningStats(-1, nan_policy="omit")
+    with pytest.raises(ValueError, match="no update yet"):
+        rs.to_normalizer()
+    rs.update(np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="only NaNs skipped under nan_policy='omit'"):
+        rs.to_normalizer()
+
+
 def test_load_running_stats_not_running_stats(backend):
     bn = nbbn.BatchNorm(3, backend=backend)
     before = _bn_state(bn)

@@ -207,6 +207,10 @@ def test_bad_data_leaves_buffers():
         nt.recompute_bn_stats(net, [np.zeros((2, 3, 6, 6), np.float32)], progress=False)
     with pytest.raises(ValueError, match="num_samples"):
         nt.recompute_bn_stats(net, [_data()], num_samples=0, progress=False)
+    with pytest.raises(TypeError, match="num_samples must be a positive int or None, got 1.5"):
+        nt.recompute_bn_stats(net, [_data()], num_samples=1.5, progress=False)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        nt.recompute_bn_stats(lambda x: x, [_data()], progress=False)
     for k, v in net.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert nt.recompute_bn_stats(torch.nn.Linear(2, 2), [torch.zeros(1, 2)]) == {}

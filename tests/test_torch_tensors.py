@@ -237,3 +237,11 @@ def test_outputs_keep_channels_last(dtype):
         assert y.is_contiguous(memory_format=torch.channels_last)
         ref = layer(x.contiguous())
         assert ref.is_contiguous() and torch.equal(y, ref)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_normalizer_module_names_a_missing_channel_axis():
+    module = nbbn.Normalizer([1.0, 2.0, 3.0], [1.0] * 3).to_torch()
+    for m in (module, torch.jit.script(module)):
+        with pytest.raises(Exception, match="has 1 dimensions, so it has no channel_axis=1"):
+            m(torch.ones(3))
