@@ -352,6 +352,19 @@ class BatchNorm:
 
         ``running_mean = rs.mean`` and ``running_var = rs.variance(ddof=1)`` (unbiased,
         as torch stores it); ``num_batches_tracked`` is left as it is.
+
+        Parameters
+        ----------
+        rs : nbbn.RunningStats
+            Statistics of ``num_features`` channels, finite (at least 2 values each).
+
+        Raises
+        ------
+        TypeError
+            ``rs`` is not a RunningStats.
+        ValueError
+            No running buffers (``track_running_stats=False``), another channel count, or
+            NaN or inf statistics; the buffers are then unchanged.
         """
         if not isinstance(rs, RunningStats):
             raise TypeError(f"load_running_stats takes an nbbn.RunningStats, got "
@@ -372,7 +385,19 @@ class BatchNorm:
         self.running_mean, self.running_var = mean, var
 
     def to_normalizer(self) -> Normalizer:
-        """The frozen eval-mode normalizer (running statistics, weight, bias, eps)."""
+        """The frozen eval-mode normalizer (running statistics, weight, bias, eps).
+
+        Returns
+        -------
+        nbbn.Normalizer
+            ``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` along
+            ``channel_axis``, as torch's module in eval mode.
+
+        Raises
+        ------
+        ValueError
+            ``track_running_stats=False`` (eval mode then normalizes with batch statistics).
+        """
         if not self.track_running_stats:
             raise ValueError("track_running_stats=False: eval mode uses batch statistics, "
                              "there is no frozen normalizer")

@@ -182,7 +182,20 @@ class Normalizer:
         return self._apply(x, out, self._mean, self._scale, self._bias, "x")
 
     def inverse(self, y, out=None):
-        """Undo the normalization: ``x = (y - bias) / scale + mean`` (see ``__call__``)."""
+        """Undo the normalization: ``x = (y - bias) / scale + mean``.
+
+        Parameters
+        ----------
+        y : array_like
+            Normalized data with ``num_channels`` channels along ``channel_axis``.
+        out : array, optional
+            Where to write the result (as for :meth:`__call__`; may be ``y``).
+
+        Returns
+        -------
+        array
+            ``out``, or a new array of the input's type (dtype as for :meth:`__call__`).
+        """
         return self._apply(y, out, self._bias, self._inv_scale, self._mean, "y")
 
     def _apply(self, x, out, a, s, b, what):
@@ -233,7 +246,14 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps: float = 1e-5,
               channel_axis: int | str = 1, out=None, backend: str = "auto"):
     """One-shot ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
 
-    See :class:`Normalizer` for the parameters and the numerics.
+    ``Normalizer(mean, var, weight, bias, eps=eps, channel_axis=channel_axis,
+    backend=backend)(x, out=out)``: see :class:`Normalizer` for the parameters and the
+    numerics.
+
+    Returns
+    -------
+    array
+        ``out``, or a new array of the input's type.
     """
     norm = Normalizer(mean, var, eps=eps, weight=weight, bias=bias,
                       channel_axis=channel_axis, backend=backend)

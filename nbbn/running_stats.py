@@ -487,8 +487,17 @@ class RunningStats:
     def variance(self, ddof: int = 0) -> np.ndarray:
         """Per-channel variance ``M2 / (count - ddof)``; ``ddof=1`` is the unbiased one.
 
-        Channels with ``count <= ddof`` give NaN. For weighted statistics ``count`` is the
-        sum of the weights (frequency weights, as ``numpy.cov(fweights=...)``).
+        Parameters
+        ----------
+        ddof : int or float, default 0
+            Delta degrees of freedom, >= 0 (numpy's ``var(ddof=...)``).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 (C,); NaN for channels with ``count <= ddof``. For weighted statistics
+            ``count`` is the sum of the weights (frequency weights, as
+            ``numpy.cov(fweights=...)``). Empty before the first batch.
         """
         if isinstance(ddof, (str, bytes)) or not isinstance(ddof, (int, float, np.number)):
             raise TypeError(f"ddof must be a number, got {type(ddof).__name__}")
@@ -526,7 +535,25 @@ class RunningStats:
         return np.zeros(0) if st is None else self._masked(st.max, st.count > 0)
 
     def to_normalizer(self, eps: float = 1e-5, weight=None, bias=None):
-        """The frozen normalizer ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+        """The frozen normalizer ``(x - mean) / sqrt(var + eps) * weight + bias``.
+
+        Parameters
+        ----------
+        eps : float, default 1e-5
+            Added to the (biased) variance, >= 0.
+        weight, bias : array_like, optional
+            Per-channel scale and shift after normalizing (ones and zeros by default).
+
+        Returns
+        -------
+        nbbn.Normalizer
+            With this object's ``channel_axis``, backend and channel names.
+
+        Raises
+        ------
+        ValueError
+            The statistics counted no value yet.
+        """
         from .normalizer import Normalizer
 
         if counted_nothing(self):
@@ -592,7 +619,26 @@ class RunningStats:
 
     @classmethod
     def from_dict(cls, d: dict, *, backend: str = "auto") -> RunningStats:
-        """Rebuild a ``RunningStats`` from :meth:`to_dict` output (validated)."""
+        """Rebuild a ``RunningStats`` from :meth:`to_dict` output (validated).
+
+        Parameters
+        ----------
+        d : mapping
+            The dict of :meth:`to_dict` (or a loaded ``.npz`` of it).
+        backend : {"auto", "cpu", "cuda"}, default "auto"
+            The backend of the rebuilt statistics.
+
+        Returns
+        -------
+        RunningStats
+
+        Raises
+        ------
+        TypeError
+            ``d`` is not a mapping.
+        ValueError
+            Missing or inconsistent fields, or a newer format version.
+        """
         if not isinstance(d, Mapping):  # (an npz file's NpzFile is a Mapping too)
             raise TypeError(f"from_dict takes the dict of RunningStats.to_dict(), got "
                             f"{type(d).__name__}")
@@ -675,6 +721,11 @@ class RunningStats:
     def save(self, path) -> None:
         """Write the state to an ``.npz`` file atomically (temp file, fsync, rename).
 
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file; an existing one is replaced whole or not at all.
+
         The file carries the format name and version and a SHA-256 checksum of its
         contents, checked by :meth:`load`.
         """
@@ -682,7 +733,24 @@ class RunningStats:
 
     @classmethod
     def load(cls, path, *, backend: str = "auto") -> RunningStats:
-        """Read a file written by :meth:`save`; a corrupt or foreign file raises ValueError."""
+        """Read a file written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npz`` file.
+        backend : {"auto", "cpu", "cuda"}, default "auto"
+            The backend of the loaded statistics.
+
+        Returns
+        -------
+        RunningStats
+
+        Raises
+        ------
+        ValueError
+            A corrupt or foreign file (checksum, format name or version, fields).
+        """
         d = read_stats(path)
         try:
             return cls.from_dict(d, backend=backend)
@@ -781,6 +849,20 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
                   backend: str = "auto") -> RunningStats:
     """Per-channel statistics of one array, as a :class:`RunningStats`.
 
-    Equivalent to ``RunningStats(channel_axis, nan_policy=...).update(x)``.
+    Equivalent to ``RunningStats(channel_axis, nan_policy=..., backend=...).update(x)``.
+
+    Parameters
+    ----------
+    x : array_like
+        The data (numpy, a CPU or CUDA tensor, a device array, a DataFrame, ...).
+    channel_axis : int or str, default 1
+        The channel axis (a dimension name for a DataArray).
+    nan_policy : {"propagate", "omit", "raise"}, default "propagate"
+        As for :class:`RunningStats`.
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+
+    Returns
+    -------
+    RunningStats
     """
     return RunningStats(channel_axis, nan_policy=nan_policy, backend=backend).update(x)

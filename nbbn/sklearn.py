@@ -252,7 +252,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def partial_fit(self, X, y=None, sample_weight=None) -> StandardScaler:
         """Merge the statistics of the batch ``X`` into the fitted ones (exact, any
-        number of batches; see :meth:`fit` for the parameters).
+        number of batches).
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix
+            The batch, with the features along ``channel_axis`` (as for :meth:`fit`).
+        y : None
+            Ignored (scikit-learn's API).
+        sample_weight : array_like of shape (n_samples,), optional
+            Frequency weights of the rows, >= 0 and finite.
 
         Returns
         -------
