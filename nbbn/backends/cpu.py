@@ -257,7 +257,10 @@ def _gapped_rows_stats(x3: np.ndarray, policy: int, bf16: bool) -> BatchStats | 
                                             writeable=False)
     part = _piece_stats(table[:, :, np.newaxis], policy, bf16)
     cols = np.arange(c) * spacing
-    total = BatchStats(part.ints[:, cols], part.floats[:, cols])
+    # (C order, as every other state: a fancy index of the columns gives F order, and
+    # the merge compiled a variant of its own for it)
+    total = BatchStats(np.ascontiguousarray(part.ints[:, cols]),
+                       np.ascontiguousarray(part.floats[:, cols]))
     last = _piece_stats(np.ascontiguousarray(rows[-1:])[:, :, np.newaxis], policy, bf16)
     return merge(total, last)
 
