@@ -270,3 +270,19 @@ def test_bench_float64_against_torch():
         assert r["torch_ms"] > 0
         base = r["time_ms"] if r["op"] == "stats" else r["time_alloc_ms"]
         assert math.isclose(r["speedup_torch"], r["torch_ms"] / base, rel_tol=1e-9)
+
+
+def test_bench_hosts_record_their_huge_page_setting(monkeypatch, tmp_path):
+    """A fresh output's first write costs a page fault per page, so the transparent huge
+    page setting moves the normalizer's numbers: every bench's host line names it."""
+    from nbbn.tools import bench_env
+
+    rec = bench_env.cpu_record()
+    assert rec["thp"] in ("always", "madvise", "never", "unknown")
+    assert bench_env.cpu_line().endswith(f"; transparent huge pages: {rec['thp']}")
+    fake = tmp_path / "enabled"
+    fake.write_text("always madvise [never]\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        fake if str(path).endswith("transparent_hugepage/enabled") else path, *a, **k))
+    assert bench_env.transparent_huge_pages() == "never"

@@ -47,16 +47,32 @@ def cpu_line() -> str:
     and the SIMD level of nbbn's kernels (numba's target, ``NUMBA_CPU_NAME``)."""
     rec = cpu_record()
     return (f"cpu: {rec['model']}; flags: {' '.join(rec['flags']) or '-'}; nbbn SIMD level "
-            f"{rec['simd_level']} (numba target: {rec['numba_target']})")
+            f"{rec['simd_level']} (numba target: {rec['numba_target']}); transparent huge "
+            f"pages: {rec['thp']}")
 
 
 def cpu_record() -> dict[str, Any]:
     """What :func:`cpu_line` prints, for a benchmark's JSON: ``model``, ``flags`` (of
-    :data:`SIMD_FLAGS`), ``simd_level`` of nbbn's kernels and ``numba_target``."""
+    :data:`SIMD_FLAGS`), ``simd_level`` of nbbn's kernels, ``numba_target`` and ``thp``."""
     from ..backends import cpu_simd
 
     return {"model": cpu_model(), "flags": cpu_flags(), "simd_level": cpu_simd.SIMD_LEVEL,
-            "numba_target": numba_target()}
+            "numba_target": numba_target(), "thp": transparent_huge_pages()}
+
+
+def transparent_huge_pages() -> str:
+    """Linux's transparent huge page setting (always, madvise or never; "unknown"
+    elsewhere). A fresh output's first write costs a page fault per page: with
+    "madvise", numpy's large arrays get 2 MB pages (numpy asks) and torch's 4 KB ones,
+    which made a normalizer's new tensor outputs 2-3x slower until nbbn allocated them
+    through numpy."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+    except OSError:
+        return "unknown"
+    chosen = [w.strip("[]") for w in text.split() if w.startswith("[")]
+    return chosen[0] if chosen else "unknown"
 
 
 def numba_target() -> str:
