@@ -4,7 +4,9 @@
 once (one reduction on the active scheduler). :func:`channel_stats` here builds the
 same reduction and returns a ``dask.delayed.Delayed`` that computes to a
 :class:`~nbbn.RunningStats`, so it can be computed together with other results
-(``dask.compute(stats, other)``) in one pass over the data. Needs
+(``dask.compute(stats, other, optimize_graph=False)`` reads the data once; dask
+optimizes array and delayed graphs apart, so with its default optimization each reads
+the data). Needs
 ``pip install 'nbbn[dask]'``.
 
 Examples
@@ -54,13 +56,14 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
     return x, normalize_axis(axis, x.ndim), coord
 
 
-def _running_stats(records: np.ndarray, channel_axis, nan_policy: str,
+def _running_stats(parts: list[np.ndarray], channel_axis, nan_policy: str,
                    coord: tuple | None, nchan: int = 0) -> RunningStats:
     """The computed records as a ``RunningStats`` (the last task of the graph); an
     array of no values but ``nchan`` channels gives their empty statistics, as the
     eager ``channel_stats`` does (the channel count is then fixed)."""
     from .backends.dask import records_to_stats
 
+    records = np.concatenate(parts) if parts else np.empty(0)
     rs = RunningStats(channel_axis, nan_policy=nan_policy)
     rs._channel_coord = coord
     if not records.size and nchan:
@@ -116,11 +119,13 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     from .backends.dask import lazy_records
 
     records = lazy_records(arr, axis, policy_code(nan_policy), split_every)
-    if arr.size == 0:
-        records = np.empty(0)
+    # the records' chunks as they are, their graph not optimized into new keys: the
+    # keys stay those of the array's tasks, which another result of the same array
+    # (x.max()) computed in the same call then shares (with optimize_graph=False)
+    parts = [] if arr.size == 0 else records.to_delayed(optimize_graph=False).ravel().tolist()
     # a key of its own per call: the records' finalize task gets a new key each time
     return dask.delayed(_running_stats, pure=False)(
-        records, channel_axis, nan_policy, coord, arr.shape[axis])
+        parts, channel_axis, nan_policy, coord, arr.shape[axis])
 
 
 def transform(x, norm, out, dtype=None):

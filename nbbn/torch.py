@@ -232,7 +232,7 @@ class _LayerPass:
             if self.seen == self.uses:
                 raise _StopPass
 
-        return pre_hook
+        return _not_traced(pre_hook)
 
 
 def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data: Iterable,
@@ -300,7 +300,15 @@ def _collector(rs: RunningStats, calls: dict[str, int], name: str):
         _read(rs, args[0])
         calls[name] += 1
 
-    return hook
+    return _not_traced(hook)
+
+
+def _not_traced(hook: Callable) -> Callable:
+    """``hook`` run as plain Python inside a ``torch.compile``d model: dynamo traced the
+    hooks into nbbn and numba's compiler, which failed whenever a kernel was not in
+    numba's disk cache yet (a graph break per call instead)."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return hook if disable is None else disable(hook)
 
 
 def _read(rs: RunningStats, x: torch.Tensor) -> None:

@@ -170,7 +170,29 @@ def test_thread_limit():
     assert cpu.threads() >= 1
 
 
+def _task_threads():
+    import threading
+
+    import numba
+
+    from nbbn.backends import cpu
+
+    x = np.random.default_rng(0).normal(size=(64, 3, 64, 64)).astype(np.float32)
+    nbbn.RunningStats(1).update(x)
+    pool = [t.name for t in threading.enumerate() if t.name.startswith("nbbn")]
+    return int(numba.config.NUMBA_NUM_THREADS), cpu.threads(), pool
+
+
 # ---------------------------------------------------------------------- on a cluster
+def test_a_users_task_on_a_worker_runs_the_kernels_on_its_thread(client):
+    """nbbn's own tasks ran single-threaded, a user's task calling nbbn on a worker
+    started nbbn's pool beside the worker's threads (oversubscription)."""
+    numba_threads, used, pool = client.submit(_task_threads, pure=False).result()
+    if numba_threads < 2:
+        pytest.skip("one CPU: a single thread either way")
+    assert used == 1 and pool == []
+
+
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_cluster_fit_equals_single_process(client, tmp_path, rng, monkeypatch, capsys, layout):
     axis = 1 if layout == "nchw" else -1

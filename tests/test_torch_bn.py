@@ -464,3 +464,32 @@ def test_a_last_batch_of_one_sample_is_explained():
     with pytest.raises(ValueError, match="num_samples=33 cut the last batch to 1 sample"):
         nt.recompute_bn_stats(mlp, [y[:32], y[32:]], num_samples=33, progress=False)
     assert torch.equal(before, mlp[1].running_mean)
+
+
+def test_a_torch_compiled_model_with_a_cold_kernel_cache(tmp_path):
+    """torch.compile traced the pre-hooks into nbbn and numba's compiler, which failed
+    ("exception table entry start instruction has no offset") whenever the kernel was
+    not in numba's disk cache yet: a fresh machine, a new dtype. A fresh cache folder in
+    a subprocess, both modes, against the float64 reference."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import torch, nbbn.torch as nt
+        torch.manual_seed(0)
+        data = [torch.randn(8, 3, 6, 6) for _ in range(3)]
+        for mode in ("batch", "eval"):
+            m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+            cm = torch.compile(m, backend="eager")
+            cm(data[0])
+            stats = nt.recompute_bn_stats(cm, data, progress=False, mode=mode)
+            with torch.no_grad():
+                a = torch.cat([m[0](x) for x in data]).double().transpose(0, 1).reshape(4, -1)
+            err = ((m[1].running_var.double() - a.var(1)).abs() / a.var(1)).max().item()
+            assert list(stats) == ["_orig_mod.1"] and err < 1e-6, (mode, list(stats), err)
+        print("ok")
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-3000:]

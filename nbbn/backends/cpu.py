@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -57,10 +58,30 @@ _local = threading.local()  # .limit: thread_limit() of the calling thread
 
 def threads() -> int:
     """Threads the kernels use: numba's thread count (``NUMBA_NUM_THREADS``, default the
-    CPUs this process may use), or fewer inside :func:`thread_limit`."""
+    CPUs this process may use), or fewer inside :func:`thread_limit`, and one inside a
+    task of a dask.distributed worker (:func:`_in_worker_task`)."""
     n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
     limit = getattr(_local, "limit", None)
+    if limit is None and _in_worker_task():
+        limit = 1
     return n if limit is None else min(n, limit)
+
+
+def _in_worker_task() -> bool:
+    """Whether this thread runs a task of a dask.distributed worker (a user's task that
+    calls nbbn, as ``client.submit(f)``): the worker's threads already use the cores, as
+    nbbn's own tasks assume (``serial``), and distributed's nanny sets
+    ``OMP_NUM_THREADS=1`` for the same reason. A threaded kernel there started nbbn's
+    pool beside the worker's threads (found against numbagg's and distributed#9075's
+    pitfall)."""
+    worker = sys.modules.get("distributed.worker")
+    if worker is None:
+        return False
+    try:
+        worker.get_worker()
+    except (ValueError, AttributeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
