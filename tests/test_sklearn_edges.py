@@ -1,0 +1,58 @@
+"""Contracts mutation testing found unpinned (2026-12-04): nbbn.sklearn.StandardScaler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn import preprocessing  # noqa: E402
+
+from nbbn.sklearn import StandardScaler  # noqa: E402
+
+
+@pytest.mark.parametrize("total_weight", [2e16, 1e3])
+def test_near_constant_bound_uses_the_weighted_count_times_var(total_weight):
+    """scikit-learn's near-constant bound is ``n * eps * var + (n * mean * eps)**2``
+    with ``n`` the weight sum: once ``n * eps >= 1`` every finite variance is under it
+    and every scale_ is 1 (mutant: the ``n * eps * var`` term dropped, so only features
+    with a mean far from 0 were)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)) * [1.0, 100.0, 1e-3] + [0.0, 5.0, -2.0]
+    w = np.full(20, total_weight / 20)
+    ref = preprocessing.StandardScaler().fit(X, sample_weight=w)
+    ours = StandardScaler().fit(X, sample_weight=w)
+    np.testing.assert_allclose(ours.n_samples_seen_, ref.n_samples_seen_)
+    np.testing.assert_allclose(ours.scale_, ref.scale_, rtol=1e-6)
+    np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("with_mean", [True, False])
+def test_without_std_var_is_none_as_scikit_learn(with_mean):
+    """``with_std=False``: ``var_`` and ``scale_`` are None, as scikit-learn's, and the
+    transform only centers (mutant: var_ kept)."""
+    X = np.arange(12.0).reshape(4, 3) ** 2
+    ref = preprocessing.StandardScaler(with_mean=with_mean, with_std=False).fit(X)
+    ours = StandardScaler(with_mean=with_mean, with_std=False).fit(X)
+    for name in ("mean_", "var_", "scale_"):
+        want, got = getattr(ref, name), getattr(ours, name)
+        assert (want is None) == (got is None), name
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-15)
+    np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-15)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_sparse_transform_refuses_nan_under_raise(inverse):
+    """``nan_policy="raise"`` refuses a NaN in a sparse matrix's stored values in
+    transform and inverse_transform as in dense input (mutant: only infinities looked
+    for in sparse input)."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.csr_matrix(np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]]))
+    sc = StandardScaler(with_mean=False, nan_policy="raise").fit(X)
+    bad = X.copy()
+    bad.data[1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        (sc.inverse_transform if inverse else sc.transform)(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        (sc.inverse_transform if inverse else sc.transform)(bad.toarray())
