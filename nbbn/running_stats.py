@@ -721,13 +721,13 @@ class RunningStats:
     def save(self, path) -> None:
         """Write the state to an ``.npz`` file atomically (temp file, fsync, rename).
 
+        The file carries the format name and version and a SHA-256 checksum of its
+        contents, checked by :meth:`load`.
+
         Parameters
         ----------
         path : str or os.PathLike
             The file; an existing one is replaced whole or not at all.
-
-        The file carries the format name and version and a SHA-256 checksum of its
-        contents, checked by :meth:`load`.
         """
         write_stats(path, self.to_dict())
 
