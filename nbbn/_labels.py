@@ -24,9 +24,9 @@ def frame_columns(x) -> tuple[str, ...] | None:
         return None
     if len(set(names)) < len(names):  # (as nbbn.fit of the table refuses them)
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"the {kind} has several columns named {shown(tuple(dup))}: column "
-                         "names must be unique to name the channels (pass .to_numpy() to "
-                         "read the columns by position)")
+        raise ValueError(f"the {kind} has several columns named {shown(tuple(dup))} (labels "
+                         "compared as str): column names must be unique to name the "
+                         "channels (pass .to_numpy() to read the columns by position)")
     return names
 
 

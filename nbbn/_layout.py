@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -336,10 +337,12 @@ def channel_vector(v, n: int | None, name: str) -> np.ndarray:
     a = np.asarray(v)
     if a.dtype.kind not in "biufO":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    try:
-        a = a.astype(np.float64)
-    except (TypeError, ValueError) as exc:  # (an object array: None, strings, complex)
-        raise TypeError(f"{name} must hold real numbers: {exc}") from exc
+    if a.dtype.kind == "O":  # (a list mixing numbers and None, strings, Decimals, ...)
+        bad = [e for e in a.ravel() if not isinstance(e, numbers.Real)]
+        if bad:
+            raise TypeError(f"{name} must hold real numbers, got {bad[0]!r} "
+                            f"({type(bad[0]).__name__})")
+    a = a.astype(np.float64)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         want = f"shape ({n},)" if n is not None else "a 1-d array"
         raise ValueError(f"{name} must be {want}, got shape {a.shape}")

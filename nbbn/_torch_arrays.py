@@ -173,23 +173,32 @@ class TensorOutput:
         self.given = given
 
 
-def empty_tensor_out(like: np.ndarray, dtype: np.dtype | None) -> TensorOutput:
-    """A new CPU tensor laid out as ``like``, the numpy view of the input tensor (a
-    channels_last tensor gives a channels_last output, as torch's own layers): of
-    ``dtype``, or bfloat16 when ``dtype`` is None (``like`` then holds bfloat16 bits).
+def empty_tensor_out(like: np.ndarray, dtype: np.dtype | None, kind: type) -> TensorOutput:
+    """A new CPU tensor of class ``kind`` (the input's: a ``torch.Tensor`` subclass stays
+    one, as ``torch.empty_like`` keeps it) laid out as ``like``, the numpy view of the
+    input tensor (a channels_last tensor gives a channels_last output, as torch's own
+    layers; an expanded one, with strides of 0, a C-contiguous output): of ``dtype``, or
+    bfloat16 when ``dtype`` is None (``like`` then holds bfloat16 bits).
 
     Its memory is numpy's (``torch.from_numpy``): numpy asks Linux for transparent huge
     pages for large arrays (``madvise``), torch's CPU allocator does not, and the first
     write of a fresh output is what a normalizer's call pays for. A float32 output of
-    51 MB took 3-4x as long in torch's memory (docs/benchmarks.md). The one difference
-    a caller can see: such a tensor cannot be ``resize_``-d to a larger size.
+    51 MB took 3-4x as long in torch's memory (docs/benchmarks.md). What a caller can
+    see: such a tensor cannot be ``resize_``-d to a larger size.
     """
     torch = _torch()
-    arr = np.empty_like(like, np.uint16 if dtype is None else dtype)
+    code = np.uint16 if dtype is None else dtype
+    expanded = any(st == 0 and n > 1 for st, n in zip(like.strides, like.shape, strict=True))
+    # (numpy's order="K" puts axes of stride 0 innermost: a batch expanded from one
+    # sample came out in an order no torch layout has, and 3x slower to write)
+    arr = np.empty(like.shape, code) if expanded else np.empty_like(like, code)
     if dtype is None:  # (torch reads int16 memory in every version; the bits are the same)
-        return TensorOutput(arr, torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16),
-                            True)
-    return TensorOutput(arr, torch.from_numpy(arr), False)
+        t = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(arr)
+    if kind is not torch.Tensor:
+        t = t.as_subclass(kind)
+    return TensorOutput(arr, t, dtype is None)
 
 
 def written(t) -> None:

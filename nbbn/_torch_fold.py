@@ -130,11 +130,17 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
 
 def _check_axis(axis: Any, layer: Any, what: str, verb: str) -> None:
     """ValueError unless ``axis`` is where ``layer`` reads (or writes) its channels: axis
-    1 of a Conv, the last axis (1 or -1) of a Linear's (N, C) features."""
+    1 of a Conv (or its negative twin: -3 for a Conv2d's (N, C, H, W)), the last axis (1
+    or -1) of a Linear's (N, C) features."""
     is_linear = isinstance(layer, torch.nn.Linear)
+    ndim = layer.weight.dim()  # (a Conv's input and output have as many axes as its weight)
+    given = axis
+    if not is_linear and isinstance(axis, int) and not isinstance(axis, bool) \
+            and -ndim <= axis < 0:
+        axis += ndim
     if axis not in ((1, -1) if is_linear else (1,)):
         raise ValueError(
-            f"{what} has channel_axis={axis!r}, but {type(layer).__name__} {verb} "
+            f"{what} has channel_axis={given!r}, but {type(layer).__name__} {verb} "
             + ("features on the last axis (use 1 or -1)" if is_linear
                else "channels on axis 1 (use channel_axis=1)"))
 

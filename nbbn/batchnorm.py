@@ -319,7 +319,7 @@ class BatchNorm:
         d : dict
             The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
         """
-        own = self.state_dict(tensors=False)
+        own = self._state_keys()
         expected = set(own)
         got = set(d)
         if "num_batches_tracked" in expected and "num_batches_tracked" not in got:
@@ -339,13 +339,24 @@ class BatchNorm:
                 new[key] = channel_vector(_to_numpy(d[key]), self.num_features, key).copy()
         if "running_var" in new:
             _check_running_var(new["running_var"])
+        # the values as they are, unchecked (a weight set to a wrong length is what a
+        # load may be repairing), copied (the running buffers are views of one array)
+        before = {key: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+                  for key in own for v in [getattr(self, key)]}
         try:
             for key, v in new.items():
                 setattr(self, key, v)
         except BaseException:  # (a setter's own check, a Ctrl-C: all or nothing)
-            for key, v in own.items():
+            for key, v in before.items():
                 setattr(self, key, v)
             raise
+
+    def _state_keys(self) -> list[str]:
+        """The keys of :meth:`state_dict`, in its order, without reading the values."""
+        keys = [k for k in ("weight", "bias") if getattr(self, k) is not None]
+        if self.track_running_stats:
+            keys += ["running_mean", "running_var", "num_batches_tracked"]
+        return keys
 
     def load_running_stats(self, rs) -> None:
         """Set the running buffers from exact population statistics ("precise BN").

@@ -246,9 +246,9 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps: float = 1e-5,
               channel_axis: int | str = 1, out=None, backend: str = "auto"):
     """One-shot ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
 
-    ``Normalizer(mean, var, weight, bias, eps=eps, channel_axis=channel_axis,
-    backend=backend)(x, out=out)``: see :class:`Normalizer` for the parameters and the
-    numerics.
+    ``Normalizer(mean, var, eps=eps, weight=weight, bias=bias,
+    channel_axis=channel_axis, backend=backend)(x, out=out)``: see :class:`Normalizer`
+    for the parameters and the numerics.
 
     Returns
     -------

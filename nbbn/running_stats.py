@@ -169,6 +169,7 @@ class RunningStats:
                 raise ValueError("sample_weight with statistics that keep a histogram: the "
                                  "histogram counts values, not weights")
             weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
+            _check_weight_per_channel(weight, inp.size, inp.channels)
         if inp.size == 0 or (weight is not None and not weight.any()):
             # (all weights 0: nothing is counted, as for an empty batch)
             return self._keep_channels(inp.channels,
@@ -639,7 +640,8 @@ class RunningStats:
         ValueError
             Missing or inconsistent fields, or a newer format version.
         """
-        if not isinstance(d, Mapping):  # (an npz file's NpzFile is a Mapping too)
+        if not (isinstance(d, Mapping) or (hasattr(d, "__getitem__")
+                                            and hasattr(d, "__contains__"))):
             raise TypeError(f"from_dict takes the dict of RunningStats.to_dict(), got "
                             f"{type(d).__name__}")
         missing = [k for k in ("version", "channel_axis", "nan_policy", *_ARRAY_FIELDS)
@@ -838,6 +840,19 @@ def counted_nothing(rs: RunningStats) -> bool:
     and leave a merge's histogram to the other side."""
     st = rs._state
     return st is None or not backends.to_host(st).ints[0].any()
+
+
+def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None:
+    """ValueError when a channel's weighted count in this batch would overflow float64:
+    each row's weight counts once per value of the channel in that row (an (N, C, H, W)
+    batch: H * W times), which the per-row sum check does not see."""
+    per_row = size // max(1, nchan * weight.shape[0])
+    with np.errstate(over="ignore"):
+        total = float(weight.sum()) * per_row
+    if not np.isfinite(total):
+        raise ValueError(f"the weighted count would overflow float64: the weights sum to "
+                         f"{float(weight.sum())!r}, and each counts {per_row} values per "
+                         "channel; scale them down. Nothing was changed.")
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:

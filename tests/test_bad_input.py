@@ -442,6 +442,17 @@ def test_load_state_dict_nan_running_var_changes_nothing(backend, rng):
     _assert_bn_unchanged(bn, before)
 
 
+def test_load_state_dict_repairs_a_wrong_weight():
+    """The all-or-nothing backup read the current values through state_dict(), which
+    checks them: a BatchNorm whose weight was set to a wrong length could not be
+    repaired by loading a good state."""
+    bn = nbbn.BatchNorm(3)
+    bn.weight = np.ones(5)
+    good = nbbn.BatchNorm(3).state_dict(tensors=False)
+    bn.load_state_dict(good)
+    np.testing.assert_array_equal(bn.state_dict(tensors=False)["weight"], np.ones(3))
+
+
 def test_load_state_dict_failing_setter_restores_every_key(monkeypatch, rng):
     bn = nbbn.BatchNorm(3)
     bn.train()(rng.standard_normal((8, 3)) * 4 + 2)
@@ -484,6 +495,8 @@ def test_masked_or_complex_parameters_are_refused(rng):
         nbbn.Normalizer(masked, [1.0] * 3)
     with pytest.raises(TypeError, match="var must hold real numbers, got dtype complex128"):
         nbbn.Normalizer([0.0] * 3, np.ones(3, complex))
+    with pytest.raises(TypeError, match=r"mean must hold real numbers, got None"):
+        nbbn.Normalizer([1.0, None, 3.0], [1.0] * 3)  # (it read as NaN)
     with pytest.raises(TypeError, match="weight must hold real numbers, got dtype <U"):
         nbbn.Normalizer([0.0] * 3, [1.0] * 3, weight=["1", "2", "3"])
     bn = nbbn.BatchNorm(3)
@@ -521,6 +534,23 @@ def test_booleans_are_not_numbers_and_from_dict_takes_a_dict(rng):
             make()
     with pytest.raises(TypeError, match="from_dict takes the dict of RunningStats.to_dict"):
         nbbn.RunningStats.from_dict(None)
+
+    class Fields:  # (a mapping by duck typing: what from_dict reads is [] and in)
+        def __init__(self, d):
+            self.d = d
+
+        def __getitem__(self, key):
+            return self.d[key]
+
+        def __contains__(self, key):
+            return key in self.d
+
+        def get(self, key, default=None):
+            return self.d.get(key, default)
+
+    rs = nbbn.RunningStats(-1).update(rng.normal(size=(5, 2)))
+    np.testing.assert_array_equal(nbbn.RunningStats.from_dict(Fields(rs.to_dict())).mean,
+                                  rs.mean)
 
 
 def test_to_normalizer_says_why_there_is_nothing(rng):

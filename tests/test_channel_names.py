@@ -228,3 +228,5 @@ def test_duplicate_column_names_are_refused_as_fit_refuses_them(rng):
         nbbn.fit(df, progress=False)
     rs.update(df.to_numpy())
     np.testing.assert_allclose(rs.mean, df.to_numpy().mean(0), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"named \['1'\] \(labels compared as str\)"):
+        nbbn.RunningStats(-1).update(pd.DataFrame([[1.0, 2.0]], columns=[1, "1"]))

@@ -177,7 +177,8 @@ def _task_threads():
 
     from nbbn.backends import cpu
 
-    x = np.random.default_rng(0).normal(size=(64, 3, 64, 64)).astype(np.float32)
+    # (above cpu.THREADED_MIN_ELEMENTS: a smaller batch runs on the calling thread anyway)
+    x = np.random.default_rng(0).normal(size=(128, 3, 64, 64)).astype(np.float32)
     nbbn.RunningStats(1).update(x)
     pool = [t.name for t in threading.enumerate() if t.name.startswith("nbbn")]
     return int(numba.config.NUMBA_NUM_THREADS), cpu.threads(), pool

@@ -230,6 +230,11 @@ def test_a_weighted_count_that_would_overflow_is_refused(rng):
     with pytest.raises(ValueError, match="weighted count would overflow"):
         scaler.partial_fit(x, sample_weight=w)
     np.testing.assert_allclose(scaler.var_, x.var(0), rtol=1e-12)
+    # one batch of 100 values per channel and row: each weight counts 100 times
+    maps = nbbn.RunningStats(1)
+    with pytest.raises(ValueError, match="each counts 100 values per channel"):
+        maps.update(rng.normal(size=(4, 2, 10, 10)), sample_weight=np.full(4, 4e306))
+    assert maps.num_channels is None
 
 
 def test_an_overflowing_m2_is_infinite_not_nan():

@@ -98,6 +98,15 @@ def test_fuse_bn_checks_the_channel_axis():
         nt.fuse_bn(nn.Linear(3, 4), nbbn.BatchNorm(4, channel_axis=0).eval())
     assert isinstance(nt.fuse_bn(nn.Linear(3, 4), nbbn.BatchNorm(4, channel_axis=-1).eval()),
                       nn.Linear)
+    # -3 is axis 1 of a Conv2d's (N, C, H, W) output: the same layer as axis 1
+    x = torch.randn(2, 3, 5, 5)
+    conv = nn.Conv2d(3, 4, 3)
+    bn = nbbn.BatchNorm(4, channel_axis=-3).eval()
+    bn.running_mean, bn.running_var = np.arange(4.0), np.arange(1.0, 5.0)
+    with torch.no_grad():
+        want = torch.from_numpy(bn(conv(x).numpy()))
+        got = nt.fuse_bn(conv, bn)(x)
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("torch_bn", [True, False])

@@ -245,3 +245,24 @@ def test_normalizer_module_names_a_missing_channel_axis():
     for m in (module, torch.jit.script(module)):
         with pytest.raises(Exception, match="has 1 dimensions, so it has no channel_axis=1"):
             m(torch.ones(3))
+
+
+def test_outputs_of_expanded_and_subclassed_tensors():
+    """New outputs are numpy's memory: an expanded input (strides of 0) got numpy's
+    order="K" layout, its axes of stride 0 innermost (not contiguous, 3x slower to
+    write, ``.view`` failing), and a Tensor subclass came back as a plain Tensor."""
+    norm = nbbn.Normalizer([0.5, 1.0, 2.0], [1.0, 4.0, 9.0], eps=0.0)
+    for x in (torch.randn(1, 3, 5, 6).expand(4, 3, 5, 6),
+              torch.randn(1, 3, 1, 6).expand(4, 3, 5, 6)):
+        y = norm(x)
+        assert y.is_contiguous() and y.view(4, -1).shape == (4, 90)
+        assert torch.equal(y, norm(x.contiguous()))
+
+    class Tagged(torch.Tensor):
+        pass
+
+    x = torch.randn(2, 3, 4).as_subclass(Tagged)
+    for layer in (norm, nbbn.BatchNorm(3)):
+        y = layer(x)
+        assert type(y) is Tagged
+        assert torch.equal(y.as_subclass(torch.Tensor), layer(x.as_subclass(torch.Tensor)))

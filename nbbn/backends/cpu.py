@@ -462,7 +462,8 @@ def prepare_out(out, can: Canonical, what: str) -> np.ndarray | TensorOutput:
         # laid out as the input (numpy's order="K"): a column-major table stays one, and
         # the kernels read and write both the same way
         if can.tensor is not None:
-            made = empty_tensor_out(x, None if can.bf16 else result_dtype(x.dtype))
+            made = empty_tensor_out(x, None if can.bf16 else result_dtype(x.dtype),
+                                    type(can.tensor))
             _FRESH[id(made.array)] = made.array
             return made
         new = np.empty_like(x, result_dtype(x.dtype))
