@@ -59,31 +59,3 @@ def test_merge_takes_the_other_sides_channel_coordinate():
 def _iadd(a, b):
     a += b
     return a
-
-
-def test_ctrl_c_right_after_an_in_place_merge_counts_the_batch_in_the_histogram(monkeypatch):
-    """A KeyboardInterrupt after the compiled merge folded the batch into the state: the
-    rest of the commit (the histogram's counts) follows the state, so the statistics and
-    their histogram agree (mutant: the commit's rest skipped on every error)."""
-    from nbbn._histogram import Histogram
-    from nbbn.backends import cpu
-
-    rng = np.random.default_rng(2)
-    x1 = rng.integers(0, 256, size=(6, 3), dtype=np.uint8)
-    x2 = rng.integers(0, 256, size=(4, 3), dtype=np.uint8)
-    rs = nbbn.RunningStats(-1)
-    rs.histogram = Histogram.empty(3, np.uint8)
-    rs.update(x1)
-    merge = cpu.merge
-
-    def merge_then_interrupt(state, part):
-        merge(state, part)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cpu, "merge", merge_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        rs.update(x2)
-    monkeypatch.undo()
-    assert rs.count.tolist() == [10, 10, 10]
-    assert rs.histogram.counts.sum(1).tolist() == [10, 10, 10]
-    np.testing.assert_array_equal(rs.histogram.counts, Histogram.of(np.vstack([x1, x2])).counts)
