@@ -44,20 +44,25 @@ class Progress:
         The bytes to go through (None: unknown, as for an iterable).
     initial_bytes, rows : int
         Bytes and rows already done (a resumed fit).
+    unit : str, default "B"
+        What the bar counts: bytes ("B", with rows as a postfix), or items of another
+        unit (``"batch"``: no postfix, no unit scaling).
     """
 
     def __init__(self, enabled: bool, desc: str, total_bytes: int | None, initial_bytes: int,
-                 rows: int) -> None:
+                 rows: int, unit: str = "B") -> None:
         self.bar = None
+        self.rows = unit == "B"
         if not enabled:
             return
         from tqdm import tqdm
 
         tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self.bar = tqdm(total=total_bytes, initial=initial_bytes, desc=desc, unit="B",
-                        unit_scale=True, unit_divisor=1000, file=sys.stderr, dynamic_ncols=True,
-                        mininterval=0.2 if tty else 5.0, smoothing=0.1)
-        self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+        self.bar = tqdm(total=total_bytes, initial=initial_bytes, desc=desc, unit=unit,
+                        unit_scale=self.rows, unit_divisor=1000, file=sys.stderr,
+                        dynamic_ncols=True, mininterval=0.2 if tty else 5.0, smoothing=0.1)
+        if self.rows:
+            self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
 
     def update(self, nbytes: int, rows: int) -> None:
         """Count ``nbytes`` more bytes; ``rows`` is the new total of rows.
@@ -65,12 +70,13 @@ class Progress:
         Parameters
         ----------
         nbytes : int
-            Bytes of the batch just done.
+            Bytes of the batch just done (units, when the bar does not count bytes).
         rows : int
             Rows done in all.
         """
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+            if self.rows:
+                self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
             self.bar.update(nbytes)
 
     def close(self) -> None:

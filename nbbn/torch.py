@@ -30,7 +30,8 @@ __all__ = ["NormalizerModule", "fold_normalizer", "fuse_bn", "recompute_bn_stats
 
 
 def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: int | None = None,
-                       device: Any = None, progress: bool = True, mode: str = "batch"
+                       device: Any = None, progress: bool = True, mode: str = "batch",
+                       forward: Callable[[torch.nn.Module, Any], Any] | None = None,
                        ) -> dict[str, RunningStats]:
     """Set every BatchNorm layer's running statistics to the exact statistics of its input.
 
@@ -74,11 +75,15 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         The model; its BatchNorm layers are recomputed.
     data : iterable
         Batches: tensors, or tuples/lists whose first item is the input tensor (a
-        ``DataLoader`` of (input, target)); called as ``model(x)``.
+        ``DataLoader`` of (input, target)); called as ``model(x)``. With ``forward``,
+        items of any kind (dicts, lists of dicts).
     num_samples : int, optional
         Stop after this many samples (the last batch is cut to fit); default: all data.
+        Not with ``forward`` (nbbn cannot cut an item it does not read: cut ``data``,
+        e.g. with ``itertools.islice``).
     device : torch.device or str, optional
-        Move each input there first (default: as it comes).
+        Move each input there first (default: as it comes). Not with ``forward``, which
+        moves its inputs itself.
     progress : bool, default True
         Show a progress bar on stderr (one per pass in ``mode="eval"``).
     mode : {"batch", "eval"}, default "batch"
@@ -97,10 +102,12 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     ------
     ValueError
         No data, an uninitialized lazy layer, ``num_samples < 1``, an unknown ``mode``,
-        or (``mode="eval"``) ranks whose models run their layers in different orders.
+        ``num_samples`` or ``device`` with ``forward``, or (``mode="eval"``) ranks whose
+        models run their layers in different orders.
     TypeError
-        An item of ``data`` is not a tensor or a tuple/list starting with one, or
-        (``mode="eval"``) ``data`` is a one-shot iterator.
+        An item of ``data`` is not a tensor or a tuple/list starting with one (without
+        ``forward``), ``forward`` is not callable, or (``mode="eval"``) ``data`` is a
+        one-shot iterator.
 
     Notes
     -----
@@ -125,6 +132,7 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
     if mode not in ("batch", "eval"):
         raise ValueError(f'mode must be "batch" or "eval", got {mode!r}')
+    _check_forward(forward, num_samples, device)
     if mode == "eval" and (isinstance(data, Iterator) or not (
             isinstance(data, Iterable) or hasattr(data, "__getitem__"))):
         raise TypeError(
@@ -135,14 +143,14 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     if not layers:
         return {}
     if mode == "eval":
-        return _recompute_eval(model, layers, data, num_samples, device, progress)
+        return _recompute_eval(model, layers, data, num_samples, device, progress, forward)
     stats = {name: RunningStats(channel_axis=1) for name, _ in layers}
     calls = dict.fromkeys(stats, 0)
     with _restoring(model, layers) as handles:
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name)))
             m.train()
-        seen = _run(model, data, num_samples, device, progress)
+        seen = _run(model, data, num_samples, device, progress, forward)
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
         stats, calls = _merge_ranks(stats, calls)
@@ -236,7 +244,8 @@ class _LayerPass:
 
 
 def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data: Iterable,
-                    num_samples: int | None, device: Any, progress: bool
+                    num_samples: int | None, device: Any, progress: bool,
+                    forward: Callable[[torch.nn.Module, Any], Any] | None,
                     ) -> dict[str, RunningStats]:
     """``mode="eval"``: one partial pass per layer through the eval-mode model, each
     layer's buffers written (merged over the ranks) before the next layer's pass."""
@@ -249,7 +258,8 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(lp.hook(name)))
         desc = "nbbn precise BN (eval), layer"
-        seen = _run(model, data, num_samples, device, progress, f"{desc} 1", lp.before)
+        seen = _run(model, data, num_samples, device, progress, forward, f"{desc} 1",
+                    lp.before)
         if lp.sequence:
             lp.found()
         if seen == 0:
@@ -258,7 +268,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
         for k, name in enumerate(lp.order):
             if k:
                 lp.start(name)
-                _run(model, data, num_samples, device, progress,
+                _run(model, data, num_samples, device, progress, forward,
                      f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before)
             merged, calls = _merge_ranks({name: lp.stats}, {name: lp.calls})
             if counted_nothing(merged[name]):
@@ -315,24 +325,51 @@ def _read(rs: RunningStats, x: torch.Tensor) -> None:
     rs.update(x.detach().cpu())  # a CPU tensor as it is: bfloat16 too, without a copy
 
 
+def _check_forward(forward: Any, num_samples: int | None, device: Any) -> None:
+    if forward is None:
+        return
+    if not callable(forward):
+        raise TypeError("forward must be a callable forward(model, item) or None, got "
+                        f"{type(forward).__name__}")
+    if num_samples is not None:
+        raise ValueError(
+            f"num_samples={num_samples} cannot be used with forward=: the items go to forward "
+            "unchanged, so nbbn cannot cut the last one; cut data instead (e.g. "
+            "itertools.islice(loader, n_batches))")
+    if device is not None:
+        raise ValueError(f"device={device!r} cannot be used with forward=: the items go to "
+                         "forward unchanged; move the inputs to the device in forward")
+
+
 def _input(item: Any) -> torch.Tensor:
     x = item[0] if isinstance(item, (tuple, list)) and item else item
     if not isinstance(x, torch.Tensor):
         raise TypeError("each item of data must be a tensor or a tuple/list whose first item "
-                        f"is the input tensor, got {type(item).__name__}")
+                        f"is the input tensor, got {type(item).__name__}; for other items "
+                        "(dicts, several inputs) pass forward=, e.g. "
+                        "forward=lambda model, batch: model(**batch)")
     return x
 
 
 def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device: Any,
-         progress: bool, desc: str = "nbbn precise BN",
-         before: Callable[[], None] | None = None) -> int:
+         progress: bool, forward: Callable[[torch.nn.Module, Any], Any] | None = None,
+         desc: str = "nbbn precise BN", before: Callable[[], None] | None = None) -> int:
     """The forward passes (``before`` called before each); returns the number of samples
-    read over all ranks. A forward ended by :class:`_StopPass` counts as done."""
-    bar = Progress(progress, desc, None, 0, 0)
+    (with ``forward``: of batches) read over all ranks. A forward ended by
+    :class:`_StopPass` counts as done."""
+    bar = Progress(progress, desc, None, 0, 0, unit="B" if forward is None else "batch")
     seen = 0
     try:
         with torch.no_grad():
             for item in data:
+                if forward is not None:
+                    if before is not None:
+                        before()
+                    with contextlib.suppress(_StopPass):
+                        forward(model, item)
+                    seen += 1
+                    bar.update(1, seen)
+                    continue
                 x = _input(item)
                 if num_samples is not None:
                     x = x[: num_samples - seen]

@@ -493,3 +493,69 @@ def test_a_torch_compiled_model_with_a_cold_kernel_cache(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=env, timeout=600)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-3000:]
+
+
+class _KwModel(torch.nn.Module):
+    """A model of two keyword inputs: the net on ``image + shift``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, image, shift):
+        return self.net(image + shift)
+
+
+class _DictModel(_KwModel):
+    """A model that takes a dict batch (as detectron2's take lists of dicts)."""
+
+    def forward(self, batch):
+        return super().forward(**batch)
+
+
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_forward_passes_items_unchanged(mode, capsys):
+    """``forward=`` gets each item as it comes (a dict here, or keyword inputs): the same
+    statistics as the tensors themselves, in both modes; the bar counts batches."""
+    x = _data()
+    parts = torch.split(x, 7)
+    items = [{"image": p - 1.0, "shift": torch.ones(())} for p in parts]
+    dict_model, plain = _DictModel(), _net()
+    got = nt.recompute_bn_stats(dict_model, items, forward=lambda m, b: m(b), mode=mode)
+    ref = nt.recompute_bn_stats(plain, list(parts), progress=False, mode=mode)
+    assert sorted(got) == [f"net.{name}" for name in sorted(ref)]
+    for name in ref:
+        ours = got[f"net.{name}"]
+        np.testing.assert_array_equal(ours.count, ref[name].count)
+        assert _rel(ours.mean, ref[name].mean) <= 1e-6
+        assert _rel(ours.variance(ddof=1), ref[name].variance(ddof=1)) <= 1e-6
+        assert int(dict_model.net.get_submodule(name).num_batches_tracked) == len(parts)
+    assert "batch" in capsys.readouterr().err
+    kw = _KwModel()
+    got_kw = nt.recompute_bn_stats(kw, items, progress=False, mode=mode,
+                                   forward=lambda m, b: m(**b))
+    assert sorted(got_kw) == sorted(got)
+    for a, b in zip(kw.state_dict().values(), dict_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_forward_refuses_what_it_cannot_do():
+    """``num_samples`` and ``device`` need the input tensor, which ``forward=`` hides; a
+    dict item without ``forward`` points to it. Nothing is changed."""
+    model = _DictModel()
+    state = copy.deepcopy(model.state_dict())
+    items = [{"image": _data(), "shift": torch.zeros(())}]
+
+    def fwd(m, b):
+        return m(b)
+
+    with pytest.raises(ValueError, match="num_samples=5 cannot be used with forward="):
+        nt.recompute_bn_stats(model, items, forward=fwd, num_samples=5, progress=False)
+    with pytest.raises(ValueError, match="device='cpu' cannot be used with forward="):
+        nt.recompute_bn_stats(model, items, forward=fwd, device="cpu", progress=False)
+    with pytest.raises(TypeError, match="forward must be a callable"):
+        nt.recompute_bn_stats(model, items, forward="m(b)", progress=False)
+    with pytest.raises(TypeError, match=r"got dict; for other items .* pass forward="):
+        nt.recompute_bn_stats(model, items, progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
