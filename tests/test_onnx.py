@@ -430,3 +430,30 @@ def test_bench_onnx_quick(tmp_path, monkeypatch, capsys):
     assert set(d["speed_by_options"]) == set(bench_onnx.OPTIONS)
     assert d["same_as_exact"] == {name: True for name in bench_onnx.SAME_AS_EXACT}
     assert "x Sub/Div" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_nan_statistics_export_as_nan(dtype):
+    """A feature that was all NaN in training has NaN ``mean_`` and ``scale_`` (and
+    ``ddof`` at its count a NaN ``scale_``): transform gives NaN there, and so does the
+    graph, in both forms, as skl2onnx exports scikit-learn's own scaler. An infinite
+    constant is still refused (the graph's ``inf - inf`` would be NaN)."""
+    from nbbn.sklearn import StandardScaler
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(50, 3)) * 2.0 + 5.0).astype(np.float32)
+    x[:, 1] = np.nan
+    with pytest.warns(RuntimeWarning, match="Degrees of freedom"):
+        few = StandardScaler(ddof=50).fit(x[:, [0, 2]])
+    for sc in (StandardScaler().fit(x), few):
+        data = x[:7, : sc.n_features_in_].astype(dtype)
+        want = sc.transform(data.astype(np.float64))
+        nan = np.isnan(want)
+        assert nan.any(axis=0).any()
+        for form in nbbn_onnx.FORMS:
+            got = run(nbbn_onnx.to_onnx(sc, dtype=dtype, form=form), data)
+            assert got.dtype == dtype and np.array_equal(np.isnan(got), nan), form
+            tol = {np.float16: 2e-3, np.float32: 1e-5, np.float64: 1e-12}[dtype]
+            np.testing.assert_allclose(got[~nan], want[~nan], rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match=r"mean to export is infinite in channels \[1\]"):
+        nbbn_onnx.to_onnx(nbbn.Normalizer([0.0, np.inf], [1.0, 1.0]), ndim=2)
