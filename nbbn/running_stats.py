@@ -195,6 +195,9 @@ class RunningStats:
             names = self._first_names(columns)
             self._host_cache = None
             before = _counted(self._state)
+            added = _counted(part)
+            if before is not None and added is not None and before > _COUNT_MAX - added:
+                raise _count_overflow(0, before, added)
             try:
                 if getattr(self._state, "weight", None) is not None:
                     # a weighted state is merged on the host (device states hold none)
@@ -855,8 +858,23 @@ def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None
                          "channel; scale them down. Nothing was changed.")
 
 
+_COUNT_MAX = int(np.iinfo(np.int64).max)
+
+
+def _count_overflow(channel: int, a: int, b: int) -> ValueError:
+    return ValueError(f"the merged count would overflow int64 in channel {channel}: {a} + "
+                      f"{b} values. Nothing was changed.")
+
+
 def _host_merge(a, b: BatchStats) -> BatchStats:
-    """``b`` merged into ``a`` (a state of any backend, replaced by host statistics)."""
+    """``b`` merged into ``a`` (a state of any backend, replaced by host statistics);
+    ValueError, nothing changed, when a count would overflow int64 (states loaded with
+    counts near 2**63: real data never gets there)."""
+    a_ints = backends.to_host(a).ints
+    over = b.ints > _COUNT_MAX - a_ints  # (counts are >= 0: no overflow here)
+    if over.any():
+        row, c = (int(i[0]) for i in np.nonzero(over))
+        raise _count_overflow(c, int(a_ints[row, c]), int(b.ints[row, c]))
     return backends.resolve("cpu").merge(a, b)
 
 

@@ -47,8 +47,17 @@ CASES = {
     "float16 table[:, ::-1]": (_T2.astype(np.float16)[:, ::-1], -1),
     "float16 table[:, ::4]": (_T2.astype(np.float16)[:, ::4], -1),
     ">f4 table[:, ::2]": (_T2.astype(">f4")[:, ::2], -1),
-    # a swapped-axes array: its transpose's view would walk one element per channel
+    # a swapped-axes array (read in memory order; its transpose's view would walk one
+    # element per channel)
     "nhwc swapped": (_NCHW.transpose(0, 2, 3, 1).swapaxes(0, 1), -1),
+    # permuted views of contiguous memory, read in memory order (2026-12-04)
+    "nhwc view of nchw": (_NCHW.transpose(0, 2, 3, 1), -1),
+    "nchw view of nhwc (torch channels_last)": (
+        np.ascontiguousarray(_NCHW.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), 1),
+    "cnhw view of nchw": (_NCHW.transpose(1, 0, 2, 3), 0),
+    "uint8 nchw view of nhwc": (_U8.transpose(0, 3, 1, 2), 1),
+    "float32 nhwc view of nchw[1:5]": (_NCHW.astype(np.float32)[1:5].transpose(0, 2, 3, 1),
+                                       -1),
 }
 
 
@@ -112,7 +121,22 @@ def test_transposed_route_only_where_it_streams():
     batch = np.asfortranarray(np.zeros((10, 3, 8, 8), np.float32))[2:6]  # (rows of one)
     assert _layout.canonical(batch, 1).transposed() is not None
     assert _layout.canonical(t.transpose(1, 0, 2), -1).view3() is None
-    assert _layout.canonical(t.transpose(1, 0, 2), -1).transposed() is None
+    # a swapped-axes view of contiguous memory is read in memory order (it crawled
+    # through ``a.T`` before 2026-12-04); one with gaps in its inner runs is not
+    assert _layout.canonical(t.transpose(1, 0, 2), -1).transposed()[1] == (1, 0, 2)
+    assert _layout.canonical(t[:, :, ::2].transpose(1, 0, 2), -1).transposed() is None
+    # permuted views are read in memory order: an NHWC view of NCHW memory, and a
+    # channels_last tensor's memory read with channel_axis=1, whose (O, C, I) view
+    # exists but has gaps in its inner runs
+    nchw = np.zeros((4, 3, 8, 8), np.float32)
+    t, perm = _layout.canonical(nchw.transpose(0, 2, 3, 1), -1).transposed()
+    assert perm == (0, 3, 1, 2) and t.axis == 1 and t.view3().flags.c_contiguous
+    nhwc = np.zeros((4, 8, 8, 3), np.float32)
+    channels_last = _layout.canonical(nhwc.transpose(0, 3, 1, 2), 1)
+    assert channels_last.view3() is not None and not _layout.streams(channels_last.view3())
+    t, perm = channels_last.transposed()
+    assert perm == (0, 2, 3, 1) and t.axis == 3 and t.view3().shape == (256, 3, 1)
+    assert _layout.canonical(nchw, 1).transposed() is None  # (streams as it is)
 
 
 def test_slabs_are_never_rows_with_gaps(monkeypatch):

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _layout
 from .._affine import batchnorm_step, check_out, result_dtype
-from .._layout import Canonical, canonical, copied_rows
+from .._layout import Canonical, canonical, copied_rows, streams
 from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
     TensorOutput,
@@ -295,8 +295,9 @@ def prepare(x, channel_axis: int | str, what: str) -> Canonical:
 def reduce(can: Canonical, policy: int) -> BatchStats:
     """Per-channel statistics of one input array (all its pieces merged)."""
     view = can.view3()
-    if view is None and (flipped := can.transposed()) is not None:
-        can, view = flipped, flipped.view3()  # (Fortran order: the reduced axes reversed)
+    if (view is None or not streams(view)) and (flipped := can.transposed()) is not None:
+        can = flipped[0]  # (the axes in memory order: Fortran order, permuted views)
+        view = can.view3()
     if view is not None and not copied_rows(view):
         return _piece_stats(view, policy, can.bf16)
     if view is not None and (whole := _gapped_rows_stats(view, policy, can.bf16)) is not None:
@@ -524,10 +525,11 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     ) else out
     target = target_all
     view = can.view3()
-    if view is None and (flipped := can.transposed()) is not None:
-        # Fortran order: the map through both transposes (out.T is C-ordered as well
-        # when out is laid out as the input)
-        can, view, target = flipped, flipped.view3(), target_all.T
+    if (view is None or not streams(view)) and (flipped := can.transposed()) is not None:
+        # the axes in memory order (Fortran order, permuted views): the map through the
+        # same permutation of both (C-ordered for an out laid out as the input)
+        can, target = flipped[0], target_all.transpose(flipped[1])
+        view = can.view3()
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
