@@ -415,3 +415,35 @@ def test_weights_with_xarray_and_dask():
         rs.update(xr.DataArray(da.from_array(x, chunks=5), dims=("n", "f")), sample_weight=w)
     after = rs.to_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "rows"])
+def test_threaded_chunks_and_runs_match_one_thread_and_the_reference(rng, monkeypatch, layout):
+    """The chunks of a weighted update are spread over the threads and merged in their
+    order: the same bits as one thread. Runs of one channel longer than a block (NCHW,
+    300 values per row) and rows of a table, with NaNs (omitted) and an infinity among
+    them (read value by value), against the float64 reference."""
+    from nbbn.backends import cpu, cpu_weighted
+
+    shape, axis = {"nchw": ((61, 3, 300), 1), "rows": ((3001, 5), -1)}[layout]
+    x = rng.standard_normal(shape) * 4 + 1e4
+    x.reshape(-1)[rng.choice(x.size, 40, replace=False)] = np.nan
+    w = rng.random(shape[0]) * 3
+    w[::7] = 0.0
+    monkeypatch.setattr(cpu_weighted, "CHUNK_BYTES", 8 * x[0].size * 5)  # 5 rows a chunk
+    monkeypatch.setattr(cpu, "THREADED_MIN_ELEMENTS", 0)
+    rs = nbbn.RunningStats(axis, nan_policy="omit").update(x, sample_weight=w)
+    with cpu.thread_limit(1):
+        one = nbbn.RunningStats(axis, nan_policy="omit").update(x, sample_weight=w)
+    for k, v in rs.to_dict().items():
+        np.testing.assert_array_equal(v, one.to_dict()[k], err_msg=k)
+    wsum, mean, var = _weighted_ref(x, w, axis, omit=True)
+    np.testing.assert_allclose(rs.count, wsum, rtol=1e-15)
+    np.testing.assert_allclose(rs.mean, mean, rtol=1e-15)
+    np.testing.assert_allclose(rs.var, var, rtol=1e-12)
+    at = x[0].size + 5  # (row 1, of weight > 0: its channel's mean inf, variance NaN)
+    x.reshape(-1)[at] = np.inf
+    rs = nbbn.RunningStats(axis, nan_policy="omit").update(x, sample_weight=w)
+    c = np.unravel_index(at, x.shape)[axis % x.ndim]
+    assert rs.mean[c] == np.inf and np.isnan(rs.var[c])
+    assert np.isfinite(np.delete(rs.var, c)).all()

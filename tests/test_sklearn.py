@@ -275,8 +275,8 @@ def test_bench_sklearn_smoke(tmp_path, capsys):
     path = tmp_path / "b.json"
     assert main(["bench", "--sklearn", "--quick", "--repeats", "1", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
-    assert [r["name"] for r in result["rows"]] == ["fit", "transform", "fit CSR",
-                                                  "transform CSR"]
+    assert [r["name"] for r in result["rows"]] == ["fit", "transform", "fit, sample_weight",
+                                                  "fit CSR", "transform CSR"]
     out = capsys.readouterr().out
     assert "transform" in out
     # every benchmark prints the CPU model and flags, and keeps them in its JSON

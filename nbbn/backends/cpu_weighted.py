@@ -139,7 +139,13 @@ def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - co
 @cached(nogil=True)
 def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compiled
     """Statistics of ``x`` (O, C, I) with weights ``w[o // rpw]`` into ``si`` (3, C),
-    ``sf`` (5, C) and ``sw`` (C,), replacing what they hold."""
+    ``sf`` (5, C) and ``sw`` (C,), replacing what they hold.
+
+    Each row's run of a channel (``I`` values of one weight) is summed plainly, in runs
+    of at most ``BLOCK`` values, and its sums times the weight go into the channel's
+    block sums (Kahan-added every ``BLOCK`` values). A run is first read without a test
+    per value; a run whose sum is not finite (a NaN, an infinity, or deviations that
+    overflow) is read again value by value."""
     no, nchan, length = x.shape
     omit = policy == POLICY_OMIT
     shift = np.zeros(nchan)
@@ -163,8 +169,6 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
     n = np.zeros(nchan, np.int64)
     nnan = np.zeros(nchan, np.int64)
     ninf = np.zeros(nchan, np.int64)
-    # the weight sums and the squares are summed in blocks of BLOCK values, whose sums
-    # are added with Kahan's compensation (``*c``): about one rounding in all
     wsum = np.zeros(nchan)
     wsumc = np.zeros(nchan)
     part = np.zeros(nchan)
@@ -178,24 +182,44 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
             continue
         for c in range(nchan):
             s = shift[c]
-            for i in range(length):
-                v = numba.float64(x[o, c, i])
-                if math.isnan(v):
-                    nnan[c] += 1
-                    if omit:
-                        continue
-                elif math.isinf(v):
-                    ninf[c] += 1
-                n[c] += 1
-                part[c] += wo
-                inblock[c] += 1
-                if inblock[c] == BLOCK:
+            for i0 in range(0, length, BLOCK):
+                i1 = min(i0 + BLOCK, length)
+                acc = 0.0
+                lo = mn[c]
+                hi = mx[c]
+                for i in range(i0, i1):
+                    v = numba.float64(x[o, c, i])
+                    acc += v - s
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                k = i1 - i0
+                if not math.isfinite(acc):  # the run again, value by value
+                    acc = 0.0
+                    k = 0
+                    lo = mn[c]
+                    hi = mx[c]
+                    for i in range(i0, i1):
+                        v = numba.float64(x[o, c, i])
+                        if math.isnan(v):
+                            nnan[c] += 1
+                            if omit:
+                                continue
+                        elif math.isinf(v):
+                            ninf[c] += 1
+                        k += 1
+                        acc += v - s
+                        lo = merge_min(lo, v)
+                        hi = merge_max(hi, v)
+                n[c] += k
+                s1[c] += wo * acc
+                mn[c] = lo
+                mx[c] = hi
+                part[c] += wo * k
+                inblock[c] += k
+                if inblock[c] >= BLOCK:
                     wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
                     part[c] = 0.0
                     inblock[c] = 0
-                s1[c] += wo * (v - s)
-                mn[c] = merge_min(mn[c], v)
-                mx[c] = merge_max(mx[c], v)
     delta = np.zeros(nchan)
     redo = np.zeros(nchan, np.bool_)
     for c in range(nchan):
@@ -225,15 +249,24 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
         for c in range(nchan):
             s = shift[c]
             dc = delta[c]
-            for i in range(length):
-                v = numba.float64(x[o, c, i])
-                if omit and math.isnan(v):
-                    continue
-                d = (v - s) - dc
-                part[c] += wo * d * d
-                epart[c] += wo * d
-                inblock[c] += 1
-                if inblock[c] == BLOCK:
+            skip = omit and nnan[c] > 0
+            for i0 in range(0, length, BLOCK):
+                i1 = min(i0 + BLOCK, length)
+                qq = 0.0
+                ee = 0.0
+                k = 0
+                for i in range(i0, i1):
+                    v = numba.float64(x[o, c, i])
+                    if skip and math.isnan(v):
+                        continue
+                    d = (v - s) - dc
+                    qq += d * d
+                    ee += d
+                    k += 1
+                part[c] += wo * qq
+                epart[c] += wo * ee
+                inblock[c] += k
+                if inblock[c] >= BLOCK:
                     q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
                     e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
                     part[c] = 0.0
@@ -246,6 +279,138 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
                                      e[c] - ec[c])
         if ninf[c] and (omit or nnan[c] == 0):  # the infinities' signs decide (the
             hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan  # finite sum may be NaN)
+        si[0, c] = n[c]
+        si[1, c] = nnan[c]
+        si[2, c] = ninf[c]
+        sf[0, c] = hi
+        sf[1, c] = lo
+        sf[2, c] = m2
+        sf[3, c] = mn[c]
+        sf[4, c] = mx[c]
+        sw[c] = wsum[c]
+
+
+@cached(nogil=True)
+def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compiled
+    """:func:`_weighted_stats` of an (O, C, 1) ``x`` (a table, channels-last rows): row
+    by row, each row's channels updated side by side (a loop over the channels that
+    vectorizes), its block sums Kahan-added every ``BLOCK`` rows. A row that holds a
+    NaN or an infinity is read value by value."""
+    no, nchan, _ = x.shape
+    omit = policy == POLICY_OMIT
+    shift = np.zeros(nchan)
+    have = np.zeros(nchan, np.bool_)
+    found = 0
+    for o in range(no):
+        if found == nchan:
+            break
+        if w[o // rpw] == 0.0:
+            continue
+        for c in range(nchan):
+            v = x[o, c, 0]
+            if not have[c] and math.isfinite(v):
+                shift[c] = v
+                have[c] = True
+                found += 1
+    n = np.zeros(nchan, np.int64)
+    nnan = np.zeros(nchan, np.int64)
+    ninf = np.zeros(nchan, np.int64)
+    wsum = np.zeros(nchan)
+    wsumc = np.zeros(nchan)
+    part = np.zeros(nchan)
+    s1 = np.zeros(nchan)
+    mn = np.full(nchan, np.inf)
+    mx = np.full(nchan, -np.inf)
+    inblock = 0
+    clean = np.ones(no, np.bool_)  # rows without a NaN or an infinity
+    for o in range(no):
+        wo = w[o // rpw]
+        if wo == 0.0:
+            continue
+        for c in range(nchan):
+            if not math.isfinite(x[o, c, 0]):
+                clean[o] = False
+                break
+        if clean[o]:
+            for c in range(nchan):
+                v = x[o, c, 0]
+                s1[c] += wo * (v - shift[c])
+                mn[c] = min(mn[c], v)
+                mx[c] = max(mx[c], v)
+                part[c] += wo
+                n[c] += 1
+        else:
+            for c in range(nchan):
+                v = x[o, c, 0]
+                if math.isnan(v):
+                    nnan[c] += 1
+                    if omit:
+                        continue
+                elif math.isinf(v):
+                    ninf[c] += 1
+                s1[c] += wo * (v - shift[c])
+                mn[c] = merge_min(mn[c], v)
+                mx[c] = merge_max(mx[c], v)
+                part[c] += wo
+                n[c] += 1
+        inblock += 1
+        if inblock == BLOCK:
+            for c in range(nchan):
+                wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
+                part[c] = 0.0
+            inblock = 0
+    delta = np.zeros(nchan)
+    redo = np.zeros(nchan, np.bool_)
+    for c in range(nchan):
+        wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
+        wsum[c] -= wsumc[c]
+        if wsum[c] > 0.0:
+            delta[c] = s1[c] / wsum[c]
+            redo[c] = not math.isfinite(delta[c]) and ninf[c] == 0 and (
+                omit or nnan[c] == 0)
+    if redo.any():
+        _scaled_means(x, w, rpw, redo, wsum, shift, delta)
+    for c in range(nchan):
+        shift[c], delta[c] = recentre(shift[c], delta[c])
+    q = np.zeros(nchan)
+    qc = np.zeros(nchan)
+    e = np.zeros(nchan)
+    ec = np.zeros(nchan)
+    epart = np.zeros(nchan)
+    part[:] = 0.0
+    inblock = 0
+    for o in range(no):
+        wo = w[o // rpw]
+        if wo == 0.0:
+            continue
+        if clean[o] or not omit:
+            for c in range(nchan):
+                d = (x[o, c, 0] - shift[c]) - delta[c]
+                part[c] += wo * d * d
+                epart[c] += wo * d
+        else:
+            for c in range(nchan):
+                v = x[o, c, 0]
+                if math.isnan(v):
+                    continue
+                d = (v - shift[c]) - delta[c]
+                part[c] += wo * d * d
+                epart[c] += wo * d
+        inblock += 1
+        if inblock == BLOCK:
+            for c in range(nchan):
+                q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
+                e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
+                part[c] = 0.0
+                epart[c] = 0.0
+            inblock = 0
+    for c in range(nchan):
+        q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
+        e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
+        hi, lo, m2 = shifted_moments(shift[c], wsum[c], delta[c], q[c] - qc[c],
+                                     e[c] - ec[c])
+        if ninf[c] and (omit or nnan[c] == 0):
+            hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan
         si[0, c] = n[c]
         si[1, c] = nnan[c]
         si[2, c] = ninf[c]
@@ -300,26 +465,50 @@ CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
 def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
     whole rows converted to float64 C-contiguous read-only arrays (one compiled kernel
-    for every input dtype and layout, and bounded extra memory)."""
+    for every input dtype and layout, and bounded extra memory). The chunks are spread
+    over nbbn's threads (each converts and reduces its own) and merged in their order,
+    so the result does not depend on the thread count."""
+    from .cpu import THREADED_MIN_ELEMENTS, _executor, threads
+
     nchan = x3.shape[1]
     rpw = x3.shape[0] // w.shape[0]
     per_row = max(1, rpw * nchan * x3.shape[2] * 8)
     step = max(1, CHUNK_BYTES // per_row)  # rows (of weight) per chunk
-    total: BatchStats | None = None
-    for r0 in range(0, w.shape[0], step):
+    starts = range(0, w.shape[0], step)
+    parts: list[BatchStats | None] = [None] * len(starts)
+
+    def chunk(k: int) -> None:
+        r0 = starts[k]
         src = x3[r0 * rpw:(r0 + step) * rpw]
         if bf16:  # bfloat16 bits: the high half of a float32
             src = (src.astype(np.uint32) << np.uint32(16)).view(np.float32)
-        chunk = np.ascontiguousarray(src, dtype=np.float64)
-        if chunk.flags.writeable:  # one compiled type for writable and read-only input
-            chunk = chunk.view()
-            chunk.flags.writeable = False
+        data = np.ascontiguousarray(src, dtype=np.float64)
+        if data.flags.writeable:  # one compiled type for writable and read-only input
+            data = data.view()
+            data.flags.writeable = False
         part = BatchStats.uninitialized(nchan)
         part.weight = np.empty(nchan)
-        _weighted_stats(chunk, w[r0:r0 + step], rpw, policy, part.ints, part.floats,
-                        part.weight)
-        total = part if total is None else merge(total, part)
-    assert total is not None
+        kernel = _weighted_rows if data.shape[2] == 1 else _weighted_stats
+        kernel(data, w[r0:r0 + step], rpw, policy, part.ints, part.floats, part.weight)
+        parts[k] = part
+
+    nt = min(threads(), len(starts)) if x3.size >= THREADED_MIN_ELEMENTS else 1
+
+    def every(t: int) -> None:
+        for k in range(t, len(starts), nt):
+            chunk(k)
+
+    futures = [_executor().submit(every, t) for t in range(1, nt)]
+    try:
+        every(0)
+    finally:
+        for f in futures:
+            f.result()
+    done = [p for p in parts if p is not None]
+    assert len(done) == len(parts)
+    total = done[0]
+    for part in done[1:]:
+        total = merge(total, part)
     return total
 
 
