@@ -1,18 +1,16 @@
 """Weighted ``update`` (``sample_weight=``) against the unweighted call and numpy.
 
 The "Weighted statistics" table in docs/benchmarks.md ("Eighth session"): medians of 5
-alternating calls of nbbn weighted, nbbn unweighted and numpy's ``np.average`` of the
+interleaved rounds of nbbn weighted, nbbn unweighted and numpy's ``np.average`` of the
 mean and of the variance (float64 copies made outside the timing). Run ``python
 scripts/weighted_updates.py``.
 """
-
-import statistics
-import time
 
 import numpy as np
 
 import nbbn
 from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.bench_timing import interleaved
 
 
 def main() -> None:
@@ -42,15 +40,7 @@ def main() -> None:
             "unweighted": lambda x=x, ax=ax: nbbn.RunningStats(ax).update(x),
             "numpy": numpy_weighted,
         }
-        for call in calls.values():
-            call()
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(5):
-            for k, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                times[k].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        med = {k: s * 1e3 for k, s in interleaved(calls, 5).items()}
         print(f"{name:32s} weighted {med['weighted']:8.2f} ms  unweighted "
               f"{med['unweighted']:7.2f} ms  numpy weighted {med['numpy']:8.2f} ms")
 
