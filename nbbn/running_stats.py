@@ -195,9 +195,10 @@ class RunningStats:
             names = self._first_names(columns)
             self._host_cache = None
             before = _counted(self._state)
-            added = _counted(part)
-            if before is not None and added is not None and before > _COUNT_MAX - added:
-                raise _count_overflow(0, before, added)
+            if isinstance(part, BatchStats) and isinstance(self._state, BatchStats):
+                have, add = int(self._state.ints[0, 0]), int(part.ints[0, 0])
+                if have > COUNT_LIMIT - add:  # (two scalar reads: it runs on every update)
+                    raise _count_overflow(0, have, add)
             try:
                 if getattr(self._state, "weight", None) is not None:
                     # a weighted state is merged on the host (device states hold none)
@@ -676,8 +677,9 @@ class RunningStats:
         for k, a in zip(_ARRAY_FIELDS, arrays, strict=True):
             if k in ("count", "nan_count", "inf_count") and (
                     a.dtype.kind not in "iu" or (a < 0).any()
-                    or (a.size and int(a.max()) > np.iinfo(np.int64).max)):
-                raise ValueError(f"RunningStats {k} must hold non-negative integers (int64)")
+                    or (a.size and int(a.max()) > COUNT_LIMIT)):
+                raise ValueError(f"RunningStats {k} must hold non-negative integers of at "
+                                 "most 2**62 (nbbn's limit per channel)")
             if a.dtype.kind not in "iuf":
                 raise ValueError(f"RunningStats {k} must hold numbers, got dtype {a.dtype}")
             if k == "m2" and (a.dtype.kind != "f" or (a < 0).any()):  # (NaN: "propagate")
@@ -799,10 +801,11 @@ def _check_policies(mine: str, theirs: str, b: BatchStats) -> None:
 
 
 def _counted(state) -> int | None:
-    """The number of values a host state's first channel has seen (counted, NaN and
-    infinite: each value is one of these), which a merge of any batch with values
-    changes; None for a device state (merged into a new host state, never in place).
-    Three scalar reads, not a sum over the channels: it runs on every update."""
+    """The first channel's count plus its NaN and infinity counts (NaNs and infinities
+    can be in the count as well: only its change matters), which a merge of any batch
+    with values changes; None for a device state (merged into a new host state, never
+    in place). Three scalar reads, not a sum over the channels: it runs on every
+    update."""
     if not isinstance(state, BatchStats):
         return None
     ints = state.ints
@@ -858,20 +861,24 @@ def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None
                          "channel; scale them down. Nothing was changed.")
 
 
-_COUNT_MAX = int(np.iinfo(np.int64).max)
+# The largest count (values, NaNs, infinities) a channel may hold: 2**62, 4.6e18 values,
+# which no stream reaches; a loaded state or a merge beyond it is refused, so int64
+# counts never wrap (an update checks the first channel's count only, which is enough
+# for states whose channels saw the same values, as every state made from data)
+COUNT_LIMIT = 2 ** 62
 
 
 def _count_overflow(channel: int, a: int, b: int) -> ValueError:
-    return ValueError(f"the merged count would overflow int64 in channel {channel}: {a} + "
-                      f"{b} values. Nothing was changed.")
+    return ValueError(f"the merged count would pass nbbn's limit of 2**62 values per "
+                      f"channel in channel {channel}: {a} + {b}. Nothing was changed.")
 
 
 def _host_merge(a, b: BatchStats) -> BatchStats:
     """``b`` merged into ``a`` (a state of any backend, replaced by host statistics);
-    ValueError, nothing changed, when a count would overflow int64 (states loaded with
-    counts near 2**63: real data never gets there)."""
+    ValueError, nothing changed, when a count would pass :data:`COUNT_LIMIT` (states
+    loaded with counts near it: real data never gets there)."""
     a_ints = backends.to_host(a).ints
-    over = b.ints > _COUNT_MAX - a_ints  # (counts are >= 0: no overflow here)
+    over = b.ints > COUNT_LIMIT - a_ints  # (counts are >= 0: no overflow here)
     if over.any():
         row, c = (int(i[0]) for i in np.nonzero(over))
         raise _count_overflow(c, int(a_ints[row, c]), int(b.ints[row, c]))

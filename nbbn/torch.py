@@ -202,6 +202,7 @@ class _LayerPass:
         self.stats = RunningStats(channel_axis=1)
         self.calls = 0
         self.uses = 0  # the target's uses per forward; 0 (unknown): no stop
+        self.stops = True  # False (with forward=): every pass runs whole forwards
         self.seen = 0  # the target's uses in the current forward
         self.sequence: list[str] | None = []  # None once the order is known
         self.order: list[str] = []
@@ -237,7 +238,7 @@ class _LayerPass:
             _read(self.stats, args[0])
             self.calls += 1
             self.seen += 1
-            if self.seen == self.uses:
+            if self.stops and self.seen == self.uses:
                 raise _StopPass
 
         return _not_traced(pre_hook)
@@ -251,6 +252,9 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
     layer's buffers written (merged over the ranks) before the next layer's pass."""
     modules = dict(layers)
     lp = _LayerPass()
+    # forward= may call the model any number of times per item (once per element of a
+    # list): a pass cut after the first item's number of uses would drop the rest
+    lp.stops = forward is None
     result: dict[str, RunningStats] = {}
     with _restoring(model, layers) as handles:
         for m in model.modules():

@@ -559,3 +559,22 @@ def test_forward_refuses_what_it_cannot_do():
         nt.recompute_bn_stats(model, items, progress=False)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+def test_eval_mode_forward_calling_the_model_any_number_of_times():
+    """With ``forward=``, an item may hold any number of inputs (a list, one model call
+    each): ``mode="eval"`` runs whole forwards then, where it stops a pass once a layer
+    has read its first item's number of inputs (which dropped the rest, found in
+    review). The first BatchNorm gets the exact statistics of every input."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 3),
+                                torch.nn.BatchNorm1d(3)).eval()
+    data = [[torch.randn(4, 3), torch.randn(4, 3) + 5],
+            [torch.randn(4, 3) - 5, torch.randn(4, 3) + 10, torch.randn(4, 3) * 3]]
+    every = torch.cat([t for item in data for t in item]).double().numpy()
+    for mode in ("batch", "eval"):
+        got = nt.recompute_bn_stats(model, data, forward=lambda m, item: [m(t) for t in item],
+                                    mode=mode, progress=False)
+        assert got["0"].count[0] == 20, mode
+        assert _rel(got["0"].mean, every.mean(axis=0)) <= 1e-12, mode
+        assert _rel(model[0].running_mean.numpy(), every.mean(axis=0)) <= 1e-6, mode

@@ -527,9 +527,14 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     view = can.view3()
     if (view is None or not streams(view)) and (flipped := can.transposed()) is not None:
         # the axes in memory order (Fortran order, permuted views): the map through the
-        # same permutation of both (C-ordered for an out laid out as the input)
-        can, target = flipped[0], target_all.transpose(flipped[1])
-        view = can.view3()
+        # same permutation of both (C-ordered for an out laid out as the input). Where the
+        # input has a view that does not stream, only if the output has one in that order
+        # too: a channels_last input into a C-ordered out= is faster read as it lies
+        # than written through slabs
+        permuted, pview = target_all.transpose(flipped[1]), flipped[0].view3()
+        assert pview is not None  # (transposed() returns only views that stream)
+        if view is None or _out_view3(permuted, pview.shape, out_bf16) is not None:
+            can, target, view = flipped[0], permuted, pview
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
