@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._layout import canonical
+from .backends._stats import COUNT_LIMIT
 
 __all__ = ["BINS", "Histogram"]
 
@@ -45,6 +46,9 @@ class Histogram:
                 or counts.dtype.kind not in "iu" or (counts < 0).any():
             raise ValueError("a histogram must be non-negative integer counts of shape (C, 256) "
                              f"or (C, 65536), got {counts.dtype} {counts.shape}")
+        if counts.size and int(counts.max()) > COUNT_LIMIT:  # (a uint64 bin could wrap)
+            raise ValueError("a histogram's counts must be at most 2**62 (nbbn's limit per "
+                             f"channel), got {int(counts.max())}")
         self.counts = counts.astype(np.int64, copy=False)
 
     @classmethod

@@ -16,7 +16,7 @@ from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from ._weights import check_sample_weight
-from .backends._stats import BatchStats
+from .backends._stats import COUNT_LIMIT, BatchStats
 
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
@@ -195,10 +195,6 @@ class RunningStats:
             names = self._first_names(columns)
             self._host_cache = None
             before = _counted(self._state)
-            if isinstance(part, BatchStats) and isinstance(self._state, BatchStats):
-                have, add = int(self._state.ints[0, 0]), int(part.ints[0, 0])
-                if have > COUNT_LIMIT - add:  # (two scalar reads: it runs on every update)
-                    raise _count_overflow(0, have, add)
             try:
                 if getattr(self._state, "weight", None) is not None:
                     # a weighted state is merged on the host (device states hold none)
@@ -722,6 +718,10 @@ class RunningStats:
             if rs.histogram.num_channels != count.shape[0]:
                 raise ValueError(f"RunningStats histogram has {rs.histogram.num_channels} "
                                  f"channels, the statistics {count.shape[0]}")
+            # (a bin counts values of its channel: one above the count is a damaged
+            # file, and could pass int64 in a merge whose counts are within the limit)
+            if (rs.histogram.counts > count.astype(np.int64)[:, None]).any():
+                raise ValueError("RunningStats histogram has a bin above its channel's count")
         rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
 
@@ -859,13 +859,6 @@ def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None
         raise ValueError(f"the weighted count would overflow float64: the weights sum to "
                          f"{float(weight.sum())!r}, and each counts {per_row} values per "
                          "channel; scale them down. Nothing was changed.")
-
-
-# The largest count (values, NaNs, infinities) a channel may hold: 2**62, 4.6e18 values,
-# which no stream reaches; a loaded state or a merge beyond it is refused, so int64
-# counts never wrap (an update checks the first channel's count only, which is enough
-# for states whose channels saw the same values, as every state made from data)
-COUNT_LIMIT = 2 ** 62
 
 
 def _count_overflow(channel: int, a: int, b: int) -> ValueError:

@@ -312,3 +312,27 @@ def test_permuted_inputs_take_no_slabs_where_a_view_streams(monkeypatch):
     for out in (np.empty(x.shape, np.float32), np.empty_like(x), None):
         y = norm(x, out=out)
         assert_ulps(y, want, ulps=1.0)
+
+
+def test_permuted_inputs_into_outs_with_no_view_read_the_input_in_memory_order(monkeypatch):
+    """Where the output has an (O, C, I) view in neither order (Fortran, byte-swapped),
+    the slabs read the input in memory order, not through its view with gaps (3-22x
+    slower, found in review)."""
+    from nbbn.backends import cpu
+
+    x = RNG.standard_normal((4, 8, 8, 3)).astype(np.float32).transpose(0, 3, 1, 2)
+    norm = nbbn.Normalizer([0.5, -1.0, 2.0], [1.0, 4.0, 0.25], channel_axis=1, backend="cpu")
+    want = ref_normalize(x, np.array([0.5, -1.0, 2.0]), np.array([1.0, 4.0, 0.25]),
+                         eps=norm.eps, channel_axis=1)
+    seen = []
+    slabs = cpu._affine_slabs
+
+    def spy(can, *args, **kwargs):
+        seen.append(can.array.flags.c_contiguous)
+        return slabs(can, *args, **kwargs)
+
+    monkeypatch.setattr(cpu, "_affine_slabs", spy)
+    for out in (np.empty(x.shape, np.float32, order="F"), np.empty(x.shape, ">f4")):
+        y = norm(x, out=out)
+        assert_ulps(y, want, ulps=1.0)
+    assert seen == [True, True]

@@ -128,3 +128,39 @@ def test_a_count_beyond_the_limit_is_refused():
     nan_state = state(np.nan, count=2 ** 62 - 2, nans=2 ** 61)
     nan_state.update(np.zeros((1, 2)))
     assert nan_state.count[0] == 2 ** 62 - 1
+    # every channel and every count row is checked by an update (found in review: the
+    # first channel's count alone let another channel, or the NaN count, pass the limit,
+    # and save() then wrote a file that load() refused)
+    x = np.ones((4, 2))
+    x[:, 0] = np.nan
+    for counts, nans in (([0, 2 ** 62], [0, 0]), ([5, 5], [2 ** 62, 0])):
+        d = state(0.0).to_dict()
+        d.update(count=np.array(counts), nan_count=np.array(nans), nan_policy="omit",
+                 m2=np.where(np.array(counts) > 0, 1.0, 0.0),
+                 min=np.where(np.array(counts) > 0, -1.0, np.inf),
+                 max=np.where(np.array(counts) > 0, 1.0, -np.inf))
+        rs = nbbn.RunningStats.from_dict(d)
+        with pytest.raises(ValueError, match="limit of 2"):
+            rs.update(x)
+        np.testing.assert_array_equal(rs.to_dict()["count"], counts)
+    xr = pytest.importorskip("xarray")
+    rs = state(0.0, count=2 ** 62)
+    with pytest.raises(ValueError, match="limit of 2"):
+        rs.update(xr.DataArray(np.ones((3, 2)), dims=("n", "c")))
+    assert rs.count[0] == 2 ** 62
+
+
+def test_a_histogram_beyond_its_counts_is_refused():
+    """A loaded histogram bin above 2**62 (a uint64 one wrapped to a negative int64) or
+    above its channel's count is a damaged file: refused."""
+    u8 = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    good = nbbn.RunningStats(-1).update(u8).to_dict()
+    good["histogram"] = np.zeros((3, 256), np.int64)
+    good["histogram"][:, 0] = 4
+    assert nbbn.RunningStats.from_dict(good).histogram.counts[0, 0] == 4
+    for bins, msg in ((np.uint64(2 ** 63 + 5), "at most 2"), (5, "above its channel's count")):
+        d = dict(good)
+        d["histogram"] = good["histogram"].astype(np.uint64)
+        d["histogram"][0, 3] = bins
+        with pytest.raises(ValueError, match=msg):
+            nbbn.RunningStats.from_dict(d)

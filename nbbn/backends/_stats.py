@@ -22,6 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 INT_FIELDS = ("count", "nan", "inf")
+# The largest count (values, NaNs, infinities) a channel may hold: 2**62, 4.6e18 values,
+# which no stream reaches. A loaded state beyond it is refused, and so is a merge or an
+# update past it (checked for every channel), so int64 counts never wrap and what is
+# saved can be loaded.
+COUNT_LIMIT = 2 ** 62
 FLOAT_FIELDS = ("mean", "mean_lo", "m2", "min", "max")
 
 

@@ -357,7 +357,12 @@ def merge(state, part: BatchStats) -> BatchStats:
 
         return cpu_weighted.merge(host, part)
     # a merge is the batch folded into the state: one compiled kernel for both
-    ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats, True)
+    if not ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats,
+                   True):
+        raise ValueError("a count would pass nbbn's limit of 2**62 values per channel: "
+                         "the state holds up to "
+                         f"{int(host.ints.max())} and the batch {int(part.ints.max())}. "
+                         "Nothing was changed.")
     return host
 
 
@@ -528,12 +533,15 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     if (view is None or not streams(view)) and (flipped := can.transposed()) is not None:
         # the axes in memory order (Fortran order, permuted views): the map through the
         # same permutation of both (C-ordered for an out laid out as the input). Where the
-        # input has a view that does not stream, only if the output has one in that order
-        # too: a channels_last input into a C-ordered out= is faster read as it lies
-        # than written through slabs
+        # input has a view that does not stream but the output has one and has none in
+        # the permuted order (a channels_last input into a C-ordered out=), the input is
+        # read as it lies: faster than writing the output through slabs. Where the
+        # output has a view in neither order (Fortran, byte-swapped, with gaps), the
+        # input is read in memory order (the slabs are then the output's anyway)
         permuted, pview = target_all.transpose(flipped[1]), flipped[0].view3()
         assert pview is not None  # (transposed() returns only views that stream)
-        if view is None or _out_view3(permuted, pview.shape, out_bf16) is not None:
+        if (view is None or _out_view3(permuted, pview.shape, out_bf16) is not None
+                or _out_view3(target_all, view.shape, out_bf16) is None):
             can, target, view = flipped[0], permuted, pview
     # one pass over the whole input where the kernels can read and write it as it lies;
     # else slabs (bounded copies of the input and temporaries for the output)

@@ -44,6 +44,7 @@ from numba.np.numpy_support import as_dtype
 
 from .._policy import POLICY_OMIT
 from ._jit import cached, tagged
+from ._stats import COUNT_LIMIT
 from .cpu_numerics import (
     as_float32,
     chan_merge,
@@ -534,8 +535,18 @@ def _finish_shifted(k, a, q, n, bmn, bmx, limit):
 def fold(pi, pf, ints, floats, into):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
     order, into ``ints`` (3, C) and ``floats`` (5, C): merged into what they hold when
-    ``into`` (a state merging a batch: ``pi = batch.ints[None]``), else replacing it."""
+    ``into`` (a state merging a batch: ``pi = batch.ints[None]``), else replacing it.
+    Returns False, changing nothing, when ``into`` and a count would pass
+    ``COUNT_LIMIT`` (a state loaded near it: real data never gets there)."""
     nparts = pi.shape[0]
+    if into:
+        for c in range(pi.shape[2]):
+            for k in range(3):
+                t = ints[k, c]
+                for p in range(nparts):
+                    if pi[p, k, c] > COUNT_LIMIT - t:
+                        return False
+                    t += pi[p, k, c]
     for c in range(pi.shape[2]):
         n = numba.int64(0)
         m = numba.float64(0)
@@ -562,6 +573,7 @@ def fold(pi, pf, ints, floats, into):
             a += pi[p, 1, c]
             b += pi[p, 2, c]
         store_stats(ints, floats, c, n, m, ml, q, lo, hi, a, b)
+    return True
 
 
 def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
