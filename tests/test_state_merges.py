@@ -143,6 +143,14 @@ def test_a_count_beyond_the_limit_is_refused():
         with pytest.raises(ValueError, match="limit of 2"):
             rs.update(x)
         np.testing.assert_array_equal(rs.to_dict()["count"], counts)
+    rs = state(0.0, count=2 ** 62)  # a weighted batch into an unweighted state
+    with pytest.raises(ValueError, match="limit of 2"):
+        rs.update(np.ones((3, 2)), sample_weight=np.ones(3))
+    assert rs.count[0] == 2 ** 62 and not rs.weighted
+    rs = state(0.0, count=2 ** 62)  # a weighted batch into an unweighted state
+    with pytest.raises(ValueError, match="limit of 2"):
+        rs.update(np.ones((3, 2)), sample_weight=np.ones(3))
+    assert rs.count[0] == 2 ** 62 and not rs.weighted
     xr = pytest.importorskip("xarray")
     rs = state(0.0, count=2 ** 62)
     with pytest.raises(ValueError, match="limit of 2"):

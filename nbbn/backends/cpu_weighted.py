@@ -37,7 +37,7 @@ import numpy as np
 from .._layout import Canonical
 from .._policy import POLICY_OMIT
 from ._jit import cached
-from ._stats import BatchStats
+from ._stats import COUNT_LIMIT, BatchStats
 from .cpu_numerics import chan_merge, dd_mean, inf_mean, merge_max, merge_min
 
 __all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
@@ -442,6 +442,10 @@ def _merge_weighted(si, sf, sw, pi, pf, pw):  # pragma: no cover - compiled
 def merge(state: BatchStats, part: BatchStats) -> BatchStats:
     """``part`` merged into the host ``state`` in place (either may be unweighted: its
     weight sum is its count); the state becomes weighted."""
+    if (part.ints > COUNT_LIMIT - state.ints).any():  # (counts >= 0: no overflow here)
+        raise ValueError("a count would pass nbbn's limit of 2**62 values per channel: the "
+                         f"state holds up to {int(state.ints.max())} and the batch "
+                         f"{int(part.ints.max())}. Nothing was changed.")
     weight = state.count.astype(np.float64) if state.weight is None else state.weight
     part_weight = np.ascontiguousarray(part.weight_sum())
     with np.errstate(over="ignore"):
