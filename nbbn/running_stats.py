@@ -593,12 +593,15 @@ class RunningStats:
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """The state as plain numpy arrays and scalars (see :meth:`from_dict`)."""
-        st = self._snapshot() or BatchStats.empty(0)
         extras: dict = {}
-        if self.histogram is not None:
-            extras["histogram"] = self.histogram.counts.copy()
-        if self.skipped:
-            extras["skipped"] = np.array(self.skipped, dtype=str)
+        with self._lock:  # the statistics and the histogram of the same batches
+            state = self._state
+            st = BatchStats.empty(0) if state is None else backends.to_host(state).copy()
+            if self.histogram is not None:
+                extras["histogram"] = self.histogram.counts.copy()
+            if self.skipped:
+                extras["skipped"] = np.array(self.skipped, dtype=str)
+            names = self._names
         weight = {} if st.weight is None else {"weight": st.weight}
         return extras | {
             "format": FORMAT_NAME,
@@ -613,8 +616,7 @@ class RunningStats:
             "max": st.max,
             "nan_count": st.nan,
             "inf_count": st.inf,
-            **({} if self._names is None else
-               {"channel_names": np.asarray(self._names, dtype=np.str_)}),
+            **({} if names is None else {"channel_names": np.asarray(names, dtype=np.str_)}),
             **weight,
         }
 
@@ -715,12 +717,14 @@ class RunningStats:
                                                weight=weight)
         if "histogram" in d:
             rs.histogram = Histogram(d["histogram"])
-            if rs.histogram.num_channels != count.shape[0]:
+            if count.shape[0] == 0 and not rs.histogram.counts.any():
+                pass  # (a histogram set before any data: its channels are its own)
+            elif rs.histogram.num_channels != count.shape[0]:
                 raise ValueError(f"RunningStats histogram has {rs.histogram.num_channels} "
                                  f"channels, the statistics {count.shape[0]}")
             # (a bin counts values of its channel: one above the count is a damaged
             # file, and could pass int64 in a merge whose counts are within the limit)
-            if (rs.histogram.counts > count.astype(np.int64)[:, None]).any():
+            elif (rs.histogram.counts > count.astype(np.int64)[:, None]).any():
                 raise ValueError("RunningStats histogram has a bin above its channel's count")
         rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
