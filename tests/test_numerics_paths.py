@@ -339,3 +339,23 @@ def test_float64_near_the_top_of_the_range(path, rng):
     assert np.isfinite(rs.mean).all() and np.isposinf(rs.var).all(), (rs.mean, rs.var)
     ref = np.moveaxis(np.ldexp(z, -64), axis, 0).reshape(shape[axis], -1).mean(axis=1)
     np.testing.assert_allclose(rs.mean, np.ldexp(ref, 64), rtol=1e-6, atol=1e296)
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_long_rows_with_scattered_nans_redo_sub_blocks(rng, dtype, nan_policy):
+    """A channels-first block holding a NaN or an infinity is redone in sub-blocks of
+    ``SUB_BLOCK`` values, each on the fast path where it is clean: NaNs next to
+    sub-block edges, a whole sub-block of NaN, an infinity in one channel's row only,
+    and rows far from the running mean, against the reference."""
+    sub = cpu_stats.SUB_BLOCK
+    length = cpu_stats.ROW_BLOCK + 3 * sub + 7  # (rows of two blocks, the second short)
+    x = rng.standard_normal((3, 3, length)) * 2.0 + np.array([0.0, 1e3, -50.0])[:, None]
+    x[1] += 5e3  # (far from the running mean of the first sample)
+    for at in (sub - 1, sub, sub + 1, 2 * sub + 5, cpu_stats.ROW_BLOCK + sub):
+        x[0, 0, at] = np.nan
+    x[1, 1, 3 * sub:4 * sub] = np.nan  # a whole sub-block
+    x[2, 2, 17] = np.inf
+    x = x.astype(dtype)
+    rs = nbbn.RunningStats(1, nan_policy=nan_policy, backend="cpu").update(x)
+    assert_stats(rs, ref_stats_many([x], 1, nan_policy), stats_rtol(dtype))

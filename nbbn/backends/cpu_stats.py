@@ -83,6 +83,7 @@ from .cpu_simd import (
 )
 
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
+SUB_BLOCK = 256  # ... and of the sub-blocks of a block that holds a NaN or an infinity
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
@@ -594,13 +595,28 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
             r = x[o, c, lo:hi]  # 0-based loops over a slice: no wraparound checks, vectorizable
             n = hi - lo
             shift = pmean[p, c] if pn[p, c] > 0 else np.nan
-            ok, bm, bl, q, bmn, bmx = block_fast(r, half, shift)
-            bnan = 0
-            binf = 0
-            if not ok:
-                n, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(r, 0, n, 1, half, policy)
-            _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl,
-                       q, bmn, bmx, bnan, binf)
+            # the block on the fast path; where it holds a NaN or an infinity, again in
+            # sub-blocks, each on the fast path where it is clean and exactly otherwise
+            # (a NaN in a thousand values made every block exact: 13x the time of clean
+            # data). One call site of each: numba inlines block_fast.
+            s0 = 0
+            step = n
+            while s0 < n:
+                s1 = min(n, s0 + step)
+                sub = r[s0:s1]
+                ok, bm, bl, q, bmn, bmx = block_fast(sub, half, shift)
+                if not ok and step > SUB_BLOCK:
+                    step = SUB_BLOCK
+                    continue
+                sn = s1 - s0
+                bnan = 0
+                binf = 0
+                if not ok:
+                    sn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(sub, 0, sn, 1, half,
+                                                                      policy)
+                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, sn, bm, bl,
+                           q, bmn, bmx, bnan, binf)
+                s0 = s1
 
 
 def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
