@@ -16,7 +16,7 @@ from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from ._weights import check_sample_weight
-from .backends._stats import COUNT_LIMIT, BatchStats
+from .backends._stats import COUNT_LIMIT, BatchStats, count_limit_error
 
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("count", "mean", "m2", "min", "max", "nan_count", "inf_count")
@@ -865,20 +865,13 @@ def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None
                          "channel; scale them down. Nothing was changed.")
 
 
-def _count_overflow(channel: int, a: int, b: int) -> ValueError:
-    return ValueError(f"the merged count would pass nbbn's limit of 2**62 values per "
-                      f"channel in channel {channel}: {a} + {b}. Nothing was changed.")
-
-
 def _host_merge(a, b: BatchStats) -> BatchStats:
     """``b`` merged into ``a`` (a state of any backend, replaced by host statistics);
     ValueError, nothing changed, when a count would pass :data:`COUNT_LIMIT` (states
     loaded with counts near it: real data never gets there)."""
     a_ints = backends.to_host(a).ints
-    over = b.ints > COUNT_LIMIT - a_ints  # (counts are >= 0: no overflow here)
-    if over.any():
-        row, c = (int(i[0]) for i in np.nonzero(over))
-        raise _count_overflow(c, int(a_ints[row, c]), int(b.ints[row, c]))
+    if (b.ints > COUNT_LIMIT - a_ints).any():  # (counts are >= 0: no overflow here)
+        raise count_limit_error(a_ints, b.ints)
     return backends.resolve("cpu").merge(a, b)
 
 

@@ -27,6 +27,16 @@ INT_FIELDS = ("count", "nan", "inf")
 # update past it (checked for every channel), so int64 counts never wrap and what is
 # saved can be loaded.
 COUNT_LIMIT = 2 ** 62
+
+
+def count_limit_error(state_ints: np.ndarray, part_ints: np.ndarray) -> ValueError:
+    """The error of a merge of ``part_ints`` into ``state_ints`` (int (3, C) counts) that
+    would pass :data:`COUNT_LIMIT`, naming the first channel and the two counts."""
+    over = part_ints > COUNT_LIMIT - state_ints  # (counts are >= 0: no overflow here)
+    row, c = (int(i[0]) for i in np.nonzero(over)) if over.any() else (0, 0)
+    return ValueError(f"the merged count would pass nbbn's limit of 2**62 values per channel "
+                      f"in channel {c}: {int(state_ints[row, c])} + {int(part_ints[row, c])}."
+                      " Nothing was changed.")
 FLOAT_FIELDS = ("mean", "mean_lo", "m2", "min", "max")
 
 

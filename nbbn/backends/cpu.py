@@ -41,7 +41,7 @@ from .._torch_arrays import (
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from . import cpu_stream, to_host
-from ._stats import BatchStats
+from ._stats import BatchStats, count_limit_error
 from .cpu_numerics import BF16
 from .cpu_simd import HAVE_SIMD
 
@@ -359,10 +359,7 @@ def merge(state, part: BatchStats) -> BatchStats:
     # a merge is the batch folded into the state: one compiled kernel for both
     if not ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats,
                    True):
-        raise ValueError("a count would pass nbbn's limit of 2**62 values per channel: "
-                         "the state holds up to "
-                         f"{int(host.ints.max())} and the batch {int(part.ints.max())}. "
-                         "Nothing was changed.")
+        raise count_limit_error(host.ints, part.ints)
     return host
 
 

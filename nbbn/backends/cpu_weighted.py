@@ -37,7 +37,7 @@ import numpy as np
 from .._layout import Canonical
 from .._policy import POLICY_OMIT
 from ._jit import cached
-from ._stats import COUNT_LIMIT, BatchStats
+from ._stats import COUNT_LIMIT, BatchStats, count_limit_error
 from .cpu_numerics import chan_merge, dd_mean, inf_mean, merge_max, merge_min
 
 __all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
@@ -136,6 +136,58 @@ def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - co
                     s[c] = 0.0
 
 
+@numba.njit(fastmath=False)
+def _first_mean(x, w, rpw, omit, wsum, wsumc, part, s1, nnan, ninf, shift
+                ):  # pragma: no cover - compiled
+    """After the first pass: each channel's weight sum finished (its last block
+    Kahan-added, the compensation applied, in ``wsum``) and its first mean as the
+    double-double ``(shift, delta)`` (:func:`recentre`); returns ``delta``."""
+    nchan = wsum.shape[0]
+    delta = np.zeros(nchan)
+    redo = np.zeros(nchan, np.bool_)
+    for c in range(nchan):
+        wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
+        wsum[c] -= wsumc[c]
+        if wsum[c] > 0.0:
+            delta[c] = s1[c] / wsum[c]
+            # finite values whose weighted deviations overflowed (both signs near
+            # 1e308): summed again scaled by 2^-64, as the unweighted kernels do
+            redo[c] = not math.isfinite(delta[c]) and ninf[c] == 0 and (
+                omit or nnan[c] == 0)
+    if redo.any():
+        _scaled_means(x, w, rpw, redo, wsum, shift, delta)
+    for c in range(nchan):
+        shift[c], delta[c] = recentre(shift[c], delta[c])
+    return delta
+
+
+@numba.njit(fastmath=False)
+def _store_weighted(omit, shift, wsum, delta, qsums, esums, counts, mn, mx, si, sf, sw
+                    ):  # pragma: no cover - compiled
+    """After the second pass: ``qsums`` and ``esums`` (Kahan sum, compensation, last
+    block) of ``sum w d^2`` and ``sum w d`` finished, the moments
+    (:func:`shifted_moments`) and ``counts`` (count, NaNs, infinities) written."""
+    q, qc, part = qsums
+    e, ec, epart = esums
+    n, nnan, ninf = counts
+    for c in range(wsum.shape[0]):
+        q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
+        e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
+        hi, lo, m2 = shifted_moments(shift[c], wsum[c], delta[c], q[c] - qc[c],
+                                     e[c] - ec[c])
+        if ninf[c] and (omit or nnan[c] == 0):  # the infinities' signs decide (the
+            hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan  # finite sum may be NaN)
+        si[0, c] = n[c]
+        si[1, c] = nnan[c]
+        si[2, c] = ninf[c]
+        sf[0, c] = hi
+        sf[1, c] = lo
+        sf[2, c] = m2
+        sf[3, c] = mn[c]
+        sf[4, c] = mx[c]
+        sw[c] = wsum[c]
+
+
 @cached(nogil=True)
 def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compiled
     """Statistics of ``x`` (O, C, I) with weights ``w[o // rpw]`` into ``si`` (3, C),
@@ -220,21 +272,7 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
                     wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
                     part[c] = 0.0
                     inblock[c] = 0
-    delta = np.zeros(nchan)
-    redo = np.zeros(nchan, np.bool_)
-    for c in range(nchan):
-        wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
-        wsum[c] -= wsumc[c]
-        if wsum[c] > 0.0:
-            delta[c] = s1[c] / wsum[c]
-            # finite values whose weighted deviations overflowed (both signs near
-            # 1e308): summed again scaled by 2^-64, as the unweighted kernels do
-            redo[c] = not math.isfinite(delta[c]) and ninf[c] == 0 and (
-                omit or nnan[c] == 0)
-    if redo.any():
-        _scaled_means(x, w, rpw, redo, wsum, shift, delta)
-    for c in range(nchan):
-        shift[c], delta[c] = recentre(shift[c], delta[c])
+    delta = _first_mean(x, w, rpw, omit, wsum, wsumc, part, s1, nnan, ninf, shift)
     q = np.zeros(nchan)
     qc = np.zeros(nchan)
     e = np.zeros(nchan)
@@ -272,22 +310,8 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
                     part[c] = 0.0
                     epart[c] = 0.0
                     inblock[c] = 0
-    for c in range(nchan):
-        q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
-        e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
-        hi, lo, m2 = shifted_moments(shift[c], wsum[c], delta[c], q[c] - qc[c],
-                                     e[c] - ec[c])
-        if ninf[c] and (omit or nnan[c] == 0):  # the infinities' signs decide (the
-            hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan  # finite sum may be NaN)
-        si[0, c] = n[c]
-        si[1, c] = nnan[c]
-        si[2, c] = ninf[c]
-        sf[0, c] = hi
-        sf[1, c] = lo
-        sf[2, c] = m2
-        sf[3, c] = mn[c]
-        sf[4, c] = mx[c]
-        sw[c] = wsum[c]
+    _store_weighted(omit, shift, wsum, delta, (q, qc, part), (e, ec, epart),
+                    (n, nnan, ninf), mn, mx, si, sf, sw)
 
 
 @cached(nogil=True)
@@ -359,19 +383,7 @@ def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compile
                 wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
                 part[c] = 0.0
             inblock = 0
-    delta = np.zeros(nchan)
-    redo = np.zeros(nchan, np.bool_)
-    for c in range(nchan):
-        wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
-        wsum[c] -= wsumc[c]
-        if wsum[c] > 0.0:
-            delta[c] = s1[c] / wsum[c]
-            redo[c] = not math.isfinite(delta[c]) and ninf[c] == 0 and (
-                omit or nnan[c] == 0)
-    if redo.any():
-        _scaled_means(x, w, rpw, redo, wsum, shift, delta)
-    for c in range(nchan):
-        shift[c], delta[c] = recentre(shift[c], delta[c])
+    delta = _first_mean(x, w, rpw, omit, wsum, wsumc, part, s1, nnan, ninf, shift)
     q = np.zeros(nchan)
     qc = np.zeros(nchan)
     e = np.zeros(nchan)
@@ -404,22 +416,8 @@ def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compile
                 part[c] = 0.0
                 epart[c] = 0.0
             inblock = 0
-    for c in range(nchan):
-        q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
-        e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
-        hi, lo, m2 = shifted_moments(shift[c], wsum[c], delta[c], q[c] - qc[c],
-                                     e[c] - ec[c])
-        if ninf[c] and (omit or nnan[c] == 0):
-            hi, lo, m2 = inf_mean(mn[c], mx[c]), 0.0, math.nan
-        si[0, c] = n[c]
-        si[1, c] = nnan[c]
-        si[2, c] = ninf[c]
-        sf[0, c] = hi
-        sf[1, c] = lo
-        sf[2, c] = m2
-        sf[3, c] = mn[c]
-        sf[4, c] = mx[c]
-        sw[c] = wsum[c]
+    _store_weighted(omit, shift, wsum, delta, (q, qc, part), (e, ec, epart),
+                    (n, nnan, ninf), mn, mx, si, sf, sw)
 
 
 @cached(nogil=True)
@@ -443,9 +441,7 @@ def merge(state: BatchStats, part: BatchStats) -> BatchStats:
     """``part`` merged into the host ``state`` in place (either may be unweighted: its
     weight sum is its count); the state becomes weighted."""
     if (part.ints > COUNT_LIMIT - state.ints).any():  # (counts >= 0: no overflow here)
-        raise ValueError("a count would pass nbbn's limit of 2**62 values per channel: the "
-                         f"state holds up to {int(state.ints.max())} and the batch "
-                         f"{int(part.ints.max())}. Nothing was changed.")
+        raise count_limit_error(state.ints, part.ints)
     weight = state.count.astype(np.float64) if state.weight is None else state.weight
     part_weight = np.ascontiguousarray(part.weight_sum())
     with np.errstate(over="ignore"):
@@ -472,7 +468,7 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
     for every input dtype and layout, and bounded extra memory). The chunks are spread
     over nbbn's threads (each converts and reduces its own) and merged in their order,
     so the result does not depend on the thread count."""
-    from .cpu import THREADED_MIN_ELEMENTS, _executor, threads
+    from .cpu import _run
 
     nchan = x3.shape[1]
     rpw = x3.shape[0] // w.shape[0]
@@ -496,18 +492,11 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
         kernel(data, w[r0:r0 + step], rpw, policy, part.ints, part.floats, part.weight)
         parts[k] = part
 
-    nt = min(threads(), len(starts)) if x3.size >= THREADED_MIN_ELEMENTS else 1
-
-    def every(t: int) -> None:
+    def every(t: int, nt: int) -> None:
         for k in range(t, len(starts), nt):
             chunk(k)
 
-    futures = [_executor().submit(every, t) for t in range(1, nt)]
-    try:
-        every(0)
-    finally:
-        for f in futures:
-            f.result()
+    _run(every, (), (), x3.size, len(starts))  # (nbbn's threads, as the kernels)
     done = [p for p in parts if p is not None]
     assert len(done) == len(parts)
     total = done[0]
