@@ -137,6 +137,32 @@ def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - co
 
 
 @numba.njit(fastmath=False)
+def _first_finite(x, w, rpw):  # pragma: no cover - compiled
+    """Each channel's shift: its first finite value in a row of nonzero weight (0 where
+    it has none), in row order."""
+    no, nchan, length = x.shape
+    shift = np.zeros(nchan)
+    have = np.zeros(nchan, np.bool_)
+    found = 0
+    for o in range(no):
+        if found == nchan:
+            break
+        if w[o // rpw] == 0.0:
+            continue
+        for c in range(nchan):
+            if have[c]:
+                continue
+            for i in range(length):
+                v = numba.float64(x[o, c, i])
+                if math.isfinite(v):
+                    shift[c] = v
+                    have[c] = True
+                    found += 1
+                    break
+    return shift
+
+
+@numba.njit(fastmath=False)
 def _first_mean(x, w, rpw, omit, wsum, wsumc, part, s1, nnan, ninf, shift
                 ):  # pragma: no cover - compiled
     """After the first pass: each channel's weight sum finished (its last block
@@ -200,24 +226,7 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
     overflow) is read again value by value."""
     no, nchan, length = x.shape
     omit = policy == POLICY_OMIT
-    shift = np.zeros(nchan)
-    have = np.zeros(nchan, np.bool_)
-    found = 0
-    for o in range(no):
-        if found == nchan:
-            break
-        if w[o // rpw] == 0.0:
-            continue
-        for c in range(nchan):
-            if have[c]:
-                continue
-            for i in range(length):
-                v = numba.float64(x[o, c, i])
-                if math.isfinite(v):
-                    shift[c] = v
-                    have[c] = True
-                    found += 1
-                    break
+    shift = _first_finite(x, w, rpw)
     n = np.zeros(nchan, np.int64)
     nnan = np.zeros(nchan, np.int64)
     ninf = np.zeros(nchan, np.int64)
@@ -322,20 +331,7 @@ def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compile
     NaN or an infinity is read value by value."""
     no, nchan, _ = x.shape
     omit = policy == POLICY_OMIT
-    shift = np.zeros(nchan)
-    have = np.zeros(nchan, np.bool_)
-    found = 0
-    for o in range(no):
-        if found == nchan:
-            break
-        if w[o // rpw] == 0.0:
-            continue
-        for c in range(nchan):
-            v = x[o, c, 0]
-            if not have[c] and math.isfinite(v):
-                shift[c] = v
-                have[c] = True
-                found += 1
+    shift = _first_finite(x, w, rpw)
     n = np.zeros(nchan, np.int64)
     nnan = np.zeros(nchan, np.int64)
     ninf = np.zeros(nchan, np.int64)
