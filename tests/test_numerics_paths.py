@@ -359,3 +359,68 @@ def test_long_rows_with_scattered_nans_redo_sub_blocks(rng, dtype, nan_policy):
     x = x.astype(dtype)
     rs = nbbn.RunningStats(1, nan_policy=nan_policy, backend="cpu").update(x)
     assert_stats(rs, ref_stats_many([x], 1, nan_policy), stats_rtol(dtype))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("nchan", [3, 64, 300])
+def test_channels_last_scattered_nans_redo_sub_blocks(rng, dtype, nchan, nan_policy):
+    """A channels-last block in which a channel holds a NaN or an infinity is redone for
+    that channel in sub-blocks of rows, each on the fast path where it is clean: NaNs
+    next to sub-block edges, a whole sub-block of NaN, a block whose first row is NaN in
+    a channel with no statistics yet (no running mean to shift by), a channel NaN for a
+    whole block, an infinity, and blocks far from the running mean, against the
+    reference."""
+    simd = cpu_stats.cl_simd(np.dtype(dtype), nchan)
+    k, _, rpb = cpu_stats.channels_last_geometry(nchan, simd)
+    sub = max(4, cpu_stats.CL_SUB_ROWS // k) * k
+    m = 2 * rpb + 3 * sub + 7  # (three blocks, the last short)
+    x = rng.standard_normal((m, nchan)) * 2.0 + np.linspace(0.0, 40.0, nchan)
+    x[rpb:] += 5e3  # (far from the running mean of the first block)
+    for at in (sub - 1, sub, sub + 1, 2 * sub + 5, rpb + sub, 2 * rpb + 1):
+        x[at, 0] = np.nan
+    x[rpb + 2 * sub:rpb + 3 * sub, 1] = np.nan  # a whole sub-block
+    x[0, 2] = np.nan  # the first block's first row: its shift is the first finite value
+    x[:rpb, nchan - 1] = np.nan  # a channel without a finite value in the first block
+    x[rpb + 17, 2] = -np.inf
+    x = x.astype(dtype)
+    rs = nbbn.RunningStats(-1, nan_policy=nan_policy, backend="cpu").update(x)
+    assert_stats(rs, ref_stats(x, -1, nan_policy), stats_rtol(dtype))
+    assert_non_finite_counts(rs, [x], -1)
+    half = nbbn.RunningStats(-1, nan_policy=nan_policy, backend="cpu")
+    for part in np.array_split(x, [rpb // 2 + 3, rpb + sub // 2]):  # blocks cut elsewhere
+        half.update(part)
+    assert_stats(half, ref_stats(x, -1, nan_policy), stats_rtol(dtype))
+    assert_non_finite_counts(half, [x], -1)
+
+
+def assert_non_finite_counts(rs, batches, axis):
+    """``nan_count`` and ``inf_count`` against numpy's."""
+    rows = [np.moveaxis(b, axis, -1).reshape(-1, b.shape[axis]) for b in batches]
+    np.testing.assert_array_equal(rs.nan_count, sum(np.isnan(r).sum(0) for r in rows))
+    np.testing.assert_array_equal(rs.inf_count, sum(np.isinf(r).sum(0) for r in rows))
+
+
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["long rows", "short rows", "table, C=7", "table, C=64"])
+def test_dense_nans_finish_blocks_exactly(rng, layout, dtype, nan_policy):
+    """Where nearly every sub-block of a block holds a NaN, the kernels stop trying the
+    fast path and finish the block exactly (``_sub_blocks_fail``): clean rows first (the
+    sub-blocks succeed), then a NaN in every 37th value, an infinity, and a second stream
+    far from the first one's mean, against the reference."""
+    if layout == "long rows":
+        shape, axis = (2, 3, cpu_stats.ROW_BLOCK + 3000), 1
+    elif layout == "short rows":
+        shape, axis = (96, 8, 16, 64), 1  # 1,024-value rows: the grouped kernel
+    else:
+        shape, axis = (60_000, int(layout.split("=")[1])), -1
+    x = rng.standard_normal(shape) * 3.0 + 10.0
+    dense = x.reshape(-1)[x.size // 5:]  # (a view: the last four fifths of memory)
+    dense[::37] = np.nan
+    dense[5003] = np.inf
+    x = x.astype(dtype)
+    second = (x * 0.5 - 7e3).astype(dtype)
+    rs = nbbn.RunningStats(axis, nan_policy=nan_policy, backend="cpu").update(x).update(second)
+    assert_stats(rs, ref_stats_many([x, second], axis, nan_policy), stats_rtol(dtype))
+    assert_non_finite_counts(rs, [x, second], axis)

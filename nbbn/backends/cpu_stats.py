@@ -56,6 +56,7 @@ from .cpu_numerics import (
     int_mean,
     is_bf16,
     is_finite_bits,
+    is_nan_bits,
     merge_max,
     merge_min,
     store_stats,
@@ -84,9 +85,12 @@ from .cpu_simd import (
 
 ROW_BLOCK = 8192  # channels-first: elements of one row reduced as one block
 SUB_BLOCK = 256  # ... and of the sub-blocks of a block that holds a NaN or an infinity
+SUB_TRIES = 8  # sub-blocks tried before a block whose sub-blocks nearly all fail ...
+SUB_FAILING = 7 / 8  # ... (this share) is finished exactly (NaNs too dense to skip)
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
+CL_SUB_ROWS = 64  # ... and rows per sub-block of a block that holds a NaN or an infinity
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
 # channels-first rows shorter than a block are reduced in groups of rows (float32
@@ -119,6 +123,14 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 def ratio_limit(dtype: np.dtype) -> float:
     """The shifted-sum cancellation limit for an input dtype (see the module doc)."""
     return RATIO_LIMIT_LOW if dtype in (np.float16, np.float32) else RATIO_LIMIT_HIGH
+
+
+@numba.njit(inline="always")
+def _sub_blocks_fail(tried, failed):
+    """Whether the sub-blocks of a block so far failed often enough (a NaN or an
+    infinity in nearly every one) that the rest is redone exactly without them: a fast
+    pass over a sub-block that then fails is wasted time."""
+    return tried >= SUB_TRIES and failed >= SUB_FAILING * tried
 
 
 @cached(nogil=True)
@@ -418,6 +430,95 @@ def _cl_partial(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
         tmx[t] = fmax_fast(tmx[t], v)
 
 
+def _cl_pass_omit(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):  # pragma: no cover
+    """``_cl_pass`` over the rows ``xf[e0:e1]`` in tiles of ``tile`` elements, with
+    NaNs left out: per tile slot t, the sums of d = x - tk[t] and d*d and the min/max of
+    its values that are not NaN, and their count ``cn[t]`` (float64). Returns False,
+    doing nothing, for integer input (no NaNs)."""
+    raise NotImplementedError
+
+
+@overload(_cl_pass_omit)
+def _cl_pass_omit_impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
+    if isinstance(xf.dtype, types.Integer) and isinstance(half, types.NoneType):
+        return lambda xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half: False
+
+    def impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
+        _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
+        return True
+
+    return impl
+
+
+def _is_nan_value(v, half):  # pragma: no cover - replaced by the overload
+    """Whether an input value is NaN, by an integer test of its own bits (float16 and
+    bfloat16 bits too, before conversion): lanes of its own width vectorize best."""
+    raise NotImplementedError
+
+
+@overload(_is_nan_value, inline="always")
+def _is_nan_value_impl(v, half):
+    if isinstance(half, types.NoneType):
+        if v == types.float32:
+            return lambda v, half: (np.float32(v).view(np.int32) & np.int32(0x7FFFFFFF)) > np.int32(
+                0x7F800000)
+        return lambda v, half: is_nan_bits(v)
+    top = 0x7F80 if is_bf16(half) else 0x7C00  # the bits of an infinity
+    return lambda v, half: (numba.int32(v) & 0x7FFF) > top
+
+
+@numba.njit(nogil=True, fastmath=_FASTMATH)
+def _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
+    """The body of ``_cl_pass_omit``: GROUP tiles at once in registers, as ``_cl_pass``,
+    each value's terms selected to 0 (and its min/max to an infinity) where it is NaN."""
+    sd[:tile] = 0.0
+    sq[:tile] = 0.0
+    cn[:tile] = 0.0
+    tmn[:tile] = np.inf
+    tmx[:tile] = -np.inf
+    big = tmn[0]  # (an infinity of the min/max lanes' type)
+    e = e0
+    while e + GROUP * tile <= e1:  # (GROUP constant: the loop over t vectorizes)
+        grp = xf[e : e + GROUP * tile]
+        for t in range(tile):
+            k = tk[t]
+            a = numba.float64(0)
+            q = numba.float64(0)
+            m = numba.float64(0)
+            lo = tmn[t]
+            hi = tmx[t]
+            for j in range(GROUP):
+                v = grp[j * tile + t]
+                ok = not _is_nan_value(v, half)
+                d = to_float64(v, half) - k if ok else 0.0
+                a += d
+                q += d * d
+                m += 1.0 if ok else 0.0
+                mv = _minmax_value(v, half)
+                lo = fmin_fast(lo, mv if ok else big)
+                hi = fmax_fast(hi, mv if ok else -big)
+            sd[t] += a
+            sq[t] += q
+            cn[t] += m
+            tmn[t] = lo
+            tmx[t] = hi
+        e += GROUP * tile
+    while e < e1:  # whole tiles, then the last rows
+        w = min(tile, e1 - e)
+        seg = xf[e : e + w]
+        for t in range(w):
+            v = seg[t]
+            ok = not _is_nan_value(v, half)
+            d = to_float64(v, half) - tk[t] if ok else 0.0
+            sd[t] += d
+            sq[t] += d * d
+            cn[t] += 1.0 if ok else 0.0
+            mv = _minmax_value(v, half)
+            tmn[t] = fmin_fast(tmn[t], mv if ok else big)
+            tmx[t] = fmax_fast(tmx[t], mv if ok else -big)
+        e += w
+
+
 CL_TILE_MAX = 1024  # channels-last SIMD tiles of k rows: at most this many elements
 
 
@@ -599,13 +700,20 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
             # sub-blocks, each on the fast path where it is clean and exactly otherwise
             # (a NaN in a thousand values made every block exact: 13x the time of clean
             # data). One call site of each: numba inlines block_fast.
+            # Where nearly every sub-block fails too, the rest of the block is exact.
             s0 = 0
             step = n
+            mode = 0  # 0: the block, 1: its sub-blocks, 2: the rest, exactly
+            tried = 0
+            failed = 0
             while s0 < n:
                 s1 = min(n, s0 + step)
                 sub = r[s0:s1]
-                ok, bm, bl, q, bmn, bmx = block_fast(sub, half, shift)
-                if not ok and step > SUB_BLOCK:
+                ok = False
+                if mode < 2:
+                    ok, bm, bl, q, bmn, bmx = block_fast(sub, half, shift)
+                if not ok and mode == 0 and n > SUB_BLOCK:
+                    mode = 1
                     step = SUB_BLOCK
                     continue
                 sn = s1 - s0
@@ -617,6 +725,12 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
                 _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, sn, bm, bl,
                            q, bmn, bmx, bnan, binf)
                 s0 = s1
+                if mode == 1:
+                    tried += 1
+                    failed += not ok
+                    if _sub_blocks_fail(tried, failed):
+                        mode = 2
+                        step = n
 
 
 def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
@@ -714,10 +828,13 @@ def _group_pass_any_impl(x, o0, o1, c0, c1, kc, sd, sq, tmn, tmx, half, vectors)
     return impl
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, fastmath=_FASTMATH)
 def _rows_slow(x, o0, o1, c, half, policy):
-    """``_block_slow`` of each row ``x[o, c]``, ``o0 <= o < o1``, merged: the exact
-    statistics of a group that holds a NaN or an infinity, or still cancels."""
+    """The statistics of the rows ``x[o, c]``, ``o0 <= o < o1``, of a group that holds a
+    NaN or an infinity, or still cancels, merged: each row in sub-blocks of
+    ``SUB_BLOCK`` values, on ``block_fast`` where a sub-block is clean and exactly
+    (``_block_slow``) otherwise (every row exact took 10x the time of clean data with
+    one NaN in a thousand values)."""
     n = 0
     m = numba.float64(0)
     ml = numba.float64(0)
@@ -726,9 +843,28 @@ def _rows_slow(x, o0, o1, c, half, policy):
     hi = numba.float64(-np.inf)
     nnan = 0
     ninf = 0
-    for o in range(o0, o1):
-        r = x[o, c, :]
-        bn, bm, bl, bq, bmn, bmx, bnan, binf = _block_slow(r, 0, r.size, 1, half, policy)
+    length = x.shape[2]
+    subs = (length + SUB_BLOCK - 1) // SUB_BLOCK
+    exact = False  # nearly every sub-block failed: the rest exactly (_sub_blocks_fail)
+    tried = 0
+    failed = 0
+    for u in range((o1 - o0) * subs):  # one call site of each: numba inlines block_fast
+        o = o0 + u // subs
+        s0 = (u % subs) * SUB_BLOCK
+        sub = x[o, c, s0:min(length, s0 + SUB_BLOCK)]
+        shift = m if n > 0 else np.nan
+        ok = False
+        if not exact:
+            ok, bm, bl, bq, bmn, bmx = block_fast(sub, half, shift)
+            tried += 1
+            failed += not ok
+            exact = _sub_blocks_fail(tried, failed)
+        bn = sub.size
+        bnan = 0
+        binf = 0
+        if not ok:
+            bn, bm, bl, bq, bmn, bmx, bnan, binf = _block_slow(sub, 0, sub.size, 1, half,
+                                                               policy)
         n, m, ml, q = chan_merge(n, m, ml, q, bn, bm, bl, bq)
         lo = merge_min(lo, bmn)
         hi = merge_max(hi, bmx)
@@ -1032,6 +1168,47 @@ def channels_last_geometry(nchan, simd):
     return k, tile, k * max(1, CL_BLOCK // tile)
 
 
+@numba.njit(inline="always")
+def _tile_channel(sd, sq, tmn, tmx, c, nchan, k):
+    """``(sum d, sum d*d, min, max)`` of channel ``c`` from its k slots of a tile."""
+    a = sd[c]
+    q = sq[c]
+    bmn = numba.float64(tmn[c])
+    bmx = numba.float64(tmx[c])
+    for j in range(1, k):
+        a += sd[j * nchan + c]
+        q += sq[j * nchan + c]
+        bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
+        bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
+    return a, q, bmn, bmx
+
+
+@numba.njit(inline="always")
+def _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, shift, a, q, count,
+                 bmn, bmx, nnan, limit, xf, start, rows, step, half, policy):
+    """Merge a channels-last block's channel ``c`` (``count`` values, ``nnan`` NaNs left
+    out) from its shifted sums into partition ``p``, or, where they are not finite or
+    cancel, the exact statistics of its ``rows`` values ``xf[start + i * step]``."""
+    redo, bm, bl, m2 = _finish_shifted(shift, a, q, count, bmn, bmx, limit)
+    binf = 0
+    if redo:
+        count, bm, bl, m2, bmn, bmx, nnan, binf = _block_slow(xf, start, rows, step, half,
+                                                              policy)
+    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, count, bm, bl, m2, bmn,
+               bmx, nnan, binf)
+
+
+@numba.njit(inline="always")
+def _first_finite(r, start, n, step, half):
+    """The first finite value of ``r[start + i * step]`` for i < n as float64 (a shift),
+    0 when there is none."""
+    for i in range(n):
+        v = to_float64(r[start + i * step], half)
+        if is_finite_bits(v):
+            return v
+    return numba.float64(0)
+
+
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
@@ -1054,6 +1231,19 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
         tmn = _minmax_empty(slots, xf, half)
         tmx = _minmax_empty(slots, xf, half)
         kc = np.empty(nchan)
+        fail = np.zeros(nchan, np.bool_)
+        # "omit": the NaN-omitting pass, in tiles of ko rows (whole tiles of the block's
+        # geometry, at least TILE_MIN elements: its per-tile costs are scalar), its
+        # arrays made at the first block that needs them
+        ko = k * max(1, -(-TILE_MIN // tile))
+        otk = np.empty(0)
+        osd = np.empty(0)
+        osq = np.empty(0)
+        ocn = np.empty(0)
+        omn = _minmax_empty(0, xf, half)
+        omx = _minmax_empty(0, xf, half)
+        # whole tiles, at least 4: each pass resets and folds a tile's slots
+        sub = max(4, CL_SUB_ROWS // k) * k
         for b in range(b0, b1):
             r0 = b * rpb
             r1 = min(nrows, r0 + rpb)
@@ -1087,24 +1277,91 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                 for c in range(nchan):  # far from the shift: redo with the block means
                     if is_finite_bits(sd[c]):
                         kc[c] = tk[c] + sd[c] / n
+            nfail = 0
             for c in range(nchan):
                 a = sd[c]
                 q = sq[c]
+                fail[c] = not (is_finite_bits(q) and is_finite_bits(a))
+                if fail[c]:  # a NaN or an infinity: this channel again, in sub-blocks
+                    nfail += 1
+                    continue
                 bmn = numba.float64(tmn[c])
                 bmx = numba.float64(tmx[c])
                 for j in range(1, k):
                     bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
                     bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
-                bn = n
-                bnan = 0
-                binf = 0
-                redo, bm, bl, q = _finish_shifted(tk[c], a, q, n, bmn, bmx, limit)
-                if redo:
-                    bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
-                        xf, e0 + c, n, nchan, half, policy
-                    )
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
-                           q, bmn, bmx, bnan, binf)
+                _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, tk[c], a, q,
+                             n, bmn, bmx, 0, limit, xf, e0 + c, n, nchan, half, policy)
+            if nfail:
+                # The failed channels again (strided exact passes over the whole block,
+                # one per channel with a NaN in it, took 15x the time of clean data):
+                # "omit", one pass over the block that leaves NaNs out; otherwise in
+                # sub-blocks of ``sub`` rows, each on the fast path where it is clean and
+                # exactly otherwise. The sums of the other channels are not used.
+                for c in range(nchan):
+                    if fail[c] and not is_finite_bits(kc[c]):
+                        kc[c] = _first_finite(xf, e0 + c, n, nchan, half)
+                for j in range(k):
+                    for c in range(nchan):
+                        tk[j * nchan + c] = kc[c]
+                omitted = False
+                if policy == POLICY_OMIT:
+                    if otk.size == 0:
+                        otk = np.empty(ko * nchan)
+                        osd = np.empty(ko * nchan)
+                        osq = np.empty(ko * nchan)
+                        ocn = np.empty(ko * nchan)
+                        omn = _minmax_empty(ko * nchan, xf, half)
+                        omx = _minmax_empty(ko * nchan, xf, half)
+                    for j in range(ko):
+                        for c in range(nchan):
+                            otk[j * nchan + c] = kc[c]
+                    omitted = _cl_pass_omit(xf, e0, e1, ko * nchan, otk, osd, osq, ocn, omn,
+                                            omx, half)
+                for c in range(nchan):
+                    if not (omitted and fail[c]):
+                        continue
+                    a, q, bmn, bmx = _tile_channel(osd, osq, omn, omx, c, nchan, ko)
+                    m = ocn[c]
+                    for j in range(1, ko):
+                        m += ocn[j * nchan + c]
+                    bn = numba.int64(m)
+                    if bn == 0:  # NaN only
+                        _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, 0, 0.0,
+                                   0.0, 0.0, np.inf, -np.inf, n, 0)
+                        continue
+                    # (an infinity, or sums that cancel: the block's channel exactly)
+                    _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, kc[c], a,
+                                 q, bn, bmn, bmx, n - bn, limit, xf, e0 + c, n, nchan, half,
+                                 policy)
+                if not omitted:
+                    s0 = r0
+                    tried = 0
+                    failed = 0
+                    while s0 < r1:
+                        s1 = min(r1, s0 + sub)
+                        sn = s1 - s0
+                        _cl_pass_any(xf, s0 * nchan, s1 * nchan, tk, sd, sq, tmn, tmx, half,
+                                     simd, nchan)
+                        for c in range(nchan):
+                            if not fail[c]:
+                                continue
+                            a, q, bmn, bmx = _tile_channel(sd, sq, tmn, tmx, c, nchan, k)
+                            tried += 1
+                            failed += not (is_finite_bits(a) and is_finite_bits(q))
+                            _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, kc[c],
+                                         a, q, sn, bmn, bmx, 0, limit, xf, s0 * nchan + c, sn,
+                                         nchan, half, policy)
+                        s0 = s1
+                        if s0 < r1 and _sub_blocks_fail(tried, failed):
+                            for c in range(nchan):  # the rest of the block exactly
+                                if fail[c]:
+                                    bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
+                                        xf, s0 * nchan + c, r1 - s0, nchan, half, policy
+                                    )
+                                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c,
+                                               bn, bm, bl, q, bmn, bmx, bnan, binf)
+                            break
 
 
 U8CL_BLOCK = 262144  # channels-last uint8: bytes per block (whole periods; L2-resident)
