@@ -372,9 +372,10 @@ def test_channels_last_scattered_nans_redo_sub_blocks(rng, dtype, nchan, nan_pol
     whole block, an infinity, and blocks far from the running mean, against the
     reference."""
     simd = cpu_stats.cl_simd(np.dtype(dtype), nchan)
-    k, _, rpb = cpu_stats.channels_last_geometry(nchan, simd)
+    k, _, rpb = cpu_stats.channels_last_geometry(nchan, simd, 0)  # (the smallest blocks)
     sub = max(4, cpu_stats.CL_SUB_ROWS // k) * k
     m = 2 * rpb + 3 * sub + 7  # (three blocks, the last short)
+    assert cpu_stats.channels_last_geometry(nchan, simd, m)[2] == rpb
     x = rng.standard_normal((m, nchan)) * 2.0 + np.linspace(0.0, 40.0, nchan)
     x[rpb:] += 5e3  # (far from the running mean of the first block)
     for at in (sub - 1, sub, sub + 1, 2 * sub + 5, rpb + sub, 2 * rpb + 1):

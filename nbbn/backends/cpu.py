@@ -210,7 +210,7 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
         return "stats_channels_last_u8", True, (nchan,), nparts
     if x3.shape[2] == 1:
         simd = ks.cl_simd(x3.dtype, nchan)
-        rpb = ks.channels_last_geometry(nchan, simd)[2]
+        rpb = ks.channels_last_geometry(nchan, simd, x3.shape[0])[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
         return "stats_channels_last", True, tail, nparts

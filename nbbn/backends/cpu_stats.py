@@ -90,6 +90,7 @@ SUB_FAILING = 7 / 8  # ... (this share) is finished exactly (NaNs too dense to s
 TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see design.md)
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
+CL_MIN_BLOCKS = 4  # ... unless that leaves fewer blocks than this (see channels_last_geometry)
 CL_SUB_ROWS = 64  # ... and rows per sub-block of a block that holds a NaN or an infinity
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
@@ -1152,20 +1153,40 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
 
 
 @numba.njit
-def channels_last_geometry(nchan, simd):
-    """``(k, tile, rows_per_block)``: k rows per tile of ``k * nchan >= TILE_MIN``
-    elements, and whole tiles per block of about ``CL_BLOCK`` elements. The SIMD
-    chunk kernel (``simd``: its rows per tile, ``cl_simd``) works on tiles of k = simd
-    rows, at least ``CL_BLOCK_ROWS`` rows per block: it streams a block in row groups,
-    so a block need not fit a cache, and each block costs a per-channel shift, retry
-    test and merge (with 256 rows of C = 1024 that cost as much time as reading the
-    rows)."""
-    if simd:  # k = simd rows per tile, whole tiles per block
-        rows = max(CL_BLOCK_ROWS, CL_BLOCK // nchan)
-        return simd, simd * nchan, -(-rows // simd) * simd
-    k = max(1, (TILE_MIN + nchan - 1) // nchan)
+def channels_last_geometry(nchan, simd, nrows):
+    """``(k, tile, rows_per_block)`` for ``nrows`` rows: k rows per tile of ``k * nchan
+    >= TILE_MIN`` elements, and whole tiles per block. The SIMD chunk kernel (``simd``:
+    its rows per tile, ``cl_simd``) works on tiles of k = simd rows. Each block costs a
+    per-channel shift, retry test and merge (with 256 rows of C = 1024 that cost as much
+    time as reading the rows; with the 64 rows of 256 KB blocks at C = 4096, float64 ran
+    at a sixth of its speed at C = 64), so a block has at least ``CL_BLOCK_ROWS`` rows
+    (the chunk kernels stream a block in row groups: it need not fit a cache), or about
+    ``CL_BLOCK`` elements where that is more, but no more than 1/``CL_MIN_BLOCKS`` of
+    the rows (the blocks are what threads share) where that leaves the 256 KB blocks."""
+    k = simd if simd else max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
-    return k, tile, k * max(1, CL_BLOCK // tile)
+    small = k * max(1, CL_BLOCK // tile)  # about CL_BLOCK elements
+    share = -(-nrows // CL_MIN_BLOCKS)
+    rows = max(small, min(max(CL_BLOCK_ROWS, CL_BLOCK // nchan), share))
+    return k, tile, -(-rows // k) * k
+
+
+HEAD_ROWS = 16  # channels-last: rows whose mean is a block's first shift
+
+
+@numba.njit(inline="always")
+def _head_mean(r, start, n, step, half):
+    """The mean of the first ``HEAD_ROWS`` of the ``n`` values ``r[start + i * step]``
+    as float64, else (not finite) the first value: a partition's first shift. The first
+    value alone is 3.9 standard deviations from the mean once in 10^4, which makes a
+    float64 block's sums cancel past ``RATIO_LIMIT_HIGH`` and the whole block be read
+    again: at C = 4096, in a third of the partitions (their first blocks)."""
+    m = min(n, HEAD_ROWS)
+    s = numba.float64(0)
+    for i in range(m):
+        s += to_float64(r[start + i * step], half)
+    s /= m
+    return s if is_finite_bits(s) else to_float64(r[start], half)
 
 
 @numba.njit(inline="always")
@@ -1212,7 +1233,7 @@ def _first_finite(r, start, n, step, half):
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
-    k, tile, rpb = channels_last_geometry(nchan, simd)
+    k, tile, rpb = channels_last_geometry(nchan, simd, nrows)
     if not simd and nrows < k:
         # fewer rows than a tile holds: a tile of just those rows (one block). Setting
         # up and folding a whole tile of TILE_MIN elements took 9-12 us of a call with a
@@ -1250,11 +1271,11 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
             e0 = r0 * nchan
             e1 = r1 * nchan
             n = r1 - r0
-            for c in range(nchan):  # shift: the running mean, else the block's first row
+            for c in range(nchan):  # shift: the running mean, else the first rows' mean
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
                     kc[c] = pmean[p, c]
                 else:
-                    kc[c] = to_float64(xf[e0 + c], half)
+                    kc[c] = _head_mean(xf, e0 + c, n, nchan, half)
             for attempt in range(2):
                 for j in range(k):
                     for c in range(nchan):
@@ -1290,8 +1311,18 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                 for j in range(1, k):
                     bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
                     bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
-                _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, tk[c], a, q,
-                             n, bmn, bmx, 0, limit, xf, e0 + c, n, nchan, half, policy)
+                # (``_add_shifted``'s steps written out: through the helper this loop took
+                # twice the time per channel, int32 C = 4096 4.0 -> 2.2 GB/s)
+                bn = n
+                bnan = 0
+                binf = 0
+                redo, bm, bl, q = _finish_shifted(tk[c], a, q, n, bmn, bmx, limit)
+                if redo:
+                    bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
+                        xf, e0 + c, n, nchan, half, policy
+                    )
+                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
+                           q, bmn, bmx, bnan, binf)
             if nfail:
                 # The failed channels again (strided exact passes over the whole block,
                 # one per channel with a NaN in it, took 15x the time of clean data):
