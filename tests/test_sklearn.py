@@ -276,7 +276,7 @@ def test_bench_sklearn_smoke(tmp_path, capsys):
     assert main(["bench", "--sklearn", "--quick", "--repeats", "1", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert [r["name"] for r in result["rows"]] == ["fit", "transform", "fit, sample_weight",
-                                                  "fit CSR", "transform CSR"]
+                                                  "fit, 0.1% NaN", "fit CSR", "transform CSR"]
     out = capsys.readouterr().out
     assert "transform" in out
     # every benchmark prints the CPU model and flags, and keeps them in its JSON

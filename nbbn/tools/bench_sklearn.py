@@ -5,7 +5,8 @@ measurement times nbbn and its peer in turn (one call of each per repeat, the or
 reversed every other repeat, after a warm-up call of each, so a load change on the
 shared machine hits both), and reports
 both medians and their ratio. Targets (issue 14): ``fit`` >= 10x and ``transform`` >= 3x
-scikit-learn's; a weighted ``fit`` not slower. Then the same for a sparse CSR matrix
+scikit-learn's; a weighted ``fit`` not slower; a ``fit`` of data with scattered NaNs
+10x as well. Then the same for a sparse CSR matrix
 (``with_mean=False``; 1,000 columns, 1% stored), where nbbn aims not to be slower.
 
 Each measurement is one function of :data:`MEASUREMENTS`, taking the data and the
@@ -86,6 +87,23 @@ def measure_fit_weighted(X: np.ndarray, repeats: int) -> Row:
     return Row("fit, sample_weight", "scikit-learn", ours, peer, 1.0)
 
 
+NAN_SHARE = 0.001
+
+
+def measure_fit_nan(X: np.ndarray, repeats: int) -> Row:
+    """``fit`` of a copy of ``X`` with ``NAN_SHARE`` of its values NaN (scattered):
+    both scalers skip them per feature; nbbn aims at its dense ``fit`` target."""
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    from ..sklearn import StandardScaler
+
+    Xn = X.copy()
+    Xn[np.random.default_rng(2).random(X.shape) < NAN_SHARE] = np.nan
+    ours, peer = alternate(lambda: StandardScaler().fit(Xn), lambda: SkScaler().fit(Xn),
+                           repeats)
+    return Row("fit, 0.1% NaN", "scikit-learn", ours, peer, 10.0)
+
+
 SPARSE_COLUMNS, SPARSE_DENSITY = 1_000, 0.01
 
 
@@ -131,7 +149,7 @@ def measure_transform_sparse(X: np.ndarray, repeats: int) -> Row:
 
 
 MEASUREMENTS: list[Callable[[np.ndarray, int], Row]] = [
-    measure_fit, measure_transform, measure_fit_weighted, measure_fit_sparse,
+    measure_fit, measure_transform, measure_fit_weighted, measure_fit_nan, measure_fit_sparse,
     measure_transform_sparse]
 """The measurements ``nbbn bench --sklearn`` runs, in order."""
 
