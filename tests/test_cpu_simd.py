@@ -277,14 +277,19 @@ def test_channels_last_float32_nan_inf(rng, nan_policy):
 
 # Channels-last uint8: periods of 1 (C = 1, 4, 64), 3 (C = 3, 48), 5 and 125 vectors,
 # and C = 1021 whose period (1021 vectors) the SIMD kernel leaves to the portable one.
+# int8 takes the same kernel, each byte read as uint8 v + 128 (its top bit flipped).
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("nchan", [1, 3, 4, 5, 48, 64, 1000, 1021])
-def test_channels_last_uint8_periods(rng, nchan):
-    assert cpu_stats.u8_cl_simd(np.dtype(np.uint8), nchan) == (
+def test_channels_last_uint8_periods(rng, nchan, dtype):
+    assert cpu_stats.u8_cl_simd(np.dtype(dtype), nchan) == (
         cpu_simd.HAVE_SIMD and nchan != 1021)
+    info = np.iinfo(dtype)
     rows = cpu_stats.U8CL_BLOCK // nchan * 2 + 333  # two blocks and a partial one
-    x = rng.integers(0, 256, (rows, nchan), dtype=np.uint8)
-    x[: rows // 3, 0] = 255  # a full block of 255s in channel 0: the largest lane sums
-    x[rows // 2, -1] = 0
+    x = rng.integers(info.min, info.max + 1, (rows, nchan), dtype=dtype)
+    x[: rows // 3, 0] = info.max  # a full block of the top value: the largest lane sums
+    x[rows // 2, -1] = info.min
+    if nchan > 1:
+        x[:, 1] = info.min  # a constant channel: variance exactly 0
     rs = nbbn.channel_stats(x, -1, backend="cpu")
     assert_stats(rs, ref_stats(x, -1), 1e-12)
 
@@ -413,13 +418,15 @@ def _sections(out, width):
 
 
 @needs_simd
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("vnni", [False, True])
-def test_u8_cl_pass_exact(rng, vnni):
+def test_u8_cl_pass_exact(rng, vnni, signed):
     kernel, width = _u8_kernel(vnni)
     x = rng.integers(0, 256, 40000, dtype=np.uint8)
     out = np.empty(cpu_simd.U8CL_LANES, np.int64)
     for start, nper, step, keep in _u8_pass_cases(width):
-        kernel(x, start, nper, step, keep, out)
+        # int8 input: the results of its bytes with the top bit flipped (v + 128)
+        kernel((x ^ 0x80).view(np.int8) if signed else x, start, nper, step, keep, out)
         ref = _u8_pass_reference(x, start, nper, step, keep, width)
         np.testing.assert_array_equal(_sections(out, width), _sections(ref, width),
                                       err_msg=f"{start, nper, step, keep}")
@@ -454,15 +461,17 @@ def test_uint8_hwc_geometry():
 # Channels-last uint8 through the public API: every channel count the whole-pixel pass
 # takes (C <= 16) and a few period counts; two blocks and a partial one; data starting
 # at each offset from a 64-byte boundary that matters (the kernel aligns its vectors)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("nchan", [1, 2, 3, 4, 5, 7, 16, 17, 24])
-def test_channels_last_uint8_blocks_and_offsets(rng, nchan):
+def test_channels_last_uint8_blocks_and_offsets(rng, nchan, dtype):
     rpb = cpu_stats.u8_cl_geometry(nchan)[2]
     rows = 2 * rpb + 77 if nchan in (3, 17) else rpb // 4 + 77  # two blocks: sizes vary
-    base = rng.integers(0, 256, rows * nchan + 128, dtype=np.uint8)
+    info = np.iinfo(dtype)
+    base = rng.integers(info.min, info.max + 1, rows * nchan + 128, dtype=dtype)
     aligned = (-base.ctypes.data) % 64  # the first aligned byte, one past it, one before
     for start in (aligned, aligned + 1, aligned + 63):
         x = base[start: start + rows * nchan].reshape(rows, nchan)
-        x[: rows // 5, 0] = 255  # the largest lane sums in channel 0
+        x[: rows // 5, 0] = info.max  # the largest lane sums in channel 0
         rs = nbbn.channel_stats(x, -1, backend="cpu")
         assert_stats(rs, ref_stats(x, -1), 1e-12)
 

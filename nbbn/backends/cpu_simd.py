@@ -900,20 +900,23 @@ def _keep_mask(builder, kept, width, ty):
     return builder.sext(builder.icmp_signed("<", pos, splat), ir.VectorType(ty, width))
 
 
-def _u8_load(builder, ary, off, ahead, vt=_V64I8):
+def _u8_load(builder, ary, off, ahead, vt=_V64I8, flip=False):
     """The vector (``vt``) at byte ``off`` of ``ary``, prefetching (into L2) ``ahead``
-    bytes on (and into L1 ``L1_AHEAD`` bytes on)."""
+    bytes on (and into L1 ``L1_AHEAD`` bytes on); with ``flip``, each byte's top bit
+    flipped (int8 read as uint8 ``v + 128``)."""
     _prefetch(builder, builder.gep(ary.data, [builder.add(off, ahead)]), 2)
     if L1_AHEAD:  # and into L1, nearer
         _prefetch(builder, builder.gep(ary.data, [builder.add(off, ir.Constant(_I64, L1_AHEAD))]),
                   3)
     ptr = builder.bitcast(builder.gep(ary.data, [off]), vt.as_pointer())
-    return builder.load(ptr, align=1, typ=vt)
+    v = builder.load(ptr, align=1, typ=vt)
+    return builder.xor(v, ir.Constant(vt, [-128] * vt.count)) if flip else v
 
 
 def _u8_pass_signature(arr, start, nper, step, keep, ahead, out):
-    """The typing of the uint8 channels-last passes (None: not theirs)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+    """The typing of the uint8 channels-last passes (None: not theirs); int8 input is
+    read as uint8 ``v + 128`` (``_u8_load``'s flip)."""
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.uint8, types.int8)
             and isinstance(out, types.Array) and out.dtype == types.int64):
         return None
     return types.void(arr, start, nper, step, keep, ahead, out)
@@ -972,7 +975,8 @@ def u8_cl_pass(typingctx, arr, start, nper, step, keep, ahead, out):
         nchunks = builder.udiv(builder.add(n, ir.Constant(_I64, U8CL_FLUSH - 1)), flush)
 
         def vector(j, q4):  # one vector's work, its squares into the accumulators q4
-            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist, vb)
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist, vb,
+                         signature.args[0].dtype == types.int8)
             v16 = builder.bitcast(v, vw)
             v32 = builder.bitcast(v, vd)
             even = builder.and_(v16, low_byte)  # bytes 2i, zero-extended in 16-bit lanes
@@ -1099,7 +1103,8 @@ def u8_cl_pass_vnni(typingctx, arr, start, nper, step, keep, ahead, out):
         zero = ir.Constant(_V64I8, None)
 
         def load(j):
-            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist)
+            v = _u8_load(builder, ary, builder.add(first, builder.mul(j, step)), dist, _V64I8,
+                         signature.args[0].dtype == types.int8)
             builder.store(builder.call(umin, [builder.load(acc_lo), v]), acc_lo)
             builder.store(builder.call(umax, [builder.load(acc_hi), v]), acc_hi)
             return v

@@ -1406,8 +1406,9 @@ assert U8CL_PIXELS_BLOCK // min(U8CL_VEC - U8CL_VEC % c for c in range(1, U8CL_P
 
 
 def u8_cl_simd(dtype: np.dtype, nchan: int) -> bool:
-    """Whether channels-last input takes ``_stats_channels_last_u8``."""
-    return (HAVE_SIMD and dtype == np.uint8
+    """Whether channels-last input takes ``_stats_channels_last_u8`` (uint8, and int8
+    read as uint8 ``v + 128``)."""
+    return (HAVE_SIMD and dtype in (np.uint8, np.int8)
             and nchan // math.gcd(nchan, U8CL_VEC) <= U8CL_MAX_PERIOD)
 
 
@@ -1425,12 +1426,25 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period), period
 
 
+def _byte_offset(xf):  # pragma: no cover - replaced by the overload
+    """What makes a byte of ``xf`` unsigned: 128 for int8, 0 for uint8."""
+    raise NotImplementedError
+
+
+@overload(_byte_offset, inline="always")
+def _byte_offset_impl(xf):
+    off = 128 if xf.dtype == types.int8 else 0
+    return lambda xf: off
+
+
 @numba.njit(inline="always")
 def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
-    """Add the bytes ``xf[a:b]`` of a block starting at ``e0`` into the channel sums."""
+    """Add the bytes ``xf[a:b]`` of a block starting at ``e0`` into the channel sums
+    (as uint8: int8 plus 128, as the SIMD pass reads them)."""
+    off = _byte_offset(xf)
     for e in range(a, b):
         c = (e - e0) % nchan
-        v = numba.int64(xf[e])
+        v = numba.int64(xf[e]) + off
         s[c] += v
         q[c] += v * v
         lo[c] = min(lo[c], v)
@@ -1493,14 +1507,15 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             _u8_cl_scalar(xf, e0, v0, e0, nchan, s, q, lo, hi)
             _u8_cl_scalar(xf, v0 + nper * step, e1, e0, nchan, s, q, lo, hi)
             n = r1 - r0
+            off = _byte_offset(xf)  # (the sums are of uint8 values; M2 is the same)
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
-                bm, bl = int_mean(s[c], n)
+                bm, bl = int_mean(s[c] - off * n, n)
                 bq = numba.float64(np.int64(n) * q[c] - s[c] * s[c]) / n
                 pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
                     pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, bq
                 )
-                pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c]))
-                pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c]))
+                pmn[p, c] = merge_min(pmn[p, c], numba.float64(lo[c] - off))
+                pmx[p, c] = merge_max(pmx[p, c], numba.float64(hi[c] - off))
 
 
 # Serial kernels, each called on a chunk of the partitions (``t`` of ``nt``) by the
