@@ -164,24 +164,31 @@ def _exact(x):
     return int(w.sum()), int((w * w).sum()), int(w.min()), int(w.max())
 
 
+# int8 takes the same sums, its bytes read as uint8 v + 128 and the results shifted back
 @needs_simd
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 127, 128, 129, 1000, 65536, 65536 + 77])
-def test_u8_sums_exact(rng, n):
-    x = rng.integers(0, 256, n, dtype=np.uint8)
+def test_u8_sums_exact(rng, n, dtype):
+    x = rng.integers(0, 256, n, dtype=np.uint8).view(dtype)
     assert tuple(int(v) for v in _sums(x)) == _exact(x)
 
 
 @needs_simd
-def test_u8_sums_extremes_at_the_limit():
-    # MAX_BYTES of 255: the int32 lanes of the squares are as full as they may get.
-    x = np.full(cpu_simd.MAX_BYTES, 255, np.uint8)
-    x[12345] = 0
-    assert tuple(int(v) for v in _sums(x)) == _exact(x)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_u8_sums_extremes_at_the_limit(dtype):
+    # MAX_BYTES of the top value: the int32 lanes of the squares are as full as they may
+    # get (int8: 127 is read as 255; and -128, read as 0, for its own extreme)
+    info = np.iinfo(dtype)
+    for top, other in ((info.max, info.min), (info.min, info.max)):
+        x = np.full(cpu_simd.MAX_BYTES, top, dtype)
+        x[12345] = other
+        assert tuple(int(v) for v in _sums(x)) == _exact(x)
 
 
 @needs_simd
-def test_u8_sums_strided_and_offset(rng):
-    x = rng.integers(0, 256, 70001, dtype=np.uint8)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_u8_sums_strided_and_offset(rng, dtype):
+    x = rng.integers(0, 256, 70001, dtype=np.uint8).view(dtype)
     for view in (x[1:], x[::2], x[::-1], x[3:-5]):
         assert tuple(int(v) for v in _sums(view)) == _exact(view)
 

@@ -72,7 +72,7 @@ def test_channels_last_batches_of_few_rows(rng, dtype, nchan, nan_policy):
     assert_stats(rs, ref_stats_many(batches, -1, nan_policy), stats_rtol(dtype))
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16"])
 def test_small_integers_extremes_exact(backend, dtype):
     # The integer path sums v and v*v exactly; the extremes of the type over a full
     # block must neither overflow the accumulators nor lose the last bit.
@@ -231,7 +231,7 @@ def test_channels_first_short_integer_rows(rng, monkeypatch, dtype, shape):
     assert (rs.var == 0).all() and (rs.mean == info.max).all()
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int16"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16"])
 @pytest.mark.parametrize("length", [7, 300])  # uint8 300: the SIMD sums' strided rest
 def test_channels_first_short_integer_rows_strided(rng, dtype, length):
     base = rng.integers(0, 250, (60000 // length, 6, 2 * length)).astype(dtype)

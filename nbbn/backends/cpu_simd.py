@@ -300,9 +300,11 @@ def u8_block_sums(typingctx, arr, nit):
     """``(sum, sum of squares, min, max)`` of the first ``VEC * UNROLL * nit`` bytes of ``arr``.
 
     ``arr`` is a 1-d uint8 array with unit stride (checked by the caller) and ``nit`` at
-    most ``MAX_ITERATIONS``; ``nit = 0`` gives ``(0, 0, 255, 0)``.
+    most ``MAX_ITERATIONS``; ``nit = 0`` gives ``(0, 0, 255, 0)``. An int8 array is read
+    as uint8 ``v + 128`` (each byte's top bit flipped): the results are of those values.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8):
+    if not (isinstance(arr, types.Array) and arr.ndim == 1
+            and arr.dtype in (types.uint8, types.int8)):
         return None
     sig = types.UniTuple(types.int64, 4)(arr, nit)
 
@@ -329,6 +331,8 @@ def u8_block_sums(typingctx, arr, nit):
                         builder.add(off, ir.Constant(_I64, L1_AHEAD))]), 3)  # into L1
                 ptr = builder.bitcast(builder.gep(ary.data, [off]), _V64I8.as_pointer())
                 v = builder.load(ptr, align=1, typ=_V64I8)
+                if signature.args[0].dtype == types.int8:
+                    v = builder.xor(v, ir.Constant(_V64I8, [-128] * 64))
                 sad = _psadbw(builder, v)
                 builder.store(builder.add(builder.load(acc_s[u]), sad), acc_s[u])
                 v16 = builder.bitcast(v, _V32I16)  # even bytes in the low halves of 16-bit lanes
@@ -359,21 +363,38 @@ def u8_block_sums(typingctx, arr, nit):
     return sig, codegen
 
 
+def byte_offset(xf):  # pragma: no cover - replaced by the overload
+    """What makes a byte of ``xf`` unsigned: 128 for int8 (whose bytes the uint8 kernels
+    read with the top bit flipped, as ``v + 128``), 0 for uint8."""
+    raise NotImplementedError
+
+
+@overload(byte_offset, inline="always")
+def _byte_offset_impl(xf):
+    off = 128 if xf.dtype == types.int8 else 0
+    return lambda xf: off
+
+
 @numba.njit(inline="always")
 def u8_sums(r):
-    """Exact ``(sum, sum of squares, min, max)`` of a uint8 block of at most
+    """Exact ``(sum, sum of squares, min, max)`` of a uint8 (or int8) block of at most
     ``MAX_BYTES`` elements: whole iterations through ``u8_block_sums`` when the block
-    has unit stride, the rest (and strided blocks) in a scalar loop."""
+    has unit stride, the rest (and strided blocks) in a scalar loop. int8 is summed as
+    uint8 ``v + 128`` and the results shifted back exactly."""
     n = r.size
+    off = byte_offset(r)
     nit = n // (VEC * UNROLL) if r.strides[0] == 1 else 0
     s, q, lo, hi = u8_block_sums(r, nit)
     for i in range(nit * VEC * UNROLL, n):
-        v = numba.int64(r[i])
+        v = numba.int64(r[i]) + off
         s += v
         q += v * v
         lo = min(lo, v)
         hi = max(hi, v)
-    return s, q, lo, hi
+    if off:  # sum (v - off)**2 = q - 2 off s + off**2 n, exactly
+        q = q - 2 * off * s + off * off * n
+        s = s - off * n
+    return s, q, lo - off, hi - off
 
 
 # ---------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ from .cpu_simd import (
     U8CL_VEC,
     UNROLL,
     VEC,
+    byte_offset,
     cl_rows_f32,
     f32_shifted_sums,
     row_shifted_sums,
@@ -266,7 +267,7 @@ def _block_fast_impl(r, half, shift):
         # / n is computed from an exact integer numerator and rounded once. This is not the
         # cancelling E[x^2] - E[x]^2 in floating point: no rounding happens before the
         # division.
-        simd = dt == types.uint8 and HAVE_SIMD
+        simd = dt in (types.uint8, types.int8) and HAVE_SIMD
 
         def impl_int(r, half, shift):
             s, s2, mn, mx = u8_sums(r) if simd else _int_sums(r)
@@ -1015,7 +1016,7 @@ def _int_row_sums(r):  # pragma: no cover - replaced by the overload
 
 @overload(_int_row_sums, inline="always")
 def _int_row_sums_impl(r):
-    simd = r.dtype == types.uint8 and HAVE_SIMD
+    simd = r.dtype in (types.uint8, types.int8) and HAVE_SIMD
 
     def impl(r):
         if simd and r.size >= U8_STEP:
@@ -1426,22 +1427,11 @@ def u8_cl_geometry(nchan):
     return nvec, period, (period // nchan) * max(1, U8CL_BLOCK // period), period
 
 
-def _byte_offset(xf):  # pragma: no cover - replaced by the overload
-    """What makes a byte of ``xf`` unsigned: 128 for int8, 0 for uint8."""
-    raise NotImplementedError
-
-
-@overload(_byte_offset, inline="always")
-def _byte_offset_impl(xf):
-    off = 128 if xf.dtype == types.int8 else 0
-    return lambda xf: off
-
-
 @numba.njit(inline="always")
 def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
     """Add the bytes ``xf[a:b]`` of a block starting at ``e0`` into the channel sums
     (as uint8: int8 plus 128, as the SIMD pass reads them)."""
-    off = _byte_offset(xf)
+    off = byte_offset(xf)
     for e in range(a, b):
         c = (e - e0) % nchan
         v = numba.int64(xf[e]) + off
@@ -1507,7 +1497,7 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
             _u8_cl_scalar(xf, e0, v0, e0, nchan, s, q, lo, hi)
             _u8_cl_scalar(xf, v0 + nper * step, e1, e0, nchan, s, q, lo, hi)
             n = r1 - r0
-            off = _byte_offset(xf)  # (the sums are of uint8 values; M2 is the same)
+            off = byte_offset(xf)  # (the sums are of uint8 values; M2 is the same)
             for c in range(nchan):  # exact integer numerator, rounded once (see block_fast)
                 bm, bl = int_mean(s[c] - off * n, n)
                 bq = numba.float64(np.int64(n) * q[c] - s[c] * s[c]) / n
