@@ -92,6 +92,7 @@ TILE_MIN = 2048  # channels-last: a tile holds at least this many elements (see 
 CL_BLOCK = 262144  # channels-last: elements per block (a multiple of the tile)
 CL_BLOCK_ROWS = 2048  # ... and rows per block at least, with the SIMD kernel (see below)
 CL_MIN_BLOCKS = 4  # ... unless that leaves fewer blocks than this (see channels_last_geometry)
+CL_SHARE_ROWS = 1024  # ... down to this many rows
 CL_SUB_ROWS = 64  # ... and rows per sub-block of a block that holds a NaN or an infinity
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
 
@@ -1163,31 +1164,19 @@ def channels_last_geometry(nchan, simd, nrows):
     at a sixth of its speed at C = 64), so a block has at least ``CL_BLOCK_ROWS`` rows
     (the chunk kernels stream a block in row groups: it need not fit a cache), or about
     ``CL_BLOCK`` elements where that is more, but no more than 1/``CL_MIN_BLOCKS`` of
-    the rows (the blocks are what threads share) where that leaves the 256 KB blocks."""
+    the rows (the blocks are what threads share) down to ``CL_SHARE_ROWS`` rows or the
+    256 KB blocks (a table of 256 rows at C = 4096 in four blocks took 4x the time of
+    one)."""
     k = simd if simd else max(1, (TILE_MIN + nchan - 1) // nchan)
     tile = k * nchan
     small = k * max(1, CL_BLOCK // tile)  # about CL_BLOCK elements
-    share = -(-nrows // CL_MIN_BLOCKS)
+    share = max(-(-nrows // CL_MIN_BLOCKS), CL_SHARE_ROWS)
     rows = max(small, min(max(CL_BLOCK_ROWS, CL_BLOCK // nchan), share))
     return k, tile, -(-rows // k) * k
 
 
-HEAD_ROWS = 16  # channels-last: rows whose mean is a block's first shift
-
-
-@numba.njit(inline="always")
-def _head_mean(r, start, n, step, half):
-    """The mean of the first ``HEAD_ROWS`` of the ``n`` values ``r[start + i * step]``
-    as float64, else (not finite) the first value: a partition's first shift. The first
-    value alone is 3.9 standard deviations from the mean once in 10^4, which makes a
-    float64 block's sums cancel past ``RATIO_LIMIT_HIGH`` and the whole block be read
-    again: at C = 4096, in a third of the partitions (their first blocks)."""
-    m = min(n, HEAD_ROWS)
-    s = numba.float64(0)
-    for i in range(m):
-        s += to_float64(r[start + i * step], half)
-    s /= m
-    return s if is_finite_bits(s) else to_float64(r[start], half)
+HEAD_ROWS = 16  # channels-last: rows whose mean is a partition's first shift ...
+HEAD_MIN_ROWS = 1024  # ... in blocks of at least this many rows (see below)
 
 
 @numba.njit(inline="always")
@@ -1253,6 +1242,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
         tmn = _minmax_empty(slots, xf, half)
         tmx = _minmax_empty(slots, xf, half)
         kc = np.empty(nchan)
+        hd = np.empty(nchan)
         fail = np.zeros(nchan, np.bool_)
         # "omit": the NaN-omitting pass, in tiles of ko rows (whole tiles of the block's
         # geometry, at least TILE_MIN elements: its per-tile costs are scalar), its
@@ -1272,11 +1262,24 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
             e0 = r0 * nchan
             e1 = r1 * nchan
             n = r1 - r0
-            for c in range(nchan):  # shift: the running mean, else the first rows' mean
+            # Shift: the running mean, else (a partition's first block) the mean of its
+            # first HEAD_ROWS rows, else the block's first row. A single value is 3.9
+            # standard deviations off once in 10^4, which makes a float64 block's sums
+            # cancel past RATIO_LIMIT_HIGH and the whole block be read again: at
+            # C = 4096, in a third of the partitions. Only in blocks long enough for the
+            # head's read (row by row) to cost little: in a short one a retry is cheap.
+            head = b == b0 and n >= HEAD_MIN_ROWS
+            if head:
+                hd[:] = 0.0
+                for i in range(HEAD_ROWS):
+                    for c in range(nchan):
+                        hd[c] += to_float64(xf[e0 + i * nchan + c], half)
+            for c in range(nchan):
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
                     kc[c] = pmean[p, c]
                 else:
-                    kc[c] = _head_mean(xf, e0 + c, n, nchan, half)
+                    m = hd[c] / HEAD_ROWS if head else np.nan
+                    kc[c] = m if is_finite_bits(m) else to_float64(xf[e0 + c], half)
             for attempt in range(2):
                 for j in range(k):
                     for c in range(nchan):
