@@ -1307,7 +1307,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                 a = sd[c]
                 q = sq[c]
                 fail[c] = not (is_finite_bits(q) and is_finite_bits(a))
-                if fail[c]:  # a NaN or an infinity: this channel again, in sub-blocks
+                if fail[c]:  # a NaN or an infinity: this channel again, below
                     nfail += 1
                     continue
                 bmn = numba.float64(tmn[c])
