@@ -395,6 +395,38 @@ def test_channels_last_scattered_nans_redo_sub_blocks(rng, dtype, nchan, nan_pol
     assert_non_finite_counts(half, [x], -1)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("nchan", [3, 20])
+def test_channels_last_nan_runs_take_the_omitting_pass_directly(rng, dtype, nchan):
+    """Under "omit", a block after one that held a NaN goes straight to the NaN-omitting
+    pass (in its partition: tables of more blocks than ``MAX_PARTS`` give partitions of
+    several), and back to the clean pass after a block without NaN. Scattered NaNs in
+    the first third, a clean stretch, then NaNs in one channel only, a channel NaN for
+    whole blocks, an infinity, and a jump of the mean far from the running one (the
+    omitting pass's retry), against the reference, also cut into two batches."""
+    from nbbn.backends.cpu import MAX_PARTS
+
+    simd = cpu_stats.cl_simd(np.dtype(dtype), nchan)
+    rpb = cpu_stats.channels_last_geometry(nchan, simd, 1 << 30)[2]
+    m = (2 * MAX_PARTS + 11) * rpb + 5
+    assert cpu_stats.channels_last_geometry(nchan, simd, m)[2] == rpb
+    x = rng.standard_normal((m, nchan)) * 2.0 + np.linspace(-10.0, 10.0, nchan)
+    third = m // 3
+    x[:third][rng.random((third, nchan)) < 1e-3] = np.nan
+    x[2 * third:, 0][rng.random(m - 2 * third) < 1e-2] = np.nan
+    x[2 * third + rpb:2 * third + 4 * rpb, 1] = np.nan  # whole blocks of one channel
+    x[2 * third + 7 * rpb + 11, 2] = np.inf
+    x[2 * third + 9 * rpb + rpb // 2:, :] += 3e3  # far from the running mean mid-block
+    x = x.astype(dtype)
+    want = ref_stats(x, -1, "omit")
+    rs = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu").update(x)
+    assert_stats(rs, want, stats_rtol(dtype))
+    assert_non_finite_counts(rs, [x], -1)
+    two = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu")
+    two.update(x[:third + 3 * rpb // 2]).update(x[third + 3 * rpb // 2:])
+    assert_stats(two, want, stats_rtol(dtype))
+
+
 def assert_non_finite_counts(rs, batches, axis):
     """``nan_count`` and ``inf_count`` against numpy's."""
     rows = [np.moveaxis(b, axis, -1).reshape(-1, b.shape[axis]) for b in batches]

@@ -488,9 +488,11 @@ def _opaque_splat(builder, value: float, n: int):
     return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, n), [0] * n))
 
 
-def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
+def _cl_chunk_codegen(nvec: int, half: bool, masked: bool, omit: bool):
     """The code of ``cl_chunk`` (below) for ``nvec`` vectors; ``masked``: one vector
-    whose lanes from ``valid`` (a 12th argument) on are neither loaded nor counted."""
+    whose lanes from ``valid`` (a 13th argument) on are neither loaded nor counted;
+    ``omit``: NaNs left out of the sums, and the values kept counted into ``cn`` (the
+    12th argument, float64 lanes)."""
     def codegen(context, builder, signature, args):
         sa = signature.args
         x, tka, sda, sqa, mna, mxa = (
@@ -520,8 +522,14 @@ def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
                 for a, vt, al in ((sda, _VF64, 8), (sqa, _VF64, 8), (mna, _VF32, 4),
                                   (mxa, _VF32, 4))
             ))
+        if omit:  # per vector: an int32 count of the values kept, in registers
+            cna = context.make_array(sa[11])(context, builder, args[11])
+            vi32 = ir.VectorType(_I32, CL_LANES)
+            counts = [cgutils.alloca_once_value(builder, ir.Constant(vi32, None))
+                      for _ in offs]
+            zero = ir.Constant(_VF64, None)
         if masked:
-            valid = context.cast(builder, args[11], sa[11], types.int64)
+            valid = context.cast(builder, args[12], sa[12], types.int64)
             lanes = ir.Constant(ir.VectorType(_I64, CL_LANES), list(range(CL_LANES)))
             mask = builder.icmp_signed("<", lanes, _splat(
                 builder, valid, ir.VectorType(_I64, CL_LANES)))
@@ -562,6 +570,11 @@ def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
                     d = builder.fadd(builder.fpext(xv, _VF64), negks[v])
                 else:
                     d = builder.call(fma, [builder.fpext(xv, _VF64), one, negks[v]])  # x - k
+                if omit:  # a NaN's d is 0, and it is not counted (min/max skip it:
+                    ok = builder.fcmp_ordered("ord", xv, xv)  # ordered comparisons)
+                    d = builder.select(ok, d, zero)
+                    cnt = counts[v]
+                    builder.store(builder.add(builder.load(cnt), builder.zext(ok, vi32)), cnt)
                 builder.store(builder.call(fma, [d, one, builder.load(s)]), s)  # sd + d
                 builder.store(builder.call(fma, [d, d, builder.load(q)]), q)
                 cur = builder.load(lo)
@@ -572,23 +585,40 @@ def _cl_chunk_codegen(nvec: int, half: bool, masked: bool):
             for a, vt, al, slot in zip((sda, sqa, mna, mxa), (_VF64, _VF64, _VF32, _VF32),
                                        (8, 8, 4, 4), slots, strict=True):
                 builder.store(builder.load(slot), vec_ptr(a, o, vt), align=al)
+        if omit:
+            for o, cnt in zip(offs, counts, strict=True):
+                ptr = vec_ptr(cna, o, _VF64)
+                total = builder.fadd(builder.load(ptr, align=8, typ=_VF64),
+                                     builder.sitofp(builder.load(cnt), _VF64))
+                builder.store(total, ptr, align=8)
         return context.get_dummy_value()
 
     return codegen
 
 
+def _chunk_signature(xf, cn, args):
+    """A chunk intrinsic's signature (``args`` its arguments), and whether it omits NaNs
+    (``cn`` an array: it then counts the values kept; None: the plain sums); None for
+    input other than float32 and float16 bits (uint16)."""
+    if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
+        return None, False
+    return types.void(*args), not isinstance(cn, types.NoneType)
+
+
 def _make_cl_chunk(nvec: int):
     @intrinsic
-    def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx):
+    def cl_chunk(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx, cn):
         """Accumulate rows ``r0 <= r < r1`` of the flat (M, nchan) ``xf`` for the
         channels ``c0 <= c < c0 + CL_LANES * nvec`` into ``sd`` (sum of x - tk), ``sq``
         (sum of squares), ``mn``/``mx`` (float32; unspecified where a NaN was met: the
         caller detects NaN/inf from the sums). ``xf`` (float32, or float16 bits as
-        uint16) must be C-contiguous."""
-        if not (isinstance(xf, types.Array) and xf.dtype in (types.float32, types.uint16)):
-            return None  # float32, or the bits of float16 (converted by F16C)
-        sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx)
-        return sig, _cl_chunk_codegen(nvec, xf.dtype == types.uint16, False)
+        uint16) must be C-contiguous. With an array ``cn`` (float64, else None), NaNs
+        are left out of every sum and the values kept are counted into it."""
+        sig, omit = _chunk_signature(xf, cn, (xf, nchan, c0, r0, r1, prefetch_rows, tk,
+                                              sd, sq, mn, mx, cn))
+        if sig is None:
+            return None
+        return sig, _cl_chunk_codegen(nvec, xf.dtype == types.uint16, False, omit)
 
     return cl_chunk
 
@@ -599,41 +629,44 @@ cl_chunk_one = _make_cl_chunk(1)
 
 @intrinsic
 def cl_chunk_masked(typingctx, xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx,
-                    valid):
+                    cn, valid):
     """``cl_chunk_one`` for the last ``valid < CL_LANES`` channels of float32 rows: the
     lanes past them are masked off the loads (the last row's would lie past the array)
     and their shifts must be 0; the accumulators must have ``CL_LANES`` slots from
     ``c0`` on (padded)."""
     if not (isinstance(xf, types.Array) and xf.dtype == types.float32):
         return None
-    sig = types.void(xf, nchan, c0, r0, r1, prefetch_rows, tk, sd, sq, mn, mx, valid)
-    return sig, _cl_chunk_codegen(1, False, True)
+    sig, omit = _chunk_signature(xf, cn, (xf, nchan, c0, r0, r1, prefetch_rows, tk, sd,
+                                          sq, mn, mx, cn, valid))
+    return sig, _cl_chunk_codegen(1, False, True, omit)
 
 
-def _cl_tail(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):  # pragma: no cover
+def _cl_tail(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, cn):  # pragma: no cover
     """``cl_chunk_masked`` over the channels from ``c0`` on (float32; float16 rows are
     whole vectors, and compile without it)."""
     raise NotImplementedError
 
 
 @overload(_cl_tail, inline="always")
-def _cl_tail_impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):
+def _cl_tail_impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, cn):
     if xf.dtype != types.float32:
-        return lambda xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx: None
+        return lambda xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, cn: None
 
-    def impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx):
-        cl_chunk_masked(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, nchan - c0)
+    def impl(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, cn):
+        cl_chunk_masked(xf, nchan, c0, r0, r1, ahead, tk, sd, sq, mn, mx, cn, nchan - c0)
 
     return impl
 
 
 @numba.njit(inline="always")
-def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
+def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx, cn):
     """Add rows ``r0 <= r < r1`` of the flat (nrows, nchan) float32 array ``xf`` (or
     float16 bits with ``nchan % CL_LANES == 0``) into the per-channel ``sd``, ``sq``,
     ``mn``, ``mx`` (padded to whole vectors: ``CL_LANES`` slots past ``nchan``), in
     groups of about ``CL_GROUP_BYTES``, chunk by chunk; the last channels of a float32
-    row that do not fill a vector through ``cl_chunk_masked``."""
+    row that do not fill a vector through ``cl_chunk_masked``. ``cn``: None, or the
+    float64 count per channel (padded too) of the values kept when NaNs are left out
+    (``nan_policy="omit"``)."""
     wide = CL_LANES * CL_VECTORS
     rows = min(CL_ROWS, max(CL_MIN_ROWS, CL_GROUP_BYTES // (xf.itemsize * nchan)))
     for g0 in range(r0, r1, rows):
@@ -641,13 +674,13 @@ def cl_rows_f32(xf, nchan, r0, r1, nrows, tk, sd, sq, mn, mx):
         ahead = rows if g1 + rows <= nrows else 0  # never prefetch past the array
         c0 = 0
         while c0 + wide <= nchan:
-            cl_chunk_wide(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            cl_chunk_wide(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx, cn)
             c0 += wide
         while c0 + CL_LANES <= nchan:
-            cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            cl_chunk_one(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx, cn)
             c0 += CL_LANES
         if c0 < nchan:  # float32 with C % CL_LANES != 0 (cpu_stats.cl_simd)
-            _cl_tail(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx)
+            _cl_tail(xf, nchan, c0, g0, g1, ahead, tk, sd, sq, mn, mx, cn)
 
 
 # ---------------------------------------------------------------------------------------

@@ -433,21 +433,36 @@ def _cl_partial(xf, e0, e1, tk, sd, sq, tmn, tmx, half):
         tmx[t] = fmax_fast(tmx[t], v)
 
 
-def _cl_pass_omit(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):  # pragma: no cover
-    """``_cl_pass`` over the rows ``xf[e0:e1]`` in tiles of ``tile`` elements, with
-    NaNs left out: per tile slot t, the sums of d = x - tk[t] and d*d and the min/max of
-    its values that are not NaN, and their count ``cn[t]`` (float64). Returns False,
-    doing nothing, for integer input (no NaNs)."""
+def _cl_pass_omit(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan
+                  ):  # pragma: no cover - replaced by the overload
+    """``_cl_pass_any`` over the rows ``xf[e0:e1]`` with NaNs left out: per tile slot
+    t, the sums of d = x - tk[t] and d*d and the min/max of its values that are not
+    NaN, and their count ``cn[t]`` (float64). With ``simd`` (float32 and float16 where
+    ``cl_simd`` takes them) the SIMD chunk kernel in tiles of ``simd`` rows (the arrays
+    padded as for ``_cl_pass_any``), else the portable pass in tiles of ``tile``
+    elements. Returns False, doing nothing, for integer input (no NaNs)."""
     raise NotImplementedError
 
 
 @overload(_cl_pass_omit)
-def _cl_pass_omit_impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
+def _cl_pass_omit_impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
     if isinstance(xf.dtype, types.Integer) and isinstance(half, types.NoneType):
-        return lambda xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half: False
+        return lambda xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan: False
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))):
+        def portable(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
+            _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
+            return True
 
-    def impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
-        _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
+        return portable
+
+    def impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
+        if not simd:
+            _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
+            return True
+        cn[:] = 0.0
+        e = _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, cn, simd * nchan)
+        if e < e1:  # the array's last rows, fewer than k
+            _cl_omit_partial(xf, e, e1, tk, sd, sq, cn, tmn, tmx, half)
         return True
 
     return impl
@@ -508,18 +523,25 @@ def _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half):
         e += GROUP * tile
     while e < e1:  # whole tiles, then the last rows
         w = min(tile, e1 - e)
-        seg = xf[e : e + w]
-        for t in range(w):
-            v = seg[t]
-            ok = not _is_nan_value(v, half)
-            d = to_float64(v, half) - tk[t] if ok else 0.0
-            sd[t] += d
-            sq[t] += d * d
-            cn[t] += 1.0 if ok else 0.0
-            mv = _minmax_value(v, half)
-            tmn[t] = fmin_fast(tmn[t], mv if ok else big)
-            tmx[t] = fmax_fast(tmx[t], mv if ok else -big)
+        _cl_omit_partial(xf, e, e + w, tk, sd, sq, cn, tmn, tmx, half)
         e += w
+
+
+@numba.njit(inline="always")
+def _cl_omit_partial(xf, e0, e1, tk, sd, sq, cn, tmn, tmx, half):
+    """``_cl_partial`` with NaNs left out (and the values kept counted into ``cn``)."""
+    seg = xf[e0:e1]
+    for t in range(e1 - e0):
+        v = seg[t]
+        if _is_nan_value(v, half):
+            continue
+        d = to_float64(v, half) - tk[t]
+        sd[t] += d
+        sq[t] += d * d
+        cn[t] += 1.0
+        mv = _minmax_value(v, half)
+        tmn[t] = fmin_fast(tmn[t], mv)
+        tmx[t] = fmax_fast(tmx[t], mv)
 
 
 CL_TILE_MAX = 1024  # channels-last SIMD tiles of k rows: at most this many elements
@@ -575,17 +597,26 @@ def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
         if not simd:
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
             return
-        sd[:] = 0.0
-        sq[:] = 0.0
-        tmn[:] = np.inf
-        tmx[:] = -np.inf
-        tile = simd * nchan  # k rows (whole vectors: e0 is a multiple of the tile)
-        e = e0 + (e1 - e0) // tile * tile
-        cl_rows_f32(xf, tile, e0 // tile, e // tile, xf.size // tile, tk, sd, sq, tmn, tmx)
+        e = _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, None, simd * nchan)
         if e < e1:  # the array's last rows, fewer than k
             _cl_partial(xf, e, e1, tk, sd, sq, tmn, tmx, half)
 
     return impl
+
+
+@numba.njit(inline="always")
+def _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, cn, tile):
+    """The SIMD chunk kernel over the whole tiles (``tile`` elements, k rows: whole
+    vectors, and ``e0`` a multiple of it) of ``xf[e0:e1]``, into the tile slots reset
+    first (``cn``: None, or the count of the NaN-omitting build, reset by the caller);
+    returns where the whole tiles end."""
+    sd[:] = 0.0
+    sq[:] = 0.0
+    tmn[:] = np.inf
+    tmx[:] = -np.inf
+    e = e0 + (e1 - e0) // tile * tile
+    cl_rows_f32(xf, tile, e0 // tile, e // tile, xf.size // tile, tk, sd, sq, tmn, tmx, cn)
+    return e
 
 
 @numba.njit(inline="always")
@@ -1244,16 +1275,24 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
         kc = np.empty(nchan)
         hd = np.empty(nchan)
         fail = np.zeros(nchan, np.bool_)
-        # "omit": the NaN-omitting pass, in tiles of ko rows (whole tiles of the block's
-        # geometry, at least TILE_MIN elements: its per-tile costs are scalar), its
-        # arrays made at the first block that needs them
-        ko = k * max(1, -(-TILE_MIN // tile))
-        otk = np.empty(0)
-        osd = np.empty(0)
-        osq = np.empty(0)
-        ocn = np.empty(0)
-        omn = _minmax_empty(0, xf, half)
-        omx = _minmax_empty(0, xf, half)
+        # "omit": the NaN-omitting pass. With SIMD in the block's tiles (its arrays
+        # beside the clean pass's); else in tiles of ko rows (whole tiles of the block's
+        # geometry, at least TILE_MIN elements: the portable pass's per-tile costs are
+        # scalar), its arrays made at the first block that needs them
+        ko = k if simd else k * max(1, -(-TILE_MIN // tile))
+        cn = np.empty(slots if simd else 0)
+        otk = tk
+        osd = sd
+        osq = sq
+        ocn = cn
+        omn = tmn
+        omx = tmx
+        # "omit": after a block with a NaN the next goes straight to the NaN-omitting
+        # pass, and so does a partition's first block when its first rows hold one
+        # (below): a clean pass that fails, followed by the omitting one, read each such
+        # block twice. Both passes give the same bits on a block without NaN, so the
+        # choice (made from the data alone) changes only the time.
+        nan_before = False
         # whole tiles, at least 4: each pass resets and folds a tile's slots
         sub = max(4, CL_SUB_ROWS // k) * k
         for b in range(b0, b1):
@@ -1274,59 +1313,67 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                 for i in range(HEAD_ROWS):
                     for c in range(nchan):
                         hd[c] += to_float64(xf[e0 + i * nchan + c], half)
+                for c in range(nchan):  # a NaN among them: the block too, most likely
+                    nan_before |= policy == POLICY_OMIT and np.isnan(hd[c])
             for c in range(nchan):
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
                     kc[c] = pmean[p, c]
                 else:
                     m = hd[c] / HEAD_ROWS if head else np.nan
                     kc[c] = m if is_finite_bits(m) else to_float64(xf[e0 + c], half)
-            for attempt in range(2):
-                for j in range(k):
-                    for c in range(nchan):
-                        tk[j * nchan + c] = kc[c]
-                _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan)
-                retry = False
-                for c in range(nchan):  # fold the k copies of each channel
+            direct = nan_before and policy == POLICY_OMIT
+            nfail = 0
+            if direct:
+                for c in range(nchan):
+                    fail[c] = True
+                nfail = nchan
+            else:
+                for attempt in range(2):
+                    for j in range(k):
+                        for c in range(nchan):
+                            tk[j * nchan + c] = kc[c]
+                    _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan)
+                    retry = False
+                    for c in range(nchan):  # fold the k copies of each channel
+                        a = sd[c]
+                        q = sq[c]
+                        for j in range(1, k):
+                            a += sd[j * nchan + c]
+                            q += sq[j * nchan + c]
+                        sd[c] = a
+                        sq[c] = q
+                        if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
+                            if (q - a * a / n) * limit < q:
+                                retry = True
+                    if not retry:
+                        break
+                    for c in range(nchan):  # far from the shift: redo with the block means
+                        if is_finite_bits(sd[c]):
+                            kc[c] = tk[c] + sd[c] / n
+                for c in range(nchan):
                     a = sd[c]
                     q = sq[c]
+                    fail[c] = not (is_finite_bits(q) and is_finite_bits(a))
+                    if fail[c]:  # a NaN or an infinity: this channel again, below
+                        nfail += 1
+                        continue
+                    bmn = numba.float64(tmn[c])
+                    bmx = numba.float64(tmx[c])
                     for j in range(1, k):
-                        a += sd[j * nchan + c]
-                        q += sq[j * nchan + c]
-                    sd[c] = a
-                    sq[c] = q
-                    if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
-                        if (q - a * a / n) * limit < q:
-                            retry = True
-                if not retry:
-                    break
-                for c in range(nchan):  # far from the shift: redo with the block means
-                    if is_finite_bits(sd[c]):
-                        kc[c] = tk[c] + sd[c] / n
-            nfail = 0
-            for c in range(nchan):
-                a = sd[c]
-                q = sq[c]
-                fail[c] = not (is_finite_bits(q) and is_finite_bits(a))
-                if fail[c]:  # a NaN or an infinity: this channel again, below
-                    nfail += 1
-                    continue
-                bmn = numba.float64(tmn[c])
-                bmx = numba.float64(tmx[c])
-                for j in range(1, k):
-                    bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
-                    bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
-                # (``_add_shifted``'s steps written out: through the helper this loop took
-                # twice the time per channel, int32 C = 4096 4.0 -> 2.2 GB/s)
-                bn = n
-                bnan = 0
-                binf = 0
-                redo, bm, bl, q = _finish_shifted(tk[c], a, q, n, bmn, bmx, limit)
-                if redo:
-                    bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
-                        xf, e0 + c, n, nchan, half, policy
-                    )
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
-                           q, bmn, bmx, bnan, binf)
+                        bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
+                        bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
+                    # (``_add_shifted``'s steps written out: through the helper this loop took
+                    # twice the time per channel, int32 C = 4096 4.0 -> 2.2 GB/s)
+                    bn = n
+                    bnan = 0
+                    binf = 0
+                    redo, bm, bl, q = _finish_shifted(tk[c], a, q, n, bmn, bmx, limit)
+                    if redo:
+                        bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
+                            xf, e0 + c, n, nchan, half, policy
+                        )
+                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
+                               q, bmn, bmx, bnan, binf)
             if nfail:
                 # The failed channels again (strided exact passes over the whole block,
                 # one per channel with a NaN in it, took 15x the time of clean data):
@@ -1341,34 +1388,57 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, t, nt, pi, pf):
                         tk[j * nchan + c] = kc[c]
                 omitted = False
                 if policy == POLICY_OMIT:
-                    if otk.size == 0:
+                    if ocn.size < ko * nchan:  # (the portable pass's own tiles)
                         otk = np.empty(ko * nchan)
                         osd = np.empty(ko * nchan)
                         osq = np.empty(ko * nchan)
                         ocn = np.empty(ko * nchan)
                         omn = _minmax_empty(ko * nchan, xf, half)
                         omx = _minmax_empty(ko * nchan, xf, half)
-                    for j in range(ko):
-                        for c in range(nchan):
-                            otk[j * nchan + c] = kc[c]
-                    omitted = _cl_pass_omit(xf, e0, e1, ko * nchan, otk, osd, osq, ocn, omn,
-                                            omx, half)
+                    for attempt in range(2):
+                        for j in range(ko):
+                            for c in range(nchan):
+                                otk[j * nchan + c] = kc[c]
+                        omitted = _cl_pass_omit(xf, e0, e1, ko * nchan, otk, osd, osq, ocn,
+                                                omn, omx, half, simd, nchan)
+                        if not omitted:  # (integers: no NaN)
+                            break
+                        retry = False
+                        for c in range(nchan):  # fold the ko copies of the failed channels
+                            if not fail[c]:
+                                continue
+                            a, q, bmn, bmx = _tile_channel(osd, osq, omn, omx, c, nchan, ko)
+                            m = ocn[c]
+                            for j in range(1, ko):
+                                m += ocn[j * nchan + c]
+                            osd[c] = a
+                            osq[c] = q
+                            omn[c] = bmn
+                            omx[c] = bmx
+                            ocn[c] = m
+                            if attempt == 0 and m > 0 and is_finite_bits(q) and \
+                                    is_finite_bits(a) and (q - a * a / m) * limit < q:
+                                retry = True
+                        if not retry:
+                            break
+                        for c in range(nchan):  # far from the shift: the block means
+                            if fail[c] and ocn[c] > 0 and is_finite_bits(osd[c]):
+                                kc[c] = otk[c] + osd[c] / ocn[c]
+                    nan_before = False
                 for c in range(nchan):
                     if not (omitted and fail[c]):
                         continue
-                    a, q, bmn, bmx = _tile_channel(osd, osq, omn, omx, c, nchan, ko)
-                    m = ocn[c]
-                    for j in range(1, ko):
-                        m += ocn[j * nchan + c]
-                    bn = numba.int64(m)
+                    bn = numba.int64(ocn[c])
+                    nan_before |= bn < n
                     if bn == 0:  # NaN only
                         _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, 0, 0.0,
                                    0.0, 0.0, np.inf, -np.inf, n, 0)
                         continue
                     # (an infinity, or sums that cancel: the block's channel exactly)
-                    _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, kc[c], a,
-                                 q, bn, bmn, bmx, n - bn, limit, xf, e0 + c, n, nchan, half,
-                                 policy)
+                    _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, otk[c],
+                                 osd[c], osq[c], bn, numba.float64(omn[c]),
+                                 numba.float64(omx[c]), n - bn, limit, xf, e0 + c, n, nchan,
+                                 half, policy)
                 if not omitted:
                     s0 = r0
                     tried = 0
