@@ -148,15 +148,20 @@ def test_sparse_column_of_one_large_weighted_value():
     assert abs(Fraction(rs.mean[0]) - mean) <= abs(mean) * Fraction(2 ** -52)
 
 
+@pytest.mark.parametrize("seed", [7, 0, 2, 3, 8, 14])
 @pytest.mark.parametrize("form", ["dense", "csr", "csc"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_a_first_value_far_from_the_mean(form, weighted):
+def test_a_first_value_far_from_the_mean(form, weighted, seed):
     """The weighted and sparse kernels reduce around a column's first value; their
     second pass measures deviations from the first pass's mean instead, so a first value
-    of 1e6 among 999 values near 3 leaves the mean (about 1003) within two ulps, where
-    deviations from the first value were 2e-14 to 3e-14 off (2**-53 of the first value's
-    distance to the mean in every term)."""
-    rng = np.random.default_rng(7)
+    of 1e6 among 999 values near 3 leaves the mean (about 1003) within 2**-51 of it,
+    where deviations from the first value were 2e-14 to 3e-14 off (2**-53 of the first
+    value's distance to the mean in every term). Those deviations' sum is compensated
+    per value: summed plainly in blocks, the 1e6 term made every other addition round
+    at 1e-10, up to 5.4 * 2**-52 of the mean (the seeds here were the worst of 30 for
+    one form or another). The unweighted dense kernels sum plainly (their speed): within
+    2**-50 there (3 * 2**-52 at worst over 30 seeds)."""
+    rng = np.random.default_rng(seed)
     v = 3.0 + rng.standard_normal(1000) * 0.5
     v[0] = 1e6 + 0.141
     w = rng.uniform(0.5, 1.5, 1000) if weighted else np.ones(1000)
@@ -167,4 +172,5 @@ def test_a_first_value_far_from_the_mean(form, weighted):
     fw = [Fraction(float(a)) for a in w]
     mean = sum((a * Fraction(float(b)) for a, b in zip(fw, v, strict=True)), Fraction(0))
     mean /= sum(fw, Fraction(0))
-    assert abs(Fraction(rs.mean[0]) - mean) <= abs(mean) * Fraction(2 ** -51)
+    bound = 2 ** -50 if form == "dense" and not weighted else 2 ** -51
+    assert abs(Fraction(rs.mean[0]) - mean) <= abs(mean) * Fraction(bound)

@@ -145,6 +145,51 @@ def test_nan_policies(rng, policy):
         assert_close(rs.var[[0, 2]], var[[0, 2]], rtol=1e-12, name="var")
 
 
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_runs_in_weighted_tables(rng, dtype, policy):
+    """Tables of many ``BLOCK``-row blocks (``cpu_weighted._weighted_rows``): a block
+    with a NaN is read again with its NaNs selected out, and so is the next one; an
+    infinity and a NaN in one block, zero weights inside such blocks, a channel NaN for
+    whole blocks, a clean stretch after the NaNs, and a stretch far from the first
+    mean: against the exact weighted reference."""
+    from nbbn.backends.cpu_weighted import BLOCK
+
+    n = 9 * BLOCK + 17
+    x = rng.standard_normal((n, 5)) * [1.0, 3.0, 1e-2, 10.0, 2.0] + [0.0, 50.0, -3.0, 1e3, 7.0]
+    x[4 * BLOCK:, 3] += 1e5  # (far from the first mean)
+    x[BLOCK + 3, 0] = x[BLOCK + 90, 1] = x[2 * BLOCK + 5, 4] = np.nan
+    x[2 * BLOCK + 7:2 * BLOCK + 40, 1] = np.nan
+    x[3 * BLOCK:5 * BLOCK, 2] = np.nan  # whole blocks of one channel
+    x[2 * BLOCK + 9, 0] = np.inf  # an infinity beside NaNs (channel 0), and one alone
+    x[2 * BLOCK + 11, 0] = np.nan
+    x[8 * BLOCK, 3] = -np.inf
+    x = x.astype(dtype)
+    w = rng.random(n) * 2.0
+    w[[BLOCK + 3, 2 * BLOCK + 8, 3 * BLOCK + 1, 3 * BLOCK + 2]] = 0.0
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
+    keep = w > 0
+    np.testing.assert_array_equal(rs.nan_count, np.isnan(x[keep]).sum(0))
+    np.testing.assert_array_equal(rs.inf_count, np.isinf(x[keep]).sum(0))
+    np.testing.assert_array_equal(rs.min[[1, 2, 4]], np.nanmin(x[keep], 0)[[1, 2, 4]]
+                                  if policy == "omit" else np.full(3, np.nan))
+    np.testing.assert_array_equal(rs.max[[1, 2, 4]], np.nanmax(x[keep], 0)[[1, 2, 4]]
+                                  if policy == "omit" else np.full(3, np.nan))
+    assert rs.mean[3] == -np.inf and np.isnan(rs.var[3])  # (no NaN in channel 3)
+    assert (rs.mean[0] == np.inf if policy == "omit" else np.isnan(rs.mean[0]))
+    assert np.isnan(rs.var[0])
+    finite = [1, 2, 4]  # (channels without an infinity)
+    wsum, mean, var = _weighted_ref(x[:, finite], w, -1, omit=True)
+    if policy == "omit":
+        kept = np.array([math.fsum(w[~np.isnan(x[:, c])]) for c in range(5)])
+        assert_close(rs.count, kept, rtol=1e-14, name="weight sum")
+        assert_close(rs.mean[finite], mean, rtol=1e-15, atol=1e-12, name="mean")
+        assert_close(rs.var[finite], var, rtol=1e-12, name="var")
+    else:
+        assert np.isnan(rs.mean[[0, 1, 2, 4]]).all() and np.isnan(rs.var).all()
+        assert_close(rs.count, np.full(5, w.sum()), rtol=1e-14, name="weight sum")
+
+
 @pytest.mark.parametrize("view", ["strided", "fortran", "big-endian"])
 def test_non_contiguous_input(rng, view):
     base = rng.standard_normal((40, 5, 3))

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .. import _merge
@@ -30,6 +31,8 @@ __all__ = [
     "store_stats",
     "fmin_fast",
     "fmax_fast",
+    "fmin_num",
+    "fmax_num",
     "to_float64",
     "as_float32",
     "store_float",
@@ -253,3 +256,31 @@ def _llvm_select_float(op):
 
 fmin_fast = _llvm_select_float("<")
 fmax_fast = _llvm_select_float(">")
+
+
+def _llvm_num_float(name):
+    """``llvm.minnum`` or ``llvm.maxnum`` (``name``): the minimum or maximum of two
+    floats that ignores a NaN operand (NaN only when both are), either zero for a -0.0
+    and 0.0 pair. LLVM vectorizes a loop over it (``vminpd`` and a blend per vector),
+    where a compare-and-select that skips NaN stayed scalar in a kernel without
+    fast-math flags (1.5 against 0.62 ns per value, ``cpu_weighted._rows_masked``)."""
+
+    @intrinsic
+    def _impl(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            suffix = "f64" if t == ir.DoubleType() else "f32"
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(t, [t, t]), f"llvm.{name}.{suffix}")
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    return _impl
+
+
+fmin_num = _llvm_num_float("minnum")
+fmax_num = _llvm_num_float("maxnum")

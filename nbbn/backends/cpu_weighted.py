@@ -22,9 +22,11 @@ with Kahan's compensation (:func:`kahan_add`), so their rounding does not grow w
 number of values (a plain running sum of 200,000 weighted rows left 1e-12 of the
 variance; this leaves about 1e-16). ``S`` needs no care: ``E`` corrects it.
 
-The kernel is compiled once, for float64: the input is handed to it in chunks of whole
-rows of at most ``CHUNK_BYTES``, converted to float64 (exact for every dtype but
-integers beyond 2**53), on one thread; the weighted path is not the fast path.
+The kernels are compiled for float32 and float64: the input is handed to them in
+chunks of whole rows of at most ``CHUNK_BYTES`` (counted as float64), float32 and
+float64 as they are and other dtypes converted to float64 (exact for every dtype but
+integers beyond 2**53); the chunks are spread over nbbn's threads and merged in their
+order.
 """
 
 from __future__ import annotations
@@ -38,7 +40,18 @@ from .._layout import Canonical
 from .._policy import POLICY_OMIT
 from ._jit import cached
 from ._stats import COUNT_LIMIT, BatchStats, count_limit_error
-from .cpu_numerics import chan_merge, dd_mean, inf_mean, merge_max, merge_min
+from .cpu_numerics import (
+    chan_merge,
+    dd_mean,
+    fmax_fast,
+    fmax_num,
+    fmin_fast,
+    fmin_num,
+    inf_mean,
+    is_finite_bits,
+    merge_max,
+    merge_min,
+)
 
 __all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
 
@@ -323,12 +336,44 @@ def _weighted_stats(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compil
                     (n, nnan, ninf), mn, mx, si, sf, sw)
 
 
+@numba.njit(inline="always")
+def _rows_masked(x, w, rpw, b0, b1, shift, bs, bw, bn, bmn, bmx):  # pragma: no cover
+    """Rows ``b0 <= o < b1`` of a table into the block's per-channel sums, weight,
+    count, min and max (reset here), its NaNs left out by a select per value and
+    ``fmin_num`` (no branch: the loops vectorize)."""
+    bs[:] = 0.0
+    bw[:] = 0.0
+    bn[:] = 0.0
+    bmn[:] = np.inf
+    bmx[:] = -np.inf
+    for o in range(b0, b1):
+        wo = w[o // rpw]
+        if wo == 0.0:
+            continue
+        for c in range(x.shape[1]):
+            v = numba.float64(x[o, c, 0])
+            ok = v == v
+            bs[c] += wo * (v - shift[c]) if ok else 0.0
+            bw[c] += wo if ok else 0.0
+        for c in range(x.shape[1]):
+            v = numba.float64(x[o, c, 0])
+            bmn[c] = fmin_num(bmn[c], v)  # (NaN ignored)
+            bmx[c] = fmax_num(bmx[c], v)
+            bn[c] += 1.0 if v == v else 0.0
+
+
 @cached(nogil=True)
 def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compiled
-    """:func:`_weighted_stats` of an (O, C, 1) ``x`` (a table, channels-last rows): row
-    by row, each row's channels updated side by side (a loop over the channels that
-    vectorizes), its block sums Kahan-added every ``BLOCK`` rows. A row that holds a
-    NaN or an infinity is read value by value."""
+    """:func:`_weighted_stats` of an (O, C, 1) ``x`` (a table, channels-last rows), in
+    blocks of ``BLOCK`` rows: each row's channels updated side by side (loops over the
+    channels that vectorize: no test per value, min/max by ``fmin_fast``), into the
+    block's own sums, which are then added per channel (the weight sums Kahan-added).
+
+    A channel whose block sum is not finite (a NaN, an infinity, or deviations that
+    overflow) is read again value by value for that block. Where NaNs are omitted, a
+    block with a NaN is first read again with the NaNs selected out
+    (:func:`_rows_masked`), and so is the next block directly (NaNs come in runs of
+    rows); in the second pass every block is, once a NaN was met."""
     no, nchan, _ = x.shape
     omit = policy == POLICY_OMIT
     shift = _first_finite(x, w, rpw)
@@ -341,77 +386,126 @@ def _weighted_rows(x, w, rpw, policy, si, sf, sw):  # pragma: no cover - compile
     s1 = np.zeros(nchan)
     mn = np.full(nchan, np.inf)
     mx = np.full(nchan, -np.inf)
-    inblock = 0
-    clean = np.ones(no, np.bool_)  # rows without a NaN or an infinity
-    for o in range(no):
-        wo = w[o // rpw]
-        if wo == 0.0:
-            continue
+    bs = np.empty(nchan)  # the block's sums, min and max
+    bmn = np.empty(nchan)
+    bmx = np.empty(nchan)
+    bwc = np.empty(nchan)  # ... and, NaNs left out, its weights and counts per channel
+    bnc = np.empty(nchan)
+    masked = False
+    for b0 in range(0, no, BLOCK):
+        b1 = min(no, b0 + BLOCK)
+        bw = 0.0  # the weight and number of the block's rows of nonzero weight
+        bn = 0
+        for o in range(b0, b1):
+            wo = w[o // rpw]
+            bw += wo
+            bn += wo != 0.0
+        if not masked:
+            bs[:] = 0.0
+            bmn[:] = np.inf
+            bmx[:] = -np.inf
+            for o in range(b0, b1):
+                wo = w[o // rpw]
+                if wo == 0.0:
+                    continue
+                # (two loops: in one, the checks that its four arrays do not overlap were
+                # more than LLVM's vectorizer takes, and it stayed scalar)
+                for c in range(nchan):
+                    bs[c] += wo * (numba.float64(x[o, c, 0]) - shift[c])
+                for c in range(nchan):
+                    v = numba.float64(x[o, c, 0])
+                    bmn[c] = fmin_fast(bmn[c], v)  # (unspecified if NaN: redone below)
+                    bmx[c] = fmax_fast(bmx[c], v)
+            if omit:
+                for c in range(nchan):
+                    masked |= not is_finite_bits(bs[c])
+        if masked:  # (the block's NaNs, most likely, or the previous block's)
+            _rows_masked(x, w, rpw, b0, b1, shift, bs, bwc, bnc, bmn, bmx)
+        nan_met = False
         for c in range(nchan):
-            if not math.isfinite(x[o, c, 0]):
-                clean[o] = False
-                break
-        if clean[o]:
-            for c in range(nchan):
-                v = x[o, c, 0]
-                s1[c] += wo * (v - shift[c])
-                mn[c] = min(mn[c], v)
-                mx[c] = max(mx[c], v)
-                part[c] += wo
-                n[c] += 1
-        else:
-            for c in range(nchan):
-                v = x[o, c, 0]
-                if math.isnan(v):
-                    nnan[c] += 1
-                    if omit:
-                        continue
-                elif math.isinf(v):
-                    ninf[c] += 1
-                s1[c] += wo * (v - shift[c])
-                mn[c] = merge_min(mn[c], v)
-                mx[c] = merge_max(mx[c], v)
-                part[c] += wo
-                n[c] += 1
-        inblock += 1
-        if inblock == BLOCK:
-            for c in range(nchan):
-                wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
+            if is_finite_bits(bs[c]):
+                s1[c] += bs[c]
+                mn[c] = min(mn[c], bmn[c])
+                mx[c] = max(mx[c], bmx[c])
+                if masked:
+                    kept = numba.int64(bnc[c])
+                    nnan[c] += bn - kept
+                    nan_met |= kept < bn
+                    part[c] = bwc[c]
+                    n[c] += kept
+                else:
+                    part[c] = bw
+                    n[c] += bn
+            else:  # the block's channel again, value by value
                 part[c] = 0.0
-            inblock = 0
+                for o in range(b0, b1):
+                    wo = w[o // rpw]
+                    if wo == 0.0:
+                        continue
+                    v = numba.float64(x[o, c, 0])
+                    if math.isnan(v):
+                        nan_met = True
+                        nnan[c] += 1
+                        if omit:
+                            continue
+                    elif math.isinf(v):
+                        ninf[c] += 1
+                    s1[c] += wo * (v - shift[c])
+                    mn[c] = merge_min(mn[c], v)
+                    mx[c] = merge_max(mx[c], v)
+                    part[c] += wo
+                    n[c] += 1
+            wsum[c], wsumc[c] = kahan_add(wsum[c], wsumc[c], part[c])
+        masked = omit and nan_met
+    part[:] = 0.0
     delta = _first_mean(x, w, rpw, omit, wsum, wsumc, part, s1, nnan, ninf, shift)
     q = np.zeros(nchan)
     qc = np.zeros(nchan)
     e = np.zeros(nchan)
     ec = np.zeros(nchan)
     epart = np.zeros(nchan)
+    ecomp = np.zeros(nchan)
+    skip = False  # NaNs omitted, and met
+    for c in range(nchan):
+        skip |= omit and nnan[c] > 0
+    for b0 in range(0, no, BLOCK):
+        b1 = min(no, b0 + BLOCK)
+        part[:] = 0.0
+        epart[:] = 0.0
+        ecomp[:] = 0.0
+        for o in range(b0, b1):
+            wo = w[o // rpw]
+            if wo == 0.0:
+                continue
+            # E by Kahan's compensation per value: one value far from the mean (1e6
+            # among values near 3) made E's plain block sum round at 1e-10 on every
+            # other term, up to 7 units of 2^-52 of the mean (in a loop of its own, as
+            # above; NaNs selected out, where omitted, in loops of their own too)
+            if skip:
+                for c in range(nchan):
+                    v = numba.float64(x[o, c, 0])
+                    d = (v - shift[c]) - delta[c] if v == v else 0.0
+                    part[c] += wo * d * d
+                for c in range(nchan):
+                    v = numba.float64(x[o, c, 0])
+                    y = (wo * ((v - shift[c]) - delta[c]) if v == v else 0.0) - ecomp[c]
+                    t = epart[c] + y
+                    ecomp[c] = (t - epart[c]) - y
+                    epart[c] = t
+            else:
+                for c in range(nchan):
+                    d = (numba.float64(x[o, c, 0]) - shift[c]) - delta[c]
+                    part[c] += wo * d * d
+                for c in range(nchan):
+                    y = wo * ((numba.float64(x[o, c, 0]) - shift[c]) - delta[c]) - ecomp[c]
+                    t = epart[c] + y
+                    ecomp[c] = (t - epart[c]) - y
+                    epart[c] = t
+        for c in range(nchan):
+            q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
+            e[c], ec[c] = kahan_add(e[c], ec[c], epart[c] - ecomp[c])
     part[:] = 0.0
-    inblock = 0
-    for o in range(no):
-        wo = w[o // rpw]
-        if wo == 0.0:
-            continue
-        if clean[o] or not omit:
-            for c in range(nchan):
-                d = (x[o, c, 0] - shift[c]) - delta[c]
-                part[c] += wo * d * d
-                epart[c] += wo * d
-        else:
-            for c in range(nchan):
-                v = x[o, c, 0]
-                if math.isnan(v):
-                    continue
-                d = (v - shift[c]) - delta[c]
-                part[c] += wo * d * d
-                epart[c] += wo * d
-        inblock += 1
-        if inblock == BLOCK:
-            for c in range(nchan):
-                q[c], qc[c] = kahan_add(q[c], qc[c], part[c])
-                e[c], ec[c] = kahan_add(e[c], ec[c], epart[c])
-                part[c] = 0.0
-                epart[c] = 0.0
-            inblock = 0
+    epart[:] = 0.0
     _store_weighted(omit, shift, wsum, delta, (q, qc, part), (e, ec, epart),
                     (n, nnan, ninf), mn, mx, si, sf, sw)
 
@@ -460,8 +554,9 @@ CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
 
 def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
-    whole rows converted to float64 C-contiguous read-only arrays (one compiled kernel
-    for every input dtype and layout, and bounded extra memory). The chunks are spread
+    whole rows as C-contiguous read-only arrays, float32 and float64 as they are and
+    other dtypes converted to float64 (two compiled kernels for every input dtype and
+    layout, and bounded extra memory). The chunks are spread
     over nbbn's threads (each converts and reduces its own) and merged in their order,
     so the result does not depend on the thread count."""
     from .cpu import _run
@@ -478,7 +573,10 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
         src = x3[r0 * rpw:(r0 + step) * rpw]
         if bf16:  # bfloat16 bits: the high half of a float32
             src = (src.astype(np.uint32) << np.uint32(16)).view(np.float32)
-        data = np.ascontiguousarray(src, dtype=np.float64)
+        # float32 and float64 as they are (a float64 copy of float32 cost more than the
+        # kernel's passes), other dtypes converted to float64 (exact below 2**53)
+        native = src.dtype in (np.float32, np.float64) and not bf16
+        data = np.ascontiguousarray(src, dtype=src.dtype if native else np.float64)
         if data.flags.writeable:  # one compiled type for writable and read-only input
             data = data.view()
             data.flags.writeable = False
