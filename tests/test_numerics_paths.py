@@ -397,18 +397,21 @@ def test_channels_last_scattered_nans_redo_sub_blocks(rng, dtype, nchan, nan_pol
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("nchan", [3, 20])
-def test_channels_last_nan_runs_take_the_omitting_pass_directly(rng, dtype, nchan):
+def test_channels_last_nan_runs_take_the_omitting_pass_directly(rng, dtype, nchan,
+                                                                monkeypatch):
     """Under "omit", a block after one that held a NaN goes straight to the NaN-omitting
-    pass (in its partition: tables of more blocks than ``MAX_PARTS`` give partitions of
-    several), and back to the clean pass after a block without NaN. Scattered NaNs in
+    pass (in its partition: at most 8 partitions here, so a partition holds several
+    blocks), and back to the clean pass after a block without NaN. Scattered NaNs in
     the first third, a clean stretch, then NaNs in one channel only, a channel NaN for
     whole blocks, an infinity, and a jump of the mean far from the running one (the
     omitting pass's retry), against the reference, also cut into two batches."""
-    from nbbn.backends.cpu import MAX_PARTS
+    from nbbn.backends import cpu
 
+    monkeypatch.setattr(cpu, "MAX_PARTS", 8)
+    monkeypatch.setattr(cpu, "_plans", {})  # (plans made with 64 would be reused)
     simd = cpu_stats.cl_simd(np.dtype(dtype), nchan)
     rpb = cpu_stats.channels_last_geometry(nchan, simd, 1 << 30)[2]
-    m = (2 * MAX_PARTS + 11) * rpb + 5
+    m = 30 * rpb + 5
     assert cpu_stats.channels_last_geometry(nchan, simd, m)[2] == rpb
     x = rng.standard_normal((m, nchan)) * 2.0 + np.linspace(-10.0, 10.0, nchan)
     third = m // 3
