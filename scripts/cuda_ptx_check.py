@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, types
 
 from nbbn.backends import cuda_kernels as kk
+from nbbn.backends.cuda import STATS_THREADS
 
 CC = (9, 0)
 DTYPES = [types.float16, types.float32, types.float64, types.uint8, types.int8, types.uint16,
@@ -45,7 +46,7 @@ def main() -> int:
     n = 0
     for dt in DTYPES:
         npdt = np.dtype(str(dt))
-        k = kk.make_kernels(256, kk.family(npdt), kk.unroll(npdt))
+        k = kk.make_kernels(STATS_THREADS, kk.family(npdt), kk.unroll(npdt))
         a = kk.make_affine_kernels(kk.affine_unroll(npdt))
         flat = types.Array(dt, 1, "C")
         cuda.compile_ptx(k.partial_cl.py_func, (flat,) + (i64,) * 6 + parts, cc=CC)
@@ -69,7 +70,7 @@ def main() -> int:
         print(f"{dt}: ok", flush=True)
     # bfloat16 as its uint16 bits: the "bf16" statistics family, decode/encode affine maps
     u16 = types.Array(types.uint16, 1, "C")
-    k = kk.make_kernels(256, "bf16", kk.unroll(np.dtype(np.uint16)))
+    k = kk.make_kernels(STATS_THREADS, "bf16", kk.unroll(np.dtype(np.uint16)))
     cuda.compile_ptx(k.partial_cl.py_func, (u16,) + (i64,) * 6 + parts, cc=CC)
     cuda.compile_ptx(k.partial_rows.py_func, (u16,) + (i64,) * 7 + parts, cc=CC)
     cuda.compile_ptx(k.partial_cf.py_func, (types.Array(types.uint16, 3, "A"), i64) + parts,

@@ -29,6 +29,7 @@ import numpy as np
 from numba import cuda, types
 
 from nbbn.backends import cuda_kernels as kk
+from nbbn.backends.cuda import STATS_THREADS
 
 CC = (9, 0)
 LINE = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
@@ -88,7 +89,7 @@ def main(names: list[str]) -> int:
     params = types.float64[:, ::1]
     for name in names or ["float32", "float16", "float64", "uint8", "int16"]:
         dt, npdt = getattr(types, name), np.dtype(name)
-        k = kk.make_kernels(256, kk.family(npdt), kk.unroll(npdt))
+        k = kk.make_kernels(STATS_THREADS, kk.family(npdt), kk.unroll(npdt))
         a = kk.make_affine_kernels(kk.affine_unroll(npdt))
         flat = types.Array(dt, 1, "C")
         print(f"== {name}: family {kk.family(npdt)}, {kk.unroll(npdt)} loads per group "

@@ -19,6 +19,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
 fi
 export PYTHONPATH="$site:$PWD" NUMBA_ENABLE_CUDASIM=0 PYTHONUNBUFFERED=1
+export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0  # the tests turn warnings into errors; small grids are their point
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import numpy, numba, numba_cuda; print('numpy', numpy.__version__, 'numba', numba.__version__)"
 status=0
@@ -33,7 +34,8 @@ for p in $phases; do
         check) phase check gpu_check.log python3 scripts/gpu_check.py ;;
         tests)
             if python3 -c "import pytest" 2>/dev/null; then
-                phase tests pytest_cuda.log python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+                xd=""; python3 -c "import xdist" 2>/dev/null && xd="-n 4 -p no:benchmark"  # compiles in parallel
+                phase tests pytest_cuda.log python3 -m pytest -q -p no:cacheprovider $xd tests/test_cuda.py
             fi ;;
         bench) phase bench bench-cuda.log python3 -m nbbn bench --backend cuda --json "$out/bench-cuda.json" ;;
         *) echo "unknown phase $p (check, tests, bench)"; exit 2 ;;

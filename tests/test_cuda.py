@@ -52,7 +52,7 @@ GEOMETRIES = {
     "cl_middle_axis": ((7, 4, 1), 1),  # inner = 1: the channels-last kernel
     # long enough for whole unrolled groups (up to 16 loads per thread) before the tail
     "cf_long_rows": ((1, 2, 1100), 1),  # 3 parts of 733 values: 22-23 per thread
-    "cl_long": ((700, 3), -1),  # 6 parts of 116 rows, 10 rows per block step
+    "cl_long": ((1400, 3), -1),  # 6 parts of 233 rows, 10 rows per block step: 23-24 each
     # rows shorter than a block (32 threads): threads take positions of several rows
     "cf_short_rows": ((41, 3, 5), 1),  # 6 rows per step, 2 parts with a partial step
     "cf_short_rows_4d": ((300, 2, 3, 3), 1),  # I = 9: 3 rows per step, 3 parts

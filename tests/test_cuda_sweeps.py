@@ -48,11 +48,13 @@ def run_sweep(cuda, fam, unroll, a, i, end, step):
 
 
 # (start, end, step): no full group, one group exactly, groups plus a masked tail
-SPANS = [(0, 3, 1), (2, 2 + 8 * 3, 3), (1, 100, 1), (5, 197, 2), (0, 0, 1)]
+SPANS = [(0, 3, 1), (2, 2 + 8 * 3, 3), (2, 2 + 16 * 3, 3), (1, 100, 1), (5, 197, 2),
+         (0, 0, 1)]
 
 
 @pytest.mark.parametrize("span", SPANS, ids=str)
-@pytest.mark.parametrize("dtype,unroll", [("float32", 8), ("float16", 16), ("float64", 4)])
+@pytest.mark.parametrize("dtype,unroll", [("float32", 16), ("float32", 8), ("float16", 16),
+                                          ("float64", 8)])  # the first, third, last: kk.unroll
 @pytest.mark.parametrize("specials", ["none", "first", "spread", "tail"])
 def test_float_sweep(span, dtype, unroll, specials, cuda, rng):
     from nbbn.backends import cuda_kernels as kk
@@ -85,7 +87,7 @@ def exact_m2(v: np.ndarray) -> Fraction:
     return Fraction(n * s2 - s1 * s1, n)
 
 
-@pytest.mark.parametrize("span", SPANS[:4], ids=str)
+@pytest.mark.parametrize("span", SPANS[:5], ids=str)
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
 @pytest.mark.parametrize("chunk", [None, 7], ids=["chunk_default", "chunk_7"])
 def test_exact_sweep(span, dtype, chunk, cuda, rng, monkeypatch):

@@ -12,6 +12,7 @@ only when a state is read (``summary``, ``DeviceStats.to_host``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Hashable
@@ -54,6 +55,9 @@ class LaunchConfig:
     runs ``merge_blocks`` blocks (None: one per channel; the simulator pays per block).
     ``unroll`` fixes the loads per thread and group for every dtype (the simulator's
     default, 2, keeps its Python threads short); None takes ``cuda_kernels.unroll``.
+    ``stats_threads`` and ``stats_max_blocks`` replace ``threads`` and ``max_blocks`` for
+    the statistics kernels (None: the same as the affine kernels'; see
+    :func:`stats_config`).
     """
 
     threads: int
@@ -61,10 +65,14 @@ class LaunchConfig:
     max_blocks: int
     merge_threads: int = 4
     merge_blocks: int | None = None  # finalize blocks; None: one per channel
-    unroll: int | None = None  # loads per thread and group; None: by dtype (32 bytes)
+    unroll: int | None = None  # loads per thread and group; None: by dtype
+    stats_threads: int | None = None  # None: threads
+    stats_max_blocks: int | None = None  # None: max_blocks
 
 
-BLOCKS_PER_SM = 24  # statistics blocks per multiprocessor and launch (see design.md)
+BLOCKS_PER_SM = 24  # affine blocks per multiprocessor and launch (see design.md)
+STATS_BLOCKS_PER_SM = 6  # statistics blocks of STATS_THREADS (measured on an H200)
+STATS_THREADS = 128
 
 
 def _default_config() -> LaunchConfig:
@@ -73,10 +81,12 @@ def _default_config() -> LaunchConfig:
                             merge_blocks=1, unroll=2)
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
     return LaunchConfig(threads=256, block_elements=8192, max_blocks=BLOCKS_PER_SM * sms,
-                        merge_threads=128)
+                        merge_threads=128, stats_threads=STATS_THREADS,
+                        stats_max_blocks=STATS_BLOCKS_PER_SM * sms)
 
 
 _config: LaunchConfig | None = None
+_stats_config: LaunchConfig | None = None
 
 
 def config() -> LaunchConfig:
@@ -86,10 +96,22 @@ def config() -> LaunchConfig:
     return _config
 
 
+def stats_config() -> LaunchConfig:
+    """:func:`config` as the statistics kernels launch it: ``threads`` and ``max_blocks``
+    replaced by ``stats_threads`` and ``stats_max_blocks`` where those are set."""
+    global _stats_config
+    if _stats_config is None:
+        cfg = config()
+        _stats_config = dataclasses.replace(
+            cfg, threads=cfg.stats_threads or cfg.threads,
+            max_blocks=cfg.stats_max_blocks or cfg.max_blocks)
+    return _stats_config
+
+
 def set_config(cfg: LaunchConfig | None) -> None:
     """Replace the launch configuration (None: back to the default); for tests and tuning."""
-    global _config
-    _config = cfg
+    global _config, _stats_config
+    _config, _stats_config = cfg, None
 
 
 @functools.cache
@@ -219,7 +241,7 @@ def _lanes(nchan: int, cfg: LaunchConfig) -> int:
 @_sim_serial
 def _launch_partials(can: DeviceInput):
     """Launch the per-block reduction; returns the (C, parts) workspace arrays."""
-    cfg = config()
+    cfg = stats_config()
     kern = _kernels(cfg.threads, cfg.unroll, can.dtype, can.bf16)
     nchan = can.channels
     if can.channels_last:

@@ -175,8 +175,10 @@ def _bench_shape(run: _Run, spec, bw: dict, seed: int) -> list[dict]:
         if axis in (-1, len(shape) - 1):  # channels-last: torch wants (N, C, ...) views
             t = t.movedim(-1, 1)
         dims = [d for d in range(t.ndim) if d != 1]
-        rm, rv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
-        w, b = torch.ones(c, device="cuda"), torch.zeros(c, device="cuda")
+        # cuDNN wants float64 parameters for float64 data, float32 for half and float32
+        kw = {"device": "cuda", "dtype": torch.float64 if dtype == "float64" else torch.float32}
+        rm, rv = torch.zeros(c, **kw), torch.ones(c, **kw)
+        w, b = torch.ones(c, **kw), torch.zeros(c, **kw)
         ref = {
             "stats": lambda: torch.var_mean(t, dim=dims, correction=0),  # as the CPU bench
             "normalizer": lambda: F.batch_norm(t, rm, rv, w, b, training=False),
