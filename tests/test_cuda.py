@@ -470,3 +470,19 @@ def test_view_strides_match_numpy(rng):
         except ValueError:
             expected = None
         assert _view_strides(a.shape, a.strides, 4, new) == expected
+
+
+def test_bench_device_time_queues_behind_a_sleep(cuda):
+    """``nbbn bench --backend cuda``'s device time: nothing without torch's CUDA; with it,
+    one GPU sleep, then the calls between two events (a stand-in torch here: the
+    simulator has no torch device)."""
+    from nbbn.tools.bench_cuda import QUEUED, SLEEP_CYCLES, _Run
+
+    calls, sleeps = [], []
+    fake_torch = type("T", (), {"cuda": type("C", (), {"_sleep": staticmethod(sleeps.append)})})
+    assert _Run(cuda, None, lambda fn, n: 0.0, 1).device_ms(lambda: calls.append(1)) is None
+    assert not calls
+    ms = _Run(cuda, fake_torch, lambda fn, n: 0.0, 1).device_ms(lambda: calls.append(1))
+    assert sleeps == [SLEEP_CYCLES]
+    assert len(calls) == QUEUED + 1  # one warm-up call before the sleep
+    assert isinstance(ms, float)  # (the simulator's events time nothing: -1 ms)

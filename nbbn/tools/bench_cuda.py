@@ -2,12 +2,16 @@
 
 For the CPU bench's shapes, on device data (Numba device arrays): ``RunningStats.update``,
 ``Normalizer(x, out=)`` and the training ``BatchNorm`` forward, timed with CUDA events
-(median of the repeats), against the device's read bandwidth (``torch.sum`` over
-1 GiB, or a Numba reduction without torch) and copy bandwidth (a device-to-device
-copy, bytes read plus written) measured in the same run, and against torch's
-``var_mean``, eval ``F.batch_norm`` and training ``F.batch_norm`` when torch has CUDA.
-Then the host overhead per call for a tiny (8, 16, 4, 4) batch. Under the CUDA
-simulator only the smoke-test shapes run and the times mean nothing.
+around each call (median of the repeats). Where torch has CUDA, also as device time:
+``QUEUED`` calls queued behind a ``torch.cuda._sleep`` of about 10 ms, so that the host
+is ahead and the events time the GPU alone (a call's host overhead, 175-260 us on an
+H200 host, hides the kernels of any batch under about 0.7 GB). Both against the
+device's read bandwidth (``torch.sum`` over 1 GiB, or a Numba reduction without torch)
+and copy bandwidth (a device-to-device copy, bytes read plus written) measured in the
+same run, and against torch's ``var_mean``, eval ``F.batch_norm`` and training
+``F.batch_norm`` when torch has CUDA. Then the host overhead per call for a tiny
+(8, 16, 4, 4) batch. Under the CUDA simulator only the smoke-test shapes run and the
+times mean nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ SIM_SHAPES = [((2, 4, 6, 6), "float32", "NCHW", 1), ((2, 6, 6, 4), "float32", "N
               ((40, 8), "float32", "NC", -1)]
 BW_BYTES = 1 << 30
 EPS = 1e-5
+QUEUED = 20  # calls per device-time measurement
+SLEEP_CYCLES = 20_000_000  # about 10 ms at the H100/H200's 1.98 GHz
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,22 @@ class _Run:
     torch: Any
     timeit: Callable[[Callable[[], Any], int], float]
     repeats: int
+
+    def device_ms(self, fn: Callable[[], Any]) -> float | None:
+        """Device time per call (ms): ``QUEUED`` calls queued behind a GPU sleep (None
+        without torch's CUDA)."""
+        if self.torch is None:
+            return None
+        fn()
+        self.cuda.synchronize()
+        self.torch.cuda._sleep(SLEEP_CYCLES)  # the host gets ahead of the GPU
+        start, end = self.cuda.event(), self.cuda.event()
+        start.record()
+        for _ in range(QUEUED):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / QUEUED
 
 
 def _versions(cuda) -> dict[str, Any]:
@@ -189,6 +211,9 @@ def _bench_shape(run: _Run, spec, bw: dict, seed: int) -> list[dict]:
         ms = timeit(fn, repeats)
         gbps = moved / ms / 1e6
         torch_ms = timeit(ref[op], repeats) if op in ref else None
+        dev_ms = run.device_ms(fn)
+        torch_dev_ms = run.device_ms(ref[op]) if op in ref else None
+        dev_gbps = None if dev_ms is None else moved / dev_ms / 1e6
         rows.append({
             "op": op, "shape": list(shape), "dtype": dtype, "layout": layout,
             "time_ms": ms, "gbps": gbps,
@@ -196,6 +221,12 @@ def _bench_shape(run: _Run, spec, bw: dict, seed: int) -> list[dict]:
             "pct_copy_bw": 100 * gbps / bw["copy_GBps"],
             "bw_kind": kind,
             "torch_ms": torch_ms, "vs_torch": None if torch_ms is None else torch_ms / ms,
+            "device_ms": dev_ms, "device_gbps": dev_gbps,
+            "device_pct_bw": None if dev_gbps is None
+            else 100 * dev_gbps / bw[f"{kind}_GBps"],
+            "torch_device_ms": torch_dev_ms,
+            "vs_torch_device": None if torch_dev_ms is None or dev_ms is None
+            else torch_dev_ms / dev_ms,
         })
     return rows
 
@@ -295,6 +326,22 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
         say(f"{r['op']:<16} {'x'.join(map(str, r['shape'])):<17} {r['dtype']:<7} "
             f"{r['layout']:<5} {r['time_ms'] * 1e3:9.1f} {r['gbps']:8.0f} "
             f"{r['pct_read_bw']:6.0f}% {r['pct_copy_bw']:6.0f}% {tms:>9} {vs:>8}")
+    if any(r["device_ms"] is not None for r in rows):
+        say()
+        say(f"device time ({QUEUED} calls queued behind a GPU sleep: no host overhead)")
+        head = (f"{'op':<16} {'shape':<17} {'dtype':<7} {'layout':<5} {'dev us':>9} "
+                f"{'GB/s':>8} {'% bw':>6} {'torch us':>9} {'vs torch':>8}")
+        say(head)
+        say("-" * len(head))
+        for r in rows:
+            if r["device_ms"] is None:
+                continue
+            tms = "-" if r["torch_device_ms"] is None else f"{r['torch_device_ms'] * 1e3:9.1f}"
+            vs = "-" if r["vs_torch_device"] is None else f"{r['vs_torch_device']:7.2f}x"
+            say(f"{r['op']:<16} {'x'.join(map(str, r['shape'])):<17} {r['dtype']:<7} "
+                f"{r['layout']:<5} {r['device_ms'] * 1e3:9.1f} {r['device_gbps']:8.0f} "
+                f"{r['device_pct_bw']:5.0f}% {tms:>9} {vs:>8}")
+        say("  (% bw: of the read bandwidth for stats, of the copy bandwidth otherwise)")
     overhead = _overhead(run, calls=20 if sim else 2000)
     say()
     say(f"host overhead per call, {SMALL_SHAPE} float32: " + ", ".join(
