@@ -88,6 +88,38 @@ def test_normalizer_geometries(geometry, cuda, small_blocks, rng):
     assert_close(back, x, rtol=1e-5, atol=1e-5, name="inverse")
 
 
+@pytest.mark.parametrize("shape, axis", [
+    ((5, 2, 20), 1),  # rows of 20: >= 16 stats threads (partial_cf), < 32 (affine_rows)
+    ((3, 2, 9), 1),  # rows of 9: short for both
+    ((40, 40), -1),  # 40 channels: two tiles of 16 stats lanes + 8, of 32 affine + 8
+    ((1, 3, 300), 1)])
+def test_stats_launch_shape_of_its_own(shape, axis, cuda, rng):
+    """The GPU default gives the statistics kernels a launch shape of their own
+    (``stats_threads``, ``stats_max_blocks``; the affine kernels keep theirs): the
+    statistics, the normalizer and BatchNorm's forward with the two shapes different."""
+    from nbbn.backends import cuda as backend
+
+    backend.set_config(backend.LaunchConfig(threads=32, block_elements=16, max_blocks=6,
+                                            merge_blocks=3, stats_threads=16,
+                                            stats_max_blocks=4))
+    try:
+        assert backend.stats_config().threads == 16 and backend.stats_config().max_blocks == 4
+        assert backend.config().threads == 32
+        x = random_array(rng, shape, "float32", channel_axis=axis)
+        gpu = nbbn.channel_stats(cuda.to_device(x), axis)
+        assert_stats(gpu, ref_stats(x, axis), stats_rtol("float32"))
+        norm = gpu.to_normalizer()
+        assert_output(norm(cuda.to_device(x)).copy_to_host(),
+                      ref_normalize(x, gpu.mean, gpu.var, channel_axis=axis))
+        bn, ref = (nbbn.BatchNorm(shape[axis], channel_axis=axis),
+                   nbbn.BatchNorm(shape[axis], channel_axis=axis, backend="cpu"))
+        assert_close(bn(cuda.to_device(x)).copy_to_host(), ref(x), rtol=1e-5, atol=1e-5,
+                     name="train output")
+        assert_close(bn.running_var, ref.running_var, rtol=1e-12, name="running_var")
+    finally:
+        backend.set_config(None)
+
+
 def test_accuracy_large_mean(cuda, small_blocks, rng):
     """float32 data with mean = 1e4 x std: variance within 1e-6 of float64 on the same
     values (the per-thread shift keeps the cancellation bounded)."""
