@@ -190,6 +190,57 @@ def test_nan_runs_in_weighted_tables(rng, dtype, policy):
         assert_close(rs.count, np.full(5, w.sum()), rtol=1e-14, name="weight sum")
 
 
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
+def test_long_channels_first_runs(rng, dtype, policy):
+    """Channels-first runs long enough for the lane spans of ``_weighted_stats``: runs of
+    ``SPAN`` whole blocks, of fewer, and a tail of less than a block; a NaN inside a
+    span (read again), an infinity alone, a channel NaN for a whole run, a stretch far
+    from the first mean, zero weights; uint8 read as it is. Counts, min and max exact,
+    mean and variance against the exact weighted reference."""
+    from nbbn.backends.cpu_weighted import BLOCK, SPAN
+
+    length = SPAN * BLOCK + 3 * BLOCK + 37  # one whole span, one of 3 blocks, a tail
+    o, nchan = 7, 5
+    if dtype == "uint8":
+        x = rng.integers(0, 256, (o, nchan, length)).astype(np.uint8)
+    else:
+        x = rng.standard_normal((o, nchan, length)) * [[1.0], [3.0], [1e-2], [10.0], [2.0]]
+        x = x + [[0.0], [50.0], [-3.0], [1e3], [7.0]]
+        x[3:, 3] += 1e5  # (far from the first mean)
+        x[1, 0, 5 * BLOCK + 3] = x[4, 4, SPAN * BLOCK + 40] = np.nan  # in spans
+        x[2, 1, 2] = np.nan  # (at weight 0: absent)
+        x[5, 1, :] = np.nan  # a whole run of one channel
+        x[3, 3, BLOCK + 9] = np.inf  # an infinity (channel 3 has no NaN)
+        x[6, 2, length - 1] = np.nan  # in the tail
+        x = x.astype(dtype)
+    w = rng.random(o) * 2.0
+    w[2] = 0.0
+    rs = nbbn.RunningStats(1, nan_policy=policy).update(x, sample_weight=w)
+    keep = np.moveaxis(x[w > 0], 1, 0).reshape(nchan, -1)
+    np.testing.assert_array_equal(rs.nan_count, np.isnan(keep).sum(1))
+    np.testing.assert_array_equal(rs.inf_count, np.isinf(keep).sum(1))
+    if dtype == "uint8":
+        np.testing.assert_array_equal(rs.min, keep.min(1))
+        np.testing.assert_array_equal(rs.max, keep.max(1))
+        wsum, mean, var = _weighted_ref(x, w, 1)
+        assert_close(rs.mean, mean, rtol=1e-15, name="mean")
+        assert_close(rs.var, var, rtol=1e-13, name="var")
+        return
+    assert rs.mean[3] == np.inf and np.isnan(rs.var[3])  # (channel 3: an infinity)
+    nans = [0, 1, 2, 4]  # (the channels with a NaN of nonzero weight)
+    if policy == "omit":
+        np.testing.assert_array_equal(rs.min, np.nanmin(keep, 1))
+        np.testing.assert_array_equal(rs.max, np.nanmax(keep, 1))
+        wsum, mean, var = _weighted_ref(x[:, nans], w, 1, omit=True)
+        assert_close(rs.mean[nans], mean, rtol=1e-15, atol=1e-12, name="mean")
+        assert_close(rs.var[nans], var, rtol=1e-12, name="var")
+    else:  # a NaN anywhere in a run (a span read again, the tail) makes all four NaN
+        for name in ("mean", "var", "min", "max"):
+            assert np.isnan(getattr(rs, name)[nans]).all(), name
+        assert rs.min[3] == keep[3].min() and rs.max[3] == np.inf
+
+
 @pytest.mark.parametrize("view", ["strided", "fortran", "big-endian"])
 def test_non_contiguous_input(rng, view):
     base = rng.standard_normal((40, 5, 3))
