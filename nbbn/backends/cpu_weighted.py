@@ -662,8 +662,8 @@ CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
 def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
     whole rows as C-contiguous read-only arrays, float32, float64 and (for I > 1) uint8
-    as they are and other dtypes converted to float64 (five compiled kernels for every
-    input dtype and layout, and bounded extra memory). The chunks are spread
+    as they are and other dtypes converted to float64 (five compiled kernels in all,
+    whatever the input dtypes and layouts, and bounded extra memory). The chunks are spread
     over nbbn's threads (each converts and reduces its own) and merged in their order,
     so the result does not depend on the thread count."""
     from .cpu import _run
