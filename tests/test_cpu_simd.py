@@ -283,7 +283,8 @@ def test_channels_last_float32_nan_inf(rng, nan_policy):
 
 
 # Channels-last uint8: periods of 1 (C = 1, 4, 64), 3 (C = 3, 48), 5 and 125 vectors,
-# and C = 1021 whose period (1021 vectors) the SIMD kernel leaves to the portable one.
+# and C = 1021 whose period (1021 vectors) the SIMD kernel does not take. (C = 1000 and
+# 1021 are read by cpu_byte_tables' row kernel now: the routes, tests/test_byte_tables.py.)
 # int8 takes the same kernel, each byte read as uint8 v + 128 (its top bit flipped).
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("nchan", [1, 3, 4, 5, 48, 64, 1000, 1021])

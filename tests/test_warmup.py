@@ -70,10 +70,10 @@ def test_describe_names_top_level_kernels_only(name, args, words):
 
 
 def test_describe_knows_every_kernel_as_built():
-    from nbbn.backends import cpu_normalize, cpu_stats, cpu_weighted
+    from nbbn.backends import cpu_byte_tables, cpu_normalize, cpu_stats, cpu_weighted
 
     kernels = [cpu_stats.stats_channels_first, cpu_stats.stats_channels_last,
-               cpu_stats.fold, cpu_weighted._weighted_stats,
+               cpu_stats.fold, cpu_weighted._weighted_stats, cpu_byte_tables.stats_byte_rows,
                cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf]
     for kernel in kernels:
         assert describe(kernel.py_func.__name__, ()) is not None, kernel.py_func.__name__

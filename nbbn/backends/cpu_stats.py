@@ -95,6 +95,7 @@ CL_MIN_BLOCKS = 4  # ... unless that leaves fewer blocks than this (see channels
 CL_SHARE_ROWS = 1024  # ... down to this many rows
 CL_SUB_ROWS = 64  # ... and rows per sub-block of a block that holds a NaN or an infinity
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
+FOLD_CHANNELS = 128  # the partitions' statistics are folded this many channels at once
 
 # channels-first rows shorter than a block are reduced in groups of rows (float32
 # family): one block per row cost a block's setup and a merge per row, and (256, 2048,
@@ -683,32 +684,54 @@ def fold(pi, pf, ints, floats, into):
                     if pi[p, k, c] > COUNT_LIMIT - t:
                         return False
                     t += pi[p, k, c]
-    for c in range(pi.shape[2]):
-        n = numba.int64(0)
-        m = numba.float64(0)
-        ml = numba.float64(0)
-        q = numba.float64(0)
-        lo = numba.float64(np.inf)
-        hi = numba.float64(-np.inf)
-        a = numba.int64(0)
-        b = numba.int64(0)
-        if into:
-            n = ints[0, c]
-            a = ints[1, c]
-            b = ints[2, c]
-            m = floats[0, c]
-            ml = floats[1, c]
-            q = floats[2, c]
-            lo = floats[3, c]
-            hi = floats[4, c]
+    # FOLD_CHANNELS channels at a time, each merged over the partitions in order (the
+    # bits of a channel-by-channel fold), their running statistics in small arrays: a
+    # channel's fields lie 5 C * 8 bytes apart from one partition to the next, and read
+    # channel by channel at C = 4096 (160 KB, a multiple of 4 KB: all in one L1 set)
+    # 64 partitions took 15 ms against 4 at C = 4000; now each line is read once
+    nchan = pi.shape[2]
+    n = np.empty(FOLD_CHANNELS, np.int64)
+    a = np.empty(FOLD_CHANNELS, np.int64)
+    b = np.empty(FOLD_CHANNELS, np.int64)
+    m = np.empty(FOLD_CHANNELS)
+    ml = np.empty(FOLD_CHANNELS)
+    q = np.empty(FOLD_CHANNELS)
+    lo = np.empty(FOLD_CHANNELS)
+    hi = np.empty(FOLD_CHANNELS)
+    for c0 in range(0, nchan, FOLD_CHANNELS):
+        w = min(FOLD_CHANNELS, nchan - c0)
+        for j in range(w):
+            c = c0 + j
+            if into:
+                n[j] = ints[0, c]
+                a[j] = ints[1, c]
+                b[j] = ints[2, c]
+                m[j] = floats[0, c]
+                ml[j] = floats[1, c]
+                q[j] = floats[2, c]
+                lo[j] = floats[3, c]
+                hi[j] = floats[4, c]
+            else:
+                n[j] = 0
+                a[j] = 0
+                b[j] = 0
+                m[j] = 0.0
+                ml[j] = 0.0
+                q[j] = 0.0
+                lo[j] = np.inf
+                hi[j] = -np.inf
         for p in range(nparts):
-            n, m, ml, q = chan_merge(n, m, ml, q, pi[p, 0, c], pf[p, 0, c], pf[p, 1, c],
-                                     pf[p, 2, c])
-            lo = merge_min(lo, pf[p, 3, c])
-            hi = merge_max(hi, pf[p, 4, c])
-            a += pi[p, 1, c]
-            b += pi[p, 2, c]
-        store_stats(ints, floats, c, n, m, ml, q, lo, hi, a, b)
+            for j in range(w):
+                c = c0 + j
+                n[j], m[j], ml[j], q[j] = chan_merge(n[j], m[j], ml[j], q[j], pi[p, 0, c],
+                                                     pf[p, 0, c], pf[p, 1, c], pf[p, 2, c])
+                lo[j] = merge_min(lo[j], pf[p, 3, c])
+                hi[j] = merge_max(hi[j], pf[p, 4, c])
+                a[j] += pi[p, 1, c]
+                b[j] += pi[p, 2, c]
+        for j in range(w):
+            store_stats(ints, floats, c0 + j, n[j], m[j], ml[j], q[j], lo[j], hi[j], a[j],
+                        b[j])
     return True
 
 

@@ -22,11 +22,11 @@ with Kahan's compensation (:func:`kahan_add`), so their rounding does not grow w
 number of values (a plain running sum of 200,000 weighted rows left 1e-12 of the
 variance; this leaves about 1e-16). ``S`` needs no care: ``E`` corrects it.
 
-The kernels are compiled for float32 and float64 (and ``_weighted_stats`` for uint8):
-the input is handed to them in chunks of whole rows of at most ``CHUNK_BYTES``
-(counted as float64), float32, float64 and channels-first uint8 as they are and other
-dtypes converted to float64 (exact for every dtype but integers beyond 2**53); the
-chunks are spread over nbbn's threads and merged in their order.
+The kernels are compiled for float32, float64 and uint8: the input is handed to them
+in chunks of whole rows of at most ``CHUNK_BYTES`` (counted as float64), float32,
+float64 and uint8 as they are and other dtypes converted to float64 (exact for every
+dtype but integers beyond 2**53); the chunks are spread over nbbn's threads and merged
+in their order.
 """
 
 from __future__ import annotations
@@ -661,8 +661,8 @@ CHUNK_BYTES = 16 << 20  # float64 bytes per chunk handed to the kernel
 
 def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     """The statistics of one (O, C, I) piece with weights ``w[o // rpw]``, in chunks of
-    whole rows as C-contiguous read-only arrays, float32, float64 and (for I > 1) uint8
-    as they are and other dtypes converted to float64 (five compiled kernels in all,
+    whole rows as C-contiguous read-only arrays, float32, float64 and uint8 as they are
+    and other dtypes converted to float64 (six compiled kernels in all,
     whatever the input dtypes and layouts, and bounded extra memory). The chunks are spread
     over nbbn's threads (each converts and reduces its own) and merged in their order,
     so the result does not depend on the thread count."""
@@ -681,10 +681,10 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
         if bf16:  # bfloat16 bits: the high half of a float32
             src = (src.astype(np.uint32) << np.uint32(16)).view(np.float32)
         # float32 and float64 as they are (a float64 copy of float32 cost more than the
-        # kernel's passes), and uint8 images (I > 1) too; other dtypes converted to
-        # float64 (exact below 2**53)
-        native = not bf16 and (src.dtype in (np.float32, np.float64)
-                               or src.dtype == np.uint8 and src.shape[2] > 1)
+        # kernel's passes), and uint8 too (its float64 copy is 8 times its size: a
+        # table took 25 times its unweighted time); other dtypes converted to float64
+        # (exact below 2**53)
+        native = not bf16 and src.dtype in (np.float32, np.float64, np.uint8)
         data = np.ascontiguousarray(src, dtype=src.dtype if native else np.float64)
         if data.flags.writeable:  # one compiled type for writable and read-only input
             data = data.view()

@@ -3,8 +3,9 @@
 A container image or a cluster node can run it once at build time, so that the first
 ``nbbn fit`` or the first ``update`` of a service pays no compilation. Each dtype and
 layout takes one tiny array through every operation that compiles something: the
-statistics (one batch, then a merge; channels-first also a piece of short rows, which
-has a kernel of its own), the normalizer and BatchNorm training.
+statistics (one batch, then a merge; channels-first also a piece of short rows, and
+channels-last bytes a table of many channels, which have kernels of their own), the
+normalizer and BatchNorm training.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ LAYOUTS = {"nchw": ((4, 3, 8, 8), 1), "nhwc": ((4, 8, 8, 3), -1)}
 # channels-first pieces of short rows (CNN feature maps) and at least 65,536 values take
 # a kernel of their own (cpu_stats.stats_channels_first_grouped): one such piece, 256 KB
 SHORT_ROWS = (2, 1024, 4, 8)
+# uint8 and int8 tables of many channels (MNIST's 784 pixels) take one too
+# (cpu_byte_tables): one such table
+WIDE_BYTES = (8, 256)
 
 
 def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tuple(LAYOUTS),
@@ -61,6 +65,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             if layout == "nchw":
                 short = np.zeros(SHORT_ROWS, dtype)
                 nbbn.RunningStats(axis).update(short).update(short)
+            elif dtype in ("uint8", "int8"):
+                nbbn.RunningStats(-1).update(np.zeros(WIDE_BYTES, dtype))
             rs.to_normalizer()(x)
             nbbn.BatchNorm(3, channel_axis=axis)(x)
             seconds = time.perf_counter() - t0
