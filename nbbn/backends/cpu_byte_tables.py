@@ -145,7 +145,7 @@ def _stats_byte_rows(x3, t, nt, pi, pf):  # pragma: no cover - compiled
                 g1 = min(r1, g0 + sub)
                 s16[:] = 0
                 q32[:] = 0
-                for c0 in range(0, nchan, TILE):  # (the tile's sums stay in L1)
+                for c0 in range(0, nchan, TILE):
                     c1 = min(nchan, c0 + TILE)
                     ts, tq, tlo, thi = s16[c0:c1], q32[c0:c1], lo[c0:c1], hi[c0:c1]
                     r = g0
