@@ -206,8 +206,8 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
     _, half = _half(x3, bf16)
     tail: tuple
     if x3.shape[2] == 1 and not bf16 and kb.byte_rows(x3.dtype, nchan):
-        nparts = _nparts(x3.size, -(-x3.shape[0] // kb.byte_rows_block(x3.shape[0], nchan)))
-        return "stats_byte_rows", False, (), nparts
+        rpb = kb.byte_rows_block(x3.shape[0], nchan)
+        return "stats_byte_rows", False, (rpb,), _nparts(x3.size, -(-x3.shape[0] // rpb))
     if x3.shape[2] == 1 and not bf16 and ks.u8_cl_simd(x3.dtype, nchan):
         rpb = ks.u8_cl_geometry(nchan)[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))

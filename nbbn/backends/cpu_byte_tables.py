@@ -61,14 +61,14 @@ def byte_rows(dtype: np.dtype, nchan: int) -> bool:
     return nchan >= PERIOD_CHANNELS or not u8_cl_simd(dtype, nchan)
 
 
-@numba.njit
-def byte_rows_block(nrows, nchan):
+def byte_rows_block(nrows: int, nchan: int) -> int:
     """Rows per block of an (nrows, nchan) table: whole sub-blocks of about
     ``BLOCK_BYTES`` and at least ``MIN_BLOCK_ROWS`` rows (the fold merges C channels per
     partition, about 11 ns each: at C = 4096, blocks of 256 rows, 64 partitions of a
     64 MB table, it took a third of the time), or a quarter of the table where that is
     less, never under ``4 * SUB_ROWS`` rows (a mid-size table keeps 4 blocks for the
-    threads)."""
+    threads). Computed once per plan and passed to the kernel (plain Python: a numba
+    build of it, uncached, cost every process 0.55 s at its first such table)."""
     rpb = SUB_ROWS * max(MIN_BLOCK_ROWS // SUB_ROWS, BLOCK_BYTES // (SUB_ROWS * nchan))
     quarter = SUB_ROWS * max(4, -(-nrows // (4 * SUB_ROWS)))
     return min(rpb, quarter)
@@ -113,16 +113,15 @@ def _one_row(x0, flip, s16, q32, lo, hi):  # pragma: no cover - compiled
         hi[c] = max(hi[c], b)
 
 
-def _stats_byte_rows(x3, t, nt, pi, pf):  # pragma: no cover - compiled
-    """Channels-last uint8 or int8 ``x3`` (O, C, 1), C-contiguous: per block of
-    :func:`byte_rows_block` rows, the exact integer sums, sums of squares, minima and
+def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
+    """Channels-last uint8 or int8 ``x3`` (O, C, 1), C-contiguous: per block of ``rpb``
+    rows (:func:`byte_rows_block`), the exact integer sums, sums of squares, minima and
     maxima of each channel (rows four at a time, in sub-blocks of ``SUB_ROWS``), merged
     into the partitions of ``pi``/``pf`` that chunk ``t`` of ``nt`` owns."""
     nrows, nchan = x3.shape[0], x3.shape[1]
     x = x3.reshape((nrows, nchan))
     off = byte_offset(x3)  # (128 for int8: its bytes are read as v + 128)
     flip = numba.uint8(off)
-    rpb = byte_rows_block(nrows, nchan)
     sub = min(SUB_ROWS, max(4, SUB_BYTES // nchan))
     nblocks = (nrows + rpb - 1) // rpb
     nparts = pi.shape[0]
