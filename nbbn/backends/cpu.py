@@ -209,12 +209,12 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
         rpb = kb.byte_rows_block(x3.shape[0], nchan)
         return "stats_byte_rows", False, (rpb,), _nparts(x3.size, -(-x3.shape[0] // rpb))
     if x3.shape[2] == 1 and not bf16 and ks.u8_cl_simd(x3.dtype, nchan):
-        rpb = ks.u8_cl_geometry(nchan)[2]
+        rpb = ks.u8_cl_geometry.py_func(nchan)[2]  # (plain Python: no build per process)
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         return "stats_channels_last_u8", True, (nchan,), nparts
     if x3.shape[2] == 1:
         simd = ks.cl_simd(x3.dtype, nchan)
-        rpb = ks.channels_last_geometry(nchan, simd, x3.shape[0])[2]
+        rpb = ks.channels_last_geometry.py_func(nchan, simd, x3.shape[0])[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd)
         return "stats_channels_last", True, tail, nparts
