@@ -15,9 +15,11 @@ from C = 200 to 8192; docs/benchmarks.md, "Twelfth session"):
 The loops over the channels are plain loops that LLVM vectorizes at the target's width
 (AVX2, AVX-512 or any other), one output array per loop: a loop that updated all four
 arrays stayed scalar (the checks that they do not overlap are more than LLVM's
-vectorizer takes), and so did a minimum of bytes computed in int64 (``numba.uint8``
-around the XOR keeps it in bytes). int8 is read as the uint8 ``v + 128`` (its top bit
-flipped, as the byte-position kernel does) and shifted back in the sum.
+vectorizer takes). One source serves uint8 and int8: its casts keep the values (zeros
+or the sign widen a byte), the minima and maxima are of the input's own type, and an
+int8 sub-block's 16-bit sum is read back as signed. (int8 read as the uint8 ``v + 128``,
+as the byte-position kernel reads it, cost an XOR per row in each loop: 10-19% slower
+than uint8; now 5-10%, docs/benchmarks.md, "Thirteenth session".)
 
 Every sum is an exact integer, as in the other integer kernels, so a block's mean and
 M2 come from the exact numerator ``n * Q - S**2``, rounded once, and the results do not
@@ -75,42 +77,39 @@ def byte_rows_block(nrows: int, nchan: int) -> int:
 
 
 @numba.njit(inline="always")
-def _four_rows(x0, x1, x2, x3, flip, s16, q32, lo, hi):  # pragma: no cover - compiled
-    """Four rows of a tile's channels (``x0`` to ``x3``, 1-d views; int8 bytes read as
-    uint8 ``v + 128``: ``flip`` is their top bit) into the tile's sums, squares, minima
-    and maxima: one loop per output array (each vectorizes; together they did not), the
-    four rows added in registers. (Views, and loops from 0: indices from a variable
-    start are signed for numba, which then tests each for a negative value, and LLVM
-    vectorized nothing.)"""
+def _four_rows(x0, x1, x2, x3, s16, q32, lo, hi):  # pragma: no cover - compiled
+    """Four rows of a tile's channels (``x0`` to ``x3``, 1-d views of uint8 or int8)
+    into the tile's sums, squares, minima and maxima: one loop per output array (each
+    vectorizes; together they did not), the four rows added in registers. The casts keep
+    the values (uint8 widened with zeros, int8 with its sign), so one code serves both
+    types; the sums and squares are kept modulo 2**16 and 2**32, where they fit. (Views,
+    and loops from 0: indices from a variable start are signed for numba, which then
+    tests each for a negative value, and LLVM vectorized nothing.)"""
     for c in range(s16.shape[0]):
-        s16[c] = numba.uint16(s16[c] + (
-            (numba.uint16(numba.uint8(x0[c]) ^ flip) + numba.uint16(numba.uint8(x1[c]) ^ flip))
-            + (numba.uint16(numba.uint8(x2[c]) ^ flip)
-               + numba.uint16(numba.uint8(x3[c]) ^ flip))))
+        s16[c] = numba.uint16(s16[c] + ((numba.int16(x0[c]) + numba.int16(x1[c]))
+                                        + (numba.int16(x2[c]) + numba.int16(x3[c]))))
     for c in range(q32.shape[0]):
-        w0 = numba.uint32(numba.uint8(x0[c]) ^ flip)
-        w1 = numba.uint32(numba.uint8(x1[c]) ^ flip)
-        w2 = numba.uint32(numba.uint8(x2[c]) ^ flip)
-        w3 = numba.uint32(numba.uint8(x3[c]) ^ flip)
+        w0 = numba.uint32(numba.int32(x0[c]))
+        w1 = numba.uint32(numba.int32(x1[c]))
+        w2 = numba.uint32(numba.int32(x2[c]))
+        w3 = numba.uint32(numba.int32(x3[c]))
         q32[c] = numba.uint32(q32[c] + ((w0 * w0 + w1 * w1) + (w2 * w2 + w3 * w3)))
     for c in range(lo.shape[0]):
-        lo[c] = min(lo[c], min(min(numba.uint8(x0[c]) ^ flip, numba.uint8(x1[c]) ^ flip),
-                               min(numba.uint8(x2[c]) ^ flip, numba.uint8(x3[c]) ^ flip)))
+        lo[c] = min(lo[c], min(min(x0[c], x1[c]), min(x2[c], x3[c])))
     for c in range(hi.shape[0]):
-        hi[c] = max(hi[c], max(max(numba.uint8(x0[c]) ^ flip, numba.uint8(x1[c]) ^ flip),
-                               max(numba.uint8(x2[c]) ^ flip, numba.uint8(x3[c]) ^ flip)))
+        hi[c] = max(hi[c], max(max(x0[c], x1[c]), max(x2[c], x3[c])))
 
 
 @numba.njit(inline="always")
-def _one_row(x0, flip, s16, q32, lo, hi):  # pragma: no cover - compiled
+def _one_row(x0, s16, q32, lo, hi):  # pragma: no cover - compiled
     """One row of a tile's channels into its sums, squares, minima and maxima."""
     for c in range(s16.shape[0]):
-        b = numba.uint8(x0[c]) ^ flip
-        v = numba.uint32(b)
-        s16[c] = numba.uint16(s16[c] + v)
-        q32[c] = numba.uint32(q32[c] + v * v)
-        lo[c] = min(lo[c], b)
-        hi[c] = max(hi[c], b)
+        v = x0[c]
+        w = numba.uint32(numba.int32(v))
+        s16[c] = numba.uint16(s16[c] + numba.int16(v))
+        q32[c] = numba.uint32(q32[c] + w * w)
+        lo[c] = min(lo[c], v)
+        hi[c] = max(hi[c], v)
 
 
 def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
@@ -120,16 +119,15 @@ def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
     into the partitions of ``pi``/``pf`` that chunk ``t`` of ``nt`` owns."""
     nrows, nchan = x3.shape[0], x3.shape[1]
     x = x3.reshape((nrows, nchan))
-    off = byte_offset(x3)  # (128 for int8: its bytes are read as v + 128)
-    flip = numba.uint8(off)
+    signed = byte_offset(x3) != 0  # int8 (a constant of the build)
     sub = min(SUB_ROWS, max(4, SUB_BYTES // nchan))
     nblocks = (nrows + rpb - 1) // rpb
     nparts = pi.shape[0]
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
     s16 = np.empty(nchan, np.uint16)
     q32 = np.empty(nchan, np.uint32)
-    lo = np.empty(nchan, np.uint8)
-    hi = np.empty(nchan, np.uint8)
+    lo = np.empty(nchan, x3.dtype)
+    hi = np.empty(nchan, x3.dtype)
     s = np.empty(nchan, np.int64)
     q = np.empty(nchan, np.int64)
     for p in range(p0, p1):
@@ -138,8 +136,8 @@ def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
             r1 = min(nrows, r0 + rpb)
             s[:] = 0
             q[:] = 0
-            lo[:] = 255
-            hi[:] = 0
+            lo[:] = x[r0]
+            hi[:] = x[r0]
             for g0 in range(r0, r1, sub):
                 g1 = min(r1, g0 + sub)
                 s16[:] = 0
@@ -150,21 +148,20 @@ def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
                     r = g0
                     while r + 4 <= g1:
                         _four_rows(x[r, c0:c1], x[r + 1, c0:c1], x[r + 2, c0:c1],
-                                   x[r + 3, c0:c1], flip, ts, tq, tlo, thi)
+                                   x[r + 3, c0:c1], ts, tq, tlo, thi)
                         r += 4
                     while r < g1:
-                        _one_row(x[r, c0:c1], flip, ts, tq, tlo, thi)
+                        _one_row(x[r, c0:c1], ts, tq, tlo, thi)
                         r += 1
-                for c in range(nchan):
-                    s[c] += numba.int64(s16[c])
+                for c in range(nchan):  # (an int8 sum is in [-32768, 32512])
+                    s[c] += numba.int64(numba.int16(s16[c])) if signed else numba.int64(s16[c])
                     q[c] += numba.int64(q32[c])
             n = numba.int64(r1 - r0)
             for c in range(nchan):  # exact integer numerator, rounded once (as block_fast)
-                bm, bl = int_mean(s[c] - off * n, n)
+                bm, bl = int_mean(s[c], n)
                 bq = numba.float64(n * q[c] - s[c] * s[c]) / n
                 _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl, bq,
-                           numba.float64(numba.int64(lo[c]) - off),
-                           numba.float64(numba.int64(hi[c]) - off), 0, 0)
+                           numba.float64(lo[c]), numba.float64(hi[c]), 0, 0)
 
 
 stats_byte_rows = tagged(_stats_byte_rows, SIMD_LEVEL, **_OPTS)
