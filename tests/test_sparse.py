@@ -193,6 +193,35 @@ def test_prefetching_partitions_give_the_same_bits(rng, monkeypatch, weighted):
                                       err_msg=name)
 
 
+@pytest.mark.parametrize("route", ["parts", "parts_ahead", "blocks"])
+def test_one_pass_columns_far_from_their_first_entry_are_read_again(rng, monkeypatch,
+                                                                    route):
+    """Unweighted CSR partitions and column blocks sum each column in one pass around
+    its first finite entry; a column whose first entry lies far from its mean (1.2e6
+    among 20,000 values near 0: the sums cancel by a factor of about 20,000) is read
+    again around its mean, and a column that holds an infinity in both passes. Each
+    against the reference, and the partitions' bits equal to the blocks'."""
+    x = _data(rng, (20000, 9), nan=0.01)
+    x[0, 2] = 1234567.8901  # (column 2: its first entry, then values near 0, no zeros)
+    x[1:, 2] = rng.standard_normal(19999)
+    x[0, 3] = -3.3e4  # (column 3: the same below, among zeros)
+    x[7, 6] = np.inf  # (column 6: two passes)
+    s = sparse.csr_array(x)
+    _force_route(monkeypatch, route, block_columns=4)
+    monkeypatch.setattr(cpu_sparse, "MAX_PARTS", 1)
+    out = {}
+    for policy in ("omit", "propagate"):
+        rs = nbbn.RunningStats(-1, nan_policy=policy).update(s)
+        with np.errstate(invalid="ignore"):
+            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+        out[policy] = rs
+    _force_route(monkeypatch, "parts" if route == "blocks" else "blocks", block_columns=4)
+    other = nbbn.RunningStats(-1, nan_policy="omit").update(s)
+    for name in ("count", "mean", "var", "min", "max"):
+        np.testing.assert_array_equal(getattr(other, name), getattr(out["omit"], name),
+                                      err_msg=name)
+
+
 def test_csr_routes_chosen_by_shape(monkeypatch):
     # as measured (docs/benchmarks.md, "Wide CSR matrices", "The AMD host again"):
     # (rows, columns, entries)

@@ -3,7 +3,9 @@
 A sparse matrix is its stored entries plus implicit zeros. Each column's statistics
 are those of its stored entries, reduced as nbbn reduces weighted data (two passes,
 around a shift, the column's first finite entry, then around the first pass's mean, so
-no sum of raw values is formed; see ``cpu_weighted``), merged with Chan's formula
+no sum of raw values is formed; see ``cpu_weighted``; unweighted CSR partitions and
+column blocks in one pass around the shift, with compensated sums, reading again only
+the columns whose sums cancel or that met an infinity), merged with Chan's formula
 with a part of ``z`` zeros (mean 0, M2 0), where ``z`` is the number of rows (the
 weight of the rows) that store nothing in the column. The zero weight of weighted
 data is the total weight minus the weight of the rows that store an entry, both summed
@@ -247,6 +249,8 @@ _csc_weighted = tagged(_csc_columns, "weighted", {"WEIGHTED": True}, cache=True,
 # ``cpu_weighted.recentre``), Q and E, the sums of w d^2 and w d of the deviations d
 # from that mean (QC, EC: Kahan's compensations),
 # MIN, MAX. After the partition, SHIFT, DELTA and Q hold the mean hi, lo and M2.
+# The unweighted one pass (``_single_entry``) counts in line A and sums in line B
+# around SHIFT, the first finite entry (DELTA 0).
 FIN, SHIFT1, S1, NANS, INFS, SW_HI, SW_LO, NAN_W = range(8)
 WSUM = S1
 SHIFT, DELTA, Q, QC, E, EC, MIN, MAX = range(8, 16)
@@ -340,6 +344,88 @@ def _close(recs, p, c, omit, weighted):  # pragma: no cover - compiled
     recs[p, c, Q] = m2
 
 
+SINGLE_RATIO = 128.0  # a one-pass column whose sums cancel past this is read again
+# around its mean (M2 * SINGLE_RATIO < Q: its first entry more than about 11 standard
+# deviations from the mean). With the compensated Q and E, M2 = Q - E^2 / n is off by
+# at most about 3 * 2**-53 * Q / M2 (4e-14 at this ratio); measured far below that
+# (2e-16 at Q / M2 = 2e5), so the second pass is a bound rather than a need
+
+
+@numba.njit(fastmath=False, inline="always")
+def _open_single(recs, p, c):  # pragma: no cover - compiled
+    """Both lines of column ``c``'s record in partition ``p``, empty, for the one-pass
+    reduction (line B's sums around ``SHIFT``, the first finite entry; ``DELTA`` 0)."""
+    for f in range(RECORD):
+        recs[p, c, f] = 0.0
+    recs[p, c, MIN] = np.inf
+    recs[p, c, MAX] = -np.inf
+
+
+@numba.njit(fastmath=False, inline="always")
+def _single_entry(recs, p, c, v):  # pragma: no cover - compiled
+    """Entry ``v`` into column ``c``'s record in one pass: counts, and for a finite
+    value the compensated sums of ``d = x - shift`` and ``d*d`` around the column's
+    first finite entry, min and max. Returns whether ``v`` is infinite."""
+    if math.isfinite(v):
+        fin = recs[p, c, FIN]
+        if fin == 0.0:
+            recs[p, c, SHIFT] = v
+        recs[p, c, FIN] = fin + 1.0
+        d = v - recs[p, c, SHIFT]
+        recs[p, c, Q], recs[p, c, QC] = _kahan_entry(recs[p, c, Q], recs[p, c, QC], d * d)
+        recs[p, c, E], recs[p, c, EC] = _kahan_entry(recs[p, c, E], recs[p, c, EC], d)
+        recs[p, c, MIN] = min(recs[p, c, MIN], v)
+        recs[p, c, MAX] = max(recs[p, c, MAX], v)
+        return False
+    if math.isnan(v):
+        recs[p, c, NANS] += 1.0
+        recs[p, c, NAN_W] += 1.0
+        return False
+    recs[p, c, INFS] += 1.0
+    return True
+
+
+@numba.njit(fastmath=False, inline="always")
+def _single_cancels(recs, p, c):  # pragma: no cover - compiled
+    """Whether column ``c``'s one-pass sums cancel (or overflowed): it is read again
+    around its mean. Else its record is set as the two passes leave it before
+    ``_close`` (the counted weight, ``DELTA`` 0)."""
+    n = recs[p, c, FIN]
+    recs[p, c, WSUM] = n
+    if n == 0.0:
+        return False
+    q = recs[p, c, Q] - recs[p, c, QC]
+    e = recs[p, c, E] - recs[p, c, EC]
+    return not (math.isfinite(q) and math.isfinite(e)) or (q - e * (e / n)) * SINGLE_RATIO < q
+
+
+@numba.njit(fastmath=False, inline="always")
+def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
+    """After one pass, the columns ``c < ncols`` of partition (or block slot) ``p`` to
+    read again, in ``again[c]``: 2 for a column that met an infinity (its line A
+    emptied: both passes define its statistics, ``_first_pass`` then
+    ``_second_pass``), 1 for one whose sums cancel (``_single_cancels``: a first entry
+    far from the mean; its record set for a second pass around the mean, as the two
+    passes read every column), else 0. Returns how many are read again."""
+    redo = 0
+    for c in range(ncols):
+        if recs[p, c, INFS] > 0.0:
+            again[c] = 2
+            _open_first(recs, p, c)
+        elif _single_cancels(recs, p, c):
+            again[c] = 1
+            e = recs[p, c, E] - recs[p, c, EC]
+            recs[p, c, SHIFT], recs[p, c, DELTA] = recentre(recs[p, c, SHIFT],
+                                                             e / recs[p, c, FIN])
+            for f in range(Q, MIN):
+                recs[p, c, f] = 0.0
+        else:
+            again[c] = 0
+            continue
+        redo += 1
+    return redo
+
+
 def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                ):  # pragma: no cover - compiled
     """The stored entries of the partitions ``p = t, t + nt, ...`` of ``nparts`` of a
@@ -357,9 +443,11 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
     ncols = recs.shape[1]
     omit = policy == POLICY_OMIT
     flat = recs.reshape(-1)
+    again = np.zeros(0 if weighted else ncols, np.uint8)
     for p in range(t, nparts, nt):
-        for c in range(ncols):
-            _open_first(recs, p, c)
+        if weighted:
+            for c in range(ncols):
+                _open_first(recs, p, c)
         r0 = p * nrows // nparts
         r1 = (p + 1) * nrows // nparts
         k0 = p * nnz // nparts
@@ -374,10 +462,35 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                                           * RECORD)
                         _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
         else:
+            # one pass (the sums around each column's first finite entry), then the
+            # columns whose sums cancel and those that met an infinity again
+            # (_single_flags), which are rare: every other column is read once
+            for c in range(ncols):
+                _open_single(recs, p, c)
+            ninf = 0
             for k in range(k0, k1):
                 if AHEAD and k + ENTRIES_AHEAD < k1:
-                    prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
-                _first_pass(recs, p, indices[k], numba.float64(data[k]), 1.0, False)
+                    line = (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
+                    prefetch_line(flat, line)
+                    prefetch_line(flat, line + _LINE)
+                ninf += _single_entry(recs, p, indices[k], numba.float64(data[k]))
+            if _single_flags(recs, p, ncols, again):
+                if ninf:
+                    for k in range(k0, k1):
+                        c = indices[k]
+                        if again[c] == 2:
+                            _first_pass(recs, p, c, numba.float64(data[k]), 1.0, False)
+                    for c in range(ncols):
+                        if again[c] == 2:
+                            _open_second(recs, p, c, False)
+                for k in range(k0, k1):
+                    c = indices[k]
+                    v = numba.float64(data[k])
+                    if again[c] and not math.isnan(v):
+                        _second_pass(recs, p, c, v, 1.0)
+            for c in range(ncols):
+                _close(recs, p, c, omit, weighted)
+            continue
         for c in range(ncols):
             _open_second(recs, p, c, weighted)
         if weighted:
@@ -489,11 +602,77 @@ def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, weighted, se
             cursors[t, r] = k
 
 
+@numba.njit(fastmath=False, inline="always")
+def _block_single(indptr, indices, data, recs, cursors, t, c0, c1):  # pragma: no cover
+    """The unweighted one pass (``_single_entry``) over the entries of columns
+    ``c0 <= c < c1``, row by row, each row's cursor first moved to the block's entries
+    (as ``_block_pass``'s first pass). Returns the count of infinities met."""
+    nrows = indptr.shape[0] - 1
+    ninf = 0
+    for r in range(nrows):
+        if r + ROWS_AHEAD < nrows:  # the row ROWS_AHEAD on: its entries' lines
+            ka = cursors[t, r + ROWS_AHEAD]
+            prefetch_line(indices, ka)
+            prefetch_line(data, ka)
+        k = cursors[t, r]
+        end = indptr[r + 1]
+        while k < end and indices[k] < c0:
+            k += 1
+        cursors[t, r] = k
+        while k < end and indices[k] < c1:
+            ninf += _single_entry(recs, t, indices[k] - c0, numba.float64(data[k]))
+            k += 1
+    return ninf
+
+
+@numba.njit(fastmath=False, inline="always")
+def _block_again(indptr, indices, data, recs, cursors, t, c0, c1, again, first
+                 ):  # pragma: no cover - compiled
+    """After ``_block_single`` and ``_single_flags``, over the block's entries row by
+    row: the ``first`` pass of the columns that met an infinity (``again == 2``;
+    the cursors kept), or the second pass of every column read again, each row's
+    cursor then moved past the block."""
+    for r in range(indptr.shape[0] - 1):
+        k = cursors[t, r]
+        end = indptr[r + 1]
+        while k < end and indices[k] < c1:
+            c = indices[k] - c0
+            if first:
+                if again[c] == 2:
+                    _first_pass(recs, t, c, numba.float64(data[k]), 1.0, False)
+            elif again[c]:
+                v = numba.float64(data[k])
+                if not math.isnan(v):
+                    _second_pass(recs, t, c, v, 1.0)
+            k += 1
+        if not first:
+            cursors[t, r] = k
+
+
+@numba.njit(fastmath=False, inline="always")
+def _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si, sf, sw
+                  ):  # pragma: no cover - compiled
+    """A column block's records closed and merged with the zeros into ``si``, ``sf``,
+    ``sw`` (a column without entries: the zeros alone)."""
+    for c in range(c1 - c0):
+        if _empty(recs, t, c):  # (many, in a wide batch): the zeros alone
+            n, wsum, hi, lo, m2, mn, mx = _with_zeros(
+                0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, weighted, total_hi,
+                total_lo, 0.0, 0.0)
+            _store(si, sf, c0 + c, n, hi, lo, m2, mn, mx, 0, 0)
+            sw[c0 + c] = wsum
+        else:
+            _close(recs, t, c, omit, weighted)
+            _merge_column(recs, t, t + 1, c, c0 + c, omit, weighted, total_hi,
+                          total_lo, npos, si, sf, sw)
+
+
 @cached(nogil=True)
 def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, npos,
                 t, nt, nblocks, recs, cursors, si, sf, sw):  # pragma: no cover - compiled
     """The column blocks ``b = t, t + nt, ...`` of ``nblocks`` of a CSR matrix (blocks
-    of ``recs.shape[1]`` columns), each in two passes over its entries row by row into
+    of ``recs.shape[1]`` columns), each in two passes over its entries row by row
+    (unweighted: one, and a second for the columns it marks, as ``_csr_parts``) into
     this thread's records ``recs[t]`` (few enough to stay in the cache), then merged
     with the zeros into ``si``, ``sf``, ``sw``. ``cursors[t, r]``: where row ``r``'s
     entries of the block begin (a row's column indices are sorted). Every column's
@@ -504,9 +683,25 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
     omit = policy == POLICY_OMIT
     for r in range(indptr.shape[0] - 1):
         cursors[t, r] = indptr[r]
+    again = np.zeros(bsize, np.uint8)
     for b in range(t, nblocks, nt):
         c0 = b * bsize
         c1 = min(ncols, c0 + bsize)
+        if not weighted:  # one pass, as a partition's (_csr_parts): the same bits
+            for c in range(c1 - c0):
+                _open_single(recs, t, c)
+            ninf = _block_single(indptr, indices, data, recs, cursors, t, c0, c1)
+            _single_flags(recs, t, c1 - c0, again)
+            if ninf:
+                _block_again(indptr, indices, data, recs, cursors, t, c0, c1, again, True)
+                for c in range(c1 - c0):
+                    if again[c] == 2:
+                        _open_second(recs, t, c, False)
+            # (also when no column is read again: it moves the cursors past the block)
+            _block_again(indptr, indices, data, recs, cursors, t, c0, c1, again, False)
+            _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
+                          sf, sw)
+            continue
         for c in range(c1 - c0):
             _open_first(recs, t, c)
         if weighted:
@@ -520,17 +715,8 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
             _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, True)
         else:
             _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False, True)
-        for c in range(c1 - c0):
-            if _empty(recs, t, c):  # (many, in a wide batch): the zeros alone
-                n, wsum, hi, lo, m2, mn, mx = _with_zeros(
-                    0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, weighted, total_hi,
-                    total_lo, 0.0, 0.0)
-                _store(si, sf, c0 + c, n, hi, lo, m2, mn, mx, 0, 0)
-                sw[c0 + c] = wsum
-            else:
-                _close(recs, t, c, omit, weighted)
-                _merge_column(recs, t, t + 1, c, c0 + c, omit, weighted, total_hi,
-                              total_lo, npos, si, sf, sw)
+        _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si, sf,
+                      sw)
 
 
 _workspace = threading.local()  # .flat: this thread's records, kept when small enough
