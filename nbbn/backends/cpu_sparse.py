@@ -445,23 +445,12 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
     flat = recs.reshape(-1)
     again = np.zeros(0 if weighted else ncols, np.uint8)
     for p in range(t, nparts, nt):
-        if weighted:
-            for c in range(ncols):
-                _open_first(recs, p, c)
         r0 = p * nrows // nparts
         r1 = (p + 1) * nrows // nparts
         k0 = p * nnz // nparts
         k1 = (p + 1) * nnz // nparts
         kend = indptr[r1]
-        if weighted:
-            for r in range(r0, r1):
-                if w[r] > 0.0:
-                    for k in range(indptr[r], indptr[r + 1]):
-                        if AHEAD and k + ENTRIES_AHEAD < kend:
-                            prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD])
-                                          * RECORD)
-                        _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
-        else:
+        if not weighted:
             # one pass (the sums around each column's first finite entry), then the
             # columns whose sums cancel and those that met an infinity again
             # (_single_flags), which are rare: every other column is read once
@@ -489,30 +478,30 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                     if again[c] and not math.isnan(v):
                         _second_pass(recs, p, c, v, 1.0)
             for c in range(ncols):
-                _close(recs, p, c, omit, weighted)
+                _close(recs, p, c, omit, False)
             continue
+        # weighted: two passes over the rows of positive weight
         for c in range(ncols):
-            _open_second(recs, p, c, weighted)
-        if weighted:
-            for r in range(r0, r1):
-                if w[r] > 0.0:
-                    for k in range(indptr[r], indptr[r + 1]):
-                        if AHEAD and k + ENTRIES_AHEAD < kend:
-                            prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD])
-                                          * RECORD + _LINE)
-                        v = numba.float64(data[k])
-                        if not math.isnan(v):
-                            _second_pass(recs, p, indices[k], v, w[r])
-        else:
-            for k in range(k0, k1):
-                if AHEAD and k + ENTRIES_AHEAD < k1:
-                    prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
-                                  + _LINE)
-                v = numba.float64(data[k])
-                if not math.isnan(v):
-                    _second_pass(recs, p, indices[k], v, 1.0)
+            _open_first(recs, p, c)
+        for r in range(r0, r1):
+            if w[r] > 0.0:
+                for k in range(indptr[r], indptr[r + 1]):
+                    if AHEAD and k + ENTRIES_AHEAD < kend:
+                        prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
+                    _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
         for c in range(ncols):
-            _close(recs, p, c, omit, weighted)
+            _open_second(recs, p, c, True)
+        for r in range(r0, r1):
+            if w[r] > 0.0:
+                for k in range(indptr[r], indptr[r + 1]):
+                    if AHEAD and k + ENTRIES_AHEAD < kend:
+                        prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
+                                      + _LINE)
+                    v = numba.float64(data[k])
+                    if not math.isnan(v):
+                        _second_pass(recs, p, indices[k], v, w[r])
+        for c in range(ncols):
+            _close(recs, p, c, omit, True)
 
 # its two builds (after the helpers it calls: the AHEAD build's globals are a copy)
 _csr_parts_near = tagged(_csr_parts, "", cache=True, nogil=True)
@@ -702,21 +691,14 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
             _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
                           sf, sw)
             continue
-        for c in range(c1 - c0):
+        for c in range(c1 - c0):  # weighted: two passes
             _open_first(recs, t, c)
-        if weighted:
-            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, False)
-        else:
-            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False, False)
+        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, False)
         for c in range(c1 - c0):
             if not _empty(recs, t, c):
-                _open_second(recs, t, c, weighted)
-        if weighted:
-            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, True)
-        else:
-            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False, True)
-        _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si, sf,
-                      sw)
+                _open_second(recs, t, c, True)
+        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, True)
+        _finish_block(recs, t, c0, c1, omit, True, total_hi, total_lo, npos, si, sf, sw)
 
 
 _workspace = threading.local()  # .flat: this thread's records, kept when small enough
