@@ -18,8 +18,8 @@ arrays stayed scalar (the checks that they do not overlap are more than LLVM's
 vectorizer takes). One source serves uint8 and int8: its casts keep the values (zeros
 or the sign widen a byte), the minima and maxima are of the input's own type, and an
 int8 sub-block's 16-bit sum is read back as signed. (int8 read as the uint8 ``v + 128``,
-as the byte-position kernel reads it, cost an XOR per row in each loop: 10-19% slower
-than uint8; now 5-10%, docs/benchmarks.md, "Thirteenth session".)
+as the byte-position kernel reads it, cost an XOR per row in each loop: 10-16% slower
+than uint8; now 8-10%, docs/benchmarks.md, "Thirteenth session".)
 
 Every sum is an exact integer, as in the other integer kernels, so a block's mean and
 M2 come from the exact numerator ``n * Q - S**2``, rounded once, and the results do not
