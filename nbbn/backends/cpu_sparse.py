@@ -558,20 +558,20 @@ def _csr_merge(recs, omit, weighted, total_hi, total_lo, npos, si, sf, sw
 
 
 @numba.njit(fastmath=False, inline="always")
-def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, weighted, second
+def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, second
                 ):  # pragma: no cover - compiled
-    """A pass over the entries of columns ``c0 <= c < c1``, row by row from each row's
-    cursor: the first (``_first_pass``; the cursor first moved past the entries of the
-    other threads' blocks) or the ``second`` (``_second_pass``; the cursor then moved
-    past the block). ``weighted`` and ``second`` are constants at each call (see
-    ``_first_pass``)."""
+    """A weighted pass over the entries of columns ``c0 <= c < c1``, row by row from
+    each row's cursor (rows of weight 0 skipped): the first (``_first_pass``; the cursor
+    first moved past the entries of the other threads' blocks) or the ``second``
+    (``_second_pass``; the cursor then moved past the block). ``second`` is a constant
+    at each call (see ``_first_pass``); unweighted blocks take ``_block_single``."""
     nrows = indptr.shape[0] - 1
     for r in range(nrows):
         if r + ROWS_AHEAD < nrows:  # the row ROWS_AHEAD on: its entries' lines
             ka = cursors[t, r + ROWS_AHEAD]
             prefetch_line(indices, ka)
             prefetch_line(data, ka)
-        wr = w[r] if weighted else 1.0
+        wr = w[r]
         if not wr > 0.0:
             continue
         k = cursors[t, r]
@@ -583,7 +583,7 @@ def _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, weighted, se
         while k < end and indices[k] < c1:
             v = numba.float64(data[k])
             if not second:
-                _first_pass(recs, t, indices[k] - c0, v, wr, weighted)
+                _first_pass(recs, t, indices[k] - c0, v, wr, True)
             elif not math.isnan(v):
                 _second_pass(recs, t, indices[k] - c0, v, wr)
             k += 1
@@ -693,11 +693,11 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
             continue
         for c in range(c1 - c0):  # weighted: two passes
             _open_first(recs, t, c)
-        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, False)
+        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False)
         for c in range(c1 - c0):
             if not _empty(recs, t, c):
                 _open_second(recs, t, c, True)
-        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True, True)
+        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True)
         _finish_block(recs, t, c0, c1, omit, True, total_hi, total_lo, npos, si, sf, sw)
 
 
