@@ -45,7 +45,7 @@ def _data(rng, shape=(400, 7), density=0.3, nan=0.03, dtype="float64"):
 
 
 # the ways a CSR matrix is reduced (_csr_route); "parts_ahead": partitions by the build
-# that prefetches records (_csr_parts_ahead, for records larger than L2)
+# that prefetches records (_csr_parts's AHEAD builds, for records larger than L2)
 ROUTES = ["csc", "blocks", "parts", "parts_ahead"]
 
 

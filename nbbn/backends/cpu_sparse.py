@@ -49,7 +49,7 @@ PART_ENTRIES_PER_COLUMN = 32  # and, in a CSR matrix, this many per column: a re
 # costs as much to set up and finish as dozens of entries cost to add
 BLOCK_COLUMNS = 4096  # a CSR reduction's column block: its records (512 KiB) stay in L2
 ENTRIES_AHEAD = 32  # a partition's pass prefetches the record of the entry this many on
-# (the _csr_parts_ahead build, for records of more than L2_BYTES: below, the prefetches
+# (the AHEAD builds of _csr_parts, for records of more than L2_BYTES: below, the prefetches
 # cost 12-23%; above, 1.04-1.08x at 1-1.2 MiB and 3.8-4.1x at 12 MiB on the AMD host;
 # 16 entries on gave 1.23-1.31x less at 12 MiB, 64 no more than 32)
 ROWS_AHEAD = 16  # a block pass prefetches the entries of the row this many rows on
@@ -91,8 +91,12 @@ def _column_sums(w):  # pragma: no cover - compiled
     return hi, lo, npos
 
 
-WEIGHTED = False  # the _csc_weighted build sets it True (tagged: a constant there)
-AHEAD = False  # and the _csr_parts_ahead build this one
+# Constants of each build (tagged): a build compiles only its own branch. WEIGHTED: the
+# weighted builds of _csc_columns, _csr_parts and _csr_blocks (each of the latter two
+# holds both passes; built for a run-time flag, the first unweighted call on column
+# blocks compiled for 9.4 s, now 5.4 s). AHEAD: the _csr_parts builds that prefetch
+WEIGHTED = False
+AHEAD = False
 
 
 @numba.njit(fastmath=False, inline="always")
@@ -426,31 +430,31 @@ def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
     return redo
 
 
-def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
+def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
                ):  # pragma: no cover - compiled
     """The stored entries of the partitions ``p = t, t + nt, ...`` of ``nparts`` of a
     CSR matrix into the column records ``recs[p]`` (fields above). Unweighted, a
     partition is a range of entries (the rows do not matter); weighted, of rows.
 
-    In the ``AHEAD`` build (``_csr_parts_ahead``, for records too large for the cache),
-    each entry prefetches the record line of the entry ``ENTRIES_AHEAD`` on: each
-    entry's read-modify-write of its record otherwise waits for memory, and ahead of
-    time these waits overlap (3.8-4.1x on the AMD host: docs/benchmarks.md). A run-time
-    flag instead cost 10% where it was off, and the prefetch in an inlined helper half
-    the gain."""
+    Four builds, ``_csr_parts_builds[WEIGHTED, AHEAD]``. In the ``AHEAD`` builds (for
+    records too large for the cache), each entry prefetches the record line of the
+    entry ``ENTRIES_AHEAD`` on: each entry's read-modify-write of its record otherwise
+    waits for memory, and ahead of time these waits overlap (3.8-4.1x on the AMD host:
+    docs/benchmarks.md). A run-time flag instead cost 10% where it was off, and the
+    prefetch in an inlined helper half the gain."""
     nrows = indptr.shape[0] - 1
     nnz = np.int64(indptr[nrows])
     ncols = recs.shape[1]
     omit = policy == POLICY_OMIT
     flat = recs.reshape(-1)
-    again = np.zeros(0 if weighted else ncols, np.uint8)
+    again = np.zeros(0 if WEIGHTED else ncols, np.uint8)
     for p in range(t, nparts, nt):
         r0 = p * nrows // nparts
         r1 = (p + 1) * nrows // nparts
         k0 = p * nnz // nparts
         k1 = (p + 1) * nnz // nparts
         kend = indptr[r1]
-        if not weighted:
+        if not WEIGHTED:
             # one pass (the sums around each column's first finite entry), then the
             # columns whose sums cancel and those that met an infinity again
             # (_single_flags), which are rare: every other column is read once
@@ -479,33 +483,39 @@ def _csr_parts(indptr, indices, data, w, weighted, policy, t, nt, nparts, recs
                         _second_pass(recs, p, c, v, 1.0)
             for c in range(ncols):
                 _close(recs, p, c, omit, False)
-            continue
-        # weighted: two passes over the rows of positive weight
-        for c in range(ncols):
-            _open_first(recs, p, c)
-        for r in range(r0, r1):
-            if w[r] > 0.0:
-                for k in range(indptr[r], indptr[r + 1]):
-                    if AHEAD and k + ENTRIES_AHEAD < kend:
-                        prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
-                    _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
-        for c in range(ncols):
-            _open_second(recs, p, c, True)
-        for r in range(r0, r1):
-            if w[r] > 0.0:
-                for k in range(indptr[r], indptr[r + 1]):
-                    if AHEAD and k + ENTRIES_AHEAD < kend:
-                        prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
-                                      + _LINE)
-                    v = numba.float64(data[k])
-                    if not math.isnan(v):
-                        _second_pass(recs, p, indices[k], v, w[r])
-        for c in range(ncols):
-            _close(recs, p, c, omit, True)
+        else:
+            # weighted: two passes over the rows of positive weight
+            for c in range(ncols):
+                _open_first(recs, p, c)
+            for r in range(r0, r1):
+                if w[r] > 0.0:
+                    for k in range(indptr[r], indptr[r + 1]):
+                        if AHEAD and k + ENTRIES_AHEAD < kend:
+                            prefetch_line(flat,
+                                          (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
+                        _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
+            for c in range(ncols):
+                _open_second(recs, p, c, True)
+            for r in range(r0, r1):
+                if w[r] > 0.0:
+                    for k in range(indptr[r], indptr[r + 1]):
+                        if AHEAD and k + ENTRIES_AHEAD < kend:
+                            prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD])
+                                          * RECORD + _LINE)
+                        v = numba.float64(data[k])
+                        if not math.isnan(v):
+                            _second_pass(recs, p, indices[k], v, w[r])
+            for c in range(ncols):
+                _close(recs, p, c, omit, True)
 
-# its two builds (after the helpers it calls: the AHEAD build's globals are a copy)
-_csr_parts_near = tagged(_csr_parts, "", cache=True, nogil=True)
-_csr_parts_ahead = tagged(_csr_parts, "ahead", {"AHEAD": True}, cache=True, nogil=True)
+# its four builds (after the helpers it calls: a build's globals are a copy), by
+# (weighted, ahead)
+_csr_parts_builds = {
+    (weighted, ahead): tagged(_csr_parts, tag, {"WEIGHTED": weighted, "AHEAD": ahead},
+                              cache=True, nogil=True)
+    for (weighted, ahead), tag in {(False, False): "", (False, True): "ahead",
+                                   (True, False): "weighted",
+                                   (True, True): "weighted_ahead"}.items()}
 
 
 @numba.njit(fastmath=False, inline="always")
@@ -656,8 +666,7 @@ def _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
                           total_lo, npos, si, sf, sw)
 
 
-@cached(nogil=True)
-def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, npos,
+def _csr_blocks(indptr, indices, data, w, policy, total_hi, total_lo, npos,
                 t, nt, nblocks, recs, cursors, si, sf, sw):  # pragma: no cover - compiled
     """The column blocks ``b = t, t + nt, ...`` of ``nblocks`` of a CSR matrix (blocks
     of ``recs.shape[1]`` columns), each in two passes over its entries row by row
@@ -666,7 +675,7 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
     with the zeros into ``si``, ``sf``, ``sw``. ``cursors[t, r]``: where row ``r``'s
     entries of the block begin (a row's column indices are sorted). Every column's
     entries are added in row order, as in a CSR reduction in one partition, whatever
-    the blocks and threads."""
+    the blocks and threads. Two builds, ``_csr_blocks_builds[WEIGHTED]``."""
     ncols = si.shape[1]
     bsize = recs.shape[1]
     omit = policy == POLICY_OMIT
@@ -676,7 +685,7 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
     for b in range(t, nblocks, nt):
         c0 = b * bsize
         c1 = min(ncols, c0 + bsize)
-        if not weighted:  # one pass, as a partition's (_csr_parts): the same bits
+        if not WEIGHTED:  # one pass, as a partition's (_csr_parts): the same bits
             for c in range(c1 - c0):
                 _open_single(recs, t, c)
             ninf = _block_single(indptr, indices, data, recs, cursors, t, c0, c1)
@@ -688,17 +697,24 @@ def _csr_blocks(indptr, indices, data, w, weighted, policy, total_hi, total_lo, 
                         _open_second(recs, t, c, False)
             # (also when no column is read again: it moves the cursors past the block)
             _block_again(indptr, indices, data, recs, cursors, t, c0, c1, again, False)
-            _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
+            _finish_block(recs, t, c0, c1, omit, False, total_hi, total_lo, npos, si,
                           sf, sw)
-            continue
-        for c in range(c1 - c0):  # weighted: two passes
-            _open_first(recs, t, c)
-        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False)
-        for c in range(c1 - c0):
-            if not _empty(recs, t, c):
-                _open_second(recs, t, c, True)
-        _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True)
-        _finish_block(recs, t, c0, c1, omit, True, total_hi, total_lo, npos, si, sf, sw)
+        else:  # weighted: two passes
+            for c in range(c1 - c0):
+                _open_first(recs, t, c)
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False)
+            for c in range(c1 - c0):
+                if not _empty(recs, t, c):
+                    _open_second(recs, t, c, True)
+            _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True)
+            _finish_block(recs, t, c0, c1, omit, True, total_hi, total_lo, npos, si, sf,
+                          sw)
+
+
+# its two builds, by weighted
+_csr_blocks_builds = {
+    weighted: tagged(_csr_blocks, tag, {"WEIGHTED": weighted}, cache=True, nogil=True)
+    for weighted, tag in ((False, ""), (True, "weighted"))}
 
 
 _workspace = threading.local()  # .flat: this thread's records, kept when small enough
@@ -819,8 +835,9 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         slots = min(threads(), nblocks)
         recs = _records(slots, BLOCK_COLUMNS)
         cursors = np.empty((slots, nrows), np.int64)
-        _run(_csr_blocks, (indptr, indices, data, w, weighted, policy, total_hi, total_lo,
-                           npos), (nblocks, recs, cursors, out.ints, out.floats, sw),
+        _run(_csr_blocks_builds[weighted], (indptr, indices, data, w, policy, total_hi,
+                                            total_lo, npos),
+             (nblocks, recs, cursors, out.ints, out.floats, sw),
              work * ENTRY_WORK, slots)  # (at most ``slots`` threads: a slot each)
     else:
         # enough entries per partition for its records, and all of them together no
@@ -831,8 +848,8 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
         nparts = _parts(nrows if weighted else nnz, nnz, max(1, cap))
         recs = _records(nparts, ncols)
         ahead = ncols * RECORD * 8 > L2_BYTES
-        _run(_csr_parts_ahead if ahead else _csr_parts_near,
-             (indptr, indices, data, w, weighted, policy), (nparts, recs),
+        _run(_csr_parts_builds[weighted, ahead], (indptr, indices, data, w, policy),
+             (nparts, recs),
              nnz * ENTRY_WORK, nparts)
         _csr_merge(recs, policy == POLICY_OMIT, weighted, total_hi, total_lo, npos,
                    out.ints, out.floats, sw)
