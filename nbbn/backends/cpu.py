@@ -217,7 +217,7 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
         rpb = ks.channels_last_geometry.py_func(nchan, simd, x3.shape[0])[2]
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         nans = None if x3.dtype.kind in "iu" and half is None else True  # (cpu_stats)
-        tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd, nans)
+        tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd or None, nans)
         return "stats_channels_last", True, tail, nparts
     if ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])

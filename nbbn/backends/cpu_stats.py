@@ -440,8 +440,8 @@ def _cl_pass_omit(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan
     t, the sums of d = x - tk[t] and d*d and the min/max of its values that are not
     NaN, and their count ``cn[t]`` (float64). With ``simd`` (float32 and float16 where
     ``cl_simd`` takes them) the SIMD chunk kernel in tiles of ``simd`` rows (the arrays
-    padded as for ``_cl_pass_any``), else the portable pass in tiles of ``tile``
-    elements. Returns False, doing nothing, for integer input (no NaNs)."""
+    padded as for ``_cl_pass_any``), else (``simd`` None) the portable pass in tiles of
+    ``tile`` elements. Returns False, doing nothing, for integer input (no NaNs)."""
     raise NotImplementedError
 
 
@@ -449,7 +449,8 @@ def _cl_pass_omit(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan
 def _cl_pass_omit_impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
     if isinstance(xf.dtype, types.Integer) and isinstance(half, types.NoneType):
         return lambda xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan: False
-    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))):
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))) \
+            or isinstance(simd, types.NoneType):  # (as _cl_pass_any)
         def portable(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
             _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
             return True
@@ -457,9 +458,6 @@ def _cl_pass_omit_impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, n
         return portable
 
     def impl(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half, simd, nchan):
-        if not simd:
-            _cl_omit_rows(xf, e0, e1, tile, tk, sd, sq, cn, tmn, tmx, half)
-            return True
         cn[:] = 0.0
         e = _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, cn, simd * nchan)
         if e < e1:  # the array's last rows, fewer than k
@@ -581,23 +579,36 @@ def cl_simd(dtype: np.dtype, nchan: int) -> int:
 
 
 def _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):  # pragma: no cover
-    """``_cl_pass``, or the SIMD chunk kernel when ``simd`` (float32, k = 1 tiles)."""
+    """``_cl_pass`` (``simd`` None), or the SIMD chunk kernel in tiles of ``simd`` rows
+    (float32 and float16 where ``cl_simd`` takes them)."""
     raise NotImplementedError
+
+
+def _simd_rows(simd):  # pragma: no cover - replaced by the overload
+    """``simd`` as an integer: the rows of a SIMD tile, 0 for None (no SIMD)."""
+    raise NotImplementedError
+
+
+@overload(_simd_rows, inline="always")
+def _simd_rows_impl(simd):
+    if isinstance(simd, types.NoneType):
+        return lambda simd: 0
+    return lambda simd: simd
 
 
 @overload(_cl_pass_any)
 def _cl_pass_any_impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
-    # the SIMD kernel types only for float32 and float16: other dtypes compile without it
-    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))):
+    # the SIMD kernel types only for float32 and float16: other dtypes compile without
+    # it, and so do the builds for channel counts that cl_simd does not take (``simd``
+    # None): a build compiles one of the two passes (and of the two NaN-omitting ones)
+    if not (HAVE_SIMD and (xf.dtype == types.float32 or isinstance(half, types.Boolean))) \
+            or isinstance(simd, types.NoneType):
         def portable(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
             _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
 
         return portable
 
     def impl(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan):
-        if not simd:
-            _cl_pass(xf, e0, e1, tk, sd, sq, tmn, tmx, half)
-            return
         e = _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, None, simd * nchan)
         if e < e1:  # the array's last rows, fewer than k
             _cl_partial(xf, e, e1, tk, sd, sq, tmn, tmx, half)
@@ -1248,8 +1259,8 @@ def _first_finite(r, start, n, step, half):
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
-    k, tile, rpb = channels_last_geometry(nchan, simd, nrows)
-    if not simd and nrows < k:
+    k, tile, rpb = channels_last_geometry(nchan, _simd_rows(simd), nrows)
+    if simd is None and nrows < k:
         # fewer rows than a tile holds: a tile of just those rows (one block). Setting
         # up and folding a whole tile of TILE_MIN elements took 9-12 us of a call with a
         # few rows (benchmarks.md)
@@ -1260,7 +1271,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
     for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
-        slots = tile + CL_LANES if simd else tile  # the SIMD chunks' whole vectors
+        slots = tile if simd is None else tile + CL_LANES  # the SIMD chunks' whole vectors
         tk = np.zeros(slots)  # (a masked lane's shift must be 0)
         sd = np.empty(slots)
         sq = np.empty(slots)
@@ -1274,8 +1285,8 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
         # beside the clean pass's); else in tiles of ko rows (whole tiles of the block's
         # geometry, at least TILE_MIN elements: the portable pass's per-tile costs are
         # scalar), its arrays made at the first block that needs them
-        ko = k if simd else k * max(1, -(-TILE_MIN // tile))
-        cn = np.empty(slots if simd else 0)
+        ko = k * max(1, -(-TILE_MIN // tile)) if simd is None else k
+        cn = np.empty(0 if simd is None else slots)
         otk = tk
         osd = sd
         osq = sq
