@@ -680,8 +680,9 @@ def _add_warmup(sub: argparse._SubParsersAction) -> None:
             "Compile the CPU kernels for the given input dtypes and layouts and store them "
             "in numba's disk cache (NUMBA_CACHE_DIR, default __pycache__ beside nbbn), so "
             "that later processes load them instead of compiling on their first batch. "
-            "Each case runs the statistics (a batch and a merge), the normalizer and "
-            "BatchNorm on a tiny array; a case already built takes a fraction of a second."
+            "Each case runs the statistics (a batch and a merge), the normalizer (also "
+            "as nbbn.sklearn's transform takes it) and BatchNorm on a tiny array; a case "
+            "already built takes a fraction of a second."
         ),
     )
     p.add_argument("--dtypes", default="float32,uint8", metavar="LIST",

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nbbn._compile_notice import describe
@@ -130,3 +131,24 @@ def test_kernels_run_where_numba_cannot_cache(tmp_path):
     assert out.stdout.split() == ["1"]
     assert "(not cached: no writable folder)" in out.stderr
     assert "(once; cached)" not in out.stderr
+
+
+def test_warmup_builds_the_transform_of_scikit_learn(monkeypatch):
+    """``nbbn.sklearn``'s transform takes the normalizer build that counts infinities:
+    the warmup runs it for floating input (before, the first transform after a float64
+    warmup compiled for 2 s), and not for integers (no infinities)."""
+    from nbbn.backends import cpu, cpu_normalize
+    from nbbn.tools.warmup import warmup
+
+    counted = []
+    affine = cpu.affine
+
+    def spy(can, params, out, *, count_inf=False):
+        counted.append((can.array.dtype, count_inf))
+        return affine(can, params, out, count_inf=count_inf)
+
+    monkeypatch.setattr(cpu, "affine", spy)
+    warmup(["float32", "int16"], ["nhwc"])
+    assert (np.dtype(np.float32), True) in counted
+    assert (np.dtype(np.int16), True) not in counted
+    assert cpu_normalize.affine_channels_last_inf.signatures  # built (or loaded)

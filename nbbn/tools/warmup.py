@@ -5,7 +5,8 @@ A container image or a cluster node can run it once at build time, so that the f
 layout takes one tiny array through every operation that compiles something: the
 statistics (one batch, then a merge; channels-first also a piece of short rows, and
 channels-last bytes a table of many channels, which have kernels of their own), the
-normalizer and BatchNorm training.
+normalizer (for floating input also its build that counts infinities, which
+``nbbn.sklearn.StandardScaler.transform`` takes) and BatchNorm training.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
 
     import nbbn
 
+    from ..backends import cpu
+
     bad = [d for d in dtypes if d not in DTYPES] + [lay for lay in layouts if lay not in LAYOUTS]
     if bad:
         raise ValueError(f"unknown dtype or layout {bad}; dtypes: {', '.join(DTYPES)}; "
@@ -67,7 +70,13 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
                 nbbn.RunningStats(axis).update(short).update(short)
             elif dtype in ("uint8", "int8"):
                 nbbn.RunningStats(-1).update(np.zeros(WIDE_BYTES, dtype))
-            rs.to_normalizer()(x)
+            norm = rs.to_normalizer()
+            norm(x)
+            if np.dtype(dtype).kind == "f":  # nbbn.sklearn's transform: the normalizer
+                # build that also counts infinities (it refuses them, as scikit-learn)
+                can = cpu.prepare(x, axis, "x")
+                cpu.affine(can, (norm.mean, norm.scale, norm.bias),
+                           cpu.prepare_out(None, can, "x"), count_inf=True)
             nbbn.BatchNorm(3, channel_axis=axis)(x)
             seconds = time.perf_counter() - t0
             done.append({"dtype": dtype, "layout": layout, "seconds": seconds})
