@@ -38,6 +38,15 @@ _FAMILIES = {
                                   "channels-first input",
     "_affine_channels_last_inf": "normalizer kernel (counting infinities) for {} "
                                  "channels-last input",
+    # sparse matrices (cpu_sparse: builds tagged by weighting and prefetch)
+    **dict.fromkeys(("_csr_parts", "_csr_parts_ahead", "_csr_blocks", "_csr_merge"),
+                    "statistics kernel for sparse CSR input"),
+    **dict.fromkeys(("_csr_parts_weighted", "_csr_parts_weighted_ahead",
+                     "_csr_blocks_weighted"),
+                    "weighted statistics kernel for sparse CSR input"),
+    "_csc_columns": "statistics kernel for sparse CSC input",
+    "_csc_columns_weighted": "weighted statistics kernel for sparse CSC input",
+    "_scale_csr": "normalizer kernel for sparse input",
 }
 _installed = False
 _lock = threading.Lock()

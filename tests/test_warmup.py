@@ -65,17 +65,25 @@ def test_warmup_refuses_unknown_names(tmp_path):
     ("_weighted_stats_portable_0123abcd", ("array(int16, 1d, C)",),
      "weighted statistics kernel for ? input"),
     ("chan_merge", (), None),
+    ("_csr_parts_weighted_ahead_0123abcd", ("array(int32, 1d, C)",),
+     "weighted statistics kernel for sparse CSR input"),
+    ("_csr_blocks_0123abcd", ("array(int32, 1d, C)",), "statistics kernel for sparse CSR input"),
+    ("_scale_csr_portable_0123abcd", (), "normalizer kernel for sparse input"),
+    ("_column_sums_0123abcd", (), None),  # (a helper of the weighted sparse kernels)
 ])
 def test_describe_names_top_level_kernels_only(name, args, words):
     assert describe(name, args) == words
 
 
 def test_describe_knows_every_kernel_as_built():
-    from nbbn.backends import cpu_byte_tables, cpu_normalize, cpu_stats, cpu_weighted
+    from nbbn.backends import cpu_byte_tables, cpu_normalize, cpu_sparse, cpu_stats, cpu_weighted
 
     kernels = [cpu_stats.stats_channels_first, cpu_stats.stats_channels_last,
                cpu_stats.fold, cpu_weighted._weighted_stats, cpu_byte_tables.stats_byte_rows,
-               cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf]
+               cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf,
+               *cpu_sparse._csr_parts_builds.values(), *cpu_sparse._csr_blocks_builds.values(),
+               cpu_sparse._csr_merge, cpu_sparse._csc_unweighted, cpu_sparse._csc_weighted,
+               cpu_sparse._scale_csr]
     for kernel in kernels:
         assert describe(kernel.py_func.__name__, ()) is not None, kernel.py_func.__name__
 
