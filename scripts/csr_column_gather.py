@@ -8,11 +8,11 @@ read). Not used by nbbn (docs/benchmarks.md, "Fourteenth session").
 
 from __future__ import annotations
 
-import time
-
 import numba
 import numpy as np
 from scipy import sparse
+
+from nbbn.tools.bench_timing import interleaved
 
 
 @numba.njit(nogil=True)
@@ -30,16 +30,6 @@ def gather(indptr, indices, data, ncols, colptr, values):  # pragma: no cover - 
             pos[c] += 1
 
 
-def median_ms(f, repeats: int = 9) -> float:
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
-
-
 def main() -> None:
     rng = np.random.default_rng(0)
     for shape, nnz in [((160_000, 100_000), 1_600_000), ((100, 100_000), 100_000)]:
@@ -55,8 +45,9 @@ def main() -> None:
         colptr, values = run()
         xc = x.tocsc()
         same = np.array_equal(colptr, xc.indptr) and np.array_equal(values, xc.data)
-        print(f"{shape}: gather {median_ms(run):.1f} ms, tocsc {median_ms(x.tocsc):.1f} ms, "
-              f"same columns: {same}")
+        med = interleaved({"gather": run, "tocsc": x.tocsc}, 9)  # medians, in turn
+        print(f"{shape}: gather {med['gather'] * 1e3:.1f} ms, tocsc "
+              f"{med['tocsc'] * 1e3:.1f} ms, same columns: {same}")
 
 
 if __name__ == "__main__":
