@@ -23,11 +23,15 @@ import time
 from collections import defaultdict
 
 OUT = os.environ.get("COMPILE_PROBE_DIR", tempfile.gettempdir())
-_stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+# per kernel (module.qualname): [builds, exclusive s, inclusive s]
+stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
 _stack: list[float] = []
+_pytest = False  # installed by pytest: the process writes its file at exit
 
 
-def _install() -> None:
+def install() -> None:
+    """Time every numba build of this process from now on into :data:`stats` (also
+    used by ``first_update_compile.py`` and ``sparse_compile.py``)."""
     from numba.core import dispatcher
 
     original = dispatcher.Dispatcher.compile
@@ -43,7 +47,7 @@ def _install() -> None:
             if _stack:
                 _stack[-1] += dt
             if dt > 0.05:
-                entry = _stats[f"{self.py_func.__module__}.{self.py_func.__qualname__}"]
+                entry = stats[f"{self.py_func.__module__}.{self.py_func.__qualname__}"]
                 entry[0] += 1
                 entry[1] += dt - inner
                 entry[2] += dt
@@ -51,16 +55,26 @@ def _install() -> None:
     dispatcher.Dispatcher.compile = compile
 
 
+def builds_line(least: float = 0.15) -> str:
+    """The builds timed so far, by exclusive seconds: "name 1.23 s, ..." (those of at
+    least ``least`` seconds; the kernel's own name, without its module)."""
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][1])
+    return ", ".join(f"{name.rsplit('.', 1)[-1]} {excl:.2f} s"
+                     for name, (_, excl, _) in rows if excl >= least)
+
+
 def pytest_configure(config) -> None:  # noqa: ARG001 - pytest's hook
-    _install()
+    global _pytest
+    _pytest = True
+    install()
 
 
 @atexit.register
 def _dump() -> None:
-    if _stats:
+    if _pytest and stats:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         with open(os.path.join(OUT, f"compile_times_{worker}.json"), "w") as f:
-            json.dump(dict(_stats), f)
+            json.dump(dict(stats), f)
 
 
 def main(top: int = 30) -> None:

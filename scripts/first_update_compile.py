@@ -14,38 +14,18 @@ import sys
 import time
 
 import numpy as np
-from numba.core import dispatcher
+from compile_probe import builds_line, install  # (this folder)
 
 import nbbn
 
-times: dict[str, float] = {}
-_stack: list[float] = []
-_compile = dispatcher.Dispatcher.compile
-
-
-def _timed(self, sig):
-    t0 = time.perf_counter()
-    _stack.append(0.0)
-    try:
-        return _compile(self, sig)
-    finally:
-        dt = time.perf_counter() - t0
-        inner = _stack.pop()
-        if _stack:
-            _stack[-1] += dt
-        if dt > 0.1:
-            name = self.py_func.__name__
-            times[name] = times.get(name, 0.0) + dt - inner
-
 
 def main(dtype: str = "float32", nchan: str = "64") -> None:
-    dispatcher.Dispatcher.compile = _timed
+    install()
     x = np.random.default_rng(0).random((200_000, int(nchan))).astype(dtype)
     t0 = time.perf_counter()
     nbbn.RunningStats(-1).update(x)
-    builds = sorted(times.items(), key=lambda kv: -kv[1])
     print(f"{dtype} C = {nchan}: first update {time.perf_counter() - t0:.2f} s; builds:",
-          ", ".join(f"{k} {v:.2f} s" for k, v in builds if v > 0.15))
+          builds_line())
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 
 ``blocks``: a (1,000, 10,000) CSR matrix of 1% (column blocks, ``_csr_blocks``);
 ``parts``: (20,000, 50) of 30% (partitions, ``_csr_parts``); ``_w``: with random
-sample weights. Prints the first call's seconds and each kernel's compile seconds (two
-threads that compile one kernel at once are both timed).
+sample weights. Prints the first call's seconds and each kernel's compile seconds,
+exclusive of the builds inside it (``compile_probe.install``; two threads that compile
+one kernel at once are both timed).
 """
 
 from __future__ import annotations
@@ -15,27 +16,14 @@ import sys
 import time
 
 import numpy as np
-from numba.core import dispatcher
+from compile_probe import builds_line, install  # (this folder)
 from scipy import sparse
 
 from nbbn.backends import cpu_sparse
 
-times: dict[str, float] = {}
-_compile = dispatcher.Dispatcher.compile
-
-
-def _timed(self, sig):
-    t0 = time.perf_counter()
-    try:
-        return _compile(self, sig)
-    finally:
-        dt = time.perf_counter() - t0
-        if dt > 0.2:
-            times[self.py_func.__name__] = times.get(self.py_func.__name__, 0.0) + dt
-
 
 def main(case: str) -> None:
-    dispatcher.Dispatcher.compile = _timed
+    install()
     shape, density = ((1000, 10000), 0.01) if case.startswith("blocks") else ((20000, 50), 0.3)
     x = sparse.random(*shape, density=density, format="csr", random_state=1)
     w = np.random.default_rng(0).random(shape[0]) if case.endswith("_w") else None
@@ -43,7 +31,7 @@ def main(case: str) -> None:
     t0 = time.perf_counter()
     cpu_sparse.reduce(x, 1, w)
     print(f"{case} (route {route}): first call {time.perf_counter() - t0:.2f} s;",
-          ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+          builds_line())
 
 
 if __name__ == "__main__":
