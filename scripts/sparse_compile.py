@@ -27,7 +27,7 @@ def main(case: str) -> None:
     shape, density = ((1000, 10000), 0.01) if case.startswith("blocks") else ((20000, 50), 0.3)
     x = sparse.random(*shape, density=density, format="csr", random_state=1)
     w = np.random.default_rng(0).random(shape[0]) if case.endswith("_w") else None
-    route = cpu_sparse._csr_route(*x.shape, x.nnz)
+    route = cpu_sparse._csr_route(*x.shape, x.nnz, w is not None)
     t0 = time.perf_counter()
     cpu_sparse.reduce(x, 1, w)
     print(f"{case} (route {route}): first call {time.perf_counter() - t0:.2f} s;",

@@ -3,7 +3,7 @@ against scikit-learn's ``mean_variance_axis``: the measurements behind the route
 
     python scripts/sparse_routes.py [REPEATS]
 
-Float32 matrices of 10,000 to 1,000,000 columns, 0.1 to 64 stored values per column
+Float32 matrices of 10,000 to 1,000,000 columns, 0.5 to 64 stored values per column
 in rows of 10 or 1,000 values; per matrix the medians of REPEATS (default 9) calls of
 ``cpu_sparse.reduce`` through each route ("csc": scipy's ``tocsc()`` then the CSC
 kernel, "blocks": column blocks, "parts": partitions of the entries), timed in turn
@@ -30,7 +30,7 @@ ROUTES = ("csc", "blocks", "parts")
 
 def _forced(x, route: str):
     auto = cpu_sparse._csr_route
-    cpu_sparse._csr_route = lambda nrows, ncols, nnz: route
+    cpu_sparse._csr_route = lambda *shape: route
     try:
         return cpu_sparse.reduce(x, POLICY_OMIT)
     finally:
@@ -43,7 +43,7 @@ def main(repeats: int) -> None:
           + " ".join(f"{r + ' ms':>9}" for r in ROUTES) + f" {'sklearn ms':>10}")
     rng = np.random.default_rng(0)
     for cols in (10_000, 100_000, 1_000_000):
-        for per_col in (0.5, 1, 2, 4, 16, 64):
+        for per_col in (0.5, 1, 2, 4, 8, 16, 32, 64):
             for per_row in (1000, 10):
                 nnz = int(cols * per_col)
                 if nnz > 20_000_000:

@@ -55,7 +55,7 @@ def _force_route(mp: pytest.MonkeyPatch, route: str, block_columns: int = 2) -> 
     if route == "parts_ahead":
         mp.setattr(cpu_sparse, "L2_BYTES", 0)
         route = "parts"
-    mp.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: route)
+    mp.setattr(cpu_sparse, "_csr_route", lambda *shape: route)
     mp.setattr(cpu_sparse, "BLOCK_COLUMNS", block_columns)
 
 
@@ -165,7 +165,7 @@ def test_csr_column_blocks_give_one_partitions_bits(rng, monkeypatch):
     x = _data(rng, (2000, 37), density=0.5, nan=0.01)
     s = sparse.csr_array(x)
     monkeypatch.setattr(cpu_sparse, "MAX_PARTS", 1)
-    monkeypatch.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: "parts")
+    monkeypatch.setattr(cpu_sparse, "_csr_route", lambda *shape: "parts")
     one = nbbn.RunningStats(-1, nan_policy="omit").update(s)
     for block_columns, nthreads in [(1, 2), (4, 1), (4, 2), (16, 2)]:
         _force_route(monkeypatch, "blocks", block_columns)
@@ -186,7 +186,7 @@ def test_prefetching_partitions_give_the_same_bits(rng, monkeypatch, weighted):
     runs = []
     for l2_bytes in (1 << 40, 0):
         monkeypatch.setattr(cpu_sparse, "L2_BYTES", l2_bytes)
-        monkeypatch.setattr(cpu_sparse, "_csr_route", lambda nrows, ncols, nnz: "parts")
+        monkeypatch.setattr(cpu_sparse, "_csr_route", lambda *shape: "parts")
         runs.append(nbbn.RunningStats(-1, nan_policy="omit").update(s, sample_weight=w))
     for name in ("count", "mean", "var", "min", "max", "nan_count"):
         np.testing.assert_array_equal(getattr(runs[1], name), getattr(runs[0], name),
@@ -223,8 +223,8 @@ def test_one_pass_columns_far_from_their_first_entry_are_read_again(rng, monkeyp
 
 
 def test_csr_routes_chosen_by_shape(monkeypatch):
-    # as measured (docs/benchmarks.md, "Wide CSR matrices", "The AMD host again"):
-    # (rows, columns, entries)
+    # as measured (docs/benchmarks.md, "Wide CSR matrices", "The AMD host again",
+    # "Fifteenth session"; scripts/sparse_routes.py): (rows, columns, entries)
     monkeypatch.setattr(cpu_sparse, "BLOCK_COLUMNS", 4096)
     route = cpu_sparse._csr_route
     assert route(100, 100_000, 100_000) == "csc"  # one entry per column
@@ -234,8 +234,14 @@ def test_csr_routes_chosen_by_shape(monkeypatch):
     assert route(1600, 100_000, 1_600_000) == "blocks"  # rows of 1,000 entries
     assert route(6400, 100_000, 6_400_000) == "parts"  # 64 per column, two partitions
     assert route(64_000, 1_000_000, 64_000_000) == "blocks"  # two partitions too large
-    assert route(160_000, 100_000, 1_600_000) == "csc"  # rows of 10, 16 per column
-    assert route(640_000, 100_000, 6_400_000) == "parts"  # rows of 10, 64 per column
+    # rows of 10: tocsc() below 16 entries per column, partitions from there (the one
+    # pass reads a line of the record per entry); weighted (two passes), from 32
+    assert route(80_000, 100_000, 800_000) == "csc"
+    assert route(160_000, 100_000, 1_600_000) == "parts"
+    assert route(1_600_000, 1_000_000, 16_000_000) == "parts"
+    assert route(160_000, 100_000, 1_600_000, True) == "csc"
+    assert route(320_000, 100_000, 3_200_000, True) == "parts"
+    assert route(640_000, 100_000, 6_400_000) == "parts"  # 64 per column
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc"])

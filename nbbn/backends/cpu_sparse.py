@@ -54,7 +54,9 @@ ENTRIES_AHEAD = 32  # a partition's pass prefetches the record of the entry this
 # 16 entries on gave 1.23-1.31x less at 12 MiB, 64 no more than 32)
 ROWS_AHEAD = 16  # a block pass prefetches the entries of the row this many rows on
 BLOCK_ROW_ENTRIES = 4  # and its rows hold this many of its entries on average
-CSC_ENTRIES_PER_COLUMN = (4, 32)  # below: a CSR matrix goes through tocsc() (_csr_route)
+CSC_ENTRIES_PER_COLUMN = 4  # below: a CSR matrix goes through tocsc() (_csr_route)
+SHORT_ROWS_CSC_BELOW = {False: 16, True: 32}  # by weighted: entries per column below
+# which a CSR matrix of many columns in short rows goes through tocsc() (_csr_route)
 COLUMN_ENTRIES = 8  # a column's own work (its shift, merge with the zeros, store) costs
 # about as much as this many stored entries (for the partitions and the thread pool)
 ENTRY_WORK = 8  # a stored entry's two passes cost as much as this many dense elements
@@ -253,11 +255,15 @@ _csc_weighted = tagged(_csc_columns, "weighted", {"WEIGHTED": True}, cache=True,
 # ``cpu_weighted.recentre``), Q and E, the sums of w d^2 and w d of the deviations d
 # from that mean (QC, EC: Kahan's compensations),
 # MIN, MAX. After the partition, SHIFT, DELTA and Q hold the mean hi, lo and M2.
-# The unweighted one pass (``_single_entry``) counts in line A and sums in line B
-# around SHIFT, the first finite entry (DELTA 0).
+# The unweighted one pass (``_single_entry``) touches line B alone for a finite entry:
+# it sums around SHIFT, the first finite entry, and counts in SINGLE_FIN (DELTA's slot,
+# moved to FIN by ``_single_flags``); NaNs and infinities are counted in line A. (With
+# the count in line A, each entry read two lines: the partitions of 100,000 and
+# 1,000,000 columns took 1.2-1.5x as long; docs/benchmarks.md, "Fifteenth session".)
 FIN, SHIFT1, S1, NANS, INFS, SW_HI, SW_LO, NAN_W = range(8)
 WSUM = S1
 SHIFT, DELTA, Q, QC, E, EC, MIN, MAX = range(8, 16)
+SINGLE_FIN = DELTA
 RECORD = 16
 _LINE = 8  # float64 per cache line
 
@@ -371,10 +377,10 @@ def _single_entry(recs, p, c, v):  # pragma: no cover - compiled
     value the compensated sums of ``d = x - shift`` and ``d*d`` around the column's
     first finite entry, min and max. Returns whether ``v`` is infinite."""
     if math.isfinite(v):
-        fin = recs[p, c, FIN]
+        fin = recs[p, c, SINGLE_FIN]
         if fin == 0.0:
             recs[p, c, SHIFT] = v
-        recs[p, c, FIN] = fin + 1.0
+        recs[p, c, SINGLE_FIN] = fin + 1.0
         d = v - recs[p, c, SHIFT]
         recs[p, c, Q], recs[p, c, QC] = _kahan_entry(recs[p, c, Q], recs[p, c, QC], d * d)
         recs[p, c, E], recs[p, c, EC] = _kahan_entry(recs[p, c, E], recs[p, c, EC], d)
@@ -413,6 +419,8 @@ def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
     passes read every column), else 0. Returns how many are read again."""
     redo = 0
     for c in range(ncols):
+        recs[p, c, FIN] = recs[p, c, SINGLE_FIN]  # (the layout of the two passes)
+        recs[p, c, SINGLE_FIN] = 0.0
         if recs[p, c, INFS] > 0.0:
             again[c] = 2
             _open_first(recs, p, c)
@@ -463,9 +471,8 @@ def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
             ninf = 0
             for k in range(k0, k1):
                 if AHEAD and k + ENTRIES_AHEAD < k1:
-                    line = (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
-                    prefetch_line(flat, line)
-                    prefetch_line(flat, line + _LINE)
+                    prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
+                                  + _LINE)
                 ninf += _single_entry(recs, p, indices[k], numba.float64(data[k]))
             if _single_flags(recs, p, ncols, again):
                 if ninf:
@@ -783,8 +790,9 @@ def _parts(units: int, entries: int, cap: int = MAX_PARTS) -> int:
     return 1 << (n.bit_length() - 1)
 
 
-def _csr_route(nrows: int, ncols: int, nnz: int) -> str:
-    """How a CSR matrix is reduced (measured in docs/benchmarks.md, "Sparse matrices"):
+def _csr_route(nrows: int, ncols: int, nnz: int, weighted: bool = False) -> str:
+    """How a CSR matrix is reduced (measured in docs/benchmarks.md, "Sparse matrices",
+    and ``scripts/sparse_routes.py``):
 
     - ``"csc"``: through scipy's ``tocsc()``, when it holds few entries per column
       (records per column would cost more than its entries), or many columns (their
@@ -795,16 +803,20 @@ def _csr_route(nrows: int, ncols: int, nnz: int) -> str:
       per column: few columns, or enough entries per column for two partitions whose
       records fit ``WORKSPACE_BYTES`` (those larger than L2 prefetched: faster than
       blocks from 64 entries per column), or many entries per column in short rows.
+
+    The unweighted one pass reads one line of a record per entry, the weighted passes
+    one line each: in short rows, unweighted partitions are faster than ``tocsc()``
+    from fewer entries per column (``SHORT_ROWS_CSC_BELOW``).
     """
     nblocks = -(-ncols // BLOCK_COLUMNS)
-    if nnz < CSC_ENTRIES_PER_COLUMN[0] * ncols:
+    if nnz < CSC_ENTRIES_PER_COLUMN * ncols:
         return "csc"
     if nblocks == 1 or (2 * ncols * RECORD * 8 <= WORKSPACE_BYTES
                         and nnz >= 2 * PART_ENTRIES_PER_COLUMN * ncols):
         return "parts"
     if nnz >= BLOCK_ROW_ENTRIES * nrows * nblocks:
         return "blocks"
-    return "csc" if nnz < CSC_ENTRIES_PER_COLUMN[1] * ncols else "parts"
+    return "csc" if nnz < SHORT_ROWS_CSC_BELOW[weighted] * ncols else "parts"
 
 
 def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
@@ -812,11 +824,11 @@ def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
     ``weight`` (float64 (rows,), checked) per row or unweighted."""
     nrows, ncols = x.shape
     nnz = int(x.indptr[-1])
-    route = "csc" if x.format == "csc" else _csr_route(nrows, ncols, nnz)
+    weighted = weight is not None
+    route = "csc" if x.format == "csc" else _csr_route(nrows, ncols, nnz, weighted)
     if route == "csc" and x.format == "csr":
         x = x.tocsc()
     indptr, indices, data = _entries(x)
-    weighted = weight is not None
     w = np.ones(0) if weight is None else _readonly(weight)
     if weighted:
         total_hi, total_lo, npos = _column_sums(w)
