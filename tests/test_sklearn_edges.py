@@ -42,6 +42,23 @@ def test_without_std_var_is_none_as_scikit_learn(with_mean):
     np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-15)
 
 
+def test_weighted_count_without_mean_and_std_is_the_weight_sum():
+    """``with_mean=False, with_std=False`` with ``sample_weight``: ``n_samples_seen_`` is
+    the weight of the values counted, as scikit-learn's sparse path gives and as with
+    either flag set; scikit-learn's dense path counts the rows there, unweighted
+    (docs/sklearn.md; mutant: the weights dropped without mean and std)."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X = np.array([[1.0, np.nan], [2.0, 5.0], [0.0, 6.0], [4.0, 0.0]])
+    w = np.array([0.5, 2.0, 1.0, 3.0])
+    ref = preprocessing.StandardScaler(with_mean=False, with_std=False).fit(
+        sparse.csr_matrix(X), sample_weight=w)
+    np.testing.assert_array_equal(ref.n_samples_seen_, [6.5, 6.0])  # (the reference's)
+    for data in (X, sparse.csr_matrix(X)):
+        ours = StandardScaler(with_mean=False, with_std=False).fit(data, sample_weight=w)
+        np.testing.assert_array_equal(ours.n_samples_seen_, ref.n_samples_seen_)
+        assert ours.mean_ is None and ours.var_ is None
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_sparse_transform_refuses_nan_under_raise(inverse):
     """``nan_policy="raise"`` refuses a NaN in a sparse matrix's stored values in
