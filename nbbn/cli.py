@@ -681,15 +681,17 @@ def _add_warmup(sub: argparse._SubParsersAction) -> None:
             "in numba's disk cache (NUMBA_CACHE_DIR, default __pycache__ beside nbbn), so "
             "that later processes load them instead of compiling on their first batch. "
             "Each case runs the statistics (a batch and a merge), the normalizer (also "
-            "as nbbn.sklearn's transform takes it) and BatchNorm on a tiny array; a case "
-            "already built takes a fraction of a second."
+            "as nbbn.sklearn's transform takes it) and BatchNorm on a tiny array (the "
+            "sparse layout: the statistics of scipy CSR and CSC matrices, weighted and "
+            "not, and their scaling); a case already built takes a fraction of a second."
         ),
     )
     p.add_argument("--dtypes", default="float32,uint8", metavar="LIST",
                    help="comma-separated input dtypes, or 'all' (default: %(default)s)")
     p.add_argument("--layouts", default="nchw,nhwc", metavar="LIST",
                    help="comma-separated: nchw (channels-first), nhwc (channels-last, also "
-                   "(N, C) tables) (default: %(default)s)")
+                   "(N, C) tables), sparse (scipy CSR and CSC matrices; needs scipy) "
+                   "(default: %(default)s)")
     p.set_defaults(func=_cmd_warmup)
 
 

@@ -13,9 +13,14 @@ from nbbn._compile_notice import describe
 
 
 def _nbbn(args, cache_dir):
+    return _python(["-m", "nbbn", *args], cache_dir)
+
+
+def _python(args, cache_dir):
+    """A new Python process with ``args`` and its own numba cache folder."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
-    return subprocess.run([sys.executable, "-m", "nbbn", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          timeout=600)
 
 
 def test_warmup_compiles_once_then_loads(tmp_path):
@@ -41,9 +46,7 @@ def test_warmup_compiles_once_then_loads(tmp_path):
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 256), np.int16))\n"
             # RGBA's RGB, read in place: its merge compiled a variant of its own
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 4), np.int16)[..., :3])\n")
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=env, timeout=600)
+    p = _python(["-c", code], tmp_path)
     assert p.returncode == 0, p.stderr
     assert "compiling" not in p.stderr  # a 7x7 batch after the warmup: nothing compiles
 
@@ -132,9 +135,7 @@ def test_kernels_run_where_numba_cannot_cache(tmp_path):
         "np.testing.assert_allclose(y, (x - x.mean(0)) / x.std(0), rtol=1e-12, atol=1e-12)\n"
         "print(sum('no writable folder' in str(w.message) for w in caught))\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = _python(["-c", code], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1"]
     assert "(not cached: no writable folder)" in out.stderr
@@ -160,3 +161,35 @@ def test_warmup_builds_the_transform_of_scikit_learn(monkeypatch):
     assert (np.dtype(np.float32), True) in counted
     assert (np.dtype(np.int16), True) not in counted
     assert cpu_normalize.affine_channels_last_inf.signatures  # built (or loaded)
+
+
+def test_warmup_of_sparse_matrices_leaves_nothing_to_compile(tmp_path):
+    """``--layouts sparse``: after it, a new process compiles nothing for float32 CSR
+    matrices by every route their shapes take (partitions, with records beyond L2 too,
+    column blocks, ``tocsc()``), weighted and not, CSC input, and scikit-learn-style
+    scaling (before it, the first such fit compiled for 4-6 s per kernel)."""
+    pytest.importorskip("scipy.sparse")
+    first = _nbbn(["warmup", "--dtypes", "float32", "--layouts", "sparse"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "statistics kernel for sparse CSR input" in first.stderr
+    code = ("import sys, numpy as np, nbbn\n"
+            "from scipy import sparse\n"
+            "from nbbn._compile_notice import announce_compiles\n"
+            "from nbbn.backends import cpu_sparse\n"
+            "from nbbn.sklearn import StandardScaler\n"
+            "wide = cpu_sparse.L2_BYTES // (cpu_sparse.RECORD * 8) + 1\n"
+            "cases = [((1000, 30), 0.3), ((100, 10000), 0.1), ((100, 10000), 0.001),\n"
+            "         ((130, wide), 0.5)]\n"
+            "announce_compiles(sys.stderr)\n"
+            "for shape, density in cases:\n"
+            "    x = sparse.random(*shape, density=density, format='csr', dtype=np.float32,\n"
+            "                      random_state=0)\n"
+            "    w = np.linspace(0.5, 2.0, shape[0])\n"
+            "    print(cpu_sparse._csr_route(*shape, x.nnz))\n"
+            "    for batch in (x, x.tocsc()):\n"
+            "        nbbn.RunningStats(-1).update(batch).update(batch, sample_weight=w)\n"
+            "    StandardScaler(with_mean=False).fit(x).transform(x)\n")
+    p = _python(["-c", code], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["parts", "blocks", "csc", "parts"]  # (the routes taken)
+    assert "compiling" not in p.stderr, p.stderr

@@ -819,13 +819,18 @@ def _csr_route(nrows: int, ncols: int, nnz: int, weighted: bool = False) -> str:
     return "csc" if nnz < SHORT_ROWS_CSC_BELOW[weighted] * ncols else "parts"
 
 
-def reduce(x, policy: int, weight: np.ndarray | None = None) -> BatchStats:
+def reduce(x, policy: int, weight: np.ndarray | None = None, route: str | None = None
+           ) -> BatchStats:
     """Per-column statistics of a CSR or CSC matrix (:func:`as_compressed`), with
-    ``weight`` (float64 (rows,), checked) per row or unweighted."""
+    ``weight`` (float64 (rows,), checked) per row or unweighted; a CSR matrix by
+    ``route`` ("csc", "blocks" or "parts", for ``nbbn warmup``), else by its shape."""
     nrows, ncols = x.shape
     nnz = int(x.indptr[-1])
     weighted = weight is not None
-    route = "csc" if x.format == "csc" else _csr_route(nrows, ncols, nnz, weighted)
+    if x.format == "csc":
+        route = "csc"
+    elif route is None:
+        route = _csr_route(nrows, ncols, nnz, weighted)
     if route == "csc" and x.format == "csr":
         x = x.tocsc()
     indptr, indices, data = _entries(x)

@@ -6,7 +6,12 @@ layout takes one tiny array through every operation that compiles something: the
 statistics (one batch, then a merge; channels-first also a piece of short rows, and
 channels-last bytes a table of many channels, which have kernels of their own), the
 normalizer (for floating input also its build that counts infinities, which
-``nbbn.sklearn.StandardScaler.transform`` takes) and BatchNorm training.
+``nbbn.sklearn.StandardScaler.transform`` takes) and BatchNorm training. The "sparse"
+layout (scipy CSR and CSC matrices, which need scipy) takes tiny matrices through each
+way a sparse matrix is reduced, weighted and not, and the scaling of
+``nbbn.sklearn.StandardScaler(with_mean=False).transform``: its kernels are built for
+float32 and float64 values (other dtypes are read as float64) with int32 indices (the
+int64 ones of matrices beyond 2**31 values compile on their first use).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["DEFAULT_DTYPES", "LAYOUTS", "warmup"]
+__all__ = ["DEFAULT_DTYPES", "LAYOUTS", "SPARSE", "warmup"]
 
 DEFAULT_DTYPES = ("float32", "uint8")
 DTYPES = ("float16", "float32", "float64", "uint8", "int8", "uint16", "int16", "int32",
@@ -27,6 +32,7 @@ SHORT_ROWS = (2, 1024, 4, 8)
 # uint8 and int8 tables of many channels (MNIST's 784 pixels) take one too
 # (cpu_byte_tables): one such table
 WIDE_BYTES = (8, 256)
+SPARSE = "sparse"  # the layout name of scipy sparse matrices
 
 
 def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tuple(LAYOUTS),
@@ -38,7 +44,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
     dtypes : sequence of str
         Input dtypes, of :data:`DTYPES`.
     layouts : sequence of str
-        "nchw" (channels-first) and/or "nhwc" (channels-last, also (N, C) tables).
+        "nchw" (channels-first), "nhwc" (channels-last, also (N, C) tables) and/or
+        "sparse" (scipy CSR and CSC matrices).
     file : text file, optional
         Where to print one line per case.
 
@@ -54,13 +61,21 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
 
     from ..backends import cpu
 
-    bad = [d for d in dtypes if d not in DTYPES] + [lay for lay in layouts if lay not in LAYOUTS]
+    names = (*LAYOUTS, SPARSE)
+    bad = [d for d in dtypes if d not in DTYPES] + [lay for lay in layouts if lay not in names]
     if bad:
         raise ValueError(f"unknown dtype or layout {bad}; dtypes: {', '.join(DTYPES)}; "
-                         f"layouts: {', '.join(LAYOUTS)}")
-    done = []
+                         f"layouts: {', '.join(names)}")
+    if SPARSE in layouts:
+        _scipy_sparse()  # (before any case: a missing scipy is said at once)
+    done: list[dict] = []
     for dtype in dtypes:
         for layout in layouts:
+            if layout == SPARSE:
+                t0 = time.perf_counter()
+                _warm_sparse(np.dtype(dtype))
+                _report(done, dtype, layout, time.perf_counter() - t0, file)
+                continue
             shape, axis = LAYOUTS[layout]
             x = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
             t0 = time.perf_counter()
@@ -78,8 +93,47 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
                 cpu.affine(can, (norm.mean, norm.scale, norm.bias),
                            cpu.prepare_out(None, can, "x"), count_inf=True)
             nbbn.BatchNorm(3, channel_axis=axis)(x)
-            seconds = time.perf_counter() - t0
-            done.append({"dtype": dtype, "layout": layout, "seconds": seconds})
-            if file is not None:
-                print(f"{dtype:>8} {layout}: {seconds:6.2f} s", file=file, flush=True)
+            _report(done, dtype, layout, time.perf_counter() - t0, file)
     return done
+
+
+def _report(done: list[dict], dtype: str, layout: str, seconds: float,
+            file: TextIO | None) -> None:
+    done.append({"dtype": dtype, "layout": layout, "seconds": seconds})
+    if file is not None:
+        print(f"{dtype:>8} {layout}: {seconds:6.2f} s", file=file, flush=True)
+
+
+def _scipy_sparse():
+    try:
+        from scipy import sparse
+    except ImportError:
+        raise ImportError("the sparse layout needs scipy: pip install 'nbbn[sklearn]' "
+                          "(or scipy)") from None
+    return sparse
+
+
+def _warm_sparse(dtype) -> None:
+    """Every sparse kernel for values of ``dtype`` (float32, or float64 for the others,
+    as ``cpu_sparse._entries`` reads them): each way a CSR matrix is reduced ("parts"
+    also with records larger than L2, whose builds prefetch), CSC matrices, each
+    weighted and not; the merge of a second batch, and the columns' scaling."""
+    import numpy as np
+
+    import nbbn
+
+    from .._policy import POLICY_PROPAGATE
+    from ..backends import cpu_sparse
+
+    sparse = _scipy_sparse()
+    values = np.float32 if dtype == np.float32 else np.float64
+    wide = cpu_sparse.L2_BYTES // (cpu_sparse.RECORD * 8) + 1  # records beyond L2
+    for ncols in (8, wide):
+        x = sparse.csr_matrix((np.arange(2 * ncols) % 7 + 1).astype(values).reshape(2, ncols))
+        for weight in (None, np.array([1.0, 2.0])):
+            for route in ("csc", "blocks", "parts") if ncols == 8 else ("parts",):
+                cpu_sparse.reduce(x, POLICY_PROPAGATE, weight, route)
+    x = sparse.csr_matrix(np.eye(4, 8, dtype=values))
+    for batch in (x, x.tocsc()):  # the front end, a batch then a merge
+        nbbn.RunningStats(-1).update(batch).update(batch)
+    cpu_sparse.scale_columns(x, np.full(8, 0.5))  # nbbn.sklearn's transform
