@@ -685,9 +685,9 @@ def _csr_blocks(indptr, indices, data, w, policy, total_hi, total_lo, npos,
     keeps that place while the unweighted one pass moves the cursor past the block,
     for the columns it reads again (none, mostly: a second sweep over the block's
     entries only to move the cursors took 1.1-1.5x as long at 100,000 and 1,000,000
-    columns). Every column's
-    entries are added in row order, as in a CSR reduction in one partition, whatever
-    the blocks and threads. Two builds, ``_csr_blocks_builds[WEIGHTED]``."""
+    columns). Every column's entries are added in row order, as in a CSR reduction in
+    one partition, whatever the blocks and threads. Two builds,
+    ``_csr_blocks_builds[WEIGHTED]``."""
     ncols = si.shape[1]
     bsize = recs.shape[1]
     omit = policy == POLICY_OMIT
