@@ -35,6 +35,7 @@ SHAPES = [  # (rows, columns, stored values)
     (1_600, 100_000, 1_600_000),
     (160_000, 100_000, 1_600_000),
     (100, 100_000, 100_000),
+    (1_000, 1 << 20, 100_000),  # a batch of 1,000 documents through HashingVectorizer
 ]
 
 
