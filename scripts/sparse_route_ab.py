@@ -1,5 +1,6 @@
-"""One way of reducing a CSR matrix (``cpu_sparse._csr_route``), forced, over a few
-shapes: the probe for comparing two trees of nbbn on one route.
+"""One way of reducing a CSR matrix (``cpu_sparse._csr_route``), forced (``cpu_sparse.reduce``'s
+``route``, from commit 9d5bb5f on), over a few shapes: the probe for comparing two trees
+of nbbn on one route.
 
     PYTHONPATH=/tmp/v_old python scripts/sparse_route_ab.py blocks old
     PYTHONPATH=/tmp/v_new python scripts/sparse_route_ab.py blocks new
@@ -30,15 +31,6 @@ SHAPES = [  # (rows, columns, stored values)
 ]
 
 
-def _forced(x, route: str):
-    auto = cpu_sparse._csr_route
-    cpu_sparse._csr_route = lambda *shape: route
-    try:
-        return cpu_sparse.reduce(x, POLICY_OMIT)
-    finally:
-        cpu_sparse._csr_route = auto
-
-
 def main(route: str, label: str) -> None:
     rng = np.random.default_rng(0)
     cells = []
@@ -46,7 +38,8 @@ def main(route: str, label: str) -> None:
         x = sparse.random_array((rows, cols), density=nnz / rows / cols, format="csr",
                                 dtype=np.float32, rng=rng)
         x.data = (x.data * 10 + 100).astype(np.float32)
-        med = interleaved({route: partial(_forced, x, route)}, 9)[route]
+        med = interleaved({route: partial(cpu_sparse.reduce, x, POLICY_OMIT, None, route)},
+                          9)[route]
         cells.append(f"{(rows, cols)} {med * 1e3:.2f}")
     print(label, route, " | ".join(cells), flush=True)
 

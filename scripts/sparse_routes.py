@@ -1,5 +1,6 @@
-"""The three ways nbbn reduces a CSR matrix (``cpu_sparse._csr_route``), each forced,
-against scikit-learn's ``mean_variance_axis``: the measurements behind the route rule.
+"""The three ways nbbn reduces a CSR matrix (``cpu_sparse._csr_route``), each forced
+(``cpu_sparse.reduce``'s ``route``), against scikit-learn's ``mean_variance_axis``: the
+measurements behind the route rule.
 
     python scripts/sparse_routes.py [REPEATS]
 
@@ -28,15 +29,6 @@ from nbbn.tools.bench_timing import interleaved
 ROUTES = ("csc", "blocks", "parts")
 
 
-def _forced(x, route: str):
-    auto = cpu_sparse._csr_route
-    cpu_sparse._csr_route = lambda *shape: route
-    try:
-        return cpu_sparse.reduce(x, POLICY_OMIT)
-    finally:
-        cpu_sparse._csr_route = auto
-
-
 def main(repeats: int) -> None:
     print(cpu_line())
     print(f"{'shape':>20} {'stored':>11} {'per col':>7} {'per row':>7} {'auto':>6} "
@@ -52,7 +44,7 @@ def main(repeats: int) -> None:
                 x = sparse.random_array((rows, cols), density=nnz / rows / cols,
                                         format="csr", dtype=np.float32, rng=rng)
                 x.data = (x.data * 10 + 100).astype(np.float32)
-                calls = {r: partial(_forced, x, r) for r in ROUTES}
+                calls = {r: partial(cpu_sparse.reduce, x, POLICY_OMIT, None, r) for r in ROUTES}
                 calls["sklearn"] = partial(mean_variance_axis, x, 0)
                 *ms, theirs = (t * 1e3 for t in interleaved(calls, repeats).values())
                 auto = cpu_sparse._csr_route(rows, cols, x.nnz)
