@@ -210,7 +210,7 @@ def _rows_per_tile(nchan):
     """What ``cl_simd`` should answer for float32 (see its docstring)."""
     lanes = cpu_simd.CL_LANES
     padded = -(-nchan // lanes) * lanes
-    if not cpu_simd.HAVE_SIMD:
+    if not cpu_simd.HAVE_SIMD or nchan > cpu_stats.CL_SIMD_MAX_CHANNELS:
         return 0
     if nchan % lanes == 0:
         return 1
@@ -241,6 +241,21 @@ def test_channels_last_float32_chunks(rng, nchan):
     rs = nbbn.channel_stats(x, -1, backend="cpu")
     assert_stats(rs, ref_stats(x, -1), stats_rtol(np.float32))
     assert rs.var[1] == 0.0 and rs.var[-1] == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_channels_last_past_the_chunk_kernel(rng, dtype):
+    # Past CL_SIMD_MAX_CHANNELS float32 and float16 tables take the tile kernel: the
+    # chunk kernel's row groups would not stay in L2. Both sides of the bound, a NaN
+    # in each, left out.
+    top = cpu_stats.CL_SIMD_MAX_CHANNELS
+    for nchan in (top, top + cpu_simd.CL_LANES):
+        expected = 1 if cpu_simd.HAVE_SIMD and nchan <= top else 0
+        assert cpu_stats.cl_simd(np.dtype(dtype), nchan) == expected
+        x = (rng.standard_normal((70, nchan)) * 3 + 50).astype(dtype)
+        x[5, 7] = np.nan
+        rs = nbbn.channel_stats(x, -1, backend="cpu", nan_policy="omit")
+        assert_stats(rs, ref_stats(x, -1, nan_policy="omit"), stats_rtol(dtype))
 
 
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])

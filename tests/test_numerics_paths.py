@@ -51,6 +51,29 @@ def test_channels_last_outlier_first_row(backend, rng, dtype, nchan):
     assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "int32", "float32"])
+@pytest.mark.parametrize("share", [0.003, 0.3])
+def test_channels_last_retry_of_some_channels(backend, rng, dtype, share):
+    # A wide block of few rows (no head-rows shift: the first row is the shift) whose
+    # first row is far off in some channels (their sums about it cancel about n = 300
+    # times: past the float64 and integer limit, not float32's). Where those channels
+    # are few (at most 1 in CL_RETRY_CHANNELS) only they are read again, strided, else
+    # the whole block. A second batch, its first row far off in other channels, is
+    # merged into the first one's statistics.
+    nchan, m = 5000, 300
+    assert m < cpu_stats.HEAD_MIN_ROWS and m > cpu_stats.RATIO_LIMIT_HIGH
+    assert (share * cpu_stats.CL_RETRY_CHANNELS < 1) == (share < 0.1)
+    x = rng.standard_normal((2 * m, nchan)) * 4.0 + 100.0
+    for row in (0, m):
+        cols = rng.choice(nchan, int(share * nchan), replace=False)
+        x[row, cols] += 1e4 * np.sign(rng.standard_normal(cols.size))
+    x = np.round(x).astype(dtype) if dtype == "int32" else x.astype(dtype)
+    rs = nbbn.channel_stats(x[:m], -1, backend=backend)
+    assert_stats(rs, ref_stats(x[:m], -1), stats_rtol(dtype))
+    rs.update(x[m:])
+    assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
+
+
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float64", "int64", "uint16"])
 @pytest.mark.parametrize("nchan", [1, 3, 700])

@@ -160,8 +160,8 @@ def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
             for c in range(nchan):  # exact integer numerator, rounded once (as block_fast)
                 bm, bl = int_mean(s[c], n)
                 bq = numba.float64(n * q[c] - s[c] * s[c]) / n
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl, bq,
-                           numba.float64(lo[c]), numba.float64(hi[c]), 0, 0)
+                _add_block(pi, pf, p, c, n, bm, bl, bq, numba.float64(lo[c]),
+                           numba.float64(hi[c]), 0, 0)
 
 
 stats_byte_rows = tagged(_stats_byte_rows, SIMD_LEVEL, **_OPTS)

@@ -544,6 +544,7 @@ def _cl_omit_partial(xf, e0, e1, tk, sd, sq, cn, tmn, tmx, half):
 
 
 CL_TILE_MAX = 1024  # channels-last SIMD tiles of k rows: at most this many elements
+CL_SIMD_MAX_CHANNELS = 8192  # ... and channels of the chunk kernel at most (see cl_simd)
 
 
 def cl_simd(dtype: np.dtype, nchan: int) -> int:
@@ -564,8 +565,13 @@ def cl_simd(dtype: np.dtype, nchan: int) -> int:
     masked vector where it applies (an Intel AVX-512 host, float32 C = 30: tiles
     21.8-25.8 GB/s, the masked vector 24.9-25.0). Tiles against the tile
     kernel on Zen 2: float32 C = 3 17 -> 23, 5 and 10 19 -> 24, 7 17 -> 21, 17 18 -> 20;
-    float16 C = 3 9 -> 17, 5 and 10 6 -> 16-17, 13 and 17 10 -> 15-16."""
-    if not HAVE_SIMD or dtype not in (np.float32, np.float16):
+    float16 C = 3 9 -> 17, 5 and 10 6 -> 16-17, 13 and 17 10 -> 15-16.
+
+    None past ``CL_SIMD_MAX_CHANNELS``: the chunk kernel's row groups (at least 16 rows)
+    and the next group it prefetches are meant to stay in L2, and a group of 16 rows of
+    C = 262,144 is 16 MB. The tile kernel read (64, 262144) float32 in 11 ms against 16-18
+    (Zen 2, AVX2 code), (256, 65536) in 7.0 against 7.8-8.0; float16 alike either way."""
+    if not HAVE_SIMD or dtype not in (np.float32, np.float16) or nchan > CL_SIMD_MAX_CHANNELS:
         return 0
     if nchan % CL_LANES == 0:
         return 1
@@ -648,18 +654,26 @@ def _partitions(pi, pf, t, nt):
             pi[:, 2])
 
 
-@numba.njit(inline="always")
-def _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, bm, bl, q, bmn, bmx,
-               bnan, binf):
-    """Merge one block's statistics into channel ``c`` of partition ``p`` (the views of
-    ``_partitions``)."""
-    pn[p, c], pmean[p, c], plo[p, c], pm2[p, c] = chan_merge(
-        pn[p, c], pmean[p, c], plo[p, c], pm2[p, c], n, bm, bl, q
+@numba.njit(nogil=True, fastmath=_FASTMATH, error_model="numpy")  # (the kernels' options)
+def _add_block(pi, pf, p, c, n, bm, bl, q, bmn, bmx, bnan, binf):
+    """Merge one block's statistics into channel ``c`` of partition ``p`` of the
+    accumulators ``pi`` (P, 3, C) and ``pf`` (P, 5, C) (``_partitions``' layout).
+
+    A function of its own, not inlined at numba's IR level, and given the accumulators
+    rather than ``_partitions``' views of them: inlined, each array argument became a
+    variable of the caller's loop, whose reference count numba raised and dropped on
+    every iteration (atomic operations) unless numba's pass that prunes them removed
+    them, which depended on what the process had compiled before: the same source
+    built, after a scikit-learn CSR fit, a channels-last kernel that took 36 ms for a
+    float64 row of 262,144 channels, and 15 ms in a new process. The per-channel loop
+    of the channels-last kernel writes these steps out."""
+    pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c] = chan_merge(
+        pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c], n, bm, bl, q
     )
-    pmn[p, c] = merge_min(pmn[p, c], bmn)
-    pmx[p, c] = merge_max(pmx[p, c], bmx)
-    pnan[p, c] += bnan
-    pinf[p, c] += binf
+    pf[p, 3, c] = merge_min(pf[p, 3, c], bmn)
+    pf[p, 4, c] = merge_max(pf[p, 4, c], bmx)
+    pi[p, 1, c] += bnan
+    pi[p, 2, c] += binf
 
 
 @numba.njit(inline="always")
@@ -761,8 +775,7 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
                 if not ok:
                     sn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(sub, 0, sn, 1, half,
                                                                       policy)
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, sn, bm, bl,
-                           q, bmn, bmx, bnan, binf)
+                _add_block(pi, pf, p, c, sn, bm, bl, q, bmn, bmx, bnan, binf)
                 s0 = s1
                 if mode == 1:
                     tried += 1
@@ -988,8 +1001,7 @@ def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
                                                   RATIO_LIMIT_LOW)
                 if redo:
                     bn, bm, bl, q, bmn, bmx, bnan, binf = _rows_slow(x, o0, o1, c, half, policy)
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
-                           q, bmn, bmx, bnan, binf)
+                _add_block(pi, pf, p, c, bn, bm, bl, q, bmn, bmx, bnan, binf)
 
 
 def int_grouped_rows(dtype: np.dtype, shape: tuple[int, int, int]) -> bool:
@@ -1096,8 +1108,8 @@ def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
             n = (o1 - o0) * length
             for c in range(c0, c1):
                 hi, lo, m2 = _int_block(s[c], s2[c], n)
-                _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, n, hi, lo, m2,
-                           numba.float64(mn[c]), numba.float64(mx[c]), 0, 0)
+                _add_block(pi, pf, p, c, n, hi, lo, m2, numba.float64(mn[c]),
+                           numba.float64(mx[c]), 0, 0)
 
 
 F64_SLICE_VALUES = 32768  # float64 grouped rows: values per sub-slice (256 KB, in L2)
@@ -1186,8 +1198,7 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
                         hi, lo = dd_mean(sm[c], sc[c] / n)
                         m2 = corrected_m2(sq[c], sc[c], n)
                         bn, mn, mx, bnan, binf = n, bmn[c], bmx[c], 0, 0
-                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, hi, lo,
-                               m2, mn, mx, bnan, binf)
+                    _add_block(pi, pf, p, c, bn, hi, lo, m2, mn, mx, bnan, binf)
 
 
 @numba.njit
@@ -1213,6 +1224,8 @@ def channels_last_geometry(nchan, simd, nrows):
 
 HEAD_ROWS = 16  # channels-last: rows whose mean is a partition's first shift ...
 HEAD_MIN_ROWS = 1024  # ... in blocks of at least this many rows (see below)
+CL_RETRY_CHANNELS = 64  # ... and a block's retry reads only the channels it shifts anew
+# where they are at most 1 in this many (a strided read costs a cache line per value)
 
 
 @numba.njit(inline="always")
@@ -1230,19 +1243,31 @@ def _tile_channel(sd, sq, tmn, tmx, c, nchan, k):
     return a, q, bmn, bmx
 
 
-@numba.njit(inline="always")
-def _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, shift, a, q, count,
-                 bmn, bmx, nnan, limit, xf, start, rows, step, half, policy):
+@numba.njit(nogil=True, fastmath=_FASTMATH, error_model="numpy")  # (the kernels' options)
+def _add_shifted(pi, pf, p, c, shift, a, q, count, bmn, bmx, nnan, limit, xf, start, rows,
+                 step, half, policy):
     """Merge a channels-last block's channel ``c`` (``count`` values, ``nnan`` NaNs left
     out) from its shifted sums into partition ``p``, or, where they are not finite or
-    cancel, the exact statistics of its ``rows`` values ``xf[start + i * step]``."""
+    cancel, the exact statistics of its ``rows`` values ``xf[start + i * step]``. (Not
+    inlined at numba's IR level: see ``_add_block``.)"""
     redo, bm, bl, m2 = _finish_shifted(shift, a, q, count, bmn, bmx, limit)
     binf = 0
     if redo:
         count, bm, bl, m2, bmn, bmx, nnan, binf = _block_slow(xf, start, rows, step, half,
                                                               policy)
-    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, count, bm, bl, m2, bmn,
-               bmx, nnan, binf)
+    _add_block(pi, pf, p, c, count, bm, bl, m2, bmn, bmx, nnan, binf)
+
+
+@numba.njit(inline="always")
+def _strided_sums(xf, start, n, step, shift, half):
+    """``(sum d, sum d*d)`` of ``d = xf[start + i * step] - shift`` for i < n."""
+    a = numba.float64(0)
+    q = numba.float64(0)
+    for i in range(n):
+        d = to_float64(xf[start + i * step], half) - shift
+        a += d
+        q += d * d
+    return a, q
 
 
 @numba.njit(inline="always")
@@ -1280,6 +1305,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
         kc = np.empty(nchan)
         hd = np.empty(nchan)
         fail = np.zeros(nchan, np.bool_)
+        moved = np.zeros(nchan, np.bool_)  # (the clean pass's retry, by channel)
         again = np.zeros(nchan, np.bool_)  # (the omitting pass's retry, by channel)
         # "omit": the NaN-omitting pass. With SIMD in the block's tiles (its arrays
         # beside the clean pass's); else in tiles of ko rows (whole tiles of the block's
@@ -1341,7 +1367,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         for c in range(nchan):
                             tk[j * nchan + c] = kc[c]
                     _cl_pass_any(xf, e0, e1, tk, sd, sq, tmn, tmx, half, simd, nchan)
-                    retry = False
+                    nmoved = 0
                     for c in range(nchan):  # fold the k copies of each channel
                         a = sd[c]
                         q = sq[c]
@@ -1350,10 +1376,21 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                             q += sq[j * nchan + c]
                         sd[c] = a
                         sq[c] = q
-                        if attempt == 0 and is_finite_bits(q) and is_finite_bits(a):
-                            if (q - a * a / n) * limit < q:
-                                retry = True
-                    if not retry:
+                        moved[c] = attempt == 0 and is_finite_bits(q) and is_finite_bits(a) \
+                            and (q - a * a / n) * limit < q
+                        nmoved += moved[c]
+                    if nmoved == 0:
+                        break
+                    if nmoved * CL_RETRY_CHANNELS <= nchan:
+                        # far from the shift, and few (a first row's value 3.9 standard
+                        # deviations off: one channel in 10^4, in nearly every block of
+                        # 262,144 channels): those channels again with the block mean,
+                        # each on its own (strided), not the whole block
+                        for c in range(nchan):
+                            if moved[c]:
+                                kc[c] = tk[c] + sd[c] / n
+                                tk[c] = kc[c]
+                                sd[c], sq[c] = _strided_sums(xf, e0 + c, n, nchan, kc[c], half)
                         break
                     for c in range(nchan):  # far from the shift: redo with the block means
                         if is_finite_bits(sd[c]):
@@ -1370,8 +1407,9 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                     for j in range(1, k):
                         bmn = fmin_fast(bmn, numba.float64(tmn[j * nchan + c]))
                         bmx = fmax_fast(bmx, numba.float64(tmx[j * nchan + c]))
-                    # (``_add_shifted``'s steps written out: through the helper this loop took
-                    # twice the time per channel, int32 C = 4096 4.0 -> 2.2 GB/s)
+                    # (``_add_shifted``'s and ``_add_block``'s steps written out: through
+                    # the helpers this loop took twice the time per channel, int32
+                    # C = 4096 4.0 -> 2.2 GB/s, float64 C = 262,144 up to 2.4x)
                     bn = n
                     bnan = 0
                     binf = 0
@@ -1380,8 +1418,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                             xf, e0 + c, n, nchan, half, policy
                         )
-                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, bn, bm, bl,
-                               q, bmn, bmx, bnan, binf)
+                    pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c] = chan_merge(
+                        pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c], bn, bm, bl, q)
+                    pf[p, 3, c] = merge_min(pf[p, 3, c], bmn)
+                    pf[p, 4, c] = merge_max(pf[p, 4, c], bmx)
+                    pi[p, 1, c] += bnan
+                    pi[p, 2, c] += binf
             if nans is None:  # integer input: its sums are always finite, no channel
                 continue  # fails, and numba prunes the section below from its builds
             if nfail:
@@ -1443,14 +1485,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                     bn = numba.int64(ocn[c])
                     nan_before |= bn < n
                     if bn == 0:  # NaN only
-                        _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, 0, 0.0,
-                                   0.0, 0.0, np.inf, -np.inf, n, 0)
+                        _add_block(pi, pf, p, c, 0, 0.0, 0.0, 0.0, np.inf, -np.inf, n, 0)
                         continue
                     # (an infinity, or sums that cancel: the block's channel exactly)
-                    _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, otk[c],
-                                 osd[c], osq[c], bn, numba.float64(omn[c]),
-                                 numba.float64(omx[c]), n - bn, limit, xf, e0 + c, n, nchan,
-                                 half, policy)
+                    _add_shifted(pi, pf, p, c, otk[c], osd[c], osq[c], bn,
+                                 numba.float64(omn[c]), numba.float64(omx[c]), n - bn,
+                                 limit, xf, e0 + c, n, nchan, half, policy)
                 if not omitted:
                     s0 = r0
                     tried = 0
@@ -1466,9 +1506,8 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                             a, q, bmn, bmx = _tile_channel(sd, sq, tmn, tmx, c, nchan, k)
                             tried += 1
                             failed += not (is_finite_bits(a) and is_finite_bits(q))
-                            _add_shifted(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c, kc[c],
-                                         a, q, sn, bmn, bmx, 0, limit, xf, s0 * nchan + c, sn,
-                                         nchan, half, policy)
+                            _add_shifted(pi, pf, p, c, kc[c], a, q, sn, bmn, bmx, 0, limit,
+                                         xf, s0 * nchan + c, sn, nchan, half, policy)
                         s0 = s1
                         if s0 < r1 and _sub_blocks_fail(tried, failed):
                             for c in range(nchan):  # the rest of the block exactly
@@ -1476,8 +1515,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                                     bn, bm, bl, q, bmn, bmx, bnan, binf = _block_slow(
                                         xf, s0 * nchan + c, r1 - s0, nchan, half, policy
                                     )
-                                    _add_block(pn, pmean, plo, pm2, pmn, pmx, pnan, pinf, p, c,
-                                               bn, bm, bl, q, bmn, bmx, bnan, binf)
+                                    _add_block(pi, pf, p, c, bn, bm, bl, q, bmn, bmx, bnan, binf)
                             break
 
 
