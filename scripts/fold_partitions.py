@@ -24,11 +24,12 @@ def main() -> None:
         pi = rng.integers(1, 100, (nparts, 3, nchan))
         pf = rng.random((nparts, 5, nchan))
         out = BatchStats.uninitialized(nchan)
-        cpu_stats.fold(pi, pf, out.ints, out.floats, False)
+        ranges = cpu_stats.whole_ranges(nparts, nchan)
+        cpu_stats.fold(pi, pf, out.ints, out.floats, False, ranges)
         times = []
         for _ in range(21):
             t0 = time.perf_counter()
-            cpu_stats.fold(pi, pf, out.ints, out.floats, False)
+            cpu_stats.fold(pi, pf, out.ints, out.floats, False, ranges)
             times.append(time.perf_counter() - t0)
         print(f"C={nchan:5d}: {np.median(times) * 1e3:7.3f} ms  checksum "
               f"{out.floats.sum():.17g}")

@@ -28,7 +28,7 @@ def _fold_call(nchan: int, rng):
     state = nbbn.RunningStats(-1).update(rng.standard_normal((4, nchan)))._snapshot()
     pi, pf = batch.ints[np.newaxis], batch.floats[np.newaxis]
     ints, floats = state.ints.copy(), state.floats.copy()
-    return lambda: cpu_stats.fold(pi, pf, ints, floats, True)
+    return lambda: cpu_stats.fold(pi, pf, ints, floats, True, cpu_stats.whole_ranges(1, nchan))
 
 
 def main() -> None:

@@ -139,6 +139,7 @@ def test_fold_in_channel_groups_keeps_the_bits(rng, into):
         state.ints[:] = rng.integers(0, 50, (3, nchan))
         state.floats[:] = pf[0] + 3.0
     want_i, want_f = _fold_reference(pi, pf, state.ints, state.floats, into)
-    assert cpu_stats.fold(pi, pf, state.ints, state.floats, into)
+    assert cpu_stats.fold(pi, pf, state.ints, state.floats, into,
+                          cpu_stats.whole_ranges(nparts, nchan))
     np.testing.assert_array_equal(state.ints, want_i)
     np.testing.assert_array_equal(state.floats, want_f)

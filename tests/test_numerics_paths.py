@@ -125,7 +125,7 @@ def test_channels_first_short_rows_grouped(rng, monkeypatch, dtype, shape):
     calls = []
     grouped = cpu_stats.stats_channels_first_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
-                        lambda *a: a[-4] == 0 and calls.append(a[3]) or grouped(*a))
+                        lambda *a: a[-5] == 0 and calls.append(a[3]) or grouped(*a))
     x = _short_rows(rng, shape, dtype)
     expect = dtype == "float32" or cpu_stats.HAVE_SIMD
     assert cpu_stats.grouped_rows(x.dtype, False, shape) == expect
@@ -194,7 +194,7 @@ def test_channels_first_short_rows_one_group_sliced(rng, monkeypatch, dtype):
     parts = []
     grouped = cpu_stats.stats_channels_first_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_grouped",
-                        lambda *a: a[-4] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
+                        lambda *a: a[-5] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
     if not cpu_stats.grouped_rows(np.dtype(dtype), False, (40, 2048, 49)):
         pytest.skip("float16 without F16C (NBBN_SIMD=none) keeps the row blocks")
     x = _short_rows(rng, (40, 2048, 49), dtype, mean=100.0)
@@ -204,6 +204,56 @@ def test_channels_first_short_rows_one_group_sliced(rng, monkeypatch, dtype):
     assert_stats(rs, ref_stats(x, 1), stats_rtol(dtype))
     assert parts[0] == 1  # 8 rows: too few values for threads, one partition
     assert parts[1] == 2048 * 49 * x.itemsize // cpu_stats.GROUPED_SLICE_BYTES > 1
+
+
+@pytest.mark.parametrize("dtype, shape, kernel", [
+    ("float32", (4, 4096, 64), "stats_channels_first_grouped"),
+    ("float32", (1, 16384, 64), "stats_channels_first_grouped"),
+    ("uint8", (4, 4096, 64), "stats_channels_first_int_grouped"),
+    ("float64", (4, 4096, 64), "stats_channels_first_f64_grouped"),
+    ("float64", (1, 4096, 300), "stats_channels_first"),
+    ("float64", (3, 2000, 150), "stats_channels_first"),
+    ("float32", (1, 300, 20000), "stats_channels_first"),
+])
+def test_partitions_read_only_their_channels(rng, monkeypatch, dtype, shape, kernel):
+    # few rows of many channels: partitions that are slices of the channels (one group,
+    # or the per-row kernel's units within one o) set and fold only those channels
+    # (cpu_stats._open); the rest of their accumulators is filled with garbage here,
+    # which a fold over channels a partition does not hold would merge. The grouped
+    # kernels and whole rows give each channel's bits of a single partition.
+    from nbbn.backends import cpu
+
+    x = _short_rows(rng, shape, dtype, mean=50.0, std=20.0)
+    if dtype == "float64":
+        x[:, ::5] += 1e6  # channels far from the first value's shift
+    if dtype != "uint8":
+        x[-1, 3, -1] = np.nan
+    run = cpu._run
+
+    def garbage_first(kern, head, tail, size, chunks):
+        if len(tail) == 3:
+            pi, pf, cr = tail
+            pi.fill(12345)
+            pf.fill(np.nan)
+            cr[:] = (0, pi.shape[2])
+            parts.append((kern, pi.shape[0]))
+        return run(kern, head, tail, size, chunks)
+
+    parts = []
+    monkeypatch.setattr(cpu, "_run", garbage_first)
+    cpu._plans.clear()
+    for policy in ("omit", "propagate"):
+        got = nbbn.RunningStats(channel_axis=1, backend="cpu", nan_policy=policy).update(x)
+        assert_stats(got, ref_stats(x, 1, nan_policy=policy), stats_rtol(dtype))
+    assert parts[0][0] is getattr(cpu_stats, kernel) and parts[0][1] > 1
+    monkeypatch.setattr(cpu, "MAX_PARTS", 1)
+    cpu._plans.clear()
+    one = nbbn.RunningStats(channel_axis=1, backend="cpu", nan_policy=policy).update(x)
+    assert parts[-1][1] == 1
+    if shape[2] <= cpu_stats.ROW_BLOCK:  # (longer rows: blocks merged in another order)
+        np.testing.assert_array_equal(got.mean, one.mean)
+        np.testing.assert_array_equal(got.var, one.var)
+    cpu._plans.clear()
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
@@ -238,7 +288,7 @@ def test_channels_first_short_integer_rows(rng, monkeypatch, dtype, shape):
     calls = []
     grouped = cpu_stats.stats_channels_first_int_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_int_grouped",
-                        lambda *a: a[-4] == 0 and calls.append(a[1]) or grouped(*a))
+                        lambda *a: a[-5] == 0 and calls.append(a[1]) or grouped(*a))
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
     x[: shape[0] // 3] = info.max
@@ -269,7 +319,7 @@ def test_channels_first_short_integer_rows_one_group_sliced(rng, monkeypatch, dt
     parts = []
     grouped = cpu_stats.stats_channels_first_int_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_int_grouped",
-                        lambda *a: a[-4] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
+                        lambda *a: a[-5] == 0 and parts.append(a[-1].shape[0]) or grouped(*a))
     x = rng.integers(0, 200, (16, 4096, 49)).astype(dtype)
     rs = nbbn.channel_stats(x, 1, backend="cpu")
     assert_stats(rs, ref_stats(x, 1), 1e-12)
@@ -285,7 +335,7 @@ def test_channels_first_short_float64_rows(rng, monkeypatch, shape, nan_policy):
     calls = []
     grouped = cpu_stats.stats_channels_first_f64_grouped
     monkeypatch.setattr(cpu_stats, "stats_channels_first_f64_grouped",
-                        lambda *a: a[-4] == 0 and calls.append(a[2]) or grouped(*a))
+                        lambda *a: a[-5] == 0 and calls.append(a[2]) or grouped(*a))
     x = rng.standard_normal(shape) * 3.0
     x[:, 0] += 1e8
     x[25, 1, 3] = np.nan  # (in the second, grouped, piece)

@@ -256,11 +256,12 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     data = _readonly(data.reshape(-1) if flat else data)
     pi = np.empty((nparts, 3, nchan), np.int64)
     pf = np.empty((nparts, 5, nchan))
-    _run(kernel, (data, *tail), (pi, pf), x3.size, nparts)
-    if nparts == 1:
+    cr = np.empty((nparts, 2), np.int64)  # each partition's channels (cpu_stats._open)
+    _run(kernel, (data, *tail), (pi, pf, cr), x3.size, nparts)
+    if nparts == 1:  # (one partition holds every channel)
         return BatchStats(pi[0], pf[0])
     out = BatchStats.uninitialized(nchan)
-    ks.fold(pi, pf, out.ints, out.floats, False)
+    ks.fold(pi, pf, out.ints, out.floats, False, cr)
     return out
 
 
@@ -364,7 +365,7 @@ def merge(state, part: BatchStats) -> BatchStats:
         return cpu_weighted.merge(host, part)
     # a merge is the batch folded into the state: one compiled kernel for both
     if not ks.fold(part.ints[np.newaxis], part.floats[np.newaxis], host.ints, host.floats,
-                   True):
+                   True, ks.whole_ranges(1, part.ints.shape[1])):
         raise count_limit_error(host.ints, part.ints)
     return host
 

@@ -34,7 +34,7 @@ import numpy as np
 from ._jit import tagged
 from .cpu_numerics import int_mean
 from .cpu_simd import SIMD_LEVEL, byte_offset
-from .cpu_stats import _OPTS, _add_block, _partitions, u8_cl_simd
+from .cpu_stats import _OPTS, _add_block, _open, _partitions, u8_cl_simd
 
 __all__ = ["BLOCK_BYTES", "MIN_BLOCK_ROWS", "MIN_CHANNELS", "PERIOD_CHANNELS", "SUB_ROWS",
            "byte_rows", "byte_rows_block", "stats_byte_rows"]
@@ -112,7 +112,7 @@ def _one_row(x0, s16, q32, lo, hi):  # pragma: no cover - compiled
         hi[c] = max(hi[c], v)
 
 
-def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
+def _stats_byte_rows(x3, rpb, t, nt, pi, pf, cr):  # pragma: no cover - compiled
     """Channels-last uint8 or int8 ``x3`` (O, C, 1), C-contiguous: per block of ``rpb``
     rows (:func:`byte_rows_block`), the exact integer sums, sums of squares, minima and
     maxima of each channel (rows four at a time, in sub-blocks of ``SUB_ROWS``), merged
@@ -131,6 +131,7 @@ def _stats_byte_rows(x3, rpb, t, nt, pi, pf):  # pragma: no cover - compiled
     s = np.empty(nchan, np.int64)
     q = np.empty(nchan, np.int64)
     for p in range(p0, p1):
+        _open(pi, pf, cr, p, 0, nchan)
         for b in range((nblocks * p) // nparts, (nblocks * (p + 1)) // nparts):
             r0 = b * rpb
             r1 = min(nrows, r0 + rpb)

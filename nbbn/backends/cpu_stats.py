@@ -18,7 +18,8 @@ Numerics: each cache-sized block is reduced on its own (see ``block_fast`` and t
 channels-last kernel: exact integer sums for 8/16-bit integers, a shifted single pass
 for float32 and channels-last data, two passes otherwise), and the blocks are combined
 with Chan's merge into one accumulator per partition; partitions are merged in a
-fixed order at the end. The partition count depends only on the shape, never on the
+fixed order at the end, each over the channels it holds (all of them, or for few rows
+of many channels a slice: ``_open``). The partition count depends only on the shape, never on the
 thread count, so results are bit-for-bit reproducible.
 
 Shifted sums: with a shift K close to the block mean, ``M2 = sum(d*d) - sum(d)**2 / n``
@@ -640,18 +641,42 @@ def _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, cn, tile):
 @numba.njit(inline="always")
 def _partitions(pi, pf, t, nt):
     """Chunk ``t`` of ``nt`` of the partitions of the accumulators ``pi`` (P, 3, C) and
-    ``pf`` (P, 5, C) (``BatchStats``' layout per partition): ``(p0, p1)``, initialized to
-    empty statistics, and the accumulators as (P, C) views by field."""
+    ``pf`` (P, 5, C) (``BatchStats``' layout per partition): ``(p0, p1)`` and the
+    accumulators as (P, C) views by field. Each partition is opened (``_open``) before
+    the kernel adds to it."""
     nparts = pi.shape[0]
     p0 = (nparts * t) // nt
     p1 = (nparts * (t + 1)) // nt
-    for p in range(p0, p1):
-        pi[p, :, :] = 0
-        pf[p, 0:3, :] = 0.0
-        pf[p, 3, :] = np.inf
-        pf[p, 4, :] = -np.inf
     return (p0, p1, pi[:, 0], pf[:, 0], pf[:, 1], pf[:, 2], pf[:, 3], pf[:, 4], pi[:, 1],
             pi[:, 2])
+
+
+@numba.njit(inline="always")
+def _open(pi, pf, cr, p, c0, c1):
+    """Partition ``p`` holds the channels ``c0 <= c < c1``: their statistics set empty,
+    and the range recorded in ``cr`` (P, 2) for ``fold``, which reads no other channel
+    of it (a partition of a slice of the channels, ``_grouped_part``: P partitions of C
+    channels each were set and folded whole, at C = 65,536 in 16 slices 64 MB, more
+    time than reading the data)."""
+    cr[p, 0] = c0
+    cr[p, 1] = c1
+    pi[p, :, c0:c1] = 0
+    pf[p, 0:3, c0:c1] = 0.0
+    pf[p, 3, c0:c1] = np.inf
+    pf[p, 4, c0:c1] = -np.inf
+
+
+@numba.njit(inline="always")
+def _unit_channels(u0, u1, bpr, nchan):
+    """``(c0, c1)``: the channels of ``_stats_channels_first``'s units ``u0 <= u < u1``
+    (``bpr`` blocks per row, rows in (o, c) order): a range within one ``o``, else all."""
+    if u1 <= u0:
+        return 0, 0
+    r0 = u0 // bpr
+    r1 = (u1 - 1) // bpr
+    if r0 // nchan != r1 // nchan:
+        return 0, nchan
+    return r0 % nchan, r1 % nchan + 1
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH, error_model="numpy")  # (the kernels' options)
@@ -693,13 +718,25 @@ def _finish_shifted(k, a, q, n, bmn, bmx, limit):
     return m2 * limit < q, bm, bl, m2
 
 
+def whole_ranges(nparts: int, nchan: int) -> np.ndarray:
+    """``fold``'s channel ranges for ``nparts`` partitions that each hold all ``nchan``
+    channels."""
+    cr = np.empty((nparts, 2), np.int64)
+    cr[:, 0] = 0
+    cr[:, 1] = nchan
+    return cr
+
+
 @cached(nogil=True)
-def fold(pi, pf, ints, floats, into):
+def fold(pi, pf, ints, floats, into, cr):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
     order, into ``ints`` (3, C) and ``floats`` (5, C): merged into what they hold when
     ``into`` (a state merging a batch: ``pi = batch.ints[None]``), else replacing it.
-    Returns False, changing nothing, when ``into`` and a count would pass
-    ``COUNT_LIMIT`` (a state loaded near it: real data never gets there)."""
+    ``cr`` (P, 2): the channels ``cr[p, 0] <= c < cr[p, 1]`` that partition p holds
+    (``_open``, ``whole_ranges``); it is empty in the others, and merging empty
+    statistics changes nothing. Returns False, changing
+    nothing, when ``into`` and a count would pass ``COUNT_LIMIT`` (a state loaded near
+    it: real data never gets there)."""
     nparts = pi.shape[0]
     if into:
         for c in range(pi.shape[2]):
@@ -722,7 +759,7 @@ def fold(pi, pf, ints, floats, into):
     for c0 in range(0, nchan, FOLD_CHANNELS):
         c1 = min(nchan, c0 + FOLD_CHANNELS)
         for p in range(nparts):
-            for c in range(c0, c1):
+            for c in range(max(c0, cr[p, 0]), min(c1, cr[p, 1])):
                 n, m, ml, q = chan_merge(ints[0, c], floats[0, c], floats[1, c], floats[2, c],
                                          pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c])
                 store_stats(ints, floats, c, n, m, ml, q, merge_min(floats[3, c], pf[p, 3, c]),
@@ -731,7 +768,7 @@ def fold(pi, pf, ints, floats, into):
     return True
 
 
-def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
+def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf, cr):
     no, nchan, length = x.shape
     nparts = pi.shape[0]
     bpr = max(1, (length + rb - 1) // rb)
@@ -740,6 +777,8 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
     for p in range(p0, p1):
         u0 = (units * p) // nparts
         u1 = (units * (p + 1)) // nparts
+        c0, c1 = _unit_channels(u0, u1, bpr, nchan)
+        _open(pi, pf, cr, p, c0, c1)
         for u in range(u0, u1):
             row = u // bpr
             lo = (u - row * bpr) * rb
@@ -785,14 +824,25 @@ def _stats_channels_first(x, half, policy, rb, t, nt, pi, pf):
                         step = n
 
 
+ONE_ROW_GROUPED = 256  # (1, C, L) pieces (one row per channel) take the grouped kernels
+# for rows up to this length: a row of L = 2 through the per-row kernel cost 100 ns
+# (262,144 channels float32: 28.5 -> 10.0 ms, uint8 23.9 -> 7.6; L = 16 3.8 -> 1.4), at
+# L = 512 the grouped kernel was slower (float32 0.20 -> 0.24 ms; benchmarks.md)
+
+
+def _grouped_shape(shape: tuple[int, int, int], short: int) -> bool:
+    """Rows shorter than ``short``, more than one per channel or one of at most
+    ``ONE_ROW_GROUPED``, and at least ``GROUPED_MIN_ELEMENTS`` in all."""
+    return (shape[2] < short and (shape[0] > 1 or shape[2] <= ONE_ROW_GROUPED)
+            and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+
+
 def grouped_rows(dtype: np.dtype, bf16: bool, shape: tuple[int, int, int]) -> bool:
     """Whether an (O, C, L) piece takes ``stats_channels_first_grouped``: float32,
     bfloat16 (``bf16``) or, with F16C, float16 (the dtypes of ``block_fast``'s shifted
-    single pass), rows shorter than ``FLOAT_SHORT_ROW``, more than one of them per
-    channel, and at least ``GROUPED_MIN_ELEMENTS`` in all."""
+    single pass), rows shorter than ``FLOAT_SHORT_ROW`` (``_grouped_shape``)."""
     floats = bf16 or dtype == np.float32 or (dtype == np.float16 and HAVE_SIMD)
-    return (floats and shape[0] > 1 and shape[2] < FLOAT_SHORT_ROW
-            and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+    return floats and _grouped_shape(shape, FLOAT_SHORT_ROW)
 
 
 def rows_per_group(length: int) -> int:
@@ -950,7 +1000,7 @@ def _grouped_part(p, nparts, ngroups, nchan):
     return 0, 1, (nchan * p) // nparts, (nchan * (p + 1)) // nparts  # one group, sliced
 
 
-def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
+def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf, cr):
     """Channels-first (O, C, L) float32/float16/bfloat16 with short rows: a block is the
     rows ``x[o0:o1, c]`` of one channel in a group of at most ``rpg`` rows (groups of
     equal sizes), reduced as ``_stats_channels_last`` reduces a block (a float32 shift
@@ -969,6 +1019,7 @@ def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
     kc = np.empty(nchan, np.float32)
     for p in range(p0, p1):
         g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        _open(pi, pf, cr, p, c0, c1)
         for g in range(g0, g1):
             o0, o1 = _group_rows(no, ngroups, g)
             n = (o1 - o0) * length
@@ -1007,10 +1058,8 @@ def _stats_channels_first_grouped(x, half, policy, rpg, vectors, t, nt, pi, pf):
 def int_grouped_rows(dtype: np.dtype, shape: tuple[int, int, int]) -> bool:
     """Whether an (O, C, L) piece takes ``stats_channels_first_int_grouped``: 8- and
     16-bit integers (exact integer sums, as ``block_fast``), rows shorter than
-    ``SHORT_ROW`` or of exactly ``SHORT_ROW`` (32x32 images), more than one per channel,
-    at least ``GROUPED_MIN_ELEMENTS`` in all."""
-    return (dtype.kind in "iu" and dtype.itemsize <= 2 and shape[0] > 1
-            and shape[2] <= SHORT_ROW and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+    ``SHORT_ROW`` or of exactly ``SHORT_ROW`` (32x32 images; ``_grouped_shape``)."""
+    return dtype.kind in "iu" and dtype.itemsize <= 2 and _grouped_shape(shape, SHORT_ROW + 1)
 
 
 def int_rows_per_group(dtype: np.dtype, length: int) -> int:
@@ -1075,7 +1124,7 @@ def _int_row_sums_impl(r):
     return impl
 
 
-def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
+def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf, cr):
     """Channels-first (O, C, L) 8/16-bit integers with short rows: a block is the rows
     ``x[o0:o1, c]`` of one channel in a group of at most ``rpg`` rows (equal sizes, as
     ``stats_channels_first_grouped``), its exact integer sums added row by row in memory
@@ -1091,6 +1140,7 @@ def _stats_channels_first_int_grouped(x, rpg, t, nt, pi, pf):
     mx = np.empty(nchan, np.int64)
     for p in range(p0, p1):
         g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        _open(pi, pf, cr, p, c0, c1)
         for g in range(g0, g1):
             o0, o1 = _group_rows(no, ngroups, g)
             s[c0:c1] = 0
@@ -1120,13 +1170,11 @@ F64_SHORT_ROW = 100
 
 def f64_grouped_rows(dtype: np.dtype, shape: tuple[int, int, int]) -> bool:
     """Whether an (O, C, L) piece takes ``stats_channels_first_f64_grouped``: float64,
-    rows shorter than ``F64_SHORT_ROW``, more than one per channel, at least
-    ``GROUPED_MIN_ELEMENTS`` in all."""
-    return (dtype == np.float64 and shape[0] > 1 and shape[2] < F64_SHORT_ROW
-            and shape[0] * shape[1] * shape[2] >= GROUPED_MIN_ELEMENTS)
+    rows shorter than ``F64_SHORT_ROW`` (``_grouped_shape``)."""
+    return dtype == np.float64 and _grouped_shape(shape, F64_SHORT_ROW)
 
 
-def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
+def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf, cr):
     """Channels-first (O, C, L) float64 with short rows: a block is the rows
     ``x[o0:o1, c]`` of one channel in a group (as ``stats_channels_first_grouped``),
     reduced by ``block_fast``'s corrected two-pass algorithm over all its rows: the
@@ -1145,6 +1193,7 @@ def _stats_channels_first_f64_grouped(x, policy, rpg, t, nt, pi, pf):
     zero = numba.float64(0)
     for p in range(p0, p1):
         g0, g1, c0, c1 = _grouped_part(p, nparts, ngroups, nchan)
+        _open(pi, pf, cr, p, c0, c1)
         for g in range(g0, g1):
             o0, o1 = _group_rows(no, ngroups, g)
             n = (o1 - o0) * length
@@ -1281,7 +1330,7 @@ def _first_finite(r, start, n, step, half):
     return numba.float64(0)
 
 
-def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf):
+def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf, cr):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
     k, tile, rpb = channels_last_geometry(nchan, _simd_rows(simd), nrows)
@@ -1296,6 +1345,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
     for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
+        _open(pi, pf, cr, p, 0, nchan)
         slots = tile if simd is None else tile + CL_LANES  # the SIMD chunks' whole vectors
         tk = np.zeros(slots)  # (a masked lane's shift must be 0)
         sd = np.empty(slots)
@@ -1564,7 +1614,7 @@ def _u8_cl_scalar(xf, a, b, e0, nchan, s, q, lo, hi):
         hi[c] = max(hi[c], v)
 
 
-def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
+def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf, cr):
     """Channels-last uint8 (``xf`` flat, C-contiguous): per block, from the first address
     aligned to the vector size on, the exact integer sums by byte position
     (``cpu_simd.u8_cl_pass``), folded into channels; the bytes before that address and
@@ -1585,6 +1635,7 @@ def _stats_channels_last_u8(xf, nchan, t, nt, pi, pf):
     for p in range(p0, p1):
         b0 = (nblocks * p) // nparts
         b1 = (nblocks * (p + 1)) // nparts
+        _open(pi, pf, cr, p, 0, nchan)
         lanes = np.empty(U8CL_LANES, np.int64)
         s = np.empty(nchan, np.int64)
         q = np.empty(nchan, np.int64)

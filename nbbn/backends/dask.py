@@ -125,7 +125,8 @@ def _merge_records(recs: np.ndarray, axis=None, keepdims: bool = False, *,
     if flat.shape[0] == 0:
         out = BatchStats.empty(flat.shape[1])
     else:
-        cpu_stats.fold(pi, pf, out.ints, out.floats, False)
+        cpu_stats.fold(pi, pf, out.ints, out.floats, False,
+                       cpu_stats.whole_ranges(*flat.shape))
     return _shaped(stats_to_records(out), ndim, caxis, keepdims)
 
 
