@@ -74,6 +74,54 @@ def test_channels_last_retry_of_some_channels(backend, rng, dtype, share):
     assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
 
 
+@pytest.mark.parametrize("dtype, shape", [("float64", (40, 70000)), ("float64", (3000, 50)),
+                                          ("float32", (700, 30)), ("float32", (300, 1001)),
+                                          ("float32", (90, 4096)),
+                                          ("float16", (900, 13)), ("int32", (300, 3000))])
+def test_channels_last_scratch_keeps_nothing(rng, monkeypatch, dtype, shape):
+    # The channels-last kernel's arrays come from its thread's scratch (cpu.scratch),
+    # kept between calls: a scratch full of garbage, or one too short (the kernel takes
+    # new memory), gives the bits of a new one. NaNs (left out and propagated) take the
+    # omitting pass's arrays too.
+    from nbbn.backends import cpu
+
+    x = rng.standard_normal(shape) * 3.0 + 40.0
+    if dtype != "int32":
+        x[rng.random(shape) < 0.002] = np.nan
+    x = np.round(x).astype(dtype) if dtype == "int32" else x.astype(dtype)
+    assert cpu._make_plan(x[:, :, None], 0, False)[0] == "stats_channels_last"
+
+    def stats(policy):
+        return nbbn.RunningStats(-1, nan_policy=policy, backend="cpu").update(x).update(x[:7])
+
+    scratches = [lambda n: np.empty(n, np.uint8), lambda n: np.full(n, 255, np.uint8),
+                 lambda n: np.empty(0, np.uint8)]
+    for policy in ("omit", "propagate"):
+        runs = []
+        for scratch in scratches:
+            monkeypatch.setattr(cpu, "scratch", scratch)
+            snap = stats(policy)._snapshot()
+            runs.append({"ints": snap.ints, "floats": snap.floats})
+        for run in runs[1:]:
+            for key, value in runs[0].items():
+                np.testing.assert_array_equal(run[key], value, err_msg=key)
+    assert_stats(stats("omit"), ref_stats_many([x, x[:7]], -1, nan_policy="omit"),
+                 stats_rtol(dtype))
+
+
+def test_channels_last_scratch_bound():
+    # cpu.scratch's size for the channels-last kernel (cl_scratch_bytes) holds what the
+    # kernel takes (else it takes new memory each call), every geometry it can have
+    for nchan in (1, 2, 3, 7, 13, 30, 64, 100, 1000, 2047, 2048, 2049, 8192, 8193, 70000):
+        simds = {0, cpu_stats.cl_simd(np.dtype("float32"), nchan),
+                 cpu_stats.cl_simd(np.dtype("float16"), nchan)}
+        for simd in simds:
+            for nrows in (0, 1, 2, 5, 100, 5000, 1 << 20):
+                _, _, _, slots, _, nko, ncn = cpu_stats.cl_layout(nchan, simd, nrows)
+                need = cpu_stats._cl_scratch_need.py_func(slots, nchan, nko, ncn, 8)
+                assert need <= cpu_stats.cl_scratch_bytes(nchan), (nchan, simd, nrows)
+
+
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float64", "int64", "uint16"])
 @pytest.mark.parametrize("nchan", [1, 3, 700])

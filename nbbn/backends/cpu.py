@@ -124,20 +124,46 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int) -> None:
+SCRATCH_KEEP = 64 << 20  # bytes of scratch (``scratch``) a thread keeps between calls
+_scratch = threading.local()
+
+
+def scratch(nbytes: int) -> np.ndarray:
+    """The calling thread's scratch, uint8, of at least ``nbytes``: kept for its next
+    calls where it is at most ``SCRATCH_KEEP``. A kernel's per-call arrays taken from new
+    memory were page-faulted in each call, 4 KB at a time, when malloc had returned the
+    last call's to the system (it does past a size that depends on what the process
+    did before): 3 us a page on a VM, 11 ms of a 17 ms update of one float64 row of
+    262,144 channels (docs/benchmarks.md). One kernel runs on a thread at a time."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is not None and buf.size >= nbytes:
+        return buf
+    buf = np.empty(max(nbytes, 1), np.uint8)
+    if nbytes <= SCRATCH_KEEP:
+        _scratch.buf = buf
+    return buf
+
+
+def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int, scratch_bytes: int = 0
+         ) -> None:
     """``kernel(*head, t, nt, *tail)`` for the chunks ``t < nt`` of the work: on the
     calling thread alone below ``THREADED_MIN_ELEMENTS``, else spread over
     ``min(threads(), chunks)`` threads, the calling one included. The kernels release
     the GIL, and their results do not depend on ``nt`` (the work is cut into partitions
     by the shape alone), so any thread count gives the same bits. The pool is nbbn's own
-    (no numba threading layer), so calls from many threads at once are safe."""
+    (no numba threading layer), so calls from many threads at once are safe. With
+    ``scratch_bytes`` the kernel takes one more argument, its thread's ``scratch``."""
     nt = min(threads(), chunks) if size >= THREADED_MIN_ELEMENTS else 1
-    if nt <= 1:
-        kernel(*head, 0, 1, *tail)
-        return
 
     def chunk(t: int) -> None:
-        kernel(*head, t, nt, *tail)
+        if scratch_bytes:
+            kernel(*head, t, nt, *tail, scratch(scratch_bytes))
+        else:
+            kernel(*head, t, nt, *tail)
+
+    if nt <= 1:
+        chunk(0)
+        return
 
     futures = [_executor().submit(chunk, t) for t in range(1, nt)]
     try:
@@ -186,9 +212,10 @@ _PLANS_MAX = 256
 
 
 def _plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
-    """``(kernel, flat, tail, nparts)`` for an (O, C, L) piece: the name of the
-    statistics kernel in ``cpu_stats``, whether it takes the flat array, its arguments
-    after the data, and the partition count. A function of the piece's shape, strides
+    """``(kernel, flat, tail, nparts[, scratch])`` for an (O, C, L) piece: the name of
+    the statistics kernel in ``cpu_stats``, whether it takes the flat array, its
+    arguments after the data, the partition count, and the bytes of scratch it takes
+    (``_run``), if any. A function of the piece's shape, strides
     and dtype (and ``bf16``, ``policy``), kept by them: a stream of batches of one
     shape decides once (small batches: 2-3 us per call on Zen 2)."""
     key = (x3.shape, x3.strides, x3.dtype, bf16, policy)
@@ -218,7 +245,7 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         nans = None if x3.dtype.kind in "iu" and half is None else True  # (cpu_stats)
         tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd or None, nans)
-        return "stats_channels_last", True, tail, nparts
+        return "stats_channels_last", True, tail, nparts, ks.cl_scratch_bytes(nchan)
     if ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])
         vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize
@@ -249,7 +276,7 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         # nbbn's table batches) are read as channels-first (1, C, M) without a copy;
         # other strided rows came in contiguous slabs (reduce), or are a single row
         x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
-    name, flat, tail, nparts = _plan(x3, policy, bf16)
+    name, flat, tail, nparts, *rest = _plan(x3, policy, bf16)
     # (by name: a test's spy on the module is seen)
     kernel = getattr(kb if name in kb.__all__ else ks, name)
     data = _half(x3, bf16)[0]
@@ -257,7 +284,7 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     pi = np.empty((nparts, 3, nchan), np.int64)
     pf = np.empty((nparts, 5, nchan))
     cr = np.empty((nparts, 2), np.int64)  # each partition's channels (cpu_stats._open)
-    _run(kernel, (data, *tail), (pi, pf, cr), x3.size, nparts)
+    _run(kernel, (data, *tail), (pi, pf, cr), x3.size, nparts, *rest)
     if nparts == 1:  # (one partition holds every channel)
         return BatchStats(pi[0], pf[0])
     out = BatchStats.uninitialized(nchan)

@@ -376,14 +376,64 @@ def _minmax_empty(n, xf, half):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
+def _minmax_dtype(xf, half) -> np.dtype:
+    """The numpy dtype of ``_minmax_empty``'s scratch for these argument types."""
+    if isinstance(xf.dtype, types.Float) and isinstance(half, types.NoneType):
+        return as_dtype(xf.dtype)
+    if is_bf16(half) or HAVE_SIMD and not isinstance(half, types.NoneType):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
 @overload(_minmax_empty)
 def _minmax_empty_impl(n, xf, half):
-    if isinstance(xf.dtype, types.Float) and isinstance(half, types.NoneType):
-        dt = as_dtype(xf.dtype)
-        return lambda n, xf, half: np.empty(n, dt)
-    if is_bf16(half) or HAVE_SIMD and not isinstance(half, types.NoneType):
-        return lambda n, xf, half: np.empty(n, np.float32)
-    return lambda n, xf, half: np.empty(n, np.float64)
+    dt = _minmax_dtype(xf, half)
+    return lambda n, xf, half: np.empty(n, dt)
+
+
+SCRATCH_PAGE = 4096  # the arrays taken from a kernel's scratch start at these offsets
+SCRATCH_SKEW = 320  # ... past the input's address (mod the page), 1, 2, ... times this
+# (a multiple of 64: every array starts on a cache line). A store 4 KB apart from a
+# load stalls the load (4K aliasing), and the input's rows and the tile arrays all
+# start at one offset mod 4 KB where their sizes are multiples of it: arrays taken
+# one after the other from the scratch, each at that offset, took 15-17 ms for
+# (256, 65536) float64 against 8.3-8.7 with arrays of their own (benchmarks.md)
+
+
+def _take(ws, off, n, xf, half, kind, i):  # pragma: no cover - replaced by the overload
+    """``(array, end)``: ``n`` elements of ``ws`` (uint8 scratch) from byte ``off`` on, of
+    ``kind`` "f8" (float64), "b1" (bool) or "mm" (``_minmax_empty``'s dtype), starting
+    at ``i * SCRATCH_SKEW`` past ``xf``'s address mod ``SCRATCH_PAGE`` (its cache line),
+    ``i`` the array's number (at most ``SCRATCH_PAGE`` - 1 bytes of padding)."""
+    raise NotImplementedError
+
+
+@overload(_take, inline="always", prefer_literal=True)
+def _take_impl(ws, off, n, xf, half, kind, i):
+    if not isinstance(kind, types.StringLiteral):
+        return None
+    dt = {"f8": np.dtype(np.float64), "b1": np.dtype(np.bool_),
+          "mm": _minmax_dtype(xf, half)}[kind.literal_value]
+    size = dt.itemsize
+
+    def impl(ws, off, n, xf, half, kind, i):
+        want = (xf.ctypes.data // 64 * 64 + i * SCRATCH_SKEW) % SCRATCH_PAGE
+        start = off + (want - (ws.ctypes.data + off) % SCRATCH_PAGE) % SCRATCH_PAGE
+        end = start + n * size
+        return ws[start:end].view(dt), end
+
+    return impl
+
+
+def _minmax_size(xf, half):  # pragma: no cover - replaced by the overload
+    """The item size of ``_minmax_empty``'s dtype."""
+    raise NotImplementedError
+
+
+@overload(_minmax_size, inline="always")
+def _minmax_size_impl(xf, half):
+    size = _minmax_dtype(xf, half).itemsize
+    return lambda xf, half: size
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH)
@@ -1330,45 +1380,95 @@ def _first_finite(r, start, n, step, half):
     return numba.float64(0)
 
 
-def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf, cr):
-    nrows = xf.size // nchan
-    nparts = pi.shape[0]
-    k, tile, rpb = channels_last_geometry(nchan, _simd_rows(simd), nrows)
-    if simd is None and nrows < k:
+@numba.njit(inline="always")
+def _cl_scratch_need(slots, nchan, nko, ncn, mm):
+    """Bytes of ``_stats_channels_last``'s scratch (the 17 arrays it takes): five of
+    ``slots`` (two of them of ``mm``-byte items), two float64 and three bool of
+    ``nchan``, ``ncn`` float64 and six of ``nko`` (two of ``mm``-byte items), each after
+    at most a page of padding (``_take``)."""
+    return (slots * (24 + 2 * mm) + nchan * 19 + ncn * 8 + nko * (32 + 2 * mm)
+            + 17 * SCRATCH_PAGE)
+
+
+def cl_scratch_bytes(nchan: int) -> int:
+    """At least the bytes of ``_stats_channels_last``'s scratch for ``nchan`` channels,
+    any dtype, geometry and row count: a tile of at most ``nchan + TILE_MIN`` elements
+    (SIMD: ``CL_TILE_MAX``, or one row) plus ``CL_LANES``, the omitting pass's tiles of
+    fewer than ``nchan + 2 * TILE_MIN``, items of at most 8 bytes. (Where it is short
+    the kernel takes new memory: the results do not depend on it.)"""
+    slots = nchan + max(TILE_MIN, CL_TILE_MAX) + CL_LANES
+    return _cl_scratch_need.py_func(slots, nchan, nchan + 2 * TILE_MIN, slots, 8)
+
+
+@numba.njit
+def cl_layout(nchan, simd, nrows):
+    """``(k, tile, rpb, slots, ko, nko, ncn)`` of ``_stats_channels_last`` for ``nrows``
+    rows (``simd``: the SIMD tile's rows, 0 for none): ``channels_last_geometry``'s
+    ``(k, tile, rows_per_block)``, the tile arrays' ``slots``, and the NaN-omitting
+    pass's tiles of ``ko`` rows, ``nko`` elements of arrays of their own and ``ncn`` of
+    counts."""
+    k, tile, rpb = channels_last_geometry(nchan, simd, nrows)
+    if simd == 0 and nrows < k:
         # fewer rows than a tile holds: a tile of just those rows (one block). Setting
         # up and folding a whole tile of TILE_MIN elements took 9-12 us of a call with a
         # few rows (benchmarks.md)
         k = max(nrows, 1)
         tile = k * nchan
+    slots = tile if simd == 0 else tile + CL_LANES  # the SIMD chunks' whole vectors
+    # "omit": the NaN-omitting pass. With SIMD in the block's tiles (its arrays beside
+    # the clean pass's); else in tiles of ko rows (whole tiles of the block's geometry,
+    # at least TILE_MIN elements: the portable pass's per-tile costs are scalar), arrays
+    # of their own (pages of the scratch that only a block with a NaN touches)
+    ko = k * max(1, -(-TILE_MIN // tile)) if simd == 0 else k
+    nko = ko * nchan if simd == 0 else 0
+    ncn = 0 if simd == 0 else slots
+    return k, tile, rpb, slots, ko, nko, ncn
+
+
+def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf, cr, ws):
+    nrows = xf.size // nchan
+    nparts = pi.shape[0]
+    k, tile, rpb, slots, ko, nko, ncn = cl_layout(nchan, _simd_rows(simd), nrows)
     nblocks = (nrows + rpb - 1) // rpb
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
-    for p in range(p0, p1):
-        b0 = (nblocks * p) // nparts
-        b1 = (nblocks * (p + 1)) // nparts
-        _open(pi, pf, cr, p, 0, nchan)
-        slots = tile if simd is None else tile + CL_LANES  # the SIMD chunks' whole vectors
-        tk = np.zeros(slots)  # (a masked lane's shift must be 0)
-        sd = np.empty(slots)
-        sq = np.empty(slots)
-        tmn = _minmax_empty(slots, xf, half)
-        tmx = _minmax_empty(slots, xf, half)
-        kc = np.empty(nchan)
-        hd = np.empty(nchan)
-        fail = np.zeros(nchan, np.bool_)
-        moved = np.zeros(nchan, np.bool_)  # (the clean pass's retry, by channel)
-        again = np.zeros(nchan, np.bool_)  # (the omitting pass's retry, by channel)
-        # "omit": the NaN-omitting pass. With SIMD in the block's tiles (its arrays
-        # beside the clean pass's); else in tiles of ko rows (whole tiles of the block's
-        # geometry, at least TILE_MIN elements: the portable pass's per-tile costs are
-        # scalar), its arrays made at the first block that needs them
-        ko = k * max(1, -(-TILE_MIN // tile)) if simd is None else k
-        cn = np.empty(0 if simd is None else slots)
+    # The arrays below come from ``ws``, the calling thread's scratch kept between calls
+    # (cpu.scratch): new memory for them each call was page-faulted in 4 KB at a time,
+    # 3 us a page on a VM: 11 ms of a 17 ms update of one row of 262,144 channels.
+    need = _cl_scratch_need(slots, nchan, nko, ncn, _minmax_size(xf, half))
+    if ws.size < need:
+        ws = np.empty(need, np.uint8)
+    tk, off = _take(ws, 0, slots, xf, half, "f8", 1)
+    sd, off = _take(ws, off, slots, xf, half, "f8", 2)
+    sq, off = _take(ws, off, slots, xf, half, "f8", 3)
+    tmn, off = _take(ws, off, slots, xf, half, "mm", 4)
+    tmx, off = _take(ws, off, slots, xf, half, "mm", 5)
+    kc, off = _take(ws, off, nchan, xf, half, "f8", 6)
+    hd, off = _take(ws, off, nchan, xf, half, "f8", 7)
+    fail, off = _take(ws, off, nchan, xf, half, "b1", 8)
+    moved, off = _take(ws, off, nchan, xf, half, "b1", 9)  # (the clean pass's retry, by channel)
+    again, off = _take(ws, off, nchan, xf, half, "b1", 10)  # (the omitting pass's, by channel)
+    cn, off = _take(ws, off, ncn, xf, half, "f8", 11)
+    otk, off = _take(ws, off, nko, xf, half, "f8", 12)
+    osd, off = _take(ws, off, nko, xf, half, "f8", 13)
+    osq, off = _take(ws, off, nko, xf, half, "f8", 14)
+    ocn, off = _take(ws, off, nko, xf, half, "f8", 15)
+    omn, off = _take(ws, off, nko, xf, half, "mm", 16)
+    omx, off = _take(ws, off, nko, xf, half, "mm", 17)
+    if simd is not None:
         otk = tk
         osd = sd
         osq = sq
         ocn = cn
         omn = tmn
         omx = tmx
+    for p in range(p0, p1):
+        b0 = (nblocks * p) // nparts
+        b1 = (nblocks * (p + 1)) // nparts
+        _open(pi, pf, cr, p, 0, nchan)
+        tk[:] = 0.0  # (a masked lane's shift must be 0)
+        fail[:] = False
+        moved[:] = False
+        again[:] = False
         # "omit": after a block with a NaN the next goes straight to the NaN-omitting
         # pass, and so does a partition's first block when its first rows hold one
         # (below): a clean pass that fails, followed by the omitting one, read each such
@@ -1490,13 +1590,6 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         tk[j * nchan + c] = kc[c]
                 omitted = False
                 if policy == POLICY_OMIT:
-                    if ocn.size < ko * nchan:  # (the portable pass's own tiles)
-                        otk = np.empty(ko * nchan)
-                        osd = np.empty(ko * nchan)
-                        osq = np.empty(ko * nchan)
-                        ocn = np.empty(ko * nchan)
-                        omn = _minmax_empty(ko * nchan, xf, half)
-                        omx = _minmax_empty(ko * nchan, xf, half)
                     for attempt in range(2):
                         for j in range(ko):
                             for c in range(nchan):
