@@ -8,7 +8,10 @@ The "many channels" tables in docs/benchmarks.md ("Seventeenth session"):
   from its thread's scratch (``cpu.scratch``), which before were new memory each call;
 * channels-first pieces of few rows of many channels (``(1, C, L)``, a single sample or
   a column-major table; ``(8, 65536, 4)``) and a CNN feature map, against numpy's
-  ``sum`` over the same axes, medians of 7 interleaved rounds.
+  ``sum`` over the same axes, medians of 7 interleaved rounds;
+* channels-last batches of few rows with NaNs (a value in a thousand) under
+  ``nan_policy="omit"``, against the same batches without NaN, medians of 7 interleaved
+  rounds.
 
 Run ``python scripts/many_channels.py`` in a process of its own: whether malloc hands
 new memory to a kernel depends on what the process did before.
@@ -25,6 +28,8 @@ from nbbn.tools.bench_timing import interleaved
 
 WIDE = [("float64", 1, 1 << 18), ("float64", 64, 1 << 18), ("float64", 256, 1 << 16),
         ("float64", 16, 1 << 16), ("float32", 1, 1 << 18), ("float64", 4, 1 << 20)]
+NAN_CASES = [("float64", 256, 1 << 16), ("float32", 256, 1 << 16), ("float64", 64, 1 << 18),
+             ("float64", 16, 1 << 16)]
 PIECES = [("float32", (8, 65536, 4)), ("float64", (8, 65536, 4)), ("uint8", (8, 65536, 4)),
           ("float32", (1, 262144, 2)), ("float64", (1, 262144, 2)), ("float32", (1, 32768, 16)),
           ("float32", (1, 2048, 49)), ("float32", (32, 2048, 7, 7))]
@@ -63,11 +68,26 @@ def pieces(rng) -> None:
         print(f"  {name:44s} {seconds * 1e3:8.3f} ms")
 
 
+def nan_batches(rng) -> None:
+    print("channels-last update with NaNs under \"omit\": median ms of 7 interleaved rounds")
+    calls = {}
+    for dtype, rows, nchan in NAN_CASES:
+        x = (rng.standard_normal((rows, nchan)) * 100 + 5).astype(dtype)
+        y = x.copy()
+        y[rng.random(y.shape) < 1e-3] = np.nan
+        for label, a in (("clean", x), ("0.1% NaN", y)):
+            calls[f"{dtype} ({rows}, {nchan}), {label}"] = (
+                lambda a=a: nbbn.RunningStats(-1, nan_policy="omit").update(a))
+    for name, seconds in interleaved(calls, 7).items():
+        print(f"  {name:44s} {seconds * 1e3:8.3f} ms")
+
+
 def main() -> None:
     print(cpu_line())
     rng = np.random.default_rng(0)
     wide_loops(rng)  # (first: the process has done little else)
     pieces(rng)
+    nan_batches(rng)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ on both layouts, with blocks and partitions large enough to be split.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import SIMULATOR
@@ -51,38 +53,47 @@ def test_channels_last_outlier_first_row(backend, rng, dtype, nchan):
     assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "int32", "float32"])
+@pytest.mark.parametrize("dtype, nans", [("float64", False), ("int32", False),
+                                         ("float32", False), ("float64", True)])
 @pytest.mark.parametrize("share", [0.003, 0.3])
-def test_channels_last_retry_of_some_channels(backend, rng, dtype, share):
+def test_channels_last_retry_of_some_channels(backend, rng, dtype, nans, share):
     # A wide block of few rows (no head-rows shift: the first row is the shift) whose
     # first row is far off in some channels (their sums about it cancel about n = 300
     # times: past the float64 and integer limit, not float32's). Where those channels
     # are few (at most 1 in CL_RETRY_CHANNELS) only they are read again, strided, else
     # the whole block. A second batch, its first row far off in other channels, is
-    # merged into the first one's statistics.
+    # merged into the first one's statistics. With NaNs in the first rows (at least
+    # FIRST_ROW_NAN_ROWS rows) the blocks go straight to the NaN-omitting pass, which
+    # retries alike.
     nchan, m = 5000, 300
     assert m < cpu_stats.HEAD_MIN_ROWS and m > cpu_stats.RATIO_LIMIT_HIGH
+    assert m >= cpu_stats.FIRST_ROW_NAN_ROWS
     assert (share * cpu_stats.CL_RETRY_CHANNELS < 1) == (share < 0.1)
     x = rng.standard_normal((2 * m, nchan)) * 4.0 + 100.0
     for row in (0, m):
         cols = rng.choice(nchan, int(share * nchan), replace=False)
         x[row, cols] += 1e4 * np.sign(rng.standard_normal(cols.size))
+        if nans:  # (in the far-off channels too)
+            x[row + rng.integers(1, m, cols.size), cols] = np.nan
+            x[row + rng.integers(0, m, 40), rng.integers(0, nchan, 40)] = np.nan
+            x[row, rng.integers(0, nchan, 3)] = np.nan
     x = np.round(x).astype(dtype) if dtype == "int32" else x.astype(dtype)
-    rs = nbbn.channel_stats(x[:m], -1, backend=backend)
-    assert_stats(rs, ref_stats(x[:m], -1), stats_rtol(dtype))
+    policy = "omit" if nans else "propagate"
+    rs = nbbn.channel_stats(x[:m], -1, backend=backend, nan_policy=policy)
+    assert_stats(rs, ref_stats(x[:m], -1, nan_policy=policy), stats_rtol(dtype))
     rs.update(x[m:])
-    assert_stats(rs, ref_stats(x, -1), stats_rtol(dtype))
+    assert_stats(rs, ref_stats(x, -1, nan_policy=policy), stats_rtol(dtype))
 
 
-@pytest.mark.parametrize("dtype, shape", [("float64", (40, 70000)), ("float64", (3000, 50)),
-                                          ("float32", (700, 30)), ("float32", (300, 1001)),
-                                          ("float32", (90, 4096)),
-                                          ("float16", (900, 13)), ("int32", (300, 3000))])
+@pytest.mark.parametrize("dtype, shape", [("float64", (3, 1 << 17)), ("float64", (2, 200001)),
+                                          ("float32", (4, 1 << 17)), ("float16", (3, 1 << 17)),
+                                          ("int32", (3, 1 << 17)), ("float64", (3000, 50))])
 def test_channels_last_scratch_keeps_nothing(rng, monkeypatch, dtype, shape):
-    # The channels-last kernel's arrays come from its thread's scratch (cpu.scratch),
-    # kept between calls: a scratch full of garbage, or one too short (the kernel takes
-    # new memory), gives the bits of a new one. NaNs (left out and propagated) take the
-    # omitting pass's arrays too.
+    # The channels-last kernel's arrays for tables of SCRATCH_MIN_CHANNELS channels or
+    # more come from its thread's scratch (cpu.scratch), kept between calls: a scratch
+    # full of garbage, or one too short (the kernel takes new memory), gives the bits
+    # of a new one. NaNs (left out and propagated) take the omitting pass's arrays too.
+    # Narrower tables take no scratch.
     from nbbn.backends import cpu
 
     x = rng.standard_normal(shape) * 3.0 + 40.0
@@ -90,23 +101,29 @@ def test_channels_last_scratch_keeps_nothing(rng, monkeypatch, dtype, shape):
         x[rng.random(shape) < 0.002] = np.nan
     x = np.round(x).astype(dtype) if dtype == "int32" else x.astype(dtype)
     assert cpu._make_plan(x[:, :, None], 0, False)[0] == "stats_channels_last"
+    wide = shape[1] >= cpu_stats.SCRATCH_MIN_CHANNELS
+    asked = []
 
-    def stats(policy):
-        return nbbn.RunningStats(-1, nan_policy=policy, backend="cpu").update(x).update(x[:7])
+    def stats(policy, scratch):
+        monkeypatch.setattr(cpu, "scratch", lambda n: asked.append(n) or scratch(n))
+        snap = nbbn.RunningStats(-1, nan_policy=policy, backend="cpu").update(x)._snapshot()
+        return snap.ints, snap.floats
 
     scratches = [lambda n: np.empty(n, np.uint8), lambda n: np.full(n, 255, np.uint8),
                  lambda n: np.empty(0, np.uint8)]
     for policy in ("omit", "propagate"):
-        runs = []
-        for scratch in scratches:
-            monkeypatch.setattr(cpu, "scratch", scratch)
-            snap = stats(policy)._snapshot()
-            runs.append({"ints": snap.ints, "floats": snap.floats})
-        for run in runs[1:]:
-            for key, value in runs[0].items():
-                np.testing.assert_array_equal(run[key], value, err_msg=key)
-    assert_stats(stats("omit"), ref_stats_many([x, x[:7]], -1, nan_policy="omit"),
-                 stats_rtol(dtype))
+        first, *others = [stats(policy, scratch) for scratch in scratches]
+        for ints, floats in others:
+            np.testing.assert_array_equal(ints, first[0])
+            np.testing.assert_array_equal(floats, first[1])
+    assert bool(asked) == wide and all(n > 0 for n in asked)
+    rows = x.astype(np.float64)
+    with warnings.catch_warnings():  # (channels of NaNs only: their mean is NaN)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, var = np.nanmean(rows, axis=0), np.nanvar(rows, axis=0)
+    got = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu").update(x)
+    np.testing.assert_allclose(got.mean, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.var, var, rtol=1e-10)
 
 
 def test_channels_last_scratch_bound():

@@ -144,22 +144,23 @@ def scratch(nbytes: int) -> np.ndarray:
     return buf
 
 
-def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int, scratch_bytes: int = 0
-         ) -> None:
+def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int,
+         scratch_bytes: int | None = None) -> None:
     """``kernel(*head, t, nt, *tail)`` for the chunks ``t < nt`` of the work: on the
     calling thread alone below ``THREADED_MIN_ELEMENTS``, else spread over
     ``min(threads(), chunks)`` threads, the calling one included. The kernels release
     the GIL, and their results do not depend on ``nt`` (the work is cut into partitions
     by the shape alone), so any thread count gives the same bits. The pool is nbbn's own
     (no numba threading layer), so calls from many threads at once are safe. With
-    ``scratch_bytes`` the kernel takes one more argument, its thread's ``scratch``."""
+    ``scratch_bytes`` the kernel takes one more argument: its thread's ``scratch`` of
+    that size, or None for 0."""
     nt = min(threads(), chunks) if size >= THREADED_MIN_ELEMENTS else 1
 
     def chunk(t: int) -> None:
-        if scratch_bytes:
-            kernel(*head, t, nt, *tail, scratch(scratch_bytes))
-        else:
+        if scratch_bytes is None:
             kernel(*head, t, nt, *tail)
+        else:
+            kernel(*head, t, nt, *tail, scratch(scratch_bytes) if scratch_bytes else None)
 
     if nt <= 1:
         chunk(0)
@@ -214,8 +215,8 @@ _PLANS_MAX = 256
 def _plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
     """``(kernel, flat, tail, nparts[, scratch])`` for an (O, C, L) piece: the name of
     the statistics kernel in ``cpu_stats``, whether it takes the flat array, its
-    arguments after the data, the partition count, and the bytes of scratch it takes
-    (``_run``), if any. A function of the piece's shape, strides
+    arguments after the data, the partition count, and, for a kernel that takes a
+    scratch (``_run``), its bytes (0: None). A function of the piece's shape, strides
     and dtype (and ``bf16``, ``policy``), kept by them: a stream of batches of one
     shape decides once (small batches: 2-3 us per call on Zen 2)."""
     key = (x3.shape, x3.strides, x3.dtype, bf16, policy)
@@ -245,7 +246,8 @@ def _make_plan(x3: np.ndarray, policy: int, bf16: bool) -> tuple:
         nparts = _nparts(x3.size, -(-x3.shape[0] // rpb))
         nans = None if x3.dtype.kind in "iu" and half is None else True  # (cpu_stats)
         tail = (nchan, half, policy, ks.ratio_limit(x3.dtype), simd or None, nans)
-        return "stats_channels_last", True, tail, nparts, ks.cl_scratch_bytes(nchan)
+        scratch_bytes = ks.cl_scratch_bytes(nchan) if nchan >= ks.SCRATCH_MIN_CHANNELS else 0
+        return "stats_channels_last", True, tail, nparts, scratch_bytes
     if ks.grouped_rows(x3.dtype, bf16, x3.shape):  # short rows: groups of rows
         rpg = ks.rows_per_group(x3.shape[2])
         vectors = ks.row_vectors(x3.shape[2], x3.dtype, bf16) and x3.strides[2] == x3.itemsize

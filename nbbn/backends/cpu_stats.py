@@ -400,40 +400,18 @@ SCRATCH_SKEW = 320  # ... past the input's address (mod the page), 1, 2, ... tim
 # (256, 65536) float64 against 8.3-8.7 with arrays of their own (benchmarks.md)
 
 
-def _take(ws, off, n, xf, half, kind, i):  # pragma: no cover - replaced by the overload
-    """``(array, end)``: ``n`` elements of ``ws`` (uint8 scratch) from byte ``off`` on, of
-    ``kind`` "f8" (float64), "b1" (bool) or "mm" (``_minmax_empty``'s dtype), starting
-    at ``i * SCRATCH_SKEW`` past ``xf``'s address mod ``SCRATCH_PAGE`` (its cache line),
-    ``i`` the array's number (at most ``SCRATCH_PAGE`` - 1 bytes of padding)."""
-    raise NotImplementedError
-
-
-@overload(_take, inline="always", prefer_literal=True)
-def _take_impl(ws, off, n, xf, half, kind, i):
-    if not isinstance(kind, types.StringLiteral):
-        return None
-    dt = {"f8": np.dtype(np.float64), "b1": np.dtype(np.bool_),
-          "mm": _minmax_dtype(xf, half)}[kind.literal_value]
-    size = dt.itemsize
-
-    def impl(ws, off, n, xf, half, kind, i):
-        want = (xf.ctypes.data // 64 * 64 + i * SCRATCH_SKEW) % SCRATCH_PAGE
-        start = off + (want - (ws.ctypes.data + off) % SCRATCH_PAGE) % SCRATCH_PAGE
-        end = start + n * size
-        return ws[start:end].view(dt), end
-
-    return impl
-
-
-def _minmax_size(xf, half):  # pragma: no cover - replaced by the overload
-    """The item size of ``_minmax_empty``'s dtype."""
-    raise NotImplementedError
-
-
-@overload(_minmax_size, inline="always")
-def _minmax_size_impl(xf, half):
-    size = _minmax_dtype(xf, half).itemsize
-    return lambda xf, half: size
+@numba.njit(nogil=True)
+def _take(ws, off, n, size, x0, i, dt):
+    """``(array, end)``: ``n`` elements of ``size`` bytes and dtype ``dt`` from ``ws``
+    (uint8 scratch), at or after byte ``off``: at ``i * SCRATCH_SKEW`` past the input's
+    address ``x0`` (its cache line) mod ``SCRATCH_PAGE``, ``i`` the array's number (at
+    most ``SCRATCH_PAGE - 1`` bytes of padding). A function of its own, not inlined at
+    numba's IR level: 17 inlined copies in the channels-last kernel made its first
+    build 6.5 s longer."""
+    want = (x0 // 64 * 64 + i * SCRATCH_SKEW) % SCRATCH_PAGE
+    start = off + (want - (ws.ctypes.data + off) % SCRATCH_PAGE) % SCRATCH_PAGE
+    end = start + n * size
+    return ws[start:end].view(dt), end
 
 
 @numba.njit(nogil=True, fastmath=_FASTMATH)
@@ -1323,6 +1301,10 @@ def channels_last_geometry(nchan, simd, nrows):
 
 HEAD_ROWS = 16  # channels-last: rows whose mean is a partition's first shift ...
 HEAD_MIN_ROWS = 1024  # ... in blocks of at least this many rows (see below)
+FIRST_ROW_NAN_ROWS = 64  # ... a NaN in the first row of a block of this many rows or
+# more sends it straight to the NaN-omitting pass ("omit"; a block of fewer rows is
+# cheaper to read twice than to pass all its channels through the omitting pass's
+# per-channel steps: (16, 65536) float64 with 0.1% NaN 3.8-4.1 -> 5.2-7.5 ms)
 CL_RETRY_CHANNELS = 64  # ... and a block's retry reads only the channels it shifts anew
 # where they are at most 1 in this many (a strided read costs a cache line per value)
 
@@ -1359,13 +1341,16 @@ def _add_shifted(pi, pf, p, c, shift, a, q, count, bmn, bmx, nnan, limit, xf, st
 
 @numba.njit(inline="always")
 def _strided_sums(xf, start, n, step, shift, half):
-    """``(sum d, sum d*d)`` of ``d = xf[start + i * step] - shift`` for i < n."""
+    """``(sum d, sum d*d)`` of ``d = x - shift`` for the values ``x = xf[start + i *
+    step]``, i < n, that are not NaN."""
     a = numba.float64(0)
     q = numba.float64(0)
     for i in range(n):
-        d = to_float64(xf[start + i * step], half) - shift
-        a += d
-        q += d * d
+        v = to_float64(xf[start + i * step], half)
+        if not is_nan_bits(v):
+            d = v - shift
+            a += d
+            q += d * d
     return a, q
 
 
@@ -1388,6 +1373,14 @@ def _cl_scratch_need(slots, nchan, nko, ncn, mm):
     at most a page of padding (``_take``)."""
     return (slots * (24 + 2 * mm) + nchan * 19 + ncn * 8 + nko * (32 + 2 * mm)
             + 17 * SCRATCH_PAGE)
+
+
+SCRATCH_MIN_CHANNELS = 1 << 17  # channels-last tables of this many channels take their
+# kernel's arrays from the thread's scratch (``_cl_arrays``): arrays of their own were
+# page-faulted in at each call at 262,144 and 1,048,576 channels, never at 65,536 (it
+# depends on malloc's history), and the build that takes them from one scratch cannot
+# tell LLVM that they do not overlap, which made its first build 4-6 s longer (13.6 ->
+# 18-20 s on this host): narrower tables keep the other build
 
 
 def cl_scratch_bytes(nchan: int) -> int:
@@ -1425,36 +1418,68 @@ def cl_layout(nchan, simd, nrows):
     return k, tile, rpb, slots, ko, nko, ncn
 
 
+def _cl_arrays(ws, xf, half, slots, nchan, nko, ncn):  # pragma: no cover - the overload
+    """The channels-last kernel's 17 arrays: ``(tk, sd, sq, tmn, tmx)`` of ``slots``,
+    ``(kc, hd, fail, moved, again)`` of ``nchan``, ``cn`` of ``ncn``, and the omitting
+    pass's ``(otk, osd, osq, ocn, omn, omx)`` of ``nko``. ``ws`` None (fewer than
+    ``SCRATCH_MIN_CHANNELS`` channels): new arrays, the omitting pass's empty (made when
+    a block needs them); else taken from the scratch ``ws`` (``_take``; new memory
+    where it is short)."""
+    raise NotImplementedError
+
+
+@overload(_cl_arrays, inline="always")
+def _cl_arrays_impl(ws, xf, half, slots, nchan, nko, ncn):
+    if isinstance(ws, types.NoneType):
+        def new(ws, xf, half, slots, nchan, nko, ncn):
+            return (np.zeros(slots), np.empty(slots), np.empty(slots),
+                    _minmax_empty(slots, xf, half), _minmax_empty(slots, xf, half),
+                    np.empty(nchan), np.empty(nchan), np.zeros(nchan, np.bool_),
+                    np.zeros(nchan, np.bool_), np.zeros(nchan, np.bool_), np.empty(ncn),
+                    np.empty(0), np.empty(0), np.empty(0), np.empty(0),
+                    _minmax_empty(0, xf, half), _minmax_empty(0, xf, half))
+
+        return new
+
+    def taken(ws, xf, half, slots, nchan, nko, ncn):
+        mm = _minmax_empty(0, xf, half)  # (the min/max arrays' dtype)
+        need = _cl_scratch_need(slots, nchan, nko, ncn, mm.itemsize)
+        if ws.size < need:
+            ws = np.empty(need, np.uint8)
+        x0 = xf.ctypes.data
+        f8 = np.float64
+        b1 = np.bool_
+        tk, off = _take(ws, 0, slots, 8, x0, 1, f8)
+        sd, off = _take(ws, off, slots, 8, x0, 2, f8)
+        sq, off = _take(ws, off, slots, 8, x0, 3, f8)
+        tmn, off = _take(ws, off, slots, mm.itemsize, x0, 4, mm.dtype)
+        tmx, off = _take(ws, off, slots, mm.itemsize, x0, 5, mm.dtype)
+        kc, off = _take(ws, off, nchan, 8, x0, 6, f8)
+        hd, off = _take(ws, off, nchan, 8, x0, 7, f8)
+        fail, off = _take(ws, off, nchan, 1, x0, 8, b1)
+        moved, off = _take(ws, off, nchan, 1, x0, 9, b1)
+        again, off = _take(ws, off, nchan, 1, x0, 10, b1)
+        cn, off = _take(ws, off, ncn, 8, x0, 11, f8)
+        otk, off = _take(ws, off, nko, 8, x0, 12, f8)
+        osd, off = _take(ws, off, nko, 8, x0, 13, f8)
+        osq, off = _take(ws, off, nko, 8, x0, 14, f8)
+        ocn, off = _take(ws, off, nko, 8, x0, 15, f8)
+        omn, off = _take(ws, off, nko, mm.itemsize, x0, 16, mm.dtype)
+        omx, off = _take(ws, off, nko, mm.itemsize, x0, 17, mm.dtype)
+        return tk, sd, sq, tmn, tmx, kc, hd, fail, moved, again, cn, otk, osd, osq, ocn, omn, omx
+
+    return taken
+
+
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf, cr, ws):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
     k, tile, rpb, slots, ko, nko, ncn = cl_layout(nchan, _simd_rows(simd), nrows)
     nblocks = (nrows + rpb - 1) // rpb
     p0, p1, pn, pmean, plo, pm2, pmn, pmx, pnan, pinf = _partitions(pi, pf, t, nt)
-    # The arrays below come from ``ws``, the calling thread's scratch kept between calls
-    # (cpu.scratch): new memory for them each call was page-faulted in 4 KB at a time,
-    # 3 us a page on a VM: 11 ms of a 17 ms update of one row of 262,144 channels.
-    need = _cl_scratch_need(slots, nchan, nko, ncn, _minmax_size(xf, half))
-    if ws.size < need:
-        ws = np.empty(need, np.uint8)
-    tk, off = _take(ws, 0, slots, xf, half, "f8", 1)
-    sd, off = _take(ws, off, slots, xf, half, "f8", 2)
-    sq, off = _take(ws, off, slots, xf, half, "f8", 3)
-    tmn, off = _take(ws, off, slots, xf, half, "mm", 4)
-    tmx, off = _take(ws, off, slots, xf, half, "mm", 5)
-    kc, off = _take(ws, off, nchan, xf, half, "f8", 6)
-    hd, off = _take(ws, off, nchan, xf, half, "f8", 7)
-    fail, off = _take(ws, off, nchan, xf, half, "b1", 8)
-    moved, off = _take(ws, off, nchan, xf, half, "b1", 9)  # (the clean pass's retry, by channel)
-    again, off = _take(ws, off, nchan, xf, half, "b1", 10)  # (the omitting pass's, by channel)
-    cn, off = _take(ws, off, ncn, xf, half, "f8", 11)
-    otk, off = _take(ws, off, nko, xf, half, "f8", 12)
-    osd, off = _take(ws, off, nko, xf, half, "f8", 13)
-    osq, off = _take(ws, off, nko, xf, half, "f8", 14)
-    ocn, off = _take(ws, off, nko, xf, half, "f8", 15)
-    omn, off = _take(ws, off, nko, xf, half, "mm", 16)
-    omx, off = _take(ws, off, nko, xf, half, "mm", 17)
-    if simd is not None:
+    tk, sd, sq, tmn, tmx, kc, hd, fail, moved, again, cn, otk, osd, osq, ocn, omn, omx = \
+        _cl_arrays(ws, xf, half, slots, nchan, nko, ncn)
+    if simd is not None:  # (the omitting pass's tiles: the clean pass's)
         otk = tk
         osd = sd
         osq = sq
@@ -1470,12 +1495,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
         moved[:] = False
         again[:] = False
         # "omit": after a block with a NaN the next goes straight to the NaN-omitting
-        # pass, and so does a partition's first block when its first rows hold one
-        # (below): a clean pass that fails, followed by the omitting one, read each such
-        # block twice. The choice is made from the data alone (never the thread count);
-        # the two passes round differently (the channels without NaN of a direct block
-        # differ from the clean pass's in their last bits: a review measured M2 up to
-        # 6.5e-16 apart, relative).
+        # pass, and so does a block whose first row holds one (a partition's first block
+        # of HEAD_MIN_ROWS rows: its head rows; below): a clean pass that fails,
+        # followed by the omitting one, read each such block twice. The choice is made
+        # from the data alone (never the thread count); the two passes round
+        # differently (the channels without NaN of a direct block differ from the clean
+        # pass's in their last bits: a review measured M2 up to 6.5e-16 apart, relative).
         nan_before = False
         # whole tiles, at least 4: each pass resets and folds a tile's slots
         sub = max(4, CL_SUB_ROWS // k) * k
@@ -1499,6 +1524,12 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         hd[c] += to_float64(xf[e0 + i * nchan + c], half)
                 for c in range(nchan):  # a NaN among them: the block too, most likely
                     nan_before |= policy == POLICY_OMIT and np.isnan(hd[c])
+            elif nans is not None and policy == POLICY_OMIT and not nan_before \
+                    and n >= FIRST_ROW_NAN_ROWS:
+                # the block's first row, likewise: a wide block of few rows (one per call,
+                # no head rows) with NaNs in a fifth of its channels was read twice
+                for c in range(nchan):
+                    nan_before |= is_nan_bits(to_float64(xf[e0 + c], half))
             for c in range(nchan):
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
                     kc[c] = pmean[p, c]
@@ -1590,6 +1621,13 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         tk[j * nchan + c] = kc[c]
                 omitted = False
                 if policy == POLICY_OMIT:
+                    if ocn.size < nko:  # (the portable pass's own tiles, made when needed)
+                        otk = np.empty(nko)
+                        osd = np.empty(nko)
+                        osq = np.empty(nko)
+                        ocn = np.empty(nko)
+                        omn = _minmax_empty(nko, xf, half)
+                        omx = _minmax_empty(nko, xf, half)
                     for attempt in range(2):
                         for j in range(ko):
                             for c in range(nchan):
@@ -1599,6 +1637,7 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         if not omitted:  # (integers: no NaN)
                             break
                         retry = False
+                        nagain = 0
                         for c in range(nchan):  # fold the ko copies of the failed channels
                             if not fail[c]:
                                 continue
@@ -1616,7 +1655,19 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                             again[c] = attempt == 0 and m > 0 and is_finite_bits(q) and \
                                 is_finite_bits(a) and (q - a * a / m) * limit < q
                             retry |= again[c]
+                            nagain += again[c]
                         if not retry:
+                            break
+                        if nagain * CL_RETRY_CHANNELS <= nchan:
+                            # few: those channels again on their own, as the clean pass's
+                            # (a block that came here for a NaN in its first row read the
+                            # whole block twice: (64, 262144) float64 28 -> 38 ms)
+                            for c in range(nchan):
+                                if fail[c] and again[c]:
+                                    kc[c] = otk[c] + osd[c] / ocn[c]
+                                    otk[c] = kc[c]
+                                    osd[c], osq[c] = _strided_sums(xf, e0 + c, n, nchan,
+                                                                   kc[c], half)
                             break
                         for c in range(nchan):  # far from the shift: the block means
                             if fail[c] and again[c]:
