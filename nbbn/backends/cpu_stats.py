@@ -406,8 +406,8 @@ def _take(ws, off, n, size, x0, i, dt):
     (uint8 scratch), at or after byte ``off``: at ``i * SCRATCH_SKEW`` past the input's
     address ``x0`` (its cache line) mod ``SCRATCH_PAGE``, ``i`` the array's number (at
     most ``SCRATCH_PAGE - 1`` bytes of padding). A function of its own, not inlined at
-    numba's IR level: 17 inlined copies in the channels-last kernel made its first
-    build 6.5 s longer."""
+    numba's IR level: 17 inlined copies made the channels-last kernel's first build
+    1.8 s longer (20.1 against 18.3 s on this host)."""
     want = (x0 // 64 * 64 + i * SCRATCH_SKEW) % SCRATCH_PAGE
     start = off + (want - (ws.ctypes.data + off) % SCRATCH_PAGE) % SCRATCH_PAGE
     end = start + n * size
@@ -1379,8 +1379,8 @@ SCRATCH_MIN_CHANNELS = 1 << 17  # channels-last tables of this many channels tak
 # kernel's arrays from the thread's scratch (``_cl_arrays``): arrays of their own were
 # page-faulted in at each call at 262,144 and 1,048,576 channels, never at 65,536 (it
 # depends on malloc's history), and the build that takes them from one scratch cannot
-# tell LLVM that they do not overlap, which made its first build 4-6 s longer (13.6 ->
-# 18-20 s on this host): narrower tables keep the other build
+# tell LLVM that they do not overlap, which made its first build 4-7 s longer (13.4-14.1
+# -> 18.3-21.4 s on this host): narrower tables keep the other build
 
 
 def cl_scratch_bytes(nchan: int) -> int:
