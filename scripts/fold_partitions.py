@@ -1,16 +1,24 @@
-"""Time of ``cpu_stats.fold`` over 64 partitions of 64 to 4,096 channels, in ms.
+"""Time of ``cpu_stats.fold``: over 64 partitions, and merging a batch into a state.
 
-The fold table in docs/benchmarks.md ("Twelfth session"): the partitions' statistics of
-a large batch merged per channel in partition order; random counts and moments. Median
-of 21 calls after one warm-up; the last column a checksum (the same bits before and
-after a change of the loop order). Run ``python scripts/fold_partitions.py`` (with
-``PYTHONPATH`` at another checkout's code to compare two versions).
+* The fold table in docs/benchmarks.md ("Twelfth session"): the partitions' statistics
+  of a large batch, 64 to 4,096 channels, merged per channel in partition order; random
+  counts and moments. Median of 21 calls after one warm-up, in ms; the last column a
+  checksum (the same bits before and after a change of the loop order).
+* The merge of a batch's statistics into a running state ("Eighteenth session"), the
+  last step of every ``update`` of a stream: statistics of real float32 batches (a state
+  of two batches, a batch of a quarter of the rows), 4,096 to 1,048,576 channels, in ns
+  per channel (median of 21, each on a fresh copy of the state), with the checksum, and
+  the ``update`` of a stream at those shapes (median ms of 9).
+
+Run ``python scripts/fold_partitions.py`` (with ``PYTHONPATH`` at another checkout's
+code to compare two versions).
 """
 
 import time
 
 import numpy as np
 
+import nbbn
 from nbbn.backends import cpu_stats
 from nbbn.backends._stats import BatchStats
 from nbbn.tools.bench_env import cpu_line
@@ -33,6 +41,30 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         print(f"C={nchan:5d}: {np.median(times) * 1e3:7.3f} ms  checksum "
               f"{out.floats.sum():.17g}")
+    into_state(rng)
+
+
+def into_state(rng) -> None:
+    print("a batch merged into a state: ns per channel; a stream's update: ms")
+    for rows, nchan in ((1024, 4096), (256, 65536), (64, 262144), (16, 1 << 20)):
+        x = (rng.standard_normal((rows, nchan)) * 100 + 5).astype(np.float32)
+        stream = nbbn.RunningStats(-1).update(x).update(x)
+        state = stream._state
+        part = nbbn.RunningStats(-1).update(x[: rows // 4])._state
+        ranges = cpu_stats.whole_ranges(1, nchan)
+        times = []
+        for _ in range(21):
+            ints, floats = state.ints.copy(), state.floats.copy()
+            t0 = time.perf_counter()
+            cpu_stats.fold(part.ints[None], part.floats[None], ints, floats, True, ranges)
+            times.append(time.perf_counter() - t0)
+        updates = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            stream.update(x)
+            updates.append(time.perf_counter() - t0)
+        print(f"  ({rows}, {nchan}): merge {np.median(times) * 1e9 / nchan:6.2f} ns/ch, "
+              f"update {np.median(updates) * 1e3:8.3f} ms  checksum {floats.sum():.17g}")
 
 
 if __name__ == "__main__":

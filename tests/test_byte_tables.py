@@ -143,3 +143,44 @@ def test_fold_in_channel_groups_keeps_the_bits(rng, into):
                           cpu_stats.whole_ranges(nparts, nchan))
     np.testing.assert_array_equal(state.ints, want_i)
     np.testing.assert_array_equal(state.floats, want_f)
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_fold_of_special_values_keeps_the_bits(rng, into):
+    """The vectorized merge (``_merge_channels``) against ``chan_merge`` channel by
+    channel, bit for bit (a NaN's sign aside), where ``chan_merge`` branches: empty
+    parts, infinite and NaN means, means so far apart that the between-term overflows,
+    counts of 2**52 and more (its exact conversion's limit), NaN and infinite min/max,
+    signed zeros."""
+    nparts, nchan = 3, 2 * cpu_stats.FOLD_CHANNELS + 37
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e308, -1e308, 1e-310, 1.0])
+
+    def some(shape):
+        v = rng.normal(size=shape) * 10.0 ** rng.integers(-20, 20, shape)
+        hit = rng.random(shape) < 0.15
+        v[hit] = rng.choice(specials, hit.sum())
+        return v
+
+    counts = [0, 0, 1, 2, 7, 1000, 2 ** 40, 2 ** 52 - 1, 2 ** 52, 2 ** 52 + 3]
+    pi = rng.choice(counts, (nparts, 3, nchan))
+    pf = some((nparts, 5, nchan))
+    pf[:, 3:, :16] = rng.choice([0.0, -0.0], (nparts, 2, 16))  # (min/max of zeros)
+    state = BatchStats.empty(nchan)
+    if into:
+        state.ints[:] = rng.choice(counts, (3, nchan))
+        state.floats[:] = some((5, nchan))
+        state.floats[3:, :16] = rng.choice([0.0, -0.0], (2, 16))
+    # means 1.5e154 apart, a value each: d * d overflows, chan_merge's other form of the
+    # between-term, (d * 0.5) * d, does not
+    state.ints[0, 16] = 0
+    pi[:, 0, 16] = 1, 1, 0
+    pf[:, :3, 16] = [[0.0, 0.0, 0.0], [1.5e154, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    want_i, want_f = _fold_reference(pi, pf, state.ints, state.floats, into)
+    assert cpu_stats.fold(pi, pf, state.ints, state.floats, into,
+                          cpu_stats.whole_ranges(nparts, nchan))
+    np.testing.assert_array_equal(state.ints, want_i)
+    # bit for bit but a NaN's sign: of two NaNs added, which one comes out depends on
+    # the order of the operands, which LLVM may swap in either build
+    nan = np.isnan(want_f)
+    np.testing.assert_array_equal(np.isnan(state.floats), nan)
+    np.testing.assert_array_equal(state.floats.view(np.int64)[~nan], want_f.view(np.int64)[~nan])

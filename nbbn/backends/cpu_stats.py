@@ -97,6 +97,7 @@ CL_MIN_BLOCKS = 4  # ... unless that leaves fewer blocks than this (see channels
 CL_SHARE_ROWS = 1024  # ... down to this many rows
 CL_SUB_ROWS = 64  # ... and rows per sub-block of a block that holds a NaN or an infinity
 GROUP = 8  # channels-last: tiles (row groups) accumulated in registers before memory
+MERGE_CHANNELS = 64  # ... in runs of this many channels (the bits of a uint64)
 FOLD_CHANNELS = 128  # the partitions' statistics are folded this many channels at once
 
 # channels-first rows shorter than a block are reduced in groups of rows (float32
@@ -754,6 +755,93 @@ def whole_ranges(nparts: int, nchan: int) -> np.ndarray:
     return cr
 
 
+_TWO_52 = 2 ** 52
+_TWO_52_BITS = np.int64(0x4330000000000000)  # the bits of 2.0 ** 52
+
+
+@numba.njit(inline="always")
+def _small_to_float(k):
+    """``float(k)`` for an integer ``0 <= k < 2**52``, exactly, by setting the bits of
+    ``2**52 + k`` and subtracting ``2**52``: AVX2 has no vector conversion of int64,
+    and the scalar ones took a third of ``_merge_channels``' time (other ``k``: a wrong
+    result, which its callers do not take)."""
+    return np.int64(k | _TWO_52_BITS).view(np.float64) - 4503599627370496.0
+
+
+@numba.njit(nogil=True, fastmath=False, error_model="numpy")
+def _merge_channels(ints, floats, pi, pf, p, c0, c1):
+    """Partition ``p`` of ``pi`` (P, 3, C) and ``pf`` (P, 5, C) merged into channels
+    ``c0 <= c < c1`` of ``ints`` (3, C) and ``floats`` (5, C): ``chan_merge``,
+    ``merge_min``, ``merge_max`` and the sums of the NaN and infinity counts, bit for
+    bit, in a loop of selects that LLVM vectorizes. ``fastmath`` is off (``two_sum``'s
+    error term), ``error_model="numpy"`` (a division by a count of 0, whose result is
+    not taken, raises nothing), and the index unsigned (a signed one kept numba's
+    wraparound of negative indices, which LLVM did not vectorize). The channels that
+    ``chan_merge`` takes another branch for (both parts counted, and a difference of
+    the means, a between-term or a low part of the mean that is not finite, or a count
+    of 2**52 or more) keep their count, mean and M2 in the loop, are marked in the bits
+    of ``slow`` (``c1 - c0 <= MERGE_CHANNELS``) and are merged by ``chan_merge`` after
+    it. Channel by channel through ``chan_merge`` a batch's merge into a state took
+    15.7-16.0 ns a channel in cache (4,096 channels) and 51-55 at 65,536-262,144
+    channels (the data's branches mispredicted); this loop 8.1-8.6 and 19-26
+    (benchmarks.md, "Eighteenth session")."""
+    slow = np.uint64(0)
+    cu = np.uint64(c0)
+    for j in range(c1 - c0):
+        c = cu + np.uint64(j)
+        na = ints[0, c]
+        nb = pi[p, 0, c]
+        ha = floats[0, c]
+        la = floats[1, c]
+        m2a = floats[2, c]
+        hb = pf[p, 0, c]
+        lb = pf[p, 1, c]
+        m2b = pf[p, 2, c]
+        # chan_merge's arithmetic: both of its branches computed, one taken
+        n = na + nb
+        fn = _small_to_float(n)
+        fb = _small_to_float(nb) / fn
+        fa = _small_to_float(na) / fn
+        d = (hb - ha) + (lb - la)
+        light = nb <= na  # the mean moves from the heavier part's
+        h0 = ha if light else hb
+        l0 = la if light else lb
+        x = l0 + (d * fb if light else -(d * fa))
+        s = h0 + x  # dd_mean: two_sum(h0, x)
+        bb = s - h0
+        e = (h0 - (s - bb)) + (x - bb)
+        between = d * d * _small_to_float(na) * fb
+        m2 = m2a + (m2b + between) if m2a >= m2b else m2b + (m2a + between)
+        # chan_merge: a's when nb == 0, else b's when na == 0, else the merge
+        both = (na != 0) & (nb != 0)
+        only_b = (na == 0) & (nb != 0)
+        fine = (na > 0) & (nb > 0) & (n < _TWO_52) & math.isfinite(d) & \
+            math.isfinite(between) & math.isfinite(e)
+        sl = both & (fine == False)  # noqa: E712 (a select, not a branch)
+        slow |= np.uint64(sl) << np.uint64(j)
+        ints[0, c] = n if fine else (nb if only_b else na)
+        floats[0, c] = s if fine else (hb if only_b else ha)
+        floats[1, c] = e if fine else (lb if only_b else la)
+        floats[2, c] = m2 if fine else (m2b if only_b else m2a)
+        mna = floats[3, c]
+        mnb = pf[p, 3, c]
+        mxa = floats[4, c]
+        mxb = pf[p, 4, c]
+        floats[3, c] = mna + mnb if math.isnan(mna) | math.isnan(mnb) else (
+            mna if mna <= mnb else mnb)
+        floats[4, c] = mxa + mxb if math.isnan(mxa) | math.isnan(mxb) else (
+            mxa if mxa >= mxb else mxb)
+        ints[1, c] += pi[p, 1, c]
+        ints[2, c] += pi[p, 2, c]
+    if slow:
+        for j in range(c1 - c0):
+            c = cu + np.uint64(j)
+            if slow >> np.uint64(j) & np.uint64(1):
+                ints[0, c], floats[0, c], floats[1, c], floats[2, c] = chan_merge(
+                    ints[0, c], floats[0, c], floats[1, c], floats[2, c],
+                    pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c])
+
+
 @cached(nogil=True)
 def fold(pi, pf, ints, floats, into, cr):
     """Fold the partitions' statistics ``pi`` (P, 3, C), ``pf`` (P, 5, C), in partition
@@ -765,7 +853,14 @@ def fold(pi, pf, ints, floats, into, cr):
     nothing, when ``into`` and a count would pass ``COUNT_LIMIT`` (a state loaded near
     it: real data never gets there)."""
     nparts = pi.shape[0]
-    if into:
+    if into and nparts == 1:  # (a merge: one loop that LLVM vectorizes)
+        over = False
+        for k in range(3):
+            for c in range(pi.shape[2]):
+                over |= pi[0, k, c] > COUNT_LIMIT - ints[k, c]
+        if over:
+            return False
+    elif into:
         for c in range(pi.shape[2]):
             for k in range(3):
                 t = ints[k, c]
@@ -778,7 +873,9 @@ def fold(pi, pf, ints, floats, into, cr):
     # ``floats`` themselves (no arrays to allocate: a small update calls this once): a
     # channel's fields lie 5 C * 8 bytes apart from one partition to the next, and read
     # channel by channel at C = 4096 (160 KB, a multiple of 4 KB: all in one L1 set)
-    # 64 partitions took 15 ms against 4 at C = 4000; now each line is read once
+    # 64 partitions took 15 ms against 4 at C = 4000; now each line is read once. Each
+    # partition's share of a tile is merged in runs of MERGE_CHANNELS channels by
+    # ``_merge_channels``, a vectorized loop
     nchan = pi.shape[2]
     if not into:
         for c in range(nchan):
@@ -786,12 +883,9 @@ def fold(pi, pf, ints, floats, into, cr):
     for c0 in range(0, nchan, FOLD_CHANNELS):
         c1 = min(nchan, c0 + FOLD_CHANNELS)
         for p in range(nparts):
-            for c in range(max(c0, cr[p, 0]), min(c1, cr[p, 1])):
-                n, m, ml, q = chan_merge(ints[0, c], floats[0, c], floats[1, c], floats[2, c],
-                                         pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c])
-                store_stats(ints, floats, c, n, m, ml, q, merge_min(floats[3, c], pf[p, 3, c]),
-                            merge_max(floats[4, c], pf[p, 4, c]), ints[1, c] + pi[p, 1, c],
-                            ints[2, c] + pi[p, 2, c])
+            e1 = min(c1, cr[p, 1])
+            for m0 in range(max(c0, cr[p, 0]), e1, MERGE_CHANNELS):
+                _merge_channels(ints, floats, pi, pf, p, m0, min(e1, m0 + MERGE_CHANNELS))
     return True
 
 
