@@ -11,7 +11,9 @@ The "many channels" tables in docs/benchmarks.md ("Seventeenth session"):
   ``sum`` over the same axes, medians of 7 interleaved rounds;
 * channels-last batches of few rows with NaNs (a value in a thousand) under
   ``nan_policy="omit"``, against the same batches without NaN, medians of 7 interleaved
-  rounds.
+  rounds;
+* single rows of 1,024 to 1,048,576 channels ("Eighteenth session"), each into a new
+  ``RunningStats`` and into a stream's, medians of 9 interleaved rounds.
 
 Run ``python scripts/many_channels.py`` in a process of its own: whether malloc hands
 new memory to a kernel depends on what the process did before.
@@ -82,12 +84,27 @@ def nan_batches(rng) -> None:
         print(f"  {name:44s} {seconds * 1e3:8.3f} ms")
 
 
+def one_row(rng) -> None:
+    print("one row: update of a new RunningStats and of a stream's, median ms of 9 "
+          "interleaved rounds")
+    calls = {}
+    for dtype in ("float32", "float64"):
+        for nchan in (1024, 16384, 1 << 18, 1 << 20):
+            x = (rng.standard_normal((1, nchan)) * 100 + 5).astype(dtype)
+            stream = nbbn.RunningStats(-1).update(x)
+            calls[f"{dtype} (1, {nchan}) stream"] = lambda s=stream, x=x: s.update(x)
+            calls[f"{dtype} (1, {nchan}) new"] = lambda x=x: nbbn.RunningStats(-1).update(x)
+    for name, seconds in interleaved(calls, 9).items():
+        print(f"  {name:44s} {seconds * 1e3:8.3f} ms")
+
+
 def main() -> None:
     print(cpu_line())
     rng = np.random.default_rng(0)
     wide_loops(rng)  # (first: the process has done little else)
     pieces(rng)
     nan_batches(rng)
+    one_row(rng)
 
 
 if __name__ == "__main__":

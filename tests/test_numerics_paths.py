@@ -598,3 +598,42 @@ def test_dense_nans_finish_blocks_exactly(rng, layout, dtype, nan_policy):
     rs = nbbn.RunningStats(axis, nan_policy=nan_policy, backend="cpu").update(x).update(second)
     assert_stats(rs, ref_stats_many([x, second], axis, nan_policy), stats_rtol(dtype))
     assert_non_finite_counts(rs, [x, second], axis)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32", "int64"])
+def test_one_row_written_directly_keeps_the_kernels_bits(rng, monkeypatch, dtype):
+    """A single row of many channels (``cpu._one_row_stats``, channels last and first):
+    the kernels' bits where every value is finite, signed zeros included; a NaN, an
+    infinity or a sum that overflows leaves the row to the kernels, and so does int64
+    (its mean may need a low part)."""
+    from nbbn.backends import cpu
+
+    nchan = cpu.ONE_ROW_CHANNELS + 3
+    x = (rng.standard_normal((1, nchan)) * 50).astype(dtype)
+    x[0, :2] = 0
+    rows = [(x, True)]
+    if x.dtype.kind == "f":
+        x[0, 1] = -0.0
+        for bad in (np.nan, np.inf):
+            y = x.copy()
+            y[0, 5] = bad
+            rows.append((y, False))
+        if dtype == "float64":
+            y = x.copy()
+            y[0, 3:5] = 1e308  # finite values whose sum is not
+            rows.append((y, False))
+    direct = []
+    one_row = cpu._one_row_stats
+    monkeypatch.setattr(cpu, "_one_row_stats", lambda r: direct.append(one_row(r)) or direct[-1])
+    for row, finite in rows:
+        for axis in (-1, 1):
+            for policy in ("propagate", "omit"):
+                direct.clear()
+                got = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(row)
+                assert [d is not None for d in direct] == ([] if dtype == "int64" else [finite])
+                with monkeypatch.context() as m:
+                    m.setattr(cpu, "ONE_ROW_CHANNELS", nchan + 1)  # (the kernels)
+                    want = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(row)
+                np.testing.assert_array_equal(got._snapshot().ints, want._snapshot().ints)
+                np.testing.assert_array_equal(got._snapshot().floats.view(np.int64),
+                                              want._snapshot().floats.view(np.int64))
