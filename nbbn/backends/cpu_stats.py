@@ -63,6 +63,7 @@ from .cpu_numerics import (
     merge_min,
     store_stats,
     to_float64,
+    two_sum,
 )
 from .cpu_simd import (
     CL_LANES,
@@ -756,7 +757,8 @@ def whole_ranges(nparts: int, nchan: int) -> np.ndarray:
 
 
 _TWO_52 = 2 ** 52
-_TWO_52_BITS = np.int64(0x4330000000000000)  # the bits of 2.0 ** 52
+_TWO_52_FLOAT = float(_TWO_52)
+_TWO_52_BITS = np.int64(np.float64(_TWO_52_FLOAT).view(np.int64))  # its bits, 0x43300...
 
 
 @numba.njit(inline="always")
@@ -765,7 +767,7 @@ def _small_to_float(k):
     ``2**52 + k`` and subtracting ``2**52``: AVX2 has no vector conversion of int64,
     and the scalar ones took a third of ``_merge_channels``' time (other ``k``: a wrong
     result, which its callers do not take)."""
-    return np.int64(k | _TWO_52_BITS).view(np.float64) - 4503599627370496.0
+    return np.int64(k | _TWO_52_BITS).view(np.float64) - _TWO_52_FLOAT
 
 
 @numba.njit(nogil=True, fastmath=False, error_model="numpy")
@@ -807,9 +809,7 @@ def _merge_channels(ints, floats, pi, pf, p, c0, c1):
         h0 = ha if light else hb
         l0 = la if light else lb
         x = l0 + (d * fb if light else -(d * fa))
-        s = h0 + x  # dd_mean: two_sum(h0, x)
-        bb = s - h0
-        e = (h0 - (s - bb)) + (x - bb)
+        s, e = two_sum(h0, x)  # (dd_mean, whose low part is checked below)
         between = d * d * _small_to_float(na) * fb
         m2 = m2a + (m2b + between) if m2a >= m2b else m2b + (m2a + between)
         # chan_merge: a's when nb == 0, else b's when na == 0, else the merge
