@@ -31,6 +31,7 @@ _FAMILIES = {
     "_stats_channels_last": "statistics kernel for {} channels-last input",
     "_stats_channels_last_u8": "statistics kernel for {} channels-last input",
     "_stats_byte_rows": "statistics kernel for {} channels-last input with many channels",
+    "stats_few_rows": "statistics kernel for {} channels-last input of few rows",
     "fold": "statistics merge",
     "_affine_channels_first": "normalizer kernel for {} channels-first input",
     "_affine_channels_last": "normalizer kernel for {} channels-last input",

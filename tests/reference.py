@@ -88,7 +88,10 @@ def _one_channel(v: np.ndarray, nan_policy: str):
         else:
             mean = float(np.sum(v)) / n  # inf or nan, as numpy
         d = v - mean
-        var = float(np.sum(d * d)) / n
+        q = float(np.sum(d * d))
+        c = float(np.sum(d))  # (the corrected two-pass: repairs the mean's rounding, which
+        # at 1e9 + 1e-4 noise made the variance 1e-6 off, relative)
+        var = (q - c * (c / n) if math.isfinite(q) and math.isfinite(c) else q) / n
         return n, mean, var, float(np.min(v)), float(np.max(v))
 
 

@@ -36,6 +36,8 @@ def test_warmup_compiles_once_then_loads(tmp_path):
     assert "2 cases ready" in first.stdout
     # channels-first also builds the kernel of short rows (CNN feature maps)
     assert any("int16 channels-first input with short rows" in n for n in notices)
+    # and channels-last a table of few rows of many channels
+    assert any("int16 channels-last input of few rows" in n for n in notices)
     again = _nbbn(["warmup", "--dtypes", "int16", "--layouts", "nchw,nhwc"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert "compiling" not in again.stderr
@@ -44,6 +46,7 @@ def test_warmup_compiles_once_then_loads(tmp_path):
             "announce_compiles(sys.stderr)\n"
             "nbbn.RunningStats(1).update(np.ones((64, 256, 7, 7), np.int16))\n"
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 256), np.int16))\n"
+            "nbbn.RunningStats(-1).update(np.ones((16, 4096), np.int16))\n"
             # RGBA's RGB, read in place: its merge compiled a variant of its own
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 4), np.int16)[..., :3])\n")
     p = _python(["-c", code], tmp_path)
@@ -79,9 +82,17 @@ def test_describe_names_top_level_kernels_only(name, args, words):
 
 
 def test_describe_knows_every_kernel_as_built():
-    from nbbn.backends import cpu_byte_tables, cpu_normalize, cpu_sparse, cpu_stats, cpu_weighted
+    from nbbn.backends import (
+        cpu_byte_tables,
+        cpu_few_rows,
+        cpu_normalize,
+        cpu_sparse,
+        cpu_stats,
+        cpu_weighted,
+    )
 
     kernels = [cpu_stats.stats_channels_first, cpu_stats.stats_channels_last,
+               cpu_few_rows.stats_few_rows,
                cpu_stats.fold, cpu_weighted._weighted_stats, cpu_byte_tables.stats_byte_rows,
                cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf,
                *cpu_sparse._csr_parts_builds.values(), *cpu_sparse._csr_blocks_builds.values(),

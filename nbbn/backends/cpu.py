@@ -39,6 +39,7 @@ from .._torch_arrays import (
     written,
 )
 from . import cpu_byte_tables as kb
+from . import cpu_few_rows as kf
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from . import cpu_stream, to_host
@@ -284,6 +285,10 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         one = _one_row_stats(x3.reshape(nchan))
         if one is not None:
             return one
+    if x3.shape[2] == 1 and x3.flags.c_contiguous and kf.takes(x3.shape[:2], x3.dtype, bf16):
+        few = _few_rows_stats(x3[:, :, 0], policy)
+        if few is not None:
+            return few
     name, flat, tail, nparts, *rest = _plan(x3, policy, bf16)
     # (by name: a test's spy on the module is seen)
     kernel = getattr(kb if name in kb.__all__ else ks, name)
@@ -298,6 +303,19 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
     out = BatchStats.uninitialized(nchan)
     ks.fold(pi, pf, out.ints, out.floats, False, cr)
     return out
+
+
+def _few_rows_stats(x2: np.ndarray, policy: int) -> BatchStats | None:
+    """The statistics of a C-contiguous (n, C) table of few rows and many channels
+    (``cpu_few_rows``), or None (the other kernels' turn) where NaNs or infinities in
+    many of its channels made the kernel give up."""
+    data, half = _half(x2)
+    out = BatchStats.uninitialized(x2.shape[1])
+    gave_up = np.zeros(1, np.bool_)
+    _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
+                             ks.ratio_limit(x2.dtype)),
+         (out.ints, out.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
+    return None if gave_up[0] else out
 
 
 def _one_row_stats(row: np.ndarray) -> BatchStats | None:

@@ -3,8 +3,9 @@
 A container image or a cluster node can run it once at build time, so that the first
 ``nbbn fit`` or the first ``update`` of a service pays no compilation. Each dtype and
 layout takes one tiny array through every operation that compiles something: the
-statistics (one batch, then a merge; channels-first also a piece of short rows, and
-channels-last bytes a table of many channels, which have kernels of their own), the
+statistics (one batch, then a merge; channels-first also a piece of short rows,
+channels-last a table of few rows of many channels, and channels-last bytes a table of
+many channels, which have kernels of their own), the
 normalizer (for floating input also its build that counts infinities, which
 ``nbbn.sklearn.StandardScaler.transform`` takes) and BatchNorm training. The "sparse"
 layout (scipy CSR and CSC matrices, which need scipy) takes tiny matrices through each
@@ -32,6 +33,9 @@ SHORT_ROWS = (2, 1024, 4, 8)
 # uint8 and int8 tables of many channels (MNIST's 784 pixels) take one too
 # (cpu_byte_tables): one such table
 WIDE_BYTES = (8, 256)
+# and tables of few rows of many channels of every dtype but 64-bit integers
+# (cpu_few_rows): one such table
+FEW_ROWS = (2, 1024)
 SPARSE = "sparse"  # the layout name of scipy sparse matrices
 
 
@@ -83,8 +87,10 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             if layout == "nchw":
                 short = np.zeros(SHORT_ROWS, dtype)
                 nbbn.RunningStats(axis).update(short).update(short)
-            elif dtype in ("uint8", "int8"):
-                nbbn.RunningStats(-1).update(np.zeros(WIDE_BYTES, dtype))
+            else:
+                if dtype in ("uint8", "int8"):
+                    nbbn.RunningStats(-1).update(np.zeros(WIDE_BYTES, dtype))
+                nbbn.RunningStats(-1).update(np.zeros(FEW_ROWS, dtype))
             norm = rs.to_normalizer()
             norm(x)
             if np.dtype(dtype).kind == "f":  # nbbn.sklearn's transform: the normalizer

@@ -1,0 +1,195 @@
+"""Statistics of a channels-last table of few rows and many channels, channel tile by
+channel tile.
+
+The channels-last kernel (``cpu_stats``) reads a table in blocks of rows and finishes
+every channel at the end of each block: a shift, a retry test and a merge per channel,
+a dozen sweeps over arrays of C values. A table of 2 to ``FEW_ROWS_MAX`` rows is a
+single block, so that finish is most of its time (20-35 ns per channel, one thread),
+and a stream of wide batches of few rows paid it at every call. Here the table is cut
+into tiles of ``TILE`` channels, shared by the threads, and each tile is read twice
+while its rows are in the cache:
+
+1. the sums of ``x - x[0]``, whose mean is the shift of
+2. the shifted sums ``a = sum(x - k)``, ``q = sum((x - k)**2)``, min and max,
+
+and finished in runs of ``RUN`` channels by a loop of selects (the steps of
+``cpu_stats._finish_shifted``): mean ``k + a / n`` as a double-double, ``M2 = q - a *
+a / n``, a constant channel's exact mean and M2 of 0. A channel whose sums are not
+finite (a NaN or an infinity) or still cancel (``M2 * limit < q``) is marked in the
+run's bits and computed by ``cpu_stats._block_slow`` (the NaN policy, exactly), which
+reads its few values. A tile's sums are kept in five arrays of ``TILE`` values, and
+its statistics then written into the batch's.
+
+Each channel's arithmetic is the same in a vector lane and in a loop's scalar tail
+(``fastmath`` off: no reassociation, no contraction), and its rows are summed in order,
+so the results do not depend on the tiles' split between threads. Under "omit", a
+tile whose slow channels would cost more than the other kernels (NaNs in more than a
+third of the channels of 64 rows) makes the call give up (``gave_up``), and the caller
+uses them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .._policy import POLICY_OMIT
+from ._jit import cached
+from .cpu_numerics import fmax_fast, fmin_fast, to_float64, two_sum
+from .cpu_stats import _block_slow
+
+FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
+FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel
+TILE = 256  # channels per tile: 64 rows of float64 are 128 KB, in L2 for the second pass
+RUN = 64  # channels finished per run (the bits of a uint64 mark its slow ones)
+GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pass this
+# many tiles (each slow channel's exact passes, about 5 ns a value, against the
+# channels-last kernel's omitting pass: even at NaNs in 36% of the channels of 64 rows,
+# in 68% of 32 rows; benchmarks.md). Under "propagate" a slow channel takes one pass
+# (its NaN or infinity decides it), and the tiles won at every share
+
+
+def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
+    """Whether a C-contiguous (n, C) table of ``dtype`` takes this kernel: 2 to
+    ``FEW_ROWS_MAX`` rows of at least ``FEW_ROWS_CHANNELS`` channels, floats (not
+    bfloat16) and integers of at most 32 bits (exact in float64)."""
+    n, nchan = shape
+    return (1 < n <= FEW_ROWS_MAX and nchan >= FEW_ROWS_CHANNELS and not bf16
+            and (dtype.kind == "f" or (dtype.kind in "iu" and dtype.itemsize <= 4)))
+
+
+@numba.njit(inline="always")
+def _rows4(xf, i, nchan, c0, w):
+    """Rows ``i`` to ``i + 3`` of the tile of channels ``c0 <= c < c0 + w``."""
+    e = i * nchan + c0
+    return (xf[e:e + w], xf[e + nchan:e + nchan + w], xf[e + 2 * nchan:e + 2 * nchan + w],
+            xf[e + 3 * nchan:e + 3 * nchan + w])
+
+
+@numba.njit(inline="always")
+def _add(sums, v, k):
+    """One value ``v`` added to a channel's ``(a, q, lo, hi)``: its shifted sums (shift
+    ``k``), min and max (selects: a compare and branch became masked stores,
+    ``vmaskmovpd``, and the min and max alone ran at 1.16 ns a value on Zen 2, the
+    whole pass with selects at 0.68)."""
+    a, q, lo, hi = sums
+    d = v - k
+    return a + d, q + d * d, fmin_fast(lo, v), fmax_fast(hi, v)
+
+
+@numba.njit(inline="always")
+def _fill(row, cu, w, value):
+    for j in range(w):
+        row[cu + np.uint64(j)] = value
+
+
+@numba.njit(inline="always")
+def _copy(row, cu, tile, w):
+    for j in range(w):
+        row[cu + np.uint64(j)] = tile[j]
+
+
+@cached(nogil=True, fastmath=False, error_model="numpy")
+def stats_few_rows(xf, half, nchan, policy, limit, t, nt, ints, floats, gave_up):
+    """The statistics of the (n, ``nchan``) table ``xf`` (flat) into ``ints`` (3, C) and
+    ``floats`` (5, C) (``BatchStats``' layout), tiles ``ntiles * t // nt`` to ``ntiles
+    * (t + 1) // nt``; ``gave_up[0]`` set (and the results unfinished) where a tile's
+    slow channels would cost more than the other kernels. ``error_model="numpy"`` and
+    unsigned channel indices: LLVM vectorizes the loops over channels (numba's
+    division checks and wraparound of negative indices kept them scalar)."""
+    n = xf.size // nchan
+    fn = numba.float64(n)
+    ntiles = -(-nchan // TILE)
+    k = np.empty(TILE)  # a tile's shifts, sums of x - k and of (x - k)**2, min and max
+    a = np.empty(TILE)  # (arrays of their own: LLVM did not vectorize the passes over
+    q = np.empty(TILE)  # rows of the batch's arrays, views of one another)
+    mn = np.empty(TILE)
+    mx = np.empty(TILE)
+    masks = np.zeros(TILE // RUN, np.uint64)
+    for tile in range(ntiles * t // nt, ntiles * (t + 1) // nt):
+        if gave_up[0]:
+            return
+        c0 = tile * TILE
+        w = min(nchan, c0 + TILE) - c0
+        cu = np.uint64(c0)
+        r0 = xf[c0:c0 + w]
+        for j in range(w):  # pass 1: the sums of x - x[0]
+            k[j] = to_float64(r0[j], half)
+            a[j] = 0.0
+        e = n // 4 * 4  # (row 0 too: it adds 0, and n = 4 is one group of rows)
+        for i in range(0, e, 4):  # (four rows at once: a channel's sums stay in registers)
+            r1, r2, r3, r4 = _rows4(xf, i, nchan, c0, w)
+            for j in range(w):
+                kk = k[j]
+                a[j] = (((a[j] + (to_float64(r1[j], half) - kk))
+                         + (to_float64(r2[j], half) - kk))
+                        + (to_float64(r3[j], half) - kk)) + (to_float64(r4[j], half) - kk)
+        for i in range(e, n):
+            r = xf[i * nchan + c0:i * nchan + c0 + w]
+            for j in range(w):
+                a[j] += to_float64(r[j], half) - k[j]
+        for j in range(w):  # pass 2: shifted by their mean
+            k[j] = k[j] + a[j] / fn
+            a[j] = 0.0
+            q[j] = 0.0
+            mn[j] = np.inf
+            mx[j] = -np.inf
+        for i in range(0, e, 4):
+            r1, r2, r3, r4 = _rows4(xf, i, nchan, c0, w)
+            for j in range(w):
+                kk = k[j]
+                sums = _add((a[j], q[j], mn[j], mx[j]), to_float64(r1[j], half), kk)
+                sums = _add(sums, to_float64(r2[j], half), kk)
+                sums = _add(sums, to_float64(r3[j], half), kk)
+                a[j], q[j], mn[j], mx[j] = _add(sums, to_float64(r4[j], half), kk)
+        for i in range(e, n):
+            r = xf[i * nchan + c0:i * nchan + c0 + w]
+            for j in range(w):
+                a[j], q[j], mn[j], mx[j] = _add((a[j], q[j], mn[j], mx[j]),
+                                                to_float64(r[j], half), k[j])
+        nslow = 0
+        for m in range(masks.size):  # the finish, in runs of RUN channels, in place
+            slow = np.uint64(0)
+            for j in range(max(0, min(RUN, w - m * RUN))):
+                u = np.uint64(m * RUN) + np.uint64(j)
+                kk = k[u]
+                aa = a[u]
+                qq = q[u]
+                flat = mn[u] == mx[u]
+                s, e = two_sum(kk, aa / fn)
+                m2 = qq - aa * aa / fn
+                fine = math.isfinite(aa) & math.isfinite(qq)
+                sl = (fine == False) | ((flat == False) & (m2 * limit < qq))  # noqa: E712
+                slow |= np.uint64(sl) << np.uint64(j)
+                nslow += sl
+                k[u] = mn[u] if flat else s
+                a[u] = 0.0 if flat | (math.isfinite(e) == False) else e  # noqa: E712
+                q[u] = 0.0 if flat else m2
+            masks[m] = slow
+        # the tile's statistics into the batch's, a loop per field (numba's slice
+        # assignment copied through a temporary: 7.2 -> 5.1 ns a channel at (2, 4096))
+        _fill(ints[0], cu, w, n)
+        _fill(ints[1], cu, w, 0)
+        _fill(ints[2], cu, w, 0)
+        _copy(floats[0], cu, k, w)
+        _copy(floats[1], cu, a, w)
+        _copy(floats[2], cu, q, w)
+        _copy(floats[3], cu, mn, w)
+        _copy(floats[4], cu, mx, w)
+        if nslow == 0:
+            continue
+        if policy == POLICY_OMIT and nslow * n > GIVE_UP * TILE:
+            gave_up[0] = True
+            return
+        for m in range(masks.size):
+            for j in range(RUN):
+                if masks[m] >> np.uint64(j) & np.uint64(1):
+                    c = c0 + m * RUN + j
+                    (ints[0, c], floats[0, c], floats[1, c], floats[2, c], floats[3, c],
+                     floats[4, c], ints[1, c], ints[2, c]) = _block_slow(xf, c, n, nchan,
+                                                                         half, policy)
+
+
+__all__ = ["FEW_ROWS_CHANNELS", "FEW_ROWS_MAX", "stats_few_rows", "takes"]

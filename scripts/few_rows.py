@@ -1,0 +1,68 @@
+"""Channels-last tables of few rows and many channels: the tile kernel (``cpu_few_rows``)
+against the channels-last kernel it replaced there, in one process.
+
+Each case is timed as ``update`` of a new ``RunningStats`` (the batch's statistics,
+then their merge into the new state) and of a stream's (the same, merged into a state
+of C channels), each with the tile kernel and with it turned off (``FEW_ROWS_MAX = 0``:
+the channels-last kernels, as before); numpy's ``x.var(axis=0)`` of the same table
+beside them (a mean, a second pass and a temporary of the table's size). Medians of 7
+interleaved rounds, ms, the ratios, and the tile kernel's GB/s of input (new state).
+The "few rows" table in docs/benchmarks.md ("Nineteenth session").
+
+    python scripts/few_rows.py            # the table
+    python scripts/few_rows.py nan        # the same with a NaN in 1% of the channels
+"""
+
+import sys
+
+import numpy as np
+
+import nbbn
+from nbbn.backends import cpu_few_rows
+from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.bench_timing import interleaved
+
+CASES = [("float64", n, c) for c in (1 << 16, 1 << 18, 1 << 20) for n in (2, 4, 16, 64)]
+CASES += [("float32", 4, 1 << 18), ("float32", 64, 1 << 18), ("float16", 4, 1 << 18),
+          ("uint8", 4, 1 << 18), ("int16", 16, 1 << 18), ("int32", 8, 1 << 18),
+          ("float64", 8, 1024), ("float64", 64, 4096)]
+
+
+def _update(x, on: bool, state=None):
+    limit = cpu_few_rows.FEW_ROWS_MAX
+
+    def call():
+        cpu_few_rows.FEW_ROWS_MAX = limit if on else 0
+        try:
+            (state if state is not None else nbbn.RunningStats(-1)).update(x)
+        finally:
+            cpu_few_rows.FEW_ROWS_MAX = limit
+    return call
+
+
+def main() -> None:
+    print(cpu_line())
+    nan = "nan" in sys.argv[1:]
+    rng = np.random.default_rng(0)
+    print(f"{'batch':26s} {'new: before':>11s} {'tiles':>7s} {'x':>5s}"
+          f" {'stream: before':>14s} {'tiles':>7s} {'x':>5s} {'numpy var':>9s} {'GB/s':>5s}"
+          + ("   (a NaN in 1% of the channels)" if nan else ""))
+    for dtype, nrows, nchan in CASES:
+        x = (rng.standard_normal((nrows, nchan)) * 100 + 5).astype(dtype)
+        if nan and x.dtype.kind == "f":
+            x[nrows // 2, rng.random(nchan) < 0.01] = np.nan
+        stream = nbbn.RunningStats(-1).update(x)
+        with np.errstate(over="ignore"):  # (numpy's float16 squares)
+            t = interleaved({"before": _update(x, False), "tiles": _update(x, True),
+                             "stream before": _update(x, False, stream),
+                             "stream": _update(x, True, stream),
+                             "numpy": lambda x=x: x.var(axis=0)}, 7)
+        print(f"{dtype:8s} ({nrows:3d}, {nchan:8d})  {t['before'] * 1e3:11.3f}"
+              f" {t['tiles'] * 1e3:7.3f} {t['before'] / t['tiles']:5.1f}"
+              f" {t['stream before'] * 1e3:14.3f} {t['stream'] * 1e3:7.3f}"
+              f" {t['stream before'] / t['stream']:5.1f} {t['numpy'] * 1e3:9.3f}"
+              f" {x.nbytes / t['tiles'] / 1e9:5.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
