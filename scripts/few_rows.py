@@ -11,6 +11,10 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
 
     python scripts/few_rows.py            # the table
     python scripts/few_rows.py nan        # the same with a NaN in 1% of the channels
+    python scripts/few_rows.py shares     # NaNs in 10-100% of the channels, both policies
+
+The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
+8000 in the source (a constant of the compiled kernel), so that no tile gave up.
 """
 
 import sys
@@ -28,13 +32,14 @@ CASES += [("float32", 4, 1 << 18), ("float32", 64, 1 << 18), ("float16", 4, 1 <<
           ("float64", 8, 1024), ("float64", 64, 4096)]
 
 
-def _update(x, on: bool, state=None):
+def _update(x, on: bool, state=None, policy: str = "propagate"):
     limit = cpu_few_rows.FEW_ROWS_MAX
 
     def call():
         cpu_few_rows.FEW_ROWS_MAX = limit if on else 0
         try:
-            (state if state is not None else nbbn.RunningStats(-1)).update(x)
+            (state if state is not None else nbbn.RunningStats(-1, nan_policy=policy)
+             ).update(x)
         finally:
             cpu_few_rows.FEW_ROWS_MAX = limit
     return call
@@ -64,5 +69,23 @@ def main() -> None:
               f" {x.nbytes / t['tiles'] / 1e9:5.1f}", flush=True)
 
 
+def shares() -> None:
+    """(n, 262144) float64 tables with a NaN in a share of the channels (of one row),
+    "propagate" and "omit", the tile kernel on and off: median ms of 5 interleaved rounds."""
+    print(cpu_line())
+    rng = np.random.default_rng(0)
+    for nrows, share in ((64, 0.1), (64, 0.3), (64, 1.0), (32, 1.0), (16, 1.0)):
+        x = rng.standard_normal((nrows, 1 << 18))
+        x[nrows // 2, rng.random(x.shape[1]) < share] = np.nan
+        calls = {}
+        for policy in ("propagate", "omit"):
+            for on in (False, True):
+                calls[f"{policy} {'tiles' if on else 'before'}"] = _update(
+                    x, on, policy=policy)
+        t = interleaved(calls, 5)
+        print(f"({nrows}, 262144) {share:4.0%} NaN channels: "
+              + "  ".join(f"{k} {v * 1e3:.2f}" for k, v in t.items()), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    shares() if "shares" in sys.argv[1:] else main()
