@@ -158,14 +158,14 @@ def stats_few_rows(xf, half, nchan, policy, limit, t, nt, ints, floats, gave_up)
                 aa = a[u]
                 qq = q[u]
                 flat = mn[u] == mx[u]
-                s, e = two_sum(kk, aa / fn)
+                hi, lo = two_sum(kk, aa / fn)  # (the mean as a double-double)
                 m2 = qq - aa * aa / fn
                 fine = math.isfinite(aa) & math.isfinite(qq)
                 sl = (fine == False) | ((flat == False) & (m2 * limit < qq))  # noqa: E712
                 slow |= np.uint64(sl) << np.uint64(j)
                 nslow += sl
-                k[u] = mn[u] if flat else s
-                a[u] = 0.0 if flat | (math.isfinite(e) == False) else e  # noqa: E712
+                k[u] = mn[u] if flat else hi
+                a[u] = 0.0 if flat | (math.isfinite(lo) == False) else lo  # noqa: E712
                 q[u] = 0.0 if flat else m2
             masks[m] = slow
         # the tile's statistics into the batch's, a loop per field (numba's slice
