@@ -12,6 +12,7 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py            # the table
     python scripts/few_rows.py nan        # the same with a NaN in 1% of the channels
     python scripts/few_rows.py shares     # NaNs in 10-100% of the channels, both policies
+    python scripts/few_rows.py narrow     # streams of 16-64 rows of 1,024-32,768 channels
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
 8000 in the source (a constant of the compiled kernel), so that no tile gave up.
@@ -87,5 +88,24 @@ def shares() -> None:
               + "  ".join(f"{k} {v * 1e3:.2f}" for k, v in t.items()), flush=True)
 
 
+def narrow() -> None:
+    """A stream's ``update`` near the thresholds: 16-64 rows of 1,024-32,768 channels,
+    float64 and float32, the tile kernel on and off: median ms of 15 interleaved
+    rounds."""
+    print(cpu_line())
+    rng = np.random.default_rng(0)
+    for dtype in ("float64", "float32"):
+        for nchan in (1024, 4096, 16384, 32768):
+            for nrows in (16, 32, 64):
+                x = (rng.standard_normal((nrows, nchan)) * 100 + 5).astype(dtype)
+                stream = nbbn.RunningStats(-1).update(x)
+                t = interleaved({"before": _update(x, False, stream),
+                                 "tiles": _update(x, True, stream)}, 15)
+                print(f"{dtype} ({nrows}, {nchan}) stream: before {t['before'] * 1e3:.3f}"
+                      f" tiles {t['tiles'] * 1e3:.3f} x{t['before'] / t['tiles']:.2f}",
+                      flush=True)
+
+
 if __name__ == "__main__":
-    shares() if "shares" in sys.argv[1:] else main()
+    modes = {"shares": shares, "narrow": narrow}
+    next((modes[a] for a in sys.argv[1:] if a in modes), main)()
