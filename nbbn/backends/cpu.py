@@ -52,7 +52,6 @@ name = "cpu"
 MAX_PARTS = 64  # fixed upper bound: the partitioning never depends on the thread count
 MIN_PART_ELEMENTS = 1 << 16  # a partition holds at least this many elements
 THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all the work
-ONE_ROW_CHANNELS = 1024  # a single row of at least this many channels: written directly
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -280,13 +279,10 @@ def _piece_stats(x3: np.ndarray, policy: int, bf16: bool = False) -> BatchStats:
         # nbbn's table batches) are read as channels-first (1, C, M) without a copy;
         # other strided rows came in contiguous slabs (reduce), or are a single row
         x3 = rows.T[np.newaxis] if rows.flags.f_contiguous else np.ascontiguousarray(x3)
-    if x3.shape[0] == 1 and x3.shape[2] == 1 and nchan >= ONE_ROW_CHANNELS and not bf16 \
-            and (x3.dtype.kind == "f" or x3.dtype.itemsize <= 4):
-        one = _one_row_stats(x3.reshape(nchan))
-        if one is not None:
-            return one
-    if x3.shape[2] == 1 and x3.flags.c_contiguous and kf.takes(x3.shape[:2], x3.dtype, bf16):
-        few = _few_rows_stats(x3[:, :, 0], policy)
+    if x3.shape[2] == 1 and kf.takes(x3.shape[:2], x3.dtype, bf16):
+        # a row (written directly), or a C-contiguous table of few rows (channel tiles)
+        few = (_one_row_stats(x3.reshape(nchan)) if x3.shape[0] == 1 else
+               _few_rows_stats(x3[:, :, 0], policy) if x3.flags.c_contiguous else None)
         if few is not None:
             return few
     name, flat, tail, nparts, *rest = _plan(x3, policy, bf16)

@@ -41,7 +41,8 @@ from .cpu_numerics import fmax_fast, fmin_fast, to_float64, two_sum
 from .cpu_stats import _block_slow
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
-FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel
+FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
+# single row, cpu._one_row_stats)
 TILE = 256  # channels per tile: 64 rows of float64 are 128 KB, in L2 for the second pass
 RUN = 64  # channels finished per run (the bits of a uint64 mark its slow ones)
 GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pass this
@@ -52,11 +53,13 @@ GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pa
 
 
 def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
-    """Whether a C-contiguous (n, C) table of ``dtype`` takes this kernel: 2 to
+    """Whether an (n, C) table of ``dtype`` is one of few rows of many channels: 1 to
     ``FEW_ROWS_MAX`` rows of at least ``FEW_ROWS_CHANNELS`` channels, floats (not
-    bfloat16) and integers of at most 32 bits (exact in float64)."""
+    bfloat16) and integers of at most 32 bits (exact in float64). A single row is
+    written directly (``cpu._one_row_stats``), C-contiguous tables of more take this
+    kernel."""
     n, nchan = shape
-    return (1 < n <= FEW_ROWS_MAX and nchan >= FEW_ROWS_CHANNELS and not bf16
+    return (1 <= n <= FEW_ROWS_MAX and nchan >= FEW_ROWS_CHANNELS and not bf16
             and (dtype.kind == "f" or (dtype.kind in "iu" and dtype.itemsize <= 4)))
 
 
