@@ -8,7 +8,9 @@
   last step of every ``update`` of a stream: statistics of real float32 batches (a state
   of two batches, a batch of a quarter of the rows), 4,096 to 1,048,576 channels, in ns
   per channel (median of 21, each on a fresh copy of the state), with the checksum, and
-  the ``update`` of a stream at those shapes (median ms of 9).
+  the ``update`` of a stream at those shapes (median ms of 9). Channel counts that are
+  powers of two and one that is not beside two of them ("Twentieth session": the rows
+  of a power of two of 16,384 channels or more lie a multiple of 4 KB apart).
 
 Run ``python scripts/fold_partitions.py`` (with ``PYTHONPATH`` at another checkout's
 code to compare two versions).
@@ -46,7 +48,8 @@ def main() -> None:
 
 def into_state(rng) -> None:
     print("a batch merged into a state: ns per channel; a stream's update: ms")
-    for rows, nchan in ((1024, 4096), (256, 65536), (64, 262144), (16, 1 << 20)):
+    for rows, nchan in ((1024, 4096), (256, 65536), (256, 65600), (64, 262144),
+                       (16, 1 << 20), (16, 1000000)):
         x = (rng.standard_normal((rows, nchan)) * 100 + 5).astype(np.float32)
         stream = nbbn.RunningStats(-1).update(x).update(x)
         state = stream._state
