@@ -177,6 +177,8 @@ class RunningStats:
                                        columns)
         if self.histogram is not None and counts is None:
             counts = _histogram_counts(self.histogram, batch, self.channel_axis)
+        if weight is None and self._merge_in_place(be, inp, counts, columns):
+            return self
         if weight is None:
             part = be.reduce(inp, policy_code(self.nan_policy))
         else:
@@ -190,27 +192,59 @@ class RunningStats:
         if self.nan_policy == "raise":
             self._raise_on_nonfinite(be.summary(part))
         with self._lock:
-            self._check_channels(nchan, "batch")  # another thread may have started
-            check_coords(self._channel_coord, coord, "the batch")
-            names = self._first_names(columns)
-            self._host_cache = None
-            before = _counted(self._state)
-            try:
+            def merge():
                 if getattr(self._state, "weight", None) is not None:
                     # a weighted state is merged on the host (device states hold none)
-                    self._state = _host_merge(self._state, be.summary(part))
-                else:
-                    self._state = be.merge(self._state, part)
-            except BaseException:
-                # A KeyboardInterrupt can arrive just after a merge into the state in
-                # place returned (a compiled merge is never stopped halfway): the batch
-                # is then in the state, and the rest of the commit follows it.
-                if before is None or _counted(self._state) == before:
-                    raise
-                self._committed(counts, coord, names)
+                    return _host_merge(self._state, be.summary(part))
+                return be.merge(self._state, part)
+
+            self._merge_locked(nchan, coord, columns, counts, merge)
+        return self
+
+    def _merge_in_place(self, be, inp, counts, columns) -> bool:
+        """A batch the backend merges into the state as it computes it (``reduce_into``:
+        a wide table of few rows, whose statistics are as large as the table), under
+        the lock, when no other thread holds it (they compute their batches outside it:
+        this one then does too); False, nothing changed, where it does not."""
+        find = getattr(be, "in_place_table", None)
+        if find is None or self._state is None or self.nan_policy == "raise":
+            return False  # ("raise": the batch is checked before the state changes)
+        policy = policy_code(self.nan_policy)
+        table = find(inp, policy)
+        if table is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self._merge_locked(
+                inp.channels, getattr(inp, "channel_coord", self._channel_coord), columns,
+                counts, lambda: self._state if be.reduce_into(table, policy, self._state)
+                else None)
+        finally:
+            self._lock.release()
+
+    def _merge_locked(self, nchan: int, coord, columns, counts, merge) -> bool:
+        """Under the lock: the checks another thread may have changed the answer to, the
+        new state ``merge()`` returns (None: it merged nothing, and False is returned),
+        and what follows a merge."""
+        self._check_channels(nchan, "batch")  # another thread may have started
+        check_coords(self._channel_coord, coord, "the batch")
+        names = self._first_names(columns)
+        self._host_cache = None
+        before = _counted(self._state)
+        try:
+            state = merge()
+            if state is None:
+                return False
+            self._state = state
+        except BaseException:
+            # A KeyboardInterrupt can arrive just after a merge into the state in place
+            # returned (a compiled merge is never stopped halfway): the batch is then in
+            # the state, and the rest of the commit follows it.
+            if before is None or _counted(self._state) == before:
                 raise
             self._committed(counts, coord, names)
-        return self
+            raise
+        self._committed(counts, coord, names)
+        return True
 
     def _committed(self, counts, coord, names) -> None:
         """What follows a batch's merge into the state (under the lock)."""

@@ -13,6 +13,8 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py nan        # the same with a NaN in 1% of the channels
     python scripts/few_rows.py shares     # NaNs in 10-100% of the channels, both policies
     python scripts/few_rows.py narrow     # streams of 16-64 rows of 1,024-32,768 channels
+    python scripts/few_rows.py inplace    # streams merged into the state in place, or not
+    python scripts/few_rows.py small      # what that check costs small updates
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
 8000 in the source (a constant of the compiled kernel), so that no tile gave up.
@@ -106,6 +108,70 @@ def narrow() -> None:
                       flush=True)
 
 
+def in_place() -> None:
+    """A stream's ``update`` with the batch merged into the state as it is computed
+    (``cpu.reduce_into``) and with its statistics written out and then merged (``reduce``,
+    ``merge``), both with the tile kernel: median ms of 11 interleaved rounds, and the
+    in-place update's GB/s of the input and of the state, read and written (64 bytes a
+    channel each way) ("Twentieth session")."""
+    from nbbn.backends import cpu
+
+    print(cpu_line())
+    a, b = np.ones(1 << 23), np.empty(1 << 23)  # (this host's copy: read + write, 128 MB)
+    copy = interleaved({"copy": lambda: np.copyto(b, a)}, 11)["copy"]
+    print(f"numpy copy of 64 MB: {2 * a.nbytes / copy / 1e9:.1f} GB/s read + written")
+    rng = np.random.default_rng(0)
+    into = cpu.reduce_into
+    cases = [("float64", 4, 1 << 20), ("float64", 4, 1_000_000), ("float64", 16, 1 << 18),
+             ("float32", 16, 1 << 18), ("float64", 64, 1 << 16), ("float32", 64, 1 << 16),
+             ("uint8", 8, 1 << 18), ("float32", 64, 4096), ("float32", 32, 1024),
+             ("float64", 8, 1024)]
+    for dtype, nrows, nchan in cases:
+        x = (rng.standard_normal((nrows, nchan)) * 100 + 5).astype(dtype)
+        stream = nbbn.RunningStats(-1).update(x)
+
+        def call(on: bool, x=x, stream=stream):
+            def run():
+                cpu.reduce_into = into if on else (lambda table, policy, state: False)
+                try:
+                    stream.update(x)
+                finally:
+                    cpu.reduce_into = into
+            return run
+
+        t = interleaved({"merged after": call(False), "in place": call(True)}, 11)
+        print(f"{dtype:8s} ({nrows:3d}, {nchan:8d}) stream: merged after"
+              f" {t['merged after'] * 1e3:8.3f}  in place {t['in place'] * 1e3:8.3f}"
+              f"  x{t['merged after'] / t['in place']:.2f}"
+              f"  {(x.nbytes + 128 * nchan) / t['in place'] / 1e9:5.1f} GB/s", flush=True)
+
+
+def small() -> None:
+    """What the in-place check costs an update it does not take: a stream's ``update`` of
+    (8, 16) float64 and (4, 3, 8, 8) float32 with ``RunningStats._merge_in_place`` and
+    with it turned off, 200 calls a round, median us a call of 15 interleaved rounds."""
+    from nbbn.running_stats import RunningStats
+
+    print(cpu_line())
+    check = RunningStats._merge_in_place
+    rng = np.random.default_rng(0)
+    calls = {}
+    for axis, x in ((-1, rng.standard_normal((8, 16))),
+                    (1, rng.standard_normal((4, 3, 8, 8)).astype(np.float32))):
+        stream = RunningStats(axis).update(x)
+        for on in (False, True):
+            def run(on=on, x=x, stream=stream):
+                RunningStats._merge_in_place = check if on else (lambda *a: False)
+                try:
+                    for _ in range(200):
+                        stream.update(x)
+                finally:
+                    RunningStats._merge_in_place = check
+            calls[f"{x.dtype} {x.shape} {'checked' if on else 'off'}"] = run
+    for name, t in interleaved(calls, 15).items():
+        print(f"{name}: {t / 200 * 1e6:.2f} us")
+
+
 if __name__ == "__main__":
-    modes = {"shares": shares, "narrow": narrow}
+    modes = {"shares": shares, "narrow": narrow, "inplace": in_place, "small": small}
     next((modes[a] for a in sys.argv[1:] if a in modes), main)()

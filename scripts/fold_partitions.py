@@ -13,9 +13,14 @@
   of a power of two of 16,384 channels or more lie a multiple of 4 KB apart).
 
 Run ``python scripts/fold_partitions.py`` (with ``PYTHONPATH`` at another checkout's
-code to compare two versions).
+code to compare two versions), or ``python scripts/fold_partitions.py ab OLD.py`` with
+another version's ``nbbn/backends/cpu_stats.py`` (``git show REV:nbbn/backends/cpu_stats.py
+> OLD.py``): the merge of a batch into a state by both, in one process, interleaved
+(median of 11 rounds, ns per channel), at channel counts that are powers of two and
+beside them ("Twentieth session").
 """
 
+import sys
 import time
 
 import numpy as np
@@ -70,5 +75,40 @@ def into_state(rng) -> None:
               f"update {np.median(updates) * 1e3:8.3f} ms  checksum {floats.sum():.17g}")
 
 
+def ab(path: str) -> None:
+    import importlib.util
+
+    from nbbn.tools.bench_timing import interleaved
+
+    print(cpu_line())
+    spec = importlib.util.spec_from_file_location("nbbn.backends._old_cpu_stats", path)
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old
+    spec.loader.exec_module(old)  # (its relative imports: nbbn.backends' modules)
+    rng = np.random.default_rng(0)
+    print("a batch merged into a state, ns per channel: old, new")
+    for nchan in (1024, 4096, 4160, 16384, 65536, 65600, 262144, 1 << 20, 1_000_000):
+        x = rng.standard_normal((4, nchan)) * 100 + 5
+        state = nbbn.RunningStats(-1).update(x)._state
+        part = nbbn.RunningStats(-1).update(x)._state
+        ranges = cpu_stats.whole_ranges(1, nchan)
+        reps = max(1, (1 << 16) // nchan)
+
+        def merge(module, state=state, part=part, ranges=ranges, reps=reps):
+            def run():
+                for _ in range(reps):
+                    module.fold(part.ints[None], part.floats[None], state.ints,
+                                state.floats, True, ranges)
+            return run
+
+        t = interleaved({"old": merge(old), "new": merge(cpu_stats)}, 11)
+        o, n = (t[k] / reps / nchan * 1e9 for k in ("old", "new"))
+        print(f"  C={nchan:8d}: {o:6.2f} {n:6.2f}  x{o / n:.2f}", flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["ab"]:
+        ab(sys.argv[2])
+    else:
+        main()

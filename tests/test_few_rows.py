@@ -67,10 +67,11 @@ def test_few_rows_against_the_reference(rng, calls, dtype, nrows):
 
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_few_rows_slow_channels(rng, calls, dtype, nan_policy):
+def test_few_rows_slow_channels(rng, calls, in_place, dtype, nan_policy):
     """Channels whose sums are not finite or cancel are computed exactly on their own:
     NaNs (one, and all), infinities of one and of both signs, finite values whose sums
-    overflow, and a channel far from its first value; then streamed into a state."""
+    overflow, and a channel far from its first value; then streamed into a state (under
+    "propagate" merged into it as computed: ``cpu.reduce_into``)."""
     nrows = 9
     x = rng.standard_normal((nrows, NCHAN)) * 2.0 + 5.0
     x[4, 10] = np.nan
@@ -88,7 +89,8 @@ def test_few_rows_slow_channels(rng, calls, dtype, nan_policy):
     x[:, 15:17] = 3.0  # (the reference's fsum of a stream of them overflows)
     second = (x[::-1] * 0.5 + 1.0).astype(dtype)
     rs = nbbn.RunningStats(-1, nan_policy=nan_policy, backend="cpu").update(x).update(second)
-    assert [c is not None for c in calls] == [True] * 3
+    assert [c is not None for c in calls] == [True] * (2 if nan_policy == "propagate" else 3)
+    assert in_place == ([True] if nan_policy == "propagate" else [])
     assert_stats(rs, ref_stats_many([x, second], -1, nan_policy), 1e-13)
     assert_non_finite_counts(rs, [x, second], -1)
 
@@ -142,3 +144,121 @@ def test_few_rows_takes(rng, calls, shape, dtype, taken):
     rs = nbbn.RunningStats(-1, backend="cpu").update(x)
     assert len(calls) == int(taken)
     assert_stats(rs, ref_stats(x, -1), 1e-13)
+
+
+@pytest.fixture
+def in_place(monkeypatch):
+    """What each call of ``cpu.reduce_into`` returned (True: the batch was merged into
+    the state as it was computed)."""
+    seen: list = []
+    into = cpu.reduce_into
+
+    def spy(table, policy, state):
+        seen.append(into(table, policy, state))
+        return seen[-1]
+
+    monkeypatch.setattr(cpu, "reduce_into", spy)
+    return seen
+
+
+def _stream(batches, in_place: bool, monkeypatch=None, **kw) -> nbbn.RunningStats:
+    rs = nbbn.RunningStats(-1, backend="cpu", **kw)
+    with pytest.MonkeyPatch.context() as m:
+        if not in_place:
+            m.setattr(cpu, "reduce_into", lambda table, policy, state: False)
+        for x in batches:
+            rs.update(x)
+    return rs
+
+
+def _same_bits(a: nbbn.RunningStats, b: nbbn.RunningStats) -> None:
+    sa, sb = a._snapshot(), b._snapshot()
+    np.testing.assert_array_equal(sa.ints, sb.ints)
+    np.testing.assert_array_equal(sa.floats.view(np.int64), sb.floats.view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int32"])
+def test_stream_merged_in_place_has_the_bits_of_a_merge(rng, in_place, dtype):
+    """A stream's batch of few rows of many channels ("propagate") is merged into the
+    state tile by tile as the kernel computes it (``cpu.reduce_into``): the same bits
+    as its statistics computed and then merged, slow channels (NaN, infinities, a
+    channel far from its first value) and a state that is constant or empty in some
+    channels included; the first batch, with no state yet, is computed as before."""
+    batches = [_table(rng, n, dtype) for n in (5, 2, 64, 9)]
+    if dtype[0] == "f":
+        batches[1][1, 10] = np.nan
+        batches[2][:, 11] = np.inf
+        batches[2][3, 12] = -np.inf
+        batches[3][0, 13] = 1e4 if dtype == "float16" else 1e12
+    merged = _stream(batches, True)
+    assert in_place == [True] * 3
+    _same_bits(merged, _stream(batches, False))
+    assert_stats(merged, ref_stats_many(batches, -1), 1e-12)
+    assert_non_finite_counts(merged, batches, -1)
+
+
+def test_stream_merged_in_place_bits_do_not_depend_on_threads(rng, in_place):
+    """Each thread merges its own tiles: one thread and two give the same bits."""
+    batches = [rng.standard_normal((8, cpu.THREADED_MIN_ELEMENTS // 8 + 99)) + k
+               for k in range(3)]
+    with cpu.thread_limit(1):
+        one = _stream(batches, True)
+    two = _stream(batches, True)
+    assert in_place == [True] * 4
+    _same_bits(one, two)
+    _same_bits(one, _stream(batches, False))
+
+
+@pytest.mark.parametrize("case", ["omit", "raise", "weighted", "locked", "one row",
+                                  "narrow"])
+def test_stream_merged_in_place_only_where_it_may(rng, in_place, case):
+    """Not merged in place: under "omit" (a tile may give up, after others merged) and
+    "raise" (the batch is checked before it touches the state), into a weighted state,
+    while another thread holds the state's lock (then this one computes outside it, as
+    before), a single row, a table narrower than the kernel takes. Right all the same."""
+    import threading
+    import time
+
+    x = _table(rng, 4, "float64")
+    y = x[:1] if case == "one row" else x[:, :kf.FEW_ROWS_CHANNELS - 1] if \
+        case == "narrow" else x[::-1] + 1.0
+    kw = {"nan_policy": case} if case in ("omit", "raise") else {}
+    rs = nbbn.RunningStats(-1, backend="cpu", **kw)
+    rs.update(x if case != "narrow" else y, sample_weight=np.ones(len(x)) * 2 if
+              case == "weighted" else None)
+    if case == "locked":
+        rs._lock.acquire()
+        threading.Thread(target=lambda: (time.sleep(0.2), rs._lock.release())).start()
+    rs.update(y)
+    assert True not in in_place
+    if case == "weighted":  # (weight 2: the batch twice; the counts are weight sums)
+        want = ref_stats_many([x, x, y], -1)
+        np.testing.assert_array_equal(rs.count, want.count)
+        np.testing.assert_allclose(rs.mean, want.mean, rtol=1e-13)
+        np.testing.assert_allclose(rs.var, want.var, rtol=1e-12)
+        return
+    assert_stats(rs, ref_stats_many([x if case != "narrow" else y, y], -1), 1e-12)
+
+
+def test_stream_merged_in_place_stays_within_the_count_limit(rng, in_place):
+    """A state whose largest count leaves room for the batch's rows is merged in place;
+    one that does not is left to the merge, which refuses it and changes nothing."""
+    nchan = NCHAN
+    x = rng.standard_normal((4, nchan))
+    rs = nbbn.RunningStats(-1, backend="cpu").update(x)
+    d = rs.to_dict()
+    for room, taken in ((4, True), (3, False)):
+        d["count"] = np.full(nchan, 4)
+        d["count"][700] = 2 ** 62 - room
+        near = nbbn.RunningStats.from_dict(d)
+        before = near.to_dict()
+        in_place.clear()
+        if taken:
+            near.update(x)
+            assert near.count[700] == 2 ** 62 and near.count[0] == 8
+        else:
+            with pytest.raises(ValueError, match="limit of 2"):
+                near.update(x)
+            for k, v in near.to_dict().items():
+                np.testing.assert_array_equal(v, before[k], err_msg=k)
+        assert in_place == [taken]

@@ -28,10 +28,15 @@ def _run_threads(fn, args_per_thread):
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["small_batches", "parallel_kernels"])
-@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last", "few_rows"])
 def test_concurrent_updates_equal_serial(layout, big, backend, rng):
+    """``few_rows``: wide tables of few rows, which a thread that finds the state's lock
+    free merges into the state as it computes them (``cpu.reduce_into``), and the others
+    compute outside it."""
     if backend == "cuda" and SIMULATOR and big:
         pytest.skip("the CPU's parallel kernels; too large for the CUDA simulator")
+    if layout == "few_rows" and backend == "cuda":
+        pytest.skip("a CPU kernel")
     axis = 1 if layout == "channels_first" else -1
     c = 3
     per_thread = 3 if big or (backend == "cuda" and SIMULATOR) else 12
@@ -40,6 +45,8 @@ def test_concurrent_updates_equal_serial(layout, big, backend, rng):
         n = int(rng.integers(1, 5))
         spatial = (96, 90) if big else (3, int(rng.integers(1, 4)))
         shape = (n, c, *spatial) if axis == 1 else (n, *spatial, c)
+        if layout == "few_rows":
+            shape = (n + 1, 1 << 18 if big else 1100)
         batches.append(random_array(rng, shape, "float64", channel_axis=axis))
     serial = nbbn.RunningStats(axis, backend=backend)
     for b in batches:
@@ -162,3 +169,34 @@ def test_a_forked_child_runs_threaded_kernels(monkeypatch):
     mean, var = queue.get(timeout=10)
     np.testing.assert_array_equal(mean, parent.mean)
     np.testing.assert_array_equal(var, parent.var)
+
+
+def test_threaded_kernels_finish_before_a_ctrl_c_is_raised(monkeypatch):
+    """A Ctrl-C while the calling thread waits for the others' chunks is raised once
+    they are all done: a kernel merging into a state in place (``cpu.reduce_into``)
+    never leaves part of its channels to a thread still running after the call."""
+    import signal
+    import time
+
+    from nbbn.backends import cpu
+
+    main = threading.main_thread().ident
+    if threading.get_ident() != main or signal.getsignal(signal.SIGINT) is not \
+            signal.default_int_handler:
+        pytest.skip("Ctrl-C reaches the main thread, with Python's handler")
+    if cpu.threads() < 2:
+        monkeypatch.setattr(cpu, "threads", lambda: 2)
+    monkeypatch.setattr(cpu, "_pool", ThreadPoolExecutor(1))
+    done = []
+
+    def kernel(t, nt):
+        if t == 1:
+            time.sleep(0.2)  # (the calling thread's chunk is done: it waits for this one)
+            signal.pthread_kill(main, signal.SIGINT)  # (a signal: it wakes the wait)
+            time.sleep(0.3)
+            done.append(t)
+
+    with pytest.raises(KeyboardInterrupt):
+        cpu._run(kernel, (), (), cpu.THREADED_MIN_ELEMENTS, 2)
+        time.sleep(2.0)  # (not reached: the interrupt is raised by _run)
+    assert done == [1]

@@ -43,7 +43,7 @@ from . import cpu_few_rows as kf
 from . import cpu_normalize as kn
 from . import cpu_stats as ks
 from . import cpu_stream, to_host
-from ._stats import BatchStats, count_limit_error
+from ._stats import COUNT_LIMIT, BatchStats, count_limit_error
 from .cpu_numerics import BF16
 from .cpu_simd import HAVE_SIMD
 
@@ -171,8 +171,23 @@ def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int,
     try:
         chunk(0)
     finally:
-        for f in futures:
-            f.result()
+        _wait(futures)
+
+
+def _wait(futures) -> None:
+    """Wait for every one of ``futures``, through a KeyboardInterrupt too (raised once
+    all are done): a kernel that merges into a state in place (``reduce_into``) is
+    finished by all its threads before the caller goes on."""
+    interrupt = None
+    for f in futures:
+        while True:
+            try:
+                f.result()
+                break
+            except KeyboardInterrupt as e:
+                interrupt = e
+    if interrupt is not None:
+        raise interrupt
 
 
 def _nparts(size: int, units: int) -> int:
@@ -309,9 +324,47 @@ def _few_rows_stats(x2: np.ndarray, policy: int) -> BatchStats | None:
     out = BatchStats.uninitialized(x2.shape[1])
     gave_up = np.zeros(1, np.bool_)
     _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
-                             ks.ratio_limit(x2.dtype)),
+                             ks.ratio_limit(x2.dtype), False),
          (out.ints, out.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
     return None if gave_up[0] else out
+
+
+def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
+    """The (n, C) table of ``can`` if ``reduce_into`` may merge it into a state as it
+    computes it: a C-contiguous table of few rows and many channels (``cpu_few_rows``),
+    under "propagate" (no tile gives up: ``cpu_few_rows.GIVE_UP``); else None. The
+    channel count first: it runs on every update of a stream, and small ones pay it."""
+    if policy != POLICY_PROPAGATE or can.channels < kf.FEW_ROWS_CHANNELS:
+        return None
+    view = can.view3()
+    if view is None or view.shape[0] < 2 or view.shape[2] != 1:
+        return None
+    x2 = view[:, :, 0]
+    return x2 if x2.flags.c_contiguous and kf.takes(x2.shape, x2.dtype, can.bf16) else None
+
+
+def reduce_into(x2: np.ndarray, policy: int, state) -> bool:
+    """Merge the statistics of the table ``x2`` (``in_place_table``) into ``state`` in
+    place, tile by tile: they are never written out, read back and merged, 64 bytes a
+    channel each way. False, nothing changed, unless ``state`` is unweighted host
+    statistics of its channels, writable, C-contiguous and far from ``COUNT_LIMIT``
+    (``reduce`` and ``merge`` then). The caller holds the state's lock
+    (``RunningStats._merge_in_place``)."""
+    if (not isinstance(state, BatchStats) or state.weight is not None
+            or state.ints.shape[1] != x2.shape[1]
+            or not (state.ints.flags.c_contiguous and state.floats.flags.c_contiguous
+                    and state.ints.flags.writeable and state.floats.flags.writeable)):
+        return False
+    # the batch counts at most n values of each kind a channel: the state's largest
+    # count is enough to know no merged count passes the limit (else merge checks)
+    if int(state.ints.max(initial=0)) > COUNT_LIMIT - x2.shape[0]:
+        return False
+    data, half = _half(x2)
+    gave_up = np.zeros(1, np.bool_)
+    _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
+                             ks.ratio_limit(x2.dtype), True),
+         (state.ints, state.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
+    return True
 
 
 def _one_row_stats(row: np.ndarray) -> BatchStats | None:

@@ -38,7 +38,7 @@ import numpy as np
 from .._policy import POLICY_OMIT
 from ._jit import cached
 from .cpu_numerics import fmax_fast, fmin_fast, to_float64, two_sum
-from .cpu_stats import _block_slow
+from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
 FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
@@ -95,11 +95,13 @@ def _copy(row, cu, tile, w):
 
 
 @cached(nogil=True, fastmath=False, error_model="numpy")
-def stats_few_rows(xf, half, nchan, policy, limit, t, nt, ints, floats, gave_up):
+def stats_few_rows(xf, half, nchan, policy, limit, into, t, nt, ints, floats, gave_up):
     """The statistics of the (n, ``nchan``) table ``xf`` (flat) into ``ints`` (3, C) and
     ``floats`` (5, C) (``BatchStats``' layout), tiles ``ntiles * t // nt`` to ``ntiles
     * (t + 1) // nt``; ``gave_up[0]`` set (and the results unfinished) where a tile's
-    slow channels would cost more than the other kernels. ``error_model="numpy"`` and
+    slow channels would cost more than the other kernels. With ``into``, merged into
+    the statistics ``ints`` and ``floats`` hold instead, tile by tile (a stream's
+    state: ``cpu.reduce_into``), and no tile gives up. ``error_model="numpy"`` and
     unsigned channel indices: LLVM vectorizes the loops over channels (numba's
     division checks and wraparound of negative indices kept them scalar)."""
     n = xf.size // nchan
@@ -111,12 +113,13 @@ def stats_few_rows(xf, half, nchan, policy, limit, t, nt, ints, floats, gave_up)
     mn = np.empty(TILE)
     mx = np.empty(TILE)
     masks = np.zeros(TILE // RUN, np.uint64)
+    ti = np.empty((1, 3, TILE), np.int64)  # with ``into``: the tile's statistics, as
+    tf = np.empty((1, 5, TILE))  # ``cpu_stats.fold`` merges a partition's
     for tile in range(ntiles * t // nt, ntiles * (t + 1) // nt):
         if gave_up[0]:
             return
         c0 = tile * TILE
         w = min(nchan, c0 + TILE) - c0
-        cu = np.uint64(c0)
         r0 = xf[c0:c0 + w]
         for j in range(w):  # pass 1: the sums of x - x[0]
             k[j] = to_float64(r0[j], half)
@@ -171,28 +174,36 @@ def stats_few_rows(xf, half, nchan, policy, limit, t, nt, ints, floats, gave_up)
                 a[u] = 0.0 if flat | (math.isfinite(lo) == False) else lo  # noqa: E712
                 q[u] = 0.0 if flat else m2
             masks[m] = slow
-        # the tile's statistics into the batch's, a loop per field (numba's slice
-        # assignment copied through a temporary: 7.2 -> 5.1 ns a channel at (2, 4096))
-        _fill(ints[0], cu, w, n)
-        _fill(ints[1], cu, w, 0)
-        _fill(ints[2], cu, w, 0)
-        _copy(floats[0], cu, k, w)
-        _copy(floats[1], cu, a, w)
-        _copy(floats[2], cu, q, w)
-        _copy(floats[3], cu, mn, w)
-        _copy(floats[4], cu, mx, w)
-        if nslow == 0:
-            continue
-        if policy == POLICY_OMIT and nslow * n > GIVE_UP * TILE:
+        # the tile's statistics into the batch's (or the tile's, ``into``), a loop per
+        # field (numba's slice assignment copied through a temporary: 7.2 -> 5.1 ns a
+        # channel at (2, 4096))
+        di = ti[0] if into else ints
+        df = tf[0] if into else floats
+        base = 0 if into else c0  # (their channel c0 + j at base + j)
+        bu = np.uint64(base)
+        _fill(di[0], bu, w, n)
+        _fill(di[1], bu, w, 0)
+        _fill(di[2], bu, w, 0)
+        _copy(df[0], bu, k, w)
+        _copy(df[1], bu, a, w)
+        _copy(df[2], bu, q, w)
+        _copy(df[3], bu, mn, w)
+        _copy(df[4], bu, mx, w)
+        if nslow and not into and policy == POLICY_OMIT and nslow * n > GIVE_UP * TILE:
             gave_up[0] = True
             return
-        for m in range(masks.size):
-            for j in range(RUN):
-                if masks[m] >> np.uint64(j) & np.uint64(1):
-                    c = c0 + m * RUN + j
-                    (ints[0, c], floats[0, c], floats[1, c], floats[2, c], floats[3, c],
-                     floats[4, c], ints[1, c], ints[2, c]) = _block_slow(xf, c, n, nchan,
-                                                                         half, policy)
+        if nslow:
+            for m in range(masks.size):
+                for j in range(RUN):
+                    if masks[m] >> np.uint64(j) & np.uint64(1):
+                        b = base + m * RUN + j
+                        (di[0, b], df[0, b], df[1, b], df[2, b], df[3, b], df[4, b],
+                         di[1, b], di[2, b]) = _block_slow(xf, c0 + m * RUN + j, n, nchan,
+                                                           half, policy)
+        if into:  # (runs of MERGE_CHANNELS: the bits of _merge_channels' slow mask)
+            for m0 in range(0, w, MERGE_CHANNELS):
+                _merge_channels(ints, floats, ti, tf, 0, c0 + m0,
+                                c0 + min(w, m0 + MERGE_CHANNELS), c0)
 
 
 __all__ = ["FEW_ROWS_CHANNELS", "FEW_ROWS_MAX", "stats_few_rows", "takes"]

@@ -771,9 +771,10 @@ def _small_to_float(k):
 
 
 @numba.njit(nogil=True, fastmath=False, error_model="numpy")
-def _merge_channels(ints, floats, pi, pf, p, c0, c1):
+def _merge_channels(ints, floats, pi, pf, p, c0, c1, off=0):
     """Partition ``p`` of ``pi`` (P, 3, C) and ``pf`` (P, 5, C) merged into channels
-    ``c0 <= c < c1`` of ``ints`` (3, C) and ``floats`` (5, C): ``chan_merge``,
+    ``c0 <= c < c1`` of ``ints`` (3, C) and ``floats`` (5, C) (their channel ``c - off``
+    into ``c``: ``cpu_few_rows`` merges a tile of its own): ``chan_merge``,
     ``merge_min``, ``merge_max`` and the sums of the NaN and infinity counts, bit for
     bit, in a loop of selects that LLVM vectorizes. ``fastmath`` is off (``two_sum``'s
     error term), ``error_model="numpy"`` (a division by a count of 0, whose result is
@@ -794,16 +795,18 @@ def _merge_channels(ints, floats, pi, pf, p, c0, c1):
     (benchmarks.md, "Twentieth session")."""
     slow = np.uint64(0)
     cu = np.uint64(c0)
+    bu = np.uint64(c0 - off)
     for j in range(c1 - c0):
         c = cu + np.uint64(j)
+        b = bu + np.uint64(j)
         na = ints[0, c]
-        nb = pi[p, 0, c]
+        nb = pi[p, 0, b]
         ha = floats[0, c]
         la = floats[1, c]
         m2a = floats[2, c]
-        hb = pf[p, 0, c]
-        lb = pf[p, 1, c]
-        m2b = pf[p, 2, c]
+        hb = pf[p, 0, b]
+        lb = pf[p, 1, b]
+        m2b = pf[p, 2, b]
         # chan_merge's arithmetic: both of its branches computed, one taken
         n = na + nb
         fn = _small_to_float(n)
@@ -830,23 +833,25 @@ def _merge_channels(ints, floats, pi, pf, p, c0, c1):
         floats[2, c] = m2 if fine else (m2b if only_b else m2a)
     for j in range(c1 - c0):  # (two loops of 8 rows each: see the docstring)
         c = cu + np.uint64(j)
+        b = bu + np.uint64(j)
         mna = floats[3, c]
-        mnb = pf[p, 3, c]
+        mnb = pf[p, 3, b]
         mxa = floats[4, c]
-        mxb = pf[p, 4, c]
+        mxb = pf[p, 4, b]
         floats[3, c] = mna + mnb if math.isnan(mna) | math.isnan(mnb) else (
             mna if mna <= mnb else mnb)
         floats[4, c] = mxa + mxb if math.isnan(mxa) | math.isnan(mxb) else (
             mxa if mxa >= mxb else mxb)
-        ints[1, c] += pi[p, 1, c]
-        ints[2, c] += pi[p, 2, c]
+        ints[1, c] += pi[p, 1, b]
+        ints[2, c] += pi[p, 2, b]
     if slow:
         for j in range(c1 - c0):
             c = cu + np.uint64(j)
+            b = bu + np.uint64(j)
             if slow >> np.uint64(j) & np.uint64(1):
                 ints[0, c], floats[0, c], floats[1, c], floats[2, c] = chan_merge(
                     ints[0, c], floats[0, c], floats[1, c], floats[2, c],
-                    pi[p, 0, c], pf[p, 0, c], pf[p, 1, c], pf[p, 2, c])
+                    pi[p, 0, b], pf[p, 0, b], pf[p, 1, b], pf[p, 2, b])
 
 
 @cached(nogil=True)
