@@ -14,6 +14,7 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py shares     # NaNs in 10-100% of the channels, both policies
     python scripts/few_rows.py narrow     # streams of 16-64 rows of 1,024-32,768 channels
     python scripts/few_rows.py inplace    # streams merged into the state in place, or not
+    python scripts/few_rows.py inplace omit   # the same under "omit" (at most 24 rows)
     python scripts/few_rows.py small      # what that check costs small updates
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
@@ -113,7 +114,8 @@ def in_place() -> None:
     (``cpu.reduce_into``) and with its statistics written out and then merged (``reduce``,
     ``merge``), both with the tile kernel: median ms of 11 interleaved rounds, and the
     in-place update's GB/s of the input and of the state, read and written (64 bytes a
-    channel each way) ("Twentieth session")."""
+    channel each way) ("Twentieth session"). With ``omit``: under "omit", at most
+    ``GIVE_UP`` rows (more are not merged in place)."""
     from nbbn.backends import cpu
 
     print(cpu_line())
@@ -126,9 +128,12 @@ def in_place() -> None:
              ("float32", 16, 1 << 18), ("float64", 64, 1 << 16), ("float32", 64, 1 << 16),
              ("uint8", 8, 1 << 18), ("float32", 64, 4096), ("float32", 32, 1024),
              ("float64", 8, 1024)]
+    policy = "omit" if "omit" in sys.argv[1:] else "propagate"
     for dtype, nrows, nchan in cases:
+        if policy == "omit":
+            nrows = min(nrows, cpu_few_rows.GIVE_UP)
         x = (rng.standard_normal((nrows, nchan)) * 100 + 5).astype(dtype)
-        stream = nbbn.RunningStats(-1).update(x)
+        stream = nbbn.RunningStats(-1, nan_policy=policy).update(x)
 
         def call(on: bool, x=x, stream=stream):
             def run():

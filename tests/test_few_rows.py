@@ -70,8 +70,8 @@ def test_few_rows_against_the_reference(rng, calls, dtype, nrows):
 def test_few_rows_slow_channels(rng, calls, in_place, dtype, nan_policy):
     """Channels whose sums are not finite or cancel are computed exactly on their own:
     NaNs (one, and all), infinities of one and of both signs, finite values whose sums
-    overflow, and a channel far from its first value; then streamed into a state (under
-    "propagate" merged into it as computed: ``cpu.reduce_into``)."""
+    overflow, and a channel far from its first value; then streamed into a state (merged
+    into it as computed: ``cpu.reduce_into``)."""
     nrows = 9
     x = rng.standard_normal((nrows, NCHAN)) * 2.0 + 5.0
     x[4, 10] = np.nan
@@ -89,8 +89,8 @@ def test_few_rows_slow_channels(rng, calls, in_place, dtype, nan_policy):
     x[:, 15:17] = 3.0  # (the reference's fsum of a stream of them overflows)
     second = (x[::-1] * 0.5 + 1.0).astype(dtype)
     rs = nbbn.RunningStats(-1, nan_policy=nan_policy, backend="cpu").update(x).update(second)
-    assert [c is not None for c in calls] == [True] * (2 if nan_policy == "propagate" else 3)
-    assert in_place == ([True] if nan_policy == "propagate" else [])
+    assert [c is not None for c in calls] == [True] * 2
+    assert in_place == [True]
     assert_stats(rs, ref_stats_many([x, second], -1, nan_policy), 1e-13)
     assert_non_finite_counts(rs, [x, second], -1)
 
@@ -161,7 +161,7 @@ def in_place(monkeypatch):
     return seen
 
 
-def _stream(batches, in_place: bool, monkeypatch=None, **kw) -> nbbn.RunningStats:
+def _stream(batches, in_place: bool, **kw) -> nbbn.RunningStats:
     rs = nbbn.RunningStats(-1, backend="cpu", **kw)
     with pytest.MonkeyPatch.context() as m:
         if not in_place:
@@ -177,23 +177,28 @@ def _same_bits(a: nbbn.RunningStats, b: nbbn.RunningStats) -> None:
     np.testing.assert_array_equal(sa.floats.view(np.int64), sb.floats.view(np.int64))
 
 
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int32"])
-def test_stream_merged_in_place_has_the_bits_of_a_merge(rng, in_place, dtype):
-    """A stream's batch of few rows of many channels ("propagate") is merged into the
-    state tile by tile as the kernel computes it (``cpu.reduce_into``): the same bits
-    as its statistics computed and then merged, slow channels (NaN, infinities, a
-    channel far from its first value) and a state that is constant or empty in some
-    channels included; the first batch, with no state yet, is computed as before."""
-    batches = [_table(rng, n, dtype) for n in (5, 2, 64, 9)]
+def test_stream_merged_in_place_has_the_bits_of_a_merge(rng, in_place, dtype, nan_policy):
+    """A stream's batch of few rows of many channels is merged into the state tile by
+    tile as the kernel computes it (``cpu.reduce_into``; under "omit" at most
+    ``GIVE_UP`` rows, whose tiles never give up): the same bits as its statistics
+    computed and then merged, slow channels (NaNs, one and a channel of them,
+    infinities, a channel far from its first value) and a state that is constant or
+    empty in some channels included; the first batch, with no state yet, is computed as
+    before."""
+    rows = (5, 2, 64 if nan_policy == "propagate" else kf.GIVE_UP, 9)
+    batches = [_table(rng, n, dtype) for n in rows]
     if dtype[0] == "f":
         batches[1][1, 10] = np.nan
         batches[2][:, 11] = np.inf
         batches[2][3, 12] = -np.inf
+        batches[2][:, 14] = np.nan
         batches[3][0, 13] = 1e4 if dtype == "float16" else 1e12
-    merged = _stream(batches, True)
+    merged = _stream(batches, True, nan_policy=nan_policy)
     assert in_place == [True] * 3
-    _same_bits(merged, _stream(batches, False))
-    assert_stats(merged, ref_stats_many(batches, -1), 1e-12)
+    _same_bits(merged, _stream(batches, False, nan_policy=nan_policy))
+    assert_stats(merged, ref_stats_many(batches, -1, nan_policy), 1e-12)
     assert_non_finite_counts(merged, batches, -1)
 
 
@@ -212,14 +217,15 @@ def test_stream_merged_in_place_bits_do_not_depend_on_threads(rng, in_place):
 @pytest.mark.parametrize("case", ["omit", "raise", "weighted", "locked", "one row",
                                   "narrow"])
 def test_stream_merged_in_place_only_where_it_may(rng, in_place, case):
-    """Not merged in place: under "omit" (a tile may give up, after others merged) and
-    "raise" (the batch is checked before it touches the state), into a weighted state,
-    while another thread holds the state's lock (then this one computes outside it, as
-    before), a single row, a table narrower than the kernel takes. Right all the same."""
+    """Not merged in place: under "omit" a table of more than ``GIVE_UP`` rows (a tile
+    may give up, after others merged), under "raise" (the batch is checked before it
+    touches the state), into a weighted state, while another thread holds the state's
+    lock (then this one computes outside it, as before), a single row, a table narrower
+    than the kernel takes. Right all the same."""
     import threading
     import time
 
-    x = _table(rng, 4, "float64")
+    x = _table(rng, kf.GIVE_UP + 1 if case == "omit" else 4, "float64")
     y = x[:1] if case == "one row" else x[:, :kf.FEW_ROWS_CHANNELS - 1] if \
         case == "narrow" else x[::-1] + 1.0
     kw = {"nan_policy": case} if case in ("omit", "raise") else {}

@@ -331,13 +331,16 @@ def _few_rows_stats(x2: np.ndarray, policy: int) -> BatchStats | None:
 
 def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
     """The (n, C) table of ``can`` if ``reduce_into`` may merge it into a state as it
-    computes it: a C-contiguous table of few rows and many channels (``cpu_few_rows``),
-    under "propagate" (no tile gives up: ``cpu_few_rows.GIVE_UP``); else None. The
-    channel count first: it runs on every update of a stream, and small ones pay it."""
-    if policy != POLICY_PROPAGATE or can.channels < kf.FEW_ROWS_CHANNELS:
+    computes it: a C-contiguous table of few rows and many channels (``cpu_few_rows``)
+    none of whose tiles can give up (a tile would after others merged): under
+    "propagate", or "omit" with at most ``GIVE_UP`` rows (a tile gives up when its slow
+    channels times its rows pass ``GIVE_UP * TILE``). Else None. The channel count
+    first: it runs on every update of a stream, and small ones pay it."""
+    if can.channels < kf.FEW_ROWS_CHANNELS:
         return None
     view = can.view3()
-    if view is None or view.shape[0] < 2 or view.shape[2] != 1:
+    if (view is None or view.shape[0] < 2 or view.shape[2] != 1
+            or (policy != POLICY_PROPAGATE and view.shape[0] > kf.GIVE_UP)):
         return None
     x2 = view[:, :, 0]
     return x2 if x2.flags.c_contiguous and kf.takes(x2.shape, x2.dtype, can.bf16) else None
