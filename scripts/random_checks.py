@@ -5,6 +5,7 @@ tests hold the cases that matter; this looks for the ones nobody wrote down).
     python scripts/random_checks.py normalizer [SEED] [CASES] # Normalizer vs float64
     python scripts/random_checks.py sklearn [SEED] [CASES]    # vs scikit-learn's scaler
     python scripts/random_checks.py batchnorm [SEED] [CASES]  # vs torch.nn.BatchNormNd
+    python scripts/random_checks.py inplace [SEED] [CASES]    # merged in place vs not
 
 Each case draws a shape (1 to 4 axes), a channel axis, a dtype, values near a random
 mean (NaNs and infinities in floats), a strided or transposed view, and for the
@@ -308,8 +309,51 @@ def check_batchnorm(c: Cases, ncases: int) -> None:
                     c.report("num_batches_tracked", ctx, step)
 
 
+def check_in_place(c: Cases, ncases: int) -> None:
+    """Streams of wide tables of few rows (1 to 64 rows, 1,024 to 3,000 channels, every
+    dtype, NaNs and infinities, C- or Fortran-ordered, both NaN policies), merged into
+    the state as they are computed (``cpu.reduce_into``) and with it turned off: the
+    same bits."""
+    from nbbn.backends import cpu
+
+    into = cpu.reduce_into
+    merged = 0
+
+    def counted(*args):
+        nonlocal merged
+        took = into(*args)
+        merged += took
+        return took
+
+    for case in range(ncases):
+        dtype = str(c.rng.choice(DTYPES))
+        policy = str(c.rng.choice(["propagate", "omit"]))
+        nchan = int(c.rng.integers(1024, 3000))
+        batches = []
+        for _ in range(int(c.rng.integers(2, 5))):
+            shape = (int(c.rng.integers(1, 65)), nchan)
+            x = c.values(shape, dtype, float(c.rng.uniform(-1e3, 1e3)),
+                         float(10 ** c.rng.uniform(-3, 3)))
+            batches.append(np.asfortranarray(x) if c.rng.random() < 0.2 else x)
+        got = []
+        for on in (True, False):
+            cpu.reduce_into = counted if on else (lambda *args: False)
+            try:
+                rs = nbbn.RunningStats(-1, nan_policy=policy)
+                for x in batches:
+                    rs.update(x)
+            finally:
+                cpu.reduce_into = into
+            got.append(rs._snapshot())
+        a, b = got
+        if not (np.array_equal(a.ints, b.ints)
+                and np.array_equal(a.floats.view(np.int64), b.floats.view(np.int64))):
+            c.report("in place", case, dtype, policy, [x.shape for x in batches])
+    print(f"(merged in place: {merged} batches)")
+
+
 CHECKS = {"stats": check_stats, "normalizer": check_normalizer, "sklearn": check_sklearn,
-          "batchnorm": check_batchnorm}
+          "batchnorm": check_batchnorm, "inplace": check_in_place}
 
 
 def main(argv: list[str]) -> int:
