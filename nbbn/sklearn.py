@@ -17,6 +17,7 @@ import contextlib
 import numbers
 import warnings
 from collections.abc import Iterator
+from copy import copy as _independent_copy  # (RunningStats: a copy of its state)
 
 import numpy as np
 
@@ -278,8 +279,13 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if issparse(X):
             self._refuse_centering()
         weight = _sample_weight(sample_weight, X.shape[0])
-        batch = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
-        batch.update(X, sample_weight=weight)
+        # the batch merged into a copy of the fitted statistics, which replaces them once
+        # every check has passed: where ``update`` merges a batch as it reads it (a wide
+        # table of few rows), its statistics are never written out and merged after
+        # (the same bits as ``self.stats_ + batch``; (16, 262144) float32 1.2x)
+        stats = (RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend="cpu")
+                 if first else _independent_copy(self.stats_))
+        stats.update(X, sample_weight=weight)
         unchanged = " The fitted statistics were not changed."
         if weight is not None:
             absent = np.flatnonzero(np.asarray(weight, np.float64) == 0.0)
@@ -288,8 +294,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  "weight must be > 0 (as scikit-learn)")
             if absent.size:  # rows the statistics skip, checked as scikit-learn checks X
                 self._refuse_nonfinite_in(X[absent], unchanged)
-        self._refuse_nonfinite(batch, unchanged)
-        stats = batch if first else self.stats_ + batch
+        # (the fitted statistics count no infinity, nor a NaN under "raise": every fit
+        # refused them, so what stats counts is the batch's)
+        self._refuse_nonfinite(stats, unchanged)
         self._set_fitted(stats)
         return self
 

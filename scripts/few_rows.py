@@ -16,6 +16,7 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py inplace    # streams merged into the state in place, or not
     python scripts/few_rows.py inplace omit   # the same under "omit" (at most 24 rows)
     python scripts/few_rows.py small      # what that check costs small updates
+    python scripts/few_rows.py sklearn    # nbbn.sklearn partial_fit (PYTHONPATH: a tree)
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
 8000 in the source (a constant of the compiled kernel), so that no tile gave up.
@@ -177,6 +178,22 @@ def small() -> None:
         print(f"{name}: {t / 200 * 1e6:.2f} us")
 
 
+def sklearn() -> None:
+    """``nbbn.sklearn.StandardScaler.partial_fit`` of a second batch (median ms of 11),
+    wide tables of few rows and two others; run with ``PYTHONPATH`` at each of two
+    trees to compare them ("Twentieth session")."""
+    from nbbn.sklearn import StandardScaler
+
+    print(cpu_line(), nbbn.__file__)
+    rng = np.random.default_rng(0)
+    for shape in ((16, 1 << 18), (4, 1 << 20), (8, 4096), (256, 1 << 16), (100_000, 64)):
+        x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+        est = StandardScaler().partial_fit(x)
+        t = interleaved({"partial_fit": lambda est=est, x=x: est.partial_fit(x)}, 11)
+        print(f"float32 {shape}: partial_fit {t['partial_fit'] * 1e3:.3f} ms", flush=True)
+
+
 if __name__ == "__main__":
-    modes = {"shares": shares, "narrow": narrow, "inplace": in_place, "small": small}
+    modes = {"shares": shares, "narrow": narrow, "inplace": in_place, "small": small,
+             "sklearn": sklearn}
     next((modes[a] for a in sys.argv[1:] if a in modes), main)()

@@ -503,3 +503,34 @@ def test_integer_and_byte_swapped_input_not_copied(dtype):
     inplace = ours.transform(X, copy=False)  # (integers: a new float64 array)
     assert (inplace is X) == (dtype == ">f4")
     assert_close(inplace, y, rtol=0, atol=0)
+
+
+def test_partial_fit_merges_into_a_copy_of_the_fit(rng, monkeypatch):
+    """``partial_fit`` merges the batch into a copy of ``stats_`` (a wide table of few
+    rows as it is read: ``cpu.reduce_into``), with the bits of merging the batch's own
+    statistics; the fitted statistics it replaces do not change. A later batch with
+    infinities is refused (their count and feature), and the fit stays as it was."""
+    from nbbn.backends import cpu
+
+    taken: list = []
+    into = cpu.reduce_into
+    monkeypatch.setattr(cpu, "reduce_into", lambda *a: taken.append(into(*a)) or taken[-1])
+    first, second = (rng.standard_normal((8, 1500)).astype(np.float32) + k for k in (0, 5))
+    sc = StandardScaler().partial_fit(first)
+    old = sc.stats_
+    kept = old.to_dict()
+    sc.partial_fit(second)
+    assert taken == [True] and sc.stats_ is not old
+    for k, v in old.to_dict().items():
+        np.testing.assert_array_equal(v, kept[k], err_msg=k)
+    want = nbbn.RunningStats(-1, nan_policy="omit").update(first) + \
+        nbbn.RunningStats(-1, nan_policy="omit").update(second)
+    np.testing.assert_array_equal(sc.mean_, want.mean)
+    np.testing.assert_array_equal(sc.var_, want.var)
+    bad = second.copy()
+    bad[[1, 4], 7] = np.inf
+    before = sc.stats_.to_dict()
+    with pytest.raises(ValueError, match=r"infinity \(2 values, in features 7\).* not chan"):
+        sc.partial_fit(bad)
+    for k, v in sc.stats_.to_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
