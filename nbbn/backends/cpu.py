@@ -320,13 +320,19 @@ def _few_rows_stats(x2: np.ndarray, policy: int) -> BatchStats | None:
     """The statistics of a C-contiguous (n, C) table of few rows and many channels
     (``cpu_few_rows``), or None (the other kernels' turn) where NaNs or infinities in
     many of its channels made the kernel give up."""
-    data, half = _half(x2)
     out = BatchStats.uninitialized(x2.shape[1])
+    return None if _tiles_stats(x2, policy, False, out) else out
+
+
+def _tiles_stats(x2: np.ndarray, policy: int, into: bool, out: BatchStats) -> bool:
+    """``cpu_few_rows.stats_few_rows`` of the table ``x2`` into ``out``'s blocks (merged
+    into them with ``into``), its tiles shared by the threads; whether it gave up."""
+    data, half = _half(x2)
     gave_up = np.zeros(1, np.bool_)
     _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
-                             ks.ratio_limit(x2.dtype), False),
+                             ks.ratio_limit(x2.dtype), into),
          (out.ints, out.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
-    return None if gave_up[0] else out
+    return bool(gave_up[0])
 
 
 def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
@@ -362,11 +368,7 @@ def reduce_into(x2: np.ndarray, policy: int, state) -> bool:
     # count is enough to know no merged count passes the limit (else merge checks)
     if int(state.ints.max(initial=0)) > COUNT_LIMIT - x2.shape[0]:
         return False
-    data, half = _half(x2)
-    gave_up = np.zeros(1, np.bool_)
-    _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
-                             ks.ratio_limit(x2.dtype), True),
-         (state.ints, state.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
+    _tiles_stats(x2, policy, True, state)  # (merging, no tile gives up)
     return True
 
 
