@@ -48,6 +48,7 @@ _FAMILIES = {
     "_csc_columns": "statistics kernel for sparse CSC input",
     "_csc_columns_weighted": "weighted statistics kernel for sparse CSC input",
     "_scale_csr": "normalizer kernel for sparse input",
+    "_scaler_fitted": "StandardScaler's fitted attributes",
 }
 _installed = False
 _lock = threading.Lock()

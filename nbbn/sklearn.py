@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import warnings
+import weakref
 from collections.abc import Iterator
 from copy import copy as _independent_copy  # (RunningStats: a copy of its state)
 
@@ -49,8 +50,12 @@ def _sparse_frame(X) -> bool:
         all(type(t).__name__ == "SparseDtype" for t in dtypes)
 
 _FLOAT_DTYPES = (np.float64, np.float32, np.float16)  # scikit-learn's FLOAT_DTYPES
-_EPS64 = float(np.finfo(np.float64).eps)
 _FITTED = ("n_samples_seen_", "mean_", "var_", "scale_", "stats_")
+# Each estimator's normalizer, kept while what it was built from is unchanged (see
+# StandardScaler._normalizer): outside the estimator's __dict__, which transform must
+# not change (scikit-learn's check_dict_unchanged), and never pickled or cloned.
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEPT_MAX_FEATURES = 1 << 16  # beyond, building one costs little next to the transform
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -175,6 +180,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         under "raise") are not looked for here: nbbn's statistics kernels count them
         (:meth:`_refuse_nonfinite`), on all threads, in the pass ``fit`` makes anyway.
         """
+        if (not reset and not copy and type(X) is np.ndarray and X.ndim == 2
+                and X.dtype in _FLOAT_DTYPES and X.dtype.isnative
+                and (X.flags.writeable or not writeable) and X.shape[0] > 0
+                and X.shape[1] == self.__dict__.get("n_features_in_")
+                and "feature_names_in_" not in self.__dict__
+                and self.channel_axis in (1, -1)):
+            # what validation returns for a plain float array of the fitted features, and
+            # checks of it that have nothing to say: X itself. Its checks took 90-110 us
+            # of a small batch's 170-260 (benchmarks.md, "Twenty-first session")
+            return X
         if (get_config().get("array_api_dispatch") and not isinstance(X, np.ndarray)
                 and (hasattr(X, "__array_namespace__") or hasattr(X, "__dlpack__"))):
             raise TypeError(
@@ -294,10 +309,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  "weight must be > 0 (as scikit-learn)")
             if absent.size:  # rows the statistics skip, checked as scikit-learn checks X
                 self._refuse_nonfinite_in(X[absent], unchanged)
-        # (the fitted statistics count no infinity, nor a NaN under "raise": every fit
-        # refused them, so what stats counts is the batch's)
-        self._refuse_nonfinite(stats, unchanged)
-        self._set_fitted(stats)
+        self._set_fitted(stats, unchanged)
         return self
 
     @contextlib.contextmanager
@@ -396,36 +408,35 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                              f"{X.ndim}-d {X.shape}: use set_output(transform='default') "
                              "for N-d arrays")
 
-    def _set_fitted(self, stats: RunningStats) -> None:
-        count = stats.count
-        n = count[0] if count.min() == count.max() else count
-        mean = stats.mean
-        var = stats.variance(self.ddof)
-        few = np.flatnonzero(count <= self.ddof)
-        if self.with_std and self.ddof and few.size:
+    def _set_fitted(self, stats: RunningStats, note: str) -> None:
+        """The fitted attributes from ``stats``, in one pass over its state
+        (``cpu_scaler.fitted``), or a ValueError (with ``note``) where it counted an
+        infinity, or a NaN under "raise" (:meth:`_refuse_nonfinite`): the fitted
+        statistics count none, as every fit refused them, so these are the batch's."""
+        from .backends import cpu_scaler
+
+        fit = stats._read(lambda st: cpu_scaler.fitted(st, self.ddof, self.with_std), None)
+        if fit.infs or (self.nan_policy == "raise" and fit.nans):
+            self._refuse_nonfinite(stats, note)
+        if self.with_std and self.ddof and fit.few:
+            few = np.flatnonzero(stats.count <= self.ddof)
             warnings.warn(f"Degrees of freedom <= 0 in features {few[:10].tolist()} "
                           f"(n_samples_seen_ <= ddof={self.ddof}): their var_ and scale_ "
                           "are NaN, and so is their transform", RuntimeWarning,
                           stacklevel=4)
-        scale = None
-        if self.with_std:
-            with np.errstate(over="ignore", invalid="ignore"):
-                # scikit-learn's bound for a feature indistinguishable from a constant one
-                bound = count * _EPS64 * var + (count * mean * _EPS64) ** 2
-                scale = np.sqrt(var)
-                # (an infinite variance, beyond float64, is not a constant feature's)
-                scale[(var <= bound) & (var < np.inf)] = 1.0
-            huge = np.flatnonzero(var == np.inf)
-            if huge.size:
-                warnings.warn(f"The variance of features {huge[:10].tolist()} overflows "
-                              "float64 (a standard deviation beyond about 1e154): their "
-                              "var_ and scale_ are inf, and their transform is 0; scale "
-                              "the data down first", RuntimeWarning, stacklevel=4)
+        if self.with_std and fit.huge:
+            # (an infinite variance, beyond float64, is not a constant feature's: its
+            # scale_ is inf)
+            huge = np.flatnonzero(fit.var == np.inf)
+            warnings.warn(f"The variance of features {huge[:10].tolist()} overflows "
+                          "float64 (a standard deviation beyond about 1e154): their "
+                          "var_ and scale_ are inf, and their transform is 0; scale "
+                          "the data down first", RuntimeWarning, stacklevel=4)
         self.stats_ = stats
-        self.n_samples_seen_ = n
-        self.mean_ = mean if (self.with_mean or self.with_std) else None
-        self.var_ = var if self.with_std else None
-        self.scale_ = scale
+        self.n_samples_seen_ = fit.n_samples_seen
+        self.mean_ = fit.mean if (self.with_mean or self.with_std) else None
+        self.var_ = fit.var if self.with_std else None
+        self.scale_ = fit.scale
 
     # ------------------------------------------------------------------ transforming
     def _mean_scale(self, nfeat: int) -> tuple[np.ndarray, np.ndarray]:
@@ -442,6 +453,23 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return out[0], out[1]
 
     def _normalizer(self, nfeat: int) -> Normalizer:
+        """The normalizer of ``transform`` (and of ``inverse_transform``), kept for the
+        next call while the flags, ``mean_`` and ``scale_`` (the same arrays, holding
+        the same bits: an edit in place is seen) are unchanged: building one took 35-55
+        us of a (256, 64) transform's 260 (benchmarks.md, "Twenty-first session"), and
+        a kept one's parameters are tiled once (``cpu._tiles``)."""
+        mean, scale = self.__dict__.get("mean_"), self.__dict__.get("scale_")
+        key = (self.with_mean, self.with_std, self.channel_axis, nfeat)
+        kept = _KEPT.get(self)
+        if (kept is not None and kept[0] == key and kept[1] is mean and kept[2] is scale
+                and _same_bits(kept[3], mean) and _same_bits(kept[4], scale)):
+            return kept[5]
+        norm = self._new_normalizer(nfeat)
+        if nfeat <= _KEPT_MAX_FEATURES:
+            _KEPT[self] = (key, mean, scale, _snapshot(mean), _snapshot(scale), norm)
+        return norm
+
+    def _new_normalizer(self, nfeat: int) -> Normalizer:
         mean, scale = self._mean_scale(nfeat)
         # (x - mean) * (1 / scale): var 1 and eps 0 make the normalizer's scale the weight
         return Normalizer(mean, np.ones(nfeat), eps=0.0, weight=1.0 / scale,
@@ -482,6 +510,20 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return self._mapped(X, self.copy if copy is None else copy, inverse=True)
+
+
+def _snapshot(a):
+    """A copy of a fitted array (None stays None), to compare with it later."""
+    return None if a is None else np.array(a, copy=True)
+
+
+def _same_bits(kept, now) -> bool:
+    """Whether ``now`` holds what ``kept`` (its snapshot) holds, bit for bit (NaNs
+    included)."""
+    if kept is None or now is None:
+        return kept is now
+    return now.shape == kept.shape and now.dtype == kept.dtype and (
+        now.tobytes() == kept.tobytes())
 
 
 def _sample_weight(sample_weight, nrows: int):

@@ -7,10 +7,12 @@ statistics (one batch, then a merge; channels-first also a piece of short rows,
 channels-last a table of few rows of many channels, and channels-last bytes a table of
 many channels, which have kernels of their own), the
 normalizer (for floating input also its build that counts infinities, which
-``nbbn.sklearn.StandardScaler.transform`` takes) and BatchNorm training. The "sparse"
+``nbbn.sklearn.StandardScaler.transform`` takes; and the one pass that makes its fit's
+attributes, ``cpu_scaler``) and BatchNorm training. The "sparse"
 layout (scipy CSR and CSC matrices, which need scipy) takes tiny matrices through each
 way a sparse matrix is reduced, weighted and not, and the scaling of
-``nbbn.sklearn.StandardScaler(with_mean=False).transform``: its kernels are built for
+``nbbn.sklearn.StandardScaler(with_mean=False).transform`` (and ``cpu_scaler``'s pass
+of its fit): its kernels are built for
 float32 and float64 values (other dtypes are read as float64) with int32 indices (the
 int64 ones of matrices beyond 2**31 values compile on their first use).
 """
@@ -98,6 +100,7 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
                 can = cpu.prepare(x, axis, "x")
                 cpu.affine(can, (norm.mean, norm.scale, norm.bias),
                            cpu.prepare_out(None, can, "x"), count_inf=True)
+                _warm_scaler()
             nbbn.BatchNorm(3, channel_axis=axis)(x)
             _report(done, dtype, layout, time.perf_counter() - t0, file)
     return done
@@ -143,3 +146,18 @@ def _warm_sparse(dtype) -> None:
     for batch in (x, x.tocsc()):  # the front end, a batch then a merge
         nbbn.RunningStats(-1).update(batch).update(batch)
     cpu_sparse.scale_columns(x, np.full(8, 0.5))  # nbbn.sklearn's transform
+    _warm_scaler()
+
+
+def _warm_scaler() -> None:
+    """``nbbn.sklearn``'s fitted attributes (``cpu_scaler``), of unweighted and weighted
+    statistics (scikit-learn need not be installed)."""
+    import numpy as np
+
+    from ..backends import cpu_scaler
+    from ..backends._stats import BatchStats
+
+    st = BatchStats.empty(2)
+    st.ints[0] = 1
+    for weight in (None, np.ones(2)):
+        cpu_scaler.fitted(BatchStats(st.ints, st.floats, weight), 0, True)

@@ -1,0 +1,211 @@
+"""nbbn.sklearn.StandardScaler's short cuts, each against the long way it replaces:
+the fitted attributes in one pass (``cpu_scaler.fitted``) against their numpy
+expressions, bit for bit; the kept normalizer against edits of what it was built from;
+the validation of a plain float array against scikit-learn's own."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.preprocessing import StandardScaler as SkScaler  # noqa: E402
+
+from nbbn.backends import cpu, cpu_scaler  # noqa: E402
+from nbbn.backends._stats import BatchStats  # noqa: E402
+from nbbn.sklearn import StandardScaler  # noqa: E402
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+def _numpy_fitted(st: BatchStats, ddof: int):
+    """The fitted attributes as numpy expressions (what ``_set_fitted`` computed before
+    ``cpu_scaler``): mean, var, scale, n_samples_seen_ and the flags' features."""
+    count = st.count if st.weight is None else st.weight
+    n = count[0] if count.min() == count.max() else count
+    mean = np.where(st.count > 0, st.mean, np.nan)
+    denom = (st.count.astype(np.float64) if st.weight is None else st.weight) - ddof
+    var = np.full(count.shape, np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.divide(st.m2, denom, out=var, where=denom > 0)
+        bound = count * EPS * var + (count * mean * EPS) ** 2
+        scale = np.sqrt(var)
+        scale[(var <= bound) & (var < np.inf)] = 1.0
+    return mean, var, scale, n, {"few": int((count <= ddof).sum()),
+                                 "huge": int((var == np.inf).sum()),
+                                 "infs": int((st.inf > 0).sum()), "nans": int((st.nan > 0).sum())}
+
+
+def _state(rng, nchan: int, weighted: bool, same_counts: bool) -> BatchStats:
+    """A state of every kind of channel: nothing counted, one value, constant and near
+    constant ones, wide ranges, a variance beyond float64, NaNs and infinities seen."""
+    count = np.full(nchan, 7) if same_counts else rng.integers(0, 5, nchan)
+    count[0] = 7
+    mean = rng.standard_normal(nchan) * 10.0 ** rng.integers(-8, 12, nchan)
+    m2 = rng.random(nchan) * 10.0 ** rng.integers(-30, 30, nchan) * count
+    m2[rng.random(nchan) < 0.1] = 0.0  # constant features
+    near = rng.random(nchan) < 0.1  # within a few ulp of constant ones
+    m2[near] = (count * (mean * EPS) ** 2 * rng.random(nchan) * 4)[near]
+    m2[rng.random(nchan) < 0.02] = 1e308  # its variance overflows nothing; ...
+    m2[:3] = np.array([np.inf, 0.0, 5.0])[:nchan]  # ... this one does
+    mean[count == 0] = 0.0
+    m2[count == 0] = 0.0
+    ints = np.stack([count, rng.integers(0, 2, nchan) * (rng.random(nchan) < 0.05),
+                     rng.integers(0, 2, nchan) * (rng.random(nchan) < 0.05)]).astype(np.int64)
+    floats = np.stack([mean, mean * EPS / 4, m2, mean - 1, mean + 1])
+    weight = None
+    if weighted:
+        weight = count * rng.choice([0.5, 1.0, 3.25], nchan)
+        if same_counts:
+            weight[:] = weight[0]
+    return BatchStats(ints, floats, weight)
+
+
+@pytest.mark.parametrize("nchan", [1, 5, 1000, 140_000])  # (the last one on threads)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("same_counts", [False, True])
+@pytest.mark.parametrize("ddof", [0, 1, 3])
+def test_fitted_in_one_pass_has_the_bits_of_numpy(rng, nchan, weighted, same_counts, ddof):
+    st = _state(rng, nchan, weighted, same_counts)
+    mean, var, scale, n, flags = _numpy_fitted(st, ddof)
+    if nchan == 140_000:
+        assert 8 * nchan >= cpu.THREADED_MIN_ELEMENTS  # (the threads' split is tested)
+    for with_std in (True, False):
+        fit = cpu_scaler.fitted(st, ddof, with_std)
+        np.testing.assert_array_equal(fit.mean.view(np.int64), mean.view(np.int64))
+        np.testing.assert_array_equal(fit.var.view(np.int64), var.view(np.int64))
+        if with_std:
+            np.testing.assert_array_equal(fit.scale.view(np.int64), scale.view(np.int64))
+        else:
+            assert fit.scale is None
+        assert type(fit.n_samples_seen) is type(n)
+        np.testing.assert_array_equal(fit.n_samples_seen, n)
+        assert {k: getattr(fit, k) for k in flags} == flags
+    if nchan >= 1000:  # (the state's kinds of channels are all there)
+        assert flags["infs"] and flags["nans"] and (scale == 1.0).any()
+        assert flags["huge"] or ddof  # (channel 0, unless its weight sum is <= ddof)
+        assert bool(flags["few"]) == np.isnan(mean).any() == (not same_counts)
+
+
+def test_the_fitted_attributes_and_their_warnings_after_partial_fit(rng):
+    """What partial_fit sets, the kernel's numbers as the numpy expressions give them
+    (the degrees-of-freedom and overflow warnings among them), and a refused batch."""
+    X = rng.standard_normal((40, 6)) * [1, 1e-9, 1e3, 1, 1, 3e300]
+    X[:, 4] = 2.5
+    X[:39, 3] = np.nan
+    with pytest.warns(RuntimeWarning) as caught:
+        sc = StandardScaler(ddof=1).partial_fit(X[:20]).partial_fit(X[20:])
+    said = " ".join(str(w.message) for w in caught)
+    assert "Degrees of freedom <= 0 in features [3]" in said and "features [5] overflows" in said
+    mean, var, scale, n, _ = _numpy_fitted(sc.stats_._snapshot(), 1)
+    for got, want in ((sc.mean_, mean), (sc.var_, var), (sc.scale_, scale),
+                      (sc.n_samples_seen_, n)):
+        np.testing.assert_array_equal(got, want)
+    assert sc.n_samples_seen_.tolist() == [40, 40, 40, 1, 40, 40] and sc.scale_[4] == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sc = StandardScaler().fit(X[:, :5])
+    assert sc.n_samples_seen_.tolist() == [40, 40, 40, 1, 40]
+    sc = StandardScaler().fit(X[:, [0, 1, 2, 4]])
+    assert type(sc.n_samples_seen_) is np.int64 and sc.n_samples_seen_ == 40
+    bad = X[:, :5].copy()
+    bad[3, 2] = -np.inf
+    before = (sc.mean_, sc.var_, sc.scale_, sc.n_samples_seen_, sc.stats_)
+    with pytest.raises(ValueError, match=r"infinity \(1 values, in features 2\)"):
+        sc.partial_fit(bad[:, [0, 1, 2, 4]])
+    assert all(a is b for a, b in zip(before, (sc.mean_, sc.var_, sc.scale_,
+                                               sc.n_samples_seen_, sc.stats_), strict=True))
+
+
+def test_the_kept_normalizer_follows_every_change_of_the_fit(rng):
+    X = rng.standard_normal((50, 4)) * [1, 2, 3, 4] + [5, 6, 7, 8]
+    Z = rng.standard_normal((9, 4))
+    sc = StandardScaler().fit(X)
+    keys = set(sc.__dict__)
+    y = sc.transform(Z)
+    assert set(sc.__dict__) == keys  # (kept outside the estimator)
+    assert sc._normalizer(4) is sc._normalizer(4)  # built once
+    np.testing.assert_allclose(y, (Z - sc.mean_) / sc.scale_, rtol=1e-15)
+
+    def expect():
+        m = sc.mean_ if sc.with_mean else 0.0
+        s = sc.scale_ if sc.with_std else 1.0
+        np.testing.assert_allclose(sc.transform(Z), (Z - m) / s, rtol=1e-15)
+        np.testing.assert_allclose(sc.inverse_transform(Z), Z * s + m, rtol=1e-15)
+
+    sc.mean_[1] += 1.0  # edits in place are seen ...
+    expect()
+    sc.scale_[2] = 0.5
+    expect()
+    sc.mean_[0] = np.nan  # ... NaNs too (the bits are compared)
+    assert np.isnan(sc.transform(Z)[:, 0]).all()
+    sc.mean_ = sc.mean_.copy()  # a new array of the same values
+    sc.mean_[0] = 1.0
+    expect()
+    sc.set_params(with_mean=False)
+    expect()
+    sc.set_params(with_mean=True, with_std=False)
+    expect()
+    sc.set_params(with_std=True)
+    sc.partial_fit(X + 3)  # new statistics
+    expect()
+    for other in (copy.deepcopy(sc), pickle.loads(pickle.dumps(sc))):
+        np.testing.assert_array_equal(other.transform(Z), sc.transform(Z))
+        other.mean_[0] += 1.0  # (its own arrays, its own kept normalizer)
+        np.testing.assert_array_equal(other.transform(Z)[:, 1:], sc.transform(Z)[:, 1:])
+        assert (other.transform(Z)[:, 0] != sc.transform(Z)[:, 0]).all()
+    np.testing.assert_allclose(clone(sc).fit(X).transform(Z),
+                               SkScaler().fit(X).transform(Z), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["float32", "float16", "fortran", "strided", "readonly",
+                                  "names", "features", "big-endian", "float64"])
+def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
+    """The validation that returns a plain float array of the fitted features as it is
+    (no scikit-learn call) gives what scikit-learn's gives: the same warning, error and
+    numbers, in every case around its conditions."""
+    X = rng.standard_normal((30, 4))
+    fit_on = X
+    if case == "names":
+        pd = pytest.importorskip("pandas")
+        fit_on = pd.DataFrame(X, columns=list("abcd"))
+    ours, theirs = StandardScaler().fit(fit_on), SkScaler().fit(fit_on)
+    Z = {"float32": X.astype(np.float32), "float16": X.astype(np.float16),
+         "fortran": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2],
+         "readonly": X.copy(), "names": X, "features": X[:, :3],
+         "big-endian": X.astype(">f8"), "float64": X}[case]
+    if case == "readonly":
+        Z.setflags(write=False)
+    if case == "features":
+        for est in (ours, theirs):
+            with pytest.raises(ValueError, match="X has 3 features, but StandardScaler is "
+                               "expecting 4 features as input"):
+                est.transform(Z)
+        return
+    if case == "names":
+        for est in (ours, theirs):
+            with pytest.warns(UserWarning, match="X does not have valid feature names"):
+                est.transform(Z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for copy_ in (True, False):
+            a, b = Z.copy(), Z.copy()
+            a.setflags(write=Z.flags.writeable)
+            b.setflags(write=Z.flags.writeable)
+            if case == "strided":
+                a, b = np.repeat(X, 2, axis=1)[:, ::2], np.repeat(X, 2, axis=1)[:, ::2]
+            got, want = ours.transform(a, copy=copy_), theirs.transform(b, copy=copy_)
+            assert got.dtype.str[1:] == want.dtype.str[1:]
+            if case != "big-endian":  # (nbbn scales byte-swapped floats in place)
+                assert got.dtype == want.dtype and (got is a) == (want is b)
+            # (float16: scikit-learn rounds each operation to float16, nbbn once)
+            tol = {2: 4e-3, 4: 1e-6, 8: 1e-12}[Z.itemsize]
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        got = ours.partial_fit(Z).mean_
+        np.testing.assert_allclose(got, theirs.partial_fit(Z).mean_, rtol=1e-12)
