@@ -522,7 +522,7 @@ def _same_bits(kept, now) -> bool:
     included)."""
     if kept is None or now is None:
         return kept is now
-    return now.shape == kept.shape and now.dtype == kept.dtype and (
+    return isinstance(now, np.ndarray) and now.shape == kept.shape and now.dtype == kept.dtype and (
         now.tobytes() == kept.tobytes())
 
 

@@ -148,6 +148,12 @@ def test_the_kept_normalizer_follows_every_change_of_the_fit(rng):
     sc.mean_ = sc.mean_.copy()  # a new array of the same values
     sc.mean_[0] = 1.0
     expect()
+    sc.mean_ = sc.mean_.tolist()  # a list (edited in place too)
+    sc.transform(Z)
+    sc.mean_[1] = -2.0
+    np.testing.assert_allclose(sc.transform(Z)[:, 1], (Z[:, 1] + 2.0) / sc.scale_[1],
+                               rtol=1e-15)
+    sc.mean_ = np.array(sc.mean_)
     sc.set_params(with_mean=False)
     expect()
     sc.set_params(with_mean=True, with_std=False)
