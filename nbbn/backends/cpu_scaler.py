@@ -29,7 +29,7 @@ _DIFFERS, _FEW, _HUGE, _INFS, _NANS = range(5)
 
 @cached(nogil=True, fastmath=False, error_model="numpy")
 def _scaler_fitted(ints, floats, w, ddof, with_std, t, nt, mean, var, scale,
-            flags):  # pragma: no cover - compiled
+                   flags):  # pragma: no cover - compiled
     """Channels ``[C t / nt, C (t + 1) / nt)``: ``mean`` (NaN where nothing was
     counted), ``var = M2 / (w - ddof)`` (NaN where ``w <= ddof``), with ``with_std``
     ``scale``: sqrt(var), or 1 where the variance is within scikit-learn's bound of a
