@@ -180,15 +180,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         under "raise") are not looked for here: nbbn's statistics kernels count them
         (:meth:`_refuse_nonfinite`), on all threads, in the pass ``fit`` makes anyway.
         """
-        if (not reset and not copy and type(X) is np.ndarray and X.ndim == 2
+        if (not copy and type(X) is np.ndarray and X.ndim == 2
                 and X.dtype in _FLOAT_DTYPES and X.dtype.isnative
                 and (X.flags.writeable or not writeable) and X.shape[0] > 0
-                and X.shape[1] == self.__dict__.get("n_features_in_")
-                and "feature_names_in_" not in self.__dict__
-                and self.channel_axis in (1, -1)):
-            # what validation returns for a plain float array of the fitted features, and
-            # checks of it that have nothing to say: X itself. Its checks took 90-110 us
-            # of a small batch's 170-260 (benchmarks.md, "Twenty-first session")
+                and X.shape[1] > 0 and self.channel_axis in (1, -1)
+                and (reset or (X.shape[1] == self.__dict__.get("n_features_in_")
+                               and "feature_names_in_" not in self.__dict__))):
+            # what validation does with a plain float array (of the fitted features, after
+            # the first fit): X itself, whose checks have nothing to say; a first fit
+            # takes its feature count and forgets earlier names. Its checks took 90-110
+            # us of a small batch's 170-260 (benchmarks.md, "Twenty-first session")
+            if reset:
+                self.n_features_in_ = X.shape[1]
+                self.__dict__.pop("feature_names_in_", None)
             return X
         if (get_config().get("array_api_dispatch") and not isinstance(X, np.ndarray)
                 and (hasattr(X, "__array_namespace__") or hasattr(X, "__dlpack__"))):

@@ -1,6 +1,6 @@
 """``nbbn.sklearn.StandardScaler`` calls of small and wide batches against scikit-learn's
-``StandardScaler``, in one process: ``transform`` and ``partial_fit`` (of a fitted
-scaler), interleaved (``bench_timing.interleaved``), medians in us, and scikit-learn's
+``StandardScaler``, in one process: ``transform``, ``partial_fit`` (of a fitted
+scaler) and ``fit``, interleaved (``bench_timing.interleaved``), medians in us, and scikit-learn's
 time over nbbn's. The "sklearn calls" table of docs/benchmarks.md ("Twenty-first
 session"); an old tree's numbers come from the same script run with ``PYTHONPATH`` set
 to that tree, in alternation with the new one.
@@ -36,6 +36,7 @@ def main() -> None:
         calls = {"partial_fit": (ours.partial_fit, theirs.partial_fit)}
         if not wide:
             calls["transform"] = (ours.transform, theirs.transform)
+            calls["fit"] = (ours.fit, theirs.fit)
         repeats = 7 if wide or X.size > 1_000_000 else 41
         for name, (a, b) in calls.items():
             t = interleaved({"nbbn": partial(a, X), "sklearn": partial(b, X)}, repeats)

@@ -215,3 +215,27 @@ def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         got = ours.partial_fit(Z).mean_
         np.testing.assert_allclose(got, theirs.partial_fit(Z).mean_, rtol=1e-12)
+
+
+def test_a_first_fit_of_a_plain_array_forgets_names_as_scikit_learn(rng):
+    """A first fit of a plain float array (validated without scikit-learn's call) sets
+    ``n_features_in_`` and drops the ``feature_names_in_`` of an earlier fit, as
+    scikit-learn's validation does; a transform then takes the new features."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(rng.standard_normal((20, 3)), columns=["a", "b", "c"])
+    X = rng.standard_normal((25, 5)).astype(np.float32)
+    for est in (StandardScaler(), SkScaler()):
+        est.fit(frame)
+        assert list(est.feature_names_in_) == ["a", "b", "c"]
+        est.fit(X)
+        assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 5
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = est.transform(X)
+        np.testing.assert_allclose(y, (X - X.mean(0)) / X.std(0), rtol=2e-5, atol=2e-6)
+        with pytest.raises(ValueError, match="X has 3 features, but StandardScaler is "
+                           "expecting 5 features as input"):
+            est.transform(frame.to_numpy())
+        with pytest.raises(ValueError, match="0 feature"):
+            est.fit(np.empty((4, 0)))
+
