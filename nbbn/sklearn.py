@@ -170,7 +170,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         With ``as_is``, a numpy array of integers or of byte-swapped floats stays as it
         is (no float64 copy of the whole input): nbbn's kernels read it directly.
 
-        2-d input goes through scikit-learn's ``validate_data`` (feature names,
+        A plain 2-d float array (native, not empty, no ``copy``; after the first fit,
+        of the fitted features and with no feature names fitted) is returned as
+        ``validate_data`` would return it, without the call. Other 2-d input goes
+        through scikit-learn's ``validate_data`` (feature names,
         ``n_features_in_``, its error messages; without ``names``, as scikit-learn's
         ``inverse_transform``, ``check_array`` and the feature count alone); N-d numpy
         arrays through ``check_array`` with the features on ``channel_axis``. Array-API
