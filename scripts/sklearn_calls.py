@@ -7,6 +7,7 @@ to that tree, in alternation with the new one.
 
     python scripts/sklearn_calls.py          # small batches (1 to 100,000 rows of 64)
     python scripts/sklearn_calls.py wide     # wide batches of few rows (partial_fit)
+    python scripts/sklearn_calls.py frame    # pandas DataFrames of 16 float64 columns
 """
 
 import sys
@@ -21,17 +22,23 @@ from nbbn.tools.bench_env import cpu_line
 from nbbn.tools.bench_timing import interleaved
 
 SMALL = [(1, 64), (256, 64), (4096, 64), (100_000, 64), (64, 4096)]
+FRAMES = [(1, 16), (256, 16), (10_000, 16)]
 WIDE = [(16, 262_144), (4, 1_048_576)]
 
 
 def main() -> None:
     wide = "wide" in sys.argv[1:]
+    frame = "frame" in sys.argv[1:]
     print(cpu_line())
     print(f"nbbn from {nbbn.__file__}")
     rng = np.random.default_rng(0)
-    print(f"{'float32 batch':>20} {'call':>12} {'nbbn us':>10} {'sklearn us':>11} {'ratio':>6}")
-    for shape in WIDE if wide else SMALL:
+    print(f"{'batch':>20} {'call':>12} {'nbbn us':>10} {'sklearn us':>11} {'ratio':>6}")
+    for shape in WIDE if wide else FRAMES if frame else SMALL:
         X = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
+        if frame:
+            import pandas as pd
+
+            X = pd.DataFrame(X.astype(np.float64), columns=[f"x{i}" for i in range(shape[1])])
         ours, theirs = StandardScaler().fit(X), SkScaler().fit(X)
         calls = {"partial_fit": (ours.partial_fit, theirs.partial_fit)}
         if not wide:

@@ -239,3 +239,75 @@ def test_a_first_fit_of_a_plain_array_forgets_names_as_scikit_learn(rng):
         with pytest.raises(ValueError, match="0 feature"):
             est.fit(np.empty((4, 0)))
 
+
+@pytest.mark.parametrize("case", ["float64", "float32", "index", "blocks", "mixed",
+                                  "nullable", "ints", "order", "renamed", "big-endian"])
+def test_a_plain_frame_is_validated_as_scikit_learn_validates_it(rng, case, monkeypatch):
+    """A DataFrame of the fitted names whose columns are all float32 or all float64 is
+    converted without scikit-learn's validation call (checked by a spy), into what that
+    call makes; every other DataFrame takes the call: the same numbers, warnings and
+    errors as scikit-learn's own scaler, with ``copy=False`` and pandas output too."""
+    pd = pytest.importorskip("pandas")
+    import nbbn.sklearn as nsk
+
+    calls = []
+    real = nsk.validate_data
+    monkeypatch.setattr(nsk, "validate_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    names = ["a", "b", "c", "d"]
+    X = rng.standard_normal((30, 4)) * [1, 2, 3, 4] + 10
+    fit_on = pd.DataFrame(X, columns=names)
+    ours, theirs = StandardScaler().fit(fit_on), SkScaler().fit(fit_on)
+    Z = rng.standard_normal((12, 4)) + 10
+    frame = pd.DataFrame(Z, columns=names)
+    if case == "float32":
+        frame = frame.astype(np.float32)
+    elif case == "index":
+        frame.index = list("pqrstuvwxyzo")
+    elif case == "blocks":
+        frame = pd.DataFrame({"a": Z[:, 0], "b": Z[:, 1]})
+        frame["c"], frame["d"] = Z[:, 2], Z[:, 3]
+    elif case == "mixed":
+        frame = frame.astype({"b": np.float32})
+    elif case == "nullable":
+        frame = frame.astype("Float64")
+    elif case == "ints":
+        frame = (frame * 10).round().astype(np.int64)
+    elif case == "order":
+        frame = frame[["b", "a", "c", "d"]]
+    elif case == "renamed":
+        frame.columns = ["a", "b", "c", "e"]
+    elif case == "big-endian":
+        frame = frame.astype(">f8")
+    plain = case in ("float64", "float32", "index", "blocks")
+    if case in ("order", "renamed"):
+        for est in (ours, theirs):
+            with pytest.raises(ValueError, match="feature names should match those that "
+                               "were passed during fit"):
+                est.transform(frame)
+        return
+    calls.clear()
+    ours.transform(frame)
+    ours.partial_fit(frame)
+    theirs.partial_fit(frame)
+    assert (len(calls) == 0) == plain, calls  # the short cut taken, and only there
+    for copy_ in (True, False):
+        mine, want = frame.copy(), frame.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got, exp = ours.transform(mine, copy=copy_), theirs.transform(want, copy=copy_)
+        assert type(got) is np.ndarray and got.dtype.str[1:] == exp.dtype.str[1:]
+        # (float32: scikit-learn rounds each operation to float32, nbbn once; at a mean
+        # of 10, a float32 ulp is 1e-6)
+        tol = 1e-5 if got.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, exp, rtol=tol, atol=tol)
+        # (with copy=False both write the result into the frame's own block)
+        np.testing.assert_allclose(mine.to_numpy(float), want.to_numpy(float), rtol=tol,
+                                   atol=tol)
+    np.testing.assert_allclose(ours.var_, theirs.var_, rtol=1e-10)
+    ours.set_output(transform="pandas")
+    theirs.set_output(transform="pandas")
+    got, want = ours.transform(frame), theirs.transform(frame)
+    assert (got.index == want.index).all() and (got.columns == want.columns).all()
+    np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), rtol=1e-5,
+                               atol=1e-5)
+
