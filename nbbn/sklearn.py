@@ -486,19 +486,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _normalizer(self, nfeat: int) -> Normalizer:
         """The normalizer of ``transform`` (and of ``inverse_transform``), kept for the
-        next call while the flags, ``mean_`` and ``scale_`` (the same arrays, holding
-        the same bits: an edit in place is seen) are unchanged: building one took 35-55
-        us of a (256, 64) transform's 260 (benchmarks.md, "Twenty-first session"), and
-        a kept one's parameters are tiled once (``cpu._tiles``)."""
+        next call while the flags are the same and ``mean_`` and ``scale_`` hold the
+        same bits as copies taken then (an edit in place is seen): building one took
+        35-55 us of a (256, 64) transform's 260 (benchmarks.md, "Twenty-first
+        session"), and a kept one's parameters are tiled once (``cpu._tiles``)."""
         mean, scale = self.__dict__.get("mean_"), self.__dict__.get("scale_")
         key = (self.with_mean, self.with_std, self.channel_axis, nfeat)
         kept = _KEPT.get(self)
-        if (kept is not None and kept[0] == key and kept[1] is mean and kept[2] is scale
-                and _same_bits(kept[3], mean) and _same_bits(kept[4], scale)):
-            return kept[5]
+        if (kept is not None and kept[0] == key and _same_bits(kept[1], mean)
+                and _same_bits(kept[2], scale)):
+            return kept[3]
         norm = self._new_normalizer(nfeat)
         if nfeat <= _KEPT_MAX_FEATURES:
-            _KEPT[self] = (key, mean, scale, _snapshot(mean), _snapshot(scale), norm)
+            _KEPT[self] = (key, _snapshot(mean), _snapshot(scale), norm)
         return norm
 
     def _new_normalizer(self, nfeat: int) -> Normalizer:
@@ -550,12 +550,12 @@ def _snapshot(a):
 
 
 def _same_bits(kept, now) -> bool:
-    """Whether ``now`` holds what ``kept`` (its snapshot) holds, bit for bit (NaNs
-    included)."""
+    """Whether ``now`` is an array holding what ``kept`` (a snapshot) holds, bit for bit
+    (NaNs included), or both are None."""
     if kept is None or now is None:
         return kept is now
-    return isinstance(now, np.ndarray) and now.shape == kept.shape and now.dtype == kept.dtype and (
-        now.tobytes() == kept.tobytes())
+    return (isinstance(now, np.ndarray) and now.shape == kept.shape
+            and now.dtype == kept.dtype and now.tobytes() == kept.tobytes())
 
 
 def _sample_weight(sample_weight, nrows: int):
