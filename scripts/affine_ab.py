@@ -5,12 +5,13 @@ Usage: ``python scripts/affine_ab.py REV CASE SHAPE DTYPE CHANNEL_AXIS [ROUNDS]`
 ``python scripts/affine_ab.py HEAD~1 norm-out 64x56x56x256 float32 -1``. CASE is
 ``norm-out`` (``Normalizer(x, out=)``), ``norm-new`` (``Normalizer(x)``, a new output)
 or ``transform`` (``nbbn.sklearn.StandardScaler.transform``). The revision's
-``nbbn/backends/cpu_normalize.py`` is loaded as a module beside the current one (it
-must import the same helpers), and the two sets of kernels are swapped in call by call
-(ROUNDS rounds, default 21, the order flipped every round). Both results are checked
-equal; printed: each median time and the median of the per-round ratios new / old
-(below 1: the working tree is faster). One process, so no load change between the two
-sides goes unpaired.
+``nbbn/backends/cpu_normalize.py`` is loaded as a module beside the current one
+(``affine_prefetch_ab.module_at``: it must import the same helpers), and the two sets of
+kernels are swapped in call by call (ROUNDS rounds, default 21, the order flipped every
+round). Both results are checked equal; printed: each median time and the median of the
+per-round ratios new / old (below 1: the working tree is faster). A small array is timed
+over enough calls to make about 4 M elements a timing. One process, so no load change
+between the two sides goes unpaired.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import nbbn
 from nbbn.backends import cpu_normalize, cpu_simd
-from nbbn.tools.revision import backend_at
+
+sys.path.insert(0, str(Path(__file__).parent))
+from affine_prefetch_ab import module_at  # noqa: E402
 
 KERNELS = ("affine_channels_first", "affine_channels_last", "affine_channels_first_inf",
            "affine_channels_last_inf")
@@ -34,7 +38,7 @@ def main() -> None:
     rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 21
     shape = tuple(int(v) for v in shape_s.split("x"))
     dtype, axis = np.dtype(dtype_s), int(axis_s)
-    old_module = backend_at(rev, "cpu_normalize")
+    old_module = module_at(rev)
     sides = {"old": {k: getattr(old_module, k) for k in KERNELS},
              "new": {k: getattr(cpu_normalize, k) for k in KERNELS}}
 
@@ -61,6 +65,7 @@ def main() -> None:
     use("new")
     y_new = np.array(op())
     np.testing.assert_array_equal(y_new, y_old)
+    reps = max(1, (1 << 22) // x.size)  # calls per timing: about 4 M elements
     times: dict[str, list[float]] = {"old": [], "new": []}
     ratios = []
     for r in range(rounds):
@@ -68,13 +73,14 @@ def main() -> None:
         for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
             use(side)
             t0 = time.perf_counter()
-            op()
-            pair[side] = time.perf_counter() - t0
+            for _ in range(reps):
+                op()
+            pair[side] = (time.perf_counter() - t0) / reps
             times[side].append(pair[side])
         ratios.append(pair["new"] / pair["old"])
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(f"{case} {shape_s} {dtype} axis {axis} [{cpu_simd.SIMD_LEVEL}]: {rev} "
-          f"{med['old']:.1f} ms, working tree {med['new']:.1f} ms, median ratio new / old "
+          f"{med['old']:.3f} ms, working tree {med['new']:.3f} ms, median ratio new / old "
           f"{statistics.median(ratios):.3f} ({rounds} rounds)")
 
 

@@ -96,29 +96,28 @@ def test_l1_prefetch_and_f32_head_by_level_and_target():
     on = level == "avx2" or (level == "avx512" and not zen)
     assert cpu_simd.F32_HEAD == on
     assert cpu_simd.L1_AHEAD == ((1536 if level == "avx2" else 3072) if on else 0)
-    # the affine kernels' prefetch: off on Zen 4/5 hardware whatever the target
-    zen4 = cpu_simd.target_cpu_name("host") in ("znver4", "znver5")
-    assert cpu_simd.AFFINE_L1_AHEAD == (0 if zen4 else cpu_simd.L1_AHEAD)
+    # the affine kernels' prefetch: off on AMD's Zen hardware whatever the target
+    zen = cpu_simd.target_cpu_name("host").startswith("znver")
+    assert cpu_simd.AFFINE_L1_AHEAD == (0 if zen else cpu_simd.L1_AHEAD)
 
 
 def _prefetch_everywhere(a):
     """prefetch_ahead from every element of ``a``, a whole array past its end, and none."""
     for i in range(a.size + 2):
-        cpu_simd.prefetch_ahead(a, i, 64)
-    cpu_simd.prefetch_ahead(a, a.size + (1 << 20), a.size)
-    cpu_simd.prefetch_ahead(a, 0, 0)
+        cpu_simd.prefetch_ahead(a, i, 64, 1536)
+    cpu_simd.prefetch_ahead(a, a.size + (1 << 20), a.size, 1536)
+    cpu_simd.prefetch_ahead(a, 0, 0, 1536)
     cpu_simd.prefetch_line(a, a.size + (1 << 20))  # a hint: cannot fault, reads nothing
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])  # uint16: float16 bits
-def test_prefetch_ahead_at_the_end_of_strided_and_empty_arrays(rng, dtype, monkeypatch):
+def test_prefetch_ahead_at_the_end_of_strided_and_empty_arrays(rng, dtype):
     # the affine kernels' L1 prefetch: from every position of a contiguous array and
     # of a strided one (not prefetched), and past the end, it never faults and leaves
     # the array as it was
     base = rng.uniform(0, 100, 4099).astype(dtype)
     keep = base.copy()
-    # (compiled here with the prefetch on, as on hosts that use it, whatever this one)
-    monkeypatch.setattr(cpu_simd, "AFFINE_L1_AHEAD", 1536)
+    # (with the prefetch on, 1536 bytes ahead, as on hosts that use it, whatever this one)
     everywhere = numba.njit(_prefetch_everywhere)
     for a in (base, base[::3], base[:0], base[4000:]):
         everywhere(a)

@@ -178,7 +178,7 @@ def test_threaded_kernels_finish_before_a_ctrl_c_is_raised(monkeypatch):
     import signal
     import time
 
-    from nbbn.backends import cpu
+    from nbbn.backends import cpu, cpu_pool
 
     main = threading.main_thread().ident
     if threading.get_ident() != main or signal.getsignal(signal.SIGINT) is not \
@@ -186,7 +186,7 @@ def test_threaded_kernels_finish_before_a_ctrl_c_is_raised(monkeypatch):
         pytest.skip("Ctrl-C reaches the main thread, with Python's handler")
     if cpu.threads() < 2:
         monkeypatch.setattr(cpu, "threads", lambda: 2)
-    monkeypatch.setattr(cpu, "_pool", ThreadPoolExecutor(1))
+    monkeypatch.setattr(cpu, "_pool", cpu_pool.Pool(1))  # (a worker even on one CPU)
     done = []
 
     def kernel(t, nt):

@@ -17,7 +17,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
@@ -41,8 +40,8 @@ from .._torch_arrays import (
 from . import cpu_byte_tables as kb
 from . import cpu_few_rows as kf
 from . import cpu_normalize as kn
+from . import cpu_pool, cpu_stream, to_host
 from . import cpu_stats as ks
-from . import cpu_stream, to_host
 from ._stats import COUNT_LIMIT, BatchStats, count_limit_error
 from .cpu_numerics import BF16
 from .cpu_simd import HAVE_SIMD
@@ -53,7 +52,7 @@ MAX_PARTS = 64  # fixed upper bound: the partitioning never depends on the threa
 MIN_PART_ELEMENTS = 1 << 16  # a partition holds at least this many elements
 THREADED_MIN_ELEMENTS = 1 << 20  # below this many elements one thread does all the work
 
-_pool: ThreadPoolExecutor | None = None
+_pool: cpu_pool.Pool | None = None
 _pool_lock = threading.Lock()
 _local = threading.local()  # .limit: thread_limit() of the calling thread
 
@@ -116,12 +115,12 @@ if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _executor() -> ThreadPoolExecutor:
+def _workers() -> cpu_pool.Pool:
     global _pool
     with _pool_lock:
         if _pool is None:
             n = max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
-            _pool = ThreadPoolExecutor(max(1, n - 1), thread_name_prefix="nbbn")
+            _pool = cpu_pool.Pool(max(1, n - 1))
         return _pool
 
 
@@ -165,29 +164,8 @@ def _run(kernel, head: tuple, tail: tuple, size: int, chunks: int,
 
     if nt <= 1:
         chunk(0)
-        return
-
-    futures = [_executor().submit(chunk, t) for t in range(1, nt)]
-    try:
-        chunk(0)
-    finally:
-        _wait(futures)
-
-
-def _wait(futures) -> None:
-    """Wait for every one of ``futures``, through a KeyboardInterrupt too (raised once
-    all are done): a kernel that merges into a state in place (``reduce_into``) is
-    finished by all its threads before the caller goes on."""
-    interrupt = None
-    for f in futures:
-        while True:
-            try:
-                f.result()
-                break
-            except KeyboardInterrupt as e:
-                interrupt = e
-    if interrupt is not None:
-        raise interrupt
+    else:
+        cpu_pool.run_chunks(_workers(), chunk, nt)
 
 
 def _nparts(size: int, units: int) -> int:

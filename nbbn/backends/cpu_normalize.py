@@ -18,14 +18,16 @@ import math
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from ._jit import tagged
 from .cpu_affine_simd import LANES, period_vectors, u8_affine_head
 from .cpu_numerics import store_float, to_float64
-from .cpu_simd import SIMD_LEVEL, prefetch_ahead
+from .cpu_simd import AFFINE_L1_AHEAD, SIMD_LEVEL, prefetch_ahead
 from .cpu_stream import STREAM_CHUNK_BYTES, stream_copy, stream_fence
 
 COUNT_INF = False  # the *_inf builds set it True: they also count infinite inputs
+AHEAD = AFFINE_L1_AHEAD  # bytes the kernels prefetch their input ahead (0: no prefetch)
 # The kernels below keep the streamed and the plain loop apart on purpose: written as
 # one loop whose destination is ``buf[...] if stream else out[...]``, LLVM no longer
 # sees that the buffer is a fresh allocation, and streaming became 1.6x slower.
@@ -49,6 +51,19 @@ PREFETCH_SPAN = 1024
 STREAM_CHANNELS_MAX = 256
 
 
+@njit(inline="always")
+def _affine_run(src, dst, ac, sc, bc, half, out_half, count_inf):
+    """``dst[i] = (src[i] - ac) * sc + bc`` over two 1-d views of one length; returns
+    the number of infinite inputs with ``count_inf`` (a constant of the build), else 0."""
+    bad = 0
+    for i in range(src.shape[0]):
+        v = to_float64(src[i], half)
+        if count_inf:
+            bad += np.isinf(v)
+        store_float(dst, i, (v - ac) * sc + bc, out_half)
+    return bad
+
+
 def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf):
     """Chunk ``t`` of ``nt`` of the work units of (O, C, L) ``x``; the ``COUNT_INF``
     build stores the number of infinite inputs it read in ``ninf[t]``. ``stream``
@@ -56,9 +71,33 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
     (``cpu_stream``)."""
     bad = 0
     no, nchan, length = x.shape
+    if not stream and length <= ROW_BLOCK:
+        # rows of one unit each, walked by nested loops over the rows of chunk t: a
+        # short row (a 7 x 7 map: 49 elements) then costs little more than its loop (the
+        # unit walk's divisions and slices per row ran 7 x 7 maps at a third of the
+        # speed); prefetched in spans where the build prefetches and rows are that long
+        rows = no * nchan
+        r0 = rows * t // nt
+        r1 = rows * (t + 1) // nt
+        for o in range(r0 // nchan, (r1 + nchan - 1) // nchan):
+            for c in range(max(0, r0 - o * nchan), min(nchan, r1 - o * nchan)):
+                src = x[o, c]
+                dst = out[o, c]
+                if AHEAD and length >= PREFETCH_SPAN:
+                    for i0 in range(0, length, PREFETCH_SPAN):
+                        i1 = min(length, i0 + PREFETCH_SPAN)
+                        prefetch_ahead(src, i0, i1 - i0, AHEAD)
+                        bad += _affine_run(src[i0:i1], dst[i0:i1], a[c], s[c], b[c], half,
+                                           out_half, COUNT_INF)
+                else:
+                    bad += _affine_run(src, dst, a[c], s[c], b[c], half, out_half, COUNT_INF)
+        if COUNT_INF:
+            ninf[t] = bad
+        return
     bpr = max(1, (length + ROW_BLOCK - 1) // ROW_BLOCK)
     units = no * nchan * bpr
     sub = max(1, STREAM_CHUNK_BYTES // out.itemsize)  # streamed: elements per buffer
+    span = PREFETCH_SPAN if AHEAD else ROW_BLOCK  # elements per prefetch_ahead
     buf = np.empty(min(sub, length) if stream else 0, out.dtype)
     for u in range((units * t) // nt, (units * (t + 1)) // nt):
         row = u // bpr
@@ -67,33 +106,20 @@ def _affine_channels_first(x, half, a, s, b, out, out_half, stream, t, nt, ninf)
         o = row // nchan
         c = row - o * nchan
         src = x[o, c, lo:hi]
-        ac = a[c]
-        sc = s[c]
-        bc = b[c]
         f = 0
         while stream and f < hi - lo:  # buffers of whole cache lines, streamed out
             w = min(sub, hi - lo - f)
-            part = src[f : f + w]
-            prefetch_ahead(x[o, c], lo + f, w)  # the row's next lines, past this unit too
+            prefetch_ahead(x[o, c], lo + f, w, AHEAD)  # the row's next lines, past this unit too
             tmp = buf[:w]
-            for i in range(w):
-                v = to_float64(part[i], half)
-                if COUNT_INF:
-                    bad += np.isinf(v)
-                store_float(tmp, i, (v - ac) * sc + bc, out_half)
+            bad += _affine_run(src[f : f + w], tmp, a[c], s[c], b[c], half, out_half, COUNT_INF)
             stream_copy(tmp, out[o, c], lo + f)
             f += w
         if not stream:
-            for i0 in range(0, hi - lo, PREFETCH_SPAN):
-                i1 = min(hi - lo, i0 + PREFETCH_SPAN)
-                prefetch_ahead(x[o, c], lo + i0, i1 - i0)
-                part = src[i0:i1]
-                dst = out[o, c, lo + i0 : lo + i1]
-                for i in range(i1 - i0):
-                    v = to_float64(part[i], half)
-                    if COUNT_INF:
-                        bad += np.isinf(v)
-                    store_float(dst, i, (v - ac) * sc + bc, out_half)
+            for i0 in range(0, hi - lo, span):
+                i1 = min(hi - lo, i0 + span)
+                prefetch_ahead(x[o, c], lo + i0, i1 - i0, AHEAD)
+                bad += _affine_run(src[i0:i1], out[o, c, lo + i0 : lo + i1], a[c], s[c], b[c],
+                                   half, out_half, COUNT_INF)
     if stream:
         stream_fence()
     if COUNT_INF:
@@ -122,7 +148,7 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
         e1 = min(nrows, (u + 1) * rpu) * nchan
         while stream and e < e1:
             m = min(chunk, e1 - e)
-            prefetch_ahead(xf, e, m)
+            prefetch_ahead(xf, e, m, AHEAD)
             f = u8_affine_head(xf[e : e + m], buf, ta, ts, tb, 0, m, nvec)
             while f < m:
                 w = min(tile, m - f)
@@ -139,12 +165,12 @@ def _affine_channels_last(xf, half, ta, ts, tb, nchan, outf, out_half, stream, n
         if nvec:  # the register kernel in spans of whole periods, each prefetched ahead
             span = LANES * nvec * max(1, PREFETCH_SPAN // (LANES * nvec))
             while e + span <= e1:
-                prefetch_ahead(xf, e, span)
+                prefetch_ahead(xf, e, span, AHEAD)
                 e = u8_affine_head(xf, outf, ta, ts, tb, e, e + span, nvec)
         e = u8_affine_head(xf, outf, ta, ts, tb, e, e1, nvec)  # (streamed: e == e1)
         while e < e1:
             w = min(tile, e1 - e)
-            prefetch_ahead(xf, e, w)
+            prefetch_ahead(xf, e, w, AHEAD)
             src = xf[e : e + w]
             dst = outf[e : e + w]
             for j in range(w):

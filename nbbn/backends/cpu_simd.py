@@ -196,12 +196,14 @@ _TARGET_CPU = target_cpu_name(getattr(config, "CPU_NAME", None))
 _ZEN_AVX512 = SIMD_LEVEL == "avx512" and _TARGET_CPU.startswith("znver")
 L1_AHEAD = {"avx2": 1536, "avx512": 0 if _ZEN_AVX512 else 3072}.get(SIMD_LEVEL, 0)
 # The affine kernels' prefetch (``prefetch_ahead``), measured on Intel (faster at both
-# levels), is left out on Zen 4/5 hardware whatever the code's level: AVX2 code there
-# (``NUMBA_CPU_NAME=haswell`` on the AMD host) mapped at 0.75-0.87x with it (float32
-# NCHW and float64 NHWC normalizer, 5-8 alternating rounds, 2026-12-03). A tuning of
-# the hardware, not of the instruction set, so the host's name decides.
+# levels), is left out on AMD's Zen hardware whatever the code's level. On Zen 4, AVX2
+# code (``NUMBA_CPU_NAME=haswell``) mapped at 0.75-0.87x with it (float32 NCHW and
+# float64 NHWC normalizer, 5-8 alternating rounds, 2026-12-03); on Zen 2, the
+# normalizer without it took 0.76-0.98 of the time with it (11 alternating rounds,
+# 2026-12-05). Zen 3 is not measured and follows its neighbours. A tuning of the
+# hardware, not of the instruction set, so the host's name decides.
 _HOST_CPU = target_cpu_name()
-AFFINE_L1_AHEAD = 0 if _HOST_CPU in ("znver4", "znver5") else L1_AHEAD
+AFFINE_L1_AHEAD = 0 if _HOST_CPU.startswith("znver") else L1_AHEAD
 MAX_BYTES = VEC * UNROLL * MAX_ITERATIONS
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -242,15 +244,16 @@ def prefetch_line(typingctx, arr, index):
 
 
 @numba.njit(inline="always")
-def prefetch_ahead(arr, start, count):
+def prefetch_ahead(arr, start, count, ahead):
     """Prefetch into L1 the lines of ``arr[start + a : start + a + count]`` of a 1-d
-    contiguous array, ``a`` being ``AFFINE_L1_AHEAD`` bytes; nothing where that is 0
-    (the portable level, Zen 4/5 hardware), nothing of a strided array, nothing past
-    the end. Called by the affine kernels once per tile or block of their input, ahead of
-    the loop that reads it (the hardware prefetchers alone leave the loads waiting on
-    memory: design.md, "Prefetching in the affine kernels")."""
-    if AFFINE_L1_AHEAD and arr.strides[0] == arr.itemsize:
-        first = start + AFFINE_L1_AHEAD // arr.itemsize
+    contiguous array, ``a`` being ``ahead`` bytes (the affine kernels pass
+    ``AFFINE_L1_AHEAD``, a constant of their build); nothing where that is 0, nothing of
+    a strided array, nothing past the end. Called by the affine kernels once per tile or
+    block of their input, ahead of the loop that reads it (the hardware prefetchers alone
+    leave the loads waiting on memory on Intel: design.md, "Prefetching in the affine
+    kernels")."""
+    if ahead and arr.strides[0] == arr.itemsize:
+        first = start + ahead // arr.itemsize
         for p in range(first, min(first + count, arr.size), max(1, 64 // arr.itemsize)):
             prefetch_line(arr, p)
 

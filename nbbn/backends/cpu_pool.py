@@ -1,0 +1,115 @@
+"""nbbn's worker threads: the hand-off of a kernel's chunks by two locks per worker.
+
+``cpu._run`` gives chunks ``1 .. nt - 1`` of a kernel to idle workers and runs chunk 0
+on the calling thread. A worker sleeps on its ``go`` lock; the caller puts the job in
+its slot and releases ``go``, and later acquires the worker's ``done`` lock, which the
+worker releases when the job has run. A ``concurrent.futures`` pool did the same with a
+Future, a Condition and a queue per chunk: an empty kernel took 33-38 us a call on two
+threads, against 13-15 with the locks (Zen 2 under KVM, docs/benchmarks.md), so a
+smaller batch pays for its threads.
+
+A worker serves one caller at a time: calls from several threads at once take the idle
+workers there are, and a call that finds none runs its remaining chunks itself, one
+after the other (the chunks are cut by the shape alone, so the bits are the same).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+
+
+class Worker:
+    """One thread that runs the jobs handed to it, one at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._job: Callable[[], object] | None = None
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            job, self._job = self._job, None
+            try:
+                if job is not None:
+                    job()
+            except BaseException as e:  # handed to the caller by wait()
+                self._error = e
+            self._done.release()
+
+    def start(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on this worker (idle: taken from the pool by one caller)."""
+        self._job = job
+        self._go.release()
+
+    def wait(self) -> BaseException | None:
+        """Wait for the job to end, through KeyboardInterrupts (returned, after the wait,
+        if the job raised nothing else); returns what the job raised, else None."""
+        interrupt = None
+        while True:
+            try:
+                self._done.acquire()
+                break
+            except KeyboardInterrupt as e:
+                interrupt = e
+        error, self._error = self._error, None
+        return error if error is not None else interrupt
+
+
+class Pool:
+    """At most ``size`` workers, started as calls first need them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(0, size)
+        self._idle: list[Worker] = []
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[Worker]:
+        """Up to ``n`` workers for one call (fewer while other calls hold them)."""
+        with self._lock:
+            got = self._idle[len(self._idle) - min(n, len(self._idle)):]
+            del self._idle[len(self._idle) - len(got):]
+            while len(got) < n and self._started < self.size:
+                self._started += 1
+                got.append(Worker(f"nbbn_{self._started}"))
+        return got
+
+    def give_back(self, workers: list[Worker]) -> None:
+        """Workers whose jobs have ended, idle again."""
+        with self._lock:
+            self._idle.extend(workers)
+
+
+def run_chunks(pool: Pool, chunk: Callable[[int], object], nt: int) -> None:
+    """``chunk(t)`` for ``t < nt``: chunk 0, and those no worker took, on the calling
+    thread, the others on workers. Returns once every chunk has ended, a Ctrl-C
+    included (raised then: a kernel merging into a state in place is never left
+    running after the call); then raises the first exception a chunk raised."""
+    workers = pool.take(nt - 1)
+    started: list[Worker] = []
+    errors: list[BaseException] = []
+    try:
+        for t, worker in enumerate(workers, 1):
+            worker.start(functools.partial(chunk, t))
+            started.append(worker)
+        for t in [0, *range(len(workers) + 1, nt)]:
+            chunk(t)
+    except BaseException as e:
+        errors.append(e)
+    finally:
+        for worker in started:
+            error = worker.wait()
+            if error is not None:
+                errors.append(error)
+        pool.give_back(workers)
+    interrupts = [e for e in errors if isinstance(e, KeyboardInterrupt)]
+    if errors:
+        raise (interrupts or errors)[0]
