@@ -1,6 +1,7 @@
 """``Normalizer`` against torch's eval ``F.batch_norm`` on activation-sized float32
 batches (in cache: 0.03-1.6 M elements), both allocating their output, torch on its
-default threads, nbbn on its own (one thread below ``cpu.THREADED_MIN_ELEMENTS``).
+default threads and on one, nbbn on its own (one thread below
+``cpu.THREADED_MIN_ELEMENTS``).
 Medians of 5 rounds, each the best of one timed loop of calls, in microseconds. Used
 for docs/benchmarks.md ("Twenty-second session")::
 
@@ -22,7 +23,8 @@ SHAPES = [(1, 64, 56, 56), (2, 64, 56, 56), (4, 64, 56, 56), (8, 64, 56, 56), (1
 
 
 def main() -> None:
-    print(cpu_line(), f"| torch {torch.__version__}, {torch.get_num_threads()} threads")
+    threads = torch.get_num_threads()
+    print(cpu_line(), f"| torch {torch.__version__}, {threads} threads")
     rng = np.random.default_rng(0)
     for shape in SHAPES:
         c = shape[1]
@@ -31,21 +33,23 @@ def main() -> None:
         norm = nbbn.Normalizer(mean, var, channel_axis=1)
         t = torch.from_numpy(x)
         tm, tv = torch.tensor(mean, dtype=torch.float32), torch.tensor(var, dtype=torch.float32)
-        calls = {
-            "nbbn": lambda x=x, norm=norm: norm(x),
-            "torch": lambda t=t, tm=tm, tv=tv: torch.nn.functional.batch_norm(
-                t, tm, tv, training=False, eps=1e-5),
-        }
-        for f in calls.values():
-            f()
+        def bn(t=t, tm=tm, tv=tv):
+            return torch.nn.functional.batch_norm(t, tm, tv, training=False, eps=1e-5)
+
+        calls = {"nbbn": (lambda x=x, norm=norm: norm(x), threads),
+                 "torch": (bn, threads), "torch_1": (bn, 1)}
         number = max(20, int(4e6 // x.size))
         us: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(5):
-            for k, f in calls.items():
+            for k, (f, n) in calls.items():
+                torch.set_num_threads(n)
+                f()
                 us[k].append(timeit.timeit(f, number=number) / number * 1e6)
+        torch.set_num_threads(threads)
         med = {k: float(np.median(v)) for k, v in us.items()}
         print(f"{shape}: nbbn {med['nbbn']:.1f} us, torch {med['torch']:.1f} us "
-              f"(nbbn / torch {med['nbbn'] / med['torch']:.2f})", flush=True)
+              f"(nbbn / torch {med['nbbn'] / med['torch']:.2f}), torch on one thread "
+              f"{med['torch_1']:.1f} us", flush=True)
 
 
 if __name__ == "__main__":
