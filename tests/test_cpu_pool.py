@@ -94,3 +94,65 @@ def test_calls_from_many_threads_share_the_workers():
     assert not errors and not any(th.is_alive() for th in threads)
     assert len(results) == 200 and all(results)
     assert pool._started == 1 and len(pool._idle) == 1
+
+
+def test_idle_workers_keep_nothing_of_a_call():
+    # the chunks' closure holds the caller's arrays: once the call has returned, no
+    # worker may keep it alive (a big batch would stay in memory while the pool idles)
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    pool = cpu_pool.Pool(2)
+    big = Big()
+    ref = weakref.ref(big)
+
+    def chunk(t: int, held=big) -> None:
+        if t == 2:
+            raise ValueError("chunk 2")
+
+    with pytest.raises(ValueError):
+        cpu_pool.run_chunks(pool, chunk, 3)
+    del big, chunk
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_ctrl_c_while_handing_out_chunks_leaves_the_pool_sound(monkeypatch):
+    # a Ctrl-C may land between a worker's start and the call's record of it: that
+    # worker's chunk runs on, unwaited; it must not be handed the next call's chunk
+    # and waited on there (its first ``done`` would end that wait early)
+    pool = cpu_pool.Pool(3)
+    gate = threading.Event()
+    ran = []
+    real_start = cpu_pool.Worker.start
+    calls = []
+
+    def start(self, job):
+        real_start(self, job)
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # (after the hand-off, as a signal could)
+
+    def chunk(t: int) -> None:
+        if t == 2:
+            gate.wait(10)  # (still running after the call has raised)
+        ran.append(t)
+
+    monkeypatch.setattr(cpu_pool.Worker, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        cpu_pool.run_chunks(pool, chunk, 4)
+    monkeypatch.setattr(cpu_pool.Worker, "start", real_start)
+    dropped = calls[1]
+    assert dropped not in pool._idle and len(pool._idle) == 2 and pool._started == 2
+    for _ in range(5):  # the pool serves on, with a new third worker
+        chunk2, runs, where = _recording()
+        cpu_pool.run_chunks(pool, chunk2, 4)
+        assert runs == Counter(range(4))
+        assert dropped.thread.name not in where.values()
+    assert pool._started == 3
+    gate.set()
+    dropped.thread.join(0.5)  # (its chunk ends; the thread then waits for a job forever)
+    assert 2 in ran

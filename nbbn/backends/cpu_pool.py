@@ -30,6 +30,7 @@ class Worker:
         self._done.acquire()
         self._job: Callable[[], object] | None = None
         self._error: BaseException | None = None
+        self.handed = False  # set first by start(), cleared by wait()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
@@ -42,10 +43,12 @@ class Worker:
                     job()
             except BaseException as e:  # handed to the caller by wait()
                 self._error = e
+            job = None  # (an idle worker keeps no reference to the caller's arrays)
             self._done.release()
 
     def start(self, job: Callable[[], object]) -> None:
         """Run ``job`` on this worker (idle: taken from the pool by one caller)."""
+        self.handed = True
         self._job = job
         self._go.release()
 
@@ -60,6 +63,7 @@ class Worker:
             except KeyboardInterrupt as e:
                 interrupt = e
         error, self._error = self._error, None
+        self.handed = False
         return error if error is not None else interrupt
 
 
@@ -69,7 +73,8 @@ class Pool:
     def __init__(self, size: int) -> None:
         self.size = max(0, size)
         self._idle: list[Worker] = []
-        self._started = 0
+        self._started = 0  # workers running, idle or not
+        self._names = 0  # workers ever started (their names)
         self._lock = threading.Lock()
 
     def take(self, n: int) -> list[Worker]:
@@ -79,13 +84,19 @@ class Pool:
             del self._idle[len(self._idle) - len(got):]
             while len(got) < n and self._started < self.size:
                 self._started += 1
-                got.append(Worker(f"nbbn_{self._started}"))
+                self._names += 1
+                got.append(Worker(f"nbbn_{self._names}"))
         return got
 
-    def give_back(self, workers: list[Worker]) -> None:
-        """Workers whose jobs have ended, idle again."""
+    def give_back(self, workers: list[Worker], waited: list[Worker]) -> None:
+        """The ``workers`` of a call idle again: those it ``waited`` for, and those never
+        handed a job. A worker handed one but not waited for (a Ctrl-C between
+        ``start`` and the call's record of it) may still be running: it is dropped, never
+        reused (a later wait would take its ``done``), and a new one may start."""
         with self._lock:
-            self._idle.extend(workers)
+            keep = [w for w in workers if w in waited or not w.handed]
+            self._idle.extend(keep)
+            self._started -= len(workers) - len(keep)
 
 
 def run_chunks(pool: Pool, chunk: Callable[[int], object], nt: int) -> None:
@@ -109,7 +120,7 @@ def run_chunks(pool: Pool, chunk: Callable[[int], object], nt: int) -> None:
             error = worker.wait()
             if error is not None:
                 errors.append(error)
-        pool.give_back(workers)
+        pool.give_back(workers, started)
     interrupts = [e for e in errors if isinstance(e, KeyboardInterrupt)]
     if errors:
         raise (interrupts or errors)[0]
