@@ -4,9 +4,9 @@
 on the calling thread. A worker sleeps on its ``go`` lock; the caller puts the job in
 its slot and releases ``go``, and later acquires the worker's ``done`` lock, which the
 worker releases when the job has run. A ``concurrent.futures`` pool did the same with a
-Future, a Condition and a queue per chunk: an empty kernel took 33-38 us a call on two
-threads, against 13-15 with the locks (Zen 2 under KVM, docs/benchmarks.md), so a
-smaller batch pays for its threads.
+Future, a Condition and a queue per chunk: an empty kernel split over two threads took
+40-49 us a call through it, against 25-33 through these locks (Zen 2 under KVM,
+docs/benchmarks.md), and calls of 1-2 M values 0.86-0.94 of the time.
 
 A worker serves one caller at a time: calls from several threads at once take the idle
 workers there are, and a call that finds none runs its remaining chunks itself, one
