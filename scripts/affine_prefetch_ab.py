@@ -17,13 +17,9 @@ docs/benchmarks.md ("Twenty-second session").
 from __future__ import annotations
 
 import functools
-import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +27,7 @@ import nbbn
 from nbbn.backends import cpu_normalize as kn
 from nbbn.backends._jit import tagged
 from nbbn.tools.bench_env import cpu_line
+from nbbn.tools.revision import backend_at
 
 KERNELS = ("affine_channels_first", "affine_channels_last")
 CASES = ["new:32x256x7x7:float32:1", "new:1x64x56x56:float32:1", "new:8x64x56x56:float32:1",
@@ -42,26 +39,22 @@ OLD_CALLS = ["prefetch_ahead(x[o, c], lo + f, w)", "prefetch_ahead(x[o, c], lo +
              "prefetch_ahead(xf, e, m)", "prefetch_ahead(xf, e, span)", "prefetch_ahead(xf, e, w)"]
 
 
+def _pass_ahead(src: str) -> str:
+    """An older ``cpu_normalize`` source adapted to ``prefetch_ahead(arr, start, count,
+    ahead)``: a revision from before ``AHEAD`` prefetches at this host's
+    ``AFFINE_L1_AHEAD``, as the working tree does."""
+    if "\nAHEAD = " in src:
+        return src
+    for call in OLD_CALLS:
+        src = src.replace(call, call[:-1] + ", AHEAD)")
+    return src.replace("from .cpu_simd import SIMD_LEVEL, prefetch_ahead",
+                       "from .cpu_simd import AFFINE_L1_AHEAD, SIMD_LEVEL, prefetch_ahead\n"
+                       "AHEAD = AFFINE_L1_AHEAD")
+
+
 def module_at(rev: str):
-    """``cpu_normalize`` at ``rev``, loaded beside the current one (its relative imports
-    load the current helpers); a revision from before ``AHEAD`` prefetches at this
-    host's ``AFFINE_L1_AHEAD``, as the working tree does."""
-    src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/cpu_normalize.py"],
-                         check=True, capture_output=True, text=True).stdout
-    if "\nAHEAD = " not in src:  # prefetch_ahead(arr, start, count) then
-        for call in OLD_CALLS:
-            src = src.replace(call, call[:-1] + ", AHEAD)")
-        src = src.replace("from .cpu_simd import SIMD_LEVEL, prefetch_ahead",
-                          "from .cpu_simd import AFFINE_L1_AHEAD, SIMD_LEVEL, prefetch_ahead\n"
-                          "AHEAD = AFFINE_L1_AHEAD")
-    path = Path(tempfile.mkdtemp()) / "cpu_normalize_ab.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("nbbn.backends.cpu_normalize_ab", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # numba's cache finds a kernel's module by name
-    spec.loader.exec_module(module)
-    return module
+    """``cpu_normalize`` at ``rev``, loaded beside the current one (``backend_at``)."""
+    return backend_at(rev, "cpu_normalize", _pass_ahead)
 
 
 def builds(module, ahead: int, tag: str) -> dict:

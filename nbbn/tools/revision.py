@@ -1,6 +1,7 @@
 """A backend module as it was at a git revision, imported beside the current one: the
-in-process A/B scripts (``scripts/affine_ab.py``, ``scripts/sparse_csc_kernel.py``)
-time and compare its kernels with the working tree's."""
+in-process A/B scripts (``scripts/affine_ab.py``, ``scripts/affine_prefetch_ab.py``,
+``scripts/sparse_csc_kernel.py``) time and compare its kernels with the working
+tree's."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 __all__ = ["backend_at"]
 
 
-def backend_at(rev: str, module: str) -> ModuleType:
+def backend_at(rev: str, module: str,
+               rewrite: Callable[[str], str] | None = None) -> ModuleType:
     """``nbbn.backends.<module>`` as it was at git revision ``rev`` (read with ``git
     show`` from the current directory's repository), imported as
     ``nbbn.backends.<module>_ab``: its relative imports then load the current helpers,
-    so it must import the same names as they are now."""
+    so it must import the same names as they are now (``rewrite``, given the source,
+    returns it adapted to them)."""
     src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/{module}.py"],
                          check=True, capture_output=True, text=True).stdout
+    if rewrite is not None:
+        src = rewrite(src)
     path = Path(tempfile.mkdtemp()) / f"{module}_ab.py"
     path.write_text(src)
     name = f"nbbn.backends.{module}_ab"
