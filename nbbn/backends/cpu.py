@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from .. import _layout
-from .._affine import batchnorm_step, check_out, result_dtype
+from .._affine import check_out, result_dtype
 from .._layout import Canonical, canonical, copied_rows, streams
 from .._policy import POLICY_PROPAGATE
 from .._torch_arrays import (
@@ -522,10 +522,12 @@ def _columns(a3: np.ndarray) -> bool:
 
 
 def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
-                out_bf16: bool = False, count_inf: bool = False, fresh: bool = False) -> int:
+                out_bf16: bool = False, count_inf: bool = False, fresh: bool = False,
+                tiles: tuple | None = None) -> int:
     """The affine kernel over one (O, C, I) piece; with ``count_inf`` (floating input)
     the build that also counts infinite inputs, and their number is returned; ``fresh``:
-    ``o3`` was just allocated (``_FRESH``), not streamed."""
+    ``o3`` was just allocated (``_FRESH``), not streamed; ``tiles``: the parameters'
+    tiles, made already (else ``_tiles``)."""
     data, half = _half(x3, bf16)
     data = _readonly(data)
     out_half = BF16 if out_bf16 else True if o3.dtype == np.uint16 else None
@@ -546,7 +548,7 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
     stream = (not fresh and o3.itemsize >= 4 and o3.nbytes >= cpu_stream.STREAM_MIN_BYTES
               and not np.may_share_memory(data, o3))
     if x3.shape[2] == 1 and x3.flags.c_contiguous and o3.flags.c_contiguous:
-        ta, ts, tb = _tiles(a, s, b)
+        ta, ts, tb = _tiles(a, s, b) if tiles is None else tiles
         nvec = kn.register_periods(data, o3, nchan, ta.size)  # uint8 in, float32 out
         stream = stream and (nvec > 0 or (nchan * o3.itemsize % cpu_stream.LINE_BYTES == 0
                                           and nchan <= kn.STREAM_CHANNELS_MAX))
@@ -618,10 +620,11 @@ def result(out: np.ndarray | TensorOutput):
 
 
 def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
-           count_inf: bool = False) -> int:
+           count_inf: bool = False, tiles: tuple | None = None) -> int:
     """``out = (x - a[c]) * s[c] + b[c]`` for every channel c; ``out`` may be the input.
     ``count_inf``: also count the infinite values of ``x`` in the same read, returned
-    (0 without it)."""
+    (0 without it). ``tiles``: the parameters' ``tile_params``, where the caller made
+    them already (``batchnorm_train``)."""
     a, s, b = params
     x = can.array
     out_bf16 = False
@@ -659,7 +662,8 @@ def affine(can: Canonical, params, out: np.ndarray | TensorOutput, *,
     # else slabs (bounded copies of the input and temporaries for the output)
     whole = None if view is None else _out_view3(target, view.shape, out_bf16)
     if view is not None and whole is not None and _streams(view, whole):
-        ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh)
+        ninf = _run_affine(view, a, s, b, whole, can.bf16, out_bf16, count_inf, fresh,
+                           tiles)
     elif view is not None and whole is not None and view.shape[2] == 1:
         # channels-last rows with gaps (or a column-major table) on either side
         ninf = _affine_row_slabs(view, whole, (a, s, b), can.bf16, out_bf16, count_inf,
@@ -750,6 +754,8 @@ def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.nda
     the unbiased variance (``running`` (2, C) in place, or None), then the affine map:
     two reads of x and one write."""
     st = reduce(can, POLICY_PROPAGATE)
-    params = batchnorm_step(st.mean, st.m2, can.outer * can.inner, weight, bias, eps,
-                            running, factor)
-    affine(can, params, out)
+    t = kn.batchnorm_params(st.mean, st.m2, can.outer * can.inner, weight, bias, eps,
+                            kn.NO_RUNNING if running is None else running, factor,
+                            kn.tile_rows(can.channels))
+    tiles = (t[0].reshape(-1), t[1].reshape(-1), t[2].reshape(-1))
+    affine(can, (t[0, 0], t[1, 0], t[2, 0]), out, tiles=tiles)
