@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._affine import affine_scale
 from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 from .normalizer import Normalizer, check_eps, finite_number
@@ -197,10 +196,8 @@ class BatchNorm:
             if use_batch_stats:
                 be.batchnorm_train(inp, eps, weight, bias, None, 0.0, dst)
             else:
-                mean, var = self._host_running()
-                params = be.params(mean, affine_scale(weight, var, eps), bias, inp,
-                                   (id(self), "eval"))
-                be.affine(inp, params, dst)
+                be.batchnorm_eval(inp, eps, weight, bias, self._host_running(), dst,
+                                  (id(self), "eval"))
             return be.result(dst)
         # A training step moves num_batches_tracked and the running buffers: a failure
         # on the way (Ctrl-C in a first call's compile, a MemoryError) puts both back,

@@ -1,12 +1,13 @@
-"""``nbbn.BatchNorm`` training steps on small batches (the statistics, the running
-update, the parameters and the map, one call each), per call in microseconds: the
-median of 9 timed loops. Used for docs/benchmarks.md ("Twenty-third session")::
+"""``nbbn.BatchNorm`` calls on small batches, per call in microseconds (the median of
+9 timed loops): training steps (the statistics, the running update, the parameters and
+the map) and eval-mode calls (the parameters from the running statistics and the map).
+Used for docs/benchmarks.md ("Twenty-third session")::
 
     python scripts/batchnorm_train_calls.py            # this tree
     python scripts/batchnorm_train_calls.py --torch    # against torch's nn.BatchNorm
     python scripts/batchnorm_train_calls.py --against REV [--rounds 6]
 
-``--torch``: torch's ``nn.BatchNorm1d/2d`` forward in training mode (no autograd), on
+``--torch``: torch's ``nn.BatchNorm1d/2d`` forward in the same mode (no autograd), on
 its default threads and on one, interleaved with nbbn in one process.
 ``--against REV``: this tree against git revision ``REV`` (a temporary worktree), each in
 its own processes with its own kernel cache, alternated ``--rounds`` times; prints the
@@ -55,19 +56,22 @@ def measure() -> dict[str, float]:
     import nbbn
 
     out = {}
-    for name, (shape, dtype, axis) in CASES.items():
-        x = _batch(shape, dtype)
-        bn = nbbn.BatchNorm(shape[axis], channel_axis=axis)
-        for _ in range(30):
+    for mode in ("train", "eval"):
+        for name, (shape, dtype, axis) in CASES.items():
+            x = _batch(shape, dtype)
+            bn = nbbn.BatchNorm(shape[axis], channel_axis=axis)
+            for _ in range(30):
+                bn(x)
+            bn.train(mode == "train")
             bn(x)
-        k = max(20, int(2e6 // x.size))
-        run = _loop(lambda bn=bn, x=x: bn(x), k)
-        times = []
-        for _ in range(9):
-            t0 = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - t0) / k * 1e6)
-        out[name] = statistics.median(times)
+            k = max(20, int(2e6 // x.size))
+            run = _loop(lambda bn=bn, x=x: bn(x), k)
+            times = []
+            for _ in range(9):
+                t0 = time.perf_counter()
+                run()
+                times.append((time.perf_counter() - t0) / k * 1e6)
+            out[f"{mode} {name}"] = statistics.median(times)
     return out
 
 
@@ -81,13 +85,16 @@ def against_torch() -> None:
     threads = torch.get_num_threads()
     print(cpu_line(), f"| torch {torch.__version__}, {threads} threads")
     torch.set_grad_enabled(False)
-    for name, (shape, dtype, axis) in CASES.items():
+    for mode, (name, (shape, dtype, axis)) in [(m, c) for m in ("train", "eval")
+                                               for c in CASES.items()]:
         if axis != 1 or dtype != "float32":
             continue  # (torch's BatchNorm takes channels-first floating input)
         x = _batch(shape, dtype)
         tx = torch.from_numpy(x)
         bn = nbbn.BatchNorm(shape[1])
         tb = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(shape[1])
+        bn(x), tb(tx)
+        bn.train(mode == "train"), tb.train(mode == "train")
         k = max(20, int(2e6 // x.size))
 
         def torch_1(tb=tb, tx=tx, k=k):
@@ -100,7 +107,8 @@ def against_torch() -> None:
 
         r = interleaved({"nbbn": _loop(lambda bn=bn, x=x: bn(x), k),
                          "torch": _loop(lambda tb=tb, tx=tx: tb(tx), k), "torch_1": torch_1}, 11)
-        print(f"{name:26s} " + "  ".join(f"{key} {v / k * 1e6:6.1f} us" for key, v in r.items())
+        times = "  ".join(f"{key} {v / k * 1e6:6.1f} us" for key, v in r.items())
+        print(f"{mode:5s} {name:26s} {times}"
               + f"  nbbn/torch {r['nbbn'] / r['torch']:.2f}"
               + f"  nbbn/torch_1 {r['nbbn'] / r['torch_1']:.2f}")
 
@@ -128,10 +136,10 @@ def against(rev: str, rounds: int) -> None:
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(old)],
                            check=False)
-    for name in CASES:
+    for name in got["new"]:
         old_us, new_us = got["old"][name], got["new"][name]
         ratios = [n / o for n, o in zip(new_us, old_us, strict=True)]
-        print(f"{name:26s} old {statistics.median(old_us):7.1f} us  new "
+        print(f"{name:32s} old {statistics.median(old_us):7.1f} us  new "
               f"{statistics.median(new_us):7.1f} us  new/old median "
               f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 
@@ -154,7 +162,7 @@ def main() -> None:
 
         print(cpu_line())
         for name, us in measure().items():
-            print(f"{name:26s} {us:7.1f} us")
+            print(f"{name:32s} {us:7.1f} us")
 
 
 if __name__ == "__main__":

@@ -122,3 +122,31 @@ def test_parameters_copied_and_checked(rng):
         with pytest.raises(error, match="weight"):
             bn(x)
         np.testing.assert_array_equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize("shape,axis", [((64, 37), 1), ((8, 5, 6, 7), 1), ((4, 6, 7, 3), -1),
+                                        ((2, 1000), 1)])
+@pytest.mark.parametrize("eps", [1e-5, 0.0])
+def test_eval_map_has_the_bits_of_numpy_parameters(shape, axis, eps, rng):
+    """Eval mode with running statistics (the compiled parameters, the running variance
+    as one value's M2) against the map by ``affine_scale``'s numpy parameters, bit for
+    bit: constant channels (variance 0, with eps=0 the scale is the weight) included."""
+    from nbbn._affine import affine_scale
+    from nbbn._layout import canonical
+    from nbbn.backends import cpu
+
+    c = shape[axis]
+    x = (rng.standard_normal(shape) * 5 + 3).astype(np.float32)
+    bn = nbbn.BatchNorm(c, eps=eps, channel_axis=axis)
+    bn.running_mean = rng.standard_normal(c) * 10.0 ** rng.integers(-2, 3, c)
+    var = rng.uniform(0, 4, c) * 10.0 ** rng.integers(-3, 3, c)
+    var[::4] = 0.0
+    bn.running_var = var
+    bn.weight, bn.bias = rng.uniform(-2, 2, c), rng.uniform(-1, 1, c)
+    bn.eval()
+    got = bn(x)
+    can = canonical(x, axis, "x")
+    want = np.empty_like(x)
+    cpu.affine(can, (bn.running_mean, affine_scale(bn.weight, var, eps), bn.bias), want)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(bn.to_normalizer()(x).view(np.uint32), got.view(np.uint32))

@@ -101,6 +101,12 @@ class Backend(Protocol):
                         running: Any, factor: float, out: Any) -> None:
         """BatchNorm's training forward: batch statistics, running update, output."""
 
+    def batchnorm_eval(self, inp: Any, eps: float, weight: np.ndarray, bias: np.ndarray,
+                       running: np.ndarray, out: Any, owner: Hashable) -> None:
+        """BatchNorm's eval forward with the (2, C) host running statistics: the map by
+        ``mean`` and ``weight / sqrt(var + eps)`` (parameters kept per ``owner`` where
+        ``params`` keeps them)."""
+
 
 if TYPE_CHECKING:  # mypy checks that both modules implement the protocol
     from . import cpu as _cpu_module

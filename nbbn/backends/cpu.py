@@ -754,8 +754,22 @@ def batchnorm_train(can: Canonical, eps: float, weight: np.ndarray, bias: np.nda
     the unbiased variance (``running`` (2, C) in place, or None), then the affine map:
     two reads of x and one write."""
     st = reduce(can, POLICY_PROPAGATE)
-    t = kn.batchnorm_params(st.mean, st.m2, can.outer * can.inner, weight, bias, eps,
-                            kn.NO_RUNNING if running is None else running, factor,
-                            kn.tile_rows(can.channels))
+    _affine_by(kn.batchnorm_params(st.mean, st.m2, can.outer * can.inner, weight, bias, eps,
+                                   kn.NO_RUNNING if running is None else running, factor,
+                                   kn.tile_rows(can.channels)), can, out)
+
+
+def batchnorm_eval(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndarray,
+                   running: np.ndarray, out: np.ndarray | TensorOutput,
+                   owner: Hashable) -> None:
+    """Eval mode with running statistics: the compiled step with the running variance
+    as ``m2`` of one value (``m2 / 1`` is exact: ``affine_scale``'s bits) and no update,
+    then the affine map."""
+    _affine_by(kn.batchnorm_params(running[0], running[1], 1, weight, bias, eps,
+                                   kn.NO_RUNNING, 0.0, kn.tile_rows(can.channels)), can, out)
+
+
+def _affine_by(t: np.ndarray, can: Canonical, out: np.ndarray | TensorOutput) -> None:
+    """The affine map by ``batchnorm_params``' (3, rows, C) tiles."""
     tiles = (t[0].reshape(-1), t[1].reshape(-1), t[2].reshape(-1))
     affine(can, (t[0, 0], t[1, 0], t[2, 0]), out, tiles=tiles)

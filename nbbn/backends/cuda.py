@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from .._affine import check_out, result_dtype
+from .._affine import affine_scale, check_out, result_dtype
 from .._torch_arrays import is_cpu_tensor
 from ..errors import BackendUnavailableError
 from . import cuda_kernels as kk
@@ -39,8 +39,8 @@ from .cuda_arrays import (
 )
 
 __all__ = ["name", "prepare", "reduce", "summary", "merge", "prepare_out", "params",
-           "affine", "result", "running", "batchnorm_train", "DeviceStats", "LaunchConfig",
-           "reduce_weighted"]
+           "affine", "result", "running", "batchnorm_train", "batchnorm_eval", "DeviceStats",
+           "LaunchConfig", "reduce_weighted"]
 
 name = "cuda"
 
@@ -545,6 +545,14 @@ def running(buffer, can: DeviceInput) -> DeviceBuffer:
         return buffer
     host = np.ascontiguousarray(buffer, dtype=np.float64)
     return DeviceBuffer(cuda.to_device(host, stream=can.stream), can.stream)
+
+
+def batchnorm_eval(can: DeviceInput, eps: float, weight: np.ndarray, bias: np.ndarray,
+                   running: np.ndarray, out: DeviceOutput, owner: Hashable) -> None:
+    """Eval mode with running statistics: ``params`` (kept on the device per ``owner``,
+    re-sent on change) and the affine map."""
+    affine(can, params(running[0], affine_scale(weight, running[1], eps), bias, can, owner),
+           out)
 
 
 @_sim_serial

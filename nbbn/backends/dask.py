@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._affine import batchnorm_step, result_dtype
+from .._affine import affine_scale, batchnorm_step, result_dtype
 from .._layout import check_dtype, normalize_axis
 from .._policy import POLICY_PROPAGATE
 from ._stats import FLOAT_FIELDS, INT_FIELDS, BatchStats
@@ -247,6 +247,13 @@ def running(buffer, inp: DaskInput) -> Any:
     from . import to_host
 
     return to_host(buffer)
+
+
+def batchnorm_eval(inp: DaskInput, eps: float, weight: np.ndarray, bias: np.ndarray,
+                   running: np.ndarray, out: _LazyOut, owner: Hashable) -> None:
+    """Eval mode with running statistics: the lazy map (computes nothing)."""
+    affine(inp, params(running[0], affine_scale(weight, running[1], eps), bias, inp, owner),
+           out)
 
 
 def batchnorm_train(inp: DaskInput, eps: float, weight: np.ndarray, bias: np.ndarray,

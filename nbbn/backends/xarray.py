@@ -149,3 +149,9 @@ def batchnorm_train(inp: XInput, eps: float, weight: np.ndarray, bias: np.ndarra
                     running, factor: float, out: _Out) -> None:
     """The data backend's BatchNorm training step."""
     inp.be.batchnorm_train(inp.data, eps, weight, bias, running, factor, out.dst)
+
+
+def batchnorm_eval(inp: XInput, eps: float, weight: np.ndarray, bias: np.ndarray,
+                   running: np.ndarray, out: _Out, owner: Hashable) -> None:
+    """The data backend's BatchNorm eval map."""
+    inp.be.batchnorm_eval(inp.data, eps, weight, bias, running, out.dst, owner)
