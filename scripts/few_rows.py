@@ -17,6 +17,7 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py inplace omit   # the same under "omit" (at most 24 rows)
     python scripts/few_rows.py small      # what that check costs small updates
     python scripts/few_rows.py sklearn    # nbbn.sklearn partial_fit (PYTHONPATH: a tree)
+    python scripts/few_rows.py below      # float tables of 16-1000 channels, taken or not
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
 8000 in the source (a constant of the compiled kernel), so that no tile gave up.
@@ -193,7 +194,54 @@ def sklearn() -> None:
         print(f"float32 {shape}: partial_fit {t['partial_fit'] * 1e3:.3f} ms", flush=True)
 
 
+def below() -> None:
+    """Tables of fewer than ``FEW_ROWS_CHANNELS`` channels: ``update`` of a new
+    ``RunningStats`` and of a stream's, 50 calls a round, with float32/float64 tables
+    from ``FLOAT_CHANNELS`` channels on taken by the tile kernel (new) and with
+    ``FLOAT_CHANNELS`` set to ``FEW_ROWS_CHANNELS`` (old: the channels-last kernel), and
+    ``nbbn.sklearn.StandardScaler.partial_fit`` the same way; median us a call of 9
+    interleaved rounds ("Twenty-third session"). ``below uint8``: uint8 tables taken too
+    (``FEW_ROWS_CHANNELS`` lowered), the measurement that kept them out."""
+    from nbbn.sklearn import StandardScaler
+
+    print(cpu_line())
+    limit, floats = cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.FLOAT_CHANNELS
+    uint8 = "uint8" in sys.argv[1:]
+
+    def calls(f, taken: bool):
+        def run():
+            if uint8:
+                cpu_few_rows.FEW_ROWS_CHANNELS = 1 if taken else limit
+            else:
+                cpu_few_rows.FLOAT_CHANNELS = floats if taken else limit
+            try:
+                for _ in range(50):
+                    f()
+            finally:
+                cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.FLOAT_CHANNELS = limit, floats
+        return run
+
+    rng = np.random.default_rng(0)
+    for dtype in ("uint8",) if uint8 else ("float32", "float64"):
+        for nchan in (16, 64, 100, 256, 512, 700, 1000):
+            for nrows in (2, 4, 8, 16, 32, 64):
+                x = (rng.standard_normal((nrows, nchan)) * 30 + 100).astype(dtype)
+                stream = nbbn.RunningStats(-1).update(x)
+                est = StandardScaler().partial_fit(x)
+                cases = {"new state": lambda x=x: nbbn.RunningStats(-1).update(x),
+                         "stream": lambda x=x, s=stream: s.update(x),
+                         "partial_fit": lambda x=x, e=est: e.partial_fit(x)}
+                timed = interleaved({f"{name} {side}": calls(f, side == "new")
+                                     for name, f in cases.items() for side in ("old", "new")},
+                                    9)
+                print(f"{dtype} ({nrows}, {nchan})" + "".join(
+                    f"  {name} {timed[name + ' old'] / 50 * 1e6:6.1f} ->"
+                    f" {timed[name + ' new'] / 50 * 1e6:6.1f} us"
+                    f" x{timed[name + ' old'] / timed[name + ' new']:.2f}"
+                    for name in cases), flush=True)
+
+
 if __name__ == "__main__":
     modes = {"shares": shares, "narrow": narrow, "inplace": in_place, "small": small,
-             "sklearn": sklearn}
+             "sklearn": sklearn, "below": below}
     next((modes[a] for a in sys.argv[1:] if a in modes), main)()

@@ -37,14 +37,14 @@ def calls(monkeypatch):
     return seen
 
 
-def _table(rng, nrows: int, dtype: str) -> np.ndarray:
+def _table(rng, nrows: int, dtype: str, nchan: int = NCHAN) -> np.ndarray:
     dt = np.dtype(dtype)
     if dt.kind in "iu":
         info = np.iinfo(dt)
-        x = rng.integers(info.min, info.max, (nrows, NCHAN), endpoint=True).astype(dt)
+        x = rng.integers(info.min, info.max, (nrows, nchan), endpoint=True).astype(dt)
         x[:, 3] = info.max  # a constant channel at the type's edge
         return x
-    x = rng.standard_normal((nrows, NCHAN)) * 3.0 + 1e3
+    x = rng.standard_normal((nrows, nchan)) * 3.0 + 1e3
     x[:, 3] = 7.25  # constant
     x[:, 4] = -x[:, 4]
     if dt.itemsize == 8:
@@ -63,6 +63,42 @@ def test_few_rows_against_the_reference(rng, calls, dtype, nrows):
     assert len(calls) == 1 and calls[0] is not None
     assert_stats(rs, ref_stats(x, -1), _tight(nrows))
     assert rs.var[3] == 0.0 and rs.mean[3] == x[0, 3]  # a constant channel: exact
+
+
+@pytest.mark.parametrize("nchan", [kf.FLOAT_CHANNELS, 100, kf.TILE, kf.TILE + 1, 700, 1023])
+@pytest.mark.parametrize("nrows", [2, 7, 64])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_narrow_float_tables(rng, calls, dtype, nrows, nchan, nan_policy):
+    """float32 and float64 tables of ``FLOAT_CHANNELS`` to 1023 channels (one partial
+    tile, or a whole one and a partial one), a NaN and an infinity among them: taken,
+    and right; a stream of them merged in place (``cpu.reduce_into``) as well."""
+    x = _table(rng, nrows, dtype, nchan)
+    x[1, 8] = np.nan
+    x[0, 9] = np.inf
+    rs = nbbn.RunningStats(-1, backend="cpu", nan_policy=nan_policy).update(x)
+    assert len(calls) == 1 and calls[0] is not None
+    assert_stats(rs, ref_stats(x, -1, nan_policy=nan_policy), _tight(nrows))
+    y = _table(rng, nrows, dtype, nchan)
+    both = np.concatenate([x, y])
+    rs.update(y)
+    assert_stats(rs, ref_stats(both, -1, nan_policy=nan_policy), 1e-13)
+
+
+@pytest.mark.parametrize("nchan, direct", [(kf.FLOAT_CHANNELS, False), (1023, False),
+                                           (kf.FEW_ROWS_CHANNELS, True)])
+def test_single_float_rows_written_directly_from_1024_channels(rng, monkeypatch, nchan,
+                                                               direct):
+    """A single float32 row is written directly (``cpu._one_row_stats``) from
+    ``FEW_ROWS_CHANNELS`` channels on, not from ``FLOAT_CHANNELS`` as tables: narrower,
+    the kernel is faster. Right either way."""
+    seen = []
+    one_row = cpu._one_row_stats
+    monkeypatch.setattr(cpu, "_one_row_stats", lambda r: seen.append(1) or one_row(r))
+    x = rng.standard_normal((1, nchan)).astype(np.float32)
+    rs = nbbn.RunningStats(-1, backend="cpu").update(x)
+    assert bool(seen) == direct
+    assert_stats(rs, ref_stats(x, -1), _tight(1))
 
 
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
@@ -134,12 +170,15 @@ def test_few_rows_bits_do_not_depend_on_threads(rng, calls):
 
 @pytest.mark.parametrize("shape, dtype, taken", [
     ((2, 1024), "float32", True), ((64, 4096), "int32", True), ((1, 4096), "float64", False),
-    ((65, 4096), "float64", False), ((8, 1023), "float64", False), ((8, 4096), "int64", False),
-    ((8, 4096), "uint64", False)])
+    ((65, 4096), "float64", False), ((8, 1023), "float64", True), ((8, 4096), "int64", False),
+    ((8, 4096), "uint64", False), ((8, 64), "float32", True), ((8, 63), "float64", False),
+    ((8, 1023), "float16", False), ((8, 1023), "uint8", False), ((2, 1023), "int32", False),
+    ((1, 64), "float32", False)])
 def test_few_rows_takes(rng, calls, shape, dtype, taken):
     """Which tables the kernel takes: 2 to ``FEW_ROWS_MAX`` rows of at least
-    ``FEW_ROWS_CHANNELS`` channels, not int64 (not exact in float64); a single row is
-    written directly (``_one_row_stats``). The others' statistics are right too."""
+    ``FEW_ROWS_CHANNELS`` channels (float32 and float64: ``FLOAT_CHANNELS``), not int64
+    (not exact in float64); a single row is written directly (``_one_row_stats``). The
+    others' statistics are right too."""
     x = (rng.standard_normal(shape) * 100).astype(dtype)
     rs = nbbn.RunningStats(-1, backend="cpu").update(x)
     assert len(calls) == int(taken)
@@ -226,7 +265,7 @@ def test_stream_merged_in_place_only_where_it_may(rng, in_place, case):
     import time
 
     x = _table(rng, kf.GIVE_UP + 1 if case == "omit" else 4, "float64")
-    y = x[:1] if case == "one row" else x[:, :kf.FEW_ROWS_CHANNELS - 1] if \
+    y = x[:1] if case == "one row" else x[:, :kf.min_channels(x.dtype) - 1] if \
         case == "narrow" else x[::-1] + 1.0
     kw = {"nan_policy": case} if case in ("omit", "raise") else {}
     rs = nbbn.RunningStats(-1, backend="cpu", **kw)

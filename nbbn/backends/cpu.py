@@ -320,7 +320,7 @@ def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
     "propagate", or "omit" with at most ``GIVE_UP`` rows (a tile gives up when its slow
     channels times its rows pass ``GIVE_UP * TILE``). Else None. The channel count
     first: it runs on every update of a stream, and small ones pay it."""
-    if can.channels < kf.FEW_ROWS_CHANNELS:
+    if can.channels < kf.min_channels(can.array.dtype):
         return None
     view = can.view3()
     if (view is None or view.shape[0] < 2 or view.shape[2] != 1

@@ -42,7 +42,13 @@ from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
 FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
-# single row, cpu._one_row_stats)
+# single row, cpu._one_row_stats); float32 and float64 from FLOAT_CHANNELS channels on:
+# against the channels-last kernel, one thread, 2-64 rows of 64-1000 channels, a new
+# state 0.98-1.69x as fast and a stream's update 1.03-1.64x; uint8 lost at 32-64 rows
+# and at C <= 64 (0.83-0.97x) and stays at 1024, and so does a single row (written
+# directly: 0.80-0.98x of the kernel's time at 64-512 channels; benchmarks.md,
+# "Twenty-third session")
+FLOAT_CHANNELS = 64
 TILE = 256  # channels per tile: 64 rows of float64 are 128 KB, in L2 for the second pass
 RUN = 64  # channels finished per run (the bits of a uint64 mark its slow ones)
 GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pass this
@@ -54,13 +60,21 @@ GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pa
 
 def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
     """Whether an (n, C) table of ``dtype`` is one of few rows of many channels: 1 to
-    ``FEW_ROWS_MAX`` rows of at least ``FEW_ROWS_CHANNELS`` channels, floats (not
+    ``FEW_ROWS_MAX`` rows of at least ``min_channels(dtype)`` channels, floats (not
     bfloat16) and integers of at most 32 bits (exact in float64). A single row is
     written directly (``cpu._one_row_stats``), C-contiguous tables of more take this
     kernel."""
     n, nchan = shape
-    return (1 <= n <= FEW_ROWS_MAX and nchan >= FEW_ROWS_CHANNELS and not bf16
+    return (1 <= n <= FEW_ROWS_MAX and nchan >= min_channels(dtype, n) and not bf16
             and (dtype.kind == "f" or (dtype.kind in "iu" and dtype.itemsize <= 4)))
+
+
+def min_channels(dtype: np.dtype, nrows: int = 2) -> int:
+    """The fewest channels of a table of ``nrows`` rows of ``dtype`` that ``takes``
+    takes: ``FLOAT_CHANNELS`` for tables of float32 and float64, else (a single row,
+    other dtypes) ``FEW_ROWS_CHANNELS``."""
+    floats = nrows > 1 and dtype.kind == "f" and dtype.itemsize >= 4
+    return FLOAT_CHANNELS if floats else FEW_ROWS_CHANNELS
 
 
 @numba.njit(inline="always")
@@ -206,4 +220,5 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, t, nt, ints, floats, ga
                                 c0 + min(w, m0 + MERGE_CHANNELS), c0)
 
 
-__all__ = ["FEW_ROWS_CHANNELS", "FEW_ROWS_MAX", "stats_few_rows", "takes"]
+__all__ = ["FEW_ROWS_CHANNELS", "FEW_ROWS_MAX", "FLOAT_CHANNELS", "min_channels",
+           "stats_few_rows", "takes"]
