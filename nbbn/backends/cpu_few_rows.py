@@ -60,7 +60,7 @@ GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pa
 
 def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
     """Whether an (n, C) table of ``dtype`` is one of few rows of many channels: 1 to
-    ``FEW_ROWS_MAX`` rows of at least ``min_channels(dtype)`` channels, floats (not
+    ``FEW_ROWS_MAX`` rows of at least ``min_channels(dtype, n)`` channels, floats (not
     bfloat16) and integers of at most 32 bits (exact in float64). A single row is
     written directly (``cpu._one_row_stats``), C-contiguous tables of more take this
     kernel."""
