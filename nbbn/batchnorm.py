@@ -45,15 +45,6 @@ def _check_tracked(value) -> int:
     return int(count)
 
 
-def _channel_param(v, c: int, name: str) -> np.ndarray:
-    """``weight`` or ``bias`` as a (C,) float64 copy (``channel_vector``); a float64
-    numpy vector of the right length, what they are unless a user set them otherwise,
-    is copied without the checks (a third of their time, per training step)."""
-    if type(v) is np.ndarray and v.dtype == np.float64 and v.shape == (c,):
-        return v.copy()
-    return channel_vector(_to_numpy(v), c, name)
-
-
 def _check_running_var(v: np.ndarray) -> None:
     """ValueError unless every running variance is >= 0 (NaN is refused too)."""
     if not (v >= 0).all():
@@ -223,8 +214,10 @@ class BatchNorm:
         checked before a call changes any state: they are plain attributes, which a
         user may set to anything (a list, a tensor, the wrong length)."""
         c = self.num_features
-        weight = np.ones(c) if self.weight is None else _channel_param(self.weight, c, "weight")
-        bias = np.zeros(c) if self.bias is None else _channel_param(self.bias, c, "bias")
+        weight = np.ones(c) if self.weight is None else channel_vector(
+            _to_numpy(self.weight), c, "weight")
+        bias = np.zeros(c) if self.bias is None else channel_vector(
+            _to_numpy(self.bias), c, "bias")
         return weight, bias
 
     def reset_running_stats(self) -> None:
