@@ -170,10 +170,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         With ``as_is``, a numpy array of integers or of byte-swapped floats stays as it
         is (no float64 copy of the whole input): nbbn's kernels read it directly.
 
-        A plain 2-d float array (native, not empty, no ``copy``; after the first fit,
-        of the fitted features and with no feature names fitted) is returned as
-        ``validate_data`` would return it, without the call. Other 2-d input goes
-        through scikit-learn's ``validate_data`` (feature names,
+        A plain 2-d float array (or, ``as_is``, integer array; native, not empty, no
+        ``copy``; after the first fit, of the fitted features and with no feature names
+        fitted) is returned as ``validate_data`` would return it, without the call.
+        Other 2-d input goes through scikit-learn's ``validate_data`` (feature names,
         ``n_features_in_``, its error messages; without ``names``, as scikit-learn's
         ``inverse_transform``, ``check_array`` and the feature count alone); N-d numpy
         arrays through ``check_array`` with the features on ``channel_axis``. Array-API
@@ -184,15 +184,17 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         (:meth:`_refuse_nonfinite`), on all threads, in the pass ``fit`` makes anyway.
         """
         if (not copy and type(X) is np.ndarray and X.ndim == 2
-                and X.dtype in _FLOAT_DTYPES and X.dtype.isnative
+                and (X.dtype in _FLOAT_DTYPES or (as_is and X.dtype.kind in "iu"))
+                and X.dtype.isnative
                 and (X.flags.writeable or not writeable) and X.shape[0] > 0
                 and X.shape[1] > 0 and self.channel_axis in (1, -1)
                 and (reset or (X.shape[1] == self.__dict__.get("n_features_in_")
                                and "feature_names_in_" not in self.__dict__))):
             # what validation does with a plain float array (of the fitted features, after
-            # the first fit): X itself, whose checks have nothing to say; a first fit
-            # takes its feature count and forgets earlier names. Its checks took 90-110
-            # us of a small batch's 170-260 (benchmarks.md, "Twenty-first session")
+            # the first fit), or an integer one ``as_is``: X itself, whose checks have
+            # nothing to say; a first fit takes its feature count and forgets earlier
+            # names. Its checks took 90-110 us of a small batch's 170-260 (benchmarks.md,
+            # "Twenty-first session", "Twenty-fourth session": integers)
             if reset:
                 self.n_features_in_ = X.shape[1]
                 self.__dict__.pop("feature_names_in_", None)

@@ -197,35 +197,40 @@ def sklearn() -> None:
 def below() -> None:
     """Tables of fewer than ``FEW_ROWS_CHANNELS`` channels: ``update`` of a new
     ``RunningStats`` and of a stream's, 50 calls a round, with float32/float64 tables
-    from ``FLOAT_CHANNELS`` channels on taken by the tile kernel (new) and with
-    ``FLOAT_CHANNELS`` set to ``FEW_ROWS_CHANNELS`` (old: the channels-last kernel), and
+    from ``NARROW_CHANNELS`` channels on taken by the tile kernel (new) and with
+    ``NARROW_CHANNELS`` set to ``FEW_ROWS_CHANNELS`` (old: the channels-last kernel), and
     ``nbbn.sklearn.StandardScaler.partial_fit`` the same way; median us a call of 9
-    interleaved rounds ("Twenty-third session"). ``below uint8``: uint8 tables taken too
-    (``FEW_ROWS_CHANNELS`` lowered), the measurement that kept them out."""
+    interleaved rounds ("Twenty-third session"). ``below DTYPE [DTYPE ...]`` (uint8,
+    float16, int8, int16, int32, ...): tables of those dtypes taken by the tile kernel
+    from 16 channels on (both thresholds lowered) or not, the measurement that decides
+    their threshold ("Twenty-fourth session")."""
     from nbbn.sklearn import StandardScaler
 
     print(cpu_line())
-    limit, floats = cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.FLOAT_CHANNELS
-    uint8 = "uint8" in sys.argv[1:]
+    limit, floats = cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS
+    named = [a for a in sys.argv[1:] if a != "below"]
 
     def calls(f, taken: bool):
         def run():
-            if uint8:
-                cpu_few_rows.FEW_ROWS_CHANNELS = 1 if taken else limit
-            else:
-                cpu_few_rows.FLOAT_CHANNELS = floats if taken else limit
+            if not taken:  # (every table below FEW_ROWS_CHANNELS: the channels-last kernel)
+                cpu_few_rows.NARROW_CHANNELS = limit
+            elif named:  # (every table of the dtype, 16 channels too)
+                cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1
             try:
                 for _ in range(50):
                     f()
             finally:
-                cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.FLOAT_CHANNELS = limit, floats
+                cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS = limit, floats
         return run
 
     rng = np.random.default_rng(0)
-    for dtype in ("uint8",) if uint8 else ("float32", "float64"):
+    for dtype in named or ("float32", "float64"):
         for nchan in (16, 64, 100, 256, 512, 700, 1000):
             for nrows in (2, 4, 8, 16, 32, 64):
-                x = (rng.standard_normal((nrows, nchan)) * 30 + 100).astype(dtype)
+                x = rng.standard_normal((nrows, nchan)) * 30 + 100
+                if np.dtype(dtype).kind in "iu":
+                    x = np.clip(x, np.iinfo(dtype).min, np.iinfo(dtype).max)
+                x = x.astype(dtype)
                 stream = nbbn.RunningStats(-1).update(x)
                 est = StandardScaler().partial_fit(x)
                 cases = {"new state": lambda x=x: nbbn.RunningStats(-1).update(x),

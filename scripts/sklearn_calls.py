@@ -8,6 +8,7 @@ to that tree, in alternation with the new one.
     python scripts/sklearn_calls.py          # small batches (1 to 100,000 rows of 64)
     python scripts/sklearn_calls.py wide     # wide batches of few rows (partial_fit)
     python scripts/sklearn_calls.py frame    # pandas DataFrames of 16 float64 columns
+    python scripts/sklearn_calls.py ints     # the small batches in int16
 """
 
 import sys
@@ -29,12 +30,15 @@ WIDE = [(16, 262_144), (4, 1_048_576)]
 def main() -> None:
     wide = "wide" in sys.argv[1:]
     frame = "frame" in sys.argv[1:]
+    ints = "ints" in sys.argv[1:]
     print(cpu_line())
     print(f"nbbn from {nbbn.__file__}")
     rng = np.random.default_rng(0)
     print(f"{'batch':>20} {'call':>12} {'nbbn us':>10} {'sklearn us':>11} {'ratio':>6}")
     for shape in WIDE if wide else FRAMES if frame else SMALL:
         X = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
+        if ints:
+            X = np.round(X * 100).astype(np.int16)
         if frame:
             import pandas as pd
 

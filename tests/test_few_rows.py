@@ -65,17 +65,20 @@ def test_few_rows_against_the_reference(rng, calls, dtype, nrows):
     assert rs.var[3] == 0.0 and rs.mean[3] == x[0, 3]  # a constant channel: exact
 
 
-@pytest.mark.parametrize("nchan", [kf.FLOAT_CHANNELS, 100, kf.TILE, kf.TILE + 1, 700, 1023])
+@pytest.mark.parametrize("nchan", [kf.NARROW_CHANNELS, 100, kf.TILE, kf.TILE + 1, 700, 1023])
 @pytest.mark.parametrize("nrows", [2, 7, 64])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int16", "uint16",
+                                   "int32", "uint32"])
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
-def test_narrow_float_tables(rng, calls, dtype, nrows, nchan, nan_policy):
-    """float32 and float64 tables of ``FLOAT_CHANNELS`` to 1023 channels (one partial
-    tile, or a whole one and a partial one), a NaN and an infinity among them: taken,
-    and right; a stream of them merged in place (``cpu.reduce_into``) as well."""
+def test_narrow_tables(rng, calls, dtype, nrows, nchan, nan_policy):
+    """Tables of floats and 16/32-bit integers of ``NARROW_CHANNELS`` to 1023 channels
+    (one partial tile, or a whole one and a partial one), a NaN and an infinity among
+    the floats: taken, and right; a stream of them merged in place (``cpu.reduce_into``)
+    as well."""
     x = _table(rng, nrows, dtype, nchan)
-    x[1, 8] = np.nan
-    x[0, 9] = np.inf
+    if x.dtype.kind == "f":
+        x[1, 8] = np.nan
+        x[0, 9] = np.inf
     rs = nbbn.RunningStats(-1, backend="cpu", nan_policy=nan_policy).update(x)
     assert len(calls) == 1 and calls[0] is not None
     assert_stats(rs, ref_stats(x, -1, nan_policy=nan_policy), _tight(nrows))
@@ -85,12 +88,30 @@ def test_narrow_float_tables(rng, calls, dtype, nrows, nchan, nan_policy):
     assert_stats(rs, ref_stats(both, -1, nan_policy=nan_policy), 1e-13)
 
 
-@pytest.mark.parametrize("nchan, direct", [(kf.FLOAT_CHANNELS, False), (1023, False),
+@pytest.mark.parametrize("nchan", [kf.BYTE_CHANNELS, kf.TILE + 1, 1023])
+@pytest.mark.parametrize("nrows", [2, 5, kf.BYTE_ROWS])
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_narrow_byte_tables(rng, calls, in_place, dtype, nrows, nchan):
+    """Tables of at most ``BYTE_ROWS`` rows of 8-bit integers of ``BYTE_CHANNELS`` to
+    1023 channels: taken, and right (a constant channel at the type's edge); a stream
+    of them merged in place."""
+    x = _table(rng, nrows, dtype, nchan)
+    rs = nbbn.RunningStats(-1, backend="cpu").update(x)
+    assert len(calls) == 1 and calls[0] is not None
+    assert_stats(rs, ref_stats(x, -1), _tight(nrows))
+    assert rs.var[3] == 0.0 and rs.mean[3] == x[0, 3]
+    y = _table(rng, nrows, dtype, nchan)
+    rs.update(y)
+    assert in_place == [True]
+    assert_stats(rs, ref_stats(np.concatenate([x, y]), -1), 1e-13)
+
+
+@pytest.mark.parametrize("nchan, direct", [(kf.NARROW_CHANNELS, False), (1023, False),
                                            (kf.FEW_ROWS_CHANNELS, True)])
 def test_single_float_rows_written_directly_from_1024_channels(rng, monkeypatch, nchan,
                                                                direct):
     """A single float32 row is written directly (``cpu._one_row_stats``) from
-    ``FEW_ROWS_CHANNELS`` channels on, not from ``FLOAT_CHANNELS`` as tables: narrower,
+    ``FEW_ROWS_CHANNELS`` channels on, not from ``NARROW_CHANNELS`` as tables: narrower,
     the kernel is faster. Right either way."""
     seen = []
     one_row = cpu._one_row_stats
@@ -172,11 +193,14 @@ def test_few_rows_bits_do_not_depend_on_threads(rng, calls):
     ((2, 1024), "float32", True), ((64, 4096), "int32", True), ((1, 4096), "float64", False),
     ((65, 4096), "float64", False), ((8, 1023), "float64", True), ((8, 4096), "int64", False),
     ((8, 4096), "uint64", False), ((8, 64), "float32", True), ((8, 63), "float64", False),
-    ((8, 1023), "float16", False), ((8, 1023), "uint8", False), ((2, 1023), "int32", False),
-    ((1, 64), "float32", False)])
+    ((8, 1023), "float16", True), ((9, 1023), "uint8", False), ((2, 1023), "int32", True),
+    ((8, 64), "int16", True), ((8, 63), "uint16", False), ((8, 256), "uint8", True),
+    ((2, 255), "int8", False), ((9, 256), "int8", False), ((64, 1024), "int8", True),
+    ((1, 64), "float32", False), ((1, 1023), "int16", False), ((1, 1023), "uint8", False)])
 def test_few_rows_takes(rng, calls, shape, dtype, taken):
     """Which tables the kernel takes: 2 to ``FEW_ROWS_MAX`` rows of at least
-    ``FEW_ROWS_CHANNELS`` channels (float32 and float64: ``FLOAT_CHANNELS``), not int64
+    ``NARROW_CHANNELS`` channels (floats, 16/32-bit integers), of 8-bit integers
+    ``BYTE_CHANNELS`` (at most ``BYTE_ROWS`` rows) or ``FEW_ROWS_CHANNELS``, not int64
     (not exact in float64); a single row is written directly (``_one_row_stats``). The
     others' statistics are right too."""
     x = (rng.standard_normal(shape) * 100).astype(dtype)

@@ -635,7 +635,7 @@ def test_one_row_written_directly_keeps_the_kernels_bits(rng, monkeypatch, dtype
                 assert [d is not None for d in direct] == ([] if dtype == "int64" else [finite])
                 with monkeypatch.context() as m:
                     m.setattr(cpu_few_rows, "FEW_ROWS_CHANNELS", nchan + 1)  # (the kernels)
-                    m.setattr(cpu_few_rows, "FLOAT_CHANNELS", nchan + 1)
+                    m.setattr(cpu_few_rows, "NARROW_CHANNELS", nchan + 1)
                     want = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(row)
                 np.testing.assert_array_equal(got._snapshot().ints, want._snapshot().ints)
                 np.testing.assert_array_equal(got._snapshot().floats.view(np.int64),

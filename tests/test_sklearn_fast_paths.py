@@ -171,7 +171,8 @@ def test_the_kept_normalizer_follows_every_change_of_the_fit(rng):
 
 
 @pytest.mark.parametrize("case", ["float32", "float16", "fortran", "strided", "readonly",
-                                  "names", "features", "big-endian", "float64"])
+                                  "names", "features", "big-endian", "float64", "int16",
+                                  "uint8", "int64", "readonly int"])
 def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
     """The validation that returns a plain float array of the fitted features as it is
     (no scikit-learn call) gives what scikit-learn's gives: the same warning, error and
@@ -185,8 +186,11 @@ def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
     Z = {"float32": X.astype(np.float32), "float16": X.astype(np.float16),
          "fortran": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2],
          "readonly": X.copy(), "names": X, "features": X[:, :3],
-         "big-endian": X.astype(">f8"), "float64": X}[case]
-    if case == "readonly":
+         "big-endian": X.astype(">f8"), "float64": X, "int16": np.round(X * 1e3).astype(np.int16),
+         "uint8": np.clip(np.round(X * 30 + 100), 0, 255).astype(np.uint8),
+         "int64": np.round(X * 1e6).astype(np.int64),
+         "readonly int": np.round(X * 1e3).astype(np.int32)}[case]
+    if case.startswith("readonly"):
         Z.setflags(write=False)
     if case == "features":
         for est in (ours, theirs):
@@ -211,10 +215,33 @@ def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
             if case != "big-endian":  # (nbbn scales byte-swapped floats in place)
                 assert got.dtype == want.dtype and (got is a) == (want is b)
             # (float16: scikit-learn rounds each operation to float16, nbbn once)
-            tol = {2: 4e-3, 4: 1e-6, 8: 1e-12}[Z.itemsize]
+            tol = {2: 4e-3, 4: 1e-6, 8: 1e-12}[got.itemsize]  # (integers: float64 out)
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         got = ours.partial_fit(Z).mean_
         np.testing.assert_allclose(got, theirs.partial_fit(Z).mean_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "int64", "float32"])
+def test_plain_arrays_skip_the_validation_call(rng, monkeypatch, dtype):
+    """A plain native array of integers or floats (not empty, writable where it must
+    be) is fitted, transformed and mapped back without scikit-learn's validation call
+    (a spy says), to the numbers of the call."""
+    import nbbn.sklearn as nsk
+
+    calls = []
+    real = nsk.validate_data
+    monkeypatch.setattr(nsk, "validate_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X = np.clip(np.round(rng.standard_normal((40, 5)) * 30 + 100), 0, 255).astype(dtype)
+    ours = StandardScaler().fit(X)
+    ours.partial_fit(X[:7])
+    got, back = ours.transform(X), ours.inverse_transform(ours.transform(X))
+    assert calls == []
+    theirs = SkScaler().fit(X)
+    theirs.partial_fit(X[:7])
+    np.testing.assert_allclose(got, theirs.transform(X), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(back, theirs.inverse_transform(theirs.transform(X)),
+                               rtol=1e-6, atol=1e-6)
+    assert got.dtype == theirs.transform(X).dtype
 
 
 def test_a_first_fit_of_a_plain_array_forgets_names_as_scikit_learn(rng):

@@ -42,13 +42,18 @@ from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
 FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
-# single row, cpu._one_row_stats); float32 and float64 from FLOAT_CHANNELS channels on:
-# against the channels-last kernel, one thread, 2-64 rows of 64-1000 channels, a new
-# state 0.98-1.69x as fast and a stream's update 1.03-1.64x; uint8 lost at 32-64 rows
-# and at C <= 64 (0.83-0.97x) and stays at 1024, and so does a single row (written
-# directly: 0.80-0.98x of the kernel's time at 64-512 channels; benchmarks.md,
-# "Twenty-third session")
-FLOAT_CHANNELS = 64
+# single row, cpu._one_row_stats); floats and 16/32-bit integers from NARROW_CHANNELS
+# channels on, 8-bit integers of at most BYTE_ROWS rows from BYTE_CHANNELS on. Against
+# the channels-last kernel, one thread, 2-64 rows of 64-1000 channels: a new state's
+# update 0.96-1.72x as fast and a stream's 0.99-1.72x (float16: even at 64 rows of
+# 512-1000 channels, the rest faster); 8-bit integers, whose channels-last kernel reads
+# bytes, lost at 32-64 rows and at C <= 64 (0.82-0.97x) and won at 2-8 rows of 256-1000
+# channels (1.06-1.55x); a single row keeps 1024 (written directly: 0.80-0.98x of the
+# kernel's time at 64-512 channels; benchmarks.md, "Twenty-third session",
+# "Twenty-fourth session")
+NARROW_CHANNELS = 64
+BYTE_CHANNELS = 256
+BYTE_ROWS = 8
 TILE = 256  # channels per tile: 64 rows of float64 are 128 KB, in L2 for the second pass
 RUN = 64  # channels finished per run (the bits of a uint64 mark its slow ones)
 GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pass this
@@ -71,10 +76,14 @@ def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
 
 def min_channels(dtype: np.dtype, nrows: int = 2) -> int:
     """The fewest channels of a table of ``nrows`` rows of ``dtype`` that ``takes``
-    takes: ``FLOAT_CHANNELS`` for tables of float32 and float64, else (a single row,
-    other dtypes) ``FEW_ROWS_CHANNELS``."""
-    floats = nrows > 1 and dtype.kind == "f" and dtype.itemsize >= 4
-    return FLOAT_CHANNELS if floats else FEW_ROWS_CHANNELS
+    takes: ``NARROW_CHANNELS`` for tables of floats and of 16/32-bit integers,
+    ``BYTE_CHANNELS`` for tables of at most ``BYTE_ROWS`` rows of 8-bit integers, else
+    (a single row, more rows of 8-bit integers) ``FEW_ROWS_CHANNELS``."""
+    if nrows < 2:
+        return FEW_ROWS_CHANNELS
+    if dtype.kind == "f" or dtype.itemsize in (2, 4):
+        return NARROW_CHANNELS
+    return BYTE_CHANNELS if nrows <= BYTE_ROWS else FEW_ROWS_CHANNELS
 
 
 @numba.njit(inline="always")
@@ -220,5 +229,5 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, t, nt, ints, floats, ga
                                 c0 + min(w, m0 + MERGE_CHANNELS), c0)
 
 
-__all__ = ["FEW_ROWS_CHANNELS", "FEW_ROWS_MAX", "FLOAT_CHANNELS", "min_channels",
-           "stats_few_rows", "takes"]
+__all__ = ["BYTE_CHANNELS", "BYTE_ROWS", "FEW_ROWS_CHANNELS", "FEW_ROWS_MAX",
+           "NARROW_CHANNELS", "min_channels", "stats_few_rows", "takes"]
