@@ -5,7 +5,7 @@ tests hold the cases that matter; this looks for the ones nobody wrote down).
     python scripts/random_checks.py normalizer [SEED] [CASES] # Normalizer vs float64
     python scripts/random_checks.py sklearn [SEED] [CASES]    # vs scikit-learn's scaler
     python scripts/random_checks.py batchnorm [SEED] [CASES]  # vs torch.nn.BatchNormNd
-    python scripts/random_checks.py inplace [SEED] [CASES]    # merged in place vs not
+    python scripts/random_checks.py inplace [SEED] [CASES]    # in place vs not vs shared
 
 Each case draws a shape (1 to 4 axes), a channel axis, a dtype, values near a random
 mean (NaNs and infinities in floats), a strided or transposed view, and for the
@@ -310,9 +310,11 @@ def check_batchnorm(c: Cases, ncases: int) -> None:
 
 
 def check_in_place(c: Cases, ncases: int) -> None:
-    """Streams of wide tables of few rows (1 to 64 rows, 1,024 to 3,000 channels, every
+    """Streams of wide tables of few rows (1 to 64 rows, 64 to 3,000 channels, every
     dtype, NaNs and infinities, C- or Fortran-ordered, both NaN policies), merged into
-    the state as they are computed (``cpu.reduce_into``) and with it turned off: the
+    the state as they are computed (``cpu.reduce_into``), with it turned off, and with
+    the last batch merged into a copy sharing the state read-only
+    (``RunningStats._shared_copy``, which must leave the shared state as it was): the
     same bits."""
     from nbbn.backends import cpu
 
@@ -322,13 +324,16 @@ def check_in_place(c: Cases, ncases: int) -> None:
     def counted(*args):
         nonlocal merged
         took = into(*args)
-        merged += took
+        merged += took is not None
         return took
+
+    def bits(st):
+        return st.ints.tobytes() + st.floats.view(np.int64).tobytes()
 
     for case in range(ncases):
         dtype = str(c.rng.choice(DTYPES))
         policy = str(c.rng.choice(["propagate", "omit"]))
-        nchan = int(c.rng.integers(1024, 3000))
+        nchan = int(c.rng.integers(64, 3000))
         batches = []
         for _ in range(int(c.rng.integers(2, 5))):
             shape = (int(c.rng.integers(1, 65)), nchan)
@@ -336,18 +341,22 @@ def check_in_place(c: Cases, ncases: int) -> None:
                          float(10 ** c.rng.uniform(-3, 3)))
             batches.append(np.asfortranarray(x) if c.rng.random() < 0.2 else x)
         got = []
-        for on in (True, False):
-            cpu.reduce_into = counted if on else (lambda *args: False)
+        for mode in ("in place", "off", "shared"):
+            cpu.reduce_into = (lambda *args: None) if mode == "off" else counted
             try:
                 rs = nbbn.RunningStats(-1, nan_policy=policy)
-                for x in batches:
+                for i, x in enumerate(batches):
+                    if mode == "shared" and i == len(batches) - 1:
+                        base, kept = rs, bits(rs._snapshot())
+                        rs = rs._shared_copy()
                     rs.update(x)
             finally:
                 cpu.reduce_into = into
-            got.append(rs._snapshot())
-        a, b = got
-        if not (np.array_equal(a.ints, b.ints)
-                and np.array_equal(a.floats.view(np.int64), b.floats.view(np.int64))):
+            got.append(bits(rs._snapshot()))
+            if mode == "shared" and bits(base._snapshot()) != kept:
+                c.report("shared state written", case, dtype, policy,
+                         [x.shape for x in batches])
+        if len(set(got)) != 1:
             c.report("in place", case, dtype, policy, [x.shape for x in batches])
     print(f"(merged in place: {merged} batches)")
 

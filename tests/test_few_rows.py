@@ -211,14 +211,15 @@ def test_few_rows_takes(rng, calls, shape, dtype, taken):
 
 @pytest.fixture
 def in_place(monkeypatch):
-    """What each call of ``cpu.reduce_into`` returned (True: the batch was merged into
-    the state as it was computed)."""
+    """What each call of ``cpu.reduce_into`` did (True: the batch was merged into the
+    state as it was computed, False: it was left to the other kernels)."""
     seen: list = []
     into = cpu.reduce_into
 
     def spy(table, policy, state):
-        seen.append(into(table, policy, state))
-        return seen[-1]
+        merged = into(table, policy, state)
+        seen.append(merged is not None)
+        return merged
 
     monkeypatch.setattr(cpu, "reduce_into", spy)
     return seen
@@ -228,7 +229,7 @@ def _stream(batches, in_place: bool, **kw) -> nbbn.RunningStats:
     rs = nbbn.RunningStats(-1, backend="cpu", **kw)
     with pytest.MonkeyPatch.context() as m:
         if not in_place:
-            m.setattr(cpu, "reduce_into", lambda table, policy, state: False)
+            m.setattr(cpu, "reduce_into", lambda table, policy, state: None)
         for x in batches:
             rs.update(x)
     return rs
@@ -331,3 +332,46 @@ def test_stream_merged_in_place_stays_within_the_count_limit(rng, in_place):
             for k, v in near.to_dict().items():
                 np.testing.assert_array_equal(v, before[k], err_msg=k)
         assert in_place == [taken]
+
+
+@pytest.mark.parametrize("case", ["few rows", "omit few rows", "many rows", "weighted",
+                                  "sparse", "iadd", "one row", "empty"])
+def test_a_shared_copy_never_writes_the_state_it_shares(rng, in_place, case):
+    """``RunningStats._shared_copy`` shares the state read-only: every way of merging
+    into the copy (a wide table of few rows as it is read, into a new state; a tall
+    table, weights, a sparse matrix, ``+=``, a single row, an empty batch) leaves the
+    original's statistics as they were, bit for bit, and gives the copy the bits a
+    full copy gets. The copy's own later updates merge in place again (unweighted)."""
+    import copy
+
+    sparse = pytest.importorskip("scipy.sparse") if case == "sparse" else None
+    policy = "omit" if case == "omit few rows" else "propagate"
+    x = _table(rng, 6, "float32")
+    base = nbbn.RunningStats(-1, backend="cpu", nan_policy=policy).update(x)
+    before = base._snapshot()
+    y = {"many rows": _table(rng, kf.FEW_ROWS_MAX + 1, "float32"), "one row": x[:1] + 1,
+         "empty": x[:0]}.get(case, x[::-1] * 2 + 1)
+    shared, full = base._shared_copy(), copy.copy(base)
+    for rs in (shared, full):
+        if case == "weighted":
+            rs.update(y, sample_weight=np.arange(len(y)) % 3)
+        elif case == "sparse":
+            rs.update(sparse.csr_matrix(y))
+        elif case == "iadd":
+            rs += nbbn.RunningStats(-1, backend="cpu", nan_policy=policy).update(y)
+        else:
+            rs.update(y)
+    assert in_place == ([True, True] if "few rows" in case else [])
+    after = base._snapshot()
+    np.testing.assert_array_equal(after.ints, before.ints)
+    np.testing.assert_array_equal(after.floats.view(np.int64), before.floats.view(np.int64))
+    got, want = shared._snapshot(), full._snapshot()
+    np.testing.assert_array_equal(got.ints, want.ints)
+    np.testing.assert_array_equal(got.floats.view(np.int64), want.floats.view(np.int64))
+    if case != "empty":  # (an empty batch merges nothing: the copy still shares)
+        assert shared._state.floats.flags.writeable
+        in_place.clear()
+        shared.update(x)
+        assert in_place == [case != "weighted"]  # (a weighted state: merged after)
+    np.testing.assert_array_equal(base._snapshot().floats.view(np.int64),
+                                  before.floats.view(np.int64))

@@ -505,22 +505,36 @@ def test_integer_and_byte_swapped_input_not_copied(dtype):
     assert_close(inplace, y, rtol=0, atol=0)
 
 
-def test_partial_fit_merges_into_a_copy_of_the_fit(rng, monkeypatch):
-    """``partial_fit`` merges the batch into a copy of ``stats_`` (a wide table of few
-    rows as it is read: ``cpu.reduce_into``), with the bits of merging the batch's own
-    statistics; the fitted statistics it replaces do not change. A later batch with
-    infinities is refused (their count and feature), and the fit stays as it was."""
+@pytest.mark.parametrize("nrows, taken", [(8, [True]), (100, [])])
+def test_partial_fit_merges_into_a_copy_of_the_fit(rng, monkeypatch, nrows, taken):
+    """``partial_fit`` merges the batch into a copy of ``stats_`` that shares its state
+    read-only (``RunningStats._shared_copy``): a wide table of few rows as it is read
+    (``cpu.reduce_into``, into a new state), any other batch by a merge into a copy of
+    the state (``cpu.merge``); with the bits of merging the batch's own statistics. The
+    fitted statistics it replaces do not change, and the new ones are the estimator's
+    own (writable). A later batch with infinities is refused (their count and
+    feature), and the fit stays as it was."""
     from nbbn.backends import cpu
 
-    taken: list = []
+    seen: list = []
     into = cpu.reduce_into
-    monkeypatch.setattr(cpu, "reduce_into", lambda *a: taken.append(into(*a)) or taken[-1])
-    first, second = (rng.standard_normal((8, 1500)).astype(np.float32) + k for k in (0, 5))
+
+    def spy(*a):
+        merged = into(*a)
+        seen.append(merged is not None)
+        return merged
+
+    monkeypatch.setattr(cpu, "reduce_into", spy)
+    first, second = (rng.standard_normal((nrows, 1500)).astype(np.float32) + k
+                     for k in (0, 5))
     sc = StandardScaler().partial_fit(first)
     old = sc.stats_
     kept = old.to_dict()
+    seen.clear()
     sc.partial_fit(second)
-    assert taken == [True] and sc.stats_ is not old
+    assert seen == taken and sc.stats_ is not old
+    assert sc.stats_._state.ints.flags.writeable and sc.stats_._state.floats.flags.writeable
+    assert not np.shares_memory(sc.stats_._state.floats, old._state.floats)
     for k, v in old.to_dict().items():
         np.testing.assert_array_equal(v, kept[k], err_msg=k)
     want = nbbn.RunningStats(-1, nan_policy="omit").update(first) + \

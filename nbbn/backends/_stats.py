@@ -91,6 +91,17 @@ class BatchStats:
         return BatchStats(self.ints.copy(), self.floats.copy(),
                           None if self.weight is None else self.weight.copy())
 
+    def read_only(self) -> BatchStats:
+        """Read-only views of the blocks (a state shared with another object, which
+        merges into a copy of it: ``cpu.merge``, ``cpu.reduce_into``)."""
+        def view(a: np.ndarray) -> np.ndarray:
+            v = a.view()
+            v.setflags(write=False)
+            return v
+
+        return BatchStats(view(self.ints), view(self.floats),
+                          None if self.weight is None else view(self.weight))
+
     def weight_sum(self) -> np.ndarray:
         """The weight sums (float64 (C,)): ``weight``, or ``count`` when unweighted."""
         return self.count.astype(np.float64) if self.weight is None else self.weight

@@ -302,13 +302,19 @@ def _few_rows_stats(x2: np.ndarray, policy: int) -> BatchStats | None:
     return None if _tiles_stats(x2, policy, False, out) else out
 
 
-def _tiles_stats(x2: np.ndarray, policy: int, into: bool, out: BatchStats) -> bool:
+_NO_SOURCE = (_readonly(np.empty((3, 0), np.int64)), _readonly(np.empty((5, 0))))
+
+
+def _tiles_stats(x2: np.ndarray, policy: int, into: bool, out: BatchStats,
+                 source: BatchStats | None = None) -> bool:
     """``cpu_few_rows.stats_few_rows`` of the table ``x2`` into ``out``'s blocks (merged
-    into them with ``into``), its tiles shared by the threads; whether it gave up."""
+    into them with ``into``; or into ``source``'s, written to ``out``), its tiles shared
+    by the threads; whether it gave up."""
     data, half = _half(x2)
     gave_up = np.zeros(1, np.bool_)
+    src = _NO_SOURCE if source is None else (_readonly(source.ints), _readonly(source.floats))
     _run(kf.stats_few_rows, (_readonly(data.reshape(-1)), half, x2.shape[1], policy,
-                             ks.ratio_limit(x2.dtype), into),
+                             ks.ratio_limit(x2.dtype), into, *src),
          (out.ints, out.floats, gave_up), x2.size, -(-x2.shape[1] // kf.TILE))
     return bool(gave_up[0])
 
@@ -330,24 +336,29 @@ def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
     return x2 if x2.flags.c_contiguous and kf.takes(x2.shape, x2.dtype, can.bf16) else None
 
 
-def reduce_into(x2: np.ndarray, policy: int, state) -> bool:
-    """Merge the statistics of the table ``x2`` (``in_place_table``) into ``state`` in
-    place, tile by tile: they are never written out, read back and merged, 64 bytes a
-    channel each way. False, nothing changed, unless ``state`` is unweighted host
-    statistics of its channels, writable, C-contiguous and far from ``COUNT_LIMIT``
-    (``reduce`` and ``merge`` then). The caller holds the state's lock
-    (``RunningStats._merge_in_place``)."""
+def reduce_into(x2: np.ndarray, policy: int, state) -> BatchStats | None:
+    """The statistics of the table ``x2`` (``in_place_table``) merged into ``state`` tile
+    by tile: they are never written out, read back and merged, 64 bytes a channel each
+    way. Into ``state`` itself, which is returned; or, where its blocks are read-only (a
+    state shared with another object: ``RunningStats._shared_copy``), into a new state,
+    returned, each tile of ``state`` copied there as it is merged (no copy of the whole
+    state first). None, nothing changed, unless ``state`` is unweighted host statistics
+    of its channels, C-contiguous and far from ``COUNT_LIMIT`` (``reduce`` and ``merge``
+    then). The caller holds the state's lock (``RunningStats._merge_in_place``)."""
     if (not isinstance(state, BatchStats) or state.weight is not None
             or state.ints.shape[1] != x2.shape[1]
-            or not (state.ints.flags.c_contiguous and state.floats.flags.c_contiguous
-                    and state.ints.flags.writeable and state.floats.flags.writeable)):
-        return False
+            or not (state.ints.flags.c_contiguous and state.floats.flags.c_contiguous)):
+        return None
     # the batch counts at most n values of each kind a channel: the state's largest
     # count is enough to know no merged count passes the limit (else merge checks)
     if int(state.ints.max(initial=0)) > COUNT_LIMIT - x2.shape[0]:
-        return False
-    _tiles_stats(x2, policy, True, state)  # (merging, no tile gives up)
-    return True
+        return None
+    if state.ints.flags.writeable and state.floats.flags.writeable:
+        _tiles_stats(x2, policy, True, state)  # (merging, no tile gives up)
+        return state
+    out = BatchStats.uninitialized(x2.shape[1])
+    _tiles_stats(x2, policy, True, out, state)
+    return out
 
 
 def _one_row_stats(row: np.ndarray) -> BatchStats | None:
@@ -463,10 +474,15 @@ def summary(part: BatchStats) -> BatchStats:
 
 def merge(state, part: BatchStats) -> BatchStats:
     """``part`` merged into ``state`` (None, host statistics, or a device state, which
-    is brought to the host first); ``part`` itself when there is no state yet."""
+    is brought to the host first), in place, or into a copy of a state whose blocks are
+    read-only (``RunningStats._shared_copy``); ``part`` itself when there is no state
+    yet."""
     if state is None:
         return part
     host = state.to_host()
+    if not (host.ints.flags.writeable and host.floats.flags.writeable
+            and (host.weight is None or host.weight.flags.writeable)):
+        host = host.copy()  # (a state shared read-only with another object: its own now)
     if host.weight is not None or part.weight is not None:
         from . import cpu_weighted
 

@@ -118,15 +118,20 @@ def _copy(row, cu, tile, w):
 
 
 @cached(nogil=True, fastmath=False, error_model="numpy")
-def stats_few_rows(xf, half, nchan, policy, limit, into, t, nt, ints, floats, gave_up):
+def stats_few_rows(xf, half, nchan, policy, limit, into, src_ints, src_floats, t, nt, ints,
+                   floats, gave_up):
     """The statistics of the (n, ``nchan``) table ``xf`` (flat) into ``ints`` (3, C) and
     ``floats`` (5, C) (``BatchStats``' layout), tiles ``ntiles * t // nt`` to ``ntiles
     * (t + 1) // nt``; ``gave_up[0]`` set (and the results unfinished) where a tile's
     slow channels would cost more than the other kernels. With ``into``, merged into
     the statistics ``ints`` and ``floats`` hold instead, tile by tile (a stream's
-    state: ``cpu.reduce_into``), and no tile gives up. ``error_model="numpy"`` and
-    unsigned channel indices: LLVM vectorizes the loops over channels (numba's
-    division checks and wraparound of negative indices kept them scalar)."""
+    state: ``cpu.reduce_into``), and no tile gives up; or, where ``src_ints`` and
+    ``src_floats`` have C channels (not 0), into the statistics they hold, each tile's
+    copied into ``ints`` and ``floats`` first (a new state, the old one unchanged: one
+    pass over both, not a copy of the state and then a merge into it).
+    ``error_model="numpy"`` and unsigned channel indices: LLVM vectorizes the loops over
+    channels (numba's division checks and wraparound of negative indices kept them
+    scalar)."""
     n = xf.size // nchan
     fn = numba.float64(n)
     ntiles = -(-nchan // TILE)
@@ -224,6 +229,11 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, t, nt, ints, floats, ga
                          di[1, b], di[2, b]) = _block_slow(xf, c0 + m * RUN + j, n, nchan,
                                                            half, policy)
         if into:  # (runs of MERGE_CHANNELS: the bits of _merge_channels' slow mask)
+            if src_ints.shape[1]:  # (the old state's tile, merged into below)
+                for r in range(3):
+                    _copy(ints[r], np.uint64(c0), src_ints[r, c0:c0 + w], w)
+                for r in range(5):
+                    _copy(floats[r], np.uint64(c0), src_floats[r, c0:c0 + w], w)
             for m0 in range(0, w, MERGE_CHANNELS):
                 _merge_channels(ints, floats, ti, tf, 0, c0 + m0,
                                 c0 + min(w, m0 + MERGE_CHANNELS), c0)
