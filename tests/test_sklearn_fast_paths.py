@@ -174,9 +174,9 @@ def test_the_kept_normalizer_follows_every_change_of_the_fit(rng):
                                   "names", "features", "big-endian", "float64", "int16",
                                   "uint8", "int64", "readonly int"])
 def test_a_plain_array_is_validated_as_scikit_learn_validates_it(rng, case):
-    """The validation that returns a plain float array of the fitted features as it is
-    (no scikit-learn call) gives what scikit-learn's gives: the same warning, error and
-    numbers, in every case around its conditions."""
+    """The validation that returns a plain float or integer array of the fitted features
+    as it is (no scikit-learn call) gives what scikit-learn's gives: the same warning,
+    error and numbers, in every case around its conditions."""
     X = rng.standard_normal((30, 4))
     fit_on = X
     if case == "names":
