@@ -91,6 +91,13 @@ class BatchStats:
         return BatchStats(self.ints.copy(), self.floats.copy(),
                           None if self.weight is None else self.weight.copy())
 
+    @property
+    def writeable(self) -> bool:
+        """Whether every block may be written (else a state shared read-only:
+        ``read_only``)."""
+        return (self.ints.flags.writeable and self.floats.flags.writeable
+                and (self.weight is None or self.weight.flags.writeable))
+
     def read_only(self) -> BatchStats:
         """Read-only views of the blocks (a state shared with another object, which
         merges into a copy of it: ``cpu.merge``, ``cpu.reduce_into``)."""

@@ -353,7 +353,7 @@ def reduce_into(x2: np.ndarray, policy: int, state) -> BatchStats | None:
     # count is enough to know no merged count passes the limit (else merge checks)
     if int(state.ints.max(initial=0)) > COUNT_LIMIT - x2.shape[0]:
         return None
-    if state.ints.flags.writeable and state.floats.flags.writeable:
+    if state.writeable:
         _tiles_stats(x2, policy, True, state)  # (merging, no tile gives up)
         return state
     out = BatchStats.uninitialized(x2.shape[1])
@@ -480,8 +480,7 @@ def merge(state, part: BatchStats) -> BatchStats:
     if state is None:
         return part
     host = state.to_host()
-    if not (host.ints.flags.writeable and host.floats.flags.writeable
-            and (host.weight is None or host.weight.flags.writeable)):
+    if not host.writeable:
         host = host.copy()  # (a state shared read-only with another object: its own now)
     if host.weight is not None or part.weight is not None:
         from . import cpu_weighted
