@@ -18,6 +18,8 @@ The "few rows" table in docs/benchmarks.md ("Nineteenth session").
     python scripts/few_rows.py small      # what that check costs small updates
     python scripts/few_rows.py sklearn    # nbbn.sklearn partial_fit (PYTHONPATH: a tree)
     python scripts/few_rows.py below      # float tables of 16-1000 channels, taken or not
+    python scripts/few_rows.py below uint8 rows=16,32 channels=64,128   # those tables
+    python scripts/few_rows.py tall       # the tall-table and byte-row rules, before/after
 
 The "many NaN channels" table measured ``shares`` with ``cpu_few_rows.GIVE_UP`` set to
 8000 in the source (a constant of the compiled kernel), so that no tile gave up.
@@ -202,31 +204,40 @@ def below() -> None:
     ``nbbn.sklearn.StandardScaler.partial_fit`` the same way; median us a call of 9
     interleaved rounds ("Twenty-third session"). ``below DTYPE [DTYPE ...]`` (uint8,
     float16, int8, int16, int32, ...): tables of those dtypes taken by the tile kernel
-    from 16 channels on (both thresholds lowered) or not, the measurement that decides
-    their threshold ("Twenty-fourth session")."""
+    from 16 channels on (the thresholds lowered) or not at all, the measurement that decides
+    their threshold ("Twenty-fourth session"). ``rows=2,16`` and ``channels=64,96``
+    pick the tables' rows and channels ("Twenty-fifth session")."""
     from nbbn.sklearn import StandardScaler
 
     print(cpu_line())
     limit, floats = cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS
-    named = [a for a in sys.argv[1:] if a != "below"]
+    byte = cpu_few_rows.BYTE_CHANNELS
+    picked = {a.split("=")[0]: [int(v) for v in a.split("=")[1].split(",")]
+              for a in sys.argv[1:] if a.startswith(("rows=", "channels="))}
+    named = [a for a in sys.argv[1:] if a != "below" and "=" not in a]
 
     def calls(f, taken: bool):
         def run():
-            if not taken:  # (every table below FEW_ROWS_CHANNELS: the channels-last kernel)
-                cpu_few_rows.NARROW_CHANNELS = limit
+            if not taken:  # (the channels-last kernel: below FEW_ROWS_CHANNELS, or anywhere
+                cpu_few_rows.NARROW_CHANNELS = cpu_few_rows.BYTE_CHANNELS = limit  # if named)
+                if named:
+                    cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1 << 62
+                    cpu_few_rows.BYTE_CHANNELS = 1 << 62
             elif named:  # (every table of the dtype, 16 channels too)
                 cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1
+                cpu_few_rows.BYTE_CHANNELS = 1
             try:
                 for _ in range(50):
                     f()
             finally:
                 cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS = limit, floats
+                cpu_few_rows.BYTE_CHANNELS = byte
         return run
 
     rng = np.random.default_rng(0)
     for dtype in named or ("float32", "float64"):
-        for nchan in (16, 64, 100, 256, 512, 700, 1000):
-            for nrows in (2, 4, 8, 16, 32, 64):
+        for nchan in picked.get("channels", (16, 64, 100, 256, 512, 700, 1000)):
+            for nrows in picked.get("rows", (2, 4, 8, 16, 32, 64)):
                 x = rng.standard_normal((nrows, nchan)) * 30 + 100
                 if np.dtype(dtype).kind in "iu":
                     x = np.clip(x, np.iinfo(dtype).min, np.iinfo(dtype).max)
@@ -246,7 +257,48 @@ def below() -> None:
                     for name in cases), flush=True)
 
 
+def tall() -> None:
+    """The rules of the "Twenty-fifth session" against the ones before (``TALL_ROWS``
+    set to 64, ``BYTE_ROWS`` to 8), toggled at run time: ``update`` of a new state and
+    of a stream's, 20 calls a round, 9 interleaved rounds, us per call; tables of 64
+    rows of float16 and 8-bit integers of 512-16384 channels (now left to the
+    channels-last kernels), 9-16 rows of 8-bit integers of 256-1000 channels (now
+    taken), and tables neither rule changes (48 rows, float32, float64)."""
+    print(cpu_line())
+    rules = {"before": (64, 8), "after": (cpu_few_rows.TALL_ROWS, cpu_few_rows.BYTE_ROWS)}
+
+    def calls(f, side: str):
+        def run():
+            cpu_few_rows.TALL_ROWS, cpu_few_rows.BYTE_ROWS = rules[side]
+            try:
+                for _ in range(20):
+                    f()
+            finally:
+                cpu_few_rows.TALL_ROWS, cpu_few_rows.BYTE_ROWS = rules["after"]
+        return run
+
+    rng = np.random.default_rng(0)
+    cases = [(d, 64, c) for d in ("float16", "uint8", "int8") for c in (512, 2048, 8192, 16384)]
+    cases += [(d, n, c) for d in ("uint8", "int8") for n in (12, 16) for c in (256, 1000)]
+    cases += [("uint8", 48, 2048), ("float32", 64, 2048), ("float64", 64, 2048)]
+    for dtype, nrows, nchan in cases:
+        x = rng.standard_normal((nrows, nchan)) * 30 + 100
+        if np.dtype(dtype).kind in "iu":
+            x = np.clip(x, np.iinfo(dtype).min, np.iinfo(dtype).max)
+        x = x.astype(dtype)
+        stream = nbbn.RunningStats(-1).update(x)
+        cases_ = {"new state": lambda x=x: nbbn.RunningStats(-1).update(x),
+                  "stream": lambda x=x, s=stream: s.update(x)}
+        timed = interleaved({f"{name} {side}": calls(f, side) for name, f in cases_.items()
+                             for side in rules}, 9)
+        print(f"{dtype} ({nrows}, {nchan})" + "".join(
+            f"  {name} {timed[name + ' before'] / 20 * 1e6:7.1f} ->"
+            f" {timed[name + ' after'] / 20 * 1e6:7.1f} us"
+            f" x{timed[name + ' before'] / timed[name + ' after']:.2f}"
+            for name in cases_), flush=True)
+
+
 if __name__ == "__main__":
     modes = {"shares": shares, "narrow": narrow, "inplace": in_place, "small": small,
-             "sklearn": sklearn, "below": below}
+             "sklearn": sklearn, "below": below, "tall": tall}
     next((modes[a] for a in sys.argv[1:] if a in modes), main)()

@@ -37,8 +37,15 @@ def calls(monkeypatch):
     return seen
 
 
-def _table(rng, nrows: int, dtype: str, nchan: int = NCHAN) -> np.ndarray:
+def _width(nrows: int, dtype: str) -> int:
+    """``NCHAN``, or a partial tile past ``WIDE_CHANNELS`` where the kernel takes tables
+    of ``nrows`` rows of ``dtype`` only from there (more than ``TALL_ROWS``)."""
+    return max(NCHAN, kf.min_channels(np.dtype(dtype), nrows) + kf.TILE + 77)
+
+
+def _table(rng, nrows: int, dtype: str, nchan: int | None = None) -> np.ndarray:
     dt = np.dtype(dtype)
+    nchan = _width(nrows, dtype) if nchan is None else nchan
     if dt.kind in "iu":
         info = np.iinfo(dt)
         x = rng.integers(info.min, info.max, (nrows, nchan), endpoint=True).astype(dt)
@@ -66,15 +73,15 @@ def test_few_rows_against_the_reference(rng, calls, dtype, nrows):
 
 
 @pytest.mark.parametrize("nchan", [kf.NARROW_CHANNELS, 100, kf.TILE, kf.TILE + 1, 700, 1023])
-@pytest.mark.parametrize("nrows", [2, 7, 64])
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int16", "uint16",
-                                   "int32", "uint32"])
+@pytest.mark.parametrize("dtype, nrows", [
+    (d, n) for d in ("float16", "float32", "float64", "int16", "uint16", "int32", "uint32")
+    for n in (2, 7, kf.TALL_ROWS, 64) if n <= kf.TALL_ROWS or d != "float16"])
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
 def test_narrow_tables(rng, calls, dtype, nrows, nchan, nan_policy):
     """Tables of floats and 16/32-bit integers of ``NARROW_CHANNELS`` to 1023 channels
     (one partial tile, or a whole one and a partial one), a NaN and an infinity among
     the floats: taken, and right; a stream of them merged in place (``cpu.reduce_into``)
-    as well."""
+    as well. (Not float16 of more than ``TALL_ROWS`` rows: ``test_tall_tables``.)"""
     x = _table(rng, nrows, dtype, nchan)
     if x.dtype.kind == "f":
         x[1, 8] = np.nan
@@ -88,8 +95,26 @@ def test_narrow_tables(rng, calls, dtype, nrows, nchan, nan_policy):
     assert_stats(rs, ref_stats(both, -1, nan_policy=nan_policy), 1e-13)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "uint8", "int8"])
+def test_tall_tables(rng, calls, in_place, dtype):
+    """Tables of more than ``TALL_ROWS`` rows of float16 and 8-bit integers:
+    left to the channels-last kernels below ``WIDE_CHANNELS`` channels, taken from there
+    (a partial tile past it), right either way; a stream of the wide ones merged in place
+    with the bits of a merge."""
+    narrow = _table(rng, kf.TALL_ROWS + 1, dtype, kf.WIDE_CHANNELS - 1)
+    rs = nbbn.RunningStats(-1, backend="cpu").update(narrow)
+    assert calls == []
+    assert_stats(rs, ref_stats(narrow, -1), 1e-13)
+    batches = [_table(rng, n, dtype, kf.WIDE_CHANNELS + kf.TILE + 77)
+               for n in (kf.TALL_ROWS + 1, kf.FEW_ROWS_MAX, 5)]
+    merged = _stream(batches, True)
+    assert calls[:1] != [None] and in_place == [True, True]
+    _same_bits(merged, _stream(batches, False))
+    assert_stats(merged, ref_stats_many(batches, -1), 1e-13)
+
+
 @pytest.mark.parametrize("nchan", [kf.BYTE_CHANNELS, kf.TILE + 1, 1023])
-@pytest.mark.parametrize("nrows", [2, 5, kf.BYTE_ROWS])
+@pytest.mark.parametrize("nrows", [2, 5, 9, kf.BYTE_ROWS])
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
 def test_narrow_byte_tables(rng, calls, in_place, dtype, nrows, nchan):
     """Tables of at most ``BYTE_ROWS`` rows of 8-bit integers of ``BYTE_CHANNELS`` to
@@ -193,16 +218,20 @@ def test_few_rows_bits_do_not_depend_on_threads(rng, calls):
     ((2, 1024), "float32", True), ((64, 4096), "int32", True), ((1, 4096), "float64", False),
     ((65, 4096), "float64", False), ((8, 1023), "float64", True), ((8, 4096), "int64", False),
     ((8, 4096), "uint64", False), ((8, 64), "float32", True), ((8, 63), "float64", False),
-    ((8, 1023), "float16", True), ((9, 1023), "uint8", False), ((2, 1023), "int32", True),
+    ((8, 1023), "float16", True), ((17, 1023), "uint8", False), ((2, 1023), "int32", True),
     ((8, 64), "int16", True), ((8, 63), "uint16", False), ((8, 256), "uint8", True),
-    ((2, 255), "int8", False), ((9, 256), "int8", False), ((64, 1024), "int8", True),
+    ((2, 255), "int8", False), ((16, 256), "int8", True), ((17, 256), "int8", False),
+    ((48, 1024), "int8", True), ((49, 1024), "int8", False), ((49, 32767), "uint8", False),
+    ((49, 32768), "uint8", True), ((48, 64), "float16", True), ((49, 32767), "float16", False),
+    ((64, 32768), "float16", True), ((64, 64), "float32", True), ((64, 64), "int16", True),
     ((1, 64), "float32", False), ((1, 1023), "int16", False), ((1, 1023), "uint8", False)])
 def test_few_rows_takes(rng, calls, shape, dtype, taken):
     """Which tables the kernel takes: 2 to ``FEW_ROWS_MAX`` rows of at least
     ``NARROW_CHANNELS`` channels (floats, 16/32-bit integers), of 8-bit integers
-    ``BYTE_CHANNELS`` (at most ``BYTE_ROWS`` rows) or ``FEW_ROWS_CHANNELS``, not int64
-    (not exact in float64); a single row is written directly (``_one_row_stats``). The
-    others' statistics are right too."""
+    ``BYTE_CHANNELS`` (at most ``BYTE_ROWS`` rows) or ``FEW_ROWS_CHANNELS``, but tables
+    of more than ``TALL_ROWS`` rows of float16 and 8-bit integers only from
+    ``WIDE_CHANNELS`` on; not int64 (not exact in float64); a single row is written
+    directly (``_one_row_stats``). The others' statistics are right too."""
     x = (rng.standard_normal(shape) * 100).astype(dtype)
     rs = nbbn.RunningStats(-1, backend="cpu").update(x)
     assert len(calls) == int(taken)
@@ -251,8 +280,9 @@ def test_stream_merged_in_place_has_the_bits_of_a_merge(rng, in_place, dtype, na
     infinities, a channel far from its first value) and a state that is constant or
     empty in some channels included; the first batch, with no state yet, is computed as
     before."""
-    rows = (5, 2, 64 if nan_policy == "propagate" else kf.GIVE_UP, 9)
-    batches = [_table(rng, n, dtype) for n in rows]
+    tall = kf.FEW_ROWS_MAX if kf.min_channels(np.dtype(dtype), 64) <= NCHAN else kf.TALL_ROWS
+    rows = (5, 2, tall if nan_policy == "propagate" else kf.GIVE_UP, 9)
+    batches = [_table(rng, n, dtype, NCHAN) for n in rows]
     if dtype[0] == "f":
         batches[1][1, 10] = np.nan
         batches[2][:, 11] = np.inf
@@ -349,7 +379,7 @@ def test_a_shared_copy_never_writes_the_state_it_shares(rng, in_place, case):
     x = _table(rng, 6, "float32")
     base = nbbn.RunningStats(-1, backend="cpu", nan_policy=policy).update(x)
     before = base._snapshot()
-    y = {"many rows": _table(rng, kf.FEW_ROWS_MAX + 1, "float32"), "one row": x[:1] + 1,
+    y = {"many rows": _table(rng, kf.FEW_ROWS_MAX + 1, "float32", NCHAN), "one row": x[:1] + 1,
          "empty": x[:0]}.get(case, x[::-1] * 2 + 1)
     shared, full = base._shared_copy(), copy.copy(base)
     for rs in (shared, full):

@@ -325,7 +325,8 @@ def in_place_table(can: Canonical, policy: int) -> np.ndarray | None:
     none of whose tiles can give up (a tile would after others merged): under
     "propagate", or "omit" with at most ``GIVE_UP`` rows (a tile gives up when its slow
     channels times its rows pass ``GIVE_UP * TILE``). Else None. The channel count
-    first: it runs on every update of a stream, and small ones pay it."""
+    first (the fewest the dtype's tables take, at two rows): it runs on every update of
+    a stream, and small ones pay it."""
     if can.channels < kf.min_channels(can.array.dtype):
         return None
     view = can.view3()

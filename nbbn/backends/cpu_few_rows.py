@@ -43,17 +43,22 @@ from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
 FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
 # single row, cpu._one_row_stats); floats and 16/32-bit integers from NARROW_CHANNELS
-# channels on, 8-bit integers of at most BYTE_ROWS rows from BYTE_CHANNELS on. Against
-# the channels-last kernel, one thread, 2-64 rows of 64-1000 channels: a new state's
-# update 0.96-1.72x as fast and a stream's 0.99-1.72x (float16: even at 64 rows of
-# 512-1000 channels, the rest faster); 8-bit integers, whose channels-last kernel reads
-# bytes, lost at 32-64 rows and at C <= 64 (0.82-0.97x) and won at 2-8 rows of 256-1000
-# channels (1.06-1.55x); a single row keeps 1024 (written directly: 0.80-0.98x of the
-# kernel's time at 64-512 channels; benchmarks.md, "Twenty-third session",
-# "Twenty-fourth session")
+# channels on, 8-bit integers of at most BYTE_ROWS rows from BYTE_CHANNELS on; tables
+# of more than TALL_ROWS rows of float16 or 8-bit integers only from WIDE_CHANNELS on.
+# Against the channels-last kernel, 2-64 rows of 64-1000 channels: a new state's update
+# 0.96-1.72x as fast and a stream's 0.99-1.72x; 8-bit integers, whose channels-last
+# kernel reads bytes, lost at C <= 64 (0.82-0.97x) and won at 2-16 rows of 256-1000
+# channels (1.02-1.55x, AVX2 and AVX-512 code); a single row keeps 1024 (written
+# directly: 0.80-0.98x of the kernel's time at 64-512 channels). At 64 rows of
+# 512-16384 channels float16 and 8-bit integers lost (0.67-0.93x; at 40-48 rows the
+# two SIMD levels disagreed, and float32 was even), and from 32768 channels on the
+# tiles win again (1.1-2.4x; benchmarks.md, "Twenty-third session" to "Twenty-fifth
+# session")
 NARROW_CHANNELS = 64
 BYTE_CHANNELS = 256
-BYTE_ROWS = 8
+BYTE_ROWS = 16
+TALL_ROWS = 48
+WIDE_CHANNELS = 32768
 TILE = 256  # channels per tile: 64 rows of float64 are 128 KB, in L2 for the second pass
 RUN = 64  # channels finished per run (the bits of a uint64 mark its slow ones)
 GIVE_UP = 24  # "omit": a tile gives up when its slow channels times its rows pass this
@@ -76,11 +81,15 @@ def takes(shape: tuple[int, ...], dtype: np.dtype, bf16: bool) -> bool:
 
 def min_channels(dtype: np.dtype, nrows: int = 2) -> int:
     """The fewest channels of a table of ``nrows`` rows of ``dtype`` that ``takes``
-    takes: ``NARROW_CHANNELS`` for tables of floats and of 16/32-bit integers,
-    ``BYTE_CHANNELS`` for tables of at most ``BYTE_ROWS`` rows of 8-bit integers, else
-    (a single row, more rows of 8-bit integers) ``FEW_ROWS_CHANNELS``."""
+    takes: ``WIDE_CHANNELS`` for tables of more than ``TALL_ROWS`` rows of float16 or
+    8-bit integers, ``NARROW_CHANNELS`` for other tables of floats and of 16/32-bit
+    integers, ``BYTE_CHANNELS`` for tables of at most ``BYTE_ROWS`` rows of 8-bit
+    integers, else (a single row, 17-48 rows of 8-bit integers) ``FEW_ROWS_CHANNELS``.
+    Two rows give each dtype's fewest."""
     if nrows < 2:
         return FEW_ROWS_CHANNELS
+    if nrows > TALL_ROWS and (dtype.itemsize == 1 or dtype.kind == "f" and dtype.itemsize == 2):
+        return WIDE_CHANNELS
     if dtype.kind == "f" or dtype.itemsize in (2, 4):
         return NARROW_CHANNELS
     return BYTE_CHANNELS if nrows <= BYTE_ROWS else FEW_ROWS_CHANNELS
@@ -240,4 +249,5 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, src_ints, src_floats, t
 
 
 __all__ = ["BYTE_CHANNELS", "BYTE_ROWS", "FEW_ROWS_CHANNELS", "FEW_ROWS_MAX",
-           "NARROW_CHANNELS", "min_channels", "stats_few_rows", "takes"]
+           "NARROW_CHANNELS", "TALL_ROWS", "WIDE_CHANNELS", "min_channels", "stats_few_rows",
+           "takes"]
