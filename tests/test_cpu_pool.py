@@ -156,3 +156,29 @@ def test_a_ctrl_c_while_handing_out_chunks_leaves_the_pool_sound(monkeypatch):
     gate.set()
     dropped.thread.join(0.5)  # (its chunk ends; the thread then waits for a job forever)
     assert 2 in ran
+
+
+def test_an_interrupt_raised_once_the_wait_has_won_ends_it():
+    """Python may raise a Ctrl-C's KeyboardInterrupt just after ``acquire`` has won the
+    job's lock (its handler runs between bytecodes; a SIGINT that did not wake the wait
+    runs right after it returns). The wait then ends, with the interrupt, instead of
+    acquiring again forever; the worker serves the next job, whose wait waits for it."""
+    worker = cpu_pool.Worker("nbbn_test")
+    ran: list[int] = []
+    worker.start(lambda: ran.append(1))
+    won = worker._done
+
+    class LateInterrupt:  # (the lock won, then the interrupt)
+        def acquire(self, *args):
+            won.acquire(*args)
+            raise KeyboardInterrupt
+
+    worker._done = LateInterrupt()  # type: ignore[assignment]
+    got: list = []
+    waiting = threading.Thread(target=lambda: got.append(worker.wait()), daemon=True)
+    waiting.start()
+    waiting.join(10)
+    assert not waiting.is_alive() and ran == [1]
+    assert isinstance(got[0], KeyboardInterrupt)
+    worker.start(lambda: time.sleep(0.2) or ran.append(2))
+    assert worker.wait() is None and ran == [1, 2]

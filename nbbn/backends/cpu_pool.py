@@ -1,12 +1,13 @@
-"""nbbn's worker threads: the hand-off of a kernel's chunks by two locks per worker.
+"""nbbn's worker threads: the hand-off of a kernel's chunks by a lock per worker and one
+per job.
 
 ``cpu._run`` gives chunks ``1 .. nt - 1`` of a kernel to idle workers and runs chunk 0
 on the calling thread. A worker sleeps on its ``go`` lock; the caller puts the job in
-its slot and releases ``go``, and later acquires the worker's ``done`` lock, which the
-worker releases when the job has run. A ``concurrent.futures`` pool did the same with a
-Future, a Condition and a queue per chunk: an empty kernel split over two threads took
-40-49 us a call through it, against 25-33 through these locks (Zen 2 under KVM,
-docs/benchmarks.md), and calls of 1-2 M values 0.86-0.94 of the time.
+its slot and releases ``go``, and later acquires the job's ``done`` lock (one per job),
+which the worker releases when the job has run. A ``concurrent.futures`` pool did the
+same with a Future, a Condition and a queue per chunk: an empty kernel split over two
+threads took 40-49 us a call through it, against 25-33 through these locks (Zen 2 under
+KVM, docs/benchmarks.md), and calls of 1-2 M values 0.86-0.94 of the time.
 
 A worker serves one caller at a time: calls from several threads at once take the idle
 workers there are, and a call that finds none runs its remaining chunks itself, one
@@ -26,9 +27,9 @@ class Worker:
     def __init__(self, name: str) -> None:
         self._go = threading.Lock()
         self._go.acquire()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._job: Callable[[], object] | None = None
+        self._done = threading.Lock()  # each job's own, made held by start()
+        self._ended = False  # set by the worker before it releases the job's _done
+        self._job: tuple[Callable[[], object], threading.Lock] | None = None
         self._error: BaseException | None = None
         self.handed = False  # set first by start(), cleared by wait()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -37,24 +38,36 @@ class Worker:
     def _loop(self) -> None:
         while True:
             self._go.acquire()
-            job, self._job = self._job, None
+            handed, self._job = self._job, None
+            if handed is None:
+                continue
+            done = handed[1]
             try:
-                if job is not None:
-                    job()
+                handed[0]()
             except BaseException as e:  # handed to the caller by wait()
                 self._error = e
-            job = None  # (an idle worker keeps no reference to the caller's arrays)
-            self._done.release()
+            handed = None  # (an idle worker keeps no reference to the caller's arrays)
+            self._ended = True
+            done.release()
 
     def start(self, job: Callable[[], object]) -> None:
         """Run ``job`` on this worker (idle: taken from the pool by one caller)."""
         self.handed = True
-        self._job = job
+        self._ended = False
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._job = (job, self._done)
         self._go.release()
 
     def wait(self) -> BaseException | None:
         """Wait for the job to end, through KeyboardInterrupts (returned, after the wait,
-        if the job raised nothing else); returns what the job raised, else None."""
+        if the job raised nothing else); returns what the job raised, else None.
+
+        A KeyboardInterrupt may be raised just after ``acquire`` has won the lock: Python
+        runs a signal's handler between bytecodes, so a SIGINT whose handler did not run
+        inside the wait runs right after it returns (it did, with polars loaded, in
+        tests/test_threads.py). Acquiring again would then wait forever. So the lock is
+        each job's own, and an interrupt seen once the job has ``_ended`` ends the wait."""
         interrupt = None
         while True:
             try:
@@ -62,6 +75,8 @@ class Worker:
                 break
             except KeyboardInterrupt as e:
                 interrupt = e
+                if self._ended:  # (the lock is ours, or the worker is releasing it)
+                    break
         error, self._error = self._error, None
         self.handed = False
         return error if error is not None else interrupt
