@@ -107,7 +107,8 @@ class Pool:
         """The ``workers`` of a call idle again: those it ``waited`` for, and those never
         handed a job. A worker handed one but not waited for (a Ctrl-C between
         ``start`` and the call's record of it) may still be running: it is dropped, never
-        reused (a later wait would take its ``done``), and a new one may start."""
+        reused (its next job would wait behind this one, and its ``_ended`` could end
+        that job's wait early), and a new one may start."""
         with self._lock:
             keep = [w for w in workers if w in waited or not w.handed]
             self._idle.extend(keep)
