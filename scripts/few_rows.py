@@ -204,8 +204,8 @@ def below() -> None:
     ``nbbn.sklearn.StandardScaler.partial_fit`` the same way; median us a call of 9
     interleaved rounds ("Twenty-third session"). ``below DTYPE [DTYPE ...]`` (uint8,
     float16, int8, int16, int32, ...): tables of those dtypes taken by the tile kernel
-    from 16 channels on (the thresholds lowered) or not at all, the measurement that decides
-    their threshold ("Twenty-fourth session"). ``rows=2,16`` and ``channels=64,96``
+    from 16 channels on (the thresholds lowered) or not at all, the measurement that
+    decides their threshold ("Twenty-fourth session"). ``rows=2,16`` and ``channels=64,96``
     pick the tables' rows and channels ("Twenty-fifth session")."""
     from nbbn.sklearn import StandardScaler
 
@@ -218,11 +218,11 @@ def below() -> None:
 
     def calls(f, taken: bool):
         def run():
-            if not taken:  # (the channels-last kernel: below FEW_ROWS_CHANNELS, or anywhere
-                cpu_few_rows.NARROW_CHANNELS = cpu_few_rows.BYTE_CHANNELS = limit  # if named)
-                if named:
-                    cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1 << 62
-                    cpu_few_rows.BYTE_CHANNELS = 1 << 62
+            if not taken and named:  # (the channels-last kernel for every table)
+                cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1 << 62
+                cpu_few_rows.BYTE_CHANNELS = 1 << 62
+            elif not taken:  # (every table below FEW_ROWS_CHANNELS: the channels-last kernel)
+                cpu_few_rows.NARROW_CHANNELS = cpu_few_rows.BYTE_CHANNELS = limit
             elif named:  # (every table of the dtype, 16 channels too)
                 cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1
                 cpu_few_rows.BYTE_CHANNELS = 1
