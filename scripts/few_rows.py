@@ -206,12 +206,13 @@ def below() -> None:
     float16, int8, int16, int32, ...): tables of those dtypes taken by the tile kernel
     from 16 channels on (the thresholds lowered) or not at all, the measurement that
     decides their threshold ("Twenty-fourth session"). ``rows=2,16`` and ``channels=64,96``
-    pick the tables' rows and channels ("Twenty-fifth session")."""
+    pick the tables' rows and channels; ``rows=1``: single rows, written directly or not
+    ("Twenty-fifth session")."""
     from nbbn.sklearn import StandardScaler
 
     print(cpu_line())
     limit, floats = cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS
-    byte = cpu_few_rows.BYTE_CHANNELS
+    byte, row = cpu_few_rows.BYTE_CHANNELS, cpu_few_rows.ROW_CHANNELS
     picked = {a.split("=")[0]: [int(v) for v in a.split("=")[1].split(",")]
               for a in sys.argv[1:] if a.startswith(("rows=", "channels="))}
     named = [a for a in sys.argv[1:] if a != "below" and "=" not in a]
@@ -220,18 +221,18 @@ def below() -> None:
         def run():
             if not taken and named:  # (the channels-last kernel for every table)
                 cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1 << 62
-                cpu_few_rows.BYTE_CHANNELS = 1 << 62
+                cpu_few_rows.BYTE_CHANNELS = cpu_few_rows.ROW_CHANNELS = 1 << 62
             elif not taken:  # (every table below FEW_ROWS_CHANNELS: the channels-last kernel)
                 cpu_few_rows.NARROW_CHANNELS = cpu_few_rows.BYTE_CHANNELS = limit
             elif named:  # (every table of the dtype, 16 channels too)
                 cpu_few_rows.FEW_ROWS_CHANNELS = cpu_few_rows.NARROW_CHANNELS = 1
-                cpu_few_rows.BYTE_CHANNELS = 1
+                cpu_few_rows.BYTE_CHANNELS = cpu_few_rows.ROW_CHANNELS = 1
             try:
                 for _ in range(50):
                     f()
             finally:
                 cpu_few_rows.FEW_ROWS_CHANNELS, cpu_few_rows.NARROW_CHANNELS = limit, floats
-                cpu_few_rows.BYTE_CHANNELS = byte
+                cpu_few_rows.BYTE_CHANNELS, cpu_few_rows.ROW_CHANNELS = byte, row
         return run
 
     rng = np.random.default_rng(0)

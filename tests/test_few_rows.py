@@ -131,12 +131,13 @@ def test_narrow_byte_tables(rng, calls, in_place, dtype, nrows, nchan):
     assert_stats(rs, ref_stats(np.concatenate([x, y]), -1), 1e-13)
 
 
-@pytest.mark.parametrize("nchan, direct", [(kf.NARROW_CHANNELS, False), (1023, False),
-                                           (kf.FEW_ROWS_CHANNELS, True)])
-def test_single_float_rows_written_directly_from_1024_channels(rng, monkeypatch, nchan,
-                                                               direct):
+@pytest.mark.parametrize("nchan, direct", [
+    (kf.NARROW_CHANNELS, False), (kf.ROW_CHANNELS - 1, False), (kf.ROW_CHANNELS, True),
+    (1023, True), (kf.FEW_ROWS_CHANNELS, True)])
+def test_single_float_rows_written_directly_from_row_channels(rng, monkeypatch, nchan,
+                                                              direct):
     """A single float32 row is written directly (``cpu._one_row_stats``) from
-    ``FEW_ROWS_CHANNELS`` channels on, not from ``NARROW_CHANNELS`` as tables: narrower,
+    ``ROW_CHANNELS`` channels on, not from ``NARROW_CHANNELS`` as tables: narrower,
     the kernel is faster. Right either way."""
     seen = []
     one_row = cpu._one_row_stats

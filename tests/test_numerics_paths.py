@@ -610,7 +610,7 @@ def test_one_row_written_directly_keeps_the_kernels_bits(rng, monkeypatch, dtype
     (its mean may need a low part)."""
     from nbbn.backends import cpu, cpu_few_rows
 
-    nchan = cpu_few_rows.FEW_ROWS_CHANNELS + 3
+    nchan = cpu_few_rows.ROW_CHANNELS + 3
     x = (rng.standard_normal((1, nchan)) * 50).astype(dtype)
     x[0, :2] = 0
     rows = [(x, True)]
@@ -634,7 +634,8 @@ def test_one_row_written_directly_keeps_the_kernels_bits(rng, monkeypatch, dtype
                 got = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(row)
                 assert [d is not None for d in direct] == ([] if dtype == "int64" else [finite])
                 with monkeypatch.context() as m:
-                    m.setattr(cpu_few_rows, "FEW_ROWS_CHANNELS", nchan + 1)  # (the kernels)
+                    m.setattr(cpu_few_rows, "ROW_CHANNELS", nchan + 1)  # (the kernels)
+                    m.setattr(cpu_few_rows, "FEW_ROWS_CHANNELS", nchan + 1)
                     m.setattr(cpu_few_rows, "NARROW_CHANNELS", nchan + 1)
                     want = nbbn.RunningStats(axis, nan_policy=policy, backend="cpu").update(row)
                 np.testing.assert_array_equal(got._snapshot().ints, want._snapshot().ints)

@@ -41,20 +41,23 @@ from .cpu_numerics import fmax_fast, fmin_fast, to_float64, two_sum
 from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
-FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (and a
-# single row, cpu._one_row_stats); floats and 16/32-bit integers from NARROW_CHANNELS
-# channels on, 8-bit integers of at most BYTE_ROWS rows from BYTE_CHANNELS on; tables
-# of more than TALL_ROWS rows of float16 or 8-bit integers only from WIDE_CHANNELS on.
+FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (a
+# single row, written directly by cpu._one_row_stats, from ROW_CHANNELS on); floats and
+# 16/32-bit integers from NARROW_CHANNELS channels on, 8-bit integers of at most
+# BYTE_ROWS rows from BYTE_CHANNELS on; tables of more than TALL_ROWS rows of float16 or
+# 8-bit integers only from WIDE_CHANNELS on.
 # Against the channels-last kernel, 2-64 rows of 64-1000 channels: a new state's update
 # 0.96-1.72x as fast and a stream's 0.99-1.72x; 8-bit integers, whose channels-last
 # kernel reads bytes, lost at C <= 64 (0.82-0.97x) and won at 2-16 rows of 256-1000
-# channels (1.02-1.55x, AVX2 and AVX-512 code); a single row keeps 1024 (written
-# directly: 0.80-0.98x of the kernel's time at 64-512 channels). At 64 rows of
+# channels (1.02-1.55x, AVX2 and AVX-512 code). A single row written directly against
+# the kernel: Zen 2 0.80-0.84x at 64-128 channels, 0.97-0.98x at 512, 1.09-1.10x at
+# 1000; Zen 4 1.01-1.14x at 256, 1.10-1.28x at 512, 1.15-1.39x at 700. At 64 rows of
 # 512-16384 channels float16 and 8-bit integers lost (0.67-0.93x; at 40-48 rows the
-# two SIMD levels disagreed, and float32 was even), and from 32768 channels on the
+# two SIMD levels disagreed, and float32 went either way), and from 32768 channels on the
 # tiles win again (1.1-2.4x; benchmarks.md, "Twenty-third session" to "Twenty-fifth
 # session")
 NARROW_CHANNELS = 64
+ROW_CHANNELS = 768
 BYTE_CHANNELS = 256
 BYTE_ROWS = 16
 TALL_ROWS = 48
@@ -84,10 +87,10 @@ def min_channels(dtype: np.dtype, nrows: int = 2) -> int:
     takes: ``WIDE_CHANNELS`` for tables of more than ``TALL_ROWS`` rows of float16 or
     8-bit integers, ``NARROW_CHANNELS`` for other tables of floats and of 16/32-bit
     integers, ``BYTE_CHANNELS`` for tables of at most ``BYTE_ROWS`` rows of 8-bit
-    integers, else (a single row, 17-48 rows of 8-bit integers) ``FEW_ROWS_CHANNELS``.
-    Two rows give each dtype's fewest."""
+    integers, ``ROW_CHANNELS`` for a single row, else (17-48 rows of 8-bit integers)
+    ``FEW_ROWS_CHANNELS``. Two rows give each dtype's fewest."""
     if nrows < 2:
-        return FEW_ROWS_CHANNELS
+        return ROW_CHANNELS
     if nrows > TALL_ROWS and (dtype.itemsize == 1 or dtype.kind == "f" and dtype.itemsize == 2):
         return WIDE_CHANNELS
     if dtype.kind == "f" or dtype.itemsize in (2, 4):
@@ -249,5 +252,5 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, src_ints, src_floats, t
 
 
 __all__ = ["BYTE_CHANNELS", "BYTE_ROWS", "FEW_ROWS_CHANNELS", "FEW_ROWS_MAX",
-           "NARROW_CHANNELS", "TALL_ROWS", "WIDE_CHANNELS", "min_channels", "stats_few_rows",
-           "takes"]
+           "NARROW_CHANNELS", "ROW_CHANNELS", "TALL_ROWS", "WIDE_CHANNELS", "min_channels",
+           "stats_few_rows", "takes"]
