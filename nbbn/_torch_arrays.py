@@ -175,7 +175,9 @@ class TensorOutput:
 
 def empty_tensor_out(like: np.ndarray, dtype: np.dtype | None, kind: type) -> TensorOutput:
     """A new CPU tensor of class ``kind`` (the input's: a ``torch.Tensor`` subclass stays
-    one, as ``torch.empty_like`` keeps it) laid out as ``like``, the numpy view of the
+    one, as torch's own operations keep it, except a class that turns its
+    ``__torch_function__`` off, as ``torch.nn.Parameter`` and ``torch.nn.Buffer`` do: torch
+    gives plain tensors for those, and so does nbbn) laid out as ``like``, the numpy view of the
     input tensor (a channels_last tensor gives a channels_last output, as torch's own
     layers; an expanded one, with strides of 0, a C-contiguous output): of ``dtype``, or
     bfloat16 when ``dtype`` is None (``like`` then holds bfloat16 bits).
@@ -196,7 +198,8 @@ def empty_tensor_out(like: np.ndarray, dtype: np.dtype | None, kind: type) -> Te
         t = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     else:
         t = torch.from_numpy(arr)
-    if kind is not torch.Tensor:
+    if kind is not torch.Tensor and (getattr(kind, "__torch_function__", None)
+                                     is not torch._C._disabled_torch_function_impl):
         t = t.as_subclass(kind)
     return TensorOutput(arr, t, dtype is None)
 

@@ -57,6 +57,13 @@ class NormalizerModule(torch.nn.Module):
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
                             f"torch.float64, ...), got {dtype!r}")
+        top = float(torch.finfo(dtype).max)
+        for name, v in (("mean", mean), ("scale", scale), ("bias", bias)):
+            big = np.abs(np.asarray(v, np.float64)) > top
+            if big.any():  # (an infinity in the buffer: NaN outputs where nbbn's are finite)
+                raise ValueError(f"the {name} is beyond {dtype}'s range in channels "
+                                 f"{np.flatnonzero(big)[:5].tolist()}: use a wider dtype "
+                                 "(torch.float32 or torch.float64)")
         mean64 = torch.tensor(np.asarray(mean, np.float64))
         hi = mean64.to(dtype)
         lo = (mean64 - hi.to(torch.float64)).to(dtype)

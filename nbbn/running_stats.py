@@ -749,6 +749,14 @@ class RunningStats:
             if bad.size:
                 raise ValueError(f"RunningStats min exceeds max in channels "
                                  f"{bad[:10].tolist()}, which hold values")
+            # a NaN mean comes only from a NaN or from infinities of both signs, and the
+            # rest of a finite mean is finite: else the next update is NaN throughout
+            with np.errstate(invalid="ignore"):
+                bad = np.flatnonzero(((count > 0) & np.isnan(mean) & (nnan == 0) & (ninf == 0))
+                                     | (np.isfinite(mean) & ~np.isfinite(mean_lo)))
+            if bad.size:
+                raise ValueError(f"RunningStats mean or mean_lo is NaN or infinite in channels "
+                                 f"{bad[:10].tolist()}, where no NaN or infinity was counted")
             if weight is not None and ((weight > 0) != (count > 0)).any():
                 raise ValueError("RunningStats weight must be > 0 exactly where count is")
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,

@@ -429,17 +429,33 @@ def test_load_state_dict_bad_num_batches_tracked(value, backend):
     assert bn.num_batches_tracked == 7
 
 
-def test_load_state_dict_nan_running_var_changes_nothing(backend, rng):
+def test_load_state_dict_negative_running_var_changes_nothing(backend, rng):
     # NaN passed the loader's own check ("< 0") and then failed in the running_var
-    # setter after other keys were set (by the hash seed's order of the keys)
+    # setter after other keys were set (by the hash seed's order of the keys); a
+    # negative variance, refused by both, must leave every key as it was
     bn = nbbn.BatchNorm(3, backend=backend)
     bn.train()(rng.standard_normal((8, 3)) * 4 + 2)
     before = _bn_state(bn)
     bad = {key: v + 1 for key, v in bn.state_dict(tensors=False).items()}
-    bad["running_var"] = np.array([1.0, np.nan, 2.0])
-    with pytest.raises(ValueError, match=r"running_var must be >= 0, got \[nan\]"):
+    bad["running_var"] = np.array([1.0, -0.5, np.nan])
+    with pytest.raises(ValueError, match=r"running_var must be >= 0 \(or NaN\), got \[-0.5\]"):
         bn.load_state_dict(bad)
     _assert_bn_unchanged(bn, before)
+
+
+def test_a_nan_running_var_loads_back_as_in_torch(backend):
+    """A training step on a batch with a NaN leaves a NaN in ``running_var`` (torch's
+    too); nbbn refused to load that state back (its own, or torch's: ``from_torch``),
+    where torch's ``load_state_dict`` takes it."""
+    x = np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]])
+    bn = nbbn.BatchNorm(2, backend=backend)
+    bn(x)
+    assert np.isnan(bn.running_var[1]) and np.isfinite(bn.running_var[0])
+    again = nbbn.BatchNorm(2, backend=backend)
+    again.load_state_dict(bn.state_dict(tensors=False))
+    np.testing.assert_array_equal(again.running_var, bn.running_var)
+    again.running_var = bn.running_var
+    np.testing.assert_array_equal(again.running_var, bn.running_var)
 
 
 def test_load_state_dict_repairs_a_wrong_weight():
@@ -672,6 +688,33 @@ def test_from_dict_weight_where_nothing_was_counted():
     d["weight"] = np.array([4.0, 0.0, 4.0])
     with pytest.raises(ValueError, match="weight must be > 0 exactly where count is"):
         nbbn.RunningStats.from_dict(d)
+
+
+def test_from_dict_nan_mean_or_mean_lo_where_nothing_explains_it():
+    """A NaN ``mean_lo`` (or a NaN mean in a channel without NaN or infinity) was
+    taken: the statistics read right, and the next update made every variance NaN."""
+    rs = nbbn.RunningStats(1, backend="cpu").update(np.arange(6.0).reshape(2, 3))
+    for field, channel in (("mean_lo", 0), ("mean", 2)):
+        d = rs.to_dict()
+        d[field] = d[field].copy()
+        d[field][channel] = np.nan
+        with pytest.raises(ValueError, match=rf"mean or mean_lo is NaN or infinite in "
+                                             rf"channels \[{channel}\]"):
+            nbbn.RunningStats.from_dict(d)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_from_dict_takes_the_nan_and_infinite_states_kernels_leave(backend, weighted):
+    if weighted and backend == "cuda":
+        pytest.skip("no weighted CUDA kernels (BackendUnavailableError)")
+    x = np.array([[1.0, np.nan, np.inf, -np.inf, 1e308], [2.0, 3.0, 4.0, np.inf, -1e308]])
+    w = np.array([1.0, 3.0]) if weighted else None
+    for policy in ("propagate", "omit"):
+        rs = nbbn.RunningStats(1, nan_policy=policy, backend=backend)
+        rs.update(x, sample_weight=w)
+        back = nbbn.RunningStats.from_dict(rs.to_dict(), backend=backend)
+        np.testing.assert_array_equal(back.update(x, sample_weight=w).mean,
+                                      rs.update(x, sample_weight=w).mean)
 
 
 def test_masked_sample_weight_refused():

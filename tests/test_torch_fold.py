@@ -287,3 +287,19 @@ def test_fold_normalizer_takes_a_batchnorm_and_names_what_it_takes(rng):
         nbbn.torch.fold_normalizer(conv, nn.BatchNorm2d(3))
     with pytest.raises(TypeError, match="got NormalizerModule"):
         nbbn.torch.fold_normalizer(conv, _normalizer(rng, 3).to_torch())
+
+
+def test_to_torch_refuses_parameters_beyond_the_dtype():
+    """A float16 module stored a scale of 1e5 as an infinity and gave NaN where nbbn
+    gives 0; now refused, naming the parameter and the channels, as ``to_onnx`` does."""
+    norm = nbbn.Normalizer([1.0, 2.0], [1.0, 1.0], eps=0.0, weight=[1e5, 1.0],
+                           channel_axis=1)
+    with pytest.raises(ValueError, match=r"scale is beyond torch.float16's range in "
+                                         r"channels \[0\]"):
+        norm.to_torch(dtype=torch.float16)
+    far = nbbn.Normalizer([1.0, 7e4], [1.0, 1.0], channel_axis=1)
+    with pytest.raises(ValueError, match=r"mean is beyond .* channels \[1\]"):
+        far.to_torch(dtype=torch.float16)
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float16)
+    assert torch.equal(norm.to_torch()(x), norm(x))  # float32 buffers hold it
+    assert torch.isfinite(far.to_torch(dtype=torch.float32).mean).all()

@@ -180,6 +180,24 @@ def test_state_dict_without_affine_or_tracking_loads_into_torch(backend, rng):
         assert set(bn2.state_dict()) == set(tbn.state_dict())
 
 
+def test_a_nan_batch_state_goes_both_ways_as_torch(backend):
+    """A NaN in a training batch leaves NaN buffers in torch and in nbbn alike; torch
+    takes such a state in ``load_state_dict``, and so do nbbn's loader and
+    ``BatchNorm.from_torch`` (they refused a NaN ``running_var``)."""
+    x = np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]])
+    tbn = torch.nn.BatchNorm1d(2, dtype=torch.float64)
+    tbn(torch.from_numpy(x))
+    bn = nbbn.BatchNorm(2, backend=backend)
+    bn(x)
+    for key, v in tbn.state_dict().items():
+        np.testing.assert_allclose(np.asarray(bn.state_dict(tensors=False)[key]), v.numpy(),
+                                   rtol=1e-12)
+    for loaded in (nbbn.BatchNorm.from_torch(tbn), nbbn.BatchNorm(2, backend=backend)):
+        loaded.load_state_dict(tbn.state_dict())
+        np.testing.assert_allclose(loaded.running_var, tbn.running_var.numpy(), rtol=1e-12)
+    torch.nn.BatchNorm1d(2).load_state_dict(bn.state_dict(tensors=True))
+
+
 def test_precise_bn_matches_torch_cumulative_average(backend, rng):
     """load_running_stats(rs) with equal-size batches equals torch's momentum=None running_mean,
     and its running_var is the unbiased variance of the whole stream."""

@@ -266,3 +266,18 @@ def test_outputs_of_expanded_and_subclassed_tensors():
         y = layer(x)
         assert type(y) is Tagged
         assert torch.equal(y.as_subclass(torch.Tensor), layer(x.as_subclass(torch.Tensor)))
+
+
+def test_a_parameter_or_buffer_gives_a_plain_tensor():
+    """A Parameter's output was a Parameter (``as_subclass`` of the input's class): set
+    as a module's attribute it became one of the module's parameters. torch's own
+    operations give a plain tensor for a Parameter or a Buffer (their
+    ``__torch_function__`` is off), and so does nbbn."""
+    norm = nbbn.Normalizer([1.0, 2.0, 3.0], [1.0, 4.0, 9.0], channel_axis=1)
+    for x in (torch.nn.Parameter(torch.randn(2, 3)), torch.nn.Buffer(torch.randn(2, 3))):
+        with torch.no_grad():
+            want = type(x * 2)
+            for layer in (norm, nbbn.BatchNorm(3)):
+                y = layer(x)
+                assert type(y) is want is torch.Tensor
+                assert torch.equal(y, layer(x.detach().as_subclass(torch.Tensor)))
