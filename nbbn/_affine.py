@@ -49,6 +49,7 @@ def check_out(shape: tuple[int, ...], dtype: np.dtype, writeable: bool,
         raise ValueError(f"out must have the shape of {what} {tuple(expected)}, "
                          f"got {tuple(shape)}")
     if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
-        raise ValueError(f"out must have a float16/32/64 dtype, got {dtype}")
+        raise ValueError(f"out must have a float16/32/64 dtype (bfloat16 too for a torch "
+                         f"tensor), got {dtype}")
     if not writeable:
         raise ValueError("out is read-only")

@@ -160,6 +160,11 @@ class Replacement:
         self.target = Path(os.path.realpath(target) if os.path.islink(target) else target)
         folder = self.target.parent
         mode = _existing_mode(self.target)
+        if mode is not None and not os.access(self.target, os.W_OK):
+            # (as open(target, "w") refuses it; the rename would be allowed, and the copied
+            # mode made the temporary file itself unwritable)
+            raise PermissionError(errno.EACCES, "the file is read-only: nbbn does not "
+                                  "replace a file it may not write", str(self.target))
         for _ in range(_ATTEMPTS):
             tmp = folder / _temp_name(self.target.name)
             try:

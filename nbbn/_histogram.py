@@ -165,10 +165,16 @@ def describe_extras(stats) -> list[str]:
                   "  " + "q".rjust(6) + "".join(f"{c:>12d}" for c in range(hist.num_channels))]
         for q, row in zip(PERCENTILES, pct, strict=True):
             lines.append("  " + f"{q:g}".rjust(6) + "".join(f"{v:12.6g}" for v in row))
-    if stats.skipped:
-        lines += ["", f"{len(stats.skipped)} files were skipped by the fit:"]
-        lines += [f"  {s}" for s in stats.skipped[:20]]
-        if len(stats.skipped) > 20:
-            lines.append(f"  ... and {len(stats.skipped) - 20} more")
+    return lines + describe_skipped(stats)
+
+
+def describe_skipped(stats) -> list[str]:
+    """The lines ``nbbn info`` adds for the files a fit skipped (none: no line)."""
+    if not stats.skipped:
+        return []
+    lines = ["", f"{len(stats.skipped)} files were skipped by the fit:"]
+    lines += [f"  {s}" for s in stats.skipped[:20]]
+    if len(stats.skipped) > 20:
+        lines.append(f"  ... and {len(stats.skipped) - 20} more")
     return lines
 

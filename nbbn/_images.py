@@ -232,6 +232,27 @@ def _decode_simplejpeg(sj, data: bytes, mode: str | None) -> np.ndarray | None:
     return sj.decode_jpeg(data, colorspace="GRAY" if gray else "RGB")
 
 
+def _check_8bit_range(arr: np.ndarray, pil_mode: str, mode: str | None) -> None:
+    """ImageError for 32-bit pixels (Pillow's modes I and F) that a conversion to 8 bits
+    would change: Pillow clips them to 0-255 (and rounds floats) without a word, so
+    ``mode="L"`` gave a mean of 255 for values up to 2**20. Values that are already
+    whole numbers in 0-255 convert exactly and are read when a ``mode`` is given."""
+    kind = "32-bit integer" if pil_mode == "I" else "32-bit float"
+    exact = arr.size == 0 or (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 255
+                              and (pil_mode == "I" or (arr == np.round(arr)).all()))
+    if mode is not None and exact:
+        return
+    found = f"values from {arr.min():g} to {arr.max():g}" if arr.size else "no values"
+    if exact:
+        raise ImageError(f"pixels of mode {pil_mode} ({kind}s, {found}) are not read as "
+                         "they are (8- and 16-bit images only); these are whole numbers "
+                         "in 0-255, which a mode such as 'L' (--mode L) reads exactly")
+    raise ImageError(f"pixels of mode {pil_mode} ({kind}s, {found}) are not read: nbbn reads "
+                     "8- and 16-bit images, and a conversion to 8 bits (a mode such as 'L') "
+                     "would clip them to 0-255; read them as arrays (numpy.asarray of the "
+                     "Pillow image, or tifffile) and fit those")
+
+
 def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | None]:
     """The pixels, and the Pillow mode they are in (None for 16-bit values)."""
     import io
@@ -245,6 +266,8 @@ def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | Non
             return arr[..., None], None
         eight = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
         im = image_mod.fromarray(eight)
+    if im.mode in ("I", "F"):  # 32-bit integers or floats: Pillow's conversions clip
+        _check_8bit_range(np.asarray(im), im.mode, mode)
     if mode is None:
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")

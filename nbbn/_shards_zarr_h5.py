@@ -75,9 +75,10 @@ def zarr_shard(path: str, key) -> Shard:
     """
     zarr = import_extra("zarr", "zarr", "reading zarr stores")
     node = zarr.open(path, mode="r")
-    name = path if key is None else f"{path}/{key}"
-    if not hasattr(node, "shape"):
+    name = path
+    if not hasattr(node, "shape"):  # (an array's name stays its path: a key names nothing)
         node = _group_member(node, key, path)
+        name = f"{path}/{key}"
     files = _tree_fingerprint(path)
     return ArrayShard(node, name, files)
 

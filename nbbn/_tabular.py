@@ -776,16 +776,21 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
 
 
 def _csv_pieces(path: str, read, parse, convert) -> Callable[[int], Iterator[Piece]]:
+    """The data rows from row ``start`` on. The rows before it are read and dropped here:
+    pyarrow's ``skip_rows_after_names`` counts the empty lines its parser skips, so a
+    resume of a file with empty lines counted rows twice."""
     def pieces(start: int) -> Iterator[Piece]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        opts = pacsv.ReadOptions(block_size=read.block_size, skip_rows_after_names=start)
-        row = start
+        row, skip = start, start
         try:
-            with pacsv.open_csv(path, read_options=opts, parse_options=parse,
+            with pacsv.open_csv(path, read_options=read, parse_options=parse,
                                 convert_options=convert) as r:
                 for rb in r:
+                    if skip:
+                        drop = min(skip, rb.num_rows)
+                        rb, skip = rb.slice(drop), skip - drop
                     if rb.num_rows:
                         yield rb.num_rows, [_arrow_numpy(rb.column(i))
                                             for i in range(rb.num_columns)]

@@ -77,6 +77,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         error = f"--workdir {args.workdir}: no such folder"
     elif not args.no_plot and not Path(args.plot).resolve().parent.is_dir():
         error = f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist"
+    elif not args.no_plot and Path(args.plot).suffix.lower() != ".png":
+        error = f"--plot {args.plot}: expected a path ending in .png (the plot is a PNG)"
     if error:
         print(f"nbbn demo: error: {error}", file=sys.stderr)
         return 2
@@ -542,13 +544,32 @@ class _OptionError(ValueError):
 
 
 def _check_bench_options(args: argparse.Namespace) -> None:
-    """``--repeats`` at least 1; one "instead" bench at most, not with ``--backend
+    """``--repeats`` at least 1, ``--pipeline-gb`` above 0, ``--json`` a file that can
+    be written (checked before the run, whose results it would otherwise lose); one
+    "instead" bench at most, not with ``--backend
     cuda`` or ``--only``, and the packages it needs installed (_OptionError,
     MissingExtraError: one line, exit 2)."""
+    import math
+    from pathlib import Path
+
     from ._shards_zarr_h5 import import_extra
 
     if args.repeats is not None and args.repeats < 1:
         raise _OptionError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.pipeline_gb is not None and not (math.isfinite(args.pipeline_gb)
+                                             and args.pipeline_gb > 0):
+        raise _OptionError(f"--pipeline-gb must be a size in GB above 0, got "
+                           f"{args.pipeline_gb}")
+    if args.json is not None:  # (checked before the run, whose results it would lose)
+        folder = Path(args.json).resolve().parent
+        if Path(args.json).is_dir() or not folder.is_dir():
+            raise _OptionError(f"--json {args.json}: expected a file in an existing folder")
+        from .pipeline import check_writable_folder
+
+        try:
+            check_writable_folder(args.json, "--json")
+        except PermissionError as exc:
+            raise _OptionError(str(exc).replace("the fit", "the bench")) from None
     # (--images N holds a count, --images 0 included; the others are flags)
     modes = [m for m in _BENCH_NEEDS if getattr(args, m) is not None
              and getattr(args, m) is not False]

@@ -73,9 +73,11 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
         f"{where}nbbn.RunningStats {ver}{nchan} channel{plural}, "
         + f"channel_axis={stats.channel_axis}, nan_policy={stats.nan_policy!r}"
     ]
-    if nchan == 0:
+    if nchan == 0:  # (the files a fit skipped are why, when every file was)
+        from ._histogram import describe_skipped
+
         lines.append("no data: the statistics are empty")
-        return "\n".join(lines)
+        return "\n".join(lines + describe_skipped(stats))
     lines += ["", format_table(stats).rstrip("\n"), ""]
     nan = stats.nan_count
     if nan.any():

@@ -535,11 +535,15 @@ def read_as_data(source: str, path: str) -> bool:
 
 def check_writable_folder(path, what: str) -> None:
     """PermissionError, before a fit, when the folder of ``path`` (a file to be written
-    after it, or during it) does not let this process create files."""
+    after it, or during it) does not let this process create files, or ``path`` is a
+    file this process may not write (it would be refused after the fit)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path}: the folder {folder} is not writable (checked "
                               "before the fit, not after it)")
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise PermissionError(f"{what} {path}: the file is read-only (checked before the "
+                              "fit, not after it)")
 
 
 def _saved_key(key, checkpoint):

@@ -28,7 +28,11 @@ How each kind is read:
   list of JPEG, PNG, WebP, TIFF or BMP files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
   the other; empty shards are skipped; every non-empty shard must have the same shape
-  after axis 0 (the row count may differ).
+  after axis 0 (the row count may differ). A glob that matches files of several kinds
+  (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
+  holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
+* a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
+  dataset, a ``file.h5:dataset`` path, image files) is a ``ValueError``, never ignored.
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
@@ -452,7 +456,15 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     from ._images import ImageSource, looks_like_images
     from ._tabular import open_any
 
+    if isinstance(source, (str, os.PathLike)):
+        _check_one_kind(os.fspath(source))
+
     if looks_like_images(source):  # image files: a folder, glob, list or file
+        if key is not None:
+            raise _unused_key(key, "image files")
+        if columns is not None:
+            raise worded(ValueError, "{columns} was given, but the source is image files: "
+                         "columns choose a table's channels", columns=Param("columns", columns))
         return ImageSource(source)
     if (table := open_any(source, columns, key)) is not None:
         return table
@@ -472,6 +484,8 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     if module.startswith("dask.array") and hasattr(source, "chunks"):
         return ChunkedSource(source, channel_axis)
     if module.startswith(("zarr", "h5py")):
+        if key is not None and hasattr(source, "shape"):
+            raise _unused_key(key, f"the {describe_container(source)}, an array")
         return Source([container_shard(source, key)], describe_container(source),
                       channel_axis)
     if module.startswith("scipy.sparse"):
@@ -486,6 +500,38 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
         f"cannot read batches from a {type(source).__name__}: expected an array, a path "
         "(.npy, .npz, .h5, .zarr, a folder or glob of shards), a zarr array, an h5py dataset "
         "or an iterable of arrays")
+
+
+def _check_one_kind(path: str) -> None:
+    """ValueError when a glob matches files of several kinds nbbn reads (images,
+    ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder's top level holds both
+    shards and tables: one kind was read and the others left out silently (which one
+    depended on the order of the checks)."""
+    from ._images import _is_image_name
+    from ._tabular import _table_kind
+
+    if os.path.isdir(path):
+        with os.scandir(path) as it:
+            found = [e.path for e in it if e.is_file() and (
+                e.name.endswith(SHARD_SUFFIXES) or _table_kind(e.name))]
+    elif not os.path.exists(path) and any(ch in path for ch in _GLOB_CHARS):
+        found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+    else:
+        return
+    kinds: dict[str, list[str]] = {}
+    for p in sorted(found):
+        kind = (".npy/.npz shards" if p.endswith(SHARD_SUFFIXES) else
+                "Parquet/CSV tables" if _table_kind(p) else
+                "images" if _is_image_name(p) else None)
+        if kind is not None:
+            kinds.setdefault(kind, []).append(p)
+    if len(kinds) > 1:
+        what = "the pattern matches" if not os.path.isdir(path) else "the folder holds"
+        listed = "; ".join(f"{k}: {len(v)} ({v[0]}{', ...' if len(v) > 1 else ''})"
+                           for k, v in kinds.items())
+        raise ValueError(f"{path}: {what} files of {len(kinds)} kinds ({listed}); nbbn "
+                         "reads one kind per source; fit them separately (a narrower "
+                         "pattern, or a list of files of one kind)")
 
 
 class ChunkedSource(Source):
@@ -518,13 +564,20 @@ def _open_path(path: str, key, channel_axis) -> Source:
             return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
         h5path, sep, dataset = path.rpartition(":")
         if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
+            if key is not None:
+                raise worded(ValueError, "{key} was given, but the path {path} names its "
+                             "dataset already: give one or the other", key=Param("key", key),
+                             path=path)
             return Source([hdf5_shard(h5path, dataset)], path, channel_axis)
         raise FileNotFoundError(f"{path}: no such file or folder")
     p = Path(path)
     if p.is_dir():
         if p.suffix == ".zarr" or any((p / m).exists() for m in (".zarray", "zarr.json",
                                                                  ".zgroup")):
-            return Source([zarr_shard(path, key)], path, channel_axis)
+            shard = zarr_shard(path, key)
+            if key is not None and shard.name == path:
+                raise _unused_key(key, f"the zarr array {path}")
+            return Source([shard], path, channel_axis)
         paths = sorted(str(q) for q in p.iterdir()
                        if q.suffix in SHARD_SUFFIXES and q.is_file())
         if not paths:

@@ -76,6 +76,14 @@ def test_bad_values_are_rejected(capsys, argv):
     assert "must be" in capsys.readouterr().err
 
 
+def test_demo_plot_must_be_a_png(capsys, tmp_path):
+    """``nbbn demo --plot x.jpg`` wrote PNG bytes under a .jpg name (``nbbn plot``
+    refused it): refused before the demo runs."""
+    assert main(["demo", "--plot", str(tmp_path / "x.jpg")]) == 2
+    assert "expected a path ending in .png" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     ["info", "x.npz", "--bad-flag"],
     ["plot", "x.npz", "--bad-flag"],
@@ -154,6 +162,10 @@ def test_bench_only_selects_shapes(tmp_path, capsys):
     (["--images", "0"], "--images must be at least 1, got 0"),
     (["--onnx"], "pip install 'nbbn[onnx]'"),  # onnxruntime made missing below
     (["--images"], "pip install 'nbbn[images]'"),  # and Pillow
+    # (a --json in a missing folder was a traceback after the whole bench: results lost)
+    (["--json", "/nonexistent-folder/x.json"], "expected a file in an existing folder"),
+    (["--pipeline-gb", "nan"], "--pipeline-gb must be a size in GB above 0, got nan"),
+    (["--pipeline-gb", "-1", "--tabular"], "--pipeline-gb must be a size in GB above 0"),
 ])
 def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, monkeypatch):
     """Benches that do not combine, and a bench whose extra is missing: one line, exit 2,

@@ -5,6 +5,7 @@ infinities in JSON."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -268,3 +269,24 @@ def test_corrupt_npz_and_empty_lists_are_one_line_errors(tmp_path, capsys, rng):
     user_error(["fit", str(tmp_path / "b.npz"), "--no-progress"], capsys,
                "the file is corrupt")
     user_error(["warmup", "--dtypes", ""], capsys, "--dtypes names nothing")
+
+
+def test_read_only_outputs_refused_before_the_fit_naming_them(tmp_path, capsys, monkeypatch):
+    """An existing read-only -o (or checkpoint) failed only after the fit, with an error
+    naming the hidden temporary file (its mode, copied from the target, made it
+    unwritable). Now the fit refuses it up front, and ``save`` names the file. (The
+    process may run as root, for whom every file is writable: ``os.access`` is patched.)"""
+    np.save(tmp_path / "x.npy", np.arange(12.0).reshape(4, 3))
+    ro = tmp_path / "ro.npz"
+    nbbn.fit(tmp_path / "x.npy", progress=False).save(ro)
+    before = ro.read_bytes()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro)
+                        and mode & os.W_OK else real_access(p, mode))
+    for flag in ("-o", "--checkpoint"):
+        user_error(["fit", str(tmp_path / "x.npy"), flag, str(ro), "--no-progress"],
+                   capsys, f"{flag} {ro}: the file is read-only")
+    with pytest.raises(PermissionError, match=r"the file is read-only.*ro\.npz"):
+        nbbn.RunningStats(1).save(ro)
+    assert ro.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro.npz", "x.npy"]

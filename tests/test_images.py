@@ -353,3 +353,53 @@ def test_a_batch_collated_as_a_list_of_samples_is_explained(rng):
     for key in (None, 0):
         with pytest.raises(ValueError, match="collated as a list of samples"):
             nbbn.fit([ims], key=key, progress=False)
+
+
+def test_info_lists_the_skipped_files_when_every_file_was(tmp_path, capsys):
+    """When every file was skipped the statistics have no channels, and ``nbbn info``
+    returned before the list of skipped files: the one case that needs it."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.png").write_text("x")
+    (d / "b.jpg").write_text("y")
+    out = tmp_path / "s.npz"
+    assert main(["fit", str(d), "--on-error", "skip", "-o", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no data: the statistics are empty" in text
+    assert "2 files were skipped by the fit:" in text
+    assert str(d / "a.png") in text and str(d / "b.jpg") in text
+
+
+def test_32_bit_images_refused_where_8_bits_would_clip(tmp_path):
+    """The error for 32-bit pixels (Pillow's I and F) said to pass a mode such as 'RGB',
+    and Pillow's conversion clips to 0-255 without a word: mode "L" gave a mean of 255
+    for values up to 2**20. Now refused with the range found, whatever the mode, unless
+    the values are whole numbers in 0-255 (converted exactly when a mode is given)."""
+    from PIL import Image
+
+    big = tmp_path / "big"
+    big.mkdir()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 16000).astype(np.int32)).save(big / "a.tif")
+    Image.fromarray((np.arange(64).reshape(8, 8) / 3).astype(np.float32)).save(tmp_path / "f.tif")
+    small = tmp_path / "small.tif"
+    Image.fromarray(np.arange(64).reshape(8, 8).astype(np.int32)).save(small)
+    for src, mode in ((big, None), (big, "L"), (tmp_path / "f.tif", "L")):
+        with pytest.raises(ImageError, match=r"values from 0 to .* would clip them to 0-255"):
+            nbbn.fit(ImageSource(src, mode=mode), progress=False)
+    with pytest.raises(ImageError, match=r"whole numbers in 0-255, which a mode such as 'L'"):
+        nbbn.fit(ImageSource(small), progress=False)
+    stats = nbbn.fit(ImageSource(small, mode="L"), progress=False)
+    assert stats.count[0] == 64 and stats.mean[0] == 31.5 and stats.max[0] == 63
+
+
+def test_key_or_columns_for_images_refused(rgb_folder):
+    """``key=`` and ``columns=`` name nothing in image files and were ignored (a
+    checkpoint would record them); refused as for a .npy file or an array."""
+    d, _ = rgb_folder
+    with pytest.raises(ValueError, match=r"key='x' was given, but the source is image files"):
+        nbbn.fit(d, key="x", progress=False)
+    with pytest.raises(ValueError, match=r"columns=\['a'\] was given, but the source is "
+                                         r"image files"):
+        nbbn.fit(d, columns=["a"], progress=False)

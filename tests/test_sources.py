@@ -208,6 +208,12 @@ def test_zarr_sources(tmp_path, data):
     check(fit(tmp_path / "g.zarr", key="x", batch_size=33), [data])
     with pytest.raises(ValueError, match="group with members"):
         fit(tmp_path / "g.zarr")
+    # a key that names nothing was ignored for a zarr array, path or object (a checkpoint
+    # would record it); refused as for a .npy file
+    for src in (tmp_path / "a.zarr", z):
+        with pytest.raises(ValueError, match=r"key='q' was given, but the source is the "
+                                             r"zarr [aA]rray"):
+            fit(src, key="q")
 
 
 def test_hdf5_sources(tmp_path, data):
@@ -221,6 +227,35 @@ def test_hdf5_sources(tmp_path, data):
         fit(tmp_path / "a.h5")
     with h5py.File(tmp_path / "a.h5", "r") as f:
         check(fit(f["grp/x"], batch_size=64), [data])
+        with pytest.raises(ValueError, match=r"key='x' was given, but the source is the h5py "
+                                             r"Dataset /grp/x, an array"):
+            fit(f["grp/x"], key="x")  # (was ignored)
+        check(fit(f, key="grp/x"), [data])
+    with pytest.raises(ValueError, match=r"key='y' was given, but the path .*a\.h5:grp/x "
+                                         r"names its dataset already"):
+        fit(f"{tmp_path / 'a.h5'}:grp/x", key="y")  # (was ignored: grp/x was read)
+
+
+def test_a_glob_or_folder_of_several_kinds_is_refused(tmp_path):
+    """A glob matching images, .npy shards and tables read one kind and left the others
+    out silently (tables won over shards, shards over images); a folder holding shards
+    and tables read the shards. Now an error naming the kinds, as for Parquet and CSV."""
+    pytest.importorskip("pyarrow")
+    PIL_Image = pytest.importorskip("PIL.Image")
+    import pandas as pd
+
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", np.ones((4, 3)))
+    pd.DataFrame({"x": [1.0, 2.0]}).to_parquet(tmp_path / "c.parquet")
+    for pattern, kinds in (("*", "3 kinds"), ("[ab].*", "2 kinds"), ("[bc].*", "2 kinds")):
+        with pytest.raises(ValueError, match=rf"the pattern matches files of {kinds} "):
+            fit(str(tmp_path / pattern))
+    with pytest.raises(ValueError, match=r"the folder holds files of 2 kinds \(\.npy/\.npz "
+                                         r"shards: 1 .*b\.npy\); Parquet/CSV tables: 1"):
+        fit(tmp_path)
+    assert fit(str(tmp_path / "b.*")).count.tolist() == [4, 4, 4]
+    assert fit(str(tmp_path / "*.png")).count.tolist() == [16, 16, 16]
+    assert fit(str(tmp_path / "*.parquet")).count.tolist() == [2]
 
 
 @pytest.mark.parametrize("module, extra", [("zarr", "zarr"), ("h5py", "hdf5")])
