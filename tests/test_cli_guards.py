@@ -199,7 +199,7 @@ def test_image_and_parquet_errors_name_the_file(tmp_path, capsys):
     pytest.importorskip("pyarrow")
     pil.fromarray(np.ones((3, 3), np.float32)).save(tmp_path / "f.tif")
     user_error(["fit", str(tmp_path / "f.tif"), "--no-progress"], capsys,
-               "f.tif: pixels of mode F", "--mode RGB")
+               "f.tif: pixels of mode F", "--mode L")
     (tmp_path / "z.parquet").write_bytes(b"")
     user_error(["fit", str(tmp_path / "z.parquet"), "--no-progress"], capsys,
                "z.parquet: not a readable Parquet file")
