@@ -653,6 +653,9 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         if is_dask_array(source):  # written through dask, chunk by chunk
             from .dask import transform as dask_transform
 
+            if given is not None and not isinstance(out, (str, os.PathLike)):
+                out_dtype = np.dtype(given)  # (computed in an out= array's dtype, as eagerly:
+                # float32 stored into a float64 array was 1e-7 off)
             return dask_transform(source, norm, out, out_dtype)
         bs = batch_size or src.default_batch_size() or 1
         writer = open_writer(out, shape, out_dtype, bs)
@@ -835,8 +838,10 @@ def _file_of(arr) -> str | None:
     (its folder: the store's, joined with the array's path in it); None for anything
     else."""
     name = getattr(arr, "filename", None)  # np.memmap (of a view too: its base's)
-    if name is None and isinstance(arr, np.ndarray) and isinstance(arr.base, np.memmap):
-        name = arr.base.filename
+    base = arr
+    while name is None and isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base  # (np.asarray(mm)[2:]: a view of a view of the memory map)
+        name = getattr(base, "filename", None)
     if name is None and type(arr).__module__.startswith("zarr"):
         store = getattr(arr, "store", None)
         root = getattr(store, "root", None)  # a LocalStore

@@ -112,6 +112,17 @@ def test_zero_d_input(backend):
         nbbn.channel_stats(np.array(1.0), backend=backend)
     with pytest.raises(ValueError, match=r"0-d|scalar|ndim|dimension"):
         nbbn.normalize(np.array(1.0), np.zeros(1), np.ones(1), backend=backend)
+    # with an axis a 1-d copy has (0, -1), the CUDA backend took a scalar as one channel
+    # of one value (numpy's ascontiguousarray makes a 0-d array 1-d)
+    for axis in (0, -1):
+        rs = nbbn.RunningStats(axis, backend=backend)
+        bn = nbbn.BatchNorm(1, channel_axis=axis, backend=backend).eval()
+        norm = nbbn.Normalizer([1.0], [4.0], channel_axis=axis, backend=backend)
+        for call, x in ((rs.update, np.float32(3)), (bn, np.array(3.0)),
+                        (norm, np.array(3.0))):
+            with pytest.raises(ValueError, match=r"got a 0-d array \(a scalar\)"):
+                call(x)
+        assert rs.count is None or rs.count.size == 0
 
 
 @pytest.mark.parametrize("axis", [4, 7, -5])

@@ -255,6 +255,11 @@ def test_transform_computes_in_the_output_dtype(src, tmp_path, rng):
     eager = nbbn.transform(x, rs, tmp_path / "e.npy", dtype="float64", progress=False)
     lazy = nbbn.transform(da.from_array(x, chunks=7), rs, tmp_path / "k.npy", dtype="float64")
     np.testing.assert_array_equal(np.load(lazy), np.load(eager))
+    # an out= array's dtype is the output's without dtype=: it was computed in float32
+    # and stored into the float64 array (1e-7 off)
+    out = np.empty(x.shape, np.float64)
+    nbbn.transform(da.from_array(x, chunks=7), rs, out)
+    np.testing.assert_array_equal(out, np.load(eager))
 
 
 # ------------------------------------------------------------------ errors, workers

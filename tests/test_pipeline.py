@@ -329,6 +329,20 @@ def test_errors_found_before_any_work(tmp_path, rng):
         fit([x, np.float64(3.0)])
 
 
+def test_transform_refuses_the_file_of_a_view_of_a_view_of_a_memory_map(tmp_path, rng):
+    """``np.asarray(mm)[2:]`` is a view of a plain view of the memory map: only the
+    first ``.base`` was looked at, so its file was written over while it was read."""
+    x = rng.standard_normal((20, 3))
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    stats = fit(x)
+    mm = np.load(path, mmap_mode="r")
+    for source in (mm, mm[2:], np.asarray(mm), np.asarray(mm)[2:], np.asarray(mm)[2:][::2]):
+        with pytest.raises(ValueError, match="is the input"):
+            transform(source, stats, path)
+    np.testing.assert_array_equal(np.load(path), x)
+
+
 def test_transform_never_writes_over_or_into_its_input(tmp_path, rng):
     """Outputs that would destroy the input are refused before anything is written: a
     zarr group holding the input array, the store of a dask array read from zarr, an

@@ -205,3 +205,27 @@ def test_to_dict_reads_statistics_and_histogram_together():
     finally:
         stop.set()
         worker.join()
+
+
+def test_updates_near_the_count_limit_on_every_backend(backend):
+    """The CUDA backend merged a batch into a state near 2**62 without the check: the
+    count passed the limit, and ``save`` wrote a file ``load`` refused. Now both
+    backends take a batch that fits (the exact counts decide near the limit), refuse
+    one that does not, and leave the state as it was."""
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    d = nbbn.RunningStats(-1).update(x).to_dict()
+    d["count"] = np.array([2 ** 62 - 6, 4, 4])
+    rs = nbbn.RunningStats.from_dict(d, backend=backend)
+    rs.update(x)  # 4 more: 2**62 - 2
+    assert rs.count.tolist() == [2 ** 62 - 2, 8, 8]
+    before = rs.to_dict()
+    for _ in range(2):  # (a device state: its bound, then the exact counts, refuse it)
+        with pytest.raises(ValueError, match=r"limit of 2\*\*62 values per channel in "
+                                             r"channel 0: 4611686018427387902 \+ 4"):
+            rs.update(x)
+        for k, v in rs.to_dict().items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+    rs.update(x[:2])
+    assert rs.count.tolist() == [2 ** 62, 10, 10]
+    back = nbbn.RunningStats.from_dict(rs.to_dict())
+    assert back.count[0] == 2 ** 62

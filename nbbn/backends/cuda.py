@@ -26,7 +26,7 @@ from .._affine import affine_scale, check_out, result_dtype
 from .._torch_arrays import is_cpu_tensor
 from ..errors import BackendUnavailableError
 from . import cuda_kernels as kk
-from ._stats import BatchStats
+from ._stats import COUNT_LIMIT, BatchStats, count_limit_error
 from .cuda_arrays import (
     SIMULATOR,
     DeviceInput,
@@ -146,6 +146,7 @@ class DeviceStats:
     ints: Any
     floats: Any
     stream: Any = 0
+    top: int = 0  # at least the largest count (exact from a host state, then + n a batch)
 
     @property
     def num_channels(self) -> int:
@@ -156,7 +157,8 @@ class DeviceStats:
     def from_host(cls, st: BatchStats, stream=0) -> DeviceStats:
         """Upload host statistics (on ``stream``)."""
         return cls(cuda.to_device(np.ascontiguousarray(st.ints), stream=stream),
-                   cuda.to_device(np.ascontiguousarray(st.floats), stream=stream), stream)
+                   cuda.to_device(np.ascontiguousarray(st.floats), stream=stream), stream,
+                   int(st.ints.max(initial=0)))
 
     def to_host(self) -> BatchStats:
         """The statistics as host ``BatchStats`` (waits for the stream)."""
@@ -341,6 +343,19 @@ def merge(state, part: DevicePartial) -> DeviceStats:
     elif isinstance(state, BatchStats):
         state = DeviceStats.from_host(state, can.stream)
     state.follow(can.stream)
+    # the batch adds at most n to a count: the bound is enough to know no merged count
+    # passes COUNT_LIMIT, else the exact counts decide (as the CPU backend's merge), so
+    # that no update makes a state save cannot load back
+    n = can.outer * can.inner
+    if state.top > COUNT_LIMIT - n:
+        own = summary(part).ints
+        ints = state.ints.copy_to_host(stream=state.stream)
+        _sync(state.stream)
+        if (own > COUNT_LIMIT - ints).any():
+            raise count_limit_error(ints, own)
+        state.top = int((ints + own).max(initial=0))
+    else:
+        state.top += n
     bi, bf = _workspace(("batch", can.channels, id(can.stream)),
                         lambda: _new_stats_arrays(can.channels, can.stream))
     _finalize(can)(part.policy, *part.parts, bi, bf, True, state.ints, state.floats)

@@ -230,6 +230,7 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
         from .._torch_arrays import host_view
 
         host = host_view(x, what)[0] if bf16 else as_array(x, what)  # bfloat16: its bits
+        normalize_axis(channel_axis, host.ndim)  # (a 0-d input: ascontiguousarray makes it 1-d)
         host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
         # numpy calls an array C-contiguous whatever the strides of its length-1 axes
         # (a reversed (1, C) row keeps a negative one), and the device copy keeps them:
