@@ -636,7 +636,8 @@ class _ClusterRun(_FitRun):
         parts = plan_parts(self.src, self.counted, target)
         opts = {"channel_axis": cfg.channel_axis, "nan_policy": cfg.nan_policy,
                 "backend": cfg.backend, "batch_size": self.settings["batch_size"]}
-        say(cfg.progress, f"{len(parts)} parts on {len(nthreads)} workers "
+        say(cfg.progress, f"{len(parts)} part{'s' * (len(parts) != 1)} on "
+            f"{len(nthreads)} worker{'s' * (len(nthreads) != 1)} "
             f"({sum(nthreads.values())} threads) at {client.scheduler.address}")
         bar = Progress(cfg.progress, "nbbn fit", self.src.nbytes, self.bytes_done,
                        self.rows_done)
@@ -702,6 +703,7 @@ class _ClusterRun(_FitRun):
         for name, w in sorted(self.workers.items()):
             n = w["compiled"]
             how = f"{n} kernel{'s' * (n != 1)} compiled" if n else "no kernel compiled"
-            say(self.cfg.progress, f"worker {name}: {w['parts']} parts in {w['seconds']:.2f} s; "
+            say(self.cfg.progress, f"worker {name}: {w['parts']} part"
+                f"{'s' * (w['parts'] != 1)} in {w['seconds']:.2f} s; "
                 f"first call {w['first_call_s']:.2f} s ({how})")
 

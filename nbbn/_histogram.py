@@ -172,7 +172,8 @@ def describe_skipped(stats) -> list[str]:
     """The lines ``nbbn info`` adds for the files a fit skipped (none: no line)."""
     if not stats.skipped:
         return []
-    lines = ["", f"{len(stats.skipped)} files were skipped by the fit:"]
+    n = len(stats.skipped)
+    lines = ["", f"{n} file{'s were' if n != 1 else ' was'} skipped by the fit:"]
     lines += [f"  {s}" for s in stats.skipped[:20]]
     if len(stats.skipped) > 20:
         lines.append(f"  ... and {len(stats.skipped) - 20} more")

@@ -464,7 +464,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # scale_ is inf)
             huge = np.flatnonzero(fit.var == np.inf)
             warnings.warn(f"The variance of features {huge[:10].tolist()} overflows "
-                          "float64 (a standard deviation beyond about 1e154): their "
+                          "float64 (a standard deviation beyond about 1e154 / "
+                          "sqrt(n_samples_seen_)): their "
                           "var_ and scale_ are inf, and their transform is 0; scale "
                           "the data down first", RuntimeWarning, stacklevel=4)
         self.stats_ = stats

@@ -343,7 +343,7 @@ def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys, monkeypatch):
     assert main(["fit", str(tmp_path / "d"), "--workers", "3", "-o", str(out)]) == 0
     assert started == [3]
     assert_stats(nbbn.RunningStats.load(out), ref_stats_many(arrays, 1), RTOL)
-    assert "parts on 2 workers" in capsys.readouterr().err
+    assert "1 part on 2 workers" in capsys.readouterr().err  # (singular: one part)
     assert main(["fit", str(tmp_path / "d"), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -295,7 +295,7 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert "skipped 1 file:" in err and "zz.png" in err
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "exact percentiles per channel" in text and "1 files were skipped" in text
+    assert "exact percentiles per channel" in text and "1 file was skipped" in text
     pytest.importorskip("matplotlib")
     assert main(["plot", str(out)]) == 0
     assert (tmp_path / "s.histogram.png").stat().st_size > 1000
