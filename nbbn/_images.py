@@ -110,7 +110,7 @@ def _list_images(source) -> tuple[list[str], str]:
         for p in paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p}: no such file")
-        return paths, f"{len(paths)} image files"
+        return paths, f"{len(paths)} image file{'s' * (len(paths) != 1)}"
     path = os.fspath(source)
     if os.path.isdir(path):
         found: list[str] = []
@@ -133,7 +133,7 @@ def _list_images(source) -> tuple[list[str], str]:
                                     "Parquet or CSV files, and no image files (searched "
                                     f"recursively for {', '.join(IMAGE_SUFFIXES)})"
                                     + nested_tables_note(path))
-        return sorted(found), f"{path} ({len(found)} images)"
+        return sorted(found), f"{path} ({len(found)} image{'s' * (len(found) != 1)})"
     if os.path.isfile(path):
         return [path], path
     if any(ch in path for ch in _GLOB_CHARS):
@@ -142,7 +142,7 @@ def _list_images(source) -> tuple[list[str], str]:
         if not found:
             raise FileNotFoundError(f"{path}: the pattern matches no image file "
                                     f"({', '.join(IMAGE_SUFFIXES)})")
-        return found, f"{path} ({len(found)} images)"
+        return found, f"{path} ({len(found)} image{'s' * (len(found) != 1)})"
     raise FileNotFoundError(f"{path}: no such file or folder")
 
 
@@ -467,6 +467,9 @@ class ImageSource(Source):
         self.mode, self.histogram, self.on_error = mode, bool(histogram), on_error
         self.jpeg_decoder, self.progress = jpeg_decoder, progress
         self.workers = int(workers) if workers is not None else _cpus()
+        if not isinstance(source, (str, os.PathLike, list, tuple)):
+            raise TypeError(f"source must be a folder, a glob, an image file's path or a "
+                            f"list of them, got {type(source).__name__}")
         paths, self.description = _list_images(source)
         _pillow()  # a missing Pillow is reported now, not in the reader thread
         self.paths = paths
@@ -478,6 +481,10 @@ class ImageSource(Source):
                                                                            strict=True)
         ]).encode()).hexdigest()
         self.row_shape, self.dtype = None, None
+
+    def __repr__(self) -> str:
+        return (f"ImageSource({self.description}, mode={self.mode!r}, size={self.size!r}, "
+                f"histogram={self.histogram}, on_error={self.on_error!r})")
 
     # ------------------------------------------------------------------ Source API
     @property

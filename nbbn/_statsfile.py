@@ -117,6 +117,9 @@ def read_stats(path) -> dict:
         The file is not an nbbn statistics file (another kind of file, an ``.npz``
         without the format marker), is truncated or corrupt, or fails its checksum.
     """
+    if not isinstance(path, (str, os.PathLike)):  # (an int was read as a file descriptor)
+        raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
     not_ours = f"{path}: not an nbbn statistics file (expected {EXPECTED}"
     if os.path.isdir(path):
         raise ValueError(f"{not_ours}; this is a folder)")

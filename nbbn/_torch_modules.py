@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - torch comes with the test extra
     raise MissingExtraError(
         "nbbn's PyTorch interop needs torch: pip install 'nbbn[torch]'") from exc
 
+from ._layout import channel_vector, check_axis  # noqa: E402
 from .batchnorm import BatchNorm  # noqa: E402
 from .normalizer import Normalizer  # noqa: E402
 
@@ -57,6 +58,12 @@ class NormalizerModule(torch.nn.Module):
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
                             f"torch.float64, ...), got {dtype!r}")
+        # (checked as Normalizer checks them: a (1,) scale was applied to every channel,
+        # a channel_axis of 1.7 cut to 1, and a 0-d mean built a module repr could not show)
+        mean = channel_vector(mean, None, "mean")
+        scale = channel_vector(scale, mean.shape[0], "scale")
+        bias = channel_vector(bias, mean.shape[0], "bias")
+        channel_axis = check_axis(channel_axis)
         top = float(torch.finfo(dtype).max)
         for name, v in (("mean", mean), ("scale", scale), ("bias", bias)):
             big = np.abs(np.asarray(v, np.float64)) > top
@@ -139,7 +146,7 @@ def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
 def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = None,
                        device: Any = None) -> torch.nn.Module:
     """The module of :meth:`nbbn.BatchNorm.to_torch`."""
-    if dim not in _TORCH_BN:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim not in _TORCH_BN:
         raise ValueError(f"dim must be 1, 2 or 3 (BatchNorm1d/2d/3d), got {dim!r}")
     if bn.channel_axis != 1:
         raise ValueError(

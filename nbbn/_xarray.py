@@ -32,6 +32,9 @@ def stats_dataset(rs: Any, dim: str | None, coord: tuple | None):
         ``dim``, with the coordinate when its length matches; attrs ``channel_axis``
         and ``nan_policy``.
     """
+    if dim is not None and not isinstance(dim, str):
+        raise TypeError(f"dim must be a dimension name (str) or None, got "
+                        f"{type(dim).__name__}")
     xr = import_extra("xarray", "xarray", "RunningStats.to_xarray()")
     if dim is None:
         dim = coord[0] if coord else (rs.channel_axis if isinstance(rs.channel_axis, str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -129,8 +130,11 @@ class BatchNorm:
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> BatchNorm:
-        """Set training mode (``mode=False`` is eval mode); returns ``self``."""
-        self.training = bool(mode)
+        """Set training mode (``mode=False`` is eval mode); returns ``self``. ``mode`` must
+        be a bool, as torch's ``Module.train`` requires (``train("eval")`` was training)."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
+        self.training = mode
         return self
 
     def eval(self) -> BatchNorm:
@@ -320,6 +324,9 @@ class BatchNorm:
         d : dict
             The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
         """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like (as torch's), got "
+                            f"{type(d).__name__}")
         own = self._state_keys()
         expected = set(own)
         got = set(d)
@@ -384,6 +391,9 @@ class BatchNorm:
                             "bn.running_var = ...)")
         if not self.track_running_stats:
             raise ValueError("this BatchNorm has track_running_stats=False: no running buffers")
+        if rs.num_channels is None:
+            raise ValueError("the RunningStats are empty (nothing was fitted): update them "
+                             "before loading them")
         if rs.num_channels != self.num_features:
             raise ValueError(
                 f"the RunningStats have {rs.num_channels} channels, expected {self.num_features}"

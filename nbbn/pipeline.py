@@ -247,6 +247,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
                      "in that folder, or one the pattern matches); write it outside",
                      checkpoint=Param("checkpoint", os.fspath(checkpoint)),
                      source=os.fspath(source))
+    if isinstance(checkpoint_interval, bool) or not isinstance(
+            checkpoint_interval, (int, float, np.integer, np.floating)):
+        raise worded(TypeError, "{interval} must be a number of seconds, got {got!r}",
+                     interval=Param("checkpoint_interval"), got=checkpoint_interval)
     if not checkpoint_interval >= 0:
         raise worded(ValueError, "{interval} must be >= 0, got {got!r}",
                      interval=Param("checkpoint_interval"), got=checkpoint_interval)

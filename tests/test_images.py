@@ -403,3 +403,12 @@ def test_key_or_columns_for_images_refused(rgb_folder):
     with pytest.raises(ValueError, match=r"columns=\['a'\] was given, but the source is "
                                          r"image files"):
         nbbn.fit(d, columns=["a"], progress=False)
+
+
+def test_image_source_repr(rgb_folder):
+    d, files = rgb_folder
+    src = ImageSource(d, mode="RGB")
+    assert repr(src) == (f"ImageSource({d} ({len(files)} images), mode='RGB', size=None, "
+                         "histogram=False, on_error='raise')")
+    one = ImageSource([files[0]])
+    assert repr(one).startswith("ImageSource(1 image file, mode=None")

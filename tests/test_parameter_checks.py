@@ -79,3 +79,62 @@ def test_to_normalizer_keeps_eps(eps):
             * bn.weight[:, None] + bn.bias[:, None])
     np.testing.assert_allclose(norm(x), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(bn.eval()(x), want, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------- a review of the public API's arguments (2026-12-06)
+def test_train_takes_a_bool_only_as_torch():
+    """``train("eval")`` was training mode (``bool("eval")``); torch's ``Module.train``
+    raises "training mode is expected to be boolean"."""
+    bn = nbbn.BatchNorm(3)
+    for mode in ("eval", 1, None, np.False_):
+        with pytest.raises(ValueError, match="training mode is expected to be boolean"):
+            bn.train(mode)
+        assert bn.training is True
+    assert bn.train(False).training is False and bn.eval().training is False
+
+
+def test_arguments_named_in_their_errors(tmp_path):
+    """Each was a raw error from deeper down (numpy, os, xarray), or taken as something
+    else (an int path as a file descriptor; ``to_torch(True)`` as BatchNorm1d)."""
+    x = np.ones((3, 2))
+    for bad in ("5", None, [1], True):
+        with pytest.raises(TypeError, match=r"checkpoint_interval must be a number of "
+                                            r"seconds"):
+            nbbn.fit(x, checkpoint_interval=bad, progress=False)
+    for path in (None, 3):
+        with pytest.raises(TypeError, match="the statistics file's path must be a str"):
+            nbbn.RunningStats.load(path)
+    bn = nbbn.BatchNorm(3)
+    with pytest.raises(TypeError, match="Expected state_dict to be dict-like"):
+        bn.load_state_dict(None)
+    with pytest.raises(ValueError, match=r"the RunningStats are empty \(nothing was fitted\)"):
+        bn.load_running_stats(nbbn.RunningStats())
+    assert bn.num_batches_tracked == 0 and (bn.running_var == 1).all()
+    with pytest.raises(TypeError, match=r"source must be a folder, a glob"):
+        nbbn.ImageSource(None)
+    pytest.importorskip("xarray")
+    with pytest.raises(TypeError, match=r"dim must be a dimension name \(str\) or None"):
+        nbbn.RunningStats(1).update(x).to_xarray(dim=1)
+
+
+def test_torch_modules_check_what_they_are_given():
+    """``NormalizerModule`` (public) took a (1,) scale for 3 channels and applied it to
+    all, cut ``channel_axis=1.7`` to 1, and built from 0-d values a module whose repr
+    raised; ``BatchNorm.to_torch(True)`` gave a BatchNorm1d."""
+    torch = pytest.importorskip("torch")
+    import nbbn.torch as nt
+
+    three = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"scale must be shape \(3,\), got shape \(1,\)"):
+        nt.NormalizerModule(three, np.array([2.0]), np.zeros(3), 1)
+    with pytest.raises(ValueError, match=r"mean must be a 1-d array, got shape \(\)"):
+        nt.NormalizerModule(0.0, 1.0, 0.0, 1)
+    for axis in (1.7, "1", True):
+        with pytest.raises(TypeError, match="channel_axis must be an int"):
+            nt.NormalizerModule(three, np.ones(3), np.zeros(3), axis)
+    m = nt.NormalizerModule(three, np.full(3, 2.0), np.zeros(3), 1)
+    assert torch.equal(m(torch.ones(2, 3, dtype=torch.float64)),
+                       torch.tensor([[0.0, -2.0, -4.0]] * 2, dtype=torch.float64))
+    for dim in (True, 2.0):
+        with pytest.raises(ValueError, match="dim must be 1, 2 or 3"):
+            nbbn.BatchNorm(3).to_torch(dim)
