@@ -16,7 +16,35 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["SigintGuard"]
+__all__ = ["SigintGuard", "deferred_sigint"]
+
+
+class deferred_sigint:  # noqa: N801 (used as a function: ``with deferred_sigint():``)
+    """Hold Ctrl-C back for a short step that must end whole (a merge into a state in
+    place, run on several threads, and the lock around it): SIGINT only sets a flag
+    while inside, and the handler that was in place runs at the exit (raising
+    ``KeyboardInterrupt`` for Python's own). In the main thread only (signals are
+    handled there); elsewhere, or when SIGINT is ignored, this does nothing."""
+
+    __slots__ = ("_old", "_signum")
+
+    def __enter__(self) -> None:
+        self._old = None
+        self._signum = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.getsignal(signal.SIGINT)
+            if callable(old):
+                self._old = old
+                signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, signum, frame) -> None:
+        self._signum = signum
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            if self._signum is not None:
+                self._old(self._signum, None)
 
 
 class SigintGuard:

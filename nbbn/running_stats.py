@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backends
 from ._histogram import Histogram
+from ._interrupt import deferred_sigint
 from ._labels import check_columns, check_coords, check_names, frame_columns, shown
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
@@ -214,14 +215,20 @@ class RunningStats:
             return False  # ("raise": the batch is checked before the state changes)
         policy = policy_code(self.nan_policy)
         table = find(inp, policy)
-        if table is None or not self._lock.acquire(blocking=False):
+        if table is None:
             return False
-        try:
-            return self._merge_locked(
-                inp.channels, getattr(inp, "channel_coord", self._channel_coord), columns,
-                counts, lambda: be.reduce_into(table, policy, self._state))
-        finally:
-            self._lock.release()
+        # Ctrl-C is held back until the merge has ended: it runs on several threads, into
+        # the state itself, and an interrupt between the chunks left the worker's channels
+        # merged and the caller's not (or, just after the acquire, the lock held forever)
+        with deferred_sigint():
+            if not self._lock.acquire(blocking=False):
+                return False
+            try:
+                return self._merge_locked(
+                    inp.channels, getattr(inp, "channel_coord", self._channel_coord),
+                    columns, counts, lambda: be.reduce_into(table, policy, self._state))
+            finally:
+                self._lock.release()
 
     def _merge_locked(self, nchan: int, coord, columns, counts, merge) -> bool:
         """Under the lock: the checks another thread may have changed the answer to, the
