@@ -65,6 +65,13 @@ def file_kind(head: bytes) -> str | None:
     return f"a file of another format (it starts with the bytes {head[:8].hex(' ')})"
 
 
+def _check_path(path) -> None:
+    """TypeError unless ``path`` is a str or an os.PathLike."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
+
+
 def write_stats(path, d: dict) -> None:
     """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically.
 
@@ -86,9 +93,7 @@ def write_stats(path, d: dict) -> None:
     OSError
         The file cannot be written; an old file at ``path`` is kept.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
-                        f"{type(path).__name__}")
+    _check_path(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{os.fspath(path)} is a folder: name the .npz file to "
                                 "write, e.g. stats.npz inside it")
@@ -117,9 +122,7 @@ def read_stats(path) -> dict:
         The file is not an nbbn statistics file (another kind of file, an ``.npz``
         without the format marker), is truncated or corrupt, or fails its checksum.
     """
-    if not isinstance(path, (str, os.PathLike)):  # (an int was read as a file descriptor)
-        raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
-                        f"{type(path).__name__}")
+    _check_path(path)  # (an int was read as a file descriptor)
     not_ours = f"{path}: not an nbbn statistics file (expected {EXPECTED}"
     if os.path.isdir(path):
         raise ValueError(f"{not_ours}; this is a folder)")

@@ -66,20 +66,20 @@ class NormalizerModule(torch.nn.Module):
         channel_axis = check_axis(channel_axis)
         top = float(torch.finfo(dtype).max)
         for name, v in (("mean", mean), ("scale", scale), ("bias", bias)):
-            big = np.abs(np.asarray(v, np.float64)) > top
+            big = np.abs(v) > top
             if big.any():  # (an infinity in the buffer: NaN outputs where nbbn's are finite)
                 raise ValueError(f"the {name} is beyond {dtype}'s range in channels "
                                  f"{np.flatnonzero(big)[:5].tolist()}: use a wider dtype "
                                  "(torch.float32 or torch.float64)")
-        mean64 = torch.tensor(np.asarray(mean, np.float64))
+        mean64 = torch.tensor(mean)  # (a copy: the caller's array is never shared)
         hi = mean64.to(dtype)
         lo = (mean64 - hi.to(torch.float64)).to(dtype)
         self.channel_axis = int(channel_axis)
         self.register_buffer("mean", hi.to(device))
         self.register_buffer("mean_lo", lo.to(device))
-        self.register_buffer("scale", torch.tensor(np.asarray(scale, np.float64)).to(
+        self.register_buffer("scale", torch.tensor(scale).to(
             device=device, dtype=dtype))
-        self.register_buffer("bias", torch.tensor(np.asarray(bias, np.float64)).to(
+        self.register_buffer("bias", torch.tensor(bias).to(
             device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
