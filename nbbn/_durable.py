@@ -23,6 +23,11 @@ changes a process-wide setting for a moment and races with other threads creatin
 files. When the target already exists its permission bits are copied to the new file,
 as writing over it with ``open`` would keep them.
 
+Ctrl-C: creating and locking the temporary file, the close after the rename and an
+abort's remove and close run under :class:`~nbbn._interrupt.deferred_sigint` (an
+interrupt between them would leave a file or a descriptor to no one);
+:func:`write_checked_npz` holds it back for its whole (small) write.
+
 A writer holds an exclusive ``flock`` on its temporary file until the rename (where
 ``fcntl`` exists), so :func:`remove_stale_temps` removes the files of writers that
 died, never the one a live writer in another process is filling.
@@ -55,6 +60,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from ._interrupt import deferred_sigint
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -165,6 +172,20 @@ class Replacement:
             # mode made the temporary file itself unwritable)
             raise PermissionError(errno.EACCES, "the file is read-only: nbbn does not "
                                   "replace a file it may not write", str(self.target))
+        self._fd: int | None = None
+        try:  # (Ctrl-C held back: raised between the creation and self._fd, it would
+            # leave the file and its descriptor to no one; raised at the end, it aborts)
+            with deferred_sigint():
+                self.path = self._create_locked(folder)
+                if mode is not None:
+                    with contextlib.suppress(OSError):
+                        os.chmod(self.path, mode)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create_locked(self, folder: Path) -> Path:
+        """Create and lock a temporary file of a free name in ``folder`` (``self._fd``)."""
         for _ in range(_ATTEMPTS):
             tmp = folder / _temp_name(self.target.name)
             try:
@@ -179,15 +200,11 @@ class Replacement:
             except OSError as exc:  # name the target, not the temporary file
                 raise type(exc)(exc.errno, exc.strerror, str(self.target)) from None
             if _lock(fd, str(tmp)):
-                break
+                self._fd = fd
+                return tmp
             os.close(fd)
-        else:  # pragma: no cover - 100 collisions of 32 random bits
-            raise FileExistsError(f"{self.target}: no free temporary name in {folder}")
-        self.path = tmp
-        self._fd: int | None = fd
-        if mode is not None:
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, mode)
+        raise FileExistsError(  # pragma: no cover - 100 collisions of 32 random bits
+            f"{self.target}: no free temporary name in {folder}")
 
     @staticmethod
     def _create(tmp: Path) -> int:
@@ -228,11 +245,12 @@ class Replacement:
         except BaseException:
             self.abort()
             raise
-        os.close(self._fd)
-        self._fd = None
-        _fsync_dir(self.target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with deferred_sigint():  # (in place now: Ctrl-C waits for the rest)
+            os.close(self._fd)
+            self._fd = None
+            _fsync_dir(self.target.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _put_in_place(self) -> Path | None:
         """``fsync`` the temporary file and rename it over the target; where an old
@@ -246,10 +264,11 @@ class Replacement:
         """Remove the temporary file; the target stays as it was."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            _remove(str(self.path))
-        os.close(self._fd)
-        self._fd = None
+        with deferred_sigint():
+            with contextlib.suppress(OSError):
+                _remove(str(self.path))
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> Self:
         return self
@@ -479,7 +498,9 @@ def write_checked_npz(target: str | os.PathLike[str], entries: dict) -> None:
     """Write ``entries`` and their :func:`checksum` (entry ``"checksum"``) as an ``.npz``.
 
     Atomically, through a :class:`Replacement`: ``target`` is the old file or the new
-    one, never a mix.
+    one, never a mix. Ctrl-C is held back until the file is in place (these files are
+    small: statistics, checkpoints), then raised: an interrupt inside ``np.savez``
+    would surface as zipfile's ``ValueError`` and leave the temporary file behind.
 
     Parameters
     ----------
@@ -498,5 +519,5 @@ def write_checked_npz(target: str | os.PathLike[str], entries: dict) -> None:
     import numpy as np
 
     entries = {**entries, "checksum": np.asarray(checksum(entries))}
-    with atomic_write(target) as f:
+    with deferred_sigint(), atomic_write(target) as f:
         np.savez(f, **entries)

@@ -26,7 +26,8 @@ __all__ = ["SigintGuard", "deferred_sigint"]
 
 class deferred_sigint:  # noqa: N801 (used as a function: ``with deferred_sigint():``)
     """Hold Ctrl-C back for a short step that must end whole (a merge into a state in
-    place, run on several threads, and the lock around it): SIGINT only sets a flag
+    place, run on several threads, and the lock around it; the steps of a durable
+    file's write that must end together, ``_durable``): SIGINT only sets a flag
     while inside, and the handler that was in place runs at the exit (raising
     ``KeyboardInterrupt`` for Python's own). In the main thread only (signals are
     handled there); elsewhere, or when SIGINT is ignored, this does nothing."""

@@ -139,6 +139,61 @@ def test_a_transform_that_fails_midway_keeps_the_old_output(tmp_path, rng):
     assert out.read_bytes() == before and temps(tmp_path) == []
 
 
+# ------------------------------------------------------------------ Ctrl-C
+def ctrl_c() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)  # (Python raises it at the next bytecode)
+
+
+@pytest.mark.skipif(not POSIX, reason="os.kill(SIGINT) interrupts the process itself on POSIX")
+def test_ctrl_c_inside_a_save_writes_the_file_whole_then_raises(tmp_path, monkeypatch):
+    """A statistics file is small: Ctrl-C waits for it (inside ``np.savez`` it would
+    surface as zipfile's ValueError and leave the temporary file and its descriptor)."""
+    path = tmp_path / "stats.npz"
+    savez = np.savez
+
+    def interrupted_savez(f, **entries):
+        f.write(b"PK")
+        ctrl_c()
+        f.seek(0)
+        savez(f, **entries)
+
+    monkeypatch.setattr(np, "savez", interrupted_savez)
+    rs = nbbn.channel_stats(X, 1)
+    with pytest.raises(KeyboardInterrupt):
+        rs.save(path)
+    monkeypatch.undo()
+    assert temps(tmp_path) == []
+    np.testing.assert_array_equal(nbbn.RunningStats.load(path).mean, rs.mean)
+
+
+@pytest.mark.skipif(not POSIX, reason="os.kill(SIGINT) interrupts the process itself on POSIX")
+@pytest.mark.parametrize("step", ["_lock", "_rename"])
+def test_ctrl_c_while_a_temporary_file_is_made_or_committed_leaves_none(
+        tmp_path, monkeypatch, step):
+    """Between the writer's lock on its new temporary file and ``__init__``'s end (or
+    between the rename and closing the file) an interrupt would leave the file, or its
+    descriptor, to no one."""
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    real = getattr(_durable, step)
+
+    def interrupted(*args):
+        done = real(*args)
+        ctrl_c()
+        return done
+
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    monkeypatch.setattr(_durable, step, interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_write(target, "w") as f:
+        f.write("new")
+    assert temps(tmp_path) == []
+    assert target.read_text() == ("old" if step == "_lock" else "new")
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_replacement_commits_or_aborts(tmp_path):
     target = tmp_path / "t.txt"
     target.write_text("old")
