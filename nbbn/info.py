@@ -47,11 +47,14 @@ def normalize_lists(stats, *, divide_by: float = 1.0) -> str:
 
 
 def _looks_8bit(stats) -> bool:
-    """True when every channel's values lie in [0, 255] and some exceed 1 (pixel data)."""
+    """True when every channel's values lie in [0, 255], some exceed 1 and every minimum
+    and maximum is a whole number (pixel data; float data that happens to lie in
+    [0, 255], such as percentages, has fractional extremes)."""
     lo, hi = stats.min, stats.max
     return bool(
         lo.size and np.all(np.isfinite(lo) & np.isfinite(hi)) and lo.min() >= 0
         and hi.max() <= 255 and hi.max() > 1
+        and np.all(lo == np.floor(lo)) and np.all(hi == np.floor(hi))
     )
 
 

@@ -65,8 +65,9 @@ def test_info_table_version_and_lists(uint8_stats, capsys):
     assert "ToTensor()" in out
 
 
-def test_info_float_data_has_no_255_lists(tmp_path, rng, capsys):
-    x = rng.standard_normal((100, 4))
+@pytest.mark.parametrize("scale", [1.0, 100.0])  # (around 0; percentages in [0, 100])
+def test_info_float_data_has_no_255_lists(tmp_path, rng, capsys, scale):
+    x = rng.standard_normal((100, 4)) if scale == 1 else rng.uniform(0, scale, (100, 4))
     path = tmp_path / "f.npz"
     nbbn.channel_stats(x, channel_axis=-1).save(path)
     assert main(["info", str(path)]) == 0
