@@ -71,13 +71,24 @@ try:
 except ImportError:  # Windows: an open file cannot be deleted there anyway
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TMP_SUFFIX", "Replacement", "StoreReplacement", "atomic_write", "checksum",
-           "remove_stale_temps", "write_checked_npz"]
+__all__ = ["TMP_SUFFIX", "Replacement", "StoreReplacement", "atomic_write", "check_file_path",
+           "checksum", "remove_stale_temps", "write_checked_npz"]
 
 TMP_SUFFIX = ".nbbn-tmp"
 """The suffix of every temporary file nbbn writes (``.{name}.{random}.nbbn-tmp``)."""
 
 _ATTEMPTS = 100
+
+
+def check_file_path(path: str | os.PathLike[str]) -> None:
+    """IsADirectoryError for a file's path that ends in a separator (``"out/"``), as
+    ``open(path, "w")`` gives: ``Path()`` drops the separator, and the file would be
+    written under the folder's name."""
+    name = os.fspath(path)
+    seps = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if isinstance(name, str) and name.endswith(seps):
+        raise IsADirectoryError(errno.EISDIR, "a file's path, ending in a separator, "
+                                "names a folder", name)
 
 
 def _temp_name(name: str) -> str:
@@ -161,7 +172,11 @@ class Replacement:
         The temporary file cannot be created (permissions, disk full).
     """
 
+    _FOLDER = False  # (the target is a file; StoreReplacement's is a folder)
+
     def __init__(self, target: str | os.PathLike[str]) -> None:
+        if not self._FOLDER:
+            check_file_path(target)
         # a link is followed (as ``cp`` and ``open`` follow it): its file is replaced,
         # the link kept, where a rename onto the link would replace the link itself
         self.target = Path(os.path.realpath(target) if os.path.islink(target) else target)
@@ -295,6 +310,8 @@ class StoreReplacement(Replacement):
     target, path : pathlib.Path
         The folder replaced on commit, and the temporary one to fill.
     """
+
+    _FOLDER = True
 
     @staticmethod
     def _create(tmp: Path) -> int:

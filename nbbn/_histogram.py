@@ -49,7 +49,7 @@ class Histogram:
         if counts.size and int(counts.max()) > COUNT_LIMIT:  # (a uint64 bin could wrap)
             raise ValueError("a histogram's counts must be at most 2**62 (nbbn's limit per "
                              f"channel), got {int(counts.max())}")
-        self.counts = counts.astype(np.int64, copy=False)
+        self.counts = counts.astype(np.int64)  # (a copy: never the caller's array)
 
     @classmethod
     def empty(cls, channels: int, dtype) -> Histogram:

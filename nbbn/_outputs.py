@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._durable import Replacement, StoreReplacement, remove_stale_temps
+from ._durable import Replacement, StoreReplacement, check_file_path, remove_stale_temps
 from ._pages import release_span, releaser
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, worded
@@ -194,6 +194,7 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
             raise IsADirectoryError(f"{out} is a folder: expected the path of the .npy "
                                     "file to write")
         if path.suffix == ".npy":
+            check_file_path(out)
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
         if path.suffix == ".zarr":

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._affine import result_dtype
 from ._datasets import default_batched, open_items
-from ._durable import remove_stale_temps
+from ._durable import check_file_path, remove_stale_temps
 from ._interrupt import SigintGuard
 from ._layout import check_axis
 from ._outputs import Writer, open_writer
@@ -241,6 +241,8 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
     if resume and checkpoint is None:
         raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
                      resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
+    if checkpoint is not None:
+        check_file_path(checkpoint)
     if checkpoint is not None and isinstance(source, (str, os.PathLike)) and read_as_data(
             os.fspath(source), os.fspath(checkpoint)):
         raise worded(ValueError, "{checkpoint} would be read as data of {source} (a file "
@@ -540,7 +542,9 @@ def read_as_data(source: str, path: str) -> bool:
 def check_writable_folder(path, what: str) -> None:
     """PermissionError, before a fit, when the folder of ``path`` (a file to be written
     after it, or during it) does not let this process create files, or ``path`` is a
-    file this process may not write (it would be refused after the fit)."""
+    file this process may not write (it would be refused after the fit); an
+    IsADirectoryError for a path that ends in a separator."""
+    check_file_path(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path}: the folder {folder} is not writable (checked "

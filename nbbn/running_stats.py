@@ -780,6 +780,8 @@ class RunningStats:
             # file, and could pass int64 in a merge whose counts are within the limit)
             elif (rs.histogram.counts > count.astype(np.int64)[:, None]).any():
                 raise ValueError("RunningStats histogram has a bin above its channel's count")
+            else:  # (every value counted is in one bin: the sums are the counts)
+                _check_histogram_sums(rs.histogram.counts, count)
         rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
 
@@ -895,6 +897,18 @@ def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
     out = a.histogram.copy()
     out += b.histogram
     return out
+
+
+def _check_histogram_sums(hist: np.ndarray, count: np.ndarray) -> None:
+    """ValueError unless each channel's bins sum to its count (a float64 sum first: an
+    int64 sum of 65,536 bins of up to 2**62 could wrap)."""
+    rough = hist.sum(axis=1, dtype=np.float64)
+    sums = hist.sum(axis=1) if (rough < 2.0 ** 62 * 1.5).all() else rough
+    bad = np.flatnonzero(sums != count.astype(np.int64))
+    if bad.size:
+        c = int(bad[0])
+        raise ValueError(f"RunningStats histogram counts {int(sums[c])} values in channel "
+                         f"{c}, the statistics {int(count[c])}")
 
 
 def counted_nothing(rs: RunningStats) -> bool:

@@ -52,7 +52,7 @@ def write_save(path: Path) -> None:
 
 def write_checkpoint(path: Path) -> None:
     """A fit with a checkpoint, resumed (and so rewritten) when the file exists."""
-    nbbn.fit(X, checkpoint=path, resume=path.exists(), progress=False)
+    nbbn.fit(X, checkpoint=path, resume=os.path.exists(path), progress=False)
 
 
 def write_transform(path: Path) -> None:
@@ -192,6 +192,16 @@ def test_ctrl_c_while_a_temporary_file_is_made_or_committed_leaves_none(
     assert target.read_text() == ("old" if step == "_lock" else "new")
     if fds is not None:
         assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_path_ending_in_a_separator_is_refused(tmp_path, writer):
+    """``open("out/", "w")`` refuses such a path; ``Path()`` drops the separator, and the
+    file was written under the name the user meant as a folder (found in review)."""
+    path = str(tmp_path / NAMES[writer]) + os.sep
+    with pytest.raises(IsADirectoryError, match="ending in a separator"):
+        WRITERS[writer](path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_replacement_commits_or_aborts(tmp_path):

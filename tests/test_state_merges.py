@@ -174,6 +174,40 @@ def test_a_histogram_beyond_its_counts_is_refused():
             nbbn.RunningStats.from_dict(d)
 
 
+def test_a_histogram_whose_sums_are_not_the_counts_is_refused():
+    """Every value counted is in one bin: bins that sum to more (or fewer) values than
+    the channel's count are a hand-made or damaged state, whose percentiles would be
+    wrong after the next update. The sums are checked without wrapping int64."""
+    u8 = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    d = nbbn.RunningStats(-1).update(u8).to_dict()
+    d["histogram"] = np.zeros((3, 256), np.int64)
+    d["histogram"][:, 0] = 4
+    d["histogram"][1, 7] = 1
+    with pytest.raises(ValueError, match="counts 5 values in channel 1, the statistics 4"):
+        nbbn.RunningStats.from_dict(d)
+    d["histogram"][1, 7] = 0
+    d["histogram"][2, 0] = 3
+    with pytest.raises(ValueError, match="counts 3 values in channel 2"):
+        nbbn.RunningStats.from_dict(d)
+    big = dict(d, count=np.full(3, 2 ** 62, np.int64))  # (bins of 2**62 each: 2**78)
+    big["histogram"] = np.full((3, 65536), 2 ** 62, np.int64)
+    with pytest.raises(ValueError, match="in channel 0, the statistics 4611686018427387904"):
+        nbbn.RunningStats.from_dict(big)
+
+
+def test_states_from_one_dict_do_not_share_its_histogram():
+    """``from_dict`` copies the histogram as it copies the statistics: two states made
+    from one dict, or the dict itself, are not changed by the other's updates."""
+    u8 = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    d = nbbn.RunningStats(-1).update(u8).to_dict()
+    d["histogram"] = np.zeros((3, 256), np.int64)
+    d["histogram"][:, 0] = 4
+    a, b = nbbn.RunningStats.from_dict(d), nbbn.RunningStats.from_dict(d)
+    a.update(np.full((2, 3), 7, np.uint8))
+    assert a.histogram.counts[:, 7].tolist() == [2, 2, 2]
+    assert b.histogram.counts.sum() == d["histogram"].sum() == 12
+
+
 def test_to_dict_reads_statistics_and_histogram_together():
     """``to_dict`` copies the statistics and the histogram under one lock: a save while
     another thread updates paired old counts with a newer histogram, which ``load``
