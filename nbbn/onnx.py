@@ -236,6 +236,7 @@ def _convert(scope, op, container) -> None:
     if axis not in (-1, 1):
         raise ValueError(f"a pipeline's data are 2-d (samples, features): channel_axis must "
                          f"be -1 or 1, got {axis}")
+    _check_input_shapes(op.inputs, aff.channels, type(op.raw_operator).__name__)
     dt = np.dtype(guess_numpy_type(op.outputs[0].type))
     dt = dt if dt == np.float64 else np.dtype(np.float32)
     proto = guess_proto_type(op.outputs[0].type)
@@ -260,6 +261,23 @@ def _convert(scope, op, container) -> None:
                            name=scope.get_unique_operator_name("Identity"))
 
 
+def _check_input_shapes(inputs, channels: int, name: str) -> None:
+    """ValueError unless skl2onnx's inputs are 2-d and their known widths sum to the
+    fitted features: the converter's (C,) constants broadcast along the last axis, so
+    (N, C, H, W) input fitted with channel_axis=1 gave wrong numbers, silently, where W
+    was C (nbbn.onnx.to_onnx exports N-d models)."""
+    shapes = [getattr(v.type, "shape", None) for v in inputs]
+    for shape in shapes:
+        if shape is not None and len(shape) != 2:
+            raise ValueError(f"skl2onnx converts {name} for 2-d (samples, features) input, "
+                             f"got a {len(shape)}-d input {list(shape)}: export N-d models "
+                             "with nbbn.onnx.to_onnx(scaler, ndim=...)")
+    widths = [None if shape is None else shape[1] for shape in shapes]
+    if all(isinstance(w, (int, np.integer)) for w in widths) and sum(widths) != channels:
+        raise ValueError(f"{name} was fitted on {channels} features, the input to convert "
+                         f"has {sum(widths)}")
+
+
 def register_skl2onnx(estimator: type | None = None) -> None:
     """Register nbbn's converter with skl2onnx, so that ``skl2onnx.to_onnx(pipeline, X)``
     converts pipelines that contain nbbn's ``StandardScaler`` (with the exact graph).
@@ -268,8 +286,9 @@ def register_skl2onnx(estimator: type | None = None) -> None:
     ----------
     estimator : type, optional
         The estimator class to register (default ``nbbn.sklearn.StandardScaler``); any
-        class with fitted ``mean_``, ``scale_``, ``with_mean``, ``with_std`` and
-        ``n_features_in_`` attributes converts the same way. Registering
+        transformer class (with a ``transform`` method) with fitted ``mean_``,
+        ``scale_``, ``with_mean``, ``with_std`` and ``n_features_in_`` attributes
+        converts the same way. Registering
         scikit-learn's own ``StandardScaler`` replaces skl2onnx's converter for it in
         this process (with its options, such as ``div``).
 

@@ -337,6 +337,13 @@ def test_skl2onnx_pipeline():
         skl2onnx.to_onnx(nd, np.zeros((1, 16), np.float32))
     with pytest.raises(TypeError, match="the estimator's class"):
         nbbn_onnx.register_skl2onnx(StandardScaler())
+    # images fitted with channel_axis=1: the converter's (C,) constants would broadcast
+    # along the last axis (W == C here: wrong numbers, silently); and a wrong width
+    images = StandardScaler(channel_axis=1).fit(x[:96].reshape(8, 4, 3, 4))
+    with pytest.raises(ValueError, match="2-d .* got a 4-d input"):
+        skl2onnx.to_onnx(images, x[:12].reshape(1, 4, 3, 4))
+    with pytest.raises(ValueError, match="fitted on 4 features, the input to convert has 5"):
+        skl2onnx.to_onnx(sc, np.zeros((1, 5), np.float32))
 
 
 def test_skl2onnx_integer_and_dataframe_inputs():
