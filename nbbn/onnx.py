@@ -273,9 +273,10 @@ def _check_input_shapes(inputs, channels: int, name: str) -> None:
                              f"got a {len(shape)}-d input {list(shape)}: export N-d models "
                              "with nbbn.onnx.to_onnx(scaler, ndim=...)")
     widths = [None if shape is None else shape[1] for shape in shapes]
-    if all(isinstance(w, (int, np.integer)) for w in widths) and sum(widths) != channels:
+    known = [int(w) for w in widths if isinstance(w, (int, np.integer))]
+    if len(known) == len(widths) and sum(known) != channels:
         raise ValueError(f"{name} was fitted on {channels} features, the input to convert "
-                         f"has {sum(widths)}")
+                         f"has {sum(known)}")
 
 
 def register_skl2onnx(estimator: type | None = None) -> None:
