@@ -168,10 +168,11 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     if fmt != FORMAT_NAME:
         what = "a statistics file" if fmt == "nbbn.RunningStats" else "not an nbbn checkpoint"
         raise CheckpointError(f"{where} is {what} (format {fmt!r}, expected {FORMAT_NAME!r})")
-    try:
-        version = int(d["version"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{where} has no valid format version") from None
+    v = np.asarray(d.get("version", ""))
+    if v.shape or v.dtype.kind not in "iu":  # (a text or fraction: hand-made, not ours)
+        raise CheckpointError(f"{where} has no valid format version (expected an integer, "
+                              f"got {v.tolist()!r})")
+    version = int(v)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{where} has format version {version}, newer than this nbbn reads "
@@ -187,6 +188,9 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
         meta = json.loads(str(d["meta"]))
     except ValueError as exc:
         raise CheckpointError(f"{where} has unreadable metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where} has unreadable metadata (expected a JSON object, "
+                              f"got {type(meta).__name__})")
     missing = [k for k in _META_FIELDS if k not in meta]
     if "fingerprint" not in (meta if version < 2 else d):  # (version 1: in the meta text)
         missing.append("fingerprint")
@@ -203,14 +207,24 @@ def load_checkpoint(path, *, backend: str = "auto") -> Checkpoint:
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{where} holds invalid statistics: {exc}") from exc
     pos = meta["position"]
-    if not (isinstance(pos, dict) and isinstance(pos.get("shard"), int)
-            and isinstance(pos.get("row"), int) and pos["shard"] >= 0 and pos["row"] >= 0):
+    if not (isinstance(pos, dict) and _count(pos.get("shard")) and _count(pos.get("row"))):
         raise CheckpointError(f"{where} has an invalid position {pos!r}")
+    bad = [k for k in ("rows_done", "bytes_done") if not _count(meta[k])]
+    bad += [] if isinstance(meta["settings"], dict) else ["settings"]
+    bad += [] if isinstance(meta["complete"], bool) else ["complete"]
+    if bad:
+        raise CheckpointError(f"{where} has invalid metadata: "
+                              + ", ".join(f"{k}={meta[k]!r}" for k in bad))
     extra = {k: v for k, v in meta.items()
              if k not in (*_META_FIELDS, "fingerprint", "written_unix")}
     return Checkpoint(stats, pos, fingerprint, meta["settings"],
                       int(meta["rows_done"]), int(meta["bytes_done"]), bool(meta["complete"]),
                       extra)
+
+
+def _count(v) -> bool:
+    """Whether a JSON value is a count: an int >= 0 (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int) -> None:

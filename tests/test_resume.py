@@ -306,6 +306,32 @@ def test_newer_version_and_missing_fields_refused(shards, ckpt):
         fit(shards, checkpoint=ckpt, resume=True)
 
 
+@pytest.mark.parametrize("change, msg", [
+    (lambda m: "a string", "expected a JSON object, got str"),
+    (lambda m: dict(m, rows_done="abc"), "invalid metadata: rows_done='abc'"),
+    (lambda m: dict(m, bytes_done=-1), "invalid metadata: bytes_done=-1"),
+    (lambda m: dict(m, settings=[1]), r"invalid metadata: settings=\[1\]"),
+    (lambda m: dict(m, complete=1), "invalid metadata: complete=1"),
+    (lambda m: dict(m, position=dict(m["position"], shard=True)), "invalid position"),
+])
+def test_hand_made_metadata_refused(shards, ckpt, change, msg):
+    """A checkpoint whose checksum matches but whose metadata no fit writes (found in
+    review: a bare TypeError or ValueError that named no file, or loaded)."""
+    def edit(d):
+        d["meta"] = np.asarray(json.dumps(change(json.loads(str(d["meta"])))))
+
+    rewrite(ckpt, edit)
+    with pytest.raises(CheckpointError, match=msg):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+@pytest.mark.parametrize("version", [np.asarray("2"), np.asarray(2.7)])
+def test_a_version_that_is_not_an_integer_is_refused(shards, ckpt, version):
+    rewrite(ckpt, lambda d: d.update(version=version))
+    with pytest.raises(CheckpointError, match="no valid format version"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
 def test_version_1_checkpoints_resume(shards, ckpt):
     # version 1 held the fingerprint in the meta text, version 2 in an entry of its own
     def as_version_1(d):
