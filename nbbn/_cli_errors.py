@@ -14,7 +14,7 @@ import argparse
 import ast
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ._wording import Param, python_spelling, spell, spell_notes
 
@@ -69,7 +69,8 @@ def cli_speller(sub: argparse.ArgumentParser | None) -> Callable[[Param], str]:
     return speller
 
 
-def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> str:
+def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None,
+             keep: Sequence[str] = ()) -> str:
     """The error as one line in the command line's terms.
 
     Parameters
@@ -79,6 +80,9 @@ def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> 
     sub : argparse.ArgumentParser, optional
         The subcommand's parser: parameters named in the message are spelled as its
         options (``resume=True`` -> ``--resume``).
+    keep : sequence of str, optional
+        The command's own arguments: where the message repeats one (a path such as a
+        partition folder ``workers=2``) it is not respelled.
 
     Returns
     -------
@@ -94,7 +98,7 @@ def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None) -> 
     notes = spell_notes(exc, speller)
     if notes:
         text += " (" + " ".join(notes) + ")"
-    return " ".join(_respell_literals(text, sub, speller).split())
+    return " ".join(_respell_literals(text, sub, speller, keep).split())
 
 
 # ``name=<Python literal>`` in a message raised without nbbn._wording (nan_policy='raise'),
@@ -104,10 +108,20 @@ _LITERAL = re.compile(r"(?<![\w/\\.=-])([a-z_]+)=('[^']*'|\"[^\"]*\"|True|False|
 
 
 def _respell_literals(text: str, sub: argparse.ArgumentParser | None,
-                      speller: Callable[[Param], str]) -> str:
+                      speller: Callable[[Param], str], keep: Sequence[str] = ()) -> str:
     """``text`` with ``name=value`` spelled as the option of ``sub`` whose dest is
-    ``name`` (``nan_policy='raise'`` -> ``--nan-policy raise``); other names stay."""
+    ``name`` (``nan_policy='raise'`` -> ``--nan-policy raise``); other names stay, and
+    so do the strings of ``keep`` (the user's own arguments) where the text has them."""
     if sub is None:
+        return text
+    kept = sorted({k for k in keep if "=" in k and k in text}, key=len, reverse=True)
+    if kept:  # (each one hidden behind a mark without letters while the rest is spelled)
+        marks = {f"\x00{i}\x00": k for i, k in enumerate(kept)}
+        for mark, k in marks.items():
+            text = text.replace(k, mark)
+        text = _respell_literals(text, sub, speller)
+        for mark, k in marks.items():
+            text = text.replace(mark, k)
         return text
     dests = {a.dest for a in sub._actions if a.option_strings}
 

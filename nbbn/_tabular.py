@@ -48,7 +48,7 @@ import numpy as np
 from ._labels import shown
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
-from ._wording import Param, worded
+from ._wording import Param, files_label, worded
 from .sources import BATCH_BYTES, Acquire, Batch, Position, Source
 
 __all__ = ["CSV_SUFFIXES", "PARQUET_SUFFIXES", "READ_AHEAD_ROW_GROUPS", "TableSource",
@@ -551,7 +551,7 @@ def open_table_path(path: str, columns=None) -> TableSource | None:
     paths = _table_paths(path)
     if not paths:
         return None
-    return _open_files(paths, columns, path if len(paths) == 1 else f"{path} ({len(paths)} files)")
+    return _open_files(paths, columns, path if len(paths) == 1 else files_label(path, len(paths)))
 
 
 def _table_paths(path: str) -> list[str]:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Param", "add_note", "python_spelling", "spell", "spell_notes", "worded"]
+__all__ = ["Param", "add_note", "files_label", "python_spelling", "spell", "spell_notes",
+           "worded"]
 
 _NOTHING: Any = object()
 
@@ -177,3 +178,8 @@ def spell_notes(exc: BaseException, speller: Callable[[Param], str]) -> list[str
         else:
             out.append(str(note))
     return out
+
+
+def files_label(path: str, n: int) -> str:
+    """A source's name in messages: ``path (3 files)``, ``path (1 file)``."""
+    return f"{path} ({n} file{'s' * (n != 1)})"

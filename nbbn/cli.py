@@ -177,6 +177,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"-o {out}: expected a path ending in .png (the plot is a PNG)")
     if args.dpi < 10:
         raise ValueError(f"--dpi must be at least 10, got {args.dpi}")
+    import os
+
+    for figure in (out, out.with_suffix(".histogram.png")):  # (a stats file named .png)
+        if os.path.exists(figure) and os.path.samefile(figure, args.stats):
+            raise ValueError(f"{figure} is the statistics file STATS: the plot would "
+                             "overwrite it; pass -o FILE.png")
     stats = _load_stats(args.stats)
     from .plot import plot_stats, undrawn_note
 
@@ -313,10 +319,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     checkpoint_interval=interval, client=client,
                     columns=args.columns)
     text = format_json(stats) if args.format == "json" else format_table(stats)
-    print(text.rstrip("\n"))  # first: shown even if the save below fails
-    if args.output is not None:
-        stats.save(args.output)
-        print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
+    try:
+        print(text.rstrip("\n"))  # first: shown even if the save below fails
+    finally:  # (and the save made even if the print fails: a closed pipe, a full disk)
+        if args.output is not None:
+            stats.save(args.output)
+            print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
     if stats.skipped:
         n = len(stats.skipped)
         print(f"nbbn fit: skipped {n} file{'s' * (n != 1)}:", *stats.skipped, sep="\n  ",
@@ -846,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        line = one_line(exc, _subcommand(parser, args.command))
+        line = one_line(exc, _subcommand(parser, args.command), keep=argv)
         print(f"nbbn {args.command}: error: {line}", file=sys.stderr)
         return 2
 

@@ -75,7 +75,7 @@ from ._shards import (
 )
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
 from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
-from ._wording import Param, worded
+from ._wording import Param, files_label, worded
 from .errors import CheckpointError
 
 __all__ = ["BATCH_BYTES", "Batch", "IterableSource", "Position", "Slot", "Source",
@@ -561,7 +561,7 @@ def _open_path(path: str, key, channel_axis) -> Source:
             paths = sorted(p for p in glob.glob(path) if p.endswith(SHARD_SUFFIXES))
             if not paths:
                 raise FileNotFoundError(f"{path}: the pattern matches no .npy or .npz file")
-            return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
+            return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
         h5path, sep, dataset = path.rpartition(":")
         if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
             if key is not None:
@@ -582,7 +582,7 @@ def _open_path(path: str, key, channel_axis) -> Source:
                        if q.suffix in SHARD_SUFFIXES and q.is_file())
         if not paths:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
-        return Source(_file_shards(paths, key), f"{path} ({len(paths)} files)", channel_axis)
+        return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
     return Source(_file_shards([path], key), path, channel_axis)
 
 

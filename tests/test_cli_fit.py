@@ -46,6 +46,27 @@ def data_file(tmp_path, rng):
 
 
 # ----------------------------------------------------------------------------- fit
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"),
+                                   OSError(28, "No space left on device")])
+def test_fit_saves_the_statistics_when_printing_them_fails(data_file, tmp_path,
+                                                          monkeypatch, error):
+    """``nbbn fit -o s.npz | head -1`` (a closed pipe) or a full disk under stdout: the
+    table was printed first and the statistics were lost, with exit 0 for the pipe."""
+    class Closed:
+        def write(self, text):
+            raise error
+
+        def flush(self):
+            pass
+
+    out = tmp_path / "stats.npz"
+    monkeypatch.setattr(sys, "stdout", Closed())
+    rc = main(["fit", str(data_file), "-o", str(out), "--no-progress"])
+    monkeypatch.undo()
+    assert rc == (0 if isinstance(error, BrokenPipeError) else 2)
+    assert same_bits(nbbn.RunningStats.load(out), nbbn.fit(data_file, progress=False))
+
+
 def test_fit_prints_table_and_writes_stats(data_file, tmp_path, capsys):
     out = tmp_path / "stats.npz"
     assert main(["fit", str(data_file), "--batch-size", "64", "-o", str(out),

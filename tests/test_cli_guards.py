@@ -224,6 +224,30 @@ def test_plot_refuses_a_name_that_is_not_png(tmp_path, capsys):
     assert not (tmp_path / "out.jpg").exists()
 
 
+@pytest.mark.parametrize("output", [None, "st.png"])
+def test_plot_refuses_to_write_over_its_statistics_file(tmp_path, capsys, output):
+    """A statistics file named ``st.png``: the default output (STATS with .png) or the
+    same -o was the file itself, which the plot replaced with a PNG."""
+    stats = tmp_path / "st.png"
+    nbbn.fit(np.ones((3, 2)), progress=False).save(stats)
+    before = stats.read_bytes()
+    argv = ["plot", str(stats)] + ([] if output is None else ["-o", str(tmp_path / output)])
+    user_error(argv, capsys, "is the statistics file STATS")
+    assert stats.read_bytes() == before
+
+
+def test_a_path_that_looks_like_an_option_is_not_respelled(tmp_path, capsys, monkeypatch):
+    """Hive-style partition folders (``workers=2``, ``batch_size=5``) named in a message
+    were rewritten as the options of the same names (``--workers 2``)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("workers=2", "batch_size=5"):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "a.npy", np.ones((4, 3)))
+    user_error(["fit", "workers=2", "--channel-axis", "7"], capsys,
+               "--channel-axis 7 is out of range", "data of workers=2 (1 file)")
+    user_error(["fit", "batch_size=5/b.npy"], capsys, "batch_size=5/b.npy")
+
+
 def test_one_skipped_file_and_one_row_are_singular(tmp_path):
     from nbbn._cli_errors import interrupted_message
     from nbbn.errors import FitInterrupted
