@@ -143,7 +143,8 @@ def read_stats(path) -> dict:
         except Exception as exc:  # zipfile, zlib and numpy raise many kinds
             raise ValueError(f"{path}: not a readable nbbn statistics file, truncated or "
                              f"corrupt ({type(exc).__name__}: {exc})") from exc
-    fmt = str(d.get("format", ""))
+    fmt = np.asarray(d.get("format", "")).tolist()  # (a str, or a foreign file's bytes)
+    fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else str(fmt)
     if fmt != FORMAT_NAME:
         what = "an nbbn checkpoint" if fmt == "nbbn.Checkpoint" else f"format {fmt!r}"
         raise ValueError(f"{not_ours}; this is {what}, expected format {FORMAT_NAME!r})")

@@ -71,8 +71,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     announce_compiles()
     error = None
-    if not args.size_mb > 0:
-        error = f"--size-mb must be positive, got {args.size_mb:g}"
+    if not 0 < args.size_mb < float("inf"):
+        error = f"--size-mb must be a positive number, got {args.size_mb:g}"
+    elif args.seed < 0:
+        error = f"--seed must be >= 0, got {args.seed}"
     elif args.workdir is not None and not Path(args.workdir).is_dir():
         error = f"--workdir {args.workdir}: no such folder"
     elif not args.no_plot and not Path(args.plot).resolve().parent.is_dir():
@@ -527,7 +529,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
                    "single-threaded workers vs in one process (needs nbbn[dask])")
-    p.add_argument("--images", type=int, nargs="?", const=2000, default=None, metavar="N",
+    p.add_argument("--images", type=int, nargs="?", const=_DEFAULT_IMAGES, default=None,
+                   metavar="N",
                    help="instead: nbbn fit of N generated JPEGs (default 2000; 40 with --quick) "
                    "against decoding alone and the common float64 recipe")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
@@ -549,6 +552,13 @@ _BENCH_NEEDS = {
 class _OptionError(ValueError):
     """Options that do not go together (a command that reads no user data reports it in
     one line, as a user error)."""
+
+
+class _DefaultImages(int):
+    """``--images`` without N (an int, told apart from an explicit N by identity)."""
+
+
+_DEFAULT_IMAGES = _DefaultImages(2000)
 
 
 def _check_bench_options(args: argparse.Namespace) -> None:
@@ -584,8 +594,13 @@ def _check_bench_options(args: argparse.Namespace) -> None:
     if len(modes) > 1:
         raise _OptionError(f"{' and '.join('--' + m for m in modes)}: each is a bench of "
                            "its own; run them one at a time")
-    if args.images is not None and args.images < 1:
+    if args.images is not None and args.images is not _DEFAULT_IMAGES and args.images < 1:
         raise _OptionError(f"--images must be at least 1, got {args.images}")
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        raise _OptionError(f"--workdir {args.workdir}: no such folder")
+    if not args.wait_quiet >= 0:
+        raise _OptionError(f"--wait-quiet must be a number of seconds >= 0, got "
+                           f"{args.wait_quiet}")
     if modes and args.backend == "cuda":
         raise _OptionError(f"--backend cuda times the CUDA kernels; --{modes[0]} is a "
                            "CPU bench of its own")
@@ -660,8 +675,8 @@ def _instead_bench(args: argparse.Namespace) -> Callable[[], dict] | None:
     if args.images is not None:
         from .tools.bench_images import run_images_bench
 
-        return lambda: run_images_bench(out, quick, repeats, workdir=workdir,
-                                        count=40 if quick else args.images)
+        count = args.images if args.images is not _DEFAULT_IMAGES else 40 if quick else 2000
+        return lambda: run_images_bench(out, quick, repeats, workdir=workdir, count=count)
     if args.tabular:
         from .tools.bench_tabular import run_tabular_bench
 

@@ -70,7 +70,9 @@ def test_unknown_subcommand_exits_2(capsys):
     assert e.value.code == 2
 
 
-@pytest.mark.parametrize("argv", [["demo", "--size-mb", "0"], ["bench", "--repeats", "0"]])
+@pytest.mark.parametrize("argv", [["demo", "--size-mb", "0"], ["bench", "--repeats", "0"],
+                                  ["demo", "--size-mb", "inf"], ["demo", "--seed", "-1"],
+                                  ["bench", "--wait-quiet", "nan"]])
 def test_bad_values_are_rejected(capsys, argv):
     assert main(argv) == 2
     assert "must be" in capsys.readouterr().err
@@ -166,6 +168,8 @@ def test_bench_only_selects_shapes(tmp_path, capsys):
     (["--json", "/nonexistent-folder/x.json"], "expected a file in an existing folder"),
     (["--pipeline-gb", "nan"], "--pipeline-gb must be a size in GB above 0, got nan"),
     (["--pipeline-gb", "-1", "--tabular"], "--pipeline-gb must be a size in GB above 0"),
+    (["--pipeline", "--workdir", "/nonexistent-folder"], "--workdir /nonexistent-folder: no "
+     "such folder"),
 ])
 def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, monkeypatch):
     """Benches that do not combine, and a bench whose extra is missing: one line, exit 2,
@@ -176,6 +180,18 @@ def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, mo
     cap = capsys.readouterr()
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap.err
     assert cap.err.startswith("nbbn bench: error: ") and needle in cap.err, cap.err
+
+
+@pytest.mark.parametrize("argv, count", [(["--images"], 40), (["--images", "3"], 3)])
+def test_bench_images_count_with_quick(argv, count, monkeypatch, capsys):
+    """--quick sets 40 images where --images has no N; an N given wins (it was ignored)."""
+    from nbbn.tools import bench_images
+
+    got = []
+    monkeypatch.setattr(bench_images, "run_images_bench", lambda *a, **k: got.append(k) or {})
+    monkeypatch.setattr("nbbn.cli._check_bench_options", lambda args: None)
+    assert main(["bench", "--quick", *argv]) == 0
+    assert got[0]["count"] == count
 
 
 def test_bench_quick_json(tmp_path, capsys):

@@ -142,3 +142,12 @@ def test_resume_refuses_a_change_in_the_shard_it_stopped_in(tmp_path, monkeypatc
     os.utime(src / "s2.npy", ns=(1, 1))
     with pytest.raises(CheckpointError, match="shard 2"):
         nbbn.fit(src, batch_size=10, checkpoint=ck, resume=True, progress=False)
+
+
+def test_a_foreign_npz_names_its_format_as_text(tmp_path):
+    """scipy's ``save_npz`` stores ``format`` as bytes: the message said
+    ``format "np.bytes_(b'csr')"``."""
+    path = tmp_path / "sparse.npz"
+    np.savez(path, format=np.bytes_(b"csr"), data=np.ones(2))
+    with pytest.raises(ValueError, match="this is format 'csr', expected format"):
+        nbbn.RunningStats.load(path)

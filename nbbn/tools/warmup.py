@@ -114,12 +114,9 @@ def _report(done: list[dict], dtype: str, layout: str, seconds: float,
 
 
 def _scipy_sparse():
-    try:
-        from scipy import sparse
-    except ImportError:
-        raise ImportError("the sparse layout needs scipy: pip install 'nbbn[sklearn]' "
-                          "(or scipy)") from None
-    return sparse
+    from .._shards_zarr_h5 import import_extra
+
+    return import_extra("scipy.sparse", "sparse", "the sparse layout")
 
 
 def _warm_sparse(dtype) -> None:
