@@ -326,6 +326,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = self._validate(X, reset=first, as_is=True)
         if issparse(X):
             self._refuse_centering()
+        if not first:
+            self._refuse_changed_settings(X.ndim)
         weight = _sample_weight(sample_weight, X.shape[0])
         # the batch merged into a copy of the fitted statistics, which replaces them once
         # every check has passed: where ``update`` merges a batch as it reads it (a wide
@@ -346,6 +348,20 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 self._refuse_nonfinite_in(X[absent], unchanged)
         self._set_fitted(stats, unchanged)
         return self
+
+    def _refuse_changed_settings(self, ndim: int) -> None:
+        """ValueError when ``set_params`` changed ``channel_axis`` (to another axis of
+        this data) or ``nan_policy`` since the fit: the fitted statistics pool other
+        values, or treated NaNs otherwise (a partial_fit merged as before, silently)."""
+        fitted = self.stats_
+        for name, old, new in (("channel_axis", fitted.channel_axis % ndim,
+                                self.channel_axis % ndim),
+                               ("nan_policy", fitted.nan_policy, self.nan_policy)):
+            if old != new:
+                raise ValueError(
+                    f"{name} is {getattr(self, name)!r}, but the fitted statistics were "
+                    f"computed with {getattr(fitted, name)!r}: partial_fit cannot merge "
+                    f"them; call fit to start over with the new {name}")
 
     @contextlib.contextmanager
     def _unchanged_on_error(self) -> Iterator[None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,45 @@ def test_sparse_transform_refuses_nan_under_raise(inverse):
         (sc.inverse_transform if inverse else sc.transform)(bad)
     with pytest.raises(ValueError, match="NaN"):
         (sc.inverse_transform if inverse else sc.transform)(bad.toarray())
+
+
+@pytest.mark.parametrize("name, value", [("channel_axis", 3), ("nan_policy", "propagate"),
+                                         ("nan_policy", "raise")])
+def test_partial_fit_refuses_settings_changed_since_the_fit(name, value):
+    """``set_params(channel_axis=...)`` or ``(nan_policy=...)`` between fit and
+    partial_fit merged the batch by the fitted settings, silently (found in review)."""
+    x = np.random.default_rng(3).normal(size=(4, 3, 5, 3))
+    sc = StandardScaler(channel_axis=1).fit(x)
+    before = sc.mean_.copy(), sc.n_samples_seen_
+    sc.set_params(**{name: value})
+    with pytest.raises(ValueError, match=f"{name} is .*fitted statistics were computed "
+                                         f"with .*call fit to start over"):
+        sc.partial_fit(x)
+    np.testing.assert_array_equal(sc.mean_, before[0])
+    assert sc.n_samples_seen_ == before[1]
+    sc.fit(x)  # (fit starts over with the new setting)
+
+
+def test_partial_fit_takes_another_name_for_the_same_axis():
+    x = np.random.default_rng(4).normal(size=(6, 2))
+    sc = StandardScaler(channel_axis=1).fit(x).set_params(channel_axis=-1).partial_fit(x)
+    assert sc.n_samples_seen_ == 12
+
+
+@pytest.mark.parametrize("shape", [(20, 4), (5, 1000), (3000, 7), (50000, 3)])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_weighted_sparse_n_samples_seen_is_one_number(shape, fmt):
+    """Without NaNs every feature counts every row: ``n_samples_seen_`` is one number,
+    the dense fit's (each column's weight was the stored rows' merged with the zeros',
+    whose rounding differed by column: a per-feature array, found in review); the sum
+    of the weights to an ulp, as the dense fit's."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(shape[0])
+    x = rng.normal(5, 2, shape)
+    x[rng.random(shape) < 0.6] = 0
+    w = rng.random(shape[0])
+    got = StandardScaler(with_mean=False).fit(getattr(sparse, f"{fmt}_matrix")(x),
+                                              sample_weight=w).n_samples_seen_
+    assert np.ndim(got) == 0
+    dense = StandardScaler().fit(x, sample_weight=w).n_samples_seen_
+    assert abs(got - math.fsum(w)) <= np.spacing(got) and abs(dense - got) <= np.spacing(got)

@@ -136,7 +136,7 @@ def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, 
             if k0 == k1:  # (most columns of a wide batch): the zeros alone
                 n, wsum, hi, lo, m2, mn, mx = _with_zeros(
                     0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, WEIGHTED, total_hi,
-                    total_lo, 0.0, 0.0)
+                    total_lo, 0.0, 0.0, True)
                 _store(si, sf, c, n, hi, lo, m2, mn, mx, 0, 0)
                 sw[c] = wsum
                 continue
@@ -212,17 +212,20 @@ def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, 
                 lo = 0.0
             n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx,
                                                       npos - stored, WEIGHTED, total_hi,
-                                                      total_lo, sh, sl)
+                                                      total_lo, sh, sl, nnan == 0)
             _store(si, sf, c, n, hi, lo, m2, mn, mx, nnan, ninf)
             sw[c] = wsum
 
 
 @numba.njit(fastmath=False)
-def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo, sh, sl
-                ):  # pragma: no cover - compiled
+def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo, sh, sl,
+                whole):  # pragma: no cover - compiled
     """A column's stored-entry statistics merged with its ``zeros`` implicit zeros (their
-    weight: the total weight minus the stored rows' ``sh + sl``). Scalars only: a
-    compiled callee that takes arrays costs their reference counts on every call."""
+    weight: the total weight minus the stored rows' ``sh + sl``). A column that counted
+    every row (``whole``: no NaN) gets the total weight as its weight, bit for bit (the
+    merged sum could differ from it in the last bits, column by column, and scikit-learn's
+    ``n_samples_seen_`` became a per-feature array). Scalars only: a compiled callee
+    that takes arrays costs their reference counts on every call."""
     if zeros > 0:
         if weighted:
             s, e = two_sum(total_hi, -sh)
@@ -233,6 +236,8 @@ def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo
         n += zeros
         mn = merge_min(mn, 0.0)
         mx = merge_max(mx, 0.0)
+    if weighted and whole:
+        wsum = total_hi + total_lo  # (the double-double's rounding: the dense path's sum)
     return n, wsum, hi, lo, m2, mn, mx
 
 
@@ -560,7 +565,7 @@ def _merge_column(recs, p0, p1, c, j, omit, weighted, total_hi, total_lo, npos, 
         sh, e = two_sum(sh, recs[p, c, SW_HI])
         sl += e + recs[p, c, SW_LO]
     n, wsum, hi, lo, m2, mn, mx = _with_zeros(n, wsum, hi, lo, m2, mn, mx, npos - stored,
-                                              weighted, total_hi, total_lo, sh, sl)
+                                              weighted, total_hi, total_lo, sh, sl, nnan == 0)
     _store(si, sf, j, n, hi, lo, m2, mn, mx, nnan, ninf)
     sw[j] = wsum
 
@@ -664,7 +669,7 @@ def _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
         if _empty(recs, t, c):  # (many, in a wide batch): the zeros alone
             n, wsum, hi, lo, m2, mn, mx = _with_zeros(
                 0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf, npos, weighted, total_hi,
-                total_lo, 0.0, 0.0)
+                total_lo, 0.0, 0.0, True)
             _store(si, sf, c0 + c, n, hi, lo, m2, mn, mx, 0, 0)
             sw[c0 + c] = wsum
         else:
