@@ -7,6 +7,8 @@ as absent. The weighted kernels are in :mod:`nbbn.backends.cpu_weighted`.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._layout import check_no_mask
@@ -36,6 +38,8 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
                          "not be 0 (axis 0 is the channel axis here)")
     check_no_mask(sample_weight, "sample_weight")
     w = np.asarray(host_values(sample_weight))
+    if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.flat):
+        w = w.astype(np.float64)  # (Python numbers in an object array, as scikit-learn)
     if w.dtype.kind not in "biuf":  # (booleans weigh 0 and 1, as in scikit-learn)
         raise TypeError(f"sample_weight must hold real numbers (bool, integer or floating), "
                         f"got dtype {w.dtype}")

@@ -543,3 +543,14 @@ def test_threaded_chunks_and_runs_match_one_thread_and_the_reference(rng, monkey
     c = np.unravel_index(at, x.shape)[axis % x.ndim]
     assert rs.mean[c] == np.inf and np.isnan(rs.var[c])
     assert np.isfinite(np.delete(rs.var, c)).all()
+
+
+def test_weights_in_an_object_array_are_read_as_numbers():
+    """Python numbers in an object array count as scikit-learn counts them; text does not."""
+    x = np.arange(12.0).reshape(4, 3)
+    w = np.array([1, 2.5, True, np.float32(0.5)], dtype=object)
+    got = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    want = nbbn.RunningStats(-1).update(x, sample_weight=w.astype(np.float64))
+    np.testing.assert_array_equal(got.mean, want.mean)
+    with pytest.raises(TypeError, match="sample_weight must hold real numbers"):
+        nbbn.RunningStats(-1).update(x, sample_weight=np.array([1, "1", 1, 1], dtype=object))
