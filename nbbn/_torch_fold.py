@@ -173,7 +173,8 @@ def fuse_bn(layer: Any, bn: Any) -> Any:
         gamma, beta = _f64(bn.weight), _f64(bn.bias)
     elif isinstance(bn, BatchNorm):
         _check_axis(bn.channel_axis, layer, "bn", "writes")
-        mean, var, gamma, beta = bn.running_mean, bn.running_var, bn.weight, bn.bias
+        mean, var = bn.running_mean, bn.running_var
+        gamma, beta = bn._affine_params()  # (checked as bn(x) checks them: any array kind)
     else:
         raise TypeError(f"expected a BatchNorm module, got {type(bn).__name__}")
     if bn.training:

@@ -34,8 +34,12 @@ class NormalizerModule(torch.nn.Module):
     (as nbbn does) and split into two numbers of the buffers' dtype (``mean`` rounded,
     ``mean_lo`` the rest), so that a float32 module keeps about float32's relative
     precision of ``x - mean`` even when ``|mean| >> std``. The arithmetic runs in the
-    buffers' dtype (``module.double()`` for float64); the output has the input's dtype
-    when that is floating, the buffers' dtype otherwise (nbbn's rule). Works with
+    buffers' dtype (``Normalizer.to_torch(dtype=torch.float64)`` for float64: a float32
+    module's ``.double()`` keeps its float32-rounded numbers); the output has the
+    input's dtype when that is floating, the buffers' dtype otherwise (nbbn's rule).
+    ``.half()``, ``.bfloat16()`` and ``.to(dtype)`` check the numbers against the new
+    dtype's range, as ``to_torch(dtype=...)`` does (the module unchanged on an error),
+    and split the mean again into ``mean`` and ``mean_lo`` of that dtype. Works with
     ``torch.jit.script`` and ``torch.export.export``.
 
     Parameters
@@ -64,16 +68,8 @@ class NormalizerModule(torch.nn.Module):
         scale = channel_vector(scale, mean.shape[0], "scale")
         bias = channel_vector(bias, mean.shape[0], "bias")
         channel_axis = check_axis(channel_axis)
-        top = float(torch.finfo(dtype).max)
-        for name, v in (("mean", mean), ("scale", scale), ("bias", bias)):
-            big = np.abs(v) > top
-            if big.any():  # (an infinity in the buffer: NaN outputs where nbbn's are finite)
-                raise ValueError(f"the {name} is beyond {dtype}'s range in channels "
-                                 f"{np.flatnonzero(big)[:5].tolist()}: use a wider dtype "
-                                 "(torch.float32 or torch.float64)")
-        mean64 = torch.tensor(mean)  # (a copy: the caller's array is never shared)
-        hi = mean64.to(dtype)
-        lo = (mean64 - hi.to(torch.float64)).to(dtype)
+        _check_range(dtype, mean=mean, scale=scale, bias=bias)
+        hi, lo = _split(torch.tensor(mean), dtype)  # (a copy: the caller's is never shared)
         self.channel_axis = int(channel_axis)
         self.register_buffer("mean", hi.to(device))
         self.register_buffer("mean_lo", lo.to(device))
@@ -100,9 +96,42 @@ class NormalizerModule(torch.nn.Module):
             return y.to(x.dtype)
         return y
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``.to()``, ``.half()``, ``.cuda()``...: a new floating dtype is checked first
+        (each number within its range) and gets the mean split again (``mean_lo``)."""
+        mean = self.mean.double() + self.mean_lo.double()  # type: ignore[union-attr]
+        old = self.mean.dtype  # type: ignore[union-attr]
+        new = fn(torch.empty(0, dtype=old, device=self.mean.device)).dtype  # type: ignore[union-attr]
+        if new != old and new.is_floating_point:
+            _check_range(new, mean=mean.cpu().numpy(),
+                         scale=self.scale.double().cpu().numpy(),  # type: ignore[union-attr]
+                         bias=self.bias.double().cpu().numpy())  # type: ignore[union-attr]
+        out = super()._apply(fn, recurse)
+        if new != old and new.is_floating_point:
+            self.mean, self.mean_lo = _split(mean.to(self.mean.device), new)  # type: ignore[union-attr]
+        return out
+
     def extra_repr(self) -> str:
         n = len(self.mean)  # type: ignore[arg-type]
         return f"num_channels={n}, channel_axis={self.channel_axis}"
+
+
+def _check_range(dtype: torch.dtype, **vectors: np.ndarray) -> None:
+    """ValueError when a number is beyond ``dtype``'s range (an infinity in the buffer:
+    NaN outputs where nbbn's are finite)."""
+    top = float(torch.finfo(dtype).max)
+    for name, v in vectors.items():
+        big = np.abs(v) > top
+        if big.any():
+            raise ValueError(f"the {name} is beyond {dtype}'s range in channels "
+                             f"{np.flatnonzero(big)[:5].tolist()}: use a wider dtype "
+                             "(torch.float32 or torch.float64)")
+
+
+def _split(mean64: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float64 mean as ``dtype``'s rounding and the rest (``mean``, ``mean_lo``)."""
+    hi = mean64.to(dtype)
+    return hi, (mean64 - hi.to(torch.float64)).to(dtype)
 
 
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,

@@ -150,13 +150,35 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name)))
             m.train()
+        untouched = _buffers(layers)
         seen = _run(model, data, num_samples, device, progress, forward)
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
         stats, calls = _merge_ranks(stats, calls)
         result = {name: rs for name, rs in stats.items() if not counted_nothing(rs)}
         _write(layers, result, calls)
+        # (a layer that saw only empty inputs is left as it was: torch's training
+        # forward counted those calls in its num_batches_tracked)
+        _copy_back([(name, m) for name, m in layers if name not in result], untouched)
     return result
+
+
+def _buffers(layers: list[tuple[str, Any]]) -> dict[str, tuple]:
+    """Copies of each layer's running buffers, by name."""
+    return {name: (m.running_mean.clone(), m.running_var.clone(),
+                   None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+            for name, m in layers}
+
+
+def _copy_back(layers: list[tuple[str, Any]], saved: dict[str, tuple]) -> None:
+    """The buffers of ``layers`` set back to their ``saved`` copies."""
+    with torch.no_grad():
+        for name, m in layers:
+            mean, var, nbt = saved[name]
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
 
 @contextlib.contextmanager
@@ -166,19 +188,12 @@ def _restoring(model: torch.nn.Module, layers: list[tuple[str, Any]]
     ``training`` flag is restored one by one (not ``train()``, which recurses); if the
     block raised, the layers' buffers are copied back as well."""
     modes = [(m, m.training) for m in model.modules()]
-    saved = [(m, m.running_mean.clone(), m.running_var.clone(),
-              None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for _, m in layers]
+    saved = _buffers(layers)
     handles: list[Any] = []
     try:
         yield handles
     except BaseException:
-        with torch.no_grad():
-            for m, mean, var, nbt in saved:
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                if nbt is not None:
-                    m.num_batches_tracked.copy_(nbt)
+        _copy_back(layers, saved)
         raise
     finally:
         for h in handles:

@@ -578,3 +578,21 @@ def test_eval_mode_forward_calling_the_model_any_number_of_times():
         assert got["0"].count[0] == 20, mode
         assert _rel(got["0"].mean, every.mean(axis=0)) <= 1e-12, mode
         assert _rel(model[0].running_mean.numpy(), every.mean(axis=0)) <= 1e-6, mode
+
+
+def test_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
+    """torch's training forward counts an empty batch in num_batches_tracked: a layer
+    that saw no value is not in the result, and was left with that count changed."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return self.a(x), self.b(x[:, :, :0])
+
+    net = Net().eval()
+    net.b.num_batches_tracked.fill_(7)
+    got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False)
+    assert list(got) == ["a"] and int(net.a.num_batches_tracked) == 3
+    assert int(net.b.num_batches_tracked) == 7

@@ -303,3 +303,41 @@ def test_to_torch_refuses_parameters_beyond_the_dtype():
     x = torch.tensor([[1.0, 2.0]], dtype=torch.float16)
     assert torch.equal(norm.to_torch()(x), norm(x))  # float32 buffers hold it
     assert torch.isfinite(far.to_torch(dtype=torch.float32).mean).all()
+
+
+def test_fuse_bn_reads_an_nbbn_batchnorms_weight_and_bias_as_bn_does():
+    """``weight``/``bias`` are plain attributes: a Parameter, a bfloat16 tensor or a list
+    are read as ``bn(x)`` reads them, and a wrong shape is refused (a Parameter failed in
+    ``.numpy()``; ``[3.0]`` was broadcast to every channel, silently)."""
+    conv = torch.nn.Conv2d(3, 4, 3).eval()
+    bn = nbbn.BatchNorm(4).eval()
+    bn.running_mean[:] = np.arange(4.0)
+    x = torch.randn(2, 3, 8, 8)
+    for weight in (torch.nn.Parameter(torch.rand(4)), torch.rand(4).bfloat16(),
+                   [0.5, 1.0, 2.0, 3.0]):
+        bn.weight = weight
+        with torch.no_grad():
+            got, want = nt.fuse_bn(conv, bn)(x), torch.as_tensor(bn(conv(x)))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for name, value in (("weight", [3.0]), ("bias", 0.5)):
+        bn.weight, bn.bias = None, None
+        setattr(bn, name, value)
+        with pytest.raises(ValueError, match=f"{name} must be shape \\(4,\\)"):
+            nt.fuse_bn(conv, bn)
+
+
+def test_normalizer_module_half_checks_the_range_and_splits_the_mean_again():
+    """``.half()`` of a float32 module made a scale beyond float16's range infinite (to
+    ``to_torch(dtype=torch.float16)`` refuses it) and kept the float32 mean's split."""
+    y = torch.randn(10, 3, dtype=torch.float64) * 1e-6 + 1e-5
+    module = nbbn.RunningStats(channel_axis=1).update(y).to_normalizer(eps=0).to_torch()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ValueError, match="scale is beyond torch.float16's range"):
+        module.half()
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    x = torch.randn(100, 3, dtype=torch.float64) * 0.5 + 1e4
+    norm = nbbn.RunningStats(channel_axis=1).update(x).to_normalizer()
+    for dt in (torch.float16, torch.bfloat16):
+        made, cast = norm.to_torch(dtype=dt), norm.to_torch().to(dt)
+        assert cast.mean.dtype == cast.mean_lo.dtype == dt
+        assert torch.equal(made.mean, cast.mean) and torch.equal(made.mean_lo, cast.mean_lo)
