@@ -756,6 +756,14 @@ class RunningStats:
             if bad.size:
                 raise ValueError(f"RunningStats min exceeds max in channels "
                                  f"{bad[:10].tolist()}, which hold values")
+            # a NaN min or max comes only from a NaN, an infinite one from an infinity
+            held = count > 0
+            for what, bad in (("NaN", held & (np.isnan(mn) | np.isnan(mx)) & (nnan == 0)),
+                              ("infinite", held & (np.isinf(mn) | np.isinf(mx)) & (ninf == 0))):
+                if bad.any():
+                    raise ValueError(f"RunningStats min or max is {what} in channels "
+                                     f"{np.flatnonzero(bad)[:10].tolist()}, where no "
+                                     f"{'NaN' if what == 'NaN' else 'infinity'} was counted")
             # a NaN mean comes only from a NaN or from infinities of both signs, and the
             # rest of a finite mean is finite: else the next update is NaN throughout
             with np.errstate(invalid="ignore"):

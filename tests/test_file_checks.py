@@ -151,3 +151,19 @@ def test_a_foreign_npz_names_its_format_as_text(tmp_path):
     np.savez(path, format=np.bytes_(b"csr"), data=np.ones(2))
     with pytest.raises(ValueError, match="this is format 'csr', expected format"):
         nbbn.RunningStats.load(path)
+
+
+@pytest.mark.parametrize("field, value, what", [("min", np.nan, "NaN"), ("max", np.inf, "infinite"),
+                                                ("min", -np.inf, "infinite")])
+def test_from_dict_refuses_extremes_no_data_gives(field, value, what):
+    """A NaN min or max comes only from a NaN, an infinite one from an infinity: such
+    hand-made states loaded, and gave wrong statistics after the next update."""
+    d = _stats().to_dict()
+    d[field] = d[field].copy()
+    d[field][1] = value
+    with pytest.raises(ValueError, match=f"min or max is {what} in channels \\[1\\]"):
+        nbbn.RunningStats.from_dict(d)
+    x = np.array([[1.0, np.nan, np.inf], [2.0, -np.inf, 3.0]])
+    for policy in ("propagate", "omit"):  # (the states data give load)
+        rs = nbbn.RunningStats(-1, nan_policy=policy).update(x)
+        np.testing.assert_array_equal(nbbn.RunningStats.from_dict(rs.to_dict()).max, rs.max)
