@@ -44,7 +44,7 @@ from .sources import Acquire, Batch, Position, Source
 
 __all__ = ["IMAGE_SUFFIXES", "MODES", "ImageSource", "decode_image", "looks_like_images"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 """File name endings (any case) taken as images in folders and globs."""
 
 MODES = ("RGB", "RGBA", "L", "LA")
@@ -411,7 +411,7 @@ class ImageSource(Source):
     ----------
     source : path, glob or list of paths
         A folder (every ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.tif``, ``.tiff``,
-        ``.bmp`` file below it, any case), a glob pattern, a list of image files or
+        ``.bmp``, ``.gif`` file below it, any case), a glob pattern, a list of image files or
         one image file.
     mode : {"RGB", "RGBA", "L", "LA"}, optional
         Convert every image to this mode. Default: keep each file's channels; a file

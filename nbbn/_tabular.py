@@ -558,13 +558,14 @@ def _table_paths(path: str) -> list[str]:
     """The Parquet/CSV files ``path`` names (a file, a folder, a glob); [] if not a table."""
     if os.path.isdir(path):
         files = sorted(str(q) for q in Path(path).iterdir() if q.is_file())
-        if any(f.endswith((".npy", ".npz")) for f in files):
+        if any(f.lower().endswith((".npy", ".npz")) for f in files):
             return []
         return [f for f in files if _table_kind(f)]
     if os.path.exists(path):
         return [path] if _table_kind(path) else []
     if any(ch in path for ch in "*?["):
-        return sorted(p for p in glob.glob(path) if os.path.isfile(p) and _table_kind(p))
+        return sorted(p for p in glob.glob(path, recursive=True)  # (** as images)
+                      if os.path.isfile(p) and _table_kind(p))
     return []
 
 
@@ -752,11 +753,15 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
         tsv = path.lower().endswith((".tsv", ".tsv.gz"))
         parse = pacsv.ParseOptions(delimiter="\t" if tsv else ",")
         read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+        header_only = False
         try:
             with pacsv.open_csv(path, read_options=read, parse_options=parse) as r:
                 schema = r.schema
         except (pa.ArrowInvalid, OSError) as exc:
-            raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
+            names, header_only = _header_line(path, "\t" if tsv else ","), True
+            if names is None:
+                raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
+            schema = pa.schema([(n, pa.null()) for n in names])  # (no rows to read)
         names = list(schema.names)
         _check_unique(names, path)
         # numeric as inferred from the first block; an all-empty column (null) counts too
@@ -769,10 +774,30 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
         convert = pacsv.ConvertOptions(include_columns=chosen,
                                        column_types={c: pa.float64() for c in chosen})
         shards.append(TableShard(path, None, (len(chosen),), np.dtype(np.float64),
+                                 _no_rows if header_only else
                                  _csv_pieces(path, read, parse, convert),
                                  {**file_fingerprint(path), "columns": chosen}))
     assert chosen is not None
     return TableSource(shards, what, chosen)
+
+
+def _no_rows(start: int) -> Iterator[Piece]:
+    """The pieces of a CSV file that is a header alone: none."""
+    return iter(())
+
+
+def _header_line(path: str, delimiter: str) -> list[str] | None:
+    """The column names of a CSV file that is its header alone without a line end
+    (``a,b``, which pyarrow reads as an empty file); None for any other file."""
+    import csv
+
+    if path.lower().endswith(".gz") or os.path.getsize(path) > 1 << 16:
+        return None
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        text = f.read()
+    if not text or "\n" in text or "\r" in text:
+        return None
+    return next(csv.reader([text], delimiter=delimiter))
 
 
 def _csv_pieces(path: str, read, parse, convert) -> Callable[[int], Iterator[Piece]]:

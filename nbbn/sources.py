@@ -25,7 +25,7 @@ How each kind is read:
   slice of rows, and its statistics count the zeros it does not store; batches are
   sized by the stored bytes per row. ``transform`` refuses them (its output is dense).
 * image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
-  list of JPEG, PNG, WebP, TIFF or BMP files): see :class:`nbbn.ImageSource`.
+  list of JPEG, PNG, WebP, TIFF, BMP or GIF files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
   the other; empty shards are skipped; every non-empty shard must have the same shape
   after axis 0 (the row count may differ). A glob that matches files of several kinds
@@ -513,14 +513,14 @@ def _check_one_kind(path: str) -> None:
     if os.path.isdir(path):
         with os.scandir(path) as it:
             found = [e.path for e in it if e.is_file() and (
-                e.name.endswith(SHARD_SUFFIXES) or _table_kind(e.name))]
+                e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name))]
     elif not os.path.exists(path) and any(ch in path for ch in _GLOB_CHARS):
         found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
     else:
         return
     kinds: dict[str, list[str]] = {}
     for p in sorted(found):
-        kind = (".npy/.npz shards" if p.endswith(SHARD_SUFFIXES) else
+        kind = (".npy/.npz shards" if p.lower().endswith(SHARD_SUFFIXES) else
                 "Parquet/CSV tables" if _table_kind(p) else
                 "images" if _is_image_name(p) else None)
         if kind is not None:
@@ -558,7 +558,8 @@ class ChunkedSource(Source):
 def _open_path(path: str, key, channel_axis) -> Source:
     if not os.path.exists(path):
         if any(ch in path for ch in _GLOB_CHARS):
-            paths = sorted(p for p in glob.glob(path) if p.endswith(SHARD_SUFFIXES))
+            paths = sorted(p for p in glob.glob(path, recursive=True)  # (** as images)
+                           if p.lower().endswith(SHARD_SUFFIXES) and os.path.isfile(p))
             if not paths:
                 raise FileNotFoundError(f"{path}: the pattern matches no .npy or .npz file")
             return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
@@ -579,7 +580,7 @@ def _open_path(path: str, key, channel_axis) -> Source:
                 raise _unused_key(key, f"the zarr array {path}")
             return Source([shard], path, channel_axis)
         paths = sorted(str(q) for q in p.iterdir()
-                       if q.suffix in SHARD_SUFFIXES and q.is_file())
+                       if q.suffix.lower() in SHARD_SUFFIXES and q.is_file())
         if not paths:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)

@@ -412,3 +412,16 @@ def test_image_source_repr(rgb_folder):
                          "histogram=False, on_error='raise')")
     one = ImageSource([files[0]])
     assert repr(one).startswith("ImageSource(1 image file, mode=None")
+
+
+def test_gif_files_are_images_and_their_first_frame_is_read(tmp_path):
+    """The docs read the first frame of an animated GIF, but ``.gif`` was not an image
+    name: ``nbbn.fit("m.gif")`` said "not a .npy, .npz or HDF5 file"."""
+    frames = [PIL_Image.fromarray(np.full((4, 5, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "m.gif", save_all=True, append_images=frames[1:])
+    with PIL_Image.open(tmp_path / "m.gif") as im:
+        want = np.asarray(im.convert("RGB"), np.float64)
+    for source in (tmp_path / "m.gif", tmp_path, str(tmp_path / "*.gif")):
+        rs = nbbn.fit(source, progress=False)
+        np.testing.assert_array_equal(rs.mean, want.mean(axis=(0, 1)))
+        assert rs.count.tolist() == [20] * 3

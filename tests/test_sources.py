@@ -330,3 +330,22 @@ def test_fingerprint_follows_the_files(tmp_path, data):
     os.utime(tmp_path / "x.npy", ns=(1, 1))
     assert open_source(tmp_path / "x.npy").fingerprint() != fp
     assert open_source(iter([data])).fingerprint() is None
+
+
+def test_a_recursive_glob_of_shards_reads_every_level(tmp_path):
+    """``d/**/*.npy`` read the files one level down only (glob without recursive=True),
+    where an image glob reads every level: files left out, silently."""
+    for i, sub in enumerate(["", "s", "s/t"]):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / sub / f"x{i}.npy", np.full((4, 3), float(i)))
+    rs = nbbn.fit(str(tmp_path / "**" / "*.npy"), progress=False)
+    assert rs.count.tolist() == [12] * 3 and rs.mean.tolist() == [1.0] * 3
+
+
+def test_upper_case_shard_names_in_a_folder(tmp_path):
+    """``X.NPY`` read as a file but not in a folder ("holds no .npy or .npz files")."""
+    np.save(tmp_path / "x.npy", np.ones((4, 3)))
+    os.rename(tmp_path / "x.npy", tmp_path / "X.NPY")
+    np.save(tmp_path / "y.npy", np.zeros((4, 3)))
+    rs = nbbn.fit(tmp_path, progress=False)
+    assert rs.count.tolist() == [8] * 3 and rs.mean.tolist() == [0.5] * 3

@@ -461,3 +461,27 @@ def test_pandas_sparse_columns_are_read_dense():
     rs = nbbn.fit(df, nan_policy="omit", progress=False)
     assert rs.count.tolist() == [3, 4, 4]
     np.testing.assert_allclose(rs.mean, [1 / 3, 0.75, 2.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize("text", ["a,b", "a,b\n", '"x, y",b', "\ufeffa,b"])
+def test_a_csv_of_its_header_alone_gives_empty_statistics(tmp_path, text):
+    """Without a line end pyarrow reads ``a,b`` as an empty file (no columns): it was
+    refused where ``a,b\\n`` gave empty statistics with the names, as documented."""
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    rs = nbbn.fit(path, progress=False)
+    assert rs.channel_names == (("x, y", "b") if "x" in text else ("a", "b"))
+    assert rs.num_channels in (None, 0, 2) and rs.count.sum() == 0
+    bad = tmp_path / "bad.csv"  # (a file pyarrow refuses that is not a header alone)
+    bad.write_text("a,b\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a readable CSV file"):
+        nbbn.fit(bad, progress=False)
+
+
+def test_a_recursive_glob_of_tables_reads_every_level(tmp_path):
+    """``**`` matched one level only (glob without recursive=True), silently."""
+    for i, sub in enumerate(["", "y=1", "y=1/z"]):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        (tmp_path / sub / f"t{i}.csv").write_text(f"a\n{i}\n", encoding="utf-8")
+    rs = nbbn.fit(str(tmp_path / "**" / "*.csv"), progress=False)
+    assert rs.count.tolist() == [3] and rs.mean.tolist() == [1.0]
