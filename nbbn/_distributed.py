@@ -284,6 +284,11 @@ def shard_recipe(shard: Shard) -> tuple:
             root = _zarr_local_root(a)
             if root is not None:
                 return ("zarr", os.path.abspath(root), str(getattr(a, "path", "") or ""))
+        if module.startswith("dask"):
+            raise TypeError("a fit on a cluster (client=...) has each worker read its own "
+                            "files; a dask array is computed by its own scheduler: use "
+                            "nbbn.dask.channel_stats(x) (lazy) or nbbn.channel_stats(x) on "
+                            "the cluster's client instead")
         name = getattr(a, "filename", None)
         if name is not None:  # a memory map: its workers would read the file itself
             raise TypeError(f"a fit on a cluster (client=...) has each worker open its own "

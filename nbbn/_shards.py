@@ -66,6 +66,9 @@ class Shard:
     # before that are not trusted until then (a fit that fails inside such a shard
     # keeps the statistics from before it)
     checked_at_end: bool = False
+    # a block of a larger array (a dask array's chunk of rows): the array's name, and
+    # the row of the array the shard starts at, so that messages name the array's rows
+    part_of: tuple[str, int] | None = None
 
     @property
     def row_bytes(self) -> int:

@@ -110,10 +110,13 @@ def _naming_rows(src: Source, batch: Batch) -> Iterator[None]:
     except (ValueError, TypeError) as exc:
         if type(exc) not in (ValueError, TypeError):  # a subclass keeps its own message
             raise
-        name = src.shards[batch.shard].name if batch.shard < len(src.shards) else \
-            f"item {batch.shard}"
+        shard = src.shards[batch.shard] if batch.shard < len(src.shards) else None
+        name = f"item {batch.shard}" if shard is None else shard.name
+        start = 0
+        if shard is not None and shard.part_of is not None:  # (the whole array's rows)
+            name, start = shard.part_of
         raise worded(type(exc), "{name}, rows {start}-{stop}: {error}", name=name,
-                     start=batch.start, stop=batch.stop, error=exc) from exc
+                     start=start + batch.start, stop=start + batch.stop, error=exc) from exc
 
 
 # ---------------------------------------------------------------------------- fit
@@ -321,7 +324,9 @@ class _FitRun:
                              "the progress of an interrupted fit); pass {resume} to continue "
                              "it, or delete it to start over", path=path, resume=_RESUME)
             ck = load_checkpoint(path, backend=cfg.backend)
-            self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path)
+            shards = getattr(self.src, "shards", None)
+            ndim = 1 + len(shards[0].row_shape) if shards else None
+            self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path, ndim)
             self.resume_from(ck, path)
         else:
             if not path.parent.is_dir():
@@ -568,12 +573,24 @@ def _saved_key(key, checkpoint):
     return key
 
 
-def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path) -> dict:
-    """The checkpoint's settings, after checking that this call agrees with them."""
+def _axis_in(axis, ndim: int):
+    """An int axis of ``ndim``-d data as a non-negative one; any other value as it is."""
+    if isinstance(axis, int) and not isinstance(axis, bool) and -ndim <= axis < ndim:
+        return axis % ndim
+    return axis
+
+
+def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path,
+                      ndim: int | None = None) -> dict:
+    """The checkpoint's settings, after checking that this call agrees with them (a
+    channel axis by the axis it names in ``ndim``-d data: -3 and 1 of 4-d data agree)."""
     saved = dict(ck.settings)
     saved.setdefault("batched", True)  # checkpoints from before samples were read
     for name in ("channel_axis", "nan_policy", "key", "batched"):
-        if saved.get(name) != settings[name]:
+        a, b = saved.get(name), settings[name]
+        if name == "channel_axis" and ndim:
+            a, b = _axis_in(a, ndim), _axis_in(b, ndim)
+        if a != b:
             raise worded(CheckpointError, "checkpoint {path} was written with {saved}, but this "
                          "fit has {given}; use the same settings to resume", path=path,
                          saved=Param(name, saved.get(name)), given=Param(name, settings[name]))

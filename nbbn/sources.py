@@ -547,6 +547,8 @@ class ChunkedSource(Source):
         shards: list[Shard] = [
             ArrayShard(x[a:b], f"rows {a}:{b}", files={"dask_name": x.name, "rows": [a, b]})
             for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+        for s, a in zip(shards, bounds[:-1].tolist(), strict=False):
+            s.part_of = ("a dask array", a)
         super().__init__(shards or [ArrayShard(x)],
                          f"a dask array in {len(shards)} chunks of rows", channel_axis)
 

@@ -376,3 +376,23 @@ def test_lazy_statistics_of_a_slice_read_only_the_slice(rng):
     stats = lazy.compute()
     assert src.elements == base[:, :, :2].size
     assert_stats(stats, ref_stats(base[:, :, :2], 1), stats_rtol("float32"))
+
+
+def test_a_fit_error_names_the_dask_arrays_own_rows():
+    """Each chunk of rows is a shard named ``rows a:b``: the message said ``rows 10:20,
+    rows 0-10`` (the chunk, then the rows within it) where numpy's says ``rows 10-20``."""
+    x = np.zeros((101, 3, 6))
+    x[15, 1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^a dask array, rows 10-20: nan_policy='raise'"):
+        nbbn.fit(da.from_array(x, chunks=(10, 3, 6)), channel_axis=-1, nan_policy="raise",
+                 progress=False)
+
+
+def test_a_cluster_fit_of_a_dask_array_points_to_the_dask_reduction():
+    from nbbn._distributed import shard_recipe
+    from nbbn.sources import open_source
+
+    src = open_source(da.from_array(np.ones((20, 3)), chunks=(10, 3)), channel_axis=1)
+    with pytest.raises(TypeError, match=r"a dask array is computed by its own scheduler: "
+                                        r"use nbbn.dask.channel_stats"):
+        shard_recipe(src.shards[0])

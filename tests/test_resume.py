@@ -389,6 +389,15 @@ def test_other_settings_refused(shards, ckpt, change, match):
         fit(shards, checkpoint=ckpt, resume=True, **change)
 
 
+def test_another_name_for_the_same_channel_axis_resumes(shards, ckpt):
+    """-2 names axis 1 of the shards' 3-d data: the resume was refused ("written with
+    channel_axis=1, but this fit has channel_axis=-2")."""
+    got = fit(shards, channel_axis=-2, checkpoint=ckpt, resume=True, batch_size=9)
+    want = fit(shards, batch_size=9)
+    for name in ("count", "mean", "var", "min", "max"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
 # ---------------------------------------------------------------- crash safety
 def _env() -> dict[str, str]:
     env = dict(os.environ)
