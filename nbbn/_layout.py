@@ -71,6 +71,9 @@ def as_array(x, what: str = "input") -> np.ndarray:
             "nbbn.sklearn.StandardScaler(with_mean=False)"
         )
     else:
+        if isinstance(x, (list, tuple)):  # (np.asarray drops the masks of its items)
+            for item in x:
+                check_no_mask(item, f"an item of {what}")
         try:
             arr = np.asarray(x)
         except ValueError as exc:  # numpy's words for a ragged nested list

@@ -768,3 +768,16 @@ def test_out_with_interleaved_strides_that_do_not_overlap_is_written(backend):
     want = (x - mean) / np.sqrt(var)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
+
+
+def test_masked_arrays_in_a_list_are_refused_as_one_alone():
+    """``np.asarray`` of a list drops its items' masks: ``update([m, m])`` counted the
+    masked values where ``update(m)`` refuses them."""
+    m = np.ma.array(np.arange(6.0).reshape(3, 2), mask=[[0, 1], [0, 0], [0, 0]])
+    rs = nbbn.RunningStats(1)
+    for x in ([m, m], (m[0], m[1])):
+        with pytest.raises(TypeError, match="an item of batch is a numpy masked array"):
+            rs.update(x)
+    assert rs.num_channels is None
+    rs.update([np.ma.array([1.0, 2.0]), [3.0, 4.0]])  # (no masked element: its data)
+    assert rs.count.tolist() == [2, 2]
