@@ -72,7 +72,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     announce_compiles()
     error = None
     if not 0 < args.size_mb < float("inf"):
-        error = f"--size-mb must be a positive number, got {args.size_mb:g}"
+        error = f"--size-mb must be positive and finite, got {args.size_mb:g}"
     elif args.seed < 0:
         error = f"--seed must be >= 0, got {args.seed}"
     elif args.workdir is not None and not Path(args.workdir).is_dir():
