@@ -760,7 +760,11 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
                      "{row_shape}), but the statistics have {want}", what=src.description,
                      nchan=nchan, axis=Param("channel_axis", norm.channel_axis),
                      row_shape=src.row_shape, want=norm.num_channels)
-    out_dtype = result_dtype(np.dtype(src.dtype)) if dtype is None else np.dtype(dtype)
+    kinds = {s.dtype.kind for s in src.shards if s.rows}
+    # (integer shards of several dtypes: float32, as for one; their common dtype, such
+    # as int64 with uint64's float64, is what batches across them are read in)
+    source_dtype = np.dtype(np.int64) if kinds and kinds <= {"i", "u"} else np.dtype(src.dtype)
+    out_dtype = result_dtype(source_dtype) if dtype is None else np.dtype(dtype)
     if out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
         raise worded(ValueError, "{dtype} must be float16, float32 or float64, got {got}",
                      dtype=Param("dtype"), got=out_dtype)

@@ -367,11 +367,13 @@ def _pick(item, key, index: int):
 
 
 def _common_row_shape(shards: list[Shard], channel_axis) -> tuple:
-    """The shape after axis 0 shared by all non-empty shards, and their common dtype."""
+    """The shape after axis 0 shared by all shards with rows, and their common dtype (a
+    shard of rows without values, (4, 3, 0) beside (2, 3, 2), was left unchecked: its
+    rows were counted in the source's, and transform wrote them unwritten)."""
     ref: Shard | None = None
     dtypes = []
     for s in shards:
-        if s.size == 0:
+        if s.rows == 0:
             continue
         dtypes.append(s.dtype)
         if ref is None:

@@ -399,3 +399,24 @@ def test_stale_temps_of_a_linked_output_are_removed(tmp_path, rng):
     transform(x, fit(x), tmp_path / "y.npy")
     assert not stale.exists() and (tmp_path / "y.npy").is_symlink()
     assert np.load(real / "y.npy").shape == x.shape
+
+
+def test_transform_refuses_a_shard_of_rows_without_values(tmp_path):
+    """A (4, 3, 0) shard beside (2, 3, 2) ones was left out of the shape check: its rows
+    were counted, and transform wrote 4 rows it never computed (zeros, or what ``out``
+    held)."""
+    np.save(tmp_path / "a.npy", np.ones((2, 3, 2)))
+    np.save(tmp_path / "b.npy", np.zeros((4, 3, 0)))
+    norm = nbbn.Normalizer([0.0, 0, 0], [1.0, 1, 1], eps=0)
+    with pytest.raises(ValueError, match=r"has shape \(4, 3, 0\), but .* every shard must"):
+        nbbn.transform(tmp_path, norm, tmp_path.parent / "o.npy", progress=False)
+
+
+def test_transform_of_integer_shards_of_several_dtypes_is_float32(tmp_path):
+    """int64 with uint64 shards (whose common dtype is float64) gave float64 output;
+    integer input gives float32, as documented, whatever the integer dtypes."""
+    np.save(tmp_path / "a.npy", np.ones((2, 3), np.int64))
+    np.save(tmp_path / "b.npy", np.full((2, 3), 3, np.uint64))
+    norm = nbbn.Normalizer([0.0, 0, 0], [1.0, 1, 1], eps=0)
+    out = np.load(nbbn.transform(tmp_path, norm, tmp_path.parent / "o.npy", progress=False))
+    assert out.dtype == np.float32 and out[:, 0].tolist() == [1, 1, 3, 3]
