@@ -205,3 +205,39 @@ def test_warmup_of_sparse_matrices_leaves_nothing_to_compile(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["parts", "blocks", "csc", "parts"]  # (the routes taken)
     assert "compiling" not in p.stderr, p.stderr
+
+
+def _add_one(x):
+    return x + 1
+
+
+def test_a_cache_that_fails_after_it_opened_warns_and_compiles(tmp_path, monkeypatch):
+    """A truncated cache entry (EOFError from the index), or a write that fails (a full
+    disk, another user's files in a shared folder) raised from the kernel's first call:
+    now a warning, once, and the kernel compiled in the process."""
+    import warnings
+
+    from numba.core import config
+
+    from nbbn.backends import _jit
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_jit, "cache_failed", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a cache that works: no warning)
+        assert _jit.tagged(_add_one, "cachetest", cache=True)(1) == 2
+    indexes = list(tmp_path.rglob("*.nbi"))
+    assert indexes
+    for path in indexes:
+        path.write_bytes(b"")  # truncated
+    with pytest.warns(RuntimeWarning, match="could not be read .*EOFError"):
+        assert _jit.tagged(_add_one, "cachetest", cache=True)(2) == 3
+    monkeypatch.setattr(_jit, "cache_failed", False)
+    kernel = _jit.tagged(_add_one, "cachetest_full", cache=True)
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kernel._cache, "_save_overload", full)
+    with pytest.warns(RuntimeWarning, match="could not be written .*No space left"):
+        assert kernel(3) == 4

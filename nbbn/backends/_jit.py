@@ -61,7 +61,7 @@ def tagged(fn, tag: str, constants: dict | None = None, **options):
     suffix = (f"_{tag}" if tag else "") + f"_{SOURCE_TAG}"
     copy = _renamed(fn, suffix, constants)
     try:
-        return numba.njit(**options)(copy)
+        return _guarded(numba.njit(**options)(copy))
     except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
         if not options.get("cache"):
             raise
@@ -71,6 +71,49 @@ def tagged(fn, tag: str, constants: dict | None = None, **options):
             warnings.warn(NO_CACHE_WARNING.format(exc), RuntimeWarning, stacklevel=2)
         return numba.njit(**{**options, "cache": False})(copy)
 
+
+def _guarded(dispatcher):
+    """``dispatcher`` with its disk cache's reads and writes guarded: a cache folder
+    that fails after it was opened (a full disk, another user's files in a shared
+    folder, a truncated or corrupt entry) raised from the first call of the kernel
+    (numba lets such errors through). A failed read is a miss (the kernel is
+    compiled), a failed write is skipped; either warns once per process."""
+    cache = getattr(dispatcher, "_cache", None)
+    load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
+    if load is None or save is None or type(cache).__name__ == "NullCache":
+        return dispatcher
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception as exc:  # (EOFError, UnpicklingError, OSError, ...)
+            _cache_failed("read", cache, exc)
+            return None
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except Exception as exc:
+            _cache_failed("written", cache, exc)
+
+    cache.load_overload, cache.save_overload = load_overload, save_overload
+    return dispatcher
+
+
+def _cache_failed(what: str, cache, exc: BaseException) -> None:
+    global cache_failed
+    if not cache_failed:  # once per process, not once per kernel
+        cache_failed = True
+        warnings.warn(CACHE_FAILED_WARNING.format(
+            what=what, path=getattr(cache, "cache_path", "?"),
+            error=f"{type(exc).__name__}: {exc}"), RuntimeWarning, stacklevel=3)
+
+
+cache_failed = False  # True once a read or write of numba's disk cache failed
+CACHE_FAILED_WARNING = (
+    "nbbn: numba's kernel cache in {path} could not be {what} ({error}); the kernels "
+    "concerned are compiled in this process instead. Delete that folder, or set "
+    "NUMBA_CACHE_DIR to another writable one, to cache them again.")
 
 no_cache = False  # True once a kernel was built without numba's disk cache
 NO_CACHE_WARNING = (
