@@ -74,8 +74,14 @@ def describe(name: str, args: tuple) -> str | None:
     if text is None:
         return None
     dtype = str(getattr(args[0], "dtype", "")) if args else ""
-    if len(args) > 1 and str(args[1]) in ("bool", "Literal[bool](True)"):
-        dtype = "float16"  # float16 arrives as uint16 bits with half=True
+    # float16 arrives as uint16 bits with a ``half`` flag (the second or third argument:
+    # ``_stats_channels_last`` takes the channel count first); one build serves both
+    # when the flag is a run-time bool
+    flags = {str(a) for a in args[1:3]}
+    if dtype == "uint16" and "Literal[bool](True)" in flags:
+        dtype = "float16"
+    elif dtype == "uint16" and "bool" in flags:
+        dtype = "float16 or uint16"
     return text.format(dtype or "?")
 
 

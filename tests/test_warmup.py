@@ -47,6 +47,11 @@ def test_warmup_compiles_once_then_loads(tmp_path):
             "nbbn.RunningStats(1).update(np.ones((64, 256, 7, 7), np.int16))\n"
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 256), np.int16))\n"
             "nbbn.RunningStats(-1).update(np.ones((16, 4096), np.int16))\n"
+            # the weighted kernels (dense NCHW, and rows for NHWC and tables)
+            "nbbn.RunningStats(1).update(np.ones((6, 3, 5, 5), np.int16), "
+            "sample_weight=np.ones(6))\n"
+            "nbbn.RunningStats(-1).update(np.ones((6, 5, 5, 3), np.int16), "
+            "sample_weight=np.ones(6))\n"
             # RGBA's RGB, read in place: its merge compiled a variant of its own
             "nbbn.RunningStats(-1).update(np.ones((64, 7, 7, 4), np.int16)[..., :3])\n")
     p = _python(["-c", code], tmp_path)
@@ -241,3 +246,30 @@ def test_a_cache_that_fails_after_it_opened_warns_and_compiles(tmp_path, monkeyp
     monkeypatch.setattr(kernel._cache, "_save_overload", full)
     with pytest.warns(RuntimeWarning, match="could not be written .*No space left"):
         assert kernel(3) == 4
+
+
+def test_describe_names_float16_by_the_half_flag():
+    """The flag is the third argument of ``_stats_channels_last`` (float16 channels-last
+    input was announced as uint16), and one build with a run-time flag serves both."""
+    from numba import types
+
+    u16 = types.Array(types.uint16, 1, "C")
+    assert describe("_stats_channels_last_avx512_0123abcd",
+                    (u16, types.int64, types.boolean)) == \
+        "statistics kernel for float16 or uint16 channels-last input"
+    assert describe("_stats_channels_first_avx2", (types.Array(types.uint16, 3, "C"),
+                                                   types.literal(True))) == \
+        "statistics kernel for float16 channels-first input"
+    assert describe("_stats_channels_first_avx2", (types.Array(types.float32, 3, "C"),
+                                                   types.boolean)) == \
+        "statistics kernel for float32 channels-first input"
+
+
+def test_the_warmups_byte_table_reaches_the_byte_table_kernel():
+    """(8, 256) uint8 went to the few-rows kernel (at most 64 rows), so the first MNIST
+    batch after a warmup compiled the byte-table kernel."""
+    from nbbn.backends import cpu_few_rows
+    from nbbn.tools.warmup import WIDE_BYTES
+
+    assert not cpu_few_rows.takes(WIDE_BYTES, np.dtype(np.uint8), False)
+    assert cpu_few_rows.takes((8, 256), np.dtype(np.uint8), False)  # (the old shape)

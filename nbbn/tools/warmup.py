@@ -33,8 +33,9 @@ LAYOUTS = {"nchw": ((4, 3, 8, 8), 1), "nhwc": ((4, 8, 8, 3), -1)}
 # a kernel of their own (cpu_stats.stats_channels_first_grouped): one such piece, 256 KB
 SHORT_ROWS = (2, 1024, 4, 8)
 # uint8 and int8 tables of many channels (MNIST's 784 pixels) take one too
-# (cpu_byte_tables): one such table
-WIDE_BYTES = (8, 256)
+# (cpu_byte_tables): one such table, of more rows than cpu_few_rows takes (FEW_ROWS_MAX;
+# (8, 256) went there, and the first MNIST batch after a warmup compiled)
+WIDE_BYTES = (80, 256)
 # and tables of few rows of many channels of every dtype but 64-bit integers
 # (cpu_few_rows): one such table
 FEW_ROWS = (2, 1024)
@@ -86,6 +87,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             x = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
             t0 = time.perf_counter()
             rs = nbbn.RunningStats(axis).update(x).update(x)  # a batch, then a merge
+            # the weighted kernels (nbbn.sklearn's fit with sample_weight too)
+            nbbn.RunningStats(axis).update(x, sample_weight=np.ones(shape[0]))
             if layout == "nchw":
                 short = np.zeros(SHORT_ROWS, dtype)
                 nbbn.RunningStats(axis).update(short).update(short)
