@@ -174,6 +174,9 @@ class RunningStats:
                                  "histogram counts values, not weights")
             weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
             _check_weight_per_channel(weight, inp.size, inp.channels)
+            if not getattr(be, "WEIGHTS", True):  # (before the all-zero return below:
+                # zero weights on a device batch were taken, where any other raised)
+                be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
         if inp.size == 0 or (weight is not None and not weight.any()):
             # (all weights 0: nothing is counted, as for an empty batch)
             return self._keep_channels(inp.channels,

@@ -518,3 +518,24 @@ def test_bench_device_time_queues_behind_a_sleep(cuda):
     assert sleeps == [SLEEP_CYCLES]
     assert len(calls) == QUEUED + 1  # one warm-up call before the sleep
     assert isinstance(ms, float)  # (the simulator's events time nothing: -1 ms)
+
+
+def test_cuda_refuses_dataarrays_and_dask_arrays_clearly():
+    """backend='cuda' passed a DataArray to the device path: a named channel axis said
+    "the input has no named dimensions", an int one dropped the labels (a Normalizer
+    returned numpy), and a dask array was computed whole."""
+    xr = pytest.importorskip("xarray")
+    da = pytest.importorskip("dask.array")
+    labelled = xr.DataArray(np.ones((4, 3), np.float32), dims=("t", "band"))
+    calls = [lambda: nbbn.RunningStats("band", backend="cuda").update(labelled),
+             lambda: nbbn.Normalizer([0.0] * 3, [1.0] * 3, channel_axis=1,
+                                     backend="cuda")(labelled),
+             lambda: nbbn.BatchNorm(3, channel_axis="band", backend="cuda")(labelled)]
+    for call in calls:
+        with pytest.raises(TypeError, match="the input is an xarray DataArray: use "
+                                            "backend='auto' or 'cpu'"):
+            call()
+    rs = nbbn.RunningStats(1, backend="cuda")
+    with pytest.raises(TypeError, match="the input is a dask array"):
+        rs.update(da.ones((4, 3), chunks=2))
+    assert rs.num_channels is None

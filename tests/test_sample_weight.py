@@ -415,6 +415,10 @@ def test_cuda_says_weights_are_cpu_only(rng, cuda):
     before = rs.to_dict()
     with pytest.raises(nbbn.BackendUnavailableError, match="backend='cpu' or 'auto'"):
         rs.update(cuda.to_device(x), sample_weight=np.ones(6))
+    fresh = nbbn.RunningStats(-1)  # (all-zero weights were taken: the channels fixed)
+    with pytest.raises(nbbn.BackendUnavailableError, match="backend='cpu' or 'auto'"):
+        fresh.update(cuda.to_device(x), sample_weight=np.zeros(6))
+    assert fresh.num_channels is None
     np.testing.assert_array_equal(rs.to_dict()["weight"], before["weight"])
     # an unweighted device batch merges into the weighted state on the host
     rs.update(cuda.to_device(x))

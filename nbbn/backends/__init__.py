@@ -169,6 +169,13 @@ def resolve(backend: str, x: Any = None) -> Backend:
         # would lose its dimension names
         backend = "xarray" if is_xarray(x) else "dask" if is_dask_array(x) else "cpu"
     if backend == "cuda":
+        if x is not None and type(x) is not np.ndarray and (is_xarray(x) or is_dask_array(x)):
+            # (a DataArray lost its names, and a dask array was computed whole)
+            kind = "an xarray DataArray" if is_xarray(x) else "a dask array"
+            raise TypeError(f"backend='cuda' reads numpy arrays, GPU arrays and torch "
+                            f"tensors, and the input is {kind}: use backend='auto' or "
+                            "'cpu' (its chunks or data on the host), or pass the data "
+                            "itself (x.values, x.compute()) copied to the device")
         return _cuda()
     return _module(backend)  # "cpu", or a route's module ("dask", "xarray")
 

@@ -298,6 +298,9 @@ def reduce(can: DeviceInput, policy: int) -> DevicePartial:
     return DevicePartial(_launch_partials(can), can, policy)
 
 
+WEIGHTS = False  # (no weighted kernels: reduce_weighted raises, for any weights)
+
+
 def reduce_weighted(can: DeviceInput, policy: int, weight: np.ndarray) -> DevicePartial:
     """Weighted statistics are not implemented on the GPU: BackendUnavailableError."""
     raise BackendUnavailableError(
