@@ -325,7 +325,8 @@ class _FitRun:
                              "it, or delete it to start over", path=path, resume=_RESUME)
             ck = load_checkpoint(path, backend=cfg.backend)
             shards = getattr(self.src, "shards", None)
-            ndim = 1 + len(shards[0].row_shape) if shards else None
+            row_shape = getattr(shards[0], "row_shape", None) if shards else None
+            ndim = None if row_shape is None else 1 + len(row_shape)  # (images: any size)
             self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path, ndim)
             self.resume_from(ck, path)
         else:

@@ -203,8 +203,8 @@ def test_parameter_errors_speak_options(data_file, tmp_path, capsys, rng):
     nbbn.fit(data_file, checkpoint=ck, batch_size=50, progress=False)
     lines += [
         user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
-                    "--channel-axis", "-3", "--no-progress"], capsys,
-                   "written with --channel-axis 1, but this fit has --channel-axis -3"),
+                    "--channel-axis", "-1", "--no-progress"], capsys,
+                   "written with --channel-axis 1, but this fit has --channel-axis -1"),
         user_error(["fit", str(data_file), "--checkpoint", str(ck), "--resume",
                     "--nan-policy", "omit", "--no-progress"], capsys,
                    "written with --nan-policy propagate, but this fit has --nan-policy omit"),
