@@ -182,7 +182,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     import os
 
     for figure in (out, out.with_suffix(".histogram.png")):  # (a stats file named .png)
-        if os.path.exists(figure) and os.path.samefile(figure, args.stats):
+        if os.path.exists(figure) and os.path.exists(args.stats) and \
+                os.path.samefile(figure, args.stats):
             raise ValueError(f"{figure} is the statistics file STATS: the plot would "
                              "overwrite it; pass -o FILE.png")
     stats = _load_stats(args.stats)
