@@ -27,7 +27,7 @@ How each kind is read:
 * image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
   list of JPEG, PNG, WebP, TIFF, BMP or GIF files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
-  the other; empty shards are skipped; every non-empty shard must have the same shape
+  the other; shards of no rows are skipped; every other shard must have the same shape
   after axis 0 (the row count may differ). A glob that matches files of several kinds
   (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
   holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
@@ -549,7 +549,7 @@ class ChunkedSource(Source):
         shards: list[Shard] = [
             ArrayShard(x[a:b], f"rows {a}:{b}", files={"dask_name": x.name, "rows": [a, b]})
             for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
-        for s, a in zip(shards, bounds[:-1].tolist(), strict=False):
+        for s, a in zip(shards, bounds[:-1].tolist(), strict=True):
             s.part_of = ("a dask array", a)
         super().__init__(shards or [ArrayShard(x)],
                          f"a dask array in {len(shards)} chunks of rows", channel_axis)

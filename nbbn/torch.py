@@ -146,11 +146,10 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         return _recompute_eval(model, layers, data, num_samples, device, progress, forward)
     stats = {name: RunningStats(channel_axis=1) for name, _ in layers}
     calls = dict.fromkeys(stats, 0)
-    with _restoring(model, layers) as handles:
+    with _restoring(model, layers) as (handles, saved):
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name)))
             m.train()
-        untouched = _buffers(layers)
         seen = _run(model, data, num_samples, device, progress, forward)
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
@@ -159,7 +158,7 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         _write(layers, result, calls)
         # (a layer that saw only empty inputs is left as it was: torch's training
         # forward counted those calls in its num_batches_tracked)
-        _copy_back([(name, m) for name, m in layers if name not in result], untouched)
+        _copy_back([(name, m) for name, m in layers if name not in result], saved)
     return result
 
 
@@ -183,15 +182,16 @@ def _copy_back(layers: list[tuple[str, Any]], saved: dict[str, tuple]) -> None:
 
 @contextlib.contextmanager
 def _restoring(model: torch.nn.Module, layers: list[tuple[str, Any]]
-               ) -> Generator[list[Any], None, None]:
-    """Yields a list for hook handles. Afterwards the hooks are removed and every module's
+               ) -> Generator[tuple[list[Any], dict[str, tuple]], None, None]:
+    """Yields a list for hook handles and the copies of the layers' buffers as they
+    were (:func:`_buffers`). Afterwards the hooks are removed and every module's
     ``training`` flag is restored one by one (not ``train()``, which recurses); if the
     block raised, the layers' buffers are copied back as well."""
     modes = [(m, m.training) for m in model.modules()]
     saved = _buffers(layers)
     handles: list[Any] = []
     try:
-        yield handles
+        yield handles, saved
     except BaseException:
         _copy_back(layers, saved)
         raise
@@ -271,7 +271,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
     # list): a pass cut after the first item's number of uses would drop the rest
     lp.stops = forward is None
     result: dict[str, RunningStats] = {}
-    with _restoring(model, layers) as handles:
+    with _restoring(model, layers) as (handles, _):
         for m in model.modules():
             m.training = False
         for name, m in layers:
