@@ -5,9 +5,10 @@ An item is a *batch* (its axis 0 is the batch axis) or a *sample* (no batch axis
 counted as a batch of one, so ``channel_axis`` keeps its meaning in the batched layout:
 1 is C for CHW samples, -1 for HWC). ``batched=None`` (the default) picks what the
 source says it yields: a torch ``DataLoader`` yields batches (samples when its automatic
-batching is off, ``batch_size=None``), a torch ``Dataset`` yields samples, and any other
-iterable is read as batches. A torch ``Dataset`` with ``batched=True`` is refused, so a
-Dataset is never read with its first sample axis as the batch axis.
+batching is off, ``batch_size=None``), a torch ``Dataset`` yields samples (as does any
+other map-style dataset: ``__getitem__`` and ``__len__``, not iterable, no ``shape``),
+and any other iterable is read as batches. A Dataset with ``batched=True`` is refused,
+so a Dataset is never read with its first sample axis as the batch axis.
 
 Map-style Datasets (``__getitem__`` and ``__len__``) are read by :class:`DatasetSource`:
 ``dataset[i]`` for ``i = 0, 1, ...`` in order, fetched ahead by ``DATASET_WORKERS``
@@ -37,7 +38,7 @@ from ._wording import Param, worded
 from .errors import CheckpointError
 from .sources import IterableSource, Source, _digest_item
 
-__all__ = ["DATASET_WORKERS", "DatasetSource", "as_sample", "default_batched",
+__all__ = ["DATASET_WORKERS", "DatasetSource", "as_sample", "data_kind", "default_batched",
            "open_items", "torch_data_kind"]
 
 DATASET_WORKERS = 4
@@ -59,10 +60,21 @@ def torch_data_kind(source) -> str | None:
     return None
 
 
+def data_kind(source) -> str | None:
+    """:func:`torch_data_kind`, and "map" for any other map-style dataset: an object
+    with ``__getitem__`` and ``__len__`` that is neither iterable nor array-like (no
+    ``shape``), as Python's sequence protocol and torch's map-style Dataset read."""
+    kind = torch_data_kind(source)
+    if kind is None and hasattr(source, "__getitem__") and hasattr(source, "__len__") \
+            and not hasattr(source, "__iter__") and not hasattr(source, "shape"):
+        return "map"
+    return kind
+
+
 def default_batched(source, batched: bool | None) -> bool:
     """Whether the items of ``source`` are batches: ``batched``, checked, or the default
     for the source's kind (see the module docstring)."""
-    kind = torch_data_kind(source)
+    kind = data_kind(source)
     if batched is None:
         if kind == "loader":
             return not (source.batch_size is None and source.batch_sampler is None)
@@ -70,7 +82,7 @@ def default_batched(source, batched: bool | None) -> bool:
     if not isinstance(batched, bool):
         raise TypeError(f"batched must be True, False or None, got {batched!r}")
     if batched and kind in ("map", "iterable"):
-        raise worded(ValueError, "{batched} was given for a torch Dataset "
+        raise worded(ValueError, "{batched} was given for a Dataset "
                      "({name}), whose items are samples: each sample would be read as a "
                      "batch, its first axis as the batch axis (wrong statistics). Pass the "
                      "Dataset as it is (samples), or a DataLoader over it for batches",
@@ -89,7 +101,7 @@ def as_sample(arr):
 
 def open_items(source, *, key, channel_axis, batched: bool) -> Source:
     """The source of an iterable or Dataset whose items are batches or samples."""
-    if torch_data_kind(source) == "map":
+    if data_kind(source) == "map":
         return DatasetSource(source, key, channel_axis=channel_axis)
     if not hasattr(source, "__iter__") or isinstance(source, (str, bytes, dict, np.ndarray)):
         raise worded(TypeError, "{batched} applies to iterables and Datasets; {kind} is read "

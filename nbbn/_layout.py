@@ -13,6 +13,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -74,17 +75,22 @@ def as_array(x, what: str = "input") -> np.ndarray:
         if isinstance(x, (list, tuple)):  # (np.asarray drops the masks of its items)
             for item in x:
                 check_no_mask(item, f"an item of {what}")
+        # (polars and pyarrow tables convert dates, durations and bools to numbers, or
+        # fail in numpy's promotion: their columns are checked first)
+        if not type(x).__module__.startswith("pandas") and (bad := _non_numeric_columns(x)):
+            raise _columns_error(x, bad, what)
         try:
             arr = np.asarray(x)
         except ValueError as exc:  # numpy's words for a ragged nested list
             raise ValueError(f"{what} is not an array: numpy could not read the "
                              f"{type(x).__name__} as one ({exc})") from None
+        except TypeError as exc:  # (numpy's DTypePromotionError: mixed kinds)
+            raise TypeError(f"{what} is not an array of numbers: numpy could not read the "
+                            f"{type(x).__name__} as one ({exc})") from None
         if arr.dtype.kind == "O":
             arr = _nullable_pandas(x, arr)
         if arr.dtype.kind == "O" and (bad := _non_numeric_columns(x)):
-            raise TypeError(f"{what} must hold numbers, but the {type(x).__name__} has "
-                            f"the column{'s' * (len(bad) > 1)} {', '.join(bad[:8])}: select "
-                            "the numeric columns (bool ones as .astype(float))")
+            raise _columns_error(x, bad, what)
         if arr.dtype.kind == "O":
             raise TypeError(f"{what} must have a real floating (float16/32/64) or integer "
                             f"dtype, but numpy reads the {type(x).__name__} as dtype object "
@@ -103,15 +109,35 @@ def _nullable_pandas(x, arr: np.ndarray) -> np.ndarray:
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _columns_error(x, bad: list[str], what: str) -> TypeError:
+    return TypeError(f"{what} must hold numbers, but the {type(x).__name__} has the "
+                     f"column{'s' * (len(bad) > 1)} {', '.join(bad[:8])}: select the "
+                     "numeric columns (bool ones as .astype(float))")
+
+
 def _non_numeric_columns(x) -> list[str]:
-    """A pandas DataFrame's (or Series') columns that hold no numbers, as "name (dtype)"
-    (bool ones included); empty for anything else."""
-    if not type(x).__module__.startswith("pandas"):
-        return []
-    pairs = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
-             else [(getattr(x, "name", None), getattr(x, "dtype", None))])
-    return [f"{name!r} ({dt})" for name, dt in pairs
-            if getattr(dt, "kind", "O") not in "iuf" or str(dt).lower() == "boolean"]
+    """A pandas, polars or pyarrow table's (or column's) columns that hold no numbers, as
+    "name (dtype)" (bool, date, time and duration ones included); empty for anything
+    else."""
+    module = type(x).__module__
+    if module.startswith("pandas"):
+        pairs = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
+                 else [(getattr(x, "name", None), getattr(x, "dtype", None))])
+        return [f"{name!r} ({dt})" for name, dt in pairs
+                if getattr(dt, "kind", "O") not in "iuf" or str(dt).lower() == "boolean"]
+    if module.startswith("polars"):
+        columns: Any = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
+                        else [(getattr(x, "name", None), getattr(x, "dtype", None))])
+        return [f"{name!r} ({dt})" for name, dt in columns
+                if not (hasattr(dt, "is_integer") and (dt.is_integer() or dt.is_float()))]
+    if module.startswith("pyarrow") and (hasattr(x, "schema") or hasattr(x, "type")):
+        import pyarrow as pa
+
+        pairs = (zip(x.schema.names, x.schema.types, strict=True) if hasattr(x, "schema")
+                 else [(None, x.type)])
+        return [f"{name!r} ({t})" for name, t in pairs
+                if not (pa.types.is_integer(t) or pa.types.is_floating(t))]
+    return []
 
 
 def check_no_mask(x, what: str) -> None:
@@ -125,9 +151,10 @@ def check_no_mask(x, what: str) -> None:
         k = int(np.ma.count_masked(x))
         raise TypeError(
             f"{what} is a numpy masked array with {k} masked element{'s' * (k != 1)}, "
-            "which nbbn would read as values: pass x.filled(np.nan) with "
-            "nan_policy='omit' (floating data) to skip them, or x.compressed() for a "
-            "single channel")
+            "which nbbn would read as values: for statistics that skip them, pass "
+            "x.filled(np.nan) with nan_policy='omit' (floating data), or x.compressed() "
+            "for a single channel; to normalize, pass x.filled(value) or x.data "
+            "(their outputs are then of those values)")
 
 
 def is_sparse(x) -> bool:

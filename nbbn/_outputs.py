@@ -190,14 +190,15 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
         path = Path(out)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"{out}: the folder {path.parent} does not exist")
-        if path.suffix == ".npy" and path.is_dir():  # (found now, not at the final rename)
+        suffix = path.suffix.lower()  # (x.NPY as well: the sources read it)
+        if suffix == ".npy" and path.is_dir():  # (found now, not at the final rename)
             raise IsADirectoryError(f"{out} is a folder: expected the path of the .npy "
                                     "file to write")
-        if path.suffix == ".npy":
+        if suffix == ".npy":
             check_file_path(out)
             remove_stale_temps(path)
             return NpyWriter(path, shape, dtype)
-        if path.suffix == ".zarr":
+        if suffix == ".zarr":
             zarr = import_extra("zarr", "zarr", "writing zarr arrays")
             chunks = (max(1, min(batch_rows, shape[0])), *shape[1:])
             store = zarr_store_beside(path)

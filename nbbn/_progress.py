@@ -22,7 +22,7 @@ def say(enabled: bool, msg: str) -> None:
     msg : str
         The line, without the ``nbbn:`` prefix.
     """
-    if not enabled:
+    if not enabled or sys.stderr is None:  # (None: file descriptor 2 closed, `2>&-`)
         return
     tq = sys.modules.get("tqdm")
     if tq is not None and getattr(tq.tqdm, "_instances", None):
@@ -53,7 +53,7 @@ class Progress:
                  rows: int, unit: str = "B") -> None:
         self.bar = None
         self.rows = unit == "B"
-        if not enabled:
+        if not enabled or sys.stderr is None:  # (None: no stderr, `2>&-`: no bar)
             return
         from tqdm import tqdm
 

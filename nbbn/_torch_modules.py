@@ -165,10 +165,13 @@ def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
                         f"got {type(module).__name__}")
     check_initialized(module, "module")
     has_bias = module.bias is not None
+    # (the buffers exist when the module was built with track_running_stats; the flag
+    # may have been set to False since, which only stops their updates)
     bn = BatchNorm(module.num_features, eps=module.eps, momentum=module.momentum,
-                   affine=module.affine, track_running_stats=module.track_running_stats,
+                   affine=module.affine, track_running_stats=module.running_mean is not None,
                    channel_axis=1, backend=backend, bias=has_bias or not module.affine)
     bn.load_state_dict(module.state_dict())
+    bn.track_running_stats = bool(module.track_running_stats)
     return bn.train(module.training)
 
 
@@ -185,10 +188,16 @@ def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = 
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
     if bn.affine and bn.bias is None:
         kwargs["bias"] = False
+    state = state_tensors(bn)
+    if bn.affine and "weight" not in state:  # (bn.weight = None: forward reads ones)
+        state = {"weight": torch.ones(bn.num_features, dtype=torch.float64)} | state
+    top = dtype if dtype is not None else torch.get_default_dtype()
+    _check_range(top, **{k: v.numpy() for k, v in state.items() if v.is_floating_point()})
     module = _TORCH_BN[dim](bn.num_features, eps=bn.eps, momentum=bn.momentum,
-                            affine=bn.affine, track_running_stats=bn.track_running_stats,
+                            affine=bn.affine, track_running_stats="running_mean" in state,
                             **kwargs)
-    module.load_state_dict(state_tensors(bn))
+    module.load_state_dict(state)
+    module.track_running_stats = bool(bn.track_running_stats)
     return module.train(bn.training)
 
 

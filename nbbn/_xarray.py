@@ -41,8 +41,12 @@ def stats_dataset(rs: Any, dim: str | None, coord: tuple | None):
                                       else "channel")
     fields = {"count": rs.count, "mean": rs.mean, "var": rs.var, "std": rs.std,
               "min": rs.min, "max": rs.max, "nan_count": rs.nan_count}
-    coords = {}
+    coords: Any = {}
     if coord is not None and coord[1] is not None and len(coord[1]) == len(rs.count):
-        coords[dim] = np.asarray(coord[1])
-    return xr.Dataset({k: (dim, v) for k, v in fields.items()}, coords=coords,
+        labels = coord[1]
+        if getattr(labels, "nlevels", 1) > 1:  # a pandas.MultiIndex: its levels kept
+            coords = xr.Coordinates.from_pandas_multiindex(labels, dim)
+        else:
+            coords[dim] = np.asarray(labels)
+    return xr.Dataset({k: ((dim,), v) for k, v in fields.items()}, coords=coords,
                       attrs={"channel_axis": rs.channel_axis, "nan_policy": rs.nan_policy})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -13,6 +13,13 @@ from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 from .normalizer import Normalizer, check_eps, finite_number
 from .running_stats import RunningStats
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`BatchNorm.load_state_dict` returns, as torch's ``_IncompatibleKeys``."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 def _to_numpy(v) -> np.ndarray:
@@ -81,7 +88,10 @@ class BatchNorm:
         Learnable-style ``weight`` (ones) and ``bias`` (zeros) parameters.
     track_running_stats : bool, default True
         Keep ``running_mean``/``running_var``/``num_batches_tracked``; without them the
-        batch statistics are used in eval mode too.
+        batch statistics are used in eval mode too. As torch's attribute: setting it
+        to False later stops the updates, and eval mode still reads the buffers (they
+        stay in the state_dict); setting it to True on a module built without them
+        adds none.
     channel_axis : int or str, default 1
         ``1`` for torch's (N, C, ...) layout, ``-1`` for channels-last; a dimension name
         for xarray DataArrays.
@@ -160,13 +170,18 @@ class BatchNorm:
         # eps, momentum and num_batches_tracked are plain attributes (``bn.momentum =
         # 0.01`` as in torch): checked again here, before this call changes anything
         eps, momentum = check_eps(self.eps), _check_momentum(self.momentum)
-        if self.training and self.track_running_stats:
+        # As torch: the running buffers are updated in training mode while
+        # track_running_stats is set, and read in eval mode whenever they exist (setting
+        # track_running_stats=False later only stops their updates); a module built
+        # without them normalizes with batch statistics in both modes.
+        step = self.training and self.track_running_stats and self._running is not None
+        use_batch_stats = self.training or self._running is None
+        if step:
             self.num_batches_tracked = _check_tracked(self.num_batches_tracked)
         check_no_grad(x, "input")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
         n = inp.outer * inp.inner
-        use_batch_stats = self.training or not self.track_running_stats
         if inp.channels != self.num_features:
             raise ValueError(
                 f"input has {inp.channels} channels along channel_axis={self.channel_axis}, "
@@ -174,7 +189,8 @@ class BatchNorm:
             )
         if n == 1 and use_batch_stats:
             when = "training" if self.training else \
-                "normalizing with batch statistics (track_running_stats=False)"
+                "normalizing with batch statistics (no running buffers: built with " \
+                "track_running_stats=False)"
             raise ValueError(f"Expected more than 1 value per channel when {when}, got "
                              f"input size {tuple(inp.array.shape)}")
         if use_batch_stats and eps == 0:
@@ -183,7 +199,6 @@ class BatchNorm:
                              "eval mode with running statistics accepts eps=0")
         dst = be.prepare_out(out, inp, "input")
         weight, bias = self._affine_params()
-        step = self.training and self.track_running_stats
         if step and n == 0:
             assert self.num_batches_tracked is not None
             self.num_batches_tracked += 1  # as torch: an empty batch counts too
@@ -227,11 +242,14 @@ class BatchNorm:
         return weight, bias
 
     def reset_running_stats(self) -> None:
-        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (torch's
-        ``reset_running_stats``; nothing without ``track_running_stats``)."""
-        if self._running is not None:
-            c = self.num_features
-            self._running = np.stack([np.zeros(c), np.ones(c)])
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0, in place (the
+        arrays ``running_mean`` and ``running_var`` returned before are reset too, as
+        torch's buffers; torch's ``reset_running_stats``: nothing without
+        ``track_running_stats``)."""
+        if self._running is not None and self.track_running_stats:
+            running = self._host_running()
+            running[0] = 0.0
+            running[1] = 1.0
             self.num_batches_tracked = 0
 
     def reset_parameters(self) -> None:
@@ -270,7 +288,8 @@ class BatchNorm:
 
     def _set_running(self, row: int, value, name: str) -> None:
         if self._running is None:
-            raise ValueError(f"this BatchNorm has track_running_stats=False: no {name}")
+            raise ValueError(f"this BatchNorm was built with track_running_stats=False: "
+                             f"no {name}")
         v = channel_vector(_to_numpy(value), self.num_features, name)
         if row == 1:
             _check_running_var(v)
@@ -297,8 +316,8 @@ class BatchNorm:
         -------
         dict
             "weight" and "bias" (with ``affine``; no "bias" with ``bias=False``),
-            "running_mean", "running_var" and "num_batches_tracked" (with
-            ``track_running_stats``).
+            "running_mean", "running_var" and "num_batches_tracked" (when the module
+            has running buffers: built with ``track_running_stats``, as torch's).
         """
         if tensors or (tensors is None and sys.modules.get("torch") is not None):
             from ._torch_modules import state_tensors
@@ -309,24 +328,34 @@ class BatchNorm:
             value = getattr(self, key)
             if value is not None:
                 d[key] = channel_vector(_to_numpy(value), self.num_features, key).copy()
-        if self.track_running_stats:
+        if self._running is not None:
             assert self.running_mean is not None and self.running_var is not None
             d["running_mean"] = self.running_mean.copy()
             d["running_var"] = self.running_var.copy()
             d["num_batches_tracked"] = np.array(self.num_batches_tracked, dtype=np.int64)
         return d
 
-    def load_state_dict(self, d: dict) -> None:
+    def load_state_dict(self, d: dict, strict: bool = True) -> IncompatibleKeys:
         """Load parameters and buffers from numpy arrays or torch tensors (all or nothing).
 
         Parameters
         ----------
         d : dict
             The keys of :meth:`state_dict` (e.g. a torch ``BatchNorm2d``'s state_dict).
+        strict : bool, default True
+            As torch's: True refuses missing and unexpected keys (ValueError); False
+            loads the keys this module has and returns the others.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, lists of names (empty when strict).
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like (as torch's), got "
                             f"{type(d).__name__}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {strict!r}")
         own = self._state_keys()
         expected = set(own)
         got = set(d)
@@ -334,13 +363,13 @@ class BatchNorm:
             # torch before 0.4.1 saved none; torch's loader then keeps the module's own
             d = {**d, "num_batches_tracked": self.num_batches_tracked}
             got = set(d)
-        if got != expected:
+        missing, unexpected = sorted(expected - got), sorted(got - expected)
+        if strict and (missing or unexpected):
             raise ValueError(
-                f"state_dict keys do not match: missing {sorted(expected - got)}, "
-                f"unexpected {sorted(got - expected)}"
+                f"state_dict keys do not match: missing {missing}, unexpected {unexpected}"
             )
         new: dict[str, Any] = {}
-        for key in own:  # (the state_dict's own order, whatever the hash seed)
+        for key in [k for k in own if k in got]:  # (the state_dict's order, whatever the hash seed)
             if key == "num_batches_tracked":
                 new[key] = _check_tracked(d[key])
             else:
@@ -350,7 +379,7 @@ class BatchNorm:
         # the values as they are, unchecked (a weight set to a wrong length is what a
         # load may be repairing), copied (the running buffers are views of one array)
         before = {key: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
-                  for key in own for v in [getattr(self, key)]}
+                  for key in new for v in [getattr(self, key)]}
         try:
             for key, v in new.items():
                 setattr(self, key, v)
@@ -358,11 +387,12 @@ class BatchNorm:
             for key, v in before.items():
                 setattr(self, key, v)
             raise
+        return IncompatibleKeys(missing, unexpected)
 
     def _state_keys(self) -> list[str]:
         """The keys of :meth:`state_dict`, in its order, without reading the values."""
         keys = [k for k in ("weight", "bias") if getattr(self, k) is not None]
-        if self.track_running_stats:
+        if self._running is not None:
             keys += ["running_mean", "running_var", "num_batches_tracked"]
         return keys
 
@@ -382,15 +412,17 @@ class BatchNorm:
         TypeError
             ``rs`` is not a RunningStats.
         ValueError
-            No running buffers (``track_running_stats=False``), another channel count, or
+            No running buffers (built with ``track_running_stats=False``), another
+            channel count, or
             NaN or inf statistics; the buffers are then unchanged.
         """
         if not isinstance(rs, RunningStats):
             raise TypeError(f"load_running_stats takes an nbbn.RunningStats, got "
                             f"{type(rs).__name__} (for arrays: bn.running_mean = ..., "
                             "bn.running_var = ...)")
-        if not self.track_running_stats:
-            raise ValueError("this BatchNorm has track_running_stats=False: no running buffers")
+        if self._running is None:
+            raise ValueError("this BatchNorm was built with track_running_stats=False: no "
+                             "running buffers")
         if rs.num_channels is None:
             raise ValueError("the RunningStats are empty (nothing was fitted): update them "
                              "before loading them")
@@ -418,11 +450,12 @@ class BatchNorm:
         Raises
         ------
         ValueError
-            ``track_running_stats=False`` (eval mode then normalizes with batch statistics).
+            No running buffers (built with ``track_running_stats=False``: eval mode
+            then normalizes with batch statistics).
         """
-        if not self.track_running_stats:
-            raise ValueError("track_running_stats=False: eval mode uses batch statistics, "
-                             "there is no frozen normalizer")
+        if self._running is None:
+            raise ValueError("this BatchNorm was built with track_running_stats=False: "
+                             "eval mode uses batch statistics, there is no frozen normalizer")
         weight, bias = self._affine_params()
         return Normalizer(self.running_mean, self.running_var, eps=self.eps, weight=weight,
                           bias=bias, channel_axis=self.channel_axis, backend=self.backend)

@@ -8,11 +8,14 @@ module stays cheap: numpy, numba and torch are imported inside the subcommands.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from ._cli_errors import USER_DATA_COMMANDS, USER_ERRORS, interrupted_message, one_line
 from .errors import MissingExtraError
+
+MAX_DPI = 1000  # nbbn plot --dpi: at most 16,000 x 5,600 pixels (the widest figure)
 
 __all__ = ["build_parser", "main"]
 
@@ -177,9 +180,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: the folder {out.parent} does not exist")
     if out.suffix.lower() != ".png":  # the figures are written as PNG
         raise ValueError(f"-o {out}: expected a path ending in .png (the plot is a PNG)")
-    if args.dpi < 10:
-        raise ValueError(f"--dpi must be at least 10, got {args.dpi}")
-    import os
+    if not 10 <= args.dpi <= MAX_DPI:  # (the widest figure, 16 in, at 1,000 dpi: 16,000
+        # pixels; --dpi 10000 asked matplotlib for 14 GB)
+        raise ValueError(f"--dpi must be from 10 to {MAX_DPI}, got {args.dpi}")
 
     for figure in (out, out.with_suffix(".histogram.png")):  # (a stats file named .png)
         if os.path.exists(figure) and os.path.exists(args.stats) and \
@@ -850,6 +853,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         From argparse: ``--help``, ``--version`` and usage errors (status 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    for name in ("stdout", "stderr"):  # (None when its file descriptor is closed:
+        if getattr(sys, name) is None:  # `2>&-`; print(file=None) went to stdout)
+            setattr(sys, name, open(os.devnull, "w"))  # (kept open for the process)
     parser = build_parser()
     args = _parse(parser, argv)
     if getattr(args, "func", None) is None:

@@ -38,7 +38,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
     """``x`` (a dask array, an xarray DataArray, or any array) as a dask array, its
     non-negative channel axis and its channel coordinate (xarray)."""
     da = import_extra("dask.array", "dask", "nbbn.dask")
-    from ._layout import check_dtype, normalize_axis
+    from ._layout import as_array, check_dtype, is_device_array, normalize_axis
     from .backends import is_dask_array, is_xarray
 
     coord = None
@@ -51,7 +51,9 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
     else:
         axis = channel_axis
     if not is_dask_array(x):
-        x = da.asarray(x)
+        # (a host array-like read as nbbn reads it: DataFrames, nullable columns, and
+        # the dtype checked before dask's own errors, e.g. on object arrays)
+        x = da.asarray(x if is_device_array(x) else as_array(x, "x"))
     check_dtype(np.dtype(x.dtype), "x")
     return x, normalize_axis(axis, x.ndim), coord
 

@@ -65,7 +65,9 @@ class Normalizer:
         NaN. (scikit-learn also scales by 1 a near-constant feature, whose variance is
         within rounding of 0; ``nbbn.sklearn.StandardScaler`` does, this class does not.)
     weight, bias : array_like, shape (C,), optional
-        Affine parameters (default 1 and 0).
+        Affine parameters (default 1 and 0). A finite ``weight`` whose
+        ``weight / sqrt(var + eps)`` overflows float64 is refused (ValueError): every
+        output of that channel would be infinite or NaN.
     channel_axis : int or str, default 1
         The channel axis of the arrays this normalizer is applied to (a dimension name
         for xarray DataArrays). Dask arrays give lazy dask arrays, DataArrays DataArrays.
@@ -129,7 +131,17 @@ class Normalizer:
         self.channel_axis = check_channel_axis(channel_axis)
         self.backend = backends.check_name(backend)
         self._names = check_names(channel_names, nchan)
-        self._scale = _frozen(affine_scale(self._weight, self._var, self._eps))
+        with np.errstate(over="ignore"):
+            scale = affine_scale(self._weight, self._var, self._eps)
+        bad = np.flatnonzero(np.isinf(scale) & np.isfinite(self._weight)
+                             & np.isfinite(self._var))
+        if bad.size:
+            raise ValueError(
+                f"weight / sqrt(var + eps) overflows float64 in channels "
+                f"{bad[:5].tolist()} (weight {self._weight[bad[0]]:g}, var "
+                f"{self._var[bad[0]]:g}, eps {self._eps:g}): the outputs would be "
+                f"infinite or NaN; scale the weight down or use a larger eps")
+        self._scale = _frozen(scale)
         with np.errstate(divide="ignore"):
             self._inv_scale = _frozen(1.0 / self._scale)
 

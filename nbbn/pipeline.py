@@ -462,7 +462,9 @@ class _FitRun:
                 raise
             interrupted = True  # while waiting for the reader: nothing is half-applied
         except BaseException as exc:
-            if cfg.checkpoint is not None and dirty:
+            # (written again when nothing changed since the last write: the note that
+            # resume=True continues is added whenever the checkpoint holds rows)
+            if cfg.checkpoint is not None and (dirty or self.rows_done > 0):
                 self._save_after_error(exc)
             raise
         finally:

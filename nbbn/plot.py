@@ -116,7 +116,9 @@ def plot_stats(
         top.scatter(ch, lo, marker="v", color="C2", zorder=3, label="min")
         top.scatter(ch, hi, marker="^", color="C3", zorder=3, label="max")
         bottom.bar(ch, std, color="C1", width=0.6)
-        top.set_xticks(ch, None if channel_names is None else list(channel_names))
+        # (names are data: a "$" in one is drawn as it is, not read as mathtext)
+        top.set_xticks(ch, None if channel_names is None else
+                       [str(name).replace("$", r"\$") for name in channel_names])
         if nchan > 16:
             bottom.tick_params(axis="x", labelrotation=90, labelsize=7)
         top.set_xlim(-0.6, nchan - 0.4)
@@ -139,9 +141,19 @@ def plot_stats(
             f"{_count(count.min())}-{_count(count.max())} values per channel")
         title = f"nbbn statistics: {nchan} channel{'s' if nchan != 1 else ''}, {per}"
     note = undrawn_note(stats, channel_names)
-    fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
+    fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11,
+                 parse_math=False)
+    return _save(fig, path, dpi)
+
+
+def _save(fig, path, dpi: int) -> Path:
+    """``fig`` as a PNG at ``path``, written to a temporary file and renamed when
+    complete (a Ctrl-C during the write left a truncated PNG in place of the old one)."""
+    from ._durable import atomic_write
+
     path = Path(path)
-    fig.savefig(path, dpi=dpi, format="png")
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=dpi, format="png")
     return path
 
 
@@ -231,6 +243,4 @@ def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
     ax.legend(fontsize=8, frameon=False)
     fig.suptitle("nbbn histogram per channel (dotted: 1st, 50th, 99th percentiles)",
                  fontsize=11)
-    path = Path(path)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    return _save(fig, path, dpi)

@@ -15,8 +15,24 @@ __all__ = ["format_json", "format_table"]
 _COLUMNS = ("channel", "count", "mean", "std", "min", "max")
 
 
-def _num(v: float) -> str:
-    return "nan" if math.isnan(v) else f"{v:.6g}"
+def _num(v: float, digits: int = 6) -> str:
+    return "nan" if math.isnan(v) else f"{v:.{digits}g}"
+
+
+def _apart(lo: float, hi: float) -> tuple[str, str]:
+    """``lo`` and ``hi`` with 6 significant digits, or as many more as tell them apart
+    (min 1e15 + 1 and max 1e15 + 5 both read "1e+15")."""
+    for digits in (6, 9, 12, 17):
+        a, b = _num(lo, digits), _num(hi, digits)
+        if a != b or lo == hi or math.isnan(lo) or math.isnan(hi):
+            break
+    return a, b
+
+
+def _printable(name: str) -> str:
+    """A channel name as one table cell: control characters (a newline in a column
+    name broke the table's lines) escaped as Python writes them."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def format_table(stats, max_rows: int = 32) -> str:
@@ -34,6 +50,10 @@ def format_table(stats, max_rows: int = 32) -> str:
     str
         The table, ending with a newline; "no data" when the statistics are empty.
     """
+    if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) \
+            or max_rows < 2:
+        raise ValueError(f"max_rows must be an int >= 2 (the first and last rows are "
+                         f"shown), got {max_rows!r}")
     n = stats.num_channels or 0
     if n == 0:
         return "no data: the statistics are empty\n"
@@ -54,14 +74,13 @@ def format_table(stats, max_rows: int = 32) -> str:
         if c < 0:
             rows.append(["..."] + [""] * (len(header) - 1))
             continue
-        row = [str(c), _count(count[c]), _num(mean[c]), _num(std[c]), _num(mn[c]),
-               _num(mx[c])]
+        row = [str(c), _count(count[c]), _num(mean[c]), _num(std[c]), *_apart(mn[c], mx[c])]
         if show_nan:
             row.append(str(int(nan[c])))
         if show_inf:
             row.append(str(int(inf[c])))
         if names is not None:
-            row.insert(1, names[c])
+            row.insert(1, _printable(names[c]))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     just = ["ljust" if h == "name" else "rjust" for h in header]
@@ -112,9 +131,21 @@ def format_json(stats) -> str:
     Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, ``channel_names`` (only
     when the channels have names), and per-channel lists ``count``, ``mean``, ``var``
     (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``, ``inf_count``.
+    Statistics that name their channels but counted no rows (a table of columns and
+    no rows) list those channels with count 0 and null statistics.
     """
+    n = stats.num_channels or 0
+    names = getattr(stats, "channel_names", None)
+    if n == 0 and names:  # (a table of columns but no rows: its channels, none counted)
+        n = len(names)
+        blank, zeros = [None] * n, [0] * n
+        d: dict = {"num_channels": n, "channel_axis": stats.channel_axis,
+                   "nan_policy": stats.nan_policy, "channel_names": list(names),
+                   "count": zeros, "mean": blank, "var": blank, "std": blank,
+                   "min": blank, "max": blank, "nan_count": zeros, "inf_count": zeros}
+        return _json_lines(d)
     d = {
-        "num_channels": stats.num_channels or 0,
+        "num_channels": n,
         "channel_axis": stats.channel_axis,
         "nan_policy": stats.nan_policy,
         **({} if getattr(stats, "channel_names", None) is None else
@@ -128,5 +159,9 @@ def format_json(stats) -> str:
         "nan_count": [int(v) for v in stats.nan_count],
         "inf_count": [int(v) for v in stats.inf_count],
     }
+    return _json_lines(d)
+
+
+def _json_lines(d: dict) -> str:
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
     return "{\n" + body + "\n}"

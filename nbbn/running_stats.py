@@ -54,8 +54,9 @@ class RunningStats:
     histogram : Histogram or None
         Exact per-channel counts of every level, kept by a fit of images with
         ``histogram=True`` (:class:`~nbbn.ImageSource`; ``histogram.percentile(q)``).
-        :meth:`update` does not count into it; saved and loaded with the statistics;
-        merging keeps it only when both sides have one.
+        :meth:`update` goes on counting into it (uint8 and uint16 numpy batches);
+        saved and loaded with the statistics; merging keeps it only when both sides
+        have one.
     skipped : list of str
         ``"file: reason"`` for each file a fit left out (``on_error="skip"``).
 
@@ -75,6 +76,7 @@ class RunningStats:
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
         self.channel_axis = check_channel_axis(channel_axis)
         self._names: tuple[str, ...] | None = check_names(channel_names, None)
+        self._given_names = self._names  # (what reset() keeps: not a batch's columns)
         self.nan_policy = check_policy(nan_policy)
         self.backend = backends.check_name(backend)
         # BatchStats on the host, or a backend's state on its device
@@ -94,7 +96,7 @@ class RunningStats:
         """What ``__setstate__`` takes, with ``st`` as the state."""
         return {"channel_axis": self.channel_axis, "nan_policy": self.nan_policy,
                 "backend": self.backend, "state": st, "channel_names": self._names,
-                "channel_coord": self._channel_coord,
+                "channel_coord": self._channel_coord, "given_names": self._given_names,
                 "histogram": None if self.histogram is None else self.histogram.copy(),
                 "skipped": list(self.skipped)}
 
@@ -104,6 +106,7 @@ class RunningStats:
         self._state = d["state"]
         self.histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
         self._channel_coord = d.get("channel_coord")
+        self._given_names = d.get("given_names", self._names)
 
     # ------------------------------------------------------------------ updating
     def update(self, batch, sample_weight=None) -> RunningStats:
@@ -367,11 +370,14 @@ class RunningStats:
             )
 
     def reset(self) -> None:
-        """Forget all data (``num_channels`` becomes None again)."""
+        """Forget all data (``num_channels`` becomes None again), and what came with it:
+        channel names taken from a batch's columns, a DataArray's channel coordinate
+        (names given to the constructor or set on :attr:`channel_names` stay)."""
         with self._lock:
             self._state = None
             self._host_cache = None
             self.histogram, self.skipped = None, []
+            self._names, self._channel_coord = self._given_names, None
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: RunningStats) -> RunningStats:
@@ -487,7 +493,7 @@ class RunningStats:
 
     @channel_names.setter
     def channel_names(self, names: Sequence[str] | None) -> None:
-        self._names = check_names(names, self.num_channels)
+        self._names = self._given_names = check_names(names, self.num_channels)
 
     @property
     def num_channels(self) -> int | None:
@@ -691,10 +697,15 @@ class RunningStats:
         ValueError
             Missing or inconsistent fields, or a newer format version.
         """
-        if not (isinstance(d, Mapping) or (hasattr(d, "__getitem__")
-                                            and hasattr(d, "__contains__"))):
+        # (a mapping, an open .npz, or what reads as one: [] and `in`; not a sequence,
+        # whose [] and `in` read items, nor a path)
+        if isinstance(d, (str, bytes, os.PathLike, list, tuple, np.ndarray)) or not (
+                isinstance(d, Mapping) or (hasattr(d, "__getitem__")
+                                           and hasattr(d, "__contains__"))):
+            hint = (": for a statistics file, use RunningStats.load(path)"
+                    if isinstance(d, (str, os.PathLike)) else "")
             raise TypeError(f"from_dict takes the dict of RunningStats.to_dict(), got "
-                            f"{type(d).__name__}")
+                            f"{type(d).__name__}{hint}")
         missing = [k for k in ("version", "channel_axis", "nan_policy", *_ARRAY_FIELDS)
                    if k not in d]
         if missing:

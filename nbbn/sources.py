@@ -352,12 +352,24 @@ def _pick(item, key, index: int):
             raise worded(ValueError, "item {index} of the iterable is a {kind} of {n} elements "
                          "(e.g. (x, y) from a DataLoader); pass {key} to pick x", index=index,
                          kind=type(item).__name__, n=len(item), key=Param("key", 0))
-        item = item[int(key)]
+        try:  # (a position; the CLI's --key gives it as text)
+            pos = None if isinstance(key, bool) else int(key)
+        except (TypeError, ValueError):
+            pos = None
+        if pos is None or not -len(item) <= pos < len(item):
+            raise worded(ValueError, "{key} picks nothing in item {index} of the iterable, "
+                         "a {kind} of {n} elements: expected a position from 0 to {last}",
+                         key=Param("key", key), index=index, kind=type(item).__name__,
+                         n=len(item), last=len(item) - 1)
+        item = item[pos]
     elif isinstance(item, dict):
-        if key is None or key not in item:
+        if key is None:
             raise worded(ValueError, "item {index} of the iterable is a dict with keys {keys}; "
                          "name the array with {key}", index=index, keys=list(item),
                          key=Param("key", placeholder="..."))
+        if key not in item:
+            raise worded(ValueError, "{key} is not among the keys {keys} of item {index} of "
+                         "the iterable", key=Param("key", key), keys=list(item), index=index)
         item = item[key]
     elif key is not None:
         raise worded(ValueError, "{key} was given but item {index} is a {kind}, not a tuple, "

@@ -148,7 +148,8 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     calls = dict.fromkeys(stats, 0)
     with _restoring(model, layers) as (handles, saved):
         for name, m in layers:
-            handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name)))
+            handles.append(m.register_forward_pre_hook(_collector(stats[name], calls, name),
+                                                       with_kwargs=True))
             m.train()
         seen = _run(model, data, num_samples, device, progress, forward)
         if seen == 0:
@@ -242,15 +243,15 @@ class _LayerPass:
         self.target, self.stats, self.calls = name, RunningStats(channel_axis=1), 0
         self.uses = self.uses_per_forward[name]
 
-    def hook(self, name: str) -> Callable[[torch.nn.Module, tuple], None]:
-        def pre_hook(module: torch.nn.Module, args: tuple) -> None:
+    def hook(self, name: str) -> Callable[[torch.nn.Module, tuple, dict], None]:
+        def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             if self.sequence is not None:
                 self.sequence.append(name)
                 if self.target is None:
                     self.target = name
             if name != self.target:
                 return
-            _read(self.stats, args[0])
+            _read(self.stats, _layer_input(args, kwargs, name))
             self.calls += 1
             self.seen += 1
             if self.stops and self.seen == self.uses:
@@ -275,10 +276,10 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
         for m in model.modules():
             m.training = False
         for name, m in layers:
-            handles.append(m.register_forward_pre_hook(lp.hook(name)))
+            handles.append(m.register_forward_pre_hook(lp.hook(name), with_kwargs=True))
         desc = "nbbn precise BN (eval), layer"
         seen = _run(model, data, num_samples, device, progress, forward, f"{desc} 1",
-                    lp.before)
+                    lp.before, eval_mode=True)
         if lp.sequence:
             lp.found()
         if seen == 0:
@@ -288,7 +289,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
             if k:
                 lp.start(name)
                 _run(model, data, num_samples, device, progress, forward,
-                     f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before)
+                     f"{desc} {k + 1}/{len(lp.order)} {name!r}", lp.before, eval_mode=True)
             merged, calls = _merge_ranks({name: lp.stats}, {name: lp.calls})
             if counted_nothing(merged[name]):
                 continue  # ran on the first batch, not in its own pass: left as it was
@@ -325,11 +326,22 @@ def _bn_layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
 
 
 def _collector(rs: RunningStats, calls: dict[str, int], name: str):
-    def hook(module: torch.nn.Module, args: tuple) -> None:
-        _read(rs, args[0])
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        _read(rs, _layer_input(args, kwargs, name))
         calls[name] += 1
 
     return _not_traced(hook)
+
+
+def _layer_input(args: tuple, kwargs: dict, name: str) -> Any:
+    """The input of a BatchNorm layer's call, positional or ``bn(input=x)`` (a forward
+    pre-hook registered ``with_kwargs``)."""
+    if args:
+        return args[0]
+    if "input" in kwargs:
+        return kwargs["input"]
+    raise TypeError(f"BatchNorm layer {name!r} was called without its input (positional, "
+                    f"or input=...); got keywords {sorted(kwargs)}")
 
 
 def _not_traced(hook: Callable) -> Callable:
@@ -372,7 +384,8 @@ def _input(item: Any) -> torch.Tensor:
 
 def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device: Any,
          progress: bool, forward: Callable[[torch.nn.Module, Any], Any] | None = None,
-         desc: str = "nbbn precise BN", before: Callable[[], None] | None = None) -> int:
+         desc: str = "nbbn precise BN", before: Callable[[], None] | None = None,
+         eval_mode: bool = False) -> int:
     """The forward passes (``before`` called before each); returns the number of samples
     (with ``forward``: of batches) read over all ranks. A forward ended by
     :class:`_StopPass` counts as done."""
@@ -408,11 +421,15 @@ def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device
                     why = (f"num_samples={num_samples} cut the last batch to 1 sample"
                            if num_samples is not None and num_samples - seen == 1
                            and int(_input(item).shape[0]) > 1 else "a batch of 1 sample")
+                    layer = ("a BatchNorm without running statistics "
+                             "(track_running_stats=False: batch statistics in eval mode too)"
+                             if eval_mode else "a BatchNorm in training mode")
+                    way = "" if eval_mode else ", or mode='eval'"
                     raise ValueError(
-                        f"{why}, which a BatchNorm in training mode cannot normalize when it "
-                        "has one value per channel (BatchNorm1d on (N, C) input): use a "
-                        "num_samples that leaves no batch of 1, drop such a batch, or "
-                        f"mode='eval'. The buffers were not changed. ({exc})") from exc
+                        f"{why}, which {layer} cannot normalize when it has one value per "
+                        "channel (BatchNorm1d on (N, C) input): use a num_samples that "
+                        f"leaves no batch of 1, or drop such a batch{way}. The buffers were "
+                        f"not changed. ({exc})") from exc
                 seen += int(x.shape[0])
                 bar.update(x.numel() * x.element_size(), seen)
                 if num_samples is not None and seen >= num_samples:

@@ -291,6 +291,17 @@ def test_normalizer_negative_var(backend):
     assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1]).all()
 
 
+def test_normalizer_scale_overflow_refused():
+    """weight / sqrt(var + eps) beyond float64: every output of the channel would be
+    inf or NaN (0 * inf at the mean), so the parameters are refused, naming them."""
+    with pytest.raises(ValueError, match=r"overflows float64 in channels \[1\] \(weight "
+                                         r"1e\+300, var 1e-200, eps 0\)"):
+        nbbn.Normalizer(np.zeros(2), np.array([1.0, 1e-200]), eps=0.0,
+                        weight=np.array([1.0, 1e300]))
+    big = nbbn.Normalizer(np.zeros(1), np.array([1e-200]), eps=0.0, weight=np.array([1e10]))
+    np.testing.assert_allclose(big.scale, [1e110], rtol=1e-15)
+
+
 @pytest.mark.parametrize("eps", [-1e-5, -1.0])
 def test_normalizer_negative_eps(eps, backend):
     with pytest.raises(ValueError, match="eps"):
@@ -561,6 +572,12 @@ def test_booleans_are_not_numbers_and_from_dict_takes_a_dict(rng):
             make()
     with pytest.raises(TypeError, match="from_dict takes the dict of RunningStats.to_dict"):
         nbbn.RunningStats.from_dict(None)
+    # (a path or a list read as missing fields, a ValueError that named none of this)
+    with pytest.raises(TypeError, match=r"got str: for a statistics file, use "
+                                        r"RunningStats.load\(path\)"):
+        nbbn.RunningStats.from_dict("stats.npz")
+    with pytest.raises(TypeError, match="to_dict\\(\\), got list$"):
+        nbbn.RunningStats.from_dict(["version", "count"])
 
     class Fields:  # (a mapping by duck typing: what from_dict reads is [] and in)
         def __init__(self, d):
@@ -607,7 +624,8 @@ def test_masked_array_with_masked_values_refused(backend):
         rs.update(m)
     _assert_unchanged(before, _state(rs))
     norm = nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=-1, backend=backend)
-    with pytest.raises(TypeError, match="masked array"):
+    with pytest.raises(TypeError, match=r"masked array.*to normalize, pass "
+                                        r"x.filled\(value\) or x.data"):
         norm(m)
     with pytest.raises(TypeError, match="masked array"):
         nbbn.fit(m, channel_axis=-1, progress=False)
@@ -781,3 +799,32 @@ def test_masked_arrays_in_a_list_are_refused_as_one_alone():
     assert rs.num_channels is None
     rs.update([np.ma.array([1.0, 2.0]), [3.0, 4.0]])  # (no masked element: its data)
     assert rs.count.tolist() == [2, 2]
+
+
+def test_polars_and_arrow_tables_of_dates_and_bools_refused():
+    """polars and pyarrow tables convert datetime, duration and bool columns to numbers
+    (the mean of microseconds since 1970 came back), or fail in numpy's promotion with
+    a raw DTypePromotionError; pandas tables were refused by column. Now all three."""
+    import datetime as dt
+
+    pl = pytest.importorskip("polars")
+    pa = pytest.importorskip("pyarrow")
+    days = [dt.datetime(2020, 1, d) for d in (1, 2, 3)]
+    cases = [(pl.DataFrame({"t": days, "x": [1.0, 2.0, 3.0]}), r"'t' \(Datetime"),
+             (pl.DataFrame({"flag": [True, False, True], "x": [1, 2, 3]}), "'flag'"),
+             (pa.table({"flag": [True, False, True], "x": [1, 2, 3]}), r"'flag' \(bool\)"),
+             (pa.table({"d": [dt.date(2020, 1, 1)] * 3, "x": [1.0, 2.0, 3.0]}),
+              r"'d' \(date32")]
+    norm = nbbn.Normalizer(np.zeros(2), np.ones(2), channel_axis=-1)
+    for table, column in cases:
+        rs = nbbn.RunningStats(-1)
+        with pytest.raises(TypeError, match=f"must hold numbers, but the .* has the column "
+                                            f"{column}"):
+            rs.update(table)
+        assert rs.num_channels is None
+        with pytest.raises(TypeError, match="must hold numbers"):
+            norm(table)
+    ok = nbbn.RunningStats(-1).update(pl.DataFrame({"a": [1, 2], "b": [1.5, 2.5]}))
+    np.testing.assert_array_equal(ok.mean, [1.5, 2.0])
+    ok = nbbn.RunningStats(-1).update(pa.table({"a": [1, 2], "b": [1.5, 2.5]}))
+    np.testing.assert_array_equal(ok.mean, [1.5, 2.0])

@@ -67,6 +67,44 @@ def test_fit_saves_the_statistics_when_printing_them_fails(data_file, tmp_path,
     assert same_bits(nbbn.RunningStats.load(out), nbbn.fit(data_file, progress=False))
 
 
+def test_fit_with_stderr_closed(data_file, tmp_path):
+    """``nbbn fit ... 2>&-`` (cron, daemons): Python's sys.stderr is then None; the
+    progress bar failed (exit 1, nothing fitted), and print(file=None) put the status
+    lines into the table on stdout."""
+    out = tmp_path / "stats.npz"
+    for extra in ([], ["--no-progress"]):
+        res = subprocess.run([sys.executable, "-m", "nbbn", "fit", str(data_file), "-o",
+                              str(out), *extra], stdout=subprocess.PIPE, text=True,
+                             env=_env(), preexec_fn=lambda: os.close(2), timeout=600)
+        assert res.returncode == 0
+        assert res.stdout.splitlines()[0].split()[0] == "channel"
+        assert "wrote" not in res.stdout and len(res.stdout.splitlines()) == 4
+        assert same_bits(nbbn.RunningStats.load(out), nbbn.fit(data_file, progress=False))
+        out.unlink()
+
+
+def test_table_and_json_edges(tmp_path, capsys):
+    """format_table(max_rows < 2) printed rows twice and "(-1 not shown)"; min and max
+    that differ past 6 digits read the same; a newline in a column name broke the table;
+    the JSON of a header-only CSV said num_channels 0 next to two channel names."""
+    stats = nbbn.channel_stats(np.array([[1e15 + 1, 1.0], [1e15 + 5, 1.0]]), 1)
+    with pytest.raises(ValueError, match="max_rows must be an int >= 2"):
+        format_table(stats, max_rows=1)
+    row = format_table(stats).splitlines()[1].split()
+    assert row[-2:] == ["1000000000000001", "1000000000000005"] and row[2] == "1e+15"
+    assert format_table(stats).splitlines()[2].split()[-2:] == ["1", "1"]
+    pd = pytest.importorskip("pandas")
+    named = nbbn.RunningStats(-1)
+    named.update(pd.DataFrame({"a\nb": [1.0, 2.0], "c": [3.0, 4.0]}))
+    lines = format_table(named).splitlines()
+    assert len(lines) == 3 and lines[1].split()[1] == "a\\nb"
+    (tmp_path / "hdr.csv").write_text("a,b\n")
+    assert main(["fit", str(tmp_path / "hdr.csv"), "--format", "json", "--no-progress"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["num_channels"] == 2 and d["channel_names"] == ["a", "b"]
+    assert d["count"] == [0, 0] and d["mean"] == [None, None]
+
+
 def test_fit_prints_table_and_writes_stats(data_file, tmp_path, capsys):
     out = tmp_path / "stats.npz"
     assert main(["fit", str(data_file), "--batch-size", "64", "-o", str(out),

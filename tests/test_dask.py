@@ -396,3 +396,17 @@ def test_a_cluster_fit_of_a_dask_array_points_to_the_dask_reduction():
     with pytest.raises(TypeError, match=r"a dask array is computed by its own scheduler: "
                                         r"use nbbn.dask.channel_stats"):
         shard_recipe(src.shards[0])
+
+
+def test_channel_stats_of_a_dataframe_and_an_object_array():
+    """A pandas DataFrame gave dask's raw AttributeError ('DataFrame' object has no
+    attribute 'dtype'), an object array dask's NotImplementedError about rechunking;
+    now host array-likes are read as nbbn reads them."""
+    pd = pytest.importorskip("pandas")
+    import nbbn.dask
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3, 5, 7]})
+    got = nbbn.dask.channel_stats(frame, 1).compute()
+    np.testing.assert_allclose(got.mean, [7 / 3, 5.0], rtol=1e-15)
+    with pytest.raises(TypeError, match="x must have a real floating .* got dtype object"):
+        nbbn.dask.channel_stats(np.ones((3, 2), object), 1)

@@ -111,9 +111,9 @@ def test_the_misread_of_issue_13(capsys):
     _check(nbbn.fit(iter(ds), key=0, batched=False, progress=False), images, 0)
     loader_rs = nbbn.fit(DataLoader(ds, batch_size=5), key=0, progress=False)
     _check(loader_rs, images, 0)
-    with pytest.raises(ValueError, match="batched=True was given for a torch Dataset"):
+    with pytest.raises(ValueError, match="batched=True was given for a Dataset"):
         nbbn.fit(ds, key=0, batched=True)
-    with pytest.raises(ValueError, match="batched=True was given for a torch Dataset"):
+    with pytest.raises(ValueError, match="batched=True was given for a Dataset"):
         nbbn.fit(Stream(images), batched=True)
 
 

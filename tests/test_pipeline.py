@@ -194,6 +194,14 @@ def test_transform_npy_equals_normalizer(tmp_path, rng, dtype_in, dtype_out, wan
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".nbbn-tmp")]
 
 
+def test_transform_into_upper_case_npy(tmp_path, rng):
+    """An output named x.NPY is a .npy file (the sources read .NPY shards too); it was
+    refused as "expected a path ending in .npy or .zarr"."""
+    x = rng.standard_normal((20, 3))
+    out = transform(x, fit(x), tmp_path / "Y.NPY")
+    np.testing.assert_array_equal(np.load(out), fit(x).to_normalizer()(x))
+
+
 def test_transform_shards_into_one_file_and_channels_last(tmp_path, rng):
     parts = [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in (9, 0, 30)]
     d = tmp_path / "d"
@@ -420,3 +428,58 @@ def test_transform_of_integer_shards_of_several_dtypes_is_float32(tmp_path):
     norm = nbbn.Normalizer([0.0, 0, 0], [1.0, 1, 1], eps=0)
     out = np.load(nbbn.transform(tmp_path, norm, tmp_path.parent / "o.npy", progress=False))
     assert out.dtype == np.float32 and out[:, 0].tolist() == [1, 1, 3, 3]
+
+
+# ------------------------------------------------------------ iterables and datasets
+def test_a_key_that_picks_nothing_is_named():
+    """key= out of range or not a position gave a raw IndexError, or int()'s message; a
+    key missing from a dict item was told to name the array with key=..."""
+    items = [(np.ones((4, 3)), np.arange(4))]
+    with pytest.raises(ValueError, match=r"key=2 picks nothing in item 0 of the iterable, "
+                                         r"a tuple of 2 elements: expected a position "
+                                         r"from 0 to 1"):
+        fit(items, key=2)
+    with pytest.raises(ValueError, match="key='image' picks nothing in item 0"):
+        fit(items, key="image")
+    np.testing.assert_array_equal(fit(items, key="0").count, [4, 4, 4])  # (the CLI's text)
+    with pytest.raises(ValueError, match=r"key='img' is not among the keys \['image'\] of "
+                                         r"item 0"):
+        fit([{"image": np.ones((4, 3))}], key="img")
+
+
+def test_a_map_style_dataset_without_torch_is_read_as_samples():
+    """Any object with __getitem__ and __len__ (Python's sequence protocol, as torch's
+    map-style Dataset) is a Dataset of samples: it was refused, with a message that said
+    it was read in batches."""
+
+    class Samples:
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return np.full((3, 4, 4), float(i))
+
+    for batched in (None, False):
+        rs = fit(Samples(), batched=batched)
+        np.testing.assert_array_equal(rs.count, [160] * 3)
+        np.testing.assert_array_equal(rs.mean, [4.5] * 3)
+    with pytest.raises(ValueError, match=r"batched=True was given for a Dataset \(Samples\)"):
+        fit(Samples(), batched=True)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes: Python 3.11")
+def test_an_error_after_a_checkpoint_write_still_says_resume(tmp_path):
+    """checkpoint_interval=0 writes after every batch: an error then found nothing new
+    to write, and left out the note that the checkpoint holds the rows before it."""
+    data = np.ones((40, 3), np.float32)
+
+    def batches():
+        for i in range(0, 40, 4):
+            if i == 20:
+                raise RuntimeError("boom")
+            yield data[i:i + 4]
+
+    with pytest.raises(RuntimeError, match="boom") as e:
+        fit(batches(), checkpoint=tmp_path / "g.ckpt", checkpoint_interval=0)
+    assert "the statistics of the 20 rows before the error were saved to" in " ".join(
+        e.value.__notes__)

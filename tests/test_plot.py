@@ -160,3 +160,30 @@ def test_missing_matplotlib_names_the_extra(tmp_path, rng, capsys, monkeypatch):
     assert main(["plot", str(stats)]) == 2
     _one_error_line(capsys, "matplotlib", "pip install 'nbbn[plot]'")
     assert not (tmp_path / "stats.png").exists()
+
+
+def test_names_with_dollars_and_a_write_cut_short(tmp_path, rng, monkeypatch, capsys):
+    """Names are drawn as text: two "$" in a column name made matplotlib's mathtext
+    parser fail. A write cut short (Ctrl-C) leaves the previous PNG as it was: savefig
+    wrote the file in place, and a truncated one replaced the good plot. --dpi has an
+    upper bound (--dpi 10000 asked matplotlib for 14 GB)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "s.png"
+    plot_stats(_stats(3, rng), out, channel_names=["spend_$ (total_$)", "$x$", "b"])
+    _check_png(out, 5_000)
+    good = out.read_bytes()
+
+    def cut_short(self, fname, **kwargs):
+        fname.write(good[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        plot_stats(_stats(3, rng), out)
+    assert out.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["s.png"]
+    monkeypatch.undo()
+    _stats(3, rng).save(tmp_path / "s.npz")
+    assert main(["plot", str(tmp_path / "s.npz"), "--dpi", "10000"]) == 2
+    _one_error_line(capsys, "--dpi must be from 10 to 1000, got 10000")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from fractions import Fraction
 
 import numpy as np
@@ -374,6 +375,27 @@ def test_reset(backend, rng):
     z = random_array(rng, (2, 5, 2), "float64")
     rs.update(z)
     assert_stats(rs, ref_stats(z, 1), 1e-12)
+
+
+def test_reset_forgets_the_names_a_batch_gave():
+    """reset() kept a DataFrame's column names: the next table of other columns was
+    refused as not the columns "the statistics were fitted on", though none were;
+    names given by the caller stay."""
+    pd = pytest.importorskip("pandas")
+    rs = nbbn.RunningStats(-1)
+    rs.update(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}))
+    rs.reset()
+    assert rs.channel_names is None
+    rs.update(pd.DataFrame({"x": [1.0], "y": [2.0]}))
+    assert rs.channel_names == ("x", "y")
+    again = pickle.loads(pickle.dumps(rs))  # (learned names stay learned)
+    again.reset()
+    assert again.channel_names is None
+    given = nbbn.RunningStats(-1, channel_names=["x", "y"])
+    given.update(pd.DataFrame({"x": [1.0], "y": [2.0]}))
+    for kept in (given, pickle.loads(pickle.dumps(given))):
+        kept.reset()
+        assert kept.channel_names == ("x", "y")
 
 
 @pytest.mark.parametrize("layout", ["one_d", "two_d", "two_d_axis0"])

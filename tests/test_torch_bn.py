@@ -596,3 +596,33 @@ def test_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
     got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False)
     assert list(got) == ["a"] and int(net.a.num_batches_tracked) == 3
     assert int(net.b.num_batches_tracked) == 7
+
+
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_a_layer_called_by_keyword(mode):
+    """``self.bn(input=x)`` (torch runs it) gave an IndexError from the hooks, which read
+    args[0]; now the keyword input is read, as a positional one."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(3, momentum=None)
+
+        def forward(self, x):
+            return self.bn(input=x)
+
+    net, x = Net().double(), torch.randn(40, 3, dtype=torch.float64) * 2 + 1
+    nt.recompute_bn_stats(net, [x[:16], x[16:]], progress=False, mode=mode)
+    np.testing.assert_allclose(net.bn.running_mean.numpy(), x.mean(0).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(net.bn.running_var.numpy(), x.var(0).numpy(), rtol=1e-12)
+
+
+def test_a_batch_of_one_in_eval_mode_names_the_untracked_layer():
+    """mode="eval" and a batch of one sample refused by a layer without running
+    statistics: the message suggested mode='eval', which was the mode."""
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3, track_running_stats=False),
+                              torch.nn.BatchNorm1d(3))
+    with pytest.raises(ValueError, match=r"a batch of 1 sample, which a BatchNorm without "
+                                         r"running statistics .*drop such a batch\. "):
+        nt.recompute_bn_stats(net, [torch.randn(4, 3), torch.randn(1, 3)], progress=False,
+                              mode="eval")

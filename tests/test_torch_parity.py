@@ -301,3 +301,88 @@ def test_bias_false_state_dict_with_torch(affine, backend, rng):
                           bn.state_dict().items()})
     assert_close(_tnp(back.running_var), bn.running_var, **TOL["float64"])
     assert "bias=False" in repr(bn) if affine else True
+
+
+def _run_both(t, b, x, steps=3):
+    out = []
+    for _ in range(steps):
+        with torch.no_grad():
+            out.append((t(x).numpy(), np.asarray(b(x.numpy()))))
+    return out
+
+
+@pytest.mark.parametrize("built_with", [True, False])
+def test_track_running_stats_set_after_construction_as_torch(built_with, rng):
+    """torch's flag is read at each call: set False later, training stops updating the
+    buffers and eval mode still normalizes with them (they stay in the state_dict); set
+    True on a module built without buffers, both modes use batch statistics. nbbn read
+    the flag alone: eval mode then used batch statistics (outputs 2.9 off), the
+    state_dict lost the buffers, and the reverse raised raw errors."""
+    x = torch.from_numpy(rng.standard_normal((8, 3, 4)) * 2 + 5)
+    t = torch.nn.BatchNorm1d(3, track_running_stats=built_with).double()
+    b = nbbn.BatchNorm(3, track_running_stats=built_with)
+    _run_both(t, b, x)
+    t.track_running_stats = b.track_running_stats = not built_with
+    for mode in (True, False, True, False):
+        t.train(mode)
+        b.train(mode)
+        for got_t, got_b in _run_both(t, b, x * (1.5 if mode else 0.5), 2):
+            np.testing.assert_allclose(got_b, got_t, rtol=1e-12, atol=1e-12)
+    sd_t, sd_b = t.state_dict(), b.state_dict(tensors=False)
+    assert list(sd_b) == list(sd_t)
+    for key, value in sd_t.items():
+        np.testing.assert_allclose(sd_b[key], value.numpy(), rtol=1e-12)
+    back = nbbn.BatchNorm.from_torch(t)  # the flag and the buffers travel both ways
+    assert back.track_running_stats is t.track_running_stats
+    again = back.to_torch(1, dtype=torch.float64)
+    assert again.track_running_stats is t.track_running_stats
+    assert list(again.state_dict()) == list(sd_t)
+    with torch.no_grad():
+        np.testing.assert_allclose(again.eval()(x).numpy(), t.eval()(x).numpy(), rtol=1e-12)
+    if built_with:
+        b.reset_running_stats()  # (torch's: nothing while the flag is off)
+        np.testing.assert_allclose(b.running_mean, t.running_mean.numpy(), rtol=1e-12)
+        assert b.num_batches_tracked == int(t.num_batches_tracked) == 3
+
+
+def test_reset_running_stats_in_place_and_load_state_dict_strict(rng):
+    """reset_running_stats wrote new arrays: a running_mean held before stayed at zero
+    while training moved the module's. load_state_dict takes torch's strict= and
+    returns the missing and unexpected keys."""
+    b = nbbn.BatchNorm(2)
+    held = b.running_mean
+    b(rng.standard_normal((4, 2)) + 3)
+    b.reset_running_stats()
+    assert b.num_batches_tracked == 0 and (held == 0).all() and (b.running_var == 1).all()
+    b(rng.standard_normal((4, 2)) + 3)
+    assert held is b.running_mean or np.shares_memory(held, b.running_mean)
+    assert (held != 0).all()
+    got = b.load_state_dict({"weight": np.array([2.0, 3.0]), "extra": np.ones(2)},
+                            strict=False)
+    # (num_batches_tracked absent: the module's own is kept, as torch's loader does)
+    assert got.missing_keys == ["bias", "running_mean", "running_var"]
+    assert got.unexpected_keys == ["extra"]
+    np.testing.assert_array_equal(b.weight, [2.0, 3.0])
+    assert b.num_batches_tracked == 1
+    t = torch.nn.BatchNorm1d(2)
+    assert tuple(b.load_state_dict(t.state_dict())) == tuple(
+        t.load_state_dict(b.state_dict())) == ([], [])
+    with pytest.raises(ValueError, match=r"missing \['bias'"):
+        b.load_state_dict({"weight": np.ones(2)})
+
+
+def test_to_torch_refuses_values_beyond_the_dtype_and_exports_a_dropped_weight():
+    """to_torch(dtype=float16) stored a running_var of 1e6 as inf (outputs 0 instead of
+    +-1), where Normalizer.to_torch refuses; a weight set to None (forward reads ones)
+    made torch's load_state_dict fail with its raw error."""
+    b = nbbn.BatchNorm(2).eval()
+    b.running_var = np.array([1e6, 1.0])
+    with pytest.raises(ValueError, match=r"running_var is beyond torch.float16's range "
+                                         r"in channels \[0\]"):
+        b.to_torch(1, dtype=torch.float16)
+    b.to_torch(1, dtype=torch.float32)
+    b.weight = None
+    m = b.to_torch(1, dtype=torch.float64)
+    x = np.array([[1000.0, 1.0], [-1000.0, 2.0]])
+    np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), b(x), rtol=1e-12)
+    assert torch.equal(m.weight.detach(), torch.ones(2, dtype=torch.float64))

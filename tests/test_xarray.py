@@ -80,6 +80,28 @@ def test_to_xarray(rng):
     assert nbbn.channel_stats(x.values, 1).to_xarray(dim="c").sizes == {"c": 3}
 
 
+def test_to_xarray_keeps_dimension_names_and_multiindex_levels(rng):
+    """A dimension named by a non-str (xarray allows any hashable) keeps its name, and
+    a MultiIndex channel coordinate its levels (they became strings, and tuples)."""
+    import pandas as pd
+
+    x = random_array(rng, (6, 4), "float64", channel_axis=1)
+    ds = nbbn.channel_stats(xr.DataArray(x, dims=("t", 7)), 1).to_xarray()
+    assert dict(ds.sizes) == {7: 4}
+    np.testing.assert_allclose(ds["mean"].values, x.mean(axis=0), rtol=1e-14)
+    index = pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["site", "n"])
+    labelled = xr.DataArray(x, dims=("t", "c"),
+                            coords=xr.Coordinates.from_pandas_multiindex(index, "c"))
+    rs = nbbn.channel_stats(labelled, "c")
+    for stats in (rs, pickle.loads(pickle.dumps(rs)), rs + rs):
+        ds = stats.to_xarray()
+        assert list(ds.indexes["c"].names) == ["site", "n"]
+        np.testing.assert_allclose(ds["mean"].sel(site="b").values, x[:, 2:].mean(0),
+                                   rtol=1e-14)
+    with pytest.raises(ValueError, match="labels must match"):
+        rs.update(labelled.isel(c=[1, 0, 2, 3]))
+
+
 def test_named_axis_saved_and_loaded(rng, tmp_path):
     rs = nbbn.channel_stats(_data(rng), "band")
     rs.save(tmp_path / "s.npz")

@@ -34,14 +34,20 @@ def channel_index(x, channel_axis: int | str) -> int:
     return check_axis(channel_axis)
 
 
-def channel_coord(x, axis: int) -> tuple[str, np.ndarray | None] | None:
+def channel_coord(x, axis: int) -> tuple[Any, Any] | None:
     """``(dimension name, coordinate values or None)`` of the channel dimension (None
-    when ``axis`` is out of range: the data's backend says so)."""
+    when ``axis`` is out of range: the data's backend says so). The name as xarray
+    holds it (any hashable, not only a str); a ``pandas.MultiIndex`` stays one, so
+    ``to_xarray`` gives back its levels."""
     if not -x.ndim <= axis < x.ndim:
         return None
     dim = x.dims[axis]
-    values = np.asarray(x.coords[dim].values) if dim in x.coords else None
-    return str(dim), values
+    if dim not in x.coords:
+        return dim, None
+    index = x.indexes.get(dim)
+    if index is not None and getattr(index, "nlevels", 1) > 1:
+        return dim, index.copy()
+    return dim, np.asarray(x.coords[dim].values)
 
 
 class XInput:
