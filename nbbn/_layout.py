@@ -33,6 +33,12 @@ def check_dtype(dtype: np.dtype, what: str = "input") -> None:
 
 
 def _kind_name(dtype: np.dtype) -> str:
+    if dtype.kind == "V" and type(dtype).__module__.startswith("ml_dtypes"):
+        # (JAX's bfloat16 and float8 arrays: numpy reads them as opaque 2- or 1-byte
+        # items; torch bfloat16 tensors are read as such)
+        torch = ", or a torch bfloat16 tensor" if dtype.name == "bfloat16" else ""
+        return (f"an ml_dtypes float, which nbbn does not read from numpy: pass "
+                f"x.astype(np.float32){torch}")
     names = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes",
              "M": "datetime", "m": "timedelta", "V": "void/structured", "f": "float"}
     return names.get(dtype.kind, dtype.kind)

@@ -4,7 +4,9 @@
   Before a batch is handed out the kernel is asked to read its pages ahead
   (``posix_fadvise``), and after it has been used its pages are unmapped again
   (``madvise(MADV_DONTNEED)``; the data stays in the page cache), so the resident
-  memory stays at about two batches whatever the file size.
+  memory stays at about two batches whatever the file size. A Fortran-ordered file's
+  rows are spread over its columns: its whole mapping is released each time every
+  column has moved on by a page or more (resident: two batches, or two pages a column).
 * :class:`NpzShard`: one member of a ``.npz`` file, read (and decompressed) in order
   into the batch's :class:`~nbbn._shards.Slot`, never whole; Fortran-ordered members
   are the exception (their rows are not contiguous) and are read whole.
@@ -62,6 +64,7 @@ class _NpyReader(ShardReader):
         self.f = open(shard.path, "rb")  # noqa: SIM115 (closed by close())
         self.mm: mmap.mmap | None = None
         self.array: np.ndarray | None = None
+        self.kept_from = 0  # (Fortran order: the first row whose pages may be mapped)
         if shard.size:
             # copy-on-write (never written): writable views use the same compiled kernels
             # as in-memory arrays (numba compiles read-only arrays separately)
@@ -78,8 +81,8 @@ class _NpyReader(ShardReader):
 
     def read(self, start, stop, slot):
         assert self.array is not None
-        if self.s.fortran:  # rows are not contiguous in the file: no page hints
-            return self.array[start:stop], None
+        if self.s.fortran:  # rows are not contiguous in the file: no read-ahead hint
+            return self.array[start:stop], lambda: self._release_columns(stop)
         lo, hi = self._span(start, stop)
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self.f.fileno(), lo, hi - lo, os.POSIX_FADV_WILLNEED)
@@ -88,6 +91,19 @@ class _NpyReader(ShardReader):
     def _release(self, lo: int, hi: int) -> None:
         """Unmap the pages wholly inside [lo, hi): they leave our resident set, not the cache."""
         release_span(self.mm, lo, hi)
+
+    def _release_columns(self, stop: int) -> None:
+        """Fortran order, after the rows before ``stop`` were used: unmap the whole array
+        once every column has moved on by a page since the last time (a row's values lie
+        one per column, so a batch's rows touch a few pages of each column; a batch
+        still in use, or the next one read ahead, faults its pages back from the page
+        cache: the mapping is never written). It stayed mapped, the whole file resident
+        (an 800 MB file: 855 MB)."""
+        mm = self.mm
+        if mm is not None and not mm.closed and \
+                (stop - self.kept_from) * self.s.dtype.itemsize >= mmap.PAGESIZE:
+            release_span(mm, 0, len(mm))
+            self.kept_from = stop
 
     def close(self) -> None:
         self.array = None

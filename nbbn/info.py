@@ -34,6 +34,9 @@ def paste_number(value: float, scale: float) -> str:
     return repr(float(f"{value:.{min(max(digits, 1), 17)}g}"))
 
 
+PASTE_CHANNELS = 4096  # nbbn info prints the Normalize lists up to this many channels
+
+
 def normalize_lists(stats, *, divide_by: float = 1.0) -> str:
     """``mean=[...], std=[...]`` for ``torchvision.transforms.Normalize`` (population std).
 
@@ -87,13 +90,23 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
         nnan = int(np.count_nonzero(nan))
         lines.append(f"NaNs seen: {int(nan.sum())} in {nnan} channel{'s' * (nnan != 1)}"
                      f" (nan_policy={stats.nan_policy!r})")
+    if nchan > PASTE_CHANNELS:  # (1M features printed two lines of 20 MB)
+        lines.append(f"torchvision.transforms.Normalize lists: not printed for {nchan} "
+                     f"channels (more than {PASTE_CHANNELS}); in Python: "
+                     "nbbn.RunningStats.load(STATS).mean and .std")
+        return "\n".join(lines + _extras(stats))
     lines.append("torchvision.transforms.Normalize, population std (ddof=0):")
     lines.append("  " + normalize_lists(stats))
     if _looks_8bit(stats):
         lines.append("for 8-bit data that ToTensor() scales to [0, 1] (the values above / 255):")
         lines.append("  " + normalize_lists(stats, divide_by=255.0))
-    if stats.histogram is not None or stats.skipped:
-        from ._histogram import describe_extras
+    return "\n".join(lines + _extras(stats))
 
-        lines += describe_extras(stats)
-    return "\n".join(lines)
+
+def _extras(stats) -> list[str]:
+    """The histogram's percentiles and the files a fit skipped, when there are any."""
+    if stats.histogram is None and not stats.skipped:
+        return []
+    from ._histogram import describe_extras
+
+    return describe_extras(stats)

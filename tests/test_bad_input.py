@@ -828,3 +828,12 @@ def test_polars_and_arrow_tables_of_dates_and_bools_refused():
     np.testing.assert_array_equal(ok.mean, [1.5, 2.0])
     ok = nbbn.RunningStats(-1).update(pa.table({"a": [1, 2], "b": [1.5, 2.5]}))
     np.testing.assert_array_equal(ok.mean, [1.5, 2.0])
+
+
+def test_ml_dtypes_bfloat16_named():
+    """numpy arrays of ml_dtypes' bfloat16 (JAX's) were refused as "void/structured"."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.ones((3, 2), ml_dtypes.bfloat16)
+    with pytest.raises(TypeError, match=r"got dtype bfloat16 \(an ml_dtypes float, .*pass "
+                                        r"x.astype\(np.float32\), or a torch bfloat16"):
+        nbbn.RunningStats().update(x)

@@ -90,6 +90,19 @@ def test_info_many_channels_summarized(tmp_path, rng, capsys):
     assert len(means) == len(stds) == 3000
 
 
+def test_info_lists_of_very_many_channels_left_out(tmp_path, rng, capsys):
+    """Beyond PASTE_CHANNELS the paste lists are not printed (a million features wrote
+    37.7 MB, nearly all of it two lines), and the output says where they are."""
+    from nbbn.info import PASTE_CHANNELS
+
+    n = PASTE_CHANNELS + 1
+    nbbn.channel_stats(rng.standard_normal((3, n)), 1).save(tmp_path / "wide.npz")
+    assert main(["info", str(tmp_path / "wide.npz")]) == 0
+    out = capsys.readouterr().out
+    assert f"Normalize lists: not printed for {n} channels (more than {PASTE_CHANNELS})" in out
+    assert "mean=[" not in out and max(len(line) for line in out.splitlines()) < 200
+
+
 def test_info_nan_and_empty(tmp_path, rng, capsys):
     x = rng.standard_normal((30, 3))
     x[:, 1] = np.nan

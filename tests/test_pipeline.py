@@ -172,6 +172,43 @@ print(status("VmHWM") - before)
     assert grew < 3 * batch + 24 * 2**20, grew
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_resident_memory_of_a_fortran_ordered_npy_stays_bounded(tmp_path):
+    """A Fortran-ordered .npy (np.save of a transposed array) stayed mapped whole: its
+    rows are spread over the columns, and no page was released (800 MB file: 855 MB
+    resident). Now the mapping is released as the columns move on: the file pages
+    mapped at once stay at a few batches, whatever the file's size."""
+    code = r"""
+import re, sys, threading, time, numpy as np, nbbn
+path = sys.argv[1]
+x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1 << 21, 32),
+                              fortran_order=True)
+x[:] = np.arange(32, dtype=np.float32)
+x.flush(); del x
+warm = np.asfortranarray(np.ones((65536, 32), np.float32))  # (the same kernels, compiled)
+nbbn.fit(warm, -1, batch_size=65536, progress=False)
+def file_pages():
+    return int(re.search(r"RssFile:\s+(\d+)", open("/proc/self/status").read()).group(1)) << 10
+before, peak, done = file_pages(), [0], []
+def watch():
+    while not done:
+        peak[0] = max(peak[0], file_pages())
+        time.sleep(0.001)
+watcher = threading.Thread(target=watch)
+watcher.start()
+rs = nbbn.fit(path, -1, batch_size=65536, progress=False)
+done.append(1)
+watcher.join()
+assert (rs.mean == np.arange(32)).all() and rs.count[0] == 1 << 21
+print(peak[0] - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.npy")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    grew = int(out.split()[-1])
+    assert grew < 2**27, grew  # the file is 256 MiB, a batch 8 MiB (measured: ~50 MiB)
+
+
 # ----------------------------------------------------------------------- transform
 @pytest.mark.parametrize("dtype_in, dtype_out, want",
                          [("float32", None, "float32"), ("uint8", None, "float32"),

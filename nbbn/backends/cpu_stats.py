@@ -571,6 +571,7 @@ def _cl_omit_partial(xf, e0, e1, tk, sd, sq, cn, tmn, tmx, half):
 
 
 CL_TILE_MAX = 1024  # channels-last SIMD tiles of k rows: at most this many elements
+CL_RUN_TILES = 256  # ... whose sums run over this many tiles at a time (_cl_simd_tiles)
 CL_SIMD_MAX_CHANNELS = 8192  # ... and channels of the chunk kernel at most (see cl_simd)
 
 
@@ -654,13 +655,33 @@ def _cl_simd_tiles(xf, e0, e1, tk, sd, sq, tmn, tmx, cn, tile):
     """The SIMD chunk kernel over the whole tiles (``tile`` elements, k rows: whole
     vectors, and ``e0`` a multiple of it) of ``xf[e0:e1]``, into the tile slots reset
     first (``cn``: None, or the count of the NaN-omitting build, reset by the caller);
-    returns where the whole tiles end."""
+    returns where the whole tiles end.
+
+    The sums run over ``CL_RUN_TILES`` tiles at a time, each run's added to the slots
+    in float64: a slot's one running sum over a whole block (16,384 values a slot with
+    4 channels) rounded with a bias that grew with its length, 1-4e-13 of the variance
+    at mean/std 10-100 (benchmarks.md, twenty-eighth session)."""
     sd[:] = 0.0
     sq[:] = 0.0
     tmn[:] = np.inf
     tmx[:] = -np.inf
     e = e0 + (e1 - e0) // tile * tile
-    cl_rows_f32(xf, tile, e0 // tile, e // tile, xf.size // tile, tk, sd, sq, tmn, tmx, cn)
+    t0 = e0 // tile
+    t1 = e // tile
+    ntiles = xf.size // tile
+    if t1 - t0 <= CL_RUN_TILES:
+        cl_rows_f32(xf, tile, t0, t1, ntiles, tk, sd, sq, tmn, tmx, cn)
+        return e
+    rsd = np.empty_like(sd)
+    rsq = np.empty_like(sq)
+    for r0 in range(t0, t1, CL_RUN_TILES):
+        rsd[:] = 0.0
+        rsq[:] = 0.0
+        cl_rows_f32(xf, tile, r0, min(t1, r0 + CL_RUN_TILES), ntiles, tk, rsd, rsq, tmn,
+                    tmx, cn)
+        for i in range(sd.size):
+            sd[i] += rsd[i]
+            sq[i] += rsq[i]
     return e
 
 
@@ -1576,6 +1597,30 @@ def _cl_arrays_impl(ws, xf, half, slots, nchan, nko, ncn):
     return taken
 
 
+def on_grid(k, xf, half):  # pragma: no cover - replaced by the overload
+    """A shift ``k`` moved onto the values' own grid: float32 for float32, float16 and
+    bfloat16 input, the nearest integer for integers of up to 32 bits, ``k`` itself for
+    float64 and 64-bit integers.
+
+    ``d = x - k`` is then a number of the grid's ulps, and ``d*d`` and the sums of both
+    are exact in float64 until they pass 2**53 of those ulps (float32 values near 100,
+    ulp 2**-17: sums of d*d up to 2**19). A float64 shift (a running mean) made every
+    ``d*d`` round, with a bias that grew with the rows: a channels-last float32 block of
+    20,000 rows at mean/std 100 had a variance 1.5e-13 off, relative (2e-16 now).
+    """
+    raise NotImplementedError
+
+
+@overload(on_grid, inline="always")
+def _on_grid_impl(k, xf, half):
+    dt = xf.dtype
+    if dt == types.float32 or not isinstance(half, types.NoneType):
+        return lambda k, xf, half: numba.float64(numba.float32(k))
+    if isinstance(dt, types.Integer) and dt.bitwidth <= 32:
+        return lambda k, xf, half: np.floor(k + 0.5)
+    return lambda k, xf, half: k
+
+
 def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, pf, cr, ws):
     nrows = xf.size // nchan
     nparts = pi.shape[0]
@@ -1637,10 +1682,11 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                     nan_before |= is_nan_bits(to_float64(xf[e0 + c], half))
             for c in range(nchan):
                 if pn[p, c] > 0 and is_finite_bits(pmean[p, c]):
-                    kc[c] = pmean[p, c]
+                    kc[c] = on_grid(pmean[p, c], xf, half)
                 else:
                     m = hd[c] / HEAD_ROWS if head else np.nan
-                    kc[c] = m if is_finite_bits(m) else to_float64(xf[e0 + c], half)
+                    kc[c] = on_grid(m, xf, half) if is_finite_bits(m) else \
+                        to_float64(xf[e0 + c], half)
             direct = nan_before and policy == POLICY_OMIT
             nfail = 0
             if direct:
@@ -1674,13 +1720,13 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                         # each on its own (strided), not the whole block
                         for c in range(nchan):
                             if moved[c]:
-                                kc[c] = tk[c] + sd[c] / n
+                                kc[c] = on_grid(tk[c] + sd[c] / n, xf, half)
                                 tk[c] = kc[c]
                                 sd[c], sq[c] = _strided_sums(xf, e0 + c, n, nchan, kc[c], half)
                         break
                     for c in range(nchan):  # far from the shift: redo with the block means
                         if is_finite_bits(sd[c]):
-                            kc[c] = tk[c] + sd[c] / n
+                            kc[c] = on_grid(tk[c] + sd[c] / n, xf, half)
                 for c in range(nchan):
                     a = sd[c]
                     q = sq[c]
@@ -1769,14 +1815,14 @@ def _stats_channels_last(xf, nchan, half, policy, limit, simd, nans, t, nt, pi, 
                             # whole block twice: (64, 262144) float64 28 -> 38 ms)
                             for c in range(nchan):
                                 if fail[c] and again[c]:
-                                    kc[c] = otk[c] + osd[c] / ocn[c]
+                                    kc[c] = on_grid(otk[c] + osd[c] / ocn[c], xf, half)
                                     otk[c] = kc[c]
                                     osd[c], osq[c] = _strided_sums(xf, e0 + c, n, nchan,
                                                                    kc[c], half)
                             break
                         for c in range(nchan):  # far from the shift: the block means
                             if fail[c] and again[c]:
-                                kc[c] = otk[c] + osd[c] / ocn[c]
+                                kc[c] = on_grid(otk[c] + osd[c] / ocn[c], xf, half)
                     nan_before = False
                 for c in range(nchan):
                     if not (omitted and fail[c]):
