@@ -121,29 +121,40 @@ def _columns_error(x, bad: list[str], what: str) -> TypeError:
                      "numeric columns (bool ones as .astype(float))")
 
 
+def polars_numeric(t) -> bool:
+    """Whether a polars dtype is an integer or floating type numpy has (Int128 and
+    UInt128 have no numpy dtype)."""
+    return hasattr(t, "is_integer") and (t.is_integer() or t.is_float()) \
+        and "128" not in str(t)
+
+
+def arrow_numeric(t) -> bool:
+    """Whether an Arrow type is an integer or floating one."""
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _pandas_numeric(dt) -> bool:
+    return getattr(dt, "kind", "O") in "iuf" and str(dt).lower() != "boolean"
+
+
 def _non_numeric_columns(x) -> list[str]:
     """A pandas, polars or pyarrow table's (or column's) columns that hold no numbers, as
     "name (dtype)" (bool, date, time and duration ones included); empty for anything
     else."""
     module = type(x).__module__
-    if module.startswith("pandas"):
-        pairs = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
-                 else [(getattr(x, "name", None), getattr(x, "dtype", None))])
-        return [f"{name!r} ({dt})" for name, dt in pairs
-                if getattr(dt, "kind", "O") not in "iuf" or str(dt).lower() == "boolean"]
-    if module.startswith("polars"):
-        columns: Any = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
-                        else [(getattr(x, "name", None), getattr(x, "dtype", None))])
-        return [f"{name!r} ({dt})" for name, dt in columns
-                if not (hasattr(dt, "is_integer") and (dt.is_integer() or dt.is_float()))]
-    if module.startswith("pyarrow") and (hasattr(x, "schema") or hasattr(x, "type")):
-        import pyarrow as pa
-
+    if module.startswith(("pandas", "polars")):
+        numeric = _pandas_numeric if module.startswith("pandas") else polars_numeric
+        pairs: Any = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
+                      else [(getattr(x, "name", None), getattr(x, "dtype", None))])
+    elif module.startswith("pyarrow") and (hasattr(x, "schema") or hasattr(x, "type")):
+        numeric = arrow_numeric
         pairs = (zip(x.schema.names, x.schema.types, strict=True) if hasattr(x, "schema")
                  else [(None, x.type)])
-        return [f"{name!r} ({t})" for name, t in pairs
-                if not (pa.types.is_integer(t) or pa.types.is_floating(t))]
-    return []
+    else:
+        return []
+    return [f"{name!r} ({dt})" for name, dt in pairs if not numeric(dt)]
 
 
 def check_no_mask(x, what: str) -> None:

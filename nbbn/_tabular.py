@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ._labels import shown
+from ._layout import arrow_numeric, polars_numeric
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, files_label, worded
@@ -314,9 +315,7 @@ def _check_unique(names: list[str], what: str) -> None:
 
 def _arrow_kind(t) -> str | None:
     """None for an integer or floating Arrow type, else its name."""
-    import pyarrow as pa
-
-    return None if pa.types.is_integer(t) or pa.types.is_floating(t) else str(t)
+    return None if arrow_numeric(t) else str(t)
 
 
 def _arrow_numpy(column) -> np.ndarray:
@@ -470,9 +469,8 @@ def _pandas(df, columns) -> TableSource:
 def _polars(df, columns) -> TableSource:
     what = "a polars DataFrame"
     names = list(df.columns)
-    # (Int128 and UInt128 have no numpy dtype: not numeric here)
-    kinds = {n: None if (t.is_integer() or t.is_float()) and "128" not in str(t)
-             else f"dtype {t}" for n, t in zip(names, df.dtypes, strict=True)}
+    kinds = {n: None if polars_numeric(t) else f"dtype {t}"
+             for n, t in zip(names, df.dtypes, strict=True)}
     chosen = select_columns(kinds, columns, what)
     series = [df.get_column(c) for c in chosen]
     dtypes = [np.dtype(s.slice(0, 0).to_numpy().dtype) for s in series]

@@ -135,33 +135,24 @@ def format_json(stats) -> str:
     no rows) list those channels with count 0 and null statistics.
     """
     n = stats.num_channels or 0
-    names = getattr(stats, "channel_names", None)
-    if n == 0 and names:  # (a table of columns but no rows: its channels, none counted)
-        n = len(names)
-        blank, zeros = [None] * n, [0] * n
-        d: dict = {"num_channels": n, "channel_axis": stats.channel_axis,
-                   "nan_policy": stats.nan_policy, "channel_names": list(names),
-                   "count": zeros, "mean": blank, "var": blank, "std": blank,
-                   "min": blank, "max": blank, "nan_count": zeros, "inf_count": zeros}
-        return _json_lines(d)
+    names: tuple | None = getattr(stats, "channel_names", None)
+    unread = n == 0 and bool(names)  # (a table of columns but no rows: none counted)
+    if unread:
+        n = len(names or ())
+
+    def field(name: str, fill: float) -> np.ndarray:
+        return np.full(n, fill) if unread else getattr(stats, name)
+
     d = {
         "num_channels": n,
         "channel_axis": stats.channel_axis,
         "nan_policy": stats.nan_policy,
-        **({} if getattr(stats, "channel_names", None) is None else
-           {"channel_names": list(stats.channel_names)}),
-        "count": [int(v) if float(v).is_integer() else float(v) for v in stats.count],
-        "mean": _clean(stats.mean),
-        "var": _clean(stats.var),
-        "std": _clean(stats.std),
-        "min": _clean(stats.min),
-        "max": _clean(stats.max),
-        "nan_count": [int(v) for v in stats.nan_count],
-        "inf_count": [int(v) for v in stats.inf_count],
+        **({} if names is None else {"channel_names": list(names)}),
+        "count": [int(v) if float(v).is_integer() else float(v)
+                  for v in field("count", 0)],
+        **{key: _clean(field(key, np.nan)) for key in ("mean", "var", "std", "min", "max")},
+        "nan_count": [int(v) for v in field("nan_count", 0)],
+        "inf_count": [int(v) for v in field("inf_count", 0)],
     }
-    return _json_lines(d)
-
-
-def _json_lines(d: dict) -> str:
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
     return "{\n" + body + "\n}"
