@@ -111,7 +111,12 @@ def open_items(source, *, key, channel_axis, batched: bool) -> Source:
 
 
 class DatasetSource(IterableSource):
-    """A map-style Dataset: ``dataset[i]`` for ``i`` in order, each item one sample."""
+    """A map-style Dataset: ``dataset[i]`` for ``i`` in order, each item one sample.
+
+    Samples are fetched ahead by worker threads (as a DataLoader's workers fetch them),
+    so batches are read ahead too: a Dataset returns a new sample for each index."""
+
+    read_ahead = 2
 
     def __init__(self, dataset, key=None, channel_axis=None) -> None:
         super().__init__(dataset, key, f"a {type(dataset).__name__} of {len(dataset):,} "

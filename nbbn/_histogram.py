@@ -49,6 +49,11 @@ class Histogram:
         if counts.size and int(counts.max()) > COUNT_LIMIT:  # (a uint64 bin could wrap)
             raise ValueError("a histogram's counts must be at most 2**62 (nbbn's limit per "
                              f"channel), got {int(counts.max())}")
+        totals = [sum(int(v) for v in row) for row in counts] if counts.size and int(
+            counts.max()) > COUNT_LIMIT // counts.shape[1] else [0]
+        if max(totals) > COUNT_LIMIT:  # (exact sums, only where a row could pass it)
+            raise ValueError("a histogram's counts must sum to at most 2**62 per channel "
+                             f"(nbbn's limit), got {max(totals)}")
         self.counts = counts.astype(np.int64)  # (a copy: never the caller's array)
 
     @classmethod
@@ -95,6 +100,14 @@ class Histogram:
         if other.counts.shape != self.counts.shape:
             raise ValueError(f"cannot add a histogram of shape {other.counts.shape} to one of "
                              f"shape {self.counts.shape}")
+        # every row sums to at most COUNT_LIMIT (the constructor's check), so the sums
+        # below are exact, and a merged row within it holds no bin past int64
+        mine, theirs = self.counts.sum(axis=1), other.counts.sum(axis=1)
+        if (theirs > COUNT_LIMIT - mine).any():
+            c = int(np.flatnonzero(theirs > COUNT_LIMIT - mine)[0])
+            raise ValueError(f"the merged histogram would count more than 2**62 values "
+                             f"(nbbn's limit) in channel {c}: {int(mine[c])} + "
+                             f"{int(theirs[c])}. Nothing was changed.")
         self.counts += other.counts
         return self
 
@@ -107,19 +120,19 @@ class Histogram:
 
         Parameters
         ----------
-        q : float or sequence of float
-            Percentiles in [0, 100].
+        q : float or array_like of float
+            Percentiles in [0, 100], of any shape.
 
         Returns
         -------
         ndarray of float64
-            Shape (C,) for a scalar ``q``, (len(q), C) otherwise; NaN for a channel
+            Shape ``np.shape(q) + (C,)`` (``(C,)`` for a scalar ``q``); NaN for a channel
             without values.
         """
         qs = np.asarray(q, dtype=np.float64)
         if ((qs < 0) | (qs > 100) | np.isnan(qs)).any():
             raise ValueError(f"percentiles must lie in [0, 100], got {q!r}")
-        flat = np.atleast_1d(qs)
+        flat = qs.reshape(-1)
         out = np.full((flat.size, self.num_channels), np.nan)
         for c, row in enumerate(self.counts):
             cum = np.cumsum(row)
@@ -136,7 +149,7 @@ class Histogram:
                 v_hi = float(np.searchsorted(cum, hi, side="right"))
                 t, diff = h - lo, v_hi - v_lo
                 out[i, c] = v_lo + diff * t if t < 0.5 else v_hi - diff * (1 - t)
-        return out[0] if qs.ndim == 0 else out
+        return out.reshape(qs.shape + (self.num_channels,))
 
     def __repr__(self) -> str:
         return f"Histogram({self.bits}-bit, {self.num_channels} channels)"

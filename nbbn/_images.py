@@ -82,8 +82,16 @@ def looks_like_images(source) -> bool:
     if isinstance(source, ImageSource):
         return True
     if isinstance(source, (list, tuple)):
-        return bool(source) and all(isinstance(p, (str, os.PathLike))
-                                    and _is_image_name(os.fspath(p)) for p in source)
+        given = [os.fspath(p) if isinstance(p, (str, os.PathLike)) else None for p in source]
+        images = [n is not None and _is_image_name(n) for n in given]
+        if any(images) and not all(images):  # (the shard reader blamed the first image)
+            i = images.index(False)
+            odd = repr(given[i]) if given[i] is not None else f"a {type(source[i]).__name__}"
+            raise ValueError(f"{odd}: not an image file ({', '.join(IMAGE_SUFFIXES)}), in "
+                             f"a list that holds image files (such as "
+                             f"{given[images.index(True)]!r}): a list is read as images or "
+                             "as arrays, not both")
+        return bool(source) and all(images)
     if not isinstance(source, (str, os.PathLike)):
         return False
     path = os.fspath(source)
@@ -97,6 +105,8 @@ def looks_like_images(source) -> bool:
     if os.path.exists(path):
         return _is_image_name(path)
     if any(ch in path for ch in _GLOB_CHARS):
+        if _is_image_name(path):  # "*.png": images, whatever it matches (or not)
+            return True
         found = glob.glob(path, recursive=True)
         return any(_is_image_name(p) for p in found) and not any(
             p.lower().endswith(_SHARD_SUFFIXES) for p in found)
@@ -129,6 +139,13 @@ def _list_images(source) -> tuple[list[str], str]:
         if not found:
             from ._tabular import nested_tables_note
 
+            with os.scandir(path) as it:
+                shards = sorted(e.name for e in it if e.name.lower().endswith(_SHARD_SUFFIXES))
+            if shards:  # (ImageSource of a folder of arrays: fit(folder) reads those)
+                raise FileNotFoundError(
+                    f"{path}: the folder holds no image files (searched recursively for "
+                    f"{', '.join(IMAGE_SUFFIXES)}); it holds array or table files such as "
+                    f"{shards[0]}, which nbbn.fit({path!r}) reads")
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files, no "
                                     "Parquet or CSV files, and no image files (searched "
                                     f"recursively for {', '.join(IMAGE_SUFFIXES)})"
@@ -224,10 +241,33 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
     return arr
 
 
+def _decompression_bomb_check(width: int, height: int) -> None:
+    """Pillow's guard against decompression bombs for a file Pillow does not open
+    (simplejpeg's JPEGs): more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels warns
+    (``DecompressionBombWarning``), more than twice raises ``DecompressionBombError``,
+    as ``Image.open`` does. simplejpeg checked nothing, so the guard that stopped a large
+    PNG let a JPEG of any size through."""
+    image_mod = _pillow()
+    limit = image_mod.MAX_IMAGE_PIXELS
+    pixels = width * height
+    if limit is None or pixels <= limit:
+        return
+    if pixels > 2 * limit:
+        raise image_mod.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {2 * limit} pixels, could be "
+            "decompression bomb DOS attack.")
+    import warnings
+
+    warnings.warn(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be "
+                  "decompression bomb DOS attack.", image_mod.DecompressionBombWarning,
+                  stacklevel=2)
+
+
 def _decode_simplejpeg(sj, data: bytes, mode: str | None) -> np.ndarray | None:
-    colorspace = sj.decode_jpeg_header(data)[2]
+    height, width, colorspace = sj.decode_jpeg_header(data)[:3]
     if colorspace not in ("Gray", "YCbCr", "RGB"):
         return None  # CMYK/YCCK: Pillow
+    _decompression_bomb_check(width, height)
     gray = mode == "L" or (mode is None and colorspace == "Gray")
     return sj.decode_jpeg(data, colorspace="GRAY" if gray else "RGB")
 
@@ -251,6 +291,27 @@ def _check_8bit_range(arr: np.ndarray, pil_mode: str, mode: str | None) -> None:
                      "8- and 16-bit images, and a conversion to 8 bits (a mode such as 'L') "
                      "would clip them to 0-255; read them as arrays (numpy.asarray of the "
                      "Pillow image, or tifffile) and fit those")
+
+
+_MODE_OF = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+"""The 8-bit mode of an image of so many channels (what a depth mismatch suggests)."""
+
+
+def _warn_truncated_loads() -> None:
+    """A warning when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is set (many training
+    scripts set it): Pillow then fills the missing part of a truncated file with zeros
+    and raises nothing, so nbbn counts those zeros (simplejpeg's JPEGs are still refused).
+    The flag is global and the decoders run in threads, so nbbn cannot unset it."""
+    import sys
+
+    image_file = sys.modules.get("PIL.ImageFile")
+    if image_file is not None and getattr(image_file, "LOAD_TRUNCATED_IMAGES", False):
+        import warnings
+
+        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: Pillow fills the missing "
+                      "part of a truncated image with zeros, and nbbn counts them (a truncated "
+                      "file is no ImageError); set it to False to have truncated files "
+                      "refused", UserWarning, stacklevel=3)
 
 
 def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | None]:
@@ -370,8 +431,9 @@ class ImageBatch(Batch):
         chans, dtype = self.data.shape[-1], self.data.dtype
         if stats.num_channels is not None and stats.num_channels != chans:
             return (f"the image has {chans} channel{'s' * (chans != 1)}, but the images "
-                    f"counted before it have {stats.num_channels}; pass mode='RGB' to convert "
-                    "every file to one mode")  # (the command line says --mode RGB)
+                    f"counted before it have {stats.num_channels}; pass mode='RGB' (colour) "
+                    "or mode='L' (grayscale) to convert every file to one mode")
+            # (the command line says --mode RGB)
         hist = stats.histogram
         if self.counts is not None and hist is None and stats.num_channels is not None:
             return ("the statistics so far have no histogram (the checkpoint was written "
@@ -383,8 +445,8 @@ class ImageBatch(Batch):
             bits = self.depth["dtype"].itemsize * 8
         if bits is not None and stats.num_channels is not None and dtype.itemsize * 8 != bits:
             return (f"the image is {dtype.itemsize * 8}-bit, but the images counted "
-                    f"before it are {bits}-bit; pass a mode such as 'RGB' "
-                    "(--mode RGB) to convert every file to 8 bits")
+                    f"before it are {bits}-bit; pass mode={_MODE_OF.get(chans, 'RGB')!r} to "
+                    "convert every file to 8 bits")  # (the command line: --mode L)
         return None
 
 
@@ -472,6 +534,7 @@ class ImageSource(Source):
                             f"list of them, got {type(source).__name__}")
         paths, self.description = _list_images(source)
         _pillow()  # a missing Pillow is reported now, not in the reader thread
+        _warn_truncated_loads()
         self.paths = paths
         self.shards = [_ImageFile(p) for p in paths]  # type: ignore[misc]
         stats = [_stat(p) for p in paths]

@@ -14,6 +14,11 @@ import numpy as np
 from ._layout import check_no_mask
 from ._torch_arrays import host_values
 
+WEIGHT_MIN = 2.0 ** -500
+WEIGHT_MAX = 2.0 ** 500
+"""The range of a non-zero weight: weights of 5e307 made a variance of 1.6 come back inf,
+and weights of 1e-305 one of 9e-23 come back 0 (the sums of ``w * d**2`` left float64)."""
+
 
 def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndarray:
     """``sample_weight`` as a float64 (N,) array, or an error saying what was expected.
@@ -21,8 +26,8 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
     Parameters
     ----------
     sample_weight : array_like
-        One non-negative finite weight per row along axis 0, of a finite sum
-        (booleans weigh 0 and 1).
+        One weight per row along axis 0: 0, or between 2**-500 and 2**500
+        (:data:`WEIGHT_MIN`, :data:`WEIGHT_MAX`), of a finite sum (booleans weigh 0 and 1).
     nrows : int
         The batch's length along axis 0.
     channel_axis : int
@@ -39,7 +44,11 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
     check_no_mask(sample_weight, "sample_weight")
     w = np.asarray(host_values(sample_weight))
     if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.flat):
-        w = w.astype(np.float64)  # (Python numbers in an object array, as scikit-learn)
+        try:  # (Python numbers in an object array, as scikit-learn)
+            w = w.astype(np.float64)
+        except OverflowError:  # (an int past float64's range)
+            raise ValueError("sample_weight must be finite and >= 0 (frequency weights), got "
+                             "an integer too large for float64") from None
     if w.dtype.kind not in "biuf":  # (booleans weigh 0 and 1, as in scikit-learn)
         raise TypeError(f"sample_weight must hold real numbers (bool, integer or floating), "
                         f"got dtype {w.dtype}")
@@ -52,6 +61,13 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"sample_weight must be finite and >= 0 (frequency weights), got "
                          f"{w[i]!r} at row {i}")
+    pos = w[w > 0]
+    if pos.size and not (WEIGHT_MIN <= pos.min() and pos.max() <= WEIGHT_MAX):
+        i = int(np.flatnonzero((w > 0) & ((w < WEIGHT_MIN) | (w > WEIGHT_MAX)))[0])
+        raise ValueError(f"sample_weight must be 0 or between 2**-500 and 2**500, got {w[i]!r} "
+                         f"at row {i}: the weighted sums (count, sum(w * (x - mean)**2)) would "
+                         "underflow or overflow float64. Frequency weights may be rescaled: "
+                         "the mean and variance do not change, the count scales with them")
     with np.errstate(over="ignore"):
         total = float(w.sum())
     if not np.isfinite(total):

@@ -4,7 +4,8 @@ A reader thread (:mod:`nbbn._reader`) produces the batches of a
 :mod:`source <nbbn.sources>` (mapping pages, decompressing, slicing zarr/HDF5, pulling
 from an iterable) while the calling thread computes on the previous batch; the kernels
 release the GIL. At most two batches exist at a time (one in use, one read ahead), so
-memory stays at about two batches.
+memory stays at about two batches. An iterable is asked for its next item only once the
+previous one is counted, as a ``for`` loop asks (a generator may reuse its buffer).
 
 Batches are applied in source order by one thread, so the merge order is fixed: a fit
 resumed from a checkpoint (:mod:`nbbn.checkpoint`) gives the same bits as an
@@ -167,7 +168,9 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         See :func:`nbbn.sources.open_source`: a numpy array or memmap; a ``.npy``
         (memory-mapped), ``.npz`` (member ``key``), HDF5 (``file.h5:dataset``) or zarr
         path; a folder or glob of ``.npy``/``.npz`` shards; a zarr array or h5py
-        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``);
+        dataset; an iterable of arrays (e.g. a torch DataLoader; ``key=0`` for ``(x, y)``;
+        the next item is asked for once the previous one is counted, so a generator may
+        yield one buffer refilled);
         a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
         ``columns``); image files (a folder, glob or list; :class:`~nbbn.ImageSource`).
     channel_axis : int, optional
@@ -438,7 +441,8 @@ class _FitRun:
         try:
             with guard:
                 guard.waiting = True  # nothing applied yet: Ctrl-C may stop at once
-                pf = Prefetcher(lambda acquire: src.batches(bs, start, acquire))
+                pf = Prefetcher(lambda acquire: src.batches(bs, start, acquire),
+                                src.read_ahead)
                 while True:
                     guard.waiting = True
                     batch = pf.get()
@@ -781,7 +785,7 @@ def _write_all(src: Source, norm: Normalizer, writer: Writer, bs: int, progress:
     bar = pf = None
     try:
         bar = Progress(progress, "nbbn transform", src.nbytes, 0, 0)
-        pf = Prefetcher(lambda acquire: src.batches(bs, Position(), acquire))
+        pf = Prefetcher(lambda acquire: src.batches(bs, Position(), acquire), src.read_ahead)
         while (batch := pf.get()) is not None:
             lo = offsets[batch.shard] + batch.start
             hi = lo + batch.rows

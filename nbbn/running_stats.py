@@ -177,8 +177,10 @@ class RunningStats:
                                  "histogram counts values, not weights")
             weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
             _check_weight_per_channel(weight, inp.size, inp.channels)
-            if not getattr(be, "WEIGHTS", True):  # (before the all-zero return below:
-                # zero weights on a device batch were taken, where any other raised)
+            inner = getattr(inp, "be", be)  # (an xarray DataArray's: of its data)
+            if not (getattr(be, "WEIGHTS", True) and getattr(inner, "WEIGHTS", True)):
+                # (before the all-zero return below: zero weights on a device or dask
+                # batch were taken, where any other raised)
                 be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
         if inp.size == 0 or (weight is not None and not weight.any()):
             # (all weights 0: nothing is counted, as for an empty batch)
@@ -524,12 +526,13 @@ class RunningStats:
 
     @property
     def nan_count(self) -> np.ndarray:
-        """NaNs seen per channel (int64), whatever the policy."""
+        """NaNs seen per channel (int64), whatever the policy; not weighted (a NaN in a row
+        of weight 3 counts once, where ``count`` of weighted statistics is the weight sum)."""
         return self._field("nan")
 
     @property
     def inf_count(self) -> np.ndarray:
-        """Infinities seen per channel (int64), whatever the policy."""
+        """Infinities seen per channel (int64), whatever the policy; not weighted."""
         return self._field("inf")
 
     def _masked(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:

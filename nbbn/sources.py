@@ -57,6 +57,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import math
+import numbers
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -142,6 +143,10 @@ class Source:
     description : str
         What the source is, for messages.
     """
+
+    read_ahead = 2
+    """Batches alive at once in ``nbbn.fit`` and ``nbbn.transform``: the one computed on
+    and the one being read (``_reader.Prefetcher``'s depth)."""
 
     def __init__(self, shards: list[Shard], description: str, channel_axis=None) -> None:
         self.shards = shards
@@ -240,7 +245,15 @@ class Source:
 
 class IterableSource(Source):
     """Any iterable of arrays; items are batches, or samples when not ``batched`` (see the
-    module docstring). Items may differ in shape; only their channel count must agree."""
+    module docstring). Items may differ in shape; only their channel count must agree.
+
+    The next item is asked for only once the batches of the previous one have been
+    used (``read_ahead`` 1, as a ``for`` loop asks): a generator may reuse one buffer
+    for its items (``readinto``, h5py's ``read_direct``). Asked for one item ahead, such
+    a generator overwrote the item being counted, and the statistics came back wrong,
+    and different from run to run."""
+
+    read_ahead = 1
 
     def __init__(self, iterable, key=None, description: str | None = None,
                  channel_axis=None, batched: bool = True) -> None:
@@ -276,7 +289,16 @@ class IterableSource(Source):
         digest = hashlib.sha256()
         self._first = None
         index = -1
-        for index, item in enumerate(self.iterable):
+        items = iter(self.iterable)
+        slot = None
+        while True:
+            if slot is None:  # (waits until the previous item's batches are used)
+                slot = acquire()
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            index += 1
             arr = self._array(item, index)
             _digest_item(digest, arr, index)
             if index < start.shard:
@@ -288,8 +310,8 @@ class IterableSource(Source):
                     f"checkpoint was written (their shapes, dtypes or first rows differ in "
                     f"items 0-{index}): the checkpoint cannot be resumed with it"
                 )
-            yield from self._item_batches(arr, index, start, batch_size, digest.hexdigest(),
-                                          acquire)
+            slot = yield from self._item_batches(arr, index, start, batch_size,
+                                                 digest.hexdigest(), acquire, slot)
             arr = item = None
         if (start.shard or start.row) and index < start.shard:
             raise ValueError(
@@ -306,8 +328,11 @@ class IterableSource(Source):
             arr = as_sample(arr)
         return arr
 
-    def _item_batches(self, arr, index: int, start, batch_size, hexdigest: str, acquire):
-        """The batches of item ``index`` (its channel count checked against the first's)."""
+    def _item_batches(self, arr, index: int, start, batch_size, hexdigest: str, acquire,
+                      slot=None):
+        """The batches of item ``index`` (its channel count checked against the first's);
+        ``slot``: one acquired already, taken by the first batch. Returns the slot when
+        no batch took it (an empty item, or one read before the checkpoint's row)."""
         shard = ArrayShard(arr, f"item {index}")
         if shard.size:
             if self._first is None:
@@ -318,12 +343,14 @@ class IterableSource(Source):
         bs = batch_size or shard.rows
         while shard.size and row < shard.rows:
             stop = min(row + bs, shard.rows)
-            slot = acquire()
+            if slot is None:
+                slot = acquire()
             data = arr if (row, stop) == (0, shard.rows) else arr[row:stop]
             yield Batch(data, index, row, stop, (stop - row) * shard.row_bytes,
                         digest=hexdigest, slot=slot)
-            data = None
+            data = slot = None
             row = stop
+        return slot
 
 
 def _digest_item(h, arr, index: int | None = None) -> None:
@@ -348,6 +375,14 @@ def _pick(item, key, index: int):
                 f"arrays of shapes {shapes[:3]}{', ...' if len(item) > 3 else ''}: a batch "
                 "collated as a list of samples; pass the samples one by one "
                 "(DataLoader(batch_size=None) or the Dataset itself)")
+        if item and all(isinstance(v, numbers.Number) or (isinstance(v, np.generic)
+                                                          and not isinstance(v, np.void))
+                        for v in item):
+            # a row of numbers: the source is nested lists, which key=0 would not mend
+            raise ValueError(
+                f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
+                "numbers: nested lists are read as an iterable of batches; pass the data as "
+                "an array (numpy.asarray(...)), whose rows lie along axis 0")
         if key is None:
             raise worded(ValueError, "item {index} of the iterable is a {kind} of {n} elements "
                          "(e.g. (x, y) from a DataLoader); pass {key} to pick x", index=index,

@@ -35,7 +35,7 @@ for p in $phases; do
         tests)
             if python3 -c "import pytest" 2>/dev/null; then
                 xd=""; python3 -c "import xdist" 2>/dev/null && xd="-n 4 -p no:benchmark"  # compiles in parallel
-                phase tests pytest_cuda.log python3 -m pytest -q -p no:cacheprovider $xd tests/test_cuda.py
+                phase tests pytest_cuda.log python3 -m pytest -q -p no:cacheprovider $xd tests/test_cuda.py tests/test_mean_rounding.py
             fi ;;
         bench) phase bench bench-cuda.log python3 -m nbbn bench --backend cuda --json "$out/bench-cuda.json" ;;
         *) echo "unknown phase $p (check, tests, bench)"; exit 2 ;;

@@ -106,7 +106,7 @@ def test_images_mixing_8_and_16_bit_are_refused_or_skipped(tmp_path, capsys):
     pil.fromarray(np.full((4, 4), 6, np.uint8)).save(d / "a8.png")
     pil.fromarray(np.full((4, 4), 63874, np.uint16)).save(d / "b16.png")
     user_error(["fit", str(d), "--no-progress"], capsys, "b16.png", "16-bit", "8-bit",
-               "--mode RGB")
+               "--mode L")
     out = tmp_path / "s.npz"
     assert main(["fit", str(d), "--on-error", "skip", "--no-progress", "-o", str(out)]) == 0
     stats = nbbn.RunningStats.load(out)

@@ -223,6 +223,21 @@ def test_histogram_object_merge_update_and_checks(rng):
     assert np.isnan(Histogram.empty(2, np.uint16).percentile(50)).all()
 
 
+def test_percentiles_of_a_2d_q_and_merges_past_the_count_limit():
+    """q of any shape gives np.percentile's shape (a 2-d q raised TypeError); a merge
+    whose channel would count past 2**62 is refused, unchanged (it wrapped to negative
+    counts)."""
+    x = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    q = [[10, 20], [30, 40]]
+    assert np.array_equal(Histogram.of(x).percentile(q), np.percentile(x, q, axis=0))
+    h = Histogram(np.full((1, 256), 2 ** 62 // 256, np.int64))
+    with pytest.raises(ValueError, match="2\\*\\*62"):
+        h += h.copy()
+    assert h.counts[0, 0] == 2 ** 62 // 256
+    with pytest.raises(ValueError, match="sum to at most 2\\*\\*62"):
+        Histogram(np.full((1, 256), 2 ** 62 // 200, np.int64))
+
+
 def test_percentiles_are_numpys_to_the_bit(rng):
     """Histogram.percentile is np.percentile (method "linear") operation for operation:
     the same float64 for random counts and percentiles, and where a plain lerp from the
@@ -346,6 +361,56 @@ def test_an_image_beyond_pillows_limit_is_an_image_error(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="huge.png: .*MAX_IMAGE_PIXELS"):
         nbbn.fit(ImageSource(str(tmp_path)), progress=False)
     assert len(nbbn.fit(ImageSource(str(tmp_path), on_error="skip"), progress=False).skipped) == 1
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pillow"])
+def test_pillows_size_guard_holds_for_jpeg_files_too(tmp_path, monkeypatch, decoder):
+    """simplejpeg (the default JPEG decoder) checked no size: a JPEG past twice Pillow's
+    MAX_IMAGE_PIXELS was counted where the same PNG was refused, and one past the limit
+    gave no DecompressionBombWarning."""
+    jpg = save(np.zeros((40, 48, 3), np.uint8), tmp_path / "big.jpg")
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 100)  # 1,920 > 2 x 100
+    with pytest.raises(ImageError, match="big.jpg: .*MAX_IMAGE_PIXELS"):
+        fit(ImageSource(jpg, jpeg_decoder=decoder))
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 1000)  # between 1x and 2x: a warning
+    with pytest.warns(PIL_Image.DecompressionBombWarning):
+        assert fit(ImageSource(jpg, jpeg_decoder=decoder)).count.tolist() == [1920] * 3
+
+
+def test_load_truncated_images_is_warned_about(tmp_path, monkeypatch):
+    """With Pillow's LOAD_TRUNCATED_IMAGES set (as many training scripts do), a truncated
+    PNG is decoded with zeros and counted: the fit says so (it said nothing)."""
+    from PIL import ImageFile
+
+    path = save(np.full((40, 48, 3), 200, np.uint8), tmp_path / "t.png")
+    fit(ImageSource(path))  # (no warning while the flag is off: pytest errors on warnings)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.warns(UserWarning, match="LOAD_TRUNCATED_IMAGES"):
+        fit(ImageSource(path))
+
+
+def test_messages_for_image_sources_name_the_right_thing(tmp_path):
+    """An ImageSource of a folder of arrays, a glob of images that matches nothing, a
+    list that mixes images and other files: each message says what is wrong (they spoke
+    of .npy files, or blamed the image)."""
+    np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+    with pytest.raises(FileNotFoundError, match="holds no image files.*a.npy"):
+        ImageSource(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="matches no image file"):
+        fit(str(tmp_path / "*.gif"))
+    png = save(np.zeros((4, 5, 3), np.uint8), tmp_path / "a.png")
+    (tmp_path / "labels.txt").write_text("x")
+    with pytest.raises(ValueError, match="labels.txt'?: not an image file"):
+        fit([png, str(tmp_path / "labels.txt")])
+
+
+def test_depth_mismatch_suggests_the_images_own_mode(tmp_path):
+    """A grayscale folder of 8- and 16-bit PNGs is told mode='L' (it was told 'RGB',
+    which would triple its channels)."""
+    save(np.zeros((4, 5), np.uint8), tmp_path / "a.png")
+    save(np.zeros((4, 5), np.uint16), tmp_path / "b.png")
+    with pytest.raises(ImageError, match="mode='L'"):
+        fit(ImageSource(str(tmp_path)))
 
 
 def test_a_batch_collated_as_a_list_of_samples_is_explained(rng):

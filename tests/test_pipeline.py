@@ -59,6 +59,36 @@ def test_fit_nan_policy(tmp_path, rng, nan_policy):
     assert stats.nan_count.tolist() == [0, 1]
 
 
+def test_fit_of_a_generator_that_reuses_its_buffer(rng):
+    """A generator that fills one buffer for every item (``readinto``, h5py's
+    ``read_direct``) is read as a ``for`` loop reads it: the next item is asked for once
+    the previous one is counted. Asked for one item ahead, it overwrote the item being
+    counted: a mean of 3.0-4.0 for 2.5, different from run to run."""
+    chunks = [rng.normal(i, 1.0, (20_000, 4)).astype(np.float32) for i in range(6)]
+
+    def reader():
+        buf = np.empty_like(chunks[0])
+        for c in chunks:
+            buf[...] = c
+            yield buf
+
+    want = nbbn.RunningStats(-1)
+    for item in reader():
+        want.update(item)
+    for batch_size in (None, 7_000):
+        got = nbbn.fit(reader(), progress=False, batch_size=batch_size)
+        assert np.array_equal(got.mean, want.mean)
+        assert np.array_equal(got.min, want.min) and np.array_equal(got.max, want.max)
+
+
+def test_fit_of_nested_lists_says_to_pass_an_array():
+    """Nested lists of numbers: told to pass an array (they were told key=0, which then
+    failed on a 0-d item)."""
+    for kw in ({}, {"key": 0}):
+        with pytest.raises(ValueError, match=r"list of 2 numbers.*numpy.asarray"):
+            nbbn.fit([[1.0, 2.0], [3.0, 4.0]], progress=False, **kw)
+
+
 def test_fit_nan_policy_raise_names_the_rows(rng):
     x = rng.standard_normal((30, 2))
     x[17, 0] = np.nan

@@ -95,6 +95,7 @@ def affine_unroll(dtype: np.dtype) -> int:
 # present, so the CPU build could not be compiled to PTX without a card).
 _merge_dev = _merge.build(cuda.jit(device=True))
 dd_mean = _merge_dev.dd_mean
+dd_quot = _merge_dev.dd_quot
 chan_merge = _merge_dev.chan_merge
 nan_min = _merge_dev.nan_min
 nan_max = _merge_dev.nan_max
@@ -127,7 +128,7 @@ def shifted_to_m2(k, nf, s1, s2):
         m2 = s2 - s1 * (s1 / fn)
         if m2 < 0.0:
             m2 = numba.float64(0)
-    hi, lo = dd_mean(k, s1 / fn)
+    hi, lo = dd_quot(k, s1, fn)
     return hi, lo, m2
 
 
@@ -333,7 +334,7 @@ def _exact_sweep(bits, U):
                     numba.int64(0))
         fn = numba.float64(n)
         q = t1 // n  # the mean as exact quotient plus the remainder's share
-        hi, lo = dd_mean(numba.float64(q), numba.float64(t1 - q * n) / fn)
+        hi, lo = dd_quot(numba.float64(q), numba.float64(t1 - q * n), fn)
         if n < exact_below:
             m2 = numba.float64(n * t2 - t1 * t1) / fn
         else:  # never for the per-thread counts of any launch nbbn makes

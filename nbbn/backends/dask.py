@@ -193,6 +193,9 @@ def reduce(inp: DaskInput, policy: int) -> BatchStats:
     return records_to_stats(lazy_records(inp.array, inp.axis, policy).compute())
 
 
+WEIGHTS = False  # (no weighted reduction: reduce_weighted raises, for any weights)
+
+
 def reduce_weighted(inp: DaskInput, policy: int, weight: np.ndarray) -> BatchStats:
     """Weighted statistics of a dask array are not implemented: a clear error."""
     from ..errors import BackendUnavailableError
