@@ -33,6 +33,7 @@ def _two_sum(a, b):
 
 
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's splitter for float64
+TINY = 2.0 ** -969  # below it, a product's error term may be subnormal: not exact
 
 
 def _two_prod(a, b):
@@ -95,11 +96,13 @@ def build(jit, two_prod=None) -> SimpleNamespace:
         block of integers, whose shifted sum ``a`` is exact, numpy's mean bit for bit.
         ``dd_mean(k, a / n)`` rounded twice, and about one channel of uint8 values in
         40 came back an ulp off. A non-finite ``a / n`` gives ``dd_mean(k, a / n)``."""
-        q = a / n
+        inv = 1.0 / n  # (hoisted out of a loop over channels of one n; q need not be
+        # the rounded quotient: r is its exact remainder)
+        q = a * inv
         p, pe = two_prod(q, n)
-        r = ((a - p) - pe) / n
+        r = ((a - p) - pe) * inv
         if not math.isfinite(r):
-            return dd_mean_c(k, q)
+            return dd_mean_c(k, a / n)
         s, e = two_sum(k, q)
         return dd_mean_c(s, e + r)
 
@@ -122,9 +125,11 @@ def build(jit, two_prod=None) -> SimpleNamespace:
         corr = r * inv
         s, e = two_sum(h0, q)
         lo = e + (l0 + corr)
-        if not (math.isfinite(lo) and math.isfinite(q)):
-            # past the split's range (|d| or a product near the float64 limits): the
-            # single rounding of d * w / n, which is what such data can hold anyway
+        if not (math.isfinite(lo) and math.isfinite(q)) or (
+                dh != 0.0 and (abs(p) < TINY or abs(q) < TINY)):
+            # past the split's range (|d| or a product near the float64 limits), or a
+            # product or quotient that underflows (weights of 1e-140: d * w lost the
+            # move): the single rounding of d * w / n, which such data can hold anyway
             return dd_mean_c(h0, l0 + ((h1 - h0) + (l1 - l0)) * (w / n))
         return dd_mean_c(s, lo)
 

@@ -410,7 +410,11 @@ class _FitRun:
             if not self.channels_said and isinstance(self.src, IterableSource):
                 self.channels_said = True
                 what = "batches" if self.cfg.batched else "samples"
-                shape = tuple(batch.data.shape)[0 if self.cfg.batched else 1:]
+                first = self.src._first  # (the first item's, not the batch's: batch_size
+                # splits items, and the first batch of a (6, 3) item was called (4, 3))
+                shape = (tuple(batch.data.shape)[1:] if first is None else first.row_shape)
+                if self.cfg.batched:
+                    shape = ((batch.rows if first is None else first.rows),) + shape
                 say(self.cfg.progress, f"{self.src.description}: {self.stats.num_channels} "
                     f"channels along channel_axis={self.cfg.channel_axis} (items read as "
                     f"{what}, the first of shape {shape})")

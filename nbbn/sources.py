@@ -367,14 +367,19 @@ def _pick(item, key, index: int):
     """The array in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
     if isinstance(item, (tuple, list)):
         shapes = [tuple(v.shape) if hasattr(v, "shape") else None for v in item]
-        if len(item) > 2 and all(sh is not None and len(sh) >= 2 for sh in shapes):
+        if len(item) > 2 and all(sh is not None and len(sh) >= 2 for sh in shapes) and (
+                key is None or len({len(sh) for sh in shapes if sh is not None}) == 1):
             # not (x, y): samples collated as a list (collate_fn=list, images of several
-            # sizes), whose element 0 is one sample, not the batch: key=0 would misread it
+            # sizes), whose element 0 is one sample, not the batch: key=0 would misread it.
+            # Arrays of different ranks with a key are fields of one batch (image, mask,
+            # depth from the default collate), which key picks from
             raise ValueError(
                 f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
                 f"arrays of shapes {shapes[:3]}{', ...' if len(item) > 3 else ''}: a batch "
                 "collated as a list of samples; pass the samples one by one "
-                "(DataLoader(batch_size=None) or the Dataset itself)")
+                "(DataLoader(batch_size=None) or the Dataset itself). If it is one batch "
+                "of several arrays of one rank, pass an iterable of the array to count "
+                "(e.g. (b[0] for b in loader))")
         if item and all(isinstance(v, numbers.Number) or (isinstance(v, np.generic)
                                                           and not isinstance(v, np.void))
                         for v in item):

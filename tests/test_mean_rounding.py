@@ -34,6 +34,11 @@ CASES = [
     ((9, 33, 401), 1, "int64", (-(2 ** 40), 2 ** 40)),
     ((2500, 30), -1, "float64", (0, 10 ** 6)),
     ((4, 23, 7), 1, "uint8", (0, 256)),  # small enough for the CUDA simulator
+    # tables of few rows and many channels (cpu_few_rows): were up to 989 ulp off
+    ((29, 70), -1, "int32", (-(2 ** 31), 2 ** 31)),
+    ((13, 300), -1, "float32", (-(2 ** 20), 2 ** 20)),
+    ((5, 256), -1, "uint16", (0, 2 ** 16)),
+    ((4, 96), -1, "float16", (-2048, 2048)),
 ]
 
 
@@ -75,6 +80,20 @@ def test_merged_states_keep_the_rounding(rng):
             parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
                      for i in range(0, len(parts), 2)]
         assert np.array_equal(parts[0].mean, want)
+
+
+def test_merges_of_tiny_weights_keep_the_move():
+    """Weighted merges whose product of weight and difference underflows: the single
+    rounding of the old merge, not a mean left where the heavier part's was (weights
+    of 1e-140 merged 1e-300 and 0 into 1e-300 instead of 5e-301)."""
+    w = 1e-140
+    a = nbbn.RunningStats(-1).update(np.array([[1e-300]]), sample_weight=[w])
+    b = nbbn.RunningStats(-1).update(np.array([[0.0]]), sample_weight=[w])
+    assert (a + b).mean[0] == 5e-301
+    rs = nbbn.RunningStats(-1)
+    rs.update(np.array([[1e-160]] * 64), sample_weight=np.full(64, 2.0 ** -499))
+    rs.update(np.array([[3e-160]] * 64), sample_weight=np.full(64, 2.0 ** -499))
+    assert rs.mean[0] == 2e-160
 
 
 def test_dask_means_are_correctly_rounded(rng):

@@ -81,6 +81,27 @@ def test_fit_of_a_generator_that_reuses_its_buffer(rng):
         assert np.array_equal(got.min, want.min) and np.array_equal(got.max, want.max)
 
 
+def test_key_picks_from_a_batch_of_arrays_of_several_ranks(rng):
+    """``key=0`` on (image, mask, depth) batches of a default-collated DataLoader: the
+    ranks differ, so the item is one batch of several fields (it was refused as a list
+    of samples, and the advice given did not help)."""
+    batches = [[rng.normal(size=(4, 3, 8, 8)), rng.integers(0, 2, (4, 8, 8)),
+                rng.random((4, 1, 8, 8))] for _ in range(3)]
+    got = nbbn.fit(batches, key=0, progress=False)
+    want = nbbn.RunningStats(1)
+    for b in batches:
+        want.update(b[0])
+    assert np.array_equal(got.mean, want.mean) and np.array_equal(got.var, want.var)
+
+
+def test_the_first_items_shape_is_said_not_the_first_batchs(capsys):
+    """With batch_size splitting the items, the status line gave the first batch's
+    shape as the first item's."""
+    nbbn.fit(iter([np.ones((6, 3)), np.ones((5, 3))]), batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "the first of shape (6, 3)" in err, err
+
+
 def test_fit_of_nested_lists_says_to_pass_an_array():
     """Nested lists of numbers: told to pass an array (they were told key=0, which then
     failed on a 0-d item)."""

@@ -37,8 +37,8 @@ import numpy as np
 
 from .._policy import POLICY_OMIT
 from ._jit import cached
-from .cpu_numerics import fmax_fast, fmin_fast, to_float64, two_sum
-from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels
+from .cpu_numerics import dd_quot, fmax_fast, fmin_fast, to_float64
+from .cpu_stats import MERGE_CHANNELS, _block_slow, _merge_channels, on_grid
 
 FEW_ROWS_MAX = 64  # tables of 2 to this many rows ...
 FEW_ROWS_CHANNELS = 1024  # ... of at least this many channels take this kernel (a
@@ -176,8 +176,11 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, src_ints, src_floats, t
             r = xf[i * nchan + c0:i * nchan + c0 + w]
             for j in range(w):
                 a[j] += to_float64(r[j], half) - k[j]
-        for j in range(w):  # pass 2: shifted by their mean
-            k[j] = k[j] + a[j] / fn
+        for j in range(w):  # pass 2: shifted by their mean, on the values' grid (an
+            # integer for integers, float32 for float32 and float16: every deviation
+            # and the sums of integers then exact, so dd_quot's mean is correctly
+            # rounded; the unrounded centre left int32 means up to 989 ulp off)
+            k[j] = on_grid(k[j] + a[j] / fn, xf, half)
             a[j] = 0.0
             q[j] = 0.0
             mn[j] = np.inf
@@ -204,7 +207,7 @@ def stats_few_rows(xf, half, nchan, policy, limit, into, src_ints, src_floats, t
                 aa = a[u]
                 qq = q[u]
                 flat = mn[u] == mx[u]
-                hi, lo = two_sum(kk, aa / fn)  # (the mean as a double-double)
+                hi, lo = dd_quot(kk, aa, fn)  # (the mean as a double-double)
                 m2 = qq - aa * aa / fn
                 fine = math.isfinite(aa) & math.isfinite(qq)
                 sl = (fine == False) | ((flat == False) & (m2 * limit < qq))  # noqa: E712

@@ -44,6 +44,7 @@ from numba import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
+from .. import _merge
 from .._policy import POLICY_OMIT
 from ._jit import cached, tagged
 from ._stats import COUNT_LIMIT
@@ -785,6 +786,7 @@ def whole_ranges(nparts: int, nchan: int) -> np.ndarray:
 
 
 _TWO_52 = 2 ** 52
+_TINY = _merge.TINY
 _TWO_52_FLOAT = float(_TWO_52)
 _TWO_52_BITS = np.int64(np.float64(_TWO_52_FLOAT).view(np.int64))  # its bits, 0x43300...
 
@@ -861,8 +863,10 @@ def _merge_channels(ints, floats, pi, pf, p, c0, c1, off=0):
         # chan_merge: a's when nb == 0, else b's when na == 0, else the merge
         both = (na != 0) & (nb != 0)
         only_b = (na == 0) & (nb != 0)
+        tiny = (dh != 0.0) & ((abs(pr) < _TINY) | (abs(q) < _TINY))  # (moved's fallback)
         fine = (na > 0) & (nb > 0) & (n < _TWO_52) & math.isfinite(d) & \
-            math.isfinite(between) & math.isfinite(e) & math.isfinite(x) & math.isfinite(q)
+            math.isfinite(between) & math.isfinite(e) & math.isfinite(x) & \
+            math.isfinite(q) & (tiny == False)  # noqa: E712
         sl = both & (fine == False)  # noqa: E712 (a select, not a branch)
         slow |= np.uint64(sl) << np.uint64(j)
         ints[0, c] = n if fine else (nb if only_b else na)
