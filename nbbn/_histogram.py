@@ -49,11 +49,12 @@ class Histogram:
         if counts.size and int(counts.max()) > COUNT_LIMIT:  # (a uint64 bin could wrap)
             raise ValueError("a histogram's counts must be at most 2**62 (nbbn's limit per "
                              f"channel), got {int(counts.max())}")
-        totals = [sum(int(v) for v in row) for row in counts] if counts.size and int(
-            counts.max()) > COUNT_LIMIT // counts.shape[1] else [0]
-        if max(totals) > COUNT_LIMIT:  # (exact sums, only where a row could pass it)
-            raise ValueError("a histogram's counts must sum to at most 2**62 per channel "
-                             f"(nbbn's limit), got {max(totals)}")
+        if counts.size and int(counts.max()) > COUNT_LIMIT // counts.shape[1]:
+            # (only where a row could pass the limit: its sums exact, as Python ints)
+            total = max(int(t) for t in counts.astype(object).sum(axis=1))
+            if total > COUNT_LIMIT:
+                raise ValueError("a histogram's counts must sum to at most 2**62 per "
+                                 f"channel (nbbn's limit), got {total}")
         self.counts = counts.astype(np.int64)  # (a copy: never the caller's array)
 
     @classmethod

@@ -433,7 +433,6 @@ class ImageBatch(Batch):
             return (f"the image has {chans} channel{'s' * (chans != 1)}, but the images "
                     f"counted before it have {stats.num_channels}; pass mode='RGB' (colour) "
                     "or mode='L' (grayscale) to convert every file to one mode")
-            # (the command line says --mode RGB)
         hist = stats.histogram
         if self.counts is not None and hist is None and stats.num_channels is not None:
             return ("the statistics so far have no histogram (the checkpoint was written "
@@ -446,7 +445,7 @@ class ImageBatch(Batch):
         if bits is not None and stats.num_channels is not None and dtype.itemsize * 8 != bits:
             return (f"the image is {dtype.itemsize * 8}-bit, but the images counted "
                     f"before it are {bits}-bit; pass mode={_MODE_OF.get(chans, 'RGB')!r} to "
-                    "convert every file to 8 bits")  # (the command line: --mode L)
+                    "convert every file to 8 bits")  # (nbbn fit spells it --mode L)
         return None
 
 
