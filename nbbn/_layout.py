@@ -406,7 +406,11 @@ def channel_vector(v, n: int | None, name: str) -> np.ndarray:
         if bad:
             raise TypeError(f"{name} must hold real numbers, got {bad[0]!r} "
                             f"({type(bad[0]).__name__})")
-    a = a.astype(np.float64)
+    try:
+        a = a.astype(np.float64)
+    except OverflowError:  # (a Python int past float64's range: 10**400)
+        raise ValueError(f"{name} must hold finite numbers, got an integer too large for "
+                         f"float64") from None
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         want = f"shape ({n},)" if n is not None else "a 1-d array"
         raise ValueError(f"{name} must be {want}, got shape {a.shape}")

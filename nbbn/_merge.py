@@ -34,6 +34,18 @@ def _two_sum(a, b):
 
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's splitter for float64
 TINY = 2.0 ** -969  # below it, a product's error term may be subnormal: not exact
+ZERO_FLUSH = 2.0 ** -90
+"""A merged mean within this fraction of the merged standard deviation is 0. The parts'
+double-double means hold a mean such as 242/3 to about 2**-106 of itself, and where the
+exact merged mean is 0 that rounding was all that was left: int8 batches summing to 0
+had the mean -3.9e-31 where numpy's is 0.0 (integer means are otherwise numpy's bit for
+bit). With the mean near 0, every value, and so every part's mean, is within sqrt(n)
+standard deviations of 0: the rounding left is below 2**-106 * sqrt(n) of the standard
+deviation, flushed for up to about 2**30 values. The flush moves a mean by at most
+2**-90 of the standard deviation (the scale of the parts' means flushed weighted means
+that the data hold: 1e-20 of weights 1 and 1e-30 on 0 and 1e10). A non-zero integer
+mean, at least 1 / count, is never flushed below 2**27 values of int64 data near its
+limits (2**63 * 2**-90 = 2**-27)."""
 
 
 def _two_prod(a, b):
@@ -175,9 +187,13 @@ def build(jit, two_prod=None) -> SimpleNamespace:
         # batch's M2 on every merge, and integer data in batches of 3 rows (M2 ending in
         # 0 or 2/3) rounded the same way each time: 9e-12 of the variance after 1e6
         # batches, against 4e-14 this way
-        if m2a >= m2b:
-            return n, hi, lo, m2a + (m2b + between)
-        return n, hi, lo, m2b + (m2a + between)
+        m2 = m2a + (m2b + between) if m2a >= m2b else m2b + (m2a + between)
+        # a mean that cancels to (nearly) zero is the double-doubles' rounding: flushed
+        # (see ZERO_FLUSH)
+        far = ZERO_FLUSH * math.sqrt(m2 / n)
+        if abs(hi) <= far and math.isfinite(far):
+            return n, 0.0, 0.0, m2
+        return n, hi, lo, m2
 
     def nan_min(a, b):
         """``min`` that propagates NaN (as ``np.minimum``)."""

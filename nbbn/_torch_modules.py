@@ -86,6 +86,11 @@ class NormalizerModule(torch.nn.Module):
         if axis < 0 or axis >= x.dim():
             raise ValueError("the input has " + str(x.dim()) + " dimensions, so it has no "
                              "channel_axis=" + str(self.channel_axis))
+        if x.shape[axis] != self.mean.shape[0]:  # type: ignore[union-attr]
+            # (else a 1-channel input, or module, broadcast against the other silently)
+            raise ValueError("the input has " + str(x.shape[axis]) + " channels along "
+                             "channel_axis=" + str(self.channel_axis) + ", the module "
+                             "normalizes " + str(self.mean.shape[0]))  # type: ignore[union-attr]
         shape = [1] * x.dim()
         shape[axis] = -1
         dt = self.mean.dtype  # type: ignore[union-attr]

@@ -24,6 +24,9 @@ def finite_number(value, name: str, allowed: str = "") -> float:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number{allowed}, got "
                         f"{type(value).__name__}") from None
+    except OverflowError:  # (a Python int past float64's range: 10**400)
+        raise ValueError(f"{name} must be a finite number{allowed}, got an integer too "
+                         f"large for float64") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number{allowed}, got {value!r}")
     return number

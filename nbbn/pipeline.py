@@ -249,6 +249,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
                      resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
     if checkpoint is not None:
         check_file_path(checkpoint)
+        if os.path.isdir(checkpoint):  # (it was "exists; pass resume", then a raw error)
+            raise worded(IsADirectoryError, "{checkpoint} is a folder: name the checkpoint "
+                         "file to write, e.g. fit.ckpt inside it",
+                         checkpoint=Param("checkpoint", os.fspath(checkpoint)))
     if checkpoint is not None and isinstance(source, (str, os.PathLike)) and read_as_data(
             os.fspath(source), os.fspath(checkpoint)):
         raise worded(ValueError, "{checkpoint} would be read as data of {source} (a file "

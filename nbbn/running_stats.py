@@ -564,9 +564,14 @@ class RunningStats:
             raise TypeError(f"ddof must be a number, got {type(ddof).__name__}")
         if not ddof >= 0:  # (checked whatever the state, so an empty one says so too)
             raise ValueError(f"ddof must be >= 0, got {ddof}")
+        try:
+            dof = float(ddof)
+        except OverflowError:  # (a Python int past float64's range: 10**400)
+            raise ValueError("ddof must be a number within float64's range, got an integer "
+                             "too large for float64") from None
 
         def take(st: BatchStats) -> np.ndarray:
-            denom = st.weight_sum() - ddof
+            denom = st.weight_sum() - dof
             out = np.full(st.count.shape, np.nan)
             np.divide(st.m2, denom, out=out, where=denom > 0)
             return out

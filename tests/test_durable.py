@@ -296,3 +296,14 @@ def test_a_link_is_followed_not_replaced(tmp_path):
     assert link.is_symlink()
     assert nbbn.RunningStats.load(real).count.tolist() == [4, 4, 4]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_folder_given_as_the_checkpoint_is_refused(tmp_path, resume):
+    """``checkpoint=<a folder>`` was told the checkpoint "already exists; pass resume",
+    and with ``resume`` came a raw IsADirectoryError (found in review)."""
+    import nbbn
+
+    with pytest.raises(IsADirectoryError, match=r"is a folder: name the checkpoint file"):
+        nbbn.fit(np.ones((4, 2)), checkpoint=tmp_path, resume=resume, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -20,10 +20,10 @@ import nbbn
 
 # (shape, channel axis, dtype, value range): channels-first and channels-last, short and
 # long rows, blocks split into partitions on the CPU, 8- to 64-bit integers, and
-# integers held as float32 and float64 (the floating kernels' shifted sums). Not float64
-# channels-first: its blocks are reduced in two passes around s / n unrounded (the data
-# could be anything), and integers held as float64 there come back within about 2**-52
-# of their spread, as numpy's mean of float data (docs/numerics.md)
+# integers held as float32 and float64 (the floating kernels' shifted sums; float64
+# channels-first blocks of integers centre on an integer). Not float64 tables of 2-64
+# rows and 64 or more channels (cpu_few_rows): there integers held as float64 come back
+# within about 2**-52 of their spread, as numpy's mean of float data (docs/numerics.md)
 CASES = [
     ((12, 37, 301), 1, "uint8", (0, 256)),
     ((40, 17, 9, 3), -1, "uint8", (0, 256)),
@@ -34,6 +34,13 @@ CASES = [
     ((9, 33, 401), 1, "int64", (-(2 ** 40), 2 ** 40)),
     ((2500, 30), -1, "float64", (0, 10 ** 6)),
     ((4, 23, 7), 1, "uint8", (0, 256)),  # small enough for the CUDA simulator
+    # float64 channels-first: long rows (block_fast), short rows (the grouped kernel) and
+    # one column (read as one long row); int64 channels-last up to 2**40 (the centre
+    # on an integer: around the unrounded one, values of 2**40 were an ulp off)
+    ((6, 40, 2000), 1, "float64", (-1000, 1000)),
+    ((700, 8, 16), 1, "float64", (-1000, 1000)),
+    ((3000, 1), -1, "float64", (-1000, 1000)),
+    ((3000, 8), -1, "int64", (-(2 ** 40), 2 ** 40)),
     # tables of few rows and many channels (cpu_few_rows): were up to 989 ulp off
     ((29, 70), -1, "int32", (-(2 ** 31), 2 ** 31)),
     ((13, 300), -1, "float32", (-(2 ** 20), 2 ** 20)),
@@ -103,3 +110,81 @@ def test_dask_means_are_correctly_rounded(rng):
     x = rng.integers(0, 100, size=(401, 24)).astype(np.float64)
     st = nbbn.dask.channel_stats(da.from_array(x, chunks=(37, 24)), channel_axis=1)
     assert np.array_equal(st.compute().mean, _exact_means([x], -1))
+
+
+def _cancelling_batches(rng, channels):
+    """Three int8 batches of 3 rows whose sum is 0 in every channel: thirds such as
+    -242/3 in the batch means, which a double-double holds to about 2**-106."""
+    a = rng.integers(-60, 61, size=(2, 3, channels))
+    rest = -a.sum(axis=(0, 1))
+    last = np.stack([rest // 3, rest // 3, rest - 2 * (rest // 3)])
+    assert np.abs(last).max() <= 127
+    return [a[0].astype(np.int8), a[1].astype(np.int8), last.astype(np.int8)]
+
+
+@pytest.mark.parametrize("channels", [1, 64])
+def test_means_that_cancel_to_zero_are_zero(backend, rng, channels):
+    """A merged mean whose exact value is 0 is 0.0, as numpy's (the batches' thirds left
+    -3.9e-31): one channel (chan_merge) and 64 (the CPU's vectorized merge), updates in
+    a row and states merged with ``+`` in both orders."""
+    for _ in range(4):
+        batches = _cancelling_batches(rng, channels)
+        rs = nbbn.RunningStats(-1, backend=backend)
+        for b in batches:
+            rs.update(b)
+        parts = [nbbn.RunningStats(-1, backend=backend).update(b) for b in batches]
+        for st in (rs, parts[0] + parts[1] + parts[2], (parts[0] + parts[2]) + parts[1]):
+            assert np.array_equal(st.mean, np.zeros(channels)), st.mean
+            assert np.array_equal(st.mean, np.concatenate(batches).mean(axis=0))
+
+
+def test_small_means_of_floats_are_kept():
+    """The flush of a cancelled mean (``_merge.ZERO_FLUSH``, 2**-90 of the spread)
+    leaves small means that the data hold: 1 merged with (-1, 3e-20) is 1e-20."""
+    a = nbbn.RunningStats(-1).update(np.array([[1.0]]))
+    b = nbbn.RunningStats(-1).update(np.array([[-1.0], [3e-20]]))
+    assert (a + b).mean[0] == pytest.approx(1e-20, rel=1e-15)
+    assert (b + a).mean[0] == pytest.approx(1e-20, rel=1e-15)
+    # weighted: a tiny standard deviation next to a large part's mean (a first version
+    # scaled the flush by the parts' means too, and this mean came back 0)
+    rs = nbbn.RunningStats(-1).update(np.array([[0.0]]), sample_weight=[1.0])
+    rs.update(np.array([[1e10]]), sample_weight=[1e-30])
+    assert rs.mean[0] == pytest.approx(1e-20, rel=1e-15)
+
+
+@pytest.mark.parametrize("data", ["quarters", "tight", "normal"])
+def test_float16_channels_first_blocks(rng, data):
+    """float16 channels-first blocks, also on the portable path (CI's generic pass: the
+    ids hold "float16"): the mean exact and the variance to a few ulp. On the
+    portable path blocks centred on an integer (a spread of 1e-4 at 0.3 had a variance
+    5e5 ulp off); centred on the unrounded mean, quarters' means were 1972 ulp off."""
+    from fractions import Fraction
+
+    shape = (2, 4, 4000)
+    if data == "quarters":
+        x = rng.integers(-100, 100, shape) / 4
+    elif data == "tight":
+        x = 0.3 + rng.integers(0, 4, shape) * 2.0 ** -12
+    else:
+        x = rng.normal(3.0, 1.0, shape)
+    x = x.astype(np.float16)
+    rs = nbbn.RunningStats(1).update(x)
+    for c in range(shape[1]):
+        v = [Fraction(float(t)) for t in x[:, c].ravel()]
+        mean = sum(v) / len(v)
+        var = sum((t - mean) ** 2 for t in v) / len(v)
+        assert rs.mean[c] == float(mean), c
+        assert rs.var[c] == pytest.approx(float(var), rel=4e-15, abs=0.0), c
+
+
+def test_fortran_ordered_tables(rng):
+    """A Fortran-ordered float64 table (a pandas DataFrame's ``to_numpy()``) is read as
+    channels-first rows: integers in it came back hundreds of ulp off numpy's mean
+    (the blocks' unrounded centre); now numpy's bit for bit, also through the
+    scikit-learn scaler."""
+    x = np.asfortranarray(rng.integers(-1000, 1000, size=(2001, 5)).astype(np.float64))
+    assert np.array_equal(nbbn.RunningStats(-1).update(x).mean, x.mean(axis=0))
+    pytest.importorskip("sklearn")
+    from nbbn.sklearn import StandardScaler
+
+    assert np.array_equal(StandardScaler().fit(x).mean_, x.mean(axis=0))

@@ -117,6 +117,7 @@ def test_arguments_named_in_their_errors(tmp_path):
         nbbn.RunningStats(1).update(x).to_xarray(dim=1)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_torch_modules_check_what_they_are_given():
     """``NormalizerModule`` (public) took a (1,) scale for 3 channels and applied it to
     all, cut ``channel_axis=1.7`` to 1, and built from 0-d values a module whose repr
@@ -135,6 +136,39 @@ def test_torch_modules_check_what_they_are_given():
     m = nt.NormalizerModule(three, np.full(3, 2.0), np.zeros(3), 1)
     assert torch.equal(m(torch.ones(2, 3, dtype=torch.float64)),
                        torch.tensor([[0.0, -2.0, -4.0]] * 2, dtype=torch.float64))
+    # an input of 1 channel broadcast against the module's 3, and a 1-channel module
+    # against 3 channels, both silently (as the Normalizer and torch's BatchNorm refuse)
+    one = nt.NormalizerModule([1.0], [4.0], [0.0], 1)
+    for mod, x, has, wants in ((m, torch.ones(2, 1, 5), 1, 3), (one, torch.ones(2, 3, 5), 3, 1),
+                               (m, torch.ones(2, 4), 4, 3)):
+        with pytest.raises(ValueError, match=f"the input has {has} channels along "
+                                             f"channel_axis=1, the module normalizes {wants}"):
+            mod(x.double())
+        with pytest.raises(torch.jit.Error, match="channels along"):  # (scripted)
+            torch.jit.script(mod)(x.double())
     for dim in (True, 2.0):
         with pytest.raises(ValueError, match="dim must be 1, 2 or 3"):
             nbbn.BatchNorm(3).to_torch(dim)
+
+
+def test_integers_past_float64_are_refused_with_the_parameters_message():
+    """A Python int past float64's range (10**400) raised a raw OverflowError from
+    ``float()`` or ``astype``; the state stays as it was."""
+    rs = nbbn.RunningStats(-1).update(np.arange(6.0).reshape(3, 2))
+    big = 10 ** 400
+    calls = {
+        "eps must be a finite number": lambda: nbbn.Normalizer([0.0], [1.0], eps=big),
+        "mean must hold finite numbers": lambda: nbbn.Normalizer([big], [1.0]),
+        "weight must hold finite numbers": lambda: nbbn.Normalizer([1.0], [1.0], weight=[big]),
+        "ddof must be a number within float64's range": lambda: rs.variance(ddof=big),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=what + ".*integer too large for float64"):
+            call()
+    bn = nbbn.BatchNorm(1)
+    bn.momentum = big
+    with pytest.raises(ValueError, match="momentum must be a finite number or None"):
+        bn(np.ones((2, 1)))
+    assert bn.num_batches_tracked == 0 and (bn.running_mean == 0).all()
+    assert np.array_equal(rs.variance(ddof=1), [4.0, 4.0])
+    assert np.isnan(rs.variance(ddof=2 ** 70)).all()  # (within float64's range: no count)

@@ -375,6 +375,40 @@ def test_values_near_the_top_of_the_range_keep_a_finite_mean(rng, policy):
     np.testing.assert_allclose(rs.mean, rep.mean, rtol=0, atol=2e-15 * np.nanmax(top))
 
 
+@pytest.mark.parametrize("layout", ["rows", "nchw"])
+def test_tiny_weights_of_tiny_values_keep_the_mean(rng, layout):
+    """The weights are scaled by a power of two to a largest of 1 before the kernels:
+    values of 1e-200 weighted 2**-450 (``w * (x - s)`` underflowed to 0) had the mean of
+    their first value, 31% off; weights scaled by any power of two give the same bits."""
+    shape = (64, 3) if layout == "rows" else (64, 3, 5)
+    x = 1e-200 * (1.0 + rng.random(shape))
+    rs = nbbn.RunningStats(1).update(x, sample_weight=np.full(64, 2.0 ** -450))
+    axes = (0,) if layout == "rows" else (0, 2)
+    np.testing.assert_allclose(rs.mean, x.mean(axes), rtol=1e-15)
+    if layout == "rows":  # a sparse matrix's sums, scaled the same way
+        sparse = pytest.importorskip("scipy.sparse")
+        x[::3, 1] = 0.0
+        got = nbbn.RunningStats(1).update(sparse.csr_matrix(x),
+                                          sample_weight=np.full(64, 2.0 ** -450))
+        np.testing.assert_allclose(got.mean, x.mean(0), rtol=1e-15)
+    # huge values weighted 2**-450: scaled, their M2 leaves float64 (1e320), so they are
+    # reduced again with the weights as given (a first version kept the inf, and a
+    # merge with a heavy zero gave the variance inf for 1.1e51)
+    big = rng.normal(0.0, 1e160, (100, 1))
+    light = nbbn.RunningStats(-1).update(big, sample_weight=np.full(100, 2.0 ** -450))
+    heavy = nbbn.RunningStats(-1).update(np.zeros((1, 1)), sample_weight=[2.0 ** 450])
+    one = nbbn.RunningStats(-1).update(np.vstack([big, [[0.0]]]),
+                                       sample_weight=np.r_[np.full(100, 2.0 ** -450), 2.0 ** 450])
+    assert np.isfinite(one.var[0])
+    assert (light + heavy).var[0] == pytest.approx(one.var[0], rel=1e-12)
+    y, w = rng.normal(5.0, 2.0, shape), rng.random(64) * 3.0
+    want = nbbn.RunningStats(1).update(y, sample_weight=w)
+    for k in (-300, -7, 1, 300):
+        got = nbbn.RunningStats(1).update(y, sample_weight=np.ldexp(w, k))
+        assert np.array_equal(got.mean, want.mean) and np.array_equal(got.var, want.var)
+        assert np.array_equal(got.count, np.ldexp(want.count, k))
+
+
 def test_huge_weights_keep_a_finite_mean_and_an_inf_or_exact_variance(monkeypatch):
     """Weights up to float64's range (refused past 2**-500..2**500 now; the kernels'
     handling is kept for states merged or loaded near the limits, and driven here with

@@ -39,7 +39,7 @@ from ._stats import BatchStats
 from .cpu import MAX_PARTS, _readonly, _run, threads
 from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
 from .cpu_simd import prefetch_line
-from .cpu_weighted import BLOCK, kahan_add, recentre, shifted_moments
+from .cpu_weighted import BLOCK, kahan_add, recentre, shifted_moments, with_scaled_weights
 
 __all__ = ["as_compressed", "reduce", "scale_columns"]
 
@@ -833,7 +833,15 @@ def reduce(x, policy: int, weight: np.ndarray | None = None, route: str | None =
            ) -> BatchStats:
     """Per-column statistics of a CSR or CSC matrix (:func:`as_compressed`), with
     ``weight`` (float64 (rows,), checked) per row or unweighted; a CSR matrix by
-    ``route`` ("csc", "blocks" or "parts", for ``nbbn warmup``), else by its shape."""
+    ``route`` ("csc", "blocks" or "parts", for ``nbbn warmup``), else by its shape.
+    The weights are scaled by a power of two for the sums, as dense ones
+    (``cpu_weighted.with_scaled_weights``)."""
+    if weight is not None:
+        return with_scaled_weights(lambda w: _reduce(x, policy, w, route), weight, policy)
+    return _reduce(x, policy, None, route)
+
+
+def _reduce(x, policy: int, weight: np.ndarray | None, route: str | None) -> BatchStats:
     nrows, ncols = x.shape
     nnz = int(x.indptr[-1])
     weighted = weight is not None

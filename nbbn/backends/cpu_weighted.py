@@ -53,7 +53,8 @@ from .cpu_numerics import (
     merge_min,
 )
 
-__all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "shifted_moments"]
+__all__ = ["BLOCK", "kahan_add", "merge", "recentre", "reduce", "scaled_weights",
+           "shifted_moments", "with_scaled_weights"]
 
 
 BLOCK = 128  # values summed plainly before their sum is added with compensation
@@ -708,18 +709,74 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
     return total
 
 
+def scaled_weights(weight: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(weight * 2**-shift, shift)``: the weights scaled by the power of two that brings
+    the largest into [1, 2) (``shift`` 0 where none is positive, or where a scaled
+    weight would be subnormal: a range lifted past 2**-500..2**500 in the tests)."""
+    pos = weight[weight > 0.0]
+    if not pos.size:
+        return weight, 0
+    shift = math.frexp(float(pos.max()))[1] - 1
+    if shift == 0 or math.ldexp(float(pos.min()), -shift) < _TINY_NORMAL:
+        return weight, 0
+    return np.ldexp(weight, -shift), shift
+
+
+_TINY_NORMAL = float(np.finfo(np.float64).tiny)
+
+
+def with_scaled_weights(reduce_weighted, weight: np.ndarray, policy: int) -> BatchStats:
+    """``reduce_weighted(w)`` (the statistics of a batch with weights ``w``) of the
+    weights scaled by :func:`scaled_weights`, as those of the weights as given.
+
+    Every weighted sum is homogeneous in the weights, so the weight sums and M2 are
+    scaled back by ``2**shift`` and the bits are those of the weights as given, except
+    where ``w * (x - s)`` or ``w * d**2`` left float64's range: values of 1e-200 weighted
+    2**-450 (the products underflowed) had the mean of their first value. Scaled, the
+    heaviest rows weigh about 1 and the sums have the range of unweighted data's; a
+    channel of finite data whose scaled mean or M2 is not finite, or whose M2 is
+    subnormal (values of 1e160 weighted 2**-450: M2 beyond float64 where the weights as
+    given kept it finite, and a merge with heavier rows gave the variance inf), is
+    taken from a second reduction with the weights as given."""
+    scaled, shift = scaled_weights(weight)
+    if not shift:
+        return reduce_weighted(weight)
+    total = reduce_weighted(scaled)
+    mean, m2 = total.floats[0], total.floats[2]
+    clean = (total.ints[2] == 0) & ((total.ints[1] == 0) | (policy == POLICY_OMIT))
+    with np.errstate(invalid="ignore"):
+        fine = np.isfinite(mean) & np.isfinite(m2) & ((m2 == 0.0) | (m2 >= _TINY_NORMAL))
+    redo = clean & ~fine
+    assert total.weight is not None
+    total.weight = np.ldexp(total.weight, shift)
+    total.floats[2] = np.ldexp(m2, shift)
+    if redo.any():
+        plain = reduce_weighted(weight)
+        assert plain.weight is not None
+        take = redo & np.isfinite(plain.floats[0]) & np.isfinite(plain.floats[2])
+        total.ints[:, take] = plain.ints[:, take]
+        total.floats[:, take] = plain.floats[:, take]
+        total.weight[take] = plain.weight[take]
+    return total
+
+
 def reduce(can: Canonical, policy: int, weight: np.ndarray) -> BatchStats:
     """The weighted statistics of one input; ``weight`` is float64 (N,), checked by
-    :func:`nbbn._weights.check_sample_weight` (axis 0 is not the channel axis)."""
-    total: BatchStats | None = None
-    for x3, index in can.pieces():
-        # a piece is the whole input, or a slab of rows along axis 0
-        w = weight if index == (Ellipsis,) else weight[index[0]]
-        if x3.size == 0:
-            continue
-        part = _piece(x3, w, policy, can.bf16)
-        total = part if total is None else merge(total, part)
-    if total is None:
-        total = BatchStats.empty(can.channels)
-        total.weight = np.zeros(can.channels)
-    return total
+    :func:`nbbn._weights.check_sample_weight` (axis 0 is not the channel axis), and
+    scaled by a power of two for the sums (:func:`with_scaled_weights`)."""
+
+    def pieces(weight: np.ndarray) -> BatchStats:
+        total: BatchStats | None = None
+        for x3, index in can.pieces():
+            # a piece is the whole input, or a slab of rows along axis 0
+            w = weight if index == (Ellipsis,) else weight[index[0]]
+            if x3.size == 0:
+                continue
+            part = _piece(x3, w, policy, can.bf16)
+            total = part if total is None else merge(total, part)
+        if total is None:
+            total = BatchStats.empty(can.channels)
+            total.weight = np.zeros(can.channels)
+        return total
+
+    return with_scaled_weights(pieces, weight, policy)
