@@ -42,10 +42,10 @@ had the mean -3.9e-31 where numpy's is 0.0 (integer means are otherwise numpy's 
 bit). With the mean near 0, every value, and so every part's mean, is within sqrt(n)
 standard deviations of 0: the rounding left is below 2**-106 * sqrt(n) of the standard
 deviation, flushed for up to about 2**30 values. The flush moves a mean by at most
-2**-90 of the standard deviation (the scale of the parts' means flushed weighted means
-that the data hold: 1e-20 of weights 1 and 1e-30 on 0 and 1e10). A non-zero integer
-mean, at least 1 / count, is never flushed below 2**27 values of int64 data near its
-limits (2**63 * 2**-90 = 2**-27)."""
+2**-90 of the standard deviation (a bound scaled by the parts' means as well flushed
+weighted means that the data hold: 1e-20, of 0 and 1e10 weighted 1 and 1e-30). A
+non-zero integer mean, at least 1 / count, is never flushed below 2**27 values of int64
+data near its limits (2**63 * 2**-90 = 2**-27)."""
 
 
 def _two_prod(a, b):
