@@ -709,6 +709,9 @@ def _piece(x3: np.ndarray, w: np.ndarray, policy: int, bf16: bool = False) -> Ba
     return total
 
 
+_TINY_NORMAL = float(np.finfo(np.float64).tiny)
+
+
 def scaled_weights(weight: np.ndarray) -> tuple[np.ndarray, int]:
     """``(weight * 2**-shift, shift)``: the weights scaled by the power of two that brings
     the largest into [1, 2) (``shift`` 0 where none is positive, or where a scaled
@@ -720,9 +723,6 @@ def scaled_weights(weight: np.ndarray) -> tuple[np.ndarray, int]:
     if shift == 0 or math.ldexp(float(pos.min()), -shift) < _TINY_NORMAL:
         return weight, 0
     return np.ldexp(weight, -shift), shift
-
-
-_TINY_NORMAL = float(np.finfo(np.float64).tiny)
 
 
 def with_scaled_weights(reduce_weighted, weight: np.ndarray, policy: int) -> BatchStats:
@@ -744,8 +744,7 @@ def with_scaled_weights(reduce_weighted, weight: np.ndarray, policy: int) -> Bat
     total = reduce_weighted(scaled)
     mean, m2 = total.floats[0], total.floats[2]
     clean = (total.ints[2] == 0) & ((total.ints[1] == 0) | (policy == POLICY_OMIT))
-    with np.errstate(invalid="ignore"):
-        fine = np.isfinite(mean) & np.isfinite(m2) & ((m2 == 0.0) | (m2 >= _TINY_NORMAL))
+    fine = np.isfinite(mean) & np.isfinite(m2) & ((m2 == 0.0) | (m2 >= _TINY_NORMAL))
     redo = clean & ~fine
     assert total.weight is not None
     total.weight = np.ldexp(total.weight, shift)
