@@ -49,6 +49,8 @@ _FAMILIES = {
     "_csc_columns_weighted": "weighted statistics kernel for sparse CSC input",
     "_scale_csr": "normalizer kernel for sparse input",
     "_scaler_fitted": "StandardScaler's fitted attributes",
+    "count_levels_rgb": "histogram kernel for {} RGB pixels",
+    "count_levels": "histogram kernel for {} pixels",
 }
 _installed = False
 _lock = threading.Lock()

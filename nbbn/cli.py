@@ -730,7 +730,8 @@ def _add_warmup(sub: argparse._SubParsersAction) -> None:
             "in numba's disk cache (NUMBA_CACHE_DIR, default __pycache__ beside nbbn), so "
             "that later processes load them instead of compiling on their first batch. "
             "Each case runs the statistics (a batch and a merge), the normalizer (also "
-            "as nbbn.sklearn's transform takes it) and BatchNorm on a tiny array (the "
+            "as nbbn.sklearn's transform takes it) and BatchNorm on a tiny array; "
+            "nhwc uint8 and uint16 also the image histograms of 'nbbn fit --histogram' (the "
             "sparse layout: the statistics of scipy CSR and CSC matrices, weighted and "
             "not, and their scaling); a case already built takes a fraction of a second."
         ),

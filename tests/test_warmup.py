@@ -90,6 +90,7 @@ def test_describe_knows_every_kernel_as_built():
     from nbbn.backends import (
         cpu_byte_tables,
         cpu_few_rows,
+        cpu_histogram,
         cpu_normalize,
         cpu_scaler,
         cpu_sparse,
@@ -103,7 +104,8 @@ def test_describe_knows_every_kernel_as_built():
                cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf,
                *cpu_sparse._csr_parts_builds.values(), *cpu_sparse._csr_blocks_builds.values(),
                cpu_sparse._csr_merge, cpu_sparse._csc_unweighted, cpu_sparse._csc_weighted,
-               cpu_sparse._scale_csr, cpu_scaler._scaler_fitted]
+               cpu_sparse._scale_csr, cpu_scaler._scaler_fitted,
+               cpu_histogram.count_levels_rgb, cpu_histogram.count_levels]
     for kernel in kernels:
         assert describe(kernel.py_func.__name__, ()) is not None, kernel.py_func.__name__
 
@@ -273,3 +275,27 @@ def test_the_warmups_byte_table_reaches_the_byte_table_kernel():
 
     assert not cpu_few_rows.takes(WIDE_BYTES, np.dtype(np.uint8), False)
     assert cpu_few_rows.takes((8, 256), np.dtype(np.uint8), False)  # (the old shape)
+
+
+class _Reached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_the_warmup_builds_the_histogram_kernels(dtype, monkeypatch):
+    """``nbbn fit --histogram`` compiled its kernels on the first image after a warmup
+    (and said nothing): the channels-last warmup of 8- and 16-bit pixels builds RGB's
+    kernel and the one of other channel counts."""
+    from nbbn.backends import cpu_histogram
+    from nbbn.tools import warmup as tool
+
+    tool._warm_histograms(np.dtype(dtype))
+    for kernel in (cpu_histogram.count_levels_rgb, cpu_histogram.count_levels):
+        assert any(sig[0].dtype.name == dtype for sig in kernel.signatures), kernel.signatures
+
+    def reached(dt):
+        raise _Reached(dt)
+
+    monkeypatch.setattr(tool, "_warm_histograms", reached)  # the warmup's own call of it
+    with pytest.raises(_Reached):
+        tool.warmup([dtype], ["nhwc"])

@@ -8,7 +8,9 @@ channels-last a table of few rows of many channels, and channels-last bytes a ta
 many channels, which have kernels of their own), the
 normalizer (for floating input also its build that counts infinities, which
 ``nbbn.sklearn.StandardScaler.transform`` takes; and the one pass that makes its fit's
-attributes, ``cpu_scaler``) and BatchNorm training. The "sparse"
+attributes, ``cpu_scaler``) and BatchNorm training; channels-last uint8 and uint16 also
+the per-level histograms of images (``nbbn fit --histogram``: RGB's kernel and the one of
+any channel count). The "sparse"
 layout (scipy CSR and CSC matrices, which need scipy) takes tiny matrices through each
 way a sparse matrix is reduced, weighted and not, and the scaling of
 ``nbbn.sklearn.StandardScaler(with_mean=False).transform`` (and ``cpu_scaler``'s pass
@@ -86,6 +88,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             shape, axis = LAYOUTS[layout]
             x = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
             t0 = time.perf_counter()
+            if layout == "nhwc" and dtype in ("uint8", "uint16"):  # images' histograms
+                _warm_histograms(np.dtype(dtype))
             rs = nbbn.RunningStats(axis).update(x).update(x)  # a batch, then a merge
             # the weighted kernels (nbbn.sklearn's fit with sample_weight too)
             nbbn.RunningStats(axis).update(x, sample_weight=np.ones(shape[0]))
@@ -114,6 +118,17 @@ def _report(done: list[dict], dtype: str, layout: str, seconds: float,
     done.append({"dtype": dtype, "layout": layout, "seconds": seconds})
     if file is not None:
         print(f"{dtype:>8} {layout}: {seconds:6.2f} s", file=file, flush=True)
+
+
+def _warm_histograms(dtype) -> None:
+    """The histogram kernels of images of ``dtype`` (uint8 or uint16): RGB's, and the
+    one of any other channel count (grey, RGBA)."""
+    import numpy as np
+
+    from .._histogram import Histogram
+
+    for channels in (3, 4):
+        Histogram.of(np.zeros((5, channels), dtype))
 
 
 def _scipy_sparse():
