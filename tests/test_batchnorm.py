@@ -134,6 +134,22 @@ def test_state_dict_keys(backend):
         assert set(bn.state_dict()) == keys, (affine, track)
 
 
+def test_numpy_state_dict_is_a_copy(rng):
+    """``state_dict(tensors=False)`` holds copies (the tensor form copies by converting;
+    the numpy form shared the running buffers, so a later step rewrote it)."""
+    bn = nbbn.BatchNorm(3)
+    bn(random_array(rng, (8, 3), "float64"))
+    d = bn.state_dict(tensors=False)
+    kept = {k: np.array(v, copy=True) for k, v in d.items()}
+    bn(random_array(rng, (8, 3), "float64"))
+    with_params = bn.state_dict(tensors=False)
+    with_params["weight"][...] = 5.0
+    bn.reset_running_stats()
+    for k in d:
+        np.testing.assert_array_equal(d[k], kept[k])
+    assert bn.state_dict(tensors=False)["weight"].tolist() == [1.0, 1.0, 1.0]
+
+
 def test_state_dict_round_trip(backend, rng):
     bn = nbbn.BatchNorm(3, momentum=0.3, backend=backend)
     for _ in range(3):

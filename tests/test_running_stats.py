@@ -182,6 +182,23 @@ def test_nan_policy_multiblock(layout, nan_policy, backend, rng):
     assert_stats(rs, ref_stats(x, axis, nan_policy), 1e-6)
 
 
+def test_a_nan_stays_through_later_clean_batches(backend):
+    """Under "propagate", a channel that saw a NaN keeps NaN min, max and mean after
+    clean batches (a merge whose other side is smaller dropped the NaN minimum in the
+    vectorized merge, a mutant that only one float16 test noticed): updates in a row,
+    either order, and states merged with ``+``."""
+    a = np.array([[np.nan, 1.0], [2.0, 3.0]])
+    b = np.array([[5.0, 6.0], [-7.0, 8.0]])
+    for first, second in ((a, b), (b, a)):
+        row = nbbn.RunningStats(1, backend=backend).update(first).update(second)
+        added = (nbbn.RunningStats(1, backend=backend).update(first)
+                 + nbbn.RunningStats(1, backend=backend).update(second))
+        for rs in (row, added):
+            for name in ("min", "max", "mean", "var"):
+                assert np.isnan(getattr(rs, name)[0]), (name, getattr(rs, name))
+            assert (rs.min[1], rs.max[1]) == (1.0, 8.0)
+
+
 def test_nan_semantics_explicit(backend):
     """Independent of the reference: the numpy functions named in the issue."""
     x = np.array([[1.0, np.nan, 3.0, 4.0], [np.nan, np.nan, np.nan, np.nan], [1.0, 2.0, 3.0, 4.0]])
@@ -770,6 +787,43 @@ def test_from_dict_refuses_what_no_state_holds():
         with pytest.raises(ValueError, match=match):
             nbbn.RunningStats.from_dict({**d, key: value})
     assert nbbn.RunningStats.from_dict(d).count.tolist() == [3, 3]
+
+
+def test_from_dict_refuses_a_state_its_updates_would_spoil():
+    """A NaN ``mean_lo`` under a finite mean (every later update of the channel NaN),
+    and a weight of 0 where values were counted (or the reverse): both refused."""
+    x = np.arange(6.0).reshape(3, 2)
+    d = nbbn.RunningStats(1).update(x).to_dict()
+    with pytest.raises(ValueError, match="mean_lo"):
+        nbbn.RunningStats.from_dict({**d, "mean_lo": np.array([np.nan, 0.0])})
+    w = nbbn.RunningStats(1).update(x, sample_weight=[1.0, 2.0, 3.0]).to_dict()
+    for weight in ([0.0, 6.0], [6.0, 0.0]):
+        with pytest.raises(ValueError, match="weight"):
+            nbbn.RunningStats.from_dict({**w, "weight": np.array(weight)})
+    assert nbbn.RunningStats.from_dict(w).count.tolist() == [6.0, 6.0]
+
+
+def test_reading_the_results_leaves_the_state_as_it_was():
+    """``mean``, ``min`` and ``max`` mark a channel without values with NaN in a copy,
+    never in the state: under "omit", a read between updates changed nothing."""
+    rs = nbbn.RunningStats(1, nan_policy="omit").update(np.array([[np.nan, 1.0]]))
+    before = rs.to_dict()
+    assert np.isnan(rs.mean[0]) and np.isnan(rs.min[0]) and np.isnan(rs.max[0])
+    after = rs.to_dict()
+    for key in ("mean", "min", "max"):
+        np.testing.assert_array_equal(after[key], before[key])
+    rs.update(np.array([[2.0, 3.0]]))
+    assert rs.min.tolist() == [2.0, 1.0] and rs.max.tolist() == [2.0, 3.0]
+    assert rs.mean.tolist() == [2.0, 2.0]
+
+
+def test_merged_into_empty_statistics_share_nothing():
+    """``RunningStats() + b`` is a new state: updating it leaves ``b`` as it was."""
+    b = nbbn.RunningStats(1).update(np.ones((4, 2)))
+    for c in (nbbn.RunningStats(1) + b, b + nbbn.RunningStats(1)):
+        c.update(np.zeros((4, 2)))
+        assert b.count.tolist() == [4, 4] and b.mean.tolist() == [1.0, 1.0]
+        assert c.count.tolist() == [8, 8] and c.mean.tolist() == [0.5, 0.5]
 
 
 def test_sum_of_statistics_merges_them(rng):

@@ -225,6 +225,20 @@ def test_one_value_per_channel_like_torch(backend):
         nbbn.BatchNorm(3, backend=backend)(x)
 
 
+def test_one_value_per_channel_refused_as_torch_without_running_stats():
+    """Without running statistics an eval-mode module normalizes with the batch's own
+    statistics, so one value per channel is refused there too, as torch refuses it."""
+    for training in (True, False):
+        tbn = torch.nn.BatchNorm1d(3, track_running_stats=False).train(training)
+        with pytest.raises(ValueError, match="more than 1 value"):
+            tbn(torch.ones(1, 3))
+        bn = nbbn.BatchNorm(3, track_running_stats=False).train(training)
+        with pytest.raises(ValueError, match="more than 1 value"):
+            bn(np.ones((1, 3)))
+    bn = nbbn.BatchNorm(3).eval()  # (with running statistics: one value is fine)
+    assert bn(np.ones((1, 3))).shape == (1, 3)
+
+
 def test_eps_zero_as_torch(backend, rng):
     """eps=0, as torch: refused when normalizing with batch statistics (state left
     unchanged, where torch has already counted the batch); accepted in eval mode, where
