@@ -3,6 +3,8 @@ persistence, merging, commit)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -113,6 +115,17 @@ def test_a_count_beyond_the_limit_is_refused():
     a, b = state(1.0), state(3.0)
     half = a + b
     assert half.count[0] == 2 ** 62 and half.mean[0] == 2.0
+    assert half.var[0] == 1.0  # (2 + 2**62) / 2**62: the merge of counts past 2**52
+    # counts of 2**53 and 3 (the vectorized merge's exact path ends at 2**52): the
+    # mean and variance of the pooled values, either order (n is not a float64: M2 to
+    # an ulp)
+    for m in (state(1.0, count=2 ** 53) + state(2.0, count=3),
+              state(2.0, count=3) + state(1.0, count=2 ** 53)):
+        n = Fraction(2 ** 53 + 3)
+        mean = (2 ** 53 + Fraction(6)) / n
+        m2 = 2 + Fraction(2 ** 53 * 3) / n
+        assert m.mean[0] == float(mean)
+        assert m.var[0] == pytest.approx(float(m2 / n), rel=1e-15, abs=0.0)
     with pytest.raises(ValueError, match=r"limit of 2\*\*62 values per channel in channel 0"):
         half + b
     before = half.to_dict()
