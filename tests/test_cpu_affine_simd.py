@@ -85,3 +85,18 @@ def test_register_kernel_batchnorm_and_inverse(both, rng):
     y = norm(x)
     back, plain, _ = both(lambda: norm.inverse(y))  # float32 input: the portable loop
     np.testing.assert_array_equal(back, plain)
+
+
+@pytest.mark.parametrize("nchan", [1, 3, 5, 6, 7, 9, 12, 24, 40, 100])
+def test_register_kernel_writes_nothing_past_the_output(monkeypatch, nchan):
+    """The kernel runs whole periods only and leaves the partial one to the tail: one
+    period too many wrote past the output, which only a later crash elsewhere showed."""
+    monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 1 << 62)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2 * cpu_normalize.CL_ROWS_PER_UNIT + 37, nchan), np.uint8)
+    norm = nbbn.Normalizer(rng.uniform(0, 255, nchan), rng.uniform(1, 4e3, nchan),
+                           channel_axis=-1)
+    raw = np.full(x.size + 4096, np.nan, np.float32)
+    norm(x, out=raw[:x.size].reshape(x.shape))
+    assert np.isnan(raw[x.size:]).all()
+    np.testing.assert_array_equal(raw[:x.size].reshape(x.shape), norm(x))

@@ -128,3 +128,26 @@ def test_in_place_and_small_outputs_are_not_streamed(monkeypatch, rng):
     x3 = x[:, :3].copy()
     _norm(rng, x3, -1)(x3, out=np.empty_like(x3))  # rows of part lines are not streamed
     assert calls == [False, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("offset", [1, 3, 7])
+@pytest.mark.parametrize("shape, axis, dtype", [
+    ((2, 3, 1030), 1, "float32"), ((1, 2, cpu_normalize.ROW_BLOCK + 5), 1, "uint8"),
+    ((2 * cpu_normalize.CL_ROWS_PER_UNIT + 1, 3), -1, "uint8")])
+def test_streamed_pieces_shorter_than_the_first_line(monkeypatch, shape, axis, dtype, offset):
+    """A streamed piece shorter than the gap before its output's first 64-byte line is
+    written by the head copy alone, which stops at the piece's end (unclamped, it wrote
+    past the output): the bits of the ordinary stores, and nothing beyond the output."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 40 + 100).astype(dtype)
+    c = shape[axis]
+    norm = nbbn.Normalizer(rng.uniform(-2, 2, c), rng.uniform(0.5, 2, c), channel_axis=axis)
+    monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 1 << 62)
+    plain = norm(x)
+    monkeypatch.setattr(cpu_stream, "STREAM_MIN_BYTES", 0)
+    raw = np.full(x.size + 64 + 256, np.nan, np.float32)
+    start = (-raw.ctypes.data % 64) // 4 + offset
+    out = raw[start:start + x.size].reshape(shape)
+    norm(x, out=out)
+    np.testing.assert_array_equal(out, plain)
+    assert np.isnan(raw[:start]).all() and np.isnan(raw[start + x.size:]).all()

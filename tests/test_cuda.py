@@ -329,6 +329,22 @@ def test_normalizer_refuses_an_overlapping_device_out(cuda, rng):
         nbbn.Normalizer(np.zeros(3), np.ones(3))(cuda.to_device(x), out=out)
 
 
+@pytest.mark.parametrize("shift", [1, 7])
+def test_normalizer_device_out_partly_overlapping_its_input(cuda, shift):
+    """An ``out`` that starts a few elements into its own input (one device buffer)
+    goes through a temporary: written directly, values already normalized were read
+    back as input."""
+    shape = (2, 3, 40)
+    n = int(np.prod(shape))
+    host = np.random.default_rng(0).standard_normal(n + shift)
+    buf = cuda.to_device(host)
+    x, out = buf[:n].reshape(shape), buf[shift:].reshape(shape)
+    norm = nbbn.Normalizer(np.arange(3.0), np.arange(1.0, 4.0))
+    want = norm(host[:n].reshape(shape))
+    norm(x, out=out)
+    np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-12)
+
+
 def test_cpu_tensor_with_backend_cuda_gives_tensors(cuda, rng):
     """torch in, torch out, as the CPU backend: a CPU tensor with backend="cuda" comes
     back as a CPU tensor, and a tensor ``out=`` is written (a bfloat16 input's float32

@@ -536,3 +536,17 @@ def test_a_sparse_npz_without_scipy_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import raises ImportError
     with pytest.raises(nbbn.MissingExtraError, match=r"pip install 'nbbn\[sparse\]'"):
         nbbn.fit(str(path), progress=False)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_implicit_zeros_weight_keeps_the_low_part_of_the_total(fmt):
+    """Under "omit", a weighted column's implicit zeros weigh the total weight of the
+    rows without a NaN less the stored entries': its low part dropped, a weight of 1
+    beside 1e16 gave the variance a negative sign (-2.5e-15 against 2.5e-15)."""
+    x = np.array([[5.0], [0.0], [np.nan]])
+    w = np.array([1e16, 1.0, 1.0])
+    make = sparse.csr_array if fmt == "csr" else sparse.csc_array
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(make(x), sample_weight=w)
+    dense = nbbn.RunningStats(-1, nan_policy="omit").update(x, sample_weight=w)
+    np.testing.assert_allclose(rs.var, dense.var, rtol=1e-12)
+    assert rs.var[0] > 0
