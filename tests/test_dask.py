@@ -410,3 +410,22 @@ def test_channel_stats_of_a_dataframe_and_an_object_array():
     np.testing.assert_allclose(got.mean, [7 / 3, 5.0], rtol=1e-15)
     with pytest.raises(TypeError, match="x must have a real floating .* got dtype object"):
         nbbn.dask.channel_stats(np.ones((3, 2), object), 1)
+
+
+def test_two_lazy_statistics_of_one_array_are_two_objects(rng):
+    """Each lazy reduction is its own task (``pure=False``): computed together, two of
+    the same array are two states, and updating one leaves the other."""
+    x = da.from_array(rng.standard_normal((8, 3)), chunks=4)
+    a, b = dask.compute(nbbn.dask.channel_stats(x, -1), nbbn.dask.channel_stats(x, -1))
+    assert a is not b
+    a.update(np.ones((2, 3)))
+    assert int(b.count[0]) == 8
+
+
+def test_transform_of_chunks_whose_last_is_the_longest(tmp_path, rng):
+    """Chunks (3, 3, 4): written through a regular rechunk, no dask warning."""
+    pytest.importorskip("zarr")
+    x = rng.standard_normal((10, 3, 4)).astype(np.float32)
+    rs = nbbn.channel_stats(x, 1)
+    got = nbbn.transform(da.from_array(x, chunks=((3, 3, 4), 3, 4)), rs, tmp_path / "o.zarr")
+    np.testing.assert_array_equal(np.asarray(got[...]), rs.to_normalizer()(x))

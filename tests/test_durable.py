@@ -307,3 +307,25 @@ def test_a_folder_given_as_the_checkpoint_is_refused(tmp_path, resume):
     with pytest.raises(IsADirectoryError, match=r"is a folder: name the checkpoint file"):
         nbbn.fit(np.ones((4, 2)), checkpoint=tmp_path, resume=resume, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_is_synced_before_the_rename(tmp_path, monkeypatch):
+    """Durable: the temporary file's data reach the disk before the rename, and the
+    folder's entry after it."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", stat.S_ISREG(os.fstat(fd).st_mode)))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", None))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(_durable.os, "fsync", fsync)
+    monkeypatch.setattr(_durable.os, "replace", replace)
+    nbbn.RunningStats(-1).update(np.ones((2, 3))).save(tmp_path / "s.npz")
+    i = events.index(("replace", None))
+    assert ("fsync", True) in events[:i]
+    assert ("fsync", False) in events[i + 1:]

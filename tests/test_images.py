@@ -490,3 +490,60 @@ def test_gif_files_are_images_and_their_first_frame_is_read(tmp_path):
         rs = nbbn.fit(source, progress=False)
         np.testing.assert_array_equal(rs.mean, want.mean(axis=(0, 1)))
         assert rs.count.tolist() == [20] * 3
+
+
+# ------------------------------------------------ contracts a mutation round found unpinned
+def test_a_resume_with_another_mode_is_refused(rgb_folder, tmp_path):
+    """The mode is part of the source's fingerprint: a complete RGB checkpoint resumed
+    with ``mode="L"`` returned the RGB statistics."""
+    d, _ = rgb_folder
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(ImageSource(d), checkpoint=ck, progress=False)
+    with pytest.raises(nbbn.CheckpointError, match="mode"):
+        nbbn.fit(ImageSource(d, mode="L"), checkpoint=ck, resume=True, progress=False)
+
+
+def test_files_skipped_are_kept_through_a_resume(tmp_path):
+    """Nothing counted, two files skipped: the resumed fit still lists them."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.png").write_text("x")
+    (d / "b.jpg").write_text("y")
+    ck = tmp_path / "fit.ckpt"
+    first = nbbn.fit(ImageSource(d, on_error="skip"), checkpoint=ck, progress=False)
+    assert len(first.skipped) == 2
+    again = nbbn.fit(ImageSource(d, on_error="skip"), checkpoint=ck, resume=True,
+                     progress=False)
+    assert again.skipped == first.skipped
+
+
+def test_a_failed_first_image_leaves_no_histogram(monkeypatch):
+    """Refused input leaves the state as it was: no histogram on statistics that
+    counted nothing."""
+    rs = nbbn.RunningStats(-1)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(nbbn.RunningStats, "_update", boom)
+    px = np.zeros((1, 2, 2, 3), np.uint8)
+    batch = _images.ImageBatch(px, 0, 0, 1, 12, counts=Histogram.of(px[0]).counts,
+                               path="x.png")
+    with pytest.raises(RuntimeError):
+        batch.account(rs)
+    assert rs.histogram is None and rs.num_channels is None
+
+
+def test_histograms_merge_up_to_exactly_the_limit():
+    """A merged row of exactly 2**62 counts is allowed (one past it is refused)."""
+    from nbbn._histogram import COUNT_LIMIT
+
+    a, b = np.zeros((1, 256), np.int64), np.zeros((1, 256), np.int64)
+    a[0, 0], b[0, 1] = COUNT_LIMIT - 5, 5
+    h = Histogram(a)
+    h += Histogram(b)
+    assert int(h.counts.sum()) == COUNT_LIMIT
+    b[0, 1] = 6
+    with pytest.raises(ValueError, match="2\\*\\*62"):
+        h = Histogram(a)
+        h += Histogram(b)

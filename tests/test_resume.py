@@ -459,3 +459,75 @@ def test_sigkill_at_random_moments_then_resume_is_bit_for_bit(tmp_path):
     assert res.returncode == 0, res.stderr
     assert same_bits(nbbn.RunningStats.load(out), whole)
     assert not [p for p in work.iterdir() if p.name.endswith(".nbbn-tmp")]
+
+
+# ------------------------------------------------ contracts a mutation round found unpinned
+def test_an_edited_meta_fails_the_checksum(shards, ckpt):
+    """The checksum covers the metadata (position, rows done), not only the arrays."""
+    with np.load(ckpt) as z:
+        d = {k: z[k] for k in z.files}
+    meta = json.loads(str(d["meta"]))
+    meta["rows_done"] += 1
+    d["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
+    with open(ckpt, "wb") as f:
+        np.savez(f, **d)  # the checksum left as it was
+    with pytest.raises(CheckpointError, match="checksum"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_an_in_memory_array_whose_last_row_changed_is_refused(tmp_path, rng):
+    """An array's fingerprint samples its first and last rows."""
+    x = rng.standard_normal((20, 3))
+    ck = tmp_path / "fit.ckpt"
+    fit(x, checkpoint=ck)
+    x[-1] += 1.0
+    with pytest.raises(CheckpointError, match="sample_sha256"):
+        fit(x, checkpoint=ck, resume=True)
+
+
+def test_a_resume_with_another_key_is_refused(tmp_path, rng):
+    """Items of equal shapes and first rows (which the iterable's digest sees): only the
+    saved ``key`` tells that another field is read."""
+    a = [rng.standard_normal((5, 3)) for _ in range(4)]
+    b = [x.copy() for x in a]
+    for x in b:
+        x[1:] += 1.0
+
+    def items(stop=None):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if i == stop:
+                raise RuntimeError("boom")
+            yield {"a": x, "b": y}
+
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(RuntimeError):
+        fit(items(2), key="a", checkpoint=ck)
+    with pytest.raises(CheckpointError, match="key"):
+        fit(items(), key="b", checkpoint=ck, resume=True)
+
+
+def test_the_complete_checkpoint_of_an_npz_holds_every_row(tmp_path, rng):
+    """A fit that ends in an ``.npz`` member: the final checkpoint is complete at its
+    last row, with the statistics returned."""
+    np.savez_compressed(tmp_path / "a.npz", rng.standard_normal((30, 3)))
+    ck = tmp_path / "fit.ckpt"
+    st = fit(tmp_path / "a.npz", batch_size=7, checkpoint=ck)
+    c = load_checkpoint(ck)
+    assert c.complete and c.rows_done == 30 and c.position["row"] == 30
+    assert same_bits(c.stats, st)
+
+
+def test_an_iterable_resumed_inside_its_first_item_needs_that_item(tmp_path, rng):
+    """A checkpoint at item 0, row > 0: an empty iterable on resume is refused."""
+    x = rng.standard_normal((10, 3))
+
+    def items():
+        yield x
+        raise RuntimeError("boom")
+
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(RuntimeError):
+        fit(items(), checkpoint=ck)
+    assert load_checkpoint(ck).position["shard"] == 0
+    with pytest.raises(ValueError, match="ended after 0 items"):
+        fit(iter([]), checkpoint=ck, resume=True)
