@@ -24,7 +24,7 @@ def main() -> None:
     part.weight = np.empty(64)
 
     def call() -> None:
-        cpu_weighted._weighted_stats(x, w, 1, 0, part.ints, part.floats, part.weight)
+        cpu_weighted._weighted_stats(x, w, 1, 0, False, part.ints, part.floats, part.weight)
 
     call()
     times = []

@@ -39,7 +39,13 @@ from ._stats import BatchStats
 from .cpu import MAX_PARTS, _readonly, _run, threads
 from .cpu_numerics import chan_merge, merge_max, merge_min, two_sum
 from .cpu_simd import prefetch_line
-from .cpu_weighted import BLOCK, kahan_add, recentre, shifted_moments, with_scaled_weights
+from .cpu_weighted import (
+    BLOCK,
+    grid_centre,
+    kahan_add,
+    shifted_moments,
+    with_scaled_weights,
+)
 
 __all__ = ["as_compressed", "reduce", "scale_columns"]
 
@@ -112,8 +118,8 @@ def _kahan_entry(total, comp, x):  # pragma: no cover - compiled
     return t, (t - total) - y
 
 
-def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, nt, nparts,
-                 si, sf, sw):  # pragma: no cover - compiled
+def _csc_columns(indptr, indices, data, w, policy, integral, total_hi, total_lo, npos, t, nt,
+                 nparts, si, sf, sw):  # pragma: no cover - compiled
     """Columns of the partitions ``p = t, t + nt, ...`` of ``nparts`` (contiguous column
     blocks) of a CSC matrix, stored entries and zeros, into ``si``, ``sf``, ``sw``; rows
     weighted by ``w`` in the ``WEIGHTED`` build.
@@ -180,7 +186,7 @@ def _csc_columns(indptr, indices, data, w, policy, total_hi, total_lo, npos, t, 
             stored = nfin + ninf + nnan
             n = nfin + ninf if omit else stored
             wsum = wh + wl if WEIGHTED else numba.float64(n)
-            shift, delta = recentre(shift, s1 / wsum if wsum > 0.0 else 0.0)
+            shift, delta = grid_centre(shift, s1 / wsum if wsum > 0.0 else 0.0, integral)
             # the squares in blocks of BLOCK, whose sums are added with Kahan's
             # compensation: rounding independent of the column's length; the
             # deviations with it per entry (one entry far from the mean, 1e6 among
@@ -257,7 +263,7 @@ _csc_weighted = tagged(_csc_columns, "weighted", {"WEIGHTED": True}, cache=True,
 # w (x - shift) (then WSUM, the counted values' weight), NANS, INFS, SW the stored
 # rows' weight (a double-double, for the zeros' weight), NAN_W the NaNs' weight.
 # Line B, the second pass: SHIFT, DELTA (the first pass's mean as a double-double,
-# ``cpu_weighted.recentre``), Q and E, the sums of w d^2 and w d of the deviations d
+# ``cpu_weighted.grid_centre``), Q and E, the sums of w d^2 and w d of the deviations d
 # from that mean (QC, EC: Kahan's compensations),
 # MIN, MAX. After the partition, SHIFT, DELTA and Q hold the mean hi, lo and M2.
 # The unweighted one pass (``_single_entry``) touches line B alone for a finite entry:
@@ -318,16 +324,16 @@ def _open_first(recs, p, c):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=False, inline="always")
-def _open_second(recs, p, c, weighted):  # pragma: no cover - compiled
+def _open_second(recs, p, c, weighted, integral):  # pragma: no cover - compiled
     """Between the passes: the counted weight and the first pass's mean (``SHIFT`` +
-    ``DELTA``) into the record, line B emptied."""
+    ``DELTA``; ``cpu_weighted.grid_centre``) into the record, line B emptied."""
     if weighted:  # the stored rows' weight less the NaNs'
         sh, e = two_sum(recs[p, c, SW_HI], -recs[p, c, NAN_W])
         wsum = sh + (e + recs[p, c, SW_LO])
     else:
         wsum = recs[p, c, FIN] + recs[p, c, INFS]
-    recs[p, c, SHIFT], recs[p, c, DELTA] = recentre(
-        recs[p, c, SHIFT1], recs[p, c, S1] / wsum if wsum > 0.0 else 0.0)
+    recs[p, c, SHIFT], recs[p, c, DELTA] = grid_centre(
+        recs[p, c, SHIFT1], recs[p, c, S1] / wsum if wsum > 0.0 else 0.0, integral)
     recs[p, c, WSUM] = wsum
     for f in range(Q, MIN):
         recs[p, c, f] = 0.0
@@ -415,7 +421,7 @@ def _single_cancels(recs, p, c):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=False, inline="always")
-def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
+def _single_flags(recs, p, ncols, again, integral):  # pragma: no cover - compiled
     """After one pass, the columns ``c < ncols`` of partition (or block slot) ``p`` to
     read again, in ``again[c]``: 2 for a column that met an infinity (its line A
     emptied: both passes define its statistics, ``_first_pass`` then
@@ -432,8 +438,8 @@ def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
         elif _single_cancels(recs, p, c):
             again[c] = 1
             e = recs[p, c, E] - recs[p, c, EC]
-            recs[p, c, SHIFT], recs[p, c, DELTA] = recentre(recs[p, c, SHIFT],
-                                                             e / recs[p, c, FIN])
+            recs[p, c, SHIFT], recs[p, c, DELTA] = grid_centre(
+                recs[p, c, SHIFT], e / recs[p, c, FIN], integral)
             for f in range(Q, MIN):
                 recs[p, c, f] = 0.0
         else:
@@ -443,7 +449,7 @@ def _single_flags(recs, p, ncols, again):  # pragma: no cover - compiled
     return redo
 
 
-def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
+def _csr_parts(indptr, indices, data, w, policy, integral, t, nt, nparts, recs
                ):  # pragma: no cover - compiled
     """The stored entries of the partitions ``p = t, t + nt, ...`` of ``nparts`` of a
     CSR matrix into the column records ``recs[p]`` (fields above). Unweighted, a
@@ -479,7 +485,7 @@ def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
                     prefetch_line(flat, (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD
                                   + _LINE)
                 ninf += _single_entry(recs, p, indices[k], numba.float64(data[k]))
-            if _single_flags(recs, p, ncols, again):
+            if _single_flags(recs, p, ncols, again, integral):
                 if ninf:
                     for k in range(k0, k1):
                         c = indices[k]
@@ -487,7 +493,7 @@ def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
                             _first_pass(recs, p, c, numba.float64(data[k]), 1.0, False)
                     for c in range(ncols):
                         if again[c] == 2:
-                            _open_second(recs, p, c, False)
+                            _open_second(recs, p, c, False, integral)
                 for k in range(k0, k1):
                     c = indices[k]
                     v = numba.float64(data[k])
@@ -507,7 +513,7 @@ def _csr_parts(indptr, indices, data, w, policy, t, nt, nparts, recs
                                           (p * ncols + indices[k + ENTRIES_AHEAD]) * RECORD)
                         _first_pass(recs, p, indices[k], numba.float64(data[k]), w[r], True)
             for c in range(ncols):
-                _open_second(recs, p, c, True)
+                _open_second(recs, p, c, True, integral)
             for r in range(r0, r1):
                 if w[r] > 0.0:
                     for k in range(indptr[r], indptr[r + 1]):
@@ -678,7 +684,7 @@ def _finish_block(recs, t, c0, c1, omit, weighted, total_hi, total_lo, npos, si,
                           total_lo, npos, si, sf, sw)
 
 
-def _csr_blocks(indptr, indices, data, w, policy, total_hi, total_lo, npos,
+def _csr_blocks(indptr, indices, data, w, policy, integral, total_hi, total_lo, npos,
                 t, nt, nblocks, recs, cursors, starts, si, sf, sw
                 ):  # pragma: no cover - compiled
     """The column blocks ``b = t, t + nt, ...`` of ``nblocks`` of a CSR matrix (blocks
@@ -706,13 +712,13 @@ def _csr_blocks(indptr, indices, data, w, policy, total_hi, total_lo, npos,
             for c in range(c1 - c0):
                 _open_single(recs, t, c)
             ninf = _block_single(indptr, indices, data, recs, cursors, starts, t, c0, c1)
-            if _single_flags(recs, t, c1 - c0, again):
+            if _single_flags(recs, t, c1 - c0, again, integral):
                 if ninf:
                     _block_again(indptr, indices, data, recs, starts, t, c0, c1, again,
                                  True)
                     for c in range(c1 - c0):
                         if again[c] == 2:
-                            _open_second(recs, t, c, False)
+                            _open_second(recs, t, c, False, integral)
                 _block_again(indptr, indices, data, recs, starts, t, c0, c1, again, False)
             _finish_block(recs, t, c0, c1, omit, False, total_hi, total_lo, npos, si,
                           sf, sw)
@@ -722,7 +728,7 @@ def _csr_blocks(indptr, indices, data, w, policy, total_hi, total_lo, npos,
             _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, False)
             for c in range(c1 - c0):
                 if not _empty(recs, t, c):
-                    _open_second(recs, t, c, True)
+                    _open_second(recs, t, c, True, integral)
             _block_pass(indptr, indices, data, w, recs, cursors, t, c0, c1, True)
             _finish_block(recs, t, c0, c1, omit, True, total_hi, total_lo, npos, si, sf,
                           sw)
@@ -851,6 +857,7 @@ def _reduce(x, policy: int, weight: np.ndarray | None, route: str | None) -> Bat
         route = _csr_route(nrows, ncols, nnz, weighted)
     if route == "csc" and x.format == "csr":
         x = x.tocsc()
+    integral = x.data.dtype.kind in "biu"  # (centred on integers: cpu_weighted.grid_centre)
     indptr, indices, data = _entries(x)
     w = np.ones(0) if weight is None else _readonly(weight)
     if weighted:
@@ -863,7 +870,7 @@ def _reduce(x, policy: int, weight: np.ndarray | None, route: str | None) -> Bat
     if route == "csc":
         nparts = _parts(ncols, work)
         _run(_csc_weighted if weighted else _csc_unweighted,
-             (indptr, indices, data, w, policy, total_hi, total_lo, npos),
+             (indptr, indices, data, w, policy, integral, total_hi, total_lo, npos),
              (nparts, out.ints, out.floats, sw), work * ENTRY_WORK, nparts)
     elif route == "blocks":
         nblocks = -(-ncols // BLOCK_COLUMNS)
@@ -871,8 +878,8 @@ def _reduce(x, policy: int, weight: np.ndarray | None, route: str | None) -> Bat
         recs = _records(slots, BLOCK_COLUMNS)
         cursors = np.empty((slots, nrows), np.int64)
         starts = np.empty((0, 0) if weighted else (slots, nrows), np.int64)
-        _run(_csr_blocks_builds[weighted], (indptr, indices, data, w, policy, total_hi,
-                                            total_lo, npos),
+        _run(_csr_blocks_builds[weighted], (indptr, indices, data, w, policy, integral,
+                                            total_hi, total_lo, npos),
              (nblocks, recs, cursors, starts, out.ints, out.floats, sw),
              work * ENTRY_WORK, slots)  # (at most ``slots`` threads: a slot each)
     else:
@@ -884,7 +891,7 @@ def _reduce(x, policy: int, weight: np.ndarray | None, route: str | None) -> Bat
         nparts = _parts(nrows if weighted else nnz, nnz, max(1, cap))
         recs = _records(nparts, ncols)
         ahead = ncols * RECORD * 8 > L2_BYTES
-        _run(_csr_parts_builds[weighted, ahead], (indptr, indices, data, w, policy),
+        _run(_csr_parts_builds[weighted, ahead], (indptr, indices, data, w, policy, integral),
              (nparts, recs),
              nnz * ENTRY_WORK, nparts)
         _csr_merge(recs, policy == POLICY_OMIT, weighted, total_hi, total_lo, npos,
