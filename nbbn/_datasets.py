@@ -127,7 +127,10 @@ class DatasetSource(IterableSource):
         """Each sample from ``start`` on (the items before it are not read again)."""
         self._first = None
         n = len(self.iterable)
-        if start.shard > n or (start.shard == n and start.row == 0 and n):
+        # (a position at sample n is past the end of a Dataset of n samples: the
+        # checkpoint counted a sample this one does not have; only an empty Dataset's
+        # start, (0, 0), is at its end)
+        if start.shard > n or (start.shard == n and (n or start.row)):
             raise CheckpointError(
                 f"{self.description} has {n} samples, but the checkpoint is at sample "
                 f"{start.shard}: it is not the Dataset the checkpoint was written for")

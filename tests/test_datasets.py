@@ -10,7 +10,14 @@ import nbbn
 from nbbn.errors import CheckpointError
 
 torch = pytest.importorskip("torch")
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset  # noqa: E402
+from torch.utils.data import (  # noqa: E402
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    TensorDataset,
+)
 
 
 def _images(rng, n, dtype=np.uint8, channels=3, hwc=False):
@@ -163,3 +170,73 @@ def test_resume_a_dataset(tmp_path):
     with pytest.raises(CheckpointError, match="batched"):
         nbbn.fit(iter(Images(images)), key=0, checkpoint=tmp_path / "b.ckpt", resume=True,
                  progress=False)
+
+
+def test_an_array_like_without_iter_is_not_a_dataset():
+    """An object with ``__len__``, ``__getitem__`` and ``shape`` but no ``__iter__`` is
+    an array-like, not a map-style Dataset."""
+    from nbbn._datasets import data_kind
+
+    class ArrayLike:
+        shape, dtype, ndim = (4, 3), np.dtype(np.float64), 2
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, k):
+            return np.arange(12.0).reshape(4, 3)[k]
+
+    assert data_kind(ArrayLike()) is None
+
+
+def test_loaders_and_iterable_datasets_of_chw_samples():
+    """A DataLoader with a ``batch_sampler`` yields batches; one without automatic
+    batching, and an IterableDataset, yield samples (CHW: channels on axis 0)."""
+    images = [a.astype(np.float32) for a in _images(np.random.default_rng(7), 6)]
+    same = [a[:, :3, :3] for a in images]
+    ds = TensorDataset(torch.from_numpy(np.stack(same)))
+    loader = DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 4, False))
+    _check(nbbn.fit(loader, key=0, progress=False), same, 0)
+    _check(nbbn.fit(Stream(images), progress=False), images, 0)
+    unbatched = DataLoader(Images(images), batch_size=None)
+    _check(nbbn.fit(unbatched, key=0, progress=False), images, 0)
+
+
+def test_a_dict_is_not_an_iterable_of_samples():
+    with pytest.raises(TypeError, match="batched=False applies to iterables"):
+        nbbn.fit({"a": np.ones((2, 3))}, batched=False, progress=False)
+
+
+def test_a_checkpoint_past_the_end_of_the_dataset_is_refused(tmp_path):
+    """A position at or past the last sample is refused with a CheckpointError, not
+    the Dataset's IndexError (a resume with a Dataset of exactly the counted samples
+    raised its ``__getitem__``'s IndexError)."""
+    from nbbn._datasets import DatasetSource
+    from nbbn._shards import Slot
+    from nbbn.sources import Position
+
+    three = Images(_images(np.random.default_rng(8), 3))
+    for start in (Position(3, 0), Position(3, 1), Position(4, 0)):
+        with pytest.raises(CheckpointError, match=f"checkpoint is at sample {start.shard}"):
+            list(DatasetSource(three, key=0).batches(None, start, Slot))
+    images = _images(np.random.default_rng(9), 8)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(OSError, match="cannot decode image 6"):
+        nbbn.fit(Images(images, fail_at=6), key=0, checkpoint=ck, checkpoint_interval=0,
+                 progress=False)
+    with pytest.raises(CheckpointError, match="has 5 samples, but the checkpoint"):
+        nbbn.fit(Images(images[:5]), key=0, checkpoint=ck, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("change", ["shorter", "last_counted"])
+def test_a_resume_with_another_dataset_is_refused(tmp_path, change):
+    """The digest holds the Dataset's length and the last counted sample: a Dataset one
+    sample shorter, or with another sample 4, is refused."""
+    images = _images(np.random.default_rng(10), 8)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(OSError, match="cannot decode image 5"):
+        nbbn.fit(Images(images, fail_at=5), key=0, checkpoint=ck, checkpoint_interval=0,
+                 progress=False)
+    other = images[:7] if change == "shorter" else [*images[:4], images[4] + 1, *images[5:]]
+    with pytest.raises(CheckpointError, match="does not hold the samples"):
+        nbbn.fit(Images(other), key=0, checkpoint=ck, resume=True, progress=False)
