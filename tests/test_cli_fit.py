@@ -325,3 +325,93 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, rng):
     assert res.returncode == 0, res.stderr
     assert same_bits(nbbn.RunningStats.load(out),
                      nbbn.fit(tmp_path / "x.npy", batch_size=100, progress=False))
+
+
+# --- the CLI's wording of library errors (nbbn/_cli_errors.py) and the table's rows ---
+
+
+def _sub(name):
+    from nbbn.cli import _subcommand, build_parser
+
+    return _subcommand(build_parser(), name)
+
+
+@pytest.mark.parametrize("cmd, param, spelled", [
+    ("fit", ("resume", True), "--resume"),
+    ("fit", ("resume", False), "no --resume"),
+    ("fit", ("key", None), "no --key"),
+    ("fit", ("key", "a b"), "--key 'a b'"),
+    ("fit", ("client", "..."), "--scheduler ADDRESS"),
+    ("info", ("stats_or_normalizer", "s.npz"), "s.npz"),  # a positional
+])
+def test_cli_speller_spells_options(cmd, param, spelled):
+    from nbbn._cli_errors import cli_speller
+    from nbbn._wording import Param
+
+    name, value = param
+    p = Param(name, placeholder=value) if name == "client" else Param(name, value)
+    assert cli_speller(_sub(cmd))(p) == spelled
+
+
+def test_one_line_errors():
+    """An OSError without a file name has no "None: "; white space collapses; a
+    ``name=value`` inside a path is not respelled; kept arguments are kept whole, the
+    longest first; ``out=`` is ``-o``."""
+    from nbbn._cli_errors import one_line
+
+    assert one_line(OSError(28, "No space left on device")) == \
+        "[Errno 28] No space left on device"
+    assert one_line(FileNotFoundError(2, "No such file", "x.npy")) == "x.npy: No such file"
+    assert one_line(ValueError("bad value\n   in x.npy"), _sub("fit")) == "bad value in x.npy"
+    assert one_line(ValueError("data/batch_size=3: no such file"), _sub("fit")) == \
+        "data/batch_size=3: no such file"
+    assert one_line(ValueError("got batch_size=3"), _sub("fit")) == "got --batch-size 3"
+    assert one_line(ValueError("a=1,batch_size=2: no such file"), _sub("fit"),
+                    keep=["a=1", "a=1,batch_size=2"]) == "a=1,batch_size=2: no such file"
+    assert one_line(ValueError("got out='y.txt'"), _sub("transform")) == "got -o y.txt"
+
+
+def test_interrupted_messages():
+    """A plain Ctrl-C; a fit without a checkpoint (nothing to resume); a resumed fit
+    interrupted again (``--resume`` not added twice)."""
+    from nbbn._cli_errors import interrupted_message
+    from nbbn.errors import FitInterrupted
+
+    assert interrupted_message(KeyboardInterrupt(), "info", ["info", "s.npz"]) == \
+        "nbbn info: interrupted"
+    msg = interrupted_message(FitInterrupted(None, None, 1234), "fit", ["fit", "x.npy"])
+    assert msg == ("nbbn fit: interrupted after 1,234 rows; without --checkpoint the fit "
+                   "cannot be resumed")
+    argv = ["fit", "x.npy", "--checkpoint", "c.ckpt", "--resume"]
+    msg = interrupted_message(FitInterrupted(None, "c.ckpt", 1), "fit", argv)
+    assert msg.endswith("\n  nbbn fit x.npy --checkpoint c.ckpt --resume")
+    assert "after 1 row;" in msg
+
+
+def _channels(table: str) -> list[str]:
+    """The channel column of the table's rows (not the header, "..." or summary)."""
+    return [ln.split()[0] for ln in table.splitlines()[1:]
+            if ln.split()[0].isdigit() and "channels" not in ln]
+
+
+def test_table_shortened_only_beyond_max_rows():
+    x = np.arange(80, dtype=np.float64).reshape(2, 40)
+    full = format_table(nbbn.channel_stats(x[:, :32], 1), max_rows=32)
+    assert _channels(full) == [str(c) for c in range(32)]
+    assert "..." not in full and "not shown" not in full
+    short = format_table(nbbn.channel_stats(x, 1), max_rows=32)
+    assert _channels(short) == [str(c) for c in [*range(16), *range(24, 40)]]
+    assert short.splitlines()[-1].startswith("40 channels (8 not shown)")
+
+
+def test_equal_min_and_max_keep_six_digits():
+    """A constant 0.1 channel reads 0.1, not 0.10000000000000001."""
+    row = format_table(nbbn.channel_stats(np.full((3, 1), 0.1), 1)).splitlines()[1].split()
+    assert row[-2:] == ["0.1", "0.1"]
+
+
+def test_summary_ranges_skip_nan_channels():
+    x = np.arange(80, dtype=np.float64).reshape(2, 40)
+    x[:, 0] = np.nan
+    last = format_table(nbbn.channel_stats(x, 1), max_rows=32).splitlines()[-1]
+    assert "mean 21 .. 59," in last and "std 20 .. 20," in last

@@ -314,3 +314,52 @@ def test_read_only_outputs_refused_before_the_fit_naming_them(tmp_path, capsys, 
         nbbn.RunningStats(1).save(ro)
     assert ro.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ro.npz", "x.npy"]
+
+
+def test_plot_passes_dpi_and_title_and_accepts_max_dpi(tmp_path, monkeypatch, capsys):
+    from nbbn import plot
+
+    got = []
+    monkeypatch.setattr(plot, "plot_stats", lambda stats, out, **kw: got.append(kw))
+    nbbn.channel_stats(np.ones((3, 2)), 1).save(tmp_path / "s.npz")
+    assert main(["plot", str(tmp_path / "s.npz"), "--dpi", "1000", "--title", "T"]) == 0
+    assert got == [{"title": "T", "dpi": 1000}]
+    assert main(["plot", str(tmp_path / "s.npz"), "--dpi", "1001"]) == 2
+
+
+def test_plot_refuses_to_write_its_histogram_over_the_statistics(tmp_path, capsys):
+    """STATS named X.histogram.png with -o X.png: the histogram's file would be STATS."""
+    stats = tmp_path / "st.histogram.png"
+    nbbn.channel_stats(np.ones((3, 2)), 1).save(stats)
+    before = stats.read_bytes()
+    assert main(["plot", str(stats), "-o", str(tmp_path / "st.png")]) == 2
+    assert "is the statistics file STATS" in capsys.readouterr().err
+    assert stats.read_bytes() == before
+
+
+def test_image_size_is_height_then_width():
+    from nbbn.cli import _image_size
+
+    assert _image_size("224x320") == (224, 320) and _image_size("256") == 256
+
+
+def test_transform_passes_its_options(tmp_path, monkeypatch, capsys):
+    """``--eps 0`` is allowed; ``--dtype``, ``--eps`` and ``--channel-axis`` reach
+    ``pipeline.transform``."""
+    from nbbn import pipeline
+
+    got = []
+
+    def fake(source, stats, out, **kw):
+        got.append(kw)
+        return np.zeros((2, 3), np.float16)
+
+    monkeypatch.setattr(pipeline, "transform", fake)
+    nbbn.channel_stats(np.ones((3, 3)), 1).save(tmp_path / "s.npz")
+    argv = ["transform", "x.npy", "--stats", str(tmp_path / "s.npz"), "-o", "y.npy",
+            "--eps", "0", "--dtype", "float16", "--channel-axis", "-1", "--no-progress"]
+    assert main(argv) == 0
+    kw, = got
+    assert (kw["eps"], kw["dtype"], kw["channel_axis"]) == (0.0, "float16", -1)
+    assert "shape (2, 3), dtype float16" in capsys.readouterr().out
+    assert main([*argv[:6], "--eps", "-1", "--no-progress"]) == 2

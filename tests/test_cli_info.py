@@ -263,3 +263,42 @@ def test_info_subprocess_exit_status(tmp_path, uint8_stats):
                        text=True, timeout=120, check=False)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "no such file" in p.stderr and p.stdout == ""
+
+
+def test_paste_number_edges():
+    """Up to 17 significant digits; a std of 0 (no log10 of it)."""
+    v = 1e10 + 0.123456789
+    assert paste_number(v, 1e-5) == repr(v)
+    assert paste_number(3.0, 0.0) == "3.0"
+    from nbbn.info import describe
+
+    st = nbbn.channel_stats(np.array([[3.0, 1.0], [3.0, 2.0]]), 1)
+    assert "mean=[3.0, 1.5], std=[0.0, 0.5]" in describe(st)
+
+
+def test_8bit_detection_edges():
+    """The ``ToTensor()`` line for 0..255 whole numbers only: 0/255 yes, a 0/1 mask no,
+    fractional minima no."""
+    from nbbn.info import describe
+
+    def n255(x):
+        return describe(nbbn.channel_stats(x, 1)).count("ToTensor()")
+
+    assert n255(np.array([[0, 255], [255, 0]], dtype=np.uint8)) == 1
+    assert n255(np.array([[0, 1], [1, 0]], dtype=np.uint8)) == 0
+    assert n255(np.array([[0.5, 3.0], [3.0, 0.5]])) == 0
+
+
+def test_paste_lists_printed_up_to_paste_channels():
+    from nbbn.info import PASTE_CHANNELS, describe
+
+    text = describe(nbbn.channel_stats(np.arange(2.0 * PASTE_CHANNELS).reshape(2, -1), 1))
+    assert "mean=[" in text and "not printed" not in text
+
+
+def test_skipped_files_listed_without_a_histogram():
+    from nbbn.info import describe
+
+    st = nbbn.channel_stats(np.ones((2, 3)), 1)
+    st.skipped = ["a.png: not an image file"]
+    assert "1 file was skipped by the fit:\n  a.png: not an image file" in describe(st)
