@@ -4,6 +4,7 @@ activations, batching, torch.distributed (gloo, 2 spawned processes), restoring 
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 
 import numpy as np
@@ -626,3 +627,165 @@ def test_a_batch_of_one_in_eval_mode_names_the_untracked_layer():
                                          r"running statistics .*drop such a batch\. "):
         nt.recompute_bn_stats(net, [torch.randn(4, 3), torch.randn(1, 3)], progress=False,
                               mode="eval")
+
+
+# ------------------------------------------------- edges found by mutation testing
+def _state(m):
+    return copy.deepcopy(m.state_dict())
+
+
+def _same(m, state):
+    return all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+
+
+def test_num_samples_true_is_refused():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    with pytest.raises(TypeError,
+                       match="num_samples must be a positive int or None, got True"):
+        nt.recompute_bn_stats(net, [torch.randn(4, 3)], num_samples=True, progress=False)
+
+
+def test_eval_mode_a_later_layer_used_twice():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.bn = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return self.bn(self.bn(self.first(x)))
+
+    net = Net().eval()
+    got = nt.recompute_bn_stats(net, list(torch.randn(12, 3).split(4)), progress=False,
+                                mode="eval")
+    assert list(got) == ["first", "bn"]
+    assert got["bn"].count[0] == 24 and int(net.bn.num_batches_tracked) == 6
+
+
+def test_eval_mode_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
+    class EmptySecond(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return self.a(x), self.b(x[:, :, :0])
+
+    net = EmptySecond().eval()
+    net.b.num_batches_tracked.fill_(7)
+    state = _state(net.b)
+    got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False,
+                                mode="eval")
+    assert list(got) == ["a"] and int(net.a.num_batches_tracked) == 3
+    assert _same(net.b, state)
+
+
+def test_a_layer_whose_tracking_was_turned_off_is_left_alone():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)).eval()
+    net[1].track_running_stats = False  # (its buffers exist, but torch no longer uses them)
+    state = _state(net[1])
+    got = nt.recompute_bn_stats(net, [torch.randn(8, 3)], progress=False)
+    assert list(got) == ["0"]
+    assert _same(net[1], state)
+
+
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_an_empty_batch_is_skipped(mode):
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3)).eval()
+    x = torch.randn(10, 3)
+    got = nt.recompute_bn_stats(net, [x[:5], x[:0], x[5:]], progress=False, mode=mode)
+    assert got["0"].count[0] == 10 and int(net[0].num_batches_tracked) == 2
+
+
+def test_num_samples_stops_reading_the_data():
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(1)
+            if len(pulled) > 5:
+                raise AssertionError("read past num_samples")
+            yield torch.randn(4, 3)
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    got = nt.recompute_bn_stats(net, endless(), num_samples=8, progress=False)
+    assert got["0"].count[0] == 8 and len(pulled) == 2
+
+
+def test_the_models_own_value_error_is_not_blamed_on_a_batch_of_one():
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            raise ValueError("my own error")
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), Bad())
+    state = _state(net)
+    with pytest.raises(ValueError, match="^my own error$"):
+        nt.recompute_bn_stats(net, [torch.randn(4, 3)], progress=False)
+    assert _same(net, state)
+
+
+def test_a_given_batch_of_one_is_not_blamed_on_num_samples():
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    y = torch.randn(33, 3)
+    with pytest.raises(ValueError, match="^a batch of 1 sample, which"):
+        nt.recompute_bn_stats(mlp, [y[:32], y[32:]], num_samples=33, progress=False)
+
+
+def test_eval_mode_a_variance_of_one_value_is_refused():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3)).eval()
+    state = _state(net)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        nt.recompute_bn_stats(net, [torch.randn(1, 3)], progress=False, mode="eval")
+    assert _same(net, state)
+
+
+def test_list_items_of_a_dataloader():
+    x = torch.randn(10, 3) * 2 + 1
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.zeros(10)), batch_size=5)
+    assert isinstance(next(iter(loader)), list)
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    got = nt.recompute_bn_stats(net, loader, progress=False)
+    assert got["0"].count[0] == 10
+    np.testing.assert_allclose(got["0"].mean, x.double().mean(0).numpy(), rtol=1e-12)
+
+
+def test_eval_mode_no_data_is_refused():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    with pytest.raises(ValueError, match="no samples"):
+        nt.recompute_bn_stats(net, [], progress=False, mode="eval")
+
+
+def _net_small():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 3),
+                               torch.nn.BatchNorm1d(3)).eval()
+
+
+def _empty_rank_worker(rank, world, folder):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        net = _net_small()
+        g = torch.Generator().manual_seed(1)
+        batches = list(torch.randn(12, 3, generator=g).split(4)) if rank == 0 else []
+        got = nt.recompute_bn_stats(net, batches, progress=False, mode="eval")
+        torch.save({"buffers": net.state_dict(), "names": sorted(got)},
+                   os.path.join(folder, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_eval_mode_with_a_rank_without_data(tmp_path):
+    """A rank without data takes the other ranks' order of layers and ends with their
+    buffers."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_empty_rank_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["names"] == ranks[1]["names"] == ["0", "2"]
+    for k, v in ranks[0]["buffers"].items():
+        assert torch.equal(v, ranks[1]["buffers"][k]), k
+    assert int(ranks[1]["buffers"]["2.num_batches_tracked"]) == 3

@@ -341,3 +341,69 @@ def test_normalizer_module_half_checks_the_range_and_splits_the_mean_again():
         made, cast = norm.to_torch(dtype=dt), norm.to_torch().to(dt)
         assert cast.mean.dtype == cast.mean_lo.dtype == dt
         assert torch.equal(made.mean, cast.mean) and torch.equal(made.mean_lo, cast.mean_lo)
+
+
+# ------------------------------------------------- edges found by mutation testing
+def _norm(c, seed=0):
+    rng = np.random.default_rng(seed)
+    return nbbn.Normalizer(rng.normal(5, 2, c), rng.uniform(0.5, 4, c), eps=1e-3,
+                           channel_axis=1)
+
+
+def _bn(c):
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return bn.eval()
+
+
+def test_folded_layers_keep_the_mode_and_frozen_weights():
+    conv = nn.Conv2d(3, 4, 1).eval()
+    conv.weight.requires_grad_(False)
+    for new in (nt.fold_normalizer(conv, _norm(3)), nt.fuse_bn(conv, _bn(4))):
+        assert not new.training
+        assert not new.weight.requires_grad
+
+
+def test_fold_keeps_the_dilation():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, dilation=2, padding_mode="reflect", padding=2).double()
+    norm = _norm(2)
+    x = torch.randn(2, 2, 9, 9, dtype=torch.float64)
+    new = nt.fold_normalizer(conv, norm)
+    assert new.dilation == (2, 2)
+    with torch.no_grad():
+        want = conv(torch.from_numpy(norm(x.numpy())))
+        torch.testing.assert_close(new(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_fold_same_padding_with_a_1x1_kernel_pads_nothing():
+    new = nt.fold_normalizer(nn.Conv2d(3, 4, 1, padding="same"), _norm(3))
+    assert isinstance(new, nn.Conv2d)  # strict: no border, nothing refused
+    with pytest.raises(ValueError, match="pads with zeros"):
+        nt.fold_normalizer(nn.Conv2d(3, 4, 3, padding="same"), _norm(3))
+
+
+def test_fuse_bn_refuses_an_untracked_or_lazy_bn():
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        nt.fuse_bn(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False).eval())
+    with pytest.raises(ValueError, match="uninitialized lazy"):
+        nt.fuse_bn(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d().eval())
+
+
+def test_normalizer_module_keeps_a_floating_inputs_dtype():
+    m64 = nbbn.Normalizer([1.0, 2.0, 3.0], [1.0, 4.0, 9.0]).to_torch(dtype=torch.float64)
+    assert m64(torch.ones(2, 3)).dtype == torch.float32
+    assert m64(torch.ones(2, 3, dtype=torch.float16)).dtype == torch.float16
+
+
+def test_to_torch_refuses_a_negative_number_beyond_the_dtype():
+    with pytest.raises(ValueError, match="mean is beyond torch.float32's range"):
+        nbbn.Normalizer([-1e39, 0.0], [1.0, 1.0]).to_torch()
+
+
+def test_to_torch_refuses_a_dimension_name_axis():
+    norm = nbbn.Normalizer([0.0], [1.0], channel_axis="channel")
+    with pytest.raises(TypeError, match="dimension name 'channel'"):
+        norm.to_torch()

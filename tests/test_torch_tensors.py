@@ -92,8 +92,9 @@ def test_batchnorm_on_tensors(dtype):
 
 
 def test_bfloat16_output_rounds_to_nearest_even_as_torch():
-    """float32 values written as bfloat16 by the kernels (contiguous out) and by the
-    numpy fallback (an out that cannot be viewed as (O, C, I)): torch's bits."""
+    """float32 values written as bfloat16 by the kernels, into a contiguous and a
+    strided out: torch's bits. (Both now go through the kernels; the numpy fallback's
+    rounding is tested directly, ``test_numpy_to_bf16_bits_rounds_as_torch``.)"""
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, (4, 2, 64), dtype=np.uint64).astype(np.uint32)
     bits[0, 0, :8] = [0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001,  # ties, near-ties
@@ -281,3 +282,43 @@ def test_a_parameter_or_buffer_gives_a_plain_tensor():
                 y = layer(x)
                 assert type(y) is want is torch.Tensor
                 assert torch.equal(y, layer(x.detach().as_subclass(torch.Tensor)))
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_numpy_to_bf16_bits_rounds_as_torch():
+    """The numpy fallback's rounding (ties to even, NaN quieted, infinities kept): the
+    kernels' tests no longer reach it."""
+    from nbbn._torch_arrays import numpy_to_bf16_bits
+
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001, 0x7F7FFFFF,
+                     0x7F800000, 0xFF800000, 0x00000001, 0x7FC00001, 0xFFFFFFFF], np.uint32)
+    x = bits.view(np.float32)
+    want = torch.from_numpy(x.copy()).to(torch.bfloat16).view(torch.int16).numpy()
+    got = numpy_to_bf16_bits(x)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want.view(np.uint16)[~nan])
+    assert (got[nan] == 0x7FC0).all()
+
+
+def test_bfloat16_parameters_are_widened_exactly():
+    mean = torch.tensor([1e10, -3.0e38], dtype=torch.bfloat16)
+    norm = nbbn.Normalizer(mean, torch.ones(2))
+    np.testing.assert_array_equal(norm.mean, mean.double().numpy())
+
+
+def test_negative_bit_parameters_and_inputs_are_read():
+    neg = torch.tensor([1 + 2j, 3 + 4j]).conj().imag  # a lazy negative view: [-2, -4]
+    assert neg.is_neg()
+    norm = nbbn.Normalizer(neg, torch.ones(2), eps=0.0)
+    np.testing.assert_array_equal(norm.mean, [-2.0, -4.0])
+    x = torch.tensor([[1 + 5j, 1 + 6j]]).conj().imag  # [[-5, -6]]
+    assert x.is_neg()
+    np.testing.assert_allclose(norm(x).numpy(), [[-3.0, -2.0]])
+
+
+def test_a_size_one_axis_of_stride_zero_is_not_an_overlap():
+    out = torch.zeros(4).as_strided((1, 2), (0, 2))  # one element per index
+    assert out.stride() == (0, 2)
+    norm = nbbn.Normalizer([1.0, 2.0], [1.0, 1.0], eps=0.0)
+    norm(torch.tensor([[3.0, 5.0]]), out=out)
+    torch.testing.assert_close(out, torch.tensor([[2.0, 3.0]]))
