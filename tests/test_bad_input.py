@@ -837,3 +837,42 @@ def test_ml_dtypes_bfloat16_named():
     with pytest.raises(TypeError, match=r"got dtype bfloat16 \(an ml_dtypes float, .*pass "
                                         r"x.astype\(np.float32\), or a torch bfloat16"):
         nbbn.RunningStats().update(x)
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_big_endian_input_gives_a_native_output():
+    x = np.arange(12, dtype=">f4").reshape(4, 3)
+    y = nbbn.Normalizer(np.zeros(3), np.ones(3), eps=0.0)(x)
+    assert y.dtype == np.dtype("=f4") and y.dtype.isnative
+    np.testing.assert_array_equal(y, x.astype(np.float32))
+
+
+def test_read_only_out_is_refused():
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3))
+    out = np.zeros((4, 3), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        norm(np.ones((4, 3), np.float32), out=out)
+    assert not out.any()
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_a_numpy_matrix_is_read_as_its_array():
+    m = np.matrix([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]])
+    np.testing.assert_array_equal(nbbn.channel_stats(m, -1).mean, [3.0, 4.0, 5.0])
+    y = nbbn.Normalizer(np.zeros(3), np.full(3, 4.0), eps=0.0)(m)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, np.asarray(m) / 2)
+
+
+def test_a_dataframe_with_a_text_column_names_it():
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match="column 'b'"):
+        nbbn.channel_stats(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}), -1)
+
+
+def test_a_polars_int128_column_is_named():
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"a": pl.Series([1, 2], dtype=pl.Int128), "b": [1.0, 2.0]})
+    with pytest.raises(TypeError, match="column 'a' \\(Int128\\)"):
+        nbbn.channel_stats(df, -1)

@@ -182,3 +182,56 @@ def test_an_interrupt_raised_once_the_wait_has_won_ends_it():
     assert isinstance(got[0], KeyboardInterrupt)
     worker.start(lambda: time.sleep(0.2) or ran.append(2))
     assert worker.wait() is None and ran == [1, 2]
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_a_call_takes_no_more_workers_than_it_has_chunks():
+    pool = cpu_pool.Pool(3)
+    cpu_pool.run_chunks(pool, lambda t: None, 4)  # three idle workers now
+    runs, lock = Counter(), threading.Lock()
+
+    def chunk(t):
+        with lock:
+            runs[t] += 1
+
+    cpu_pool.run_chunks(pool, chunk, 2)
+    assert runs == Counter(range(2))
+    assert len(pool._idle) == pool._started == 3
+
+
+def test_a_ctrl_c_on_a_worker_is_raised_before_the_callers_error():
+    """A KeyboardInterrupt in a worker's chunk reaches the caller (the worker's thread
+    does not die, leaving the caller waiting), and wins over a chunk's error."""
+    pool = cpu_pool.Pool(1)
+
+    def chunk(t):
+        if t == 0:
+            raise ValueError("chunk 0")
+        raise KeyboardInterrupt
+
+    got = []
+
+    def call():
+        try:
+            cpu_pool.run_chunks(pool, chunk, 2)
+        except BaseException as e:  # noqa: BLE001 - the test looks at what came
+            got.append(e)
+
+    th = threading.Thread(target=call, daemon=True)
+    th.start()
+    th.join(10)
+    assert not th.is_alive()
+    assert len(got) == 1 and isinstance(got[0], KeyboardInterrupt)
+
+
+def test_workers_used_before_and_not_handed_a_job_are_kept(monkeypatch):
+    pool = cpu_pool.Pool(2)
+    cpu_pool.run_chunks(pool, lambda t: None, 3)
+
+    def start(self, job):
+        raise KeyboardInterrupt  # (before any hand-off)
+
+    monkeypatch.setattr(cpu_pool.Worker, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        cpu_pool.run_chunks(pool, lambda t: None, 3)
+    assert len(pool._idle) == pool._started == 2

@@ -336,3 +336,25 @@ def test_permuted_inputs_into_outs_with_no_view_read_the_input_in_memory_order(m
         y = norm(x, out=out)
         assert_ulps(y, want, ulps=1.0)
     assert seen == [True, True]
+
+
+# ------------------------------------------------- edges found by mutation testing
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_big_endian_tables(order):
+    x = np.asarray(np.arange(12.0).reshape(4, 3), order=order)
+    be = x.astype(">f8")
+    np.testing.assert_array_equal(nbbn.channel_stats(be, -1).mean, x.mean(0))
+    norm = nbbn.Normalizer(np.zeros(3), np.full(3, 4.0), eps=0.0)
+    np.testing.assert_array_equal(norm(be), x / 2)
+
+
+def test_a_strided_big_endian_vector_of_channels():
+    x = np.arange(6, dtype=">f8")[::2]
+    norm = nbbn.Normalizer(np.zeros(3), np.full(3, 4.0), eps=0.0, channel_axis=0)
+    np.testing.assert_array_equal(norm(x), [0.0, 1.0, 2.0])
+
+
+def test_slabs_are_as_big_as_the_bound_allows():
+    from nbbn._layout import slab_index
+
+    assert len(list(slab_index((2, 4, 3), 2, 1, limit=7))) == 4  # 2 rows x 3 per slab

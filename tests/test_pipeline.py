@@ -571,3 +571,77 @@ def test_an_error_after_a_checkpoint_write_still_says_resume(tmp_path):
         fit(batches(), checkpoint=tmp_path / "g.ckpt", checkpoint_interval=0)
     assert "the statistics of the 20 rows before the error were saved to" in " ".join(
         e.value.__notes__)
+
+
+# ------------------------------------------------- edges found by mutation testing
+def _stats(x):
+    return nbbn.RunningStats(-1).update(x)
+
+
+def test_transform_refuses_an_out_with_more_rows(rng):
+    x = rng.standard_normal((20, 3))
+    with pytest.raises(ValueError, match="shape"):
+        nbbn.transform(x, _stats(x), np.zeros((25, 3)), progress=False)
+    zarr = pytest.importorskip("zarr")
+    with pytest.raises(ValueError, match="shape"):
+        nbbn.transform(x, _stats(x), zarr.zeros((25, 3), dtype="f8"), progress=False)
+
+
+def test_transform_into_a_float16_array(rng):
+    x = rng.standard_normal((20, 3)).astype(np.float16)
+    out, stats = np.empty_like(x), _stats(x)
+    assert nbbn.transform(x, stats, out, progress=False) is out
+    np.testing.assert_array_equal(out, stats.to_normalizer()(x))
+
+
+def test_transform_to_an_npy_path_that_is_a_folder(tmp_path, rng):
+    x = rng.standard_normal((20, 3))
+    (tmp_path / "y.npy").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        nbbn.transform(x, _stats(x), tmp_path / "y.npy", progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["y.npy"]
+
+
+def test_transform_into_an_empty_folder_named_zarr(tmp_path, rng):
+    pytest.importorskip("zarr")
+    x = rng.standard_normal((20, 3))
+    (tmp_path / "y.zarr").mkdir()
+    z = nbbn.transform(x, _stats(x), tmp_path / "y.zarr", progress=False)
+    np.testing.assert_array_equal(z[:], _stats(x).to_normalizer()(x))
+
+
+def test_transform_to_zarr_with_a_short_first_batch(tmp_path, rng):
+    pytest.importorskip("zarr")
+    d = tmp_path / "d"
+    d.mkdir()
+    a, b = rng.standard_normal((3, 2)), rng.standard_normal((20, 2))
+    np.save(d / "a.npy", a)
+    np.save(d / "b.npy", b)
+    x = np.concatenate([a, b])
+    z = nbbn.transform(d, _stats(x), tmp_path / "y.zarr", batch_size=10, progress=False)
+    np.testing.assert_array_equal(z[:], _stats(x).to_normalizer()(x))
+
+
+def test_a_failed_npy_open_leaves_no_temporary_file(tmp_path, rng, monkeypatch):
+    x = rng.standard_normal((20, 3))
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", fail)
+    with pytest.raises(OSError, match="disk full"):
+        nbbn.transform(x, _stats(x), tmp_path / "y.npy", progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_zarr_create_leaves_no_temporary_store(tmp_path, rng, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    x = rng.standard_normal((20, 3))
+
+    def fail(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zarr, "open_array", fail)
+    with pytest.raises(OSError, match="disk full"):
+        nbbn.transform(x, _stats(x), tmp_path / "y.zarr", progress=False)
+    assert os.listdir(tmp_path) == []

@@ -631,3 +631,26 @@ def test_dask_batches_refuse_weights_even_all_zero():
         with pytest.raises(BackendUnavailableError, match="dask"):
             rs.update(x, sample_weight=np.zeros(4))
         assert rs.num_channels is None
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_complex_sample_weight_is_refused():
+    x = np.ones((4, 3))
+    rs = nbbn.RunningStats(-1).update(x)
+    with pytest.raises(TypeError, match="real numbers"):
+        rs.update(x, sample_weight=np.ones(4, complex))
+
+
+def test_weight_bounds_are_inclusive_and_exact():
+    x = np.ones((2, 3))
+    for w in (2.0 ** -500, 2.0 ** 500):
+        assert nbbn.RunningStats(-1).update(x, sample_weight=[w, 0.0]).weighted
+    for w in (np.nextafter(2.0 ** -500, 0), np.nextafter(2.0 ** 500, np.inf)):
+        with pytest.raises(ValueError, match=r"between 2\*\*-500 and 2\*\*500"):
+            nbbn.RunningStats(-1).update(x, sample_weight=[1.0, w])
+
+
+def test_a_bad_weight_error_names_the_first_bad_row():
+    with pytest.raises(ValueError, match=r"-1\.0\)? at row 1\b"):
+        nbbn.RunningStats(-1).update(np.ones((4, 3)),
+                                     sample_weight=[1.0, -1.0, np.nan, 1.0])
