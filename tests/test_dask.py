@@ -429,3 +429,82 @@ def test_transform_of_chunks_whose_last_is_the_longest(tmp_path, rng):
     rs = nbbn.channel_stats(x, 1)
     got = nbbn.transform(da.from_array(x, chunks=((3, 3, 4), 3, 4)), rs, tmp_path / "o.zarr")
     np.testing.assert_array_equal(np.asarray(got[...]), rs.to_normalizer()(x))
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_each_slab_is_computed_and_written_once(rng):
+    from nbbn import dask as nbbn_dask
+
+    writes = []
+
+    class Recording(np.ndarray):
+        def __setitem__(self, key, value):
+            writes.append((int(key.start), int(key.stop)))
+            super().__setitem__(key, value)
+
+    x = random_array(rng, (23, 3, 2), "float32", channel_axis=1)
+    y = da.from_array(x, chunks=((5, 1, 7, 4, 6), 3, 2))
+    out = np.full(x.shape, np.nan, np.float32).view(Recording)
+    nbbn_dask._store_here(y, out, 6 * 24)  # 6 rows a slab, whole chunks
+    assert writes == [(0, 6), (6, 13), (13, 17), (17, 23)]
+    np.testing.assert_array_equal(np.asarray(out), x)
+
+
+def test_a_zarr_out_is_written_in_whole_zarr_chunks(tmp_path, rng, monkeypatch):
+    import dask
+
+    zarr = pytest.importorskip("zarr")
+    x = rng.standard_normal((12, 3)).astype(np.float32)
+    rs = nbbn.channel_stats(x, 1)
+    z = zarr.create_array(store=str(tmp_path / "o.zarr"), shape=x.shape, chunks=(4, 3),
+                          dtype="f4")
+    rows = []
+    setitem = type(z).__setitem__
+    monkeypatch.setattr(type(z), "__setitem__",
+                        lambda self, key, value: rows.append(key[0]) or setitem(self, key, value))
+    with dask.config.set(scheduler="synchronous"):
+        nbbn.transform(da.from_array(x, chunks=(3, 3)), rs, z)
+    assert rows and all(r.start % 4 == 0 and (r.stop % 4 == 0 or r.stop == 12) for r in rows)
+    np.testing.assert_array_equal(z[...], rs.to_normalizer()(x))
+
+
+def _boom(block):
+    raise RuntimeError("boom")
+
+
+def test_a_failed_transform_keeps_the_old_npy_and_leaves_no_temporary(tmp_path, rng):
+    import dask
+
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    rs = nbbn.channel_stats(x, 1)
+    bad = da.from_array(x, chunks=3).map_blocks(_boom, dtype=x.dtype,
+                                                meta=np.empty((0, 0), np.float32))
+    out = tmp_path / "o.npy"
+    np.save(out, np.zeros(2))
+    with dask.config.set(scheduler="synchronous"), pytest.raises(RuntimeError, match="boom"):
+        nbbn.transform(bad, rs, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npy"]
+    np.testing.assert_array_equal(np.load(out), np.zeros(2))
+
+
+def test_chunk_tasks_run_their_kernels_serially(rng, monkeypatch):
+    import dask
+
+    from nbbn.backends import cpu
+
+    calls = []
+    serial = cpu.serial
+    monkeypatch.setattr(cpu, "serial", lambda: calls.append(1) or serial())
+    x = da.from_array(rng.standard_normal((6, 3)), chunks=(2, 3))
+    with dask.config.set(scheduler="synchronous"):
+        rs = nbbn.dask.channel_stats(x, 1).compute()
+        assert len(calls) == 3  # one per chunk
+        rs.to_normalizer()(x).compute()
+    assert len(calls) == 6
+
+
+def test_split_every_shapes_the_tree():
+    x = da.from_array(np.ones((16, 3)), chunks=(1, 3))
+    tasks = {k: len(dict(nbbn.dask.channel_stats(x, 1, split_every=k).__dask_graph__()))
+             for k in (2, 16)}
+    assert tasks[2] > tasks[16]

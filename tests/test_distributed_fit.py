@@ -8,6 +8,7 @@ single-process fit (1e-12 relative: the merge order follows the completion order
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 
 import numpy as np
@@ -348,3 +349,145 @@ def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys, monkeypatch):
     assert "--workers must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "d"), "--workers", "2", "--scheduler", "tcp://x:1"])
+
+
+# ------------------------------------------------- edges found by mutation testing
+def _mut_shards(folder, rng):
+    """Six shards of 40, 7, 33, 0, 25 and 61 rows; the fifth an .npz."""
+    folder.mkdir(exist_ok=True)
+    arrays = []
+    for i, rows in enumerate([40, 7, 33, 0, 25, 61]):
+        x = (rng.standard_normal((rows, 3, 4, 4)) * 10 + 1e3).astype(np.float32)
+        arrays.append(x)
+        if i == 4:
+            np.savez_compressed(folder / f"s{i}.npz", x=x)
+        else:
+            np.save(folder / f"s{i}.npy", x)
+    return arrays
+
+
+def _mut_settings(src):
+    return {"channel_axis": 1, "nan_policy": "propagate", "key": None,
+            "batch_size": src.default_batch_size()}
+
+
+def test_adjacent_counted_ranges_are_joined():
+    c = nd.Counted(Position(0, 0), [[0, 5, 8], [0, 8, 9]])
+    shard = type("S", (), {"rows": 20, "size": 40})()
+    assert c.normalized([shard]) == (Position(0, 0), [[0, 5, 9]])
+
+
+def test_resumed_parts_stay_on_chunk_multiples(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    zarr.create_array(store=str(tmp_path / "z.zarr"), shape=(50, 3), chunks=(6, 3),
+                      dtype="f4")
+    parts = nd.plan_parts(open_source(tmp_path / "z.zarr"), nd.Counted(Position(0, 5)),
+                          part_bytes=13 * 12)
+    assert [p.pieces for p in parts] == [((0, 5, 18),), ((0, 18, 36),), ((0, 36, 50),)]
+
+
+def test_a_zarr_array_in_a_group_reopens_from_its_recipe(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("x", shape=x.shape, chunks=(5, 3), dtype="f4")[...] = x
+    recipe = nd.shard_recipe(open_source(tmp_path / "g.zarr", key="x").shards[0])
+    np.testing.assert_array_equal(nd._open_recipe(recipe).array[...], x)
+
+
+def test_a_worker_refuses_a_different_hdf5_file(tmp_path, rng):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=rng.standard_normal((10, 3)))
+    recipe = nd.shard_recipe(open_source(f"{tmp_path / 'x.h5'}:x").shards[0])
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=rng.standard_normal((12, 3)))
+    with pytest.raises(FileNotFoundError, match="sees a different file"):
+        nd._open_recipe(recipe)
+
+
+def test_count_part_reads_batches_on_one_thread(tmp_path, rng, monkeypatch):
+    """A part is read in batches of ``batch_size``, each on one thread, its pages
+    released, its compiles counted; an error names the shard and rows."""
+    from nbbn import _shards_npy
+    from nbbn.backends import cpu
+
+    x = rng.standard_normal((30, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    recipe = nd.shard_recipe(open_source(tmp_path / "x.npy").shards[0])
+    limits, released, batches = [], [], []
+    limit = cpu.thread_limit
+    monkeypatch.setattr(cpu, "thread_limit", lambda n: limits.append(n) or limit(n))
+    release = _shards_npy._NpyReader._release
+    monkeypatch.setattr(_shards_npy._NpyReader, "_release",
+                        lambda self, lo, hi: released.append((lo, hi)) or release(self, lo, hi))
+
+    class Counting(nbbn.RunningStats):  # a "compile" per batch
+        def update(self, b, **kw):
+            batches.append(len(b))
+            nd._compiles.n = getattr(nd._compiles, "n", 0) + 1
+            return super().update(b, **kw)
+
+    monkeypatch.setattr(nd, "RunningStats", Counting)
+    opts = {"channel_axis": 1, "nan_policy": "propagate", "backend": "cpu", "batch_size": 8}
+    rec = nd.count_part([(recipe, 3, 30)], opts)
+    assert batches == [8, 8, 8, 3] and rec["rows"] == 27
+    assert limits == [1] * 4 and len(released) == 4 and rec["compiled"] == 4
+    assert_stats(rec["stats"], ref_stats_many([x[3:]], 1), 1e-12)
+    x[17, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    recipe = nd.shard_recipe(open_source(tmp_path / "x.npy").shards[0])
+    with pytest.raises(ValueError, match=r"x\.npy, rows 11-19"):
+        nd.count_part([(recipe, 3, 30)], {**opts, "nan_policy": "raise"})
+
+
+def test_local_client_workers():
+    with pytest.raises(ValueError, match="at least 1"):
+        with nd.local_client(0):
+            pass
+    with nd.local_client(1) as c:
+        assert list(c.nthreads().values()) == [1]
+
+
+def test_bad_parts_done_is_a_checkpoint_error(tmp_path, rng):
+    arrays = _mut_shards(tmp_path / "d", rng)
+    src = open_source(tmp_path / "d")
+    ck = tmp_path / "bad.ckpt"
+    save_checkpoint(ck, Checkpoint(nbbn.RunningStats(1).update(arrays[2]),
+                                   {"shard": 0, "row": 0, "name": None, "digest": None},
+                                   src.fingerprint(), _mut_settings(src), 33,
+                                   arrays[2].nbytes, extra={"parts_done": [[2, 0]]}))
+    with pytest.raises(nbbn.CheckpointError, match="invalid parts_done"):
+        nbbn.fit(tmp_path / "d", client="local", checkpoint=ck, resume=True, progress=False)
+
+
+def test_a_resume_checks_the_counted_shards_only(client, tmp_path, rng):
+    arrays = _mut_shards(tmp_path / "d", rng)
+    src = open_source(tmp_path / "d")
+    ck = tmp_path / "gap.ckpt"
+    save_checkpoint(ck, Checkpoint(nbbn.RunningStats(1).update(arrays[2]),
+                                   {"shard": 0, "row": 0, "name": None, "digest": None},
+                                   src.fingerprint(), _mut_settings(src), len(arrays[2]),
+                                   arrays[2].nbytes, extra={"parts_done": [[2, 0, 33]]}))
+    ck_bytes = ck.read_bytes()
+    arrays[0] = arrays[0][:30] + 1  # an uncounted shard may change
+    np.save(tmp_path / "d" / "s0.npy", arrays[0])
+    got = nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True, progress=False)
+    assert_stats(got, ref_stats_many(arrays, 1), 1e-12)
+    ck.write_bytes(ck_bytes)  # a counted one may not
+    np.save(tmp_path / "d" / "s2.npy", arrays[2][:20])
+    with pytest.raises(nbbn.CheckpointError, match="shard 2"):
+        nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True, progress=False)
+
+
+def test_a_checkpoint_counts_bytes_and_parts_fill_the_threads(client, tmp_path, rng,
+                                                            monkeypatch, capsys):
+    arrays = _mut_shards(tmp_path / "d", rng)
+    monkeypatch.setattr(nd, "MIN_PART_BYTES", 1)
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(tmp_path / "d", client=client, checkpoint=ck)
+    saved = load_checkpoint(ck)
+    assert saved.complete and saved.rows_done == 166
+    assert saved.bytes_done == sum(a.nbytes for a in arrays)
+    n = int(re.search(r"(\d+) parts? on 2 workers", capsys.readouterr().err).group(1))
+    assert n >= 5  # (7; the .npz shard is one piece)

@@ -188,3 +188,32 @@ def test_backend_cpu_takes_dataarrays_and_dask_arrays(rng):
         da.from_array(x.values, chunks=2))
     assert type(lazy).__module__.startswith("dask")
     np.testing.assert_array_equal(lazy.compute(), y.values)
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_a_negative_axis_keeps_the_channel_coordinate(rng):
+    x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"),
+                     coords={"band": ["r", "g", "b"]})
+    ds = nbbn.RunningStats(-1).update(x).to_xarray()
+    assert list(ds.dims) == ["band"]
+    assert list(ds["band"].values) == ["r", "g", "b"]
+
+
+def test_a_loaded_named_axis_names_the_dimension(rng, tmp_path):
+    x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"))
+    nbbn.channel_stats(x, "band").save(tmp_path / "s.npz")
+    ds = nbbn.RunningStats.load(tmp_path / "s.npz").to_xarray()
+    assert list(ds.dims) == ["band"]
+
+
+def test_to_xarray_attrs(rng):
+    ds = nbbn.RunningStats(1, nan_policy="omit").update(rng.normal(size=(4, 3))).to_xarray()
+    assert ds.attrs == {"channel_axis": 1, "nan_policy": "omit"}
+
+
+def test_labels_of_another_length_are_left_out(rng):
+    from nbbn._xarray import stats_dataset
+
+    rs = nbbn.RunningStats(1).update(rng.normal(size=(4, 3)))
+    ds = stats_dataset(rs, None, ("band", np.array(["a", "b"])))
+    assert list(ds.dims) == ["band"] and "band" not in ds.coords
