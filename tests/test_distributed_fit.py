@@ -52,6 +52,12 @@ def _shards(folder, rng, layout="nchw", bad=None):
     return arrays
 
 
+def _settings(src):
+    """The fit settings a checkpoint of ``src`` (of NCHW shards) records."""
+    return {"channel_axis": 1, "nan_policy": "propagate", "key": None,
+            "batch_size": src.default_batch_size()}
+
+
 def _assert_same(got, want):
     np.testing.assert_array_equal(got.count, want.count)
     np.testing.assert_array_equal(got.min, want.min)
@@ -299,8 +305,7 @@ def test_checkpoints_across_kinds_of_fit(client, tmp_path, rng):
     ordinary one resumes on a cluster too."""
     arrays = _shards(tmp_path / "d", rng)
     src = open_source(tmp_path / "d")
-    settings = {"channel_axis": 1, "nan_policy": "propagate", "key": None,
-                "batch_size": src.default_batch_size()}
+    settings = _settings(src)
     ref = ref_stats_many(arrays, 1)
     # shard 2 counted, shards 0-1 not: out of order
     ck = tmp_path / "gap.ckpt"
@@ -352,25 +357,6 @@ def test_cli_scheduler_and_workers(client, tmp_path, rng, capsys, monkeypatch):
 
 
 # ------------------------------------------------- edges found by mutation testing
-def _mut_shards(folder, rng):
-    """Six shards of 40, 7, 33, 0, 25 and 61 rows; the fifth an .npz."""
-    folder.mkdir(exist_ok=True)
-    arrays = []
-    for i, rows in enumerate([40, 7, 33, 0, 25, 61]):
-        x = (rng.standard_normal((rows, 3, 4, 4)) * 10 + 1e3).astype(np.float32)
-        arrays.append(x)
-        if i == 4:
-            np.savez_compressed(folder / f"s{i}.npz", x=x)
-        else:
-            np.save(folder / f"s{i}.npy", x)
-    return arrays
-
-
-def _mut_settings(src):
-    return {"channel_axis": 1, "nan_policy": "propagate", "key": None,
-            "batch_size": src.default_batch_size()}
-
-
 def test_adjacent_counted_ranges_are_joined():
     c = nd.Counted(Position(0, 0), [[0, 5, 8], [0, 8, 9]])
     shard = type("S", (), {"rows": 20, "size": 40})()
@@ -450,24 +436,24 @@ def test_local_client_workers():
 
 
 def test_bad_parts_done_is_a_checkpoint_error(tmp_path, rng):
-    arrays = _mut_shards(tmp_path / "d", rng)
+    arrays = _shards(tmp_path / "d", rng)
     src = open_source(tmp_path / "d")
     ck = tmp_path / "bad.ckpt"
     save_checkpoint(ck, Checkpoint(nbbn.RunningStats(1).update(arrays[2]),
                                    {"shard": 0, "row": 0, "name": None, "digest": None},
-                                   src.fingerprint(), _mut_settings(src), 33,
+                                   src.fingerprint(), _settings(src), 33,
                                    arrays[2].nbytes, extra={"parts_done": [[2, 0]]}))
     with pytest.raises(nbbn.CheckpointError, match="invalid parts_done"):
         nbbn.fit(tmp_path / "d", client="local", checkpoint=ck, resume=True, progress=False)
 
 
 def test_a_resume_checks_the_counted_shards_only(client, tmp_path, rng):
-    arrays = _mut_shards(tmp_path / "d", rng)
+    arrays = _shards(tmp_path / "d", rng)
     src = open_source(tmp_path / "d")
     ck = tmp_path / "gap.ckpt"
     save_checkpoint(ck, Checkpoint(nbbn.RunningStats(1).update(arrays[2]),
                                    {"shard": 0, "row": 0, "name": None, "digest": None},
-                                   src.fingerprint(), _mut_settings(src), len(arrays[2]),
+                                   src.fingerprint(), _settings(src), len(arrays[2]),
                                    arrays[2].nbytes, extra={"parts_done": [[2, 0, 33]]}))
     ck_bytes = ck.read_bytes()
     arrays[0] = arrays[0][:30] + 1  # an uncounted shard may change
@@ -482,7 +468,7 @@ def test_a_resume_checks_the_counted_shards_only(client, tmp_path, rng):
 
 def test_a_checkpoint_counts_bytes_and_parts_fill_the_threads(client, tmp_path, rng,
                                                             monkeypatch, capsys):
-    arrays = _mut_shards(tmp_path / "d", rng)
+    arrays = _shards(tmp_path / "d", rng)
     monkeypatch.setattr(nd, "MIN_PART_BYTES", 1)
     ck = tmp_path / "fit.ckpt"
     nbbn.fit(tmp_path / "d", client=client, checkpoint=ck)

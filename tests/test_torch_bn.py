@@ -581,9 +581,11 @@ def test_eval_mode_forward_calling_the_model_any_number_of_times():
         assert _rel(model[0].running_mean.numpy(), every.mean(axis=0)) <= 1e-6, mode
 
 
-def test_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
+@pytest.mark.parametrize("mode", ["batch", "eval"])
+def test_a_layer_that_saw_only_empty_inputs_is_left_as_it_was(mode):
     """torch's training forward counts an empty batch in num_batches_tracked: a layer
-    that saw no value is not in the result, and was left with that count changed."""
+    that saw no value is not in the result, and is left as it was, buffers and count
+    (in either mode)."""
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -594,9 +596,12 @@ def test_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
 
     net = Net().eval()
     net.b.num_batches_tracked.fill_(7)
-    got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False)
+    state = _state(net.b)
+    got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False,
+                                mode=mode)
     assert list(got) == ["a"] and int(net.a.num_batches_tracked) == 3
     assert int(net.b.num_batches_tracked) == 7
+    assert _same(net.b, state)
 
 
 @pytest.mark.parametrize("mode", ["batch", "eval"])
@@ -659,24 +664,6 @@ def test_eval_mode_a_later_layer_used_twice():
                                 mode="eval")
     assert list(got) == ["first", "bn"]
     assert got["bn"].count[0] == 24 and int(net.bn.num_batches_tracked) == 6
-
-
-def test_eval_mode_a_layer_that_saw_only_empty_inputs_is_left_as_it_was():
-    class EmptySecond(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
-
-        def forward(self, x):
-            return self.a(x), self.b(x[:, :, :0])
-
-    net = EmptySecond().eval()
-    net.b.num_batches_tracked.fill_(7)
-    state = _state(net.b)
-    got = nt.recompute_bn_stats(net, [torch.randn(4, 3, 5)] * 3, progress=False,
-                                mode="eval")
-    assert list(got) == ["a"] and int(net.a.num_batches_tracked) == 3
-    assert _same(net.b, state)
 
 
 def test_a_layer_whose_tracking_was_turned_off_is_left_alone():
