@@ -344,12 +344,6 @@ def test_normalizer_module_half_checks_the_range_and_splits_the_mean_again():
 
 
 # ------------------------------------------------- edges found by mutation testing
-def _norm(c, seed=0):
-    rng = np.random.default_rng(seed)
-    return nbbn.Normalizer(rng.normal(5, 2, c), rng.uniform(0.5, 4, c), eps=1e-3,
-                           channel_axis=1)
-
-
 def _bn(c):
     bn = nn.BatchNorm2d(c)
     with torch.no_grad():
@@ -358,18 +352,18 @@ def _bn(c):
     return bn.eval()
 
 
-def test_folded_layers_keep_the_mode_and_frozen_weights():
+def test_folded_layers_keep_the_mode_and_frozen_weights(rng):
     conv = nn.Conv2d(3, 4, 1).eval()
     conv.weight.requires_grad_(False)
-    for new in (nt.fold_normalizer(conv, _norm(3)), nt.fuse_bn(conv, _bn(4))):
+    for new in (nt.fold_normalizer(conv, _normalizer(rng, 3)), nt.fuse_bn(conv, _bn(4))):
         assert not new.training
         assert not new.weight.requires_grad
 
 
-def test_fold_keeps_the_dilation():
+def test_fold_keeps_the_dilation(rng):
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, dilation=2, padding_mode="reflect", padding=2).double()
-    norm = _norm(2)
+    norm = _normalizer(rng, 2)
     x = torch.randn(2, 2, 9, 9, dtype=torch.float64)
     new = nt.fold_normalizer(conv, norm)
     assert new.dilation == (2, 2)
@@ -378,11 +372,11 @@ def test_fold_keeps_the_dilation():
         torch.testing.assert_close(new(x), want, rtol=1e-12, atol=1e-12)
 
 
-def test_fold_same_padding_with_a_1x1_kernel_pads_nothing():
-    new = nt.fold_normalizer(nn.Conv2d(3, 4, 1, padding="same"), _norm(3))
+def test_fold_same_padding_with_a_1x1_kernel_pads_nothing(rng):
+    new = nt.fold_normalizer(nn.Conv2d(3, 4, 1, padding="same"), _normalizer(rng, 3))
     assert isinstance(new, nn.Conv2d)  # strict: no border, nothing refused
     with pytest.raises(ValueError, match="pads with zeros"):
-        nt.fold_normalizer(nn.Conv2d(3, 4, 3, padding="same"), _norm(3))
+        nt.fold_normalizer(nn.Conv2d(3, 4, 3, padding="same"), _normalizer(rng, 3))
 
 
 def test_fuse_bn_refuses_an_untracked_or_lazy_bn():
