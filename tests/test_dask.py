@@ -351,6 +351,18 @@ def test_an_array_of_no_values_fixes_the_channel_count_as_eagerly(shape):
         lazy.update(np.zeros((2, 4, 1)))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float64"])
+def test_the_lazy_map_of_no_values_has_the_eager_dtype(dtype):
+    """An array of no values is never mapped: its lazy result is the input cast to the
+    output dtype the eager map gives (float32 for uint8, the input's for floats)."""
+    eager = nbbn.normalize(np.zeros((0, 3), dtype), np.zeros(3), np.ones(3))
+    lazy = nbbn.normalize(da.zeros((0, 3), dtype=dtype, chunks=2), np.zeros(3), np.ones(3))
+    assert isinstance(lazy, da.Array)
+    assert lazy.dtype == eager.dtype
+    assert lazy.compute().dtype == eager.dtype
+    assert lazy.shape == eager.shape
+
+
 class _CountingReads:
     """An array-like "file" for dask.array.from_array: counts the elements it hands out."""
 

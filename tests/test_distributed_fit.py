@@ -477,3 +477,87 @@ def test_a_checkpoint_counts_bytes_and_parts_fill_the_threads(client, tmp_path, 
     assert saved.bytes_done == sum(a.nbytes for a in arrays)
     n = int(re.search(r"(\d+) parts? on 2 workers", capsys.readouterr().err).group(1))
     assert n >= 5  # (7; the .npz shard is one piece)
+
+
+class _Future:
+    """A distributed future's surface for ``run_on``: a part counted in this process
+    when ``run`` is called, pending until then."""
+
+    def __init__(self, fn, args):
+        self.status, self._fn, self._args, self._value = "pending", fn, args, None
+
+    def run(self):
+        try:
+            self._value, self.status = self._fn(*self._args), "finished"
+        except Exception as exc:  # noqa: BLE001 - kept for result(), as distributed does
+            self._value, self.status = exc, "error"
+
+    def result(self, timeout=None):
+        if self.status == "pending":
+            raise AssertionError("the result of a part that never ran was asked for")
+        if self.status == "error":
+            raise self._value
+        return self._value
+
+
+class _SyncClient:
+    """A stand-in for a ``distributed.Client``; with :func:`_all_but_the_last` as
+    ``as_completed``, every part but the last is counted, the failed ones come first,
+    and the last part never starts."""
+
+    loop = None
+
+    def __init__(self):
+        self.futures, self.cancelled = [], []
+        self.scheduler = type("Scheduler", (), {"address": "tcp://fake:8786"})()
+
+    def nthreads(self):
+        return {"tcp://fake:1": 1}
+
+    def submit(self, fn, pieces, opts, pure):
+        self.futures.append(_Future(fn, (pieces, opts)))
+        return self.futures[-1]
+
+    def cancel(self, futures):
+        self.cancelled.extend(futures)
+
+
+def _all_but_the_last(futures, loop=None):
+    for f in futures[:-1]:
+        f.run()
+    return iter(sorted(futures[:-1], key=lambda f: f.status != "error"))
+
+
+def test_after_a_part_fails_the_finished_parts_are_saved_and_the_rest_cancelled(
+        tmp_path, rng, monkeypatch):
+    """A part's error arrives first: the parts that finished meanwhile are merged into
+    the checkpoint, the part that never started is cancelled, and a resume counts only
+    the failed and the cancelled parts."""
+    arrays = _shards(tmp_path / "d", rng, bad=2)
+    ck = tmp_path / "fit.ckpt"
+    monkeypatch.setattr(nd, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(nd, "connect", contextlib.nullcontext)
+    monkeypatch.setattr(distributed, "as_completed", _all_but_the_last)
+    fake = _SyncClient()
+    with pytest.raises(ValueError, match=r"s2\.npy, rows 0-33: .*NaN"):
+        nbbn.fit(tmp_path / "d", client=fake, nan_policy="raise", checkpoint=ck,
+                 checkpoint_interval=3600, progress=False)
+    rows = [sum(hi - lo for _, lo, hi in f._args[0]) for f in fake.futures]
+    unfinished = [f for f in fake.futures if f.status != "finished"]
+    assert [f.status for f in unfinished] == ["error", "pending"]
+    assert fake.cancelled == unfinished
+    saved = load_checkpoint(ck)
+    assert saved.rows_done == sum(n for n, f in zip(rows, fake.futures, strict=True)
+                                  if f.status == "finished") > 0
+    assert saved.stats.count[0] == saved.rows_done * 16
+
+    arrays[2] = np.nan_to_num(arrays[2])
+    np.save(tmp_path / "d" / "s2.npy", arrays[2])
+    monkeypatch.setattr(distributed, "as_completed", lambda futures, loop=None: [
+        f.run() or f for f in futures])
+    fake = _SyncClient()
+    got = nbbn.fit(tmp_path / "d", client=fake, nan_policy="raise", checkpoint=ck,
+                   resume=True, progress=False)
+    resumed = sum(hi - lo for f in fake.futures for _, lo, hi in f._args[0])
+    assert resumed == sum(map(len, arrays)) - saved.rows_done  # nothing read twice
+    assert_stats(got, ref_stats_many(arrays, 1), RTOL)
