@@ -288,6 +288,53 @@ def test_bad_arguments():
                np.array([[5.0]]))[0, 0] == 0.0
 
 
+def test_opset_bounds_are_inclusive():
+    """Opset 15, the documented oldest (``Shape(start=...)``, BatchNormalization's float32
+    parameters of a float16 input), is taken, and so is this onnx package's newest
+    (mutant: ``MIN_OPSET < opset``)."""
+    rng = np.random.default_rng(14)
+    mean, var, weight, bias = make_params(rng, 3, 1.0)  # (batchnorm: fine at small mean/std)
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
+    x = sample(rng, mean, var, (2, 5, 3), -1)
+    ref = reference(x, mean, var, 0.0, weight, bias, -1)
+    unbiased = reference(x, mean, var, 0.0, weight, np.zeros(3), -1)
+    for form in nbbn_onnx.FORMS:
+        model = nbbn_onnx.to_onnx(norm, ndim=3, opset=15, form=form)
+        assert [o.version for o in model.opset_import] == [15]
+        bound = EXACT_BOUND if form == "exact" else 64
+        assert ulps(run(model, x), ref, unbiased=unbiased) <= bound, form
+    x16 = x.astype(np.float16)
+    y16 = run(nbbn_onnx.to_onnx(norm, ndim=3, opset=15, form="batchnorm",
+                                dtype=np.float16), x16)
+    ref16 = reference(x16, mean, var, 0.0, weight, bias, -1)
+    assert y16.dtype == np.float16 and ulps(y16, ref16, np.float16) <= 4
+    top = onnx.defs.onnx_opset_version()
+    assert [o.version for o in nbbn_onnx.to_onnx(norm, opset=top).opset_import] == [top]
+    with pytest.raises(ValueError, match=f"opset must be between 15 and {top}"):
+        nbbn_onnx.to_onnx(norm, opset=top + 1)
+
+
+def test_default_axes_of_a_scaler_and_a_named_axis():
+    """A scaler without ``channel_axis`` (scikit-learn's) has its features last at any
+    ``ndim`` (mutant: axis 1); a Normalizer whose axis is a dimension name is refused
+    unless ``channel_axis`` gives the number, and then exports as the int axis would."""
+    skl = pytest.importorskip("sklearn.preprocessing")
+    rng = np.random.default_rng(15)
+    mean, var, _, _ = make_params(rng, 3, 1e3)
+    sc = skl.StandardScaler().fit(sample(rng, mean, var, (200, 3), -1).astype(np.float64))
+    model = nbbn_onnx.to_onnx(sc, ndim=3)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_value == 3 and not dims[1].dim_value
+    x = sample(rng, mean, var, (4, 5, 3), -1)
+    assert ulps(run(model, x), (x.astype(np.float64) - sc.mean_) / sc.scale_) <= EXACT_BOUND
+    named = nbbn.Normalizer(mean, var, eps=0.0, channel_axis="c")
+    with pytest.raises(TypeError, match="dimension name 'c': an ONNX graph needs the axis"):
+        nbbn_onnx.to_onnx(named)
+    xc = sample(rng, mean, var, (4, 3, 2), 1)
+    ref = reference(xc, mean, var, 0.0, np.ones(3), np.zeros(3), 1)
+    assert ulps(run(nbbn_onnx.to_onnx(named, channel_axis=1, ndim=3), xc), ref) <= EXACT_BOUND
+
+
 def test_import_is_lazy_and_missing_extra(monkeypatch):
     code = ("import sys, nbbn, nbbn.onnx\n"
             "print(' '.join(m for m in ('onnx', 'onnxruntime', 'skl2onnx', 'numba') "
@@ -346,6 +393,23 @@ def test_skl2onnx_pipeline():
         skl2onnx.to_onnx(sc, np.zeros((1, 5), np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_skl2onnx_identity_scaler(dtype):
+    """``with_mean=False, with_std=False``: no step to compute, the converter's graph is
+    one Identity giving the input back (mutant: no node, the output never produced)."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from nbbn.sklearn import StandardScaler
+
+    nbbn_onnx.register_skl2onnx()
+    x = np.random.default_rng(16).normal(3.0, 2.0, size=(20, 4)).astype(dtype)
+    sc = StandardScaler(with_mean=False, with_std=False).fit(x)
+    model = skl2onnx.to_onnx(sc, x[:1])
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert out.dtype == dtype and np.array_equal(out, sc.transform(x))
+
+
 def test_skl2onnx_integer_and_dataframe_inputs():
     """Integer input is cast to float32 (constants float32, not truncated to integers);
     a DataFrame's columns, one input each in skl2onnx, are cast and joined first."""
@@ -374,17 +438,22 @@ def test_skl2onnx_integer_and_dataframe_inputs():
     assert out.shape == (30, 3) and ulps(out, ref) <= EXACT_BOUND
 
 
-def test_scaler_flag_switched_on_after_fitting():
+@pytest.mark.parametrize("flag", ["with_std", "with_mean"])
+def test_scaler_flag_switched_on_after_fitting(flag):
     """set_params(with_std=True) on a scaler fitted without it: scale_ is None, which
-    transform refuses; the export too, saying why."""
+    transform refuses; the export too, saying why. The same for with_mean on a scaler
+    fitted with neither (mutant: only with_std looked at, the None mean read as NaN)."""
     from nbbn.sklearn import StandardScaler
 
+    name = {"with_std": "scale_", "with_mean": "mean_"}[flag]
     x = np.arange(12.0).reshape(4, 3)
-    sc = StandardScaler(with_std=False).fit(x).set_params(with_std=True)
-    with pytest.raises(ValueError, match=r"with_std=False \(scale_ is None\)"):
-        sc.transform(x)
-    with pytest.raises(ValueError, match=r"with_std=False \(scale_ is None\): call fit"):
-        nbbn_onnx.to_onnx(sc)
+    for cols in (3, 1):
+        sc = StandardScaler(with_mean=False, with_std=False).fit(x[:, :cols])
+        sc.set_params(**{flag: True})
+        with pytest.raises(ValueError, match=rf"{flag}=False \({name} is None\)"):
+            sc.transform(x[:, :cols])
+        with pytest.raises(ValueError, match=rf"{flag}=False \({name} is None\): call fit"):
+            nbbn_onnx.to_onnx(sc)
 
 
 # ----------------------------------------------------------------- table and bench

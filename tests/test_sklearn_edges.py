@@ -117,3 +117,116 @@ def test_weighted_sparse_n_samples_seen_is_one_number(shape, fmt):
     assert np.ndim(got) == 0
     dense = StandardScaler().fit(x, sample_weight=w).n_samples_seen_
     assert abs(got - math.fsum(w)) <= np.spacing(got) and abs(dense - got) <= np.spacing(got)
+
+
+# ---------------------------------------------------------------- round 4 (2026-12-06)
+def test_tags_follow_nan_policy_and_with_mean():
+    """``allow_nan`` is False only under ``nan_policy="raise"``, and sparse input is
+    declared as scikit-learn's own scaler declares it: without centering (mutant:
+    ``allow_nan`` always True)."""
+    from sklearn.utils import get_tags
+
+    for policy, allowed in [("omit", True), ("propagate", True), ("raise", False)]:
+        assert get_tags(StandardScaler(nan_policy=policy)).input_tags.allow_nan is allowed
+    for with_mean in (True, False):
+        want = get_tags(preprocessing.StandardScaler(with_mean=with_mean)).input_tags.sparse
+        assert get_tags(StandardScaler(with_mean=with_mean)).input_tags.sparse is want
+
+
+@pytest.mark.parametrize("axis", [0, -4, 4])
+def test_nd_input_refuses_the_samples_axis_as_features(axis):
+    """Axis 0 of N-d input is the samples axis, never the features (mutant: the check of
+    ``channel_axis % ndim == 0`` dropped, so ``channel_axis=0`` pooled the features)."""
+    x = np.ones((4, 3, 2, 2))
+    with pytest.raises(ValueError, match=f"channel_axis={axis} is not a features axis"):
+        StandardScaler(channel_axis=axis).fit(x)
+
+
+def test_a_failed_fit_keeps_the_earlier_fit():
+    """A fit that raises leaves the earlier fit as it was, ``n_features_in_`` and
+    ``feature_names_in_`` included, which fit resets and validation sets before the
+    error (mutant: no rollback, the scaler left half reset)."""
+    pd = pytest.importorskip("pandas")
+    X = np.random.default_rng(5).normal(3.0, 2.0, size=(10, 3))
+    sc = StandardScaler().fit(pd.DataFrame(X, columns=list("abc")))
+    before = sc.mean_.copy(), sc.var_.copy(), sc.n_samples_seen_, sc.stats_
+    bad = np.ones((5, 2))
+    bad[1, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        sc.fit(bad)
+    assert sc.n_features_in_ == 3 and sc.feature_names_in_.tolist() == list("abc")
+    np.testing.assert_array_equal(sc.mean_, before[0])
+    np.testing.assert_array_equal(sc.var_, before[1])
+    assert sc.n_samples_seen_ == before[2] and sc.stats_ is before[3]
+    ref = preprocessing.StandardScaler().fit(X)
+    np.testing.assert_allclose(sc.transform(pd.DataFrame(X, columns=list("abc"))),
+                               ref.transform(X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_in_place_call_refusing_an_infinity_leaves_x_unchanged(inverse):
+    """``copy=False``: an infinity is refused before ``X`` is written, so the caller's
+    array is as it was (mutant: infinities counted in the writing pass only, in place
+    too, so ``X`` was half scaled when the error came)."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(5.0, 2.0, size=(40, 3))
+    sc = StandardScaler().fit(X)
+    bad = X.copy()
+    bad[30, 2] = np.inf
+    bad[1, 0] = np.nan
+    keep = bad.copy()
+    with pytest.raises(ValueError, match="infinity"):
+        (sc.inverse_transform if inverse else sc.transform)(bad, copy=False)
+    np.testing.assert_array_equal(bad, keep)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_inverse_transform_multiplies_by_the_scale(fmt):
+    """Sparse ``inverse_transform`` is scikit-learn's: the stored values times
+    ``scale_``, a CSR matrix out (mutant: divided by it, as transform does)."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(7)
+    X = rng.normal(4.0, 3.0, size=(30, 4)) * (rng.random((30, 4)) < 0.5)
+    ref = preprocessing.StandardScaler(with_mean=False).fit(X)
+    sc = StandardScaler(with_mean=False).fit(getattr(sparse, f"{fmt}_matrix")(X))
+    Z = rng.normal(size=(6, 4)) * (rng.random((6, 4)) < 0.5)
+    got = sc.inverse_transform(getattr(sparse, f"{fmt}_matrix")(Z))
+    assert sparse.issparse(got) and got.format == "csr"
+    np.testing.assert_allclose(got.toarray(), ref.inverse_transform(Z), rtol=1e-12)
+    back = sc.inverse_transform(sc.transform(sparse.csr_matrix(X)))
+    np.testing.assert_allclose(back.toarray(), X, rtol=1e-12, atol=1e-12)
+
+
+def test_global_pandas_output_refuses_nd_input():
+    """``transform_output="pandas"`` set globally (not by ``set_output``) refuses N-d
+    input clearly too (mutant: only the estimator's own setting looked at); it does
+    not touch ``inverse_transform``, which scikit-learn never wraps (mutant: refused
+    there as well)."""
+    pytest.importorskip("pandas")
+    import sklearn
+
+    imgs = np.random.default_rng(8).normal(size=(4, 3, 2, 2))
+    sc = StandardScaler(channel_axis=1).fit(imgs)
+    z = sc.transform(imgs)
+    assert z.shape == imgs.shape  # (outside the context: an array)
+    with sklearn.config_context(transform_output="pandas"):
+        with pytest.raises(ValueError,
+                           match=r"set_output\(transform='pandas'\) makes 2-d tables"):
+            sc.transform(imgs)
+        np.testing.assert_allclose(sc.inverse_transform(z), imgs, rtol=1e-12, atol=1e-12)
+    sc.set_output(transform="pandas")
+    np.testing.assert_allclose(sc.inverse_transform(z), imgs, rtol=1e-12, atol=1e-12)
+
+
+def test_a_fit_of_nd_input_forgets_the_names_of_an_earlier_frame():
+    """A fit of N-d numpy input after a fit of a DataFrame forgets its column names, as
+    scikit-learn forgets them for a fit of unnamed data (mutant: the old names kept,
+    so get_feature_names_out gave the frame's columns)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(9)
+    sc = StandardScaler(channel_axis=1).fit(pd.DataFrame(rng.normal(size=(6, 3)),
+                                                         columns=list("abc")))
+    assert sc.feature_names_in_.tolist() == list("abc")
+    sc.fit(rng.normal(size=(4, 3, 2, 2)))
+    assert not hasattr(sc, "feature_names_in_") and sc.n_features_in_ == 3
+    assert sc.get_feature_names_out().tolist() == ["x0", "x1", "x2"]
