@@ -119,7 +119,7 @@ def test_weighted_sparse_n_samples_seen_is_one_number(shape, fmt):
     assert abs(got - math.fsum(w)) <= np.spacing(got) and abs(dense - got) <= np.spacing(got)
 
 
-# ---------------------------------------------------------------- round 4 (2026-12-06)
+# ---------------------------------------------------------------- tags, rollback, output settings
 def test_tags_follow_nan_policy_and_with_mean():
     """``allow_nan`` is False only under ``nan_policy="raise"``, and sparse input is
     declared as scikit-learn's own scaler declares it: without centering (mutant:
