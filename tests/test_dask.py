@@ -278,6 +278,8 @@ def test_bad_input_is_refused_before_computing():
     unknown = x[x[:, 0] > 3]  # rows of unknown count
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         nbbn.channel_stats(unknown, 1)
+    with pytest.raises(ValueError, match="key='x' was given, but the source is an array"):
+        nbbn.fit(x, key="x", progress=False)  # (a key names nothing in an array)
 
 
 def test_chunk_functions_pickle_by_reference():

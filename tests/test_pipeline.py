@@ -125,12 +125,19 @@ def test_fit_argument_errors(rng):
         fit(x, channel_axis=2)
     with pytest.raises(ValueError, match="is 1-d"):
         fit(np.arange(5.0), channel_axis=-1)
+    # the items of an iterable are checked as they come (their shape is not known before)
+    with pytest.raises(ValueError, match=r"item 0, rows 0-10: channel_axis=0 is axis 0"):
+        fit(iter([x]), channel_axis=0)
+    with pytest.raises(ValueError, match=r"item 0, rows 0-5: .* is 1-d"):
+        fit(iter([np.arange(5.0)]), channel_axis=-1)
     with pytest.raises(ValueError, match="batch_size"):
         fit(x, batch_size=0)
     with pytest.raises(ValueError, match="nan_policy"):
         fit(x, nan_policy="skip")
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         fit(x, resume=True)
+    with pytest.raises(ValueError, match="checkpoint_interval must be >= 0, got nan"):
+        fit(x, checkpoint_interval=float("nan"))  # (would never write a checkpoint)
     with pytest.raises(TypeError, match="cannot read batches from a int"):
         fit(3)
 
@@ -302,6 +309,32 @@ def test_transform_shards_into_one_file_and_channels_last(tmp_path, rng):
     np.testing.assert_array_equal(y, stats.to_normalizer()(x))
 
 
+def test_transform_of_a_glob_writes_the_shards_in_name_order(tmp_path, rng):
+    """A glob's files are read sorted by name, as a folder's (glob.glob gives them in
+    the folder's order, which is not)."""
+    names = ["e", "b", "d", "a", "c", "f"]
+    parts = {n: rng.standard_normal((3, 2)) + i for i, n in enumerate(names)}
+    for n in names:
+        np.save(tmp_path / f"{n}.npy", parts[n])
+    x = np.concatenate([parts[n] for n in sorted(names)])
+    norm = nbbn.Normalizer([0.0, 0.0], [1.0, 1.0], eps=0.0)
+    y = transform(str(tmp_path / "*.npy"), norm, np.empty_like(x), batch_size=2)
+    np.testing.assert_array_equal(y, x)
+
+
+def test_transform_of_float32_and_float64_shards_is_float64(tmp_path, rng):
+    """The output dtype is the shards' common one, not the first shard's."""
+    parts = [rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((5, 3))]
+    for i, part in enumerate(parts):
+        np.save(tmp_path / f"{i}.npy", part)
+    stats = nbbn.channel_stats(np.concatenate(parts))
+    out = np.load(transform(tmp_path, stats, tmp_path.parent / "y.npy", batch_size=3))
+    assert out.dtype == np.float64
+    want = ref_normalize(np.concatenate([p.astype(np.float64) for p in parts]),
+                         stats.mean, stats.var)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
 def test_transform_outputs_array_zarr_and_normalizer(tmp_path, rng):
     x = rng.standard_normal((77, 2, 5)).astype(np.float32)
     norm = nbbn.Normalizer([1.0, -1.0], [4.0, 0.25], weight=[2.0, 1.0], bias=[0.5, 0.0])
@@ -412,6 +445,8 @@ def test_a_key_that_names_nothing_is_refused(tmp_path, rng):
             fit(src, key="x")
     np.savez(tmp_path / "b.npz", x=x)
     assert fit(tmp_path / "b.npz", key="x").count[0] == 4
+    # a folder of .npy and .npz shards: the key names the .npz files' array
+    assert fit(tmp_path, key="x").count[0] == 8
 
 
 def test_errors_found_before_any_work(tmp_path, rng):

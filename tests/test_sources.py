@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -88,9 +89,32 @@ def test_npz_member_streamed(tmp_path, data, compressed, batch_size):
     check(fit(tmp_path / "one.npz", batch_size=batch_size), [data])
 
 
+def test_npz_shards_whose_batches_grow(tmp_path, rng):
+    """A short first batch, then longer ones and wider rows: the reused batch buffers
+    grow."""
+    parts = [rng.integers(-9, 9, (3, 2)).astype(np.int8), rng.standard_normal((25, 2))]
+    for i, p in enumerate(parts):
+        np.savez(tmp_path / f"{i}.npz", p)
+    for bs in (10, None):
+        check(fit(tmp_path, batch_size=bs), parts)
+
+
 def test_npz_fortran_member(tmp_path, data):
     np.savez(tmp_path / "f.npz", a=np.asfortranarray(data))
     check(fit(tmp_path / "f.npz", batch_size=11), [data])
+
+
+def test_an_npz_member_that_ends_early_names_the_file(tmp_path, data, monkeypatch):
+    """zipfile's EOFError (a member shorter than its stored size) is a ValueError naming
+    the file, as a bad checksum is."""
+    np.savez_compressed(tmp_path / "x.npz", data)
+
+    def ended(self, b):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "readinto", ended)
+    with pytest.raises(ValueError, match=r"x\.npz\[arr_0\]: the file is corrupt \(Compressed"):
+        fit(tmp_path / "x.npz")
 
 
 def test_npz_errors_name_the_members(tmp_path, data):
@@ -116,6 +140,10 @@ def test_scipy_sparse_npz_shards(tmp_path, rng):
     src = open_source(tmp_path, channel_axis=-1)
     stored = max(m.nnz * (m.dtype.itemsize + m.indices.dtype.itemsize) / 400 for m in mats)
     assert src.row_bytes == int(np.ceil(stored)) < 6 * 8
+    odd = sparse.random_array((7, 6), density=3 / 42, format="csr", rng=rng)  # 3 values
+    sparse.save_npz(tmp_path.parent / "odd.npz", odd)
+    stored = odd.nnz * (odd.dtype.itemsize + odd.indices.dtype.itemsize)
+    assert open_source(tmp_path.parent / "odd.npz").row_bytes == -(-stored // 7)  # rounded up
     with pytest.raises(ValueError, match=r"s0.npz is a scipy sparse matrix.*with_mean=False"):
         nbbn.transform(tmp_path, rs, tmp_path.parent / "out.npy", channel_axis=-1,
                        progress=False)
@@ -193,6 +221,10 @@ def test_path_errors(tmp_path):
     (tmp_path / "t.npy").write_bytes((tmp_path / "t.npy").read_bytes()[:500])
     with pytest.raises(ValueError, match="truncated"):
         fit(tmp_path / "t.npy")
+    np.save(tmp_path / "u.npy", np.zeros((100, 3)))  # short of its last byte only
+    (tmp_path / "u.npy").write_bytes((tmp_path / "u.npy").read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"u\.npy: not a readable .*truncated"):
+        fit(tmp_path / "u.npy")
 
 
 # ---------------------------------------------------------------- zarr and HDF5
@@ -234,6 +266,23 @@ def test_hdf5_sources(tmp_path, data):
     with pytest.raises(ValueError, match=r"key='y' was given, but the path .*a\.h5:grp/x "
                                          r"names its dataset already"):
         fit(f"{tmp_path / 'a.h5'}:grp/x", key="y")  # (was ignored: grp/x was read)
+    with h5py.File(tmp_path / "none.h5", "w") as f:
+        f.create_group("empty")
+    errors = []  # (kept, as a notebook keeps the last one: its frames hold their locals)
+    for path, key, match in ((tmp_path / "a.h5", "grp", r"a\.h5/grp is a group, not an array"),
+                             (tmp_path / "none.h5", None, r"none\.h5 holds 0 datasets \[\]")):
+        with pytest.raises(ValueError, match=match) as e:
+            fit(path, key=key)
+        errors.append(e)
+        with h5py.File(path, "w") as f:  # the refusal closed the file: writable again
+            f["z"] = np.ones((2, 3))
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f["x"] = np.full((4, 3), np.nan)
+    with pytest.raises(ValueError, match=r"nan\.h5:/x, rows 0-4: nan_policy='raise'") as e:
+        fit(tmp_path / "nan.h5", nan_policy="raise")  # an error while reading: closed too
+    errors.append(e)
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f["x"] = np.ones((4, 3))
 
 
 def test_a_glob_or_folder_of_several_kinds_is_refused(tmp_path):
@@ -318,6 +367,12 @@ def test_batches_from_a_position(tmp_path, rng):
     assert got == [(0, 3, 5), (1, 0, 3), (1, 3, 6), (1, 6, 7)]
     first = next(src.batches(3, Position(1, 6), lambda: next(slots)))
     np.testing.assert_array_equal(first.data, parts[1][6:])
+    # inside a zip member (streamed in order): the reader seeks to the row
+    for compress in (np.savez, np.savez_compressed):
+        compress(tmp_path / "z.npz", x=parts[1])
+        got = [b.data.copy() for b in open_source(tmp_path / "z.npz", key="x").batches(
+            2, Position(0, 3), lambda: next(slots))]
+        np.testing.assert_array_equal(np.concatenate(got), parts[1][3:])
 
 
 def test_fingerprint_follows_the_files(tmp_path, data):
@@ -330,6 +385,40 @@ def test_fingerprint_follows_the_files(tmp_path, data):
     os.utime(tmp_path / "x.npy", ns=(1, 1))
     assert open_source(tmp_path / "x.npy").fingerprint() != fp
     assert open_source(iter([data])).fingerprint() is None
+    # an .npz rewritten with the same array, its mtime restored: its size tells
+    np.savez(tmp_path / "z.npz", data)
+    fp = open_source(tmp_path / "z.npz").fingerprint()
+    st = os.stat(tmp_path / "z.npz")
+    np.savez_compressed(tmp_path / "z.npz", data)
+    os.utime(tmp_path / "z.npz", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert open_source(tmp_path / "z.npz").fingerprint() != fp
+    # two memory maps of one file, of one shape, at different offsets
+    maps = [np.memmap(tmp_path / "x.npy", data.dtype, "r", offset=128 + k * 60, shape=(10, 3, 5))
+            for k in (0, 1)]
+    assert open_source(maps[0]).fingerprint() != open_source(maps[1]).fingerprint()
+
+
+def test_zarr_fingerprint_follows_every_file_of_the_store(tmp_path, data):
+    """A zarr store's fingerprint: the newest mtime of any of its files, and their total
+    size (a chunk rewritten, its mtime restored)."""
+    zarr = pytest.importorskip("zarr")
+    z = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=data.shape,
+                        dtype=data.dtype, chunks=(16, 3, 5))
+    z[:] = data
+    files = [os.path.join(d, n) for d, _, names in os.walk(tmp_path / "a.zarr") for n in names]
+    assert len(files) > 2
+    for f in files:
+        os.utime(f, ns=(10**18, 10**18))
+    fp = open_source(tmp_path / "a.zarr").fingerprint()
+    os.utime(files[0], ns=(2 * 10**18, 2 * 10**18))  # the first file walked: the newest
+    assert open_source(tmp_path / "a.zarr").fingerprint() != fp
+    os.utime(files[0], ns=(10**18, 10**18))
+    assert open_source(tmp_path / "a.zarr").fingerprint() == fp
+    chunk = max(files, key=os.path.getsize)
+    with open(chunk, "ab") as f:
+        f.write(b"x")
+    os.utime(chunk, ns=(10**18, 10**18))
+    assert open_source(tmp_path / "a.zarr").fingerprint() != fp
 
 
 def test_a_recursive_glob_of_shards_reads_every_level(tmp_path):
