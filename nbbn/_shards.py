@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import os
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,21 @@ def file_fingerprint(path: str) -> dict:
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _view_of_file(a: np.memmap) -> dict:
+    """Which bytes of its file a memory-mapped array views: ``offset``, where its first
+    element lies (``np.memmap.offset`` is the mapping's, which every slice keeps, so
+    ``mm[0:10]`` and ``mm[5:15]`` looked the same), and ``strides`` unless C-contiguous
+    (``mm.T`` starts where ``mm`` does)."""
+    view: dict = {"offset": int(a.offset)}
+    mapped = getattr(a, "_mmap", None)
+    if mapped is not None:  # numpy maps from the offset rounded down to the granularity
+        start = np.frombuffer(mapped, np.uint8).ctypes.data
+        view["offset"] += a.ctypes.data - start - a.offset % mmap.ALLOCATIONGRANULARITY
+    if not a.flags.c_contiguous:
+        view["strides"] = list(a.strides)
+    return view
+
+
 class ArrayShard(Shard):
     """A numpy array, or anything sliceable along axis 0 (zarr, h5py, device arrays)."""
 
@@ -136,7 +152,7 @@ class ArrayShard(Shard):
         if self._files is not None:
             fp.update(self._files)
         elif isinstance(a, np.memmap) and a.filename is not None:
-            fp.update(file_fingerprint(a.filename), offset=int(a.offset))
+            fp.update(file_fingerprint(a.filename), **_view_of_file(a))
         elif isinstance(a, np.ndarray) and a.size:
             # an in-memory array has no file: its first and last rows stand in for it
             sample = np.ascontiguousarray(a[:: max(1, self.rows - 1)][:2]).tobytes()
