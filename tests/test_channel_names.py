@@ -122,6 +122,10 @@ def test_a_dataframe_names_the_channels_and_its_columns_are_checked(rng):
     assert unnamed.channel_names is None  # statistics of arrays: nothing to check against
     empty = nbbn.RunningStats().update(df.iloc[:0])
     assert empty.channel_names == ("a", "b", "c") and empty.num_channels == 3
+    # a column name ending in NUL, which the statistics file cannot keep, names nothing
+    # (the batch is counted; as channel_names= it is refused)
+    nul = nbbn.RunningStats().update(df.rename(columns={"c": "c\x00"}))
+    assert nul.channel_names is None and nul.count.tolist() == [30, 30, 30]
 
 
 def test_two_first_dataframes_in_other_orders_are_not_both_taken(rng):

@@ -41,6 +41,18 @@ def test_load_refuses_a_stats_file_whose_content_fails_its_checksum(tmp_path):
         nbbn.RunningStats.load(path)
 
 
+def test_load_refuses_a_stats_file_without_its_checksum(tmp_path):
+    """An archive of valid statistics whose ``checksum`` entry is missing is refused:
+    nothing vouches for its numbers (mutant: only a wrong checksum refused)."""
+    path = tmp_path / "s.npz"
+    _stats().save(path)
+    d = _entries(path)
+    del d["checksum"]
+    _write(path, d, fix_checksum=False)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        nbbn.RunningStats.load(path)
+
+
 def test_load_refuses_an_archive_of_another_format(tmp_path):
     """An archive with a ``format`` entry other than nbbn.RunningStats (its checksum
     valid) is refused by name (mutant: only checkpoints refused, others read)."""
@@ -154,7 +166,8 @@ def test_a_foreign_npz_names_its_format_as_text(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, what", [("min", np.nan, "NaN"), ("max", np.inf, "infinite"),
-                                                ("min", -np.inf, "infinite")])
+                                                ("min", -np.inf, "infinite"),
+                                                ("max", np.nan, "NaN")])
 def test_from_dict_refuses_extremes_no_data_gives(field, value, what):
     """A NaN min or max comes only from a NaN, an infinite one from an infinity: such
     hand-made states loaded, and gave wrong statistics after the next update."""

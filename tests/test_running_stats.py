@@ -392,6 +392,13 @@ def test_reset(backend, rng):
     z = random_array(rng, (2, 5, 2), "float64")
     rs.update(z)
     assert_stats(rs, ref_stats(z, 1), 1e-12)
+    # what came with the data goes with it: the files a fit skipped, the histogram
+    from nbbn._histogram import Histogram
+
+    rs.skipped = ["bad.npy: unreadable"]
+    rs.histogram = Histogram.empty(5, np.uint8)
+    rs.reset()
+    assert rs.skipped == [] and rs.histogram is None and rs.num_channels is None
 
 
 def test_reset_forgets_the_names_a_batch_gave():
@@ -515,12 +522,14 @@ def test_to_dict_from_dict(backend, rng):
 def test_save_load(backend, rng, tmp_path):
     x = random_array(rng, (4, 5, 6), "float32", channel_axis=-1)
     rs = _stats(x, -1, backend, "omit")
+    rs.skipped = ["b.npy: unreadable"]
     path = tmp_path / "stats.npz"
     rs.save(path)
     assert sorted(os.listdir(tmp_path)) == ["stats.npz"]  # atomic write leaves no temp file
     rs2 = nbbn.RunningStats.load(path)
     _assert_same_state(rs, rs2)
     _assert_dict_equal(rs2.to_dict(), rs.to_dict())
+    assert rs2.skipped == ["b.npy: unreadable"]
     # str paths work and overwrite
     rs.update(x)
     rs.save(str(path))
@@ -762,6 +771,11 @@ def test_merging_another_nan_policy():
     prop = nbbn.RunningStats(1).update(np.array([[1.0], [2.0]]))
     clean = nbbn.RunningStats(1, nan_policy="omit").update(np.array([[4.0], [5.0]]))
     assert (prop + clean).mean[0] == 3.0
+    # the merged statistics have the left side's settings, and treat NaNs by its policy
+    for merged, policy in ((prop + clean, "propagate"), (clean.merge(prop), "omit")):
+        assert merged.nan_policy == policy
+        merged.update(np.array([[np.nan], [6.0]]))
+        assert np.isnan(merged.mean[0]) == (policy == "propagate")
     nan = nbbn.RunningStats(1, nan_policy="omit").update(np.array([[np.nan], [5.0]]))
     with pytest.raises(ValueError, match="nan_policy='omit' that counted NaN"):
         prop + nan
@@ -783,7 +797,8 @@ def test_from_dict_refuses_what_no_state_holds():
     for key, value, match in [("nan_count", np.array([-1, 0]), "nan_count must hold"),
                               ("m2", np.array([-1.0, 1.0]), "m2 must hold floats >= 0"),
                               ("channel_axis", 1.5, "channel_axis must be an int"),
-                              ("count", np.array([1.5, 3.0]), "count must hold")]:
+                              ("count", np.array([1.5, 3.0]), "count must hold"),
+                              ("mean_lo", np.zeros(3), r"mean_lo must hold floats of shape \(2")]:
         with pytest.raises(ValueError, match=match):
             nbbn.RunningStats.from_dict({**d, key: value})
     assert nbbn.RunningStats.from_dict(d).count.tolist() == [3, 3]
@@ -799,6 +814,9 @@ def test_from_dict_refuses_a_state_its_updates_would_spoil():
     w = nbbn.RunningStats(1).update(x, sample_weight=[1.0, 2.0, 3.0]).to_dict()
     for weight in ([0.0, 6.0], [6.0, 0.0]):
         with pytest.raises(ValueError, match="weight"):
+            nbbn.RunningStats.from_dict({**w, "weight": np.array(weight)})
+    for weight in ([np.inf, 6.0], [6.0, np.nan]):  # (a weight sum is finite: every weight is)
+        with pytest.raises(ValueError, match="weight must hold finite non-negative floats"):
             nbbn.RunningStats.from_dict({**w, "weight": np.array(weight)})
     assert nbbn.RunningStats.from_dict(w).count.tolist() == [6.0, 6.0]
 
@@ -834,8 +852,9 @@ def test_sum_of_statistics_merges_them(rng):
     want = nbbn.RunningStats(-1).update(np.concatenate(xs))
     assert total is not parts[0] and total.count.tolist() == [13, 13, 13]
     np.testing.assert_allclose(total.var, want.var, rtol=1e-14)
-    with pytest.raises(TypeError):
-        1 + parts[0]
+    for start in (1, False, 0.0):  # (only the int 0 that sum() starts from)
+        with pytest.raises(TypeError):
+            start + parts[0]
 
 
 def test_wrong_types_are_type_errors_and_wrong_values_value_errors():
@@ -846,6 +865,7 @@ def test_wrong_types_are_type_errors_and_wrong_values_value_errors():
             make()
     for make in (lambda: nbbn.RunningStats(nan_policy="skip"),
                  lambda: nbbn.RunningStats(backend="gpu"),
-                 lambda: nbbn.BatchNorm(0), lambda: nbbn.RunningStats().variance(-1)):
+                 lambda: nbbn.BatchNorm(0), lambda: nbbn.RunningStats().variance(-1),
+                 lambda: nbbn.RunningStats().variance(float("nan"))):
         with pytest.raises(ValueError):
             make()

@@ -137,6 +137,13 @@ def test_a_count_beyond_the_limit_is_refused():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
     with pytest.raises(ValueError, match=r"count must hold non-negative integers of at most"):
         state(1.0, count=2 ** 62 + 1)
+    # a channel that reaches exactly 2**62 merges, also where another channel's count is
+    # large enough that the merge compares every channel with the limit
+    wide = state(0.0).to_dict()
+    wide["count"] = np.array([big, big + 1])
+    for m in (state(1.0) + nbbn.RunningStats.from_dict(wide),
+              _iadd(state(1.0), nbbn.RunningStats.from_dict(wide))):
+        assert m.count.tolist() == [2 ** 62, big + 6] and m.mean[0] == 0.5
     # 2**62 - 2 values of which 2**61 NaN (in count and nan_count): room for one more row
     nan_state = state(np.nan, count=2 ** 62 - 2, nans=2 ** 61)
     nan_state.update(np.zeros((1, 2)))
