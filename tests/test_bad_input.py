@@ -7,6 +7,7 @@ import pytest
 from conftest import BACKENDS, cuda_available
 
 import nbbn
+from nbbn.running_stats import FORMAT_VERSION
 
 BAD_DTYPES = [
     (np.zeros((2, 3, 4), bool), "bool"),
@@ -700,7 +701,8 @@ def test_torch_sample_weight_grad_and_bfloat16():
 
 @pytest.mark.parametrize("field,value,match", [
     ("version", np.int64(-1), "version must be >= 1"),
-    ("version", np.int64(2), "format version 2, newer than this nbbn supports"),
+    ("version", np.int64(FORMAT_VERSION + 1),
+     f"format version {FORMAT_VERSION + 1}, newer than this nbbn supports"),
     ("min", np.array([0.0, 5.0, 0.0]), "min exceeds max in channels \\[1\\]"),
 ])
 def test_from_dict_inconsistent_state(field, value, match):
