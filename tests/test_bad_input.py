@@ -262,6 +262,8 @@ def test_empty_batch_no_op_every_policy(backend):
 def test_normalizer_mismatched_param_lengths(backend):
     with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b4\b)"):
         nbbn.Normalizer(np.zeros(3), np.ones(4), backend=backend)
+    with pytest.raises(ValueError, match=r"var must be shape \(3,\), got shape \(1,\)"):
+        nbbn.Normalizer(np.zeros(3), np.ones(1), backend=backend)  # (not broadcast)
     with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b2\b)"):
         nbbn.Normalizer(np.zeros(3), np.ones(3), weight=np.ones(2), backend=backend)
     with pytest.raises(ValueError, match=r"(?s)(?=.*\b3\b)(?=.*\b5\b)"):
@@ -879,3 +881,24 @@ def test_a_polars_int128_column_is_named():
     df = pl.DataFrame({"a": pl.Series([1, 2], dtype=pl.Int128), "b": [1.0, 2.0]})
     with pytest.raises(TypeError, match="column 'a' \\(Int128\\)"):
         nbbn.channel_stats(df, -1)
+
+
+@pytest.mark.parametrize("bad", ["out", "weight"])
+def test_a_refused_empty_training_batch_is_not_counted(bad, backend):
+    """An empty training batch counts in num_batches_tracked (as torch), but only once
+    the call's checks have passed: an ``out`` of the wrong shape, or a weight of the
+    wrong length, is refused with the count (and the buffers) left as they were."""
+    bn = nbbn.BatchNorm(3, backend=backend)
+    before = _bn_state(bn)
+    x = np.zeros((0, 3))
+    if bad == "out":
+        with pytest.raises(ValueError):
+            bn(x, out=np.zeros((0, 4)))
+    else:
+        bn.weight = np.ones(2)
+        with pytest.raises(ValueError, match="weight"):
+            bn(x)
+        bn.weight = np.ones(3)
+    _assert_bn_unchanged(bn, before)
+    bn(x)  # (accepted, it counts)
+    assert bn.num_batches_tracked == 1

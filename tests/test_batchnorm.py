@@ -240,3 +240,26 @@ def test_state_dict_without_num_batches_tracked():
     assert bn.num_batches_tracked == 7 and bn.running_mean.tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="unexpected"):
         bn.load_state_dict({**d, "extra": np.zeros(2)})
+
+
+def test_numpy_state_dict_holds_the_count_as_torch_int64():
+    """``num_batches_tracked`` is an int64 scalar in the numpy state_dict too (torch's
+    buffer): the largest count a module takes comes back whole, and loads back."""
+    bn = nbbn.BatchNorm(2)
+    bn.num_batches_tracked = 2**63 - 2
+    d = bn.state_dict(tensors=False)
+    assert d["num_batches_tracked"].dtype == np.int64 and d["num_batches_tracked"].shape == ()
+    assert int(d["num_batches_tracked"]) == 2**63 - 2
+    again = nbbn.BatchNorm(2)
+    again.load_state_dict(d)
+    assert again.num_batches_tracked == 2**63 - 2
+
+
+def test_to_normalizer_without_running_buffers_is_refused():
+    """Built with ``track_running_stats=False``, eval mode normalizes with batch
+    statistics: there are no frozen numbers to give a normalizer (it was a TypeError
+    about a ``None`` mean)."""
+    bn = nbbn.BatchNorm(3, track_running_stats=False).eval()
+    with pytest.raises(ValueError, match="track_running_stats=False: eval mode uses batch "
+                                         "statistics"):
+        bn.to_normalizer()

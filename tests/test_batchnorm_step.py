@@ -83,7 +83,8 @@ def test_training_call_matches_numpy_step(rng):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("value", [-1, 2**63 - 1, 2**63, 1.5, True, "3", [1, 2]])
+@pytest.mark.parametrize("value", [-1, 2**63 - 1, 2**63, 1.5, True, "3", [1, 2],
+                                   float("inf")])
 def test_bad_num_batches_tracked_refused_untouched(value, rng):
     bn = nbbn.BatchNorm(3)
     before = bn.running_mean.copy()

@@ -329,3 +329,76 @@ def test_the_file_is_synced_before_the_rename(tmp_path, monkeypatch):
     i = events.index(("replace", None))
     assert ("fsync", True) in events[:i]
     assert ("fsync", False) in events[i + 1:]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_stale_temps_beside_a_links_file_are_removed(tmp_path):
+    """A save through a link writes beside the file it points to, so that is where a
+    killed writer's temporary files are: they are removed there, not beside the link."""
+    folder = tmp_path / "real"
+    folder.mkdir()
+    write_save(folder / "stats.npz")
+    link = tmp_path / "link.npz"
+    try:
+        link.symlink_to(folder / "stats.npz")
+    except OSError:
+        pytest.skip("symbolic links not permitted")
+    stale = folder / ".stats.npz.1f2e3d4c.nbbn-tmp"
+    stale.write_bytes(b"half a file")
+    assert remove_stale_temps(link) == [str(stale)]
+    stale.write_bytes(b"half a file")
+    write_save(link)
+    assert not stale.exists() and link.is_symlink()
+    assert temps(folder) == [] and temps(tmp_path) == []
+
+
+@pytest.mark.skipif(not POSIX, reason="flock")
+def test_a_temp_a_cleaner_removed_before_the_lock_is_not_used(tmp_path, monkeypatch):
+    """Another process's clean-up may remove a new temporary file between its creation
+    and the writer's lock: the writer then makes another, rather than fill a file that
+    no longer has a name (its rename would then fail, or commit what it did not write)."""
+    flock, removed = _durable.fcntl.flock, []
+
+    def cleaner_first(fd, op):
+        if not removed:  # (the first temporary file: gone before the writer locks it)
+            for p in tmp_path.iterdir():
+                if p.name.endswith(TMP_SUFFIX):
+                    p.unlink()
+                    removed.append(p.name)
+        return flock(fd, op)
+
+    monkeypatch.setattr(_durable.fcntl, "flock", cleaner_first)
+    rep = Replacement(tmp_path / "t.txt")
+    monkeypatch.undo()
+    assert len(removed) == 1 and rep.path.name != removed[0]
+    assert os.path.samestat(os.stat(rep.path), os.fstat(rep._fd))
+    with rep.open("w") as f:
+        f.write("new")
+    rep.commit()
+    assert (tmp_path / "t.txt").read_text() == "new" and temps(tmp_path) == []
+
+
+def test_a_stores_files_are_synced_before_it_is_renamed_in(tmp_path, monkeypatch):
+    """A zarr store (a folder): each of its files reaches the disk before the rename
+    that makes the store visible, as a single file's data do."""
+    events = []
+    real_fsync, rename = os.fsync, _durable._rename
+
+    def fsync(fd):
+        events.append(("fsync", stat.S_ISREG(os.fstat(fd).st_mode)))
+        return real_fsync(fd)
+
+    def logged_rename(a, b):
+        events.append(("rename", None))
+        return rename(a, b)
+
+    monkeypatch.setattr(_durable.os, "fsync", fsync)
+    monkeypatch.setattr(_durable, "_rename", logged_rename)
+    out = tmp_path / "out.zarr"
+    store = _durable.StoreReplacement(out)
+    (store.path / "c").mkdir()
+    (store.path / "c" / "0").write_bytes(b"chunk")
+    store.commit()
+    i = events.index(("rename", None))
+    assert ("fsync", True) in events[:i] and ("fsync", False) in events[:i]
+    assert (out / "c" / "0").read_bytes() == b"chunk" and temps(tmp_path) == []

@@ -326,3 +326,27 @@ def test_a_second_ctrl_c_while_the_reader_stops_keeps_the_checkpoint(tmp_path):
     time.sleep(0.2)  # (both signals delivered before the test ends)
     assert isinstance(outcome, nbbn.FitInterrupted), outcome
     assert outcome.rows_done >= 1000 and ckpt.exists()
+
+
+def test_a_failed_second_rename_puts_the_old_store_back(tmp_path, monkeypatch):
+    """Without renameat2's exchange the old store is renamed aside, then the new one in:
+    when that second rename fails, the old store is put back under its own name (and
+    the new one removed), not left aside under a temporary name."""
+    out = tmp_path / "out.zarr"
+    out.mkdir()
+    (out / "zarr.json").write_text("old")
+    monkeypatch.setattr(_durable, "_exchange", lambda a, b: False)
+    store = _durable.StoreReplacement(out)
+    (store.path / "zarr.json").write_text("new")
+    rename = _durable._rename
+
+    def second_rename_fails(src, dst):
+        if src == str(store.path):
+            raise OSError("the second rename failed")
+        rename(src, dst)
+
+    monkeypatch.setattr(_durable, "_rename", second_rename_fails)
+    with pytest.raises(OSError, match="the second rename failed"):
+        store.commit()
+    assert (out / "zarr.json").read_text() == "old"
+    assert _temps(tmp_path) == []

@@ -415,3 +415,17 @@ def test_many_normalizers_in_turn_each_apply_their_own_numbers(rng):
             want = (x - norm.mean) / np.sqrt(norm.var)
             np.testing.assert_allclose(norm(x), want, rtol=1e-14, atol=1e-14)
         del norms
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 1)])
+def test_a_single_value_is_normalized(shape, backend):
+    """An input of one element (one row of one channel) is mapped like any other, into
+    a new array or into ``out``, and back by ``inverse``."""
+    norm = nbbn.Normalizer([2.0], [4.0], eps=0.0, weight=[3.0], bias=[0.5], backend=backend)
+    x = np.full(shape, 6.0)
+    want = (6.0 - 2.0) / 2.0 * 3.0 + 0.5
+    np.testing.assert_array_equal(norm(x), np.full(shape, want))
+    out = np.full(shape, np.nan)
+    assert norm(x, out=out) is out
+    np.testing.assert_array_equal(out, np.full(shape, want))
+    np.testing.assert_array_equal(norm.inverse(out), x)

@@ -107,6 +107,10 @@ def test_arguments_named_in_their_errors(tmp_path):
     bn = nbbn.BatchNorm(3)
     with pytest.raises(TypeError, match="Expected state_dict to be dict-like"):
         bn.load_state_dict(None)
+    for strict in ("False", 0, None):  # (a string from a config file: taken as True)
+        with pytest.raises(TypeError, match="strict must be a bool"):
+            bn.load_state_dict({"weight": np.full(3, 2.0)}, strict=strict)
+    assert (bn.weight == 1).all()
     with pytest.raises(ValueError, match=r"the RunningStats are empty \(nothing was fitted\)"):
         bn.load_running_stats(nbbn.RunningStats())
     assert bn.num_batches_tracked == 0 and (bn.running_var == 1).all()

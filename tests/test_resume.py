@@ -306,6 +306,10 @@ def test_newer_version_and_missing_fields_refused(shards, ckpt):
     with pytest.raises(CheckpointError, match=r"missing the fields \['position'\]"):
         fit(shards, checkpoint=ckpt, resume=True)
     ckpt.write_bytes(original)
+    rewrite(ckpt, lambda d: d.pop("checksum"))
+    with pytest.raises(CheckpointError, match=r"missing the fields \['checksum'\]"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(original)
     rewrite(ckpt, lambda d: d.pop("stats.m2"))
     with pytest.raises(CheckpointError, match="missing the fields"):
         fit(shards, checkpoint=ckpt, resume=True)
@@ -318,6 +322,7 @@ def test_newer_version_and_missing_fields_refused(shards, ckpt):
     (lambda m: dict(m, settings=[1]), r"invalid metadata: settings=\[1\]"),
     (lambda m: dict(m, complete=1), "invalid metadata: complete=1"),
     (lambda m: dict(m, position=dict(m["position"], shard=True)), "invalid position"),
+    (lambda m: dict(m, position=dict(m["position"], row=-1)), "invalid position"),
 ])
 def test_hand_made_metadata_refused(shards, ckpt, change, msg):
     """A checkpoint whose checksum matches but whose metadata no fit writes (found in
@@ -330,7 +335,7 @@ def test_hand_made_metadata_refused(shards, ckpt, change, msg):
         fit(shards, checkpoint=ckpt, resume=True)
 
 
-@pytest.mark.parametrize("version", [np.asarray("2"), np.asarray(2.7)])
+@pytest.mark.parametrize("version", [np.asarray("2"), np.asarray(2.7), np.asarray([2])])
 def test_a_version_that_is_not_an_integer_is_refused(shards, ckpt, version):
     rewrite(ckpt, lambda d: d.update(version=version))
     with pytest.raises(CheckpointError, match="no valid format version"):
@@ -539,6 +544,7 @@ def test_the_complete_checkpoint_of_an_npz_holds_every_row(tmp_path, rng):
     st = fit(tmp_path / "a.npz", batch_size=7, checkpoint=ck)
     c = load_checkpoint(ck)
     assert c.complete and c.rows_done == 30 and c.position["row"] == 30
+    assert c.bytes_done == 30 * 3 * 8  # (float64 rows of 3 values)
     assert same_bits(c.stats, st)
 
 
@@ -556,3 +562,77 @@ def test_an_iterable_resumed_inside_its_first_item_needs_that_item(tmp_path, rng
     assert load_checkpoint(ck).position["shard"] == 0
     with pytest.raises(ValueError, match="ended after 0 items"):
         fit(iter([]), checkpoint=ck, resume=True)
+
+
+def test_an_entry_read_with_another_dtype_or_shape_fails_the_checksum(shards, ckpt):
+    """The checksum covers each entry's dtype and shape, not only its bytes: the same
+    bytes read as int64, or as a column, are other statistics."""
+    original = ckpt.read_bytes()
+    for change in (lambda a: a.view(np.int64), lambda a: a.reshape(-1, 1)):
+        ckpt.write_bytes(original)
+        with np.load(ckpt) as z:
+            d = {k: z[k] for k in z.files}
+        d["stats.mean"] = change(d["stats.mean"])
+        with open(ckpt, "wb") as f:
+            np.savez(f, **d)  # the checksum left as it was
+        with pytest.raises(CheckpointError, match="checksum does not match"):
+            fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_a_rewritten_checkpoint_carries_its_own_write_time(ckpt, tmp_path, monkeypatch):
+    """``extra`` holds further metadata only (a distributed fit's parts): the write time
+    read from a checkpoint is not in it, so the next write of a resumed fit records its
+    own time, not the old one."""
+    from types import SimpleNamespace
+
+    import nbbn.checkpoint as checkpoint_module
+
+    c = load_checkpoint(ckpt)
+    assert c.extra == {}
+    monkeypatch.setattr(checkpoint_module, "time", SimpleNamespace(time=lambda: 1234.5))
+    checkpoint_module.save_checkpoint(tmp_path / "again.ckpt", c)
+    with np.load(tmp_path / "again.ckpt") as z:
+        assert json.loads(str(z["meta"]))["written_unix"] == 1234.5
+
+
+def test_a_source_with_fewer_shards_than_counted_is_refused(shards, ckpt):
+    """The checkpoint is inside s2, the third shard: a source of two shards (s2 and s3
+    gone) lacks one already counted in part."""
+    (shards / "s2.npy").unlink()
+    (shards / "s3.npy").unlink()
+    with pytest.raises(CheckpointError, match="has counted 3 shards, but the source now has "
+                                              "only 2"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
+def test_a_data_file_named_as_the_checkpoint_is_not_called_corrupt(shards, tmp_path):
+    """A ``.npy`` array (a data file named by mistake) is refused for what it is, not as
+    a truncated or corrupt checkpoint, whose message says to delete it."""
+    data = tmp_path / "x.npy"
+    np.save(data, np.ones((4, 3)))
+    with pytest.raises(CheckpointError, match=r"is not an nbbn checkpoint \(expected an "
+                                              r"\.npz") as info:
+        fit(shards, checkpoint=data, resume=True)
+    assert "delete" not in str(info.value)
+    np.testing.assert_array_equal(np.load(data), np.ones((4, 3)))
+
+
+def test_a_source_of_another_kind_is_refused_by_name(shards, ckpt):
+    """A checkpoint of ``.npy``/``.npz`` shards resumed with a table: the message names
+    both kinds, before any shard is compared."""
+    pd = pytest.importorskip("pandas")
+    table = pd.DataFrame(np.ones((50, 3)), columns=["a", "b", "c"])
+    with pytest.raises(CheckpointError, match=r"different kind of source \(Source vs "
+                                              r"TableSource\)"):
+        fit(table, checkpoint=ckpt, resume=True, batch_size=9)
+
+
+def test_a_memmap_resumed_as_an_array_in_memory_is_refused(tmp_path, rng):
+    """A shard's fingerprint depends on what holds it (a file for a memmap, a sample of
+    rows for an array in memory): a field one has and the other lacks is a difference,
+    not skipped (other rows of the same shape were taken as the counted ones)."""
+    np.save(tmp_path / "x.npy", rng.standard_normal((20, 3)))
+    ck = tmp_path / "fit.ckpt"
+    fit(np.load(tmp_path / "x.npy", mmap_mode="r"), checkpoint=ck)
+    with pytest.raises(CheckpointError, match="does not match the source"):
+        fit(rng.standard_normal((20, 3)), checkpoint=ck, resume=True)

@@ -400,3 +400,37 @@ def test_to_torch_refuses_values_beyond_the_dtype_and_exports_a_dropped_weight()
     x = np.array([[1000.0, 1.0], [-1000.0, 2.0]])
     np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), b(x), rtol=1e-12)
     assert torch.equal(m.weight.detach(), torch.ones(2, dtype=torch.float64))
+
+
+def test_momentum_zero_keeps_the_buffers_as_torch(backend, rng):
+    """``momentum=0.0`` is a factor, not "None": torch's buffers then never move (no
+    cumulative average), and the outputs use the batch statistics as usual."""
+    tbn = torch.nn.BatchNorm2d(3, momentum=0.0).double()
+    bn = nbbn.BatchNorm(3, momentum=0.0, backend=backend)
+    for _ in range(3):
+        x = _batch(rng, "2d", 3, "float64", n=4)
+        assert_close(bn(x), _tnp(tbn(torch.from_numpy(x))), **TOL["float64"])
+    _compare_buffers(bn, tbn, TOL["float64"])
+    np.testing.assert_array_equal(bn.running_mean, np.zeros(3))
+    np.testing.assert_array_equal(bn.running_var, np.ones(3))
+    assert bn.num_batches_tracked == 3
+
+
+def test_reset_parameters_resets_the_buffers_too_as_torch(rng):
+    """torch's ``reset_parameters`` starts with ``reset_running_stats``: after training,
+    the buffers and the count go back to their initial values with the parameters."""
+    tbn = torch.nn.BatchNorm1d(2).double()
+    bn = nbbn.BatchNorm(2)
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor([2.0, 3.0]))
+        tbn.bias.copy_(torch.tensor([-1.0, 0.5]))
+    bn.load_state_dict(tbn.state_dict())
+    x = rng.standard_normal((6, 2)) * 3 + 1
+    bn(x)
+    tbn(torch.from_numpy(x))
+    bn.reset_parameters()
+    tbn.reset_parameters()
+    _compare_buffers(bn, tbn, TOL["float64"])
+    np.testing.assert_array_equal(bn.weight, _tnp(tbn.weight))
+    np.testing.assert_array_equal(bn.bias, _tnp(tbn.bias))
+    assert bn.num_batches_tracked == 0 and (bn.running_var == 1).all()
