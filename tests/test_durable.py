@@ -309,24 +309,31 @@ def test_a_folder_given_as_the_checkpoint_is_refused(tmp_path, resume):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_file_is_synced_before_the_rename(tmp_path, monkeypatch):
-    """Durable: the temporary file's data reach the disk before the rename, and the
-    folder's entry after it."""
+def _logged_syncs(monkeypatch, owner, name: str) -> list:
+    """Log each fsync, ``("fsync", True)`` for a file and ``False`` for a folder, and
+    each call of the rename ``owner.name`` as ``("rename", None)``, in order."""
     events = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_rename = os.fsync, getattr(owner, name)
 
     def fsync(fd):
         events.append(("fsync", stat.S_ISREG(os.fstat(fd).st_mode)))
         return real_fsync(fd)
 
-    def replace(a, b):
-        events.append(("replace", None))
-        return real_replace(a, b)
+    def rename(a, b):
+        events.append(("rename", None))
+        return real_rename(a, b)
 
     monkeypatch.setattr(_durable.os, "fsync", fsync)
-    monkeypatch.setattr(_durable.os, "replace", replace)
+    monkeypatch.setattr(owner, name, rename)
+    return events
+
+
+def test_the_file_is_synced_before_the_rename(tmp_path, monkeypatch):
+    """Durable: the temporary file's data reach the disk before the rename, and the
+    folder's entry after it."""
+    events = _logged_syncs(monkeypatch, _durable.os, "replace")
     nbbn.RunningStats(-1).update(np.ones((2, 3))).save(tmp_path / "s.npz")
-    i = events.index(("replace", None))
+    i = events.index(("rename", None))
     assert ("fsync", True) in events[:i]
     assert ("fsync", False) in events[i + 1:]
 
@@ -381,19 +388,7 @@ def test_a_temp_a_cleaner_removed_before_the_lock_is_not_used(tmp_path, monkeypa
 def test_a_stores_files_are_synced_before_it_is_renamed_in(tmp_path, monkeypatch):
     """A zarr store (a folder): each of its files reaches the disk before the rename
     that makes the store visible, as a single file's data do."""
-    events = []
-    real_fsync, rename = os.fsync, _durable._rename
-
-    def fsync(fd):
-        events.append(("fsync", stat.S_ISREG(os.fstat(fd).st_mode)))
-        return real_fsync(fd)
-
-    def logged_rename(a, b):
-        events.append(("rename", None))
-        return rename(a, b)
-
-    monkeypatch.setattr(_durable.os, "fsync", fsync)
-    monkeypatch.setattr(_durable, "_rename", logged_rename)
+    events = _logged_syncs(monkeypatch, _durable, "_rename")
     out = tmp_path / "out.zarr"
     store = _durable.StoreReplacement(out)
     (store.path / "c").mkdir()
