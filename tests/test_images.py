@@ -8,6 +8,7 @@ for the rest): different JPEG decoders may differ by one level.
 
 from __future__ import annotations
 
+import glob as glob_mod
 import os
 import signal
 
@@ -93,6 +94,8 @@ def test_folder_exact_against_float64_of_same_decoder(rgb_folder):
     stats = fit(str(d))  # a folder of images; channel_axis -1 by default
     assert stats.channel_axis == -1 and stats.histogram is None and stats.skipped == []
     check_exact(stats, [reference_pixels(f) for f in files])
+    # (1, H, W, C) batches: channel axis 3 is the last axis too, accepted as -1
+    check_exact(fit(str(d), channel_axis=3), [reference_pixels(f) for f in files])
 
 
 def test_histogram_bincount_and_percentiles(rgb_folder):
@@ -128,6 +131,15 @@ def test_sixteen_bit_gray_png_and_tiff(tmp_path, rng):
     # mode="L" scales 16-bit values to 8 bits as round(v / 257)
     stats8 = fit(ImageSource(tmp_path, mode="L"))
     check_exact(stats8, [np.round(p / 257.0) for p in pixels])
+    # a big-endian TIFF (Pillow's I;16B): the same values, in native uint16
+    be = smooth(rng, 6, 9, 1, np.uint16)
+    PIL_Image.fromarray(be.astype(">u2")).save(tmp_path / "be.tif")
+    with PIL_Image.open(tmp_path / "be.tif") as im:
+        assert im.mode == "I;16B"
+    stats = fit(ImageSource(tmp_path / "be.tif", histogram=True))
+    check_exact(stats, [be[..., None]])
+    np.testing.assert_array_equal(stats.histogram.counts[0],
+                                  np.bincount(be.ravel(), minlength=65536))
 
 
 def test_own_channels_kept_mismatch_named_mode_converts(tmp_path, rng):
@@ -156,6 +168,8 @@ def test_bad_files_named_or_skipped_and_listed(rgb_folder, tmp_path):
     check_exact(stats, [reference_pixels(f) for f in files])
     assert [s.split(":")[0] for s in stats.skipped] == [str(d / "cut.jpg"), str(d / "fake.png")]
     assert "not an image file" in stats.skipped[1]
+    for entry, name in zip(stats.skipped, ("cut.jpg", "fake.png"), strict=True):
+        assert entry.startswith(f"{d / name}: ") and entry.count(name) == 1  # named once
     stats.save(tmp_path / "s.npz")
     back = nbbn.RunningStats.load(tmp_path / "s.npz")
     assert back.skipped == stats.skipped
@@ -199,6 +213,16 @@ def test_size_resizes_like_pillow(rgb_folder):
                for f in files]
     check_exact(stats, resized)
     assert int(stats.count[0]) == 6 * 7 * len(files)
+    # an int is the shorter side; the longer is int(size * long / short), as torchvision
+    stats = fit(ImageSource(d, size=5, jpeg_decoder="pillow"))
+    resized = []
+    for f in files:
+        im = PIL_Image.open(f).convert("RGB")
+        w, h = im.size
+        want = (5, int(5 * w / h)) if h <= w else (int(5 * h / w), 5)  # (height, width)
+        resized.append(np.asarray(im.resize(want[::-1], PIL_Image.Resampling.BILINEAR)))
+        assert min(resized[-1].shape[:2]) == 5
+    check_exact(stats, resized)
 
 
 def test_histogram_object_merge_update_and_checks(rng):
@@ -272,7 +296,10 @@ def test_histograms_merge_with_statistics_of_empty_batches_and_huge_counts(rng):
 def test_bad_arguments_and_sources(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     for kw, match in [({"mode": "CMYK"}, "mode must be"), ({"workers": 0}, "workers"),
-                      ({"size": (3,)}, "size"), ({"on_error": "ignore"}, "on_error")]:
+                      ({"size": (3,)}, "size"), ({"on_error": "ignore"}, "on_error"),
+                      ({"size": 0}, "size must be a positive int"),
+                      ({"workers": True}, "workers must be a positive integer"),
+                      ({"jpeg_decoder": "turbo"}, "jpeg_decoder must be")]:
         with pytest.raises(ValueError, match=match):
             ImageSource(tmp_path, **kw)
     with pytest.raises(ValueError, match="channel axis is -1"):
@@ -375,6 +402,15 @@ def test_pillows_size_guard_holds_for_jpeg_files_too(tmp_path, monkeypatch, deco
     monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 1000)  # between 1x and 2x: a warning
     with pytest.warns(PIL_Image.DecompressionBombWarning):
         assert fit(ImageSource(jpg, jpeg_decoder=decoder)).count.tolist() == [1920] * 3
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", None)  # no limit (as Pillow's None)
+    assert fit(ImageSource(jpg, jpeg_decoder=decoder)).count.tolist() == [1920] * 3
+    # exactly twice the limit: Pillow warns (raises only past it), for a PNG as a JPEG
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 960)
+    png = save(np.zeros((40, 48, 3), np.uint8), tmp_path / "big.png")
+    with pytest.warns(PIL_Image.DecompressionBombWarning), PIL_Image.open(png) as im:
+        im.load()
+    with pytest.warns(PIL_Image.DecompressionBombWarning):
+        assert fit(ImageSource(jpg, jpeg_decoder=decoder)).count.tolist() == [1920] * 3
 
 
 def test_load_truncated_images_is_warned_about(tmp_path, monkeypatch):
@@ -402,6 +438,10 @@ def test_messages_for_image_sources_name_the_right_thing(tmp_path):
     (tmp_path / "labels.txt").write_text("x")
     with pytest.raises(ValueError, match="labels.txt'?: not an image file"):
         fit([png, str(tmp_path / "labels.txt")])
+    assert not _images.looks_like_images([])  # (an empty list holds no image)
+    # a list naming a missing file: refused when listed (not skipped under "skip")
+    with pytest.raises(FileNotFoundError, match="gone.png: no such file"):
+        ImageSource([png, str(tmp_path / "gone.png")], on_error="skip")
 
 
 def test_depth_mismatch_suggests_the_images_own_mode(tmp_path):
@@ -457,6 +497,10 @@ def test_32_bit_images_refused_where_8_bits_would_clip(tmp_path):
         nbbn.fit(ImageSource(small), progress=False)
     stats = nbbn.fit(ImageSource(small, mode="L"), progress=False)
     assert stats.count[0] == 64 and stats.mean[0] == 31.5 and stats.max[0] == 63
+    top = np.arange(256).reshape(16, 16)  # 255 included: still exact
+    Image.fromarray(top.astype(np.int32)).save(tmp_path / "top.tif")
+    stats = nbbn.fit(ImageSource(tmp_path / "top.tif", mode="L"), progress=False)
+    assert stats.max[0] == 255 and stats.mean[0] == top.mean()
 
 
 def test_key_or_columns_for_images_refused(rgb_folder):
@@ -475,6 +519,9 @@ def test_image_source_repr(rgb_folder):
     src = ImageSource(d, mode="RGB")
     assert repr(src) == (f"ImageSource({d} ({len(files)} images), mode='RGB', size=None, "
                          "histogram=False, on_error='raise')")
+    # one row per image; the bytes are the files' (what the progress bar counts)
+    assert src.rows == len(files) and src.paths == files
+    assert src.nbytes == sum(os.path.getsize(f) for f in files)
     one = ImageSource([files[0]])
     assert repr(one).startswith("ImageSource(1 image file, mode=None")
 
@@ -501,6 +548,26 @@ def test_a_resume_with_another_mode_is_refused(rgb_folder, tmp_path):
     nbbn.fit(ImageSource(d), checkpoint=ck, progress=False)
     with pytest.raises(nbbn.CheckpointError, match="mode"):
         nbbn.fit(ImageSource(d, mode="L"), checkpoint=ck, resume=True, progress=False)
+    with pytest.raises(nbbn.CheckpointError, match="size"):  # (so is the size)
+        nbbn.fit(ImageSource(d, size=8), checkpoint=ck, resume=True, progress=False)
+
+
+def test_a_resume_after_a_file_was_rewritten_is_refused(rgb_folder, tmp_path):
+    """A file rewritten in place (same size, new pixels) or grown with its old
+    modification time kept: the list's digest changes, so the resume is refused."""
+    d, files = rgb_folder
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(ImageSource(d), checkpoint=ck, progress=False)
+    png = next(f for f in files if f.endswith(".png"))
+    st = os.stat(png)
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, touched
+    with pytest.raises(nbbn.CheckpointError, match="digest"):
+        nbbn.fit(ImageSource(d), checkpoint=ck, resume=True, progress=False)
+    with open(png, "ab") as f:
+        f.write(b"\0")  # (one more byte after the PNG's end: decoded as before)
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old time, another size
+    with pytest.raises(nbbn.CheckpointError, match="digest"):
+        nbbn.fit(ImageSource(d), checkpoint=ck, resume=True, progress=False)
 
 
 def test_files_skipped_are_kept_through_a_resume(tmp_path):
@@ -532,6 +599,13 @@ def test_a_failed_first_image_leaves_no_histogram(monkeypatch):
     with pytest.raises(RuntimeError):
         batch.account(rs)
     assert rs.histogram is None and rs.num_channels is None
+    # statistics that counted images keep their histogram when a later update fails
+    monkeypatch.undo()
+    batch.account(rs)
+    monkeypatch.setattr(nbbn.RunningStats, "_update", boom)
+    with pytest.raises(RuntimeError):
+        batch.account(rs)
+    np.testing.assert_array_equal(rs.histogram.counts, Histogram.of(px[0]).counts)
 
 
 def test_histograms_merge_up_to_exactly_the_limit():
@@ -547,3 +621,113 @@ def test_histograms_merge_up_to_exactly_the_limit():
     with pytest.raises(ValueError, match="2\\*\\*62"):
         h = Histogram(a)
         h += Histogram(b)
+
+
+def test_a_glob_is_counted_in_sorted_order(tmp_path, monkeypatch):
+    """A glob's files are counted in sorted order whatever order the folder lists them
+    in (a resume's position is an index into the list)."""
+    names = [save(np.full((2, 3), v, np.uint8), tmp_path / f"{k}.png")
+             for k, v in (("c", 3), ("a", 1), ("b", 2))]
+    listed = glob_mod.glob
+
+    def unsorted(*args, **kwargs):
+        return sorted(listed(*args, **kwargs), reverse=True)
+
+    monkeypatch.setattr(glob_mod, "glob", unsorted)
+    assert ImageSource(str(tmp_path / "*.png")).paths == sorted(names)
+
+
+@pytest.mark.parametrize("made, mode, channels", [
+    ("L", None, 1),  # a grayscale JPEG keeps its one channel
+    ("RGB", "L", 1),  # a colour JPEG read as gray (simplejpeg's GRAY)
+    ("RGB", "RGBA", 4),  # simplejpeg has no RGBA: Pillow converts
+    ("L", "LA", 2),
+])
+def test_jpeg_modes_give_the_channels_asked_for(tmp_path, rng, made, mode, channels):
+    c = 1 if made == "L" else 3
+    jpg = save(smooth(rng, 14, 19, c), tmp_path / "a.jpg", quality=90)
+    if mode in ("RGBA", "LA"):
+        want = pillow_pixels(jpg, mode)
+    else:
+        with open(jpg, "rb") as f:
+            want = simplejpeg.decode_jpeg(f.read(), colorspace="GRAY")
+    assert want.shape[-1] == channels
+    check_exact(fit(ImageSource(jpg, mode=mode)), [want])
+
+
+def test_a_cmyk_jpeg_is_read_by_pillow_as_four_channels(tmp_path, rng):
+    """simplejpeg does not convert CMYK: such a JPEG goes to Pillow, its four channels
+    kept (mode=None) or converted (mode="RGB"), whatever the JPEG decoder asked for."""
+    cmyk = rng.integers(0, 256, (6, 8, 4)).astype(np.uint8)
+    jpg = tmp_path / "c.jpg"
+    PIL_Image.frombytes("CMYK", (8, 6), cmyk.tobytes()).save(jpg, quality=95)
+    check_exact(fit(ImageSource(str(jpg))), [pillow_pixels(jpg)])
+    check_exact(fit(ImageSource(str(jpg), mode="RGB")), [pillow_pixels(jpg, "RGB")])
+    assert pillow_pixels(jpg).shape[-1] == 4
+
+
+def test_palette_and_one_bit_images_keep_their_own_channels(tmp_path, rng):
+    """mode=None: a palette image is RGB, or RGBA when it has a transparent colour or an
+    alpha channel (PA); a 1-bit image is L (0 and 255), as Pillow converts them; LA is
+    kept."""
+    rgb = smooth(rng, 9, 11, 3)
+    pal = PIL_Image.fromarray(rgb).quantize(8)
+    pal.save(tmp_path / "p.png")
+    pal.save(tmp_path / "t.png", transparency=0)
+    pal.convert("PA").save(tmp_path / "pa.tif")  # (palette and alpha: RGBA)
+    PIL_Image.fromarray(rng.integers(0, 2, (7, 10)).astype(bool)).save(tmp_path / "one.png")
+    PIL_Image.fromarray(smooth(rng, 5, 6, 2)).save(tmp_path / "la.png")  # (LA kept)
+    for name, mode, channels in (("p.png", "RGB", 3), ("t.png", "RGBA", 4),
+                                 ("pa.tif", "RGBA", 4), ("one.png", "L", 1),
+                                 ("la.png", "LA", 2)):
+        with PIL_Image.open(tmp_path / name) as im:
+            assert im.mode in ("P", "PA", "1", "LA")
+        want = pillow_pixels(tmp_path / name, mode)
+        assert want.shape[-1] == channels
+        check_exact(fit(ImageSource(str(tmp_path / name))), [want])
+
+
+def test_statistics_without_a_histogram_refuse_an_image_with_one():
+    """Counts given to statistics that have channels but no histogram: refused,
+    unchanged (a histogram of the later images alone would pass for all of them)."""
+    px = np.full((1, 2, 2, 3), 7, np.uint8)
+    rs = nbbn.RunningStats(-1).update(px)
+    batch = _images.ImageBatch(px, 0, 0, 1, 12, counts=Histogram.of(px[0]).counts,
+                               path="x.png")
+    with pytest.raises(ImageError, match="x.png: the statistics so far have no histogram"):
+        batch.account(rs)
+    assert rs.histogram is None and rs.count.tolist() == [4] * 3
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_first_image_after_a_resume_is_checked_against_the_histograms_depth(skip):
+    """After a resume the pass has counted no image yet: the depth of the images
+    counted before is the histogram's, and a 16-bit image is refused (or skipped) by
+    name, the statistics unchanged."""
+    px8 = np.full((1, 2, 2, 1), 7, np.uint8)
+    rs = nbbn.RunningStats(-1)
+    rs.histogram = Histogram.empty(1, np.uint8)
+    rs.update(px8)  # (as restored from a checkpoint)
+    px16 = np.full((1, 2, 2, 1), 40000, np.uint16)
+    batch = _images.ImageBatch(px16, 1, 0, 1, 8, counts=Histogram.of(px16[0]).counts,
+                               path="b16.png", depth={}, skip_mismatch=skip)
+    if skip:
+        batch.account(rs)
+        assert len(rs.skipped) == 1 and rs.skipped[0].startswith("b16.png: the image is "
+                                                                  "16-bit")
+    else:
+        with pytest.raises(ImageError, match="b16.png: the image is 16-bit, but the "
+                                             "images counted before it are 8-bit"):
+            batch.account(rs)
+    assert rs.count.tolist() == [4] and rs.histogram.counts[0, 7] == 4
+
+
+@pytest.mark.parametrize("marker", [".zarray", "zarr.json", ".zgroup"])
+def test_a_zarr_store_not_named_zarr_is_not_images(tmp_path, marker):
+    """A folder that is a zarr store (v2 array or group, v3) is read as zarr even when
+    its name does not end in .zarr: not taken for a folder of images."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / marker).write_text("{}")
+    assert not _images.looks_like_images(str(store))
+    assert _images.looks_like_images(str(tmp_path))  # (the folder above holds no marker)

@@ -9,7 +9,13 @@ import pytest
 
 import nbbn
 from nbbn.cli import main
-from nbbn.plot import MANY_CHANNELS, PlotUnavailableError, plot_stats, undrawn_note
+from nbbn.plot import (
+    MANY_CHANNELS,
+    PlotUnavailableError,
+    plot_histogram,
+    plot_stats,
+    undrawn_note,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +76,17 @@ def test_plot_stats_empty_and_nan(tmp_path, rng):
     x[0, 0], x[0, 3] = np.nan, np.inf
     st = nbbn.RunningStats(channel_axis=1, channel_names=list("abcd")).update(x)
     assert undrawn_note(st) == "not drawn: channels 'a' (NaN), 'c' (NaN), 'd' (infinite)"
+    # names given (plot_stats's channel_names=) win over the statistics' own
+    assert undrawn_note(st, list("wxyz")) == ("not drawn: channels 'w' (NaN), 'y' (NaN), "
+                                              "'z' (infinite)")
     assert undrawn_note(_stats(3, rng)) is None
+    # six channels are named, the rest counted
+    y = rng.standard_normal((5, 9))
+    y[:, :8] = np.nan
+    st = nbbn.channel_stats(y, channel_axis=1, nan_policy="omit")
+    assert undrawn_note(st) == ("not drawn: channels "
+                                + ", ".join(f"{c} (no values)" for c in range(6))
+                                + ", and 2 more")
 
 
 def test_plot_values_near_the_top_of_the_range_and_weighted_counts(tmp_path, rng):
@@ -80,8 +96,24 @@ def test_plot_values_near_the_top_of_the_range_and_weighted_counts(tmp_path, rng
     pytest.importorskip("matplotlib")
     st = nbbn.channel_stats(np.array([[-1e308, 1e308, 1e308], [-1e308, 1e308, -1e308]]), 1)
     assert undrawn_note(st) == "not drawn: channel 2 (infinite)"
-    _check_png(plot_stats(st, tmp_path / "top.png"), 5_000)
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    markers = []
+    scatter = Axes.scatter
+
+    def spy_markers(self, x, y, **kw):
+        markers.append((kw.get("label"), np.asarray(y, np.float64)))
+        return scatter(self, x, y, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Axes, "scatter", spy_markers)
+        _check_png(plot_stats(st, tmp_path / "top.png"), 5_000)
+    assert [label for label, _ in markers] == ["min", "max"]
+    for label, y in markers:  # in units of 1e308; channel 2 left blank
+        want = st.min if label == "min" else st.max
+        np.testing.assert_allclose(y[:2], want[:2] / 1e308, rtol=1e-12)
+        assert np.isnan(y[2])
 
     titles = []
     orig = Figure.suptitle
@@ -91,10 +123,106 @@ def test_plot_values_near_the_top_of_the_range_and_weighted_counts(tmp_path, rng
         return orig(self, t, **kw)
 
     w = nbbn.RunningStats(1).update(rng.standard_normal((2, 2)), sample_weight=[0.25, 0.5])
+    # channels that counted different numbers of values: the title gives the range
+    x = rng.standard_normal((50, 3))
+    x[:3, 0], x[:7, 2] = np.nan, np.nan
+    omit = nbbn.channel_stats(x, channel_axis=1, nan_policy="omit")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Figure, "suptitle", spy)
         plot_stats(w, tmp_path / "w.png")
-    assert titles == ["nbbn statistics: 2 channels, 0.75 values per channel"]
+        plot_stats(omit, tmp_path / "o.png")
+    assert titles == ["nbbn statistics: 2 channels, 0.75 values per channel",
+                      "nbbn statistics: 3 channels, 43-50 values per channel"]
+
+
+def test_channels_are_labelled_with_the_statistics_names(tmp_path, rng):
+    """Without ``channel_names=``, the ticks carry ``stats.channel_names`` (a table's
+    columns); an argument given wins."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    st = nbbn.RunningStats(1, channel_names=["red", "green", "blue"]).update(
+        rng.standard_normal((20, 3)))
+    labels = []
+    orig = Axes.set_xticks
+
+    def spy(self, ticks, labels_=None, **kw):
+        labels.append(None if labels_ is None else list(labels_))
+        return orig(self, ticks, labels_, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Axes, "set_xticks", spy)
+        plot_stats(st, tmp_path / "a.png")
+        plot_stats(st, tmp_path / "b.png", channel_names=["R", "G", "B"])
+    assert labels == [["red", "green", "blue"], ["R", "G", "B"]]
+
+
+def test_a_16_bit_histogram_is_drawn_in_256_bins_of_256_levels(tmp_path, rng):
+    """Each line is the counts summed over 256 levels, at the bins' first levels
+    (0, 256, ..., 65280) on the axis of 16-bit levels."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from nbbn._histogram import Histogram
+
+    v = rng.integers(0, 65536, (500, 2)).astype(np.uint16)
+    st = nbbn.RunningStats(-1)
+    st.histogram = Histogram.empty(2, np.uint16)
+    st.update(v)
+    lines, marks = [], []
+    orig, axvline = Axes.plot, Axes.axvline
+
+    def spy(self, x, y, *args, **kw):
+        lines.append((np.asarray(x), np.asarray(y)))
+        return orig(self, x, y, *args, **kw)
+
+    def spy_marks(self, x, *args, **kw):
+        marks.append((len(lines) - 1, x))  # (the channel whose line was drawn last)
+        return axvline(self, x, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Axes, "plot", spy)
+        mp.setattr(Axes, "axvline", spy_marks)
+        plot_histogram(st, tmp_path / "h.png")
+    assert len(lines) == 2
+    for c, (x, y) in enumerate(lines):
+        np.testing.assert_array_equal(x, np.arange(0, 65536, 256))
+        np.testing.assert_array_equal(y, np.bincount(v[:, c] // 256, minlength=256))
+        # the 1st, 50th and 99th percentiles of the channel, at their 16-bit levels
+        np.testing.assert_allclose([m for ch, m in marks if ch == c],
+                                   np.percentile(v[:, c], [1, 50, 99]), rtol=1e-12)
+    _check_png(tmp_path / "h.png", 5_000)
+
+
+@pytest.mark.parametrize("ratio, log", [(150, True), (50, False)])
+def test_log_scales_past_two_and_three_decades(tmp_path, ratio, log):
+    """The std panel is log-scaled when the stds span more than two decades, the
+    histogram when its counts span more than three (ratios of 150 / 50, 1500 / 500)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from nbbn._histogram import Histogram
+
+    scales = []
+    orig = Axes.set_yscale
+
+    def spy(self, value, **kw):
+        scales.append(value)
+        return orig(self, value, **kw)
+
+    st = nbbn.channel_stats(np.array([[-1.0, -ratio], [1.0, ratio]]), channel_axis=1)
+    assert st.std.tolist() == [1.0, ratio]
+    x = np.zeros((10 * ratio + 1, 1), np.uint8)
+    x[0] = 1  # levels 0 and 1 counted 10 * ratio and 1 times
+    hs = nbbn.RunningStats(-1)
+    hs.histogram = Histogram.empty(1, np.uint8)
+    hs.update(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Axes, "set_yscale", spy)
+        plot_stats(st, tmp_path / "s.png")
+        assert scales == (["log"] if log else [])
+        plot_histogram(hs, tmp_path / "h.png")
+    assert scales == (["log", "log"] if log else [])
 
 
 def test_cli_plot_names_undrawn_channels(tmp_path, rng, capsys):
