@@ -9,7 +9,7 @@ from reference import assert_stats, ref_stats
 
 import nbbn
 from nbbn.backends import cpu, cpu_byte_tables, cpu_stats
-from nbbn.backends._stats import BatchStats
+from nbbn.backends._stats import COUNT_LIMIT, BatchStats
 from nbbn.backends.cpu_numerics import chan_merge, merge_max, merge_min
 
 
@@ -143,6 +143,29 @@ def test_fold_in_channel_groups_keeps_the_bits(rng, into):
                           cpu_stats.whole_ranges(nparts, nchan))
     np.testing.assert_array_equal(state.ints, want_i)
     np.testing.assert_array_equal(state.floats, want_f)
+
+
+def test_fold_into_a_state_counts_every_partition_against_the_limit():
+    """``fold`` into a state from several partitions that each fit beside the state but
+    together pass ``COUNT_LIMIT``: refused (False), the state as it was; one value
+    fewer fits (mutant: each partition's count checked against the state alone)."""
+    nparts, nchan = 3, 2
+    pi = np.zeros((nparts, 3, nchan), np.int64)
+    pi[:, 0] = 10
+    pf = np.zeros((nparts, 5, nchan))
+    pf[:, 3:] = 1.0  # (each partition: 10 values of 1)
+    for room, fits in ((29, False), (30, True)):
+        state = BatchStats.empty(nchan)
+        state.ints[0] = COUNT_LIMIT - room
+        state.floats[0] = state.floats[3] = state.floats[4] = 1.0
+        before = state.ints.copy(), state.floats.copy()
+        assert cpu_stats.fold(pi, pf, state.ints, state.floats, True,
+                              cpu_stats.whole_ranges(nparts, nchan)) == fits
+        if fits:
+            assert state.ints[0].tolist() == [COUNT_LIMIT] * nchan
+        else:
+            np.testing.assert_array_equal(state.ints, before[0])
+            np.testing.assert_array_equal(state.floats, before[1])
 
 
 @pytest.mark.parametrize("into", [False, True])

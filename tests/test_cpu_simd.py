@@ -312,6 +312,8 @@ def test_channels_last_uint8_periods(rng, nchan, dtype):
     x[rows // 2, -1] = info.min
     if nchan > 1:
         x[:, 1] = info.min  # a constant channel: variance exactly 0
+    if nchan > 3:
+        x[:, 2] = info.max  # ... and one of the top value: its minimum too
     rs = nbbn.channel_stats(x, -1, backend="cpu")
     assert_stats(rs, ref_stats(x, -1), 1e-12)
 
