@@ -192,6 +192,19 @@ def test_numpy_input_with_backend_cuda_returns_numpy(cuda, rng):
     assert_output(out, ref_normalize(x, rs.mean, rs.var))
 
 
+def test_host_data_goes_to_the_device_in_native_byte_order(cuda):
+    """Big-endian host input, and a big-endian host ``out``, have native-order device
+    copies: the GPU kernels read and write native numbers (the simulator indexes numpy
+    arrays, which would hide a byte-swapped copy, so the dtypes are checked here)."""
+    from nbbn.backends import cuda as backend
+
+    for dt in (">f4", ">i2"):
+        can = backend.prepare(np.arange(12, dtype=dt).reshape(2, 3, 2), 1, "x")
+        assert can.dtype == np.dtype(dt).newbyteorder("=") and can.dtype.isnative
+        out = backend.prepare_out(np.empty((2, 3, 2), ">f8"), can, "x")
+        assert np.dtype(out.dev.dtype) == np.float64 and np.dtype(out.dev.dtype).isnative
+
+
 def test_out_device_array_and_in_place(cuda, rng):
     x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
     mean, var = rng.normal(size=3), rng.uniform(1, 2, 3)
@@ -272,6 +285,10 @@ def test_bad_input_leaves_state(cuda, rng):
     strided = cuda.to_device(rng.normal(size=(4, 3, 4, 5)))[:, :, :, ::2]
     with pytest.raises(ValueError, match="without a copy"):
         rs.update(strided)
+    # channels-last: rows 4 of 6 along the middle axis, whose outer axes do not merge
+    # either (said so, whatever the row stride)
+    with pytest.raises(ValueError, match="without a copy"):
+        nbbn.channel_stats(cuda.to_device(rng.normal(size=(4, 6, 3)))[:, :4], channel_axis=-1)
     after = rs.to_dict()
     for key in ("count", "mean", "m2", "min", "max"):
         np.testing.assert_array_equal(before[key], after[key])
@@ -345,6 +362,19 @@ def test_normalizer_device_out_partly_overlapping_its_input(cuda, shift):
     np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_normalizer_device_out_transposing_its_input(cuda, axis):
+    """An ``out`` that starts where its input starts, with other strides (the transpose
+    of a square input), overlaps it without being the same view: written through a
+    temporary, as a partly overlapping one."""
+    host = np.random.default_rng(0).standard_normal((6, 6))
+    d = cuda.to_device(host)
+    norm = nbbn.Normalizer(np.arange(6.0), np.arange(1.0, 7.0), channel_axis=axis)
+    want = norm(host)
+    norm(d, out=d.T)
+    np.testing.assert_allclose(d.copy_to_host().T, want, rtol=1e-12)
+
+
 def test_cpu_tensor_with_backend_cuda_gives_tensors(cuda, rng):
     """torch in, torch out, as the CPU backend: a CPU tensor with backend="cuda" comes
     back as a CPU tensor, and a tensor ``out=`` is written (a bfloat16 input's float32
@@ -393,6 +423,31 @@ def test_short_rows_strided_view(cuda, small_blocks, rng):
     assert_output(y.copy_to_host(), ref_normalize(x[::2], rs.mean, rs.var))
 
 
+def test_single_row_with_a_zero_row_stride(cuda):
+    """A (1, C) device row broadcast from a (C,) one has row stride 0: the kernels step
+    over its one row with a positive step (a step of 0 read it as no rows at all)."""
+    row = np.arange(4.0)
+    d = cuda.to_device(np.broadcast_to(row, (1, 4)))
+    assert d.strides[0] == 0
+    assert_stats(nbbn.channel_stats(d, channel_axis=-1), ref_stats(row[None], -1), 1e-12)
+    mean, var = np.ones(4), np.full(4, 4.0)
+    y = nbbn.normalize(d, mean, var, channel_axis=-1)
+    assert_output(y.copy_to_host(), ref_normalize(row[None], mean, var, channel_axis=-1))
+
+
+def test_device_input_broadcast_along_its_first_axis(cuda):
+    """Rows at a stride of 0 (M > 1): channels-first, the (O, C, I) view reads them;
+    channels-last is refused, clearly (the flat kernels step along the first axis, and
+    a step of 0 read nothing)."""
+    x = np.broadcast_to(np.arange(6.0).reshape(1, 2, 3), (4, 2, 3))
+    d = cuda.to_device(x)
+    assert d.strides[0] == 0
+    assert_stats(nbbn.channel_stats(d), ref_stats(x), 1e-12)
+    rows = cuda.to_device(np.broadcast_to(np.arange(4.0), (3, 4)))
+    with pytest.raises(ValueError, match="negative or zero row stride"):
+        nbbn.channel_stats(rows, channel_axis=-1)
+
+
 def test_empty_batch(cuda):
     rs = nbbn.RunningStats()
     rs.update(cuda.to_device(np.zeros((0, 3, 4), np.float32)))
@@ -403,6 +458,16 @@ def test_empty_batch(cuda):
     assert_stats(rs, ref_stats(x), 1e-12)
     y = nbbn.normalize(cuda.to_device(np.zeros((0, 3), np.float32)), np.zeros(3), np.ones(3))
     assert tuple(y.shape) == (0, 3)
+
+
+def test_no_channels(cuda):
+    """An input with no channels (values along its other axes) has no statistics, as on
+    the CPU backend: no launch (the kernels share the work out by channel)."""
+    for shape, axis in (((3, 0, 4), 1), ((3, 0), -1)):
+        x = np.zeros(shape)
+        rs = nbbn.channel_stats(cuda.to_device(x), channel_axis=axis)
+        np.testing.assert_array_equal(
+            rs.count, nbbn.channel_stats(x, channel_axis=axis, backend="cpu").count)
 
 
 def test_cuda_unavailable_messages(monkeypatch):

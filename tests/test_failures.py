@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import HAVE_NUMBA_CUDA
 
 import nbbn
 from nbbn import _durable
@@ -47,6 +48,27 @@ def test_a_failed_training_step_changes_nothing(backend, monkeypatch, rng, where
     # the retried batch counts once: the same buffers as a run that never failed
     bn(x2)
     clean = nbbn.BatchNorm(3, momentum=momentum, backend=backend)
+    clean(x1)
+    clean(x2)
+    for k, v in _bn_state(clean).items():
+        np.testing.assert_array_equal(_bn_state(bn)[k], v, err_msg=k)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_a_failed_step_puts_the_device_buffers_back(cuda, monkeypatch, rng):
+    """Between training steps on the CUDA backend the running buffers stay on the
+    device (nothing here reads them): a step that fails after its running update is
+    undone in that device buffer, in place."""
+    x1, x2 = (rng.normal(3.0, 2.0, (8, 3, 5)) for _ in range(2))
+    bn = nbbn.BatchNorm(3, backend="cuda")
+    bn(x1)
+    be = nbbn.backends.resolve("cuda", x2)
+    with monkeypatch.context() as m:  # (the map runs after the running update)
+        m.setattr(be, "_affine", _raise(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            bn(x2)
+    bn(x2)
+    clean = nbbn.BatchNorm(3, backend="cuda")
     clean(x1)
     clean(x2)
     for k, v in _bn_state(clean).items():

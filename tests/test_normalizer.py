@@ -276,6 +276,10 @@ def test_empty_input(backend):
     x = np.empty((0, 3, 4), np.float32)
     y = nbbn.normalize(x, np.zeros(3), np.ones(3), backend=backend)
     assert y.shape == (0, 3, 4) and y.dtype == np.float32
+    # no channels, channels-last: nothing to map (the kernels share rows out by channel)
+    z = nbbn.normalize(np.empty((3, 0)), np.zeros(0), np.ones(0), channel_axis=-1,
+                       backend=backend)
+    assert z.shape == (3, 0)
 
 
 # --------------------------------------------------------------------------- inverse
