@@ -84,3 +84,19 @@ def test_channels_first_with_and_without_the_prefetch(rng, shape, dtype):
         kernel(data, half, a, s, b, out, None, False, 0, 1, cpu._NO_COUNT)
         got.append(out)
     np.testing.assert_array_equal(got[0], got[1])
+
+
+@pytest.mark.parametrize("nt", [1, 3, 4])
+def test_copy_rows_chunks_copy_every_row_once(rng, nt):
+    """``copy_rows`` chunk by chunk (rows that the chunks do not divide evenly), from
+    rows with gaps into a slab and back out, as the layouts' slabs use it."""
+    src = rng.integers(1, 1 << 31, (10, 8), dtype=np.uint32)[::-1, ::2]
+    dst = np.zeros((10, 4), np.uint32)
+    for t in range(nt):
+        kn.copy_rows(src, dst, t, nt)
+    np.testing.assert_array_equal(dst, src)
+    back = np.zeros((10, 8), np.uint32)
+    for t in range(nt):
+        kn.copy_rows(dst, back[:, 1::2], t, nt)
+    np.testing.assert_array_equal(back[:, 1::2], src)
+    assert not back[:, ::2].any()

@@ -104,6 +104,27 @@ def test_streamed_count_of_infinities(streamed, rng):
     assert counts == [2, 2]
 
 
+def test_streamed_channels_first_count_of_infinities(streamed, rng):
+    """The channels-first build that counts infinities counts them in its streamed
+    loop too (rows of at least 1024 elements into a given output)."""
+    from nbbn.backends import cpu
+
+    x = rng.standard_normal((2, 3, 1100))
+    x[1, 2, 1050] = x[0, 0, 3] = -np.inf
+    x[1, 0, 7] = np.inf
+    params = (rng.uniform(-1, 1, 3), rng.uniform(0.5, 2, 3), np.zeros(3))
+    counts = []
+
+    def run():
+        out = np.empty_like(x)
+        counts.append(cpu.affine(cpu.prepare(x, 1, "x"), params, out, count_inf=True))
+        return out
+
+    got, plain = streamed(run)
+    np.testing.assert_array_equal(got, plain)
+    assert counts == [3, 3]
+
+
 def test_in_place_and_small_outputs_are_not_streamed(monkeypatch, rng):
     """An output that is the input, smaller than the threshold, or just allocated by the
     call (its pages are zero-filled into the cache as they are first touched) takes the

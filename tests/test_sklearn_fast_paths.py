@@ -123,6 +123,42 @@ def test_the_fitted_attributes_and_their_warnings_after_partial_fit(rng):
                                                sc.n_samples_seen_, sc.stats_), strict=True))
 
 
+@pytest.mark.parametrize("nt", [2, 3, 7])
+def test_fitted_chunks_cover_every_channel_once(rng, nt):
+    """The kernel's chunks of channels, as the threads call it: every chunk count writes
+    each channel once (chunks that do not divide the channels evenly among them) and
+    the flags sum to one call's."""
+    st = _state(rng, 10, False, False)
+    w = st.count
+
+    def run(n):
+        mean, var, scale = (np.full(10, -7.0) for _ in range(3))
+        flags = np.zeros((n, 5), np.int64)
+        for t in range(n):
+            cpu_scaler._scaler_fitted(st.ints, st.floats, w, 1, True, t, n, mean, var,
+                                      scale, flags)
+        return np.stack([mean, var, scale]), flags.sum(axis=0)
+
+    want, want_flags = run(1)
+    got, got_flags = run(nt)
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    np.testing.assert_array_equal(got_flags, want_flags)
+
+
+def test_n_samples_seen_is_an_array_of_its_own(rng):
+    """Features counted differently: ``n_samples_seen_`` is a new array, not the fitted
+    statistics' counts (writing into it changed what a later partial_fit merged into)."""
+    X = rng.standard_normal((30, 3))
+    X[:5, 1] = np.nan
+    sc = StandardScaler().partial_fit(X[:10])
+    seen = sc.n_samples_seen_
+    assert seen.tolist() == [10, 5, 10]
+    seen[:] = 0  # (the caller's to do with as it likes)
+    sc.partial_fit(X[10:])
+    assert sc.n_samples_seen_.tolist() == [30, 25, 30]
+    np.testing.assert_allclose(sc.mean_, np.nanmean(X, axis=0), rtol=1e-12)
+
+
 def test_the_kept_normalizer_follows_every_change_of_the_fit(rng):
     X = rng.standard_normal((50, 4)) * [1, 2, 3, 4] + [5, 6, 7, 8]
     Z = rng.standard_normal((9, 4))
