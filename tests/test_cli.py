@@ -275,6 +275,9 @@ def test_bench_without_torch_custom_shapes(tmp_path):
     for b in res["bandwidth"]:  # how busy the machine was is recorded with every shape
         assert "other_cpus" in b and b["waited_for_quiet_s"] <= 5
     assert res["startup"] is None
+    measured = [v for v in [b["other_cpus"] for b in res["bandwidth"]]
+                + [res["small_batch"]["other_cpus"]] if v is not None]
+    assert res["max_other_cpus_measured"] == (max(measured) if measured else None)
     assert len(res["results"]) == 2 * len(bench.OPS)
     assert all(r["torch_ms"] is None and r["speedup_torch"] is None for r in res["results"])
     assert all(r["numpy_ms"] > 0 for r in res["results"])
@@ -314,3 +317,287 @@ def test_bench_hosts_record_their_huge_page_setting(monkeypatch, tmp_path):
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
         fake if str(path).endswith("transparent_hugepage/enabled") else path, *a, **k))
     assert bench_env.transparent_huge_pages() == "never"
+
+
+# ------------------------------------------------- bench arithmetic, on made-up inputs
+class _Clock:
+    """A fake ``time`` for bench_timing: ``perf_counter`` reads ``now``, the calls advance it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def taking(self, durations):
+        """A call that advances the clock by the next of ``durations`` and logs its argument."""
+        it = iter(durations)
+        log: list = []
+
+        def call(*args):
+            log.append(args)
+            self.now += next(it)
+
+        call.log = log
+        return call
+
+
+def test_bench_median_time_is_the_median_after_an_untimed_warmup(monkeypatch):
+    import statistics
+
+    from nbbn.tools import bench_timing
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_timing, "time", clock)
+    timed = [3.0, 1.0, 2.0, 9.0, 5.0]
+    fn = clock.taking([100.0, *timed])  # the warm-up call, slow (a compile), then the repeats
+    made = []
+
+    def setup():
+        clock.now += 1000.0  # untimed
+        made.append(len(made))
+        return made[-1]
+
+    med, times = bench_timing.median_time(fn, len(timed), setup)
+    assert times == timed
+    assert med == statistics.median(timed) and med != min(timed) and med != sum(timed) / 5
+    assert fn.log == [(i,) for i in range(len(timed) + 1)]  # each call gets its own setup()
+
+
+def test_bench_paired_pct_is_op_speed_over_kernel_speed(monkeypatch):
+    import statistics
+
+    from nbbn.tools import bench_timing
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_timing, "time", clock)
+    t_bw, t_op = [1.0, 2.0, 1.0], [2.0, 1.0, 4.0]
+    nbytes, bw_bytes = 100, 300
+    pct = bench_timing.paired_pct(clock.taking(t_op), nbytes, (clock.taking(t_bw), bw_bytes), 3)
+    ratios = [(nbytes / o) / (bw_bytes / b) for o, b in zip(t_op, t_bw, strict=True)]
+    assert math.isclose(pct, 100 * statistics.median(ratios), rel_tol=1e-12)
+    assert pct < 100  # the op is slower than the kernel: under 100%, not over
+
+
+def test_bench_ceiling_of_a_read_pass_then_a_copy_pass():
+    from nbbn.tools.bench_timing import ceiling_gbps
+
+    bw = {"read_gbps": 10.0, "copy_gbps": 5.0}
+    assert ceiling_gbps(bw, "read", 0, 300) == 10.0
+    assert ceiling_gbps(bw, "copy", 0, 300) == 5.0
+    # 100 bytes read at 10 GB/s, then 200 bytes copied at 5: 300 bytes in 10 + 40 ns
+    assert math.isclose(ceiling_gbps(bw, "mixed", 100, 300), 300 / (100 / 10 + 200 / 5))
+    assert math.isclose(ceiling_gbps(bw, "mixed", 300, 300), 10.0)
+    assert math.isclose(ceiling_gbps(bw, "mixed", 0, 300), 5.0)
+
+
+def test_bench_bandwidth_is_the_best_repeat_of_the_bytes_moved(monkeypatch):
+    """Read GB/s: the array's bytes over the fastest call; copy GB/s: bytes read plus
+    bytes written; the medians too; at least 5 timed calls after a warm-up."""
+    import statistics
+
+    from nbbn.tools import bench_timing
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_timing, "time", clock)
+    t_read = [9.0, 4e-6, 2e-6, 8e-6, 3e-6, 5e-6]  # the warm-up first
+    t_copy = [9.0, 6e-6, 7e-6, 5e-6, 9e-6, 8e-6]
+    read, copy = clock.taking(t_read), clock.taking(t_copy)
+    monkeypatch.setitem(bench_timing._kernels, "read", read)
+    monkeypatch.setitem(bench_timing._kernels, "copy", copy)
+    b = bench_timing.measure_bandwidth(4000, 8000, repeats=2)
+    assert len(read.log) == len(t_read) and len(copy.log) == len(t_copy)
+    assert read.log[0][0].nbytes == 4000 and copy.log[0][0].nbytes == 8000
+    assert b["read_bytes"] == 4000 and b["copy_bytes"] == 2 * 8000
+    assert math.isclose(b["read_gbps"], 4000 / min(t_read[1:]) / 1e9)
+    assert math.isclose(b["read_ms"], min(t_read[1:]) * 1e3)
+    assert math.isclose(b["read_gbps_median"], 4000 / statistics.median(t_read[1:]) / 1e9)
+    assert math.isclose(b["copy_gbps"], 16000 / min(t_copy[1:]) / 1e9)
+    assert math.isclose(b["copy_gbps_median"], 16000 / statistics.median(t_copy[1:]) / 1e9)
+
+
+def test_bench_per_call_us_is_the_median_block_mean(monkeypatch):
+    from nbbn.tools import bench_timing
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_timing, "time", clock)
+    warm, blocks = [1.0] * 4, [[1e-6] * 4, [4e-6, 4e-6, 2e-6, 2e-6], [2e-6, 2e-6, 2e-6, 1e-5]]
+    fn = clock.taking(warm + [t for b in blocks for t in b])
+    us = bench_timing.per_call_us(lambda: fn(), 3, 4)
+    means = sorted(sum(b) / 4 for b in blocks)
+    assert math.isclose(us, means[1] * 1e6, rel_tol=1e-9)
+
+
+class _FakeMonitor:
+    def report(self):
+        return {"other_cpus": 0.25, "steal_cpus": 0.5}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_bench_shape_ceiling_is_the_better_of_before_and_after(dtype, monkeypatch):
+    """The bandwidth is measured before and after a shape's ops over x's bytes and the
+    output's (float32 for integers); the better of the two is the ceiling of % bw."""
+    from nbbn.tools.bench_timing import ceiling_gbps
+
+    runs = [{"read_gbps": 20.0, "read_ms": 1.0, "copy_gbps": 6.0, "copy_ms": 2.0},
+            {"read_gbps": 10.0, "read_ms": 3.0, "copy_gbps": 8.0, "copy_ms": 4.0}]
+    asked = []
+
+    def measure(nread, ncopy, repeats):
+        asked.append((nread, ncopy, repeats))
+        return dict(runs[len(asked) - 1])
+
+    rows = [{"gbps": 4.0, "bw_kind": kind, "read_pass_bytes": rpb, "bytes": nb, "pct_bw": 1.0}
+            for kind, rpb, nb in (("read", None, 96), ("copy", None, 96), ("mixed", 96, 288))]
+    monkeypatch.setattr(bench, "measure_bandwidth", measure)
+    monkeypatch.setattr(bench, "bench_shape", lambda spec, x, repeats, torch, bw: rows)
+    monkeypatch.setattr(bench, "CpuMonitor", _FakeMonitor)
+    x = np.zeros((2, 3, 4), dtype)
+    bw, got = bench._measure_shape(((2, 3, 4), dtype, "NCHW", 1), x, 3, None, 0.0)
+    out_bytes = x.size * (x.dtype.itemsize if x.dtype.kind == "f" else 4)
+    assert asked == [(x.nbytes, out_bytes, 3)] * 2
+    assert (bw["read_gbps"], bw["read_ms"]) == (20.0, 1.0)  # before was better
+    assert (bw["copy_gbps"], bw["copy_ms"]) == (8.0, 4.0)  # after was better
+    assert (bw["read_gbps_before"], bw["read_gbps_after"]) == (20.0, 10.0)
+    assert (bw["copy_gbps_before"], bw["copy_gbps_after"]) == (6.0, 8.0)
+    for r in got:
+        ceiling = ceiling_gbps({"read_gbps": 20.0, "copy_gbps": 8.0}, r["bw_kind"],
+                               r["read_pass_bytes"] or 0, r["bytes"])
+        assert math.isclose(r["pct_bw"], 100 * 4.0 / ceiling)
+        assert r["other_cpus"] == 0.75
+    assert bw["other_cpus"] == 0.75
+
+
+def test_bench_pairs_each_op_with_the_bytes_of_its_passes(monkeypatch):
+    """% pair: stats against a read of x's bytes, the normalizer (x read, out written)
+    against a copy of out's bytes (read + write), BatchNorm against both."""
+    from nbbn.tools import bench_ops
+
+    pairs = []
+    monkeypatch.setattr(bench_ops, "paired_pct", lambda fn, nbytes, kernel, repeats, setup=None:
+                        pairs.append((nbytes, kernel[1])) or 50.0)
+    monkeypatch.setattr(bench_ops, "bw_kernels", lambda: (None, None))
+    x = np.ones((2, 3, 4, 4), np.float32)
+    bw = {"read_gbps": 10.0, "copy_gbps": 5.0}
+    rows = bench_ops.bench_shape(((2, 3, 4, 4), "float32", "NCHW", 1), x, 1, None, bw)
+    n = x.nbytes
+    assert pairs == [(n, n), (2 * n, 2 * n), (3 * n, 3 * n)]
+    assert [r["pct_bw_paired"] for r in rows] == [50.0] * 3
+    for r in rows:
+        assert math.isclose(r["gbps"], r["bytes"] / (r["time_ms"] / 1e3) / 1e9)
+        ceiling = bench_ops.ceiling_gbps(bw, r["bw_kind"], n, r["bytes"])
+        assert math.isclose(r["pct_bw"], 100 * r["gbps"] / ceiling)
+        assert math.isclose(r["speedup_numpy"], r["numpy_ms"] / r["time_ms"])
+
+
+def test_bench_shape_line_says_mb_and_before_after_in_order():
+    from nbbn.tools.bench_table import shape_line
+
+    bw = {"read_gbps": 22.0, "copy_gbps": 17.0, "read_gbps_before": 11.0, "read_gbps_after": 22.0,
+          "copy_gbps_before": 17.0, "copy_gbps_after": 13.0, "other_cpus": 0.5,
+          "waited_for_quiet_s": 0.0}
+    line = shape_line(1, 4, ((8, 3), "float32", "NC", -1), 2_500_000, bw)
+    assert line.startswith(f"[2/4] 8x3 float32 NC ({2_500_000 / 1e6:.1f} MB): read bw 22.00 GB/s,")
+    assert "(read 11.0 / 22.0, copy 17.0 / 13.0)" in line
+    assert "other processes used 0.50 cores" in line
+
+
+def test_bench_header_names_numbas_full_target(monkeypatch):
+    """The header's target is numba's as set, features and AVX switch included (two runs
+    with different features must not read the same)."""
+    from numba.core import config
+
+    from nbbn.tools import bench_env
+    from nbbn.tools.bench_table import print_header
+
+    monkeypatch.setattr(config, "CPU_NAME", "skylake", raising=False)
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,-avx512f", raising=False)
+    monkeypatch.setattr(config, "ENABLE_AVX", False, raising=False)
+    target = bench_env.numba_target()
+    assert target.split(", ") == ["skylake", "features +avx2,-avx512f", "NUMBA_ENABLE_AVX=0"]
+    lines = []
+    print_header(lambda *a: lines.append(" ".join(map(str, a))), bench_env.environment(None), 3,
+                 False)
+    assert any(line.endswith(f"(numba target: {target})") for line in lines), lines
+    assert bench_env.cpu_line().count(f"(numba target: {target})") == 1
+
+
+def test_bench_cpu_flags_of_arm_features(monkeypatch, tmp_path):
+    """ARM's /proc/cpuinfo names them ``Features``, x86's ``flags``."""
+    from nbbn.tools import bench_env
+
+    fake = tmp_path / "cpuinfo"
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        fake if str(path) == "/proc/cpuinfo" else path, *a, **k))
+    fake.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve\n")
+    assert bench_env.cpu_flags() == ["asimd", "sve"]
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    assert bench_env.cpu_flags() == ["sse4_2", "avx", "avx2", "fma"]
+
+
+def test_bench_cpu_monitor_subtracts_its_own_cpu_time(monkeypatch):
+    from nbbn.tools import bench_env
+
+    # (wall s, busy cpu s of all processes, steal s, this process's cpu s)
+    samples = iter([(10.0, 100.0, 5.0, 3.0), (12.0, 104.0, 6.0, 4.0)])
+    monkeypatch.setattr(bench_env.CpuMonitor, "_sample", staticmethod(lambda: next(samples)))
+    r = bench_env.CpuMonitor().report()
+    assert r == {"wall_s": 2.0, "own_cpus": (4.0 - 3.0) / 2, "other_cpus": (4.0 - 1.0) / 2,
+                 "steal_cpus": (6.0 - 5.0) / 2}
+
+
+def test_bench_table_puts_each_number_in_its_column():
+    from nbbn.tools.bench_table import print_table
+
+    row = {"op": "normalizer", "shape": [2, 3], "dtype": "float32", "layout": "NC",
+           "time_ms": 1.5, "gbps": 2.25, "pct_bw": 41.0, "pct_bw_paired": 57.0,
+           "numpy_ms": 4.5, "speedup_numpy": 3.0, "torch_ms": 7.5, "speedup_torch": 2.5,
+           "other_cpus": 0.25, "time_alloc_ms": 3.0, "note": ""}
+    lines = []
+    print_table([row], lines.append)
+    head, cells = lines[0].split(), lines[2].split()
+    # the head's "time ms", "% bw", ... are two words each: align on the values' order
+    assert cells == ["normalizer", "2x3", "float32", "NC", "1.500", "2.25", "41%", "57%",
+                     "4.50", "3.0x", "7.50", "2.5x", "0.25"]
+    assert head[:4] == ["op", "shape", "dtype", "layout"]
+    assert "normalizer without out=" in lines[3] and "3.00 ms" in lines[3]
+
+
+def test_run_bench_records_the_busiest_measured_phase(monkeypatch, tmp_path):
+    """``max_other_cpus_measured``: the most cores other processes took in any shape's
+    phase or the small-batch one (the worst case the rows may be slowed by)."""
+    loads = iter([0.5, 2.0, None])
+
+    def measure(spec, x, repeats, torch, wait):
+        return {"other_cpus": next(loads)}, []
+
+    class Monitor:
+        def report(self):
+            return {"other_cpus": 0.25, "steal_cpus": 0.5, "own_cpus": 1.0}
+
+    monkeypatch.setattr(bench, "_measure_shape", measure)
+    monkeypatch.setattr(bench, "shape_line", lambda *a: "")
+    monkeypatch.setattr(bench, "CpuMonitor", Monitor)
+    monkeypatch.setattr(bench, "bench_small", lambda quick, torch: {})
+    monkeypatch.setattr(bench, "print_small", lambda say, small: None)
+    monkeypatch.setattr("gc.collect", lambda *a: 0)  # (0.1 s a call with torch imported)
+    shapes = [((2, 3), "float32", "NC", -1)] * 3
+    res = bench.run_bench(shapes, 1, tmp_path / "b.json", use_torch=False, startup=False,
+                          file=io.StringIO())
+    assert res["small_batch"]["other_cpus"] == 0.25 + 0.5  # other processes and steal
+    assert res["max_other_cpus_measured"] == max(0.5, 2.0, 0.75)
+    assert json.loads((tmp_path / "b.json").read_text())["max_other_cpus_measured"] == 2.0
+
+
+def test_bench_nhwc_data_is_the_nchw_array_transposed():
+    """An NHWC shape after its NCHW one reuses that array's values, transposed (and copied)."""
+    from nbbn.tools.bench_ops import make_data
+
+    nchw = make_data((2, 3, 4, 5), "float32", "NCHW", seed=0)
+    nhwc = make_data((2, 4, 5, 3), "float32", "NHWC", seed=1, prev=nchw)
+    assert nhwc.flags.c_contiguous and not np.shares_memory(nhwc, nchw)
+    np.testing.assert_array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
+    alone = make_data((2, 4, 5, 3), "float32", "NHWC", seed=1)
+    np.testing.assert_array_equal(alone, make_data((2, 3, 4, 5), "float32", "NCHW", 1)
+                                  .transpose(0, 2, 3, 1))

@@ -125,6 +125,7 @@ def test_run_demo_nhwc_returns_measured_results(tmp_path):
     np.testing.assert_array_equal(res["min"], ref["min"])
     np.testing.assert_array_equal(res["max"], ref["max"])
     assert res["gbps"] > 0 and res["plot"] is None
+    assert res["gbps"] == pytest.approx(res["bytes"] / res["fit_seconds"] / 1e9)  # GB = 1e9 B
     assert "torch not used" in buf.getvalue() and "channel_axis=-1" in buf.getvalue()
     assert list(tmp_path.iterdir()) == []
 
@@ -138,6 +139,41 @@ def test_demo_reports_a_wrong_library(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "walk-through FAIL" in out
     assert "demo FAILED" in out
+
+
+@pytest.mark.parametrize("key, change", [
+    ("var", lambda v: v * (1 + 1e-9)),  # (the tolerance is 1e-12)
+    ("mean", lambda v: v * (1 + 1e-9)),
+    ("min", lambda v: v - 1),
+    ("max", lambda v: v + 1),
+    ("count", lambda v: v + 1),
+])
+def test_demo_fails_on_each_statistic_off_the_reference(tmp_path, monkeypatch, key, change):
+    """Each of the five statistics is compared with the float64 reference: one that
+    differs makes the demo fail."""
+    real = demo.reference_from_histograms
+
+    def off(hist):
+        ref = real(hist)
+        ref[key] = change(ref[key])
+        return ref
+
+    monkeypatch.setattr(demo, "reference_from_histograms", off)
+    buf = io.StringIO()
+    res = demo.run_demo(0.05, plot=None, progress=False, workdir=tmp_path, use_torch=False,
+                        file=buf)
+    assert not res["ok"] and res["walkthrough"]["ok"]
+    assert "-> FAIL" in buf.getvalue() and "demo FAILED" in buf.getvalue()
+
+
+def test_walkthrough_fails_when_torch_disagrees(monkeypatch):
+    """nbbn is checked against torch's BatchNorm2d too, not only against the formula."""
+    torch = pytest.importorskip("torch")
+    assert demo._walkthrough(0, True, lambda *a: None)["ok"]
+    monkeypatch.setattr(torch.nn, "BatchNorm2d",
+                        functools.partial(torch.nn.BatchNorm2d, momentum=0.2))
+    walk = demo._walkthrough(0, True, lambda *a: None)
+    assert walk["max_abs_diff_torch"] > 1e-5 and not walk["ok"]
 
 
 def test_demo_goes_on_without_matplotlib(tmp_path, monkeypatch, capsys):

@@ -548,3 +548,10 @@ def test_partial_fit_merges_into_a_copy_of_the_fit(rng, monkeypatch, nrows, take
         sc.partial_fit(bad)
     for k, v in sc.stats_.to_dict().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_bench_sklearn_speedup_is_peer_time_over_nbbn_time():
+    from nbbn.tools.bench_sklearn import Row
+
+    row = Row("fit", "scikit-learn", nbbn_s=0.5, peer_s=2.0, target=10.0)
+    assert row.speedup == 2.0 / 0.5  # nbbn 4x faster: above 1

@@ -444,6 +444,7 @@ def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
 
 
 def test_tabular_benchmark_smoke(tmp_path):
+    import statistics
     from io import StringIO
 
     from nbbn.tools.bench_tabular import run_tabular_bench
@@ -451,6 +452,10 @@ def test_tabular_benchmark_smoke(tmp_path):
     out = StringIO()
     result = run_tabular_bench(out, repeats=1, size_gb=0.002, workdir=str(tmp_path))
     assert result["check_rel_error"] < 1e-9 and result["ratio_fit_to_read_table"] > 0
+    # fit throughput over pyarrow's: pyarrow's time over the fit's, pair by pair
+    t = result["times_s"]
+    assert result["ratio_fit_to_read_table"] == pytest.approx(statistics.median(
+        r / f for r, f in zip(t["pyarrow read_table"], t["nbbn.fit"], strict=True)))
     assert "the faster of the two" in out.getvalue()
 
 

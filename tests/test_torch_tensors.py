@@ -322,3 +322,30 @@ def test_a_size_one_axis_of_stride_zero_is_not_an_overlap():
     norm = nbbn.Normalizer([1.0, 2.0], [1.0, 1.0], eps=0.0)
     norm(torch.tensor([[3.0, 5.0]]), out=out)
     torch.testing.assert_close(out, torch.tensor([[2.0, 3.0]]))
+
+
+def test_paired_ratio_is_other_over_base_per_pair(monkeypatch):
+    """``bench_torch.paired_ratio``: after an untimed call of each, the medians of each
+    side's times and the median of other/base taken pair by pair (the order alternating)."""
+    import statistics
+    import types
+
+    from nbbn.tools import bench_torch
+
+    clock = [0.0]
+    order = []
+
+    def taking(name, durations):
+        it = iter(durations)
+
+        def call():
+            order.append(name)
+            clock[0] += next(it)
+        return call
+
+    monkeypatch.setattr(bench_torch, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    tb, to = [2.0, 1.0, 4.0], [3.0, 4.0, 2.0]
+    got = bench_torch.paired_ratio(taking("b", [99.0, *tb]), taking("o", [99.0, *to]), 3)
+    assert order == ["b", "o", "b", "o", "o", "b", "b", "o"]
+    assert got == (statistics.median(tb), statistics.median(to),
+                   statistics.median([o / b for b, o in zip(tb, to, strict=True)]))

@@ -299,3 +299,64 @@ def test_the_warmup_builds_the_histogram_kernels(dtype, monkeypatch):
     monkeypatch.setattr(tool, "_warm_histograms", reached)  # the warmup's own call of it
     with pytest.raises(_Reached):
         tool.warmup([dtype], ["nhwc"])
+
+
+class _SpyStats:
+    """Stands for ``nbbn.RunningStats`` in a warmup: records each batch, compiles nothing."""
+
+    log: list = []
+
+    def __init__(self, channel_axis=None):
+        self.batches = 0
+
+    def update(self, x, sample_weight=None):
+        self.batches += 1
+        _SpyStats.log.append((x.dtype.name, x.shape, sample_weight is not None, self.batches))
+        return self
+
+    def to_normalizer(self):
+        return _SpyNormalizer()
+
+
+class _SpyNormalizer:
+    mean = scale = bias = None
+
+    def __call__(self, x):
+        return x
+
+
+def test_the_warmup_reaches_each_route_of_each_dtype(monkeypatch):
+    """Without compiling: per dtype and layout a batch then a merge, a weighted batch, and
+    a table of each routing of its own that the dtype takes (few rows of many channels;
+    byte tables for uint8 and int8, of more rows than few-rows takes)."""
+    import nbbn
+    from nbbn.backends import cpu, cpu_byte_tables, cpu_few_rows
+    from nbbn.tools import warmup as tool
+
+    monkeypatch.setattr(_SpyStats, "log", [])
+    monkeypatch.setattr(nbbn, "RunningStats", _SpyStats)
+    trained = []
+    monkeypatch.setattr(nbbn, "BatchNorm", lambda c, channel_axis: (
+        lambda x: trained.append((x.dtype.name, channel_axis))))
+    for name in ("prepare", "prepare_out", "affine"):
+        monkeypatch.setattr(cpu, name, lambda *a, **k: None)
+    monkeypatch.setattr(tool, "_warm_histograms", lambda *a, **k: None)
+    scaler = []
+    monkeypatch.setattr(tool, "_warm_scaler", lambda: scaler.append(1))
+    tool.warmup(["float64"], ["nhwc"])  # (nbbn.sklearn's fit of dense float input)
+    assert scaler
+    tool.warmup(tool.DTYPES, ["nhwc", "nchw"])
+    # BatchNorm's training forward has a kernel of its own (cpu_normalize.batchnorm_params)
+    assert {(dt, axis) for dt in tool.DTYPES for _, axis in tool.LAYOUTS.values()} <= set(
+        trained)
+    for dtype in map(np.dtype, tool.DTYPES):
+        seen = [(shape, w, k) for dt, shape, w, k in _SpyStats.log if dt == dtype.name]
+        for layout, (shape, _) in tool.LAYOUTS.items():
+            assert (shape, False, 2) in seen, (dtype, layout)  # a merge
+            assert (shape, True, 1) in seen, (dtype, layout)  # weighted
+        tables = [s for s, _, _ in seen if len(s) == 2]
+        if cpu_few_rows.takes((2, 10**5), dtype, False):
+            assert any(cpu_few_rows.takes(s, dtype, False) for s in tables), dtype
+        if cpu_byte_tables.byte_rows(dtype, 10**5):
+            assert any(cpu_byte_tables.byte_rows(dtype, s[1])
+                       and not cpu_few_rows.takes(s, dtype, False) for s in tables), dtype
