@@ -146,6 +146,23 @@ def test_nan_inf_like_cpu(nan_policy, cuda, small_blocks, rng):
                                    equal_nan=True, err_msg=name)
 
 
+@pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
+def test_nan_and_inf_counts_add_up_over_device_updates(nan_policy, cuda, rng):
+    """A state kept on the device adds each batch's NaN and inf counts to its own
+    (mutant: the batch's counts replaced the state's)."""
+    batches = [rng.normal(size=(3, 2, 4)) for _ in range(3)]
+    batches[0][0, 0, 1] = batches[0][2, 1, 3] = np.nan
+    batches[0][1, 1, 2] = np.inf
+    batches[1][2, 0, 0] = np.nan
+    batches[1][0, 0, 3] = -np.inf  # the last batch clean
+    rs = nbbn.RunningStats(nan_policy=nan_policy)
+    for b in batches:
+        rs.update(cuda.to_device(b))
+    x = np.concatenate(batches)
+    np.testing.assert_array_equal(rs.nan_count, np.isnan(x).sum(axis=(0, 2)))
+    np.testing.assert_array_equal(rs.inf_count, np.isinf(x).sum(axis=(0, 2)))
+
+
 def test_nan_policy_raise_leaves_state(cuda, rng):
     rs = nbbn.RunningStats(nan_policy="raise")
     good = rng.normal(size=(4, 3, 5))
@@ -270,6 +287,19 @@ def test_batchnorm_untracked_and_buffers_round_trip(cuda, rng):
     d = tracked.state_dict()
     np.testing.assert_array_equal(d["running_mean"], np.zeros(2))
     np.testing.assert_array_equal(d["running_var"], np.full(2, 4.0))
+
+
+def test_batchnorm_untracked_with_an_infinite_variance(cuda, rng):
+    """track_running_stats=False: the training kernel has no running buffers to move and
+    must leave the affine parameters it wrote alone (mutant: it "updated" them as the
+    buffers with factor 0, and 0 * inf turned the scale NaN). float64 values near the top
+    of the range: the variance is inf, the scale 0, every output the bias, as on the
+    CPU backend."""
+    x = rng.uniform(0.0, 1.7e308, (4, 2, 3)) * rng.choice([-1.0, 1.0], (4, 2, 3))
+    gpu = nbbn.BatchNorm(2, track_running_stats=False)
+    gpu.bias[:] = rng.normal(size=2)
+    y = gpu(cuda.to_device(x)).copy_to_host()  # (x - mean) * (weight / sqrt(inf)) + bias
+    np.testing.assert_array_equal(y, np.broadcast_to(gpu.bias[:, None], x.shape))
 
 
 def test_bad_input_leaves_state(cuda, rng):
@@ -446,6 +476,30 @@ def test_device_input_broadcast_along_its_first_axis(cuda):
     rows = cuda.to_device(np.broadcast_to(np.arange(4.0), (3, 4)))
     with pytest.raises(ValueError, match="negative or zero row stride"):
         nbbn.channel_stats(rows, channel_axis=-1)
+
+
+STRIDED = {  # (shape, view, channel axis): a device view whose strides differ from
+    # those of the new, contiguous output
+    "rows": ((40, 3, 5), np.s_[::2], 1),  # every other sample: 20 rows of 5, short rows
+    "inner": ((20, 3, 10), np.s_[:, :, ::2], 1),  # every other position of each row
+    "channels_last": ((40, 8), np.s_[::2, ::2], -1),  # every other row and channel
+}
+
+
+@pytest.mark.parametrize("case", list(STRIDED))
+def test_strided_view_into_a_new_output(case, cuda, small_blocks, rng):
+    """Statistics and the normalizer of a strided device view, written to a new
+    (contiguous) output: each kernel steps through the input by the input's row,
+    channel and position strides and through the output by its own (mutants: an
+    inner stride of 1 assumed, the output stepped by the input's strides)."""
+    shape, view, axis = STRIDED[case]
+    x = rng.normal(size=shape)
+    xs = x[view]
+    d = cuda.to_device(x)[view]
+    rs = nbbn.channel_stats(d, axis)
+    assert_stats(rs, ref_stats(xs, axis), 1e-12)
+    y = nbbn.normalize(d, rs.mean, rs.var, channel_axis=axis)
+    assert_output(y.copy_to_host(), ref_normalize(xs, rs.mean, rs.var, channel_axis=axis))
 
 
 def test_empty_batch(cuda):

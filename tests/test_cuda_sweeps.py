@@ -47,9 +47,10 @@ def run_sweep(cuda, fam, unroll, a, i, end, step):
     return d_ints.copy_to_host(), d_floats.copy_to_host()
 
 
-# (start, end, step): no full group, one group exactly, groups plus a masked tail
+# (start, end, step): no full group, one group exactly, groups plus a masked tail, a
+# last group that ends one value short of a full one (its last load would be ``end``)
 SPANS = [(0, 3, 1), (2, 2 + 8 * 3, 3), (2, 2 + 16 * 3, 3), (1, 100, 1), (5, 197, 2),
-         (0, 0, 1)]
+         (0, 15, 1), (0, 0, 1)]
 
 
 @pytest.mark.parametrize("span", SPANS, ids=str)
@@ -81,13 +82,58 @@ def test_float_sweep(span, dtype, unroll, specials, cuda, rng):
     assert floats[3] == (notnan.max() if notnan.size else -np.inf)
 
 
+def test_float_sweep_m2_of_tiny_values_is_not_negative(cuda):
+    """Values near 1e-162, whose squares are below the smallest subnormal: the rounded
+    ``sum(d*d) - sum(d)**2 / n`` comes out -5e-324, which must be clamped to 0, not give
+    a negative variance (and a NaN std)."""
+    a = np.array([0.0, 1.5e-162, 1.5e-162, 0.0])
+    ints, floats = run_sweep(cuda, "float64", 8, a, 0, 3, 1)
+    assert ints.tolist() == [3, 0, 0]
+    exact = sum((Fraction(v) - Fraction(sum(map(Fraction, a[:3])), 3)) ** 2 for v in a[:3])
+    assert 0.0 <= floats[1] <= float(exact) + 5e-324  # (exact: about 1.5e-324)
+
+
+def test_overflowed_thread_redo_keeps_the_mean_lo(cuda):
+    """A float64 thread whose shifted sums overflow redoes its values scaled by 2^-64
+    (``rescale``): the mean comes back as hi + lo, both scaled back, to double-double
+    accuracy of the exact mean (values m * 2^1019 with small integers m, so every sum of
+    the redo is exact)."""
+    import numba
+
+    from nbbn.backends import cuda_kernels as kk
+
+    init, sweep, finish = kk._family_sweep("float64", 8)
+    sweep_scaled = kk._float_sweep(numba.float64, 8, scaled=True)[1]
+
+    @cuda.jit
+    def probe(a, out):
+        n = numba.uint64(a.shape[0])
+        r = finish(sweep(a, numba.uint64(0), n, numba.uint64(1), init()))
+        if kk.overflowed(r):
+            r = kk.rescale(r, finish(sweep_scaled(a, numba.uint64(0), n, numba.uint64(1),
+                                                  init())))
+        out[0] = r[1]
+        out[1] = r[2]
+        out[2] = r[3]
+
+    m = [1, 7, 6, 7, 5, 7, 6, 7, 3, 7]  # deviations from 1 sum to 46 * 2^1019 > 2^1024
+    a = np.array([np.ldexp(float(k), 1019) for k in m])
+    out = cuda.to_device(np.zeros(3))
+    probe[1, 1](cuda.to_device(a), out)
+    hi, lo, m2 = out.copy_to_host()
+    exact = Fraction(sum(m), len(m)) * 2**1019
+    assert hi == float(exact)
+    assert abs(Fraction(hi) + Fraction(lo) - exact) <= exact * Fraction(1, 2**100)
+    assert m2 == np.inf  # its true value (about 2^2046) is beyond float64
+
+
 def exact_m2(v: np.ndarray) -> Fraction:
     n, s1 = len(v), sum(int(x) for x in v)
     s2 = sum(int(x) * int(x) for x in v)
     return Fraction(n * s2 - s1 * s1, n)
 
 
-@pytest.mark.parametrize("span", SPANS[:5], ids=str)
+@pytest.mark.parametrize("span", SPANS[:-1], ids=str)
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
 @pytest.mark.parametrize("chunk", [None, 7], ids=["chunk_default", "chunk_7"])
 def test_exact_sweep(span, dtype, chunk, cuda, rng, monkeypatch):

@@ -283,3 +283,18 @@ def test_updates_near_the_count_limit_on_every_backend(backend):
     assert rs.count.tolist() == [2 ** 62, 10, 10]
     back = nbbn.RunningStats.from_dict(rs.to_dict())
     assert back.count[0] == 2 ** 62
+
+
+def test_an_update_may_end_exactly_on_the_count_limit(backend):
+    """A batch whose omitted NaN leaves its count below its rows: the CUDA backend's
+    bound (the rows) passes the limit, the exact counts end on it, and the update is
+    taken, as on the CPU (mutant: the exact check refused a count equal to the limit)."""
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    d = nbbn.RunningStats(-1, nan_policy="omit").update(x).to_dict()
+    d["count"] = np.array([2 ** 62 - 3, 4, 4])
+    rs = nbbn.RunningStats.from_dict(d, backend=backend)
+    y = x.copy()
+    y[0, 0] = np.nan  # channel 0 counts 3 of the 4 rows
+    rs.update(y)
+    assert rs.count.tolist() == [2 ** 62, 8, 8]
+    assert rs.nan_count.tolist() == [1, 0, 0]
