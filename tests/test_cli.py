@@ -303,6 +303,13 @@ def test_bench_float64_against_torch():
         assert math.isclose(r["speedup_torch"], r["torch_ms"] / base, rel_tol=1e-9)
 
 
+def _open_instead(monkeypatch, system_path: str, fake) -> None:
+    """``open(system_path)`` reads the file ``fake`` (a host file the bench reads)."""
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        fake if str(path) == system_path else path, *a, **k))
+
+
 def test_bench_hosts_record_their_huge_page_setting(monkeypatch, tmp_path):
     """A fresh output's first write costs a page fault per page, so the transparent huge
     page setting moves the normalizer's numbers: every bench's host line names it."""
@@ -313,9 +320,7 @@ def test_bench_hosts_record_their_huge_page_setting(monkeypatch, tmp_path):
     assert bench_env.cpu_line().endswith(f"; transparent huge pages: {rec['thp']}")
     fake = tmp_path / "enabled"
     fake.write_text("always madvise [never]\n")
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
-        fake if str(path).endswith("transparent_hugepage/enabled") else path, *a, **k))
+    _open_instead(monkeypatch, "/sys/kernel/mm/transparent_hugepage/enabled", fake)
     assert bench_env.transparent_huge_pages() == "never"
 
 
@@ -527,9 +532,7 @@ def test_bench_cpu_flags_of_arm_features(monkeypatch, tmp_path):
     from nbbn.tools import bench_env
 
     fake = tmp_path / "cpuinfo"
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
-        fake if str(path) == "/proc/cpuinfo" else path, *a, **k))
+    _open_instead(monkeypatch, "/proc/cpuinfo", fake)
     fake.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve\n")
     assert bench_env.cpu_flags() == ["asimd", "sve"]
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
