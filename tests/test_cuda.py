@@ -392,6 +392,27 @@ def test_normalizer_device_out_partly_overlapping_its_input(cuda, shift):
     np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-12)
 
 
+def test_normalizer_partly_overlapping_out_keeps_negative_zeros(cuda):
+    """The copy back from the temporary keeps each value's bits: a -0.0 result (a value
+    at its mean scaled by a negative weight, plus a bias of -0.0) stays -0.0, as written
+    directly and on the CPU (an identity map adding +0.0 made it +0.0)."""
+    shape, shift = (2, 3, 40), 3
+    n = int(np.prod(shape))
+    host = np.random.default_rng(1).standard_normal(n + shift)
+    host[::4] = 0.0  # at the mean: (0 - 0) * -w + -0.0 = -0.0
+    host[1::4] = -0.0  # (-0 - 0) * -w + -0.0 = +0.0
+    buf = cuda.to_device(host)
+    x, out = buf[:n].reshape(shape), buf[shift:].reshape(shape)
+    norm = nbbn.Normalizer(np.zeros(3), np.ones(3), weight=-np.arange(1.0, 4.0),
+                           bias=np.full(3, -0.0))
+    want = norm(host[:n].reshape(shape))
+    assert np.signbit(want[want == 0]).sum() >= n // 4 and (~np.signbit(want[want == 0])).any()
+    norm(x, out=out)
+    got = out.copy_to_host()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 @pytest.mark.parametrize("axis", [1, 0])
 def test_normalizer_device_out_transposing_its_input(cuda, axis):
     """An ``out`` that starts where its input starts, with other strides (the transpose

@@ -181,8 +181,8 @@ def test_copy_through_a_temporary_keeps_the_bits(cuda, small_blocks, rng):
 
     t = _data(LAYOUTS["cf_short_rows"][0], rng)
     # NaN as the kernels write it (0x7FC0: the copy, an affine map, writes any NaN so),
-    # +inf and -inf
-    _bits(t).reshape(-1)[[1, 4, 7]] = [0x7FC0, 0x7F80, 0xFF80]
+    # +inf, -inf and -0.0
+    _bits(t).reshape(-1)[[1, 4, 7, 10]] = [0x7FC0, 0x7F80, 0xFF80, 0x8000]
     can = backend.prepare(t, 1, "input")
     assert can.bf16
     dst = cuda.device_array(can.shape, np.uint16)

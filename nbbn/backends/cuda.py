@@ -515,11 +515,12 @@ def _checked_out_flat(f):
 
 
 def _copy_device(src, dst, can: DeviceInput, bf16: bool = False) -> None:
-    """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1;
+    """dst[...] = src for two device arrays of one shape (an affine map with a=0, s=1,
+    b=-0.0: x - 0 keeps x, and x + -0.0 keeps a -0.0 that + 0.0 would make +0.0;
     ``bf16``: both hold bfloat16 bits, copied exactly)."""
     ident = DeviceParams(cuda.to_device(np.stack([np.zeros(can.channels),
                                                   np.ones(can.channels),
-                                                  np.zeros(can.channels)])))
+                                                  np.full(can.channels, -0.0)])))
     staged = DeviceInput(src, src, "numba", can.stream, can.axis, can.outer, can.channels,
                          can.inner, bf16)
     _affine(staged, ident, dst, bf16)
