@@ -582,7 +582,16 @@ class ImageSource(Source):
                     f"{self.description}",
             "files": len(self.paths), "digest": self._digest, "mode": self.mode,
             "size": None if self.size is None else list(np.atleast_1d(self.size).tolist()),
-            "histogram": self.histogram}]}
+            "histogram": self.histogram, "jpeg_decoder": self._jpeg_decoder_used}]}
+
+    @property
+    def _jpeg_decoder_used(self) -> str:
+        """The decoder JPEG files get here ("simplejpeg" or "pillow"; "auto" resolved):
+        part of the fingerprint, since the two may give other pixels (``mode="L"``)."""
+        if self.jpeg_decoder == "pillow" or self.mode not in (None, "RGB", "L") or (
+                _simplejpeg() is None):
+            return "pillow"
+        return "simplejpeg"
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Decode image ``index`` (in a worker thread) and count its histogram."""

@@ -552,6 +552,30 @@ def test_a_resume_with_another_mode_is_refused(rgb_folder, tmp_path):
         nbbn.fit(ImageSource(d, size=8), checkpoint=ck, resume=True, progress=False)
 
 
+def test_a_resume_with_another_jpeg_decoder_is_refused(rgb_folder, tmp_path):
+    """The JPEG decoder ("auto" resolved) is part of the fingerprint: simplejpeg and
+    Pillow may give other pixels (a colour JPEG read with ``mode="L"`` differs by up to
+    a dozen levels), so a fit must not count part of a folder with one and the rest with
+    the other. A checkpoint written before the key was recorded still resumes."""
+    from nbbn.checkpoint import load_checkpoint, save_checkpoint
+
+    d, _ = rgb_folder
+    ck = tmp_path / "fit.ckpt"
+    auto = ImageSource(d, mode="L")
+    first = nbbn.fit(auto, checkpoint=ck, progress=False)
+    assert auto.fingerprint()["shards"][0]["jpeg_decoder"] == "simplejpeg"
+    with pytest.raises(nbbn.CheckpointError, match="jpeg_decoder 'pillow'.*'simplejpeg'"):
+        nbbn.fit(ImageSource(d, mode="L", jpeg_decoder="pillow"), checkpoint=ck,
+                 resume=True, progress=False)
+    # (other modes than RGB and L go to Pillow whatever is asked)
+    assert ImageSource(d, mode="RGBA").fingerprint()["shards"][0]["jpeg_decoder"] == "pillow"
+    old = load_checkpoint(ck)
+    del old.fingerprint["shards"][0]["jpeg_decoder"]
+    save_checkpoint(ck, old)
+    again = nbbn.fit(ImageSource(d, mode="L"), checkpoint=ck, resume=True, progress=False)
+    np.testing.assert_array_equal(again.mean, first.mean)
+
+
 def test_a_resume_after_a_file_was_rewritten_is_refused(rgb_folder, tmp_path):
     """A file rewritten in place (same size, new pixels) or grown with its old
     modification time kept: the list's digest changes, so the resume is refused."""
