@@ -572,3 +572,127 @@ def test_channels_first_float_rows_head_and_tail(rng, dtype, length):
     y[2, 3, length - 1] = np.nan
     rs = nbbn.channel_stats(y, 1, backend="cpu", nan_policy="omit")
     assert_stats(rs, ref_stats(y, 1, nan_policy="omit"), stats_rtol(np.dtype(dtype)))
+
+
+# mutation round 6, simd1
+@pytest.mark.parametrize("features,level", [
+    ("+avx2,+fma,+f16c,+avx512f", "avx2"),  # AVX-512F without BW: the byte kernels need BW
+    ("+avx2,+fma,+avx512f,+avx512bw", "none"),  # no F16C: neither level
+    (AVX512_HOST + ",-sse4.2", "none"),  # a removal clears what needs it indirectly too
+    (AVX2_HOST + ",-sse2", "none"),
+])
+def test_level_needs_every_feature_and_what_they_need(features, level):
+    assert cpu_simd.target_level(None, features, None) == level
+    assert cpu_simd.target_level(None, None, features) == level
+
+
+def test_nbbn_simd_ignores_case_and_spaces(monkeypatch):
+    from numba.core import config
+
+    host = cpu_simd.target_level(getattr(config, "CPU_NAME", None),
+                                 getattr(config, "CPU_FEATURES", None))
+    monkeypatch.setenv("NBBN_SIMD", " NONE ")
+    assert cpu_simd.simd_level() == "none"
+    monkeypatch.setenv("NBBN_SIMD", "AVX2")
+    assert cpu_simd.simd_level() == ("avx2" if host != "none" else "none")
+    monkeypatch.setenv("NBBN_SIMD", "  ")  # blank: auto
+    assert cpu_simd.simd_level() == host
+
+
+def _cl_rows_reference(x, tk, nan_omit=False):
+    """What the chunk kernel gives for the rows of ``x`` (M, C) float32 with the shifts
+    ``tk``: each channel's sum of d = x - k added row by row in float64 (the kernel's
+    order: exact, the same roundings), the sum of d * d (to rounding), min, max and
+    (``nan_omit``) the count of the values kept."""
+    d = x.astype(np.float64) - tk[: x.shape[1]]
+    if nan_omit:
+        d[np.isnan(x)] = 0.0
+    sd = np.zeros(x.shape[1])
+    for row in d:
+        sd += row
+    return sd, (d * d).sum(0), np.nanmin(x, 0), np.nanmax(x, 0), (~np.isnan(x)).sum(0)
+
+
+@numba.njit
+def _cl_rows(xf, nchan, nrows, tk, sd, sq, mn, mx, cn):
+    cpu_simd.cl_rows_f32(xf, nchan, 0, nrows, nrows, tk, sd, sq, mn, mx, cn)
+
+
+def _cl_rows_run(x, runner=None, omit=False):
+    """``cl_rows_f32`` (or ``runner``) over the rows of ``x``, its accumulators padded."""
+    rows, nchan = x.shape
+    pad = nchan + cpu_simd.CL_LANES
+    tk = np.zeros(pad)
+    tk[:nchan] = x[0]
+    sd, sq = np.zeros(pad), np.zeros(pad)
+    mn, mx = np.full(pad, np.inf, np.float32), np.full(pad, -np.inf, np.float32)
+    cn = np.zeros(pad) if omit else None
+    (runner or _cl_rows)(x.reshape(-1), nchan, rows, tk, sd, sq, mn, mx, cn)
+    return tk, [a[:nchan] for a in (sd, sq, mn, mx)] + ([cn[:nchan]] if omit else [])
+
+
+@needs_simd
+def test_cl_rows_masked_tail_reads_nothing_past_the_array(rng):
+    # the last row of a float32 array whose channels end in a masked vector, placed
+    # right before an unreadable page: the masked-off lanes must not be loaded
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    nchan, rows = cpu_simd.CL_LANES + 3, 40
+    nbytes = rows * nchan * 4
+    npages = -(-nbytes // page)
+    buf = mmap.mmap(-1, (npages + 1) * page)
+    raw = np.frombuffer(buf, np.uint8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    guard = raw.ctypes.data + npages * page
+    assert libc.mprotect(guard, page, 0) == 0  # PROT_NONE
+    try:
+        start = npages * page - nbytes
+        x = raw[start: start + nbytes].view(np.float32).reshape(rows, nchan)
+        x[...] = rng.standard_normal((rows, nchan)) * 5 + 3
+        tk, got = _cl_rows_run(x)
+        ref = _cl_rows_reference(x, tk)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
+        np.testing.assert_array_equal(got[2:], ref[2:4])
+    finally:
+        libc.mprotect(guard, page, 3)  # readable and writable again
+
+
+@needs_simd
+@pytest.mark.parametrize("sub", [False, True])
+def test_cl_chunk_subtraction_form(rng, monkeypatch, sub):
+    # ``CL_SUB`` (Zen 1/2 targets: x - k as a subtraction, not an FMA) is read when a
+    # chunk kernel compiles: a fresh one built under each value gives the same sums
+    monkeypatch.setattr(cpu_simd, "CL_SUB", sub)
+    chunk = cpu_simd._make_cl_chunk(1)
+
+    @numba.njit
+    def run(xf, nchan, nrows, tk, sd, sq, mn, mx, cn):
+        chunk(xf, nchan, 0, 0, nrows, 0, tk, sd, sq, mn, mx, cn)
+
+    x = (rng.standard_normal((37, cpu_simd.CL_LANES)) * 4 - 20).astype(np.float32)
+    tk, got = _cl_rows_run(x, run)
+    ref = _cl_rows_reference(x, tk)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
+    np.testing.assert_array_equal(got[2:], ref[2:4])
+
+
+@needs_simd
+def test_cl_rows_omit_sums_and_counts(rng):
+    # the NaN-omitting chunk kernel itself: a NaN adds 0 to the sums and is not counted
+    # (sums left NaN would still give the right statistics, through the caller's exact
+    # redo of the channel, at many times the cost); wide chunks, one vector, a masked one
+    nchan = cpu_simd.CL_LANES * (cpu_simd.CL_VECTORS + 1) + 3
+    x = (rng.standard_normal((50, nchan)) * 2 + 9).astype(np.float32)
+    x[3, 0] = x[10, cpu_simd.CL_LANES * cpu_simd.CL_VECTORS] = x[20, nchan - 5] = np.nan
+    x[7::5, -1] = np.nan
+    tk, got = _cl_rows_run(x, omit=True)
+    ref = _cl_rows_reference(x, tk, nan_omit=True)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
+    np.testing.assert_array_equal(got[2:4], ref[2:4])
+    np.testing.assert_array_equal(got[4], ref[4])
