@@ -696,3 +696,26 @@ def test_cl_rows_omit_sums_and_counts(rng):
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-14)
     np.testing.assert_array_equal(got[2:4], ref[2:4])
     np.testing.assert_array_equal(got[4], ref[4])
+
+
+# mutation round 6, simd2
+@pytest.mark.parametrize("name", ["x86-64-v4", "cannonlake"])
+def test_vnni_off_for_avx512_names_without_it(name):
+    # AVX-512 names whose CPUs lack VNNI: with no features given, no vpdpbusd kernel
+    assert cpu_simd.target_level(name, "", None) == "avx512"
+    assert not cpu_simd.target_vnni(name, "", None)
+
+
+@needs_simd
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_f32_shifted_sums_one_signed(rng, dtype, sign):
+    # values all of one sign: the min and max start from +-inf, not from 0
+    x = (sign * (rng.random(3 * cpu_simd.F32_STEP) * 50 + 1)).astype(dtype)
+    bits = x.view(np.uint16) if dtype == "float16" else x
+    k = float(np.float32(x[1]))
+    sd, sq, mn, mx = _head_sums(bits, k, 3)
+    d = x.astype(np.float64) - k
+    assert (mn, mx) == (x.min(), x.max())
+    assert sd == pytest.approx(d.sum(), rel=1e-14, abs=1e-14 * np.abs(d).sum())
+    assert sq == pytest.approx((d * d).sum(), rel=1e-14)
