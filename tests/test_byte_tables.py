@@ -207,3 +207,17 @@ def test_fold_of_special_values_keeps_the_bits(rng, into):
     nan = np.isnan(want_f)
     np.testing.assert_array_equal(np.isnan(state.floats), nan)
     np.testing.assert_array_equal(state.floats.view(np.int64)[~nan], want_f.view(np.int64)[~nan])
+
+
+@pytest.mark.parametrize("simd", [False, True])
+def test_byte_rows_thresholds_either_way(monkeypatch, simd):
+    """The row kernel's two thresholds, whichever way the byte-position kernel decides
+    (on this host its answer for ``MIN_CHANNELS`` hides the first): where it takes no
+    table (no SIMD build), from ``MIN_CHANNELS`` channels on; where it takes every one,
+    from ``PERIOD_CHANNELS`` on."""
+    monkeypatch.setattr(cpu_byte_tables, "u8_cl_simd", lambda dtype, nchan: simd)
+    low = cpu_byte_tables.PERIOD_CHANNELS if simd else cpu_byte_tables.MIN_CHANNELS
+    for dtype in (np.dtype(np.uint8), np.dtype(np.int8)):
+        assert not cpu_byte_tables.byte_rows(dtype, low - 1)
+        assert cpu_byte_tables.byte_rows(dtype, low)
+        assert not cpu_byte_tables.byte_rows(np.dtype(np.uint16), low)

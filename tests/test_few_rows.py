@@ -406,3 +406,52 @@ def test_a_shared_copy_never_writes_the_state_it_shares(rng, in_place, case):
         assert in_place == [case != "weighted"]  # (a weighted state: merged after)
     np.testing.assert_array_equal(base._snapshot().floats.view(np.int64),
                                   before.floats.view(np.int64))
+
+
+def test_few_rows_give_up_only_past_the_threshold(rng, calls, in_place):
+    """Under "omit" a tile gives up only where its slow channels times its rows pass
+    ``GIVE_UP * TILE``: ``GIVE_UP`` rows with a NaN in every channel of a tile are
+    kept, and merged into a stream's state in place (``in_place_table`` lets such a
+    table merge, so none of its tiles may give up after others merged); one row more
+    gives up. Right either way."""
+    nrows, nchan = kf.GIVE_UP, kf.TILE + 44
+    x = rng.standard_normal((nrows + 1, nchan)) * 2.0 + 3.0
+    x[1, :kf.TILE] = np.nan  # every channel of the first tile slow
+    at = x[:nrows]
+    rs = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu").update(at)
+    assert [c is not None for c in calls] == [True]
+    assert_stats(rs, ref_stats(at, -1, "omit"), _tight(nrows))
+    second = at[::-1] * 0.5 + 1.0
+    rs.update(second)
+    assert in_place == [True]
+    assert_stats(rs, ref_stats_many([at, second], -1, "omit"), 1e-13)
+    assert_non_finite_counts(rs, [at, second], -1)
+    calls.clear()
+    past = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu").update(x)
+    assert [c is None for c in calls] == [True]
+    assert_stats(past, ref_stats(x, -1, "omit"), 1e-13)
+
+
+def test_a_shared_copy_keeps_the_states_non_finite_counts(rng, in_place):
+    """A shared copy's update merges into a new state each tile of the shared one
+    copied first: every field, the NaN and infinity counts included, so the copy
+    counts the state's non-finite values and the batch's (against a full copy, bit for
+    bit), and the original is unchanged."""
+    import copy
+
+    x = _table(rng, 6, "float32")
+    x[1, 8] = np.nan
+    x[2, 9] = np.inf
+    x[:, 10] = -np.inf
+    y = (x[::-1] * 2 + 1).astype(np.float32)
+    y[3, 9] = np.nan
+    base = nbbn.RunningStats(-1, backend="cpu").update(x)
+    before = base._snapshot()
+    shared, full = base._shared_copy(), copy.copy(base)
+    shared.update(y)
+    full.update(y)
+    assert in_place == [True, True]
+    assert_non_finite_counts(shared, [x, y], -1)
+    _same_bits(shared, full)
+    after = base._snapshot()
+    np.testing.assert_array_equal(after.ints, before.ints)
