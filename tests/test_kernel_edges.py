@@ -140,3 +140,67 @@ def test_integer_rows_centre_on_the_nearest_integer():
         assert rs.mean[c] == float(m)
         np.testing.assert_allclose(rs.var[c], float(sum((a - m) ** 2 for a in v) / len(v)),
                                    rtol=1e-14)
+
+
+# ------------------------------------------------ blocks a kernel must fill completely
+def _cases(rng):
+    """Batches that reach the kernels writing into ``BatchStats.uninitialized`` blocks:
+    few rows of many channels (and merged into a shared, read-only state), a single
+    row, byte tables, a folded channels-first partition, weights, a sparse matrix."""
+    few = rng.normal(3, 2, (3, 2048)).astype(np.float32)
+    few[1, 5], few[2, 9], few[0, 700] = np.nan, np.inf, -np.inf
+    return {
+        "few rows": (few, {}),
+        "one row": (rng.normal(size=(1, 3000)), {}),
+        "byte table": (rng.integers(0, 256, (16, 2048), dtype=np.uint8), {}),
+        "channels first": (rng.normal(5, 1, (6, 8, 4099)).astype(np.float32), {"axis": 1}),
+        "weighted": (few, {"sample_weight": np.array([1.0, 3.0, 2.0])}),
+        "sparse": (few, {"sparse": True}),
+        "shared": (few, {"shared": True}),
+    }
+
+
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+@pytest.mark.parametrize("case", ["few rows", "one row", "byte table", "channels first",
+                                  "weighted", "sparse", "shared"])
+def test_kernels_write_every_field_of_their_blocks(rng, monkeypatch, case, policy):
+    """The kernels that fill ``BatchStats.uninitialized`` blocks write every field of
+    every channel: blocks that start out holding garbage (not numpy's usually zeroed
+    fresh pages) give the bits blocks from ``np.empty`` give (mutants: a NaN or
+    infinity count not zeroed, a source row not copied, survived or were killed by the
+    chance contents of ``np.empty``)."""
+    from nbbn.backends._stats import BatchStats
+
+    x, opts = _cases(rng)[case]
+    opts = dict(opts)
+    axis = opts.pop("axis", -1)
+    if opts.pop("sparse", False):
+        x = pytest.importorskip("scipy.sparse").csr_matrix(np.nan_to_num(x, posinf=9.0,
+                                                                         neginf=-9.0))
+    shared = opts.pop("shared", False)
+
+    def run():
+        rs = nbbn.RunningStats(axis, backend="cpu", nan_policy=policy)
+        if shared:
+            rs = rs.update(x[::-1] * 2)._shared_copy()
+        return rs.update(x, **opts).to_dict()
+
+    want = run()
+    real = BatchStats.uninitialized.__func__
+
+    made = []
+
+    def garbage(cls, nchan):
+        made.append(nchan)
+        out = real(cls, nchan)
+        out.ints.fill(987654321)
+        out.floats.fill(7.25)
+        return out
+
+    monkeypatch.setattr(BatchStats, "uninitialized", classmethod(garbage))
+    got = run()
+    assert made, "the case did not reach a kernel that fills uninitialized blocks"
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert int(np.max(got["count"])) <= 6 * 4099  # (not the garbage count)
