@@ -550,3 +550,126 @@ def test_implicit_zeros_weight_keeps_the_low_part_of_the_total(fmt):
     dense = nbbn.RunningStats(-1, nan_policy="omit").update(x, sample_weight=w)
     np.testing.assert_allclose(rs.var, dense.var, rtol=1e-12)
     assert rs.var[0] > 0
+
+
+# ------------------------------------------- cpu_sparse: bounds, weights, threads (mutants)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_a_columns_weight_is_the_total_rounded_once(monkeypatch, route, fmt):
+    """A column without a NaN weighs the total weight, summed as a double-double and
+    rounded once (math.fsum): weights 1, 2**-53, 2**-53 sum to 1 + 2**-52, which a
+    float sum (or the double-double's high part alone) makes 1."""
+    _force_route(monkeypatch, route)
+    x = np.array([[1.0, 0.0], [0.0, 0.0], [2.0, 3.0]])
+    w = np.array([1.0, 2.0**-53, 2.0**-53])
+    rs = nbbn.RunningStats(-1).update(_sparse(x, fmt), sample_weight=w)
+    np.testing.assert_array_equal(rs.count, [math.fsum(w.tolist())] * 2)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_implicit_zeros_weight_keeps_the_stored_rows_low_part_on_every_route(monkeypatch,
+                                                                           route):
+    """``test_implicit_zeros_weight_keeps_the_low_part_of_the_total`` (a 3x1 matrix goes
+    through tocsc()) on each CSR route: the stored rows' weight 1e16 + 1 (a NaN's row)
+    is a double-double in the partitions' and blocks' records too."""
+    _force_route(monkeypatch, route)
+    x = np.array([[5.0], [0.0], [np.nan]])
+    w = np.array([1e16, 1.0, 1.0])
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(sparse.csr_array(x), sample_weight=w)
+    dense = nbbn.RunningStats(-1, nan_policy="omit").update(x, sample_weight=w)
+    np.testing.assert_allclose(rs.var, dense.var, rtol=1e-12)
+    np.testing.assert_array_equal(rs.count, dense.count)
+    assert rs.var[0] > 0
+
+
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_many_csr_partitions_match_the_references(rng, monkeypatch, policy, weighted):
+    """CSR partitions of a few entries (of rows, weighted) each: every entry in exactly
+    one partition, an infinity's and a far first entry's columns read again."""
+    monkeypatch.setattr(cpu_sparse, "MIN_PART_ENTRIES", 1)
+    monkeypatch.setattr(cpu_sparse, "PART_ENTRIES_PER_COLUMN", 1)
+    monkeypatch.setattr(cpu_sparse, "_csr_route", lambda *shape: "parts")
+    x = _data(rng, (300, 7))
+    x[5, 4] = np.inf
+    x[0, 5], x[1:, 5] = 3.0e6, rng.standard_normal(299)
+    w = None
+    if weighted:
+        w = rng.random(300) * 3
+        w[::7] = 0.0
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x), sample_weight=w)
+    with np.errstate(all="ignore"):
+        dense = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
+    for name in ("nan_count", "inf_count", "min", "max"):
+        np.testing.assert_array_equal(getattr(rs, name), getattr(dense, name), err_msg=name)
+    if weighted:
+        with np.errstate(all="ignore"):
+            wsum, mean, var = _weighted_ref(x, w, policy == "omit")
+        assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
+        finite = np.isfinite(var)
+        assert_close(rs.mean[finite], mean[finite], rtol=1e-14,
+                     atol=1e-14 * np.sqrt(var[finite]), name="mean")
+        assert_close(rs.var[finite], var[finite], rtol=1e-13, name="var")
+        np.testing.assert_array_equal(np.isfinite(rs.var), finite)
+    else:
+        with np.errstate(invalid="ignore"):
+            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+
+
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+def test_column_blocks_on_two_threads_read_columns_again(rng, monkeypatch, policy):
+    """Unweighted blocks of one column on two threads: the second thread's cursors skip
+    the first's blocks, and its columns read again (an infinity, a far first entry)
+    start from the block's own entries."""
+    x = _data(rng, (200, 6), nan=0.02)
+    x[3, 1], x[9, 3] = np.inf, -np.inf
+    x[0, 5] = 1e6
+    _force_route(monkeypatch, "blocks", block_columns=1)
+    monkeypatch.setattr(cpu, "THREADED_MIN_ELEMENTS", 1)
+    with cpu.thread_limit(2):
+        rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x))
+    with np.errstate(invalid="ignore"):
+        assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+
+
+def test_scale_columns_in_several_row_partitions(rng, monkeypatch):
+    monkeypatch.setattr(cpu_sparse, "MIN_PART_ENTRIES", 1)  # a partition per row or two
+    x = _data(rng, (50, 6), nan=0)
+    s = sparse.csr_array(x)
+    f = rng.random(6) + 0.5
+    cpu_sparse.scale_columns(s, f)
+    np.testing.assert_array_equal(s.toarray(), x * f)
+
+
+def test_csr_route_thresholds_at_their_bounds(monkeypatch):
+    """Each threshold of ``_csr_route`` at its bound (a route is a choice of speed, not
+    of results: this pins the measured bounds)."""
+    monkeypatch.setattr(cpu_sparse, "BLOCK_COLUMNS", 4096)
+    route = cpu_sparse._csr_route
+    assert route(10, 100, 400) == "parts"  # 4 entries per column: not tocsc()
+    assert route(10, 100, 399) == "csc"
+    assert route(1000, 10_000, 640_000) == "parts"  # 64 per column, records fit
+    assert route(1000, 10_000, 639_999) == "blocks"
+    assert route(1000, 131_072, 8_388_608) == "parts"  # two partitions: 32 MiB exactly
+    assert route(1000, 131_073, 8_388_672) == "blocks"
+    assert route(4000, 100_000, 400_000) == "blocks"  # 4 entries per row of each block
+    assert route(4001, 100_000, 400_000) == "csc"
+    assert route(160_000, 100_000, 1_599_999) == "csc"  # short rows: 16 per column
+    assert route(320_000, 100_000, 3_199_999, True) == "csc"  # weighted: 32
+
+
+@pytest.mark.parametrize("route", ["csc", "parts", "blocks"])
+def test_unsigned_integer_matrices_have_correctly_rounded_means(rng, monkeypatch, route):
+    """uint32 entries (as int32's in test_mean_rounding): read as integers, and their
+    columns centred on integers, so each mean is the exact one rounded once."""
+    from fractions import Fraction
+
+    _force_route(monkeypatch, route)
+    d = rng.integers(0, 2**32, size=(301, 24), dtype=np.uint32)
+    d[:, ::3] = rng.integers(2**31, 2**31 + 3, size=(301, 8), dtype=np.uint32)
+    d *= rng.random(d.shape) < 0.5
+    rs = nbbn.RunningStats(-1).update(sparse.csr_array(d))
+    want = np.array([float(Fraction(int(s), 301)) for s in d.astype(np.int64).sum(0)])
+    np.testing.assert_array_equal(rs.mean, want)
