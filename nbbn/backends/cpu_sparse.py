@@ -243,7 +243,10 @@ def _with_zeros(n, wsum, hi, lo, m2, mn, mx, zeros, weighted, total_hi, total_lo
         mn = merge_min(mn, 0.0)
         mx = merge_max(mx, 0.0)
     if weighted and whole:
-        wsum = total_hi + total_lo  # (the double-double's rounding: the dense path's sum)
+        # (the double-double rounded once: the exact total correctly rounded, which the
+        # dense path's float sum equals for integer weights, not always for others:
+        # 1, 2**-53, 2**-53 give 1 + 2**-52 here, 1.0 there and in scikit-learn)
+        wsum = total_hi + total_lo
     return n, wsum, hi, lo, m2, mn, mx
 
 
