@@ -673,3 +673,82 @@ def test_unsigned_integer_matrices_have_correctly_rounded_means(rng, monkeypatch
     rs = nbbn.RunningStats(-1).update(sparse.csr_array(d))
     want = np.array([float(Fraction(int(s), 301)) for s in d.astype(np.int64).sum(0)])
     np.testing.assert_array_equal(rs.mean, want)
+
+
+@pytest.mark.parametrize("route", ["blocks", "parts"])
+def test_weighted_columns_far_from_zero_are_centred_on_their_first_entry(rng, monkeypatch,
+                                                                          route):
+    """The weighted passes sum ``w (x - shift)`` around each column's first finite entry,
+    then the deviations from that first mean: columns of values near 1e8 with a spread
+    of 1 keep their variance to float64 precision (mutant: the shift taken at the second
+    entry, the first summed around 0, left the first mean 1e8 / n off and the second
+    pass's sums cancelling: a variance off by about 1e-6 of itself)."""
+    x = 1e8 + rng.standard_normal((400, 3))
+    w = rng.integers(1, 4, 400).astype(np.float64)
+    _force_route(monkeypatch, route)
+    rs = nbbn.RunningStats(-1).update(sparse.csr_array(x), sample_weight=w)
+    sw, mean, var = _weighted_ref(x, w, omit=False)
+    np.testing.assert_array_equal(rs.count, sw)
+    np.testing.assert_allclose(rs.mean, mean, rtol=1e-15)
+    np.testing.assert_allclose(rs.var, var, rtol=1e-11)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_overflowing_sums_with_nans_omitted_are_redone(monkeypatch, route):
+    """A column whose stored values' sums overflow and which holds NaNs: under "omit"
+    it is redone as dense data too (mutant: only columns without a NaN were), its mean
+    finite and equal to the dense input's; under "propagate" it stays NaN."""
+    _force_route(monkeypatch, route)
+    x = np.zeros((400, 2))
+    x[0::4, 0], x[1::4, 0], x[2::8, 0] = 1.7e308, -1.7e308, np.nan  # mean 0 of 350
+    x[:, 1] = 2.0
+    s = sparse.csr_array(x)
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(s)
+    dense = nbbn.RunningStats(-1, nan_policy="omit").update(x)
+    np.testing.assert_array_equal(rs.mean, [0.0, 2.0])
+    np.testing.assert_array_equal(rs.mean, dense.mean)
+    np.testing.assert_array_equal(rs.count, [350, 400])
+    assert np.isposinf(rs.var[0]) and rs.var[1] == 0.0
+    assert np.isnan(nbbn.RunningStats(-1).update(s).mean[0])
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_duplicates_of_compressed_input_are_summed_on_a_copy(fmt):
+    """A CSR or CSC matrix built with a repeated entry (scipy's meaning: their sum) is
+    read as its sum (mutant: duplicates left as two values of one row), and the user's
+    matrix keeps its entries (the sum is taken on a copy). A COO matrix's duplicates are
+    summed by scipy's own conversion, so only compressed input reaches the check."""
+    data, idx, ptr = np.array([1.0, 2.0, 5.0, 7.0]), np.array([0, 0, 1, 1]), np.array([0, 3, 4])
+    m = getattr(sparse, f"{fmt}_array")((data, idx, ptr), shape=(2, 2))
+    assert not m.has_canonical_format
+    dense = m.toarray()  # (scipy sums the duplicates)
+    rs = nbbn.RunningStats(-1).update(m)
+    assert_stats(rs, ref_stats(dense, -1), rtol=RTOL)
+    np.testing.assert_array_equal(m.data, data)
+    assert not m.has_canonical_format
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nans_omitted_need_no_dense_redo(rng, monkeypatch, route, weighted):
+    """Columns with NaNs, under "omit", come out of the sparse kernels finite: none is
+    redone as dense data (mutant: the CSC kernel's second pass summed the NaNs, and the
+    redo for overflowed sums repaired every such column, at the dense kernels' cost)."""
+    _force_route(monkeypatch, route)
+    x = _data(rng, (300, 6), nan=0.05)
+    x[7::40] = np.nan  # (a NaN in every column)
+    prepared = []
+    real = cpu.prepare
+    monkeypatch.setattr(cpu, "prepare", lambda *a, **k: prepared.append(1) or real(*a, **k))
+    w = rng.integers(0, 3, 300).astype(np.float64) if weighted else None
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(sparse.csr_array(x),
+                                                          sample_weight=w)
+    assert prepared == []
+    assert np.isfinite(rs.mean).all() and np.isfinite(rs.var).all()
+    if weighted:  # an infinity in a row of weight 0 is absent, from both passes
+        x[3] = np.inf
+        w[3] = 0.0
+        rs = nbbn.RunningStats(-1, nan_policy="omit").update(sparse.csr_array(x),
+                                                              sample_weight=w)
+        assert prepared == [] and not rs.inf_count.any()
+        assert np.isfinite(rs.mean).all() and np.isfinite(rs.var).all()
