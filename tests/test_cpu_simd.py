@@ -124,11 +124,16 @@ def test_prefetch_ahead_at_the_end_of_strided_and_empty_arrays(rng, dtype):
     np.testing.assert_array_equal(base, keep)
 
 
-def test_nbbn_simd_caps_the_level(monkeypatch):
+def _numba_target_level() -> str:
+    """The SIMD level of numba's target in this process (without ``NBBN_SIMD``)."""
     from numba.core import config
 
-    host = cpu_simd.target_level(getattr(config, "CPU_NAME", None),
+    return cpu_simd.target_level(getattr(config, "CPU_NAME", None),
                                  getattr(config, "CPU_FEATURES", None))
+
+
+def test_nbbn_simd_caps_the_level(monkeypatch):
+    host = _numba_target_level()
     monkeypatch.setenv("NBBN_SIMD", "none")
     assert cpu_simd.simd_level() == "none"
     monkeypatch.setenv("NBBN_SIMD", "avx2")
@@ -587,10 +592,7 @@ def test_level_needs_every_feature_and_what_they_need(features, level):
 
 
 def test_nbbn_simd_ignores_case_and_spaces(monkeypatch):
-    from numba.core import config
-
-    host = cpu_simd.target_level(getattr(config, "CPU_NAME", None),
-                                 getattr(config, "CPU_FEATURES", None))
+    host = _numba_target_level()
     monkeypatch.setenv("NBBN_SIMD", " NONE ")
     assert cpu_simd.simd_level() == "none"
     monkeypatch.setenv("NBBN_SIMD", "AVX2")

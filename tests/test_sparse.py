@@ -129,6 +129,28 @@ def test_columns_match_the_dense_reference(rng, fmt, dtype, policy):
     np.testing.assert_array_equal(rs.nan_count, np.isnan(x.astype(float)).sum(0))
 
 
+def _check_csr_against_the_references(x: np.ndarray, w: np.ndarray | None, policy: str):
+    """``x`` as a CSR matrix (weighted by ``w`` if given) against the dense statistics
+    (counts of NaNs and infinities, min, max) and the float64 references."""
+    rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x), sample_weight=w)
+    with np.errstate(all="ignore"):
+        dense = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
+    for name in ("nan_count", "inf_count", "min", "max"):
+        np.testing.assert_array_equal(getattr(rs, name), getattr(dense, name), err_msg=name)
+    if w is not None:
+        with np.errstate(all="ignore"):  # (an infinity)
+            wsum, mean, var = _weighted_ref(x, w, policy == "omit")
+        assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
+        finite = np.isfinite(var)
+        assert_close(rs.mean[finite], mean[finite], rtol=1e-14,
+                     atol=1e-14 * np.sqrt(var[finite]), name="mean")
+        assert_close(rs.var[finite], var[finite], rtol=1e-13, name="var")
+        np.testing.assert_array_equal(np.isfinite(rs.var), finite)
+    else:
+        with np.errstate(invalid="ignore"):
+            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("policy", ["omit", "propagate"])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -140,23 +162,7 @@ def test_every_csr_route_matches_the_references(rng, monkeypatch, route, policy,
         w = rng.random(300) * 3
         w[::7] = 0.0
     _force_route(monkeypatch, route)
-    rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x), sample_weight=w)
-    with np.errstate(all="ignore"):
-        dense = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
-    for name in ("nan_count", "inf_count", "min", "max"):
-        np.testing.assert_array_equal(getattr(rs, name), getattr(dense, name), err_msg=name)
-    if weighted:
-        with np.errstate(all="ignore"):  # the infinity
-            wsum, mean, var = _weighted_ref(x, w, policy == "omit")
-        assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
-        finite = np.isfinite(var)
-        assert_close(rs.mean[finite], mean[finite], rtol=1e-14,
-                     atol=1e-14 * np.sqrt(var[finite]), name="mean")
-        assert_close(rs.var[finite], var[finite], rtol=1e-13, name="var")
-        np.testing.assert_array_equal(np.isfinite(rs.var), finite)
-    else:
-        with np.errstate(invalid="ignore"):
-            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+    _check_csr_against_the_references(x, w, policy)
 
 
 def test_csr_column_blocks_give_one_partitions_bits(rng, monkeypatch):
@@ -599,23 +605,7 @@ def test_many_csr_partitions_match_the_references(rng, monkeypatch, policy, weig
     if weighted:
         w = rng.random(300) * 3
         w[::7] = 0.0
-    rs = nbbn.RunningStats(-1, nan_policy=policy).update(sparse.csr_array(x), sample_weight=w)
-    with np.errstate(all="ignore"):
-        dense = nbbn.RunningStats(-1, nan_policy=policy).update(x, sample_weight=w)
-    for name in ("nan_count", "inf_count", "min", "max"):
-        np.testing.assert_array_equal(getattr(rs, name), getattr(dense, name), err_msg=name)
-    if weighted:
-        with np.errstate(all="ignore"):
-            wsum, mean, var = _weighted_ref(x, w, policy == "omit")
-        assert_close(rs.count, wsum, rtol=1e-15, name="weight sum")
-        finite = np.isfinite(var)
-        assert_close(rs.mean[finite], mean[finite], rtol=1e-14,
-                     atol=1e-14 * np.sqrt(var[finite]), name="mean")
-        assert_close(rs.var[finite], var[finite], rtol=1e-13, name="var")
-        np.testing.assert_array_equal(np.isfinite(rs.var), finite)
-    else:
-        with np.errstate(invalid="ignore"):
-            assert_stats(rs, ref_stats(x, -1, policy), rtol=RTOL)
+    _check_csr_against_the_references(x, w, policy)
 
 
 @pytest.mark.parametrize("policy", ["omit", "propagate"])
