@@ -178,6 +178,13 @@ def _simplejpeg():
     return simplejpeg
 
 
+def _jpeg_by_simplejpeg(jpeg_decoder: str, mode: str | None) -> bool:
+    """Whether JPEG files go to simplejpeg (else Pillow): asked for or "auto", a mode it
+    decodes to (RGB, gray, or the file's own), and installed."""
+    return jpeg_decoder != "pillow" and mode in (None, "RGB", "L") and (
+        _simplejpeg() is not None)
+
+
 def decode_image(path: str, mode: str | None = None, size=None, *,
                  jpeg_decoder: str = "auto") -> np.ndarray:
     """The pixels of one image file as an ``(H, W, C)`` uint8 or uint16 array.
@@ -211,11 +218,8 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
         with open(path, "rb") as f:
             data = f.read()
         arr, kept = None, None
-        if data.startswith(_JPEG_MAGIC) and jpeg_decoder != "pillow" and mode in (
-                None, "RGB", "L"):
-            sj = _simplejpeg()
-            if sj is not None:
-                arr = _decode_simplejpeg(sj, data, mode)
+        if data.startswith(_JPEG_MAGIC) and _jpeg_by_simplejpeg(jpeg_decoder, mode):
+            arr = _decode_simplejpeg(_simplejpeg(), data, mode)
         if arr is None:
             arr, kept = _decode_pillow(data, mode)
         if size is not None:
@@ -588,10 +592,7 @@ class ImageSource(Source):
     def _jpeg_decoder_used(self) -> str:
         """The decoder JPEG files get here ("simplejpeg" or "pillow"; "auto" resolved):
         part of the fingerprint, since the two may give other pixels (``mode="L"``)."""
-        if self.jpeg_decoder == "pillow" or self.mode not in (None, "RGB", "L") or (
-                _simplejpeg() is None):
-            return "pillow"
-        return "simplejpeg"
+        return "simplejpeg" if _jpeg_by_simplejpeg(self.jpeg_decoder, self.mode) else "pillow"
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Decode image ``index`` (in a worker thread) and count its histogram."""
