@@ -234,3 +234,22 @@ def test_duplicate_column_names_are_refused_as_fit_refuses_them(rng):
     np.testing.assert_allclose(rs.mean, df.to_numpy().mean(0), rtol=1e-15)
     with pytest.raises(ValueError, match=r"named \['1'\] \(labels compared as str\)"):
         nbbn.RunningStats(-1).update(pd.DataFrame([[1.0, 2.0]], columns=[1, "1"]))
+
+
+def test_the_reorder_hint_only_for_the_same_columns(rng):
+    """``select them in that order`` is suggested only when the batch has the fitted
+    columns in another order; other columns of the same count are only refused."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(rng.normal(size=(4, 3)), columns=["a", "b", "c"])
+    rs = nbbn.RunningStats(-1).update(df)
+    with pytest.raises(ValueError, match="channels are matched by position") as info:
+        rs.update(df.rename(columns={"c": "d"}))
+    assert "select them in that order" not in str(info.value)
+
+
+def test_long_label_lists_are_shortened_after_eight():
+    from nbbn._labels import shown
+
+    assert shown(tuple("abcdefgh")) == "[" + ", ".join(repr(c) for c in "abcdefgh") + "]"
+    assert shown(tuple("abcdefghi")).endswith("'h', ...]")
+    assert shown(("a",), limit=1) == "['a']"

@@ -217,3 +217,39 @@ def test_labels_of_another_length_are_left_out(rng):
     rs = nbbn.RunningStats(1).update(rng.normal(size=(4, 3)))
     ds = stats_dataset(rs, None, ("band", np.array(["a", "b"])))
     assert list(ds.dims) == ["band"] and "band" not in ds.coords
+
+
+def test_a_dataarray_without_labels_is_counted_by_position(rng):
+    """A batch whose channel dimension has no coordinate has no labels to compare: it
+    is counted by position, as a plain array is (not refused, nor a crash)."""
+    x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"),
+                     coords={"band": ["r", "g", "b"]})
+    rs = nbbn.RunningStats(-1).update(x).update(x.drop_vars("band"))
+    np.testing.assert_array_equal(rs.count, [10, 10, 10])
+    norm = nbbn.RunningStats(-1).update(x).to_normalizer(eps=0.0)
+    np.testing.assert_array_equal(norm(x.drop_vars("band")).values, norm(x).values)
+
+
+def test_labels_of_another_dimension_are_not_compared(rng):
+    """Labels are compared only along the same dimension: with an integer channel axis,
+    a DataArray whose channel dimension has another name is counted by position."""
+    x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"),
+                     coords={"band": ["r", "g", "b"]})
+    other = xr.DataArray(x.values, dims=("t", "colour"),
+                         coords={"colour": ["b", "g", "r"]})
+    rs = nbbn.RunningStats(-1).update(x).update(other)
+    np.testing.assert_array_equal(rs.count, [10, 10, 10])
+    norm = nbbn.RunningStats(-1).update(x).to_normalizer(eps=0.0)
+    np.testing.assert_array_equal(norm(other).values, norm(x).values)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a batch without a channel coordinate "
+                   "replaces the statistics' labels with none, so a later batch with the "
+                   "channels in another order is pooled by position")
+def test_a_batch_without_labels_keeps_the_statistics_labels(rng):
+    x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"),
+                     coords={"band": ["r", "g", "b"]})
+    rs = nbbn.RunningStats("band").update(x).update(x.drop_vars("band"))
+    assert rs.to_xarray()["band"].values.tolist() == ["r", "g", "b"]
+    with pytest.raises(ValueError, match="labels must match"):
+        rs.update(x.isel(band=[2, 0, 1]))
