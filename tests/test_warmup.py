@@ -360,3 +360,21 @@ def test_the_warmup_reaches_each_route_of_each_dtype(monkeypatch):
         if cpu_byte_tables.byte_rows(dtype, 10**5):
             assert any(cpu_byte_tables.byte_rows(dtype, s[1])
                        and not cpu_few_rows.takes(s, dtype, False) for s in tables), dtype
+
+
+def _add_two(x):
+    return x + 2
+
+
+def test_announcing_twice_prints_each_compile_once(monkeypatch, capsys):
+    """Each computing subcommand calls ``announce_compiles`` (several run in one
+    process): a second call must not add a second listener, which printed each
+    notice twice."""
+    from nbbn import _compile_notice
+    from nbbn.backends import _jit
+
+    monkeypatch.setitem(_compile_notice._FAMILIES, "_add_two_noticetest", "test kernel for {}")
+    _compile_notice.announce_compiles()
+    _compile_notice.announce_compiles()
+    assert _jit.tagged(_add_two, "noticetest")(np.arange(3, dtype=np.int64)).tolist() == [2, 3, 4]
+    assert capsys.readouterr().err.count("nbbn: compiling the test kernel for int64") == 1
