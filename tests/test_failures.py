@@ -303,6 +303,16 @@ def test_fit_interrupted_pickles_with_its_attributes(tmp_path):
         np.testing.assert_array_equal(back.stats.count, rs.count)
 
 
+def test_fit_interrupted_says_the_resume_call_to_paste(tmp_path):
+    """The message's resume call names the checkpoint as a str literal (not a
+    ``PosixPath(...)``), and the rows with thousands separators."""
+    exc = nbbn.FitInterrupted(None, tmp_path / "c.ckpt", 1234567)
+    path = str(tmp_path / "c.ckpt")
+    assert "after 1,234,567 rows" in str(exc)
+    assert f"nbbn.fit(<same source>, checkpoint={path!r}, resume=True)" in str(exc)
+    assert "after 1,234,567 rows" in str(nbbn.FitInterrupted(None, None, 1234567))
+
+
 @pytest.mark.parametrize("protocol", [0, 1, 2])
 def test_statistics_pickle_with_every_protocol(protocol, rng):
     import pickle
