@@ -59,3 +59,24 @@ def test_a_deferred_step_leaves_an_ignored_sigint_ignored(sigint_ignored):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         _ctrl_c()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_the_guard_in_another_thread_does_nothing():
+    """Signals are handled in the main thread only (``signal.signal`` raises elsewhere):
+    a fit run in a worker thread goes without the guard."""
+    import threading
+
+    before = signal.getsignal(signal.SIGINT)
+    errors = []
+
+    def guarded() -> None:
+        try:
+            with SigintGuard() as guard:
+                assert signal.getsignal(signal.SIGINT) is before and not guard.pending
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=guarded)
+    thread.start()
+    thread.join()
+    assert errors == [] and signal.getsignal(signal.SIGINT) is before
