@@ -53,3 +53,16 @@ def test_bytes_are_counted_in_powers_of_1000(monkeypatch):
     bar.close()
     out = sys.stderr.getvalue()
     assert "1.50M/2.00M" in out and "12,345 rows" in out
+
+
+def test_a_status_line_goes_above_a_running_bar(monkeypatch):
+    """A status line printed while the bar runs (a skipped file) clears the bar's line
+    first, rather than being appended to the bar."""
+    import re
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = Progress(True, "nbbn fit", 1000, 0, 0)
+    bar.update(100, 10)
+    say(True, "skipped a.npy")
+    bar.close()
+    assert "nbbn: skipped a.npy" in re.split(r"[\r\n]", sys.stderr.getvalue())
