@@ -78,6 +78,19 @@ def check_coords(mine, theirs, what: str, whose: str = "the statistics") -> None
             f".sel({theirs[0]}=[...]) first). Nothing was changed.")
 
 
+def kept_coord(mine, theirs):
+    """The channel coordinate of statistics ``mine`` after a batch (or other
+    statistics) with ``theirs`` was merged in (after :func:`check_coords`): the first
+    labels stay. Without this, a batch with no labels, or labels of another dimension
+    (an integer channel axis), replaced them, and a later batch with the channels in
+    another order was pooled by position unchecked."""
+    if mine is not None and mine[1] is not None:
+        return mine
+    if theirs is not None and theirs[1] is not None:
+        return theirs
+    return mine if mine is not None else theirs
+
+
 def shown(names: tuple, limit: int = 8) -> str:
     """``names`` for a message, shortened after ``limit``."""
     more = ", ..." if len(names) > limit else ""

@@ -12,7 +12,7 @@ import numpy as np
 from . import backends
 from ._histogram import Histogram
 from ._interrupt import deferred_sigint
-from ._labels import check_columns, check_coords, check_names, frame_columns, shown
+from ._labels import check_columns, check_coords, check_names, frame_columns, kept_coord, shown
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
@@ -268,7 +268,7 @@ class RunningStats:
         self._host_cache = None
         if counts is not None and self.histogram is not None:
             self.histogram.counts += counts
-        self._channel_coord = coord
+        self._channel_coord = kept_coord(self._channel_coord, coord)
         if names is not None:
             self._names = names
 
@@ -416,7 +416,7 @@ class RunningStats:
         out._names = check_names(_merged_names(self._names, other._names), nchan)
         out._state = state
         out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
-        out._channel_coord = self._channel_coord or other._channel_coord
+        out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
         return out
 
     def __add__(self, other: RunningStats) -> RunningStats:
@@ -450,7 +450,7 @@ class RunningStats:
             self._names = names
             self.histogram = hist
             self.skipped = self.skipped + other.skipped
-            self._channel_coord = self._channel_coord or other._channel_coord
+            self._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
         return self
 
     def _check_mergeable(self, other: RunningStats, b: BatchStats) -> None:

@@ -243,13 +243,26 @@ def test_labels_of_another_dimension_are_not_compared(rng):
     np.testing.assert_array_equal(norm(other).values, norm(x).values)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a batch without a channel coordinate "
-                   "replaces the statistics' labels with none, so a later batch with the "
-                   "channels in another order is pooled by position")
 def test_a_batch_without_labels_keeps_the_statistics_labels(rng):
+    """The first labels stay: a batch with none (or, with an integer channel axis,
+    labels of another dimension), or statistics merged in without labels, replaced
+    them, and a later batch with the channels in another order was then pooled by
+    position unchecked."""
     x = xr.DataArray(rng.normal(size=(5, 3)), dims=("t", "band"),
                      coords={"band": ["r", "g", "b"]})
+    shuffled = x.isel(band=[2, 0, 1])
     rs = nbbn.RunningStats("band").update(x).update(x.drop_vars("band"))
     assert rs.to_xarray()["band"].values.tolist() == ["r", "g", "b"]
     with pytest.raises(ValueError, match="labels must match"):
-        rs.update(x.isel(band=[2, 0, 1]))
+        rs.update(shuffled)
+    np.testing.assert_array_equal(rs.count, [10, 10, 10])  # (nothing changed)
+    other = xr.DataArray(x.values, dims=("t", "colour"), coords={"colour": ["b", "g", "r"]})
+    rs = nbbn.RunningStats(-1).update(x).update(other)
+    with pytest.raises(ValueError, match="labels must match"):
+        rs.update(shuffled)
+    unlabelled = nbbn.RunningStats("band").update(x.drop_vars("band"))
+    for merged in (rs.merge(unlabelled), unlabelled.merge(rs), unlabelled + rs):
+        assert merged.to_xarray()["band"].values.tolist() == ["r", "g", "b"]
+    unlabelled += rs
+    with pytest.raises(ValueError, match="labels must match"):
+        unlabelled.update(shuffled)
