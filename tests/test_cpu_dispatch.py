@@ -1,0 +1,33 @@
+"""The CPU backend's dispatcher (``nbbn.backends.cpu``): the kernel plans it keeps, the
+routes it picks by layout and size, and the merges of their results. Edges found by
+mutation testing (round 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+from reference import assert_close, ref_stats, stats_rtol
+
+import nbbn
+
+RNG = np.random.default_rng(20261207)
+
+
+def _check(rs, x, axis):
+    ref = ref_stats(x, axis % x.ndim)
+    np.testing.assert_array_equal(rs.count, ref.count)
+    np.testing.assert_array_equal(rs.min, ref.min)
+    np.testing.assert_array_equal(rs.max, ref.max)
+    rtol = stats_rtol(x.dtype)
+    assert_close(rs.mean, ref.mean, rtol=rtol, atol=rtol, name="mean")
+    assert_close(rs.var, ref.var, rtol=rtol, name="var")
+
+
+def test_a_plan_is_not_reused_for_the_same_shape_with_other_strides():
+    """Short float32 rows take whole-vector reads only where their elements are
+    contiguous: a piece of the same shape with gaps between its elements (read after
+    the contiguous one) gets a plan of its own, and its gaps are not read."""
+    base = RNG.standard_normal((512, 4, 32)).astype(np.float32) * 3 + 5
+    wide = np.repeat(base, 2, axis=2)
+    wide[..., 1::2] = 1e6  # (the gaps: in any statistic that reads them)
+    for x in (base, wide[..., ::2]):
+        _check(nbbn.RunningStats(1, backend="cpu").update(x), x, 1)
