@@ -31,3 +31,16 @@ def test_a_plan_is_not_reused_for_the_same_shape_with_other_strides():
     wide[..., 1::2] = 1e6  # (the gaps: in any statistic that reads them)
     for x in (base, wide[..., ::2]):
         _check(nbbn.RunningStats(1, backend="cpu").update(x), x, 1)
+
+
+def test_two_partitions_are_both_merged():
+    """A piece of 2-3 ``MIN_PART_ELEMENTS`` elements is cut into exactly two
+    partitions: the statistics fold both (the first alone is a partial result)."""
+    from nbbn.backends import cpu
+
+    n = 5 * cpu.MIN_PART_ELEMENTS // 2
+    x = RNG.standard_normal((n // 4, 4)) * 2 + 3
+    x[-1] = 50.0  # (the last rows, in the second partition only)
+    for rs in (nbbn.RunningStats(-1, backend="cpu").update(x),
+               nbbn.RunningStats(0, backend="cpu").update(x.T.copy())):
+        _check(rs, x, -1)
