@@ -5,7 +5,8 @@ mutation testing (round 7)."""
 from __future__ import annotations
 
 import numpy as np
-from reference import assert_close, ref_stats, stats_rtol
+import pytest
+from reference import assert_close, assert_stats, ref_stats, stats_rtol
 
 import nbbn
 
@@ -44,3 +45,16 @@ def test_two_partitions_are_both_merged():
     for rs in (nbbn.RunningStats(-1, backend="cpu").update(x),
                nbbn.RunningStats(0, backend="cpu").update(x.T.copy())):
         _check(rs, x, -1)
+
+
+@pytest.mark.parametrize("policy", ["propagate", "omit"])
+def test_a_single_row_with_a_nan_and_an_infinity_is_not_written_directly(policy):
+    """A single row of many channels is written directly (count 1, mean/min/max the
+    value) only where every value is finite: a NaN or an infinity goes to the kernels,
+    which count it (and skip the NaN under "omit")."""
+    x = RNG.standard_normal((1, 1024)).astype(np.float32)
+    x[0, 3], x[0, 7] = np.nan, np.inf
+    rs = nbbn.RunningStats(-1, nan_policy=policy, backend="cpu").update(x)
+    assert_stats(rs, ref_stats(x, -1, policy), 1e-7)
+    assert rs.nan_count.tolist() == [int(c == 3) for c in range(1024)]
+    assert rs.inf_count.tolist() == [int(c == 7) for c in range(1024)]
