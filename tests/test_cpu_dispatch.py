@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import assert_close, assert_stats, ref_stats, stats_rtol
+from reference import assert_close, assert_stats, ref_normalize, ref_stats, stats_rtol
 
 import nbbn
+from nbbn import _layout
 
 RNG = np.random.default_rng(20261207)
 
@@ -58,3 +59,18 @@ def test_a_single_row_with_a_nan_and_an_infinity_is_not_written_directly(policy)
     assert_stats(rs, ref_stats(x, -1, policy), 1e-7)
     assert rs.nan_count.tolist() == [int(c == 3) for c in range(1024)]
     assert rs.inf_count.tolist() == [int(c == 7) for c in range(1024)]
+
+
+def test_an_out_on_the_inputs_memory_in_another_layout_goes_through_a_temporary(monkeypatch):
+    """``out=x.T`` starts where ``x`` does, with its item size, but not its strides: a
+    map in place (here in slabs of 8 rows) would overwrite inputs before they are read,
+    so it is written through a temporary (only the same memory in the same layout is
+    mapped in place)."""
+    monkeypatch.setattr(_layout, "SLAB_BYTES", 8 * 64 * 8)
+    x = RNG.standard_normal((64, 64)) * 3 + 1
+    want = ref_normalize(x, np.linspace(-1, 1, 64), np.linspace(0.5, 2, 64), eps=0.0,
+                         channel_axis=-1)
+    norm = nbbn.Normalizer(np.linspace(-1, 1, 64), np.linspace(0.5, 2, 64), eps=0.0,
+                           channel_axis=-1, backend="cpu")
+    y = norm(x, out=x.T)
+    assert_close(y, want, rtol=1e-15, atol=1e-15)
