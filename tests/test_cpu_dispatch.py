@@ -4,9 +4,18 @@ mutation testing (round 7)."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
-from reference import assert_close, assert_stats, ref_normalize, ref_stats, stats_rtol
+from reference import (
+    assert_close,
+    assert_stats,
+    assert_ulps,
+    ref_normalize,
+    ref_stats,
+    stats_rtol,
+)
 
 import nbbn
 from nbbn import _layout
@@ -74,3 +83,45 @@ def test_an_out_on_the_inputs_memory_in_another_layout_goes_through_a_temporary(
                            channel_axis=-1, backend="cpu")
     y = norm(x, out=x.T)
     assert_close(y, want, rtol=1e-15, atol=1e-15)
+
+
+def test_a_fortran_table_is_read_as_channels_first_rows_without_a_copy():
+    """A table stored column by column (pandas' ``to_numpy()``) reaches the statistics
+    as (N, C, 1) rows with F-contiguous columns: it is read as (1, C, N) channels-first
+    rows in place, not copied whole into C order."""
+    t = np.asfortranarray(RNG.standard_normal((65536, 32)).astype(np.float32))  # 8 MiB
+    update = nbbn.RunningStats(-1, backend="cpu").update
+    for _ in range(2):  # (compiling first: the compiler's allocations are not the call's)
+        update(t)
+    tracemalloc.start()
+    try:
+        rs = update(t)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < t.nbytes // 8
+    _check(rs, np.concatenate([t, t, t]), -1)
+
+
+def test_a_permuted_input_into_a_new_or_matching_out_is_mapped_in_memory_order(monkeypatch):
+    """A torch channels_last layout read with ``channel_axis=1`` into a new output or
+    an out= laid out as itself is mapped in memory order (channels-last rows the
+    kernels read at their speed), not through its channels-first view, whose inner
+    runs have gaps."""
+    from nbbn.backends import cpu
+
+    x = RNG.standard_normal((4, 8, 8, 3)).astype(np.float32).transpose(0, 3, 1, 2)
+    mean, var = np.array([0.5, -1.0, 2.0]), np.array([1.0, 4.0, 0.25])
+    norm = nbbn.Normalizer(mean, var, channel_axis=1, backend="cpu")
+    want = ref_normalize(x, mean, var, eps=norm.eps, channel_axis=1)
+    seen = []
+    run = cpu._run_affine
+
+    def spy(x3, *args, **kwargs):
+        seen.append(_layout.streams(x3))
+        return run(x3, *args, **kwargs)
+
+    monkeypatch.setattr(cpu, "_run_affine", spy)
+    for out in (np.empty_like(x), None):
+        assert_ulps(norm(x, out=out), want, ulps=1.0)
+    assert seen == [True, True]
