@@ -125,3 +125,17 @@ def test_a_permuted_input_into_a_new_or_matching_out_is_mapped_in_memory_order(m
     for out in (np.empty_like(x), None):
         assert_ulps(norm(x, out=out), want, ulps=1.0)
     assert seen == [True, True]
+
+
+def test_reversed_channels_last_rows_are_read_in_place(monkeypatch):
+    """Rows in reverse order (``x[::-1]``, also with gaps) are read in place as the
+    table they span, the order of the rows not mattering: no slabs are gathered."""
+    from nbbn.backends import cpu
+
+    def no_slabs(*args, **kwargs):
+        raise AssertionError("gathered through slabs")
+
+    monkeypatch.setattr(cpu, "_row_slabs", no_slabs)
+    t = RNG.standard_normal((300, 10)).astype(np.float32) * 3 + 7
+    for x in (t[::-1], t[::-1, ::2]):
+        _check(nbbn.RunningStats(-1, backend="cpu").update(x), x, -1)
