@@ -298,3 +298,17 @@ def test_an_update_may_end_exactly_on_the_count_limit(backend):
     rs.update(y)
     assert rs.count.tolist() == [2 ** 62, 8, 8]
     assert rs.nan_count.tolist() == [1, 0, 0]
+
+
+def test_the_count_limit_error_names_the_first_channel_past_it():
+    """Where several channels would pass the limit, the error names the first of them
+    and its two counts (a merge is refused as a whole)."""
+    d = {"format": "nbbn.RunningStats", "version": 1, "channel_axis": 1,
+         "nan_policy": "propagate", "count": np.array([5, 2 ** 62, 2 ** 62 - 1]),
+         "mean": np.zeros(3), "mean_lo": np.zeros(3), "m2": np.ones(3),
+         "min": np.full(3, -1.0), "max": np.ones(3),
+         "nan_count": np.zeros(3, np.int64), "inf_count": np.zeros(3, np.int64)}
+    rs = nbbn.RunningStats.from_dict(d)
+    with pytest.raises(ValueError, match=rf"in channel 1: {2 ** 62} \+ 2\. Nothing"):
+        rs.update(np.zeros((2, 3)))
+    np.testing.assert_array_equal(rs.count, d["count"])
