@@ -358,3 +358,15 @@ def test_slabs_are_as_big_as_the_bound_allows():
     from nbbn._layout import slab_index
 
     assert len(list(slab_index((2, 4, 3), 2, 1, limit=7))) == 4  # 2 rows x 3 per slab
+
+
+def test_memmap_release_refuses_a_part_outside_the_map(tmp_path):
+    """``releaser`` gives a release only for bytes inside the array's own mapping: a
+    part that lies elsewhere (another array) gets None, not an madvise of addresses
+    outside the map."""
+    from nbbn._pages import releaser
+
+    path = tmp_path / "r.npy"
+    np.save(path, np.arange(4096 * 4, dtype=np.float64).reshape(-1, 4))
+    ro = np.load(path, mmap_mode="r")
+    assert releaser(ro, np.zeros(2048)) is None
