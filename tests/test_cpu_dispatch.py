@@ -57,16 +57,17 @@ def test_two_partitions_are_both_merged():
         _check(rs, x, -1)
 
 
+@pytest.mark.parametrize("nan", [True, False])
 @pytest.mark.parametrize("policy", ["propagate", "omit"])
-def test_a_single_row_with_a_nan_and_an_infinity_is_not_written_directly(policy):
+def test_a_single_row_with_a_nan_or_an_infinity_is_not_written_directly(policy, nan):
     """A single row of many channels is written directly (count 1, mean/min/max the
-    value) only where every value is finite: a NaN or an infinity goes to the kernels,
-    which count it (and skip the NaN under "omit")."""
+    value) only where every value is finite: a NaN or an infinity (alone too) goes to
+    the kernels, which count it (and skip the NaN under "omit")."""
     x = RNG.standard_normal((1, 1024)).astype(np.float32)
-    x[0, 3], x[0, 7] = np.nan, np.inf
+    x[0, 3], x[0, 7] = np.nan if nan else 1.0, np.inf
     rs = nbbn.RunningStats(-1, nan_policy=policy, backend="cpu").update(x)
     assert_stats(rs, ref_stats(x, -1, policy), 1e-7)
-    assert rs.nan_count.tolist() == [int(c == 3) for c in range(1024)]
+    assert rs.nan_count.tolist() == [int(nan and c == 3) for c in range(1024)]
     assert rs.inf_count.tolist() == [int(c == 7) for c in range(1024)]
 
 
