@@ -654,3 +654,25 @@ def test_a_bad_weight_error_names_the_first_bad_row():
     with pytest.raises(ValueError, match=r"-1\.0\)? at row 1\b"):
         nbbn.RunningStats(-1).update(np.ones((4, 3)),
                                      sample_weight=[1.0, -1.0, np.nan, 1.0])
+
+
+@pytest.mark.parametrize("layout", ["rows", "nchw"])
+def test_integers_are_centred_on_the_nearest_integer(layout):
+    """Integers are centred on the integer nearest their weighted mean, so the heavy
+    value's deviations are 0 and M2 = Q - E^2 / W cancels nothing: a million 3s and
+    one 2 (mean 2.999999) keep the exact variance (mutant: centred on the mean's floor,
+    2, every deviation 1 and M2 cancelled to 1e-10 of itself)."""
+    from fractions import Fraction
+
+    x = np.array([[3, 3, 7], [2, 4, 6]], np.int32)  # (means just below/above integers)
+    if layout == "nchw":
+        x = np.repeat(x[:, :, None], 5, axis=2)
+    w = np.array([10 ** 6, 1])
+    rs = nbbn.RunningStats(1).update(x, sample_weight=w)
+    for c in range(3):
+        v = [int(r) for r in x[:, c].reshape(2, -1)[:, 0]]
+        total = Fraction(int(w.sum()))
+        mean = sum(Fraction(int(a)) * b for a, b in zip(w, v, strict=True)) / total
+        var = sum(int(a) * (b - mean) ** 2 for a, b in zip(w, v, strict=True)) / total
+        assert rs.mean[c] == float(mean), c
+        assert rs.var[c] == pytest.approx(float(var), rel=1e-15, abs=0), c
