@@ -676,3 +676,67 @@ def test_integers_are_centred_on_the_nearest_integer(layout):
         var = sum(int(a) * (b - mean) ** 2 for a, b in zip(w, v, strict=True)) / total
         assert rs.mean[c] == float(mean), c
         assert rs.var[c] == pytest.approx(float(var), rel=1e-15, abs=0), c
+
+
+def test_weighted_merges_add_the_nan_and_inf_counts(rng, monkeypatch):
+    """The counts of NaNs and of infinities each add up through every weighted merge:
+    chunks of one update, weighted states merged with ``+``, and an unweighted state
+    merged into a weighted one (mutant: the merged infinity count took the part's NaNs)."""
+    from nbbn.backends import cpu_weighted
+
+    x = rng.standard_normal((97, 3, 5)).astype(np.float32)
+    x[3, 0, 1] = x[50, 0, 2] = x[90, 2, 4] = np.nan
+    x[10, 1, 0] = x[60, 1, 3] = np.inf
+    x[70, 2, 0] = -np.inf
+    w = rng.integers(0, 3, 97)
+    w[[3, 10, 50, 60, 70, 90]] = 1
+    keep = x[w > 0]
+    nans, infs = np.isnan(keep).sum((0, 2)), np.isinf(keep).sum((0, 2))
+    with monkeypatch.context() as m:
+        m.setattr(cpu_weighted, "CHUNK_BYTES", 1000)  # (8 rows a chunk, merged)
+        rs = nbbn.RunningStats(1, nan_policy="omit").update(x, sample_weight=w)
+    np.testing.assert_array_equal(rs.nan_count, nans)
+    np.testing.assert_array_equal(rs.inf_count, infs)
+    a = nbbn.RunningStats(1, nan_policy="omit").update(x[:40], sample_weight=w[:40])
+    b = nbbn.RunningStats(1, nan_policy="omit").update(x[40:], sample_weight=w[40:])
+    for merged in (a + b, b + a):
+        np.testing.assert_array_equal(merged.nan_count, nans)
+        np.testing.assert_array_equal(merged.inf_count, infs)
+    plain = nbbn.RunningStats(1, nan_policy="omit").update(x[40:])
+    a += plain
+    np.testing.assert_array_equal(a.nan_count, np.isnan(x[:40][w[:40] > 0]).sum((0, 2))
+                                  + np.isnan(x[40:]).sum((0, 2)))
+    np.testing.assert_array_equal(a.inf_count, np.isinf(x[:40][w[:40] > 0]).sum((0, 2))
+                                  + np.isinf(x[40:]).sum((0, 2)))
+
+
+def test_a_subnormal_scaled_m2_is_taken_from_the_weights_as_given(rng):
+    """Values 1e-160 apart weighted 2**450: scaled to weights of 1, M2 (1e-321) is
+    subnormal and keeps a few bits, so it is reduced again with the weights as given
+    (M2 near 1e-186, every bit kept): against the exact M2 (mutant: a subnormal
+    scaled M2 kept)."""
+    from fractions import Fraction
+
+    x = 1e-160 * (1.0 + rng.random((16, 2)))
+    rs = nbbn.RunningStats(-1).update(x, sample_weight=np.full(16, 2.0 ** 450))
+    for c in range(2):
+        v = [Fraction(a) for a in x[:, c]]
+        mean = sum(v) / len(v)
+        want = float(Fraction(2) ** 450 * sum((a - mean) ** 2 for a in v))
+        assert rs.to_dict()["m2"][c] == pytest.approx(want, rel=1e-14, abs=0), c
+
+
+def test_omitted_nans_do_not_stop_the_redo_with_the_weights_as_given(rng):
+    """Huge values weighted 2**-450 (scaled, their M2 leaves float64) are reduced again
+    with the weights as given also where NaNs are omitted: M2 stays finite and exact
+    (mutant: a channel with NaNs counted as unclean, its scaled inf M2 kept)."""
+    big = rng.normal(0.0, 1e160, (100, 1))
+    big[[5, 50]] = np.nan
+    w = np.full(100, 2.0 ** -450)
+    rs = nbbn.RunningStats(-1, nan_policy="omit").update(big, sample_weight=w)
+    clean = np.ldexp(big[~np.isnan(big)], -200)  # (scaled: its squares stay finite)
+    assert rs.nan_count[0] == 2
+    m2 = np.ldexp(clean.var() * clean.size, 400 - 450)
+    np.testing.assert_allclose(rs.to_dict()["m2"], [m2], rtol=1e-12)
+    np.testing.assert_allclose(rs.mean, [np.ldexp(clean.mean(), 200)], rtol=1e-12,
+                               atol=1e146)
