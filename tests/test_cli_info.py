@@ -302,3 +302,16 @@ def test_skipped_files_listed_without_a_histogram():
     st = nbbn.channel_stats(np.ones((2, 3)), 1)
     st.skipped = ["a.png: not an image file"]
     assert "1 file was skipped by the fit:\n  a.png: not an image file" in describe(st)
+
+
+def test_skipped_files_listed_up_to_twenty():
+    """Twenty skipped files are all listed; past twenty, the first twenty and a count
+    of the rest (mutants: 21 listed; "... and 0 more" after exactly 20)."""
+    from nbbn._histogram import describe_skipped
+
+    st = nbbn.channel_stats(np.ones((2, 3)), 1)
+    st.skipped = [f"f{k}.png: bad" for k in range(20)]
+    lines = describe_skipped(st)
+    assert lines[-1] == "  f19.png: bad" and "more" not in "\n".join(lines)
+    st.skipped.append("f20.png: bad")
+    assert describe_skipped(st)[-2:] == ["  f19.png: bad", "  ... and 1 more"]

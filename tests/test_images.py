@@ -755,3 +755,65 @@ def test_a_zarr_store_not_named_zarr_is_not_images(tmp_path, marker):
     (store / marker).write_text("{}")
     assert not _images.looks_like_images(str(store))
     assert _images.looks_like_images(str(tmp_path))  # (the folder above holds no marker)
+
+
+# ------------------------------------------------- edges found by mutation testing
+def test_histogram_counts_are_checked_when_made():
+    """Negative counts and other dtypes than uint8/uint16 are refused; a row summing
+    to exactly 2**62 is taken (mutants: no sign check; the limit exclusive; a uint32
+    histogram a KeyError)."""
+    from nbbn._histogram import COUNT_LIMIT
+
+    neg = np.zeros((2, 256), np.int64)
+    neg[1, 7] = -1
+    with pytest.raises(ValueError, match="non-negative integer counts"):
+        Histogram(neg)
+    full = np.zeros((1, 256), np.int64)
+    full[0, 0], full[0, 1] = COUNT_LIMIT - 5, 5
+    assert int(Histogram(full).counts.sum()) == COUNT_LIMIT
+    for dtype in (np.uint32, np.int8, np.float32):
+        with pytest.raises(ValueError, match="uint8 or uint16"):
+            Histogram.empty(2, dtype)
+
+
+def test_histograms_of_any_channel_count_add_up(rng):
+    """Histogram.add of 1, 3 and 4 channels, twice, odd and even pixel counts: numpy's
+    bincount per channel; pixels of another channel count are refused, the counts
+    unchanged (mutants: a second add overwrote the first's counts; the RGB kernel
+    taken for 4 channels; no channel check)."""
+    for c in (1, 3, 4):
+        h = Histogram.empty(c, np.uint8)
+        a = rng.integers(0, 256, (7, 5, c), dtype=np.uint8)
+        b = rng.integers(0, 256, (4, c), dtype=np.uint8)
+        h.add(a)
+        h.add(b)
+        both = np.concatenate([a.reshape(-1, c), b])
+        want = np.stack([np.bincount(both[:, j], minlength=256) for j in range(c)])
+        np.testing.assert_array_equal(h.counts, want)
+        with pytest.raises(ValueError, match="channels in a 8-bit histogram"):
+            h.add(rng.integers(0, 256, (4, c + 1), dtype=np.uint8))
+        np.testing.assert_array_equal(h.counts, want)
+
+
+def test_histograms_are_counted_in_calls_of_whole_pixels(rng, monkeypatch):
+    """The kernels take ``_ROWS_PER_CALL`` pixels a call, every channel of each
+    (mutant: that many values, cutting pixels between calls)."""
+    monkeypatch.setattr("nbbn._histogram._ROWS_PER_CALL", 5)
+    for c in (2, 3):
+        x = rng.integers(0, 256, (23, c), dtype=np.uint8)
+        want = np.stack([np.bincount(x[:, j], minlength=256) for j in range(c)])
+        np.testing.assert_array_equal(Histogram.of(x).counts, want)
+
+
+def test_histograms_of_other_channel_counts_and_nan_percentiles_are_refused():
+    """Adding a histogram of another channel count is refused, unchanged (mutant: only
+    the bins compared, and numpy broadcast one channel over three); a NaN percentile
+    is refused by name (mutant: a bare 'cannot convert float NaN')."""
+    h = Histogram.of(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    before = h.counts.copy()
+    with pytest.raises(ValueError, match="cannot add a histogram of shape"):
+        h += Histogram.of(np.ones((2, 1), np.uint8))
+    np.testing.assert_array_equal(h.counts, before)
+    for q in (np.nan, [50.0, np.nan]):
+        with pytest.raises(ValueError, match=r"in \[0, 100\]"):
+            h.percentile(q)
