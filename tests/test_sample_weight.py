@@ -740,3 +740,20 @@ def test_omitted_nans_do_not_stop_the_redo_with_the_weights_as_given(rng):
     np.testing.assert_allclose(rs.to_dict()["m2"], [m2], rtol=1e-12)
     np.testing.assert_allclose(rs.mean, [np.ldexp(clean.mean(), 200)], rtol=1e-12,
                                atol=1e146)
+
+
+@pytest.mark.parametrize("view", ["strided", "fortran", "big-endian"])
+def test_slabs_of_a_non_viewable_input_take_their_own_rows_weights(rng, monkeypatch, view):
+    """An input read in slabs of rows (no (O, C, I) view: copied ``SLAB_BYTES`` at a
+    time) gives each slab the weights of its own rows: the statistics of the whole
+    (mutant: every slab given the weights from row 0 on)."""
+    monkeypatch.setattr("nbbn._layout.SLAB_BYTES", 600)  # (a few rows a slab)
+    base = rng.standard_normal((40, 5, 3))
+    x = {"strided": base[::2, :, ::2], "fortran": np.asfortranarray(base),
+         "big-endian": base.astype(">f8")}[view]
+    w = rng.random(x.shape[0]) * np.arange(1, x.shape[0] + 1)  # (rows weigh differently)
+    rs = nbbn.RunningStats(1).update(x, sample_weight=w)
+    wsum, mean, var = _weighted_ref(np.asarray(x, np.float64), w, 1)
+    assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
+    assert_close(rs.mean, mean, rtol=1e-14, atol=1e-14 * np.sqrt(var), name="mean")
+    assert_close(rs.var, var, rtol=1e-12, name="var")
