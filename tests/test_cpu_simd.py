@@ -132,13 +132,17 @@ def _numba_target_level() -> str:
                                  getattr(config, "CPU_FEATURES", None))
 
 
-def test_nbbn_simd_caps_the_level(monkeypatch):
+@pytest.mark.parametrize("none, avx2, top", [
+    ("none", "avx2", "avx512"),
+    (" NONE ", "AVX2", "  "),  # case and spaces ignored; blank: auto
+])
+def test_nbbn_simd_caps_the_level(monkeypatch, none, avx2, top):
     host = _numba_target_level()
-    monkeypatch.setenv("NBBN_SIMD", "none")
+    monkeypatch.setenv("NBBN_SIMD", none)
     assert cpu_simd.simd_level() == "none"
-    monkeypatch.setenv("NBBN_SIMD", "avx2")
+    monkeypatch.setenv("NBBN_SIMD", avx2)
     assert cpu_simd.simd_level() == ("avx2" if host != "none" else "none")
-    monkeypatch.setenv("NBBN_SIMD", "avx512")
+    monkeypatch.setenv("NBBN_SIMD", top)
     assert cpu_simd.simd_level() == host
     monkeypatch.setenv("NBBN_SIMD", "sse9")
     with pytest.raises(ValueError, match="NBBN_SIMD"):
@@ -589,16 +593,6 @@ def test_channels_first_float_rows_head_and_tail(rng, dtype, length):
 def test_level_needs_every_feature_and_what_they_need(features, level):
     assert cpu_simd.target_level(None, features, None) == level
     assert cpu_simd.target_level(None, None, features) == level
-
-
-def test_nbbn_simd_ignores_case_and_spaces(monkeypatch):
-    host = _numba_target_level()
-    monkeypatch.setenv("NBBN_SIMD", " NONE ")
-    assert cpu_simd.simd_level() == "none"
-    monkeypatch.setenv("NBBN_SIMD", "AVX2")
-    assert cpu_simd.simd_level() == ("avx2" if host != "none" else "none")
-    monkeypatch.setenv("NBBN_SIMD", "  ")  # blank: auto
-    assert cpu_simd.simd_level() == host
 
 
 def _cl_rows_reference(x, tk, nan_omit=False):
