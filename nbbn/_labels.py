@@ -70,12 +70,22 @@ def check_coords(mine, theirs, what: str, whose: str = "the statistics") -> None
     different labels."""
     if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
         return
-    if mine[0] == theirs[0] and not np.array_equal(mine[1], theirs[1]):
+    if mine[0] == theirs[0] and not same_labels(mine[1], theirs[1]):
         raise ValueError(
             f"{what} has the {theirs[0]!r} coordinate {shown(tuple(theirs[1].tolist()))}, "
             f"but {whose} have {shown(tuple(mine[1].tolist()))}: channels are "
             f"matched by position, so the labels must match (reorder it with "
             f".sel({theirs[0]}=[...]) first). Nothing was changed.")
+
+
+def same_labels(a, b) -> bool:
+    """Whether two channel coordinates hold the same labels in the same order; NaN (and
+    NaT) labels equal each other, as in xarray's indexes (``np.array_equal`` called the
+    same coordinate ``[0.5, nan]`` different from itself, and refused it)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "fcmM" and b.dtype.kind == a.dtype.kind:
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def kept_coord(mine, theirs):

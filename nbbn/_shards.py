@@ -153,7 +153,7 @@ class ArrayShard(Shard):
             fp.update(self._files)
         elif isinstance(a, np.memmap) and a.filename is not None:
             fp.update(file_fingerprint(a.filename), **_view_of_file(a))
-        elif isinstance(a, np.ndarray) and a.size:
+        elif isinstance(a := _in_memory(a), np.ndarray) and a.size:
             # an in-memory array has no file: its first and last rows stand in for it
             sample = np.ascontiguousarray(a[:: max(1, self.rows - 1)][:2]).tobytes()
             fp["sample_sha256"] = hashlib.sha256(sample).hexdigest()
@@ -166,6 +166,15 @@ class ArrayShard(Shard):
         if self._owner is not None:
             self._owner.close()
             self._owner = None
+
+
+def _in_memory(a):
+    """``a``, or the numpy array an xarray DataArray holds (its rows sampled for the
+    fingerprint: a resumed fit of a DataArray with other values was accepted)."""
+    if type(a).__module__.startswith("xarray") and isinstance(getattr(a, "data", None),
+                                                               np.ndarray):
+        return a.data
+    return a
 
 
 class _SliceReader(ShardReader):

@@ -32,6 +32,7 @@ from ._affine import result_dtype
 from ._datasets import default_batched, open_items
 from ._durable import check_file_path, remove_stale_temps
 from ._interrupt import SigintGuard
+from ._labels import check_columns, check_coords, kept_coord
 from ._layout import check_axis
 from ._outputs import Writer, open_writer
 from ._progress import Progress, say
@@ -308,6 +309,7 @@ class _FitRun:
         self.stats = RunningStats(cfg.channel_axis, nan_policy=cfg.nan_policy,
                                   backend=cfg.backend,
                                   channel_names=getattr(src, "channel_names", None))
+        self.stats._channel_coord = getattr(src, "channel_coord", None)  # a DataArray's labels
         self.pos = Position()
         self.rollback: _Rollback | None = None
         self.channels_said = False
@@ -355,6 +357,8 @@ class _FitRun:
         check_fingerprint(ck.fingerprint, self.fingerprint, path, ck.position["shard"])
         if ck.stats.num_channels is not None or ck.stats.skipped:
             self.stats = ck.stats  # else: nothing counted yet, keep the table's names
+            self.stats._channel_coord = kept_coord(self.stats._channel_coord,
+                                                   getattr(self.src, "channel_coord", None))
         self.rows_done, self.bytes_done = ck.rows_done, ck.bytes_done
         self.pos = Position(ck.position["shard"], ck.position["row"],
                             ck.position.get("digest"))
@@ -406,6 +410,7 @@ class _FitRun:
         with _naming_rows(self.src, batch):
             if isinstance(self.src, IterableSource):
                 _check_source_axis(self.src, self.cfg.channel_axis, batch.data.ndim)
+                self._take_labels()
             account = getattr(batch, "account", None)  # an image: pixels, histogram, skips
             if account is not None:
                 account(self.stats)
@@ -425,6 +430,20 @@ class _FitRun:
         self.pos = Position(batch.shard, batch.stop, batch.digest)
         self.rows_done += batch.rows
         self.bytes_done += batch.nbytes
+
+    def _take_labels(self) -> None:
+        """An iterable's item labels (``IterableSource._check_labels``, which checks
+        them against its first labelled item's) as the statistics' names and channel
+        coordinate, checked against those of a resumed checkpoint."""
+        names, coord = getattr(self.src, "channel_names", None), self.src.channel_coord
+        if names is not None and names != self.stats.channel_names:
+            check_columns(self.stats.channel_names, names, self.src.description,
+                          "the checkpoint's statistics")
+            self.stats.channel_names = names
+        if coord is not None:
+            check_coords(self.stats._channel_coord, coord, self.src.description,
+                         "the checkpoint's statistics")
+            self.stats._channel_coord = kept_coord(self.stats._channel_coord, coord)
 
     def run(self) -> RunningStats:
         """Read and count every batch from the position on; checkpoint as configured.
@@ -676,6 +695,9 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     src = _open_for_transform(source, key, axis if isinstance(axis, int) else None, columns,
                               names)
     try:
+        # a DataArray's channel labels against the statistics' (as the normalizer checks
+        # a DataArray batch: the batches here are its numpy rows)
+        check_coords(norm._channel_coord, getattr(src, "channel_coord", None), src.description)
         sparse = [s.name for s in src.shards if isinstance(s, SparseNpzShard)]
         if sparse:
             raise ValueError(f"{sparse[0]} is a scipy sparse matrix: nbbn transform writes "
@@ -737,16 +759,20 @@ def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
             raise ValueError("the statistics are empty (they counted no values): fit some "
                              "data first")
         ca = obj.channel_axis if channel_axis is None else check_axis(channel_axis)
-        return Normalizer(obj.mean, obj.var, eps=1e-5 if eps is None else eps,
+        norm = Normalizer(obj.mean, obj.var, eps=1e-5 if eps is None else eps,
                           channel_axis=ca, backend=obj.backend)
+        norm._channel_coord = obj._channel_coord  # (checked against a DataArray source's)
+        return norm
     if isinstance(obj, Normalizer):
         if eps is not None:
             raise ValueError(f"eps={eps!r} applies to statistics; a Normalizer keeps its own "
                              f"(eps={obj.eps!r}): build a new Normalizer for another eps")
         if channel_axis is None or check_axis(channel_axis) == obj.channel_axis:
             return obj
-        return Normalizer(obj.mean, obj.var, eps=obj.eps, weight=obj.weight, bias=obj.bias,
+        norm = Normalizer(obj.mean, obj.var, eps=obj.eps, weight=obj.weight, bias=obj.bias,
                           channel_axis=channel_axis, backend=obj.backend)
+        norm._channel_coord = obj._channel_coord
+        return norm
     raise TypeError(f"stats_or_normalizer must be a RunningStats, a Normalizer or a path to a "
                     f"statistics file, got {type(obj).__name__}")
 

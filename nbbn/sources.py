@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from ._labels import check_coords, frame_columns, shown
 from ._shards import (
     ArrayShard,
     Shard,
@@ -142,8 +143,12 @@ class Source:
     shards : list of Shard
     description : str
         What the source is, for messages.
+    channel_coord : tuple or None
+        ``(dimension, labels)`` of the channels of an xarray DataArray source (of its
+        items, for an iterable: set by the first labelled item), else None.
     """
 
+    channel_coord: tuple | None = None
     read_ahead = 2
     """Batches alive at once in ``nbbn.fit`` and ``nbbn.transform``: the one computed on
     and the one being read (``_reader.Prefetcher``'s depth)."""
@@ -265,6 +270,8 @@ class IterableSource(Source):
         self.shards = []
         self.description = description or f"an iterable ({type(iterable).__name__})"
         self.row_shape, self.dtype = None, None
+        self.channel_names: tuple[str, ...] | None = None  # (the first labelled item's)
+        self._labelled = 0
 
     @property
     def rows(self) -> int | None:
@@ -320,13 +327,43 @@ class IterableSource(Source):
             )
 
     def _array(self, item, index: int):
-        """The array of one item (``key`` applied), a sample as a batch of one."""
-        arr = _pick(item, self.key, index)
+        """The array of one item (``key`` applied), a sample as a batch of one; a
+        DataFrame's or DataArray's channel labels checked against the first item's."""
+        item = _pick(item, self.key, index)
+        self._check_labels(item, index)
+        arr = as_batch_array(item, f"item {index}")
         if not self.batched:
             from ._datasets import as_sample
 
             arr = as_sample(arr)
         return arr
+
+    def _check_labels(self, item, index: int) -> None:
+        """Keep the first labelled item's column names (``channel_names``) or channel
+        coordinate (``channel_coord``), and refuse an item labelled otherwise: its
+        channels would be counted by position, so a DataFrame with its columns in
+        another order pooled "w" into "h" in silence."""
+        names = frame_columns(item)
+        if names is not None:
+            if self.channel_names is None:
+                self.channel_names, self._labelled = names, index
+            elif names != self.channel_names:
+                hint = ("select them in that order first: df[[...]]" if sorted(names) ==
+                        sorted(self.channel_names) else "every item must have them")
+                raise ValueError(
+                    f"item {index} of {self.description} has the columns {shown(names)}, "
+                    f"but item {self._labelled} had {shown(self.channel_names)}: channels "
+                    f"are counted by position, so the columns must agree ({hint})")
+        coord = _data_array_coord(item, self.channel_axis)
+        if coord is not None and coord[1] is not None:
+            if self.channel_coord is None:
+                self.channel_coord, self._labelled = coord, index
+            else:
+                try:
+                    check_coords(self.channel_coord, coord, f"item {index} of "
+                                 f"{self.description}", f"item {self._labelled}'s labels")
+                except ValueError as exc:  # ("Nothing was changed" is not true mid-fit)
+                    raise ValueError(str(exc).replace(" Nothing was changed.", "")) from None
 
     def _item_batches(self, arr, index: int, start, batch_size, hexdigest: str, acquire,
                       slot=None):
@@ -363,8 +400,19 @@ def _digest_item(h, arr, index: int | None = None) -> None:
         h.update(np.ascontiguousarray(arr[:1]).tobytes())
 
 
+def _data_array_coord(x, channel_axis) -> tuple | None:
+    """``(dimension, labels or None)`` of the channel axis of an xarray DataArray ``x``,
+    None for anything else or an axis not known (or out of range)."""
+    if not (type(x).__module__.startswith("xarray") and hasattr(x, "dims")) or \
+            not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
+        return None
+    from .backends.xarray import channel_coord
+
+    return channel_coord(x, int(channel_axis))
+
+
 def _pick(item, key, index: int):
-    """The array in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
+    """The object in one item of an iterable (``key`` selects in tuples, lists, dicts)."""
     if isinstance(item, (tuple, list)):
         shapes = [tuple(v.shape) if hasattr(v, "shape") else None for v in item]
         if len(item) > 2 and all(sh is not None and len(sh) >= 2 for sh in shapes) and (
@@ -415,7 +463,7 @@ def _pick(item, key, index: int):
         raise worded(ValueError, "{key} was given but item {index} is a {kind}, not a tuple, "
                      "list or dict", key=Param("key", key), index=index,
                      kind=type(item).__name__)
-    return as_batch_array(item, f"item {index}")
+    return item
 
 
 def _common_row_shape(shards: list[Shard], channel_axis) -> tuple:
@@ -545,7 +593,9 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     if module.startswith("scipy.sparse"):
         as_batch_array(source, "source")  # TypeError: how to count it instead
     if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
-        return Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
+        src = Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
+        src.channel_coord = _data_array_coord(source, channel_axis)
+        return src
     if hasattr(source, "__iter__"):
         if isinstance(source, (bytes, dict)):
             raise TypeError(f"cannot read batches from a {type(source).__name__}")

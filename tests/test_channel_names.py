@@ -253,3 +253,19 @@ def test_long_label_lists_are_shortened_after_eight():
     assert shown(tuple("abcdefgh")) == "[" + ", ".join(repr(c) for c in "abcdefgh") + "]"
     assert shown(tuple("abcdefghi")).endswith("'h', ...]")
     assert shown(("a",), limit=1) == "['a']"
+
+
+def test_dataframes_of_an_iterable_name_the_channels_and_are_checked():
+    # nbbn.fit of an iterable of DataFrames (read_csv(chunksize=...)) read them as
+    # arrays: no names, and a chunk with its columns in another order pooled "w" into "h"
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"h": [170.0, 180.0], "w": [60.0, 80.0]})
+    rs = nbbn.fit([df, df[1:]], progress=False)
+    assert rs.channel_names == ("h", "w")
+    np.testing.assert_array_equal(rs.mean, np.array([[170, 60], [180, 80], [180, 80]]).mean(0))
+    with pytest.raises(ValueError, match=r"item 1 of an iterable \(list\) has the columns "
+                                         r"\['w', 'h'\], but item 0 had \['h', 'w'\].*"
+                                         r"df\[\[\.\.\.\]\]"):
+        nbbn.fit([df, df[["w", "h"]]], progress=False)
+    with pytest.raises(ValueError, match=r"has the columns \['h', 'x'\].*every item must"):
+        nbbn.fit([df, df.rename(columns={"w": "x"})], progress=False)

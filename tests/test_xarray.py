@@ -266,3 +266,52 @@ def test_a_batch_without_labels_keeps_the_statistics_labels(rng):
     unlabelled += rs
     with pytest.raises(ValueError, match="labels must match"):
         unlabelled.update(shuffled)
+
+
+def test_fit_and_transform_of_a_dataarray_keep_and_check_its_labels(rng, tmp_path):
+    # nbbn.fit read a DataArray's rows as numpy and dropped its channel coordinate, and
+    # nbbn.transform normalized one with its channels in another order by position
+    x = _data(rng, "float64")
+    rs = nbbn.fit(x, channel_axis=1, progress=False)
+    assert rs.to_xarray().coords["band"].values.tolist() == ["red", "green", "blue"]
+    np.testing.assert_array_equal(rs.mean, nbbn.channel_stats(x.values, 1).mean)
+    out = nbbn.transform(x, rs, tmp_path / "a.npy", progress=False)
+    np.testing.assert_array_equal(np.load(out), rs.to_normalizer()(x.values))
+    for stats in (rs, rs.to_normalizer()):
+        with pytest.raises(ValueError, match=r"'band' coordinate \['blue', 'green', 'red'\]"):
+            nbbn.transform(x.isel(band=[2, 1, 0]), stats, tmp_path / "b.npy", progress=False)
+    assert not (tmp_path / "b.npy").exists()
+
+
+def test_items_of_an_iterable_keep_and_check_their_labels(rng):
+    x = _data(rng, "float64")
+    rs = nbbn.fit([x, x[:2]], channel_axis=1, progress=False)
+    assert rs.to_xarray().coords["band"].values.tolist() == ["red", "green", "blue"]
+    np.testing.assert_array_equal(rs.count, [4 * 30 + 2 * 30] * 3)
+    with pytest.raises(ValueError, match=r"item 1 of an iterable \(list\) has the 'band' "
+                                         r"coordinate \['blue', 'green', 'red'\], but item 0"):
+        nbbn.fit([x, x.isel(band=[2, 1, 0])], channel_axis=1, progress=False)
+    # an item without labels between them is counted by position, as by update
+    rs = nbbn.fit([x.values, x], channel_axis=1, progress=False)
+    assert rs.to_xarray().coords["band"].values.tolist() == ["red", "green", "blue"]
+
+
+def test_nan_labels_equal_themselves(rng):
+    # np.array_equal called the coordinate [0.5, nan, 2.0] different from itself
+    x = _data(rng).assign_coords(band=[0.5, np.nan, 2.0])
+    rs = nbbn.RunningStats("band").update(x).update(x)
+    np.testing.assert_array_equal(rs.count, [2 * 4 * 5 * 6] * 3)
+    rs.to_normalizer()(x)
+    with pytest.raises(ValueError, match="coordinate"):
+        rs.update(x.assign_coords(band=[np.nan, 0.5, 2.0]))
+
+
+def test_a_resumed_dataarray_fit_checks_its_values(rng):
+    # a DataArray's fingerprint held its shape and dtype only: a resumed fit took
+    # another DataArray of the same shape as the one the checkpoint counted
+    from nbbn.sources import open_source
+
+    x = _data(rng, "float64")
+    fp = open_source(x, channel_axis=1).fingerprint()
+    assert fp == open_source(x.copy(deep=True), channel_axis=1).fingerprint()
+    assert fp != open_source(x + 1000, channel_axis=1).fingerprint()
