@@ -416,7 +416,10 @@ def _run(model: torch.nn.Module, data: Iterable, num_samples: int | None, device
                 except _StopPass:
                     pass
                 except ValueError as exc:
-                    if x.shape[0] != 1:
+                    # (only torch's own refusal of one value per channel: a model's other
+                    # errors on a batch of 1, such as BatchNorm2d's "expected 4D input"
+                    # for the samples of a Dataset, were blamed on the batch's size)
+                    if x.shape[0] != 1 or "more than 1 value per channel" not in str(exc):
                         raise
                     why = (f"num_samples={num_samples} cut the last batch to 1 sample"
                            if num_samples is not None and num_samples - seen == 1
@@ -476,12 +479,24 @@ def _write(layers: list[tuple[str, Any]], stats: dict[str, RunningStats],
            calls: dict[str, int]) -> None:
     """Write all buffers, after checking all of them (all or nothing)."""
     values = {}
+    buffers = {name: m.running_var for name, m in layers}
     for name, rs in stats.items():
         mean, var = rs.mean, rs.variance(ddof=1)
         if not (np.isfinite(mean).all() and np.isfinite(var).all()):
             raise ValueError(f"BatchNorm layer {name!r}: the statistics of its input hold "
                              "NaN or inf (a channel with fewer than 2 values, or non-finite "
                              "activations); the buffers were not changed")
+        # a float16 model's buffers took a variance of 1e6 as inf (outputs all 0), where
+        # BatchNorm.to_torch refuses it
+        dtype = buffers[name].dtype if name in buffers else torch.float64
+        big = np.flatnonzero((np.abs(mean) > torch.finfo(dtype).max)
+                             | (var > torch.finfo(dtype).max))
+        if big.size:
+            raise ValueError(f"BatchNorm layer {name!r}: the statistics of its input are "
+                             f"beyond its buffers' {dtype} range in channels "
+                             f"{big[:5].tolist()} (they would be stored as inf); use a "
+                             "wider dtype for the model (model.float()); the buffers were "
+                             "not changed")
         values[name] = (mean, var)
     with torch.no_grad():
         for name, m in layers:

@@ -705,8 +705,15 @@ def test_the_models_own_value_error_is_not_blamed_on_a_batch_of_one():
 
     net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), Bad())
     state = _state(net)
-    with pytest.raises(ValueError, match="^my own error$"):
-        nt.recompute_bn_stats(net, [torch.randn(4, 3)], progress=False)
+    for n in (4, 1):  # (a batch of 1 that torch's BatchNorm takes: (1, C, L) input)
+        with pytest.raises(ValueError, match="^my own error$"):
+            nt.recompute_bn_stats(net, [torch.randn(n, 3, 5)], progress=False)
+        assert _same(net, state)
+    # the samples of a Dataset, (1, 28, 28) each: BatchNorm2d's own "expected 4D input"
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    state = _state(net)
+    with pytest.raises(ValueError, match="^expected 4D input"):
+        nt.recompute_bn_stats(net, [torch.randn(1, 28, 28)], progress=False)
     assert _same(net, state)
 
 
@@ -715,6 +722,19 @@ def test_a_given_batch_of_one_is_not_blamed_on_num_samples():
     y = torch.randn(33, 3)
     with pytest.raises(ValueError, match="^a batch of 1 sample, which"):
         nt.recompute_bn_stats(mlp, [y[:32], y[32:]], num_samples=33, progress=False)
+
+
+def test_statistics_beyond_a_float16_models_range_are_refused():
+    # a float16 model's running_var took a variance of about 1e6 as inf (outputs all 0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)).half()
+    state = _state(net)
+    data = [(torch.randn(8, 3) * 1000).half() for _ in range(3)]
+    with pytest.raises(ValueError, match=r"layer '0'.*beyond its buffers' torch.float16 "
+                                         r"range in channels \[0, 1, 2\]"):
+        nt.recompute_bn_stats(net, data, progress=False)
+    assert _same(net, state)
+    nt.recompute_bn_stats(net, [(torch.randn(8, 3) * 100).half()], progress=False)
+    assert torch.isfinite(net[0].running_var).all()
 
 
 def test_eval_mode_a_variance_of_one_value_is_refused():
