@@ -320,6 +320,27 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         with self._unchanged_on_error():
             return self._partial_fit(X, sample_weight)
 
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit`` then ``transform`` of ``X``, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix
+            The data (as for :meth:`fit`).
+        y : None
+            Ignored.
+        **fit_params
+            Passed to :meth:`fit` (``sample_weight``).
+
+        Returns
+        -------
+        ndarray, sparse matrix or DataFrame
+            ``X`` scaled; on an error (in the fit, the transform, or ``set_output``'s
+            conversion, which refuses N-d and sparse output) the earlier fit is kept.
+        """
+        with self._unchanged_on_error():
+            return super().fit_transform(X, y, **fit_params)
+
     def _partial_fit(self, X, sample_weight) -> StandardScaler:
         self._check_params()
         first = not hasattr(self, "n_samples_seen_")

@@ -163,6 +163,31 @@ def test_a_failed_fit_keeps_the_earlier_fit():
                                ref.transform(X), rtol=1e-12, atol=1e-12)
 
 
+def test_a_failed_fit_transform_keeps_the_earlier_fit():
+    """``fit_transform`` (scikit-learn's, inherited: fit, then transform) replaced the
+    fit when the transform or ``set_output``'s conversion refused the output: N-d
+    output as a DataFrame, a sparse one as a dense container."""
+    pytest.importorskip("pandas")
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(7)
+    cases = [(StandardScaler(channel_axis=1), rng.normal(0, 1, (4, 3, 2, 2)),
+              rng.normal(100, 5, (4, 3, 2, 2)), "makes 2-d tables"),
+             (StandardScaler(with_mean=False), sparse.random(20, 3, 0.5, "csr", rng=1),
+              sparse.random(20, 3, 0.5, "csr", rng=2) * 100, "sparse")]
+    for sc, a, b, message in cases:
+        sc.fit(a).set_output(transform="pandas")
+        before = sc.var_.copy(), sc.n_samples_seen_, sc.stats_
+        with pytest.raises(ValueError, match=message):
+            sc.fit_transform(b)
+        np.testing.assert_array_equal(sc.var_, before[0])
+        assert sc.stats_ is before[2]
+        np.testing.assert_array_equal(sc.n_samples_seen_, before[1])
+    X = rng.normal(3.0, 2.0, size=(10, 3))  # and it still fits and transforms
+    np.testing.assert_allclose(StandardScaler().fit_transform(X),
+                               preprocessing.StandardScaler().fit_transform(X), rtol=1e-12,
+                               atol=1e-12)
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_in_place_call_refusing_an_infinity_leaves_x_unchanged(inverse):
     """``copy=False``: an infinity is refused before ``X`` is written, so the caller's
