@@ -254,12 +254,19 @@ class BatchNorm:
 
     def reset_parameters(self) -> None:
         """:meth:`reset_running_stats`, then ``weight`` 1 and ``bias`` 0 (torch's
-        ``reset_parameters``)."""
+        ``reset_parameters``): in place, as torch resets its parameters, when they are
+        writable numpy arrays of one value per channel (an array held before is reset
+        too); anything else (a torch tensor, a read-only array) is replaced."""
         self.reset_running_stats()
-        if self.weight is not None:
-            self.weight = np.ones(self.num_features)
-        if self.bias is not None:
-            self.bias = np.zeros(self.num_features)
+        for name, value in (("weight", 1.0), ("bias", 0.0)):
+            held = getattr(self, name)
+            if held is None:
+                continue
+            if isinstance(held, np.ndarray) and held.flags.writeable and \
+                    held.shape == (self.num_features,) and held.dtype.kind == "f":
+                held[...] = value
+            else:
+                setattr(self, name, np.full(self.num_features, value))
 
     # running buffers: host arrays, or a device copy after a GPU training step
     def _host_running(self) -> np.ndarray:

@@ -227,6 +227,13 @@ def test_frozen_and_checked_parameters():
         and (bn.running_var == 1).all() and bn.weight[0] == 2.0
     bn.reset_parameters()
     assert (bn.weight == 1).all() and (bn.bias == 0).all()
+    # in place, as torch's: an array held before is reset too (it was replaced)
+    held_w, held_b = bn.weight, bn.bias
+    held_w[:] = 5.0
+    held_b[:] = -2.0
+    bn.reset_parameters()
+    assert bn.weight is held_w and bn.bias is held_b
+    assert held_w.tolist() == [1.0] * 3 and held_b.tolist() == [0.0] * 3
 
 
 def test_state_dict_without_num_batches_tracked():
