@@ -56,7 +56,7 @@ def affine_of(obj) -> tuple[Affine, int | str]:
         axis = obj.channel_axis
     elif all(hasattr(obj, a) for a in ("with_mean", "with_std", "transform")):
         if not hasattr(obj, "n_features_in_"):
-            raise ValueError(f"this {type(obj).__name__} is not fitted yet: call fit first")
+            raise _not_fitted(f"this {type(obj).__name__} is not fitted yet: call fit first")
         c = int(obj.n_features_in_)
         for flag, name in (("with_mean", "mean_"), ("with_std", "scale_")):
             if getattr(obj, flag) and getattr(obj, name, None) is None:  # (set_params)
@@ -311,3 +311,13 @@ def register_skl2onnx(estimator: type | None = None) -> None:
     skl2onnx.update_registered_converter(
         estimator, f"Nbbn{estimator.__name__}", calculate_sklearn_scaler_output_shapes,
         _convert)
+
+
+def _not_fitted(message: str) -> ValueError:
+    """scikit-learn's ``NotFittedError`` (a ValueError), as its estimators raise, for an
+    estimator of a scikit-learn-style API; a plain ValueError without scikit-learn."""
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return ValueError(message)
+    return NotFittedError(message)

@@ -271,8 +271,13 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="exports an nbbn.Normalizer"):
         nbbn_onnx.to_onnx(nbbn.RunningStats())
     skl = pytest.importorskip("sklearn.preprocessing")
-    with pytest.raises(ValueError, match="not fitted"):
-        nbbn_onnx.to_onnx(skl.StandardScaler())
+    from sklearn.exceptions import NotFittedError
+
+    from nbbn.sklearn import StandardScaler
+
+    for unfitted in (skl.StandardScaler(), StandardScaler()):  # (as scikit-learn raises)
+        with pytest.raises(NotFittedError, match="not fitted"):
+            nbbn_onnx.to_onnx(unfitted)
     with pytest.raises(ValueError, match="float32's range"):
         nbbn_onnx.to_onnx(nbbn.Normalizer([1e39], [1.0]))
     # a constant that a float32 (or float16: float32 inside) graph would hold as an
