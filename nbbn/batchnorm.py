@@ -27,6 +27,21 @@ def _to_numpy(v) -> np.ndarray:
     return np.asanyarray(host_values(v))  # (a masked array stays one: channel_vector checks)
 
 
+def _torch_layout(y, out):
+    """A new torch output as torch's BatchNorm lays it out: contiguous, or channels_last
+    (3d) for such an input. The backends keep any input's strides, as elementwise
+    operations do (``Normalizer``): the output of ``x.transpose(1, 2)`` could not be
+    ``.view``-ed as torch's BatchNorm output can. (A copy, for such inputs only.)"""
+    torch = sys.modules.get("torch")
+    if out is not None or torch is None or not isinstance(y, torch.Tensor):
+        return y
+    if y.is_contiguous() or (y.dim() == 4 and y.is_contiguous(
+            memory_format=torch.channels_last)) or (y.dim() == 5 and y.is_contiguous(
+                memory_format=torch.channels_last_3d)):
+        return y
+    return y.contiguous()
+
+
 def _check_momentum(momentum) -> float | None:
     """``momentum`` as a float, or None; TypeError for a non-number, ValueError unless
     finite."""
@@ -203,14 +218,14 @@ class BatchNorm:
             assert self.num_batches_tracked is not None
             self.num_batches_tracked += 1  # as torch: an empty batch counts too
         if n == 0:
-            return be.result(dst)
+            return _torch_layout(be.result(dst), out)
         if not step:
             if use_batch_stats:
                 be.batchnorm_train(inp, eps, weight, bias, None, 0.0, dst)
             else:
                 be.batchnorm_eval(inp, eps, weight, bias, self._host_running(), dst,
                                   (id(self), "eval"))
-            return be.result(dst)
+            return _torch_layout(be.result(dst), out)
         # A training step moves num_batches_tracked and the running buffers: a failure
         # on the way (Ctrl-C in a first call's compile, a MemoryError) puts both back,
         # so a retried batch is not counted twice.
@@ -228,7 +243,7 @@ class BatchNorm:
                 backends.restore_running(running, kept)
             self._running, self.num_batches_tracked = before, tracked
             raise
-        return be.result(dst)
+        return _torch_layout(be.result(dst), out)
 
     def _affine_params(self) -> tuple[np.ndarray, np.ndarray]:
         """``weight`` and ``bias`` as (C,) float64 arrays (ones and zeros when absent),

@@ -43,6 +43,49 @@ if SIMULATOR:
     sys.setswitchinterval(1e-4)
 
 
+def _atomic_simulator_shared_arrays() -> None:
+    """Make the simulator's ``cuda.shared.array`` atomic for the threads of a block.
+
+    numba-cuda's simulator (``FakeCUDAShared.array``, 0.30) keys a block's shared
+    arrays by the caller's file and line, and the first thread to ask creates the
+    array: a check, then a store, with a slow stack walk between them. A thread
+    preempted in between made its own array, so two threads of one block reduced into
+    different arrays, and a channel's statistics came back from uninitialized memory
+    (NaN outputs of one channel in ``test_batchnorm.py``, in 2 of 6 runs of seven test
+    files once the switch interval above was 0.1 ms). Here the lookup and the store
+    happen under one lock; dynamic shared memory (shape 0) and alignment go to the
+    simulator's own method. A GPU has no such step: it is the simulator's race, not a
+    kernel's.
+    """
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    simulator_array = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return simulator_array(self, shape, dtype, alignment)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)  # (the simulator's key)
+        if isinstance(dtype, types.Type):  # (numba.float64 and the like, as the simulator)
+            dtype = numpy_support.as_dtype(dtype)
+        with lock:
+            made = self._allocations.get(key)
+            if made is None:
+                made = self._allocations[key] = np.empty(shape, dtype)
+        return made
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if SIMULATOR and HAVE_NUMBA_CUDA:
+    _atomic_simulator_shared_arrays()
+
+
 def cuda_available() -> bool:
     """True when numba-cuda is importable and sees a GPU (never raises, never warns)."""
     try:

@@ -125,6 +125,33 @@ def test_bfloat16_special_values_in_statistics():
     assert np.isnan(nbbn.RunningStats().update(x).mean[0])
 
 
+def test_batchnorm_outputs_are_laid_out_as_torchs():
+    # the output of a transposed input kept its strides (as elementwise operations and
+    # nbbn's Normalizer do), where torch's BatchNorm gives a contiguous tensor: a
+    # .view of it failed
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(4, 7, 3, generator=g).transpose(1, 2),
+              torch.randn(3, 6, generator=g).t(),
+              torch.randn(3, 4, 5, 5, generator=g).permute(1, 0, 2, 3),
+              torch.randn(4, 3, 5, 6, generator=g).to(memory_format=torch.channels_last),
+              torch.randn(2, 3, 4, 5, 6, generator=g).to(
+                  memory_format=torch.channels_last_3d),
+              torch.randn(4, 3, 5, generator=g)]
+    for x in inputs:
+        tbn = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
+               5: torch.nn.BatchNorm3d}[x.dim()](3).double()
+        bn = nbbn.BatchNorm(3)
+        for train in (True, False):
+            tbn.train(train)
+            bn.train(train)
+            want = tbn(x.double()).float()
+            y = bn(x)
+            assert y.stride() == want.stride(), (x.shape, x.stride(), train)
+            torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+    y = nbbn.Normalizer([0.0] * 3, [1.0] * 3)(inputs[0])  # elementwise: strides kept
+    assert y.stride() == inputs[0].stride()
+
+
 def test_requires_grad():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 4, 3)
