@@ -63,11 +63,13 @@ def check_columns(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None,
                      f"{shown(mine)}: {hint}. Nothing was changed.")
 
 
-def check_coords(mine, theirs, what: str, whose: str = "the statistics") -> None:
+def check_coords(mine, theirs, what: str, whose: str = "the statistics",
+                 unchanged: bool = True) -> None:
     """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
     labels the channels of the same dimension otherwise than ``mine``: statistics are
     merged, and a normalizer applied, by position, which would mix channels of
-    different labels."""
+    different labels. ``unchanged``: the message says that nothing was changed (not
+    so in the middle of a fit)."""
     if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
         return
     if mine[0] == theirs[0] and not same_labels(mine[1], theirs[1]):
@@ -75,7 +77,7 @@ def check_coords(mine, theirs, what: str, whose: str = "the statistics") -> None
             f"{what} has the {theirs[0]!r} coordinate {shown(tuple(theirs[1].tolist()))}, "
             f"but {whose} have {shown(tuple(mine[1].tolist()))}: channels are "
             f"matched by position, so the labels must match (reorder it with "
-            f".sel({theirs[0]}=[...]) first). Nothing was changed.")
+            f".sel({theirs[0]}=[...]) first)." + (" Nothing was changed." if unchanged else ""))
 
 
 def same_labels(a, b) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 from ._layout import check_dtype, check_no_mask
 from ._pages import releaser
 from ._torch_arrays import host_view
+from .backends import is_xarray
 
 
 class Slot:
@@ -171,8 +172,7 @@ class ArrayShard(Shard):
 def _in_memory(a):
     """``a``, or the numpy array an xarray DataArray holds (its rows sampled for the
     fingerprint: a resumed fit of a DataArray with other values was accepted)."""
-    if type(a).__module__.startswith("xarray") and isinstance(getattr(a, "data", None),
-                                                               np.ndarray):
+    if is_xarray(a) and isinstance(a.data, np.ndarray):
         return a.data
     return a
 

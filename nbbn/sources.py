@@ -78,6 +78,7 @@ from ._shards import (
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
 from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
 from ._wording import Param, files_label, worded
+from .backends import is_xarray
 from .errors import CheckpointError
 
 __all__ = ["BATCH_BYTES", "Batch", "IterableSource", "Position", "Slot", "Source",
@@ -359,11 +360,8 @@ class IterableSource(Source):
             if self.channel_coord is None:
                 self.channel_coord, self._labelled = coord, index
             else:
-                try:
-                    check_coords(self.channel_coord, coord, f"item {index} of "
-                                 f"{self.description}", f"item {self._labelled}'s labels")
-                except ValueError as exc:  # ("Nothing was changed" is not true mid-fit)
-                    raise ValueError(str(exc).replace(" Nothing was changed.", "")) from None
+                check_coords(self.channel_coord, coord, f"item {index} of {self.description}",
+                             f"item {self._labelled}'s labels", unchanged=False)
 
     def _item_batches(self, arr, index: int, start, batch_size, hexdigest: str, acquire,
                       slot=None):
@@ -403,8 +401,8 @@ def _digest_item(h, arr, index: int | None = None) -> None:
 def _data_array_coord(x, channel_axis) -> tuple | None:
     """``(dimension, labels or None)`` of the channel axis of an xarray DataArray ``x``,
     None for anything else or an axis not known (or out of range)."""
-    if not (type(x).__module__.startswith("xarray") and hasattr(x, "dims")) or \
-            not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
+    if not is_xarray(x) or not isinstance(channel_axis, (int, np.integer)) or \
+            isinstance(channel_axis, bool):
         return None
     from .backends.xarray import channel_coord
 
