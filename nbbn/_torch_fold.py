@@ -33,6 +33,7 @@ def _f64(t: torch.Tensor | None) -> np.ndarray | None:
 def _new_layer(layer: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
     """A copy of ``layer``'s configuration with the given float64 weight and bias."""
     w = layer.weight
+    _check_fits(w.dtype, weight=weight, bias=bias)
     kw: dict[str, Any] = {"device": w.device, "dtype": w.dtype}
     if isinstance(layer, torch.nn.Linear):
         new = torch.nn.Linear(layer.in_features, layer.out_features, bias=True, **kw)
@@ -45,6 +46,20 @@ def _new_layer(layer: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
         new.bias.copy_(torch.from_numpy(bias))
     new.weight.requires_grad_(w.requires_grad)
     return new.train(layer.training)
+
+
+def _check_fits(dtype: torch.dtype, **arrays: np.ndarray) -> None:
+    """ValueError when a folded number, finite in float64, is beyond the layer dtype's
+    range: stored as an infinity, it would give inf or NaN outputs where the unfused
+    layers give finite ones (a float16 BatchNorm with a variance of 1e-12 and eps 0)."""
+    top = float(torch.finfo(dtype).max)
+    for name, v in arrays.items():
+        big = (np.isfinite(v) & (np.abs(v) > top)).reshape(len(v), -1).any(axis=1)
+        if big.any():
+            raise ValueError(
+                f"the folded {name} is beyond {dtype}'s range in output channels "
+                f"{np.flatnonzero(big)[:5].tolist()} (it would be stored as inf): fold "
+                "in a wider dtype (.float() on both modules first); nothing was changed")
 
 
 def _has_zero_padding(layer: Any) -> bool:

@@ -401,3 +401,32 @@ def test_to_torch_refuses_a_dimension_name_axis():
     norm = nbbn.Normalizer([0.0], [1.0], channel_axis="channel")
     with pytest.raises(TypeError, match="dimension name 'channel'"):
         norm.to_torch()
+
+
+def test_folding_refuses_numbers_beyond_the_layers_dtype():
+    """A float16 BatchNorm of running variance 1e-6, weight 100 and eps 0 scales by 1e5:
+    the fused float16 layer stored that as inf and gave inf/NaN where the unfused pair is
+    finite. Both folds refuse it and change nothing; in float32 the fold is finite."""
+    conv = nn.Conv2d(2, 3, 1).half()
+    bn = nn.BatchNorm2d(3, eps=0.0).half().eval()
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+        bn.running_var.copy_(torch.tensor([1.0, 1e-6, 1.0]))
+        bn.weight.copy_(torch.tensor([1.0, 100.0, 1.0]))
+    x = torch.zeros(1, 2, 1, 1, dtype=torch.float16)
+    with torch.no_grad():
+        assert torch.isfinite(bn(conv(x))).all()  # (an inf weight gave NaN: inf * 0)
+    before = conv.weight.clone()
+    with pytest.raises(ValueError, match=r"folded weight is beyond torch.float16's range in "
+                       r"output channels \[1\]"):
+        nt.fuse_bn(conv, bn)
+    assert torch.equal(conv.weight, before)
+    fused = nt.fuse_bn(conv.float(), bn.float())
+    assert torch.isfinite(fused.weight).all()
+    lin = nn.Linear(2, 2).half()
+    with torch.no_grad():
+        lin.weight.fill_(0.5)
+    norm = nbbn.Normalizer([0.0, 7e4], [1.0, 1e-8], eps=0.0, channel_axis=-1)  # scale 1e4
+    with pytest.raises(ValueError, match=r"folded bias is beyond torch.float16's range"):
+        nt.fold_normalizer(lin, norm)
