@@ -137,9 +137,11 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.ddof = ddof
 
     def __sklearn_tags__(self):
-        """The estimator's tags: NaN allowed (but "raise"), float32/64 preserved."""
+        """The estimator's tags: NaN allowed (but "raise"), float32/64 preserved, N-d
+        arrays read (the channels on ``channel_axis``)."""
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self.nan_policy != "raise"
+        tags.input_tags.three_d_array = True
         tags.input_tags.sparse = not self.with_mean  # (as scikit-learn: no centering)
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
@@ -237,6 +239,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                              f"{X.ndim}-d input (axis 0 is the samples axis): expected "
                              f"1 to {X.ndim - 1} or -1 to {1 - X.ndim}")
         nfeat = X.shape[self.channel_axis]
+        if nfeat == 0:  # (scikit-learn's words for 2-d input)
+            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a "
+                             f"minimum of 1 is required by StandardScaler (the features "
+                             f"are channel_axis={self.channel_axis}).")
         if X.size == 0:  # (a zero-size pooled axis; check_array refused 0 samples)
             raise ValueError(f"Found array with no values to pool (shape={X.shape}) while "
                              "a minimum of 1 is required by StandardScaler.")

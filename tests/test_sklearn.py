@@ -428,6 +428,8 @@ def test_clear_errors_where_scikit_learn_fails_or_would(rng):
         sc.set_output(transform="pandas").transform(imgs)
     with pytest.raises(ValueError, match="no values to pool"):
         StandardScaler(channel_axis=1).fit(np.zeros((4, 3, 0, 2)))
+    with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(4, 0, 2\)\)"):
+        StandardScaler(channel_axis=1).fit(np.zeros((4, 0, 2)))  # (said "no values to pool")
     X = rng.standard_normal((5, 3))
     for flag in ("with_mean", "with_std"):
         fitted = StandardScaler(with_mean=False, with_std=False).fit(X)

@@ -131,6 +131,9 @@ def test_tags_follow_nan_policy_and_with_mean():
     for with_mean in (True, False):
         want = get_tags(preprocessing.StandardScaler(with_mean=with_mean)).input_tags.sparse
         assert get_tags(StandardScaler(with_mean=with_mean)).input_tags.sparse is want
+    # N-d arrays are read (channels on channel_axis): the tag said no
+    assert get_tags(StandardScaler()).input_tags.three_d_array is True
+    assert StandardScaler().fit(np.ones((2, 3, 4))).n_features_in_ == 4
 
 
 @pytest.mark.parametrize("axis", [0, -4, 4])
