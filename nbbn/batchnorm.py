@@ -194,6 +194,9 @@ class BatchNorm:
         if step:
             self.num_batches_tracked = _check_tracked(self.num_batches_tracked)
         check_no_grad(x, "input")
+        # (a trainable Parameter as weight or bias: its gradient would be lost in silence)
+        check_no_grad(self.weight, "weight")
+        check_no_grad(self.bias, "bias")
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, "input")
         n = inp.outer * inp.inner

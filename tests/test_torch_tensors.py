@@ -246,6 +246,22 @@ def test_in_place_writes_are_seen_by_autograd():
             torch.ones(2, 3), out=torch.zeros(2, 3, requires_grad=True))
 
 
+def test_a_trainable_weight_or_bias_is_refused_while_autograd_records():
+    """A ``torch.nn.Parameter`` set as a BatchNorm's ``weight`` gave outputs without
+    gradient and no word (an input that requires grad was already refused); under
+    ``torch.no_grad()`` it is read, and a refused call changes no state."""
+    x = torch.randn(4, 3)
+    for name in ("weight", "bias"):
+        bn = nbbn.BatchNorm(3)
+        setattr(bn, name, torch.nn.Parameter(torch.ones(3)))
+        with pytest.raises(RuntimeError, match=f"{name} is a tensor that requires grad"):
+            bn(x)
+        assert bn.num_batches_tracked == 0 and bn.running_mean.tolist() == [0.0] * 3
+        with torch.no_grad():
+            bn(x)
+        assert bn.num_batches_tracked == 1
+
+
 def test_overlapping_outputs_are_refused():
     x = torch.randn(1, 3, 6, 5, dtype=torch.float64).expand(4, 3, 6, 5)
     norm = nbbn.Normalizer([1.0, 2.0, 3.0], [4.0, 4.0, 4.0], eps=0.0)
