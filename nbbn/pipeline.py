@@ -791,8 +791,11 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     axis = norm.channel_axis
-    if isinstance(axis, str):
-        raise TypeError(f"transform needs an int channel_axis, got the dimension name {axis!r}")
+    if isinstance(axis, str):  # (statistics fitted on a DataArray; the rows here are numpy)
+        raise worded(TypeError, "the channel axis of the statistics is the dimension name "
+                     "{name!r}, but transform reads {what} as arrays without dimension names: "
+                     "pass {axis}, the number of its channel axis", name=axis,
+                     what=src.description, axis=Param("channel_axis", placeholder="N"))
     _check_source_axis(src, axis)
     shape = (src.rows, *src.row_shape)
     nchan = shape[axis % len(shape)]

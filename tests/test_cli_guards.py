@@ -205,6 +205,22 @@ def test_image_and_parquet_errors_name_the_file(tmp_path, capsys):
                "z.parquet: not a readable Parquet file")
 
 
+def test_transform_of_a_named_channel_axis_names_the_option(tmp_path, capsys):
+    """Statistics fitted on a DataArray keep a dimension name as their channel axis; a
+    transform of a file (numpy rows) says to pass --channel-axis (it named the Python
+    parameter only), and with it the file is transformed."""
+    xr = pytest.importorskip("xarray")
+    x = np.arange(12.0).reshape(4, 3)
+    np.save(tmp_path / "x.npy", x)
+    nbbn.channel_stats(xr.DataArray(x, dims=("row", "band")), "band").save(tmp_path / "s.npz")
+    argv = ["transform", str(tmp_path / "x.npy"), "--stats", str(tmp_path / "s.npz"), "-o",
+            str(tmp_path / "y.npy"), "--no-progress"]
+    line = user_error(argv, capsys, "dimension name 'band'", "pass --channel-axis AXIS")
+    assert "channel_axis" not in line and not (tmp_path / "y.npy").exists()
+    assert main([*argv, "--channel-axis", "1"]) == 0
+    assert np.load(tmp_path / "y.npy").shape == (4, 3)
+
+
 # ------------------------------------------------------------------ 9. JSON infinities
 def test_json_tells_infinity_from_nan(tmp_path, capsys):
     x = np.array([[1.0, 1.0, 1.0], [np.inf, -np.inf, np.nan], [2.0, 2.0, 2.0]])
