@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
+import io
 import re
 import shlex
 from collections.abc import Callable, Sequence
@@ -64,9 +66,19 @@ def cli_speller(sub: argparse.ArgumentParser | None) -> Callable[[Param], str]:
             return flag if p.value else f"no {flag}"
         if p.value is None:
             return f"no {flag}"
+        if isinstance(p.value, (list, tuple)):  # names: comma-separated, as --columns reads them
+            return f"{flag} {shlex.quote(_comma_separated(p.value))}"
         return f"{flag} {shlex.quote(str(p.value))}"
 
     return speller
+
+
+def _comma_separated(names: Sequence) -> str:
+    """``names`` as one comma-separated CSV row (a name that holds a comma or a quote
+    mark is quoted): how ``--columns`` takes a list."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="").writerow([str(n) for n in names])
+    return text.getvalue()
 
 
 def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None,

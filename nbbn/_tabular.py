@@ -235,11 +235,13 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         if other:
             shown = ", ".join(f"{c!r} ({k})" for c, k in list(other.items())[:8])
             more = ", ..." if len(other) > 8 else ""
+            few = 0 < len(numeric) <= 12  # (then named in full: a list to paste)
             raise worded(ValueError, "{what} has non-numeric columns {shown}: only integer "
-                         "and floating columns can be channels; pass {columns} to choose "
-                         "among the numeric ones {numeric}", what=what, shown=shown + more,
-                         columns=Param("columns", placeholder="[...]"),
-                         numeric=_names(numeric))
+                         "and floating columns can be channels; pass {columns} to "
+                         + ("read the numeric ones" if few else
+                            "choose among the numeric ones {numeric}"), what=what,
+                         shown=shown + more, numeric=_names(numeric),
+                         columns=Param("columns", numeric) if few else Param("columns"))
         chosen = numeric
     else:
         if isinstance(columns, str):
@@ -282,7 +284,7 @@ def same_columns(kinds: dict[str, str | None], chosen: list[str], columns, path:
         raise worded(ValueError, "{path} has columns {extra} that {first} has not: the "
                      "files must hold the same columns, or pass {columns} to choose "
                      "those to read", path=path, extra=_names(extra), first=first,
-                     columns=Param("columns", placeholder="[...]"))
+                     columns=Param("columns"))
 
 
 def split_columns(text: str, kinds) -> list[str]:
@@ -381,7 +383,7 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
     if table is not None and key is not None:
         raise worded(ValueError, "{key} was given, but {what} is a table: choose its columns "
                      "with {columns}", key=Param("key", key), what=table.description,
-                     columns=Param("columns", placeholder="[...]"))
+                     columns=Param("columns"))
     return table
 
 

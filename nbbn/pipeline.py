@@ -741,7 +741,7 @@ def _open_for_transform(source, key, axis, columns, names) -> Source:
                          "{columns} names {chosen}: each column is normalized with the "
                          "statistics of its position, so they must match (leave {columns} "
                          "out to read the statistics' columns)", names=list(names[:12]),
-                         columns=Param("columns", placeholder="..."), chosen=list(chosen[:12]))
+                         columns=Param("columns"), chosen=list(chosen[:12]))
         return src
     try:
         return open_source(source, key=key, channel_axis=axis, columns=list(names))

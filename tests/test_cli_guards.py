@@ -98,6 +98,31 @@ def test_transform_table_error_names_the_option(tmp_path, capsys, rng):
     assert "columns=" not in line
 
 
+def test_columns_errors_show_the_names_not_the_metavar(tmp_path, capsys, rng):
+    """Errors about --columns name the columns asked for and the numeric ones to pass
+    (a list that reads back, a name with a comma quoted), not the metavar A,B,..."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = str(tmp_path / "t.parquet")
+    pd.DataFrame({"a,b": rng.standard_normal(5), "c": rng.standard_normal(5),
+                  "s": ["x"] * 5}).to_parquet(path)
+    lines = [user_error(["fit", path, "--no-progress"], capsys, "non-numeric columns 's'",
+                        """pass --columns '"a,b",c' to read the numeric ones""")]
+    assert main(["fit", path, "--columns", '"a,b",c', "-o", str(tmp_path / "s.npz"),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    lines += [
+        user_error(["transform", path, "--stats", str(tmp_path / "s.npz"), "--columns",
+                    'c,"a,b"', "-o", str(tmp_path / "y.npy"), "--no-progress"], capsys,
+                   "fitted on the columns ['a,b', 'c'], but --columns names ['c', 'a,b']",
+                   "leave --columns out"),
+        user_error(["fit", path, "--key", "k", "--columns", "c", "--no-progress"], capsys,
+                   "choose its columns with --columns"),
+    ]
+    for line in lines:
+        assert "A,B" not in line and "[...]" not in line and "columns=" not in line
+
+
 # ----------------------------------------------------------- 3. image depth always
 def test_images_mixing_8_and_16_bit_are_refused_or_skipped(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")

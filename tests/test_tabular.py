@@ -189,7 +189,8 @@ def test_csv_with_nulls_matches_reference(tmp_path, rng, nan_policy):
     assert_matches(fit(tmp_path / "t.tsv", nan_policy=nan_policy),
                    reference(c, names, nan_policy), names)
     with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(string\), 'flag' "
-                                         r"\(bool\).*numeric ones \['f32', 'f64', 'i64'\]"):
+                                         r"\(bool\).*pass columns=\['f32', 'f64', 'i64'\] to "
+                                         "read the numeric ones"):
         fit(tmp_path / "t.csv")
 
 
@@ -432,7 +433,8 @@ def test_cli_fit_parquet_columns_and_info_shows_names(tmp_path, rng, capsys):
     pacsv.write_csv(arrow_table(c), tmp_path / "t.csv")
     assert main(["fit", str(tmp_path / "t.csv"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "non-numeric columns 'name'" in err and "--columns A,B,..." in err
+    assert "non-numeric columns 'name'" in err
+    assert "pass --columns f32,f64,i64 to read the numeric ones" in err  # (not A,B,...)
     assert len(err.strip().splitlines()) == 1
     assert main(["fit", str(tmp_path / "t.csv"), "--columns", "f32,f32", "--no-progress"]) == 2
     assert "--columns names a column twice" in capsys.readouterr().err
