@@ -69,9 +69,9 @@ def file_version(path) -> int:
 
 def describe(stats, path=None, *, version: int | None = None) -> str:
     """The text ``nbbn info`` prints: a header, the per-channel table and the paste lists."""
-    from .report import format_table
+    from .report import channel_count, format_table
 
-    nchan = stats.num_channels or 0
+    nchan = channel_count(stats)  # (a table of no rows: its columns, as fit's JSON says)
     where = f"{Path(path)}: " if path is not None else ""
     ver = f"format version {version}, " if version is not None else ""
     plural = "s" if nchan != 1 else ""
@@ -79,7 +79,7 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
         f"{where}nbbn.RunningStats {ver}{nchan} channel{plural}, "
         + f"channel_axis={stats.channel_axis}, nan_policy={stats.nan_policy!r}"
     ]
-    if nchan == 0:  # (the files a fit skipped are why, when every file was)
+    if not stats.num_channels:  # (the files a fit skipped are why, when every file was)
         from ._histogram import describe_skipped
 
         lines.append("no data: the statistics are empty")

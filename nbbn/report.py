@@ -35,6 +35,12 @@ def _printable(name: str) -> str:
     return name if name.isprintable() else repr(name)[1:-1]
 
 
+def channel_count(stats) -> int:
+    """The channels of the statistics: those counted, or, when none was (a table of
+    columns and no rows), those named; 0 for statistics of nothing."""
+    return stats.num_channels or len(getattr(stats, "channel_names", None) or ())
+
+
 def format_table(stats, max_rows: int = 32) -> str:
     """The per-channel count, mean, std (ddof=0), min and max as an aligned text table.
 
@@ -134,11 +140,9 @@ def format_json(stats) -> str:
     Statistics that name their channels but counted no rows (a table of columns and
     no rows) list those channels with count 0 and null statistics.
     """
-    n = stats.num_channels or 0
+    n = channel_count(stats)
     names: tuple | None = getattr(stats, "channel_names", None)
-    unread = n == 0 and bool(names)  # (a table of columns but no rows: none counted)
-    if unread:
-        n = len(names or ())
+    unread = not stats.num_channels and n > 0  # (a table of columns but no rows)
 
     def field(name: str, fill: float) -> np.ndarray:
         return np.full(n, fill) if unread else getattr(stats, name)

@@ -161,6 +161,26 @@ def test_empty_table_writes_a_loadable_file(tmp_path, capsys, kind):
     assert "no data" in capsys.readouterr().out
 
 
+def test_empty_table_has_its_columns_as_channels_in_json_and_info(tmp_path, capsys):
+    """A Parquet file of 0 rows: fit's JSON and info give the same channel count, that
+    of its numeric columns (info said 0 where the JSON said 2)."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path, out = tmp_path / "e.parquet", tmp_path / "s.npz"
+    pd.DataFrame({"a": np.zeros(0), "b": np.zeros(0, np.int32), "s": np.array([], str)}
+                 ).to_parquet(path)
+    assert main(["fit", str(path), "--columns", "a,b", "--format", "json", "-o", str(out),
+                 "--no-progress"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["num_channels"] == 2 and d["channel_names"] == ["a", "b"]
+    assert main(["info", str(out)]) == 0
+    head, *rest = capsys.readouterr().out.splitlines()
+    assert ", 2 channels, " in head and rest[0].startswith("no data")
+    nbbn.RunningStats().save(tmp_path / "none.npz")  # (no names: no channels)
+    assert main(["info", str(tmp_path / "none.npz")]) == 0
+    assert ", 0 channels, " in capsys.readouterr().out
+
+
 # ------------------------------------------------------------ 5. pandas index
 def test_parquet_pandas_index_is_not_a_channel(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
