@@ -28,7 +28,10 @@ How each kind is read:
   list of JPEG, PNG, WebP, TIFF, BMP or GIF files): see :class:`nbbn.ImageSource`.
 * directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
   the other; shards of no rows are skipped; every other shard must have the same shape
-  after axis 0 (the row count may differ). A glob that matches files of several kinds
+  after axis 0 (the row count may differ). A folder is read from its top level: one
+  whose subfolders (other than hidden ones) hold more shards (or tables, for a folder
+  of tables) is a ``ValueError`` naming them, as they would be left out; a glob
+  (``DIR/**/*.npy``: every level) reads them. A glob that matches files of several kinds
   (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
   holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
 * a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
@@ -558,6 +561,7 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
 
     if isinstance(source, (str, os.PathLike)):
         _check_one_kind(os.fspath(source))
+        _check_nested(os.fspath(source))
 
     if looks_like_images(source):  # image files: a folder, glob, list or file
         if key is not None:
@@ -634,6 +638,40 @@ def _check_one_kind(path: str) -> None:
         raise ValueError(f"{path}: {what} files of {len(kinds)} kinds ({listed}); nbbn "
                          "reads one kind per source; fit them separately (a narrower "
                          "pattern, or a list of files of one kind)")
+
+
+def _check_nested(path: str) -> None:
+    """ValueError when the top level of the folder ``path`` holds shards (or tables) and
+    its subfolders (not hidden ones) hold more of them: a folder of shards is read from
+    its top level, so those would be left out silently (images are searched recursively:
+    a folder of images is never a folder of shards)."""
+    from ._tabular import _table_kind
+
+    if not os.path.isdir(path):
+        return
+    with os.scandir(path) as it:
+        top = sorted(e.name for e in it if e.is_file() and (
+            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+    if not top:
+        return
+    shards = top[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
+    nested: list[str] = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if root != path and any(f.lower().endswith(SHARD_SUFFIXES) if shards
+                                else _table_kind(f) for f in files):
+            nested.append(os.path.relpath(root, path))
+            if len(nested) > 3:  # (enough to name)
+                break
+    if nested:
+        kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
+        suffix = ".csv.gz" if top[0].lower().endswith(".csv.gz") else \
+            ".tsv.gz" if top[0].lower().endswith(".tsv.gz") else Path(top[0]).suffix
+        raise ValueError(f"{path}: the folder holds {kind} at its top level and in "
+                         f"subfolders ({shown(tuple(nested), 3)}), but a folder is read from "
+                         "its top level only: those would be left out. Pass a glob: "
+                         f"{os.path.join(path, '**', '*' + suffix)} for every level, or "
+                         f"{os.path.join(path, '*' + suffix)} for the top level only")
 
 
 class ChunkedSource(Source):

@@ -431,6 +431,39 @@ def test_a_recursive_glob_of_shards_reads_every_level(tmp_path):
     assert rs.count.tolist() == [12] * 3 and rs.mean.tolist() == [1.0] * 3
 
 
+def test_a_folder_with_shards_in_subfolders_too_is_refused(tmp_path):
+    """A folder is read from its top level: shards nested in subfolders were left out,
+    silently (statistics of fewer shards). Now an error naming the subfolders and the
+    globs that read them or not; hidden folders and other files do not count."""
+    np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+    for sub in ("s", "s/t", "u"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / sub / "b.npy", np.ones((4, 3)))
+    (tmp_path / ".cache").mkdir()
+    np.save(tmp_path / ".cache" / "c.npy", np.ones((4, 3)))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "x.txt").write_text("not a shard")
+    with pytest.raises(ValueError, match=r"at its top level and in subfolders \(\['s', "
+                                         r"'s/t', 'u'\]\).*top level only.*Pass a glob: "
+                                         r".*\*\*/\*\.npy for every level, or .*/\*\.npy"):
+        fit(tmp_path)
+    assert fit(str(tmp_path / "**" / "*.npy")).count.tolist() == [16] * 3
+    assert fit(str(tmp_path / "*.npy")).count.tolist() == [4] * 3
+    for sub in ("s/t", "s", "u"):
+        (tmp_path / sub / "b.npy").unlink()
+    assert fit(tmp_path).count.tolist() == [4] * 3  # (subfolders of no shards, hidden ones)
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    d = tmp_path / "tables"
+    (d / "year=2021").mkdir(parents=True)
+    for path in (d / "p.parquet", d / "year=2021" / "p.parquet"):
+        pd.DataFrame({"x": [1.0, 2.0]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"holds Parquet/CSV tables at its top level and in "
+                                         r"subfolders \(\['year=2021'\]\).*\*\*/\*\.parquet"):
+        fit(d)
+
+
 def test_upper_case_shard_names_in_a_folder(tmp_path):
     """``X.NPY`` read as a file but not in a folder ("holds no .npy or .npz files")."""
     np.save(tmp_path / "x.npy", np.ones((4, 3)))
