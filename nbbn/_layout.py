@@ -135,7 +135,16 @@ def arrow_numeric(t) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
+def pandas_values_dtype(dt):
+    """The dtype of a pandas column's values: a categorical's categories' (it is read
+    as its values, NaN for a missing one, as numpy and a Parquet file of it read it),
+    else ``dt``."""
+    cats = getattr(dt, "categories", None)  # (a CategoricalDtype's; None: not one)
+    return dt if cats is None else cats.dtype
+
+
 def _pandas_numeric(dt) -> bool:
+    dt = pandas_values_dtype(dt)
     return getattr(dt, "kind", "O") in "iuf" and str(dt).lower() != "boolean"
 
 

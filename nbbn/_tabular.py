@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ._labels import shown
-from ._layout import arrow_numeric, polars_numeric
+from ._layout import arrow_numeric, pandas_values_dtype, polars_numeric
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
 from ._wording import Param, files_label, worded
@@ -447,14 +447,17 @@ def _pandas(df, columns) -> TableSource:
     _check_unique(names, what)
     kinds = {}
     for name, dt in zip(names, df.dtypes, strict=True):
-        ok = getattr(dt, "kind", "O") in "iuf" and str(dt) != "bool"
-        kinds[name] = None if ok else f"dtype {dt}"
+        vt = pandas_values_dtype(dt)  # (a categorical's categories': read as its values)
+        ok = getattr(vt, "kind", "O") in "iuf" and str(vt) != "bool"
+        kinds[name] = None if ok else f"dtype {dt}" + (f" of {vt}" if vt is not dt else "")
     chosen = select_columns(kinds, columns, what)
     series = [df.iloc[:, names.index(c)] for c in chosen]
 
     def numpy_dtype(dt) -> np.dtype:
         """A column's values as numpy holds them: a nullable dtype's ``numpy_dtype``, a
-        sparse dtype's ``subtype`` (read dense), else the dtype itself."""
+        sparse dtype's ``subtype`` (read dense), a categorical's categories' dtype, else
+        the dtype itself."""
+        dt = pandas_values_dtype(dt)
         return np.dtype(getattr(dt, "numpy_dtype", None) or getattr(dt, "subtype", None)
                         or dt)
 

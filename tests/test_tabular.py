@@ -356,6 +356,33 @@ def test_pandas_dataframe_with_names_and_missing_values(rng):
     assert_matches(stats, reference(c, nan_policy="omit"))
 
 
+def test_pandas_categorical_of_numbers_is_read_as_its_values(tmp_path, rng):
+    """A categorical column of numbers was refused ("dtype category") where a Parquet
+    file of the same frame (and RunningStats.update of it) read its values: now read as
+    its values, a missing one NaN; categories of anything else stay refused, named."""
+    pd = pytest.importorskip("pandas")
+    ints = rng.integers(0, 5, N)
+    miss = rng.random(N) < 0.1
+    df = pd.DataFrame({
+        "i": pd.Categorical.from_codes(np.where(miss, -1, ints), np.arange(5) * 10),
+        "u8": pd.Categorical(ints.astype(np.uint8)),
+        "f": pd.Categorical(ints * 0.5), "x": ints * 2.0})
+    want = np.stack([np.where(miss, np.nan, ints * 10), ints, ints * 0.5, ints * 2.0])
+    assert df["i"].cat.categories.dtype == np.int64 and df["i"].isna().sum() == miss.sum()
+    stats = fit(df, nan_policy="omit", batch_size=50)
+    assert stats.channel_names == ("i", "u8", "f", "x")
+    assert_matches(stats, ref_stats_rows(want, "omit"), ("i", "u8", "f", "x"))
+    df.to_parquet(tmp_path / "c.parquet")
+    for other in (fit(tmp_path / "c.parquet", nan_policy="omit"),
+                  nbbn.channel_stats(df, -1, nan_policy="omit")):
+        np.testing.assert_array_equal(other.count, stats.count)
+        np.testing.assert_allclose(other.mean, stats.mean, rtol=1e-15)
+    for cats, kind in ((["a", "b"], "str"), ([True, False], "bool")):
+        with pytest.raises(ValueError, match=rf"non-numeric columns 's' \(dtype category of "
+                                             rf"{kind}\)"):
+            fit(pd.DataFrame({"s": pd.Categorical(cats), "x": [1.0, 2.0]}))
+
+
 def test_polars_and_arrow_tables_with_names(rng):
     pl = pytest.importorskip("polars")
     c = columns(rng)
