@@ -45,6 +45,10 @@ def check_names(names, nchan: int | None) -> tuple[str, ...] | None:
     if nchan is not None and len(out) != nchan:
         raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
                          f"{nchan} channels")
+    if len(set(out)) < len(out):  # (as a DataFrame's columns must be, to name channels)
+        dup = sorted({n for n in out if out.count(n) > 1})
+        raise ValueError(f"channel_names has several channels named {shown(tuple(dup))}: "
+                         "names must be unique (a DataFrame batch could never match them)")
     nul = [n for n in out if n.endswith("\x00")]
     if nul:  # numpy's str arrays, which the statistics file keeps names in, drop them
         raise ValueError(f"channel_names cannot end in a NUL character, got {nul[0]!r}: "

@@ -762,7 +762,7 @@ class RunningStats:
                     count.shape[0] and names.shape != count.shape):  # (empty: any number)
                 raise ValueError(f"RunningStats channel_names must be {count.shape[0]} str, "
                                  f"got dtype {names.dtype} and shape {names.shape}")
-            rs._names = tuple(str(n) for n in names)
+            rs._names = check_names(tuple(str(n) for n in names), None)  # (unique)
         # weight (the weight sums of weighted statistics) is present only when weighted
         weight = d.get("weight")
         if weight is not None:
@@ -794,8 +794,35 @@ class RunningStats:
             if bad.size:
                 raise ValueError(f"RunningStats mean or mean_lo is NaN or infinite in channels "
                                  f"{bad[:10].tolist()}, where no NaN or infinity was counted")
+            # an infinite mean comes only from an infinity; the counts of NaNs (which
+            # "propagate" counts as values) and infinities are among the values counted;
+            # one value has M2 0; the rest of the mean is below its last bit (a larger
+            # one moved the mean only at the next update)
+            with np.errstate(invalid="ignore"):
+                spacing = np.spacing(np.abs(mean))
+                for what, wrong in (
+                        ("an infinite mean where no infinity was counted",
+                         held & np.isinf(mean) & (ninf == 0)),
+                        ("more infinities (or, with nan_policy 'propagate', NaNs and "
+                         "infinities) than values counted",
+                         (ninf + (nnan if rs.nan_policy == "propagate" else 0)) > count),
+                        ("an M2 other than 0 for a single value",
+                         (count == 1) & np.isfinite(m2) & (m2 != 0)),
+                        ("a mean_lo above the last bit of its mean",
+                         np.isfinite(mean) & (np.abs(mean_lo) > spacing))):
+                    if wrong.any():
+                        raise ValueError(f"RunningStats has {what} in channels "
+                                         f"{np.flatnonzero(wrong)[:10].tolist()}")
             if weight is not None and ((weight > 0) != (count > 0)).any():
                 raise ValueError("RunningStats weight must be > 0 exactly where count is")
+            # a channel of no values holds none: its other fields are the empty ones
+            # (a hand-made dict's leaked into the next merge: a min of 1 in statistics
+            # of 10 alone); the NaNs an "omit" skipped stay counted
+            if not held.all():
+                mean, mean_lo, m2, mn, mx = (np.array(a, np.float64)
+                                             for a in (mean, mean_lo, m2, mn, mx))
+                mean[~held], mean_lo[~held], m2[~held] = 0.0, 0.0, 0.0
+                mn[~held], mx[~held] = np.inf, -np.inf
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
                                                min=mn, max=mx, nan=nnan, inf=ninf,
                                                weight=weight)

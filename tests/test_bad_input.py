@@ -737,6 +737,59 @@ def test_from_dict_nan_mean_or_mean_lo_where_nothing_explains_it():
             nbbn.RunningStats.from_dict(d)
 
 
+def test_from_dict_refuses_fields_no_data_could_give():
+    """Accepted before, each corrupting a later result: a ``mean_lo`` of 1 on a mean of
+    3 (the next update moved the mean to 3.75), an infinite mean without an infinity,
+    more NaNs than values under "propagate", an M2 for a single value."""
+    rs = nbbn.RunningStats(-1, backend="cpu").update(np.array([[1.0, 4.0], [3.0, 4.0],
+                                                               [5.0, 4.0]]))
+    one = nbbn.RunningStats(-1, backend="cpu").update(np.array([[2.0, 7.0]]))
+    for base, field, value, match in (
+            (rs, "mean_lo", [1.0, 0.0], r"mean_lo above the last bit of its mean in "
+                                        r"channels \[0\]"),
+            (rs, "mean", [np.inf, 4.0], r"infinite mean where no infinity was counted"),
+            (rs, "nan_count", [0, 4], r"NaNs and infinities\) than values counted in "
+                                      r"channels \[1\]"),
+            (rs, "inf_count", [4, 0], r"than values counted in channels \[0\]"),
+            (one, "m2", [0.0, 2.0], r"M2 other than 0 for a single value in channels "
+                                    r"\[1\]")):
+        d = base.to_dict()
+        d[field] = np.array(value, d[field].dtype)
+        with pytest.raises(ValueError, match=match):
+            nbbn.RunningStats.from_dict(d)
+    # the rest of a mean within its last bit is what the kernels leave: taken
+    d = rs.to_dict()
+    d["mean_lo"] = np.array([np.spacing(3.0) / 2, 0.0])
+    assert nbbn.RunningStats.from_dict(d).mean.tolist() == [3.0, 4.0]
+
+
+def test_from_dict_channels_of_no_values_hold_none():
+    """A channel of count 0 with a min, mean or M2 of its own (a hand-made dict) leaked
+    them into the next update: a min of 1 in statistics of 10 alone. They read as the
+    empty channel's; the NaNs an "omit" skipped stay counted."""
+    rs = nbbn.RunningStats(-1, nan_policy="omit", backend="cpu").update(
+        np.array([[1.0, np.nan], [3.0, np.nan], [5.0, np.nan]]))
+    d = rs.to_dict()
+    d["count"] = np.array([0, 0], d["count"].dtype)
+    r = nbbn.RunningStats.from_dict(d).update(np.array([[10.0, 2.0]]))
+    assert r.min.tolist() == [10.0, 2.0] and r.max.tolist() == [10.0, 2.0]
+    assert r.mean.tolist() == [10.0, 2.0] and r.var.tolist() == [0.0, 0.0]
+    assert r.nan_count.tolist() == [0, 3]
+
+
+def test_channel_names_must_be_unique():
+    """Duplicate names were taken by the constructor, ``Normalizer`` and ``from_dict``,
+    and no DataFrame batch could ever match them (its columns must be unique)."""
+    with pytest.raises(ValueError, match=r"several channels named \['a'\]"):
+        nbbn.RunningStats(-1, channel_names=["a", "a"])
+    with pytest.raises(ValueError, match="names must be unique"):
+        nbbn.Normalizer([0.0, 0.0], [1.0, 1.0], channel_names=["b", "b"])
+    d = nbbn.RunningStats(-1, channel_names=["a", "b"]).update(np.ones((1, 2))).to_dict()
+    d["channel_names"] = np.array(["a", "a"])
+    with pytest.raises(ValueError, match="names must be unique"):
+        nbbn.RunningStats.from_dict(d)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_from_dict_takes_the_nan_and_infinite_states_kernels_leave(backend, weighted):
     if weighted and backend == "cuda":
