@@ -34,14 +34,38 @@ from .running_stats import RunningStats
 __all__ = ["channel_stats"]
 
 
-def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
-    """``x`` (a dask array, an xarray DataArray, or any array) as a dask array, its
-    non-negative channel axis and its channel coordinate (xarray)."""
+def _is_dask_frame(x) -> bool:
+    return type(x).__module__.startswith(("dask", "dask_expr")) and hasattr(
+        x, "to_dask_array") and hasattr(x, "columns")
+
+
+def _frame_array(x, channel_axis):
+    """A dask DataFrame's columns as a lazy 2-d dask array (rows of unknown count per
+    partition; nothing computed: ``np.asarray`` of it computed every partition)."""
+    if channel_axis not in (1, -1):
+        raise ValueError(f"the channels of a dask DataFrame are its columns: channel_axis "
+                         f"must be 1 or -1, got {channel_axis!r}")
+    other = {str(c): str(dt) for c, dt in x.dtypes.items()
+             if not isinstance(dt, np.dtype) or dt.kind not in "iuf"}
+    if other:
+        raise TypeError(f"the dask DataFrame has columns {other} that are not integer or "
+                        "floating numpy dtypes: select the numeric columns, or cast them "
+                        "(ddf.astype('float64'): a nullable column's missing values NaN)")
+    return x.to_dask_array()
+
+
+def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
+    """``x`` (a dask array, an xarray DataArray, a DataFrame, or any array) as a dask
+    array, its non-negative channel axis, its channel coordinate (xarray) and its
+    channel names (a DataFrame's columns, when they are the channels, as ``update``
+    takes them)."""
     da = import_extra("dask.array", "dask", "nbbn.dask")
+    from ._labels import frame_columns
     from ._layout import as_array, check_dtype, is_device_array, normalize_axis
     from .backends import is_dask_array, is_xarray
 
     coord = None
+    names = frame_columns(x) if channel_axis in (1, -1) else None
     if is_xarray(x):
         from .backends.xarray import channel_coord, channel_index
 
@@ -50,22 +74,26 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None]:
         x = x.data
     else:
         axis = channel_axis
+    if _is_dask_frame(x):
+        x = _frame_array(x, channel_axis)
     if not is_dask_array(x):
         # (a host array-like read as nbbn reads it: DataFrames, nullable columns, and
         # the dtype checked before dask's own errors, e.g. on object arrays)
         x = da.asarray(x if is_device_array(x) else as_array(x, "x"))
     check_dtype(np.dtype(x.dtype), "x")
-    return x, normalize_axis(axis, x.ndim), coord
+    return x, normalize_axis(axis, x.ndim), coord, names
 
 
 def _running_stats(records: np.ndarray, channel_axis, nan_policy: str,
-                   coord: tuple | None, nchan: int = 0) -> RunningStats:
+                   coord: tuple | None, nchan: int = 0,
+                   names: tuple | None = None) -> RunningStats:
     """The computed records as a ``RunningStats`` (the last task of the graph); an
     array of no values but ``nchan`` channels gives their empty statistics, as the
-    eager ``channel_stats`` does (the channel count is then fixed)."""
+    eager ``channel_stats`` does (the channel count is then fixed); ``names``: a
+    DataFrame's columns."""
     from .backends.dask import records_to_stats
 
-    rs = RunningStats(channel_axis, nan_policy=nan_policy)
+    rs = RunningStats(channel_axis, nan_policy=nan_policy, channel_names=names)
     rs._channel_coord = coord
     if not records.size and nchan:
         rs._state = BatchStats.empty(nchan)
@@ -88,8 +116,10 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
 
     Parameters
     ----------
-    x : dask.array.Array or xarray.DataArray
-        The data (other arrays are wrapped with ``dask.array.asarray``).
+    x : dask.array.Array, xarray.DataArray or DataFrame
+        The data: a dask DataFrame is read lazily through ``to_dask_array`` (its
+        columns the channels, named as ``update`` names them, as are a pandas or
+        polars DataFrame's); other arrays are wrapped with ``dask.array.asarray``.
     channel_axis : int or str, default 1
         The channel axis; a dimension name for a DataArray.
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"
@@ -114,7 +144,7 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     """
     channel_axis = check_channel_axis(channel_axis)
     check_policy(nan_policy)
-    arr, axis, coord = _dask_array(x, channel_axis)
+    arr, axis, coord, names = _dask_array(x, channel_axis)
     import dask
 
     from .backends.dask import lazy_records
@@ -129,7 +159,7 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     # instead, so that dask.compute(stats, x.max(), optimize_graph=False) read the data
     # once, read whole chunks of sliced arrays (8x the bytes of x[:, :, :2])
     return dask.delayed(_running_stats, pure=False)(
-        records, channel_axis, nan_policy, coord, nchan if nchan == nchan else 0)
+        records, channel_axis, nan_policy, coord, nchan if nchan == nchan else 0, names)
 
 
 def transform(x, norm, out, dtype=None):

@@ -522,3 +522,37 @@ def test_split_every_shapes_the_tree():
     tasks = {k: len(dict(nbbn.dask.channel_stats(x, 1, split_every=k).__dask_graph__()))
              for k in (2, 16)}
     assert tasks[2] > tasks[16]
+
+
+def test_lazy_statistics_of_dataframes_stay_lazy_and_keep_the_column_names():
+    """``nbbn.dask.channel_stats`` of a dask DataFrame computed every partition while the
+    graph was built (``np.asarray`` of it), and the statistics of any DataFrame came
+    without its column names, so a normalizer of them took reordered columns by
+    position. Now: nothing computed before ``compute``, names as ``update`` gives."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    calls = []
+
+    def seen(part):
+        calls.append(len(part))
+        return part
+
+    pdf = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10) * 3,
+                        "c": np.arange(10, dtype=np.int16)})
+    ddf = dd.from_pandas(pdf, npartitions=3).map_partitions(seen, meta=pdf.iloc[:0])
+    calls.clear()
+    lazy = nbbn.dask.channel_stats(ddf, -1)
+    assert calls == []
+    eager = nbbn.RunningStats(-1).update(pdf)
+    for rs in (lazy.compute(), nbbn.dask.channel_stats(pdf, 1).compute()):
+        assert rs.channel_names == eager.channel_names == ("a", "b", "c")
+        np.testing.assert_allclose(rs.mean, eager.mean, rtol=1e-15)
+        np.testing.assert_allclose(rs.var, eager.var, rtol=1e-15)
+        assert rs.count.tolist() == [10] * 3
+        with pytest.raises(ValueError, match=r"fitted on \['a', 'b', 'c'\]"):
+            rs.to_normalizer()(pdf[["b", "a", "c"]])
+    assert sorted(calls) == [3, 3, 4]
+    with pytest.raises(ValueError, match="columns: channel_axis must be 1 or -1, got 0"):
+        nbbn.dask.channel_stats(ddf, 0)
+    with pytest.raises(TypeError, match=r"columns \{'s': '.*'\} that are not integer"):
+        nbbn.dask.channel_stats(dd.from_pandas(pdf.assign(s="x"), npartitions=2), -1)
