@@ -883,8 +883,11 @@ class RunningStats:
 
     def __repr__(self) -> str:
         names = "" if self._names is None else f", channel_names={shown(self._names)}"
-        return (f"RunningStats(channel_axis={self.channel_axis}, nan_policy={self.nan_policy!r},"
-                f" num_channels={self.num_channels}{names}, count={self.count.tolist()[:8]})")
+        count = self.count.tolist()  # (a dimension name quoted; a long count cut, with "...")
+        counts = str(count) if len(count) <= 8 else f"{str(count[:8])[:-1]}, ...]"
+        return (f"RunningStats(channel_axis={self.channel_axis!r}, "
+                f"nan_policy={self.nan_policy!r}, num_channels={self.num_channels}{names}, "
+                f"count={counts})")
 
 
 def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None

@@ -269,3 +269,12 @@ def test_dataframes_of_an_iterable_name_the_channels_and_are_checked():
         nbbn.fit([df, df[["w", "h"]]], progress=False)
     with pytest.raises(ValueError, match=r"has the columns \['h', 'x'\].*every item must"):
         nbbn.fit([df, df.rename(columns={"w": "x"})], progress=False)
+
+
+def test_repr_quotes_a_dimension_name_and_marks_a_cut_count():
+    """``channel_axis=band`` read as a variable; ten counts showed as eight, unmarked."""
+    r = repr(nbbn.RunningStats("band"))
+    assert "channel_axis='band'" in r and "count=[]" in r
+    r = repr(nbbn.RunningStats(-1).update(np.ones((2, 10))))
+    assert "channel_axis=-1" in r and r.endswith("count=[2, 2, 2, 2, 2, 2, 2, 2, ...])")
+    assert repr(nbbn.RunningStats(1).update(np.ones((2, 3)))).endswith("count=[2, 2, 2])")
