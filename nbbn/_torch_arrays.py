@@ -132,6 +132,10 @@ def host_view(x, what: str) -> tuple[np.ndarray, bool]:
     and whether it holds bfloat16 bits (then the array is their uint16 view)."""
     torch = _torch()
     t = x.detach()
+    if t.is_nested:  # (its layout may read as strided; .numpy() raised torch's internal error)
+        raise TypeError(f"{what} is a nested torch tensor (of tensors of different shapes): "
+                        "pass its tensors one by one (x.unbind()), or x.to_padded_tensor(...)"
+                        " where a padding value is right")
     if t.layout != torch.strided:
         raise TypeError(f"{what} is a torch tensor of layout {t.layout}, not a dense one: "
                         "pass x.to_dense()")

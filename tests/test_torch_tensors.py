@@ -392,3 +392,15 @@ def test_paired_ratio_is_other_over_base_per_pair(monkeypatch):
     assert order == ["b", "o", "b", "o", "o", "b", "b", "o"]
     assert got == (statistics.median(tb), statistics.median(to),
                    statistics.median([o / b for b, o in zip(tb, to, strict=True)]))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # (torch: nested tensors are a prototype)
+def test_a_nested_tensor_is_refused_in_nbbns_words():
+    """torch's "Internal error ... Please file an issue" came out instead."""
+    for layout in (torch.strided, torch.jagged):
+        x = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=layout)
+        for call in (nbbn.RunningStats(-1).update,
+                     nbbn.Normalizer([0.0] * 3, [1.0] * 3, channel_axis=-1),
+                     nbbn.BatchNorm(3, channel_axis=-1)):
+            with pytest.raises(TypeError, match=r"is a nested torch tensor .*x.unbind\(\)"):
+                call(x)
