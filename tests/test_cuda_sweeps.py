@@ -158,11 +158,19 @@ def test_exact_sweep(span, dtype, chunk, cuda, rng, monkeypatch):
     assert (floats[2], floats[3]) == (v.min(), v.max())
 
 
-def test_exact_sweep_beyond_exact_count(cuda, rng):
-    """Above 2**15 values per thread a 16-bit thread's M2 leaves int64: the float
-    formula takes over (never reached by nbbn's launches, checked here)."""
-    a = rng.integers(30000, 32767, size=2**15 + 9, dtype=np.int16, endpoint=True)
+@pytest.mark.parametrize("dtype, base, spread", [
+    ("int16", 32767, 2767), ("uint16", 65535, 2), ("int16", -32768, 1)])
+def test_exact_sweep_beyond_exact_count(cuda, rng, dtype, base, spread):
+    """Above 2**15 values per thread a 16-bit thread's ``n * t2 - t1**2`` leaves int64
+    (the default launch reaches it on a channel of 4.2 million values). It took
+    ``t2 - t1 * (t1 / n)`` in float64: 5.5e-5 relative error for near-constant values.
+    Now the sum of squares around the integer nearest the mean, exact in int64: within a
+    few ulp."""
+    ii = np.iinfo(dtype)
+    a = rng.integers(max(ii.min, base - spread), min(ii.max, base + spread),
+                     size=2**15 + 9, endpoint=True).astype(dtype)
     ints, floats = run_sweep(cuda, "exact16", 8, a, 0, a.size, 1)
     assert ints[0] == a.size
-    np.testing.assert_allclose(floats[1], float(exact_m2(a)), rtol=1e-9)
+    exact = exact_m2(a)
+    assert abs(Fraction(floats[1]) - exact) <= exact * Fraction(4, 2**53)
     np.testing.assert_allclose(floats[0], a.mean(dtype=np.float64), rtol=1e-15)

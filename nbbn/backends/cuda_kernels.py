@@ -337,8 +337,18 @@ def _exact_sweep(bits, U):
         hi, lo = dd_quot(numba.float64(q), numba.float64(t1 - q * n), fn)
         if n < exact_below:
             m2 = numba.float64(n * t2 - t1 * t1) / fn
-        else:  # never for the per-thread counts of any launch nbbn makes
-            m2 = numba.float64(t2) - numba.float64(t1) * (numba.float64(t1) / fn)
+        else:  # (a thread of 2**15 16-bit values or more: the default launch on a large
+            # channel; this was t2 - t1 * (t1 / n) in float64, off by 5e-5 relative)
+            # the sum of squares around the integer nearest the mean, exact in int64
+            # while t2 is: with t1 = c * n + r, |r| <= n / 2, sum (v - c)**2 =
+            # t2 - c * (t1 + r), and M2 = that - r * r / n, which cancels by at most
+            # half (a few ulp in all)
+            r = t1 - q * n
+            c = q
+            if 2 * r > n:
+                c += 1
+                r -= n
+            m2 = numba.float64(t2 - c * (t1 + r)) - numba.float64(r * r) / fn
             if m2 < 0.0:
                 m2 = numba.float64(0)
         return (n, hi, lo, m2, numba.float64(mn), numba.float64(mx), numba.int64(0),
