@@ -413,6 +413,22 @@ def test_normalizer_partly_overlapping_out_keeps_negative_zeros(cuda):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+def test_device_parameters_are_uploaded_again_for_a_zero_of_the_other_sign(cuda):
+    """The device copy of the parameters was kept while ``np.array_equal`` said the new
+    ones were equal: a BatchNorm's bias of -0.0 stayed for the next one's +0.0 (the
+    weight and bias upload is one per thread), so an output's sign depended on the
+    module called before. Each now gives the CPU's bits."""
+    x = np.array([[-1.0], [0.0], [1.0]])
+    outs = {}
+    for be in ("cpu", "cuda"):
+        a = nbbn.BatchNorm(1, backend=be)
+        a.weight, a.bias = np.array([-1.0]), np.array([-0.0])
+        b = nbbn.BatchNorm(1, backend=be)
+        b.weight = np.array([-1.0])
+        outs[be] = [np.signbit(m(x)).tolist() for m in (a, b)]
+    assert outs["cuda"] == outs["cpu"] and outs["cpu"][0] != outs["cpu"][1]
+
+
 @pytest.mark.parametrize("axis", [1, 0])
 def test_normalizer_device_out_transposing_its_input(cuda, axis):
     """An ``out`` that starts where its input starts, with other strides (the transpose

@@ -383,7 +383,9 @@ def _upload(key, host: np.ndarray, stream):
     entry = _workspace((key, host.shape, id(stream)), lambda: [
         cuda.device_array(host.shape, np.float64, stream=stream), None])
     dev, last = entry
-    if last is None or not np.array_equal(last, host):
+    # (compared bit for bit: np.array_equal took -0.0 for 0.0, so one module's bias
+    # of -0.0 stayed on the device for the next one's 0.0, and NaNs were never equal)
+    if last is None or last.tobytes() != host.tobytes():
         dev.copy_to_device(host, stream=stream)
         entry[1] = host.copy()
     return dev
