@@ -361,7 +361,7 @@ def test_batchnorm_bad_out_or_input_leaves_state(case, cuda, rng):
     else:  # channels-last: rows of 3 at a row stride of -3 have no forward flat view
         arg = cuda.to_device(rng.normal(size=(4, 3)))
         kw["out"] = cuda.device_array((4, 3), np.float64)[::-1]
-        match = "negative or zero row stride"
+        match = r"negative stride \(a reversed axis\) or a zero stride along its rows"
     with pytest.raises(ValueError, match=match):
         bn(arg, **kw)
     after = _bn_state(bn)
@@ -511,8 +511,21 @@ def test_device_input_broadcast_along_its_first_axis(cuda):
     assert d.strides[0] == 0
     assert_stats(nbbn.channel_stats(d), ref_stats(x), 1e-12)
     rows = cuda.to_device(np.broadcast_to(np.arange(4.0), (3, 4)))
-    with pytest.raises(ValueError, match="negative or zero row stride"):
+    with pytest.raises(ValueError, match="or a zero stride along its rows"):
         nbbn.channel_stats(rows, channel_axis=-1)
+
+
+def test_device_input_with_reversed_channels(cuda):
+    """A reversed channel axis was refused for "a negative or zero row stride" (the
+    row stride was +16), and a reversed axis of length 1 was refused though it is
+    never stepped."""
+    d = cuda.to_device(np.arange(24.0, dtype=np.float32).reshape(6, 4))
+    with pytest.raises(ValueError, match=r"has a negative stride \(a reversed axis\)"):
+        nbbn.channel_stats(d[:, ::-1], channel_axis=-1)
+    one = cuda.to_device(np.arange(6.0).reshape(6, 1))[:, ::-1]
+    assert one.strides[1] < 0
+    got = nbbn.channel_stats(one, channel_axis=-1)
+    assert got.mean.tolist() == [2.5] and got.count.tolist() == [6]
 
 
 STRIDED = {  # (shape, view, channel axis): a device view whose strides differ from

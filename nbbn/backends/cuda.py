@@ -511,8 +511,8 @@ def _out_view(can: DeviceInput, dev):
 
 def _checked_out_flat(f):
     if f is None:
-        raise ValueError("out has a negative or zero row stride; pass a contiguous device "
-                         "array")
+        raise ValueError("out has a negative stride (a reversed axis) or a zero stride "
+                         "along its rows; pass a contiguous device array")
     return f
 
 

@@ -112,7 +112,9 @@ def flat_view(v):
     0 along the first axis (M > 1). The kernels step along the first axis."""
     item = np.dtype(v.dtype).itemsize
     shape = shape_of(v)
-    byte_strides = tuple(int(s) for s in v.strides)
+    # (the stride of a length-1 axis is never stepped: a reversed one, -4, was refused)
+    byte_strides = tuple(0 if n == 1 else int(s) for n, s in zip(shape, v.strides,
+                                                                  strict=True))
     if any(s < 0 or s % item for s in byte_strides):
         return None
     strides = [s // item for s in byte_strides]
@@ -203,8 +205,8 @@ class DeviceInput:
             self.checked_view()
             raise ValueError(
                 f"this {self.kind} device array (shape {self.shape}, strides "
-                f"{tuple(self.dev.strides)}) has a negative or zero row stride; pass a "
-                "contiguous device array")
+                f"{tuple(self.dev.strides)}) has a negative stride (a reversed axis) or "
+                "a zero stride along its rows; pass a contiguous device array")
         return f
 
     def checked_view(self):
