@@ -724,3 +724,29 @@ def test_cuda_refuses_dataarrays_and_dask_arrays_clearly():
     with pytest.raises(TypeError, match="the input is a dask array"):
         rs.update(da.ones((4, 3), chunks=2))
     assert rs.num_channels is None
+
+
+def test_overlap_test_of_device_arrays_sees_memory_below_a_reversed_view(monkeypatch):
+    """On a card, ``overlaps`` took ``[pointer, pointer + alloc_size)``; a reversed
+    view's pointer is its first element, the highest address, so ``x = D[4::-2]`` and
+    ``out = D[0:3]`` (rows 0 and 2 shared) were judged apart and written in place. The
+    card's branch, run on stand-ins of numpy views, against numpy's own test."""
+    from nbbn.backends import cuda_arrays
+
+    class Dev:  # what overlaps reads of a device array
+        def __init__(self, a):
+            self.shape, self.strides, self.dtype = a.shape, a.strides, a.dtype
+            self.__cuda_array_interface__ = {"data": (a.__array_interface__["data"][0],
+                                                      False)}
+            self.alloc_size = a.nbytes  # (numba's: from the pointer up)
+
+    monkeypatch.setattr(cuda_arrays, "SIMULATOR", False)
+    base = np.zeros((6, 3), np.float32)
+    views = [base[4::-2], base[0:3], base[3:], base[::-1], base[:, ::-1], base[5:6],
+             base[1::2, 1:], base[0:1, ::-1], base[2:2]]
+    for a in views:
+        for b in views:
+            same = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                    and a.strides == b.strides)
+            want = np.may_share_memory(a, b) and not same
+            assert cuda_arrays.overlaps(Dev(a), Dev(b)) == want, (a.strides, b.strides)

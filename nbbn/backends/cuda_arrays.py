@@ -313,4 +313,18 @@ def overlaps(a, b) -> bool:
     pb = b.__cuda_array_interface__["data"][0]
     if pa == pb and tuple(a.strides) == tuple(b.strides):
         return False
-    return pa < pb + b.alloc_size and pb < pa + a.alloc_size
+    lo_a, hi_a = byte_extent(pa, shape_of(a), tuple(a.strides), np.dtype(a.dtype).itemsize)
+    lo_b, hi_b = byte_extent(pb, shape_of(b), tuple(b.strides), np.dtype(b.dtype).itemsize)
+    return lo_a < hi_b and lo_b < hi_a
+
+
+def byte_extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...],
+                itemsize: int) -> tuple[int, int]:
+    """The addresses ``[lo, hi)`` an array touches: its pointer is its first element,
+    which a negative stride puts above others (``alloc_size`` from the pointer up missed
+    the memory below it: a reversed input's overlap with ``out`` went unseen)."""
+    if 0 in shape:
+        return ptr, ptr
+    lo = ptr + sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s < 0)
+    hi = ptr + sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s > 0)
+    return lo, hi + itemsize
