@@ -736,6 +736,11 @@ class RunningStats:
         rs = cls(str(axis) if axis.dtype.kind == "U" else int(axis),
                  nan_policy=str(np.asarray(d["nan_policy"])), backend=backend)
         arrays = [np.asarray(d[k]) for k in _ARRAY_FIELDS]
+        # (empty fields of no channels have no dtype to speak of: a state sent through
+        # JSON comes back with [] for each, which numpy reads as float64)
+        arrays = [a.astype(np.int64 if k in ("count", "nan_count", "inf_count")
+                           else np.float64) if a.size == 0 and a.dtype.kind in "fiu" else a
+                  for k, a in zip(_ARRAY_FIELDS, arrays, strict=True)]
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1 or arrays[0].ndim != 1:
             raise ValueError(f"RunningStats arrays must all have one shape (C,), got {shapes}")

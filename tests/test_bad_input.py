@@ -777,6 +777,19 @@ def test_from_dict_channels_of_no_values_hold_none():
     assert r.nan_count.tolist() == [0, 3]
 
 
+def test_from_dict_of_an_empty_state_sent_through_json():
+    """``[]`` reads as float64: an empty state's ``count`` was refused as "must hold
+    non-negative integers" (a non-empty one came back whole)."""
+    import json
+
+    for rs in (nbbn.RunningStats(-1), nbbn.RunningStats(-1).update(np.ones((2, 3)))):
+        d = {k: v.tolist() if isinstance(v, np.ndarray) else v
+             for k, v in rs.to_dict().items()}
+        back = nbbn.RunningStats.from_dict(json.loads(json.dumps(d)))
+        assert back.num_channels == rs.num_channels
+        assert back.count.tolist() == rs.count.tolist()
+
+
 def test_channel_names_must_be_unique():
     """Duplicate names were taken by the constructor, ``Normalizer`` and ``from_dict``,
     and no DataFrame batch could ever match them (its columns must be unique)."""
