@@ -52,7 +52,11 @@ def normalize_lists(stats, *, divide_by: float = 1.0) -> str:
 def _looks_8bit(stats) -> bool:
     """True when every channel's values lie in [0, 255], some exceed 1 and every minimum
     and maximum is a whole number (pixel data; float data that happens to lie in
-    [0, 255], such as percentages, has fractional extremes)."""
+    [0, 255], such as percentages, has fractional extremes), unless a 16-bit histogram
+    says the pixels were 16-bit (dark 16-bit images lie in [0, 255] too, and
+    ``ToTensor`` does not divide those by 255)."""
+    if stats.histogram is not None and stats.histogram.bits != 8:
+        return False
     lo, hi = stats.min, stats.max
     return bool(
         lo.size and np.all(np.isfinite(lo) & np.isfinite(hi)) and lo.min() >= 0

@@ -287,6 +287,15 @@ def test_8bit_detection_edges():
     assert n255(np.array([[0, 255], [255, 0]], dtype=np.uint8)) == 1
     assert n255(np.array([[0, 1], [1, 0]], dtype=np.uint8)) == 0
     assert n255(np.array([[0.5, 3.0], [3.0, 0.5]])) == 0
+    # dark 16-bit pixels (0..199) fitted with a histogram: its depth says 16 bits, which
+    # ToTensor() does not divide by 255 (the line was printed)
+    from nbbn._histogram import Histogram
+
+    for dtype, lines in ((np.uint16, 0), (np.uint8, 1)):
+        px = np.arange(200, dtype=dtype).reshape(100, 2)
+        st = nbbn.channel_stats(px, -1)
+        st.histogram = Histogram.of(px)
+        assert describe(st).count("ToTensor()") == lines
 
 
 def test_paste_lists_printed_up_to_paste_channels():
