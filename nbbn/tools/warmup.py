@@ -122,13 +122,18 @@ def _report(done: list[dict], dtype: str, layout: str, seconds: float,
 
 def _warm_histograms(dtype) -> None:
     """The histogram kernels of images of ``dtype`` (uint8 or uint16): RGB's, and the
-    one of any other channel count (grey, RGBA)."""
+    one of any other channel count (grey, RGBA); each for writable pixels and for
+    read-only ones (numba compiles those apart: Pillow's ``np.asarray(image)`` is
+    read-only, and 8-bit PNGs compiled on the first image after a warmup)."""
     import numpy as np
 
     from .._histogram import Histogram
 
     for channels in (3, 4):
-        Histogram.of(np.zeros((5, channels), dtype))
+        pixels = np.zeros((5, channels), dtype)
+        Histogram.of(pixels)
+        pixels.flags.writeable = False
+        Histogram.of(pixels)
 
 
 def _scipy_sparse():
