@@ -44,7 +44,8 @@ from .sources import Acquire, Batch, Position, Source
 
 __all__ = ["IMAGE_SUFFIXES", "MODES", "ImageSource", "decode_image", "looks_like_images"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm",
+                  ".pgm")
 """File name endings (any case) taken as images in folders and globs."""
 
 MODES = ("RGB", "RGBA", "L", "LA")
@@ -325,6 +326,9 @@ def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | Non
     image_mod = _pillow()
     im = image_mod.open(io.BytesIO(data))
     im.load()
+    if im.mode == "I" and im.format == "PPM":  # a 16-bit PGM (maxval above 255): its
+        # values as they are in a 32-bit mode, read as the 16-bit levels they are
+        im = image_mod.fromarray(np.asarray(im).astype(np.uint16))
     if im.mode.startswith("I;16"):
         arr = np.asarray(im).astype(np.uint16)  # native byte order
         if mode is None:

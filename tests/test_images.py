@@ -142,6 +142,24 @@ def test_sixteen_bit_gray_png_and_tiff(tmp_path, rng):
                                   np.bincount(be.ravel(), minlength=65536))
 
 
+def test_ppm_and_pgm_files_as_torchvisions_image_folder_reads_them(tmp_path, rng):
+    """``.ppm``/``.pgm`` (in torchvision's ``ImageFolder`` list) were not images, and a
+    16-bit PGM, which Pillow opens in its 32-bit mode I, was refused as "32-bit
+    integers"; it gives its 16-bit levels, as a 16-bit PNG does."""
+    rgb = smooth(rng, 9, 7, 3, np.uint8)
+    save(rgb, tmp_path / "c.ppm")
+    check_exact(fit(tmp_path), [rgb])
+    deep = smooth(rng, 8, 5, 1, np.uint16)
+    (tmp_path / "g").mkdir()
+    save(deep, tmp_path / "g" / "d.pgm")
+    with PIL_Image.open(tmp_path / "g" / "d.pgm") as im:
+        assert im.mode == "I"
+    stats = fit(ImageSource(tmp_path / "g", histogram=True))
+    check_exact(stats, [deep[..., None]])
+    assert stats.histogram.bits == 16
+    check_exact(fit(ImageSource(tmp_path / "g", mode="L")), [np.round(deep / 257.0)[..., None]])
+
+
 def test_own_channels_kept_mismatch_named_mode_converts(tmp_path, rng):
     gray = save(smooth(rng, 9, 9, 1), tmp_path / "a.png")
     rgba = save(smooth(rng, 9, 6, 4), tmp_path / "b.png")
