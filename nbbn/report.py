@@ -136,7 +136,9 @@ def format_json(stats) -> str:
 
     Keys: ``num_channels``, ``channel_axis``, ``nan_policy``, ``channel_names`` (only
     when the channels have names), and per-channel lists ``count``, ``mean``, ``var``
-    (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``, ``inf_count``.
+    (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``, ``inf_count``; and
+    ``skipped``, the files the fit skipped with why (``on_error="skip"``), only when
+    there were any, as the text table lists them.
     Statistics that name their channels but counted no rows (a table of columns and
     no rows) list those channels with count 0 and null statistics.
     """
@@ -157,6 +159,7 @@ def format_json(stats) -> str:
         **{key: _clean(field(key, np.nan)) for key in ("mean", "var", "std", "min", "max")},
         "nan_count": [int(v) for v in field("nan_count", 0)],
         "inf_count": [int(v) for v in field("inf_count", 0)],
+        **({"skipped": list(stats.skipped)} if getattr(stats, "skipped", None) else {}),
     }
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
     return "{\n" + body + "\n}"

@@ -9,6 +9,7 @@ for the rest): different JPEG decoders may differ by one level.
 from __future__ import annotations
 
 import glob as glob_mod
+import json
 import os
 import signal
 
@@ -356,6 +357,11 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "exact percentiles per channel" in text and "1 file was skipped" in text
+    # the JSON names the skipped files too (it left them out)
+    assert main(["fit", str(d), "--mode", "RGB", "--on-error", "skip", "--format", "json",
+                 "--no-progress"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert len(skipped) == 1 and "zz.png" in skipped[0]
     pytest.importorskip("matplotlib")
     assert main(["plot", str(out)]) == 0
     assert (tmp_path / "s.histogram.png").stat().st_size > 1000
