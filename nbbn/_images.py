@@ -344,8 +344,9 @@ def _decode_pillow(data: bytes, mode: str | None) -> tuple[np.ndarray, str | Non
             if _KEEP[im.mode] != im.mode:
                 im = im.convert(_KEEP[im.mode])
         else:
-            raise ImageError(f"pixels of mode {im.mode} are not read (8- and 16-bit images "
-                             "only); pass a mode such as 'RGB' (--mode RGB) to convert them")
+            raise ImageError(f"pixels of mode {im.mode} are not read as they are (nbbn "
+                             "reads the modes L, LA, RGB, RGBA, CMYK, 1, P and PA, and 16-bit "
+                             "gray); pass a mode such as 'RGB' (--mode RGB) to convert them")
     elif im.mode != mode:
         im = im.convert(mode)
     arr = np.asarray(im)

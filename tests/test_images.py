@@ -161,6 +161,16 @@ def test_ppm_and_pgm_files_as_torchvisions_image_folder_reads_them(tmp_path, rng
     check_exact(fit(ImageSource(tmp_path / "g", mode="L")), [np.round(deep / 257.0)[..., None]])
 
 
+def test_a_mode_read_only_through_a_conversion_is_named_as_such(tmp_path, rng):
+    """An 8-bit YCbCr TIFF was refused with "(8- and 16-bit images only)": misleading
+    for 8-bit pixels; the message names the modes read, and mode= converts it."""
+    PIL_Image.fromarray(smooth(rng, 4, 4, 3)).convert("YCbCr").save(tmp_path / "y.tif")
+    with pytest.raises(ImageError, match=r"mode YCbCr are not read as they are \(nbbn reads "
+                                         r"the modes L, LA, RGB"):
+        fit(str(tmp_path / "y.tif"))
+    assert fit(ImageSource(tmp_path / "y.tif", mode="RGB")).count.tolist() == [16] * 3
+
+
 def test_own_channels_kept_mismatch_named_mode_converts(tmp_path, rng):
     gray = save(smooth(rng, 9, 9, 1), tmp_path / "a.png")
     rgba = save(smooth(rng, 9, 6, 4), tmp_path / "b.png")
