@@ -179,7 +179,8 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
     batch_size : int, optional
         Rows per batch; default about 64 MiB of data per batch (for an iterable: each
-        item as it comes). A resumed fit uses the checkpoint's batch size.
+        item as it comes). A resumed fit uses the checkpoint's batch size. Refused for
+        image files, each of which is one batch.
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"
         As in :class:`~nbbn.RunningStats`.
     progress : bool, default True
@@ -280,6 +281,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         if batched else open_items(source, key=key, channel_axis=channel_axis,
                                    batched=False)
     try:
+        if batch_size is not None and hasattr(src, "check_channel_axis"):  # an ImageSource
+            raise worded(ValueError, "{batch_size} was given, but the source is image files: "
+                         "each image is one batch of shape (1, H, W, C), whatever its size",
+                         batch_size=Param("batch_size", batch_size))
         _check_source_axis(src, channel_axis)
         if client is not None and getattr(src, "channel_names", None) is not None:
             raise worded(TypeError, "a fit on a cluster ({client}) does not read tables "

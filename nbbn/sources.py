@@ -35,7 +35,8 @@ How each kind is read:
   (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
   holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
 * a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
-  dataset, a ``file.h5:dataset`` path, image files) is a ``ValueError``, never ignored.
+  dataset, a ``file.h5:dataset`` path, image files, an :class:`~nbbn.ImageSource`) is a
+  ``ValueError``, never ignored.
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
@@ -554,21 +555,19 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     MissingExtraError
         zarr or h5py is needed and not installed.
     """
-    if isinstance(source, Source):
-        return source
     from ._images import ImageSource, looks_like_images
     from ._tabular import open_any
 
+    if isinstance(source, Source):
+        if isinstance(source, ImageSource):  # (nbbn fit opens one before nbbn.fit)
+            _refuse_for_images(key, columns)
+        return source
     if isinstance(source, (str, os.PathLike)):
         _check_one_kind(os.fspath(source))
         _check_nested(os.fspath(source))
 
     if looks_like_images(source):  # image files: a folder, glob, list or file
-        if key is not None:
-            raise _unused_key(key, "image files")
-        if columns is not None:
-            raise worded(ValueError, "{columns} was given, but the source is image files: "
-                         "columns choose a table's channels", columns=Param("columns", columns))
+        _refuse_for_images(key, columns)
         return ImageSource(source)
     if (table := open_any(source, columns, key)) is not None:
         return table
@@ -727,6 +726,16 @@ def _open_path(path: str, key, channel_axis) -> Source:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
     return Source(_file_shards([path], key), path, channel_axis)
+
+
+def _refuse_for_images(key, columns) -> None:
+    """ValueError for a ``key`` or ``columns`` given with image files (an ImageSource
+    too): they name nothing in an image, and a checkpoint would record them."""
+    if key is not None:
+        raise _unused_key(key, "image files")
+    if columns is not None:
+        raise worded(ValueError, "{columns} was given, but the source is image files: "
+                     "columns choose a table's channels", columns=Param("columns", columns))
 
 
 def _unused_key(key, what: str) -> BaseException:

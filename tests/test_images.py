@@ -548,6 +548,30 @@ def test_key_or_columns_for_images_refused(rgb_folder):
         nbbn.fit(d, columns=["a"], progress=False)
 
 
+def test_key_columns_and_batch_size_refused_for_an_image_source_and_in_the_cli(
+        rgb_folder, tmp_path, capsys):
+    """An ``ImageSource`` object (which ``nbbn fit`` opens first) was returned by
+    ``open_source`` unchecked: ``key``, ``columns`` and ``batch_size`` were ignored, a
+    checkpoint recorded them, and a resume without them was refused."""
+    d, _ = rgb_folder
+    for kw, match in [({"key": "x"}, r"key='x' was given, but the source is image files"),
+                      ({"columns": ["a"]}, r"columns=\['a'\] was given, but the source is "
+                                           "image files"),
+                      ({"batch_size": 3}, r"batch_size=3 was given, but the source is image "
+                                          r"files: each image is one batch")]:
+        with pytest.raises(ValueError, match=match):
+            nbbn.fit(ImageSource(d), progress=False, **kw)
+    ck = tmp_path / "k.ckpt"
+    for extra, said in [(["--key", "x", "--columns", "a,b"], "--key x was given"),
+                        (["--columns", "a,b"], "--columns a,b was given"),
+                        (["--batch-size", "3"], "--batch-size 3 was given")]:
+        for out in ([], ["-o", str(tmp_path / "s.npz")]):  # (-o opens the source first)
+            assert main(["fit", str(d), *extra, *out, "--checkpoint", str(ck),
+                         "--no-progress"]) == 2
+            assert f"{said}, but the source is image files" in capsys.readouterr().err
+            assert not ck.exists() and not (tmp_path / "s.npz").exists()
+
+
 def test_image_source_repr(rgb_folder):
     d, files = rgb_folder
     src = ImageSource(d, mode="RGB")
