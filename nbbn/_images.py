@@ -540,6 +540,9 @@ class ImageSource(Source):
         if not isinstance(source, (str, os.PathLike, list, tuple)):
             raise TypeError(f"source must be a folder, a glob, an image file's path or a "
                             f"list of them, got {type(source).__name__}")
+        # the folder, glob or file listed (None for a list): where nbbn.fit refuses to
+        # write a checkpoint, which the next listing of it would take for an image
+        self.location = None if isinstance(source, (list, tuple)) else os.fspath(source)
         paths, self.description = _list_images(source)
         _pillow()  # a missing Pillow is reported now, not in the reader thread
         _warn_truncated_loads()

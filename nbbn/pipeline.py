@@ -255,12 +255,15 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
             raise worded(IsADirectoryError, "{checkpoint} is a folder: name the checkpoint "
                          "file to write, e.g. fit.ckpt inside it",
                          checkpoint=Param("checkpoint", os.fspath(checkpoint)))
-    if checkpoint is not None and isinstance(source, (str, os.PathLike)) and read_as_data(
-            os.fspath(source), os.fspath(checkpoint)):
+    from ._images import ImageSource
+
+    given = source.location if isinstance(source, ImageSource) else source
+    if checkpoint is not None and isinstance(given, (str, os.PathLike)) and read_as_data(
+            os.fspath(given), os.fspath(checkpoint)):
         raise worded(ValueError, "{checkpoint} would be read as data of {source} (a file "
-                     "in that folder, or one the pattern matches); write it outside",
-                     checkpoint=Param("checkpoint", os.fspath(checkpoint)),
-                     source=os.fspath(source))
+                     "in that folder, or below it for images, or one the pattern matches); "
+                     "write it outside", checkpoint=Param("checkpoint", os.fspath(checkpoint)),
+                     source=os.fspath(given))
     if isinstance(checkpoint_interval, bool) or not isinstance(
             checkpoint_interval, (int, float, np.integer, np.floating)):
         raise worded(TypeError, "{interval} must be a number of seconds, got {got!r}",
@@ -566,21 +569,43 @@ class _Rollback:
 
 
 def read_as_data(source: str, path: str) -> bool:
-    """Whether a file written at ``path`` would be a shard or table of ``source``: a file
-    ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, or one the
-    glob ``source`` matches."""
-    import fnmatch
+    """Whether a file written at ``path`` would be a shard, table or image of ``source``:
+    a file ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, an
+    image file anywhere below it when it is read as images (searched recursively), or
+    one the glob ``source`` matches."""
+    from ._images import _SHARD_SUFFIXES, _is_image_name, looks_like_images
 
-    from ._images import _SHARD_SUFFIXES
-
-    if not path.lower().endswith(_SHARD_SUFFIXES):
+    images = _is_image_name(path) and looks_like_images(source)
+    if not images and not path.lower().endswith(_SHARD_SUFFIXES):
         return False
     if os.path.isdir(source):
-        return os.path.realpath(os.path.dirname(os.path.abspath(path))) == \
-            os.path.realpath(source)
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        top = os.path.realpath(source)
+        return folder == top or (images and folder.startswith(os.path.join(top, "")))
     if any(ch in source for ch in "*?["):
-        return fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(source))
+        return _glob_matches(source, path)
     return False
+
+
+def _glob_matches(pattern: str, path: str) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` lists ``path`` (were it there):
+    name by name, ``**`` for any number of folders (none included), ``*`` within one
+    name, hidden names only for a pattern that starts with a dot."""
+    import fnmatch
+
+    pat = os.path.abspath(pattern).split(os.sep)
+    parts = os.path.abspath(path).split(os.sep)
+
+    def match(i: int, j: int) -> bool:
+        if i == len(pat):
+            return j == len(parts)
+        if pat[i] == "**":
+            return any(match(i + 1, k) for k in range(j, len(parts) + 1)
+                       if not any(d.startswith(".") for d in parts[j:k]))
+        return j < len(parts) and fnmatch.fnmatch(parts[j], pat[i]) and (
+            pat[i].startswith(".") or not parts[j].startswith(".")) and match(i + 1, j + 1)
+
+    return match(0, 0)
 
 
 def check_writable_folder(path, what: str) -> None:

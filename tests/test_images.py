@@ -572,6 +572,31 @@ def test_key_columns_and_batch_size_refused_for_an_image_source_and_in_the_cli(
             assert not ck.exists() and not (tmp_path / "s.npz").exists()
 
 
+def test_an_output_or_checkpoint_the_image_listing_would_read_is_refused(rgb_folder, tmp_path,
+                                                                         capsys):
+    """``-o imgs/new.png`` was written (a zip named .png), and the next fit of the folder
+    failed on it; a ``--checkpoint`` named like an image below the folder (searched
+    recursively) or matched by the glob joined the list, so the fit never resumed."""
+    d, _ = rgb_folder
+    for args in (["-o", str(d / "new.png")], ["--checkpoint", str(d / "b" / "ck.PNG")]):
+        assert main(["fit", str(d), *args, "--no-progress"]) == 2
+        assert "would be read as data of" in capsys.readouterr().err
+    pattern = str(d / "**" / "*.webp")  # (** matches no folder too)
+    assert main(["fit", pattern, "--checkpoint", str(d / "ck.webp"), "--no-progress"]) == 2
+    assert f"would be read as data of {pattern}" in capsys.readouterr().err
+    for source in (ImageSource(d), str(d)):
+        with pytest.raises(ValueError, match="would be read as data of"):
+            nbbn.fit(source, checkpoint=d / "b" / "ck.jpg", progress=False)
+    assert sorted(glob_mod.glob(str(d / "**" / "*"), recursive=True)) == sorted(
+        [str(d / "b"), str(d / "labels.txt"), *rgb_folder[1]])  # nothing was written
+    # a glob that does not match it, or a name that is no image's: written
+    assert main(["fit", str(d / "*.webp"), "--checkpoint", str(d / "b" / "ck.webp"),
+                 "--no-progress"]) == 0
+    (d / "b" / "ck.webp").unlink()  # (a fit of the folder would read it)
+    nbbn.fit(ImageSource(d), checkpoint=d / "b" / "fit.ckpt", progress=False)
+    nbbn.fit(ImageSource(d), checkpoint=d / "b" / "fit.ckpt", resume=True, progress=False)
+
+
 def test_image_source_repr(rgb_folder):
     d, files = rgb_folder
     src = ImageSource(d, mode="RGB")
