@@ -34,6 +34,9 @@ How each kind is read:
   (``DIR/**/*.npy``: every level) reads them. A glob that matches files of several kinds
   (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
   holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
+  So is a folder whose top level holds shards or tables and which holds image files
+  (at any level, hidden names aside: ``labels.csv`` beside ``train/*.png``), with the
+  globs that read one kind or the other.
 * a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
   dataset, a ``file.h5:dataset`` path, image files, an :class:`~nbbn.ImageSource`) is a
   ``ValueError``, never ignored.
@@ -641,9 +644,12 @@ def _check_one_kind(path: str) -> None:
 
 def _check_nested(path: str) -> None:
     """ValueError when the top level of the folder ``path`` holds shards (or tables) and
-    its subfolders (not hidden ones) hold more of them: a folder of shards is read from
-    its top level, so those would be left out silently (images are searched recursively:
-    a folder of images is never a folder of shards)."""
+    either its subfolders (not hidden ones) hold more of them, or it holds image files
+    (at its top level or below; hidden names aside): a folder of shards is read from
+    its top level, so those would be left out silently (images are searched
+    recursively: a folder of images is never a folder of shards). One walk: it stops at
+    the first image file, or once enough subfolders of shards are found to name."""
+    from ._images import _is_image_name
     from ._tabular import _table_kind
 
     if not os.path.isdir(path):
@@ -654,18 +660,29 @@ def _check_nested(path: str) -> None:
     if not top:
         return
     shards = top[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
+    kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
+    suffix = ".csv.gz" if top[0].lower().endswith(".csv.gz") else \
+        ".tsv.gz" if top[0].lower().endswith(".tsv.gz") else Path(top[0]).suffix
     nested: list[str] = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        image = next((f for f in sorted(files)
+                      if _is_image_name(f) and not f.startswith(".")), None)
+        if image is not None:
+            found = os.path.join(root, image)
+            listed = f"{top[0]}{', ...' if len(top) > 1 else ''}"
+            raise ValueError(
+                f"{path}: the folder holds {kind} at its top level ({listed}) and image "
+                f"files (such as {found}); nbbn reads one kind per "
+                f"source, and would read the {kind.split()[-1]} only. Pass a glob: "
+                f"{os.path.join(path, '**', '*' + os.path.splitext(image)[1])} for the images, "
+                f"or {os.path.join(path, '*' + suffix)} for the {kind.split()[-1]}")
         if root != path and any(f.lower().endswith(SHARD_SUFFIXES) if shards
                                 else _table_kind(f) for f in files):
             nested.append(os.path.relpath(root, path))
             if len(nested) > 3:  # (enough to name)
                 break
     if nested:
-        kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
-        suffix = ".csv.gz" if top[0].lower().endswith(".csv.gz") else \
-            ".tsv.gz" if top[0].lower().endswith(".tsv.gz") else Path(top[0]).suffix
         raise ValueError(f"{path}: the folder holds {kind} at its top level and in "
                          f"subfolders ({shown(tuple(nested), 3)}), but a folder is read from "
                          "its top level only: those would be left out. Pass a glob: "

@@ -464,6 +464,40 @@ def test_a_folder_with_shards_in_subfolders_too_is_refused(tmp_path):
         fit(d)
 
 
+def test_a_folder_of_a_table_or_shards_that_holds_images_is_refused(tmp_path, capsys):
+    """Kaggle's layout, ``labels.csv`` beside ``train/*.png``, was read as a table in
+    silence: the statistics of the CSV's columns, no image read. Now an error naming
+    both kinds and the glob for each; hidden folders and files do not count."""
+    PIL_Image = pytest.importorskip("PIL.Image")
+    from nbbn.cli import main
+
+    kag = tmp_path / "kag"
+    (kag / "train").mkdir(parents=True)
+    (kag / "labels.csv").write_text("a,b\n1,2\n3,4\n")
+    for name in ("x.png", "y.png"):
+        PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(kag / "train" / name)
+    with pytest.raises(ValueError, match=r"holds Parquet/CSV tables at its top level "
+                                         r"\(labels\.csv\) and image files \(such as "
+                                         r".*train/x\.png\).*Pass a glob: .*kag/\*\*/\*\.png "
+                                         r"for the images, or .*kag/\*\.csv for the tables"):
+        fit(kag)
+    assert main(["fit", str(kag), "--no-progress"]) == 2
+    assert "and image files (such as" in capsys.readouterr().err
+    assert fit(str(kag / "**" / "*.png")).count.tolist() == [32] * 3
+    d = tmp_path / "shards"
+    (d / ".thumbs").mkdir(parents=True)
+    np.save(d / "a.npy", np.ones((4, 3)))
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / ".thumbs" / "t.png")
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "._a.png")
+    assert fit(d).count.tolist() == [4] * 3  # (hidden ones aside)
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "preview.png")
+    with pytest.raises(ValueError, match=r"holds \.npy/\.npz shards at its top level "
+                                         r"\(a\.npy\) and image files .*preview\.png"):
+        fit(d)
+    pytest.importorskip("pyarrow")
+    assert fit(str(kag / "*.csv")).count.tolist() == [2, 2]
+
+
 def test_upper_case_shard_names_in_a_folder(tmp_path):
     """``X.NPY`` read as a file but not in a folder ("holds no .npy or .npz files")."""
     np.save(tmp_path / "x.npy", np.ones((4, 3)))
