@@ -227,6 +227,11 @@ def _count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+# the kinds of source a fingerprint names (Source subclasses), as messages say them
+_KINDS = {"Source": "arrays or array files (.npy, .npz, HDF5, zarr)",
+          "ChunkedSource": "a dask array", "TableSource": "a table (Parquet, CSV, a DataFrame)",
+          "ImageSource": "image files"}
+
 # fingerprint keys added after checkpoints were written without them: a saved shard
 # without one is not compared on it (ImageSource's resolved JPEG decoder, 2026-12-06)
 _ADDED_LATER = frozenset({"jpeg_decoder"})
@@ -264,8 +269,9 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
         was, now = kinds if saved is None else kinds[::-1]
         raise CheckpointError(f"{where} was written for {was}, but the source is {now}")
     if saved.get("kind") != current.get("kind"):
-        raise CheckpointError(f"{where} was written for a different kind of source "
-                              f"({saved.get('kind')} vs {current.get('kind')})")
+        was, now = (_KINDS.get(str(f.get("kind")), str(f.get("kind"))) for f in (saved, current))
+        raise CheckpointError(f"{where} was written for a different kind of source: {was}, "
+                              f"but the source is {now}; refusing to resume")
     a, b = saved.get("shards", []), current.get("shards", [])
     n = min(read_upto + 1, len(a))
     if len(b) < n:
@@ -280,5 +286,17 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
                 raise CheckpointError(
                     f"{where} does not match the source: shard {i} ({y.get('name')}), already "
                     f"counted, now has {k} {y.get(k)!r}, but the checkpoint recorded "
-                    f"{x.get(k)!r}; the data changed (or this is another source); refusing to "
-                    "resume")
+                    f"{x.get(k)!r}{_files_then_and_now(k, x, y)}; the data changed (or this "
+                    "is another source); refusing to resume")
+
+
+def _files_then_and_now(key: str, saved: dict, current: dict) -> str:
+    """For a changed digest of a list of files (an ImageSource's): how many files the
+    checkpoint recorded and the source has now ("" for any other key)."""
+    if key != "digest" or "files" not in saved or "files" not in current:
+        return ""
+    a, b = saved["files"], current["files"]
+    if a == b:
+        return (f" (a list of {a} files then and now: a file was renamed, replaced, "
+                "rewritten or touched)")
+    return f" (a list of {a} files then, {b} now)"

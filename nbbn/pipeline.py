@@ -48,7 +48,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .errors import CheckpointError, FitInterrupted
+from .errors import CheckpointError, FitInterrupted, ImageError
 from .normalizer import Normalizer
 from .running_stats import RunningStats, counted_nothing
 from .sources import Batch, IterableSource, Position, Source, open_source
@@ -543,9 +543,13 @@ class _FitRun:
         where = ("before {shard} were saved to {path} (the rows read from it are not kept: "
                  "its checksum is checked only at its end)") if rb else \
             "before the error were saved to {path}"
-        add_note(exc, "nbbn: the statistics of the {rows:,} rows " + where + "; {resume} "
-                 "continues", rows=rb.rows_done if rb else self.rows_done,
-                 path=self.cfg.checkpoint, resume=_RESUME,
+        then = "; {resume} continues"
+        if isinstance(exc, ImageError) and getattr(self.src, "on_error", None) == "raise":
+            # (the file that stopped the fit stops a resume again, unless skipped)
+            then += " with {skip} to leave the file out ({resume} alone stops on it again)"
+        add_note(exc, "nbbn: the statistics of the {rows:,} rows " + where + then,
+                 rows=rb.rows_done if rb else self.rows_done,
+                 path=self.cfg.checkpoint, resume=_RESUME, skip=Param("on_error", "skip"),
                  shard=self.src.shards[self.pos.shard].name if rb else "")
 
 

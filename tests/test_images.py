@@ -12,6 +12,7 @@ import glob as glob_mod
 import json
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -595,6 +596,43 @@ def test_an_output_or_checkpoint_the_image_listing_would_read_is_refused(rgb_fol
     (d / "b" / "ck.webp").unlink()  # (a fit of the folder would read it)
     nbbn.fit(ImageSource(d), checkpoint=d / "b" / "fit.ckpt", progress=False)
     nbbn.fit(ImageSource(d), checkpoint=d / "b" / "fit.ckpt", resume=True, progress=False)
+
+
+def test_image_checkpoint_errors_name_the_kinds_the_counts_and_the_skip(rgb_folder, tmp_path,
+                                                                         capsys):
+    """Resumed on a .npy file, an image checkpoint said "(ImageSource vs Source)"; a stop
+    on an unreadable file said "--resume continues", which stopped on the same file
+    again; a changed list gave two digests only, not how many files it held."""
+    d, files = rgb_folder
+    (d / "b" / "zz.png").write_text("junk")  # (the last of the sorted list)
+    ck = tmp_path / "k.ckpt"
+    cmd = ["fit", str(d), "--checkpoint", str(ck), "--no-progress"]
+    for resume in ([], ["--resume"]):
+        assert main(cmd + resume) == 2
+        err = capsys.readouterr().err
+        assert "zz.png: not an image file" in err
+        if sys.version_info >= (3, 11):  # exceptions have notes from 3.11 on
+            assert f"{len(files)} rows before the error were saved to" in err
+            assert ("--resume continues with --on-error skip to leave the file out "
+                    "(--resume alone stops on it again)") in err
+    assert main(cmd + ["--resume", "--on-error", "skip"]) == 0
+    assert "skipped 1 file" in capsys.readouterr().err
+    (d / "b" / "zz.png").unlink()
+    with pytest.raises(nbbn.CheckpointError, match=rf"digest .*\(a list of {len(files) + 1} "
+                                                   rf"files then, {len(files)} now\)"):
+        nbbn.fit(ImageSource(d), checkpoint=ck, resume=True, progress=False)
+    ck.unlink()
+    nbbn.fit(ImageSource(d), checkpoint=ck, progress=False)
+    st = os.stat(files[0])
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(nbbn.CheckpointError, match=rf"\(a list of {len(files)} files then and "
+                                                   "now: a file was renamed, replaced"):
+        nbbn.fit(ImageSource(d), checkpoint=ck, resume=True, progress=False)
+    np.save(tmp_path / "x.npy", np.ones((4, 3), np.uint8))
+    with pytest.raises(nbbn.CheckpointError, match=r"written for a different kind of source: "
+                                                   r"image files, but the source is arrays or "
+                                                   r"array files \(\.npy"):
+        nbbn.fit(tmp_path / "x.npy", checkpoint=ck, resume=True, progress=False)
 
 
 def test_image_source_repr(rgb_folder):

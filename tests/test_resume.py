@@ -622,8 +622,9 @@ def test_a_source_of_another_kind_is_refused_by_name(shards, ckpt):
     both kinds, before any shard is compared."""
     pd = pytest.importorskip("pandas")
     table = pd.DataFrame(np.ones((50, 3)), columns=["a", "b", "c"])
-    with pytest.raises(CheckpointError, match=r"different kind of source \(Source vs "
-                                              r"TableSource\)"):
+    with pytest.raises(CheckpointError, match=r"different kind of source: arrays or array "
+                                              r"files \(\.npy, \.npz, HDF5, zarr\), but the "
+                                              r"source is a table \(Parquet, CSV"):
         fit(table, checkpoint=ckpt, resume=True, batch_size=9)
 
 
