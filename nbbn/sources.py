@@ -644,11 +644,14 @@ def _check_one_kind(path: str) -> None:
 
 def _check_nested(path: str) -> None:
     """ValueError when the top level of the folder ``path`` holds shards (or tables) and
-    either its subfolders (not hidden ones) hold more of them, or it holds image files
-    (at its top level or below; hidden names aside): a folder of shards is read from
-    its top level, so those would be left out silently (images are searched
-    recursively: a folder of images is never a folder of shards). One walk: it stops at
-    the first image file, or once enough subfolders of shards are found to name."""
+    its subfolders (not hidden ones) hold more of them, or when it holds tables and
+    image files (at its top level or below; hidden names aside: Kaggle's ``labels.csv``
+    beside ``train/*.png``, read as the table in silence): a folder of shards is read
+    from its top level, so those would be left out silently (images are searched
+    recursively: a folder of images is never a folder of shards). A folder of ``.npy``
+    shards with a picture in it (a plot, a preview) is read as the shards. One walk: it
+    stops at the first image file, or once enough subfolders of shards are found to
+    name."""
     from ._images import _is_image_name
     from ._tabular import _table_kind
 
@@ -666,8 +669,8 @@ def _check_nested(path: str) -> None:
     nested: list[str] = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        image = next((f for f in sorted(files)
-                      if _is_image_name(f) and not f.startswith(".")), None)
+        image = None if shards else next(
+            (f for f in sorted(files) if _is_image_name(f) and not f.startswith(".")), None)
         if image is not None:
             found = os.path.join(root, image)
             listed = f"{top[0]}{', ...' if len(top) > 1 else ''}"

@@ -464,10 +464,11 @@ def test_a_folder_with_shards_in_subfolders_too_is_refused(tmp_path):
         fit(d)
 
 
-def test_a_folder_of_a_table_or_shards_that_holds_images_is_refused(tmp_path, capsys):
+def test_a_folder_of_a_table_that_holds_images_is_refused(tmp_path, capsys):
     """Kaggle's layout, ``labels.csv`` beside ``train/*.png``, was read as a table in
     silence: the statistics of the CSV's columns, no image read. Now an error naming
-    both kinds and the glob for each; hidden folders and files do not count."""
+    both kinds and the glob for each. A folder of ``.npy`` shards with a picture in it
+    (a plot, a preview) is read as its shards, as before."""
     PIL_Image = pytest.importorskip("PIL.Image")
     from nbbn.cli import main
 
@@ -485,16 +486,18 @@ def test_a_folder_of_a_table_or_shards_that_holds_images_is_refused(tmp_path, ca
     assert "and image files (such as" in capsys.readouterr().err
     assert fit(str(kag / "**" / "*.png")).count.tolist() == [32] * 3
     d = tmp_path / "shards"
-    (d / ".thumbs").mkdir(parents=True)
+    (d / "plots").mkdir(parents=True)
     np.save(d / "a.npy", np.ones((4, 3)))
-    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / ".thumbs" / "t.png")
-    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "._a.png")
-    assert fit(d).count.tolist() == [4] * 3  # (hidden ones aside)
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "plots" / "t.png")
     PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "preview.png")
-    with pytest.raises(ValueError, match=r"holds \.npy/\.npz shards at its top level "
-                                         r"\(a\.npy\) and image files .*preview\.png"):
-        fit(d)
+    assert fit(d).count.tolist() == [4] * 3
+    t = tmp_path / "hidden"
+    (t / ".thumbs").mkdir(parents=True)
+    (t / "labels.csv").write_text("a,b\n1,2\n3,4\n")
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(t / ".thumbs" / "t.png")
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(t / "._a.png")
     pytest.importorskip("pyarrow")
+    assert fit(t).count.tolist() == [2, 2]  # (hidden ones aside)
     assert fit(str(kag / "*.csv")).count.tolist() == [2, 2]
 
 
