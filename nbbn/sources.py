@@ -34,9 +34,10 @@ How each kind is read:
   (``DIR/**/*.npy``: every level) reads them. A glob that matches files of several kinds
   (images, ``.npy``/``.npz`` shards, Parquet/CSV tables), or a folder whose top level
   holds both shards and tables, is a ``ValueError`` naming them: one kind per source.
-  So is a folder whose top level holds shards or tables and which holds image files
-  (at any level, hidden names aside: ``labels.csv`` beside ``train/*.png``), with the
-  globs that read one kind or the other.
+  So is a folder whose top level holds tables and which holds image files (at any
+  level, hidden names aside: ``labels.csv`` beside ``train/*.png``), with the globs
+  that read one kind or the other; a folder of shards with pictures in it is read as
+  its shards.
 * a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
   dataset, a ``file.h5:dataset`` path, image files, an :class:`~nbbn.ImageSource`) is a
   ``ValueError``, never ignored.
