@@ -265,6 +265,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--on-error", choices=["raise", "skip"], default=None,
                    help="a file that cannot be decoded: stop, or skip it and list it at the "
                         "end (default: raise)")
+    g.add_argument("--jpeg-decoder", choices=["auto", "simplejpeg", "pillow"], default=None,
+                   help="JPEG decoder: simplejpeg when installed (auto, the default) or "
+                        "Pillow; the same RGB pixels, but with --mode L Pillow converts the "
+                        "decoded RGB (torchvision's gray values) where simplejpeg reads the "
+                        "stored luma")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -279,7 +284,7 @@ def _image_size(text: str) -> int | tuple[int, int]:
 
 
 _IMAGE_OPTIONS = (("mode", "--mode"), ("size", "--size"), ("histogram", "--histogram"),
-                  ("on_error", "--on-error"))
+                  ("on_error", "--on-error"), ("jpeg_decoder", "--jpeg-decoder"))
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -399,6 +404,7 @@ def _image_source(args: argparse.Namespace):
                          "threads of this process (--workers N)")
     return ImageSource(args.source, workers=args.workers, mode=args.mode, size=args.size,
                        histogram=args.histogram, on_error=args.on_error or "raise",
+                       jpeg_decoder=args.jpeg_decoder or "auto",
                        progress=not args.no_progress)
 
 

@@ -357,6 +357,23 @@ def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
         ImageSource(tmp_path)
 
 
+def test_cli_jpeg_decoder_gives_pillows_gray_levels(tmp_path, rng, capsys):
+    """``--mode L`` of a colour JPEG: simplejpeg's stored luma by default, Pillow's
+    conversion (torchvision's values) with ``--jpeg-decoder pillow``, which the CLI could
+    not ask for."""
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # colour edges everywhere
+    path = save(img, tmp_path / "c.jpg", quality=90)
+    means = {}
+    for decoder in ("auto", "pillow"):
+        assert main(["fit", path, "--mode", "L", "--jpeg-decoder", decoder, "--format",
+                     "json", "--no-progress"]) == 0
+        means[decoder] = json.loads(capsys.readouterr().out)["mean"][0]
+        want = fit(ImageSource(path, mode="L", jpeg_decoder=decoder)).mean[0]
+        assert means[decoder] == want
+    assert means["pillow"] == pillow_pixels(path, "L").astype(np.float64).mean()
+    assert means["pillow"] != means["auto"]
+
+
 def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     d, files = rgb_folder
     (d / "zz.png").write_text("junk")
