@@ -167,7 +167,8 @@ def interrupted_message(exc: KeyboardInterrupt, command: str, argv: list[str]) -
 
     if not isinstance(exc, FitInterrupted):
         return f"nbbn {command}: interrupted"
-    rows = f"{exc.rows_done:,} row{'s' * (exc.rows_done != 1)}"
+    unit = getattr(exc, "_unit", "rows")[:-1]  # ("images" for image files)
+    rows = f"{exc.rows_done:,} {unit}{'s' * (exc.rows_done != 1)}"
     if exc.checkpoint is None:
         return (f"nbbn {command}: interrupted after {rows}; without "
                 "--checkpoint the fit cannot be resumed")

@@ -43,19 +43,22 @@ class FitInterrupted(KeyboardInterrupt):
     checkpoint : pathlib.Path or None
         The checkpoint written (None if ``fit`` had no ``checkpoint``).
     rows_done : int
-        Rows counted, including those of earlier runs of a resumed fit.
+        Rows counted (images, for image files), including those of earlier runs of a
+        resumed fit.
     """
 
-    def __init__(self, stats: Any, checkpoint: Path | None, rows_done: int) -> None:
+    def __init__(self, stats: Any, checkpoint: Path | None, rows_done: int,
+                 unit: str = "rows") -> None:
         self.stats = stats
         self.checkpoint = checkpoint
         self.rows_done = rows_done
+        self._unit = unit  # ("images" for image files: each is one row of the fit)
         if checkpoint is not None:
-            msg = (f"fit interrupted after {rows_done:,} rows; checkpoint saved to {checkpoint}. "
-                   f"Resume with nbbn.fit(<same source>, checkpoint={str(checkpoint)!r}, "
-                   "resume=True)")
+            msg = (f"fit interrupted after {rows_done:,} {unit}; checkpoint saved to "
+                   f"{checkpoint}. Resume with nbbn.fit(<same source>, "
+                   f"checkpoint={str(checkpoint)!r}, resume=True)")
         else:
-            msg = (f"fit interrupted after {rows_done:,} rows; no checkpoint was set, so it "
+            msg = (f"fit interrupted after {rows_done:,} {unit}; no checkpoint was set, so it "
                    "cannot be resumed (the partial statistics are in this exception's .stats; "
                    "pass checkpoint=PATH to make a fit resumable)")
         super().__init__(msg)
@@ -64,4 +67,4 @@ class FitInterrupted(KeyboardInterrupt):
         # pickled (a fit stopped in a process pool's worker, dask, joblib) and copied with
         # its three attributes: the default rebuilt it from the message alone and failed,
         # and the pool reported a broken process instead
-        return type(self), (self.stats, self.checkpoint, self.rows_done)
+        return type(self), (self.stats, self.checkpoint, self.rows_done, self._unit)

@@ -526,10 +526,14 @@ class _FitRun:
             # (then the statistics the checkpoint holds; without one, all of them)
             rb = self._inside_unchecked() if cfg.checkpoint is not None else None
             raise FitInterrupted(rb.stats if rb else self.stats, cfg.checkpoint,
-                                 rb.rows_done if rb else self.rows_done)
+                                 rb.rows_done if rb else self.rows_done, self._unit())
         if cfg.checkpoint is not None:
             self.write(complete=True)
         return self.stats
+
+    def _unit(self) -> str:
+        """What a fit's rows are in messages: images for image files (one row each)."""
+        return "images" if hasattr(self.src, "check_channel_axis") else "rows"
 
     def _save_after_error(self, exc: BaseException) -> None:
         """Keep the rows counted before an error; a note on ``exc`` says so. Inside a
@@ -547,7 +551,8 @@ class _FitRun:
         if isinstance(exc, ImageError) and getattr(self.src, "on_error", None) == "raise":
             # (the file that stopped the fit stops a resume again, unless skipped)
             then += " with {skip} to leave the file out ({resume} alone stops on it again)"
-        add_note(exc, "nbbn: the statistics of the {rows:,} rows " + where + then,
+        add_note(exc, "nbbn: the statistics of the {rows:,} " + self._unit() + " " + where
+                 + then,
                  rows=rb.rows_done if rb else self.rows_done,
                  path=self.cfg.checkpoint, resume=_RESUME, skip=Param("on_error", "skip"),
                  shard=self.src.shards[self.pos.shard].name if rb else "")

@@ -223,6 +223,16 @@ def test_resume_after_interruption_is_bit_for_bit(rgb_folder, tmp_path, monkeypa
     monkeypatch.undo()
     done = sum(reference_pixels(f).shape[0] * reference_pixels(f).shape[1] for f in files[:3])
     assert int(info.value.stats.count[0]) == done
+    # counted in images, as the message says (it said "3 rows"), and so when pickled
+    import pickle
+
+    from nbbn._cli_errors import interrupted_message
+
+    assert str(info.value).startswith("fit interrupted after 3 images; checkpoint saved")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.rows_done == 3
+    assert "interrupted after 3 images; progress saved" in interrupted_message(
+        info.value, "fit", ["fit", str(d)])
     resumed = fit(ImageSource(d, histogram=True), checkpoint=ck, resume=True)
     da, db = whole.to_dict(), resumed.to_dict()
     assert da.keys() == db.keys()
@@ -629,7 +639,7 @@ def test_image_checkpoint_errors_name_the_kinds_the_counts_and_the_skip(rgb_fold
         err = capsys.readouterr().err
         assert "zz.png: not an image file" in err
         if sys.version_info >= (3, 11):  # exceptions have notes from 3.11 on
-            assert f"{len(files)} rows before the error were saved to" in err
+            assert f"{len(files)} images before the error were saved to" in err
             assert ("--resume continues with --on-error skip to leave the file out "
                     "(--resume alone stops on it again)") in err
     assert main(cmd + ["--resume", "--on-error", "skip"]) == 0
