@@ -22,12 +22,18 @@ def frame_columns(x) -> tuple[str, ...] | None:
         names = tuple(str(c) for c in x.columns)
     else:
         return None
-    if len(set(names)) < len(names):  # (as nbbn.fit of the table refuses them)
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"the {kind} has several columns named {shown(tuple(dup))} (labels "
+    dup = repeated(names)
+    if dup:  # (as nbbn.fit of the table refuses them)
+        raise ValueError(f"the {kind} has several columns named {shown(dup)} (labels "
                          "compared as str): column names must be unique to name the "
                          "channels (pass .to_numpy() to read the columns by position)")
     return names
+
+
+def repeated(names) -> tuple[str, ...]:
+    """The names that occur more than once, each once, sorted."""
+    seen: set = set()
+    return tuple(sorted({n for n in names if n in seen or seen.add(n)}))  # type: ignore[func-returns-value]
 
 
 def check_names(names, nchan: int | None) -> tuple[str, ...] | None:
@@ -45,9 +51,9 @@ def check_names(names, nchan: int | None) -> tuple[str, ...] | None:
     if nchan is not None and len(out) != nchan:
         raise ValueError(f"channel_names has {len(out)} names, but the statistics have "
                          f"{nchan} channels")
-    if len(set(out)) < len(out):  # (as a DataFrame's columns must be, to name channels)
-        dup = sorted({n for n in out if out.count(n) > 1})
-        raise ValueError(f"channel_names has several channels named {shown(tuple(dup))}: "
+    dup = repeated(out)
+    if dup:  # (as a DataFrame's columns must be, to name channels)
+        raise ValueError(f"channel_names has several channels named {shown(dup)}: "
                          "names must be unique (a DataFrame batch could never match them)")
     nul = [n for n in out if n.endswith("\x00")]
     if nul:  # numpy's str arrays, which the statistics file keeps names in, drop them

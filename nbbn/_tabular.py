@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ._labels import shown
+from ._labels import repeated, shown
 from ._layout import arrow_numeric, pandas_values_dtype, polars_numeric
 from ._shards import Shard, file_fingerprint
 from ._shards_zarr_h5 import import_extra
@@ -308,8 +308,7 @@ def _names(names: Sequence[str]) -> str:
 
 
 def _check_unique(names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    dup = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    dup = repeated(names)
     if dup:
         raise ValueError(f"{what} has several columns named {_names(dup)}; column names must "
                          "be unique to name the channels")
@@ -572,6 +571,13 @@ def _table_paths(path: str) -> list[str]:
     return []
 
 
+def glob_suffix(name: str) -> str:
+    """The ending of a shard or table file's name that a glob of its kind names:
+    ``.csv.gz`` for a compressed table, else its suffix."""
+    return "".join(Path(name).suffixes[-2:]) if name.lower().endswith(".gz") else \
+        Path(name).suffix
+
+
 def nested_tables_note(path: str) -> str:
     """For the error of a folder that holds nothing nbbn reads: a note when its
     subfolders hold Parquet or CSV files (a partitioned dataset, ``year=2020/...``),
@@ -582,8 +588,7 @@ def nested_tables_note(path: str) -> str:
         if root != path and tables:
             rel = os.path.relpath(root, path)
             depth = "*/" * (rel.count(os.sep) + 1)
-            suffix = "".join(Path(tables[0]).suffixes[-2:]) if tables[0].lower().endswith(
-                ".gz") else Path(tables[0]).suffix
+            suffix = glob_suffix(tables[0])
             return (f"; its subfolders hold Parquet or CSV files ({rel}), but tables are "
                     f"read from a folder's top level only: pass a glob such as "
                     f"{os.path.join(path, depth)}*{suffix}")

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from ._affine import affine_scale
-from ._torch_modules import BatchNorm, Normalizer, _is_bn, check_initialized, torch
+from ._torch_modules import (
+    BatchNorm,
+    Normalizer,
+    _check_range,
+    _is_bn,
+    check_initialized,
+    torch,
+)
 
 __all__ = ["fold_normalizer", "fuse_bn"]
 
@@ -33,7 +40,15 @@ def _f64(t: torch.Tensor | None) -> np.ndarray | None:
 def _new_layer(layer: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
     """A copy of ``layer``'s configuration with the given float64 weight and bias."""
     w = layer.weight
-    _check_fits(w.dtype, weight=weight, bias=bias)
+    # a number finite in float64 but beyond the layer's dtype would be stored as inf
+    # (inf or NaN outputs where the unfused layers give finite ones: a float16
+    # BatchNorm of running variance 1e-6, weight 100, eps 0); non-finite ones are the
+    # layer's own
+    _check_range(w.dtype, {f"folded {k}": np.where(np.isfinite(v), v, 0.0)
+                           for k, v in (("weight", weight), ("bias", bias))},
+                 where="output channels",
+                 advice="it would be stored as inf; fold in a wider dtype (.float() on both "
+                        "modules first); nothing was changed")
     kw: dict[str, Any] = {"device": w.device, "dtype": w.dtype}
     if isinstance(layer, torch.nn.Linear):
         new = torch.nn.Linear(layer.in_features, layer.out_features, bias=True, **kw)
@@ -46,20 +61,6 @@ def _new_layer(layer: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
         new.bias.copy_(torch.from_numpy(bias))
     new.weight.requires_grad_(w.requires_grad)
     return new.train(layer.training)
-
-
-def _check_fits(dtype: torch.dtype, **arrays: np.ndarray) -> None:
-    """ValueError when a folded number, finite in float64, is beyond the layer dtype's
-    range: stored as an infinity, it would give inf or NaN outputs where the unfused
-    layers give finite ones (a float16 BatchNorm with a variance of 1e-12 and eps 0)."""
-    top = float(torch.finfo(dtype).max)
-    for name, v in arrays.items():
-        big = (np.isfinite(v) & (np.abs(v) > top)).reshape(len(v), -1).any(axis=1)
-        if big.any():
-            raise ValueError(
-                f"the folded {name} is beyond {dtype}'s range in output channels "
-                f"{np.flatnonzero(big)[:5].tolist()} (it would be stored as inf): fold "
-                "in a wider dtype (.float() on both modules first); nothing was changed")
 
 
 def _has_zero_padding(layer: Any) -> bool:

@@ -68,7 +68,7 @@ class NormalizerModule(torch.nn.Module):
         scale = channel_vector(scale, mean.shape[0], "scale")
         bias = channel_vector(bias, mean.shape[0], "bias")
         channel_axis = check_axis(channel_axis)
-        _check_range(dtype, mean=mean, scale=scale, bias=bias)
+        _check_range(dtype, {"mean": mean, "scale": scale, "bias": bias})
         hi, lo = _split(torch.tensor(mean), dtype)  # (a copy: the caller's is never shared)
         self.channel_axis = int(channel_axis)
         self.register_buffer("mean", hi.to(device))
@@ -108,9 +108,10 @@ class NormalizerModule(torch.nn.Module):
         old = self.mean.dtype  # type: ignore[union-attr]
         new = fn(torch.empty(0, dtype=old, device=self.mean.device)).dtype  # type: ignore[union-attr]
         if new != old and new.is_floating_point:
-            _check_range(new, mean=mean.cpu().numpy(),
-                         scale=self.scale.double().cpu().numpy(),  # type: ignore[union-attr]
-                         bias=self.bias.double().cpu().numpy())  # type: ignore[union-attr]
+            _check_range(new, {
+                "mean": mean.cpu().numpy(),
+                "scale": self.scale.double().cpu().numpy(),  # type: ignore[union-attr]
+                "bias": self.bias.double().cpu().numpy()})  # type: ignore[union-attr]
         out = super()._apply(fn, recurse)
         if new != old and new.is_floating_point:
             self.mean, self.mean_lo = _split(mean.to(self.mean.device), new)  # type: ignore[union-attr]
@@ -121,16 +122,20 @@ class NormalizerModule(torch.nn.Module):
         return f"num_channels={n}, channel_axis={self.channel_axis}"
 
 
-def _check_range(dtype: torch.dtype, **vectors: np.ndarray) -> None:
+def _check_range(dtype: torch.dtype, arrays: dict[str, np.ndarray], *,
+                 where: str = "channels",
+                 advice: str = "use a wider dtype (torch.float32 or torch.float64)") -> None:
     """ValueError when a number is beyond ``dtype``'s range (an infinity in the buffer:
-    NaN outputs where nbbn's are finite)."""
+    NaN outputs where nbbn's are finite); an array of more than one axis is reported
+    by its first axis (a layer's weight: by output channel)."""
     top = float(torch.finfo(dtype).max)
-    for name, v in vectors.items():
+    for name, v in arrays.items():
         big = np.abs(v) > top
+        if big.ndim > 1:
+            big = big.reshape(len(big), -1).any(axis=1)
         if big.any():
-            raise ValueError(f"the {name} is beyond {dtype}'s range in channels "
-                             f"{np.flatnonzero(big)[:5].tolist()}: use a wider dtype "
-                             "(torch.float32 or torch.float64)")
+            raise ValueError(f"the {name} is beyond {dtype}'s range in {where} "
+                             f"{np.flatnonzero(big)[:5].tolist()}: {advice}")
 
 
 def _split(mean64: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +202,7 @@ def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = 
     if bn.affine and "weight" not in state:  # (bn.weight = None: forward reads ones)
         state = {"weight": torch.ones(bn.num_features, dtype=torch.float64)} | state
     top = dtype if dtype is not None else torch.get_default_dtype()
-    _check_range(top, **{k: v.numpy() for k, v in state.items() if v.is_floating_point()})
+    _check_range(top, {k: v.numpy() for k, v in state.items() if v.is_floating_point()})
     module = _TORCH_BN[dim](bn.num_features, eps=bn.eps, momentum=bn.momentum,
                             affine=bn.affine, track_running_stats="running_mean" in state,
                             **kwargs)

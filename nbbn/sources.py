@@ -654,7 +654,7 @@ def _check_nested(path: str) -> None:
     stops at the first image file, or once enough subfolders of shards are found to
     name."""
     from ._images import _is_image_name
-    from ._tabular import _table_kind
+    from ._tabular import _table_kind, glob_suffix
 
     if not os.path.isdir(path):
         return
@@ -665,8 +665,7 @@ def _check_nested(path: str) -> None:
         return
     shards = top[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
     kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
-    suffix = ".csv.gz" if top[0].lower().endswith(".csv.gz") else \
-        ".tsv.gz" if top[0].lower().endswith(".tsv.gz") else Path(top[0]).suffix
+    suffix = glob_suffix(top[0])
     nested: list[str] = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
