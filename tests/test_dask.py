@@ -29,7 +29,7 @@ SCHEDULERS = ["sync", "threads", "cluster"]
 def client():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, worker_dashboard_address=None) as c, \
+                                  dashboard_address=":0", worker_dashboard_address=None) as c, \
             distributed.Client(c, set_as_default=False) as cl:
         yield cl
 
