@@ -48,6 +48,7 @@ _FAMILIES = {
     "_csc_columns": "statistics kernel for sparse CSC input",
     "_csc_columns_weighted": "weighted statistics kernel for sparse CSC input",
     "_scale_csr": "normalizer kernel for sparse input",
+    **dict.fromkeys(("_falls", "_index_range"), "check of a sparse matrix's indices"),
     "_scaler_fitted": "StandardScaler's fitted attributes",
     "count_levels_rgb": "histogram kernel for {} RGB pixels",
     "count_levels": "histogram kernel for {} pixels",

@@ -382,6 +382,52 @@ def test_bad_input_leaves_the_state_unchanged(rng, make, kwargs, exc, match):
         np.testing.assert_array_equal(after[k], v, err_msg=k)
 
 
+def _malformed(fmt: str, indices=None, indptr=None) -> sparse.csr_array:
+    """A (4, 3) matrix in ``fmt`` ("csr" or "csc") whose arrays were then replaced,
+    as scipy allows after construction without checking them."""
+    x = sparse.csr_array(np.arange(1.0, 13.0).reshape(4, 3)).asformat(fmt)
+    if indices is not None:
+        x.indices = np.asarray(indices, x.indices.dtype)
+    if indptr is not None:
+        x.indptr = np.asarray(indptr, x.indptr.dtype)
+    return x
+
+
+# the kernels trust the index arrays: a wrong one would read or write outside them
+# (scipy's own x.sum(0) crashes the process on some of these)
+MALFORMED = {
+    "index past the end": ("csr", [0, 1, 2, 0, 1, 5, 0, 1, 2, 0, 1, 2], None,
+                           r"0 to 5, expected 0 to 2"),
+    "negative index": ("csr", [0, 1, 2, -1, 1, 2, 0, 1, 2, 0, 1, 2], None, r"-1 to 2"),
+    "huge unsorted index": ("csr", [0, 1, 2, 10**7, 1, 0, 0, 1, 2, 0, 1, 2], None,
+                            r"column indices run from 0 to 10000000"),
+    "row index of a CSC": ("csc", [0, 1, 2, 3, 0, 1, 2, 9, 0, 1, 2, 3], None,
+                           r"row indices run from 0 to 9, expected 0 to 3"),
+    "indptr falls": ("csr", None, [0, 3, 9, 6, 12], r"rise from 0 to at most 12.* fall"),
+    "indptr past the entries": ("csr", None, [0, 3, 6, 9, 15], r"0\.\.15"),
+    "indptr not from 0": ("csr", None, [1, 3, 6, 9, 12], r"1\.\.12"),
+    "indptr too short": ("csr", None, [0, 3, 6, 12], r"indptr of 5 offsets"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_matrices_are_refused_not_read(rng, case):
+    fmt, indices, indptr, match = MALFORMED[case]
+    bad = _malformed(fmt, indices, indptr)
+    rs = nbbn.RunningStats(-1).update(_data(rng, (20, 3), nan=0))
+    before = rs.to_dict()
+    with pytest.raises(ValueError, match="malformed " + fmt.upper() + " matrix: .*" + match):
+        rs.update(bad)
+    for k, v in before.items():
+        np.testing.assert_array_equal(rs.to_dict()[k], v, err_msg=k)
+    if fmt == "csr":  # the scaler's sparse transform reads the same arrays (scipy's
+        # checks, through scikit-learn's validation, catch some indptr errors first)
+        sc = StandardScaler(with_mean=False).fit(_malformed("csr"))
+        with pytest.raises(ValueError, match="malformed CSR matrix|index pointer"):
+            sc.transform(bad)
+    assert nbbn.RunningStats(-1).update(_malformed(fmt)).count.tolist() == [4, 4, 4]
+
+
 def test_weight_and_histogram_errors(rng):
     s = sparse.csr_array(_data(rng, (10, 3), nan=0))
     with pytest.raises(ValueError, match=r"shape \(10,\)"):

@@ -104,7 +104,8 @@ def test_describe_knows_every_kernel_as_built():
                cpu_normalize.affine_channels_last, cpu_normalize.affine_channels_last_inf,
                *cpu_sparse._csr_parts_builds.values(), *cpu_sparse._csr_blocks_builds.values(),
                cpu_sparse._csr_merge, cpu_sparse._csc_unweighted, cpu_sparse._csc_weighted,
-               cpu_sparse._scale_csr, cpu_scaler._scaler_fitted,
+               cpu_sparse._scale_csr, cpu_sparse._falls, cpu_sparse._index_range,
+               cpu_scaler._scaler_fitted,
                cpu_histogram.count_levels_rgb, cpu_histogram.count_levels]
     for kernel in kernels:
         assert describe(kernel.py_func.__name__, ()) is not None, kernel.py_func.__name__
