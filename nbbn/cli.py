@@ -349,7 +349,7 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
     import os
     from pathlib import Path
 
-    from .pipeline import check_writable_folder, read_as_data
+    from .pipeline import check_writable_folder, written_into_input
 
     out, ck = args.output, args.checkpoint
     if out is not None:
@@ -369,9 +369,10 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
     # an existing -o in the source is one of its files: refuse_own_input says so
     for flag, path in (("-o", None if out is None or os.path.exists(out) else out),
                        ("--checkpoint", ck)):
-        if path is not None and read_as_data(args.source, path):
-            raise ValueError(f"{flag} {path} would be read as data of {args.source} by the "
-                             "next fit of it; write it outside the folder (or pattern)")
+        why = None if path is None else written_into_input(args.source, path,
+                                                            checkpointed=ck is not None)
+        if why is not None:
+            raise ValueError(f"{flag} {path} {why}")
 
 
 def _image_options_given(args: argparse.Namespace) -> bool:

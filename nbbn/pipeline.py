@@ -258,12 +258,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
     from ._images import ImageSource
 
     given = source.location if isinstance(source, ImageSource) else source
-    if checkpoint is not None and isinstance(given, (str, os.PathLike)) and read_as_data(
-            os.fspath(given), os.fspath(checkpoint)):
-        raise worded(ValueError, "{checkpoint} would be read as data of {source} (a file "
-                     "in that folder, or below it for images, or one the pattern matches); "
-                     "write it outside", checkpoint=Param("checkpoint", os.fspath(checkpoint)),
-                     source=os.fspath(given))
+    if checkpoint is not None and isinstance(given, (str, os.PathLike)) and (
+            why := written_into_input(os.fspath(given), os.fspath(checkpoint))):
+        raise worded(ValueError, "{checkpoint} {why}",
+                     checkpoint=Param("checkpoint", os.fspath(checkpoint)), why=why)
     if isinstance(checkpoint_interval, bool) or not isinstance(
             checkpoint_interval, (int, float, np.integer, np.floating)):
         raise worded(TypeError, "{interval} must be a number of seconds, got {got!r}",
@@ -577,23 +575,43 @@ class _Rollback:
     bytes_done: int
 
 
-def read_as_data(source: str, path: str) -> bool:
-    """Whether a file written at ``path`` would be a shard, table or image of ``source``:
-    a file ending in .npy/.npz/.parquet/.csv/... at the top of the folder ``source``, an
-    image file anywhere below it when it is read as images (searched recursively), or
-    one the glob ``source`` matches."""
-    from ._images import _SHARD_SUFFIXES, _is_image_name, looks_like_images
+def written_into_input(source: str, path: str, checkpointed: bool = True) -> str | None:
+    """Why a file written at ``path`` (a checkpoint, ``nbbn fit -o``) would change what
+    the next fit of ``source`` reads, in words that follow the path in a message (the
+    advice included); None when it would not. It would:
 
+    * be inside ``source``, a zarr store (read as one shard, whose fingerprint covers
+      every file in it), whatever its name: the checkpoint, of this fit or the next,
+      would match no fit of the store (a file beside the checkpoint in a store without
+      one is not refused: ``checkpointed`` False);
+    * be read as data: a file ending in .npy/.npz/.parquet/.csv/... at the top of the
+      folder ``source``, an image file anywhere below it when it is read as images
+      (searched recursively), or one the glob ``source`` matches."""
+    from ._images import _SHARD_SUFFIXES, _is_image_name, looks_like_images
+    from .sources import is_zarr_store
+
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    if os.path.isdir(source) and is_zarr_store(source):
+        top = os.path.realpath(source)
+        if checkpointed and (folder == top or folder.startswith(os.path.join(top, ""))):
+            return (f"is inside {source}, the zarr store fitted: a checkpoint records "
+                    "every file of the store (it is read as one shard), so a file written "
+                    "there changes it and no resume would match; write it outside the store")
+        return None
     images = _is_image_name(path) and looks_like_images(source)
     if not images and not path.lower().endswith(_SHARD_SUFFIXES):
-        return False
+        return None
+    said = f"would be read as data of {source} by the next fit of it"
     if os.path.isdir(source):
-        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
         top = os.path.realpath(source)
-        return folder == top or (images and folder.startswith(os.path.join(top, "")))
-    if any(ch in source for ch in "*?["):
-        return _glob_matches(source, path)
-    return False
+        if folder == top or (images and folder.startswith(os.path.join(top, ""))):
+            where = ("an image file below the folder of images, which is searched "
+                     "recursively" if images else "a file of that kind at the folder's top "
+                     "level")
+            return f"{said} ({where}); write it outside the folder"
+    elif any(ch in source for ch in "*?[") and _glob_matches(source, path):
+        return f"{said} (the pattern matches it); write it outside the pattern"
+    return None
 
 
 def _glob_matches(pattern: str, path: str) -> bool:

@@ -734,8 +734,7 @@ def _open_path(path: str, key, channel_axis) -> Source:
         raise FileNotFoundError(f"{path}: no such file or folder")
     p = Path(path)
     if p.is_dir():
-        if p.suffix == ".zarr" or any((p / m).exists() for m in (".zarray", "zarr.json",
-                                                                 ".zgroup")):
+        if is_zarr_store(path):
             shard = zarr_shard(path, key)
             if key is not None and shard.name == path:
                 raise _unused_key(key, f"the zarr array {path}")
@@ -746,6 +745,14 @@ def _open_path(path: str, key, channel_axis) -> Source:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
     return Source(_file_shards([path], key), path, channel_axis)
+
+
+def is_zarr_store(path) -> bool:
+    """Whether the folder ``path`` is read as a zarr store, one shard (whose fingerprint
+    covers every file in it): a name ending in ``.zarr``, or zarr's metadata at its top."""
+    p = Path(path)
+    return p.is_dir() and (p.suffix == ".zarr" or any(
+        (p / m).exists() for m in (".zarray", "zarr.json", ".zgroup")))
 
 
 def _refuse_for_images(key, columns) -> None:

@@ -47,6 +47,29 @@ def test_fit_output_is_its_own_input(tmp_path, capsys):
     assert not (shards / "stats.npz").exists()
 
 
+def test_fit_checkpoint_inside_the_zarr_store_is_refused(tmp_path, capsys):
+    """``--checkpoint X.zarr/c.ckpt`` was accepted, then ``--resume`` always exited 2 (the
+    store's fingerprint counts every file in it); ``-o`` there with a checkpoint too."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp_path / "X.zarr"
+    z = zarr.open_array(str(store), mode="w", shape=(8, 3), chunks=(4, 3), dtype="f8")
+    z[:] = np.arange(24.0).reshape(8, 3)
+    ck = store / "c.ckpt"
+    for extra in ([], ["-o", str(tmp_path / "st.npz")]):
+        user_error(["fit", str(store), "--checkpoint", str(ck), *extra, "--no-progress"],
+                   capsys, f"--checkpoint {ck} is inside {store}, the zarr store fitted",
+                   "write it outside the store")
+        assert not ck.exists() and not (tmp_path / "st.npz").exists()
+    user_error(["fit", str(store), "--checkpoint", str(tmp_path / "c.ckpt"), "-o",
+                str(store / "st.npz"), "--no-progress"], capsys,
+               f"-o {store / 'st.npz'} is inside {store}")
+    assert not (tmp_path / "c.ckpt").exists()
+    assert main(["fit", str(store), "--checkpoint", str(tmp_path / "c.ckpt"),
+                 "--no-progress"]) == 0
+    assert main(["fit", str(store), "--checkpoint", str(tmp_path / "c.ckpt"), "--resume",
+                 "--no-progress"]) == 0
+
+
 def test_fit_output_is_an_input_image(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
     pil.fromarray(np.full((4, 5, 3), 7, np.uint8)).save(tmp_path / "a.png")

@@ -197,6 +197,28 @@ def test_checkpoint_settings_checked_before_the_fit(tmp_path, rng, monkeypatch):
     assert not (tmp_path / "c.ckpt").exists()
 
 
+def test_a_checkpoint_inside_the_zarr_store_fitted_is_refused(tmp_path, rng):
+    """A zarr store is read as one shard whose fingerprint covers every file in it: a
+    checkpoint written inside it (any name) was accepted, and changed the store, so no
+    resume ever matched ("now has files 6, but the checkpoint recorded 5")."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp_path / "X.zarr"
+    z = zarr.open_array(str(store), mode="w", shape=(40, 3), chunks=(10, 3), dtype="f8")
+    z[:] = rng.standard_normal((40, 3))
+    files = sorted(store.rglob("*"))
+    for ck in (store / "fit.ckpt", store / "sub" / "fit.ckpt"):
+        ck.parent.mkdir(exist_ok=True)
+        with pytest.raises(ValueError, match=f"checkpoint='{ck}' is inside {store}, the "
+                                             "zarr store fitted: .* write it outside"):
+            fit(str(store), checkpoint=ck)
+        assert not ck.exists()
+    (store / "sub").rmdir()
+    assert sorted(store.rglob("*")) == files  # nothing was written
+    ck = tmp_path / "fit.ckpt"  # beside the store: fitted, and resumed
+    assert same_bits(fit(str(store), checkpoint=ck), fit(str(store), checkpoint=ck,
+                                                         resume=True))
+
+
 def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
     parts = [rng.standard_normal((n, 2)) for n in (10, 20, 5, 30)]
 
