@@ -586,7 +586,10 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
       one is not refused: ``checkpointed`` False);
     * be read as data: a file ending in .npy/.npz/.parquet/.csv/... at the top of the
       folder ``source``, an image file anywhere below it when it is read as images
-      (searched recursively), or one the glob ``source`` matches."""
+      (searched recursively), or one the glob ``source`` matches;
+    * make the next fit refuse the folder ``source`` (``sources._check_nested``): a
+      shard (table) in a subfolder of a folder whose top level holds shards (tables),
+      or an image file in a folder of tables."""
     from ._images import _SHARD_SUFFIXES, _is_image_name, looks_like_images
     from .sources import is_zarr_store
 
@@ -598,6 +601,8 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
                     "every file of the store (it is read as one shard), so a file written "
                     "there changes it and no resume would match; write it outside the store")
         return None
+    if os.path.isdir(source) and (why := _refused_nested(source, folder, path)):
+        return why
     images = _is_image_name(path) and looks_like_images(source)
     if not images and not path.lower().endswith(_SHARD_SUFFIXES):
         return None
@@ -611,6 +616,43 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
             return f"{said} ({where}); write it outside the folder"
     elif any(ch in source for ch in "*?[") and _glob_matches(source, path):
         return f"{said} (the pattern matches it); write it outside the pattern"
+    return None
+
+
+def _refused_nested(source: str, folder: str, path: str) -> str | None:
+    """Why a file written at ``path`` (in the real folder ``folder``) would make the next
+    fit refuse the folder ``source``, as ``sources._check_nested`` does: a shard (table)
+    in a subfolder of a folder whose top level holds shards (tables), hidden subfolders
+    aside, or an image file (not hidden) at the top of a folder of tables or in one of
+    its subfolders; None otherwise."""
+    from ._images import _is_image_name
+    from ._tabular import _table_kind
+    from .sources import SHARD_SUFFIXES
+
+    top = os.path.realpath(source)
+    if folder != top and not folder.startswith(os.path.join(top, "")):
+        return None
+    rel = os.path.relpath(folder, top)
+    parts = [] if folder == top else rel.split(os.sep)
+    if any(p.startswith(".") for p in parts):  # (not looked in)
+        return None
+    with os.scandir(source) as it:
+        found = sorted(e.name for e in it if e.is_file() and (
+            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+    if not found:
+        return None
+    shards = found[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
+    kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
+    name = os.path.basename(path)
+    if parts and (name.lower().endswith(SHARD_SUFFIXES) if shards else _table_kind(name)):
+        return (f"is in the subfolder {rel} of {source}, whose top level holds {kind}: "
+                f"the next fit of {source} would refuse the folder (it is read from its "
+                f"top level only, and {kind.split()[-1]} in its subfolders would be left "
+                "out); write it outside the folder")
+    if not shards and _is_image_name(name) and not name.startswith("."):
+        return (f"is an image file in {source}, whose top level holds {kind}: the next "
+                f"fit of {source} would refuse a folder of tables and images; write it "
+                "outside the folder")
     return None
 
 

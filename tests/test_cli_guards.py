@@ -70,6 +70,49 @@ def test_fit_checkpoint_inside_the_zarr_store_is_refused(tmp_path, capsys):
                  "--no-progress"]) == 0
 
 
+def test_fit_output_or_checkpoint_in_a_subfolder_of_the_folder_is_refused(tmp_path, capsys):
+    """``nbbn fit d6 --checkpoint d6/sub/fit.npz -o d6/sub/stats.npz`` was accepted, and
+    the next fit of d6 (its --resume) refused the folder for holding shards in a
+    subfolder: the up-front check looked at the folder's top level only. It now refuses
+    what the next fit would (shards below a folder of shards, tables below a folder of
+    tables, an image anywhere in a folder of tables), and allows the rest."""
+    d6 = tmp_path / "d6"
+    (d6 / "sub").mkdir(parents=True)
+    (d6 / ".hidden").mkdir()
+    for i in range(2):
+        np.save(d6 / f"s{i}.npy", np.ones((4, 3)))
+    for flag, name in (("--checkpoint", "fit.npz"), ("-o", "stats.npz"),
+                       ("--checkpoint", "fit.NPY")):
+        user_error(["fit", str(d6), flag, str(d6 / "sub" / name), "--no-progress"], capsys,
+                   f"{flag} {d6 / 'sub' / name} is in the subfolder sub of {d6}, whose top "
+                   "level holds .npy/.npz shards: the next fit of",
+                   "write it outside the folder")
+    assert sorted(p.name for p in (d6 / "sub").iterdir()) == []
+    # not refused by the next fit: another kind's name, a hidden subfolder
+    for args in (["--checkpoint", str(d6 / "sub" / "fit.ckpt"), "-o",
+                  str(d6 / "sub" / "st.json")],
+                 ["--checkpoint", str(d6 / ".hidden" / "fit.npz"), "-o",
+                  str(d6 / ".hidden" / "st.npz")]):
+        for resume in ([], ["--resume"]):
+            assert main(["fit", str(d6), *args, *resume, "--no-progress"]) == 0, \
+                capsys.readouterr().err
+    capsys.readouterr()
+    t = tmp_path / "t"
+    (t / "sub").mkdir(parents=True)
+    (t / "a.csv").write_text("x,y\n1,2\n")
+    user_error(["fit", str(t), "--checkpoint", str(t / "sub" / "fit.parquet"),
+                "--no-progress"], capsys, f"is in the subfolder sub of {t}, whose top "
+                "level holds Parquet/CSV tables")
+    for where in (t, t / "sub"):
+        user_error(["fit", str(t), "--checkpoint", str(where / "fit.png"), "--no-progress"],
+                   capsys, f"is an image file in {t}, whose top level holds Parquet/CSV "
+                   "tables")
+    with pytest.raises(ValueError, match=f"checkpoint='{d6 / 'sub' / 'c.npz'}' is in the "
+                                         "subfolder sub of"):
+        nbbn.fit(str(d6), checkpoint=d6 / "sub" / "c.npz", progress=False)
+    assert not (d6 / "sub" / "c.npz").exists() and not (t / "sub" / "fit.png").exists()
+
+
 def test_fit_output_is_an_input_image(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
     pil.fromarray(np.full((4, 5, 3), 7, np.uint8)).save(tmp_path / "a.png")
