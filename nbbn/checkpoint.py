@@ -24,6 +24,7 @@ lacks fields.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,10 @@ _KINDS = {"Source": "arrays or array files (.npy, .npz, HDF5, zarr)",
 # without one is not compared on it (ImageSource's resolved JPEG decoder, 2026-12-06)
 _ADDED_LATER = frozenset({"jpeg_decoder"})
 
+# the key that says which file a shard is, compared before the others (not its name,
+# which may hold a count: an ImageSource's list, whose digest says more)
+_IDENTITY = ("path",)
+
 
 def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int) -> None:
     """Raise CheckpointError naming the first difference in the shards already read.
@@ -275,11 +280,21 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
     a, b = saved.get("shards", []), current.get("shards", [])
     n = min(read_upto + 1, len(a))
     if len(b) < n:
+        paths = {f.get("path") for f in b}
+        gone = next((f for f in a[:n] if f.get("path") is not None
+                     and f["path"] not in paths), None)
+        note = "" if gone is None else \
+            f" (it counted {_shown(gone)}, which is no longer among the data)"
         raise CheckpointError(
-            f"{where} has counted {n} shards, but the source now has only {len(b)}: the data "
-            "changed (or this is another source); refusing to resume")
+            f"{where} has counted {n} shards, but the source now has only {len(b)}{note}: "
+            "the data changed (or this is another source); refusing to resume")
     for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True)):
-        for k in sorted(set(x) | set(y)):
+        if (other := _other_file(i, x, y, a, a[:n], b)) is not None:
+            raise CheckpointError(f"{where} does not match the source: {other}; refusing "
+                                  "to resume")
+        # the file first: a file's mtime was blamed (keys in alphabetical order) when the
+        # shard was another file
+        for k in (*_IDENTITY, *sorted((set(x) | set(y)) - set(_IDENTITY))):
             if k in _ADDED_LATER and k not in x:
                 continue  # a checkpoint from before the key: not recorded, not compared
             if x.get(k) != y.get(k):
@@ -288,6 +303,36 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
                     f"counted, now has {k} {y.get(k)!r}, but the checkpoint recorded "
                     f"{x.get(k)!r}{_files_then_and_now(k, x, y)}; the data changed (or this "
                     "is another source); refusing to resume")
+
+
+def _shown(shard: dict) -> str:
+    """A shard of a fingerprint as messages name it: its name (as given), else its path."""
+    return str(shard.get("name") or shard.get("path"))
+
+
+def _other_file(i: int, x: dict, y: dict, saved: list, counted: list,
+                current: list) -> str | None:
+    """Why shard ``i`` of the source, ``y``, is another file than the one the checkpoint
+    counted there, ``x`` (None when both are the same file, or not files): the counted
+    file is gone, a new one sorts before it, the files moved, or none of the files
+    counted is among the data (another folder)."""
+    px, py = x.get("path"), y.get("path")
+    if px is None or py is None or px == py:
+        return None
+    now = {f.get("path") for f in current}
+    if px not in now and not any(f.get("path") in now for f in counted) and \
+            os.path.dirname(px) != os.path.dirname(py):
+        return (f"shard {i} is {_shown(y)}, but the checkpoint counted {_shown(x)} there, "
+                "and none of the files it counted is among the data (a checkpoint of "
+                "another folder?)")
+    if px not in now:
+        return (f"the checkpoint counted {_shown(x)}, which is no longer among the data "
+                f"(removed, renamed or moved; shard {i} is now {_shown(y)})")
+    if py not in {f.get("path") for f in saved}:
+        return (f"{_shown(y)} is new and sorts before files already counted (it is shard "
+                f"{i} now, where the checkpoint counted {_shown(x)})")
+    return (f"shard {i} is now {_shown(y)}, but the checkpoint counted {_shown(x)} there "
+            "(the files are in another order)")
 
 
 def _files_then_and_now(key: str, saved: dict, current: dict) -> str:

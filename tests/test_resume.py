@@ -627,6 +627,39 @@ def test_a_source_with_fewer_shards_than_counted_is_refused(shards, ckpt):
         fit(shards, checkpoint=ckpt, resume=True)
 
 
+def test_a_refused_resume_names_the_missing_or_new_file(shards, ckpt, tmp_path):
+    """The checkpoint is inside s2 (s0.npz, s1.npy counted): with s1.npy gone, the
+    message blamed s2's mtime ("shard 1 (s2.npy), already counted, now has mtime_ns"),
+    since keys were compared in alphabetical order; it names the missing file, a new one
+    that sorts before the position, or the checkpoint of another folder."""
+    import shutil
+
+    other = tmp_path / "copy"
+    shutil.copytree(shards, other)
+    with pytest.raises(CheckpointError, match=rf"shard 0 is {other / 's0.npz'}\[arr_0\], "
+                                              rf"but the checkpoint counted {shards / 's0.npz'}"
+                                              r"\[arr_0\] there, and none of the files it "
+                                              r"counted is among the data \(a checkpoint of "
+                                              r"another folder\?\); refusing to resume"):
+        fit(other, checkpoint=ckpt, resume=True)
+    np.save(shards / "s0a.npy", np.ones((2, 3, 4), np.float32))
+    with pytest.raises(CheckpointError, match=rf"{shards / 's0a.npy'} is new and sorts "
+                                              r"before files already counted \(it is shard "
+                                              rf"1 now, where the checkpoint counted "
+                                              rf"{shards / 's1.npy'}\)"):
+        fit(shards, checkpoint=ckpt, resume=True)
+    (shards / "s0a.npy").unlink()
+    (shards / "s1.npy").unlink()
+    with pytest.raises(CheckpointError, match=rf"the checkpoint counted {shards / 's1.npy'}"
+                                              r", which is no longer among the data") as info:
+        fit(shards, checkpoint=ckpt, resume=True)
+    assert "mtime_ns" not in str(info.value)
+    (shards / "s3.npy").unlink()  # fewer shards than counted: the missing one named too
+    with pytest.raises(CheckpointError, match=rf"only 2 \(it counted {shards / 's1.npy'}, "
+                                              r"which is no longer among the data\)"):
+        fit(shards, checkpoint=ckpt, resume=True)
+
+
 def test_a_data_file_named_as_the_checkpoint_is_not_called_corrupt(shards, tmp_path):
     """A ``.npy`` array (a data file named by mistake) is refused for what it is, not as
     a truncated or corrupt checkpoint, whose message says to delete it."""
