@@ -315,3 +315,28 @@ def test_a_resumed_dataarray_fit_checks_its_values(rng):
     fp = open_source(x, channel_axis=1).fingerprint()
     assert fp == open_source(x.copy(deep=True), channel_axis=1).fingerprint()
     assert fp != open_source(x + 1000, channel_axis=1).fingerprint()
+
+
+def test_a_dask_backed_batch_of_other_labels_is_refused_before_it_is_read(rng):
+    # the coordinate was checked after the reduction: every chunk was computed first
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    calls = []
+
+    def seen(block):
+        calls.append(1)
+        return block
+
+    x = _data(rng)
+    xd = x.chunk({"time": 2}).copy(data=da.from_array(x.values, chunks=(2, 3, 5, 6))
+                                   .map_blocks(seen, dtype=x.dtype,
+                                               meta=np.empty((0,) * 4, x.dtype)))
+    with dask.config.set(scheduler="synchronous"):
+        rs = nbbn.RunningStats("band").update(xd)
+        before, n = rs.mean.copy(), len(calls)
+        assert n == 2
+        with pytest.raises(ValueError, match=r"'band' coordinate \['blue', 'green', 'red'\]"):
+            rs.update(xd.isel(band=[2, 1, 0]))
+    assert len(calls) == n
+    np.testing.assert_array_equal(rs.mean, before)
