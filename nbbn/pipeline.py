@@ -51,7 +51,7 @@ from .checkpoint import (
 from .errors import CheckpointError, FitInterrupted, ImageError
 from .normalizer import Normalizer
 from .running_stats import RunningStats, counted_nothing
-from .sources import Batch, IterableSource, Position, Source, open_source
+from .sources import Batch, ChunkedSource, IterableSource, Position, Source, open_source
 
 CHECKPOINT_INTERVAL_S = 5.0
 """Default seconds between two checkpoint writes of :func:`fit`."""
@@ -811,13 +811,14 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
             raise worded(ValueError, "{dtype} is the dtype of a path's output; the array out "
                          "is {given}, not {want}: leave {dtype} out, or pass an array of it",
                          dtype=Param("dtype"), given=np.dtype(given), want=out_dtype)
-        if is_dask_array(source):  # written through dask, chunk by chunk
+        if isinstance(src, ChunkedSource):  # a dask array (a DataArray's too): written
+            # through dask, chunk by chunk
             from .dask import transform as dask_transform
 
             if given is not None and not isinstance(out, (str, os.PathLike)):
                 out_dtype = np.dtype(given)  # (computed in an out= array's dtype, as eagerly:
                 # float32 stored into a float64 array was 1e-7 off)
-            return dask_transform(source, norm, out, out_dtype)
+            return dask_transform(src.array, norm, out, out_dtype)
         bs = batch_size or src.default_batch_size() or 1
         writer = open_writer(out, shape, out_dtype, bs)
         return _write_all(src, norm, writer, bs, progress)

@@ -41,6 +41,10 @@ How each kind is read:
 * a ``key`` or ``columns`` that names nothing in the source (a zarr array, an h5py
   dataset, a ``file.h5:dataset`` path, image files, an :class:`~nbbn.ImageSource`) is a
   ``ValueError``, never ignored.
+* dask arrays, and xarray DataArrays whose data is one (:class:`ChunkedSource`): a
+  shard per block of rows of the axis-0 chunks, so no chunk is computed twice; a
+  DataArray keeps its channel coordinate (``channel_coord``). A dask array is
+  identified by its dask name only: its data cannot be checked on resume.
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
@@ -86,7 +90,7 @@ from ._shards import (
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
 from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
 from ._wording import Param, files_label, worded
-from .backends import is_xarray
+from .backends import is_dask_array, is_xarray
 from .errors import CheckpointError
 
 __all__ = ["BATCH_BYTES", "Batch", "IterableSource", "Position", "Slot", "Source",
@@ -598,7 +602,12 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
     if module.startswith("scipy.sparse"):
         as_batch_array(source, "source")  # TypeError: how to count it instead
     if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
-        src = Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
+        data = getattr(source, "data", None) if is_xarray(source) else None
+        if is_dask_array(data):  # a dask-backed DataArray: read along its chunks
+            src: Source = ChunkedSource(data, channel_axis,
+                                        f"a {type(source).__name__} of a dask array")
+        else:
+            src = Source([ArrayShard(source)], f"a {type(source).__name__}", channel_axis)
         src.channel_coord = _data_array_coord(source, channel_axis)
         return src
     if hasattr(source, "__iter__"):
@@ -698,10 +707,11 @@ class ChunkedSource(Source):
     chunks, a batch per block by default, so each chunk is computed once (on the active
     dask scheduler) and never twice for two batches."""
 
-    def __init__(self, x, channel_axis=None) -> None:
+    def __init__(self, x, channel_axis=None, what: str = "a dask array") -> None:
         if any(math.isnan(n) for n in x.shape):
-            raise ValueError("a dask array with unknown chunk sizes: call "
+            raise ValueError(f"{what} with unknown chunk sizes: call "
                              "x.compute_chunk_sizes() first")
+        self.array = x  # (nbbn.transform writes it through dask)
         bounds = np.cumsum((0,) + tuple(x.chunks[0]))
         shards: list[Shard] = [
             ArrayShard(x[a:b], f"rows {a}:{b}", files={"dask_name": x.name, "rows": [a, b]})
@@ -709,7 +719,7 @@ class ChunkedSource(Source):
         for s, a in zip(shards, bounds[:-1].tolist(), strict=True):
             s.part_of = ("a dask array", a)
         super().__init__(shards or [ArrayShard(x)],
-                         f"a dask array in {len(shards)} chunks of rows", channel_axis)
+                         f"{what} in {len(shards)} chunks of rows", channel_axis)
 
     def default_batch_size(self) -> int | None:
         """The largest block of rows: a batch never cuts a chunk."""

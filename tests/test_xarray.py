@@ -340,3 +340,38 @@ def test_a_dask_backed_batch_of_other_labels_is_refused_before_it_is_read(rng):
             rs.update(xd.isel(band=[2, 1, 0]))
     assert len(calls) == n
     np.testing.assert_array_equal(rs.mean, before)
+
+
+def test_fit_and_transform_of_a_dask_backed_dataarray_follow_its_chunks(rng, tmp_path):
+    # a dask-backed DataArray was read as any array: batches of ~BATCH_BYTES that cut
+    # its chunks (each computed up to twice), and transform took the generic row path
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from nbbn.sources import ChunkedSource, open_source
+
+    calls = []
+
+    def seen(block):
+        calls.append(block.shape[0])
+        return block
+
+    x = xr.concat([_data(rng, "float64")] * 5, "time")  # 20 rows
+    xd = x.copy(data=da.from_array(x.values, chunks=(6, 3, 5, 6)).map_blocks(
+        seen, dtype=x.dtype, meta=np.empty((0,) * 4, x.dtype)))
+    src = open_source(xd, channel_axis=1)
+    assert isinstance(src, ChunkedSource) and src.default_batch_size() == 6
+    assert src.channel_coord[1].tolist() == ["red", "green", "blue"]
+    assert calls == []
+    with dask.config.set(scheduler="synchronous"):
+        rs = nbbn.fit(xd, channel_axis=1, progress=False, batch_size=None)
+        assert sorted(calls) == [2, 6, 6, 6]  # each chunk once
+        calls.clear()
+        out = nbbn.transform(xd, rs, tmp_path / "a.npy", progress=False)
+        assert sorted(calls) == [2, 6, 6, 6]
+        with pytest.raises(ValueError, match=r"'band' coordinate \['blue', 'green', 'red'\]"):
+            nbbn.transform(xd.isel(band=[2, 1, 0]), rs, tmp_path / "b.npy", progress=False)
+    assert rs.to_xarray().coords["band"].values.tolist() == ["red", "green", "blue"]
+    np.testing.assert_allclose(rs.mean, nbbn.channel_stats(x.values, 1).mean, rtol=1e-14)
+    np.testing.assert_array_equal(np.load(out), rs.to_normalizer()(x.values))
+    assert not (tmp_path / "b.npy").exists()
