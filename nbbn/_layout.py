@@ -85,6 +85,8 @@ def as_array(x, what: str = "input") -> np.ndarray:
         # fail in numpy's promotion: their columns are checked first)
         if not type(x).__module__.startswith("pandas") and (bad := _non_numeric_columns(x)):
             raise _columns_error(x, bad, what)
+        if is_dask_frame(x):  # (its columns checked above, before anything is computed)
+            x = x.compute()  # as pandas: nullable columns read as float64, pd.NA as NaN
         try:
             arr = np.asarray(x)
         except ValueError as exc:  # numpy's words for a ragged nested list
@@ -113,6 +115,14 @@ def _nullable_pandas(x, arr: np.ndarray) -> np.ndarray:
     if not type(x).__module__.startswith("pandas") or _non_numeric_columns(x):
         return arr
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def is_dask_frame(x) -> bool:
+    """True for a dask DataFrame or Series (their columns have pandas dtypes; tested
+    without importing dask)."""
+    return type(x).__module__.startswith(("dask", "dask_expr")) and hasattr(
+        x, "to_dask_array") and hasattr(x, "compute") and hasattr(x, "dtype" if getattr(
+            x, "ndim", 2) == 1 else "dtypes")
 
 
 def _columns_error(x, bad: list[str], what: str) -> TypeError:
@@ -149,13 +159,14 @@ def _pandas_numeric(dt) -> bool:
 
 
 def _non_numeric_columns(x) -> list[str]:
-    """A pandas, polars or pyarrow table's (or column's) columns that hold no numbers, as
+    """A pandas, dask, polars or pyarrow table's (or column's) columns that hold no numbers, as
     "name (dtype)" (bool, date, time and duration ones included); empty for anything
     else."""
     module = type(x).__module__
-    if module.startswith(("pandas", "polars")):
-        numeric = _pandas_numeric if module.startswith("pandas") else polars_numeric
+    if module.startswith(("pandas", "polars")) or is_dask_frame(x):
+        numeric = polars_numeric if module.startswith("polars") else _pandas_numeric
         pairs: Any = (zip(x.columns, x.dtypes, strict=True) if hasattr(x, "columns")
+                      and getattr(x, "ndim", 2) == 2  # (a dask Series has .columns)
                       else [(getattr(x, "name", None), getattr(x, "dtype", None))])
     elif module.startswith("pyarrow") and (hasattr(x, "schema") or hasattr(x, "type")):
         numeric = arrow_numeric

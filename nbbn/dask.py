@@ -34,24 +34,24 @@ from .running_stats import RunningStats
 __all__ = ["channel_stats"]
 
 
-def _is_dask_frame(x) -> bool:
-    return type(x).__module__.startswith(("dask", "dask_expr")) and hasattr(
-        x, "to_dask_array") and hasattr(x, "columns")
-
-
 def _frame_array(x, channel_axis):
     """A dask DataFrame's columns as a lazy 2-d dask array (rows of unknown count per
-    partition; nothing computed: ``np.asarray`` of it computed every partition)."""
+    partition; nothing computed: ``np.asarray`` of it computed every partition). Its
+    columns are read as ``update`` reads a pandas DataFrame's: nullable and Arrow
+    numeric columns as float64 (``pd.NA`` as NaN), others refused."""
+    from ._layout import _pandas_numeric
+
     if channel_axis not in (1, -1):
         raise ValueError(f"the channels of a dask DataFrame are its columns: channel_axis "
                          f"must be 1 or -1, got {channel_axis!r}")
-    other = {str(c): str(dt) for c, dt in x.dtypes.items()
-             if not isinstance(dt, np.dtype) or dt.kind not in "iuf"}
+    dtypes = dict(x.dtypes.items())
+    other = {str(c): str(dt) for c, dt in dtypes.items() if not _pandas_numeric(dt)}
     if other:
         raise TypeError(f"the dask DataFrame has columns {other} that are not integer or "
-                        "floating numpy dtypes: select the numeric columns, or cast them "
-                        "(ddf.astype('float64'): a nullable column's missing values NaN)")
-    return x.to_dask_array()
+                        "floating: select the numeric columns, or cast them "
+                        "(ddf.astype('float64'))")
+    nullable = {c: "float64" for c, dt in dtypes.items() if not isinstance(dt, np.dtype)}
+    return (x.astype(nullable) if nullable else x).to_dask_array()
 
 
 def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
@@ -61,7 +61,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     takes them)."""
     da = import_extra("dask.array", "dask", "nbbn.dask")
     from ._labels import frame_columns
-    from ._layout import as_array, check_dtype, is_device_array, normalize_axis
+    from ._layout import as_array, check_dtype, is_dask_frame, is_device_array, normalize_axis
     from .backends import is_dask_array, is_xarray
 
     coord = None
@@ -74,7 +74,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
         x = x.data
     else:
         axis = channel_axis
-    if _is_dask_frame(x):
+    if is_dask_frame(x):
         x = _frame_array(x, channel_axis)
     if not is_dask_array(x):
         # (a host array-like read as nbbn reads it: DataFrames, nullable columns, and
@@ -119,7 +119,9 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     x : dask.array.Array, xarray.DataArray or DataFrame
         The data: a dask DataFrame is read lazily through ``to_dask_array`` (its
         columns the channels, named as ``update`` names them, as are a pandas or
-        polars DataFrame's); other arrays are wrapped with ``dask.array.asarray``.
+        polars DataFrame's; nullable and Arrow numeric columns read as float64, ``pd.NA``
+        as NaN, as ``update`` reads a pandas DataFrame's); other arrays are wrapped with
+        ``dask.array.asarray``.
     channel_axis : int or str, default 1
         The channel axis; a dimension name for a DataArray.
     nan_policy : {"propagate", "omit", "raise"}, default "propagate"

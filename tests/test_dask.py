@@ -556,3 +556,44 @@ def test_lazy_statistics_of_dataframes_stay_lazy_and_keep_the_column_names():
         nbbn.dask.channel_stats(ddf, 0)
     with pytest.raises(TypeError, match=r"columns \{'s': '.*'\} that are not integer"):
         nbbn.dask.channel_stats(dd.from_pandas(pdf.assign(s="x"), npartitions=2), -1)
+
+
+def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
+    """Nullable and Arrow numeric columns (``Int64``, ``Float32``, ``float64[pyarrow]``),
+    which ``update`` of a pandas DataFrame reads as float64 with ``pd.NA`` as NaN: a
+    dask DataFrame of them was computed whole, then refused (``update``), or refused
+    (``nbbn.dask.channel_stats``). Now read as pandas, lazily by ``channel_stats``; a
+    column of no numbers is refused before any partition is computed."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    calls = []
+
+    def seen(part):
+        calls.append(len(part))
+        return part
+
+    pdf = pd.DataFrame({"a": [1.0, 2, 3, 4, 5], "b": pd.array([1, 2, None, 4, 7], "Int64"),
+                        "c": pd.array([1.5, 2, 3, 4, 0], "Float32"),
+                        "d": pd.array([1.0, 2, 3, None, 1], "float64[pyarrow]")})
+    ddf = dd.from_pandas(pdf, npartitions=2).map_partitions(seen, meta=pdf.iloc[:0])
+    for policy in ("propagate", "omit"):
+        eager = nbbn.RunningStats(1, nan_policy=policy).update(pdf)
+        calls.clear()
+        lazy = nbbn.dask.channel_stats(ddf, -1, nan_policy=policy)
+        assert calls == []
+        for rs in (lazy.compute(), nbbn.RunningStats(1, nan_policy=policy).update(ddf)):
+            assert rs.channel_names == eager.channel_names == ("a", "b", "c", "d")
+            np.testing.assert_allclose(rs.mean, eager.mean, rtol=1e-15)
+            np.testing.assert_allclose(rs.var, eager.var, rtol=1e-15)
+            np.testing.assert_array_equal(rs.nan_count, eager.nan_count)
+    bad = dd.from_pandas(pdf.assign(t=pd.array([True, None, False, True, True], "boolean")),
+                         npartitions=2).map_partitions(seen, meta=pdf.iloc[:0].assign(
+                             t=pd.array([], "boolean")))
+    calls.clear()
+    rs = nbbn.RunningStats(1)
+    with pytest.raises(TypeError, match=r"column 't' \(boolean\)"):
+        rs.update(bad)
+    with pytest.raises(TypeError, match=r"columns \{'t': 'boolean'\} that are not integer"):
+        nbbn.dask.channel_stats(bad, -1)
+    assert calls == [] and rs.num_channels is None
+
