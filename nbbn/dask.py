@@ -41,6 +41,10 @@ def _frame_array(x, channel_axis):
     numeric columns as float64 (``pd.NA`` as NaN), others refused."""
     from ._layout import _pandas_numeric
 
+    if getattr(x, "ndim", 2) == 1:  # (a dask Series has .columns and .to_dask_array too)
+        raise TypeError("nbbn.dask.channel_stats takes a dask DataFrame, whose columns are "
+                        "the channels, not a dask Series: pass series.to_frame() for the "
+                        "statistics of its values as one channel")
     if channel_axis not in (1, -1):
         raise ValueError(f"the channels of a dask DataFrame are its columns: channel_axis "
                          f"must be 1 or -1, got {channel_axis!r}")
@@ -120,7 +124,8 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
         The data: a dask DataFrame is read lazily through ``to_dask_array`` (its
         columns the channels, named as ``update`` names them, as are a pandas or
         polars DataFrame's; nullable and Arrow numeric columns read as float64, ``pd.NA``
-        as NaN, as ``update`` reads a pandas DataFrame's); other arrays are wrapped with
+        as NaN, as ``update`` reads a pandas DataFrame's; a dask Series is a
+        ``TypeError``: pass ``series.to_frame()``); other arrays are wrapped with
         ``dask.array.asarray``.
     channel_axis : int or str, default 1
         The channel axis; a dimension name for a DataArray.

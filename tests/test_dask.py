@@ -597,3 +597,16 @@ def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
         nbbn.dask.channel_stats(bad, -1)
     assert calls == [] and rs.num_channels is None
 
+
+def test_a_dask_series_is_refused_by_the_lazy_statistics_with_what_to_pass():
+    # channel_stats(series, -1) failed with an AttributeError ('Float64DType' object has
+    # no attribute 'items'), channel_stats(series, 0) said a DataFrame's channels are
+    # its columns
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    ddf = dd.from_pandas(pd.DataFrame({"a": [1.0, 2, 3, 4]}), npartitions=2)
+    for axis in (-1, 0, 1):
+        with pytest.raises(TypeError, match=r"not a dask Series: pass series.to_frame\(\)"):
+            nbbn.dask.channel_stats(ddf.a, axis)
+    rs = nbbn.dask.channel_stats(ddf.a.to_frame(), -1).compute()
+    assert rs.mean.tolist() == [2.5] and rs.channel_names == ("a",)
