@@ -44,7 +44,8 @@ How each kind is read:
 * dask arrays, and xarray DataArrays whose data is one (:class:`ChunkedSource`): a
   shard per block of rows of the axis-0 chunks, so no chunk is computed twice; a
   DataArray keeps its channel coordinate (``channel_coord``). A dask array is
-  identified by its dask name only: its data cannot be checked on resume.
+  identified by its dask name only: its data cannot be checked on resume. A dask
+  DataFrame or Series is a ``TypeError`` naming what to pass instead.
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
@@ -79,6 +80,7 @@ from typing import Any
 import numpy as np
 
 from ._labels import check_coords, frame_columns, shown
+from ._layout import is_dask_frame
 from ._shards import (
     ArrayShard,
     Shard,
@@ -574,6 +576,14 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
         _check_one_kind(os.fspath(source))
         _check_nested(os.fspath(source))
 
+    if is_dask_frame(source):  # (it was iterated over its column names, or refused
+        # as "not a table" with columns=, or as an iterable by transform)
+        raise TypeError(
+            f"nbbn.fit and nbbn.transform do not read a dask {type(source).__name__} (the "
+            "row counts of its partitions are not known): for its statistics, use "
+            "nbbn.dask.channel_stats(ddf, -1) (lazy; its columns the channels, named); to "
+            "fit or transform it, pass ddf[columns].to_dask_array(lengths=True) (a dask "
+            "array: its columns by position; the lengths are computed first)")
     if looks_like_images(source):  # image files: a folder, glob, list or file
         _refuse_for_images(key, columns)
         return ImageSource(source)

@@ -610,3 +610,33 @@ def test_a_dask_series_is_refused_by_the_lazy_statistics_with_what_to_pass():
             nbbn.dask.channel_stats(ddf.a, axis)
     rs = nbbn.dask.channel_stats(ddf.a.to_frame(), -1).compute()
     assert rs.mean.tolist() == [2.5] and rs.channel_names == ("a",)
+
+
+def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
+    # fit iterated over the column names ("item 0 must have a real floating ... dtype
+    # <U1", or "item 0 of the iterable is 0-d"), fit(columns=) said "the source is not a
+    # table", transform "cannot write an iterable source"
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    calls = []
+
+    def seen(part):
+        calls.append(len(part))
+        return part
+
+    pdf = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 2, 3, 5]})
+    ddf = dd.from_pandas(pdf, npartitions=2).map_partitions(seen, meta=pdf.iloc[:0])
+    numbered = dd.from_pandas(pd.DataFrame(np.ones((4, 2))), npartitions=1)
+    rs = nbbn.fit(pdf, progress=False)
+    what = r"do not read a dask (DataFrame|Series).*nbbn.dask.channel_stats\(ddf, -1\).*" \
+           r"to_dask_array\(lengths=True\)"
+    for call in (lambda: nbbn.fit(ddf, progress=False),
+                 lambda: nbbn.fit(ddf, columns=["a"], progress=False),
+                 lambda: nbbn.fit(numbered, progress=False),
+                 lambda: nbbn.fit(ddf.a, progress=False),
+                 lambda: nbbn.transform(ddf, rs, tmp_path / "y.npy", progress=False)):
+        with pytest.raises(TypeError, match=what):
+            call()
+    assert calls == [] and list(tmp_path.iterdir()) == []
+    got = nbbn.fit(ddf.to_dask_array(lengths=True), progress=False)  # as the error says
+    np.testing.assert_allclose(got.mean, rs.mean, rtol=1e-15)
