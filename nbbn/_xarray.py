@@ -23,7 +23,8 @@ def stats_dataset(rs: Any, dim: str | None, coord: tuple | None):
         The channel dimension's name; None: ``coord``'s, a named ``channel_axis``, or
         ``"channel"``.
     coord : tuple or None
-        ``(dimension name, coordinate values or None)`` of the last xarray input.
+        ``(dimension name, coordinate values or None)`` of the first xarray input with
+        a channel coordinate, else of the first xarray input (``kept_coord``).
 
     Returns
     -------

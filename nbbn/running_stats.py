@@ -639,13 +639,16 @@ class RunningStats:
         """The statistics as an ``xarray.Dataset`` over the channel dimension.
 
         Variables ``count``, ``mean``, ``var``, ``std``, ``min``, ``max``,
-        ``nan_count``; the channel coordinate of the last xarray input, when it had one.
+        ``nan_count``; the channel coordinate of the first xarray input that had one
+        (the labels of later inputs, and of merged statistics, are checked against it
+        and never replace it).
 
         Parameters
         ----------
         dim : str, optional
-            The channel dimension's name. Default: that of the last xarray input,
-            ``channel_axis`` when it is a name, else ``"channel"``.
+            The channel dimension's name. Default: that of the first xarray input with
+            a channel coordinate (else of the first xarray input), ``channel_axis`` when
+            it is a name, else ``"channel"``.
 
         Returns
         -------
