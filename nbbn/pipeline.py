@@ -194,6 +194,9 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         Continue from ``checkpoint``: its statistics and position are used. The shards
         already counted must be unchanged (path, size, modification time, shape, dtype);
         shards not read yet may have changed or been added and are read as they are now.
+        A dask array is identified by its dask name only (``da.from_zarr`` derives it
+        from the path, not the data): nbbn cannot check its data, so a change to rows
+        already counted goes unseen; fit the path instead to have its files checked.
         If the file does not exist yet the fit starts from the beginning, so one command
         line serves for the first run and every restart.
     key : str or int, optional
