@@ -20,6 +20,7 @@ array([ 9.5, 11.5, 13.5])
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,21 @@ def transform(x, norm, out, dtype=None):
     if isinstance(out, (str, Path)) and str(out).endswith(".zarr"):
         y = _regular_chunks(y)
         zarr = import_extra("zarr", "zarr", "writing zarr arrays")
+        import dask.array as da
+
         with zarr_store_beside(Path(out)) as store:  # (swapped in whole, or the old kept)
-            y.to_zarr(str(store.path))  # (an empty folder, which holds the lock)
+            # (mode "w-": into the empty folder, which holds the lock, as it is)
+            z = zarr.open_array(str(store.path), mode="w-", shape=y.shape, dtype=y.dtype,
+                                chunks=tuple(max(c[0], 1) for c in y.chunks))
+            chunks = _ClosableTarget(z)
+            try:
+                da.store(y, chunks, lock=False)
+            finally:
+                # on an error the scheduler returns while its threads still run tasks:
+                # their writes recreated the folders of the temporary store after the
+                # abort removed it. Writes are refused from here on, and those in
+                # flight end before the store is swapped in or removed
+                chunks.close()
         return zarr.open_array(str(out), mode="r")
     writer = open_writer(out, tuple(y.shape), np.dtype(y.dtype), max(1, y.chunks[0][0]))
     try:
@@ -209,6 +223,46 @@ def transform(x, norm, out, dtype=None):
         writer.abort()
         raise
     return writer.result
+
+
+class _ClosableTarget:
+    """A ``da.store`` target that writes into ``target`` until :meth:`close`, which
+    refuses later writes and waits for those in flight (tasks on this process's
+    threads). A copy in another process (a pickled task of a process pool or a cluster)
+    writes unguarded, as ``to_zarr`` did: this guards the threaded scheduler's tasks."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.shape, self.dtype, self.ndim = target.shape, target.dtype, target.ndim
+        self.chunks = getattr(target, "chunks", None)
+        self._cond = threading.Condition()
+        self._writing = 0
+        self._closed = False
+
+    def __getstate__(self) -> dict:
+        return {"target": self.target}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["target"])  # type: ignore[misc]
+
+    def __setitem__(self, key, value) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the store was closed: the transform has ended (another "
+                                   "task failed); this chunk is not written")
+            self._writing += 1
+        try:
+            self.target[key] = value
+        finally:
+            with self._cond:
+                self._writing -= 1
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Refuse writes from now on; return once none is in flight."""
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._writing == 0)
 
 
 def _shares_memory() -> bool:

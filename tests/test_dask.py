@@ -640,3 +640,36 @@ def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
     assert calls == [] and list(tmp_path.iterdir()) == []
     got = nbbn.fit(ddf.to_dask_array(lengths=True), progress=False)  # as the error says
     np.testing.assert_allclose(got.mean, rs.mean, rtol=1e-15)
+
+
+def _first_fails_others_lag(block, block_info=None):
+    import time
+
+    if block_info[0]["chunk-location"][0] == 0:
+        raise RuntimeError("boom")
+    time.sleep(0.3)
+    return block
+
+
+def test_a_failed_threaded_transform_to_zarr_leaves_no_temporary_store(tmp_path, rng):
+    # the threaded scheduler raises the first error while its threads still run the
+    # other tasks: their chunks were written after the temporary store was removed,
+    # which recreated its folders (".o.zarr.XXXX.nbbn-tmp/c/..." was left behind)
+    import time
+
+    import dask
+
+    zarr = pytest.importorskip("zarr")
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    rs = nbbn.channel_stats(x, 1)
+    out = tmp_path / "o.zarr"
+    nbbn.transform(da.from_array(x, chunks=(2, 3)), rs, out)
+    bad = da.from_array(x * 2, chunks=(2, 3)).map_blocks(
+        _first_fails_others_lag, dtype=x.dtype, meta=np.empty((0, 0), np.float32))
+    with dask.config.set(scheduler="threads", num_workers=4), \
+            pytest.raises(RuntimeError, match="boom"):
+        nbbn.transform(bad, rs, out)
+    time.sleep(1.0)  # (the lagging tasks end)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...],
+                                  rs.to_normalizer()(x))
