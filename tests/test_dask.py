@@ -524,6 +524,20 @@ def test_split_every_shapes_the_tree():
     assert tasks[2] > tasks[16]
 
 
+def _counted(pdf, npartitions: int, meta=None):
+    """A dask DataFrame of ``pdf`` in ``npartitions`` that records the length of each
+    partition computed, and that list."""
+    dd = pytest.importorskip("dask.dataframe")
+    calls: list[int] = []
+
+    def seen(part):
+        calls.append(len(part))
+        return part
+
+    return dd.from_pandas(pdf, npartitions=npartitions).map_partitions(
+        seen, meta=pdf.iloc[:0] if meta is None else meta), calls
+
+
 def test_lazy_statistics_of_dataframes_stay_lazy_and_keep_the_column_names():
     """``nbbn.dask.channel_stats`` of a dask DataFrame computed every partition while the
     graph was built (``np.asarray`` of it), and the statistics of any DataFrame came
@@ -531,15 +545,9 @@ def test_lazy_statistics_of_dataframes_stay_lazy_and_keep_the_column_names():
     position. Now: nothing computed before ``compute``, names as ``update`` gives."""
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
-    calls = []
-
-    def seen(part):
-        calls.append(len(part))
-        return part
-
     pdf = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10) * 3,
                         "c": np.arange(10, dtype=np.int16)})
-    ddf = dd.from_pandas(pdf, npartitions=3).map_partitions(seen, meta=pdf.iloc[:0])
+    ddf, calls = _counted(pdf, 3)
     calls.clear()
     lazy = nbbn.dask.channel_stats(ddf, -1)
     assert calls == []
@@ -565,17 +573,11 @@ def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
     (``nbbn.dask.channel_stats``). Now read as pandas, lazily by ``channel_stats``; a
     column of no numbers is refused before any partition is computed."""
     pd = pytest.importorskip("pandas")
-    dd = pytest.importorskip("dask.dataframe")
-    calls = []
-
-    def seen(part):
-        calls.append(len(part))
-        return part
-
+    pytest.importorskip("dask.dataframe")
     pdf = pd.DataFrame({"a": [1.0, 2, 3, 4, 5], "b": pd.array([1, 2, None, 4, 7], "Int64"),
                         "c": pd.array([1.5, 2, 3, 4, 0], "Float32"),
                         "d": pd.array([1.0, 2, 3, None, 1], "float64[pyarrow]")})
-    ddf = dd.from_pandas(pdf, npartitions=2).map_partitions(seen, meta=pdf.iloc[:0])
+    ddf, calls = _counted(pdf, 2)
     for policy in ("propagate", "omit"):
         eager = nbbn.RunningStats(1, nan_policy=policy).update(pdf)
         calls.clear()
@@ -586,10 +588,8 @@ def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
             np.testing.assert_allclose(rs.mean, eager.mean, rtol=1e-15)
             np.testing.assert_allclose(rs.var, eager.var, rtol=1e-15)
             np.testing.assert_array_equal(rs.nan_count, eager.nan_count)
-    bad = dd.from_pandas(pdf.assign(t=pd.array([True, None, False, True, True], "boolean")),
-                         npartitions=2).map_partitions(seen, meta=pdf.iloc[:0].assign(
-                             t=pd.array([], "boolean")))
-    calls.clear()
+    bad, calls = _counted(pdf.assign(t=pd.array([True, None, False, True, True], "boolean")),
+                          2, meta=pdf.iloc[:0].assign(t=pd.array([], "boolean")))
     rs = nbbn.RunningStats(1)
     with pytest.raises(TypeError, match=r"column 't' \(boolean\)"):
         rs.update(bad)
@@ -618,14 +618,8 @@ def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
     # table", transform "cannot write an iterable source"
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
-    calls = []
-
-    def seen(part):
-        calls.append(len(part))
-        return part
-
     pdf = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 2, 3, 5]})
-    ddf = dd.from_pandas(pdf, npartitions=2).map_partitions(seen, meta=pdf.iloc[:0])
+    ddf, calls = _counted(pdf, 2)
     numbered = dd.from_pandas(pd.DataFrame(np.ones((4, 2))), npartitions=1)
     rs = nbbn.fit(pdf, progress=False)
     what = r"do not read a dask (DataFrame|Series).*nbbn.dask.channel_stats\(ddf, -1\).*" \
