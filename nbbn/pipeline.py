@@ -323,6 +323,7 @@ class _FitRun:
         self.rollback: _Rollback | None = None
         self.channels_said = False
         self.rows_done = self.bytes_done = 0
+        self.saved_rows: int | None = None  # the rows the checkpoint file holds, if any
         self.fingerprint = src.fingerprint() if cfg.checkpoint is not None else None
         self.fingerprint_bytes = None if cfg.checkpoint is None else \
             encode_fingerprint(self.fingerprint)  # (once: it is most of each write)
@@ -369,6 +370,7 @@ class _FitRun:
             self.stats._channel_coord = kept_coord(self.stats._channel_coord,
                                                    getattr(self.src, "channel_coord", None))
         self.rows_done, self.bytes_done = ck.rows_done, ck.bytes_done
+        self.saved_rows = ck.rows_done
         self.pos = Position(ck.position["shard"], ck.position["row"],
                             ck.position.get("digest"))
         done = " (complete; only shards added since are read)" if ck.complete else ""
@@ -394,6 +396,7 @@ class _FitRun:
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
             stats, position, self.fingerprint, self.settings, rows, nbytes, complete,
             fingerprint_bytes=self.fingerprint_bytes))
+        self.saved_rows = rows
 
     def _inside_unchecked(self) -> _Rollback | None:
         """The state before the current shard when the position is inside a shard whose
@@ -543,7 +546,15 @@ class _FitRun:
         rb = self._inside_unchecked()
         try:
             self.write()  # (inside such a shard: the state before it)
-        except Exception:  # noqa: BLE001 - the original error matters more
+        except Exception as again:  # noqa: BLE001 - the original error matters more
+            if self.saved_rows is not None and again is not exc:
+                # (the write itself failed: a folder made read-only, a full disk) the
+                # file as last written stays whole (written beside it, then renamed)
+                add_note(exc, "nbbn: the checkpoint {path} could not be written again "
+                         "({why}); it holds the statistics of the {rows:,} " + self._unit()
+                         + " of its last save, which {resume} continues",
+                         path=self.cfg.checkpoint, why=f"{type(again).__name__}: {again}",
+                         rows=self.saved_rows, resume=_RESUME)
             return
         where = ("before {shard} were saved to {path} (the rows read from it are not kept: "
                  "its checksum is checked only at its end)") if rb else \

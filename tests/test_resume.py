@@ -125,6 +125,36 @@ def test_ctrl_c_without_checkpoint_keeps_the_partial_stats(shards, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_checkpoint_that_can_no_longer_be_written_says_what_it_holds(shards, tmp_path,
+                                                                         monkeypatch):
+    """The checkpoint's folder made read-only (or a full disk) during a fit: the error
+    was a bare PermissionError; a note now says that the file still holds its last
+    save, and how many rows that is, which a resume continues."""
+    from nbbn import pipeline
+
+    ck = tmp_path / "fit.ckpt"
+    real, calls = pipeline.save_checkpoint, []
+
+    def fails_after_two(path, c):
+        calls.append(c.rows_done)
+        if len(calls) > 2:
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path, c)
+
+    monkeypatch.setattr(pipeline, "save_checkpoint", fails_after_two)
+    with pytest.raises(PermissionError) as e:
+        fit(shards, batch_size=25, checkpoint=ck, checkpoint_interval=0)
+    monkeypatch.undo()
+    held = load_checkpoint(ck).rows_done
+    assert held == calls[1] > 0 and len(calls) == 4  # (the failed write, then once more)
+    if sys.version_info >= (3, 11):
+        note = " ".join(e.value.__notes__)
+        assert f"could not be written again (PermissionError: [Errno 13] Permission " \
+               f"denied: '{ck}'); it holds the statistics of the {held} rows of its last " \
+               "save, which resume=True continues" in note, note
+    assert same_bits(fit(shards, checkpoint=ck, resume=True), fit(shards, batch_size=25))
+
+
 def test_error_midway_saves_progress_and_resume_reads_the_fixed_shard(shards, tmp_path):
     good = np.load(shards / "s3.npy")
     bad = good.copy()
