@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from ._wording import Param, python_spelling, spell, spell_notes
 
 __all__ = ["USER_DATA_COMMANDS", "USER_ERRORS", "cli_speller", "interrupted_message",
-           "one_line"]
+           "one_line", "respelled"]
 
 # Commands that read the user's files: their ValueError, TypeError, OSError and
 # ImportError (a missing optional extra) are user errors, reported in one line.
@@ -111,6 +111,30 @@ def one_line(exc: BaseException, sub: argparse.ArgumentParser | None = None,
     if notes:
         text += " (" + " ".join(notes) + ")"
     return " ".join(_respell_literals(text, sub, speller, keep).split())
+
+
+def respelled(lines: Sequence[str], sub: argparse.ArgumentParser | None,
+              keep: Sequence[str] = ()) -> list[str]:
+    """Messages kept as text (the reasons of ``RunningStats.skipped``) with
+    ``name=value`` spelled as ``sub``'s options (``mode='RGB'`` -> ``--mode RGB``), as
+    :func:`one_line` spells an error's; ``keep`` as there.
+
+    Parameters
+    ----------
+    lines : sequence of str
+        The messages.
+    sub : argparse.ArgumentParser or None
+        The subcommand's parser.
+    keep : sequence of str, optional
+        The command's own arguments, not respelled where a message repeats one.
+
+    Returns
+    -------
+    list of str
+        The messages, respelled.
+    """
+    speller = cli_speller(sub)
+    return [_respell_literals(line, sub, speller, keep) for line in lines]
 
 
 # ``name=<Python literal>`` in a message raised without nbbn._wording (nan_policy='raise'),

@@ -337,8 +337,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             stats.save(args.output)
             print(f"nbbn fit: wrote {args.output}", file=sys.stderr)
     if stats.skipped:
-        n = len(stats.skipped)
-        print(f"nbbn fit: skipped {n} file{'s' * (n != 1)}:", *stats.skipped, sep="\n  ",
+        from ._cli_errors import respelled
+
+        n = len(stats.skipped)  # (the reasons' advice in this command's options)
+        reasons = respelled(stats.skipped, _subcommand(build_parser(), "fit"), sys.argv[1:])
+        print(f"nbbn fit: skipped {n} file{'s' * (n != 1)}:", *reasons, sep="\n  ",
               file=sys.stderr)
     return 0
 

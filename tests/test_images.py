@@ -407,6 +407,18 @@ def test_cli_fit_histogram_info_percentiles_skips(rgb_folder, tmp_path, capsys):
     assert "zz.png: not an image file" in capsys.readouterr().err
 
 
+def test_cli_skip_reasons_give_the_commands_options(tmp_path, capsys):
+    """``nbbn fit --on-error skip`` listed a skipped image's advice in Python's spelling
+    ("pass mode='RGB'"), where the same error without skip says "--mode RGB"."""
+    PIL_Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "b.png")
+    assert main(["fit", str(tmp_path), "--on-error", "skip", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "b.png: the image has 3 channels" in err and "pass --mode RGB (colour) or " \
+        "--mode L (grayscale)" in err and "mode='RGB'" not in err, err
+    assert "mode='RGB'" in fit(ImageSource(tmp_path, on_error="skip")).skipped[0]
+
+
 def test_cmyk_is_resized_as_cmyk(tmp_path, rng):
     """size= resizes a CMYK image in its own mode (as torchvision's Resize of the Pillow
     image); as an RGBA array its K channel was an alpha to premultiply by."""
