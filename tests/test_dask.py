@@ -524,7 +524,7 @@ def test_split_every_shapes_the_tree():
     assert tasks[2] > tasks[16]
 
 
-def _counted(pdf, npartitions: int, meta=None):
+def _counting_frame(pdf, npartitions: int, meta=None):
     """A dask DataFrame of ``pdf`` in ``npartitions`` that records the length of each
     partition computed, and that list."""
     dd = pytest.importorskip("dask.dataframe")
@@ -547,7 +547,7 @@ def test_lazy_statistics_of_dataframes_stay_lazy_and_keep_the_column_names():
     dd = pytest.importorskip("dask.dataframe")
     pdf = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10) * 3,
                         "c": np.arange(10, dtype=np.int16)})
-    ddf, calls = _counted(pdf, 3)
+    ddf, calls = _counting_frame(pdf, 3)
     calls.clear()
     lazy = nbbn.dask.channel_stats(ddf, -1)
     assert calls == []
@@ -577,7 +577,7 @@ def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
     pdf = pd.DataFrame({"a": [1.0, 2, 3, 4, 5], "b": pd.array([1, 2, None, 4, 7], "Int64"),
                         "c": pd.array([1.5, 2, 3, 4, 0], "Float32"),
                         "d": pd.array([1.0, 2, 3, None, 1], "float64[pyarrow]")})
-    ddf, calls = _counted(pdf, 2)
+    ddf, calls = _counting_frame(pdf, 2)
     for policy in ("propagate", "omit"):
         eager = nbbn.RunningStats(1, nan_policy=policy).update(pdf)
         calls.clear()
@@ -588,8 +588,9 @@ def test_nullable_columns_of_a_dask_dataframe_are_read_as_pandas_reads_them():
             np.testing.assert_allclose(rs.mean, eager.mean, rtol=1e-15)
             np.testing.assert_allclose(rs.var, eager.var, rtol=1e-15)
             np.testing.assert_array_equal(rs.nan_count, eager.nan_count)
-    bad, calls = _counted(pdf.assign(t=pd.array([True, None, False, True, True], "boolean")),
-                          2, meta=pdf.iloc[:0].assign(t=pd.array([], "boolean")))
+    bad, calls = _counting_frame(
+        pdf.assign(t=pd.array([True, None, False, True, True], "boolean")), 2,
+        meta=pdf.iloc[:0].assign(t=pd.array([], "boolean")))
     rs = nbbn.RunningStats(1)
     with pytest.raises(TypeError, match=r"column 't' \(boolean\)"):
         rs.update(bad)
@@ -619,7 +620,7 @@ def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
     pdf = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 2, 3, 5]})
-    ddf, calls = _counted(pdf, 2)
+    ddf, calls = _counting_frame(pdf, 2)
     numbered = dd.from_pandas(pd.DataFrame(np.ones((4, 2))), npartitions=1)
     rs = nbbn.fit(pdf, progress=False)
     what = r"do not read a dask (DataFrame|Series).*nbbn.dask.channel_stats\(ddf, -1\).*" \
