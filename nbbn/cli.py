@@ -451,11 +451,12 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ._compile_notice import announce_compiles
-    from .pipeline import transform
+    from .pipeline import refuse_written_into_source, transform
 
     announce_compiles()
     if not (math.isfinite(args.eps) and args.eps >= 0):
         raise ValueError(f"--eps must be finite and >= 0, got {args.eps:g}")
+    refuse_written_into_source(args.source, args.output)  # (before the statistics are read)
     stats = _load_stats(args.stats)
     result = transform(
         args.source,

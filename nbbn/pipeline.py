@@ -590,9 +590,10 @@ class _Rollback:
 
 
 def written_into_input(source: str, path: str, checkpointed: bool = True) -> str | None:
-    """Why a file written at ``path`` (a checkpoint, ``nbbn fit -o``) would change what
-    the next fit of ``source`` reads, in words that follow the path in a message (the
-    advice included); None when it would not. It would:
+    """Why a file written at ``path`` (a checkpoint, ``nbbn fit -o``, a new output of
+    ``transform``) would change what the next fit of ``source`` reads, in words that
+    follow the path in a message (the advice included); None when it would not. It
+    would:
 
     * be inside ``source``, a zarr store (read as one shard, whose fingerprint covers
       every file in it), whatever its name: the checkpoint, of this fit or the next,
@@ -766,7 +767,9 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     out : path, numpy array or zarr array
         A path ending in ``.npy`` (written through a temporary file in the same folder and
         renamed when complete) or ``.zarr``, or an existing array of the source's shape
-        with a float16/32/64 dtype. Must not be the source itself.
+        with a float16/32/64 dtype. Must not be the source itself, nor a new file that
+        the next fit of a folder or glob ``source`` would read as its data (such as a
+        ``.npy`` at the folder's top level), as for ``nbbn fit -o``.
     channel_axis : int, optional
         The source's channel axis; default that of the statistics or normalizer.
     batch_size : int, optional
@@ -797,8 +800,10 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     ------
     ValueError, TypeError
         The source, statistics, output or dtype do not fit together (channels, shape,
-        dtype), ``out`` is the source itself, or the source is an iterable.
+        dtype), ``out`` is the source itself or would be read as its data by the next
+        fit, or the source is an iterable.
     """
+    refuse_written_into_source(source, out)
     if isinstance(stats_or_normalizer, (str, Path)):
         stats_or_normalizer = RunningStats.load(stats_or_normalizer)
     names = getattr(stats_or_normalizer, "channel_names", None)
@@ -838,6 +843,38 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         return _write_all(src, norm, writer, bs, progress)
     finally:
         src.close()
+
+
+def refuse_written_into_source(source, out) -> None:
+    """Raise ValueError when ``out``, a path that does not exist yet, would be read as
+    data of the path ``source`` by its next fit (or make it refuse the folder):
+    ``written_into_input``, as for ``nbbn fit -o``. Checked before anything is read or
+    written. An ``out`` that exists and is one of the source's files is refused as its
+    input (``_refuse_own_input``), once the source is open.
+
+    Parameters
+    ----------
+    source : object
+        The transform's source; only a path (folder, glob, file) is checked.
+    out : object
+        The transform's output; only a path is checked.
+
+    Raises
+    ------
+    ValueError
+        The next fit of ``source`` would read ``out`` as data, or refuse the folder.
+    """
+    if not isinstance(source, (str, os.PathLike)) or not isinstance(out, (str, os.PathLike)):
+        return
+    if os.path.exists(out):
+        return
+    why = written_into_input(os.fspath(source), os.fspath(out), checkpointed=False)
+    if why is not None:
+        from ._images import looks_like_images
+
+        if looks_like_images(os.fspath(source)):  # (refused once open: transform does not
+            return  # write images, which says more than where its output would go)
+        raise worded(ValueError, "{out} {why}", out=Param("out", os.fspath(out)), why=why)
 
 
 def _open_for_transform(source, key, axis, columns, names) -> Source:

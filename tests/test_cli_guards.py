@@ -122,6 +122,22 @@ def test_fit_output_is_an_input_image(tmp_path, capsys):
     assert (tmp_path / "a.png").read_bytes() == before
 
 
+def test_transform_output_the_next_fit_would_read_is_refused(tmp_path, capsys):
+    """``nbbn transform sh --stats st.npz -o sh/y.npy`` was written into the folder, and
+    the next ``nbbn fit sh`` counted it as a shard; refused now, as ``nbbn fit -o`` is,
+    before the statistics are read (a missing --stats is not reached)."""
+    sh = tmp_path / "sh"
+    sh.mkdir()
+    np.save(sh / "a.npy", np.arange(30.0).reshape(10, 3))
+    for stats in (tmp_path / "st.npz", tmp_path / "missing.npz"):
+        if stats.name == "st.npz":
+            nbbn.fit(str(sh), progress=False).save(stats)
+        user_error(["transform", str(sh), "--stats", str(stats), "-o", str(sh / "y.npy"),
+                    "--no-progress"], capsys, f"-o {sh / 'y.npy'} would be read as data of",
+                   "write it outside the folder")
+    assert sorted(os.listdir(sh)) == ["a.npy"]
+
+
 # ----------------------------------------------- 2. transform by the saved column names
 def test_transform_table_uses_the_saved_column_names(tmp_path, capsys, rng):
     pd = pytest.importorskip("pandas")

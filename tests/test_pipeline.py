@@ -517,6 +517,35 @@ def test_transform_never_writes_over_or_into_its_input(tmp_path, rng):
     assert not (tmp_path / "y.npy").exists()
 
 
+def test_transform_refuses_a_new_output_the_next_fit_would_read(tmp_path, rng):
+    """``transform("shards", st, "shards/norm.npy")`` was written, and the next fit of
+    the folder counted the normalized rows as data (twice the count), and the same
+    transform was refused on its second run (its output had become an input). A new
+    output that the next fit would read (at the folder's top level, matched by the glob,
+    or in a subfolder of a folder of shards) is refused before anything is read, as
+    ``nbbn fit -o`` is; beside the folder, or a sibling ``.zarr``, it is written."""
+    x = rng.standard_normal((10, 3))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "a.npy", x)
+    (shards / "sub").mkdir()
+    stats = fit(shards)
+    for source, out, match in ((shards, shards / "norm.npy", "at the folder's top level"),
+                               (str(shards / "*.npy"), shards / "n.npy", "the pattern"),
+                               (shards, shards / "sub" / "n.npy", "would refuse the folder")):
+        with pytest.raises(ValueError, match=match):
+            transform(source, stats, out)
+        # (refused before the statistics are read: a missing file is not reached)
+        with pytest.raises(ValueError, match="next fit"):
+            transform(source, tmp_path / "missing.npz", out)
+        assert not os.path.exists(out)
+    assert sorted(os.listdir(shards)) == ["a.npy", "sub"] and not os.listdir(shards / "sub")
+    assert fit(shards).count.tolist() == [10, 10, 10]
+    transform(shards, stats, tmp_path / "norm.npy")
+    transform(shards, stats, shards / "norm.zarr")  # (not read by a folder of shards)
+    assert fit(shards).count.tolist() == [10, 10, 10]
+
+
 def test_stale_temps_of_a_linked_output_are_removed(tmp_path, rng):
     """A link's file is replaced beside the file it points to, and a killed run's
     temporary file there is removed by the next write (docs/cli.md)."""

@@ -320,11 +320,13 @@ def test_a_dotted_column_beside_a_struct_field(tmp_path):
 def test_transform_output_dtype_holds_every_file(tmp_path):
     """An int64 file before a float64 one: the default output is float64 (it was the
     first file's, float32, which rounded the float64 rows)."""
-    pq.write_table(pa.table({"x": np.arange(4, dtype=np.int64)}), tmp_path / "p1.parquet")
+    tables = tmp_path / "tables"  # (y.npy beside the tables: refused, the next fit of the
+    tables.mkdir()  # folder would refuse it for holding .npy shards and tables)
+    pq.write_table(pa.table({"x": np.arange(4, dtype=np.int64)}), tables / "p1.parquet")
     v = np.array([0.1, 1 / 3, 1e-9 + 2.0])
-    pq.write_table(pa.table({"x": v}), tmp_path / "p2.parquet")
-    stats = fit(tmp_path)
-    out = np.load(nbbn.transform(tmp_path, stats, tmp_path / "y.npy", progress=False))
+    pq.write_table(pa.table({"x": v}), tables / "p2.parquet")
+    stats = fit(tables)
+    out = np.load(nbbn.transform(tables, stats, tmp_path / "y.npy", progress=False))
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out[4:, 0], stats.to_normalizer()(v[:, None])[:, 0])
 
