@@ -15,6 +15,7 @@ is written the same way, as a folder beside the target swapped in on commit
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import mmap
 import os
@@ -226,16 +227,45 @@ def open_writer(out, shape: tuple[int, ...], dtype: np.dtype, batch_rows: int) -
 def zarr_store_beside(path: Path) -> StoreReplacement:
     """A temporary store beside the ``.zarr`` path ``path``, swapped in on commit (temporary
     stores of killed transforms removed first); an error for a folder that is not a zarr
-    store, whose files the swap would delete."""
+    store, or a zarr group holding arrays or groups, whose files the swap would delete (an
+    existing zarr array, or an empty group, is replaced)."""
     if path.is_dir() and any(path.iterdir()) and not any(
             (path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
         raise FileExistsError(f"{path} is a folder that is not a zarr store: writing the "
                               "array would delete its files; pass a new path")
+    members = _group_members(path)
+    if members:
+        shown = ", ".join(members[:8]) + (f", ... ({len(members)} in all)"
+                                          if len(members) > 8 else "")
+        raise FileExistsError(f"{path} is a zarr group holding {shown}: writing the array "
+                              "would delete them; pass a new path (an array of the group, "
+                              f"such as {path / 'normalized.zarr'}, is written beside them)")
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file, not a zarr store (a folder): writing the "
                               "array would delete it; pass a new path")
     remove_stale_temps(path)
     return StoreReplacement(path)
+
+
+def _group_members(path: Path) -> list[str]:
+    """What the zarr group at ``path`` (zarr v3's ``zarr.json`` with ``node_type``
+    "group", or v2's ``.zgroup``) holds besides its metadata: its arrays and groups (and
+    any other file), sorted by name; empty for a zarr array, a group without members, or
+    what is not a zarr group."""
+    if not path.is_dir():
+        return []
+    meta = path / "zarr.json"
+    if meta.is_file():
+        try:
+            group = json.loads(meta.read_text()).get("node_type") == "group"
+        except (OSError, ValueError, AttributeError):
+            group = False  # (not zarr's metadata: zarr says what is wrong when it opens it)
+    else:
+        group = (path / ".zgroup").is_file() and not (path / ".zarray").exists()
+    if not group:
+        return []
+    return sorted(p.name for p in path.iterdir()
+                  if p.name not in ("zarr.json", ".zgroup", ".zattrs", ".zmetadata"))
 
 
 def _check_out_array(out, shape: tuple[int, ...]) -> None:

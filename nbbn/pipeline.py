@@ -766,7 +766,8 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         :class:`~nbbn.Normalizer`, or a statistics file written by ``RunningStats.save``.
     out : path, numpy array or zarr array
         A path ending in ``.npy`` (written through a temporary file in the same folder and
-        renamed when complete) or ``.zarr``, or an existing array of the source's shape
+        renamed when complete) or ``.zarr`` (an existing zarr array there is replaced; a
+        zarr group holding arrays is refused), or an existing array of the source's shape
         with a float16/32/64 dtype. Must not be the source itself, nor a new file that
         the next fit of a folder or glob ``source`` would read as its data (such as a
         ``.npy`` at the folder's top level), as for ``nbbn fit -o``.

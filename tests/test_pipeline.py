@@ -546,6 +546,45 @@ def test_transform_refuses_a_new_output_the_next_fit_would_read(tmp_path, rng):
     assert fit(shards).count.tolist() == [10, 10, 10]
 
 
+def test_transform_refuses_a_zarr_group_holding_arrays(tmp_path, rng):
+    """``transform(x, st, "data.zarr")`` into an existing zarr group deleted the arrays it
+    held (``train``, ``labels``), eagerly and through dask. Refused now, naming them, as
+    an existing folder that is not a zarr store is; a v2 group too. An existing zarr
+    array (and an empty group) is still replaced, and an array in the group is written
+    beside the others."""
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    x = rng.standard_normal((4, 3))
+    stats = fit(x)
+    data = tmp_path / "data.zarr"
+    g = zarr.open_group(str(data), mode="w")
+    g.create_array("train", shape=(100, 3), dtype="f8")[:] = 1.0
+    g.create_array("labels", shape=(100,), dtype="i8")[:] = 2
+    v2 = tmp_path / "v2.zarr"
+    zarr.open_group(str(v2), mode="w", zarr_format=2).create_array(
+        "a", shape=(5,), dtype="f8")[:] = 3.0
+    for source in (x, da.from_array(x, chunks=2)):
+        with pytest.raises(FileExistsError, match=r"data.zarr is a zarr group holding "
+                           r"labels, train: writing the array would delete them"):
+            transform(source, stats, data)
+        with pytest.raises(FileExistsError, match="zarr group holding a:"):
+            transform(source, stats, v2)
+    g = zarr.open_group(str(data), mode="r")
+    assert sorted(g.array_keys()) == ["labels", "train"]
+    np.testing.assert_array_equal(g["train"][:], 1.0)
+    assert zarr.open_group(str(v2), mode="r")["a"][0] == 3.0
+    transform(x, stats, data / "normalized.zarr")  # (the advice: an array of the group)
+    assert sorted(zarr.open_group(str(data), mode="r").array_keys()) == [
+        "labels", "normalized.zarr", "train"]
+    arr = tmp_path / "arr.zarr"
+    zarr.open_array(str(arr), mode="w", shape=(2,), dtype="i8")[:] = 7
+    empty = tmp_path / "empty.zarr"
+    zarr.open_group(str(empty), mode="w")
+    for out in (arr, empty):
+        transform(x, stats, out)
+        np.testing.assert_allclose(zarr.open_array(str(out))[:], stats.to_normalizer()(x))
+
+
 def test_stale_temps_of_a_linked_output_are_removed(tmp_path, rng):
     """A link's file is replaced beside the file it points to, and a killed run's
     temporary file there is removed by the next write (docs/cli.md)."""
