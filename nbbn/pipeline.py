@@ -760,7 +760,8 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     Parameters
     ----------
     source
-        As for :func:`fit`, except iterables (their length is not known up front).
+        As for :func:`fit`, except iterables and torch Datasets and DataLoaders (refused:
+        pass an array or files, or normalize each batch with the Normalizer).
     stats_or_normalizer : RunningStats, Normalizer or path
         A :class:`~nbbn.RunningStats` (applied as ``(x - mean) / sqrt(var + eps)``), a
         :class:`~nbbn.Normalizer`, or a statistics file written by ``RunningStats.save``.
@@ -881,8 +882,22 @@ def refuse_written_into_source(source, out) -> None:
 def _open_for_transform(source, key, axis, columns, names) -> Source:
     """The source of a transform: a table's columns are those given, else the statistics'
     channel names (in their order), else every numeric column."""
+    from ._datasets import data_kind, torch_data_kind
     from ._tabular import looks_like_table
 
+    kind = data_kind(source)
+    if kind is not None:  # (a map-style one was "cannot read batches ... or an iterable
+        # of arrays", and the iterable kinds were refused after being opened)
+        torch_kind = {"loader": "DataLoader", "iterable": "IterableDataset",
+                      "map": "Dataset"}[kind]
+        what = f"a torch {torch_kind}" if torch_data_kind(source) else "a map-style dataset"
+        items = "batches" if kind == "loader" else "samples"
+        raise TypeError(
+            f"transform does not take {what} ({type(source).__name__}): it writes the rows "
+            "of an array or of files, whose number is known up front, into one output. "
+            "Pass the data as an array or files (.npy, a folder of shards, .zarr), or loop "
+            f"over its {items} and normalize each with the Normalizer "
+            "(norm = stats.to_normalizer(); y = norm(x))")
     if columns is not None or names is None or not looks_like_table(source):
         src = open_source(source, key=key, channel_axis=axis, columns=columns)
         chosen = getattr(src, "channel_names", None)
@@ -932,8 +947,11 @@ def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
 def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], np.dtype]:
     """The output's shape and dtype, after checking that the source and statistics agree."""
     if isinstance(src, IterableSource):
-        raise TypeError("transform cannot write an iterable source: the number of rows must be "
-                        "known up front; apply the Normalizer to each batch yourself")
+        raise TypeError(f"transform does not take {src.description}: it writes the rows of "
+                        "an array or of files, whose number is known up front, into one "
+                        "output. Pass the data as an array or files (.npy, a folder of "
+                        "shards, .zarr), or loop over its batches and normalize each with "
+                        "the Normalizer (norm = stats.to_normalizer(); y = norm(x))")
     if hasattr(src, "check_channel_axis"):  # an ImageSource
         raise TypeError(f"transform does not write images ({src.description}): apply the "
                         "Normalizer to each decoded image yourself")

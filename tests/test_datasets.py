@@ -3,6 +3,8 @@ against a float64 reference, the misread of issue 13, ``batched=``, resume."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -200,6 +202,40 @@ def test_loaders_and_iterable_datasets_of_chw_samples():
     _check(nbbn.fit(Stream(images), progress=False), images, 0)
     unbatched = DataLoader(Images(images), batch_size=None)
     _check(nbbn.fit(unbatched, key=0, progress=False), images, 0)
+
+
+def test_transform_of_a_dataset_or_loader_says_what_to_pass():
+    """``nbbn.transform(Dataset)`` said "cannot read batches from a Images: expected an
+    array, ... or an iterable of arrays", and a DataLoader (an iterable) was then refused
+    anyway ("cannot write an iterable source"). Each is refused up front now, named as
+    what it is, with what to pass instead; no item is read."""
+    x = np.arange(12.0).reshape(4, 3)
+    stats = nbbn.fit(x, progress=False)
+    read = []
+
+    class Rows(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            read.append(i)
+            return torch.from_numpy(x[i])
+
+    class Plain:  # map-style, not torch's
+        __len__, __getitem__ = Rows.__len__, Rows.__getitem__
+
+    for source, what, items in (
+            (Rows(), "a torch Dataset (Rows)", "samples"),
+            (DataLoader(Rows(), batch_size=2), "a torch DataLoader (DataLoader)", "batches"),
+            (Stream([x]), "a torch IterableDataset (Stream)", "samples"),
+            (Plain(), "a map-style dataset (Plain)", "samples"),
+            (iter([x]), "an iterable (list_iterator)", "batches")):
+        with pytest.raises(TypeError, match=rf"transform does not take {re.escape(what)}: "
+                           r".* Pass the "
+                           rf"data as an array or files .* loop over its {items} and "
+                           r"normalize each with the Normalizer"):
+            nbbn.transform(source, stats, np.empty((4, 3)), progress=False)
+    assert read == []
 
 
 def test_a_dict_is_not_an_iterable_of_samples():
