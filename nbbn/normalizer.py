@@ -210,7 +210,20 @@ class Normalizer:
         -------
         array
             ``out``, or a new array of the input's type (dtype as for :meth:`__call__`).
+
+        Raises
+        ------
+        ValueError
+            A channel's ``scale`` is 0 (its ``weight`` is 0): every input of it was
+            mapped to its ``bias``, which cannot be undone (it gave NaN before).
         """
+        zero = np.flatnonzero(self._scale == 0)
+        if zero.size:
+            raise ValueError(
+                f"inverse needs a nonzero scale (weight / sqrt(var + eps)) in every "
+                f"channel, got 0 in channels {zero[:8].tolist()} (weight "
+                f"{self._weight[zero[0]]:g}): the normalizer maps every input of them to "
+                f"the bias, which cannot be undone; build it with a nonzero weight there")
         return self._apply(y, out, self._bias, self._inv_scale, self._mean, "y")
 
     def _apply(self, x, out, a, s, b, what):

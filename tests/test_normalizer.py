@@ -352,6 +352,21 @@ def test_eps_zero_constant_channel_gets_scale_one(backend):
     assert_close(back, x, rtol=1e-15)
 
 
+def test_inverse_refuses_a_channel_of_weight_zero():
+    """``Normalizer(..., weight=[0, 1]).inverse(y)`` returned NaN for channel 0 quietly
+    (its outputs are all the bias: nothing to invert); it is a ValueError naming the
+    channels now, raised before ``out`` is written."""
+    norm = nbbn.Normalizer([1.0, 2.0, 3.0], [4.0, 1.0, 1.0], eps=0.0, weight=[0.0, 1.0, 0.0],
+                           bias=[0.5, 0.0, 0.0])
+    y = norm(np.array([[3.0, 2.0, 1.0], [1.0, 5.0, 4.0]]))
+    assert y[:, 0].tolist() == [0.5, 0.5]
+    out = np.full_like(y, 7.0)
+    with pytest.raises(ValueError, match=r"inverse needs a nonzero scale .* got 0 in "
+                       r"channels \[0, 2\] \(weight 0\)"):
+        norm.inverse(y, out=out)
+    assert (out == 7.0).all()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
 def test_column_major_table_keeps_its_layout(dtype, rng):
     """A 2-d table stored column by column (pandas' to_numpy(), scikit-learn's input) is
