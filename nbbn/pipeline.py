@@ -957,7 +957,9 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
                         "Normalizer to each decoded image yourself")
     if src.rows is None:  # a CSV file
         raise TypeError(f"transform cannot write {src.description}: its number of rows is "
-                        "not known up front")
+                        "not known up front (a CSV file is read as a stream); convert it to "
+                        "Parquet first (pandas.read_csv(path).to_parquet('data.parquet')), "
+                        "or pass it read into a DataFrame")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     axis = norm.channel_axis

@@ -440,8 +440,11 @@ def test_transform_of_a_parquet_file_and_csv_refused(tmp_path, rng):
     x = np.stack([table.column(i).to_numpy() for i in range(2)], axis=1)
     np.testing.assert_array_equal(np.load(out), stats.to_normalizer()(x))
     pacsv.write_csv(table, tmp_path / "t.csv")
-    with pytest.raises(TypeError, match="number of rows is not known"):
+    # (the refusal said the rows were "not known up front", without the way out)
+    with pytest.raises(TypeError, match=r"number of rows is not known up front .*; convert "
+                       r"it to Parquet first \(pandas\.read_csv\(path\)\.to_parquet"):
         nbbn.transform(tmp_path / "t.csv", stats, tmp_path / "z.npy", progress=False)
+    assert not (tmp_path / "z.npy").exists()
 
 
 # ------------------------------------------------------------------------------- CLI
