@@ -235,3 +235,31 @@ def test_workers_used_before_and_not_handed_a_job_are_kept(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cpu_pool.run_chunks(pool, lambda t: None, 3)
     assert len(pool._idle) == pool._started == 2
+
+
+def test_a_thread_that_cannot_start_leaves_the_chunks_to_the_caller(monkeypatch):
+    """A new worker whose thread cannot start (a thread limit; Python 3.12 in an atexit
+    handler: "can't create new thread at interpreter shutdown") made the call raise,
+    lost the idle workers it had taken and counted the failed one as started, so the
+    pool stayed smaller for good. Now the calling thread runs the chunks left, and the
+    pool is whole for the next call."""
+    pool = cpu_pool.Pool(3)
+    cpu_pool.run_chunks(pool, lambda t: None, 2)  # one idle worker
+    start = threading.Thread.start
+
+    def refused(self):
+        if self.name.startswith("nbbn_"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    chunk, runs, where = _recording()
+    cpu_pool.run_chunks(pool, chunk, 4)
+    assert runs == Counter(range(4))
+    assert sum(name.startswith("nbbn_") for name in where.values()) == 1  # the idle one
+    assert pool._started == len(pool._idle) == 1
+    monkeypatch.undo()
+    chunk, runs, where = _recording()
+    cpu_pool.run_chunks(pool, chunk, 4)
+    assert runs == Counter(range(4)) and pool._started == len(pool._idle) == 3
+    assert sum(name.startswith("nbbn_") for name in where.values()) == 3

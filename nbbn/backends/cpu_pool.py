@@ -93,14 +93,25 @@ class Pool:
         self._lock = threading.Lock()
 
     def take(self, n: int) -> list[Worker]:
-        """Up to ``n`` workers for one call (fewer while other calls hold them)."""
+        """Up to ``n`` workers for one call (fewer while other calls hold them, or where
+        no new thread can start: the calling thread then runs the chunks left, as when
+        none is idle)."""
         with self._lock:
             got = self._idle[len(self._idle) - min(n, len(self._idle)):]
             del self._idle[len(self._idle) - len(got):]
             while len(got) < n and self._started < self.size:
-                self._started += 1
                 self._names += 1
-                got.append(Worker(f"nbbn_{self._names}"))
+                try:
+                    worker = Worker(f"nbbn_{self._names}")
+                except RuntimeError:
+                    # "can't start new thread" (a thread or process limit), "can't
+                    # create new thread at interpreter shutdown" (Python 3.12+, in an
+                    # atexit handler): the call raised, the idle workers it had taken
+                    # were lost and _started counted one that never ran, so the pool
+                    # stayed smaller for good
+                    break
+                self._started += 1
+                got.append(worker)
         return got
 
     def give_back(self, workers: list[Worker], waited: list[Worker]) -> None:
