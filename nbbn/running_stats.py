@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,7 +83,8 @@ class RunningStats:
         # BatchStats on the host, or a backend's state on its device
         self._state: Any = None
         self._host_cache: tuple | None = None
-        self._lock = threading.Lock()
+        self._lock: Any = threading.Lock()
+        _live.add(self)  # (its lock is taken over a fork: _before_fork)
         self.histogram: Histogram | None = None
         self.skipped: list[str] = []
         # (dimension name, coordinate or None) of the channels of an xarray input
@@ -899,6 +901,64 @@ class RunningStats:
         return (f"RunningStats(channel_axis={self.channel_axis!r}, "
                 f"nan_policy={self.nan_policy!r}, num_channels={self.num_channels}{names}, "
                 f"count={counts})")
+
+
+# Every RunningStats alive, for the fork hooks below. A fork copies a lock held by
+# another thread (an update's merge, which runs the whole kernel under it for a wide
+# table of few rows) into the child held for good: the child's first use of the object
+# waited forever (a DataLoader worker forked while a thread updated it: 10 of 10).
+_live: weakref.WeakSet[RunningStats] = weakref.WeakSet()
+_held_for_fork: list[RunningStats] = []
+FORK_WAIT_S = 10.0  # how long a fork waits for an update in progress to end
+
+
+class _ForkedMidUpdate:
+    """The lock of a RunningStats that an update held when the process forked (one that
+    did not end within ``FORK_WAIT_S``, or held by the forking thread itself): its state
+    in the child may be half-merged, so every use raises instead of reading it."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise RuntimeError(
+            "this RunningStats was being updated by another thread when the process "
+            "forked, and its state in this process may be half-merged: fork (or start "
+            "DataLoader workers) while no thread updates it, or use the 'spawn' start "
+            "method")
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _before_fork() -> None:
+    """Hold every RunningStats' lock over a fork, waiting for updates in progress to
+    end (up to ``FORK_WAIT_S`` each), so that the child gets whole states."""
+    for rs in list(_live):
+        if rs._lock.acquire(timeout=FORK_WAIT_S):
+            _held_for_fork.append(rs)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop()._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """A free lock for each state that was whole at the fork; one that refuses every use
+    for a state an update still held."""
+    whole = {id(rs) for rs in _held_for_fork}
+    _held_for_fork.clear()
+    for rs in list(_live):
+        rs._lock = threading.Lock() if id(rs) in whole else _ForkedMidUpdate()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _merged_names(a: tuple[str, ...] | None, b: tuple[str, ...] | None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -232,3 +234,72 @@ def test_a_ctrl_c_during_an_in_place_merge_is_held_until_it_ends(monkeypatch):
     assert called == [1] and not rs._lock.locked()
     assert (rs.count == 32).all()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded, use of fork:DeprecationWarning")
+def test_a_fork_during_updates_gives_the_child_a_whole_usable_state(rng):
+    """A fork (a DataLoader worker) while another thread updates the same statistics:
+    the child copied the lock held, and its first use of the object waited forever (a
+    wide table of few rows runs its whole kernel under the lock: 10 forks of 10 hung).
+    The fork now waits for the update in progress; the child's state is whole."""
+    rs = nbbn.RunningStats(-1)
+    x = rng.standard_normal((4, 300_000))
+    rs.update(x)
+    stop = threading.Event()
+
+    def updates():
+        while not stop.is_set():
+            rs.update(x)
+
+    worker = threading.Thread(target=updates, daemon=True)
+    worker.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.05)
+            pid = os.fork()
+            if pid == 0:  # the child: whole (a multiple of the batch's 4 rows everywhere)
+                try:
+                    c = rs.count
+                    os._exit(0 if c[0] % 4 == 0 and (c == c[0]).all() else 3)
+                finally:
+                    os._exit(4)
+            assert _child_exit_code(pid) == 0
+    finally:
+        stop.set()
+        worker.join()
+    assert rs.count[0] % 4 == 0  # (the parent's lock was given back)
+
+
+def _child_exit_code(pid: int) -> int:
+    deadline = time.monotonic() + 60
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child waited for the statistics' lock for 60 s")
+        time.sleep(0.02)
+    return os.waitstatus_to_exitcode(done[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded, use of fork:DeprecationWarning")
+def test_a_state_still_held_at_a_fork_is_refused_in_the_child(monkeypatch):
+    """An update that holds the lock past ``FORK_WAIT_S`` (here: the forking thread
+    itself): the child's state may be half-merged, so its use raises, saying why."""
+    from nbbn import running_stats
+
+    monkeypatch.setattr(running_stats, "FORK_WAIT_S", 0.05)
+    rs = nbbn.RunningStats(-1).update(np.ones((3, 2)))
+    with rs._lock:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                rs.to_dict()
+            except RuntimeError as e:
+                os._exit(0 if "updated by another thread when the process forked" in str(e)
+                         else 3)
+            finally:
+                os._exit(4)
+    assert _child_exit_code(pid) == 0
+    assert rs.count.tolist() == [3, 3]  # the parent's own object is untouched
