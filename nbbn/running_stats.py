@@ -117,7 +117,9 @@ class RunningStats:
         The update applies whole or not at all: on any error the state is unchanged.
         Several threads may call ``update`` on one object at once; the kernels run
         outside the state's lock (and release the GIL) and only the final merge is
-        serialized.
+        serialized, except for a wide table of few rows, which one thread merges into
+        the state as it reads it, under the lock, while no other thread holds it (the
+        others compute theirs outside it).
 
         Parameters
         ----------
