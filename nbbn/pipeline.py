@@ -40,7 +40,7 @@ from ._reader import Prefetcher
 from ._shards_npy import SparseNpzShard
 from ._torch_arrays import host_view
 from ._wording import Param, add_note, worded
-from .backends import is_dask_array
+from .backends import is_dask_array, is_xarray
 from .checkpoint import (
     Checkpoint,
     check_fingerprint,
@@ -156,7 +156,7 @@ class FitSettings:
 
 
 # ---------------------------------------------------------------------------- fit
-def fit(source, channel_axis: int | None = None, *, batch_size: int | None = None,
+def fit(source, channel_axis: int | str | None = None, *, batch_size: int | None = None,
         nan_policy: str = "propagate", progress: bool = True, checkpoint=None,
         resume: bool = False, key=None, backend: str = "auto",
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S, client=None,
@@ -174,9 +174,10 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         yield one buffer refilled);
         a torch ``Dataset`` (its items are samples; see ``batched``); a table (see
         ``columns``); image files (a folder, glob or list; :class:`~nbbn.ImageSource`).
-    channel_axis : int, optional
+    channel_axis : int or str, optional
         The channel axis of the data (not 0: batches are taken along axis 0). Default
-        1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``).
+        1, and -1 for images (:class:`~nbbn.ImageSource`, read as ``(1, H, W, C)``). A
+        dimension name for an xarray DataArray (its number is kept).
     batch_size : int, optional
         Rows per batch; default about 64 MiB of data per batch (for an iterable: each
         item as it comes). A resumed fit uses the checkpoint's batch size. Refused for
@@ -247,7 +248,7 @@ def fit(source, channel_axis: int | None = None, *, batch_size: int | None = Non
         from ._images import looks_like_images
 
         channel_axis = -1 if looks_like_images(source) else 1
-    channel_axis = check_axis(channel_axis)
+    channel_axis = check_axis(_dim_axis(source, channel_axis))
     batch_size = _check_batch_size(batch_size)
     if resume and checkpoint is None:
         raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
@@ -752,7 +753,7 @@ def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path,
 
 
 # ------------------------------------------------------------------------ transform
-def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = None,
+def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | None = None,
               batch_size: int | None = None, progress: bool = True, dtype=None, key=None,
               eps: float | None = None, columns=None):
     """Normalize a whole dataset batch by batch into ``out``.
@@ -772,8 +773,9 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
         with a float16/32/64 dtype. Must not be the source itself, nor a new file that
         the next fit of a folder or glob ``source`` would read as its data (such as a
         ``.npy`` at the folder's top level), as for ``nbbn fit -o``.
-    channel_axis : int, optional
-        The source's channel axis; default that of the statistics or normalizer.
+    channel_axis : int or str, optional
+        The source's channel axis; default that of the statistics or normalizer. A
+        dimension name (given, or the statistics') for an xarray DataArray source.
     batch_size : int, optional
         Rows per batch (default about 64 MiB of input per batch).
     progress : bool, default True
@@ -808,6 +810,10 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | None = No
     refuse_written_into_source(source, out)
     if isinstance(stats_or_normalizer, (str, Path)):
         stats_or_normalizer = RunningStats.load(stats_or_normalizer)
+    named = getattr(stats_or_normalizer, "channel_axis", None) if channel_axis is None \
+        else channel_axis
+    if isinstance(named, str) and is_xarray(source):  # (the statistics' dimension name too)
+        channel_axis = _dim_axis(source, named)
     names = getattr(stats_or_normalizer, "channel_names", None)
     norm = _as_normalizer(stats_or_normalizer, channel_axis, eps)
     batch_size = _check_batch_size(batch_size)
@@ -918,6 +924,17 @@ def _open_for_transform(source, key, axis, columns, names) -> Source:
         raise worded(ValueError, "the statistics were fitted on the columns {names}, which "
                      "transform reads from the table in that order: {error}",
                      names=list(names[:12]), error=exc) from exc
+
+
+def _dim_axis(source, channel_axis):
+    """The number of the dimension named ``channel_axis`` of an xarray DataArray
+    ``source`` (``RunningStats`` takes the name: fit and transform read the DataArray's
+    rows as numpy arrays, which have numbers only); any other axis as it is."""
+    if isinstance(channel_axis, str) and is_xarray(source):
+        from .backends.xarray import channel_index
+
+        return channel_index(source, channel_axis)
+    return channel_axis
 
 
 def _as_normalizer(obj, channel_axis, eps) -> Normalizer:

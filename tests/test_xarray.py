@@ -283,6 +283,27 @@ def test_fit_and_transform_of_a_dataarray_keep_and_check_its_labels(rng, tmp_pat
     assert not (tmp_path / "b.npy").exists()
 
 
+def test_fit_and_transform_take_a_dataarrays_dimension_names(rng, tmp_path):
+    # RunningStats("band") takes a name; nbbn.fit(x, "band") and
+    # nbbn.transform(x, RunningStats("band")...) said "channel_axis must be an int, got str"
+    # or asked for the axis number
+    x = _data(rng, "float64")
+    rs = nbbn.fit(x, "band", progress=False)
+    np.testing.assert_array_equal(rs.mean, nbbn.fit(x, 1, progress=False).mean)
+    assert rs.channel_axis == 1
+    assert rs.to_xarray().coords["band"].values.tolist() == ["red", "green", "blue"]
+    named = nbbn.RunningStats("band").update(x)
+    want = named.to_normalizer()(x).values
+    for i, kw in enumerate(({}, {"channel_axis": "band"}, {"channel_axis": 1})):
+        out = nbbn.transform(x, named, tmp_path / f"y{i}.npy", progress=False, **kw)
+        np.testing.assert_array_equal(np.load(out), want)
+    with pytest.raises(ValueError, match=r"channel_axis='colour' is not a dimension of the "
+                                         r"DataArray \(its dims: \('time', 'band'"):
+        nbbn.fit(x, "colour", progress=False)
+    with pytest.raises(TypeError, match="the dimension name 'band'"):  # numpy rows: a number
+        nbbn.transform(x.values, named, tmp_path / "z.npy", progress=False)
+
+
 def test_items_of_an_iterable_keep_and_check_their_labels(rng):
     x = _data(rng, "float64")
     rs = nbbn.fit([x, x[:2]], channel_axis=1, progress=False)
