@@ -219,11 +219,14 @@ class Normalizer:
         """
         zero = np.flatnonzero(self._scale == 0)
         if zero.size:
+            c = zero[0]
+            why = "build it with a nonzero weight there" if self._weight[c] == 0 else \
+                "an infinite variance leaves nothing to invert"
             raise ValueError(
                 f"inverse needs a nonzero scale (weight / sqrt(var + eps)) in every "
                 f"channel, got 0 in channels {zero[:8].tolist()} (weight "
-                f"{self._weight[zero[0]]:g}): the normalizer maps every input of them to "
-                f"the bias, which cannot be undone; build it with a nonzero weight there")
+                f"{self._weight[c]:g}, var {self._var[c]:g}): the normalizer maps every "
+                f"input of them to the bias, which cannot be undone; {why}")
         return self._apply(y, out, self._bias, self._inv_scale, self._mean, "y")
 
     def _apply(self, x, out, a, s, b, what):

@@ -362,9 +362,12 @@ def test_inverse_refuses_a_channel_of_weight_zero():
     assert y[:, 0].tolist() == [0.5, 0.5]
     out = np.full_like(y, 7.0)
     with pytest.raises(ValueError, match=r"inverse needs a nonzero scale .* got 0 in "
-                       r"channels \[0, 2\] \(weight 0\)"):
+                       r"channels \[0, 2\] \(weight 0, var 4\).*with a nonzero weight"):
         norm.inverse(y, out=out)
     assert (out == 7.0).all()
+    with pytest.raises(ValueError, match=r"channels \[1\] \(weight 1, var inf\).*an "
+                                         "infinite variance leaves nothing to invert"):
+        nbbn.Normalizer([1.0, 2.0], [1.0, np.inf]).inverse(np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
