@@ -784,11 +784,11 @@ def as_compressed(x, what: str = "batch"):
     if kind not in "fiu" or (kind == "f" and x.dtype.itemsize > 8):
         raise TypeError(f"{what} is a sparse matrix of dtype {x.dtype}; expected real "
                         "floating (float16/32/64) or integer values, as for dense input")
-    check_structure(x, what, indices=False)  # (before scipy's own scans read them)
+    check_structure(x, what, indices=False)  # (offsets before scipy's own scans read them)
     if not x.has_canonical_format:
         x = x.copy()
         x.sum_duplicates()
-    check_structure(x, what)
+    check_structure(x, what, offsets=False)  # (checked above; sum_duplicates keeps them)
     return x
 
 
@@ -812,13 +812,15 @@ def _index_range(indices, nnz):  # pragma: no cover - compiled
     return lo, hi
 
 
-def check_structure(x, what: str = "batch", indices: bool = True) -> None:
+def check_structure(x, what: str = "batch", offsets: bool = True,
+                    indices: bool = True) -> None:
     """ValueError unless the CSR or CSC matrix ``x`` is well formed as far as the
     kernels read it: ``indptr`` of (major + 1) non-decreasing offsets from 0 within
     ``indices`` and ``data`` (one length), and with ``indices`` each within the minor
     size. scipy checks no index at construction, and a kernel that trusted a wrong one
     would read or write outside its arrays. The check reads ``indptr`` and ``indices``
-    once (1-2 ms for 10,000,000 entries: 3-5% of the statistics' time)."""
+    once (1-2 ms for 10,000,000 entries: 3-5% of the statistics' time); ``offsets`` or
+    ``indices`` False leaves out that part, checked elsewhere."""
     major, minor = x.shape if x.format == "csr" else x.shape[::-1]
     ptr, ind, data = x.indptr, x.indices, x.data
     minor_name = "column" if x.format == "csr" else "row"
@@ -829,8 +831,8 @@ def check_structure(x, what: str = "batch", indices: bool = True) -> None:
             f"{major + 1} offsets and indices and data of one length, got indptr of shape "
             f"{ptr.shape}, indices {ind.shape}, data {data.shape} "
             "(scipy's check_format(full_check=True) says more)")
-    falls = ptr[0] == 0 and ptr[-1] <= ind.shape[0] and _falls(ptr)
-    if ptr[0] != 0 or ptr[-1] > ind.shape[0] or falls:
+    falls = offsets and ptr[0] == 0 and ptr[-1] <= ind.shape[0] and _falls(ptr)
+    if offsets and (ptr[0] != 0 or ptr[-1] > ind.shape[0] or falls):
         raise ValueError(
             f"{what} is a malformed {x.format.upper()} matrix: expected indptr to rise "
             f"from 0 to at most {ind.shape[0]} (the stored entries), got "
