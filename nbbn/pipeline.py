@@ -643,7 +643,7 @@ def _refused_nested(source: str, folder: str, path: str) -> str | None:
     its subfolders; None otherwise."""
     from ._images import _is_image_name
     from ._tabular import _table_kind
-    from .sources import SHARD_SUFFIXES
+    from .sources import SHARD_SUFFIXES, folder_kind
 
     top = os.path.realpath(source)
     if folder != top and not folder.startswith(os.path.join(top, "")):
@@ -652,13 +652,9 @@ def _refused_nested(source: str, folder: str, path: str) -> str | None:
     parts = [] if folder == top else rel.split(os.sep)
     if any(p.startswith(".") for p in parts):  # (not looked in)
         return None
-    with os.scandir(source) as it:
-        found = sorted(e.name for e in it if e.is_file() and (
-            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+    found, shards, kind = folder_kind(source)  # (the rules of _check_nested's walk)
     if not found:
         return None
-    shards = found[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
-    kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
     name = os.path.basename(path)
     if parts and (name.lower().endswith(SHARD_SUFFIXES) if shards else _table_kind(name)):
         return (f"is in the subfolder {rel} of {source}, whose top level holds {kind}: "

@@ -662,6 +662,21 @@ def _check_one_kind(path: str) -> None:
                          "pattern, or a list of files of one kind)")
 
 
+def folder_kind(path: str) -> tuple[list[str], bool, str]:
+    """The shard and table files at the top of the folder ``path`` (sorted names), whether
+    they are shards (else tables: one kind, ``_check_one_kind``), and that kind in
+    words; ``([], False, "")`` when there are none."""
+    from ._tabular import _table_kind
+
+    with os.scandir(path) as it:
+        top = sorted(e.name for e in it if e.is_file() and (
+            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+    if not top:
+        return [], False, ""
+    shards = top[0].lower().endswith(SHARD_SUFFIXES)
+    return top, shards, ".npy/.npz shards" if shards else "Parquet/CSV tables"
+
+
 def _check_nested(path: str) -> None:
     """ValueError when the top level of the folder ``path`` holds shards (or tables) and
     its subfolders (not hidden ones) hold more of them, or when it holds tables and
@@ -677,13 +692,9 @@ def _check_nested(path: str) -> None:
 
     if not os.path.isdir(path):
         return
-    with os.scandir(path) as it:
-        top = sorted(e.name for e in it if e.is_file() and (
-            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+    top, shards, kind = folder_kind(path)
     if not top:
         return
-    shards = top[0].lower().endswith(SHARD_SUFFIXES)  # (one kind: _check_one_kind)
-    kind = ".npy/.npz shards" if shards else "Parquet/CSV tables"
     suffix = glob_suffix(top[0])
     nested: list[str] = []
     for root, dirs, files in os.walk(path):
