@@ -381,7 +381,8 @@ class RunningStats:
     def reset(self) -> None:
         """Forget all data (``num_channels`` becomes None again), and what came with it:
         channel names taken from a batch's columns, a DataArray's channel coordinate
-        (names given to the constructor or set on :attr:`channel_names` stay)."""
+        (names given to the constructor, set on :attr:`channel_names`, read by
+        :meth:`from_dict` or :meth:`load`, or given to either side of a merge stay)."""
         with self._lock:
             self._state = None
             self._host_cache = None
@@ -421,6 +422,7 @@ class RunningStats:
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
         out._names = check_names(_merged_names(self._names, other._names), nchan)
+        out._given_names = _merged_names(self._given_names, other._given_names)
         out._state = state
         out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
@@ -442,6 +444,7 @@ class RunningStats:
         if not isinstance(other, RunningStats):
             return NotImplemented
         names = _merged_names(self._names, other._names)
+        given = _merged_names(self._given_names, other._given_names)
         b = other._snapshot()
         with self._lock:
             if b is not None:
@@ -454,7 +457,7 @@ class RunningStats:
             if b is not None:  # (the last step that can fail: nothing is assigned before)
                 self._state = b if mine is None else _host_merge(mine, b)
                 self._host_cache = None
-            self._names = names
+            self._names, self._given_names = names, given
             self.histogram = hist
             self.skipped = self.skipped + other.skipped
             self._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
@@ -777,7 +780,9 @@ class RunningStats:
                     count.shape[0] and names.shape != count.shape):  # (empty: any number)
                 raise ValueError(f"RunningStats channel_names must be {count.shape[0]} str, "
                                  f"got dtype {names.dtype} and shape {names.shape}")
-            rs._names = check_names(tuple(str(n) for n in names), None)  # (unique)
+            # (kept by reset(), as names given to the constructor: the file does not
+            # say where they came from)
+            rs._names = rs._given_names = check_names(tuple(str(n) for n in names), None)
         # weight (the weight sums of weighted statistics) is present only when weighted
         weight = d.get("weight")
         if weight is not None:

@@ -422,6 +422,29 @@ def test_reset_forgets_the_names_a_batch_gave():
         assert kept.channel_names == ("x", "y")
 
 
+def test_reset_keeps_given_names_through_merges_and_files(tmp_path):
+    """Names given to the constructor were lost by reset() on the result of a merge
+    (``+``, ``sum``, ``+=`` into empty statistics) and on statistics read back by
+    from_dict or load, whose names were their own; names a batch's columns gave stay
+    forgotten."""
+    pd = pytest.importorskip("pandas")
+    named = nbbn.RunningStats(-1, channel_names=["r", "g"]).update(np.ones((3, 2)))
+    plain = nbbn.RunningStats(-1).update(np.zeros((3, 2)))
+    named.save(tmp_path / "s.npz")
+    into = nbbn.RunningStats(-1)
+    into += named
+    kept = [named + plain, plain + named, sum([plain, named]), into,
+            nbbn.RunningStats.from_dict(named.to_dict()),
+            nbbn.RunningStats.load(tmp_path / "s.npz")]
+    for i, rs in enumerate(kept):
+        rs.reset()
+        assert rs.channel_names == ("r", "g"), i
+    learned = nbbn.RunningStats(-1).update(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+    for rs in (learned + plain, plain + learned):
+        rs.reset()
+        assert rs.channel_names is None
+
+
 @pytest.mark.parametrize("layout", ["one_d", "two_d", "two_d_axis0"])
 def test_small_ndim(layout, backend, rng):
     x, axis = make_layout(layout, rng, "float64", 4)
