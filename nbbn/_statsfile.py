@@ -19,7 +19,8 @@ import numpy as np
 
 from ._durable import checksum, remove_stale_temps, write_checked_npz
 
-__all__ = ["FORMAT_NAME", "checksum", "file_kind", "read_stats", "write_stats"]
+__all__ = ["FORMAT_NAME", "check_stats_name", "checksum", "file_kind", "read_stats",
+           "write_stats"]
 
 FORMAT_NAME = "nbbn.RunningStats"
 EXPECTED = "an .npz archive written by `nbbn fit -o` or RunningStats.save"
@@ -72,6 +73,22 @@ def _check_path(path) -> None:
                         f"{type(path).__name__}")
 
 
+_TEXT_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".yaml", ".yml", ".toml")
+"""Names of text formats: a statistics file (a zip archive) named so would be opened
+as text by whatever reads it next."""
+
+
+def check_stats_name(path, what: str) -> None:
+    """ValueError when ``path`` is named as a text file (``.json``, ``.csv``, ...): the
+    statistics file is an ``.npz`` archive whatever its name, and such a name is read
+    by editors and JSON or CSV readers as text. ``what`` names ``path`` in the message."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in _TEXT_SUFFIXES:
+        raise ValueError(f"{what} {os.fspath(path)}: the statistics are written as an .npz "
+                         f"archive, not as {suffix[1:].upper()} text; name the file .npz "
+                         "(`nbbn info` prints them as text)")
+
+
 def write_stats(path, d: dict) -> None:
     """Write the entries ``d`` (from ``to_dict``) and their checksum to ``path`` atomically.
 
@@ -88,12 +105,15 @@ def write_stats(path, d: dict) -> None:
 
     Raises
     ------
+    ValueError
+        ``path`` is named as a text file (``.json``, ``.csv``, ...).
     FileNotFoundError
         The folder of ``path`` does not exist.
     OSError
         The file cannot be written; an old file at ``path`` is kept.
     """
     _check_path(path)
+    check_stats_name(path, "save to")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{os.fspath(path)} is a folder: name the .npz file to "
                                 "write, e.g. stats.npz inside it")

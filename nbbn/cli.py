@@ -352,6 +352,7 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
     import os
     from pathlib import Path
 
+    from ._statsfile import check_stats_name
     from .pipeline import check_writable_folder, written_into_input
 
     out, ck = args.output, args.checkpoint
@@ -362,6 +363,7 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
         if not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"-o {out}: the folder {Path(out).parent} does not exist")
         check_writable_folder(out, "-o")
+        check_stats_name(out, "-o")
     if ck is not None and Path(ck).resolve().parent.is_dir():
         check_writable_folder(ck, "--checkpoint")
     if out is not None and ck is not None and (

@@ -872,6 +872,12 @@ class RunningStats:
         ----------
         path : str or os.PathLike
             The file; an existing one is replaced whole or not at all.
+
+        Raises
+        ------
+        ValueError
+            ``path`` is named as a text file (``.json``, ``.csv``, ...): the file is an
+            ``.npz`` archive whatever its name.
         """
         write_stats(path, self.to_dict())
 

@@ -664,6 +664,19 @@ def test_save_to_a_folder_or_a_non_path(tmp_path):
         rs.save(5)
 
 
+def test_save_under_a_text_name_is_refused(tmp_path):
+    """save("stats.json") wrote an .npz archive that JSON readers and editors then
+    opened as text."""
+    rs = _fresh("cpu")
+    for name in ("stats.json", "stats.yml", "s.CSV"):
+        with pytest.raises(ValueError, match=r"not as (JSON|YML|CSV) text; name the file "
+                                              r"\.npz"):
+            rs.save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    rs.save(tmp_path / "stats.bin")  # (any other name: an .npz archive, as torch.save's)
+    assert nbbn.RunningStats.load(tmp_path / "stats.bin").count.tolist() == [20] * 3
+
+
 # ------------------------------------------------------------------- torch inputs
 def test_torch_out_with_negative_bit_refused():
     torch = pytest.importorskip("torch")

@@ -90,7 +90,7 @@ def test_fit_output_or_checkpoint_in_a_subfolder_of_the_folder_is_refused(tmp_pa
     assert sorted(p.name for p in (d6 / "sub").iterdir()) == []
     # not refused by the next fit: another kind's name, a hidden subfolder
     for args in (["--checkpoint", str(d6 / "sub" / "fit.ckpt"), "-o",
-                  str(d6 / "sub" / "st.json")],
+                  str(d6 / "sub" / "st.stats")],
                  ["--checkpoint", str(d6 / ".hidden" / "fit.npz"), "-o",
                   str(d6 / ".hidden" / "st.npz")]):
         for resume in ([], ["--resume"]):
@@ -297,6 +297,22 @@ def test_output_equal_to_checkpoint_is_refused(tmp_path, capsys):
     user_error(["fit", str(tmp_path / "x.npy"), "--checkpoint", same, "-o", same,
                 "--no-progress"], capsys, "also the --checkpoint")
     assert not (tmp_path / "same.npz").exists()
+
+
+def test_output_named_as_text_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    """-o stats.json wrote a zip archive under a JSON name, after the whole fit."""
+    import nbbn.pipeline
+
+    np.save(tmp_path / "x.npy", np.ones((5, 2)))
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran")
+
+    monkeypatch.setattr(nbbn.pipeline, "fit", no_fit)
+    for name in ("stats.json", "stats.CSV", "s.txt"):
+        user_error(["fit", str(tmp_path / "x.npy"), "-o", str(tmp_path / name),
+                    "--no-progress"], capsys, "written as an .npz archive", "name the file .npz")
+        assert not (tmp_path / name).exists()
 
 
 # --------------------------------------------------- 8. option names in error lines
