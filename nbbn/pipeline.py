@@ -602,7 +602,9 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
       one is not refused: ``checkpointed`` False);
     * be read as data: a file ending in .npy/.npz/.parquet/.csv/... at the top of the
       folder ``source``, an image file anywhere below it when it is read as images
-      (searched recursively), or one the glob ``source`` matches;
+      (searched recursively), or a file of any of those kinds the glob ``source``
+      matches (one of another kind than the pattern's files makes the next fit refuse
+      the mix);
     * make the next fit refuse the folder ``source`` (``sources._check_nested``): a
       shard (table) in a subfolder of a folder whose top level holds shards (tables),
       or an image file in a folder of tables."""
@@ -619,6 +621,14 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
         return None
     if os.path.isdir(source) and (why := _refused_nested(source, folder, path)):
         return why
+    globbed = not os.path.isdir(source) and any(ch in source for ch in "*?[")
+    if globbed and (_is_image_name(path) or path.lower().endswith(_SHARD_SUFFIXES)) \
+            and _glob_matches(source, path):
+        # (a file of the pattern's kind is read as data; one of another kind makes the
+        # next fit refuse the mix: sources._check_one_kind)
+        return (f"is matched by the pattern {source}: the next fit of it would read it as "
+                "data, or refuse a second kind of file (shards, tables, images); write it "
+                "outside the pattern")
     images = _is_image_name(path) and looks_like_images(source)
     if not images and not path.lower().endswith(_SHARD_SUFFIXES):
         return None
@@ -630,8 +640,6 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
                      "recursively" if images else "a file of that kind at the folder's top "
                      "level")
             return f"{said} ({where}); write it outside the folder"
-    elif any(ch in source for ch in "*?[") and _glob_matches(source, path):
-        return f"{said} (the pattern matches it); write it outside the pattern"
     return None
 
 

@@ -113,6 +113,28 @@ def test_fit_output_or_checkpoint_in_a_subfolder_of_the_folder_is_refused(tmp_pa
     assert not (d6 / "sub" / "c.npz").exists() and not (t / "sub" / "fit.png").exists()
 
 
+def test_fit_output_or_checkpoint_of_another_kind_matched_by_the_glob(tmp_path, capsys):
+    """A checkpoint or -o named like an image (or a table) and matched by a glob of shards
+    was written, and the next fit of the pattern refused the mix of kinds: every resume
+    failed. Refused before the fit now; a name the pattern does not match is written."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(2):
+        np.save(d / f"s{i}.npy", np.ones((4, 3)))
+    pattern = str(d / "*")
+    for flag, name in (("--checkpoint", "fit.png"), ("-o", "stats.jpg"),
+                       ("--checkpoint", "fit.parquet")):
+        user_error(["fit", pattern, flag, str(d / name), "--no-progress"], capsys,
+                   f"{flag} {d / name} is matched by the pattern {pattern}",
+                   "write it outside the pattern")
+    assert sorted(p.name for p in d.iterdir()) == ["s0.npy", "s1.npy"]
+    for resume in ([], ["--resume"]):
+        assert main(["fit", str(d / "*.npy"), "--checkpoint", str(d / "fit.png"), *resume,
+                     "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["fit", pattern, "--no-progress"]) == 2  # (what was refused: the mix)
+    assert "files of 2 kinds" in capsys.readouterr().err
+
+
 def test_fit_output_is_an_input_image(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
     pil.fromarray(np.full((4, 5, 3), 7, np.uint8)).save(tmp_path / "a.png")
