@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TensorOutput", "check_no_grad", "empty_tensor_out", "host_view", "is_cpu_tensor",
-           "is_tensor", "numpy_to_bf16_bits", "plain_numpy"]
+           "is_tensor", "numpy_to_bf16_bits", "plain_numpy", "rounded_once"]
 
 
 def _torch() -> Any:
@@ -222,3 +222,25 @@ def numpy_to_bf16_bits(a: np.ndarray) -> np.ndarray:
     bits = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
     bits[(u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)] = 0x7FC0
     return bits
+
+
+def rounded_once(a: np.ndarray, dtype) -> Any:
+    """float64 values as a CPU tensor of the floating torch ``dtype``, each rounded once
+    to nearest even. torch's float64 to float16/bfloat16 conversion goes through
+    float32 and rounds twice (``1 + 2**-8 + 2**-30`` became bfloat16 1.0, not 1.0078125):
+    here the float32 step rounds to odd (an inexact value keeps the odd one of its two
+    float32 neighbours), which a rounding to 8 or 11 bits then rounds correctly."""
+    torch = _torch()
+    a = np.ascontiguousarray(a, np.float64)
+    if dtype == torch.float64:
+        return torch.from_numpy(a.copy())
+    t = a.astype(np.float32)
+    if dtype in (torch.float16, torch.bfloat16):
+        back = t.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            inexact = np.isfinite(a) & (back != a)
+            toward = np.where(a > back, np.float32(np.inf), np.float32(-np.inf))
+        other = np.nextafter(t, toward)
+        even = (t.view(np.uint32) & np.uint32(1)) == 0
+        t = np.where(inexact & even, other, t)
+    return torch.from_numpy(t).to(dtype)

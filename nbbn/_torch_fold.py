@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._affine import affine_scale
+from ._torch_arrays import rounded_once
 from ._torch_modules import (
     BatchNorm,
     Normalizer,
@@ -57,9 +58,13 @@ def _new_layer(layer: Any, weight: np.ndarray, bias: np.ndarray) -> Any:
                           stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                           groups=layer.groups, bias=True, padding_mode=layer.padding_mode, **kw)
     with torch.no_grad():
-        new.weight.copy_(torch.from_numpy(weight))
-        new.bias.copy_(torch.from_numpy(bias))
+        new.weight.copy_(rounded_once(weight, w.dtype))
+        new.bias.copy_(rounded_once(bias, w.dtype))
     new.weight.requires_grad_(w.requires_grad)
+    # (a frozen layer stays frozen: its new bias trains only if its bias, or its weight
+    # when it had none, did)
+    old_bias = layer.bias if layer.bias is not None else w
+    new.bias.requires_grad_(old_bias.requires_grad)
     return new.train(layer.training)
 
 

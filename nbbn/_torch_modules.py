@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - torch comes with the test extra
         "nbbn's PyTorch interop needs torch: pip install 'nbbn[torch]'") from exc
 
 from ._layout import channel_vector, check_axis  # noqa: E402
+from ._torch_arrays import rounded_once  # noqa: E402
 from .batchnorm import BatchNorm  # noqa: E402
 from .normalizer import Normalizer  # noqa: E402
 
@@ -69,14 +70,12 @@ class NormalizerModule(torch.nn.Module):
         bias = channel_vector(bias, mean.shape[0], "bias")
         channel_axis = check_axis(channel_axis)
         _check_range(dtype, {"mean": mean, "scale": scale, "bias": bias})
-        hi, lo = _split(torch.tensor(mean), dtype)  # (a copy: the caller's is never shared)
+        hi, lo = _split(mean, dtype)  # (new tensors: the caller's arrays are never shared)
         self.channel_axis = int(channel_axis)
         self.register_buffer("mean", hi.to(device))
         self.register_buffer("mean_lo", lo.to(device))
-        self.register_buffer("scale", torch.tensor(scale).to(
-            device=device, dtype=dtype))
-        self.register_buffer("bias", torch.tensor(bias).to(
-            device=device, dtype=dtype))
+        self.register_buffer("scale", rounded_once(scale, dtype).to(device))
+        self.register_buffer("bias", rounded_once(bias, dtype).to(device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` along ``channel_axis``."""
@@ -114,7 +113,9 @@ class NormalizerModule(torch.nn.Module):
                 "bias": self.bias.double().cpu().numpy()})  # type: ignore[union-attr]
         out = super()._apply(fn, recurse)
         if new != old and new.is_floating_point:
-            self.mean, self.mean_lo = _split(mean.to(self.mean.device), new)  # type: ignore[union-attr]
+            device = self.mean.device  # type: ignore[union-attr]
+            hi, lo = _split(mean.cpu().numpy(), new)
+            self.mean, self.mean_lo = hi.to(device), lo.to(device)
         return out
 
     def extra_repr(self) -> str:
@@ -138,10 +139,11 @@ def _check_range(dtype: torch.dtype, arrays: dict[str, np.ndarray], *,
                              f"{np.flatnonzero(big)[:5].tolist()}: {advice}")
 
 
-def _split(mean64: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float64 mean as ``dtype``'s rounding and the rest (``mean``, ``mean_lo``)."""
-    hi = mean64.to(dtype)
-    return hi, (mean64 - hi.to(torch.float64)).to(dtype)
+def _split(mean64: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float64 mean as ``dtype``'s rounding and the rest (``mean``, ``mean_lo``): CPU
+    tensors, each rounded once."""
+    hi = rounded_once(mean64, dtype)
+    return hi, rounded_once(mean64 - hi.double().numpy(), dtype)
 
 
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,
@@ -206,6 +208,9 @@ def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = 
     module = _TORCH_BN[dim](bn.num_features, eps=bn.eps, momentum=bn.momentum,
                             affine=bn.affine, track_running_stats="running_mean" in state,
                             **kwargs)
+    if top in (torch.float16, torch.bfloat16):  # (load_state_dict would round twice)
+        state = {k: rounded_once(v.numpy(), top) if v.is_floating_point() else v
+                 for k, v in state.items()}
     module.load_state_dict(state)
     module.track_running_stats = bool(bn.track_running_stats)
     return module.train(bn.training)

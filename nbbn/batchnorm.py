@@ -405,13 +405,23 @@ class BatchNorm:
         # load may be repairing), copied (the running buffers are views of one array)
         before = {key: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
                   for key in new for v in [getattr(self, key)]}
+        # a writable float64 weight or bias of one value per channel is loaded in place,
+        # as torch copies into its parameters (an array held before sees the new values)
+        held = {key: getattr(self, key) for key in ("weight", "bias") if key in new}
+        in_place = {key: a for key, a in held.items() if isinstance(a, np.ndarray)
+                    and a.flags.writeable and a.dtype == np.float64
+                    and a.shape == (self.num_features,)}
         try:
             for key, v in new.items():
-                setattr(self, key, v)
+                if key not in in_place:
+                    setattr(self, key, v)
         except BaseException:  # (a setter's own check, a Ctrl-C: all or nothing)
             for key, v in before.items():
-                setattr(self, key, v)
+                if key not in in_place:
+                    setattr(self, key, v)
             raise
+        for key, a in in_place.items():  # (last: a copy into a checked array cannot fail)
+            a[...] = new[key]
         return IncompatibleKeys(missing, unexpected)
 
     def _state_keys(self) -> list[str]:

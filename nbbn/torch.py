@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._progress import Progress
+from ._torch_arrays import rounded_once
 from ._torch_fold import fold_normalizer, fuse_bn
 from ._torch_modules import NormalizerModule, _is_bn, check_initialized, torch
 from .running_stats import RunningStats, counted_nothing
@@ -106,8 +107,10 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
         models run their layers in different orders.
     TypeError
         An item of ``data`` is not a tensor or a tuple/list starting with one (without
-        ``forward``), ``forward`` is not callable, or (``mode="eval"``) ``data`` is a
-        one-shot iterator.
+        ``forward``), ``forward`` is not callable, (``mode="eval"``) ``data`` is a
+        one-shot iterator, or ``model`` is a TorchScript module or a ``torch.export``
+        graph whose batch norms are function calls (no layer to hook: recompute on the
+        Python model, then script or export it).
 
     Notes
     -----
@@ -139,7 +142,17 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
             'mode="eval" reads data once per BatchNorm layer, so data must be re-iterable '
             f"(a DataLoader, list, tuple or Dataset of batches), got a one-shot "
             f"{type(data).__name__}: pass list(data) or the DataLoader itself")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("model is a TorchScript module (torch.jit.script or trace): nbbn "
+                        "reads each BatchNorm layer's input with a forward hook, which "
+                        "TorchScript does not run; recompute the statistics on the Python "
+                        "model, then script it")
     layers = _bn_layers(model)
+    if not layers and isinstance(model, torch.fx.GraphModule) and not any(
+            _is_bn(m) for m in model.modules()) and _graph_has_batch_norm(model):
+        raise TypeError("model is a graph module (torch.export or fx) whose batch norms are "
+                        "calls of functions, not BatchNorm modules that nbbn can hook; "
+                        "recompute the statistics on the Python model, then export it")
     if not layers:
         return {}
     if mode == "eval":
@@ -315,12 +328,20 @@ def _agree_order(lp: _LayerPass) -> None:
         lp.order, lp.uses_per_forward = found[0]
 
 
+def _graph_has_batch_norm(model: Any) -> bool:
+    """Whether the graph of an fx ``GraphModule`` calls a batch-norm function."""
+    return any(n.op in ("call_function", "call_method") and "batch_norm" in str(n.target)
+               for n in model.graph.nodes)
+
+
 def _bn_layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
     layers: list[tuple[str, Any]] = []
     for name, m in model.named_modules():
         if _is_bn(m):
             check_initialized(m, f"BatchNorm layer {name!r}")
-            if m.track_running_stats:
+            # (a layer built with track_running_stats=False has no buffers, whatever
+            # the flag says since: torch normalizes it with batch statistics in both modes)
+            if m.track_running_stats and m.running_mean is not None:
                 layers.append((name, m))
     return layers
 
@@ -503,8 +524,8 @@ def _write(layers: list[tuple[str, Any]], stats: dict[str, RunningStats],
             if name not in values:
                 continue
             mean, var = values[name]
-            m.running_mean.copy_(torch.from_numpy(mean))
-            m.running_var.copy_(torch.from_numpy(var))
+            m.running_mean.copy_(rounded_once(mean, m.running_mean.dtype))
+            m.running_var.copy_(rounded_once(var, m.running_var.dtype))
             if m.num_batches_tracked is not None:
                 m.num_batches_tracked.fill_(calls[name])
 

@@ -270,3 +270,20 @@ def test_to_normalizer_without_running_buffers_is_refused():
     with pytest.raises(ValueError, match="track_running_stats=False: eval mode uses batch "
                                          "statistics"):
         bn.to_normalizer()
+
+
+def test_load_state_dict_copies_into_the_weight_and_bias_held():
+    """torch copies a loaded state into its parameters; nbbn replaced weight and bias,
+    so an array held before kept the old values (the running buffers were in place)."""
+    torch = pytest.importorskip("torch")
+    bn = nbbn.BatchNorm(3, backend="cpu")
+    w, b, mean = bn.weight, bn.bias, bn.running_mean
+    bn.load_state_dict({**bn.state_dict(), "weight": torch.full((3,), 2.0),
+                        "bias": np.array([1.0, 2.0, 3.0]), "running_mean": torch.ones(3)})
+    assert bn.weight is w and bn.bias is b
+    assert w.tolist() == [2.0] * 3 and b.tolist() == [1.0, 2.0, 3.0]
+    assert mean.tolist() == [1.0] * 3
+    with pytest.raises(ValueError, match="running_var must be >= 0"):  # (all or nothing)
+        bn.load_state_dict({**bn.state_dict(), "weight": np.full(3, 5.0),
+                            "running_var": -np.ones(3)})
+    assert w.tolist() == [2.0] * 3 and bn.weight is w

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -673,6 +674,37 @@ def test_a_layer_whose_tracking_was_turned_off_is_left_alone():
     got = nt.recompute_bn_stats(net, [torch.randn(8, 3)], progress=False)
     assert list(got) == ["0"]
     assert _same(net[1], state)
+
+
+def test_a_layer_built_without_buffers_is_left_alone():
+    """A layer built with track_running_stats=False and the flag set to True since has
+    no buffers (torch normalizes it with batch statistics): recompute_bn_stats failed
+    with a bare AttributeError ('NoneType' object has no attribute 'clone')."""
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3, track_running_stats=False),
+                              torch.nn.BatchNorm1d(3))
+    net[0].track_running_stats = True
+    got = nt.recompute_bn_stats(net, [torch.randn(8, 3)], progress=False)
+    assert list(got) == ["1"] and net[0].running_mean is None
+    assert int(net[1].num_batches_tracked) == 1
+
+
+def test_compiled_graphs_are_refused_not_left_stale():
+    """A TorchScript or torch.export model has no BatchNorm modules to hook: the call
+    returned {} and left its running buffers stale, without a word."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    with warnings.catch_warnings():  # (torch.jit is deprecated in torch 2.13)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted, traced = torch.jit.script(net), torch.jit.trace(net, x)
+    for model, match in ((scripted, "TorchScript module"), (traced, "TorchScript module"),
+                         (torch.export.export(net, (x,)).module(), "graph module")):
+        with pytest.raises(TypeError, match=match):
+            nt.recompute_bn_stats(model, [x + 5], progress=False)
+    traced = torch.fx.symbolic_trace(net)  # (an fx trace keeps the modules: recomputed)
+    assert list(nt.recompute_bn_stats(traced, [x + 5], progress=False)) == ["1"]
+    assert nt.recompute_bn_stats(torch.fx.symbolic_trace(torch.nn.Linear(3, 3)),
+                                 [torch.randn(4, 3)], progress=False) == {}
+
 
 
 @pytest.mark.parametrize("mode", ["batch", "eval"])

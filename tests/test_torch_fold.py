@@ -354,10 +354,13 @@ def _bn(c):
 
 def test_folded_layers_keep_the_mode_and_frozen_weights(rng):
     conv = nn.Conv2d(3, 4, 1).eval()
-    conv.weight.requires_grad_(False)
+    conv.requires_grad_(False)
     for new in (nt.fold_normalizer(conv, _normalizer(rng, 3)), nt.fuse_bn(conv, _bn(4))):
         assert not new.training
         assert not new.weight.requires_grad
+        assert not new.bias.requires_grad  # (it was made trainable)
+    free = nn.Linear(3, 4, bias=False)
+    assert nt.fuse_bn(free, nn.BatchNorm1d(4).eval()).bias.requires_grad
 
 
 def test_fold_keeps_the_dilation(rng):

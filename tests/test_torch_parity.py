@@ -385,6 +385,21 @@ def test_reset_running_stats_in_place_and_load_state_dict_strict(rng):
         b.load_state_dict({"weight": np.ones(2)})
 
 
+def test_to_torch_rounds_once_to_half_precision():
+    """to_torch's buffers and Normalizer.to_torch's parameters went through torch's
+    float64 to float32 to bfloat16/float16 conversion and rounded twice (docs: rounded
+    once): 1 + 2**-8 + 2**-30 became bfloat16 1.0, not 1.0078125."""
+    near = 1 + 2.0**-8 + 2.0**-30  # (just past bfloat16's tie between 1 and 1 + 2**-7)
+    bn = nbbn.BatchNorm(1, backend="cpu")
+    bn.running_mean = np.array([near])
+    bn.weight = np.array([1 + 2.0**-11 + 2.0**-40])  # (past float16's tie)
+    assert bn.to_torch(1, dtype=torch.bfloat16).running_mean.item() == 1.0078125
+    assert bn.to_torch(1, dtype=torch.float16).weight.item() == 1 + 2.0**-10
+    norm = nbbn.Normalizer([near], [1.0], eps=0.0, bias=[near], channel_axis=1)
+    mod = norm.to_torch(dtype=torch.bfloat16)
+    assert mod.mean.item() == 1.0078125 and mod.bias.item() == 1.0078125
+
+
 def test_to_torch_refuses_values_beyond_the_dtype_and_exports_a_dropped_weight():
     """to_torch(dtype=float16) stored a running_var of 1e6 as inf (outputs 0 instead of
     +-1), where Normalizer.to_torch refuses; a weight set to None (forward reads ones)
