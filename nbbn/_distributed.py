@@ -196,14 +196,6 @@ class Counted:
         return set(range(self.pos.shard + (self.pos.row > 0))) | set(self.ranges)
 
 
-def _only(fingerprint: dict | None, keep: set[int]) -> dict | None:
-    """A source's fingerprint with the shards not in ``keep`` blanked (not compared)."""
-    if fingerprint is None:
-        return None
-    shards = fingerprint.get("shards", [])
-    return {**fingerprint, "shards": [s if i in keep else {} for i, s in enumerate(shards)]}
-
-
 def plan_parts(src: Source, counted: Counted | None = None,
                part_bytes: int | None = None) -> list[Part]:
     """The parts of ``src`` still to count, in source order.
@@ -584,9 +576,8 @@ class _ClusterRun(_FitRun):
         self.pos = Position(ck.position["shard"], ck.position["row"])
         self.counted = Counted(self.pos, ranges)
         # counted shards must be unchanged; the others (one that failed, say) may change
-        keep = self.counted.shards()
-        check_fingerprint(_only(ck.fingerprint, keep), _only(self.fingerprint, keep), path,
-                          self.counted.last_shard())
+        check_fingerprint(ck.fingerprint, self.fingerprint, path, self.counted.last_shard(),
+                          self.counted.shards())
         self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
         done = " (complete; only shards added since are read)" if ck.complete else ""
         say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")

@@ -242,7 +242,8 @@ _ADDED_LATER = frozenset({"jpeg_decoder"})
 _IDENTITY = ("path",)
 
 
-def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int) -> None:
+def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int,
+                      counted: set[int] | None = None) -> None:
     """Raise CheckpointError naming the first difference in the shards already read.
 
     Shards ``0 .. read_upto`` (the last one possibly in part) have been counted, so they
@@ -257,6 +258,9 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
         The checkpoint, for the message.
     read_upto : int
         The shard the checkpoint's position is in.
+    counted : set of int, optional
+        The shards with counted rows, where not all of ``0 .. read_upto`` are (a
+        distributed fit's parts); only those are compared, each at its number.
 
     Raises
     ------
@@ -279,17 +283,24 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
                               f"but the source is {now}; refusing to resume")
     a, b = saved.get("shards", []), current.get("shards", [])
     n = min(read_upto + 1, len(a))
+    idx = list(range(n)) if counted is None else sorted(i for i in counted if i < n)
+    for i in idx if counted is not None else ():
+        if (moved := _shifted(i, a[i], a, b)) is not None:
+            raise CheckpointError(f"{where} does not match the source: {moved}; refusing "
+                                  "to resume")
     if len(b) < n:
         paths = {f.get("path") for f in b}
-        gone = next((f for f in a[:n] if f.get("path") is not None
-                     and f["path"] not in paths), None)
+        gone = next((a[i] for i in idx if a[i].get("path") is not None
+                     and a[i]["path"] not in paths), None)
         note = "" if gone is None else \
             f" (it counted {_shown(gone)}, which is no longer among the data)"
+        what = f"{n} shards" if counted is None else f"rows of shard {n - 1}"
         raise CheckpointError(
-            f"{where} has counted {n} shards, but the source now has only {len(b)}{note}: "
+            f"{where} has counted {what}, but the source now has only {len(b)}{note}: "
             "the data changed (or this is another source); refusing to resume")
-    for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True)):
-        if (other := _other_file(i, x, y, a, a[:n], b)) is not None:
+    for i in idx:
+        x, y = a[i], b[i]
+        if (other := _other_file(i, x, y, a, [a[k] for k in idx], b)) is not None:
             raise CheckpointError(f"{where} does not match the source: {other}; refusing "
                                   "to resume")
         # the file first: a file's mtime was blamed (keys in alphabetical order) when the
@@ -308,6 +319,31 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
 def _shown(shard: dict) -> str:
     """A shard of a fingerprint as messages name it: its name (as given), else its path."""
     return str(shard.get("name") or shard.get("path"))
+
+
+def _shifted(i: int, x: dict, saved: list, current: list) -> str | None:
+    """For a checkpoint that counted shard ``i``, ``x``, but not every shard before it
+    (a distributed fit's): why that file, still among the data, is another shard now (a
+    file before it that was not counted is gone, or a new one sorts before it); None
+    when it is shard ``i`` still, is gone, or is not a file."""
+    now = [f.get("path") for f in current]
+    px = x.get("path")
+    if px is None or px not in now or (i < len(now) and now[i] == px):
+        return None
+    j = now.index(px)
+    was = {f.get("path") for f in saved}
+    gone = next((f for f in saved[:i] if f.get("path") not in now), None)
+    new = next((f for f in current[:j] if f.get("path") not in was), None)
+    if gone is not None:
+        why = (f"{_shown(gone)}, before it, is no longer among the data (removed, renamed "
+               "or moved)")
+    elif new is not None:
+        why = f"{_shown(new)} is new and sorts before it"
+    else:
+        return None
+    return (f"it counted {_shown(x)} as shard {i}, which is shard {j} now: {why}; the rows "
+            "a distributed fit counted are recorded by shard number, so no file may be "
+            "added or removed before them")
 
 
 def _other_file(i: int, x: dict, y: dict, saved: list, counted: list,

@@ -466,6 +466,32 @@ def test_a_resume_checks_the_counted_shards_only(client, tmp_path, rng):
         nbbn.fit(tmp_path / "d", client=client, checkpoint=ck, resume=True, progress=False)
 
 
+def test_a_resume_names_the_uncounted_file_removed_before_counted_ones(tmp_path, rng):
+    """Shards 0 and 2 counted, shard 1 (which failed, say) removed: the resume blamed
+    s2.npy, still there, as no longer among the data, and said 3 shards were counted
+    (the current shards were blanked by the checkpoint's numbers)."""
+    arrays = _shards(tmp_path / "d", rng)
+    src = open_source(tmp_path / "d")
+    ck = tmp_path / "gap.ckpt"
+    stats = nbbn.RunningStats(1).update(arrays[0]).update(arrays[2])
+    save_checkpoint(ck, Checkpoint(stats, {"shard": 1, "row": 0, "name": None, "digest": None},
+                                   src.fingerprint(), _settings(src), 73,
+                                   arrays[0].nbytes + arrays[2].nbytes,
+                                   extra={"parts_done": [[2, 0, 33]]}))
+    src.close()
+    (tmp_path / "d" / "s1.npy").unlink()
+    with pytest.raises(nbbn.CheckpointError) as info:
+        nbbn.fit(tmp_path / "d", client="local", checkpoint=ck, resume=True, progress=False)
+    msg = str(info.value)
+    assert re.search(r"counted \S*s2\.npy as shard 2, which is shard 1 now: \S*s1\.npy, "
+                     r"before it, is no longer among the data", msg), \
+        f"expected s1.npy named as removed and s2.npy as moved, got: {msg}"
+    (tmp_path / "d" / "s2.npy").unlink()  # a counted file removed: named as such
+    with pytest.raises(nbbn.CheckpointError, match=r"the checkpoint counted \S*s2\.npy, "
+                       r"which is no longer among the data"):
+        nbbn.fit(tmp_path / "d", client="local", checkpoint=ck, resume=True, progress=False)
+
+
 def test_a_checkpoint_counts_bytes_and_parts_fill_the_threads(client, tmp_path, rng,
                                                             monkeypatch, capsys):
     arrays = _shards(tmp_path / "d", rng)
