@@ -579,6 +579,7 @@ class _ClusterRun(_FitRun):
         check_fingerprint(ck.fingerprint, self.fingerprint, path, self.counted.last_shard(),
                           self.counted.shards())
         self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
+        self.saved_rows = ck.rows_done
         done = " (complete; only shards added since are read)" if ck.complete else ""
         say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
 
@@ -592,6 +593,7 @@ class _ClusterRun(_FitRun):
             self.stats, position, self.fingerprint, self.settings, self.rows_done,
             self.bytes_done, complete, {"parts_done": ranges},
             fingerprint_bytes=self.fingerprint_bytes))
+        self.saved_rows = self.rows_done
 
     def take(self, part: Part, rec: dict) -> None:
         """Merge one part's record into the statistics and mark its rows counted."""
@@ -670,7 +672,9 @@ class _ClusterRun(_FitRun):
             if in_part:  # the statistics and the rows counted may disagree: save nothing
                 raise
             dirty = self._take_finished(pending) or dirty
-            if cfg.checkpoint is not None and dirty:
+            # (written again when nothing changed since the last write, as in one process:
+            # the note that resume=True continues is added whenever the checkpoint holds rows)
+            if cfg.checkpoint is not None and (dirty or self.rows_done > 0):
                 self._save_after_error(exc)
             raise
         finally:

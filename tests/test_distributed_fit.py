@@ -300,6 +300,37 @@ def test_worker_failure_then_resume(client, tmp_path, rng):
     assert_stats(got, ref_stats_many(arrays, 1), RTOL)
 
 
+def test_an_error_with_nothing_new_merged_still_says_the_progress_is_saved(
+        client, tmp_path, rng, monkeypatch):
+    """A resumed cluster fit that failed before merging a part raised the error without
+    the note that resume=True continues (written only when something new was merged),
+    and a checkpoint that could not be written again was never said to hold its last
+    save (the cluster's writes did not record it): one process says both."""
+    _shards(tmp_path / "d", rng, bad=2)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(ValueError, match="NaN"):  # shards 0 and 1 saved, in one process
+        nbbn.fit(tmp_path / "d", nan_policy="raise", checkpoint=ck, progress=False)
+    with pytest.raises(ValueError, match=r"s2\.npy, rows 0-33: .*NaN") as info:
+        nbbn.fit(tmp_path / "d", client=client, nan_policy="raise", checkpoint=ck,
+                 resume=True, progress=False)
+    notes = "".join(getattr(info.value, "__notes__", None) or [])
+    assert "the statistics of the 47 rows before the error were saved" in notes, \
+        f"expected a note that the 47 rows were saved, got notes {notes!r}"
+    assert load_checkpoint(ck).rows_done == 47
+
+    def refuse(path, ckpt):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nd, "save_checkpoint", refuse)
+    with pytest.raises(ValueError, match="NaN") as info:
+        nbbn.fit(tmp_path / "d", client=client, nan_policy="raise", checkpoint=ck,
+                 resume=True, progress=False)
+    notes = "".join(getattr(info.value, "__notes__", None) or [])
+    assert "could not be written again (OSError: disk full); it holds the statistics of " \
+        "the 47 rows of its last save" in notes, \
+        f"expected a note that the checkpoint holds its last save, got notes {notes!r}"
+
+
 def test_checkpoints_across_kinds_of_fit(client, tmp_path, rng):
     """A checkpoint with rows counted out of order resumes on a cluster only; an
     ordinary one resumes on a cluster too."""
