@@ -565,6 +565,7 @@ class _ClusterRun(_FitRun):
         self.recipes = recipes
         self.counted = Counted()
         self.workers: dict[str, dict] = {}
+        self.out_of_order = False  # the checkpoint last written has parts_done
 
     def resume_from(self, ck: Checkpoint, path: Path) -> None:
         """Take the statistics, position and ``parts_done`` of ``ck``."""
@@ -594,6 +595,11 @@ class _ClusterRun(_FitRun):
             self.bytes_done, complete, {"parts_done": ranges},
             fingerprint_bytes=self.fingerprint_bytes))
         self.saved_rows = self.rows_done
+        self.out_of_order = bool(ranges)
+
+    def _on_cluster_only(self) -> bool:
+        """Whether the checkpoint last written has rows counted out of order."""
+        return self.cfg.checkpoint is not None and self.out_of_order
 
     def take(self, part: Part, rec: dict) -> None:
         """Merge one part's record into the statistics and mark its rows counted."""

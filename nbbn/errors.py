@@ -45,18 +45,26 @@ class FitInterrupted(KeyboardInterrupt):
     rows_done : int
         Rows counted (images, for image files), including those of earlier runs of a
         resumed fit.
+    on_cluster : bool
+        The checkpoint holds parts counted out of order (a fit with ``client=...``): it
+        resumes on a cluster only, as the message says.
     """
 
     def __init__(self, stats: Any, checkpoint: Path | None, rows_done: int,
-                 unit: str = "rows") -> None:
+                 unit: str = "rows", on_cluster: bool = False) -> None:
         self.stats = stats
         self.checkpoint = checkpoint
         self.rows_done = rows_done
+        self.on_cluster = on_cluster
         self._unit = unit  # ("images" for image files: each is one row of the fit)
         if checkpoint is not None:
+            client = "client=..., " if on_cluster else ""
             msg = (f"fit interrupted after {rows_done:,} {unit}; checkpoint saved to "
-                   f"{checkpoint}. Resume with nbbn.fit(<same source>, "
+                   f"{checkpoint}. Resume with nbbn.fit(<same source>, {client}"
                    f"checkpoint={str(checkpoint)!r}, resume=True)")
+            if on_cluster:
+                msg += (" on a cluster: it holds parts of the source counted out of order, "
+                        "which a fit without client refuses")
         else:
             msg = (f"fit interrupted after {rows_done:,} {unit}; no checkpoint was set, so it "
                    "cannot be resumed (the partial statistics are in this exception's .stats; "
@@ -67,4 +75,5 @@ class FitInterrupted(KeyboardInterrupt):
         # pickled (a fit stopped in a process pool's worker, dask, joblib) and copied with
         # its three attributes: the default rebuilt it from the message alone and failed,
         # and the pool reported a broken process instead
-        return type(self), (self.stats, self.checkpoint, self.rows_done, self._unit)
+        return type(self), (self.stats, self.checkpoint, self.rows_done, self._unit,
+                            self.on_cluster)

@@ -531,10 +531,15 @@ class _FitRun:
             # (then the statistics the checkpoint holds; without one, all of them)
             rb = self._inside_unchecked() if cfg.checkpoint is not None else None
             raise FitInterrupted(rb.stats if rb else self.stats, cfg.checkpoint,
-                                 rb.rows_done if rb else self.rows_done, self._unit())
+                                 rb.rows_done if rb else self.rows_done, self._unit(),
+                                 self._on_cluster_only())
         if cfg.checkpoint is not None:
             self.write(complete=True)
         return self.stats
+
+    def _on_cluster_only(self) -> bool:
+        """Whether the checkpoint written resumes on a cluster only (out of order parts)."""
+        return False
 
     def _unit(self) -> str:
         """What a fit's rows are in messages: images for image files (one row each)."""

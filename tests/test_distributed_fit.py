@@ -8,6 +8,7 @@ single-process fit (1e-12 relative: the merge order follows the completion order
 from __future__ import annotations
 
 import contextlib
+import pickle
 import re
 import sys
 
@@ -617,4 +618,42 @@ def test_after_a_part_fails_the_finished_parts_are_saved_and_the_rest_cancelled(
                    resume=True, progress=False)
     resumed = sum(hi - lo for f in fake.futures for _, lo, hi in f._args[0])
     assert resumed == sum(map(len, arrays)) - saved.rows_done  # nothing read twice
+    assert_stats(got, ref_stats_many(arrays, 1), RTOL)
+
+
+@pytest.mark.parametrize("order", ["in order", "last part first"])
+def test_interrupted_says_client_when_only_a_cluster_resumes(tmp_path, rng, monkeypatch,
+                                                             order):
+    """Ctrl-C after the last part was merged first: FitInterrupted said to resume with
+    nbbn.fit(<same source>, checkpoint=..., resume=True), which refuses a checkpoint of
+    parts counted out of order; it names client=... then (not for a prefix)."""
+    arrays = _shards(tmp_path / "d", rng)
+    ck = tmp_path / "fit.ckpt"
+    monkeypatch.setattr(nd, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(nd, "connect", contextlib.nullcontext)
+    monkeypatch.setattr(distributed, "as_completed", lambda futures, loop=None: [
+        f.run() or f for f in (futures if order == "in order" else futures[::-1])])
+
+    class StoppingBar(nd.Progress):
+        def update(self, nbytes, rows):  # Ctrl-C after the first part merged
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(nd, "Progress", StoppingBar)
+    with pytest.raises(nbbn.FitInterrupted) as info:
+        nbbn.fit(tmp_path / "d", client=_SyncClient(), checkpoint=ck, progress=False)
+    monkeypatch.setattr(nd, "Progress", Progress)
+    msg = str(info.value)
+    out_of_order = bool(load_checkpoint(ck).extra["parts_done"])
+    assert out_of_order == (order != "in order")
+    if out_of_order:
+        assert "nbbn.fit(<same source>, client=..., checkpoint=" in msg, \
+            f"expected the resume hint to name client=..., got: {msg}"
+        with pytest.raises(nbbn.CheckpointError, match="out of order"):
+            nbbn.fit(tmp_path / "d", checkpoint=ck, resume=True, progress=False)
+    else:
+        assert "nbbn.fit(<same source>, checkpoint=" in msg, msg
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.on_cluster, str(copy)) == (out_of_order, msg)
+    got = nbbn.fit(tmp_path / "d", client=_SyncClient() if out_of_order else None,
+                   checkpoint=ck, resume=True, progress=False)
     assert_stats(got, ref_stats_many(arrays, 1), RTOL)
