@@ -264,6 +264,8 @@ def shard_recipe(shard: Shard) -> tuple:
     ------
     TypeError
         The shard is not read from files (an in-memory array).
+    ValueError
+        An HDF5 dataset whose file this process holds open for writing.
     """
     if isinstance(shard, (NpyShard, NpzShard, SparseNpzShard)):
         return ("file", shard, _file_id(shard.path))
@@ -271,6 +273,13 @@ def shard_recipe(shard: Shard) -> tuple:
         a = shard.array
         module = type(a).__module__
         if module.startswith("h5py"):
+            if a.file.mode != "r":  # ("r+" for a file opened with "w", "a" or "r+")
+                raise ValueError(
+                    f"a fit on a cluster (client=...) has each worker open its own files, "
+                    f"but {a.file.filename} is open for writing in this process (h5py mode "
+                    f"{a.file.mode!r}): HDF5 locks it against the workers, which would not "
+                    "see its unflushed writes either; close it, or reopen it read-only "
+                    "(h5py.File(path, 'r'))")
             return ("hdf5", a.file.filename, a.name, _file_id(a.file.filename))
         if module.startswith("zarr"):
             root = _zarr_local_root(a)
@@ -306,7 +315,13 @@ def _open_recipe(recipe: tuple) -> Shard:
     if kind == "hdf5":
         from ._shards_zarr_h5 import hdf5_shard
 
-        return hdf5_shard(recipe[1], recipe[2])
+        try:
+            return hdf5_shard(recipe[1], recipe[2])
+        except BlockingIOError as exc:  # (HDF5's file lock; its message names no file)
+            raise BlockingIOError(
+                exc.errno, f"{recipe[1]}: this worker cannot open the HDF5 file, which "
+                "another process holds open for writing (HDF5 locks it): close it there, "
+                f"or reopen it read-only ({exc})") from None
     zarr = import_extra("zarr", "zarr", "reading zarr stores")
     node = zarr.open_array(store=recipe[1], path=recipe[2], mode="r")
     return ArrayShard(node, f"{recipe[1]}/{recipe[2]}".rstrip("/"))

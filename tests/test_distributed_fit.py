@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -422,6 +423,34 @@ def test_a_worker_refuses_a_different_hdf5_file(tmp_path, rng):
         f.create_dataset("x", data=rng.standard_normal((12, 3)))
     with pytest.raises(FileNotFoundError, match="sees a different file"):
         nd._open_recipe(recipe)
+
+
+def test_an_hdf5_file_open_for_writing_is_named(tmp_path, rng):
+    """A dataset of a file this process holds open for writing failed on the workers
+    with HDF5's BlockingIOError ("unable to lock file"), which names no file; it is
+    refused before any part is sent. A worker locked out by another process names the
+    file too."""
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("x", data=rng.standard_normal((10, 3)))
+        with pytest.raises(ValueError, match=r"w\.h5 is open for writing in this process "
+                           r"\(h5py mode 'r\+'\).*close it, or reopen it read-only"):
+            nbbn.fit(ds, client="local", progress=False)
+    with h5py.File(path, "r") as f:  # read-only: its recipe is made
+        assert nd.shard_recipe(open_source(f["x"]).shards[0])[:3] == ("hdf5", str(path), "/x")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import h5py, sys; f = h5py.File({str(path)!r}, 'r+'); "
+         "print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        recipe = ("hdf5", str(path), "/x", nd._file_id(str(path)))
+        with pytest.raises(BlockingIOError, match=r"w\.h5: this worker cannot open the HDF5 "
+                           "file, which another process holds open for writing"):
+            nd._open_recipe(recipe)
+    finally:
+        holder.communicate("")
 
 
 def test_count_part_reads_batches_on_one_thread(tmp_path, rng, monkeypatch):
