@@ -80,15 +80,18 @@ class Histogram:
         return self.counts.shape[0]
 
     def add(self, pixels: np.ndarray) -> None:
-        """Count ``pixels`` ((..., C) channels-last uint8/uint16 of this depth) in place."""
+        """Count ``pixels`` ((..., C) channels-last uint8/uint16 of this depth, either
+        byte order) in place."""
         from .backends.cpu_histogram import count_levels, count_levels_rgb
 
         c = self.num_channels
         if bins_of(pixels.dtype) != self.counts.shape[1] or pixels.shape[-1] != c:
             raise ValueError(f"cannot count {pixels.dtype} values with {pixels.shape[-1]} "
                              f"channels in a {self.bits}-bit histogram of {c} channels")
-        # a strided view in slabs of rows, never one copy of itself (a memory map's)
-        for x3, _ in canonical(pixels, -1).pieces(slabs=not pixels.flags.c_contiguous):
+        # a strided view in slabs of rows, never one copy of itself (a memory map's); a
+        # non-native byte order in slabs too, each copied into native order
+        slabs = not (pixels.flags.c_contiguous and pixels.dtype.isnative)
+        for x3, _ in canonical(pixels, -1).pieces(slabs=slabs):
             flat = x3.reshape(-1)
             step = c * _ROWS_PER_CALL
             for lo in range(0, flat.size, step):  # the kernels' uint32 tables stay exact
@@ -159,9 +162,10 @@ class Histogram:
 def bins_of(dtype) -> int:
     """Bins per channel for ``dtype``; ValueError for a dtype other than uint8/uint16."""
     dt = np.dtype(dtype)
-    if dt not in BINS:
+    native = dt.newbyteorder("=") if dt.kind == "u" else dt  # (">u2" counts as uint16)
+    if native not in BINS:
         raise ValueError(f"histograms count uint8 or uint16 values, got {dt}")
-    return BINS[dt]
+    return BINS[native]
 
 
 PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)

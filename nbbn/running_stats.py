@@ -1019,7 +1019,8 @@ def _counted(state) -> int | None:
 def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.ndarray:
     """The histogram counts of ``batch``, or ValueError when it cannot be counted."""
     if not isinstance(batch, np.ndarray) or not isinstance(channel_axis, int) or \
-            batch.dtype != (np.uint8 if hist.bits == 8 else np.uint16):
+            batch.dtype.kind != "u" or batch.dtype.itemsize != hist.bits // 8:
+        # (either byte order: a big-endian uint16 is counted as its values)
         raise ValueError(f"these statistics keep a {hist.bits}-bit histogram (a fit of images "
                          f"with histogram=True), so update() takes uint{hist.bits} numpy "
                          f"arrays only, got {type(batch).__name__} {getattr(batch, 'dtype', '')};"

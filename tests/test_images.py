@@ -977,3 +977,21 @@ def test_histograms_of_other_channel_counts_and_nan_percentiles_are_refused():
     for q in (np.nan, [50.0, np.nan]):
         with pytest.raises(ValueError, match=r"in \[0, 100\]"):
             h.percentile(q)
+
+
+def test_big_endian_uint16_is_counted_as_its_values(rng):
+    """A big-endian uint16 batch was refused by statistics that keep a 16-bit histogram
+    ("takes uint16 numpy arrays only, got ndarray >u2"), and by Histogram.of ("got >u2"),
+    where statistics without a histogram took it: now its values are counted."""
+    x = rng.integers(0, 65536, (40, 3)).astype(np.uint16)
+    be = x.astype(">u2")
+    want = np.stack([np.bincount(x[:, c], minlength=65536) for c in range(3)])
+    np.testing.assert_array_equal(Histogram.of(be).counts, want)
+    np.testing.assert_array_equal(Histogram.of(be[::2]).counts, Histogram.of(x[::2]).counts)
+    s = nbbn.RunningStats(-1)
+    s.histogram = Histogram.empty(3, np.uint16)
+    s.update(be[:25]).update(x[25:])
+    np.testing.assert_array_equal(s.histogram.counts, want)
+    np.testing.assert_array_equal(s.count, [40] * 3)
+    with pytest.raises(ValueError, match="takes uint16 numpy arrays only"):
+        s.update(x.astype(">u4"))
