@@ -180,9 +180,11 @@ def describe_extras(stats) -> list[str]:
         pct = hist.percentile(PERCENTILES)
         lines += ["", f"exact percentiles per channel ({hist.bits}-bit histogram, numpy's "
                   "'linear' method):",
-                  "  " + "q".rjust(6) + "".join(f"{c:>12d}" for c in range(hist.num_channels))]
+                  "  " + "q".rjust(6) + "".join(f"{c:>14d}" for c in range(hist.num_channels))]
+        # 8 significant digits: a 16-bit value and its fraction in full (16416.25 and
+        # 65484.505, which 6 digits rounded: not the exact percentile the title says)
         for q, row in zip(PERCENTILES, pct, strict=True):
-            lines.append("  " + f"{q:g}".rjust(6) + "".join(f"{v:12.6g}" for v in row))
+            lines.append("  " + f"{q:g}".rjust(6) + "".join(f"{v:14.8g}" for v in row))
     return lines + describe_skipped(stats)
 
 

@@ -324,3 +324,23 @@ def test_skipped_files_listed_up_to_twenty():
     assert lines[-1] == "  f19.png: bad" and "more" not in "\n".join(lines)
     st.skipped.append("f20.png: bad")
     assert describe_skipped(st)[-2:] == ["  f19.png: bad", "  ... and 1 more"]
+
+
+def test_percentiles_are_printed_with_their_fraction(tmp_path, capsys):
+    """The table of exact percentiles printed 6 significant digits: 16413.012 as 16413
+    and 65484.997 as 65485, a level no value has. Now 8 digits, the columns aligned."""
+    from nbbn._histogram import PERCENTILES, Histogram
+
+    x = np.array([[16413, 0], [16417, 1], [65484, 2], [65485, 65535]], np.uint16)
+    st = nbbn.RunningStats(-1)
+    st.histogram = Histogram.empty(2, np.uint16)
+    st.update(x).save(tmp_path / "s.npz")
+    assert main(["info", str(tmp_path / "s.npz")]) == 0
+    text = capsys.readouterr().out
+    table = text.split("method):\n")[1].splitlines()
+    assert len({len(line) for line in table}) == 1, table  # (aligned)
+    want = np.percentile(x, PERCENTILES, axis=0)
+    for line, row in zip(table[1:], want, strict=True):
+        printed = [float(v) for v in line.split()[1:]]
+        np.testing.assert_allclose(printed, row, rtol=1e-12)
+    assert "  16413.012" in text and "  65484.997" in text
