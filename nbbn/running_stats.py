@@ -85,7 +85,7 @@ class RunningStats:
         self._host_cache: tuple | None = None
         self._lock: Any = threading.Lock()
         _live.add(self)  # (its lock is taken over a fork: _before_fork)
-        self.histogram: Histogram | None = None
+        self._histogram: Histogram | None = None
         self.skipped: list[str] = []
         # (dimension name, coordinate or None) of the channels of an xarray input
         self._channel_coord: tuple | None = None
@@ -106,7 +106,8 @@ class RunningStats:
         self.__init__(d["channel_axis"], nan_policy=d["nan_policy"],  # type: ignore[misc]
                       backend=d["backend"], channel_names=d.get("channel_names"))
         self._state = d["state"]
-        self.histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
+        # (unchecked: a copy or pickle holds what the object held, an old one too)
+        self._histogram, self.skipped = d.get("histogram"), list(d.get("skipped", []))
         self._channel_coord = d.get("channel_coord")
         self._given_names = d.get("given_names", self._names)
 
@@ -489,6 +490,32 @@ class RunningStats:
 
     # ------------------------------------------------------------------ results
     @property
+    def histogram(self) -> Histogram | None:
+        """The exact per-channel counts of every level (see the class's Attributes), or
+        None. Assigning checks it against the statistics: a :class:`Histogram` of their
+        channels whose bins sum to each channel's count (``Histogram.empty(C, dtype)``
+        before the first update), or None to drop it; anything else is refused and
+        nothing changes (a histogram set after an update was saved, and ``load``
+        refused the file)."""
+        return self._histogram
+
+    @histogram.setter
+    def histogram(self, hist: Histogram | None) -> None:
+        if hist is not None:
+            if not isinstance(hist, Histogram):
+                raise TypeError(f"RunningStats.histogram takes a Histogram or None, got "
+                                f"{type(hist).__name__}")
+            st = self._state  # (not under the lock: a merge assigns while it holds it)
+            count = np.zeros(0, np.int64) if st is None else backends.to_host(st).count
+            try:
+                _check_histogram(hist, count)
+            except ValueError as e:
+                raise ValueError(f"{e}; set the histogram before the first update "
+                                 "(Histogram.empty(C, dtype)) or leave it None. Nothing "
+                                 "was changed.") from None
+        self._histogram = hist
+
+    @property
     def channel_names(self) -> tuple[str, ...] | None:
         """A name per channel (a tuple of str), or None when the channels have no names.
 
@@ -847,18 +874,9 @@ class RunningStats:
                                                min=mn, max=mx, nan=nnan, inf=ninf,
                                                weight=weight)
         if "histogram" in d:
-            rs.histogram = Histogram(d["histogram"])
-            if count.shape[0] == 0 and not rs.histogram.counts.any():
-                pass  # (a histogram set before any data: its channels are its own)
-            elif rs.histogram.num_channels != count.shape[0]:
-                raise ValueError(f"RunningStats histogram has {rs.histogram.num_channels} "
-                                 f"channels, the statistics {count.shape[0]}")
-            # (a bin counts values of its channel: one above the count is a damaged
-            # file, and could pass int64 in a merge whose counts are within the limit)
-            elif (rs.histogram.counts > count.astype(np.int64)[:, None]).any():
-                raise ValueError("RunningStats histogram has a bin above its channel's count")
-            else:  # (every value counted is in one bin: the sums are the counts)
-                _check_histogram_sums(rs.histogram.counts, count)
+            hist = Histogram(d["histogram"])
+            _check_histogram(hist, count)
+            rs._histogram = hist
         rs.skipped = [str(s) for s in np.asarray(d.get("skipped", []))]
         return rs
 
@@ -1044,6 +1062,23 @@ def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
     return out
 
 
+def _check_histogram(hist: Histogram, count: np.ndarray) -> None:
+    """ValueError unless ``hist`` counts the values of statistics of counts ``count``:
+    their channels, each channel's bins summing to its count (the check of
+    :meth:`RunningStats.from_dict` and of assigning :attr:`RunningStats.histogram`)."""
+    if count.shape[0] == 0 and not hist.counts.any():
+        return  # (a histogram set before any data: its channels are its own)
+    if hist.num_channels != count.shape[0]:
+        raise ValueError(f"RunningStats histogram has {hist.num_channels} channels, the "
+                         f"statistics {count.shape[0]}: expected a histogram of their "
+                         "channels")
+    # (a bin counts values of its channel: one above the count is a damaged file, and
+    # could pass int64 in a merge whose counts are within the limit)
+    if (hist.counts > count.astype(np.int64)[:, None]).any():
+        raise ValueError("RunningStats histogram has a bin above its channel's count")
+    _check_histogram_sums(hist.counts, count)  # (every value counted is in one bin)
+
+
 def _check_histogram_sums(hist: np.ndarray, count: np.ndarray) -> None:
     """ValueError unless each channel's bins sum to its count (a float64 sum first: an
     int64 sum of 65,536 bins of up to 2**62 could wrap)."""
@@ -1053,7 +1088,8 @@ def _check_histogram_sums(hist: np.ndarray, count: np.ndarray) -> None:
     if bad.size:
         c = int(bad[0])
         raise ValueError(f"RunningStats histogram counts {int(sums[c])} values in channel "
-                         f"{c}, the statistics {int(count[c])}")
+                         f"{c}, the statistics {int(count[c])}: expected its bins to sum "
+                         "to each channel's count")
 
 
 def counted_nothing(rs: RunningStats) -> bool:

@@ -395,8 +395,10 @@ def test_reset(backend, rng):
     # what came with the data goes with it: the files a fit skipped, the histogram
     from nbbn._histogram import Histogram
 
-    rs.skipped = ["bad.npy: unreadable"]
+    rs.reset()  # (a histogram is set before the data it counts)
     rs.histogram = Histogram.empty(5, np.uint8)
+    rs.update(np.zeros((2, 5, 2), np.uint8))
+    rs.skipped = ["bad.npy: unreadable"]
     rs.reset()
     assert rs.skipped == [] and rs.histogram is None and rs.num_channels is None
 

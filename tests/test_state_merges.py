@@ -312,3 +312,36 @@ def test_the_count_limit_error_names_the_first_channel_past_it():
     with pytest.raises(ValueError, match=rf"in channel 1: {2 ** 62} \+ 2\. Nothing"):
         rs.update(np.zeros((2, 3)))
     np.testing.assert_array_equal(rs.count, d["count"])
+
+
+def test_assigning_a_histogram_checks_it_against_the_statistics():
+    """``.histogram`` set after an update (or of other channels) was taken, then saved,
+    and ``load`` refused the file ("counts 10 values in channel 0, the statistics 20").
+    Now the assignment is refused, by from_dict's rule, and nothing changes; a histogram
+    of the values counted, an empty one before any data, and None are taken."""
+    import pickle
+
+    from nbbn._histogram import Histogram
+
+    x = np.arange(30, dtype=np.uint8).reshape(10, 3)
+    rs = nbbn.RunningStats(-1).update(x)
+    for hist, msg in ((Histogram.empty(3, np.uint8),
+                       "counts 0 values in channel 0, the statistics 10: expected"),
+                      (Histogram.empty(4, np.uint8), "has 4 channels, the statistics 3"),
+                      (Histogram.of(np.zeros((11, 3), np.uint8)), "above its channel's count")):
+        with pytest.raises(ValueError, match=msg):
+            rs.histogram = hist
+        assert rs.histogram is None
+    with pytest.raises(TypeError, match="takes a Histogram or None, got ndarray"):
+        rs.histogram = np.zeros((3, 256), np.int64)
+    rs.histogram = Histogram.of(x)
+    rs.update(x)
+    back = pickle.loads(pickle.dumps(rs))
+    np.testing.assert_array_equal(back.histogram.counts,
+                                  Histogram.of(np.concatenate([x, x])).counts)
+    rs.histogram = None
+    assert rs.histogram is None
+    fresh = nbbn.RunningStats(-1)
+    fresh.histogram = Histogram.empty(3, np.uint8)
+    fresh.update(x)
+    assert (fresh + back).histogram.counts.sum() == 90
