@@ -417,7 +417,13 @@ def atomic_write(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[I
     ------
     FileNotFoundError
         The folder of ``target`` does not exist.
+    IsADirectoryError
+        ``target`` is a folder (checked first: the rename at the end failed, naming the
+        temporary file).
     """
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"{os.fspath(target)} is a folder; expected the path of a "
+                                "file to write")
     with Replacement(target) as rep, rep.open(mode) as f:
         yield f
 

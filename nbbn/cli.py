@@ -165,7 +165,8 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("stats", metavar="STATS", help="statistics file (.npz)")
     p.add_argument(
         "-o", "--output", metavar="PNG", default=None,
-        help="the PNG to write (default: STATS with the suffix .png)",
+        help="the PNG to write (default: STATS with the suffix .png); statistics with a "
+             "histogram also write PNG's name with the suffix .histogram.png",
     )
     p.add_argument("--title", default=None, help="figure title (default: channels and counts)")
     p.add_argument("--dpi", type=int, default=120, help="resolution (default: %(default)s)")
@@ -190,6 +191,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             raise ValueError(f"{figure} is the statistics file STATS: the plot would "
                              "overwrite it; pass -o FILE.png")
     stats = _load_stats(args.stats)
+    hist_out = out.with_suffix(".histogram.png")
+    for figure in (out, hist_out) if stats.histogram is not None else (out,):
+        if figure.is_dir():  # (before either is written: the rename failed, naming a temp)
+            named = f"-o {figure}" if args.output and figure == out else str(figure)
+            beside = "" if figure == out else f" (the histogram figure of {out})"
+            raise ValueError(f"{named}{beside} is a folder; expected the path of the PNG "
+                             "to write, such as stats.png")
     from .plot import plot_stats, undrawn_note
 
     plot_stats(stats, out, title=args.title, dpi=args.dpi)  # ImportError: no matplotlib
@@ -200,7 +208,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if stats.histogram is not None:
         from .plot import plot_histogram
 
-        print(f"wrote {plot_histogram(stats, out.with_suffix('.histogram.png'), dpi=args.dpi)}")
+        print(f"wrote {plot_histogram(stats, hist_out, dpi=args.dpi)}")
     return 0
 
 

@@ -80,7 +80,10 @@ def plot_stats(
         matplotlib is not installed.
     ValueError
         ``stats`` holds no channels.
+    IsADirectoryError
+        ``path`` is a folder.
     """
+    _check_target(path)
     nchan = stats.num_channels
     if not nchan:
         raise ValueError("the statistics hold no channels (no data was fitted): nothing to plot")
@@ -144,6 +147,14 @@ def plot_stats(
     fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11,
                  parse_math=False)
     return _save(fig, path, dpi)
+
+
+def _check_target(path) -> None:
+    """IsADirectoryError when ``path`` is a folder (before drawing: the rename at the
+    end failed, naming the temporary file beside it)."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected the path of the PNG to "
+                                "write, such as stats.png")
 
 
 def _save(fig, path, dpi: int) -> Path:
@@ -220,6 +231,7 @@ def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
     hist = stats.histogram
     if hist is None:
         raise ValueError("the statistics hold no histogram (fit images with histogram=True)")
+    _check_target(path)
     Figure, _ = _matplotlib()
     counts = hist.counts
     step = counts.shape[1] // 256

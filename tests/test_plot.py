@@ -315,3 +315,33 @@ def test_names_with_dollars_and_a_write_cut_short(tmp_path, rng, monkeypatch, ca
     _stats(3, rng).save(tmp_path / "s.npz")
     assert main(["plot", str(tmp_path / "s.npz"), "--dpi", "10000"]) == 2
     _one_error_line(capsys, "--dpi must be from 10 to 1000, got 10000")
+
+
+def test_a_folder_named_as_the_png_is_refused_before_anything_is_written(tmp_path, rng,
+                                                                        capsys):
+    """-o naming a folder failed with "Is a directory" naming a temporary file the user
+    never saw; a folder where the histogram figure goes failed after the statistics
+    figure was written. Both are refused first, naming the folder, and nothing is
+    written; plot_stats and plot_histogram name the folder too."""
+    pytest.importorskip("matplotlib")
+    from nbbn._histogram import Histogram
+
+    st = nbbn.RunningStats(-1)
+    st.histogram = Histogram.empty(3, np.uint8)
+    st.update(rng.integers(0, 256, (50, 3)).astype(np.uint8))
+    st.save(tmp_path / "s.npz")
+    (tmp_path / "d.png").mkdir()
+    assert main(["plot", str(tmp_path / "s.npz"), "-o", str(tmp_path / "d.png")]) == 2
+    _one_error_line(capsys, f"-o {tmp_path / 'd.png'} is a folder; expected the path")
+    (tmp_path / "e.histogram.png").mkdir()
+    assert main(["plot", str(tmp_path / "s.npz"), "-o", str(tmp_path / "e.png")]) == 2
+    _one_error_line(capsys, f"{tmp_path / 'e.histogram.png'} (the histogram figure of "
+                    f"{tmp_path / 'e.png'}) is a folder")
+    (tmp_path / "s.png").mkdir()
+    assert main(["plot", str(tmp_path / "s.npz")]) == 2
+    _one_error_line(capsys, f"{tmp_path / 's.png'} is a folder")
+    for draw in (plot_stats, plot_histogram):
+        with pytest.raises(IsADirectoryError, match=r"d\.png is a folder; expected"):
+            draw(st, tmp_path / "d.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "d.png", "e.histogram.png", "s.npz", "s.png"]
