@@ -174,6 +174,12 @@ PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
 
 def describe_extras(stats) -> list[str]:
     """The lines ``nbbn info`` adds for a histogram (percentiles) and skipped files."""
+    return describe_percentiles(stats) + describe_skipped(stats)
+
+
+def describe_percentiles(stats) -> list[str]:
+    """The table of exact percentiles that ``nbbn info`` and ``nbbn fit`` print for
+    statistics with a histogram, after a blank line (none: no line)."""
     lines = []
     hist = stats.histogram
     if hist is not None:
@@ -185,7 +191,7 @@ def describe_extras(stats) -> list[str]:
         # 65484.505, which 6 digits rounded: not the exact percentile the title says)
         for q, row in zip(PERCENTILES, pct, strict=True):
             lines.append("  " + f"{q:g}".rjust(6) + "".join(f"{v:14.8g}" for v in row))
-    return lines + describe_skipped(stats)
+    return lines
 
 
 def describe_skipped(stats) -> list[str]:

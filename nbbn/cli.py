@@ -266,7 +266,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mode", choices=["RGB", "RGBA", "L", "LA"], default=None,
                    help="convert every image to this mode (default: keep each file's channels)")
     g.add_argument("--histogram", action="store_true",
-                   help="also count every level per channel: exact percentiles in `nbbn info`")
+                   help="also count every level per channel: exact percentiles, printed by this "
+                        "fit and by `nbbn info`")
     g.add_argument("--size", default=None, metavar="S|HxW", type=_image_size,
                    help="resize first (shorter side S, or HxW): the statistics as a model sees "
                         "them, another quantity than the dataset's (default: no resizing)")
@@ -338,6 +339,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     checkpoint_interval=interval, client=client,
                     columns=args.columns)
     text = format_json(stats) if args.format == "json" else format_table(stats)
+    if args.format != "json" and stats.histogram is not None:  # (--histogram without -o)
+        from ._histogram import describe_percentiles
+
+        text = "\n".join([text.rstrip("\n"), *describe_percentiles(stats)])
     try:
         print(text.rstrip("\n"))  # first: shown even if the save below fails
     finally:  # (and the save made even if the print fails: a closed pipe, a full disk)

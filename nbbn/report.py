@@ -130,6 +130,14 @@ def _clean(a: np.ndarray) -> list:
     return out
 
 
+def _percentiles(hist) -> dict:
+    """``{"0.1": [per channel], ...}``: the percentiles ``nbbn info`` prints."""
+    from ._histogram import PERCENTILES
+
+    return {f"{q:g}": _clean(row) for q, row in zip(PERCENTILES, hist.percentile(PERCENTILES),
+                                                    strict=True)}
+
+
 def format_json(stats) -> str:
     """The statistics as a JSON object (NaN as null, infinities as "Infinity" and
     "-Infinity").
@@ -138,7 +146,10 @@ def format_json(stats) -> str:
     when the channels have names), and per-channel lists ``count``, ``mean``, ``var``
     (ddof=0), ``std`` (ddof=0), ``min``, ``max``, ``nan_count``, ``inf_count``; and
     ``skipped``, the files the fit skipped with why (``on_error="skip"``), only when
-    there were any, as the text table lists them.
+    there were any, as the text table lists them; ``percentiles``, only for statistics
+    with a histogram: the exact percentiles ``nbbn info`` prints, an object whose keys
+    are the percentiles ("0.1", "1", ..., "50", ..., "99.9") and whose values are lists
+    per channel (null for a channel of no values).
     Statistics that name their channels but counted no rows (a table of columns and
     no rows) list those channels with count 0 and null statistics.
     """
@@ -160,6 +171,8 @@ def format_json(stats) -> str:
         "nan_count": [int(v) for v in field("nan_count", 0)],
         "inf_count": [int(v) for v in field("inf_count", 0)],
         **({"skipped": list(stats.skipped)} if getattr(stats, "skipped", None) else {}),
+        **({} if getattr(stats, "histogram", None) is None else
+           {"percentiles": _percentiles(stats.histogram)}),
     }
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
     return "{\n" + body + "\n}"

@@ -995,3 +995,30 @@ def test_big_endian_uint16_is_counted_as_its_values(rng):
     np.testing.assert_array_equal(s.count, [40] * 3)
     with pytest.raises(ValueError, match="takes uint16 numpy arrays only"):
         s.update(x.astype(">u4"))
+
+
+def test_cli_fit_histogram_without_output_prints_the_percentiles(rgb_folder, tmp_path,
+                                                                 capsys):
+    """``nbbn fit --histogram`` without -o counted the histogram and dropped it: neither
+    the table nor the JSON showed a percentile. The table now ends with the percentile
+    table of ``nbbn info``, the JSON has them under "percentiles"; a fit without a
+    histogram prints what it printed."""
+    from nbbn._histogram import PERCENTILES
+
+    d, _ = rgb_folder
+    want = fit(ImageSource(d, histogram=True)).histogram.percentile(PERCENTILES)
+    assert main(["fit", str(d), "--histogram", "--no-progress", "-o",
+                 str(tmp_path / "s.npz")]) == 0
+    table = capsys.readouterr().out
+    assert main(["info", str(tmp_path / "s.npz")]) == 0
+    info = capsys.readouterr().out
+    pct = info[info.index("\nexact percentiles"):].rstrip("\n")
+    assert table.rstrip("\n").endswith(pct) and pct.count("\n") == 11
+    assert main(["fit", str(d), "--histogram", "--no-progress", "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)["percentiles"]
+    assert list(got) == [f"{q:g}" for q in PERCENTILES]
+    np.testing.assert_array_equal([got[k] for k in got], want)
+    assert main(["fit", str(d), "--no-progress"]) == 0
+    assert "percentiles" not in capsys.readouterr().out
+    assert main(["fit", str(d), "--no-progress", "--format", "json"]) == 0
+    assert "percentiles" not in json.loads(capsys.readouterr().out)
