@@ -237,6 +237,10 @@ _KINDS = {"Source": "arrays or array files (.npy, .npz, HDF5, zarr)",
 # without one is not compared on it (ImageSource's resolved JPEG decoder, 2026-12-06)
 _ADDED_LATER = frozenset({"jpeg_decoder"})
 
+# the keys of a shard's fingerprint that are settings of the fit (an ImageSource's
+# options, a table's columns, an .npz file's key), not properties of the data
+_SETTINGS = frozenset({"mode", "size", "histogram", "jpeg_decoder", "columns", "key"})
+
 # the key that says which file a shard is, compared before the others (not its name,
 # which may hold a count: an ImageSource's list, whose digest says more)
 _IDENTITY = ("path",)
@@ -308,6 +312,13 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
         for k in (*_IDENTITY, *sorted((set(x) | set(y)) - set(_IDENTITY))):
             if k in _ADDED_LATER and k not in x:
                 continue  # a checkpoint from before the key: not recorded, not compared
+            if x.get(k) != y.get(k) and k in _SETTINGS:  # (not the data: a setting)
+                from ._wording import Param, worded
+
+                raise worded(CheckpointError, "{where} was written with {saved}, but this fit "
+                             "has {given}: a setting changed, not the data; use the same "
+                             "settings to resume", where=where, saved=Param(k, x.get(k)),
+                             given=Param(k, y.get(k)))
             if x.get(k) != y.get(k):
                 raise CheckpointError(
                     f"{where} does not match the source: shard {i} ({y.get('name')}), already "

@@ -724,7 +724,8 @@ def test_a_resume_with_another_jpeg_decoder_is_refused(rgb_folder, tmp_path):
     auto = ImageSource(d, mode="L")
     first = nbbn.fit(auto, checkpoint=ck, progress=False)
     assert auto.fingerprint()["shards"][0]["jpeg_decoder"] == "simplejpeg"
-    with pytest.raises(nbbn.CheckpointError, match="jpeg_decoder 'pillow'.*'simplejpeg'"):
+    with pytest.raises(nbbn.CheckpointError, match="with jpeg_decoder='simplejpeg', but "
+                                                   "this fit has jpeg_decoder='pillow'"):
         nbbn.fit(ImageSource(d, mode="L", jpeg_decoder="pillow"), checkpoint=ck,
                  resume=True, progress=False)
     # (other modes than RGB and L go to Pillow whatever is asked)
@@ -1022,3 +1023,24 @@ def test_cli_fit_histogram_without_output_prints_the_percentiles(rgb_folder, tmp
     assert "percentiles" not in capsys.readouterr().out
     assert main(["fit", str(d), "--no-progress", "--format", "json"]) == 0
     assert "percentiles" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_resume_with_other_image_settings_says_a_setting_changed(rgb_folder, tmp_path,
+                                                                    capsys):
+    """A resume with another --histogram (or --mode) said "now has histogram False, but
+    the checkpoint recorded True; the data changed (or this is another source)": a
+    setting changed, not the data, and the CLI names its options."""
+    d, _ = rgb_folder
+    ck = str(tmp_path / "fit.ckpt")
+    assert main(["fit", str(d), "--histogram", "--checkpoint", ck, "--no-progress"]) == 0
+    capsys.readouterr()
+    for args, saved, given in (([], "--histogram", "no --histogram"),
+                               (["--histogram", "--mode", "L"], "no --mode", "--mode L")):
+        assert main(["fit", str(d), *args, "--checkpoint", ck, "--resume",
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"written with {saved}, but this fit has {given}: a setting changed, not " \
+               "the data; use the same settings to resume" in err, err
+    with pytest.raises(nbbn.CheckpointError, match="written with histogram=True, but this "
+                                                   "fit has histogram=False: a setting"):
+        fit(ImageSource(d), checkpoint=ck, resume=True)

@@ -135,7 +135,8 @@ def test_parquet_resume_after_an_error_records_the_row_group(tmp_path, rng, monk
     assert saved.stats.channel_names == ("f32", "f64")
     monkeypatch.undo()
     kw.pop("batch_size")  # a resumed fit takes the checkpoint's
-    with pytest.raises(nbbn.CheckpointError, match="now has columns"):
+    with pytest.raises(nbbn.CheckpointError, match=r"written with columns=\[.f32., .f64.\], "
+                       r"but this fit has columns=\[.f64., .f32.\]: a setting changed"):
         fit(path, checkpoint=ck, resume=True, **{**kw, "columns": ["f64", "f32"]})
     assert same_bits(fit(path, checkpoint=ck, resume=True, **kw), whole)
     assert load_checkpoint(ck).complete
