@@ -145,8 +145,11 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     stats = _load_stats(args.stats)
+    from ._cli_errors import respelled
     from .info import describe, file_version
 
+    # the skip reasons' advice as `nbbn fit` printed it (--mode L, not mode='L')
+    stats.skipped = respelled(stats.skipped, _subcommand(build_parser(), "fit"))
     print(describe(stats, args.stats, version=file_version(args.stats)))
     return 0
 

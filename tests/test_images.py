@@ -1044,3 +1044,20 @@ def test_a_resume_with_other_image_settings_says_a_setting_changed(rgb_folder, t
     with pytest.raises(nbbn.CheckpointError, match="written with histogram=True, but this "
                                                    "fit has histogram=False: a setting"):
         fit(ImageSource(d), checkpoint=ck, resume=True)
+
+
+def test_info_gives_the_skip_reasons_in_the_commands_options(tmp_path, capsys):
+    """``nbbn info`` listed a skipped file's reason as stored, in Python's spelling
+    ("pass mode='RGB'"), where ``nbbn fit`` had printed "--mode RGB"."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    PIL_Image.fromarray(np.zeros((4, 4), np.uint8)).save(d / "a.png")
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "b.png")
+    out = tmp_path / "s.npz"
+    assert main(["fit", str(d), "--on-error", "skip", "--no-progress", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert "mode='RGB'" in nbbn.RunningStats.load(out).skipped[0]
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 file was skipped" in text and "b.png: the image has 3 channels" in text
+    assert "pass --mode RGB (colour) or --mode L (grayscale)" in text and "mode='" not in text
