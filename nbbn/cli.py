@@ -171,7 +171,9 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         help="the PNG to write (default: STATS with the suffix .png); statistics with a "
              "histogram also write PNG's name with the suffix .histogram.png",
     )
-    p.add_argument("--title", default=None, help="figure title (default: channels and counts)")
+    p.add_argument("--title", default=None,
+                   help="figure title (default: channels and counts), of the histogram "
+                        "figure too")
     p.add_argument("--dpi", type=int, default=120, help="resolution (default: %(default)s)")
     p.set_defaults(func=_cmd_plot)
 
@@ -211,7 +213,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if stats.histogram is not None:
         from .plot import plot_histogram
 
-        print(f"wrote {plot_histogram(stats, hist_out, dpi=args.dpi)}")
+        print(f"wrote {plot_histogram(stats, hist_out, title=args.title, dpi=args.dpi)}")
     return 0
 
 

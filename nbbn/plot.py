@@ -207,7 +207,7 @@ def undrawn_note(stats, channel_names: Sequence[str] | None = None) -> str | Non
     return f"not drawn: channel{'s' if bad.size > 1 else ''} {shown}"
 
 
-def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
+def plot_histogram(stats, path, *, title: str | None = None, dpi: int = 120) -> Path:
     """Write a PNG of the per-channel histograms of ``stats.histogram`` (exact counts).
 
     One line per channel (log-scaled counts when they span more than three decades),
@@ -220,6 +220,9 @@ def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
         Statistics with a histogram (a fit of images with ``histogram=True``).
     path : str or os.PathLike
         The PNG file to write.
+    title : str, optional
+        Figure title, above the line that says what is drawn (as :func:`plot_stats`'s
+        ``title``; ``nbbn plot --title`` titles both figures).
     dpi : int, default 120
         Resolution of the PNG.
 
@@ -253,6 +256,7 @@ def plot_histogram(stats, path, *, dpi: int = 120) -> Path:
     ax.set_ylabel("count")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    fig.suptitle("nbbn histogram per channel (dotted: 1st, 50th, 99th percentiles)",
-                 fontsize=11)
+    what = "histogram per channel (dotted: 1st, 50th, 99th percentiles)"
+    fig.suptitle(f"nbbn {what}" if title is None else f"{title}\n{what}", fontsize=11,
+                 parse_math=False)
     return _save(fig, path, dpi)

@@ -345,3 +345,29 @@ def test_a_folder_named_as_the_png_is_refused_before_anything_is_written(tmp_pat
             draw(st, tmp_path / "d.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "d.png", "e.histogram.png", "s.npz", "s.png"]
+
+
+def test_the_title_is_the_histogram_figures_too(tmp_path, rng, capsys):
+    """``nbbn plot --title`` titled the statistics figure only: the histogram figure
+    kept its fixed title. Both now carry it (the histogram's with what is drawn)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from nbbn._histogram import Histogram
+
+    st = nbbn.RunningStats(-1)
+    st.histogram = Histogram.empty(3, np.uint8)
+    st.update(rng.integers(0, 256, (50, 3)).astype(np.uint8))
+    st.save(tmp_path / "s.npz")
+    titles = []
+    orig = Figure.suptitle
+
+    def spy(self, t, *args, **kw):
+        titles.append(t)
+        return orig(self, t, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "suptitle", spy)
+        assert main(["plot", str(tmp_path / "s.npz"), "--title", "cats $1"]) == 0
+    assert titles[0] == "cats $1" and titles[1].startswith("cats $1\nhistogram per channel")
+    assert (tmp_path / "s.histogram.png").stat().st_size > 1000
