@@ -623,7 +623,8 @@ def test_an_output_or_checkpoint_the_image_listing_would_read_is_refused(rgb_fol
         assert "would be read as data of" in capsys.readouterr().err
     pattern = str(d / "**" / "*.webp")  # (** matches no folder too)
     assert main(["fit", pattern, "--checkpoint", str(d / "ck.webp"), "--no-progress"]) == 2
-    assert f"would be read as data of {pattern}" in capsys.readouterr().err
+    assert f"is matched by the pattern {pattern}: the next fit of it would read it as " \
+        "data" in capsys.readouterr().err
     for source in (ImageSource(d), str(d)):
         with pytest.raises(ValueError, match="would be read as data of"):
             nbbn.fit(source, checkpoint=d / "b" / "ck.jpg", progress=False)

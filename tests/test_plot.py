@@ -229,8 +229,8 @@ def test_cli_plot_names_undrawn_channels(tmp_path, rng, capsys):
     pytest.importorskip("matplotlib")
     x = rng.standard_normal((50, 3))
     x[:, 1] = np.nan
-    nbbn.channel_stats(x, channel_axis=1, nan_policy="omit").save(tmp_path / "s.json")
-    assert main(["plot", str(tmp_path / "s.json")]) == 0
+    nbbn.channel_stats(x, channel_axis=1, nan_policy="omit").save(tmp_path / "s.stats")
+    assert main(["plot", str(tmp_path / "s.stats")]) == 0
     out = capsys.readouterr().out
     assert "not drawn: channel 1 (no values)" in out
     _check_png(tmp_path / "s.png", 5_000)
