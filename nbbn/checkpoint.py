@@ -238,7 +238,8 @@ _KINDS = {"Source": "arrays or array files (.npy, .npz, HDF5, zarr)",
 _ADDED_LATER = frozenset({"jpeg_decoder"})
 
 # the keys of a shard's fingerprint that are settings of the fit (an ImageSource's
-# options, a table's columns, an .npz file's key), not properties of the data
+# options, a table's columns, an .npz file's key), not properties of the data ("size"
+# only in an ImageSource's: a file's is its byte count)
 _SETTINGS = frozenset({"mode", "size", "histogram", "jpeg_decoder", "columns", "key"})
 
 # the key that says which file a shard is, compared before the others (not its name,
@@ -312,7 +313,9 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
         for k in (*_IDENTITY, *sorted((set(x) | set(y)) - set(_IDENTITY))):
             if k in _ADDED_LATER and k not in x:
                 continue  # a checkpoint from before the key: not recorded, not compared
-            if x.get(k) != y.get(k) and k in _SETTINGS:  # (not the data: a setting)
+            # (not the data: a setting; "size" is a file's byte count but for images)
+            if x.get(k) != y.get(k) and k in _SETTINGS and (
+                    k != "size" or saved.get("kind") == "ImageSource"):
                 from ._wording import Param, worded
 
                 raise worded(CheckpointError, "{where} was written with {saved}, but this fit "

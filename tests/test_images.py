@@ -1036,7 +1036,8 @@ def test_a_resume_with_other_image_settings_says_a_setting_changed(rgb_folder, t
     assert main(["fit", str(d), "--histogram", "--checkpoint", ck, "--no-progress"]) == 0
     capsys.readouterr()
     for args, saved, given in (([], "--histogram", "no --histogram"),
-                               (["--histogram", "--mode", "L"], "no --mode", "--mode L")):
+                               (["--histogram", "--mode", "L"], "no --mode", "--mode L"),
+                               (["--histogram", "--size", "4"], "no --size", "--size 4")):
         assert main(["fit", str(d), *args, "--checkpoint", ck, "--resume",
                      "--no-progress"]) == 2
         err = capsys.readouterr().err
