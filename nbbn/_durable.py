@@ -23,6 +23,10 @@ changes a process-wide setting for a moment and races with other threads creatin
 files. When the target already exists its permission bits are copied to the new file,
 as writing over it with ``open`` would keep them.
 
+Special files: a target that is a device, a FIFO or a socket (a link to one included)
+is refused before anything is written (:func:`check_file_path`): the rename would
+replace it with a regular file.
+
 Ctrl-C: creating and locking the temporary file, the close after the rename and an
 abort's remove and close run under :class:`~nbbn._interrupt.deferred_sigint` (an
 interrupt between them would leave a file or a descriptor to no one);
@@ -83,12 +87,35 @@ _ATTEMPTS = 100
 def check_file_path(path: str | os.PathLike[str]) -> None:
     """IsADirectoryError for a file's path that ends in a separator (``"out/"``), as
     ``open(path, "w")`` gives: ``Path()`` drops the separator, and the file would be
-    written under the folder's name."""
+    written under the folder's name. OSError for an existing target (a link followed)
+    that is a device, a FIFO or a socket: the rename would replace it with a regular
+    file (``/dev/null`` itself, as root), and a FIFO's reader would never get the data."""
     name = os.fspath(path)
     seps = tuple(sep for sep in (os.sep, os.altsep) if sep)
     if isinstance(name, str) and name.endswith(seps):
         raise IsADirectoryError(errno.EISDIR, "a file's path, ending in a separator, "
                                 "names a folder", name)
+    kind = _special_kind(path)
+    if kind is not None:
+        raise OSError(f"{os.fsdecode(name)} is {kind}, not a regular file: nbbn writes a "
+                      "new file and renames it over the target, which would replace it; "
+                      "name a regular file")
+
+
+def _special_kind(path: str | os.PathLike[str]) -> str | None:
+    """What the existing ``path`` (a link followed) is when it is neither a regular file
+    nor a folder: "a device", "a FIFO (named pipe)", "a socket"; None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
 
 
 def _temp_name(name: str) -> str:
@@ -169,7 +196,8 @@ class Replacement:
     FileNotFoundError
         The folder of ``target`` does not exist.
     OSError
-        The temporary file cannot be created (permissions, disk full).
+        The temporary file cannot be created (permissions, disk full), or ``target``
+        is a device, a FIFO or a socket (only a regular file is replaced).
     """
 
     _FOLDER = False  # (the target is a file; StoreReplacement's is a folder)

@@ -186,6 +186,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: the folder {out.parent} does not exist")
     if out.suffix.lower() != ".png":  # the figures are written as PNG
         raise ValueError(f"-o {out}: expected a path ending in .png (the plot is a PNG)")
+    from ._durable import check_file_path
+
+    for figure in (out, out.with_suffix(".histogram.png")):  # (a device, a FIFO: refused
+        check_file_path(figure)  # before the statistics are read and drawn)
     if not 10 <= args.dpi <= MAX_DPI:  # (the widest figure, 16 in, at 1,000 dpi: 16,000
         # pixels; --dpi 10000 asked matplotlib for 14 GB)
         raise ValueError(f"--dpi must be from 10 to {MAX_DPI}, got {args.dpi}")
@@ -622,8 +626,9 @@ def _check_bench_options(args: argparse.Namespace) -> None:
 
         try:
             check_writable_folder(args.json, "--json")
-        except PermissionError as exc:
-            raise _OptionError(str(exc).replace("the fit", "the bench")) from None
+        except OSError as exc:  # (read-only, a device, a FIFO, "x.json/": one line, exit 2)
+            line = f"--json {args.json}: {exc.strerror}" if exc.filename else str(exc)
+            raise _OptionError(line.replace("the fit", "the bench")) from None
     # (--images N holds a count, --images 0 included; the others are flags)
     modes = [m for m in _BENCH_NEEDS if getattr(args, m) is not None
              and getattr(args, m) is not False]

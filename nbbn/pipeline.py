@@ -705,9 +705,16 @@ def _glob_matches(pattern: str, path: str) -> bool:
 def check_writable_folder(path, what: str) -> None:
     """PermissionError, before a fit, when the folder of ``path`` (a file to be written
     after it, or during it) does not let this process create files, or ``path`` is a
-    file this process may not write (it would be refused after the fit); an
-    IsADirectoryError for a path that ends in a separator."""
-    check_file_path(path)
+    file this process may not write (it would be refused after the fit); OSError when
+    a temporary file cannot be created there after all (root, to whom ``os.access``
+    says yes, in /proc or on a read-only mount), or ``path`` is a device, a FIFO or a
+    socket; an IsADirectoryError for a path that ends in a separator."""
+    try:
+        check_file_path(path)
+    except IsADirectoryError:
+        raise
+    except OSError as exc:  # (a device, a FIFO, a socket: named with the option)
+        raise OSError(f"{what} {exc}") from None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path}: the folder {folder} is not writable (checked "
@@ -715,6 +722,14 @@ def check_writable_folder(path, what: str) -> None:
     if os.path.isfile(path) and not os.access(path, os.W_OK):
         raise PermissionError(f"{what} {path}: the file is read-only (checked before the "
                               "fit, not after it)")
+    from ._durable import Replacement
+
+    try:  # (os.access says yes to root everywhere: /proc, a read-only mount; try it)
+        Replacement(path).abort()
+    except OSError as exc:
+        raise OSError(f"{what} {path}: no file can be created in the folder {folder} "
+                      f"({exc.strerror or exc}; checked before the fit, not after it)"
+                      ) from None
 
 
 def _saved_key(key, checkpoint):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,40 @@ def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, mo
     cap = capsys.readouterr()
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap.err
     assert cap.err.startswith("nbbn bench: error: ") and needle in cap.err, cap.err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_outputs_that_cannot_be_written_are_refused_up_front(tmp_path, capsys, monkeypatch):
+    """``--json FIFO`` (or a device: ``/dev/null`` as root) was replaced by a regular file
+    after the bench; ``--json new.json/`` was an IsADirectoryError traceback after it, and
+    ``--json /proc/x.json`` as root (``os.access`` says yes) a FileNotFoundError one, the
+    results lost. Now each is one line, exit 2, before anything is timed; fit's -o and
+    plot's -o refuse a FIFO up front too."""
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    timed = []
+    monkeypatch.setattr("nbbn.cli._other_bench", lambda args: timed.append(args) or {})
+    cases = [(["bench", "--quick", "--sklearn", "--json", str(fifo)], "is a FIFO"),
+             (["bench", "--quick", "--json", str(tmp_path / "new.json") + os.sep],
+              "ending in a separator")]
+    if os.path.isdir("/proc/self") and os.getuid() == 0:  # (others are refused by os.access)
+        cases.append((["bench", "--quick", "--json", "/proc/x.json"],
+                      "no file can be created in the folder /proc"))
+    np.save(tmp_path / "x.npy", np.ones((4, 3)))
+    os.mkfifo(tmp_path / "p.png")
+    os.mkfifo(tmp_path / "s.npz")
+    import nbbn
+
+    nbbn.channel_stats(np.ones((4, 3)), 1).save(tmp_path / "real.npz")
+    cases += [(["fit", str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.npz")], "is a FIFO"),
+              (["plot", str(tmp_path / "real.npz"), "-o", str(tmp_path / "p.png")],
+               "is a FIFO")]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        cap = capsys.readouterr()
+        assert len(cap.err.strip().splitlines()) == 1, cap.err
+        assert cap.err.startswith(f"nbbn {argv[0]}: error: ") and needle in cap.err, cap.err
+    assert timed == [] and stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 @pytest.mark.parametrize("argv, count", [(["--images"], 40), (["--images", "3"], 3)])

@@ -204,6 +204,42 @@ def test_a_path_ending_in_a_separator_is_refused(tmp_path, writer):
     assert list(tmp_path.iterdir()) == []
 
 
+def _special_file(path: Path, kind: str) -> None:
+    """Make a FIFO, or a socket bound to ``path`` (left for the test's folder)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+
+
+SPECIAL_WRITERS = {"save": write_save, "transform": write_transform,
+                   "checkpoint": lambda p: nbbn.fit(X, checkpoint=p, progress=False),
+                   "atomic_write": lambda p: atomic_write(p).__enter__()}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("writer", SPECIAL_WRITERS)
+@pytest.mark.parametrize("kind, word", [("fifo", "is a FIFO"), ("socket", "is a socket")])
+def test_a_fifo_or_socket_is_refused_not_replaced(tmp_path, writer, kind, word):
+    """The rename replaced a FIFO (or a socket, or a device: ``--json /dev/null`` as root
+    replaced the system's /dev/null) with a regular file, and the FIFO's reader never got
+    the data. Now such a target, a link to one too, is refused before anything is
+    written."""
+    special = tmp_path / NAMES.get(writer, "out.json")
+    _special_file(special, kind)
+    link = tmp_path / ("link" + special.suffix)
+    link.symlink_to(special)
+    for target in (special, link):
+        with pytest.raises(OSError, match=rf"{target.name} {word}.*not a regular file"):
+            SPECIAL_WRITERS[writer](target)
+    assert not stat.S_ISREG(os.stat(special).st_mode) and link.is_symlink()
+    assert temps(tmp_path) == []
+
+
 def test_replacement_commits_or_aborts(tmp_path):
     target = tmp_path / "t.txt"
     target.write_text("old")
