@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._cli_errors import USER_DATA_COMMANDS, USER_ERRORS, interrupted_message, one_line
+from ._interrupt import SIGTERM_STATUS, Terminated
 from .errors import MissingExtraError
 
 MAX_DPI = 1000  # nbbn plot --dpi: at most 16,000 x 5,600 pixels (the widest figure)
@@ -882,7 +883,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 1 when a demo's check failed, 2 for a usage or user error (one
-        line on stderr; ``--debug`` adds the traceback), 130 after Ctrl-C.
+        line on stderr; ``--debug`` adds the traceback), 130 after Ctrl-C, 143 after
+        SIGTERM while the demo or a bench that writes temporary files ran (they are
+        removed first).
 
     Raises
     ------
@@ -903,6 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(interrupted_message(exc, args.command, argv), file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM, while the demo or a bench removes its folders
+        print(f"nbbn {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return SIGTERM_STATUS
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
     except USER_ERRORS as exc:

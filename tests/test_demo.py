@@ -232,3 +232,37 @@ def test_demo_interrupted_during_the_fit(tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     assert cap.err.strip() == "nbbn demo: interrupted"  # no "--resume": the checkpoint is gone
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
+@pytest.mark.parametrize("argv", [
+    ["demo", "--size-mb", "200", "--no-torch", "--no-plot", "--no-progress"],
+    ["bench", "--quick", "--pipeline", "--no-torch"],
+])
+def test_sigterm_removes_the_temporary_folder(tmp_path, argv):
+    """SIGTERM (``kill``, ``timeout``) killed the demo and the benches at once, leaving
+    their temporary folder (96 MB of the demo's shards, 267 MB of --pipeline's files);
+    Ctrl-C removed it. Now SIGTERM unwinds as Ctrl-C does: the folder goes, exit 143."""
+    import signal
+    import time
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    work = tmp_path / "work"
+    work.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "nbbn", *argv, "--workdir", str(work)],
+                         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(work.iterdir()) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert p.poll() is None, "ended before its folder was made"
+        time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 143, err
+    assert err.strip().endswith(f"nbbn {argv[0]}: terminated (SIGTERM)"), err
+    assert list(work.iterdir()) == []

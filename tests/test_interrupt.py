@@ -80,3 +80,27 @@ def test_the_guard_in_another_thread_does_nothing():
     thread.start()
     thread.join()
     assert errors == [] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_unwinds_inside_and_the_old_handler_comes_back():
+    """SIGTERM killed the demo and the benches at once, leaving their temporary folders:
+    inside ``sigterm_unwinds`` it raises ``Terminated`` (a SystemExit, status 143), so
+    ``finally`` blocks run; the default action is back afterwards, and an ignored
+    SIGTERM stays ignored."""
+    from nbbn._interrupt import Terminated, sigterm_unwinds
+
+    cleaned = []
+    with pytest.raises(Terminated) as info, sigterm_unwinds():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            cleaned.append("not reached")
+        finally:
+            cleaned.append("finally")
+    assert cleaned == ["finally"] and info.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with sigterm_unwinds():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .._interrupt import sigterm_unwinds
+
 ROW_SHAPE = (3, 224, 224)
 FULL_BYTES = 4 * 10**9
 FILE_BYTES = 128 * 2**20
@@ -129,6 +131,7 @@ def _first_calls(cache_dir: str | None) -> list[float]:
         return sorted(client.run(first_call_s).values())
 
 
+@sigterm_unwinds()
 def run_dask_bench(file: TextIO | None = None, quick: bool = False,
                    repeats: int | None = None, size_gb: float | None = None,
                    workdir: str | None = None) -> dict[str, Any]:

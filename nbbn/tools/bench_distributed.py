@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .._interrupt import sigterm_unwinds
+
 ROW_SHAPE = (3, 64, 64)
 N_SHARDS = 16
 FULL_BYTES = 2**30
@@ -53,6 +55,7 @@ def _write_shards(folder: str, total: int) -> int:
     return rows * N_SHARDS * row_bytes
 
 
+@sigterm_unwinds()
 def run_distributed_bench(file: TextIO, quick: bool = False, repeats: int | None = None,
                           workers: int = 2, workdir: str | None = None) -> dict[str, Any]:
     """Time a fit of files on a LocalCluster against the same fit in this process.

@@ -37,6 +37,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .._interrupt import sigterm_unwinds
+
 FULL_COUNT = 2000
 QUICK_COUNT = 40
 ASPECTS = ((4, 3), (3, 2), (16, 9))
@@ -121,6 +123,7 @@ def _recipe(paths: list[str], workers: int) -> np.ndarray:
     return np.sqrt(m2 / n)
 
 
+@sigterm_unwinds()
 def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = None, *,
                      count: int | None = None, workers: int | None = None,
                      workdir: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from typing import Any, TextIO
 
+from .._interrupt import sigterm_unwinds
+
 ROW_SHAPE = (3, 224, 224)
 FULL_BYTES = 4 * 10**9
 QUICK_BYTES = 64 * 10**6
@@ -160,6 +162,7 @@ def _mem_available() -> int | None:
     return None
 
 
+@sigterm_unwinds()
 def run_pipeline_bench(file: TextIO | None = None, quick: bool = False,
                        repeats: int | None = None, *, size_gb: float | None = None,
                        workdir: str | None = None) -> dict[str, Any]:

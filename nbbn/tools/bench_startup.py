@@ -14,6 +14,8 @@ import tempfile
 import time
 from typing import Any
 
+from .._interrupt import sigterm_unwinds
+
 __all__ = ["bench_startup"]
 
 _STARTUP_SCRIPT = r"""
@@ -36,6 +38,7 @@ print(json.dumps({"import_s": t1 - t0, "first_update_s": t2 - t1,
 """
 
 
+@sigterm_unwinds()
 def bench_startup() -> dict[str, Any]:
     """Cold (empty Numba cache) and warm (cache filled by the cold run) process start-up.
 

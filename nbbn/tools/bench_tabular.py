@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .._interrupt import sigterm_unwinds
+
 COLUMNS = 16
 FULL_BYTES = 10**9
 QUICK_BYTES = 64 * 10**6
@@ -55,6 +57,7 @@ def write_parquet(path: str, nbytes: int, seed: int = 0) -> tuple[list[str], int
     return names, rows
 
 
+@sigterm_unwinds()
 def run_tabular_bench(file: TextIO, quick: bool = False, repeats: int | None = None,
                       size_gb: float | None = None, workdir: str | None = None
                       ) -> dict[str, Any]:

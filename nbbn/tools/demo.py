@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._interrupt import sigterm_unwinds
+
 DEFAULT_SIZE_MB = 300.0
 DEFAULT_PLOT = "nbbn-demo-stats.png"
 CHANNELS = 3
@@ -167,6 +169,7 @@ def _fmt_vec(v) -> str:
     return "  ".join(f"{float(t):+.10f}" for t in v)
 
 
+@sigterm_unwinds()
 def run_demo(
     size_mb: float = DEFAULT_SIZE_MB,
     *,
