@@ -606,7 +606,8 @@ def _check_bench_options(args: argparse.Namespace) -> None:
     """``--repeats`` at least 1, ``--pipeline-gb`` above 0, ``--json`` a file that can
     be written (checked before the run, whose results it would otherwise lose); one
     "instead" bench at most, not with ``--backend
-    cuda`` or ``--only``, and the packages it needs installed (_OptionError,
+    cuda`` or ``--only``, and the packages it needs installed; ``--backend cuda`` only
+    where the CUDA backend runs (a GPU, or numba's simulator) (_OptionError,
     MissingExtraError: one line, exit 2)."""
     import math
     from pathlib import Path
@@ -653,6 +654,13 @@ def _check_bench_options(args: argparse.Namespace) -> None:
             import_extra(module, extra, f"nbbn bench --{mode}")
     if args.backend == "cuda":
         import_extra("numba_cuda", "cuda", "nbbn bench --backend cuda")
+        from .backends import resolve
+        from .errors import BackendUnavailableError
+
+        try:  # (no GPU: a traceback once the bench started; the simulator is a GPU here)
+            resolve("cuda")
+        except BackendUnavailableError as exc:
+            raise _OptionError(str(exc).replace("backend='cuda'", "--backend cuda")) from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

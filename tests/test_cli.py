@@ -183,6 +183,29 @@ def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, mo
     assert cap.err.startswith("nbbn bench: error: ") and needle in cap.err, cap.err
 
 
+def test_bench_backend_cuda_without_a_gpu_is_refused_up_front(capsys, monkeypatch):
+    """``nbbn bench --backend cuda`` without a GPU printed the CPU line, then a traceback
+    ending in BackendUnavailableError (exit 1). Now: one line, exit 2, before anything;
+    where the backend runs (the simulator here), the check lets it through."""
+    pytest.importorskip("numba_cuda")
+    from nbbn import backends
+    from nbbn.cli import _check_bench_options, build_parser
+    from nbbn.errors import BackendUnavailableError
+
+    args = build_parser().parse_args(["bench", "--quick", "--backend", "cuda"])
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        _check_bench_options(args)  # (the simulator is the tests' GPU: not refused)
+
+    def no_gpu(name, x=None):
+        raise BackendUnavailableError("backend='cuda' needs a CUDA GPU: none found")
+
+    monkeypatch.setattr(backends, "resolve", no_gpu)
+    assert main(["bench", "--quick", "--backend", "cuda"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap.err
+    assert cap.err.startswith("nbbn bench: error: --backend cuda needs a CUDA GPU"), cap.err
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_outputs_that_cannot_be_written_are_refused_up_front(tmp_path, capsys, monkeypatch):
     """``--json FIFO`` (or a device: ``/dev/null`` as root) was replaced by a regular file
