@@ -183,6 +183,25 @@ def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, mo
     assert cap.err.startswith("nbbn bench: error: ") and needle in cap.err, cap.err
 
 
+def test_bench_images_of_a_cpu_time_measured_as_zero(tmp_path, monkeypatch):
+    """``nbbn bench --images 1``: a fit too short for ``os.times``'s 10 ms ticks
+    measured 0 CPU seconds, and the rates and ratios divided by it (ZeroDivisionError).
+    Now such a rate or ratio is None in the JSON (valid JSON, no NaN) and "n/a" in the
+    table."""
+    pytest.importorskip("PIL")
+    from nbbn.tools import bench_images
+
+    monkeypatch.setattr(bench_images, "_cpu_seconds", lambda: 1.0)  # every time 0
+    out = io.StringIO()
+    res = bench_images.run_images_bench(out, quick=True, count=1, workers=1,
+                                        workdir=str(tmp_path))
+    assert res["rows"]["nbbn fit"]["mp_per_cpu_s"] is None
+    assert res["ratios"]["fit / decode only, CPU time"] is None
+    assert res["ratios"]["fit / decode only"] is not None  # (wall time: measured)
+    json.dumps(res, allow_nan=False)
+    assert "n/a" in out.getvalue() and list(tmp_path.iterdir()) == []
+
+
 def test_bench_backend_cuda_without_a_gpu_is_refused_up_front(capsys, monkeypatch):
     """``nbbn bench --backend cuda`` without a GPU printed the CPU line, then a traceback
     ending in BackendUnavailableError (exit 1). Now: one line, exit 2, before anything;

@@ -16,8 +16,10 @@ round (the order rotates), with the same number of worker threads:
   slow), with **nbbn fit** timed on the same subset for the ratio.
 
 Reported per contender: median seconds, MP/s and images/s, and the CPU time used
-(this process's threads plus the pool processes: ``os.times``), as megapixels per CPU
-second; ratios within each round (fit / decode only: target >= 90%; fit / recipe:
+(this process's threads plus the pool processes: ``getrusage``, microseconds, where
+``os.times`` counts 10 ms ticks), as megapixels per CPU second; a time measured as 0
+gives no rate nor ratio (None in the JSON, "n/a" in the table) rather than a division
+by zero; ratios within each round (fit / decode only: target >= 90%; fit / recipe:
 target >= 4x), by wall time and by CPU time. On a shared machine the CPU-time ratio is
 the steadier one: wall time depends on the share of the cores the scheduler gives.
 """
@@ -91,9 +93,26 @@ def generate(folder: str, count: int, seed: int = 0, workers: int = 2) -> tuple[
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds of this process's threads and of its waited-for children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """CPU seconds of this process's threads and of its waited-for children
+    (``getrusage``: microseconds; ``os.times``, in 10 ms ticks, where it is missing)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _per(amount: float, seconds: float) -> float | None:
+    """``amount / seconds``; None for a time measured as 0 (too short to see)."""
+    return amount / seconds if seconds > 0 else None
+
+
+def _shown(value: float | None, fmt: str, width: int) -> str:
+    """``value`` in ``fmt`` right-aligned in ``width``; "n/a" for None."""
+    return f"{'n/a' if value is None else format(value, fmt):>{width}s}"
 
 
 def _decode_count(path: str) -> int:
@@ -207,19 +226,22 @@ def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = No
                 cpu[name].append(_cpu_seconds() - c)
                 print(f"  round {r + 1}: {name}: {times[name][-1]:.2f} s, CPU "
                       f"{cpu[name][-1]:.2f} s", file=sys.stderr)
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for name in names:
             _, m, n = contenders[name]
             med = statistics.median(times[name])
-            rows[name] = {"seconds": med, "mp_per_s": m / med, "images_per_s": n / med,
-                          "mp_per_cpu_s": m / statistics.median(cpu[name]),
+            rows[name] = {"seconds": med, "mp_per_s": _per(m, med),
+                          "images_per_s": _per(n, med),
+                          "mp_per_cpu_s": _per(m, statistics.median(cpu[name])),
                           "all_seconds": times[name], "all_cpu_seconds": cpu[name]}
 
-        def ratio(a: str, b: str, by: dict[str, list[float]] = times) -> float:
-            """Median over rounds of (throughput a / throughput b), same round."""
+        def ratio(a: str, b: str, by: dict[str, list[float]] = times) -> float | None:
+            """Median over rounds of (throughput a / throughput b), same round; rounds
+            where either time was measured as 0 left out (None: every round)."""
             ma, mb = contenders[a][1], contenders[b][1]
-            return statistics.median((ma / ta) / (mb / tb) for ta, tb in
-                                     zip(by[a], by[b], strict=True))
+            each = [(ma / ta) / (mb / tb) for ta, tb in zip(by[a], by[b], strict=True)
+                    if ta > 0 and tb > 0]
+            return statistics.median(each) if each else None
 
         ratios = {
             "fit / decode only, CPU time": ratio("nbbn fit", "decode only (threads)", cpu),
@@ -238,12 +260,14 @@ def run_images_bench(file: TextIO, quick: bool = False, repeats: int | None = No
         print(f"{'contender':34s}{'median s':>10s}{'MP/s':>9s}{'images/s':>10s}"
               f"{'MP/CPU s':>10s}", file=file)
         for name, row in rows.items():
-            print(f"{name:34s}{row['seconds']:10.2f}{row['mp_per_s']:9.1f}"
-                  f"{row['images_per_s']:10.1f}{row['mp_per_cpu_s']:10.1f}", file=file)
+            print(f"{name:34s}{row['seconds']:10.2f}{_shown(row['mp_per_s'], '.1f', 9)}"
+                  f"{_shown(row['images_per_s'], '.1f', 10)}"
+                  f"{_shown(row['mp_per_cpu_s'], '.1f', 10)}", file=file)
         for name, value in ratios.items():
             target = ">= 4x" if "recipe" in name else ">= 90%" if name.startswith(
                 "fit / decode") else ""
-            shown = f"{value:.2f}x" if "recipe" in name else f"{100 * value:.0f}%"
+            shown = "n/a" if value is None else f"{value:.2f}x" if "recipe" in name \
+                else f"{100 * value:.0f}%"
             print(f"{name:44s}{shown:>8s}  {target}", file=file)
         result = {"cpu": cpu_model(), "python": platform.python_version(), "files": files,
                   "megapixels": mp, "megabytes": size_mb, "workers": workers,
