@@ -85,6 +85,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         error = f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist"
     elif not args.no_plot and Path(args.plot).suffix.lower() != ".png":
         error = f"--plot {args.plot}: expected a path ending in .png (the plot is a PNG)"
+    if not error:
+        try:
+            _check_simd_env()
+        except _OptionError as exc:
+            error = str(exc)
     if error:
         print(f"nbbn demo: error: {error}", file=sys.stderr)
         return 2
@@ -616,6 +621,7 @@ def _check_bench_options(args: argparse.Namespace) -> None:
 
     if args.repeats is not None and args.repeats < 1:
         raise _OptionError(f"--repeats must be at least 1, got {args.repeats}")
+    _check_simd_env()
     if args.pipeline_gb is not None and not (math.isfinite(args.pipeline_gb)
                                              and args.pipeline_gb > 0):
         raise _OptionError(f"--pipeline-gb must be a size in GB above 0, got "
@@ -661,6 +667,17 @@ def _check_bench_options(args: argparse.Namespace) -> None:
             resolve("cuda")
         except BackendUnavailableError as exc:
             raise _OptionError(str(exc).replace("backend='cuda'", "--backend cuda")) from None
+
+
+def _check_simd_env() -> None:
+    """_OptionError for a bad ``NBBN_SIMD``: the CPU kernels' module refuses it when it
+    is imported (``nbbn warmup`` reports that in one line); the demo and the bench check
+    it up front (the demo wrote its dataset first, then its fit blamed "array, rows
+    0-2"; the bench was a traceback)."""
+    try:
+        from .backends import cpu_simd  # noqa: F401 (the check runs at the import)
+    except ValueError as exc:
+        raise _OptionError(str(exc)) from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -202,6 +202,22 @@ def test_bench_images_of_a_cpu_time_measured_as_zero(tmp_path, monkeypatch):
     assert "n/a" in out.getvalue() and list(tmp_path.iterdir()) == []
 
 
+def test_a_bad_nbbn_simd_is_one_line_before_the_demo_or_bench(tmp_path):
+    """``NBBN_SIMD=avx3`` was a traceback in ``nbbn bench`` and, in ``nbbn demo``, an
+    error after the dataset was written that blamed "array, rows 0-2" (``nbbn warmup``
+    said it in one line). Now both refuse it up front, in one line, exit 2."""
+    env = {**_env(), "NBBN_SIMD": "avx3"}
+    for argv in (["bench", "--quick", "--no-startup", "--no-torch"],
+                 ["demo", "--size-mb", "1", "--no-plot", "--no-torch", "--workdir",
+                  str(tmp_path)]):
+        p = subprocess.run([sys.executable, "-m", "nbbn", *argv], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, check=False)
+        assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+        assert p.stderr.strip() == (f"nbbn {argv[0]}: error: NBBN_SIMD must be one of "
+                                    "auto, none, avx2, avx512; got 'avx3'"), p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bench_backend_cuda_without_a_gpu_is_refused_up_front(capsys, monkeypatch):
     """``nbbn bench --backend cuda`` without a GPU printed the CPU line, then a traceback
     ending in BackendUnavailableError (exit 1). Now: one line, exit 2, before anything;
