@@ -81,10 +81,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         error = f"--seed must be >= 0, got {args.seed}"
     elif args.workdir is not None and not Path(args.workdir).is_dir():
         error = f"--workdir {args.workdir}: no such folder"
+    elif args.size_mb * 1e6 > (free := _free_bytes(args.workdir)):  # (1e13: MemoryError,
+        # 1e300: OverflowError; a size that does not fit filled the disk first)
+        error = (f"--size-mb {args.size_mb:g} is more than the {free / 1e6:,.0f} MB free "
+                 f"in {args.workdir or 'the temporary folder'} (try --workdir DIR or a "
+                 "smaller --size-mb)")
     elif not args.no_plot and not Path(args.plot).resolve().parent.is_dir():
         error = f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist"
     elif not args.no_plot and Path(args.plot).suffix.lower() != ".png":
         error = f"--plot {args.plot}: expected a path ending in .png (the plot is a PNG)"
+    elif not args.no_plot and Path(args.plot).is_dir():  # (found after the fit)
+        error = f"--plot {args.plot} is a folder; expected the path of the PNG to write"
+    if not error and not args.no_plot:  # "x.png/", a FIFO, a folder where no file can be
+        from .pipeline import check_writable_folder  # created: before the data is written
+
+        try:
+            check_writable_folder(args.plot, "--plot")
+        except OSError as exc:
+            error = (f"--plot {args.plot}: {exc.strerror}" if exc.filename else
+                     str(exc).replace("the fit", "the demo"))
     if not error:
         try:
             _check_simd_env()
@@ -108,6 +123,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # the fit's checkpoint went with the temporary folder:
         raise KeyboardInterrupt from None  # nothing to resume, just "interrupted"
+    except BrokenPipeError:  # `nbbn demo | head`: main's handling, as for the bench
+        raise
     except OSError as exc:  # e.g. no space left for the dataset in the temporary folder
         if getattr(args, "debug", False):
             raise
@@ -115,6 +132,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return 0 if result["ok"] else 1
+
+
+def _free_bytes(workdir: str | None) -> int:
+    """The bytes free in the folder where the demo makes its temporary folder."""
+    import shutil
+    import tempfile
+
+    try:
+        return shutil.disk_usage(workdir or tempfile.gettempdir()).free
+    except OSError:  # (the write will say what is wrong)
+        return sys.maxsize
 
 
 # -------------------------------------------------------------------------- info

@@ -194,6 +194,8 @@ def test_demo_goes_on_without_matplotlib(tmp_path, monkeypatch, capsys):
         (["--size-mb", "-1"], "--size-mb must be positive"),
         (["--workdir", "/nonexistent/nbbn"], "no such folder"),
         (["--plot", "/nonexistent/nbbn/x.png"], "does not exist"),
+        # (an OverflowError traceback; 1e13 a MemoryError one)
+        (["--size-mb", "1e300"], "--size-mb 1e+300 is more than the"),
     ],
 )
 def test_demo_user_errors(capsys, argv, needle):
@@ -266,3 +268,38 @@ def test_sigterm_removes_the_temporary_folder(tmp_path, argv):
     assert p.returncode == 143, err
     assert err.strip().endswith(f"nbbn {argv[0]}: terminated (SIGTERM)"), err
     assert list(work.iterdir()) == []
+
+
+def test_demo_plot_folder_or_separator_refused_before_the_data(tmp_path, capsys):
+    """``--plot d.png`` naming a folder was found after the dataset was written and
+    fitted ("Is a directory ... try --workdir DIR"); ``--plot x.png/`` quietly wrote
+    x.png. Both are refused up front now, nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "d.png").mkdir()
+    for plot, needle in ((tmp_path / "d.png", "is a folder"),
+                         (f"{tmp_path / 'x.png'}{os.sep}", "ending in a separator")):
+        argv = ["demo", "--size-mb", "1", "--no-torch", "--no-progress", "--workdir",
+                str(work), "--plot", str(plot)]
+        assert main(argv) == 2
+        cap = capsys.readouterr()
+        assert cap.out == "" and cap.err.startswith("nbbn demo: error: --plot "), cap.err
+        assert needle in cap.err and len(cap.err.strip().splitlines()) == 1, cap.err
+    assert list(work.iterdir()) == [] and not (tmp_path / "x.png").exists()
+
+
+def test_demo_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``nbbn demo | head -1`` ended "nbbn demo: error: [Errno 32] Broken pipe (try
+    --workdir ...)", exit 2: the demo's OSError handler caught it before ``main``, which
+    ends a closed pipe with status 0 (as for ``nbbn bench | head``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    p = subprocess.Popen([sys.executable, "-m", "nbbn", "demo", "--size-mb", "1", "--no-torch",
+                          "--no-progress", "--no-plot", "--workdir", str(tmp_path)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().startswith("nbbn demo: writing")
+    p.stdout.close()
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "Broken pipe" not in err and "error" not in err, err
+    assert list(tmp_path.iterdir()) == []
