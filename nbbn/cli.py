@@ -572,7 +572,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="skip the compile-time / warm-start measurement in subprocesses",
     )
     p.add_argument("--only", default=None, metavar="DTYPE:LAYOUT,...",
-                   help="only the shapes of these dtypes and layouts, e.g. uint8:NHWC")
+                   help="only the shapes of these dtypes and layouts, e.g. uint8:NHWC "
+                   "(also with --backend cuda)")
     p.add_argument(
         "--pipeline",
         action="store_true",
@@ -650,6 +651,7 @@ def _check_bench_options(args: argparse.Namespace) -> None:
     if args.repeats is not None and args.repeats < 1:
         raise _OptionError(f"--repeats must be at least 1, got {args.repeats}")
     _check_simd_env()
+    want = _only_pairs(args)
     if args.pipeline_gb is not None and not (math.isfinite(args.pipeline_gb)
                                              and args.pipeline_gb > 0):
         raise _OptionError(f"--pipeline-gb must be a size in GB above 0, got "
@@ -695,6 +697,45 @@ def _check_bench_options(args: argparse.Namespace) -> None:
             resolve("cuda")
         except BackendUnavailableError as exc:
             raise _OptionError(str(exc).replace("backend='cuda'", "--backend cuda")) from None
+        if want is not None:
+            from numba.core import config
+
+            from .tools.bench_cuda import SIM_SHAPES
+
+            if getattr(config, "ENABLE_CUDASIM", 0) and not any(
+                    spec[1:3] in want for spec in SIM_SHAPES):
+                raise _OptionError(f"--only {args.only}: the CUDA simulator runs only "
+                                   f"{_pairs_text(SIM_SHAPES)}")
+
+
+def _pairs_text(shapes) -> str:
+    """The ``dtype:LAYOUT`` pairs of bench shapes, as ``--only`` takes them."""
+    return ", ".join(f"{d}:{lay}" for d, lay in sorted({spec[1:3] for spec in shapes}))
+
+
+def _only_pairs(args: argparse.Namespace) -> set[tuple[str, str]] | None:
+    """The ``(dtype, LAYOUT)`` pairs ``--only`` names (None: no ``--only``);
+    _OptionError for an entry no shape of the bench has, listing those it has (an
+    unknown entry was dropped silently)."""
+    if args.only is None:
+        return None
+    from .tools.bench_ops import FULL_SHAPES, QUICK_SHAPES
+
+    valid = {spec[1:3] for spec in FULL_SHAPES + QUICK_SHAPES}
+    want = set()
+    for entry in (w.strip() for w in args.only.split(",")):
+        if not entry:
+            continue
+        dtype, _, layout = entry.partition(":")
+        pair = (dtype.strip().lower(), layout.strip().upper())
+        if pair not in valid:
+            raise _OptionError(f"--only {args.only}: no shape is {entry}; the bench's are "
+                               f"{_pairs_text(FULL_SHAPES + QUICK_SHAPES)}")
+        want.add(pair)
+    if not want:
+        raise _OptionError(f"--only names nothing; expected DTYPE:LAYOUT pairs such as "
+                           f"uint8:NHWC ({_pairs_text(FULL_SHAPES + QUICK_SHAPES)})")
+    return want
 
 
 def _check_simd_env() -> None:
@@ -710,6 +751,7 @@ def _check_simd_env() -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     _check_bench_options(args)
+    want = _only_pairs(args)
     result = _other_bench(args)
     if result is not None:
         if args.json:
@@ -723,20 +765,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(cpu_line(), file=sys.stdout)  # the host's CPU too
         run_cuda_bench(quick=args.quick, repeats=args.repeats, json_path=args.json,
-                       use_torch=not args.no_torch, file=sys.stdout)
+                       use_torch=not args.no_torch, file=sys.stdout, only=want)
         return 0
     from .tools.bench import run_bench
 
     shapes = None
-    if args.only:
+    if want is not None:
         from .tools.bench_ops import FULL_SHAPES, QUICK_SHAPES
 
-        want = {(d.lower(), lay.upper()) for d, _, lay in
-                (w.strip().partition(":") for w in args.only.split(","))}
         shapes = [s for s in (QUICK_SHAPES if args.quick else FULL_SHAPES) if s[1:3] in want]
-        if not shapes:
-            print(f"nbbn bench: --only {args.only!r} matches no shape", file=sys.stderr)
-            return 2
     run_bench(
         shapes,
         quick=args.quick,

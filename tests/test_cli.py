@@ -154,7 +154,37 @@ def test_bench_only_selects_shapes(tmp_path, capsys):
     d = json.loads(path.read_text())
     assert {(r["dtype"], r["layout"]) for r in d["results"]} == {("uint8", "NHWC")}
     assert main([*args, "--only", "uint8:NCDHW"]) == 2
-    assert "matches no shape" in capsys.readouterr().err
+    assert "no shape is uint8:NCDHW; the bench's are " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--backend", "cuda"]])
+def test_bench_only_refuses_unknown_entries(extra, capsys, monkeypatch):
+    """``--only "uint8:NHWC,bogus:xx"`` dropped the unknown entry silently, and with
+    ``--backend cuda`` --only was ignored entirely. Now an unknown entry is refused with
+    the pairs the bench has, and the CUDA bench runs only the shapes named."""
+    if extra:
+        pytest.importorskip("numba_cuda")
+    from nbbn.tools import bench, bench_cuda
+
+    got = []
+    monkeypatch.setattr(bench, "run_bench", lambda shapes, **k: got.append(shapes))
+    monkeypatch.setattr(bench_cuda, "run_cuda_bench", lambda **k: got.append(k["only"]))
+    for only in ("uint8:NHWC,bogus:xx", "bogus:xx"):
+        assert main(["bench", "--quick", *extra, "--only", only]) == 2
+        cap = capsys.readouterr()
+        assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap.err
+        assert "no shape is bogus:xx; the bench's are " in cap.err, cap.err
+        assert "float32:NCHW" in cap.err and "uint8:NHWC" in cap.err
+    assert got == []
+    if extra and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":  # (3 float32 shapes)
+        assert main(["bench", "--quick", *extra, "--only", "uint8:NHWC"]) == 2
+        assert "the CUDA simulator runs only float32:NC, " in capsys.readouterr().err
+    assert main(["bench", "--quick", *extra, "--only", "float32:nhwc"]) == 0
+    capsys.readouterr()
+    if extra:
+        assert got == [{("float32", "NHWC")}]
+    else:
+        assert [s[1:3] for s in got[0]] == [("float32", "NHWC")] * 2
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -261,7 +261,8 @@ def _overhead(run: _Run, calls: int) -> dict[str, float]:
 
 
 def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path=None,
-                   use_torch: bool = True, file: TextIO) -> dict[str, Any]:
+                   use_torch: bool = True, file: TextIO,
+                   only: set[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Run the GPU benchmark, print the table to ``file``, return (and save) the results.
 
     Parameters
@@ -277,6 +278,8 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
         Compare against torch when it has CUDA.
     file : text stream
         Where the report is printed.
+    only : set of (str, str), optional
+        Only the shapes of these ``(dtype, layout)`` pairs (``("uint8", "NHWC")``).
 
     Returns
     -------
@@ -312,6 +315,8 @@ def run_cuda_bench(*, quick: bool = False, repeats: int | None = None, json_path
     say(f"  read bandwidth {bw['read_GBps']:.0f} GB/s ({bw['read_method']}), "
         f"copy bandwidth {bw['copy_GBps']:.0f} GB/s (device-to-device, read + write)")
     shapes = SIM_SHAPES if sim else (QUICK_SHAPES if quick else FULL_SHAPES)
+    if only is not None:
+        shapes = [spec for spec in shapes if spec[1:3] in only]
     rows: list[dict] = []
     for i, spec in enumerate(shapes):
         rows.extend(_bench_shape(run, spec, bw, seed=i))
