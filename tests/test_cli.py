@@ -248,6 +248,18 @@ def test_a_bad_nbbn_simd_is_one_line_before_the_demo_or_bench(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bench_tabular_quick_takes_the_pipeline_gb_size(tmp_path):
+    """``--tabular --quick --pipeline-gb G`` wrote 64 MB whatever G (--pipeline and
+    --dask take G with --quick too); now G sets the size there as well."""
+    pytest.importorskip("pyarrow")
+    from nbbn.tools import bench_tabular
+
+    res = bench_tabular.run_tabular_bench(io.StringIO(), quick=True, repeats=1,
+                                          size_gb=0.004, workdir=str(tmp_path))
+    assert abs(res["bytes"] - 4e6) < 1e6, res["bytes"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bench_backend_cuda_without_a_gpu_is_refused_up_front(capsys, monkeypatch):
     """``nbbn bench --backend cuda`` without a GPU printed the CPU line, then a traceback
     ending in BackendUnavailableError (exit 1). Now: one line, exit 2, before anything;

@@ -68,11 +68,12 @@ def run_tabular_bench(file: TextIO, quick: bool = False, repeats: int | None = N
     file : text stream
         Where the lines go.
     quick : bool, default False
-        64 MB and 2 repeats (a smoke test).
+        64 MB (unless ``size_gb``) and 2 repeats (a smoke test).
     repeats : int, optional
         Timed pairs (default 5, 2 with ``quick``).
     size_gb : float, optional
-        GB of float32 values (default 1).
+        GB of float32 values (default 1; 0.064 with ``quick``), with ``quick`` too, as
+        ``--pipeline`` and ``--dask`` take it.
     workdir : str, optional
         Folder for the temporary file (default the system's).
 
@@ -87,7 +88,7 @@ def run_tabular_bench(file: TextIO, quick: bool = False, repeats: int | None = N
 
     from .bench_env import cpu_model
 
-    nbytes = QUICK_BYTES if quick else int((size_gb or FULL_BYTES / 1e9) * 1e9)
+    nbytes = int(size_gb * 1e9) if size_gb else (QUICK_BYTES if quick else FULL_BYTES)
     repeats = repeats or (2 if quick else 5)
     tmp = tempfile.mkdtemp(prefix="nbbn-bench-tabular-", dir=workdir)
     try:
