@@ -591,7 +591,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="instead: onnxruntime with nbbn's exact graph vs Sub/Div on "
                    "(1,000,000, 64) float32, and the ONNX forms' accuracy (needs nbbn[onnx])")
     p.add_argument("--pipeline-gb", type=float, default=None, metavar="GB",
-                   help="size of each --pipeline case in GB (default: 4)")
+                   help="size in GB of the data of --pipeline (each case; default: 4), "
+                   "--tabular (1) and --dask (4), with --quick too")
     p.add_argument("--tabular", action="store_true",
                    help="instead: nbbn.fit of a Parquet file of float32 columns vs pyarrow "
                    "reading it (1 GB; 64 MB with --quick; --pipeline-gb sets the size)")
@@ -600,7 +601,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "LocalCluster(2 x 1) vs in-memory updates and dask's mean/var (64 MB with "
                    "--quick; size: --pipeline-gb)")
     p.add_argument("--workdir", metavar="DIR", default=None,
-                   help="folder for the --pipeline files (default: the system's temp folder)")
+                   help="folder for the temporary files of --pipeline, --tabular, --dask, "
+                   "--distributed and --images (default: the system's temp folder)")
     p.add_argument("--distributed", action="store_true",
                    help="instead: nbbn.fit of 1 GB of .npy shards on a LocalCluster of 2 "
                    "single-threaded workers vs in one process (needs nbbn[dask])")
@@ -622,6 +624,12 @@ _BENCH_NEEDS = {
     "torch": (("torch", "torch"),), "dask": (("dask", "dask"), ("distributed", "dask")),
     "onnx": (("onnx", "onnx"), ("onnxruntime", "onnx")), "sklearn": (("sklearn", "sklearn"),),
 }
+
+
+# The benches that take --pipeline-gb (the size of their data) and --workdir (where their
+# temporary files go); the others refuse them (they were ignored)
+_SIZED_BENCHES = ("pipeline", "tabular", "dask")
+_WORKDIR_BENCHES = ("pipeline", "tabular", "dask", "distributed", "images")
 
 
 class _OptionError(ValueError):
@@ -680,6 +688,13 @@ def _check_bench_options(args: argparse.Namespace) -> None:
     if not args.wait_quiet >= 0:
         raise _OptionError(f"--wait-quiet must be a number of seconds >= 0, got "
                            f"{args.wait_quiet}")
+    for dest, flag, takers in (("pipeline_gb", "--pipeline-gb", _SIZED_BENCHES),
+                               ("workdir", "--workdir", _WORKDIR_BENCHES)):
+        if getattr(args, dest) is not None and not (modes and modes[0] in takers):
+            bench = f"--{modes[0]}" if modes else (
+                "--backend cuda" if args.backend == "cuda" else "the default bench")
+            raise _OptionError(f"{flag} applies to {', '.join('--' + m for m in takers)} "
+                               f"only, not to {bench} (it would be ignored)")
     if modes and args.backend == "cuda":
         raise _OptionError(f"--backend cuda times the CUDA kernels; --{modes[0]} is a "
                            "CPU bench of its own")

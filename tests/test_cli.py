@@ -201,6 +201,14 @@ def test_bench_only_refuses_unknown_entries(extra, capsys, monkeypatch):
     (["--pipeline-gb", "-1", "--tabular"], "--pipeline-gb must be a size in GB above 0"),
     (["--pipeline", "--workdir", "/nonexistent-folder"], "--workdir /nonexistent-folder: no "
      "such folder"),
+    # (ignored silently where no bench took them)
+    (["--pipeline-gb", "1"], "--pipeline-gb applies to --pipeline, --tabular, --dask only, "
+     "not to the default bench"),
+    (["--workdir", "."], "--workdir applies to --pipeline, --tabular, --dask, --distributed, "
+     "--images only, not to the default bench"),
+    (["--sklearn", "--pipeline-gb", "1"], "--pipeline-gb applies to --pipeline, --tabular, "
+     "--dask only, not to --sklearn"),
+    (["--images", "3", "--pipeline-gb", "1"], "not to --images"),
 ])
 def test_bench_options_refused_before_anything_is_timed(argv, needle, capsys, monkeypatch):
     """Benches that do not combine, and a bench whose extra is missing: one line, exit 2,
