@@ -5,7 +5,9 @@ tree's."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,12 +24,17 @@ def backend_at(rev: str, module: str,
     show`` from the current directory's repository), imported as
     ``nbbn.backends.<module>_ab``: its relative imports then load the current helpers,
     so it must import the same names as they are now (``rewrite``, given the source,
-    returns it adapted to them)."""
+    returns it adapted to them). The module's file is in a temporary folder removed
+    when the process ends (one was left per call)."""
     src = subprocess.run(["git", "show", f"{rev}:nbbn/backends/{module}.py"],
                          check=True, capture_output=True, text=True).stdout
     if rewrite is not None:
         src = rewrite(src)
-    path = Path(tempfile.mkdtemp()) / f"{module}_ab.py"
+    folder = tempfile.mkdtemp(prefix="nbbn-ab-")
+    # (removed when the process ends, not now: numba reads the source file when it
+    # compiles a kernel, at its first call, and its disk cache keys on the file)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / f"{module}_ab.py"
     path.write_text(src)
     name = f"nbbn.backends.{module}_ab"
     spec = importlib.util.spec_from_file_location(name, path)
