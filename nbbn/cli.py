@@ -903,7 +903,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     announce_compiles()
     t0 = time.perf_counter()
     done = warmup(dtypes, layouts, file=sys.stdout)
-    print(f"nbbn warmup: {len(done)} cases ready in {time.perf_counter() - t0:.1f} s")
+    print(f"nbbn warmup: {len(done)} case{'s' * (len(done) != 1)} ready in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 

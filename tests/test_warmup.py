@@ -23,6 +23,16 @@ def _python(args, cache_dir):
                           timeout=600)
 
 
+def test_a_dtype_or_layout_given_twice_is_one_case(capsys):
+    """``--dtypes float32,float32 --layouts nhwc,nhwc`` reported "4 cases ready" (and
+    warmed the one case four times)."""
+    from nbbn.cli import main
+
+    assert main(["warmup", "--dtypes", "float32,float32", "--layouts", "nhwc,NHWC"]) == 0
+    out = capsys.readouterr().out
+    assert "nbbn warmup: 1 case ready in " in out, out
+
+
 def test_warmup_compiles_once_then_loads(tmp_path):
     """A cold cache: each kernel family announced once; a second process loads them from
     the disk cache and announces nothing, nor does a batch of 7x7 feature maps."""

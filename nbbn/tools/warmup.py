@@ -51,7 +51,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
     Parameters
     ----------
     dtypes : sequence of str
-        Input dtypes, of :data:`DTYPES`.
+        Input dtypes, of :data:`DTYPES` (a name given twice counts once, as does a
+        layout).
     layouts : sequence of str
         "nchw" (channels-first), "nhwc" (channels-last, also (N, C) tables) and/or
         "sparse" (scipy CSR and CSC matrices).
@@ -75,6 +76,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
     if bad:
         raise ValueError(f"unknown dtype or layout {bad}; dtypes: {', '.join(DTYPES)}; "
                          f"layouts: {', '.join(names)}")
+    dtypes, layouts = tuple(dict.fromkeys(dtypes)), tuple(dict.fromkeys(layouts))  # (each
+    # case once: "float32,float32" made two cases of one, and four of one with a layout twice)
     if SPARSE in layouts:
         _scipy_sparse()  # (before any case: a missing scipy is said at once)
     done: list[dict] = []
