@@ -20,13 +20,18 @@ from collections.abc import Callable, Sequence
 
 from ._wording import Param, python_spelling, spell, spell_notes
 
-__all__ = ["USER_DATA_COMMANDS", "USER_ERRORS", "cli_speller", "interrupted_message",
-           "one_line", "respelled"]
+__all__ = ["USER_DATA_COMMANDS", "USER_ERRORS", "ResultsNotWritten", "cli_speller",
+           "interrupted_message", "one_line", "respelled"]
 
 # Commands that read the user's files: their ValueError, TypeError, OSError and
 # ImportError (a missing optional extra) are user errors, reported in one line.
 USER_DATA_COMMANDS = ("fit", "transform", "info", "plot", "warmup")
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+class ResultsNotWritten(OSError):
+    """The bench's ``--json`` could not be written after the run (its table is printed
+    already): one line, exit 2, where it was a traceback."""
 
 
 # How the library's Python parameter names read as options (see nbbn._wording): by

@@ -12,7 +12,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ._cli_errors import USER_DATA_COMMANDS, USER_ERRORS, interrupted_message, one_line
+from ._cli_errors import (
+    USER_DATA_COMMANDS,
+    USER_ERRORS,
+    ResultsNotWritten,
+    interrupted_message,
+    one_line,
+)
 from ._interrupt import SIGTERM_STATUS, Terminated
 from .errors import MissingExtraError
 
@@ -1020,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         # (another command's missing extra, e.g. nbbn bench --onnx: one line too)
         if args.command not in USER_DATA_COMMANDS and not isinstance(
-                exc, (MissingExtraError, _OptionError)):
+                exc, (MissingExtraError, _OptionError, ResultsNotWritten)):
             raise
         if args.debug:
             import traceback

@@ -268,6 +268,27 @@ def test_bench_tabular_quick_takes_the_pipeline_gb_size(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bench_json_that_fails_after_the_run_is_one_line(tmp_path, capsys, monkeypatch):
+    """A ``--json`` write that failed after the run (a full disk; a folder the up-front
+    check could not see through) was a traceback. Now one line naming the file, exit 2,
+    after the printed table."""
+    import errno
+
+    from nbbn.tools import bench as bench_tool
+
+    def full(path, mode="wb"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(bench_tool, "atomic_write", full)
+    monkeypatch.setattr("nbbn.cli._other_bench", lambda args: print("TABLE") or {})
+    path = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--sklearn", "--json", str(path)]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "TABLE\n" and len(cap.err.strip().splitlines()) == 1, cap.err
+    assert cap.err.startswith(f"nbbn bench: error: --json {path}: the results could not "
+                              "be written (No space left on device)"), cap.err
+
+
 def test_bench_backend_cuda_without_a_gpu_is_refused_up_front(capsys, monkeypatch):
     """``nbbn bench --backend cuda`` without a GPU printed the CPU line, then a traceback
     ending in BackendUnavailableError (exit 1). Now: one line, exit 2, before anything;

@@ -214,10 +214,19 @@ def _import_torch() -> Any:
 
 
 def _write_json(path, result: dict[str, Any]) -> None:
-    remove_stale_temps(path)  # (what a killed run left, as every other write does)
-    with atomic_write(path, "w") as f:
-        json.dump(result, f, indent=2, default=_json_default)
-        f.write("\n")
+    """Write the results (ResultsNotWritten, naming ``path``, when the file cannot be:
+    the run's table is printed already)."""
+    from .._cli_errors import ResultsNotWritten
+
+    try:
+        remove_stale_temps(path)  # (what a killed run left, as every other write does)
+        with atomic_write(path, "w") as f:
+            json.dump(result, f, indent=2, default=_json_default)
+            f.write("\n")
+    except OSError as exc:
+        raise ResultsNotWritten(f"--json {os.fspath(path)}: the results could not be "
+                                f"written ({exc.strerror or exc}); the table above has "
+                                "them") from exc
 
 
 def _json_default(o):
