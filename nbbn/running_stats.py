@@ -425,7 +425,9 @@ class RunningStats:
         out._names = check_names(_merged_names(self._names, other._names), nchan)
         out._given_names = _merged_names(self._given_names, other._given_names)
         out._state = state
-        out.histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
+        # (the sum of two histograms of their statistics is one of the merge's: not
+        # checked again, which sums every bin, and copies a GPU state to the host)
+        out._histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
         out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
         return out
 
@@ -459,7 +461,7 @@ class RunningStats:
                 self._state = b if mine is None else _host_merge(mine, b)
                 self._host_cache = None
             self._names, self._given_names = names, given
-            self.histogram = hist
+            self._histogram = hist  # (consistent by construction, as merge's)
             self.skipped = self.skipped + other.skipped
             self._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
         return self
