@@ -40,7 +40,7 @@ import numpy as np
 from ._histogram import Histogram
 from ._progress import say
 from .errors import ImageError
-from .sources import Acquire, Batch, Position, Source
+from .sources import Acquire, Batch, Position, Source, folder_file_kind
 
 __all__ = ["IMAGE_SUFFIXES", "MODES", "ImageSource", "decode_image", "looks_like_images"]
 
@@ -101,7 +101,7 @@ def looks_like_images(source) -> bool:
             return False
         with os.scandir(path) as it:
             names = [e.name for e in it]
-        return not any(n.lower().endswith(_SHARD_SUFFIXES)
+        return not any(folder_file_kind(n)  # (hidden and _-prefixed tables aside)
                        or n in (".zarray", "zarr.json", ".zgroup") for n in names)
     if os.path.exists(path):
         return _is_image_name(path)
@@ -141,7 +141,7 @@ def _list_images(source) -> tuple[list[str], str]:
             from ._tabular import nested_tables_note
 
             with os.scandir(path) as it:
-                shards = sorted(e.name for e in it if e.name.lower().endswith(_SHARD_SUFFIXES))
+                shards = sorted(e.name for e in it if folder_file_kind(e.name))
             if shards:  # (ImageSource of a folder of arrays: fit(folder) reads those)
                 raise FileNotFoundError(
                     f"{path}: the folder holds no image files (searched recursively for "

@@ -558,11 +558,13 @@ def open_table_path(path: str, columns=None) -> TableSource | None:
 
 def _table_paths(path: str) -> list[str]:
     """The Parquet/CSV files ``path`` names (a file, a folder, a glob); [] if not a table."""
-    if os.path.isdir(path):
-        files = sorted(str(q) for q in Path(path).iterdir() if q.is_file())
-        if any(f.lower().endswith((".npy", ".npz")) for f in files):
+    from .sources import folder_file_kind
+
+    if os.path.isdir(path):  # (hidden and _-prefixed names aside, as pyarrow's datasets)
+        kinds = {str(q): folder_file_kind(q.name) for q in Path(path).iterdir() if q.is_file()}
+        if "shards" in kinds.values():
             return []
-        return [f for f in files if _table_kind(f)]
+        return sorted(f for f, k in kinds.items() if k == "tables")
     if os.path.exists(path):
         return [path] if _table_kind(path) else []
     if any(ch in path for ch in "*?["):
@@ -582,9 +584,11 @@ def nested_tables_note(path: str) -> str:
     """For the error of a folder that holds nothing nbbn reads: a note when its
     subfolders hold Parquet or CSV files (a partitioned dataset, ``year=2020/...``),
     which a folder is not searched for; "" otherwise."""
+    from .sources import folder_file_kind
+
     for root, dirs, files in os.walk(path):
         dirs.sort()
-        tables = sorted(f for f in files if _table_kind(f))
+        tables = sorted(f for f in files if folder_file_kind(f) == "tables")
         if root != path and tables:
             rel = os.path.relpath(root, path)
             depth = "*/" * (rel.count(os.sep) + 1)

@@ -614,7 +614,7 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
       shard (table) in a subfolder of a folder whose top level holds shards (tables),
       or an image file in a folder of tables."""
     from ._images import _SHARD_SUFFIXES, _is_image_name, looks_like_images
-    from .sources import is_zarr_store
+    from .sources import folder_file_kind, is_zarr_store
 
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     if os.path.isdir(source) and is_zarr_store(source):
@@ -635,8 +635,8 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
                 "data, or refuse a second kind of file (shards, tables, images); write it "
                 "outside the pattern")
     images = _is_image_name(path) and looks_like_images(source)
-    if not images and not path.lower().endswith(_SHARD_SUFFIXES):
-        return None
+    if not images and not folder_file_kind(os.path.basename(path)):
+        return None  # (a hidden or _-prefixed name is not read: sources.folder_file_kind)
     said = f"would be read as data of {source} by the next fit of it"
     if os.path.isdir(source):
         top = os.path.realpath(source)
@@ -655,8 +655,7 @@ def _refused_nested(source: str, folder: str, path: str) -> str | None:
     aside, or an image file (not hidden) at the top of a folder of tables or in one of
     its subfolders; None otherwise."""
     from ._images import _is_image_name
-    from ._tabular import _table_kind
-    from .sources import SHARD_SUFFIXES, folder_kind
+    from .sources import folder_file_kind, folder_kind
 
     top = os.path.realpath(source)
     if folder != top and not folder.startswith(os.path.join(top, "")):
@@ -669,7 +668,7 @@ def _refused_nested(source: str, folder: str, path: str) -> str | None:
     if not found:
         return None
     name = os.path.basename(path)
-    if parts and (name.lower().endswith(SHARD_SUFFIXES) if shards else _table_kind(name)):
+    if parts and folder_file_kind(name) == ("shards" if shards else "tables"):
         return (f"is in the subfolder {rel} of {source}, whose top level holds {kind}: "
                 f"the next fit of {source} would refuse the folder (it is read from its "
                 f"top level only, and {kind.split()[-1]} in its subfolders would be left "

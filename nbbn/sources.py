@@ -640,8 +640,7 @@ def _check_one_kind(path: str) -> None:
 
     if os.path.isdir(path):
         with os.scandir(path) as it:
-            found = [e.path for e in it if e.is_file() and (
-                e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name))]
+            found = [e.path for e in it if e.is_file() and folder_file_kind(e.name)]
     elif not os.path.exists(path) and any(ch in path for ch in _GLOB_CHARS):
         found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
     else:
@@ -662,15 +661,28 @@ def _check_one_kind(path: str) -> None:
                          "pattern, or a list of files of one kind)")
 
 
+def folder_file_kind(name: str) -> str | None:
+    """What a file named ``name`` in a folder is read as: "shards" (``.npy``/``.npz``),
+    "tables" (Parquet/CSV), or None. A hidden name (a leading dot, as macOS's
+    AppleDouble ``._part-0.parquet``) is neither, as a ``*`` glob skips it; nor, for a
+    table, is a name with a leading underscore (``_SUCCESS``, ``_metadata``, a writer's
+    ``_tmp.parquet``), as pyarrow's dataset discovery (so pandas and dask) skips it. A
+    shard's leading underscore is kept: a glob matches it."""
+    from ._tabular import _table_kind
+
+    if name.startswith("."):
+        return None
+    if name.lower().endswith(SHARD_SUFFIXES):
+        return "shards"
+    return "tables" if _table_kind(name) and not name.startswith("_") else None
+
+
 def folder_kind(path: str) -> tuple[list[str], bool, str]:
     """The shard and table files at the top of the folder ``path`` (sorted names), whether
     they are shards (else tables: one kind, ``_check_one_kind``), and that kind in
     words; ``([], False, "")`` when there are none."""
-    from ._tabular import _table_kind
-
     with os.scandir(path) as it:
-        top = sorted(e.name for e in it if e.is_file() and (
-            e.name.lower().endswith(SHARD_SUFFIXES) or _table_kind(e.name)))
+        top = sorted(e.name for e in it if e.is_file() and folder_file_kind(e.name))
     if not top:
         return [], False, ""
     shards = top[0].lower().endswith(SHARD_SUFFIXES)
@@ -688,7 +700,7 @@ def _check_nested(path: str) -> None:
     stops at the first image file, or once enough subfolders of shards are found to
     name."""
     from ._images import _is_image_name
-    from ._tabular import _table_kind, glob_suffix
+    from ._tabular import glob_suffix
 
     if not os.path.isdir(path):
         return
@@ -710,8 +722,8 @@ def _check_nested(path: str) -> None:
                 f"source, and would read the {kind.split()[-1]} only. Pass a glob: "
                 f"{os.path.join(path, '**', '*' + os.path.splitext(image)[1])} for the images, "
                 f"or {os.path.join(path, '*' + suffix)} for the {kind.split()[-1]}")
-        if root != path and any(f.lower().endswith(SHARD_SUFFIXES) if shards
-                                else _table_kind(f) for f in files):
+        if root != path and any(folder_file_kind(f) == ("shards" if shards else "tables")
+                                for f in files):
             nested.append(os.path.relpath(root, path))
             if len(nested) > 3:  # (enough to name)
                 break
@@ -770,8 +782,8 @@ def _open_path(path: str, key, channel_axis) -> Source:
             if key is not None and shard.name == path:
                 raise _unused_key(key, f"the zarr array {path}")
             return Source([shard], path, channel_axis)
-        paths = sorted(str(q) for q in p.iterdir()
-                       if q.suffix.lower() in SHARD_SUFFIXES and q.is_file())
+        paths = sorted(str(q) for q in p.iterdir()  # (hidden names aside, as a glob)
+                       if folder_file_kind(q.name) == "shards" and q.is_file())
         if not paths:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)

@@ -582,6 +582,36 @@ def test_a_folder_with_npy_files_is_not_a_table(tmp_path):
     assert not looks_like_table(tmp_path)
 
 
+def test_a_folder_skips_hidden_and_underscored_tables(tmp_path):
+    """A folder of tables skips names that start with '.' or '_' (macOS's ._x AppleDouble
+    files, _SUCCESS, _metadata, a writer's _tmp file), as pyarrow's dataset discovery
+    and pd.read_parquet(folder) do; a folder of shards skips hidden ones, as a glob. They
+    were read (5 rows instead of 2), and an AppleDouble file stopped the fit as "not a
+    readable Parquet file"."""
+    from nbbn.pipeline import written_into_input
+
+    d = tmp_path / "hid"
+    d.mkdir()
+    pq.write_table(pa.table({"a": [1.0, 2.0]}), d / "part-0.parquet")
+    pq.write_table(pa.table({"a": [3.0, 4.0]}), d / ".part-1.parquet")
+    pq.write_table(pa.table({"a": [5.0]}), d / "_tmp.parquet")
+    (d / "._part-0.parquet").write_bytes(b"\x00\x05\x16\x07 not parquet")
+    (d / "_SUCCESS").write_bytes(b"")
+    (d / "._x.npy").write_bytes(b"\x00\x05\x16\x07 not npy")  # (no mix of kinds)
+    (d / "sub").mkdir()
+    (d / "sub" / "._y.parquet").write_bytes(b"not parquet")  # (no nested table)
+    stats = fit(d)
+    assert stats.count.tolist() == [2] and stats.mean.tolist() == [1.5]
+    assert written_into_input(str(d), str(d / ".fit.npz")) is None
+    assert written_into_input(str(d), str(d / "fit.npz")) is not None
+    s = tmp_path / "shards"
+    s.mkdir()
+    np.save(s / "a.npy", np.ones((2, 1)))
+    np.save(s / "_b.npy", np.zeros((1, 1)))  # (a glob of *.npy matches it: read)
+    (s / "._a.npy").write_bytes(b"\x00\x05\x16\x07 not npy")
+    assert fit(s).count.tolist() == [3]
+
+
 def test_parquet_and_csv_in_one_folder_are_refused(tmp_path):
     pq.write_table(pa.table({"x": [1.0]}), tmp_path / "a.parquet")
     (tmp_path / "b.csv").write_text("x\n2.0\n")
