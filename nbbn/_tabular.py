@@ -246,6 +246,7 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
     else:
         if isinstance(columns, str):
             columns = split_columns(columns, kinds)
+        _check_columns_type(columns)
         chosen = [str(c) for c in columns]
         missing = [c for c in chosen if c not in kinds]
         if missing:
@@ -263,6 +264,24 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         raise ValueError(f"{what} has no numeric column to read (its columns: "
                          f"{_names(list(kinds))})")
     return chosen
+
+
+def _check_columns_type(columns) -> None:
+    """TypeError for a ``columns`` that is no sequence of names: a set (its order, the
+    channels', changes from run to run, as pandas refuses a set as an indexer) or what
+    is not iterable."""
+    if isinstance(columns, (set, frozenset)):
+        raise worded(TypeError, "{columns} takes the column names in the order of the "
+                     "channels, but got a {kind}, whose order changes from run to run: pass "
+                     "a list in the order wanted (sorted(...) for sorted names)",
+                     columns=Param("columns"), kind=type(columns).__name__)
+    try:
+        iter(columns)
+    except TypeError:
+        raise worded(TypeError, "{columns} takes a list of column names (or a str of "
+                     "comma-separated names), but got {value} ({kind})",
+                     columns=Param("columns"), value=repr(columns)[:60],
+                     kind=type(columns).__name__) from None
 
 
 def same_columns(kinds: dict[str, str | None], chosen: list[str], columns, path: str,

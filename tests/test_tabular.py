@@ -285,6 +285,24 @@ def test_column_errors_name_the_columns(tmp_path, rng):
     assert stats.channel_names == ("f64", "f32") and stats.channel_axis == -1
 
 
+def test_columns_must_be_a_sequence_of_names(tmp_path):
+    """A set was read in its iteration order, which changes with PYTHONHASHSEED (the
+    channels' order then changed from run to run; pandas refuses a set as an indexer),
+    and columns=0 raised Python's bare "'int' object is not iterable"."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({c: [1.0, 2.0] for c in "abcdefgh"})
+    for cols in (set("ab"), frozenset("ab")):
+        with pytest.raises(TypeError, match=r"columns takes the column names in the order "
+                           r".* got a (set|frozenset), whose order changes .* pass a list"):
+            fit(df, columns=cols)
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1.0]}), p)
+    with pytest.raises(TypeError, match=r"columns takes a list of column names \(or a str "
+                       r"of comma-separated names\), but got 0 \(int\)"):
+        fit(p, columns=0)
+    assert fit(df, columns={"b": 0, "a": 1}).channel_names == ("b", "a")  # (ordered)
+
+
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
