@@ -248,6 +248,10 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
             columns = split_columns(columns, kinds)
         _check_columns_type(columns)
         chosen = [str(c) for c in columns]
+        if not chosen:  # (not "no numeric column": the table may have some)
+            raise worded(ValueError, "{columns} is empty: name at least one column ({what}'s "
+                         "numeric columns: {numeric})", columns=Param("columns"), what=what,
+                         numeric=_names(numeric))
         missing = [c for c in chosen if c not in kinds]
         if missing:
             raise ValueError(f"{what} has no column {_names(missing)} (its columns: "

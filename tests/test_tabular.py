@@ -303,6 +303,17 @@ def test_columns_must_be_a_sequence_of_names(tmp_path):
     assert fit(df, columns={"b": 0, "a": 1}).channel_names == ("b", "a")  # (ordered)
 
 
+def test_an_empty_columns_is_refused_as_such(tmp_path):
+    """columns=[], "" or "," said the table "has no numeric column to read", though it
+    had."""
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1.0]}), p)
+    for cols in ([], "", ",", " , "):
+        with pytest.raises(ValueError, match=r"columns is empty: name at least one column "
+                           r"\(.*t\.parquet's numeric columns: \['a'\]\)"):
+            fit(p, columns=cols)
+
+
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
