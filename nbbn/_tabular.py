@@ -232,6 +232,11 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
     numeric = [c for c, k in kinds.items() if k is None]
     other = {c: k for c, k in kinds.items() if k is not None}
     if columns is None:
+        if other and not numeric:
+            listed = ", ".join(f"{c!r} ({k})" for c, k in list(other.items())[:8])
+            raise ValueError(f"{what} has no numeric column (its columns: {listed}"
+                             f"{', ...' if len(other) > 8 else ''}): only integer and "
+                             "floating columns can be channels" + _separator_hint(kinds, what))
         if other:
             shown = ", ".join(f"{c!r} ({k})" for c, k in list(other.items())[:8])
             more = ", ..." if len(other) > 8 else ""
@@ -262,12 +267,34 @@ def select_columns(kinds: dict[str, str | None], columns, what: str) -> list[str
         bad = {c: other[c] for c in chosen if c in other}
         if bad:
             raise ValueError(f"{what}: column {_names(list(bad))} is not numeric ("
-                             + ", ".join(bad.values())
-                             + f"); the numeric columns are {_names(numeric)}")
+                             + ", ".join(bad.values()) + ("); the numeric columns are "
+                                                          f"{_names(numeric)}" if numeric else
+                                                          "), and it has no numeric column")
+                             + _separator_hint(kinds, what))
     if not chosen:
         raise ValueError(f"{what} has no numeric column to read (its columns: "
                          f"{_names(list(kinds))})")
     return chosen
+
+
+def _separator_hint(kinds: dict[str, str | None], what: str) -> str:
+    """For a CSV file read as one column whose name holds a ';' or a tab (another
+    separator than the file's): what nbbn reads; "" otherwise."""
+    if _table_kind(what) != "csv" or len(kinds) != 1:
+        return ""
+    name = next(iter(kinds))
+    tsv = what.lower().endswith((".tsv", ".tsv.gz"))
+    sep = next((s for s in (";", "\t", "|", ",") if s in name and s != ("\t" if tsv else ",")),
+               None)
+    if sep is None:
+        return ""
+    said = "a tab" if sep == "\t" else repr(sep)
+    tsv_name = ".tsv.gz" if what.lower().endswith(".gz") else ".tsv"
+    hint = (f"; rename it {tsv_name}" if sep == "\t" and not tsv else
+            f"; rewrite it first: pandas.read_csv(path, sep={sep!r}).to_parquet(...)")
+    return (f"; its one column's name {name!r} holds {said}: nbbn reads a .csv file as "
+            f"comma-separated and a .tsv file as tab-separated, so this one was read as a "
+            f"single column{hint}")
 
 
 def _check_columns_type(columns) -> None:

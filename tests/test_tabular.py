@@ -314,6 +314,25 @@ def test_an_empty_columns_is_refused_as_such(tmp_path):
             fit(p, columns=cols)
 
 
+def test_a_table_without_numeric_columns_says_so(tmp_path):
+    """A table whose columns are all non-numeric said "pass columns to choose among the
+    numeric ones []"; a CSV file separated by ';' or tabs (read as one string column)
+    had no word of the separator."""
+    (tmp_path / "semi.csv").write_text("a;b\n1;2\n")
+    with pytest.raises(ValueError, match=r"semi\.csv has no numeric column \(its columns: "
+                       r"'a;b' \(string\)\): .* holds ';': nbbn reads a \.csv file as "
+                       r"comma-separated .* pandas\.read_csv\(path, sep=';'\)"):
+        fit(tmp_path / "semi.csv")
+    (tmp_path / "tabs.csv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match=r"holds a tab: .* rename it \.tsv$"):
+        fit(tmp_path / "tabs.csv")
+    table = pa.table({"d": pa.array([1.0, 2.0]).dictionary_encode()})
+    with pytest.raises(ValueError, match=r"a pyarrow Table has no numeric column \(its "
+                       r"columns: 'd' \(dictionary<values=double.*\)\): only integer and "
+                       r"floating columns can be channels$"):
+        fit(table)
+
+
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
@@ -427,7 +446,8 @@ def test_polars_and_arrow_tables_with_names(rng):
     df = pl.from_arrow(table)
     with pytest.raises(ValueError, match=r"non-numeric columns 'name' \(dtype String\)"):
         fit(df)
-    with pytest.raises(ValueError, match=r"non-numeric columns 'w' \(dtype Int128\)"):
+    with pytest.raises(ValueError, match=r"no numeric column \(its columns: 'w' "
+                                         r"\(dtype Int128\)"):
         fit(pl.DataFrame({"w": pl.Series([1, 2], dtype=pl.Int128)}))  # no numpy dtype
     assert_matches(fit(df, columns=["i64", "f64"], nan_policy="omit", batch_size=64), ref,
                    ("i64", "f64"))
