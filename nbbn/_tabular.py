@@ -852,11 +852,16 @@ def _header_line(path: str, delimiter: str) -> list[str] | None:
     """The column names of a CSV file that is its header alone without a line end
     (``a,b``, which pyarrow reads as an empty file); None for any other file."""
     import csv
+    import gzip
 
-    if path.lower().endswith(".gz") or os.path.getsize(path) > 1 << 16:
+    if os.path.getsize(path) > 1 << 16:
         return None
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        text = f.read()
+    opener: Any = gzip.open if path.lower().endswith(".gz") else open  # (as .csv)
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            text = f.read(1 << 16)
+    except (OSError, EOFError, UnicodeDecodeError):  # (not gzip, truncated: pyarrow's error)
+        return None
     if not text or "\n" in text or "\r" in text:
         return None
     return next(csv.reader([text], delimiter=delimiter))

@@ -567,6 +567,22 @@ def test_a_csv_of_its_header_alone_gives_empty_statistics(tmp_path, text):
         nbbn.fit(bad, progress=False)
 
 
+@pytest.mark.parametrize("name", ["h.csv.gz", "h.tsv.gz"])
+def test_a_compressed_csv_of_its_header_alone_gives_empty_statistics(tmp_path, name):
+    """A .csv.gz (.tsv.gz) of its header alone without a line end was refused ("Empty
+    CSV file") where the same .csv gave empty statistics with the names."""
+    import gzip
+
+    sep = "\t" if "tsv" in name else ","
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(f"a{sep}b".encode()))
+    rs = nbbn.fit(path, progress=False)
+    assert rs.channel_names == ("a", "b") and rs.count.sum() == 0
+    (tmp_path / "bad.csv.gz").write_bytes(b"a,b")  # (not gzip: pyarrow's error)
+    with pytest.raises(ValueError, match="not a readable CSV file"):
+        nbbn.fit(tmp_path / "bad.csv.gz", progress=False)
+
+
 def test_a_recursive_glob_of_tables_reads_every_level(tmp_path):
     """``**`` matched one level only (glob without recursive=True), silently."""
     for i, sub in enumerate(["", "y=1", "y=1/z"]):
