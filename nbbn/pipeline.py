@@ -996,10 +996,14 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
         raise TypeError(f"transform does not write images ({src.description}): apply the "
                         "Normalizer to each decoded image yourself")
     if src.rows is None:  # a CSV file
+        tsv = [str(sh.name).lower().endswith((".tsv", ".tsv.gz")) for sh in src.shards]
+        sep = ", sep='\\t'" if any(tsv) else ""  # (a .tsv file is tab-separated)
+        kind = "a TSV file" if all(tsv) else "a CSV or TSV file" if any(tsv) else "a CSV file"
+        mixed = " for a .tsv file, without sep for a .csv file" if sep and not all(tsv) else ""
         raise TypeError(f"transform cannot write {src.description}: its number of rows is "
-                        "not known up front (a CSV file is read as a stream); convert it to "
-                        "Parquet first (pandas.read_csv(path).to_parquet('data.parquet')), "
-                        "or pass it read into a DataFrame")
+                        f"not known up front ({kind} is read as a stream); convert it to "
+                        f"Parquet first (pandas.read_csv(path{sep}).to_parquet("
+                        f"'data.parquet'){mixed}), or pass it read into a DataFrame")
     if src.row_shape is None or src.dtype is None:
         raise ValueError(f"{src.description} holds no data")
     axis = norm.channel_axis

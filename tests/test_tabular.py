@@ -495,6 +495,11 @@ def test_transform_of_a_parquet_file_and_csv_refused(tmp_path, rng):
                        r"it to Parquet first \(pandas\.read_csv\(path\)\.to_parquet"):
         nbbn.transform(tmp_path / "t.csv", stats, tmp_path / "z.npy", progress=False)
     assert not (tmp_path / "z.npy").exists()
+    # a TSV file needs sep='\t' (the advice read it as comma-separated)
+    pacsv.write_csv(table, tmp_path / "t.tsv", pacsv.WriteOptions(delimiter="\t"))
+    with pytest.raises(TypeError, match=r"\(a TSV file is read as a stream\); convert it to "
+                       r"Parquet first \(pandas\.read_csv\(path, sep='\\t'\)\.to_parquet"):
+        nbbn.transform(tmp_path / "t.tsv", stats, tmp_path / "z.npy", progress=False)
 
 
 # ------------------------------------------------------------------------------- CLI
