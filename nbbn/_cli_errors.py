@@ -72,10 +72,32 @@ def cli_speller(sub: argparse.ArgumentParser | None) -> Callable[[Param], str]:
         if p.value is None:
             return f"no {flag}"
         if isinstance(p.value, (list, tuple)):  # names: comma-separated, as --columns reads them
-            return f"{flag} {shlex.quote(_comma_separated(p.value))}"
-        return f"{flag} {shlex.quote(str(p.value))}"
+            return _names_option(flag, [str(n) for n in p.value])
+        return _option(flag, str(p.value))
 
     return speller
+
+
+def _option(flag: str, value: str) -> str:
+    """``flag value`` as typed in a shell: ``flag=value`` for a value that starts with
+    '-' and is not a number (``--channel-axis -1`` reads), which argparse would take for
+    an option (``--columns -x,-y``: "expected one argument")."""
+    option = value.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", value)
+    return f"{flag}={shlex.quote(value)}" if option else f"{flag} {shlex.quote(value)}"
+
+
+def _names_option(flag: str, names: list[str]) -> str:
+    """The option naming the columns ``names``. A blank name is one only alone (the
+    whole value is a column's name: ``--columns ''``); among others it is dropped as an
+    empty entry, so the option names the others and says how to read them all."""
+    blank = [n for n in names if not n.strip()]
+    if not blank:
+        return _option(flag, _comma_separated(names))
+    if len(names) == 1:
+        return _option(flag, names[0])
+    kept = _option(flag, _comma_separated([n for n in names if n.strip()]))
+    return (f"{kept} (which leaves out the column {blank[0]!r}: a blank name can be given "
+            f"to {flag} only alone; nbbn.fit(path, columns={names!r}) reads them all)")
 
 
 def _comma_separated(names: Sequence) -> str:

@@ -227,6 +227,31 @@ def test_columns_errors_show_the_names_not_the_metavar(tmp_path, capsys, rng):
         assert "A,B" not in line and "[...]" not in line and "columns=" not in line
 
 
+def test_the_columns_suggestion_can_be_pasted_back(tmp_path, capsys):
+    """The suggested --columns must read back: 'pass --columns -x,-y' was refused by
+    argparse ("expected one argument"), and a blank column name (a pandas CSV index)
+    was written as an empty entry, which --columns drops, so the list pasted back read
+    fewer columns than it said."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = str(tmp_path / "t.parquet")
+    pd.DataFrame({"-x": [1.0, 2.0], "-y": [3.0, 4.0], "s": ["a", "b"]}).to_parquet(path)
+    user_error(["fit", path, "--no-progress"], capsys, "pass --columns=-x,-y to read")
+    out = str(tmp_path / "s.npz")
+    assert main(["fit", path, "--columns=-x,-y", "-o", out, "--no-progress"]) == 0
+    assert nbbn.RunningStats.load(out).channel_names == ("-x", "-y")
+    capsys.readouterr()
+    csv = str(tmp_path / "t.csv")
+    pd.DataFrame({"a": [1.0, 2.0], "s": ["u", "v"]}).to_csv(csv)  # (its index: named "")
+    user_error(["fit", csv, "--no-progress"], capsys,
+               "pass --columns a (which leaves out the column '': a blank name can be given "
+               "to --columns only alone; nbbn.fit(path, columns=['', 'a']) reads them all)")
+    pd.DataFrame({"s": ["u", "v"]}).to_csv(csv)
+    user_error(["fit", csv, "--no-progress"], capsys, "pass --columns '' to read")
+    assert main(["fit", csv, "--columns", "", "-o", out, "--no-progress"]) == 0
+    assert nbbn.RunningStats.load(out).channel_names == ("",)
+
+
 # ----------------------------------------------------------- 3. image depth always
 def test_images_mixing_8_and_16_bit_are_refused_or_skipped(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
