@@ -584,6 +584,7 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
             "nbbn.dask.channel_stats(ddf, -1) (lazy; its columns the channels, named); to "
             "fit or transform it, pass ddf[columns].to_dask_array(lengths=True) (a dask "
             "array: its columns by position; the lengths are computed first)")
+    _refuse_a_column(source)
     if looks_like_images(source):  # image files: a folder, glob, list or file
         _refuse_for_images(key, columns)
         return ImageSource(source)
@@ -628,6 +629,26 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
         f"cannot read batches from a {type(source).__name__}: expected an array, a path "
         "(.npy, .npz, .h5, .zarr, a folder or glob of shards), a zarr array, an h5py dataset "
         "or an iterable of arrays")
+
+
+def _refuse_a_column(source) -> None:
+    """TypeError for a polars Series or a pyarrow Array or ChunkedArray: one column, 1-d
+    as a pandas Series (whose refusal says so); they failed inside numpy ("Cannot
+    interpret 'Float64' as a data type") or were iterated as items of dtype object."""
+    import sys
+
+    module = type(source).__module__.split(".")[0]
+    pa = sys.modules.get("pyarrow")
+    if module == "polars" and type(source).__name__ == "Series":
+        table = "series.to_frame() (a table: its name is the channel's)"
+    elif pa is not None and isinstance(source, (pa.Array, pa.ChunkedArray)):
+        table = "pyarrow.table({'name': arr}) (a table: its column is the channel)"
+    else:
+        return
+    what = f"a {module} {type(source).__name__}"
+    raise TypeError(f"{what} is 1-d: batches are taken along axis 0, so there is no channel "
+                    f"axis; pass {table}, or its values as (N, 1) for a single channel "
+                    "(.to_numpy().reshape(-1, 1))")
 
 
 def _check_one_kind(path: str) -> None:

@@ -333,6 +333,23 @@ def test_a_table_without_numeric_columns_says_so(tmp_path):
         fit(table)
 
 
+def test_a_polars_series_or_arrow_array_is_refused_as_1d():
+    """A polars Series failed inside numpy ("Cannot interpret 'Float64' as a data
+    type") and a pyarrow (Chunked)Array was read as an iterable of items of dtype
+    object; a pandas Series is refused as 1-d, with the way to pass it."""
+    sources = [pa.chunked_array([[1.0, 2.0]]), pa.array([1.0, 2.0])]
+    try:
+        import polars as pl
+    except ImportError:
+        pass
+    else:
+        sources.append(pl.Series("a", [1.0, 2.0]))
+    for src in sources:
+        with pytest.raises(TypeError, match=r"^a (pyarrow|polars) \w+ is 1-d: .* pass "
+                           r"(series\.to_frame\(\)|pyarrow\.table).* \(N, 1\)"):
+            fit(src)
+
+
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
