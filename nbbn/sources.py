@@ -837,11 +837,31 @@ def _unused_key(key, what: str) -> BaseException:
                   "iterable's items", key=Param("key", key), what=what)
 
 
+_COMPRESSIONS = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".gz", ".z")
+
+
+def _refuse_compressed_table(path: str) -> None:
+    """ValueError for a CSV/TSV or Parquet file compressed in a way nbbn does not read
+    (``.csv.bz2``, ``.tsv.xz``, ``.csv.zst``...): it was refused as "not a .npy, .npz or
+    HDF5 file" (a ``.csv.zip`` read as an .npz archive of no arrays)."""
+    stem, ext = os.path.splitext(path.lower())
+    kind = os.path.splitext(stem)[1]
+    if ext not in _COMPRESSIONS or kind not in (".csv", ".tsv", ".parquet", ".pq"):
+        return
+    if kind in (".csv", ".tsv"):
+        raise ValueError(f"{path}: a {ext}-compressed {kind[1:].upper()} file, which nbbn does "
+                         "not read: it reads .csv and .csv.gz (.tsv and .tsv.gz) files; "
+                         "decompress it first (or recompress it with gzip)")
+    raise ValueError(f"{path}: a {ext}-compressed Parquet file, which nbbn does not read: "
+                     "decompress it first (Parquet compresses its columns itself)")
+
+
 def _file_shards(paths: list[str], key) -> list[Shard]:
     shards: list[Shard] = []
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
+        _refuse_compressed_table(path)
         with open(path, "rb") as f:
             magic = f.read(8)
         if magic.startswith(b"\x93NUMPY"):

@@ -350,6 +350,27 @@ def test_a_polars_series_or_arrow_array_is_refused_as_1d():
             fit(src)
 
 
+@pytest.mark.parametrize("name", ["t.csv.bz2", "t.tsv.xz", "t.csv.zst", "t.csv.zip",
+                                  "t.parquet.gz"])
+def test_a_compressed_table_nbbn_does_not_read_says_so(tmp_path, name):
+    """A .csv.bz2 (.xz, .zst) was refused as "not a .npy, .npz or HDF5 file", and a
+    .csv.zip was read as an .npz archive of no arrays."""
+    import zipfile
+
+    path = tmp_path / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("t.csv", "a\n1\n")
+    else:
+        path.write_bytes(b"\x00 compressed bytes")
+    csv = ".parquet" not in name
+    with pytest.raises(ValueError, match=(
+            r"compressed (CSV|TSV) file, which nbbn does not read: it reads \.csv and "
+            r"\.csv\.gz \(\.tsv and \.tsv\.gz\) files; decompress it first" if csv else
+            r"a \.gz-compressed Parquet file, which nbbn does not read: decompress")):
+        fit(path)
+
+
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
