@@ -419,6 +419,18 @@ def open_any(source, columns=None, key=None) -> TableSource | None:
         table = open_table_path(os.fspath(source), columns)
     elif _table_path_list(source):
         paths = [os.fspath(p) for p in source]
+        folders = [p for p in paths if os.path.isdir(p)]
+        if folders:  # (Spark writes a "x.parquet" folder of part files)
+            from .sources import folder_kind
+
+            more = f" (and {len(folders) - 1} more)" if len(folders) > 1 else ""
+            top = folder_kind(folders[0])[0]
+            such = "" if not top else ", such as " + os.path.join(
+                os.path.dirname(folders[0]), "*" + glob_suffix(folders[0]),
+                "*" + glob_suffix(top[0]))
+            raise IsADirectoryError(
+                f"{folders[0]}{more}: a folder, in a list of files; pass a folder alone (its "
+                f"tables are read), or a glob of the files in the folders{such}")
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no such file")

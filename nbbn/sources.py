@@ -786,7 +786,7 @@ def _open_path(path: str, key, channel_axis) -> Source:
             paths = sorted(p for p in glob.glob(path, recursive=True)  # (** as images)
                            if p.lower().endswith(SHARD_SUFFIXES) and os.path.isfile(p))
             if not paths:
-                raise FileNotFoundError(f"{path}: the pattern matches no .npy or .npz file")
+                raise FileNotFoundError(_matches_nothing(path))
             return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
         h5path, sep, dataset = path.rpartition(":")
         if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
@@ -809,6 +809,27 @@ def _open_path(path: str, key, channel_axis) -> Source:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
     return Source(_file_shards([path], key), path, channel_axis)
+
+
+def _matches_nothing(pattern: str) -> str:
+    """The error of a glob that matches no file nbbn reads: what it was expected to
+    match, as its suffix says (a Parquet, CSV or TSV file, else .npy/.npz shards), and
+    the folders it matches instead (Spark's ``out/*.parquet`` folders of part files)."""
+    from ._tabular import _table_kind, glob_suffix
+
+    low = pattern.lower()
+    kind = _table_kind(pattern)
+    what = ("no Parquet file" if kind == "parquet" else
+            "no TSV file" if low.endswith((".tsv", ".tsv.gz")) else
+            "no CSV file" if kind == "csv" else "no .npy or .npz file")
+    folders = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isdir(p))
+    if not folders:
+        return f"{pattern}: the pattern matches {what}"
+    top = folder_kind(folders[0])[0]
+    such = f", such as {os.path.join(pattern, '*' + glob_suffix(top[0]))}" if top else ""
+    return (f"{pattern}: the pattern matches {what}, only folders ({shown(tuple(folders), 3)}), "
+            f"and a glob is read as files: pass a glob of the files in them{such}, or one "
+            "folder alone")
 
 
 def is_zarr_store(path) -> bool:

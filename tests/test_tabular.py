@@ -8,6 +8,7 @@ written here.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -369,6 +370,28 @@ def test_a_compressed_table_nbbn_does_not_read_says_so(tmp_path, name):
             r"\.csv\.gz \(\.tsv and \.tsv\.gz\) files; decompress it first" if csv else
             r"a \.gz-compressed Parquet file, which nbbn does not read: decompress")):
         fit(path)
+
+
+def test_folders_of_tables_in_a_list_or_a_glob_are_named(tmp_path):
+    """Spark writes a "x.parquet" folder of part files: a list of such folders said
+    "no such file", and a glob matching only them (or a glob of tables that matches
+    nothing) said "the pattern matches no .npy or .npz file"."""
+    for name, rows in (("a", [1.0, 2.0]), ("b", [3.0])):
+        (tmp_path / f"{name}.parquet").mkdir()
+        pq.write_table(pa.table({"x": rows}), tmp_path / f"{name}.parquet" / "part-0.parquet")
+    both = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    files = os.path.join(str(tmp_path), "*.parquet", "*.parquet")
+    with pytest.raises(IsADirectoryError, match=r"a\.parquet \(and 1 more\): a folder, in a "
+                       r"list of files; pass a folder alone .* such as " + re.escape(files)):
+        fit(both)
+    with pytest.raises(FileNotFoundError, match=r"the pattern matches no Parquet file, only "
+                       r"folders \(\[.*a\.parquet', .*b\.parquet'\]\), .* such as "
+                       + re.escape(files)):
+        fit(str(tmp_path / "*.parquet"))
+    assert fit(files).count.tolist() == [3]  # (the glob suggested)
+    for pattern, what in (("*.csv", "CSV"), ("*.tsv.gz", "TSV"), ("*.pq", "Parquet")):
+        with pytest.raises(FileNotFoundError, match=rf"the pattern matches no {what} file$"):
+            fit(str(tmp_path / "empty" / pattern))
 
 
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
