@@ -93,7 +93,27 @@ def affine_unroll(dtype: np.dtype) -> int:
 # The merge arithmetic (nbbn/_merge.py) compiled as device functions: the same source as
 # the CPU kernels' (numba-cuda compiles @njit functions for a GPU only with a device
 # present, so the CPU build could not be compiled to PTX without a card).
-_merge_dev = _merge.build(cuda.jit(device=True))
+#
+# On a GPU, ``two_prod`` is ``cuda.fma``'s, as the CPU build's is ``fma64``'s: numba-cuda
+# passes no ``-fma`` option to NVVM without ``fastmath``, and NVVM then contracts
+# multiplies and adds into FMAs (its default), which can break Dekker's split (``t -
+# (t - a)`` with ``t = SPLIT * a`` fused on one side only), where an explicit FMA's
+# error term is exact whatever the compiler does. The simulator runs ``cuda.fma`` as
+# ``a * b + c``, rounded twice: there, Dekker's product (no contraction in Python).
+
+
+def _two_prod_device(a, b):
+    """``(p, e)``: ``p = fl(a * b)`` and its error ``e = a * b - p``, exact by one FMA."""
+    af = numba.float64(a)
+    bf = numba.float64(b)
+    p = af * bf
+    return p, cuda.fma(af, bf, -p)
+
+
+_SIMULATOR = bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
+_merge_dev = _merge.build(
+    cuda.jit(device=True),
+    two_prod=None if _SIMULATOR else cuda.jit(device=True, inline=True)(_two_prod_device))
 dd_mean = _merge_dev.dd_mean
 dd_quot = _merge_dev.dd_quot
 chan_merge = _merge_dev.chan_merge
