@@ -247,6 +247,15 @@ _SETTINGS = frozenset({"mode", "size", "histogram", "jpeg_decoder", "columns", "
 _IDENTITY = ("path",)
 
 
+def _spelled(kind, x: dict, y: dict) -> set[str]:
+    """The keys not compared: a shard's name where the path as typed makes it (``d``,
+    ``d/``, ``./d`` or the absolute path: one file) and an absolute path or an image
+    list's digest says which file it is. A resume of ``nbbn fit d/`` refused the
+    checkpoint of ``nbbn fit d``."""
+    files = ("path" in x and "path" in y) or kind == "ImageSource"
+    return {"name"} if files else set()
+
+
 def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto: int,
                       counted: set[int] | None = None) -> None:
     """Raise CheckpointError naming the first difference in the shards already read.
@@ -310,7 +319,8 @@ def check_fingerprint(saved: dict | None, current: dict | None, path, read_upto:
                                   "to resume")
         # the file first: a file's mtime was blamed (keys in alphabetical order) when the
         # shard was another file
-        for k in (*_IDENTITY, *sorted((set(x) | set(y)) - set(_IDENTITY))):
+        ignored = _spelled(saved.get("kind"), x, y)
+        for k in (*_IDENTITY, *sorted((set(x) | set(y)) - set(_IDENTITY) - ignored)):
             if k in _ADDED_LATER and k not in x:
                 continue  # a checkpoint from before the key: not recorded, not compared
             # (not the data: a setting; "size" is a file's byte count but for images)

@@ -1063,3 +1063,27 @@ def test_info_gives_the_skip_reasons_in_the_commands_options(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "1 file was skipped" in text and "b.png: the image has 3 channels" in text
     assert "pass --mode RGB (colour) or --mode L (grayscale)" in text and "mode='" not in text
+
+
+def test_a_folder_named_another_way_resumes(rgb_folder, tmp_path, monkeypatch, capsys):
+    """The list's name holds the folder as typed: ``nbbn fit imgs`` stopped by a bad
+    file, then ``nbbn fit imgs/ --resume --on-error skip`` (a shell's completion adds the
+    /) was refused ("now has name '... of imgs/ (7 images)', but the checkpoint recorded
+    '... of imgs (7 images)'"), though the digest of the absolute paths was the same."""
+    d, files = rgb_folder
+    (d / "b" / "zz.png").write_text("junk")
+    monkeypatch.chdir(tmp_path)
+    ck = tmp_path / "k.ckpt"
+    assert main(["fit", "imgs", "--checkpoint", str(ck), "--no-progress"]) == 2
+    capsys.readouterr()
+    assert main(["fit", "imgs/", "--checkpoint", str(ck), "--no-progress", "--resume",
+                 "--on-error", "skip"]) == 0
+    assert "skipped 1 file" in capsys.readouterr().err
+    want = nbbn.fit(ImageSource(d, on_error="skip"), progress=False)
+    for spelled in ("./imgs", str(d), "imgs/**/*.*"):
+        got = nbbn.fit(ImageSource(spelled, on_error="skip"), checkpoint=ck, resume=True,
+                       progress=False)
+        np.testing.assert_array_equal(got.mean, want.mean)
+    with pytest.raises(nbbn.CheckpointError, match="digest"):  # (another list still is not)
+        nbbn.fit(ImageSource("imgs/*.*", on_error="skip"), checkpoint=ck, resume=True,
+                 progress=False)

@@ -723,3 +723,37 @@ def test_a_memmap_resumed_as_an_array_in_memory_is_refused(tmp_path, rng):
     fit(np.load(tmp_path / "x.npy", mmap_mode="r"), checkpoint=ck)
     with pytest.raises(CheckpointError, match="does not match the source"):
         fit(rng.standard_normal((20, 3)), checkpoint=ck, resume=True)
+
+
+def test_files_named_another_way_resume(shards, ckpt, tmp_path, monkeypatch):
+    """A shard's name is the path as typed: the checkpoint of ``fit(shards)`` (absolute)
+    was refused for ``data/``, ``./data`` or a relative list ("now has name 'data/s0.npz',
+    but the checkpoint recorded '/tmp/.../data/s0.npz'"), though the absolute path, size
+    and mtime it also records are those of the same files."""
+    want = fit(shards, batch_size=9)
+    monkeypatch.chdir(tmp_path)
+    files = sorted(f"./data/{p.name}" for p in shards.iterdir())
+    for spelled in ("data/", "./data", "./data/s*", files):
+        got = fit(spelled, checkpoint=ckpt, resume=True, batch_size=9)
+        assert same_bits(got, want), spelled
+    other = tmp_path / "other"
+    other.mkdir()
+    (shards / "s0.npz").rename(other / "s0.npz")  # (another file is still refused)
+    with pytest.raises(CheckpointError, match="s0.npz"):
+        fit([str(other / "s0.npz"), *files[1:]], checkpoint=ckpt, resume=True, batch_size=9)
+
+
+def test_a_table_named_another_way_resumes(tmp_path, rng, monkeypatch):
+    """A Parquet row group or a CSV file is named by the path as typed: ``t.parquet``'s
+    checkpoint was refused for ``./t.parquet`` (its "name" differed)."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame(rng.standard_normal((40, 2)), columns=["a", "b"])
+    frame.to_parquet("t.parquet", row_group_size=10)
+    frame.to_csv("t.csv", index=False)
+    for name in ("t.parquet", "t.csv"):
+        ck = tmp_path / f"{name}.ckpt"
+        want = fit(name, checkpoint=ck)
+        for spelled in (f"./{name}", str(tmp_path / name)):
+            assert same_bits(fit(spelled, checkpoint=ck, resume=True), want), spelled
