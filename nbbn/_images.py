@@ -215,12 +215,21 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
         The file cannot be decoded (truncated, not an image) or has a mode nbbn does
         not read (32-bit integer or float pixels).
     """
+    return _decode(path, mode, size, jpeg_decoder)[0]
+
+
+def _decode(path: str, mode: str | None, size, jpeg_decoder: str
+            ) -> tuple[np.ndarray, str | None]:
+    """:func:`decode_image`'s pixels, and the Pillow mode they are in ("CMYK" and
+    "RGBA" are both 4 channels; None for 16-bit gray)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
         arr, kept = None, None
         if data.startswith(_JPEG_MAGIC) and _jpeg_by_simplejpeg(jpeg_decoder, mode):
             arr = _decode_simplejpeg(_simplejpeg(), data, mode)
+            if arr is not None:
+                kept = "L" if arr.shape[-1] == 1 else "RGB"
         if arr is None:
             arr, kept = _decode_pillow(data, mode)
         if size is not None:
@@ -243,7 +252,7 @@ def decode_image(path: str, mode: str | None = None, size=None, *,
         raise ImageError(f"{path}: {exc} Pillow refuses images this large by default (a "
                          "guard against decompression bombs); to read it, raise "
                          "PIL.Image.MAX_IMAGE_PIXELS first") from exc
-    return arr
+    return arr, kept
 
 
 def _decompression_bomb_check(width: int, height: int) -> None:
@@ -396,12 +405,15 @@ class ImageBatch(Batch):
     skipped : str or None
         ``"path: reason"`` of a file skipped under ``on_error="skip"``.
     skip_mismatch : bool
-        Skip (instead of raising) when the image's channels or depth differ from the
-        statistics'.
+        Skip (instead of raising) when the image's channels, colours or depth differ
+        from the statistics'.
     depth : dict or None
         Shared by the batches of one pass: ``"dtype"``, the pixel dtype of the images
         counted so far (set by the first one counted), against which each image's depth
-        is checked with or without a histogram.
+        is checked with or without a histogram, and ``"mode"``, their Pillow mode (CMYK
+        and RGBA are both four channels, of other colours).
+    pil_mode : str or None
+        The Pillow mode of the pixels (None for 16-bit gray).
     """
 
     counts: np.ndarray | None = None
@@ -409,6 +421,7 @@ class ImageBatch(Batch):
     skip_mismatch: bool = False
     path: str = ""
     depth: dict | None = None
+    pil_mode: str | None = None
 
     def account(self, stats) -> None:
         """Count this image in ``stats`` (a RunningStats): pixels, histogram, or a skip.
@@ -434,6 +447,7 @@ class ImageBatch(Batch):
             raise
         if self.depth is not None:
             self.depth.setdefault("dtype", self.data.dtype)
+            self.depth.setdefault("mode", self.pil_mode)
 
     def _mismatch(self, stats) -> str | None:
         """Why the image cannot join ``stats`` (channels, depth, histogram), or None."""
@@ -442,6 +456,12 @@ class ImageBatch(Batch):
             return (f"the image has {chans} channel{'s' * (chans != 1)}, but the images "
                     f"counted before it have {stats.num_channels}; pass mode='RGB' (colour) "
                     "or mode='L' (grayscale) to convert every file to one mode")
+        seen = None if self.depth is None or stats.num_channels is None else \
+            self.depth.get("mode")
+        if seen is not None and self.pil_mode is not None and seen != self.pil_mode:
+            return (f"the image is {self.pil_mode}, but the images counted before it are "
+                    f"{seen}: {chans} channels each, of other colours; pass mode='RGBA' "
+                    "or mode='RGB' to convert every file to one mode")
         hist = stats.histogram
         if self.counts is not None and hist is None and stats.num_channels is not None:
             return ("the statistics so far have no histogram (the checkpoint was written "
@@ -485,7 +505,8 @@ class ImageSource(Source):
         one image file.
     mode : {"RGB", "RGBA", "L", "LA"}, optional
         Convert every image to this mode. Default: keep each file's channels; a file
-        whose channel count differs from the others' is an error naming it.
+        whose channel count differs from the others' (or a CMYK file among RGBA ones,
+        or the other way round) is an error naming it.
     size : int or (int, int), optional
         Resize before counting (int: the shorter side; pair: height, width). The
         statistics are then those of the resized pixels, "as the model sees them": a
@@ -602,17 +623,17 @@ class ImageSource(Source):
         part of the fingerprint, since the two may give other pixels (``mode="L"``)."""
         return "simplejpeg" if _jpeg_by_simplejpeg(self.jpeg_decoder, self.mode) else "pillow"
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode image ``index`` (in a worker thread) and count its histogram."""
-        arr = decode_image(self.paths[index], self.mode, self.size,
-                           jpeg_decoder=self.jpeg_decoder)
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+        """Decode image ``index`` (in a worker thread) and count its histogram; the
+        Pillow mode of its pixels."""
+        arr, kept = _decode(self.paths[index], self.mode, self.size, self.jpeg_decoder)
         counts = None
         if self.histogram:
             if arr.dtype not in (np.uint8, np.uint16):
                 raise ImageError(f"{self.paths[index]}: a histogram needs 8- or 16-bit "
                                  f"pixels, the image has {arr.dtype}")
             counts = Histogram.of(arr).counts
-        return arr, counts
+        return arr, counts, kept
 
     def batches(self, batch_size: int | None, start: Position, acquire: Acquire
                 ) -> Generator[Batch, None, None]:
@@ -636,7 +657,7 @@ class ImageSource(Source):
                 index, fut = pending.popleft()
                 path = self.paths[index]
                 try:
-                    arr, counts = fut.result()
+                    arr, counts, kept = fut.result()
                 except ImageError as exc:
                     if not skip:
                         raise
@@ -648,7 +669,7 @@ class ImageSource(Source):
                 slot = acquire()
                 yield ImageBatch(arr[None], index, 0, 1, self.sizes[index], slot=slot,
                                  counts=counts, skip_mismatch=skip, path=path,
-                                 depth=depth)
+                                 depth=depth, pil_mode=kept)
                 arr = counts = None
         finally:
             ex.shutdown(wait=True, cancel_futures=True)

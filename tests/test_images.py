@@ -1087,3 +1087,23 @@ def test_a_folder_named_another_way_resumes(rgb_folder, tmp_path, monkeypatch, c
     with pytest.raises(nbbn.CheckpointError, match="digest"):  # (another list still is not)
         nbbn.fit(ImageSource("imgs/*.*", on_error="skip"), checkpoint=ck, resume=True,
                  progress=False)
+
+
+def test_cmyk_and_rgba_files_are_not_counted_together(tmp_path, rng, capsys):
+    """A CMYK JPEG and a palette PNG with transparency (RGBA) are both 4 channels: the
+    fit averaged C with R, K with alpha (num_channels 4, nothing skipped)."""
+    cmyk = rng.integers(0, 256, (8, 8, 4)).astype(np.uint8)
+    PIL_Image.frombytes("CMYK", (8, 8), cmyk.tobytes()).save(tmp_path / "a.jpg")
+    pal = PIL_Image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8), "P")
+    pal.save(tmp_path / "b.png", transparency=0)
+    with pytest.raises(ImageError, match=r"b\.png: the image is RGBA, but the images "
+                                         r"counted before it are CMYK.*mode='RGBA' or "
+                                         r"mode='RGB'"):
+        fit(ImageSource(tmp_path))
+    rs = fit(ImageSource(tmp_path, on_error="skip"))
+    check_exact(rs, [pillow_pixels(tmp_path / "a.jpg")])
+    assert len(rs.skipped) == 1 and rs.skipped[0].startswith(f"{tmp_path / 'b.png'}: ")
+    rs = fit(ImageSource(tmp_path, mode="RGBA"))  # converted: one mode
+    check_exact(rs, [pillow_pixels(tmp_path / n, "RGBA") for n in ("a.jpg", "b.png")])
+    assert main(["fit", str(tmp_path), "--no-progress"]) == 2
+    assert "pass --mode RGBA or --mode RGB" in capsys.readouterr().err
