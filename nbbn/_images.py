@@ -118,8 +118,8 @@ def _list_images(source) -> tuple[list[str], str]:
     """The sorted image paths of a folder (recursive), glob, list or single file."""
     if isinstance(source, (list, tuple)):
         paths = [os.fspath(p) for p in source]
-        for p in paths:
-            if not os.path.isfile(p):
+        for p in paths:  # (a broken link is listed: its decoding fails, as in a folder)
+            if not os.path.lexists(p) or os.path.isdir(p):
                 raise FileNotFoundError(f"{p}: no such file")
         return paths, f"{len(paths)} image file{'s' * (len(paths) != 1)}"
     path = os.fspath(source)
@@ -155,8 +155,8 @@ def _list_images(source) -> tuple[list[str], str]:
     if os.path.isfile(path):
         return [path], path
     if any(ch in path for ch in _GLOB_CHARS):
-        found = sorted(p for p in glob.glob(path, recursive=True)
-                       if os.path.isfile(p) and _is_image_name(p))
+        found = sorted(p for p in glob.glob(path, recursive=True)  # broken links too
+                       if not os.path.isdir(p) and _is_image_name(p))
         if not found:
             raise FileNotFoundError(f"{path}: the pattern matches no image file "
                                     f"({', '.join(IMAGE_SUFFIXES)})")

@@ -456,6 +456,25 @@ def test_linked_folders_followed_broken_links_skipped(tmp_path):
     assert rs.count[0] == 32 and len(rs.skipped) == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_a_broken_link_in_a_glob_or_list_is_named_or_skipped(tmp_path):
+    """As in a folder, a broken link a glob matches or a list names is an ImageError
+    when it is decoded, or skipped: a glob left it out without a word, and a list
+    refused it up front ("no such file"), under on_error="skip" too."""
+    PIL_Image.new("L", (4, 4), 9).save(tmp_path / "a.png")
+    try:
+        (tmp_path / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    except OSError:
+        pytest.skip("symbolic links not permitted")
+    broken = str(tmp_path / "broken.png")
+    for source in (str(tmp_path / "*.png"), [str(tmp_path / "a.png"), broken]):
+        with pytest.raises(ImageError, match="broken.png: cannot read the file"):
+            fit(ImageSource(source))
+        rs = fit(ImageSource(source, on_error="skip"))
+        assert rs.count[0] == 16 and rs.skipped == [
+            f"{broken}: cannot read the file (No such file or directory)"], source
+
+
 def test_an_image_beyond_pillows_limit_is_an_image_error(tmp_path, monkeypatch):
     PIL_Image.new("L", (40, 40), 7).save(tmp_path / "huge.png")
     monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 > 2 x 100: a "bomb"
