@@ -121,7 +121,9 @@ def _list_images(source) -> tuple[list[str], str]:
         for p in paths:  # (a broken link is listed: its decoding fails, as in a folder)
             if not os.path.lexists(p) or os.path.isdir(p):
                 raise FileNotFoundError(f"{p}: no such file")
-        return paths, f"{len(paths)} image file{'s' * (len(paths) != 1)}"
+        # sorted as a folder's or a glob's: the order decides the rounding, the image
+        # that sets the channels and depth, and a checkpoint's position
+        return sorted(paths), f"{len(paths)} image file{'s' * (len(paths) != 1)}"
     path = os.fspath(source)
     if os.path.isdir(path):
         found: list[str] = []
