@@ -416,6 +416,9 @@ class ImageBatch(Batch):
         and RGBA are both four channels, of other colours).
     pil_mode : str or None
         The Pillow mode of the pixels (None for 16-bit gray).
+    progress : bool
+        Print a line when the file is skipped (the source's ``progress``), when it is
+        accounted for: in the order of the list, mismatches and undecodable files alike.
     """
 
     counts: np.ndarray | None = None
@@ -424,18 +427,21 @@ class ImageBatch(Batch):
     path: str = ""
     depth: dict | None = None
     pil_mode: str | None = None
+    progress: bool = False
 
     def account(self, stats) -> None:
         """Count this image in ``stats`` (a RunningStats): pixels, histogram, or a skip.
 
         Nothing changes on an error: the checks come before the update.
         """
-        if self.skipped is not None:
+        if self.skipped is not None:  # (said here, in the order of the list, as below)
+            say(self.progress, f"skipped {self.skipped}")
             stats.skipped.append(self.skipped)
             return
         problem = self._mismatch(stats)
         if problem is not None:
             if self.skip_mismatch:
+                say(self.progress, f"skipped {self.path}: {problem}")
                 stats.skipped.append(f"{self.path}: {problem}")
                 return
             raise ImageError(f"{self.path}: {problem}")
@@ -664,14 +670,14 @@ class ImageSource(Source):
                     if not skip:
                         raise
                     reason = str(exc).removeprefix(f"{path}: ")
-                    say(self.progress, f"skipped {path}: {reason}")
                     yield ImageBatch(None, index, 0, 1, self.sizes[index], slot=acquire(),
-                                     skipped=f"{path}: {reason}", path=path)
+                                     skipped=f"{path}: {reason}", path=path,
+                                     progress=self.progress)
                     continue
                 slot = acquire()
                 yield ImageBatch(arr[None], index, 0, 1, self.sizes[index], slot=slot,
                                  counts=counts, skip_mismatch=skip, path=path,
-                                 depth=depth, pil_mode=kept)
+                                 depth=depth, pil_mode=kept, progress=self.progress)
                 arr = counts = None
         finally:
             ex.shutdown(wait=True, cancel_futures=True)

@@ -419,6 +419,20 @@ def test_cli_skip_reasons_give_the_commands_options(tmp_path, capsys):
     assert "mode='RGB'" in fit(ImageSource(tmp_path, on_error="skip")).skipped[0]
 
 
+def test_a_mismatch_skipped_is_said_when_it_happens(tmp_path, capsys):
+    """A file skipped for its channels (or depth) gets its line when it is skipped, as
+    one that cannot be decoded does: it appeared only in the final list."""
+    PIL_Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    PIL_Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_text("junk")
+    rs = fit(ImageSource(tmp_path, on_error="skip"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"nbbn: skipped {s}" for s in rs.skipped] and len(lines) == 2, lines
+    assert "b.png: the image has 1 channel, but" in lines[0]
+    fit(ImageSource(tmp_path, on_error="skip", progress=False))
+    assert capsys.readouterr().err == ""
+
+
 def test_cmyk_is_resized_as_cmyk(tmp_path, rng):
     """size= resizes a CMYK image in its own mode (as torchvision's Resize of the Pillow
     image); as an RGBA array its K channel was an alpha to premultiply by."""
