@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ._interrupt import SigintGuard
-from ._progress import Progress, say
+from ._progress import Progress, counted, say
 from ._shards import ArrayShard, Shard, Slot
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard
 from ._shards_zarr_h5 import _zarr_local_root, import_extra
@@ -597,7 +597,8 @@ class _ClusterRun(_FitRun):
         self.stats, self.rows_done, self.bytes_done = ck.stats, ck.rows_done, ck.bytes_done
         self.saved_rows = ck.rows_done
         done = " (complete; only shards added since are read)" if ck.complete else ""
-        say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
+        say(self.cfg.progress, f"resuming from {path} after "
+            f"{counted(self.rows_done, self._unit())}{done}")
 
     def write(self, complete: bool = False) -> None:
         """Write the checkpoint: the statistics so far and the rows they cover."""
@@ -659,7 +660,7 @@ class _ClusterRun(_FitRun):
             f"{len(nthreads)} worker{'s' * (len(nthreads) != 1)} "
             f"({sum(nthreads.values())} threads) at {client.scheduler.address}")
         bar = Progress(cfg.progress, "nbbn fit", self.src.nbytes, self.bytes_done,
-                       self.rows_done)
+                       self.rows_done, noun=self._unit())
         guard = SigintGuard()
         pending: dict = {}
         last_write = time.monotonic()

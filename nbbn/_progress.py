@@ -31,6 +31,23 @@ def say(enabled: bool, msg: str) -> None:
         print(f"nbbn: {msg}", file=sys.stderr, flush=True)
 
 
+def counted(n: int, unit: str = "rows") -> str:
+    """``n`` with its unit, singular for one: ``"3 images"``, ``"1 image"``, ``"1,024 rows"``.
+
+    Parameters
+    ----------
+    n : int
+        How many.
+    unit : str, default "rows"
+        The plural ("rows", or "images" for image files: one row each).
+
+    Returns
+    -------
+    str
+    """
+    return f"{n:,} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
 class Progress:
     """A tqdm bar counting bytes (so its rate reads in GB/s) with rows as a postfix.
 
@@ -47,11 +64,14 @@ class Progress:
     unit : str, default "B"
         What the bar counts: bytes ("B", with rows as a postfix), or items of another
         unit (``"batch"``: no postfix, no unit scaling).
+    noun : str, default "rows"
+        What the postfix counts: "images" for image files (one row each).
     """
 
     def __init__(self, enabled: bool, desc: str, total_bytes: int | None, initial_bytes: int,
-                 rows: int, unit: str = "B") -> None:
+                 rows: int, unit: str = "B", noun: str = "rows") -> None:
         self.bar = None
+        self.noun = noun
         self.rows = unit == "B"
         if not enabled or sys.stderr is None:  # (None: no stderr, `2>&-`: no bar)
             return
@@ -62,7 +82,7 @@ class Progress:
                         unit_scale=self.rows, unit_divisor=1000, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.2 if tty else 5.0, smoothing=0.1)
         if self.rows:
-            self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+            self.bar.set_postfix_str(counted(rows, noun), refresh=False)
 
     def update(self, nbytes: int, rows: int) -> None:
         """Count ``nbytes`` more bytes; ``rows`` is the new total of rows.
@@ -76,7 +96,7 @@ class Progress:
         """
         if self.bar is not None:
             if self.rows:
-                self.bar.set_postfix_str(f"{rows:,} rows", refresh=False)
+                self.bar.set_postfix_str(counted(rows, self.noun), refresh=False)
             self.bar.update(nbytes)
 
     def close(self) -> None:

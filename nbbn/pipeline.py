@@ -35,7 +35,7 @@ from ._interrupt import SigintGuard
 from ._labels import check_columns, check_coords, kept_coord
 from ._layout import check_axis
 from ._outputs import Writer, open_writer
-from ._progress import Progress, say
+from ._progress import Progress, counted, say
 from ._reader import Prefetcher
 from ._shards_npy import SparseNpzShard
 from ._torch_arrays import host_view
@@ -375,7 +375,8 @@ class _FitRun:
         self.pos = Position(ck.position["shard"], ck.position["row"],
                             ck.position.get("digest"))
         done = " (complete; only shards added since are read)" if ck.complete else ""
-        say(self.cfg.progress, f"resuming from {path} after {self.rows_done:,} rows{done}")
+        say(self.cfg.progress, f"resuming from {path} after "
+            f"{counted(self.rows_done, self._unit())}{done}")
 
     def write(self, complete: bool = False) -> None:
         """Write the checkpoint: the statistics so far and the next row to read. Inside a
@@ -473,7 +474,8 @@ class _FitRun:
         """
         cfg, src, start = self.cfg, self.src, self.pos
         bs = self.settings["batch_size"]
-        bar = Progress(cfg.progress, "nbbn fit", src.nbytes, self.bytes_done, self.rows_done)
+        bar = Progress(cfg.progress, "nbbn fit", src.nbytes, self.bytes_done, self.rows_done,
+                       noun=self._unit())
         guard = SigintGuard()
         pf = None
         last_write = time.monotonic()

@@ -1152,3 +1152,24 @@ def test_cmyk_and_rgba_files_are_not_counted_together(tmp_path, rng, capsys):
     check_exact(rs, [pillow_pixels(tmp_path / n, "RGBA") for n in ("a.jpg", "b.png")])
     assert main(["fit", str(tmp_path), "--no-progress"]) == 2
     assert "pass --mode RGBA or --mode RGB" in capsys.readouterr().err
+
+
+def test_the_bar_and_the_resume_count_images(rgb_folder, tmp_path, capsys):
+    """The progress bar and the resume line said "rows" of image files ("1 rows",
+    "resuming ... after 6 rows"), where an interrupted fit says images."""
+    d, files = rgb_folder
+    ck = tmp_path / "fit.ckpt"
+    nbbn.fit(ImageSource(d), checkpoint=ck)
+    assert f"{len(files)} images" in capsys.readouterr().err
+    nbbn.fit(ImageSource(d), checkpoint=ck, resume=True)
+    assert f"after {len(files)} images (complete" in capsys.readouterr().err
+    one, ck1 = ImageSource(files[0]), tmp_path / "one.ckpt"
+    nbbn.fit(one, checkpoint=ck1)
+    err = capsys.readouterr().err
+    assert "1 image" in err and "rows" not in err and "1 images" not in err, err
+    nbbn.fit(one, checkpoint=ck1, resume=True)
+    assert "after 1 image (complete" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.ones((1, 3)))  # (arrays count rows, one a row)
+    nbbn.fit(tmp_path / "x.npy")
+    err = capsys.readouterr().err
+    assert "1 row" in err and "1 rows" not in err, err
