@@ -509,8 +509,8 @@ class ImageSource(Source):
     ----------
     source : path, glob or list of paths
         A folder (every ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.tif``, ``.tiff``,
-        ``.bmp``, ``.gif`` file below it, any case), a glob pattern, a list of image files or
-        one image file.
+        ``.bmp``, ``.gif``, ``.ppm``, ``.pgm`` file below it, any case), a glob pattern, a
+        list of image files or one image file.
     mode : {"RGB", "RGBA", "L", "LA"}, optional
         Convert every image to this mode. Default: keep each file's channels; a file
         whose channel count differs from the others' (or a CMYK file among RGBA ones,

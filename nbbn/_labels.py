@@ -30,6 +30,27 @@ def frame_columns(x) -> tuple[str, ...] | None:
     return names
 
 
+def table_columns(x, channel_axis) -> tuple[str, ...] | None:
+    """``frame_columns(x)`` where a table's columns are the channels (``channel_axis``
+    1 or -1), after :func:`refuse_table_axis`; None for anything else."""
+    refuse_table_axis(x, channel_axis)
+    return frame_columns(x) if channel_axis in (1, -1) else None
+
+
+def refuse_table_axis(x, channel_axis) -> None:
+    """ValueError for a table (a DataFrame, a pyarrow Table or RecordBatch) given an int
+    ``channel_axis`` other than 1 or -1, as ``nbbn.fit`` refuses it: its rows were read
+    as the channels, without names."""
+    if channel_axis in (1, -1) or isinstance(channel_axis, str):
+        return
+    kind = type(x).__name__
+    if (kind in ("Table", "RecordBatch") and type(x).__module__.startswith("pyarrow")) or (
+            kind == "DataFrame" and hasattr(x, "columns")):
+        raise ValueError(f"a {kind}'s channels are its columns: channel_axis must be 1 (or "
+                         f"-1, the same axis), got {channel_axis} (pass .to_numpy() to read "
+                         "its values as an array along another axis)")
+
+
 def repeated(names) -> tuple[str, ...]:
     """The names that occur more than once, each once, sorted."""
     seen: set = set()

@@ -8,7 +8,13 @@ import numpy as np
 
 from . import backends
 from ._affine import affine_scale
-from ._labels import check_columns, check_coords, check_names, frame_columns
+from ._labels import (
+    check_columns,
+    check_coords,
+    check_names,
+    frame_columns,
+    refuse_table_axis,
+)
 from ._layout import channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 
@@ -231,6 +237,7 @@ class Normalizer:
 
     def _apply(self, x, out, a, s, b, what):
         check_no_grad(x, what)
+        refuse_table_axis(x, self.channel_axis)
         if self._names is not None and self.channel_axis in (1, -1):
             check_columns(self._names, frame_columns(x), what, "the normalizer's statistics")
         be = backends.resolve(self.backend, x)

@@ -84,9 +84,11 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
             return
         ndim = 1 + len(src.row_shape)
     if ndim < 2:
+        table = ("pass series.to_frame() (a table: its name is the channel's), or "
+                 if str(src.description).endswith("Series") else "")
         raise ValueError(
             f"{src.description} is 1-d: batches are taken along axis 0, so there is no channel "
-            "axis; reshape the data to (N, 1) for a single channel")
+            f"axis; {table}reshape the data to (N, 1) for a single channel")
     axis = Param("channel_axis", channel_axis)
     if not -ndim <= channel_axis < ndim:
         raise worded(ValueError, "{axis} is out of range for the {ndim}-d data of {what} "

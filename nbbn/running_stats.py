@@ -13,7 +13,14 @@ import numpy as np
 from . import backends
 from ._histogram import Histogram
 from ._interrupt import deferred_sigint
-from ._labels import check_columns, check_coords, check_names, frame_columns, kept_coord, shown
+from ._labels import (
+    check_columns,
+    check_coords,
+    check_names,
+    kept_coord,
+    shown,
+    table_columns,
+)
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
@@ -167,7 +174,7 @@ class RunningStats:
         """:meth:`update`; ``counts``: the batch's histogram counts if computed elsewhere."""
         if backends.is_sparse(batch):
             return self._update_sparse(batch, sample_weight)
-        columns = frame_columns(batch) if self.channel_axis in (1, -1) else None
+        columns = table_columns(batch, self.channel_axis)
         check_columns(self._names, columns, "the batch")  # (again under the lock)
         return self._update_arrays(batch, counts, sample_weight, columns)
 

@@ -349,6 +349,9 @@ def test_a_polars_series_or_arrow_array_is_refused_as_1d():
         with pytest.raises(TypeError, match=r"^a (pyarrow|polars) \w+ is 1-d: .* pass "
                            r"(series\.to_frame\(\)|pyarrow\.table).* \(N, 1\)"):
             fit(src)
+    # (a pandas Series' refusal named no table to pass, where sources.md says it does)
+    with pytest.raises(ValueError, match=r"a Series is 1-d: .* pass series\.to_frame\(\)"):
+        fit(pytest.importorskip("pandas").Series([1.0, 2.0], name="a"))
 
 
 @pytest.mark.parametrize("name", ["t.csv.bz2", "t.tsv.xz", "t.csv.zst", "t.csv.zip",
@@ -772,3 +775,23 @@ def test_parquet_duplicate_column_names_are_refused(tmp_path):
     pq.write_table(t, tmp_path / "d.parquet")
     with pytest.raises(ValueError, match=r"several columns named \['a'\]"):
         fit(tmp_path / "d.parquet")
+
+
+def test_a_table_with_another_channel_axis_is_refused_in_memory():
+    """RunningStats.update, channel_stats and Normalizer read a DataFrame given
+    channel_axis=0 with its rows as the channels, without names, where nbbn.fit refuses
+    it as the docs say (a table's channels are its columns)."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 30.0]})
+    rs = nbbn.RunningStats(channel_axis=0)
+    for table in (df, pa.table(df)):
+        with pytest.raises(ValueError, match="channels are its columns: channel_axis must "
+                                             "be 1 .* got 0"):
+            rs.update(table)
+        with pytest.raises(ValueError, match="got 0"):
+            nbbn.channel_stats(table, 0)
+        with pytest.raises(ValueError, match="got 0"):
+            nbbn.Normalizer([1.0, 2.0, 3.0], [1.0] * 3, channel_axis=0)(table)
+    assert rs.num_channels is None
+    assert nbbn.channel_stats(df, -1).mean.tolist() == [2.0, 20.0]
