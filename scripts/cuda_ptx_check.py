@@ -89,7 +89,14 @@ def main() -> int:
         n += 3
     print("bfloat16: ok", flush=True)
     ck = kk.make_channel_kernels(128)
-    cuda.compile_ptx(ck.finalize.py_func, (i64,) + parts + stats + (b1,) + stats, cc=CC)
+    ptx, _ = cuda.compile_ptx(ck.finalize.py_func, (i64,) + parts + stats + (b1,) + stats,
+                              cc=CC)
+    # two_prod on a GPU: a product ptxas may not fuse (mul.rn.f64) and its error by one
+    # FMA, not Dekker's split (its splitter 134217729.0), which NVVM contracts
+    if "0d41A0000002000000" in ptx or "mul.rn.f64" not in ptx or "fma.rn.f64" not in ptx:
+        print("finalize: two_prod is not cuda.fma's (Dekker's splitter in the PTX, or no "
+              "mul.rn.f64 / fma.rn.f64)", flush=True)
+        return 1
     cuda.compile_ptx(ck.finalize_bn.py_func, parts + (f64, params, params, b1, f64, params),
                      cc=CC)
     print(f"{n + 2} kernels compiled to PTX for sm_{CC[0]}{CC[1]} in "

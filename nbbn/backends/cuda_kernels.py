@@ -58,6 +58,7 @@ from types import SimpleNamespace
 import numba
 import numpy as np
 from numba import cuda
+from numba.cuda import libdevice
 
 from .. import _merge
 from .._policy import POLICY_OMIT
@@ -103,10 +104,12 @@ def affine_unroll(dtype: np.dtype) -> int:
 
 
 def _two_prod_device(a, b):
-    """``(p, e)``: ``p = fl(a * b)`` and its error ``e = a * b - p``, exact by one FMA."""
+    """``(p, e)``: ``p = fl(a * b)`` and its error ``e = a * b - p``, exact by one FMA.
+    ``p`` is libdevice's ``dmul_rn`` (``mul.rn.f64``): a plain ``mul.f64`` lets ptxas
+    fuse it into a later ``a - p`` or ``p - t``, which would spoil the error term."""
     af = numba.float64(a)
     bf = numba.float64(b)
-    p = af * bf
+    p = libdevice.dmul_rn(af, bf)
     return p, cuda.fma(af, bf, -p)
 
 
