@@ -209,6 +209,28 @@ def test_numpy_input_with_backend_cuda_returns_numpy(cuda, rng):
     assert_output(out, ref_normalize(x, rs.mean, rs.var))
 
 
+def test_host_input_output_laid_out_as_on_the_cpu(cuda):
+    """A new output of host input with backend="cuda" is laid out as the CPU backend's
+    (numpy's order="K"): a Fortran-ordered array, a transposed view and a broadcast one
+    came back C-ordered (the device copy's layout), and an expanded CPU tensor came
+    back in torch.empty_like's order, where the CPU backend's is C-contiguous."""
+    x = np.arange(24.0).reshape(2, 3, 4)
+    mean, var = np.zeros(3), np.ones(3)
+    for v in (np.asfortranarray(x), x.transpose(2, 1, 0).copy().transpose(2, 1, 0),
+              np.broadcast_to(x[:1], x.shape), x[:, :, ::2]):
+        ref = nbbn.Normalizer(mean, var, backend="cpu")(v)
+        y = nbbn.Normalizer(mean, var, backend="cuda")(v)
+        assert y.strides == ref.strides
+        np.testing.assert_array_equal(y, ref)
+        assert nbbn.BatchNorm(3, backend="cuda")(v).strides == ref.strides
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6.0).reshape(2, 1, 3).expand(2, 3, 3).permute(2, 1, 0)
+    ref = nbbn.normalize(t, mean, var, backend="cpu")
+    y = nbbn.normalize(t, mean, var, backend="cuda")
+    assert y.stride() == ref.stride() and y.is_contiguous()
+    np.testing.assert_array_equal(y.numpy(), ref.numpy())
+
+
 def test_host_data_goes_to_the_device_in_native_byte_order(cuda):
     """Big-endian host input, and a big-endian host ``out``, have native-order device
     copies: the GPU kernels read and write native numbers (the simulator indexes numpy

@@ -32,6 +32,7 @@ from .cuda_arrays import (
     DeviceInput,
     canonical,
     empty_like_input,
+    expanded,
     flat_view,
     is_bf16_tensor,
     overlaps,
@@ -447,11 +448,16 @@ def result(out: DeviceOutput):
         values = torch.from_numpy(host.view(np.int16)).view(torch.bfloat16) if out.bf16 \
             else torch.from_numpy(host)
         if target is None:  # laid out as the input (channels_last stays), as on the CPU
-            target = torch.empty_like(can.array, dtype=values.dtype)
+            x = can.array  # (expanded: C-contiguous, as _torch_arrays.empty_tensor_out)
+            target = torch.empty(x.shape, dtype=values.dtype) if expanded(
+                can.shape, x.stride()) else torch.empty_like(x, dtype=values.dtype)
         target.copy_(values)  # (a tensor's version moves: autograd sees the write)
         return target
     if target is None:
-        return host
+        like = can.host  # the CPU backend's new output is np.empty_like of it (order "K")
+        if like is None or like.flags.c_contiguous:
+            return host
+        target = np.empty_like(like, host.dtype)
     target[...] = host
     return target
 

@@ -136,15 +136,17 @@ class DeviceInput:
     ``array`` is what the user passed, ``dev`` its Numba device array (for a numpy input,
     a device copy), ``kind`` one of "numba", "torch", "cupy", "cai" or "numpy" (any host
     data: numpy, a CPU tensor, a list); ``bf16``:
-    ``dev`` holds bfloat16 bits (uint16).
+    ``dev`` holds bfloat16 bits (uint16); ``host``: for host data, the numpy array the
+    CPU backend would read (its layout is that of the CPU backend's new output).
     """
 
     __slots__ = ("array", "dev", "kind", "stream", "axis", "outer", "channels", "inner",
-                 "view3", "flat3", "bf16")
+                 "view3", "flat3", "bf16", "host")
 
     def __init__(self, array, dev, kind, stream, axis, outer, channels, inner,
                  bf16: bool = False):
         self.bf16 = bf16
+        self.host: np.ndarray | None = None
         self.view3 = None
         self.flat3 = None
         self.array = array
@@ -233,6 +235,7 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
 
         host = host_view(x, what)[0] if bf16 else as_array(x, what)  # bfloat16: its bits
         normalize_axis(channel_axis, host.ndim)  # (a 0-d input: ascontiguousarray makes it 1-d)
+        given = host
         host = np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
         # numpy calls an array C-contiguous whatever the strides of its length-1 axes
         # (a reversed (1, C) row keeps a negative one), and the device copy keeps them:
@@ -244,6 +247,8 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
     axis = normalize_axis(channel_axis, len(shape))
     can = DeviceInput(x, dev, kind, stream, axis, math.prod(shape[:axis]), shape[axis],
                       math.prod(shape[axis + 1 :]), bf16)
+    if kind == "numpy":
+        can.host = given
     if can.size and not can.viewable():
         if kind not in ("torch", "cupy"):  # refused before anything changes
             can.checked_flat() if can.channels_last else can.checked_view()
@@ -252,6 +257,14 @@ def canonical(x, channel_axis: int, what: str = "input") -> DeviceInput:
         can.dev = as_device(y)[0]
         can.view3 = can.flat3 = None
     return can
+
+
+def expanded(shape: tuple[int, ...], strides) -> bool:
+    """True for a stride of 0 along an axis of more than one element (an expanded
+    tensor, a broadcast array): a new output for it is C-contiguous, as the CPU
+    backend's (``_torch_arrays.empty_tensor_out``: numpy's order="K" puts such axes
+    innermost, an order no torch layout has)."""
+    return any(int(st) == 0 and n > 1 for st, n in zip(strides, shape, strict=True))
 
 
 def empty_like_input(can: DeviceInput, dtype: np.dtype, bf16: bool = False):
