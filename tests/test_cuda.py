@@ -574,6 +574,74 @@ def test_strided_view_into_a_new_output(case, cuda, small_blocks, rng):
     assert_output(y.copy_to_host(), ref_normalize(xs, rs.mean, rs.var, channel_axis=axis))
 
 
+LAYOUTS = {  # device arrays of a (2, 3, 8) array in other memory orders
+    "fortran": lambda cuda, x: cuda.to_device(np.asfortranarray(x)),
+    "fortran_gapped": lambda cuda, x: cuda.to_device(np.asfortranarray(x))[:, :, ::2],
+    "transposed_table": lambda cuda, x: cuda.to_device(x.reshape(-1, 3)).T,  # (3, 16)
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUTS))
+def test_new_device_output_laid_out_as_its_input(case, cuda, small_blocks, rng):
+    """A new device output has its input's layout (numpy's order="K", as a host
+    output): it was C-contiguous whatever the input's strides."""
+    d = LAYOUTS[case](cuda, rng.normal(size=(2, 3, 8)))
+    host = d.copy_to_host()
+    axis = 0 if case == "transposed_table" else 1
+    want = np.empty_like(np.lib.stride_tricks.as_strided(host, strides=d.strides)).strides
+    assert want != np.empty(host.shape).strides
+    mean, var = rng.normal(size=3), rng.uniform(1, 2, 3)
+    y = nbbn.normalize(d, mean, var, channel_axis=axis)
+    assert y.strides == want
+    assert_output(y.copy_to_host(), ref_normalize(host, mean, var, channel_axis=axis))
+    y = nbbn.BatchNorm(3, channel_axis=axis)(d)
+    assert y.strides == want
+    assert_close(y.copy_to_host(), nbbn.BatchNorm(3, channel_axis=axis, backend="cpu")(host),
+                 rtol=1e-9, atol=1e-9)
+
+
+def test_new_device_output_of_an_expanded_input_is_c_contiguous(cuda):
+    """An input broadcast along an axis (stride 0) gives a C-contiguous output, as the
+    CPU backend's for an expanded tensor (numpy's order="K" puts such axes innermost)."""
+    host = np.broadcast_to(np.arange(6.0).reshape(1, 2, 3), (4, 2, 3))
+    y = nbbn.normalize(cuda.to_device(host), np.zeros(2), np.ones(2))
+    assert y.strides == (48, 24, 8)
+
+
+@pytest.mark.skipif(not SIMULATOR, reason="a simulator device array stands in for a tensor's")
+def test_new_torch_device_output_keeps_its_memory_format(monkeypatch, cuda):
+    """``empty_like_input`` for a torch input (a CPU tensor and the simulator's device
+    array over its memory stand in for a CUDA tensor): a channels_last input gives a
+    channels_last output, as docs/pytorch.md says (``torch.empty`` made it
+    NCHW-contiguous), an expanded one a contiguous output, as on the CPU."""
+    torch = pytest.importorskip("torch")
+    from nbbn.backends import cuda_arrays
+
+    fake = type(cuda.to_device(np.zeros(1)))  # (the simulator's, over a numpy array)
+    for t, fmt in ((torch.zeros(2, 3, 4, 5).to(memory_format=torch.channels_last),
+                    torch.channels_last),
+                   (torch.zeros(1, 3, 4, 5).expand(2, 3, 4, 5), torch.contiguous_format)):
+        can = cuda_arrays.canonical(fake(t.numpy()), 1)
+        can.array, can.kind = t, "torch"
+        with monkeypatch.context() as m:
+            m.setattr(cuda_arrays, "as_device", lambda t: (fake(t.numpy()), 0, "torch"))
+            out, dev = cuda_arrays.empty_like_input(can, np.dtype(np.float32))
+        assert out.dtype == torch.float32 and out.is_contiguous(memory_format=fmt)
+        assert dev.strides == tuple(4 * s for s in out.stride())
+
+
+def test_strides_like_match_numpy(rng):
+    """The layout of a new device output (worked out on a data-less stand-in) is numpy's
+    ``empty_like``'s, for permuted, sliced and reversed views."""
+    from nbbn.backends.cuda_arrays import _strides_like
+
+    a = np.zeros((3, 4, 5, 2))
+    for _ in range(50):
+        v = a.transpose(rng.permutation(4))
+        v = v[tuple(slice(None, None, int(rng.choice([1, 2, -1]))) for _ in range(4))]
+        assert _strides_like(v.shape, v.strides, 8) == np.empty_like(v).strides, v.strides
+
+
 def test_empty_batch(cuda):
     rs = nbbn.RunningStats()
     rs.update(cuda.to_device(np.zeros((0, 3, 4), np.float32)))
@@ -644,6 +712,14 @@ def test_library_round_trip(library, cuda, rng):
     assert_output(host(y), ref_normalize(x, rs.mean, rs.var))
     bn = nbbn.BatchNorm(3)
     assert isinstance(bn(d), kind)
+    # a new output is laid out as its input (it was C-contiguous)
+    if library == "torch":
+        cl = d.contiguous(memory_format=lib.channels_last)
+        for y in (rs.to_normalizer()(cl), bn(cl)):
+            assert y.is_contiguous(memory_format=lib.channels_last)
+    else:
+        f = lib.asfortranarray(d.reshape(4, 3, 25))  # (4-d: no (O, C, I) view, a copy)
+        assert rs.to_normalizer()(f).flags.f_contiguous
 
 
 def test_backend_cpu_refuses_device_array(cuda):

@@ -267,24 +267,78 @@ def expanded(shape: tuple[int, ...], strides) -> bool:
     return any(int(st) == 0 and n > 1 for st, n in zip(strides, shape, strict=True))
 
 
-def empty_like_input(can: DeviceInput, dtype: np.dtype, bf16: bool = False):
-    """``(user array, device array)``: a new output of the input's kind and shape
-    (``bf16``: a bfloat16 tensor, its device array the uint16 bits; torch input only)."""
+@functools.lru_cache(maxsize=256)
+def _strides_like(shape: tuple[int, ...], strides: tuple[int, ...],
+                  itemsize: int) -> tuple[int, ...]:
+    """The strides of a new dense array laid out as one of ``strides`` (numpy's
+    ``empty_like``, order="K": its axes in the order of their strides; numpy works the
+    order out on a stand-in of two elements an axis that it never reads)."""
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.dtype(f"V{itemsize}")),
+                                            (2,) * len(shape), strides)
+    order = np.argsort([-s for s in np.empty_like(probe).strides], kind="stable")
+    out = [0] * len(shape)
+    step = itemsize
+    for i in order[::-1]:
+        out[i] = step
+        step *= shape[i]
+    return tuple(out)
+
+
+def _dense_like(can: DeviceInput, dtype: np.dtype):
+    """A new Numba device array of ``dtype`` laid out as the input (see :func:`expanded`)."""
     shape = can.shape
+    if can.size == 0 or expanded(shape, can.dev.strides):
+        return cuda.device_array(shape, dtype, stream=can.stream)
+    strides = _strides_like(shape, tuple(int(s) for s in can.dev.strides), dtype.itemsize)
+    base = cuda.device_array(can.size, dtype, stream=can.stream)
+    if SIMULATOR:
+        return type(base)(np.lib.stride_tricks.as_strided(base._ary, shape, strides),
+                          stream=can.stream)
+    return type(base)(shape, strides, dtype, stream=can.stream, gpu_data=base.gpu_data)
+
+
+def _writable(can: DeviceInput, dev) -> bool:
+    """True when the kernels can write ``dev`` as the output of ``can``."""
+    shape = (can.outer, can.channels) if can.channels_last else (
+        can.outer, can.channels, can.inner)
+    v = reshaped(dev, shape)
+    return v is not None and (not can.channels_last or flat_view(v) is not None)
+
+
+def empty_like_input(can: DeviceInput, dtype: np.dtype, bf16: bool = False):
+    """``(user array, device array)``: a new output of the input's kind and shape, laid
+    out as the input (a channels_last tensor gives a channels_last output, a Fortran-
+    ordered array a Fortran-ordered one; an expanded input, or one whose layout the
+    kernels could not write, a C-contiguous one) (``bf16``: a bfloat16 tensor, its
+    device array the uint16 bits; torch input only)."""
+    shape = can.shape
+    x = can.array
     if can.kind == "torch":
         import torch
 
         dt = {2: torch.float16, 4: torch.float32, 8: torch.float64}[dtype.itemsize]
         if bf16:
             dt = torch.bfloat16
-        out = torch.empty(shape, dtype=dt, device=can.array.device)
+        if not expanded(shape, x.stride()):
+            out = torch.empty_like(x, dtype=dt, requires_grad=False)
+            dev = as_device(out)[0]
+            if not can.size or _writable(can, dev):
+                return out, dev
+        out = torch.empty(shape, dtype=dt, device=x.device)
         return out, as_device(out)[0]
     if can.kind == "cupy":
         import cupy
 
+        if not expanded(shape, x.strides):
+            out = cupy.empty_like(x, dtype)
+            dev = as_device(out)[0]
+            if not can.size or _writable(can, dev):
+                return out, dev
         out = cupy.empty(shape, dtype)
         return out, as_device(out)[0]
-    dev = cuda.device_array(shape, dtype, stream=can.stream)
+    dev = _dense_like(can, dtype)
+    if can.size and not _writable(can, dev):
+        dev = cuda.device_array(shape, dtype, stream=can.stream)
     return dev, dev
 
 
