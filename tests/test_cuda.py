@@ -512,6 +512,48 @@ def test_short_rows_strided_view(cuda, small_blocks, rng):
     assert_output(y.copy_to_host(), ref_normalize(x[::2], rs.mean, rs.var))
 
 
+def test_affine_cf_launches_stay_within_the_grid_limit(monkeypatch, cuda, small_blocks, rng):
+    """``affine_cf`` takes a block per channel row (and chunk) and does not step over
+    blocks: short rows with no flat view (an expanded input, a zero row stride) asked
+    for one launch of ``O * C`` blocks, 2**31 for an expanded (2**31, 1, 2) tensor,
+    past CUDA's grid limit. The rows are cut into launches within the limit (here a
+    limit of 5 blocks, the launches recorded)."""
+    from types import SimpleNamespace
+
+    from nbbn.backends import cuda as backend
+
+    assert backend._cf_rows_per_launch(1, 1, 2**31 - 1) == 2**31 - 1  # two launches
+    assert backend._cf_rows_per_launch(3, 2, 2**31 - 1) == (2**31 - 1) // 6
+    assert backend._cf_rows_per_launch(7, 1, 5) == 1  # (a row at least: 7 blocks)
+    grids = []
+    real = backend._affine_kernels
+
+    def recording(*args):
+        kern = real(*args)
+
+        class Launch:
+            def __getitem__(self, config):
+                grids.append(config[0])
+                return kern.affine_cf[config]
+
+        return SimpleNamespace(**{**vars(kern), "affine_cf": Launch()})
+
+    monkeypatch.setattr(backend, "_affine_kernels", recording)
+    monkeypatch.setattr(backend, "MAX_GRID_X", 5)
+    x = np.broadcast_to(rng.normal(size=(1, 2, 3)), (7, 2, 3))  # short rows, row stride 0
+    d = cuda.to_device(x)
+    assert d.strides[0] == 0
+    mean, var = rng.normal(size=2), rng.uniform(1, 2, 2)
+    y = nbbn.normalize(d, mean, var)
+    assert_output(y.copy_to_host(), ref_normalize(x, mean, var))
+    assert grids == [4, 4, 4, 2]  # 2 rows of 2 channels a launch
+    grids.clear()
+    x = rng.normal(size=(3, 2, 50))  # rows of one chunk (256 values), not short (32)
+    y = nbbn.normalize(cuda.to_device(x), mean, var)
+    assert_output(y.copy_to_host(), ref_normalize(x, mean, var))
+    assert grids == [4, 2]
+
+
 def test_single_row_with_a_zero_row_stride(cuda):
     """A (1, C) device row broadcast from a (C,) one has row stride 0: the kernels step
     over its one row with a positive step (a step of 0 read it as no rows at all)."""

@@ -497,10 +497,27 @@ def _affine(can: DeviceInput, params: DeviceParams, out_dev, out_bf16: bool = Fa
             nparts)
     else:
         bpr = -(-can.inner // chunk)
-        kern.affine_cf[can.outer * can.channels * bpr, cfg.threads, can.stream](
-            can.checked_view(), params.packed, o, bpr, chunk)
+        x3 = can.checked_view()
+        per = _cf_rows_per_launch(can.channels, bpr, MAX_GRID_X)
+        for o0 in range(0, can.outer, per):  # (one launch, but for 2**31 blocks or more)
+            o1 = min(can.outer, o0 + per)
+            xs, os_ = (x3, o) if o1 - o0 == can.outer else (x3[o0:o1], o[o0:o1])
+            kern.affine_cf[(o1 - o0) * can.channels * bpr, cfg.threads, can.stream](
+                xs, params.packed, os_, bpr, chunk)
     if tmp is not None:
         _copy_device(tmp, out_dev, can, out_bf16)
+
+
+MAX_GRID_X = 2**31 - 1  # blocks of one launch (CUDA's limit along x)
+
+
+def _cf_rows_per_launch(channels: int, bpr: int, limit: int) -> int:
+    """Rows (of the outer axis) of one ``affine_cf`` launch, which takes a block per
+    channel row and chunk of ``bpr`` (it does not step over blocks): as many as keep the
+    grid within ``limit``. Short rows that have no flat view (a zero row stride, as of
+    an expanded tensor, or a negative stride) take a block each: an expanded (2**31, 1,
+    2) input asked for 2**31 blocks, and the launch failed."""
+    return max(1, limit // max(1, channels * bpr))
 
 
 def _out_view(can: DeviceInput, dev):
