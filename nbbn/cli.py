@@ -650,8 +650,9 @@ class _DefaultImages(int):
 _DEFAULT_IMAGES = _DefaultImages(2000)
 
 
-def _check_bench_options(args: argparse.Namespace) -> None:
-    """``--repeats`` at least 1, ``--pipeline-gb`` above 0, ``--json`` a file that can
+def _check_bench_options(args: argparse.Namespace) -> set[tuple[str, str]] | None:
+    """The ``(dtype, LAYOUT)`` pairs of ``--only`` (:func:`_only_pairs`), once checked:
+    ``--repeats`` at least 1, ``--pipeline-gb`` above 0, ``--json`` a file that can
     be written (checked before the run, whose results it would otherwise lose); one
     "instead" bench at most, not with ``--backend
     cuda`` or ``--only``, and the packages it needs installed; ``--backend cuda`` only
@@ -727,6 +728,7 @@ def _check_bench_options(args: argparse.Namespace) -> None:
                     spec[1:3] in want for spec in SIM_SHAPES):
                 raise _OptionError(f"--only {args.only}: the CUDA simulator runs only "
                                    f"{_pairs_text(SIM_SHAPES)}")
+    return want
 
 
 def _pairs_text(shapes) -> str:
@@ -771,8 +773,7 @@ def _check_simd_env() -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    _check_bench_options(args)
-    want = _only_pairs(args)
+    want = _check_bench_options(args)
     result = _other_bench(args)
     if result is not None:
         if args.json:
