@@ -141,6 +141,7 @@ def _list_images(source) -> tuple[list[str], str]:
             found.extend(os.path.join(root, f) for f in files if _is_image_name(f))
         if not found:
             from ._tabular import nested_tables_note
+            from .sources import compressed_tables_note
 
             with os.scandir(path) as it:
                 shards = sorted(e.name for e in it if folder_file_kind(e.name))
@@ -152,7 +153,9 @@ def _list_images(source) -> tuple[list[str], str]:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files, no "
                                     "Parquet or CSV files, and no image files (searched "
                                     f"recursively for {', '.join(IMAGE_SUFFIXES)})"
-                                    + nested_tables_note(path))
+                                    + (compressed_tables_note(
+                                        os.path.join(path, f) for f in os.listdir(path))
+                                       or nested_tables_note(path)))
         return sorted(found), f"{path} ({len(found)} image{'s' * (len(found) != 1)})"
     if os.path.isfile(path):
         return [path], path

@@ -822,9 +822,11 @@ def _matches_nothing(pattern: str) -> str:
     what = ("no Parquet file" if kind == "parquet" else
             "no TSV file" if low.endswith((".tsv", ".tsv.gz")) else
             "no CSV file" if kind == "csv" else "no .npy or .npz file")
-    folders = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isdir(p))
+    matched = glob.glob(pattern, recursive=True)
+    folders = sorted(p for p in matched if os.path.isdir(p))
     if not folders:
-        return f"{pattern}: the pattern matches {what}"
+        return f"{pattern}: the pattern matches {what}" + compressed_tables_note(
+            (p for p in matched if os.path.isfile(p)), "matches")
     top = folder_kind(folders[0])[0]
     such = f", such as {os.path.join(pattern, '*' + glob_suffix(top[0]))}" if top else ""
     return (f"{pattern}: the pattern matches {what}, only folders ({shown(tuple(folders), 3)}), "
@@ -861,20 +863,38 @@ def _unused_key(key, what: str) -> BaseException:
 _COMPRESSIONS = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".gz", ".z")
 
 
-def _refuse_compressed_table(path: str) -> None:
-    """ValueError for a CSV/TSV or Parquet file compressed in a way nbbn does not read
-    (``.csv.bz2``, ``.tsv.xz``, ``.csv.zst``...): it was refused as "not a .npy, .npz or
-    HDF5 file" (a ``.csv.zip`` read as an .npz archive of no arrays)."""
+def compressed_table_error(path: str) -> str | None:
+    """The refusal of a CSV/TSV or Parquet file compressed in a way nbbn does not read
+    (``.csv.bz2``, ``.tsv.xz``, ``.csv.zst``...), None for any other name: such a file was
+    refused as "not a .npy, .npz or HDF5 file" (a ``.csv.zip`` read as an .npz archive of
+    no arrays), and a folder or glob of them as holding nothing nbbn reads."""
     stem, ext = os.path.splitext(path.lower())
     kind = os.path.splitext(stem)[1]
     if ext not in _COMPRESSIONS or kind not in (".csv", ".tsv", ".parquet", ".pq"):
-        return
+        return None
     if kind in (".csv", ".tsv"):
-        raise ValueError(f"{path}: a {ext}-compressed {kind[1:].upper()} file, which nbbn does "
-                         "not read: it reads .csv and .csv.gz (.tsv and .tsv.gz) files; "
-                         "decompress it first (or recompress it with gzip)")
-    raise ValueError(f"{path}: a {ext}-compressed Parquet file, which nbbn does not read: "
-                     "decompress it first (Parquet compresses its columns itself)")
+        return (f"{path}: a {ext}-compressed {kind[1:].upper()} file, which nbbn does not "
+                "read: it reads .csv and .csv.gz (.tsv and .tsv.gz) files; decompress it "
+                "first (or recompress it with gzip)")
+    return (f"{path}: a {ext}-compressed Parquet file, which nbbn does not read: "
+            "decompress it first (Parquet compresses its columns itself)")
+
+
+def compressed_tables_note(paths, verb: str = "holds") -> str:
+    """For the error of a folder or glob that holds nothing nbbn reads: why its first
+    compressed table (:func:`compressed_table_error`) is not read; "" when none is."""
+    for path in sorted(paths):
+        error = compressed_table_error(path)
+        if error is not None:
+            return f"; it {verb} compressed tables, such as {error}"
+    return ""
+
+
+def _refuse_compressed_table(path: str) -> None:
+    """ValueError for a table compressed in a way nbbn does not read."""
+    error = compressed_table_error(path)
+    if error is not None:
+        raise ValueError(error)
 
 
 def _file_shards(paths: list[str], key) -> list[Shard]:

@@ -375,6 +375,20 @@ def test_a_compressed_table_nbbn_does_not_read_says_so(tmp_path, name):
         fit(path)
 
 
+def test_a_folder_or_glob_of_compressed_tables_says_why_they_are_not_read(tmp_path):
+    """A folder of only .csv.bz2 files (or a glob of them) was refused with the generic
+    "no .npy or .npz files" message, which left the user guessing; the file's own
+    refusal says why."""
+    for name in ("a.csv.bz2", "b.csv.bz2"):
+        (tmp_path / name).write_bytes(b"\x00 compressed bytes")
+    why = (r"compressed tables, such as .*a\.csv\.bz2: a \.bz2-compressed CSV file, which "
+           r"nbbn does not read: .* decompress it first")
+    with pytest.raises(FileNotFoundError, match=r"the folder holds .*; it holds " + why):
+        fit(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"the pattern matches .*; it matches " + why):
+        fit(str(tmp_path / "*.csv.bz2"))
+
+
 def test_folders_of_tables_in_a_list_or_a_glob_are_named(tmp_path):
     """Spark writes a "x.parquet" folder of part files: a list of such folders said
     "no such file", and a glob matching only them (or a glob of tables that matches
