@@ -587,6 +587,7 @@ class ImageSource(Source):
                                                                            strict=True)
         ]).encode()).hexdigest()
         self.row_shape, self.dtype = None, None
+        self._pixels: dict = {}  # the pixels counted so far (a resume's, then this pass's)
 
     def __repr__(self) -> str:
         return (f"ImageSource({self.description}, mode={self.mode!r}, size={self.size!r}, "
@@ -618,6 +619,19 @@ class ImageSource(Source):
             raise worded(ValueError, "{what}: images are read as (1, H, W, C) batches, so the "
                          "channel axis is -1 (the default for images); got {axis}",
                          what=self.description, axis=Param("channel_axis", channel_axis))
+
+    def pixels_counted(self) -> dict:
+        """The pixel dtype and Pillow mode of the images counted so far (JSON values, for
+        a checkpoint's settings), ``{}`` before the first."""
+        px = self._pixels
+        return {} if "dtype" not in px else {"dtype": px["dtype"].str, "mode": px["mode"]}
+
+    def resume_pixels(self, saved) -> None:
+        """Check the next images against the pixels a checkpoint counted
+        (:meth:`pixels_counted`): a file of another depth or mode right after a resume was
+        read, and refused only from the first image counted after it."""
+        self._pixels = {} if not isinstance(saved, dict) or "dtype" not in saved else {
+            "dtype": np.dtype(saved["dtype"]), "mode": saved.get("mode")}
 
     def fingerprint(self) -> dict | None:
         """One entry: a digest of the sorted list (paths, sizes, mtimes) and the settings."""
@@ -654,7 +668,7 @@ class ImageSource(Source):
         """
         first = start.shard + (1 if start.row >= 1 else 0)
         skip = self.on_error == "skip"
-        depth: dict = {}  # the pixel dtype of the images counted in this pass
+        depth = self._pixels = dict(self._pixels) if start.shard or start.row else {}
         ex = ThreadPoolExecutor(self.workers, thread_name_prefix="nbbn-decode")
         pending: deque[tuple[int, Future]] = deque()
         nxt = first

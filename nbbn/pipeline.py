@@ -376,6 +376,8 @@ class _FitRun:
         self.saved_rows = ck.rows_done
         self.pos = Position(ck.position["shard"], ck.position["row"],
                             ck.position.get("digest"))
+        if hasattr(self.src, "resume_pixels"):  # (images: depth and mode counted)
+            self.src.resume_pixels(ck.settings.get("pixels"))
         done = " (complete; only shards added since are read)" if ck.complete else ""
         say(self.cfg.progress, f"resuming from {path} after "
             f"{counted(self.rows_done, self._unit())}{done}")
@@ -397,8 +399,12 @@ class _FitRun:
         shards = self.src.shards
         name = shards[pos.shard].name if pos.shard < len(shards) else None
         position = {"shard": pos.shard, "row": pos.row, "name": name, "digest": pos.digest}
+        settings = self.settings
+        pixels = getattr(self.src, "pixels_counted", None)  # (an ImageSource's)
+        if pixels is not None and pixels():
+            settings = {**settings, "pixels": pixels()}
         save_checkpoint(self.cfg.checkpoint, Checkpoint(
-            stats, position, self.fingerprint, self.settings, rows, nbytes, complete,
+            stats, position, self.fingerprint, settings, rows, nbytes, complete,
             fingerprint_bytes=self.fingerprint_bytes))
         self.saved_rows = rows
 

@@ -1154,6 +1154,45 @@ def test_cmyk_and_rgba_files_are_not_counted_together(tmp_path, rng, capsys):
     assert "pass --mode RGBA or --mode RGB" in capsys.readouterr().err
 
 
+def test_a_resume_checks_the_next_image_against_the_pixels_counted(tmp_path, rng,
+                                                                    monkeypatch):
+    """A checkpoint did not record the depth and colour mode of the images it counted:
+    the first image read after a resume was counted whatever its mode or depth (RGBA
+    averaged with CMYK, 16-bit with 8-bit), where an uninterrupted fit refuses it."""
+    account = _images.ImageBatch.account
+
+    def ctrl_c_at_image_1(self, stats):
+        if self.shard == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        account(self, stats)
+
+    def interrupted_then_resumed(folder, **kw):
+        ck = tmp_path / f"{folder.name}{len(kw)}.ckpt"
+        with monkeypatch.context() as m:
+            m.setattr(_images.ImageBatch, "account", ctrl_c_at_image_1)
+            with pytest.raises(nbbn.FitInterrupted):
+                fit(ImageSource(folder, **kw), checkpoint=ck, checkpoint_interval=0)
+        return fit(ImageSource(folder, **kw), checkpoint=ck, resume=True)
+
+    colour, gray = tmp_path / "colour", tmp_path / "gray"
+    colour.mkdir(), gray.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cmyk = rng.integers(0, 256, (8, 8, 4)).astype(np.uint8)
+        PIL_Image.frombytes("CMYK", (8, 8), cmyk.tobytes()).save(colour / name)
+        PIL_Image.fromarray(cmyk[..., 0]).save(gray / name.replace(".jpg", ".png"))
+    pal = PIL_Image.fromarray(rng.integers(0, 256, (8, 8)).astype(np.uint8), "P")
+    pal.save(colour / "c.png", transparency=0)
+    PIL_Image.fromarray(rng.integers(0, 65536, (8, 8)).astype(np.uint16)).save(gray / "c.png")
+    with pytest.raises(ImageError, match=r"c\.png: the image is RGBA, but the images "
+                                         r"counted before it are CMYK"):
+        interrupted_then_resumed(colour)
+    with pytest.raises(ImageError, match=r"c\.png: the image is 16-bit, but the images "
+                                         r"counted before it are 8-bit"):
+        interrupted_then_resumed(gray)
+    rs = interrupted_then_resumed(gray, on_error="skip")
+    assert rs.count.tolist() == [128] and len(rs.skipped) == 1
+
+
 def test_the_bar_and_the_resume_count_images(rgb_folder, tmp_path, capsys):
     """The progress bar and the resume line said "rows" of image files ("1 rows",
     "resuming ... after 6 rows"), where an interrupted fit says images."""
