@@ -69,3 +69,22 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
                          "underflow or overflow float64. Frequency weights may be rescaled: "
                          "the mean and variance do not change, the count scales with them")
     return w  # (at most 2**500 a row: the sum is finite)
+
+
+def nonfinite_in_absent_rows(can, weight: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The NaNs and infinities in the rows of weight 0 of a host input ``can`` (a
+    ``_layout.Canonical``, or an object holding one as ``data``: an xarray input), and
+    the channels holding them: the kernels skip those rows, so ``nan_policy="raise"``
+    took a NaN there (scikit-learn validates ``X`` whole). ``(0, 0, [])`` for a device
+    input (weights are refused there) or integers."""
+    can = getattr(can, "data", can)
+    a = getattr(can, "array", None)
+    if not isinstance(a, np.ndarray) or (a.dtype.kind not in "fc" and not can.bf16):
+        return 0, 0, np.zeros(0, np.intp)
+    rows = a[np.flatnonzero(weight == 0)]
+    if can.bf16:  # (the bits of bfloat16 values: the float32 of the same top half)
+        rows = (rows.astype(np.uint32) << 16).view(np.float32)
+    rows = np.moveaxis(rows, can.axis, -1).reshape(-1, can.channels)
+    nan, inf = np.isnan(rows), np.isinf(rows)
+    return int(nan.sum()), int(inf.sum()), np.flatnonzero((nan | inf).any(axis=0))
+

@@ -24,7 +24,7 @@ from ._labels import (
 from ._layout import check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
-from ._weights import check_sample_weight
+from ._weights import check_sample_weight, nonfinite_in_absent_rows
 from .backends._stats import COUNT_LIMIT, BatchStats, count_limit_error
 
 FORMAT_VERSION = 1
@@ -51,7 +51,8 @@ class RunningStats:
         "propagate": a NaN makes its channel's mean, variance, min and max NaN (as numpy
         and torch). "omit": NaNs are skipped per channel, so counts may differ between
         channels (as scikit-learn's ``StandardScaler``). "raise": a batch holding a NaN
-        or an infinity raises ``ValueError`` and is not applied.
+        or an infinity (in a row of weight 0 too) raises ``ValueError`` and is not
+        applied.
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where the kernels run; "auto" follows the input array.
     channel_names : sequence of str, optional
@@ -197,6 +198,12 @@ class RunningStats:
                 # (before the all-zero return below: zero weights on a device or dask
                 # batch were taken, where any other raised)
                 be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
+        if self.nan_policy == "raise" and weight is not None and not weight.all():
+            nan, inf, bad = nonfinite_in_absent_rows(inp, weight)
+            if bad.size:
+                raise ValueError(_nonfinite_message(nan, inf, bad, " in rows of weight 0 "
+                                                    "(absent from the statistics, but "
+                                                    "'raise' checks the batch whole)"))
         if inp.size == 0 or (weight is not None and not weight.any()):
             # (all weights 0: nothing is counted, as for an empty batch)
             return self._keep_channels(inp.channels,
@@ -363,12 +370,7 @@ class RunningStats:
     def _raise_on_nonfinite(st: BatchStats) -> None:
         bad = np.flatnonzero((st.nan > 0) | (st.inf > 0))
         if bad.size:
-            shown = ", ".join(str(c) for c in bad[:10]) + (", ..." if bad.size > 10 else "")
-            raise ValueError(
-                f"nan_policy='raise': the batch holds {int(st.nan.sum())} NaN and "
-                f"{int(st.inf.sum())} infinite values (channels {shown}); expected finite "
-                "values only. The running statistics were not changed."
-            )
+            raise ValueError(_nonfinite_message(int(st.nan.sum()), int(st.inf.sum()), bad))
 
     def _check_channels(self, nchan: int, what: str) -> None:
         state = self._state
@@ -1157,3 +1159,13 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     RunningStats
     """
     return RunningStats(channel_axis, nan_policy=nan_policy, backend=backend).update(x)
+
+
+def _nonfinite_message(nan: int, inf: int, bad: np.ndarray, where: str = "") -> str:
+    """``nan_policy="raise"``'s refusal of a batch holding ``nan`` NaNs and ``inf``
+    infinities in the channels ``bad``."""
+    shown = ", ".join(str(c) for c in bad[:10]) + (", ..." if bad.size > 10 else "")
+    return (f"nan_policy='raise': the batch holds {nan} NaN and {inf} infinite values "
+            f"(channels {shown}){where}; expected finite values only. The running "
+            "statistics were not changed.")
+

@@ -123,6 +123,33 @@ def test_boolean_weights_weigh_zero_and_one(rng):
     np.testing.assert_array_equal(rs.max, ref.max)
 
 
+@pytest.mark.parametrize("kind", ["float64", "float16", "bfloat16", "4-d"])
+def test_raise_refuses_a_nan_in_a_row_of_weight_0(rng, kind):
+    """nan_policy="raise" took a NaN or an infinity in a row of weight 0 (the kernels
+    skip the row), all-zero weights too; scikit-learn validates X whole. The state is
+    unchanged, and a batch whose absent rows are finite is taken."""
+    x = rng.standard_normal((4, 3, 2) if kind == "4-d" else (4, 3))
+    x[(1, 2) + (0,) * (x.ndim - 2)] = np.nan
+    x[(3, 0) + (1,) * (x.ndim - 2)] = np.inf
+    axis = 1 if kind == "4-d" else -1
+    if kind == "bfloat16":
+        x = pytest.importorskip("torch").tensor(x, dtype=pytest.importorskip(
+            "torch").bfloat16)
+    elif kind != "4-d":
+        x = x.astype(kind)
+    rs = nbbn.RunningStats(axis, nan_policy="raise").update(np.ones((1, 3, 2)[:x.ndim]))
+    before = pickle.dumps(rs.to_dict())
+    for w in ([1.0, 0, 2, 0], [0, 0, 0, 0]):
+        with pytest.raises(ValueError, match=r"holds 1 NaN and 1 infinite values \(channels "
+                                             r"0, 2\) in rows of weight 0"):
+            rs.update(x, sample_weight=w)
+        assert pickle.dumps(rs.to_dict()) == before
+    finite = np.asarray(x.double() if kind == "bfloat16" else x, np.float64)
+    rs.update(np.nan_to_num(finite, posinf=0.0), sample_weight=[1.0, 0, 2, 0])
+    per = 2 if kind == "4-d" else 1  # (values per row and channel)
+    assert rs.count.tolist() == [(1 + 3) * per] * 3
+
+
 @pytest.mark.parametrize("policy", ["omit", "propagate", "raise"])
 def test_nan_policies(rng, policy):
     x = rng.standard_normal((30, 3))
