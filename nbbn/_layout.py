@@ -199,10 +199,20 @@ def is_sparse(x) -> bool:
     return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
 
 
+MAX_AXES = 64
+"""numpy's limit on an array's dimensions (``NPY_MAXDIMS`` of numpy 2; torch's is lower)."""
+
+
 def check_axis(channel_axis) -> int:
-    """``channel_axis`` as a Python int; TypeError for anything but an integer."""
+    """``channel_axis`` as a Python int; TypeError for anything but an integer, and
+    ValueError for one that is no axis of any array (``10**20`` was taken, and saved
+    into a file that ``load`` called corrupt: an object array)."""
     if not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool):
         raise TypeError(f"channel_axis must be an int, got {type(channel_axis).__name__}")
+    if not -MAX_AXES <= channel_axis < MAX_AXES:
+        raise ValueError(f"channel_axis={channel_axis} is no axis of any array: arrays have "
+                         f"at most {MAX_AXES} dimensions (numpy's limit), so a channel axis "
+                         f"lies in {-MAX_AXES}..{MAX_AXES - 1}")
     return int(channel_axis)
 
 

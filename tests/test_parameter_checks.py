@@ -176,3 +176,19 @@ def test_integers_past_float64_are_refused_with_the_parameters_message():
     assert bn.num_batches_tracked == 0 and (bn.running_mean == 0).all()
     assert np.array_equal(rs.variance(ddof=1), [4.0, 4.0])
     assert np.isnan(rs.variance(ddof=2 ** 70)).all()  # (within float64's range: no count)
+
+
+@pytest.mark.parametrize("axis", [10**20, -(10**20), 64, -65, np.int64(2**40)])
+def test_a_channel_axis_of_no_array_is_refused_when_given(tmp_path, axis):
+    """``RunningStats(channel_axis=10**20)`` was taken, and saved into a file that
+    ``load`` called corrupt (an object array); any axis outside -64..63 (numpy's limit on
+    dimensions) names no axis of any array. -64 and 63 are taken."""
+    for make in (nbbn.RunningStats, lambda a: nbbn.BatchNorm(3, channel_axis=a),
+                 lambda a: nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=a)):
+        with pytest.raises(ValueError, match=rf"channel_axis={axis} is no axis of any array: "
+                                             r"arrays have at most 64 dimensions"):
+            make(axis)
+    for ok in (-64, 63):
+        rs = nbbn.RunningStats(ok)
+        rs.save(tmp_path / "s.npz")
+        assert nbbn.RunningStats.load(tmp_path / "s.npz").channel_axis == ok
