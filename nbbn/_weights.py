@@ -20,7 +20,8 @@ WEIGHT_MAX = 2.0 ** 500
 and weights of 1e-305 one of 9e-23 come back 0 (the sums of ``w * d**2`` left float64)."""
 
 
-def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndarray:
+def check_sample_weight(sample_weight, nrows: int, channel_axis: int, given=None,
+                        ndim: int | None = None) -> np.ndarray:
     """``sample_weight`` as a float64 (N,) array, or an error saying what was expected.
 
     Parameters
@@ -32,6 +33,9 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
         The batch's length along axis 0.
     channel_axis : int
         The batch's channel axis, non-negative (it must not be axis 0).
+    given, ndim : optional
+        The ``channel_axis`` the caller gave (a dimension name, a negative axis) and the
+        batch's dimensions, for the error when the channel axis is axis 0.
 
     Returns
     -------
@@ -39,8 +43,15 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int) -> np.ndar
         float64, shape ``(nrows,)``, C-contiguous (a copy).
     """
     if channel_axis == 0:
-        raise ValueError("sample_weight weighs the rows along axis 0, so channel_axis must "
-                         "not be 0 (axis 0 is the channel axis here)")
+        said = "" if given is None or given == 0 else f" (channel_axis={given!r})"
+        fix = ("a 1-d batch is one row of channels: pass x[None] with one weight"
+               if ndim == 1 else
+               "transpose the batch to put its rows first (a DataArray: "
+               "da.transpose(rows_dim, channel_dim))" if isinstance(given, str) else
+               "the weighted rows must come first: pass np.moveaxis(x, 0, -1) with "
+               "channel_axis=-1 (x.T for a (C, N) batch)")
+        raise ValueError(f"sample_weight weighs the rows along axis 0, but axis 0 is the "
+                         f"channel axis here{said}; {fix}")
     check_no_mask(sample_weight, "sample_weight")
     w = np.asarray(host_values(sample_weight))
     if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.flat):

@@ -191,7 +191,8 @@ class RunningStats:
             if self.histogram is not None:
                 raise ValueError("sample_weight with statistics that keep a histogram: the "
                                  "histogram counts values, not weights")
-            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis)
+            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis,
+                                         self.channel_axis, inp.array.ndim)
             _check_weight_per_channel(weight, inp.size, inp.channels)
             inner = getattr(inp, "be", be)  # (an xarray DataArray's: of its data)
             if not (getattr(be, "WEIGHTS", True) and getattr(inner, "WEIGHTS", True)):
@@ -344,7 +345,7 @@ class RunningStats:
         self._check_channels(x.shape[1], "batch")
         weight = None
         if sample_weight is not None:
-            weight = check_sample_weight(sample_weight, x.shape[0], axis)
+            weight = check_sample_weight(sample_weight, x.shape[0], axis, self.channel_axis)
         if x.shape[0] == 0 or x.shape[1] == 0 or (weight is not None and not weight.any()):
             return self._keep_channels(x.shape[1], self._channel_coord)
         be = backends.resolve("cpu")

@@ -292,6 +292,22 @@ def test_state_survives_save_load_and_pickle(rng, tmp_path):
     assert "weight" not in plain.to_dict() and not plain.weighted  # unweighted format as before
 
 
+def test_weights_with_the_channel_axis_first_say_what_to_do():
+    """A DataArray with its channel dimension first, or a 1-d batch, was told "channel_axis
+    must not be 0", where the caller gave "band" or -1, with no word of the fix."""
+    xr = pytest.importorskip("xarray")
+    da = xr.DataArray(np.ones((3, 5)), dims=("band", "row"))
+    with pytest.raises(ValueError, match=r"axis 0 is the channel axis here \(channel_axis="
+                                         r"'band'\); transpose .*da\.transpose\("):
+        nbbn.RunningStats("band").update(da, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match=r"\(channel_axis=-1\); a 1-d batch is one row of "
+                                         r"channels: pass x\[None\] with one weight"):
+        nbbn.RunningStats(-1).update(np.ones(4), sample_weight=np.ones(4))
+    with pytest.raises(ValueError, match=r"\(channel_axis=-2\); the weighted rows must come "
+                                         r"first: pass np\.moveaxis\(x, 0, -1\)"):
+        nbbn.RunningStats(-2).update(np.ones((3, 4)), sample_weight=np.ones(3))
+
+
 @pytest.mark.parametrize(("weight", "axis", "exc", "match"), [
     (np.ones(9), -1, ValueError, r"shape \(10,\)"),
     (np.ones((10, 1)), -1, ValueError, r"shape \(10,\)"),
@@ -299,7 +315,7 @@ def test_state_survives_save_load_and_pickle(rng, tmp_path):
     (np.r_[np.ones(9), np.nan], -1, ValueError, "finite"),
     (np.r_[np.ones(9), np.inf], -1, ValueError, "finite"),
     (np.array(["a"] * 10), -1, TypeError, "real numbers"),
-    (np.ones(10), 0, ValueError, "channel_axis must not be 0"),
+    (np.ones(10), 0, ValueError, "but axis 0 is the channel axis here"),
     (np.full(10, 1e308), -1, ValueError, "between 2\\*\\*-500 and 2\\*\\*500"),
 ])
 def test_bad_weights_leave_the_state_unchanged(rng, weight, axis, exc, match):

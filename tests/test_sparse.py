@@ -432,7 +432,7 @@ def test_weight_and_histogram_errors(rng):
     s = sparse.csr_array(_data(rng, (10, 3), nan=0))
     with pytest.raises(ValueError, match=r"shape \(10,\)"):
         nbbn.RunningStats(-1).update(s, sample_weight=np.ones(9))
-    with pytest.raises(ValueError, match="channel_axis must not be 0"):
+    with pytest.raises(ValueError, match="but axis 0 is the channel axis here"):
         nbbn.RunningStats(0).update(s, sample_weight=np.ones(3))
     rs = nbbn.RunningStats(-1)
     rs.histogram = Histogram(np.zeros((3, 256), np.int64))
