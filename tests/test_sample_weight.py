@@ -800,3 +800,38 @@ def test_slabs_of_a_non_viewable_input_take_their_own_rows_weights(rng, monkeypa
     assert_close(rs.count, wsum, rtol=1e-14, name="weight sum")
     assert_close(rs.mean, mean, rtol=1e-14, atol=1e-14 * np.sqrt(var), name="mean")
     assert_close(rs.var, var, rtol=1e-12, name="var")
+
+
+@pytest.mark.parametrize("route", ["dense", "csc", "parts", "blocks"])
+def test_weights_spanning_hundreds_of_decades_keep_the_variance(route):
+    """The shift was each channel's first value in a row of nonzero weight: a first
+    value of tiny weight far from the mean (1.8e92 weighted 8.6e-137 beside -5.6e32
+    weighted 8e59) put the first mean further off than the values' spread, and M2
+    cancelled to 0 (a variance of 47.9 read as 0; 29 of 400 random channels of values
+    10^+-100 and weights 2^+-500 far off). Now the shift is a value of the largest
+    weight (dense, CSC) or one outweighing all before it (CSR partitions, blocks)."""
+    from fractions import Fraction
+
+    from nbbn.backends import cpu_sparse
+
+    def exact(x, w):
+        tw = sum(Fraction(v) for v in w)
+        m = sum(Fraction(a) * Fraction(b) for a, b in zip(x, w, strict=True)) / tw
+        return float(sum(Fraction(b) * (Fraction(a) - m) ** 2
+                         for a, b in zip(x, w, strict=True)) / tw)
+
+    rng = np.random.default_rng(7)
+    cols = [np.array([1.84185763e+92, 6.87880394e-06, -5.61409562e+32])]
+    weights = [np.array([8.59888142e-137, 1.22070312e-04, 8.03469022e+59])]
+    for _ in range(60):
+        cols.append(rng.choice([-1.0, 1.0], 6) * 10.0 ** rng.uniform(-60, 60, 6))
+        weights.append(2.0 ** rng.uniform(-200, 200, 6))
+    for x, w in zip(cols, weights, strict=True):
+        x2 = np.column_stack([x, np.arange(x.size, dtype=float)])
+        if route == "dense":
+            var = nbbn.RunningStats(-1).update(x2, sample_weight=w).var
+        else:
+            sparse = pytest.importorskip("scipy.sparse")
+            st = cpu_sparse.reduce(sparse.csr_array(x2), 0, w.copy(), route=route)
+            var = st.m2 / st.weight
+        np.testing.assert_allclose(var[0], exact(x, w), rtol=1e-9)

@@ -155,6 +155,8 @@ def _csc_columns(indptr, indices, data, w, policy, integral, total_hi, total_lo,
             wl = 0.0
             shift = 0.0
             s1 = 0.0
+            ws = 0.0  # (WEIGHTED: the weight summed into s1, and the shift's)
+            wbest = 0.0
             mn = np.inf
             mx = -np.inf
             for k in range(k0, k1):
@@ -168,6 +170,13 @@ def _csc_columns(indptr, indices, data, w, policy, integral, total_hi, total_lo,
                 if math.isfinite(v):
                     if nfin == 0:
                         shift = v  # (an infinity before it is infinite after any shift)
+                        wbest = wr
+                    elif WEIGHTED and wr > wbest and math.isfinite(s1):
+                        # the shift moves to the entry of the largest weight, as the
+                        # dense kernels' (cpu_weighted._first_finite): s1 rebased
+                        s1 += ws * (shift - v)
+                        shift = v
+                        wbest = wr
                     nfin += 1
                 elif math.isnan(v):
                     nnan += 1
@@ -180,6 +189,7 @@ def _csc_columns(indptr, indices, data, w, policy, integral, total_hi, total_lo,
                 if WEIGHTED:
                     wh, e = two_sum(wh, wr)
                     wl += e
+                    ws += wr
                 s1 += wr * (v - shift)
                 mn = min(mn, v)  # (v is not NaN: no need for merge_min's test)
                 mx = max(mx, v)
@@ -298,6 +308,15 @@ def _first_pass(recs, p, c, v, wr, weighted):  # pragma: no cover - compiled
         fin = recs[p, c, FIN]
         if fin == 0.0:
             recs[p, c, SHIFT1] = v
+        elif weighted:
+            # the shift moves to an entry that outweighs all before it together (S1
+            # rebased; line A holds no room for the largest weight): a first entry of
+            # tiny weight far from the mean (1e92 weighted 1e-136 beside -5.6e32
+            # weighted 8e59) made M2 cancel to 0 (cpu_weighted._first_finite)
+            before = (recs[p, c, SW_HI] - wr) + recs[p, c, SW_LO] - recs[p, c, NAN_W]
+            if wr > before and math.isfinite(recs[p, c, S1]):
+                recs[p, c, S1] += before * (recs[p, c, SHIFT1] - v)
+                recs[p, c, SHIFT1] = v
         recs[p, c, FIN] = fin + 1.0
     elif math.isnan(v):
         recs[p, c, NANS] += 1.0

@@ -4,7 +4,8 @@ merge of weighted states, on the CPU.
 The unweighted kernels (``cpu_stats``) are untouched; a weighted batch is reduced here
 and its statistics carry a float64 weight sum per channel (``BatchStats.weight``).
 The numerics are those of the rest of nbbn: each channel is reduced in two passes
-around a shift (its first finite value), so no sum of raw values is formed:
+around a shift (its first finite value in the rows of the largest weight:
+:func:`_first_finite`), so no sum of raw values is formed:
 
 1. ``W = sum w``, ``S = sum w (x - s)``, ``delta = S / W``, and the first mean
    ``m = s + delta`` as a double-double ``hi + lo`` (:func:`recentre`);
@@ -258,28 +259,46 @@ def _scaled_means(x, w, rpw, redo, wsum, shift, delta):  # pragma: no cover - co
 
 @numba.njit(fastmath=False)
 def _first_finite(x, w, rpw):  # pragma: no cover - compiled
-    """Each channel's shift: its first finite value in a row of nonzero weight (0 where
-    it has none), in row order."""
+    """Each channel's shift: its first finite value in the rows of the largest weight
+    (the first such weight), else its first finite value in a row of nonzero weight, in
+    row order (0 where it has none). The largest weight ``w_k`` bounds ``(x_k - mean)^2``
+    by the variance times ``W / w_k``, at most ``n`` times it, as for unweighted data;
+    a first value of tiny weight far from the mean (1e92 weighted 1e-136 beside -5.6e32
+    weighted 8e59, of variance 47.9) put the first mean further off than the values'
+    spread, and ``M2 = Q - E^2 / W`` cancelled to 0."""
     no, nchan, length = x.shape
     shift = np.zeros(nchan)
     have = np.zeros(nchan, np.bool_)
     found = 0
+    nw = min(w.shape[0], (no + rpw - 1) // rpw)
+    if nw == 0:
+        return shift
+    k = np.argmax(w[:nw])
+    for o in range(k * rpw, min((k + 1) * rpw, no)):
+        found = _take_finite(x, o, shift, have, found)
     for o in range(no):
         if found == nchan:
             break
-        if w[o // rpw] == 0.0:
-            continue
-        for c in range(nchan):
-            if have[c]:
-                continue
-            for i in range(length):
-                v = numba.float64(x[o, c, i])
-                if math.isfinite(v):
-                    shift[c] = v
-                    have[c] = True
-                    found += 1
-                    break
+        if w[o // rpw] != 0.0:
+            found = _take_finite(x, o, shift, have, found)
     return shift
+
+
+@numba.njit(fastmath=False)
+def _take_finite(x, o, shift, have, found):  # pragma: no cover - compiled
+    """:func:`_first_finite`'s step: each channel without a shift yet takes its first
+    finite value in row ``o``; the number of channels with one."""
+    for c in range(x.shape[1]):
+        if have[c]:
+            continue
+        for i in range(x.shape[2]):
+            v = numba.float64(x[o, c, i])
+            if math.isfinite(v):
+                shift[c] = v
+                have[c] = True
+                found += 1
+                break
+    return found
 
 
 @numba.njit(fastmath=False)
