@@ -101,9 +101,13 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     dtype = np.dtype(dtype)
     if dtype == np.float64:
         return _steps(g, x, aff.mean, None, aff.scale, aff.bias, cshape, dtype)
+    # A channel of scale 0 (weight 0) maps to its bias through ``Add``; its shift is
+    # ``mean * 0``: 0, or NaN for a NaN mean, whose outputs nbbn's ``(x - mean) * 0 + bias``
+    # gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN (``inf * 0``).
     zero = aff.scale == 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        shift = np.where(zero, 0.0, aff.mean - aff.bias / np.where(zero, 1.0, aff.scale))
+        shift = np.where(zero, aff.mean * 0.0,
+                         aff.mean - aff.bias / np.where(zero, 1.0, aff.scale))
     check_range(aff, dtype, ("scale",), **{"mean - bias / scale": shift})
     hi = shift.astype(dtype).astype(np.float64)
     lo = shift - hi  # exact in float64: hi is shift rounded to fewer bits

@@ -538,3 +538,29 @@ def test_nan_statistics_export_as_nan(dtype):
             np.testing.assert_allclose(got[~nan], want[~nan], rtol=tol, atol=tol)
     with pytest.raises(ValueError, match=r"mean to export is infinite in channels \[1\]"):
         nbbn_onnx.to_onnx(nbbn.Normalizer([0.0, np.inf], [1.0, 1.0]), ndim=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_zero_weight_channel_keeps_nan_and_infinite_inputs(dtype):
+    """A channel of weight 0 is ``(x - mean) * 0 + bias`` in nbbn: NaN for a NaN mean
+    (and a NaN var, which comes with one) and for an infinite input, the bias otherwise.
+    The float32 exact graph gave the bias for a NaN mean (its shift was set to 0 where
+    the scale is 0); each form and dtype now gives what ``norm(x)`` gives, and so does a
+    BatchNorm with such running statistics."""
+    norm = nbbn.Normalizer([np.nan, np.nan, 1.0, 3.0], [1.0, np.nan, 1.0, 4.0],
+                           weight=[0.0, 0.0, 0.0, 1.0], bias=[2.0, 2.0, 5.0, 0.0],
+                           eps=0.0, channel_axis=-1)
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [np.inf, 0.0, -np.inf, 3.0],
+                  [np.nan, 7.0, 2.0, np.inf]], dtype)
+    want = norm(x)
+    assert np.isnan(want[:, :2]).all() and np.isnan(want[1, 2])
+    assert want[0, 2] == want[2, 2] == 5
+    bn = nbbn.BatchNorm(4, channel_axis=-1, eps=0.0)
+    bn.running_mean = norm.mean
+    bn.running_var = norm.var
+    bn.weight[:] = norm.weight
+    bn.bias[:] = norm.bias
+    for obj in (norm, bn.eval()):
+        for form in nbbn_onnx.FORMS:
+            got = run(nbbn_onnx.to_onnx(obj, ndim=2, dtype=dtype, form=form), x)
+            np.testing.assert_array_equal(got, want, err_msg=f"{type(obj).__name__} {form}")
