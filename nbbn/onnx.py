@@ -102,6 +102,25 @@ def _check_args(dtype, opset, form) -> tuple[np.dtype, int]:
     return dt, opset
 
 
+def _default_ndim(obj, axis: int) -> int:
+    """The input rank when ``ndim`` is not given: 4 for a Normalizer or BatchNorm
+    (images), 2 for a scaler whose features are axis 1 of 2-d data. A scaler fitted
+    with another ``channel_axis`` was fitted on N-d data whose rank it does not record
+    (``n_features_in_`` is the channel count; ``partial_fit`` takes batches of any
+    rank): ValueError naming ``ndim`` (ndim=2 put the features of channel_axis=-2 on
+    axis 0, the samples axis, silently, and refused channel_axis=2 as out of range)."""
+    if isinstance(obj, (BatchNorm, Normalizer)):
+        return 4
+    if axis in (0, 1, -1):  # (0: an axis given as channel_axis=0, the same at any rank)
+        return 2
+    raise ValueError(
+        f"the {type(obj).__name__}'s features are on channel_axis={axis}, not axis 1 of "
+        "2-d input (to_onnx's default ndim=2 for a scaler), and a scaler does not record the "
+        "rank of the data it was fitted on: pass ndim, the rank of the model's input "
+        f"(at least {axis + 1 if axis >= 0 else 1 - axis} for channel_axis={axis}, "
+        "axis 0 being the samples)")
+
+
 # ---------------------------------------------------------------- layouts
 def _batchnorm_graph(g: Graph, x: str, aff: Affine, p: int, ndim: int,
                      param_dtype: np.dtype) -> str:
@@ -134,8 +153,10 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
         without one).
     ndim : int, optional
         The input's rank (default: 2 for a scaler, 4 for a Normalizer or BatchNorm:
-        images, (N, C, H, W) or (N, H, W, C)). The sizes of every axis but the channel
-        axis are dynamic; the runtime checks the channel count.
+        images, (N, C, H, W) or (N, H, W, C)); required for a scaler whose features are
+        not axis 1 or -1 (it does not record the rank of the data it was fitted on). The
+        sizes of every axis but the channel axis are dynamic; the runtime checks the
+        channel count.
     dtype : {float32, float16, float64}, default float32
         The model's input and output type. A float16 model computes in float32 inside
         (``Cast`` in and out; ``form="batchnorm"``: a float16 BatchNormalization with
@@ -180,14 +201,23 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
     if isinstance(axis, str):
         raise TypeError(f"the {type(obj).__name__}'s channel_axis is the dimension name "
                         f"{axis!r}: an ONNX graph needs the axis number (pass channel_axis=N)")
+    default = ndim is None
     if ndim is None:
-        ndim = 4 if isinstance(obj, (BatchNorm, Normalizer)) else 2
+        ndim = _default_ndim(obj, axis)
     if isinstance(ndim, bool) or not isinstance(ndim, (int, np.integer)):
         raise TypeError(f"ndim must be a positive int, got {type(ndim).__name__} {ndim!r}")
     if ndim < 1:
         raise ValueError(f"ndim must be a positive int, got {ndim!r}")
     ndim = int(ndim)
-    p = normalize_axis(axis, ndim)
+    try:
+        p = normalize_axis(axis, ndim)
+    except ValueError as e:
+        if not default:
+            raise
+        least = axis + 1 if axis >= 0 else -axis
+        raise ValueError(f"{e}; ndim={ndim} is to_onnx's default for a "
+                         f"{type(obj).__name__}: pass ndim, the rank of the model's input "
+                         f"(at least {least} for channel_axis={axis})") from None
     g = Graph(counter())
     g.fresh("x")  # the names of the input and output are taken
     g.fresh("y")

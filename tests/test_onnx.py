@@ -564,3 +564,26 @@ def test_zero_weight_channel_keeps_nan_and_infinite_inputs(dtype):
         for form in nbbn_onnx.FORMS:
             got = run(nbbn_onnx.to_onnx(obj, ndim=2, dtype=dtype, form=form), x)
             np.testing.assert_array_equal(got, want, err_msg=f"{type(obj).__name__} {form}")
+
+
+def test_default_ndim_of_an_nd_scaler_is_refused_naming_ndim():
+    """A scaler fitted with its features on axis -2 or 2 of N-d data does not record the
+    data's rank: the default ndim=2 put channel_axis=-2 on axis 0 (the samples axis) in
+    silence, and refused channel_axis=2 without naming ndim. Both now ask for ``ndim``,
+    and the model with it gives ``transform``'s numbers; a Normalizer's axis beyond the
+    default ndim=4 names ndim too."""
+    from nbbn.sklearn import StandardScaler
+
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(10, 3, 5)) * [[1.0], [10.0], [100.0]] + [[0.0], [50.0], [-7.0]]
+    for axis, data in ((-2, x), (2, x.transpose(0, 2, 1))):
+        sc = StandardScaler(channel_axis=axis).fit(data)
+        with pytest.raises(ValueError, match=rf"channel_axis={axis}, not axis 1 of 2-d input "
+                           r"\(to_onnx's default ndim=2.*pass ndim.*at least 3"):
+            nbbn_onnx.to_onnx(sc)
+        model = nbbn_onnx.to_onnx(sc, ndim=3)
+        got = run(model, data.astype(np.float32))
+        np.testing.assert_allclose(got, sc.transform(data), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="ndim=4 is to_onnx's default for a Normalizer: "
+                       "pass ndim.*at least 5"):
+        nbbn_onnx.to_onnx(nbbn.Normalizer([0.0], [1.0], channel_axis=4))
