@@ -47,9 +47,12 @@ def affine_of(obj) -> tuple[Affine, int | str]:
         if obj.training:
             raise ValueError("the BatchNorm is in training mode, whose output uses each "
                              "batch's statistics; call .eval() before exporting it")
-        if not obj.track_running_stats:
-            raise ValueError("the BatchNorm has track_running_stats=False: in eval mode it "
-                             "uses each batch's statistics, which a fixed graph cannot hold")
+        # (eval mode reads the running buffers whenever they exist, as torch: a module
+        # whose track_running_stats was set to False after training has them)
+        if obj.running_mean is None:
+            raise ValueError("the BatchNorm was built with track_running_stats=False and "
+                             "has no running statistics: in eval mode it uses each batch's "
+                             "statistics, which a fixed graph cannot hold")
         obj = obj.to_normalizer()
     if isinstance(obj, Normalizer):
         aff = Affine(obj.mean.copy(), obj.scale.copy(), obj.bias.copy())

@@ -587,3 +587,34 @@ def test_default_ndim_of_an_nd_scaler_is_refused_naming_ndim():
     with pytest.raises(ValueError, match="ndim=4 is to_onnx's default for a Normalizer: "
                        "pass ndim.*at least 5"):
         nbbn_onnx.to_onnx(nbbn.Normalizer([0.0], [1.0], channel_axis=4))
+
+
+def test_batchnorm_with_tracking_turned_off_after_training_exports_its_buffers():
+    """``track_running_stats=False`` set after training only stops the updates: eval mode
+    reads the running buffers (nbbn as torch), so the module exports them; it was refused
+    as if it had none. A module built without them is still refused, unchanged."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(17)
+    tm = torch.nn.BatchNorm2d(3, eps=1e-3, dtype=torch.float64)
+    with torch.no_grad():
+        tm.weight.copy_(torch.tensor([0.5, -2.0, 1.5]))
+        tm.bias.copy_(torch.tensor([1.0, 0.0, -3.0]))
+    x = rng.normal(5.0, 2.0, (8, 3, 4, 4))
+    tm(torch.from_numpy(x))  # (a training step: running statistics)
+    tm.track_running_stats = False
+    tm.eval()
+    bn = nbbn.BatchNorm.from_torch(tm)
+    assert not bn.track_running_stats and not bn.training
+    data = rng.normal(5.0, 2.0, (2, 3, 4, 4))
+    with torch.no_grad():
+        want = tm(torch.from_numpy(data)).numpy()
+    np.testing.assert_allclose(bn(data), want, rtol=1e-12, atol=1e-12)
+    got = run(nbbn_onnx.to_onnx(bn, dtype=np.float64), data)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    state = bn.state_dict(tensors=False)
+    np.testing.assert_allclose(run(nbbn_onnx.to_onnx(bn), data.astype(np.float32)), want,
+                               rtol=1e-5, atol=1e-5)
+    assert all(np.array_equal(v, bn.state_dict(tensors=False)[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match="built with track_running_stats=False and has no "
+                       "running statistics"):
+        nbbn_onnx.to_onnx(nbbn.BatchNorm(3, track_running_stats=False).eval())
