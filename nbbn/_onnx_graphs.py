@@ -3,7 +3,8 @@ of nodes and constants (numpy only; :mod:`nbbn.onnx` turns them into an ``onnx.G
 and the skl2onnx converter into its container's nodes).
 
 ``exact`` is the graph of ``to_onnx(form="exact")``: the bias is folded into the mean in
-float64 (``shift = mean - bias / scale``), the shift is split into float32 ``hi + lo``
+float64 (``shift = mean - bias / scale``; an ``Add`` of the bias instead in a channel of
+scale 0 or whose shift is beyond float32), the shift is split into float32 ``hi + lo``
 (``hi = float32(shift)``, ``lo = float32(shift - hi)``), and the graph is ``Sub(x, hi)``,
 ``Sub(., lo)``, ``Mul(., float32(scale))``. Near the mean ``x - hi`` is exact (Sterbenz),
 and the remaining three roundings keep the result within about 2 float32 ulp of the
@@ -101,17 +102,22 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     dtype = np.dtype(dtype)
     if dtype == np.float64:
         return _steps(g, x, aff.mean, None, aff.scale, aff.bias, cshape, dtype)
-    # A channel of scale 0 (weight 0) maps to its bias through ``Add``; its shift is
-    # ``mean * 0``: 0, or NaN for a NaN mean, whose outputs nbbn's ``(x - mean) * 0 + bias``
-    # gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN (``inf * 0``).
+    # The bias is kept apart (its own ``Add``) in a channel whose folded shift is beyond
+    # ``dtype``'s range (a bias far above its scale: bias 1 at weight 1e-39, whose map
+    # is finite; it was refused), and in a channel of scale 0 (weight 0), whose shift is
+    # ``mean * 0``: 0, or NaN for a NaN mean, whose outputs nbbn's ``(x - mean) * 0 +
+    # bias`` gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN
+    # (``inf * 0``).
     zero = aff.scale == 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        shift = np.where(zero, aff.mean * 0.0,
-                         aff.mean - aff.bias / np.where(zero, 1.0, aff.scale))
-    check_range(aff, dtype, ("scale",), **{"mean - bias / scale": shift})
+        folded = aff.mean - aff.bias / np.where(zero, 1.0, aff.scale)
+    apart = zero | (np.abs(folded) > float(np.finfo(dtype).max))
+    shift = np.where(zero, aff.mean * 0.0, np.where(apart, aff.mean, folded))
+    bias = np.where(apart, aff.bias, 0.0)
+    check_range(aff, dtype, ("scale",), mean=shift, bias=bias)
     hi = shift.astype(dtype).astype(np.float64)
     lo = shift - hi  # exact in float64: hi is shift rounded to fewer bits
-    return _steps(g, x, hi, lo, aff.scale, np.where(zero, aff.bias, 0.0), cshape, dtype)
+    return _steps(g, x, hi, lo, aff.scale, bias, cshape, dtype)
 
 
 def _steps(g: Graph, x: str, hi: np.ndarray, lo: np.ndarray | None, scale: np.ndarray,

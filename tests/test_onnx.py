@@ -618,3 +618,45 @@ def test_batchnorm_with_tracking_turned_off_after_training_exports_its_buffers()
     with pytest.raises(ValueError, match="built with track_running_stats=False and has no "
                        "running statistics"):
         nbbn_onnx.to_onnx(nbbn.BatchNorm(3, track_running_stats=False).eval())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_bias_kept_apart_where_folding_overflows(dtype):
+    """A bias far above its channel's scale (bias 1 at weight 1e-39) folds into a shift
+    ``mean - bias / scale`` beyond float32, which was refused though the map is finite
+    (and form="batchnorm" exported it): that channel keeps mean and bias apart (an
+    ``Add``) and the others stay folded, within the exact form's bound. A mean beyond
+    float32 in such a channel is still refused, naming the mean."""
+    mean = np.array([0.0, 1e4 + 0.1, -2e6, 5.0])
+    weight = np.array([1e-39, 0.5, 1e-30, 1.0])
+    bias = np.array([1.0, 3.0, -3.5e8, 0.0])
+    var = np.array([1.0, 4.0, 1.0, 9.0])
+    norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
+    rng = np.random.default_rng(18)
+    x = np.stack([rng.normal(0.0, 1.0, 64), rng.normal(1e4, 2.0, 64),
+                  rng.normal(0.0, 1e37, 64), rng.normal(5.0, 3.0, 64)], axis=1)
+    x[0, 2] = 3e38  # (x - mean) * scale of the size of the bias: they cancel
+    if dtype == np.float16:
+        x = np.stack([rng.normal(0.0, 1.0, 64), rng.normal(1e4, 2.0, 64),
+                      rng.normal(0.0, 1e4, 64), rng.normal(5.0, 3.0, 64)], axis=1)
+    x = x.astype(dtype)
+    ref = reference(x, mean, var, 0.0, weight, bias, -1)
+    unbiased = reference(x, mean, var, 0.0, weight, np.zeros(4), -1)
+    model = nbbn_onnx.to_onnx(norm, ndim=2, dtype=dtype)
+    assert [n.op_type for n in model.graph.node if n.op_type != "Cast"] == \
+        ["Sub", "Sub", "Mul", "Add"]
+    bias_const = next(i for i in model.graph.initializer if i.name == "bias")
+    assert np.array_equal(onnx.numpy_helper.to_array(bias_const).ravel() != 0,
+                          [True, False, True, False])  # (only the unfoldable channels)
+    y = run(model, x)
+    if dtype == np.float16:
+        np.testing.assert_allclose(y, norm(x), rtol=1e-3, atol=1e-3)  # (-3.5e8: -inf)
+    else:
+        assert ulps(y, ref, unbiased=unbiased) <= EXACT_BOUND
+    y64 = run(nbbn_onnx.to_onnx(norm, ndim=2, dtype=np.float64), x.astype(np.float64))
+    np.testing.assert_allclose(y64, ref, rtol=1e-12)
+    big = nbbn.Normalizer([1e39], [1.0], eps=0.0, weight=[1e-39], bias=[-1.0],
+                          channel_axis=-1)
+    with pytest.raises(ValueError, match=r"the mean to export is beyond float32's range "
+                       r"in channels \[0\]"):
+        nbbn_onnx.to_onnx(big, ndim=2, dtype=dtype)
