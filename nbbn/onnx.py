@@ -322,7 +322,8 @@ def register_skl2onnx(estimator: type | None = None) -> None:
         The estimator class to register (default ``nbbn.sklearn.StandardScaler``); any
         transformer class (with a ``transform`` method) with fitted ``mean_``,
         ``scale_``, ``with_mean``, ``with_std`` and ``n_features_in_`` attributes
-        converts the same way. Registering
+        converts the same way (a class without ``with_mean`` and ``with_std``, as
+        parameters or class attributes, is refused: TypeError). Registering
         scikit-learn's own ``StandardScaler`` replaces skl2onnx's converter for it in
         this process (with its options, such as ``div``).
 
@@ -341,9 +342,40 @@ def register_skl2onnx(estimator: type | None = None) -> None:
     if not isinstance(estimator, type):
         raise TypeError("register_skl2onnx takes the estimator's class (e.g. "
                         f"StandardScaler), got an instance of {type(estimator).__name__}")
+    _check_scaler_class(estimator)
     skl2onnx.update_registered_converter(
         estimator, f"Nbbn{estimator.__name__}", calculate_sklearn_scaler_output_shapes,
         _convert)
+
+
+def _check_scaler_class(estimator: type) -> None:
+    """TypeError unless ``estimator`` is a StandardScaler class (nbbn's or
+    scikit-learn's, or a subclass) or another transformer with ``with_mean`` and
+    ``with_std`` (parameters of its ``__init__``, as scikit-learn's estimators take
+    them, or class attributes): another scaler (``RobustScaler``: ``center_``,
+    ``with_centering``) was registered, and then every conversion of it failed in
+    :func:`affine_of`, far from the call that caused it."""
+    import inspect
+
+    from sklearn.preprocessing import StandardScaler as SklearnScaler
+
+    from .sklearn import StandardScaler
+
+    if issubclass(estimator, (StandardScaler, SklearnScaler)):
+        return
+    try:
+        params = set(inspect.signature(estimator.__init__).parameters)
+    except (TypeError, ValueError):  # (no signature: a builtin's)
+        params = set()
+    missing = [a for a in ("with_mean", "with_std") if a not in params
+               and not hasattr(estimator, a)]
+    if missing or not callable(getattr(estimator, "transform", None)):
+        lacks = ", ".join(missing) if missing else "transform"
+        raise TypeError(
+            "register_skl2onnx takes a StandardScaler class (nbbn.sklearn's or "
+            "scikit-learn's) or another transformer with with_mean and with_std whose fit "
+            f"sets mean_, scale_ and n_features_in_; got {estimator.__name__}, without "
+            f"{lacks}: nothing was registered")
 
 
 def _not_fitted(message: str) -> ValueError:

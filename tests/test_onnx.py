@@ -660,3 +660,40 @@ def test_bias_kept_apart_where_folding_overflows(dtype):
     with pytest.raises(ValueError, match=r"the mean to export is beyond float32's range "
                        r"in channels \[0\]"):
         nbbn_onnx.to_onnx(big, ndim=2, dtype=dtype)
+
+
+def test_register_skl2onnx_refuses_another_scaler():
+    """A class without ``with_mean`` and ``with_std`` (RobustScaler) was registered, and
+    every conversion of it then failed in ``affine_of``: it is refused at registration,
+    saying what is taken, and nothing is registered; a StandardScaler subclass and a
+    duck-typed transformer with those parameters are taken."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from skl2onnx.common._registration import _converter_pool
+    from sklearn.preprocessing import RobustScaler, StandardScaler
+
+    before = _converter_pool.get(skl2onnx.get_model_alias(RobustScaler))
+    with pytest.raises(TypeError, match="takes a StandardScaler class .* got RobustScaler, "
+                       "without with_mean, with_std: nothing was registered"):
+        nbbn_onnx.register_skl2onnx(RobustScaler)
+    assert _converter_pool.get(skl2onnx.get_model_alias(RobustScaler)) is before
+    x = np.random.default_rng(19).normal(size=(20, 3)).astype(np.float32)
+    model = skl2onnx.to_onnx(RobustScaler().fit(x), x[:1])  # (skl2onnx's own converter)
+    assert model.graph.node
+
+    class Scaled(StandardScaler):
+        pass
+
+    class Duck:
+        def __init__(self, with_mean=True, with_std=True):
+            self.with_mean, self.with_std = with_mean, with_std
+
+        def transform(self, x):
+            return x
+
+    for cls in (Scaled, Duck):
+        nbbn_onnx.register_skl2onnx(cls)
+    sc = Scaled().fit(x)
+    sess = ort.InferenceSession(skl2onnx.to_onnx(sc, x[:1]).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(y, sc.transform(x), rtol=1e-5, atol=1e-5)
