@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from ._layout import check_axis, normalize_axis
 from ._onnx_graphs import Affine, Graph, batchnorm, check_range, counter, exact
 from ._shards_zarr_h5 import import_extra
@@ -251,6 +252,7 @@ def to_onnx(obj, *, channel_axis: int | None = None, ndim: int | None = None,
     )
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="nbbn",
+                              producer_version=__version__,
                               doc_string=f"nbbn.onnx.to_onnx(form={form!r}) of {obj!r}")
     model.ir_version = helper.find_min_ir_version_for(opsets)
     onnx.checker.check_model(model)

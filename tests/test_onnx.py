@@ -332,6 +332,7 @@ def test_default_axes_of_a_scaler_and_a_named_axis():
     assert dims[2].dim_value == 3 and not dims[1].dim_value
     x = sample(rng, mean, var, (4, 5, 3), -1)
     assert ulps(run(model, x), (x.astype(np.float64) - sc.mean_) / sc.scale_) <= EXACT_BOUND
+    assert (model.producer_name, model.producer_version) == ("nbbn", nbbn.__version__)
     named = nbbn.Normalizer(mean, var, eps=0.0, channel_axis="c")
     with pytest.raises(TypeError, match="dimension name 'c': an ONNX graph needs the axis"):
         nbbn_onnx.to_onnx(named)
