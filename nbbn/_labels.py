@@ -95,13 +95,25 @@ def check_columns(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None,
 
 
 def check_coords(mine, theirs, what: str, whose: str = "the statistics",
-                 unchanged: bool = True) -> None:
+                 unchanged: bool = True, dims=None) -> None:
     """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)
     labels the channels of the same dimension otherwise than ``mine``: statistics are
     merged, and a normalizer applied, by position, which would mix channels of
     different labels. ``unchanged``: the message says that nothing was changed (not
-    so in the middle of a fit)."""
-    if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
+    so in the middle of a fit). ``dims``: the DataArray's dimensions; one that holds
+    ``mine``'s dimension on another axis than its channel axis (a transposed DataArray,
+    read along the wrong dimension in silence when the two had one size) is refused.
+    Another dimension absent from it is counted by position (a decision: a renamed
+    dimension)."""
+    if mine is None or theirs is None:
+        return
+    if dims is not None and mine[0] != theirs[0] and mine[0] in tuple(dims):
+        raise ValueError(
+            f"{what}'s channel axis is its dimension {theirs[0]!r}, but {whose} count the "
+            f"channels of dimension {mine[0]!r}, which it holds on another axis (a "
+            f"transposed DataArray?): pass channel_axis={mine[0]!r} to select it by name, "
+            "or transpose it back." + (" Nothing was changed." if unchanged else ""))
+    if mine[1] is None or theirs[1] is None:
         return
     if mine[0] == theirs[0] and not same_labels(mine[1], theirs[1]):
         raise ValueError(

@@ -243,7 +243,7 @@ class Normalizer:
         be = backends.resolve(self.backend, x)
         inp = be.prepare(x, self.channel_axis, what)
         check_coords(self._channel_coord, getattr(inp, "channel_coord", None), what,
-                     "the normalizer's statistics")
+                     "the normalizer's statistics", dims=getattr(x, "dims", None))
         if inp.channels != self.num_channels:
             raise ValueError(
                 f"{what} has {inp.channels} channels along channel_axis={self.channel_axis}, "

@@ -856,7 +856,8 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
     try:
         # a DataArray's channel labels against the statistics' (as the normalizer checks
         # a DataArray batch: the batches here are its numpy rows)
-        check_coords(norm._channel_coord, getattr(src, "channel_coord", None), src.description)
+        check_coords(norm._channel_coord, getattr(src, "channel_coord", None), src.description,
+                     dims=getattr(source, "dims", None))
         sparse = [s.name for s in src.shards if isinstance(s, SparseNpzShard)]
         if sparse:
             raise ValueError(f"{sparse[0]} is a scipy sparse matrix: nbbn transform writes "

@@ -185,7 +185,8 @@ class RunningStats:
         self._check_channels(inp.channels, "batch")
         # (again under the lock; here first, so that a DataArray of other labels is
         # refused before its data is read: a dask-backed one was computed whole)
-        check_coords(self._channel_coord, getattr(inp, "channel_coord", None), "the batch")
+        check_coords(self._channel_coord, getattr(inp, "channel_coord", None), "the batch",
+                     dims=getattr(batch, "dims", None))
         weight = None
         if sample_weight is not None:
             if self.histogram is not None:

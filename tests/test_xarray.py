@@ -243,6 +243,32 @@ def test_labels_of_another_dimension_are_not_compared(rng):
     np.testing.assert_array_equal(norm(other).values, norm(x).values)
 
 
+def test_a_transposed_dataarray_is_refused_not_read_along_another_dimension(rng, tmp_path):
+    """Statistics of dimension "c" applied (or updated) with an integer channel axis to
+    a DataArray transposed so that axis holds "t", of the same size: read along "t" in
+    silence (outputs of 218 where about 2.5 was right). The dimension it holds
+    elsewhere is named; by name (channel_axis="c") it is read right."""
+    x = xr.DataArray(rng.standard_normal((10, 3, 3)) + np.array([0, 100, 200])[:, None],
+                     dims=("n", "c", "t"), coords={"c": ["r", "g", "b"],
+                                                   "t": ["x", "y", "z"]})
+    rs = nbbn.RunningStats(1).update(x)
+    norm = rs.to_normalizer()
+    moved = x.transpose("n", "t", "c")
+    why = (r"channel axis is its dimension 't', but .* count the channels of dimension "
+           r"'c', which it holds on another axis .*pass channel_axis='c'")
+    before = rs.count.tolist()
+    with pytest.raises(ValueError, match=why):
+        rs.update(moved)
+    assert rs.count.tolist() == before
+    with pytest.raises(ValueError, match=why):
+        norm(moved)
+    with pytest.raises(ValueError, match=why):
+        nbbn.transform(moved, rs, np.empty(moved.shape), progress=False)
+    norm.channel_axis = "c"
+    np.testing.assert_allclose(norm(moved)
+                               .transpose("n", "c", "t").values, norm(x).values)
+
+
 def test_a_batch_without_labels_keeps_the_statistics_labels(rng):
     """The first labels stay: a batch with none (or, with an integer channel axis,
     labels of another dimension), or statistics merged in without labels, replaced
