@@ -125,13 +125,18 @@ class NormalizerModule(torch.nn.Module):
 
 def _check_range(dtype: torch.dtype, arrays: dict[str, np.ndarray], *,
                  where: str = "channels",
-                 advice: str = "use a wider dtype (torch.float32 or torch.float64)") -> None:
-    """ValueError when a number is beyond ``dtype``'s range (an infinity in the buffer:
-    NaN outputs where nbbn's are finite); an array of more than one axis is reported
-    by its first axis (a layer's weight: by output channel)."""
+                 advice: str | None = None) -> None:
+    """ValueError when a finite number is beyond ``dtype``'s range (an infinity in the
+    buffer: NaN outputs where nbbn's are finite); an array of more than one axis is
+    reported by its first axis (a layer's weight: by output channel). An infinity given
+    stays one (a channel of infinite values: nbbn's outputs are not finite either; it
+    was refused with the advice to use the dtype asked for)."""
     top = float(torch.finfo(dtype).max)
+    if advice is None:  # (it said "torch.float32 or torch.float64" to a float32 module)
+        wider = [str(t) for t in (torch.float32, torch.float64) if torch.finfo(t).max > top]
+        advice = f"use a wider dtype ({' or '.join(wider)})"
     for name, v in arrays.items():
-        big = np.abs(v) > top
+        big = np.isfinite(v) & (np.abs(v) > top)
         if big.ndim > 1:
             big = big.reshape(len(big), -1).any(axis=1)
         if big.any():
@@ -143,7 +148,9 @@ def _split(mean64: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
     """A float64 mean as ``dtype``'s rounding and the rest (``mean``, ``mean_lo``): CPU
     tensors, each rounded once."""
     hi = rounded_once(mean64, dtype)
-    return hi, rounded_once(mean64 - hi.double().numpy(), dtype)
+    with np.errstate(invalid="ignore"):  # (an infinite mean: its rest is 0, not NaN)
+        rest = np.where(np.isinf(mean64), 0.0, mean64 - hi.double().numpy())
+    return hi, rounded_once(rest, dtype)
 
 
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,

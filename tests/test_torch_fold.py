@@ -396,8 +396,25 @@ def test_normalizer_module_keeps_a_floating_inputs_dtype():
 
 
 def test_to_torch_refuses_a_negative_number_beyond_the_dtype():
-    with pytest.raises(ValueError, match="mean is beyond torch.float32's range"):
+    # (the advice named the dtype asked for among the wider ones)
+    with pytest.raises(ValueError, match=r"mean is beyond torch.float32's range in channels "
+                                         r"\[0\]: use a wider dtype \(torch.float64\)$"):
         nbbn.Normalizer([-1e39, 0.0], [1.0, 1.0]).to_torch()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_to_torch_keeps_an_infinite_mean_as_nbbn_applies_it(dtype):
+    """A Normalizer takes an infinite mean (a channel that held an infinity), but
+    to_torch refused it as "beyond torch.float64's range: use a wider dtype (torch.float32
+    or torch.float64)", in float64 too; and the mean's rest inf - inf was NaN."""
+    x = np.array([[1.0, 5.0, 0.5], [np.inf, -np.inf, 2.0]])
+    np_dtype = {torch.float64: np.float64, torch.float32: np.float32,
+                torch.float16: np.float16}[dtype]
+    for norm in (nbbn.Normalizer([np.inf, 1.0, -np.inf], [1.0, 4.0, 1.0], channel_axis=-1),
+                 nbbn.RunningStats(-1).update(np.array([[1.0, np.inf, 0.0], [2.0, 3.0, 1.0]]))
+                 .to_normalizer()):
+        got = norm.to_torch(dtype=dtype)(torch.tensor(x, dtype=dtype))
+        np.testing.assert_array_equal(got.numpy(), norm(x.astype(np_dtype)))
 
 
 def test_to_torch_refuses_a_dimension_name_axis():
