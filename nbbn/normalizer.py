@@ -151,7 +151,7 @@ class Normalizer:
                 f"{self._var[bad[0]]:g}, eps {self._eps:g}): the outputs would be "
                 f"infinite or NaN; scale the weight down or use a larger eps")
         self._scale = _frozen(scale)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):  # (inverse refuses those)
             self._inv_scale = _frozen(1.0 / self._scale)
 
     # The numbers are read-only (a new Normalizer for new numbers): an assignment or an
@@ -223,16 +223,23 @@ class Normalizer:
             A channel's ``scale`` is 0 (its ``weight`` is 0): every input of it was
             mapped to its ``bias``, which cannot be undone (it gave NaN before).
         """
-        zero = np.flatnonzero(self._scale == 0)
+        zero = np.flatnonzero(np.isinf(self._inv_scale))  # (0, or below 1/float64 max)
         if zero.size:
             c = zero[0]
-            why = "build it with a nonzero weight there" if self._weight[c] == 0 else \
-                "an infinite variance leaves nothing to invert"
-            raise ValueError(
-                f"inverse needs a nonzero scale (weight / sqrt(var + eps)) in every "
-                f"channel, got 0 in channels {zero[:8].tolist()} (weight "
-                f"{self._weight[c]:g}, var {self._var[c]:g}): the normalizer maps every "
-                f"input of them to the bias, which cannot be undone; {why}")
+            if self._scale[c] != 0:  # (1e-310: inverse gave NaN and inf, with a warning)
+                what = (f"{self._scale[c]:g} in channels {zero[:8].tolist()} (weight "
+                        f"{self._weight[c]:g}, var {self._var[c]:g}): its reciprocal "
+                        "overflows float64; use a larger weight")
+            else:
+                why = "build it with a nonzero weight there" if self._weight[c] == 0 else \
+                    "an infinite variance leaves nothing to invert" if np.isinf(
+                        self._var[c] + self._eps) else \
+                    "weight / sqrt(var + eps) underflows to 0 there: use a larger weight"
+                what = (f"0 in channels {zero[:8].tolist()} (weight {self._weight[c]:g}, "
+                        f"var {self._var[c]:g}): the normalizer maps every input of them to "
+                        f"the bias, which cannot be undone; {why}")
+            raise ValueError(f"inverse needs a nonzero scale (weight / sqrt(var + eps)) "
+                             f"with a finite reciprocal in every channel, got {what}")
         return self._apply(y, out, self._bias, self._inv_scale, self._mean, "y")
 
     def _apply(self, x, out, a, s, b, what):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -368,6 +369,17 @@ def test_inverse_refuses_a_channel_of_weight_zero():
     with pytest.raises(ValueError, match=r"channels \[1\] \(weight 1, var inf\).*an "
                                          "infinite variance leaves nothing to invert"):
         nbbn.Normalizer([1.0, 2.0], [1.0, np.inf]).inverse(np.zeros((2, 2)))
+    # a scale that underflows to 0 with a finite variance was blamed on an infinite one,
+    # and a subnormal scale (its reciprocal inf) gave NaN and inf, with a RuntimeWarning
+    with pytest.raises(ValueError, match=r"got 0 in channels \[0\] \(weight 1e-200, var "
+                                         r"1e\+300\).*underflows to 0 there"):
+        nbbn.Normalizer([0.0], [1e300], weight=[1e-200]).inverse(np.ones((1, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = nbbn.Normalizer([0.0], [1.0], eps=0.0, weight=[1e-310])
+    with pytest.raises(ValueError, match=r"got 1e-310 in channels \[0\] \(weight 1e-310, "
+                                         r"var 1\): its reciprocal overflows float64"):
+        tiny.inverse(tiny(np.array([[0.0], [1.0]])))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
