@@ -221,6 +221,33 @@ def check_channel_axis(channel_axis) -> int | str:
     return channel_axis if isinstance(channel_axis, str) else check_axis(channel_axis)
 
 
+class Checked:
+    """A data attribute checked when it is set (``channel_axis``, ``backend``), held as
+    ``_name``: a plain attribute took ``n.backend = "gpu"`` or ``n.channel_axis = 1.5``
+    and failed only at the next call, far from the line that set it."""
+
+    def __init__(self, check, doc: str = "") -> None:
+        self.check, self.__doc__ = check, doc
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else obj.__dict__[self.slot]
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = self.check(value)
+
+    @staticmethod
+    def renamed(state: dict, *names: str) -> dict:
+        """A pickle's ``state`` from before these attributes were checked (the plain
+        names) under the held names."""
+        for name in names:
+            if name in state:
+                state["_" + name] = state.pop(name)
+        return state
+
+
 def normalize_axis(channel_axis: int | str, ndim: int) -> int:
     """Return ``channel_axis`` as a non-negative axis of an ``ndim``-d array, or raise."""
     if ndim < 1:

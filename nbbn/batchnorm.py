@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import backends
-from ._layout import channel_vector, check_channel_axis
+from ._layout import Checked, channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 from .normalizer import Normalizer, check_eps, finite_number
 from .running_stats import RunningStats
@@ -127,6 +127,10 @@ class BatchNorm:
     >>> bn.num_batches_tracked
     1
     """
+
+    channel_axis = Checked(check_channel_axis, "The channel axis (an int, or a DataArray's "
+                           "dimension name), checked when set.")
+    backend = Checked(backends.check_name, "Where the kernels run, checked when set.")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,
@@ -324,6 +328,9 @@ class BatchNorm:
         d = self.__dict__.copy()
         d["_running"] = None if self._running is None else self._host_running().copy()
         return d
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(Checked.renamed(state, "channel_axis", "backend"))
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *, tensors: bool | None = None) -> dict:

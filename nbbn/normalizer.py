@@ -15,7 +15,7 @@ from ._labels import (
     frame_columns,
     refuse_table_axis,
 )
-from ._layout import channel_vector, check_channel_axis
+from ._layout import Checked, channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
 
 
@@ -109,6 +109,10 @@ class Normalizer:
            [1.]])
     """
 
+    channel_axis = Checked(check_channel_axis, "The channel axis (an int, or a DataArray's "
+                           "dimension name), checked when set.")
+    backend = Checked(backends.check_name, "Where the kernels run, checked when set.")
+
     _channel_coord: tuple | None = None  # (dim, labels) of the statistics' DataArrays
     _names: tuple[str, ...] | None = None
 
@@ -170,9 +174,8 @@ class Normalizer:
     def __setstate__(self, state: dict) -> None:
         # a pickle's arrays come back writable: read-only again; pickles of nbbn before
         # the numbers were read-only kept them under public names
-        for name in ("mean", "var", "eps", "weight", "bias", "scale"):
-            if name in state:
-                state["_" + name] = state.pop(name)
+        Checked.renamed(state, "mean", "var", "eps", "weight", "bias", "scale",
+                        "channel_axis", "backend")
         for name in ("_mean", "_var", "_weight", "_bias", "_scale", "_inv_scale"):
             state[name] = _frozen(state[name])
         self.__dict__.update(state)

@@ -21,7 +21,7 @@ from ._labels import (
     shown,
     table_columns,
 )
-from ._layout import check_channel_axis
+from ._layout import Checked, check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
 from ._weights import check_sample_weight, nonfinite_in_absent_rows
@@ -80,6 +80,10 @@ class RunningStats:
     >>> rs.count
     array([8, 8, 8])
     """
+
+    channel_axis = Checked(check_channel_axis, "The channel axis (an int, or a DataArray's "
+                           "dimension name), checked when set.")
+    backend = Checked(backends.check_name, "Where the kernels run, checked when set.")
 
     def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:

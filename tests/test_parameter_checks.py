@@ -192,3 +192,32 @@ def test_a_channel_axis_of_no_array_is_refused_when_given(tmp_path, axis):
         rs = nbbn.RunningStats(ok)
         rs.save(tmp_path / "s.npz")
         assert nbbn.RunningStats.load(tmp_path / "s.npz").channel_axis == ok
+
+
+def test_channel_axis_and_backend_are_checked_when_set():
+    """The docs say channel_axis and backend may be set; a plain attribute took
+    ``n.backend = "gpu"`` or ``n.channel_axis = 1.5`` and failed only at the next call.
+    A refused value leaves the old one; a pickle from before (the plain names in its
+    state) still loads."""
+    import pickle
+
+    objs = [nbbn.Normalizer(np.zeros(3), np.ones(3)), nbbn.RunningStats(1),
+            nbbn.BatchNorm(3)]
+    for obj in objs:
+        with pytest.raises(ValueError, match=r"backend must be one of .* got 'gpu'"):
+            obj.backend = "gpu"
+        with pytest.raises(TypeError, match="channel_axis must be an int, got float"):
+            obj.channel_axis = 1.5
+        assert (obj.channel_axis, obj.backend) == (1, "auto")
+        obj.channel_axis, obj.backend = -1, "cpu"
+        again = pickle.loads(pickle.dumps(obj))
+        assert (again.channel_axis, again.backend) == (-1, "cpu")
+    for obj in objs[::2]:  # (their pickles hold __dict__)
+        old = type(obj).__new__(type(obj))
+        state = dict(obj.__getstate__() if hasattr(obj, "__getstate__") else obj.__dict__)
+        state["channel_axis"], state["backend"] = state.pop("_channel_axis"), \
+            state.pop("_backend")
+        old.__setstate__(state)
+        assert (old.channel_axis, old.backend) == (-1, "cpu")
+        x = np.ones((2, 3))
+        np.testing.assert_array_equal(np.asarray(old(x) if callable(old) else x), obj(x))
