@@ -1,8 +1,10 @@
 """zarr and HDF5 shards: stores, files and groups opened as :class:`~nbbn._shards.ArrayShard`.
 
 Batches are read by slicing the zarr array or h5py dataset. A zarr store's fingerprint
-covers every file under it (count, total size, newest modification time); an HDF5
-dataset's covers its file and the dataset's name. zarr and h5py are optional extras
+covers every file under it (count, total size, newest modification time), linked
+folders followed; an HDF5 dataset's covers its file, the dataset's name and the files
+its data lives in when they are others (an external link's target, a virtual dataset's
+sources, external raw storage). zarr and h5py are optional extras
 (``pip install 'nbbn[zarr]'``, ``'nbbn[hdf5]'``), imported only here, on first use,
 through :func:`import_extra`, whose error names the extra to install.
 """
@@ -110,7 +112,8 @@ def hdf5_shard(path: str, dataset) -> Shard:
     try:
         node = _group_member(f, dataset, path) if dataset is not None else _only_dataset(f, path)
         return ArrayShard(node, f"{path}:{node.name}",
-                          {**file_fingerprint(path), "dataset": node.name}, owner=f)
+                          {**file_fingerprint(path), "dataset": node.name,
+                           **_hdf5_data_files(node, path)}, owner=f)
     except BaseException:
         f.close()
         raise
@@ -135,7 +138,8 @@ def container_shard(obj, key) -> Shard:
     files = None
     module = type(obj).__module__
     if module.startswith("h5py"):
-        files = {**file_fingerprint(node.file.filename), "dataset": node.name}
+        files = {**file_fingerprint(node.file.filename), "dataset": node.name,
+                 **_hdf5_data_files(node, node.file.filename)}
     elif module.startswith("zarr"):
         root = _zarr_local_root(node)
         if root is not None:
@@ -196,10 +200,52 @@ def _zarr_local_root(node) -> str | None:
     return None
 
 
+def _hdf5_data_files(node, path: str) -> dict:
+    """``{"linked": [file fingerprints]}`` for the files other than ``path`` that the data
+    of the h5py dataset ``node`` lives in ({} when none): the file an external link leads
+    to (``node.file``), a virtual dataset's source files, external raw storage. Only the
+    file holding the link was fingerprinted, so a resume after the data was rewritten in
+    the linked file was accepted, and mixed old and new rows."""
+    here = os.path.abspath(path)
+    real = os.path.abspath(node.file.filename)
+    folder = os.path.dirname(real)
+    names = [real]
+    if getattr(node, "is_virtual", False):
+        names += [os.path.abspath(real if m.file_name == "." else
+                                  _next_to(m.file_name, folder))
+                  for m in node.virtual_sources()]
+    names += [_next_to(os.fsdecode(e[0]), folder) for e in (node.external or ())]
+    linked = []
+    for name in sorted(set(names) - {here}):
+        linked.append(file_fingerprint(name) if os.path.exists(name) else
+                      {"path": name, "missing": True})
+    return {"linked": linked} if linked else {}
+
+
+def _next_to(name: str, folder: str) -> str:
+    """The file ``name`` of an HDF5 virtual source or external storage: as it is when
+    absolute, else beside the file that names it (as HDF5 looks for it), or from the
+    working directory."""
+    if os.path.isabs(name):
+        return name
+    beside = os.path.join(folder, name)
+    return os.path.abspath(beside if os.path.exists(beside) else name)
+
+
 def _tree_fingerprint(root: str) -> dict:
-    """Files, total size and latest mtime under a folder (a zarr store's chunks)."""
+    """Files, total size and latest mtime under a folder (a zarr store's chunks). Linked
+    folders are followed, each real folder once (a store whose array folder is a link
+    was fingerprinted without the chunks, and a resume after they changed accepted)."""
     count = size = newest = 0
-    for dirpath, _, names in os.walk(root):
+    seen = {os.path.realpath(root)}
+    for dirpath, dirs, names in os.walk(root, followlinks=True):
+        keep = []
+        for d in dirs:  # (a link to a folder above, or two links to one folder)
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep
         for n in names:
             st = os.stat(os.path.join(dirpath, n))
             count += 1

@@ -421,6 +421,55 @@ def test_zarr_fingerprint_follows_every_file_of_the_store(tmp_path, data):
     assert open_source(tmp_path / "a.zarr").fingerprint() != fp
 
 
+def test_fingerprints_follow_links_to_the_data(tmp_path, data):
+    """An HDF5 external link, a virtual dataset, a zarr store whose array folder is a
+    link: only the file (or folder) named was fingerprinted, so a resume after the data
+    was rewritten where it really lives was accepted, and mixed old and new rows."""
+    h5py = pytest.importorskip("h5py")
+    zarr = pytest.importorskip("zarr")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"] = data
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["x"] = h5py.ExternalLink("d.h5", "/x")
+    layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+    layout[:] = h5py.VirtualSource("d.h5", "x", shape=data.shape)
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_virtual_dataset("x", layout)
+    g = zarr.open_group(str(tmp_path / "real.zarr"), mode="w")
+    g.create_array("x", shape=data.shape, chunks=(16, 3, 5), dtype=data.dtype)[:] = data
+    zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    os.symlink(tmp_path / "real.zarr" / "x", tmp_path / "s.zarr" / "x")
+    os.symlink(tmp_path / "s.zarr", tmp_path / "real.zarr" / "x" / "up")  # (a loop: once)
+    sources = [(f"{tmp_path / 'm.h5'}:x", {}), (f"{tmp_path / 'v.h5'}:x", {}),
+               (tmp_path / "s.zarr", {"key": "x"})]
+
+    def fingerprints():
+        fps = []
+        for src, kw in sources:
+            with open_source(src, **kw) as s:
+                fps.append(s.fingerprint())
+        with h5py.File(tmp_path / "m.h5", "r") as f:  # (an h5py dataset given)
+            fps.append(open_source(f["x"]).fingerprint())
+        return fps
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # (the virtual source's relative name, from here as from v.h5)
+    try:
+        for src, kw in sources:
+            check(fit(src, **kw), [data])
+        before = fingerprints()
+        with h5py.File(tmp_path / "d.h5", "r+") as f:
+            f["x"][0] += 1
+        zarr.open_group(str(tmp_path / "real.zarr"), mode="r+")["x"][0] += 1
+        for p in (tmp_path / "d.h5", *(tmp_path / "real.zarr" / "x" / "c").rglob("*")):
+            os.utime(p, ns=(2 * 10**18, 2 * 10**18))
+        after = fingerprints()
+    finally:
+        os.chdir(cwd)
+    for src, a, b in zip([*sources, "h5py dataset"], before, after, strict=True):
+        assert a != b, src
+
+
 def test_a_recursive_glob_of_shards_reads_every_level(tmp_path):
     """``d/**/*.npy`` read the files one level down only (glob without recursive=True),
     where an image glob reads every level: files left out, silently."""
