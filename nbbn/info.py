@@ -73,7 +73,7 @@ def file_version(path) -> int:
 
 def describe(stats, path=None, *, version: int | None = None) -> str:
     """The text ``nbbn info`` prints: a header, the per-channel table and the paste lists."""
-    from .report import channel_count, format_table
+    from .report import channel_count, format_table, no_data
 
     nchan = channel_count(stats)  # (a table of no rows: its columns, as fit's JSON says)
     where = f"{Path(path)}: " if path is not None else ""
@@ -83,7 +83,7 @@ def describe(stats, path=None, *, version: int | None = None) -> str:
         f"{where}nbbn.RunningStats {ver}{nchan} channel{plural}, "
         + f"channel_axis={stats.channel_axis}, nan_policy={stats.nan_policy!r}"
     ]
-    if not stats.num_channels:  # (the files a fit skipped are why, when every file was)
+    if no_data(stats):  # (the files a fit skipped are why, when every file was)
         from ._histogram import describe_skipped
 
         lines.append("no data: the statistics are empty")

@@ -80,8 +80,8 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
     if ndim is None:
         if hasattr(src, "check_channel_axis"):  # an ImageSource: (1, H, W, C) batches
             return src.check_channel_axis(channel_axis)
-        if src.row_shape is None or not any(s.size for s in src.shards):
-            return
+        if src.row_shape is None or not (src.row_shape or any(s.size for s in src.shards)):
+            return  # (nothing, or 1-d data of no rows, known; (0, C) is checked as (N, C))
         ndim = 1 + len(src.row_shape)
     if ndim < 2:
         table = ("pass series.to_frame() (a table: its name is the channel's), or "
@@ -543,6 +543,11 @@ class _FitRun:
             raise FitInterrupted(rb.stats if rb else self.stats, cfg.checkpoint,
                                  rb.rows_done if rb else self.rows_done, self._unit(),
                                  self._on_cluster_only())
+        if self.stats.num_channels is None and (empty := self.src.empty_batch()) is not None:
+            # a source of no rows: its shape after axis 0 fixes the channel count, as
+            # RunningStats.update of a (0, C) batch does (they were None, and merged with
+            # statistics of any channel count)
+            self.stats.update(empty)
         if cfg.checkpoint is not None:
             self.write(complete=True)
         return self.stats

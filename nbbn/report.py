@@ -41,6 +41,14 @@ def channel_count(stats) -> int:
     return stats.num_channels or len(getattr(stats, "channel_names", None) or ())
 
 
+def no_data(stats) -> bool:
+    """Whether the statistics saw no value at all, not even a NaN: no channels, or the
+    channels of a source of no rows (a ``(0, C)`` array, a table of no rows), counts 0.
+    Tables and ``nbbn info`` say "no data" for them rather than rows of NaN."""
+    return not stats.num_channels or not (np.any(stats.count) or np.any(stats.nan_count)
+                                          or np.any(stats.inf_count))
+
+
 def format_table(stats, max_rows: int = 32) -> str:
     """The per-channel count, mean, std (ddof=0), min and max as an aligned text table.
 
@@ -61,7 +69,7 @@ def format_table(stats, max_rows: int = 32) -> str:
         raise ValueError(f"max_rows must be an int >= 2 (the first and last rows are "
                          f"shown), got {max_rows!r}")
     n = stats.num_channels or 0
-    if n == 0:
+    if no_data(stats):
         return "no data: the statistics are empty\n"
     count, mean, std = stats.count, stats.mean, stats.std
     mn, mx, nan, inf = stats.min, stats.max, stats.nan_count, stats.inf_count

@@ -197,6 +197,15 @@ class Source:
         rb = self.row_bytes
         return max(1, BATCH_BYTES // max(1, rb)) if rb is not None else None
 
+    def empty_batch(self):
+        """A batch of no rows, ``(0, *row_shape)``, that fixes the channel count of a fit
+        of a source with no rows (as ``RunningStats.update`` of it does); None when the
+        row shape is not known or is ``()`` (1-d data: no channel axis). A fit of a
+        ``(0, 3)`` array gave statistics of no channels, which merged with any."""
+        if not self.row_shape or self.dtype is None:
+            return None
+        return np.empty((0, *self.row_shape), self.dtype)
+
     def shard_offsets(self) -> list[int]:
         """The global index of each shard's first row."""
         out, total = [], 0
@@ -281,6 +290,7 @@ class IterableSource(Source):
         self.key = key
         self.batched = batched
         self._first: Shard | None = None
+        self._empty: Shard | None = None  # the first item of no rows
         self.channel_axis = channel_axis
         self.shards = []
         self.description = description or f"an iterable ({type(iterable).__name__})"
@@ -306,10 +316,16 @@ class IterableSource(Source):
         """None: an iterable is checked by a digest of its items instead."""
         return None
 
+    def empty_batch(self):
+        """The first item of no rows, when no item had rows (see ``Source.empty_batch``)."""
+        if self._first is not None or self._empty is None:
+            return None
+        return np.empty((0, *self._empty.row_shape), self._empty.dtype)
+
     def batches(self, batch_size, start, acquire):
         """Each item as a batch (split into ``batch_size`` rows when given), from ``start``."""
         digest = hashlib.sha256()
-        self._first = None
+        self._first = self._empty = None
         index = -1
         items = iter(self.iterable)
         slot = None
@@ -388,6 +404,8 @@ class IterableSource(Source):
                 self._first = shard
             else:
                 _check_same_channels(self._first, shard, self.channel_axis)
+        elif self._empty is None and shard.row_shape:
+            self._empty = shard  # (for empty_batch: the channels of an iterable of no rows)
         row = start.row if index == start.shard else 0
         bs = batch_size or shard.rows
         while shard.size and row < shard.rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -144,12 +145,39 @@ def test_fit_argument_errors(rng):
 
 def test_fit_empty_sources(tmp_path):
     np.save(tmp_path / "e.npy", np.zeros((0, 3)))
-    assert fit(tmp_path / "e.npy").num_channels is None
     assert fit(iter([])).num_channels is None
+    assert fit(np.zeros((0,))).num_channels is None  # (1-d: no channel axis to fix)
     x = np.ones((4, 3), np.float32)
     for stats in (nbbn.RunningStats(), nbbn.RunningStats().update(np.zeros((0, 3)))):
         with pytest.raises(ValueError, match="statistics are empty"):
             transform(x, stats, np.empty_like(x))
+
+
+def test_a_source_of_no_rows_fixes_the_channel_count(tmp_path, capsys):
+    """A fit of a (0, C) source gave statistics of no channels (count []), where
+    RunningStats.update of the same gives C channels of count 0 (docs/design.md): they
+    merged with statistics of any channel count, and `--format json` said 0 channels."""
+    h5py = pytest.importorskip("h5py")
+    from nbbn.cli import main
+
+    e = np.zeros((0, 3), np.float32)
+    np.save(tmp_path / "e.npy", e)
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["x"] = e
+    four = nbbn.RunningStats().update(np.ones((5, 4)))
+    for src in (e, tmp_path / "e.npy", f"{tmp_path / 'e.h5'}:x", iter([e]), [e[:0], e]):
+        stats = fit(src, batch_size=1) if isinstance(src, np.ndarray) else fit(src)
+        assert stats.num_channels == 3 and stats.count.tolist() == [0, 0, 0], src
+        with pytest.raises(ValueError, match="4 channels .* have 3 channels"):
+            stats.merge(four)
+    assert fit(np.zeros((0, 3, 4)), channel_axis=-1).num_channels == 4
+    with pytest.raises(ValueError, match="channel_axis=5 is out of range"):
+        fit(e, channel_axis=5)  # (checked as for rows)
+    assert main(["fit", str(tmp_path / "e.npy"), "--format", "json", "--no-progress"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["num_channels"] == 3 and d["count"] == [0, 0, 0]
+    assert main(["fit", str(tmp_path / "e.npy"), "--no-progress"]) == 0
+    assert "no data: the statistics are empty" in capsys.readouterr().out  # (no NaN rows)
 
 
 def test_reader_error_reaches_the_caller_and_names_the_shard(tmp_path, rng):
