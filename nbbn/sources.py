@@ -48,6 +48,8 @@ How each kind is read:
   DataFrame or Series is a ``TypeError`` naming what to pass instead.
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
+  A file is read as HDF5 by its signature, whatever its name, after a user block too
+  (:func:`is_hdf5_file`).
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
   batch (split into ``batch_size`` rows when one is given), or a sample counted as a
   batch of one with ``batched=False`` (``nbbn._datasets``: torch Datasets, whose items
@@ -915,6 +917,27 @@ def _refuse_compressed_table(path: str) -> None:
         raise ValueError(error)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_file(path: str) -> bool:
+    """Whether the file ``path`` is an HDF5 file: its signature at byte 0, or at 512,
+    1024, 2048... (after a user block, ``h5py.File(..., userblock_size=512)``), where
+    HDF5 looks for it. Such a file was refused as "not a .npy, .npz or HDF5 file"."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            offset = 0
+            while offset + len(_HDF5_SIGNATURE) <= size:
+                f.seek(offset)
+                if f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
 def _file_shards(paths: list[str], key) -> list[Shard]:
     shards: list[Shard] = []
     for path in paths:
@@ -933,7 +956,7 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
                              "read it without {key}", path=path, key=Param("key", key))
             shards.append(SparseNpzShard(path) if sparse
                           else NpzShard(path, None if key is None else str(key)))
-        elif magic.startswith(b"\x89HDF"):
+        elif is_hdf5_file(path):
             shards.append(hdf5_shard(path, key))
         else:
             raise ValueError(

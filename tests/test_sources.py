@@ -285,6 +285,18 @@ def test_hdf5_sources(tmp_path, data):
         f["x"] = np.ones((4, 3))
 
 
+def test_an_hdf5_file_with_a_user_block_is_read(tmp_path, data):
+    """HDF5's signature may follow a user block (at byte 512, 1024, ...): such a file was
+    refused as "not a .npy, .npz or HDF5 file" unless named as file.h5:dataset."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "ub.h5", "w", userblock_size=1024) as f:
+        f["x"] = data
+    assert (tmp_path / "ub.h5").read_bytes()[:4] != b"\x89HDF"
+    check(fit(tmp_path / "ub.h5"), [data])
+    check(fit(tmp_path / "ub.h5", key="x"), [data])
+    check(fit([tmp_path / "ub.h5"], key="x"), [data])
+
+
 def test_a_glob_or_folder_of_several_kinds_is_refused(tmp_path):
     """A glob matching images, .npy shards and tables read one kind and left the others
     out silently (tables won over shards, shards over images); a folder holding shards
