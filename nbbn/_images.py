@@ -153,7 +153,7 @@ def _list_images(source) -> tuple[list[str], str]:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files, no "
                                     "Parquet or CSV files, and no image files (searched "
                                     f"recursively for {', '.join(IMAGE_SUFFIXES)})"
-                                    + (compressed_tables_note(
+                                    + (_hdf5_files_note(path) or compressed_tables_note(
                                         os.path.join(path, f) for f in os.listdir(path))
                                        or nested_tables_note(path)))
         return sorted(found), f"{path} ({len(found)} image{'s' * (len(found) != 1)})"
@@ -167,6 +167,22 @@ def _list_images(source) -> tuple[list[str], str]:
                                     f"({', '.join(IMAGE_SUFFIXES)})")
         return found, f"{path} ({len(found)} image{'s' * (len(found) != 1)})"
     raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def _hdf5_files_note(path: str) -> str:
+    """For the error of a folder that holds nothing nbbn reads from a folder: the HDF5
+    files at its top level, which a glob or a list reads ("" when there are none)."""
+    from .sources import HDF5_SUFFIXES
+
+    with os.scandir(path) as it:
+        found = sorted(e.name for e in it if e.is_file() and not e.name.startswith(".")
+                       and e.name.lower().endswith(HDF5_SUFFIXES))
+    if not found:
+        return ""
+    suffix = os.path.splitext(found[0])[1]
+    return (f"; it holds HDF5 files, such as {found[0]}, which a folder is not read as: "
+            f"pass a glob, {os.path.join(path, '*' + suffix)}, or a list of them (with "
+            "key=NAME, --key NAME, for the dataset)")
 
 
 # --------------------------------------------------------------------------- decoding

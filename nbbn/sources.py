@@ -26,9 +26,10 @@ How each kind is read:
   sized by the stored bytes per row. ``transform`` refuses them (its output is dense).
 * image files (a folder without ``.npy``/``.npz`` files, searched recursively; a glob or
   list of JPEG, PNG, WebP, TIFF, BMP or GIF files): see :class:`nbbn.ImageSource`.
-* directories and globs: the ``.npy``/``.npz`` files, sorted by name, read one after
-  the other; shards of no rows are skipped; every other shard must have the same shape
-  after axis 0 (the row count may differ). A folder is read from its top level: one
+* directories and globs: the ``.npy``/``.npz`` files (and, for a glob, HDF5 files:
+  one dataset of each, as in a list), sorted by name, read one after the other;
+  shards of no rows are skipped; every other shard must have the same shape after
+  axis 0 (the row count may differ). A folder is read from its top level: one
   whose subfolders (other than hidden ones) hold more shards (or tables, for a folder
   of tables) is a ``ValueError`` naming them, as they would be left out; a glob
   (``DIR/**/*.npy``: every level) reads them. A glob that matches files of several kinds
@@ -606,6 +607,12 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
             "array: its columns by position; the lengths are computed first)")
     _refuse_a_column(source)
     if looks_like_images(source):  # image files: a folder, glob, list or file
+        if key is not None or columns is not None:
+            # a folder or glob of no images says so first (an empty folder, a folder of
+            # HDF5 files, "missing/*.png" were refused for the key given, as image files)
+            from ._images import _list_images
+
+            _list_images(source)
         _refuse_for_images(key, columns)
         return ImageSource(source)
     if (table := open_any(source, columns, key)) is not None:
@@ -803,13 +810,16 @@ class ChunkedSource(Source):
 def _open_path(path: str, key, channel_axis) -> Source:
     if not os.path.exists(path):
         if any(ch in path for ch in _GLOB_CHARS):
-            paths = sorted(p for p in glob.glob(path, recursive=True)  # (** as images)
-                           if p.lower().endswith(SHARD_SUFFIXES) and os.path.isfile(p))
+            # (** as images; HDF5 files as in a list: each one dataset, named by key)
+            paths = sorted(p for p in glob.glob(path, recursive=True)
+                           if p.lower().endswith(SHARD_SUFFIXES + HDF5_SUFFIXES)
+                           and os.path.isfile(p))
             if not paths:
                 raise FileNotFoundError(_matches_nothing(path))
             return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
         h5path, sep, dataset = path.rpartition(":")
-        if sep and h5path.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(h5path):
+        if sep and os.path.isfile(h5path) and (h5path.lower().endswith(HDF5_SUFFIXES)
+                                                or is_hdf5_file(h5path)):
             if key is not None:
                 raise worded(ValueError, "{key} was given, but the path {path} names its "
                              "dataset already: give one or the other", key=Param("key", key),
@@ -841,7 +851,7 @@ def _matches_nothing(pattern: str) -> str:
     kind = _table_kind(pattern)
     what = ("no Parquet file" if kind == "parquet" else
             "no TSV file" if low.endswith((".tsv", ".tsv.gz")) else
-            "no CSV file" if kind == "csv" else "no .npy or .npz file")
+            "no CSV file" if kind == "csv" else "no .npy, .npz or HDF5 file")
     matched = glob.glob(pattern, recursive=True)
     folders = sorted(p for p in matched if os.path.isdir(p))
     if not folders:

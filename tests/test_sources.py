@@ -297,6 +297,38 @@ def test_an_hdf5_file_with_a_user_block_is_read(tmp_path, data):
     check(fit([tmp_path / "ub.h5"], key="x"), [data])
 
 
+def test_folders_and_globs_of_hdf5_files(tmp_path, data):
+    """With key=, a folder of .h5 files, an empty folder or a glob of no files was refused
+    as "the source is image files" (the CLI said the folder holds nothing it reads); a
+    glob of .h5 files matched "no .npy or .npz file" where a list of them was read; and
+    "f.nc:x" was "no such file or folder" though key= reads an .nc file."""
+    h5py = pytest.importorskip("h5py")
+    d = tmp_path / "h5"
+    d.mkdir()
+    (tmp_path / "empty").mkdir()
+    parts = [data[:100], data[100:]]
+    for i, part in enumerate(parts):
+        with h5py.File(d / f"s{i}.h5", "w") as f:
+            f["x"] = part
+    for kw in ({"key": "x"}, {"columns": ["x"]}, {}):
+        with pytest.raises(FileNotFoundError, match=r"holds no \.npy or \.npz files.* it "
+                                                    r"holds HDF5 files, such as s0\.h5.*"
+                                                    r"pass a glob, .*h5/\*\.h5, or a list"):
+            fit(d, **kw)
+    with pytest.raises(FileNotFoundError, match="empty: the folder holds no .npy or .npz"):
+        fit(tmp_path / "empty", key="x")
+    with pytest.raises(FileNotFoundError, match=r"the pattern matches no image file"):
+        fit(str(tmp_path / "missing" / "*.png"), key="x")
+    check(fit(str(d / "s*.h5"), key="x", batch_size=30), parts)
+    check(fit(str(d / "s*.h5")), parts)  # (one dataset in each)
+    with pytest.raises(FileNotFoundError, match=r"matches no \.npy, \.npz or HDF5 file"):
+        fit(str(d / "t*.h5"), key="x")
+    with h5py.File(tmp_path / "f.nc", "w") as f:
+        f["x"] = data
+    check(fit(f"{tmp_path / 'f.nc'}:x"), [data])
+    check(fit(tmp_path / "f.nc", key="x"), [data])
+
+
 def test_a_glob_or_folder_of_several_kinds_is_refused(tmp_path):
     """A glob matching images, .npy shards and tables read one kind and left the others
     out silently (tables won over shards, shards over images); a folder holding shards
