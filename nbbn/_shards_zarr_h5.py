@@ -111,6 +111,7 @@ def hdf5_shard(path: str, dataset) -> Shard:
     f = h5py.File(path, "r")
     try:
         node = _group_member(f, dataset, path) if dataset is not None else _only_dataset(f, path)
+        _refuse_null(node, f"{path}:{node.name}")
         return ArrayShard(node, f"{path}:{node.name}",
                           {**file_fingerprint(path), "dataset": node.name,
                            **_hdf5_data_files(node, path)}, owner=f)
@@ -138,6 +139,7 @@ def container_shard(obj, key) -> Shard:
     files = None
     module = type(obj).__module__
     if module.startswith("h5py"):
+        _refuse_null(node, describe_container(node))
         files = {**file_fingerprint(node.file.filename), "dataset": node.name,
                  **_hdf5_data_files(node, node.file.filename)}
     elif module.startswith("zarr"):
@@ -163,6 +165,15 @@ def describe_container(obj) -> str:
     """
     name = getattr(obj, "name", None) or getattr(obj, "path", None) or ""
     return f"{type(obj).__module__.split('.')[0]} {type(obj).__name__} {name}".strip()
+
+
+def _refuse_null(node, name: str) -> None:
+    """ValueError for an HDF5 dataset of a null dataspace (``h5py.Empty``): it holds no
+    array, not even one of no rows (its shape is None, a TypeError inside ArrayShard)."""
+    if node.shape is None:
+        raise ValueError(f"{name}: an HDF5 dataset with a null dataspace (h5py.Empty, dtype "
+                         f"{node.dtype}), which holds no array: expected an array with at "
+                         "least 1 dimension (rows along axis 0)")
 
 
 def _only_dataset(f, path: str):

@@ -285,6 +285,24 @@ def test_hdf5_sources(tmp_path, data):
         f["x"] = np.ones((4, 3))
 
 
+def test_an_hdf5_dataset_of_a_null_dataspace_is_refused(tmp_path):
+    """``f["e"] = h5py.Empty("f4")``: its shape is None, a raw TypeError ('NoneType'
+    object is not iterable)."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["e"] = h5py.Empty("f4")
+    for src, kw in ((tmp_path / "e.h5", {"key": "e"}), (f"{tmp_path / 'e.h5'}:e", {}),
+                    (tmp_path / "e.h5", {})):
+        with pytest.raises(ValueError, match=r"e\.h5:/e: an HDF5 dataset with a null "
+                                             r"dataspace \(h5py\.Empty, dtype float32\)"):
+            fit(src, **kw)
+    with h5py.File(tmp_path / "e.h5", "r") as f:
+        with pytest.raises(ValueError, match="h5py Dataset /e: an HDF5 dataset with a null"):
+            fit(f["e"])
+    with h5py.File(tmp_path / "e.h5", "w") as f:  # (closed after the refusals)
+        f["x"] = np.ones((2, 3))
+
+
 def test_an_hdf5_file_with_a_user_block_is_read(tmp_path, data):
     """HDF5's signature may follow a user block (at byte 512, 1024, ...): such a file was
     refused as "not a .npy, .npz or HDF5 file" unless named as file.h5:dataset."""
