@@ -19,7 +19,7 @@ from ._wording import Param, worded
 from .errors import MissingExtraError
 
 __all__ = ["container_shard", "describe_container", "hdf5_shard", "import_extra",
-           "zarr_shard"]
+           "is_zarr_zip", "zarr_shard", "zarr_zip_shard"]
 
 
 def import_extra(module: str, extra: str, what: str):
@@ -76,13 +76,76 @@ def zarr_shard(path: str, key) -> Shard:
         The store is a group and ``key`` names no array of it.
     """
     zarr = import_extra("zarr", "zarr", "reading zarr stores")
-    node = zarr.open(path, mode="r")
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as exc:
+        if any(os.path.exists(os.path.join(path, m)) for m in _ZARR_METADATA):
+            raise
+        raise ValueError(_not_a_store(path)) from exc
     name = path
     if not hasattr(node, "shape"):  # (an array's name stays its path: a key names nothing)
         node = _group_member(node, key, path)
         name = f"{path}/{key}"
     files = _tree_fingerprint(path)
     return ArrayShard(node, name, files)
+
+
+_ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
+
+
+def _not_a_store(path: str) -> str:
+    """The error of a folder named ``*.zarr`` that zarr does not open as a store (zarr's
+    own, ``GroupNotFoundError``, named no cause)."""
+    with os.scandir(path) as it:
+        shards = sorted(e.name for e in it if e.is_file()
+                        and e.name.lower().endswith((".npy", ".npz")))
+    hint = (f"; it holds .npy/.npz files, such as {shards[0]}: pass a glob, "
+            f"{os.path.join(path, '*' + os.path.splitext(shards[0])[1])}, to read them"
+            if shards else "")
+    return (f"{path}: not a zarr store (no {', '.join(_ZARR_METADATA)} at its top level), "
+            f"though its name ends in .zarr, which nbbn reads as a zarr store{hint}")
+
+
+def is_zarr_zip(path: str) -> bool:
+    """Whether the zip file ``path`` is a zarr store (``zarr.storage.ZipStore``): zarr's
+    metadata at its top. Such a file was read as an .npz archive ("holds 0 arrays")."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n in _ZARR_METADATA for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def zarr_zip_shard(path: str, key) -> Shard:
+    """The zarr array in the zip file ``path`` (a ``ZipStore``), as a shard that keeps the
+    zip open until it is closed; fingerprinted as a file.
+
+    Raises
+    ------
+    ValueError
+        The store is a group and ``key`` names no array of it, or it is an array and a
+        ``key`` was given.
+    """
+    zarr = import_extra("zarr", "zarr", "reading zarr stores")
+    store = zarr.storage.ZipStore(path, mode="r")
+    try:
+        node = zarr.open(store, mode="r")
+        name = path
+        if not hasattr(node, "shape"):
+            node = _group_member(node, key, path)
+            name = f"{path}/{key}"
+        elif key is not None:
+            raise worded(ValueError, "{key} was given, but the source is the zarr array "
+                         "{path}: a key names an array in an .npz or HDF5 file or a zarr "
+                         "group, or an element of an iterable's items", key=Param("key", key),
+                         path=path)
+        files = {**file_fingerprint(path), "array": str(getattr(node, "path", ""))}
+        return ArrayShard(node, name, files, owner=store)
+    except BaseException:
+        store.close()
+        raise
 
 
 def hdf5_shard(path: str, dataset) -> Shard:

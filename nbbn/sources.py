@@ -50,7 +50,8 @@ How each kind is read:
 * zarr arrays and paths (``pip install nbbn[zarr]``), h5py datasets and
   ``file.h5:dataset`` paths (``pip install nbbn[hdf5]``): batches are read by slicing.
   A file is read as HDF5 by its signature, whatever its name, after a user block too
-  (:func:`is_hdf5_file`).
+  (:func:`is_hdf5_file`); a zip file that holds a zarr store (a ``ZipStore``) as the
+  store.
 * any other iterable of arrays (a generator, a torch ``DataLoader``): each item is a
   batch (split into ``batch_size`` rows when one is given), or a sample counted as a
   batch of one with ``batched=False`` (``nbbn._datasets``: torch Datasets, whose items
@@ -93,7 +94,14 @@ from ._shards import (
     as_batch_array,
 )
 from ._shards_npy import NpyShard, NpzShard, SparseNpzShard, is_sparse_npz
-from ._shards_zarr_h5 import container_shard, describe_container, hdf5_shard, zarr_shard
+from ._shards_zarr_h5 import (
+    container_shard,
+    describe_container,
+    hdf5_shard,
+    is_zarr_zip,
+    zarr_shard,
+    zarr_zip_shard,
+)
 from ._wording import Param, files_label, worded
 from .backends import is_dask_array, is_xarray
 from .errors import CheckpointError
@@ -958,6 +966,8 @@ def _file_shards(paths: list[str], key) -> list[Shard]:
             magic = f.read(8)
         if magic.startswith(b"\x93NUMPY"):
             shards.append(NpyShard(path))
+        elif magic.startswith(b"PK") and is_zarr_zip(path):  # (a zarr ZipStore)
+            shards.append(zarr_zip_shard(path, key))
         elif magic.startswith(b"PK"):
             sparse = is_sparse_npz(path)
             if sparse and key is not None:

@@ -248,6 +248,37 @@ def test_zarr_sources(tmp_path, data):
             fit(src, key="q")
 
 
+def test_a_zarr_folder_that_is_no_store_and_a_zarr_zip_store(tmp_path, data):
+    """A folder named *.zarr without zarr's metadata passed zarr's GroupNotFoundError
+    through; a zarr ZipStore (z.zarr.zip) was read as an .npz ("holds 0 arrays")."""
+    zarr = pytest.importorskip("zarr")
+    (tmp_path / "no.zarr").mkdir()
+    with pytest.raises(ValueError, match=r"no\.zarr: not a zarr store \(no zarr\.json, "
+                                         r"\.zarray, \.zgroup at its top level\)"):
+        fit(tmp_path / "no.zarr")
+    np.save(tmp_path / "no.zarr" / "a.npy", data)
+    with pytest.raises(ValueError, match=r"it holds \.npy/\.npz files, such as a\.npy: pass "
+                                         r"a glob, .*no\.zarr/\*\.npy"):
+        fit(tmp_path / "no.zarr")
+    check(fit(str(tmp_path / "no.zarr" / "*.npy")), [data])
+    store = zarr.storage.ZipStore(str(tmp_path / "a.zarr.zip"), mode="w")
+    zarr.create_array(store, shape=data.shape, chunks=(16, 3, 5), dtype=data.dtype)[:] = data
+    store.close()
+    store = zarr.storage.ZipStore(str(tmp_path / "g.zarr.zip"), mode="w")
+    g = zarr.open_group(store, mode="w")
+    g.create_array("x", shape=data.shape, chunks=(16, 3, 5), dtype=data.dtype)[:] = data
+    store.close()
+    check(fit(tmp_path / "a.zarr.zip", batch_size=10), [data])
+    check(fit(tmp_path / "g.zarr.zip", key="x"), [data])
+    with pytest.raises(ValueError, match="g.zarr.zip is a group with members"):
+        fit(tmp_path / "g.zarr.zip")
+    with pytest.raises(ValueError, match=r"key='x' was given, but the source is the zarr "
+                                         r"array .*a\.zarr\.zip"):
+        fit(tmp_path / "a.zarr.zip", key="x")
+    with open_source(tmp_path / "a.zarr.zip") as src:
+        assert src.fingerprint()["shards"][0]["path"] == str(tmp_path / "a.zarr.zip")
+
+
 def test_hdf5_sources(tmp_path, data):
     h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "a.h5", "w") as f:
