@@ -255,15 +255,16 @@ def fit(source, channel_axis: int | str | None = None, *, batch_size: int | None
     if resume and checkpoint is None:
         raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
                      resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
+    from ._images import ImageSource
+
+    given = source.location if isinstance(source, ImageSource) else source
     if checkpoint is not None:
         check_file_path(checkpoint)
         if os.path.isdir(checkpoint):  # (it was "exists; pass resume", then a raw error)
             raise worded(IsADirectoryError, "{checkpoint} is a folder: name the checkpoint "
-                         "file to write, e.g. fit.ckpt inside it",
-                         checkpoint=Param("checkpoint", os.fspath(checkpoint)))
-    from ._images import ImageSource
-
-    given = source.location if isinstance(source, ImageSource) else source
+                         "file to write, {where}",
+                         checkpoint=Param("checkpoint", os.fspath(checkpoint)),
+                         where=_checkpoint_place(given, os.fspath(checkpoint)))
     if checkpoint is not None and isinstance(given, (str, os.PathLike)) and (
             why := written_into_input(os.fspath(given), os.fspath(checkpoint))):
         raise worded(ValueError, "{checkpoint} {why}",
@@ -608,6 +609,20 @@ class _Rollback:
     pos: Position
     rows_done: int
     bytes_done: int
+
+
+def _checkpoint_place(source, folder: str) -> str:
+    """Where to write a checkpoint, for the error of a ``checkpoint`` that is a folder:
+    ``fit.ckpt`` inside it, unless the source would refuse that file (a zarr store
+    given as its own checkpoint folder, whose advice, a file inside the store, was
+    then refused as "inside the zarr store fitted"): beside the source then."""
+    inside = os.path.join(folder, "fit.ckpt")
+    if not isinstance(source, (str, os.PathLike)) or \
+            not written_into_input(os.fspath(source), inside):
+        return "e.g. fit.ckpt inside it"
+    top = os.path.abspath(os.fspath(source)).rstrip(os.sep)
+    beside = os.path.join(os.path.dirname(top), "fit.ckpt")
+    return f"outside {os.fspath(source)}, the source (e.g. {beside})"
 
 
 def written_into_input(source: str, path: str, checkpointed: bool = True) -> str | None:

@@ -250,6 +250,23 @@ def test_a_checkpoint_inside_the_zarr_store_fitted_is_refused(tmp_path, rng):
                                                          resume=True))
 
 
+def test_a_zarr_store_given_as_the_checkpoint_folder_is_told_a_place_outside(tmp_path, rng):
+    """``--checkpoint r.zarr`` for the store r.zarr said "name the checkpoint file to
+    write, e.g. fit.ckpt inside it", which was then refused as inside the store."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp_path / "r.zarr"
+    z = zarr.open_array(str(store), mode="w", shape=(40, 3), chunks=(10, 3), dtype="f8")
+    z[:] = rng.standard_normal((40, 3))
+    with pytest.raises(IsADirectoryError, match=rf"is a folder: name the checkpoint file to "
+                                                rf"write, outside .*r\.zarr, the source \(e\.g\. "
+                                                rf"{tmp_path / 'fit.ckpt'}\)"):
+        fit(str(store), checkpoint=store, resume=True)
+    np.save(tmp_path / "a.npy", np.ones((4, 3)))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="e.g. fit.ckpt inside it"):
+        fit(tmp_path / "a.npy", checkpoint=tmp_path / "d")  # (a folder apart: inside it)
+
+
 def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
     parts = [rng.standard_normal((n, 2)) for n in (10, 20, 5, 30)]
 
