@@ -251,7 +251,10 @@ def _read_npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
         version = fmt.read_magic(f)
         if version == (1, 0):
             shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):
+            # 3.0 is 2.0 with a UTF-8 header (non-ASCII field names of a structured
+            # dtype, which check_dtype refuses): the same layout, so the same reader;
+            # it was refused as unsupported, while np.load reads it
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             raise ValueError(f"unsupported .npy format version {version}")

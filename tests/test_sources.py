@@ -227,6 +227,18 @@ def test_path_errors(tmp_path):
         fit(tmp_path / "u.npy")
 
 
+def test_npy_format_version_3_is_read(tmp_path, data):
+    """.npy format 3.0 (2.0 with a UTF-8 header) was refused as unsupported, in an .npy
+    file and an .npz member, while np.load reads it."""
+    fmt = np.lib.format
+    with open(tmp_path / "v3.npy", "wb") as f:
+        fmt.write_array(f, data, version=(3, 0))
+    with zipfile.ZipFile(tmp_path / "v3.npz", "w") as z, z.open("a.npy", "w") as f:
+        fmt.write_array(f, data, version=(3, 0))
+    check(fit(tmp_path / "v3.npy", batch_size=7), [data])
+    check(fit(tmp_path / "v3.npz", key="a", batch_size=7), [data])
+
+
 # ---------------------------------------------------------------- zarr and HDF5
 def test_zarr_sources(tmp_path, data):
     zarr = pytest.importorskip("zarr")
