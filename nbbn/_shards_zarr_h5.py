@@ -255,14 +255,26 @@ def _group_member(group, key, where: str):
         raise worded(ValueError, "{where} is a group with members {members}; name one with "
                      "{key}", where=where, members=members[:20],
                      key=Param("key", placeholder="..."))
+    h5 = hasattr(group, "visititems")  # (an h5py group: its datasets listed by path)
     try:
         node = group[str(key)]
     except KeyError:
-        raise ValueError(f"{where} has no array {key!r}; it holds {list(group.keys())[:20]}") \
-            from None
+        raise ValueError(f"{where} has no array {key!r}; it holds "
+                         f"{_datasets(group) if h5 else list(group.keys())[:20]}") from None
     if not hasattr(node, "shape"):
+        if h5:  # ("f.h5:grp" was "f.h5/grp", "f.h5:/" was "f.h5//")
+            raise ValueError(f"{where}:{node.name} is a group, not an array; it holds the "
+                             f"datasets {_datasets(node)}")
         raise ValueError(f"{where}/{key} is a group, not an array")
     return node
+
+
+def _datasets(group) -> list[str]:
+    """The paths of the datasets in an h5py group (at any depth; the first 20), for
+    messages: its top-level names hid the datasets inside its groups."""
+    names: list[str] = []
+    group.visititems(lambda n, obj: names.append(n) if hasattr(obj, "shape") else None)
+    return names[:20]
 
 
 def _zarr_local_root(node) -> str | None:

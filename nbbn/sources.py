@@ -846,7 +846,10 @@ def _open_path(path: str, key, channel_axis) -> Source:
         if not paths:
             raise FileNotFoundError(f"{path}: the folder holds no .npy or .npz files")
         return Source(_file_shards(paths, key), files_label(path, len(paths)), channel_axis)
-    return Source(_file_shards([path], key), path, channel_axis)
+    shards = _file_shards([path], key)
+    # with a key, the array it names ("f.h5:/x", "f.npz[x]"): the 1-d and axis errors
+    # named the file
+    return Source(shards, shards[0].name if key is not None else path, channel_axis)
 
 
 def _matches_nothing(pattern: str) -> str:

@@ -312,7 +312,8 @@ def test_hdf5_sources(tmp_path, data):
     with h5py.File(tmp_path / "none.h5", "w") as f:
         f.create_group("empty")
     errors = []  # (kept, as a notebook keeps the last one: its frames hold their locals)
-    for path, key, match in ((tmp_path / "a.h5", "grp", r"a\.h5/grp is a group, not an array"),
+    for path, key, match in ((tmp_path / "a.h5", "grp", r"a\.h5:/grp is a group, not an "
+                                                        r"array; it holds the datasets \['x'\]"),
                              (tmp_path / "none.h5", None, r"none\.h5 holds 0 datasets \[\]")):
         with pytest.raises(ValueError, match=match) as e:
             fit(path, key=key)
@@ -326,6 +327,29 @@ def test_hdf5_sources(tmp_path, data):
     errors.append(e)
     with h5py.File(tmp_path / "nan.h5", "w") as f:
         f["x"] = np.ones((4, 3))
+
+
+def test_hdf5_errors_name_the_dataset(tmp_path):
+    """"f.h5:grp" was "f.h5/grp is a group" and "f.h5:/" "f.h5// is a group"; a missing
+    dataset listed the top-level names only; with key= the 1-d and axis errors named
+    the file."""
+    h5py = pytest.importorskip("h5py")
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w") as f:
+        f["grp/x"] = np.ones((4, 3))
+        f["grp/sub/y"] = np.ones((4, 3))
+        f["one"] = np.arange(5.0)
+    for src, kw, match in (
+            (f"{p}:grp", {}, r"f\.h5:/grp is a group, not an array; it holds the datasets "
+                             r"\['sub/y', 'x'\]"),
+            (f"{p}:/", {}, r"f\.h5:/ is a group, not an array; it holds the datasets "
+                           r"\['grp/sub/y', 'grp/x', 'one'\]"),
+            (f"{p}:grp/z", {}, r"f\.h5 has no array 'grp/z'; it holds \['grp/sub/y', "
+                               r"'grp/x', 'one'\]"),
+            (p, {"key": "one"}, r"f\.h5:/one is 1-d"),
+            (p, {"key": "grp/x", "channel_axis": 5}, r"for the 2-d data of .*f\.h5:/grp/x")):
+        with pytest.raises(ValueError, match=match):
+            fit(src, **kw)
 
 
 def test_an_hdf5_dataset_of_a_null_dataspace_is_refused(tmp_path):
