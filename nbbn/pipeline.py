@@ -350,7 +350,8 @@ class _FitRun:
             shards = getattr(self.src, "shards", None)
             row_shape = getattr(shards[0], "row_shape", None) if shards else None
             ndim = None if row_shape is None else 1 + len(row_shape)  # (images: any size)
-            self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path, ndim)
+            self.settings = _resumed_settings(ck, self.settings, cfg.batch_size, path, ndim,
+                                              _keyed_by_dataset(self.fingerprint))
             self.resume_from(ck, path)
         else:
             if not path.parent.is_dir():
@@ -782,13 +783,25 @@ def _axis_in(axis, ndim: int):
     return axis
 
 
+def _keyed_by_dataset(fingerprint: dict | None) -> bool:
+    """Whether every shard of a source's fingerprint names its HDF5 dataset (``f.h5:x``
+    and ``f.h5`` with ``key="x"``: one dataset, which the fingerprint compares)."""
+    shards = (fingerprint or {}).get("shards") or []
+    return bool(shards) and all("dataset" in sh for sh in shards)
+
+
 def _resumed_settings(ck: Checkpoint, settings: dict, batch_size, path,
-                      ndim: int | None = None) -> dict:
+                      ndim: int | None = None, key_in_data: bool = False) -> dict:
     """The checkpoint's settings, after checking that this call agrees with them (a
-    channel axis by the axis it names in ``ndim``-d data: -3 and 1 of 4-d data agree)."""
+    channel axis by the axis it names in ``ndim``-d data: -3 and 1 of 4-d data agree).
+    ``key_in_data``: the fingerprint names the datasets read (HDF5), so the key is not
+    compared as a setting: "r.h5:g/x" and key="g/x" are spellings of one dataset (the
+    fingerprint refuses another), and one refused the other's checkpoint."""
     saved = dict(ck.settings)
     saved.setdefault("batched", True)  # checkpoints from before samples were read
     for name in ("channel_axis", "nan_policy", "key", "batched"):
+        if name == "key" and key_in_data:
+            continue
         a, b = saved.get(name), settings[name]
         if name == "channel_axis" and ndim:
             a, b = _axis_in(a, ndim), _axis_in(b, ndim)

@@ -267,6 +267,35 @@ def test_a_zarr_store_given_as_the_checkpoint_folder_is_told_a_place_outside(tmp
         fit(tmp_path / "a.npy", checkpoint=tmp_path / "d")  # (a folder apart: inside it)
 
 
+def test_an_hdf5_dataset_resumes_under_another_spelling(tmp_path, rng, monkeypatch):
+    """A checkpoint written for "r.h5:g/x" was refused when resumed with key="g/x" ("a
+    setting changed"): both name one dataset, which the fingerprint records."""
+    h5py = pytest.importorskip("h5py")
+    from nbbn import _shards
+
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        f["g/x"] = rng.standard_normal((200, 3))
+        f["g/y"] = rng.standard_normal((200, 3))
+    whole = fit(f"{tmp_path / 'r.h5'}:g/x", batch_size=40)
+    ck = tmp_path / "fit.ckpt"
+    calls = {"n": 0}
+
+    def read(self, start, stop, slot, _orig=_shards._SliceReader.read):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return _orig(self, start, stop, slot)
+
+    with monkeypatch.context() as m:
+        m.setattr(_shards._SliceReader, "read", read)
+        with pytest.raises(FitInterrupted):
+            fit(f"{tmp_path / 'r.h5'}:g/x", batch_size=40, checkpoint=ck)
+    with pytest.raises(CheckpointError, match="dataset '/g/y'"):
+        fit(tmp_path / "r.h5", key="g/y", checkpoint=ck, resume=True)  # (another one)
+    assert same_bits(fit(tmp_path / "r.h5", key="/g/x", checkpoint=ck, resume=True), whole)
+    assert same_bits(fit(f"{tmp_path / 'r.h5'}:/g/x", checkpoint=ck, resume=True), whole)
+
+
 def test_iterable_resume_and_shuffled_iterable_refused(tmp_path, rng):
     parts = [rng.standard_normal((n, 2)) for n in (10, 20, 5, 30)]
 
