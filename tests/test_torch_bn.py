@@ -235,6 +235,10 @@ def _dist_worker(rank: int, world: int, folder: str, batch_size: int) -> None:
                "eval_buffers": net_eval.state_dict(),
                "eval_stats": {k: (rs.mean, rs.variance(ddof=1)) for k, rs in got_eval.items()}}
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
+        # both ranks done before either tears gloo down: a rank that destroyed the group
+        # while the other was still in a collective aborted once, under a loaded suite
+        # ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
