@@ -410,11 +410,14 @@ class IterableSource(Source):
         ``slot``: one acquired already, taken by the first batch. Returns the slot when
         no batch took it (an empty item, or one read before the checkpoint's row)."""
         shard = ArrayShard(arr, f"item {index}")
+        ref = self._first if self._first is not None else self._empty
+        if ref is not None and (shard.size or shard.row_shape):
+            # (an empty item too, as RunningStats.update refuses a batch of no rows with
+            # other channels: (2, 4, 0) after (2, 3, 1) items was taken)
+            _check_same_channels(ref, shard, self.channel_axis)
         if shard.size:
             if self._first is None:
                 self._first = shard
-            else:
-                _check_same_channels(self._first, shard, self.channel_axis)
         elif self._empty is None and shard.row_shape:
             self._empty = shard  # (for empty_batch: the channels of an iterable of no rows)
         row = start.row if index == start.shard else 0

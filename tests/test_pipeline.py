@@ -776,3 +776,23 @@ def test_a_failed_zarr_create_leaves_no_temporary_store(tmp_path, rng, monkeypat
     with pytest.raises(OSError, match="disk full"):
         nbbn.transform(x, _stats(x), tmp_path / "y.zarr", progress=False)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("items", [
+    [np.ones((2, 3, 1)), np.ones((2, 4, 0))],  # an empty item after
+    [np.zeros((0, 3)), np.ones((2, 4))],  # an empty item first
+    [np.ones((2, 3)), np.zeros((0, 4))],
+])
+def test_an_empty_item_of_other_channels_is_refused(items):
+    """An iterable's item of no values skipped the channel check: (2, 4, 0) after
+    (2, 3, 1) items was taken, and (0, 3) then (2, 4) gave 4 channels, where
+    RunningStats.update refuses a batch of other channels whether it holds values or
+    not."""
+    with pytest.raises(ValueError, match=r"item 1 has 4 channels along channel_axis=1 "
+                                         r".*but item 0 has 3 .*every item must have the "
+                                         r"same channels"):
+        nbbn.fit(items, progress=False)
+    with pytest.raises(ValueError):
+        rs = nbbn.RunningStats(1)
+        for x in items:
+            rs.update(x)
