@@ -94,6 +94,29 @@ def check_columns(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None,
                      f"{shown(mine)}: {hint}. Nothing was changed.")
 
 
+def check_series_indexes(**params) -> None:
+    """ValueError when per-channel parameters given as pandas Series (``df.mean()``,
+    ``df[cols].var()``) are indexed by different labels, or in another order: they are
+    read by position, so ``Normalizer(df.mean(), df[["b", "a"]].var())`` paired a's mean
+    with b's variance in silence. A Series of the default index (0, 1, ...) pairs with
+    any."""
+    indexed = {name: tuple(v.index.tolist()) for name, v in params.items()
+               if type(v).__name__ == "Series" and type(v).__module__.startswith("pandas")
+               and not _default_index(v.index)}
+    if len(set(indexed.values())) > 1:
+        (a, ia), (b, ib) = [(k, v) for k, v in indexed.items()][:1] + [
+            (k, v) for k, v in indexed.items() if v != next(iter(indexed.values()))][:1]
+        raise ValueError(f"{a} and {b} are pandas Series indexed {shown(ia)} and "
+                         f"{shown(ib)}: the channels are read by position, so they must "
+                         f"be indexed alike (reorder one: {b}[{a}.index])")
+
+
+def _default_index(index) -> bool:
+    """Whether a pandas index is the default 0, 1, ... (``pd.Series([...])``): positions,
+    not labels, so such a Series pairs with any by position."""
+    return type(index).__name__ == "RangeIndex" and index.start == 0 and index.step == 1
+
+
 def check_coords(mine, theirs, what: str, whose: str = "the statistics",
                  unchanged: bool = True, dims=None) -> None:
     """ValueError when ``theirs`` (a DataArray's ``(dim, values)`` channel coordinate)

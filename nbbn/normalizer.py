@@ -12,6 +12,7 @@ from ._labels import (
     check_columns,
     check_coords,
     check_names,
+    check_series_indexes,
     frame_columns,
     refuse_table_axis,
 )
@@ -119,6 +120,7 @@ class Normalizer:
     def __init__(self, mean, var, *, eps: float = 1e-5, weight=None, bias=None,
                  channel_axis: int | str = 1, backend: str = "auto",
                  channel_names=None) -> None:
+        check_series_indexes(mean=mean, var=var, weight=weight, bias=bias)
         mean = channel_vector(host_values(mean), None, "mean")
         nchan = mean.shape[0]
         var = channel_vector(host_values(var), nchan, "var")

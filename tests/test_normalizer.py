@@ -463,3 +463,21 @@ def test_a_single_value_is_normalized(shape, backend):
     assert norm(x, out=out) is out
     np.testing.assert_array_equal(out, np.full(shape, want))
     np.testing.assert_array_equal(norm.inverse(out), x)
+
+
+def test_pandas_series_parameters_must_be_indexed_alike():
+    """``Normalizer(df.mean(), df[["b", "a", "c"]].var())`` paired a's mean with b's
+    variance in silence (the Series are read by position); a Series of the default
+    index (0, 1, ...) pairs with any, and Series indexed alike are taken."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 40.0], "c": [0.0, 1.0, 0.0]})
+    with pytest.raises(ValueError, match=r"mean and var are pandas Series indexed \['a', 'b', "
+                                         r"'c'\] and \['b', 'a', 'c'\].*var\[mean\.index\]"):
+        nbbn.Normalizer(df.mean(), df[["b", "a", "c"]].var(), channel_axis=-1)
+    with pytest.raises(ValueError, match=r"mean and weight are pandas Series"):
+        nbbn.Normalizer(df.mean(), df.var(), weight=pd.Series([1.0, 2.0, 3.0], list("cab")))
+    norm = nbbn.Normalizer(df.mean(), df.var(), bias=pd.Series([0.0, 1.0, 2.0]),
+                           channel_axis=-1)
+    np.testing.assert_allclose(norm(df.to_numpy()),
+                               (df - df.mean()).to_numpy() / np.sqrt(df.var().to_numpy()
+                                                                    + 1e-5) + [0, 1, 2])
