@@ -152,8 +152,8 @@ class RunningStats:
             ``k`` counts as ``k`` copies of itself, a row of weight 0 as absent (a batch
             of weights all 0 counts nothing, as an empty one). The
             statistics become weighted (``count`` reports the sum of the weights, as
-            scikit-learn's ``n_samples_seen_``). Booleans weigh 0 and 1. CPU backend
-            only.
+            scikit-learn's ``n_samples_seen_``). Booleans weigh 0 and 1. Host (numpy,
+            torch CPU, scipy sparse) batches only: not a device or dask array.
 
         Returns
         -------
@@ -171,7 +171,8 @@ class RunningStats:
             ``sample_weight`` has another shape than (N,), a negative or non-finite
             weight, a sum beyond float64's range, or ``channel_axis`` is 0.
         BackendUnavailableError
-            ``sample_weight`` with a device array (no weighted GPU kernels).
+            ``sample_weight`` with a device array (no weighted GPU kernels) or a dask
+            array (no weighted dask reduction), before the weights are read.
         """
         return self._update(batch, None, sample_weight)
 
@@ -196,14 +197,15 @@ class RunningStats:
             if self.histogram is not None:
                 raise ValueError("sample_weight with statistics that keep a histogram: the "
                                  "histogram counts values, not weights")
-            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis,
-                                         self.channel_axis, inp.array.ndim)
-            _check_weight_per_channel(weight, inp.size, inp.channels)
             inner = getattr(inp, "be", be)  # (an xarray DataArray's: of its data)
             if not (getattr(be, "WEIGHTS", True) and getattr(inner, "WEIGHTS", True)):
                 # (before the all-zero return below: zero weights on a device or dask
-                # batch were taken, where any other raised)
-                be.reduce_weighted(inp, policy_code(self.nan_policy), weight)
+                # batch were taken, where any other raised; and before the weights are
+                # read: a dask array of weights was computed, then refused)
+                be.reduce_weighted(inp, policy_code(self.nan_policy), np.empty(0))
+            weight = check_sample_weight(sample_weight, inp.array.shape[0], inp.axis,
+                                         self.channel_axis, inp.array.ndim)
+            _check_weight_per_channel(weight, inp.size, inp.channels)
         if self.nan_policy == "raise" and weight is not None and not weight.all():
             nan, inf, bad = nonfinite_in_absent_rows(inp, weight)
             if bad.size:

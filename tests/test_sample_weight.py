@@ -835,3 +835,25 @@ def test_weights_spanning_hundreds_of_decades_keep_the_variance(route):
             st = cpu_sparse.reduce(sparse.csr_array(x2), 0, w.copy(), route=route)
             var = st.m2 / st.weight
         np.testing.assert_allclose(var[0], exact(x, w), rtol=1e-9)
+
+
+def test_weights_with_a_dask_batch_are_refused_before_they_are_read():
+    """A dask array of weights with a dask batch was computed (a scheduler run), then
+    refused; the refusal now comes first, and the state is unchanged."""
+    da = pytest.importorskip("dask.array")
+    from dask.callbacks import Callback
+
+    from nbbn.errors import BackendUnavailableError
+
+    runs = []
+
+    class Count(Callback):
+        def _start(self, dsk):
+            runs.append(len(dsk))
+
+    x = da.from_array(np.random.default_rng(0).random((20, 3)), chunks=(5, 3))
+    rs = nbbn.RunningStats(1).update(np.ones((2, 3)))
+    with Count(), pytest.raises(BackendUnavailableError, match="not supported for dask "
+                                                              "arrays"):
+        rs.update(x, sample_weight=da.ones(20, chunks=5))
+    assert runs == [] and rs.count.tolist() == [2, 2, 2]
