@@ -621,6 +621,29 @@ def test_a_columns_weight_is_the_total_rounded_once(monkeypatch, route, fmt):
 
 
 @pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_a_redone_columns_weight_is_the_total_rounded_once(monkeypatch, route, fmt):
+    """A column redone as dense data (sums beyond float64's range) keeps the total
+    weight rounded once, as every other column (mutant: it took the redo's merge of
+    the zeros' and stored rows' weights, 5.23 beside 5.2299999999999995, and the
+    scaler's ``n_samples_seen_`` became a per-feature array)."""
+    _force_route(monkeypatch, route)
+    x = np.zeros((7, 2))
+    x[:3, 0] = [1.7e308, -1.7e308, 1.7e308]
+    x[:, 1] = np.arange(7.0)
+    w = np.array([1.9, 1.9, 0.1, 0.2, 0.3, 0.7, 0.13])
+    rs = nbbn.RunningStats(-1).update(_sparse(x, fmt), sample_weight=w)
+    dense = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    np.testing.assert_array_equal(rs.count, [math.fsum(w.tolist())] * 2)
+    np.testing.assert_array_equal(rs.count, dense.count)
+    assert np.isfinite(rs.mean[0]) and np.isposinf(rs.var[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the overflowing variance)
+        scaler = StandardScaler(with_mean=False).fit(_sparse(x, fmt), sample_weight=w)
+    assert np.ndim(scaler.n_samples_seen_) == 0
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_implicit_zeros_weight_keeps_the_stored_rows_low_part_on_every_route(monkeypatch,
                                                                            route):
     """``test_implicit_zeros_weight_keeps_the_low_part_of_the_total`` (a 3x1 matrix goes

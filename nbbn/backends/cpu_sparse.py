@@ -986,7 +986,10 @@ def _redo_overflowed(x, policy: int, out: BatchStats, weight: np.ndarray | None)
     """Columns of finite values whose mean or M2 came out NaN or infinite (sums beyond
     float64's range, near 1e308) again through the dense kernels, which redo such a
     block with a scaled sum: a finite mean and an infinite variance, as for dense input.
-    ``weight``: the rows' weights (``out`` is weighted), or None."""
+    ``weight``: the rows' weights (``out`` is weighted), or None. A column's weight is
+    kept as the kernel gave it (no value enters it): the batch's total, rounded once,
+    where no NaN was left out (the merge of the redone parts rounded it again, and
+    scikit-learn's ``n_samples_seen_`` became a per-feature array)."""
     mean, m2 = out.floats[0], out.floats[2]
     finite_data = (out.ints[2] == 0) & ((out.ints[1] == 0) | (policy == POLICY_OMIT))
     bad = np.flatnonzero(finite_data & ~(np.isfinite(mean) & (m2 == m2)))
@@ -1014,8 +1017,6 @@ def _redo_overflowed(x, policy: int, out: BatchStats, weight: np.ndarray | None)
             z.floats[3:, 0] = 0.0
             part = cpu.merge(z, part)
         out.ints[:, j], out.floats[:, j] = part.ints[:, 0], part.floats[:, 0]
-        if out.weight is not None:
-            out.weight[j] = part.weight_sum()[0]
 
 
 def scale_columns(x, factor: np.ndarray) -> None:
