@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,8 +196,14 @@ def check_no_mask(x, what: str) -> None:
 
 
 def is_sparse(x) -> bool:
-    """True for a scipy sparse matrix or array (tested without importing scipy)."""
-    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
+    """True for a scipy sparse matrix or array, or an instance of a subclass of one, as
+    scipy's ``issparse`` (and scikit-learn) take them; tested without importing scipy
+    (where ``scipy.sparse`` is not imported, nothing is one). The class's own module
+    alone was tested: a subclass went down the dense path, where numpy read it as an
+    object array."""
+    if "scipy.sparse" not in sys.modules or not hasattr(x, "tocsr"):
+        return False
+    return any(k.__module__.startswith("scipy.sparse") for k in type(x).__mro__)
 
 
 MAX_AXES = 64

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import check_dtype, check_no_mask
+from ._layout import check_dtype, check_no_mask, is_sparse
 from ._pages import releaser
 from ._torch_arrays import host_view
 from .backends import is_xarray
@@ -223,7 +223,7 @@ def as_batch_array(x, what: str = "batch"):
         return x
     if _is_device_array(x):
         return x
-    if type(x).__module__.startswith("scipy.sparse"):
+    if is_sparse(x):
         raise TypeError(f"{what} is a scipy sparse {type(x).__name__}, which fit and "
                         "transform do not read in memory (nor in iterables of batches): "
                         "count its statistics with nbbn.RunningStats(channel_axis=-1)."

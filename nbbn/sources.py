@@ -84,7 +84,7 @@ from typing import Any
 import numpy as np
 
 from ._labels import check_coords, frame_columns, shown
-from ._layout import is_dask_frame
+from ._layout import is_dask_frame, is_sparse
 from ._shards import (
     ArrayShard,
     Shard,
@@ -648,7 +648,7 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
             raise _unused_key(key, f"the {describe_container(source)}, an array")
         return Source([container_shard(source, key)], describe_container(source),
                       channel_axis)
-    if module.startswith("scipy.sparse"):
+    if is_sparse(source):
         as_batch_array(source, "source")  # TypeError: how to count it instead
     if all(hasattr(source, a) for a in ("shape", "dtype", "__getitem__")):
         data = getattr(source, "data", None) if is_xarray(source) else None

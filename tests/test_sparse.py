@@ -486,6 +486,34 @@ sk = pytest.importorskip("sklearn.preprocessing")
 from nbbn.sklearn import StandardScaler  # noqa: E402
 
 
+class _MyCsrMatrix(sparse.csr_matrix):
+    """A subclass of a scipy sparse class, which scipy's issparse (and scikit-learn) take."""
+
+
+class _MyCsrArray(sparse.csr_array):
+    pass
+
+
+@pytest.mark.parametrize("cls", [_MyCsrMatrix, _MyCsrArray])
+def test_subclasses_of_sparse_classes_are_sparse(cls):
+    """An instance of a subclass of a scipy sparse class is read as sparse (mutant: only
+    a class defined in scipy.sparse was, and a subclass went down the dense path, where
+    numpy read it as an object array); the normalizer and fit refuse it as sparse."""
+    x = _data(np.random.default_rng(3), (50, 4))
+    rs = nbbn.RunningStats(-1).update(cls(x))
+    assert_stats(rs, ref_stats(x, -1), rtol=RTOL)
+    scaler = StandardScaler(with_mean=False).fit(cls(np.nan_to_num(x)))
+    np.testing.assert_allclose(scaler.var_, np.nan_to_num(x).var(axis=0), rtol=1e-12)
+    norm = nbbn.Normalizer(np.zeros(4), np.ones(4), channel_axis=-1)
+    with pytest.raises(TypeError, match=rf"scipy sparse matrix \({cls.__name__}\)"):
+        norm(cls(x))
+    for source in (cls(x), [cls(x)]):
+        with pytest.raises(TypeError, match=r"scipy sparse .*RunningStats\(channel_axis"):
+            nbbn.fit(source, -1, progress=False)
+
+
+
+
 @pytest.mark.parametrize("fmt", ["csr", "csc"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
