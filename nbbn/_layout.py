@@ -206,6 +206,27 @@ def is_sparse(x) -> bool:
     return any(k.__module__.startswith("scipy.sparse") for k in type(x).__mro__)
 
 
+def check_dense_chunks(x, what: str = "input") -> None:
+    """TypeError for a dask array whose chunks are scipy sparse matrices (its ``_meta``
+    one, as ``dask.array.from_array(m, asarray=False)`` makes): the chunk kernels read
+    dense blocks, and such a chunk was refused as a batch of ``update`` ("only
+    statistics (RunningStats.update) read sparse input", to a caller of ``update``) or
+    read as an object array. Nothing is computed."""
+    meta = getattr(x, "_meta", None)
+    if is_sparse(meta):
+        raise TypeError(sparse_chunks_message(what, meta))
+
+
+def sparse_chunks_message(what: str, chunk) -> str:
+    """The error of a dask array of scipy sparse chunks (``chunk`` one of them, or its
+    meta)."""
+    return (f"{what} is a dask array of scipy sparse chunks ({type(chunk).__name__}), "
+            "which nbbn does not read: convert them to dense chunks with "
+            "x.map_blocks(lambda b: b.toarray(), dtype=x.dtype), or count a sparse "
+            "matrix's statistics in one call, nbbn.RunningStats(channel_axis=-1)."
+            "update(m)")
+
+
 MAX_AXES = 64
 """numpy's limit on an array's dimensions (``NPY_MAXDIMS`` of numpy 2; torch's is lower)."""
 

@@ -66,7 +66,14 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     takes them)."""
     da = import_extra("dask.array", "dask", "nbbn.dask")
     from ._labels import frame_columns
-    from ._layout import as_array, check_dtype, is_dask_frame, is_device_array, normalize_axis
+    from ._layout import (
+        as_array,
+        check_dense_chunks,
+        check_dtype,
+        is_dask_frame,
+        is_device_array,
+        normalize_axis,
+    )
     from .backends import is_dask_array, is_xarray
 
     coord = None
@@ -85,6 +92,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
         # (a host array-like read as nbbn reads it: DataFrames, nullable columns, and
         # the dtype checked before dask's own errors, e.g. on object arrays)
         x = da.asarray(x if is_device_array(x) else as_array(x, "x"))
+    check_dense_chunks(x, "x")
     check_dtype(np.dtype(x.dtype), "x")
     return x, normalize_axis(axis, x.ndim), coord, names
 

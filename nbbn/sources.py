@@ -84,7 +84,7 @@ from typing import Any
 import numpy as np
 
 from ._labels import check_coords, frame_columns, shown
-from ._layout import is_dask_frame, is_sparse
+from ._layout import check_dense_chunks, is_dask_frame, is_sparse
 from ._shards import (
     ArrayShard,
     Shard,
@@ -800,6 +800,7 @@ class ChunkedSource(Source):
     dask scheduler) and never twice for two batches."""
 
     def __init__(self, x, channel_axis=None, what: str = "a dask array") -> None:
+        check_dense_chunks(x, "the source")
         if any(math.isnan(n) for n in x.shape):
             raise ValueError(f"{what} with unknown chunk sizes: call "
                              "x.compute_chunk_sizes() first")

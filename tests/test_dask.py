@@ -282,6 +282,29 @@ def test_bad_input_is_refused_before_computing():
         nbbn.fit(x, key="x", progress=False)  # (a key names nothing in an array)
 
 
+def test_scipy_sparse_chunks_are_refused_with_how_to_convert_them():
+    """A dask array of scipy sparse chunks: every entry point says so and how to convert
+    them, before computing (mutants: update called its chunk a batch that only update
+    reads, and fit read it as dtype object); a chunk that its array's meta did not
+    announce is refused when the reduction reads it. The state is untouched."""
+    sparse = pytest.importorskip("scipy.sparse")
+    a = da.from_array(sparse.csr_matrix(np.eye(4)), chunks=(2, 4), asarray=False)
+    hidden = da.from_array(np.eye(4), chunks=(2, 4)).map_blocks(sparse.csr_matrix,
+                                                               meta=np.empty((0, 0)))
+    match = r"dask array of scipy sparse chunks \(csr_matrix\).*b\.toarray\(\)"
+    rs = nbbn.RunningStats(-1)
+    calls = [lambda: rs.update(a), lambda: nbbn.fit(a, -1, progress=False),
+             lambda: nbbn.dask.channel_stats(a, -1), lambda: nbbn.channel_stats(a, -1),
+             lambda: nbbn.Normalizer(np.zeros(4), np.ones(4), channel_axis=-1)(a),
+             lambda: rs.update(hidden)]
+    for call in calls:
+        with pytest.raises(TypeError, match=match):
+            call()
+    assert rs.count.size == 0
+    dense = a.map_blocks(lambda b: b.toarray(), dtype=a.dtype)
+    np.testing.assert_array_equal(rs.update(dense).mean, [0.25] * 4)
+
+
 def test_chunk_functions_pickle_by_reference():
     from nbbn.backends import dask as bd
 

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from .._affine import affine_scale, batchnorm_step, result_dtype
-from .._layout import check_dtype, normalize_axis
+from .._layout import (
+    check_dense_chunks,
+    check_dtype,
+    is_sparse,
+    normalize_axis,
+    sparse_chunks_message,
+)
 from .._policy import POLICY_PROPAGATE
 from ._stats import FLOAT_FIELDS, INT_FIELDS, BatchStats
 
@@ -91,6 +97,8 @@ def _chunk_stats(block: np.ndarray, axis=None, keepdims: bool = True, *, caxis: 
     channel axis of length 1 (``dask.array.reduction``'s ``chunk``)."""
     from . import cpu
 
+    if is_sparse(block):  # (a dask array whose meta did not say so: check_dense_chunks)
+        raise TypeError(sparse_chunks_message("the input", block))
     nchan = block.shape[caxis]
     if block.size == 0:
         st = BatchStats.empty(nchan)
@@ -178,7 +186,8 @@ def lazy_affine(inp: DaskInput, a: np.ndarray, s: np.ndarray, b: np.ndarray,
 
 # ------------------------------------------------------------------ statistics
 def prepare(x, channel_axis: int | str, what: str) -> DaskInput:
-    """Validate a dask array (dtype, axis) without computing anything."""
+    """Validate a dask array (dtype, axis, dense chunks) without computing anything."""
+    check_dense_chunks(x, what)
     check_dtype(np.dtype(x.dtype), what)
     if any(np.isnan(n) for n in x.shape):
         raise ValueError(
