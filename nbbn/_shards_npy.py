@@ -195,11 +195,38 @@ def _small_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
+def _load_csr(sparse, path: str, fmt: str):
+    """The matrix of a ``save_npz`` file of format ``fmt`` (checked) as CSR, its arrays
+    in native byte order. scipy's ``load_npz`` keeps byte-swapped data (``'>f8'``: a
+    file of a big-endian host, or of a matrix built on such an array), which its own
+    slicing then refused ("scipy.sparse does not support dtype >f8", naming no file),
+    and builds no COO or BSR matrix of it; so the members are read here, swapped in
+    place where they are not native, and given to the constructors ``load_npz`` uses
+    (the ``_matrix`` classes: the batches are read alike as arrays or matrices)."""
+    with np.load(path, allow_pickle=False) as z:
+        m = {k: _native(z[k]) for k in z.files if k not in ("format", "_is_array")}
+    shape = tuple(int(n) for n in m["shape"].reshape(-1))
+    if fmt == "dia":
+        args: tuple = (m["data"], m["offsets"])
+    elif fmt == "coo":
+        args = (m["data"], tuple(m["coords"]) if "coords" in m else (m["row"], m["col"]))
+    else:  # csr, csc, bsr
+        args = (m["data"], m["indices"], m["indptr"])
+    return getattr(sparse, f"{fmt}_matrix")(args, shape=shape).tocsr()
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` (an array of its own, just read) in native byte order."""
+    if a.dtype.isnative:
+        return a
+    return a.byteswap(inplace=True).view(a.dtype.newbyteorder("="))
+
+
 class _SparseReader(ShardReader):
     def __init__(self, shard: SparseNpzShard) -> None:
         sparse = import_extra("scipy.sparse", "sparse", f"reading {shard.path}")
         with _corrupt_as_value_error(shard.path):
-            self.matrix = sparse.load_npz(shard.path).tocsr()
+            self.matrix = _load_csr(sparse, shard.path, shard.format)
 
     def read(self, start, stop, slot):
         return self.matrix[start:stop], None
