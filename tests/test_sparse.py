@@ -428,6 +428,41 @@ def test_malformed_matrices_are_refused_not_read(rng, case):
     assert nbbn.RunningStats(-1).update(_malformed(fmt)).count.tolist() == [4, 4, 4]
 
 
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("itype", [">i4", ">i8"])
+def test_byte_swapped_index_arrays_are_read(rng, monkeypatch, route, fmt, itype):
+    """Index arrays assigned byte-swapped (``X.indices = X.indices.astype('>i4')``:
+    scipy converts only those given to its constructors) are read in native order, by
+    the checks, the statistics (weighted too, duplicates summed) and the scaler's
+    transform in place (mutant: numba's TypingError, "non-precise type pyobject"); a
+    wrong index among them is still refused."""
+    _force_route(monkeypatch, route)
+    x = _data(rng, (60, 5), nan=0)
+
+    def swapped(m):
+        m.indices, m.indptr = m.indices.astype(itype), m.indptr.astype(itype)
+        return m
+
+    s = swapped(_sparse(x, fmt))
+    w = rng.random(60)
+    assert_stats(nbbn.RunningStats(-1).update(s), ref_stats(x, -1), rtol=RTOL)
+    dense = nbbn.RunningStats(-1).update(x, sample_weight=w)
+    weighted = nbbn.RunningStats(-1).update(s, sample_weight=w)
+    np.testing.assert_allclose(weighted.var, dense.var, rtol=1e-12)
+    dup = swapped(sparse.csr_array((np.array([1.0, 2.0]), np.array([1, 1]), np.array([0, 2])),
+                                   shape=(1, 2)))
+    np.testing.assert_array_equal(nbbn.RunningStats(-1).update(dup).mean, [0.0, 3.0])
+    scaler = StandardScaler(with_mean=False).fit(s)
+    np.testing.assert_allclose(scaler.var_, x.var(axis=0), rtol=1e-12)
+    t = swapped(sparse.csr_matrix(x))
+    scaler.transform(t, copy=False)
+    np.testing.assert_allclose(t.toarray(), x / scaler.scale_, rtol=1e-15)
+    s.indices[3] = 99
+    with pytest.raises(ValueError, match="malformed"):
+        nbbn.RunningStats(-1).update(s)
+
+
 def test_weight_and_histogram_errors(rng):
     s = sparse.csr_array(_data(rng, (10, 3), nan=0))
     with pytest.raises(ValueError, match=r"shape \(10,\)"):

@@ -841,7 +841,7 @@ def check_structure(x, what: str = "batch", offsets: bool = True,
     once (1-2 ms for 10,000,000 entries: 3-5% of the statistics' time); ``offsets`` or
     ``indices`` False leaves out that part, checked elsewhere."""
     major, minor = x.shape if x.format == "csr" else x.shape[::-1]
-    ptr, ind, data = x.indptr, x.indices, x.data
+    ptr, ind, data = _native(x.indptr), _native(x.indices), x.data
     minor_name = "column" if x.format == "csr" else "row"
     if ptr.ndim != 1 or ind.ndim != 1 or data.ndim != 1 or ptr.shape[0] != major + 1 \
             or ind.shape != data.shape:
@@ -867,13 +867,24 @@ def check_structure(x, what: str = "batch", offsets: bool = True,
             "scipy's check_format(full_check=True) says more)")
 
 
+def _native(a):
+    """Index array ``a`` in native byte order: as it is, or a converted copy where it is
+    byte-swapped (``X.indices = X.indices.astype('>i4')``: scipy converts index arrays
+    given to its constructors, not ones assigned), which numba does not type (the
+    kernels failed with a TypingError, "non-precise type pyobject")."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or dtype.isnative:
+        return a
+    return a.astype(dtype.newbyteorder("="))
+
+
 def _entries(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``indptr``, ``indices`` (as one integer type) and ``data`` (float32 or float64),
-    read-only: the types the kernels are compiled for."""
+    """``indptr``, ``indices`` (as one integer type, in native byte order) and ``data``
+    (float32 or float64), read-only: the types the kernels are compiled for."""
     data = x.data
     if data.dtype not in (np.float32, np.float64):
         data = data.astype(np.float64)  # exact for integers below 2**53 and float16
-    itype = np.result_type(x.indptr.dtype, x.indices.dtype)
+    itype = np.result_type(x.indptr.dtype, x.indices.dtype).newbyteorder("=")
     return (_readonly(x.indptr.astype(itype, copy=False)),
             _readonly(x.indices.astype(itype, copy=False)), _readonly(data))
 
