@@ -158,7 +158,10 @@ class SparseNpzShard(Shard):
                 fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
                 shape = tuple(int(n) for n in _small_member(zf, "shape").reshape(-1))
                 with zf.open("data.npy") as f:
-                    stored_shape, _, self.dtype = _read_npy_header(f, f"{path}[data]")
+                    # (its dtype named as the matrix's, not scipy's storage member:
+                    # a bool matrix is refused as a bool array is)
+                    stored_shape, _, self.dtype = _read_npy_header(
+                        f, f"{path}[data]", f"{path}, a scipy sparse matrix,")
                 index = next((k for k in ("indices", "col", "coords", "offsets")
                               if k in keys), None)
                 isize = 8
@@ -272,7 +275,10 @@ class NpzShard(Shard):
         return _NpzReader(self)
 
 
-def _read_npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _read_npy_header(f, name: str, what: str | None = None
+                     ) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype of the ``.npy`` array ``f`` (``name``, in
+    errors), its dtype checked as ``what`` (default ``name``)."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
@@ -287,7 +293,7 @@ def _read_npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
             raise ValueError(f"unsupported .npy format version {version}")
     except ValueError as exc:
         raise ValueError(f"{name}: not a readable .npy array ({exc})") from exc
-    check_dtype(dtype, name)
+    check_dtype(dtype, name if what is None else what)
     return tuple(int(n) for n in shape), bool(fortran), dtype
 
 

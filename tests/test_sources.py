@@ -190,6 +190,19 @@ def test_scipy_sparse_npz_of_byte_swapped_arrays(tmp_path, rng, fmt):
                  ref_stats(m.toarray(), -1), rtol=1e-13)
 
 
+def test_a_scipy_sparse_npz_of_bools_is_refused_as_a_matrix(tmp_path):
+    """A save_npz file of bool (or complex) values is refused as a bool array is, naming
+    the file as a sparse matrix (mutant: the message named scipy's storage member,
+    "m.npz[data] must have ..."); the source is not opened."""
+    sparse = pytest.importorskip("scipy.sparse")
+    for dtype, kind in ((bool, "bool"), (complex, "complex128")):
+        sparse.save_npz(tmp_path / "m.npz", sparse.csr_array(np.eye(3, dtype=dtype)))
+        with pytest.raises(TypeError, match=rf"m\.npz, a scipy sparse matrix, must have a "
+                           rf"real floating .* got dtype {kind}") as err:
+            fit(tmp_path / "m.npz", channel_axis=-1, progress=False)
+        assert "[data]" not in str(err.value)
+
+
 def test_folder_of_shards(tmp_path, rng):
     """Sorted by name, .npy and .npz mixed, empty shards, different row counts."""
     parts = [rng.integers(-50, 50, (n, 2, 3)).astype(np.int16) for n in (5, 0, 17, 1, 30)]
