@@ -215,6 +215,19 @@ def check_dense_chunks(x, what: str = "input") -> None:
     meta = getattr(x, "_meta", None)
     if is_sparse(meta):
         raise TypeError(sparse_chunks_message(what, meta))
+    if meta is not None and is_device_array(meta):
+        raise TypeError(device_chunks_message(what, meta))
+
+
+def device_chunks_message(what: str, chunk) -> str:
+    """The error of a dask array of GPU chunks (CuPy, a Numba device array): its
+    reduction and maps run on the host, and such a chunk was refused as "backend='cpu'
+    was asked for: use backend='auto' or 'cuda'", while backend='cuda' answered "use
+    backend='auto' or 'cpu'" for the dask array, each sending the caller to the other."""
+    return (f"{what} is a dask array of GPU chunks ({type(chunk).__name__}), which nbbn "
+            "does not read (its dask reductions and maps run on the host, whatever the "
+            "backend): move them to the host with x.map_blocks(cupy.asnumpy), or pass "
+            "each chunk (a device array) to a RunningStats of backend='cuda'")
 
 
 def sparse_chunks_message(what: str, chunk) -> str:

@@ -305,6 +305,31 @@ def test_scipy_sparse_chunks_are_refused_with_how_to_convert_them():
     np.testing.assert_array_equal(rs.update(dense).mean, [0.25] * 4)
 
 
+def test_gpu_chunks_are_refused_with_one_answer():
+    """A dask array of GPU chunks: backend "auto" said "backend='cpu' was asked for: use
+    backend='auto' or 'cuda'", and "cuda" said "use backend='auto' or 'cpu'", each
+    sending the caller to the other; all now say the chunks are not read and how to
+    move them, before computing (or when a chunk its meta hid is read)."""
+    pytest.importorskip("numba.cuda")
+    from numba import cuda
+
+    def to_device(b):
+        return cuda.to_device(np.ascontiguousarray(b))
+
+    host = da.from_array(np.arange(24.0).reshape(6, 4), chunks=(3, 2))
+    shown = host.map_blocks(to_device, meta=to_device(np.empty((0, 0))))
+    hidden = host.map_blocks(to_device, meta=np.empty((0, 0)))
+    match = r"dask array of GPU chunks .*which nbbn does not read.*cupy\.asnumpy"
+    rs = nbbn.RunningStats(1)
+    for call in (lambda: rs.update(shown), lambda: nbbn.RunningStats(1, backend="cuda")
+                 .update(shown), lambda: nbbn.dask.channel_stats(shown, 1),
+                 lambda: rs.update(hidden),
+                 lambda: nbbn.Normalizer(np.zeros(4), np.ones(4))(hidden).compute()):
+        with pytest.raises(TypeError, match=match):
+            call()
+    assert rs.count.size == 0
+
+
 def test_chunk_functions_pickle_by_reference():
     from nbbn.backends import dask as bd
 

@@ -171,6 +171,10 @@ def resolve(backend: str, x: Any = None) -> Backend:
     if backend == "cuda":
         if x is not None and type(x) is not np.ndarray and (is_xarray(x) or is_dask_array(x)):
             # (a DataArray lost its names, and a dask array was computed whole)
+            if is_dask_array(x):  # (GPU chunks: 'auto' or 'cpu' would not read them)
+                from .._layout import check_dense_chunks
+
+                check_dense_chunks(x, "the input")
             kind = "an xarray DataArray" if is_xarray(x) else "a dask array"
             raise TypeError(f"backend='cuda' reads numpy arrays, GPU arrays and torch "
                             f"tensors, and the input is {kind}: use backend='auto' or "

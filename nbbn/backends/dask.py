@@ -27,6 +27,8 @@ from .._affine import affine_scale, batchnorm_step, result_dtype
 from .._layout import (
     check_dense_chunks,
     check_dtype,
+    device_chunks_message,
+    is_device_array,
     is_sparse,
     normalize_axis,
     sparse_chunks_message,
@@ -99,6 +101,8 @@ def _chunk_stats(block: np.ndarray, axis=None, keepdims: bool = True, *, caxis: 
 
     if is_sparse(block):  # (a dask array whose meta did not say so: check_dense_chunks)
         raise TypeError(sparse_chunks_message("the input", block))
+    if is_device_array(block):  # (the same, for GPU chunks)
+        raise TypeError(device_chunks_message("the input", block))
     nchan = block.shape[caxis]
     if block.size == 0:
         st = BatchStats.empty(nchan)
@@ -144,6 +148,8 @@ def _affine_block(block: np.ndarray, a: np.ndarray, s: np.ndarray, b: np.ndarray
     from . import cpu
 
     lo, hi = block_info[0]["array-location"][caxis] if block_info else (0, block.shape[caxis])
+    if is_device_array(block):  # (a dask array whose meta did not say so)
+        raise TypeError(device_chunks_message("the input", block))
     out = np.empty(block.shape, out_dtype)
     if block.size:
         with cpu.serial():
