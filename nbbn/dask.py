@@ -74,6 +74,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
         is_device_array,
         normalize_axis,
     )
+    from ._torch_arrays import is_cpu_tensor
     from .backends import is_dask_array, is_xarray
 
     coord = None
@@ -89,6 +90,10 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     if is_dask_frame(x):
         x = _frame_array(x, channel_axis)
     if not is_dask_array(x):
+        if is_cpu_tensor(x) and str(x.dtype) == "torch.bfloat16":
+            # (numpy has no bfloat16: its values as float32, exactly, where as_array
+            # refused what nbbn.channel_stats reads)
+            x = x.float()
         # (a host array-like read as nbbn reads it: DataFrames, nullable columns, and
         # the dtype checked before dask's own errors, e.g. on object arrays)
         x = da.asarray(x if is_device_array(x) else as_array(x, "x"))

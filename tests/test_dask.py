@@ -716,3 +716,15 @@ def test_a_failed_threaded_transform_to_zarr_leaves_no_temporary_store(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
     np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...],
                                   rs.to_normalizer()(x))
+
+
+def test_a_bfloat16_tensor_is_read_as_channel_stats_reads_it():
+    """nbbn.dask.channel_stats refused a bfloat16 CPU tensor ("convert it first"), which
+    nbbn.channel_stats reads: its values are float32's, exactly."""
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(np.random.default_rng(3).normal(5.0, 2.0, (40, 3)), dtype=torch.bfloat16)
+    lazy = nbbn.dask.channel_stats(t, 1).compute()
+    eager = nbbn.channel_stats(t, 1)
+    np.testing.assert_allclose(lazy.mean, eager.mean, rtol=1e-15)
+    np.testing.assert_allclose(lazy.var, eager.var, rtol=1e-13)
+    np.testing.assert_array_equal(lazy.min, eager.min)
