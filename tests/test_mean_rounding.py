@@ -289,3 +289,35 @@ def test_fortran_ordered_tables(rng):
     from nbbn.sklearn import StandardScaler
 
     assert np.array_equal(StandardScaler().fit(x).mean_, x.mean(axis=0))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+@pytest.mark.parametrize("shape", [(100_000, 2), (4, 256, 256, 2)], ids=["table", "image"])
+def test_long_channels_last_blocks_of_wide_integers(shape, dtype):
+    """Channels-last blocks of tens of thousands of rows of few channels: a partition's
+    first shift (the mean of its head rows) is about a quarter of a standard deviation
+    off, and the sum of a block's deviations from it passed 2**53 for values of 2**40
+    and rounded (168 ulp off the exact mean in a (100000, 2) int64 table, also as
+    float64; in one batch, not in several). Such a block is summed again around its own
+    mean (``cpu_stats.sum_rounds``): the exact mean rounded once, for any batching."""
+    x = np.random.default_rng(0).integers(-(2 ** 40), 2 ** 40, size=shape).astype(dtype)
+    want = _exact_means([x.reshape(-1, 2)], -1)
+    whole = nbbn.channel_stats(x, channel_axis=-1).mean
+    assert np.array_equal(whole, want), (whole - want) / np.spacing(want)
+    rs = nbbn.RunningStats(-1)
+    for part in np.array_split(x, 3):
+        rs.update(part)
+    assert np.array_equal(rs.mean, want)
+
+
+def test_long_channels_last_blocks_of_wide_integers_with_nans():
+    """The same with NaNs left out (``nan_policy="omit"``: the NaN-omitting pass's
+    blocks): 3 of 6 channels came back off before."""
+    for seed in range(3):
+        x = np.random.default_rng(seed).integers(-(2 ** 40), 2 ** 40,
+                                                 size=(100_000, 2)).astype(np.float64)
+        x[np.random.default_rng(seed + 9).integers(0, 100_000, 50), 0] = np.nan
+        got = nbbn.channel_stats(x, channel_axis=-1, nan_policy="omit").mean
+        for c in range(2):
+            v = x[:, c][~np.isnan(x[:, c])]
+            assert got[c] == _exact_means([v[:, None]], -1)[0], (seed, c)
