@@ -104,8 +104,8 @@ def check_series_indexes(**params) -> None:
                if type(v).__name__ == "Series" and type(v).__module__.startswith("pandas")
                and not _default_index(v.index)}
     if len(set(indexed.values())) > 1:
-        (a, ia), (b, ib) = [(k, v) for k, v in indexed.items()][:1] + [
-            (k, v) for k, v in indexed.items() if v != next(iter(indexed.values()))][:1]
+        (a, ia), *rest = indexed.items()
+        b, ib = next((k, v) for k, v in rest if v != ia)
         raise ValueError(f"{a} and {b} are pandas Series indexed {shown(ia)} and "
                          f"{shown(ib)}: the channels are read by position, so they must "
                          f"be indexed alike (reorder one: {b}[{a}.index])")

@@ -206,6 +206,17 @@ def is_sparse(x) -> bool:
     return any(k.__module__.startswith("scipy.sparse") for k in type(x).__mro__)
 
 
+def native_order(a):
+    """``a`` in native byte order: as it is, or a converted copy where it is byte-swapped
+    (a sparse matrix's assigned ``X.indices = X.indices.astype('>i4')``, which numba
+    does not type: "non-precise type pyobject"; a ``save_npz`` member of a big-endian
+    host, which scipy's slicing refused)."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or dtype.isnative:
+        return a
+    return a.astype(dtype.newbyteorder("="))
+
+
 def check_dense_chunks(x, what: str = "input") -> None:
     """TypeError for a dask array whose chunks are scipy sparse matrices (its ``_meta``
     one, as ``dask.array.from_array(m, asarray=False)`` makes): the chunk kernels read

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._layout import check_dtype
+from ._layout import check_dtype, native_order
 from ._pages import release_span
 from ._shards import Shard, ShardReader, file_fingerprint
 from ._shards_zarr_h5 import import_extra
@@ -203,11 +203,11 @@ def _load_csr(sparse, path: str, fmt: str):
     in native byte order. scipy's ``load_npz`` keeps byte-swapped data (``'>f8'``: a
     file of a big-endian host, or of a matrix built on such an array), which its own
     slicing then refused ("scipy.sparse does not support dtype >f8", naming no file),
-    and builds no COO or BSR matrix of it; so the members are read here, swapped in
-    place where they are not native, and given to the constructors ``load_npz`` uses
+    and builds no COO or BSR matrix of it; so the members are read here, in native
+    byte order (:func:`~nbbn._layout.native_order`), and given to the constructors ``load_npz`` uses
     (the ``_matrix`` classes: the batches are read alike as arrays or matrices)."""
     with np.load(path, allow_pickle=False) as z:
-        m = {k: _native(z[k]) for k in z.files if k not in ("format", "_is_array")}
+        m = {k: native_order(z[k]) for k in z.files if k not in ("format", "_is_array")}
     shape = tuple(int(n) for n in m["shape"].reshape(-1))
     if fmt == "dia":
         args: tuple = (m["data"], m["offsets"])
@@ -216,13 +216,6 @@ def _load_csr(sparse, path: str, fmt: str):
     else:  # csr, csc, bsr
         args = (m["data"], m["indices"], m["indptr"])
     return getattr(sparse, f"{fmt}_matrix")(args, shape=shape).tocsr()
-
-
-def _native(a: np.ndarray) -> np.ndarray:
-    """``a`` (an array of its own, just read) in native byte order."""
-    if a.dtype.isnative:
-        return a
-    return a.byteswap(inplace=True).view(a.dtype.newbyteorder("="))
 
 
 class _SparseReader(ShardReader):

@@ -98,4 +98,3 @@ def nonfinite_in_absent_rows(can, weight: np.ndarray) -> tuple[int, int, np.ndar
     rows = np.moveaxis(rows, can.axis, -1).reshape(-1, can.channels)
     nan, inf = np.isnan(rows), np.isinf(rows)
     return int(nan.sum()), int(inf.sum()), np.flatnonzero((nan | inf).any(axis=0))
-

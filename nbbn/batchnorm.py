@@ -145,8 +145,8 @@ class BatchNorm:
         self.momentum = _check_momentum(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.channel_axis = check_channel_axis(channel_axis)
-        self.backend = backends.check_name(backend)
+        self.channel_axis = channel_axis  # (checked when set: Checked)
+        self.backend = backend
         self.training = True
         c = self.num_features
         self.weight: np.ndarray | None = np.ones(c) if self.affine else None

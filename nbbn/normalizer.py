@@ -143,8 +143,8 @@ class Normalizer:
             host_values(weight), nchan, "weight"))
         self._bias = _frozen(np.zeros(nchan) if bias is None else channel_vector(
             host_values(bias), nchan, "bias"))
-        self.channel_axis = check_channel_axis(channel_axis)
-        self.backend = backends.check_name(backend)
+        self.channel_axis = channel_axis  # (checked when set: Checked)
+        self.backend = backend
         self._names = check_names(channel_names, nchan)
         with np.errstate(over="ignore"):
             scale = affine_scale(self._weight, self._var, self._eps)

@@ -87,11 +87,11 @@ class RunningStats:
 
     def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
-        self.channel_axis = check_channel_axis(channel_axis)
+        self.channel_axis = channel_axis  # (checked when set: Checked)
         self._names: tuple[str, ...] | None = check_names(channel_names, None)
         self._given_names = self._names  # (what reset() keeps: not a batch's columns)
         self.nan_policy = check_policy(nan_policy)
-        self.backend = backends.check_name(backend)
+        self.backend = backend
         # BatchStats on the host, or a backend's state on its device
         self._state: Any = None
         self._host_cache: tuple | None = None

@@ -32,6 +32,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from .._layout import native_order
 from .._merge import store_record
 from .._policy import POLICY_OMIT
 from ._jit import cached, tagged
@@ -841,7 +842,7 @@ def check_structure(x, what: str = "batch", offsets: bool = True,
     once (1-2 ms for 10,000,000 entries: 3-5% of the statistics' time); ``offsets`` or
     ``indices`` False leaves out that part, checked elsewhere."""
     major, minor = x.shape if x.format == "csr" else x.shape[::-1]
-    ptr, ind, data = _native(x.indptr), _native(x.indices), x.data
+    ptr, ind, data = native_order(x.indptr), native_order(x.indices), x.data
     minor_name = "column" if x.format == "csr" else "row"
     if ptr.ndim != 1 or ind.ndim != 1 or data.ndim != 1 or ptr.shape[0] != major + 1 \
             or ind.shape != data.shape:
@@ -865,17 +866,6 @@ def check_structure(x, what: str = "batch", offsets: bool = True,
             f"{what} is a malformed {x.format.upper()} matrix: its {minor_name} indices run "
             f"from {lo} to {hi}, expected 0 to {minor - 1} (its shape is {x.shape}; "
             "scipy's check_format(full_check=True) says more)")
-
-
-def _native(a):
-    """Index array ``a`` in native byte order: as it is, or a converted copy where it is
-    byte-swapped (``X.indices = X.indices.astype('>i4')``: scipy converts index arrays
-    given to its constructors, not ones assigned), which numba does not type (the
-    kernels failed with a TypingError, "non-precise type pyobject")."""
-    dtype = getattr(a, "dtype", None)
-    if dtype is None or dtype.isnative:
-        return a
-    return a.astype(dtype.newbyteorder("="))
 
 
 def _entries(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
