@@ -96,18 +96,53 @@ def _one_channel(v: np.ndarray, nan_policy: str):
 
 
 def ref_stats_rows(rows: np.ndarray, nan_policy: str = "propagate") -> RefStats:
-    """Statistics of a (C, M) float64 array, one row per channel."""
+    """Statistics of a (C, M) float64 array, one row per channel: ``_one_channel`` of
+    each row, its steps taken for all rows at once where no NaN is left out (a row's
+    numpy sums along the contiguous last axis are the 1-d sums of ``_one_channel``, bit
+    for bit; ``tests/test_reference.py`` checks it). Row by row, 33,000 channels took 6 s
+    of a slow CI host."""
     if nan_policy not in ("propagate", "omit", "raise"):
         raise ValueError(nan_policy)
-    c = rows.shape[0]
-    res = [_one_channel(rows[i], nan_policy) for i in range(c)]
-    return RefStats(
-        count=np.array([r[0] for r in res], dtype=np.int64),
-        mean=np.array([r[1] for r in res], dtype=np.float64),
-        var=np.array([r[2] for r in res], dtype=np.float64),
-        min=np.array([r[3] for r in res], dtype=np.float64),
-        max=np.array([r[4] for r in res], dtype=np.float64),
-    )
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    c, m = rows.shape
+    count = np.full(c, m, np.int64)
+    mean, var = np.full(c, np.nan), np.full(c, np.nan)
+    lo, hi = np.full(c, np.nan), np.full(c, np.nan)
+    alone = np.isnan(rows).any(axis=1) if nan_policy == "omit" else np.zeros(c, bool)
+    for i in np.flatnonzero(alone):  # NaNs left out: row by row
+        count[i], mean[i], var[i], lo[i], hi[i] = _one_channel(rows[i], nan_policy)
+    take = ~alone
+    if m == 0 or not take.any():
+        count[take] = 0
+        return RefStats(count=count, mean=mean, var=var, min=lo, max=hi)
+    r = rows[take]
+    with np.errstate(all="ignore"):
+        lo[take], hi[take] = r.min(axis=1), r.max(axis=1)
+        finite = np.isfinite(r).all(axis=1)
+        const = finite & (r.min(axis=1) == r.max(axis=1))
+        mu = np.sum(r, axis=1) / m  # (inf or nan rows, as numpy)
+        exact = finite & ~const
+        mu[exact] = [math.fsum(v) / m for v in r[exact].tolist()]
+        mu[const] = r[const, 0]
+        d = r - mu[:, None]
+        q = np.sum(d * d, axis=1)
+        cs = np.sum(d, axis=1)
+        fine = np.isfinite(q) & np.isfinite(cs)
+        v = q.copy()
+        v[fine] = q[fine] - cs[fine] * (cs[fine] / m)
+        v /= m
+        v[const] = 0.0
+    mean[take], var[take] = mu, v
+    return RefStats(count=count, mean=mean, var=var, min=lo, max=hi)
+
+
+def ref_stats_rows_slow(rows: np.ndarray, nan_policy: str = "propagate") -> RefStats:
+    """``ref_stats_rows`` row by row (``_one_channel``): its definition."""
+    if nan_policy not in ("propagate", "omit", "raise"):
+        raise ValueError(nan_policy)
+    res = [_one_channel(rows[i], nan_policy) for i in range(rows.shape[0])]
+    return RefStats(*(np.array([r[k] for r in res], dtype=np.int64 if k == 0 else np.float64)
+                      for k in range(5)))
 
 
 def ref_stats(x, channel_axis: int = 1, nan_policy: str = "propagate") -> RefStats:

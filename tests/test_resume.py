@@ -551,8 +551,19 @@ def test_sigkill_at_random_moments_then_resume_is_bit_for_bit(tmp_path):
                 if now and len(names) >= 2:
                     break
                 time.sleep(0.001)
-        else:  # any moment: start-up (attempt 0), reading, computing or writing
-            time.sleep(pick.uniform(0.1, 0.8) if attempt == 0 else pick.uniform(1.0, 2.5))
+        elif attempt == 0:  # start-up
+            time.sleep(pick.uniform(0.1, 0.8))
+        else:
+            # any moment after this run got past the last checkpoint seen: reading,
+            # computing or writing. (A fixed 1.0-2.5 s killed every run of a slow,
+            # loaded host before it wrote again: the rows seen stayed at 300.)
+            last = seen_rows[-1] if seen_rows else 0
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if ck.exists() and load_checkpoint(ck).rows_done > last:
+                    break
+                time.sleep(0.005)
+            time.sleep(pick.uniform(0.0, 0.5))
         in_write = bool(temps() - left)
         proc.send_signal(signal.SIGKILL)
         if proc.wait() == 0:

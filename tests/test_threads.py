@@ -48,8 +48,15 @@ def test_concurrent_updates_equal_serial(layout, big, backend, rng):
         spatial = (96, 90) if big else (3, int(rng.integers(1, 4)))
         shape = (n, c, *spatial) if axis == 1 else (n, *spatial, c)
         if layout == "few_rows":
-            shape = (n + 1, 1 << 18 if big else 1100)
+            # big: 41-44 rows of 32,768 channels, past THREADED_MIN_ELEMENTS (2**20) and
+            # within FEW_ROWS_MAX; before, 2-5 rows of 262,144, whose per-channel
+            # reference and data took 45 s of a slow CI host
+            shape = (n + 40, 1 << 15) if big else (n + 1, 1100)
         batches.append(random_array(rng, shape, "float64", channel_axis=axis))
+    if layout == "few_rows" and big:  # (the kernel of few rows, on more than one thread)
+        from nbbn.backends import cpu, cpu_few_rows
+        assert all(b.size >= cpu.THREADED_MIN_ELEMENTS
+                   and cpu_few_rows.takes(b.shape, b.dtype, False) for b in batches)
     serial = nbbn.RunningStats(axis, backend=backend)
     for b in batches:
         serial.update(b)
