@@ -67,8 +67,8 @@ def test_level_of_a_numba_environment(env, level, update):
     """numba's own reading of the environment (a subprocess): NUMBA_ENABLE_AVX=0 gives
     the portable loops (it reported the host's AVX-512, and LLVM aborted on the first
     uint8 update), and a uint8 update then runs. (Under the generic target the level
-    alone: its update built the same portable kernels as NUMBA_ENABLE_AVX=0's, 15 s of
-    a slow CI host, and CI's portable pass runs them there.)"""
+    alone: its update built and ran the portable kernels that NUMBA_ENABLE_AVX=0's
+    update runs too, 15 s of a slow CI host.)"""
     code = ("import numpy as np, nbbn; from nbbn.backends import cpu_simd as s; "
             "x = np.arange(3000, dtype=np.uint8).reshape(-1, 3); "
             + ("m = nbbn.RunningStats(-1).update(x).mean; "

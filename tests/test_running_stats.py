@@ -31,7 +31,7 @@ MAIN_LAYOUTS = {"channels_first": ((4, 3, 5, 6), 1), "channels_last": ((4, 5, 6,
 def _mb(layout, c, backend="cpu"):
     """Past the CPU kernels' blocks (8,192 values of a channels-first row, 16,384 of a
     channels-last batch). The CUDA simulator's launches are blocks of 64 values (at
-    most 8 a launch): there a sixteenth of it is still many blocks and grid-stride
+    most 8 a launch): there about a sixteenth is still many blocks and grid-stride
     steps, and the full size took 4-6 s a test of a slow CI host."""
     if backend == "cuda" and SIMULATOR:
         if layout == "channels_first":
