@@ -117,9 +117,10 @@ def ref_stats_rows(rows: np.ndarray, nan_policy: str = "propagate") -> RefStats:
         return RefStats(count=count, mean=mean, var=var, min=lo, max=hi)
     r = rows[take]
     with np.errstate(all="ignore"):
-        lo[take], hi[take] = r.min(axis=1), r.max(axis=1)
+        rmin, rmax = r.min(axis=1), r.max(axis=1)
+        lo[take], hi[take] = rmin, rmax
         finite = np.isfinite(r).all(axis=1)
-        const = finite & (r.min(axis=1) == r.max(axis=1))
+        const = finite & (rmin == rmax)
         mu = np.sum(r, axis=1) / m  # (inf or nan rows, as numpy)
         exact = finite & ~const
         mu[exact] = [math.fsum(v) / m for v in r[exact].tolist()]
