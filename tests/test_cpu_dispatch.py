@@ -134,3 +134,36 @@ def test_reversed_channels_last_rows_are_read_in_place(monkeypatch):
     t = RNG.standard_normal((300, 10)).astype(np.float32) * 3 + 7
     for x in (t[::-1], t[::-1, ::2]):
         _check(nbbn.RunningStats(-1, backend="cpu").update(x), x, -1)
+
+
+def test_every_caller_gives_the_channels_first_map_one_type_of_parameters(monkeypatch):
+    """A Normalizer's frozen parameters are read-only arrays; BatchNorm's (train and
+    eval), scikit-learn's and dask's came writable, another numba type: a second build
+    of the channels-first affine kernel for each dtype (3-4 s each, 12 of the suite's 47
+    builds), and a BatchNorm after ``nbbn warmup`` compiled. Each reaches the kernel
+    read-only now."""
+    import numba
+
+    from nbbn.backends import cpu, cpu_normalize
+    from nbbn.sklearn import StandardScaler
+
+    kernels = (cpu_normalize.affine_channels_first, cpu_normalize.affine_channels_first_inf)
+    seen = []
+    run = cpu._run
+
+    def spy(kernel, head, *args, **kwargs):
+        if kernel in kernels:
+            seen.append(tuple(numba.typeof(p).mutable for p in head[2:5]))
+        return run(kernel, head, *args, **kwargs)
+
+    monkeypatch.setattr(cpu, "_run", spy)
+    x = RNG.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    nbbn.Normalizer(np.zeros(3), np.ones(3), channel_axis=1, backend="cpu")(x)
+    bn = nbbn.BatchNorm(3, backend="cpu")
+    bn(x)  # training
+    bn.eval()
+    bn(x)
+    table = np.asfortranarray(RNG.standard_normal((50, 3)))  # (channels-first rows)
+    StandardScaler().fit(table).transform(table)
+    assert len(seen) == 4
+    assert seen == [(False, False, False)] * 4

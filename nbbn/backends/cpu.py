@@ -573,7 +573,10 @@ def _run_affine(x3: np.ndarray, a, s, b, o3: np.ndarray, bf16: bool = False,
         kernel = kn.affine_channels_last_inf if count_inf else kn.affine_channels_last
     else:
         stream = stream and o3.strides[2] == o3.itemsize and x3.shape[2] >= 1024
-        head = (data, half, a, s, b, o3, out_half, stream)
+        # the parameters read-only, as a Normalizer's frozen ones are: one build serves
+        # both (writable and read-only arrays are two numba types; with both, the test
+        # suite built 12 of its 47 channels-first builds twice, 3-4 s each)
+        head = (data, half, _readonly(a), _readonly(s), _readonly(b), o3, out_half, stream)
         kernel = kn.affine_channels_first_inf if count_inf else kn.affine_channels_first
     _run(kernel, head, (ninf,), x3.size, 1 << 30)  # as many threads as there are
     return int(ninf.sum()) if count_inf else 0
@@ -788,4 +791,7 @@ def batchnorm_eval(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndar
 def _affine_by(t: np.ndarray, can: Canonical, out: np.ndarray | TensorOutput) -> None:
     """The affine map by ``batchnorm_params``' (3, rows, C) tiles."""
     tiles = (t[0].reshape(-1), t[1].reshape(-1), t[2].reshape(-1))
-    affine(can, (t[0, 0], t[1, 0], t[2, 0]), out, tiles=tiles)
+    params = (t[0, 0], t[1, 0], t[2, 0])
+    for p in params:  # (new views: read-only without another view, see _run_affine)
+        p.setflags(write=False)
+    affine(can, params, out, tiles=tiles)

@@ -94,8 +94,10 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             if layout == "nhwc" and dtype in ("uint8", "uint16"):  # images' histograms
                 _warm_histograms(np.dtype(dtype))
             rs = nbbn.RunningStats(axis).update(x).update(x)  # a batch, then a merge
-            # the weighted kernels (nbbn.sklearn's fit with sample_weight too)
-            nbbn.RunningStats(axis).update(x, sample_weight=np.ones(shape[0]))
+            # the weighted kernels (nbbn.sklearn's fit with sample_weight too), a batch
+            # then a merge (its own kernel: the first second weighted batch compiled it)
+            w = np.ones(shape[0])
+            nbbn.RunningStats(axis).update(x, sample_weight=w).update(x, sample_weight=w)
             if layout == "nchw":
                 short = np.zeros(SHORT_ROWS, dtype)
                 nbbn.RunningStats(axis).update(short).update(short)
@@ -166,8 +168,9 @@ def _warm_sparse(dtype) -> None:
             for route in ("csc", "blocks", "parts") if ncols == 8 else ("parts",):
                 cpu_sparse.reduce(x, POLICY_PROPAGATE, weight, route)
     x = sparse.csr_matrix(np.eye(4, 8, dtype=values))
-    for batch in (x, x.tocsc()):  # the front end, a batch then a merge
-        nbbn.RunningStats(-1).update(batch).update(batch)
+    for batch in (x, x.tocsc()):  # the front end, a batch then a merge, and a weighted
+        nbbn.RunningStats(-1).update(batch).update(batch).update(  # one merged (its own
+            batch, sample_weight=np.ones(4))  # kernel: the first one compiled it)
     cpu_sparse.scale_columns(x, np.full(8, 0.5))  # nbbn.sklearn's transform
     _warm_scaler()
 
