@@ -94,8 +94,8 @@ def warmup(dtypes: Sequence[str] = DEFAULT_DTYPES, layouts: Sequence[str] = tupl
             if layout == "nhwc" and dtype in ("uint8", "uint16"):  # images' histograms
                 _warm_histograms(np.dtype(dtype))
             rs = nbbn.RunningStats(axis).update(x).update(x)  # a batch, then a merge
-            # the weighted kernels (nbbn.sklearn's fit with sample_weight too), a batch
-            # then a merge (its own kernel: the first second weighted batch compiled it)
+            # the weighted kernels (nbbn.sklearn's fit with sample_weight too): a batch,
+            # then a second merged into it (cpu_weighted._merge_weighted, once unwarmed)
             w = np.ones(shape[0])
             nbbn.RunningStats(axis).update(x, sample_weight=w).update(x, sample_weight=w)
             if layout == "nchw":
@@ -168,9 +168,9 @@ def _warm_sparse(dtype) -> None:
             for route in ("csc", "blocks", "parts") if ncols == 8 else ("parts",):
                 cpu_sparse.reduce(x, POLICY_PROPAGATE, weight, route)
     x = sparse.csr_matrix(np.eye(4, 8, dtype=values))
-    for batch in (x, x.tocsc()):  # the front end, a batch then a merge, and a weighted
-        nbbn.RunningStats(-1).update(batch).update(batch).update(  # one merged (its own
-            batch, sample_weight=np.ones(4))  # kernel: the first one compiled it)
+    for batch in (x, x.tocsc()):  # the front end: a batch, a merge, a weighted merge
+        rs = nbbn.RunningStats(-1).update(batch).update(batch)
+        rs.update(batch, sample_weight=np.ones(4))  # (cpu_weighted._merge_weighted)
     cpu_sparse.scale_columns(x, np.full(8, 0.5))  # nbbn.sklearn's transform
     _warm_scaler()
 
