@@ -298,6 +298,51 @@ def test_a_cache_that_fails_after_it_opened_warns_and_compiles(tmp_path, monkeyp
         assert kernel(3) == 4
 
 
+def test_two_processes_saving_one_kernels_signatures_keep_both(tmp_path, monkeypatch):
+    """numba saves a cache entry by reading the index, taking the first unused data
+    file, and writing the index: two processes saving two signatures of one kernel at
+    once both took file 1, and the index kept one entry (and could name the other's
+    machine code for it). Two cache objects of one index stand for the processes here,
+    each stopped after its read of the index until the other has read it too, or 0.5 s
+    (``_saving``'s lock keeps the second from reading it before the first has saved)."""
+    import threading
+
+    from numba.core import caching, config
+
+    from nbbn.backends import _jit
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "built"))
+    built = _jit.tagged(_add_one, "savetest", cache=True)
+    assert built(1) == 2 and built(1.5) == 2.5
+    entries = list(built.overloads.items())  # (argument types, compile result)
+    assert len(entries) == 2
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "shared"))
+    savers = [_jit.tagged(_add_one, "savetest", cache=True) for _ in entries]
+    both_read = threading.Barrier(2)
+    save_index = caching.IndexDataCacheFile._save_index
+
+    def after_both_read(self, overloads):
+        try:
+            both_read.wait(timeout=0.5)
+        except threading.BrokenBarrierError:
+            pass
+        return save_index(self, overloads)
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", after_both_read)
+    threads = [threading.Thread(target=k._cache.save_overload, args=(args, cres))
+               for k, (args, cres) in zip(savers, entries, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", save_index)
+    loader = _jit.tagged(_add_one, "savetest", cache=True)
+    for args, cres in entries:
+        loaded = loader._cache.load_overload(args, loader.targetctx)
+        assert loaded is not None, args
+        assert loaded.signature == cres.signature
+
+
 def test_describe_names_float16_by_the_half_flag():
     """The flag is the third argument of ``_stats_channels_last`` (float16 channels-last
     input was announced as uint16), and one build with a run-time flag serves both."""

@@ -12,6 +12,7 @@ checks only the kernel's own file, and a kernel inlines helpers from other modul
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import types
 import warnings
@@ -77,7 +78,8 @@ def _guarded(dispatcher):
     that fails after it was opened (a full disk, another user's files in a shared
     folder, a truncated or corrupt entry) raised from the first call of the kernel
     (numba lets such errors through). A failed read is a miss (the kernel is
-    compiled), a failed write is skipped; either warns once per process."""
+    compiled), a failed write is skipped; either warns once per process. Writes hold a
+    lock shared with other processes (:func:`_saving`)."""
     cache = getattr(dispatcher, "_cache", None)
     load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
     if load is None or save is None or type(cache).__name__ == "NullCache":
@@ -92,12 +94,47 @@ def _guarded(dispatcher):
 
     def save_overload(sig, data):
         try:
-            save(sig, data)
+            with _saving(cache):
+                save(sig, data)
         except Exception as exc:
             _cache_failed("written", cache, exc)
 
     cache.load_overload, cache.save_overload = load_overload, save_overload
     return dispatcher
+
+
+@contextlib.contextmanager
+def _saving(cache):
+    """An exclusive lock, across processes, on a file beside the kernel's cache index,
+    held while an entry is saved (POSIX ``flock``; elsewhere, or where the file cannot
+    be opened, numba's own unlocked save).
+
+    numba saves an entry by reading the index, taking the first unused data-file
+    number, writing the index, then the data file. Two processes saving two signatures
+    of one kernel at once (dask workers, DataLoader workers or test workers compiling
+    in one cache folder) both took the same number: the index kept one of the two
+    entries, and could name the other signature's machine code for it, which a later
+    process would load and call with the wrong types."""
+    path = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None
+    lock = None
+    if fcntl is not None and path is not None:
+        try:
+            lock = open(path + ".lock", "a")  # noqa: SIM115 - closed below
+        except OSError:
+            lock = None
+    if lock is None:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cache_failed(what: str, cache, exc: BaseException) -> None:
