@@ -343,6 +343,28 @@ def test_two_processes_saving_one_kernels_signatures_keep_both(tmp_path, monkeyp
         assert loaded.signature == cres.signature
 
 
+def test_a_cache_folder_without_locks_still_saves(tmp_path, monkeypatch):
+    """Where ``flock`` fails (an NFS mount without locks: ENOLCK), the entry is saved
+    unlocked, as numba alone would, without a warning."""
+    import fcntl
+    import warnings
+
+    from numba.core import config
+
+    from nbbn.backends import _jit
+
+    def no_locks(*args):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_jit, "cache_failed", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _jit.tagged(_add_one, "nolocks", cache=True)(1) == 2
+    assert list(tmp_path.rglob("*nolocks*.nbc")) and not _jit.cache_failed
+
+
 def test_describe_names_float16_by_the_half_flag():
     """The flag is the third argument of ``_stats_channels_last`` (float16 channels-last
     input was announced as uint16), and one build with a run-time flag serves both."""

@@ -107,7 +107,7 @@ def _guarded(dispatcher):
 def _saving(cache):
     """An exclusive lock, across processes, on a file beside the kernel's cache index,
     held while an entry is saved (POSIX ``flock``; elsewhere, or where the file cannot
-    be opened, numba's own unlocked save).
+    be opened or locked, numba's own unlocked save).
 
     numba saves an entry by reading the index, taking the first unused data-file
     number, writing the index, then the data file. Two processes saving two signatures
@@ -130,11 +130,16 @@ def _saving(cache):
         yield
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a file system without locks (some NFS mounts): unlocked
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cache_failed(what: str, cache, exc: BaseException) -> None:
