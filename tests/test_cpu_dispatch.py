@@ -137,11 +137,11 @@ def test_reversed_channels_last_rows_are_read_in_place(monkeypatch):
 
 
 def test_every_caller_gives_the_channels_first_map_one_type_of_parameters(monkeypatch):
-    """A Normalizer's frozen parameters are read-only arrays; BatchNorm's (train and
-    eval), scikit-learn's and dask's came writable, another numba type: a second build
-    of the channels-first affine kernel for each dtype (3-4 s each, 12 of the suite's 47
-    builds), and a BatchNorm after ``nbbn warmup`` compiled. Each reaches the kernel
-    read-only now."""
+    """A Normalizer's frozen parameters (and scikit-learn's, its Normalizer's) are
+    read-only arrays; BatchNorm's (train and eval), dask's and xarray's came writable,
+    another numba type: a second build of the channels-first affine kernel for each
+    dtype (3-4 s each, 12 of the suite's 47 builds). Each reaches the kernel read-only
+    now (here: a Normalizer, BatchNorm in both modes, scikit-learn's transform)."""
     import numba
 
     from nbbn.backends import cpu, cpu_normalize
