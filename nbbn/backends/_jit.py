@@ -118,15 +118,9 @@ def _saving(cache):
     path = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        fcntl = None
-    lock = None
-    if fcntl is not None and path is not None:
-        try:
-            lock = open(path + ".lock", "a")  # noqa: SIM115 - closed below
-        except OSError:
-            lock = None
-    if lock is None:
+
+        lock = open(path + ".lock", "a")  # noqa: SIM115 - closed below
+    except (ImportError, OSError, TypeError):  # (not POSIX; no index path; unwritable)
         yield
         return
     with lock:

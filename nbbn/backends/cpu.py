@@ -791,7 +791,4 @@ def batchnorm_eval(can: Canonical, eps: float, weight: np.ndarray, bias: np.ndar
 def _affine_by(t: np.ndarray, can: Canonical, out: np.ndarray | TensorOutput) -> None:
     """The affine map by ``batchnorm_params``' (3, rows, C) tiles."""
     tiles = (t[0].reshape(-1), t[1].reshape(-1), t[2].reshape(-1))
-    params = (t[0, 0], t[1, 0], t[2, 0])
-    for p in params:  # (new views: read-only without another view, see _run_affine)
-        p.setflags(write=False)
-    affine(can, params, out, tiles=tiles)
+    affine(can, (t[0, 0], t[1, 0], t[2, 0]), out, tiles=tiles)
