@@ -59,10 +59,7 @@ class NormalizerModule(torch.nn.Module):
                  channel_axis: int, dtype: torch.dtype | None = None,
                  device: Any = None) -> None:
         super().__init__()
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
-                            f"torch.float64, ...), got {dtype!r}")
+        dtype = _float_dtype(dtype)
         # (checked as Normalizer checks them: a (1,) scale was applied to every channel,
         # a channel_axis of 1.7 cut to 1, and a 0-d mean built a module repr could not show)
         mean = channel_vector(mean, None, "mean")
@@ -177,6 +174,15 @@ def check_initialized(module: torch.nn.Module, what: str) -> None:
         )
 
 
+def _float_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` (None: torch's default), or TypeError unless a floating torch dtype."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
+                        f"torch.float64, ...), got {dtype!r}")
+    return dtype
+
+
 def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
     """The :class:`nbbn.BatchNorm` of :meth:`nbbn.BatchNorm.from_torch`."""
     if not _is_bn(module):
@@ -189,6 +195,8 @@ def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
     bn = BatchNorm(module.num_features, eps=module.eps, momentum=module.momentum,
                    affine=module.affine, track_running_stats=module.running_mean is not None,
                    channel_axis=1, backend=backend, bias=has_bias or not module.affine)
+    if module.affine and module.weight is None:  # (torch's forward reads ones; nbbn's too)
+        bn.weight = None
     bn.load_state_dict(module.state_dict())
     bn.track_running_stats = bool(module.track_running_stats)
     return bn.train(module.training)
@@ -210,7 +218,7 @@ def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = 
     state = state_tensors(bn)
     if bn.affine and "weight" not in state:  # (bn.weight = None: forward reads ones)
         state = {"weight": torch.ones(bn.num_features, dtype=torch.float64)} | state
-    top = dtype if dtype is not None else torch.get_default_dtype()
+    top = _float_dtype(dtype)
     _check_range(top, {k: v.numpy() for k, v in state.items() if v.is_floating_point()})
     module = _TORCH_BN[dim](bn.num_features, eps=bn.eps, momentum=bn.momentum,
                             affine=bn.affine, track_running_stats="running_mean" in state,

@@ -43,9 +43,17 @@ def _torch_layout(y, out):
 
 
 def _check_momentum(momentum) -> float | None:
-    """``momentum`` as a float, or None; TypeError for a non-number, ValueError unless
-    finite."""
-    return None if momentum is None else finite_number(momentum, "momentum", " or None")
+    """``momentum`` as a float in [0, 1], or None; TypeError for a non-number, ValueError
+    otherwise. (torch takes any number; outside [0, 1] the running average is no
+    average, and a momentum of 2 leaves a negative running variance, which no
+    ``load_state_dict`` takes back.)"""
+    if momentum is None:
+        return None
+    m = finite_number(momentum, "momentum", " or None")
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] (the weight of a batch in the "
+                         f"running average) or None, got {momentum!r}")
+    return m
 
 
 
@@ -71,9 +79,20 @@ def _check_tracked(value) -> int:
 def _check_running_var(v: np.ndarray) -> None:
     """ValueError where a running variance is < 0. NaN passes: a training step on a
     batch with a NaN (``nan_policy="propagate"``, torch's behaviour) leaves one there,
-    and torch's ``load_state_dict`` takes it, so a state either produced loads back."""
+    and torch's ``load_state_dict`` takes it, so a state either produced loads back
+    (with a momentum in [0, 1]: torch's momentum of 2 leaves a negative variance)."""
     if (v < 0).any():
         raise ValueError(f"running_var must be >= 0 (or NaN), got {v[v < 0][:5].tolist()}")
+
+def _state_version(d) -> int:
+    """The version torch's ``state_dict`` records for a module at the top of ``d`` (its
+    ``_metadata``; 2 since torch 0.4.1 added ``num_batches_tracked``), or 0 for a dict
+    without one (a plain dict, nbbn's numpy state dict)."""
+    meta = getattr(d, "_metadata", None)
+    top = meta.get("") if isinstance(meta, Mapping) else None
+    version = top.get("version") if isinstance(top, Mapping) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
+
 
 class BatchNorm:
     """Batch normalization with the exact semantics of ``torch.nn.BatchNorm{1,2,3}d``.
@@ -98,7 +117,9 @@ class BatchNorm:
         alone (scikit-learn's rule for constant features), where torch's output is NaN
         or infinite.
     momentum : float or None, default 0.1
-        The running buffers' update factor; None for a cumulative average.
+        The running buffers' update factor, in [0, 1] (torch takes any number; its
+        momentum of 2 leaves a negative running variance); None for a cumulative
+        average.
     affine : bool, default True
         Learnable-style ``weight`` (ones) and ``bias`` (zeros) parameters.
     track_running_stats : bool, default True
@@ -391,8 +412,11 @@ class BatchNorm:
         own = self._state_keys()
         expected = set(own)
         got = set(d)
-        if "num_batches_tracked" in expected and "num_batches_tracked" not in got:
+        if "num_batches_tracked" in expected and "num_batches_tracked" not in got \
+                and self.track_running_stats and _state_version(d) < 2:
             # torch before 0.4.1 saved none; torch's loader then keeps the module's own
+            # (only for a dict with no version 2 or later in torch's metadata, while
+            # the module tracks: else the key is missing, as torch reports it)
             d = {**d, "num_batches_tracked": self.num_batches_tracked}
             got = set(d)
         missing, unexpected = sorted(expected - got), sorted(got - expected)

@@ -419,6 +419,7 @@ def test_load_running_stats_channel_mismatch(backend):
     ("eps", None, TypeError), ("eps", "1e-5", TypeError), ("eps", -10.0, ValueError),
     ("eps", float("nan"), ValueError), ("momentum", "0.1", TypeError),
     ("momentum", np.array([0.1, 0.2]), TypeError), ("momentum", float("inf"), ValueError),
+    ("momentum", 2.0, ValueError), ("momentum", -0.1, ValueError),
 ])
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_attribute_set_later_is_checked_first(attr, value, error, training,

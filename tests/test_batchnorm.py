@@ -249,6 +249,40 @@ def test_state_dict_without_num_batches_tracked():
         bn.load_state_dict({**d, "extra": np.zeros(2)})
 
 
+def test_a_missing_count_is_kept_only_where_torch_keeps_it():
+    """torch's loader keeps the module's count for a state dict without one only when
+    the dict records no version 2 (torch 0.4.1 added the count) and the module tracks;
+    otherwise the key is missing (nbbn filled it in every time)."""
+    class Versioned(dict):  # (torch's OrderedDict with its _metadata)
+        _metadata = {"": {"version": 2}}
+
+    d = nbbn.BatchNorm(2).state_dict(tensors=False)
+    del d["num_batches_tracked"]
+    bn = nbbn.BatchNorm(2)
+    bn.num_batches_tracked = 7
+    with pytest.raises(ValueError, match=r"missing \['num_batches_tracked'\]"):
+        bn.load_state_dict(Versioned(d))
+    assert bn.load_state_dict(Versioned(d), strict=False).missing_keys == [
+        "num_batches_tracked"]
+    assert bn.num_batches_tracked == 7
+    Versioned._metadata = {"": {"version": 1}}
+    assert bn.load_state_dict(Versioned(d)).missing_keys == []
+    bn.track_running_stats = False  # (the buffers stay; torch fills nothing in then)
+    with pytest.raises(ValueError, match=r"missing \['num_batches_tracked'\]"):
+        bn.load_state_dict(d)
+    assert bn.num_batches_tracked == 7
+
+
+def test_momentum_outside_0_1_is_refused():
+    """torch takes a momentum of 2 and leaves a negative running variance, which no
+    load_state_dict takes back (nbbn's own state dict was refused by nbbn)."""
+    for m in (2.0, -0.5, 1.0 + 2**-52):
+        with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
+            nbbn.BatchNorm(2, momentum=m)
+    for m in (0, 0.0, 1, 1.0, None):
+        assert nbbn.BatchNorm(2, momentum=m).momentum == m
+
+
 def test_numpy_state_dict_holds_the_count_as_torch_int64():
     """``num_batches_tracked`` is an int64 scalar in the numpy state_dict too (torch's
     buffer): the largest count a module takes comes back whole, and loads back."""

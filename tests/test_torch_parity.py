@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -415,6 +417,40 @@ def test_to_torch_refuses_values_beyond_the_dtype_and_exports_a_dropped_weight()
     x = np.array([[1000.0, 1.0], [-1000.0, 2.0]])
     np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), b(x), rtol=1e-12)
     assert torch.equal(m.weight.detach(), torch.ones(2, dtype=torch.float64))
+
+
+def test_from_torch_of_a_dropped_weight_and_to_torch_of_a_wrong_dtype():
+    """A torch module whose weight was set to None (its forward reads ones) was refused
+    by from_torch ("missing ['weight']"); to_torch(dtype=torch.int32) raised torch's
+    own finfo error; a torch momentum outside [0, 1] is refused by name."""
+    t = torch.nn.BatchNorm1d(2).double()
+    t.weight = None
+    x = torch.tensor([[1000.0, 1.0], [-1000.0, 2.0], [5.0, 3.0]], dtype=torch.float64)
+    for mode in (True, False):
+        with torch.no_grad():
+            expect = t.train(mode)(x)
+        b = nbbn.BatchNorm.from_torch(t)
+        assert b.weight is None and b.training == mode
+        np.testing.assert_allclose(b(x.numpy()), expect.numpy(), rtol=1e-12)
+    for dtype in (torch.int32, "float32", np.float32):
+        with pytest.raises(TypeError, match="dtype must be a floating torch dtype"):
+            b.to_torch(1, dtype=dtype)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
+        nbbn.BatchNorm.from_torch(torch.nn.BatchNorm1d(2, momentum=2.0))
+
+
+def test_a_torch_state_dict_without_its_count_is_missing_it():
+    """torch's own state dict records version 2 (torch 0.4.1 added the count): without
+    the count it is missing, in torch's loader and in nbbn's, not filled in."""
+    sd = copy.copy(torch.nn.BatchNorm2d(3).state_dict())
+    del sd["num_batches_tracked"]
+    with pytest.raises(RuntimeError, match="num_batches_tracked"):
+        torch.nn.BatchNorm2d(3).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"missing \['num_batches_tracked'\]"):
+        nbbn.BatchNorm(3).load_state_dict(sd)
+    keys = torch.nn.BatchNorm2d(3).load_state_dict(sd, strict=False)
+    assert nbbn.BatchNorm(3).load_state_dict(sd, strict=False) == (
+        keys.missing_keys, keys.unexpected_keys)
 
 
 def test_momentum_zero_keeps_the_buffers_as_torch(backend, rng):
