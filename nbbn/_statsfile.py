@@ -19,8 +19,8 @@ import numpy as np
 
 from ._durable import checksum, remove_stale_temps, write_checked_npz
 
-__all__ = ["FORMAT_NAME", "check_stats_name", "checksum", "file_kind", "read_stats",
-           "write_stats"]
+__all__ = ["FORMAT_NAME", "check_stats_name", "checksum", "file_kind", "fitted_file",
+           "read_stats", "write_stats"]
 
 FORMAT_NAME = "nbbn.RunningStats"
 EXPECTED = "an .npz archive written by `nbbn fit -o` or RunningStats.save"
@@ -64,6 +64,27 @@ def file_kind(head: bytes) -> str | None:
     if text is not None and all(c.isprintable() or c in "\t\r\n\f" for c in text):
         return "a text file"
     return f"a file of another format (it starts with the bytes {head[:8].hex(' ')})"
+
+
+_FITTED = {"nbbn.RunningStats": "an nbbn statistics file", "nbbn.Checkpoint": "an nbbn checkpoint"}
+
+
+def fitted_file(path) -> str | None:
+    """What ``path`` is when it is one of nbbn's fitted files (a statistics file, a
+    checkpoint; by their ``format`` entry, whatever the name), else None (no file, or
+    any other content). A writer about to replace ``path`` asks first: a transform's
+    output named like the statistics file it reads replaced them."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            if not f.read(4).startswith(_ZIP_MAGIC):
+                return None
+        with zipfile.ZipFile(path) as z, z.open("format.npy") as m:
+            fmt = np.lib.format.read_array(m, allow_pickle=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return _FITTED.get(str(fmt)) if fmt.shape == () and fmt.dtype.kind == "U" else None
 
 
 def _check_path(path) -> None:

@@ -38,6 +38,7 @@ from ._outputs import Writer, open_writer
 from ._progress import Progress, counted, say
 from ._reader import Prefetcher
 from ._shards_npy import SparseNpzShard
+from ._statsfile import fitted_file
 from ._torch_arrays import host_view
 from ._wording import Param, add_note, worded
 from .backends import is_dask_array, is_xarray
@@ -75,8 +76,11 @@ def _check_batch_size(batch_size) -> int | None:
     return int(batch_size)
 
 
-def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) -> None:
-    """``channel_axis`` must exist in the data and not be axis 0 (the batch axis)."""
+def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None, *,
+                       from_stats: bool = False) -> None:
+    """``channel_axis`` must exist in the data and not be axis 0 (the batch axis).
+    ``from_stats``: the axis is the statistics' own, not one the caller passed (the
+    messages say so, and name the parameter that reads the data otherwise)."""
     if ndim is None:
         if hasattr(src, "check_channel_axis"):  # an ImageSource: (1, H, W, C) batches
             return src.check_channel_axis(channel_axis)
@@ -89,15 +93,21 @@ def _check_source_axis(src: Source, channel_axis: int, ndim: int | None = None) 
         raise ValueError(
             f"{src.description} is 1-d: batches are taken along axis 0, so there is no channel "
             f"axis; {table}reshape the data to (N, 1) for a single channel")
-    axis = Param("channel_axis", channel_axis)
+    axis: Param | str = Param("channel_axis", channel_axis)
+    hint = ""
+    if from_stats:
+        axis = f"the statistics' channel axis {channel_axis}"
+        hint = "; pass {param} to read this data's channels on another axis"
     if not -ndim <= channel_axis < ndim:
         raise worded(ValueError, "{axis} is out of range for the {ndim}-d data of {what} "
-                     "(valid: {lo} to {hi})", axis=axis, ndim=ndim, what=src.description,
-                     lo=-ndim, hi=ndim - 1)
+                     "(valid: {lo} to {hi})" + hint, axis=axis, ndim=ndim,
+                     what=src.description, lo=-ndim, hi=ndim - 1,
+                     param=Param("channel_axis", placeholder="N"))
     if channel_axis % ndim == 0:
         raise worded(ValueError, "{axis} is axis 0 of the {ndim}-d data, the axis batches are "
                      "taken along; the channels must be on another axis (1 for (N, C, ...), "
-                     "-1 for (N, ..., C))", axis=axis, ndim=ndim)
+                     "-1 for (N, ..., C))" + hint, axis=axis, ndim=ndim,
+                     param=Param("channel_axis", placeholder="N"))
     names = getattr(src, "channel_names", None)
     if names is not None and channel_axis % ndim != ndim - 1:  # a table: columns are channels
         raise worded(ValueError, "the channels of {what} are its columns {names}, on the last "
@@ -874,6 +884,11 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
         fit, or the source is an iterable.
     """
     refuse_written_into_source(source, out)
+    if isinstance(out, (str, os.PathLike)) and (kind := fitted_file(out)):
+        # (the statistics file read, or a checkpoint: a name ending in .npy is allowed)
+        raise worded(ValueError, "{out} is {kind}: the normalized data would replace what "
+                     "was fitted; write them to another path", out=Param("out", os.fspath(out)),
+                     kind=kind)
     if isinstance(stats_or_normalizer, (str, Path)):
         stats_or_normalizer = RunningStats.load(stats_or_normalizer)
     named = getattr(stats_or_normalizer, "channel_axis", None) if channel_axis is None \
@@ -897,7 +912,7 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
                              "dense arrays, in which the normalized zeros would all be stored; "
                              "fit its statistics (nbbn fit), and scale it with "
                              "nbbn.sklearn.StandardScaler(with_mean=False)")
-        shape, out_dtype = _output_of(src, norm, dtype)
+        shape, out_dtype = _output_of(src, norm, dtype, from_stats=channel_axis is None)
         _refuse_own_input(src, out, source)
         given = getattr(out, "dtype", None)
         if dtype is not None and not isinstance(out, (str, os.PathLike)) and (
@@ -1028,7 +1043,8 @@ def _as_normalizer(obj, channel_axis, eps) -> Normalizer:
                     f"statistics file, got {type(obj).__name__}")
 
 
-def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], np.dtype]:
+def _output_of(src: Source, norm: Normalizer, dtype, *,
+               from_stats: bool = False) -> tuple[tuple[int, ...], np.dtype]:
     """The output's shape and dtype, after checking that the source and statistics agree."""
     if isinstance(src, IterableSource):
         raise TypeError(f"transform does not take {src.description}: it writes the rows of "
@@ -1056,13 +1072,14 @@ def _output_of(src: Source, norm: Normalizer, dtype) -> tuple[tuple[int, ...], n
                      "{name!r}, but transform reads {what} as arrays without dimension names: "
                      "pass {axis}, the number of its channel axis", name=axis,
                      what=src.description, axis=Param("channel_axis", placeholder="N"))
-    _check_source_axis(src, axis)
+    _check_source_axis(src, axis, from_stats=from_stats)
     shape = (src.rows, *src.row_shape)
     nchan = shape[axis % len(shape)]
     if nchan != norm.num_channels:
         raise worded(ValueError, "{what} has {nchan} channels along {axis} (rows of shape "
                      "{row_shape}), but the statistics have {want}", what=src.description,
-                     nchan=nchan, axis=Param("channel_axis", norm.channel_axis),
+                     nchan=nchan, axis=f"the statistics' channel axis {axis}" if from_stats
+                     else Param("channel_axis", norm.channel_axis),
                      row_shape=src.row_shape, want=norm.num_channels)
     kinds = {s.dtype.kind for s in src.shards if s.rows}
     # (integer shards of several dtypes: float32, as for one; their common dtype, such

@@ -160,6 +160,46 @@ def test_transform_output_the_next_fit_would_read_is_refused(tmp_path, capsys):
     assert sorted(os.listdir(sh)) == ["a.npy"]
 
 
+def test_transform_output_that_is_a_fitted_file_is_refused(tmp_path, capsys):
+    """``nbbn transform x --stats st.npy -o st.npy`` replaced the statistics it read with
+    the normalized data (a statistics file may be named .npy), and ``-o ck.npy`` a
+    checkpoint; both are refused now, naming what the file is, and stay as they were."""
+    x = np.arange(30.0).reshape(10, 3)
+    np.save(tmp_path / "x.npy", x)
+    stats = tmp_path / "st.npy"
+    nbbn.fit(x, progress=False).save(stats)
+    ck = tmp_path / "ck.npy"
+    nbbn.fit(x, checkpoint=str(ck), checkpoint_interval=0, progress=False)
+    saved = {p: p.read_bytes() for p in (stats, ck)}
+    for out, kind in ((stats, "an nbbn statistics file"), (ck, "an nbbn checkpoint")):
+        user_error(["transform", str(tmp_path / "x.npy"), "--stats", str(stats), "-o",
+                    str(out), "--no-progress"], capsys, f"-o {out} is {kind}",
+                   "write them to another path")
+        with pytest.raises(ValueError, match=f"out='{out}' is {kind}"):
+            nbbn.transform(x, nbbn.RunningStats.load(stats), str(out), progress=False)
+    assert {p: p.read_bytes() for p in saved} == saved
+    np.save(tmp_path / "y.npy", x)  # (any other file is replaced, as np.save does)
+    assert main(["transform", str(tmp_path / "x.npy"), "--stats", str(stats), "-o",
+                 str(tmp_path / "y.npy"), "--no-progress"]) == 0
+
+
+def test_transform_names_the_statistics_axis_it_was_not_given(tmp_path, capsys):
+    """Statistics fitted with channel_axis=0 (RunningStats takes it) on data read in
+    batches along axis 0: the error blamed a ``--channel-axis 0`` never passed."""
+    np.save(tmp_path / "x.npy", np.zeros((100, 3)))
+    stats = tmp_path / "st.npz"
+    nbbn.RunningStats(channel_axis=0).update(np.ones((3, 10))).save(stats)
+    line = user_error(["transform", str(tmp_path / "x.npy"), "--stats", str(stats), "-o",
+                       str(tmp_path / "y.npy"), "--no-progress"], capsys,
+                      "the statistics' channel axis 0 is axis 0 of the 2-d data",
+                      "pass --channel-axis")
+    assert "--channel-axis 0" not in line
+    nbbn.RunningStats(channel_axis=-1).update(np.ones((3, 4))).save(stats)
+    user_error(["transform", str(tmp_path / "x.npy"), "--stats", str(stats), "-o",
+                str(tmp_path / "y.npy"), "--no-progress"], capsys,
+               "has 3 channels along the statistics' channel axis -1", "statistics have 4")
+
+
 # ----------------------------------------------- 2. transform by the saved column names
 def test_transform_table_uses_the_saved_column_names(tmp_path, capsys, rng):
     pd = pytest.importorskip("pandas")
