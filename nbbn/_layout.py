@@ -80,8 +80,7 @@ def as_array(x, what: str = "input") -> np.ndarray:
         )
     else:
         if isinstance(x, (list, tuple)):  # (np.asarray drops the masks of its items)
-            for item in x:
-                check_no_mask(item, f"an item of {what}")
+            _check_items_unmasked(x, what)
         # (polars and pyarrow tables convert dates, durations and bools to numbers, or
         # fail in numpy's promotion: their columns are checked first)
         if not type(x).__module__.startswith("pandas") and (bad := _non_numeric_columns(x)):
@@ -89,13 +88,18 @@ def as_array(x, what: str = "input") -> np.ndarray:
         if is_dask_frame(x):  # (its columns checked above, before anything is computed)
             x = x.compute()  # as pandas: nullable columns read as float64, pd.NA as NaN
         try:
-            arr = np.asarray(x)
+            # (asanyarray: an object whose __array__ gives a masked array keeps its mask
+            # until it is checked, below; np.asarray dropped it)
+            arr = np.asanyarray(x)
         except ValueError as exc:  # numpy's words for a ragged nested list
             raise ValueError(f"{what} is not an array: numpy could not read the "
                              f"{type(x).__name__} as one ({exc})") from None
         except TypeError as exc:  # (numpy's DTypePromotionError: mixed kinds)
             raise TypeError(f"{what} is not an array of numbers: numpy could not read the "
                             f"{type(x).__name__} as one ({exc})") from None
+        if type(arr) is not np.ndarray:
+            check_no_mask(arr, f"{what} (a {type(x).__name__} read through its __array__)")
+            arr = arr.view(np.ndarray)
         if arr.dtype.kind == "O":
             arr = _nullable_pandas(x, arr)
         if arr.dtype.kind == "O" and (bad := _non_numeric_columns(x)):
@@ -106,6 +110,16 @@ def as_array(x, what: str = "input") -> np.ndarray:
                             "(it holds None, mixed types, or integers beyond int64/uint64)")
     check_dtype(arr.dtype, what)
     return arr
+
+
+def _check_items_unmasked(items, what: str, depth: int = 0) -> None:
+    """:func:`check_no_mask` of every array in a (nested) list or tuple: np.asarray reads
+    the values under their masks (a list of lists of masked rows was accepted)."""
+    for item in items:
+        if isinstance(item, np.ndarray):
+            check_no_mask(item, f"an item of {what}")
+        elif isinstance(item, (list, tuple)) and depth < 64:  # (numpy's most dimensions)
+            _check_items_unmasked(item, what, depth + 1)
 
 
 def _nullable_pandas(x, arr: np.ndarray) -> np.ndarray:
@@ -516,10 +530,15 @@ def channel_vector(v, n: int | None, name: str) -> np.ndarray:
             raise TypeError(f"{name} must hold real numbers, got {bad[0]!r} "
                             f"({type(bad[0]).__name__})")
     try:
-        a = a.astype(np.float64)
+        with np.errstate(over="ignore"):
+            wide, a = a, a.astype(np.float64)
     except OverflowError:  # (a Python int past float64's range: 10**400)
         raise ValueError(f"{name} must hold finite numbers, got an integer too large for "
                          f"float64") from None
+    if wide.dtype.kind == "f" and wide.dtype.itemsize > 8 and (
+            np.isfinite(wide) & ~np.isfinite(a)).any():  # (a longdouble became infinite)
+        raise ValueError(f"{name} must hold finite numbers, got a {wide.dtype} value "
+                         "beyond float64's range")
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         want = f"shape ({n},)" if n is not None else "a 1-d array"
         raise ValueError(f"{name} must be {want}, got shape {a.shape}")

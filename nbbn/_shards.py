@@ -25,7 +25,7 @@ import numpy as np
 from ._layout import check_dtype, check_no_mask, is_sparse
 from ._pages import releaser
 from ._torch_arrays import host_view
-from .backends import is_xarray
+from .backends import is_dask_array, is_xarray
 
 
 class Slot:
@@ -161,7 +161,7 @@ class ArrayShard(Shard):
         return fp
 
     def open(self) -> ShardReader:
-        return _SliceReader(self.array)
+        return _SliceReader(self.array, self.name)
 
     def close(self) -> None:
         if self._owner is not None:
@@ -178,14 +178,24 @@ def _in_memory(a):
 
 
 class _SliceReader(ShardReader):
-    def __init__(self, array) -> None:
+    def __init__(self, array, name: str = "array") -> None:
         self.array = array
+        self.name = name
         self.numpy = isinstance(array, np.ndarray) or _is_torch(array)  # bfloat16 tensors
 
     def read(self, start, stop, slot):
         part = self.array[start:stop]
         if not self.numpy and not _is_device_array(part):
-            part = np.asarray(part)  # zarr / h5py slices are numpy already; others may not be
+            # zarr / h5py slices are numpy already; others may not be. A slice may be a
+            # masked array (a netCDF4 variable's, a dask array's of masked chunks, whose
+            # np.asarray computes it and drops the mask): masked elements are refused,
+            # as in an array passed whole, not read as values
+            if is_dask_array(part):
+                part = part.compute()
+            of = "the input" if self.name == "array" else self.name  # (the default name)
+            check_no_mask(part, self.name if self.name.startswith("rows ")  # (a dask
+                          else f"rows {start} to {stop} of {of}")  # array's rows)
+            part = np.asarray(part)
         # an np.memmap's pages leave the resident set once the batch is done
         return part, releaser(self.array, part) if isinstance(part, np.memmap) else None
 

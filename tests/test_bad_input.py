@@ -886,6 +886,71 @@ def test_masked_arrays_in_a_list_are_refused_as_one_alone():
     assert rs.count.tolist() == [2, 2]
 
 
+def test_masks_deeper_than_a_list_or_behind_array_are_refused():
+    """A list of lists of masked rows, and an object whose ``__array__`` gives a masked
+    array, were read with the values under their masks (count 2 where one is valid)."""
+    row = np.ma.array([-9999.0, 2.0], mask=[1, 0])
+
+    class Lazy:
+        def __array__(self, dtype=None, copy=None):
+            return np.ma.vstack([row, row])
+
+    rs = nbbn.RunningStats(-1)
+    with pytest.raises(TypeError, match="an item of batch is a numpy masked array"):
+        rs.update([[row], [np.ma.array([3.0, 4.0])]])
+    with pytest.raises(TypeError, match=r"batch \(a Lazy read through its __array__\) is a "
+                                        "numpy masked array with 2 masked elements"):
+        rs.update(Lazy())
+    with pytest.raises(TypeError, match=r"x \(a Lazy read through its __array__\)"):
+        nbbn.Normalizer([0.0, 0.0], [1.0, 1.0], channel_axis=-1)(Lazy())
+    assert rs.num_channels is None
+    rs.update([[np.ma.array([1.0, 2.0])], [[3.0, 4.0]]])  # (no masked element: its data)
+    assert rs.count.tolist() == [2, 2] and rs.mean.tolist() == [2.0, 3.0]
+
+
+def test_sliced_sources_of_masked_rows_are_refused_by_fit_and_transform():
+    """``nbbn.fit`` and ``nbbn.transform`` read a sliceable source (a netCDF4 variable
+    gives masked slices where its fill value is) and a dask array of masked chunks
+    through np.asarray, which drops the mask: the fill value -9999 was counted and
+    normalized, where ``update`` refuses the same input."""
+    da = pytest.importorskip("dask.array")
+    x = np.arange(12.0).reshape(6, 2)
+    m = np.ma.array(x.copy())
+    m[1, 0] = np.ma.masked
+    m.data[1, 0] = -9999.0
+
+    class Variable:  # (netCDF4.Variable's reading: shape, dtype, slices)
+        def __init__(self, a):
+            self.a, self.shape, self.dtype = a, a.shape, a.dtype
+
+        def __getitem__(self, key):
+            return self.a[key]
+
+    stats = nbbn.fit(x, progress=False)
+    for source, where in ((Variable(m), "rows 0 to 6 of the input"),
+                          (da.from_array(m, chunks=(3, 2), asarray=False), "rows 0:3")):
+        with pytest.raises(TypeError, match=f"{where} is a numpy masked array with 1 masked"):
+            nbbn.fit(source, progress=False)
+        out = np.zeros((6, 2))
+        with pytest.raises(TypeError, match="masked array with 1 masked"):
+            nbbn.transform(source, stats, out, progress=False)
+    whole = np.ma.array(x)  # (no masked element: its data, as an array passed whole)
+    for source in (Variable(whole), da.from_array(whole, chunks=(3, 2), asarray=False)):
+        np.testing.assert_array_equal(nbbn.fit(source, progress=False).mean, x.mean(0))
+
+
+def test_a_longdouble_parameter_beyond_float64_is_refused():
+    """A finite float128 of 1e400 became inf in the float64 cast (numpy's warning only):
+    an infinite mean gave -inf outputs, where the Python int 10**400 is refused."""
+    big = np.array([np.longdouble("1e400"), 1.0], dtype=np.longdouble)
+    if not np.isfinite(big[0]):
+        pytest.skip("this platform's longdouble is float64")
+    for kw in ({"mean": big, "var": [1.0, 1.0]}, {"mean": [0.0, 0.0], "var": [1.0, 1.0],
+                                                    "weight": big}):
+        with pytest.raises(ValueError, match="must hold finite numbers, got a float(96|128)"):
+            nbbn.Normalizer(channel_axis=-1, **kw)
+
+
 def test_polars_and_arrow_tables_of_dates_and_bools_refused():
     """polars and pyarrow tables convert datetime, duration and bool columns to numbers
     (the mean of microseconds since 1970 came back), or fail in numpy's promotion with
