@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import check_dtype, check_no_mask, is_sparse
+from ._layout import as_array, check_dtype, check_no_mask, is_sparse
 from ._pages import releaser
 from ._torch_arrays import host_view
 from .backends import is_dask_array, is_xarray
@@ -239,10 +239,10 @@ def as_batch_array(x, what: str = "batch"):
                         "count its statistics with nbbn.RunningStats(channel_axis=-1)."
                         "update(x) (one call), and scale it with nbbn.sklearn."
                         "StandardScaler(with_mean=False)")
-    check_no_mask(x, what)
-    a = np.asarray(x)
-    check_dtype(a.dtype, what)
-    return a
+    # (as RunningStats.update reads it: a polars or pyarrow table's dates, durations
+    # and bools refused by name, not read as numbers; a pandas table's nullable columns
+    # read with pd.NA as NaN, not refused as objects; masks in lists refused)
+    return as_array(x, what)
 
 
 def _is_torch(x) -> bool:

@@ -829,7 +829,8 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
         read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
         header_only = False
         try:
-            with pacsv.open_csv(path, read_options=read, parse_options=parse) as r:
+            with _csv_stream(path) as f, pacsv.open_csv(f, read_options=read,
+                                                        parse_options=parse) as r:
                 schema = r.schema
         except (pa.ArrowInvalid, OSError) as exc:
             names, header_only = _header_line(path, "\t" if tsv else ","), True
@@ -853,6 +854,15 @@ def _csv(paths: list[str], columns, what: str) -> TableSource:
                                  {**file_fingerprint(path), "columns": chosen}))
     assert chosen is not None
     return TableSource(shards, what, chosen)
+
+
+def _csv_stream(path: str):
+    """The file at ``path`` as pyarrow reads it, decompressed for a ``.gz`` name in any
+    case (``.CSV.GZ``: pyarrow's own test of the suffix is case-sensitive, and it parsed
+    the compressed bytes as text)."""
+    import pyarrow as pa
+
+    return pa.input_stream(path, compression="gzip" if path.lower().endswith(".gz") else None)
 
 
 def _no_rows(start: int) -> Iterator[Piece]:
@@ -889,8 +899,9 @@ def _csv_pieces(path: str, read, parse, convert) -> Callable[[int], Iterator[Pie
 
         row, skip = start, start
         try:
-            with pacsv.open_csv(path, read_options=read, parse_options=parse,
-                                convert_options=convert) as r:
+            with _csv_stream(path) as f, pacsv.open_csv(f, read_options=read,
+                                                        parse_options=parse,
+                                                        convert_options=convert) as r:
                 for rb in r:
                     if skip:
                         drop = min(skip, rb.num_rows)

@@ -529,8 +529,11 @@ class _FitRun:
             interrupted = True  # while waiting for the reader: nothing is half-applied
         except BaseException as exc:
             # (written again when nothing changed since the last write: the note that
-            # resume=True continues is added whenever the checkpoint holds rows)
-            if cfg.checkpoint is not None and (dirty or self.rows_done > 0):
+            # resume=True continues is added whenever the checkpoint holds rows; not
+            # after an iterable refused at its resume position, another than the one
+            # checkpointed: the file stays as it was, and no resume with it continues)
+            refused = isinstance(exc, CheckpointError) and not dirty
+            if cfg.checkpoint is not None and (dirty or self.rows_done > 0) and not refused:
                 self._save_after_error(exc)
             raise
         finally:

@@ -102,6 +102,7 @@ from ._shards_zarr_h5 import (
     zarr_shard,
     zarr_zip_shard,
 )
+from ._torch_arrays import is_tensor
 from ._wording import Param, files_label, worded
 from .backends import is_dask_array, is_xarray
 from .errors import CheckpointError
@@ -363,7 +364,7 @@ class IterableSource(Source):
                                                  digest.hexdigest(), acquire, slot)
             arr = item = None
         if (start.shard or start.row) and index < start.shard:
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.description} ended after {index + 1} items, but the checkpoint is at "
                 f"item {start.shard}: it is not the iterable the checkpoint was written for"
             )
@@ -440,8 +441,28 @@ def _digest_item(h, arr, index: int | None = None) -> None:
         raise ValueError(f"{where} of the iterable is 0-d (a scalar, dtype {arr.dtype}): "
                          "expected an array with at least 1 dimension (rows along axis 0)")
     h.update(repr((tuple(int(n) for n in arr.shape), str(arr.dtype))).encode())
-    if isinstance(arr, np.ndarray) and arr.size:
-        h.update(np.ascontiguousarray(arr[:1]).tobytes())
+    if math.prod(arr.shape):
+        h.update(_first_row_bytes(arr))
+
+
+def _first_row_bytes(arr) -> bytes:
+    """The bytes of ``arr[:1]`` on the host: a numpy array's, a tensor's (a CPU bfloat16
+    one, which batches keep as a tensor, or a device tensor), a CuPy or numba device
+    array's (copied). Only numpy arrays were hashed: a shuffled bfloat16 loader resumed
+    a checkpoint of another order, counting some rows twice."""
+    if isinstance(arr, np.ndarray):
+        return np.ascontiguousarray(arr[:1]).tobytes()
+    if is_tensor(arr):
+        import torch  # (imported: arr is a tensor)
+
+        t = arr[:1].detach().resolve_conj().resolve_neg()
+        if t.dtype == torch.bfloat16:  # (no numpy dtype: its bits)
+            t = t.view(torch.int16)
+        return t.cpu().contiguous().numpy().tobytes()
+    for to_host in ("get", "copy_to_host"):  # (CuPy, numba device arrays)
+        if callable(getattr(arr, to_host, None)):
+            return np.ascontiguousarray(getattr(arr[:1], to_host)()).tobytes()
+    return b""
 
 
 def _data_array_coord(x, channel_axis) -> tuple | None:
@@ -472,6 +493,16 @@ def _pick(item, key, index: int):
                 "(DataLoader(batch_size=None) or the Dataset itself). If it is one batch "
                 "of several arrays of one rank, pass an iterable of the array to count "
                 "(e.g. (b[0] for b in loader))")
+        if len(item) > 2 and all(isinstance(v, (tuple, list, dict)) for v in item):
+            # samples of (x, y) or dicts collated as a list (collate_fn=list): key=0 read
+            # sample 0, its x and y pooled as the batch's rows
+            kinds = sorted({type(v).__name__ for v in item})
+            raise ValueError(
+                f"item {index} of the iterable is a {type(item).__name__} of {len(item)} "
+                f"{' and '.join(kinds)}s (samples such as (x, y)): a batch collated as a "
+                "list of samples; pass the samples one by one (DataLoader(batch_size=None) "
+                "or the Dataset itself), or collate them into arrays (DataLoader's default "
+                "collate_fn)")
         if item and all(isinstance(v, numbers.Number) or (isinstance(v, np.generic)
                                                           and not isinstance(v, np.void))
                         for v in item):

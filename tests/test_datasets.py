@@ -276,3 +276,42 @@ def test_a_resume_with_another_dataset_is_refused(tmp_path, change):
     other = images[:7] if change == "shorter" else [*images[:4], images[4] + 1, *images[5:]]
     with pytest.raises(CheckpointError, match="does not hold the samples"):
         nbbn.fit(Images(other), key=0, checkpoint=ck, resume=True, progress=False)
+
+
+def test_a_shuffled_bfloat16_loader_does_not_resume_another_order(tmp_path):
+    """Only numpy items' first rows were in the iterable's digest; a bfloat16 batch
+    stays a tensor, so a loader shuffled otherwise resumed the checkpoint, counting some
+    rows twice and others never (float32 was refused)."""
+    data = torch.randn(40, 3).to(torch.bfloat16)
+    ck = str(tmp_path / "fit.ckpt")
+
+    def loader(seed):
+        return DataLoader(TensorDataset(data), batch_size=8, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed))
+
+    with pytest.raises(RuntimeError, match="stop"):
+        nbbn.fit(_stop_after(loader(0), 2), key=0, checkpoint=ck, checkpoint_interval=0,
+                 progress=False)
+    with pytest.raises(CheckpointError, match="first rows differ"):
+        nbbn.fit(loader(1), key=0, checkpoint=ck, resume=True, progress=False)
+    stats = nbbn.fit(loader(0), key=0, checkpoint=ck, resume=True, progress=False)
+    np.testing.assert_allclose(stats.mean, data.double().mean(0).numpy(), rtol=1e-12)
+    assert stats.count.tolist() == [40] * 3
+
+
+def _stop_after(items, n):
+    for i, item in enumerate(items):
+        if i == n:
+            raise RuntimeError("stop")
+        yield item
+
+
+def test_samples_collated_as_a_list_of_pairs_are_refused_with_a_key():
+    """collate_fn=list over (x, y) samples: key=0 picked sample 0 and pooled its x and y
+    as the batch's rows (same shapes), or let numpy's ragged error through."""
+    x = torch.randn(16, 3)
+    for y in (torch.randn(16, 3), torch.arange(16)):
+        loader = DataLoader(TensorDataset(x, y), batch_size=4, collate_fn=list)
+        with pytest.raises(ValueError, match=r"item 0 of the iterable is a list of 4 tuples "
+                                             r"\(samples such as \(x, y\)\): a batch collated"):
+            nbbn.fit(loader, key=0, progress=False)

@@ -814,3 +814,22 @@ def test_a_table_named_another_way_resumes(tmp_path, rng, monkeypatch):
         want = fit(name, checkpoint=ck)
         for spelled in (f"./{name}", str(tmp_path / name)):
             assert same_bits(fit(spelled, checkpoint=ck, resume=True), want), spelled
+
+
+def test_a_refused_iterable_resume_leaves_the_checkpoint_as_it_was(tmp_path):
+    """An iterable other than the one checkpointed (reordered, or shorter) is refused at
+    its resume position; that refusal rewrote the checkpoint (a complete one became
+    incomplete) and added the note that resume=True continues, which it cannot."""
+    from nbbn.checkpoint import load_checkpoint
+    from nbbn.errors import CheckpointError
+
+    rng = np.random.default_rng(0)
+    items = [rng.normal(size=(3, 3)) for _ in range(5)]
+    ck = tmp_path / "c.ckpt"
+    nbbn.fit(iter(items), progress=False, checkpoint=str(ck))
+    before = ck.read_bytes()
+    for other, why in ((items[::-1], "first rows differ"), (items[:2], "ended after 2 items")):
+        with pytest.raises(CheckpointError, match=why) as info:
+            nbbn.fit(iter(other), progress=False, checkpoint=str(ck), resume=True)
+        assert not any("continues" in n for n in getattr(info.value, "__notes__", []))
+    assert ck.read_bytes() == before and load_checkpoint(str(ck)).complete

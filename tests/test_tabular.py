@@ -809,3 +809,36 @@ def test_a_table_with_another_channel_axis_is_refused_in_memory():
             nbbn.Normalizer([1.0, 2.0, 3.0], [1.0] * 3, channel_axis=0)(table)
     assert rs.num_channels is None
     assert nbbn.channel_stats(df, -1).mean.tolist() == [2.0, 20.0]
+
+
+def test_a_gzip_csv_named_in_capitals_is_decompressed(tmp_path):
+    """pyarrow tells a gzip file by a lower-case ``.gz``: ``DATA.CSV.GZ`` was parsed as
+    text (its compressed bytes), which nbbn reported as "not a readable CSV file"."""
+    import gzip
+
+    rows = np.random.default_rng(0).normal(size=(50, 2))
+    text = "a,b\n" + "".join(f"{a:.17g},{b:.17g}\n" for a, b in rows)
+    for name in ("DATA.CSV.GZ", "data.csv.Gz"):
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(text.encode()))
+        stats = nbbn.fit(str(path), progress=False)
+        assert stats.channel_names == ("a", "b")
+        np.testing.assert_allclose(stats.mean, rows.mean(0), rtol=1e-13)
+
+
+def test_iterables_of_tables_are_read_as_update_reads_them():
+    """An iterable's items went through np.asarray alone: a polars or pyarrow batch's
+    bools and dates were counted as numbers (update refuses them by name), and a pandas
+    chunk with a nullable column (read_csv's numpy_nullable backend) was refused as
+    dtype object (update reads pd.NA as NaN)."""
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    frames = [pl.DataFrame({"flag": [True, False, True], "x": [1.0, 2.0, 3.0]}),
+              pa.table({"flag": [True, False, True], "x": [1.0, 2.0, 3.0]})]
+    for frame in frames:
+        with pytest.raises(TypeError, match=r"item 0 must hold numbers, but the \w+ has the "
+                                            r"column 'flag'"):
+            nbbn.fit(iter([frame]), progress=False)
+    chunk = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 4.0]})
+    stats = nbbn.fit(iter([chunk, chunk]), nan_policy="omit", progress=False)
+    assert stats.count.tolist() == [4, 6] and stats.mean.tolist() == [2.0, 7 / 3]
