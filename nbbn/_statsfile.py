@@ -74,9 +74,12 @@ def fitted_file(path) -> str | None:
     checkpoint; by their ``format`` entry, whatever the name), else None (no file, or
     any other content). A writer about to replace ``path`` asks first: a transform's
     output named like the statistics file it reads replaced them."""
+    import stat
     import zipfile
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # (opening a FIFO waits for a writer)
+            return None
         with open(path, "rb") as f:
             if not f.read(4).startswith(_ZIP_MAGIC):
                 return None
