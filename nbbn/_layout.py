@@ -521,7 +521,11 @@ def channel_vector(v, n: int | None, name: str) -> np.ndarray:
         raise TypeError(f"{name} is a numpy masked array with masked elements, but a "
                         f"per-channel parameter needs a value for every channel: pass "
                         f"{name}.filled(value)")
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except ValueError as exc:  # (a ragged nested list: numpy's words alone)
+        raise ValueError(f"{name} must be one number per channel, got a "
+                         f"{type(v).__name__} numpy cannot read as an array ({exc})") from None
     if a.dtype.kind not in "biufO":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if a.dtype.kind == "O":  # (a list mixing numbers and None, strings, Decimals, ...)

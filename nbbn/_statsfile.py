@@ -95,6 +95,8 @@ def _check_path(path) -> None:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"the statistics file's path must be a str or os.PathLike, got "
                         f"{type(path).__name__}")
+    if not os.fspath(path):  # (save("") renamed a temporary file onto ".": EBUSY)
+        raise ValueError("the statistics file's path is empty: name the .npz file")
 
 
 _TEXT_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".yaml", ".yml", ".toml")

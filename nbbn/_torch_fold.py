@@ -21,6 +21,7 @@ from ._torch_modules import (
     check_initialized,
     torch,
 )
+from ._wording import check_flag
 
 __all__ = ["fold_normalizer", "fuse_bn"]
 
@@ -109,6 +110,7 @@ def fold_normalizer(layer: Any, normalizer: Any, *, strict: bool = True) -> Any:
         A new layer of the same class, dtype, device and mode, with a bias.
     """
     _check_layer(layer)
+    strict = check_flag(strict, "strict")  # (strict=None turned the check off)
     if isinstance(normalizer, BatchNorm):
         normalizer = normalizer.to_normalizer()  # its eval-mode map
     elif not isinstance(normalizer, Normalizer):

@@ -60,6 +60,7 @@ class NormalizerModule(torch.nn.Module):
                  device: Any = None) -> None:
         super().__init__()
         dtype = _float_dtype(dtype)
+        device = _device(device)
         # (checked as Normalizer checks them: a (1,) scale was applied to every channel,
         # a channel_axis of 1.7 cut to 1, and a 0-d mean built a module repr could not show)
         mean = channel_vector(mean, None, "mean")
@@ -76,6 +77,15 @@ class NormalizerModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` along ``channel_axis``."""
+        if not isinstance(x, torch.Tensor):  # (a numpy array: AttributeError 'dim')
+            raise TypeError("the module takes a torch tensor; use the nbbn.Normalizer "
+                            "itself for numpy arrays")
+        if x.is_complex():  # (its real part was normalized, with torch's warning only)
+            raise TypeError("the input must be a real floating or integer tensor, got a "
+                            "complex one")
+        if x.dtype == torch.bool:
+            raise TypeError("the input must be a real floating or integer tensor, got a "
+                            "bool one")
         axis = self.channel_axis
         if axis < 0:
             axis = axis + x.dim()
@@ -183,6 +193,17 @@ def _float_dtype(dtype: Any) -> torch.dtype:
     return dtype
 
 
+def _device(device: Any) -> torch.device | None:
+    """``device`` as a torch.device (None stays None), or TypeError: ``Tensor.to(1.5)``
+    read a number, or a dtype passed as the device, as a dtype (float64 buffers)."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"device must be a torch.device, a str such as 'cuda:0' or a GPU "
+                        f"index, got {type(device).__name__} {device!r}")
+    return torch.device(device)
+
+
 def batchnorm_from_torch(module: Any, backend: str = "auto") -> BatchNorm:
     """The :class:`nbbn.BatchNorm` of :meth:`nbbn.BatchNorm.from_torch`."""
     if not _is_bn(module):
@@ -206,13 +227,14 @@ def batchnorm_to_torch(bn: BatchNorm, dim: int = 2, dtype: torch.dtype | None = 
                        device: Any = None) -> torch.nn.Module:
     """The module of :meth:`nbbn.BatchNorm.to_torch`."""
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim not in _TORCH_BN:
-        raise ValueError(f"dim must be 1, 2 or 3 (BatchNorm1d/2d/3d), got {dim!r}")
+        raise (ValueError if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool)
+               else TypeError)(f"dim must be 1, 2 or 3 (BatchNorm1d/2d/3d), got {dim!r}")
     if bn.channel_axis != 1:
         raise ValueError(
             f"torch BatchNorm modules read channels on axis 1; this BatchNorm has "
             f"channel_axis={bn.channel_axis} (move the channel axis of your input to 1)"
         )
-    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    kwargs: dict[str, Any] = {"device": _device(device), "dtype": dtype}
     if bn.affine and bn.bias is None:
         kwargs["bias"] = False
     state = state_tensors(bn)

@@ -183,3 +183,29 @@ def spell_notes(exc: BaseException, speller: Callable[[Param], str]) -> list[str
 def files_label(path: str, n: int) -> str:
     """A source's name in messages: ``path (3 files)``, ``path (1 file)``."""
     return f"{path} ({n} file{'s' * (n != 1)})"
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool: True, False, numpy's bools, and the integers 0 and 1;
+    TypeError for anything else (``bool("False")`` is True: a flag given as a string,
+    or None, was read by its truthiness).
+
+    Parameters
+    ----------
+    value : object
+        The flag given.
+    name : str
+        The parameter's Python name, for the message (spelled as an option on the
+        command line).
+
+    Returns
+    -------
+    bool
+    """
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise worded(TypeError, "{flag} must be True or False, got {got!r}",
+                 flag=Param(name), got=value)

@@ -11,6 +11,7 @@ import numpy as np
 from . import backends
 from ._layout import Checked, channel_vector, check_channel_axis
 from ._torch_arrays import check_no_grad, host_values
+from ._wording import check_flag
 from .normalizer import Normalizer, check_eps, finite_number
 from .running_stats import RunningStats
 
@@ -164,8 +165,9 @@ class BatchNorm:
         self.num_features = int(num_features)
         self.eps = check_eps(eps)
         self.momentum = _check_momentum(momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = check_flag(affine, "affine")
+        self.track_running_stats = check_flag(track_running_stats, "track_running_stats")
+        bias = check_flag(bias, "bias")
         self.channel_axis = channel_axis  # (checked when set: Checked)
         self.backend = backend
         self.training = True
@@ -385,7 +387,10 @@ class BatchNorm:
             assert self.running_mean is not None and self.running_var is not None
             d["running_mean"] = self.running_mean.copy()
             d["running_var"] = self.running_var.copy()
-            d["num_batches_tracked"] = np.array(self.num_batches_tracked, dtype=np.int64)
+            # (a plain attribute, checked as a call checks it: "x" or None raised int()'s
+            # error, -5 was exported and then refused by load_state_dict)
+            d["num_batches_tracked"] = np.array(_check_tracked(self.num_batches_tracked),
+                                                dtype=np.int64)
         return d
 
     def load_state_dict(self, d: dict, strict: bool = True) -> IncompatibleKeys:

@@ -165,6 +165,14 @@ def channel_stats(x, channel_axis: int | str = 1, *, nan_policy: str = "propagat
     """
     channel_axis = check_channel_axis(channel_axis)
     check_policy(nan_policy)
+    if split_every is not None and (isinstance(split_every, bool) or not isinstance(
+            split_every, (int, np.integer)) or not 2 <= split_every <= 2**20):
+        # (dask's own errors named neither the parameter nor the value: -1 "not
+        # 'complex'", 10**30 a bare MemoryError; True was taken as 1)
+        raise (ValueError if isinstance(split_every, (int, np.integer)) and not isinstance(
+            split_every, bool) else TypeError)(
+            f"split_every must be an integer from 2 to 2**20 (records merged at a time), "
+            f"or None for dask's default, got {split_every!r}")
     arr, axis, coord, names = _dask_array(x, channel_axis)
     import dask
 

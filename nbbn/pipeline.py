@@ -40,7 +40,7 @@ from ._reader import Prefetcher
 from ._shards_npy import SparseNpzShard
 from ._statsfile import fitted_file
 from ._torch_arrays import host_view
-from ._wording import Param, add_note, worded
+from ._wording import Param, add_note, check_flag, worded
 from .backends import is_dask_array, is_xarray
 from .checkpoint import (
     Checkpoint,
@@ -262,6 +262,11 @@ def fit(source, channel_axis: int | str | None = None, *, batch_size: int | None
         channel_axis = -1 if looks_like_images(source) else 1
     channel_axis = check_axis(_dim_axis(source, channel_axis))
     batch_size = _check_batch_size(batch_size)
+    resume = check_flag(resume, "resume")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise worded(TypeError, "{checkpoint} must be a path (str or os.PathLike), got "
+                     "{kind} {got!r}", checkpoint=Param("checkpoint"),
+                     kind=type(checkpoint).__name__, got=checkpoint)
     if resume and checkpoint is None:
         raise worded(ValueError, "{resume} needs {checkpoint} (the file to resume from)",
                      resume=_RESUME, checkpoint=Param("checkpoint", placeholder="PATH"))
@@ -292,8 +297,9 @@ def fit(source, channel_axis: int | str | None = None, *, batch_size: int | None
         raise worded(ValueError, "{batch_size} does not apply to samples ({batched}): each "
                      "sample is counted as it comes", batch_size=Param("batch_size", batch_size),
                      batched=Param("batched", False))
-    cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend, bool(progress),
-                      None if checkpoint is None else Path(checkpoint), bool(resume),
+    cfg = FitSettings(channel_axis, nan_policy, batch_size, key, backend,
+                      check_flag(progress, "progress"),
+                      None if checkpoint is None else Path(checkpoint), resume,
                       float(checkpoint_interval), batched)
     src = open_source(source, key=key, channel_axis=channel_axis, columns=columns) \
         if batched else open_items(source, key=key, channel_axis=channel_axis,
@@ -886,6 +892,7 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
         dtype), ``out`` is the source itself or would be read as its data by the next
         fit, or the source is an iterable.
     """
+    progress = check_flag(progress, "progress")
     refuse_written_into_source(source, out)
     if isinstance(out, (str, os.PathLike)) and (kind := fitted_file(out)):
         # (the statistics file read, or a checkpoint: a name ending in .npy is allowed)
@@ -1088,10 +1095,17 @@ def _output_of(src: Source, norm: Normalizer, dtype, *,
     # (integer shards of several dtypes: float32, as for one; their common dtype, such
     # as int64 with uint64's float64, is what batches across them are read in)
     source_dtype = np.dtype(np.int64) if kinds and kinds <= {"i", "u"} else np.dtype(src.dtype)
-    out_dtype = result_dtype(source_dtype) if dtype is None else np.dtype(dtype)
-    if out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
-        raise worded(ValueError, "{dtype} must be float16, float32 or float64, got {got}",
-                     dtype=Param("dtype"), got=out_dtype)
+    try:
+        out_dtype = result_dtype(source_dtype) if dtype is None else np.dtype(dtype)
+    except TypeError:  # (numpy's "data type 'float8' not understood")
+        out_dtype = None
+    if out_dtype is None or out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
+        shown = repr(dtype) if out_dtype is None or (
+            isinstance(dtype, str) and dtype != out_dtype.name) else str(out_dtype)
+        raise worded(TypeError if out_dtype is None else ValueError,
+                     "{dtype} must be float16, float32 or float64, got {got}"
+                     + ("" if out_dtype is None or shown == str(out_dtype) else
+                        f" ({out_dtype})"), dtype=Param("dtype"), got=shown)
     return shape, out_dtype
 
 

@@ -84,13 +84,15 @@ class RunningStats:
     channel_axis = Checked(check_channel_axis, "The channel axis (an int, or a DataArray's "
                            "dimension name), checked when set.")
     backend = Checked(backends.check_name, "Where the kernels run, checked when set.")
+    nan_policy = Checked(check_policy, "What a NaN does (\"propagate\", \"omit\", "
+                         "\"raise\"), checked when set.")
 
     def __init__(self, channel_axis: int | str = 1, *, nan_policy: str = "propagate",
                  backend: str = "auto", channel_names: Sequence[str] | None = None) -> None:
         self.channel_axis = channel_axis  # (checked when set: Checked)
         self._names: tuple[str, ...] | None = check_names(channel_names, None)
         self._given_names = self._names  # (what reset() keeps: not a batch's columns)
-        self.nan_policy = check_policy(nan_policy)
+        self.nan_policy = nan_policy  # (checked when set: Checked)
         self.backend = backend
         # BatchStats on the host, or a backend's state on its device
         self._state: Any = None

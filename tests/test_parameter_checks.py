@@ -151,7 +151,7 @@ def test_torch_modules_check_what_they_are_given():
         with pytest.raises(torch.jit.Error, match="channels along"):  # (scripted)
             torch.jit.script(mod)(x.double())
     for dim in (True, 2.0):
-        with pytest.raises(ValueError, match="dim must be 1, 2 or 3"):
+        with pytest.raises(TypeError, match="dim must be 1, 2 or 3"):
             nbbn.BatchNorm(3).to_torch(dim)
 
 
@@ -221,3 +221,99 @@ def test_channel_axis_and_backend_are_checked_when_set():
         assert (old.channel_axis, old.backend) == (-1, "cpu")
         x = np.ones((2, 3))
         np.testing.assert_array_equal(np.asarray(old(x) if callable(old) else x), obj(x))
+
+
+def test_flags_are_true_or_false_not_truthy(tmp_path):
+    """``bool("False")`` is True: BatchNorm(affine="False") had a weight, and
+    fit(resume="False") resumed; flags are bools (or 0 and 1) now, checked first."""
+    x = np.arange(12.0).reshape(4, 3)
+    for kw in ({"affine": "False"}, {"track_running_stats": None}, {"bias": "no"}):
+        with pytest.raises(TypeError, match=f"{next(iter(kw))} must be True or False, got"):
+            nbbn.BatchNorm(3, **kw)
+    assert nbbn.BatchNorm(3, affine=0, bias=np.bool_(True)).weight is None
+    ck = str(tmp_path / "fit.ckpt")
+    nbbn.fit(x, checkpoint=ck, progress=False)
+    with pytest.raises(TypeError, match="resume must be True or False, got 'False'"):
+        nbbn.fit(x, checkpoint=ck, resume="False", progress=False)
+    with pytest.raises(TypeError, match="progress must be True or False, got 'no'"):
+        nbbn.fit(x, progress="no")
+    with pytest.raises(TypeError, match="progress must be True or False, got None"):
+        nbbn.transform(x, nbbn.fit(x, progress=False), str(tmp_path / "y.npy"),
+                       progress=None)
+    with pytest.raises(TypeError, match=r"checkpoint must be a path \(str or os.PathLike\), "
+                                        "got int 1"):
+        nbbn.fit(x, checkpoint=1, progress=False)
+
+
+def test_nan_policy_is_checked_when_set():
+    """A plain attribute took ``rs.nan_policy = "Omit"``: updates then propagated NaNs,
+    and the saved file was refused by load."""
+    rs = nbbn.RunningStats(-1)
+    for bad, error in (("Omit", ValueError), (None, TypeError)):
+        with pytest.raises(error, match="nan_policy must be"):
+            rs.nan_policy = bad
+    assert rs.nan_policy == "propagate"
+    rs.nan_policy = "omit"
+    rs.update(np.array([[1.0, np.nan], [3.0, 4.0]]))
+    assert rs.count.tolist() == [2, 1] and rs.mean.tolist() == [2.0, 4.0]
+
+
+def test_parameters_that_reached_numpy_dask_or_torch_unchecked(tmp_path):
+    """Each raised the library underneath's own error (or took a wrong value): a ragged
+    list of means, transform's dtype "float8", save(""), split_every=-1 (dask: "not
+    'complex'"), a num_batches_tracked of "x" in state_dict (int()'s error; -5 was
+    exported), to_torch(device=1.5) (read as a dtype: float64 buffers)."""
+    with pytest.raises(ValueError, match="mean must be one number per channel, got a list"):
+        nbbn.Normalizer([[1.0, 2.0], [3.0]], [1.0, 1.0, 1.0])
+    x = np.arange(12.0).reshape(4, 3)
+    stats = nbbn.fit(x, progress=False)
+    with pytest.raises(TypeError, match="dtype must be float16, float32 or float64, got "
+                                        "'float8'"):
+        nbbn.transform(x, stats, str(tmp_path / "y.npy"), dtype="float8", progress=False)
+    with pytest.raises(ValueError, match=r"got 'f16' \(float(96|128)\)"):
+        nbbn.transform(x, stats, str(tmp_path / "y.npy"), dtype="f16", progress=False)
+    with pytest.raises(ValueError, match="the statistics file's path is empty"):
+        stats.save("")
+    bn = nbbn.BatchNorm(3)
+    for bad in ("x", None, -5):
+        bn.num_batches_tracked = bad
+        with pytest.raises(ValueError, match="num_batches_tracked must be an integer >= 0"):
+            bn.state_dict(tensors=False)
+    da = pytest.importorskip("dask.array")
+    from nbbn.dask import channel_stats
+
+    for bad, error in ((-1, ValueError), (10**30, ValueError), ("4", TypeError),
+                       (True, TypeError)):
+        with pytest.raises(error, match="split_every must be an integer from 2 to 2\\*\\*20"):
+            channel_stats(da.from_array(x, chunks=2), split_every=bad)
+    torch = pytest.importorskip("torch")
+    norm = nbbn.Normalizer([0.0, 1.0], [1.0, 1.0])
+    for bad in (1.5, torch.float64):
+        with pytest.raises(TypeError, match="device must be a torch.device"):
+            norm.to_torch(device=bad)
+        with pytest.raises(TypeError, match="device must be a torch.device"):
+            nbbn.BatchNorm(2).to_torch(device=bad)
+    assert norm.to_torch(device="cpu").scale.device.type == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torch_module_and_fold_refuse_what_they_misread():
+    """The Normalizer's torch module normalized a complex tensor's real part (torch's
+    warning only) and raised AttributeError on a numpy array; fold_normalizer took
+    strict=None as False, folding a zero-padded conv wrongly at its borders."""
+    torch = pytest.importorskip("torch")
+    import nbbn.torch as nt
+
+    mod = nbbn.Normalizer([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], channel_axis=1).to_torch()
+    for x, what in ((torch.ones(2, 3, dtype=torch.complex64), "complex"),
+                    (torch.ones(2, 3, dtype=torch.bool), "bool")):
+        with pytest.raises(TypeError, match=f"real floating or integer tensor, got a {what}"):
+            mod(x)
+        with pytest.raises(torch.jit.Error, match=f"got a {what}"):
+            torch.jit.script(mod)(x)
+    with pytest.raises(TypeError, match="takes a torch tensor"):
+        mod(np.ones((2, 3)))
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    norm = nbbn.Normalizer([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], channel_axis=1)
+    with pytest.raises(TypeError, match="strict must be True or False, got None"):
+        nt.fold_normalizer(conv, norm, strict=None)
