@@ -236,12 +236,36 @@ class _LayerPass:
         self.sequence: list[str] | None = []  # None once the order is known
         self.order: list[str] = []
         self.uses_per_forward: dict[str, int] = {}
+        # The first pass runs whole forwards and counts every layer's uses in each: a
+        # layer used a data-dependent number of times (once per chunk of a sequence of
+        # varying length) makes every later pass run whole forwards too, since a pass
+        # cut at the first forward's count dropped a later forward's extra uses
+        self.probing = True
+        self.counted: Counter[str] = Counter()
+        self.varies = False
 
     def before(self) -> None:
         """Called before each forward."""
         if self.sequence:
             self.found()
+        self.tally()
         self.seen = 0
+
+    def tally(self) -> None:
+        """The end of a forward of the first pass: whether its uses differ from the
+        first forward's (then no pass stops early)."""
+        if self.probing and self.sequence is None and \
+                dict(self.counted) != self.uses_per_forward:
+            self.varies = True
+        self.counted = Counter()
+
+    def probed(self) -> None:
+        """The first pass is over: the later passes stop early only where every forward
+        used each layer as often as the first."""
+        self.tally()
+        self.probing = False
+        if self.varies:
+            self.stops = False
 
     def found(self) -> None:
         """The first forward that ran a BatchNorm layer is over: its order is the order."""
@@ -262,12 +286,14 @@ class _LayerPass:
                 self.sequence.append(name)
                 if self.target is None:
                     self.target = name
+            if self.probing:
+                self.counted[name] += 1
             if name != self.target:
                 return
             _read(self.stats, _layer_input(args, kwargs, name))
             self.calls += 1
             self.seen += 1
-            if self.stops and self.seen == self.uses:
+            if self.stops and not self.probing and self.seen == self.uses:
                 raise _StopPass
 
         return _not_traced(pre_hook)
@@ -295,6 +321,7 @@ def _recompute_eval(model: torch.nn.Module, layers: list[tuple[str, Any]], data:
                     lp.before, eval_mode=True)
         if lp.sequence:
             lp.found()
+        lp.probed()
         if seen == 0:
             raise ValueError("data yielded no samples: the BatchNorm statistics were not changed")
         _agree_order(lp)

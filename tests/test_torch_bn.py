@@ -359,7 +359,9 @@ def test_eval_mode_same_buffers_for_any_batching(dtype):
             assert _rel(m.running_var.double().numpy(), var) <= max(tol, 1e-6)
             assert m.running_var.dtype == dtype
             assert int(m.num_batches_tracked) == len(torch.split(x, bs))
-        assert tail.calls == 1  # only the first forward runs to the end (the order)
+        # the first pass's forwards run to the end (the order, and each layer's uses
+        # per forward); the later passes stop at their layer's last use
+        assert tail.calls == len(torch.split(x, bs))
         assert all(m.training == (bs == 32) for m in net.modules())
         assert all(not m._forward_pre_hooks for m in net.modules())
         buffers.append({k: v for k, v in net.state_dict().items() if "running" in k})
@@ -412,7 +414,8 @@ def test_eval_mode_exception_restores_modes_hooks_and_buffers():
                 written.append(net[1].running_var.clone())
             return super().forward(x)
 
-    net.insert(3, Boom(after=3))  # the order's forward, then 2 batches of layer 2's pass
+    # the first pass's whole forwards (one per batch), then 2 batches of layer 2's pass
+    net.insert(3, Boom(after=len(torch.split(_data(), 7)) + 2))
     net[0].train()
     net[7].train()
     modes = [m.training for m in net.modules()]
@@ -832,3 +835,33 @@ def test_distributed_eval_mode_with_a_rank_without_data(tmp_path):
     for k, v in ranks[0]["buffers"].items():
         assert torch.equal(v, ranks[1]["buffers"][k]), k
     assert int(ranks[1]["buffers"]["2.num_batches_tracked"]) == 3
+
+
+def test_eval_mode_collects_every_use_when_the_count_varies():
+    """mode="eval" cut each forward of a layer's pass at the first batch's number of
+    uses: a BatchNorm applied once per 4-long chunk of sequences of varying length (1
+    chunk, then 3) lost the second batch's extra chunks, silently (24 of 48 values)."""
+    torch.manual_seed(0)
+
+    class Chunks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn0 = torch.nn.BatchNorm1d(2).double()
+            self.bn1 = torch.nn.BatchNorm1d(2).double()
+
+        def forward(self, x):
+            x = self.bn0(x)
+            return torch.cat([self.bn1(c) for c in x.split(4, dim=2)], 2)
+
+    data = [torch.randn(3, 2, 4, dtype=torch.float64),
+            torch.randn(3, 2, 12, dtype=torch.float64) * 5 + 10]
+    model = Chunks()
+    stats = nt.recompute_bn_stats(model, data, mode="eval", progress=False)
+    assert stats["bn0"].count.tolist() == [48, 48] and stats["bn1"].count.tolist() == [48, 48]
+    model.eval()
+    with torch.no_grad():  # bn1's input: bn0 with its new buffers, every chunk
+        seen = torch.cat([model.bn0(x).transpose(0, 1).reshape(2, -1) for x in data], 1)
+    np.testing.assert_allclose(model.bn1.running_mean.numpy(), seen.mean(1).numpy(),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.bn1.running_var.numpy(), seen.var(1).numpy(),
+                               rtol=1e-12)
