@@ -1095,17 +1095,15 @@ def _output_of(src: Source, norm: Normalizer, dtype, *,
     # (integer shards of several dtypes: float32, as for one; their common dtype, such
     # as int64 with uint64's float64, is what batches across them are read in)
     source_dtype = np.dtype(np.int64) if kinds and kinds <= {"i", "u"} else np.dtype(src.dtype)
+    want = "{dtype} must be float16, float32 or float64, got {got}"
     try:
         out_dtype = result_dtype(source_dtype) if dtype is None else np.dtype(dtype)
     except TypeError:  # (numpy's "data type 'float8' not understood")
-        out_dtype = None
-    if out_dtype is None or out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
-        shown = repr(dtype) if out_dtype is None or (
-            isinstance(dtype, str) and dtype != out_dtype.name) else str(out_dtype)
-        raise worded(TypeError if out_dtype is None else ValueError,
-                     "{dtype} must be float16, float32 or float64, got {got}"
-                     + ("" if out_dtype is None or shown == str(out_dtype) else
-                        f" ({out_dtype})"), dtype=Param("dtype"), got=shown)
+        raise worded(TypeError, want, dtype=Param("dtype"), got=repr(dtype)) from None
+    if out_dtype.kind != "f" or out_dtype.itemsize not in (2, 4, 8):
+        named = isinstance(dtype, str) and dtype != out_dtype.name  # ('f16': float128)
+        raise worded(ValueError, want, dtype=Param("dtype"),
+                     got=f"{dtype!r} ({out_dtype})" if named else out_dtype)
     return shape, out_dtype
 
 

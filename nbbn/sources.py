@@ -102,7 +102,7 @@ from ._shards_zarr_h5 import (
     zarr_shard,
     zarr_zip_shard,
 )
-from ._torch_arrays import is_tensor
+from ._torch_arrays import host_values, is_tensor
 from ._wording import Param, files_label, worded
 from .backends import is_dask_array, is_xarray
 from .errors import CheckpointError
@@ -452,13 +452,8 @@ def _first_row_bytes(arr) -> bytes:
     a checkpoint of another order, counting some rows twice."""
     if isinstance(arr, np.ndarray):
         return np.ascontiguousarray(arr[:1]).tobytes()
-    if is_tensor(arr):
-        import torch  # (imported: arr is a tensor)
-
-        t = arr[:1].detach().resolve_conj().resolve_neg()
-        if t.dtype == torch.bfloat16:  # (no numpy dtype: its bits)
-            t = t.view(torch.int16)
-        return t.cpu().contiguous().numpy().tobytes()
+    if is_tensor(arr):  # (on the host; bfloat16 widened to float64, exactly)
+        return np.ascontiguousarray(host_values(arr[:1])).tobytes()
     for to_host in ("get", "copy_to_host"):  # (CuPy, numba device arrays)
         if callable(getattr(arr, to_host, None)):
             return np.ascontiguousarray(getattr(arr[:1], to_host)()).tobytes()
