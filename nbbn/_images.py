@@ -312,7 +312,8 @@ def _check_8bit_range(arr: np.ndarray, pil_mode: str, mode: str | None) -> None:
     would change: Pillow clips them to 0-255 (and rounds floats) without a word, so
     ``mode="L"`` gave a mean of 255 for values up to 2**20. Values that are already
     whole numbers in 0-255 convert exactly and are read when a ``mode`` is given."""
-    kind = "32-bit integer" if pil_mode == "I" else "32-bit float"
+    # (Pillow opens signed 16-bit TIFFs as mode I too)
+    kind = "signed 16- or 32-bit integer" if pil_mode == "I" else "32-bit float"
     exact = arr.size == 0 or (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 255
                               and (pil_mode == "I" or (arr == np.round(arr)).all()))
     if mode is not None and exact:
@@ -320,12 +321,13 @@ def _check_8bit_range(arr: np.ndarray, pil_mode: str, mode: str | None) -> None:
     found = f"values from {arr.min():g} to {arr.max():g}" if arr.size else "no values"
     if exact:
         raise ImageError(f"pixels of mode {pil_mode} ({kind}s, {found}) are not read as "
-                         "they are (8- and 16-bit images only); these are whole numbers "
-                         "in 0-255, which a mode such as 'L' (--mode L) reads exactly")
+                         "they are (8- and unsigned 16-bit images only); these are whole "
+                         "numbers in 0-255, which a mode such as 'L' (--mode L) reads "
+                         "exactly")
     raise ImageError(f"pixels of mode {pil_mode} ({kind}s, {found}) are not read: nbbn reads "
-                     "8- and 16-bit images, and a conversion to 8 bits (a mode such as 'L') "
-                     "would clip them to 0-255; read them as arrays (numpy.asarray of the "
-                     "Pillow image, or tifffile) and fit those")
+                     "8- and unsigned 16-bit images, and a conversion to 8 bits (a mode "
+                     "such as 'L') would clip them to 0-255; read them as arrays "
+                     "(numpy.asarray of the Pillow image, or tifffile) and fit those")
 
 
 _MODE_OF = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}

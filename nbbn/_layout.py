@@ -79,6 +79,8 @@ def as_array(x, what: str = "input") -> np.ndarray:
             "nbbn.sklearn.StandardScaler(with_mean=False)"
         )
     else:
+        if _is_pil_image(x):
+            raise _pil_error(x, what)
         if isinstance(x, (list, tuple)):  # (np.asarray drops the masks of its items)
             _check_items_unmasked(x, what)
         # (polars and pyarrow tables convert dates, durations and bools to numbers, or
@@ -112,14 +114,35 @@ def as_array(x, what: str = "input") -> np.ndarray:
     return arr
 
 
+def _is_pil_image(x) -> bool:
+    return type(x).__module__.startswith("PIL.") and hasattr(x, "getbands")
+
+
+def _pil_error(x, what: str) -> TypeError:
+    """A PIL image is refused, not read through ``np.asarray``: its axes are (H, W, C),
+    not the (C, H, W) of a sample (a Dataset's rows became its channels), and a palette
+    image's values are indices, not colours."""
+    width, height = x.size
+    return TypeError(
+        f"{what} is a PIL image (mode {x.mode!r}, {width}x{height}), which nbbn does not read "
+        "as an array: np.asarray gives (H, W, C) with no channel axis chosen (and palette "
+        "indices for mode 'P'). In a Dataset add a transform such as "
+        "torchvision.transforms.PILToTensor() (uint8 (C, H, W), exact; channel_axis=1), or "
+        "pass np.asarray(image.convert('RGB')) with channel_axis=-1; a folder of image "
+        "files is read by nbbn.fit(folder) directly")
+
+
 def _check_items_unmasked(items, what: str, depth: int = 0) -> None:
     """:func:`check_no_mask` of every array in a (nested) list or tuple: np.asarray reads
-    the values under their masks (a list of lists of masked rows was accepted)."""
+    the values under their masks (a list of lists of masked rows was accepted); and no
+    PIL image among them (:func:`_pil_error`)."""
     for item in items:
         if isinstance(item, np.ndarray):
             check_no_mask(item, f"an item of {what}")
         elif isinstance(item, (list, tuple)) and depth < 64:  # (numpy's most dimensions)
             _check_items_unmasked(item, what, depth + 1)
+        elif _is_pil_image(item):
+            raise _pil_error(item, f"an item of {what}")
 
 
 def _nullable_pandas(x, arr: np.ndarray) -> np.ndarray:

@@ -273,8 +273,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
             "folder or glob of .npy/.npz shards, a zarr store or an HDF5 file:dataset, a "
             "table: a Parquet or CSV file (or a folder or glob of them), whose numeric "
             "columns are the channels (--columns chooses them), or image files: a folder "
-            "(searched recursively), a glob or one file of JPEG, PNG, WebP, TIFF, BMP or GIF "
-            "images, counted as decoded, without resizing. With "
+            "(searched recursively), a glob or one file of JPEG, PNG, WebP, TIFF, BMP, GIF or "
+            "PPM/PGM images, counted as decoded, without resizing. With "
             "--checkpoint the fit can be resumed after a crash or Ctrl-C with --resume; the "
             "result is bit for bit that of an uninterrupted fit."
         ),
@@ -456,8 +456,8 @@ def _image_options_given(args: argparse.Namespace) -> bool:
         return True
     kind = ("it holds .npy/.npz, Parquet or CSV files at its top level; name the images "
             "with a glob such as 'DIR/**/*.jpg'" if os.path.isdir(args.source) else
-            "it is not a JPEG, PNG, WebP, TIFF, BMP or GIF file (or a folder or glob of "
-            "them)")
+            "it is not a JPEG, PNG, WebP, TIFF, BMP, GIF or PPM/PGM file (or a folder or glob "
+            "of them)")
     verb = "applies" if len(given) == 1 else "apply"
     raise ValueError(f"{', '.join(given)} {verb} to image files only, but {args.source} is "
                      f"not read as images: {kind}")

@@ -136,6 +136,7 @@ def recompute_bn_stats(model: torch.nn.Module, data: Iterable, *, num_samples: i
     if mode not in ("batch", "eval"):
         raise ValueError(f'mode must be "batch" or "eval", got {mode!r}')
     _check_forward(forward, num_samples, device)
+    _check_device(device)
     if mode == "eval" and (isinstance(data, Iterator) or not (
             isinstance(data, Iterable) or hasattr(data, "__getitem__"))):
         raise TypeError(
@@ -418,6 +419,18 @@ def _check_forward(forward: Any, num_samples: int | None, device: Any) -> None:
     if device is not None:
         raise ValueError(f"device={device!r} cannot be used with forward=: the items go to "
                          "forward unchanged; move the inputs to the device in forward")
+
+
+def _check_device(device: Any) -> None:
+    if device is None:
+        return
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError("device must be a torch.device, a str such as 'cuda:0', an int "
+                        f"index or None, got {type(device).__name__} {device!r}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device torch can use: {exc}") from None
 
 
 def _input(item: Any) -> torch.Tensor:

@@ -315,3 +315,32 @@ def test_samples_collated_as_a_list_of_pairs_are_refused_with_a_key():
         with pytest.raises(ValueError, match=r"item 0 of the iterable is a list of 4 tuples "
                                              r"\(samples such as \(x, y\)\): a batch collated"):
             nbbn.fit(loader, key=0, progress=False)
+
+
+def test_pil_images_are_refused_not_read_as_rows_or_palette_indices():
+    # torchvision's ImageFolder without a transform gives (PIL image, label): np.asarray
+    # made (H, W, C) samples whose rows were counted as channels, with no error
+    image = pytest.importorskip("PIL.Image")
+    rgb = image.fromarray(np.arange(126, dtype=np.uint8).reshape(6, 7, 3))
+    palette = image.fromarray(np.zeros((4, 4), np.uint8), "P")
+
+    class Folder:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return rgb, 0
+
+    words = "is a PIL image (mode 'RGB', 7x6), which nbbn does not read as an array"
+    with pytest.raises(TypeError, match=re.escape(f"item 0 {words}")):
+        nbbn.fit(Folder(), key=0, progress=False)
+    with pytest.raises(TypeError, match=re.escape(f"item 0 {words}")):
+        nbbn.fit([rgb, rgb], progress=False)
+    rs = nbbn.RunningStats(channel_axis=-1)
+    rs.update(np.asarray(rgb))
+    before = rs.to_dict()
+    with pytest.raises(TypeError, match="PILToTensor"):
+        rs.update(rgb)
+    with pytest.raises(TypeError, match=re.escape("an item of batch is a PIL image (mode 'P'")):
+        rs.update([palette])
+    assert all(np.array_equal(before[k], v) for k, v in rs.to_dict().items())

@@ -600,6 +600,9 @@ def test_32_bit_images_refused_where_8_bits_would_clip(tmp_path):
     for src, mode in ((big, None), (big, "L"), (tmp_path / "f.tif", "L")):
         with pytest.raises(ImageError, match=r"values from 0 to .* would clip them to 0-255"):
             nbbn.fit(ImageSource(src, mode=mode), progress=False)
+    # (Pillow opens a signed 16-bit TIFF as mode I too: the words were "32-bit integers")
+    with pytest.raises(ImageError, match=r"mode I \(signed 16- or 32-bit integers, values"):
+        nbbn.fit(ImageSource(big), progress=False)
     with pytest.raises(ImageError, match=r"whole numbers in 0-255, which a mode such as 'L'"):
         nbbn.fit(ImageSource(small), progress=False)
     stats = nbbn.fit(ImageSource(small, mode="L"), progress=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import os
+import re
 import warnings
 
 import numpy as np
@@ -865,3 +866,18 @@ def test_eval_mode_collects_every_use_when_the_count_varies():
                                rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(model.bn1.running_var.numpy(), seen.var(1).numpy(),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("device, error, words", [
+    (1.5, TypeError, "device must be a torch.device, a str such as 'cuda:0', an int index "
+     "or None, got float 1.5"),
+    (True, TypeError, "got bool True"),
+    ("nope", ValueError, "device='nope' is not a device torch can use"),
+    (-1, ValueError, "device=-1 is not a device torch can use"),
+])
+def test_a_device_torch_cannot_use_is_refused_before_any_pass(device, error, words):
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(error, match=re.escape(words)):
+        nt.recompute_bn_stats(net, [torch.randn(4, 3)], device=device, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
