@@ -65,7 +65,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     channel names (a DataFrame's columns, when they are the channels, as ``update``
     takes them)."""
     da = import_extra("dask.array", "dask", "nbbn.dask")
-    from ._labels import frame_columns
+    from ._labels import frame_columns, refuse_table_axis
     from ._layout import (
         as_array,
         check_dense_chunks,
@@ -78,6 +78,7 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     from .backends import is_dask_array, is_xarray
 
     coord = None
+    refuse_table_axis(x, channel_axis)  # (its rows were read as the channels)
     names = frame_columns(x) if channel_axis in (1, -1) else None
     if is_xarray(x):
         from .backends.xarray import channel_coord, channel_index

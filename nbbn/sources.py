@@ -640,8 +640,10 @@ def open_source(source, *, key=None, channel_axis: int | None = None,
             f"nbbn.fit and nbbn.transform do not read a dask {type(source).__name__} (the "
             "row counts of its partitions are not known): for its statistics, use "
             "nbbn.dask.channel_stats(ddf, -1) (lazy; its columns the channels, named); to "
-            "fit or transform it, pass ddf[columns].to_dask_array(lengths=True) (a dask "
-            "array: its columns by position; the lengths are computed first)")
+            "fit or transform it, pass ddf[columns].astype('float64').to_dask_array("
+            "lengths=True) (a dask array: its columns by position; the lengths are "
+            "computed first; without astype nullable columns such as Int64 give dtype "
+            "object)")
     _refuse_a_column(source)
     if looks_like_images(source):  # image files: a folder, glob, list or file
         if key is not None or columns is not None:

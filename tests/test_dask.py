@@ -672,7 +672,7 @@ def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
     numbered = dd.from_pandas(pd.DataFrame(np.ones((4, 2))), npartitions=1)
     rs = nbbn.fit(pdf, progress=False)
     what = r"do not read a dask (DataFrame|Series).*nbbn.dask.channel_stats\(ddf, -1\).*" \
-           r"to_dask_array\(lengths=True\)"
+           r"astype\('float64'\).to_dask_array\(lengths=True\)"
     for call in (lambda: nbbn.fit(ddf, progress=False),
                  lambda: nbbn.fit(ddf, columns=["a"], progress=False),
                  lambda: nbbn.fit(numbered, progress=False),
@@ -683,6 +683,26 @@ def test_fit_and_transform_of_a_dask_dataframe_say_what_to_pass(tmp_path):
     assert calls == [] and list(tmp_path.iterdir()) == []
     got = nbbn.fit(ddf.to_dask_array(lengths=True), progress=False)  # as the error says
     np.testing.assert_allclose(got.mean, rs.mean, rtol=1e-15)
+    # (a nullable column: without the astype the dask array is of dtype object)
+    nullable = dd.from_pandas(pdf.astype({"a": "Int64"}), npartitions=2)
+    got = nbbn.fit(nullable.astype("float64").to_dask_array(lengths=True), progress=False)
+    np.testing.assert_allclose(got.mean, rs.mean, rtol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [0, -2])
+def test_an_in_memory_table_along_another_axis_is_refused_as_channel_stats_refuses_it(axis):
+    # nbbn.dask.channel_stats(df, 0) gave one channel per row, unnamed
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]})
+    for table in (df, pa.Table.from_pandas(df)):
+        with pytest.raises(ValueError, match="channels are its columns: channel_axis must be "
+                                             f"1 \\(or -1, the same axis\\), got {axis}"):
+            nbbn.channel_stats(table, axis)
+        with pytest.raises(ValueError, match="channels are its columns: channel_axis must be "
+                                             f"1 \\(or -1, the same axis\\), got {axis}"):
+            nbbn.dask.channel_stats(table, axis)
+    assert nbbn.dask.channel_stats(df, -1).compute().channel_names == ("a", "b")
 
 
 def _first_fails_others_lag(block, block_info=None):
