@@ -529,6 +529,9 @@ class _FitRun:
                             cfg.interval:
                         self.write()
                         dirty, last_write = False, time.monotonic()
+                        if guard.pending:  # (Ctrl-C during the write: before the next
+                            interrupted = True  # read, which a slow source may block)
+                            break
         except KeyboardInterrupt:
             if in_batch:  # not from our guard (another thread's fit): the batch may be half-done
                 raise

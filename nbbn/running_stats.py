@@ -106,7 +106,8 @@ class RunningStats:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
-        return self._fields(self._snapshot())
+        with self._lock:  # (the histogram of the same batches as the statistics)
+            return self._fields(self._read_locked(BatchStats.copy, None))
 
     def _fields(self, st: BatchStats | None) -> dict:
         """What ``__setstate__`` takes, with ``st`` as the state."""
@@ -324,6 +325,12 @@ class RunningStats:
             self._check_channels(nchan, "batch")
             check_coords(self._channel_coord, coord, "the batch")
             names = self._first_names(columns)
+            hist = self._histogram
+            if self._state is None and hist is not None and hist.num_channels != nchan:
+                # (the statistics took the batch's channel count and the histogram kept
+                # its own: save wrote a file that load refused)
+                raise ValueError(f"batch has {nchan} channels, but these statistics keep a "
+                                 f"histogram of {hist.num_channels} channels")
             if self._state is None:
                 self._state = BatchStats.empty(nchan)
                 self._host_cache = None
@@ -368,13 +375,17 @@ class RunningStats:
         change. (Each read used to copy the whole host state first: 67 MB for 2**20
         features, three times per ``nbbn.sklearn`` ``partial_fit``.)"""
         with self._lock:
-            st = self._state
-            if st is None:
-                return empty
-            cached = self._host_cache
-            if cached is None or cached[0] is not st:
-                cached = self._host_cache = (st, backends.to_host(st))
-            return take(cached[1])
+            return self._read_locked(take, empty)
+
+    def _read_locked(self, take, empty):
+        """:meth:`_read` with the lock held by the caller."""
+        st = self._state
+        if st is None:
+            return empty
+        cached = self._host_cache
+        if cached is None or cached[0] is not st:
+            cached = self._host_cache = (st, backends.to_host(st))
+        return take(cached[1])
 
     @staticmethod
     def _raise_on_nonfinite(st: BatchStats) -> None:
@@ -433,20 +444,24 @@ class RunningStats:
         if not isinstance(other, RunningStats):
             raise TypeError(f"can only merge a RunningStats, got {type(other).__name__}")
         out = RunningStats(self.channel_axis, nan_policy=self.nan_policy, backend=self.backend)
-        a = self._snapshot()
+        with self._lock:  # (each side's histogram of the same batches as its statistics)
+            a = self._read_locked(BatchStats.copy, None)
+            a_hist = _copied(self._histogram)
         with other._lock:  # ``other`` is read under its lock, and copied only if kept
             b = None if other._state is None else backends.to_host(other._state)
             if b is not None:
                 self._check_mergeable(other, b)
+            b_hist = _copied(other._histogram)
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
         out._names = check_names(_merged_names(self._names, other._names), nchan)
         out._given_names = _merged_names(self._given_names, other._given_names)
-        out._state = state
         # (the sum of two histograms of their statistics is one of the merge's: not
         # checked again, which sums every bin, and copies a GPU state to the host)
-        out._histogram, out.skipped = _merged_extras(self, other), self.skipped + other.skipped
+        hist = _merged_extras(a, a_hist, b, b_hist, nchan)
+        out._state = state
+        out._histogram, out.skipped = hist, self.skipped + other.skipped
         out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
         return out
 
@@ -467,22 +482,39 @@ class RunningStats:
             return NotImplemented
         names = _merged_names(self._names, other._names)
         given = _merged_names(self._given_names, other._given_names)
-        b = other._snapshot()
-        with self._lock:
+        with other._lock:  # (its histogram of the same batches as its statistics)
+            b = other._read_locked(BatchStats.copy, None)
+            b_hist = _copied(other._histogram)
+        # Ctrl-C is held back until the whole merge is assigned: the statistics are
+        # merged in place, and an interrupt just after left them holding ``other``
+        # without its histogram, names or skipped files (a retry counted it twice)
+        with deferred_sigint(), self._lock:
             if b is not None:
                 self._check_mergeable(other, b)
             mine = self._state
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
             names = check_names(names, nchan)
-            hist = _merged_extras(self, other)
+            a = None if mine is None else backends.to_host(mine)
+            hist = _merged_extras(a, self._histogram, b, b_hist, nchan)
+            stopped = None
             if b is not None:  # (the last step that can fail: nothing is assigned before)
-                self._state = b if mine is None else _host_merge(mine, b)
+                before = _counted(mine)
+                try:
+                    self._state = b if mine is None else _host_merge(mine, b)
+                except BaseException as exc:
+                    # (as update's: an interrupt just after the merge into the state in
+                    # place returned; the rest of the merge follows it, then it is raised)
+                    if before is None or _counted(mine) == before:
+                        raise
+                    stopped = exc
                 self._host_cache = None
             self._names, self._given_names = names, given
             self._histogram = hist  # (consistent by construction, as merge's)
             self.skipped = self.skipped + other.skipped
             self._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
+            if stopped is not None:
+                raise stopped
         return self
 
     def _check_mergeable(self, other: RunningStats, b: BatchStats) -> None:
@@ -990,7 +1022,10 @@ def _before_fork() -> None:
     """Hold every RunningStats' lock over a fork, waiting for updates in progress to
     end (up to ``FORK_WAIT_S`` each), so that the child gets whole states."""
     for rs in list(_live):
-        if rs._lock.acquire(timeout=FORK_WAIT_S):
+        # (a state that was mid-update at an earlier fork stays refused; its lock
+        # raised here, and the states after it were refused in the new child too)
+        if not isinstance(rs._lock, _ForkedMidUpdate) and rs._lock.acquire(
+                timeout=FORK_WAIT_S):
             _held_for_fork.append(rs)
 
 
@@ -1069,18 +1104,36 @@ def _histogram_counts(hist: Histogram, batch, channel_axis: int | str) -> np.nda
     return part.counts
 
 
-def _merged_extras(a: RunningStats, b: RunningStats) -> Histogram | None:
-    """The histogram of merged statistics: the sum, when both sides have one (a side
-    that saw no value, or only empty batches, keeps the other's)."""
-    if counted_nothing(b):  # (a copy: the merge is a new object, neither input changes)
-        return None if a.histogram is None else a.histogram.copy()
-    if counted_nothing(a):
-        return None if b.histogram is None else b.histogram.copy()
-    if a.histogram is None or b.histogram is None:
+def _copied(hist: Histogram | None) -> Histogram | None:
+    return None if hist is None else hist.copy()
+
+
+def _merged_extras(a: BatchStats | None, a_hist: Histogram | None, b: BatchStats | None,
+                   b_hist: Histogram | None, nchan: int | None) -> Histogram | None:
+    """The histogram of merged statistics (host states ``a`` and ``b``, their
+    histograms, the merge's channel count): the sum, when both sides have one (a side
+    that saw no value, or only empty batches, keeps the other's); ValueError for a
+    histogram kept with statistics of another channel count (one set before any data,
+    merged with statistics of empty batches of other channels: load refused the file)."""
+    if _nothing(b):  # (a copy: the merge is a new object, neither input changes)
+        out = _copied(a_hist)
+    elif _nothing(a):
+        out = _copied(b_hist)
+    elif a_hist is None or b_hist is None:
         return None
-    out = a.histogram.copy()
-    out += b.histogram
+    else:
+        out = a_hist.copy()
+        out += b_hist
+    if out is not None and nchan is not None and out.num_channels != nchan:
+        raise ValueError(f"the histogram of {out.num_channels} channels cannot be kept with "
+                         f"statistics of {nchan} channels: merge statistics of the same "
+                         "channels, or set .histogram = None first to drop it")
     return out
+
+
+def _nothing(st: BatchStats | None) -> bool:
+    """Whether the host state ``st`` counted no value (:func:`counted_nothing`)."""
+    return st is None or not st.ints[0].any()
 
 
 def _check_histogram(hist: Histogram, count: np.ndarray) -> None:

@@ -5,6 +5,8 @@ as it was, and an output path holds the old file or store, or the new one whole.
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -382,3 +384,47 @@ def test_a_failed_second_rename_puts_the_old_store_back(tmp_path, monkeypatch):
         store.commit()
     assert (out / "zarr.json").read_text() == "old"
     assert _temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["raised", "sigint"])
+def test_a_ctrl_c_right_after_an_in_place_iadd_merges_it_whole(monkeypatch, how):
+    """``a += b`` merges ``b``'s statistics into ``a``'s in place: a KeyboardInterrupt
+    just after left them holding ``b`` without its histogram (a file that load refused;
+    a retry counted ``b`` twice). Now the rest of the merge follows the state, and a
+    real SIGINT is held back until the merge is whole."""
+    import signal
+
+    from nbbn._histogram import Histogram
+    from nbbn.backends import cpu
+
+    if how == "sigint" and (threading.current_thread() is not threading.main_thread() or
+                            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        pytest.skip("Ctrl-C reaches the main thread, with Python's handler")
+    rng = np.random.default_rng(3)
+    x1 = rng.integers(0, 256, size=(5, 3), dtype=np.uint8)
+    x2 = rng.integers(0, 256, size=(4, 3), dtype=np.uint8)
+
+    def stats(x):
+        rs = nbbn.RunningStats(-1)
+        rs.histogram = Histogram.empty(3, np.uint8)
+        return rs.update(x)
+
+    a, b = stats(x1), stats(x2)
+    merge = cpu.merge
+
+    def merge_then_interrupt(state, part):
+        out = merge(state, part)
+        if how == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)  # (its handler runs at the next bytecode)
+            time.sleep(0.05)
+            return out
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cpu, "merge", merge_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        a += b
+    monkeypatch.undo()
+    assert a.count.tolist() == [9, 9, 9]
+    np.testing.assert_array_equal(a.histogram.counts, Histogram.of(np.vstack([x1, x2])).counts)
+    nbbn.RunningStats.from_dict(a.to_dict())  # (refused before: bins summing to 5, count 9)
+    assert not a._lock.locked()

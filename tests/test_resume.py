@@ -117,6 +117,31 @@ def test_scipy_sparse_shards_resume_bit_for_bit(tmp_path, rng, monkeypatch):
     assert same_bits(fit(d, channel_axis=-1, checkpoint=ck, resume=True), whole)
 
 
+def test_ctrl_c_during_a_checkpoint_write_stops_before_the_next_batch(tmp_path, monkeypatch):
+    """Ctrl-C while a periodic checkpoint was written was acted on only after the next
+    batch had been read and counted (a slow source kept the fit running, 6 s in one
+    report); now the fit stops right after the write."""
+    from nbbn import pipeline
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("Ctrl-C reaches the main thread, with Python's handler")
+    items = [np.full((4, 3), float(i)) for i in range(5)]
+    save, writes = pipeline.save_checkpoint, []
+
+    def save_then_ctrl_c(path, ck):
+        save(path, ck)
+        writes.append(ck.rows_done)
+        if len(writes) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pipeline, "save_checkpoint", save_then_ctrl_c)
+    ck = tmp_path / "fit.ckpt"
+    with pytest.raises(FitInterrupted) as e:
+        fit(iter(items), checkpoint=ck, checkpoint_interval=0)
+    assert e.value.rows_done == 4 and load_checkpoint(ck).rows_done == 4
+    assert e.value.stats.count.tolist() == [4, 4, 4]
+
+
 def test_ctrl_c_without_checkpoint_keeps_the_partial_stats(shards, monkeypatch):
     interrupt_at_read(monkeypatch, 4)  # read 4 waits for two batches to be done
     with pytest.raises(FitInterrupted, match="cannot be resumed") as e:

@@ -345,3 +345,59 @@ def test_assigning_a_histogram_checks_it_against_the_statistics():
     fresh.histogram = Histogram.empty(3, np.uint8)
     fresh.update(x)
     assert (fresh + back).histogram.counts.sum() == 90
+
+
+def test_an_empty_batch_or_merge_of_other_channels_than_a_set_histogram_is_refused():
+    """A histogram set before any data, then an empty batch (or a merge with statistics
+    of empty batches) of another channel count: the statistics took 5 channels and the
+    histogram kept 3, and the file save() wrote was refused by load()."""
+    from nbbn._histogram import Histogram
+
+    rs = nbbn.RunningStats(-1)
+    rs.histogram = Histogram.empty(3, np.uint8)
+    with pytest.raises(ValueError, match="batch has 5 channels, but these statistics keep a "
+                                         "histogram of 3 channels"):
+        rs.update(np.zeros((0, 5), np.uint8))
+    assert rs.count.size == 0 and rs.histogram.num_channels == 3
+    empty5 = nbbn.RunningStats(-1).update(np.zeros((0, 5)))
+    with pytest.raises(ValueError, match="the histogram of 3 channels cannot be kept "
+                                         "with statistics of 5 channels"):
+        rs + empty5
+    other_way = empty5 + rs  # (a side that counted nothing leaves the other's extras)
+    assert other_way.histogram is None and other_way.count.tolist() == [0] * 5
+    with pytest.raises(ValueError, match="the histogram of 3 channels cannot be kept"):
+        rs += empty5
+    assert rs.count.size == 0 and rs.histogram.num_channels == 3
+    rs.update(np.zeros((0, 3), np.uint8))  # (its own channels: fixed, and it loads)
+    rs += nbbn.RunningStats(-1).update(np.ones((2, 3), np.uint8))  # (no histogram: dropped)
+    assert rs.histogram is None and rs.count.tolist() == [2, 2, 2]
+
+
+def test_copies_and_merges_read_statistics_and_histogram_together():
+    """``copy.copy``/``pickle`` and ``merge`` copied the histogram after the statistics'
+    lock was released: while another thread updated, a copy paired a newer histogram
+    with older counts (85 in 40,000 copies), which load refused."""
+    import copy
+    import threading
+
+    from nbbn._histogram import Histogram
+
+    rs = nbbn.RunningStats(-1)
+    rs.histogram = Histogram.empty(3, np.uint8)
+    img = np.zeros((16, 16, 3), np.uint8)  # one level: each bin equals the count
+    rs.update(img)
+    stop = threading.Event()
+
+    def updates():
+        while not stop.is_set():
+            rs.update(img)
+
+    worker = threading.Thread(target=updates)
+    worker.start()
+    try:
+        for _ in range(3000):
+            for other in (copy.copy(rs), rs + nbbn.RunningStats(-1)):
+                assert other.histogram.counts[0, 0] == other.count[0]
+    finally:
+        stop.set()
+        worker.join()

@@ -310,3 +310,33 @@ def test_a_state_still_held_at_a_fork_is_refused_in_the_child(monkeypatch):
                 os._exit(4)
     assert _child_exit_code(pid) == 0
     assert rs.count.tolist() == [3, 3]  # the parent's own object is untouched
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded, use of fork:DeprecationWarning")
+def test_a_second_fork_leaves_the_other_states_usable(monkeypatch):
+    """A child whose copy of one state is refused (held at the fork) forks again: the
+    before-fork hook's acquire of that refused lock raised, so no later state was held
+    and the grandchild refused every one of them, idle as they were."""
+    from nbbn import running_stats
+
+    monkeypatch.setattr(running_stats, "FORK_WAIT_S", 0.05)
+    x = np.ones((3, 2))
+    busy = nbbn.RunningStats(-1).update(x)
+    idle = [nbbn.RunningStats(-1).update(x) for _ in range(3)]
+    with busy._lock:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                grandchild = os.fork()
+                if grandchild == 0:
+                    try:
+                        for rs in idle:
+                            rs.update(x)
+                        os._exit(0 if all(rs.count[0] == 6 for rs in idle) else 3)
+                    finally:
+                        os._exit(4)
+                os._exit(os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1]))
+            finally:
+                os._exit(5)
+    assert _child_exit_code(pid) == 0
