@@ -79,7 +79,9 @@ def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np
                 ) -> None:
     """ValueError when a constant (``aff``'s ``names``, then ``more``) overflows ``dtype``:
     in the graph it would be an infinity, and the outputs NaN or infinite where nbbn's
-    own are finite. NaN passes: it is NaN in any dtype."""
+    own are finite. NaN passes: it is NaN in any dtype. Also a nonzero scale below
+    ``dtype``'s normal range: a subnormal constant keeps few bits (91 float32 ulp at
+    1e-40) and one below 1.4e-45 is 0 (outputs of 0 where nbbn's are 3e-23)."""
     if np.dtype(dtype) == np.float64:
         return
     top = float(np.finfo(dtype).max)
@@ -89,6 +91,13 @@ def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np
             raise ValueError(f"the {name} to export is beyond {np.dtype(dtype)}'s range in "
                              f"channels {np.flatnonzero(big)[:5].tolist()}: export a float64 "
                              "model")
+        small = (v != 0) & (np.abs(v) < float(np.finfo(dtype).tiny))
+        if name == "scale" and small.any():
+            raise ValueError(f"the scale to export is below {np.dtype(dtype)}'s normal range "
+                             f"({np.finfo(dtype).tiny:.3g}) in channels "
+                             f"{np.flatnonzero(small)[:5].tolist()} (a weight far below the "
+                             "standard deviation): as a constant it would lose its precision "
+                             "or be 0; export a float64 model")
 
 
 def _shaped(v: np.ndarray, cshape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -103,7 +112,7 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     if dtype == np.float64:
         return _steps(g, x, aff.mean, None, aff.scale, aff.bias, cshape, dtype)
     # The bias is kept apart (its own ``Add``) in a channel whose folded shift is beyond
-    # ``dtype``'s range (a bias far above its scale: bias 1 at weight 1e-39, whose map
+    # ``dtype``'s range (a bias far above its scale: bias 10 at weight 2e-38, whose map
     # is finite; it was refused), and in a channel of scale 0 (weight 0), whose shift is
     # ``mean * 0``: 0, or NaN for a NaN mean, whose outputs nbbn's ``(x - mean) * 0 +
     # bias`` gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN

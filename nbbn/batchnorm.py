@@ -229,7 +229,7 @@ class BatchNorm:
         n = inp.outer * inp.inner
         if inp.channels != self.num_features:
             raise ValueError(
-                f"input has {inp.channels} channels along channel_axis={self.channel_axis}, "
+                f"input has {inp.channels} channels along channel_axis={self.channel_axis!r}, "
                 f"expected num_features={self.num_features}"
             )
         if n == 1 and use_batch_stats:
@@ -576,4 +576,4 @@ class BatchNorm:
         extra = ", bias=False" if self.affine and self.bias is None else ""
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                f"channel_axis={self.channel_axis}{extra})")
+                f"channel_axis={self.channel_axis!r}{extra})")

@@ -258,7 +258,7 @@ class Normalizer:
                      "the normalizer's statistics", dims=getattr(x, "dims", None))
         if inp.channels != self.num_channels:
             raise ValueError(
-                f"{what} has {inp.channels} channels along channel_axis={self.channel_axis}, "
+                f"{what} has {inp.channels} channels along channel_axis={self.channel_axis!r}, "
                 f"but the normalizer has {self.num_channels}"
             )
         dst = be.prepare_out(out, inp, what)
@@ -289,7 +289,7 @@ class Normalizer:
 
     def __repr__(self) -> str:
         return (f"Normalizer(num_channels={self.num_channels}, eps={self.eps}, "
-                f"channel_axis={self.channel_axis})")
+                f"channel_axis={self.channel_axis!r})")
 
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps: float = 1e-5,

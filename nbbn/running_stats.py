@@ -405,7 +405,7 @@ class RunningStats:
         state = self._state
         if state is not None and state.num_channels != nchan:
             raise ValueError(
-                f"{what} has {nchan} channels along channel_axis={self.channel_axis}, "
+                f"{what} has {nchan} channels along channel_axis={self.channel_axis!r}, "
                 f"but the running statistics have {state.num_channels} channels"
             )
 

@@ -422,3 +422,13 @@ def test_fit_and_transform_of_a_dask_backed_dataarray_follow_its_chunks(rng, tmp
     np.testing.assert_allclose(rs.mean, nbbn.channel_stats(x.values, 1).mean, rtol=1e-14)
     np.testing.assert_array_equal(np.load(out), rs.to_normalizer()(x.values))
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_a_dimension_name_is_quoted_in_reprs_and_errors():
+    # (Normalizer and BatchNorm printed channel_axis=ch, RunningStats channel_axis='ch')
+    x = xr.DataArray(np.arange(12.0).reshape(4, 3), dims=("n", "ch"))
+    norm = nbbn.RunningStats("ch").update(x).to_normalizer()
+    assert repr(norm) == "Normalizer(num_channels=3, eps=1e-05, channel_axis='ch')"
+    assert repr(nbbn.BatchNorm(3, channel_axis="ch")).endswith(", channel_axis='ch')")
+    with pytest.raises(ValueError, match="x has 2 channels along channel_axis='ch', but"):
+        norm(x[:, :2])
