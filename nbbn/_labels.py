@@ -149,11 +149,39 @@ def check_coords(mine, theirs, what: str, whose: str = "the statistics",
 def same_labels(a, b) -> bool:
     """Whether two channel coordinates hold the same labels in the same order; NaN (and
     NaT) labels equal each other, as in xarray's indexes (``np.array_equal`` called the
-    same coordinate ``[0.5, nan]`` different from itself, and refused it)."""
+    same coordinate ``[0.5, nan]`` different from itself, and refused it); in object
+    labels too (``["red", nan]``, a pandas Index of strings with a missing label, was
+    refused against itself): a missing label (None, NaN, NaT, ``pd.NA``) equals any
+    other missing label, as pandas' ``Index.equals`` has it."""
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype.kind in "fcmM" and b.dtype.kind == a.dtype.kind:
         return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))
+    if np.array_equal(a, b):
+        return True
+    if "O" not in (a.dtype.kind, b.dtype.kind) or a.shape != b.shape:
+        return False
+    for u, v in zip(a.ravel().tolist(), b.ravel().tolist(), strict=True):
+        if _missing(u) and _missing(v):
+            continue
+        try:
+            if not bool(u == v):
+                return False
+        except (TypeError, ValueError):  # (labels whose == is not a truth value)
+            return False
+    return True
+
+
+def _missing(v) -> bool:
+    """Whether the label ``v`` is a missing value: None, a float NaN, NaT or ``pd.NA``."""
+    if v is None or type(v).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(v, float):  # (numpy's float64 too)
+        return v != v
+    if isinstance(v, (np.floating, np.complexfloating, complex)):
+        return bool(np.isnan(v))
+    if isinstance(v, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(v))
+    return False
 
 
 def kept_coord(mine, theirs):

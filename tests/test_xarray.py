@@ -432,3 +432,23 @@ def test_a_dimension_name_is_quoted_in_reprs_and_errors():
     assert repr(nbbn.BatchNorm(3, channel_axis="ch")).endswith(", channel_axis='ch')")
     with pytest.raises(ValueError, match="x has 2 channels along channel_axis='ch', but"):
         norm(x[:, :2])
+
+
+def test_object_labels_with_a_missing_label_match_themselves():
+    # (["red", nan]: a second update of the same DataArray, and its normalizer, were
+    # refused, "the labels must match"; float labels with NaN already matched)
+    from nbbn._labels import same_labels
+
+    labels = np.array(["red", np.nan], dtype=object)
+    da = xr.DataArray(np.arange(8.0).reshape(4, 2), dims=("n", "band"),
+                      coords={"band": labels})
+    rs = nbbn.RunningStats("band").update(da).update(da)
+    assert rs.count.tolist() == [8, 8]
+    np.testing.assert_allclose(rs.to_normalizer(eps=0.0)(da).values,
+                               (da.values - rs.mean) / rs.std, rtol=1e-15)
+    assert same_labels(np.array(["a", None], object), np.array(["a", np.nan], object))
+    assert not same_labels(np.array(["a", None], object), np.array(["b", None], object))
+    assert not same_labels(np.array(["a", None], object), np.array([None, "a"], object))
+    other = da.assign_coords(band=np.array(["red", "blue"], dtype=object))
+    with pytest.raises(ValueError, match="so the labels must match"):
+        rs.update(other)
