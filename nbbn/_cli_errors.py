@@ -223,6 +223,10 @@ def interrupted_message(exc: KeyboardInterrupt, command: str, argv: list[str]) -
     if exc.checkpoint is None:
         return (f"nbbn {command}: interrupted after {rows}; without "
                 "--checkpoint the fit cannot be resumed")
-    again = ["nbbn", *argv] + ([] if "--resume" in argv else ["--resume"])
+    # (before a "--", after which argparse reads every word as SOURCE: a source named
+    # "-x.npy" needs one, and "--resume" after it was a second source)
+    sep = argv.index("--") if "--" in argv else len(argv)
+    opts = argv[:sep]
+    again = ["nbbn", *opts, *([] if "--resume" in opts else ["--resume"]), *argv[sep:]]
     return (f"nbbn {command}: interrupted after {rows}; progress saved in "
             f"{exc.checkpoint}. Resume with:\n  {shlex.join(again)}")

@@ -250,23 +250,36 @@ def _only_dataset(f, path: str):
 
 
 def _group_member(group, key, where: str):
-    if key is None:
-        members = list(group.keys())
-        raise worded(ValueError, "{where} is a group with members {members}; name one with "
-                     "{key}", where=where, members=members[:20],
-                     key=Param("key", placeholder="..."))
     h5 = hasattr(group, "visititems")  # (an h5py group: its datasets listed by path)
+    if key is None:
+        # (the arrays at any depth, as key names them: a group of subgroups listed only
+        # ['sub'], and --key sub was "a group, not an array")
+        members = _datasets(group) if h5 else _zarr_arrays(group)
+        raise worded(ValueError, "{where} is a group with the arrays {members}; name one "
+                     "with {key}", where=where, members=members,
+                     key=Param("key", placeholder="..."))
     try:
         node = group[str(key)]
     except KeyError:
         raise ValueError(f"{where} has no array {key!r}; it holds "
-                         f"{_datasets(group) if h5 else list(group.keys())[:20]}") from None
+                         f"{_datasets(group) if h5 else _zarr_arrays(group)}") from None
     if not hasattr(node, "shape"):
         if h5:  # ("f.h5:grp" was "f.h5/grp", "f.h5:/" was "f.h5//")
             raise ValueError(f"{where}:{node.name} is a group, not an array; it holds the "
                              f"datasets {_datasets(node)}")
-        raise ValueError(f"{where}/{key} is a group, not an array")
+        raise ValueError(f"{where}/{key} is a group, not an array; it holds the arrays "
+                         f"{[f'{key}/{n}' for n in _zarr_arrays(node)]}")
     return node
+
+
+def _zarr_arrays(group) -> list[str]:
+    """The paths of a zarr group's arrays at any depth (the first 20), as a key names
+    them; its top-level members where the zarr version cannot list them deeper."""
+    try:
+        names = [n for n, node in group.members(max_depth=None) if hasattr(node, "shape")]
+    except (AttributeError, TypeError):  # (zarr 2: no members(max_depth=))
+        names = list(group.keys())
+    return names[:20]
 
 
 def _datasets(group) -> list[str]:

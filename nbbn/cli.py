@@ -230,6 +230,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     for figure in (out, out.with_suffix(".histogram.png")):  # (a device, a FIFO: refused
         check_file_path(figure)  # before the statistics are read and drawn)
+    from .pipeline import check_writable_folder
+
+    # (as root in /proc, the error named the hidden temporary file, not -o)
+    check_writable_folder(out, "-o" if args.output else "the plot", "drawing")
     if not 10 <= args.dpi <= MAX_DPI:  # (the widest figure, 16 in, at 1,000 dpi: 16,000
         # pixels; --dpi 10000 asked matplotlib for 14 GB)
         raise ValueError(f"--dpi must be from 10 to {MAX_DPI}, got {args.dpi}")
@@ -426,7 +430,10 @@ def _check_fit_paths(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"-o {out}: the folder {Path(out).parent} does not exist")
         check_writable_folder(out, "-o")
         check_stats_name(out, "-o")
-    if ck is not None and Path(ck).resolve().parent.is_dir():
+    if ck is not None:
+        if not Path(ck).resolve().parent.is_dir():  # (named as -o is: not "checkpoint")
+            raise FileNotFoundError(f"--checkpoint {ck}: the folder {Path(ck).parent} does "
+                                    "not exist")
         check_writable_folder(ck, "--checkpoint")
     if out is not None and ck is not None and (
             os.path.realpath(out) == os.path.realpath(ck)
@@ -521,6 +528,11 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.eps) and args.eps >= 0):
         raise ValueError(f"--eps must be finite and >= 0, got {args.eps:g}")
     refuse_written_into_source(args.source, args.output)  # (before the statistics are read)
+    if Path(args.output).suffix.lower() == ".npy" and Path(args.output).parent.is_dir():
+        from .pipeline import check_writable_folder
+
+        # (as root in /proc, the error named the hidden temporary file, not -o)
+        check_writable_folder(args.output, "-o", "the transform")
     stats = _load_stats(args.stats)
     result = transform(
         args.source,

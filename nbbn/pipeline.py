@@ -754,8 +754,8 @@ def _glob_matches(pattern: str, path: str) -> bool:
     return match(0, 0)
 
 
-def check_writable_folder(path, what: str) -> None:
-    """PermissionError, before a fit, when the folder of ``path`` (a file to be written
+def check_writable_folder(path, what: str, step: str = "the fit") -> None:
+    """PermissionError, before a fit (``step``), when the folder of ``path`` (a file to be written
     after it, or during it) does not let this process create files, or ``path`` is a
     file this process may not write (it would be refused after the fit); OSError when
     a temporary file cannot be created there after all (root, to whom ``os.access``
@@ -770,17 +770,17 @@ def check_writable_folder(path, what: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path}: the folder {folder} is not writable (checked "
-                              "before the fit, not after it)")
+                              f"before {step}, not after it)")
     if os.path.isfile(path) and not os.access(path, os.W_OK):
-        raise PermissionError(f"{what} {path}: the file is read-only (checked before the "
-                              "fit, not after it)")
+        raise PermissionError(f"{what} {path}: the file is read-only (checked before "
+                              f"{step}, not after it)")
     from ._durable import Replacement
 
     try:  # (os.access says yes to root everywhere: /proc, a read-only mount; try it)
         Replacement(path).abort()
     except OSError as exc:
         raise OSError(f"{what} {path}: no file can be created in the folder {folder} "
-                      f"({exc.strerror or exc}; checked before the fit, not after it)"
+                      f"({exc.strerror or exc}; checked before {step}, not after it)"
                       ) from None
 
 

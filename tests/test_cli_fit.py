@@ -386,6 +386,40 @@ def test_interrupted_messages():
     msg = interrupted_message(FitInterrupted(None, "c.ckpt", 1), "fit", argv)
     assert msg.endswith("\n  nbbn fit x.npy --checkpoint c.ckpt --resume")
     assert "after 1 row;" in msg
+    # a source after "--" (a name that starts with "-"): --resume goes before it, where
+    # argparse reads it as an option ("--resume" after it was a second source)
+    argv = ["fit", "--checkpoint", "c.ckpt", "--", "-x.npy"]
+    msg = interrupted_message(FitInterrupted(None, "c.ckpt", 1), "fit", argv)
+    assert msg.endswith("\n  nbbn fit --checkpoint c.ckpt --resume -- -x.npy")
+
+
+def test_unwritable_outputs_and_a_missing_checkpoint_folder_name_the_option(
+        data_file, tmp_path, capsys):
+    """``--checkpoint nodir/c.ckpt`` was "checkpoint nodir/c.ckpt: ..." (the Python
+    parameter); transform's and plot's -o where no file can be created (as root in
+    /proc) named the hidden temporary file."""
+    user_error(["fit", str(data_file), "--no-progress", "--checkpoint",
+                str(tmp_path / "no" / "c.ckpt")], capsys,
+               f"--checkpoint {tmp_path / 'no' / 'c.ckpt'}: the folder", "does not exist")
+    nbbn.fit(data_file, progress=False).save(tmp_path / "stats.npz")
+    if os.geteuid() == 0:  # (os.access says yes to root: a folder where creating fails)
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc")
+        folder = Path("/proc")
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+    try:
+        for argv, out, step in (
+                (["transform", str(data_file), "--stats", str(tmp_path / "stats.npz"),
+                  "--no-progress", "-o"], folder / "y.npy", "the transform"),
+                (["plot", str(tmp_path / "stats.npz"), "-o"], folder / "p.png", "drawing")):
+            line = user_error([*argv, str(out)], capsys, f"-o {out}: ", f"before {step}")
+            assert "nbbn-tmp" not in line
+    finally:
+        if folder != Path("/proc"):
+            folder.chmod(0o700)
 
 
 def _channels(table: str) -> list[str]:

@@ -312,8 +312,15 @@ def test_a_zarr_folder_that_is_no_store_and_a_zarr_zip_store(tmp_path, data):
     store.close()
     check(fit(tmp_path / "a.zarr.zip", batch_size=10), [data])
     check(fit(tmp_path / "g.zarr.zip", key="x"), [data])
-    with pytest.raises(ValueError, match="g.zarr.zip is a group with members"):
+    with pytest.raises(ValueError, match=r"g.zarr.zip is a group with the arrays \['x'\]"):
         fit(tmp_path / "g.zarr.zip")
+    # (arrays in subgroups: the message listed ['sub'], and key="sub" was refused)
+    nested = zarr.open_group(tmp_path / "nested.zarr", mode="w")
+    nested.create_group("sub").create_array("arr", shape=data.shape, dtype=data.dtype)[:] = data
+    for key in (None, "sub"):
+        with pytest.raises(ValueError, match=r"the arrays \['sub/arr'\]"):
+            fit(tmp_path / "nested.zarr", key=key)
+    check(fit(tmp_path / "nested.zarr", key="sub/arr"), [data])
     with pytest.raises(ValueError, match=r"key='x' was given, but the source is the zarr "
                                          r"array .*a\.zarr\.zip"):
         fit(tmp_path / "a.zarr.zip", key="x")
