@@ -52,6 +52,12 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int, given=None
                "channel_axis=-1 (x.T for a (C, N) batch)")
         raise ValueError(f"sample_weight weighs the rows along axis 0, but axis 0 is the "
                          f"channel axis here{said}; {fix}")
+    if isinstance(sample_weight, np.ma.MaskedArray) and np.ma.getmask(sample_weight).any():
+        # (check_no_mask's advice is for data: a NaN weight is refused)
+        k = int(np.ma.count_masked(sample_weight))
+        raise TypeError(f"sample_weight is a numpy masked array with {k} masked "
+                        f"element{'s' * (k != 1)}, which nbbn would read as weights: pass "
+                        "sample_weight.filled(0) to leave those rows out")
     check_no_mask(sample_weight, "sample_weight")
     w = np.asarray(host_values(sample_weight))
     if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.flat):
@@ -98,3 +104,14 @@ def nonfinite_in_absent_rows(can, weight: np.ndarray) -> tuple[int, int, np.ndar
     rows = np.moveaxis(rows, can.axis, -1).reshape(-1, can.channels)
     nan, inf = np.isnan(rows), np.isinf(rows)
     return int(nan.sum()), int(inf.sum()), np.flatnonzero((nan | inf).any(axis=0))
+
+
+def nonfinite_in_sparse_rows(x, rows: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """:func:`nonfinite_in_absent_rows` of a scipy sparse matrix ``x`` (rows the samples,
+    columns the channels): the NaNs and infinities stored in its ``rows``, and the
+    channels holding them."""
+    if x.dtype.kind not in "fc" or rows.size == 0:
+        return 0, 0, np.zeros(0, np.intp)
+    part = x[rows].tocoo()
+    nan, inf = np.isnan(part.data), np.isinf(part.data)
+    return int(nan.sum()), int(inf.sum()), np.unique(part.col[nan | inf]).astype(np.intp)

@@ -24,7 +24,7 @@ from ._labels import (
 from ._layout import Checked, check_channel_axis
 from ._policy import check_policy, policy_code
 from ._statsfile import FORMAT_NAME, read_stats, write_stats
-from ._weights import check_sample_weight, nonfinite_in_absent_rows
+from ._weights import check_sample_weight, nonfinite_in_absent_rows, nonfinite_in_sparse_rows
 from .backends._stats import COUNT_LIMIT, BatchStats, count_limit_error
 
 FORMAT_VERSION = 1
@@ -362,6 +362,14 @@ class RunningStats:
         weight = None
         if sample_weight is not None:
             weight = check_sample_weight(sample_weight, x.shape[0], axis, self.channel_axis)
+        if self.nan_policy == "raise" and weight is not None and not weight.all():
+            # (as for a dense batch: "raise" checks the batch whole, also the rows of
+            # weight 0 the kernel skips; a sparse one took their NaNs)
+            nan, inf, bad = nonfinite_in_sparse_rows(x, np.flatnonzero(weight == 0))
+            if bad.size:
+                raise ValueError(_nonfinite_message(nan, inf, bad, " in rows of weight 0 "
+                                                    "(absent from the statistics, but "
+                                                    "'raise' checks the batch whole)"))
         if x.shape[0] == 0 or x.shape[1] == 0 or (weight is not None and not weight.any()):
             return self._keep_channels(x.shape[1], self._channel_coord)
         be = backends.resolve("cpu")
@@ -546,10 +554,11 @@ class RunningStats:
     def histogram(self) -> Histogram | None:
         """The exact per-channel counts of every level (see the class's Attributes), or
         None. Assigning checks it against the statistics: a :class:`Histogram` of their
-        channels whose bins sum to each channel's count (``Histogram.empty(C, dtype)``
-        before the first update), or None to drop it; anything else is refused and
-        nothing changes (a histogram set after an update was saved, and ``load``
-        refused the file)."""
+        channels whose bins sum to each channel's number of values (``count``, unless
+        the statistics are weighted, which keep no histogram: ``sample_weight`` is
+        refused with one) (``Histogram.empty(C, dtype)`` before the first update), or
+        None to drop it; anything else is refused and nothing changes (a histogram set
+        after an update was saved, and ``load`` refused the file)."""
         return self._histogram
 
     @histogram.setter
@@ -559,7 +568,13 @@ class RunningStats:
                 raise TypeError(f"RunningStats.histogram takes a Histogram or None, got "
                                 f"{type(hist).__name__}")
             st = self._state  # (not under the lock: a merge assigns while it holds it)
-            count = np.zeros(0, np.int64) if st is None else backends.to_host(st).count
+            host = None if st is None else backends.to_host(st)
+            if host is not None and host.weight is not None:
+                # (update refuses weights with a histogram; a histogram assigned after
+                # weighted data was kept, its percentiles unweighted beside a weighted
+                # mean, and saved)
+                raise ValueError(f"{_WEIGHTED_HISTOGRAM}. Nothing was changed")
+            count = np.zeros(0, np.int64) if host is None else host.count
             try:
                 _check_histogram(hist, count)
             except ValueError as e:
@@ -927,6 +942,8 @@ class RunningStats:
                                                min=mn, max=mx, nan=nnan, inf=ninf,
                                                weight=weight)
         if "histogram" in d:
+            if weight is not None:
+                raise ValueError(_WEIGHTED_HISTOGRAM)
             hist = Histogram(d["histogram"])
             _check_histogram(hist, count)
             rs._histogram = hist
@@ -1134,6 +1151,10 @@ def _merged_extras(a: BatchStats | None, a_hist: Histogram | None, b: BatchStats
 def _nothing(st: BatchStats | None) -> bool:
     """Whether the host state ``st`` counted no value (:func:`counted_nothing`)."""
     return st is None or not st.ints[0].any()
+
+
+_WEIGHTED_HISTOGRAM = ("statistics of weighted data (sample_weight) cannot keep a histogram: "
+                       "it counts values, not weights")
 
 
 def _check_histogram(hist: Histogram, count: np.ndarray) -> None:

@@ -857,3 +857,44 @@ def test_weights_with_a_dask_batch_are_refused_before_they_are_read():
                                                               "arrays"):
         rs.update(x, sample_weight=da.ones(20, chunks=5))
     assert runs == [] and rs.count.tolist() == [2, 2, 2]
+
+
+def test_raise_checks_the_rows_of_weight_0_of_a_sparse_batch_too():
+    # (a dense batch refused a NaN in a row of weight 0; a sparse one took it)
+    sparse = pytest.importorskip("scipy.sparse")
+    x = np.array([[1.0, 2.0], [np.nan, 0.0], [0.0, np.inf]])
+    for w in (np.array([1.0, 0.0, 0.0]), np.zeros(3)):
+        for batch in (x, sparse.csr_matrix(x), sparse.csc_array(x)):
+            rs = nbbn.RunningStats(-1, nan_policy="raise").update(np.ones((2, 2)))
+            with pytest.raises(ValueError, match=r"1 NaN and 1 infinite values \(channels "
+                                                 r"0, 1\) in rows of weight 0"):
+                rs.update(batch, sample_weight=w)
+            assert rs.count.tolist() == [2, 2] and not rs.weighted
+    ok = nbbn.RunningStats(-1, nan_policy="raise")
+    ok.update(sparse.csr_matrix(x[:1]), sample_weight=[2.0])  # (finite: taken)
+    assert ok.count.tolist() == [2.0, 2.0]
+
+
+def test_a_masked_weight_says_to_fill_it_with_0():
+    w = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    rs = nbbn.RunningStats(-1)
+    with pytest.raises(TypeError, match=r"pass sample_weight.filled\(0\) to leave those rows"):
+        rs.update(np.ones((2, 3)), sample_weight=w)
+    assert rs.update(np.ones((2, 3)), sample_weight=w.filled(0)).count.tolist() == [1.0] * 3
+
+
+def test_weighted_statistics_keep_no_histogram():
+    # (update refused weights with a histogram, but one assigned after weighted data
+    # was kept, and saved: unweighted percentiles beside a weighted mean)
+    from nbbn._histogram import Histogram
+
+    x = np.array([[0, 10], [2, 10], [4, 30]], np.uint8)
+    rs = nbbn.RunningStats(1).update(x, sample_weight=[1.0, 1.0, 100.0])
+    with pytest.raises(ValueError, match="statistics of weighted data .* cannot keep a "
+                                         "histogram.*Nothing was changed"):
+        rs.histogram = Histogram.of(x)
+    assert rs.histogram is None
+    d = rs.to_dict()
+    d["histogram"] = Histogram.of(x).counts
+    with pytest.raises(ValueError, match="statistics of weighted data"):
+        nbbn.RunningStats.from_dict(d)
