@@ -35,13 +35,17 @@ class NormalizerModule(torch.nn.Module):
     (as nbbn does) and split into two numbers of the buffers' dtype (``mean`` rounded,
     ``mean_lo`` the rest), so that a float32 module keeps about float32's relative
     precision of ``x - mean`` even when ``|mean| >> std``. The arithmetic runs in the
-    buffers' dtype (``Normalizer.to_torch(dtype=torch.float64)`` for float64: a float32
-    module's ``.double()`` keeps its float32-rounded numbers); the output has the
-    input's dtype when that is floating, the buffers' dtype otherwise (nbbn's rule).
-    ``.half()``, ``.bfloat16()`` and ``.to(dtype)`` check the numbers against the new
-    dtype's range, as ``to_torch(dtype=...)`` does (the module unchanged on an error),
-    and split the mean again into ``mean`` and ``mean_lo`` of that dtype. Works with
-    ``torch.jit.script`` and ``torch.export.export``.
+    buffers' dtype, float32 for float16 and bfloat16 buffers (an input of 65520 or more
+    was an infinity in float16 before its mean was subtracted)
+    (``Normalizer.to_torch(dtype=torch.float64)`` for float64: a float32 module's
+    ``.double()`` keeps its float32-rounded numbers); the output has the input's dtype
+    when that is floating, the buffers' dtype otherwise (nbbn's rule). ``.half()``,
+    ``.bfloat16()`` and ``.to(dtype)`` check the numbers against the new dtype's range,
+    as ``to_torch(dtype=...)`` does (the module unchanged on an error), split the mean
+    again into ``mean`` and ``mean_lo`` of that dtype and round the scale and bias once;
+    so does ``load_state_dict`` of a state of another dtype (its ``mean`` and
+    ``mean_lo`` were each cast, the split lost). Works with ``torch.jit.script`` and
+    ``torch.export.export``.
 
     Parameters
     ----------
@@ -100,12 +104,15 @@ class NormalizerModule(torch.nn.Module):
         shape = [1] * x.dim()
         shape[axis] = -1
         dt = self.mean.dtype  # type: ignore[union-attr]
-        mean, lo = self.mean.view(shape), self.mean_lo.view(shape)  # type: ignore[operator]
-        scale, bias = self.scale.view(shape), self.bias.view(shape)  # type: ignore[operator]
-        y = ((x.to(dt) - mean) - lo) * scale + bias  # type: ignore[arg-type]
+        ct = torch.float32 if dt == torch.float16 or dt == torch.bfloat16 else dt
+        mean = self.mean.view(shape).to(ct)  # type: ignore[operator]
+        lo = self.mean_lo.view(shape).to(ct)  # type: ignore[operator]
+        scale = self.scale.view(shape).to(ct)  # type: ignore[operator]
+        bias = self.bias.view(shape).to(ct)  # type: ignore[operator]
+        y = ((x.to(ct) - mean) - lo) * scale + bias
         if x.is_floating_point():
             return y.to(x.dtype)
-        return y
+        return y.to(dt)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """``.to()``, ``.half()``, ``.cuda()``...: a new floating dtype is checked first
@@ -113,17 +120,46 @@ class NormalizerModule(torch.nn.Module):
         mean = self.mean.double() + self.mean_lo.double()  # type: ignore[union-attr]
         old = self.mean.dtype  # type: ignore[union-attr]
         new = fn(torch.empty(0, dtype=old, device=self.mean.device)).dtype  # type: ignore[union-attr]
+        scale = self.scale.double().cpu().numpy()  # type: ignore[union-attr]
+        bias = self.bias.double().cpu().numpy()  # type: ignore[union-attr]
         if new != old and new.is_floating_point:
-            _check_range(new, {
-                "mean": mean.cpu().numpy(),
-                "scale": self.scale.double().cpu().numpy(),  # type: ignore[union-attr]
-                "bias": self.bias.double().cpu().numpy()})  # type: ignore[union-attr]
+            _check_range(new, {"mean": mean.cpu().numpy(), "scale": scale, "bias": bias})
         out = super()._apply(fn, recurse)
         if new != old and new.is_floating_point:
-            device = self.mean.device  # type: ignore[union-attr]
-            hi, lo = _split(mean.cpu().numpy(), new)
-            self.mean, self.mean_lo = hi.to(device), lo.to(device)
+            self._assign(mean.cpu().numpy(), scale, bias, new)
         return out
+
+    def _assign(self, mean: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                dtype: torch.dtype) -> None:
+        """The buffers from float64 numbers, each rounded once to ``dtype`` (torch's
+        float64 to float16 cast rounds twice), the mean split again."""
+        device = self.mean.device  # type: ignore[union-attr,has-type]
+        hi, lo = _split(mean, dtype)
+        self.mean, self.mean_lo = hi.to(device), lo.to(device)
+        self.scale = rounded_once(scale, dtype).to(device)
+        self.bias = rounded_once(bias, dtype).to(device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,  # type: ignore[no-untyped-def]
+                              missing_keys, unexpected_keys, error_msgs):
+        """A state of another floating dtype (a float64 module's, loaded into a float32
+        one): its ``mean + mean_lo`` split again for this dtype, and its scale and bias
+        rounded once, after a range check (torch's copy kept the rounded ``mean`` and a
+        ``mean_lo`` of about 0: 4e-3 of error where the module gives 1e-7)."""
+        keys = [prefix + k for k in ("mean", "mean_lo", "scale", "bias")]
+        given = [state_dict.get(k) for k in keys]
+        dt = self.mean.dtype  # type: ignore[union-attr]
+        if all(isinstance(t, torch.Tensor) and t.is_floating_point() and
+               t.shape == self.mean.shape for t in given) and any(  # type: ignore[union-attr]
+                t.dtype != dt for t in given):
+            mean, lo, scale, bias = (t.detach().double().cpu().numpy() for t in given)
+            _check_range(dt, {"mean": mean + lo, "scale": scale, "bias": bias})
+            state_dict = dict(state_dict)  # (torch's copy, not changed for the caller)
+            hi, lo_t = _split(mean + lo, dt)
+            state_dict[keys[0]], state_dict[keys[1]] = hi, lo_t
+            state_dict[keys[2]] = rounded_once(scale, dt)
+            state_dict[keys[3]] = rounded_once(bias, dt)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
         n = len(self.mean)  # type: ignore[arg-type]

@@ -784,6 +784,35 @@ def test_outlier_first_value_per_thread(axis, cuda, small_blocks, rng):
     assert_stats(rs, ref_stats(x, axis), 1e-12)
 
 
+@pytest.mark.parametrize("shape, axis", [((1, 1, 6000), 1), ((6000, 1), -1),
+                                         ((1500, 1, 3), 1)], ids=["cf", "cl", "rows"])
+def test_a_long_thread_whose_first_value_is_far_out_is_read_again(shape, axis, cuda):
+    """Each thread's shift is its first value: with 1,500 values per thread and that
+    first value far from the others ([1.0, 0.3, 0.3, ...]), the rounding of its sums
+    counted n + 1 times in M2 (1.2e-10 of the variance where the CPU gives 1e-14).
+    Such a float64 thread now reads its values again around its mean, in each of the
+    three statistics kernels (4 threads, one block)."""
+    from fractions import Fraction
+
+    from nbbn.backends import cuda as backend
+
+    x = np.full(shape, 0.3)
+    np.moveaxis(x, axis, -1).reshape(-1)[:4] = 1.0  # the first value of every thread
+    flat = [Fraction(v) for v in x.reshape(-1).tolist()]
+    mean = sum(flat) / len(flat)
+    var = sum((v - mean) ** 2 for v in flat) / len(flat)
+    backend.set_config(backend.LaunchConfig(threads=4, block_elements=10**7, max_blocks=1,
+                                            merge_threads=1, merge_blocks=1, unroll=4))
+    try:
+        gpu = nbbn.channel_stats(cuda.to_device(x), axis)
+    finally:
+        backend.set_config(None)
+    assert gpu.count.tolist() == [x.size]
+    assert abs(Fraction(float(gpu.var[0])) - var) < var * Fraction(1, 10**13)
+    assert abs(Fraction(float(gpu.mean[0])) - mean) < var ** 0.5 * 1e-14  # (in std units)
+    assert gpu.min[0] == 0.3 and gpu.max[0] == 1.0
+
+
 @pytest.mark.parametrize("geometry", ["cf_several_parts", "cl_long", "cf_short_rows_4d"])
 def test_float64_near_the_top_of_the_range(geometry, cuda, small_blocks, rng):
     """Finite float64 values whose per-thread sums overflow (one sign) or whose single

@@ -343,6 +343,61 @@ def test_normalizer_module_half_checks_the_range_and_splits_the_mean_again():
         assert torch.equal(made.mean, cast.mean) and torch.equal(made.mean_lo, cast.mean_lo)
 
 
+def test_normalizer_module_loads_another_dtypes_state_split_again():
+    """``load_state_dict`` of a float64 module's state into a float32 module cast its
+    ``mean`` and ``mean_lo`` each (``mean_lo`` about 0): 4e-3 of error at mean/std 1e5 in one report
+    where the module's own is 1e-7. The incoming mean is now split again, and a scale
+    beyond the module's range refused, the module unchanged."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(1e4, 0.1, (1000, 3))
+    norm = nbbn.RunningStats(channel_axis=1).update(x).to_normalizer(eps=0.0)
+    for src, dst in ((torch.float64, torch.float32), (torch.float32, torch.float16),
+                     (torch.float64, torch.bfloat16)):
+        module = norm.to_torch(dtype=dst)
+        module.load_state_dict(norm.to_torch(dtype=src).state_dict())
+        made = norm.to_torch(dtype=dst)
+        for k, v in made.state_dict().items():
+            assert v.dtype == dst and torch.equal(module.state_dict()[k], v), (src, dst, k)
+    module = norm.to_torch(dtype=torch.float32)
+    module.load_state_dict(norm.to_torch(dtype=torch.float64).state_dict())
+    x32 = x.astype(np.float32)
+    got = module(torch.from_numpy(x32)).double().numpy()
+    assert np.abs(got - norm(x32.astype(np.float64))).max() < 2e-6  # (4e-3 before)
+    wide = nbbn.Normalizer([0.0], [1e-12], eps=0.0, channel_axis=1)  # (scale 1e6)
+    half = nbbn.Normalizer([0.0], [1.0], eps=0.0, channel_axis=1).to_torch(dtype=torch.float16)
+    before = {k: v.clone() for k, v in half.state_dict().items()}
+    with pytest.raises(ValueError, match="scale is beyond torch.float16's range"):
+        half.load_state_dict(wide.to_torch(dtype=torch.float32).state_dict())
+    assert all(torch.equal(before[k], v) for k, v in half.state_dict().items())
+
+
+def test_a_half_normalizer_module_subtracts_the_mean_before_rounding_to_float16():
+    """A float16 module cast its input to float16 first: 16-bit pixels of 65520 or
+    more became infinities (and so did their outputs, about 2.08 here)."""
+    x = np.array([[0], [20000], [65519], [65520], [65535]], np.int32)
+    norm = nbbn.Normalizer([40000.0], [12247.0**2], eps=0.0, channel_axis=1)
+    for dt in (torch.float16, torch.bfloat16):
+        module = norm.to_torch(dtype=dt)
+        for t in (torch.from_numpy(x), torch.from_numpy(x).float()):
+            y = module(t)
+            assert y.dtype == (dt if t.dtype == torch.int32 else torch.float32)
+            assert torch.isfinite(y).all()
+            np.testing.assert_allclose(y.double().numpy(), norm(x.astype(np.float64)),
+                                       rtol=1e-2)
+
+
+def test_half_of_a_float64_module_rounds_its_numbers_once():
+    """``.half()`` of a float64 module rounded scale and bias through float32, twice (1
+    ulp off the nearest float16); ``to_torch(dtype=torch.float16)`` rounds once."""
+    norm = nbbn.Normalizer([0.0], [1.0 / 1.0004882812509095**2], eps=0.0, channel_axis=1,
+                           bias=[1.0004882812509095])
+    cast = norm.to_torch(dtype=torch.float64).half()
+    made = norm.to_torch(dtype=torch.float16)
+    for k, v in made.state_dict().items():
+        assert torch.equal(cast.state_dict()[k], v), k
+    assert made.scale.item() == 1.0009765625
+
+
 # ------------------------------------------------- edges found by mutation testing
 def _bn(c):
     bn = nn.BatchNorm2d(c)

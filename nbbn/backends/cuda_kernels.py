@@ -25,11 +25,17 @@ How a thread accumulates depends on the input dtype (a *family*, :func:`family`)
   64-bit integers, read through float64 as on the CPU): ``d = v - k`` and ``d * d`` are
   summed in float64 with the thread's own shift ``k``, its first finite value. Because
   ``k`` is one of the values summed, ``sum(d*d) / M2 <= n + 1`` for the thread's ``n``
-  values, so the shifted formula loses at most ``log10(n + 1)`` of float64's 16 digits
-  (about 2.5 for the ~250 values a thread reads), whatever the mean. A float64 thread
-  whose sums overflowed (finite values near 1e308) sweeps its values again scaled by
-  2^-64 (:func:`overflowed`, :func:`rescale`), as the CPU kernels redo such a block: a
-  finite mean and an infinite M2. Values come in
+  values; but the sums' own rounding, about ``n`` float64 ulps of ``sum(d*d)``, then
+  counts ``n + 1`` times in M2: a first value far out (an outlier, or the first of a
+  skewed run) left 1e-10 of relative error in float64 variances, 2026-12-08. So a
+  float64 thread whose ``sum(d*d)`` exceeds ``16 * M2`` (the CPU's
+  ``RATIO_LIMIT_HIGH``) reads its values again around its first mean
+  (:func:`poorly_shifted`, :func:`recentred`), as the CPU kernels redo such a block;
+  a float32 thread keeps its sums (float64 sums of float32 data: ``n * (n + 1)`` ulps
+  of float64 stay below float32's precision for the values a thread reads). A float64
+  thread whose sums overflowed (finite values near 1e308) sweeps its values again
+  scaled by 2^-64 (:func:`overflowed`, :func:`rescale`), as the CPU kernels redo such a
+  block: a finite mean and an infinite M2. Values come in
   groups of ``unroll`` loads; a group whose values are all finite (the common case)
   takes a branch-free path with min/max in the input's precision, a group with a NaN
   or an infinity takes the careful per-value path that counts them.
@@ -402,6 +408,57 @@ def rescale(res, scaled):
             nnan, ninf)
 
 
+RATIO_LIMIT = 16.0
+"""A float64 thread whose ``sum(d*d)`` is above this times its M2 is read again around
+its mean (the CPU's ``RATIO_LIMIT_HIGH``)."""
+
+
+@cuda.jit(device=True, inline=True)
+def poorly_shifted(acc, res):
+    """True when a thread's shift ``k`` (its first finite value) was far from its mean:
+    ``sum(d*d)`` above ``RATIO_LIMIT`` times M2, so the sums' rounding counts that many
+    times over in M2 (finite sums only: an overflow is :func:`overflowed`'s)."""
+    s2 = acc[3]
+    return res[0] > 1 and math.isfinite(s2) and s2 > RATIO_LIMIT * res[3]
+
+
+@cuda.jit(device=True, inline=True)
+def _never(acc, res):
+    return False
+
+
+@cuda.jit(device=True, inline=True)
+def sweep_at(a, i, end, step, acc):
+    """The redo of a poorly shifted float64 thread: its finite values' count and sums
+    shifted by ``acc[0]`` (its first mean), one value at a time (rare: no unrolling);
+    NaNs and infinities skipped, their counts and min/max being the first sweep's."""
+    k, nf, s1, s2 = acc
+    while i < end:
+        v = numba.float64(a[i])
+        if math.isfinite(v):
+            d = v - k
+            s1 += d
+            s2 += d * d
+            nf += 1
+        i += step
+    return k, nf, s1, s2
+
+
+@cuda.jit(device=True, inline=True)
+def at_mean(res):
+    """The accumulator :func:`sweep_at` starts from: the thread's first mean as shift."""
+    return res[1], numba.int64(0), numba.float64(0), numba.float64(0)
+
+
+@cuda.jit(device=True, inline=True)
+def recentred(res, acc):
+    """The thread's result with the mean and M2 of its redo around its first mean
+    (``acc``, from :func:`sweep_at`); counts, min and max stay the first sweep's."""
+    k, nf, s1, s2 = acc
+    mean, mlo, m2 = shifted_to_m2(k, nf, s1, s2)
+    return (res[0], mean, mlo, m2, res[4], res[5], res[6], res[7])
+
+
 def _family_sweep(fam: str, U: int):
     if fam == "float32":
         return _float_sweep(numba.float32, U)
@@ -493,13 +550,12 @@ def write_part(pi, pf, c, p, t, si, sf):
         pf[j, c, p] = sf[j, t]
 
 
-def _span_cf(init, sweep, T: int):
-    """A device function: thread ``t``'s accumulator over the values ``j0 <= o * I + i
-    < j1`` of channel ``c`` of x (O, C, I), row by row, swept by ``sweep``."""
+def _span_cf(sweep, T: int):
+    """A device function: thread ``t``'s accumulator ``acc`` after the values ``j0 <= o
+    * I + i < j1`` of channel ``c`` of x (O, C, I), row by row, swept by ``sweep``."""
     @cuda.jit(device=True, inline=True)
-    def span(x, c, j0, j1, t):
+    def span(x, c, j0, j1, t, acc):
         length = x.shape[2]
-        acc = init()
         o = j0 // length
         while o * length < j1:
             lo = max(j0 - o * length, 0)
@@ -520,7 +576,12 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
     # (a constant, so the other families compile no redo)
     REDO = fam == "float64"
     sweep_scaled = _float_sweep(numba.float64, unroll, scaled=True)[1] if REDO else sweep
-    span_cf, span_cf_scaled = _span_cf(init, sweep, T), _span_cf(init, sweep_scaled, T)
+    span_cf, span_cf_scaled = _span_cf(sweep, T), _span_cf(sweep_scaled, T)
+    # float64 input: a thread whose shift was far from its mean reads its values again
+    # around that mean (poorly_shifted)
+    # (another family's accumulator has another layout: its test is a constant False)
+    span_cf_at = _span_cf(sweep_at, T)
+    recentre = poorly_shifted if REDO else _never
     block_reduce, store_thread, _ = _block_helpers(T)
 
     @cuda.jit
@@ -537,9 +598,12 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
         total = x.shape[0] * length
         j0 = (total * p) // nparts
         j1 = (total * (p + 1)) // nparts
-        res = finish(span_cf(x, c, j0, j1, t))
+        acc = span_cf(x, c, j0, j1, t, init())
+        res = finish(acc)
         if REDO and overflowed(res):
-            res = rescale(res, finish(span_cf_scaled(x, c, j0, j1, t)))
+            res = rescale(res, finish(span_cf_scaled(x, c, j0, j1, t, init())))
+        elif recentre(acc, res):
+            res = recentred(res, span_cf_at(x, c, j0, j1, t, at_mean(res)))
         store_thread(t, res, si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
@@ -572,6 +636,10 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
             start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1), s0)
             res = rescale(res, finish(sweep_scaled(xf, start, end,
                                                    numba.uint64(rows * s0), init())))
+        elif recentre(acc, res):
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1), s0)
+            res = recentred(res, sweep_at(xf, start, end, numba.uint64(rows * s0),
+                                          at_mean(res)))
         store_thread(t, res, si, sf)
         block_reduce(t, lanes, rows, si, sf)
         if r == 0 and c < nchan:
@@ -601,6 +669,10 @@ def make_kernels(threads: int, fam: str = "float64", unroll: int = 4) -> SimpleN
             start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1 + i * s2), s0)
             res = rescale(res, finish(sweep_scaled(xf, start, end,
                                                    numba.uint64(rows * s0), init())))
+        elif recentre(acc, res):
+            start, end = row_span(nrows, p, nparts, r, numba.uint64(c * s1 + i * s2), s0)
+            res = recentred(res, sweep_at(xf, start, end, numba.uint64(rows * s0),
+                                          at_mean(res)))
         store_thread(t, res, si, sf)
         block_reduce(t, 1, T, si, sf)
         if t == 0:
