@@ -132,8 +132,8 @@ def check_coords(mine, theirs, what: str, whose: str = "the statistics",
         return
     if dims is not None and mine[0] != theirs[0] and mine[0] in tuple(dims):
         raise ValueError(
-            f"{what}'s channel axis is its dimension {theirs[0]!r}, but {whose} count the "
-            f"channels of dimension {mine[0]!r}, which it holds on another axis (a "
+            f"the channel axis of {what} is its dimension {theirs[0]!r}, but {whose} count "
+            f"the channels of dimension {mine[0]!r}, which it holds on another axis (a "
             f"transposed DataArray?): pass channel_axis={mine[0]!r} to select it by name, "
             "or transpose it back." + (" Nothing was changed." if unchanged else ""))
     if mine[1] is None or theirs[1] is None:

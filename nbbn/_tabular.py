@@ -78,18 +78,21 @@ class TableShard(Shard):
     """A part of a table read as one unit: a whole frame, a Parquet row group, a CSV file.
 
     ``rows`` is None while unknown (a CSV file); ``pieces(start)`` yields the rows from
-    ``start`` on as :data:`Piece` s.
+    ``start`` on as :data:`Piece` s. ``kinds``: the dtype kinds of its columns (integer
+    columns of int64 and uint64 are read as float64, ``dtype``, but are integers:
+    transform's default output is float32 for them, as for integer arrays).
     """
 
     def __init__(self, name: str, rows: int | None, row_shape: tuple[int, ...],
                  dtype: np.dtype, pieces: Callable[[int], Iterator[Piece]],
-                 identity: dict) -> None:
+                 identity: dict, kinds: frozenset[str] | None = None) -> None:
         self.name = name
         self.rows = rows  # type: ignore[assignment]
         self.row_shape = row_shape
         self.dtype = dtype
         self.pieces = pieces
         self._identity = identity
+        self.kinds = frozenset(dtype.kind) if kinds is None else kinds
 
     @property
     def size(self) -> int:
@@ -498,7 +501,7 @@ def _frame_source(what: str, rows: int, names: list[str], dtypes: list[np.dtype]
     dtype = _row_dtype(dtypes)
     row_bytes = math.prod(row_shape) * dtype.itemsize
     shard = TableShard(what, rows, row_shape, dtype, _slices(rows, row_bytes, read),
-                       {"columns": names})
+                       {"columns": names}, frozenset(dt.kind for dt in dtypes))
     return TableSource([shard], what, names)
 
 
@@ -727,7 +730,8 @@ def _parquet(paths: list[str], columns, what: str) -> TableSource:
             rows = meta.metadata.row_group(g).num_rows
             shards.append(TableShard(f"{path} row group {g}", rows, (len(chosen),),
                                      _row_dtype(dtypes), _no_direct_read,
-                                     {**ident, "row_group": g}))
+                                     {**ident, "row_group": g},
+                                     frozenset(dt.kind for dt in dtypes)))
             files.append(path)
     assert chosen is not None
     groups = [int(s.fingerprint()["row_group"]) for s in shards]

@@ -78,7 +78,8 @@ def _dask_array(x, channel_axis) -> tuple[Any, int, tuple | None, tuple | None]:
     from .backends import is_dask_array, is_xarray
 
     coord = None
-    refuse_table_axis(x, channel_axis)  # (its rows were read as the channels)
+    if not is_dask_frame(x):  # (a dask DataFrame's own words are _frame_array's)
+        refuse_table_axis(x, channel_axis)  # (its rows were read as the channels)
     names = frame_columns(x) if channel_axis in (1, -1) else None
     if is_xarray(x):
         from .backends.xarray import channel_coord, channel_index

@@ -693,6 +693,15 @@ def written_into_input(source: str, path: str, checkpointed: bool = True) -> str
     said = f"would be read as data of {source} by the next fit of it"
     if os.path.isdir(source):
         top = os.path.realpath(source)
+        if not images and folder == top:
+            from .sources import folder_kind
+
+            names, shards, words = folder_kind(source)
+            if names and (folder_file_kind(os.path.basename(path)) == "shards") != shards:
+                # (a .npy among tables is not read as data: the next fit refuses the mix)
+                return (f"would make the next fit of {source} refuse the folder, whose top "
+                        f"level would hold two kinds of files ({words} and "
+                        f"{os.path.basename(path)}); write it outside the folder")
         if folder == top or (images and folder.startswith(os.path.join(top, ""))):
             where = ("an image file below the folder of images, which is searched "
                      "recursively" if images else "a file of that kind at the folder's top "
@@ -870,7 +879,10 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
         Show a progress bar.
     dtype : dtype, optional
         Output dtype for a path ``out`` (float16/32/64). Default: the input's dtype when
-        it is floating, float32 for integer input (as :class:`~nbbn.Normalizer`).
+        it is floating, float32 for integer input (as :class:`~nbbn.Normalizer`), a
+        table's integer columns included, of any mix of integer dtypes and nullable
+        ones (``Normalizer(df)`` reads a nullable column with missing values as
+        float64, and gives float64).
     key : str, optional
         The array in an ``.npz``/HDF5 file or zarr group.
     eps : float, optional
@@ -1094,9 +1106,10 @@ def _output_of(src: Source, norm: Normalizer, dtype, *,
                      nchan=nchan, axis=f"the statistics' channel axis {axis}" if from_stats
                      else Param("channel_axis", norm.channel_axis),
                      row_shape=src.row_shape, want=norm.num_channels)
-    kinds = {s.dtype.kind for s in src.shards if s.rows}
+    kinds = {k for s in src.shards if s.rows for k in getattr(s, "kinds", s.dtype.kind)}
     # (integer shards of several dtypes: float32, as for one; their common dtype, such
-    # as int64 with uint64's float64, is what batches across them are read in)
+    # as int64 with uint64's float64, is what batches across them are read in; so for a
+    # table's integer columns, whose row dtype is that common one)
     source_dtype = np.dtype(np.int64) if kinds and kinds <= {"i", "u"} else np.dtype(src.dtype)
     want = "{dtype} must be float16, float32 or float64, got {got}"
     try:

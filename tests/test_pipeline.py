@@ -572,6 +572,18 @@ def test_transform_refuses_a_new_output_the_next_fit_would_read(tmp_path, rng):
     transform(shards, stats, tmp_path / "norm.npy")
     transform(shards, stats, shards / "norm.zarr")  # (not read by a folder of shards)
     assert fit(shards).count.tolist() == [10, 10, 10]
+    # a .npy among tables is not read as data: the next fit refuses the two kinds (the
+    # message said "would be read as data ... a file of that kind")
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame(x, columns=["a", "b", "c"]).to_parquet(tables / "p.parquet")
+    with pytest.raises(ValueError, match=r"would make the next fit of .*tables refuse the "
+                       r"folder, whose top level would hold two kinds of files \(Parquet/CSV "
+                       r"tables and n.npy\)"):
+        transform(tables, stats, tables / "n.npy")
+    assert os.listdir(tables) == ["p.parquet"]
 
 
 def test_transform_refuses_a_zarr_group_holding_arrays(tmp_path, rng):

@@ -842,3 +842,25 @@ def test_iterables_of_tables_are_read_as_update_reads_them():
     chunk = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 4.0]})
     stats = nbbn.fit(iter([chunk, chunk]), nan_policy="omit", progress=False)
     assert stats.count.tolist() == [4, 6] and stats.mean.tolist() == [2.0, 7 / 3]
+
+
+def test_transform_of_integer_columns_of_mixed_dtypes_gives_float32(tmp_path, rng):
+    # (int64 and uint64 columns: their row dtype float64 was the output's, where the
+    # same values in .npy shards gave float32, the documented default)
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": rng.integers(-50, 50, 40), "b": rng.integers(0, 100, 40,
+                                                                           dtype=np.uint64)})
+    stats = nbbn.fit(df, progress=False)
+    df.to_parquet(tmp_path / "t.parquet")
+    want = stats.to_normalizer()(df.to_numpy(np.float64)).astype(np.float32)
+    for src in (df, tmp_path / "t.parquet"):
+        out = tmp_path / "y.npy"
+        nbbn.transform(src, stats, out, progress=False)
+        y = np.load(out)
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y, want)
+        out.unlink()
+    floats = df.astype({"a": np.float64})  # (a float column: its dtype, as before)
+    nbbn.transform(floats, stats, tmp_path / "f.npy", progress=False)
+    assert np.load(tmp_path / "f.npy").dtype == np.float64

@@ -254,8 +254,8 @@ def test_a_transposed_dataarray_is_refused_not_read_along_another_dimension(rng,
     rs = nbbn.RunningStats(1).update(x)
     norm = rs.to_normalizer()
     moved = x.transpose("n", "t", "c")
-    why = (r"channel axis is its dimension 't', but .* count the channels of dimension "
-           r"'c', which it holds on another axis .*pass channel_axis='c'")
+    why = (r"the channel axis of .* is its dimension 't', but .* count the channels of "
+           r"dimension 'c', which it holds on another axis .*pass channel_axis='c'")
     before = rs.count.tolist()
     with pytest.raises(ValueError, match=why):
         rs.update(moved)
