@@ -357,6 +357,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .report import format_json, format_table
 
     _check_fit_paths(args)  # checked before the fit, not after hours of it
+    if args.checkpoint_interval is not None and args.checkpoint is None:
+        # (as --resume without it: it was ignored, and nothing was written)
+        raise ValueError("--checkpoint-interval applies with --checkpoint PATH, the file "
+                         "the progress is written to; without it nothing is written")
     interval = (CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
     if args.workers is not None and args.workers < 1:

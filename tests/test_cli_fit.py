@@ -204,6 +204,8 @@ def test_user_errors_one_line_exit_2(data_file, tmp_path, capsys, rng):
     user_error(["fit", str(data_file), "-o", str(tmp_path / "no" / "s.npz")], capsys,
                "does not exist")
     user_error(["fit", str(data_file), "--resume"], capsys, "--checkpoint")
+    user_error(["fit", str(data_file), "--checkpoint-interval", "1"], capsys,
+               "--checkpoint-interval applies with --checkpoint PATH")
     user_error(["transform", str(data_file), "--stats", str(tmp_path / "none.npz"), "-o",
                 str(tmp_path / "y.npy")], capsys, "none.npz")
     nbbn.fit(data_file, progress=False).save(tmp_path / "stats.npz")
