@@ -111,7 +111,11 @@ def announce_compiles(file: TextIO | None = None) -> None:
                     seen.add(words)
                     from .backends import _jit
 
-                    how = "not cached: no writable folder" if _jit.no_cache else "once; cached"
+                    # (a cache that failed after it was opened: its warning said so,
+                    # and this said "once; cached" in every later process too)
+                    how = ("not cached: no writable folder" if _jit.no_cache else
+                           "not cached: the cache failed" if _jit.cache_failed else
+                           "once; cached")
                     print(f"nbbn: compiling the {words} ({how})",
                           file=file or sys.stderr, flush=True)
 

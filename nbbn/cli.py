@@ -1040,6 +1040,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SIGTERM_STATUS
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
+    except RuntimeError as exc:
+        # (the kernels refuse NUMBA_DISABLE_JIT when they are imported: a traceback of
+        # 19 lines, exit 1; one line and exit 2 as for the other settings refused)
+        if "NUMBA_DISABLE_JIT" not in str(exc) or args.debug:
+            raise
+        print(f"nbbn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except USER_ERRORS as exc:
         # (another command's missing extra, e.g. nbbn bench --onnx: one line too)
         if args.command not in USER_DATA_COMMANDS and not isinstance(

@@ -497,3 +497,34 @@ def test_announcing_twice_prints_each_compile_once(monkeypatch, capsys):
     _compile_notice.announce_compiles()
     assert _jit.tagged(_add_two, "noticetest")(np.arange(3, dtype=np.int64)).tolist() == [2, 3, 4]
     assert capsys.readouterr().err.count("nbbn: compiling the test kernel for int64") == 1
+
+
+def test_the_notice_after_a_failed_cache_does_not_say_cached(monkeypatch, capsys):
+    """After a cache read or write failed (its warning says the kernel is compiled in
+    the process), the compile notice said "(once; cached)"."""
+    from nbbn import _compile_notice
+    from nbbn.backends import _jit
+
+    monkeypatch.setitem(_compile_notice._FAMILIES, "_add_two_failedtest", "test kernel for {}")
+    monkeypatch.setattr(_jit, "cache_failed", True)
+    monkeypatch.setattr(_jit, "no_cache", False)
+    _compile_notice.announce_compiles()
+    assert _jit.tagged(_add_two, "failedtest")(np.arange(2, dtype=np.int64)).tolist() == [2, 3]
+    err = capsys.readouterr().err
+    assert "nbbn: compiling the test kernel for int64 (not cached: the cache failed)" in err
+
+
+def test_numba_disable_jit_is_one_line_and_exit_2_in_the_cli(tmp_path):
+    """The kernels refuse NUMBA_DISABLE_JIT when imported: ``nbbn warmup`` printed that
+    RuntimeError's traceback (19 lines) and exited 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "nbbn", "warmup"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if not ln.startswith("nbbn: compiling ")]
+    assert len(lines) == 1 and lines[0].startswith("nbbn warmup: error: nbbn's kernels run "
+                                                   "only compiled by numba"), out.stderr

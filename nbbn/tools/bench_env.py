@@ -44,7 +44,9 @@ def cpu_flags() -> list[str]:
 
 def cpu_line() -> str:
     """One line for a benchmark script's output: the CPU model, its :data:`SIMD_FLAGS`
-    and the SIMD level of nbbn's kernels (numba's target, ``NUMBA_CPU_NAME``)."""
+    and the SIMD level of nbbn's kernels (numba's target: its features,
+    ``NUMBA_CPU_FEATURES`` or the host's, which ``NUMBA_CPU_NAME`` alone does not
+    change; ``NBBN_SIMD`` caps it)."""
     rec = cpu_record()
     return (f"cpu: {rec['model']}; flags: {' '.join(rec['flags']) or '-'}; nbbn SIMD level "
             f"{rec['simd_level']} (numba target: {rec['numba_target']}); transparent huge "
