@@ -233,8 +233,6 @@ def test_to_dict_reads_statistics_and_histogram_together():
     another thread updates paired old counts with a newer histogram, which ``load``
     then refused (a bin above its count; found in review, 1-9 in 3000 saves). A
     histogram set before any data saves and loads too."""
-    import threading
-
     from nbbn._histogram import Histogram
 
     rs = nbbn.RunningStats(-1)
@@ -243,19 +241,31 @@ def test_to_dict_reads_statistics_and_histogram_together():
     assert back.histogram.counts.shape == (3, 256) and back.count.size == 0
     img = np.zeros((64, 64, 3), np.uint8)  # one level: each bin equals the count
     rs.update(img)
+
+    def check():
+        d = rs.to_dict()
+        assert d["histogram"][0, 0] == d["count"][0]
+        nbbn.RunningStats.from_dict(d)
+
+    _while_another_thread_updates(rs, img, check, 2000)
+
+
+def _while_another_thread_updates(rs, batch, check, times: int) -> None:
+    """``check()`` called ``times`` times while another thread updates ``rs`` with
+    ``batch`` over and over."""
+    import threading
+
     stop = threading.Event()
 
     def updates():
         while not stop.is_set():
-            rs.update(img)
+            rs.update(batch)
 
     worker = threading.Thread(target=updates)
     worker.start()
     try:
-        for _ in range(2000):
-            d = rs.to_dict()
-            assert d["histogram"][0, 0] == d["count"][0]
-            nbbn.RunningStats.from_dict(d)
+        for _ in range(times):
+            check()
     finally:
         stop.set()
         worker.join()
@@ -378,7 +388,6 @@ def test_copies_and_merges_read_statistics_and_histogram_together():
     lock was released: while another thread updated, a copy paired a newer histogram
     with older counts (85 in 40,000 copies), which load refused."""
     import copy
-    import threading
 
     from nbbn._histogram import Histogram
 
@@ -386,18 +395,9 @@ def test_copies_and_merges_read_statistics_and_histogram_together():
     rs.histogram = Histogram.empty(3, np.uint8)
     img = np.zeros((16, 16, 3), np.uint8)  # one level: each bin equals the count
     rs.update(img)
-    stop = threading.Event()
 
-    def updates():
-        while not stop.is_set():
-            rs.update(img)
+    def check():
+        for other in (copy.copy(rs), rs + nbbn.RunningStats(-1)):
+            assert other.histogram.counts[0, 0] == other.count[0]
 
-    worker = threading.Thread(target=updates)
-    worker.start()
-    try:
-        for _ in range(3000):
-            for other in (copy.copy(rs), rs + nbbn.RunningStats(-1)):
-                assert other.histogram.counts[0, 0] == other.count[0]
-    finally:
-        stop.set()
-        worker.join()
+    _while_another_thread_updates(rs, img, check, 3000)
