@@ -460,6 +460,7 @@ class RunningStats:
             if b is not None:
                 self._check_mergeable(other, b)
             b_hist = _copied(other._histogram)
+            nothing = (_nothing(a), _nothing(b))  # (before a, a copy, is merged into)
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
@@ -467,7 +468,7 @@ class RunningStats:
         out._given_names = _merged_names(self._given_names, other._given_names)
         # (the sum of two histograms of their statistics is one of the merge's: not
         # checked again, which sums every bin, and copies a GPU state to the host)
-        hist = _merged_extras(a, a_hist, b, b_hist, nchan)
+        hist = _merged_extras(nothing[0], a_hist, nothing[1], b_hist, nchan)
         out._state = state
         out._histogram, out.skipped = hist, self.skipped + other.skipped
         out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
@@ -503,8 +504,8 @@ class RunningStats:
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
             names = check_names(names, nchan)
-            a = None if mine is None else backends.to_host(mine)
-            hist = _merged_extras(a, self._histogram, b, b_hist, nchan)
+            hist = _merged_extras(counted_nothing(self), self._histogram, _nothing(b), b_hist,
+                                  nchan)
             stopped = None
             if b is not None:  # (the last step that can fail: nothing is assigned before)
                 before = _counted(mine)
@@ -1125,16 +1126,16 @@ def _copied(hist: Histogram | None) -> Histogram | None:
     return None if hist is None else hist.copy()
 
 
-def _merged_extras(a: BatchStats | None, a_hist: Histogram | None, b: BatchStats | None,
+def _merged_extras(a_nothing: bool, a_hist: Histogram | None, b_nothing: bool,
                    b_hist: Histogram | None, nchan: int | None) -> Histogram | None:
-    """The histogram of merged statistics (host states ``a`` and ``b``, their
+    """The histogram of merged statistics (whether each side counted no value, their
     histograms, the merge's channel count): the sum, when both sides have one (a side
     that saw no value, or only empty batches, keeps the other's); ValueError for a
     histogram kept with statistics of another channel count (one set before any data,
     merged with statistics of empty batches of other channels: load refused the file)."""
-    if _nothing(b):  # (a copy: the merge is a new object, neither input changes)
+    if b_nothing:  # (a copy: the merge is a new object, neither input changes)
         out = _copied(a_hist)
-    elif _nothing(a):
+    elif a_nothing:
         out = _copied(b_hist)
     elif a_hist is None or b_hist is None:
         return None

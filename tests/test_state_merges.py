@@ -381,6 +381,17 @@ def test_an_empty_batch_or_merge_of_other_channels_than_a_set_histogram_is_refus
     rs.update(np.zeros((0, 3), np.uint8))  # (its own channels: fixed, and it loads)
     rs += nbbn.RunningStats(-1).update(np.ones((2, 3), np.uint8))  # (no histogram: dropped)
     assert rs.histogram is None and rs.count.tolist() == [2, 2, 2]
+    # statistics of empty batches only, without a histogram, keep the other side's
+    # (whether a side counted nothing is read before the merge into its copy)
+    counted = nbbn.RunningStats(-1)
+    counted.histogram = Histogram.empty(3, np.uint8)
+    counted.update(np.ones((4, 3), np.uint8))
+    for merged in (nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8)) + counted,
+                   counted + nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8))):
+        assert merged.histogram.counts[:, 1].tolist() == [4, 4, 4]
+    inplace = nbbn.RunningStats(-1).update(np.zeros((0, 3), np.uint8))
+    inplace += counted
+    assert inplace.histogram.counts[:, 1].tolist() == [4, 4, 4]
 
 
 def test_copies_and_merges_read_statistics_and_histogram_together():
