@@ -345,9 +345,9 @@ def test_normalizer_module_half_checks_the_range_and_splits_the_mean_again():
 
 def test_normalizer_module_loads_another_dtypes_state_split_again():
     """``load_state_dict`` of a float64 module's state into a float32 module cast its
-    ``mean`` and ``mean_lo`` each (``mean_lo`` about 0): 4e-3 of error at mean/std 1e5 in one report
-    where the module's own is 1e-7. The incoming mean is now split again, and a scale
-    beyond the module's range refused, the module unchanged."""
+    ``mean`` and ``mean_lo`` each (``mean_lo`` about 0): 4.4e-3 of error where the
+    module's own is 1.3e-7, at mean/std 1e5 in one report. The incoming mean is now
+    split again, and a scale beyond the module's range refused, the module unchanged."""
     rng = np.random.default_rng(5)
     x = rng.normal(1e4, 0.1, (1000, 3))
     norm = nbbn.RunningStats(channel_axis=1).update(x).to_normalizer(eps=0.0)
