@@ -81,7 +81,10 @@ def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np
     in the graph it would be an infinity, and the outputs NaN or infinite where nbbn's
     own are finite. NaN passes: it is NaN in any dtype. Also a nonzero scale below
     ``dtype``'s normal range: a subnormal constant keeps few bits (91 float32 ulp at
-    1e-40) and one below 1.4e-45 is 0 (outputs of 0 where nbbn's are 3e-23)."""
+    1e-40) and one below 1.4e-45 is 0 (outputs of 0 where nbbn's are 3e-23); except
+    in a channel whose bias is far above its scale (``mean - bias / scale`` beyond
+    ``dtype``'s range, where :func:`exact` keeps the bias apart: bias 1 at weight
+    1e-39), whose outputs are mostly that bias and were exported exactly."""
     if np.dtype(dtype) == np.float64:
         return
     top = float(np.finfo(dtype).max)
@@ -92,6 +95,9 @@ def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np
                              f"channels {np.flatnonzero(big)[:5].tolist()}: export a float64 "
                              "model")
         small = (v != 0) & (np.abs(v) < float(np.finfo(dtype).tiny))
+        if name == "scale":
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                small &= ~(np.abs(aff.mean - aff.bias / np.where(v == 0, 1.0, v)) > top)
         if name == "scale" and small.any():
             raise ValueError(f"the scale to export is below {np.dtype(dtype)}'s normal range "
                              f"({np.finfo(dtype).tiny:.3g}) in channels "
@@ -112,7 +118,7 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     if dtype == np.float64:
         return _steps(g, x, aff.mean, None, aff.scale, aff.bias, cshape, dtype)
     # The bias is kept apart (its own ``Add``) in a channel whose folded shift is beyond
-    # ``dtype``'s range (a bias far above its scale: bias 10 at weight 2e-38, whose map
+    # ``dtype``'s range (a bias far above its scale: bias 1 at weight 1e-39, whose map
     # is finite; it was refused), and in a channel of scale 0 (weight 0), whose shift is
     # ``mean * 0``: 0, or NaN for a NaN mean, whose outputs nbbn's ``(x - mean) * 0 +
     # bias`` gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN

@@ -117,16 +117,16 @@ class NormalizerModule(torch.nn.Module):
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         """``.to()``, ``.half()``, ``.cuda()``...: a new floating dtype is checked first
         (each number within its range) and gets the mean split again (``mean_lo``)."""
-        mean = self.mean.double() + self.mean_lo.double()  # type: ignore[union-attr]
         old = self.mean.dtype  # type: ignore[union-attr]
         new = fn(torch.empty(0, dtype=old, device=self.mean.device)).dtype  # type: ignore[union-attr]
+        if new == old or not new.is_floating_point:  # (a move: a meta module's to_empty)
+            return super()._apply(fn, recurse)
+        mean = (self.mean.double() + self.mean_lo.double()).cpu().numpy()  # type: ignore[union-attr]
         scale = self.scale.double().cpu().numpy()  # type: ignore[union-attr]
         bias = self.bias.double().cpu().numpy()  # type: ignore[union-attr]
-        if new != old and new.is_floating_point:
-            _check_range(new, {"mean": mean.cpu().numpy(), "scale": scale, "bias": bias})
+        _check_range(new, {"mean": mean, "scale": scale, "bias": bias})
         out = super()._apply(fn, recurse)
-        if new != old and new.is_floating_point:
-            self._assign(mean.cpu().numpy(), scale, bias, new)
+        self._assign(mean, scale, bias, new)
         return out
 
     def _assign(self, mean: np.ndarray, scale: np.ndarray, bias: np.ndarray,
@@ -148,11 +148,17 @@ class NormalizerModule(torch.nn.Module):
         keys = [prefix + k for k in ("mean", "mean_lo", "scale", "bias")]
         given = [state_dict.get(k) for k in keys]
         dt = self.mean.dtype  # type: ignore[union-attr]
-        if all(isinstance(t, torch.Tensor) and t.is_floating_point() and
-               t.shape == self.mean.shape for t in given) and any(  # type: ignore[union-attr]
+        # (assign=True keeps the state's own tensors and dtype, as torch documents)
+        if not local_metadata.get("assign_to_params_buffers", False) and all(
+                isinstance(t, torch.Tensor) and t.is_floating_point() and
+                t.shape == self.mean.shape for t in given) and any(  # type: ignore[union-attr]
                 t.dtype != dt for t in given):
             mean, lo, scale, bias = (t.detach().double().cpu().numpy() for t in given)
-            _check_range(dt, {"mean": mean + lo, "scale": scale, "bias": bias})
+            try:
+                _check_range(dt, {"mean": mean + lo, "scale": scale, "bias": bias})
+            except ValueError as exc:  # (reported as torch reports a size mismatch: the
+                error_msgs.append(f"{prefix or 'the module'}: {exc}")  # others load)
+                return
             state_dict = dict(state_dict)  # (torch's copy, not changed for the caller)
             hi, lo_t = _split(mean + lo, dt)
             state_dict[keys[0]], state_dict[keys[1]] = hi, lo_t

@@ -879,10 +879,11 @@ def transform(source, stats_or_normalizer, out, *, channel_axis: int | str | Non
         Show a progress bar.
     dtype : dtype, optional
         Output dtype for a path ``out`` (float16/32/64). Default: the input's dtype when
-        it is floating, float32 for integer input (as :class:`~nbbn.Normalizer`), a
-        table's integer columns included, of any mix of integer dtypes and nullable
-        ones (``Normalizer(df)`` reads a nullable column with missing values as
-        float64, and gives float64).
+        it is floating, float32 for integer input (as :class:`~nbbn.Normalizer`), for
+        integer files of several dtypes and a table's integer columns of any mix of
+        integer dtypes and nullable ones too (where ``Normalizer(df)`` differs: it
+        reads int64 beside uint64 columns, and nullable columns with missing values,
+        as float64, and gives float64).
     key : str, optional
         The array in an ``.npz``/HDF5 file or zarr group.
     eps : float, optional

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -461,6 +462,7 @@ class RunningStats:
                 self._check_mergeable(other, b)
             b_hist = _copied(other._histogram)
             nothing = (_nothing(a), _nothing(b))  # (before a, a copy, is merged into)
+            weighted = _weighted(a) or _weighted(b)
             state = a if b is None else b.copy() if a is None else _host_merge(a, b)
         first = a if a is not None else b
         nchan = None if first is None else first.num_channels
@@ -468,7 +470,8 @@ class RunningStats:
         out._given_names = _merged_names(self._given_names, other._given_names)
         # (the sum of two histograms of their statistics is one of the merge's: not
         # checked again, which sums every bin, and copies a GPU state to the host)
-        hist = _merged_extras(nothing[0], a_hist, nothing[1], b_hist, nchan)
+        hist = None if weighted else _merged_extras(nothing[0], a_hist, nothing[1], b_hist,
+                                                    nchan)
         out._state = state
         out._histogram, out.skipped = hist, self.skipped + other.skipped
         out._channel_coord = kept_coord(self._channel_coord, other._channel_coord)
@@ -504,8 +507,11 @@ class RunningStats:
             nchan = b.num_channels if b is not None else \
                 None if mine is None else mine.num_channels
             names = check_names(names, nchan)
-            hist = _merged_extras(counted_nothing(self), self._histogram, _nothing(b), b_hist,
-                                  nchan)
+            # (weighted statistics keep no histogram: one side weighted, the merge too)
+            weighted = _weighted(None if mine is None else backends.to_host(mine)) or \
+                _weighted(b)
+            hist = None if weighted else _merged_extras(
+                counted_nothing(self), self._histogram, _nothing(b), b_hist, nchan)
             stopped = None
             if b is not None:  # (the last step that can fail: nothing is assigned before)
                 before = _counted(mine)
@@ -942,9 +948,12 @@ class RunningStats:
             rs._state = BatchStats.from_fields(count=count, mean=mean, mean_lo=mean_lo, m2=m2,
                                                min=mn, max=mx, nan=nnan, inf=ninf,
                                                weight=weight)
-        if "histogram" in d:
-            if weight is not None:
-                raise ValueError(_WEIGHTED_HISTOGRAM)
+        if "histogram" in d and weight is not None:
+            # (a file of weighted statistics with a histogram, which nbbn wrote before
+            # 2026-12-08: its statistics are kept, the histogram dropped)
+            warnings.warn(f"{_WEIGHTED_HISTOGRAM}: the histogram of these statistics is "
+                          "dropped", RuntimeWarning, stacklevel=3)
+        elif "histogram" in d:
             hist = Histogram(d["histogram"])
             _check_histogram(hist, count)
             rs._histogram = hist
@@ -1147,6 +1156,11 @@ def _merged_extras(a_nothing: bool, a_hist: Histogram | None, b_nothing: bool,
                          f"statistics of {nchan} channels: merge statistics of the same "
                          "channels, or set .histogram = None first to drop it")
     return out
+
+
+def _weighted(st: BatchStats | None) -> bool:
+    """Whether the host state ``st`` holds weighted statistics."""
+    return st is not None and st.weight is not None
 
 
 def _nothing(st: BatchStats | None) -> bool:

@@ -634,14 +634,14 @@ def test_batchnorm_with_tracking_turned_off_after_training_exports_its_buffers()
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_bias_kept_apart_where_folding_overflows(dtype):
-    """A bias far above its channel's scale (bias 10 at weight 2e-38) folds into a shift
+    """A bias far above its channel's scale (bias 1 at weight 1e-39) folds into a shift
     ``mean - bias / scale`` beyond float32, which was refused though the map is finite
     (and form="batchnorm" exported it): that channel keeps mean and bias apart (an
     ``Add``) and the others stay folded, within the exact form's bound. A mean beyond
     float32 in such a channel is still refused, naming the mean."""
     mean = np.array([0.0, 1e4 + 0.1, -2e6, 5.0])
-    weight = np.array([2e-38, 0.5, 1e-30, 1.0])
-    bias = np.array([10.0, 3.0, -3.5e8, 0.0])
+    weight = np.array([1e-39, 0.5, 1e-30, 1.0])  # (a subnormal scale: taken where the
+    bias = np.array([1.0, 3.0, -3.5e8, 0.0])    # bias is apart, mostly the output)
     var = np.array([1.0, 4.0, 1.0, 9.0])
     norm = nbbn.Normalizer(mean, var, eps=0.0, weight=weight, bias=bias, channel_axis=-1)
     rng = np.random.default_rng(18)
@@ -667,7 +667,7 @@ def test_bias_kept_apart_where_folding_overflows(dtype):
         assert ulps(y, ref, unbiased=unbiased) <= EXACT_BOUND
     y64 = run(nbbn_onnx.to_onnx(norm, ndim=2, dtype=np.float64), x.astype(np.float64))
     np.testing.assert_allclose(y64, ref, rtol=1e-12)
-    big = nbbn.Normalizer([1e39], [1.0], eps=0.0, weight=[2e-38], bias=[-10.0],
+    big = nbbn.Normalizer([1e39], [1.0], eps=0.0, weight=[1e-39], bias=[-1.0],
                           channel_axis=-1)
     with pytest.raises(ValueError, match=r"the mean to export is beyond float32's range "
                        r"in channels \[0\]"):

@@ -895,6 +895,19 @@ def test_weighted_statistics_keep_no_histogram():
         rs.histogram = Histogram.of(x)
     assert rs.histogram is None
     d = rs.to_dict()
-    d["histogram"] = Histogram.of(x).counts
-    with pytest.raises(ValueError, match="statistics of weighted data"):
-        nbbn.RunningStats.from_dict(d)
+    d["histogram"] = Histogram.of(x).counts  # (a file written before 2026-12-08)
+    with pytest.warns(RuntimeWarning, match="statistics of weighted data .* the histogram "
+                                            "of these statistics is dropped"):
+        back = nbbn.RunningStats.from_dict(d)
+    assert back.histogram is None and back.count.tolist() == rs.count.tolist()
+    # a merge with a weighted side (one that counted nothing too) keeps no histogram
+    empty = nbbn.RunningStats(1, nan_policy="omit")
+    empty.update(np.full((3, 2), np.nan), sample_weight=np.ones(3))
+    counted = nbbn.RunningStats(1, nan_policy="omit")
+    counted.histogram = Histogram.empty(2, np.uint8)
+    counted.update(x)
+    for merged in (empty + counted, counted + empty):
+        assert merged.histogram is None and merged.weighted
+        nbbn.RunningStats.from_dict(merged.to_dict())
+    counted += empty
+    assert counted.histogram is None

@@ -366,9 +366,16 @@ def test_normalizer_module_loads_another_dtypes_state_split_again():
     wide = nbbn.Normalizer([0.0], [1e-12], eps=0.0, channel_axis=1)  # (scale 1e6)
     half = nbbn.Normalizer([0.0], [1.0], eps=0.0, channel_axis=1).to_torch(dtype=torch.float16)
     before = {k: v.clone() for k, v in half.state_dict().items()}
-    with pytest.raises(ValueError, match="scale is beyond torch.float16's range"):
+    with pytest.raises(RuntimeError, match="scale is beyond torch.float16's range"):
         half.load_state_dict(wide.to_torch(dtype=torch.float32).state_dict())
     assert all(torch.equal(before[k], v) for k, v in half.state_dict().items())
+    # assign=True keeps the state's tensors and dtype, as torch documents
+    assigned = norm.to_torch(dtype=torch.float32)
+    assigned.load_state_dict(norm.to_torch(dtype=torch.float64).state_dict(), assign=True)
+    assert assigned.mean.dtype == torch.float64
+    # a module on the meta device is materialized (to_empty moves, changes no dtype)
+    meta = norm.to_torch().to("meta")
+    assert meta.to_empty(device="cpu").mean.device.type == "cpu"
 
 
 def test_a_half_normalizer_module_subtracts_the_mean_before_rounding_to_float16():

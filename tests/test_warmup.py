@@ -505,13 +505,15 @@ def test_the_notice_after_a_failed_cache_does_not_say_cached(monkeypatch, capsys
     from nbbn import _compile_notice
     from nbbn.backends import _jit
 
-    monkeypatch.setitem(_compile_notice._FAMILIES, "_add_two_failedtest", "test kernel for {}")
+    monkeypatch.setitem(_compile_notice._FAMILIES, "_add_two_failedtest",
+                        "failed-cache test kernel for {}")  # (each notice is printed once)
     monkeypatch.setattr(_jit, "cache_failed", True)
     monkeypatch.setattr(_jit, "no_cache", False)
     _compile_notice.announce_compiles()
     assert _jit.tagged(_add_two, "failedtest")(np.arange(2, dtype=np.int64)).tolist() == [2, 3]
     err = capsys.readouterr().err
-    assert "nbbn: compiling the test kernel for int64 (not cached: the cache failed)" in err
+    assert "compiling the failed-cache test kernel for int64 (not cached: the cache failed)" \
+        in err
 
 
 def test_numba_disable_jit_is_one_line_and_exit_2_in_the_cli(tmp_path):
