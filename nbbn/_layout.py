@@ -215,10 +215,11 @@ def _non_numeric_columns(x) -> list[str]:
     return [f"{name!r} ({dt})" for name, dt in pairs if not numeric(dt)]
 
 
-def check_no_mask(x, what: str) -> None:
+def check_no_mask(x, what: str, fix: str | None = None) -> None:
     """TypeError for a numpy masked array with masked elements: its values there are
     whatever the data holds, and reading them as values would count them. A masked
-    array without a masked element (as netCDF readers return) is read as its data."""
+    array without a masked element (as netCDF readers return) is read as its data.
+    ``fix``: the advice, where the data's (fill with NaN, compress) does not apply."""
     if type(x) is np.ndarray or not isinstance(x, np.ndarray):
         return
     if isinstance(x, np.ma.MaskedArray) and np.ma.getmask(x) is not np.ma.nomask \
@@ -226,10 +227,11 @@ def check_no_mask(x, what: str) -> None:
         k = int(np.ma.count_masked(x))
         raise TypeError(
             f"{what} is a numpy masked array with {k} masked element{'s' * (k != 1)}, "
-            "which nbbn would read as values: for statistics that skip them, pass "
-            "x.filled(np.nan) with nan_policy='omit' (floating data), or x.compressed() "
-            "for a single channel; to normalize, pass x.filled(value) or x.data "
-            "(their outputs are then of those values)")
+            "which nbbn would read as values: " + (fix or (
+                "for statistics that skip them, pass x.filled(np.nan) with "
+                "nan_policy='omit' (floating data), or x.compressed() for a single "
+                "channel; to normalize, pass x.filled(value) or x.data (their outputs "
+                "are then of those values)")))
 
 
 def is_sparse(x) -> bool:

@@ -96,14 +96,26 @@ def check_range(aff: Affine, dtype: np.dtype, names: tuple[str, ...], **more: np
                              "model")
         small = (v != 0) & (np.abs(v) < float(np.finfo(dtype).tiny))
         if name == "scale":
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                small &= ~(np.abs(aff.mean - aff.bias / np.where(v == 0, 1.0, v)) > top)
+            small &= ~_bias_apart(aff, dtype)
         if name == "scale" and small.any():
             raise ValueError(f"the scale to export is below {np.dtype(dtype)}'s normal range "
                              f"({np.finfo(dtype).tiny:.3g}) in channels "
                              f"{np.flatnonzero(small)[:5].tolist()} (a weight far below the "
                              "standard deviation): as a constant it would lose its precision "
                              "or be 0; export a float64 model")
+
+
+def _folded(aff: Affine) -> np.ndarray:
+    """The shift ``mean - bias / scale`` with the bias folded into the mean (``mean``
+    where the scale is 0), in float64; infinite where it overflows."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return aff.mean - aff.bias / np.where(aff.scale == 0, 1.0, aff.scale)
+
+
+def _bias_apart(aff: Affine, dtype: np.dtype) -> np.ndarray:
+    """The channels whose folded shift is beyond ``dtype``'s range (a bias far above its
+    scale), where :func:`exact` keeps the bias apart, its own ``Add``."""
+    return np.abs(_folded(aff)) > float(np.finfo(dtype).max)
 
 
 def _shaped(v: np.ndarray, cshape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -124,10 +136,8 @@ def exact(g: Graph, x: str, aff: Affine, cshape: tuple[int, ...], dtype: np.dtyp
     # bias`` gives as NaN (a shift of 0 gave the bias). An infinite input stays NaN
     # (``inf * 0``).
     zero = aff.scale == 0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        folded = aff.mean - aff.bias / np.where(zero, 1.0, aff.scale)
-    apart = zero | (np.abs(folded) > float(np.finfo(dtype).max))
-    shift = np.where(zero, aff.mean * 0.0, np.where(apart, aff.mean, folded))
+    apart = zero | _bias_apart(aff, dtype)
+    shift = np.where(zero, aff.mean * 0.0, np.where(apart, aff.mean, _folded(aff)))
     bias = np.where(apart, aff.bias, 0.0)
     check_range(aff, dtype, ("scale",), mean=shift, bias=bias)
     hi = shift.astype(dtype).astype(np.float64)

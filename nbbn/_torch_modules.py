@@ -72,12 +72,10 @@ class NormalizerModule(torch.nn.Module):
         bias = channel_vector(bias, mean.shape[0], "bias")
         channel_axis = check_axis(channel_axis)
         _check_range(dtype, {"mean": mean, "scale": scale, "bias": bias})
-        hi, lo = _split(mean, dtype)  # (new tensors: the caller's arrays are never shared)
         self.channel_axis = int(channel_axis)
-        self.register_buffer("mean", hi.to(device))
-        self.register_buffer("mean_lo", lo.to(device))
-        self.register_buffer("scale", rounded_once(scale, dtype).to(device))
-        self.register_buffer("bias", rounded_once(bias, dtype).to(device))
+        # (new tensors: the caller's arrays are never shared)
+        for name, t in _buffers(mean, scale, bias, dtype).items():
+            self.register_buffer(name, t.to(device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` along ``channel_axis``."""
@@ -134,10 +132,9 @@ class NormalizerModule(torch.nn.Module):
         """The buffers from float64 numbers, each rounded once to ``dtype`` (torch's
         float64 to float16 cast rounds twice), the mean split again."""
         device = self.mean.device  # type: ignore[union-attr,has-type]
-        hi, lo = _split(mean, dtype)
-        self.mean, self.mean_lo = hi.to(device), lo.to(device)
-        self.scale = rounded_once(scale, dtype).to(device)
-        self.bias = rounded_once(bias, dtype).to(device)
+        new = {name: t.to(device) for name, t in _buffers(mean, scale, bias, dtype).items()}
+        self.mean, self.mean_lo = new["mean"], new["mean_lo"]
+        self.scale, self.bias = new["scale"], new["bias"]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,  # type: ignore[no-untyped-def]
                               missing_keys, unexpected_keys, error_msgs):
@@ -160,10 +157,8 @@ class NormalizerModule(torch.nn.Module):
                 error_msgs.append(f"{prefix or 'the module'}: {exc}")  # others load)
                 return
             state_dict = dict(state_dict)  # (torch's copy, not changed for the caller)
-            hi, lo_t = _split(mean + lo, dt)
-            state_dict[keys[0]], state_dict[keys[1]] = hi, lo_t
-            state_dict[keys[2]] = rounded_once(scale, dt)
-            state_dict[keys[3]] = rounded_once(bias, dt)
+            state_dict.update({prefix + name: t for name, t in
+                               _buffers(mean + lo, scale, bias, dt).items()})
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
 
@@ -193,13 +188,16 @@ def _check_range(dtype: torch.dtype, arrays: dict[str, np.ndarray], *,
                              f"{np.flatnonzero(big)[:5].tolist()}: {advice}")
 
 
-def _split(mean64: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float64 mean as ``dtype``'s rounding and the rest (``mean``, ``mean_lo``): CPU
-    tensors, each rounded once."""
+def _buffers(mean64: np.ndarray, scale64: np.ndarray, bias64: np.ndarray,
+             dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A module's buffers from float64 numbers, CPU tensors of ``dtype``, each rounded
+    once (torch's float64 to float16 cast rounds twice): ``mean`` rounded and
+    ``mean_lo`` the rest, ``scale``, ``bias``."""
     hi = rounded_once(mean64, dtype)
     with np.errstate(invalid="ignore"):  # (an infinite mean: its rest is 0, not NaN)
         rest = np.where(np.isinf(mean64), 0.0, mean64 - hi.double().numpy())
-    return hi, rounded_once(rest, dtype)
+    return {"mean": hi, "mean_lo": rounded_once(rest, dtype),
+            "scale": rounded_once(scale64, dtype), "bias": rounded_once(bias64, dtype)}
 
 
 def normalizer_to_torch(norm: Normalizer, dtype: torch.dtype | None = None,

@@ -52,13 +52,9 @@ def check_sample_weight(sample_weight, nrows: int, channel_axis: int, given=None
                "channel_axis=-1 (x.T for a (C, N) batch)")
         raise ValueError(f"sample_weight weighs the rows along axis 0, but axis 0 is the "
                          f"channel axis here{said}; {fix}")
-    if isinstance(sample_weight, np.ma.MaskedArray) and np.ma.getmask(sample_weight).any():
-        # (check_no_mask's advice is for data: a NaN weight is refused)
-        k = int(np.ma.count_masked(sample_weight))
-        raise TypeError(f"sample_weight is a numpy masked array with {k} masked "
-                        f"element{'s' * (k != 1)}, which nbbn would read as weights: pass "
-                        "sample_weight.filled(0) to leave those rows out")
-    check_no_mask(sample_weight, "sample_weight")
+    # (the data's advice, filled(np.nan), does not apply: a NaN weight is refused)
+    check_no_mask(sample_weight, "sample_weight",
+                  "pass sample_weight.filled(0) to leave those rows out")
     w = np.asarray(host_values(sample_weight))
     if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.flat):
         try:  # (Python numbers in an object array, as scikit-learn)

@@ -20,7 +20,7 @@ from ._cli_errors import (
     one_line,
 )
 from ._interrupt import SIGTERM_STATUS, Terminated
-from .errors import MissingExtraError
+from .errors import BackendUnavailableError, MissingExtraError
 
 MAX_DPI = 1000  # nbbn plot --dpi: at most 16,000 x 5,600 pixels (the widest figure)
 
@@ -729,7 +729,6 @@ def _check_bench_options(args: argparse.Namespace) -> set[tuple[str, str]] | Non
     if args.backend == "cuda":
         import_extra("numba_cuda", "cuda", "nbbn bench --backend cuda")
         from .backends import resolve
-        from .errors import BackendUnavailableError
 
         try:  # (no GPU: a traceback once the bench started; the simulator is a GPU here)
             resolve("cuda")
@@ -1040,10 +1039,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SIGTERM_STATUS
     except BrokenPipeError:  # e.g. `nbbn bench | head`
         return 0
-    except RuntimeError as exc:
+    except BackendUnavailableError as exc:
         # (the kernels refuse NUMBA_DISABLE_JIT when they are imported: a traceback of
         # 19 lines, exit 1; one line and exit 2 as for the other settings refused)
-        if "NUMBA_DISABLE_JIT" not in str(exc) or args.debug:
+        if args.debug:
             raise
         print(f"nbbn {args.command}: error: {exc}", file=sys.stderr)
         return 2

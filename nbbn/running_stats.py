@@ -1208,7 +1208,7 @@ def counted_nothing(rs: RunningStats) -> bool:
     nothing (``to_normalizer``, ``nbbn.transform``), give precise BN nothing to write,
     and leave a merge's histogram to the other side."""
     st = rs._state
-    return st is None or not backends.to_host(st).ints[0].any()
+    return _nothing(None if st is None else backends.to_host(st))
 
 
 def _check_weight_per_channel(weight: np.ndarray, size: int, nchan: int) -> None:

@@ -37,8 +37,11 @@ def _source_tag() -> str:
 SOURCE_TAG = _source_tag()
 
 if getattr(numba.config, "DISABLE_JIT", False):  # the kernels use numba's overloads and intrinsics
-    raise RuntimeError("nbbn's kernels run only compiled by numba, and NUMBA_DISABLE_JIT "
-                       "is set: unset it (or set it to 0) to use nbbn")
+    from ..errors import BackendUnavailableError  # (a RuntimeError)
+
+    raise BackendUnavailableError("nbbn's kernels run only compiled by numba, and "
+                                  "NUMBA_DISABLE_JIT is set: unset it (or set it to 0) to "
+                                  "use nbbn")
 
 
 def _renamed(fn, suffix: str, constants: dict | None = None):
